@@ -1,0 +1,1 @@
+"""The store: k8semu's etcd stand-in (Raft-replicated MVCC key-value store in SQLite)."""

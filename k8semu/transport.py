@@ -1,0 +1,98 @@
+"""The one place where gRPC servers and channels are made (DESIGN decision 9).
+
+Every server gets the standard health and reflection services; every channel gets the
+same keepalive and message-size options. Deadlines for calls live here as named defaults.
+TLS and authentication will be added here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deadlines:
+    """Per-call deadlines in seconds."""
+
+    unary: float = 5.0
+    peer_send: float = 2.0
+    snapshot: float = 120.0
+
+
+DEFAULT_DEADLINES = Deadlines()
+
+_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+_SERVER_OPTIONS: list[tuple[str, int]] = [
+    *_OPTIONS,
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class AddressError(ValueError):
+    """A listen/peer URL or address that cannot be used."""
+
+
+def parse_url(url: str, *, flag: str) -> str:
+    """`http://127.0.0.1:2379` -> `127.0.0.1:2379`; the error names the flag."""
+    text = url.strip()
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "grpc"):
+        raise AddressError(f"{flag}: {url!r}: only http:// URLs are supported (no TLS yet)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise AddressError(f"{flag}: {url!r}: bad port") from exc
+    if not parts.hostname or port is None:
+        raise AddressError(f"{flag}: {url!r}: expected http://HOST:PORT")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}"
+
+
+def server(service_names: Iterable[str] = ()) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A grpc.aio server with health and reflection; the caller adds servicers and ports."""
+    srv = grpc.aio.server(options=_SERVER_OPTIONS)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, srv)
+    names = [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], srv)
+    return srv, health_servicer
+
+
+def bind(srv: grpc.aio.Server, address: str, *, flag: str) -> int:
+    """Bind `address` (HOST:PORT) insecurely; returns the bound port (useful with port 0)."""
+    try:
+        port = srv.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise AddressError(f"{flag}: cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise AddressError(f"{flag}: cannot listen on {address} (in use or not local)")
+    return port
+
+
+def channel(target: str | Sequence[str]) -> grpc.aio.Channel:
+    """An insecure channel; several targets are load-balanced round-robin with fail-over."""
+    if isinstance(target, str):
+        return grpc.aio.insecure_channel(target, options=_OPTIONS)
+    addresses = ",".join(target)
+    return grpc.aio.insecure_channel(
+        f"ipv4:{addresses}",
+        options=[*_OPTIONS, ("grpc.lb_policy_name", "round_robin")],
+    )
