@@ -46,4 +46,4 @@ def configure(
 
 def get_logger(name: str) -> Any:
     """A bound logger; `name` is the module, kept as the `logger` field."""
-    return structlog.get_logger(logger=name)
+    return structlog.get_logger(logger_name=name)

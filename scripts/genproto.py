@@ -38,7 +38,9 @@ def generate(dest: Path) -> None:
             f"--plugin=protoc-gen-mypy={BIN / 'protoc-gen-mypy'}",
             f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
         ]
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"protoc failed:\n{done.stderr}")
         src_root = Path(tmp) / "k8semu"
         for path in sorted(src_root.rglob("*")):
             if path.is_dir():

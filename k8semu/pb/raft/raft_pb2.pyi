@@ -233,28 +233,53 @@ class MessageBatch(_message.Message):
     CLUSTER_ID_FIELD_NUMBER: _builtins.int
     FROM_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
-    CLIENT_URLS_FIELD_NUMBER: _builtins.int
+    MEMBER_CLIENT_URLS_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.int
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
     @_builtins.property
-    def client_urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The sender's advertised client URLs, so every member can answer MemberList."""
+    def member_client_urls(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberClientURLs]:
+        """Client URLs of the members the sender knows (itself included), sent when they changed
+        since the last frame on this stream, so every member can answer MemberList.
+        """
 
     def __init__(
         self,
         *,
         cluster_id: _builtins.int = ...,
         messages: _abc.Iterable[Global___Message] | None = ...,
-        client_urls: _abc.Iterable[_builtins.str] | None = ...,
+        member_client_urls: _abc.Iterable[Global___MemberClientURLs] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_urls", b"client_urls", "cluster_id", b"cluster_id", "from", b"from", "messages", b"messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "from", b"from", "member_client_urls", b"member_client_urls", "messages", b"messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MessageBatch: _TypeAlias = MessageBatch  # noqa: Y015
+
+@_typing.final
+class MemberClientURLs(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    URLS_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    @_builtins.property
+    def urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        urls: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "urls", b"urls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberClientURLs: _TypeAlias = MemberClientURLs  # noqa: Y015
 
 @_typing.final
 class SendAck(_message.Message):

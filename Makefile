@@ -1,0 +1,47 @@
+# `make run` and `make test` are all a fresh machine needs (they install what is missing).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSDEPS_STAMP := .k8semu/.sysdeps
+PYTEST_ARGS ?=
+
+.PHONY: run test check fmt lint types protos sysdeps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages the tests and benchmarks compare against (etcd, etcdctl).
+$(SYSDEPS_STAMP): scripts/install-system-deps.sh
+	scripts/install-system-deps.sh
+	mkdir -p .k8semu && touch $(SYSDEPS_STAMP)
+
+sysdeps: $(SYSDEPS_STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/k8semu up
+
+check: $(STAMP)
+	$(PY) scripts/genproto.py --check
+	$(VENV)/bin/ruff check k8semu tests scripts
+	$(VENV)/bin/ruff format --check k8semu tests scripts
+	$(VENV)/bin/mypy
+
+test: $(STAMP) $(SYSDEPS_STAMP) check
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format k8semu tests scripts
+	$(VENV)/bin/ruff check --fix k8semu tests scripts
+
+protos: $(STAMP)
+	$(PY) scripts/genproto.py
+
+bench: $(STAMP) $(SYSDEPS_STAMP)
+	$(PY) scripts/bench_store.py --compare
+
+clean:
+	rm -rf $(VENV) .k8semu build *.egg-info

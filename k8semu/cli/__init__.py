@@ -1,0 +1,1 @@
+"""The `k8semu` command line: one module per command group."""

@@ -1,0 +1,133 @@
+"""`k8semu store`: run one store replica, with etcd's flag names; and `store snapshot`.
+
+    k8semu store --name s1 --data-dir DIR --listen-client-urls http://127.0.0.1:2379 \\
+        --listen-peer-urls http://127.0.0.1:2380 --initial-cluster s1=http://127.0.0.1:2380,...
+    k8semu store snapshot save FILE --endpoints 127.0.0.1:2379
+    k8semu store snapshot restore FILE --data-dir DIR --name s1 --initial-cluster ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from k8semu import log as logging_setup
+from k8semu.store import config as cfg
+from k8semu.store.errors import StoreError
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="k8semu store",
+        description="Run one replica of the store (etcd v3 API on the client URL, Raft on "
+        "the peer URL). Subcommand: `k8semu store snapshot save|restore`.",
+    )
+    p.add_argument("--name", default="default", help="this member's name in --initial-cluster")
+    p.add_argument("--data-dir", help="data directory (default: ./NAME.k8semu-store)")
+    p.add_argument("--listen-client-urls", default="http://127.0.0.1:2379")
+    p.add_argument("--advertise-client-urls", default="", help="default: --listen-client-urls")
+    p.add_argument("--listen-peer-urls", default="http://127.0.0.1:2380")
+    p.add_argument("--initial-advertise-peer-urls", default="", help="accepted for etcd parity")
+    p.add_argument(
+        "--initial-cluster", default="", help="NAME=PEER_URL,...; default: NAME=--listen-peer-urls"
+    )
+    p.add_argument("--initial-cluster-token", default=cfg.DEFAULT_CLUSTER_TOKEN)
+    p.add_argument("--initial-cluster-state", default="new", choices=["new", "existing"])
+    p.add_argument("--heartbeat-interval", type=int, default=cfg.DEFAULT_HEARTBEAT_MS, help="ms")
+    p.add_argument("--election-timeout", type=int, default=cfg.DEFAULT_ELECTION_MS, help="ms")
+    p.add_argument("--snapshot-count", type=int, default=cfg.DEFAULT_SNAPSHOT_COUNT)
+    p.add_argument("--max-request-bytes", type=int, default=cfg.DEFAULT_MAX_REQUEST_BYTES)
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", default="console", choices=["console", "json"])
+    return p
+
+
+def _first_url(value: str, flag: str) -> str:
+    urls = [u for u in value.split(",") if u.strip()]
+    if len(urls) != 1:
+        raise cfg.ConfigError(f"{flag}: expected exactly one URL, got {value!r}")
+    from k8semu.transport import AddressError, parse_url
+
+    try:
+        return parse_url(urls[0], flag=flag)
+    except AddressError as exc:
+        raise cfg.ConfigError(str(exc)) from exc
+
+
+def build_config(ns: argparse.Namespace) -> cfg.StoreConfig:
+    listen_peer = _first_url(ns.listen_peer_urls, "--listen-peer-urls")
+    initial = ns.initial_cluster or f"{ns.name}=http://{listen_peer}"
+    advertise = tuple(u.strip() for u in ns.advertise_client_urls.split(",") if u.strip())
+    return cfg.StoreConfig(
+        name=ns.name,
+        data_dir=Path(ns.data_dir or f"{ns.name}.k8semu-store"),
+        listen_client=_first_url(ns.listen_client_urls, "--listen-client-urls"),
+        listen_peer=listen_peer,
+        members=cfg.parse_initial_cluster(initial),
+        advertise_client=advertise,
+        cluster_token=ns.initial_cluster_token,
+        heartbeat_ms=ns.heartbeat_interval,
+        election_ms=ns.election_timeout,
+        snapshot_count=ns.snapshot_count,
+        max_request_bytes=ns.max_request_bytes,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    if argv and argv[0] == "snapshot":
+        from k8semu.cli import store_snapshot
+
+        return store_snapshot.main(list(argv[1:]))
+    ns = _run_parser().parse_args(list(argv))
+    try:
+        config = build_config(ns)
+        logging_setup.configure("store", node=ns.name, level=ns.log_level, fmt=ns.log_format)
+    except (cfg.ConfigError, ValueError) as exc:
+        print(f"k8semu store: {exc}", file=sys.stderr)
+        return 2
+    _install_uvloop()
+    try:
+        asyncio.run(_serve(config))
+    except StoreError as exc:
+        print(f"k8semu store: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"k8semu store: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _install_uvloop() -> None:
+    if os.environ.get("K8SEMU_NO_UVLOOP"):
+        return
+    try:
+        import uvloop
+    except ImportError:
+        return
+    uvloop.install()
+
+
+async def _serve(config: cfg.StoreConfig) -> None:
+    from k8semu.store.server import StoreServer
+    from k8semu.transport import AddressError
+
+    server = StoreServer(config)
+    try:
+        await server.start()
+    except AddressError as exc:
+        await server.stop(0)
+        raise OSError(str(exc)) from exc
+    except BaseException:
+        await server.stop(0)
+        raise
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()

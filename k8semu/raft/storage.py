@@ -1,0 +1,183 @@
+"""Durable Raft state in SQLite through aiosqlite: hard state, log entries, snapshot metadata.
+
+Owns raft.db of one replica. Every `save` is one transaction committed with
+`synchronous=FULL` in WAL mode, so when it returns the entries and hard state are on disk
+(DESIGN decision 4): the driver sends messages and acknowledges clients only after that.
+It knows nothing of what the entries mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+
+from k8semu.pb.raft import raft_pb2
+from k8semu.store.errors import CorruptDataError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identity (id INTEGER PRIMARY KEY CHECK (id = 1),
+    cluster_id INTEGER NOT NULL, member_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hard_state (id INTEGER PRIMARY KEY CHECK (id = 1),
+    term INTEGER NOT NULL, vote INTEGER NOT NULL, commit_index INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1),
+    idx INTEGER NOT NULL, term INTEGER NOT NULL, voters BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
+    type INTEGER NOT NULL, data BLOB NOT NULL);
+"""
+
+# SQLite integers are signed 64-bit; Raft ids are uint64, so they are stored two's-complement.
+_U64 = 1 << 64
+
+
+def _to_i64(value: int) -> int:
+    return value - _U64 if value >= 1 << 63 else value
+
+
+def _to_u64(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
+@dataclass(slots=True)
+class LoadedState:
+    """What a replica finds on disk at start-up."""
+
+    hard_state: raft_pb2.HardState
+    snapshot: raft_pb2.SnapshotMetadata | None
+    entries: list[raft_pb2.Entry] = field(default_factory=list)
+
+
+class RaftStorage:
+    """raft.db of one replica. Not safe for concurrent use: the driver serialises calls."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, *, cluster_id: int, member_id: int) -> RaftStorage:
+        """Open or create raft.db; refuses a file of another cluster/member or a damaged one."""
+        fresh = not path.exists()
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except Exception as exc:
+            raise CorruptDataError(f"{path}: cannot open Raft log: {exc}") from exc
+        storage = cls(db, path)
+        try:
+            await storage._init(fresh, cluster_id, member_id)
+        except BaseException:
+            await db.close()
+            raise
+        return storage
+
+    async def _init(self, fresh: bool, cluster_id: int, member_id: int) -> None:
+        db = self._db
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            if not fresh:
+                async with db.execute("PRAGMA quick_check") as cur:
+                    rows = [r[0] for r in await cur.fetchall()]
+                if rows != ["ok"]:
+                    raise CorruptDataError(f"{self.path}: Raft log failed integrity check: {rows[:3]}")
+            await db.executescript(_SCHEMA)
+        except CorruptDataError:
+            raise
+        except Exception as exc:
+            raise CorruptDataError(f"{self.path}: not a k8semu Raft log: {exc}") from exc
+        async with db.execute("SELECT cluster_id, member_id FROM identity") as cur:
+            row = await cur.fetchone()
+        if row is None:
+            await db.execute(
+                "INSERT INTO identity VALUES (1, ?, ?)", (_to_i64(cluster_id), _to_i64(member_id))
+            )
+        elif (_to_u64(row[0]), _to_u64(row[1])) != (cluster_id, member_id):
+            raise CorruptDataError(
+                f"{self.path}: data dir belongs to cluster {_to_u64(row[0]):x} member "
+                f"{_to_u64(row[1]):x}, not cluster {cluster_id:x} member {member_id:x} "
+                "(check --name and --initial-cluster-token)"
+            )
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def load(self) -> LoadedState:
+        db = self._db
+        async with db.execute("SELECT term, vote, commit_index FROM hard_state") as cur:
+            row = await cur.fetchone()
+        hs = raft_pb2.HardState()
+        if row is not None:
+            hs.term, hs.vote, hs.commit = row[0], _to_u64(row[1]), row[2]
+        async with db.execute("SELECT idx, term, voters FROM snapshot") as cur:
+            srow = await cur.fetchone()
+        snap = None
+        if srow is not None:
+            snap = raft_pb2.SnapshotMetadata(index=srow[0], term=srow[1])
+            snap.voters.extend(raft_pb2.SnapshotMetadata.FromString(srow[2]).voters)
+        async with db.execute("SELECT idx, term, type, data FROM entries ORDER BY idx") as cur:
+            rows = await cur.fetchall()
+        entries = [raft_pb2.Entry(index=i, term=t, type=ty, data=d) for i, t, ty, d in rows]
+        first = snap.index + 1 if snap is not None else 1
+        expected = entries[0].index if entries else first
+        for offset, entry in enumerate(entries):
+            if entry.index != expected + offset:
+                raise CorruptDataError(f"{self.path}: Raft log has a gap before index {entry.index}")
+        if entries and snap is not None and entries[0].index > snap.index + 1:
+            raise CorruptDataError(
+                f"{self.path}: Raft log starts at {entries[0].index} after snapshot {snap.index}"
+            )
+        if snap is not None:
+            entries = [e for e in entries if e.index > snap.index]
+        return LoadedState(hard_state=hs, snapshot=snap, entries=entries)
+
+    async def save(
+        self,
+        hard_state: raft_pb2.HardState | None,
+        entries: Sequence[raft_pb2.Entry],
+        snapshot: raft_pb2.SnapshotMetadata | None = None,
+    ) -> None:
+        """Persist one Ready in one fsynced transaction. `entries` replace any stored suffix."""
+        if hard_state is None and not entries and snapshot is None:
+            return
+        db = self._db
+        await db.execute("BEGIN")
+        try:
+            if snapshot is not None:
+                # An installed snapshot replaces the whole log (the core reset its own).
+                await db.execute("DELETE FROM entries")
+                await db.execute(
+                    "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
+                    (snapshot.index, snapshot.term, snapshot.SerializeToString()),
+                )
+            if entries:
+                await db.execute("DELETE FROM entries WHERE idx >= ?", (entries[0].index,))
+                await db.executemany(
+                    "INSERT INTO entries VALUES (?, ?, ?, ?)",
+                    [(e.index, e.term, e.type, e.data) for e in entries],
+                )
+            if hard_state is not None:
+                await db.execute(
+                    "INSERT OR REPLACE INTO hard_state VALUES (1, ?, ?, ?)",
+                    (hard_state.term, _to_i64(hard_state.vote), hard_state.commit),
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def set_snapshot(self, meta: raft_pb2.SnapshotMetadata, compact_to: int) -> None:
+        """Record a local state-machine snapshot and drop log entries up to `compact_to`."""
+        db = self._db
+        await db.execute("BEGIN")
+        try:
+            await db.execute(
+                "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
+                (meta.index, meta.term, meta.SerializeToString()),
+            )
+            await db.execute("DELETE FROM entries WHERE idx <= ?", (compact_to,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise

@@ -1,0 +1,237 @@
+"""One store replica as a process: Raft node + state machine + the two gRPC ports.
+
+Owns start-up order (open data -> start Raft -> serve), the proposal path that the etcd
+servicers share (`propose`, `linearizable_barrier`), the leader's lease-expiry loop and
+graceful shutdown. Client port: etcd v3 API + health + reflection. Peer port: Raft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+from collections.abc import Sequence
+
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+
+from k8semu import transport
+from k8semu.log import get_logger
+from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
+from k8semu.pb.raft import raft_pb2, raft_pb2_grpc
+from k8semu.pb.store import internal_pb2
+from k8semu.raft import core
+from k8semu.raft.driver import RaftNode
+from k8semu.raft.storage import RaftStorage
+from k8semu.raft.transport import PeerTransport, RaftServicer
+from k8semu.store import errors, service
+from k8semu.store.config import StoreConfig
+from k8semu.store.statemachine import StoreStateMachine
+
+log = get_logger(__name__)
+
+LEASE_CHECK_INTERVAL = 0.25
+_SERVICES = [
+    rpc_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("KV", "Watch", "Lease", "Cluster", "Maintenance")
+]
+
+
+class StoreServer:
+    """A replica. `await start()` returns once both ports serve; `await stop()` undoes it."""
+
+    def __init__(self, config: StoreConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.snapshot_dir = config.data_dir / "snap"
+        self.sm = StoreStateMachine(config.data_dir / "kv.db")
+        self.sm.on_leader_change = self._on_leader_change
+        self._rng = rng or random.Random()
+        self._storage: RaftStorage | None = None
+        self.node: RaftNode = None  # type: ignore[assignment]  # set in start()
+        self._client_urls: dict[int, list[str]] = {config.member_id: list(config.client_urls)}
+        self._client_server: transport.grpc.aio.Server | None = None
+        self._peer_server: transport.grpc.aio.Server | None = None
+        self._health: transport.health.aio.HealthServicer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.client_port = 0
+        self._leader = 0
+        self.peer_port = 0
+        self._request_timeout = max(2.0, 4 * config.election_ms / 1000)
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshot_dir.mkdir(exist_ok=True)
+        for leftover in self.snapshot_dir.glob("client-*.snap"):
+            leftover.unlink(missing_ok=True)
+        self._storage = await RaftStorage.open(
+            cfg.data_dir / "raft.db", cluster_id=cfg.cluster_id, member_id=cfg.member_id
+        )
+        await self.sm.open()
+        voters = tuple(sorted(cfg.ids.values()))
+        raft_config = core.Config(
+            id=cfg.member_id, voters=voters, election_tick=cfg.election_tick, heartbeat_tick=1
+        )
+        self.node = RaftNode(
+            raft_config,
+            self._storage,
+            self.sm,
+            self.snapshot_dir,
+            tick_interval=cfg.heartbeat_ms / 1000,
+            snapshot_count=cfg.snapshot_count,
+            rng=self._rng,
+        )
+        peers = {cfg.ids[name]: addr for name, addr in cfg.members.items() if name != cfg.name}
+        peer_transport = PeerTransport(
+            cfg.cluster_id,
+            cfg.member_id,
+            peers,
+            self._client_urls,
+            on_unreachable=self.node.report_unreachable,
+            on_snapshot_sent=self.node.report_snapshot,
+        )
+        self._peer_server, _ = transport.server([raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name])
+        raft_pb2_grpc.add_RaftTransportServicer_to_server(
+            RaftServicer(
+                cfg.cluster_id,
+                {cfg.ids[n]: a for n, a in cfg.members.items()},
+                self.node.step,
+                self.node.receive_snapshot,
+                self.snapshot_dir,
+                self._client_urls,
+                peer_transport.urls_changed,
+            ),
+            self._peer_server,
+        )
+        self.peer_port = transport.bind(self._peer_server, cfg.listen_peer, flag="--listen-peer-urls")
+        self._client_server, self._health = transport.server(_SERVICES)
+        rpc_pb2_grpc.add_KVServicer_to_server(service.KVService(self), self._client_server)
+        rpc_pb2_grpc.add_WatchServicer_to_server(service.WatchService(self), self._client_server)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(service.LeaseService(self), self._client_server)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(service.ClusterService(self), self._client_server)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(
+            service.MaintenanceService(self), self._client_server
+        )
+        self.client_port = transport.bind(
+            self._client_server, cfg.listen_client, flag="--listen-client-urls"
+        )
+        await self.node.start(peer_transport)
+        await self._peer_server.start()
+        await self._client_server.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._expire_leases()))
+        await self._set_health(False)
+        log.info(
+            "store replica serving",
+            member=f"{cfg.member_id:x}",
+            cluster=f"{cfg.cluster_id:x}",
+            client=cfg.listen_client,
+            peer=cfg.listen_peer,
+            applied=self.sm.applied_index,
+            revision=self.sm.revision,
+        )
+
+    async def stop(self, grace: float = 1.0) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._client_server is not None:
+            await self._client_server.stop(grace)
+        if self.node is not None:
+            await self.node.stop()
+        self.sm.fail_pending(errors.ErrStopped)
+        if self._peer_server is not None:
+            await self._peer_server.stop(0)
+        await self.sm.close()
+        if self._storage is not None:
+            await self._storage.close()
+
+    async def wait_closed(self) -> None:
+        if self._client_server is not None:
+            await self._client_server.wait_for_termination()
+
+    # -- shared by the servicers ------------------------------------------------------
+
+    async def propose(self, request: internal_pb2.InternalRequest) -> Message:
+        """Replicate `request` and return the response produced by applying it here."""
+        request.id = secrets.randbits(63) + 1
+        data = request.SerializeToString()
+        if len(data) > self.config.max_request_bytes:
+            raise errors.ErrRequestTooLarge
+        fut = self.sm.register(request.id)
+        try:
+            await self.node.propose(data)
+            return await asyncio.wait_for(asyncio.shield(fut), self._request_timeout)
+        except TimeoutError:
+            raise errors.ErrTimeout from None
+        finally:
+            self.sm.forget(request.id)
+
+    async def linearizable_barrier(self) -> None:
+        """Wait until this replica has applied everything committed before the call."""
+        try:
+            index = await asyncio.wait_for(self.node.read_index(), self._request_timeout)
+            await asyncio.wait_for(self.sm.wait_applied(index), self._request_timeout)
+        except TimeoutError:
+            raise errors.ErrTimeout from None
+
+    def members(self) -> Sequence[rpc_pb2.Member]:
+        cfg = self.config
+        return [
+            rpc_pb2.Member(
+                ID=cfg.ids[name],
+                name=name,
+                peerURLs=[f"http://{addr}"],
+                clientURLs=self._client_urls.get(cfg.ids[name], []),
+            )
+            for name, addr in cfg.members.items()
+        ]
+
+    # -- internals --------------------------------------------------------------------
+
+    def _on_leader_change(self, leader: int, is_leader: bool) -> None:
+        # Proposals sent to a leader that is gone may never come back; their outcome is
+        # unknown, which is what "leader changed" tells the client (as a timeout would),
+        # only sooner, so clients retry elsewhere at once.
+        if leader != self._leader:
+            self.sm.fail_pending(errors.ErrLeaderChanged)
+        self._leader = leader
+        task = asyncio.get_running_loop().create_task(self._set_health(leader != 0))
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+
+    async def _set_health(self, serving: bool) -> None:
+        if self._health is None:
+            return
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *_SERVICES]:
+            await self._health.set(name, status)
+
+    async def _expire_leases(self) -> None:
+        """On the leader, revoke leases whose deadline passed (through the log)."""
+        while True:
+            await asyncio.sleep(LEASE_CHECK_INTERVAL)
+            if not self.sm.is_leader:
+                continue
+            for lease_id in self.sm.lessor.expired(self.sm.clock()):
+                task = asyncio.get_running_loop().create_task(self._revoke(lease_id))
+                self._tasks.append(task)
+                task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+
+    async def _revoke(self, lease_id: int) -> None:
+        request = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+        try:
+            await self.propose(request)
+            log.info("lease expired", lease=f"{lease_id:x}")
+        except errors.StoreError as exc:
+            if exc is errors.ErrLeaseNotFound:
+                self.sm.lessor.revoke(lease_id)
+            else:
+                log.info("lease expiry deferred", lease=f"{lease_id:x}", error=exc.message)

@@ -1,0 +1,419 @@
+"""The etcd v3 gRPC API of a store replica: KV, Watch, Lease, Cluster, Maintenance.
+
+Translates between the wire and the replica: writes become proposals, linearizable
+reads wait for a ReadIndex, serializable reads go straight to the local MVCC store.
+StoreError is turned into a gRPC status here and only here. A malformed or hostile
+request gets a status, never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from k8semu.log import get_logger
+from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
+from k8semu.pb.store import internal_pb2
+from k8semu.store import errors
+
+if TYPE_CHECKING:
+    from k8semu.store.server import StoreServer
+    from k8semu.store.watch import Watcher
+
+log = get_logger(__name__)
+M = TypeVar("M", bound=Message)
+
+MAX_LEASE_TTL = 9_000_000_000
+MAX_TXN_OPS = 128
+SNAPSHOT_CHUNK = 32 * 1024
+INVALID_WATCH_ID = -1
+SERVER_VERSION = "3.4.0"  # the etcd API level this store speaks (see docs/store.md)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.StoreError) -> Any:
+    await context.abort(exc.code, exc.message)
+
+
+def _txn_ops(txn: rpc_pb2.TxnRequest) -> int:
+    return len(txn.success) + len(txn.failure)
+
+
+class _Base:
+    def __init__(self, server: StoreServer) -> None:
+        self.s = server
+
+    def header(self, header: rpc_pb2.ResponseHeader, revision: int | None = None) -> None:
+        header.cluster_id = self.s.config.cluster_id
+        header.member_id = self.s.config.member_id
+        header.raft_term = self.s.node.term
+        if revision is not None:
+            header.revision = revision
+
+
+class KVService(_Base, rpc_pb2_grpc.KVServicer):
+    async def Range(  # noqa: N802
+        self, request: rpc_pb2.RangeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.RangeResponse:
+        try:
+            if not request.key:
+                raise errors.ErrEmptyKey
+            if not request.serializable:
+                await self.s.linearizable_barrier()
+            sm = self.s.sm
+            response: rpc_pb2.RangeResponse = await sm.run(sm.mvcc.range, request)
+        except errors.StoreError as exc:
+            return await _abort(context, exc)
+        self.header(response.header)
+        return response
+
+    async def Put(  # noqa: N802
+        self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.PutResponse:
+        if not request.key:
+            return await _abort(context, errors.ErrEmptyKey)
+        return await self._write(context, rpc_pb2.PutResponse, put=request)
+
+    async def DeleteRange(  # noqa: N802
+        self, request: rpc_pb2.DeleteRangeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.DeleteRangeResponse:
+        if not request.key:
+            return await _abort(context, errors.ErrEmptyKey)
+        return await self._write(context, rpc_pb2.DeleteRangeResponse, delete_range=request)
+
+    async def Txn(  # noqa: N802
+        self, request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.TxnResponse:
+        if _txn_ops(request) > MAX_TXN_OPS:
+            return await _abort(context, errors.ErrTooManyOps)
+        return await self._write(context, rpc_pb2.TxnResponse, txn=request)
+
+    async def Compact(  # noqa: N802
+        self, request: rpc_pb2.CompactionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.CompactionResponse:
+        return await self._write(context, rpc_pb2.CompactionResponse, compaction=request)
+
+    async def _write(
+        self, context: grpc.aio.ServicerContext[Any, Any], kind: type[M], **op: Any
+    ) -> M:
+        try:
+            response = await self.s.propose(internal_pb2.InternalRequest(**op))
+        except errors.StoreError as exc:
+            return await _abort(context, exc)
+        assert isinstance(response, kind)
+        self.header(response.header)  # type: ignore[attr-defined]
+        return response
+
+
+class WatchService(_Base, rpc_pb2_grpc.WatchServicer):
+    """Many watches per stream; each watcher is pumped by its own task into one queue."""
+
+    async def Watch(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[rpc_pb2.WatchRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        out: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue(maxsize=256)
+        stream = _WatchStream(self, out)
+        reader = asyncio.get_running_loop().create_task(stream.read(request_iterator))
+        try:
+            while True:
+                item = await out.get()
+                if item is None:
+                    break
+                yield item
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await stream.close()
+
+
+class _WatchStream:
+    def __init__(self, svc: WatchService, out: asyncio.Queue[rpc_pb2.WatchResponse | None]) -> None:
+        self.svc = svc
+        self.hub = svc.s.sm.hub
+        self.out = out
+        self.watchers: dict[int, tuple[Watcher, asyncio.Task[None], bool]] = {}
+        self.next_id = 0
+        self.progress_task: asyncio.Task[None] | None = None
+
+    def response(self, watch_id: int, **fields: Any) -> rpc_pb2.WatchResponse:
+        resp = rpc_pb2.WatchResponse(watch_id=watch_id, **fields)
+        assert self.hub is not None
+        self.svc.header(resp.header, self.hub.revision)
+        return resp
+
+    async def read(self, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
+        try:
+            async for req in requests:
+                kind = req.WhichOneof("request_union")
+                if kind == "create_request":
+                    await self.create(req.create_request)
+                elif kind == "cancel_request":
+                    await self.cancel(req.cancel_request.watch_id, reason="")
+                elif kind == "progress_request":
+                    await self.out.put(self.response(INVALID_WATCH_ID))
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            raise
+        except Exception as exc:  # a broken client stream ends only this stream
+            log.debug("watch stream ended", error=repr(exc))
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                self.out.put_nowait(None)
+
+    async def create(self, req: rpc_pb2.WatchCreateRequest) -> None:
+        assert self.hub is not None
+        watch_id = req.watch_id
+        if watch_id == 0 or watch_id == INVALID_WATCH_ID:
+            while self.next_id in self.watchers:
+                self.next_id += 1
+            watch_id = self.next_id
+            self.next_id += 1
+        elif watch_id in self.watchers or watch_id < 0:
+            await self.out.put(
+                self.response(
+                    INVALID_WATCH_ID,
+                    created=True,
+                    canceled=True,
+                    cancel_reason=errors.ErrWatchIDExists.message,
+                )
+            )
+            return
+        if not req.key:
+            await self.out.put(
+                self.response(watch_id, created=True, canceled=True, cancel_reason="key is empty")
+            )
+            return
+        watcher = self.hub.add(
+            req.key,
+            req.range_end,
+            req.start_revision,
+            prev_kv=req.prev_kv,
+            filters=list(req.filters),
+        )
+        await self.out.put(self.response(watch_id, created=True))
+        task = asyncio.get_running_loop().create_task(self.pump(watch_id, watcher))
+        self.watchers[watch_id] = (watcher, task, req.progress_notify)
+        if req.progress_notify and self.progress_task is None:
+            self.progress_task = asyncio.get_running_loop().create_task(self.progress())
+
+    async def pump(self, watch_id: int, watcher: Watcher) -> None:
+        while True:
+            batch = await watcher.get()
+            if batch.canceled:
+                await self.out.put(
+                    self.response(
+                        watch_id,
+                        canceled=True,
+                        compact_revision=batch.compact_revision,
+                        cancel_reason=errors.ErrCompacted.message,
+                    )
+                )
+                self.drop(watch_id)
+                return
+            await self.out.put(self.response(watch_id, events=batch.events))
+
+    async def progress(self) -> None:
+        """Progress notifications for idle synced watchers that asked for them."""
+        interval = self.svc.s.config.progress_notify_s
+        last: dict[int, int] = {}
+        while True:
+            await asyncio.sleep(interval)
+            for watch_id, (watcher, _, notify) in list(self.watchers.items()):
+                if notify and watcher.synced and last.get(watch_id) == watcher.next_revision:
+                    await self.out.put(self.response(watch_id))
+                last[watch_id] = watcher.next_revision
+
+    def drop(self, watch_id: int) -> None:
+        entry = self.watchers.pop(watch_id, None)
+        if entry is not None and self.hub is not None:
+            self.hub.remove(entry[0])
+
+    async def cancel(self, watch_id: int, *, reason: str) -> None:
+        entry = self.watchers.get(watch_id)
+        if entry is None:
+            return
+        entry[1].cancel()
+        self.drop(watch_id)
+        await self.out.put(self.response(watch_id, canceled=True, cancel_reason=reason))
+
+    async def close(self) -> None:
+        tasks = [t for _, t, _ in self.watchers.values()]
+        if self.progress_task is not None:
+            tasks.append(self.progress_task)
+        for watch_id in list(self.watchers):
+            self.drop(watch_id)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
+    async def LeaseGrant(  # noqa: N802
+        self, request: rpc_pb2.LeaseGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.LeaseGrantResponse:
+        if request.TTL > MAX_LEASE_TTL:
+            return await _abort(context, errors.ErrLeaseTTLTooLarge)
+        grant = rpc_pb2.LeaseGrantRequest(TTL=max(request.TTL, 1), ID=request.ID)
+        if grant.ID < 0:
+            return await _abort(context, errors.ErrLeaseNotFound)
+        if grant.ID == 0:
+            # The proposer picks the id so every replica applies the same one.
+            grant.ID = secrets.randbits(62) + 1
+        try:
+            response = await self.s.propose(internal_pb2.InternalRequest(lease_grant=grant))
+        except errors.StoreError as exc:
+            return await _abort(context, exc)
+        assert isinstance(response, rpc_pb2.LeaseGrantResponse)
+        self.header(response.header)
+        return response
+
+    async def LeaseRevoke(  # noqa: N802
+        self, request: rpc_pb2.LeaseRevokeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.LeaseRevokeResponse:
+        try:
+            response = await self.s.propose(internal_pb2.InternalRequest(lease_revoke=request))
+        except errors.StoreError as exc:
+            return await _abort(context, exc)
+        assert isinstance(response, rpc_pb2.LeaseRevokeResponse)
+        self.header(response.header)
+        return response
+
+    async def LeaseKeepAlive(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
+        async for request in request_iterator:
+            op = internal_pb2.InternalRequest(lease_keep_alive=request)
+            try:
+                response = await self.s.propose(op)
+            except errors.StoreError as exc:
+                if exc is not errors.ErrLeaseNotFound:
+                    await context.abort(exc.code, exc.message)
+                response = rpc_pb2.LeaseKeepAliveResponse(ID=request.ID, TTL=0)
+            assert isinstance(response, rpc_pb2.LeaseKeepAliveResponse)
+            self.header(response.header, self.s.sm.revision)
+            yield response
+
+    async def LeaseTimeToLive(  # noqa: N802
+        self, request: rpc_pb2.LeaseTimeToLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        sm = self.s.sm
+        try:
+            await self.s.linearizable_barrier()
+            found = await sm.run(sm.mvcc.lease_time_to_live, request.ID, request.keys)
+        except errors.StoreError as exc:
+            return await _abort(context, exc)
+        response = rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)
+        if found is not None:
+            granted, keys = found
+            response.grantedTTL = granted
+            response.TTL = max(sm.lessor.remaining(request.ID, sm.clock()), 0)
+            response.keys.extend(keys)
+        self.header(response.header, sm.revision)
+        return response
+
+    async def LeaseLeases(  # noqa: N802
+        self, request: rpc_pb2.LeaseLeasesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.LeaseLeasesResponse:
+        sm = self.s.sm
+        try:
+            await self.s.linearizable_barrier()
+            leases = await sm.run(sm.mvcc.leases)
+        except errors.StoreError as exc:
+            return await _abort(context, exc)
+        response = rpc_pb2.LeaseLeasesResponse(
+            leases=[rpc_pb2.LeaseStatus(ID=lease_id) for lease_id, _ in leases]
+        )
+        self.header(response.header, sm.revision)
+        return response
+
+
+class ClusterService(_Base, rpc_pb2_grpc.ClusterServicer):
+    async def MemberList(  # noqa: N802
+        self, request: rpc_pb2.MemberListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.MemberListResponse:
+        response = rpc_pb2.MemberListResponse(members=self.s.members())
+        self.header(response.header)
+        return response
+
+
+class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
+    async def Alarm(  # noqa: N802
+        self, request: rpc_pb2.AlarmRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.AlarmResponse:
+        response = rpc_pb2.AlarmResponse()  # this store raises no alarms (no space quota yet)
+        self.header(response.header)
+        return response
+
+    async def Status(  # noqa: N802
+        self, request: rpc_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.StatusResponse:
+        s = self.s
+        size = await s.sm.run(s.sm.mvcc.db_size) if s.sm.ready else 0
+        response = rpc_pb2.StatusResponse(
+            version=SERVER_VERSION,
+            dbSize=size,
+            dbSizeInUse=size,
+            leader=s.node.leader,
+            raftIndex=s.node.commit_index,
+            raftTerm=s.node.term,
+            raftAppliedIndex=s.sm.applied_index,
+        )
+        if s.node.leader == 0:
+            response.errors.append(errors.ErrNoLeader.message)
+        self.header(response.header, s.sm.revision)
+        return response
+
+    async def Defragment(  # noqa: N802
+        self, request: rpc_pb2.DefragmentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.DefragmentResponse:
+        response = rpc_pb2.DefragmentResponse()
+        self.header(response.header)
+        return response
+
+    async def HashKV(  # noqa: N802
+        self, request: rpc_pb2.HashKVRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.HashKVResponse:
+        sm = self.s.sm
+        try:
+            value, compact_rev, rev = await sm.run(sm.mvcc.hash_kv, request.revision)
+        except errors.StoreError as exc:
+            return await _abort(context, exc)
+        response = rpc_pb2.HashKVResponse(hash=value, compact_revision=compact_rev)
+        self.header(response.header, rev)
+        return response
+
+    async def Snapshot(  # noqa: N802
+        self, request: rpc_pb2.SnapshotRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        sm = self.s.sm
+        fd, name = tempfile.mkstemp(prefix="client-", suffix=".snap", dir=self.s.snapshot_dir)
+        os.close(fd)
+        path = Path(name)
+        try:
+            header = await sm.run(sm.mvcc.write_snapshot, path)
+            size = path.stat().st_size
+            sent = 0
+            with path.open("rb") as src:
+                while chunk := await asyncio.to_thread(src.read, SNAPSHOT_CHUNK):
+                    sent += len(chunk)
+                    response = rpc_pb2.SnapshotResponse(remaining_bytes=size - sent, blob=chunk)
+                    self.header(response.header, header.revision)
+                    yield response
+        except errors.StoreError as exc:
+            await context.abort(exc.code, exc.message)
+        finally:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,192 @@
+"""The store's replicated state machine as the Raft driver sees it.
+
+Owns the MVCC store's worker thread (SQLite work never runs on the event loop), the
+wait registry that hands apply results back to the RPC that proposed them, the
+applied-index waiters that linearizable reads block on, the watch hub's feed and the
+lessor's bookkeeping. It must not decide anything Raft decides: it only applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from k8semu.log import get_logger
+from k8semu.pb.etcd import rpc_pb2
+from k8semu.pb.raft import raft_pb2
+from k8semu.pb.store import internal_pb2
+from k8semu.store import errors, snapshot
+from k8semu.store.lessor import Lessor
+from k8semu.store.mvcc import ApplyResult, MVCCStore
+from k8semu.store.watch import WatchHub
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+
+class StoreStateMachine:
+    """MVCC + waits + watch feed; every SQLite call goes through `run`."""
+
+    def __init__(self, kv_path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._kv_path = kv_path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvcc")
+        self._mvcc: MVCCStore | None = None
+        self.clock = clock
+        self._waits: dict[int, asyncio.Future[Message]] = {}
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self.lessor = Lessor()
+        self.hub: WatchHub | None = None
+        self.is_leader = False
+        self.applied_index = 0
+        self.applied_term = 0
+        self.revision = 1
+        self.on_leader_change: Callable[[int, bool], None] = lambda leader, leading: None
+
+    async def open(self) -> None:
+        self._mvcc = await self.run(MVCCStore, self._kv_path)
+        await self._load()
+
+    async def _load(self) -> None:
+        mvcc = self.mvcc
+        self.applied_index, self.applied_term = mvcc.applied_index, mvcc.applied_term
+        self.revision = mvcc.revision
+        self.lessor = Lessor()
+        now = self.clock()
+        for lease_id, ttl in await self.run(mvcc.leases):
+            self.lessor.grant(lease_id, ttl, now)
+        if self.hub is None:
+            self.hub = WatchHub(self._read_events, self.revision)
+        else:
+            self.hub.reset(self.revision)
+
+    async def close(self) -> None:
+        if self._mvcc is not None:
+            await self.run(self._mvcc.close)
+            self._mvcc = None
+        self._executor.shutdown(wait=True)
+
+    @property
+    def ready(self) -> bool:
+        return self._mvcc is not None
+
+    @property
+    def mvcc(self) -> MVCCStore:
+        if self._mvcc is None:
+            raise errors.ErrStopped
+        return self._mvcc
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the MVCC thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _read_events(self, start: int, key: bytes, end: bytes, end_rev: int) -> list[Any]:
+        return await self.run(lambda: self.mvcc.events(start, key, end, end_rev=end_rev))
+
+    # -- waits ------------------------------------------------------------------------
+
+    def register(self, request_id: int) -> asyncio.Future[Message]:
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waits[request_id] = fut
+        return fut
+
+    def forget(self, request_id: int) -> None:
+        self._waits.pop(request_id, None)
+
+    def fail_pending(self, error: errors.StoreError) -> None:
+        """Proposals whose outcome this replica can no longer learn for sure."""
+        waits, self._waits = self._waits, {}
+        for fut in waits.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+    async def wait_applied(self, index: int) -> None:
+        if self.applied_index >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._applied_waiters, (index, next(self._seq), fut))
+        await fut
+
+    # -- driver interface -------------------------------------------------------------
+
+    async def apply(self, entries: Sequence[raft_pb2.Entry]) -> None:
+        batch = [(e.index, e.term, e.data) for e in entries]
+        results: list[ApplyResult] = await self.run(self.mvcc.apply_batch, batch)
+        now = self.clock()
+        events: list[Any] = []
+        for entry, result in zip(entries, results, strict=True):
+            events.extend(result.events)
+            if result.response is not None and not isinstance(
+                result.response, rpc_pb2.PutResponse | rpc_pb2.TxnResponse
+            ):
+                self._track_lease(entry, result.response, now)
+            fut = self._waits.pop(result.request_id, None)
+            if fut is not None and not fut.done():
+                if result.error is not None:
+                    fut.set_exception(result.error)
+                else:
+                    assert result.response is not None
+                    fut.set_result(result.response)
+        last = entries[-1]
+        self.applied_index, self.applied_term = last.index, last.term
+        if results:
+            self.revision = results[-1].revision
+        assert self.hub is not None
+        self.hub.notify(self.revision, events)
+        waiters = self._applied_waiters
+        while waiters and waiters[0][0] <= self.applied_index:
+            _, _, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    def _track_lease(self, entry: raft_pb2.Entry, response: Message, now: float) -> None:
+        if isinstance(response, rpc_pb2.LeaseGrantResponse):
+            self.lessor.grant(response.ID, response.TTL, now)
+        elif isinstance(response, rpc_pb2.LeaseKeepAliveResponse):
+            self.lessor.renew(response.ID, now)
+        elif isinstance(response, rpc_pb2.LeaseRevokeResponse):
+            request = internal_pb2.InternalRequest.FromString(entry.data)
+            self.lessor.revoke(request.lease_revoke.ID)
+
+    async def restore(self, path: Path, meta: raft_pb2.SnapshotMetadata) -> None:
+        """Replace the whole state with the snapshot at `path` (taken at meta.index)."""
+        if self._mvcc is not None:
+            await self.run(self._mvcc.close)
+            self._mvcc = None
+        tmp = self._kv_path.with_suffix(".restore")
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        await self.run(lambda: snapshot.restore(path, tmp, raft_index=meta.index))
+        for suffix in ("-wal", "-shm"):
+            self._kv_path.with_name(self._kv_path.name + suffix).unlink(missing_ok=True)
+        tmp.replace(self._kv_path)
+        self._mvcc = await self.run(MVCCStore, self._kv_path)
+        await self._load()
+        log.info("state restored from snapshot", index=meta.index, revision=self.revision)
+        if self.is_leader:
+            self.lessor.promote(self.clock())
+
+    async def verify_snapshot(self, path: Path) -> None:
+        await self.run(snapshot.verify, path)
+
+    async def create_snapshot(self, path: Path) -> tuple[int, int]:
+        header = await self.run(self.mvcc.write_snapshot, path)
+        return header.raft_index, header.raft_term
+
+    def on_role_change(self, leader: int, is_leader: bool) -> None:
+        was_leader, self.is_leader = self.is_leader, is_leader
+        if is_leader and not was_leader:
+            # Leases never expire early across a leader change: the new leader restarts
+            # every lease's clock from now.
+            self.lessor.promote(self.clock())
+        elif was_leader and not is_leader:
+            self.lessor.demote()
+        self.on_leader_change(leader, is_leader)

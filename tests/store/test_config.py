@@ -1,0 +1,46 @@
+"""Store flags: etcd's names, validated with errors that name the flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from k8semu.cli.store import _run_parser, build_config
+from k8semu.store.config import ConfigError, member_id
+
+
+def _config(*argv: str):  # type: ignore[no-untyped-def]
+    return build_config(_run_parser().parse_args(list(argv)))
+
+
+def test_etcd_style_flags_build_a_three_member_config(tmp_path: Path) -> None:
+    config = _config(
+        "--name", "s2", "--data-dir", str(tmp_path),
+        "--listen-client-urls", "http://127.0.0.1:12379",
+        "--listen-peer-urls", "http://127.0.0.1:12380",
+        "--initial-cluster",
+        "s1=http://127.0.0.1:2380,s2=http://127.0.0.1:12380,s3=http://127.0.0.1:32380",
+        "--heartbeat-interval", "100", "--election-timeout", "1000",
+    )
+    assert config.listen_client == "127.0.0.1:12379"
+    assert config.members["s3"] == "127.0.0.1:32380"
+    assert config.member_id == member_id("s2", config.cluster_token)
+    assert len(set(config.ids.values())) == 3
+    assert config.election_tick == 10
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--initial-cluster", "s1=http://127.0.0.1:1"], "--name: 'default' is not in"),
+        (["--initial-cluster", "default"], "--initial-cluster: 'default': expected NAME=URL"),
+        (["--listen-client-urls", "https://127.0.0.1:1"], "only http://"),
+        (["--listen-peer-urls", "http://127.0.0.1:notaport"], "--listen-peer-urls"),
+        (["--heartbeat-interval", "100", "--election-timeout", "200"], "--election-timeout"),
+        (["--listen-client-urls", "http://a:1,http://b:2"], "exactly one URL"),
+    ],
+)
+def test_bad_flags_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _config(*argv)
