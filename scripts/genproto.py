@@ -32,9 +32,15 @@ def generate(dest: Path) -> None:
     protos = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}",
-            f"--python_out={tmp}", f"--grpc_python_out={tmp}", f"--mypy_out={tmp}",
-            f"--mypy_grpc_out={tmp}", *protos,
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTOS}",
+            f"--python_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            f"--mypy_out={tmp}",
+            f"--mypy_grpc_out={tmp}",
+            *protos,
             f"--plugin=protoc-gen-mypy={BIN / 'protoc-gen-mypy'}",
             f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
         ]
@@ -75,10 +81,16 @@ def main() -> int:
 
 
 def _diff(a: Path, b: Path) -> list[str]:
-    names_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    names_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    names_a = {
+        p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
+    names_b = {
+        p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
     out = [str(n) for n in sorted(names_a ^ names_b)]
-    out += [str(n) for n in sorted(names_a & names_b) if not filecmp.cmp(a / n, b / n, shallow=False)]
+    out += [
+        str(n) for n in sorted(names_a & names_b) if not filecmp.cmp(a / n, b / n, shallow=False)
+    ]
     return out
 
 

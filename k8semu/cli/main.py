@@ -21,8 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"k8semu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("store", help="run a store replica (etcd v3 API), or: store snapshot ...",
-                   add_help=False)
+    sub.add_parser(
+        "store", help="run a store replica (etcd v3 API), or: store snapshot ...", add_help=False
+    )
     sub.add_parser("bench", help="benchmarks: bench store ...", add_help=False)
     sub.add_parser("up", help="start a local cluster from a cluster config", add_help=False)
     if not args or args[0] not in ("store", "bench", "up"):

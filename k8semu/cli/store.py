@@ -129,5 +129,13 @@ async def _serve(config: cfg.StoreConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    stopped = loop.create_task(stop.wait())
+    failed = loop.create_task(server.node.wait_failed())
+    await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if failed.done():
+        # Crash-only: a replica whose log or state machine failed must not keep serving.
+        await server.stop(0)
+        raise SystemExit(f"k8semu store: replica stopped: {failed.result()!r}")
+    failed.cancel()
     await server.stop()

@@ -14,7 +14,6 @@ exception from one message stop the loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 import shutil
@@ -104,10 +103,14 @@ class RaftNode:
             # The state machine lost writes newer than the snapshot (it is not fsynced on
             # every apply); the snapshot file is, so start from it and replay the log.
             await self._sm.restore(self._snapshot_path(snap.index), snap)
+        hard_state = state.hard_state
+        # Applying may run ahead of the persisted commit index (see _handle_ready); what
+        # was applied was committed, so the commit index is at least that.
+        hard_state.commit = max(hard_state.commit, self._sm.applied_index)
         self._core = core.Raft(
             self.config,
             self._rng,
-            hard_state=state.hard_state,
+            hard_state=hard_state,
             snapshot=snap,
             entries=state.entries,
             applied=self._sm.applied_index,
@@ -116,13 +119,19 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]
 
+    async def wait_failed(self) -> BaseException:
+        """Returns the error that stopped the Raft loop (it only stops on an I/O failure)."""
+        task = self._tasks[0]
+        await asyncio.wait([task])
+        if task.cancelled():
+            return asyncio.CancelledError()
+        return task.exception() or RuntimeError("raft loop ended")
+
     async def stop(self) -> None:
         self._stopped = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.transport is not None:
             await self.transport.stop()
         self._fail_all(errors.ErrStopped)
@@ -164,10 +173,10 @@ class RaftNode:
             raise errors.ErrStopped
         if self.leader == 0:
             raise errors.ErrNoLeader
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._read_waiters.append(fut)
+        read: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._read_waiters.append(read)
         self._wake.set()
-        return await fut
+        return await read
 
     async def receive_snapshot(self, message: raft_pb2.Message, path: Path) -> None:
         """A snapshot streamed by the leader: verify, keep, then let the core decide."""
@@ -242,9 +251,9 @@ class RaftNode:
             try:
                 raft.read_index(ctx)
             except core.ProposalDropped:
-                for fut in waiters:
-                    if not fut.done():
-                        fut.set_exception(errors.ErrNoLeader)
+                for read in waiters:
+                    if not read.done():
+                        read.set_exception(errors.ErrNoLeader)
             else:
                 self._reads_in_flight[ctx] = waiters
 
@@ -268,13 +277,27 @@ class RaftNode:
         if rd.snapshot is not None:
             await self._sm.restore(self._snapshot_path(rd.snapshot.index), rd.snapshot)
             self._snapshot_meta = rd.snapshot
-        await self._storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        # Committed entries that were already durable here are applied while this Ready's
+        # entries are written (two files, two threads); the rest wait for the write, so
+        # the state machine never gets ahead of the local log.
+        committed = rd.committed_entries
+        durable = self._storage.last_index if rd.snapshot is None else 0
+        split = 0
+        while split < len(committed) and committed[split].index <= durable:
+            split += 1
+        if split:
+            await asyncio.gather(
+                self._storage.save(rd.hard_state, rd.entries, rd.snapshot),
+                self._sm.apply(committed[:split]),
+            )
+        else:
+            await self._storage.save(rd.hard_state, rd.entries, rd.snapshot)
         if late:
             self.transport.send(late)
         for msg in snaps:
             self._send_snapshot(raft, msg)
-        if rd.committed_entries:
-            await self._sm.apply(rd.committed_entries)
+        if split < len(committed):
+            await self._sm.apply(committed[split:])
         for rs in rd.read_states:
             for fut in self._reads_in_flight.pop(rs.context, ()):
                 if not fut.done():
@@ -335,8 +358,8 @@ class RaftNode:
                 fut.set_exception(error)
         self._proposals.clear()
         pending = [*self._read_waiters, *itertools.chain(*self._reads_in_flight.values())]
-        for fut in pending:
-            if not fut.done():
-                fut.set_exception(error)
+        for read in pending:
+            if not read.done():
+                read.set_exception(error)
         self._read_waiters.clear()
         self._reads_in_flight.clear()

@@ -20,13 +20,17 @@ from k8semu.store.errors import CorruptDataError
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identity (id INTEGER PRIMARY KEY CHECK (id = 1),
     cluster_id INTEGER NOT NULL, member_id INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS hard_state (id INTEGER PRIMARY KEY CHECK (id = 1),
-    term INTEGER NOT NULL, vote INTEGER NOT NULL, commit_index INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1),
     idx INTEGER NOT NULL, term INTEGER NOT NULL, voters BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
     type INTEGER NOT NULL, data BLOB NOT NULL);
 """
+
+# The hard state lives in the entries table as row 0 (no Raft entry has index 0), holding a
+# serialized HardState: then one executemany writes a whole Ready, and a save costs two
+# round trips to the SQLite thread (statement, commit) instead of four.
+_HARD_STATE_ROW = 0
+_UPSERT = "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)"
 
 # SQLite integers are signed 64-bit; Raft ids are uint64, so they are stored two's-complement.
 _U64 = 1 << 64
@@ -55,13 +59,17 @@ class RaftStorage:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        # Index of the last stored entry, so the common append needs no DELETE round trip.
+        self._last_index = 0
+        self._term_vote = (0, 0)
 
     @classmethod
     async def open(cls, path: Path, *, cluster_id: int, member_id: int) -> RaftStorage:
         """Open or create raft.db; refuses a file of another cluster/member or a damaged one."""
         fresh = not path.exists()
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
+            # Implicit transactions: the first write opens one, commit() ends it.
+            db = await aiosqlite.connect(path, isolation_level="DEFERRED")
         except Exception as exc:
             raise CorruptDataError(f"{path}: cannot open Raft log: {exc}") from exc
         storage = cls(db, path)
@@ -81,7 +89,9 @@ class RaftStorage:
                 async with db.execute("PRAGMA quick_check") as cur:
                     rows = [r[0] for r in await cur.fetchall()]
                 if rows != ["ok"]:
-                    raise CorruptDataError(f"{self.path}: Raft log failed integrity check: {rows[:3]}")
+                    raise CorruptDataError(
+                        f"{self.path}: Raft log failed integrity check: {rows[:3]}"
+                    )
             await db.executescript(_SCHEMA)
         except CorruptDataError:
             raise
@@ -93,6 +103,7 @@ class RaftStorage:
             await db.execute(
                 "INSERT INTO identity VALUES (1, ?, ?)", (_to_i64(cluster_id), _to_i64(member_id))
             )
+            await db.commit()
         elif (_to_u64(row[0]), _to_u64(row[1])) != (cluster_id, member_id):
             raise CorruptDataError(
                 f"{self.path}: data dir belongs to cluster {_to_u64(row[0]):x} member "
@@ -105,31 +116,40 @@ class RaftStorage:
 
     async def load(self) -> LoadedState:
         db = self._db
-        async with db.execute("SELECT term, vote, commit_index FROM hard_state") as cur:
+        async with db.execute("SELECT data FROM entries WHERE idx = 0") as cur:
             row = await cur.fetchone()
         hs = raft_pb2.HardState()
         if row is not None:
-            hs.term, hs.vote, hs.commit = row[0], _to_u64(row[1]), row[2]
+            try:
+                hs.ParseFromString(row[0])
+            except Exception as exc:
+                raise CorruptDataError(f"{self.path}: unreadable hard state: {exc}") from exc
+        self._term_vote = (hs.term, hs.vote)
         async with db.execute("SELECT idx, term, voters FROM snapshot") as cur:
             srow = await cur.fetchone()
         snap = None
         if srow is not None:
             snap = raft_pb2.SnapshotMetadata(index=srow[0], term=srow[1])
             snap.voters.extend(raft_pb2.SnapshotMetadata.FromString(srow[2]).voters)
-        async with db.execute("SELECT idx, term, type, data FROM entries ORDER BY idx") as cur:
+        async with db.execute(
+            "SELECT idx, term, type, data FROM entries WHERE idx > 0 ORDER BY idx"
+        ) as cur:
             rows = await cur.fetchall()
         entries = [raft_pb2.Entry(index=i, term=t, type=ty, data=d) for i, t, ty, d in rows]
         first = snap.index + 1 if snap is not None else 1
         expected = entries[0].index if entries else first
         for offset, entry in enumerate(entries):
             if entry.index != expected + offset:
-                raise CorruptDataError(f"{self.path}: Raft log has a gap before index {entry.index}")
+                raise CorruptDataError(
+                    f"{self.path}: Raft log has a gap before index {entry.index}"
+                )
         if entries and snap is not None and entries[0].index > snap.index + 1:
             raise CorruptDataError(
                 f"{self.path}: Raft log starts at {entries[0].index} after snapshot {snap.index}"
             )
         if snap is not None:
             entries = [e for e in entries if e.index > snap.index]
+        self._last_index = entries[-1].index if entries else (snap.index if snap else 0)
         return LoadedState(hard_state=hs, snapshot=snap, entries=entries)
 
     async def save(
@@ -138,46 +158,59 @@ class RaftStorage:
         entries: Sequence[raft_pb2.Entry],
         snapshot: raft_pb2.SnapshotMetadata | None = None,
     ) -> None:
-        """Persist one Ready in one fsynced transaction. `entries` replace any stored suffix."""
-        if hard_state is None and not entries and snapshot is None:
+        """Persist one Ready in one fsynced transaction. `entries` replace any stored suffix.
+
+        The commit index is volatile state in Raft (paper, Figure 2): it is written along
+        with entries or a term/vote change, but a Ready that only advances it costs no
+        disk write at all. After a restart it is re-learned from the leader (and is never
+        below the state machine's applied index, which the driver takes into account).
+        """
+        if not entries and snapshot is None and (
+            hard_state is None or (hard_state.term, hard_state.vote) == self._term_vote
+        ):
             return
         db = self._db
-        await db.execute("BEGIN")
         try:
             if snapshot is not None:
                 # An installed snapshot replaces the whole log (the core reset its own).
-                await db.execute("DELETE FROM entries")
+                await db.execute("DELETE FROM entries WHERE idx > 0")
                 await db.execute(
                     "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
                     (snapshot.index, snapshot.term, snapshot.SerializeToString()),
                 )
-            if entries:
+                self._last_index = snapshot.index
+            elif entries and entries[0].index <= self._last_index:
                 await db.execute("DELETE FROM entries WHERE idx >= ?", (entries[0].index,))
-                await db.executemany(
-                    "INSERT INTO entries VALUES (?, ?, ?, ?)",
-                    [(e.index, e.term, e.type, e.data) for e in entries],
-                )
+            rows: list[tuple[int, int, int, bytes]] = [
+                (e.index, e.term, e.type, e.data) for e in entries
+            ]
             if hard_state is not None:
-                await db.execute(
-                    "INSERT OR REPLACE INTO hard_state VALUES (1, ?, ?, ?)",
-                    (hard_state.term, _to_i64(hard_state.vote), hard_state.commit),
-                )
-            await db.execute("COMMIT")
+                rows.append((_HARD_STATE_ROW, 0, 0, hard_state.SerializeToString()))
+            await db.executemany(_UPSERT, rows)
+            await db.commit()
         except BaseException:
-            await db.execute("ROLLBACK")
+            await db.rollback()
             raise
+        if entries:
+            self._last_index = entries[-1].index
+        if hard_state is not None:
+            self._term_vote = (hard_state.term, hard_state.vote)
+
+    @property
+    def last_index(self) -> int:
+        """Index of the last durably stored entry (0 when none)."""
+        return self._last_index
 
     async def set_snapshot(self, meta: raft_pb2.SnapshotMetadata, compact_to: int) -> None:
         """Record a local state-machine snapshot and drop log entries up to `compact_to`."""
         db = self._db
-        await db.execute("BEGIN")
         try:
             await db.execute(
                 "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
                 (meta.index, meta.term, meta.SerializeToString()),
             )
-            await db.execute("DELETE FROM entries WHERE idx <= ?", (compact_to,))
-            await db.execute("COMMIT")
+            await db.execute("DELETE FROM entries WHERE idx > 0 AND idx <= ?", (compact_to,))
+            await db.commit()
         except BaseException:
-            await db.execute("ROLLBACK")
+            await db.rollback()
             raise

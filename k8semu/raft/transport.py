@@ -66,7 +66,7 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
             return f"sender {sender:x} is not a member of this cluster"
         return None
 
-    async def Send(  # noqa: N802 - gRPC method name
+    async def Send(
         self,
         request_iterator: AsyncIterator[raft_pb2.MessageBatch],
         context: grpc.aio.ServicerContext[raft_pb2.MessageBatch, raft_pb2.SendAck],
@@ -87,7 +87,7 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
                 self._on_messages(msgs)
         return raft_pb2.SendAck()
 
-    async def InstallSnapshot(  # noqa: N802 - gRPC method name
+    async def InstallSnapshot(
         self,
         request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
         context: grpc.aio.ServicerContext[raft_pb2.SnapshotChunk, raft_pb2.SnapshotAck],
@@ -102,7 +102,9 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
                     if message is None:
                         reason = self._refuse(chunk.cluster_id, getattr(chunk, "from"))
                         if reason is not None or chunk.message.type != raft_pb2.MSG_SNAP:
-                            return raft_pb2.SnapshotAck(error=reason or "first chunk is not MSG_SNAP")
+                            return raft_pb2.SnapshotAck(
+                                error=reason or "first chunk is not MSG_SNAP"
+                            )
                         message = raft_pb2.Message()
                         message.CopyFrom(chunk.message)
                     out.write(chunk.data)
@@ -201,7 +203,7 @@ class PeerTransport:
 
     def frame(self, peer: _Peer) -> raft_pb2.MessageBatch:
         batch = raft_pb2.MessageBatch(cluster_id=self._cluster_id)
-        setattr(batch, "from", self._member_id)  # noqa: B010 - `from` is a keyword
+        setattr(batch, "from", self._member_id)
         if peer.urls_sent != self._urls_version:
             peer.urls_sent = self._urls_version
             batch.member_client_urls.extend(
@@ -242,7 +244,7 @@ class PeerTransport:
     async def _send_snapshot(self, peer: _Peer, msg: raft_pb2.Message, path: Path) -> None:
         async def chunks() -> AsyncIterator[raft_pb2.SnapshotChunk]:
             first = raft_pb2.SnapshotChunk(cluster_id=self._cluster_id, message=msg)
-            setattr(first, "from", self._member_id)  # noqa: B010
+            setattr(first, "from", self._member_id)
             with path.open("rb") as src:
                 data = src.read(SNAPSHOT_CHUNK)
                 first.data = data

@@ -42,7 +42,9 @@ def restore_member(
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "snap").mkdir(parents=True)
     try:
-        snapshot.restore(file, staging / "kv.db", raft_index=RESTORED_INDEX)
+        snapshot.restore(
+            file, staging / "kv.db", raft_index=RESTORED_INDEX, raft_term=RESTORED_TERM
+        )
         voters = sorted(config.ids.values())
         meta = raft_pb2.SnapshotMetadata(index=RESTORED_INDEX, term=RESTORED_TERM, voters=voters)
         shutil.copyfile(file, staging / "snap" / f"{RESTORED_INDEX:016x}.snap")

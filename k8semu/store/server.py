@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import secrets
 from collections.abc import Sequence
 
+import grpc
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2
 
 from k8semu import transport
 from k8semu.log import get_logger
@@ -51,12 +53,14 @@ class StoreServer:
         self._storage: RaftStorage | None = None
         self.node: RaftNode = None  # type: ignore[assignment]  # set in start()
         self._client_urls: dict[int, list[str]] = {config.member_id: list(config.client_urls)}
-        self._client_server: transport.grpc.aio.Server | None = None
-        self._peer_server: transport.grpc.aio.Server | None = None
-        self._health: transport.health.aio.HealthServicer | None = None
+        self._client_server: grpc.aio.Server | None = None
+        self._peer_server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.client_port = 0
         self._leader = 0
+        # Unique across replicas and restarts: a random 62-bit start, counted up.
+        self._request_ids = itertools.count(secrets.randbits(62) + 1)
         self.peer_port = 0
         self._request_timeout = max(2.0, 4 * config.election_ms / 1000)
 
@@ -92,7 +96,9 @@ class StoreServer:
             on_unreachable=self.node.report_unreachable,
             on_snapshot_sent=self.node.report_snapshot,
         )
-        self._peer_server, _ = transport.server([raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name])
+        self._peer_server, _ = transport.server(
+            [raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name]
+        )
         raft_pb2_grpc.add_RaftTransportServicer_to_server(
             RaftServicer(
                 cfg.cluster_id,
@@ -105,12 +111,16 @@ class StoreServer:
             ),
             self._peer_server,
         )
-        self.peer_port = transport.bind(self._peer_server, cfg.listen_peer, flag="--listen-peer-urls")
+        self.peer_port = transport.bind(
+            self._peer_server, cfg.listen_peer, flag="--listen-peer-urls"
+        )
         self._client_server, self._health = transport.server(_SERVICES)
         rpc_pb2_grpc.add_KVServicer_to_server(service.KVService(self), self._client_server)
         rpc_pb2_grpc.add_WatchServicer_to_server(service.WatchService(self), self._client_server)
         rpc_pb2_grpc.add_LeaseServicer_to_server(service.LeaseService(self), self._client_server)
-        rpc_pb2_grpc.add_ClusterServicer_to_server(service.ClusterService(self), self._client_server)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(
+            service.ClusterService(self), self._client_server
+        )
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(
             service.MaintenanceService(self), self._client_server
         )
@@ -157,14 +167,15 @@ class StoreServer:
 
     async def propose(self, request: internal_pb2.InternalRequest) -> Message:
         """Replicate `request` and return the response produced by applying it here."""
-        request.id = secrets.randbits(63) + 1
+        request.id = next(self._request_ids)
         data = request.SerializeToString()
         if len(data) > self.config.max_request_bytes:
             raise errors.ErrRequestTooLarge
         fut = self.sm.register(request.id)
         try:
-            await self.node.propose(data)
-            return await asyncio.wait_for(asyncio.shield(fut), self._request_timeout)
+            async with asyncio.timeout(self._request_timeout):
+                await self.node.propose(data)
+                return await fut
         except TimeoutError:
             raise errors.ErrTimeout from None
         finally:
@@ -173,8 +184,9 @@ class StoreServer:
     async def linearizable_barrier(self) -> None:
         """Wait until this replica has applied everything committed before the call."""
         try:
-            index = await asyncio.wait_for(self.node.read_index(), self._request_timeout)
-            await asyncio.wait_for(self.sm.wait_applied(index), self._request_timeout)
+            async with asyncio.timeout(self._request_timeout):
+                index = await self.node.read_index()
+                await self.sm.wait_applied(index)
         except TimeoutError:
             raise errors.ErrTimeout from None
 
@@ -187,7 +199,7 @@ class StoreServer:
                 peerURLs=[f"http://{addr}"],
                 clientURLs=self._client_urls.get(cfg.ids[name], []),
             )
-            for name, addr in cfg.members.items()
+            for name, addr in sorted(cfg.members.items(), key=lambda item: cfg.ids[item[0]])
         ]
 
     # -- internals --------------------------------------------------------------------
@@ -201,7 +213,11 @@ class StoreServer:
         self._leader = leader
         task = asyncio.get_running_loop().create_task(self._set_health(leader != 0))
         self._tasks.append(task)
-        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
 
     async def _set_health(self, serving: bool) -> None:
         if self._health is None:
@@ -223,7 +239,7 @@ class StoreServer:
             for lease_id in self.sm.lessor.expired(self.sm.clock()):
                 task = asyncio.get_running_loop().create_task(self._revoke(lease_id))
                 self._tasks.append(task)
-                task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+                task.add_done_callback(self._forget_task)
 
     async def _revoke(self, lease_id: int) -> None:
         request = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))

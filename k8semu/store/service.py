@@ -15,7 +15,7 @@ import secrets
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -39,7 +39,7 @@ INVALID_WATCH_ID = -1
 SERVER_VERSION = "3.4.0"  # the etcd API level this store speaks (see docs/store.md)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.StoreError) -> Any:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.StoreError) -> NoReturn:
     await context.abort(exc.code, exc.message)
 
 
@@ -60,7 +60,7 @@ class _Base:
 
 
 class KVService(_Base, rpc_pb2_grpc.KVServicer):
-    async def Range(  # noqa: N802
+    async def Range(
         self, request: rpc_pb2.RangeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.RangeResponse:
         try:
@@ -71,32 +71,32 @@ class KVService(_Base, rpc_pb2_grpc.KVServicer):
             sm = self.s.sm
             response: rpc_pb2.RangeResponse = await sm.run(sm.mvcc.range, request)
         except errors.StoreError as exc:
-            return await _abort(context, exc)
+            await _abort(context, exc)
         self.header(response.header)
         return response
 
-    async def Put(  # noqa: N802
+    async def Put(
         self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.PutResponse:
         if not request.key:
-            return await _abort(context, errors.ErrEmptyKey)
+            await _abort(context, errors.ErrEmptyKey)
         return await self._write(context, rpc_pb2.PutResponse, put=request)
 
-    async def DeleteRange(  # noqa: N802
+    async def DeleteRange(
         self, request: rpc_pb2.DeleteRangeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.DeleteRangeResponse:
         if not request.key:
-            return await _abort(context, errors.ErrEmptyKey)
+            await _abort(context, errors.ErrEmptyKey)
         return await self._write(context, rpc_pb2.DeleteRangeResponse, delete_range=request)
 
-    async def Txn(  # noqa: N802
+    async def Txn(
         self, request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.TxnResponse:
         if _txn_ops(request) > MAX_TXN_OPS:
-            return await _abort(context, errors.ErrTooManyOps)
+            await _abort(context, errors.ErrTooManyOps)
         return await self._write(context, rpc_pb2.TxnResponse, txn=request)
 
-    async def Compact(  # noqa: N802
+    async def Compact(
         self, request: rpc_pb2.CompactionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.CompactionResponse:
         return await self._write(context, rpc_pb2.CompactionResponse, compaction=request)
@@ -107,7 +107,7 @@ class KVService(_Base, rpc_pb2_grpc.KVServicer):
         try:
             response = await self.s.propose(internal_pb2.InternalRequest(**op))
         except errors.StoreError as exc:
-            return await _abort(context, exc)
+            await _abort(context, exc)
         assert isinstance(response, kind)
         self.header(response.header)  # type: ignore[attr-defined]
         return response
@@ -116,7 +116,7 @@ class KVService(_Base, rpc_pb2_grpc.KVServicer):
 class WatchService(_Base, rpc_pb2_grpc.WatchServicer):
     """Many watches per stream; each watcher is pumped by its own task into one queue."""
 
-    async def Watch(  # noqa: N802
+    async def Watch(
         self,
         request_iterator: AsyncIterator[rpc_pb2.WatchRequest],
         context: grpc.aio.ServicerContext[Any, Any],
@@ -260,37 +260,37 @@ class _WatchStream:
 
 
 class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
-    async def LeaseGrant(  # noqa: N802
+    async def LeaseGrant(
         self, request: rpc_pb2.LeaseGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.LeaseGrantResponse:
         if request.TTL > MAX_LEASE_TTL:
-            return await _abort(context, errors.ErrLeaseTTLTooLarge)
+            await _abort(context, errors.ErrLeaseTTLTooLarge)
         grant = rpc_pb2.LeaseGrantRequest(TTL=max(request.TTL, 1), ID=request.ID)
         if grant.ID < 0:
-            return await _abort(context, errors.ErrLeaseNotFound)
+            await _abort(context, errors.ErrLeaseNotFound)
         if grant.ID == 0:
             # The proposer picks the id so every replica applies the same one.
             grant.ID = secrets.randbits(62) + 1
         try:
             response = await self.s.propose(internal_pb2.InternalRequest(lease_grant=grant))
         except errors.StoreError as exc:
-            return await _abort(context, exc)
+            await _abort(context, exc)
         assert isinstance(response, rpc_pb2.LeaseGrantResponse)
         self.header(response.header)
         return response
 
-    async def LeaseRevoke(  # noqa: N802
+    async def LeaseRevoke(
         self, request: rpc_pb2.LeaseRevokeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.LeaseRevokeResponse:
         try:
             response = await self.s.propose(internal_pb2.InternalRequest(lease_revoke=request))
         except errors.StoreError as exc:
-            return await _abort(context, exc)
+            await _abort(context, exc)
         assert isinstance(response, rpc_pb2.LeaseRevokeResponse)
         self.header(response.header)
         return response
 
-    async def LeaseKeepAlive(  # noqa: N802
+    async def LeaseKeepAlive(
         self,
         request_iterator: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest],
         context: grpc.aio.ServicerContext[Any, Any],
@@ -307,7 +307,7 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
             self.header(response.header, self.s.sm.revision)
             yield response
 
-    async def LeaseTimeToLive(  # noqa: N802
+    async def LeaseTimeToLive(
         self, request: rpc_pb2.LeaseTimeToLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
         sm = self.s.sm
@@ -315,7 +315,7 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
             await self.s.linearizable_barrier()
             found = await sm.run(sm.mvcc.lease_time_to_live, request.ID, request.keys)
         except errors.StoreError as exc:
-            return await _abort(context, exc)
+            await _abort(context, exc)
         response = rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)
         if found is not None:
             granted, keys = found
@@ -325,7 +325,7 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
         self.header(response.header, sm.revision)
         return response
 
-    async def LeaseLeases(  # noqa: N802
+    async def LeaseLeases(
         self, request: rpc_pb2.LeaseLeasesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.LeaseLeasesResponse:
         sm = self.s.sm
@@ -333,7 +333,7 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
             await self.s.linearizable_barrier()
             leases = await sm.run(sm.mvcc.leases)
         except errors.StoreError as exc:
-            return await _abort(context, exc)
+            await _abort(context, exc)
         response = rpc_pb2.LeaseLeasesResponse(
             leases=[rpc_pb2.LeaseStatus(ID=lease_id) for lease_id, _ in leases]
         )
@@ -342,7 +342,7 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
 
 
 class ClusterService(_Base, rpc_pb2_grpc.ClusterServicer):
-    async def MemberList(  # noqa: N802
+    async def MemberList(
         self, request: rpc_pb2.MemberListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.MemberListResponse:
         response = rpc_pb2.MemberListResponse(members=self.s.members())
@@ -351,14 +351,14 @@ class ClusterService(_Base, rpc_pb2_grpc.ClusterServicer):
 
 
 class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
-    async def Alarm(  # noqa: N802
+    async def Alarm(
         self, request: rpc_pb2.AlarmRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.AlarmResponse:
         response = rpc_pb2.AlarmResponse()  # this store raises no alarms (no space quota yet)
         self.header(response.header)
         return response
 
-    async def Status(  # noqa: N802
+    async def Status(
         self, request: rpc_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.StatusResponse:
         s = self.s
@@ -377,26 +377,26 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         self.header(response.header, s.sm.revision)
         return response
 
-    async def Defragment(  # noqa: N802
+    async def Defragment(
         self, request: rpc_pb2.DefragmentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.DefragmentResponse:
         response = rpc_pb2.DefragmentResponse()
         self.header(response.header)
         return response
 
-    async def HashKV(  # noqa: N802
+    async def HashKV(
         self, request: rpc_pb2.HashKVRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.HashKVResponse:
         sm = self.s.sm
         try:
             value, compact_rev, rev = await sm.run(sm.mvcc.hash_kv, request.revision)
         except errors.StoreError as exc:
-            return await _abort(context, exc)
+            await _abort(context, exc)
         response = rpc_pb2.HashKVResponse(hash=value, compact_revision=compact_rev)
         self.header(response.header, rev)
         return response
 
-    async def Snapshot(  # noqa: N802
+    async def Snapshot(
         self, request: rpc_pb2.SnapshotRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         sm = self.s.sm

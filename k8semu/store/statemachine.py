@@ -31,6 +31,9 @@ from k8semu.store.watch import WatchHub
 log = get_logger(__name__)
 T = TypeVar("T")
 
+# An expired lease whose revoke could not be proposed (no leader) is reported again after this.
+LEASE_RETRY_S = 1.0
+
 
 class StoreStateMachine:
     """MVCC + waits + watch feed; every SQLite call goes through `run`."""
@@ -43,7 +46,7 @@ class StoreStateMachine:
         self._waits: dict[int, asyncio.Future[Message]] = {}
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
-        self.lessor = Lessor()
+        self.lessor = Lessor(retry_after=LEASE_RETRY_S)
         self.hub: WatchHub | None = None
         self.is_leader = False
         self.applied_index = 0
@@ -59,14 +62,16 @@ class StoreStateMachine:
         mvcc = self.mvcc
         self.applied_index, self.applied_term = mvcc.applied_index, mvcc.applied_term
         self.revision = mvcc.revision
-        self.lessor = Lessor()
-        now = self.clock()
-        for lease_id, ttl in await self.run(mvcc.leases):
-            self.lessor.grant(lease_id, ttl, now)
+        # Deadlines start now: a replica that restarts never expires a lease early.
+        self.lessor = Lessor(await self.run(mvcc.leases), retry_after=LEASE_RETRY_S)
+        if self.is_leader:
+            self.lessor.promote(self.clock())
         if self.hub is None:
-            self.hub = WatchHub(self._read_events, self.revision)
+            self.hub = WatchHub(
+                self._read_events, self.revision, compact_revision=mvcc.compact_revision
+            )
         else:
-            self.hub.reset(self.revision)
+            self.hub.reset(self.revision, compact_revision=mvcc.compact_revision)
 
     async def close(self) -> None:
         if self._mvcc is not None:
@@ -111,9 +116,9 @@ class StoreStateMachine:
     async def wait_applied(self, index: int) -> None:
         if self.applied_index >= index:
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._applied_waiters, (index, next(self._seq), fut))
-        await fut
+        applied: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._applied_waiters, (index, next(self._seq), applied))
+        await applied
 
     # -- driver interface -------------------------------------------------------------
 
@@ -122,12 +127,13 @@ class StoreStateMachine:
         results: list[ApplyResult] = await self.run(self.mvcc.apply_batch, batch)
         now = self.clock()
         events: list[Any] = []
-        for entry, result in zip(entries, results, strict=True):
+        by_index = {e.index: e for e in entries}
+        for result in results:  # entries already applied before a crash get no result
             events.extend(result.events)
             if result.response is not None and not isinstance(
                 result.response, rpc_pb2.PutResponse | rpc_pb2.TxnResponse
             ):
-                self._track_lease(entry, result.response, now)
+                self._track_lease(by_index[result.index], result.response, now)
             fut = self._waits.pop(result.request_id, None)
             if fut is not None and not fut.done():
                 if result.error is not None:
@@ -140,12 +146,12 @@ class StoreStateMachine:
         if results:
             self.revision = results[-1].revision
         assert self.hub is not None
-        self.hub.notify(self.revision, events)
+        self.hub.notify(self.revision, events, compact_revision=self.mvcc.compact_revision)
         waiters = self._applied_waiters
         while waiters and waiters[0][0] <= self.applied_index:
-            _, _, fut = heapq.heappop(waiters)
-            if not fut.done():
-                fut.set_result(None)
+            _, _, done = heapq.heappop(waiters)
+            if not done.done():
+                done.set_result(None)
 
     def _track_lease(self, entry: raft_pb2.Entry, response: Message, now: float) -> None:
         if isinstance(response, rpc_pb2.LeaseGrantResponse):
@@ -171,8 +177,6 @@ class StoreStateMachine:
         self._mvcc = await self.run(MVCCStore, self._kv_path)
         await self._load()
         log.info("state restored from snapshot", index=meta.index, revision=self.revision)
-        if self.is_leader:
-            self.lessor.promote(self.clock())
 
     async def verify_snapshot(self, path: Path) -> None:
         await self.run(snapshot.verify, path)

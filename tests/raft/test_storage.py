@@ -30,7 +30,12 @@ async def test_save_load_roundtrip_and_suffix_replacement(tmp_path: Path) -> Non
     await storage.close()
     assert (state.hard_state.term, state.hard_state.vote, state.hard_state.commit) == (2, MEMBER, 3)
     assert [(e.index, e.term) for e in state.entries] == [
-        (1, 2), (2, 2), (3, 2), (4, 3), (5, 3), (6, 3)
+        (1, 2),
+        (2, 2),
+        (3, 2),
+        (4, 3),
+        (5, 3),
+        (6, 3),
     ]
 
 

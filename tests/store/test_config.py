@@ -16,12 +16,20 @@ def _config(*argv: str):  # type: ignore[no-untyped-def]
 
 def test_etcd_style_flags_build_a_three_member_config(tmp_path: Path) -> None:
     config = _config(
-        "--name", "s2", "--data-dir", str(tmp_path),
-        "--listen-client-urls", "http://127.0.0.1:12379",
-        "--listen-peer-urls", "http://127.0.0.1:12380",
+        "--name",
+        "s2",
+        "--data-dir",
+        str(tmp_path),
+        "--listen-client-urls",
+        "http://127.0.0.1:12379",
+        "--listen-peer-urls",
+        "http://127.0.0.1:12380",
         "--initial-cluster",
         "s1=http://127.0.0.1:2380,s2=http://127.0.0.1:12380,s3=http://127.0.0.1:32380",
-        "--heartbeat-interval", "100", "--election-timeout", "1000",
+        "--heartbeat-interval",
+        "100",
+        "--election-timeout",
+        "1000",
     )
     assert config.listen_client == "127.0.0.1:12379"
     assert config.members["s3"] == "127.0.0.1:32380"

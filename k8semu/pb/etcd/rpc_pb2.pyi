@@ -3,7 +3,8 @@
 isort:skip_file
 Wire subset of etcd's etcdserverpb package: the services and messages k8semu's
 store implements. Names and field numbers are etcd v3's so etcdctl works unchanged;
-RPCs listed here but not implemented answer UNIMPLEMENTED.
+RPCs of etcd's that are not listed (membership changes, auth, MoveLeader) answer
+UNIMPLEMENTED.
 """
 
 from collections import abc as _abc
@@ -1075,100 +1076,6 @@ class Member(_message.Message):
 Global___Member: _TypeAlias = Member  # noqa: Y015
 
 @_typing.final
-class MemberAddRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PEERURLS_FIELD_NUMBER: _builtins.int
-    ISLEARNER_FIELD_NUMBER: _builtins.int
-    isLearner: _builtins.bool
-    @_builtins.property
-    def peerURLs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    def __init__(
-        self,
-        *,
-        peerURLs: _abc.Iterable[_builtins.str] | None = ...,
-        isLearner: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["isLearner", b"isLearner", "peerURLs", b"peerURLs"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___MemberAddRequest: _TypeAlias = MemberAddRequest  # noqa: Y015
-
-@_typing.final
-class MemberAddResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HEADER_FIELD_NUMBER: _builtins.int
-    MEMBER_FIELD_NUMBER: _builtins.int
-    MEMBERS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def header(self) -> Global___ResponseHeader: ...
-    @_builtins.property
-    def member(self) -> Global___Member: ...
-    @_builtins.property
-    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
-    def __init__(
-        self,
-        *,
-        header: Global___ResponseHeader | None = ...,
-        member: Global___Member | None = ...,
-        members: _abc.Iterable[Global___Member] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "member", b"member"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "member", b"member", "members", b"members"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___MemberAddResponse: _TypeAlias = MemberAddResponse  # noqa: Y015
-
-@_typing.final
-class MemberRemoveRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ID_FIELD_NUMBER: _builtins.int
-    ID: _builtins.int
-    def __init__(
-        self,
-        *,
-        ID: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ID", b"ID"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___MemberRemoveRequest: _TypeAlias = MemberRemoveRequest  # noqa: Y015
-
-@_typing.final
-class MemberRemoveResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HEADER_FIELD_NUMBER: _builtins.int
-    MEMBERS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def header(self) -> Global___ResponseHeader: ...
-    @_builtins.property
-    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
-    def __init__(
-        self,
-        *,
-        header: Global___ResponseHeader | None = ...,
-        members: _abc.Iterable[Global___Member] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "members", b"members"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___MemberRemoveResponse: _TypeAlias = MemberRemoveResponse  # noqa: Y015
-
-@_typing.final
 class MemberListRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1245,45 +1152,6 @@ class DefragmentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DefragmentResponse: _TypeAlias = DefragmentResponse  # noqa: Y015
-
-@_typing.final
-class MoveLeaderRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    TARGETID_FIELD_NUMBER: _builtins.int
-    targetID: _builtins.int
-    def __init__(
-        self,
-        *,
-        targetID: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["targetID", b"targetID"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___MoveLeaderRequest: _TypeAlias = MoveLeaderRequest  # noqa: Y015
-
-@_typing.final
-class MoveLeaderResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HEADER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def header(self) -> Global___ResponseHeader: ...
-    def __init__(
-        self,
-        *,
-        header: Global___ResponseHeader | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___MoveLeaderResponse: _TypeAlias = MoveLeaderResponse  # noqa: Y015
 
 @_typing.final
 class AlarmRequest(_message.Message):

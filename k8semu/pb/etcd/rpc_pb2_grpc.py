@@ -595,16 +595,6 @@ class ClusterStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.MemberAdd = channel.unary_unary(
-                '/etcdserverpb.Cluster/MemberAdd',
-                request_serializer=k8semu_dot_etcd_dot_rpc__pb2.MemberAddRequest.SerializeToString,
-                response_deserializer=k8semu_dot_etcd_dot_rpc__pb2.MemberAddResponse.FromString,
-                _registered_method=True)
-        self.MemberRemove = channel.unary_unary(
-                '/etcdserverpb.Cluster/MemberRemove',
-                request_serializer=k8semu_dot_etcd_dot_rpc__pb2.MemberRemoveRequest.SerializeToString,
-                response_deserializer=k8semu_dot_etcd_dot_rpc__pb2.MemberRemoveResponse.FromString,
-                _registered_method=True)
         self.MemberList = channel.unary_unary(
                 '/etcdserverpb.Cluster/MemberList',
                 request_serializer=k8semu_dot_etcd_dot_rpc__pb2.MemberListRequest.SerializeToString,
@@ -615,18 +605,6 @@ class ClusterStub:
 class ClusterServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def MemberAdd(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def MemberRemove(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def MemberList(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -636,16 +614,6 @@ class ClusterServicer:
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'MemberAdd': grpc.unary_unary_rpc_method_handler(
-                    servicer.MemberAdd,
-                    request_deserializer=k8semu_dot_etcd_dot_rpc__pb2.MemberAddRequest.FromString,
-                    response_serializer=k8semu_dot_etcd_dot_rpc__pb2.MemberAddResponse.SerializeToString,
-            ),
-            'MemberRemove': grpc.unary_unary_rpc_method_handler(
-                    servicer.MemberRemove,
-                    request_deserializer=k8semu_dot_etcd_dot_rpc__pb2.MemberRemoveRequest.FromString,
-                    response_serializer=k8semu_dot_etcd_dot_rpc__pb2.MemberRemoveResponse.SerializeToString,
-            ),
             'MemberList': grpc.unary_unary_rpc_method_handler(
                     servicer.MemberList,
                     request_deserializer=k8semu_dot_etcd_dot_rpc__pb2.MemberListRequest.FromString,
@@ -661,60 +629,6 @@ def add_ClusterServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Cluster:
     """Missing associated documentation comment in .proto file."""
-
-    @staticmethod
-    def MemberAdd(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/etcdserverpb.Cluster/MemberAdd',
-            k8semu_dot_etcd_dot_rpc__pb2.MemberAddRequest.SerializeToString,
-            k8semu_dot_etcd_dot_rpc__pb2.MemberAddResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def MemberRemove(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/etcdserverpb.Cluster/MemberRemove',
-            k8semu_dot_etcd_dot_rpc__pb2.MemberRemoveRequest.SerializeToString,
-            k8semu_dot_etcd_dot_rpc__pb2.MemberRemoveResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def MemberList(request,
@@ -778,11 +692,6 @@ class MaintenanceStub:
                 request_serializer=k8semu_dot_etcd_dot_rpc__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=k8semu_dot_etcd_dot_rpc__pb2.SnapshotResponse.FromString,
                 _registered_method=True)
-        self.MoveLeader = channel.unary_unary(
-                '/etcdserverpb.Maintenance/MoveLeader',
-                request_serializer=k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderRequest.SerializeToString,
-                response_deserializer=k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderResponse.FromString,
-                _registered_method=True)
 
 
 class MaintenanceServicer:
@@ -818,12 +727,6 @@ class MaintenanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def MoveLeader(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_MaintenanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -851,11 +754,6 @@ def add_MaintenanceServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=k8semu_dot_etcd_dot_rpc__pb2.SnapshotRequest.FromString,
                     response_serializer=k8semu_dot_etcd_dot_rpc__pb2.SnapshotResponse.SerializeToString,
-            ),
-            'MoveLeader': grpc.unary_unary_rpc_method_handler(
-                    servicer.MoveLeader,
-                    request_deserializer=k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderRequest.FromString,
-                    response_serializer=k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -993,33 +891,6 @@ class Maintenance:
             '/etcdserverpb.Maintenance/Snapshot',
             k8semu_dot_etcd_dot_rpc__pb2.SnapshotRequest.SerializeToString,
             k8semu_dot_etcd_dot_rpc__pb2.SnapshotResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def MoveLeader(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/etcdserverpb.Maintenance/MoveLeader',
-            k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderRequest.SerializeToString,
-            k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,

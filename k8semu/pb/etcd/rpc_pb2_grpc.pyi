@@ -3,7 +3,8 @@
 isort:skip_file
 Wire subset of etcd's etcdserverpb package: the services and messages k8semu's
 store implements. Names and field numbers are etcd v3's so etcdctl works unchanged;
-RPCs listed here but not implemented answer UNIMPLEMENTED.
+RPCs of etcd's that are not listed (membership changes, auth, MoveLeader) answer
+UNIMPLEMENTED.
 """
 
 from collections import abc as _abc
@@ -172,32 +173,14 @@ class ClusterStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ClusterAsyncStub: ...
-    MemberAdd: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.MemberAddRequest, _rpc_pb2.MemberAddResponse]
-    MemberRemove: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.MemberRemoveRequest, _rpc_pb2.MemberRemoveResponse]
     MemberList: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.MemberListRequest, _rpc_pb2.MemberListResponse]
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    MemberAdd: _aio.UnaryUnaryMultiCallable[_rpc_pb2.MemberAddRequest, _rpc_pb2.MemberAddResponse]  # type: ignore[assignment]
-    MemberRemove: _aio.UnaryUnaryMultiCallable[_rpc_pb2.MemberRemoveRequest, _rpc_pb2.MemberRemoveResponse]  # type: ignore[assignment]
     MemberList: _aio.UnaryUnaryMultiCallable[_rpc_pb2.MemberListRequest, _rpc_pb2.MemberListResponse]  # type: ignore[assignment]
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
-    @_abc_1.abstractmethod
-    def MemberAdd(
-        self,
-        request: _rpc_pb2.MemberAddRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_rpc_pb2.MemberAddResponse, _abc.Awaitable[_rpc_pb2.MemberAddResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def MemberRemove(
-        self,
-        request: _rpc_pb2.MemberRemoveRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_rpc_pb2.MemberRemoveResponse, _abc.Awaitable[_rpc_pb2.MemberRemoveResponse]]: ...
-
     @_abc_1.abstractmethod
     def MemberList(
         self,
@@ -217,7 +200,6 @@ class MaintenanceStub:
     Defragment: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.DefragmentRequest, _rpc_pb2.DefragmentResponse]
     HashKV: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.HashKVRequest, _rpc_pb2.HashKVResponse]
     Snapshot: _grpc.UnaryStreamMultiCallable[_rpc_pb2.SnapshotRequest, _rpc_pb2.SnapshotResponse]
-    MoveLeader: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.MoveLeaderRequest, _rpc_pb2.MoveLeaderResponse]
 
 @_typing.type_check_only
 class MaintenanceAsyncStub(MaintenanceStub):
@@ -227,7 +209,6 @@ class MaintenanceAsyncStub(MaintenanceStub):
     Defragment: _aio.UnaryUnaryMultiCallable[_rpc_pb2.DefragmentRequest, _rpc_pb2.DefragmentResponse]  # type: ignore[assignment]
     HashKV: _aio.UnaryUnaryMultiCallable[_rpc_pb2.HashKVRequest, _rpc_pb2.HashKVResponse]  # type: ignore[assignment]
     Snapshot: _aio.UnaryStreamMultiCallable[_rpc_pb2.SnapshotRequest, _rpc_pb2.SnapshotResponse]  # type: ignore[assignment]
-    MoveLeader: _aio.UnaryUnaryMultiCallable[_rpc_pb2.MoveLeaderRequest, _rpc_pb2.MoveLeaderResponse]  # type: ignore[assignment]
 
 class MaintenanceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -264,12 +245,5 @@ class MaintenanceServicer(metaclass=_abc_1.ABCMeta):
         request: _rpc_pb2.SnapshotRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_rpc_pb2.SnapshotResponse], _abc.AsyncIterator[_rpc_pb2.SnapshotResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def MoveLeader(
-        self,
-        request: _rpc_pb2.MoveLeaderRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_rpc_pb2.MoveLeaderResponse, _abc.Awaitable[_rpc_pb2.MoveLeaderResponse]]: ...
 
 def add_MaintenanceServicer_to_server(servicer: MaintenanceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,1 @@
+"""Test-support tools shared by the test suites: history recording and checking."""

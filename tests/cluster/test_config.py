@@ -1,0 +1,220 @@
+"""The cluster config: the shipped default, defaults for left-out fields, and errors that name
+the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from k8semu.cluster import config as cc
+from k8semu.cluster.errors import ClusterConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+HEAD = "kind: ClusterConfig\nversion: v1alpha1\n"
+
+
+def _parse(body: str) -> cc.ClusterConfig:
+    return cc.parse_config(HEAD + body, source="test.yaml")
+
+
+def _error(text: str) -> ClusterConfigError:
+    with pytest.raises(ClusterConfigError) as info:
+        cc.parse_config(text, source="test.yaml")
+    return info.value
+
+
+def test_shipped_default_is_the_all_defaults_config_and_matches_the_copy_for_users() -> None:
+    default = cc.load_config()
+    assert default == cc.ClusterConfig()
+    assert default.source == cc.DEFAULT_CONFIG_SOURCE
+    assert (REPO / "cluster_configs" / "local.yaml").read_text() == cc.default_config_text()
+    store = default.store
+    assert (store.replicas, store.heartbeat_ms, store.election_ms, store.snapshot_count) == (
+        3,
+        50,
+        500,
+        10_000,
+    )
+    assert [(m.name, m.client_address, m.peer_address) for m in store.members] == [
+        ("s1", "127.0.0.1:2379", "127.0.0.1:2380"),
+        ("s2", "127.0.0.1:12379", "127.0.0.1:12380"),
+        ("s3", "127.0.0.1:22379", "127.0.0.1:22380"),
+    ]
+    assert default.name == "local"
+    assert default.store_token == "k8semu-local"
+    assert default.default_data_dir == Path(".k8semu/local")
+
+
+def test_left_out_fields_take_the_defaults() -> None:
+    assert _parse("") == cc.ClusterConfig()
+    assert _parse("store:\nlauncher: {}\n") == cc.ClusterConfig()
+    five = _parse("name: big\nstore: {replicas: 5, electionTimeout: 1s}\n")
+    assert five.name == "big"
+    assert five.store.election_ms == 1000
+    assert five.store.heartbeat_ms == cc.DEFAULT_STORE_HEARTBEAT_MS
+    assert [m.client_address for m in five.store.members][3:] == [
+        "127.0.0.1:32379",
+        "127.0.0.1:42379",
+    ]
+    assert five.launcher == cc.LauncherSpec()
+
+
+def test_members_alone_set_the_replica_count_and_names_default_to_position() -> None:
+    config = _parse(
+        "store:\n  members:\n"
+        "    - {clientURL: '127.0.0.1:7001', peerURL: 'http://127.0.0.1:7002'}\n"
+        "    - {name: b, clientURL: 'http://127.0.0.1:7003', peerURL: 'http://127.0.0.1:7004'}\n"
+    )
+    assert config.store.replicas == 2
+    assert [(m.name, m.client_url) for m in config.store.members] == [
+        ("s1", "http://127.0.0.1:7001"),  # normalized to a URL
+        ("b", "http://127.0.0.1:7003"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("500ms", 500), ("2s", 2000), ("1.5s", 1500), ("1m30s", 90_000), ("1h", 3_600_000)],
+)
+def test_durations(text: str, ms: int) -> None:
+    assert cc.parse_duration_ms(text, "x") == ms
+    assert cc.parse_duration_ms(cc.format_duration(ms), "x") == ms
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("stor: {}\n", "stor: unknown field (did you mean store? known: "),
+        (
+            "store: {heartbeat: 1s}\n",
+            "store.heartbeat: unknown field (did you mean heartbeatInterval",
+        ),
+        (
+            "store:\n  members:\n    - {clientURL: 'http://127.0.0.1:1', peerURL:"
+            " 'http://127.0.0.1:2', clientUrl: x}\n",
+            "store.members[0].clientUrl: unknown field",
+        ),
+        ("launcher: {restartDelay: 1s}\n", "launcher.restartDelay: unknown field"),
+    ],
+)
+def test_unknown_fields_are_rejected_with_their_path(body: str, message: str) -> None:
+    err = _error(HEAD + body)
+    assert str(err).startswith(f"test.yaml: {message}")
+    assert err.path == message.split(":")[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "reason"),
+    [
+        ("store: {replicas: 0}\n", "store.replicas", "must be >= 1"),
+        ("store: {replicas: three}\n", "store.replicas", "expected an integer, got a string"),
+        ("store: {replicas: true}\n", "store.replicas", "expected an integer, got a boolean"),
+        ("store: {replicas: 8}\n", "store.replicas", "do not fit the default ports"),
+        ("store: {snapshotCount: 0}\n", "store.snapshotCount", "must be >= 1"),
+        ("store: {heartbeatInterval: 0s}\n", "store.heartbeatInterval", "at least 1ms"),
+        ("store: {heartbeatInterval: 50}\n", "store.heartbeatInterval", "expected a duration"),
+        ("store: {heartbeatInterval: 5 s}\n", "store.heartbeatInterval", "is not a duration"),
+        ("store: {heartbeatInterval: 0.5ms}\n", "store.heartbeatInterval", "whole number"),
+        (
+            "store: {heartbeatInterval: 100ms, electionTimeout: 400ms}\n",
+            "store.electionTimeout",
+            "must be at least 5x store.heartbeatInterval (400ms < 5 x 100ms)",
+        ),
+        ("store: {members: []}\n", "store.members", "at least one member"),
+        ("store: {members: {}}\n", "store.members", "expected a list"),
+        ("store: [1]\n", "store", "expected a mapping, got a list"),
+        (
+            "store: {replicas: 2, members: [{clientURL: 'http://127.0.0.1:1',"
+            " peerURL: 'http://127.0.0.1:2'}]}\n",
+            "store.members",
+            "lists 1 members but store.replicas is 2",
+        ),
+        (
+            "store: {members: [{peerURL: 'http://127.0.0.1:2'}]}\n",
+            "store.members[0].clientURL",
+            "required",
+        ),
+        (
+            "store: {members: [{clientURL: 'https://127.0.0.1:1', peerURL: 'http://127.0.0.1:2'}]}\n",
+            "store.members[0].clientURL",
+            "only http:// URLs",
+        ),
+        (
+            "store: {members: [{clientURL: 'http://127.0.0.1:0', peerURL: 'http://127.0.0.1:2'}]}\n",
+            "store.members[0].clientURL",
+            "port 0 is not allowed",
+        ),
+        (
+            "store: {members: [{clientURL: 'http://0.0.0.0:1', peerURL: 'http://127.0.0.1:2'}]}\n",
+            "store.members[0].clientURL",
+            "not 0.0.0.0",
+        ),
+        (
+            "store: {members: [{clientURL: 'http://127.0.0.1:1', peerURL: 'http://127.0.0.1:2'},"
+            " {clientURL: 'http://127.0.0.1:3', peerURL: 'http://127.0.0.1:1'}]}\n",
+            "store.members[1].peerURL",
+            "127.0.0.1:1 is also store.members[0].clientURL",
+        ),
+        (
+            "store: {members: [{name: a, clientURL: 'http://127.0.0.1:1', peerURL: "
+            "'http://127.0.0.1:2'}, {name: a, clientURL: 'http://127.0.0.1:3', peerURL:"
+            " 'http://127.0.0.1:4'}]}\n",
+            "store.members[1].name",
+            "'a' is already the name of store.members[0]",
+        ),
+        (
+            "store: {members: [{name: S_1, clientURL: 'http://127.0.0.1:1', peerURL: "
+            "'http://127.0.0.1:2'}]}\n",
+            "store.members[0].name",
+            "lowercase letters",
+        ),
+        ("name: My Cluster\n", "name", "lowercase letters"),
+        ("launcher: {maxRestarts: -1}\n", "launcher.maxRestarts", "must be >= 0"),
+        (
+            "launcher: {restartBackoff: 2s, maxRestartBackoff: 1s}\n",
+            "launcher.maxRestartBackoff",
+            "must be >= launcher.restartBackoff (2s)",
+        ),
+    ],
+)
+def test_bad_values_name_the_field(body: str, path: str, reason: str) -> None:
+    err = _error(HEAD + body)
+    assert err.path == path
+    assert str(err).startswith(f"test.yaml: {path}: ")
+    assert reason in str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "reason"),
+    [
+        ("", "", "empty document"),
+        ("- 1\n", "", "expected a mapping, got a list"),
+        ("version: v1alpha1\n", "kind", "required; must be ClusterConfig"),
+        ("kind: Pod\nversion: v1alpha1\n", "kind", "must be ClusterConfig, got 'Pod'"),
+        ("kind: ClusterConfig\nversion: v2\n", "version", "must be v1alpha1, got 'v2'"),
+        (HEAD + "store: [\n", "", "not valid YAML"),
+        (HEAD + "store:\n  replicas: 1\n  replicas: 2\n", "", "key 'replicas' is given twice"),
+    ],
+)
+def test_bad_documents(text: str, path: str, reason: str) -> None:
+    err = _error(text)
+    assert err.path == path
+    assert reason in str(err)
+
+
+def test_programmatic_configs_are_validated_too() -> None:
+    with pytest.raises(ClusterConfigError, match=r"^store\.replicas: must be >= 1$"):
+        cc.StoreSpec(replicas=0)
+    with pytest.raises(ClusterConfigError, match=r"^launcher\.readyTimeout: "):
+        cc.LauncherSpec(ready_timeout_ms=0)
+
+
+def test_load_config_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(HEAD + "store: {replicas: 0}\n")
+    with pytest.raises(ClusterConfigError, match=r"mine\.yaml: store\.replicas: must be >= 1"):
+        cc.load_config(path)
+    with pytest.raises(ClusterConfigError, match=r"missing\.yaml: cannot read"):
+        cc.load_config(tmp_path / "missing.yaml")
+    assert cc.load_config(None) == cc.ClusterConfig()
