@@ -89,6 +89,8 @@ class RaftNode:
         self._snapshot_meta: raft_pb2.SnapshotMetadata | None = None
         self.leader = 0
         self.role = core.StateRole.FOLLOWER
+        # Counters for the debug log and benchmarks: how well work is being batched.
+        self.stats = {"readys": 0, "entries_persisted": 0, "entries_applied": 0, "messages": 0}
         self._stopped = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -197,10 +199,15 @@ class RaftNode:
     # -- the loop ---------------------------------------------------------------------
 
     async def _ticker(self) -> None:
+        last_report, reported = 0, dict(self.stats)
         while True:
             await asyncio.sleep(self._tick_interval)
             self._ticks += 1
             self._wake.set()
+            last_report += 1
+            if last_report * self._tick_interval >= 10 and self.stats != reported:
+                log.debug("raft batching", **{k: v - reported[k] for k, v in self.stats.items()})
+                last_report, reported = 0, dict(self.stats)
 
     async def _run(self) -> None:
         assert self._core is not None
@@ -258,6 +265,11 @@ class RaftNode:
                 self._reads_in_flight[ctx] = waiters
 
     async def _handle_ready(self, raft: core.Raft, rd: core.Ready) -> None:
+        stats = self.stats
+        stats["readys"] += 1
+        stats["entries_persisted"] += len(rd.entries)
+        stats["entries_applied"] += len(rd.committed_entries)
+        stats["messages"] += len(rd.messages)
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
         assert self.transport is not None

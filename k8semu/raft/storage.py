@@ -165,8 +165,10 @@ class RaftStorage:
         disk write at all. After a restart it is re-learned from the leader (and is never
         below the state machine's applied index, which the driver takes into account).
         """
-        if not entries and snapshot is None and (
-            hard_state is None or (hard_state.term, hard_state.vote) == self._term_vote
+        if (
+            not entries
+            and snapshot is None
+            and (hard_state is None or (hard_state.term, hard_state.vote) == self._term_vote)
         ):
             return
         db = self._db

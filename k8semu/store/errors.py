@@ -41,8 +41,10 @@ class CorruptSnapshotError(StoreError):
 
 _C = grpc.StatusCode
 
-ErrCompacted = StoreError(_C.OUT_OF_RANGE, "mvcc: required revision has been compacted")
-ErrFutureRev = StoreError(_C.OUT_OF_RANGE, "mvcc: required revision is a future revision")
+ErrCompacted = StoreError(_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+ErrFutureRev = StoreError(
+    _C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"
+)
 ErrKeyNotFound = StoreError(_C.INVALID_ARGUMENT, "etcdserver: key not found")
 ErrEmptyKey = StoreError(_C.INVALID_ARGUMENT, "etcdserver: key is not provided")
 ErrDuplicateKey = StoreError(_C.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")

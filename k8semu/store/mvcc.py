@@ -694,9 +694,10 @@ class MVCCStore:
         In revision order, sub-order within a revision, prev_kv filled when a previous
         version exists. Returns at most about `limit` events but never splits a revision
         (a large txn comes back whole). end_rev is clamped to the current revision. Raises
-        ErrCompacted when start_rev <= compact_revision.
+        ErrCompacted when start_rev < compact_revision (as etcd: the compaction revision
+        itself can still be watched from).
         """
-        if start_rev <= self._compact_rev:
+        if start_rev < self._compact_rev:
             raise errors.ErrCompacted
         end_rev = min(end_rev, self._rev)
         if start_rev > end_rev:

@@ -392,7 +392,8 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
             value, compact_rev, rev = await sm.run(sm.mvcc.hash_kv, request.revision)
         except errors.StoreError as exc:
             await _abort(context, exc)
-        response = rpc_pb2.HashKVResponse(hash=value, compact_revision=compact_rev)
+        # etcd reports -1 until the first compaction.
+        response = rpc_pb2.HashKVResponse(hash=value, compact_revision=compact_rev or -1)
         self.header(response.header, rev)
         return response
 

@@ -4,8 +4,13 @@ A snapshot file is, in order::
 
     b"k8semu-store-snapshot/1\\n"                 magic line
     uint32 big-endian N, N bytes                 serialized internal_pb2.SnapshotHeader
-    header.size bytes                            the SQLite image of kv.db
+    zero bytes up to the next multiple of 512    so the image starts 512-aligned
+    header.size bytes                            the SQLite image of kv.db (whole pages)
     32 bytes                                     SHA-256 of everything above
+
+The alignment makes the file's size 32 mod 512, the shape etcdctl 3.4 checks before it
+keeps a streamed snapshot (a page-aligned database followed by its SHA-256), so
+`etcdctl snapshot save` works against the store.
 
 This module owns only the file format. It never opens the live kv.db (MVCCStore makes the
 image) and knows nothing of Raft: the caller decides when a snapshot is taken or installed.
@@ -35,6 +40,11 @@ _MAX_HEADER = 1 << 16
 _LEN = struct.Struct(">I")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _COPY_BUF = 1 << 20
+_ALIGN = 512
+
+
+def _padding(header_end: int) -> int:
+    return -header_end % _ALIGN
 
 
 def write(
@@ -80,6 +90,7 @@ def _write_to(f: BinaryIO, header: internal_pb2.SnapshotHeader, image: Path) -> 
     put(MAGIC)
     put(_LEN.pack(len(blob)))
     put(blob)
+    put(bytes(_padding(len(MAGIC) + _LEN.size + len(blob))))
     copied = 0
     with image.open("rb") as src:
         while chunk := src.read(_COPY_BUF):
@@ -160,7 +171,8 @@ def _read_header(path: Path) -> tuple[internal_pb2.SnapshotHeader, int]:
         raise CorruptSnapshotError(
             f"snapshot {path}: unsupported format {header.format!r} (want {FORMAT!r})"
         )
-    return header, len(MAGIC) + _LEN.size + n
+    header_end = len(MAGIC) + _LEN.size + n
+    return header, header_end + _padding(header_end)
 
 
 def _sqlite_header_problem(page: bytes, size: int) -> str | None:

@@ -581,8 +581,10 @@ def test_compaction(filled: Node) -> None:
     db.close()
     assert rows == [(b"a", 2, 0), (b"d", 5, 0), (b"b", 6, 0), (b"e", 7, 0), (b"d", 9, 0)]
     with pytest.raises(errors.StoreError) as ei:
-        filled.s.events(8, b"a", b"\x00", end_rev=9)
+        filled.s.events(7, b"a", b"\x00", end_rev=9)
     assert ei.value is errors.ErrCompacted
+    # As in etcd, watching from the compaction revision itself is still allowed.
+    assert [e.kv.mod_revision for e in filled.s.events(8, b"a", b"\x00", end_rev=9)] == [9]
     [ev] = filled.s.events(9, b"a", b"\x00", end_rev=9)
     assert ev.kv.value == b"new" and ev.prev_kv.value == b"0"  # prev survives compaction
     filled.put(b"c", b"back")
