@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from k8semu import durations
 from k8semu import log as logging_setup
 from k8semu.store import config as cfg
 from k8semu.store.errors import StoreError
@@ -42,6 +43,11 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--election-timeout", type=int, default=cfg.DEFAULT_ELECTION_MS, help="ms")
     p.add_argument("--snapshot-count", type=int, default=cfg.DEFAULT_SNAPSHOT_COUNT)
     p.add_argument("--max-request-bytes", type=int, default=cfg.DEFAULT_MAX_REQUEST_BYTES)
+    p.add_argument(
+        "--experimental-watch-progress-notify-interval",
+        default=durations.format_ms(int(cfg.DEFAULT_PROGRESS_NOTIFY_S * 1000)),
+        help="how often idle watchers that asked for it get a progress notification",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="console", choices=["console", "json"])
     return p
@@ -75,7 +81,21 @@ def build_config(ns: argparse.Namespace) -> cfg.StoreConfig:
         election_ms=ns.election_timeout,
         snapshot_count=ns.snapshot_count,
         max_request_bytes=ns.max_request_bytes,
+        progress_notify_s=_duration_s(
+            ns.experimental_watch_progress_notify_interval,
+            "--experimental-watch-progress-notify-interval",
+        ),
     )
+
+
+def _duration_s(text: str, flag: str) -> float:
+    try:
+        ms = durations.parse_ms(text)
+    except ValueError as exc:
+        raise cfg.ConfigError(f"{flag}: {exc}") from None
+    if ms <= 0:
+        raise cfg.ConfigError(f"{flag}: must be > 0")
+    return ms / 1000
 
 
 def main(argv: Sequence[str]) -> int:

@@ -25,7 +25,6 @@ This module reads and validates; it must not start processes or touch the networ
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import difflib
 import importlib.resources
 import io
@@ -38,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from k8semu import durations
 from k8semu.cluster.errors import ClusterConfigError
 from k8semu.store import config as store_config
 from k8semu.transport import AddressError, parse_url
@@ -87,8 +87,6 @@ DEFAULT_MAX_RESTARTS = 5
 
 # A member name becomes a directory and file name and seeds the member id.
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -295,31 +293,13 @@ def parse_duration_ms(value: object, path: str) -> int:
         raise ClusterConfigError(
             path, f"expected a duration such as 500ms or 2s, got {_describe(value)}"
         )
-    text = value.strip()
-    total = decimal.Decimal(0)
-    pos = 0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != pos:
-            break
-        total += decimal.Decimal(match.group(1)) * _UNIT_MS[match.group(2)]
-        pos = match.end()
-    if pos == 0 or pos != len(text):
-        raise ClusterConfigError(
-            path, f"{value!r} is not a duration (use a number and a unit: 500ms, 2s, 1m30s, 1h)"
-        )
-    if total != total.to_integral_value():
-        raise ClusterConfigError(path, f"{value!r} is not a whole number of milliseconds")
-    return int(total)
+    try:
+        return durations.parse_ms(value)
+    except ValueError as exc:
+        raise ClusterConfigError(path, str(exc)) from None
 
 
-def format_duration(ms: int) -> str:
-    """Milliseconds as the shortest of ``1500ms``/``2s``/``1m30s`` that says them exactly."""
-    if ms % 1000:
-        return f"{ms}ms"
-    s = ms // 1000
-    if s < 60 or s % 60:
-        return f"{s}s" if s < 60 else f"{s // 60}m{s % 60}s"
-    return f"{s // 60}m"
+format_duration = durations.format_ms
 
 
 # -- reading YAML -------------------------------------------------------------------------------

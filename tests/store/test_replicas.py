@@ -410,3 +410,56 @@ def test_sigterm_stops_a_replica_cleanly(tmp_path: Path) -> None:
         assert proc is not None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+async def test_progress_notifications_health_and_reflection(tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    cluster = K8semuStoreCluster(
+        tmp_path / "c", 1, extra_args=["--experimental-watch-progress-notify-interval", "300ms"]
+    )
+    with cluster:
+        cluster.start()
+        cluster.wait_ready(timeout=60)
+        async with transport.channel(cluster.endpoints[0]) as ch:
+            c = Client(ch)
+            health = health_pb2_grpc.HealthStub(ch)
+            status = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+
+            async def list_services():  # type: ignore[no-untyped-def]
+                yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+            reflect = reflection_pb2_grpc.ServerReflectionStub(ch)
+            async for answer in reflect.ServerReflectionInfo(list_services(), timeout=5):
+                names = {s.name for s in answer.list_services_response.service}
+                assert {"etcdserverpb.KV", "etcdserverpb.Watch", "grpc.health.v1.Health"} <= names
+                break
+
+            put = await _put_retrying(c, b"p", b"1")
+
+            async def requests():  # type: ignore[no-untyped-def]
+                create = rpc_pb2.WatchCreateRequest(key=b"p", progress_notify=True)
+                yield rpc_pb2.WatchRequest(create_request=create)
+                await asyncio.sleep(30)
+
+            # An idle watcher that asked for them gets empty responses carrying the revision.
+            progress = []
+            async for resp in c.watch.Watch(requests(), timeout=30):
+                if not resp.created and not resp.events:
+                    progress.append(resp.header.revision)
+                    if len(progress) == 2:
+                        break
+            assert progress == [put.header.revision] * 2
+
+
+def test_generated_code_is_current() -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "genproto.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
