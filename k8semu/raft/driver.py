@@ -364,7 +364,8 @@ class RaftNode:
     def _snapshot_path(self, index: int) -> Path:
         return self._snap_dir / f"{index:016x}.snap"
 
-    def _fail_all(self, error: Exception) -> None:
+    def _fail_all(self, error: type[Exception]) -> None:
+        # A class, so each waiter gets its own instance (asyncio instantiates it).
         for _, fut in self._proposals:
             if not fut.done():
                 fut.set_exception(error)

@@ -1,61 +1,146 @@
-"""Every error the store returns, as named values.
+"""Every error the store returns, as named exception classes.
 
-    StoreError                  a request the store refused; carries a gRPC status code
-    +-- CorruptDataError        a data file on disk failed its integrity check
-    +-- CorruptSnapshotError    a snapshot file failed its checksum or format check
+    StoreError                      a request the store refused; carries a gRPC status code
+    +-- ErrCompacted, ErrFutureRev, ErrKeyNotFound, ... (one class per etcd error)
+    +-- CorruptDataError            a data file on disk failed its integrity check
+    +-- CorruptSnapshotError        a snapshot file failed its checksum or format check
 
 The messages are etcd's own, so etcdctl prints the same text against k8semu as against etcd.
-Servicers translate a StoreError into a gRPC status at the boundary; nothing else should.
+Each is a class, not a shared instance: `raise errors.ErrNoLeader` makes a fresh exception
+every time (a shared instance would pile up tracebacks, and the frames they hold, with every
+raise), and callers test with `isinstance`. Servicers translate a StoreError into a gRPC
+status at the boundary; nothing else should.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import grpc
+
+_C = grpc.StatusCode
 
 
 class StoreError(Exception):
     """A refused request: `code` is the gRPC status, `message` the text clients see."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    code: ClassVar[grpc.StatusCode] = _C.UNKNOWN
+    message: str = "etcdserver: unknown error"
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
 
     def __repr__(self) -> str:
-        return f"StoreError({self.code.name}, {self.message!r})"
+        return f"{type(self).__name__}({self.code.name}, {self.message!r})"
 
 
 class CorruptDataError(StoreError):
     """A data file (kv.db, raft.db) is damaged; the replica refuses to start on it."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(grpc.StatusCode.DATA_LOSS, message)
+    code = _C.DATA_LOSS
 
 
 class CorruptSnapshotError(StoreError):
     """A snapshot file is truncated, has a bad checksum or is not a k8semu snapshot."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(grpc.StatusCode.DATA_LOSS, message)
+    code = _C.DATA_LOSS
 
 
-_C = grpc.StatusCode
+class ErrCompacted(StoreError):
+    code = _C.OUT_OF_RANGE
+    message = "etcdserver: mvcc: required revision has been compacted"
 
-ErrCompacted = StoreError(_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
-ErrFutureRev = StoreError(
-    _C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"
-)
-ErrKeyNotFound = StoreError(_C.INVALID_ARGUMENT, "etcdserver: key not found")
-ErrEmptyKey = StoreError(_C.INVALID_ARGUMENT, "etcdserver: key is not provided")
-ErrDuplicateKey = StoreError(_C.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
-ErrTooManyOps = StoreError(_C.INVALID_ARGUMENT, "etcdserver: too many operations in txn request")
-ErrRequestTooLarge = StoreError(_C.INVALID_ARGUMENT, "etcdserver: request is too large")
-ErrLeaseNotFound = StoreError(_C.NOT_FOUND, "etcdserver: requested lease not found")
-ErrLeaseExist = StoreError(_C.FAILED_PRECONDITION, "etcdserver: lease already exists")
-ErrLeaseTTLTooLarge = StoreError(_C.OUT_OF_RANGE, "etcdserver: too large lease TTL")
-ErrNoLeader = StoreError(_C.UNAVAILABLE, "etcdserver: no leader")
-ErrTimeout = StoreError(_C.UNAVAILABLE, "etcdserver: request timed out")
-ErrLeaderChanged = StoreError(_C.UNAVAILABLE, "etcdserver: leader changed")
-ErrStopped = StoreError(_C.UNAVAILABLE, "etcdserver: server stopped")
-ErrNotCapable = StoreError(_C.UNIMPLEMENTED, "etcdserver: not capable")
-ErrWatchIDExists = StoreError(_C.INVALID_ARGUMENT, "mvcc: watcher ID already exists")
+
+class ErrFutureRev(StoreError):
+    code = _C.OUT_OF_RANGE
+    message = "etcdserver: mvcc: required revision is a future revision"
+
+
+class ErrKeyNotFound(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "etcdserver: key not found"
+
+
+class ErrEmptyKey(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "etcdserver: key is not provided"
+
+
+class ErrDuplicateKey(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "etcdserver: duplicate key given in txn request"
+
+
+class ErrTooManyOps(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "etcdserver: too many operations in txn request"
+
+
+class ErrRequestTooLarge(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "etcdserver: request is too large"
+
+
+class ErrLeaseNotFound(StoreError):
+    code = _C.NOT_FOUND
+    message = "etcdserver: requested lease not found"
+
+
+class ErrLeaseExist(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: lease already exists"
+
+
+class ErrLeaseTTLTooLarge(StoreError):
+    code = _C.OUT_OF_RANGE
+    message = "etcdserver: too large lease TTL"
+
+
+class ErrNoLeader(StoreError):
+    code = _C.UNAVAILABLE
+    message = "etcdserver: no leader"
+
+
+class ErrTimeout(StoreError):
+    code = _C.UNAVAILABLE
+    message = "etcdserver: request timed out"
+
+
+class ErrLeaderChanged(StoreError):
+    code = _C.UNAVAILABLE
+    message = "etcdserver: leader changed"
+
+
+class ErrStopped(StoreError):
+    code = _C.UNAVAILABLE
+    message = "etcdserver: server stopped"
+
+
+class ErrNotCapable(StoreError):
+    code = _C.UNIMPLEMENTED
+    message = "etcdserver: not capable"
+
+
+class ErrWatchIDExists(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "mvcc: watcher ID already exists"
+
+
+# Not etcd errors (etcd clamps TTLs and never sees undecodable entries).
+
+
+class ErrLeaseTTLInvalid(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "etcdserver: lease TTL must be positive"
+
+
+class ErrMalformedEntry(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "k8semu: malformed raft entry (not an InternalRequest)"
+
+
+class ErrTooManyKeys(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "k8semu: too many keys written in one revision"

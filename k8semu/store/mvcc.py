@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-import grpc
 from google.protobuf.message import DecodeError, Message
 
 from k8semu.pb.etcd import kv_pb2, rpc_pb2
@@ -46,18 +45,6 @@ SCHEMA_VERSION: Final = 1
 SUB_BITS: Final = 24
 MAX_TXN_OPS: Final = 128
 MAX_LEASE_TTL: Final = 9_000_000_000
-
-# Not etcd errors (etcd clamps TTL and never sees undecodable entries); named here so the
-# servicers and the driver can recognise them.
-ErrLeaseTTLInvalid = StoreError(
-    grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: lease TTL must be positive"
-)
-ErrMalformedEntry = StoreError(
-    grpc.StatusCode.INVALID_ARGUMENT, "k8semu: malformed raft entry (not an InternalRequest)"
-)
-ErrTooManyKeys = StoreError(
-    grpc.StatusCode.INVALID_ARGUMENT, "k8semu: too many keys written in one revision"
-)
 
 _PUT: Final = kv_pb2.Event.PUT
 _DELETE: Final = kv_pb2.Event.DELETE
@@ -282,11 +269,11 @@ class MVCCStore:
         try:
             req.ParseFromString(data)
         except DecodeError:
-            return ApplyResult(index, 0, None, ErrMalformedEntry, [], self._rev)
+            return ApplyResult(index, 0, None, errors.ErrMalformedEntry(), [], self._rev)
         kind = req.WhichOneof("request")
         handler = self._handlers.get(kind) if kind else None
         if handler is None:
-            return ApplyResult(index, req.id, None, ErrMalformedEntry, [], self._rev)
+            return ApplyResult(index, req.id, None, errors.ErrMalformedEntry(), [], self._rev)
         w = _Writes(self._rev + 1)
         try:
             resp = handler(getattr(req, kind), w)  # type: ignore[arg-type]
@@ -349,7 +336,7 @@ class MVCCStore:
             prev = self._current(req.key)
             rows = [] if prev is None else [(req.key, prev)]
         if w.sub + len(rows) > _SUB_LIMIT and not w.sub:
-            raise ErrTooManyKeys
+            raise errors.ErrTooManyKeys
         for key, prev in rows:
             self._write_delete(w, key, prev)
             if req.prev_kv:
@@ -481,7 +468,7 @@ class MVCCStore:
         if req.ID == 0:
             raise errors.ErrLeaseNotFound  # the proposer picks the ID; 0 means "no lease"
         if req.TTL <= 0:
-            raise ErrLeaseTTLInvalid
+            raise errors.ErrLeaseTTLInvalid
         if req.TTL > MAX_LEASE_TTL:
             raise errors.ErrLeaseTTLTooLarge
         if self._lease_ttl(req.ID):
@@ -504,7 +491,7 @@ class MVCCStore:
             (req.ID,),
         ).fetchall()
         if len(rows) > _SUB_LIMIT:
-            raise ErrTooManyKeys
+            raise errors.ErrTooManyKeys
         for r in rows:
             self._write_delete(w, r[0], r[1:])
         self._db.execute("DELETE FROM lease WHERE id = ?", (req.ID,))

@@ -247,7 +247,7 @@ class StoreServer:
             await self.propose(request)
             log.info("lease expired", lease=f"{lease_id:x}")
         except errors.StoreError as exc:
-            if exc is errors.ErrLeaseNotFound:
+            if isinstance(exc, errors.ErrLeaseNotFound):
                 self.sm.lessor.revoke(lease_id)
             else:
                 log.info("lease expiry deferred", lease=f"{lease_id:x}", error=exc.message)

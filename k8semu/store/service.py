@@ -79,21 +79,21 @@ class KVService(_Base, rpc_pb2_grpc.KVServicer):
         self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.PutResponse:
         if not request.key:
-            await _abort(context, errors.ErrEmptyKey)
+            await _abort(context, errors.ErrEmptyKey())
         return await self._write(context, rpc_pb2.PutResponse, put=request)
 
     async def DeleteRange(
         self, request: rpc_pb2.DeleteRangeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.DeleteRangeResponse:
         if not request.key:
-            await _abort(context, errors.ErrEmptyKey)
+            await _abort(context, errors.ErrEmptyKey())
         return await self._write(context, rpc_pb2.DeleteRangeResponse, delete_range=request)
 
     async def Txn(
         self, request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.TxnResponse:
         if _txn_ops(request) > MAX_TXN_OPS:
-            await _abort(context, errors.ErrTooManyOps)
+            await _abort(context, errors.ErrTooManyOps())
         return await self._write(context, rpc_pb2.TxnResponse, txn=request)
 
     async def Compact(
@@ -264,10 +264,10 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
         self, request: rpc_pb2.LeaseGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.LeaseGrantResponse:
         if request.TTL > MAX_LEASE_TTL:
-            await _abort(context, errors.ErrLeaseTTLTooLarge)
+            await _abort(context, errors.ErrLeaseTTLTooLarge())
         grant = rpc_pb2.LeaseGrantRequest(TTL=max(request.TTL, 1), ID=request.ID)
         if grant.ID < 0:
-            await _abort(context, errors.ErrLeaseNotFound)
+            await _abort(context, errors.ErrLeaseNotFound())
         if grant.ID == 0:
             # The proposer picks the id so every replica applies the same one.
             grant.ID = secrets.randbits(62) + 1
@@ -300,7 +300,7 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
             try:
                 response = await self.s.propose(op)
             except errors.StoreError as exc:
-                if exc is not errors.ErrLeaseNotFound:
+                if not isinstance(exc, errors.ErrLeaseNotFound):
                     await context.abort(exc.code, exc.message)
                 response = rpc_pb2.LeaseKeepAliveResponse(ID=request.ID, TTL=0)
             assert isinstance(response, rpc_pb2.LeaseKeepAliveResponse)

@@ -106,12 +106,15 @@ class StoreStateMachine:
     def forget(self, request_id: int) -> None:
         self._waits.pop(request_id, None)
 
-    def fail_pending(self, error: errors.StoreError) -> None:
+    def fail_pending(self, error: type[errors.StoreError]) -> None:
         """Proposals whose outcome this replica can no longer learn for sure."""
         waits, self._waits = self._waits, {}
         for fut in waits.values():
             if not fut.done():
                 fut.set_exception(error)
+                # Marked retrieved: its proposer may already have failed another way (no
+                # leader) and will never await it; asyncio would log that as an error.
+                fut.exception()
 
     async def wait_applied(self, index: int) -> None:
         if self.applied_index >= index:

@@ -159,7 +159,7 @@ class Watcher:
         try:
             events = await hub._read(start, self.key, self.range_end, end)
         except StoreError as exc:
-            if exc is not errors.ErrCompacted and exc.message != errors.ErrCompacted.message:
+            if not isinstance(exc, errors.ErrCompacted):
                 raise
             compact = max(getattr(exc, "compact_revision", 0), hub.compact_revision)
             # ErrCompacted means start <= compact revision; if the hub was not told yet,

@@ -334,8 +334,9 @@ async def read_all(
                     values[key] = _as_bytes(reply.output)
                     break
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(f"no linearizable get of {key!r} within {within} s: "
-                                       f"{reply.error}")
+                    raise TimeoutError(
+                        f"no linearizable get of {key!r} within {within} s: {reply.error}"
+                    )
                 await asyncio.sleep(error_pause)
     finally:
         await reader.close()
@@ -352,7 +353,9 @@ class Tally:
     @classmethod
     def of(cls, history: Sequence[Op]) -> Tally:
         counts: Counter[tuple[str, str]] = Counter((op.kind, op.status) for op in history)
-        swapped = sum(op.kind == "cas" and op.status == "ok" and op.output is True for op in history)
+        swapped = sum(
+            op.kind == "cas" and op.status == "ok" and op.output is True for op in history
+        )
         return cls(counts, swapped)
 
     def status(self, status: Status) -> int:

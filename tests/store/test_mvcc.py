@@ -21,15 +21,8 @@ from hypothesis import strategies as st
 from k8semu.pb.etcd import kv_pb2, rpc_pb2
 from k8semu.pb.store import internal_pb2
 from k8semu.store import errors
-from k8semu.store.errors import CorruptDataError
-from k8semu.store.mvcc import (
-    MAX_TXN_OPS,
-    ApplyResult,
-    ErrLeaseTTLInvalid,
-    ErrMalformedEntry,
-    MVCCStore,
-    validate_txn,
-)
+from k8semu.store.errors import CorruptDataError, ErrLeaseTTLInvalid, ErrMalformedEntry
+from k8semu.store.mvcc import MAX_TXN_OPS, ApplyResult, MVCCStore, validate_txn
 
 Cmp = rpc_pb2.Compare
 RR = rpc_pb2.RangeRequest
@@ -176,19 +169,21 @@ def test_delete_range_forms(node: Node) -> None:
 
 
 def test_empty_key_refused(node: Node) -> None:
-    assert node.apply(put=rpc_pb2.PutRequest(key=b"")).error is errors.ErrEmptyKey
-    assert node.apply(delete_range=rpc_pb2.DeleteRangeRequest()).error is errors.ErrEmptyKey
+    assert isinstance(node.apply(put=rpc_pb2.PutRequest(key=b"")).error, errors.ErrEmptyKey)
+    assert isinstance(
+        node.apply(delete_range=rpc_pb2.DeleteRangeRequest()).error, errors.ErrEmptyKey
+    )
     with pytest.raises(errors.StoreError) as ei:
         node.get(b"")
-    assert ei.value is errors.ErrEmptyKey
+    assert isinstance(ei.value, errors.ErrEmptyKey)
     assert node.s.revision == 1
 
 
 def test_ignore_value_and_lease(node: Node) -> None:
     r = node.apply(put=rpc_pb2.PutRequest(key=b"k", ignore_value=True))
-    assert r.error is errors.ErrKeyNotFound
+    assert isinstance(r.error, errors.ErrKeyNotFound)
     r = node.apply(put=rpc_pb2.PutRequest(key=b"k", ignore_lease=True))
-    assert r.error is errors.ErrKeyNotFound
+    assert isinstance(r.error, errors.ErrKeyNotFound)
     node.ok(lease_grant=rpc_pb2.LeaseGrantRequest(ID=7, TTL=10))
     node.put(b"k", b"v1", lease=7)
     node.put(b"k", b"ignored", ignore_value=True, lease=7)
@@ -313,7 +308,7 @@ def test_historical_reads(filled: Node) -> None:
     assert filled.get(b"a", b"\x00", revision=7, count_only=True).count == 5
     with pytest.raises(errors.StoreError) as ei:
         filled.get(b"a", revision=9)
-    assert ei.value is errors.ErrFutureRev
+    assert isinstance(ei.value, errors.ErrFutureRev)
 
 
 # --- txn ------------------------------------------------------------------------------
@@ -450,9 +445,9 @@ def test_nested_txn_compares_see_state_before_the_txn(node: Node) -> None:
 def test_txn_duplicate_keys(node: Node, ops: list[rpc_pb2.RequestOp]) -> None:
     node.put(b"a")
     r = node.txn([], ops)
-    assert r.error is errors.ErrDuplicateKey and r.events == [] and node.s.revision == 2
+    assert isinstance(r.error, errors.ErrDuplicateKey) and r.events == [] and node.s.revision == 2
     r = node.txn([cmp(b"a", Cmp.VERSION, Cmp.EQUAL, version=100)], [], ops)  # failure branch
-    assert r.error is errors.ErrDuplicateKey
+    assert isinstance(r.error, errors.ErrDuplicateKey)
 
 
 def test_txn_allowed_overlaps(node: Node) -> None:
@@ -465,13 +460,13 @@ def test_txn_allowed_overlaps(node: Node) -> None:
 
 def test_txn_limits_and_validation(node: Node) -> None:
     many = [op_put(b"k%d" % i) for i in range(MAX_TXN_OPS + 1)]
-    assert node.txn([], many).error is errors.ErrTooManyOps
+    assert isinstance(node.txn([], many).error, errors.ErrTooManyOps)
     assert node.txn([], many[:MAX_TXN_OPS]).error is None
     compares = [cmp(b"k", Cmp.VERSION, Cmp.EQUAL)] * (MAX_TXN_OPS + 1)
-    assert node.txn(compares).error is errors.ErrTooManyOps
-    assert node.txn([], [op_txn(failure=many)]).error is errors.ErrTooManyOps
-    assert node.txn([], [op_get(b"")]).error is errors.ErrEmptyKey
-    assert node.txn([], [], [op_del(b"")]).error is errors.ErrEmptyKey
+    assert isinstance(node.txn(compares).error, errors.ErrTooManyOps)
+    assert isinstance(node.txn([], [op_txn(failure=many)]).error, errors.ErrTooManyOps)
+    assert isinstance(node.txn([], [op_get(b"")]).error, errors.ErrEmptyKey)
+    assert isinstance(node.txn([], [], [op_del(b"")]).error, errors.ErrEmptyKey)
     with pytest.raises(errors.StoreError):
         validate_txn(rpc_pb2.TxnRequest(success=[op_put(b"x"), op_put(b"x")]))
 
@@ -479,11 +474,11 @@ def test_txn_limits_and_validation(node: Node) -> None:
 def test_txn_refused_midway_writes_nothing(node: Node) -> None:
     rev = node.s.revision
     r = node.txn([], [op_put(b"a"), op_put(b"b", lease=99)])
-    assert r.error is errors.ErrLeaseNotFound and r.events == []
+    assert isinstance(r.error, errors.ErrLeaseNotFound) and r.events == []
     r = node.txn([], [op_put(b"a"), op_txn(success=[op_put(b"b", ignore_value=True)])])
-    assert r.error is errors.ErrKeyNotFound
+    assert isinstance(r.error, errors.ErrKeyNotFound)
     r = node.txn([], [op_put(b"a"), op_get(b"a", revision=50)])
-    assert r.error is errors.ErrFutureRev
+    assert isinstance(r.error, errors.ErrFutureRev)
     assert node.s.revision == rev and node.get(b"\x00", b"\x00").kvs == []
 
 
@@ -495,8 +490,10 @@ def test_lease_lifecycle(node: Node) -> None:
     assert (r.response.ID, r.response.TTL, r.response.header.revision) == (42, 30, 1)
     assert r.revision == 1  # grants do not bump the revision
     dup = node.apply(lease_grant=rpc_pb2.LeaseGrantRequest(ID=42, TTL=5))
-    assert dup.error is errors.ErrLeaseExist
-    assert node.apply(put=rpc_pb2.PutRequest(key=b"x", lease=43)).error is errors.ErrLeaseNotFound
+    assert isinstance(dup.error, errors.ErrLeaseExist)
+    assert isinstance(
+        node.apply(put=rpc_pb2.PutRequest(key=b"x", lease=43)).error, errors.ErrLeaseNotFound
+    )
     node.put(b"b", lease=42)
     node.put(b"a", lease=42)
     node.put(b"c")
@@ -506,7 +503,7 @@ def test_lease_lifecycle(node: Node) -> None:
     ka = node.ok(lease_keep_alive=rpc_pb2.LeaseKeepAliveRequest(ID=42))
     assert (ka.response.ID, ka.response.TTL, ka.revision) == (42, 30, 4)
     bad = node.apply(lease_keep_alive=rpc_pb2.LeaseKeepAliveRequest(ID=1))
-    assert bad.error is errors.ErrLeaseNotFound
+    assert isinstance(bad.error, errors.ErrLeaseNotFound)
     assert node.s.leases() == [(42, 30)]
     r = node.ok(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=42))
     assert r.revision == 5 and r.response.header.revision == 5  # both keys, one revision
@@ -517,21 +514,21 @@ def test_lease_lifecycle(node: Node) -> None:
     assert keys(node.get(b"\x00", b"\x00")) == [b"c"]
     assert node.s.leases() == []
     again = node.apply(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=42))
-    assert again.error is errors.ErrLeaseNotFound
+    assert isinstance(again.error, errors.ErrLeaseNotFound)
     node.ok(lease_grant=rpc_pb2.LeaseGrantRequest(ID=7, TTL=1))
     r = node.ok(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=7))
     assert r.revision == 5 and r.events == []  # nothing attached: no new revision
 
 
 def test_lease_grant_validation(node: Node) -> None:
-    assert (
-        node.apply(lease_grant=rpc_pb2.LeaseGrantRequest(ID=1, TTL=0)).error is ErrLeaseTTLInvalid
+    assert isinstance(
+        node.apply(lease_grant=rpc_pb2.LeaseGrantRequest(ID=1, TTL=0)).error, ErrLeaseTTLInvalid
     )
     r = node.apply(lease_grant=rpc_pb2.LeaseGrantRequest(ID=1, TTL=9_000_000_001))
-    assert r.error is errors.ErrLeaseTTLTooLarge
+    assert isinstance(r.error, errors.ErrLeaseTTLTooLarge)
     assert node.apply(lease_grant=rpc_pb2.LeaseGrantRequest(ID=1, TTL=9_000_000_000)).error is None
     r = node.apply(lease_grant=rpc_pb2.LeaseGrantRequest(ID=0, TTL=5))
-    assert r.error is errors.ErrLeaseNotFound
+    assert isinstance(r.error, errors.ErrLeaseNotFound)
     assert node.apply(lease_grant=rpc_pb2.LeaseGrantRequest(ID=-5, TTL=5)).error is None
     assert node.s.leases() == [(-5, 5), (1, 9_000_000_000)]
 
@@ -554,14 +551,16 @@ def test_compaction(filled: Node) -> None:
     filled.delete(b"c")  # rev 8
     filled.put(b"d", b"new")  # rev 9
     r = filled.apply(compaction=rpc_pb2.CompactionRequest(revision=10))
-    assert r.error is errors.ErrFutureRev
+    assert isinstance(r.error, errors.ErrFutureRev)
     r = filled.ok(compaction=rpc_pb2.CompactionRequest(revision=8))
     assert r.response.header.revision == 9 and r.revision == 9 and filled.s.compact_revision == 8
-    assert (
-        filled.apply(compaction=rpc_pb2.CompactionRequest(revision=8)).error is errors.ErrCompacted
+    assert isinstance(
+        filled.apply(compaction=rpc_pb2.CompactionRequest(revision=8)).error,
+        errors.ErrCompacted,
     )
-    assert (
-        filled.apply(compaction=rpc_pb2.CompactionRequest(revision=3)).error is errors.ErrCompacted
+    assert isinstance(
+        filled.apply(compaction=rpc_pb2.CompactionRequest(revision=3)).error,
+        errors.ErrCompacted,
     )
     # reading at the compact revision still works; below it is gone
     at8 = filled.get(b"a", b"\x00", revision=8)
@@ -573,7 +572,7 @@ def test_compaction(filled: Node) -> None:
     ]
     with pytest.raises(errors.StoreError) as ei:
         filled.get(b"a", revision=7)
-    assert ei.value is errors.ErrCompacted
+    assert isinstance(ei.value, errors.ErrCompacted)
     assert filled.get(b"d").kvs[0].value == b"new"
     # history below the compact revision is reduced to one put per live key, no tombstones
     db = sqlite3.connect(filled.path)
@@ -582,7 +581,7 @@ def test_compaction(filled: Node) -> None:
     assert rows == [(b"a", 2, 0), (b"d", 5, 0), (b"b", 6, 0), (b"e", 7, 0), (b"d", 9, 0)]
     with pytest.raises(errors.StoreError) as ei:
         filled.s.events(7, b"a", b"\x00", end_rev=9)
-    assert ei.value is errors.ErrCompacted
+    assert isinstance(ei.value, errors.ErrCompacted)
     # As in etcd, watching from the compaction revision itself is still allowed.
     assert [e.kv.mod_revision for e in filled.s.events(8, b"a", b"\x00", end_rev=9)] == [9]
     [ev] = filled.s.events(9, b"a", b"\x00", end_rev=9)
@@ -645,7 +644,9 @@ def test_batch_replay_is_idempotent(tmp_path: Path) -> None:
         (6, 13, 3),
     ]
     assert results[0].response is None and results[0].error is None
-    assert results[2].error is ErrMalformedEntry and results[5].error is ErrMalformedEntry
+    assert isinstance(results[2].error, ErrMalformedEntry) and isinstance(
+        results[5].error, ErrMalformedEntry
+    )
     assert (s.applied_index, s.applied_term, s.revision) == (6, 2, 3)
     h = s.hash_kv(0)
     assert s.apply_batch(batch) == []  # replayed: everything skipped
