@@ -27,10 +27,8 @@ CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, term INTEGER NOT NU
 """
 
 # The hard state lives in the entries table as row 0 (no Raft entry has index 0), holding a
-# serialized HardState: then one executemany writes a whole Ready, and a save costs two
-# round trips to the SQLite thread (statement, commit) instead of four.
+# serialized HardState, so a Ready's entries and hard state are one INSERT.
 _HARD_STATE_ROW = 0
-_UPSERT = "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)"
 
 # SQLite integers are signed 64-bit; Raft ids are uint64, so they are stored two's-complement.
 _U64 = 1 << 64
@@ -171,28 +169,34 @@ class RaftStorage:
             and (hard_state is None or (hard_state.term, hard_state.vote) == self._term_vote)
         ):
             return
+        # The whole Ready is one SQL script, so it costs one round trip to the aiosqlite
+        # thread instead of one per statement (each round trip is a thread hand-off both
+        # ways, measured at ~100 us here, against ~150 us for the fsync itself). Every value
+        # is an int or a hex blob literal: nothing from the network becomes SQL text.
+        script = ["BEGIN"]
+        if snapshot is not None:
+            # An installed snapshot replaces the whole log (the core reset its own).
+            script.append("DELETE FROM entries WHERE idx > 0")
+            script.append(
+                f"INSERT OR REPLACE INTO snapshot VALUES (1, {int(snapshot.index)}, "
+                f"{int(snapshot.term)}, X'{snapshot.SerializeToString().hex()}')"
+            )
+        elif entries and entries[0].index <= self._last_index:
+            script.append(f"DELETE FROM entries WHERE idx >= {int(entries[0].index)}")
+        rows = [f"({int(e.index)},{int(e.term)},{int(e.type)},X'{e.data.hex()}')" for e in entries]
+        if hard_state is not None:
+            rows.append(f"({_HARD_STATE_ROW},0,0,X'{hard_state.SerializeToString().hex()}')")
+        script.append("INSERT OR REPLACE INTO entries VALUES " + ",".join(rows))
+        script.append("COMMIT")
         db = self._db
         try:
-            if snapshot is not None:
-                # An installed snapshot replaces the whole log (the core reset its own).
-                await db.execute("DELETE FROM entries WHERE idx > 0")
-                await db.execute(
-                    "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
-                    (snapshot.index, snapshot.term, snapshot.SerializeToString()),
-                )
-                self._last_index = snapshot.index
-            elif entries and entries[0].index <= self._last_index:
-                await db.execute("DELETE FROM entries WHERE idx >= ?", (entries[0].index,))
-            rows: list[tuple[int, int, int, bytes]] = [
-                (e.index, e.term, e.type, e.data) for e in entries
-            ]
-            if hard_state is not None:
-                rows.append((_HARD_STATE_ROW, 0, 0, hard_state.SerializeToString()))
-            await db.executemany(_UPSERT, rows)
-            await db.commit()
+            await db.executescript(";\n".join(script))
         except BaseException:
-            await db.rollback()
+            if db.in_transaction:
+                await db.rollback()
             raise
+        if snapshot is not None:
+            self._last_index = snapshot.index
         if entries:
             self._last_index = entries[-1].index
         if hard_state is not None:
