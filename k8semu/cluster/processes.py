@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
@@ -695,31 +695,9 @@ class K8semuStoreCluster(ProcessCluster):
 
     kind = "k8semu store"
 
-    def __init__(
-        self,
-        base_dir: Path,
-        size: int | None = None,
-        *,
-        members: Sequence[MemberSpec] | None = None,
-        heartbeat_ms: int = 50,
-        election_ms: int = 500,
-        extra_args: Sequence[str] = (),
-        token: str | None = None,
-        die_with_parent: bool = True,
-        reuse_data: bool = False,
-        python: str = sys.executable,
-    ) -> None:
-        super().__init__(
-            base_dir,
-            size,
-            members=members,
-            heartbeat_ms=heartbeat_ms,
-            election_ms=election_ms,
-            extra_args=extra_args,
-            token=token,
-            die_with_parent=die_with_parent,
-            reuse_data=reuse_data,
-        )
+    def __init__(self, *args: Any, python: str = sys.executable, **kwargs: Any) -> None:
+        """ProcessCluster's arguments, plus the interpreter that runs `python -m k8semu`."""
+        super().__init__(*args, **kwargs)
         self.python = python
 
     def command(self, member: Member) -> list[str]:
@@ -742,30 +720,13 @@ class EtcdCluster(ProcessCluster):
 
     def __init__(
         self,
-        base_dir: Path,
-        size: int | None = None,
-        *,
-        members: Sequence[MemberSpec] | None = None,
-        heartbeat_ms: int = 50,
-        election_ms: int = 500,
-        extra_args: Sequence[str] = (),
-        token: str | None = None,
-        die_with_parent: bool = True,
-        reuse_data: bool = False,
+        *args: Any,
         binary: str = DEFAULT_ETCD_BINARY,
         log_level: str = "warn",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            base_dir,
-            size,
-            members=members,
-            heartbeat_ms=heartbeat_ms,
-            election_ms=election_ms,
-            extra_args=extra_args,
-            token=token,
-            die_with_parent=die_with_parent,
-            reuse_data=reuse_data,
-        )
+        """ProcessCluster's arguments, plus the etcd binary and its log level."""
+        super().__init__(*args, **kwargs)
         self.binary = binary
         self.log_level = log_level
 
