@@ -34,6 +34,23 @@ log = get_logger(__name__)
 _EARLY_SEND = frozenset({raft_pb2.MSG_APP, raft_pb2.MSG_HEARTBEAT})
 
 
+def durable_prefix(rd: core.Ready, stored_last_index: int) -> int:
+    """How many of `rd.committed_entries` are already in the local log on disk, unchanged
+    by `rd`: those may be applied while `rd` is being written, the rest only after."""
+    if rd.snapshot is not None:
+        return 0
+    durable = stored_last_index
+    if rd.entries:
+        # Stored entries this Ready overwrites are not the committed ones: wait for them.
+        durable = min(durable, rd.entries[0].index - 1)
+    count = 0
+    for entry in rd.committed_entries:
+        if entry.index > durable:
+            break
+        count += 1
+    return count
+
+
 class StateMachine(Protocol):
     """What the driver needs from the replicated state machine."""
 
@@ -293,10 +310,7 @@ class RaftNode:
         # entries are written (two files, two threads); the rest wait for the write, so
         # the state machine never gets ahead of the local log.
         committed = rd.committed_entries
-        durable = self._storage.last_index if rd.snapshot is None else 0
-        split = 0
-        while split < len(committed) and committed[split].index <= durable:
-            split += 1
+        split = durable_prefix(rd, self._storage.last_index)
         if split:
             await asyncio.gather(
                 self._storage.save(rd.hard_state, rd.entries, rd.snapshot),
