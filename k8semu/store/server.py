@@ -68,7 +68,7 @@ class StoreServer:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.snapshot_dir.mkdir(exist_ok=True)
-        for leftover in self.snapshot_dir.glob("client-*.snap"):
+        for leftover in self.snapshot_dir.glob("client-*.part"):
             leftover.unlink(missing_ok=True)
         self._storage = await RaftStorage.open(
             cfg.data_dir / "raft.db", cluster_id=cfg.cluster_id, member_id=cfg.member_id

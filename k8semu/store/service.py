@@ -401,7 +401,7 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         self, request: rpc_pb2.SnapshotRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         sm = self.s.sm
-        fd, name = tempfile.mkstemp(prefix="client-", suffix=".snap", dir=self.s.snapshot_dir)
+        fd, name = tempfile.mkstemp(prefix="client-", suffix=".part", dir=self.s.snapshot_dir)
         os.close(fd)
         path = Path(name)
         try:
