@@ -20,9 +20,11 @@ from collections.abc import Iterable
 class Lessor:
     """Deadlines of leases, keyed by lease id.
 
-    Invariants: every known lease has a granted TTL; deadlines exist only while `primary`;
-    an id returned by `expired` is not returned again until it is renewed or revoked (or
-    `retry_after` seconds pass, when set, in case the revoke proposal was lost).
+    Invariants: every known lease has a granted TTL; only the `primary` (the leader) reports
+    expiries; an id returned by `expired` is not returned again until it is renewed or revoked
+    (or `retry_after` seconds pass, when set, in case the revoke proposal was lost).
+    Followers keep deadlines too (from when they applied the grant or keep-alive), so any
+    replica answers TimeToLive with a close estimate; they never act on them.
     """
 
     def __init__(
@@ -54,14 +56,13 @@ class Lessor:
     def grant(self, lease_id: int, ttl: int, now: float) -> None:
         """Record a granted lease (called for every applied LeaseGrant, on every replica)."""
         self._ttl[lease_id] = ttl
-        if self._primary:
-            self._schedule(lease_id, now + ttl)
+        self._set_deadline(lease_id, now + ttl)
 
     def renew(self, lease_id: int, now: float) -> int | None:
         """Restart the lease's TTL from `now`; return the TTL, None if the lease is unknown."""
         ttl = self._ttl.get(lease_id)
-        if ttl is not None and self._primary:
-            self._schedule(lease_id, now + ttl)
+        if ttl is not None:
+            self._set_deadline(lease_id, now + ttl)
         return ttl
 
     def revoke(self, lease_id: int) -> None:
@@ -79,9 +80,8 @@ class Lessor:
         heapq.heapify(self._heap)
 
     def demote(self) -> None:
-        """Stop being leader: leases no longer expire here."""
+        """Stop being leader: leases no longer expire here (deadlines stay as estimates)."""
         self._primary = False
-        self._deadline.clear()
         self._due.clear()
         self._heap.clear()
 
@@ -103,8 +103,8 @@ class Lessor:
         return out
 
     def remaining(self, lease_id: int, now: float) -> int:
-        """Whole seconds left (rounded up, 0 once expired), the granted TTL when not primary,
-        -1 for an unknown lease."""
+        """Whole seconds left (rounded up, 0 once expired), -1 for an unknown lease; the
+        granted TTL for a lease whose grant or last keep-alive this replica did not see."""
         ttl = self._ttl.get(lease_id)
         if ttl is None:
             return -1
@@ -112,6 +112,12 @@ class Lessor:
         if deadline is None:
             return ttl
         return max(0, math.ceil(deadline - now))
+
+    def _set_deadline(self, lease_id: int, deadline: float) -> None:
+        if self._primary:
+            self._schedule(lease_id, deadline)
+        else:
+            self._deadline[lease_id] = deadline
 
     def _schedule(self, lease_id: int, deadline: float) -> None:
         self._deadline[lease_id] = deadline

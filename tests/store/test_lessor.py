@@ -53,7 +53,8 @@ def test_followers_never_expire_and_promotion_restarts_ttls() -> None:
     ls.grant(3, 5, now=0)
     assert ls.renew(3, now=1) == 5
     assert ls.expired(1e9) == []
-    assert ls.remaining(1, 1e9) == 10  # a follower reports the full TTL
+    assert ls.remaining(3, 3) == 3  # a follower estimates from the keep-alive it applied
+    assert ls.remaining(1, 1e9) == 10  # ... and reports the full TTL of one it never saw
     ls.promote(now=1000)
     assert ls.primary
     assert ls.remaining(1, 1000) == 10 and ls.remaining(2, 1000) == 30
