@@ -1,0 +1,140 @@
+"""The registry of API kinds: which message class serves which apiVersion/kind and resource.
+
+Owns the facts clients, the API server and the CLI share about each kind: group and version,
+plural resource name (the `/registry/<resource>/...` key segment and the URL path), short names
+(`kubectl get po`), whether objects live in a namespace, and the message and list classes. It
+does no I/O and knows nothing about storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from k8semu.api.errors import UnknownKindError
+from k8semu.pb.api.v1 import apps_pb2 as apps
+from k8semu.pb.api.v1 import autoscaling_pb2 as autoscaling
+from k8semu.pb.api.v1 import coordination_pb2 as coordination
+from k8semu.pb.api.v1 import core_pb2 as core
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One registered kind. `group` is "" for the core group; `plural` is lower case."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    namespaced: bool
+    message: type[Message]
+    list_message: type[Message] | None
+
+    @property
+    def api_version(self) -> str:
+        """ "v1" for the core group, "apps/v1" otherwise."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    def new(self) -> Message:
+        """An empty object of this kind with apiVersion and kind filled in."""
+        obj = self.message()
+        stamp(obj)
+        return obj
+
+
+def _kind(
+    api_version: str,
+    kind: str,
+    plural: str,
+    short_names: str,
+    message: type[Message],
+    list_message: type[Message] | None,
+    *,
+    namespaced: bool = True,
+) -> Kind:
+    group, _, version = api_version.rpartition("/")
+    return Kind(
+        group, version, kind, plural, tuple(short_names.split()), namespaced, message, list_message
+    )
+
+
+KINDS: tuple[Kind, ...] = (
+    _kind(
+        "v1", "Namespace", "namespaces", "ns", core.Namespace, core.NamespaceList, namespaced=False
+    ),
+    _kind("v1", "Node", "nodes", "no", core.Node, core.NodeList, namespaced=False),
+    _kind("v1", "Pod", "pods", "po", core.Pod, core.PodList),
+    _kind("v1", "Service", "services", "svc", core.Service, core.ServiceList),
+    _kind("v1", "Endpoints", "endpoints", "ep", core.Endpoints, core.EndpointsList),
+    _kind("v1", "ConfigMap", "configmaps", "cm", core.ConfigMap, core.ConfigMapList),
+    _kind("v1", "Secret", "secrets", "", core.Secret, core.SecretList),
+    _kind("v1", "Event", "events", "ev", core.Event, core.EventList),
+    # Binding is only ever POSTed (pods/<name>/binding); it is never stored or listed.
+    _kind("v1", "Binding", "bindings", "", core.Binding, None),
+    _kind("apps/v1", "ReplicaSet", "replicasets", "rs", apps.ReplicaSet, apps.ReplicaSetList),
+    _kind("apps/v1", "Deployment", "deployments", "deploy", apps.Deployment, apps.DeploymentList),
+    _kind(
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "hpa",
+        autoscaling.HorizontalPodAutoscaler,
+        autoscaling.HorizontalPodAutoscalerList,
+    ),
+    _kind(
+        "coordination.k8s.io/v1", "Lease", "leases", "", coordination.Lease, coordination.LeaseList
+    ),
+)
+
+_BY_TYPE = {(k.api_version, k.kind): k for k in KINDS}
+_BY_MESSAGE = {k.message.DESCRIPTOR.full_name: k for k in KINDS}
+_BY_RESOURCE: dict[str, Kind] = {}
+for _k in KINDS:
+    for _name in (_k.plural, _k.singular, *_k.short_names):
+        _BY_RESOURCE[_name] = _k
+        _BY_RESOURCE[f"{_name}.{_k.group}" if _k.group else _name] = _k
+
+
+def all_kinds() -> Iterator[Kind]:
+    return iter(KINDS)
+
+
+def by_type(api_version: str, kind: str) -> Kind:
+    """The kind for a manifest's apiVersion and kind, e.g. ("apps/v1", "Deployment")."""
+    found = _BY_TYPE.get((api_version, kind))
+    if found is None:
+        served = [k.api_version for k in KINDS if k.kind == kind]
+        hint = f' (kind {kind} is served by apiVersion "{served[0]}")' if served else ""
+        raise UnknownKindError(f'no kind "{kind}" in apiVersion "{api_version}"{hint}')
+    return found
+
+
+def for_message(obj: Message | type[Message]) -> Kind:
+    """The kind whose message class `obj` is (or is an instance of)."""
+    found = _BY_MESSAGE.get(obj.DESCRIPTOR.full_name)
+    if found is None:
+        raise UnknownKindError(f"{obj.DESCRIPTOR.full_name} is not a top-level API kind")
+    return found
+
+
+def for_resource(name: str) -> Kind:
+    """Resolve what a user types after `get`: plural, singular, short name or kind, any case,
+    optionally qualified by group ("deployments.apps", "po", "Deployment", "hpa")."""
+    found = _BY_RESOURCE.get(name.lower())
+    if found is None:
+        raise UnknownKindError(f'the server doesn\'t have a resource type "{name}"')
+    return found
+
+
+def stamp(obj: Message) -> None:
+    """Set `obj`'s apiVersion and kind from its message type (TypeMeta, as the API server does)."""
+    kind = for_message(obj)
+    setattr(obj, "api_version", kind.api_version)  # noqa: B010 - Message has no typed field
+    setattr(obj, "kind", kind.kind)  # noqa: B010

@@ -1,0 +1,1 @@
+"""Client side of the API: async client, informers, workqueue and leader election."""
