@@ -3,6 +3,7 @@
     APIError                    base class of everything below
     +-- UnknownKindError        an apiVersion/kind, message type or resource name not in kinds.py
     +-- QuantityError           a string that is not a Kubernetes quantity (also a ValueError)
+    +-- SelectorError           a label or field selector that does not parse (also a ValueError)
     +-- ManifestError           a manifest document that does not decode into an API object
         +-- ManifestSyntaxError     not YAML/JSON, a document that is not a mapping, a duplicate key
         +-- ManifestKindError       apiVersion/kind missing, not strings, or not registered
@@ -113,3 +114,7 @@ class FieldTypeError(ManifestError):
 
 class InvalidValueError(ManifestError):
     """A value of the right type that does not parse: a timestamp, base64 bytes, a quantity."""
+
+
+class SelectorError(APIError, ValueError):
+    """A selector that cannot be parsed or built; the message quotes it and says where."""

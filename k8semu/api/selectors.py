@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from k8semu.api.errors import APIError
+from k8semu.api.errors import SelectorError
 
 __all__ = [
     "FieldRequirement",
@@ -45,10 +45,6 @@ __all__ = [
     "parse_field_selector",
     "parse_label_selector",
 ]
-
-
-class SelectorError(APIError, ValueError):
-    """A selector that cannot be parsed or built; the message quotes it and says where."""
 
 
 class Operator(enum.StrEnum):
