@@ -26,7 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub.add_parser("bench", help="benchmarks: bench store ...", add_help=False)
     sub.add_parser("up", help="start a local cluster from a cluster config", add_help=False)
-    if not args or args[0] not in ("store", "bench", "up"):
+    sub.add_parser("apiserver", help="run an API server on a store", add_help=False)
+    if not args or args[0] not in ("store", "bench", "up", "apiserver"):
         parser.parse_args(args)
         parser.print_help()
         return 2
@@ -35,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from k8semu.cli import store
 
         return store.main(rest)
+    if command == "apiserver":
+        from k8semu.cli import apiserver
+
+        return apiserver.main(rest)
     if command == "bench":
         from k8semu.cli import bench
 

@@ -1,0 +1,54 @@
+"""The errors the API server returns, one class per gRPC status code (DESIGN "Errors").
+
+    StatusError             base: a gRPC status code and a message naming object and field
+    +-- NotFound            NOT_FOUND
+    +-- AlreadyExists       ALREADY_EXISTS
+    +-- Conflict            ABORTED: a stale resourceVersion or a failed precondition
+    +-- Invalid             INVALID_ARGUMENT: bad request, bad object, bad selector
+    +-- Gone                OUT_OF_RANGE: a compacted resourceVersion or continue token
+    +-- Unavailable         UNAVAILABLE: the store did not answer
+
+The servicer turns a StatusError into `context.abort(code, message)`; anything else escaping a
+handler is a bug, reported as INTERNAL without taking the server down.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class StatusError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class NotFound(StatusError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(StatusError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Conflict(StatusError):
+    code = grpc.StatusCode.ABORTED
+
+
+class Invalid(StatusError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Gone(StatusError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unavailable(StatusError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+CONFLICT_MESSAGE = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)

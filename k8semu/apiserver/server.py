@@ -1,0 +1,105 @@
+"""APIServer: the gRPC server process's component (start/stop), on top of APIServicer.
+
+Health reports NOT_SERVING until the system namespaces (default, kube-system, kube-public)
+are known to exist: until then a create in `default` could fail, so clients and the
+launcher wait for SERVING. The store may still be electing a leader at start, so that is
+retried in the background rather than failing start().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from grpc_health.v1 import health_pb2
+
+from k8semu import transport
+from k8semu.api import kinds
+from k8semu.apiserver.errors import StatusError
+from k8semu.apiserver.service import APIServicer
+from k8semu.apiserver.store import Store
+from k8semu.log import get_logger
+from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc, core_pb2
+
+log = get_logger(__name__)
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public")
+SERVICE_NAME = apiserver_pb2.DESCRIPTOR.services_by_name["API"].full_name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class APIServerConfig:
+    listen_address: str = "127.0.0.1:6443"
+    store_endpoints: tuple[str, ...] = ("127.0.0.1:2379", "127.0.0.1:12379", "127.0.0.1:22379")
+    store_deadline: float = transport.DEFAULT_DEADLINES.unary
+    bookmark_interval: float = 5.0
+
+
+class APIServer:
+    def __init__(self, config: APIServerConfig) -> None:
+        self.config = config
+        self.store = Store(config.store_endpoints, deadline=config.store_deadline)
+        self.servicer = APIServicer(self.store, bookmark_interval=config.bookmark_interval)
+        self.server, self.health = transport.server([SERVICE_NAME])
+        apiserver_pb2_grpc.add_APIServicer_to_server(self.servicer, self.server)
+        self.port = 0
+        self._bootstrap: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.port = transport.bind(self.server, self.config.listen_address, flag="--listen-address")
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        self._bootstrap = asyncio.get_running_loop().create_task(self._ensure_namespaces())
+        log.info("api server started", port=self.port, store=",".join(self.store.endpoints))
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        if self._bootstrap is not None:
+            self._bootstrap.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._bootstrap
+        await self.server.stop(grace)
+        await self.store.close()
+
+    async def wait_stopped(self) -> None:
+        await self.server.wait_for_termination()
+
+    async def _set_health(
+        self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def _ensure_namespaces(self) -> None:
+        kind = kinds.for_resource("namespaces")
+        delay = 0.1
+        pending = list(SYSTEM_NAMESPACES)
+        while pending:
+            name = pending[0]
+            ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
+            ns.metadata.name = name
+            try:
+                # Through the same create path as a client's, so the namespace is defaulted
+                # and stamped; ALREADY_EXISTS (another API server won) is success.
+                await self.servicer.create(kind, "", ns)
+            except StatusError as exc:
+                if exc.code.name != "ALREADY_EXISTS":
+                    log.info("waiting for the store", namespace=name, error=exc.message)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+            pending.pop(0)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("system namespaces present", namespaces=list(SYSTEM_NAMESPACES))
+
+
+def parse_endpoints(text: str) -> tuple[str, ...]:
+    """`127.0.0.1:2379,http://127.0.0.1:12379` -> ("127.0.0.1:2379", "127.0.0.1:12379")."""
+    endpoints = tuple(
+        transport.parse_url(part, flag="--store-endpoints")
+        for part in text.split(",")
+        if part.strip()
+    )
+    if not endpoints:
+        raise transport.AddressError("--store-endpoints: at least one endpoint is required")
+    return endpoints

@@ -1,0 +1,82 @@
+"""`k8semu apiserver`: run one API server (stateless; run as many as you like on one store).
+
+    k8semu apiserver --listen-address 127.0.0.1:6443 \\
+        --store-endpoints 127.0.0.1:2379,127.0.0.1:12379,127.0.0.1:22379
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from k8semu import log as logging_setup
+from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
+from k8semu.transport import AddressError
+
+_DEFAULTS = APIServerConfig()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="k8semu apiserver",
+        description="Run an API server on a store (k8semu store or etcd, etcd v3 API).",
+    )
+    p.add_argument("--listen-address", default=_DEFAULTS.listen_address, help="HOST:PORT")
+    p.add_argument(
+        "--store-endpoints",
+        default=",".join(_DEFAULTS.store_endpoints),
+        help="HOST:PORT,... of the store's client URLs (round-robin with fail-over)",
+    )
+    p.add_argument(
+        "--store-deadline", type=float, default=_DEFAULTS.store_deadline, help="seconds per call"
+    )
+    p.add_argument(
+        "--bookmark-interval",
+        type=float,
+        default=_DEFAULTS.bookmark_interval,
+        help="seconds between watch bookmarks",
+    )
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", default="console", choices=["console", "json"])
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    ns = _parser().parse_args(list(argv))
+    try:
+        if ns.store_deadline <= 0 or ns.bookmark_interval <= 0:
+            raise ValueError("--store-deadline and --bookmark-interval must be > 0")
+        config = APIServerConfig(
+            listen_address=ns.listen_address,
+            store_endpoints=parse_endpoints(ns.store_endpoints),
+            store_deadline=ns.store_deadline,
+            bookmark_interval=ns.bookmark_interval,
+        )
+        logging_setup.configure("apiserver", level=ns.log_level, fmt=ns.log_format)
+    except (AddressError, ValueError) as exc:
+        print(f"k8semu apiserver: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config))
+    except (AddressError, OSError) as exc:
+        print(f"k8semu apiserver: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(config: APIServerConfig) -> None:
+    server = APIServer(config)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop(0)
+        raise
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
