@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import grpc
@@ -43,6 +43,26 @@ _SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.so_reuseport", 0),
 ]
+
+
+# gRPC carries a status message in trailing metadata, which peers refuse past 8 KiB by default
+# (and non-ASCII text is percent-encoded, up to 3x): a longer message, e.g. one echoing a 20 KB
+# value, would reach the client as RESOURCE_EXHAUSTED instead of the real error.
+MAX_STATUS_MESSAGE = 2000
+
+
+def status_message(text: str) -> str:
+    """`text`, shortened to fit a gRPC status message; says how much was cut."""
+    if len(text) <= MAX_STATUS_MESSAGE:
+        return text
+    cut = len(text) - MAX_STATUS_MESSAGE
+    return f"{text[:MAX_STATUS_MESSAGE]}... ({cut} more characters)"
+
+
+async def abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End an RPC with `code` and a message that is sure to reach the client."""
+    await context.abort(code, status_message(message))
+    raise AssertionError("unreachable")  # context.abort raises
 
 
 class AddressError(ValueError):

@@ -5,6 +5,8 @@
     +-- AlreadyExists       ALREADY_EXISTS
     +-- Conflict            ABORTED: a stale resourceVersion or a failed precondition
     +-- Invalid             INVALID_ARGUMENT: bad request, bad object, bad selector
+    +-- FailedPrecondition  FAILED_PRECONDITION: a create in a namespace being terminated
+                            (Kubernetes answers 403 Forbidden there)
     +-- Gone                OUT_OF_RANGE: a compacted resourceVersion or continue token
     +-- Unavailable         UNAVAILABLE: the store did not answer
 
@@ -39,6 +41,10 @@ class Conflict(StatusError):
 
 class Invalid(StatusError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class FailedPrecondition(StatusError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class Gone(StatusError):

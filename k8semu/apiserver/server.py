@@ -19,6 +19,7 @@ from k8semu.api import kinds
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
+from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc, core_pb2
 
@@ -34,13 +35,21 @@ class APIServerConfig:
     store_endpoints: tuple[str, ...] = ("127.0.0.1:2379", "127.0.0.1:12379", "127.0.0.1:22379")
     store_deadline: float = transport.DEFAULT_DEADLINES.unary
     bookmark_interval: float = 5.0
+    watch_cache_capacity: int = DEFAULT_WATCH_CACHE.capacity
+    watch_max_pending: int = DEFAULT_WATCH_CACHE.max_pending
 
 
 class APIServer:
     def __init__(self, config: APIServerConfig) -> None:
         self.config = config
         self.store = Store(config.store_endpoints, deadline=config.store_deadline)
-        self.servicer = APIServicer(self.store, bookmark_interval=config.bookmark_interval)
+        self.servicer = APIServicer(
+            self.store,
+            bookmark_interval=config.bookmark_interval,
+            watch_cache=WatchCacheConfig(
+                capacity=config.watch_cache_capacity, max_pending=config.watch_max_pending
+            ),
+        )
         self.server, self.health = transport.server([SERVICE_NAME])
         apiserver_pb2_grpc.add_APIServicer_to_server(self.servicer, self.server)
         self.port = 0
@@ -59,6 +68,7 @@ class APIServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._bootstrap
         await self.server.stop(grace)
+        await self.servicer.watch_caches.stop()
         await self.store.close()
 
     async def wait_stopped(self) -> None:
@@ -91,6 +101,17 @@ class APIServer:
             pending.pop(0)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("system namespaces present", namespaces=list(SYSTEM_NAMESPACES))
+        await self._resume_namespace_terminations()
+
+    async def _resume_namespace_terminations(self) -> None:
+        """Finish namespaces left Terminating by an API server that stopped half way."""
+        try:
+            names = await self.servicer.finalize_terminating_namespaces()
+        except StatusError as exc:
+            log.warning("could not finish terminating namespaces", error=exc.message)
+            return
+        if names:
+            log.info("finished terminating namespaces", namespaces=names)
 
 
 def parse_endpoints(text: str) -> tuple[str, ...]:

@@ -4,8 +4,8 @@ Concurrency control is entirely the store's: create is a Txn on create_revision 
 and delete a Txn on mod_revision == the resourceVersion the decision was based on, so two API
 servers (or two requests on one) can never both win. Each handler decodes and validates the
 whole request before its single write: nothing is half-written. Errors are StatusError
-subclasses, turned into gRPC status codes in one place (`_handler`). Every watch is its own
-etcd watch for now (no watch cache yet).
+subclasses, turned into gRPC status codes in one place (`_handler`). Watches are served by
+the watch cache (`watchcache.py`): one etcd watch per kind, whatever the number of clients.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
+import dataclasses
 import functools
 import json
 import secrets
@@ -21,18 +21,20 @@ import string
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
 
+from k8semu import transport
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
-from k8semu.apiserver import defaults, validation
+from k8semu.apiserver import defaults, deletion, patch, validation
 from k8semu.apiserver.errors import (
     CONFLICT_MESSAGE,
     AlreadyExists,
     Conflict,
+    FailedPrecondition,
     Gone,
     Invalid,
     NotFound,
@@ -52,10 +54,11 @@ from k8semu.apiserver.objects import (
     resolve,
     unpack,
 )
-from k8semu.apiserver.store import Store, StoreCompacted, translate
+from k8semu.apiserver.store import Store, StoreCompacted
+from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig, WatchCaches
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apiserver_pb2 as api
-from k8semu.pb.api.v1 import apiserver_pb2_grpc
+from k8semu.pb.api.v1 import apiserver_pb2_grpc, core_pb2
 from k8semu.pb.etcd import kv_pb2, rpc_pb2
 
 log = get_logger(__name__)
@@ -65,6 +68,12 @@ Resp = TypeVar("Resp")
 _GENERATED_CHARS = string.ascii_lowercase + string.digits
 _LIST_CHUNK = 500
 _DELETE_ATTEMPTS = 5
+# A patch or bind carries no resourceVersion: on a conflict it is re-applied to a fresh read.
+# Every lost race is someone else's won write, so N concurrent patchers need up to N attempts.
+_PATCH_ATTEMPTS = 16
+# A create compares the namespace's mod_revision (so it cannot slip into a namespace being
+# terminated); a namespace updated meanwhile is read again.
+_CREATE_ATTEMPTS = 5
 _TOO_OLD_CONTINUE = (
     "the provided continue parameter is too old to display a consistent list result. You can"
     " start a new list without the continue parameter."
@@ -82,12 +91,12 @@ def _handler(
         try:
             return await method(self, request, context)
         except StatusError as exc:
-            await context.abort(exc.code, exc.message)
+            await transport.abort(context, exc.code, exc.message)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             log.exception("request failed", method=method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+            await transport.abort(context, grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
         raise AssertionError("unreachable")  # pragma: no cover - abort raises
 
     return wrapper
@@ -119,6 +128,47 @@ def _range_op(k: bytes) -> rpc_pb2.RequestOp:
     return rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k))
 
 
+def _delete_op(k: bytes) -> rpc_pb2.RequestOp:
+    return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k))
+
+
+def _unchanged_since(k: bytes, mod_revision: int) -> list[rpc_pb2.Compare]:
+    return [_C(key=k, target=_C.MOD, result=_C.EQUAL, mod_revision=mod_revision)]
+
+
+class _StaleWrite(Conflict):
+    """The object changed between our read and our conditional write (a patch retries)."""
+
+
+def _conflict(what: str) -> Conflict:
+    return _StaleWrite(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+
+
+def _set_pod_scheduled(pod: core_pb2.Pod) -> None:
+    """The PodScheduled=True condition a binding sets, as Kubernetes' binding REST does."""
+    for condition in pod.status.conditions:
+        if condition.type == "PodScheduled":
+            break
+    else:
+        condition = pod.status.conditions.add(type="PodScheduled")
+    if condition.status != "True":
+        condition.status = "True"
+        condition.last_transition_time.FromSeconds(_now_seconds())
+
+
+def _namespace_kind() -> Kind:
+    return kinds.for_resource("namespaces")
+
+
+def _check_namespace_active(kv: kv_pb2.KeyValue) -> None:
+    ns = decode(_namespace_kind(), kv.value, kv.mod_revision)
+    if meta(ns).HasField("deletion_timestamp"):
+        name = meta(ns).name
+        raise FailedPrecondition(
+            f"unable to create new content: namespace {name} is being terminated"
+        )
+
+
 def _encode_continue(next_key: bytes, revision: int) -> str:
     raw = json.dumps({"rv": revision, "start": base64.b64encode(next_key).decode()})
     return base64.urlsafe_b64encode(raw.encode()).decode()
@@ -139,9 +189,18 @@ def _decode_continue(token: str, start_prefix: bytes) -> tuple[bytes, int]:
 class APIServicer(apiserver_pb2_grpc.APIServicer):
     """The verbs; `store` is shared and stateless, so any number of servers may run."""
 
-    def __init__(self, store: Store, *, bookmark_interval: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        bookmark_interval: float,
+        watch_cache: WatchCacheConfig = DEFAULT_WATCH_CACHE,
+    ) -> None:
         self.store = store
         self.bookmark_interval = bookmark_interval
+        self.watch_caches = WatchCaches(
+            store, dataclasses.replace(watch_cache, bookmark_interval=bookmark_interval)
+        )
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -240,22 +299,31 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         defaults.apply(obj)
         validation.validate_create(kind, obj)
         k = key(kind, m.namespace, m.name)
-        compare = [_C(key=k, target=_C.CREATE, result=_C.EQUAL, create_revision=0)]
-        failure = [_range_op(k)]
-        ns_key = b""
-        if kind.namespaced:
-            ns_key = key(kinds.for_resource("namespaces"), "", m.namespace)
-            compare.append(_C(key=ns_key, target=_C.CREATE, result=_C.GREATER, create_revision=0))
-            failure.append(_range_op(ns_key))
-        resp = await self.store.txn(
-            rpc_pb2.TxnRequest(compare=compare, success=[_put(k, encode(obj))], failure=failure)
-        )
-        if not resp.succeeded:
+        ns_key = key(_namespace_kind(), "", m.namespace) if kind.namespaced else b""
+        for _ in range(_CREATE_ATTEMPTS):
+            compare = [_C(key=k, target=_C.CREATE, result=_C.EQUAL, create_revision=0)]
+            if ns_key:
+                # "The namespace exists and is not terminating" holds at the write: the Txn
+                # compares the namespace's mod_revision with the one checked here.
+                ns = await self.store.get(ns_key)
+                if not ns.kvs:
+                    raise NotFound(f'namespaces "{m.namespace}" not found')
+                _check_namespace_active(ns.kvs[0])
+                compare += _unchanged_since(ns_key, ns.kvs[0].mod_revision)
+            resp = await self.store.txn(
+                rpc_pb2.TxnRequest(
+                    compare=compare, success=[_put(k, encode(obj))], failure=[_range_op(k)]
+                )
+            )
+            if resp.succeeded:
+                m.resource_version = str(resp.header.revision)
+                return obj
             if resp.responses[0].response_range.kvs:
                 raise AlreadyExists(f"{describe(kind, m.name)} already exists")
-            raise NotFound(f'namespaces "{m.namespace}" not found')
-        m.resource_version = str(resp.header.revision)
-        return obj
+        raise Conflict(
+            f"Operation cannot be fulfilled on namespaces {m.namespace!r}: it kept changing"
+            " during the create; try again"
+        )
 
     @_handler
     async def Update(
@@ -293,6 +361,15 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             raise Conflict(
                 f"Operation cannot be fulfilled on {describe(kind, m.name)}: {CONFLICT_MESSAGE}"
             )
+        new = await self._apply(kind, stored, rv, obj, status=status)
+        return api.ObjectResponse(object=pack(new))
+
+    async def _apply(
+        self, kind: Kind, stored: Message, mod_revision: int, obj: Message, *, status: bool
+    ) -> Message:
+        """Write `obj` over `stored` (read at `mod_revision`) as Update/UpdateStatus do; returns
+        what is stored now. Raises _StaleWrite when the object changed since that read."""
+        m = meta(obj)
         if status:
             new = type(stored)()
             new.CopyFrom(stored)
@@ -304,33 +381,118 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                 m.uid = sm.uid
             if not m.HasField("creation_timestamp"):
                 m.creation_timestamp.CopyFrom(sm.creation_timestamp)
+            # Deletion state is the server's: only Delete sets it.
             if sm.HasField("deletion_timestamp"):
                 m.deletion_timestamp.CopyFrom(sm.deletion_timestamp)
             else:
                 m.ClearField("deletion_timestamp")
+            if sm.HasField("deletion_grace_period_seconds"):
+                m.deletion_grace_period_seconds = sm.deletion_grace_period_seconds
+            else:
+                m.ClearField("deletion_grace_period_seconds")
             if _has_status(kind):
                 new.status.CopyFrom(stored.status)  # type: ignore[attr-defined]
             defaults.apply(new)
             m.generation = sm.generation + (1 if _content(new) != _content(stored) else 0)
             validation.validate_update(kind, new, stored)
         if encode(new) == encode(stored):
-            return api.ObjectResponse(object=pack(stored))  # a no-op writes nothing
-        k = key(kind, namespace, m.name)
+            return stored  # a no-op writes nothing
+        nm = meta(new)
+        namespace = nm.namespace if kind.namespaced else ""
+        k = key(kind, namespace, nm.name)
+        write = _put(k, encode(new))
+        if deletion.deleted_by_update(new):
+            # The last finalizer is gone: this update is the object's deletion.
+            if kind.kind == "Namespace":
+                await self._delete_namespace_contents(nm.name)
+            write = _delete_op(k)
         resp = await self.store.txn(
             rpc_pb2.TxnRequest(
-                compare=[_C(key=k, target=_C.MOD, result=_C.EQUAL, mod_revision=rv)],
-                success=[_put(k, encode(new))],
-                failure=[_range_op(k)],
+                compare=_unchanged_since(k, mod_revision), success=[write], failure=[_range_op(k)]
             )
         )
         if not resp.succeeded:
             if not resp.responses[0].response_range.kvs:
-                raise NotFound(f"{describe(kind, m.name)} not found")
-            raise Conflict(
-                f"Operation cannot be fulfilled on {describe(kind, m.name)}: {CONFLICT_MESSAGE}"
+                raise NotFound(f"{describe(kind, nm.name)} not found")
+            raise _conflict(describe(kind, nm.name))
+        nm.resource_version = str(resp.header.revision)
+        return new
+
+    @_handler
+    async def Patch(
+        self, request: api.PatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.ObjectResponse:
+        kind = resolve(request.resource)
+        if not request.name:
+            raise Invalid(f"{kind.plural}: name: Required value")
+        if request.status and not _has_status(kind):
+            raise NotFound(f"{kind.plural} have no status subresource")
+        namespace = (request.namespace or "default") if kind.namespaced else ""
+        what = describe(kind, request.name)
+        doc = patch.parse(kind, request.name, request.patch_type, request.patch)
+        precondition = patch.resource_version_precondition(doc)
+        for _ in range(_PATCH_ATTEMPTS):
+            stored, mod_revision = await self._get(kind, namespace, request.name)
+            if precondition is not None and precondition != str(mod_revision):
+                raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+            obj = patch.apply(kind, stored, doc)
+            meta(obj).resource_version = str(mod_revision)
+            try:
+                new = await self._apply(kind, stored, mod_revision, obj, status=request.status)
+            except _StaleWrite:
+                if precondition is not None:
+                    raise
+                continue  # re-read and re-apply the patch to the new state
+            return api.ObjectResponse(object=pack(new))
+        raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+
+    @_handler
+    async def Bind(
+        self, request: api.BindRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.ObjectResponse:
+        """pods/binding: set spec.nodeName of an unbound pod (the scheduler's one write)."""
+        kind = kinds.for_resource("pods")
+        what = describe(kind, request.name)
+        if not request.name:
+            raise Invalid(f"{kind.plural}: name: Required value")
+        if not request.node_name:
+            raise Invalid(f"{what}: target.name: Required value")
+        precondition = 0
+        if request.resource_version:
+            precondition = parse_resource_version(
+                request.resource_version, field=f"{what}: resourceVersion"
             )
-        meta(new).resource_version = str(resp.header.revision)
-        return api.ObjectResponse(object=pack(new))
+        namespace = request.namespace or "default"
+        k = key(kind, namespace, request.name)
+        for _ in range(_PATCH_ATTEMPTS):
+            stored, mod_revision = await self._get(kind, namespace, request.name)
+            if precondition and precondition != mod_revision:
+                raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+            pod = core_pb2.Pod()
+            pod.CopyFrom(cast(core_pb2.Pod, stored))
+            if pod.metadata.HasField("deletion_timestamp"):
+                raise Conflict(f"pod {request.name} is being deleted, cannot be assigned to a host")
+            if pod.spec.node_name:
+                raise Conflict(
+                    f"pod {request.name} is already assigned to node {pod.spec.node_name!r}"
+                )
+            pod.spec.node_name = request.node_name
+            _set_pod_scheduled(pod)
+            resp = await self.store.txn(
+                rpc_pb2.TxnRequest(
+                    compare=_unchanged_since(k, mod_revision),
+                    success=[_put(k, encode(pod))],
+                    failure=[_range_op(k)],
+                )
+            )
+            if resp.succeeded:
+                pod.metadata.resource_version = str(resp.header.revision)
+                return api.ObjectResponse(object=pack(pod))
+            if not resp.responses[0].response_range.kvs:
+                raise NotFound(f"{what} not found")
+            if precondition:
+                break
+        raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
 
     @_handler
     async def Delete(
@@ -343,6 +505,8 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         k = key(kind, namespace, request.name)
         what = describe(kind, request.name)
         pre = request.preconditions
+        grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
+        policy = deletion.check_options(grace, request.propagation_policy)
         for _ in range(_DELETE_ATTEMPTS):
             stored, mod_revision = await self._get(kind, namespace, request.name)
             if pre.uid and pre.uid != meta(stored).uid:
@@ -355,23 +519,69 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                     f"Precondition failed for {what}: ResourceVersion in precondition:"
                     f" {pre.resource_version}, ResourceVersion in object meta: {mod_revision}"
                 )
+            plan = deletion.plan(
+                kind, stored, grace_period_seconds=grace, propagation_policy=policy, now=time.time()
+            )
+            if plan.action is deletion.Action.UNCHANGED:
+                if kind.kind == "Namespace":
+                    await self.finalize_namespace(request.name)  # finish a stuck termination
+                return api.ObjectResponse(object=pack(stored))
+            if kind.kind == "Namespace" and plan.action is deletion.Action.DELETE:
+                # Marked earlier but never finished: contents first, then the namespace.
+                await self.finalize_namespace(request.name)
+                return api.ObjectResponse(object=pack(stored))
+            delete_now = plan.action is deletion.Action.DELETE
+            write = _delete_op(k) if delete_now else _put(k, encode(plan.obj))
+            resp = await self.store.txn(
+                rpc_pb2.TxnRequest(compare=_unchanged_since(k, mod_revision), success=[write])
+            )
+            if resp.succeeded:
+                meta(plan.obj).resource_version = str(resp.header.revision)
+                if kind.kind == "Namespace":
+                    await self.finalize_namespace(request.name)
+                return api.ObjectResponse(object=pack(plan.obj))
+        raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+
+    async def finalize_namespace(self, name: str) -> None:
+        """Delete everything in namespace `name` (being terminated), then the namespace itself
+        unless finalizers still hold it. Idempotent: Delete runs it, and so does the API server
+        at start for namespaces left Terminating (a crash half way)."""
+        await self._delete_namespace_contents(name)
+        kind = _namespace_kind()
+        k = key(kind, "", name)
+        for _ in range(_DELETE_ATTEMPTS):
+            try:
+                stored, mod_revision = await self._get(kind, "", name)
+            except NotFound:
+                return
+            if not deletion.deleted_by_update(stored):
+                return  # not terminating, or finalizers still hold it
             resp = await self.store.txn(
                 rpc_pb2.TxnRequest(
-                    compare=[_C(key=k, target=_C.MOD, result=_C.EQUAL, mod_revision=mod_revision)],
-                    success=[
-                        rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k))
-                    ],
+                    compare=_unchanged_since(k, mod_revision), success=[_delete_op(k)]
                 )
             )
             if resp.succeeded:
-                meta(stored).resource_version = str(resp.header.revision)
-                if kind.kind == "Namespace":
-                    await self._delete_namespace_contents(request.name)
-                return api.ObjectResponse(object=pack(stored))
-        raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+                return
+        raise _conflict(describe(kind, name))
+
+    async def finalize_terminating_namespaces(self) -> list[str]:
+        """Finish every namespace left Terminating; returns their names."""
+        kind = _namespace_kind()
+        start = prefix(kind, "")
+        resp = await self.store.range(rpc_pb2.RangeRequest(key=start, range_end=range_end(start)))
+        names = []
+        for kv in resp.kvs:
+            ns = decode(kind, kv.value, kv.mod_revision)
+            if meta(ns).HasField("deletion_timestamp"):
+                names.append(meta(ns).name)
+                await self.finalize_namespace(meta(ns).name)
+        return names
 
     async def _delete_namespace_contents(self, namespace: str) -> None:
-        """Best effort: no finalizer holds the namespace yet, so a failure leaves objects."""
+        """Everything namespaced in `namespace` goes at once, finalizers and grace periods
+        notwithstanding (Kubernetes' namespace controller deletes object by object and waits;
+        we do not yet). Creates are refused meanwhile, so nothing new slips in."""
         for kind in kinds.all_kinds():
             if kind.namespaced and kind.list_message is not None:
                 start = prefix(kind, namespace)
@@ -382,117 +592,26 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
     async def Watch(
         self, request: api.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[api.WatchEvent]:
+        """Served from the kind's watch cache (k8semu/apiserver/watchcache.py): one etcd
+        watch per kind, however many clients watch it."""
         try:
-            async for event in self._watch(request):
+            kind = resolve(request.resource)
+            selector = Selector(kind, request.label_selector, request.field_selector)
+            rv = 0
+            if request.resource_version not in ("", "0"):
+                rv = parse_resource_version(request.resource_version, field="resourceVersion")
+            cache = self.watch_caches.get(kind, hint=rv)
+            async for event in cache.watch(
+                request.namespace, selector, rv, bookmarks=request.allow_bookmarks
+            ):
                 yield event
         except StatusError as exc:
-            await context.abort(exc.code, exc.message)
+            await transport.abort(context, exc.code, exc.message)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
             log.exception("watch failed")
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
-
-    async def _watch(self, request: api.WatchRequest) -> AsyncIterator[api.WatchEvent]:
-        kind = resolve(request.resource)
-        selector = Selector(kind, request.label_selector, request.field_selector)
-        rv_text = request.resource_version
-        rv = 0
-        if rv_text not in ("", "0"):
-            rv = parse_resource_version(rv_text, field="resourceVersion")
-        start = prefix(kind, request.namespace)
-        outgoing: asyncio.Queue[rpc_pb2.WatchRequest] = asyncio.Queue()
-        await outgoing.put(
-            rpc_pb2.WatchRequest(
-                create_request=rpc_pb2.WatchCreateRequest(
-                    key=start,
-                    range_end=range_end(start),
-                    start_revision=rv + 1 if rv else 0,
-                    prev_kv=True,
-                    progress_notify=request.allow_bookmarks,
-                )
-            )
-        )
-
-        async def requests() -> AsyncIterator[rpc_pb2.WatchRequest]:
-            while True:
-                yield await outgoing.get()
-
-        call = self.store.watch_stub.Watch(requests())
-        incoming: asyncio.Queue[rpc_pb2.WatchResponse | BaseException] = asyncio.Queue()
-
-        async def read() -> None:
-            try:
-                async for resp in call:
-                    await incoming.put(resp)
-                await incoming.put(EOFError("the store ended the watch"))
-            except grpc.aio.AioRpcError as exc:
-                await incoming.put(translate(exc, "watch"))
-
-        reader = asyncio.get_running_loop().create_task(read())
-        last_rv = rv
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(incoming.get(), self.bookmark_interval)
-                except TimeoutError:
-                    if request.allow_bookmarks and last_rv:
-                        yield self._bookmark(kind, last_rv)
-                    continue
-                if isinstance(item, StatusError):
-                    raise item
-                if isinstance(item, BaseException):
-                    raise Gone(f"watch ended: {item}; list and watch again")
-                if item.canceled:
-                    if item.compact_revision:
-                        raise Gone(f"too old resource version: {rv} ({item.compact_revision})")
-                    raise Gone(f"watch canceled by the store: {item.cancel_reason}")
-                if item.created:
-                    last_rv = last_rv or item.header.revision
-                    continue
-                if not item.events:  # a progress notification: nothing pending below it
-                    last_rv = max(last_rv, item.header.revision)
-                    continue
-                for ev in item.events:
-                    out = self._event(kind, selector, ev)
-                    if out is not None:
-                        yield out
-                    last_rv = max(last_rv, ev.kv.mod_revision)
-        finally:
-            reader.cancel()
-            call.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-
-    @staticmethod
-    def _bookmark(kind: Kind, revision: int) -> api.WatchEvent:
-        obj = kind.new()
-        meta(obj).resource_version = str(revision)
-        return api.WatchEvent(type="BOOKMARK", object=pack(obj))
-
-    @staticmethod
-    def _event(kind: Kind, selector: Selector, ev: kv_pb2.Event) -> api.WatchEvent | None:
-        """Kubernetes' filtered-watch semantics: entering the selection is ADDED, leaving it
-        DELETED (with the last matching state at the event's revision)."""
-        revision = ev.kv.mod_revision
-        prev = decode(kind, ev.prev_kv.value, revision) if ev.HasField("prev_kv") else None
-        prev_match = prev is not None and selector.matches(prev)
-        if ev.type == kv_pb2.Event.DELETE:
-            if prev is None or not prev_match:
-                return None
-            return api.WatchEvent(type="DELETED", object=pack(prev))
-        cur = decode(kind, ev.kv.value, revision)
-        cur_match = selector.matches(cur)
-        if prev is None:
-            if not cur_match:
-                return None
-            kind_of = "ADDED" if ev.kv.create_revision == revision else "MODIFIED"
-            return api.WatchEvent(type=kind_of, object=pack(cur))
-        if cur_match:
-            return api.WatchEvent(type="MODIFIED" if prev_match else "ADDED", object=pack(cur))
-        if prev_match:
-            return api.WatchEvent(type="DELETED", object=pack(prev))
-        return None
+            await transport.abort(context, grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
 
     # ---- discovery ----------------------------------------------------------------------
 

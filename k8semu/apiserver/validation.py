@@ -193,6 +193,14 @@ def _immutable(obj: Message, old: Message) -> Iterator[FieldError]:
         yield FieldError("metadata.uid", "field is immutable")
     if new_m.creation_timestamp != old_m.creation_timestamp:
         yield FieldError("metadata.creationTimestamp", "field is immutable")
+    if old_m.HasField("deletion_timestamp"):
+        added = [f for f in new_m.finalizers if f not in old_m.finalizers]
+        if added:
+            yield FieldError(
+                "metadata.finalizers",
+                "Forbidden: no new finalizers can be added if the object is being deleted,"
+                f" found new finalizers {added}",
+            )
     name = obj.DESCRIPTOR.name
     spec: Any = getattr(obj, "spec", None)
     old_spec: Any = getattr(old, "spec", None)

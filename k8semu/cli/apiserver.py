@@ -39,6 +39,18 @@ def _parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.bookmark_interval,
         help="seconds between watch bookmarks",
     )
+    p.add_argument(
+        "--watch-cache-capacity",
+        type=int,
+        default=_DEFAULTS.watch_cache_capacity,
+        help="recent events kept per resource, to serve watches from a recent resourceVersion",
+    )
+    p.add_argument(
+        "--watch-max-pending",
+        type=int,
+        default=_DEFAULTS.watch_max_pending,
+        help="events a client watch may fall behind before it is cut off (RESOURCE_EXHAUSTED)",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="console", choices=["console", "json"])
     return p
@@ -49,11 +61,15 @@ def main(argv: Sequence[str]) -> int:
     try:
         if ns.store_deadline <= 0 or ns.bookmark_interval <= 0:
             raise ValueError("--store-deadline and --bookmark-interval must be > 0")
+        if ns.watch_cache_capacity < 1 or ns.watch_max_pending < 1:
+            raise ValueError("--watch-cache-capacity and --watch-max-pending must be >= 1")
         config = APIServerConfig(
             listen_address=ns.listen_address,
             store_endpoints=parse_endpoints(ns.store_endpoints),
             store_deadline=ns.store_deadline,
             bookmark_interval=ns.bookmark_interval,
+            watch_cache_capacity=ns.watch_cache_capacity,
+            watch_max_pending=ns.watch_max_pending,
         )
         logging_setup.configure("apiserver", level=ns.log_level, fmt=ns.log_format)
     except (AddressError, ValueError) as exc:

@@ -9,6 +9,13 @@ from collections.abc import Sequence
 
 from k8semu import __version__
 
+# The kubectl-like verbs (k8semu.cli.kubectl.VERBS), listed here so `k8semu store` does not
+# import the client to build its help.
+KUBECTL_VERBS = (
+    "apply", "create", "get", "describe", "delete", "patch", "scale", "label", "annotate",
+    "rollout", "api-resources", "version",
+)  # fmt: skip
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     # gRPC's C core logs connection churn (a peer restarting) at info level; only errors
@@ -27,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("bench", help="benchmarks: bench store ...", add_help=False)
     sub.add_parser("up", help="start a local cluster from a cluster config", add_help=False)
     sub.add_parser("apiserver", help="run an API server on a store", add_help=False)
+    for verb in KUBECTL_VERBS:
+        sub.add_parser(verb, help=f"kubectl-like: {verb} (see docs/cli.md)", add_help=False)
+    if args and args[0] in KUBECTL_VERBS:
+        from k8semu.cli import kubectl
+
+        return kubectl.main(args)
     if not args or args[0] not in ("store", "bench", "up", "apiserver"):
         parser.parse_args(args)
         parser.print_help()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from k8semu import transport
 from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.pb.store import internal_pb2
@@ -40,7 +41,7 @@ SERVER_VERSION = "3.4.0"  # the etcd API level this store speaks (see docs/store
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.StoreError) -> NoReturn:
-    await context.abort(exc.code, exc.message)
+    await transport.abort(context, exc.code, exc.message)
 
 
 def _txn_ops(txn: rpc_pb2.TxnRequest) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -30,7 +30,9 @@ DEADLINE = 30.0
 class APIServerProcess:
     """One API server subprocess on a free loopback port, ended by pid."""
 
-    def __init__(self, store: ProcessCluster, log_path: Path) -> None:
+    def __init__(
+        self, store: ProcessCluster, log_path: Path, extra_args: Sequence[str] = ()
+    ) -> None:
         self.port = free_loopback_ports(1)[0]
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -42,6 +44,7 @@ class APIServerProcess:
                 "--store-endpoints", ",".join(store.endpoints),
                 "--bookmark-interval", "0.5",
                 "--log-level", "warning",
+                *extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

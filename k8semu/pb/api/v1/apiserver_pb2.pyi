@@ -4,7 +4,7 @@ isort:skip_file
 The API server's gRPC surface: generic verbs over every kind in k8semu/api/kinds.py.
 Objects travel as google.protobuf.Any (type.googleapis.com/k8semu.api.v1.<Kind>); requests
 name the resource as a user types it (plural, singular, short name: "pods", "deploy").
-Status codes follow DESIGN "Errors and bad input". Patch and Bind come later.
+Status codes follow DESIGN "Errors and bad input".
 """
 
 from collections import abc as _abc
@@ -247,9 +247,15 @@ class DeleteRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     PRECONDITIONS_FIELD_NUMBER: _builtins.int
+    GRACE_PERIOD_SECONDS_FIELD_NUMBER: _builtins.int
+    PROPAGATION_POLICY_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
     namespace: _builtins.str
     name: _builtins.str
+    grace_period_seconds: _builtins.int
+    """Unset: the kind's default (pods: their terminationGracePeriodSeconds; others: 0)."""
+    propagation_policy: _builtins.str
+    """"Background" (default), "Foreground" or "Orphan", as Kubernetes' propagationPolicy."""
     @_builtins.property
     def preconditions(self) -> Global___Preconditions: ...
     def __init__(
@@ -259,14 +265,86 @@ class DeleteRequest(_message.Message):
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
         preconditions: Global___Preconditions | None = ...,
+        grace_period_seconds: _builtins.int | None = ...,
+        propagation_policy: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["preconditions", b"preconditions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_grace_period_seconds", b"_grace_period_seconds", "grace_period_seconds", b"grace_period_seconds", "preconditions", b"preconditions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "preconditions", b"preconditions", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_grace_period_seconds", b"_grace_period_seconds", "grace_period_seconds", b"grace_period_seconds", "name", b"name", "namespace", b"namespace", "preconditions", b"preconditions", "propagation_policy", b"propagation_policy", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__grace_period_seconds: _TypeAlias = _typing.Literal["grace_period_seconds"]  # noqa: Y015
+    _WhichOneofArgType__grace_period_seconds: _TypeAlias = _typing.Literal["_grace_period_seconds", b"_grace_period_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__grace_period_seconds) -> _WhichOneofReturnType__grace_period_seconds | None: ...
+
+Global___DeleteRequest: _TypeAlias = DeleteRequest  # noqa: Y015
+
+@_typing.final
+class PatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PATCH_TYPE_FIELD_NUMBER: _builtins.int
+    PATCH_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    resource: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    patch_type: _builtins.str
+    """"merge" (application/merge-patch+json); others: INVALID_ARGUMENT"""
+    patch: _builtins.bytes
+    """the patch document, JSON"""
+    status: _builtins.bool
+    """patch the status subresource instead of the object"""
+    def __init__(
+        self,
+        *,
+        resource: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        patch_type: _builtins.str = ...,
+        patch: _builtins.bytes = ...,
+        status: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "patch", b"patch", "patch_type", b"patch_type", "resource", b"resource", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DeleteRequest: _TypeAlias = DeleteRequest  # noqa: Y015
+Global___PatchRequest: _TypeAlias = PatchRequest  # noqa: Y015
+
+@_typing.final
+class BindRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NODE_NAME_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    """the pod"""
+    node_name: _builtins.str
+    """Binding.target.name"""
+    resource_version: _builtins.str
+    """optional precondition on the pod"""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        node_name: _builtins.str = ...,
+        resource_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "node_name", b"node_name", "resource_version", b"resource_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BindRequest: _TypeAlias = BindRequest  # noqa: Y015
 
 @_typing.final
 class ObjectResponse(_message.Message):

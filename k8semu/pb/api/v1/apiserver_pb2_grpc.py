@@ -70,6 +70,16 @@ class APIStub:
                 request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
                 _registered_method=True)
+        self.Patch = channel.unary_unary(
+                '/k8semu.api.v1.API/Patch',
+                request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.PatchRequest.SerializeToString,
+                response_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
+                _registered_method=True)
+        self.Bind = channel.unary_unary(
+                '/k8semu.api.v1.API/Bind',
+                request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.BindRequest.SerializeToString,
+                response_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
+                _registered_method=True)
         self.Discovery = channel.unary_unary(
                 '/k8semu.api.v1.API/Discovery',
                 request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.DiscoveryRequest.SerializeToString,
@@ -122,6 +132,21 @@ class APIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Patch(self, request, context):
+        """A JSON merge patch (RFC 7386) of the object, or of its status when `status` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Bind(self, request, context):
+        """The pods/binding subresource: sets spec.nodeName of an unbound pod (CONFLICT-free:
+        binding a pod that already has a node gives ABORTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Discovery(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -164,6 +189,16 @@ def add_APIServicer_to_server(servicer, server):
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
                     request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.DeleteRequest.FromString,
+                    response_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.SerializeToString,
+            ),
+            'Patch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Patch,
+                    request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.PatchRequest.FromString,
+                    response_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.SerializeToString,
+            ),
+            'Bind': grpc.unary_unary_rpc_method_handler(
+                    servicer.Bind,
+                    request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.BindRequest.FromString,
                     response_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.SerializeToString,
             ),
             'Discovery': grpc.unary_unary_rpc_method_handler(
@@ -360,6 +395,60 @@ class API:
             target,
             '/k8semu.api.v1.API/Delete',
             k8semu_dot_api_dot_v1_dot_apiserver__pb2.DeleteRequest.SerializeToString,
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Patch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.api.v1.API/Patch',
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.PatchRequest.SerializeToString,
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Bind(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.api.v1.API/Bind',
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.BindRequest.SerializeToString,
             k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
             options,
             channel_credentials,

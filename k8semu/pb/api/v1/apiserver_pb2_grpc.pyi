@@ -4,7 +4,7 @@ isort:skip_file
 The API server's gRPC surface: generic verbs over every kind in k8semu/api/kinds.py.
 Objects travel as google.protobuf.Any (type.googleapis.com/k8semu.api.v1.<Kind>); requests
 name the resource as a user types it (plural, singular, short name: "pods", "deploy").
-Status codes follow DESIGN "Errors and bad input". Patch and Bind come later.
+Status codes follow DESIGN "Errors and bad input".
 """
 
 from collections import abc as _abc
@@ -42,6 +42,12 @@ class APIStub:
     Update: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.UpdateRequest, _apiserver_pb2.ObjectResponse]
     UpdateStatus: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.UpdateRequest, _apiserver_pb2.ObjectResponse]
     Delete: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.DeleteRequest, _apiserver_pb2.ObjectResponse]
+    Patch: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.PatchRequest, _apiserver_pb2.ObjectResponse]
+    """A JSON merge patch (RFC 7386) of the object, or of its status when `status` is set."""
+    Bind: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.BindRequest, _apiserver_pb2.ObjectResponse]
+    """The pods/binding subresource: sets spec.nodeName of an unbound pod (CONFLICT-free:
+    binding a pod that already has a node gives ABORTED).
+    """
     Discovery: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.DiscoveryRequest, _apiserver_pb2.DiscoveryResponse]
 
 @_typing.type_check_only
@@ -54,6 +60,12 @@ class APIAsyncStub(APIStub):
     Update: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.UpdateRequest, _apiserver_pb2.ObjectResponse]  # type: ignore[assignment]
     UpdateStatus: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.UpdateRequest, _apiserver_pb2.ObjectResponse]  # type: ignore[assignment]
     Delete: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.DeleteRequest, _apiserver_pb2.ObjectResponse]  # type: ignore[assignment]
+    Patch: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.PatchRequest, _apiserver_pb2.ObjectResponse]  # type: ignore[assignment]
+    """A JSON merge patch (RFC 7386) of the object, or of its status when `status` is set."""
+    Bind: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.BindRequest, _apiserver_pb2.ObjectResponse]  # type: ignore[assignment]
+    """The pods/binding subresource: sets spec.nodeName of an unbound pod (CONFLICT-free:
+    binding a pod that already has a node gives ABORTED).
+    """
     Discovery: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.DiscoveryRequest, _apiserver_pb2.DiscoveryResponse]  # type: ignore[assignment]
 
 class APIServicer(metaclass=_abc_1.ABCMeta):
@@ -105,6 +117,24 @@ class APIServicer(metaclass=_abc_1.ABCMeta):
         request: _apiserver_pb2.DeleteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_apiserver_pb2.ObjectResponse, _abc.Awaitable[_apiserver_pb2.ObjectResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Patch(
+        self,
+        request: _apiserver_pb2.PatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apiserver_pb2.ObjectResponse, _abc.Awaitable[_apiserver_pb2.ObjectResponse]]:
+        """A JSON merge patch (RFC 7386) of the object, or of its status when `status` is set."""
+
+    @_abc_1.abstractmethod
+    def Bind(
+        self,
+        request: _apiserver_pb2.BindRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apiserver_pb2.ObjectResponse, _abc.Awaitable[_apiserver_pb2.ObjectResponse]]:
+        """The pods/binding subresource: sets spec.nodeName of an unbound pod (CONFLICT-free:
+        binding a pod that already has a node gives ABORTED).
+        """
 
     @_abc_1.abstractmethod
     def Discovery(

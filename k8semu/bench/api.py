@@ -1,0 +1,806 @@
+"""API server benchmark: per-verb latency at a steady write rate with many watchers attached.
+
+This module owns ``k8semu bench api``. Unless ``--server`` names a running API server, it
+starts a 3-replica ``k8semu store`` and one ``k8semu apiserver`` on this machine, then, from one
+Python grpc.aio client process (uvloop when installed):
+
+watchers
+    ``--watchers`` watches of pods in the benchmark namespace, each its own gRPC stream on its
+    own connection, attached before the first write and kept for the whole run. A sentinel pod
+    seen by every watcher marks them all ready.
+phases
+    create, get, list (``--list-limit``), update, delete, one after the other, each ``--rate``
+    calls per second for ``--seconds`` (so ``rate * seconds`` calls), paced on an absolute
+    schedule (call i is due at start + i / rate) by ``--writers`` concurrent tasks. Each phase
+    touches the pods the create phase made, in order: small, real-looking Pods (one container,
+    ports, resources, labels) with unique names in one namespace.
+latency
+    Per call, from its send to its acknowledgement (the schedule's slip is reported apart).
+    Watch delivery: from the *send* of the write (create, update, delete) to each watcher
+    receiving its ADDED, MODIFIED or DELETED event, over every watcher x event pair; "to all
+    watchers" is, per write, the time until the last watcher had it. Delivery from the write's
+    acknowledgement is reported as well; it can be negative (an event may beat the reply).
+
+It must not run without a count and a wall-clock bound, or send traffic beyond 127.0.0.0/8
+unless told (``--allow-remote``). The client shares the CPUs with the servers, so requests are
+serialized up front where possible and responses are parsed only where a figure needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import dataclasses
+import json
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from k8semu.bench.store import (
+    BenchError,
+    _check_endpoints,
+    _cpu_seconds,
+    _percentile,
+    _positive_float,
+    _positive_int,
+    _processes_cpu_seconds,
+    _run_loop,
+    _say,
+    environment,
+)
+from k8semu.cluster.errors import ClusterError
+from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.pb.api.v1 import apiserver_pb2 as api
+from k8semu.pb.api.v1 import core_pb2
+
+__all__ = ["APIBenchOptions", "APIBenchResult", "VerbResult", "WatchResult", "main", "run"]
+
+API = "/k8semu.api.v1.API/"
+PHASES = ("create", "get", "list", "update", "delete")
+# Which watch event each mutating phase produces.
+EVENT_OF_PHASE = {"create": "ADDED", "update": "MODIFIED", "delete": "DELETED"}
+
+# Issue 3's targets on this machine, and Kubernetes' API call latency SLOs (p99).
+TARGET_MUTATING_P99_MS = 50.0
+TARGET_WATCH_P99_MS = 50.0
+SLO_MUTATING_P99_MS = 1000.0
+SLO_GET_P99_MS = 1000.0  # read-only, scope resource
+SLO_LIST_P99_MS = 5000.0  # read-only, scope namespace
+
+_WATCH_CHANNEL_OPTIONS = (
+    ("grpc.enable_http_proxy", 0),
+    # One connection per watcher, as separate informers in separate processes would have.
+    ("grpc.use_local_subchannel_pool", 1),
+)
+_UNARY_CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
+_SERVER_STOP_S = 10.0
+_POLL_S = 0.02
+
+
+@dataclass(frozen=True, kw_only=True)
+class APIBenchOptions:
+    """The workload. Every phase stops after ``rate * seconds`` calls or ``max_seconds``."""
+
+    rate: float = 100.0
+    seconds: float = 20.0
+    writers: int = 32
+    watchers: int = 100
+    namespace: str = "bench"
+    phases: tuple[str, ...] = PHASES
+    list_limit: int = 100
+    call_timeout: float = 5.0
+    max_seconds: float = 120.0
+    drain_seconds: float = 10.0
+    ready_timeout: float = 60.0
+
+    @property
+    def calls(self) -> int:
+        return max(1, round(self.rate * self.seconds))
+
+
+@dataclass
+class VerbResult:
+    """One phase: latencies in milliseconds, from send to acknowledgement."""
+
+    verb: str
+    calls: int
+    errors: int
+    seconds: float
+    rate: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    max_slip_ms: float  # how late against the schedule the latest call was sent
+    capped: bool
+    last_error: str = ""
+    client_cpu_s: float = 0.0
+    server_cpu_s: float | None = None
+
+
+@dataclass
+class WatchResult:
+    """Deliveries of one event type to every watcher; milliseconds from the write's send."""
+
+    event: str
+    writes: int
+    watchers: int
+    deliveries: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    all_p50_ms: float  # per write: until the last watcher had it
+    all_p99_ms: float
+    from_ack_p50_ms: float
+    from_ack_p99_ms: float
+
+    @property
+    def expected(self) -> int:
+        return self.writes * self.watchers
+
+
+@dataclass
+class APIBenchResult:
+    options: APIBenchOptions
+    server: str
+    verbs: list[VerbResult] = field(default_factory=list)
+    watches: list[WatchResult] = field(default_factory=list)
+    watchers_cut_off: int = 0
+    watch_errors: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+# -- the servers -------------------------------------------------------------------------------
+
+
+class _APIServerProcess:
+    """One `k8semu apiserver` subprocess on a free loopback port, ended by its pid."""
+
+    def __init__(self, store_endpoints: Sequence[str], log_path: Path) -> None:
+        self.address = f"127.0.0.1:{free_loopback_ports(1)[0]}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "k8semu", "apiserver",
+                "--listen-address", self.address,
+                "--store-endpoints", ",".join(store_endpoints),
+                "--log-level", "warning",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def wait_serving(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    raise BenchError(f"apiserver exited; log in {self.log_path}")
+                with contextlib.suppress(grpc.RpcError):
+                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                time.sleep(0.05)
+        raise BenchError(f"apiserver not serving within {timeout} s; log in {self.log_path}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(_SERVER_STOP_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# -- the workload ------------------------------------------------------------------------------
+
+
+def _pod(name: str, namespace: str, run_id: str) -> core_pb2.Pod:
+    """A small pod as a Deployment would make it."""
+    pod = core_pb2.Pod(api_version="v1", kind="Pod")
+    m = pod.metadata
+    m.name, m.namespace = name, namespace
+    m.labels.update({"app": "bench", "run": run_id, "tier": "web"})
+    m.annotations["k8semu.io/bench"] = "api"
+    c = pod.spec.containers.add(name="web", image="nginx:1.25")
+    c.ports.add(name="http", container_port=80, protocol="TCP")
+    c.resources.requests.update({"cpu": "100m", "memory": "64Mi"})
+    c.resources.limits.update({"cpu": "500m", "memory": "128Mi"})
+    c.env.add(name="MODE", value="bench")
+    pod.spec.restart_policy = "Always"
+    pod.spec.termination_grace_period_seconds = 0
+    return pod
+
+
+def _packed(pod: Message) -> any_pb2.Any:
+    out = any_pb2.Any()
+    out.Pack(pod)
+    return out
+
+
+@dataclass
+class _Paced:
+    latencies: array.array[float]
+    errors: int
+    last_error: str
+    seconds: float
+    max_slip: float
+    capped: bool
+
+
+async def _paced(
+    count: int,
+    opts: APIBenchOptions,
+    op: Callable[[int], Awaitable[None]],
+    before: Callable[[int], None] | None = None,
+) -> _Paced:
+    """Call ``op(i)`` for i in 0..count-1, call i due at start + i / rate, ``writers`` at once.
+
+    ``before(i)`` runs just before the send (it stamps send times for the watch figures).
+    """
+    latencies: array.array[float] = array.array("d")
+    state = {"next": 0, "errors": 0, "slip": 0.0}
+    last_error = [""]
+    perf = time.perf_counter
+    start = perf() + 0.01
+
+    async def writer() -> None:
+        while True:
+            i = int(state["next"])
+            if i >= count:
+                return
+            state["next"] = i + 1
+            due = start + i / opts.rate
+            delay = due - perf()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = perf()
+            state["slip"] = max(state["slip"], sent - due)
+            if before is not None:
+                before(i)
+            try:
+                await op(i)
+            except grpc.aio.AioRpcError as exc:
+                state["errors"] += 1
+                last_error[0] = f"{exc.code().name}: {exc.details()}"
+                continue
+            latencies.append(perf() - sent)
+
+    capped = False
+    try:
+        async with asyncio.timeout(opts.max_seconds):
+            await asyncio.gather(*(writer() for _ in range(opts.writers)))
+    except TimeoutError:
+        capped = True
+    return _Paced(
+        latencies, int(state["errors"]), last_error[0], perf() - start, state["slip"], capped
+    )
+
+
+class _Watchers:
+    """The watch streams and what they received: (event code, pod index, time) per delivery."""
+
+    CODES = {"ADDED": 0, "MODIFIED": 1, "DELETED": 2}
+
+    def __init__(self, address: str, opts: APIBenchOptions, prefix: str) -> None:
+        self.opts = opts
+        self.channels = [
+            grpc.aio.insecure_channel(address, options=_WATCH_CHANNEL_OPTIONS)
+            for _ in range(opts.watchers)
+        ]
+        self.request = api.WatchRequest(resource="pods", namespace=opts.namespace)
+        self.pattern = re.compile(re.escape(prefix.encode()) + rb"-(\d{6})")
+        self.ready_marker = f"{prefix}-ready".encode()
+        self.ready = [False] * opts.watchers
+        self.codes = array.array("b")
+        self.indexes = array.array("l")
+        self.times = array.array("d")
+        self.errors: list[str] = []
+        self.cut_off = 0
+        self.tasks: list[asyncio.Task[None]] = []
+        # Per event code, per pod index: when the write was sent and acknowledged.
+        self.sent = [array.array("d", [0.0]) * opts.calls for _ in self.CODES]
+        self.acked = [array.array("d", [0.0]) * opts.calls for _ in self.CODES]
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._watch(k)) for k in range(self.opts.watchers)]
+
+    async def _watch(self, k: int) -> None:
+        call: Any = self.channels[k].unary_stream(
+            API + "Watch",
+            request_serializer=api.WatchRequest.SerializeToString,
+            response_deserializer=None,  # raw bytes: the type and the name are all we read
+        )
+        codes, indexes, times = self.codes, self.indexes, self.times
+        search, perf = self.pattern.search, time.perf_counter
+        try:
+            async for raw in call(self.request):
+                now = perf()
+                # WatchEvent field 1 (type) comes first: tag 0x0a, length, the type's bytes.
+                code = self.CODES.get(raw[2 : 2 + raw[1]].decode())
+                if code is None:
+                    continue
+                found = search(raw)
+                if found is None:
+                    if self.ready_marker in raw:
+                        self.ready[k] = True
+                    continue
+                codes.append(code)
+                indexes.append(int(found.group(1)))
+                times.append(now)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self.cut_off += 1
+            self.errors.append(f"watcher {k}: {exc.code().name}: {exc.details()}")
+
+    async def wait_ready(self, timeout: float, poke: Callable[[], Awaitable[None]]) -> None:
+        """Until every watcher has seen a sentinel pod; ``poke`` creates another one.
+
+        A watch from "now" misses writes made before its stream reached the server, and the
+        client cannot tell when that happened: so sentinels are written until all have one.
+        """
+        deadline = time.monotonic() + timeout
+        while not all(self.ready):
+            if time.monotonic() >= deadline:
+                raise BenchError(
+                    f"{self.ready.count(False)} of {len(self.ready)} watchers did not see a"
+                    f" sentinel pod within {timeout} s ({'; '.join(self.errors[:3])})"
+                )
+            await poke()
+            for _ in range(25):
+                if all(self.ready):
+                    return
+                await asyncio.sleep(_POLL_S)
+
+    def delivered(self, code: int) -> int:
+        return self.codes.count(code)
+
+    async def drain(self, code: int, expected: int, within: float) -> None:
+        """Wait until ``expected`` deliveries of ``code`` arrived, or ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            if self.delivered(code) >= expected or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.05)
+
+    def result(self, event: str, writes: int) -> WatchResult:
+        code = self.CODES[event]
+        sent, acked = self.sent[code], self.acked[code]
+        from_send: list[float] = []
+        from_ack: list[float] = []
+        last: dict[int, float] = {}
+        seen: dict[int, int] = {}
+        for c, i, t in zip(self.codes, self.indexes, self.times, strict=True):
+            if c != code or not sent[i]:
+                continue
+            from_send.append(t - sent[i])
+            if acked[i]:
+                from_ack.append(t - acked[i])
+            last[i] = max(last.get(i, 0.0), t - sent[i])
+            seen[i] = seen.get(i, 0) + 1
+        from_send.sort()
+        from_ack.sort()
+        # A write that some watcher never got has no "all watchers" time: it counts as infinite.
+        complete = [v for i, v in last.items() if seen[i] >= self.opts.watchers]
+        all_times = sorted(complete) + [float("inf")] * max(0, writes - len(complete))
+        return WatchResult(
+            event=event,
+            writes=writes,
+            watchers=self.opts.watchers,
+            deliveries=len(from_send),
+            p50_ms=_percentile(from_send, 50) * 1e3,
+            p90_ms=_percentile(from_send, 90) * 1e3,
+            p99_ms=_percentile(from_send, 99) * 1e3,
+            max_ms=(from_send[-1] if from_send else 0.0) * 1e3,
+            all_p50_ms=_percentile(all_times, 50) * 1e3,
+            all_p99_ms=_percentile(all_times, 99) * 1e3,
+            from_ack_p50_ms=_percentile(from_ack, 50) * 1e3,
+            from_ack_p99_ms=_percentile(from_ack, 99) * 1e3,
+        )
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for channel in self.channels:
+            await channel.close()
+
+
+async def run(
+    address: str, opts: APIBenchOptions, *, server_pids: Sequence[int] = ()
+) -> APIBenchResult:
+    """Run the phases against the API server at ``address``; see the module docstring."""
+    run_id = secrets.token_hex(3)
+    prefix = f"bench-{run_id}"
+    result = APIBenchResult(options=opts, server=address)
+    n = opts.calls
+    names = [f"{prefix}-{i:06d}" for i in range(n)]
+    ns = opts.namespace
+    channel = grpc.aio.insecure_channel(address, options=_UNARY_CHANNEL_OPTIONS)
+    raw: dict[str, Any] = {
+        verb: channel.unary_unary(API + verb)  # bytes in, bytes out
+        for verb in ("Create", "Get", "List", "Update", "Delete")
+    }
+    timeout = opts.call_timeout
+    watchers = _Watchers(address, opts, prefix)
+    versions = [""] * n
+    try:
+        namespace = core_pb2.Namespace(api_version="v1", kind="Namespace")
+        namespace.metadata.name = ns
+        with contextlib.suppress(grpc.aio.AioRpcError):  # ALREADY_EXISTS on a reused server
+            await raw["Create"](
+                api.CreateRequest(
+                    resource="namespaces", object=_packed(namespace)
+                ).SerializeToString(),
+                timeout=timeout,
+            )
+        watchers.start()
+        sentinels: list[str] = []
+
+        async def poke() -> None:
+            sentinels.append(f"{prefix}-ready-{len(sentinels)}")
+            pod = _pod(sentinels[-1], ns, run_id)
+            await raw["Create"](
+                api.CreateRequest(resource="pods", object=_packed(pod)).SerializeToString(),
+                timeout=timeout,
+            )
+
+        await watchers.wait_ready(opts.ready_timeout, poke)
+        _say(f"{opts.watchers} watchers attached; {n} calls per phase at {opts.rate:g}/s")
+
+        creates = [
+            api.CreateRequest(
+                resource="pods", object=_packed(_pod(name, ns, run_id))
+            ).SerializeToString()
+            for name in names
+        ]
+        gets = [
+            api.GetRequest(resource="pods", namespace=ns, name=name).SerializeToString()
+            for name in names
+        ]
+        list_request = api.ListRequest(
+            resource="pods", namespace=ns, limit=opts.list_limit
+        ).SerializeToString()
+        deletes = [
+            api.DeleteRequest(
+                resource="pods", namespace=ns, name=name, grace_period_seconds=0
+            ).SerializeToString()
+            for name in names
+        ]
+        perf = time.perf_counter
+
+        async def create(i: int) -> None:
+            resp = await raw["Create"](creates[i], timeout=timeout)
+            watchers.acked[0][i] = perf()
+            obj = core_pb2.Pod()
+            api.ObjectResponse.FromString(resp).object.Unpack(obj)
+            versions[i] = obj.metadata.resource_version
+
+        async def get(i: int) -> None:
+            await raw["Get"](gets[i], timeout=timeout)
+
+        async def list_(i: int) -> None:
+            await raw["List"](list_request, timeout=timeout)
+
+        async def update(i: int) -> None:
+            pod = _pod(names[i], ns, run_id)
+            pod.metadata.resource_version = versions[i]
+            pod.metadata.labels["updated"] = "true"
+            req = api.UpdateRequest(resource="pods", object=_packed(pod)).SerializeToString()
+            await raw["Update"](req, timeout=timeout)
+            watchers.acked[1][i] = perf()
+
+        async def delete(i: int) -> None:
+            await raw["Delete"](deletes[i], timeout=timeout)
+            watchers.acked[2][i] = perf()
+
+        ops: dict[str, Callable[[int], Awaitable[None]]] = {
+            "create": create,
+            "get": get,
+            "list": list_,
+            "update": update,
+            "delete": delete,
+        }
+        for phase in opts.phases:
+            event = EVENT_OF_PHASE.get(phase)
+            code = _Watchers.CODES[event] if event else -1
+            stamp: Callable[[int], None] | None = None
+            if event is not None:
+                sent = watchers.sent[code]
+
+                def stamp(i: int, sent: array.array[float] = sent) -> None:
+                    sent[i] = perf()
+
+            server_before = _processes_cpu_seconds(server_pids) if server_pids else None
+            cpu_before = _cpu_seconds()
+            paced = await _paced(n, opts, ops[phase], stamp)
+            cpu = _cpu_seconds() - cpu_before
+            server_after = _processes_cpu_seconds(server_pids) if server_pids else None
+            samples = sorted(paced.latencies)
+            verb = f"list (limit {opts.list_limit})" if phase == "list" else phase
+            r = VerbResult(
+                verb=verb,
+                calls=len(samples),
+                errors=paced.errors,
+                seconds=paced.seconds,
+                rate=len(samples) / paced.seconds if paced.seconds > 0 else 0.0,
+                p50_ms=_percentile(samples, 50) * 1e3,
+                p90_ms=_percentile(samples, 90) * 1e3,
+                p99_ms=_percentile(samples, 99) * 1e3,
+                max_ms=(samples[-1] if samples else 0.0) * 1e3,
+                max_slip_ms=paced.max_slip * 1e3,
+                capped=paced.capped,
+                last_error=paced.last_error,
+                client_cpu_s=cpu,
+                server_cpu_s=(
+                    server_after - server_before
+                    if server_after is not None and server_before is not None
+                    else None
+                ),
+            )
+            result.verbs.append(r)
+            _say(_describe(r))
+            if event is not None:
+                writes = len(samples)
+                await watchers.drain(code, writes * opts.watchers, opts.drain_seconds)
+                w = watchers.result(event, writes)
+                result.watches.append(w)
+                _say(
+                    f"watch {event}: {w.deliveries}/{w.expected} deliveries, p50"
+                    f" {w.p50_ms:.1f} ms, p99 {w.p99_ms:.1f} ms, to all watchers p99"
+                    f" {w.all_p99_ms:.1f} ms"
+                )
+        # Leave nothing behind on a shared server (the pods go with the delete phase).
+        for name in sentinels:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await raw["Delete"](
+                    api.DeleteRequest(
+                        resource="pods", namespace=ns, name=name, grace_period_seconds=0
+                    ).SerializeToString(),
+                    timeout=timeout,
+                )
+    finally:
+        result.watchers_cut_off = watchers.cut_off
+        result.watch_errors = watchers.errors[:10]
+        await watchers.close()
+        await channel.close()
+    return result
+
+
+def _describe(r: VerbResult) -> str:
+    errors = f", {r.errors} errors (last: {r.last_error})" if r.errors else ""
+    return (
+        f"{r.verb}: {r.calls} calls, {r.rate:.1f}/s, p50 {r.p50_ms:.1f} ms, p90 {r.p90_ms:.1f}"
+        f" ms, p99 {r.p99_ms:.1f} ms, max {r.max_ms:.1f} ms, schedule slip <="
+        f" {r.max_slip_ms:.1f} ms{errors}{' (capped)' if r.capped else ''}"
+    )
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _ms(x: float) -> str:
+    return "inf" if x == float("inf") else f"{x:.1f}"
+
+
+def _targets(verb: str) -> tuple[str, float | None]:
+    if verb in ("create", "update", "delete"):
+        return (
+            f"<= {TARGET_MUTATING_P99_MS:g} ms (k8s SLO <= {SLO_MUTATING_P99_MS / 1e3:g} s)",
+            TARGET_MUTATING_P99_MS,
+        )
+    if verb == "get":
+        return f"(k8s SLO <= {SLO_GET_P99_MS / 1e3:g} s)", SLO_GET_P99_MS
+    return f"(k8s SLO <= {SLO_LIST_P99_MS / 1e3:g} s, namespace scope)", SLO_LIST_P99_MS
+
+
+def render(result: APIBenchResult, env: dict[str, Any]) -> str:
+    """Two Markdown tables (calls, watch deliveries) with the targets, then the setup."""
+    o = result.options
+    lines = [
+        f"| pods, {o.rate:g}/s, {o.watchers} watchers | calls | calls/s | p50 ms | p90 ms |"
+        " p99 ms | max ms | errors | target p99 | met |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for r in result.verbs:
+        text, limit = _targets(r.verb.split(" ")[0])
+        met = "yes" if limit is not None and r.p99_ms <= limit and not r.errors else "no"
+        lines.append(
+            f"| {r.verb} | {r.calls:,} | {r.rate:.1f} | {_ms(r.p50_ms)} | {_ms(r.p90_ms)} |"
+            f" {_ms(r.p99_ms)} | {_ms(r.max_ms)} | {r.errors} | {text} | {met} |"
+        )
+    if result.watches:
+        lines += [
+            "",
+            "| watch delivery (from the write's send) | deliveries | p50 ms | p90 ms | p99 ms |"
+            " max ms | to all watchers p50 / p99 ms | from the ack p50 / p99 ms | target |"
+            " met |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        ]
+        for w in result.watches:
+            met = "yes" if w.all_p99_ms <= TARGET_WATCH_P99_MS else "no"
+            lines.append(
+                f"| {w.event} x {w.watchers} watchers | {w.deliveries:,} / {w.expected:,} |"
+                f" {_ms(w.p50_ms)} | {_ms(w.p90_ms)} | {_ms(w.p99_ms)} | {_ms(w.max_ms)} |"
+                f" {_ms(w.all_p50_ms)} / {_ms(w.all_p99_ms)} |"
+                f" {_ms(w.from_ack_p50_ms)} / {_ms(w.from_ack_p99_ms)} |"
+                f" to all watchers p99 <= {TARGET_WATCH_P99_MS:g} ms | {met} |"
+            )
+    load1, load5, _ = env["load_average"]
+    where = env.get("server") or "3-replica k8semu store + 1 API server on 127.0.0.1"
+    lines += [
+        "",
+        f"Setup: {where}; each phase {o.calls:,} calls at {o.rate:g}/s on an absolute schedule"
+        f" from {o.writers} concurrent tasks over one channel; {o.watchers} pod watchers, one"
+        " connection each, attached throughout; latency from send to acknowledgement; watch"
+        " delivery from the write's send to each watcher's event (from the ack: can be"
+        " negative). One Python grpc.aio client process"
+        f" ({'uvloop' if env['uvloop'] else 'asyncio'}, grpcio {env['grpcio']});"
+        f" {env['cpus']} CPUs ({env['cpu_model']}), load average {load1:.2f}/{load5:.2f}"
+        f" before the run, {env['date']}.",
+    ]
+    for r in result.verbs:
+        if r.max_slip_ms > 1000.0 / o.rate * 2:
+            lines.append(
+                f"{r.verb}: the client fell behind its schedule by up to {r.max_slip_ms:.0f} ms."
+            )
+        if r.server_cpu_s is not None and r.seconds > 0:
+            lines.append(
+                f"{r.verb}: servers used {r.server_cpu_s / r.seconds:.0%} of a CPU, the client"
+                f" {r.client_cpu_s / r.seconds:.0%}."
+            )
+    if result.watchers_cut_off:
+        lines.append(f"{result.watchers_cut_off} watchers were cut off as too slow.")
+    for e in result.watch_errors:
+        lines.append(f"watch error: {e}")
+    if result.error:
+        lines.append(f"failed: {result.error}")
+    return "\n".join(lines)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def _phases(text: str) -> tuple[str, ...]:
+    phases = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in phases if p not in PHASES]
+    if bad or not phases:
+        raise argparse.ArgumentTypeError(f"phases are a comma-separated subset of {PHASES}")
+    if "create" not in phases:
+        raise argparse.ArgumentTypeError("the other phases need the pods of the create phase")
+    return phases
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="k8semu bench api",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=(
+            "Measure API call latency per verb while writing pods at a steady rate with many"
+            " watchers attached. Without --server, start a 3-replica store and an API server"
+            " here and print a Markdown table."
+        ),
+    )
+    p.add_argument("--server", help="HOST:PORT of a running API server (default: start one)")
+    p.add_argument("--rate", type=_positive_float, default=100.0, help="calls per second")
+    p.add_argument("--seconds", type=_positive_float, default=20.0, help="length of each phase")
+    p.add_argument("--writers", type=_positive_int, default=32, help="concurrent calling tasks")
+    p.add_argument("--watchers", type=_positive_int, default=100, help="pod watch streams")
+    p.add_argument("--namespace", default="bench", help="where the pods go")
+    p.add_argument(
+        "--phases", type=_phases, default=",".join(PHASES), help="which phases, in order"
+    )
+    p.add_argument("--list-limit", type=_positive_int, default=100, help="limit of each list")
+    p.add_argument("--call-timeout", type=_positive_float, default=5.0, help="deadline per call")
+    p.add_argument(
+        "--max-seconds", type=_positive_float, default=120.0, help="wall-clock cap per phase"
+    )
+    p.add_argument(
+        "--ready-timeout", type=_positive_float, default=60.0, help="for the servers and watchers"
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the store data and logs in a new dir under this one (default: a temp dir,"
+        " removed on success)",
+    )
+    p.add_argument("--json", type=Path, help="also write the raw figures to this file")
+    p.add_argument("--no-uvloop", action="store_true", help="use the plain asyncio loop")
+    p.add_argument("--allow-remote", action="store_true", help="allow --server off 127.0.0.0/8")
+    return p
+
+
+def _options(args: argparse.Namespace) -> APIBenchOptions:
+    phases = args.phases if isinstance(args.phases, tuple) else _phases(args.phases)
+    return APIBenchOptions(
+        rate=args.rate,
+        seconds=args.seconds,
+        writers=args.writers,
+        watchers=args.watchers,
+        namespace=args.namespace,
+        phases=phases,
+        list_limit=args.list_limit,
+        call_timeout=args.call_timeout,
+        max_seconds=args.max_seconds,
+        ready_timeout=args.ready_timeout,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``k8semu bench api``: returns the exit status (1 when the servers or the run failed)."""
+    args = build_parser().parse_args(argv)
+    opts = _options(args)
+    if args.server:
+        try:
+            address = _check_endpoints(args.server, args.allow_remote)[0]
+            result, uv = _run_loop(run(address, opts), not args.no_uvloop)
+        except (BenchError, grpc.aio.AioRpcError) as exc:
+            _say(f"error: {exc}")
+            return 1
+        env = environment(None, uv)
+        env["server"] = f"the API server at {address}"
+        print(render(result, env))
+        _write_json(args.json, env, result)
+        return 0
+
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="k8semu-bench-api-", dir=args.workdir))
+    failed = True
+    try:
+        with K8semuStoreCluster(workdir / "store", 3) as store:
+            _say(f"starting a 3-replica store and an API server in {workdir}")
+            store.start()
+            store.wait_ready(timeout=opts.ready_timeout)
+            server = _APIServerProcess(store.endpoints, workdir / "apiserver.log")
+            try:
+                server.wait_serving(opts.ready_timeout)
+                pids = [*store.pids.values(), server.proc.pid]
+                result, uv = _run_loop(
+                    run(server.address, opts, server_pids=pids), not args.no_uvloop
+                )
+            finally:
+                server.close()
+        env = environment(workdir, uv)
+        print(render(result, env))
+        _write_json(args.json, env, result)
+        failed = bool(result.error)
+    except (BenchError, ClusterError, OSError, grpc.aio.AioRpcError) as exc:
+        _say(f"error: {exc}")
+    finally:
+        if args.workdir is None and not failed:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            _say(f"store data and logs are in {workdir}")
+    return 1 if failed else 0
+
+
+def _write_json(path: Path | None, env: dict[str, Any], result: APIBenchResult) -> None:
+    if path is None:
+        return
+    doc = {"environment": env, "result": dataclasses.asdict(result)}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    _say(f"raw figures written to {path}")

@@ -1,0 +1,460 @@
+"""How the CLI prints objects: kubectl's tables per kind, ages, and -o yaml|json|name.
+
+Pure: every function takes the objects and a fixed `now` (seconds since the epoch) and returns
+text, so tests pin the clock. Nothing here talks to the API server or reads files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import yaml
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from k8semu.api import kinds, manifest
+from k8semu.api.kinds import Kind
+from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, meta_pb2
+
+NONE = "<none>"
+# kubectl's tabwriter: columns padded to the widest cell plus three spaces.
+_PADDING = 3
+
+
+def human_duration(seconds: float) -> str:
+    """kubectl's AGE (k8s.io/apimachinery duration.HumanDuration): 5s, 3m2s, 4h, 2d, 3y."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        rest = s % 60
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = s // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h{rest}m" if rest else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{hours // 24}d{rest}h" if rest else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        years, days = hours // 24 // 365, (hours // 24) % 365
+        return f"{years}y{days}d" if days else f"{years}y"
+    return f"{hours // 24 // 365}y"
+
+
+def age(ts: Timestamp, now: float) -> str:
+    """The AGE of a timestamp, `<unknown>` when it is unset."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return "<unknown>"
+    return human_duration(now - (ts.seconds + ts.nanos / 1e9))
+
+
+def meta(obj: Message) -> meta_pb2.ObjectMeta:
+    return cast(meta_pb2.ObjectMeta, cast(Any, obj).metadata)
+
+
+def render_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Columns aligned like kubectl's tabwriter; the last column is not padded."""
+    table = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = []
+    for row in table:
+        cells = [c.ljust(widths[i] + _PADDING) for i, c in enumerate(row[:-1])]
+        lines.append(("".join(cells) + row[-1]).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+# ---- columns per kind ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A kind's table: headers and a row function; `wide_*` are appended for -o wide."""
+
+    header: tuple[str, ...]
+    row: Callable[[Any, float], list[str]]
+    wide_header: tuple[str, ...] = ()
+    wide_row: Callable[[Any, float], list[str]] | None = None
+
+
+def pod_status(pod: core_pb2.Pod) -> str:
+    """kubectl's STATUS column: the most telling container reason, else the phase."""
+    reason = pod.status.reason or pod.status.phase or "Pending"
+    total_init = len(pod.spec.init_containers)
+    for i, cs in enumerate(pod.status.init_container_statuses):
+        term = cs.state.terminated
+        if cs.state.HasField("terminated") and term.exit_code == 0:
+            continue
+        if cs.state.HasField("terminated"):
+            reason = f"Init:{term.reason}" if term.reason else f"Init:ExitCode:{term.exit_code}"
+        elif cs.state.HasField("waiting") and cs.state.waiting.reason not in (
+            "",
+            "PodInitializing",
+        ):
+            reason = f"Init:{cs.state.waiting.reason}"
+        else:
+            reason = f"Init:{i}/{total_init}"
+        break
+    else:
+        running = False
+        for cs in reversed(pod.status.container_statuses):
+            if cs.state.HasField("waiting") and cs.state.waiting.reason:
+                reason = cs.state.waiting.reason
+            elif cs.state.HasField("terminated"):
+                term = cs.state.terminated
+                if term.reason:
+                    reason = term.reason
+                elif term.signal:
+                    reason = f"Signal:{term.signal}"
+                else:
+                    reason = f"ExitCode:{term.exit_code}"
+            elif cs.state.HasField("running") and cs.ready:
+                running = True
+        if reason == "Completed" and running:
+            reason = "Running"
+    if pod.metadata.HasField("deletion_timestamp"):
+        reason = "Unknown" if pod.status.reason == "NodeLost" else "Terminating"
+    return reason
+
+
+def _pod_row(pod: core_pb2.Pod, now: float) -> list[str]:
+    statuses = pod.status.container_statuses
+    ready = sum(1 for cs in statuses if cs.ready)
+    restarts = sum(cs.restart_count for cs in statuses)
+    last = max(
+        (cs.last_state.terminated.finished_at.seconds for cs in statuses),
+        default=0,
+    )
+    restart_text = str(restarts)
+    if restarts and last:
+        restart_text += f" ({human_duration(now - last)} ago)"
+    return [
+        pod.metadata.name,
+        f"{ready}/{len(pod.spec.containers)}",
+        pod_status(pod),
+        restart_text,
+        age(pod.metadata.creation_timestamp, now),
+    ]
+
+
+def _pod_wide(pod: core_pb2.Pod, now: float) -> list[str]:
+    return [pod.status.pod_ip or NONE, pod.spec.node_name or NONE]
+
+
+def selector_text(sel: meta_pb2.LabelSelector) -> str:
+    parts = [f"{k}={v}" for k, v in sorted(sel.match_labels.items())]
+    for expr in sel.match_expressions:
+        values = ",".join(expr.values)
+        if expr.operator == "In":
+            parts.append(f"{expr.key} in ({values})")
+        elif expr.operator == "NotIn":
+            parts.append(f"{expr.key} notin ({values})")
+        elif expr.operator == "Exists":
+            parts.append(expr.key)
+        else:
+            parts.append(f"!{expr.key}")
+    return ",".join(parts) or NONE
+
+
+def _template_wide(template: core_pb2.PodTemplateSpec, sel: meta_pb2.LabelSelector) -> list[str]:
+    containers = template.spec.containers
+    return [
+        ",".join(c.name for c in containers) or NONE,
+        ",".join(c.image for c in containers) or NONE,
+        selector_text(sel),
+    ]
+
+
+def _replicas(spec: apps_pb2.DeploymentSpec | apps_pb2.ReplicaSetSpec) -> int:
+    return spec.replicas if spec.HasField("replicas") else 1
+
+
+def _deployment_row(d: apps_pb2.Deployment, now: float) -> list[str]:
+    return [
+        d.metadata.name,
+        f"{d.status.ready_replicas}/{_replicas(d.spec)}",
+        str(d.status.updated_replicas),
+        str(d.status.available_replicas),
+        age(d.metadata.creation_timestamp, now),
+    ]
+
+
+def _replicaset_row(rs: apps_pb2.ReplicaSet, now: float) -> list[str]:
+    return [
+        rs.metadata.name,
+        str(_replicas(rs.spec)),
+        str(rs.status.replicas),
+        str(rs.status.ready_replicas),
+        age(rs.metadata.creation_timestamp, now),
+    ]
+
+
+def service_ports(svc: core_pb2.Service) -> str:
+    parts = []
+    for p in svc.spec.ports:
+        node = f":{p.node_port}" if p.node_port else ""
+        parts.append(f"{p.port}{node}/{p.protocol or 'TCP'}")
+    return ",".join(parts) or NONE
+
+
+def _external_ip(svc: core_pb2.Service) -> str:
+    ips = list(svc.spec.external_ips)
+    if svc.spec.type == "LoadBalancer":
+        ips = [i.ip or i.hostname for i in svc.status.load_balancer.ingress] + ips
+        return ",".join(ips) if ips else "<pending>"
+    return ",".join(ips) or NONE
+
+
+def _service_row(svc: core_pb2.Service, now: float) -> list[str]:
+    return [
+        svc.metadata.name,
+        svc.spec.type or "ClusterIP",
+        svc.spec.cluster_ip or NONE,
+        _external_ip(svc),
+        service_ports(svc),
+        age(svc.metadata.creation_timestamp, now),
+    ]
+
+
+def _service_wide(svc: core_pb2.Service, now: float) -> list[str]:
+    return [",".join(f"{k}={v}" for k, v in sorted(svc.spec.selector.items())) or NONE]
+
+
+def node_status(node: core_pb2.Node) -> str:
+    ready = next((c.status for c in node.status.conditions if c.type == "Ready"), "")
+    text = {"True": "Ready", "False": "NotReady"}.get(ready, "Unknown")
+    if node.spec.unschedulable:
+        text += ",SchedulingDisabled"
+    return text
+
+
+def _node_row(node: core_pb2.Node, now: float) -> list[str]:
+    prefix = "node-role.kubernetes.io/"
+    roles = sorted(k[len(prefix) :] for k in node.metadata.labels if k.startswith(prefix))
+    return [
+        node.metadata.name,
+        node_status(node),
+        ",".join(roles) or NONE,
+        age(node.metadata.creation_timestamp, now),
+        node.status.node_info.kubelet_version or NONE,
+    ]
+
+
+def _node_wide(node: core_pb2.Node, now: float) -> list[str]:
+    def address(kind: str) -> str:
+        return next((a.address for a in node.status.addresses if a.type == kind), NONE)
+
+    info = node.status.node_info
+    return [
+        address("InternalIP"),
+        address("ExternalIP"),
+        info.os_image or NONE,
+        info.kernel_version or NONE,
+        info.container_runtime_version or NONE,
+    ]
+
+
+def _namespace_row(ns: core_pb2.Namespace, now: float) -> list[str]:
+    return [ns.metadata.name, ns.status.phase or "Active", age(ns.metadata.creation_timestamp, now)]
+
+
+def endpoints_text(ep: core_pb2.Endpoints, limit: int = 3) -> str:
+    """`10.0.0.1:80,10.0.0.2:80 + 1 more...` as kubectl prints ready addresses."""
+    pairs: list[str] = []
+    for subset in ep.subsets:
+        ports = [p.port for p in subset.ports] or [0]
+        for addr in subset.addresses:
+            pairs.extend(f"{addr.ip}:{port}" if port else addr.ip for port in ports)
+    if not pairs:
+        return NONE
+    shown = ",".join(pairs[:limit])
+    return shown + (f" + {len(pairs) - limit} more..." if len(pairs) > limit else "")
+
+
+def _endpoints_row(ep: core_pb2.Endpoints, now: float) -> list[str]:
+    return [ep.metadata.name, endpoints_text(ep), age(ep.metadata.creation_timestamp, now)]
+
+
+def event_time(ev: core_pb2.Event) -> Timestamp:
+    for ts in (ev.last_timestamp, ev.first_timestamp, ev.metadata.creation_timestamp):
+        if ts.seconds or ts.nanos:
+            return ts
+    return ev.metadata.creation_timestamp
+
+
+def _event_row(ev: core_pb2.Event, now: float) -> list[str]:
+    ref = ev.involved_object
+    return [
+        age(event_time(ev), now),
+        ev.type or "Normal",
+        ev.reason,
+        f"{ref.kind.lower()}/{ref.name}",
+        ev.message,
+    ]
+
+
+def _configmap_row(cm: core_pb2.ConfigMap, now: float) -> list[str]:
+    count = len(cm.data) + len(cm.binary_data)
+    return [cm.metadata.name, str(count), age(cm.metadata.creation_timestamp, now)]
+
+
+def _secret_row(s: core_pb2.Secret, now: float) -> list[str]:
+    return [
+        s.metadata.name,
+        s.type or "Opaque",
+        str(len(s.data)),
+        age(s.metadata.creation_timestamp, now),
+    ]
+
+
+def _hpa_row(h: autoscaling_pb2.HorizontalPodAutoscaler, now: float) -> list[str]:
+    ref = h.spec.scale_target_ref
+    minimum = h.spec.min_replicas if h.spec.HasField("min_replicas") else 1
+    current = h.status.current_replicas if h.status.HasField("current_replicas") else 0
+    return [
+        h.metadata.name,
+        f"{ref.kind}/{ref.name}",
+        str(minimum),
+        str(h.spec.max_replicas),
+        str(current),
+        age(h.metadata.creation_timestamp, now),
+    ]
+
+
+def _lease_row(lease: coordination_pb2.Lease, now: float) -> list[str]:
+    return [
+        lease.metadata.name,
+        lease.spec.holder_identity or NONE,
+        age(lease.metadata.creation_timestamp, now),
+    ]
+
+
+def _generic_row(obj: Message, now: float) -> list[str]:
+    return [meta(obj).name, age(meta(obj).creation_timestamp, now)]
+
+
+COLUMNS: dict[str, Columns] = {
+    "Pod": Columns(
+        ("NAME", "READY", "STATUS", "RESTARTS", "AGE"), _pod_row, ("IP", "NODE"), _pod_wide
+    ),
+    "Deployment": Columns(
+        ("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"),
+        _deployment_row,
+        ("CONTAINERS", "IMAGES", "SELECTOR"),
+        lambda d, now: _template_wide(d.spec.template, d.spec.selector),
+    ),
+    "ReplicaSet": Columns(
+        ("NAME", "DESIRED", "CURRENT", "READY", "AGE"),
+        _replicaset_row,
+        ("CONTAINERS", "IMAGES", "SELECTOR"),
+        lambda rs, now: _template_wide(rs.spec.template, rs.spec.selector),
+    ),
+    "Service": Columns(
+        ("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"),
+        _service_row,
+        ("SELECTOR",),
+        _service_wide,
+    ),
+    "Node": Columns(
+        ("NAME", "STATUS", "ROLES", "AGE", "VERSION"),
+        _node_row,
+        ("INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"),
+        _node_wide,
+    ),
+    "Namespace": Columns(("NAME", "STATUS", "AGE"), _namespace_row),
+    "Endpoints": Columns(("NAME", "ENDPOINTS", "AGE"), _endpoints_row),
+    "Event": Columns(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event_row),
+    "ConfigMap": Columns(("NAME", "DATA", "AGE"), _configmap_row),
+    "Secret": Columns(("NAME", "TYPE", "DATA", "AGE"), _secret_row),
+    "HorizontalPodAutoscaler": Columns(
+        ("NAME", "REFERENCE", "MINPODS", "MAXPODS", "REPLICAS", "AGE"), _hpa_row
+    ),
+    "Lease": Columns(("NAME", "HOLDER", "AGE"), _lease_row),
+}
+GENERIC = Columns(("NAME", "AGE"), _generic_row)
+
+
+def table(
+    kind: Kind,
+    objs: Sequence[Message],
+    now: float,
+    *,
+    wide: bool = False,
+    with_namespace: bool = False,
+    with_header: bool = True,
+    name_prefix: str = "",
+    show_labels: bool = False,
+) -> str:
+    """The kubectl table of `objs` (all of `kind`); NAMESPACE first when listing everywhere,
+    names as `pod/web` when several kinds are printed (`name_prefix`)."""
+    cols = COLUMNS.get(kind.kind, GENERIC)
+    header = list(cols.header)
+    if wide and cols.wide_row is not None:
+        header += cols.wide_header
+    if show_labels:
+        header.append("LABELS")
+    rows = []
+    for obj in objs:
+        row = cols.row(obj, now)
+        if wide and cols.wide_row is not None:
+            row += cols.wide_row(obj, now)
+        if show_labels:
+            labels = sorted(meta(obj).labels.items())
+            row.append(",".join(f"{k}={v}" for k, v in labels) or NONE)
+        if name_prefix and kind.kind != "Event":
+            row[0] = name_prefix + row[0]
+        if with_namespace:
+            row.insert(0, meta(obj).namespace)
+        rows.append(row)
+    if with_namespace:
+        header.insert(0, "NAMESPACE")
+    text = render_table(header, rows)
+    return text if with_header else text.split("\n", 1)[1]
+
+
+def resource_name(obj: Message) -> str:
+    """`deployment.apps/web`, `pod/web-1`: what `-o name` and apply print."""
+    kind = kinds.for_message(obj)
+    group = f".{kind.group}" if kind.group else ""
+    return f"{kind.singular}{group}/{meta(obj).name}"
+
+
+def dump_yaml(data: Any) -> str:
+    dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(
+        data, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
+
+
+def as_list(objs: Sequence[Message], resource_version: str = "") -> dict[str, Any]:
+    """kubectl's `kind: List` wrapper for -o yaml/json of several objects."""
+    return {
+        "apiVersion": "v1",
+        "items": [manifest.to_dict(o) for o in objs],
+        "kind": "List",
+        "metadata": {"resourceVersion": resource_version},
+    }
+
+
+def render(objs: Sequence[Message], fmt: str, *, single: bool) -> str:
+    """-o yaml|json|name output; `single` prints one object bare instead of a List."""
+    if fmt == "name":
+        return "".join(resource_name(o) + "\n" for o in objs)
+    data: Any = manifest.to_dict(objs[0]) if single and len(objs) == 1 else as_list(objs)
+    if fmt == "json":
+        return json.dumps(data, indent=4, ensure_ascii=False) + "\n"
+    return dump_yaml(data)

@@ -1,0 +1,514 @@
+"""The async, typed API client: one object per process, shared by every informer and loop.
+
+Owns the channels to the API servers (made only through `k8semu.transport`), endpoint choice
+(round robin, passing over endpoints that just answered UNAVAILABLE), the deadline of every
+call, retries of idempotent calls, Any packing, and the translation of gRPC errors into
+`k8semu.client._errors`. It keeps no cache and knows nothing about informers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast, overload
+
+import grpc
+from google.protobuf.message import Message
+
+from k8semu import transport
+from k8semu.api.kinds import Kind
+from k8semu.client._config import DEFAULT_RETRIES, DEFAULT_TIMEOUTS, Retries, Timeouts
+from k8semu.client._errors import (
+    APIStatusError,
+    ClientError,
+    Unavailable,
+    UnexpectedObject,
+    from_rpc_error,
+)
+from k8semu.client._models import (
+    EventType,
+    KindRef,
+    ObjectList,
+    Preconditions,
+    WatchEvent,
+    meta,
+    pack,
+    resolve,
+    unpack,
+)
+from k8semu.log import get_logger
+from k8semu.pb.api.v1 import apiserver_pb2 as api
+from k8semu.pb.api.v1 import apiserver_pb2_grpc, core_pb2
+
+log = get_logger(__name__)
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R")
+
+ChannelFactory = Callable[[str], grpc.aio.Channel]
+"""Makes the channel to one endpoint; `transport.channel` unless a test plugs in another."""
+
+DEFAULT_LIST_PAGE = 500
+
+
+class _Endpoint:
+    def __init__(self, address: str, channel: grpc.aio.Channel) -> None:
+        self.address = address
+        self.channel = channel
+        self.stub: Any = apiserver_pb2_grpc.APIStub(channel)
+        self.suspect_until = 0.0
+
+    def suspect(self, now: float) -> bool:
+        if now < self.suspect_until:
+            return True
+        state = self.channel.get_state(try_to_connect=False)
+        return state in (
+            grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+            grpc.ChannelConnectivity.SHUTDOWN,
+        )
+
+
+class Client:
+    """A client of one cluster's API servers; use as `async with Client([...]) as client`.
+
+    Verbs take and return the generated message classes (`core_pb2.Pod`, ...). A kind is named
+    by its message class, which also types the result (`await client.get(core_pb2.Pod, "web")`
+    is a Pod), or by what a user types ("po", "deployments.apps"), which gives a Message.
+    Namespaced kinds default to the "default" namespace where one object is meant; `list` and
+    `watch` without a namespace span all namespaces.
+
+    Every call has a deadline (`timeouts`). Get, list, watch (until its first event) and
+    discovery are retried on UNAVAILABLE, moving on to the next endpoint (`retries`); create,
+    update, update_status, patch, delete and bind are tried once, on the next endpoint in round
+    robin that is not known to be down, and raise Unavailable when it fails: they may have been
+    applied, so the caller re-reads before writing again. Errors are ClientError subclasses.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        *,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        retries: Retries = DEFAULT_RETRIES,
+        channel_factory: ChannelFactory = transport.channel,
+    ) -> None:
+        addresses = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not addresses:
+            raise ValueError("endpoints: at least one API server address is needed")
+        self.timeouts = timeouts
+        self.retries = retries
+        self._endpoints = [_Endpoint(a, channel_factory(a)) for a in addresses]
+        self._next = 0
+        self._closed = False
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [ep.address for ep in self._endpoints]
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for ep in self._endpoints:
+            await ep.channel.close()
+
+    # ---- verbs -----------------------------------------------------------------------------
+
+    async def create(self, obj: M, *, namespace: str = "") -> M:
+        """Create `obj` (in `namespace`, else its metadata.namespace, else "default")."""
+        kind = resolve(type(obj))
+        ns = namespace or meta(obj).namespace
+        req = api.CreateRequest(resource=kind.plural, namespace=ns, object=pack(obj))
+        what = f"create {_describe(kind, meta(obj).name or meta(obj).generate_name, ns)}"
+        resp = await self._call(lambda s: s.Create(req, timeout=self.timeouts.call), what)
+        return cast(M, unpack(kind, resp.object))
+
+    @overload
+    async def get(self, kind: type[M], name: str, *, namespace: str = "") -> M: ...
+    @overload
+    async def get(self, kind: str, name: str, *, namespace: str = "") -> Message: ...
+    async def get(self, kind: KindRef, name: str, *, namespace: str = "") -> Message:
+        k = resolve(kind)
+        req = api.GetRequest(resource=k.plural, namespace=namespace, name=name)
+        what = f"get {_describe(k, name, namespace)}"
+        resp = await self._call(
+            lambda s: s.Get(req, timeout=self.timeouts.call), what, idempotent=True
+        )
+        return unpack(k, resp.object)
+
+    @overload
+    async def list(
+        self,
+        kind: type[M],
+        *,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_: str = "",
+    ) -> ObjectList[M]: ...
+    @overload
+    async def list(
+        self,
+        kind: str,
+        *,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_: str = "",
+    ) -> ObjectList[Message]: ...
+    async def list(
+        self,
+        kind: KindRef,
+        *,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_: str = "",
+    ) -> ObjectList[Any]:
+        """One page (all objects when `limit` is 0); pass `continue_` for the next page."""
+        k = resolve(kind)
+        req = api.ListRequest(
+            resource=k.plural,
+            namespace=namespace or "",
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+            **{"continue": continue_},
+        )
+        what = f"list {k.plural}"
+        resp = await self._call(
+            lambda s: s.List(req, timeout=self.timeouts.call), what, idempotent=True
+        )
+        return ObjectList(
+            [unpack(k, item) for item in resp.items],
+            resp.resource_version,
+            getattr(resp, "continue"),
+        )
+
+    @overload
+    async def list_all(
+        self,
+        kind: type[M],
+        *,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        page_size: int = DEFAULT_LIST_PAGE,
+    ) -> ObjectList[M]: ...
+    @overload
+    async def list_all(
+        self,
+        kind: str,
+        *,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        page_size: int = DEFAULT_LIST_PAGE,
+    ) -> ObjectList[Message]: ...
+    async def list_all(
+        self,
+        kind: KindRef,
+        *,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        page_size: int = DEFAULT_LIST_PAGE,
+    ) -> ObjectList[Any]:
+        """Every page, following `continue`; all pages are read at the first page's revision,
+        so the result is one consistent snapshot (Gone if the store compacts meanwhile)."""
+        items: list[Message] = []
+        token = ""
+        first_rv = ""
+        while True:
+            page = await self.list(
+                cast(Any, kind),
+                namespace=namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                limit=page_size,
+                continue_=token,
+            )
+            items.extend(page.items)
+            first_rv = first_rv or page.resource_version
+            token = page.continue_
+            if not token:
+                return ObjectList(items, first_rv, "")
+
+    @overload
+    def watch(
+        self,
+        kind: type[M],
+        *,
+        namespace: str | None = None,
+        resource_version: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        allow_bookmarks: bool = False,
+    ) -> AsyncIterator[WatchEvent[M]]: ...
+    @overload
+    def watch(
+        self,
+        kind: str,
+        *,
+        namespace: str | None = None,
+        resource_version: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        allow_bookmarks: bool = False,
+    ) -> AsyncIterator[WatchEvent[Message]]: ...
+    async def watch(
+        self,
+        kind: KindRef,
+        *,
+        namespace: str | None = None,
+        resource_version: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        allow_bookmarks: bool = False,
+    ) -> AsyncIterator[WatchEvent[Any]]:
+        """Changes after `resource_version` ("" or "0": from now), in order.
+
+        The iterator ends when the stream reaches its deadline (`timeouts.watch`) or the server
+        ends it; watch again from the last resourceVersion seen. Gone means that version is
+        compacted away: list again. Closing the iterator (`break`, `aclose()`) ends the stream.
+        """
+        k = resolve(kind)
+        req = api.WatchRequest(
+            resource=k.plural,
+            namespace=namespace or "",
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            allow_bookmarks=allow_bookmarks,
+        )
+        what = f"watch {k.plural}"
+        order = self._order()
+        for attempt in range(self.retries.attempts):
+            ep = await self._endpoint_for(order, attempt)
+            call = ep.stub.Watch(req, timeout=self.timeouts.watch)
+            started = False
+            try:
+                async for raw in call:
+                    started = True
+                    yield _watch_event(k, raw)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    return  # the stream's own deadline: a normal end
+                err = from_rpc_error(exc, f"{what} via {ep.address}")
+                if not self._should_retry(ep, err, attempt, idempotent=not started):
+                    raise err from exc
+                log.debug("watch retried", endpoint=ep.address, error=err.message)
+            finally:
+                call.cancel()
+
+    async def update(self, obj: M) -> M:
+        """Replace `obj` (named by its metadata); its resourceVersion must be the stored one,
+        else Conflict. The status is kept as stored for kinds with a status subresource."""
+        return await self._update(obj, status=False)
+
+    async def update_status(self, obj: M) -> M:
+        """Replace only `obj`'s status (the status subresource), with the same concurrency."""
+        return await self._update(obj, status=True)
+
+    @overload
+    async def patch(
+        self,
+        kind: type[M],
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        namespace: str = "",
+        status: bool = False,
+    ) -> M: ...
+    @overload
+    async def patch(
+        self,
+        kind: str,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        namespace: str = "",
+        status: bool = False,
+    ) -> Message: ...
+    async def patch(
+        self,
+        kind: KindRef,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        namespace: str = "",
+        status: bool = False,
+    ) -> Message:
+        """Apply a JSON merge patch (RFC 7386, Kubernetes' camelCase names) to the object, or
+        to its status when `status`; `None` values delete fields."""
+        k = resolve(kind)
+        req = api.PatchRequest(
+            resource=k.plural,
+            namespace=namespace,
+            name=name,
+            patch_type="merge",
+            patch=json.dumps(patch).encode(),
+            status=status,
+        )
+        what = f"patch {_describe(k, name, namespace)}"
+        resp = await self._call(lambda s: s.Patch(req, timeout=self.timeouts.call), what)
+        return unpack(k, resp.object)
+
+    @overload
+    async def delete(
+        self,
+        kind: type[M],
+        name: str,
+        *,
+        namespace: str = "",
+        grace_period_seconds: int | None = None,
+        propagation_policy: str | None = None,
+        preconditions: Preconditions | None = None,
+    ) -> M: ...
+    @overload
+    async def delete(
+        self,
+        kind: str,
+        name: str,
+        *,
+        namespace: str = "",
+        grace_period_seconds: int | None = None,
+        propagation_policy: str | None = None,
+        preconditions: Preconditions | None = None,
+    ) -> Message: ...
+    async def delete(
+        self,
+        kind: KindRef,
+        name: str,
+        *,
+        namespace: str = "",
+        grace_period_seconds: int | None = None,
+        propagation_policy: str | None = None,
+        preconditions: Preconditions | None = None,
+    ) -> Message:
+        """Delete an object; returns its last state (or, for a graceful delete, the object with
+        deletionTimestamp set). `propagation_policy`: "Background", "Foreground" or "Orphan"."""
+        k = resolve(kind)
+        pre = preconditions or Preconditions()
+        req = api.DeleteRequest(
+            resource=k.plural,
+            namespace=namespace,
+            name=name,
+            preconditions=api.Preconditions(uid=pre.uid, resource_version=pre.resource_version),
+            propagation_policy=propagation_policy or "",
+        )
+        if grace_period_seconds is not None:
+            req.grace_period_seconds = grace_period_seconds
+        what = f"delete {_describe(k, name, namespace)}"
+        resp = await self._call(lambda s: s.Delete(req, timeout=self.timeouts.call), what)
+        return unpack(k, resp.object)
+
+    async def bind(
+        self, pod_name: str, node_name: str, *, namespace: str = "", resource_version: str = ""
+    ) -> core_pb2.Pod:
+        """Bind an unbound pod to a node (pods/binding); Conflict if it already has one."""
+        k = resolve(core_pb2.Pod)
+        req = api.BindRequest(
+            namespace=namespace,
+            name=pod_name,
+            node_name=node_name,
+            resource_version=resource_version,
+        )
+        what = f"bind {_describe(k, pod_name, namespace)} to {node_name}"
+        resp = await self._call(lambda s: s.Bind(req, timeout=self.timeouts.call), what)
+        return cast(core_pb2.Pod, unpack(k, resp.object))
+
+    async def discovery(self) -> builtins.list[api.APIResource]:
+        """The resources the server serves (name, short names, namespaced, kind, apiVersion)."""
+        req = api.DiscoveryRequest()
+        resp = await self._call(
+            lambda s: s.Discovery(req, timeout=self.timeouts.call), "discovery", idempotent=True
+        )
+        return list(resp.resources)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    async def _update(self, obj: M, *, status: bool) -> M:
+        kind = resolve(type(obj))
+        req = api.UpdateRequest(resource=kind.plural, object=pack(obj))
+        m = meta(obj)
+        what = f"update {_describe(kind, m.name, m.namespace)}"
+
+        def send(stub: Any) -> Awaitable[api.ObjectResponse]:
+            method = stub.UpdateStatus if status else stub.Update
+            return cast(Awaitable[api.ObjectResponse], method(req, timeout=self.timeouts.call))
+
+        resp = await self._call(send, what)
+        return cast(M, unpack(kind, resp.object))
+
+    def _order(self) -> builtins.list[_Endpoint]:
+        """This call's endpoints: round robin from the next one, those known down last."""
+        n = len(self._endpoints)
+        start = self._next
+        self._next = (start + 1) % n
+        rotated = [self._endpoints[(start + i) % n] for i in range(n)]
+        now = time.monotonic()
+        return sorted(rotated, key=lambda ep: ep.suspect(now))  # stable
+
+    async def _endpoint_for(self, order: builtins.list[_Endpoint], attempt: int) -> _Endpoint:
+        if self._closed:
+            raise ClientError("the client is closed")
+        if attempt and attempt % len(order) == 0:
+            await asyncio.sleep(self.retries.delay(attempt // len(order)))
+        return order[attempt % len(order)]
+
+    def _should_retry(
+        self, ep: _Endpoint, err: APIStatusError, attempt: int, *, idempotent: bool
+    ) -> bool:
+        if not isinstance(err, Unavailable):
+            return False
+        ep.suspect_until = time.monotonic() + self.retries.cooloff
+        return idempotent and attempt + 1 < self.retries.attempts
+
+    async def _call(
+        self, send: Callable[[Any], Awaitable[R]], what: str, *, idempotent: bool = False
+    ) -> R:
+        order = self._order()
+        attempts = self.retries.attempts if idempotent else 1
+        for attempt in range(attempts):
+            ep = await self._endpoint_for(order, attempt)
+            try:
+                return await send(ep.stub)
+            except grpc.aio.AioRpcError as exc:
+                err = from_rpc_error(exc, f"{what} via {ep.address}")
+                if not self._should_retry(ep, err, attempt, idempotent=idempotent):
+                    raise err from exc
+                log.debug("call retried", what=what, endpoint=ep.address, error=err.message)
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+
+def _describe(kind: Kind, name: str, namespace: str) -> str:
+    where = f"{namespace}/" if namespace and kind.namespaced else ""
+    return f"{kind.plural}/{where}{name}"
+
+
+def _watch_event(kind: Kind, raw: api.WatchEvent) -> WatchEvent[Message]:
+    try:
+        event_type = EventType(raw.type)
+    except ValueError as exc:
+        raise UnexpectedObject(f"unknown watch event type {raw.type!r}") from exc
+    return WatchEvent(event_type, unpack(kind, raw.object))

@@ -1,0 +1,59 @@
+"""Fixtures: a one-replica `k8semu store` and a `python -m k8semu apiserver` (module scope),
+and `k8semu`, which runs `python -m k8semu VERB ... --server ADDRESS` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from k8semu.cluster.processes import K8semuStoreCluster
+from tests.apiserver.conftest import APIServerProcess
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture(scope="module")
+def cli_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
+    base = tmp_path_factory.mktemp("cli")
+    cluster = K8semuStoreCluster(base / "store", 1)
+    with cluster:
+        cluster.start()
+        cluster.wait_ready(timeout=60)
+        server = APIServerProcess(cluster, base / "apiserver.log")
+        try:
+            server.wait_serving()
+            yield server
+        finally:
+            server.close()
+
+
+@pytest.fixture
+def k8semu(cli_apiserver: APIServerProcess, tmp_path: Path) -> Run:
+    # No kubeconfig: the default path (~/.k8semu/config) is absent in a fresh HOME.
+    env = {k: v for k, v in os.environ.items() if k != "K8SEMU_CONFIG"}
+    env["HOME"] = str(tmp_path)
+
+    def run(*args: str, stdin: str | None = None, server: bool = True) -> Result:
+        cmd = [sys.executable, "-m", "k8semu", *args]
+        if server:
+            cmd += ["--server", cli_apiserver.address]
+        proc = subprocess.run(
+            cmd, input=stdin, capture_output=True, text=True, env=env, timeout=30, check=False
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
