@@ -632,7 +632,8 @@ class MVCCStore:
                 fparams.append(v)
         order = req.sort_order
         target = req.sort_target
-        limit = req.limit
+        # Beyond any real store, and limit + 1 must still be an SQLite integer (int64).
+        limit = min(req.limit, 1 << 62)
         column, index = _SORT_COLUMNS.get(target, (kcol, 0))
         if column == "key":
             column = kcol
