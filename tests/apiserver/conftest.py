@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu import transport
 from k8semu.apiserver.objects import pack
@@ -19,62 +15,10 @@ from k8semu.cluster.processes import (
     EtcdCluster,
     K8semuStoreCluster,
     ProcessCluster,
-    free_loopback_ports,
 )
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import apiserver_pb2_grpc
-
-DEADLINE = 30.0
-
-
-class APIServerProcess:
-    """One API server subprocess on a free loopback port, ended by pid."""
-
-    def __init__(
-        self, store: ProcessCluster, log_path: Path, extra_args: Sequence[str] = ()
-    ) -> None:
-        self.port = free_loopback_ports(1)[0]
-        self.address = f"127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "k8semu", "apiserver",
-                "--listen-address", self.address,
-                "--store-endpoints", ",".join(store.endpoints),
-                "--bookmark-interval", "0.5",
-                "--log-level", "warning",
-                *extra_args,
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def wait_serving(self, timeout: float = DEADLINE) -> None:
-        end = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < end:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"apiserver exited: {self.log_path.read_text()}")
-                try:
-                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError(f"apiserver not serving in {timeout}s: {self.log_path.read_text()}")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+from k8semu.testing.apiserver import APIServerProcess
 
 
 def _start(store: ProcessCluster, base: Path) -> Iterator[APIServerProcess]:

@@ -7,86 +7,21 @@ clients and informers see a real crash and a real comeback.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu import transport
 from k8semu.client import Client, Retries
-from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
+from k8semu.testing.apiserver import APIServerProcess
 
-DEADLINE = 30.0
 # Fast enough that a test sees retries and fail-over without waiting long.
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
-
-
-class APIServerProcess:
-    """One API server subprocess on a fixed loopback address; killed and restarted by pid."""
-
-    def __init__(self, store: K8semuStoreCluster, log_path: Path) -> None:
-        self.store = store
-        self.address = f"127.0.0.1:{free_loopback_ports(1)[0]}"
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "k8semu", "apiserver",
-                    "--listen-address", self.address,
-                    "--store-endpoints", ",".join(self.store.endpoints),
-                    "--bookmark-interval", "0.5",
-                    "--log-level", "warning",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def wait_serving(self, timeout: float = DEADLINE) -> None:
-        assert self.proc is not None
-        end = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < end:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"apiserver exited: {self.log_path.read_text()}")
-                try:
-                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError(f"apiserver not serving in {timeout}s: {self.log_path.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-        self.wait_serving()
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +42,6 @@ def apiservers(
     servers = [APIServerProcess(store, base / f"apiserver-{i}.log") for i in range(2)]
     try:
         for server in servers:
-            server.start()
-        for server in servers:
             server.wait_serving()
         yield servers
     finally:
@@ -120,8 +53,7 @@ def apiservers(
 def live_apiservers(apiservers: list[APIServerProcess]) -> list[APIServerProcess]:
     """The module's API servers, restarted first if an earlier test killed one."""
     for server in apiservers:
-        assert server.proc is not None
-        if server.proc.poll() is not None:
+        if not server.running:
             server.start()
             server.wait_serving()
     return apiservers
