@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import Sequence
 
 from k8semu import log as logging_setup
 from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
+from k8semu.cli import _serving
 from k8semu.transport import AddressError
 
 _DEFAULTS = APIServerConfig()
@@ -75,6 +75,7 @@ def main(argv: Sequence[str]) -> int:
     except (AddressError, ValueError) as exc:
         print(f"k8semu apiserver: {exc}", file=sys.stderr)
         return 2
+    _serving.install_event_loop()
     try:
         asyncio.run(_serve(config))
     except (AddressError, OSError) as exc:
@@ -90,9 +91,5 @@ async def _serve(config: APIServerConfig) -> None:
     except BaseException:
         await server.stop(0)
         raise
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _serving.wait_for_signal()
     await server.stop()

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from k8semu import durations
 from k8semu import log as logging_setup
+from k8semu.cli import _serving
 from k8semu.store import config as cfg
 from k8semu.store.errors import StoreError
 
@@ -110,7 +109,7 @@ def main(argv: Sequence[str]) -> int:
     except (cfg.ConfigError, ValueError) as exc:
         print(f"k8semu store: {exc}", file=sys.stderr)
         return 2
-    _install_uvloop()
+    _serving.install_event_loop()
     try:
         asyncio.run(_serve(config))
     except StoreError as exc:
@@ -120,16 +119,6 @@ def main(argv: Sequence[str]) -> int:
         print(f"k8semu store: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _install_uvloop() -> None:
-    if os.environ.get("K8SEMU_NO_UVLOOP"):
-        return
-    try:
-        import uvloop
-    except ImportError:
-        return
-    uvloop.install()
 
 
 async def _serve(config: cfg.StoreConfig) -> None:
@@ -145,17 +134,9 @@ async def _serve(config: cfg.StoreConfig) -> None:
     except BaseException:
         await server.stop(0)
         raise
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    stopped = loop.create_task(stop.wait())
-    failed = loop.create_task(server.node.wait_failed())
-    await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if failed.done():
+    failure = await _serving.wait_for_signal(server.node.wait_failed())
+    if failure is not None:
         # Crash-only: a replica whose log or state machine failed must not keep serving.
         await server.stop(0)
-        raise SystemExit(f"k8semu store: replica stopped: {failed.result()!r}")
-    failed.cancel()
+        raise SystemExit(f"k8semu store: replica stopped: {failure!r}")
     await server.stop()
