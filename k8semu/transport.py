@@ -7,6 +7,7 @@ TLS and authentication will be added here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -16,7 +17,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from k8semu.log import get_logger
+
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,8 +92,10 @@ def parse_url(url: str, *, flag: str) -> str:
 
 
 class _MalformedRequests(grpc.aio.ServerInterceptor):
-    """Undecodable request bytes get INVALID_ARGUMENT naming the method (gRPC's own
-    answer is UNKNOWN "Unexpected DecodeError"), for unary requests."""
+    """The boundary for unary requests: undecodable bytes get INVALID_ARGUMENT naming the
+    method (gRPC's own answer is UNKNOWN "Unexpected DecodeError"), and an exception a
+    servicer did not expect is logged with its traceback and answered INTERNAL (a bug, but
+    never a crash, and never a Python repr sent as UNKNOWN)."""
 
     async def intercept_service(
         self,
@@ -114,7 +120,16 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
             unary = handler.unary_unary
 
             async def unary_unary(raw: bytes, context: Any) -> Any:
-                return await unary(await parse(raw, context), context)
+                request = await parse(raw, context)
+                try:
+                    return await unary(request, context)
+                except (grpc.aio.BaseError, asyncio.CancelledError):
+                    raise  # context.abort() and cancellation are how RPCs end on purpose
+                except Exception as exc:
+                    _log.exception("unexpected error in RPC", method=method)
+                    await abort(
+                        context, grpc.StatusCode.INTERNAL, f"{method}: internal error: {exc!r}"
+                    )
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, response_serializer=handler.response_serializer
