@@ -6,7 +6,7 @@ directory, starting them, the signals a launcher and chaos tests need (kill, pau
 stop, restart) and the answer to "is there a leader, and who is it" through the etcd v3
 ``Maintenance.Status`` RPC. Because a real etcd and ``k8semu store`` take the same flags and
 speak the same API, one class family drives both. ``k8semu up`` uses it to run a local cluster;
-tests and benchmarks use it (through ``k8semu.testing.cluster``) to break one.
+tests and benchmarks use it to break one.
 
 It must not signal any process it did not start (every signal goes to a pid it holds a
 ``Popen`` for), or wait a fixed time where it can poll against a deadline. Every process it

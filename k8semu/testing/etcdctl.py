@@ -42,8 +42,8 @@ from typing import Self
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
+from k8semu.cluster.processes import ProcessCluster
 from k8semu.pb.etcd import rpc_pb2
-from k8semu.testing.cluster import ProcessCluster
 
 __all__ = [
     "DEFAULT_ETCDCTL_BINARY",

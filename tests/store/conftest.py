@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from k8semu import transport
+from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.etcd import rpc_pb2_grpc
-from k8semu.testing.cluster import K8semuStoreCluster
 
 
 class Client:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, MemberExitedError
 from k8semu.store.config import member_id
-from k8semu.testing.cluster import EtcdCluster, K8semuStoreCluster, MemberExitedError
 from k8semu.testing.etcdctl import Etcdctl, EtcdctlProcess, Identity, Normalizer, Session, Step
 
 pytestmark = pytest.mark.slow

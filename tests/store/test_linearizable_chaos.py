@@ -25,8 +25,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from k8semu.cluster.processes import ClusterError, K8semuStoreCluster
 from k8semu.pb.etcd import rpc_pb2
-from k8semu.testing.cluster import ClusterError, K8semuStoreCluster
 from k8semu.testing.linearizability import HistoryRecorder, Kind, Op, check
 from k8semu.testing.workload import (
     NO_LEADER,

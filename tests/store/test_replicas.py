@@ -14,9 +14,9 @@ import grpc
 import pytest
 
 from k8semu import transport
+from k8semu.cluster.processes import K8semuStoreCluster, MemberExitedError
 from k8semu.pb.etcd import kv_pb2, rpc_pb2
 from k8semu.pb.raft import raft_pb2, raft_pb2_grpc
-from k8semu.testing.cluster import K8semuStoreCluster, MemberExitedError
 
 from .conftest import Client
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from k8semu.testing.cluster import (
+from k8semu.cluster.processes import (
     EtcdCluster,
     K8semuStoreCluster,
     MemberExitedError,
