@@ -118,11 +118,6 @@ class ErrStopped(StoreError):
     message = "etcdserver: server stopped"
 
 
-class ErrNotCapable(StoreError):
-    code = _C.UNIMPLEMENTED
-    message = "etcdserver: not capable"
-
-
 class ErrWatchIDExists(StoreError):
     code = _C.INVALID_ARGUMENT
     message = "mvcc: watcher ID already exists"

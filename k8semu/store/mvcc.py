@@ -808,14 +808,6 @@ class MVCCStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def sync(self) -> None:
-        """Make every applied batch durable in kv.db itself (checkpoint the WAL, fsync).
-
-        Batches commit with synchronous=NORMAL, so the newest ones can be lost on power
-        failure; the driver must call this before it discards Raft log entries at or below
-        `applied_index`, since replay is then no longer possible."""
-        self._db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
-
     def defragment(self) -> None:
         """Rewrite kv.db without free pages (Maintenance.Defragment). Blocks applies."""
         self._db.execute("VACUUM")

@@ -159,10 +159,6 @@ class StoreServer:
         if self._storage is not None:
             await self._storage.close()
 
-    async def wait_closed(self) -> None:
-        if self._client_server is not None:
-            await self._client_server.wait_for_termination()
-
     # -- shared by the servicers ------------------------------------------------------
 
     async def propose(self, request: internal_pb2.InternalRequest) -> Message:

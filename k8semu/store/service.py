@@ -363,11 +363,14 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         self, request: rpc_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.StatusResponse:
         s = self.s
-        size = await s.sm.run(s.sm.mvcc.db_size) if s.sm.ready else 0
+        size, in_use = 0, 0
+        if s.sm.ready:
+            size = await s.sm.run(s.sm.mvcc.db_size)
+            in_use = await s.sm.run(s.sm.mvcc.db_size_in_use)
         response = rpc_pb2.StatusResponse(
             version=SERVER_VERSION,
             dbSize=size,
-            dbSizeInUse=size,
+            dbSizeInUse=in_use,
             leader=s.node.leader,
             raftIndex=s.node.commit_index,
             raftTerm=s.node.term,
@@ -381,6 +384,8 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
     async def Defragment(
         self, request: rpc_pb2.DefragmentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.DefragmentResponse:
+        # Local to this member, as in etcd: rewrites kv.db without its free pages.
+        await self.s.sm.run(self.s.sm.mvcc.defragment)
         response = rpc_pb2.DefragmentResponse()
         self.header(response.header)
         return response

@@ -806,17 +806,12 @@ def test_missing_directory_and_locked_file_are_not_corruption(tmp_path: Path) ->
         holder.close()
 
 
-def test_sync_and_defragment(node: Node) -> None:
+def test_defragment(node: Node) -> None:
     for i in range(200):
         node.put(b"k%d" % i, b"x" * 500)
     node.delete(b"k", b"l")
     node.ok(compaction=rpc_pb2.CompactionRequest(revision=node.s.revision))
-    node.s.sync()
-    # immutable=1 reads the main file alone, ignoring the WAL: everything must be there
-    raw = sqlite3.connect(f"file:{node.path}?immutable=1", uri=True)
-    (applied,) = raw.execute("SELECT value FROM meta WHERE name = 'applied_index'").fetchone()
-    raw.close()
-    assert applied == node.s.applied_index
+    assert node.s.db_size_in_use() < node.s.db_size()  # free pages after the deletes
     before, h = node.s.db_size(), node.s.hash_kv(0)
     node.s.defragment()
     assert node.s.db_size() < before and node.s.hash_kv(0) == h
