@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that tests and benchmarks use: etcd-server (a real etcd to
-# compare against) and etcd-client (etcdctl, driven against our store). Idempotent.
+# compare against), etcd-client (etcdctl, driven against our store), haproxy (the proxy
+# benchmark's reference) and iproute2 (`ip netns` for multi-host tests). Idempotent.
 set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: need ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,16 @@ KUBECTL_VERBS = (
 )  # fmt: skip
 
 
+# Command groups: name -> (module under k8semu.cli with a `main(argv)`, one-line help). Each
+# module is imported only when its command runs, so `k8semu store` stays light.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "store": ("store", "run a store replica (etcd v3 API), or: store snapshot ..."),
+    "apiserver": ("apiserver", "run an API server on a store"),
+    "bench": ("bench", "benchmarks: bench store|api ..."),
+    "up": ("up", "start a local cluster from a cluster config"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # gRPC's C core logs connection churn (a peer restarting) at info level; only errors
     # belong on a component's stderr.
@@ -28,35 +39,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"k8semu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser(
-        "store", help="run a store replica (etcd v3 API), or: store snapshot ...", add_help=False
-    )
-    sub.add_parser("bench", help="benchmarks: bench store ...", add_help=False)
-    sub.add_parser("up", help="start a local cluster from a cluster config", add_help=False)
-    sub.add_parser("apiserver", help="run an API server on a store", add_help=False)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     for verb in KUBECTL_VERBS:
         sub.add_parser(verb, help=f"kubectl-like: {verb} (see docs/cli.md)", add_help=False)
     if args and args[0] in KUBECTL_VERBS:
         from k8semu.cli import kubectl
 
         return kubectl.main(args)
-    if not args or args[0] not in ("store", "bench", "up", "apiserver"):
+    if not args or args[0] not in COMMANDS:
         parser.parse_args(args)
         parser.print_help()
         return 2
-    command, rest = args[0], args[1:]
-    if command == "store":
-        from k8semu.cli import store
-
-        return store.main(rest)
-    if command == "apiserver":
-        from k8semu.cli import apiserver
-
-        return apiserver.main(rest)
-    if command == "bench":
-        from k8semu.cli import bench
-
-        return bench.main(rest)
-    from k8semu.cli import up
-
-    return up.main(rest)
+    module = importlib.import_module(f"k8semu.cli.{COMMANDS[args[0]][0]}")
+    return int(module.main(args[1:]))

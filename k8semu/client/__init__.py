@@ -11,7 +11,8 @@ decision 5). The public surface is what this module exports; the `_`-modules are
         await informer.wait_synced()
 
 Errors are the tree in `k8semu.client._errors` (ClientError at the root). The workqueue
-lives in `k8semu.client.workqueue`. See docs/client.md.
+lives in `k8semu.client.workqueue`, the shared worker loop in `k8semu.client.controller`,
+the Events recorder in `k8semu.client.events`. See docs/client.md.
 """
 
 from k8semu.client._cache import (
@@ -50,6 +51,7 @@ from k8semu.client._errors import (
     Unimplemented,
     UnknownKind,
 )
+from k8semu.client._factory import SharedInformers
 from k8semu.client._informer import (
     DEFAULT_INFORMER_CONFIG,
     EventHandlers,
@@ -106,6 +108,7 @@ __all__ = [
     "ResourceExhausted",
     "Retries",
     "ServerError",
+    "SharedInformers",
     "Timeout",
     "Timeouts",
     "Unauthenticated",
