@@ -1,0 +1,82 @@
+"""What every controller is built from: the client, the process's shared informers, the Events
+recorder, and the controller manager's config (every timing in one place, DESIGN decision 6).
+
+A controller is a class with a `name`, a constructor taking a `ControllerContext` (where it
+asks `ctx.informers` for the informers it needs and registers its event handlers, which only
+enqueue keys), `async reconcile(key)` (level-triggered: read the cache, write through the
+client, compare-and-swap), and `async run()` that waits for its informers to sync and then
+runs its workers until cancelled. Unit tests build a context around a RecordingClient, put
+objects into the informers' caches and call `reconcile` directly (sample-controller style).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from k8semu.client import (
+    DEFAULT_LEADER_ELECTION,
+    Client,
+    LeaderElectionConfig,
+    SharedInformers,
+)
+from k8semu.client.events import EventRecorder
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerManagerConfig:
+    """Timings in seconds; emulator defaults are fast, Kubernetes' own are noted.
+
+    - `workers`: concurrent reconciles per controller (kube-controller-manager: 5).
+    - `node_monitor_period`: how often node lifecycle checks node leases (Kubernetes: 5 s).
+    - `node_monitor_grace_period`: a node whose Lease was not renewed for this long is marked
+      NotReady/Unknown and tainted (Kubernetes: 40 s).
+    - `pod_eviction_timeout`: pods on a node tainted not-ready/unreachable (NoExecute) are
+      evicted after this, unless they tolerate the taint for longer (Kubernetes: the 300 s
+      default tolerationSeconds).
+    - `cluster_cidr`/`node_cidr_mask_size`: node IPAM hands each node one subnet of this size
+      from the cluster CIDR; `service_cidr` is the Service range (for information).
+    - `gc_interval`: how often the garbage collector re-scans for orphans besides its events.
+    - `controllers`: names to run; "*" is all.
+    """
+
+    workers: int = 2
+    node_monitor_period: float = 0.5
+    node_monitor_grace_period: float = 6.0
+    pod_eviction_timeout: float = 5.0
+    cluster_cidr: str = "127.244.0.0/16"
+    node_cidr_mask_size: int = 24
+    service_cidr: str = "127.96.0.0/16"
+    gc_interval: float = 30.0
+    controllers: tuple[str, ...] = ("*",)
+    leader_election: LeaderElectionConfig = field(default=DEFAULT_LEADER_ELECTION)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers: must be >= 1, got {self.workers}")
+        for name in ("node_monitor_period", "node_monitor_grace_period", "gc_interval"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.pod_eviction_timeout < 0:
+            raise ValueError(f"pod_eviction_timeout: must be >= 0, got {self.pod_eviction_timeout}")
+        if not 8 <= self.node_cidr_mask_size <= 30:
+            raise ValueError(f"node_cidr_mask_size: must be 8..30, got {self.node_cidr_mask_size}")
+
+
+DEFAULT_CONTROLLER_MANAGER = ControllerManagerConfig()
+
+
+@dataclass(slots=True)
+class ControllerContext:
+    client: Client
+    informers: SharedInformers
+    recorder: EventRecorder
+    config: ControllerManagerConfig = DEFAULT_CONTROLLER_MANAGER
+
+
+class Controller(Protocol):
+    name: str
+
+    async def reconcile(self, key: str) -> None: ...
+
+    async def run(self) -> None: ...
