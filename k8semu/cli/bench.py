@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
+# Benchmark name -> module under k8semu.bench with a `main(argv)`; imported only when run.
+BENCHMARKS: dict[str, str] = {
+    "store": "store",
+    "api": "api",
+}
+
 
 def main(argv: Sequence[str]) -> int:
-    if not argv or argv[0] not in ("store", "api"):
-        print("usage: k8semu bench {store,api} [--help]", file=sys.stderr)
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: k8semu bench {{{','.join(BENCHMARKS)}}} [--help]", file=sys.stderr)
         return 2
-    if argv[0] == "api":
-        from k8semu.bench import api
-
-        return api.main(list(argv[1:]))
-    from k8semu.bench import store
-
-    return store.main(list(argv[1:]))
+    module = importlib.import_module(f"k8semu.bench.{BENCHMARKS[argv[0]]}")
+    return int(module.main(list(argv[1:])))
