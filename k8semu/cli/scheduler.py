@@ -1,0 +1,133 @@
+"""`k8semu scheduler`: run one scheduler (run several; the Lease picks the one that schedules).
+
+k8semu scheduler --server 127.0.0.1:6443 --listen-address 127.0.0.1:10259
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from k8semu import durations
+from k8semu import log as logging_setup
+from k8semu.cli import _kubeconfig, _serving
+from k8semu.client import Client, LeaderElectionConfig
+from k8semu.scheduler import DEFAULT_SCHEDULER, Scheduler, SchedulerConfig
+from k8semu.transport import AddressError
+
+_LE = DEFAULT_SCHEDULER.leader_election
+DEFAULT_LISTEN_ADDRESS = "127.0.0.1:10259"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="k8semu scheduler",
+        description="Bind pending pods to nodes (leader-elected; see docs/scheduler.md).",
+    )
+    p.add_argument("--server", help="API server HOST:PORT[,HOST:PORT] (default 127.0.0.1:6443)")
+    p.add_argument("--kubeconfig", help="k8semu config file naming the API servers")
+    p.add_argument("--context", help="context in the kubeconfig")
+    p.add_argument(
+        "--listen-address",
+        default=DEFAULT_LISTEN_ADDRESS,
+        help="HOST:PORT of the gRPC health service (port 0: any free port)",
+    )
+    p.add_argument(
+        "--scheduler-name",
+        default=DEFAULT_SCHEDULER.scheduler_name,
+        help="schedule pods whose spec.schedulerName is this",
+    )
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compete for the Lease kube-system/kube-scheduler before scheduling",
+    )
+    p.add_argument(
+        "--leader-elect-lease-duration", default=durations.format_ms(int(_LE.lease_duration * 1000))
+    )
+    p.add_argument(
+        "--leader-elect-renew-deadline", default=durations.format_ms(int(_LE.renew_deadline * 1000))
+    )
+    p.add_argument(
+        "--leader-elect-retry-period", default=durations.format_ms(int(_LE.retry_period * 1000))
+    )
+    p.add_argument(
+        "--percentage-of-nodes-to-score",
+        type=int,
+        default=DEFAULT_SCHEDULER.percentage_of_nodes_to_score,
+        help="share of nodes to find feasible before scoring, 0..100 (0: adaptive)",
+    )
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", default="console", choices=["console", "json"])
+    return p
+
+
+def _seconds(text: str, flag: str) -> float:
+    try:
+        return durations.parse_ms(text) / 1000
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+
+
+def config_from_args(ns: argparse.Namespace) -> SchedulerConfig:
+    """The SchedulerConfig the flags describe; ValueError naming the flag otherwise."""
+    try:
+        election = LeaderElectionConfig(
+            lease_duration=_seconds(
+                ns.leader_elect_lease_duration, "--leader-elect-lease-duration"
+            ),
+            renew_deadline=_seconds(
+                ns.leader_elect_renew_deadline, "--leader-elect-renew-deadline"
+            ),
+            retry_period=_seconds(ns.leader_elect_retry_period, "--leader-elect-retry-period"),
+        )
+    except ValueError as exc:
+        text = str(exc)
+        for name in ("lease_duration", "renew_deadline", "retry_period"):
+            text = text.replace(name, "--leader-elect-" + name.replace("_", "-"))
+        raise ValueError(text) from None
+    if not 0 <= ns.percentage_of_nodes_to_score <= 100:
+        raise ValueError(
+            "--percentage-of-nodes-to-score: must be 0..100 (0: adaptive), "
+            f"got {ns.percentage_of_nodes_to_score}"
+        )
+    if not ns.scheduler_name:
+        raise ValueError("--scheduler-name: must not be empty")
+    return SchedulerConfig(
+        scheduler_name=ns.scheduler_name,
+        percentage_of_nodes_to_score=ns.percentage_of_nodes_to_score,
+        leader_elect=ns.leader_elect,
+        leader_election=election,
+        listen_address=ns.listen_address,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    ns = _parser().parse_args(list(argv))
+    try:
+        config = config_from_args(ns)
+        target = _kubeconfig.resolve(server=ns.server, kubeconfig=ns.kubeconfig, context=ns.context)
+        logging_setup.configure("scheduler", level=ns.log_level, fmt=ns.log_format)
+    except ValueError as exc:  # ConfigError and AddressError are ValueErrors
+        print(f"k8semu scheduler: {exc}", file=sys.stderr)
+        return 2
+    _serving.install_event_loop()
+    try:
+        asyncio.run(_serve(target.servers, config))
+    except (AddressError, OSError) as exc:
+        print(f"k8semu scheduler: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(servers: Sequence[str], config: SchedulerConfig) -> None:
+    async with Client(list(servers)) as client:
+        scheduler = Scheduler(client, config)
+        try:
+            await scheduler.start()
+            await _serving.wait_for_signal()
+        finally:
+            await scheduler.stop()

@@ -1,0 +1,103 @@
+"""One scheduling decision (kube-scheduler's schedulePod): find feasible nodes, starting where
+the last search stopped and stopping after `num_feasible_nodes_to_find` of them, score those,
+and pick the best (ties broken at random).
+
+Pure apart from the injected `random.Random`: it reads a snapshot of the cache's NodeInfos
+and returns a `Decision`; it writes nothing (assuming the pod is the caller's job).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from k8semu.scheduler import plugins
+from k8semu.scheduler.framework import NodeInfo, PodInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """`node` is the chosen node's name, or "" when none fits; then `reasons` counts, per
+    reason, the nodes that failed for it, and `message` is Kubernetes' FitError text.
+    `next_start` is where the next search should begin; `evaluated` how many nodes were
+    filtered and `feasible` how many of those fit."""
+
+    node: str
+    num_nodes: int
+    evaluated: int
+    feasible: int
+    next_start: int
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def message(self) -> str:
+        return plugins.fit_error_message(self.num_nodes, self.reasons)
+
+
+def schedule(
+    pod: PodInfo,
+    nodes: Mapping[str, NodeInfo],
+    order: Sequence[str],
+    *,
+    start: int = 0,
+    percentage: int = 0,
+    nodes_with_anti_affinity: Sequence[str] = (),
+    rng: random.Random | None = None,
+) -> Decision:
+    """Choose a node for `pod` among `order` (names of `nodes` that have a Node object)."""
+    num = len(order)
+    if num == 0:
+        return Decision("", 0, 0, 0, 0)
+    want = plugins.num_feasible_nodes_to_find(num, percentage)
+    anti = plugins.prefilter_anti_affinity(pod, nodes, nodes_with_anti_affinity)
+    feasible: list[NodeInfo] = []
+    reasons: Counter[str] = Counter()
+    run_filters = plugins.run_filters
+    start %= num
+    evaluated = 0
+    for i in range(num):
+        info = nodes[order[(start + i) % num]]
+        evaluated += 1
+        failed = run_filters(pod, info, anti)
+        if failed:
+            for reason in failed:
+                reasons[reason] += 1
+            continue
+        feasible.append(info)
+        if len(feasible) >= want:
+            break
+    next_start = (start + evaluated) % num
+    if not feasible:
+        return Decision("", num, evaluated, 0, next_start, reasons)
+    if len(feasible) == 1:
+        return Decision(feasible[0].name, num, evaluated, 1, next_start)
+    scores = score(pod, feasible)
+    best = max(scores)
+    winners = [i for i, s in enumerate(scores) if s == best]
+    pick = winners[0] if len(winners) == 1 else (rng or random).choice(winners)
+    return Decision(feasible[pick].name, num, evaluated, len(feasible), next_start)
+
+
+def score(pod: PodInfo, feasible: Sequence[NodeInfo]) -> list[float]:
+    """The weighted sum of every score plugin for each feasible node."""
+    least = plugins.score_least_allocated
+    balanced = plugins.score_balanced_allocation
+    w_least = plugins.WEIGHT_LEAST_ALLOCATED
+    w_bal = plugins.WEIGHT_BALANCED
+    totals = [w_least * least(pod, n) + w_bal * balanced(pod, n) for n in feasible]
+    if pod.owner_uid:
+        spread = plugins.normalize_spread([plugins.score_spread_count(pod, n) for n in feasible])
+        totals = [t + plugins.WEIGHT_SPREAD * s for t, s in zip(totals, spread, strict=True)]
+    if pod.preferred_terms:
+        raw = [plugins.score_node_affinity(pod, n) for n in feasible]
+        aff = plugins.normalize_max(raw)
+        totals = [t + plugins.WEIGHT_NODE_AFFINITY * s for t, s in zip(totals, aff, strict=True)]
+    if any(n.prefer_taints for n in feasible):
+        raw_t = [plugins.score_taint_count(pod, n) for n in feasible]
+        taint = plugins.normalize_max(raw_t, reverse=True)
+        totals = [t + plugins.WEIGHT_TAINT * s for t, s in zip(totals, taint, strict=True)]
+    else:
+        totals = [t + plugins.WEIGHT_TAINT * plugins.MAX_SCORE for t in totals]
+    return totals

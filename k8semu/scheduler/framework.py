@@ -1,0 +1,428 @@
+"""What the scheduler knows about a pod and a node, precomputed once so that filtering and
+scoring a node costs a few comparisons: `PodInfo` (requests, ports, selectors, tolerations,
+affinity, owner, compiled from a Pod) and `NodeInfo` (a Node plus the running totals of the
+pods bound or assumed on it, kept up to date incrementally by `add_pod`/`remove_pod`).
+
+Pure data: no I/O, no clock, no client. The filter and score functions over these types live
+in `plugins.py`; the cache that owns the NodeInfos lives in `cache.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from k8semu.api.errors import QuantityError
+from k8semu.api.quantity import int_value, milli_value
+from k8semu.pb.api.v1 import core_pb2, meta_pb2
+
+# Kubernetes' defaults for a container that requests nothing, used only when scoring
+# (so empty pods still spread), never when checking fit.
+DEFAULT_MILLI_CPU_REQUEST = 100
+DEFAULT_MEMORY_REQUEST = 200 * 1024 * 1024
+
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+_WILDCARD_IP = "0.0.0.0"
+
+
+class PodSpecError(ValueError):
+    """A pod the scheduler cannot evaluate (a bad quantity, a bad selector); the message names
+    the pod's field."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _milli(text: str, where: str) -> int:
+    return milli_value(text, field=where)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bytes(text: str, where: str) -> int:
+    return int_value(text, field=where)
+
+
+def parse_cpu(text: str, where: str) -> int:
+    """Milli-CPU of a quantity string; QuantityError naming `where`."""
+    return _milli(text, where)
+
+
+def parse_bytes(text: str, where: str) -> int:
+    return _bytes(text, where)
+
+
+# ---- selectors, compiled ---------------------------------------------------------------------
+
+IN, NOT_IN, EXISTS, DOES_NOT_EXIST, GT, LT = "In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"
+NODE_OPERATORS = (IN, NOT_IN, EXISTS, DOES_NOT_EXIST, GT, LT)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRequirement:
+    """One nodeSelectorRequirement (matchExpressions on labels, matchFields on fields)."""
+
+    key: str
+    operator: str
+    values: frozenset[str]
+    number: int = 0  # Gt/Lt's value
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTerm:
+    """A nodeSelectorTerm: every expression and field requirement must hold. An empty term
+    matches nothing (as in Kubernetes)."""
+
+    expressions: tuple[NodeRequirement, ...]
+    fields: tuple[NodeRequirement, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreferredTerm:
+    weight: int
+    term: NodeTerm
+
+
+@dataclass(frozen=True, slots=True)
+class PodSelector:
+    """A compiled metav1.LabelSelector; `match_nothing` for a missing selector."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    expressions: tuple[tuple[str, str, frozenset[str]], ...] = ()
+    match_nothing: bool = False
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.match_nothing:
+            return False
+        get = labels.get
+        for key, value in self.labels:
+            if get(key) != value:
+                return False
+        for key, op, values in self.expressions:
+            have = get(key)
+            if op == IN:
+                if have is None or have not in values:
+                    return False
+            elif op == NOT_IN:
+                if have is not None and have in values:
+                    return False
+            elif op == EXISTS:
+                if have is None:
+                    return False
+            elif have is not None:  # DoesNotExist
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class AntiAffinityTerm:
+    """A required podAntiAffinity term: no pod matching `selector` in `namespaces` may run in
+    the same topology domain (nodes sharing the value of label `topology_key`)."""
+
+    selector: PodSelector
+    namespaces: frozenset[str]
+    topology_key: str
+
+    def matches_pod(self, namespace: str, labels: dict[str, str]) -> bool:
+        return namespace in self.namespaces and self.selector.matches(labels)
+
+
+def _node_requirement(req: core_pb2.NodeSelectorRequirement, where: str) -> NodeRequirement:
+    op = req.operator
+    if op not in NODE_OPERATORS:
+        raise PodSpecError(
+            f"{where}.operator: Unsupported value: {op!r}: supported values: "
+            + ", ".join(NODE_OPERATORS)
+        )
+    if not req.key:
+        raise PodSpecError(f"{where}.key: Required value")
+    number = 0
+    if op in (GT, LT):
+        if len(req.values) != 1:
+            raise PodSpecError(f"{where}.values: must have exactly one element for {op}")
+        try:
+            number = int(req.values[0])
+        except ValueError:
+            raise PodSpecError(
+                f"{where}.values[0]: Invalid value: {req.values[0]!r}: must be an integer"
+            ) from None
+    elif op in (IN, NOT_IN) and not req.values:
+        raise PodSpecError(f"{where}.values: Required value: must be non-empty for {op}")
+    elif op in (EXISTS, DOES_NOT_EXIST) and req.values:
+        raise PodSpecError(f"{where}.values: must be empty for {op}")
+    return NodeRequirement(req.key, op, frozenset(req.values), number)
+
+
+def _node_term(term: core_pb2.NodeSelectorTerm, where: str) -> NodeTerm:
+    return NodeTerm(
+        tuple(
+            _node_requirement(r, f"{where}.matchExpressions[{i}]")
+            for i, r in enumerate(term.match_expressions)
+        ),
+        tuple(
+            _node_requirement(r, f"{where}.matchFields[{i}]")
+            for i, r in enumerate(term.match_fields)
+        ),
+    )
+
+
+def _pod_selector(sel: meta_pb2.LabelSelector, present: bool, where: str) -> PodSelector:
+    if not present:
+        return PodSelector(match_nothing=True)
+    exprs = []
+    for i, e in enumerate(sel.match_expressions):
+        if e.operator not in (IN, NOT_IN, EXISTS, DOES_NOT_EXIST):
+            raise PodSpecError(
+                f"{where}.matchExpressions[{i}].operator: Unsupported value: {e.operator!r}"
+            )
+        exprs.append((e.key, e.operator, frozenset(e.values)))
+    return PodSelector(tuple(sorted(sel.match_labels.items())), tuple(exprs))
+
+
+# ---- PodInfo ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodInfo:
+    """A pod as the scheduler sees it. `milli_cpu`/`memory` are the effective requests
+    (max of the sum over containers and any init container, as Kubernetes computes them);
+    `nonzero_*` substitute Kubernetes' scoring defaults for containers that request nothing.
+    `host_ports` are (hostIP, protocol, port) with hostIP "0.0.0.0" for any."""
+
+    key: str
+    name: str
+    namespace: str
+    uid: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    milli_cpu: int = 0
+    memory: int = 0
+    nonzero_milli_cpu: int = 0
+    nonzero_memory: int = 0
+    host_ports: tuple[tuple[str, str, int], ...] = ()
+    node_selector: tuple[tuple[str, str], ...] = ()
+    required_terms: tuple[NodeTerm, ...] | None = None  # None: no required node affinity
+    preferred_terms: tuple[PreferredTerm, ...] = ()
+    tolerations: tuple[core_pb2.Toleration, ...] = ()
+    anti_affinity: tuple[AntiAffinityTerm, ...] = ()
+    owner_uid: str = ""
+
+    @property
+    def needs_node_match(self) -> bool:
+        return bool(self.node_selector) or self.required_terms is not None
+
+
+def pod_key(pod: core_pb2.Pod) -> str:
+    return f"{pod.metadata.namespace}/{pod.metadata.name}"
+
+
+def _container_requests(c: core_pb2.Container, where: str) -> tuple[int, int, int, int]:
+    req = c.resources.requests
+    cpu = parse_cpu(req["cpu"], f"{where}.resources.requests[cpu]") if "cpu" in req else None
+    mem = (
+        parse_bytes(req["memory"], f"{where}.resources.requests[memory]")
+        if "memory" in req
+        else None
+    )
+    return (
+        cpu or 0,
+        mem or 0,
+        DEFAULT_MILLI_CPU_REQUEST if cpu is None else cpu,
+        DEFAULT_MEMORY_REQUEST if mem is None else mem,
+    )
+
+
+def pod_info(pod: core_pb2.Pod) -> PodInfo:
+    """Compile `pod`; PodSpecError naming the field when something cannot be evaluated."""
+    meta = pod.metadata
+    spec = pod.spec
+    where = f"pod {meta.namespace}/{meta.name}: spec"
+    try:
+        cpu = mem = nz_cpu = nz_mem = 0
+        for i, c in enumerate(spec.containers):
+            a, b, c_, d = _container_requests(c, f"{where}.containers[{i}]")
+            cpu += a
+            mem += b
+            nz_cpu += c_
+            nz_mem += d
+        for i, c in enumerate(spec.init_containers):
+            a, b, c_, d = _container_requests(c, f"{where}.initContainers[{i}]")
+            cpu, mem = max(cpu, a), max(mem, b)
+            nz_cpu, nz_mem = max(nz_cpu, c_), max(nz_mem, d)
+    except QuantityError as exc:
+        raise PodSpecError(str(exc)) from None
+    ports = tuple(
+        (p.host_ip or _WILDCARD_IP, p.protocol or "TCP", p.host_port)
+        for c in spec.containers
+        for p in c.ports
+        if p.host_port > 0
+    )
+    required: tuple[NodeTerm, ...] | None = None
+    preferred: tuple[PreferredTerm, ...] = ()
+    anti: list[AntiAffinityTerm] = []
+    if spec.HasField("affinity"):
+        aff = spec.affinity
+        na = aff.node_affinity
+        na_where = f"{where}.affinity.nodeAffinity"
+        if na.HasField("required_during_scheduling_ignored_during_execution"):
+            req_where = f"{na_where}.requiredDuringSchedulingIgnoredDuringExecution"
+            terms = na.required_during_scheduling_ignored_during_execution.node_selector_terms
+            required = tuple(
+                _node_term(t, f"{req_where}.nodeSelectorTerms[{i}]") for i, t in enumerate(terms)
+            )
+        pref_where = f"{na_where}.preferredDuringSchedulingIgnoredDuringExecution"
+        preferred = tuple(
+            PreferredTerm(p.weight, _node_term(p.preference, f"{pref_where}[{i}].preference"))
+            for i, p in enumerate(na.preferred_during_scheduling_ignored_during_execution)
+        )
+        paa = aff.pod_anti_affinity
+        for i, t in enumerate(paa.required_during_scheduling_ignored_during_execution):
+            t_where = (
+                f"{where}.affinity.podAntiAffinity"
+                f".requiredDuringSchedulingIgnoredDuringExecution[{i}]"
+            )
+            if not t.topology_key:
+                raise PodSpecError(f"{t_where}.topologyKey: Required value")
+            anti.append(
+                AntiAffinityTerm(
+                    _pod_selector(
+                        t.label_selector, t.HasField("label_selector"), f"{t_where}.labelSelector"
+                    ),
+                    frozenset(t.namespaces) or frozenset((meta.namespace,)),
+                    t.topology_key,
+                )
+            )
+    owner = ""
+    for ref in meta.owner_references:
+        if ref.controller:
+            owner = ref.uid
+            break
+    return PodInfo(
+        key=f"{meta.namespace}/{meta.name}",
+        name=meta.name,
+        namespace=meta.namespace,
+        uid=meta.uid,
+        labels=dict(meta.labels),
+        milli_cpu=cpu,
+        memory=mem,
+        nonzero_milli_cpu=nz_cpu,
+        nonzero_memory=nz_mem,
+        host_ports=ports,
+        node_selector=tuple(spec.node_selector.items()),
+        required_terms=required,
+        preferred_terms=preferred,
+        tolerations=tuple(spec.tolerations),
+        anti_affinity=tuple(anti),
+        owner_uid=owner,
+    )
+
+
+# ---- NodeInfo --------------------------------------------------------------------------------
+
+
+def _allocatable(node: core_pb2.Node, name: str, parse: Callable[[str, str], int]) -> int:
+    text = node.status.allocatable.get(name)
+    if text is None:
+        return 0
+    try:
+        return parse(text, f"node {node.metadata.name}: status.allocatable[{name}]")
+    except QuantityError:
+        return 0  # an unreadable allocatable fits nothing; the cache logs it
+
+
+def node_ready(node: core_pb2.Node) -> bool:
+    for c in node.status.conditions:
+        if c.type == "Ready":
+            return c.status == "True"
+    return False
+
+
+class NodeInfo:
+    """A node and the running totals of the pods on it (bound, or assumed by this scheduler).
+
+    Invariant: `requested_*`, `nonzero_*`, `pod_count`, `ports` and `owner_counts` are the sums
+    over `pods`. `node` is None while pods are known on a node the cache has not seen yet.
+    """
+
+    __slots__ = (
+        "alloc_cpu",
+        "alloc_memory",
+        "alloc_pods",
+        "labels",
+        "name",
+        "node",
+        "nonzero_cpu",
+        "nonzero_memory",
+        "owner_counts",
+        "pod_count",
+        "pods",
+        "ports",
+        "prefer_taints",
+        "ready",
+        "requested_cpu",
+        "requested_memory",
+        "schedule_taints",
+        "unschedulable",
+    )
+
+    def __init__(self, name: str, node: core_pb2.Node | None = None) -> None:
+        self.name = name
+        self.node: core_pb2.Node | None = None
+        self.labels: dict[str, str] = {}
+        self.alloc_cpu = self.alloc_memory = self.alloc_pods = 0
+        self.ready = False
+        self.unschedulable = False
+        self.schedule_taints: tuple[core_pb2.Taint, ...] = ()  # NoSchedule, NoExecute
+        self.prefer_taints: tuple[core_pb2.Taint, ...] = ()  # PreferNoSchedule
+        self.pods: dict[str, PodInfo] = {}
+        self.requested_cpu = self.requested_memory = 0
+        self.nonzero_cpu = self.nonzero_memory = 0
+        self.pod_count = 0
+        self.ports: Counter[tuple[str, str, int]] = Counter()
+        self.owner_counts: Counter[str] = Counter()
+        if node is not None:
+            self.set_node(node)
+
+    def set_node(self, node: core_pb2.Node) -> None:
+        self.node = node
+        self.labels = dict(node.metadata.labels)
+        self.alloc_cpu = _allocatable(node, "cpu", parse_cpu)
+        self.alloc_memory = _allocatable(node, "memory", parse_bytes)
+        self.alloc_pods = _allocatable(node, "pods", parse_bytes)
+        self.ready = node_ready(node)
+        self.unschedulable = node.spec.unschedulable
+        taints = node.spec.taints
+        self.schedule_taints = tuple(t for t in taints if t.effect in ("NoSchedule", "NoExecute"))
+        self.prefer_taints = tuple(t for t in taints if t.effect == "PreferNoSchedule")
+
+    def add_pod(self, pod: PodInfo) -> None:
+        old = self.pods.get(pod.key)
+        if old is not None:
+            self.remove_pod(old.key)
+        self.pods[pod.key] = pod
+        self.requested_cpu += pod.milli_cpu
+        self.requested_memory += pod.memory
+        self.nonzero_cpu += pod.nonzero_milli_cpu
+        self.nonzero_memory += pod.nonzero_memory
+        self.pod_count += 1
+        for port in pod.host_ports:
+            self.ports[port] += 1
+        if pod.owner_uid:
+            self.owner_counts[pod.owner_uid] += 1
+
+    def remove_pod(self, key: str) -> PodInfo | None:
+        pod = self.pods.pop(key, None)
+        if pod is None:
+            return None
+        self.requested_cpu -= pod.milli_cpu
+        self.requested_memory -= pod.memory
+        self.nonzero_cpu -= pod.nonzero_milli_cpu
+        self.nonzero_memory -= pod.nonzero_memory
+        self.pod_count -= 1
+        for port in pod.host_ports:
+            self.ports[port] -= 1
+            if self.ports[port] <= 0:
+                del self.ports[port]
+        if pod.owner_uid:
+            self.owner_counts[pod.owner_uid] -= 1
+            if self.owner_counts[pod.owner_uid] <= 0:
+                del self.owner_counts[pod.owner_uid]
+        return pod
