@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "apiserver": ("apiserver", "run an API server on a store"),
     "bench": ("bench", "benchmarks: bench store|api ..."),
     "up": ("up", "start a local cluster from a cluster config"),
+    "controller-manager": ("controller_manager", "run the controllers (leader-elected)"),
     "scheduler": ("scheduler", "run the scheduler (leader-elected)"),
 }
 
