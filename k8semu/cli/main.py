@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("up", "start a local cluster from a cluster config"),
     "controller-manager": ("controller_manager", "run the controllers (leader-elected)"),
     "scheduler": ("scheduler", "run the scheduler (leader-elected)"),
+    "proxy": ("proxy", "run one node's service proxy"),
 }
 
 

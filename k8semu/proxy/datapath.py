@@ -1,0 +1,622 @@
+"""The data path: per Service port, pick an endpoint and move bytes, with asyncio Protocols.
+
+Owns the balancer (round robin over ready endpoints, ClientIP affinity), the TCP splice
+(connect with fail-over to the next endpoint, both directions with flow control, half-close,
+idle clean-up) and the UDP relay (a session socket per client address, expired when idle),
+and the counters of each Service port. It knows nothing of the API: `Frontend.update` is
+told the endpoints; `k8semu.proxy.proxier` owns the listening sockets.
+
+Invariants: a Frontend's endpoint list only affects *new* connections (existing ones keep
+their endpoint until either side closes, so a removed endpoint drains); every accepted
+connection is counted once in `connections_active` until its client side is lost; nothing a
+peer sends raises out of a protocol callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from k8semu.log import get_logger
+from k8semu.proxy.table import Endpoint, PortKey
+
+log = get_logger(__name__)
+
+_HTTP_METHODS = frozenset(
+    (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"CONNECT", b"TRACE")
+)
+_HTTP_REQUEST_MARK = b" HTTP/1."
+_UDP_PENDING_MAX = 64  # datagrams queued per session while its socket opens
+_RATE_WINDOW = 6  # samples (one per sweep) behind requests_per_second
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataPathConfig:
+    """Timeouts in seconds.
+
+    - `connect_timeout`: per endpoint attempt; then the next endpoint is tried.
+    - `tcp_idle_timeout`: a connection with no bytes either way for this long is closed
+      (kube-proxy leaves it to conntrack's established timeout, 24 h).
+    - `tcp_half_open_timeout`: after one side sent EOF, the other has this long (conntrack's
+      close-wait timeout, 1 h).
+    - `udp_idle_timeout`: a UDP session with no datagram either way is forgotten (conntrack's
+      UDP timeout, 30 s).
+    - `write_buffer_high`/`write_buffer_low`: per side; reading from the other side pauses above
+      high and resumes below low.
+    """
+
+    connect_timeout: float = 2.0
+    tcp_idle_timeout: float = 86400.0
+    tcp_half_open_timeout: float = 3600.0
+    udp_idle_timeout: float = 30.0
+    write_buffer_high: int = 1024 * 1024
+    write_buffer_low: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "tcp_idle_timeout", "tcp_half_open_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if not self.udp_idle_timeout > 0:
+            raise ValueError(f"udp_idle_timeout: must be > 0, got {self.udp_idle_timeout}")
+        if not 0 <= self.write_buffer_low <= self.write_buffer_high:
+            raise ValueError("write_buffer_low: must be between 0 and write_buffer_high")
+
+
+DEFAULT_DATA_PATH = DataPathConfig()
+
+
+class PortStats:
+    """Counters of one Service port (totals since it appeared)."""
+
+    __slots__ = (
+        "_samples",
+        "bytes_in",
+        "bytes_out",
+        "connections_active",
+        "connections_total",
+        "errors",
+        "http_requests",
+    )
+
+    def __init__(self) -> None:
+        self.connections_total = 0
+        self.connections_active = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.errors = 0
+        self.http_requests = 0
+        self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=_RATE_WINDOW)
+
+    def sample(self, now: float) -> None:
+        self._samples.append((now, self.http_requests))
+
+    @property
+    def requests_per_second(self) -> float:
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+class Balancer:
+    """Round robin over the ready endpoints; with ClientIP affinity, a client's connections go
+    to the endpoint of its last connection while that one is ready and was used within the
+    timeout (kube-proxy's `recent` match: each connection renews it)."""
+
+    __slots__ = ("_index", "_next", "_sticky", "affinity_timeout", "endpoints")
+
+    def __init__(self) -> None:
+        self.endpoints: tuple[Endpoint, ...] = ()
+        self._index: frozenset[Endpoint] = frozenset()
+        self._next = 0
+        self.affinity_timeout: float | None = None
+        self._sticky: dict[str, tuple[Endpoint, float]] = {}
+
+    def update(self, endpoints: tuple[Endpoint, ...], affinity_timeout: float | None) -> None:
+        self.endpoints = endpoints
+        self._index = frozenset(endpoints)
+        self.affinity_timeout = affinity_timeout
+        if affinity_timeout is None:
+            self._sticky.clear()
+
+    def candidates(self, client_ip: str, now: float) -> tuple[Endpoint, ...]:
+        """Endpoints to try, in order: the chosen one first, then the rest round robin."""
+        eps = self.endpoints
+        n = len(eps)
+        if n == 0:
+            return ()
+        i = self._next % n
+        self._next = i + 1
+        order = eps[i:] + eps[:i] if i else eps
+        if self.affinity_timeout is not None:
+            sticky = self._sticky.get(client_ip)
+            if sticky is not None:
+                ep, at = sticky
+                if ep in self._index and now - at < self.affinity_timeout:
+                    return (ep, *(e for e in eps if e != ep))
+        return order
+
+    def connected(self, client_ip: str, ep: Endpoint, now: float) -> None:
+        if self.affinity_timeout is not None:
+            self._sticky[client_ip] = (ep, now)
+
+    def expire(self, now: float) -> None:
+        if self.affinity_timeout is None or not self._sticky:
+            return
+        timeout = self.affinity_timeout
+        for ip in [ip for ip, (_, at) in self._sticky.items() if now - at >= timeout]:
+            del self._sticky[ip]
+
+
+Dialer = Callable[[Endpoint], tuple[str, int, bytes]]
+"""Where to connect for an endpoint: (host, port, preamble). A non-empty preamble (a tunnel's
+CONNECT line) is sent first and its one-line answer awaited before bytes are spliced."""
+
+
+def direct(ep: Endpoint) -> tuple[str, int, bytes]:
+    return ep.ip, ep.port, b""
+
+
+class Frontend:
+    """One Service port on this node: its balancer, counters and live connections."""
+
+    def __init__(
+        self,
+        key: PortKey,
+        *,
+        config: DataPathConfig = DEFAULT_DATA_PATH,
+        dialer: Dialer = direct,
+    ) -> None:
+        self.key = key
+        self.config = config
+        self.dialer = dialer
+        self.balancer = Balancer()
+        self.stats = PortStats()
+        self.connections: set[_ClientSide] = set()
+        self.loop = asyncio.get_running_loop()
+
+    def update(self, endpoints: tuple[Endpoint, ...], affinity_timeout: float | None) -> None:
+        self.balancer.update(endpoints, affinity_timeout)
+
+    def tcp_protocol(self) -> asyncio.Protocol:
+        return _ClientSide(self)
+
+    def sweep(self, interval: float, now: float) -> None:
+        """Close TCP connections idle (or half-closed) for too long; called every `interval`."""
+        self.balancer.expire(now)
+        self.stats.sample(now)
+        idle_limit = self.config.tcp_idle_timeout
+        half_limit = self.config.tcp_half_open_timeout
+        for conn in list(self.connections):
+            if conn.touched:
+                conn.touched = False
+                conn.idle = 0.0
+                continue
+            conn.idle += interval
+            half = conn.client_eof or conn.up_eof
+            if conn.idle >= (half_limit if half else idle_limit):
+                conn.abort("idle")
+
+    def close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.abort("proxy stopping")
+
+
+def _safe(call: Callable[[], Any]) -> None:
+    with contextlib.suppress(Exception):
+        call()
+
+
+def _looks_like_http(data: bytes) -> bool:
+    return data[:8].split(b" ", 1)[0] in _HTTP_METHODS
+
+
+class _ClientSide(asyncio.Protocol):
+    """The accepted side of one proxied TCP connection; owns the connection's state."""
+
+    __slots__ = (
+        "client_eof",
+        "client_ip",
+        "closed",
+        "early",
+        "f",
+        "http",
+        "idle",
+        "stats",
+        "task",
+        "touched",
+        "transport",
+        "up",
+        "up_eof",
+    )
+
+    def __init__(self, frontend: Frontend) -> None:
+        self.f = frontend
+        self.stats = frontend.stats
+        self.transport: Any = None
+        self.up: Any = None  # the endpoint's transport once connected
+        self.client_ip = ""
+        self.client_eof = False
+        self.up_eof = False
+        self.closed = False
+        self.touched = True
+        self.idle = 0.0
+        self.http: bool | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.early: bytes | None = None
+
+    # -- client events ---------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        f = self.f
+        self.start(transport, f.balancer.candidates(self.client_ip, f.loop.time()))
+
+    def start(
+        self, transport: Any, candidates: tuple[Endpoint, ...], *, greet: bool = False
+    ) -> None:
+        """Take over `transport` and connect it to the first of `candidates` that accepts.
+        With `greet` (a tunnel's client), "OK\\n" or "ERR ...\\n" is written first."""
+        self.transport = transport
+        f = self.f
+        stats = self.stats
+        stats.connections_total += 1
+        stats.connections_active += 1
+        f.connections.add(self)
+        if not candidates:
+            stats.errors += 1
+            if greet:
+                transport.write(b"ERR no endpoint\n")
+            transport.close()
+            return
+        # Nothing is read from the client until an endpoint accepted: no buffering here, and
+        # the kernel's backlog is the flow control.
+        transport.pause_reading()
+        cfg = f.config
+        transport.set_write_buffer_limits(cfg.write_buffer_high, cfg.write_buffer_low)
+        self.task = f.loop.create_task(self._connect(candidates, greet))
+
+    def data_received(self, data: bytes) -> None:
+        up = self.up
+        if up is None:
+            self._hold(data)
+            return
+        up.write(data)
+        stats = self.stats
+        stats.bytes_in += len(data)
+        self.touched = True
+        http = self.http
+        if http:
+            stats.http_requests += data.count(_HTTP_REQUEST_MARK)
+        elif http is None:
+            self.http = http = _looks_like_http(data)
+            if http:
+                stats.http_requests += data.count(_HTTP_REQUEST_MARK)
+
+    def _hold(self, data: bytes) -> None:
+        # uvloop starts reading after connection_made() even when it paused: keep what came
+        # early (one read at most, as reading is paused again here) for the endpoint.
+        self.early = data if self.early is None else self.early + data
+        _safe(self.transport.pause_reading)
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        self.touched = True
+        up = self.up
+        if up is None:
+            return True  # passed on once connected
+        if self.up_eof:
+            self._close_both()
+        elif up.can_write_eof():
+            _safe(up.write_eof)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.f.connections.discard(self)
+        self.stats.connections_active -= 1
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+        up = self.up
+        if up is not None:
+            _safe(up.close if exc is None else up.abort)
+
+    def pause_writing(self) -> None:  # the client reads slower than the endpoint sends
+        if self.up is not None:
+            _safe(self.up.pause_reading)
+
+    def resume_writing(self) -> None:
+        if self.up is not None:
+            _safe(self.up.resume_reading)
+
+    # -- endpoint side ---------------------------------------------------------------------
+
+    async def _connect(self, candidates: tuple[Endpoint, ...], greet: bool) -> None:
+        f = self.f
+        loop = f.loop
+        cfg = f.config
+        for ep in candidates:
+            if self.closed:
+                return
+            host, port, preamble = f.dialer(ep)
+            try:
+                async with asyncio.timeout(cfg.connect_timeout):
+                    up, proto = await loop.create_connection(
+                        lambda: _UpstreamSide(self), host, port
+                    )
+                    if preamble:
+                        await proto.handshake(up, preamble)
+            except (OSError, TimeoutError, ValueError) as exc:
+                self.stats.errors += 1
+                log.debug(
+                    "endpoint did not accept",
+                    service=str(f.key),
+                    endpoint=f"{ep.ip}:{ep.port}",
+                    error=str(exc) or type(exc).__name__,
+                )
+                continue
+            if self.closed:
+                up.abort()
+                return
+            up.set_write_buffer_limits(cfg.write_buffer_high, cfg.write_buffer_low)
+            f.balancer.connected(self.client_ip, ep, loop.time())
+            self.up = up
+            if greet:
+                self.transport.write(b"OK\n")
+            proto.splice()
+            early, self.early = self.early, None
+            if early:
+                self.data_received(early)
+            if self.client_eof:
+                self.eof_received()
+            else:
+                self.transport.resume_reading()
+            return
+        log.info("no endpoint accepted the connection", service=str(f.key), tried=len(candidates))
+        if greet:
+            self.transport.write(b"ERR connect failed\n")
+        self.transport.close()
+
+    def on_up_data(self, data: bytes) -> None:
+        self.transport.write(data)
+        self.stats.bytes_out += len(data)
+        self.touched = True
+
+    def on_up_eof(self) -> bool:
+        self.up_eof = True
+        self.touched = True
+        if self.client_eof:
+            self._close_both()
+        elif self.transport.can_write_eof():
+            _safe(self.transport.write_eof)
+        return True
+
+    def on_up_lost(self, exc: Exception | None) -> None:
+        if self.up is not None and not self.closed:
+            _safe(self.transport.close)
+
+    def _close_both(self) -> None:
+        _safe(self.transport.close)
+        if self.up is not None:
+            _safe(self.up.close)
+
+    def abort(self, why: str) -> None:
+        log.debug("closing connection", service=str(self.f.key), why=why)
+        _safe(self.transport.abort)
+        if self.up is not None:
+            _safe(self.up.abort)
+
+
+class _UpstreamSide(asyncio.Protocol):
+    """The endpoint side of one proxied TCP connection."""
+
+    __slots__ = ("c", "handshaking", "transport", "waiter")
+
+    def __init__(self, client: _ClientSide) -> None:
+        self.c = client
+        self.transport: Any = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.handshaking = bytearray()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    async def handshake(self, transport: Any, preamble: bytes) -> None:
+        """Send a tunnel's CONNECT line; its answer must be "OK\\n" (else ValueError)."""
+        self.waiter = self.c.f.loop.create_future()
+        transport.write(preamble)
+        try:
+            await self.waiter
+        except BaseException:
+            transport.abort()
+            raise
+
+    def splice(self) -> None:
+        self.waiter = None
+        if self.handshaking:
+            rest = bytes(self.handshaking)
+            self.handshaking.clear()
+            self.c.on_up_data(rest)
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None:
+            self.c.on_up_data(data)
+            return
+        self.handshaking += data
+        if waiter.done():
+            return
+        line, sep, rest = bytes(self.handshaking).partition(b"\n")
+        if not sep:
+            if len(self.handshaking) > 256:
+                waiter.set_exception(ValueError("tunnel: no answer line"))
+            return
+        self.handshaking[:] = rest
+        if line.strip() == b"OK":
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(ValueError(f"tunnel: {line[:100].decode(errors='replace')}"))
+
+    def eof_received(self) -> bool:
+        waiter = self.waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_exception(ConnectionRefusedError("tunnel closed"))
+            return False
+        return self.c.on_up_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionRefusedError("tunnel closed"))
+        self.c.on_up_lost(exc)
+
+    def pause_writing(self) -> None:  # the endpoint reads slower than the client sends
+        _safe(self.c.transport.pause_reading)
+
+    def resume_writing(self) -> None:
+        _safe(self.c.transport.resume_reading)
+
+
+# -- UDP -------------------------------------------------------------------------------------
+
+
+class UDPListener(asyncio.DatagramProtocol):
+    """One bound UDP address of a Service port; a session per client address."""
+
+    def __init__(self, get_frontend: Callable[[], Frontend]) -> None:
+        self._frontend = get_frontend
+        self.transport: Any = None
+        self.sessions: dict[Any, _UDPSession] = {}
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        session = self.sessions.get(addr)
+        if session is None:
+            session = self._open(addr)
+            if session is None:
+                return
+        session.send(data)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp listener error", error=str(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for session in list(self.sessions.values()):
+            session.close()
+
+    def _open(self, addr: Any) -> _UDPSession | None:
+        f = self._frontend()
+        candidates = f.balancer.candidates(addr[0], f.loop.time())
+        if not candidates:
+            f.stats.errors += 1
+            return None
+        ep = candidates[0]
+        session = _UDPSession(self, f, addr, ep)
+        self.sessions[addr] = session
+        f.stats.connections_total += 1
+        f.stats.connections_active += 1
+        f.balancer.connected(addr[0], ep, f.loop.time())
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect((ep.ip, ep.port))
+        except OSError as exc:
+            f.stats.errors += 1
+            log.debug("udp session not opened", service=str(f.key), error=str(exc))
+            session.close()
+            return None
+        session.task = f.loop.create_task(session.open(sock))
+        return session
+
+    def sweep(self, interval: float) -> None:
+        limit = self._frontend().config.udp_idle_timeout
+        for session in list(self.sessions.values()):
+            if session.touched:
+                session.touched = False
+                session.idle = 0.0
+                continue
+            session.idle += interval
+            if session.idle >= limit:
+                session.close()
+
+
+class _UDPSession(asyncio.DatagramProtocol):
+    """One client address's socket connected to its endpoint."""
+
+    def __init__(self, listener: UDPListener, f: Frontend, client: Any, ep: Endpoint) -> None:
+        self.listener = listener
+        self.f = f
+        self.stats = f.stats
+        self.client = client
+        self.ep = ep
+        self.transport: Any = None
+        self.pending: list[bytes] | None = []
+        self.touched = True
+        self.idle = 0.0
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def open(self, sock: socket.socket) -> None:
+        try:
+            await self.f.loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except OSError as exc:
+            sock.close()
+            self.stats.errors += 1
+            log.debug("udp session not opened", service=str(self.f.key), error=str(exc))
+            self.close()
+
+    def connection_made(self, transport: Any) -> None:
+        if self.closed:
+            transport.abort()
+            return
+        self.transport = transport
+        pending, self.pending = self.pending, None
+        for data in pending or ():
+            transport.sendto(data)
+
+    def send(self, data: bytes) -> None:
+        self.touched = True
+        self.stats.bytes_in += len(data)
+        if self.transport is not None:
+            self.transport.sendto(data)
+        elif self.pending is not None and len(self.pending) < _UDP_PENDING_MAX:
+            self.pending.append(data)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.touched = True
+        self.stats.bytes_out += len(data)
+        out = self.listener.transport
+        if out is not None:
+            out.sendto(data, self.client)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable (nobody listens there): forget the session, so the client's
+        # next datagram opens one to the next endpoint.
+        self.stats.errors += 1
+        self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.stats.connections_active -= 1
+        if self.listener.sessions.get(self.client) is self:
+            del self.listener.sessions[self.client]
+        if self.transport is not None:
+            _safe(self.transport.close)
+        # An open() still under way finishes and connection_made() aborts its transport.

@@ -1,0 +1,239 @@
+"""`ProxyServer`: one node's service proxy, driven by the API.
+
+Owns the informers on Services and Endpoints (and Nodes, for the tunnel), turning their caches
+into a service table (level-triggered: any change marks the table dirty and one loop
+recomputes it whole and applies it), the Warning Events for ports it cannot bind, and the gRPC
+server on `listen_address` (health + `k8semu.proxy.v1.Proxy` metrics). The sockets and bytes
+belong to `Proxier`; the pure table to `k8semu.proxy.table`.
+
+Health is SERVING once the informers have synced and the first table is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from k8semu import transport
+from k8semu.client import Client, SharedInformers
+from k8semu.client.events import WARNING, EventRecorder
+from k8semu.log import get_logger
+from k8semu.pb.api.v1 import core_pb2
+from k8semu.pb.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from k8semu.proxy.datapath import DEFAULT_DATA_PATH, DataPathConfig, Dialer, direct
+from k8semu.proxy.proxier import Proxier
+from k8semu.proxy.table import ListenAddress, PortKey, build_table
+from k8semu.proxy.tunnel import DEFAULT_TUNNEL_PORT, TunnelDialer, TunnelServer
+
+log = get_logger(__name__)
+
+DEFAULT_METRICS_PORT = 10249  # kube-proxy's metrics port
+EVENT_COMPONENT = "kube-proxy"
+BIND_FAILED_REASON = "FailedToBindPort"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig:
+    """One node's proxy.
+
+    - `servers`: API server endpoints (HOST:PORT).
+    - `node_name`: this node (Events' host; default the host name).
+    - `node_ip`: where this node's NodePorts are bound (and the tunnel listens).
+    - `listen_address`: health and metrics gRPC; empty means `node_ip:10249`.
+    - `tunnel_port`: 0 turns the tunnel off; otherwise this node serves CONNECT on
+      `node_ip:tunnel_port` and reaches endpoints on remote nodes through theirs.
+    """
+
+    servers: tuple[str, ...] = ("127.0.0.1:6443",)
+    node_name: str = ""
+    node_ip: str = "127.0.0.1"
+    listen_address: str = ""
+    tunnel_port: int = 0
+    data_path: DataPathConfig = field(default=DEFAULT_DATA_PATH)
+
+    @property
+    def metrics_address(self) -> str:
+        return self.listen_address or f"{self.node_ip}:{DEFAULT_METRICS_PORT}"
+
+
+class _Metrics(proxy_pb2_grpc.ProxyServicer):
+    def __init__(self, server: ProxyServer) -> None:
+        self._server = server
+
+    async def GetMetrics(
+        self, request: proxy_pb2.GetMetricsRequest, context: Any
+    ) -> proxy_pb2.ProxyMetrics:
+        return self._server.metrics(request.namespace, request.service)
+
+
+class ProxyServer:
+    """`await start()` (raises OSError/AddressError when the metrics address cannot be
+    bound), `await stop()`."""
+
+    def __init__(self, config: ProxyConfig, *, client: Client | None = None) -> None:
+        self.config = config
+        self.node_name = config.node_name or os.uname().nodename
+        self._own_client = client is None
+        self.client = client if client is not None else Client(list(config.servers))
+        self.informers = SharedInformers(self.client)
+        self.services = self.informers.informer(core_pb2.Service)
+        self.endpoints = self.informers.informer(core_pb2.Endpoints)
+        self.recorder = EventRecorder(self.client, EVENT_COMPONENT, host=self.node_name)
+        dialer: Dialer = direct
+        self.tunnel: TunnelServer | None = None
+        self.tunnel_dialer: TunnelDialer | None = None
+        if config.tunnel_port:
+            nodes = self.informers.informer(core_pb2.Node)
+            self.tunnel_dialer = TunnelDialer(nodes.cache, tunnel_port=config.tunnel_port)
+            dialer = self.tunnel_dialer
+            self.tunnel = TunnelServer(
+                config.node_ip, config.tunnel_port, connect_timeout=config.data_path.connect_timeout
+            )
+            nodes.add_event_handler(
+                on_add=lambda _: self._mark(),
+                on_update=lambda _o, _n: self._mark(),
+                on_delete=lambda _: self._mark(),
+            )
+        self.proxier = Proxier(
+            config=config.data_path, dialer=dialer, on_bind_error=self._bind_failed
+        )
+        for informer in (self.services, self.endpoints):
+            informer.add_event_handler(
+                on_add=lambda _: self._mark(),
+                on_update=lambda _o, _n: self._mark(),
+                on_delete=lambda _: self._mark(),
+            )
+        self._dirty = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._started = time.monotonic()
+        self.port = 0
+
+    def _mark(self) -> None:
+        self._dirty.set()
+
+    async def start(self) -> None:
+        srv, health = transport.server([proxy_pb2.DESCRIPTOR.services_by_name["Proxy"].full_name])
+        proxy_pb2_grpc.add_ProxyServicer_to_server(_Metrics(self), srv)
+        self.port = transport.bind(srv, self.config.metrics_address, flag="--listen-address")
+        await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await srv.start()
+        self._grpc, self._health = srv, health
+        if self.tunnel is not None:
+            await self.tunnel.start()
+        await self.proxier.start()
+        self.recorder.start()
+        self.informers.start()
+        self._task = asyncio.get_running_loop().create_task(self._sync_loop(), name="sync")
+        log.info(
+            "proxy started",
+            node=self.node_name,
+            node_ip=self.config.node_ip,
+            metrics=self.config.metrics_address,
+        )
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            await self._synced.wait()
+
+    async def stop(self, grace: float = 1.0) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.informers.stop()
+        await self.proxier.stop()
+        if self.tunnel is not None:
+            await self.tunnel.stop()
+        await self.recorder.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None
+        if self._own_client:
+            await self.client.close()
+
+    async def _sync_loop(self) -> None:
+        await self.informers.wait_synced()
+        while True:
+            self._dirty.clear()
+            try:
+                await self.sync()
+            except Exception:  # a bug in the table code must not take the node's proxy down
+                log.exception("sync failed")
+            if not self._synced.is_set():
+                self._synced.set()
+                if self._health is not None:
+                    await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+                log.info("serving", services=len(self.services.cache.keys()))
+            await self._dirty.wait()
+
+    async def sync(self) -> None:
+        """Recompute the whole table from the caches and apply it."""
+        eps = {(e.metadata.namespace, e.metadata.name): e for e in self.endpoints.cache.list()}
+        table = build_table(self.services.cache.list(), eps, node_ip=self.config.node_ip)
+        await self.proxier.apply(table)
+
+    def _bind_failed(self, key: PortKey, addr: ListenAddress, message: str) -> None:
+        svc = self.services.cache.get_by_name(key.service, key.namespace)
+        if svc is not None:
+            self.recorder.event(svc, WARNING, BIND_FAILED_REASON, f"{self.node_name}: {message}")
+
+    def metrics(self, namespace: str = "", service: str = "") -> proxy_pb2.ProxyMetrics:
+        out = proxy_pb2.ProxyMetrics(
+            node_name=self.node_name,
+            node_ip=self.config.node_ip,
+            uptime_seconds=time.monotonic() - self._started,
+            bind_errors=sorted(self.proxier.bind_errors.values()),
+        )
+        out.ports.extend(snapshot_messages(self.proxier, namespace, service))
+        return out
+
+
+def snapshot_messages(
+    proxier: Proxier, namespace: str = "", service: str = ""
+) -> Sequence[proxy_pb2.ServicePortMetrics]:
+    """The proxier's counters as messages, optionally for one namespace / service."""
+    out = []
+    for snap in proxier.snapshot():
+        key = snap.key
+        if (namespace and key.namespace != namespace) or (service and key.service != service):
+            continue
+        out.append(
+            proxy_pb2.ServicePortMetrics(
+                namespace=key.namespace,
+                service=key.service,
+                port_name=key.port_name,
+                protocol=key.protocol,
+                listen=snap.listen,
+                ready_endpoints=snap.ready_endpoints,
+                connections_total=snap.connections_total,
+                connections_active=max(0, snap.connections_active),
+                bytes_in=snap.bytes_in,
+                bytes_out=snap.bytes_out,
+                errors=snap.errors,
+                http_requests_total=snap.http_requests,
+                requests_per_second=snap.requests_per_second,
+            )
+        )
+    return out
+
+
+__all__ = [
+    "BIND_FAILED_REASON",
+    "DEFAULT_METRICS_PORT",
+    "DEFAULT_TUNNEL_PORT",
+    "ProxyConfig",
+    "ProxyServer",
+    "snapshot_messages",
+]

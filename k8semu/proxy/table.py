@@ -1,0 +1,182 @@
+"""The service table: what one node's proxy must listen on and forward to, computed from
+Services and Endpoints. Pure: no sockets, no asyncio, no client.
+
+A Service port becomes one `PortRule` with the addresses to listen on and the ready endpoints
+(IP and the resolved port number) to forward to. Addresses:
+
+- every ClusterIP (`spec.clusterIP`, `spec.clusterIPs`) on the port — shared by the proxies of
+  all nodes on a host (SO_REUSEPORT); a headless Service (clusterIP "None") gets none;
+- `spec.externalIPs` and LoadBalancer ingress IPs (`status.loadBalancer.ingress[].ip`) on the
+  port — shared as well;
+- the NodePort (NodePort and LoadBalancer Services) on this node's IP only — exclusive.
+
+Endpoints are matched to a Service port by name, as Kubernetes does: the Endpoints object
+already carries the resolved target port numbers (`subsets[].ports[].name == port.name`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from k8semu.pb.api.v1 import core_pb2
+
+DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds: Kubernetes' sessionAffinityConfig default
+AFFINITY_TIMEOUT_ANNOTATION = "proxy.k8semu.io/session-affinity-timeout-seconds"
+
+
+@dataclass(frozen=True, slots=True)
+class PortKey:
+    """One Service port: the unit of load balancing and of metrics."""
+
+    namespace: str
+    service: str
+    port_name: str
+    protocol: str  # TCP or UDP
+
+    def __str__(self) -> str:
+        name = f"{self.namespace}/{self.service}"
+        return (
+            f"{name}:{self.port_name}/{self.protocol}"
+            if self.port_name
+            else f"{name}/{self.protocol}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A ready endpoint address; `node_name` (may be empty) says where the pod runs."""
+
+    ip: str
+    port: int
+    node_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    protocol: str
+    ip: str
+    port: int
+    shared: bool  # SO_REUSEPORT: ClusterIP / external / LoadBalancer; NodePort is not
+
+    def __str__(self) -> str:
+        return f"{self.protocol} {self.ip}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PortRule:
+    key: PortKey
+    listen: tuple[ListenAddress, ...]
+    endpoints: tuple[Endpoint, ...]
+    affinity_timeout: float | None  # None: no session affinity
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def affinity_timeout(svc: core_pb2.Service) -> float | None:
+    """Seconds of ClientIP stickiness, or None when the Service has no session affinity.
+
+    `spec.sessionAffinityConfig.clientIP.timeoutSeconds` is read when the schema has it; the
+    annotation `proxy.k8semu.io/session-affinity-timeout-seconds` stands in until then.
+    """
+    if svc.spec.session_affinity != "ClientIP":
+        return None
+    timeout = float(DEFAULT_AFFINITY_TIMEOUT)
+    fields = svc.spec.DESCRIPTOR.fields_by_name
+    if "session_affinity_config" in fields:
+        config = getattr(svc.spec, "session_affinity_config", None)
+        client_ip = getattr(config, "client_ip", None)
+        seconds = getattr(client_ip, "timeout_seconds", 0)
+        if isinstance(seconds, int) and seconds > 0:
+            timeout = float(seconds)
+    raw = svc.metadata.annotations.get(AFFINITY_TIMEOUT_ANNOTATION, "")
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = 0.0
+        if value > 0:
+            timeout = value
+    return timeout
+
+
+def endpoints_for(
+    port: core_pb2.ServicePort, eps: core_pb2.Endpoints | None, protocol: str
+) -> tuple[Endpoint, ...]:
+    """Ready addresses of `eps` for the Service port named like `port`, in a stable order."""
+    if eps is None:
+        return ()
+    found: list[Endpoint] = []
+    seen: set[tuple[str, int]] = set()
+    for subset in eps.subsets:
+        for ep_port in subset.ports:
+            if ep_port.name != port.name or (ep_port.protocol or "TCP") != protocol:
+                continue
+            if not 0 < ep_port.port < 65536:
+                continue
+            for addr in subset.addresses:
+                if not _is_ipv4(addr.ip) or (addr.ip, ep_port.port) in seen:
+                    continue
+                seen.add((addr.ip, ep_port.port))
+                node = addr.node_name if addr.HasField("node_name") else ""
+                found.append(Endpoint(addr.ip, ep_port.port, node))
+    found.sort(key=lambda e: (ipaddress.IPv4Address(e.ip), e.port))
+    return tuple(found)
+
+
+def rules_for(
+    svc: core_pb2.Service, eps: core_pb2.Endpoints | None, *, node_ip: str
+) -> list[PortRule]:
+    """The rules of one Service on the node whose IP is `node_ip`."""
+    spec = svc.spec
+    cluster_ips = [ip for ip in (spec.cluster_ip, *spec.cluster_ips) if _is_ipv4(ip)]
+    shared_ips = [ip for ip in spec.external_ips if _is_ipv4(ip)]
+    if spec.type == "LoadBalancer":
+        shared_ips += [i.ip for i in svc.status.load_balancer.ingress if _is_ipv4(i.ip)]
+    node_ports = spec.type in ("NodePort", "LoadBalancer")
+    timeout = affinity_timeout(svc)
+    rules = []
+    for port in spec.ports:
+        protocol = port.protocol or "TCP"
+        if protocol not in ("TCP", "UDP") or not 0 < port.port < 65536:
+            continue
+        listen: dict[tuple[str, int], ListenAddress] = {}
+        for ip in dict.fromkeys([*cluster_ips, *shared_ips]):
+            listen.setdefault((ip, port.port), ListenAddress(protocol, ip, port.port, True))
+        if node_ports and 0 < port.node_port < 65536 and _is_ipv4(node_ip):
+            listen[(node_ip, port.node_port)] = ListenAddress(
+                protocol, node_ip, port.node_port, False
+            )
+        if not listen:
+            continue  # headless: DNS only
+        rules.append(
+            PortRule(
+                key=PortKey(svc.metadata.namespace, svc.metadata.name, port.name, protocol),
+                listen=tuple(listen.values()),
+                endpoints=endpoints_for(port, eps, protocol),
+                affinity_timeout=timeout,
+            )
+        )
+    return rules
+
+
+def build_table(
+    services: Iterable[core_pb2.Service],
+    endpoints: Mapping[tuple[str, str], core_pb2.Endpoints],
+    *,
+    node_ip: str,
+) -> dict[PortKey, PortRule]:
+    """Every rule of every Service; `endpoints` maps (namespace, name) to the Endpoints."""
+    table: dict[PortKey, PortRule] = {}
+    for svc in services:
+        eps = endpoints.get((svc.metadata.namespace, svc.metadata.name))
+        for rule in rules_for(svc, eps, node_ip=node_ip):
+            table[rule.key] = rule
+    return table
