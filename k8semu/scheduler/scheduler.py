@@ -157,8 +157,8 @@ class Scheduler:
         self.health_port = 0
         self.scheduled = 0  # binds that succeeded
         self.failed = 0  # scheduling cycles that found no node
-        self.pods.add_event_handler(self._on_pod_add, self._on_pod_update, self._on_pod_delete)
-        self.nodes.add_event_handler(self._on_node_add, self._on_node_update, self._on_node_delete)
+        self.pods.add_event_handler(self.on_pod_add, self.on_pod_update, self.on_pod_delete)
+        self.nodes.add_event_handler(self.on_node_add, self.on_node_update, self.on_node_delete)
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -417,7 +417,7 @@ class Scheduler:
         own = self.config.scheduler_name
         return name == own or (not name and own == DEFAULT_SCHEDULER_NAME)
 
-    def _on_pod_add(self, pod: core_pb2.Pod) -> None:
+    def on_pod_add(self, pod: core_pb2.Pod) -> None:
         if pod.spec.node_name:
             self.cache.add_pod(pod)
             if self.queue is not None:
@@ -425,7 +425,7 @@ class Scheduler:
         elif self.queue is not None and self._wants(pod):
             self.queue.add(pod)
 
-    def _on_pod_update(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
+    def on_pod_update(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
         queue = self.queue
         if new.spec.node_name:
             self.cache.update_pod(new)
@@ -441,7 +441,7 @@ class Scheduler:
         else:
             queue.delete(pod_key(new))
 
-    def _on_pod_delete(self, pod: core_pb2.Pod) -> None:
+    def on_pod_delete(self, pod: core_pb2.Pod) -> None:
         key = pod_key(pod)
         was_bound = self.cache.node_of(key) is not None and not self.cache.is_assumed(key)
         self.cache.remove_pod(pod)
@@ -450,15 +450,15 @@ class Scheduler:
             if pod.spec.node_name or was_bound:
                 self.queue.move_all_to_active("AssignedPodDelete")
 
-    def _on_node_add(self, node: core_pb2.Node) -> None:
+    def on_node_add(self, node: core_pb2.Node) -> None:
         self.cache.add_node(node)
         if self.queue is not None:
             self.queue.move_all_to_active("NodeAdd")
 
-    def _on_node_update(self, old: core_pb2.Node, new: core_pb2.Node) -> None:
+    def on_node_update(self, old: core_pb2.Node, new: core_pb2.Node) -> None:
         self.cache.update_node(new)
         if self.queue is not None and _node_changed(old, new):
             self.queue.move_all_to_active("NodeUpdate")
 
-    def _on_node_delete(self, node: core_pb2.Node) -> None:
+    def on_node_delete(self, node: core_pb2.Node) -> None:
         self.cache.remove_node(node.metadata.name)
