@@ -1,0 +1,350 @@
+"""Applets for the shell images: ``wget``, ``nslookup``, ``nc`` as busybox has them (a subset).
+
+``python -m k8semu.images.applets NAME ARGS...``. Each resolves host names through the cluster
+DNS when K8SEMU_DNS_SERVER (host:port) is set, trying the K8SEMU_DNS_SEARCH domains first for
+short names (a pod's resolv.conf), else through the system resolver. Synchronous on purpose:
+each applet run is one short-lived process.
+
+- ``wget [-q] [-O FILE|-] [-T SECONDS] [-S] [--spider] [--header H] URL`` (http only; follows
+  up to 5 redirects; exit 1 on an HTTP error, like busybox: "server returned error").
+- ``nslookup NAME [SERVER[:PORT]]`` (A and AAAA; exit 1 when not found).
+- ``nc [-z] [-v] [-w SECONDS] [-u] HOST PORT`` (-z: connect test; else stdin to the peer and the
+  peer's answer to stdout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import os
+import select
+import socket
+import sys
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+
+from k8semu.images import _dnswire as w
+
+APPLETS = ("wget", "nslookup", "nc")
+
+
+class AppletError(Exception):
+    """Message for stderr; exit code 1."""
+
+
+def _dns(env: Mapping[str, str]) -> tuple[tuple[str, int] | None, list[str]]:
+    server = env.get("K8SEMU_DNS_SERVER", "").strip()
+    return (w.parse_server(server) if server else None), env.get("K8SEMU_DNS_SEARCH", "").split()
+
+
+def _candidates(name: str, search: Sequence[str]) -> list[str]:
+    if name.endswith("."):
+        return [name.rstrip(".")]
+    short = [f"{name}.{domain}" for domain in search] if name.count(".") < 5 else []
+    return [*short, name]
+
+
+def lookup(
+    name: str, env: Mapping[str, str], timeout: float = 2.0, server: tuple[str, int] | None = None
+) -> tuple[str, list[str]]:
+    """(the name that answered, its addresses); empty list when nothing answered."""
+    with contextlib.suppress(ValueError):
+        return name, [str(ipaddress.ip_address(name.strip("[]")))]
+    dns_server, search = _dns(env)
+    dns_server = server or dns_server
+    if dns_server is not None:
+        for candidate in _candidates(name, search):
+            found: list[str] = []
+            for qtype in (w.A, w.AAAA):
+                try:
+                    reply = w.query_sync(dns_server, candidate, qtype, timeout)
+                except (OSError, w.DNSFormatError):
+                    continue
+                found.extend(w.addresses(reply))
+            if found:
+                return candidate, found
+        if server is not None:
+            return name, []
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return name, []
+    return name, list(dict.fromkeys(str(i[4][0]) for i in infos))
+
+
+def _resolve_one(host: str, env: Mapping[str, str], timeout: float) -> str:
+    _, addrs = lookup(host, env, timeout)
+    if not addrs:
+        raise AppletError(f"bad address '{host}'")
+    return addrs[0]
+
+
+# ---- wget ----
+
+
+def wget(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    quiet = spider = show_headers = False
+    output: str | None = None
+    timeout = 30.0
+    headers: dict[str, str] = {}
+    url: str | None = None
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            i += 1
+            continue
+        if a == "--output-document":
+            i += 1
+            output = args[i] if i < len(args) else None
+        elif a.startswith("--output-document="):
+            output = a.split("=", 1)[1]
+        elif a == "--timeout":
+            i += 1
+            timeout = float(args[i])
+        elif a.startswith("--timeout="):
+            timeout = float(a.split("=", 1)[1])
+        elif a == "--spider":
+            spider = True
+        elif a == "--header":
+            i += 1
+            name, _, value = args[i].partition(":")
+            headers[name.strip()] = value.strip()
+        elif a.startswith("-") and len(a) > 1 and not a.startswith("--"):
+            for j, flag in enumerate(a[1:], 1):
+                if flag in "OT":  # the value is the rest of this word, or the next word
+                    value = a[j + 1 :]
+                    if not value:
+                        i += 1
+                        value = args[i] if i < len(args) else ""
+                    if flag == "O":
+                        output = value
+                    else:
+                        timeout = float(value)
+                    break
+                if flag == "q":
+                    quiet = True
+                elif flag == "S":
+                    show_headers = True
+                elif flag == "s":  # busybox's old synonym of --spider
+                    spider = True
+                else:
+                    raise AppletError(f"unrecognized option '-{flag}'")
+        elif a.startswith("--"):
+            pass  # -Y, --no-check-certificate, ...: nothing to do over plain http
+        else:
+            url = a
+        i += 1
+    if url is None:
+        raise AppletError("missing URL\nUsage: wget [-q] [-O FILE] [-T SEC] [--spider] URL")
+    body = b""
+    for _ in range(6):
+        parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise AppletError(f"unsupported URL '{url}' (only http:// here)")
+        port = parts.port or 80
+        address = _resolve_one(parts.hostname, env, timeout)
+        if not quiet:
+            print(f"Connecting to {parts.netloc} ({address}:{port})", file=sys.stderr)
+        conn = http.client.HTTPConnection(address, port, timeout=timeout)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            conn.request(
+                "HEAD" if spider else "GET",
+                path,
+                headers={"Host": parts.netloc, "User-Agent": "Wget (k8semu)", **headers},
+            )
+            resp = conn.getresponse()
+            body = resp.read() if not spider else b""
+        except (OSError, http.client.HTTPException) as exc:
+            raise AppletError(f"can't connect to remote host ({address}): {exc}") from None
+        finally:
+            conn.close()
+        if show_headers:
+            print(f"  HTTP/1.1 {resp.status} {resp.reason}", file=sys.stderr)
+            for k, v in resp.getheaders():
+                print(f"  {k}: {v}", file=sys.stderr)
+        location = resp.getheader("Location")
+        if resp.status in (301, 302, 303, 307, 308) and location:
+            url = urllib.parse.urljoin(url, location)
+            continue
+        if resp.status >= 400:
+            raise AppletError(f"server returned error: HTTP/1.1 {resp.status} {resp.reason}")
+        break
+    else:
+        raise AppletError("too many redirects")
+    if spider:
+        if not quiet:
+            print("remote file exists", file=sys.stderr)
+        return 0
+    if output is None:
+        output = os.path.basename(urllib.parse.urlsplit(url).path) or "index.html"
+    if output == "-":
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+    else:
+        with open(output, "wb") as f:
+            f.write(body)
+        if not quiet:
+            print(f"saving to '{output}'", file=sys.stderr)
+    return 0
+
+
+# ---- nslookup ----
+
+
+def nslookup(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    args = [a for a in argv if not a.startswith("-")]
+    if not args:
+        raise AppletError("Usage: nslookup NAME [SERVER]")
+    name = args[0]
+    server: tuple[str, int] | None = None
+    if len(args) > 1:
+        try:
+            server = w.parse_server(args[1])
+        except ValueError:
+            raise AppletError(f"bad server '{args[1]}'") from None
+        if not _is_ip(server[0]):
+            resolved = lookup(server[0], env)[1]
+            if not resolved:
+                raise AppletError(f"can't resolve '{server[0]}'")
+            server = (resolved[0], server[1])
+    shown = server or _dns(env)[0]
+    if shown is not None:
+        print(f"Server:\t\t{shown[0]}\nAddress:\t{shown[0]}:{shown[1]}\n")
+    else:
+        print("Server:\t\t(system resolver)\n")
+    answered, addrs = lookup(name, env, server=server)
+    if not addrs:
+        print(f"** server can't find {name}: NXDOMAIN\n")
+        return 1
+    print(f"Name:\t{answered}")
+    for addr in addrs:
+        print(f"Address: {addr}")
+    print()
+    return 0
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---- nc ----
+
+
+def nc(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    zero = verbose = udp = False
+    timeout: float | None = None
+    positional: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-") and len(a) > 1:
+            for j, flag in enumerate(a[1:]):
+                if flag == "z":
+                    zero = True
+                elif flag == "v":
+                    verbose = True
+                elif flag == "u":
+                    udp = True
+                elif flag == "w":
+                    rest = a[2 + j :]
+                    if rest:
+                        timeout = float(rest)
+                    else:
+                        i += 1
+                        timeout = float(args[i])
+                    break
+                elif flag in "nN":
+                    pass
+                else:
+                    raise AppletError(f"unsupported option -{flag}")
+        else:
+            positional.append(a)
+        i += 1
+    if len(positional) != 2 or not positional[1].isdigit():
+        raise AppletError("Usage: nc [-z] [-v] [-w SEC] [-u] HOST PORT")
+    host, port = positional[0], int(positional[1])
+    address = _resolve_one(host, env, timeout or 2.0)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    sock = socket.socket(family, kind)
+    sock.settimeout(timeout if timeout is not None else 10.0)
+    try:
+        sock.connect((address, port))
+    except OSError as exc:
+        if verbose:
+            print(f"nc: {host} ({address}:{port}): {exc.strerror or exc}", file=sys.stderr)
+        sock.close()
+        return 1
+    if verbose:
+        print(f"{host} ({address}:{port}) open", file=sys.stderr)
+    if zero:
+        sock.close()
+        return 0
+    sock.settimeout(None)
+    try:
+        _pump(sock, timeout)
+    finally:
+        sock.close()
+    return 0
+
+
+def _pump(sock: socket.socket, idle: float | None) -> None:
+    stdin_open = True
+    stdin = sys.stdin.buffer.fileno()
+    while True:
+        readers = [sock] + ([stdin] if stdin_open else [])
+        ready, _, _ = select.select(readers, [], [], idle)
+        if not ready:
+            return
+        if sock in ready:
+            data = sock.recv(65536)
+            if not data:
+                return
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        if stdin in ready:
+            data = os.read(stdin, 65536)
+            if not data:
+                stdin_open = False
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+            else:
+                sock.sendall(data)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str], Mapping[str, str]], int]] = {
+    "wget": wget,
+    "nslookup": nslookup,
+    "nc": nc,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        print(f"usage: applets {{{','.join(APPLETS)}}} ARGS...", file=sys.stderr)
+        return 2
+    name = args[0]
+    try:
+        return COMMANDS[name](args[1:], dict(os.environ))
+    except AppletError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, IndexError) as exc:
+        print(f"{name}: bad arguments: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
