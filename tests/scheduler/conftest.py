@@ -1,0 +1,133 @@
+"""Fixtures for the end-to-end tests: a 1-replica `k8semu store`, one API server process, and
+`python -m k8semu scheduler` processes started on demand and ended by pid."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from k8semu.client import Client, Retries
+from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.pb.api.v1 import core_pb2
+from k8semu.testing.apiserver import APIServerProcess
+
+TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
+
+
+class SchedulerProcess:
+    """One `k8semu scheduler` process; output appended to `log_path`."""
+
+    def __init__(self, api: str, log_path: Path, *extra: str) -> None:
+        self.port = free_loopback_ports(1)[0]
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "k8semu", "scheduler",
+                    "--server", api,
+                    "--listen-address", self.address,
+                    "--log-level", "info",
+                    *extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"scheduler exited: {self.log_path.read_text()}")
+                try:
+                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError(f"scheduler not serving in {timeout}s: {self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
+    base = tmp_path_factory.mktemp("cluster")
+    with K8semuStoreCluster(base / "store", 1) as store:
+        store.start()
+        store.wait_ready(timeout=60)
+        server = APIServerProcess(store, base / "apiserver.log")
+        try:
+            server.wait_serving()
+            yield server
+        finally:
+            server.close()
+
+
+@pytest.fixture
+def schedulers(tmp_path: Path) -> Iterator[list[SchedulerProcess]]:
+    """Schedulers a test starts; every one is ended by pid afterwards."""
+    started: list[SchedulerProcess] = []
+    try:
+        yield started
+    finally:
+        for s in started:
+            s.close()
+
+
+@pytest.fixture
+async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
+    async with Client([apiserver.address], retries=TEST_RETRIES) as c:
+        yield c
+
+
+@pytest.fixture
+async def namespace(client: Client) -> str:
+    ns = core_pb2.Namespace()
+    ns.metadata.name = f"t-{uuid.uuid4().hex[:8]}"
+    await client.create(ns)
+    return ns.metadata.name
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = ""
+) -> None:
+    """Poll `check` until true; AssertionError naming `what` after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"not true within {timeout}s: {what}")
+        await asyncio.sleep(0.05)
