@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, field
 
 from grpc_health.v1 import health_pb2
 
 from k8semu import transport
 from k8semu.api import kinds
+from k8semu.apiserver.allocation import DEFAULT_RANGES, ServiceRanges
+from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
@@ -37,6 +40,22 @@ class APIServerConfig:
     bookmark_interval: float = 5.0
     watch_cache_capacity: int = DEFAULT_WATCH_CACHE.capacity
     watch_max_pending: int = DEFAULT_WATCH_CACHE.max_pending
+    service_ranges: ServiceRanges = field(default=DEFAULT_RANGES)
+    advertise_address: str = ""  # the IP in the `kubernetes` Endpoints; "" = the listen host
+    lease_seconds: float = 15.0  # an API server missing this long leaves those Endpoints
+
+
+def advertise_ip(config: APIServerConfig) -> str:
+    """The address other components reach this server at: --advertise-address, else the
+    listen host (127.0.0.1 for a wildcard or a name)."""
+    if config.advertise_address:
+        return config.advertise_address
+    host = config.listen_address.rpartition(":")[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "127.0.0.1"
+    return "127.0.0.1" if ip.is_unspecified else str(ip)
 
 
 class APIServer:
@@ -49,14 +68,21 @@ class APIServer:
             watch_cache=WatchCacheConfig(
                 capacity=config.watch_cache_capacity, max_pending=config.watch_max_pending
             ),
+            ranges=config.service_ranges,
         )
         self.server, self.health = transport.server([SERVICE_NAME])
         apiserver_pb2_grpc.add_APIServicer_to_server(self.servicer, self.server)
         self.port = 0
         self._bootstrap: asyncio.Task[None] | None = None
+        self.kubernetes_service: KubernetesService | None = None
 
     async def start(self) -> None:
         self.port = transport.bind(self.server, self.config.listen_address, flag="--listen-address")
+        self.kubernetes_service = KubernetesService(
+            self.servicer,
+            Address(advertise_ip(self.config), self.port),
+            lease_seconds=self.config.lease_seconds,
+        )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         self._bootstrap = asyncio.get_running_loop().create_task(self._ensure_namespaces())
@@ -99,9 +125,25 @@ class APIServer:
                     delay = min(delay * 2, 2.0)
                     continue
             pending.pop(0)
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("system namespaces present", namespaces=list(SYSTEM_NAMESPACES))
+        await self._repair_allocations()
+        assert self.kubernetes_service is not None
+        try:
+            await self.kubernetes_service.reconcile()
+        except StatusError as exc:
+            log.warning("kubernetes service not reconciled yet", error=exc.message)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         await self._resume_namespace_terminations()
+        await self.kubernetes_service.run()
+
+    async def _repair_allocations(self) -> None:
+        try:
+            freed, added = await self.servicer.repair_allocations()
+        except StatusError as exc:
+            log.warning("could not repair service allocations", error=exc.message)
+            return
+        if freed or added:
+            log.info("service allocations repaired", freed=freed, added=added)
 
     async def _resume_namespace_terminations(self) -> None:
         """Finish namespaces left Terminating by an API server that stopped half way."""

@@ -29,7 +29,8 @@ from google.protobuf.message import Message
 from k8semu import transport
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
-from k8semu.apiserver import defaults, deletion, patch, validation
+from k8semu.apiserver import allocation, defaults, deletion, patch, validation
+from k8semu.apiserver.allocation import DEFAULT_RANGES, Allocator, Claim, ServiceRanges, Taken
 from k8semu.apiserver.errors import (
     CONFLICT_MESSAGE,
     AlreadyExists,
@@ -74,6 +75,9 @@ _PATCH_ATTEMPTS = 16
 # A create compares the namespace's mod_revision (so it cannot slip into a namespace being
 # terminated); a namespace updated meanwhile is read again.
 _CREATE_ATTEMPTS = 5
+# A Service write whose random address or port lost a race picks again from what is free
+# (read after the first loss); two API servers filling a small range may collide a few times.
+_ALLOCATE_ATTEMPTS = 16
 _TOO_OLD_CONTINUE = (
     "the provided continue parameter is too old to display a consistent list result. You can"
     " start a new list without the continue parameter."
@@ -136,6 +140,40 @@ def _unchanged_since(k: bytes, mod_revision: int) -> list[rpc_pb2.Compare]:
     return [_C(key=k, target=_C.MOD, result=_C.EQUAL, mod_revision=mod_revision)]
 
 
+def _absent(k: bytes) -> rpc_pb2.Compare:
+    return _C(key=k, target=_C.CREATE, result=_C.EQUAL, create_revision=0)
+
+
+def _key_op(k: bytes) -> rpc_pb2.RequestOp:
+    return rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k, keys_only=True))
+
+
+def _is_service(kind: Kind) -> bool:
+    return kind.kind == "Service"
+
+
+def _releases(kind: Kind, stored: Message) -> list[rpc_pb2.RequestOp]:
+    """Deletes of the allocation keys a Service being deleted holds (same Txn as the delete)."""
+    if not _is_service(kind):
+        return []
+    return [_delete_op(k) for k in allocation.held(cast(core_pb2.Service, stored))]
+
+
+def _lost_claims(claims: list[Claim], responses: Any) -> list[Claim]:
+    """The claims whose keys exist: `responses` are the failure branch's ranges, in order."""
+    return [c for c, r in zip(claims, responses, strict=True) if r.response_range.kvs]
+
+
+def allocation_prefix(k: bytes) -> bytes:
+    return next(p for p in allocation.PREFIXES if k.startswith(p))
+
+
+def _copy(obj: Message) -> Message:
+    new = type(obj)()
+    new.CopyFrom(obj)
+    return new
+
+
 class _StaleWrite(Conflict):
     """The object changed between our read and our conditional write (a patch retries)."""
 
@@ -195,8 +233,10 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         *,
         bookmark_interval: float,
         watch_cache: WatchCacheConfig = DEFAULT_WATCH_CACHE,
+        ranges: ServiceRanges = DEFAULT_RANGES,
     ) -> None:
         self.store = store
+        self.allocator = Allocator(ranges)
         self.bookmark_interval = bookmark_interval
         self.watch_caches = WatchCaches(
             store, dataclasses.replace(watch_cache, bookmark_interval=bookmark_interval)
@@ -210,6 +250,34 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             raise NotFound(f"{describe(kind, name)} not found")
         kv = resp.kvs[0]
         return decode(kind, kv.value, kv.mod_revision), kv.mod_revision
+
+    async def get_object(self, kind: Kind, namespace: str, name: str) -> tuple[Message, int]:
+        """The stored object and its mod_revision (NotFound when absent); for the server's
+        own loops (bootstrap.py)."""
+        return await self._get(kind, namespace, name)
+
+    async def list_objects(self, kind: Kind, namespace: str, label_selector: str) -> list[Message]:
+        start = prefix(kind, namespace)
+        resp = await self.store.range(rpc_pb2.RangeRequest(key=start, range_end=range_end(start)))
+        selector = Selector(kind, label_selector, "")
+        objs = (decode(kind, kv.value, kv.mod_revision) for kv in resp.kvs)
+        return [obj for obj in objs if selector.matches(obj)]
+
+    async def update_object(
+        self, kind: Kind, stored: Message, mod_revision: int, obj: Message
+    ) -> Message:
+        """Update `stored` (read at `mod_revision`) to `obj` as a client's Update would."""
+        return await self._apply(kind, stored, mod_revision, obj, status=False)
+
+    async def delete_if_unchanged(
+        self, kind: Kind, namespace: str, name: str, mod_revision: int
+    ) -> bool:
+        """Delete an object (no finalizers, no grace) unless it changed since `mod_revision`."""
+        k = key(kind, namespace, name)
+        resp = await self.store.txn(
+            rpc_pb2.TxnRequest(compare=_unchanged_since(k, mod_revision), success=[_delete_op(k)])
+        )
+        return bool(resp.succeeded)
 
     @_handler
     async def Get(
@@ -300,8 +368,20 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         validation.validate_create(kind, obj)
         k = key(kind, m.namespace, m.name)
         ns_key = key(_namespace_kind(), "", m.namespace) if kind.namespaced else b""
-        for _ in range(_CREATE_ATTEMPTS):
-            compare = [_C(key=k, target=_C.CREATE, result=_C.EQUAL, create_revision=0)]
+        service = _is_service(kind)
+        pristine = obj
+        taken = Taken()
+        for _ in range(_ALLOCATE_ATTEMPTS if service else _CREATE_ATTEMPTS):
+            compare = [_absent(k)]
+            claims: list[Claim] = []
+            if service:
+                # Addresses are picked afresh on each attempt; their keys go in the same Txn.
+                obj = _copy(pristine)
+                svc = cast(core_pb2.Service, obj)
+                claims = self.allocator.assign(
+                    svc, None, taken, described=describe(kind, m.name)
+                ).claims
+                compare += [_absent(c.key) for c in claims]
             if ns_key:
                 # "The namespace exists and is not terminating" holds at the write: the Txn
                 # compares the namespace's mod_revision with the one checked here.
@@ -310,20 +390,44 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                     raise NotFound(f'namespaces "{m.namespace}" not found')
                 _check_namespace_active(ns.kvs[0])
                 compare += _unchanged_since(ns_key, ns.kvs[0].mod_revision)
+            holder = allocation.owner(m.namespace, m.name)
             resp = await self.store.txn(
                 rpc_pb2.TxnRequest(
-                    compare=compare, success=[_put(k, encode(obj))], failure=[_range_op(k)]
+                    compare=compare,
+                    success=[_put(k, encode(obj)), *(_put(c.key, holder) for c in claims)],
+                    failure=[_range_op(k), *(_key_op(c.key) for c in claims)],
                 )
             )
             if resp.succeeded:
-                m.resource_version = str(resp.header.revision)
+                meta(obj).resource_version = str(resp.header.revision)
                 return obj
             if resp.responses[0].response_range.kvs:
                 raise AlreadyExists(f"{describe(kind, m.name)} already exists")
+            await self._lost(kind, m.name, claims, resp.responses[1:], taken)
+        if service:
+            raise Conflict(
+                f"Operation cannot be fulfilled on {describe(kind, m.name)}: could not allocate"
+                " its addresses in time (the ranges are busy); try again"
+            )
         raise Conflict(
             f"Operation cannot be fulfilled on namespaces {m.namespace!r}: it kept changing"
             " during the create; try again"
         )
+
+    async def _lost(
+        self, kind: Kind, name: str, claims: list[Claim], responses: Any, taken: Taken
+    ) -> None:
+        """After a failed Txn: Invalid when a value the client asked for is taken; when a
+        picked one is, learn what is taken in its range so the next pick avoids it."""
+        lost = _lost_claims(claims, responses)
+        for claim in lost:
+            if claim.requested:
+                raise Invalid(f"{describe(kind, name)}: {claim.taken_error()}")
+        for start in {allocation_prefix(c.key) for c in lost}:
+            resp = await self.store.range(
+                rpc_pb2.RangeRequest(key=start, range_end=range_end(start), keys_only=True)
+            )
+            taken.of(start).update(kv.key[len(start) :].decode() for kv in resp.kvs)
 
     @_handler
     async def Update(
@@ -374,6 +478,10 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             new = type(stored)()
             new.CopyFrom(stored)
             new.status.CopyFrom(obj.status)  # type: ignore[attr-defined]
+            if _is_service(kind):
+                allocation.keep_allocated(
+                    cast(core_pb2.Service, new), cast(core_pb2.Service, stored)
+                )
         else:
             new = obj
             sm = meta(stored)
@@ -393,30 +501,62 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             if _has_status(kind):
                 new.status.CopyFrom(stored.status)  # type: ignore[attr-defined]
             defaults.apply(new)
+            if _is_service(kind):
+                allocation.keep_allocated(
+                    cast(core_pb2.Service, new), cast(core_pb2.Service, stored)
+                )
             m.generation = sm.generation + (1 if _content(new) != _content(stored) else 0)
             validation.validate_update(kind, new, stored)
-        if encode(new) == encode(stored):
-            return stored  # a no-op writes nothing
         nm = meta(new)
         namespace = nm.namespace if kind.namespaced else ""
         k = key(kind, namespace, nm.name)
-        write = _put(k, encode(new))
-        if deletion.deleted_by_update(new):
-            # The last finalizer is gone: this update is the object's deletion.
-            if kind.kind == "Namespace":
-                await self._delete_namespace_contents(nm.name)
-            write = _delete_op(k)
-        resp = await self.store.txn(
-            rpc_pb2.TxnRequest(
-                compare=_unchanged_since(k, mod_revision), success=[write], failure=[_range_op(k)]
+        deleting = deletion.deleted_by_update(new)
+        allocating = _is_service(kind) and not deleting
+        pristine = new
+        taken = Taken()
+        for _ in range(_ALLOCATE_ATTEMPTS if allocating else 1):
+            claims: list[Claim] = []
+            success = []
+            if allocating:
+                new = _copy(pristine)
+                claims, releases = self.allocator.assign(
+                    cast(core_pb2.Service, new),
+                    cast(core_pb2.Service, stored),
+                    taken,
+                    described=describe(kind, nm.name),
+                )
+                holder = allocation.owner(namespace, nm.name)
+                success += [_put(c.key, holder) for c in claims]
+                success += [_delete_op(r) for r in releases]
+            if encode(new) == encode(stored):
+                return stored  # a no-op writes nothing
+            if deleting:
+                # The last finalizer is gone: this update is the object's deletion.
+                if kind.kind == "Namespace":
+                    await self._delete_namespace_contents(nm.name)
+                success = [_delete_op(k), *_releases(kind, stored)]
+            else:
+                success.insert(0, _put(k, encode(new)))
+            resp = await self.store.txn(
+                rpc_pb2.TxnRequest(
+                    compare=[*_unchanged_since(k, mod_revision), *(_absent(c.key) for c in claims)],
+                    success=success,
+                    failure=[_range_op(k), *(_key_op(c.key) for c in claims)],
+                )
             )
-        )
-        if not resp.succeeded:
-            if not resp.responses[0].response_range.kvs:
+            if resp.succeeded:
+                meta(new).resource_version = str(resp.header.revision)
+                return new
+            found = resp.responses[0].response_range.kvs
+            if not found:
                 raise NotFound(f"{describe(kind, nm.name)} not found")
-            raise _conflict(describe(kind, nm.name))
-        nm.resource_version = str(resp.header.revision)
-        return new
+            if found[0].mod_revision != mod_revision:
+                raise _conflict(describe(kind, nm.name))
+            await self._lost(kind, nm.name, claims, resp.responses[1:], taken)
+        raise Conflict(
+            f"Operation cannot be fulfilled on {describe(kind, nm.name)}: could not allocate"
+            " its addresses in time (the ranges are busy); try again"
+        )
 
     @_handler
     async def Patch(
@@ -531,9 +671,13 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                 await self.finalize_namespace(request.name)
                 return api.ObjectResponse(object=pack(stored))
             delete_now = plan.action is deletion.Action.DELETE
-            write = _delete_op(k) if delete_now else _put(k, encode(plan.obj))
+            writes = (
+                [_delete_op(k), *_releases(kind, stored)]
+                if delete_now
+                else [_put(k, encode(plan.obj))]
+            )
             resp = await self.store.txn(
-                rpc_pb2.TxnRequest(compare=_unchanged_since(k, mod_revision), success=[write])
+                rpc_pb2.TxnRequest(compare=_unchanged_since(k, mod_revision), success=writes)
             )
             if resp.succeeded:
                 meta(plan.obj).resource_version = str(resp.header.revision)
@@ -578,10 +722,74 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                 await self.finalize_namespace(meta(ns).name)
         return names
 
+    async def repair_allocations(self) -> tuple[int, int]:
+        """Make the allocation keys match the Services, as Kubernetes' repair loops do: free
+        keys no Service holds (none should leak, every write is one Txn, but data from an
+        older version or a hand edit may) and add the keys of Services that hold values
+        without one. Everything is compared with the snapshot it was decided on, so a
+        concurrent create or delete is never undone. Returns (freed, added)."""
+        kind = kinds.for_resource("services")
+        start = prefix(kind, "")
+        resp = await self.store.range(rpc_pb2.RangeRequest(key=start, range_end=range_end(start)))
+        revision = resp.header.revision
+        want: dict[bytes, tuple[bytes, bytes, int]] = {}
+        for kv in resp.kvs:
+            svc = cast(core_pb2.Service, decode(kind, kv.value, kv.mod_revision))
+            holder = allocation.owner(svc.metadata.namespace, svc.metadata.name)
+            for k in allocation.held(svc):
+                want.setdefault(k, (holder, kv.key, kv.mod_revision))
+        freed = added = 0
+        present: set[bytes] = set()
+        for start in allocation.PREFIXES:
+            got = await self.store.range(
+                rpc_pb2.RangeRequest(key=start, range_end=range_end(start), revision=revision)
+            )
+            for kv in got.kvs:
+                if kv.key in want and want[kv.key][0] == kv.value:
+                    present.add(kv.key)
+                    continue
+                done = await self.store.txn(
+                    rpc_pb2.TxnRequest(
+                        compare=_unchanged_since(kv.key, kv.mod_revision),
+                        success=[_delete_op(kv.key)],
+                    )
+                )
+                freed += done.succeeded
+        for k, (holder, svc_key, svc_revision) in want.items():
+            if k in present:
+                continue
+            done = await self.store.txn(
+                rpc_pb2.TxnRequest(
+                    compare=[_absent(k), *_unchanged_since(svc_key, svc_revision)],
+                    success=[_put(k, holder)],
+                )
+            )
+            added += done.succeeded
+            if not done.succeeded:
+                log.warning("allocation held twice", key=k.decode(), holder=holder.decode())
+        return freed, added
+
     async def _delete_namespace_contents(self, namespace: str) -> None:
         """Everything namespaced in `namespace` goes at once, finalizers and grace periods
         notwithstanding (Kubernetes' namespace controller deletes object by object and waits;
         we do not yet). Creates are refused meanwhile, so nothing new slips in."""
+        services = kinds.for_resource("services")
+        for _ in range(_DELETE_ATTEMPTS):
+            # Services one by one, each with its allocation keys in its own Txn.
+            start = prefix(services, namespace)
+            resp = await self.store.range(
+                rpc_pb2.RangeRequest(key=start, range_end=range_end(start))
+            )
+            if not resp.kvs:
+                break
+            for kv in resp.kvs:
+                svc = decode(services, kv.value, kv.mod_revision)
+                await self.store.txn(
+                    rpc_pb2.TxnRequest(
+                        compare=_unchanged_since(kv.key, kv.mod_revision),
+                        success=[_delete_op(kv.key), *_releases(services, svc)],
+                    )
+                )
         for kind in kinds.all_kinds():
             if kind.namespaced and kind.list_message is not None:
                 start = prefix(kind, namespace)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 from collections.abc import Sequence
 
 from k8semu import log as logging_setup
+from k8semu.apiserver.allocation import ServiceRanges, parse_cidr, parse_port_range
 from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
 from k8semu.cli import _serving
 from k8semu.transport import AddressError
@@ -51,6 +53,33 @@ def _parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.watch_max_pending,
         help="events a client watch may fall behind before it is cut off (RESOURCE_EXHAUSTED)",
     )
+    ranges = _DEFAULTS.service_ranges
+    p.add_argument(
+        "--service-cluster-ip-range",
+        default=str(ranges.cluster_ips),
+        help="IPv4 CIDR that Services' clusterIPs come from (its first IP: the kubernetes Service)",
+    )
+    p.add_argument(
+        "--service-node-port-range",
+        default=ranges.node_port_text(),
+        help="FIRST-LAST: NodePort and LoadBalancer Services' nodePorts",
+    )
+    p.add_argument(
+        "--load-balancer-ip-pool",
+        default=str(ranges.load_balancer_ips),
+        help="IPv4 CIDR of LoadBalancer Services' ingress IPs",
+    )
+    p.add_argument(
+        "--advertise-address",
+        default="",
+        help="IP put in the kubernetes Endpoints (default: the --listen-address host)",
+    )
+    p.add_argument(
+        "--endpoint-lease-seconds",
+        type=float,
+        default=_DEFAULTS.lease_seconds,
+        help="an API server not renewing its Lease this long leaves the kubernetes Endpoints",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="console", choices=["console", "json"])
     return p
@@ -63,6 +92,20 @@ def main(argv: Sequence[str]) -> int:
             raise ValueError("--store-deadline and --bookmark-interval must be > 0")
         if ns.watch_cache_capacity < 1 or ns.watch_max_pending < 1:
             raise ValueError("--watch-cache-capacity and --watch-max-pending must be >= 1")
+        if ns.endpoint_lease_seconds <= 0:
+            raise ValueError("--endpoint-lease-seconds must be > 0")
+        if ns.advertise_address:
+            try:
+                ipaddress.IPv4Address(ns.advertise_address)
+            except ValueError as exc:
+                raise ValueError(f"--advertise-address: {exc}") from None
+        ranges = ServiceRanges(
+            cluster_ips=parse_cidr(ns.service_cluster_ip_range, flag="--service-cluster-ip-range"),
+            node_ports=parse_port_range(
+                ns.service_node_port_range, flag="--service-node-port-range"
+            ),
+            load_balancer_ips=parse_cidr(ns.load_balancer_ip_pool, flag="--load-balancer-ip-pool"),
+        )
         config = APIServerConfig(
             listen_address=ns.listen_address,
             store_endpoints=parse_endpoints(ns.store_endpoints),
@@ -70,6 +113,9 @@ def main(argv: Sequence[str]) -> int:
             bookmark_interval=ns.bookmark_interval,
             watch_cache_capacity=ns.watch_cache_capacity,
             watch_max_pending=ns.watch_max_pending,
+            service_ranges=ranges,
+            advertise_address=ns.advertise_address,
+            lease_seconds=ns.endpoint_lease_seconds,
         )
         logging_setup.configure("apiserver", level=ns.log_level, fmt=ns.log_format)
     except (AddressError, ValueError) as exc:

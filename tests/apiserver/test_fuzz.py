@@ -37,6 +37,7 @@ from hypothesis.control import currently_in_test_context
 
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
+from k8semu.apiserver import allocation
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import core_pb2
@@ -733,9 +734,21 @@ def test_server_healthy_and_store_consistent_after_fuzzing(fuzzer: Fuzzer) -> No
     assert got is not None and cast(Any, got).spec.containers[0].image == "busybox"
 
     registry = fuzzer.registry()
-    unexplained = set(registry) - fuzzer.keys_before - fuzzer.acknowledged
+    # Service address allocations are checked against the Services that hold them, below.
+    allocations = {k: v for k, v in registry.items() if k.startswith(b"/registry/allocations/")}
+    unexplained = set(registry) - fuzzer.keys_before - fuzzer.acknowledged - set(allocations)
     assert not unexplained, f"keys no acknowledged request wrote: {sorted(unexplained)[:20]}"
+    services = kinds.for_resource("services")
+    held: dict[bytes, bytes] = {}
     for key, value in registry.items():
+        if key.startswith(b"/registry/services/"):
+            svc = cast(core_pb2.Service, services.message.FromString(value))
+            for k in allocation.held(svc):
+                held[k] = f"{svc.metadata.namespace}/{svc.metadata.name}".encode()
+    assert allocations == held, "allocation keys differ from what the Services hold"
+    for key, value in registry.items():
+        if key in allocations:
+            continue
         parts = key.decode().split("/")
         assert parts[:2] == ["", "registry"], key
         kind = kinds.for_resource(parts[2])

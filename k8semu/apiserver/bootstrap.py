@@ -1,0 +1,200 @@
+"""The `kubernetes` Service, its Endpoints, and each API server's Lease.
+
+Every API server, at start and then every `lease_seconds / 3`:
+
+1. creates Service `default/kubernetes` if missing (clusterIP = the first address of the
+   service range, port 443 named `https`, targetPort this server's port);
+2. renews its own Lease `kube-system/apiserver-<hash of its address>` (holderIdentity
+   `IP:PORT`, leaseDurationSeconds, renewTime; label `apiserver.kubernetes.io/identity:
+   kube-apiserver`);
+3. rewrites Endpoints `default/kubernetes` from the Leases that have not lapsed (renewTime +
+   leaseDurationSeconds in the future), always including itself; one subset per port (API
+   servers on one host listen on different ports). Lapsed Leases are deleted, so a dead API
+   server's address leaves the Endpoints within about one lease duration.
+
+This is Kubernetes' "lease" endpoint reconciler, with Lease objects instead of its TTL keys
+under /registry/masterleases. Writes go through the servicer's own create/update paths, so
+they are validated, compare-and-swapped and watched like any client's. Clocks of API servers on
+different hosts are assumed roughly in sync (as Kubernetes assumes for node leases).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import cast
+
+from k8semu.api import kinds
+from k8semu.apiserver.errors import AlreadyExists, NotFound, StatusError
+from k8semu.apiserver.objects import meta
+from k8semu.apiserver.service import APIServicer
+from k8semu.log import get_logger
+from k8semu.pb.api.v1 import coordination_pb2, core_pb2
+
+log = get_logger(__name__)
+
+NAMESPACE = "default"
+NAME = "kubernetes"
+LEASE_NAMESPACE = "kube-system"
+IDENTITY_LABEL = "apiserver.kubernetes.io/identity"
+IDENTITY = "kube-apiserver"
+PORT_NAME = "https"
+SERVICE_PORT = 443
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    ip: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Address | None:
+        ip, _, port = text.rpartition(":")
+        if not ip or not port.isdigit():
+            return None
+        return cls(ip, int(port))
+
+
+def lease_name(address: Address) -> str:
+    return "apiserver-" + hashlib.sha256(str(address).encode()).hexdigest()[:16]
+
+
+def kubernetes_service(cluster_ip: str, port: int) -> core_pb2.Service:
+    svc = core_pb2.Service(api_version="v1", kind="Service")
+    svc.metadata.name, svc.metadata.namespace = NAME, NAMESPACE
+    svc.metadata.labels.update({"component": "apiserver", "provider": "kubernetes"})
+    svc.spec.type = "ClusterIP"
+    svc.spec.cluster_ip = cluster_ip
+    p = svc.spec.ports.add(name=PORT_NAME, port=SERVICE_PORT, protocol="TCP")
+    p.target_port.int_val = port
+    return svc
+
+
+def endpoints_subsets(addresses: list[Address]) -> list[core_pb2.EndpointSubset]:
+    """One subset per port, addresses sorted: the same input always gives the same object."""
+    by_port: dict[int, set[str]] = {}
+    for a in addresses:
+        by_port.setdefault(a.port, set()).add(a.ip)
+    return [
+        core_pb2.EndpointSubset(
+            addresses=[core_pb2.EndpointAddress(ip=ip) for ip in sorted(ips)],
+            ports=[core_pb2.EndpointPort(name=PORT_NAME, port=port, protocol="TCP")],
+        )
+        for port, ips in sorted(by_port.items())
+    ]
+
+
+def alive(lease: coordination_pb2.Lease, now: float) -> bool:
+    spec = lease.spec
+    if not spec.HasField("renew_time") or not spec.lease_duration_seconds:
+        return False
+    return spec.renew_time.ToNanoseconds() / 1e9 + spec.lease_duration_seconds > now
+
+
+class KubernetesService:
+    """The loop above, for one API server advertising `address`."""
+
+    def __init__(self, servicer: APIServicer, address: Address, *, lease_seconds: float) -> None:
+        self.servicer = servicer
+        self.address = address
+        self.lease_seconds = lease_seconds
+        self.lease_name = lease_name(address)
+
+    async def run(self) -> None:
+        """Forever: reconcile, then wait a third of the lease duration (errors are logged)."""
+        while True:
+            try:
+                await self.reconcile()
+            except StatusError as exc:
+                log.info("kubernetes service reconcile failed", error=exc.message)
+            await asyncio.sleep(self.lease_seconds / 3)
+
+    async def reconcile(self) -> None:
+        await self.ensure_service()
+        await self.renew_lease()
+        await self.update_endpoints()
+
+    async def ensure_service(self) -> None:
+        kind = kinds.for_resource("services")
+        try:
+            await self.servicer.get_object(kind, NAMESPACE, NAME)
+            return
+        except NotFound:
+            pass
+        svc = kubernetes_service(self.servicer.allocator.ranges.kubernetes_ip, self.address.port)
+        with contextlib.suppress(AlreadyExists):
+            await self.servicer.create(kind, NAMESPACE, svc)
+
+    async def renew_lease(self) -> None:
+        kind = kinds.for_resource("leases")
+        now = time.time()
+        try:
+            stored, rv = await self.servicer.get_object(kind, LEASE_NAMESPACE, self.lease_name)
+        except NotFound:
+            lease = coordination_pb2.Lease(api_version="coordination.k8s.io/v1", kind="Lease")
+            lease.metadata.name, lease.metadata.namespace = self.lease_name, LEASE_NAMESPACE
+            lease.metadata.labels[IDENTITY_LABEL] = IDENTITY
+            self._stamp(lease, now)
+            lease.spec.acquire_time.CopyFrom(lease.spec.renew_time)
+            with contextlib.suppress(AlreadyExists):
+                await self.servicer.create(kind, LEASE_NAMESPACE, lease)
+            return
+        lease = coordination_pb2.Lease()
+        lease.CopyFrom(cast(coordination_pb2.Lease, stored))
+        self._stamp(lease, now)
+        await self.servicer.update_object(kind, stored, rv, lease)
+
+    def _stamp(self, lease: coordination_pb2.Lease, now: float) -> None:
+        lease.spec.holder_identity = str(self.address)
+        lease.spec.lease_duration_seconds = max(1, round(self.lease_seconds))
+        lease.spec.renew_time.FromNanoseconds(int(now * 1e9))
+
+    async def live_addresses(self) -> list[Address]:
+        """Addresses of the API servers whose Lease has not lapsed (lapsed ones are deleted)."""
+        now = time.time()
+        found = [self.address]
+        for lease in await self.servicer.list_objects(
+            kinds.for_resource("leases"), LEASE_NAMESPACE, f"{IDENTITY_LABEL}={IDENTITY}"
+        ):
+            lease = cast(coordination_pb2.Lease, lease)
+            addr = Address.parse(lease.spec.holder_identity)
+            if addr is None:
+                continue
+            if alive(lease, now):
+                found.append(addr)
+            elif addr != self.address:
+                await self.servicer.delete_if_unchanged(
+                    kinds.for_resource("leases"),
+                    LEASE_NAMESPACE,
+                    meta(lease).name,
+                    int(meta(lease).resource_version),
+                )
+        return sorted(set(found), key=str)
+
+    async def update_endpoints(self) -> None:
+        kind = kinds.for_resource("endpoints")
+        want = endpoints_subsets(await self.live_addresses())
+        try:
+            stored, rv = await self.servicer.get_object(kind, NAMESPACE, NAME)
+        except NotFound:
+            ep = core_pb2.Endpoints(api_version="v1", kind="Endpoints")
+            ep.metadata.name, ep.metadata.namespace = NAME, NAMESPACE
+            ep.metadata.labels["endpointslice.kubernetes.io/skip-mirror"] = "true"
+            ep.subsets.extend(want)
+            with contextlib.suppress(AlreadyExists):
+                await self.servicer.create(kind, NAMESPACE, ep)
+            return
+        current = cast(core_pb2.Endpoints, stored)
+        if list(current.subsets) == want:
+            return
+        ep = core_pb2.Endpoints()
+        ep.CopyFrom(current)
+        del ep.subsets[:]
+        ep.subsets.extend(want)
+        await self.servicer.update_object(kind, stored, rv, ep)
