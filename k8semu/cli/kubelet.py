@@ -1,0 +1,135 @@
+"""`k8semu kubelet`: run the kubelet of one node, or N hollow (simulated) nodes in one process.
+
+k8semu kubelet --node-name n1 --node-ip 127.0.1.1 --server 127.0.0.1:6443
+k8semu kubelet --runtime simulated --count 1000 --node-name hollow
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from k8semu import log as logging_setup
+from k8semu.cli import _kubeconfig, _serving
+from k8semu.client import Client
+from k8semu.kubelet import config as cfg
+from k8semu.kubelet.kubelet import Kubelet
+from k8semu.transport import AddressError
+
+MAX_COUNT = 100_000
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="k8semu kubelet",
+        description="Run a kubelet: register a Node, renew its Lease, run the pods bound to it.",
+    )
+    p.add_argument("--server", help="API servers, HOST:PORT[,HOST:PORT] (default 127.0.0.1:6443)")
+    p.add_argument("--kubeconfig", help="config file naming the API servers")
+    p.add_argument("--node-name", default="", help="default: the host name")
+    p.add_argument("--node-ip", default="127.0.0.1", help="the node's InternalIP")
+    p.add_argument(
+        "--listen-address",
+        default="",
+        help="HOST:PORT of the logs/exec service (default <node-ip>:10250; 'none': no server)",
+    )
+    p.add_argument("--runtime", default="process", choices=cfg.RUNTIMES)
+    p.add_argument("--root-dir", default="", help="default .k8semu/kubelet/<node>")
+    p.add_argument("--capacity", default=cfg.DEFAULT_CAPACITY, help="cpu=4,memory=8Gi,pods=110")
+    p.add_argument("--reserved", default="", help="subtracted from capacity: cpu=500m,...")
+    p.add_argument("--node-labels", default="", help="k=v,k=v")
+    p.add_argument("--register-with-taints", default="", help="key=value:Effect,...")
+    p.add_argument("--node-lease-duration", type=float, default=cfg.DEFAULT_LEASE_DURATION)
+    p.add_argument(
+        "--node-lease-renew-interval", type=float, default=cfg.DEFAULT_LEASE_RENEW_INTERVAL
+    )
+    p.add_argument(
+        "--node-status-update-frequency", type=float, default=cfg.DEFAULT_STATUS_UPDATE_FREQUENCY
+    )
+    p.add_argument("--max-container-backoff", type=float, default=cfg.DEFAULT_MAX_CONTAINER_BACKOFF)
+    p.add_argument("--simulated-start-delay", type=float, default=0.0)
+    p.add_argument("--pod-cidr", default="", help="used when the Node gets no spec.podCIDR")
+    p.add_argument(
+        "--pod-cidr-wait",
+        type=float,
+        default=cfg.DEFAULT_POD_CIDR_WAIT,
+        help="seconds to wait for spec.podCIDR before --pod-cidr (or 127.0.0.1 for all pods)",
+    )
+    p.add_argument("--count", type=int, default=1, help="hollow nodes <node-name>-0..N-1")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", default="console", choices=["console", "json"])
+    return p
+
+
+def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
+    """One config per node from the flags; ConfigError names the bad flag."""
+    if not 1 <= ns.count <= MAX_COUNT:
+        raise cfg.ConfigError(f"--count: must be between 1 and {MAX_COUNT}, got {ns.count}")
+    if ns.count > 1 and ns.runtime != "simulated":
+        raise cfg.ConfigError("--count > 1 (hollow nodes) needs --runtime simulated")
+    base = ns.node_name or socket.gethostname().lower()
+    capacity = cfg.parse_resources(ns.capacity, flag="--capacity")
+    reserved = cfg.parse_resources(ns.reserved, flag="--reserved")
+    unknown = sorted(set(reserved) - set(capacity))
+    if unknown:
+        raise cfg.ConfigError(f"--reserved: {', '.join(unknown)}: not in --capacity")
+    common: dict[str, Any] = dict(
+        node_ip=ns.node_ip,
+        runtime=ns.runtime,
+        capacity=capacity,
+        reserved=reserved,
+        node_labels=cfg.parse_labels(ns.node_labels),
+        taints=cfg.parse_taints(ns.register_with_taints),
+        lease_duration=ns.node_lease_duration,
+        lease_renew_interval=ns.node_lease_renew_interval,
+        status_update_frequency=ns.node_status_update_frequency,
+        max_container_backoff=ns.max_container_backoff,
+        simulated_start_delay=ns.simulated_start_delay,
+        pod_cidr=ns.pod_cidr,
+        pod_cidr_wait=ns.pod_cidr_wait,
+    )
+    if ns.count == 1:
+        return [
+            cfg.KubeletConfig(
+                node_name=base, listen_address=ns.listen_address, root_dir=ns.root_dir, **common
+            )
+        ]
+    return [
+        cfg.KubeletConfig(node_name=f"{base}-{i}", listen_address="none", **common)
+        for i in range(ns.count)
+    ]
+
+
+def main(argv: Sequence[str]) -> int:
+    ns = _parser().parse_args(list(argv))
+    try:
+        configs = build_configs(ns)
+        target = _kubeconfig.resolve(server=ns.server, kubeconfig=ns.kubeconfig)
+        node = configs[0].node_name if len(configs) == 1 else f"{ns.node_name}-*"
+        logging_setup.configure("kubelet", node=node, level=ns.log_level, fmt=ns.log_format)
+    except (cfg.ConfigError, _kubeconfig.ConfigError, ValueError) as exc:
+        print(f"k8semu kubelet: {exc}", file=sys.stderr)
+        return 2
+    _serving.install_event_loop()
+    try:
+        asyncio.run(_serve(configs, list(target.servers)))
+    except (AddressError, OSError) as exc:
+        print(f"k8semu kubelet: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(configs: list[cfg.KubeletConfig], servers: list[str]) -> None:
+    async with Client(servers) as client:
+        kubelet = Kubelet(configs, client)
+        try:
+            await kubelet.start()
+        except BaseException:
+            await kubelet.stop()
+            raise
+        await _serving.wait_for_signal()
+        await kubelet.stop()

@@ -1,0 +1,128 @@
+"""`k8semu logs POD [-c C] [-f] [--previous] [--tail N] [-n NS]`: a container's log.
+
+Finds the pod's node through the API server, the node's kubelet in its annotation
+k8semu.io/kubelet-endpoint, and streams the log from that kubelet (`k8semu exec` shares the
+lookup). Errors print kubectl-style (`error: ...`) with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import grpc
+
+from k8semu import transport
+from k8semu.cli import _kubeconfig
+from k8semu.client import Client, ClientError, NotFound
+from k8semu.kubelet.node import ENDPOINT_ANNOTATION
+from k8semu.pb.api.v1 import core_pb2
+from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
+
+LOGS_DEADLINE = 60.0  # seconds, without --follow
+FOLLOW_DEADLINE = 7 * 24 * 3600.0
+
+
+class CommandError(Exception):
+    """Printed as `error: <message>`, exit code 1."""
+
+
+def add_target_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--namespace", default=None)
+    p.add_argument("-c", "--container", default="")
+    p.add_argument("--server", "-s", default=None, help="API servers, HOST:PORT[,HOST:PORT]")
+    p.add_argument("--kubeconfig", default=None)
+    p.add_argument("--context", default=None)
+
+
+def pod_name(text: str) -> str:
+    for prefix in ("pod/", "pods/", "po/"):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    if "/" in text:
+        raise CommandError(f"{text!r}: only pods have logs and exec (POD or pod/POD)")
+    return text
+
+
+async def kubelet_endpoint(target: _kubeconfig.Target, namespace: str, pod: str) -> str:
+    """The address of the kubelet running `pod`."""
+    async with Client(list(target.servers)) as client:
+        try:
+            obj = await client.get(core_pb2.Pod, pod, namespace=namespace)
+        except NotFound:
+            raise CommandError(f'pods "{pod}" not found in namespace "{namespace}"') from None
+        except ClientError as exc:
+            raise CommandError(str(exc)) from None
+        node = obj.spec.node_name
+        if not node:
+            raise CommandError(f'pod "{pod}" is not scheduled to a node yet')
+        try:
+            node_obj = await client.get(core_pb2.Node, node)
+        except NotFound:
+            raise CommandError(f'node "{node}" of pod "{pod}" not found') from None
+        except ClientError as exc:
+            raise CommandError(str(exc)) from None
+    endpoint = node_obj.metadata.annotations.get(ENDPOINT_ANNOTATION, "")
+    if not endpoint:
+        raise CommandError(
+            f'node "{node}" has no kubelet endpoint (annotation {ENDPOINT_ANNOTATION});'
+            " is it a hollow node?"
+        )
+    return endpoint
+
+
+def rpc_error(exc: grpc.aio.AioRpcError, endpoint: str) -> CommandError:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        return CommandError(f"kubelet at {endpoint} is not reachable: {exc.details()}")
+    return CommandError(exc.details() or str(exc.code()))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="k8semu logs", description="Print a container's log.")
+    p.add_argument("pod")
+    add_target_flags(p)
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-p", "--previous", action="store_true")
+    p.add_argument("--tail", type=int, default=-1, help="lines from the end (-1: all)")
+    return p
+
+
+async def _logs(ns: argparse.Namespace, target: _kubeconfig.Target) -> None:
+    name = pod_name(ns.pod)
+    endpoint = await kubelet_endpoint(target, target.namespace, name)
+    request = kubelet_pb2.LogsRequest(
+        namespace=target.namespace,
+        pod=name,
+        container=ns.container,
+        previous=ns.previous,
+        follow=ns.follow,
+    )
+    if ns.tail >= 0:
+        request.tail_lines = ns.tail
+    out = sys.stdout.buffer
+    async with transport.channel(endpoint) as channel:
+        stub = kubelet_pb2_grpc.KubeletStub(channel)
+        deadline = FOLLOW_DEADLINE if ns.follow else LOGS_DEADLINE
+        try:
+            async for chunk in stub.Logs(request, timeout=deadline):
+                out.write(chunk.data)
+                out.flush()
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error(exc, endpoint) from None
+
+
+def main(argv: Sequence[str]) -> int:
+    ns = _parser().parse_args(list(argv))
+    try:
+        target = _kubeconfig.resolve(
+            server=ns.server, namespace=ns.namespace, kubeconfig=ns.kubeconfig, context=ns.context
+        )
+        asyncio.run(_logs(ns, target))
+    except (CommandError, _kubeconfig.ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

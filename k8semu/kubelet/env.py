@@ -1,0 +1,284 @@
+"""A container's environment and argv, as Kubernetes builds them.
+
+Order (later entries win): the emulator's POD_NAME/POD_NAMESPACE/POD_IP/NODE_NAME/HOSTNAME,
+Kubernetes' service variables (`{SVC}_SERVICE_HOST`, ..., for the Services of the pod's
+namespace that exist when the container starts, and `KUBERNETES_SERVICE_*` for the
+`kubernetes` service in `default`), then `envFrom` in order, then `env` in order. `$(VAR)` in an
+`env` value refers to variables defined before it; in command and args to the whole
+environment; `$$` escapes; unknown references stay as written.
+
+Pure: the caller hands over the ConfigMaps, Secrets and Services it read. A missing,
+non-optional reference raises EnvError naming the field (the kubelet reports it as the
+container's CreateContainerConfigError).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from k8semu.pb.api.v1 import core_pb2
+
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class EnvError(ValueError):
+    """A reference the container's environment cannot be built without."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodFacts:
+    """What `fieldRef` may read about the pod besides its spec."""
+
+    pod_ip: str
+    host_ip: str
+    node_name: str
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion: `$(X)` -> env[X] when defined, `$$` -> `$`."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch != "$" or i + 1 >= n:
+            out.append(ch)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt == "$":
+            out.append("$")
+            i += 2
+        elif nxt == "(":
+            end = text.find(")", i + 2)
+            if end < 0:
+                out.append(text[i:])
+                break
+            name = text[i + 2 : end]
+            out.append(env[name] if name in env else text[i : end + 1])
+            i = end + 1
+        else:
+            out.append("$")
+            i += 1
+    return "".join(out)
+
+
+def _svc_prefix(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def service_env(services: Iterable[core_pb2.Service], namespace: str) -> dict[str, str]:
+    """Docker-links-style variables for each Service with a cluster IP, as the kubelet injects:
+    {SVC}_SERVICE_HOST, {SVC}_SERVICE_PORT[_{PORTNAME}], {SVC}_PORT, {SVC}_PORT_{P}_{PROTO}[...].
+    Services of `namespace`, plus `kubernetes` from `default`."""
+    env: dict[str, str] = {}
+    chosen = sorted(
+        (
+            s
+            for s in services
+            if s.metadata.namespace == namespace
+            or (s.metadata.namespace == "default" and s.metadata.name == "kubernetes")
+        ),
+        key=lambda s: (s.metadata.namespace != namespace, s.metadata.name),
+    )
+    for svc in chosen:
+        ip = svc.spec.cluster_ip
+        if not ip or ip == "None" or not svc.spec.ports:
+            continue
+        prefix = _svc_prefix(svc.metadata.name)
+        if f"{prefix}_SERVICE_HOST" in env:
+            continue  # the pod's own namespace wins over default's `kubernetes`
+        first = svc.spec.ports[0]
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        env[f"{prefix}_SERVICE_PORT"] = str(first.port)
+        for port in svc.spec.ports:
+            if port.name:
+                env[f"{prefix}_SERVICE_PORT_{_svc_prefix(port.name)}"] = str(port.port)
+        proto = (first.protocol or "TCP").lower()
+        env[f"{prefix}_PORT"] = f"{proto}://{ip}:{first.port}"
+        for port in svc.spec.ports:
+            p = (port.protocol or "TCP").upper()
+            base = f"{prefix}_PORT_{port.port}_{p}"
+            env[base] = f"{p.lower()}://{ip}:{port.port}"
+            env[f"{base}_PROTO"] = p.lower()
+            env[f"{base}_PORT"] = str(port.port)
+            env[f"{base}_ADDR"] = ip
+    return env
+
+
+def field_ref(pod: core_pb2.Pod, facts: PodFacts, path: str) -> str:
+    """The value of a `fieldRef.fieldPath`; EnvError for an unsupported path."""
+    m = pod.metadata
+    simple = {
+        "metadata.name": m.name,
+        "metadata.namespace": m.namespace,
+        "metadata.uid": m.uid,
+        "spec.nodeName": pod.spec.node_name or facts.node_name,
+        "spec.serviceAccountName": pod.spec.service_account_name,
+        "status.podIP": facts.pod_ip,
+        "status.podIPs": facts.pod_ip,
+        "status.hostIP": facts.host_ip,
+        "status.hostIPs": facts.host_ip,
+    }
+    if path in simple:
+        return simple[path]
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']*)'\]", path)
+    if match:
+        source = m.labels if match.group(1) == "labels" else m.annotations
+        return source.get(match.group(2), "")
+    raise EnvError(f"fieldPath {path!r}: unsupported (supported: {', '.join(sorted(simple))})")
+
+
+def _decode(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
+
+
+def container_env(
+    pod: core_pb2.Pod,
+    container: core_pb2.Container,
+    facts: PodFacts,
+    *,
+    config_maps: Mapping[str, core_pb2.ConfigMap],
+    secrets: Mapping[str, core_pb2.Secret],
+    services: Iterable[core_pb2.Service] = (),
+    where: str = "",
+) -> dict[str, str]:
+    """The environment of `container` (without the kubelet's own process variables such as
+    PATH). `config_maps`/`secrets` hold those of the pod's namespace that exist, by name;
+    `where` is the container's field path for errors (`spec.containers[0]`)."""
+    where = where or f"container {container.name!r}"
+    env: dict[str, str] = {
+        "HOSTNAME": pod.spec.hostname or pod.metadata.name,
+        "POD_NAME": pod.metadata.name,
+        "POD_NAMESPACE": pod.metadata.namespace,
+        "POD_IP": facts.pod_ip,
+        "NODE_NAME": facts.node_name,
+    }
+    env.update(service_env(services, pod.metadata.namespace))
+    for i, source in enumerate(container.env_from):
+        path = f"{where}.envFrom[{i}]"
+        data: dict[str, str] = {}
+        if source.HasField("config_map_ref"):
+            ref = source.config_map_ref
+            cm = config_maps.get(ref.name)
+            if cm is None:
+                if ref.optional:
+                    continue
+                raise EnvError(f'{path}.configMapRef: configmap "{ref.name}" not found')
+            data = {**dict(cm.data), **{k: _decode(v) for k, v in cm.binary_data.items()}}
+        elif source.HasField("secret_ref"):
+            sref = source.secret_ref
+            secret = secrets.get(sref.name)
+            if secret is None:
+                if sref.optional:
+                    continue
+                raise EnvError(f'{path}.secretRef: secret "{sref.name}" not found')
+            data = {k: _decode(v) for k, v in secret.data.items()}
+            data.update(secret.string_data)
+        for key, value in data.items():
+            name = source.prefix + key
+            if _ENV_NAME_RE.fullmatch(name):  # Kubernetes skips invalid names (with an event)
+                env[name] = value
+    for i, var in enumerate(container.env):
+        path = f"{where}.env[{i}]"
+        if not var.name:
+            raise EnvError(f"{path}.name: Required value")
+        if var.HasField("value_from"):
+            env[var.name] = _value_from(pod, facts, var.value_from, path, config_maps, secrets)
+        else:
+            env[var.name] = expand(var.value, env)
+    return env
+
+
+def _value_from(
+    pod: core_pb2.Pod,
+    facts: PodFacts,
+    source: core_pb2.EnvVarSource,
+    path: str,
+    config_maps: Mapping[str, core_pb2.ConfigMap],
+    secrets: Mapping[str, core_pb2.Secret],
+) -> str:
+    if source.HasField("field_ref"):
+        try:
+            return field_ref(pod, facts, source.field_ref.field_path)
+        except EnvError as exc:
+            raise EnvError(f"{path}.valueFrom.fieldRef: {exc}") from None
+    if source.HasField("config_map_key_ref"):
+        ref = source.config_map_key_ref
+        cm = config_maps.get(ref.name)
+        if cm is not None and ref.key in cm.data:
+            return cm.data[ref.key]
+        if cm is not None and ref.key in cm.binary_data:
+            return _decode(cm.binary_data[ref.key])
+        if ref.optional:
+            return ""
+        what = (
+            f'configmap "{ref.name}" not found'
+            if cm is None
+            else (f'key "{ref.key}" not found in configmap "{ref.name}"')
+        )
+        raise EnvError(f"{path}.valueFrom.configMapKeyRef: {what}")
+    if source.HasField("secret_key_ref"):
+        sref = source.secret_key_ref
+        secret = secrets.get(sref.name)
+        if secret is not None and sref.key in secret.data:
+            return _decode(secret.data[sref.key])
+        if secret is not None and sref.key in secret.string_data:
+            return secret.string_data[sref.key]
+        if sref.optional:
+            return ""
+        what = (
+            f'secret "{sref.name}" not found'
+            if secret is None
+            else (f'key "{sref.key}" not found in secret "{sref.name}"')
+        )
+        raise EnvError(f"{path}.valueFrom.secretKeyRef: {what}")
+    raise EnvError(f"{path}.valueFrom: one of fieldRef, configMapKeyRef, secretKeyRef is required")
+
+
+def referenced_names(pod: core_pb2.Pod) -> tuple[set[str], set[str]]:
+    """The ConfigMap and Secret names the pod's env, envFrom and volumes refer to."""
+    cms: set[str] = set()
+    secrets: set[str] = set()
+    for c in [*pod.spec.init_containers, *pod.spec.containers]:
+        for source in c.env_from:
+            if source.HasField("config_map_ref"):
+                cms.add(source.config_map_ref.name)
+            if source.HasField("secret_ref"):
+                secrets.add(source.secret_ref.name)
+        for var in c.env:
+            if var.value_from.HasField("config_map_key_ref"):
+                cms.add(var.value_from.config_map_key_ref.name)
+            if var.value_from.HasField("secret_key_ref"):
+                secrets.add(var.value_from.secret_key_ref.name)
+    for vol in pod.spec.volumes:
+        if vol.HasField("config_map"):
+            cms.add(vol.config_map.name)
+        if vol.HasField("secret"):
+            secrets.add(vol.secret.secret_name)
+    return cms, secrets
+
+
+class NoCommand(ValueError):
+    """An image that is not built in and a container without a command: nothing to run."""
+
+
+def command_line(
+    container: core_pb2.Container,
+    env: Mapping[str, str],
+    resolve: Callable[[str, Sequence[str], Sequence[str]], list[str] | None],
+) -> list[str]:
+    """The argv to run: command and args with `$(VAR)` expanded, then handed to `resolve`
+    (k8semu.images.resolve: the built-in image's argv, or None for an unknown image, which
+    runs its explicit command). NoCommand when there is nothing to run."""
+    command = [expand(a, env) for a in container.command]
+    args = [expand(a, env) for a in container.args]
+    argv = resolve(container.image, command, args)
+    if argv is not None:
+        return list(argv)
+    if not command:
+        raise NoCommand(
+            f"image {container.image} is not a built-in image and the container has no command"
+        )
+    return [*command, *args]

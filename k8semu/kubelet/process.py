@@ -1,0 +1,328 @@
+"""The `process` runtime: every container run is a real OS process in its own session.
+
+Layout under the root directory::
+
+    pods/<uid>/pod.json                     the pod's namespace, name and IP
+    pods/<uid>/<container>/state.json       pid, process group, start time, restart count
+    pods/<uid>/<container>/<restart>.log    stdout and stderr of that run
+    pods/<uid>/<mountPath>/...              configMap/secret/emptyDir volume files
+
+A container survives a kubelet crash (own session, own process group) and is adopted by the
+next kubelet: its state file names the pid and the process's start time from
+/proc/<pid>/stat, so a reused pid is never mistaken for it. The exit status of an adopted
+run cannot be read (it is no longer our child): it ends as ContainerStatusUnknown, exit
+code 137, as Kubernetes reports a container it lost track of.
+
+Memory limits are RLIMIT_AS (address space), so an over-limit allocation fails inside the
+program rather than the kernel's OOM killer stepping in; this runtime therefore never sees
+an OOM kill and never reports OOMKilled (cgroup v2 would allow it; not done).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from k8semu.kubelet.runtime import (
+    ContainerHandle,
+    ExitInfo,
+    Launch,
+    RecoveredContainer,
+    RecoveredPod,
+    StartError,
+    VolumeFile,
+)
+from k8semu.log import get_logger
+
+log = get_logger(__name__)
+
+ADOPTED_POLL = 0.2  # seconds between liveness checks of an adopted process
+_POD_FILE = "pod.json"
+_STATE_FILE = "state.json"
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    rest = text.rsplit(")", 1)[-1].split()
+    try:
+        if rest[0] == "Z":
+            return None  # a zombie is dead
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def alive(pid: int, start_ticks: int) -> bool:
+    return pid > 0 and proc_start_ticks(pid) == start_ticks
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    if pgid <= 1:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _exit_info(returncode: int) -> ExitInfo:
+    now = time.time()
+    if returncode < 0:
+        sig = -returncode
+        return ExitInfo(exit_code=128 + sig, signal=sig, reason="Error", finished_at=now)
+    reason = "Completed" if returncode == 0 else "Error"
+    return ExitInfo(exit_code=returncode, reason=reason, finished_at=now)
+
+
+def _limit_memory(limit: int | None) -> Callable[[], None] | None:
+    if limit is None:
+        return None
+
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+class ProcessRuntime:
+    name = "process"
+    runs_probes = True
+
+    def __init__(self, root_dir: str | Path) -> None:
+        self.root = Path(root_dir).resolve()
+        self.pods_dir = self.root / "pods"
+        self.pods_dir.mkdir(parents=True, exist_ok=True)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def pod_dir(self, uid: str) -> Path:
+        if not uid or "/" in uid or uid in (".", ".."):
+            raise ValueError(f"pod uid {uid!r}: not usable as a directory name")
+        return self.pods_dir / uid
+
+    def _inside(self, uid: str, rel: str, *, what: str) -> Path:
+        base = self.pod_dir(uid)
+        target = (base / rel.lstrip("/")).resolve()
+        if target != base and base not in target.parents:
+            raise StartError("CreateContainerConfigError", f"{what} {rel!r}: leaves the pod dir")
+        return target
+
+    async def prepare_pod(
+        self, uid: str, *, namespace: str, name: str, pod_ip: str, files: Sequence[VolumeFile]
+    ) -> None:
+        base = self.pod_dir(uid)
+        base.mkdir(parents=True, exist_ok=True)
+        info = {"uid": uid, "namespace": namespace, "name": name, "podIP": pod_ip}
+        _write_json(base / _POD_FILE, info)
+        for item in files:
+            target = self._inside(uid, item.path, what="volume path")
+            if item.path.endswith("/"):
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_bytes(item.data)
+            tmp.chmod(item.mode & 0o777)
+            tmp.replace(target)
+
+    def log_path(self, uid: str, container: str, restart: int) -> Path | None:
+        return self.pod_dir(uid) / container / f"{restart}.log"
+
+    async def start(self, launch: Launch) -> ContainerHandle:
+        cdir = self.pod_dir(launch.pod_uid) / launch.container
+        cdir.mkdir(parents=True, exist_ok=True)
+        cwd = self._inside(launch.pod_uid, launch.working_dir, what="workingDir")
+        cwd.mkdir(parents=True, exist_ok=True)
+        log_path = cdir / f"{launch.restart}.log"
+        with log_path.open("ab") as out:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch.argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    cwd=str(cwd),
+                    env=dict(launch.env),
+                    start_new_session=True,
+                    preexec_fn=_limit_memory(launch.memory_limit),
+                )
+            except OSError as exc:
+                raise StartError(
+                    "StartError", f"failed to start {launch.argv[0]!r}: {exc.strerror or exc}"
+                ) from None
+        started = time.time()
+        ticks = proc_start_ticks(proc.pid) or 0
+        _write_json(
+            cdir / _STATE_FILE,
+            {
+                "pid": proc.pid,
+                "pgid": proc.pid,
+                "startTicks": ticks,
+                "startedAt": started,
+                "restartCount": launch.restart,
+            },
+        )
+        loop = asyncio.get_running_loop()
+        handle = ContainerHandle(
+            pod_uid=launch.pod_uid,
+            name=launch.container,
+            restart=launch.restart,
+            container_id=f"process://{proc.pid}",
+            started_at=started,
+            exited=loop.create_future(),
+            pid=proc.pid,
+        )
+        self._spawn(self._wait_child(proc, handle))
+        return handle
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait_child(self, proc: asyncio.subprocess.Process, handle: ContainerHandle) -> None:
+        code = await proc.wait()
+        if not handle.exited.done():
+            handle.exited.set_result(_exit_info(code))
+
+    async def _watch_adopted(self, handle: ContainerHandle, ticks: int) -> None:
+        # Not our child: no wait() and no SIGCHLD, so poll /proc.
+        while True:
+            if not alive(handle.pid, ticks):
+                break
+            await asyncio.sleep(ADOPTED_POLL)
+        if not handle.exited.done():
+            handle.exited.set_result(
+                ExitInfo(
+                    exit_code=137,
+                    reason="ContainerStatusUnknown",
+                    message="the container ended while the kubelet was restarting or after;"
+                    " its exit status is unknown",
+                    finished_at=time.time(),
+                )
+            )
+
+    async def stop(self, handle: ContainerHandle, grace: float) -> ExitInfo:
+        if not handle.exited.done():
+            _killpg(handle.pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(max(grace, 0)):
+                    await asyncio.shield(handle.exited)
+            except TimeoutError:
+                _killpg(handle.pid, signal.SIGKILL)
+                await asyncio.shield(handle.exited)
+        _killpg(handle.pid, signal.SIGKILL)  # whatever else the run left in its group
+        return handle.exited.result()
+
+    async def exec(self, launch: Launch, stdin: bytes, timeout: float) -> tuple[int, bytes, bytes]:
+        cwd = self._inside(launch.pod_uid, launch.working_dir, what="workingDir")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *launch.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=str(cwd) if cwd.is_dir() else str(self.pod_dir(launch.pod_uid)),
+                env=dict(launch.env),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            msg = f"exec {launch.argv[0]!r}: {exc.strerror or exc}\n"
+            return 126 if not isinstance(exc, FileNotFoundError) else 127, b"", msg.encode()
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate(stdin)
+        except TimeoutError:
+            _killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return 124, b"", f"exec: timed out after {timeout:g}s\n".encode()
+        except asyncio.CancelledError:
+            _killpg(proc.pid, signal.SIGKILL)
+            raise
+        _killpg(proc.pid, signal.SIGKILL)
+        code = proc.returncode if proc.returncode is not None else 0
+        return (128 - code if code < 0 else code), out, err
+
+    def recover(self) -> dict[str, RecoveredPod]:
+        found: dict[str, RecoveredPod] = {}
+        loop = asyncio.get_running_loop()
+        for pod_dir in sorted(self.pods_dir.iterdir()):
+            if not pod_dir.is_dir():
+                continue
+            info = _read_json(pod_dir / _POD_FILE)
+            pod = RecoveredPod(
+                uid=pod_dir.name,
+                namespace=str(info.get("namespace", "")),
+                name=str(info.get("name", "")),
+                pod_ip=str(info.get("podIP", "")),
+            )
+            for state_file in sorted(pod_dir.glob(f"*/{_STATE_FILE}")):
+                state = _read_json(state_file)
+                name = state_file.parent.name
+                try:
+                    pid, ticks = int(state["pid"]), int(state["startTicks"])
+                    restart = int(state["restartCount"])
+                    started = float(state["startedAt"])
+                except (KeyError, TypeError, ValueError):
+                    log.warning("unreadable container state; ignored", path=str(state_file))
+                    continue
+                handle = None
+                if alive(pid, ticks):
+                    handle = ContainerHandle(
+                        pod_uid=pod.uid,
+                        name=name,
+                        restart=restart,
+                        container_id=f"process://{pid}",
+                        started_at=started,
+                        exited=loop.create_future(),
+                        pid=pid,
+                        adopted=True,
+                    )
+                    self._spawn(self._watch_adopted(handle, ticks))
+                pod.containers[name] = RecoveredContainer(
+                    name=name, restart_count=restart, handle=handle
+                )
+            found[pod.uid] = pod
+        return found
+
+    async def remove_pod(self, uid: str) -> None:
+        base = self.pod_dir(uid)
+        for state_file in base.glob(f"*/{_STATE_FILE}"):
+            state = _read_json(state_file)
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                if alive(int(state["pid"]), int(state["startTicks"])):
+                    _killpg(int(state["pgid"]), signal.SIGKILL)
+        await asyncio.to_thread(shutil.rmtree, base, True)
+
+    async def close(self) -> None:
+        """Stop watching (containers keep running: the next kubelet adopts them)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,171 @@
+"""The kubelet's gRPC service (k8semu.kubelet.v1.Kubelet): container logs and exec.
+
+Owns answering those two calls from the node agent's pod workers and the runtime's log
+files; it changes nothing in the pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from k8semu.kubelet.podworker import ContainerRecord, PodWorker
+from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
+from k8semu.transport import abort
+
+CHUNK = 64 * 1024
+FOLLOW_POLL = 0.1  # seconds between looks at a followed log file
+MAX_EXEC_TIMEOUT = 3600.0
+
+SERVICE_NAME = kubelet_pb2.DESCRIPTOR.services_by_name["Kubelet"].full_name
+
+
+class _RequestError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def tail_offset(path: Path, lines: int) -> int:
+    """The byte offset where the last `lines` lines of the file start."""
+    size = path.stat().st_size
+    if lines <= 0:
+        return size
+    with path.open("rb") as f:
+        pos = size
+        found = 0
+        # A trailing newline ends the last line; it does not start another.
+        if size:
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                pos -= 1
+        while pos > 0:
+            step = min(CHUNK, pos)
+            pos -= step
+            f.seek(pos)
+            block = f.read(step)
+            for i in range(len(block) - 1, -1, -1):
+                if block[i] == 0x0A:
+                    found += 1
+                    if found == lines:
+                        return pos + i + 1
+    return 0
+
+
+class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
+    """`find_worker(namespace, name)` gives the pod's worker, or None."""
+
+    def __init__(
+        self, find_worker: Callable[[str, str], PodWorker | None], *, exec_timeout: float
+    ) -> None:
+        self._find = find_worker
+        self._exec_timeout = exec_timeout
+
+    def _container(self, namespace: str, pod: str, container: str) -> tuple[PodWorker, Any]:
+        if not pod:
+            raise _RequestError(grpc.StatusCode.INVALID_ARGUMENT, "pod: Required value")
+        ns = namespace or "default"
+        worker = self._find(ns, pod)
+        if worker is None:
+            raise _RequestError(
+                grpc.StatusCode.NOT_FOUND, f'pod "{pod}" in namespace "{ns}" is not on this node'
+            )
+        if not container:
+            names = worker.container_names()
+            if len(names) != 1:
+                raise _RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"a container name must be specified for pod {pod}, choose one of:"
+                    f" [{' '.join(names)}]",
+                )
+            container = names[0]
+        rec = worker.container(container)
+        if rec is None:
+            raise _RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"container {container} is not valid for pod {pod}",
+            )
+        return worker, rec
+
+    async def Logs(
+        self, request: kubelet_pb2.LogsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[kubelet_pb2.LogsChunk]:
+        try:
+            worker, rec = self._container(request.namespace, request.pod, request.container)
+            path, restart = self._log_file(worker, rec, request.previous)
+        except _RequestError as exc:
+            await abort(context, exc.code, str(exc))
+        if path is None or not path.exists():
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"no log of container {rec.name} (run {restart}) in pod {request.pod}",
+            )
+        offset = 0
+        if request.HasField("tail_lines"):
+            offset = await asyncio.to_thread(tail_offset, path, request.tail_lines)
+        with path.open("rb") as f:
+            f.seek(offset)
+            while True:
+                data = await asyncio.to_thread(f.read, CHUNK)
+                if data:
+                    yield kubelet_pb2.LogsChunk(data=data)
+                    continue
+                if not request.follow or request.previous:
+                    return
+                handle = rec.handle
+                if handle is None or handle.restart != restart or worker.terminating:
+                    # The run ended: drain what it wrote last, then stop.
+                    rest = await asyncio.to_thread(f.read)
+                    if rest:
+                        yield kubelet_pb2.LogsChunk(data=rest)
+                    return
+                await asyncio.sleep(FOLLOW_POLL)
+
+    def _log_file(
+        self, worker: PodWorker, rec: ContainerRecord, previous: bool
+    ) -> tuple[Path | None, int]:
+        restart = rec.restart_count
+        if rec.handle is None and rec.last is None:
+            raise _RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f'container "{rec.name}" in pod "{worker.name}" is waiting to start:'
+                f" {rec.waiting_reason}",
+            )
+        if previous:
+            # The run before the current one (running, or the last that ended).
+            restart -= 1
+            if restart < 0:
+                raise _RequestError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f'previous terminated container "{rec.name}" in pod "{worker.name}" not found',
+                )
+        return worker.host.runtime.log_path(worker.uid, rec.name, restart), restart
+
+    async def Exec(
+        self, request: kubelet_pb2.ExecRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> kubelet_pb2.ExecResponse:
+        try:
+            worker, rec = self._container(request.namespace, request.pod, request.container)
+        except _RequestError as exc:
+            await abort(context, exc.code, str(exc))
+        if not request.command:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "command: Required value")
+        if rec.handle is None:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"container {rec.name} in pod {request.pod} is not running",
+            )
+        timeout = request.timeout_seconds or self._exec_timeout
+        timeout = min(max(timeout, 0.1), MAX_EXEC_TIMEOUT)
+        code, out, err = await worker.exec(rec, list(request.command), request.stdin, timeout)
+        return kubelet_pb2.ExecResponse(stdout=out, stderr=err, exit_code=code)
+
+
+def add_to_server(server: grpc.aio.Server, servicer: KubeletServicer) -> None:
+    kubelet_pb2_grpc.add_KubeletServicer_to_server(servicer, server)
