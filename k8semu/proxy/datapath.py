@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import socket
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,9 +105,10 @@ class PortStats:
 
 
 class Balancer:
-    """Round robin over the ready endpoints; with ClientIP affinity, a client's connections go
+    """Round robin over the ready endpoints. With ClientIP affinity, a client's connections go
     to the endpoint of its last connection while that one is ready and was used within the
-    timeout (kube-proxy's `recent` match: each connection renews it)."""
+    timeout (kube-proxy's `recent` match: each connection renews it); a client without one
+    gets the endpoint its IP hashes to, the same on every proxy with the same endpoints."""
 
     __slots__ = ("_index", "_next", "_sticky", "affinity_timeout", "endpoints")
 
@@ -125,21 +127,27 @@ class Balancer:
             self._sticky.clear()
 
     def candidates(self, client_ip: str, now: float) -> tuple[Endpoint, ...]:
-        """Endpoints to try, in order: the chosen one first, then the rest round robin."""
+        """Endpoints to try, in order: the chosen one first, then the others."""
         eps = self.endpoints
         n = len(eps)
         if n == 0:
             return ()
-        i = self._next % n
-        self._next = i + 1
-        order = eps[i:] + eps[:i] if i else eps
         if self.affinity_timeout is not None:
             sticky = self._sticky.get(client_ip)
-            if sticky is not None:
-                ep, at = sticky
-                if ep in self._index and now - at < self.affinity_timeout:
-                    return (ep, *(e for e in eps if e != ep))
-        return order
+            if (
+                sticky is not None
+                and sticky[0] in self._index
+                and now - sticky[1] < self.affinity_timeout
+            ):
+                ep = sticky[0]
+                return (ep, *(e for e in eps if e != ep))
+            # A client's first choice is a hash of its IP, not the round robin: the proxies
+            # sharing a ClusterIP listener (any may get the next connection) then agree.
+            i = zlib.crc32(client_ip.encode()) % n
+        else:
+            i = self._next % n
+            self._next = i + 1
+        return eps[i:] + eps[:i] if i else eps
 
     def connected(self, client_ip: str, ep: Endpoint, now: float) -> None:
         if self.affinity_timeout is not None:

@@ -1,0 +1,391 @@
+"""Fixtures: a 1-replica store, one API server, and two `k8semu proxy` processes (node-1 on
+127.0.1.1, node-2 on 127.0.1.2); backends are small asyncio servers in the test process on
+127.244.x.y addresses.
+
+Addresses are randomized per module (ClusterIPs 127.96.X.*, pod IPs 127.244.Y.*, NodePorts),
+so concurrent runs on one host do not share SO_REUSEPORT listeners by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from k8semu.api import manifest
+from k8semu.client import Client, Retries
+from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.pb.api.v1 import core_pb2
+from k8semu.pb.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from k8semu.testing.apiserver import APIServerProcess
+
+TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
+NODE_IPS = ("127.0.1.1", "127.0.1.2")
+HALF_OPEN_TIMEOUT = 2.0
+UDP_IDLE_TIMEOUT = 2.0
+DEADLINE = 20.0
+
+
+class Addresses:
+    """Unique-per-module addresses and ports."""
+
+    def __init__(self) -> None:
+        rng = random.Random()
+        self._cluster = rng.randrange(100, 250)
+        self._pods = rng.randrange(200, 250)
+        self._next_cluster = 0
+        self._next_pod = 0
+        self._node_ports = rng.sample(range(30000, 32768), 40)
+
+    def cluster_ip(self) -> str:
+        self._next_cluster += 1
+        return f"127.96.{self._cluster}.{self._next_cluster}"
+
+    def pod_ip(self) -> str:
+        self._next_pod += 1
+        return f"127.244.{self._pods}.{self._next_pod}"
+
+    def lb_ip(self) -> str:
+        return f"127.100.0.{200 + self._cluster % 50}"
+
+    def node_port(self) -> int:
+        return self._node_ports.pop()
+
+
+@pytest.fixture(scope="module")
+def addresses() -> Addresses:
+    return Addresses()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
+    cluster = K8semuStoreCluster(tmp_path_factory.mktemp("store") / "cluster", 1)
+    with cluster:
+        cluster.start()
+        cluster.wait_ready(timeout=60)
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def apiserver(
+    store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[APIServerProcess]:
+    server = APIServerProcess(store, tmp_path_factory.mktemp("apiserver") / "apiserver.log")
+    try:
+        server.wait_serving()
+        yield server
+    finally:
+        server.close()
+
+
+class ProxyProcess:
+    """One `k8semu proxy` subprocess, ended by pid."""
+
+    def __init__(self, apiserver: str, node: int, log_path: Path) -> None:
+        self.apiserver = apiserver
+        self.node_name = f"node-{node + 1}"
+        self.node_ip = NODE_IPS[node]
+        self.metrics_port, self.tunnel_port = free_loopback_ports(2)
+        self.metrics_address = f"127.0.0.1:{self.metrics_port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "k8semu", "proxy",
+                    "--server", self.apiserver,
+                    "--node-name", self.node_name,
+                    "--node-ip", self.node_ip,
+                    "--listen-address", self.metrics_address,
+                    "--tunnel-port", str(self.tunnel_port),
+                    "--tcp-half-open-timeout", str(HALF_OPEN_TIMEOUT),
+                    "--udp-idle-timeout", str(UDP_IDLE_TIMEOUT),
+                    "--connect-timeout", "1",
+                    "--log-level", "info",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        assert self.proc is not None
+        end = time.monotonic() + timeout
+        with grpc.insecure_channel(self.metrics_address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"proxy exited: {self.log_path.read_text()}")
+                try:
+                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError(f"proxy not serving in {timeout}s: {self.log_path.read_text()}")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    async def metrics(self, namespace: str = "", service: str = "") -> proxy_pb2.ProxyMetrics:
+        async with grpc.aio.insecure_channel(self.metrics_address) as channel:
+            stub = proxy_pb2_grpc.ProxyStub(channel)
+            req = proxy_pb2.GetMetricsRequest(namespace=namespace, service=service)
+            return await stub.GetMetrics(req, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def proxies(
+    apiserver: APIServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ProxyProcess]]:
+    base = tmp_path_factory.mktemp("proxies")
+    procs = [ProxyProcess(apiserver.address, i, base / f"proxy-{i + 1}.log") for i in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.wait_serving()
+        yield procs
+    finally:
+        for p in procs:
+            p.close()
+
+
+@pytest.fixture
+def live_proxies(proxies: list[ProxyProcess]) -> list[ProxyProcess]:
+    for p in proxies:
+        if not p.running:
+            p.start()
+            p.wait_serving()
+    return proxies
+
+
+@pytest.fixture
+async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
+    async with Client([apiserver.address], retries=TEST_RETRIES) as c:
+        yield c
+
+
+@pytest.fixture
+async def namespace(client: Client) -> str:
+    ns = core_pb2.Namespace()
+    ns.metadata.name = f"p-{random.randrange(16**8):08x}"
+    await client.create(ns)
+    return ns.metadata.name
+
+
+# -- backends --------------------------------------------------------------------------------
+
+
+@dataclass
+class Backends:
+    """Servers this test started; closed at teardown."""
+
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    transports: list[Any] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def http(self, ip: str, port: int, name: str) -> None:
+        """HTTP/1.1 keep-alive; every answer's body is `name`; 400 and close on garbage."""
+        body = name.encode()
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    line = await r.readline()
+                    if not line:
+                        break
+                    if b" HTTP/1." not in line or line.split(b" ", 1)[0] not in (b"GET", b"POST"):
+                        w.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                        break
+                    close = False
+                    while True:
+                        header = await r.readline()
+                        if header in (b"\r\n", b"\n", b""):
+                            break
+                        close = close or header.lower().startswith(b"connection: close")
+                    w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                    await w.drain()
+                    if close:
+                        break
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                w.close()
+
+        self.servers.append(await asyncio.start_server(handle, ip, port))
+
+    async def silent(self, ip: str, port: int) -> None:
+        """Reads, never answers, never closes (until teardown)."""
+        stop = self.stop
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while await r.read(65536):
+                    pass
+            await stop.wait()
+            w.close()
+
+        self.servers.append(await asyncio.start_server(handle, ip, port))
+
+    async def udp_echo(self, ip: str, port: int, name: str) -> None:
+        prefix = name.encode() + b":"
+
+        class Echo(asyncio.DatagramProtocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                self.transport.sendto(prefix + data, addr)
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=(ip, port))
+        self.transports.append(transport)
+
+    async def close(self) -> None:
+        self.stop.set()
+        for t in self.transports:
+            t.close()
+        for s in self.servers:
+            s.close()
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[Backends]:
+    b = Backends()
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+# -- client helpers --------------------------------------------------------------------------
+
+
+async def http_get(host: str, port: int, *, source: str | None = None) -> str:
+    """One request on a new connection; the body (which backend answered)."""
+    async with asyncio.timeout(5):
+        r, w = await asyncio.open_connection(host, port, local_addr=(source, 0) if source else None)
+        try:
+            w.write(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = await r.read()
+        finally:
+            w.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise ConnectionError(f"bad answer {data[:80]!r}")
+    return body.decode()
+
+
+class KeepAlive:
+    """One keep-alive connection for several requests."""
+
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.r, self.w = r, w
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> KeepAlive:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        return cls(r, w)
+
+    async def get(self) -> str:
+        async with asyncio.timeout(5):
+            self.w.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = await self.r.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            return (await self.r.readexactly(length)).decode()
+
+    def close(self) -> None:
+        self.w.close()
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], timeout: float = DEADLINE, what: str = ""
+) -> None:
+    """Poll `check` (exceptions count as false) until true; AssertionError after `timeout`."""
+    end = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+        except (OSError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            last = exc
+        if time.monotonic() > end:
+            raise AssertionError(f"not true within {timeout}s: {what} (last error: {last!r})")
+        await asyncio.sleep(0.05)
+
+
+def service(
+    namespace: str,
+    name: str,
+    cluster_ip: str,
+    ports: list[dict[str, Any]],
+    *,
+    type_: str = "ClusterIP",
+    affinity: str = "None",
+) -> core_pb2.Service:
+    obj = manifest.decode(
+        {
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "type": type_,
+                "clusterIP": cluster_ip,
+                "ports": ports,
+                "sessionAffinity": affinity,
+            },
+        },
+        core_pb2.Service,
+    )
+    assert isinstance(obj, core_pb2.Service)
+    return obj
+
+
+def endpoints(
+    namespace: str, name: str, ips: list[str], ports: list[dict[str, Any]]
+) -> core_pb2.Endpoints:
+    obj = manifest.decode(
+        {
+            "metadata": {"name": name, "namespace": namespace},
+            "subsets": [{"addresses": [{"ip": ip} for ip in ips], "ports": ports}] if ips else [],
+        },
+        core_pb2.Endpoints,
+    )
+    assert isinstance(obj, core_pb2.Endpoints)
+    return obj
