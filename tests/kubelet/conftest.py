@@ -1,0 +1,169 @@
+"""Fixtures: a 1-replica `k8semu store`, one `k8semu apiserver`, and `k8semu kubelet`
+subprocesses that tests start, SIGKILL and restart by pid. Pods that kubelets start are
+process sessions: tests that need to end them kill the process group they recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k8semu.client import Client, Retries
+from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.kubelet.process import alive
+from k8semu.pb.api.v1 import core_pb2
+from k8semu.testing.apiserver import APIServerProcess
+
+TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
+    cluster = K8semuStoreCluster(tmp_path_factory.mktemp("store") / "cluster", 1)
+    with cluster:
+        cluster.start()
+        cluster.wait_ready(timeout=60)
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def apiserver(
+    store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[APIServerProcess]:
+    server = APIServerProcess(store, tmp_path_factory.mktemp("apiserver") / "apiserver.log")
+    try:
+        server.wait_serving()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
+    async with Client([apiserver.address], retries=TEST_RETRIES) as c:
+        yield c
+
+
+@pytest.fixture
+async def namespace(client: Client) -> str:
+    ns = core_pb2.Namespace()
+    ns.metadata.name = f"t-{uuid.uuid4().hex[:8]}"
+    await client.create(ns)
+    return ns.metadata.name
+
+
+class KubeletProcess:
+    """One `k8semu kubelet` process; output appended to `log_path` across restarts."""
+
+    def __init__(
+        self, apiserver: APIServerProcess, base: Path, *extra: str, name: str = ""
+    ) -> None:
+        self.apiserver = apiserver
+        self.name = name or f"node-{uuid.uuid4().hex[:6]}"
+        self.port = free_loopback_ports(1)[0]
+        self.root = base / self.name
+        self.log_path = base / f"{self.name}.log"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def args(self) -> list[str]:
+        return [
+            sys.executable, "-m", "k8semu", "kubelet",
+            "--server", self.apiserver.address,
+            "--node-name", self.name,
+            "--listen-address", f"127.0.0.1:{self.port}",
+            "--root-dir", str(self.root),
+            "--pod-cidr", "127.244.77.0/24",
+            "--pod-cidr-wait", "0",
+            "--max-container-backoff", "4",
+            "--log-level", "info",
+            *self.extra,
+        ]  # fmt: skip
+
+    def start(self) -> KubeletProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def kubelets(
+    apiserver: APIServerProcess, tmp_path: Path
+) -> Iterator[Callable[..., KubeletProcess]]:
+    """Start kubelets; at the end they stop, and every container process group they
+    recorded in their state files is killed."""
+    started: list[KubeletProcess] = []
+
+    def start(*extra: str, name: str = "") -> KubeletProcess:
+        k = KubeletProcess(apiserver, tmp_path, *extra, name=name).start()
+        started.append(k)
+        return k
+
+    yield start
+    for k in started:
+        k.close()
+    for k in started:
+        for state in k.root.glob("pods/*/*/state.json"):
+            kill_group_from_state(state)
+
+
+def kill_group_from_state(state: Path) -> None:
+    """SIGKILL the process group a container state file names, if its leader is still the
+    process the kubelet started (same start time: not a reused pid)."""
+    try:
+        data = json.loads(state.read_text())
+        pid, pgid, ticks = int(data["pid"]), int(data["pgid"]), int(data["startTicks"])
+    except (OSError, ValueError, KeyError):
+        return
+    if pgid > 1 and alive(pid, ticks):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+async def eventually(
+    check: Callable[[], Any | Awaitable[Any]], timeout: float = 20.0, what: str = ""
+) -> Any:
+    """Poll `check` until it returns something truthy (returned); AssertionError after
+    `timeout` seconds naming `what`."""
+    end = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+                result = await result
+        except Exception as exc:  # e.g. NotFound while an object is not there yet
+            result, last = None, exc
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"not true within {timeout}s: {what} (last error: {last})")
+        await asyncio.sleep(0.05)
