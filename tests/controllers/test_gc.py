@@ -5,10 +5,8 @@ Foreground and Orphan deletion of a Deployment -> ReplicaSet -> Pods chain made 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -16,12 +14,12 @@ from google.protobuf.message import Message
 
 from k8semu.client import Client, SharedInformers
 from k8semu.client.events import EventRecorder
-from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.controllers.context import ControllerContext
 from k8semu.controllers.gc import FOREGROUND_FINALIZER, ORPHAN_FINALIZER, GarbageCollector
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
 from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.fakeclient import RecordingClient
+from tests.controllers.conftest import eventually
 
 
 class CapturingRecorder(EventRecorder):
@@ -305,21 +303,6 @@ def test_the_periodic_scan_queues_owned_and_finalizing_objects() -> None:
 # ---- end to end -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
-    base: Path = tmp_path_factory.mktemp("gc")
-    cluster = K8semuStoreCluster(base / "store", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        server = APIServerProcess(cluster, base / "apiserver.log")
-        try:
-            server.wait_serving()
-            yield server
-        finally:
-            server.close()
-
-
 @pytest.fixture
 async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
     async with Client([apiserver.address]) as c:
@@ -340,16 +323,6 @@ async def collector(client: Client) -> AsyncIterator[GarbageCollector]:
         with pytest.raises(asyncio.CancelledError):
             await runner
         await informers.stop()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = ""
-) -> None:
-    end = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > end:
-            raise AssertionError(f"not true within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def _template(obj: Any) -> None:

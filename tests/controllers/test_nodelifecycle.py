@@ -12,8 +12,7 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -21,7 +20,6 @@ from google.protobuf.message import Message
 
 from k8semu.client import AlreadyExists, Client, NotFound, SharedInformers
 from k8semu.client.events import EventRecorder
-from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.controllers.nodelifecycle import (
     NODE_LEASE_NAMESPACE,
@@ -35,19 +33,11 @@ from k8semu.controllers.nodelifecycle import (
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
 from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.fakeclient import RecordingClient
+from tests.controllers.conftest import T0, FakeClock, eventually
 
-T0 = 1_700_000_000.0
 CONFIG = ControllerManagerConfig(
     node_monitor_period=0.2, node_monitor_grace_period=6.0, pod_eviction_timeout=5.0
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CapturingRecorder(EventRecorder):
@@ -416,35 +406,10 @@ def test_toleration_seconds_takes_the_smallest_matching_and_clamps_negatives() -
 # ---- end to end -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
-    base: Path = tmp_path_factory.mktemp("nodelifecycle")
-    cluster = K8semuStoreCluster(base / "store", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        server = APIServerProcess(cluster, base / "apiserver.log")
-        try:
-            server.wait_serving()
-            yield server
-        finally:
-            server.close()
-
-
 @pytest.fixture
 async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
     async with Client([apiserver.address]) as c:
         yield c
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = ""
-) -> None:
-    end = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > end:
-            raise AssertionError(f"not true within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def _renew(client: Client, name: str, stop: asyncio.Event) -> None:
