@@ -41,6 +41,10 @@ log = get_logger(__name__)
 REGISTRY: dict[str, str] = {
     "replicaset": "k8semu.controllers.replicaset:ReplicaSetController",
     "deployment": "k8semu.controllers.deployment:DeploymentController",
+    "nodelifecycle": "k8semu.controllers.nodelifecycle:NodeLifecycleController",
+    "garbagecollector": "k8semu.controllers.gc:GarbageCollector",
+    "nodeipam": "k8semu.controllers.nodeipam:NodeIPAMController",
+    "endpoints": "k8semu.controllers.endpoints:EndpointsController",
 }
 
 LEASE_NAME = "kube-controller-manager"
