@@ -1,0 +1,67 @@
+"""The shell image: the host's sh with wget, nslookup and nc applets first on PATH."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.images.conftest import ImageProcess
+
+
+def sh(script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "k8semu.images.busybox", "sh", "-c", script],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_wget_fetches_from_the_echo_server(start_image: Callable[..., ImageProcess]) -> None:
+    echo = start_image("echo", "--listen=127.0.0.61:0", env={"POD_NAME": "echo-xyz"})
+    host, port = echo.address()
+    done = sh(f"wget -qO- -T 5 http://{host}:{port}/from-busybox && echo OK")
+    assert done.returncode == 0, done.stderr
+    assert "pod: echo-xyz" in done.stdout
+    assert "GET /from-busybox HTTP/1.1" in done.stdout
+    assert done.stdout.rstrip().endswith("OK")
+    url = f"http://{host}:{port}"
+    failed = sh(f"wget -q -O- {url}/fail >/dev/null; wget -qO- {url}/healthz")
+    assert failed.returncode == 1
+    assert "server returned error: HTTP/1.1 500" in failed.stderr
+
+
+def test_nc_and_nslookup_through_the_cluster_dns(
+    start_image: Callable[..., ImageProcess], tmp_path: Path
+) -> None:
+    echo = start_image("echo", "--listen=127.0.0.62:0", "--quiet")
+    _, port = echo.address()
+    dns = start_image("dns", "--listen", "127.0.0.63:0", "--zone", "cluster.test",
+                      "--record", "web.default A 127.0.0.62", cwd=tmp_path)  # fmt: skip
+    dns_host, dns_port = dns.address()
+    env = {"K8SEMU_DNS_SERVER": f"{dns_host}:{dns_port}", "K8SEMU_DNS_SEARCH": "cluster.test"}
+    done = sh(
+        f"nc -z web.default {port} && echo open; nc -z -w 1 127.0.0.62 1 || echo closed; "
+        "nslookup web.default",
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "open\nclosed\n" in done.stdout
+    assert "Name:\tweb.default.cluster.test" in done.stdout
+    assert "Address: 127.0.0.62" in done.stdout
+    missing = sh("nslookup nothing.here", env)
+    assert missing.returncode == 1 and "NXDOMAIN" in missing.stdout
+    explicit = sh(f"nslookup web.default.cluster.test {dns_host}:{dns_port}")
+    assert "Address: 127.0.0.62" in explicit.stdout
+
+
+def test_default_command_is_sh_and_missing_commands_exit_127() -> None:
+    done = subprocess.run([sys.executable, "-m", "k8semu.images.busybox"], input="echo hi\n",
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "hi\n"
+    missing = subprocess.run(
+        [sys.executable, "-m", "k8semu.images.busybox", "no-such-command-k8semu"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert missing.returncode == 127
