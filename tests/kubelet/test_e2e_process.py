@@ -4,6 +4,7 @@ created with spec.nodeName set (no scheduler)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from k8semu.client import Client
+from k8semu.client import Client, NotFound
 from k8semu.kubelet.node import ENDPOINT_ANNOTATION
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
 from tests.kubelet.conftest import KubeletProcess, eventually
@@ -158,3 +159,175 @@ async def test_http_pod_runs_ready_and_serves_on_pod_ip(
             return int(resp.status)
 
     assert await asyncio.to_thread(fetch) == 200
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_killed_container_restarts_and_failing_command_crash_loops(
+    client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
+) -> None:
+    k = kubelets()
+    await client.create(make_pod(namespace, "sleeper", k.name, ["sh", "-c", "exec sleep 300"]))
+    await client.create(make_pod(namespace, "crasher", k.name, ["sh", "-c", "echo boom; exit 3"]))
+    pod = await eventually(
+        lambda: _with(get_pod(client, namespace, "sleeper"), running_pid), what="running"
+    )
+    pid = running_pid(pod)
+    os.kill(pid, 9)
+
+    async def restarted() -> core_pb2.Pod | None:
+        p = await get_pod(client, namespace, "sleeper")
+        s = status_of(p)
+        ok = s is not None and s.restart_count == 1 and running_pid(p) not in (0, pid)
+        return p if ok else None
+
+    pod = await eventually(restarted, what="restarted with restartCount 1")
+    s = status_of(pod)
+    assert s is not None
+    assert s.last_state.terminated.exit_code == 137 and s.last_state.terminated.signal == 9
+
+    async def crash_looping() -> core_pb2.ContainerStatus | None:
+        s = status_of(await get_pod(client, namespace, "crasher"))
+        if s is not None and s.state.waiting.reason == "CrashLoopBackOff" and s.restart_count >= 1:
+            return s
+        return None
+
+    s = await eventually(crash_looping, what="CrashLoopBackOff")
+    assert s.last_state.terminated.exit_code == 3
+    assert s.last_state.terminated.reason == "Error"
+    assert "back-off" in s.state.waiting.message
+    crasher = await get_pod(client, namespace, "crasher")
+    assert crasher.status.phase == "Running"  # restarting under restartPolicy Always
+    assert not is_ready(crasher)
+
+
+async def test_liveness_failure_restarts_and_unknown_image_without_command(
+    client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
+) -> None:
+    k = kubelets()
+
+    def live(c: core_pb2.Container) -> None:
+        # Healthy while the file exists; the container removes it after a moment.
+        c.liveness_probe.exec.command.extend(["cat", "healthy"])
+        c.liveness_probe.period_seconds = 1
+        c.liveness_probe.failure_threshold = 2
+
+    cmd = ["sh", "-c", "touch healthy; sleep 1; rm healthy; exec sleep 300"]
+    await client.create(make_pod(namespace, "live", k.name, cmd, container=live))
+    nocmd = make_pod(namespace, "nocmd", k.name, [])
+    nocmd.spec.containers[0].image = "example.com/not-built-in:1"
+    await client.create(nocmd)
+
+    async def restarted() -> core_pb2.ContainerStatus | None:
+        s = status_of(await get_pod(client, namespace, "live"))
+        return s if s is not None and s.restart_count >= 1 else None
+
+    s = await eventually(restarted, timeout=30, what="liveness restart")
+    assert s.last_state.terminated.exit_code in (143, 137)
+
+    async def pull_error() -> core_pb2.ContainerStatus | None:
+        s = status_of(await get_pod(client, namespace, "nocmd"))
+        ok = s is not None and s.state.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
+        return s if ok else None
+
+    s = await eventually(pull_error, what="ErrImagePull")
+    assert "not a built-in image and the container has no command" in s.state.waiting.message
+
+
+async def test_deletion_sigterm_then_sigkill_and_pod_removed(
+    client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
+) -> None:
+    k = kubelets()
+    # The shell ignores SIGTERM (records that it got it) so SIGKILL must follow after the grace.
+    script = "trap 'echo got-term > term.txt' TERM; while true; do sleep 0.1; done"
+    await client.create(make_pod(namespace, "stubborn", k.name, ["sh", "-c", script], grace=3))
+    await client.create(make_pod(namespace, "polite", k.name, ["sleep", "300"], grace=30))
+    stubborn = await eventually(
+        lambda: _with(get_pod(client, namespace, "stubborn"), running_pid), what="running"
+    )
+    polite = await eventually(
+        lambda: _with(get_pod(client, namespace, "polite"), running_pid), what="running"
+    )
+    spid, ppid = running_pid(stubborn), running_pid(polite)
+    term_file = k.root / "pods" / stubborn.metadata.uid / "term.txt"
+    await client.delete(core_pb2.Pod, "stubborn", namespace=namespace)
+    await client.delete(core_pb2.Pod, "polite", namespace=namespace)
+
+    async def gone(name: str) -> bool:
+        try:
+            await get_pod(client, namespace, name)
+        except NotFound:
+            return True
+        return False
+
+    await eventually(lambda: gone("polite"), what="polite pod deleted (SIGTERM suffices)")
+    assert not pid_alive(ppid)
+    await eventually(term_file.exists, what="SIGTERM delivered to the process group first")
+    assert pid_alive(spid), "still running: it ignores SIGTERM"
+    await eventually(lambda: gone("stubborn"), timeout=20, what="stubborn pod deleted")
+    assert not pid_alive(spid), "SIGKILL after the grace period"
+    assert not (k.root / "pods" / stubborn.metadata.uid).exists()
+
+
+async def _with(pod_coro: Any, check: Callable[[core_pb2.Pod], Any]) -> core_pb2.Pod | None:
+    pod = await pod_coro
+    return pod if check(pod) else None
+
+
+async def test_kubelet_sigkill_restart_adopts_containers(
+    client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
+) -> None:
+    k = kubelets()
+    await client.create(make_pod(namespace, "keep", k.name, ["sleep", "300"]))
+    await client.create(make_pod(namespace, "orphan", k.name, ["sleep", "300"]))
+    keep = await eventually(
+        lambda: _with(get_pod(client, namespace, "keep"), running_pid), what="running"
+    )
+    orphan = await eventually(
+        lambda: _with(get_pod(client, namespace, "orphan"), running_pid), what="running"
+    )
+    pid, orphan_pid = running_pid(keep), running_pid(orphan)
+    k.kill()  # SIGKILL: the containers stay, in their own sessions
+    assert pid_alive(pid) and pid_alive(orphan_pid)
+    # While the kubelet is away, the orphan's pod goes away for good.
+    await client.delete(core_pb2.Pod, "orphan", namespace=namespace, grace_period_seconds=0)
+    k.start()
+
+    await eventually(lambda: not pid_alive(orphan_pid), what="orphan container killed")
+    assert not (k.root / "pods" / orphan.metadata.uid).exists()
+    # Adopted, not duplicated: the same process, one per container, restart count unchanged.
+    pod = await eventually(
+        lambda: _with(get_pod(client, namespace, "keep"), lambda p: running_pid(p) == pid),
+        what="still the same pid",
+    )
+    s = status_of(pod)
+    assert s is not None and s.restart_count == 0
+    assert pid_alive(pid)
+    assert _children_of_session(pid) == [pid]
+    assert "container adopted" in k.output()
+
+
+def _children_of_session(sid: int) -> list[int]:
+    """Pids whose session id is `sid`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            out.append(int(entry))
+    return out
