@@ -30,7 +30,7 @@ from k8semu import __version__
 from k8semu.api import kinds, manifest
 from k8semu.api.errors import ManifestError
 from k8semu.api.kinds import Kind
-from k8semu.cli import _apply, _describe, _kubeconfig
+from k8semu.cli import _apply, _describe, _kubeconfig, _rollout
 from k8semu.cli import _printers as printers
 from k8semu.cli._kubeconfig import ConfigError, Target
 from k8semu.cli._resources import (
@@ -245,9 +245,15 @@ def _parser(verb: str) -> argparse.ArgumentParser:
         p = argparse.ArgumentParser(
             prog=prog, parents=[common], description="Manage the rollout of a Deployment."
         )
-        p.add_argument("action", choices=["status", "restart"])
+        p.add_argument("action", choices=["status", "restart", "history", "undo"])
         p.add_argument("resources", nargs="+", metavar="KIND NAME | KIND/NAME")
         p.add_argument("--timeout", type=float, default=0, help="status: seconds (0: forever)")
+        p.add_argument(
+            "--revision", type=int, default=0, help="history: show this revision's template"
+        )
+        p.add_argument(
+            "--to-revision", type=int, default=0, help="undo: the revision (0: the previous)"
+        )
     elif verb == "api-resources":
         p = argparse.ArgumentParser(
             prog=prog, parents=[common], description="The resource types the server serves."
@@ -784,11 +790,59 @@ async def cmd_rollout(ns: argparse.Namespace, target: Target) -> None:
                     }
                     await _patch(client, kind, name, space, patch, False)
                     _out(f"{_label(kind)}/{name} restarted\n")
+                elif ns.action == "history":
+                    await _rollout_history(client, name, space, ns.revision)
+                elif ns.action == "undo":
+                    await _rollout_undo(client, name, space, ns.to_revision)
                 else:
                     await _rollout_status(client, name, space, ns.timeout)
-            except ClientError as exc:
+            except (ClientError, UsageError) as exc:
                 errors.report(exc)
     errors.check()
+
+
+async def _replica_sets(client: Client, namespace: str) -> list[apps_pb2.ReplicaSet]:
+    page = await client.list_all(apps_pb2.ReplicaSet, namespace=namespace)
+    return list(page.items)
+
+
+async def _rollout_history(client: Client, name: str, namespace: str, revision: int) -> None:
+    d = await client.get(apps_pb2.Deployment, name, namespace=namespace)
+    sets = await _replica_sets(client, namespace)
+    if revision > 0:
+        _out(_rollout.revision_detail(d, sets, revision))
+    else:
+        _out(_rollout.history_table(d, sets))
+
+
+async def _rollout_undo(client: Client, name: str, namespace: str, to_revision: int) -> None:
+    """kubectl's client-side rollback: the chosen revision's template into the Deployment,
+    written with the resourceVersion read (re-read and retried on Conflict)."""
+    for attempt in range(_CONFLICT_RETRIES):
+        d = await client.get(apps_pb2.Deployment, name, namespace=namespace)
+        if d.spec.paused:
+            raise UsageError(
+                "you cannot rollback a paused deployment; resume it first with "
+                f'\'k8semu patch deployment/{name} -p {{"spec":{{"paused":false}}}}\' and '
+                "try again"
+            )
+        source = _rollout.rollback_source(d, await _replica_sets(client, namespace), to_revision)
+        new = _rollout.rolled_back(d, source)
+        if new is None:
+            revision = source.metadata.annotations.get(_rollout.REVISION, "")
+            _out(
+                f"deployment.apps/{name} skipped rollback (current template already matches "
+                f"revision {revision})\n"
+            )
+            return
+        try:
+            await client.update(new)
+        except Conflict:
+            if attempt == _CONFLICT_RETRIES - 1:
+                raise
+            continue
+        _out(f"deployment.apps/{name} rolled back\n")
+        return
 
 
 async def _rollout_status(client: Client, name: str, namespace: str, timeout: float) -> None:
