@@ -352,6 +352,7 @@ class NodeInfo:
         "nonzero_cpu",
         "nonzero_memory",
         "owner_counts",
+        "plain",
         "pod_count",
         "pods",
         "ports",
@@ -370,6 +371,7 @@ class NodeInfo:
         self.alloc_cpu = self.alloc_memory = self.alloc_pods = 0
         self.ready = False
         self.unschedulable = False
+        self.plain = False  # Ready, schedulable, no NoSchedule/NoExecute taint
         self.schedule_taints: tuple[core_pb2.Taint, ...] = ()  # NoSchedule, NoExecute
         self.prefer_taints: tuple[core_pb2.Taint, ...] = ()  # PreferNoSchedule
         self.pods: dict[str, PodInfo] = {}
@@ -392,6 +394,7 @@ class NodeInfo:
         taints = node.spec.taints
         self.schedule_taints = tuple(t for t in taints if t.effect in ("NoSchedule", "NoExecute"))
         self.prefer_taints = tuple(t for t in taints if t.effect == "PreferNoSchedule")
+        self.plain = self.ready and not self.unschedulable and not self.schedule_taints
 
     def add_pod(self, pod: PodInfo) -> None:
         old = self.pods.get(pod.key)

@@ -335,6 +335,31 @@ def score_balanced_allocation(pod: PodInfo, node: NodeInfo) -> float:
     return (1.0 - abs(cpu - mem) / 2) * MAX_SCORE
 
 
+def score_resources(pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[float]:
+    """WEIGHT_LEAST_ALLOCATED * score_least_allocated + WEIGHT_BALANCED *
+    score_balanced_allocation for each node, in one pass (the scheduler's hot loop; tests
+    check it equals the two plugins)."""
+    pc, pm = pod.nonzero_milli_cpu, pod.nonzero_memory
+    w_least, w_bal = WEIGHT_LEAST_ALLOCATED, WEIGHT_BALANCED
+    out = []
+    for n in nodes:
+        ac, am = n.alloc_cpu, n.alloc_memory
+        rc, rm = n.nonzero_cpu + pc, n.nonzero_memory + pm
+        least = 0.0
+        if ac > 0 and rc <= ac:
+            least += (ac - rc) * MAX_SCORE / ac
+        if am > 0 and rm <= am:
+            least += (am - rm) * MAX_SCORE / am
+        if ac <= 0 or am <= 0:
+            balanced = 0.0
+        else:
+            fc = rc / ac if rc < ac else 1.0
+            fm = rm / am if rm < am else 1.0
+            balanced = (1.0 - abs(fc - fm) / 2) * MAX_SCORE
+        out.append(w_least * least / 2 + w_bal * balanced)
+    return out
+
+
 def score_spread_count(pod: PodInfo, node: NodeInfo) -> int:
     """Raw: pods of the same controller (ownerReferences controller uid) on the node."""
     if not pod.owner_uid:

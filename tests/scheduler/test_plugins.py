@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.scheduler import plugins
+from k8semu.scheduler import algorithm, plugins
 from k8semu.scheduler.framework import NodeInfo, PodSpecError, pod_info
 from k8semu.scheduler.plugins import AntiAffinityState, prefilter_anti_affinity, run_filters
 from tests.scheduler.helpers import (
@@ -261,3 +263,56 @@ def test_fit_error_message_is_kubernetes_text() -> None:
         "0/3 nodes are available: 1 node(s) had untolerated taint {key: value}, 2 Insufficient cpu."
     )
     assert plugins.fit_error_message(0, {}) == "0/0 nodes are available."
+
+
+def _random_cluster(rng: random.Random, count: int) -> list[NodeInfo]:
+    infos = []
+    for i in range(count):
+        taints = [("k", "v", rng.choice(["NoSchedule", "PreferNoSchedule"]))] * rng.randint(0, 1)
+        n = node(
+            f"n{i}",
+            cpu=str(rng.randint(0, 4)),
+            memory=f"{rng.randint(0, 4)}Gi",
+            pods=str(rng.randint(0, 3)),
+            ready=rng.random() > 0.1,
+            unschedulable=rng.random() < 0.1,
+            taints=taints,
+            labels={"zone": rng.choice("ab")},
+        )
+        ni = NodeInfo(n.metadata.name, n)
+        for j in range(rng.randint(0, 3)):
+            ni.add_pod(pod_info(pod(f"x{i}-{j}", cpu=f"{rng.randint(0, 2000)}m",
+                                    memory=f"{rng.randint(0, 2048)}Mi", node_name=n.metadata.name,
+                                    owner_uid=rng.choice(["", "rs"]))))  # fmt: skip
+        infos.append(ni)
+    return infos
+
+
+def test_the_scheduler_hot_paths_agree_with_the_plugins() -> None:
+    """algorithm.schedule's inline resource check and plugins.score_resources are shortcuts;
+    on random clusters they must decide and score exactly as the plugin functions do."""
+    rng = random.Random(4)
+    for round_ in range(200):
+        infos = _random_cluster(rng, 12)
+        p = pod_info(
+            pod(
+                f"p{round_}",
+                cpu=rng.choice([None, "0", "500m", "2"]),
+                memory=rng.choice([None, "100Mi", "3Gi"]),
+                node_selector=rng.choice([None, {"zone": "a"}]),
+                owner_uid="rs",
+            )
+        )
+        nodes = {n.name: n for n in infos}
+        feasible = [n for n in infos if not run_filters(p, n, plugins.NO_ANTI_AFFINITY)]
+        decision = algorithm.schedule(p, nodes, list(nodes), rng=random.Random(1))
+        assert decision.feasible == len(feasible)
+        reasons = plugins.count_reasons(run_filters(p, n, plugins.NO_ANTI_AFFINITY) for n in infos)
+        if not feasible:
+            assert decision.reasons == reasons
+        reference = [
+            plugins.WEIGHT_LEAST_ALLOCATED * plugins.score_least_allocated(p, n)
+            + plugins.WEIGHT_BALANCED * plugins.score_balanced_allocation(p, n)
+            for n in feasible
+        ]
+        assert plugins.score_resources(p, feasible) == reference

@@ -1,0 +1,377 @@
+"""Scheduler throughput: N Node objects (created directly, no kubelets), M pods, how fast the
+scheduler binds them.
+
+`run_scheduler_throughput(api_endpoints, nodes, pods)` runs against API servers that are
+already up (what `k8semu bench pods` calls); `python -m k8semu.bench.scheduler` starts its own
+store and API server on loopback first and prints the figures.
+
+Two measures:
+
+stream (default)
+    the scheduler is running; M pods are created by `writers` concurrent tasks; throughput is
+    M / (last bind seen - first create sent); latency per pod is from its create being sent to
+    its bind being seen on a watch of the namespace.
+backlog
+    the M pods are created first with no scheduler running; then the scheduler starts and
+    throughput is M / (last bind seen - the scheduler reporting SERVING, i.e. its caches
+    synced); this is the scheduler's own rate, not limited by how fast one client can
+    create pods (binds a fast scheduler makes before SERVING is reported count as well).
+
+The scheduler runs as a subprocess (`python -m k8semu scheduler --no-leader-elect`) by
+default, or in this process (`scheduler="inprocess"`), or not at all (`"external"`: one is
+already running on the cluster). Bounded by `timeout` seconds; traffic stays on the given
+endpoints. Nodes and the namespace are deleted afterwards unless `keep` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from k8semu.client import AlreadyExists, Client, ClientError, NotFound
+from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.pb.api.v1 import core_pb2
+from k8semu.scheduler import Scheduler, SchedulerConfig
+
+__all__ = ["main", "run_scheduler_throughput"]
+
+DEFAULT_NODES = 1000
+DEFAULT_PODS = 1000
+DEFAULT_WRITERS = 32
+DEFAULT_TIMEOUT = 300.0
+TARGET_PODS_PER_S = 300.0
+_HEALTH_TIMEOUT = 60.0
+
+
+def _node(name: str) -> core_pb2.Node:
+    n = core_pb2.Node(api_version="v1", kind="Node")
+    n.metadata.name = name
+    n.metadata.labels.update({"kubernetes.io/hostname": name, "k8semu.io/bench": "scheduler"})
+    for field in (n.status.allocatable, n.status.capacity):
+        field.update({"cpu": "32", "memory": "128Gi", "pods": "110"})
+    n.status.conditions.add(type="Ready", status="True", reason="KubeletReady")
+    return n
+
+
+def _pod(name: str, namespace: str, owner_uid: str) -> core_pb2.Pod:
+    p = core_pb2.Pod(api_version="v1", kind="Pod")
+    p.metadata.name = name
+    p.metadata.namespace = namespace
+    p.metadata.labels["app"] = "bench"
+    p.metadata.owner_references.add(
+        api_version="apps/v1", kind="ReplicaSet", name="bench", uid=owner_uid, controller=True
+    )
+    c = p.spec.containers.add(name="app", image="pause")
+    c.resources.requests.update({"cpu": "100m", "memory": "128Mi"})
+    return p
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+async def _bounded(concurrency: int, jobs: Sequence[Any]) -> None:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(job: Any) -> None:
+        async with sem:
+            await job()
+
+    async with asyncio.TaskGroup() as tg:
+        for job in jobs:
+            tg.create_task(one(job))
+
+
+class _SchedulerProcess:
+    """`python -m k8semu scheduler`, optionally sampled by py-spy (`profile`: its output)."""
+
+    def __init__(
+        self, endpoints: Sequence[str], log_path: Path, profile: Path | None = None
+    ) -> None:
+        self.address = f"127.0.0.1:{free_loopback_ports(1)[0]}"
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "k8semu", "scheduler",
+                    "--server", ",".join(endpoints),
+                    "--listen-address", self.address,
+                    "--no-leader-elect",
+                    "--log-level", "warning",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.spy: subprocess.Popen[bytes] | None = None
+        if profile is not None:
+            py_spy = Path(sys.executable).with_name("py-spy")
+            with log_path.open("ab") as log:
+                self.spy = subprocess.Popen(
+                    [
+                        str(py_spy), "record", "--nonblocking", "--format", "raw",
+                        "--rate", "250", "--output", str(profile),
+                        "--pid", str(self.proc.pid),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )  # fmt: skip
+
+    async def wait_serving(self) -> None:
+        end = time.monotonic() + _HEALTH_TIMEOUT
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"scheduler exited: {self.log_path.read_text()[-2000:]}")
+                with contextlib.suppress(grpc.RpcError):
+                    resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"scheduler not serving within {_HEALTH_TIMEOUT} s")
+
+    def close(self) -> None:
+        if self.spy is not None and self.spy.poll() is None:
+            self.spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.spy.wait(30)
+            except subprocess.TimeoutExpired:
+                self.spy.kill()
+                self.spy.wait()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def run_scheduler_throughput(
+    api_endpoints: Sequence[str],
+    nodes: int = DEFAULT_NODES,
+    pods: int = DEFAULT_PODS,
+    *,
+    scheduler: str = "process",
+    backlog: bool = False,
+    writers: int = DEFAULT_WRITERS,
+    timeout: float = DEFAULT_TIMEOUT,
+    keep: bool = False,
+    log_dir: Path | None = None,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """Create `nodes` Nodes and `pods` pods and measure how fast they are bound.
+
+    Returns a dict: nodes, pods, mode, scheduler, pods_per_s, seconds, latency_ms (p50, p90,
+    p99, max), create_per_s (how fast the pods were created), node_create_s, and bound (how
+    many were bound before `timeout`). `profile`: sample the scheduler process with py-spy
+    (raw collapsed stacks written there)."""
+    if scheduler not in ("process", "inprocess", "external"):
+        raise ValueError(f"scheduler: must be process, inprocess or external, got {scheduler!r}")
+    if nodes < 1 or pods < 1 or writers < 1:
+        raise ValueError("nodes, pods and writers must be >= 1")
+    run = secrets.token_hex(3)
+    namespace = f"bench-sched-{run}"
+    node_names = [f"bench-{run}-node-{i:05d}" for i in range(nodes)]
+    owner = f"bench-rs-{run}"
+    logs = log_dir or Path(tempfile.mkdtemp(prefix="k8semu-bench-sched-"))
+    async with Client(list(api_endpoints)) as client:
+        ns = core_pb2.Namespace()
+        ns.metadata.name = namespace
+        await client.create(ns)
+
+        started = time.monotonic()
+
+        async def create_node(name: str) -> None:
+            with contextlib.suppress(AlreadyExists):
+                await client.create(_node(name))
+
+        await _bounded(writers, [lambda n=n: create_node(n) for n in node_names])
+        node_create_s = time.monotonic() - started
+
+        sent: dict[str, float] = {}
+        bound_at: dict[str, float] = {}
+        all_bound = asyncio.Event()
+        watch_ready = asyncio.Event()
+
+        async def watch() -> None:
+            listed = await client.list(core_pb2.Pod, namespace=namespace, limit=1)
+            watch_ready.set()
+            async for event in client.watch(
+                core_pb2.Pod, namespace=namespace, resource_version=listed.resource_version
+            ):
+                p = event.object
+                if p.spec.node_name and p.metadata.name not in bound_at:
+                    bound_at[p.metadata.name] = time.monotonic()
+                    if len(bound_at) >= pods:
+                        all_bound.set()
+
+        sched_proc: _SchedulerProcess | None = None
+        in_proc: Scheduler | None = None
+
+        async def start_scheduler() -> None:
+            nonlocal sched_proc, in_proc
+            if scheduler == "process":
+                sched_proc = _SchedulerProcess(api_endpoints, logs / "scheduler.log", profile)
+                await sched_proc.wait_serving()
+            elif scheduler == "inprocess":
+                in_proc = Scheduler(client, SchedulerConfig(leader_elect=False, listen_address=""))
+                await in_proc.start()
+
+        async def create_pod(i: int) -> None:
+            name = f"p-{i:05d}"
+            sent[name] = time.monotonic()
+            await client.create(_pod(name, namespace, owner))
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await watch_ready.wait()
+            if not backlog:
+                await start_scheduler()
+            first = create_started = time.monotonic()
+            await _bounded(writers, [lambda i=i: create_pod(i) for i in range(pods)])
+            created = time.monotonic()
+            if backlog:
+                await start_scheduler()
+                first = time.monotonic()  # from the scheduler's caches synced and leading
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await all_bound.wait()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if in_proc is not None:
+                await in_proc.stop()
+            if sched_proc is not None:
+                sched_proc.close()
+            if not keep:
+                await _cleanup(client, namespace, node_names, writers)
+    last = max(bound_at.values(), default=first)
+    seconds = max(1e-9, last - first)
+    latencies = [(bound_at[n] - sent[n]) * 1000 for n in bound_at if n in sent]
+    return {
+        "nodes": nodes,
+        "pods": pods,
+        "bound": len(bound_at),
+        "mode": "backlog" if backlog else "stream",
+        "scheduler": scheduler,
+        "pods_per_s": len(bound_at) / seconds,
+        "seconds": seconds,
+        "create_per_s": pods / max(1e-9, created - create_started),
+        "node_create_s": node_create_s,
+        "latency_ms": {
+            "p50": _percentile(latencies, 50),
+            "p90": _percentile(latencies, 90),
+            "p99": _percentile(latencies, 99),
+            "max": max(latencies, default=0.0),
+        },
+        "target_pods_per_s": TARGET_PODS_PER_S,
+        "logs": str(logs),
+    }
+
+
+async def _cleanup(client: Client, namespace: str, node_names: Sequence[str], writers: int) -> None:
+    async def delete_node(name: str) -> None:
+        with contextlib.suppress(NotFound, ClientError):
+            await client.delete(core_pb2.Node, name)
+
+    with contextlib.suppress(ClientError):
+        await client.delete(core_pb2.Namespace, namespace)
+    await _bounded(writers, [lambda n=n: delete_node(n) for n in node_names])
+
+
+# ---- `python -m k8semu.bench.scheduler` -------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m k8semu.bench.scheduler",
+        description="Scheduler throughput: N nodes, M pods, pods bound per second.",
+    )
+    p.add_argument("--nodes", type=int, default=DEFAULT_NODES)
+    p.add_argument("--pods", type=int, default=DEFAULT_PODS)
+    p.add_argument("--server", help="API servers HOST:PORT[,...] (default: start a store + one)")
+    p.add_argument("--replicas", type=int, default=3, help="store replicas when starting one")
+    p.add_argument("--scheduler", choices=["process", "inprocess", "external"], default="process")
+    p.add_argument("--backlog", action="store_true", help="create every pod first, then schedule")
+    p.add_argument("--writers", type=int, default=DEFAULT_WRITERS)
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    p.add_argument("--profile", type=Path, help="py-spy the scheduler process into this file")
+    return p
+
+
+def _report(r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    met = "yes" if r["pods_per_s"] >= r["target_pods_per_s"] else "no"
+    return (
+        f"{r['mode']}, scheduler {r['scheduler']}: {r['bound']}/{r['pods']} pods on "
+        f"{r['nodes']} nodes in {r['seconds']:.2f} s = {r['pods_per_s']:.0f} pods/s "
+        f"(target >= {r['target_pods_per_s']:.0f}: {met}); create->bind latency ms p50 "
+        f"{lat['p50']:.0f} p90 {lat['p90']:.0f} p99 {lat['p99']:.0f} max {lat['max']:.0f}; "
+        f"pods created at {r['create_per_s']:.0f}/s; {r['nodes']} nodes created in "
+        f"{r['node_create_s']:.1f} s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    if ns.nodes < 1 or ns.pods < 1 or ns.writers < 1 or ns.replicas < 1:
+        print("--nodes, --pods, --writers and --replicas must be >= 1", file=sys.stderr)
+        return 2
+    from k8semu.cli import _serving
+
+    _serving.install_event_loop()
+
+    async def bench(endpoints: Sequence[str], log_dir: Path | None) -> dict[str, Any]:
+        return await run_scheduler_throughput(
+            endpoints,
+            ns.nodes,
+            ns.pods,
+            scheduler=ns.scheduler,
+            backlog=ns.backlog,
+            writers=ns.writers,
+            timeout=ns.timeout,
+            log_dir=log_dir,
+            profile=ns.profile,
+        )
+
+    if ns.server:
+        result = asyncio.run(bench(ns.server.split(","), None))
+    else:
+        from k8semu.testing.apiserver import APIServerProcess
+
+        with tempfile.TemporaryDirectory(prefix="k8semu-bench-sched-") as tmp:
+            base = Path(tmp)
+            with K8semuStoreCluster(base / "store", ns.replicas) as store:
+                store.start()
+                store.wait_ready(timeout=60)
+                api = APIServerProcess(store, base / "apiserver.log", ["--log-level", "error"])
+                try:
+                    api.wait_serving()
+                    result = asyncio.run(bench([api.address], base))
+                finally:
+                    api.close()
+    print(_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
