@@ -214,6 +214,7 @@ class EndpointsController:
     async def run(self) -> None:
         for informer in (self.services, self.pods, self.endpoints):
             await informer.wait_synced()
+        log.info("controller started", controller=self.name, workers=self._workers)
         await run_workers(self.queue, self.reconcile, self._workers, name=self.name)
 
     async def reconcile(self, key: str) -> None:

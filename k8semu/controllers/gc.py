@@ -186,6 +186,12 @@ class GarbageCollector:
     async def run(self) -> None:
         for informer in self.informers.values():
             await informer.wait_synced()
+        log.info(
+            "controller started",
+            controller=self.name,
+            workers=self._config.workers,
+            kinds=sorted(self.informers),
+        )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(
                 run_workers(self.queue, self.reconcile, self._config.workers, name=self.name)

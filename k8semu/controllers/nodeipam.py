@@ -151,6 +151,7 @@ class NodeIPAMController:
     async def run(self) -> None:
         await self.nodes.wait_synced()
         self.rebuild()
+        log.info("controller started", controller=self.name, workers=self._workers)
         await run_workers(self.queue, self.reconcile, self._workers, name=self.name)
 
     def rebuild(self) -> None:

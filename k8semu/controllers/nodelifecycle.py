@@ -187,6 +187,7 @@ class NodeLifecycleController:
         for informer in (self.nodes, self.leases, self.pods):
             await informer.wait_synced()
         workers = self._config.workers
+        log.info("controller started", controller=self.name, workers=workers)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(run_workers(self.queue, self.reconcile, workers, name=self.name))
             tg.create_task(
