@@ -10,6 +10,7 @@ from collections.abc import Sequence
 BENCHMARKS: dict[str, str] = {
     "store": "store",
     "api": "api",
+    "proxy": "proxy",
 }
 
 
