@@ -1,9 +1,13 @@
-"""`k8semu up`: start a local cluster from a cluster config and supervise it in the foreground.
+"""`k8semu up`: start a cluster (or this host's share of one) from a cluster config.
 
-    k8semu up [--config FILE] [--data-dir DIR]
+    k8semu up [-f CONFIG] [--host NAME] [--state-dir DIR] [--detach] [--demo]
 
-Exit status: 0 after a stop by SIGINT/SIGTERM/SIGHUP, 1 when the cluster could not start or keep
-running (the message names the cause), 2 for a bad config or bad flags.
+Foreground (the default) supervises until Ctrl-C and then stops everything; ``--detach``
+returns once the cluster is healthy and leaves it running (``k8semu down`` stops it).
+``--demo`` (what ``make run`` uses) also deploys examples/echo.yaml and prints how to reach it.
+
+Exit status: 0 after a stop by SIGINT/SIGTERM/SIGHUP (or a detached start), 1 when the cluster
+could not start or keep running (the message names the cause), 2 for a bad config or flags.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from k8semu.cluster.config import default_config_text, load_config
+from k8semu.cluster import clientconfig
+from k8semu.cluster.config import ClusterConfig, default_config_text, load_config
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.launcher import Launcher, StopFlag
+from k8semu.cluster.plan import plan_cluster
+from k8semu.cluster.state import default_state_dir
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _Handler = Callable[[int, FrameType | None], object] | int | None
@@ -28,30 +35,58 @@ _Handler = Callable[[int, FrameType | None], object] | int | None
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="k8semu up",
-        description="Start a local k8semu cluster (today: a replicated store) as one OS process"
-        " per component, and supervise it until Ctrl-C. Data is kept between runs.",
+        description="Start a k8semu cluster - store, API servers, scheduler, controller manager,"
+        " kubelets and proxies, each its own OS process - and supervise it until Ctrl-C"
+        " (or leave it running with --detach). Data is kept between runs.",
     )
     p.add_argument(
+        "-f",
         "--config",
         type=Path,
         metavar="FILE",
         help="cluster config YAML (default: the built-in one, as in cluster_configs/local.yaml)",
     )
     p.add_argument(
+        "--host",
+        metavar="NAME",
+        help="start only this host's share of a multi-host config (hosts[].name)",
+    )
+    p.add_argument(
+        "--state-dir",
         "--data-dir",
+        dest="state_dir",
         type=Path,
         metavar="DIR",
-        help="where the cluster keeps data and logs (default: .k8semu/<cluster name>)",
+        help="where the cluster keeps state.json, logs and data (default:"
+        " $XDG_STATE_HOME/k8semu/clusters/<name>, else ~/.k8semu/clusters/<name>)",
+    )
+    p.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="return once healthy, leaving the processes running (no restarts after that)",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="also deploy the sample app (--demo-manifest) and print how to reach it",
+    )
+    p.add_argument(
+        "--demo-manifest",
+        type=Path,
+        default=Path("examples/echo.yaml"),
+        metavar="FILE",
+        help="the sample app for --demo (default: examples/echo.yaml)",
     )
     p.add_argument(
         "--print-default-config",
         action="store_true",
-        help="print the built-in cluster config (a starting point for --config) and exit",
+        help="print the built-in cluster config (a starting point for -f) and exit",
     )
     return p
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     try:
         print(line, flush=True)
     except BrokenPipeError:
@@ -61,7 +96,7 @@ def _say(line: str) -> None:
         os.close(devnull)
 
 
-def _install_stop_handlers(stop: StopFlag) -> dict[signal.Signals, _Handler]:
+def install_stop_handlers(stop: StopFlag) -> dict[signal.Signals, _Handler]:
     def handler(signum: int, frame: FrameType | None) -> None:
         stop.set(signal.Signals(signum).name)
 
@@ -73,6 +108,27 @@ def _install_stop_handlers(stop: StopFlag) -> dict[signal.Signals, _Handler]:
     return previous
 
 
+def restore_handlers(previous: dict[signal.Signals, _Handler]) -> None:
+    for sig, old in previous.items():
+        with contextlib.suppress(TypeError, ValueError):
+            signal.signal(sig, old)
+
+
+def available_commands() -> set[str]:
+    """The ``k8semu`` subcommands this install has (components land one by one)."""
+    from k8semu.cli.main import COMMANDS
+
+    return set(COMMANDS)
+
+
+def resolve_state_dir(given: Path | None, config: ClusterConfig, host: str | None) -> Path:
+    """``--state-dir``, else the cluster's default; one host's share of a multi-host cluster
+    gets its own (``<name>-<host>``), so several hosts tried on one machine do not mix."""
+    if given is not None:
+        return given
+    return default_state_dir(f"{config.name}-{host}" if host else config.name, os.environ)
+
+
 def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     if ns.print_default_config:
@@ -80,24 +136,46 @@ def main(argv: Sequence[str]) -> int:
         return 0
     try:
         config = load_config(ns.config)
+        state_dir = resolve_state_dir(ns.state_dir, config, ns.host)
+        plan = plan_cluster(
+            config,
+            state_dir.resolve(),
+            host=ns.host,
+            python=sys.executable,
+            commands=available_commands(),
+        )
     except ClusterConfigError as exc:
         print(f"k8semu up: bad cluster config: {exc}", file=sys.stderr)
         return 2
+    if ns.demo and ns.detach:
+        print("k8semu up: --demo runs in the foreground; leave out --detach", file=sys.stderr)
+        return 2
+    if ns.demo and not ns.demo_manifest.is_file():
+        print(f"k8semu up: --demo-manifest {ns.demo_manifest}: no such file", file=sys.stderr)
+        return 2
     stop = StopFlag()
-    data_dir = ns.data_dir if ns.data_dir is not None else config.default_data_dir
-    launcher = Launcher(config, data_dir, say=_say, stop=stop)
-    previous = _install_stop_handlers(stop)
+    after_start = None
+    if ns.demo:
+        from k8semu.cluster.demo import Demo
+
+        after_start = Demo(ns.demo_manifest, state_dir.resolve(), plan, say=say, stop=stop).run
+    launcher = Launcher(
+        plan,
+        state_dir,
+        say=say,
+        stop=stop,
+        detach=ns.detach,
+        user_config=clientconfig.user_config_path(os.environ),
+        config_source=config.source,
+        after_start=after_start,
+    )
+    previous = install_stop_handlers(stop)
     try:
         launcher.run()
-    except ClusterError as exc:
-        print(f"k8semu up: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
+    except (ClusterError, OSError) as exc:
         print(f"k8semu up: {exc}", file=sys.stderr)
         return 1
     finally:
-        for sig, old in previous.items():
-            with contextlib.suppress(TypeError, ValueError):
-                signal.signal(sig, old)
+        restore_handlers(previous)
         stop.close()
     return 0

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from k8semu import durations
+from k8semu.api import quantity
 from k8semu.cluster.errors import ClusterConfigError
 from k8semu.store import config as store_config
 from k8semu.transport import AddressError, parse_url
@@ -46,9 +47,16 @@ __all__ = [
     "KIND",
     "VERSION",
     "ClusterConfig",
+    "ControlPlaneSpec",
+    "HostSpec",
+    "InstanceSpec",
     "LauncherSpec",
+    "NetworkSpec",
+    "NodeSpec",
     "StoreMemberSpec",
     "StoreSpec",
+    "Taint",
+    "TimingsSpec",
     "default_config_text",
     "default_store_members",
     "format_duration",
@@ -78,7 +86,53 @@ DEFAULT_STORE_SNAPSHOT_COUNT = store_config.DEFAULT_SNAPSHOT_COUNT
 # The store refuses an election timeout shorter than this many heartbeats.
 STORE_MIN_ELECTION_HEARTBEATS = 5
 
-DEFAULT_READY_TIMEOUT_MS = 30_000
+STORE_BACKENDS = ("k8semu", "etcd")
+DEFAULT_STORE_BACKEND = "k8semu"
+DEFAULT_ETCD_BINARY = "/usr/bin/etcd"
+
+# The one host of a config that lists no hosts: everything runs here.
+DEFAULT_HOST_NAME = "local"
+DEFAULT_HOST_ADDRESS = "127.0.0.1"
+
+# Control-plane ports: Kubernetes' own (API 6443, scheduler 10259, controller manager 10257);
+# replica i (from 0) adds i for the API servers and i * 100 for the others.
+DEFAULT_APISERVER_PORT = 6443
+DEFAULT_APISERVER_STRIDE = 1
+DEFAULT_SCHEDULER_PORT = 10259
+DEFAULT_CONTROLLER_MANAGER_PORT = 10257
+DEFAULT_CONTROL_PLANE_STRIDE = 100
+
+# Worker nodes: node i (from 0) gets node IP 127.0.1.<i+1>; kubelet and proxy on Kubernetes'
+# ports (kubelet API 10250, kube-proxy metrics 10249) of that IP.
+DEFAULT_NODE_COUNT = 3
+DEFAULT_NODE_IP_PREFIX = "127.0.1."
+DEFAULT_HOLLOW_IP_PREFIX = "127.0.2."
+DEFAULT_KUBELET_PORT = 10250
+DEFAULT_PROXY_PORT = 10249
+RUNTIMES = ("process", "simulated")
+DEFAULT_RUNTIME = "process"
+DEFAULT_CAPACITY = (("cpu", "4"), ("memory", "8Gi"), ("pods", "110"))
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+DEFAULT_CLUSTER_CIDR = "127.244.0.0/16"
+DEFAULT_NODE_CIDR_MASK_SIZE = 24
+DEFAULT_SERVICE_CIDR = "127.96.0.0/16"
+DEFAULT_NODE_PORT_RANGE = "30000-32767"
+DEFAULT_LOAD_BALANCER_POOL = "127.100.0.0/24"
+
+# Emulator timings (DESIGN 6): fast, so a demo shows failover; Kubernetes' are in comments of
+# cluster_configs/README.md.
+DEFAULT_LEADER_ELECT_LEASE_MS = 4_000
+DEFAULT_LEADER_ELECT_RENEW_MS = 3_000
+DEFAULT_LEADER_ELECT_RETRY_MS = 500
+DEFAULT_NODE_LEASE_MS = 4_000
+DEFAULT_NODE_LEASE_RENEW_MS = 1_000
+DEFAULT_NODE_STATUS_UPDATE_MS = 2_000
+DEFAULT_NODE_MONITOR_PERIOD_MS = 500
+DEFAULT_NODE_MONITOR_GRACE_MS = 6_000
+DEFAULT_POD_EVICTION_MS = 5_000
+
+DEFAULT_READY_TIMEOUT_MS = 60_000
 DEFAULT_STOP_GRACE_MS = 5_000
 DEFAULT_RESTART_BACKOFF_MS = 500
 DEFAULT_MAX_RESTART_BACKOFF_MS = 10_000
@@ -87,6 +141,10 @@ DEFAULT_MAX_RESTARTS = 5
 
 # A member name becomes a directory and file name and seeds the member id.
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# Kubernetes' label syntax: an optional DNS-subdomain prefix and a name; values may be empty.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY_RE = re.compile(rf"([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}")
+_LABEL_VALUE_RE = re.compile(rf"({_LABEL_NAME})?")
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -99,6 +157,8 @@ class StoreMemberSpec:
     name: str
     client_url: str
     peer_url: str
+    #: The host (``hosts[].name``) that runs this replica.
+    host: str = ""
 
     @property
     def client_address(self) -> str:
@@ -125,8 +185,39 @@ class StoreSpec:
     election_ms: int = DEFAULT_STORE_ELECTION_MS
     snapshot_count: int = DEFAULT_STORE_SNAPSHOT_COUNT
     members: tuple[StoreMemberSpec, ...] = ()
+    #: ``k8semu`` (our store) or ``etcd`` (a real etcd: started by us from ``etcd_binary``, or
+    #: an external cluster at ``endpoints``, of which nothing is started).
+    backend: str = DEFAULT_STORE_BACKEND
+    endpoints: tuple[str, ...] = ()
+    etcd_binary: str = DEFAULT_ETCD_BINARY
+
+    @property
+    def external(self) -> bool:
+        """An etcd cluster someone else runs: nothing of the store is started."""
+        return bool(self.endpoints)
+
+    @property
+    def client_addresses(self) -> tuple[str, ...]:
+        """What the API servers are given as ``--store-endpoints``."""
+        if self.endpoints:
+            return self.endpoints
+        return tuple(m.client_address for m in self.members)
 
     def __post_init__(self) -> None:
+        if self.backend not in STORE_BACKENDS:
+            raise ClusterConfigError(
+                "store.backend", f"must be one of {', '.join(STORE_BACKENDS)}, got {self.backend!r}"
+            )
+        if self.endpoints:
+            if self.backend != "etcd":
+                raise ClusterConfigError(
+                    "store.endpoints",
+                    "an external store is a real etcd: set store.backend: etcd, or leave "
+                    "store.endpoints out to start our own store",
+                )
+            for i, endpoint in enumerate(self.endpoints):
+                _check_host_port(endpoint, f"store.endpoints[{i}]")
+            return
         if self.replicas < 1:
             raise ClusterConfigError("store.replicas", "must be >= 1")
         if self.heartbeat_ms < 1:
@@ -187,12 +278,252 @@ class LauncherSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HostSpec:
+    """A machine that runs part of the cluster: ``k8semu up --host NAME`` starts its share.
+    ``address`` is what the others reach it at, and what its control-plane processes bind."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceSpec:
+    """One API server, scheduler or controller manager: its name, host and port."""
+
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlPlaneSpec:
+    """``apiServer``, ``scheduler`` or ``controllerManager``: ``replicas`` processes, each an
+    ``InstanceSpec`` (given in ``instances``, or the default names and ports). Schedulers and
+    controller managers elect a leader through a Lease; API servers are all active."""
+
+    replicas: int
+    instances: tuple[InstanceSpec, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+    def flag(self) -> str:
+        """``key=value:Effect``, as ``--register-with-taints`` takes it."""
+        return (
+            f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSpec:
+    """A worker node: one kubelet process (and, unless ``proxy`` is off, one proxy process).
+
+    A hollow-node pool (``count`` > 0) is one kubelet process with the ``simulated`` runtime
+    that registers ``count`` nodes named ``<name>-0``.. ``<name>-<count-1>``; it has no proxy.
+    """
+
+    name: str
+    host: str
+    node_ip: str
+    runtime: str = DEFAULT_RUNTIME
+    capacity: tuple[tuple[str, str], ...] = DEFAULT_CAPACITY
+    labels: tuple[tuple[str, str], ...] = ()
+    taints: tuple[Taint, ...] = ()
+    kubelet_port: int = DEFAULT_KUBELET_PORT
+    proxy_port: int = DEFAULT_PROXY_PORT
+    proxy: bool = True
+    count: int = 0
+    #: Position in ``nodes`` (or ``hollowNodes``), for error messages.
+    index: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        path = self.path
+        if not _NAME_RE.fullmatch(self.name):
+            raise ClusterConfigError(
+                f"{path}.name",
+                f"{self.name!r} must be 1-63 lowercase letters, digits and '-', starting and "
+                "ending with a letter or digit",
+            )
+        if not _is_ip(self.node_ip):
+            raise ClusterConfigError(f"{path}.nodeIP", f"{self.node_ip!r} is not an IP address")
+        if self.runtime not in RUNTIMES:
+            raise ClusterConfigError(
+                f"{path}.runtime", f"must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"
+            )
+        for key, port in (("kubeletPort", self.kubelet_port), ("proxyPort", self.proxy_port)):
+            if not 0 < port <= 65535:
+                raise ClusterConfigError(f"{path}.{key}", f"must be 1-65535, got {port}")
+        if self.count < 0:
+            raise ClusterConfigError(f"{path}.count", "must be >= 1")
+        for resource, value in self.capacity:
+            try:
+                quantity.parse_quantity(value, field=f"{path}.capacity.{resource}")
+            except ValueError as exc:
+                raise ClusterConfigError(f"{path}.capacity.{resource}", str(exc)) from None
+        for key, value in self.labels:
+            if not _LABEL_KEY_RE.fullmatch(key):
+                raise ClusterConfigError(f"{path}.labels", f"{key!r} is not a label key")
+            if not _LABEL_VALUE_RE.fullmatch(value):
+                raise ClusterConfigError(f"{path}.labels.{key}", f"{value!r} is not a label value")
+        for i, t in enumerate(self.taints):
+            if not _LABEL_KEY_RE.fullmatch(t.key):
+                raise ClusterConfigError(f"{path}.taints[{i}].key", f"{t.key!r} is not a key")
+            if not _LABEL_VALUE_RE.fullmatch(t.value):
+                raise ClusterConfigError(f"{path}.taints[{i}].value", f"{t.value!r} is not a value")
+            if t.effect not in TAINT_EFFECTS:
+                raise ClusterConfigError(
+                    f"{path}.taints[{i}].effect",
+                    f"must be one of {', '.join(TAINT_EFFECTS)}, got {t.effect!r}",
+                )
+
+    @property
+    def path(self) -> str:
+        """``nodes[i]`` or ``hollowNodes[i]``: where the node is in the config."""
+        return f"{'hollowNodes' if self.hollow else 'nodes'}[{self.index}]"
+
+    @property
+    def hollow(self) -> bool:
+        return self.count > 0
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """The Node objects this kubelet registers."""
+        if self.hollow:
+            return tuple(f"{self.name}-{i}" for i in range(self.count))
+        return (self.name,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkSpec:
+    """Address ranges (DESIGN 7): pod IPs (``clusterCIDR``, one /``nodeCIDRMaskSize`` per
+    node), ClusterIPs (``serviceCIDR``), NodePorts, LoadBalancer IPs."""
+
+    cluster_cidr: str = DEFAULT_CLUSTER_CIDR
+    node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE
+    service_cidr: str = DEFAULT_SERVICE_CIDR
+    node_port_range: str = DEFAULT_NODE_PORT_RANGE
+    load_balancer_pool: str = DEFAULT_LOAD_BALANCER_POOL
+
+    def __post_init__(self) -> None:
+        nets = {}
+        for key, value in (
+            ("clusterCIDR", self.cluster_cidr),
+            ("serviceCIDR", self.service_cidr),
+            ("loadBalancerPool", self.load_balancer_pool),
+        ):
+            try:
+                nets[key] = ipaddress.ip_network(value, strict=True)
+            except ValueError as exc:
+                raise ClusterConfigError(
+                    f"network.{key}", f"{value!r} is not a CIDR: {exc}"
+                ) from None
+        mask = self.node_cidr_mask_size
+        if not nets["clusterCIDR"].prefixlen <= mask <= nets["clusterCIDR"].max_prefixlen - 2:
+            raise ClusterConfigError(
+                "network.nodeCIDRMaskSize",
+                f"must be between network.clusterCIDR's prefix length "
+                f"({nets['clusterCIDR'].prefixlen}) and {nets['clusterCIDR'].max_prefixlen - 2}",
+            )
+        keys = list(nets)
+        for i, a in enumerate(keys):
+            for b in keys[i + 1 :]:
+                if nets[a].overlaps(nets[b]):
+                    raise ClusterConfigError(f"network.{b}", f"overlaps network.{a} ({nets[a]})")
+        lo, sep, hi = self.node_port_range.partition("-")
+        if not (sep and lo.isdigit() and hi.isdigit() and 0 < int(lo) <= int(hi) <= 65535):
+            raise ClusterConfigError(
+                "network.nodePortRange",
+                f"{self.node_port_range!r} must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535",
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimingsSpec:
+    """Every control-plane timing that is not the store's or the launcher's (DESIGN 6)."""
+
+    leader_elect_lease_ms: int = DEFAULT_LEADER_ELECT_LEASE_MS
+    leader_elect_renew_ms: int = DEFAULT_LEADER_ELECT_RENEW_MS
+    leader_elect_retry_ms: int = DEFAULT_LEADER_ELECT_RETRY_MS
+    node_lease_ms: int = DEFAULT_NODE_LEASE_MS
+    node_lease_renew_ms: int = DEFAULT_NODE_LEASE_RENEW_MS
+    node_status_update_ms: int = DEFAULT_NODE_STATUS_UPDATE_MS
+    node_monitor_period_ms: int = DEFAULT_NODE_MONITOR_PERIOD_MS
+    node_monitor_grace_ms: int = DEFAULT_NODE_MONITOR_GRACE_MS
+    pod_eviction_ms: int = DEFAULT_POD_EVICTION_MS
+
+    def __post_init__(self) -> None:
+        for attr, key in _TIMING_KEYS:
+            if getattr(self, attr) < 1:
+                raise ClusterConfigError(f"timings.{key}", "must be at least 1ms")
+        if self.leader_elect_lease_ms < 1000:
+            raise ClusterConfigError(
+                "timings.leaderElectLeaseDuration", "must be at least 1s (a Lease holds seconds)"
+            )
+        if self.leader_elect_renew_ms >= self.leader_elect_lease_ms:
+            raise ClusterConfigError(
+                "timings.leaderElectRenewDeadline",
+                f"must be shorter than timings.leaderElectLeaseDuration "
+                f"({format_duration(self.leader_elect_lease_ms)})",
+            )
+        if self.leader_elect_retry_ms >= self.leader_elect_renew_ms:
+            raise ClusterConfigError(
+                "timings.leaderElectRetryPeriod",
+                f"must be shorter than timings.leaderElectRenewDeadline "
+                f"({format_duration(self.leader_elect_renew_ms)})",
+            )
+        if self.node_lease_renew_ms >= self.node_lease_ms:
+            raise ClusterConfigError(
+                "timings.nodeLeaseRenewInterval",
+                f"must be shorter than timings.nodeLeaseDuration "
+                f"({format_duration(self.node_lease_ms)})",
+            )
+        if self.node_monitor_grace_ms <= self.node_monitor_period_ms:
+            raise ClusterConfigError(
+                "timings.nodeMonitorGracePeriod",
+                f"must be longer than timings.nodeMonitorPeriod "
+                f"({format_duration(self.node_monitor_period_ms)})",
+            )
+
+
+# (attribute, YAML key) of every timing, in the order of the README's table.
+_TIMING_KEYS = (
+    ("leader_elect_lease_ms", "leaderElectLeaseDuration"),
+    ("leader_elect_renew_ms", "leaderElectRenewDeadline"),
+    ("leader_elect_retry_ms", "leaderElectRetryPeriod"),
+    ("node_lease_ms", "nodeLeaseDuration"),
+    ("node_lease_renew_ms", "nodeLeaseRenewInterval"),
+    ("node_status_update_ms", "nodeStatusUpdateFrequency"),
+    ("node_monitor_period_ms", "nodeMonitorPeriod"),
+    ("node_monitor_grace_ms", "nodeMonitorGracePeriod"),
+    ("pod_eviction_ms", "podEvictionTimeout"),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterConfig:
-    """A whole cluster config. ``name`` names the cluster: it picks the default data directory
-    (``.k8semu/<name>``) and the store's cluster token, so the same name finds the same data."""
+    """A whole cluster config. ``name`` names the cluster: it picks the default state directory
+    (``~/.k8semu/clusters/<name>``), the store's cluster token and the CLI context, so the same
+    name finds the same data.
+
+    Invariants after construction: every section is filled in (left-out ones take their
+    defaults), every ``host`` a component names is one of ``hosts``, no two processes listen
+    on the same address, and node names are unique.
+    """
 
     name: str = DEFAULT_NAME
+    hosts: tuple[HostSpec, ...] = ()
     store: StoreSpec = field(default_factory=StoreSpec)
+    api_server: ControlPlaneSpec | None = None
+    scheduler: ControlPlaneSpec | None = None
+    controller_manager: ControlPlaneSpec | None = None
+    #: Worker nodes and hollow-node pools; None means the default three workers.
+    nodes: tuple[NodeSpec, ...] | None = None
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    timings: TimingsSpec = field(default_factory=TimingsSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
     #: Where the config came from (a file name, or the built-in default), for messages.
     source: str = field(default="", compare=False)
@@ -204,16 +535,209 @@ class ClusterConfig:
                 f"{self.name!r} must be 1-63 lowercase letters, digits and '-', starting and "
                 "ending with a letter or digit",
             )
+        if not self.hosts:
+            object.__setattr__(
+                self, "hosts", (HostSpec(name=DEFAULT_HOST_NAME, address=DEFAULT_HOST_ADDRESS),)
+            )
+        _check_hosts(self.hosts)
+        first = self.hosts[0]
+        defaults = (
+            ("api_server", "apiServer", "apiserver", 1, DEFAULT_APISERVER_PORT,
+             DEFAULT_APISERVER_STRIDE),
+            ("scheduler", "scheduler", "scheduler", 1, DEFAULT_SCHEDULER_PORT,
+             DEFAULT_CONTROL_PLANE_STRIDE),
+            ("controller_manager", "controllerManager", "controller-manager", 1,
+             DEFAULT_CONTROLLER_MANAGER_PORT, DEFAULT_CONTROL_PLANE_STRIDE),
+        )  # fmt: skip
+        for attr, key, prefix, replicas, port, stride in defaults:
+            if getattr(self, attr) is None:
+                instances = default_instances(key, prefix, replicas, first.name, port, stride)
+                object.__setattr__(
+                    self, attr, ControlPlaneSpec(replicas=replicas, instances=instances)
+                )
+        if self.nodes is None:
+            object.__setattr__(self, "nodes", default_nodes(DEFAULT_NODE_COUNT, first.name))
+        object.__setattr__(self, "store", _placed_store(self.store, self.hosts))
+        _check_placement(self)
 
     @property
     def store_token(self) -> str:
         """The store's ``--initial-cluster-token``; a data dir remembers it."""
         return f"k8semu-{self.name}"
 
+    def host(self, name: str) -> HostSpec:
+        """The host called ``name`` (ClusterConfigError naming ``--host`` when none is)."""
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        known = ", ".join(h.name for h in self.hosts)
+        raise ClusterConfigError("--host", f"{name!r} is not a host of this config ({known})")
+
+    def address_of(self, instance: InstanceSpec) -> str:
+        """``HOST:PORT`` an API server, scheduler or controller manager listens on."""
+        return f"{_bracketed(self.host(instance.host).address)}:{instance.port}"
+
     @property
-    def default_data_dir(self) -> Path:
-        """``.k8semu/<name>``, relative to the working directory."""
-        return Path(".k8semu") / self.name
+    def api_server_addresses(self) -> tuple[str, ...]:
+        """Every API server's address: what clients, kubelets and proxies are given."""
+        assert self.api_server is not None
+        return tuple(self.address_of(i) for i in self.api_server.instances)
+
+    @property
+    def all_nodes(self) -> tuple[NodeSpec, ...]:
+        assert self.nodes is not None
+        return self.nodes
+
+
+def default_instances(
+    key: str, prefix: str, replicas: int, host: str, port: int, stride: int
+) -> tuple[InstanceSpec, ...]:
+    """``<prefix>-1``.. on ``host`` at ``port``, ``port + stride``, ..."""
+    if replicas < 0:
+        raise ClusterConfigError(f"{key}.replicas", "must be >= 0")
+    if port + (replicas - 1) * stride > 65535:
+        raise ClusterConfigError(
+            f"{key}.replicas", f"{replicas} replicas do not fit the default ports; list instances"
+        )
+    return tuple(
+        InstanceSpec(name=f"{prefix}-{i + 1}", host=host, port=port + i * stride)
+        for i in range(replicas)
+    )
+
+
+def default_nodes(count: int, host: str) -> tuple[NodeSpec, ...]:
+    """``node-1``.. at node IPs 127.0.1.1.., each with a kubelet (process runtime) and a proxy."""
+    return tuple(
+        NodeSpec(name=f"node-{i + 1}", host=host, node_ip=f"{DEFAULT_NODE_IP_PREFIX}{i + 1}")
+        for i in range(count)
+    )
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _check_host_port(value: str, path: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ClusterConfigError(path, f"{value!r} must be HOST:PORT with a port 1-65535")
+
+
+def _check_hosts(hosts: tuple[HostSpec, ...]) -> None:
+    names: dict[str, int] = {}
+    addresses: dict[str, int] = {}
+    for i, h in enumerate(hosts):
+        if not _NAME_RE.fullmatch(h.name):
+            raise ClusterConfigError(
+                f"hosts[{i}].name",
+                f"{h.name!r} must be 1-63 lowercase letters, digits and '-', starting and ending "
+                "with a letter or digit",
+            )
+        if h.name in names:
+            raise ClusterConfigError(
+                f"hosts[{i}].name", f"{h.name!r} is also hosts[{names[h.name]}]"
+            )
+        names[h.name] = i
+        if not h.address or (any(c in h.address for c in " /:") and not _is_ip(h.address)):
+            raise ClusterConfigError(f"hosts[{i}].address", f"{h.address!r} is not an address")
+        if _is_unspecified(h.address):
+            raise ClusterConfigError(
+                f"hosts[{i}].address", f"give the address others reach it at, not {h.address}"
+            )
+        if h.address in addresses:
+            raise ClusterConfigError(
+                f"hosts[{i}].address", f"{h.address} is also hosts[{addresses[h.address]}].address"
+            )
+        addresses[h.address] = i
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _placed_store(store: StoreSpec, hosts: tuple[HostSpec, ...]) -> StoreSpec:
+    """The store with every member's ``host`` set: given, or the host whose address its
+    clientURL has, or the only host."""
+    by_address = {h.address: h.name for h in hosts}
+    names = {h.name for h in hosts}
+    placed = []
+    for i, m in enumerate(store.members):
+        host = m.host
+        if host:
+            if host not in names:
+                raise ClusterConfigError(
+                    f"store.members[{i}].host",
+                    f"{host!r} is not a host ({', '.join(h.name for h in hosts)})",
+                )
+        else:
+            address = m.client_address.rpartition(":")[0].strip("[]")
+            host = by_address.get(address, hosts[0].name if len(hosts) == 1 else "")
+            if not host:
+                raise ClusterConfigError(
+                    f"store.members[{i}].host",
+                    f"required: no host in hosts has the address of its clientURL ({address})",
+                )
+        placed.append(dataclasses.replace(m, host=host))
+    return dataclasses.replace(store, members=tuple(placed))
+
+
+def _check_placement(config: ClusterConfig) -> None:
+    """Every named host exists, no two processes listen on one address, node names are unique."""
+    hosts = {h.name: h for h in config.hosts}
+    known = ", ".join(hosts)
+    listeners: dict[str, str] = {}
+
+    def listen(address: str, path: str) -> None:
+        if address in listeners:
+            raise ClusterConfigError(path, f"{address} is also {listeners[address]}")
+        listeners[address] = path
+
+    def placed(host: str, path: str) -> HostSpec:
+        if host not in hosts:
+            raise ClusterConfigError(path, f"{host!r} is not a host ({known})")
+        return hosts[host]
+
+    for i, m in enumerate(config.store.members):
+        listen(m.client_address, f"store.members[{i}].clientURL")
+        listen(m.peer_address, f"store.members[{i}].peerURL")
+    sections = (
+        ("apiServer", config.api_server),
+        ("scheduler", config.scheduler),
+        ("controllerManager", config.controller_manager),
+    )
+    names: dict[str, str] = {}
+    for key, spec in sections:
+        assert spec is not None
+        for i, inst in enumerate(spec.instances):
+            path = f"{key}.instances[{i}]"
+            host = placed(inst.host, f"{path}.host")
+            listen(f"{_bracketed(host.address)}:{inst.port}", f"{path}.port")
+            if inst.name in names:
+                raise ClusterConfigError(
+                    f"{path}.name", f"{inst.name!r} is also {names[inst.name]}"
+                )
+            names[inst.name] = f"{path}.name"
+    assert config.api_server is not None
+    if not config.api_server.instances and not config.store.external and config.nodes:
+        raise ClusterConfigError("apiServer.replicas", "must be >= 1 (the nodes need one)")
+    node_names: dict[str, str] = {}
+    for n in config.all_nodes:
+        path = n.path
+        placed(n.host, f"{path}.host")
+        ip = _bracketed(n.node_ip)
+        listen(f"{ip}:{n.kubelet_port}", f"{path}.kubeletPort")
+        if n.proxy and not n.hollow:
+            listen(f"{ip}:{n.proxy_port}", f"{path}.proxyPort")
+        for node in n.node_names:
+            if node in node_names:
+                raise ClusterConfigError(
+                    f"{path}.name", f"node {node!r} is also {node_names[node]}"
+                )
+            node_names[node] = f"{path}.name"
 
 
 def default_store_members(replicas: int) -> tuple[StoreMemberSpec, ...]:
@@ -274,7 +798,9 @@ def _checked_members(members: tuple[StoreMemberSpec, ...]) -> Iterator[StoreMemb
                 raise ClusterConfigError(where, f"{address} is also {addresses[address]}")
             addresses[address] = where
             urls[key] = f"http://{address}"
-        yield StoreMemberSpec(name=m.name, client_url=urls["clientURL"], peer_url=urls["peerURL"])
+        yield StoreMemberSpec(
+            name=m.name, client_url=urls["clientURL"], peer_url=urls["peerURL"], host=m.host
+        )
 
 
 def _is_unspecified(host: str) -> bool:
@@ -424,12 +950,30 @@ def _read_store(f: _Fields) -> StoreSpec:
                 name=m.string("name", f"s{i + 1}"),
                 client_url=_required_str(m, "clientURL"),
                 peer_url=_required_str(m, "peerURL"),
+                host=m.string("host", ""),
             )
         )
         m.finish()
     if f.get("members") is not None and not members:
         raise ClusterConfigError(f.where("members"), "must list at least one member")
+    backend = f.string("backend", DEFAULT_STORE_BACKEND)
+    binary = f.string("etcdBinary", DEFAULT_ETCD_BINARY)
+    endpoints: list[str] = []
+    for path, item in f.items("endpoints") or ():
+        if not isinstance(item, str):
+            raise ClusterConfigError(path, f"expected HOST:PORT, got {_describe(item)}")
+        endpoints.append(item.removeprefix("http://"))
     f.finish()
+    if endpoints:
+        for key in ("members", "replicas"):
+            if f.raw.get(key) is not None:
+                raise ClusterConfigError(
+                    f.where(key),
+                    "not with store.endpoints (an external etcd: nothing of the store is started)",
+                )
+        return StoreSpec(backend=backend, endpoints=tuple(endpoints), etcd_binary=binary)
+    if f.raw.get("endpoints") is not None:
+        raise ClusterConfigError(f.where("endpoints"), "must list at least one HOST:PORT")
     if replicas is None:
         count = len(members) or DEFAULT_STORE_REPLICAS
     elif isinstance(replicas, bool) or not isinstance(replicas, int):
@@ -444,6 +988,8 @@ def _read_store(f: _Fields) -> StoreSpec:
         election_ms=election_ms,
         snapshot_count=snapshot_count,
         members=tuple(members),
+        backend=backend,
+        etcd_binary=binary,
     )
 
 
@@ -458,6 +1004,167 @@ def _read_launcher(f: _Fields) -> LauncherSpec:
     )
     f.finish()
     return spec
+
+
+def _read_hosts(f: _Fields) -> tuple[HostSpec, ...]:
+    hosts = []
+    items = f.items("hosts")
+    if items is not None and not items:
+        raise ClusterConfigError(f.where("hosts"), "must list at least one host")
+    for path, item in items or ():
+        h = _Fields(item, path)
+        hosts.append(HostSpec(name=_required_str(h, "name"), address=_required_str(h, "address")))
+        h.finish()
+    return tuple(hosts)
+
+
+def _read_control_plane(
+    f: _Fields, key: str, prefix: str, port: int, stride: int, first_host: str
+) -> ControlPlaneSpec:
+    replicas_raw = f.get("replicas")
+    items = f.items("instances")
+    f.finish()
+    if replicas_raw is not None and (
+        isinstance(replicas_raw, bool) or not isinstance(replicas_raw, int)
+    ):
+        raise ClusterConfigError(
+            f.where("replicas"), f"expected an integer, got {_describe(replicas_raw)}"
+        )
+    if items is None:
+        replicas = 1 if replicas_raw is None else replicas_raw
+        if replicas < 0:
+            raise ClusterConfigError(f.where("replicas"), "must be >= 0")
+        return ControlPlaneSpec(
+            replicas=replicas,
+            instances=default_instances(key, prefix, replicas, first_host, port, stride),
+        )
+    instances = []
+    for i, (path, item) in enumerate(items):
+        g = _Fields(item, path)
+        inst = InstanceSpec(
+            name=g.string("name", f"{prefix}-{i + 1}"),
+            host=g.string("host", first_host),
+            port=g.integer("port", port + i * stride),
+        )
+        g.finish()
+        if not _NAME_RE.fullmatch(inst.name):
+            raise ClusterConfigError(f"{path}.name", f"{inst.name!r} must be a DNS label")
+        if not 0 < inst.port <= 65535:
+            raise ClusterConfigError(f"{path}.port", f"must be 1-65535, got {inst.port}")
+        instances.append(inst)
+    if replicas_raw is not None and replicas_raw != len(instances):
+        raise ClusterConfigError(
+            f.where("instances"),
+            f"lists {len(instances)} instances but {f.where('replicas')} is {replicas_raw}",
+        )
+    return ControlPlaneSpec(replicas=len(instances), instances=tuple(instances))
+
+
+def _read_mapping(f: _Fields, key: str) -> tuple[tuple[str, str], ...] | None:
+    """A mapping of strings (numbers are taken as their text: ``cpu: 4``)."""
+    value = f.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ClusterConfigError(f.where(key), f"expected a mapping, got {_describe(value)}")
+    out = []
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise ClusterConfigError(f.where(key), f"keys must be strings, got {_describe(k)}")
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise ClusterConfigError(
+                f"{f.where(key)}.{k}", f"expected a string or a number, got {_describe(v)}"
+            )
+        out.append((k, str(v)))
+    return tuple(out)
+
+
+def _read_taints(f: _Fields) -> tuple[Taint, ...]:
+    taints = []
+    for path, item in f.items("taints") or ():
+        t = _Fields(item, path)
+        taints.append(
+            Taint(key=_required_str(t, "key"), value=t.string("value", ""),
+                  effect=_required_str(t, "effect"))
+        )  # fmt: skip
+        t.finish()
+    return tuple(taints)
+
+
+def _boolean(f: _Fields, key: str, default: bool) -> bool:
+    value = f.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ClusterConfigError(f.where(key), f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _read_nodes(top: _Fields, first_host: str) -> tuple[NodeSpec, ...] | None:
+    items = top.items("nodes")
+    pools = top.items("hollowNodes")
+    if items is None and pools is None:
+        return None
+    nodes = []
+    for i, (path, item) in enumerate(items or ()):
+        n = _Fields(item, path)
+        nodes.append(
+            NodeSpec(
+                name=n.string("name", f"node-{i + 1}"),
+                host=n.string("host", first_host),
+                node_ip=n.string("nodeIP", f"{DEFAULT_NODE_IP_PREFIX}{i + 1}"),
+                runtime=n.string("runtime", DEFAULT_RUNTIME),
+                capacity=_read_mapping(n, "capacity") or DEFAULT_CAPACITY,
+                labels=_read_mapping(n, "labels") or (),
+                taints=_read_taints(n),
+                kubelet_port=n.integer("kubeletPort", DEFAULT_KUBELET_PORT),
+                proxy_port=n.integer("proxyPort", DEFAULT_PROXY_PORT),
+                proxy=_boolean(n, "proxy", True),
+                index=i,
+            )
+        )
+        n.finish()
+    for i, (path, item) in enumerate(pools or ()):
+        n = _Fields(item, path)
+        count = n.integer("count", 0)
+        if count < 1:
+            raise ClusterConfigError(n.where("count"), "required, and must be >= 1")
+        nodes.append(
+            NodeSpec(
+                name=n.string("name", f"hollow-{i + 1}"),
+                host=n.string("host", first_host),
+                node_ip=n.string("nodeIP", f"{DEFAULT_HOLLOW_IP_PREFIX}{i + 1}"),
+                runtime="simulated",
+                capacity=_read_mapping(n, "capacity") or DEFAULT_CAPACITY,
+                labels=_read_mapping(n, "labels") or (),
+                taints=_read_taints(n),
+                kubelet_port=n.integer("kubeletPort", DEFAULT_KUBELET_PORT),
+                proxy=False,
+                count=count,
+                index=i,
+            )
+        )
+        n.finish()
+    return tuple(nodes)
+
+
+def _read_network(f: _Fields) -> NetworkSpec:
+    spec = NetworkSpec(
+        cluster_cidr=f.string("clusterCIDR", DEFAULT_CLUSTER_CIDR),
+        node_cidr_mask_size=f.integer("nodeCIDRMaskSize", DEFAULT_NODE_CIDR_MASK_SIZE),
+        service_cidr=f.string("serviceCIDR", DEFAULT_SERVICE_CIDR),
+        node_port_range=f.string("nodePortRange", DEFAULT_NODE_PORT_RANGE),
+        load_balancer_pool=f.string("loadBalancerPool", DEFAULT_LOAD_BALANCER_POOL),
+    )
+    f.finish()
+    return spec
+
+
+def _read_timings(f: _Fields) -> TimingsSpec:
+    defaults = TimingsSpec()
+    values = {attr: f.duration_ms(key, getattr(defaults, attr)) for attr, key in _TIMING_KEYS}
+    f.finish()
+    return TimingsSpec(**values)
 
 
 def _required_str(f: _Fields, key: str) -> str:
@@ -477,10 +1184,34 @@ def _read_document(raw: object) -> ClusterConfig:
         if value != want:
             raise ClusterConfigError(key, f"must be {want}, got {value!r}")
     name = top.string("name", DEFAULT_NAME)
+    hosts = _read_hosts(top)
+    first = hosts[0].name if hosts else DEFAULT_HOST_NAME
     store = _read_store(top.section("store"))
+    sections = {}
+    for key, prefix, port, stride in (
+        ("apiServer", "apiserver", DEFAULT_APISERVER_PORT, DEFAULT_APISERVER_STRIDE),
+        ("scheduler", "scheduler", DEFAULT_SCHEDULER_PORT, DEFAULT_CONTROL_PLANE_STRIDE),
+        ("controllerManager", "controller-manager", DEFAULT_CONTROLLER_MANAGER_PORT,
+         DEFAULT_CONTROL_PLANE_STRIDE),
+    ):  # fmt: skip
+        sections[key] = _read_control_plane(top.section(key), key, prefix, port, stride, first)
+    nodes = _read_nodes(top, first)
+    network = _read_network(top.section("network"))
+    timings = _read_timings(top.section("timings"))
     launcher = _read_launcher(top.section("launcher"))
     top.finish()
-    return ClusterConfig(name=name, store=store, launcher=launcher)
+    return ClusterConfig(
+        name=name,
+        hosts=hosts,
+        store=store,
+        api_server=sections["apiServer"],
+        scheduler=sections["scheduler"],
+        controller_manager=sections["controllerManager"],
+        nodes=nodes,
+        network=network,
+        timings=timings,
+        launcher=launcher,
+    )
 
 
 def parse_config(text: str, *, source: str = "<string>") -> ClusterConfig:

@@ -1,21 +1,23 @@
-"""The engine of ``k8semu up``: start a local cluster from a config, supervise it, stop it.
+"""The engine of ``k8semu up`` and ``k8semu join``: start a plan's components, wait until they
+are healthy, then supervise them in the foreground or leave them running (``--detach``).
 
-Owns one local cluster's data directory and the processes started for it::
+Start-up: lock the state dir -> refuse a cluster that already runs from it, a state dir made
+for another cluster, or a listen address in use -> write the CLI config -> start the stages in
+order (store, API servers, schedulers and controller managers, kubelets and proxies), each
+only once the one before is healthy: a store replica when it answers ``Maintenance.Status``
+and the store when a quorum agrees on a leader; every other component when its gRPC health
+service says SERVING; the nodes when the API lists them Ready. A line is printed as each turns
+healthy. Any failure stops everything started so far (nothing half-started) and raises a
+LaunchError with the tail of the guilty component's log.
 
-    <data-dir>/launcher.lock     held (flock) while a launcher runs; holds its pid
-    <data-dir>/cluster.json      the cluster's identity: name, store token, member names
-    <data-dir>/store/<name>/     a store replica's data (raft.db, kv.db, snap/)
-    <data-dir>/store/<name>.log  its stdout and stderr, appended across runs
+Foreground: a component that exits is reported and started again with back-off
+(``RestartTracker``); store leader changes are reported. When ``stop`` is set (SIGINT, SIGTERM,
+SIGHUP, or ``k8semu down``) everything is stopped by pid in reverse stage order (the store
+leader last), including the pod processes of this host's kubelets. Detached: the components
+run in their own sessions with no parent watching; nobody restarts one that crashes.
 
-Start-up is: pre-flight checks (lock, identity, every address free) -> start every store replica
--> wait for an agreed leader -> write and read back the demo key through the etcd v3 API -> print
-a summary. Supervision then reports every replica that exits unexpectedly and starts it again
-with back-off (``RestartTracker``), and reports leader changes. When ``stop`` is set (the CLI
-sets it from SIGINT/SIGTERM), every process it started is stopped by pid: SIGTERM, then SIGKILL
-after the grace period. Data is kept, so the next run restarts the same cluster.
-
-It must not signal a process it did not start, listen on or send to anything but the configured
-addresses, or print other than through the ``say`` callback it is given.
+``state.json`` (``k8semu.cluster.state``) is rewritten whenever a pid changes. This module must
+not signal a process it did not start, and prints only through ``say``.
 """
 
 from __future__ import annotations
@@ -26,42 +28,45 @@ import fcntl
 import json
 import os
 import select
+import shutil
+import signal
 import socket
-import sys
+import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc  # type: ignore[import-untyped, unused-ignore]
-
-from k8semu.cluster.config import ClusterConfig, format_duration
-from k8semu.cluster.errors import (
-    ClusterError,
-    ClusterNotReadyError,
-    LaunchError,
-    MemberExitedError,
-    WaitCancelledError,
+from k8semu.cluster import clientconfig
+from k8semu.cluster.config import format_duration
+from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
+from k8semu.cluster.plan import API, NODES, STAGES, STORE, ComponentPlan, Plan
+from k8semu.cluster.probes import SERVING, Probes, agreed_leader
+from k8semu.cluster.state import (
+    KUBECONFIG_FILE,
+    ClusterState,
+    ComponentRecord,
+    process_start_time,
+    processes_of,
+    read_state,
+    write_state,
 )
-from k8semu.cluster.processes import K8semuStoreCluster, MemberSpec
+from k8semu.cluster.stopping import terminate
 from k8semu.cluster.supervisor import RestartTracker
-from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
+from k8semu.pb.etcd import rpc_pb2
 
-__all__ = ["DEMO_KEY", "Launcher", "StopFlag"]
+__all__ = ["Launcher", "StopFlag"]
 
-DEMO_KEY = "/k8semu/hello"
 LOCK_FILE = "launcher.lock"
 IDENTITY_FILE = "cluster.json"
-STORE_DIR = "store"
-# How often the supervision loop looks for exited processes, and how often it asks who leads.
+POLL_S = 0.05
+NODE_POLL_S = 0.2
+RPC_TIMEOUT_S = 0.5
 SUPERVISE_POLL_S = 0.1
 LEADER_CHECK_INTERVAL_S = 1.0
-LEADER_CHECK_RPC_S = 0.3
-# One demo-key RPC may take this long; the whole start-up has launcher.readyTimeout.
-DEMO_RPC_TIMEOUT_S = 2.0
-DEMO_RETRY_PAUSE_S = 0.1
-# Lines of a crashed replica's log shown with the restart notice.
 CRASH_LOG_LINES = 5
+LOG_TAIL_LINES = 20
+_SCRUBBED_ENV = ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy", "no_proxy")
 
 
 class StopFlag:
@@ -102,285 +107,535 @@ class StopFlag:
                 os.close(fd)
 
 
-@dataclass(frozen=True, slots=True)
-class DemoWrite:
-    """The demo key as written: its value and revision, and the value it had before (kept
-    from an earlier run), if any."""
+@dataclass(eq=False)
+class _Running:
+    """A component of the plan and its current process (None while down)."""
 
-    value: str
-    revision: int
-    previous: str | None
+    plan: ComponentPlan
+    record: ComponentRecord
+    proc: subprocess.Popen[bytes] | None = None
+    # True between start and a deliberate stop: an exit while wanted is a crash.
+    wanted: bool = False
+    started_at: float = 0.0
+    due: float | None = field(default=None)
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
 
 
 class Launcher:
-    """Runs one local cluster from ``config`` with its data in ``data_dir`` until stopped.
+    """Runs one plan with its state in ``state_dir``.
 
-    ``run()`` returns once every process it started has been stopped after ``stop`` was set,
-    and raises a ClusterError naming the cause (after stopping everything) when the cluster
-    cannot start or a replica keeps crashing.
+    ``run()`` returns after start-up when ``detach`` is set (the components keep running),
+    else once ``stop`` is set and everything is stopped. It raises a LaunchError naming the
+    cause - after stopping everything it started - when the cluster cannot start or a
+    component keeps crashing.
     """
 
     def __init__(
         self,
-        config: ClusterConfig,
-        data_dir: Path,
+        plan: Plan,
+        state_dir: Path,
         *,
         say: Callable[[str], None],
         stop: StopFlag,
-        python: str = sys.executable,
+        detach: bool = False,
+        user_config: Path | None = None,
+        config_source: str = "",
+        environ: dict[str, str] | None = None,
+        after_start: Callable[[], None] | None = None,
     ) -> None:
-        self.config = config
-        self.data_dir = Path(data_dir).resolve()
-        self.store_dir = self.data_dir / STORE_DIR
-        self.python = python
+        self.plan = plan
+        self.state_dir = Path(state_dir).resolve()
+        self.detach = detach
+        self.user_config = user_config
+        self.config_source = config_source
+        self._after_start = after_start
         self._say = say
         self._stop = stop
-        self._tracker = RestartTracker(config.launcher)
+        self._tracker = RestartTracker(plan.launcher)
+        self._probes = Probes()
+        self._env = {
+            k: v
+            for k, v in (os.environ if environ is None else environ).items()
+            if k.lower() not in _SCRUBBED_ENV
+        }
+        self._env["PYTHONUNBUFFERED"] = "1"
+        self._running = [
+            _Running(
+                plan=c,
+                record=ComponentRecord(
+                    name=c.name,
+                    kind=c.kind,
+                    host=c.host,
+                    stage=c.stage,
+                    command=list(c.argv),
+                    address=c.address,
+                    ports=dict(c.ports),
+                    log_path=str(c.log_path),
+                    data_dir=str(c.data_dir),
+                    nodes=list(c.node_names),
+                ),
+            )
+            for c in plan.components
+        ]
         self._leader: str | None = None
+        self._t0 = time.monotonic()
+        self._mode = "detached" if detach else "foreground"
 
     # -- the whole run ----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Start, supervise until stopped, stop. See the class docstring."""
+        """Start, then supervise until stopped and stop (or, detached, return)."""
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LaunchError(f"cannot create data dir {self.data_dir}: {exc.strerror}") from exc
-        with _locked(self.data_dir / LOCK_FILE):
+            raise LaunchError(f"cannot create state dir {self.state_dir}: {exc.strerror}") from exc
+        detached = False
+        with _locked(self.state_dir / LOCK_FILE):
+            self._check_not_running()
             self._check_identity()
             self._check_addresses()
             self._write_identity()
-            cluster = self._make_cluster()
             try:
                 with contextlib.suppress(WaitCancelledError):
-                    self._start(cluster)
-                    self._supervise(cluster)
+                    self._start_all()
+                    if self.detach:
+                        detached = True
+                        self._write_state(launcher=False)
+                        return
+                    if self._after_start is not None:
+                        self._after_start()
+                    self._supervise()
             finally:
-                self._stop_all(cluster)
-
-    def _make_cluster(self) -> K8semuStoreCluster:
-        store = self.config.store
-        return K8semuStoreCluster(
-            self.store_dir,
-            members=[MemberSpec(m.name, m.client_url, m.peer_url) for m in store.members],
-            heartbeat_ms=store.heartbeat_ms,
-            election_ms=store.election_ms,
-            extra_args=["--snapshot-count", str(store.snapshot_count)],
-            token=self.config.store_token,
-            reuse_data=True,
-            python=self.python,
-        )
+                if not detached:
+                    self._stop_all()
+                self._probes.close()
 
     # -- pre-flight ---------------------------------------------------------------------------
 
+    def _check_not_running(self) -> None:
+        try:
+            old = read_state(self.state_dir)
+        except ClusterError:
+            return
+        alive = [c.name for c in old.components if c.alive()]
+        if alive or old.launcher_alive():
+            raise LaunchError(
+                f"cluster {old.cluster!r} already runs from {self.state_dir} ({old.mode};"
+                f" {len(alive)} components alive: {', '.join(alive[:6])}"
+                f"{', ...' if len(alive) > 6 else ''}). `k8semu status --state-dir"
+                f" {self.state_dir}` shows it; `k8semu down --state-dir {self.state_dir}` stops it"
+            )
+
     def _identity(self) -> dict[str, object]:
         return {
-            "name": self.config.name,
-            "storeToken": self.config.store_token,
+            "name": self.plan.cluster,
+            "storeToken": self.plan.store_token,
             # Sorted: the store's identity depends on the member names, not their order.
-            "storeMembers": sorted(m.name for m in self.config.store.members),
+            "storeMembers": sorted(name for name, _ in self.plan.store_members),
         }
 
     def _check_identity(self) -> None:
-        """Refuse a data dir made for another cluster: its replicas would refuse to start (other
+        """Refuse a state dir made for another cluster: its replicas would refuse to start (other
         token) or wait for members that this config does not start."""
-        path = self.data_dir / IDENTITY_FILE
+        path = self.state_dir / IDENTITY_FILE
         try:
             have = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
             raise LaunchError(
-                f"{path} is unreadable ({exc}); it records which cluster {self.data_dir} holds."
-                f" Delete {self.data_dir} to start afresh, or use another --data-dir"
+                f"{path} is unreadable ({exc}); it records which cluster {self.state_dir} holds."
+                f" Delete {self.state_dir} to start afresh, or use another --state-dir"
             ) from exc
         want = self._identity()
         if not isinstance(have, dict) or any(have.get(k) != want[k] for k in want):
             have = have if isinstance(have, dict) else {}
             raise LaunchError(
-                f"data dir {self.data_dir} holds cluster {have.get('name')!r} with store members"
+                f"state dir {self.state_dir} holds cluster {have.get('name')!r} with store members"
                 f" {_names(have.get('storeMembers'))}, but the config"
-                f" ({self.config.source or 'given'}) describes cluster {self.config.name!r} with"
+                f" ({self.config_source or 'given'}) describes cluster {self.plan.cluster!r} with"
                 f" store members {_names(want['storeMembers'])}. Start it with the config it was"
-                f" made with, use another --data-dir, or delete {self.data_dir} to start afresh"
+                f" made with, use another --state-dir, or delete {self.state_dir} to start afresh"
             )
 
     def _write_identity(self) -> None:
-        path = self.data_dir / IDENTITY_FILE
+        path = self.state_dir / IDENTITY_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._identity(), indent=2) + "\n", encoding="utf-8")
         tmp.replace(path)
 
     def _check_addresses(self) -> None:
-        """Every client and peer address must be free to listen on, so a taken port is reported
-        as the config field it came from rather than as a replica that died at start."""
-        for i, m in enumerate(self.config.store.members):
-            for key, address in (("clientURL", m.client_address), ("peerURL", m.peer_address)):
+        """Every listen address must be free, so a taken port is reported as the config field
+        it came from rather than as a component that died at start."""
+        for r in self._running:
+            for key, address in r.plan.ports.items():
                 problem = _listen_problem(address)
                 if problem is not None:
-                    raise LaunchError(f"store.members[{i}].{key}: {problem}")
+                    where = r.plan.origins.get(key, f"{r.name} ({key})")
+                    raise LaunchError(f"{where}: {problem}")
 
     # -- start-up -----------------------------------------------------------------------------
 
-    def _start(self, cluster: K8semuStoreCluster) -> None:
-        ready_ms = self.config.launcher.ready_timeout_ms
-        deadline = time.monotonic() + ready_ms / 1000
+    def _start_all(self) -> None:
+        plan = self.plan
+        deadline = self._t0 + plan.launcher.ready_timeout_ms / 1000
+        where = f" (host {plan.host})" if plan.host else ""
         self._say(
-            f"k8semu up: starting cluster {self.config.name!r}: {cluster.size} store replicas,"
-            f" data in {self.data_dir}"
+            f"k8semu up: cluster {plan.cluster!r}{where}: {len(plan.components)} processes,"
+            f" state in {self.state_dir}"
         )
-        cluster.start()
-        now = time.monotonic()
-        for name in cluster.members:
-            self._tracker.started(name, now)
-        try:
-            leader = cluster.wait_ready(timeout=ready_ms / 1000, cancel=self._stop)
-        except MemberExitedError as exc:
-            raise LaunchError(f"the store did not start: {exc}") from exc
-        except ClusterNotReadyError as exc:
-            raise LaunchError(
-                f"the store did not elect a leader within {format_duration(ready_ms)}"
-                f" (launcher.readyTimeout): {exc}"
-            ) from exc
-        self._leader = leader
-        demo = self._write_demo_key(cluster, leader, deadline)
-        self._print_summary(cluster, leader, demo)
-
-    def _write_demo_key(
-        self, cluster: K8semuStoreCluster, leader: str, deadline: float
-    ) -> DemoWrite:
-        """Put the demo key and read it back (linearizably) through the etcd v3 API, trying the
-        leader first and the others after it until the deadline (a new election may be on)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        value = f"hello from k8semu (cluster {self.config.name}, written {stamp})"
-        order = [leader, *(n for n in cluster.members if n != leader)]
-        key = DEMO_KEY.encode()
-        attempt = 0
-        while True:
-            if self._stop.is_set():
-                raise WaitCancelledError("demo key write cancelled")
-            name = order[attempt % len(order)]
-            kv = rpc_pb2_grpc.KVStub(cluster.channel(name))
-            timeout = max(0.1, min(DEMO_RPC_TIMEOUT_S, deadline - time.monotonic()))
-            try:
-                put = kv.Put(
-                    rpc_pb2.PutRequest(key=key, value=value.encode(), prev_kv=True),
-                    timeout=timeout,
-                )
-                got = kv.Range(rpc_pb2.RangeRequest(key=key), timeout=timeout)
-            except grpc.RpcError as exc:
-                if time.monotonic() >= deadline:
-                    raise LaunchError(
-                        f"cannot write the demo key {DEMO_KEY} through the etcd v3 API: last"
-                        f" attempt, on {name}: {exc.code().name} {exc.details()}"
-                    ) from exc
-                attempt += 1
-                self._stop.wait(DEMO_RETRY_PAUSE_S)
+        for name, reason in plan.skipped:
+            self._say(f"  skipped {name}: {reason}")
+        self._write_clientconfig()
+        for stage, title in enumerate(STAGES):
+            members = [r for r in self._running if r.plan.stage == stage]
+            if stage == API and plan.store_external:
+                self._wait_external_store(deadline)
+            if not members:
+                if stage == STORE and plan.store_members and not plan.store_external:
+                    self._wait_store_leader(deadline)
                 continue
-            read = got.kvs[0].value.decode("utf-8", "replace") if got.kvs else None
-            if read != value:
-                raise LaunchError(
-                    f"the demo key {DEMO_KEY} read back from {name} is {read!r}, not the"
-                    f" {value!r} just written to it"
-                )
-            previous = (
-                put.prev_kv.value.decode("utf-8", "replace") if put.HasField("prev_kv") else None
-            )
-            return DemoWrite(value=value, revision=got.kvs[0].mod_revision, previous=previous)
+            self._say(f"starting {title}: {', '.join(r.name for r in members)}")
+            for r in members:
+                self._spawn(r)
+            self._write_state()
+            if stage == STORE:
+                self._wait_store(members, deadline)
+            else:
+                self._wait_healthy(members, deadline)
+            if stage == NODES:
+                self._wait_nodes_ready(members, deadline)
+        self._write_state()
+        self._print_summary()
 
-    def _print_summary(self, cluster: K8semuStoreCluster, leader: str, demo: DemoWrite) -> None:
-        members = list(cluster.members.values())
-        endpoints = ",".join(m.endpoint for m in members)
-        client_w = max(len("client (etcd v3)"), *(len(m.endpoint) for m in members))
-        peer_w = max(
-            len("peer (Raft)"), *(len(m.peer_url.removeprefix("http://")) for m in members)
+    def _spawn(self, r: _Running) -> None:
+        argv = list(r.plan.argv)
+        if not self.detach:
+            # Foreground: the components die with the launcher even if it is SIGKILLed. The
+            # kernel signals when the *thread* that forked exits: only the main thread asks.
+            setpriv = shutil.which("setpriv")
+            if setpriv is not None:
+                argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+        try:
+            r.plan.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = r.plan.log_path.open("ab")
+        except OSError as exc:
+            raise LaunchError(f"cannot open the log of {r.name}: {exc}") from exc
+        with log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"=== {stamp}: starting {r.name}: {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                r.proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._env,
+                    cwd=self.state_dir,
+                    # Own session: a Ctrl-C meant for the launcher does not hit the components,
+                    # and a detached one outlives the terminal.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise LaunchError(f"cannot start {r.name}: {argv[0]}: {exc}") from exc
+        r.wanted = True
+        r.started_at = time.monotonic()
+        r.record.pid = r.proc.pid
+        r.record.start_time = process_start_time(r.proc.pid) or 0
+        self._tracker.started(r.name, r.started_at)
+        self._probes.forget(r.plan.address)
+
+    def _check_exited(self, members: list[_Running]) -> None:
+        for r in members:
+            if r.proc is not None and r.proc.poll() is not None:
+                rc = r.proc.returncode
+                r.wanted = False
+                raise LaunchError(
+                    f"{r.name} (pid {r.proc.pid}) {_how(rc)} while starting; last lines of"
+                    f" {r.plan.log_path}:\n{_tail(r.plan.log_path, LOG_TAIL_LINES)}"
+                )
+
+    def _healthy(self, r: _Running, what: str = "healthy") -> None:
+        self._say(
+            f"  {r.name:<24} {what:<8} pid {r.record.pid:<7} {r.plan.address:<21} {self._elapsed()}"
         )
-        name_w = max(len("replica"), *(len(m.name) for m in members))
+
+    def _elapsed(self) -> str:
+        return f"{time.monotonic() - self._t0:.1f}s"
+
+    def _waiting(self, deadline: float) -> None:
+        if self._stop.is_set():
+            raise WaitCancelledError("start-up cancelled")
+        self._stop.wait(POLL_S)
+
+    def _timeout(self, what: str, pending: list[_Running], answers: dict[str, str]) -> LaunchError:
+        ready = format_duration(self.plan.launcher.ready_timeout_ms)
+        lines = [f"{what} within {ready} (launcher.readyTimeout):"]
+        for r in pending:
+            lines.append(f"  {r.name} pid {r.record.pid} {r.plan.address}: {answers.get(r.name)}")
+            lines.append(f"  --- last lines of {r.plan.log_path}:")
+            lines.append(_tail(r.plan.log_path, 8))
+        return LaunchError("\n".join(lines))
+
+    def _wait_store(self, members: list[_Running], deadline: float) -> None:
+        pending = list(members)
+        answers: dict[str, str] = {}
+        while pending:
+            self._check_exited(members)
+            statuses = self._probes.store_statuses(
+                [(r.name, r.plan.address) for r in pending], RPC_TIMEOUT_S
+            )
+            for r in list(pending):
+                st = statuses[r.name]
+                if isinstance(st, rpc_pb2.StatusResponse):
+                    pending.remove(r)
+                    self._healthy(r, "answers")
+                else:
+                    answers[r.name] = st
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                raise self._timeout("the store replicas did not answer", pending, answers)
+            self._waiting(deadline)
+        self._wait_store_leader(deadline, members)
+
+    def _wait_store_leader(self, deadline: float, members: list[_Running] | None = None) -> None:
+        members = members or []
+        plan = self.plan
+        local = {r.name.removeprefix("store-") for r in members}
+        last: dict[str, rpc_pb2.StatusResponse | str] = {}
+        if len(local) < len(plan.store_members):
+            self._say(
+                f"  waiting for the store's other members on other hosts"
+                f" ({', '.join(n for n, _ in plan.store_members if n not in local)})"
+            )
+        while True:
+            self._check_exited(members)
+            last = self._probes.store_statuses(plan.store_members, RPC_TIMEOUT_S)
+            leader = agreed_leader(last, len(plan.store_members), everyone=sorted(local))
+            if leader is not None:
+                self._leader = leader
+                self._say(f"  store leader: {leader:<16} {'':<30} {self._elapsed()}")
+                return
+            if time.monotonic() >= deadline:
+                answers = {
+                    f"store-{n}": (
+                        f"leader={s.leader:x} member_id={s.header.member_id:x}"
+                        if isinstance(s, rpc_pb2.StatusResponse)
+                        else s
+                    )
+                    for n, s in last.items()
+                }
+                raise self._timeout("the store elected no leader", members, answers)
+            self._waiting(deadline)
+
+    def _wait_external_store(self, deadline: float) -> None:
+        endpoints = self.plan.store_external
+        while True:
+            statuses = self._probes.store_statuses([(e, e) for e in endpoints], RPC_TIMEOUT_S)
+            leaders = {s.leader for s in statuses.values() if isinstance(s, rpc_pb2.StatusResponse)}
+            leaders.discard(0)
+            if leaders:
+                self._say(f"  external etcd at {', '.join(endpoints)} has a leader")
+                return
+            if time.monotonic() >= deadline:
+                raise LaunchError(
+                    f"the external etcd (store.endpoints: {', '.join(endpoints)}) has no leader"
+                    f" or does not answer: {statuses}"
+                )
+            self._waiting(deadline)
+
+    def _wait_healthy(self, members: list[_Running], deadline: float) -> None:
+        pending = list(members)
+        answers: dict[str, str] = {}
+        while pending:
+            self._check_exited(members)
+            health = self._probes.health([r.plan.address for r in pending], RPC_TIMEOUT_S)
+            for r in list(pending):
+                answers[r.name] = health[r.plan.address]
+                if health[r.plan.address] == SERVING:
+                    pending.remove(r)
+                    self._healthy(r)
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise self._timeout("not every component turned healthy", pending, answers)
+            self._waiting(deadline)
+
+    def _wait_nodes_ready(self, members: list[_Running], deadline: float) -> None:
+        """Wait until the API lists every Node of this launch's kubelets as Ready."""
+        groups = {r.name: r.plan.node_names for r in members if r.plan.node_names}
+        if not groups:
+            return
+        pending = dict(groups)
+        last = "no answer yet"
+        while pending:
+            self._check_exited(members)
+            try:
+                ready = self._probes.nodes_ready(self.plan.api_servers, RPC_TIMEOUT_S * 2)
+            except Exception as exc:
+                last = str(exc)
+                ready = {}
+            for kubelet, names in list(pending.items()):
+                if all(ready.get(n) for n in names):
+                    del pending[kubelet]
+                    label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+                    count = "" if len(names) == 1 else f" ({len(names)} nodes)"
+                    self._say(f"  node {label:<19} Ready{count:<22} {'':<8} {self._elapsed()}")
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                missing = [n for names in pending.values() for n in names if not ready.get(n)]
+                shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+                raise LaunchError(
+                    f"nodes not Ready within"
+                    f" {format_duration(self.plan.launcher.ready_timeout_ms)}"
+                    f" (launcher.readyTimeout): {shown} ({last if not ready else 'not Ready'});"
+                    f" see the kubelet logs in {self.state_dir / 'logs'}"
+                )
+            self._stop.wait(NODE_POLL_S)
+            if self._stop.is_set():
+                raise WaitCancelledError("start-up cancelled")
+
+    def _print_summary(self) -> None:
+        plan = self.plan
         lines = [
             "",
-            f"cluster {self.config.name!r} is up: {len(members)} store replicas, leader {leader}",
-            "",
-            f"  {'replica':<{name_w}}  {'pid':>7}  {'client (etcd v3)':<{client_w}}"
-            f"  {'peer (Raft)':<{peer_w}}",
+            f"cluster {plan.cluster!r} is up after {self._elapsed()}"
+            f"{f' (host {plan.host})' if plan.host else ''}",
         ]
-        for m in members:
-            mark = "  leader" if m.name == leader else ""
-            lines.append(
-                f"  {m.name:<{name_w}}  {m.pid or 0:>7}  {m.endpoint:<{client_w}}"
-                f"  {m.peer_url.removeprefix('http://'):<{peer_w}}{mark}"
-            )
-        previous = (
-            "the key is new"
-            if demo.previous is None
-            else f"it held {demo.previous!r} from an earlier run"
-        )
-        logs = ", ".join(m.log_path.name for m in members)
+        if plan.api_servers:
+            lines.append(f"  API servers  {', '.join(plan.api_servers)}")
+        if plan.store_members or plan.store_external:
+            stores = plan.store_external or tuple(a for _, a in plan.store_members)
+            leader = f" (leader {self._leader})" if self._leader else ""
+            lines.append(f"  store        {','.join(stores)}{leader}")
         lines += [
-            "",
-            f"  data dir  {self.data_dir}  (kept: the next `k8semu up` restarts this cluster)",
-            f"  logs      {self.store_dir}/  {logs}",
-            f"  demo key  {DEMO_KEY} = {demo.value!r} (revision {demo.revision}; {previous})",
+            f"  state dir    {self.state_dir}  (state.json, logs/, data)",
+            f"  CLI config   {self._clientconfig_note()}",
             "",
             "Try:",
-            f"  ETCDCTL_API=3 etcdctl --endpoints {endpoints} get {DEMO_KEY}",
-            f"  ETCDCTL_API=3 etcdctl --endpoints {endpoints} endpoint status -w table",
-            "  kill -9 <a replica's pid>    # the launcher reports it and starts it again",
-            "",
-            f"Supervising. Ctrl-C (or kill -TERM {os.getpid()}) stops every process it started.",
+            "  k8semu get nodes -o wide",
+            f"  k8semu status --state-dir {self.state_dir}",
+            f"  k8semu down --state-dir {self.state_dir}",
         ]
+        if self.detach:
+            lines += [
+                "",
+                "Detached: the components keep running without `k8semu up`; one that crashes is"
+                " not restarted (run `k8semu up` in the foreground for that).",
+            ]
+        else:
+            lines += [
+                "",
+                f"Supervising (a component that exits is started again). Ctrl-C (or kill -TERM"
+                f" {os.getpid()}, or `k8semu down`) stops every process it started.",
+            ]
         for line in lines:
             self._say(line.rstrip())
 
+    # -- client config and state ---------------------------------------------------------------
+
+    def _write_clientconfig(self) -> None:
+        if not self.plan.api_servers:
+            return
+        clientconfig.write_kubeconfig(
+            self.state_dir / KUBECONFIG_FILE, self.plan.cluster, self.plan.api_servers
+        )
+        if self.user_config is not None:
+            clientconfig.set_context(self.user_config, self.plan.cluster, self.plan.api_servers)
+
+    def _clientconfig_note(self) -> str:
+        if self.user_config is not None:
+            return (
+                f"context {self.plan.cluster!r} in {self.user_config} is now current"
+                " (k8semu get/apply/... go to this cluster)"
+            )
+        return f"K8SEMU_CONFIG={self.state_dir / KUBECONFIG_FILE}"
+
+    def _write_state(self, *, launcher: bool = True, mode: str | None = None) -> None:
+        me = os.getpid()
+        state = ClusterState(
+            cluster=self.plan.cluster,
+            host=self.plan.host,
+            mode=mode or self._mode,
+            state_dir=str(self.state_dir),
+            config_source=self.config_source,
+            launcher_pid=me if launcher else 0,
+            launcher_start_time=(process_start_time(me) or 0) if launcher else 0,
+            api_servers=list(self.plan.api_servers),
+            store_endpoints=list(
+                self.plan.store_external or (a for _, a in self.plan.store_members)
+            ),
+            kubeconfig=str(self.state_dir / KUBECONFIG_FILE) if self.plan.api_servers else "",
+            components=[r.record for r in self._running],
+        )
+        write_state(self.state_dir, state)
+
     # -- supervision --------------------------------------------------------------------------
 
-    def _supervise(self, cluster: K8semuStoreCluster) -> None:
-        due: dict[str, float] = {}  # replica -> when to start it again
+    def _supervise(self) -> None:
+        has_store = any(r.plan.stage == STORE for r in self._running)
         next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
         while not self._stop.is_set():
             now = time.monotonic()
-            for exited in cluster.exited_members():
-                due[exited.name] = now + self._on_exit(exited, now)
-            for name, when in sorted(due.items(), key=lambda item: item[1]):
-                if when <= now and not self._stop.is_set():
-                    del due[name]
-                    cluster.start_member(name)
-                    self._tracker.started(name, time.monotonic())
-                    self._event(f"store replica {name} started again: pid {cluster.pids[name]}")
-            if now >= next_leader_check:
-                self._check_leader(cluster)
+            changed = False
+            for r in self._running:
+                if r.wanted and r.proc is not None and r.proc.poll() is not None:
+                    r.due = now + self._on_exit(r, now)
+                    changed = True
+            for r in sorted(self._running, key=lambda r: r.due or 0.0):
+                if r.due is not None and r.due <= now and not self._stop.is_set():
+                    r.due = None
+                    self._spawn(r)
+                    changed = True
+                    self._event(f"{r.name} started again: pid {r.record.pid}")
+            if changed:
+                self._write_state()
+            if has_store and now >= next_leader_check:
+                self._check_leader()
                 next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
             self._stop.wait(SUPERVISE_POLL_S)
 
-    def _on_exit(self, exited: MemberExitedError, now: float) -> float:
-        """Report an exited replica; the delay before starting it again. LaunchError when it
-        has crashed too often in a row."""
-        delay = self._tracker.exited(exited.name, now)
-        crashes = self._tracker.crashes(exited.name)
-        reset_after = format_duration(self.config.launcher.backoff_reset_after_ms)
+    def _on_exit(self, r: _Running, now: float) -> float:
+        """Report an exited component; the delay before starting it again. LaunchError when
+        it has crashed too often in a row."""
+        assert r.proc is not None
+        pid, rc = r.proc.pid, r.proc.returncode
+        r.proc = None
+        r.wanted = False
+        r.record.pid = 0
+        r.record.start_time = 0
+        delay = self._tracker.exited(r.name, now)
+        crashes = self._tracker.crashes(r.name)
         if delay is None:
+            reset_after = format_duration(self.plan.launcher.backoff_reset_after_ms)
             raise LaunchError(
-                f"store replica {exited.name} (pid {exited.pid}) {exited.how}, its crash number"
-                f" {crashes} in a row, each within {reset_after} of its start; launcher.maxRestarts"
-                f" is {self._tracker.max_restarts}, so the launcher gives up. Last lines of"
-                f" {exited.log_path}:\n{exited.log_tail}"
+                f"{r.name} (pid {pid}) {_how(rc)}, its crash number {crashes} in a row, each"
+                f" within {reset_after} of its start; launcher.maxRestarts is"
+                f" {self._tracker.max_restarts}, so the launcher gives up. Last lines of"
+                f" {r.plan.log_path}:\n{_tail(r.plan.log_path, LOG_TAIL_LINES)}"
             )
         self._event(
-            f"store replica {exited.name} (pid {exited.pid}) {exited.how}; starting it again in"
-            f" {delay:g}s (restart {crashes} in a row of at most {self._tracker.max_restarts})"
+            f"{r.name} (pid {pid}) {_how(rc)}; starting it again in {delay:g}s (restart"
+            f" {crashes} in a row of at most {self._tracker.max_restarts})"
         )
-        if exited.returncode > 0:
-            tail = exited.log_tail.splitlines()[-CRASH_LOG_LINES:]
+        if rc > 0:
+            tail = _tail(r.plan.log_path, CRASH_LOG_LINES).splitlines()
             self._say("\n".join(f"    | {line}" for line in tail))
         return delay
 
-    def _check_leader(self, cluster: K8semuStoreCluster) -> None:
-        leader = cluster.current_leader(timeout=LEADER_CHECK_RPC_S)
+    def _check_leader(self) -> None:
+        statuses = self._probes.store_statuses(self.plan.store_members, RPC_TIMEOUT_S)
+        leader = agreed_leader(statuses, len(self.plan.store_members))
         if leader == self._leader:
             return
         if leader is None:
-            self._event(
-                f"store has no agreed leader (was {self._leader}); an election is under way"
-            )
+            self._event(f"store has no agreed leader (was {self._leader}); an election is on")
         elif self._leader is None:
             self._event(f"store leader is now {leader}")
         else:
@@ -392,25 +647,90 @@ class Launcher:
 
     # -- stop ---------------------------------------------------------------------------------
 
-    def _stop_all(self, cluster: K8semuStoreCluster) -> None:
-        running = sorted(cluster.pids.items())
-        grace_ms = self.config.launcher.stop_grace_ms
+    def _stop_all(self) -> None:
+        live = [r for r in self._running if r.proc is not None]
+        if not live:
+            return
+        grace = self.plan.launcher.stop_grace_ms / 1000
         why = self._stop.reason or "stopping after the error below"
-        if running:
-            pids = ", ".join(f"{name} pid {pid}" for name, pid in running)
-            self._say(
-                f"{why}: stopping {len(running)} store replicas ({pids}): SIGTERM, SIGKILL after"
-                f" {format_duration(grace_ms)}"
-            )
+        self._say(
+            f"{why}: stopping {len(live)} processes (SIGTERM, SIGKILL after"
+            f" {format_duration(self.plan.launcher.stop_grace_ms)})"
+        )
+        for r in live:
+            r.wanted = False
+        # Pods of this host's kubelets run in their own sessions: find them before their
+        # kubelets go (after that they are no longer anybody's children).
+        kubelets = [r.record.pid for r in live if r.plan.kind == "kubelet"]
+        ours = {r.record.pid for r in live}
+        pods = {
+            pid: st for pid, st in processes_of(kubelets, self.state_dir).items() if pid not in ours
+        }
+        killed: list[str] = []
+        for stage in reversed(range(len(STAGES))):
+            members = [r for r in live if r.plan.stage == stage]
+            if stage == STORE and len(members) > 1 and self._leader:
+                # A leader told to stop first hands over leadership and waits for it.
+                members.sort(key=lambda r: r.name == f"store-{self._leader}")
+                first, last = members[:-1], members[-1:]
+                killed += self._terminate(first, grace)
+                killed += self._terminate(last, grace)
+            else:
+                killed += self._terminate(members, grace)
+            if stage == NODES and pods:
+                _, still = terminate(pods, grace)
+                if still:
+                    raise LaunchError(f"pod processes {still} survived SIGKILL")
+        for r in live:
+            r.record.pid = 0
+            r.record.start_time = 0
+        with contextlib.suppress(OSError):
+            self._write_state(launcher=False, mode="stopped")
+        note = f" ({', '.join(killed)} needed SIGKILL)" if killed else ""
+        extra = f" and {len(pods)} pod processes" if pods else ""
+        self._say(f"stopped: {len(live)} processes{extra} have exited{note}; data kept in"
+                  f" {self.state_dir}")  # fmt: skip
+
+    def _terminate(self, members: list[_Running], grace: float) -> list[str]:
+        if not members:
+            return []
+        pids = {r.record.pid: r.record.start_time for r in members if r.proc is not None}
+
+        def reap() -> None:
+            for r in members:
+                if r.proc is not None:
+                    r.proc.poll()
+
+        killed, still = terminate(pids, grace, reap=reap)
+        for r in members:
+            if r.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    r.proc.wait(timeout=1)
+                r.proc = None
+        if still:
+            raise LaunchError(f"processes {still} survived SIGKILL")
+        return [r.name for r in members if r.record.pid in killed]
+
+
+def _how(returncode: int) -> str:
+    if returncode < 0:
         try:
-            cluster.close(grace=grace_ms / 1000)
-        except ClusterError as exc:
-            raise LaunchError(f"could not stop every process: {exc}") from exc
-        if running:
-            self._say(
-                f"stopped: every process this launcher started has exited; data kept in"
-                f" {self.data_dir}"
-            )
+            return f"was killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read()
+    except FileNotFoundError:
+        return f"(no log file {path})"
+    tail = data.decode("utf-8", "replace").splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(log is empty)"
 
 
 def _names(value: object) -> str:
@@ -438,7 +758,7 @@ def _listen_problem(address: str) -> str | None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 return (
-                    f"{address} is already in use (another `k8semu up`, an etcd, or something"
+                    f"{address} is already in use (another cluster, an etcd, or something"
                     f" else listens there; `ss -ltnp 'sport = :{port}'` shows what)"
                 )
             if exc.errno == errno.EADDRNOTAVAIL:
@@ -449,7 +769,7 @@ def _listen_problem(address: str) -> str | None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (one launcher per data dir); the kernel drops it when
+    """Hold an exclusive lock on ``path`` (one launcher per state dir); the kernel drops it when
     this process exits, however it exits."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -458,8 +778,8 @@ def _locked(path: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
             raise LaunchError(
-                f"another `k8semu up` (pid {holder}) is running this cluster from data dir"
-                f" {path.parent}; stop it first (Ctrl-C in its terminal, or kill -TERM {holder})"
+                f"another `k8semu up` (pid {holder}) is running this cluster from state dir"
+                f" {path.parent}; stop it first (Ctrl-C in its terminal, or `k8semu down`)"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -1,8 +1,10 @@
-"""`k8semu up` end to end, as a user runs it: a subprocess on free loopback ports, checked through
-the etcd v3 API, one replica killed, then stopped with a signal; and its start-up errors."""
+"""`k8semu up` / `status` / `down` end to end, as a user runs them: subprocesses on free loopback
+ports, a real store and API server (and the scheduler, controller manager, kubelet and proxy
+when this install has their commands), checked by pid and through their gRPC APIs."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -15,62 +17,80 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
+from k8semu.cli.main import COMMANDS
 from k8semu.cluster.processes import free_loopback_ports
-from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
+from k8semu.cluster.state import is_same_process, process_start_time, read_state
 
-DEMO_KEY = b"/k8semu/hello"
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 20.0
-# A replica row of the summary: name, pid, client address.
-_REPLICA_ROW = re.compile(r"^\s+(s\d+)\s+(\d+)\s+(127\.0\.0\.1:\d+)\s")
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
 
 
-def _config(path: Path, ports: list[int]) -> Path:
-    members = "".join(
-        f"    - name: s{i + 1}\n"
-        f"      clientURL: http://127.0.0.1:{ports[2 * i]}\n"
-        f"      peerURL: http://127.0.0.1:{ports[2 * i + 1]}\n"
-        for i in range(len(ports) // 2)
+def _config(path: Path, *, name: str = "e2e", workers: bool = True) -> Path:
+    """One store replica, one API server, one scheduler, one controller manager and one worker
+    (kubelet + proxy) on 127.0.1.1, every port a free one."""
+    p = free_loopback_ports(8)
+    nodes = (
+        f"nodes:\n  - {{name: w1, nodeIP: 127.0.1.1, kubeletPort: {p[6]}, proxyPort: {p[7]},"
+        " runtime: simulated}\n"
+        if workers
+        else "nodes: []\n"
     )
     path.write_text(
-        "kind: ClusterConfig\nversion: v1alpha1\nname: e2e\n"
-        f"store:\n  members:\n{members}"
-        "launcher:\n  readyTimeout: 30s\n  restartBackoff: 200ms\n  stopGracePeriod: 5s\n"
+        f"kind: ClusterConfig\nversion: v1alpha1\nname: {name}\n"
+        "store:\n  members:\n"
+        f"    - {{name: s1, clientURL: 'http://127.0.0.1:{p[0]}', peerURL: 'http://127.0.0.1:{p[1]}'}}\n"
+        f"apiServer: {{instances: [{{port: {p[2]}}}]}}\n"
+        f"scheduler: {{instances: [{{port: {p[3]}}}]}}\n"
+        f"controllerManager: {{instances: [{{port: {p[4]}}}]}}\n"
+        f"{nodes}"
+        "launcher: {readyTimeout: 60s, restartBackoff: 200ms, stopGracePeriod: 5s}\n"
     )
     return path
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a process that has not exited (a zombie has)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def _env(tmp_path: Path) -> dict[str, str]:
+    """A HOME and a CLI config of the test's own: the user's ~/.k8semu is never touched."""
+    env = dict(os.environ)
+    env["HOME"] = str(tmp_path / "home")
+    env["K8SEMU_CONFIG"] = str(tmp_path / "home" / "k8semu-config")
+    env.pop("XDG_STATE_HOME", None)
+    return env
 
 
-def _wait_gone(pids: set[int], timeout: float = 10.0) -> list[int]:
+def _k8semu(
+    env: dict[str, str], *args: str | Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "k8semu", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def _wait_gone(pids: dict[int, int], timeout: float = 15.0) -> list[int]:
     end = time.monotonic() + timeout
     while True:
-        left = sorted(pid for pid in pids if _alive(pid))
+        left = sorted(pid for pid, st in pids.items() if is_same_process(pid, st))
         if not left or time.monotonic() >= end:
             return left
         time.sleep(0.05)
 
 
 class Up:
-    """One `k8semu up` subprocess whose output lines are collected as they come."""
+    """One foreground `k8semu up` subprocess whose output lines are collected as they come."""
 
-    def __init__(self, *args: str | Path) -> None:
+    def __init__(self, env: dict[str, str], *args: str | Path) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "k8semu", "up", *map(str, args)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=env,
         )
         self.lines: list[str] = []
         self._new: queue.Queue[str | None] = queue.Queue()
@@ -106,13 +126,7 @@ class Up:
             if match:
                 return match
 
-    def replicas(self) -> dict[str, tuple[int, str]]:
-        """name -> (pid, client address), from the summary printed so far."""
-        rows = (_REPLICA_ROW.match(line) for line in self.lines)
-        return {m.group(1): (int(m.group(2)), m.group(3)) for m in rows if m}
-
     def finish(self, timeout: float) -> int:
-        """Wait for the launcher to exit; its exit code. Collects the rest of its output."""
         rc = self.proc.wait(timeout=timeout)
         self._reader.join(timeout=5)
         while True:
@@ -124,12 +138,8 @@ class Up:
                 self.lines.append(line)
         return rc
 
-    def stop(self, sig: signal.Signals) -> int:
-        self.proc.send_signal(sig)
-        return self.finish(STOP_TIMEOUT_S)
-
     def close(self) -> None:
-        """Kill the launcher by pid if it still runs (its replicas die with it through
+        """Kill the launcher by pid if it still runs (its components die with it through
         PR_SET_PDEATHSIG) and release the pipe."""
         if self.proc.poll() is None:
             self.proc.kill()
@@ -139,137 +149,207 @@ class Up:
         self.proc.stdout.close()
 
 
-def _run_up(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """`k8semu up` run to its end (for the cases that fail before starting anything)."""
-    return subprocess.run(
-        [sys.executable, "-m", "k8semu", "up", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+@pytest.fixture
+def cleanup() -> Iterator[list[Path]]:
+    """State dirs whose recorded processes are stopped by pid at the end, whatever happened."""
+    dirs: list[Path] = []
+    yield dirs
+    for state_dir in dirs:
+        try:
+            state = read_state(state_dir)
+        except Exception:
+            continue
+        for c in state.components:
+            if is_same_process(c.pid, c.start_time):
+                os.kill(c.pid, signal.SIGKILL)
 
 
 @pytest.fixture
 def ups() -> Iterator[list[Up]]:
-    """Every launcher a test starts, closed at the end."""
     started: list[Up] = []
     yield started
     for up in started:
         up.close()
 
 
-def _read_demo_key(endpoint: str, timeout: float = 10.0) -> bytes:
-    """The demo key read linearizably through ``endpoint``, retried while it (re)joins."""
-    end = time.monotonic() + timeout
-    with grpc.insecure_channel(endpoint, options=[("grpc.enable_http_proxy", 0)]) as channel:
-        kv = rpc_pb2_grpc.KVStub(channel)
-        while True:
-            try:
-                got = kv.Range(rpc_pb2.RangeRequest(key=DEMO_KEY), timeout=2)
-                if got.kvs:
-                    return bytes(got.kvs[0].value)
-                last: object = "key not found"
-            except grpc.RpcError as exc:
-                last = exc
-            if time.monotonic() >= end:
-                raise AssertionError(f"cannot read {DEMO_KEY!r} from {endpoint}: {last}")
-            time.sleep(0.1)
+def _expected(names: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(components this install can start, those it must report as skipped)."""
+    have = [name for name, command in names if command in COMMANDS]
+    skipped = [name for name, command in names if command not in COMMANDS]
+    return have, skipped
+
+
+_ALL = [
+    ("store-s1", "store"),
+    ("apiserver-1", "apiserver"),
+    ("scheduler-1", "scheduler"),
+    ("controller-manager-1", "controller-manager"),
+    ("kubelet-w1", "kubelet"),
+    ("proxy-w1", "proxy"),
+]
 
 
 @pytest.mark.slow
-def test_up_serves_restarts_a_killed_replica_stops_cleanly_and_restarts_with_its_data(
-    tmp_path: Path, ups: list[Up]
+def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
+    tmp_path: Path, cleanup: list[Path]
 ) -> None:
-    config = _config(tmp_path / "cluster.yaml", free_loopback_ports(6))
-    data = tmp_path / "data"
-    seen: set[int] = set()
+    env = _env(tmp_path)
+    config = _config(tmp_path / "cluster.yaml")
+    state_dir = tmp_path / "state"
+    cleanup.append(state_dir)
+    have, skipped = _expected(_ALL)
 
-    up = Up("--config", config, "--data-dir", data)
+    up = _k8semu(
+        env, "up", "-f", config, "--state-dir", state_dir, "--detach", timeout=START_TIMEOUT_S
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    for name in have:  # a progress line per component as it turns healthy
+        assert re.search(rf"^  {name}\s+(healthy|answers)\s+pid \d+", up.stdout, re.M), up.stdout
+    for name in skipped:
+        assert f"skipped {name}: this install has no `k8semu" in up.stdout
+    if "kubelet-w1" in have:
+        assert re.search(r"^  node w1\s+Ready", up.stdout, re.M), up.stdout
+    assert "cluster 'e2e' is up" in up.stdout
+
+    # The `up` process has exited; every component it recorded still runs.
+    state = read_state(state_dir)
+    assert state.mode == "detached" and state.launcher_pid == 0
+    assert [c.name for c in state.components] == have
+    pids = {c.pid: c.start_time for c in state.components}
+    assert all(is_same_process(pid, st) for pid, st in pids.items())
+    for c in state.components:
+        assert Path(c.log_path).is_file() and c.command[0]
+
+    # The CLI config now points at the cluster: `k8semu get` needs no --server.
+    got = _k8semu(env, "get", "namespaces")
+    assert got.returncode == 0 and "kube-system" in got.stdout, got.stdout + got.stderr
+
+    # status -o json: every component alive and SERVING, the store leader, the lease holders.
+    deadline = time.monotonic() + 30
+    while True:
+        run = _k8semu(env, "status", "--state-dir", state_dir, "-o", "json")
+        status = json.loads(run.stdout)
+        rows = {c["name"]: c for c in status["components"]}
+        leases_held = all(
+            rows[n]["role"].startswith("leader (lease ")
+            for n in ("scheduler-1", "controller-manager-1")
+            if n in rows
+        )
+        if (run.returncode == 0 and leases_held) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert run.returncode == 0, run.stdout
+    assert status["storeLeader"] == "s1"
+    assert rows["store-s1"]["role"] == "leader"
+    assert all(r["alive"] and r["health"] == "SERVING" for r in rows.values()), rows
+    if "scheduler-1" in rows:
+        assert rows["scheduler-1"]["role"] == "leader (lease kube-scheduler)", rows
+    if "controller-manager-1" in rows:
+        assert rows["controller-manager-1"]["role"] == "leader (lease kube-controller-manager)"
+    table = _k8semu(env, "status", "--state-dir", state_dir)
+    assert re.search(r"^store-s1\s+store\s+local\s+\d+\s+yes\s+SERVING", table.stdout, re.M)
+
+    # A second `up` of a running cluster is refused; nothing more starts.
+    again = _k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach")
+    assert again.returncode == 1
+    assert f"cluster 'e2e' already runs from {state_dir.resolve()}" in again.stderr
+
+    down = _k8semu(env, "down", "--state-dir", state_dir)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "no process of the cluster is left" in down.stdout
+    assert _wait_gone(pids, timeout=1) == []
+    after = json.loads(_k8semu(env, "status", "--state-dir", state_dir, "-o", "json").stdout)
+    assert not any(c["alive"] for c in after["components"])
+    assert "e2e" not in Path(env["K8SEMU_CONFIG"]).read_text()
+
+
+@pytest.mark.slow
+def test_foreground_up_restarts_a_killed_component_and_down_stops_it(
+    tmp_path: Path, ups: list[Up], cleanup: list[Path]
+) -> None:
+    env = _env(tmp_path)
+    config = _config(tmp_path / "cluster.yaml", name="fg", workers=False)
+    state_dir = tmp_path / "state"
+    cleanup.append(state_dir)
+    up = Up(env, "-f", config, "--state-dir", state_dir)
     ups.append(up)
-    up.wait_for(r"^Supervising\.", READY_TIMEOUT_S)
-    replicas = up.replicas()
-    assert sorted(replicas) == ["s1", "s2", "s3"]
-    seen |= {pid for pid, _ in replicas.values()}
-    assert all(_alive(pid) for pid in seen)
-    assert any("the key is new" in line for line in up.lines)
-    values = {name: _read_demo_key(endpoint) for name, (_, endpoint) in replicas.items()}
-    assert len(set(values.values())) == 1
-    assert values["s1"].startswith(b"hello from k8semu (cluster e2e")
+    up.wait_for(r"^Supervising", START_TIMEOUT_S)
+    state = read_state(state_dir)
+    assert state.mode == "foreground" and state.launcher_pid == up.proc.pid
+    seen = {c.pid: c.start_time for c in state.components}
 
-    # One launcher per data dir.
-    second = _run_up("--config", config, "--data-dir", data)
-    assert second.returncode == 1
-    assert f"another `k8semu up` (pid {up.proc.pid}) is running this cluster" in second.stderr
+    # A component killed behind the launcher's back is reported and started again.
+    api = state.component("apiserver-1")
+    assert api is not None
+    os.kill(api.pid, signal.SIGKILL)
+    up.wait_for(rf"apiserver-1 \(pid {api.pid}\) was killed by signal SIGKILL", 10)
+    new_pid = int(up.wait_for(r"apiserver-1 started again: pid (\d+)", 10).group(1))
+    assert new_pid != api.pid
+    start = process_start_time(new_pid)
+    assert start is not None
+    seen[new_pid] = start
+    deadline = time.monotonic() + 10
+    while read_state(state_dir).component("apiserver-1").pid != new_pid:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "state.json does not record the new pid"
+        time.sleep(0.05)
 
-    # A replica killed behind the launcher's back is reported and started again.
-    victim_pid, victim_endpoint = replicas["s2"]
-    os.kill(victim_pid, signal.SIGKILL)
-    up.wait_for(rf"store replica s2 \(pid {victim_pid}\) was killed by signal SIGKILL", 10)
-    new_pid = int(up.wait_for(r"store replica s2 started again: pid (\d+)", 10).group(1))
-    assert new_pid != victim_pid
-    seen.add(new_pid)
-    assert _read_demo_key(victim_endpoint) == values["s2"]
-
-    assert up.stop(signal.SIGINT) == 0, "\n".join(up.lines)
-    assert any(line.startswith("SIGINT: stopping 3 store replicas") for line in up.lines)
-    assert _wait_gone(seen) == []
-
-    # The data dir belongs to cluster e2e: a config for another cluster is refused.
-    other = tmp_path / "other.yaml"
-    other.write_text(config.read_text().replace("name: e2e", "name: other"))
-    refused = _run_up("--config", other, "--data-dir", data)
-    assert refused.returncode == 1
-    assert f"data dir {data} holds cluster 'e2e'" in refused.stderr
-
-    # The next run restarts the same cluster: the demo key written last time is still there.
-    again = Up("--config", config, "--data-dir", data)
-    ups.append(again)
-    again.wait_for(r"^Supervising\.", READY_TIMEOUT_S)
-    assert any(
-        "from an earlier run" in line and values["s1"].decode() in line for line in again.lines
-    ), "\n".join(again.lines)
-    seen |= {pid for pid, _ in again.replicas().values()}
-    assert again.stop(signal.SIGTERM) == 0, "\n".join(again.lines)
-    assert _wait_gone(seen) == []
+    # `down` asks the foreground launcher to stop; it stops everything and exits 0.
+    down = _k8semu(env, "down", "--state-dir", state_dir)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert f"stopping the foreground `k8semu up` (pid {up.proc.pid})" in down.stdout
+    assert up.finish(STOP_TIMEOUT_S) == 0, "\n".join(up.lines)
+    assert any(line.startswith("SIGTERM: stopping") for line in up.lines)
+    assert _wait_gone(seen, timeout=1) == []
 
 
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text("kind: ClusterConfig\nversion: v1alpha1\nstore: {replicas: 0}\n")
-    run = _run_up("--config", config, "--data-dir", tmp_path / "data")
+    config.write_text("kind: ClusterConfig\nversion: v1alpha1\nnodes: [{name: n1, runtime: vm}]\n")
+    run = _k8semu(_env(tmp_path), "up", "-f", config, "--state-dir", tmp_path / "state")
     assert run.returncode == 2
-    assert "bad.yaml: store.replicas: must be >= 1" in run.stderr
-    assert not (tmp_path / "data").exists()
+    assert "bad.yaml: nodes[0].runtime: must be one of process, simulated, got 'vm'" in run.stderr
+    assert not (tmp_path / "state").exists()
 
 
-def test_address_in_use_exits_1_naming_the_field(tmp_path: Path) -> None:
-    ports = free_loopback_ports(6)
-    config = _config(tmp_path / "cluster.yaml", ports)
+def test_unknown_host_exits_2(tmp_path: Path) -> None:
+    run = _k8semu(_env(tmp_path), "up", "--host", "nowhere", "--state-dir", tmp_path / "s")
+    assert run.returncode == 2
+    assert "--host: 'nowhere' is not a host of this config (local)" in run.stderr
+
+
+def test_address_in_use_exits_1_naming_the_field_and_starts_nothing(tmp_path: Path) -> None:
+    config = _config(tmp_path / "cluster.yaml", workers=False)
+    port = int(re.search(r"apiServer: \{instances: \[\{port: (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(("127.0.0.1", ports[3]))
+        taken.bind(("127.0.0.1", port))
         taken.listen()
-        run = _run_up("--config", config, "--data-dir", tmp_path / "data")
+        run = _k8semu(_env(tmp_path), "up", "-f", config, "--state-dir", tmp_path / "state")
     assert run.returncode == 1
-    assert f"store.members[1].peerURL: 127.0.0.1:{ports[3]} is already in use" in run.stderr
-    assert not (tmp_path / "data" / "store").exists()  # nothing was started
+    assert f"apiServer.instances[0].port: 127.0.0.1:{port} is already in use" in run.stderr
+    assert not (tmp_path / "state" / "state.json").exists()  # nothing was started
 
 
-def test_replica_that_exits_at_start_is_reported_with_its_log(
-    tmp_path: Path, ups: list[Up]
+def test_component_that_exits_at_start_fails_the_launch_with_its_log(
+    tmp_path: Path, cleanup: list[Path]
 ) -> None:
-    config = _config(tmp_path / "cluster.yaml", free_loopback_ports(6))
-    data = tmp_path / "data"
-    (data / "store").mkdir(parents=True)
-    (data / "store" / "s1").write_text("not a directory")  # s1 cannot open its data dir
-    up = Up("--config", config, "--data-dir", data)
-    ups.append(up)
-    rc = up.finish(READY_TIMEOUT_S)
-    output = "\n".join(up.lines)
-    assert rc == 1, output
-    assert "the store did not start: store member s1" in output
-    assert "exited with code" in output
-    assert "k8semu store:" in output  # the replica's own complaint, from its log
-    pids = {int(p) for p in re.findall(r"s\d pid (\d+)", output)}
-    assert len(pids) == 2  # the two healthy replicas were stopped by pid
-    assert _wait_gone(pids) == []
+    config = _config(tmp_path / "cluster.yaml", workers=False)
+    state_dir = tmp_path / "state"
+    cleanup.append(state_dir)
+    (state_dir / "store").mkdir(parents=True)
+    (state_dir / "store" / "s1").write_text("not a directory")  # s1 cannot open its data dir
+    run = _k8semu(_env(tmp_path), "up", "-f", config, "--state-dir", state_dir, "--detach")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "store-s1 (pid" in run.stderr and "while starting" in run.stderr
+    assert "k8semu store:" in run.stderr  # the replica's own complaint, from its log
+    state = read_state(state_dir)
+    assert state.mode == "stopped"
+    assert all(c.pid == 0 for c in state.components)  # nothing half-started is left
+
+
+def test_down_and_status_without_a_cluster_exit_2(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    for verb in ("down", "status"):
+        run = _k8semu(env, verb, "--state-dir", tmp_path / "none")
+        assert run.returncode == 2
+        assert f"no cluster in {tmp_path / 'none'}" in run.stderr

@@ -1,0 +1,149 @@
+"""`k8semu join`: add this host to a running cluster as a worker node (a kubelet and a proxy).
+
+    k8semu join --server HOST:PORT[,HOST:PORT] [--node-name N] [--node-ip IP] [--detach] ...
+
+The kubelet registers Node N with the API servers given; the proxy serves that node's
+NodePorts on its IP. Like `k8semu up`, it waits until the Node is Ready, then supervises in the
+foreground (Ctrl-C stops both, and the node's pods) or, with --detach, leaves them running;
+`k8semu status/down --state-dir DIR` work on it (default state dir: that of cluster
+`join-<node name>`). Exit status as `k8semu up`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from k8semu.cli.up import available_commands, install_stop_handlers, restore_handlers, say
+from k8semu.cluster.config import (
+    DEFAULT_CAPACITY,
+    DEFAULT_KUBELET_PORT,
+    DEFAULT_PROXY_PORT,
+    RUNTIMES,
+    LauncherSpec,
+    NodeSpec,
+    TimingsSpec,
+    parse_config,
+)
+from k8semu.cluster.errors import ClusterConfigError, ClusterError
+from k8semu.cluster.launcher import Launcher, StopFlag
+from k8semu.cluster.plan import Plan, plan_node
+from k8semu.cluster.state import default_state_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="k8semu join",
+        description="Start a kubelet and a proxy on this host against a running control plane.",
+    )
+    p.add_argument("--server", required=True, help="API servers, HOST:PORT[,HOST:PORT]")
+    p.add_argument("--node-name", help="the Node's name (default: this host's name)")
+    p.add_argument(
+        "--node-ip",
+        help="this node's IP: the kubelet, NodePorts and pods bind it (default: the address"
+        " this host reaches the first API server from)",
+    )
+    p.add_argument("--runtime", choices=RUNTIMES, default="process")
+    p.add_argument(
+        "--capacity",
+        default=",".join(f"{k}={v}" for k, v in DEFAULT_CAPACITY),
+        help="NAME=QUANTITY,... (default: %(default)s)",
+    )
+    p.add_argument("--node-labels", default="", help="k=v,... labels of the Node")
+    p.add_argument("--kubelet-port", type=int, default=DEFAULT_KUBELET_PORT)
+    p.add_argument("--proxy-port", type=int, default=DEFAULT_PROXY_PORT)
+    p.add_argument("--no-proxy", action="store_true", help="start the kubelet only")
+    p.add_argument(
+        "-f",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="take the timings (node lease, status updates) and launcher settings from this"
+        " cluster config",
+    )
+    p.add_argument("--state-dir", type=Path, metavar="DIR")
+    p.add_argument("-d", "--detach", action="store_true", help="return once the node is Ready")
+    return p
+
+
+def _pairs(text: str, flag: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ClusterConfigError(flag, f"{part!r}: expected KEY=VALUE")
+        out.append((key, value))
+    return tuple(out)
+
+
+def _local_address(server: str) -> str:
+    """The address this host uses to reach ``server`` (no packet is sent: a UDP connect only
+    picks the route)."""
+    host, _, port = server.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host.strip("[]"), int(port)))
+        return str(s.getsockname()[0])
+
+
+def main(argv: Sequence[str]) -> int:
+    ns = _parser().parse_args(list(argv))
+    servers = tuple(s.strip() for s in ns.server.split(",") if s.strip())
+    try:
+        if not servers or any(not re.fullmatch(r"[^\s:]+:\d+", s) for s in servers):
+            raise ClusterConfigError("--server", f"{ns.server!r}: expected HOST:PORT[,HOST:PORT]")
+        timings, launcher_spec = TimingsSpec(), LauncherSpec()
+        if ns.config is not None:
+            config = parse_config(ns.config.read_text(encoding="utf-8"), source=str(ns.config))
+            timings, launcher_spec = config.timings, config.launcher
+        name = ns.node_name or re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower())
+        node = NodeSpec(
+            name=name,
+            host="",
+            node_ip=ns.node_ip or _local_address(servers[0]),
+            runtime=ns.runtime,
+            capacity=_pairs(ns.capacity, "--capacity"),
+            labels=_pairs(ns.node_labels, "--node-labels"),
+            kubelet_port=ns.kubelet_port,
+            proxy_port=ns.proxy_port,
+            proxy=not ns.no_proxy,
+        )
+    except ClusterConfigError as exc:
+        print(f"k8semu join: {str(exc).replace('nodes[0].', '--')}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"k8semu join: {exc}", file=sys.stderr)
+        return 2
+    cluster = f"join-{node.name}"
+    state_dir = (ns.state_dir or default_state_dir(cluster, os.environ)).resolve()
+    components = plan_node(node, servers, state_dir, timings=timings, python=sys.executable)
+    commands = available_commands()
+    missing = sorted({c.command for c in components if c.command not in commands})
+    if missing:
+        print(
+            f"k8semu join: this install has no `k8semu {missing[0]}` command yet", file=sys.stderr
+        )
+        return 1
+    plan = Plan(
+        cluster=cluster,
+        host="",
+        components=tuple(components),
+        api_servers=servers,
+        launcher=launcher_spec,
+    )
+    stop = StopFlag()
+    launcher = Launcher(plan, state_dir, say=say, stop=stop, detach=ns.detach)
+    previous = install_stop_handlers(stop)
+    try:
+        launcher.run()
+    except (ClusterError, OSError) as exc:
+        print(f"k8semu join: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        restore_handlers(previous)
+        stop.close()
+    return 0

@@ -1,0 +1,109 @@
+"""The CLI config (``~/.k8semu/config``, the format of ``k8semu/cli/_kubeconfig.py``) that makes a
+launched cluster the default target of ``k8semu get/apply/...``.
+
+``k8semu up`` writes ``<state-dir>/kubeconfig`` (one context, named after the cluster, listing
+its API servers) and merges the same context into the user's config - ``$K8SEMU_CONFIG`` when
+set, else ``~/.k8semu/config`` - making it the current context, as ``kind create cluster`` does
+with kubectl's. Other contexts in that file are kept. ``k8semu down`` removes the context again
+(and clears current-context if it pointed there). The caller passes the path in; this module
+must not read the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from k8semu.cluster.errors import ClusterError
+
+__all__ = ["remove_context", "set_context", "user_config_path", "write_kubeconfig"]
+
+ENV_VAR = "K8SEMU_CONFIG"
+
+
+def user_config_path(environ: Mapping[str, str]) -> Path:
+    """``$K8SEMU_CONFIG``, else ``$HOME/.k8semu/config``."""
+    named = environ.get(ENV_VAR)
+    if named:
+        return Path(named)
+    home = environ.get("HOME") or str(Path.home())
+    return Path(home) / ".k8semu" / "config"
+
+
+def _context(name: str, servers: tuple[str, ...]) -> dict[str, Any]:
+    return {"name": name, "servers": list(servers), "namespace": "default"}
+
+
+def write_kubeconfig(path: Path, name: str, servers: tuple[str, ...]) -> None:
+    """A config with just this cluster's context, current."""
+    _write(path, {"current-context": name, "contexts": [_context(name, servers)]})
+
+
+def set_context(path: Path, name: str, servers: tuple[str, ...]) -> None:
+    """Add or replace context ``name`` in the config at ``path`` and make it current."""
+    data = _read(path)
+    contexts = [c for c in data.get("contexts") or [] if _name(c) != name]
+    data["contexts"] = [*contexts, _context(name, servers)]
+    data["current-context"] = name
+    _write(path, data)
+
+
+def current_context(path: Path) -> str:
+    """The current context's name in the config at ``path`` ("" when none, or unreadable)."""
+    try:
+        data = _read(path)
+    except ClusterError:
+        return ""
+    value = data.get("current-context")
+    return value if isinstance(value, str) else ""
+
+
+def remove_context(path: Path, name: str) -> bool:
+    """Remove context ``name`` from the config at ``path``; whether it was there."""
+    if not path.exists():
+        return False
+    data = _read(path)
+    contexts = data.get("contexts") or []
+    kept = [c for c in contexts if _name(c) != name]
+    if len(kept) == len(contexts):
+        return False
+    data["contexts"] = kept
+    if data.get("current-context") == name:
+        data.pop("current-context")
+    _write(path, data)
+    return True
+
+
+def _name(context: object) -> object:
+    return context.get("name") if isinstance(context, dict) else None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ClusterError(f"cannot update the CLI config {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("contexts") or [], list):
+        raise ClusterError(
+            f"cannot update the CLI config {path}: it is not a k8semu config (a mapping with a"
+            " list of contexts)"
+        )
+    return data
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise ClusterError(f"cannot write the CLI config {path}: {exc.strerror}") from exc

@@ -1,0 +1,407 @@
+"""What one ``k8semu up`` (or ``k8semu join``) starts: the components of one host, in stages.
+
+A config says what the whole cluster is; a plan says which processes *this* launch starts, with
+their exact command lines, addresses, data directories and log files, grouped in dependency
+stages (store -> API servers -> scheduler and controller manager -> kubelets and proxies). The
+launcher starts a stage only when the one before it is healthy.
+
+Names are stable, so ``k8semu logs``/``status``/``down`` find a component again::
+
+    store-<member>                  one store replica (``k8semu store``, or ``etcd``)
+    apiserver-<i>, scheduler-<i>, controller-manager-<i>   (as named in the config)
+    kubelet-<node>, proxy-<node>    one worker node; kubelet-<pool> for a hollow-node pool
+
+Pure: builds command lines from the config; it must not start processes, read the environment
+or touch the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from k8semu.cluster.config import (
+    ClusterConfig,
+    LauncherSpec,
+    NodeSpec,
+    TimingsSpec,
+    format_duration,
+)
+
+__all__ = [
+    "STAGES",
+    "ComponentPlan",
+    "Plan",
+    "kubelet_argv",
+    "plan_cluster",
+    "plan_node",
+    "proxy_argv",
+]
+
+#: Stage index -> what it holds, in start order; stopping goes the other way.
+STAGES = ("store", "API servers", "schedulers and controller managers", "nodes")
+STORE, API, CONTROL, NODES = range(4)
+
+LOG_DIR = "logs"
+STORE_DIR = "store"
+NODES_DIR = "nodes"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComponentPlan:
+    """One process to start.
+
+    ``address`` is where its gRPC health service answers (for a store replica, its client
+    URL, where ``Maintenance.Status`` answers too). ``command`` is the ``k8semu`` subcommand
+    it needs ("" for a program outside k8semu, such as etcd). ``node_names`` are the Nodes a
+    kubelet registers.
+    """
+
+    name: str
+    kind: str
+    host: str
+    stage: int
+    argv: tuple[str, ...]
+    address: str
+    ports: dict[str, str] = field(default_factory=dict)
+    #: ports key -> the config field it came from, for "address in use" errors.
+    origins: dict[str, str] = field(default_factory=dict)
+    log_path: Path
+    data_dir: Path
+    command: str = ""
+    node_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """Everything one launch starts and how it knows they are ready.
+
+    ``store_members`` are *all* the store's (name, client address), also those on other hosts:
+    the leader check asks every one. ``store_external`` is an etcd someone else runs (checked,
+    never started). ``skipped`` are (component, reason) left out because this install has no
+    such command yet.
+    """
+
+    cluster: str
+    host: str
+    components: tuple[ComponentPlan, ...]
+    api_servers: tuple[str, ...]
+    store_members: tuple[tuple[str, str], ...] = ()
+    store_external: tuple[str, ...] = ()
+    store_token: str = ""
+    launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def stage(self, index: int) -> list[ComponentPlan]:
+        return [c for c in self.components if c.stage == index]
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """The Nodes that must turn Ready before this launch is up."""
+        return tuple(n for c in self.components for n in c.node_names)
+
+
+def _k8semu(python: str, command: str, *args: str) -> tuple[str, ...]:
+    return (python, "-m", "k8semu", command, *args)
+
+
+def plan_cluster(
+    config: ClusterConfig,
+    state_dir: Path,
+    *,
+    host: str | None = None,
+    python: str,
+    commands: Collection[str],
+) -> Plan:
+    """The components of ``host`` (every host's when None: a one-machine run of the whole
+    config) with their state under ``state_dir``. ``commands`` are the ``k8semu`` subcommands
+    this install has; a component whose command is missing is left out and listed in
+    ``skipped``."""
+    if host is not None:
+        config.host(host)  # an unknown host is an error naming --host
+    here = (lambda h: True) if host is None else (lambda h: h == host)
+    logs = state_dir / LOG_DIR
+    out: list[ComponentPlan] = []
+    store = config.store
+    stores = store.client_addresses
+    apis = config.api_server_addresses
+    timings = config.timings
+
+    if not store.external:
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in store.members)
+        for i, m in enumerate(store.members):
+            if not here(m.host):
+                continue
+            data = state_dir / STORE_DIR / m.name
+            flags = (
+                "--name", m.name,
+                "--data-dir", str(data),
+                "--listen-client-urls", m.client_url,
+                "--advertise-client-urls", m.client_url,
+                "--listen-peer-urls", m.peer_url,
+                "--initial-advertise-peer-urls", m.peer_url,
+                "--initial-cluster", initial,
+                "--initial-cluster-token", config.store_token,
+                "--heartbeat-interval", str(store.heartbeat_ms),
+                "--election-timeout", str(store.election_ms),
+                "--snapshot-count", str(store.snapshot_count),
+            )  # fmt: skip
+            if store.backend == "etcd":
+                argv: tuple[str, ...] = (
+                    store.etcd_binary, *flags,
+                    "--initial-cluster-state", "new",
+                    "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
+                )  # fmt: skip
+                kind, command = "etcd", ""
+            else:
+                argv = _k8semu(python, "store", *flags)
+                kind, command = "store", "store"
+            out.append(
+                ComponentPlan(
+                    name=f"store-{m.name}",
+                    kind=kind,
+                    host=m.host,
+                    stage=STORE,
+                    argv=argv,
+                    address=m.client_address,
+                    ports={"client": m.client_address, "peer": m.peer_address},
+                    origins={
+                        "client": f"store.members[{i}].clientURL",
+                        "peer": f"store.members[{i}].peerURL",
+                    },
+                    log_path=logs / f"store-{m.name}.log",
+                    data_dir=data,
+                    command=command,
+                )
+            )
+
+    assert config.api_server is not None
+    net = config.network
+    for i, inst in enumerate(config.api_server.instances):
+        if not here(inst.host):
+            continue
+        address = config.address_of(inst)
+        out.append(
+            ComponentPlan(
+                name=inst.name,
+                kind="apiserver",
+                host=inst.host,
+                stage=API,
+                argv=_k8semu(
+                    python,
+                    "apiserver",
+                    "--listen-address",
+                    address,
+                    "--store-endpoints",
+                    ",".join(stores),
+                    "--service-cluster-ip-range",
+                    net.service_cidr,
+                    "--service-node-port-range",
+                    net.node_port_range,
+                    "--load-balancer-ip-pool",
+                    net.load_balancer_pool,
+                ),
+                address=address,
+                ports={"api": address},
+                origins={"api": f"apiServer.instances[{i}].port"},
+                log_path=logs / f"{inst.name}.log",
+                data_dir=state_dir,
+                command="apiserver",
+            )
+        )
+
+    election = _leader_election(timings)
+    assert config.scheduler is not None and config.controller_manager is not None
+    for i, inst in enumerate(config.scheduler.instances):
+        if not here(inst.host):
+            continue
+        address = config.address_of(inst)
+        out.append(
+            ComponentPlan(
+                name=inst.name,
+                kind="scheduler",
+                host=inst.host,
+                stage=CONTROL,
+                argv=_k8semu(
+                    python,
+                    "scheduler",
+                    "--server",
+                    ",".join(apis),
+                    "--listen-address",
+                    address,
+                    *election,
+                ),
+                address=address,
+                ports={"health": address},
+                origins={"health": f"scheduler.instances[{i}].port"},
+                log_path=logs / f"{inst.name}.log",
+                data_dir=state_dir,
+                command="scheduler",
+            )
+        )
+    for i, inst in enumerate(config.controller_manager.instances):
+        if not here(inst.host):
+            continue
+        address = config.address_of(inst)
+        out.append(
+            ComponentPlan(
+                name=inst.name,
+                kind="controller-manager",
+                host=inst.host,
+                stage=CONTROL,
+                argv=_k8semu(
+                    python,
+                    "controller-manager",
+                    "--server",
+                    ",".join(apis),
+                    "--listen-address",
+                    address,
+                    "--controllers",
+                    "*",
+                    *election,
+                    "--node-monitor-period",
+                    format_duration(timings.node_monitor_period_ms),
+                    "--node-monitor-grace-period",
+                    format_duration(timings.node_monitor_grace_ms),
+                    "--pod-eviction-timeout",
+                    format_duration(timings.pod_eviction_ms),
+                    "--cluster-cidr",
+                    net.cluster_cidr,
+                    "--node-cidr-mask-size",
+                    str(net.node_cidr_mask_size),
+                    "--service-cidr",
+                    net.service_cidr,
+                ),
+                address=address,
+                ports={"health": address},
+                origins={"health": f"controllerManager.instances[{i}].port"},
+                log_path=logs / f"{inst.name}.log",
+                data_dir=state_dir,
+                command="controller-manager",
+            )
+        )
+
+    for node in config.all_nodes:
+        if here(node.host):
+            out.extend(plan_node(node, apis, state_dir, timings=timings, python=python))
+
+    kept = tuple(c for c in out if not c.command or c.command in commands)
+    skipped = tuple(
+        (c.name, f"this install has no `k8semu {c.command}` command yet")
+        for c in out
+        if c.command and c.command not in commands
+    )
+    return Plan(
+        cluster=config.name,
+        host=host or "",
+        components=kept,
+        api_servers=apis,
+        store_members=tuple((m.name, m.client_address) for m in store.members),
+        store_external=store.endpoints,
+        store_token=config.store_token,
+        launcher=config.launcher,
+        skipped=skipped,
+    )
+
+
+def _leader_election(timings: TimingsSpec) -> tuple[str, ...]:
+    return (
+        "--leader-elect",
+        "--leader-elect-lease-duration", format_duration(timings.leader_elect_lease_ms),
+        "--leader-elect-renew-deadline", format_duration(timings.leader_elect_renew_ms),
+        "--leader-elect-retry-period", format_duration(timings.leader_elect_retry_ms),
+    )  # fmt: skip
+
+
+def kubelet_argv(
+    node: NodeSpec, servers: tuple[str, ...], root_dir: Path, timings: TimingsSpec, python: str
+) -> tuple[str, ...]:
+    """``k8semu kubelet ...`` for ``node`` (a hollow pool: one process, ``--count`` nodes)."""
+    args = [
+        "--server", ",".join(servers),
+        "--node-name", node.name,
+        "--node-ip", node.node_ip,
+        "--listen-address", f"{_host(node.node_ip)}:{node.kubelet_port}",
+        "--runtime", node.runtime,
+        "--root-dir", str(root_dir),
+        "--capacity", ",".join(f"{k}={v}" for k, v in node.capacity),
+        "--node-lease-duration", _seconds(timings.node_lease_ms),
+        "--node-lease-renew-interval", _seconds(timings.node_lease_renew_ms),
+        "--node-status-update-frequency", _seconds(timings.node_status_update_ms),
+    ]  # fmt: skip
+    if node.labels:
+        args += ["--node-labels", ",".join(f"{k}={v}" for k, v in node.labels)]
+    if node.taints:
+        args += ["--register-with-taints", ",".join(t.flag() for t in node.taints)]
+    if node.hollow:
+        args += ["--count", str(node.count)]
+    return _k8semu(python, "kubelet", *args)
+
+
+def proxy_argv(node: NodeSpec, servers: tuple[str, ...], python: str) -> tuple[str, ...]:
+    """``k8semu proxy ...`` for ``node``."""
+    return _k8semu(
+        python, "proxy",
+        "--server", ",".join(servers),
+        "--node-name", node.name,
+        "--node-ip", node.node_ip,
+        "--listen-address", f"{_host(node.node_ip)}:{node.proxy_port}",
+    )  # fmt: skip
+
+
+def plan_node(
+    node: NodeSpec,
+    servers: tuple[str, ...],
+    state_dir: Path,
+    *,
+    timings: TimingsSpec,
+    python: str,
+) -> list[ComponentPlan]:
+    """The kubelet (and the proxy, unless off or hollow) of one worker node or pool."""
+    root = state_dir / NODES_DIR / node.name
+    logs = state_dir / LOG_DIR
+    kubelet_address = f"{_host(node.node_ip)}:{node.kubelet_port}"
+    out = [
+        ComponentPlan(
+            name=f"kubelet-{node.name}",
+            kind="kubelet",
+            host=node.host,
+            stage=NODES,
+            argv=kubelet_argv(node, servers, root, timings, python),
+            address=kubelet_address,
+            ports={"kubelet": kubelet_address},
+            origins={"kubelet": f"{node.path}.kubeletPort"},
+            log_path=logs / f"kubelet-{node.name}.log",
+            data_dir=root,
+            command="kubelet",
+            node_names=node.node_names,
+        )
+    ]
+    if node.proxy and not node.hollow:
+        proxy_address = f"{_host(node.node_ip)}:{node.proxy_port}"
+        out.append(
+            ComponentPlan(
+                name=f"proxy-{node.name}",
+                kind="proxy",
+                host=node.host,
+                stage=NODES,
+                argv=proxy_argv(node, servers, python),
+                address=proxy_address,
+                ports={"health": proxy_address},
+                origins={"health": f"{node.path}.proxyPort"},
+                log_path=logs / f"proxy-{node.name}.log",
+                data_dir=root,
+                command="proxy",
+            )
+        )
+    return out
+
+
+def _seconds(ms: int) -> str:
+    """The kubelet takes its timings as (fractional) seconds: ``4``, ``0.5``."""
+    return f"{ms / 1000:g}"
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip

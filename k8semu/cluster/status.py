@@ -1,0 +1,220 @@
+"""``k8semu status`` and ``k8semu down`` over a state directory, from any shell.
+
+``status`` reports, per component of ``state.json``: its host, pid, whether that process still
+runs (pid *and* start time), its gRPC health, and its role - which store replica leads
+(``Maintenance.Status``: every member's ``leader`` field, and the member that says it is that
+id), which scheduler / controller manager holds its kube-system Lease (the holder identity
+names the holder's pid), whether a kubelet's Nodes are Ready.
+
+``down`` stops what ``state.json`` records: a foreground launcher first (SIGTERM; it then
+stops its components itself, in order), then every component still alive in reverse stage
+order - nodes (and the pod processes of their kubelets), schedulers and controller managers,
+API servers, store - each SIGTERM, ``stopGracePeriod``, SIGKILL. Every pid is checked against
+its recorded start time before any signal. It then checks that none is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from k8semu.cluster import clientconfig
+from k8semu.cluster.errors import ClusterError
+from k8semu.cluster.plan import STAGES, STORE
+from k8semu.cluster.probes import Probes, agreed_leader
+from k8semu.cluster.state import (
+    ClusterState,
+    is_same_process,
+    processes_of,
+    read_state,
+    write_state,
+)
+from k8semu.cluster.stopping import terminate
+from k8semu.pb.etcd import rpc_pb2
+
+__all__ = ["ComponentStatus", "DownReport", "cluster_status", "down", "format_status"]
+
+RPC_TIMEOUT_S = 1.0
+LAUNCHER_EXTRA_WAIT_S = 15.0
+
+
+@dataclass(slots=True)
+class ComponentStatus:
+    name: str
+    kind: str
+    host: str
+    pid: int
+    alive: bool
+    health: str
+    address: str
+    role: str
+
+
+def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
+    """The status of every component of ``state``, as plain data (what ``-o json`` prints)."""
+    alive = {c.name: c.alive() for c in state.components}
+    health = probes.health([c.address for c in state.components if alive[c.name]], RPC_TIMEOUT_S)
+    roles: dict[str, str] = {}
+    store_leader = None
+    members = [
+        (c.name.removeprefix("store-"), c.address)
+        for c in state.components
+        if c.stage == STORE and alive[c.name]
+    ]
+    if members:
+        statuses = probes.store_statuses(members, RPC_TIMEOUT_S)
+        # A quorum is counted over the whole store (other hosts' members too).
+        size = max(len(state.store_endpoints), len(members))
+        store_leader = agreed_leader(statuses, size)
+        for name, st in statuses.items():
+            if isinstance(st, rpc_pb2.StatusResponse):
+                roles[f"store-{name}"] = "leader" if name == store_leader else "follower"
+    leases: dict[str, str] = {}
+    nodes: dict[str, bool] = {}
+    api_error = ""
+    if state.api_servers:
+        try:
+            leases = probes.leases(state.api_servers, RPC_TIMEOUT_S)
+            nodes = probes.nodes_ready(state.api_servers, RPC_TIMEOUT_S)
+        except Exception as exc:  # grpc.RpcError: no API server answers
+            api_error = f"no API server answers ({_short(exc)})"
+    for c in state.components:
+        if c.kind in ("scheduler", "controller-manager") and alive[c.name]:
+            held = [name for name, holder in leases.items() if f"_{c.pid}_" in f"{holder}_"]
+            roles[c.name] = f"leader (lease {held[0]})" if held else "standby"
+        elif c.kind == "kubelet" and c.nodes:
+            ready = sum(1 for n in c.nodes if nodes.get(n))
+            if len(c.nodes) == 1:
+                known = c.nodes[0] in nodes
+                word = "Ready" if ready else ("NotReady" if known else "not registered")
+                roles[c.name] = f"node {c.nodes[0]} {word}"
+            else:
+                roles[c.name] = f"{ready}/{len(c.nodes)} nodes Ready"
+    rows = [
+        ComponentStatus(
+            name=c.name,
+            kind=c.kind,
+            host=c.host,
+            pid=c.pid,
+            alive=alive[c.name],
+            health=health.get(c.address, "-") if alive[c.name] else "-",
+            address=c.address,
+            role=roles.get(c.name, ""),
+        )
+        for c in state.components
+    ]
+    return {
+        "cluster": state.cluster,
+        "host": state.host,
+        "mode": state.mode,
+        "stateDir": state.state_dir,
+        "launcherPid": state.launcher_pid if state.launcher_alive() else 0,
+        "apiServers": state.api_servers,
+        "storeLeader": store_leader,
+        "leases": leases,
+        "apiError": api_error,
+        "components": [asdict(r) for r in rows],
+    }
+
+
+def _short(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    return code().name if callable(code) else str(exc).splitlines()[0]
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The table ``k8semu status`` prints."""
+    mode = status["mode"]
+    if status["launcherPid"]:
+        mode += f", supervised by k8semu up pid {status['launcherPid']}"
+    elif mode == "detached":
+        mode += ", not supervised: a crashed component stays down"
+    host = f" host {status['host']}" if status["host"] else ""
+    lines = [f"cluster {status['cluster']}{host} ({mode}); state dir {status['stateDir']}", ""]
+    header = ("COMPONENT", "KIND", "HOST", "PID", "ALIVE", "HEALTH", "ADDRESS", "ROLE")
+    rows = [
+        (
+            c["name"],
+            c["kind"],
+            c["host"],
+            str(c["pid"] or "-"),
+            "yes" if c["alive"] else "no",
+            c["health"],
+            c["address"],
+            c["role"],
+        )
+        for c in status["components"]
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        lines.append("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    lines.append("")
+    if status["storeLeader"]:
+        lines.append(f"store leader: {status['storeLeader']}")
+    for name, holder in sorted(status["leases"].items()):
+        lines.append(f"lease kube-system/{name}: held by {holder or '(nobody)'}")
+    if status["apiError"]:
+        lines.append(status["apiError"])
+    return "\n".join(lines).rstrip()
+
+
+@dataclass(slots=True)
+class DownReport:
+    stopped: list[str]
+    killed: list[int]
+    pods: int
+    left: list[int]
+    launcher: int
+
+
+def down(
+    state_dir: Path,
+    *,
+    grace: float,
+    say: Callable[[str], None],
+    user_config: Path | None = None,
+) -> DownReport:
+    """Stop every process of the cluster in ``state_dir`` (see the module docstring)."""
+    state = read_state(state_dir)
+    launcher = 0
+    if state.launcher_alive():
+        launcher = state.launcher_pid
+        say(f"stopping the foreground `k8semu up` (pid {launcher}); it stops its components")
+        budget = grace * (len(STAGES) + 1) + LAUNCHER_EXTRA_WAIT_S
+        terminate({launcher: state.launcher_start_time}, budget)
+        state = read_state(state_dir)  # it rewrote the pids as it stopped them
+    live = [c for c in state.components if c.alive()]
+    kubelets = [c.pid for c in live if c.kind == "kubelet"]
+    ours = {c.pid for c in live}
+    pods = {pid: st for pid, st in processes_of(kubelets, state_dir).items() if pid not in ours}
+    killed: list[int] = []
+    for stage in reversed(range(len(STAGES))):
+        members = {c.pid: c.start_time for c in live if c.stage == stage}
+        if members:
+            names = ", ".join(c.name for c in live if c.stage == stage)
+            say(f"stopping {STAGES[stage]}: {names}")
+            k, _ = terminate(members, grace)
+            killed += k
+        if stage == len(STAGES) - 1 and pods:
+            say(f"stopping {len(pods)} pod processes of the kubelets")
+            k, _ = terminate(pods, grace)
+            killed += k
+    everything = {c.pid: c.start_time for c in live} | pods
+    left = sorted(pid for pid, st in everything.items() if is_same_process(pid, st))
+    for c in state.components:
+        c.pid = 0
+        c.start_time = 0
+    state.mode = "stopped"
+    state.launcher_pid = 0
+    state.launcher_start_time = 0
+    write_state(state_dir, state)
+    if user_config is not None:
+        try:
+            clientconfig.remove_context(user_config, state.cluster)
+        except ClusterError as exc:
+            say(f"warning: {exc}")
+    return DownReport(
+        stopped=[c.name for c in live], killed=killed, pods=len(pods), left=left, launcher=launcher
+    )

@@ -1,0 +1,134 @@
+"""Plans: which processes one launch starts, with which command lines - from the config alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from k8semu.cluster import config as cc
+from k8semu.cluster.errors import ClusterConfigError
+from k8semu.cluster.plan import API, CONTROL, NODES, STORE, plan_cluster
+
+REPO = Path(__file__).resolve().parents[2]
+ALL = {"store", "apiserver", "scheduler", "controller-manager", "kubelet", "proxy"}
+STATE = Path("/state")
+
+
+def _flags(argv: tuple[str, ...]) -> dict[str, str]:
+    """``--flag value`` pairs of an argv (a flag with no value maps to "")."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        if argv[i].startswith("--"):
+            has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            out[argv[i]] = argv[i + 1] if has_value else ""
+            i += 2 if has_value else 1
+        else:
+            i += 1
+    return out
+
+
+def test_default_plan_starts_every_component_in_dependency_stages() -> None:
+    plan = plan_cluster(cc.load_config(), STATE, python="py", commands=ALL)
+    assert [(c.name, c.stage) for c in plan.components] == [
+        ("store-s1", STORE), ("store-s2", STORE), ("store-s3", STORE),
+        ("apiserver-1", API),
+        ("scheduler-1", CONTROL), ("controller-manager-1", CONTROL),
+        ("kubelet-node-1", NODES), ("proxy-node-1", NODES),
+        ("kubelet-node-2", NODES), ("proxy-node-2", NODES),
+        ("kubelet-node-3", NODES), ("proxy-node-3", NODES),
+    ]  # fmt: skip
+    assert plan.node_names == ("node-1", "node-2", "node-3")
+    assert plan.api_servers == ("127.0.0.1:6443",)
+    byname = {c.name: c for c in plan.components}
+
+    store = byname["store-s2"]
+    assert store.argv[:4] == ("py", "-m", "k8semu", "store")
+    f = _flags(store.argv)
+    assert f["--data-dir"] == "/state/store/s2"
+    assert f["--listen-client-urls"] == "http://127.0.0.1:12379"
+    assert f["--initial-cluster-token"] == "k8semu-local"
+    assert f["--initial-cluster"].count("=http://") == 3
+    assert (f["--heartbeat-interval"], f["--election-timeout"]) == ("50", "500")
+    assert store.log_path == STATE / "logs" / "store-s2.log"
+
+    f = _flags(byname["apiserver-1"].argv)
+    assert f["--store-endpoints"] == "127.0.0.1:2379,127.0.0.1:12379,127.0.0.1:22379"
+    assert f["--service-cluster-ip-range"] == "127.96.0.0/16"
+    assert f["--service-node-port-range"] == "30000-32767"
+    assert f["--load-balancer-ip-pool"] == "127.100.0.0/24"
+
+    f = _flags(byname["controller-manager-1"].argv)
+    assert f["--server"] == "127.0.0.1:6443" and f["--listen-address"] == "127.0.0.1:10257"
+    assert f["--leader-elect"] == "" and f["--leader-elect-lease-duration"] == "4s"
+    assert f["--node-monitor-grace-period"] == "6s" and f["--pod-eviction-timeout"] == "5s"
+    assert f["--cluster-cidr"] == "127.244.0.0/16" and f["--node-cidr-mask-size"] == "24"
+    assert f["--controllers"] == "*"
+
+    f = _flags(byname["kubelet-node-2"].argv)
+    assert f["--node-ip"] == "127.0.1.2" and f["--listen-address"] == "127.0.1.2:10250"
+    assert f["--runtime"] == "process" and f["--root-dir"] == "/state/nodes/node-2"
+    assert f["--capacity"] == "cpu=4,memory=8Gi,pods=110"
+    assert f["--node-lease-duration"] == "4" and f["--node-lease-renew-interval"] == "1"
+    f = _flags(byname["proxy-node-3"].argv)
+    assert f["--node-name"] == "node-3" and f["--listen-address"] == "127.0.1.3:10249"
+
+
+def test_labels_taints_and_hollow_pools_reach_the_kubelet() -> None:
+    config = cc.parse_config(
+        "kind: ClusterConfig\nversion: v1alpha1\n"
+        "nodes: [{name: gpu, labels: {accel: gpu, zone: a}, taints: [{key: gpu, value: 'yes',"
+        " effect: NoSchedule}, {key: dedicated, effect: NoExecute}]}]\n"
+        "hollowNodes: [{name: hollow, count: 50, capacity: {cpu: 8}}]\n"
+    )
+    plan = plan_cluster(config, STATE, python="py", commands=ALL)
+    byname = {c.name: c for c in plan.components}
+    f = _flags(byname["kubelet-gpu"].argv)
+    assert f["--node-labels"] == "accel=gpu,zone=a"
+    assert f["--register-with-taints"] == "gpu=yes:NoSchedule,dedicated:NoExecute"
+    f = _flags(byname["kubelet-hollow"].argv)
+    assert (f["--count"], f["--runtime"], f["--capacity"]) == ("50", "simulated", "cpu=8")
+    assert "proxy-hollow" not in byname  # hollow nodes serve no NodePorts
+    assert len(plan.node_names) == 51
+
+
+def test_a_host_starts_only_its_share() -> None:
+    config = cc.load_config(REPO / "cluster_configs" / "multihost.yaml")
+    shares = {
+        h.name: [c.name for c in plan_cluster(config, STATE, host=h.name, python="py",
+                                               commands=ALL).components]
+        for h in config.hosts
+    }  # fmt: skip
+    assert shares["host-c"] == ["store-s3", "scheduler-c", "kubelet-node-3", "proxy-node-3"]
+    every = sorted(n for names in shares.values() for n in names)
+    whole = plan_cluster(config, STATE, python="py", commands=ALL)
+    assert every == sorted(c.name for c in whole.components)
+    # Every share knows the whole store (for the leader check) and every API server.
+    plan_b = plan_cluster(config, STATE, host="host-b", python="py", commands=ALL)
+    assert [n for n, _ in plan_b.store_members] == ["s1", "s2", "s3"]
+    assert plan_b.api_servers == ("127.0.0.1:6443", "127.0.0.2:6443")
+    with pytest.raises(ClusterConfigError, match=r"^--host: 'host-d' is not a host"):
+        plan_cluster(config, STATE, host="host-d", python="py", commands=ALL)
+
+
+def test_components_whose_command_is_missing_are_skipped_with_a_reason() -> None:
+    plan = plan_cluster(cc.load_config(), STATE, python="py", commands={"store", "apiserver"})
+    assert [c.name for c in plan.components] == ["store-s1", "store-s2", "store-s3", "apiserver-1"]
+    assert ("kubelet-node-1", "this install has no `k8semu kubelet` command yet") in plan.skipped
+
+
+def test_etcd_backends() -> None:
+    ours = cc.parse_config("kind: ClusterConfig\nversion: v1alpha1\nstore: {backend: etcd}\n")
+    plan = plan_cluster(ours, STATE, python="py", commands=ALL)
+    etcd = plan.stage(STORE)
+    assert [c.kind for c in etcd] == ["etcd"] * 3
+    assert etcd[0].argv[0] == "/usr/bin/etcd"
+    external = cc.parse_config(
+        "kind: ClusterConfig\nversion: v1alpha1\n"
+        "store: {backend: etcd, endpoints: ['10.0.0.1:2379', 'http://10.0.0.2:2379']}\n"
+    )
+    plan = plan_cluster(external, STATE, python="py", commands=ALL)
+    assert plan.stage(STORE) == []
+    assert plan.store_external == ("10.0.0.1:2379", "10.0.0.2:2379")
+    assert _flags(plan.stage(API)[0].argv)["--store-endpoints"] == "10.0.0.1:2379,10.0.0.2:2379"
