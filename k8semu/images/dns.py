@@ -286,7 +286,9 @@ def _corefile_plugin(
 ) -> None:
     name, rest = args[0], args[1:]
     if name == "kubernetes":
-        config.kubernetes_zones.extend(w.normalize(z) for z in (rest or zones))
+        # Reverse zones are not served (no PTR records): they stay REFUSED.
+        wanted = [w.normalize(z) for z in (rest or zones)]
+        config.kubernetes_zones.extend(z for z in wanted if not z.endswith("arpa"))
     elif name == "endpoint":
         for url in rest:
             config.servers.append(re.sub(r"^[a-z]+://", "", url).rstrip("/"))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from k8semu.images import _dnswire as w
+from k8semu.images import dns
 from tests.images.conftest import ImageProcess
 
 RECORDS = """\
@@ -152,3 +153,43 @@ def test_bad_arguments_exit_2(start_image: Callable[..., ImageProcess], tmp_path
     bad.wait_line(r"bad\.txt:1")
     nothing = start_image("dns", "--listen", "127.0.0.44:0")
     assert nothing.proc.wait(20) == 2
+
+
+KUBERNETES_COREFILE = """\
+.:53 {
+    errors
+    health {
+       lameduck 5s
+    }
+    ready
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+       pods insecure
+       fallthrough in-addr.arpa ip6.arpa
+       ttl 30
+    }
+    prometheus :9153
+    forward . /etc/resolv.conf {
+       max_concurrent 1000
+    }
+    cache 30
+    loop
+    reload
+    loadbalance
+}
+"""
+
+
+def test_the_kubernetes_default_corefile_means_cluster_mode(tmp_path: Path) -> None:
+    """The Corefile of Kubernetes' CoreDNS add-on, mounted at /etc/coredns (under the pod
+    dir), configures cluster mode with the API server from the kubernetes Service env."""
+    (tmp_path / "etc/coredns").mkdir(parents=True)
+    (tmp_path / "etc/coredns/Corefile").write_text(KUBERNETES_COREFILE)
+    env = {"POD_IP": "127.0.0.45", "KUBERNETES_SERVICE_HOST": "127.96.0.1",
+           "KUBERNETES_SERVICE_PORT": "443"}  # fmt: skip
+    config = dns.parse_args(["-conf", "/etc/coredns/Corefile"], env, tmp_path)
+    assert (config.host, config.port) == ("127.0.0.45", 53)
+    assert config.kubernetes_zones == ["cluster.local"]
+    assert config.servers == ["127.96.0.1:443"]
+    assert config.ttl == 30
+    assert config.health == ("127.0.0.45", 8080)
+    assert config.ready == ("127.0.0.45", 8181)
