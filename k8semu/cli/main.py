@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controller-manager": ("controller_manager", "run the controllers (leader-elected)"),
     "scheduler": ("scheduler", "run the scheduler (leader-elected)"),
     "proxy": ("proxy", "run one node's service proxy"),
+    "chaos": ("chaos", "break a cluster at random (seeded) and check what must hold"),
 }
 
 
