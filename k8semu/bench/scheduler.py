@@ -29,6 +29,8 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
+import random
 import secrets
 import signal
 import subprocess
@@ -42,12 +44,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from k8semu.bench.store import _processes_cpu_seconds
 from k8semu.client import AlreadyExists, Client, ClientError, NotFound
 from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.scheduler import Scheduler, SchedulerConfig
+from k8semu.scheduler import Scheduler, SchedulerConfig, algorithm, plugins
+from k8semu.scheduler.cache import SchedulerCache
+from k8semu.scheduler.framework import pod_info
 
-__all__ = ["main", "run_scheduler_throughput"]
+__all__ = ["main", "measure_decisions", "run_scheduler_throughput"]
 
 DEFAULT_NODES = 1000
 DEFAULT_PODS = 1000
@@ -235,6 +240,13 @@ async def run_scheduler_throughput(
                 in_proc = Scheduler(client, SchedulerConfig(leader_elect=False, listen_address=""))
                 await in_proc.start()
 
+        def scheduler_cpu() -> float | None:
+            if sched_proc is None:
+                return None
+            return _processes_cpu_seconds([sched_proc.proc.pid])
+
+        cpu_first = cpu_last = None
+
         async def create_pod(i: int) -> None:
             name = f"p-{i:05d}"
             sent[name] = time.monotonic()
@@ -251,9 +263,11 @@ async def run_scheduler_throughput(
             if backlog:
                 await start_scheduler()
                 first = time.monotonic()  # from the scheduler's caches synced and leading
+            cpu_first = scheduler_cpu()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await all_bound.wait()
+            cpu_last = scheduler_cpu()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -283,8 +297,40 @@ async def run_scheduler_throughput(
             "p99": _percentile(latencies, 99),
             "max": max(latencies, default=0.0),
         },
+        "scheduler_cpu_ms_per_pod": (
+            (cpu_last - cpu_first) * 1000 / max(1, len(bound_at))
+            if cpu_first is not None and cpu_last is not None
+            else None
+        ),
         "target_pods_per_s": TARGET_PODS_PER_S,
         "logs": str(logs),
+    }
+
+
+def measure_decisions(nodes: int = DEFAULT_NODES, pods: int = DEFAULT_PODS) -> dict[str, Any]:
+    """The scheduling decision alone, no I/O: `pods` cycles of algorithm.schedule plus
+    assume against `nodes` nodes in a SchedulerCache, as the loop runs them. Returns
+    decisions_per_s and cpu_ms_per_decision (process CPU time)."""
+    cache = SchedulerCache()
+    for i in range(nodes):
+        cache.add_node(_node(f"node-{i:05d}"))
+    infos = [pod_info(_pod(f"p-{i:05d}", "bench", "rs")) for i in range(pods)]
+    rng = random.Random(0)
+    start = 0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for info in infos:
+        d = algorithm.schedule(
+            info, cache.nodes, cache.order, start=start, nodes_with_anti_affinity=(), rng=rng
+        )
+        start = d.next_start
+        cache.assume(info, d.node)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {
+        "nodes": nodes,
+        "pods": pods,
+        "decisions_per_s": pods / max(1e-9, wall),
+        "cpu_ms_per_decision": cpu * 1000 / pods,
+        "nodes_scored": plugins.num_feasible_nodes_to_find(nodes),
     }
 
 
@@ -328,6 +374,11 @@ def _report(r: dict[str, Any]) -> str:
         f"{lat['p50']:.0f} p90 {lat['p90']:.0f} p99 {lat['p99']:.0f} max {lat['max']:.0f}; "
         f"pods created at {r['create_per_s']:.0f}/s; {r['nodes']} nodes created in "
         f"{r['node_create_s']:.1f} s"
+        + (
+            f"; scheduler process CPU {r['scheduler_cpu_ms_per_pod']:.2f} ms/pod"
+            if r["scheduler_cpu_ms_per_pod"] is not None
+            else ""
+        )
     )
 
 
@@ -370,6 +421,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 finally:
                     api.close()
     print(_report(result))
+    d = measure_decisions(ns.nodes, ns.pods)
+    print(
+        f"decisions alone (no I/O, this process): {d['decisions_per_s']:.0f} pods/s on "
+        f"{d['nodes']} nodes, {d['cpu_ms_per_decision']:.2f} ms CPU per decision "
+        f"({d['nodes_scored']} feasible nodes sought per pod)"
+    )
+    print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 
