@@ -305,12 +305,12 @@ class DeploymentController:
         self.d_informer.add_event_handler(
             on_add=self._enqueue,
             on_update=lambda old, new: self._enqueue(new),
-            on_delete=self._enqueue,
+            on_delete=self._d_deleted,
         )
         self.rs_informer.add_event_handler(
             on_add=self._rs_changed,
             on_update=self._rs_updated,
-            on_delete=self._rs_changed,
+            on_delete=self._rs_deleted,
         )
         self.pod_informer.add_event_handler(on_delete=self._pod_deleted)
 
@@ -318,6 +318,14 @@ class DeploymentController:
 
     def _enqueue(self, d: apps_pb2.Deployment) -> None:
         self.queue.add(object_key(d))
+
+    def _d_deleted(self, d: apps_pb2.Deployment) -> None:
+        self._written.pop(d.metadata.uid, None)
+        self._enqueue(d)
+
+    def _rs_deleted(self, rs: apps_pb2.ReplicaSet) -> None:
+        self._written.pop(rs.metadata.uid, None)
+        self._rs_changed(rs)
 
     def _owner_key(self, rs: apps_pb2.ReplicaSet) -> str | None:
         ref = _pods.controller_ref(rs)

@@ -27,7 +27,6 @@ from k8semu import transport
 from k8semu.client import Client, LeaderElector, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import (
-    DEFAULT_CONTROLLER_MANAGER,
     Controller,
     ControllerContext,
     ControllerManagerConfig,
@@ -120,15 +119,15 @@ class ControllerManager:
 
     def __init__(
         self,
-        config: ControllerManagerConfig = DEFAULT_CONTROLLER_MANAGER,
-        client: Client | None = None,
+        config: ControllerManagerConfig,
+        client: Client,
         *,
         leader_elect: bool = True,
         identity: str = "",
         listen_address: str | None = DEFAULT_LISTEN_ADDRESS,
     ) -> None:
-        if client is None:
-            raise ValueError("client: required")
+        """`listen_address` None: no health server (in-process use). UnknownController when
+        `config.controllers` names a controller that is not registered or not importable."""
         self.config = config
         self.client = client
         self.leader_elect = leader_elect
