@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 DEFAULT_HOST = "127.0.0.1"
@@ -27,6 +28,14 @@ class UsageError(Exception):
 def pod_ip(env: Mapping[str, str]) -> str:
     """The address a pod's servers bind: POD_IP, or 127.0.0.1 outside a pod."""
     return env.get("POD_IP", "").strip() or DEFAULT_HOST
+
+
+def container_root(env: Mapping[str, str], cwd: Path) -> Path:
+    """Where the image's absolute paths live: K8SEMU_ROOT (the pod directory, when the kubelet
+    sets it) or else the working directory, which is the pod directory unless the container
+    sets workingDir. `/usr/share/nginx/html` means `<root>/usr/share/nginx/html`."""
+    root = env.get("K8SEMU_ROOT", "").strip()
+    return Path(root) if root else cwd
 
 
 def parse_listen(value: str | None, default_port: int, default_host: str) -> tuple[str, int]:

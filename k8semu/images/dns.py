@@ -356,7 +356,8 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> DNSCon
         if args.conf:
             path = Path(args.conf)
             if path.is_absolute() and not path.exists():
-                path = cwd / args.conf.lstrip("/")  # an image path inside the pod dir
+                # an image path inside the pod dir
+                path = _common.container_root(env, cwd) / args.conf.lstrip("/")
             elif not path.is_absolute():
                 path = cwd / path
             try:

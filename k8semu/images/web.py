@@ -1,9 +1,10 @@
 """The web image (nginx, httpd, k8semu/web): a static file server of one directory.
 
 The document root is ``--root``, else the first that exists of ``usr/share/nginx/html`` (nginx),
-``usr/local/apache2/htdocs`` (httpd) and ``html`` under the working directory — the kubelet runs
-each container in a per-pod working directory and writes volumes relative to it, so a configMap
-mounted at /usr/share/nginx/html lands where this server looks. ``/`` without an index.html
+``usr/local/apache2/htdocs`` (httpd) and ``html`` under the container root (K8SEMU_ROOT, else
+the working directory) — the kubelet runs each container in a per-pod directory and writes
+volumes relative to it, so a configMap mounted at /usr/share/nginx/html lands where this server
+looks. ``/`` without an index.html
 serves a "Welcome to nginx!" page naming the pod. GET and HEAD only; paths are percent-decoded
 and must stay inside the root after symlinks are resolved (else 403); directories without
 index.html are 403, missing files 404, a directory without its slash is redirected.
@@ -114,18 +115,21 @@ class WebApp:
         return Response(200, data, ctype)
 
 
-def find_root(explicit: str | None, cwd: Path) -> Path | None:
+def find_root(explicit: str | None, container_root: Path, cwd: Path) -> Path | None:
+    """The document root: `explicit` (an absolute image path maps under `container_root` when
+    it does not exist on the host), else the first of ROOT_CANDIDATES under the container root
+    or the working directory."""
     if explicit:
         root = Path(explicit)
         if root.is_absolute() and not root.exists():
-            # An image path such as /usr/share/nginx/html maps into the pod's working dir.
-            mapped = cwd / explicit.lstrip("/")
+            mapped = container_root / explicit.lstrip("/")
             if mapped.exists():
                 return mapped
         return root if root.is_absolute() else cwd / root
-    for candidate in ROOT_CANDIDATES:
-        if (cwd / candidate).is_dir():
-            return cwd / candidate
+    for base in dict.fromkeys((container_root, cwd)):
+        for candidate in ROOT_CANDIDATES:
+            if (base / candidate).is_dir():
+                return base / candidate
     return None
 
 
@@ -141,7 +145,8 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> WebCon
         print(f"web: ignoring arguments {unknown}", flush=True)
     host, port = _common.parse_listen(args.listen, DEFAULT_PORT, _common.pod_ip(env))
     pod = env.get("POD_NAME", "") or env.get("HOSTNAME", "") or os.uname().nodename
-    return WebConfig(host, port, find_root(args.root, cwd), pod, args.server_name, args.quiet)
+    root = find_root(args.root, _common.container_root(env, cwd), cwd)
+    return WebConfig(host, port, root, pod, args.server_name, args.quiet)
 
 
 async def serve(config: WebConfig) -> int:

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from k8semu.images import web
 from tests.images.conftest import ImageProcess
 
 
@@ -71,3 +72,16 @@ def test_welcome_page_names_the_pod_without_content(
     assert b"Welcome to nginx!" in body and b"web-7d9f" in body
     assert get(host, port, "/other")[0] == 404
     assert web.terminate() == 0
+
+
+def test_document_root_follows_the_pod_dir_when_working_dir_differs(tmp_path: Path) -> None:
+    html = tmp_path / "usr/share/nginx/html"
+    html.mkdir(parents=True)
+    app = tmp_path / "app"
+    app.mkdir()
+    env = {"K8SEMU_ROOT": str(tmp_path)}
+    assert web.parse_args([], env, app).root == html
+    assert web.parse_args(["--root", "/usr/share/nginx/html"], env, app).root == html
+    assert web.parse_args(["--root", "site"], env, app).root == app / "site"
+    assert web.parse_args([], {}, tmp_path).root == html  # no K8SEMU_ROOT: the working dir
+    assert web.parse_args([], {}, app).root is None  # nothing: the built-in welcome page
