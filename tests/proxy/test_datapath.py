@@ -1,0 +1,195 @@
+"""The data path in-process (a Proxier fed a static table), on asyncio's loop and on uvloop:
+flow control, half-close, idle clean-up, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from k8semu.proxy import DataPathConfig, Endpoint, ListenAddress, PortKey, PortRule, Proxier
+
+from .conftest import eventually
+
+KEY = PortKey("ns", "svc", "", "TCP")
+
+
+def _addresses() -> tuple[str, str, int]:
+    rng = random.Random()
+    return (
+        f"127.96.{rng.randrange(251, 254)}.{rng.randrange(1, 254)}",
+        f"127.244.{rng.randrange(251, 254)}.{rng.randrange(1, 254)}",
+        rng.randrange(20000, 29000),
+    )
+
+
+async def _proxier(
+    backend_ip: str, port: int, cluster_ip: str, **config: Any
+) -> tuple[Proxier, tuple[str, int]]:
+    proxier = Proxier(config=DataPathConfig(**config), sweep_interval=0.1)
+    await proxier.start()
+    rule = PortRule(
+        key=KEY,
+        listen=(ListenAddress("TCP", cluster_ip, 80, True),),
+        endpoints=(Endpoint(backend_ip, port),),
+        affinity_timeout=None,
+    )
+    await proxier.apply({KEY: rule})
+    assert not proxier.bind_errors
+    return proxier, (cluster_ip, 80)
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[tuple[str, str, int]]:
+    yield _addresses()
+
+
+async def test_backpressure_reaches_the_endpoint_and_every_byte_arrives(
+    env: tuple[str, str, int],
+) -> None:
+    cluster_ip, backend_ip, port = env
+    total = 64 * 1024 * 1024
+    chunk = random.randbytes(1024 * 1024)
+    sent = 0
+    digest = hashlib.sha256()
+
+    class Source(asyncio.Protocol):
+        """Writes `total` bytes as fast as its own flow control allows."""
+
+        def connection_made(self, transport: Any) -> None:
+            self.t = transport
+            self.paused = False
+            self.pump()
+
+        def pump(self) -> None:
+            nonlocal sent
+            while sent < total and not self.paused:
+                self.t.write(chunk)
+                digest.update(chunk)
+                sent += len(chunk)
+            if sent >= total:
+                self.t.write_eof()
+
+        def pause_writing(self) -> None:
+            self.paused = True
+
+        def resume_writing(self) -> None:
+            self.paused = False
+            self.pump()
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Source, backend_ip, port)
+    proxier, addr = await _proxier(backend_ip, port, cluster_ip)
+    try:
+        r, w = await asyncio.open_connection(*addr, limit=1024 * 1024)
+        # The client does not read yet: the proxy must stop reading from the endpoint, so the
+        # endpoint's writes stall far below the total (no unbounded buffering in between).
+        await asyncio.sleep(0)
+
+        async def stalled() -> bool:
+            before = sent
+            await asyncio.sleep(0.3)
+            return sent == before
+
+        for _ in range(50):
+            if await stalled():
+                break
+        assert sent < total // 2, f"{sent} bytes left the endpoint before the client read"
+        got = hashlib.sha256()
+        received = 0
+        async with asyncio.timeout(30):
+            while data := await r.read(1024 * 1024):
+                got.update(data)
+                received += len(data)
+        assert received == total and got.digest() == digest.digest()
+        w.close()
+    finally:
+        await proxier.stop()
+        server.close()
+
+
+async def test_half_close_keeps_the_other_direction_open(env: tuple[str, str, int]) -> None:
+    cluster_ip, backend_ip, port = env
+
+    async def answer_after_eof(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        data = await r.read()  # until the client's EOF came through the proxy
+        w.write(b"got %d bytes" % len(data))
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(answer_after_eof, backend_ip, port)
+    proxier, addr = await _proxier(backend_ip, port, cluster_ip)
+    try:
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"x" * 100_000)
+        w.write_eof()
+        async with asyncio.timeout(10):
+            assert await r.read() == b"got 100000 bytes"
+        w.close()
+        snap = proxier.snapshot()[0]
+        assert snap.bytes_in == 100_000 and snap.bytes_out == len(b"got 100000 bytes")
+    finally:
+        await proxier.stop()
+        server.close()
+
+
+async def test_idle_connections_are_closed_busy_ones_kept(env: tuple[str, str, int]) -> None:
+    cluster_ip, backend_ip, port = env
+
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(1000):
+            w.write(data)
+        w.close()
+
+    server = await asyncio.start_server(echo, backend_ip, port)
+    proxier, addr = await _proxier(backend_ip, port, cluster_ip, tcp_idle_timeout=0.6)
+    try:
+        idle_r, idle_w = await asyncio.open_connection(*addr)
+        busy_r, busy_w = await asyncio.open_connection(*addr)
+        async with asyncio.timeout(10):
+            # The busy one talks every 0.1 s until the idle one is closed by the proxy.
+            closed = asyncio.ensure_future(idle_r.read())
+            while not closed.done():
+                busy_w.write(b"ping")
+                assert await busy_r.readexactly(4) == b"ping"
+                await asyncio.sleep(0.1)
+            assert closed.result() == b""
+            busy_w.write(b"ping")
+            assert await busy_r.readexactly(4) == b"ping"
+        idle_w.close()
+        busy_w.close()
+    finally:
+        await proxier.stop()
+        server.close()
+
+
+async def test_stop_closes_listeners_and_connections(env: tuple[str, str, int]) -> None:
+    cluster_ip, backend_ip, port = env
+
+    async def hold(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read()
+        w.close()
+
+    server = await asyncio.start_server(hold, backend_ip, port)
+    proxier, addr = await _proxier(backend_ip, port, cluster_ip)
+    try:
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"hello")
+        await w.drain()
+
+        await eventually(lambda: proxier.snapshot()[0].bytes_in >= 5, what="bytes through")
+        await proxier.stop()
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionError):
+                assert await r.read() == b""
+        with pytest.raises(OSError):
+            await asyncio.open_connection(*addr)
+        w.close()
+    finally:
+        await proxier.stop()
+        server.close()
