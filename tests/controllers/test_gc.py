@@ -218,6 +218,24 @@ async def test_orphan_removes_the_references_then_the_finalizer() -> None:
     assert list(owner.metadata.finalizers) == []
 
 
+async def test_orphaning_a_dependent_the_cache_has_an_old_copy_of_reads_it_again() -> None:
+    h = Harness()
+    rs = deleting(replicaset(), ORPHAN_FINALIZER)
+    h.add(rs, pod("p1", rs))
+    newer = pod("p1", rs)
+    newer.metadata.labels["touched"] = "yes"
+    h.client.seed(newer)  # changed on the API server; the cache still has the old version
+    await h.gc.reconcile("ReplicaSet/default/web-abc")
+    assert h.client.verbs() == [
+        "update pods default/p1",  # Conflict: stale resourceVersion
+        "update pods default/p1",  # after a fresh read
+        "update replicasets default/web-abc",
+    ]
+    p = cast(core_pb2.Pod, h.client.objects[("pods", "default", "p1")])
+    assert list(p.metadata.owner_references) == []
+    assert p.metadata.labels["touched"] == "yes"
+
+
 async def test_foreground_deletes_the_dependents_first_then_drops_the_finalizer() -> None:
     h = Harness()
     d = deleting(deployment(), FOREGROUND_FINALIZER)

@@ -359,6 +359,15 @@ async def test_terminating_pods_and_pods_on_untainted_nodes_stay() -> None:
     assert h.client.verbs() == []
 
 
+def test_pod_events_queue_evictions_only_for_pods_on_noexecute_tainted_nodes() -> None:
+    h = Harness()
+    h.add(unreachable_node("n1", since=T0), make_node("n2"))
+    h.ctrl._pod_changed(make_pod("on-tainted", "n1"))
+    h.ctrl._pod_changed(make_pod("on-healthy", "n2"))
+    h.ctrl._pod_changed(make_pod("pending", ""))
+    assert list(h.ctrl.evictions._queue) == ["default/on-tainted"]
+
+
 @pytest.mark.parametrize(
     ("tol", "taint", "expected"),
     [
