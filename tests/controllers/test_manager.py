@@ -248,28 +248,32 @@ async def test_leader_sigkill_the_standby_takes_over_without_extra_pods(
     d = deployment("web", 3, namespace=namespace)
     d.metadata.uid = ""
     d.metadata.generation = 0
-    async with kubelet(client, namespace):
+    async with kubelet(client, namespace) as fake:
         await client.create(d)
         await eventually(lambda: _rolled_out(client, namespace, "nginx:1", 3), 30, "3 pods")
         active = await leader()
         assert active is not None
-        active.kill()
+        fake.measuring = True
+        # Scale up, and kill the leader while it is (or is about to be) creating pods.
         live = await _get(client, namespace)
-        live.spec.replicas = 5
+        live.spec.replicas = 8
         await client.update(live)
+        active.kill()
 
         async def taken_over() -> bool:
             now = await leader()
             return now is not None and now is not active
 
         await eventually(taken_over, 20, "the standby holds the Lease")
-        await eventually(lambda: _rolled_out(client, namespace, "nginx:1", 5), 30, "5 pods")
-        # Converged: the new leader's RS and Deployment status agree, and there are exactly
-        # as many pods as replicas (no double creation across the take-over).
+        await eventually(lambda: _rolled_out(client, namespace, "nginx:1", 8), 30, "8 pods")
+        # Converged: one ReplicaSet whose status agrees, exactly as many pods as replicas,
+        # and never more at any moment seen by the watch (no double creation across the
+        # take-over).
         sets = (await client.list_all(apps_pb2.ReplicaSet, namespace=namespace)).items
-        assert len(sets) == 1 and sets[0].status.replicas == 5
+        assert len(sets) == 1 and sets[0].status.replicas == 8
         pods = (await client.list_all(core_pb2.Pod, namespace=namespace)).items
-        assert len(pods) == 5
+        assert len(pods) == 8
+        assert fake.max_pods == 8
 
 
 async def _is_not_none(value: Any) -> bool:
