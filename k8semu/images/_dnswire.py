@@ -118,7 +118,11 @@ def _read_name(data: bytes, offset: int) -> tuple[str, int]:
         total += length + 1
         if total > 255:
             raise DNSFormatError("name too long")
-        labels.append(data[offset : offset + length].decode("ascii", "replace").lower())
+        label = data[offset : offset + length]
+        if b"." in label:
+            raise DNSFormatError("a dot inside a label")
+        # bytes.lower() folds ASCII only (RFC 4343); latin-1 keeps every other byte as it is.
+        labels.append(label.lower().decode("latin-1"))
         offset += length
     return ".".join(labels), (end if end is not None else offset)
 
@@ -205,7 +209,10 @@ class _Writer:
                 return
             if len(self.buf) < 0x3FFF:
                 self.names[suffix] = len(self.buf)
-            raw = labels[i].encode("idna") if not labels[i].isascii() else labels[i].encode()
+            try:
+                raw = labels[i].encode("latin-1")
+            except UnicodeEncodeError:
+                raw = labels[i].encode("idna")
             if not 0 < len(raw) < 64:
                 raise ValueError(f"bad label in {name!r}")
             self.buf.append(len(raw))

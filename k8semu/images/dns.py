@@ -102,9 +102,8 @@ class Resolver:
             limit = max(w.MAX_UDP_PLAIN, min(query.edns_size or w.MAX_UDP_PLAIN, w.MAX_UDP_EDNS))
         try:
             wire = w.build(reply, limit)
-        except ValueError:
-            reply = w.Message(id=ident, flags=w.QR | w.SERVFAIL, questions=[q])
-            wire = w.build(reply)
+        except ValueError:  # a name we cannot write back: answer without the question
+            wire = w.build(w.Message(id=ident, flags=w.QR | w.SERVFAIL))
         self.log.request(
             f"{peer} {q.name}. {w.TYPE_NAMES.get(q.qtype, q.qtype)} "
             f"{w.RCODE_NAMES.get(answer.rcode, answer.rcode)} {len(answer.answers)} answers"
