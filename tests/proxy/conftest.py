@@ -391,11 +391,11 @@ def endpoints(
     return obj
 
 
-def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any] | None:
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
     """The in-process data path tests run on asyncio's loop and on uvloop (they differ:
-    uvloop starts reading after connection_made even when it paused)."""
+    uvloop starts reading after connection_made even when it paused); the rest on asyncio's."""
     if not item.nodeid.split("::")[0].endswith("test_datapath.py"):
-        return None
+        return {"asyncio": asyncio.new_event_loop}
     import uvloop
 
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

@@ -396,3 +396,30 @@ async def test_killing_one_proxy_leaves_cluster_ip_served(
     live_proxies[1].kill()
     got = [await http_get(cip, 80) for _ in range(20)]
     assert len(got) == 20 and set(got) == {"web-0", "web-1"}
+
+
+async def test_listeners_follow_service_changes(
+    client: Client,
+    namespace: str,
+    addresses: Addresses,
+    backends: Backends,
+    live_proxies: list[ProxyProcess],
+) -> None:
+    cip, _, _, _ = await _http_service(client, namespace, addresses, backends, count=1)
+    await _served(cip, 80)
+    svc = await client.get(core_pb2.Service, "web", namespace=namespace)
+    svc.spec.ports[0].port = 81
+    await client.update(svc)
+    await _served(cip, 81)
+
+    async def refused(port: int) -> bool:
+        try:
+            await http_get(cip, port)
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    await eventually(lambda: refused(80), what="the old port is closed")
+    await client.delete(core_pb2.Service, "web", namespace=namespace)
+    await eventually(lambda: refused(81), what="a deleted Service's port is closed")
+    assert all(p.running for p in live_proxies)
