@@ -258,12 +258,13 @@ async def run_scheduler_throughput(
             if not backlog:
                 await start_scheduler()
             first = create_started = time.monotonic()
+            cpu_first = scheduler_cpu()
             await _bounded(writers, [lambda i=i: create_pod(i) for i in range(pods)])
             created = time.monotonic()
             if backlog:
                 await start_scheduler()
                 first = time.monotonic()  # from the scheduler's caches synced and leading
-            cpu_first = scheduler_cpu()
+                cpu_first = scheduler_cpu()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await all_bound.wait()

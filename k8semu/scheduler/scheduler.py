@@ -284,7 +284,11 @@ class Scheduler:
         """One scheduling cycle for `qp` (popped from the queue)."""
         queue = self.queue
         assert queue is not None, "schedule_one needs a queue (prime() or run_leading())"
-        pod = self.pods.cache.get(qp.key) or qp.pod
+        current = self.pods.cache.get(qp.key)
+        if current is None and self.pods.has_synced():
+            queue.done(qp.key)  # deleted meanwhile
+            return
+        pod = current or qp.pod
         qp.pod = pod
         if (
             pod.spec.node_name
