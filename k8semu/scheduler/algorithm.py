@@ -8,6 +8,7 @@ and returns a `Decision`; it writes nothing (assuming the pod is the caller's jo
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -62,8 +63,8 @@ def schedule(
     cpu, mem = pod.milli_cpu, pod.memory
     start %= num
     evaluated = 0
-    for i in range(num):
-        info = nodes[order[(start + i) % num]]
+    for name in itertools.chain(order[start:], order[:start]):
+        info = nodes[name]
         evaluated += 1
         if (
             simple
@@ -106,7 +107,7 @@ def score(pod: PodInfo, feasible: Sequence[NodeInfo]) -> list[float]:
         raw = [plugins.score_node_affinity(pod, n) for n in feasible]
         aff = plugins.normalize_max(raw)
         totals = [t + plugins.WEIGHT_NODE_AFFINITY * s for t, s in zip(totals, aff, strict=True)]
-    if any(n.prefer_taints for n in feasible):
+    if any([n.prefer_taints for n in feasible]):
         raw_t = [plugins.score_taint_count(pod, n) for n in feasible]
         taint = plugins.normalize_max(raw_t, reverse=True)
         totals = [t + plugins.WEIGHT_TAINT * s for t, s in zip(totals, taint, strict=True)]

@@ -51,6 +51,8 @@ class SchedulerCache:
             info = self.nodes[name] = NodeInfo(name)
         had_node = info.node is not None
         info.set_node(node)
+        for problem in info.problems:
+            log.warning("node counted as having none of a resource", problem=problem)
         if not had_node:
             self.order.append(name)
 

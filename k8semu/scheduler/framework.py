@@ -318,14 +318,19 @@ def pod_info(pod: core_pb2.Pod) -> PodInfo:
 # ---- NodeInfo --------------------------------------------------------------------------------
 
 
-def _allocatable(node: core_pb2.Node, name: str, parse: Callable[[str, str], int]) -> int:
+def _allocatable(
+    node: core_pb2.Node, name: str, parse: Callable[[str, str], int], problems: list[str]
+) -> int:
+    """A missing allocatable is 0, as in Kubernetes; so is an unreadable one (noted in
+    `problems`), so a bad Node fits nothing instead of stopping the scheduler."""
     text = node.status.allocatable.get(name)
     if text is None:
         return 0
     try:
         return parse(text, f"node {node.metadata.name}: status.allocatable[{name}]")
-    except QuantityError:
-        return 0  # an unreadable allocatable fits nothing; the cache logs it
+    except QuantityError as exc:
+        problems.append(str(exc))
+        return 0
 
 
 def node_ready(node: core_pb2.Node) -> bool:
@@ -357,6 +362,7 @@ class NodeInfo:
         "pods",
         "ports",
         "prefer_taints",
+        "problems",
         "ready",
         "requested_cpu",
         "requested_memory",
@@ -372,6 +378,7 @@ class NodeInfo:
         self.ready = False
         self.unschedulable = False
         self.plain = False  # Ready, schedulable, no NoSchedule/NoExecute taint
+        self.problems: tuple[str, ...] = ()  # what could not be read from the Node
         self.schedule_taints: tuple[core_pb2.Taint, ...] = ()  # NoSchedule, NoExecute
         self.prefer_taints: tuple[core_pb2.Taint, ...] = ()  # PreferNoSchedule
         self.pods: dict[str, PodInfo] = {}
@@ -386,9 +393,11 @@ class NodeInfo:
     def set_node(self, node: core_pb2.Node) -> None:
         self.node = node
         self.labels = dict(node.metadata.labels)
-        self.alloc_cpu = _allocatable(node, "cpu", parse_cpu)
-        self.alloc_memory = _allocatable(node, "memory", parse_bytes)
-        self.alloc_pods = _allocatable(node, "pods", parse_bytes)
+        problems: list[str] = []
+        self.alloc_cpu = _allocatable(node, "cpu", parse_cpu, problems)
+        self.alloc_memory = _allocatable(node, "memory", parse_bytes, problems)
+        self.alloc_pods = _allocatable(node, "pods", parse_bytes, problems)
+        self.problems = tuple(problems)
         self.ready = node_ready(node)
         self.unschedulable = node.spec.unschedulable
         taints = node.spec.taints

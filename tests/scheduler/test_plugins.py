@@ -316,3 +316,13 @@ def test_the_scheduler_hot_paths_agree_with_the_plugins() -> None:
             for n in feasible
         ]
         assert plugins.score_resources(p, feasible) == reference
+
+
+def test_a_node_with_an_unreadable_allocatable_fits_nothing_that_needs_it() -> None:
+    n = node("n")
+    n.status.allocatable["cpu"] = "four"
+    ni = NodeInfo("n", n)
+    assert ni.alloc_cpu == 0 and ni.alloc_memory == 8 * 1024**3
+    assert "status.allocatable[cpu]" in ni.problems[0]
+    assert plugins.insufficient_resources(pod_info(pod("a", cpu="1")), ni) == ["Insufficient cpu"]
+    assert plugins.insufficient_resources(pod_info(pod("b")), ni) == []
