@@ -9,7 +9,6 @@ section 4.1.4) and pointer-following with loop protection when reading. Every pa
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import random
 import socket
@@ -356,6 +355,8 @@ def _recv_tcp_message(conn: socket.socket) -> bytes:
 
 async def query(server: tuple[str, int], name: str, qtype: int, timeout: float = 2.0) -> Message:
     """`query_sync` without blocking the event loop."""
+    import asyncio  # here, so the short-lived applets do not pay for importing it
+
     return await asyncio.to_thread(query_sync, server, name, qtype, timeout)
 
 
