@@ -29,7 +29,6 @@ def _parser() -> argparse.ArgumentParser:
     add_target_flags(p)
     p.add_argument("-i", "--stdin", action="store_true", help="pass this command's stdin")
     p.add_argument("--timeout", type=float, default=EXEC_TIMEOUT, help="seconds")
-    p.add_argument("command", nargs=argparse.REMAINDER)
     return p
 
 
@@ -60,10 +59,13 @@ async def _exec(
 
 
 def main(argv: Sequence[str]) -> int:
-    ns = _parser().parse_args(list(argv))
-    command = list(ns.command)
-    if command and command[0] == "--":
-        command = command[1:]
+    args = list(argv)
+    if "--" in args:
+        cut = args.index("--")
+        args, command = args[:cut], args[cut + 1 :]
+    else:
+        command = []
+    ns = _parser().parse_args(args)
     if not command:
         print("error: you must specify a command: k8semu exec POD -- CMD...", file=sys.stderr)
         return 1

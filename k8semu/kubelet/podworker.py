@@ -349,6 +349,13 @@ class PodWorker:
         self._wake_at(rec.next_start)
         rec.waiting_reason = reason
         rec.waiting_message = message
+        log.info(
+            "container not started",
+            pod=f"{self.namespace}/{self.name}",
+            container=rec.name,
+            reason=reason,
+            message=message,
+        )
         self._event(WARNING, "Failed", f"Error: {reason}: {message}")
 
     async def _start(self, rec: ContainerRecord) -> None:
@@ -409,6 +416,13 @@ class PodWorker:
             rec.start_failures = 0
             info = ExitInfo(
                 exit_code=128, reason="StartError", message=exc.message, finished_at=time.time()
+            )
+            log.warning(
+                "container failed to start",
+                pod=f"{self.namespace}/{self.name}",
+                container=rec.name,
+                reason=exc.reason,
+                message=exc.message,
             )
             self._event(WARNING, "Failed", f"Error: {exc.message}")
             self._ended(rec, info, time.time(), "")

@@ -230,7 +230,7 @@ class ProcessRuntime:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv,
-                stdin=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=str(cwd) if cwd.is_dir() else str(self.pod_dir(launch.pod_uid)),
@@ -242,7 +242,7 @@ class ProcessRuntime:
             return 126 if not isinstance(exc, FileNotFoundError) else 127, b"", msg.encode()
         try:
             async with asyncio.timeout(timeout):
-                out, err = await proc.communicate(stdin)
+                out, err = await proc.communicate(stdin or None)
         except TimeoutError:
             _killpg(proc.pid, signal.SIGKILL)
             await proc.wait()

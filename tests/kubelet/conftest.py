@@ -130,6 +130,7 @@ def kubelets(
     yield start
     for k in started:
         k.close()
+        print(f"---- {k.name} ----\n{k.output()[-6000:]}")  # shown when the test failed
     for k in started:
         for state in k.root.glob("pods/*/*/state.json"):
             kill_group_from_state(state)

@@ -183,15 +183,17 @@ async def test_killed_container_restarts_and_failing_command_crash_loops(
         lambda: _with(get_pod(client, namespace, "sleeper"), running_pid), what="running"
     )
     pid = running_pid(pod)
+    before = status_of(pod).restart_count  # type: ignore[union-attr]
     os.kill(pid, 9)
 
     async def restarted() -> core_pb2.Pod | None:
         p = await get_pod(client, namespace, "sleeper")
         s = status_of(p)
-        ok = s is not None and s.restart_count == 1 and running_pid(p) not in (0, pid)
+        ok = s is not None and s.restart_count == before + 1 and running_pid(p) not in (0, pid)
         return p if ok else None
 
-    pod = await eventually(restarted, what="restarted with restartCount 1")
+    pod = await eventually(restarted, what="restarted: restartCount + 1")
+    assert before == 0, "the first run started at once"
     s = status_of(pod)
     assert s is not None
     assert s.last_state.terminated.exit_code == 137 and s.last_state.terminated.signal == 9
