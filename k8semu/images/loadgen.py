@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from k8semu import durations
 from k8semu.images import _common
 from k8semu.images import _dnswire as w
 
@@ -352,14 +353,26 @@ def dns_settings(env: Mapping[str, str]) -> tuple[tuple[str, int] | None, list[s
     return (w.parse_server(server) if server else None), search
 
 
+def _rate(text: str) -> float:
+    return float(text.strip().removesuffix("/s"))
+
+
+def _seconds(text: str) -> float:
+    """Plain seconds (``2.5``) or a duration (``500ms``, ``1m30s``)."""
+    try:
+        return float(text)
+    except ValueError:
+        return durations.parse_ms(text) / 1000
+
+
 def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> LoadConfig:
     parser = argparse.ArgumentParser(prog="loadgen", description=__doc__)
     parser.add_argument("--url", required=True)
     parser.add_argument("--concurrency", "-c", type=int, default=8)
-    parser.add_argument("--rate", type=float, default=0.0, help="requests/s in total")
-    parser.add_argument("--duration", type=float, default=None, help="seconds")
+    parser.add_argument("--rate", type=_rate, default=0.0, help="requests/s in total (100, 100/s)")
+    parser.add_argument("--duration", type=_seconds, default=None, help="seconds, or 30s, 1m")
     parser.add_argument("--requests", "-n", type=int, default=None)
-    parser.add_argument("--timeout", type=float, default=5.0, help="per request, seconds")
+    parser.add_argument("--timeout", type=_seconds, default=5.0, help="per request (5, 500ms)")
     parser.add_argument("--progress", type=float, default=1.0, help="seconds; 0: off")
     parser.add_argument("--method", default="GET", choices=["GET", "HEAD"])
     parser.add_argument("-H", "--header", action="append", default=[], help="'Name: value'")

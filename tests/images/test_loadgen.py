@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from k8semu.images import loadgen
 from tests.images.conftest import ImageProcess
 
 
@@ -77,3 +78,14 @@ def test_bad_url_is_a_usage_error() -> None:
     proc = subprocess.run([sys.executable, "-m", "k8semu.images.loadgen", "--url", "ftp://x/"],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert proc.returncode == 2 and "--url" in proc.stderr
+
+
+def test_rate_and_durations_in_flag_syntax() -> None:
+    config = loadgen.parse_args(
+        ["--url", "web.default:8080/x?y=1", "--rate", "100/s", "--duration", "1m30s",
+         "--timeout", "500ms"], {"K8SEMU_DNS_SERVER": "127.96.0.10:53"},
+    )  # fmt: skip
+    assert (config.host, config.port, config.path) == ("web.default", 8080, "/x?y=1")
+    assert (config.rate, config.duration, config.timeout) == (100.0, 90.0, 0.5)
+    assert config.dns_server == ("127.96.0.10", 53)
+    assert loadgen.parse_args(["--url", "http://a/"], {}).duration == 10.0  # always bounded
