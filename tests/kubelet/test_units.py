@@ -324,6 +324,7 @@ def test_volume_files() -> None:
     with pytest.raises(EnvError, match=r'volumeMounts\[0\]: volume \'cfg\': configmap "settings"'):
         volume_files(pod, c, config_maps={}, secrets={})
     vol.config_map.optional = True
+    secrets = {"creds": core_pb2.Secret(data={"password": b"p"})}
     assert ("/etc/app/", b"", 0o644) in {
         (f.path, f.data, f.mode)
         for f in volume_files(
@@ -332,7 +333,7 @@ def test_volume_files() -> None:
     }
     c.volume_mounts.add(name="ghost", mount_path="/g")
     with pytest.raises(EnvError, match=r"volumeMounts\[3\].name: volume 'ghost' not found"):
-        volume_files(pod, c, config_maps={}, secrets={}, where="spec.containers[0]")
+        volume_files(pod, c, config_maps={}, secrets=secrets, where="spec.containers[0]")
 
 
 def test_tail_offset(tmp_path: Path) -> None:
