@@ -139,6 +139,8 @@ def scaled_value(value: meta_pb2.IntOrString, total: int, *, round_up: bool, fie
     if which is None:
         return 0
     if which == "int_val":
+        if value.int_val < 0:
+            raise ValueError(f"{field}: invalid value {value.int_val}: must be >= 0")
         return value.int_val
     text = value.str_val
     if not text.endswith("%") or not text[:-1].isdigit():
@@ -415,6 +417,7 @@ class DeploymentController:
             fenceposts(d)
         except (SelectorError, ValueError) as exc:
             log.warning("deployment ignored", deployment=key, error=str(exc))
+            self.recorder.event(d, WARNING, "InvalidSpec", str(exc))
             return
         rs_list = await self._claim_replica_sets(d, selector)
         if any(self._stale(rs) for rs in rs_list):

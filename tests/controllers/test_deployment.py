@@ -79,6 +79,23 @@ def test_fenceposts_round_surge_up_and_unavailable_down() -> None:
         assert "spec.strategy.rollingUpdate.maxSurge" in str(exc)
     else:
         raise AssertionError("a bad maxSurge must be an error naming the field")
+    try:
+        dc.fenceposts(deployment("web", 4, max_unavailable=-1))
+    except ValueError as exc:
+        assert "maxUnavailable: invalid value -1: must be >= 0" in str(exc)
+    else:
+        raise AssertionError("a negative maxUnavailable must be an error")
+
+
+async def test_bad_strategy_is_reported_and_nothing_written() -> None:
+    cluster = FakeCluster()
+    d_ctrl, _ = make(cluster)
+    cluster.add(deployment("web", 2, max_surge="lots"))
+    await d_ctrl.reconcile(KEY)
+    assert cluster.client.actions == []
+    (event,) = cluster.recorder.events
+    assert (event.type, event.reason) == ("Warning", "InvalidSpec")
+    assert event.message.startswith('spec.strategy.rollingUpdate.maxSurge: invalid value "lots"')
 
 
 def test_template_hash_is_stable_and_depends_on_template_and_collisions() -> None:
