@@ -280,7 +280,7 @@ async def _is_not_none(value: Any) -> bool:
     return (await value) is not None
 
 
-async def test_manager_runs_controllers_only_while_leading(
+async def test_manager_runs_controllers_only_while_leading_and_starts_fresh_terms(
     apiserver: APIServerProcess, namespace: str, client: Client
 ) -> None:
     from k8semu.client import LeaderElectionConfig
@@ -313,6 +313,28 @@ async def test_manager_runs_controllers_only_while_leading(
             return len((await client.list_all(core_pb2.Pod, namespace=namespace)).items) == 2
 
         await eventually(two_pods, 20, "two pods of the ReplicaSet")
+        first_term = list(manager.controllers)
+
+        # Another holder takes the Lease: the controllers stop; when that holder lets the
+        # Lease expire, a new term starts with new controllers, which finish the work.
+        lease = await client.get(
+            coordination_pb2.Lease, "kube-controller-manager", namespace="kube-system"
+        )
+        lease.spec.holder_identity = "thief"
+        lease.spec.lease_duration_seconds = 2
+        lease.spec.renew_time.FromNanoseconds(time.time_ns())
+        await client.update(lease)
+        await eventually(lambda: not manager.leading, 20, "stopped leading")
+        live = await client.get(apps_pb2.ReplicaSet, "solo", namespace=namespace)
+        live.spec.replicas = 3
+        await client.update(live)
+        await eventually(lambda: manager.leading and manager.terms == 2, 20, "leading again")
+        assert all(a is not b for a, b in zip(manager.controllers, first_term, strict=True))
+
+        async def three_pods() -> bool:
+            return len((await client.list_all(core_pb2.Pod, namespace=namespace)).items) == 3
+
+        await eventually(three_pods, 20, "the new term creates the third pod")
     finally:
         await manager.stop()
     assert not manager.leading
