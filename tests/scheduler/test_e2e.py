@@ -14,6 +14,7 @@ import pytest
 
 from k8semu.client import Client, NotFound
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
+from k8semu.scheduler import Scheduler, SchedulerConfig
 from k8semu.scheduler.framework import parse_cpu
 from k8semu.testing.apiserver import APIServerProcess
 from tests.scheduler.conftest import SchedulerProcess, eventually
@@ -209,3 +210,38 @@ async def test_leader_killed_the_other_takes_over_and_no_pod_is_bound_twice(
         assert other.proc.poll() is None
     finally:
         await delete_nodes(client, names)
+
+
+async def test_losing_the_lease_stops_scheduling_at_once(client: Client, namespace: str) -> None:
+    """An in-process scheduler leads, binds, then another holder takes its Lease: the loop
+    and queue are gone before the next pod arrives, so that pod is left alone."""
+    tag = namespace[2:]
+    name = f"{tag}-n"
+    config = SchedulerConfig(
+        lease_name=f"scheduler-{tag}", listen_address="127.0.0.1:0", initial_backoff=0.05
+    )
+    sched = Scheduler(client, config)
+    try:
+        await client.create(node(name))
+        await sched.start()
+        await eventually(lambda: sched.is_leader and sched.queue is not None, what="leads")
+        await client.create(pod("before", namespace=namespace))
+        await eventually(lambda: _node_of(client, namespace, "before", name), what="bound")
+
+        lease = await client.get(coordination_pb2.Lease, config.lease_name, namespace="kube-system")
+        lease.spec.holder_identity = "another-scheduler"
+        lease.spec.lease_duration_seconds = 3600
+        lease.spec.renew_time.GetCurrentTime()
+        await client.update(lease)
+        await eventually(lambda: not sched.is_leader and sched.queue is None, what="stops")
+
+        await client.create(pod("after", namespace=namespace))
+        await eventually(
+            lambda: sched.pods.cache.get(f"{namespace}/after") is not None,
+            what="the informer sees the new pod",
+        )
+        assert sched.queue is None and not sched.cache.assumed
+        assert not (await client.get(core_pb2.Pod, "after", namespace=namespace)).spec.node_name
+    finally:
+        await sched.stop()
+        await delete_nodes(client, [name])
