@@ -365,3 +365,41 @@ async def test_adopts_an_orphan_replica_set_matching_the_selector() -> None:
     adopted = cluster.client.objects[("replicasets", "default", "web-orphan")]
     ref = _pods.controller_ref(adopted)
     assert ref is not None and ref.uid == d.metadata.uid
+
+
+async def test_template_changed_again_mid_rollout_keeps_the_bounds() -> None:
+    cluster = FakeCluster()
+    d_ctrl, rs_ctrl = make(cluster)
+    cluster.add(deployment("web", 4, max_surge=1, max_unavailable=1))
+    await roll_out(cluster, d_ctrl, rs_ctrl)
+
+    def check() -> None:
+        pods = cluster.objects(core_pb2.Pod)
+        assert len(pods) <= 5
+        assert sum(1 for p in pods if _pods.is_pod_ready(p)) >= 3
+
+    async def one_pod_at_a_time(steps: int) -> None:
+        for _ in range(steps):
+            await cluster.drain(d_ctrl, rs_ctrl, check=check)
+            waiting = [p for p in cluster.objects(core_pb2.Pod) if p.status.phase != "Running"]
+            if not waiting:
+                return
+            name = waiting[0].metadata.name
+            cluster.kubelet(only=lambda p, name=name: p.metadata.name == name)
+            check()
+
+    edit(cluster, set_image("nginx:2"))
+    await one_pod_at_a_time(2)
+    part_way = {
+        x.spec.template.spec.containers[0].image: x.spec.replicas for x in replica_sets(cluster)
+    }
+    assert part_way["nginx:1"] > 0 and part_way["nginx:2"] > 0, part_way
+    edit(cluster, set_image("nginx:3"))
+    await one_pod_at_a_time(100)
+    await roll_out(cluster, d_ctrl, rs_ctrl)
+    sizes = {
+        x.spec.template.spec.containers[0].image: x.spec.replicas for x in replica_sets(cluster)
+    }
+    assert sizes == {"nginx:1": 0, "nginx:2": 0, "nginx:3": 4}
+    assert {p.spec.containers[0].image for p in cluster.objects(core_pb2.Pod)} == {"nginx:3"}
+    assert live_deployment(cluster).metadata.annotations[dc.REVISION] == "3"
