@@ -333,3 +333,74 @@ def _children_of_session(sid: int) -> list[int]:
         if fields[0] != "Z" and int(fields[3]) == sid:
             out.append(int(entry))
     return out
+
+
+async def test_init_containers_volumes_env_and_terminal_phases(
+    client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
+) -> None:
+    cm = core_pb2.ConfigMap(api_version="v1", kind="ConfigMap", data={"greeting": "hi"})
+    cm.metadata.name, cm.metadata.namespace = "settings", namespace
+    await client.create(cm)
+    svc = core_pb2.Service(api_version="v1", kind="Service")
+    svc.metadata.name, svc.metadata.namespace = "backend-db", namespace
+    svc.spec.ports.add(port=5432)
+    svc.spec.selector["app"] = "db"
+    svc = await client.create(svc)
+    k = kubelets()
+    # Init containers run in order, each to completion, before the main container.
+    pod = make_pod(
+        namespace, "ordered", k.name,
+        ["sh", "-c", "cat order.txt; cat etc/app/greeting; echo; env; exec sleep 300"],
+    )  # fmt: skip
+    pod.spec.restart_policy = "Never"
+    for i in (1, 2):
+        pod.spec.init_containers.add(
+            name=f"init-{i}", image="k8semu-test/sh", command=["sh", "-c", f"echo {i} >> order.txt"]
+        )
+    vol = pod.spec.volumes.add(name="cfg")
+    vol.config_map.name = "settings"
+    pod.spec.containers[0].volume_mounts.add(name="cfg", mount_path="/etc/app")
+    ref = pod.spec.containers[0].env.add(name="GREETING").value_from.config_map_key_ref
+    ref.name, ref.key = "settings", "greeting"
+    await client.create(pod)
+    done = make_pod(namespace, "done", k.name, ["sh", "-c", "exit 0"], restart_policy="Never")
+    failed = make_pod(namespace, "failed", k.name, ["sh", "-c", "exit 4"], restart_policy="Never")
+    retried = make_pod(
+        namespace, "retried", k.name, ["sh", "-c", "test -e once || { touch once; exit 1; }"],
+        restart_policy="OnFailure",
+    )  # fmt: skip
+    for p in (done, failed, retried):
+        await client.create(p)
+
+    async def phase(name: str, want: str) -> core_pb2.Pod | None:
+        p = await get_pod(client, namespace, name)
+        return p if p.status.phase == want else None
+
+    running = await eventually(lambda: phase("ordered", "Running"), what="ordered Running")
+    inits = running.status.init_container_statuses
+    assert [s.state.terminated.exit_code for s in inits] == [0, 0]
+    assert all(s.state.terminated.reason == "Completed" for s in inits)
+    log_file = k.root / "pods" / running.metadata.uid / "main" / "0.log"
+
+    def output() -> str:
+        text = log_file.read_text() if log_file.exists() else ""
+        return text if "BACKEND_DB_SERVICE_HOST" in text else ""
+
+    text = await eventually(output, what="main container output")
+    lines = text.splitlines()
+    assert lines[:3] == ["1", "2", "hi"]
+    env = dict(line.split("=", 1) for line in lines[3:] if "=" in line)
+    assert env["GREETING"] == "hi"
+    assert env["BACKEND_DB_SERVICE_HOST"] == svc.spec.cluster_ip
+    assert env["BACKEND_DB_SERVICE_PORT"] == "5432"
+    assert env["POD_IP"] == running.status.pod_ip and env["NODE_NAME"] == k.name
+
+    p = await eventually(lambda: phase("done", "Succeeded"), what="Succeeded")
+    assert status_of(p).state.terminated.reason == "Completed"  # type: ignore[union-attr]
+    assert not is_ready(p)
+    p = await eventually(lambda: phase("failed", "Failed"), what="Failed")
+    assert status_of(p).state.terminated.exit_code == 4  # type: ignore[union-attr]
+    p = await eventually(lambda: phase("retried", "Succeeded"), what="OnFailure retried once")
+    s = status_of(p)
+    assert s is not None and s.restart_count == 1 and s.state.terminated.exit_code == 0
+    assert s.last_state.terminated.exit_code == 1
