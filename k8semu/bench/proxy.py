@@ -81,6 +81,7 @@ class ProxyBenchOptions:
     latency_requests: int = 5000
     rounds: int = 3
     haproxy_threads: int = 1
+    phases: tuple[str, ...] = ("bulk_1", "bulk_n", "rps", "new_conns", "latency")
     paths: tuple[str, ...] = PATHS
 
 
@@ -464,7 +465,7 @@ async def _measure_all(
     results = {path: PathResult(path) for path in targets}
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}
-    for phase in _PHASES:
+    for phase in opts.phases:
         for k in range(opts.rounds):
             for path, (host, ports, pid) in targets.items():
                 _say(f"  {phase} round {k + 1}/{opts.rounds}: {path}")
@@ -476,7 +477,7 @@ async def _measure_all(
                     cpu.setdefault((path, phase), []).append(after - before)
                 results[path].errors += errors
     for path, r in results.items():
-        for phase in _PHASES:
+        for phase in opts.phases:
             values = samples[(path, phase)]
             first = _median([v[0] for v in values])
             if phase == "bulk_1":
@@ -559,7 +560,11 @@ def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
     ]
     header = ["", *cols, "proxy/haproxy"]
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    of_phase = {"bulk_1_mbps": "bulk_1", "bulk_n_mbps": "bulk_n", "rps": "rps"}
+    of_phase["new_conns_per_s"] = "new_conns"
     for label, attr, fmt in rows:
+        if of_phase.get(attr, "latency") not in opts.phases:
+            continue
         cells = []
         for c in cols:
             v = getattr(by[c], attr)
@@ -571,6 +576,8 @@ def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
             ratio = _ratio(getattr(by["proxy"], attr), getattr(by["haproxy"], attr))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
     for phase in ("bulk_n", "rps", "new_conns"):
+        if phase not in opts.phases:
+            continue
         cells = []
         for c in cols:
             cpu = by[c].cpu_s.get(phase)
@@ -580,7 +587,7 @@ def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
             ratio = _ratio(by["proxy"].cpu_s.get(phase), by["haproxy"].cpu_s.get(phase))
         lines.append(f"| proxy CPU s during {phase} | " + " | ".join(cells) + f" | {ratio} |")
     lines.append("| errors | " + " | ".join(str(by[c].errors) for c in cols) + " | |")
-    if "proxy" in by and "haproxy" in by:
+    if "proxy" in by and "haproxy" in by and set(opts.phases) == set(_PHASES):
         p, h = by["proxy"], by["haproxy"]
         worst = min(
             p.bulk_1_mbps / h.bulk_1_mbps if h.bulk_1_mbps else 0.0,
@@ -628,6 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--paths", default=",".join(d.paths), help="comma-separated: direct,proxy,haproxy"
     )
+    p.add_argument(
+        "--phases", default=",".join(_PHASES), help=f"comma-separated: {','.join(_PHASES)}"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and haproxy.cfg")
     p.add_argument("--serve-backends", metavar="SPEC", help=argparse.SUPPRESS)
@@ -659,6 +669,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not paths or any(p not in PATHS for p in paths):
         print(f"k8semu bench proxy: --paths: choose from {','.join(PATHS)}", file=sys.stderr)
         return 2
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    if not phases or any(p not in _PHASES for p in phases):
+        print(f"k8semu bench proxy: --phases: choose from {','.join(_PHASES)}", file=sys.stderr)
+        return 2
     opts = ProxyBenchOptions(
         bulk_mb=args.bulk_mb,
         bulk_connections=args.bulk_connections,
@@ -668,6 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_requests=args.latency_requests,
         rounds=args.rounds,
         haproxy_threads=args.haproxy_threads,
+        phases=phases,
         paths=paths,
     )
     workdir = Path(tempfile.mkdtemp(prefix="k8semu-bench-proxy-"))
