@@ -194,6 +194,15 @@ class Frontend:
     def tcp_protocol(self) -> asyncio.Protocol:
         return _ClientSide(self)
 
+    def adopt(self, transport: Any, ep: Endpoint) -> None:
+        """Take over an accepted `transport` (a tunnel's, after its CONNECT line) and splice
+        it to `ep`, answering "OK" or "ERR" first."""
+        splice = _ClientSide(self)
+        peer = transport.get_extra_info("peername")
+        splice.client_ip = peer[0] if peer else ""
+        transport.set_protocol(splice)
+        splice.start(transport, (ep,), greet=True)
+
     def sweep(self, interval: float, now: float) -> None:
         """Close TCP connections idle (or half-closed) for too long; called every `interval`."""
         self.balancer.expire(now)

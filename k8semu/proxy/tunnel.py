@@ -32,6 +32,7 @@ log = get_logger(__name__)
 DEFAULT_TUNNEL_PORT = 10262
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 _MAX_LINE = 128
+HANDSHAKE_TIMEOUT = 10.0  # seconds for a tunnel client to send its CONNECT line
 TUNNEL_KEY = PortKey("", "tunnel", "", "TCP")
 
 
@@ -59,9 +60,15 @@ class _Handshake(asyncio.Protocol):
         self.f = frontend
         self.transport: Any = None
         self.buf = b""
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.timer = self.f.loop.call_later(HANDSHAKE_TIMEOUT, self._refuse, "no CONNECT line")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -78,13 +85,9 @@ class _Handshake(asyncio.Protocol):
         except (ValueError, UnicodeDecodeError) as exc:
             self._refuse(str(exc))
             return
-        from k8semu.proxy.datapath import _ClientSide
-
-        splice = _ClientSide(self.f)
-        peer = self.transport.get_extra_info("peername")
-        splice.client_ip = peer[0] if peer else ""
-        self.transport.set_protocol(splice)
-        splice.start(self.transport, (Endpoint(ip, port),), greet=True)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.f.adopt(self.transport, Endpoint(ip, port))
 
     def _refuse(self, why: str) -> None:
         with contextlib.suppress(Exception):

@@ -1,5 +1,5 @@
 """The data path in-process (a Proxier fed a static table), on asyncio's loop and on uvloop:
-flow control, half-close, idle clean-up, stop."""
+flow control, half-close, idle clean-up, stop, the tunnel's dialing side."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from k8semu.cluster.processes import free_loopback_ports
 from k8semu.proxy import DataPathConfig, Endpoint, ListenAddress, PortKey, PortRule, Proxier
+from k8semu.proxy.tunnel import TunnelServer
 
 from .conftest import eventually
 
@@ -192,4 +194,47 @@ async def test_stop_closes_listeners_and_connections(env: tuple[str, str, int]) 
         w.close()
     finally:
         await proxier.stop()
+        server.close()
+
+
+async def test_endpoints_reached_through_a_tunnel(env: tuple[str, str, int]) -> None:
+    """The dialing side of the tunnel: CONNECT, OK, splice; an ERR (nobody listens at that
+    endpoint on the far side) makes the proxy try the next endpoint."""
+    cluster_ip, backend_ip, port = env
+    dead_ip = backend_ip.rsplit(".", 1)[0] + ".254"
+
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(1000):
+            w.write(data)
+        w.close()
+
+    server = await asyncio.start_server(echo, backend_ip, port)
+    (tunnel_port,) = free_loopback_ports(1)
+    tunnel = TunnelServer("127.0.0.1", tunnel_port)
+    await tunnel.start()
+
+    def via_tunnel(ep: Endpoint) -> tuple[str, int, bytes]:
+        return "127.0.0.1", tunnel_port, f"CONNECT {ep.ip}:{ep.port}\n".encode()
+
+    proxier = Proxier(dialer=via_tunnel)
+    await proxier.start()
+    rule = PortRule(
+        key=KEY,
+        listen=(ListenAddress("TCP", cluster_ip, 80, True),),
+        endpoints=(Endpoint(backend_ip, port), Endpoint(dead_ip, port)),
+        affinity_timeout=None,
+    )
+    await proxier.apply({KEY: rule})
+    try:
+        for _ in range(4):  # the round robin starts at the dead one every other time
+            r, w = await asyncio.open_connection(cluster_ip, 80)
+            async with asyncio.timeout(10):
+                w.write(b"through the tunnel")
+                assert await r.readexactly(18) == b"through the tunnel"
+            w.close()
+        assert proxier.snapshot()[0].errors >= 1
+        assert tunnel.frontend is not None and tunnel.frontend.stats.connections_total >= 5
+    finally:
+        await proxier.stop()
+        await tunnel.stop()
         server.close()
