@@ -47,7 +47,7 @@ class SchedulerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def wait_serving(self, timeout: float = 30.0) -> None:
+    def wait_serving(self, timeout: float = 60.0) -> None:
         end = time.monotonic() + timeout
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -101,6 +101,8 @@ def schedulers(tmp_path: Path) -> Iterator[list[SchedulerProcess]]:
     finally:
         for s in started:
             s.close()
+            # Shown by pytest only when the test failed.
+            print(f"--- {s.log_path.name} (pid {s.pid}):\n{s.log_path.read_text()[-4000:]}")
 
 
 @pytest.fixture
@@ -118,7 +120,7 @@ async def namespace(client: Client) -> str:
 
 
 async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = ""
+    check: Callable[[], bool | Awaitable[bool]], timeout: float = 60.0, what: str = ""
 ) -> None:
     """Poll `check` until true; AssertionError naming `what` after `timeout` seconds."""
     end = time.monotonic() + timeout

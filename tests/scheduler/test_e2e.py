@@ -188,14 +188,14 @@ async def test_leader_killed_the_other_takes_over_and_no_pod_is_bound_twice(
             async def other_leads() -> bool:
                 return f"_{other.pid}_" in await lease_holder(client)
 
-            await eventually(other_leads, timeout=30, what="the survivor takes the Lease")
+            await eventually(other_leads, timeout=60, what="the survivor takes the Lease")
             took_over = time.monotonic() - killed_at
 
             async def all_bound() -> bool:
                 pods = await pods_by_name(client, namespace)
                 return len(pods) == total and all(p.spec.node_name for p in pods.values())
 
-            await eventually(all_bound, timeout=30, what=f"all {total} pods bound")
+            await eventually(all_bound, timeout=60, what=f"all {total} pods bound")
             await eventually(lambda: len(seen) == total, what="the watch saw every bind")
         finally:
             watcher.cancel()
