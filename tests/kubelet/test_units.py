@@ -3,6 +3,7 @@ flag parsing, volume files, log tails and the restart rule."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,41 @@ def test_tail_offset(tmp_path: Path) -> None:
     assert tail_offset(log, 0) == log.stat().st_size
     log.write_bytes(b"a\nno-newline")
     assert log.read_bytes()[tail_offset(log, 1) :] == b"no-newline"
+
+
+# ---- the node agent's choice of pod IPs ----
+
+
+async def test_pod_ip_source_node_cidr_flag_fallback_and_host_network() -> None:
+    from typing import Any, cast
+
+    from k8semu.kubelet.node import NodeAgent
+    from k8semu.kubelet.simulated import SimulatedRuntime
+
+    def agent(**kw: Any) -> NodeAgent:
+        config = cfg.KubeletConfig(node_name="n1", node_ip="127.0.1.7", **kw)
+        return NodeAgent(config, cast(Any, None), SimulatedRuntime())
+
+    pod = _pod()
+    a = agent(pod_cidr="127.244.9.0/24", pod_cidr_wait=0)
+    assert await a.pod_ip_for(pod, "") == "127.244.9.2"  # the flag, no podCIDR on the node
+    pod.spec.host_network = True
+    assert await a.pod_ip_for(pod, "") == "127.0.1.7"
+    pod.spec.host_network = False
+    assert await agent(pod_cidr_wait=0).pod_ip_for(pod, "") == "127.0.0.1"  # fallback
+    # The node's podCIDR wins, and arrives while a pod waits for it.
+    b = agent(pod_cidr="127.244.9.0/24", pod_cidr_wait=30)
+    waiting = asyncio.ensure_future(b.pod_ip_for(pod, ""))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    node = core_pb2.Node()
+    node.spec.pod_cidr = "127.244.5.0/24"
+    b.set_node(node)
+    assert await asyncio.wait_for(waiting, 5) == "127.244.5.2"
+    # After a restart, a pod keeps the IP it had.
+    other = _pod()
+    other.metadata.uid = "u-2"
+    assert await b.pod_ip_for(other, "127.244.5.40") == "127.244.5.40"
+    b.release_ip("u-2")
+    other.status.pod_ip = "127.244.5.41"
+    assert await b.pod_ip_for(other, "") == "127.244.5.41"
