@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_SCHEDULER.percentage_of_nodes_to_score,
         help="share of nodes to find feasible before scoring, 0..100 (0: adaptive)",
     )
+    p.add_argument(
+        "--bind-concurrency",
+        type=int,
+        default=DEFAULT_SCHEDULER.bind_concurrency,
+        help="binds in flight at once",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="console", choices=["console", "json"])
     return p
@@ -94,6 +100,8 @@ def config_from_args(ns: argparse.Namespace) -> SchedulerConfig:
             "--percentage-of-nodes-to-score: must be 0..100 (0: adaptive), "
             f"got {ns.percentage_of_nodes_to_score}"
         )
+    if ns.bind_concurrency < 1:
+        raise ValueError(f"--bind-concurrency: must be >= 1, got {ns.bind_concurrency}")
     if not ns.scheduler_name:
         raise ValueError("--scheduler-name: must not be empty")
     return SchedulerConfig(
@@ -102,6 +110,7 @@ def config_from_args(ns: argparse.Namespace) -> SchedulerConfig:
         leader_elect=ns.leader_elect,
         leader_election=election,
         listen_address=ns.listen_address,
+        bind_concurrency=ns.bind_concurrency,
     )
 
 

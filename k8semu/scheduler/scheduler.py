@@ -53,7 +53,7 @@ log = get_logger(__name__)
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
 LEASE_NAME = "kube-scheduler"
 LEASE_NAMESPACE = "kube-system"
-DEFAULT_BIND_CONCURRENCY = 32
+DEFAULT_BIND_CONCURRENCY = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

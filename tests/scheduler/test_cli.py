@@ -51,6 +51,7 @@ def test_flags_make_the_config() -> None:
         (["--server", "nohost"], "server 'nohost': expected HOST:PORT"),
         (["--kubeconfig", "/nonexistent/config"], "kubeconfig /nonexistent/config: no such file"),
         (["--scheduler-name", ""], "--scheduler-name: must not be empty"),
+        (["--bind-concurrency", "0"], "--bind-concurrency: must be >= 1"),
     ],
 )
 def test_bad_flags_are_named(
