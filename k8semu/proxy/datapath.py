@@ -270,9 +270,10 @@ class _ClientSide(asyncio.Protocol):
     # -- client events ---------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
-        peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0] if peer else ""
         f = self.f
+        if f.balancer.affinity_timeout is not None:  # the peer's address costs a syscall
+            peer = transport.get_extra_info("peername")
+            self.client_ip = peer[0] if peer else ""
         self.start(transport, f.balancer.candidates(self.client_ip, f.loop.time()))
 
     def start(
