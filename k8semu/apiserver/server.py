@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 from dataclasses import dataclass, field
 
+import grpc
 from grpc_health.v1 import health_pb2
 
 from k8semu import transport
@@ -24,7 +25,7 @@ from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig
 from k8semu.log import get_logger
-from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc, core_pb2
+from k8semu.pb.api.v1 import apiserver_pb2, core_pb2
 
 log = get_logger(__name__)
 
@@ -71,7 +72,7 @@ class APIServer:
             ranges=config.service_ranges,
         )
         self.server, self.health = transport.server([SERVICE_NAME])
-        apiserver_pb2_grpc.add_APIServicer_to_server(self.servicer, self.server)
+        add_api_servicer(self.servicer, self.server)
         self.port = 0
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None
@@ -85,6 +86,8 @@ class APIServer:
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        # Creates check their namespace against this cache (one store round trip, not two).
+        self.servicer.watch_caches.get(kinds.for_resource("namespaces"))
         self._bootstrap = asyncio.get_running_loop().create_task(self._ensure_namespaces())
         log.info("api server started", port=self.port, store=",".join(self.store.endpoints))
 
@@ -154,6 +157,37 @@ class APIServer:
             return
         if names:
             log.info("finished terminating namespaces", namespaces=names)
+
+
+def _serialize_watch_event(event: apiserver_pb2.WatchEvent | bytes) -> bytes:
+    return event if isinstance(event, bytes) else event.SerializeToString()
+
+
+def add_api_servicer(servicer: APIServicer, server: grpc.aio.Server) -> None:
+    """What the generated add_APIServicer_to_server does, except that Watch may yield
+    pre-serialized WatchEvent bytes: the watch cache serializes each event once for all."""
+    service = apiserver_pb2.DESCRIPTOR.services_by_name["API"]
+    handlers = {}
+    for method in service.methods:
+        request = getattr(apiserver_pb2, method.input_type.name)
+        response = getattr(apiserver_pb2, method.output_type.name)
+        behaviour = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                behaviour,
+                request_deserializer=request.FromString,
+                response_serializer=_serialize_watch_event,
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 def parse_endpoints(text: str) -> tuple[str, ...]:

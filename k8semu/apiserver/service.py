@@ -198,6 +198,10 @@ def _namespace_kind() -> Kind:
     return kinds.for_resource("namespaces")
 
 
+def _terminating(kv: kv_pb2.KeyValue) -> bool:
+    return meta(decode(_namespace_kind(), kv.value, kv.mod_revision)).HasField("deletion_timestamp")
+
+
 def _check_namespace_active(kv: kv_pb2.KeyValue) -> None:
     ns = decode(_namespace_kind(), kv.value, kv.mod_revision)
     if meta(ns).HasField("deletion_timestamp"):
@@ -250,6 +254,14 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             raise NotFound(f"{describe(kind, name)} not found")
         kv = resp.kvs[0]
         return decode(kind, kv.value, kv.mod_revision), kv.mod_revision
+
+    def _cached(self, kind: Kind, k: bytes) -> kv_pb2.KeyValue | None:
+        """The watch cache's copy of key `k`, when this server has a ready cache of `kind`;
+        possibly stale, so only for writes whose Txn compares its mod_revision."""
+        cache = self.watch_caches.caches.get(kind.plural)
+        if cache is None or not cache.ready:
+            return None
+        return cache.objects.get(k)
 
     async def get_object(self, kind: Kind, namespace: str, name: str) -> tuple[Message, int]:
         """The stored object and its mod_revision (NotFound when absent); for the server's
@@ -371,6 +383,7 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         service = _is_service(kind)
         pristine = obj
         taken = Taken()
+        namespace_from_cache = True  # False once the cached copy failed the compare
         for _ in range(_ALLOCATE_ATTEMPTS if service else _CREATE_ATTEMPTS):
             compare = [_absent(k)]
             claims: list[Claim] = []
@@ -384,12 +397,19 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                 compare += [_absent(c.key) for c in claims]
             if ns_key:
                 # "The namespace exists and is not terminating" holds at the write: the Txn
-                # compares the namespace's mod_revision with the one checked here.
-                ns = await self.store.get(ns_key)
-                if not ns.kvs:
-                    raise NotFound(f'namespaces "{m.namespace}" not found')
-                _check_namespace_active(ns.kvs[0])
-                compare += _unchanged_since(ns_key, ns.kvs[0].mod_revision)
+                # compares the namespace's mod_revision with the one checked here. The
+                # namespaces watch cache usually knows it (one store round trip, not two);
+                # when it does not, or its copy proved stale, the store is asked.
+                ns_kv = self._cached(_namespace_kind(), ns_key) if namespace_from_cache else None
+                if ns_kv is not None and _terminating(ns_kv):
+                    ns_kv = None  # maybe stale (deleted and made again): the store decides
+                if ns_kv is None:
+                    ns = await self.store.get(ns_key)
+                    if not ns.kvs:
+                        raise NotFound(f'namespaces "{m.namespace}" not found')
+                    ns_kv = ns.kvs[0]
+                _check_namespace_active(ns_kv)
+                compare += _unchanged_since(ns_key, ns_kv.mod_revision)
             holder = allocation.owner(m.namespace, m.name)
             resp = await self.store.txn(
                 rpc_pb2.TxnRequest(
@@ -403,6 +423,7 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                 return obj
             if resp.responses[0].response_range.kvs:
                 raise AlreadyExists(f"{describe(kind, m.name)} already exists")
+            namespace_from_cache = False
             await self._lost(kind, m.name, claims, resp.responses[1:], taken)
         if service:
             raise Conflict(
@@ -460,7 +481,13 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             m.resource_version, field=f"{describe(kind, m.name)}: metadata.resourceVersion"
         )
         namespace = m.namespace if kind.namespaced else ""
-        stored, mod_revision = await self._get(kind, namespace, m.name)
+        cached = self._cached(kind, key(kind, namespace, m.name))
+        if cached is not None and cached.mod_revision == rv:
+            # The watch cache has exactly the version the client read: no store read needed
+            # (the Txn's compare on rv still decides).
+            stored, mod_revision = decode(kind, cached.value, rv), rv
+        else:
+            stored, mod_revision = await self._get(kind, namespace, m.name)
         if mod_revision != rv:
             raise Conflict(
                 f"Operation cannot be fulfilled on {describe(kind, m.name)}: {CONFLICT_MESSAGE}"
@@ -647,8 +674,15 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         pre = request.preconditions
         grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
         policy = deletion.check_options(grace, request.propagation_policy)
-        for _ in range(_DELETE_ATTEMPTS):
-            stored, mod_revision = await self._get(kind, namespace, request.name)
+        for attempt in range(_DELETE_ATTEMPTS):
+            cached = None
+            if attempt == 0 and not pre.uid and not pre.resource_version:
+                cached = self._cached(kind, k)  # a stale one only fails the Txn: read then
+            if cached is not None:
+                stored = decode(kind, cached.value, cached.mod_revision)
+                mod_revision = cached.mod_revision
+            else:
+                stored, mod_revision = await self._get(kind, namespace, request.name)
             if pre.uid and pre.uid != meta(stored).uid:
                 raise Conflict(
                     f"Precondition failed for {what}: UID in precondition: {pre.uid}, UID in"
@@ -797,11 +831,13 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
 
     # ---- watch --------------------------------------------------------------------------
 
-    async def Watch(
+    # Yields bytes, not WatchEvents: server.add_api_servicer registers a pass-through serializer.
+    async def Watch(  # type: ignore[override]
         self, request: api.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[api.WatchEvent]:
+    ) -> AsyncIterator[bytes]:
         """Served from the kind's watch cache (k8semu/apiserver/watchcache.py): one etcd
-        watch per kind, however many clients watch it."""
+        watch per kind, however many clients watch it. Yields serialized WatchEvents, shared
+        by every watcher (server.py registers Watch with a serializer that passes bytes)."""
         try:
             kind = resolve(request.resource)
             selector = Selector(kind, request.label_selector, request.field_selector)
@@ -809,9 +845,10 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             if request.resource_version not in ("", "0"):
                 rv = parse_resource_version(request.resource_version, field="resourceVersion")
             cache = self.watch_caches.get(kind, hint=rv)
-            async for event in cache.watch(
+            stream = await cache.watch(
                 request.namespace, selector, rv, bookmarks=request.allow_bookmarks
-            ):
+            )
+            async for event in stream:
                 yield event
         except StatusError as exc:
             await transport.abort(context, exc.code, exc.message)

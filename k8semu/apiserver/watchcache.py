@@ -5,7 +5,10 @@ prefix once, then follows ONE etcd watch on `/registry/<plural>/` (prev_kv, prog
 It keeps the current objects and a bounded ring buffer of recent events, each decoded once and
 shared by every client watch. Client watches register a `CacheWatcher`; the cache offers each
 watcher the events under its namespace prefix, and the watcher's own stream applies the
-selector (`transition`) and packs lazily, so 1,000 watchers cost the store nothing extra.
+selector (`transition`), so 1,000 watchers cost the store nothing extra. Streams yield the
+serialized WatchEvent bytes, built once per event (and per outcome of a selector) and shared
+by every watcher: the server's Watch handler sends them as they are (server.py), so fan-out
+costs no per-watcher packing or serialization.
 
 Invariants:
 - `oldest < revision`-ordered buffer: every event of this kind with revision > `oldest` and
@@ -66,9 +69,10 @@ DEFAULT_WATCH_CACHE = WatchCacheConfig()
 
 
 class CachedEvent:
-    """One etcd event, decoded once and shared (read-only) by every watcher."""
+    """One etcd event, decoded once and shared (read-only) by every watcher; its WatchEvent
+    bytes are built on first use and shared too."""
 
-    __slots__ = ("_packed", "created", "cur", "key", "prev", "revision")
+    __slots__ = ("_encoded", "_everyone", "_packed", "created", "cur", "key", "prev", "revision")
 
     def __init__(
         self, *, key: bytes, revision: int, cur: Message | None, prev: Message | None, created: bool
@@ -79,12 +83,35 @@ class CachedEvent:
         self.prev = prev  # None when the key did not exist before
         self.created = created
         self._packed: dict[int, any_pb2.Any] = {}
+        self._encoded: dict[tuple[str, int], bytes] = {}
+        self._everyone: bytes | None = None
 
     def packed(self, obj: Message) -> any_pb2.Any:
         got = self._packed.get(id(obj))
         if got is None:
             got = self._packed[id(obj)] = pack(obj)
         return got
+
+    def encoded(self, type_: str, obj: Message) -> bytes:
+        """The serialized WatchEvent `type_` of `obj` (one of `cur`/`prev`), built once."""
+        k = (type_, id(obj))
+        got = self._encoded.get(k)
+        if got is None:
+            event = api.WatchEvent(type=type_, object=self.packed(obj))
+            got = self._encoded[k] = event.SerializeToString()
+        return got
+
+    def for_everyone(self, selector: Selector) -> bytes | None:
+        """`for_selector` for a selector that selects everything: the same for every such
+        watcher, so computed once (b"" caches "no event")."""
+        got = self._everyone
+        if got is None:
+            got = self._everyone = self.for_selector(selector) or b""
+        return got or None
+
+    def for_selector(self, selector: Selector) -> bytes | None:
+        out = transition(selector, self)
+        return None if out is None else self.encoded(out[0], out[1])
 
 
 def transition(selector: Selector, ev: CachedEvent) -> tuple[str, Message] | None:
@@ -106,10 +133,10 @@ def transition(selector: Selector, ev: CachedEvent) -> tuple[str, Message] | Non
     return None
 
 
-def bookmark(kind: Kind, revision: int) -> api.WatchEvent:
+def bookmark(kind: Kind, revision: int) -> bytes:
     obj = kind.new()
     meta(obj).resource_version = str(revision)
-    return api.WatchEvent(type="BOOKMARK", object=pack(obj))
+    return api.WatchEvent(type="BOOKMARK", object=pack(obj)).SerializeToString()
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -207,9 +234,13 @@ class WatchCache:
     def _cached(self, ev: kv_pb2.Event) -> CachedEvent:
         kv = ev.kv
         revision = kv.mod_revision
-        prev_kv = ev.prev_kv if ev.HasField("prev_kv") else self.objects.get(kv.key)
-        prev = decode(self.kind, prev_kv.value, revision) if prev_kv is not None else None
         replayed = revision <= self.list_revision  # a hint's replay: objects are newer
+        prev_kv = ev.prev_kv if ev.HasField("prev_kv") else None
+        if prev_kv is None and not replayed:
+            # Only for live events: during a replay `objects` holds later versions, and a
+            # create would look like a MODIFIED of itself.
+            prev_kv = self.objects.get(kv.key)
+        prev = decode(self.kind, prev_kv.value, revision) if prev_kv is not None else None
         if ev.type == kv_pb2.Event.DELETE:
             if not replayed:
                 self.objects.pop(kv.key, None)
@@ -255,29 +286,33 @@ class WatchCache:
 
     async def watch(
         self, namespace: str, selector: Selector, resource_version: int, *, bookmarks: bool
-    ) -> AsyncGenerator[api.WatchEvent]:
-        """The client's stream: filtered events, periodic bookmarks, and the watcher's error
-        (TooSlow, Gone) as the end."""
+    ) -> AsyncGenerator[bytes]:
+        """The client's stream of serialized WatchEvents: filtered events, periodic
+        bookmarks, and the watcher's error (TooSlow, Gone) as the end."""
         await self.wait_ready()
-        w = self.register(namespace, selector, resource_version, bookmarks=bookmarks)
-        async for event in self.stream(w):
-            yield event
+        return self.stream(
+            self.register(namespace, selector, resource_version, bookmarks=bookmarks)
+        )
 
-    async def stream(self, w: CacheWatcher) -> AsyncGenerator[api.WatchEvent]:
+    async def stream(self, w: CacheWatcher) -> AsyncGenerator[bytes]:
         """A registered watcher's events; it leaves the cache when the stream ends."""
         interval = self.config.bookmark_interval
         next_bookmark = time.monotonic() + interval
+        everything = w.selector.everything
+        selector = w.selector
+        queue = w.queue
         try:
             while True:
                 if w.error is not None:
                     raise w.error
-                if w.queue:
-                    ev = w.queue.popleft()
+                while queue:
+                    ev = queue.popleft()
                     w.position = ev.revision
-                    out = transition(w.selector, ev)
-                    if out is not None:
-                        yield api.WatchEvent(type=out[0], object=ev.packed(out[1]))
-                    continue
+                    data = ev.for_everyone(selector) if everything else ev.for_selector(selector)
+                    if data is not None:
+                        yield data
+                    if w.error is not None:
+                        raise w.error
                 w.wake.clear()
                 wait = next_bookmark - time.monotonic()
                 if wait > 0:
@@ -305,6 +340,11 @@ class WatchCache:
                 await self._task
         for w in list(self.watchers):
             self._cut(w, Unavailable("the API server is shutting down; watch again"))
+
+    @property
+    def ready(self) -> bool:
+        """Listed at least once: `objects` is usable (possibly behind the store)."""
+        return self._ready.is_set()
 
     async def wait_ready(self) -> None:
         if self._ready.is_set():

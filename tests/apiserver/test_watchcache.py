@@ -67,18 +67,20 @@ def _watch(
     rv: int = 0,
     *,
     bookmarks: bool = False,
-) -> AsyncGenerator[api.WatchEvent]:
-    """A client watch, registered at once (as the cache's `watch` does once it is ready)."""
+) -> AsyncGenerator[bytes]:
+    """A client watch, registered at once (as the cache's `watch` does once it is ready); it
+    yields serialized WatchEvents, as the server sends them."""
     return cache.stream(cache.register(namespace, selector, rv, bookmarks=bookmarks))
 
 
-def _summary(ev: api.WatchEvent) -> tuple[str, str, int]:
+def _summary(raw: bytes) -> tuple[str, str, int]:
+    ev = api.WatchEvent.FromString(raw)
     pod = core_pb2.Pod()
     assert ev.object.Unpack(pod)
     return ev.type, pod.metadata.name, int(pod.metadata.resource_version)
 
 
-async def _take(stream: AsyncIterator[api.WatchEvent], count: int) -> list[tuple[str, str, int]]:
+async def _take(stream: AsyncIterator[bytes], count: int) -> list[tuple[str, str, int]]:
     async def take() -> list[tuple[str, str, int]]:
         return [_summary(await anext(stream)) for _ in range(count)]
 
@@ -147,7 +149,7 @@ async def test_bookmarks_carry_the_cache_revision() -> None:
     cache.progress(20)
     while True:
         ev = await asyncio.wait_for(anext(stream), 5)
-        assert ev.type == "BOOKMARK"
+        assert api.WatchEvent.FromString(ev).type == "BOOKMARK"
         if _summary(ev)[2] == 20:
             break
     await stream.aclose()
@@ -211,3 +213,18 @@ async def test_a_revision_with_several_events_is_not_split_on_restart() -> None:
     # "b" at 11 was not delivered: restarting from 11 would lose it, so 10 (a comes again).
     with pytest.raises(TooSlow, match=r"restart it from resourceVersion 10$"):
         await anext(stream)
+
+
+async def test_a_replayed_create_is_added_even_though_objects_already_hold_it() -> None:
+    # The first watch of a kind from resourceVersion 10: the cache lists at 11 (after the
+    # create) and then replays (10, 11] from the store; `objects` must not serve as the
+    # create's previous version.
+    etcd = FakeEtcd()
+    created = etcd.put("late")
+    cache = _cache(etcd)
+    cache.oldest = cache.revision = 10  # what the store loop does for a hint of 10
+    stream = _watch(cache, rv=10)
+    pending = asyncio.ensure_future(_take(stream, 1))
+    cache.apply([created])
+    assert await pending == [("ADDED", "late", 11)]
+    await stream.aclose()
