@@ -249,7 +249,16 @@ class Scheduler:
         try:
             while True:
                 qp = await queue.pop()
-                await self.schedule_one(qp)
+                try:
+                    await self.schedule_one(qp)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A bug, not bad input (that is reported per pod): keep scheduling the
+                    # others and retry this one later.
+                    log.exception("scheduling cycle failed", pod=qp.key)
+                    self.cache.forget(qp.key)
+                    queue.add_backoff(qp)
                 await asyncio.sleep(0)  # let informer events and binds in
         except QueueClosed:
             pass

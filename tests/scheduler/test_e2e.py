@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from k8semu.bench.scheduler import run_scheduler_throughput
 from k8semu.client import Client, NotFound
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
 from k8semu.scheduler import Scheduler, SchedulerConfig
@@ -245,3 +246,15 @@ async def test_losing_the_lease_stops_scheduling_at_once(client: Client, namespa
     finally:
         await sched.stop()
         await delete_nodes(client, [name])
+
+
+async def test_the_throughput_benchmark_runs_and_cleans_up(
+    apiserver: APIServerProcess, client: Client
+) -> None:
+    result = await run_scheduler_throughput(
+        [apiserver.address], nodes=5, pods=20, scheduler="inprocess", timeout=60
+    )
+    assert result["bound"] == 20 and result["pods_per_s"] > 0
+    assert result["latency_ms"]["max"] >= result["latency_ms"]["p50"] > 0
+    nodes = await client.list_all(core_pb2.Node)
+    assert not [n for n in nodes.items if n.metadata.name.startswith("bench-")]
