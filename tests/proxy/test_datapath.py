@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -238,3 +239,51 @@ async def test_endpoints_reached_through_a_tunnel(env: tuple[str, str, int]) -> 
         await proxier.stop()
         await tunnel.stop()
         server.close()
+
+
+async def test_udp_session_moves_on_from_an_unreachable_endpoint(
+    env: tuple[str, str, int],
+) -> None:
+    cluster_ip, backend_ip, port = env
+    dead_ip = backend_ip.rsplit(".", 1)[0] + ".254"
+    loop = asyncio.get_running_loop()
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: Any) -> None:
+            self.t = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            self.t.sendto(b"echo:" + data, addr)
+
+    echo, _ = await loop.create_datagram_endpoint(Echo, local_addr=(backend_ip, port))
+    key = PortKey("ns", "dns", "", "UDP")
+    proxier = Proxier(config=DataPathConfig(udp_idle_timeout=0.5), sweep_interval=0.1)
+    await proxier.start()
+    rule = PortRule(
+        key=key,
+        listen=(ListenAddress("UDP", cluster_ip, 53, True),),
+        endpoints=(Endpoint(dead_ip, port), Endpoint(backend_ip, port)),  # dead one first
+        affinity_timeout=None,
+    )
+    await proxier.apply({key: rule})
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.connect((cluster_ip, 53))
+    try:
+        replies = []
+        async with asyncio.timeout(10):
+            while not replies:
+                await loop.sock_sendall(sock, b"q")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        replies.append(await loop.sock_recv(sock, 100))
+        assert replies == [b"echo:q"]
+        snap = proxier.snapshot()[0]
+        assert snap.errors >= 1 and snap.connections_total >= 2  # the dead session, then one
+        await eventually(
+            lambda: proxier.snapshot()[0].connections_active == 0, what="idle session expired"
+        )
+    finally:
+        sock.close()
+        await proxier.stop()
+        echo.close()
