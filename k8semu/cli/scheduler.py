@@ -133,10 +133,21 @@ def main(argv: Sequence[str]) -> int:
 
 
 async def _serve(servers: Sequence[str], config: SchedulerConfig) -> None:
+    """Run until SIGTERM/SIGINT - also while still waiting for the API server at start."""
     async with Client(list(servers)) as client:
         scheduler = Scheduler(client, config)
+
+        async def run() -> BaseException:
+            try:
+                await scheduler.start()
+            except Exception as exc:
+                return exc
+            forever: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+            return await forever  # serving until cancelled
+
         try:
-            await scheduler.start()
-            await _serving.wait_for_signal()
+            failure = await _serving.wait_for_signal(run())
         finally:
             await scheduler.stop()
+        if failure is not None:
+            raise failure

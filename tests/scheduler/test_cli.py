@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu.cli import scheduler as cli
+from k8semu.cluster.processes import free_loopback_ports
 
 
 def test_flags_make_the_config() -> None:
@@ -71,3 +76,33 @@ def test_an_unusable_listen_address_exits_1() -> None:
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert "--listen-address: cannot listen on 192.0.2.1:0" in proc.stderr
+
+
+def test_without_an_api_server_it_waits_not_serving_and_stops_on_sigterm() -> None:
+    api, health_port = free_loopback_ports(2)
+    address = f"127.0.0.1:{health_port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "k8semu", "scheduler", "--server", f"127.0.0.1:{api}",
+         "--listen-address", address, "--log-level", "error"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        end = time.monotonic() + 60
+        status = None
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while status is None:
+                assert time.monotonic() < end, "no health answer"
+                assert proc.poll() is None, "scheduler exited"
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                except grpc.RpcError:
+                    time.sleep(0.05)
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
