@@ -59,6 +59,12 @@ class QueuedPod:
     seq: int = field(default=0)
 
 
+def _may_fit_now(old: core_pb2.Pod, new: core_pb2.Pod) -> bool:
+    """Whether an update can change where the pod fits: its spec or labels changed (a status
+    update, such as the scheduler's own PodScheduled condition, cannot)."""
+    return old.spec != new.spec or old.metadata.labels != new.metadata.labels
+
+
 class SchedulingQueue:
     def __init__(
         self,
@@ -129,8 +135,9 @@ class SchedulingQueue:
         key = pod_key(pod)
         qp = self._in_flight.get(key)
         if qp is not None:
+            if _may_fit_now(qp.pod, pod):
+                qp.updated_in_flight = True
             qp.pod = pod
-            qp.updated_in_flight = True
             return
         for place in (self._active, self._backoff):
             if key in place:
@@ -140,7 +147,7 @@ class SchedulingQueue:
         if qp is None:
             self._push_active(QueuedPod(pod, key, self._clock()))
             return
-        changed = qp.pod.spec != pod.spec or qp.pod.metadata.labels != pod.metadata.labels
+        changed = _may_fit_now(qp.pod, pod)
         qp.pod = pod
         if changed:
             del self._unschedulable[key]

@@ -147,3 +147,20 @@ async def test_pop_wakes_when_a_backoff_ends() -> None:
     queue.add(pod("a"))
     queue.add_backoff(await queue.pop())
     assert (await asyncio.wait_for(queue.pop(), 5)).key == "default/a"
+
+
+async def test_a_status_update_in_flight_does_not_skip_unschedulable(
+    queue: SchedulingQueue,
+) -> None:
+    queue.add(pod("a"))
+    qp = await queue.pop()
+    status_only = pod("a")
+    status_only.status.conditions.add(type="PodScheduled", status="False")
+    queue.update(status_only)  # e.g. the scheduler's own condition write
+    queue.add_unschedulable(qp)
+    assert queue.where("default/a") == "unschedulable"
+    queue.add(pod("b"))
+    qb = await queue.pop()
+    queue.update(pod("b", cpu="1"))  # the spec changed while it was being scheduled
+    queue.add_unschedulable(qb)
+    assert queue.where("default/b") == "backoff"
