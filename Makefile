@@ -21,8 +21,10 @@ $(SYSDEPS_STAMP): scripts/install-system-deps.sh
 
 sysdeps: $(SYSDEPS_STAMP)
 
+# The default cluster (cluster_configs/local.yaml) in the foreground, with the sample app
+# (examples/echo.yaml) deployed and reachable; Ctrl-C stops every process.
 run: $(STAMP)
-	$(VENV)/bin/k8semu up
+	$(VENV)/bin/k8semu up --demo
 
 check: $(STAMP)
 	$(PY) scripts/genproto.py --check

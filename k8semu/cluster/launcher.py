@@ -529,12 +529,6 @@ class Launcher:
                 "Detached: the components keep running without `k8semu up`; one that crashes is"
                 " not restarted (run `k8semu up` in the foreground for that).",
             ]
-        else:
-            lines += [
-                "",
-                f"Supervising (a component that exits is started again). Ctrl-C (or kill -TERM"
-                f" {os.getpid()}, or `k8semu down`) stops every process it started.",
-            ]
         for line in lines:
             self._say(line.rstrip())
 
@@ -579,6 +573,10 @@ class Launcher:
     # -- supervision --------------------------------------------------------------------------
 
     def _supervise(self) -> None:
+        self._say(
+            f"Supervising (a component that exits is started again). Ctrl-C (or kill -TERM"
+            f" {os.getpid()}, or `k8semu down`) stops every process it started."
+        )
         has_store = any(r.plan.stage == STORE for r in self._running)
         next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
         while not self._stop.is_set():

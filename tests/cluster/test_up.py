@@ -249,6 +249,27 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     table = _k8semu(env, "status", "--state-dir", state_dir)
     assert re.search(r"^store-s1\s+store\s+local\s+\d+\s+yes\s+SERVING", table.stdout, re.M)
 
+    # `join` adds a worker from "another host" against the running control plane.
+    if {"kubelet", "proxy"} <= set(COMMANDS):
+        kubelet_port, proxy_port = free_loopback_ports(2)
+        join_dir = tmp_path / "join"
+        cleanup.append(join_dir)
+        joined = _k8semu(
+            env, "join", "--server", state.api_servers[0], "--node-name", "j1",
+            "--node-ip", "127.0.1.2", "--runtime", "simulated", "--kubelet-port", kubelet_port,
+            "--proxy-port", proxy_port, "--state-dir", join_dir, "--detach",
+            timeout=START_TIMEOUT_S,
+        )  # fmt: skip
+        assert joined.returncode == 0, joined.stdout + joined.stderr
+        assert re.search(r"^  node j1\s+Ready", joined.stdout, re.M), joined.stdout
+        nodes = _k8semu(env, "get", "nodes")
+        assert re.search(r"^j1\s+Ready", nodes.stdout, re.M), nodes.stdout
+        join_pids = {c.pid: c.start_time for c in read_state(join_dir).components}
+        assert len(join_pids) == 2
+        left = _k8semu(env, "down", "--state-dir", join_dir)
+        assert left.returncode == 0, left.stdout + left.stderr
+        assert _wait_gone(join_pids, timeout=1) == []
+
     # A second `up` of a running cluster is refused; nothing more starts.
     again = _k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach")
     assert again.returncode == 1
