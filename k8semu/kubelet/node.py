@@ -382,33 +382,35 @@ class NodeAgent:
             return None
         return self._resolve_image(image, command, args)
 
-    async def write_status(self, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> bool:
+    async def write_status(self, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> int | None:
+        """Write `status` (re-reading the pod once after a Conflict). Returns the written
+        resourceVersion (0 when the pod is gone), or None when the write failed."""
         new = core_pb2.Pod()
         new.CopyFrom(pod)
         new.status.CopyFrom(status)
         for _ in range(2):
             try:
-                await self.client.update_status(new)
-                return True
+                written = await self.client.update_status(new)
+                return int(written.metadata.resource_version or 0)
             except NotFound:
-                return True  # gone: the worker sees it next
+                return 0  # gone: the worker sees it next
             except Conflict:
                 try:
                     fresh = await self.client.get(
                         core_pb2.Pod, pod.metadata.name, namespace=pod.metadata.namespace
                     )
                 except NotFound:
-                    return True
+                    return 0
                 except ClientError:
-                    return False
+                    return None
                 if fresh.metadata.uid != pod.metadata.uid:
-                    return True
+                    return 0
                 fresh.status.CopyFrom(status)
                 new = fresh
             except ClientError as exc:
                 log.info("pod status not written", pod=pod.metadata.name, error=str(exc))
-                return False
-        return False
+                return None
+        return None
 
     async def finish_delete(self, pod: core_pb2.Pod) -> None:
         with contextlib.suppress(NotFound, Conflict):

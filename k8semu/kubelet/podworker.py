@@ -70,7 +70,7 @@ class PodHost(Protocol):
     def resolve_image(
         self, image: str, command: Sequence[str], args: Sequence[str]
     ) -> list[str] | None: ...
-    async def write_status(self, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> bool: ...
+    async def write_status(self, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> int | None: ...
     async def finish_delete(self, pod: core_pb2.Pod) -> None: ...
     def worker_done(self, uid: str) -> None: ...
 
@@ -180,6 +180,7 @@ class PodWorker:
         self._next_wake = math.inf
         self._terminating = False
         self._failed_init = False
+        self._written: tuple[core_pb2.PodStatus, int] | None = None  # last status we wrote
         self._start_time = pod.status.start_time if pod.status.HasField("start_time") else None
         self._conditions: dict[str, tuple[str, str, str, timestamp_pb2.Timestamp]] = {
             c.type: (c.status, c.reason, c.message, c.last_transition_time)
@@ -710,8 +711,18 @@ class PodWorker:
         status = self.status()
         if status == self.pod.status:
             return
-        if not await self.host.write_status(self.pod, status):
+        if self._written is not None and status == self._written[0]:
+            try:
+                seen = int(self.pod.metadata.resource_version or 0)
+            except ValueError:
+                seen = 0
+            if seen < self._written[1]:
+                return  # the informer has not caught up with our own write yet
+        written = await self.host.write_status(self.pod, status)
+        if written is None:
             self._wake_at(self._loop.time() + STATUS_RETRY)
+        else:
+            self._written = (status, written)
 
     # ---- for the logs/exec service ----
 
