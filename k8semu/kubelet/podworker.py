@@ -486,6 +486,21 @@ class PodWorker:
     async def _probe(
         self, rec: ContainerRecord, handle: ContainerHandle, kind: ProbeKind, probe: Any
     ) -> None:
+        try:
+            await self._probe_loop(rec, handle, kind, probe)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: log it; the container keeps its last probe result
+            log.exception(
+                "probe loop failed",
+                pod=f"{self.namespace}/{self.name}",
+                container=rec.name,
+                probe=kind.value,
+            )
+
+    async def _probe_loop(
+        self, rec: ContainerRecord, handle: ContainerHandle, kind: ProbeKind, probe: Any
+    ) -> None:
         timing = ProbeTiming.of(probe, kind)
         tracker = ProbeTracker(kind, timing)
         if kind is not ProbeKind.STARTUP:
@@ -530,7 +545,10 @@ class PodWorker:
 
     def _exec_for(self, rec: ContainerRecord) -> Any:
         async def run(argv: Sequence[str], timeout: float) -> tuple[int, bytes]:
-            code, out, err = await self.exec(rec, argv, b"", timeout)
+            try:
+                code, out, err = await self.exec(rec, argv, b"", timeout)
+            except (OSError, ValueError, StartError) as exc:
+                return 126, str(exc).encode()
             return code, out + err
 
         return run
