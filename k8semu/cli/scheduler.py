@@ -89,6 +89,7 @@ def config_from_args(ns: argparse.Namespace) -> SchedulerConfig:
                 ns.leader_elect_renew_deadline, "--leader-elect-renew-deadline"
             ),
             retry_period=_seconds(ns.leader_elect_retry_period, "--leader-elect-retry-period"),
+            release_on_cancel=_LE.release_on_cancel,
         )
     except ValueError as exc:
         text = str(exc)

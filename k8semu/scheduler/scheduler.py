@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import secrets
@@ -54,6 +55,9 @@ DEFAULT_SCHEDULER_NAME = "default-scheduler"
 LEASE_NAME = "kube-scheduler"
 LEASE_NAMESPACE = "kube-system"
 DEFAULT_BIND_CONCURRENCY = 256
+SCHEDULER_LEADER_ELECTION = dataclasses.replace(DEFAULT_LEADER_ELECTION, release_on_cancel=True)
+# How long stop() waits for the loop's binds to end before handing the Lease back anyway.
+_STOP_LOOP_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +68,8 @@ class SchedulerConfig:
       "default-scheduler", those with none).
     - `percentage_of_nodes_to_score`: 0 is kube-scheduler's adaptive rule.
     - `leader_elect`/`leader_election`: compete for Lease `lease_namespace/lease_name`.
+      With `release_on_cancel` (the default here), `stop()` ends the scheduling loop and its
+      binds first, then hands the Lease back, so a graceful restart fails over at once.
     - `listen_address`: gRPC health (SERVING once the caches synced); "" serves none.
     - `bind_concurrency`: binds in flight at once.
     - `initial_backoff`/`max_backoff`/`max_unschedulable`: the queue's (queue.py).
@@ -72,7 +78,7 @@ class SchedulerConfig:
     scheduler_name: str = DEFAULT_SCHEDULER_NAME
     percentage_of_nodes_to_score: int = 0
     leader_elect: bool = True
-    leader_election: LeaderElectionConfig = field(default=DEFAULT_LEADER_ELECTION)
+    leader_election: LeaderElectionConfig = field(default=SCHEDULER_LEADER_ELECTION)
     lease_name: str = LEASE_NAME
     lease_namespace: str = LEASE_NAMESPACE
     listen_address: str = "127.0.0.1:0"
@@ -151,6 +157,8 @@ class Scheduler:
         self._bind_slots = asyncio.Semaphore(config.bind_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._leading: asyncio.Task[None] | None = None
+        self._loop_idle = asyncio.Event()  # set while no scheduling loop runs
+        self._loop_idle.set()
         self._elector: LeaderElector | None = None
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
@@ -199,6 +207,13 @@ class Scheduler:
             )
 
     async def stop(self) -> None:
+        queue = self.queue
+        if queue is not None:
+            # End scheduling (and cancel binds in flight) before the Lease can be released.
+            queue.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STOP_LOOP_TIMEOUT):
+                    await self._loop_idle.wait()
         if self._elector is not None:
             await self._elector.stop()
             self._elector = None
@@ -245,6 +260,7 @@ class Scheduler:
     async def run_leading(self) -> None:
         """The scheduling loop, until cancelled (leadership lost, or stop)."""
         queue = self.prime()
+        self._loop_idle.clear()
         log.info("leading: scheduling", pending=queue.lengths()[0], nodes=self.cache.node_count())
         try:
             while True:
@@ -272,6 +288,7 @@ class Scheduler:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self.cache.forget_all_assumed()
+            self._loop_idle.set()
 
     async def schedule_pending(self) -> int:
         """For tests: schedule every pod now active, then wait for their writes. Returns how

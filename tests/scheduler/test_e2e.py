@@ -258,3 +258,15 @@ async def test_the_throughput_benchmark_runs_and_cleans_up(
     assert result["latency_ms"]["max"] >= result["latency_ms"]["p50"] > 0
     nodes = await client.list_all(core_pb2.Node)
     assert not [n for n in nodes.items if n.metadata.name.startswith("bench-")]
+
+
+async def test_a_graceful_stop_hands_the_lease_back(client: Client, namespace: str) -> None:
+    config = SchedulerConfig(lease_name=f"scheduler-{namespace}", listen_address="")
+    sched = Scheduler(client, config)
+    try:
+        await sched.start()
+        await eventually(lambda: sched.is_leader, what="leads")
+    finally:
+        await sched.stop()
+    lease = await client.get(coordination_pb2.Lease, config.lease_name, namespace="kube-system")
+    assert lease.spec.holder_identity == ""
