@@ -15,6 +15,7 @@ import pytest
 from k8semu.client import Client, NotFound
 from k8semu.kubelet.node import ENDPOINT_ANNOTATION
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
+from k8semu.testing.apiserver import APIServerProcess
 from tests.kubelet.conftest import KubeletProcess, eventually
 
 pytestmark = pytest.mark.slow
@@ -369,7 +370,9 @@ async def test_init_containers_volumes_env_and_terminal_phases(
         namespace, "retried", k.name, ["sh", "-c", "test -e once || { touch once; exit 1; }"],
         restart_policy="OnFailure",
     )  # fmt: skip
-    for p in (done, failed, retried):
+    limited = make_pod(namespace, "limited", k.name, ["sh", "-c", "ulimit -v; exec sleep 300"])
+    limited.spec.containers[0].resources.limits["memory"] = "64Mi"
+    for p in (done, failed, retried, limited):
         await client.create(p)
 
     async def phase(name: str, want: str) -> core_pb2.Pod | None:
@@ -404,3 +407,40 @@ async def test_init_containers_volumes_env_and_terminal_phases(
     s = status_of(p)
     assert s is not None and s.restart_count == 1 and s.state.terminated.exit_code == 0
     assert s.last_state.terminated.exit_code == 1
+
+    # The memory limit is the container's address-space limit (RLIMIT_AS, in KiB for ulimit).
+    lim = await eventually(lambda: _with(get_pod(client, namespace, "limited"), running_pid))
+    lim_log = k.root / "pods" / lim.metadata.uid / "main" / "0.log"
+    await eventually(lambda: lim_log.exists() and lim_log.read_text() == "65536\n", what="ulimit")
+
+
+async def test_api_server_restart_kubelet_carries_on(
+    client: Client,
+    namespace: str,
+    apiserver: APIServerProcess,
+    kubelets: Callable[..., KubeletProcess],
+) -> None:
+    k = kubelets()
+    await client.create(make_pod(namespace, "steady", k.name, ["sleep", "300"]))
+    pod = await eventually(
+        lambda: _with(get_pod(client, namespace, "steady"), running_pid), what="running"
+    )
+    pid = running_pid(pod)
+    apiserver.kill()
+    os.kill(pid, 9)  # the restart happens while the API server is away ...
+    apiserver.start()
+    apiserver.wait_serving()
+
+    async def restarted() -> bool:  # ... and is reported once it is back
+        s = status_of(await get_pod(client, namespace, "steady"))
+        return s is not None and s.restart_count == 1 and s.state.HasField("running")
+
+    await eventually(restarted, timeout=30, what="restart reported after the API came back")
+    lease = await client.get(coordination_pb2.Lease, k.name, namespace="kube-node-lease")
+    before = lease.spec.renew_time.ToNanoseconds()
+
+    async def renewing() -> bool:
+        again = await client.get(coordination_pb2.Lease, k.name, namespace="kube-node-lease")
+        return again.spec.renew_time.ToNanoseconds() > before
+
+    await eventually(renewing, what="lease renewals resumed")
