@@ -575,17 +575,31 @@ def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
         if "proxy" in by and "haproxy" in by:
             ratio = _ratio(getattr(by["proxy"], attr), getattr(by["haproxy"], attr))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
-    for phase in ("bulk_n", "rps", "new_conns"):
+
+    # CPU per unit of work: steadier than the rates on a busy machine.
+    def amount(phase: str, r: PathResult) -> float:
+        if phase == "bulk_n":
+            return opts.bulk_mb / 100
+        if phase == "rps":
+            return r.rps * opts.seconds
+        return r.new_conns_per_s * opts.seconds
+
+    units = {
+        "bulk_n": ("proxy CPU ms per 100 MB", 1e3),
+        "rps": ("proxy CPU us per request", 1e6),
+        "new_conns": ("proxy CPU us per new connection", 1e6),
+    }
+    for phase, (label, scale) in units.items():
         if phase not in opts.phases:
             continue
-        cells = []
+        per: dict[str, float | None] = {}
         for c in cols:
             cpu = by[c].cpu_s.get(phase)
-            cells.append("-" if cpu is None else f"{cpu:.2f}")
-        ratio = "-"
-        if "proxy" in by and "haproxy" in by:
-            ratio = _ratio(by["proxy"].cpu_s.get(phase), by["haproxy"].cpu_s.get(phase))
-        lines.append(f"| proxy CPU s during {phase} | " + " | ".join(cells) + f" | {ratio} |")
+            n = amount(phase, by[c])
+            per[c] = cpu / n * scale if cpu is not None and n else None
+        cells = ["-" if per[c] is None else f"{per[c]:,.0f}" for c in cols]
+        ratio = _ratio(per.get("proxy"), per.get("haproxy"))
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
     lines.append("| errors | " + " | ".join(str(by[c].errors) for c in cols) + " | |")
     if "proxy" in by and "haproxy" in by and set(opts.phases) == set(_PHASES):
         p, h = by["proxy"], by["haproxy"]

@@ -187,9 +187,25 @@ class Frontend:
         self.stats = PortStats()
         self.connections: set[_ClientSide] = set()
         self.loop = asyncio.get_running_loop()
+        self._failures = 0
+        self._failure_logged = -1e9
 
     def update(self, endpoints: tuple[Endpoint, ...], affinity_timeout: float | None) -> None:
         self.balancer.update(endpoints, affinity_timeout)
+
+    def failed(self, tried: int) -> None:
+        """A client closed because no endpoint accepted: logged at most once a second."""
+        self._failures += 1
+        now = self.loop.time()
+        if now - self._failure_logged >= 1.0:
+            log.info(
+                "no endpoint accepted the connection",
+                service=str(self.key),
+                tried=tried,
+                clients=self._failures,
+            )
+            self._failure_logged = now
+            self._failures = 0
 
     def tcp_protocol(self) -> asyncio.Protocol:
         return _ClientSide(self)
@@ -399,7 +415,7 @@ class _ClientSide(asyncio.Protocol):
             else:
                 self.transport.resume_reading()
             return
-        log.info("no endpoint accepted the connection", service=str(f.key), tried=len(candidates))
+        f.failed(len(candidates))
         if greet:
             self.transport.write(b"ERR connect failed\n")
         self.transport.close()
