@@ -202,17 +202,23 @@ class LeaderElector:
                     log.warning("lease taken by another holder", holder=self._leader)
                     return
         except asyncio.CancelledError:
+            # The leader's work ends before the Lease is handed back, so no other candidate
+            # can start while it still runs.
+            await self._stop_work(work)
             if self.config.release_on_cancel:
                 await self._release()
             raise
         finally:
-            self._is_leader = False
-            if work is not None:
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
+            await self._stop_work(work)
             if self._on_stopped is not None:
                 self._call(self._on_stopped)
+
+    async def _stop_work(self, work: asyncio.Task[None] | None) -> None:
+        self._is_leader = False
+        if work is not None and not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
 
     async def _run_leading(self) -> None:
         assert self._on_started is not None
