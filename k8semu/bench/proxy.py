@@ -468,10 +468,10 @@ async def _measure_all(
     for phase in opts.phases:
         for k in range(opts.rounds):
             for path, (host, ports, pid) in targets.items():
-                _say(f"  {phase} round {k + 1}/{opts.rounds}: {path}")
                 before = _processes_cpu_seconds([pid]) if pid else None
                 value, errors = await _phase(phase, host, ports, opts)
                 after = _processes_cpu_seconds([pid]) if pid else None
+                _say(f"  {phase} round {k + 1}/{opts.rounds}: {path}: {value[0]:,.1f}")
                 samples.setdefault((path, phase), []).append(value)
                 if before is not None and after is not None:
                     cpu.setdefault((path, phase), []).append(after - before)
