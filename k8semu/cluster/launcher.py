@@ -176,6 +176,7 @@ class Launcher:
                     log_path=str(c.log_path),
                     data_dir=str(c.data_dir),
                     nodes=list(c.node_names),
+                    health_check=c.health_check,
                 ),
             )
             for c in plan.components
@@ -450,7 +451,10 @@ class Launcher:
             self._waiting(deadline)
 
     def _wait_healthy(self, members: list[_Running], deadline: float) -> None:
-        pending = list(members)
+        pending = [r for r in members if r.plan.health_check]
+        for r in members:
+            if not r.plan.health_check:
+                self._healthy(r, "started")
         answers: dict[str, str] = {}
         while pending:
             self._check_exited(members)

@@ -71,6 +71,8 @@ class ComponentPlan:
     data_dir: Path
     command: str = ""
     node_names: tuple[str, ...] = ()
+    #: False for a hollow-node pool's kubelet: it serves no gRPC (its Nodes' Ready is the check).
+    health_check: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -322,7 +324,9 @@ def kubelet_argv(
         "--server", ",".join(servers),
         "--node-name", node.name,
         "--node-ip", node.node_ip,
-        "--listen-address", f"{_host(node.node_ip)}:{node.kubelet_port}",
+        # A hollow pool's kubelet serves no logs/exec (nor health): its nodes run nothing.
+        "--listen-address",
+        "none" if node.hollow else f"{_host(node.node_ip)}:{node.kubelet_port}",
         "--runtime", node.runtime,
         "--root-dir", str(root_dir),
         "--capacity", ",".join(f"{k}={v}" for k, v in node.capacity),
@@ -362,6 +366,7 @@ def plan_node(
     root = state_dir / NODES_DIR / node.name
     logs = state_dir / LOG_DIR
     kubelet_address = f"{_host(node.node_ip)}:{node.kubelet_port}"
+    ports = {} if node.hollow else {"kubelet": kubelet_address}
     out = [
         ComponentPlan(
             name=f"kubelet-{node.name}",
@@ -370,8 +375,9 @@ def plan_node(
             stage=NODES,
             argv=kubelet_argv(node, servers, root, timings, python),
             address=kubelet_address,
-            ports={"kubelet": kubelet_address},
+            ports=ports,
             origins={"kubelet": f"{node.path}.kubeletPort"},
+            health_check=not node.hollow,
             log_path=logs / f"kubelet-{node.name}.log",
             data_dir=root,
             command="kubelet",

@@ -65,6 +65,8 @@ class ComponentRecord:
     log_path: str = ""
     data_dir: str = ""
     nodes: list[str] = field(default_factory=list)
+    #: False when the process serves no gRPC health (a hollow-node pool's kubelet).
+    health_check: bool = True
 
     def alive(self) -> bool:
         """Whether the recorded process still runs (and is the one recorded, not a reuse of

@@ -55,7 +55,9 @@ class ComponentStatus:
 def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
     """The status of every component of ``state``, as plain data (what ``-o json`` prints)."""
     alive = {c.name: c.alive() for c in state.components}
-    health = probes.health([c.address for c in state.components if alive[c.name]], RPC_TIMEOUT_S)
+    health = probes.health(
+        [c.address for c in state.components if alive[c.name] and c.health_check], RPC_TIMEOUT_S
+    )
     roles: dict[str, str] = {}
     store_leader = None
     members = [
@@ -99,7 +101,9 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
             host=c.host,
             pid=c.pid,
             alive=alive[c.name],
-            health=health.get(c.address, "-") if alive[c.name] else "-",
+            health=(health.get(c.address, "-") if c.health_check else "n/a")
+            if alive[c.name]
+            else "-",
             address=c.address,
             role=roles.get(c.name, ""),
         )
