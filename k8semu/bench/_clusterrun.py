@@ -1,0 +1,539 @@
+"""A whole cluster for one benchmark run: started with ``k8semu up --detach``, stopped with
+``k8semu down``, measured from ``/proc`` in between.
+
+``bench_config()`` writes a cluster config whose every listener is on a free loopback port and
+whose nodes sit on node IPs of their own (``127.0.<octet>.N``, the octet picked at random in
+``NODE_IP_OCTETS``), with address ranges (pod, service, load-balancer) apart from the
+defaults, so a benchmark never collides with a cluster someone else runs on this machine with
+the default ports. ``BenchCluster`` starts it in its own state dir, with its own CLI config
+(``K8SEMU_CONFIG``), so the user's ``~/.k8semu/config`` is never touched, reads ``state.json``
+and stops everything with ``k8semu down``. ``ResourceSampler`` samples CPU seconds and RSS of
+the component processes.
+
+This module signals nothing itself: ``k8semu down`` stops the processes ``k8semu up`` recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import yaml
+
+from k8semu.bench.podstartup import PodTimes
+from k8semu.bench.store import BenchError
+from k8semu.client import Client, ClientError
+from k8semu.cluster.clientconfig import ENV_VAR as CLI_CONFIG_ENV
+from k8semu.cluster.config import NodeSpec, format_duration, load_config
+from k8semu.cluster.plan import kubelet_argv
+from k8semu.cluster.processes import free_loopback_ports
+from k8semu.cluster.state import ClusterState, ComponentRecord, read_state
+from k8semu.pb.api.v1 import core_pb2
+
+__all__ = [
+    "BenchCluster",
+    "ClusterLayout",
+    "ComponentUsage",
+    "Progress",
+    "ResourceSampler",
+    "bench_config",
+    "refine_stamps",
+    "rss_bytes",
+]
+
+# Third octet of the node IPs (127.0.<octet>.N): away from the defaults (127.0.1.x workers,
+# 127.0.2.x hollow pools), different per run so two runs at once do not share node IPs.
+NODE_IP_OCTETS = (16, 250)
+# Address ranges apart from the default cluster's (127.244/16, 127.96/16, 127.100.0/24): a
+# /14 holds 1,024 /24 pod subnets, one per node, enough for the 1,000-hollow-node run.
+CLUSTER_CIDR = "127.248.0.0/14"
+SERVICE_CIDR = "127.97.0.0/16"
+LOAD_BALANCER_POOL = "127.101.0.0/24"
+HOLLOW_POOL = "hollow"
+UP_TIMEOUT_MARGIN_S = 60.0
+DOWN_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterLayout:
+    """What to start. ``hollow_nodes`` > 0 adds one simulated pool of that many nodes
+    (one kubelet process); ``real_nodes`` workers each get a kubelet with ``runtime``."""
+
+    name: str = "bench"
+    store_replicas: int = 3
+    hollow_nodes: int = 0
+    real_nodes: int = 0
+    runtime: str = "process"
+    proxies: bool = True
+    hollow_capacity: tuple[tuple[str, str], ...] = (
+        ("cpu", "32"),
+        ("memory", "128Gi"),
+        ("pods", "110"),
+    )
+    ready_timeout_s: float = 300.0
+    #: Put the hollow pool in the config's ``hollowNodes`` (the launcher starts its kubelet).
+    #: Off by default: the launcher waits for a health server on the pool's kubeletPort, and a
+    #: ``k8semu kubelet --count N`` (N > 1) serves none, so ``k8semu up`` never turns ready.
+    #: Off, ``BenchCluster`` starts the same ``k8semu kubelet`` command (``plan.kubelet_argv``)
+    #: itself once the rest is up, and ends it by pid.
+    hollow_via_launcher: bool = False
+
+
+def _lease_timings(nodes: int) -> dict[str, str]:
+    """Node lease and status timings that keep renewals near 25 writes/s however many nodes
+    there are (the emulator defaults renew every second: 1,000 writes/s at 1,000 nodes)."""
+    renew_ms = max(2_000, nodes * 40)
+    return {
+        "nodeLeaseRenewInterval": format_duration(renew_ms),
+        "nodeLeaseDuration": format_duration(4 * renew_ms),
+        "nodeStatusUpdateFrequency": format_duration(2 * renew_ms),
+        "nodeMonitorGracePeriod": format_duration(5 * renew_ms),
+    }
+
+
+def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str, Any]:
+    """A cluster config (as a YAML-ready dict) on free ports and node IPs of its own."""
+    if layout.hollow_nodes < 0 or layout.real_nodes < 0:
+        raise ValueError("hollow_nodes and real_nodes must be >= 0")
+    if layout.hollow_nodes == 0 and layout.real_nodes == 0:
+        raise ValueError("a benchmark cluster needs nodes")
+    n_ports = 2 * layout.store_replicas + 3 + 2 * layout.real_nodes + 1
+    ports = iter(free_loopback_ports(n_ports))
+    third = octet if octet is not None else random.Random().randrange(*NODE_IP_OCTETS)
+    members = [
+        {
+            "name": f"s{i + 1}",
+            "clientURL": f"http://127.0.0.1:{next(ports)}",
+            "peerURL": f"http://127.0.0.1:{next(ports)}",
+        }
+        for i in range(layout.store_replicas)
+    ]
+    doc: dict[str, Any] = {
+        "kind": "ClusterConfig",
+        "version": "v1alpha1",
+        "name": layout.name,
+        "store": {"replicas": layout.store_replicas, "members": members},
+        "apiServer": {"instances": [{"name": "apiserver-1", "port": next(ports)}]},
+        "scheduler": {"instances": [{"name": "scheduler-1", "port": next(ports)}]},
+        "controllerManager": {"instances": [{"name": "controller-manager-1", "port": next(ports)}]},
+        "network": {
+            "clusterCIDR": CLUSTER_CIDR,
+            "nodeCIDRMaskSize": 24,
+            "serviceCIDR": SERVICE_CIDR,
+            "loadBalancerPool": LOAD_BALANCER_POOL,
+        },
+        "timings": _lease_timings(layout.hollow_nodes + layout.real_nodes),
+        "launcher": {"readyTimeout": format_duration(int(layout.ready_timeout_s * 1000))},
+    }
+    nodes = [
+        {
+            "name": f"node-{i + 1}",
+            "nodeIP": f"127.0.{third}.{i + 1}",
+            "runtime": layout.runtime,
+            "kubeletPort": next(ports),
+            "proxyPort": next(ports),
+            "proxy": layout.proxies,
+        }
+        for i in range(layout.real_nodes)
+    ]
+    kubelet_port = next(ports)
+    doc["nodes"] = nodes
+    if layout.hollow_nodes:
+        doc["hollowNodes"] = [
+            {
+                "name": HOLLOW_POOL,
+                "count": layout.hollow_nodes,
+                "nodeIP": f"127.0.{third}.250",
+                "kubeletPort": kubelet_port,
+                "capacity": dict(layout.hollow_capacity),
+                "labels": {"type": "hollow"},
+            }
+        ]
+    return doc
+
+
+def split_hollow(doc: dict[str, Any]) -> tuple[dict[str, Any], NodeSpec | None]:
+    """The config without its (first) hollow pool, and that pool as a NodeSpec."""
+    pools = doc.get("hollowNodes") or []
+    if not pools:
+        return doc, None
+    rest = {k: v for k, v in doc.items() if k != "hollowNodes"}
+    p = pools[0]
+    spec = NodeSpec(
+        name=p["name"],
+        host="local",
+        node_ip=p["nodeIP"],
+        runtime="simulated",
+        capacity=tuple(p["capacity"].items()),
+        labels=tuple(p["labels"].items()),
+        kubelet_port=p["kubeletPort"],
+        proxy=False,
+        count=p["count"],
+    )
+    return rest, spec
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(coro)
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of ``pid`` (VmRSS in /proc/<pid>/status), None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far, None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class BenchCluster:
+    """One cluster started for a benchmark; ``with BenchCluster(...) as c:`` starts and stops it.
+
+    The state dir (config, state.json, logs, data) is a new temp dir under ``workdir`` and is
+    removed after a clean run unless ``keep``; after a failure it stays for the logs.
+    """
+
+    def __init__(
+        self,
+        layout: ClusterLayout | None = None,
+        *,
+        config: Path | None = None,
+        workdir: Path | None = None,
+        keep: bool = False,
+        say: Any = None,
+    ) -> None:
+        if (layout is None) == (config is None):
+            raise ValueError("give a layout or a config file, not both")
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="k8semu-bench-cluster-", dir=workdir))
+        self.state_dir = self.dir / "state"
+        self.keep = keep
+        self.failed = False
+        self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.hollow: NodeSpec | None = None
+        self.hollow_proc: subprocess.Popen[bytes] | None = None
+        if config is None:
+            assert layout is not None
+            doc = bench_config(layout)
+            if not layout.hollow_via_launcher:
+                doc, self.hollow = split_hollow(doc)
+            self.config_path = self.dir / "cluster.yaml"
+            self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+            self.ready_timeout = layout.ready_timeout_s
+        else:
+            self.config_path = config
+            self.ready_timeout = 600.0
+        self.state: ClusterState | None = None
+        self.up_seconds = 0.0
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env[CLI_CONFIG_ENV] = str(self.dir / "cli-config")
+        return env
+
+    def start(self) -> ClusterState:
+        """``k8semu up -f CONFIG --state-dir DIR --detach``: returns once every component is
+        healthy and every node Ready (BenchError with the output's tail otherwise)."""
+        argv = [
+            sys.executable, "-m", "k8semu", "up",
+            "-f", str(self.config_path),
+            "--state-dir", str(self.state_dir),
+            "--detach",
+        ]  # fmt: skip
+        log = self.dir / "up.log"
+        self._say(f"starting the cluster ({self.config_path}) in {self.state_dir}")
+        t0 = time.monotonic()
+        with log.open("wb") as out:
+            try:
+                rc = subprocess.run(
+                    argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    timeout=self.ready_timeout + UP_TIMEOUT_MARGIN_S,
+                    check=False,
+                ).returncode
+            except subprocess.TimeoutExpired:
+                rc = -1
+        self.up_seconds = time.monotonic() - t0
+        if rc != 0:
+            self.failed = True
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise BenchError(f"`k8semu up` failed (exit {rc}); its output ends:\n{tail}")
+        self.state = read_state(self.state_dir)
+        if self.hollow is not None:
+            self._start_hollow(self.hollow, t0 + self.ready_timeout)
+            self.up_seconds = time.monotonic() - t0
+        self._say(f"cluster up in {self.up_seconds:.1f} s: API {','.join(self.api_servers)}")
+        return self.state
+
+    def _start_hollow(self, node: NodeSpec, deadline: float) -> None:
+        """The hollow pool's ``k8semu kubelet --count N``, as the launcher would start it;
+        returns once the API lists all its nodes Ready."""
+        timings = load_config(self.config_path).timings
+        root = self.state_dir / "nodes" / node.name
+        argv = kubelet_argv(node, tuple(self.api_servers), root, timings, sys.executable)
+        log_path = self.state_dir / "logs" / f"kubelet-{node.name}.log"
+        self._say(f"starting {node.count} hollow nodes (one kubelet process)")
+        with log_path.open("ab") as log:
+            self.hollow_proc = subprocess.Popen(
+                [*argv, "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT
+            )
+        want = set(node.node_names)
+        ready = 0
+        while True:
+            if self.hollow_proc.poll() is not None:
+                self.failed = True
+                raise BenchError(f"the hollow kubelet exited; see {log_path}")
+            ready = _run(self._ready_nodes(want))
+            if ready >= len(want):
+                return
+            if time.monotonic() > deadline:
+                self.failed = True
+                raise BenchError(
+                    f"{ready} of {len(want)} hollow nodes Ready within {self.ready_timeout:g} s"
+                )
+            time.sleep(0.5)
+
+    async def _ready_nodes(self, names: set[str]) -> int:
+        try:
+            async with Client(self.api_servers) as client:
+                nodes = (await client.list(core_pb2.Node)).items
+        except ClientError:
+            return 0
+        return sum(
+            1
+            for n in nodes
+            if n.metadata.name in names
+            and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
+        )
+
+    @property
+    def api_servers(self) -> list[str]:
+        assert self.state is not None, "start() first"
+        return list(self.state.api_servers)
+
+    @property
+    def components(self) -> list[ComponentRecord]:
+        """Every component process: state.json's, and the hollow kubelet started here."""
+        assert self.state is not None, "start() first"
+        out = list(self.state.components)
+        if self.hollow is not None and self.hollow_proc is not None:
+            out.append(
+                ComponentRecord(
+                    name=f"kubelet-{self.hollow.name}",
+                    kind="kubelet",
+                    host="local",
+                    stage=3,
+                    command=[str(a) for a in self.hollow_proc.args],  # type: ignore[union-attr]
+                    pid=self.hollow_proc.pid,
+                    nodes=list(self.hollow.node_names),
+                )
+            )
+        return out
+
+    def stop(self) -> None:
+        """The hollow kubelet (by pid), then ``k8semu down --state-dir DIR``."""
+        proc, self.hollow_proc = self.hollow_proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(DOWN_TIMEOUT_S / 4)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if not (self.state_dir / "state.json").exists():
+            return
+        argv = [sys.executable, "-m", "k8semu", "down", "--state-dir", str(self.state_dir)]
+        with (self.dir / "down.log").open("wb") as out:
+            rc = subprocess.run(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                timeout=DOWN_TIMEOUT_S,
+                check=False,
+            ).returncode
+        if rc != 0:
+            self.failed = True
+            self._say(f"`k8semu down` exited {rc}; see {self.dir / 'down.log'}")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.stop()
+        finally:
+            if exc is not None:
+                self.failed = True
+            if self.keep or self.failed:
+                self._say(f"cluster config, logs and data kept in {self.dir}")
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class ComponentUsage:
+    """CPU seconds used and peak RSS seen of one component over the sampled interval."""
+
+    name: str
+    kind: str
+    pid: int
+    cpu_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    samples: int = 0
+    nodes: int = 0
+    _cpu0: float | None = field(default=None, repr=False)
+    _cpu_last: float | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "pid": self.pid,
+            "nodes": self.nodes,
+            "cpu_s": round(self.cpu_s, 3),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "samples": self.samples,
+        }
+
+
+class ResourceSampler:
+    """Samples every component's CPU time and RSS from /proc every ``interval`` seconds
+    while running (``async with``); ``usage`` holds the figures afterwards."""
+
+    def __init__(self, components: Sequence[ComponentRecord], interval: float = 0.5) -> None:
+        self.interval = interval
+        self.usage = [
+            ComponentUsage(name=c.name, kind=c.kind, pid=c.pid, nodes=len(c.nodes))
+            for c in components
+            if c.pid > 0
+        ]
+        self.started = 0.0
+        self.seconds = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        for u in self.usage:
+            cpu = cpu_seconds(u.pid)
+            rss = rss_bytes(u.pid)
+            if cpu is not None:
+                if u._cpu0 is None:
+                    u._cpu0 = cpu
+                u._cpu_last = cpu
+                u.cpu_s = cpu - u._cpu0
+            if rss is not None:
+                u.peak_rss_mb = max(u.peak_rss_mb, rss / 2**20)
+                u.samples += 1
+
+    async def _loop(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval)
+
+    async def __aenter__(self) -> Self:
+        self.started = time.monotonic()
+        self.sample()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.sample()
+        self.seconds = time.monotonic() - self.started
+
+
+class Progress:
+    """One status line on stderr: rewritten in place (``\\r``) on a terminal, else printed
+    at most every ``every`` seconds so a log file stays short."""
+
+    def __init__(self, *, enabled: bool = True, every: float = 10.0) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.every = every
+        self._last = 0.0
+        self._shown = False
+        self._t0 = time.monotonic()
+
+    def show(self, text: str) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        line = f"{text}  {now - self._t0:6.1f} s"
+        if self.tty:
+            sys.stderr.write(f"\r{line}\x1b[K")
+            sys.stderr.flush()
+            self._shown = True
+        elif now - self._last >= self.every:
+            self._last = now
+            print(line, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._shown = False
+
+
+def refine_stamps(times: Sequence[PodTimes], *, created_exact: bool) -> None:
+    """Place the whole-second server stamps of each pod inside what the watch saw.
+
+    creationTimestamp, PodScheduled's lastTransitionTime and status.startTime are truncated to
+    the second, so the true moment lies in [stamp, stamp + 1 s); it also lies between the
+    phases around it (scheduled: after created, before the bind was seen; started: after the
+    bind was seen, before Running was seen). Each stamp becomes the middle of the intersection
+    of the two intervals (the nearer bound when they do not meet). ``created_exact``: created
+    is the client's own clock, left as it is. Changes ``times`` in place.
+    """
+
+    def place(stamp: float, lo: float, hi: float) -> float:
+        a, b = max(stamp, lo), min(stamp + 1.0, hi)
+        if a <= b:
+            return (a + b) / 2
+        return min(max(stamp, lo), hi)
+
+    for t in times:
+        if not (t.bound and t.running):
+            continue
+        if not created_exact and t.created:
+            t.created = place(t.created, 0.0, t.bound)
+        if t.scheduled:
+            t.scheduled = place(t.scheduled, t.created, t.bound)
+        if t.started:
+            t.started = place(t.started, t.bound, t.running)
