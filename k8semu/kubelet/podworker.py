@@ -605,10 +605,11 @@ class PodWorker:
                     self._ended(rec, info, handle.started_at, handle.container_id)
 
         await asyncio.gather(*(stop(rec) for rec in running))
-        if pod is not None:
-            await self.host.finish_delete(pod)
+        # Reclaim everything first; the pod object goes last (a failed delete is retried).
         self.host.release_ip(self.uid)
         await self.host.runtime.remove_pod(self.uid)
+        if pod is not None:
+            await self.host.finish_delete(pod)
 
     # ---- status ----
 

@@ -426,6 +426,10 @@ async def test_api_server_restart_kubelet_carries_on(
         lambda: _with(get_pod(client, namespace, "steady"), running_pid), what="running"
     )
     pid = running_pid(pod)
+    await eventually(
+        lambda: client.get(coordination_pb2.Lease, k.name, namespace="kube-node-lease"),
+        what="lease",
+    )
     apiserver.kill()
     os.kill(pid, 9)  # the restart happens while the API server is away ...
     apiserver.start()
