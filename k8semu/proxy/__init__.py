@@ -13,7 +13,7 @@ without any API server: benchmarks and tests do. See docs/proxy.md.
 
 from k8semu.proxy.datapath import DEFAULT_DATA_PATH, DataPathConfig
 from k8semu.proxy.proxier import PortSnapshot, Proxier
-from k8semu.proxy.server import ProxyConfig, ProxyServer
+from k8semu.proxy.server import ProxyConfig, ProxyServer, get_metrics
 from k8semu.proxy.table import Endpoint, ListenAddress, PortKey, PortRule, build_table
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "ProxyConfig",
     "ProxyServer",
     "build_table",
+    "get_metrics",
 ]

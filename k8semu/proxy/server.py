@@ -200,6 +200,17 @@ class ProxyServer:
         return out
 
 
+async def get_metrics(
+    address: str, *, namespace: str = "", service: str = "", timeout: float = 5.0
+) -> proxy_pb2.ProxyMetrics:
+    """One proxy's metrics (for the autoscaler, the dashboard, scripts): `address` is its
+    `--listen-address`. Raises grpc.aio.AioRpcError when it does not answer."""
+    async with transport.channel(address) as channel:
+        stub = proxy_pb2_grpc.ProxyStub(channel)
+        request = proxy_pb2.GetMetricsRequest(namespace=namespace, service=service)
+        return await stub.GetMetrics(request, timeout=timeout)
+
+
 def snapshot_messages(
     proxier: Proxier, namespace: str = "", service: str = ""
 ) -> Sequence[proxy_pb2.ServicePortMetrics]:
@@ -235,5 +246,6 @@ __all__ = [
     "DEFAULT_TUNNEL_PORT",
     "ProxyConfig",
     "ProxyServer",
+    "get_metrics",
     "snapshot_messages",
 ]

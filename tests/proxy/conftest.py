@@ -28,7 +28,8 @@ from k8semu.api import manifest
 from k8semu.client import Client, Retries
 from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.pb.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from k8semu.pb.proxy.v1 import proxy_pb2
+from k8semu.proxy import get_metrics
 from k8semu.testing.apiserver import APIServerProcess
 
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
@@ -157,10 +158,7 @@ class ProxyProcess:
                 self.proc.wait()
 
     async def metrics(self, namespace: str = "", service: str = "") -> proxy_pb2.ProxyMetrics:
-        async with grpc.aio.insecure_channel(self.metrics_address) as channel:
-            stub = proxy_pb2_grpc.ProxyStub(channel)
-            req = proxy_pb2.GetMetricsRequest(namespace=namespace, service=service)
-            return await stub.GetMetrics(req, timeout=5)
+        return await get_metrics(self.metrics_address, namespace=namespace, service=service)
 
 
 @pytest.fixture(scope="module")
