@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from google.protobuf import timestamp_pb2
 
 from k8semu.api.quantity import parse_quantity
+from k8semu.client import ClientError
 from k8semu.client.events import NORMAL, WARNING, EventRecorder
 from k8semu.kubelet.backoff import Backoff
 from k8semu.kubelet.config import KubeletConfig
@@ -288,7 +289,7 @@ class PodWorker:
         rec.restart_count = handle.restart
         rec.started = not rec.spec.HasField("startup_probe")
         rec.ready = False
-        rec.env = dict(self.host.base_env())
+        rec.env = {}  # rebuilt on the first exec (it needs API reads)
         self._watch(rec, handle)
         log.info("container adopted", pod=f"{self.namespace}/{self.name}", container=rec.name)
 
@@ -562,10 +563,29 @@ class PodWorker:
         self._event(NORMAL, "Killing", f"Container {rec.name} {why}, will be restarted")
         await self.host.runtime.stop(handle, grace)
 
+    async def _rebuild_env(self, rec: ContainerRecord) -> dict[str, str]:
+        """The environment of an adopted container, built again as at its start (best
+        effort: the ConfigMaps, Secrets and Services of now)."""
+        host = self.host
+        try:
+            config_maps, secrets = await host.lookup_refs(self.pod)
+            facts = PodFacts(pod_ip=self.pod_ip, host_ip=host.node_ip, node_name=host.node_name)
+            env = container_env(
+                self.pod, rec.spec, facts, config_maps=config_maps, secrets=secrets,
+                services=host.services(), where=rec.where,
+            )  # fmt: skip
+        except (EnvError, ClientError) as exc:
+            log.info("exec environment incomplete", pod=self.name, container=rec.name,
+                     error=str(exc))  # fmt: skip
+            env = {}
+        return {**host.base_env(), **env}
+
     async def exec(
         self, rec: ContainerRecord, argv: Sequence[str], stdin: bytes, timeout: float
     ) -> tuple[int, bytes, bytes]:
         """Run `argv` in `rec`'s environment (the env of its current or last run)."""
+        if not rec.env:
+            rec.env = await self._rebuild_env(rec)
         launch = Launch(
             pod_uid=self.uid,
             pod_namespace=self.namespace,

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from k8semu import transport
 from k8semu.client import Client, NotFound
 from k8semu.kubelet.node import ENDPOINT_ANNOTATION
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
+from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
 from k8semu.testing.apiserver import APIServerProcess
 from tests.kubelet.conftest import KubeletProcess, eventually
 
@@ -318,6 +320,15 @@ async def test_kubelet_sigkill_restart_adopts_containers(
     assert pid_alive(pid)
     assert _children_of_session(pid) == [pid]
     assert "container adopted" in k.output()
+    # exec in an adopted container has the container's environment again
+    async with transport.channel(f"127.0.0.1:{k.port}") as channel:
+        stub = kubelet_pb2_grpc.KubeletStub(channel)
+        req = kubelet_pb2.ExecRequest(
+            namespace=namespace, pod="keep", command=["sh", "-c", "echo $POD_NAME $POD_IP"]
+        )
+        resp = await stub.Exec(req, timeout=30)
+    assert resp.exit_code == 0
+    assert resp.stdout.decode().split() == ["keep", pod.status.pod_ip]
 
 
 def _children_of_session(sid: int) -> list[int]:
