@@ -40,7 +40,7 @@ from pathlib import Path
 from k8semu.cluster import clientconfig
 from k8semu.cluster.config import format_duration
 from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
-from k8semu.cluster.plan import API, NODES, STAGES, STORE, ComponentPlan, Plan
+from k8semu.cluster.plan import API, CONTROL, NODES, STAGES, STORE, ComponentPlan, Plan
 from k8semu.cluster.probes import SERVING, Probes, agreed_leader
 from k8semu.cluster.state import (
     KUBECONFIG_FILE,
@@ -291,10 +291,13 @@ class Launcher:
         for name, reason in plan.skipped:
             self._say(f"  skipped {name}: {reason}")
         self._write_clientconfig()
+        remote_api_seen = False
         for stage, title in enumerate(STAGES):
             members = [r for r in self._running if r.plan.stage == stage]
             if stage == API and plan.store_external:
                 self._wait_external_store(deadline)
+            if stage in (CONTROL, NODES) and members and not remote_api_seen:
+                remote_api_seen = self._local_api() or self._wait_remote_api(deadline)
             if not members:
                 if stage == STORE and plan.store_members and not plan.store_external:
                     self._wait_store_leader(deadline)
@@ -450,6 +453,28 @@ class Launcher:
                 )
             self._waiting(deadline)
 
+    def _local_api(self) -> bool:
+        return any(r.plan.stage == API for r in self._running)
+
+    def _wait_remote_api(self, deadline: float) -> bool:
+        """On a host with no API server of its own, wait for one elsewhere to serve."""
+        servers = self.plan.api_servers
+        self._say(f"  waiting for an API server on another host ({', '.join(servers)})")
+        health: dict[str, str] = {}
+        while True:
+            health = self._probes.health(servers, RPC_TIMEOUT_S)
+            serving = [a for a, h in health.items() if h == SERVING]
+            if serving:
+                self._say(f"  API server {serving[0]:<19} serving{'':<22} {self._elapsed()}")
+                return True
+            if time.monotonic() >= deadline:
+                raise LaunchError(
+                    f"no API server answers within"
+                    f" {format_duration(self.plan.launcher.ready_timeout_ms)}"
+                    f" (launcher.readyTimeout): {health}"
+                )
+            self._waiting(deadline)
+
     def _wait_healthy(self, members: list[_Running], deadline: float) -> None:
         pending = [r for r in members if r.plan.health_check]
         for r in members:
@@ -570,6 +595,7 @@ class Launcher:
                 self.plan.store_external or (a for _, a in self.plan.store_members)
             ),
             kubeconfig=str(self.state_dir / KUBECONFIG_FILE) if self.plan.api_servers else "",
+            store_members=[[n, a] for n, a in self.plan.store_members],
             components=[r.record for r in self._running],
         )
         write_state(self.state_dir, state)

@@ -88,6 +88,8 @@ class ClusterState:
     launcher_start_time: int = 0
     api_servers: list[str] = field(default_factory=list)
     store_endpoints: list[str] = field(default_factory=list)
+    #: Every store member as [name, client address], those of other hosts too.
+    store_members: list[list[str]] = field(default_factory=list)
     kubeconfig: str = ""
     components: list[ComponentRecord] = field(default_factory=list)
     version: int = STATE_VERSION

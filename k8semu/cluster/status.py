@@ -60,18 +60,20 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
     )
     roles: dict[str, str] = {}
     store_leader = None
-    members = [
-        (c.name.removeprefix("store-"), c.address)
+    local = {
+        c.name.removeprefix("store-")
         for c in state.components
         if c.stage == STORE and alive[c.name]
+    }
+    # Every member is asked (those of other hosts too): a leader needs a quorum of them all.
+    members = [(n, a) for n, a in state.store_members] or [
+        (c.name.removeprefix("store-"), c.address) for c in state.components if c.stage == STORE
     ]
     if members:
         statuses = probes.store_statuses(members, RPC_TIMEOUT_S)
-        # A quorum is counted over the whole store (other hosts' members too).
-        size = max(len(state.store_endpoints), len(members))
-        store_leader = agreed_leader(statuses, size)
+        store_leader = agreed_leader(statuses, len(members))
         for name, st in statuses.items():
-            if isinstance(st, rpc_pb2.StatusResponse):
+            if name in local and isinstance(st, rpc_pb2.StatusResponse):
                 roles[f"store-{name}"] = "leader" if name == store_leader else "follower"
     leases: dict[str, str] = {}
     nodes: dict[str, bool] = {}
@@ -164,6 +166,15 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip()
 
 
+def _store_leader(state: ClusterState) -> str | None:
+    probes = Probes()
+    try:
+        members = [(n, a) for n, a in state.store_members]
+        return agreed_leader(probes.store_statuses(members, RPC_TIMEOUT_S / 2), len(members))
+    finally:
+        probes.close()
+
+
 @dataclass(slots=True)
 class DownReport:
     stopped: list[str]
@@ -195,11 +206,21 @@ def down(
     pods = {pid: st for pid, st in processes_of(kubelets, state_dir).items() if pid not in ours}
     killed: list[int] = []
     for stage in reversed(range(len(STAGES))):
-        members = {c.pid: c.start_time for c in live if c.stage == stage}
-        if members:
-            names = ", ".join(c.name for c in live if c.stage == stage)
-            say(f"stopping {STAGES[stage]}: {names}")
-            k, _ = terminate(members, grace)
+        in_stage = [c for c in live if c.stage == stage]
+        if not in_stage:
+            pass
+        elif stage == STORE and len(in_stage) > 1:
+            # Followers first: a leader told to stop while its followers stop too waits for a
+            # leadership handover that cannot happen (etcd: until its SIGKILL).
+            leader = _store_leader(state)
+            in_stage.sort(key=lambda c: c.name == f"store-{leader}")
+            say(f"stopping {STAGES[stage]}: {', '.join(c.name for c in in_stage)}")
+            for group in (in_stage[:-1], in_stage[-1:]):
+                k, _ = terminate({c.pid: c.start_time for c in group}, grace)
+                killed += k
+        else:
+            say(f"stopping {STAGES[stage]}: {', '.join(c.name for c in in_stage)}")
+            k, _ = terminate({c.pid: c.start_time for c in in_stage}, grace)
             killed += k
         if stage == len(STAGES) - 1 and pods:
             say(f"stopping {len(pods)} pod processes of the kubelets")
