@@ -11,6 +11,8 @@ BENCHMARKS: dict[str, str] = {
     "store": "store",
     "api": "api",
     "proxy": "proxy",
+    "pods": "pods",
+    "cluster": "cluster",
 }
 
 

@@ -1,0 +1,743 @@
+"""A clusterloader2-like density run on a whole cluster: ``k8semu bench cluster``.
+
+This module owns ``k8semu bench cluster``. It starts a cluster with ``k8semu up`` (by default
+3 store replicas, an API server, a scheduler, a controller manager and ``--nodes`` hollow
+nodes in one simulated kubelet process, all on free ports: ``k8semu.bench._clusterrun``; or
+the ``--config`` given), then from one Python client process:
+
+1. creates ``--namespaces`` namespaces, then in each ``--deployments`` Deployments of
+   ``--replicas`` pods and one Service per Deployment, at ``--rate`` objects/s on an absolute
+   schedule (the namespaces first, so no object waits for its namespace);
+2. waits until a watch saw every pod Running, listing Deployments and getting one every
+   ``--poll-interval`` seconds meanwhile (the progress line shows the counts);
+3. reports:
+
+API call latency
+    client-side, send to reply, of every call it makes (``TimedClient``), per verb and
+    resource: p50/p90/p99 against Kubernetes' API call latency SLOs (mutating and get
+    p99 <= 1 s; list p99 <= 5 s namespace-scoped, 30 s cluster-scoped).
+pod startup
+    creation -> Running seen by a watch, with the phases (``k8semu.bench.podstartup``); the
+    ReplicaSet controller creates the pods, so "created" is creationTimestamp, placed within
+    its (whole) second (``_clusterrun.refine_stamps``). SLO: p99 <= 5 s.
+scheduler throughput
+    pods bound / (last bind seen - first pod created), and the most binds seen in one second.
+watch delay
+    per object written: from the write's reply to a watcher of the same resource (its own
+    connection) seeing the ADDED event; negative when the event beat the reply.
+resource use
+    CPU seconds and peak RSS of every component process in state.json (and the hollow
+    kubelet), sampled from /proc over the run.
+
+Output: a Markdown table on stdout, ``--json FILE``, ``--plot FILE.png`` (CDFs; needs the
+``bench`` extra, matplotlib). Bounded by counts and ``--timeout``; traffic stays on 127/8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from k8semu.api import kinds
+from k8semu.bench import podstartup
+from k8semu.bench._clusterrun import (
+    BenchCluster,
+    ClusterLayout,
+    Progress,
+    ResourceSampler,
+    refine_stamps,
+)
+from k8semu.bench.store import (
+    BenchError,
+    _percentile,
+    _positive_float,
+    _positive_int,
+    _say,
+    environment,
+)
+from k8semu.client import Client, ClientError, EventType
+from k8semu.cluster.errors import ClusterError
+from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
+
+__all__ = [
+    "ClusterBenchOptions",
+    "ClusterBenchResult",
+    "TimedClient",
+    "main",
+    "plot",
+    "render",
+    "run",
+]
+
+M = TypeVar("M", bound=Message)
+
+# Kubernetes' SLOs (p99, seconds).
+SLO_MUTATING_S = 1.0
+SLO_GET_S = 1.0
+SLO_LIST_NAMESPACE_S = 5.0
+SLO_LIST_CLUSTER_S = 30.0
+SLO_STARTUP_S = 5.0
+MUTATING = ("create", "update", "patch", "delete")
+WATCHED = (core_pb2.Namespace, apps_pb2.Deployment, core_pb2.Service)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterBenchOptions:
+    """The workload: ``namespaces * deployments * replicas`` pods."""
+
+    namespaces: int = 5
+    deployments: int = 4
+    replicas: int = 10
+    rate: float = 20.0  # objects created per second
+    nodes: int = 100  # hollow nodes of the default topology
+    writers: int = 16
+    poll_interval: float = 1.0
+    timeout: float = 300.0  # for every pod to run
+    ready_timeout: float = 600.0
+    progress: bool = True
+
+    @property
+    def objects(self) -> int:
+        return self.namespaces * (1 + 2 * self.deployments)
+
+    @property
+    def pods(self) -> int:
+        return self.namespaces * self.deployments * self.replicas
+
+
+@dataclass
+class LatencyRow:
+    """Milliseconds, over ``count`` samples."""
+
+    name: str
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    slo: str = ""
+    passed: bool | None = None
+    errors: int = 0
+
+
+@dataclass
+class ClusterBenchResult:
+    options: ClusterBenchOptions
+    config: str = ""
+    cluster_up_s: float = 0.0
+    create_seconds: float = 0.0
+    max_slip_s: float = 0.0
+    wait_seconds: float = 0.0
+    pods_created: int = 0
+    pods_bound: int = 0
+    pods_running: int = 0
+    api: list[LatencyRow] = field(default_factory=list)
+    startup: list[LatencyRow] = field(default_factory=list)
+    watch: list[LatencyRow] = field(default_factory=list)
+    binds_per_s: float = 0.0
+    peak_binds_per_s: int = 0
+    components: list[dict[str, Any]] = field(default_factory=list)
+    sampled_seconds: float = 0.0
+    timed_out: bool = False
+    error: str = ""
+    # Raw samples for the plot (seconds); left out of the JSON.
+    samples: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+
+# -- the client, timed -------------------------------------------------------------------------
+
+
+class TimedClient:
+    """The calls the benchmark makes, each timed from send to reply into ``latencies``
+    (key ``"<verb> <resource>"``, plus `` (cluster)`` for lists across namespaces)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.latencies: dict[str, list[float]] = {}
+        self.errors: dict[str, int] = {}
+        self.last_error = ""
+
+    def _record(self, key: str, seconds: float) -> None:
+        self.latencies.setdefault(key, []).append(seconds)
+
+    def _failed(self, key: str, exc: ClientError) -> None:
+        self.errors[key] = self.errors.get(key, 0) + 1
+        self.last_error = str(exc)
+
+    async def create(self, obj: M) -> M:
+        key = f"create {kinds.for_message(obj).plural}"
+        t0 = time.perf_counter()
+        try:
+            out = await self.client.create(obj)
+        except ClientError as exc:
+            self._failed(key, exc)
+            raise
+        self._record(key, time.perf_counter() - t0)
+        return out
+
+    async def get(self, kind: type[M], name: str, *, namespace: str = "") -> M:
+        key = f"get {kinds.for_message(kind).plural}"
+        t0 = time.perf_counter()
+        try:
+            out = await self.client.get(kind, name, namespace=namespace)
+        except ClientError as exc:
+            self._failed(key, exc)
+            raise
+        self._record(key, time.perf_counter() - t0)
+        return out
+
+    async def list(self, kind: type[M], *, namespace: str | None = None) -> list[M]:
+        key = f"list {kinds.for_message(kind).plural}" + ("" if namespace else " (cluster)")
+        t0 = time.perf_counter()
+        try:
+            out = await self.client.list(kind, namespace=namespace)
+        except ClientError as exc:
+            self._failed(key, exc)
+            raise
+        self._record(key, time.perf_counter() - t0)
+        return list(out.items)
+
+
+# -- the workload ------------------------------------------------------------------------------
+
+
+def _namespace(name: str) -> core_pb2.Namespace:
+    ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
+    ns.metadata.name = name
+    return ns
+
+
+def _deployment(name: str, namespace: str, replicas: int) -> apps_pb2.Deployment:
+    d = apps_pb2.Deployment(api_version="apps/v1", kind="Deployment")
+    d.metadata.name, d.metadata.namespace = name, namespace
+    d.metadata.labels["app"] = name
+    d.spec.replicas = replicas
+    d.spec.selector.match_labels["app"] = name
+    t = d.spec.template
+    t.metadata.labels.update({"app": name, "bench": "cluster"})
+    c = t.spec.containers.add(name="main", image="busybox")
+    c.command.extend(["sleep", "3600"])  # real on a process-runtime node, free on a hollow one
+    c.resources.requests.update({"cpu": "10m", "memory": "16Mi"})
+    t.spec.termination_grace_period_seconds = 0
+    return d
+
+
+def _service(name: str, namespace: str) -> core_pb2.Service:
+    s = core_pb2.Service(api_version="v1", kind="Service")
+    s.metadata.name, s.metadata.namespace = name, namespace
+    s.spec.selector["app"] = name
+    s.spec.ports.add(
+        name="http", protocol="TCP", port=80, target_port=meta_pb2.IntOrString(int_val=8080)
+    )
+    return s
+
+
+class _Watchers:
+    """One watch per kind in WATCHED, each on its own connection; ADDED times per object."""
+
+    def __init__(self, api_servers: Sequence[str]) -> None:
+        self.clients = [Client(list(api_servers)) for _ in WATCHED]
+        self.seen: dict[tuple[str, str, str], float] = {}  # (plural, namespace, name) -> time
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for client, kind in zip(self.clients, WATCHED, strict=True):
+            listed: Any = await client.list(kind, limit=1)
+            self.tasks.append(
+                asyncio.get_running_loop().create_task(
+                    self._watch(client, kind, listed.resource_version)
+                )
+            )
+
+    async def _watch(self, client: Client, kind: type[Message], rv: str) -> None:
+        plural = kinds.for_message(kind).plural
+        while True:
+            try:
+                async for ev in client.watch(kind, resource_version=rv):
+                    now = time.perf_counter()
+                    m = getattr(ev.object, "metadata")  # noqa: B009 - WATCHED kinds have one
+                    rv = m.resource_version or rv
+                    if ev.type == EventType.ADDED:
+                        self.seen.setdefault((plural, m.namespace, m.name), now)
+            except ClientError:
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for c in self.clients:
+            await c.close()
+
+
+async def run_workload(
+    api_servers: Sequence[str],
+    opts: ClusterBenchOptions,
+    result: ClusterBenchResult,
+) -> None:
+    """Create the objects, wait for the pods, fill ``result`` (not the resource use)."""
+    run_id = secrets.token_hex(3)
+    prefix = f"bench-{run_id}"
+    perf = time.perf_counter
+    acked: dict[tuple[str, str, str], float] = {}
+    watchers = _Watchers(api_servers)
+    progress = Progress(enabled=opts.progress)
+    async with Client(list(api_servers)) as raw, Client(list(api_servers)) as tracker_client:
+        client = TimedClient(raw)
+        tracker = podstartup.PodStartupTracker(tracker_client, prefix=f"{prefix}-")
+        await tracker.start()
+        await watchers.start()
+        namespaces = [f"{prefix}-n{i}" for i in range(opts.namespaces)]
+        objects: list[Message] = []
+        for ns in namespaces:
+            for j in range(opts.deployments):
+                name = f"{prefix}-d{j}"
+                objects.append(_deployment(name, ns, opts.replicas))
+                objects.append(_service(name, ns))
+        state = {"sent": 0, "done": 0}
+        slip = [0.0]
+        start = perf() + 0.01
+
+        async def paced(items: Sequence[Message], offset: int) -> None:
+            """Create ``items``; item k is due at start + (offset + k) / rate."""
+            nxt = iter(range(len(items)))
+
+            async def writer() -> None:
+                for k in nxt:
+                    due = start + (offset + k) / opts.rate
+                    delay = due - perf()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    slip[0] = max(slip[0], perf() - due)
+                    obj = items[k]
+                    state["sent"] += 1
+                    m = getattr(obj, "metadata")  # noqa: B009 - every kind here has one
+                    key = (kinds.for_message(obj).plural, m.namespace, m.name)
+                    with contextlib.suppress(ClientError):
+                        await client.create(obj)
+                        acked[key] = perf()
+                    state["done"] += 1
+
+            await asyncio.gather(*(writer() for _ in range(opts.writers)))
+
+        async def show() -> None:
+            while True:
+                progress.show(
+                    f"objects {state['done']}/{opts.objects}  pods bound"
+                    f" {tracker.count('bound')}  running {tracker.count('running')}/{opts.pods}"
+                )
+                await asyncio.sleep(0.5)
+
+        shower = asyncio.get_running_loop().create_task(show())
+        try:
+            t0 = perf()
+            await paced([_namespace(ns) for ns in namespaces], 0)
+            await paced(objects, len(namespaces))
+            result.create_seconds = perf() - t0
+            result.max_slip_s = slip[0]
+            # Wait for the pods, reading as a user's tooling would meanwhile.
+            t1 = perf()
+            deadline = t1 + opts.timeout
+            while tracker.count("running") < opts.pods:
+                if perf() > deadline:
+                    result.timed_out = True
+                    break
+                with contextlib.suppress(ClientError):
+                    await client.list(apps_pb2.Deployment, namespace=namespaces[0])
+                    await client.get(apps_pb2.Deployment, f"{prefix}-d0", namespace=namespaces[-1])
+                    await client.list(apps_pb2.Deployment)
+                await asyncio.sleep(opts.poll_interval)
+            result.wait_seconds = perf() - t1
+            # Let the watchers catch up with the last writes before reading them.
+            for _ in range(50):
+                if all(k in watchers.seen for k in acked):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            shower.cancel()
+            progress.done()
+            await watchers.stop()
+            await tracker.stop()
+
+    times = list(tracker.pods.values())
+    result.pods_created = len(times)
+    result.pods_bound = sum(1 for t in times if t.bound)
+    result.pods_running = sum(1 for t in times if t.running)
+    refine_stamps(times, created_exact=False)
+    _fill_api(result, client)
+    _fill_startup(result, times)
+    _fill_watch(result, acked, watchers.seen)
+    _fill_binds(result, times)
+
+
+def _row(
+    name: str, values: Sequence[float], slo: str = "", limit: float | None = None
+) -> LatencyRow:
+    s = sorted(values)
+    p99 = _percentile(s, 99)
+    return LatencyRow(
+        name=name,
+        count=len(s),
+        p50_ms=_percentile(s, 50) * 1e3,
+        p90_ms=_percentile(s, 90) * 1e3,
+        p99_ms=p99 * 1e3,
+        max_ms=(s[-1] if s else 0.0) * 1e3,
+        slo=slo,
+        passed=None if limit is None else bool(s) and p99 <= limit,
+    )
+
+
+def _api_slo(key: str) -> tuple[str, float]:
+    verb = key.split(" ")[0]
+    if verb in MUTATING:
+        return f"mutating p99 <= {SLO_MUTATING_S:g} s", SLO_MUTATING_S
+    if verb == "get":
+        return f"get p99 <= {SLO_GET_S:g} s", SLO_GET_S
+    if key.endswith("(cluster)"):
+        return f"cluster list p99 <= {SLO_LIST_CLUSTER_S:g} s", SLO_LIST_CLUSTER_S
+    return f"namespace list p99 <= {SLO_LIST_NAMESPACE_S:g} s", SLO_LIST_NAMESPACE_S
+
+
+def _fill_api(result: ClusterBenchResult, client: TimedClient) -> None:
+    for key in sorted(set(client.latencies) | set(client.errors)):
+        values = client.latencies.get(key, [])
+        slo, limit = _api_slo(key)
+        row = _row(key, values, slo, limit)
+        row.errors = client.errors.get(key, 0)
+        if row.errors:
+            row.passed = False
+        result.api.append(row)
+        result.samples[f"API {key}"] = values
+
+
+def _fill_startup(result: ClusterBenchResult, times: Sequence[podstartup.PodTimes]) -> None:
+    for phase, s in podstartup.breakdown(times).items():
+        if phase == "startup":
+            row = LatencyRow(
+                name="pod startup (created -> Running seen)",
+                count=s.count,
+                p50_ms=s.p50 * 1e3,
+                p90_ms=s.p90 * 1e3,
+                p99_ms=s.p99 * 1e3,
+                max_ms=s.max * 1e3,
+                slo=f"p99 <= {SLO_STARTUP_S:g} s",
+                passed=s.count == result.options.pods and s.p99 <= SLO_STARTUP_S,
+            )
+        else:
+            row = LatencyRow(
+                name=phase,
+                count=s.count,
+                p50_ms=s.p50 * 1e3,
+                p90_ms=s.p90 * 1e3,
+                p99_ms=s.p99 * 1e3,
+                max_ms=s.max * 1e3,
+            )
+        result.startup.append(row)
+    done = [t for t in times if t.running]
+    result.samples["pod startup"] = [t.running - t.created for t in done]
+
+
+def _fill_watch(
+    result: ClusterBenchResult,
+    acked: dict[tuple[str, str, str], float],
+    seen: dict[tuple[str, str, str], float],
+) -> None:
+    for kind in WATCHED:
+        plural = kinds.for_message(kind).plural
+        delays = [seen[k] - t for k, t in acked.items() if k[0] == plural and k in seen]
+        missed = sum(1 for k in acked if k[0] == plural and k not in seen)
+        row = _row(f"watch {plural}: reply -> ADDED seen", delays)
+        row.errors = missed
+        result.watch.append(row)
+        result.samples[f"watch {plural}"] = delays
+
+
+def _fill_binds(result: ClusterBenchResult, times: Sequence[podstartup.PodTimes]) -> None:
+    bound = sorted(t.bound for t in times if t.bound)
+    if not bound:
+        return
+    first = min(t.created for t in times if t.created)
+    result.binds_per_s = len(bound) / max(1e-9, bound[-1] - first)
+    # The most binds seen within any one second (sliding window).
+    best, lo = 0, 0
+    for hi, b in enumerate(bound):
+        while b - bound[lo] > 1.0:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    result.peak_binds_per_s = best
+
+
+def run(
+    opts: ClusterBenchOptions,
+    *,
+    config: Path | None = None,
+    workdir: Path | None = None,
+    keep: bool = False,
+) -> ClusterBenchResult:
+    """Start the cluster (``config``, else the default bench topology), run, stop it."""
+    result = ClusterBenchResult(options=opts)
+    layout = None
+    if config is None:
+        layout = ClusterLayout(
+            name="bench-cluster",
+            store_replicas=3,
+            hollow_nodes=opts.nodes,
+            ready_timeout_s=opts.ready_timeout,
+        )
+        result.config = (
+            f"generated: 3 store replicas, 1 API server, 1 scheduler, 1 controller manager,"
+            f" {opts.nodes} hollow nodes (one kubelet process)"
+        )
+    else:
+        result.config = str(config)
+    try:
+        with BenchCluster(layout, config=config, workdir=workdir, keep=keep, say=_say) as c:
+            c.start()
+            result.cluster_up_s = c.up_seconds
+            components = c.components
+
+            async def measured() -> None:
+                async with ResourceSampler(components) as sampler:
+                    await run_workload(c.api_servers, opts, result)
+                result.components = [u.to_json() for u in sampler.usage]
+                result.sampled_seconds = sampler.seconds
+
+            asyncio.run(measured())
+            if result.timed_out:
+                c.failed = True  # keep the logs
+    except (BenchError, ClusterError, ClientError, OSError) as exc:
+        result.error = str(exc)
+        _say(f"failed: {exc}")
+    return result
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _pass(ok: bool | None) -> str:
+    return "" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def render(result: ClusterBenchResult, env: dict[str, Any]) -> str:
+    """Markdown tables: API calls, pod startup, watch delay, throughput, resource use."""
+    o = result.options
+    lines = [
+        "| API call (client-side) | calls | p50 ms | p90 ms | p99 ms | max ms | errors |"
+        " Kubernetes SLO | PASS/FAIL |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for r in result.api:
+        lines.append(
+            f"| {r.name} | {r.count:,} | {r.p50_ms:,.1f} | {r.p90_ms:,.1f} | {r.p99_ms:,.1f} |"
+            f" {r.max_ms:,.1f} | {r.errors} | {r.slo} | {_pass(r.passed)} |"
+        )
+    lines += [
+        "",
+        "| pod startup and its phases | pods | p50 ms | p90 ms | p99 ms | max ms |"
+        " Kubernetes SLO | PASS/FAIL |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for r in result.startup:
+        lines.append(
+            f"| {r.name} | {r.count:,} | {r.p50_ms:,.0f} | {r.p90_ms:,.0f} | {r.p99_ms:,.0f} |"
+            f" {r.max_ms:,.0f} | {r.slo} | {_pass(r.passed)} |"
+        )
+    lines += [
+        "",
+        "| watch delay | objects | p50 ms | p90 ms | p99 ms | max ms | not seen |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result.watch:
+        lines.append(
+            f"| {r.name} | {r.count:,} | {r.p50_ms:,.1f} | {r.p90_ms:,.1f} | {r.p99_ms:,.1f} |"
+            f" {r.max_ms:,.1f} | {r.errors} |"
+        )
+    lines += [
+        "",
+        f"Scheduler: {result.pods_bound:,} of {o.pods:,} pods bound, {result.binds_per_s:,.1f}"
+        f" binds/s from the first pod created to the last bind seen, at most"
+        f" {result.peak_binds_per_s} binds in one second; {result.pods_running:,} Running.",
+        "",
+        f"| process (over {result.sampled_seconds:,.0f} s) | kind | CPU s | CPU % | peak RSS MB |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    span = max(1e-9, result.sampled_seconds)
+    for u in result.components:
+        lines.append(
+            f"| {u['name']} | {u['kind']} | {u['cpu_s']:,.1f} | {u['cpu_s'] / span:.0%} |"
+            f" {u['peak_rss_mb']:,.0f} |"
+        )
+    load1, load5, _ = env["load_average"]
+    lines += [
+        "",
+        f"Setup: {result.config}; {o.namespaces} namespaces x {o.deployments} Deployments x"
+        f" {o.replicas} replicas = {o.pods:,} pods, plus a Service per Deployment;"
+        f" {o.objects} objects created at {o.rate:g}/s in {result.create_seconds:.1f} s by"
+        f" {o.writers} tasks of one Python client process; all pods Running"
+        f" {result.wait_seconds:.1f} s after the last create. Pod startup from"
+        " creationTimestamp (whole seconds, placed within its second) to a watcher seeing"
+        " Running. Watch delay: from the create's reply to a watcher (own connection) seeing"
+        " ADDED; negative when the event came first."
+        f" {env['cpus']} CPUs ({env['cpu_model']}), load average {load1:.2f}/{load5:.2f}"
+        f" before the run, {env['date']}.",
+    ]
+    if result.max_slip_s > 0.5:
+        lines.append(
+            f"The client fell behind its create schedule by up to {result.max_slip_s:.1f} s."
+        )
+    if result.timed_out:
+        lines.append(f"Not every pod was Running within {o.timeout:g} s.")
+    if result.error:
+        lines.append(f"failed: {result.error}")
+    return "\n".join(lines)
+
+
+def plot(result: ClusterBenchResult, path: Path) -> None:
+    """CDFs, to a PNG: API call latency per verb and resource and pod startup (log-scale
+    milliseconds, the SLOs as red lines), and the watch delays (linear: they can be < 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5))
+    panels = (
+        ("API calls (client-side)", "API ", True, SLO_MUTATING_S, "mutating SLO 1 s"),
+        ("pod startup", "pod startup", True, SLO_STARTUP_S, "startup SLO 5 s"),
+        ("watch delay: reply -> ADDED seen", "watch ", False, None, ""),
+    )
+    for ax, (title, prefix, log, slo, slo_text) in zip(axes, panels, strict=True):
+        for key, samples in result.samples.items():
+            if not key.startswith(prefix) or not samples:
+                continue
+            values = sorted(v * 1e3 for v in samples)
+            if log:
+                values = [max(v, 0.01) for v in values]
+            n = len(values)
+            ax.step(
+                [values[0], *values],
+                [0.0, *((i + 1) / n for i in range(n))],
+                where="post",
+                label=f"{key.removeprefix(prefix) or key} (n={n})",
+            )
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel("milliseconds" + (" (log)" if log else ""))
+        ax.set_ylabel("fraction of samples")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        if slo is not None:
+            ax.axvline(slo * 1e3, color="red", linestyle="--", linewidth=1)
+            ax.text(
+                slo * 1e3, 0.03, f" {slo_text}", color="red", fontsize=7,
+                transform=ax.get_xaxis_transform(),
+            )  # fmt: skip
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+    o = result.options
+    fig.suptitle(
+        f"k8semu bench cluster: {o.pods:,} pods ({o.namespaces} namespaces x {o.deployments}"
+        f" Deployments x {o.replicas} replicas); {result.config}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ClusterBenchOptions()
+    p = argparse.ArgumentParser(
+        prog="k8semu bench cluster",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=(
+            "clusterloader2-like density run: namespaces of Deployments and Services on a"
+            " cluster started with `k8semu up`; API call latency, pod startup, scheduler"
+            " throughput, watch delay and per-process resource use, against Kubernetes' SLOs."
+        ),
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="cluster config to start (default: a generated one on free ports, hollow nodes)",
+    )
+    p.add_argument("--nodes", type=_positive_int, default=d.nodes, help="hollow nodes")
+    p.add_argument("--namespaces", type=_positive_int, default=d.namespaces)
+    p.add_argument("--deployments", type=_positive_int, default=d.deployments, help="per ns")
+    p.add_argument("--replicas", type=_positive_int, default=d.replicas, help="per Deployment")
+    p.add_argument("--rate", type=_positive_float, default=d.rate, help="objects created/s")
+    p.add_argument("--writers", type=_positive_int, default=d.writers, help="concurrent creates")
+    p.add_argument("--poll-interval", type=_positive_float, default=d.poll_interval)
+    p.add_argument("--timeout", type=_positive_float, default=d.timeout, help="for pods to run")
+    p.add_argument("--ready-timeout", type=_positive_float, default=d.ready_timeout)
+    p.add_argument("--workdir", type=Path, help="put the cluster dir under this dir")
+    p.add_argument("--keep", action="store_true", help="keep the cluster's logs and data")
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.add_argument("--json", type=Path, help="also write the figures to this file")
+    p.add_argument("--plot", type=Path, help="also draw the latency CDFs to this PNG")
+    return p
+
+
+def options_from(args: argparse.Namespace) -> ClusterBenchOptions:
+    return ClusterBenchOptions(
+        namespaces=args.namespaces,
+        deployments=args.deployments,
+        replicas=args.replicas,
+        rate=args.rate,
+        nodes=args.nodes,
+        writers=args.writers,
+        poll_interval=args.poll_interval,
+        timeout=args.timeout,
+        ready_timeout=args.ready_timeout,
+        progress=not args.no_progress,
+    )
+
+
+def to_json(result: ClusterBenchResult, env: dict[str, Any]) -> dict[str, Any]:
+    doc = dataclasses.asdict(result)
+    doc.pop("samples", None)
+    return {"environment": env, "result": doc}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``k8semu bench cluster``: exit status 1 when the run failed or timed out."""
+    args = build_parser().parse_args(argv)
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            _say("--plot needs matplotlib: pip install 'k8semu[bench]'")
+            return 2
+    opts = options_from(args)
+    env = environment(args.workdir, False)
+    result = run(opts, config=args.config, workdir=args.workdir, keep=args.keep)
+    print(render(result, env))
+    if args.json is not None:
+        args.json.write_text(json.dumps(to_json(result, env), indent=2, default=str) + "\n")
+        _say(f"figures written to {args.json}")
+    if args.plot is not None and (result.api or result.startup):
+        plot(result, args.plot)
+        _say(f"plot written to {args.plot}")
+    return 1 if result.error or result.timed_out else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
