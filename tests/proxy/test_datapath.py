@@ -287,3 +287,48 @@ async def test_udp_session_moves_on_from_an_unreachable_endpoint(
         sock.close()
         await proxier.stop()
         echo.close()
+
+
+async def test_connect_timeout_moves_on_to_the_next_endpoint(env: tuple[str, str, int]) -> None:
+    cluster_ip, backend_ip, port = env
+    stuck_ip = backend_ip.rsplit(".", 1)[0] + ".253"
+    # A listener whose accept queue is full: the kernel drops further SYNs, connects hang.
+    stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stuck.bind((stuck_ip, port))
+    stuck.listen(0)
+    fillers = []
+    for _ in range(4):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect((stuck_ip, port))
+        fillers.append(s)
+
+    async def hello(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"hello")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(hello, backend_ip, port)
+    proxier = Proxier(config=DataPathConfig(connect_timeout=0.3))
+    await proxier.start()
+    rule = PortRule(
+        key=KEY,
+        listen=(ListenAddress("TCP", cluster_ip, 80, True),),
+        endpoints=(Endpoint(stuck_ip, port), Endpoint(backend_ip, port)),
+        affinity_timeout=None,
+    )
+    await proxier.apply({KEY: rule})
+    try:
+        for _ in range(2):  # one of them starts with the stuck endpoint
+            r, w = await asyncio.open_connection(cluster_ip, 80)
+            async with asyncio.timeout(10):
+                assert await r.read() == b"hello"
+            w.close()
+        assert proxier.snapshot()[0].errors >= 1
+    finally:
+        await proxier.stop()
+        server.close()
+        stuck.close()
+        for s in fillers:
+            s.close()
