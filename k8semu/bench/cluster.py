@@ -648,7 +648,7 @@ def plot(result: ClusterBenchResult, path: Path) -> None:
                 transform=ax.get_xaxis_transform(),
             )  # fmt: skip
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="upper left")
     o = result.options
     fig.suptitle(
         f"k8semu bench cluster: {o.pods:,} pods ({o.namespaces} namespaces x {o.deployments}"
