@@ -32,8 +32,7 @@ def _config(path: Path, *, name: str = "e2e", workers: bool = True) -> Path:
     (kubelet + proxy) on 127.0.1.1, every port a free one."""
     p = free_loopback_ports(8)
     nodes = (
-        f"nodes:\n  - {{name: w1, nodeIP: 127.0.1.1, kubeletPort: {p[6]}, proxyPort: {p[7]},"
-        " runtime: simulated}\n"
+        f"nodes:\n  - {{name: w1, nodeIP: 127.0.1.1, kubeletPort: {p[6]}, proxyPort: {p[7]}}}\n"
         if workers
         else "nodes: []\n"
     )
@@ -78,6 +77,35 @@ def _wait_gone(pids: dict[int, int], timeout: float = 15.0) -> list[int]:
         if not left or time.monotonic() >= end:
             return left
         time.sleep(0.05)
+
+
+def _processes_under(directory: Path) -> dict[int, int]:
+    """pid -> start time of every process whose working directory is inside ``directory``."""
+    root = directory.resolve()
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+        start = process_start_time(int(entry.name))
+        if start is not None and (cwd == root or root in cwd.parents):
+            out[int(entry.name)] = start
+    return out
+
+
+def _wait_for_pod_processes(node_dir: Path, timeout: float) -> dict[int, int]:
+    """The processes of the pods a kubelet runs (their working dirs are under its root dir),
+    once there is one."""
+    end = time.monotonic() + timeout
+    while True:
+        found = _processes_under(node_dir / "pods") if (node_dir / "pods").exists() else {}
+        if found:
+            return found
+        assert time.monotonic() < end, f"no pod process under {node_dir} within {timeout} s"
+        time.sleep(0.1)
 
 
 class Up:
@@ -270,6 +298,18 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
         assert left.returncode == 0, left.stdout + left.stderr
         assert _wait_gone(join_pids, timeout=1) == []
 
+    # A pod on the worker: a real process in its own session, which `down` must end too.
+    pod_pids: dict[int, int] = {}
+    if "kubelet-w1" in have:
+        manifest = tmp_path / "pod.yaml"
+        manifest.write_text(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: echo}\n"
+            "spec:\n  nodeName: w1\n  containers: [{name: echo, image: k8semu/echo}]\n"
+        )
+        created = _k8semu(env, "apply", "-f", manifest)
+        assert created.returncode == 0, created.stdout + created.stderr
+        pod_pids = _wait_for_pod_processes(state_dir / "nodes" / "w1", timeout=60)
+
     # A second `up` of a running cluster is refused; nothing more starts.
     again = _k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach")
     assert again.returncode == 1
@@ -279,6 +319,8 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     assert down.returncode == 0, down.stdout + down.stderr
     assert "no process of the cluster is left" in down.stdout
     assert _wait_gone(pids, timeout=1) == []
+    assert _wait_gone(pod_pids, timeout=1) == []
+    assert _processes_under(state_dir) == {}
     after = json.loads(_k8semu(env, "status", "--state-dir", state_dir, "-o", "json").stdout)
     assert not any(c["alive"] for c in after["components"])
     assert "e2e" not in Path(env["K8SEMU_CONFIG"]).read_text()
