@@ -13,7 +13,8 @@ next kubelet: its state file names the pid and the process's start time from
 run cannot be read (it is no longer our child): it ends as ContainerStatusUnknown, exit
 code 137, as Kubernetes reports a container it lost track of.
 
-Memory limits are RLIMIT_AS (address space), so an over-limit allocation fails inside the
+Memory limits are RLIMIT_AS (address space, set by `sh -c 'ulimit -v'` execing the command in
+place), so an over-limit allocation fails inside the
 program rather than the kernel's OOM killer stepping in; this runtime therefore never sees
 an OOM kill and never reports OOMKilled (cgroup v2 would allow it; not done).
 """
@@ -24,11 +25,10 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shutil
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +86,18 @@ def _exit_info(returncode: int) -> ExitInfo:
     return ExitInfo(exit_code=returncode, reason=reason, finished_at=now)
 
 
-def _limit_memory(limit: int | None) -> Callable[[], None] | None:
+_LIMIT_SCRIPT = 'ulimit -v "$1" || exit 125; shift; exec "$@"'
+
+
+def with_memory_limit(argv: Sequence[str], limit: int | None) -> list[str]:
+    """`argv` run under RLIMIT_AS = `limit` bytes: through `sh -c 'ulimit -v ...; exec'`,
+    which execs in place (same pid, one process). Not a preexec_fn: running Python between
+    fork and exec in a process with gRPC threads can hang the child, and without one
+    subprocess can use vfork."""
     if limit is None:
-        return None
-
-    def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return apply
+        return list(argv)
+    kib = max(limit // 1024, 1)
+    return ["/bin/sh", "-c", _LIMIT_SCRIPT, "k8semu-memory-limit", str(kib), *argv]
 
 
 class ProcessRuntime:
@@ -148,14 +152,13 @@ class ProcessRuntime:
         with log_path.open("ab") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *launch.argv,
+                    *with_memory_limit(launch.argv, launch.memory_limit),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
                     cwd=str(cwd),
                     env=dict(launch.env),
                     start_new_session=True,
-                    preexec_fn=_limit_memory(launch.memory_limit),
                 )
             except OSError as exc:
                 raise StartError(

@@ -383,3 +383,14 @@ async def test_pod_ip_source_node_cidr_flag_fallback_and_host_network() -> None:
     b.release_ip("u-2")
     other.status.pod_ip = "127.244.5.41"
     assert await b.pod_ip_for(other, "") == "127.244.5.41"
+
+
+def test_memory_limit_wrapper_execs_in_place(tmp_path: Path) -> None:
+    import subprocess
+
+    from k8semu.kubelet.process import with_memory_limit
+
+    assert with_memory_limit(["a", "b"], None) == ["a", "b"]
+    argv = with_memory_limit(["sh", "-c", 'ulimit -v; echo "$0" "$@"', "x", "y z"], 64 << 20)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.splitlines() == ["65536", "x y z"]
