@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import secrets
 import sys
 import time
@@ -150,6 +151,8 @@ class ClusterBenchResult:
     peak_binds_per_s: int = 0
     components: list[dict[str, Any]] = field(default_factory=list)
     sampled_seconds: float = 0.0
+    client_cpu_s: float = 0.0  # this process (client, watchers, tracker) over the workload
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     timed_out: bool = False
     error: str = ""
     # Raw samples for the plot (seconds); left out of the JSON.
@@ -511,8 +514,11 @@ def run(
             components = c.components
 
             async def measured() -> None:
+                cpu0 = time.process_time()
                 async with ResourceSampler(components) as sampler:
                     await run_workload(c.api_servers, opts, result)
+                result.client_cpu_s = time.process_time() - cpu0
+                result.load_after = os.getloadavg()
                 result.components = [u.to_json() for u in sampler.usage]
                 result.sampled_seconds = sampler.seconds
 
@@ -581,6 +587,10 @@ def render(result: ClusterBenchResult, env: dict[str, Any]) -> str:
             f"| {u['name']} | {u['kind']} | {u['cpu_s']:,.1f} | {u['cpu_s'] / span:.0%} |"
             f" {u['peak_rss_mb']:,.0f} |"
         )
+    lines.append(
+        f"| benchmark client (this process) | client | {result.client_cpu_s:,.1f} |"
+        f" {result.client_cpu_s / span:.0%} | |"
+    )
     load1, load5, _ = env["load_average"]
     lines += [
         "",
@@ -593,7 +603,7 @@ def render(result: ClusterBenchResult, env: dict[str, Any]) -> str:
         " Running. Watch delay: from the create's reply to a watcher (own connection) seeing"
         " ADDED; negative when the event came first."
         f" {env['cpus']} CPUs ({env['cpu_model']}), load average {load1:.2f}/{load5:.2f}"
-        f" before the run, {env['date']}.",
+        f" before the run, {result.load_after[0]:.2f} after; {env['date']}.",
     ]
     if result.max_slip_s > 0.5:
         lines.append(

@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import secrets
 import sys
 import time
@@ -104,7 +105,7 @@ class PodsBenchOptions:
     c_nodes: int = 3
     c_rate: float = 10.0
     c_image: str = "busybox"
-    writers: int = 32
+    writers: int = 64
     store_replicas: int = 3
     timeout: float = 300.0  # for the pods to run, per scenario
     ready_timeout: float = 600.0  # for the cluster to come up
@@ -129,6 +130,7 @@ class ScenarioResult:
     create_seconds: float = 0.0
     create_per_s: float = 0.0
     max_slip_s: float = 0.0
+    create_latency: dict[str, float] = field(default_factory=dict)  # seconds, send -> reply
     pods_per_s: float = 0.0  # pods bound / (last bind seen - first create sent)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
     client_split: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -136,6 +138,8 @@ class ScenarioResult:
     kubelet_peak_rss_mb: float | None = None
     cluster_up_s: float = 0.0
     components: list[dict[str, Any]] = field(default_factory=list)
+    client_cpu_s: float = 0.0  # this process (the client and its watch) over the workload
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     timed_out: bool = False
     error: str = ""
 
@@ -191,6 +195,7 @@ async def run_workload(
             pods = [_pod(name, namespace, image, real) for name in names]
             state = {"next": 0, "errors": 0}
             slip = [0.0]
+            latencies: list[float] = []
             perf = time.perf_counter
             start_perf = perf() + 0.01
             first_sent = time.time() + 0.01
@@ -209,8 +214,10 @@ async def run_workload(
                         slip[0] = max(slip[0], perf() - due)
                     # The client's clock, not creationTimestamp (whole seconds).
                     tracker.pods[names[i]] = podstartup.PodTimes(created=time.time())
+                    sent = perf()
                     try:
                         await client.create(pods[i])
+                        latencies.append(perf() - sent)
                     except ClientError as exc:
                         tracker.pods.pop(names[i], None)
                         state["errors"] += 1
@@ -233,6 +240,7 @@ async def run_workload(
                 result.create_errors = state["errors"]
                 result.max_slip_s = slip[0]
                 result.create_per_s = result.created / max(1e-9, result.create_seconds)
+                result.create_latency = _summary(podstartup.summarize(latencies))
                 ok = await tracker.wait_for("running", result.created, opts.timeout)
                 result.timed_out = not ok
             finally:
@@ -321,10 +329,13 @@ def run_scenario(
             components = cluster.components
 
             async def measured() -> None:
+                cpu0 = time.process_time()
                 async with ResourceSampler(components) as sampler:
                     await run_workload(
                         cluster.api_servers, result, opts, image=opts.c_image, real=real
                     )
+                result.client_cpu_s = time.process_time() - cpu0
+                result.load_after = os.getloadavg()
                 result.components = [u.to_json() for u in sampler.usage]
                 hollow = [u for u in sampler.usage if u.kind == "kubelet" and u.nodes > 1]
                 if hollow:
@@ -434,6 +445,18 @@ def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
             f"| pods created per second (client, {result.options.writers} writers) |"
             f" {r.create_per_s:,.0f} | | | |",
         ]
+    lines += [
+        "",
+        "| scenario | pods created/s (asked) | create call p50 ms | p99 ms | schedule slip ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        c = r.create_latency or {"p50": 0.0, "p99": 0.0}
+        asked = f"{r.rate:g}" if r.rate else "as fast as possible"
+        lines.append(
+            f"| ({r.scenario}) | {r.create_per_s:,.0f} ({asked}) | {_ms(c['p50'])} |"
+            f" {_ms(c['p99'])} | {_ms(r.max_slip_s)} |"
+        )
     load1, load5, _ = env["load_average"]
     lines += [
         "",
@@ -448,6 +471,12 @@ def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
         f" before the run, {env['date']}.",
     ]
     for r in result.scenarios:
+        if r.components:
+            cpu = ", ".join(f"{c['name']} {c['cpu_s']:.1f}" for c in r.components)
+            lines.append(
+                f"({r.scenario}): CPU seconds over the workload: {cpu}; client"
+                f" {r.client_cpu_s:.1f}. Load average after: {r.load_after[0]:.1f}."
+            )
         if r.max_slip_s > 0.2:
             lines.append(
                 f"({r.scenario}): the client fell behind its create schedule by up to"
