@@ -37,6 +37,7 @@ class CountingProxy(grpc.GenericRpcHandler):
         self.channel: Any = grpc.insecure_channel(upstream)
         self.lock = threading.Lock()
         self.watch_keys: list[bytes] = []
+        self.unary_calls: list[str] = []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         self.server.add_generic_rpc_handlers([self])
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
@@ -57,6 +58,8 @@ class CountingProxy(grpc.GenericRpcHandler):
         )
 
     def _unary(self, method: str, request: bytes, context: Any) -> bytes:
+        with self.lock:
+            self.unary_calls.append(method)
         try:
             return cast(
                 bytes,
@@ -103,7 +106,8 @@ def fanout_apiserver(
     server = APIServerProcess(
         via_proxy,
         tmp_path_factory.mktemp("fanout") / "apiserver.log",
-        ["--watch-max-pending", str(MAX_PENDING)],
+        # A long lease: the kubernetes Endpoints loop stays quiet while calls are counted.
+        ["--watch-max-pending", str(MAX_PENDING), "--endpoint-lease-seconds", "3600"],
     )
     try:
         server.wait_serving()
@@ -212,3 +216,35 @@ async def test_slow_watcher_is_cut_off_while_others_continue(
         after = await asyncio.wait_for(_events(fast, 1), 10)
         assert after == [_summary(api.WatchEvent(type="DELETED", object=resp.object))]
         fast.cancel()
+
+
+async def test_writes_cost_one_store_call_each_with_a_warm_watch_cache(
+    fanout_apiserver: APIServerProcess, proxy: CountingProxy
+) -> None:
+    """Create checks its namespace, update and delete read the object from the watch cache:
+    each is one Txn (Kubernetes' own create path is one etcd Txn too)."""
+    txn = ["/etcdserverpb.KV/Txn"]
+    async with transport.channel(fanout_apiserver.address) as channel:
+        client = Client(channel)
+        call = _watch(client.stub)
+        await _established(call)
+
+        async def store_calls(write: Any) -> tuple[Any, list[str]]:
+            with proxy.lock:
+                before = len(proxy.unary_calls)
+            result = await write
+            with proxy.lock:
+                return result, proxy.unary_calls[before:]
+
+        created, calls = await store_calls(client.create("pods", _pod("one-trip"), "default"))
+        assert calls == txn
+        await asyncio.wait_for(_events(call, 1), 20)  # this server's cache has it now
+        pod = core_pb2.Pod()
+        assert created.object.Unpack(pod)
+        pod.metadata.labels["x"] = "y"
+        _, calls = await store_calls(client.update("pods", pod))
+        assert calls == txn
+        await asyncio.wait_for(_events(call, 1), 20)
+        _, calls = await store_calls(client.delete("pods", "one-trip", "default"))
+        assert calls == txn
+        call.cancel()
