@@ -101,7 +101,9 @@ class Demo:
         self._say(f"  curl {url}            # again: another pod may answer")
         for ip in node_ips[1:]:
             self._say(f"  curl http://{ip}:{node_port}/")
-        self._say(f"  K8SEMU_CONFIG={self.kubeconfig} .venv/bin/k8semu get pods -o wide")
+        self._say(
+            "  .venv/bin/k8semu get pods -o wide    # the CLI's current context is this cluster"
+        )
         self._say("  .venv/bin/k8semu delete pod <one of them>     # the ReplicaSet replaces it")
         self._say("")
 

@@ -128,9 +128,11 @@ class Launcher:
     """Runs one plan with its state in ``state_dir``.
 
     ``run()`` returns after start-up when ``detach`` is set (the components keep running),
-    else once ``stop`` is set and everything is stopped. It raises a LaunchError naming the
-    cause - after stopping everything it started - when the cluster cannot start or a
-    component keeps crashing.
+    else once ``stop`` is set and everything is stopped. ``after_start`` (the demo) runs once
+    the cluster is up, before supervision; it may raise a LaunchError. ``user_config`` is the
+    CLI config that gets this cluster's context (None: only ``<state-dir>/kubeconfig``).
+    It raises a LaunchError naming the cause - after stopping everything it started - when
+    the cluster cannot start or a component keeps crashing.
     """
 
     def __init__(
