@@ -81,6 +81,24 @@ def _pairs(text: str, flag: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+# Config field (of the one node join builds) -> the flag it came from, for error messages.
+_FLAGS = {
+    "nodes[0].name": "--node-name",
+    "nodes[0].nodeIP": "--node-ip",
+    "nodes[0].runtime": "--runtime",
+    "nodes[0].capacity": "--capacity",
+    "nodes[0].labels": "--node-labels",
+    "nodes[0].kubeletPort": "--kubelet-port",
+    "nodes[0].proxyPort": "--proxy-port",
+}
+
+
+def _as_flags(message: str) -> str:
+    for field, flag in _FLAGS.items():
+        message = message.replace(field, flag)
+    return message
+
+
 def _local_address(server: str) -> str:
     """The address this host uses to reach ``server`` (no packet is sent: a UDP connect only
     picks the route)."""
@@ -113,7 +131,7 @@ def main(argv: Sequence[str]) -> int:
             proxy=not ns.no_proxy,
         )
     except ClusterConfigError as exc:
-        print(f"k8semu join: {str(exc).replace('nodes[0].', '--')}", file=sys.stderr)
+        print(f"k8semu join: {_as_flags(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"k8semu join: {exc}", file=sys.stderr)

@@ -361,7 +361,7 @@ class NodeSpec:
             raise ClusterConfigError(f"{path}.count", "must be >= 1")
         for resource, value in self.capacity:
             try:
-                quantity.parse_quantity(value, field=f"{path}.capacity.{resource}")
+                quantity.parse_quantity(value)
             except ValueError as exc:
                 raise ClusterConfigError(f"{path}.capacity.{resource}", str(exc)) from None
         for key, value in self.labels:
