@@ -416,3 +416,20 @@ def test_down_and_status_without_a_cluster_exit_2(tmp_path: Path) -> None:
         run = _k8semu(env, verb, "--state-dir", tmp_path / "none")
         assert run.returncode == 2
         assert f"no cluster in {tmp_path / 'none'}" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--server", "nope"], "--server: 'nope': expected HOST:PORT[,HOST:PORT]"),
+        (["--node-ip", "1.2.3"], "--node-ip: '1.2.3' is not an IP address"),
+        (["--capacity", "cpu=lots"], "--capacity.cpu: quantity 'lots'"),
+        (["--node-name", "Bad_Name"], "--node-name: 'Bad_Name' must be 1-63 lowercase"),
+    ],
+)
+def test_join_refuses_bad_flags_naming_them(tmp_path: Path, flags: list[str], message: str) -> None:
+    args = ["--server", "127.0.0.1:1", *flags, "--state-dir", str(tmp_path / "state")]
+    run = _k8semu(_env(tmp_path), "join", *args)
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert not (tmp_path / "state").exists()
