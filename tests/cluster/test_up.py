@@ -315,6 +315,15 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     assert again.returncode == 1
     assert f"cluster 'e2e' already runs from {state_dir.resolve()}" in again.stderr
 
+    # A crashed component of a detached cluster stays down (nobody supervises); status says so.
+    store_pid = rows["store-s1"]["pid"]
+    os.kill(store_pid, signal.SIGKILL)
+    assert _wait_gone({store_pid: pids[store_pid]}) == []
+    crashed = _k8semu(env, "status", "--state-dir", state_dir, "-o", "json")
+    assert crashed.returncode == 1
+    rows = {c["name"]: c for c in json.loads(crashed.stdout)["components"]}
+    assert (rows["store-s1"]["alive"], rows["store-s1"]["health"]) == (False, "-")
+
     down = _k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "no process of the cluster is left" in down.stdout
