@@ -729,7 +729,8 @@ def _check_placement(config: ClusterConfig) -> None:
         path = n.path
         placed(n.host, f"{path}.host")
         ip = _bracketed(n.node_ip)
-        listen(f"{ip}:{n.kubelet_port}", f"{path}.kubeletPort")
+        if not n.hollow:  # a hollow pool's kubelet serves nothing
+            listen(f"{ip}:{n.kubelet_port}", f"{path}.kubeletPort")
         if n.proxy and not n.hollow:
             listen(f"{ip}:{n.proxy_port}", f"{path}.proxyPort")
         for node in n.node_names:
@@ -1138,7 +1139,6 @@ def _read_nodes(top: _Fields, first_host: str) -> tuple[NodeSpec, ...] | None:
                 capacity=_read_mapping(n, "capacity") or DEFAULT_CAPACITY,
                 labels=_read_mapping(n, "labels") or (),
                 taints=_read_taints(n),
-                kubelet_port=n.integer("kubeletPort", DEFAULT_KUBELET_PORT),
                 proxy=False,
                 count=count,
                 index=i,
