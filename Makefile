@@ -31,6 +31,7 @@ check: $(STAMP)
 	$(VENV)/bin/ruff check k8semu tests scripts
 	$(VENV)/bin/ruff format --check k8semu tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) $(SYSDEPS_STAMP) check
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
