@@ -33,6 +33,10 @@ _HTTP_METHODS = frozenset(
 )
 _HTTP_REQUEST_MARK = b" HTTP/1."
 _UDP_PENDING_MAX = 64  # datagrams queued per session while its socket opens
+# Sessions per UDP listener: each holds a socket, so a flood of (spoofed) client addresses
+# must not take every file descriptor of the process; past this, new clients are dropped
+# until sessions expire.
+_UDP_MAX_SESSIONS = 4096
 _RATE_WINDOW = 6  # samples (one per sweep) behind requests_per_second
 
 
@@ -572,7 +576,7 @@ class UDPListener(asyncio.DatagramProtocol):
     def _open(self, addr: Any) -> _UDPSession | None:
         f = self._frontend()
         candidates = f.balancer.candidates(addr[0], f.loop.time())
-        if not candidates:
+        if not candidates or len(self.sessions) >= _UDP_MAX_SESSIONS:
             f.stats.errors += 1
             return None
         ep = candidates[0]
