@@ -98,8 +98,8 @@ WATCHED = (core_pb2.Namespace, apps_pb2.Deployment, core_pb2.Service)
 class ClusterBenchOptions:
     """The workload: ``namespaces * deployments * replicas`` pods."""
 
-    namespaces: int = 5
-    deployments: int = 4
+    namespaces: int = 10
+    deployments: int = 5
     replicas: int = 10
     rate: float = 20.0  # objects created per second
     nodes: int = 100  # hollow nodes of the default topology
