@@ -423,3 +423,30 @@ async def test_listeners_follow_service_changes(
     await client.delete(core_pb2.Service, "web", namespace=namespace)
     await eventually(lambda: refused(81), what="a deleted Service's port is closed")
     assert all(p.running for p in live_proxies)
+
+
+async def test_addresses_allocated_by_the_api_server(
+    client: Client,
+    namespace: str,
+    addresses: Addresses,
+    backends: Backends,
+    live_proxies: list[ProxyProcess],
+) -> None:
+    ip = addresses.pod_ip()
+    await backends.http(ip, 8080, "allocated")
+    svc = service(namespace, "alloc", "", HTTP, type_="LoadBalancer")
+    created = await client.create(svc)
+    await client.create(endpoints(namespace, "alloc", [ip], EP_HTTP))
+    spec = created.spec
+    if not spec.cluster_ip or not spec.ports[0].node_port:
+        pytest.skip("this API server does not allocate Service addresses")
+    await _served(spec.cluster_ip, 80)
+    for p in live_proxies:
+        await _served(p.node_ip, spec.ports[0].node_port)
+
+    async def lb_served() -> bool:
+        svc = await client.get(core_pb2.Service, "alloc", namespace=namespace)
+        ingress = svc.status.load_balancer.ingress
+        return bool(ingress) and await http_get(ingress[0].ip, 80) == "allocated"
+
+    await eventually(lb_served, what="the allocated load-balancer IP answers")
