@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -34,13 +34,10 @@ import yaml
 
 from k8semu.bench.podstartup import PodTimes
 from k8semu.bench.store import BenchError
-from k8semu.client import Client, ClientError
 from k8semu.cluster.clientconfig import ENV_VAR as CLI_CONFIG_ENV
-from k8semu.cluster.config import NodeSpec, format_duration, load_config
-from k8semu.cluster.plan import kubelet_argv
+from k8semu.cluster.config import format_duration
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.state import ClusterState, ComponentRecord, read_state
-from k8semu.pb.api.v1 import core_pb2
 
 __all__ = [
     "BenchCluster",
@@ -49,6 +46,7 @@ __all__ = [
     "Progress",
     "ResourceSampler",
     "bench_config",
+    "most_within",
     "refine_stamps",
     "rss_bytes",
 ]
@@ -83,12 +81,6 @@ class ClusterLayout:
         ("pods", "110"),
     )
     ready_timeout_s: float = 300.0
-    #: Put the hollow pool in the config's ``hollowNodes`` (the launcher starts its kubelet).
-    #: Off by default: the launcher waits for a health server on the pool's kubeletPort, and a
-    #: ``k8semu kubelet --count N`` (N > 1) serves none, so ``k8semu up`` never turns ready.
-    #: Off, ``BenchCluster`` starts the same ``k8semu kubelet`` command (``plan.kubelet_argv``)
-    #: itself once the rest is up, and ends it by pid.
-    hollow_via_launcher: bool = False
 
 
 def _lease_timings(nodes: int) -> dict[str, str]:
@@ -109,7 +101,7 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
         raise ValueError("hollow_nodes and real_nodes must be >= 0")
     if layout.hollow_nodes == 0 and layout.real_nodes == 0:
         raise ValueError("a benchmark cluster needs nodes")
-    n_ports = 2 * layout.store_replicas + 3 + 2 * layout.real_nodes + 1
+    n_ports = 2 * layout.store_replicas + 3 + 2 * layout.real_nodes
     ports = iter(free_loopback_ports(n_ports))
     third = octet if octet is not None else random.Random().randrange(*NODE_IP_OCTETS)
     members = [
@@ -148,7 +140,6 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
         }
         for i in range(layout.real_nodes)
     ]
-    kubelet_port = next(ports)
     doc["nodes"] = nodes
     if layout.hollow_nodes:
         doc["hollowNodes"] = [
@@ -156,37 +147,11 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
                 "name": HOLLOW_POOL,
                 "count": layout.hollow_nodes,
                 "nodeIP": f"127.0.{third}.250",
-                "kubeletPort": kubelet_port,
                 "capacity": dict(layout.hollow_capacity),
                 "labels": {"type": "hollow"},
             }
         ]
     return doc
-
-
-def split_hollow(doc: dict[str, Any]) -> tuple[dict[str, Any], NodeSpec | None]:
-    """The config without its (first) hollow pool, and that pool as a NodeSpec."""
-    pools = doc.get("hollowNodes") or []
-    if not pools:
-        return doc, None
-    rest = {k: v for k, v in doc.items() if k != "hollowNodes"}
-    p = pools[0]
-    spec = NodeSpec(
-        name=p["name"],
-        host="local",
-        node_ip=p["nodeIP"],
-        runtime="simulated",
-        capacity=tuple(p["capacity"].items()),
-        labels=tuple(p["labels"].items()),
-        kubelet_port=p["kubeletPort"],
-        proxy=False,
-        count=p["count"],
-    )
-    return rest, spec
-
-
-def _run(coro: Coroutine[Any, Any, int]) -> int:
-    return asyncio.run(coro)
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -235,13 +200,9 @@ class BenchCluster:
         self.keep = keep
         self.failed = False
         self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.hollow: NodeSpec | None = None
-        self.hollow_proc: subprocess.Popen[bytes] | None = None
         if config is None:
             assert layout is not None
             doc = bench_config(layout)
-            if not layout.hollow_via_launcher:
-                doc, self.hollow = split_hollow(doc)
             self.config_path = self.dir / "cluster.yaml"
             self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
             self.ready_timeout = layout.ready_timeout_s
@@ -287,52 +248,8 @@ class BenchCluster:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise BenchError(f"`k8semu up` failed (exit {rc}); its output ends:\n{tail}")
         self.state = read_state(self.state_dir)
-        if self.hollow is not None:
-            self._start_hollow(self.hollow, t0 + self.ready_timeout)
-            self.up_seconds = time.monotonic() - t0
         self._say(f"cluster up in {self.up_seconds:.1f} s: API {','.join(self.api_servers)}")
         return self.state
-
-    def _start_hollow(self, node: NodeSpec, deadline: float) -> None:
-        """The hollow pool's ``k8semu kubelet --count N``, as the launcher would start it;
-        returns once the API lists all its nodes Ready."""
-        timings = load_config(self.config_path).timings
-        root = self.state_dir / "nodes" / node.name
-        argv = kubelet_argv(node, tuple(self.api_servers), root, timings, sys.executable)
-        log_path = self.state_dir / "logs" / f"kubelet-{node.name}.log"
-        self._say(f"starting {node.count} hollow nodes (one kubelet process)")
-        with log_path.open("ab") as log:
-            self.hollow_proc = subprocess.Popen(
-                [*argv, "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT
-            )
-        want = set(node.node_names)
-        ready = 0
-        while True:
-            if self.hollow_proc.poll() is not None:
-                self.failed = True
-                raise BenchError(f"the hollow kubelet exited; see {log_path}")
-            ready = _run(self._ready_nodes(want))
-            if ready >= len(want):
-                return
-            if time.monotonic() > deadline:
-                self.failed = True
-                raise BenchError(
-                    f"{ready} of {len(want)} hollow nodes Ready within {self.ready_timeout:g} s"
-                )
-            time.sleep(0.5)
-
-    async def _ready_nodes(self, names: set[str]) -> int:
-        try:
-            async with Client(self.api_servers) as client:
-                nodes = (await client.list(core_pb2.Node)).items
-        except ClientError:
-            return 0
-        return sum(
-            1
-            for n in nodes
-            if n.metadata.name in names
-            and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
-        )
 
     @property
     def api_servers(self) -> list[str]:
@@ -341,33 +258,12 @@ class BenchCluster:
 
     @property
     def components(self) -> list[ComponentRecord]:
-        """Every component process: state.json's, and the hollow kubelet started here."""
+        """Every component process, as state.json lists it."""
         assert self.state is not None, "start() first"
-        out = list(self.state.components)
-        if self.hollow is not None and self.hollow_proc is not None:
-            out.append(
-                ComponentRecord(
-                    name=f"kubelet-{self.hollow.name}",
-                    kind="kubelet",
-                    host="local",
-                    stage=3,
-                    command=[str(a) for a in self.hollow_proc.args],  # type: ignore[union-attr]
-                    pid=self.hollow_proc.pid,
-                    nodes=list(self.hollow.node_names),
-                )
-            )
-        return out
+        return list(self.state.components)
 
     def stop(self) -> None:
-        """The hollow kubelet (by pid), then ``k8semu down --state-dir DIR``."""
-        proc, self.hollow_proc = self.hollow_proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(DOWN_TIMEOUT_S / 4)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        """``k8semu down --state-dir DIR`` (a no-op when nothing was started)."""
         if not (self.state_dir / "state.json").exists():
             return
         argv = [sys.executable, "-m", "k8semu", "down", "--state-dir", str(self.state_dir)]
@@ -537,3 +433,14 @@ def refine_stamps(times: Sequence[PodTimes], *, created_exact: bool) -> None:
             t.scheduled = place(t.scheduled, t.created, t.bound)
         if t.started:
             t.started = place(t.started, t.bound, t.running)
+
+
+def most_within(moments: Sequence[float], window: float = 1.0) -> int:
+    """The most of ``moments`` (seconds, any order) that fall within one ``window``."""
+    ordered = sorted(moments)
+    best, lo = 0, 0
+    for hi, t in enumerate(ordered):
+        while t - ordered[lo] > window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best

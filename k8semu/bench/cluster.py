@@ -58,6 +58,7 @@ from k8semu.bench._clusterrun import (
     ClusterLayout,
     Progress,
     ResourceSampler,
+    most_within,
     refine_stamps,
 )
 from k8semu.bench.store import (
@@ -475,13 +476,7 @@ def _fill_binds(result: ClusterBenchResult, times: Sequence[podstartup.PodTimes]
         return
     first = min(t.created for t in times if t.created)
     result.binds_per_s = len(bound) / max(1e-9, bound[-1] - first)
-    # The most binds seen within any one second (sliding window).
-    best, lo = 0, 0
-    for hi, b in enumerate(bound):
-        while b - bound[lo] > 1.0:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    result.peak_binds_per_s = best
+    result.peak_binds_per_s = most_within(bound, 1.0)
 
 
 def run(

@@ -14,8 +14,8 @@ from k8semu.bench import pods
 from k8semu.bench._clusterrun import (
     ClusterLayout,
     bench_config,
+    most_within,
     refine_stamps,
-    split_hollow,
 )
 from k8semu.bench.podstartup import PodTimes
 from k8semu.cluster.config import DEFAULT_APISERVER_PORT, parse_config
@@ -30,9 +30,8 @@ def _ports(doc: dict[str, object]) -> list[int]:
         assert spec is not None
         out += [i.port for i in spec.instances]
     for n in config.all_nodes:
-        out.append(n.kubelet_port)
-        if n.proxy and not n.hollow:
-            out.append(n.proxy_port)
+        if not n.hollow:  # a pool's kubelet listens nowhere
+            out += [n.kubelet_port, n.proxy_port]
     return out
 
 
@@ -53,13 +52,11 @@ def test_generated_config_is_valid_and_uses_free_distinct_ports_and_own_ranges()
     assert config.timings.node_lease_renew_ms >= 40_000
 
 
-def test_hollow_pool_is_split_off_for_the_benchmark_to_start() -> None:
-    doc = bench_config(ClusterLayout(hollow_nodes=5), octet=30)
-    rest, pool = split_hollow(doc)
-    assert "hollowNodes" not in rest and rest["nodes"] == []
-    assert pool is not None and pool.count == 5 and pool.runtime == "simulated"
+def test_hollow_pool_is_one_simulated_kubelet_without_ports() -> None:
+    config = parse_config(json.dumps(bench_config(ClusterLayout(hollow_nodes=5), octet=30)))
+    (pool,) = config.all_nodes
+    assert pool.hollow and pool.count == 5 and pool.runtime == "simulated" and not pool.proxy
     assert pool.node_names == tuple(f"hollow-{i}" for i in range(5))
-    parse_config(json.dumps(rest))  # a valid config without nodes
 
 
 def test_whole_second_stamps_are_placed_between_the_phases_seen() -> None:
@@ -107,7 +104,7 @@ def test_small_run_counts_add_up(tmp_path: Path) -> None:
     assert 0 < s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
     split = r.client_split
     assert split["create->bind seen"]["count"] == split["bind seen->Running seen"]["count"] == 20
-    assert r.pods_per_s > 0
+    assert r.pods_per_s > 0 and 1 <= r.peak_binds_per_s <= 20
     # The hollow kubelet and the control plane were sampled.
     kinds = {c["kind"] for c in r.components}
     assert {"store", "apiserver", "scheduler", "controller-manager", "kubelet"} <= kinds
@@ -118,3 +115,9 @@ def test_small_run_counts_add_up(tmp_path: Path) -> None:
     json.dumps(dataclasses.asdict(result), default=str)
     # Nothing is left behind: the cluster dir is removed after a clean run.
     assert list(tmp_path.iterdir()) == []
+
+
+def test_most_within_a_window() -> None:
+    assert most_within([], 1.0) == 0
+    assert most_within([5.0, 0.0, 0.5, 1.0, 1.2, 3.0], 1.0) == 3  # 0.5, 1.0, 1.2 (or 0-1.0)
+    assert most_within([0.0] * 4, 1.0) == 4
