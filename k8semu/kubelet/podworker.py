@@ -287,7 +287,10 @@ class PodWorker:
     def _adopt(self, rec: ContainerRecord, handle: ContainerHandle) -> None:
         rec.handle = handle
         rec.restart_count = handle.restart
-        rec.started = not rec.spec.HasField("startup_probe")
+        rec.started = not (self.host.runtime.runs_probes and rec.spec.HasField("startup_probe"))
+        rec.started_event = asyncio.Event()
+        if rec.started:
+            rec.started_event.set()  # else the readiness and liveness probes never start
         rec.ready = False
         rec.env = {}  # rebuilt on the first exec (it needs API reads)
         self._watch(rec, handle)
