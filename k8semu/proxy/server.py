@@ -181,7 +181,12 @@ class ProxyServer:
     async def sync(self) -> None:
         """Recompute the whole table from the caches and apply it."""
         eps = {(e.metadata.namespace, e.metadata.name): e for e in self.endpoints.cache.list()}
-        table = build_table(self.services.cache.list(), eps, node_ip=self.config.node_ip)
+        table = build_table(
+            self.services.cache.list(),
+            eps,
+            node_ip=self.config.node_ip,
+            node_name=self.node_name,
+        )
         await self.proxier.apply(table)
 
     def _bind_failed(self, key: PortKey, addr: ListenAddress, message: str) -> None:
@@ -226,6 +231,7 @@ def snapshot_messages(
                 service=key.service,
                 port_name=key.port_name,
                 protocol=key.protocol,
+                scope=key.scope,
                 listen=snap.listen,
                 ready_endpoints=snap.ready_endpoints,
                 connections_total=snap.connections_total,

@@ -24,24 +24,26 @@ from k8semu.pb.api.v1 import core_pb2
 
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds: Kubernetes' sessionAffinityConfig default
 AFFINITY_TIMEOUT_ANNOTATION = "proxy.k8semu.io/session-affinity-timeout-seconds"
+LOCAL = "Local"  # the traffic policy value that keeps traffic on the node
+EXTERNAL_SCOPE = "external"
 
 
 @dataclass(frozen=True, slots=True)
 class PortKey:
-    """One Service port: the unit of load balancing and of metrics."""
+    """One Service port: the unit of load balancing and of metrics. `scope` is "" or, when a
+    traffic policy gives the external addresses other endpoints, "external" for those."""
 
     namespace: str
     service: str
     port_name: str
     protocol: str  # TCP or UDP
+    scope: str = ""
 
     def __str__(self) -> str:
         name = f"{self.namespace}/{self.service}"
-        return (
-            f"{name}:{self.port_name}/{self.protocol}"
-            if self.port_name
-            else f"{name}/{self.protocol}"
-        )
+        port = f":{self.port_name}" if self.port_name else ""
+        text = f"{name}{port}/{self.protocol}"
+        return f"{text} ({self.scope})" if self.scope else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,38 +134,63 @@ def endpoints_for(
 
 
 def rules_for(
-    svc: core_pb2.Service, eps: core_pb2.Endpoints | None, *, node_ip: str
+    svc: core_pb2.Service,
+    eps: core_pb2.Endpoints | None,
+    *,
+    node_ip: str,
+    node_name: str = "",
 ) -> list[PortRule]:
-    """The rules of one Service on the node whose IP is `node_ip`."""
+    """The rules of one Service on the node named `node_name` whose IP is `node_ip`.
+
+    Traffic policies: with `internalTrafficPolicy: Local` the ClusterIPs forward only to
+    endpoints on this node (Endpoints `nodeName`); with `externalTrafficPolicy: Local` the
+    NodePort, external and load-balancer IPs do. When the two sets differ, the external
+    addresses get a rule of their own (scope "external"). A load-balancer or external IP
+    under `Local` is only listened on by proxies that have a local endpoint: as a cloud load
+    balancer's health check would, the kernel then hands connections only to those.
+    """
     spec = svc.spec
     cluster_ips = [ip for ip in (spec.cluster_ip, *spec.cluster_ips) if _is_ipv4(ip)]
     shared_ips = [ip for ip in spec.external_ips if _is_ipv4(ip)]
     if spec.type == "LoadBalancer":
         shared_ips += [i.ip for i in svc.status.load_balancer.ingress if _is_ipv4(i.ip)]
     node_ports = spec.type in ("NodePort", "LoadBalancer")
+    internal_local = spec.internal_traffic_policy == LOCAL
+    external_local = spec.external_traffic_policy == LOCAL
     timeout = affinity_timeout(svc)
+    ns, name = svc.metadata.namespace, svc.metadata.name
     rules = []
     for port in spec.ports:
         protocol = port.protocol or "TCP"
         if protocol not in ("TCP", "UDP") or not 0 < port.port < 65536:
             continue
-        listen: dict[tuple[str, int], ListenAddress] = {}
-        for ip in dict.fromkeys([*cluster_ips, *shared_ips]):
-            listen.setdefault((ip, port.port), ListenAddress(protocol, ip, port.port, True))
+        every = endpoints_for(port, eps, protocol)
+        local = tuple(e for e in every if node_name and e.node_name == node_name)
+        internal_eps = local if internal_local else every
+        external_eps = local if external_local else every
+        internal: dict[tuple[str, int], ListenAddress] = {}
+        for ip in dict.fromkeys(cluster_ips):
+            internal[(ip, port.port)] = ListenAddress(protocol, ip, port.port, True)
+        external: dict[tuple[str, int], ListenAddress] = {}
+        if external_eps or not external_local:
+            for ip in dict.fromkeys(shared_ips):
+                if (ip, port.port) not in internal:
+                    external[(ip, port.port)] = ListenAddress(protocol, ip, port.port, True)
         if node_ports and 0 < port.node_port < 65536 and _is_ipv4(node_ip):
-            listen[(node_ip, port.node_port)] = ListenAddress(
+            external[(node_ip, port.node_port)] = ListenAddress(
                 protocol, node_ip, port.node_port, False
             )
-        if not listen:
-            continue  # headless: DNS only
-        rules.append(
-            PortRule(
-                key=PortKey(svc.metadata.namespace, svc.metadata.name, port.name, protocol),
-                listen=tuple(listen.values()),
-                endpoints=endpoints_for(port, eps, protocol),
-                affinity_timeout=timeout,
-            )
-        )
+        key = PortKey(ns, name, port.name, protocol)
+        if internal_eps == external_eps:
+            groups = [(key, {**internal, **external}, internal_eps)]
+        else:
+            groups = [
+                (key, internal, internal_eps),
+                (PortKey(ns, name, port.name, protocol, EXTERNAL_SCOPE), external, external_eps),
+            ]
+        for rule_key, listen, endpoints in groups:
+            if listen:  # none for a headless Service: DNS only
+                rules.append(PortRule(rule_key, tuple(listen.values()), endpoints, timeout))
     return rules
 
 
@@ -172,11 +199,12 @@ def build_table(
     endpoints: Mapping[tuple[str, str], core_pb2.Endpoints],
     *,
     node_ip: str,
+    node_name: str = "",
 ) -> dict[PortKey, PortRule]:
     """Every rule of every Service; `endpoints` maps (namespace, name) to the Endpoints."""
     table: dict[PortKey, PortRule] = {}
     for svc in services:
         eps = endpoints.get((svc.metadata.namespace, svc.metadata.name))
-        for rule in rules_for(svc, eps, node_ip=node_ip):
+        for rule in rules_for(svc, eps, node_ip=node_ip, node_name=node_name):
             table[rule.key] = rule
     return table

@@ -450,3 +450,32 @@ async def test_addresses_allocated_by_the_api_server(
         return bool(ingress) and await http_get(ingress[0].ip, 80) == "allocated"
 
     await eventually(lb_served, what="the allocated load-balancer IP answers")
+
+
+async def test_external_traffic_policy_local(
+    client: Client,
+    namespace: str,
+    addresses: Addresses,
+    backends: Backends,
+    live_proxies: list[ProxyProcess],
+) -> None:
+    node1, node2 = live_proxies
+    ips = [addresses.pod_ip(), addresses.pod_ip()]
+    for ip, p in zip(ips, live_proxies, strict=True):
+        await backends.http(ip, 8080, f"on-{p.node_name}")
+    cip, np = addresses.cluster_ip(), addresses.node_port()
+    svc = service(namespace, "web", cip, [{**HTTP[0], "nodePort": np}], type_="NodePort")
+    svc.spec.external_traffic_policy = "Local"
+    await client.create(svc)
+    eps = endpoints(namespace, "web", ips, EP_HTTP)
+    for addr, p in zip(eps.subsets[0].addresses, live_proxies, strict=True):
+        addr.node_name = p.node_name
+    await client.create(eps)
+    await _served(cip, 80, expect=2)  # the ClusterIP reaches both
+    for p in live_proxies:
+        await _served(p.node_ip, np)
+        got = {await http_get(p.node_ip, np) for _ in range(6)}
+        assert got == {f"on-{p.node_name}"}  # a NodePort only its node's endpoint
+    m = await node1.metrics(namespace, "web")
+    assert sorted(port.scope for port in m.ports) == ["", "external"]
+    assert node2.running

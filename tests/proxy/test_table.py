@@ -159,3 +159,42 @@ def test_parse_connect() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} accepted")
+
+
+def test_traffic_policy_local() -> None:
+    subsets = [
+        {
+            "addresses": [
+                {"ip": "127.244.1.1", "nodeName": "n1"},
+                {"ip": "127.244.2.1", "nodeName": "n2"},
+            ],
+            "ports": [{"name": "http", "port": 8080}],
+        }
+    ]
+    spec = {
+        "clusterIP": "127.96.0.10",
+        "type": "LoadBalancer",
+        "ports": PORTS[:1],
+        "externalTrafficPolicy": "Local",
+    }
+    status = {"loadBalancer": {"ingress": [{"ip": "127.100.0.5"}]}}
+    svc = _svc(spec, status)
+    rules = {
+        r.key.scope: r for r in rules_for(svc, _eps(subsets), node_ip="127.0.1.1", node_name="n1")
+    }
+    # The ClusterIP keeps every endpoint; the NodePort and the LB IP only this node's.
+    assert [e.ip for e in rules[""].endpoints] == ["127.244.1.1", "127.244.2.1"]
+    assert {a.ip for a in rules[""].listen} == {"127.96.0.10"}
+    assert [e.ip for e in rules["external"].endpoints] == ["127.244.1.1"]
+    assert {a.ip for a in rules["external"].listen} == {"127.0.1.1", "127.100.0.5"}
+    # A node without a local endpoint keeps its NodePort (traffic to it is dropped, as in
+    # Kubernetes) but does not take the load balancer's address.
+    (none_here,) = [
+        r for r in rules_for(svc, _eps(subsets), node_ip="127.0.1.3", node_name="n3") if r.key.scope
+    ]
+    assert none_here.endpoints == () and {a.ip for a in none_here.listen} == {"127.0.1.3"}
+    # internalTrafficPolicy Local as well: one rule again, local endpoints everywhere.
+    both = _svc({**spec, "internalTrafficPolicy": "Local"}, status)
+    (rule,) = rules_for(both, _eps(subsets), node_ip="127.0.1.1", node_name="n1")
+    assert rule.key.scope == "" and [e.ip for e in rule.endpoints] == ["127.244.1.1"]
+    assert len(rule.listen) == 3

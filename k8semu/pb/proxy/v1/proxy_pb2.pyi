@@ -99,6 +99,7 @@ class ServicePortMetrics(_message.Message):
     ERRORS_FIELD_NUMBER: _builtins.int
     HTTP_REQUESTS_TOTAL_FIELD_NUMBER: _builtins.int
     REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     service: _builtins.str
     port_name: _builtins.str
@@ -117,6 +118,10 @@ class ServicePortMetrics(_message.Message):
     http_requests_total: _builtins.int
     """request lines seen on connections that speak HTTP/1.x"""
     requests_per_second: _builtins.float
+    scope: _builtins.str
+    """"" or, when a traffic policy (Local) gives the NodePort / external / load-balancer
+    addresses other endpoints than the ClusterIP, "external" for those addresses.
+    """
     @_builtins.property
     def listen(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """addresses this proxy serves it on, "ip:port" """
@@ -137,10 +142,11 @@ class ServicePortMetrics(_message.Message):
         errors: _builtins.int = ...,
         http_requests_total: _builtins.int = ...,
         requests_per_second: _builtins.float = ...,
+        scope: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "connections_active", b"connections_active", "connections_total", b"connections_total", "errors", b"errors", "http_requests_total", b"http_requests_total", "listen", b"listen", "namespace", b"namespace", "port_name", b"port_name", "protocol", b"protocol", "ready_endpoints", b"ready_endpoints", "requests_per_second", b"requests_per_second", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "connections_active", b"connections_active", "connections_total", b"connections_total", "errors", b"errors", "http_requests_total", b"http_requests_total", "listen", b"listen", "namespace", b"namespace", "port_name", b"port_name", "protocol", b"protocol", "ready_endpoints", b"ready_endpoints", "requests_per_second", b"requests_per_second", "scope", b"scope", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
