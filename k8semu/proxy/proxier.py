@@ -135,10 +135,11 @@ class Proxier:
         endpoints: Iterable[core_pb2.Endpoints],
         *,
         node_ip: str = "127.0.0.1",
+        node_name: str = "",
     ) -> None:
         """Serve exactly these Services (a static table: benchmarks, tests)."""
         by_name = {(e.metadata.namespace, e.metadata.name): e for e in endpoints}
-        await self.apply(build_table(services, by_name, node_ip=node_ip))
+        await self.apply(build_table(services, by_name, node_ip=node_ip, node_name=node_name))
 
     async def apply(self, table: Mapping[PortKey, PortRule]) -> None:
         async with self._lock:
