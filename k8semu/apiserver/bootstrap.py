@@ -10,7 +10,8 @@ Every API server, at start and then every `lease_seconds / 3`:
 3. rewrites Endpoints `default/kubernetes` from the Leases that have not lapsed (renewTime +
    leaseDurationSeconds in the future), always including itself; one subset per port (API
    servers on one host listen on different ports). Lapsed Leases are deleted, so a dead API
-   server's address leaves the Endpoints within about one lease duration.
+   server's address leaves the Endpoints within about one lease duration; a server stopping
+   gracefully deletes its Lease and takes its address out at once (`withdraw`).
 
 This is Kubernetes' "lease" endpoint reconciler, with Lease objects instead of its TTL keys
 under /registry/masterleases. Writes go through the servicer's own create/update paths, so
@@ -155,10 +156,19 @@ class KubernetesService:
         lease.spec.lease_duration_seconds = max(1, round(self.lease_seconds))
         lease.spec.renew_time.FromNanoseconds(int(now * 1e9))
 
-    async def live_addresses(self) -> list[Address]:
+    async def withdraw(self) -> None:
+        """On a graceful stop: this server's Lease goes and its address leaves the Endpoints
+        now, not a lease duration later (Kubernetes' RemoveEndpoints on shutdown)."""
+        kind = kinds.for_resource("leases")
+        with contextlib.suppress(NotFound):
+            _, rv = await self.servicer.get_object(kind, LEASE_NAMESPACE, self.lease_name)
+            await self.servicer.delete_if_unchanged(kind, LEASE_NAMESPACE, self.lease_name, rv)
+        await self.update_endpoints(include_self=False)
+
+    async def live_addresses(self, *, include_self: bool = True) -> list[Address]:
         """Addresses of the API servers whose Lease has not lapsed (lapsed ones are deleted)."""
         now = time.time()
-        found = [self.address]
+        found = [self.address] if include_self else []
         for lease in await self.servicer.list_objects(
             kinds.for_resource("leases"), LEASE_NAMESPACE, f"{IDENTITY_LABEL}={IDENTITY}"
         ):
@@ -167,7 +177,8 @@ class KubernetesService:
             if addr is None:
                 continue
             if alive(lease, now):
-                found.append(addr)
+                if include_self or addr != self.address:
+                    found.append(addr)
             elif addr != self.address:
                 await self.servicer.delete_if_unchanged(
                     kinds.for_resource("leases"),
@@ -177,9 +188,9 @@ class KubernetesService:
                 )
         return sorted(set(found), key=str)
 
-    async def update_endpoints(self) -> None:
+    async def update_endpoints(self, *, include_self: bool = True) -> None:
         kind = kinds.for_resource("endpoints")
-        want = endpoints_subsets(await self.live_addresses())
+        want = endpoints_subsets(await self.live_addresses(include_self=include_self))
         try:
             stored, rv = await self.servicer.get_object(kind, NAMESPACE, NAME)
         except NotFound:

@@ -30,6 +30,7 @@ from k8semu.pb.api.v1 import apiserver_pb2, core_pb2
 log = get_logger(__name__)
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public")
+_WITHDRAW_SECONDS = 2.0  # a graceful stop waits this long at most to leave the Endpoints
 SERVICE_NAME = apiserver_pb2.DESCRIPTOR.services_by_name["API"].full_name
 
 
@@ -76,6 +77,7 @@ class APIServer:
         self.port = 0
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None
+        self._serving = False  # set once the kubernetes Endpoints may list this server
 
     async def start(self) -> None:
         self.port = transport.bind(self.server, self.config.listen_address, flag="--listen-address")
@@ -92,10 +94,16 @@ class APIServer:
         log.info("api server started", port=self.port, store=",".join(self.store.endpoints))
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        serving = self._serving
         if self._bootstrap is not None:
             self._bootstrap.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._bootstrap
+        if serving and self.kubernetes_service is not None:
+            try:
+                await asyncio.wait_for(self.kubernetes_service.withdraw(), _WITHDRAW_SECONDS)
+            except (StatusError, TimeoutError) as exc:
+                log.info("could not withdraw from the kubernetes endpoints", error=repr(exc))
         await self.server.stop(grace)
         await self.servicer.watch_caches.stop()
         await self.store.close()
@@ -135,6 +143,7 @@ class APIServer:
             await self.kubernetes_service.reconcile()
         except StatusError as exc:
             log.warning("kubernetes service not reconciled yet", error=exc.message)
+        self._serving = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         await self._resume_namespace_terminations()
         await self.kubernetes_service.run()

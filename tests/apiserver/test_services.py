@@ -30,12 +30,12 @@ from .conftest import Client
 RANGE = "127.96.0.0/25"  # 126 hosts: .1 is the kubernetes Service's, .2-.126 for the rest
 NODE_PORTS = (30000, 30199)
 POOL = "127.100.0.0/28"
-FLAGS = (
+RANGES = (
     "--service-cluster-ip-range", RANGE,
     "--service-node-port-range", f"{NODE_PORTS[0]}-{NODE_PORTS[1]}",
     "--load-balancer-ip-pool", POOL,
-    "--endpoint-lease-seconds", "2",
 )  # fmt: skip
+FLAGS = (*RANGES, "--endpoint-lease-seconds", "2")
 DEADLINE = 30.0
 
 
@@ -339,6 +339,27 @@ async def test_kubernetes_service_and_endpoints_list_every_api_server(
         servers[1].start()
         servers[1].wait_serving()
     await _wait_endpoints(a, both)
+
+
+async def test_a_gracefully_stopped_api_server_leaves_the_endpoints_at_once(
+    clients: tuple[Client, Client],
+    servers: tuple[APIServerProcess, APIServerProcess],
+    store: K8semuStoreCluster,
+    tmp_path: Path,
+) -> None:
+    a, _ = clients
+    both = {("127.0.0.1", servers[0].port), ("127.0.0.1", servers[1].port)}
+    # An hour-long lease: only the server's own withdrawal can take its address out in time.
+    third = APIServerProcess(
+        store, tmp_path / "third.log", [*RANGES, "--endpoint-lease-seconds", "3600"]
+    )
+    try:
+        third.wait_serving()
+        await _wait_endpoints(a, both | {("127.0.0.1", third.port)})
+        third.close()  # SIGTERM
+        await _wait_endpoints(a, both)
+    finally:
+        third.close()
 
 
 async def test_repair_frees_an_allocation_no_service_holds(
