@@ -293,7 +293,14 @@ async def test_kubelet_sigkill_restart_adopts_containers(
     client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
 ) -> None:
     k = kubelets()
-    await client.create(make_pod(namespace, "keep", k.name, ["sleep", "300"]))
+
+    def ready_probe(c: core_pb2.Container) -> None:
+        c.readiness_probe.exec.command.append("true")
+        c.readiness_probe.period_seconds = 1
+
+    await client.create(
+        make_pod(namespace, "keep", k.name, ["sleep", "300"], container=ready_probe)
+    )
     await client.create(make_pod(namespace, "orphan", k.name, ["sleep", "300"]))
     keep = await eventually(
         lambda: _with(get_pod(client, namespace, "keep"), running_pid), what="running"
@@ -314,6 +321,10 @@ async def test_kubelet_sigkill_restart_adopts_containers(
     pod = await eventually(
         lambda: _with(get_pod(client, namespace, "keep"), lambda p: running_pid(p) == pid),
         what="still the same pid",
+    )
+    # Its readiness probe runs again: Ready after the restart.
+    pod = await eventually(
+        lambda: _with(get_pod(client, namespace, "keep"), is_ready), what="Ready again"
     )
     s = status_of(pod)
     assert s is not None and s.restart_count == 0
