@@ -131,7 +131,8 @@ class VerbResult:
     capped: bool
     last_error: str = ""
     client_cpu_s: float = 0.0
-    server_cpu_s: float | None = None
+    server_cpu_s: float | None = None  # the store replicas and the API server together
+    apiserver_cpu_s: float | None = None  # the API server alone
 
 
 @dataclass
@@ -430,9 +431,14 @@ class _Watchers:
 
 
 async def run(
-    address: str, opts: APIBenchOptions, *, server_pids: Sequence[int] = ()
+    address: str,
+    opts: APIBenchOptions,
+    *,
+    server_pids: Sequence[int] = (),
+    apiserver_pid: int | None = None,
 ) -> APIBenchResult:
-    """Run the phases against the API server at ``address``; see the module docstring."""
+    """Run the phases against the API server at ``address``; see the module docstring.
+    CPU is measured for ``server_pids`` together and ``apiserver_pid`` alone, when given."""
     run_id = secrets.token_hex(3)
     prefix = f"bench-{run_id}"
     result = APIBenchResult(options=opts, server=address)
@@ -535,10 +541,12 @@ async def run(
                     sent[i] = perf()
 
             server_before = _processes_cpu_seconds(server_pids) if server_pids else None
+            api_before = _processes_cpu_seconds([apiserver_pid]) if apiserver_pid else None
             cpu_before = _cpu_seconds()
             paced = await _paced(n, opts, ops[phase], stamp)
             cpu = _cpu_seconds() - cpu_before
             server_after = _processes_cpu_seconds(server_pids) if server_pids else None
+            api_after = _processes_cpu_seconds([apiserver_pid]) if apiserver_pid else None
             samples = sorted(paced.latencies)
             verb = f"list (limit {opts.list_limit})" if phase == "list" else phase
             r = VerbResult(
@@ -558,6 +566,11 @@ async def run(
                 server_cpu_s=(
                     server_after - server_before
                     if server_after is not None and server_before is not None
+                    else None
+                ),
+                apiserver_cpu_s=(
+                    api_after - api_before
+                    if api_after is not None and api_before is not None
                     else None
                 ),
             )
@@ -668,9 +681,15 @@ def render(result: APIBenchResult, env: dict[str, Any]) -> str:
                 f"{r.verb}: the client fell behind its schedule by up to {r.max_slip_ms:.0f} ms."
             )
         if r.server_cpu_s is not None and r.seconds > 0:
+            api = ""
+            if r.apiserver_cpu_s is not None and r.calls:
+                api = (
+                    f" (the API server {r.apiserver_cpu_s / r.seconds:.0%},"
+                    f" {r.apiserver_cpu_s / r.calls * 1e3:.2f} ms per call)"
+                )
             lines.append(
-                f"{r.verb}: servers used {r.server_cpu_s / r.seconds:.0%} of a CPU, the client"
-                f" {r.client_cpu_s / r.seconds:.0%}."
+                f"{r.verb}: servers used {r.server_cpu_s / r.seconds:.0%} of a CPU{api}, the"
+                f" client {r.client_cpu_s / r.seconds:.0%}."
             )
     if result.watchers_cut_off:
         lines.append(f"{result.watchers_cut_off} watchers were cut off as too slow.")
@@ -780,7 +799,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server.wait_serving(opts.ready_timeout)
                 pids = [*store.pids.values(), server.proc.pid]
                 result, uv = _run_loop(
-                    run(server.address, opts, server_pids=pids), not args.no_uvloop
+                    run(server.address, opts, server_pids=pids, apiserver_pid=server.proc.pid),
+                    not args.no_uvloop,
                 )
             finally:
                 server.close()
