@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import socket
 import sys
 from collections.abc import Sequence
@@ -59,10 +60,25 @@ def _parser() -> argparse.ArgumentParser:
         default=cfg.DEFAULT_POD_CIDR_WAIT,
         help="seconds to wait for spec.podCIDR before --pod-cidr (or 127.0.0.1 for all pods)",
     )
+    p.add_argument(
+        "--cluster-dns",
+        default="",
+        help="IP of the cluster DNS Service, given to pods as K8SEMU_DNS_SERVER (none if empty)",
+    )
+    p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain")
     p.add_argument("--count", type=int, default=1, help="hollow nodes <node-name>-0..N-1")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="console", choices=["console", "json"])
     return p
+
+
+def _ip_or_empty(text: str, flag: str) -> str:
+    if not text:
+        return ""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise cfg.ConfigError(f"{flag}: {text!r} is not an IP address") from None
 
 
 def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
@@ -91,6 +107,8 @@ def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
         simulated_start_delay=ns.simulated_start_delay,
         pod_cidr=ns.pod_cidr,
         pod_cidr_wait=ns.pod_cidr_wait,
+        cluster_dns=_ip_or_empty(ns.cluster_dns, "--cluster-dns"),
+        cluster_domain=ns.cluster_domain,
     )
     if ns.count == 1:
         return [

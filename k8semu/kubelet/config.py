@@ -53,6 +53,8 @@ class KubeletConfig:
     pod_cidr: str = ""  # used when the node has no spec.podCIDR after pod_cidr_wait
     pod_cidr_wait: float = DEFAULT_POD_CIDR_WAIT
     exec_timeout: float = DEFAULT_EXEC_TIMEOUT
+    cluster_dns: str = ""  # the cluster DNS Service's IP (kubelet --cluster-dns); "" = none
+    cluster_domain: str = "cluster.local"
 
     def __post_init__(self) -> None:
         if not self.node_name:

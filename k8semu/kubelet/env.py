@@ -1,6 +1,7 @@
 """A container's environment and argv, as Kubernetes builds them.
 
-Order (later entries win): the emulator's POD_NAME/POD_NAMESPACE/POD_IP/NODE_NAME/HOSTNAME,
+Order (later entries win): the emulator's POD_NAME/POD_NAMESPACE/POD_IP/NODE_NAME/HOSTNAME
+and the cluster DNS (`dns_env`),
 Kubernetes' service variables (`{SVC}_SERVICE_HOST`, ..., for the Services of the pod's
 namespace that exist when the container starts, and `KUBERNETES_SERVICE_*` for the
 `kubernetes` service in `default`), then `envFrom` in order, then `env` in order. `$(VAR)` in an
@@ -34,6 +35,28 @@ class PodFacts:
     pod_ip: str
     host_ip: str
     node_name: str
+    dns_server: str = ""  # the cluster DNS (kubelet --cluster-dns), "" when there is none
+    cluster_domain: str = "cluster.local"
+
+
+def dns_env(pod: core_pb2.Pod, facts: PodFacts) -> dict[str, str]:
+    """Where the pod's resolver goes. A process cannot be given its own resolv.conf, so the
+    kubelet says it in the environment and the built-in images' clients (wget, nslookup,
+    loadgen) resolve through it: K8SEMU_DNS_SERVER (HOST:53) and K8SEMU_DNS_SEARCH (the
+    search path Kubernetes writes for ClusterFirst). dnsPolicy Default, or hostNetwork without
+    ClusterFirstWithHostNet, uses the host's resolver, as in Kubernetes."""
+    policy = pod.spec.dns_policy or "ClusterFirst"
+    if not facts.dns_server or policy in ("Default", "None"):
+        return {}
+    if pod.spec.host_network and policy != "ClusterFirstWithHostNet":
+        return {}
+    domain = facts.cluster_domain
+    ns = pod.metadata.namespace or "default"
+    server = facts.dns_server if ":" in facts.dns_server else f"{facts.dns_server}:53"
+    return {
+        "K8SEMU_DNS_SERVER": server,
+        "K8SEMU_DNS_SEARCH": f"{ns}.svc.{domain} svc.{domain} {domain}",
+    }
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
@@ -155,6 +178,7 @@ def container_env(
         "POD_IP": facts.pod_ip,
         "NODE_NAME": facts.node_name,
     }
+    env.update(dns_env(pod, facts))
     env.update(service_env(services, pod.metadata.namespace))
     for i, source in enumerate(container.env_from):
         path = f"{where}.envFrom[{i}]"

@@ -284,6 +284,16 @@ class PodWorker:
                 rec.before_last = rec.last
                 rec.last = _terminated(info, started, status.container_id)
 
+    def _facts(self) -> PodFacts:
+        host = self.host
+        return PodFacts(
+            pod_ip=self.pod_ip,
+            host_ip=host.node_ip,
+            node_name=host.node_name,
+            dns_server=host.config.cluster_dns,
+            cluster_domain=host.config.cluster_domain,
+        )
+
     def _adopt(self, rec: ContainerRecord, handle: ContainerHandle) -> None:
         rec.handle = handle
         rec.restart_count = handle.restart
@@ -368,7 +378,7 @@ class PodWorker:
         host = self.host
         try:
             config_maps, secrets = await host.lookup_refs(pod)
-            facts = PodFacts(pod_ip=self.pod_ip, host_ip=host.node_ip, node_name=host.node_name)
+            facts = self._facts()
             env = container_env(
                 pod,
                 rec.spec,
@@ -572,7 +582,7 @@ class PodWorker:
         host = self.host
         try:
             config_maps, secrets = await host.lookup_refs(self.pod)
-            facts = PodFacts(pod_ip=self.pod_ip, host_ip=host.node_ip, node_name=host.node_name)
+            facts = self._facts()
             env = container_env(
                 self.pod, rec.spec, facts, config_maps=config_maps, secrets=secrets,
                 services=host.services(), where=rec.where,

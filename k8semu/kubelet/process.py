@@ -157,7 +157,8 @@ class ProcessRuntime:
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
                     cwd=str(cwd),
-                    env=dict(launch.env),
+                    # Images find their absolute paths (/usr/share/nginx/html, ...) under it.
+                    env={"K8SEMU_ROOT": str(self.pod_dir(launch.pod_uid)), **launch.env},
                     start_new_session=True,
                 )
             except OSError as exc:

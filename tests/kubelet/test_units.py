@@ -394,3 +394,35 @@ def test_memory_limit_wrapper_execs_in_place(tmp_path: Path) -> None:
     argv = with_memory_limit(["sh", "-c", 'ulimit -v; echo "$0" "$@"', "x", "y z"], 64 << 20)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.splitlines() == ["65536", "x y z"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "host_network", "want"),
+    [
+        ("", False, True),
+        ("ClusterFirst", False, True),
+        ("Default", False, False),
+        ("ClusterFirst", True, False),
+        ("ClusterFirstWithHostNet", True, True),
+    ],
+)
+def test_cluster_dns_in_the_environment_follows_dns_policy(
+    policy: str, host_network: bool, want: bool
+) -> None:
+    from dataclasses import replace
+
+    pod = core_pb2.Pod()
+    pod.metadata.name, pod.metadata.namespace = "p", "shop"
+    pod.spec.dns_policy = policy
+    pod.spec.host_network = host_network
+    container = pod.spec.containers.add(name="c", image="busybox")
+    facts = replace(FACTS, dns_server="127.96.0.10")
+    env = container_env(pod, container, facts, config_maps={}, secrets={})
+    if want:
+        assert env["K8SEMU_DNS_SERVER"] == "127.96.0.10:53"
+        assert env["K8SEMU_DNS_SEARCH"] == "shop.svc.cluster.local svc.cluster.local cluster.local"
+    else:
+        assert "K8SEMU_DNS_SERVER" not in env
+    assert "K8SEMU_DNS_SERVER" not in container_env(
+        pod, container, FACTS, config_maps={}, secrets={}
+    )  # no --cluster-dns: nothing
