@@ -186,11 +186,12 @@ async def run_workload(
     namespace = f"bench-pods-{run_id}"
     n = result.pods
     names = [f"p-{run_id}-{i:05d}" for i in range(n)]
-    async with Client(list(api_servers)) as client:
+    # The watch has a connection of its own, as a separate watcher would.
+    async with Client(list(api_servers)) as client, Client(list(api_servers)) as watching:
         ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
         ns.metadata.name = namespace
         await client.create(ns)
-        tracker = podstartup.PodStartupTracker(client, namespace=namespace)
+        tracker = podstartup.PodStartupTracker(watching, namespace=namespace)
         await tracker.start()
         progress = Progress(enabled=opts.progress)
         try:
@@ -200,7 +201,6 @@ async def run_workload(
             latencies: list[float] = []
             perf = time.perf_counter
             start_perf = perf() + 0.01
-            first_sent = time.time() + 0.01
 
             async def writer() -> None:
                 while True:
@@ -253,6 +253,7 @@ async def run_workload(
         times = [tracker.pods[name] for name in names if name in tracker.pods]
         result.bound = sum(1 for t in times if t.bound)
         result.running = sum(1 for t in times if t.running)
+        first_sent = min((t.created for t in times), default=0.0)
         last_bind = max((t.bound for t in times if t.bound), default=first_sent)
         result.pods_per_s = result.bound / max(1e-9, last_bind - first_sent)
         result.peak_binds_per_s = most_within([t.bound for t in times if t.bound], 1.0)
