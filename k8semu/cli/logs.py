@@ -1,4 +1,10 @@
-"""`k8semu logs POD [-c C] [-f] [--previous] [--tail N] [-n NS]`: a container's log.
+"""`k8semu logs POD [-c C] [-f] [--previous] [--tail N] [-n NS]`: a container's log; and
+`k8semu logs COMPONENT [-f] [--tail N]` (apiserver-1, store-s1, kubelet-node-1, ...): the log
+file of a component of a cluster started with `k8semu up` on this host.
+
+A bare NAME is a component when the cluster's state dir (--state-dir, else the current
+context's cluster) has one of that name, else a pod; `component/NAME` and `pod/NAME` say
+which.
 
 Finds the pod's node through the API server, the node's kubelet in its annotation
 k8semu.io/kubelet-endpoint, and streams the log from that kubelet (`k8semu exec` shares the
@@ -9,14 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 
 from k8semu import transport
 from k8semu.cli import _kubeconfig
 from k8semu.client import Client, ClientError, NotFound
+from k8semu.cluster.state import component_log_path, find_state_dir
 from k8semu.kubelet.node import ENDPOINT_ANNOTATION
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
@@ -86,7 +96,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-p", "--previous", action="store_true")
     p.add_argument("--tail", type=int, default=-1, help="lines from the end (-1: all)")
+    p.add_argument("--state-dir", type=Path, default=None, help="the cluster of a COMPONENT's log")
     return p
+
+
+def component_log(ns: argparse.Namespace) -> Path | None:
+    """The log file `ns.pod` names as a component, or None when it names a pod."""
+    name: str = ns.pod
+    if name.startswith(("pod/", "pods/", "po/")):
+        return None
+    explicit = name.startswith("component/")
+    name = name.removeprefix("component/")
+    state_dir = find_state_dir(ns.state_dir, None, os.environ)
+    path = component_log_path(state_dir, name)
+    if path is None and explicit:
+        raise CommandError(f"no component {name!r} in the cluster at {state_dir}")
+    return path
+
+
+def print_file(path: Path, *, tail: int, follow: bool) -> None:
+    """`path`'s last `tail` lines (all when < 0); with `follow`, then what is appended."""
+    out = sys.stdout.buffer
+    try:
+        with path.open("rb") as f:
+            data = f.read()
+            if tail >= 0:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-tail:]) if tail else b""
+            out.write(data)
+            out.flush()
+            while follow:
+                chunk = f.read()
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+                else:
+                    time.sleep(0.2)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 async def _logs(ns: argparse.Namespace, target: _kubeconfig.Target) -> None:
@@ -116,6 +163,10 @@ async def _logs(ns: argparse.Namespace, target: _kubeconfig.Target) -> None:
 def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
+        path = component_log(ns)
+        if path is not None:
+            print_file(path, tail=ns.tail, follow=ns.follow)
+            return 0
         target = _kubeconfig.resolve(
             server=ns.server, namespace=ns.namespace, kubeconfig=ns.kubeconfig, context=ns.context
         )
