@@ -3,7 +3,9 @@
     k8semu join --server HOST:PORT[,HOST:PORT] [--node-name N] [--node-ip IP] [--detach] ...
 
 The kubelet registers Node N with the API servers given; the proxy serves that node's
-NodePorts on its IP. Like `k8semu up`, it waits until the Node is Ready, then supervises in the
+NodePorts on its IP and, with the tunnel on (--tunnel-port, default 10262 unless the node IP
+is a loopback one), carries pod traffic to and from the other hosts (docs/multihost.md).
+Like `k8semu up`, it waits until the Node is Ready, then supervises in the
 foreground (Ctrl-C stops both, and the node's pods) or, with --detach, leaves them running;
 `k8semu status/down --state-dir DIR` work on it (default state dir: that of cluster
 `join-<node name>`). Exit status as `k8semu up`'s.
@@ -24,10 +26,12 @@ from k8semu.cluster.config import (
     DEFAULT_CAPACITY,
     DEFAULT_KUBELET_PORT,
     DEFAULT_PROXY_PORT,
+    DEFAULT_TUNNEL_PORT,
     RUNTIMES,
     LauncherSpec,
     NodeSpec,
     TimingsSpec,
+    default_tunnel_port,
     parse_config,
 )
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
@@ -57,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--node-labels", default="", help="k=v,... labels of the Node")
     p.add_argument("--kubelet-port", type=int, default=DEFAULT_KUBELET_PORT)
     p.add_argument("--proxy-port", type=int, default=DEFAULT_PROXY_PORT)
+    p.add_argument(
+        "--tunnel-port",
+        type=int,
+        help="the proxy's cross-host tunnel on NODE_IP:PORT; 0 turns it off (default:"
+        f" {DEFAULT_TUNNEL_PORT}, or 0 for a loopback node IP; see docs/multihost.md)",
+    )
     p.add_argument("--no-proxy", action="store_true", help="start the kubelet only")
     p.add_argument(
         "-f",
@@ -90,6 +100,7 @@ _FLAGS = {
     "nodes[0].labels": "--node-labels",
     "nodes[0].kubeletPort": "--kubelet-port",
     "nodes[0].proxyPort": "--proxy-port",
+    "nodes[0].tunnelPort": "--tunnel-port",
 }
 
 
@@ -119,15 +130,17 @@ def main(argv: Sequence[str]) -> int:
             config = parse_config(ns.config.read_text(encoding="utf-8"), source=str(ns.config))
             timings, launcher_spec = config.timings, config.launcher
         name = ns.node_name or re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower())
+        node_ip = ns.node_ip or _local_address(servers[0])
         node = NodeSpec(
             name=name,
             host="",
-            node_ip=ns.node_ip or _local_address(servers[0]),
+            node_ip=node_ip,
             runtime=ns.runtime,
             capacity=_pairs(ns.capacity, "--capacity"),
             labels=_pairs(ns.node_labels, "--node-labels"),
             kubelet_port=ns.kubelet_port,
             proxy_port=ns.proxy_port,
+            tunnel_port=default_tunnel_port(node_ip) if ns.tunnel_port is None else ns.tunnel_port,
             proxy=not ns.no_proxy,
         )
     except ClusterConfigError as exc:

@@ -109,6 +109,21 @@ DEFAULT_NODE_IP_PREFIX = "127.0.1."
 DEFAULT_HOLLOW_IP_PREFIX = "127.0.2."
 DEFAULT_KUBELET_PORT = 10250
 DEFAULT_PROXY_PORT = 10249
+# The proxy's cross-host tunnel (docs/multihost.md): on by default only for a node whose IP is
+# not a loopback address (another host can reach only such a node), so single-host configs
+# (and tests that pick free ports) bind nothing more.
+DEFAULT_TUNNEL_PORT = 10262
+
+
+def default_tunnel_port(node_ip: str) -> int:
+    """10262 for a node IP other hosts can reach, 0 (no tunnel) for a loopback one."""
+    try:
+        loopback = ipaddress.ip_address(node_ip).is_loopback
+    except ValueError:
+        return 0
+    return 0 if loopback else DEFAULT_TUNNEL_PORT
+
+
 RUNTIMES = ("process", "simulated")
 DEFAULT_RUNTIME = "process"
 DEFAULT_CAPACITY = (("cpu", "4"), ("memory", "8Gi"), ("pods", "110"))
@@ -335,6 +350,8 @@ class NodeSpec:
     taints: tuple[Taint, ...] = ()
     kubelet_port: int = DEFAULT_KUBELET_PORT
     proxy_port: int = DEFAULT_PROXY_PORT
+    #: The proxy's tunnel port on ``node_ip``; 0: no tunnel (a node on a single-host cluster).
+    tunnel_port: int = 0
     proxy: bool = True
     count: int = 0
     #: Position in ``nodes`` (or ``hollowNodes``), for error messages.
@@ -357,6 +374,10 @@ class NodeSpec:
         for key, port in (("kubeletPort", self.kubelet_port), ("proxyPort", self.proxy_port)):
             if not 0 < port <= 65535:
                 raise ClusterConfigError(f"{path}.{key}", f"must be 1-65535, got {port}")
+        if not 0 <= self.tunnel_port <= 65535:
+            raise ClusterConfigError(
+                f"{path}.tunnelPort", f"must be 0 (off) or 1-65535, got {self.tunnel_port}"
+            )
         if self.count < 0:
             raise ClusterConfigError(f"{path}.count", "must be >= 1")
         for resource, value in self.capacity:
@@ -733,6 +754,8 @@ def _check_placement(config: ClusterConfig) -> None:
             listen(f"{ip}:{n.kubelet_port}", f"{path}.kubeletPort")
         if n.proxy and not n.hollow:
             listen(f"{ip}:{n.proxy_port}", f"{path}.proxyPort")
+            if n.tunnel_port:
+                listen(f"{ip}:{n.tunnel_port}", f"{path}.tunnelPort")
         for node in n.node_names:
             if node in node_names:
                 raise ClusterConfigError(
@@ -1113,13 +1136,14 @@ def _read_nodes(top: _Fields, first_host: str) -> tuple[NodeSpec, ...] | None:
             NodeSpec(
                 name=n.string("name", f"node-{i + 1}"),
                 host=n.string("host", first_host),
-                node_ip=n.string("nodeIP", f"{DEFAULT_NODE_IP_PREFIX}{i + 1}"),
+                node_ip=(node_ip := n.string("nodeIP", f"{DEFAULT_NODE_IP_PREFIX}{i + 1}")),
                 runtime=n.string("runtime", DEFAULT_RUNTIME),
                 capacity=_read_mapping(n, "capacity") or DEFAULT_CAPACITY,
                 labels=_read_mapping(n, "labels") or (),
                 taints=_read_taints(n),
                 kubelet_port=n.integer("kubeletPort", DEFAULT_KUBELET_PORT),
                 proxy_port=n.integer("proxyPort", DEFAULT_PROXY_PORT),
+                tunnel_port=n.integer("tunnelPort", default_tunnel_port(node_ip)),
                 proxy=_boolean(n, "proxy", True),
                 index=i,
             )

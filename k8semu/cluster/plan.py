@@ -344,13 +344,15 @@ def kubelet_argv(
 
 
 def proxy_argv(node: NodeSpec, servers: tuple[str, ...], python: str) -> tuple[str, ...]:
-    """``k8semu proxy ...`` for ``node``."""
+    """``k8semu proxy ...`` for ``node`` (with its tunnel port, when it has one)."""
+    tunnel = ("--tunnel-port", str(node.tunnel_port)) if node.tunnel_port else ()
     return _k8semu(
         python, "proxy",
         "--server", ",".join(servers),
         "--node-name", node.name,
         "--node-ip", node.node_ip,
         "--listen-address", f"{_host(node.node_ip)}:{node.proxy_port}",
+        *tunnel,
     )  # fmt: skip
 
 
@@ -386,6 +388,11 @@ def plan_node(
     ]
     if node.proxy and not node.hollow:
         proxy_address = f"{_host(node.node_ip)}:{node.proxy_port}"
+        ports = {"health": proxy_address}
+        origins = {"health": f"{node.path}.proxyPort"}
+        if node.tunnel_port:
+            ports["tunnel"] = f"{_host(node.node_ip)}:{node.tunnel_port}"
+            origins["tunnel"] = f"{node.path}.tunnelPort"
         out.append(
             ComponentPlan(
                 name=f"proxy-{node.name}",
@@ -394,8 +401,8 @@ def plan_node(
                 stage=NODES,
                 argv=proxy_argv(node, servers, python),
                 address=proxy_address,
-                ports={"health": proxy_address},
-                origins={"health": f"{node.path}.proxyPort"},
+                ports=ports,
+                origins=origins,
                 log_path=logs / f"proxy-{node.name}.log",
                 data_dir=root,
                 command="proxy",

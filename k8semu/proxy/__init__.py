@@ -5,6 +5,7 @@ addresses forwarded to ready endpoints, one process per node (DESIGN.md decision
     datapath.py  Protocols: balancer, TCP splice, UDP relay, counters
     proxier.py   listening sockets for a table (`Proxier.apply`), sweeps, metrics snapshot
     tunnel.py    CONNECT tunnel between hosts
+    overlay.py   pure: pods of other hosts -> listeners on their pod IPs (through the tunnel)
     server.py    `ProxyServer`: informers -> table -> Proxier; Events; gRPC metrics
 
 A Proxier can be fed a static table (`await proxier.apply_objects(services, endpoints)`)

@@ -1,10 +1,13 @@
 """`ProxyServer`: one node's service proxy, driven by the API.
 
-Owns the informers on Services and Endpoints (and Nodes, for the tunnel), turning their caches
-into a service table (level-triggered: any change marks the table dirty and one loop
-recomputes it whole and applies it), the Warning Events for ports it cannot bind, and the gRPC
-server on `listen_address` (health + `k8semu.proxy.v1.Proxy` metrics). The sockets and bytes
-belong to `Proxier`; the pure table to `k8semu.proxy.table`.
+Owns the informers on Services and Endpoints (and, with a tunnel, Nodes and Pods), turning
+their caches into a service table (level-triggered: any change marks the table dirty and one
+loop recomputes it whole and applies it), the Warning Events for ports it cannot bind, and the
+gRPC server on `listen_address` (health + `k8semu.proxy.v1.Proxy` metrics). With a tunnel it
+also publishes where its tunnel is on its own Node (annotation `k8semu.io/tunnel-endpoint`)
+and adds the pod overlay: listeners on the pod IPs of other hosts' pods
+(`k8semu.proxy.overlay`). The sockets and bytes belong to `Proxier`; the pure tables to
+`k8semu.proxy.table` and `k8semu.proxy.overlay`.
 
 Health is SERVING once the informers have synced and the first table is applied.
 """
@@ -23,12 +26,13 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from k8semu import transport
-from k8semu.client import Client, SharedInformers
+from k8semu.client import Client, Indexer, SharedInformers
 from k8semu.client.events import WARNING, EventRecorder
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from k8semu.proxy.datapath import DEFAULT_DATA_PATH, DataPathConfig, Dialer, direct
+from k8semu.proxy.overlay import TUNNEL_ENDPOINT_ANNOTATION, pod_rules
 from k8semu.proxy.proxier import Proxier
 from k8semu.proxy.table import ListenAddress, PortKey, build_table
 from k8semu.proxy.tunnel import DEFAULT_TUNNEL_PORT, TunnelDialer, TunnelServer
@@ -90,18 +94,24 @@ class ProxyServer:
         dialer: Dialer = direct
         self.tunnel: TunnelServer | None = None
         self.tunnel_dialer: TunnelDialer | None = None
+        self.node_cache: Indexer[core_pb2.Node] = Indexer()
+        self.pod_cache: Indexer[core_pb2.Pod] = Indexer()
+        self._publishing: asyncio.Task[None] | None = None
         if config.tunnel_port:
             nodes = self.informers.informer(core_pb2.Node)
+            pods = self.informers.informer(core_pb2.Pod)
+            self.node_cache, self.pod_cache = nodes.cache, pods.cache
             self.tunnel_dialer = TunnelDialer(nodes.cache, tunnel_port=config.tunnel_port)
             dialer = self.tunnel_dialer
             self.tunnel = TunnelServer(
                 config.node_ip, config.tunnel_port, connect_timeout=config.data_path.connect_timeout
             )
-            nodes.add_event_handler(
-                on_add=lambda _: self._mark(),
-                on_update=lambda _o, _n: self._mark(),
-                on_delete=lambda _: self._mark(),
-            )
+            for watched in (nodes, pods):
+                watched.add_event_handler(
+                    on_add=lambda _: self._mark(),
+                    on_update=lambda _o, _n: self._mark(),
+                    on_delete=lambda _: self._mark(),
+                )
         self.proxier = Proxier(
             config=config.data_path, dialer=dialer, on_bind_error=self._bind_failed
         )
@@ -147,11 +157,12 @@ class ProxyServer:
             await self._synced.wait()
 
     async def stop(self, grace: float = 1.0) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._publishing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._publishing = None
         await self.informers.stop()
         await self.proxier.stop()
         if self.tunnel is not None:
@@ -187,7 +198,41 @@ class ProxyServer:
             node_ip=self.config.node_ip,
             node_name=self.node_name,
         )
+        if self.tunnel_dialer is not None:
+            self._publish_tunnel()
+            nodes = {n.metadata.name: n for n in self.node_cache.list()}
+            overlay = pod_rules(
+                self.pod_cache.list(), nodes, is_remote=self.tunnel_dialer.is_remote
+            )
+            # A pod IP never equals a Service address, so the two tables cannot collide.
+            table.update(overlay)
         await self.proxier.apply(table)
+
+    @property
+    def tunnel_endpoint(self) -> str:
+        """What this proxy publishes on its Node: `node_ip:tunnel_port`."""
+        return f"{self.config.node_ip}:{self.config.tunnel_port}"
+
+    def _publish_tunnel(self) -> None:
+        """Level-triggered: when this node's Node lacks the annotation saying where its tunnel
+        is (or says something else), patch it; the next Node event re-checks."""
+        node = self.node_cache.get(self.node_name)
+        if node is None or (self._publishing is not None and not self._publishing.done()):
+            return
+        if node.metadata.annotations.get(TUNNEL_ENDPOINT_ANNOTATION) == self.tunnel_endpoint:
+            return
+        self._publishing = asyncio.get_running_loop().create_task(
+            self._patch_node(), name="publish-tunnel"
+        )
+
+    async def _patch_node(self) -> None:
+        patch = {"metadata": {"annotations": {TUNNEL_ENDPOINT_ANNOTATION: self.tunnel_endpoint}}}
+        try:
+            await self.client.patch(core_pb2.Node, self.node_name, patch)
+        except Exception as exc:  # the Node may be gone or the API down: the next event retries
+            log.warning("cannot publish the tunnel endpoint", node=self.node_name, error=str(exc))
+            return
+        log.info("tunnel endpoint published", node=self.node_name, endpoint=self.tunnel_endpoint)
 
     def _bind_failed(self, key: PortKey, addr: ListenAddress, message: str) -> None:
         svc = self.services.cache.get_by_name(key.service, key.namespace)

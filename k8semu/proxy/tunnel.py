@@ -8,9 +8,10 @@ control and half-close as the service data path) or ``ERR <reason>\\n`` and clos
 loopback targets (127.0.0.0/8) are accepted, so a tunnel is never an open relay.
 
 The dialing side (`TunnelDialer`) decides per endpoint: the endpoint's node (its Endpoints
-`nodeName`, else the node whose podCIDR holds the IP) has an InternalIP that is not an address
-of this host -> connect to that IP's tunnel port with the CONNECT line; otherwise connect
-directly.
+`nodeName`, else the node whose podCIDR holds the IP) has its tunnel (Node annotation
+`k8semu.io/tunnel-endpoint`, else InternalIP:tunnel port) at an address that is not this
+host's -> connect there with the CONNECT line; otherwise connect directly. The same decision
+says which pods get overlay listeners on this host (`k8semu.proxy.overlay`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from k8semu.client import Indexer
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.proxy.datapath import DataPathConfig, Frontend, direct
+from k8semu.proxy.overlay import internal_ip, tunnel_endpoint
 from k8semu.proxy.table import Endpoint, PortKey
 
 log = get_logger(__name__)
@@ -140,15 +142,13 @@ def _is_local(ip: str) -> bool:
     return True
 
 
-def _internal_ip(node: core_pb2.Node) -> str:
-    for a in node.status.addresses:
-        if a.type == "InternalIP":
-            return a.address
-    return ""
-
-
 class TunnelDialer:
-    """A `Dialer`: through the endpoint's node's tunnel when that node is on another host."""
+    """A `Dialer`: through the endpoint's node's tunnel when that node is on another host.
+
+    A node's tunnel is where its Node annotation `k8semu.io/tunnel-endpoint` says, else its
+    InternalIP at this proxy's own tunnel port (`k8semu.proxy.overlay.tunnel_endpoint`); the
+    node is remote when that address is not one of this host's.
+    """
 
     def __init__(self, nodes: Indexer[core_pb2.Node], *, tunnel_port: int) -> None:
         self.nodes = nodes
@@ -171,14 +171,32 @@ class TunnelDialer:
                         return node
         return None
 
-    def __call__(self, ep: Endpoint) -> tuple[str, int, bytes]:
-        node = self.node_of(ep)
-        node_ip = _internal_ip(node) if node is not None else ""
-        if not node_ip:
-            return direct(ep)
-        local = self._local.get(node_ip)
+    def _is_local(self, ip: str) -> bool:
+        local = self._local.get(ip)
         if local is None:
-            local = self._local[node_ip] = _is_local(node_ip)
-        if local:
+            local = self._local[ip] = _is_local(ip)
+        return local
+
+    def route(self, node: core_pb2.Node | None) -> tuple[str, int] | None:
+        """The tunnel to reach `node`'s pods through; None when they are reached directly
+        (the node is on this host, or where its tunnel is is not known)."""
+        if node is None:
+            return None
+        where = tunnel_endpoint(node, self.tunnel_port)
+        if where is None or self._is_local(where[0]):
+            return None
+        # A node with a loopback InternalIP but a published tunnel elsewhere is still here.
+        ip = internal_ip(node)
+        if ip and ip != where[0] and self._is_local(ip):
+            return None
+        return where
+
+    def is_remote(self, node: core_pb2.Node) -> bool:
+        """True when `node`'s pods live on another host (reached through its tunnel)."""
+        return self.route(node) is not None
+
+    def __call__(self, ep: Endpoint) -> tuple[str, int, bytes]:
+        where = self.route(self.node_of(ep))
+        if where is None:
             return direct(ep)
-        return node_ip, self.tunnel_port, f"CONNECT {ep.ip}:{ep.port}\n".encode()
+        return where[0], where[1], f"CONNECT {ep.ip}:{ep.port}\n".encode()
