@@ -3,7 +3,8 @@ the client side of tests/multihost/test_netns.py, one process per step so the te
 stays in the root namespace and never sends a packet there.
 
     _inside.py deploy SERVER MANIFEST TIMEOUT    create the objects, wait for 2 Ready pods on
-                                                 2 nodes and their 2 endpoints; print JSON
+                                                 2 nodes, their 2 endpoints and both Nodes'
+                                                 tunnel annotations; print JSON
     _inside.py get URL TIMEOUT                   one HTTP GET; print the body (exit 1 on error)
 
 Plain stdlib for HTTP: the request goes out of this namespace's own sockets, exactly as a
@@ -23,6 +24,8 @@ from pathlib import Path
 from k8semu.api import manifest
 from k8semu.client import AlreadyExists, Client
 from k8semu.pb.api.v1 import core_pb2
+
+TUNNEL_ANNOTATION = "k8semu.io/tunnel-endpoint"
 
 
 def _ready(pod: core_pb2.Pod) -> bool:
@@ -48,8 +51,18 @@ async def deploy(server: str, path: Path, timeout: float) -> dict[str, object]:
             except Exception:
                 addresses = []
             nodes = {p.spec.node_name for p in ready}
-            if len(ready) == 2 and len(nodes) == 2 and len(addresses) == 2:
+            tunnels = {
+                n.metadata.name: n.metadata.annotations.get(TUNNEL_ANNOTATION, "")
+                for n in (await client.list(core_pb2.Node)).items
+            }
+            if (
+                len(ready) == 2
+                and len(nodes) == 2
+                and len(addresses) == 2
+                and all(tunnels.values())
+            ):
                 return {
+                    "tunnels": tunnels,
                     "pods": [
                         {"name": p.metadata.name, "node": p.spec.node_name, "ip": p.status.pod_ip}
                         for p in ready
@@ -58,7 +71,10 @@ async def deploy(server: str, path: Path, timeout: float) -> dict[str, object]:
                 }
             if time.monotonic() > end:
                 states = [(p.metadata.name, p.spec.node_name, p.status.phase) for p in pods]
-                raise SystemExit(f"pods not ready on 2 nodes within {timeout} s: {states}")
+                raise SystemExit(
+                    f"not ready within {timeout} s: pods {states}, endpoints {addresses},"
+                    f" tunnels {tunnels}"
+                )
             await asyncio.sleep(0.5)
 
 

@@ -277,6 +277,8 @@ def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> Non
                 timeout=POD_TIMEOUT_S + 30,
             )
         )
+        # Each proxy published where its tunnel is on its own Node.
+        assert deployed["tunnels"] == {h: f"{hosts.address(h)}:10262" for h in ("w1", "w2")}
         pods = {p["node"]: p for p in deployed["pods"]}
         assert set(pods) == {"w1", "w2"}, deployed
         far = pods["w2"]
