@@ -553,7 +553,7 @@ class UDPListener(asyncio.DatagramProtocol):
     def __init__(self, get_frontend: Callable[[], Frontend]) -> None:
         self._frontend = get_frontend
         self.transport: Any = None
-        self.sessions: dict[Any, _UDPSession] = {}
+        self.sessions: dict[Any, _UDPSession | _TunnelledUDPSession] = {}
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -573,13 +573,22 @@ class UDPListener(asyncio.DatagramProtocol):
         for session in list(self.sessions.values()):
             session.close()
 
-    def _open(self, addr: Any) -> _UDPSession | None:
+    def _open(self, addr: Any) -> _UDPSession | _TunnelledUDPSession | None:
         f = self._frontend()
         candidates = f.balancer.candidates(addr[0], f.loop.time())
         if not candidates or len(self.sessions) >= _UDP_MAX_SESSIONS:
             f.stats.errors += 1
             return None
         ep = candidates[0]
+        host, port, preamble = f.dialer(ep)
+        if preamble:  # on another host: framed over its node's tunnel
+            tunnelled = _TunnelledUDPSession(self, f, addr, ep)
+            self.sessions[addr] = tunnelled
+            f.stats.connections_total += 1
+            f.stats.connections_active += 1
+            f.balancer.connected(addr[0], ep, f.loop.time())
+            tunnelled.task = f.loop.create_task(tunnelled.open(host, port, udp_preamble(preamble)))
+            return tunnelled
         session = _UDPSession(self, f, addr, ep)
         self.sessions[addr] = session
         f.stats.connections_total += 1
@@ -677,3 +686,122 @@ class _UDPSession(asyncio.DatagramProtocol):
         if self.transport is not None:
             _safe(self.transport.close)
         # An open() still under way finishes and connection_made() aborts its transport.
+
+
+# -- UDP over a tunnel -----------------------------------------------------------------------
+
+UDP_FRAME_MAX = 65535  # a datagram's length travels as 2 bytes, big-endian
+
+
+def udp_preamble(preamble: bytes) -> bytes:
+    """A tunnel's TCP CONNECT line turned into its UDP one: ``CONNECT ip:port udp\\n``."""
+    return preamble.rstrip(b"\n") + b" udp\n"
+
+
+def frame(data: bytes) -> bytes:
+    """One datagram as it crosses a tunnel: its length (2 bytes, big-endian), then itself."""
+    return len(data).to_bytes(2, "big") + data
+
+
+def unframe(buf: bytearray) -> list[bytes]:
+    """The whole datagrams at the front of `buf` (removed from it); a partial one stays."""
+    out = []
+    while len(buf) >= 2:
+        n = int.from_bytes(buf[:2], "big")
+        if len(buf) < 2 + n:
+            break
+        out.append(bytes(buf[2 : 2 + n]))
+        del buf[: 2 + n]
+    return out
+
+
+class _TunnelledUDPSession(asyncio.Protocol):
+    """One client address's session to an endpoint on another host: one TCP connection to the
+    endpoint node's tunnel, opened with ``CONNECT ip:port udp``; after its "OK", datagrams go
+    both ways as frames (`frame`). The tunnel closing (refused, endpoint unreachable, tunnel
+    gone) ends the session, so the client's next datagram picks an endpoint afresh, as an ICMP
+    error does for a direct session. Same interface as `_UDPSession` for the listener."""
+
+    def __init__(self, listener: UDPListener, f: Frontend, client: Any, ep: Endpoint) -> None:
+        self.listener = listener
+        self.f = f
+        self.stats = f.stats
+        self.client = client
+        self.ep = ep
+        self.transport: Any = None
+        self.pending: list[bytes] | None = []
+        self.buf = bytearray()
+        self.touched = True
+        self.idle = 0.0
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def open(self, host: str, port: int, preamble: bytes) -> None:
+        loop = self.f.loop
+        try:
+            async with asyncio.timeout(self.f.config.connect_timeout):
+                await loop.create_connection(lambda: self, host, port)
+        except (OSError, TimeoutError) as exc:
+            self.stats.errors += 1
+            log.debug("udp tunnel not opened", service=str(self.f.key), error=str(exc))
+            self.close()
+            return
+        if self.closed:
+            _safe(self.transport.abort)
+            return
+        self.transport.write(preamble)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.pending is not None:  # still waiting for the tunnel's answer line
+            line, sep, rest = bytes(self.buf).partition(b"\n")
+            if not sep:
+                if len(self.buf) > 256:
+                    self._fail("no answer line")
+                return
+            if line.strip() != b"OK":
+                self._fail(line[:100].decode(errors="replace"))
+                return
+            self.buf[:] = rest
+            pending, self.pending = self.pending, None
+            for datagram in pending:
+                self.transport.write(frame(datagram))
+        out = self.listener.transport
+        for datagram in unframe(self.buf):
+            self.touched = True
+            self.stats.bytes_out += len(datagram)
+            if out is not None:
+                out.sendto(datagram, self.client)
+
+    def _fail(self, why: str) -> None:
+        self.stats.errors += 1
+        log.debug("udp tunnel refused", service=str(self.f.key), why=why)
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.touched = True
+        self.stats.bytes_in += len(data)
+        if self.pending is None:
+            if self.transport is not None:
+                self.transport.write(frame(data))
+        elif len(self.pending) < _UDP_PENDING_MAX:
+            self.pending.append(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.stats.connections_active -= 1
+        if self.listener.sessions.get(self.client) is self:
+            del self.listener.sessions[self.client]
+        if self.transport is not None:
+            _safe(self.transport.close)

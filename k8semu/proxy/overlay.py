@@ -3,10 +3,12 @@ here. Pure: no sockets, no asyncio, no client.
 
 Pod IPs are loopback addresses, so a process on host B that connects to 127.244.2.5:8080 (a pod
 of a node on host C) would reach nothing: the address is B's own loopback. For every running
-pod of a remote node, the proxies of B listen on that pod IP and each TCP `containerPort` it
-declares and forward through the tunnel of the pod's node (`k8semu.proxy.tunnel`). Those
+pod of a remote node, the proxies of B listen on that pod IP and each `containerPort` it
+declares (TCP or UDP) and forward through the tunnel of the pod's node (`k8semu.proxy.tunnel`;
+UDP as framed datagrams). Those
 listeners are ordinary `PortRule`s of the proxier's table, shared between the proxies of one
-host with SO_REUSEPORT like ClusterIPs, keyed `(namespace, "pod/<name>", port, TCP, "pod")`:
+host with SO_REUSEPORT like ClusterIPs, keyed `(namespace, "pod/<name>", port, protocol,
+"pod")`:
 a Service cannot be named "pod/..." so they never mix with Service ports in the metrics.
 
 Where a node's tunnel is: the Node annotation `k8semu.io/tunnel-endpoint: <ip>:<port>`, which
@@ -15,8 +17,7 @@ InternalIP and this proxy's own tunnel port. "Remote" means that address is not 
 host's (the caller decides, see `TunnelDialer.is_remote`), so a cluster whose nodes are all on
 this host gets no overlay rule at all.
 
-Not covered: UDP (the tunnel carries TCP only), ports a pod does not declare, hostNetwork pods
-(their IP is their node's).
+Not covered: SCTP, ports a pod does not declare, hostNetwork pods (their IP is their node's).
 """
 
 from __future__ import annotations
@@ -84,10 +85,10 @@ def pod_rules(
     *,
     is_remote: Callable[[core_pb2.Node], bool],
 ) -> dict[PortKey, PortRule]:
-    """One rule per declared TCP port of every running pod whose node `is_remote`. A pod
-    without an IP yet, finished, on an unknown node or on a hostNetwork gets none."""
+    """One rule per declared TCP or UDP port of every running pod whose node `is_remote`. A
+    pod without an IP yet, finished, on an unknown node or on a hostNetwork gets none."""
     table: dict[PortKey, PortRule] = {}
-    seen: set[tuple[str, int]] = set()
+    seen: set[tuple[str, str, int]] = set()
     for pod in pods:
         spec = pod.spec
         if not spec.node_name or spec.host_network or pod.status.phase in _DONE_PHASES:
@@ -99,21 +100,22 @@ def pod_rules(
         for container in spec.containers:
             for port in container.ports:
                 number = port.container_port
-                if (port.protocol or "TCP") != "TCP" or not 0 < number < 65536:
+                protocol = port.protocol or "TCP"
+                if protocol not in ("TCP", "UDP") or not 0 < number < 65536:
                     continue
-                if (ip, number) in seen:
+                if (protocol, ip, number) in seen:
                     continue
-                seen.add((ip, number))
+                seen.add((protocol, ip, number))
                 key = PortKey(
                     pod.metadata.namespace,
                     f"pod/{pod.metadata.name}",
                     port.name or str(number),
-                    "TCP",
+                    protocol,
                     POD_SCOPE,
                 )
                 table[key] = PortRule(
                     key,
-                    (ListenAddress("TCP", ip, number, True),),
+                    (ListenAddress(protocol, ip, number, True),),
                     (Endpoint(ip, number, spec.node_name),),
                     None,
                 )

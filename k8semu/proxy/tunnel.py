@@ -4,7 +4,9 @@ Pod IPs are loopback addresses (127.244.N.x) and so only reachable on their own 
 node's proxy, when started with a tunnel port, serves on `node_ip:tunnel_port` a one-line
 handshake: the client sends ``CONNECT <ip>:<port>\\n``; the tunnel connects to that address on
 its own host and answers ``OK\\n`` (then bytes are spliced both ways, with the same flow
-control and half-close as the service data path) or ``ERR <reason>\\n`` and closes. Only
+control and half-close as the service data path) or ``ERR <reason>\\n`` and closes. With
+``CONNECT <ip>:<port> udp\\n`` it opens a UDP socket to that address instead, and datagrams
+cross the TCP connection both ways as frames: a 2-byte big-endian length, then the datagram. Only
 loopback targets (127.0.0.0/8) are accepted, so a tunnel is never an open relay.
 
 The dialing side (`TunnelDialer`) decides per endpoint: the endpoint's node (its Endpoints
@@ -25,7 +27,14 @@ from typing import Any
 from k8semu.client import Indexer
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.proxy.datapath import DataPathConfig, Frontend, direct
+from k8semu.proxy.datapath import (
+    UDP_FRAME_MAX,
+    DataPathConfig,
+    Frontend,
+    direct,
+    frame,
+    unframe,
+)
 from k8semu.proxy.overlay import internal_ip, tunnel_endpoint
 from k8semu.proxy.table import Endpoint, PortKey
 
@@ -38,13 +47,16 @@ HANDSHAKE_TIMEOUT = 10.0  # seconds for a tunnel client to send its CONNECT line
 TUNNEL_KEY = PortKey("", "tunnel", "", "TCP")
 
 
-def parse_connect(line: bytes) -> tuple[str, int]:
-    """`CONNECT 127.244.1.5:8080` -> ("127.244.1.5", 8080); ValueError when malformed or not
-    a loopback address."""
+def parse_request(line: bytes) -> tuple[str, int, str]:
+    """`CONNECT 127.244.1.5:8080` -> ("127.244.1.5", 8080, "TCP"); with a trailing ` udp`,
+    "UDP". ValueError when malformed or not a loopback address."""
     text = line.decode("ascii").strip()
     verb, _, target = text.partition(" ")
     if verb != "CONNECT":
         raise ValueError("expected CONNECT ip:port")
+    target, _, kind = target.partition(" ")
+    if kind not in ("", "udp"):
+        raise ValueError(f"unknown transport {kind[:10]!r}")
     host, _, port_text = target.rpartition(":")
     ip = ipaddress.IPv4Address(host)
     port = int(port_text)
@@ -52,14 +64,21 @@ def parse_connect(line: bytes) -> tuple[str, int]:
         raise ValueError(f"{ip}: only loopback (pod) addresses are served")
     if not 0 < port < 65536:
         raise ValueError(f"port {port} out of range")
-    return str(ip), port
+    return str(ip), port, "UDP" if kind else "TCP"
+
+
+def parse_connect(line: bytes) -> tuple[str, int]:
+    """`CONNECT 127.244.1.5:8080` -> ("127.244.1.5", 8080) (see `parse_request`)."""
+    ip, port, _ = parse_request(line)
+    return ip, port
 
 
 class _Handshake(asyncio.Protocol):
     """Reads the CONNECT line, then hands the transport to the splice."""
 
-    def __init__(self, frontend: Frontend) -> None:
+    def __init__(self, frontend: Frontend, relays: set[_UDPRelay]) -> None:
         self.f = frontend
+        self.relays = relays
         self.transport: Any = None
         self.buf = b""
         self.timer: asyncio.TimerHandle | None = None
@@ -83,12 +102,17 @@ class _Handshake(asyncio.Protocol):
             self._refuse("data before OK")
             return
         try:
-            ip, port = parse_connect(line)
+            ip, port, protocol = parse_request(line)
         except (ValueError, UnicodeDecodeError) as exc:
             self._refuse(str(exc))
             return
         if self.timer is not None:
             self.timer.cancel()
+        if protocol == "UDP":
+            relay = _UDPRelay(self.transport, self.relays, self.f)
+            self.transport.set_protocol(relay)
+            relay.start(ip, port)
+            return
         self.f.adopt(self.transport, Endpoint(ip, port))
 
     def _refuse(self, why: str) -> None:
@@ -100,6 +124,92 @@ class _Handshake(asyncio.Protocol):
         return False
 
 
+class _UDPRelay(asyncio.Protocol):
+    """The tunnel's end of one UDP session (`CONNECT ip:port udp`): a UDP socket connected to
+    the pod, datagrams to and from it framed on the TCP connection (`frame`). Either side
+    going away (the TCP connection closed, an ICMP error from the pod's address) ends both."""
+
+    def __init__(self, transport: Any, relays: set[_UDPRelay], frontend: Frontend) -> None:
+        self.transport = transport
+        self.relays = relays
+        self.stats = frontend.stats
+        self.loop = frontend.loop
+        self.udp: Any = None
+        self.buf = bytearray()
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+        relays.add(self)
+
+    def start(self, ip: str, port: int) -> None:
+        self.stats.connections_total += 1
+        self.stats.connections_active += 1
+        self.transport.pause_reading()  # frames wait until the pod's socket is open
+        self.task = self.loop.create_task(self._open(ip, port))
+
+    async def _open(self, ip: str, port: int) -> None:
+        try:
+            udp, _ = await self.loop.create_datagram_endpoint(
+                lambda: _RelayDatagrams(self), remote_addr=(ip, port)
+            )
+        except OSError as exc:
+            self.stats.errors += 1
+            with contextlib.suppress(Exception):
+                self.transport.write(f"ERR {str(exc)[:100]}\n".encode())
+            self.close()
+            return
+        if self.closed:
+            udp.close()
+            return
+        self.udp = udp
+        self.transport.write(b"OK\n")
+        self.transport.resume_reading()
+        if self.buf:
+            self.data_received(b"")
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.udp is None:  # early bytes (the client should wait for OK): kept until open
+            if len(self.buf) > 2 * UDP_FRAME_MAX:
+                self.close()
+            return
+        for datagram in unframe(self.buf):
+            self.stats.bytes_in += len(datagram)
+            self.udp.sendto(datagram)
+
+    def reply(self, datagram: bytes) -> None:
+        self.stats.bytes_out += len(datagram)
+        self.transport.write(frame(datagram))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.relays.discard(self)
+        self.stats.connections_active -= 1
+        with contextlib.suppress(Exception):
+            self.transport.close()
+        if self.udp is not None:
+            self.udp.close()
+
+
+class _RelayDatagrams(asyncio.DatagramProtocol):
+    def __init__(self, relay: _UDPRelay) -> None:
+        self.relay = relay
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.relay.reply(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.relay.stats.errors += 1
+        self.relay.close()
+
+
 class TunnelServer:
     """Serves CONNECT on `ip:port` for this host's pod IPs."""
 
@@ -108,13 +218,14 @@ class TunnelServer:
         self.port = port
         self.config = DataPathConfig(connect_timeout=connect_timeout)
         self.frontend: Frontend | None = None
+        self._relays: set[_UDPRelay] = set()
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         frontend = self.frontend = Frontend(TUNNEL_KEY, config=self.config, dialer=direct)
         self._server = await loop.create_server(
-            lambda: _Handshake(frontend), self.ip, self.port, reuse_address=True
+            lambda: _Handshake(frontend, self._relays), self.ip, self.port, reuse_address=True
         )
         log.info("tunnel listening", address=f"{self.ip}:{self.port}")
 
@@ -124,6 +235,8 @@ class TunnelServer:
             self._server = None
         if self.frontend is not None:
             self.frontend.close_all()
+        for relay in list(self._relays):
+            relay.close()
 
 
 def _is_local(ip: str) -> bool:

@@ -65,17 +65,19 @@ def _remote(node: core_pb2.Node) -> bool:
     return node.metadata.name == "far"
 
 
-def test_remote_pods_get_a_listener_per_declared_tcp_port_local_ones_none() -> None:
+def test_remote_pods_get_a_listener_per_declared_port_local_ones_none() -> None:
     pods = [
         _pod("web", "far", "127.244.2.5", [{"containerPort": 8080, "name": "http"},
                                           {"containerPort": 53, "protocol": "UDP"},
-                                          {"containerPort": 9090}]),
+                                          {"containerPort": 9090},
+                                          {"containerPort": 7, "protocol": "SCTP"}]),
         _pod("mine", "here", "127.244.1.5", [{"containerPort": 8080}]),
     ]  # fmt: skip
     table = pod_rules(pods, NODES, is_remote=_remote)
-    assert sorted((k.service, k.port_name) for k in table) == [
-        ("pod/web", "9090"),
-        ("pod/web", "http"),
+    assert sorted((k.service, k.port_name, k.protocol) for k in table) == [
+        ("pod/web", "53", "UDP"),
+        ("pod/web", "9090", "TCP"),
+        ("pod/web", "http", "TCP"),
     ]
     rule = next(r for k, r in table.items() if k.port_name == "http")
     assert rule.key.scope == POD_SCOPE and rule.key.protocol == "TCP"
