@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -70,6 +72,7 @@ from k8semu.bench.store import (
 )
 from k8semu.client import Client, ClientError
 from k8semu.cluster.errors import ClusterError
+from k8semu.cluster.state import ComponentRecord
 from k8semu.pb.api.v1 import core_pb2
 
 __all__ = ["PodsBenchOptions", "PodsBenchResult", "ScenarioResult", "main", "render", "run"]
@@ -133,6 +136,10 @@ class ScenarioResult:
     max_slip_s: float = 0.0
     create_latency: dict[str, float] = field(default_factory=dict)  # seconds, send -> reply
     pods_per_s: float = 0.0  # pods bound / (last bind seen - first create sent)
+    # (b) only: the scheduler is SIGSTOPped while the pods are created and SIGCONTed after, so
+    # this is its own rate on a backlog (pods bound / (last bind seen - SIGCONT)), apart from
+    # how fast one client can create pods.
+    backlog_pods_per_s: float | None = None
     peak_binds_per_s: int = 0  # the most binds seen within one second
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
     client_split: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -179,9 +186,11 @@ async def run_workload(
     *,
     image: str,
     real: bool,
+    hold: Sequence[ComponentRecord] = (),
 ) -> None:
     """Create ``result.pods`` pods (paced at ``result.rate`` when set) in a new namespace and
-    wait until a watch saw them all Running, or ``opts.timeout``; fills ``result``."""
+    wait until a watch saw them all Running, or ``opts.timeout``; fills ``result``. The
+    processes in ``hold`` (the scheduler) are stopped while the pods are created."""
     run_id = secrets.token_hex(3)
     namespace = f"bench-pods-{run_id}"
     n = result.pods
@@ -236,7 +245,12 @@ async def run_workload(
             shower = asyncio.get_running_loop().create_task(show())
             try:
                 t0 = perf()
-                await asyncio.gather(*(writer() for _ in range(opts.writers)))
+                held = _signal(hold, signal.SIGSTOP)
+                try:
+                    await asyncio.gather(*(writer() for _ in range(opts.writers)))
+                finally:
+                    _signal(held, signal.SIGCONT)
+                released = time.time()
                 result.create_seconds = perf() - t0
                 result.created = n - state["errors"]
                 result.create_errors = state["errors"]
@@ -256,6 +270,8 @@ async def run_workload(
         first_sent = min((t.created for t in times), default=0.0)
         last_bind = max((t.bound for t in times if t.bound), default=first_sent)
         result.pods_per_s = result.bound / max(1e-9, last_bind - first_sent)
+        if held:
+            result.backlog_pods_per_s = result.bound / max(1e-9, last_bind - released)
         result.peak_binds_per_s = most_within([t.bound for t in times if t.bound], 1.0)
         refine_stamps(times, created_exact=True)
         result.breakdown = {k: _summary(v) for k, v in podstartup.breakdown(times).items()}
@@ -268,6 +284,17 @@ async def run_workload(
                 podstartup.summarize([t.running - t.bound for t in done])
             ),
         }
+
+
+def _signal(records: Sequence[ComponentRecord], sig: signal.Signals) -> list[ComponentRecord]:
+    """Send `sig` to each recorded process that is still the one recorded; those signalled."""
+    done = []
+    for r in records:
+        if r.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(r.pid, sig)
+                done.append(r)
+    return done
 
 
 def _scenario(name: str, opts: PodsBenchOptions) -> tuple[ScenarioResult, ClusterLayout, bool]:
@@ -335,9 +362,11 @@ def run_scenario(
             async def measured() -> None:
                 cpu0 = time.process_time()
                 async with ResourceSampler(components) as sampler:
+                    hold = [c for c in components if c.kind == "scheduler"] if name == "b" else []
                     await run_workload(
-                        cluster.api_servers, result, opts, image=opts.c_image, real=real
-                    )
+                        cluster.api_servers, result, opts, image=opts.c_image, real=real,
+                        hold=hold,
+                    )  # fmt: skip
                 result.client_cpu_s = time.process_time() - cpu0
                 result.load_after = os.getloadavg()
                 result.components = [u.to_json() for u in sampler.usage]
@@ -392,7 +421,12 @@ def _target(r: ScenarioResult) -> tuple[str, bool | None]:
         return f"p99 <= {TARGET_A_P99_S:g} s", r.p99 <= TARGET_A_P99_S
     if r.scenario == "c":
         return f"p99 <= {TARGET_C_P99_S:g} s", r.p99 <= TARGET_C_P99_S
-    return f">= {TARGET_B_PODS_PER_S:g} pods/s", r.pods_per_s >= TARGET_B_PODS_PER_S
+    return f">= {TARGET_B_PODS_PER_S:g} pods/s", _b_rate(r) >= TARGET_B_PODS_PER_S
+
+
+def _b_rate(r: ScenarioResult) -> float:
+    """The scheduler's rate: on the backlog when (b) held it, else end to end."""
+    return r.backlog_pods_per_s if r.backlog_pods_per_s is not None else r.pods_per_s
 
 
 def _yes(ok: bool | None, r: ScenarioResult) -> str:
@@ -440,10 +474,12 @@ def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
             "",
             "| (b) scheduler and hollow nodes | k8semu | target | met | Kubernetes reference |",
             "| --- | ---: | --- | --- | --- |",
-            f"| pods bound per second, {r.nodes:,} nodes | {r.pods_per_s:,.0f} |"
-            f" >= {TARGET_B_PODS_PER_S:g} | {_yes(r.pods_per_s >= TARGET_B_PODS_PER_S, r)} |"
+            f"| pods bound per second on a backlog (scheduler held while {r.pods:,} pods were"
+            f" created), {r.nodes:,} nodes | {_b_rate(r):,.0f} |"
+            f" >= {TARGET_B_PODS_PER_S:g} | {_yes(_b_rate(r) >= TARGET_B_PODS_PER_S, r)} |"
             f" kube-scheduler CI floor {K8S_SCHEDULER_FLOOR_PODS_PER_S:g} pods/s at 5,000"
             f" nodes; KWOK ~{KWOK_PODS_PER_S:g} pods/s |",
+            f"| pods bound per second, first create to last bind | {r.pods_per_s:,.0f} | | | |",
             f"| most binds seen within one second | {r.peak_binds_per_s:,} | | | |",
             f"| peak RSS of the {r.nodes:,}-hollow-node kubelet, MB | {rss} |"
             f" < {TARGET_B_RSS_MB:g} | {'yes' if rss_ok else 'no'} | |",
