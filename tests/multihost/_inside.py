@@ -6,6 +6,7 @@ stays in the root namespace and never sends a packet there.
                                                  2 nodes, their 2 endpoints and both Nodes'
                                                  tunnel annotations; print JSON
     _inside.py get URL TIMEOUT                   one HTTP GET; print the body (exit 1 on error)
+    _inside.py udp IP PORT TEXT TIMEOUT          send TEXT until a datagram answers; print it
 
 Plain stdlib for HTTP: the request goes out of this namespace's own sockets, exactly as a
 process on that host would send it.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sys
 import time
 import urllib.request
@@ -55,13 +57,17 @@ async def deploy(server: str, path: Path, timeout: float) -> dict[str, object]:
                 n.metadata.name: n.metadata.annotations.get(TUNNEL_ANNOTATION, "")
                 for n in (await client.list(core_pb2.Node)).items
             }
+            udp = await client.get(core_pb2.Pod, "udp", namespace="default")
+            udp_ip = udp.status.pod_ip if udp.status.phase == "Running" else ""
             if (
                 len(ready) == 2
                 and len(nodes) == 2
                 and len(addresses) == 2
                 and all(tunnels.values())
+                and udp_ip
             ):
                 return {
+                    "udpIP": udp_ip,
                     "tunnels": tunnels,
                     "pods": [
                         {"name": p.metadata.name, "node": p.spec.node_name, "ip": p.status.pod_ip}
@@ -73,7 +79,7 @@ async def deploy(server: str, path: Path, timeout: float) -> dict[str, object]:
                 states = [(p.metadata.name, p.spec.node_name, p.status.phase) for p in pods]
                 raise SystemExit(
                     f"not ready within {timeout} s: pods {states}, endpoints {addresses},"
-                    f" tunnels {tunnels}"
+                    f" tunnels {tunnels}, udp pod {udp.status.phase} {udp_ip}"
                 )
             await asyncio.sleep(0.5)
 
@@ -88,6 +94,24 @@ def get(url: str, timeout: float) -> int:
     return 0
 
 
+def udp(ip: str, port: int, text: str, timeout: float) -> int:
+    """Send `text` once a second until an answer comes (the first datagrams may meet a
+    listener not bound yet), print the answer."""
+    end = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        while time.monotonic() < end:
+            s.sendto(text.encode(), (ip, port))
+            try:
+                data, _ = s.recvfrom(65535)
+            except OSError:  # a timeout, or ICMP unreachable on a connected path
+                continue
+            sys.stdout.write(data.decode(errors="replace"))
+            return 0
+    print(f"no answer from {ip}:{port} within {timeout} s", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str]) -> int:
     if argv[0] == "deploy":
         result = asyncio.run(deploy(argv[1], Path(argv[2]), float(argv[3])))
@@ -95,6 +119,8 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[0] == "get":
         return get(argv[1], float(argv[2]))
+    if argv[0] == "udp":
+        return udp(argv[1], int(argv[2]), argv[3], float(argv[4]))
     raise SystemExit(f"unknown step {argv[0]!r}")
 
 

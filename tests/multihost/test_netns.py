@@ -7,8 +7,9 @@ fourth namespace, addresses 10.213.X.1-3/24; the root namespace's addresses and 
 not touched (the veth pairs are created there and moved at once). Each host's share of one
 cluster config is started with `ip netns exec <ns> python -m k8semu up --host <name>`:
 store, API server, scheduler and controller manager on cp; node w1 (kubelet + proxy with its
-tunnel) on w1, node w2 on w2. From inside w1: the pod IP of the echo pod on w2 answers, and the
-Service's ClusterIP reaches both pods. Everything is stopped with `k8semu down` in each
+tunnel) on w1, node w2 on w2. From inside w1: the pod IP of the echo pod on w2 answers, the
+Service's ClusterIP reaches both pods, and a UDP pod on w2 answers a datagram; from w2, the
+echo pod on w1. Everything is stopped with `k8semu down` in each
 namespace, any process left in them is killed by pid, and the namespaces are deleted, also
 on failure.
 
@@ -67,6 +68,17 @@ metadata: {name: echo}
 spec:
   selector: {app: echo}
   ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: udp, labels: {app: udp}}
+spec:
+  nodeName: w2
+  containers:
+    - name: netexec
+      image: registry.k8s.io/e2e-test-images/agnhost:2.39
+      args: [netexec, --http-port=8080, --udp-port=8081]
+      ports: [{containerPort: 8081, protocol: UDP}]
 """
 
 pytestmark = [
@@ -293,6 +305,10 @@ def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> Non
         # And the other way round: w2 reaches w1's pod by its IP.
         near = pods["w1"]
         _get_until(hosts, "w2", env, f"http://{near['ip']}:8080/", {near["name"]}, timeout=20)
+        # UDP too: a datagram from w1 to the UDP port of a pod on w2, and its answer.
+        answer = _inside(hosts, "w1", env, "udp", deployed["udpIP"], "8081", "echo across", "20",
+                         timeout=40)  # fmt: skip
+        assert answer == "across"
     finally:
         for host in reversed(started):
             subprocess.run(
