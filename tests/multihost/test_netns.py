@@ -103,6 +103,8 @@ class Hosts:
     subnet: int
     ns: dict[str, str] = field(default_factory=dict)
     bridge: str = ""
+    #: veth pairs made in the root namespace (normally moved out at once).
+    links: list[str] = field(default_factory=list)
 
     def address(self, host: str) -> str:
         return f"10.213.{self.subnet}.{HOSTS.index(host) + 1}"
@@ -135,6 +137,7 @@ def _make_hosts(hosts: Hosts) -> None:
         ns = hosts.ns[host] = f"k8semu-t-{tag}-{host}"
         _ip("netns", "add", ns)
         inner, outer = f"k8t{tag}{host}", f"k8t{tag}{host}b"  # <= 15 characters
+        hosts.links.append(inner)
         _ip("link", "add", inner, "type", "veth", "peer", "name", outer)
         _ip("link", "set", inner, "netns", ns)
         _ip("link", "set", outer, "netns", hosts.bridge)
@@ -186,6 +189,9 @@ def hosts() -> Iterator[Hosts]:
         for ns in made.all():
             _kill_left(ns)
             _ip("netns", "del", ns, check=False)
+        for link in made.links:  # only if making the hosts failed before it was moved
+            if _ip("link", "show", link, check=False).returncode == 0:
+                _ip("link", "del", link, check=False)
 
 
 def _config(hosts: Hosts, path: Path) -> Path:
