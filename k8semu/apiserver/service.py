@@ -846,7 +846,11 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                 rv = parse_resource_version(request.resource_version, field="resourceVersion")
             cache = self.watch_caches.get(kind, hint=rv)
             stream = await cache.watch(
-                request.namespace, selector, rv, bookmarks=request.allow_bookmarks
+                request.namespace,
+                selector,
+                rv,
+                bookmarks=request.allow_bookmarks,
+                batching=request.allow_batching,
             )
             async for event in stream:
                 yield event

@@ -133,6 +133,30 @@ def transition(selector: Selector, ev: CachedEvent) -> tuple[str, Message] | Non
     return None
 
 
+MAX_BATCH = 256  # events in one batched stream message
+MAX_BATCH_BYTES = 1 << 20  # ... and at most about this many bytes (gRPC's limit is 4 MiB)
+_EVENTS_TAG = b"\x1a"  # WatchEvent.events: field 3, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def batch(events: list[bytes]) -> bytes:
+    """One WatchEvent holding `events` (serialized WatchEvents) in `events`, built from the
+    shared bytes without decoding them: a repeated message field is each element's bytes
+    behind its tag and length."""
+    return b"".join(_EVENTS_TAG + _varint(len(e)) + e for e in events)
+
+
 def bookmark(kind: Kind, revision: int) -> bytes:
     obj = kind.new()
     meta(obj).resource_version = str(revision)
@@ -147,6 +171,7 @@ class CacheWatcher:
     selector: Selector
     since: int  # events at or below this revision are not for this watcher
     bookmarks: bool
+    batching: bool = False  # the client takes several events in one stream message
     position: int = 0  # the revision of the last event this watcher consumed
     queue: deque[CachedEvent] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -260,7 +285,13 @@ class WatchCache:
     # ---- client watches -------------------------------------------------------------------
 
     def register(
-        self, namespace: str, selector: Selector, resource_version: int, *, bookmarks: bool
+        self,
+        namespace: str,
+        selector: Selector,
+        resource_version: int,
+        *,
+        bookmarks: bool,
+        batching: bool = False,
     ) -> CacheWatcher:
         """A watcher from `resource_version` (0: from now). Gone when it is older than the
         buffer."""
@@ -272,6 +303,7 @@ class WatchCache:
             selector=selector,
             since=since,
             bookmarks=bookmarks,
+            batching=batching,
         )
         w.queue.extend(
             ev for ev in self.buffer if ev.revision > since and ev.key.startswith(w.key_prefix)
@@ -285,13 +317,21 @@ class WatchCache:
         return w
 
     async def watch(
-        self, namespace: str, selector: Selector, resource_version: int, *, bookmarks: bool
+        self,
+        namespace: str,
+        selector: Selector,
+        resource_version: int,
+        *,
+        bookmarks: bool,
+        batching: bool = False,
     ) -> AsyncGenerator[bytes]:
         """The client's stream of serialized WatchEvents: filtered events, periodic
         bookmarks, and the watcher's error (TooSlow, Gone) as the end."""
         await self.wait_ready()
         return self.stream(
-            self.register(namespace, selector, resource_version, bookmarks=bookmarks)
+            self.register(
+                namespace, selector, resource_version, bookmarks=bookmarks, batching=batching
+            )
         )
 
     async def stream(self, w: CacheWatcher) -> AsyncGenerator[bytes]:
@@ -306,11 +346,35 @@ class WatchCache:
                 if w.error is not None:
                     raise w.error
                 while queue:
-                    ev = queue.popleft()
-                    w.position = ev.revision
-                    data = ev.for_everyone(selector) if everything else ev.for_selector(selector)
-                    if data is not None:
-                        yield data
+                    if w.batching and len(queue) > 1:
+                        # Behind: what is queued goes out as one stream message. gRPC's cost
+                        # is per message (~45 us of CPU here), so a batch of 10 costs about
+                        # what 1.4 events cost one by one.
+                        parts: list[bytes] = []
+                        size = 0
+                        while queue and len(parts) < MAX_BATCH and size < MAX_BATCH_BYTES:
+                            ev = queue.popleft()
+                            w.position = ev.revision
+                            data = (
+                                ev.for_everyone(selector)
+                                if everything
+                                else ev.for_selector(selector)
+                            )
+                            if data is not None:
+                                parts.append(data)
+                                size += len(data)
+                        if len(parts) == 1:
+                            yield parts[0]
+                        elif parts:
+                            yield batch(parts)
+                    else:
+                        ev = queue.popleft()
+                        w.position = ev.revision
+                        data = (
+                            ev.for_everyone(selector) if everything else ev.for_selector(selector)
+                        )
+                        if data is not None:
+                            yield data
                     if w.error is not None:
                         raise w.error
                 w.wake.clear()

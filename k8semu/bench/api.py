@@ -101,6 +101,7 @@ class APIBenchOptions:
     seconds: float = 20.0
     writers: int = 32
     watchers: int = 100
+    batching: bool = True  # watchers accept batched events, as k8semu.client does
     namespace: str = "bench"
     phases: tuple[str, ...] = PHASES
     list_limit: int = 100
@@ -299,6 +300,28 @@ async def _paced(
     )
 
 
+def _split_batch(message: bytes) -> list[bytes]:
+    """The serialized WatchEvents in one stream message: itself, or the elements of a batch
+    (field 3, `events`: tag 0x1a, a varint length, the event) without decoding them."""
+    if not message or message[0] != 0x1A:
+        return [message]
+    out = []
+    i, n = 0, len(message)
+    while i < n and message[i] == 0x1A:
+        i += 1
+        length = shift = 0
+        while True:
+            b = message[i]
+            i += 1
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        out.append(message[i : i + length])
+        i += length
+    return out
+
+
 class _Watchers:
     """The watch streams and what they received: (event code, pod index, time) per delivery."""
 
@@ -310,7 +333,9 @@ class _Watchers:
             grpc.aio.insecure_channel(address, options=_WATCH_CHANNEL_OPTIONS)
             for _ in range(opts.watchers)
         ]
-        self.request = api.WatchRequest(resource="pods", namespace=opts.namespace)
+        self.request = api.WatchRequest(
+            resource="pods", namespace=opts.namespace, allow_batching=opts.batching
+        )
         self.pattern = re.compile(re.escape(prefix.encode()) + rb"-(\d{6})")
         self.ready_marker = f"{prefix}-ready".encode()
         self.ready = [False] * opts.watchers
@@ -336,20 +361,21 @@ class _Watchers:
         codes, indexes, times = self.codes, self.indexes, self.times
         search, perf = self.pattern.search, time.perf_counter
         try:
-            async for raw in call(self.request):
+            async for message in call(self.request):
                 now = perf()
-                # WatchEvent field 1 (type) comes first: tag 0x0a, length, the type's bytes.
-                code = self.CODES.get(raw[2 : 2 + raw[1]].decode())
-                if code is None:
-                    continue
-                found = search(raw)
-                if found is None:
-                    if self.ready_marker in raw:
-                        self.ready[k] = True
-                    continue
-                codes.append(code)
-                indexes.append(int(found.group(1)))
-                times.append(now)
+                for raw in _split_batch(message):
+                    # WatchEvent field 1 (type) comes first: tag 0x0a, length, the type.
+                    code = self.CODES.get(raw[2 : 2 + raw[1]].decode())
+                    if code is None:
+                        continue
+                    found = search(raw)
+                    if found is None:
+                        if self.ready_marker in raw:
+                            self.ready[k] = True
+                        continue
+                    codes.append(code)
+                    indexes.append(int(found.group(1)))
+                    times.append(now)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:
                 return
@@ -728,6 +754,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_positive_float, default=20.0, help="length of each phase")
     p.add_argument("--writers", type=_positive_int, default=32, help="concurrent calling tasks")
     p.add_argument("--watchers", type=_positive_int, default=100, help="pod watch streams")
+    p.add_argument(
+        "--no-batching",
+        dest="batching",
+        action="store_false",
+        help="watchers take one event per stream message (the behaviour before batching)",
+    )
     p.add_argument("--namespace", default="bench", help="where the pods go")
     p.add_argument(
         "--phases", type=_phases, default=",".join(PHASES), help="which phases, in order"
@@ -759,6 +791,7 @@ def _options(args: argparse.Namespace) -> APIBenchOptions:
         seconds=args.seconds,
         writers=args.writers,
         watchers=args.watchers,
+        batching=args.batching,
         namespace=args.namespace,
         phases=phases,
         list_limit=args.list_limit,

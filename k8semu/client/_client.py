@@ -298,6 +298,7 @@ class Client:
             field_selector=field_selector,
             resource_version=resource_version,
             allow_bookmarks=allow_bookmarks,
+            allow_batching=True,
         )
         what = f"watch {k.plural}"
         order = self._order()
@@ -308,7 +309,11 @@ class Client:
             try:
                 async for raw in call:
                     started = True
-                    yield _watch_event(k, raw)
+                    if raw.events:  # a batch: the server had several events queued for us
+                        for one in raw.events:
+                            yield _watch_event(k, one)
+                    else:
+                        yield _watch_event(k, raw)
                 return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:

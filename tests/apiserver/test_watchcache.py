@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf import any_pb2
 
 from k8semu.api import kinds
 from k8semu.apiserver.errors import Gone, StatusError
@@ -228,3 +229,47 @@ async def test_a_replayed_create_is_added_even_though_objects_already_hold_it() 
     cache.apply([created])
     assert await pending == [("ADDED", "late", 11)]
     await stream.aclose()
+
+
+async def test_a_batching_watcher_behind_gets_its_queue_in_one_message() -> None:
+    etcd = FakeEtcd()
+    cache = _cache(etcd)
+    batching = cache.stream(cache.register("", EVERYTHING, 0, bookmarks=False, batching=True))
+    plain = _watch(cache)
+    # Both are behind by three events when they first run: only the batching one gets them
+    # in one stream message, in order, each a whole WatchEvent as sent one by one.
+    first_batch = asyncio.ensure_future(anext(batching))
+    first_plain = asyncio.ensure_future(_take(plain, 3))
+    cache.apply([etcd.put("a"), etcd.put("b", ns="other"), etcd.put("a", x="1")])
+    message = await asyncio.wait_for(first_batch, 5)
+    outer = api.WatchEvent.FromString(message)
+    assert outer.type == "" and len(outer.events) == 3
+    got = [_summary(e.SerializeToString()) for e in outer.events]
+    assert got == [("ADDED", "a", 11), ("ADDED", "b", 12), ("MODIFIED", "a", 13)]
+    assert await first_plain == got
+    # Caught up, a single event travels alone, as for any watcher.
+    next_one = asyncio.ensure_future(anext(batching))
+    await asyncio.sleep(0)
+    cache.apply([etcd.delete("b", ns="other")])
+    assert _summary(await asyncio.wait_for(next_one, 5)) == ("DELETED", "b", 14)
+    await batching.aclose()
+    await plain.aclose()
+
+
+def test_batch_bytes_decode_as_the_events_field_and_split_back() -> None:
+    from k8semu.apiserver.watchcache import batch
+    from k8semu.bench.api import _split_batch
+
+    events = [
+        api.WatchEvent(type="ADDED", object=None).SerializeToString(),
+        api.WatchEvent(type="DELETED").SerializeToString() + b"",
+        api.WatchEvent(type="MODIFIED", object=_any(300)).SerializeToString(),  # > 127 bytes
+    ]
+    message = batch(events)
+    assert [e.SerializeToString() for e in api.WatchEvent.FromString(message).events] == events
+    assert _split_batch(message) == events
+    assert _split_batch(events[0]) == [events[0]]
+
+
+def _any(size: int) -> any_pb2.Any:
+    return any_pb2.Any(type_url="type.googleapis.com/x", value=b"v" * size)

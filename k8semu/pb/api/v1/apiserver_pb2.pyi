@@ -143,6 +143,7 @@ class WatchRequest(_message.Message):
     FIELD_SELECTOR_FIELD_NUMBER: _builtins.int
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     ALLOW_BOOKMARKS_FIELD_NUMBER: _builtins.int
+    ALLOW_BATCHING_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
     namespace: _builtins.str
     label_selector: _builtins.str
@@ -150,6 +151,10 @@ class WatchRequest(_message.Message):
     resource_version: _builtins.str
     """"" or "0": from now; otherwise changes after this version"""
     allow_bookmarks: _builtins.bool
+    allow_batching: _builtins.bool
+    """The client accepts batches: a WatchEvent whose `events` hold several events in order
+    (sent when the watcher has fallen behind, so one stream message carries what is queued).
+    """
     def __init__(
         self,
         *,
@@ -159,10 +164,11 @@ class WatchRequest(_message.Message):
         field_selector: _builtins.str = ...,
         resource_version: _builtins.str = ...,
         allow_bookmarks: _builtins.bool = ...,
+        allow_batching: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bookmarks", b"allow_bookmarks", "field_selector", b"field_selector", "label_selector", b"label_selector", "namespace", b"namespace", "resource", b"resource", "resource_version", b"resource_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_batching", b"allow_batching", "allow_bookmarks", b"allow_bookmarks", "field_selector", b"field_selector", "label_selector", b"label_selector", "namespace", b"namespace", "resource", b"resource", "resource_version", b"resource_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -174,19 +180,25 @@ class WatchEvent(_message.Message):
 
     TYPE_FIELD_NUMBER: _builtins.int
     OBJECT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """ADDED, MODIFIED, DELETED, BOOKMARK"""
+    """ADDED, MODIFIED, DELETED, BOOKMARK; "" in a batch"""
     @_builtins.property
     def object(self) -> _any_pb2.Any: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchEvent]:
+        """a batch (only to clients that set allow_batching)"""
+
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         object: _any_pb2.Any | None = ...,
+        events: _abc.Iterable[Global___WatchEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["object", b"object", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "object", b"object", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
