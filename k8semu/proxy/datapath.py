@@ -750,6 +750,13 @@ class _TunnelledUDPSession(asyncio.Protocol):
             _safe(self.transport.abort)
             return
         self.transport.write(preamble)
+        # A tunnel that accepts but never answers must not hold the client's datagrams for
+        # as long as the client keeps sending (that would keep the session alive forever).
+        loop.call_later(self.f.config.connect_timeout, self._answer_overdue)
+
+    def _answer_overdue(self) -> None:
+        if self.pending is not None and not self.closed:
+            self._fail("no answer from the tunnel")
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport

@@ -115,3 +115,53 @@ async def test_udp_datagrams_cross_the_tunnel_and_a_dead_endpoint_is_left(
         client.close()
         await proxier.stop()
         echo.close()
+
+
+async def test_a_udp_session_to_a_silent_tunnel_ends() -> None:
+    """A tunnel that accepts but never answers: the session fails after the connect timeout
+    (counted as an error) instead of holding the client's datagrams for as long as it sends."""
+    loop = asyncio.get_running_loop()
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        accepted.append(w)
+        await r.read()  # reads the CONNECT line and whatever follows, answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    silent_port = server.sockets[0].getsockname()[1]
+    rng = random.Random()
+    listen_ip = f"127.96.{rng.randrange(240, 250)}.{rng.randrange(1, 254)}"
+
+    def via_silent(ep: Endpoint) -> tuple[str, int, bytes]:
+        return "127.0.0.1", silent_port, f"CONNECT {ep.ip}:{ep.port}\n".encode()
+
+    proxier = Proxier(
+        config=DataPathConfig(connect_timeout=0.3), dialer=via_silent, sweep_interval=0.1
+    )
+    await proxier.start()
+    rule = PortRule(
+        key=KEY,
+        listen=(ListenAddress("UDP", listen_ip, 53, True),),
+        endpoints=(Endpoint("127.244.250.1", 5353),),
+        affinity_timeout=None,
+    )
+    await proxier.apply({KEY: rule})
+    client, _ = await loop.create_datagram_endpoint(
+        _Client, local_addr=("127.0.0.1", 0), family=socket.AF_INET
+    )
+    try:
+        client.sendto(b"hello?", (listen_ip, 53))
+        async with asyncio.timeout(10):
+            while True:
+                (snap,) = proxier.snapshot()
+                if snap.connections_total == 1 and snap.errors >= 1:
+                    break
+                await asyncio.sleep(0.05)
+        assert snap.connections_active == 0
+        assert accepted  # it did reach the "tunnel"
+    finally:
+        client.close()
+        await proxier.stop()
+        server.close()
+        for w in accepted:
+            w.close()
