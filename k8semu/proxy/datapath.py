@@ -792,8 +792,14 @@ class _TunnelledUDPSession(asyncio.Protocol):
         self.touched = True
         self.stats.bytes_in += len(data)
         if self.pending is None:
-            if self.transport is not None:
-                self.transport.write(frame(data))
+            transport = self.transport
+            if transport is None:
+                return
+            # UDP may drop; a slow tunnel must not grow this process's memory.
+            if transport.get_write_buffer_size() > self.f.config.write_buffer_high:
+                self.stats.errors += 1
+                return
+            transport.write(frame(data))
         elif len(self.pending) < _UDP_PENDING_MAX:
             self.pending.append(data)
 

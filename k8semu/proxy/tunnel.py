@@ -134,6 +134,7 @@ class _UDPRelay(asyncio.Protocol):
         self.relays = relays
         self.stats = frontend.stats
         self.loop = frontend.loop
+        self.high = frontend.config.write_buffer_high
         self.udp: Any = None
         self.buf = bytearray()
         self.closed = False
@@ -177,6 +178,10 @@ class _UDPRelay(asyncio.Protocol):
             self.udp.sendto(datagram)
 
     def reply(self, datagram: bytes) -> None:
+        # UDP may drop; a tunnel whose reader is slow must not grow this process's memory.
+        if self.transport.get_write_buffer_size() > self.high:
+            self.stats.errors += 1
+            return
         self.stats.bytes_out += len(datagram)
         self.transport.write(frame(datagram))
 
