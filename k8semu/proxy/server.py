@@ -103,9 +103,7 @@ class ProxyServer:
             self.node_cache, self.pod_cache = nodes.cache, pods.cache
             self.tunnel_dialer = TunnelDialer(nodes.cache, tunnel_port=config.tunnel_port)
             dialer = self.tunnel_dialer
-            self.tunnel = TunnelServer(
-                config.node_ip, config.tunnel_port, connect_timeout=config.data_path.connect_timeout
-            )
+            self.tunnel = TunnelServer(config.node_ip, config.tunnel_port, config=config.data_path)
             for watched in (nodes, pods):
                 watched.add_event_handler(
                     on_add=lambda _: self._mark(),

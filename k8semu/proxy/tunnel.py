@@ -216,15 +216,27 @@ class _RelayDatagrams(asyncio.DatagramProtocol):
 
 
 class TunnelServer:
-    """Serves CONNECT on `ip:port` for this host's pod IPs."""
+    """Serves CONNECT on `ip:port` for this host's pod IPs. With `config`, tunnelled TCP
+    connections follow its idle and half-open timeouts (swept every `sweep_interval`), as
+    Service connections do; `connect_timeout` alone keeps the old default config."""
 
-    def __init__(self, ip: str, port: int, *, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        ip: str,
+        port: int,
+        *,
+        connect_timeout: float = 2.0,
+        config: DataPathConfig | None = None,
+        sweep_interval: float = 1.0,
+    ) -> None:
         self.ip = ip
         self.port = port
-        self.config = DataPathConfig(connect_timeout=connect_timeout)
+        self.config = config or DataPathConfig(connect_timeout=connect_timeout)
+        self.sweep_interval = sweep_interval
         self.frontend: Frontend | None = None
         self._relays: set[_UDPRelay] = set()
         self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -232,9 +244,21 @@ class TunnelServer:
         self._server = await loop.create_server(
             lambda: _Handshake(frontend, self._relays), self.ip, self.port, reuse_address=True
         )
+        self._sweeper = loop.create_task(self._sweep(frontend), name="tunnel-sweep")
         log.info("tunnel listening", address=f"{self.ip}:{self.port}")
 
+    async def _sweep(self, frontend: Frontend) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            frontend.sweep(self.sweep_interval, loop.time())
+
     async def stop(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -165,3 +165,40 @@ async def test_a_udp_session_to_a_silent_tunnel_ends() -> None:
         server.close()
         for w in accepted:
             w.close()
+
+
+async def test_idle_tunnelled_connections_are_closed_by_the_tunnel() -> None:
+    """The tunnel sweeps its TCP connections with the proxy's idle timeout, as Service
+    connections are swept: an idle one is closed; one in use is not."""
+    rng = random.Random()
+    pod_ip = f"127.244.{rng.randrange(240, 250)}.{rng.randrange(1, 254)}"
+
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(1000):
+            w.write(data)
+        w.close()
+
+    backend = await asyncio.start_server(echo, pod_ip, 0)
+    port = backend.sockets[0].getsockname()[1]
+    (tunnel_port,) = free_loopback_ports(1)
+    tunnel = TunnelServer(
+        "127.0.0.1",
+        tunnel_port,
+        config=DataPathConfig(tcp_idle_timeout=0.5),
+        sweep_interval=0.1,
+    )
+    await tunnel.start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", tunnel_port)
+        w.write(f"CONNECT {pod_ip}:{port}\n".encode())
+        async with asyncio.timeout(10):
+            assert await r.readline() == b"OK\n"
+            for _ in range(8):  # in use for longer than the idle timeout: kept
+                w.write(b"ping")
+                assert await r.readexactly(4) == b"ping"
+                await asyncio.sleep(0.1)
+            assert await r.read() == b""  # then idle: closed by the tunnel
+        w.close()
+    finally:
+        await tunnel.stop()
+        backend.close()
