@@ -53,13 +53,18 @@ class Fault:
 class PlanSettings:
     """`interval`: mean seconds between faults (exponentially distributed gaps, at least
     `min_gap`); `pause`: (min, max) seconds a pause or partition lasts; `recovery`: how long
-    a killed or restarted process is counted as down for the majority rule."""
+    a killed or restarted process is counted as down for the majority rule; `cooldown`: the
+    least time between two faults on one process. A supervisor gives up on a process that
+    crashes again and again soon after each start (`launcher.maxRestarts` crashes, each within
+    `launcher.backoffResetAfter` = 10 s of its start): chaos is about recovering from faults,
+    not about exhausting that budget, so the default lets each process run 12 s between hits."""
 
     duration: float = 60.0
     interval: float = 2.0
     min_gap: float = 0.5
     pause: tuple[float, float] = (0.5, 2.0)
     recovery: float = 3.0
+    cooldown: float = 12.0
     faults: tuple[str, ...] = ("kill", "pause", "restart")
     kinds: tuple[str, ...] = TARGET_KINDS
 
@@ -74,6 +79,8 @@ class PlanSettings:
         unknown = sorted(set(self.kinds) - set(TARGET_KINDS))
         if unknown or not self.kinds:
             raise ValueError(f"targets: unknown {unknown}; choose from {', '.join(TARGET_KINDS)}")
+        if self.cooldown < 0:
+            raise ValueError(f"cooldown: must be >= 0, got {self.cooldown}")
         if not 0 < self.pause[0] <= self.pause[1]:
             raise ValueError(f"pause: need 0 < min <= max, got {self.pause}")
 
@@ -89,6 +96,7 @@ def make_plan(seed: int, targets: Sequence[Target], settings: PlanSettings) -> l
     for t in targets:
         group_size[t.group] = group_size.get(t.group, 0) + 1
     down_until: dict[str, float] = {}  # target name -> when it is counted as back
+    hit_at: dict[str, float] = {}  # target name -> when it was last hit
     plan: list[Fault] = []
     now = 0.0
     while True:
@@ -103,6 +111,8 @@ def make_plan(seed: int, targets: Sequence[Target], settings: PlanSettings) -> l
         candidates = []
         for t in eligible:
             if down_until.get(t.name, 0.0) > now:
+                continue
+            if t.name in hit_at and now - hit_at[t.name] < settings.cooldown:
                 continue
             size = group_size[t.group]
             down = sum(
@@ -119,6 +129,7 @@ def make_plan(seed: int, targets: Sequence[Target], settings: PlanSettings) -> l
             continue
         target, keeps = rng.choice(candidates)
         down_until[target.name] = now + busy_for
+        hit_at[target.name] = now
         plan.append(
             Fault(
                 at=round(now, 3),

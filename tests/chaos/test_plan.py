@@ -87,3 +87,14 @@ async def test_probe_counts_successes_and_retries_once() -> None:
     assert not result.samples[0][2]  # ... but its first try is recorded as failed
     closed = await probe_loop("127.0.0.1", port, duration=0.2, rate=10, result=ProbeResult())
     assert closed.ok == 0 and closed.availability() == 0.0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_one_process_is_hit_at_most_once_per_cooldown(seed: int) -> None:
+    settings = PlanSettings(duration=120, interval=0.5, min_gap=0.1, cooldown=12.0)
+    plan = make_plan(seed, TARGETS, settings)
+    last: dict[str, float] = {}
+    for fault in plan:
+        if fault.target in last:
+            assert fault.at - last[fault.target] >= 12.0, (seed, fault)
+        last[fault.target] = fault.at
