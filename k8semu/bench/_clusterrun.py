@@ -81,6 +81,8 @@ class ClusterLayout:
         ("pods", "110"),
     )
     ready_timeout_s: float = 300.0
+    #: Add-ons the launcher applies (none by default: a benchmark measures only its workload).
+    addons: tuple[str, ...] = ()
 
 
 def _lease_timings(nodes: int) -> dict[str, str]:
@@ -128,6 +130,7 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
         },
         "timings": _lease_timings(layout.hollow_nodes + layout.real_nodes),
         "launcher": {"readyTimeout": format_duration(int(layout.ready_timeout_s * 1000))},
+        "addons": list(layout.addons),
     }
     nodes = [
         {

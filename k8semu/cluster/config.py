@@ -134,6 +134,10 @@ DEFAULT_NODE_CIDR_MASK_SIZE = 24
 DEFAULT_SERVICE_CIDR = "127.96.0.0/16"
 DEFAULT_NODE_PORT_RANGE = "30000-32767"
 DEFAULT_LOAD_BALANCER_POOL = "127.100.0.0/24"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+KNOWN_ADDONS = ("dns",)
+DEFAULT_ADDONS: tuple[str, ...] = ("dns",)
+_DOMAIN_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 # Emulator timings (DESIGN 6): fast, so a demo shows failover; Kubernetes' are in comments of
 # cluster_configs/README.md.
@@ -428,6 +432,16 @@ class NetworkSpec:
     service_cidr: str = DEFAULT_SERVICE_CIDR
     node_port_range: str = DEFAULT_NODE_PORT_RANGE
     load_balancer_pool: str = DEFAULT_LOAD_BALANCER_POOL
+    #: The cluster DNS Service's ClusterIP ("" = the 10th address of serviceCIDR, as
+    #: kubeadm picks) and domain; kubelets hand them to pods, the dns add-on serves them.
+    cluster_dns: str = ""
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+
+    @property
+    def dns_ip(self) -> str:
+        if self.cluster_dns:
+            return self.cluster_dns
+        return str(ipaddress.ip_network(self.service_cidr)[10])
 
     def __post_init__(self) -> None:
         nets = {}
@@ -454,6 +468,21 @@ class NetworkSpec:
             for b in keys[i + 1 :]:
                 if nets[a].overlaps(nets[b]):
                     raise ClusterConfigError(f"network.{b}", f"overlaps network.{a} ({nets[a]})")
+        if self.cluster_dns:
+            try:
+                dns = ipaddress.ip_address(self.cluster_dns)
+            except ValueError:
+                raise ClusterConfigError(
+                    "network.clusterDNS", f"{self.cluster_dns!r} is not an IP address"
+                ) from None
+            if dns not in nets["serviceCIDR"]:
+                raise ClusterConfigError(
+                    "network.clusterDNS", f"{dns} is not in network.serviceCIDR"
+                )
+        if not _DOMAIN_RE.fullmatch(self.cluster_domain):
+            raise ClusterConfigError(
+                "network.clusterDomain", f"{self.cluster_domain!r} is not a DNS domain"
+            )
         lo, sep, hi = self.node_port_range.partition("-")
         if not (sep and lo.isdigit() and hi.isdigit() and 0 < int(lo) <= int(hi) <= 65535):
             raise ClusterConfigError(
@@ -546,6 +575,8 @@ class ClusterConfig:
     network: NetworkSpec = field(default_factory=NetworkSpec)
     timings: TimingsSpec = field(default_factory=TimingsSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    #: Add-ons (k8semu/addons/*.yaml) the launcher applies once the cluster is up.
+    addons: tuple[str, ...] = ("dns",)
     #: Where the config came from (a file name, or the built-in default), for messages.
     source: str = field(default="", compare=False)
 
@@ -1179,9 +1210,25 @@ def _read_network(f: _Fields) -> NetworkSpec:
         service_cidr=f.string("serviceCIDR", DEFAULT_SERVICE_CIDR),
         node_port_range=f.string("nodePortRange", DEFAULT_NODE_PORT_RANGE),
         load_balancer_pool=f.string("loadBalancerPool", DEFAULT_LOAD_BALANCER_POOL),
+        cluster_dns=f.string("clusterDNS", ""),
+        cluster_domain=f.string("clusterDomain", DEFAULT_CLUSTER_DOMAIN),
     )
     f.finish()
     return spec
+
+
+def _read_addons(f: _Fields) -> tuple[str, ...]:
+    items = f.items("addons")
+    if items is None:
+        return DEFAULT_ADDONS
+    names = []
+    for where, item in items:
+        if item not in KNOWN_ADDONS:
+            raise ClusterConfigError(
+                where, f"unknown add-on {item!r} (known: {', '.join(KNOWN_ADDONS)})"
+            )
+        names.append(str(item))
+    return tuple(names)
 
 
 def _read_timings(f: _Fields) -> TimingsSpec:
@@ -1223,6 +1270,7 @@ def _read_document(raw: object) -> ClusterConfig:
     network = _read_network(top.section("network"))
     timings = _read_timings(top.section("timings"))
     launcher = _read_launcher(top.section("launcher"))
+    addons = _read_addons(top)
     top.finish()
     return ClusterConfig(
         name=name,
@@ -1235,6 +1283,7 @@ def _read_document(raw: object) -> ClusterConfig:
         network=network,
         timings=timings,
         launcher=launcher,
+        addons=addons,
     )
 
 

@@ -32,6 +32,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -315,7 +316,29 @@ class Launcher:
             if stage == NODES:
                 self._wait_nodes_ready(members, deadline)
         self._write_state()
+        self._apply_addons()
         self._print_summary()
+
+    def _apply_addons(self) -> None:
+        """Create the config's add-ons (the cluster DNS) as a user would, with `k8semu apply`.
+        Best effort: the cluster is up without them, so a failure is a warning."""
+        for name, manifest in self.plan.addons:
+            argv = [
+                sys.executable, "-m", "k8semu", "apply", "-f", "-",
+                "--kubeconfig", str(self.state_dir / KUBECONFIG_FILE),
+            ]  # fmt: skip
+            try:
+                done = subprocess.run(
+                    argv, input=manifest, capture_output=True, text=True, timeout=60,
+                    env=self._env,
+                )  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self._say(f"  add-on {name}: not applied: {exc}")
+                continue
+            if done.returncode != 0:
+                self._say(f"  add-on {name}: not applied: {done.stderr.strip()[-500:]}")
+            else:
+                self._say(f"  add-on {name}: applied ({len(done.stdout.splitlines())} objects)")
 
     def _spawn(self, r: _Running) -> None:
         argv = list(r.plan.argv)

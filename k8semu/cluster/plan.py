@@ -17,10 +17,11 @@ or touch the network.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k8semu import addons
 from k8semu.cluster.config import (
     ClusterConfig,
     LauncherSpec,
@@ -94,6 +95,9 @@ class Plan:
     store_token: str = ""
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
     skipped: tuple[tuple[str, str], ...] = ()
+    #: (name, manifest) of the add-ons to apply once up; only on the host that runs the first
+    #: API server (so a multi-host cluster applies them once).
+    addons: tuple[tuple[str, str], ...] = ()
 
     def stage(self, index: int) -> list[ComponentPlan]:
         return [c for c in self.components if c.stage == index]
@@ -286,7 +290,13 @@ def plan_cluster(
 
     for node in config.all_nodes:
         if here(node.host):
-            out.extend(plan_node(node, apis, state_dir, timings=timings, python=python))
+            out.extend(
+                plan_node(
+                    node, apis, state_dir, timings=timings, python=python,
+                    cluster_dns=config.network.dns_ip,
+                    cluster_domain=config.network.cluster_domain,
+                )
+            )  # fmt: skip
 
     kept = tuple(c for c in out if not c.command or c.command in commands)
     skipped = tuple(
@@ -304,7 +314,24 @@ def plan_cluster(
         store_token=config.store_token,
         launcher=config.launcher,
         skipped=skipped,
+        addons=_addons(config, here),
     )
+
+
+def _addons(config: ClusterConfig, here: Callable[[str], bool]) -> tuple[tuple[str, str], ...]:
+    """The add-on manifests, with the cluster's DNS address and domain filled in."""
+    instances = config.api_server.instances if config.api_server else ()
+    if not instances or not here(instances[0].host):
+        return ()
+    out = []
+    for name in config.addons:
+        text = addons.load(name)
+        if name == "dns":
+            text = text.replace(addons.DNS_CLUSTER_IP, config.network.dns_ip).replace(
+                addons.DNS_CLUSTER_DOMAIN, config.network.cluster_domain
+            )
+        out.append((name, text))
+    return tuple(out)
 
 
 def _leader_election(timings: TimingsSpec) -> tuple[str, ...]:
@@ -317,7 +344,14 @@ def _leader_election(timings: TimingsSpec) -> tuple[str, ...]:
 
 
 def kubelet_argv(
-    node: NodeSpec, servers: tuple[str, ...], root_dir: Path, timings: TimingsSpec, python: str
+    node: NodeSpec,
+    servers: tuple[str, ...],
+    root_dir: Path,
+    timings: TimingsSpec,
+    python: str,
+    *,
+    cluster_dns: str = "",
+    cluster_domain: str = "cluster.local",
 ) -> tuple[str, ...]:
     """``k8semu kubelet ...`` for ``node`` (a hollow pool: one process, ``--count`` nodes)."""
     args = [
@@ -338,6 +372,8 @@ def kubelet_argv(
         args += ["--node-labels", ",".join(f"{k}={v}" for k, v in node.labels)]
     if node.taints:
         args += ["--register-with-taints", ",".join(t.flag() for t in node.taints)]
+    if cluster_dns:
+        args += ["--cluster-dns", cluster_dns, "--cluster-domain", cluster_domain]
     if node.hollow:
         args += ["--count", str(node.count)]
     return _k8semu(python, "kubelet", *args)
@@ -363,6 +399,8 @@ def plan_node(
     *,
     timings: TimingsSpec,
     python: str,
+    cluster_dns: str = "",
+    cluster_domain: str = "cluster.local",
 ) -> list[ComponentPlan]:
     """The kubelet (and the proxy, unless off or hollow) of one worker node or pool."""
     root = state_dir / NODES_DIR / node.name
@@ -375,7 +413,15 @@ def plan_node(
             kind="kubelet",
             host=node.host,
             stage=NODES,
-            argv=kubelet_argv(node, servers, root, timings, python),
+            argv=kubelet_argv(
+                node,
+                servers,
+                root,
+                timings,
+                python,
+                cluster_dns=cluster_dns,
+                cluster_domain=cluster_domain,
+            ),
             address=kubelet_address,
             ports=ports,
             origins={"kubelet": f"{node.path}.kubeletPort"},

@@ -132,3 +132,34 @@ def test_etcd_backends() -> None:
     assert plan.stage(STORE) == []
     assert plan.store_external == ("10.0.0.1:2379", "10.0.0.2:2379")
     assert _flags(plan.stage(API)[0].argv)["--store-endpoints"] == "10.0.0.1:2379,10.0.0.2:2379"
+
+
+def test_cluster_dns_reaches_kubelets_and_the_dns_add_on_is_planned_once() -> None:
+    config = cc.load_config()
+    plan = plan_cluster(config, STATE, python="py", commands=ALL)
+    kubelet = next(c for c in plan.components if c.kind == "kubelet")
+    argv = list(kubelet.argv)
+    assert argv[argv.index("--cluster-dns") + 1] == "127.96.0.10"
+    assert argv[argv.index("--cluster-domain") + 1] == "cluster.local"
+    assert [name for name, _ in plan.addons] == ["dns"]
+    assert "clusterIP: 127.96.0.10" in plan.addons[0][1]
+    # Another service range moves the DNS address with it, and the add-on's Service too.
+    moved = cc.parse_config(
+        cc.default_config_text().replace("127.96.0.0/16", "127.97.0.0/16"), source="t.yaml"
+    )
+    plan = plan_cluster(moved, STATE, python="py", commands=ALL)
+    assert "clusterIP: 127.97.0.10" in plan.addons[0][1]
+    none = cc.parse_config(
+        cc.default_config_text().replace("addons: [dns]", "addons: []"), source="t.yaml"
+    )
+    assert plan_cluster(none, STATE, python="py", commands=ALL).addons == ()
+
+
+def test_bad_dns_settings_and_add_ons_name_the_field() -> None:
+    text = cc.default_config_text()
+    with pytest.raises(ClusterConfigError, match=r"network\.clusterDNS.*not in network"):
+        cc.parse_config(
+            text.replace("  # clusterDNS: 127.96.0.10", "  clusterDNS: 127.5.0.10"), source="t"
+        )
+    with pytest.raises(ClusterConfigError, match=r"addons\[1\].*unknown add-on 'ingress'"):
+        cc.parse_config(text.replace("addons: [dns]", "addons: [dns, ingress]"), source="t")
