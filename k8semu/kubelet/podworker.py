@@ -599,13 +599,16 @@ class PodWorker:
         """Run `argv` in `rec`'s environment (the env of its current or last run)."""
         if not rec.env:
             rec.env = await self._rebuild_env(rec)
+        # As in the container: a built-in image runs the command its own way (busybox puts
+        # its applets - wget, nslookup, nc - on PATH); others run it as it is.
+        resolved = self.host.resolve_image(rec.spec.image, argv, ()) if argv else None
         launch = Launch(
             pod_uid=self.uid,
             pod_namespace=self.namespace,
             pod_name=self.name,
             container=rec.name,
             restart=rec.restart_count,
-            argv=list(argv),
+            argv=list(resolved or argv),
             env=rec.env or self.host.base_env(),
             working_dir=rec.spec.working_dir,
         )
