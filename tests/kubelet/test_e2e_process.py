@@ -316,7 +316,9 @@ async def test_kubelet_sigkill_restart_adopts_containers(
     k.start()
 
     await eventually(lambda: not pid_alive(orphan_pid), what="orphan container killed")
-    assert not (k.root / "pods" / orphan.metadata.uid).exists()
+    # The directory goes right after the kill (removed in a thread): poll, do not race it.
+    orphan_dir = k.root / "pods" / orphan.metadata.uid
+    await eventually(lambda: not orphan_dir.exists(), what="orphan pod directory removed")
     # Adopted, not duplicated: the same process, one per container, restart count unchanged.
     pod = await eventually(
         lambda: _with(get_pod(client, namespace, "keep"), lambda p: running_pid(p) == pid),
