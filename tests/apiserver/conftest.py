@@ -44,18 +44,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreClust
 
 
 @pytest.fixture(scope="module")
-def apiserver(
-    store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[APIServerProcess]:
-    server = APIServerProcess(store, tmp_path_factory.mktemp("apiserver") / "apiserver.log")
-    try:
-        server.wait_serving()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
 def etcd_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
     if not EtcdCluster.available():
         pytest.skip("no etcd binary at /usr/bin/etcd")

@@ -1,4 +1,4 @@
-"""Fixtures: a 1-replica `k8semu store` and two `python -m k8semu apiserver` processes on it.
+"""Fixtures: two `python -m k8semu apiserver` processes on the shared 1-replica `store`.
 
 The API server processes can be killed (SIGKILL, by pid) and restarted on the same address, so
 clients and informers see a real crash and a real comeback.
@@ -22,16 +22,6 @@ from k8semu.testing.apiserver import APIServerProcess
 
 # Fast enough that a test sees retries and fail-over without waiting long.
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
-    base = tmp_path_factory.mktemp("store")
-    cluster = K8semuStoreCluster(base / "cluster", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        yield cluster
 
 
 @pytest.fixture(scope="module")

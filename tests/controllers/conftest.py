@@ -4,8 +4,8 @@
   `sync()` makes the informer caches equal to what the client holds (as if the watches had
   delivered every write), `kubelet()` marks pods Running and Ready. Nothing runs by itself:
   the test calls `reconcile(key)` and looks at `client.actions`.
-- `store`/`apiserver` (module scope): a one-replica `k8semu store` and a `k8semu apiserver`
-  process; `ControllerManagerProcess` runs `python -m k8semu controller-manager`.
+- Real processes: `store`/`apiserver` come from k8semu.testing.fixtures;
+  `ControllerManagerProcess` runs `python -m k8semu controller-manager`.
 - Object builders: `rs(...)`, `pod(...)`, `deployment(...)`.
 """
 
@@ -15,22 +15,20 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import grpc
-import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu.client import Client, ClientError, SharedInformers
 from k8semu.client.events import EventRecorder
-from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.cluster.processes import free_loopback_ports
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
-from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.fakeclient import RecordingClient
 
 T0 = 1_700_000_000.0  # the fake clock's start (seconds since the epoch)
@@ -298,27 +296,6 @@ def int_or_string(value: int | str) -> meta_pb2.IntOrString:
 
 
 # ---- real processes -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
-    cluster = K8semuStoreCluster(tmp_path_factory.mktemp("store") / "cluster", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def apiserver(
-    store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[APIServerProcess]:
-    server = APIServerProcess(store, tmp_path_factory.mktemp("apiserver") / "apiserver.log")
-    try:
-        server.wait_serving()
-        yield server
-    finally:
-        server.close()
 
 
 # Fast leader election so a take-over happens within a couple of seconds.

@@ -1,6 +1,6 @@
-"""Fixtures: a 1-replica `k8semu store`, one `k8semu apiserver`, and `k8semu kubelet`
-subprocesses that tests start, SIGKILL and restart by pid. Pods that kubelets start are
-process sessions: tests that need to end them kill the process group they recorded."""
+"""Fixtures: `k8semu kubelet` subprocesses, on the `apiserver` of k8semu.testing.fixtures, that
+tests start, SIGKILL and restart by pid. Pods that kubelets start are process sessions: tests
+that need to end them kill the process group they recorded."""
 
 from __future__ import annotations
 
@@ -20,33 +20,12 @@ from typing import Any
 import pytest
 
 from k8semu.client import Client, Retries
-from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.cluster.processes import free_loopback_ports
 from k8semu.kubelet.process import alive
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.testing.apiserver import APIServerProcess
 
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
-    cluster = K8semuStoreCluster(tmp_path_factory.mktemp("store") / "cluster", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def apiserver(
-    store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[APIServerProcess]:
-    server = APIServerProcess(store, tmp_path_factory.mktemp("apiserver") / "apiserver.log")
-    try:
-        server.wait_serving()
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Fixtures: a 1-replica store, one API server, and two `k8semu proxy` processes (node-1 on
-127.0.1.1, node-2 on 127.0.1.2); backends are small asyncio servers in the test process on
+"""Fixtures: two `k8semu proxy` processes on the shared `apiserver` (node-1 on 127.0.1.1,
+node-2 on 127.0.1.2); backends are small asyncio servers in the test process on
 127.244.x.y addresses.
 
 Addresses are randomized per module (ClusterIPs 127.96.X.*, pod IPs 127.244.Y.*, NodePorts),
@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu.api import manifest
 from k8semu.client import Client, Retries
-from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.cluster.processes import free_loopback_ports
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.proxy.v1 import proxy_pb2
 from k8semu.proxy import get_metrics
@@ -68,27 +68,6 @@ class Addresses:
 @pytest.fixture(scope="module")
 def addresses() -> Addresses:
     return Addresses()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
-    cluster = K8semuStoreCluster(tmp_path_factory.mktemp("store") / "cluster", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def apiserver(
-    store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[APIServerProcess]:
-    server = APIServerProcess(store, tmp_path_factory.mktemp("apiserver") / "apiserver.log")
-    try:
-        server.wait_serving()
-        yield server
-    finally:
-        server.close()
 
 
 class ProxyProcess:

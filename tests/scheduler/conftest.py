@@ -1,5 +1,5 @@
-"""Fixtures for the end-to-end tests: a 1-replica `k8semu store`, one API server process, and
-`python -m k8semu scheduler` processes started on demand and ended by pid."""
+"""Fixtures for the end-to-end tests: `python -m k8semu scheduler` processes, on the
+`apiserver` of k8semu.testing.fixtures, started on demand and ended by pid."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu.client import Client, Retries
-from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.cluster.processes import free_loopback_ports
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.testing.apiserver import APIServerProcess
 
@@ -76,20 +76,6 @@ class SchedulerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
-    base = tmp_path_factory.mktemp("cluster")
-    with K8semuStoreCluster(base / "store", 1) as store:
-        store.start()
-        store.wait_ready(timeout=60)
-        server = APIServerProcess(store, base / "apiserver.log")
-        try:
-            server.wait_serving()
-            yield server
-        finally:
-            server.close()
 
 
 @pytest.fixture
