@@ -6,10 +6,8 @@ clients and informers see a real crash and a real comeback.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -19,6 +17,7 @@ from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.testing.apiserver import APIServerProcess
+from k8semu.testing.poll import Eventually
 
 # Fast enough that a test sees retries and fail-over without waiting long.
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
@@ -71,17 +70,5 @@ async def compact(store: K8semuStoreCluster, revision: int) -> None:
         await kv.Compact(rpc_pb2.CompactionRequest(revision=revision, physical=True), timeout=10)
 
 
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = ""
-) -> None:
-    """Poll `check` until true; AssertionError naming `what` after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > end:
-            raise AssertionError(f"not true within {timeout}s: {what}")
-        await asyncio.sleep(0.02)
+# Client tests poll faster and give up sooner than the shared defaults.
+eventually = Eventually(timeout=10.0, interval=0.02)

@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -371,19 +370,3 @@ class ControllerManagerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = ""
-) -> None:
-    """Poll `check` until true; AssertionError naming `what` after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > end:
-            raise AssertionError(f"not true within {timeout}s: {what}")
-        await asyncio.sleep(0.05)

@@ -19,7 +19,7 @@ from k8semu.controllers.gc import FOREGROUND_FINALIZER, ORPHAN_FINALIZER, Garbag
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
 from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.fakeclient import RecordingClient
-from tests.controllers.conftest import eventually
+from k8semu.testing.poll import eventually
 
 
 class CapturingRecorder(EventRecorder):

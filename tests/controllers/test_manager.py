@@ -25,11 +25,11 @@ from k8semu.controllers.deployment import REVISION
 from k8semu.controllers.manager import ControllerManager, resolve_controllers
 from k8semu.pb.api.v1 import apps_pb2, coordination_pb2, core_pb2
 from k8semu.testing.apiserver import APIServerProcess
+from k8semu.testing.poll import eventually
 from tests.controllers.conftest import (
     FAST_ELECTION,
     ControllerManagerProcess,
     deployment,
-    eventually,
     set_ready,
 )
 

@@ -4,18 +4,15 @@ that need to end them kill the process group they recorded."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +21,7 @@ from k8semu.cluster.processes import free_loopback_ports
 from k8semu.kubelet.process import alive
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.testing.apiserver import APIServerProcess
+from k8semu.testing.poll import Eventually
 
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 
@@ -128,22 +126,5 @@ def kill_group_from_state(state: Path) -> None:
             os.killpg(pgid, signal.SIGKILL)
 
 
-async def eventually(
-    check: Callable[[], Any | Awaitable[Any]], timeout: float = 20.0, what: str = ""
-) -> Any:
-    """Poll `check` until it returns something truthy (returned); AssertionError after
-    `timeout` seconds naming `what`."""
-    end = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            result = check()
-            if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-                result = await result
-        except Exception as exc:  # e.g. NotFound while an object is not there yet
-            result, last = None, exc
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"not true within {timeout}s: {what} (last error: {last})")
-        await asyncio.sleep(0.05)
+# A check may raise while what it reads is not there yet (NotFound): that counts as not yet.
+eventually = Eventually(retry_on=(Exception,))

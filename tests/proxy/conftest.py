@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.proxy.v1 import proxy_pb2
 from k8semu.proxy import get_metrics
 from k8semu.testing.apiserver import APIServerProcess
+from k8semu.testing.poll import Eventually
 
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 NODE_IPS = ("127.0.1.1", "127.0.1.2")
@@ -309,24 +310,11 @@ class KeepAlive:
         self.w.close()
 
 
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout: float = DEADLINE, what: str = ""
-) -> None:
-    """Poll `check` (exceptions count as false) until true; AssertionError after `timeout`."""
-    end = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            result = check()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-        except (OSError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
-            last = exc
-        if time.monotonic() > end:
-            raise AssertionError(f"not true within {timeout}s: {what} (last error: {last!r})")
-        await asyncio.sleep(0.05)
+# A connection refused or cut while the proxy programs a Service counts as not yet.
+eventually = Eventually(
+    timeout=DEADLINE,
+    retry_on=(OSError, TimeoutError, ConnectionError, asyncio.IncompleteReadError),
+)
 
 
 def service(

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -19,6 +18,7 @@ from k8semu.client import Client, Retries
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.testing.apiserver import APIServerProcess
+from k8semu.testing.poll import Eventually
 
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 
@@ -105,17 +105,5 @@ async def namespace(client: Client) -> str:
     return ns.metadata.name
 
 
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout: float = 60.0, what: str = ""
-) -> None:
-    """Poll `check` until true; AssertionError naming `what` after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > end:
-            raise AssertionError(f"not true within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
+# Scheduling through real processes gets a minute.
+eventually = Eventually(timeout=60.0)
