@@ -11,24 +11,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import grpc
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu.client import Client, ClientError, SharedInformers
 from k8semu.client.events import EventRecorder
-from k8semu.cluster.processes import free_loopback_ports
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
 from k8semu.testing.fakeclient import RecordingClient
+from k8semu.testing.process import ComponentProcess
 
 T0 = 1_700_000_000.0  # the fake clock's start (seconds since the epoch)
 
@@ -305,68 +300,20 @@ FAST_ELECTION = (
 )  # fmt: skip
 
 
-class ControllerManagerProcess:
+class ControllerManagerProcess(ComponentProcess):
     """`python -m k8semu controller-manager` on a free loopback health port, ended by pid."""
+
+    component = "controller-manager"
 
     def __init__(
         self, server: str, log_path: Path, extra_args: Sequence[str] = (), *, start: bool = True
     ) -> None:
         self.server = server
-        self.port = free_loopback_ports(1)[0]
-        self.address = f"127.0.0.1:{self.port}"
-        self.log_path = log_path
         self.extra_args = tuple(extra_args)
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            "controller-manager",
+            ["--server", server, "--log-level", "info", *self.extra_args],
+            log_path,
+        )
         if start:
             self.start()
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "k8semu", "controller-manager",
-                    "--server", self.server,
-                    "--listen-address", self.address,
-                    "--log-level", "info",
-                    *self.extra_args,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def wait_serving(self, timeout: float = 30.0) -> None:
-        assert self.proc is not None
-        end = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < end:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"controller-manager exited: {self.log_path.read_text()}")
-                try:
-                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError(f"controller-manager not serving: {self.log_path.read_text()}")
-
-    def kill(self) -> None:
-        """SIGKILL, by pid."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()

@@ -8,8 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from k8semu.client import Client, Retries
-from k8semu.cluster.processes import free_loopback_ports
 from k8semu.kubelet.process import alive
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.poll import Eventually
+from k8semu.testing.process import ComponentProcess
 
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 
@@ -40,55 +38,32 @@ async def namespace(client: Client) -> str:
     return ns.metadata.name
 
 
-class KubeletProcess:
+class KubeletProcess(ComponentProcess):
     """One `k8semu kubelet` process; output appended to `log_path` across restarts."""
+
+    component = "kubelet"
 
     def __init__(
         self, apiserver: APIServerProcess, base: Path, *extra: str, name: str = ""
     ) -> None:
         self.apiserver = apiserver
         self.name = name or f"node-{uuid.uuid4().hex[:6]}"
-        self.port = free_loopback_ports(1)[0]
         self.root = base / self.name
-        self.log_path = base / f"{self.name}.log"
         self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def args(self) -> list[str]:
-        return [
-            sys.executable, "-m", "k8semu", "kubelet",
-            "--server", self.apiserver.address,
-            "--node-name", self.name,
-            "--listen-address", f"127.0.0.1:{self.port}",
-            "--root-dir", str(self.root),
-            "--pod-cidr", "127.244.77.0/24",
-            "--pod-cidr-wait", "0",
-            "--max-container-backoff", "4",
-            "--log-level", "info",
-            *self.extra,
-        ]  # fmt: skip
-
-    def start(self) -> KubeletProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(
+            "kubelet",
+            [
+                "--server", apiserver.address,
+                "--node-name", self.name,
+                "--root-dir", str(self.root),
+                "--pod-cidr", "127.244.77.0/24",
+                "--pod-cidr-wait", "0",
+                "--max-container-backoff", "4",
+                "--log-level", "info",
+                *extra,
+            ],
+            base / f"{self.name}.log",
+        )  # fmt: skip
 
 
 @pytest.fixture

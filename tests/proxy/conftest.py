@@ -11,18 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu.api import manifest
 from k8semu.client import Client, Retries
@@ -32,6 +26,7 @@ from k8semu.pb.proxy.v1 import proxy_pb2
 from k8semu.proxy import get_metrics
 from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.poll import Eventually
+from k8semu.testing.process import ComponentProcess
 
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 NODE_IPS = ("127.0.1.1", "127.0.1.2")
@@ -71,71 +66,33 @@ def addresses() -> Addresses:
     return Addresses()
 
 
-class ProxyProcess:
-    """One `k8semu proxy` subprocess, ended by pid."""
+class ProxyProcess(ComponentProcess):
+    """One `k8semu proxy` subprocess, ended by pid; its health and metrics service is on
+    `metrics_address`."""
+
+    component = "proxy"
 
     def __init__(self, apiserver: str, node: int, log_path: Path) -> None:
         self.apiserver = apiserver
         self.node_name = f"node-{node + 1}"
         self.node_ip = NODE_IPS[node]
         self.metrics_port, self.tunnel_port = free_loopback_ports(2)
-        self.metrics_address = f"127.0.0.1:{self.metrics_port}"
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "k8semu", "proxy",
-                    "--server", self.apiserver,
-                    "--node-name", self.node_name,
-                    "--node-ip", self.node_ip,
-                    "--listen-address", self.metrics_address,
-                    "--tunnel-port", str(self.tunnel_port),
-                    "--tcp-half-open-timeout", str(HALF_OPEN_TIMEOUT),
-                    "--udp-idle-timeout", str(UDP_IDLE_TIMEOUT),
-                    "--connect-timeout", "1",
-                    "--log-level", "info",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def wait_serving(self, timeout: float = 30.0) -> None:
-        assert self.proc is not None
-        end = time.monotonic() + timeout
-        with grpc.insecure_channel(self.metrics_address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < end:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"proxy exited: {self.log_path.read_text()}")
-                try:
-                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError(f"proxy not serving in {timeout}s: {self.log_path.read_text()}")
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(
+            "proxy",
+            [
+                "--server", apiserver,
+                "--node-name", self.node_name,
+                "--node-ip", self.node_ip,
+                "--tunnel-port", str(self.tunnel_port),
+                "--tcp-half-open-timeout", str(HALF_OPEN_TIMEOUT),
+                "--udp-idle-timeout", str(UDP_IDLE_TIMEOUT),
+                "--connect-timeout", "1",
+                "--log-level", "info",
+            ],
+            log_path,
+            port=self.metrics_port,
+        )  # fmt: skip
+        self.metrics_address = self.address
 
     async def metrics(self, namespace: str = "", service: str = "") -> proxy_pb2.ProxyMetrics:
         return await get_metrics(self.metrics_address, namespace=namespace, service=service)

@@ -4,78 +4,31 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu.client import Client, Retries
-from k8semu.cluster.processes import free_loopback_ports
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.poll import Eventually
+from k8semu.testing.process import ComponentProcess
 
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 
 
-class SchedulerProcess:
-    """One `k8semu scheduler` process; output appended to `log_path`."""
+class SchedulerProcess(ComponentProcess):
+    """One `k8semu scheduler` process, started at once; output appended to `log_path`."""
+
+    component = "scheduler"
+    serving_timeout = 60.0
+    proc: subprocess.Popen[bytes]  # started in __init__
 
     def __init__(self, api: str, log_path: Path, *extra: str) -> None:
-        self.port = free_loopback_ports(1)[0]
-        self.address = f"127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "k8semu", "scheduler",
-                    "--server", api,
-                    "--listen-address", self.address,
-                    "--log-level", "info",
-                    *extra,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_serving(self, timeout: float = 60.0) -> None:
-        end = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < end:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"scheduler exited: {self.log_path.read_text()}")
-                try:
-                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError(f"scheduler not serving in {timeout}s: {self.log_path.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__("scheduler", ["--server", api, "--log-level", "info", *extra], log_path)
+        self.start()
 
 
 @pytest.fixture

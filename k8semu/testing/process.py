@@ -1,0 +1,98 @@
+"""`ComponentProcess`: one k8semu component (`python -m k8semu VERB ...`) as a test's
+subprocess, serving grpc.health.v1 on a loopback address and ended by the pid it started.
+
+It owns starting, the wait for SERVING and ending; which flags a component gets is its
+subclass's business (APIServerProcess here; the scheduler, controller-manager, proxy and
+kubelet wrappers in their test packages). It never signals a process it did not start.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Self
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from k8semu.cluster.processes import free_loopback_ports
+
+SERVING_TIMEOUT = 30.0
+CLOSE_TIMEOUT = 10.0
+
+
+class ComponentProcess:
+    """`python -m k8semu VERB --listen-address ADDRESS ARGS...` on 127.0.0.1:`port` (a free
+    one unless given); its output is appended to `log_path` across restarts. Nothing runs
+    until `start()`; `proc` is then the latest process, running or not."""
+
+    component = "component"  # names the process in failures
+    serving_timeout = SERVING_TIMEOUT
+
+    def __init__(
+        self, verb: str, args: Sequence[str], log_path: Path, *, port: int | None = None
+    ) -> None:
+        self.port = free_loopback_ports(1)[0] if port is None else port
+        self.address = f"127.0.0.1:{self.port}"
+        self.argv = [sys.executable, "-m", "k8semu", verb, "--listen-address", self.address]
+        self.argv += args
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_serving(self, timeout: float | None = None) -> None:
+        """Poll the health service until it says SERVING; AssertionError with the log if the
+        process exits first or `timeout` (default `serving_timeout`) passes."""
+        assert self.proc is not None
+        timeout = self.serving_timeout if timeout is None else timeout
+        end = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"{self.component} exited: {self.output()}")
+                try:
+                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError(f"{self.component} not serving in {timeout}s: {self.output()}")
+
+    def kill(self) -> None:
+        """SIGKILL, by pid."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        """SIGTERM, then SIGKILL after CLOSE_TIMEOUT seconds."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(CLOSE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
