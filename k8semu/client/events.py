@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import time
+import zlib
 from collections import OrderedDict
 from typing import Any, cast
 
@@ -34,6 +35,7 @@ NORMAL = "Normal"
 WARNING = "Warning"
 DEFAULT_AGGREGATION_WINDOW = 600.0  # seconds, as client-go's EventCorrelator
 DEFAULT_BACKLOG = 1000
+DEFAULT_WRITERS = 4
 _REMEMBERED = 4096  # (object, reason, message) entries kept for aggregation
 
 
@@ -49,6 +51,12 @@ def object_reference(obj: Message) -> meta_pb2.ObjectReference:
         uid=m.uid,
         resource_version=m.resource_version,
     )
+
+
+def _key(event: core_pb2.Event) -> tuple[str, ...]:
+    """What makes two events repeats of each other."""
+    ref = event.involved_object
+    return (event.metadata.namespace, ref.uid or ref.name, event.type, event.reason, event.message)
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -69,15 +77,24 @@ class EventRecorder:
         host: str = "",
         backlog: int = DEFAULT_BACKLOG,
         aggregation_window: float = DEFAULT_AGGREGATION_WINDOW,
+        writers: int = DEFAULT_WRITERS,
     ) -> None:
+        """`writers` Events are written at a time (a burst of 1,000 binds would otherwise
+        trail by seconds); events of one (object, type, reason, message) always go to the same
+        writer, so repeats are still counted into one Event, in order."""
+        if writers < 1 or backlog < 1:
+            raise ValueError("writers and backlog: must be >= 1")
         self._client = client
         self.component = component
         self.host = host or os.uname().nodename
-        self._queue: asyncio.Queue[core_pb2.Event] = asyncio.Queue(maxsize=backlog)
+        n = min(writers, backlog)
+        self._queues: list[asyncio.Queue[core_pb2.Event]] = [
+            asyncio.Queue(maxsize=max(1, backlog // n)) for _ in range(n)
+        ]
         self._window = aggregation_window
         # (namespace, uid, type, reason, message) -> (event name, count, first written at)
         self._seen: OrderedDict[tuple[str, ...], tuple[str, int, float]] = OrderedDict()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
 
     def event(self, obj: Message, type_: str, reason: str, message: str) -> None:
@@ -103,29 +120,37 @@ class EventRecorder:
             reporting_component=self.component,
             reporting_instance=self.host,
         )
+        queue = self._queues[zlib.crc32(repr(_key(event)).encode()) % len(self._queues)]
         try:
-            self._queue.put_nowait(event)
+            queue.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped += 1
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="events")
+        if not self._tasks or all(t.done() for t in self._tasks):
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._run(q), name=f"events {i}")
+                for i, q in enumerate(self._queues)
+            ]
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
-                await self._queue.join()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+                for queue in self._queues:
+                    await queue.join()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[core_pb2.Event]) -> None:
         while True:
-            event = await self._queue.get()
+            event = await queue.get()
             try:
                 await self._write(event)
             except ClientError as exc:
@@ -135,17 +160,11 @@ class EventRecorder:
                 self.dropped += 1
                 log.exception("event not written", reason=event.reason)
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _write(self, event: core_pb2.Event) -> None:
         ref = event.involved_object
-        key = (
-            event.metadata.namespace,
-            ref.uid or ref.name,
-            event.type,
-            event.reason,
-            event.message,
-        )
+        key = _key(event)
         seen = self._seen.get(key)
         now = time.monotonic()
         if seen is not None and now - seen[2] < self._window:

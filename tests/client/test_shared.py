@@ -109,7 +109,7 @@ async def test_event_recorder_writes_and_aggregates_repeats(client: Client, name
 
 
 async def test_event_recorder_drops_instead_of_blocking_when_backlog_is_full() -> None:
-    recorder = EventRecorder(RecordingClient(), "c", backlog=2)  # type: ignore[arg-type]
+    recorder = EventRecorder(RecordingClient(), "c", backlog=2, writers=1)  # type: ignore[arg-type]
     pod = core_pb2.Pod()
     pod.metadata.name = "p"
     for i in range(5):
