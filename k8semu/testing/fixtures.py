@@ -1,20 +1,28 @@
 """The pytest plugin for the real-process test suites: a module-scoped one-replica
-`k8semu store` (`store`) and one `k8semu apiserver` on it (`apiserver`).
+`k8semu store` (`store`), one `k8semu apiserver` on it (`apiserver`), a `client` of that
+server with fast retries (`TEST_RETRIES`) and a fresh `namespace` per test.
 
 Registered once, in tests/conftest.py. A package that needs a different store or server
 (tests/apiserver's three replicas, tests/client's two API servers) defines a fixture of the
 same name in its own conftest, which overrides this one; `apiserver` then runs on that
-package's `store`. Nothing here is imported by k8semu itself.
+package's `store`, and `namespace` is made through that package's `client`. Nothing here is
+imported by k8semu itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from k8semu.client import Client, Retries
 from k8semu.cluster.processes import K8semuStoreCluster
+from k8semu.pb.api.v1 import core_pb2
 from k8semu.testing.apiserver import APIServerProcess
+
+# Tests restart servers under the client; retrying fast keeps the waits short.
+TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +44,18 @@ def apiserver(
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
+    async with Client([apiserver.address], retries=TEST_RETRIES) as c:
+        yield c
+
+
+@pytest.fixture
+async def namespace(client: Client) -> str:
+    """A fresh namespace for one test."""
+    ns = core_pb2.Namespace()
+    ns.metadata.name = f"t-{uuid.uuid4().hex[:8]}"
+    await client.create(ns)
+    return ns.metadata.name

@@ -6,21 +6,17 @@ clients and informers see a real crash and a real comeback.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from k8semu import transport
-from k8semu.client import Client, Retries
+from k8semu.client import Client
 from k8semu.cluster.processes import K8semuStoreCluster
-from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.testing.apiserver import APIServerProcess
+from k8semu.testing.fixtures import TEST_RETRIES
 from k8semu.testing.poll import Eventually
-
-# Fast enough that a test sees retries and fail-over without waiting long.
-TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +46,9 @@ def live_apiservers(apiservers: list[APIServerProcess]) -> list[APIServerProcess
 
 @pytest.fixture
 async def client(live_apiservers: list[APIServerProcess]) -> AsyncIterator[Client]:
+    """The shared fixture's client, on the first of this package's two API servers."""
     async with Client([live_apiservers[0].address], retries=TEST_RETRIES) as c:
         yield c
-
-
-@pytest.fixture
-async def namespace(client: Client) -> str:
-    """A fresh namespace for one test."""
-    ns = core_pb2.Namespace()
-    ns.metadata.name = f"t-{uuid.uuid4().hex[:8]}"
-    await client.create(ns)
-    return ns.metadata.name
 
 
 async def compact(store: K8semuStoreCluster, revision: int) -> None:

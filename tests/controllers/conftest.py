@@ -4,24 +4,26 @@
   `sync()` makes the informer caches equal to what the client holds (as if the watches had
   delivered every write), `kubelet()` marks pods Running and Ready. Nothing runs by itself:
   the test calls `reconcile(key)` and looks at `client.actions`.
-- Real processes: `store`/`apiserver` come from k8semu.testing.fixtures;
-  `ControllerManagerProcess` runs `python -m k8semu controller-manager`.
+- Real processes: `store`/`apiserver`/`namespace` come from k8semu.testing.fixtures, `client`
+  is overridden here; `ControllerManagerProcess` runs `python -m k8semu controller-manager`.
 - Object builders: `rs(...)`, `pod(...)`, `deployment(...)`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from google.protobuf.message import Message
 
 from k8semu.client import Client, ClientError, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
+from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.fakeclient import RecordingClient
 from k8semu.testing.process import ComponentProcess
 
@@ -290,6 +292,14 @@ def int_or_string(value: int | str) -> meta_pb2.IntOrString:
 
 
 # ---- real processes -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
+    """The shared fixture's client with the default retries, as the controllers themselves
+    use, rather than the shared fast ones."""
+    async with Client([apiserver.address]) as c:
+        yield c
 
 
 # Fast leader election so a take-over happens within a couple of seconds.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -17,7 +16,6 @@ from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext
 from k8semu.controllers.endpoints import HEADLESS_LABEL, EndpointsController, resolve_port
 from k8semu.pb.api.v1 import core_pb2, meta_pb2
-from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.fakeclient import RecordingClient
 from k8semu.testing.poll import eventually
 
@@ -260,12 +258,6 @@ def test_pod_events_enqueue_the_services_selecting_the_pod_before_and_after() ->
 
 
 # ---- end to end -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
-    async with Client([apiserver.address]) as c:
-        yield c
 
 
 async def test_end_to_end_endpoints_follow_pod_readiness(client: Client) -> None:

@@ -17,7 +17,6 @@ from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext
 from k8semu.controllers.gc import FOREGROUND_FINALIZER, ORPHAN_FINALIZER, GarbageCollector
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
-from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.fakeclient import RecordingClient
 from k8semu.testing.poll import eventually
 
@@ -319,12 +318,6 @@ def test_the_periodic_scan_queues_owned_and_finalizing_objects() -> None:
 
 
 # ---- end to end -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
-    async with Client([apiserver.address]) as c:
-        yield c
 
 
 @pytest.fixture

@@ -37,20 +37,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
-    async with Client([apiserver.address]) as c:
-        yield c
-
-
-@pytest.fixture
-async def namespace(client: Client) -> str:
-    ns = core_pb2.Namespace()
-    ns.metadata.name = f"cm-{uuid.uuid4().hex[:8]}"
-    await client.create(ns)
-    return ns.metadata.name
-
-
-@pytest.fixture
 def managers(
     apiserver: APIServerProcess, tmp_path: Path
 ) -> Iterator[list[ControllerManagerProcess]]:

@@ -12,7 +12,6 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -32,7 +31,6 @@ from k8semu.controllers.nodelifecycle import (
     toleration_seconds,
 )
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
-from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.fakeclient import RecordingClient
 from k8semu.testing.poll import eventually
 from tests.controllers.conftest import T0, FakeClock
@@ -415,12 +413,6 @@ def test_toleration_seconds_takes_the_smallest_matching_and_clamps_negatives() -
 
 
 # ---- end to end -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
-    async with Client([apiserver.address]) as c:
-        yield c
 
 
 async def _renew(client: Client, name: str, stop: asyncio.Event) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from k8semu.api import manifest
-from k8semu.client import Client, Retries
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.proxy.v1 import proxy_pb2
@@ -28,7 +27,6 @@ from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.poll import Eventually
 from k8semu.testing.process import ComponentProcess
 
-TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 NODE_IPS = ("127.0.1.1", "127.0.1.2")
 HALF_OPEN_TIMEOUT = 2.0
 UDP_IDLE_TIMEOUT = 2.0
@@ -122,20 +120,6 @@ def live_proxies(proxies: list[ProxyProcess]) -> list[ProxyProcess]:
             p.start()
             p.wait_serving()
     return proxies
-
-
-@pytest.fixture
-async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
-    async with Client([apiserver.address], retries=TEST_RETRIES) as c:
-        yield c
-
-
-@pytest.fixture
-async def namespace(client: Client) -> str:
-    ns = core_pb2.Namespace()
-    ns.metadata.name = f"p-{random.randrange(16**8):08x}"
-    await client.create(ns)
-    return ns.metadata.name
 
 
 # -- backends --------------------------------------------------------------------------------
