@@ -37,8 +37,6 @@ import json
 import re
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,7 +48,6 @@ import grpc
 import grpc.aio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu.bench.store import (
     BenchError,
@@ -65,9 +62,10 @@ from k8semu.bench.store import (
     environment,
 )
 from k8semu.cluster.errors import ClusterError
-from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import core_pb2
+from k8semu.testing.process import ComponentProcess
 
 __all__ = ["APIBenchOptions", "APIBenchResult", "VerbResult", "WatchResult", "main", "run"]
 
@@ -89,7 +87,6 @@ _WATCH_CHANNEL_OPTIONS = (
     ("grpc.use_local_subchannel_pool", 1),
 )
 _UNARY_CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
-_SERVER_STOP_S = 10.0
 _POLL_S = 0.02
 
 
@@ -172,47 +169,27 @@ class APIBenchResult:
 # -- the servers -------------------------------------------------------------------------------
 
 
-class _APIServerProcess:
-    """One `k8semu apiserver` subprocess on a free loopback port, ended by its pid."""
+class _APIServerProcess(ComponentProcess):
+    """One `k8semu apiserver` subprocess on a free loopback port, started at once and ended by
+    its pid; failing to come up is a BenchError pointing at its log."""
+
+    component = "apiserver"
 
     def __init__(self, store_endpoints: Sequence[str], log_path: Path) -> None:
-        self.address = f"127.0.0.1:{free_loopback_ports(1)[0]}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "k8semu", "apiserver",
-                "--listen-address", self.address,
-                "--store-endpoints", ",".join(store_endpoints),
-                "--log-level", "warning",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        super().__init__(
+            "apiserver",
+            ["--store-endpoints", ",".join(store_endpoints), "--log-level", "warning"],
+            log_path,
+        )
+        self.start()
 
-    def wait_serving(self, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < end:
-                if self.proc.poll() is not None:
-                    raise BenchError(f"apiserver exited; log in {self.log_path}")
-                with contextlib.suppress(grpc.RpcError):
-                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                time.sleep(0.05)
-        raise BenchError(f"apiserver not serving within {timeout} s; log in {self.log_path}")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(_SERVER_STOP_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    def wait_serving(self, timeout: float | None = None) -> None:
+        timeout = self.serving_timeout if timeout is None else timeout
+        try:
+            super().wait_serving(timeout)
+        except AssertionError as exc:  # ComponentProcess's failure carries the whole log
+            what = "exited" if not self.running else f"not serving within {timeout} s"
+            raise BenchError(f"apiserver {what}; log in {self.log_path}") from exc
 
 
 # -- the workload ------------------------------------------------------------------------------
@@ -830,9 +807,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             server = _APIServerProcess(store.endpoints, workdir / "apiserver.log")
             try:
                 server.wait_serving(opts.ready_timeout)
-                pids = [*store.pids.values(), server.proc.pid]
+                pids = [*store.pids.values(), server.pid]
                 result, uv = _run_loop(
-                    run(server.address, opts, server_pids=pids, apiserver_pid=server.proc.pid),
+                    run(server.address, opts, server_pids=pids, apiserver_pid=server.pid),
                     not args.no_uvloop,
                 )
             finally:

@@ -41,16 +41,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from k8semu.bench.store import _processes_cpu_seconds
 from k8semu.client import AlreadyExists, Client, ClientError, NotFound
-from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
+from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.scheduler import Scheduler, SchedulerConfig, algorithm, plugins
 from k8semu.scheduler.cache import SchedulerCache
 from k8semu.scheduler.framework import pod_info
+from k8semu.testing.process import ComponentProcess
 
 __all__ = ["main", "measure_decisions", "run_scheduler_throughput"]
 
@@ -104,26 +102,26 @@ async def _bounded(concurrency: int, jobs: Sequence[Any]) -> None:
             tg.create_task(one(job))
 
 
-class _SchedulerProcess:
-    """`python -m k8semu scheduler`, optionally sampled by py-spy (`profile`: its output)."""
+class _SchedulerProcess(ComponentProcess):
+    """`python -m k8semu scheduler`, started at once, optionally sampled by py-spy (`profile`:
+    its output)."""
+
+    component = "scheduler"
+    serving_timeout = _HEALTH_TIMEOUT
 
     def __init__(
         self, endpoints: Sequence[str], log_path: Path, profile: Path | None = None
     ) -> None:
-        self.address = f"127.0.0.1:{free_loopback_ports(1)[0]}"
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "k8semu", "scheduler",
-                    "--server", ",".join(endpoints),
-                    "--listen-address", self.address,
-                    "--no-leader-elect",
-                    "--log-level", "warning",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        super().__init__(
+            "scheduler",
+            [
+                "--server", ",".join(endpoints),
+                "--no-leader-elect",
+                "--log-level", "warning",
+            ],
+            log_path,
+        )  # fmt: skip
+        self.start()
         self.spy: subprocess.Popen[bytes] | None = None
         if profile is not None:
             py_spy = Path(sys.executable).with_name("py-spy")
@@ -132,25 +130,21 @@ class _SchedulerProcess:
                     [
                         str(py_spy), "record", "--nonblocking", "--format", "raw",
                         "--rate", "250", "--output", str(profile),
-                        "--pid", str(self.proc.pid),
+                        "--pid", str(self.pid),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )  # fmt: skip
 
-    async def wait_serving(self) -> None:
-        end = time.monotonic() + _HEALTH_TIMEOUT
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < end:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"scheduler exited: {self.log_path.read_text()[-2000:]}")
-                with contextlib.suppress(grpc.RpcError):
-                    resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"scheduler not serving within {_HEALTH_TIMEOUT} s")
+    async def serving(self) -> None:
+        """`wait_serving` off the event loop (the bench's watch keeps running meanwhile);
+        RuntimeError if the scheduler exits or is not serving within _HEALTH_TIMEOUT."""
+        try:
+            await asyncio.to_thread(self.wait_serving)
+        except AssertionError as exc:  # ComponentProcess's failure carries the whole log
+            if not self.running:
+                raise RuntimeError(f"scheduler exited: {self.output()[-2000:]}") from exc
+            raise RuntimeError(f"scheduler not serving within {_HEALTH_TIMEOUT} s") from exc
 
     def close(self) -> None:
         if self.spy is not None and self.spy.poll() is None:
@@ -160,13 +154,7 @@ class _SchedulerProcess:
             except subprocess.TimeoutExpired:
                 self.spy.kill()
                 self.spy.wait()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().close()
 
 
 async def run_scheduler_throughput(
@@ -235,7 +223,7 @@ async def run_scheduler_throughput(
             nonlocal sched_proc, in_proc
             if scheduler == "process":
                 sched_proc = _SchedulerProcess(api_endpoints, logs / "scheduler.log", profile)
-                await sched_proc.wait_serving()
+                await sched_proc.serving()
             elif scheduler == "inprocess":
                 in_proc = Scheduler(client, SchedulerConfig(leader_elect=False, listen_address=""))
                 await in_proc.start()
@@ -243,7 +231,7 @@ async def run_scheduler_throughput(
         def scheduler_cpu() -> float | None:
             if sched_proc is None:
                 return None
-            return _processes_cpu_seconds([sched_proc.proc.pid])
+            return _processes_cpu_seconds([sched_proc.pid])
 
         cpu_first = cpu_last = None
 
