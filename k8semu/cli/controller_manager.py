@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from k8semu import durations
 from k8semu import log as logging_setup
-from k8semu.cli import _kubeconfig, _serving
-from k8semu.client import Client, LeaderElectionConfig
+from k8semu.cli import _kubeconfig, _leaderelect, _serving
+from k8semu.client import Client
 from k8semu.controllers.context import DEFAULT_CONTROLLER_MANAGER, ControllerManagerConfig
 from k8semu.controllers.manager import (
     DEFAULT_LISTEN_ADDRESS,
@@ -53,15 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         help='comma list of controllers; "*" is all, "-name" drops one (default *)',
     )
     p.add_argument("--workers", type=int, default=_D.workers, help="reconciles per controller")
-    p.add_argument(
-        "--leader-elect",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run controllers only while holding the Lease kube-system/kube-controller-manager",
-    )
-    p.add_argument("--leader-elect-lease-duration", default=_ms(_LE.lease_duration))
-    p.add_argument("--leader-elect-renew-deadline", default=_ms(_LE.renew_deadline))
-    p.add_argument("--leader-elect-retry-period", default=_ms(_LE.retry_period))
+    _leaderelect.add_flags(p, _LE, "kube-system/kube-controller-manager")
     p.add_argument("--node-monitor-period", default=_ms(_D.node_monitor_period))
     p.add_argument("--node-monitor-grace-period", default=_ms(_D.node_monitor_grace_period))
     p.add_argument("--pod-eviction-timeout", default=_ms(_D.pod_eviction_timeout))
@@ -76,13 +68,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _seconds(text: str, flag: str) -> float:
-    try:
-        return durations.parse_ms(text) / 1000
-    except ValueError as exc:
-        raise ValueError(f"{flag}: {exc}") from None
-
-
 def _cidr(text: str, flag: str) -> str:
     try:
         return str(ipaddress.ip_network(text, strict=True))
@@ -92,35 +77,25 @@ def _cidr(text: str, flag: str) -> str:
 
 def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
     """The config the flags describe; ValueError naming the flag otherwise."""
-    try:
-        election = LeaderElectionConfig(
-            lease_duration=_seconds(
-                ns.leader_elect_lease_duration, "--leader-elect-lease-duration"
-            ),
-            renew_deadline=_seconds(
-                ns.leader_elect_renew_deadline, "--leader-elect-renew-deadline"
-            ),
-            retry_period=_seconds(ns.leader_elect_retry_period, "--leader-elect-retry-period"),
-        )
-    except ValueError as exc:
-        text = str(exc)
-        for name in ("lease_duration", "renew_deadline", "retry_period"):
-            text = text.replace(name, "--leader-elect-" + name.replace("_", "-"))
-        raise ValueError(text) from None
+    election = _leaderelect.config_from_args(ns, _LE)
     controllers = tuple(c.strip() for c in ns.controllers.split(",") if c.strip())
     if not controllers:
         raise ValueError('--controllers: name at least one controller (or "*")')
     values = {
         "workers": ns.workers,
-        "node_monitor_period": _seconds(ns.node_monitor_period, "--node-monitor-period"),
-        "node_monitor_grace_period": _seconds(
+        "node_monitor_period": _leaderelect.seconds(
+            ns.node_monitor_period, "--node-monitor-period"
+        ),
+        "node_monitor_grace_period": _leaderelect.seconds(
             ns.node_monitor_grace_period, "--node-monitor-grace-period"
         ),
-        "pod_eviction_timeout": _seconds(ns.pod_eviction_timeout, "--pod-eviction-timeout"),
+        "pod_eviction_timeout": _leaderelect.seconds(
+            ns.pod_eviction_timeout, "--pod-eviction-timeout"
+        ),
         "cluster_cidr": _cidr(ns.cluster_cidr, "--cluster-cidr"),
         "node_cidr_mask_size": ns.node_cidr_mask_size,
         "service_cidr": _cidr(ns.service_cidr, "--service-cidr"),
-        "gc_interval": _seconds(ns.gc_interval, "--gc-interval"),
+        "gc_interval": _leaderelect.seconds(ns.gc_interval, "--gc-interval"),
     }
     try:
         config = ControllerManagerConfig(

@@ -10,10 +10,9 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from k8semu import durations
 from k8semu import log as logging_setup
-from k8semu.cli import _kubeconfig, _serving
-from k8semu.client import Client, LeaderElectionConfig
+from k8semu.cli import _kubeconfig, _leaderelect, _serving
+from k8semu.client import Client
 from k8semu.scheduler import DEFAULT_SCHEDULER, Scheduler, SchedulerConfig
 from k8semu.transport import AddressError
 
@@ -39,21 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_SCHEDULER.scheduler_name,
         help="schedule pods whose spec.schedulerName is this",
     )
-    p.add_argument(
-        "--leader-elect",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="compete for the Lease kube-system/kube-scheduler before scheduling",
-    )
-    p.add_argument(
-        "--leader-elect-lease-duration", default=durations.format_ms(int(_LE.lease_duration * 1000))
-    )
-    p.add_argument(
-        "--leader-elect-renew-deadline", default=durations.format_ms(int(_LE.renew_deadline * 1000))
-    )
-    p.add_argument(
-        "--leader-elect-retry-period", default=durations.format_ms(int(_LE.retry_period * 1000))
-    )
+    _leaderelect.add_flags(p, _LE, "kube-system/kube-scheduler")
     p.add_argument(
         "--percentage-of-nodes-to-score",
         type=int,
@@ -71,31 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _seconds(text: str, flag: str) -> float:
-    try:
-        return durations.parse_ms(text) / 1000
-    except ValueError as exc:
-        raise ValueError(f"{flag}: {exc}") from None
-
-
 def config_from_args(ns: argparse.Namespace) -> SchedulerConfig:
     """The SchedulerConfig the flags describe; ValueError naming the flag otherwise."""
-    try:
-        election = LeaderElectionConfig(
-            lease_duration=_seconds(
-                ns.leader_elect_lease_duration, "--leader-elect-lease-duration"
-            ),
-            renew_deadline=_seconds(
-                ns.leader_elect_renew_deadline, "--leader-elect-renew-deadline"
-            ),
-            retry_period=_seconds(ns.leader_elect_retry_period, "--leader-elect-retry-period"),
-            release_on_cancel=_LE.release_on_cancel,
-        )
-    except ValueError as exc:
-        text = str(exc)
-        for name in ("lease_duration", "renew_deadline", "retry_period"):
-            text = text.replace(name, "--leader-elect-" + name.replace("_", "-"))
-        raise ValueError(text) from None
+    election = _leaderelect.config_from_args(ns, _LE)
     if not 0 <= ns.percentage_of_nodes_to_score <= 100:
         raise ValueError(
             "--percentage-of-nodes-to-score: must be 0..100 (0: adaptive), "
