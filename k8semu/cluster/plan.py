@@ -183,110 +183,63 @@ def plan_cluster(
             )
 
     assert config.api_server is not None
-    net = config.network
-    for i, inst in enumerate(config.api_server.instances):
-        if not here(inst.host):
-            continue
-        address = config.address_of(inst)
-        out.append(
-            ComponentPlan(
-                name=inst.name,
-                kind="apiserver",
-                host=inst.host,
-                stage=API,
-                argv=_k8semu(
-                    python,
-                    "apiserver",
-                    "--listen-address",
-                    address,
-                    "--store-endpoints",
-                    ",".join(stores),
-                    "--service-cluster-ip-range",
-                    net.service_cidr,
-                    "--service-node-port-range",
-                    net.node_port_range,
-                    "--load-balancer-ip-pool",
-                    net.load_balancer_pool,
-                ),
-                address=address,
-                ports={"api": address},
-                origins={"api": f"apiServer.instances[{i}].port"},
-                log_path=logs / f"{inst.name}.log",
-                data_dir=state_dir,
-                command="apiserver",
-            )
-        )
-
-    election = _leader_election(timings)
     assert config.scheduler is not None and config.controller_manager is not None
-    for i, inst in enumerate(config.scheduler.instances):
-        if not here(inst.host):
-            continue
-        address = config.address_of(inst)
-        out.append(
-            ComponentPlan(
-                name=inst.name,
-                kind="scheduler",
-                host=inst.host,
-                stage=CONTROL,
-                argv=_k8semu(
-                    python,
-                    "scheduler",
-                    "--server",
-                    ",".join(apis),
-                    "--listen-address",
-                    address,
-                    *election,
-                ),
-                address=address,
-                ports={"health": address},
-                origins={"health": f"scheduler.instances[{i}].port"},
-                log_path=logs / f"{inst.name}.log",
-                data_dir=state_dir,
-                command="scheduler",
+    net = config.network
+    election = _leader_election(timings)
+    server = ("--server", ",".join(apis))
+
+    def apiserver_flags(address: str) -> tuple[str, ...]:
+        return (
+            "--listen-address", address,
+            "--store-endpoints", ",".join(stores),
+            "--service-cluster-ip-range", net.service_cidr,
+            "--service-node-port-range", net.node_port_range,
+            "--load-balancer-ip-pool", net.load_balancer_pool,
+        )  # fmt: skip
+
+    def scheduler_flags(address: str) -> tuple[str, ...]:
+        return (*server, "--listen-address", address, *election)
+
+    def controller_manager_flags(address: str) -> tuple[str, ...]:
+        return (
+            *server, "--listen-address", address, "--controllers", "*", *election,
+            "--node-monitor-period", format_duration(timings.node_monitor_period_ms),
+            "--node-monitor-grace-period", format_duration(timings.node_monitor_grace_ms),
+            "--pod-eviction-timeout", format_duration(timings.pod_eviction_ms),
+            "--cluster-cidr", net.cluster_cidr,
+            "--node-cidr-mask-size", str(net.node_cidr_mask_size),
+            "--service-cidr", net.service_cidr,
+        )  # fmt: skip
+
+    # (instances, command, config key, stage, port name, flags of a listen address)
+    control_plane = (
+        (config.api_server, "apiserver", "apiServer", API, "api", apiserver_flags),
+        (config.scheduler, "scheduler", "scheduler", CONTROL, "health", scheduler_flags),
+        (
+            config.controller_manager, "controller-manager", "controllerManager", CONTROL,
+            "health", controller_manager_flags,
+        ),
+    )  # fmt: skip
+    for spec, command, key, stage, port, flags_of in control_plane:
+        for i, inst in enumerate(spec.instances):
+            if not here(inst.host):
+                continue
+            address = config.address_of(inst)
+            out.append(
+                ComponentPlan(
+                    name=inst.name,
+                    kind=command,
+                    host=inst.host,
+                    stage=stage,
+                    argv=_k8semu(python, command, *flags_of(address)),
+                    address=address,
+                    ports={port: address},
+                    origins={port: f"{key}.instances[{i}].port"},
+                    log_path=logs / f"{inst.name}.log",
+                    data_dir=state_dir,
+                    command=command,
+                )
             )
-        )
-    for i, inst in enumerate(config.controller_manager.instances):
-        if not here(inst.host):
-            continue
-        address = config.address_of(inst)
-        out.append(
-            ComponentPlan(
-                name=inst.name,
-                kind="controller-manager",
-                host=inst.host,
-                stage=CONTROL,
-                argv=_k8semu(
-                    python,
-                    "controller-manager",
-                    "--server",
-                    ",".join(apis),
-                    "--listen-address",
-                    address,
-                    "--controllers",
-                    "*",
-                    *election,
-                    "--node-monitor-period",
-                    format_duration(timings.node_monitor_period_ms),
-                    "--node-monitor-grace-period",
-                    format_duration(timings.node_monitor_grace_ms),
-                    "--pod-eviction-timeout",
-                    format_duration(timings.pod_eviction_ms),
-                    "--cluster-cidr",
-                    net.cluster_cidr,
-                    "--node-cidr-mask-size",
-                    str(net.node_cidr_mask_size),
-                    "--service-cidr",
-                    net.service_cidr,
-                ),
-                address=address,
-                ports={"health": address},
-                origins={"health": f"controllerManager.instances[{i}].port"},
-                log_path=logs / f"{inst.name}.log",
-                data_dir=state_dir,
-                command="controller-manager",
-            )
-        )
 
     for node in config.all_nodes:
         if here(node.host):
