@@ -1,4 +1,4 @@
-"""The one place where gRPC servers and channels are made (DESIGN decision 9).
+"""The one place where gRPC servers and channels are made (design decision 9).
 
 Every server gets the standard health and reflection services; every channel gets the
 same keepalive and message-size options. Deadlines for calls live here as named defaults.

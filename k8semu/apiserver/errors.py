@@ -1,4 +1,4 @@
-"""The errors the API server returns, one class per gRPC status code (DESIGN "Errors").
+"""The errors the API server returns, one class per gRPC status code (architecture "Errors").
 
     StatusError             base: a gRPC status code and a message naming object and field
     +-- NotFound            NOT_FOUND

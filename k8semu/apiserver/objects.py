@@ -1,6 +1,6 @@
 """Objects as the API server stores and ships them: keys, Any packing, metadata, selectors.
 
-Storage layout (DESIGN decision 2): key `/registry/<plural>/<namespace>/<name>` (cluster-scoped
+Storage layout (design decision 2): key `/registry/<plural>/<namespace>/<name>` (cluster-scoped
 kinds: `/registry/<plural>/<name>`), value the serialized message with an empty
 resourceVersion; resourceVersion is the key's mod_revision, filled in on every read.
 Pure: no I/O.

@@ -11,7 +11,7 @@ from typing import Any
 
 
 def install_event_loop() -> None:
-    """uvloop where it is installed (DESIGN decision 7), unless K8SEMU_NO_UVLOOP is set."""
+    """uvloop where it is installed (design decision 7), unless K8SEMU_NO_UVLOOP is set."""
     if os.environ.get("K8SEMU_NO_UVLOOP"):
         return
     try:

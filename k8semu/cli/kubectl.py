@@ -70,7 +70,7 @@ VERBS = (
 )
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 _CONFLICT_RETRIES = 5
-# Kubernetes' reason for each gRPC status code (DESIGN "Errors and bad input").
+# Kubernetes' reason for each gRPC status code (docs/architecture.md "Errors").
 _REASONS = {
     grpc.StatusCode.NOT_FOUND: "NotFound",
     grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",

@@ -1,6 +1,6 @@
 """Client side of the API: async client, informers, workqueue and leader election.
 
-Everything above the API server reaches cluster state through this package (DESIGN.md,
+Everything above the API server reaches cluster state through this package (docs/architecture.md,
 decision 5). The public surface is what this module exports; the `_`-modules are private::
 
     async with Client(["127.0.0.1:6443"]) as client:

@@ -1,4 +1,4 @@
-"""The client's timings as small config objects with named defaults (DESIGN decision 6).
+"""The client's timings as small config objects with named defaults (design decision 6).
 
 Owns deadlines and retry pacing of API calls only; informer and leader-election timings live
 with their owners (`InformerConfig`, `LeaderElectionConfig`). No I/O here.

@@ -1,5 +1,5 @@
 """The generic informer: keeps an indexed local cache of one kind in step with the API server
-and tells event handlers what changed (DESIGN decision 5, client-go's SharedIndexInformer).
+and tells event handlers what changed (design decision 5, client-go's SharedIndexInformer).
 
 The loop (client-go's reflector ListAndWatch):
 

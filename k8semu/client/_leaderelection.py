@@ -72,7 +72,7 @@ class LeaderElectionConfig:
 
 
 DEFAULT_LEADER_ELECTION = LeaderElectionConfig()
-"""The emulator's defaults: fast enough that a demo shows fail-over (DESIGN decision 6)."""
+"""The emulator's defaults: fast enough that a demo shows fail-over (design decision 6)."""
 KUBERNETES_LEADER_ELECTION = LeaderElectionConfig(
     lease_duration=15.0, renew_deadline=10.0, retry_period=2.0
 )

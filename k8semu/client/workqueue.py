@@ -1,4 +1,4 @@
-"""The work queue between event handlers and reconcile workers (DESIGN decision 5).
+"""The work queue between event handlers and reconcile workers (design decision 5).
 
 This module owns client-go's workqueue semantics for asyncio:
 

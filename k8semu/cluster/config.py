@@ -139,7 +139,7 @@ KNOWN_ADDONS = ("dns",)
 DEFAULT_ADDONS: tuple[str, ...] = ("dns",)
 _DOMAIN_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
-# Emulator timings (DESIGN 6): fast, so a demo shows failover; Kubernetes' are in comments of
+# Emulator timings (design 6): fast, so a demo shows failover; Kubernetes' are in comments of
 # cluster_configs/README.md.
 DEFAULT_LEADER_ELECT_LEASE_MS = 4_000
 DEFAULT_LEADER_ELECT_RENEW_MS = 3_000
@@ -424,7 +424,7 @@ class NodeSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NetworkSpec:
-    """Address ranges (DESIGN 7): pod IPs (``clusterCIDR``, one /``nodeCIDRMaskSize`` per
+    """Address ranges (design decision 7): pod IPs (``clusterCIDR``, one /``nodeCIDRMaskSize`` per
     node), ClusterIPs (``serviceCIDR``), NodePorts, LoadBalancer IPs."""
 
     cluster_cidr: str = DEFAULT_CLUSTER_CIDR
@@ -493,7 +493,7 @@ class NetworkSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimingsSpec:
-    """Every control-plane timing that is not the store's or the launcher's (DESIGN 6)."""
+    """Every control-plane timing that is not the store's or the launcher's (design decision 6)."""
 
     leader_elect_lease_ms: int = DEFAULT_LEADER_ELECT_LEASE_MS
     leader_elect_renew_ms: int = DEFAULT_LEADER_ELECT_RENEW_MS

@@ -1,5 +1,5 @@
 """What every controller is built from: the client, the process's shared informers, the Events
-recorder, and the controller manager's config (every timing in one place, DESIGN decision 6).
+recorder, and the controller manager's config (every timing in one place, design decision 6).
 
 A controller is a class with a `name`, a constructor taking a `ControllerContext` (where it
 asks `ctx.informers` for the informers it needs and registers its event handlers, which only

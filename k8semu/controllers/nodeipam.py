@@ -1,5 +1,5 @@
 """Node IPAM: one pod subnet per Node, carved from the cluster CIDR (Kubernetes' range
-allocator). DESIGN decision 7: the default cluster CIDR 127.244.0.0/16 with a /24 per node,
+allocator). design decision 7: the default cluster CIDR 127.244.0.0/16 with a /24 per node,
 so node N's pods live in 127.244.N.0/24 on loopback.
 
 - A Node without spec.podCIDR gets the next free subnet of `node_cidr_mask_size` (spec.podCIDR

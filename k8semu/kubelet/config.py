@@ -1,4 +1,4 @@
-"""The kubelet's configuration: one frozen object with named defaults (DESIGN decision 6), and
+"""The kubelet's configuration: one frozen object with named defaults (design decision 6), and
 the parsers for the flag values that are more than a number (capacity, labels, taints).
 
 Pure: no I/O. Bad values raise ConfigError naming the flag and the item.

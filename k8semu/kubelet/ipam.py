@@ -5,7 +5,7 @@ cluster) and the broadcast address are never handed out. Allocation walks on rou
 from the last address given, so an address just freed is the last to be given again (a
 client still talking to a deleted pod's IP does not reach its successor at once).
 
-Pure: no I/O. The kubelet decides which CIDR to use (DESIGN decision 7).
+Pure: no I/O. The kubelet decides which CIDR to use (design decision 7).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ future), stops it gracefully (`stop`), runs a command in a container's environme
 and knows what survived a kubelet restart (`recover`). It owns the per-pod directory and
 the logs; it does not decide restarts, probes or status: that is the pod worker's job.
 
-Two runtimes implement it: `k8semu.kubelet.process` (real OS processes, DESIGN decision 8)
+Two runtimes implement it: `k8semu.kubelet.process` (real OS processes, design decision 8)
 and `k8semu.kubelet.simulated` (no process, KWOK-style, for hollow nodes).
 """
 

@@ -1,5 +1,5 @@
 """The userspace service proxy (`k8semu proxy`): ClusterIP, NodePort and LoadBalancer
-addresses forwarded to ready endpoints, one process per node (DESIGN.md decision 7).
+addresses forwarded to ready endpoints, one process per node (design decision 7).
 
     table.py     pure: Services + Endpoints -> what to listen on and forward to
     datapath.py  Protocols: balancer, TCP splice, UDP relay, counters

@@ -2,7 +2,7 @@
 
 Owns raft.db of one replica. Every `save` is one transaction committed with
 `synchronous=FULL` in WAL mode, so when it returns the entries and hard state are on disk
-(DESIGN decision 4): the driver sends messages and acknowledges clients only after that.
+(design decision 4): the driver sends messages and acknowledges clients only after that.
 It knows nothing of what the entries mean.
 """
 

@@ -1,6 +1,6 @@
 """Configuration of one store replica, with etcd's flag names and validated at the edge.
 
-Defaults live here and only here (DESIGN decision 6). Timings are emulator-fast: a 50 ms
+Defaults live here and only here (design decision 6). Timings are emulator-fast: a 50 ms
 heartbeat and a 500 ms election timeout make a leader failover visible in well under a
 second; etcd's own defaults (100 ms / 1000 ms) are one flag away.
 """

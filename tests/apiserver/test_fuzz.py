@@ -1,7 +1,7 @@
 """Fuzzing the API server with hypothesis: random bytes, random requests, random objects.
 
 Against a real 3-replica store and a real `k8semu apiserver` process (the conftest fixtures),
-the properties are DESIGN's "Errors and bad input":
+the properties are the architecture's "Errors":
 
 - every request ends in a valid response or one of the statuses Kubernetes' reasons map to
   (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, ABORTED, OUT_OF_RANGE, FAILED_PRECONDITION),
@@ -71,7 +71,7 @@ REQUEST_TYPES: dict[str, type[Message]] = {
     "Bind": api.BindRequest,
     "Discovery": api.DiscoveryRequest,
 }
-# What a refusal may be: Kubernetes' reasons (DESIGN "Errors and bad input").
+# What a refusal may be: Kubernetes' reasons (docs/architecture.md "Errors").
 REFUSALS = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,

@@ -1,4 +1,4 @@
-"""Bad input from the network never raises (DESIGN: a component never crashes on bad input)."""
+"""Bad input from the network never raises (design: a component never crashes on bad input)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ isort:skip_file
 The API server's gRPC surface: generic verbs over every kind in k8semu/api/kinds.py.
 Objects travel as google.protobuf.Any (type.googleapis.com/k8semu.api.v1.<Kind>); requests
 name the resource as a user types it (plural, singular, short name: "pods", "deploy").
-Status codes follow DESIGN "Errors and bad input".
+Status codes follow docs/architecture.md "Errors".
 """
 
 from collections import abc as _abc
