@@ -935,6 +935,4 @@ def main(argv: Sequence[str]) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `k8semu get pods | head`
-        return 1
     return 0

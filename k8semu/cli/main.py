@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from k8semu import __version__
+from k8semu import __version__, log
 
 # The kubectl-like verbs (k8semu.cli.kubectl.VERBS), listed here so `k8semu store` does not
 # import the client to build its help.
@@ -38,7 +38,41 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _take_verbosity(args: list[str]) -> int:
+    """Remove kubectl's ``-v N`` / ``-v=N`` / ``--v=N`` (bare ``-v``: 4) from a verb's args."""
+    level = 0
+    rest: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg in ("-v", "--v"):
+            nxt = next(it, None)
+            if nxt is not None and nxt.isdigit():
+                level = int(nxt)
+            else:
+                level = 4
+                if nxt is not None:
+                    rest.append(nxt)
+        elif arg.startswith(("-v=", "--v=")) and arg.partition("=")[2].isdigit():
+            level = int(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    args[:] = rest
+    return level
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; a closed output pipe (``k8semu status | head``) ends it quietly."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Python's recommended way: point stdout at devnull so the interpreter's final flush
+        # does not raise again, and exit as a command killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     # gRPC's C core logs connection churn (a peer restarting) at info level; only errors
     # belong on a component's stderr.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -55,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_parser(verb, help=f"kubectl-like: {verb} (see docs/cli.md)", add_help=False)
     if args and args[0] in KUBECTL_VERBS:
         from k8semu.cli import kubectl
+
+        # A CLI prints one clear message per failure; the client's retry and fail-over logs
+        # are for -v (kubectl's -v=4 and up shows debug lines, -v=1..3 info).
+        verbosity = _take_verbosity(args)
+        log.configure(
+            "k8semu",
+            level="debug" if verbosity >= 4 else "info" if verbosity >= 1 else "warning",
+        )
 
         return kubectl.main(args)
     if not args or args[0] not in COMMANDS:

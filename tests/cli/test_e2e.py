@@ -181,6 +181,29 @@ def test_errors_and_empty(k8semu: Run, tmp_path: Path) -> None:
     assert r.code == 1 and "not reachable" in r.out
     r = k8semu("get", "pods", "--server", "127.0.0.1:1", "--request-timeout", "1", server=False)
     assert r.code == 1 and r.err.startswith("Unable to connect to the server")
+    # One clear line: the client's retry logs are for -v.
+    assert len(r.err.splitlines()) == 1 and "call retried" not in r.err
+    r = k8semu("get", "pods", "-v=6", "--server", "127.0.0.1:1", server=False)
+    assert r.code == 1 and "call retried" in r.err
+
+
+def test_closed_output_pipe_ends_quietly(k8semu: Run, cli_apiserver: APIServerProcess) -> None:
+    docs = "".join(
+        f"---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pipe-{i:02d}\n"
+        for i in range(40)
+    )
+    assert k8semu("apply", "-f", "-", stdin=docs).code == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "k8semu", "get", "cm", "--server", cli_apiserver.address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader went away, as with `| head`
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err
 
 
 def test_create_stdin_events_and_discovery(k8semu: Run) -> None:
