@@ -213,7 +213,7 @@ class Partitions:
             f"add chain inet {self.table} output {{ type filter hook output priority 0; }}\n"
             f"add chain inet {self.table} input {{ type filter hook input priority 0; }}\n",
         )
-        log.info("partitions ready", table=self.table, cgroups=str(self.cgroup_parent))
+        log.debug("partitions ready", table=self.table, cgroups=str(self.cgroup_parent))
         pending, self._pending = self._pending, []
         self.add_components(pending)
 

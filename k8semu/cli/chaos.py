@@ -103,6 +103,7 @@ def _default_config(state_dir: Path) -> Path:
 def main(argv: Sequence[str]) -> int:
     parser = _parser()
     ns = parser.parse_args(list(argv))
+    logging_setup.configure("chaos", level=ns.log_level, fmt="console")
     if ns.cleanup:
         return _cleanup()
     try:
@@ -127,7 +128,6 @@ def main(argv: Sequence[str]) -> int:
     except (argparse.ArgumentTypeError, ValueError) as exc:
         print(f"k8semu chaos: {exc}", file=sys.stderr)
         return 2
-    logging_setup.configure("chaos", level=ns.log_level, fmt="console")
     tmp = None
     state_dir = ns.state_dir
     if state_dir is None:
