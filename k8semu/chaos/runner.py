@@ -411,6 +411,7 @@ class ChaosRun:
             if task is not None:
                 task.cancel()
 
+        previous = signal.getsignal(signal.SIGTERM)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         try:
@@ -427,17 +428,23 @@ class ChaosRun:
                 raise ChaosError("interrupted by SIGTERM; partitions healed") from None
             raise
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGTERM)
+            # SIGTERM stays with the loop until everything is cleaned up: another one now only
+            # cancels again, which this synchronous clean-up does not see.
             try:
                 if self.partitions is not None:
                     # Heal first, so even a cluster left running (--keep) is whole again.
                     self.partitions.heal_all()
             finally:
-                if not self.o.keep:
-                    self._stop_cluster()
-                if self.partitions is not None:
-                    self.partitions.close()
+                try:
+                    if not self.o.keep:
+                        self._stop_cluster()
+                finally:
+                    if self.partitions is not None:
+                        self.partitions.close()
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        loop.remove_signal_handler(signal.SIGTERM)
+                    if previous is not None:
+                        signal.signal(signal.SIGTERM, previous)
 
     async def _run(self) -> Report:
         state = await self._wait_ready()

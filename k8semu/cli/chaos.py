@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -100,7 +101,28 @@ def _default_config(state_dir: Path) -> Path:
     return path
 
 
+class _Terminated(Exception):
+    """SIGTERM outside the run's event loop (the run itself turns it into a cancellation)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str]) -> int:
+    # Until the run's loop takes SIGTERM over, it unwinds like an exception, so the partition
+    # probe and the run's set-up remove what they made (the default action would not).
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    except _Terminated:
+        print("k8semu chaos: interrupted by SIGTERM", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str]) -> int:
     parser = _parser()
     ns = parser.parse_args(list(argv))
     logging_setup.configure("chaos", level=ns.log_level, fmt="console")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,13 +128,15 @@ def test_sigterm_during_a_partition_heals_it_and_stops_the_cluster(tmp_path: Pat
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         end = time.monotonic() + 240
-        table = f"k8semu_chaos_{proc.pid}_"
+        # The run's table (not the support probe's, "..._probe") with a drop rule in it.
+        table = re.compile(rf"^table inet k8semu_chaos_{proc.pid}_\d+ \{{$", re.MULTILINE)
         while time.monotonic() < end and proc.poll() is None:
             listed = subprocess.run(
                 ["nft", "list", "ruleset"], capture_output=True, text=True
             ).stdout
-            ours = listed[listed.find(table) :] if table in listed else ""
-            if " drop" in ours.split("\ntable ")[0]:
+            found = table.search(listed)
+            ours = listed[found.end() :].split("\ntable ")[0] if found else ""
+            if " drop" in ours:
                 break  # a partition is in force right now
             time.sleep(0.2)
         else:
