@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -175,3 +177,22 @@ def test_cleanup_removes_what_a_dead_run_left_and_nothing_of_a_live_one() -> Non
         left.close()
         live.close()
     assert _leftovers_of(os.getpid()) == []
+
+
+def test_a_cluster_that_fails_to_start_keeps_its_log(tmp_path: Path) -> None:
+    # The config's API server port is taken: `k8semu up` refuses at once. Without --state-dir
+    # the run used a temp dir; the up.log it points at must still be there.
+    doc = yaml.safe_load(_ci_config(tmp_path).read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", doc["apiServer"]["instances"][0]["port"]))
+        taken.listen()
+        run = _chaos("-f", tmp_path / "cluster.yaml", "--faults", "kill", timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    found = re.search(r"see (\S+/up\.log)", run.stderr)
+    assert found, run.stderr
+    log = Path(found.group(1))
+    try:
+        assert log.is_file() and "in use" in log.read_text(), log.read_text()
+        assert f"state and logs kept in {log.parent}" in run.stderr
+    finally:
+        shutil.rmtree(log.parent)
