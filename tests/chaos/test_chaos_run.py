@@ -67,9 +67,14 @@ def _chaos_with_pid(
         return subprocess.CompletedProcess(argv, proc.returncode, out, err), proc.pid
 
 
-def _ci_config(tmp_path: Path) -> Path:
+def _ci_config(tmp_path: Path, *, small: bool = False) -> Path:
+    """The CI cluster; `small`: one simulated node, no proxy (for runs that end early)."""
     config = tmp_path / "cluster.yaml"
     layout = ClusterLayout(name="chaos", real_nodes=3, runtime="process", ready_timeout_s=180)
+    if small:
+        layout = ClusterLayout(
+            name="chaos", real_nodes=1, runtime="simulated", proxies=False, ready_timeout_s=180
+        )
     config.write_text(yaml.safe_dump(bench_config(layout)))
     return config
 
@@ -123,7 +128,7 @@ def test_bad_options_exit_2_naming_them(tmp_path: Path) -> None:
 def test_sigterm_during_a_partition_heals_it_and_stops_the_cluster(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     argv = [
-        sys.executable, "-m", "k8semu", "chaos", "-f", str(_ci_config(tmp_path)),
+        sys.executable, "-m", "k8semu", "chaos", "-f", str(_ci_config(tmp_path, small=True)),
         "--faults", "partition", "--targets", "store", "--duration", "120s",
         "--interval", "1s", "--seed", "3", "--state-dir", str(state_dir),
     ]  # fmt: skip
