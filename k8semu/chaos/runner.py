@@ -42,7 +42,7 @@ from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.processes import CGROUP_PARENT_ENV
 from k8semu.cluster.state import ClusterState, ComponentRecord, is_same_process, read_state
 from k8semu.log import get_logger
-from k8semu.pb.api.v1 import apps_pb2, core_pb2
+from k8semu.pb.api.v1 import apps_pb2, coordination_pb2, core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.testing.linearizability import HistoryRecorder, check
 from k8semu.testing.workload import Tally, Workload, read_all, run_workload
@@ -50,6 +50,7 @@ from k8semu.testing.workload import Tally, Workload, read_all, run_workload
 log = get_logger(__name__)
 
 NAMESPACE = "chaos"
+NODE_LEASES = "kube-node-lease"
 WORKLOAD_MANIFEST = """\
 apiVersion: v1
 kind: Namespace
@@ -218,6 +219,7 @@ class ChaosRun:
         # plan may partition; None otherwise.
         self.partitions: Partitions | None = None
         self._targets: list[Target] = []
+        self._client: Client | None = None
 
     # ---- the cluster -------------------------------------------------------------------------
 
@@ -345,6 +347,8 @@ class ChaosRun:
             healed = time.monotonic()
             if fault.kind == "store":
                 rec.recovered_after = await self._store_rejoined(target, healed)
+            elif fault.kind == "kubelet" and target.nodes:
+                rec.recovered_after = await self._lease_renewed(target.nodes, healed)
             else:
                 rec.recovered_after = await self._recovery(fault.target, target, healed)
             way = fault.direction or "both"
@@ -364,6 +368,24 @@ class ChaosRun:
         finally:
             for cut in cuts:
                 self.partitions.heal(cut)
+
+    async def _lease_renewed(self, nodes: list[str], began: float) -> float | None:
+        """Seconds from `began` until every node of a kubelet has renewed its Lease since."""
+        assert self._client is not None
+        since = time.time() - (time.monotonic() - began)
+        end = began + 30.0
+        while time.monotonic() < end:
+            try:
+                leases = [
+                    await self._client.get(coordination_pb2.Lease, n, namespace=NODE_LEASES)
+                    for n in nodes
+                ]
+                if all(le.spec.renew_time.ToMicroseconds() / 1e6 >= since for le in leases):
+                    return round(time.monotonic() - began, 3)
+            except ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        return None
 
     async def _store_rejoined(self, replica: ComponentRecord, began: float) -> float | None:
         """Seconds from `began` until `replica` names the same leader as a majority does."""
@@ -453,6 +475,7 @@ class ChaosRun:
             self.partitions.add_components([t.name for t in self._targets])
         plan = make_plan(self.o.seed, self._targets, self.o.plan)
         async with Client(state.api_servers) as client:
+            self._client = client
             host, port = await self._deploy(client)
             recorder = HistoryRecorder()
             workload = Workload(
