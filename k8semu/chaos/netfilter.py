@@ -148,7 +148,8 @@ def unsupported_reason() -> str | None:
     except (NetfilterError, OSError) as exc:
         return f"the kernel refused a partition rule: {exc}"
     finally:
-        probe.close()
+        with contextlib.suppress(NetfilterError):
+            probe.close()
     return None
 
 
@@ -170,7 +171,8 @@ class Partitions:
         self.table = TABLE_PREFIX + self.name
         self.mount = mount
         self.cgroup_parent = mount / CGROUP_TOP / self.name
-        # The run's tag in the upper 16 bits: two runs at once never share a mark.
+        # A random tag per run in the upper 16 bits, so marks of two runs at once differ (and
+        # were they equal, the drop rules also name the receiver's cgroup, which is per run).
         self._tag = random.Random().randrange(1, 1 << 15)
         self._index: dict[str, int] = {}
         self._pending = list(dict.fromkeys(components))
