@@ -21,7 +21,7 @@ from k8semu.bench._clusterrun import BenchCluster, ClusterLayout
 from k8semu.chaos import netfilter
 from k8semu.chaos.netfilter import Partitions
 from k8semu.client import Client, ClientError, Timeouts
-from k8semu.cluster.processes import CGROUP_PARENT_ENV, K8semuStoreCluster, Member
+from k8semu.cluster.processes import CGROUP_PARENT_ENV, K8semuStoreCluster, Member, in_own_cgroup
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.testing.poll import Eventually
@@ -249,3 +249,16 @@ async def test_api_server_cut_off_from_the_store_then_healed(
                 lambda: client.create(configmap("after")), what="a write once healed"
             )
             assert created.metadata.name == "after"
+
+
+def test_components_join_their_cgroup_only_when_asked(tmp_path: Path) -> None:
+    argv = ["/bin/echo", "hi"]
+    assert in_own_cgroup(argv, "store-s1", {}) == argv
+    wrapped = in_own_cgroup(argv, "store-s1", {CGROUP_PARENT_ENV: str(tmp_path)})
+    assert wrapped[-2:] == argv and str(tmp_path / "store-s1") in wrapped
+    # The step keeps the pid (exec) and writes it where the cgroup wants it; a plain directory
+    # stands in for the cgroup here, so this part runs without root.
+    done = subprocess.run(
+        [*wrapped[:-2], "/bin/sh", "-c", "echo $$"], capture_output=True, text=True, check=True
+    )
+    assert (tmp_path / "store-s1" / "cgroup.procs").read_text().strip() == done.stdout.strip()
