@@ -17,8 +17,14 @@ from typing import Any
 
 FAULTS = ("kill", "pause", "restart", "partition")
 """kill: SIGKILL (the supervisor restarts it); pause: SIGSTOP, SIGCONT after `duration`;
-restart: SIGTERM then start again (a clean restart); partition: the process's host cut off
-from the others for `duration` (needs hosts in network namespaces)."""
+restart: SIGTERM then start again (a clean restart); partition: the process cut off from its
+peers for `duration` by kernel rules (k8semu.chaos.netfilter): a store replica from the other
+replicas, an API server from the store, any other component from the API servers; both ways
+or one way (`direction`)."""
+
+DIRECTIONS = ("both", "out", "in")
+"""Of a partition, seen from its target: both ways; "out": what it sends is lost; "in": what
+it is sent is lost."""
 
 TARGET_KINDS = ("store", "apiserver", "scheduler", "controller-manager", "kubelet", "proxy")
 
@@ -44,6 +50,7 @@ class Fault:
     kind: str
     duration: float
     majority_kept: bool
+    direction: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +135,8 @@ def make_plan(seed: int, targets: Sequence[Target], settings: PlanSettings) -> l
         if not candidates:
             continue
         target, keeps = rng.choice(candidates)
+        # Drawn only for partitions, so a plan without them is the same as before they existed.
+        direction = rng.choice(DIRECTIONS) if fault == "partition" else ""
         down_until[target.name] = now + busy_for
         hit_at[target.name] = now
         plan.append(
@@ -138,5 +147,6 @@ def make_plan(seed: int, targets: Sequence[Target], settings: PlanSettings) -> l
                 kind=target.kind,
                 duration=duration,
                 majority_kept=keeps,
+                direction=direction,
             )
         )

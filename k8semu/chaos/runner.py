@@ -6,7 +6,10 @@ The workload: a Deployment of echo pods behind a ClusterIP Service, probed by ne
 connections (k8semu.chaos.probe), and a recorded register workload on the store's etcd API
 (k8semu.testing.workload) whose history must be linearizable afterwards: every acknowledged
 write is then accounted for. Faults are signals to pids read from the cluster's state.json,
-checked against the process start time recorded there (a reused pid is never signalled).
+checked against the process start time recorded there (a reused pid is never signalled), and
+partitions: kernel rules between the components' cgroups (k8semu.chaos.netfilter), each
+healed when its fault ends, and all of them (the table and the cgroups) removed when the run
+ends however it ends (an exception, Ctrl-C, SIGTERM).
 
 It only signals processes of the cluster it started, and stops that cluster at the end.
 """
@@ -30,19 +33,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu import transport
 from k8semu.api import manifest
+from k8semu.chaos.netfilter import Cut, NetfilterError, Partitions
 from k8semu.chaos.plan import Fault, PlanSettings, Target, make_plan
 from k8semu.chaos.probe import ProbeResult, probe_loop
 from k8semu.client import AlreadyExists, Client, ClientError
+from k8semu.cluster.clientconfig import ENV_VAR as CLI_CONFIG_ENV
 from k8semu.cluster.errors import ClusterError
+from k8semu.cluster.processes import CGROUP_PARENT_ENV
 from k8semu.cluster.state import ClusterState, ComponentRecord, is_same_process, read_state
 from k8semu.log import get_logger
-from k8semu.pb.api.v1 import apps_pb2, core_pb2
+from k8semu.pb.api.v1 import apps_pb2, coordination_pb2, core_pb2
+from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.testing.linearizability import HistoryRecorder, check
 from k8semu.testing.workload import Tally, Workload, read_all, run_workload
 
 log = get_logger(__name__)
 
 NAMESPACE = "chaos"
+NODE_LEASES = "kube-node-lease"
 WORKLOAD_MANIFEST = """\
 apiVersion: v1
 kind: Namespace
@@ -164,7 +172,18 @@ class Report:
 
 
 class ChaosError(Exception):
-    """The run could not be made (cluster did not come up, bad options)."""
+    """The run could not be made (cluster did not come up, bad options), or was interrupted."""
+
+
+def partition_peers(target: Target, targets: list[Target]) -> list[str]:
+    """Whom a partition of `target` cuts it from: a store replica from the other replicas, an
+    API server from the store, anything else (scheduler, controller manager, kubelet, proxy)
+    from the API servers."""
+    if target.kind == "store":
+        return [t.name for t in targets if t.kind == "store" and t.name != target.name]
+    if target.kind == "apiserver":
+        return [t.name for t in targets if t.kind == "store"]
+    return [t.name for t in targets if t.kind == "apiserver"]
 
 
 def targets_of(state: ClusterState) -> list[Target]:
@@ -196,6 +215,11 @@ class ChaosRun:
         self.o = options
         self.up: subprocess.Popen[bytes] | None = None
         self.report = Report(seed=options.seed, duration=options.plan.duration)
+        # Made before the cluster starts (its components are started in its cgroups) when the
+        # plan may partition; None otherwise.
+        self.partitions: Partitions | None = None
+        self._targets: list[Target] = []
+        self._client: Client | None = None
 
     # ---- the cluster -------------------------------------------------------------------------
 
@@ -204,8 +228,13 @@ class ChaosRun:
         argv = [sys.executable, "-m", "k8semu", "up", "--state-dir", str(self.o.state_dir)]
         if self.o.config is not None:
             argv += ["-f", str(self.o.config)]
+        env = dict(os.environ)
+        # The cluster's CLI context goes to a config in the state dir, never the user's.
+        env[CLI_CONFIG_ENV] = str(self.o.state_dir / "cli-config")
+        if self.partitions is not None:
+            env[CGROUP_PARENT_ENV] = str(self.partitions.cgroup_parent)
         with (self.o.state_dir / "up.log").open("ab") as out:
-            self.up = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+            self.up = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def _state(self) -> ClusterState:
         return read_state(self.o.state_dir)
@@ -297,6 +326,8 @@ class ChaosRun:
                 os.kill(target.pid, signal.SIGKILL)
             elif fault.fault == "restart":
                 os.kill(target.pid, signal.SIGTERM)
+            elif fault.fault == "partition":
+                await self._partition(fault)
             elif fault.fault == "pause":
                 os.kill(target.pid, signal.SIGSTOP)
                 try:
@@ -306,8 +337,75 @@ class ChaosRun:
                         os.kill(target.pid, signal.SIGCONT)
         except ProcessLookupError:
             rec.note = "exited before the signal"
+        except NetfilterError as exc:
+            rec.done, rec.note = False, f"partition not made: {exc}"
+            self.report.violations.append(f"partition of {fault.target} failed: {exc}")
+            return rec
+        if fault.fault == "partition":
+            # Recovery of a partition counts from the heal: until a store replica follows the
+            # majority's leader again, or the component answers its health check.
+            healed = time.monotonic()
+            if fault.kind == "store":
+                rec.recovered_after = await self._store_rejoined(target, healed)
+            elif fault.kind == "kubelet" and target.nodes:
+                rec.recovered_after = await self._lease_renewed(target.nodes, healed)
+            else:
+                rec.recovered_after = await self._recovery(fault.target, target, healed)
+            way = fault.direction or "both"
+            rec.note = "both ways" if way == "both" else f"one way ({way})"
+            return rec
         rec.recovered_after = await self._recovery(fault.target, target, began)
         return rec
+
+    async def _partition(self, fault: Fault) -> None:
+        """Cut the target from its peers for the fault's duration; heal however this ends."""
+        assert self.partitions is not None
+        target = next(t for t in self._targets if t.name == fault.target)
+        peers = partition_peers(target, self._targets)
+        cuts: list[Cut] = self.partitions.partition([target.name], peers, fault.direction or "both")
+        try:
+            await asyncio.sleep(fault.duration)
+        finally:
+            for cut in cuts:
+                self.partitions.heal(cut)
+
+    async def _lease_renewed(self, nodes: list[str], began: float) -> float | None:
+        """Seconds from `began` until every node of a kubelet has renewed its Lease since."""
+        assert self._client is not None
+        since = time.time() - (time.monotonic() - began)
+        end = began + 30.0
+        while time.monotonic() < end:
+            try:
+                leases = [
+                    await self._client.get(coordination_pb2.Lease, n, namespace=NODE_LEASES)
+                    for n in nodes
+                ]
+                if all(le.spec.renew_time.ToMicroseconds() / 1e6 >= since for le in leases):
+                    return round(time.monotonic() - began, 3)
+            except ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        return None
+
+    async def _store_rejoined(self, replica: ComponentRecord, began: float) -> float | None:
+        """Seconds from `began` until `replica` names the same leader as a majority does."""
+        state = self._state()
+        members = [c for c in state.components if c.kind == "store" and c.address]
+        end = began + 30.0
+        while time.monotonic() < end:
+            leaders: dict[str, int] = {}
+            for m in members:
+                with contextlib.suppress(grpc.RpcError, OSError, ValueError):
+                    async with transport.channel(m.address) as channel:
+                        status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                            rpc_pb2.StatusRequest(), timeout=1.0
+                        )
+                        leaders[m.name] = status.leader
+            mine = leaders.get(replica.name, 0)
+            if mine and sum(1 for v in leaders.values() if v == mine) > len(members) // 2:
+                return round(time.monotonic() - began, 3)
+            await asyncio.sleep(0.1)
+        return None
 
     async def _recovery(self, name: str, before: ComponentRecord, began: float) -> float | None:
         """Seconds until `name` runs (a new process after a kill) and answers health."""
@@ -323,17 +421,61 @@ class ChaosRun:
     # ---- the run -------------------------------------------------------------------------------
 
     async def run(self) -> Report:
-        self._start_cluster()
+        """The whole run. SIGTERM cancels it like Ctrl-C does: partitions are healed and the
+        cluster stopped before it returns (a ChaosError then says it was interrupted)."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        terminated = False
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            if task is not None:
+                task.cancel()
+
+        previous = signal.getsignal(signal.SIGTERM)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         try:
+            if "partition" in self.o.plan.faults:
+                self.partitions = Partitions([])
+                try:
+                    self.partitions.open()
+                except NetfilterError as exc:
+                    raise ChaosError(f"--faults partition: {exc}") from exc
+            self._start_cluster()
             return await self._run()
+        except asyncio.CancelledError:
+            if terminated:
+                raise ChaosError("interrupted by SIGTERM; partitions healed") from None
+            raise
         finally:
-            if not self.o.keep:
-                self._stop_cluster()
+            # SIGTERM stays with the loop until everything is cleaned up: another one now only
+            # cancels again, which this synchronous clean-up does not see.
+            try:
+                if self.partitions is not None:
+                    # Heal first, so even a cluster left running (--keep) is whole again.
+                    self.partitions.heal_all()
+            finally:
+                try:
+                    if not self.o.keep:
+                        self._stop_cluster()
+                finally:
+                    if self.partitions is not None:
+                        self.partitions.close()
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        loop.remove_signal_handler(signal.SIGTERM)
+                    if previous is not None:
+                        signal.signal(signal.SIGTERM, previous)
 
     async def _run(self) -> Report:
         state = await self._wait_ready()
-        plan = make_plan(self.o.seed, targets_of(state), self.o.plan)
+        self._targets = targets_of(state)
+        if self.partitions is not None:
+            self.partitions.add_components([t.name for t in self._targets])
+        plan = make_plan(self.o.seed, self._targets, self.o.plan)
         async with Client(state.api_servers) as client:
+            self._client = client
             host, port = await self._deploy(client)
             recorder = HistoryRecorder()
             workload = Workload(

@@ -2,20 +2,31 @@
 workload runs, and check what must hold. See docs/chaos.md.
 
     k8semu chaos -f cluster_configs/local.yaml --duration 60s --seed 7 \\
-        --faults kill,pause,restart --targets store,apiserver,scheduler
+        --faults kill,pause,restart,partition --targets store,apiserver,scheduler
+    k8semu chaos --cleanup     # remove partition rules and cgroups a crashed run left
+
+Without -f, the cluster is the default one's shape (3 store replicas, one of each
+control-plane component, 3 process-runtime workers) on free ports and address ranges of its
+own, so a chaos run never collides with a cluster already running here.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from k8semu import durations
 from k8semu import log as logging_setup
+from k8semu.bench._clusterrun import ClusterLayout, bench_config
+from k8semu.chaos import netfilter
 from k8semu.chaos.plan import FAULTS, TARGET_KINDS, PlanSettings
 from k8semu.chaos.runner import ChaosError, ChaosOptions, ChaosRun, write_report
 from k8semu.cli import _serving
@@ -43,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", default="2s", help="mean time between faults (2s)")
     p.add_argument(
         "--faults",
-        default="kill,pause,restart",
-        help=f"comma list from {','.join(FAULTS)} (default kill,pause,restart)",
+        help=f"comma list from {','.join(FAULTS)} (default: all of them; partition only"
+        " where the machine can make partitions: root, nft, cgroup v2)",
     )
     p.add_argument("--targets", default=",".join(TARGET_KINDS), help="component kinds to hit (all)")
     p.add_argument(
@@ -60,20 +71,73 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
     p.add_argument("--log-level", default="warning")
+    p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove the partition rules (nft tables k8semu_chaos_*) and cgroups left by chaos"
+        " runs that are no longer running, then exit",
+    )
     return p
 
 
+def _cleanup() -> int:
+    try:
+        removed = netfilter.cleanup()
+    except netfilter.NetfilterError as exc:
+        print(f"k8semu chaos --cleanup: {exc}", file=sys.stderr)
+        return 1
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing left behind by earlier chaos runs")
+    return 0
+
+
+def _default_config(state_dir: Path) -> Path:
+    """The default cluster's shape on free ports, node IPs and address ranges of its own."""
+    layout = ClusterLayout(name="chaos", real_nodes=3, runtime="process", ready_timeout_s=180)
+    path = state_dir / "chaos-cluster.yaml"
+    path.write_text(yaml.safe_dump(bench_config(layout)), encoding="utf-8")
+    return path
+
+
+class _Terminated(Exception):
+    """SIGTERM outside the run's event loop (the run itself turns it into a cancellation)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str]) -> int:
+    # Until the run's loop takes SIGTERM over, it unwinds like an exception, so the partition
+    # probe and the run's set-up remove what they made (the default action would not).
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    except _Terminated:
+        print("k8semu chaos: interrupted by SIGTERM", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str]) -> int:
     parser = _parser()
     ns = parser.parse_args(list(argv))
+    logging_setup.configure("chaos", level=ns.log_level, fmt="console")
+    if ns.cleanup:
+        return _cleanup()
     try:
-        faults = _list(ns.faults, FAULTS, "--faults")
+        if ns.faults is None:
+            faults = tuple(FAULTS)
+            if netfilter.unsupported_reason() is not None:
+                faults = tuple(f for f in FAULTS if f != "partition")
+        else:
+            faults = _list(ns.faults, FAULTS, "--faults")
+            if "partition" in faults and (why := netfilter.unsupported_reason()) is not None:
+                raise ValueError(f"--faults partition: not possible on this machine: {why}")
         kinds = _list(ns.targets, TARGET_KINDS, "--targets")
-        if "partition" in faults:
-            raise ValueError(
-                "--faults partition: needs the cluster's hosts in network namespaces"
-                " (a multi-host config); a single-host run supports kill,pause,restart"
-            )
         settings = PlanSettings(
             duration=durations.parse_ms(ns.duration) / 1000,
             interval=durations.parse_ms(ns.interval) / 1000,
@@ -86,14 +150,19 @@ def main(argv: Sequence[str]) -> int:
     except (argparse.ArgumentTypeError, ValueError) as exc:
         print(f"k8semu chaos: {exc}", file=sys.stderr)
         return 2
-    logging_setup.configure("chaos", level=ns.log_level, fmt="console")
     tmp = None
     state_dir = ns.state_dir
     if state_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="k8semu-chaos-")
-        state_dir = Path(tmp.name)
+        tmp = Path(tempfile.mkdtemp(prefix="k8semu-chaos-"))
+        state_dir = tmp
+    state_dir.mkdir(parents=True, exist_ok=True)
+    config = ns.config if ns.config is not None else _default_config(state_dir)
+    if "partition" in faults:
+        # What a crashed earlier run left behind would only confuse this one's figures.
+        for item in netfilter.cleanup():
+            print(f"k8semu chaos: removed {item} (left by a run that is gone)", file=sys.stderr)
     options = ChaosOptions(
-        config=ns.config,
+        config=config,
         state_dir=state_dir,
         seed=ns.seed,
         plan=settings,
@@ -102,14 +171,23 @@ def main(argv: Sequence[str]) -> int:
         keep=ns.keep,
     )
     _serving.install_event_loop()
+    ok = False
     try:
         report = asyncio.run(ChaosRun(options).run())
+        ok = report.ok
     except ChaosError as exc:
         print(f"k8semu chaos: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("k8semu chaos: interrupted; partitions healed, cluster stopped", file=sys.stderr)
+        return 130
     finally:
-        if tmp is not None and not ns.keep:
-            tmp.cleanup()
+        # A temp state dir goes only after a clean run: after a failure its logs (up.log and
+        # logs/<component>.log) are what explains it.
+        if tmp is not None and not ns.keep and ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp is not None and not ns.keep:
+            print(f"k8semu chaos: state and logs kept in {tmp}", file=sys.stderr)
     print(report.summary())
     if ns.report is not None:
         write_report(report, ns.report)

@@ -43,6 +43,7 @@ from k8semu.cluster.config import format_duration
 from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
 from k8semu.cluster.plan import API, CONTROL, NODES, STAGES, STORE, ComponentPlan, Plan
 from k8semu.cluster.probes import SERVING, Probes, agreed_leader
+from k8semu.cluster.processes import in_own_cgroup
 from k8semu.cluster.state import (
     KUBECONFIG_FILE,
     ClusterState,
@@ -341,7 +342,7 @@ class Launcher:
                 self._say(f"  add-on {name}: applied ({len(done.stdout.splitlines())} objects)")
 
     def _spawn(self, r: _Running) -> None:
-        argv = list(r.plan.argv)
+        argv = in_own_cgroup(r.plan.argv, r.name, self._env)
         if not self.detach:
             # Foreground: the components die with the launcher even if it is SIGKILLed. The
             # kernel signals when the *thread* that forked exits: only the main thread asks.

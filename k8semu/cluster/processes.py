@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -56,6 +56,7 @@ from k8semu.cluster.errors import (
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
 __all__ = [
+    "CGROUP_PARENT_ENV",
     "Cancel",
     "ClusterError",
     "ClusterNotReadyError",
@@ -67,6 +68,7 @@ __all__ = [
     "ProcessCluster",
     "WaitCancelledError",
     "free_loopback_ports",
+    "in_own_cgroup",
 ]
 
 HOST = "127.0.0.1"
@@ -100,6 +102,26 @@ _CHANNEL_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 250),
 )
+
+
+# When the environment names a cgroup v2 directory here, every component is started in a cgroup of
+# its own below it (``<dir>/<component name>``); ``k8semu chaos`` sets it so that its firewall
+# rules can tell which component a socket belongs to (k8semu.chaos.netfilter).
+CGROUP_PARENT_ENV = "K8SEMU_CGROUP_PARENT"
+# Joins the cgroup, then becomes the component: the pid (and so the start time recorded in
+# state.json) stays the component's, and every socket it opens belongs to that cgroup from the
+# first one on (a socket keeps the cgroup it was created in).
+_JOIN_CGROUP = 'mkdir -p "$1" && echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
+
+
+def in_own_cgroup(argv: Sequence[str], name: str, env: Mapping[str, str]) -> list[str]:
+    """``argv``, started in the cgroup ``$K8SEMU_CGROUP_PARENT/<name>`` when ``env`` sets that
+    variable (unchanged otherwise). A component that cannot join exits with the shell's error
+    in its log: a partition test must never run with a component outside its cgroup."""
+    parent = env.get(CGROUP_PARENT_ENV)
+    if not parent:
+        return list(argv)
+    return ["/bin/sh", "-c", _JOIN_CGROUP, "k8semu-cgroup", f"{parent}/{name}", *argv]
 
 
 class Cancel(Protocol):
@@ -378,7 +400,8 @@ class ProcessCluster:
             raise ClusterError(f"member {name} is already running (pid {m.pid})")
         self._reap(m)
         m.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        argv = self.command(m)
+        env = self.environment(m)
+        argv = in_own_cgroup(self.command(m), name, env)
         if self.die_with_parent and threading.current_thread() is threading.main_thread():
             # The kernel sends the signal when the *thread* that forked exits, so only the main
             # thread (which lives as long as the process) may ask for it.
@@ -395,7 +418,7 @@ class ProcessCluster:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=self.environment(m),
+                    env=env,
                     cwd=self.base_dir,
                     # Own session: a Ctrl-C meant for the owner does not hit the members mid-run;
                     # the owner stops them itself.

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from k8semu.chaos.plan import PlanSettings, Target, make_plan
+from k8semu.chaos.plan import DIRECTIONS, FAULTS, PlanSettings, Target, make_plan
 from k8semu.chaos.probe import ProbeResult, probe_loop
 
 TARGETS = [
@@ -40,7 +40,8 @@ def test_plan_stays_within_duration_faults_and_targets() -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_a_majority_of_each_group_stays_up(seed: int) -> None:
-    settings = PlanSettings(duration=60, interval=0.5, min_gap=0.1, recovery=3.0)
+    # Partitions count as down in their group like kills: never a majority cut away at once.
+    settings = PlanSettings(duration=60, interval=0.5, min_gap=0.1, recovery=3.0, faults=FAULTS)
     plan = make_plan(seed, TARGETS, settings)
     windows = [(f.at, f.at + (f.duration or settings.recovery), f) for f in plan]
     sizes: dict[str, int] = {}
@@ -98,3 +99,12 @@ def test_one_process_is_hit_at_most_once_per_cooldown(seed: int) -> None:
         if fault.target in last:
             assert fault.at - last[fault.target] >= 12.0, (seed, fault)
         last[fault.target] = fault.at
+
+
+def test_partitions_have_a_direction_and_other_faults_none() -> None:
+    settings = PlanSettings(duration=120, interval=0.5, min_gap=0.1, faults=FAULTS)
+    plan = [f for seed in range(5) for f in make_plan(seed, TARGETS, settings)]
+    parts = [f for f in plan if f.fault == "partition"]
+    assert parts and {f.direction for f in parts} == set(DIRECTIONS)
+    assert all(f.duration > 0 for f in parts)
+    assert all(f.direction == "" for f in plan if f.fault != "partition")
