@@ -40,6 +40,7 @@ from typing import cast
 
 from google.protobuf import timestamp_pb2
 
+from k8semu.api import taints
 from k8semu.client import (
     NODE_NAME_INDEX,
     Client,
@@ -63,8 +64,8 @@ log = get_logger(__name__)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 TAINT_NOT_READY = "node.kubernetes.io/not-ready"
 TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
-NO_EXECUTE = "NoExecute"
-NO_SCHEDULE = "NoSchedule"
+NO_EXECUTE = taints.NO_EXECUTE
+NO_SCHEDULE = taints.NO_SCHEDULE
 MANAGED_TAINTS = frozenset(
     (key, effect)
     for key in (TAINT_NOT_READY, TAINT_UNREACHABLE)
@@ -107,31 +108,16 @@ def node_ready_status(node: core_pb2.Node) -> str:
     return cond.status if cond.status in ("True", "False") else "Unknown"
 
 
-def tolerates(toleration: core_pb2.Toleration, taint: core_pb2.Taint) -> bool:
-    """Kubernetes' ToleratesTaint: effect (empty = any), key (empty with Exists = any),
-    operator Exists, or Equal/empty with the same value."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    if toleration.operator == "Exists":
-        return True
-    if toleration.operator in ("", "Equal"):
-        return bool(toleration.key) and toleration.value == taint.value
-    return False  # an unknown operator tolerates nothing
-
-
 def toleration_seconds(
     tolerations: Iterable[core_pb2.Toleration], taint: core_pb2.Taint, default: float
 ) -> float:
     """How long a pod with `tolerations` may stay on a node with `taint` (NoExecute):
     math.inf = forever. `default` applies to the not-ready/unreachable taints when nothing
     matches (DefaultTolerationSeconds); other taints without a match evict at once."""
-    matching = [t for t in tolerations if tolerates(t, taint)]
-    if not matching:
-        return default if taint.key in (TAINT_NOT_READY, TAINT_UNREACHABLE) else 0.0
-    timed = [max(0, t.toleration_seconds) for t in matching if t.HasField("toleration_seconds")]
-    return float(min(timed)) if timed else math.inf
+    matching = taints.matching_tolerations(tolerations, taint)
+    if not matching and taint.key in (TAINT_NOT_READY, TAINT_UNREACHABLE):
+        return default
+    return taints.toleration_seconds(matching)
 
 
 class NodeLifecycleController:
