@@ -19,7 +19,6 @@ import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import grpc
@@ -27,7 +26,7 @@ import yaml
 from google.protobuf.message import Message
 
 from k8semu import __version__
-from k8semu.api import kinds, manifest
+from k8semu.api import kinds, manifest, timestamps
 from k8semu.api.errors import ManifestError
 from k8semu.api.kinds import Kind
 from k8semu.cli import _apply, _describe, _kubeconfig, _rollout
@@ -784,7 +783,7 @@ async def cmd_rollout(ns: argparse.Namespace, target: Target) -> None:
             space = _namespace(kind, target) or ""
             try:
                 if ns.action == "restart":
-                    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    now = timestamps.format_time(timestamps.now())
                     patch = {
                         "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}
                     }

@@ -35,8 +35,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from google.protobuf import timestamp_pb2
-
+from k8semu.api import timestamps
 from k8semu.api.errors import SelectorError
 from k8semu.api.selectors import LabelSelector
 from k8semu.client import (
@@ -193,16 +192,10 @@ def get_condition(
     return None
 
 
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e6) * 1000)
-    return ts
-
-
 def new_condition(
     type_: str, status: str, reason: str, message: str, now: float
 ) -> apps_pb2.DeploymentCondition:
-    ts = _timestamp(now)
+    ts = timestamps.time_at(now)
     return apps_pb2.DeploymentCondition(
         type=type_,
         status=status,
@@ -261,7 +254,7 @@ def deployment_timed_out(
         return False
     if cond.reason == TIMED_OUT:
         return True
-    updated = float(cond.last_update_time.ToNanoseconds()) / 1e9
+    updated = timestamps.to_seconds(cond.last_update_time)
     return updated + d.spec.progress_deadline_seconds < now
 
 
@@ -1070,7 +1063,7 @@ class DeploymentController:
             return
         if deployment_complete(d, status):
             return
-        updated = float(cond.last_update_time.ToNanoseconds()) / 1e9
+        updated = timestamps.to_seconds(cond.last_update_time)
         after = updated + d.spec.progress_deadline_seconds - now
         self.queue.add_after(object_key(d), max(0.0, after) + 0.1)
 

@@ -38,9 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
-from google.protobuf import timestamp_pb2
-
-from k8semu.api import taints
+from k8semu.api import taints, timestamps
 from k8semu.client import (
     NODE_NAME_INDEX,
     Client,
@@ -84,12 +82,6 @@ Clock = Callable[[], float]
 class _Health:
     probe: tuple[int, int]  # (lease renewTime ns, Ready lastHeartbeatTime ns) as last seen
     observed_at: float  # our clock when `probe` was first seen
-
-
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e6) * 1000)  # microseconds, like the API server
-    return ts
 
 
 def node_condition(node: core_pb2.Node, type_: str) -> core_pb2.NodeCondition | None:
@@ -249,13 +241,13 @@ class NodeLifecycleController:
                     message=NEVER_POSTED,
                 )
                 cond.last_heartbeat_time.CopyFrom(node.metadata.creation_timestamp)
-                cond.last_transition_time.CopyFrom(_timestamp(now))
+                cond.last_transition_time.CopyFrom(timestamps.time_at(now))
                 changed = True
             elif cond.status != "Unknown":
                 cond.status = "Unknown"
                 cond.reason = "NodeStatusUnknown"
                 cond.message = STOPPED_POSTING
-                cond.last_transition_time.CopyFrom(_timestamp(now))
+                cond.last_transition_time.CopyFrom(timestamps.time_at(now))
                 changed = True
         if not changed:
             return node
@@ -282,7 +274,8 @@ class NodeLifecycleController:
         new.spec.taints.extend(kept)
         for key, effect in missing:
             taint = new.spec.taints.add(key=key, effect=effect)
-            taint.time_added.CopyFrom(_timestamp(now))
+            # Microseconds, not metav1.Time's seconds: see k8semu/api/timestamps.py.
+            taint.time_added.CopyFrom(timestamps.micro_time_at(now))
         log.info(
             "node taints updated",
             node=node.metadata.name,
@@ -301,7 +294,7 @@ class NodeLifecycleController:
             for cond in new.status.conditions:
                 if cond.type == "Ready":
                     cond.status = "False"
-                    cond.last_transition_time.CopyFrom(_timestamp(now))
+                    cond.last_transition_time.CopyFrom(timestamps.time_at(now))
             try:
                 await self._client.update_status(new)
             except NotFound:
@@ -330,7 +323,7 @@ class NodeLifecycleController:
             if taint.effect != NO_EXECUTE:
                 continue
             if taint.HasField("time_added"):
-                added = taint.time_added.ToNanoseconds() / 1e9
+                added = timestamps.to_seconds(taint.time_added)
             else:
                 seen = (node.metadata.name, taint.key, taint.value, taint.effect)
                 added = self._taint_seen.setdefault(seen, now)
