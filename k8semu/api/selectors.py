@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from k8semu.api import names
 from k8semu.api.errors import SelectorError
 
 __all__ = [
@@ -68,54 +69,19 @@ _MATCH_OPERATORS = {
     "DoesNotExist": Operator.DOES_NOT_EXIST,
 }
 
-_NAME_MAX = 63
-_PREFIX_MAX = 253
-_NAME_RE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_DNS1123_SUBDOMAIN_RE = re.compile(
-    r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
-)
 # Go's strconv.ParseInt(s, 10, 64): an optional sign and decimal digits, within int64.
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _key_problem(key: str) -> str | None:
-    """Why `key` is not a qualified name, or None when it is one."""
-    prefix, slash, name = key.rpartition("/")
-    if slash:
-        if not prefix:
-            return "prefix part must be non-empty"
-        if "/" in prefix:
-            return "must be an optional DNS subdomain prefix and '/' followed by a name"
-        if len(prefix) > _PREFIX_MAX:
-            return f"prefix part must be no more than {_PREFIX_MAX} characters"
-        if not _DNS1123_SUBDOMAIN_RE.fullmatch(prefix):
-            return (
-                "prefix part must be a lowercase DNS-1123 subdomain (lowercase alphanumerics,"
-                " '-' or '.', starting and ending with an alphanumeric)"
-            )
-    if not name:
-        return "name part must be non-empty"
-    if len(name) > _NAME_MAX:
-        return f"name part must be no more than {_NAME_MAX} characters"
-    if not _NAME_RE.fullmatch(name):
-        return (
-            "name part must consist of alphanumerics, '-', '_' or '.', starting and ending"
-            " with an alphanumeric"
-        )
-    return None
+    """Why `key` is not a qualified name (Kubernetes' first message), or None when it is one."""
+    return next(iter(names.qualified_name_errors(key)), None)
 
 
 def _value_problem(value: str) -> str | None:
-    """Why `value` is not a label value, or None when it is one."""
-    if len(value) > _NAME_MAX:
-        return f"must be no more than {_NAME_MAX} characters"
-    if value and not _NAME_RE.fullmatch(value):
-        return (
-            "must be empty or consist of alphanumerics, '-', '_' or '.', starting and ending"
-            " with an alphanumeric"
-        )
-    return None
+    """Why `value` is not a label value (Kubernetes' first message), or None when it is one."""
+    return next(iter(names.label_value_errors(value)), None)
 
 
 def _parse_int(text: str) -> int | None:

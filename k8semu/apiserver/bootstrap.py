@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from k8semu.api import kinds
+from k8semu.api import kinds, timestamps
 from k8semu.apiserver.errors import AlreadyExists, NotFound, StatusError
 from k8semu.apiserver.objects import meta
 from k8semu.apiserver.service import APIServicer
@@ -154,7 +154,7 @@ class KubernetesService:
     def _stamp(self, lease: coordination_pb2.Lease, now: float) -> None:
         lease.spec.holder_identity = str(self.address)
         lease.spec.lease_duration_seconds = max(1, round(self.lease_seconds))
-        lease.spec.renew_time.FromNanoseconds(int(now * 1e9))
+        lease.spec.renew_time.CopyFrom(timestamps.micro_time_at(now))
 
     async def withdraw(self) -> None:
         """On a graceful stop: this server's Lease goes and its address leaves the Endpoints

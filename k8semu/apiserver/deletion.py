@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from google.protobuf.message import Message
 
+from k8semu.api import timestamps
 from k8semu.api.kinds import Kind
 from k8semu.apiserver.errors import Invalid
 from k8semu.apiserver.objects import meta
@@ -104,7 +105,7 @@ def plan(
     grace = _grace(kind, stored, grace_period_seconds)
     if grace == 0 and not nm.finalizers and kind.kind != "Namespace":
         return Plan(Action.DELETE, stored)
-    nm.deletion_timestamp.FromNanoseconds(int((now + grace) * 1e9))
+    nm.deletion_timestamp.CopyFrom(timestamps.time_at(now + grace))
     nm.deletion_grace_period_seconds = grace
     if nm.generation > 0:
         nm.generation += 1
@@ -121,8 +122,8 @@ def _again(stored: Message, requested: int | None, now: float) -> Plan:
         new = _copy(stored)
         nm = meta(new)
         # Only a shorter grace period counts: the deadline moves earlier by the difference.
-        when = m.deletion_timestamp.ToNanoseconds() - (current - requested) * 1_000_000_000
-        nm.deletion_timestamp.FromNanoseconds(min(when, int((now + requested) * 1e9)))
+        when = timestamps.to_seconds(m.deletion_timestamp) - (current - requested)
+        nm.deletion_timestamp.CopyFrom(timestamps.time_at(min(when, now + requested)))
         nm.deletion_grace_period_seconds = requested
         if requested == 0 and not nm.finalizers:
             return Plan(Action.DELETE, stored)

@@ -27,7 +27,7 @@ import grpc
 from google.protobuf.message import Message
 
 from k8semu import transport
-from k8semu.api import kinds
+from k8semu.api import kinds, timestamps
 from k8semu.api.kinds import Kind
 from k8semu.apiserver import allocation, defaults, deletion, patch, validation
 from k8semu.apiserver.allocation import DEFAULT_RANGES, Allocator, Claim, ServiceRanges, Taken
@@ -104,10 +104,6 @@ def _handler(
         raise AssertionError("unreachable")  # pragma: no cover - abort raises
 
     return wrapper
-
-
-def _now_seconds() -> int:
-    return int(time.time())
 
 
 def _has_status(kind: Kind) -> bool:
@@ -191,7 +187,7 @@ def _set_pod_scheduled(pod: core_pb2.Pod) -> None:
         condition = pod.status.conditions.add(type="PodScheduled")
     if condition.status != "True":
         condition.status = "True"
-        condition.last_transition_time.FromSeconds(_now_seconds())
+        condition.last_transition_time.CopyFrom(timestamps.now())
 
 
 def _namespace_kind() -> Kind:
@@ -372,7 +368,7 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         if not m.name and m.generate_name:
             m.name = m.generate_name + "".join(secrets.choice(_GENERATED_CHARS) for _ in range(5))
         m.uid = str(uuid.uuid4())
-        m.creation_timestamp.FromSeconds(_now_seconds())
+        m.creation_timestamp.CopyFrom(timestamps.now())
         m.generation = 1
         m.ClearField("deletion_timestamp")
         m.ClearField("deletion_grace_period_seconds")

@@ -9,12 +9,12 @@ say: names, ranges, required fields, immutable fields. Pure: no I/O.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from google.protobuf.message import Message
 
+from k8semu.api import names
 from k8semu.api.errors import SelectorError
 from k8semu.api.kinds import Kind
 from k8semu.api.selectors import LabelSelector, Operator, Requirement
@@ -22,8 +22,6 @@ from k8semu.apiserver.errors import Invalid
 from k8semu.apiserver.objects import MAX_OBJECT_BYTES, describe, meta
 from k8semu.pb.api.v1 import core_pb2, meta_pb2
 
-_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # Kinds whose names must be DNS-1123 labels (they become DNS names themselves).
 _LABEL_NAMED = frozenset({"Namespace", "Service"})
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
@@ -39,30 +37,25 @@ class FieldError(NamedTuple):
         return f"{self.path}: {self.message}"
 
 
+def _problem(value: str, errors: list[str]) -> str | None:
+    """The first of Kubernetes' messages for `value`, naming the value unless it is too long."""
+    if not errors:
+        return None
+    return (
+        errors[0]
+        if errors[0].startswith("must be no more")
+        else f"invalid value {value!r}: {errors[0]}"
+    )
+
+
 def dns1123_label(value: str) -> str | None:
     """Why `value` is not a DNS-1123 label, or None."""
-    if len(value) > 63:
-        return "must be no more than 63 characters"
-    if not _LABEL_RE.fullmatch(value):
-        return (
-            f"invalid value {value!r}: a lowercase RFC 1123 label must consist of lower case"
-            " alphanumeric characters or '-', and must start and end with an alphanumeric"
-            " character"
-        )
-    return None
+    return _problem(value, names.dns1123_label_errors(value))
 
 
 def dns1123_subdomain(value: str) -> str | None:
     """Why `value` is not a DNS-1123 subdomain, or None."""
-    if len(value) > 253:
-        return "must be no more than 253 characters"
-    if not _SUBDOMAIN_RE.fullmatch(value):
-        return (
-            f"invalid value {value!r}: a lowercase RFC 1123 subdomain must consist of lower"
-            " case alphanumeric characters, '-' or '.', and must start and end with an"
-            " alphanumeric character"
-        )
-    return None
+    return _problem(value, names.dns1123_subdomain_errors(value))
 
 
 def _metadata(kind: Kind, m: meta_pb2.ObjectMeta) -> Iterator[FieldError]:

@@ -9,14 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from k8semu import __version__, log
-
-# The kubectl-like verbs (k8semu.cli.kubectl.VERBS), listed here so `k8semu store` does not
-# import the client to build its help.
-KUBECTL_VERBS = (
-    "apply", "create", "get", "describe", "delete", "patch", "scale", "label", "annotate",
-    "rollout", "api-resources", "version",
-)  # fmt: skip
-
+from k8semu.cli.verbs import VERBS
 
 # Command groups: name -> (module under k8semu.cli with a `main(argv)`, one-line help). Each
 # module is imported only when its command runs, so `k8semu store` stays light.
@@ -85,9 +78,11 @@ def _main(argv: Sequence[str] | None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    for verb in KUBECTL_VERBS:
-        sub.add_parser(verb, help=f"kubectl-like: {verb} (see docs/cli.md)", add_help=False)
-    if args and args[0] in KUBECTL_VERBS:
+    # The verbs' table is light (names, help, arguments; no client import), so `k8semu store`
+    # lists them in its help and still starts fast; kubectl.py imports a verb's handler.
+    for verb in VERBS.values():
+        sub.add_parser(verb.name, help=f"kubectl-like: {verb.help}", add_help=False)
+    if args and args[0] in VERBS:
         from k8semu.cli import kubectl
 
         # A CLI prints one clear message per failure; the client's retry and fail-over logs

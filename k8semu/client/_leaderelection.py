@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
+from k8semu.api import timestamps
 from k8semu.client._client import Client
 from k8semu.client._errors import AlreadyExists, ClientError, Conflict, NotFound
 from k8semu.log import get_logger
@@ -80,9 +81,7 @@ KUBERNETES_LEADER_ELECTION = LeaderElectionConfig(
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
+    return timestamps.micro_time_at(seconds)  # acquire/renewTime are metav1.MicroTime
 
 
 class LeaderElector:

@@ -23,6 +23,7 @@ from typing import Any, cast
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
+from k8semu.api import timestamps
 from k8semu.client._client import Client
 from k8semu.client._errors import ClientError, NotFound
 from k8semu.client._models import meta, resolve
@@ -60,9 +61,7 @@ def _key(event: core_pb2.Event) -> tuple[str, ...]:
 
 
 def _now() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(time.time_ns() // 1000 * 1000)  # microseconds, like the API server
-    return ts
+    return timestamps.now()  # first/lastTimestamp are metav1.Time: whole seconds
 
 
 class EventRecorder:
@@ -171,7 +170,7 @@ class EventRecorder:
             name, count, first = seen
             patch: dict[str, Any] = {
                 "count": count + 1,
-                "lastTimestamp": event.last_timestamp.ToJsonString(),
+                "lastTimestamp": timestamps.format_time(event.last_timestamp),
             }
             try:
                 await self._client.patch(

@@ -29,7 +29,6 @@ import difflib
 import importlib.resources
 import io
 import ipaddress
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,12 @@ import yaml
 
 from k8semu import durations
 from k8semu.api import quantity
+from k8semu.api.names import (
+    is_dns1123_label,
+    is_dns1123_subdomain,
+    is_label_value,
+    is_qualified_name,
+)
 from k8semu.cluster.errors import ClusterConfigError
 from k8semu.store import config as store_config
 from k8semu.transport import AddressError, parse_url
@@ -137,7 +142,6 @@ DEFAULT_LOAD_BALANCER_POOL = "127.100.0.0/24"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 KNOWN_ADDONS = ("dns",)
 DEFAULT_ADDONS: tuple[str, ...] = ("dns",)
-_DOMAIN_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 # Emulator timings (design 6): fast, so a demo shows failover; Kubernetes' are in comments of
 # cluster_configs/README.md.
@@ -157,13 +161,6 @@ DEFAULT_RESTART_BACKOFF_MS = 500
 DEFAULT_MAX_RESTART_BACKOFF_MS = 10_000
 DEFAULT_BACKOFF_RESET_AFTER_MS = 10_000
 DEFAULT_MAX_RESTARTS = 5
-
-# A member name becomes a directory and file name and seeds the member id.
-_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-# Kubernetes' label syntax: an optional DNS-subdomain prefix and a name; values may be empty.
-_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-_LABEL_KEY_RE = re.compile(rf"([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}")
-_LABEL_VALUE_RE = re.compile(rf"({_LABEL_NAME})?")
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -363,7 +360,7 @@ class NodeSpec:
 
     def __post_init__(self) -> None:
         path = self.path
-        if not _NAME_RE.fullmatch(self.name):
+        if not is_dns1123_label(self.name):
             raise ClusterConfigError(
                 f"{path}.name",
                 f"{self.name!r} must be 1-63 lowercase letters, digits and '-', starting and "
@@ -390,14 +387,14 @@ class NodeSpec:
             except ValueError as exc:
                 raise ClusterConfigError(f"{path}.capacity.{resource}", str(exc)) from None
         for key, value in self.labels:
-            if not _LABEL_KEY_RE.fullmatch(key):
+            if not is_qualified_name(key):
                 raise ClusterConfigError(f"{path}.labels", f"{key!r} is not a label key")
-            if not _LABEL_VALUE_RE.fullmatch(value):
+            if not is_label_value(value):
                 raise ClusterConfigError(f"{path}.labels.{key}", f"{value!r} is not a label value")
         for i, t in enumerate(self.taints):
-            if not _LABEL_KEY_RE.fullmatch(t.key):
+            if not is_qualified_name(t.key):
                 raise ClusterConfigError(f"{path}.taints[{i}].key", f"{t.key!r} is not a key")
-            if not _LABEL_VALUE_RE.fullmatch(t.value):
+            if not is_label_value(t.value):
                 raise ClusterConfigError(f"{path}.taints[{i}].value", f"{t.value!r} is not a value")
             if t.effect not in TAINT_EFFECTS:
                 raise ClusterConfigError(
@@ -479,7 +476,7 @@ class NetworkSpec:
                 raise ClusterConfigError(
                     "network.clusterDNS", f"{dns} is not in network.serviceCIDR"
                 )
-        if not _DOMAIN_RE.fullmatch(self.cluster_domain):
+        if not is_dns1123_subdomain(self.cluster_domain):
             raise ClusterConfigError(
                 "network.clusterDomain", f"{self.cluster_domain!r} is not a DNS domain"
             )
@@ -581,7 +578,7 @@ class ClusterConfig:
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.fullmatch(self.name):
+        if not is_dns1123_label(self.name):
             raise ClusterConfigError(
                 "name",
                 f"{self.name!r} must be 1-63 lowercase letters, digits and '-', starting and "
@@ -679,7 +676,7 @@ def _check_hosts(hosts: tuple[HostSpec, ...]) -> None:
     names: dict[str, int] = {}
     addresses: dict[str, int] = {}
     for i, h in enumerate(hosts):
-        if not _NAME_RE.fullmatch(h.name):
+        if not is_dns1123_label(h.name):
             raise ClusterConfigError(
                 f"hosts[{i}].name",
                 f"{h.name!r} must be 1-63 lowercase letters, digits and '-', starting and ending "
@@ -822,7 +819,7 @@ def _checked_members(members: tuple[StoreMemberSpec, ...]) -> Iterator[StoreMemb
     addresses: dict[str, str] = {}
     for i, m in enumerate(members):
         path = f"store.members[{i}]"
-        if not _NAME_RE.fullmatch(m.name):
+        if not is_dns1123_label(m.name):
             raise ClusterConfigError(
                 f"{path}.name",
                 f"{m.name!r} must be 1-63 lowercase letters, digits and '-', starting and ending "
@@ -1102,7 +1099,7 @@ def _read_control_plane(
             port=g.integer("port", port + i * stride),
         )
         g.finish()
-        if not _NAME_RE.fullmatch(inst.name):
+        if not is_dns1123_label(inst.name):
             raise ClusterConfigError(f"{path}.name", f"{inst.name!r} must be a DNS label")
         if not 0 < inst.port <= 65535:
             raise ClusterConfigError(f"{path}.port", f"must be 1-65535, got {inst.port}")

@@ -38,8 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
-from google.protobuf import timestamp_pb2
-
+from k8semu.api import taints, timestamps
 from k8semu.client import (
     NODE_NAME_INDEX,
     Client,
@@ -63,8 +62,8 @@ log = get_logger(__name__)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 TAINT_NOT_READY = "node.kubernetes.io/not-ready"
 TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
-NO_EXECUTE = "NoExecute"
-NO_SCHEDULE = "NoSchedule"
+NO_EXECUTE = taints.NO_EXECUTE
+NO_SCHEDULE = taints.NO_SCHEDULE
 MANAGED_TAINTS = frozenset(
     (key, effect)
     for key in (TAINT_NOT_READY, TAINT_UNREACHABLE)
@@ -85,12 +84,6 @@ class _Health:
     observed_at: float  # our clock when `probe` was first seen
 
 
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e6) * 1000)  # microseconds, like the API server
-    return ts
-
-
 def node_condition(node: core_pb2.Node, type_: str) -> core_pb2.NodeCondition | None:
     for cond in node.status.conditions:
         if cond.type == type_:
@@ -107,31 +100,16 @@ def node_ready_status(node: core_pb2.Node) -> str:
     return cond.status if cond.status in ("True", "False") else "Unknown"
 
 
-def tolerates(toleration: core_pb2.Toleration, taint: core_pb2.Taint) -> bool:
-    """Kubernetes' ToleratesTaint: effect (empty = any), key (empty with Exists = any),
-    operator Exists, or Equal/empty with the same value."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    if toleration.operator == "Exists":
-        return True
-    if toleration.operator in ("", "Equal"):
-        return bool(toleration.key) and toleration.value == taint.value
-    return False  # an unknown operator tolerates nothing
-
-
 def toleration_seconds(
     tolerations: Iterable[core_pb2.Toleration], taint: core_pb2.Taint, default: float
 ) -> float:
     """How long a pod with `tolerations` may stay on a node with `taint` (NoExecute):
     math.inf = forever. `default` applies to the not-ready/unreachable taints when nothing
     matches (DefaultTolerationSeconds); other taints without a match evict at once."""
-    matching = [t for t in tolerations if tolerates(t, taint)]
-    if not matching:
-        return default if taint.key in (TAINT_NOT_READY, TAINT_UNREACHABLE) else 0.0
-    timed = [max(0, t.toleration_seconds) for t in matching if t.HasField("toleration_seconds")]
-    return float(min(timed)) if timed else math.inf
+    matching = taints.matching_tolerations(tolerations, taint)
+    if not matching and taint.key in (TAINT_NOT_READY, TAINT_UNREACHABLE):
+        return default
+    return taints.toleration_seconds(matching)
 
 
 class NodeLifecycleController:
@@ -263,13 +241,13 @@ class NodeLifecycleController:
                     message=NEVER_POSTED,
                 )
                 cond.last_heartbeat_time.CopyFrom(node.metadata.creation_timestamp)
-                cond.last_transition_time.CopyFrom(_timestamp(now))
+                cond.last_transition_time.CopyFrom(timestamps.time_at(now))
                 changed = True
             elif cond.status != "Unknown":
                 cond.status = "Unknown"
                 cond.reason = "NodeStatusUnknown"
                 cond.message = STOPPED_POSTING
-                cond.last_transition_time.CopyFrom(_timestamp(now))
+                cond.last_transition_time.CopyFrom(timestamps.time_at(now))
                 changed = True
         if not changed:
             return node
@@ -296,7 +274,8 @@ class NodeLifecycleController:
         new.spec.taints.extend(kept)
         for key, effect in missing:
             taint = new.spec.taints.add(key=key, effect=effect)
-            taint.time_added.CopyFrom(_timestamp(now))
+            # Microseconds, not metav1.Time's seconds: see k8semu/api/timestamps.py.
+            taint.time_added.CopyFrom(timestamps.micro_time_at(now))
         log.info(
             "node taints updated",
             node=node.metadata.name,
@@ -315,7 +294,7 @@ class NodeLifecycleController:
             for cond in new.status.conditions:
                 if cond.type == "Ready":
                     cond.status = "False"
-                    cond.last_transition_time.CopyFrom(_timestamp(now))
+                    cond.last_transition_time.CopyFrom(timestamps.time_at(now))
             try:
                 await self._client.update_status(new)
             except NotFound:
@@ -344,7 +323,7 @@ class NodeLifecycleController:
             if taint.effect != NO_EXECUTE:
                 continue
             if taint.HasField("time_added"):
-                added = taint.time_added.ToNanoseconds() / 1e9
+                added = timestamps.to_seconds(taint.time_added)
             else:
                 seen = (node.metadata.name, taint.key, taint.value, taint.effect)
                 added = self._taint_seen.setdefault(seen, now)

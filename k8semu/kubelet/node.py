@@ -24,6 +24,7 @@ from typing import Any
 from google.protobuf import json_format, timestamp_pb2
 
 from k8semu import __version__
+from k8semu.api import timestamps
 from k8semu.client import (
     AlreadyExists,
     ClientError,
@@ -47,18 +48,6 @@ ENDPOINT_ANNOTATION = "k8semu.io/kubelet-endpoint"
 LEASE_NAMESPACE = "kube-node-lease"
 _FALLBACK = "fallback"
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
-
-
-def _now_ts() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromSeconds(int(time.time()))
-    return ts
-
-
-def _micro_now() -> str:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMicroseconds(time.time_ns() // 1000)
-    return ts.ToJsonString()
 
 
 def _read(path: str) -> str:
@@ -158,7 +147,7 @@ class NodeAgent:
     # ---- the Node ----
 
     def node_status(self) -> core_pb2.NodeStatus:
-        now = _now_ts()
+        now = timestamps.now()
         st = core_pb2.NodeStatus()
         st.capacity.update(self.config.capacity)
         st.allocatable.update(self.config.allocatable())
@@ -238,7 +227,7 @@ class NodeAgent:
 
     async def renew_lease(self) -> None:
         duration = max(1, round(self.config.lease_duration))
-        renew = _micro_now()
+        renew = timestamps.format_micro_time(timestamps.micro_now())
         spec: dict[str, Any] = {
             "holderIdentity": self.node_name,
             "leaseDurationSeconds": duration,
@@ -263,7 +252,7 @@ class NodeAgent:
             )
         lease.spec.holder_identity = self.node_name
         lease.spec.lease_duration_seconds = duration
-        lease.spec.renew_time.FromJsonString(renew)
+        lease.spec.renew_time.CopyFrom(timestamps.parse(renew))
         try:
             await self.client.create(lease)
         except NotFound:  # the namespace

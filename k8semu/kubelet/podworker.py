@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from google.protobuf import timestamp_pb2
 
+from k8semu.api import timestamps
 from k8semu.api.quantity import parse_quantity
 from k8semu.client import ClientError
 from k8semu.client.events import NORMAL, WARNING, EventRecorder
@@ -87,12 +88,6 @@ def should_restart(policy: str, exit_code: int, *, init: bool) -> bool:
     return False
 
 
-def _ts(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromSeconds(int(seconds))
-    return ts
-
-
 def _terminated(info: ExitInfo, started_at: float, container_id: str) -> Any:
     t = core_pb2.ContainerStateTerminated(
         exit_code=info.exit_code,
@@ -101,9 +96,9 @@ def _terminated(info: ExitInfo, started_at: float, container_id: str) -> Any:
         message=info.message,
         container_id=container_id,
     )
-    t.finished_at.CopyFrom(_ts(info.finished_at))
+    t.finished_at.CopyFrom(timestamps.time_at(info.finished_at))
     if started_at:
-        t.started_at.CopyFrom(_ts(started_at))
+        t.started_at.CopyFrom(timestamps.time_at(started_at))
     return t
 
 
@@ -318,7 +313,7 @@ class PodWorker:
             if self.host.current_pod(self.uid) is None:
                 return False  # deleted while waiting for an IP: the next sync terminates
         if self._start_time is None:
-            self._start_time = _ts(time.time())
+            self._start_time = timestamps.time_at(time.time())
         now = self._loop.time()
         policy = pod.spec.restart_policy or "Always"
         inits_done = True
@@ -687,7 +682,7 @@ class PodWorker:
         )
         policy = self.pod.spec.restart_policy or "Always"
         if rec.handle is not None:
-            st.state.running.started_at.CopyFrom(_ts(rec.handle.started_at))
+            st.state.running.started_at.CopyFrom(timestamps.time_at(rec.handle.started_at))
             st.container_id = rec.handle.container_id
             if rec.last is not None:
                 st.last_state.terminated.CopyFrom(rec.last)
@@ -717,7 +712,7 @@ class PodWorker:
             reason = message = ""
         old = self._conditions.get(type_)
         if old is None or old[0] != status or old[1] != reason or old[2] != message:
-            ts = old[3] if old is not None and old[0] == status else _ts(time.time())
+            ts = old[3] if old is not None and old[0] == status else timestamps.time_at(time.time())
             self._conditions[type_] = (status, reason, message, ts)
         _, _, _, ts = self._conditions[type_]
         cond = core_pb2.PodCondition(type=type_, status=status, reason=reason, message=message)

@@ -4,7 +4,8 @@ addresses forwarded to ready endpoints, one process per node (design decision 7)
     table.py     pure: Services + Endpoints -> what to listen on and forward to
     datapath.py  Protocols: balancer, TCP splice, UDP relay, counters
     proxier.py   listening sockets for a table (`Proxier.apply`), sweeps, metrics snapshot
-    tunnel.py    CONNECT tunnel between hosts
+    tunnel.py    CONNECT tunnel between hosts: the serving end, and which endpoints go through one
+    tunnelwire.py  pure: the tunnel's wire format (CONNECT line, OK/ERR answer, UDP frames)
     overlay.py   pure: pods of other hosts -> listeners on their pod IPs (through the tunnel)
     server.py    `ProxyServer`: informers -> table -> Proxier; Events; gRPC metrics
 

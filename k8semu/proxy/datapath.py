@@ -25,6 +25,15 @@ from typing import Any
 
 from k8semu.log import get_logger
 from k8semu.proxy.table import Endpoint, PortKey
+from k8semu.proxy.tunnelwire import (
+    OK,
+    TunnelRefused,
+    frame,
+    refusal,
+    take_answer,
+    udp_request,
+    unframe,
+)
 
 log = get_logger(__name__)
 
@@ -312,7 +321,7 @@ class _ClientSide(asyncio.Protocol):
         if not candidates:
             stats.errors += 1
             if greet:
-                transport.write(b"ERR no endpoint\n")
+                transport.write(refusal("no endpoint"))
             transport.close()
             return
         # Nothing is read from the client until an endpoint accepted: no buffering here, and
@@ -422,7 +431,7 @@ class _ClientSide(asyncio.Protocol):
             f.balancer.connected(self.client_ip, ep, loop.time())
             self.up = up
             if greet:
-                self.transport.write(b"OK\n")
+                self.transport.write(OK)
             proto.splice()
             early, self.early = self.early, None
             if early:
@@ -434,7 +443,7 @@ class _ClientSide(asyncio.Protocol):
             return
         f.failed(len(candidates))
         if greet:
-            self.transport.write(b"ERR connect failed\n")
+            self.transport.write(refusal("connect failed"))
         self.transport.close()
 
     def _connect_expired(self) -> None:
@@ -512,16 +521,11 @@ class _UpstreamSide(asyncio.Protocol):
         self.handshaking += data
         if waiter.done():
             return
-        line, sep, rest = bytes(self.handshaking).partition(b"\n")
-        if not sep:
-            if len(self.handshaking) > 256:
-                waiter.set_exception(ValueError("tunnel: no answer line"))
-            return
-        self.handshaking[:] = rest
-        if line.strip() == b"OK":
-            waiter.set_result(None)
-        else:
-            waiter.set_exception(ValueError(f"tunnel: {line[:100].decode(errors='replace')}"))
+        try:
+            if take_answer(self.handshaking):
+                waiter.set_result(None)
+        except TunnelRefused as exc:
+            waiter.set_exception(ValueError(f"tunnel: {exc}"))
 
     def eof_received(self) -> bool:
         waiter = self.waiter
@@ -587,7 +591,7 @@ class UDPListener(asyncio.DatagramProtocol):
             f.stats.connections_total += 1
             f.stats.connections_active += 1
             f.balancer.connected(addr[0], ep, f.loop.time())
-            tunnelled.task = f.loop.create_task(tunnelled.open(host, port, udp_preamble(preamble)))
+            tunnelled.task = f.loop.create_task(tunnelled.open(host, port, udp_request(preamble)))
             return tunnelled
         session = _UDPSession(self, f, addr, ep)
         self.sessions[addr] = session
@@ -690,30 +694,6 @@ class _UDPSession(asyncio.DatagramProtocol):
 
 # -- UDP over a tunnel -----------------------------------------------------------------------
 
-UDP_FRAME_MAX = 65535  # a datagram's length travels as 2 bytes, big-endian
-
-
-def udp_preamble(preamble: bytes) -> bytes:
-    """A tunnel's TCP CONNECT line turned into its UDP one: ``CONNECT ip:port udp\\n``."""
-    return preamble.rstrip(b"\n") + b" udp\n"
-
-
-def frame(data: bytes) -> bytes:
-    """One datagram as it crosses a tunnel: its length (2 bytes, big-endian), then itself."""
-    return len(data).to_bytes(2, "big") + data
-
-
-def unframe(buf: bytearray) -> list[bytes]:
-    """The whole datagrams at the front of `buf` (removed from it); a partial one stays."""
-    out = []
-    while len(buf) >= 2:
-        n = int.from_bytes(buf[:2], "big")
-        if len(buf) < 2 + n:
-            break
-        out.append(bytes(buf[2 : 2 + n]))
-        del buf[: 2 + n]
-    return out
-
 
 class _TunnelledUDPSession(asyncio.Protocol):
     """One client address's session to an endpoint on another host: one TCP connection to the
@@ -764,15 +744,12 @@ class _TunnelledUDPSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         if self.pending is not None:  # still waiting for the tunnel's answer line
-            line, sep, rest = bytes(self.buf).partition(b"\n")
-            if not sep:
-                if len(self.buf) > 256:
-                    self._fail("no answer line")
+            try:
+                if not take_answer(self.buf):
+                    return
+            except TunnelRefused as exc:
+                self._fail(str(exc))
                 return
-            if line.strip() != b"OK":
-                self._fail(line[:100].decode(errors="replace"))
-                return
-            self.buf[:] = rest
             pending, self.pending = self.pending, None
             for datagram in pending:
                 self.transport.write(frame(datagram))

@@ -2,12 +2,10 @@
 
 Pod IPs are loopback addresses (127.244.N.x) and so only reachable on their own host. Each
 node's proxy, when started with a tunnel port, serves on `node_ip:tunnel_port` a one-line
-handshake: the client sends ``CONNECT <ip>:<port>\\n``; the tunnel connects to that address on
-its own host and answers ``OK\\n`` (then bytes are spliced both ways, with the same flow
-control and half-close as the service data path) or ``ERR <reason>\\n`` and closes. With
-``CONNECT <ip>:<port> udp\\n`` it opens a UDP socket to that address instead, and datagrams
-cross the TCP connection both ways as frames: a 2-byte big-endian length, then the datagram. Only
-loopback targets (127.0.0.0/8) are accepted, so a tunnel is never an open relay.
+handshake (the wire format is k8semu.proxy.tunnelwire's): a CONNECT line naming a pod's
+ip:port, answered OK, after which bytes are spliced both ways with the same flow control and
+half-close as the service data path (or, with `udp`, datagrams cross as frames), or ERR and
+the connection closes. Only loopback targets are accepted, so a tunnel is never an open relay.
 
 The dialing side (`TunnelDialer`) decides per endpoint: the endpoint's node (its Endpoints
 `nodeName`, else the node whose podCIDR holds the IP) has its tunnel (Node annotation
@@ -27,50 +25,26 @@ from typing import Any
 from k8semu.client import Indexer
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.proxy.datapath import (
-    UDP_FRAME_MAX,
-    DataPathConfig,
-    Frontend,
-    direct,
-    frame,
-    unframe,
-)
+from k8semu.proxy.datapath import DataPathConfig, Frontend, direct
 from k8semu.proxy.overlay import internal_ip, tunnel_endpoint
 from k8semu.proxy.table import Endpoint, PortKey
+from k8semu.proxy.tunnelwire import (
+    MAX_REQUEST_LINE,
+    OK,
+    UDP_FRAME_MAX,
+    connect_line,
+    frame,
+    parse_request,
+    refusal,
+    unframe,
+)
 
 log = get_logger(__name__)
 
 DEFAULT_TUNNEL_PORT = 10262
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
-_MAX_LINE = 128
 HANDSHAKE_TIMEOUT = 10.0  # seconds for a tunnel client to send its CONNECT line
 TUNNEL_KEY = PortKey("", "tunnel", "", "TCP")
-
-
-def parse_request(line: bytes) -> tuple[str, int, str]:
-    """`CONNECT 127.244.1.5:8080` -> ("127.244.1.5", 8080, "TCP"); with a trailing ` udp`,
-    "UDP". ValueError when malformed or not a loopback address."""
-    text = line.decode("ascii").strip()
-    verb, _, target = text.partition(" ")
-    if verb != "CONNECT":
-        raise ValueError("expected CONNECT ip:port")
-    target, _, kind = target.partition(" ")
-    if kind not in ("", "udp"):
-        raise ValueError(f"unknown transport {kind[:10]!r}")
-    host, _, port_text = target.rpartition(":")
-    ip = ipaddress.IPv4Address(host)
-    port = int(port_text)
-    if ip not in _LOOPBACK:
-        raise ValueError(f"{ip}: only loopback (pod) addresses are served")
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} out of range")
-    return str(ip), port, "UDP" if kind else "TCP"
-
-
-def parse_connect(line: bytes) -> tuple[str, int]:
-    """`CONNECT 127.244.1.5:8080` -> ("127.244.1.5", 8080) (see `parse_request`)."""
-    ip, port, _ = parse_request(line)
-    return ip, port
 
 
 class _Handshake(asyncio.Protocol):
@@ -95,7 +69,7 @@ class _Handshake(asyncio.Protocol):
         self.buf += data
         line, sep, rest = self.buf.partition(b"\n")
         if not sep:
-            if len(self.buf) > _MAX_LINE:
+            if len(self.buf) > MAX_REQUEST_LINE:
                 self._refuse("line too long")
             return
         if rest:  # the dialer waits for OK before sending: anything more is a protocol error
@@ -117,7 +91,7 @@ class _Handshake(asyncio.Protocol):
 
     def _refuse(self, why: str) -> None:
         with contextlib.suppress(Exception):
-            self.transport.write(f"ERR {why[:100]}\n".encode())
+            self.transport.write(refusal(why))
             self.transport.close()
 
     def eof_received(self) -> bool:
@@ -155,14 +129,14 @@ class _UDPRelay(asyncio.Protocol):
         except OSError as exc:
             self.stats.errors += 1
             with contextlib.suppress(Exception):
-                self.transport.write(f"ERR {str(exc)[:100]}\n".encode())
+                self.transport.write(refusal(str(exc)))
             self.close()
             return
         if self.closed:
             udp.close()
             return
         self.udp = udp
-        self.transport.write(b"OK\n")
+        self.transport.write(OK)
         self.transport.resume_reading()
         if self.buf:
             self.data_received(b"")
@@ -341,4 +315,4 @@ class TunnelDialer:
         where = self.route(self.node_of(ep))
         if where is None:
             return direct(ep)
-        return where[0], where[1], f"CONNECT {ep.ip}:{ep.port}\n".encode()
+        return where[0], where[1], connect_line(ep.ip, ep.port)

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from k8semu.api.taints import tolerated, untolerated_taint
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.scheduler.framework import (
     DOES_NOT_EXIST,
@@ -83,7 +84,7 @@ def filter_node_unschedulable(pod: PodInfo, node: NodeInfo) -> str | None:
     if not node.unschedulable:
         return None
     probe = core_pb2.Taint(key="node.kubernetes.io/unschedulable", effect="NoSchedule")
-    if any(tolerates(t, probe) for t in pod.tolerations):
+    if tolerated(probe, pod.tolerations):
         return None
     return REASON_UNSCHEDULABLE
 
@@ -148,31 +149,6 @@ def filter_node_affinity(pod: PodInfo, node: NodeInfo) -> str | None:
     terms = pod.required_terms
     if terms is not None and not any(term_matches(t, node) for t in terms):
         return REASON_NODE_AFFINITY
-    return None
-
-
-def tolerates(toleration: core_pb2.Toleration, taint: core_pb2.Taint) -> bool:
-    """Kubernetes' ToleratesTaint: effect (empty tolerates all), key (empty with Exists
-    tolerates all keys), then Exists, or Equal (the default) on the value."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key != taint.key and not (
-        toleration.key == "" and toleration.operator == "Exists"
-    ):
-        return False
-    if toleration.operator == "Exists":
-        return True
-    if toleration.operator in ("", "Equal"):
-        return toleration.value == taint.value
-    return False
-
-
-def untolerated_taint(
-    taints: Iterable[core_pb2.Taint], tolerations: Sequence[core_pb2.Toleration]
-) -> core_pb2.Taint | None:
-    for taint in taints:
-        if not any(tolerates(t, taint) for t in tolerations):
-            return taint
     return None
 
 
@@ -397,4 +373,4 @@ def score_taint_count(pod: PodInfo, node: NodeInfo) -> int:
     if not node.prefer_taints:
         return 0
     tols = [t for t in pod.tolerations if t.effect in ("", "PreferNoSchedule")]
-    return sum(1 for taint in node.prefer_taints if not any(tolerates(t, taint) for t in tols))
+    return sum(1 for taint in node.prefer_taints if not tolerated(taint, tols))

@@ -20,7 +20,6 @@ import os
 import random
 import secrets
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from k8semu import transport
+from k8semu.api import timestamps
 from k8semu.client import (
     DEFAULT_LEADER_ELECTION,
     NODE_NAME_INDEX,
@@ -425,7 +425,7 @@ class Scheduler:
         else:
             condition = pod.status.conditions.add(type="PodScheduled")
         if condition.status != "False":
-            condition.last_transition_time.FromNanoseconds(time.time_ns() // 10**9 * 10**9)
+            condition.last_transition_time.CopyFrom(timestamps.now())
         condition.status = "False"
         condition.reason = "Unschedulable"
         condition.message = message

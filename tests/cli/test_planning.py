@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from k8semu.api import manifest
 from k8semu.api.errors import UnknownFieldError
-from k8semu.cli import _apply, _kubeconfig, kubectl, main
+from k8semu.cli import _apply, _kubeconfig, kubectl
 from k8semu.cli._resources import (
     UsageError,
     load_manifests,
@@ -18,6 +20,9 @@ from k8semu.cli._resources import (
     resolve_kind,
     split_objects_and_edits,
 )
+from k8semu.cli.verbs import VERBS
+from k8semu.cli.verbs._shared import format_error, merge_patch
+from k8semu.cli.verbs.rollout import rollout_message
 from k8semu.pb.api.v1 import apps_pb2
 
 DEPLOYMENT = """
@@ -34,8 +39,22 @@ spec:
 """
 
 
-def test_verbs_listed_in_main_match_kubectl() -> None:
-    assert main.KUBECTL_VERBS == kubectl.VERBS
+def test_every_verb_is_one_row_with_a_parser_and_a_handler() -> None:
+    for name, verb in VERBS.items():
+        assert verb.name == name
+        assert kubectl.parser(verb).prog == f"k8semu {name}"
+        assert callable(kubectl.handler(verb))
+
+
+def test_the_command_help_does_not_import_the_client() -> None:
+    """`k8semu store` builds the help listing the verbs; that must stay light."""
+    code = (
+        "import sys; import k8semu.cli.main as m; "
+        "assert 'get' in m.VERBS; "
+        "heavy = [n for n in ('k8semu.client', 'grpc') if n in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize(
@@ -162,26 +181,26 @@ def test_merge_lists() -> None:
 def test_merge_patch_rfc7386() -> None:
     target = {"a": "b", "c": {"d": "e", "f": "g"}}
     patch = {"a": "z", "c": {"f": None}}
-    assert kubectl.merge_patch(target, patch) == {"a": "z", "c": {"d": "e"}}
+    assert merge_patch(target, patch) == {"a": "z", "c": {"d": "e"}}
 
 
 def test_error_texts() -> None:
     from k8semu.client import Invalid, NotFound, Unavailable
 
     assert (
-        kubectl.format_error(NotFound('pods "x" not found'))
+        format_error(NotFound('pods "x" not found'))
         == 'Error from server (NotFound): pods "x" not found'
     )
-    assert kubectl.format_error(Invalid('deployments "w": spec.replicas: must be >= 0')).startswith(
+    assert format_error(Invalid('deployments "w": spec.replicas: must be >= 0')).startswith(
         "Error from server (Invalid): "
     )
-    assert kubectl.format_error(Invalid("labelSelector: bad")).startswith(
+    assert format_error(Invalid("labelSelector: bad")).startswith(
         "Error from server (BadRequest): "
     )
-    assert kubectl.format_error(Unavailable("no leader")).startswith(
+    assert format_error(Unavailable("no leader")).startswith(
         "Error from server (ServiceUnavailable): "
     )
-    assert kubectl.format_error(
+    assert format_error(
         Unavailable("get pods via x: failed to connect to all addresses")
     ).startswith("Unable to connect to the server: ")
 
@@ -191,16 +210,16 @@ def test_rollout_messages() -> None:
     d.metadata.name = "web"
     d.metadata.generation = 2
     d.status.observed_generation = 1
-    assert kubectl.rollout_message(d) == (
+    assert rollout_message(d) == (
         "Waiting for deployment spec update to be observed...",
         False,
     )
     d.status.observed_generation = 2
     d.spec.replicas = 3
     d.status.updated_replicas = 1
-    assert "1 out of 3 new replicas have been updated" in kubectl.rollout_message(d)[0]
+    assert "1 out of 3 new replicas have been updated" in rollout_message(d)[0]
     d.status.updated_replicas = d.status.replicas = d.status.available_replicas = 3
-    assert kubectl.rollout_message(d) == ('deployment "web" successfully rolled out', True)
+    assert rollout_message(d) == ('deployment "web" successfully rolled out', True)
 
 
 def test_kubeconfig(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from k8semu.controllers.nodelifecycle import (
     NodeLifecycleController,
     node_condition,
     node_ready_status,
-    tolerates,
     toleration_seconds,
 )
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
@@ -365,41 +364,6 @@ def test_pod_events_queue_evictions_only_for_pods_on_noexecute_tainted_nodes() -
     h.ctrl._pod_changed(make_pod("on-healthy", "n2"))
     h.ctrl._pod_changed(make_pod("pending", ""))
     assert list(h.ctrl.evictions._queue) == ["default/on-tainted"]
-
-
-@pytest.mark.parametrize(
-    ("tol", "taint", "expected"),
-    [
-        (core_pb2.Toleration(operator="Exists"), core_pb2.Taint(key="a", effect="NoExecute"), True),
-        (
-            core_pb2.Toleration(key="a", value="x", effect="NoExecute"),
-            core_pb2.Taint(key="a", value="x", effect="NoExecute"),
-            True,
-        ),
-        (
-            core_pb2.Toleration(key="a", operator="Equal", value="y"),
-            core_pb2.Taint(key="a", value="x", effect="NoExecute"),
-            False,
-        ),
-        (
-            core_pb2.Toleration(key="a", operator="Exists", effect="NoSchedule"),
-            core_pb2.Taint(key="a", effect="NoExecute"),
-            False,
-        ),
-        (
-            core_pb2.Toleration(key="b", operator="Exists"),
-            core_pb2.Taint(key="a", effect="NoExecute"),
-            False,
-        ),
-        (
-            core_pb2.Toleration(key="a", operator="Bogus"),
-            core_pb2.Taint(key="a", effect="NoExecute"),
-            False,
-        ),
-    ],
-)
-def test_tolerates(tol: core_pb2.Toleration, taint: core_pb2.Taint, expected: bool) -> None:
-    assert tolerates(tol, taint) is expected
 
 
 def test_toleration_seconds_takes_the_smallest_matching_and_clamps_negatives() -> None:

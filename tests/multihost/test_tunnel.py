@@ -14,8 +14,8 @@ import pytest
 
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.proxy import DataPathConfig, Endpoint, ListenAddress, PortKey, PortRule, Proxier
-from k8semu.proxy.datapath import frame, udp_preamble, unframe
-from k8semu.proxy.tunnel import TunnelServer, parse_request
+from k8semu.proxy.tunnel import TunnelServer
+from k8semu.proxy.tunnelwire import frame, parse_request, udp_request, unframe
 
 KEY = PortKey("ns", "dns", "", "UDP")
 
@@ -52,7 +52,7 @@ def test_udp_framing_and_request_line() -> None:
     assert unframe(buf) == [b"a", b""] and bytes(buf) == frame(b"xyz")[:3]
     buf += frame(b"xyz")[3:]
     assert unframe(buf) == [b"xyz"] and not buf
-    assert udp_preamble(b"CONNECT 127.244.1.5:53\n") == b"CONNECT 127.244.1.5:53 udp\n"
+    assert udp_request(b"CONNECT 127.244.1.5:53\n") == b"CONNECT 127.244.1.5:53 udp\n"
     assert parse_request(b"CONNECT 127.244.1.5:53 udp\n") == ("127.244.1.5", 53, "UDP")
     assert parse_request(b"CONNECT 127.244.1.5:53\n") == ("127.244.1.5", 53, "TCP")
     with pytest.raises(ValueError, match="unknown transport"):

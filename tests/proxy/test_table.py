@@ -17,7 +17,8 @@ from k8semu.proxy.table import (
     build_table,
     rules_for,
 )
-from k8semu.proxy.tunnel import TunnelDialer, parse_connect
+from k8semu.proxy.tunnel import TunnelDialer
+from k8semu.proxy.tunnelwire import parse_connect
 
 
 def _svc(spec: dict[str, Any], status: dict[str, Any] | None = None, **meta: Any) -> Any:

@@ -1,0 +1,154 @@
+"""The kubectl-like verbs of `k8semu`, one declaration each: name, help, arguments, handler.
+
+    VERBS["get"].help        # "Display one or many objects."
+    VERBS["get"].handler     # "read:cmd_get", k8semu.cli.verbs.read.cmd_get
+
+Light on purpose: `k8semu --help` lists the verbs from this table without importing the
+client or grpc (so `k8semu store` starts fast); a verb's handler module (`read`, `write`,
+`rollout`, grouped as kubectl groups its commands) is imported only when the verb runs, by
+`k8semu.cli.kubectl`. Adding a verb is one row here and its handler in a group module.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Arguments = Callable[[argparse.ArgumentParser], None]
+"""Adds a verb's own arguments (the connection flags are common to every verb)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verb:
+    """One verb. `handler` is "module:function" in this package: an async function of the
+    parsed arguments and the resolved target (kubeconfig), raising on failure."""
+
+    name: str
+    help: str
+    arguments: Arguments
+    handler: str
+
+
+def _files(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        default=[],
+        required=required,
+        help="a manifest file, a directory of them, or - for stdin (repeatable)",
+    )
+    p.add_argument("-R", "--recursive", action="store_true", help="descend into directories")
+
+
+def _resources(p: argparse.ArgumentParser, nargs: str, metavar: str) -> None:
+    p.add_argument("resources", nargs=nargs, metavar=metavar)
+
+
+_MANY = "KIND [NAME...] | KIND/NAME..."
+_ONE = "KIND NAME | KIND/NAME"
+
+
+def _get(p: argparse.ArgumentParser) -> None:
+    _resources(p, "*", _MANY)
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("-l", "--selector", default="", help="label selector")
+    p.add_argument("--field-selector", default="")
+    p.add_argument("-o", "--output", choices=["wide", "yaml", "json", "name"])
+    p.add_argument("-w", "--watch", action="store_true", help="then watch for changes")
+    p.add_argument("--show-labels", action="store_true")
+    p.add_argument("--no-headers", action="store_true")
+
+
+def _describe(p: argparse.ArgumentParser) -> None:
+    _resources(p, "*", _MANY)
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("-l", "--selector", default="")
+
+
+def _delete(p: argparse.ArgumentParser) -> None:
+    _resources(p, "*", _MANY)
+    _files(p, required=False)
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("-l", "--selector", default="")
+    p.add_argument("--field-selector", default="")
+    p.add_argument("--all", action="store_true", help="every object of the kind")
+    p.add_argument("--grace-period", type=int, default=-1, help="seconds; -1: the default")
+    p.add_argument("--now", action="store_true", help="same as --grace-period=1")
+    p.add_argument(
+        "--cascade",
+        default="background",
+        choices=["background", "foreground", "orphan", "true", "false"],
+    )
+    p.add_argument("--ignore-not-found", action="store_true")
+
+
+def _patch(p: argparse.ArgumentParser) -> None:
+    _resources(p, "+", _ONE)
+    p.add_argument("-p", "--patch", required=True, help="the patch, JSON (or YAML)")
+    p.add_argument("--type", default="merge", help="merge (the only type served)")
+    p.add_argument("--subresource", choices=["status"])
+
+
+def _scale(p: argparse.ArgumentParser) -> None:
+    _resources(p, "+", "KIND NAME... | KIND/NAME...")
+    p.add_argument("--replicas", type=int, required=True)
+    p.add_argument("--current-replicas", type=int, default=-1, help="precondition")
+
+
+def _edits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("args", nargs="+", metavar="KIND NAME KEY=VAL... KEY-...")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing values")
+
+
+def _rollout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["status", "restart", "history", "undo"])
+    _resources(p, "+", _ONE)
+    p.add_argument("--timeout", type=float, default=0, help="status: seconds (0: forever)")
+    p.add_argument("--revision", type=int, default=0, help="history: show this revision's template")
+    p.add_argument(
+        "--to-revision", type=int, default=0, help="undo: the revision (0: the previous)"
+    )
+
+
+def _api_resources(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--namespaced", choices=["true", "false"])
+    p.add_argument("-o", "--output", choices=["name", "wide"])
+
+
+def _version(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--client", action="store_true", help="client version only")
+
+
+_TABLE = (
+    Verb(
+        name="apply",
+        help="Create or update objects to match manifests (three-way merge).",
+        arguments=_files,
+        handler="write:cmd_apply",
+    ),
+    Verb(name="create", help="Create objects from manifests.", arguments=_files,
+         handler="write:cmd_create"),
+    Verb(name="get", help="Display one or many objects.", arguments=_get, handler="read:cmd_get"),
+    Verb(name="describe", help="Show an object's details and events.", arguments=_describe,
+         handler="read:cmd_describe"),
+    Verb(name="delete", help="Delete objects by name, file or selector.", arguments=_delete,
+         handler="write:cmd_delete"),
+    Verb(name="patch", help="Update fields with a JSON merge patch.", arguments=_patch,
+         handler="write:cmd_patch"),
+    Verb(name="scale", help="Set a Deployment's or ReplicaSet's replicas.", arguments=_scale,
+         handler="write:cmd_scale"),
+    Verb(name="label", help="Update the labels of objects.", arguments=_edits,
+         handler="write:cmd_label"),
+    Verb(name="annotate", help="Update the annotations of objects.", arguments=_edits,
+         handler="write:cmd_annotate"),
+    Verb(name="rollout", help="Manage the rollout of a Deployment.", arguments=_rollout,
+         handler="rollout:cmd_rollout"),
+    Verb(name="api-resources", help="The resource types the server serves.",
+         arguments=_api_resources, handler="read:cmd_api_resources"),
+    Verb(name="version", help="Client version; is the server reachable?", arguments=_version,
+         handler="read:cmd_version"),
+)  # fmt: skip
+
+VERBS: dict[str, Verb] = {v.name: v for v in _TABLE}
