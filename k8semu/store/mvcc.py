@@ -58,10 +58,11 @@ MAX_TXN_OPS: Final = 128  # etcd's --max-txn-ops default
 # Applying re-checks a txn against this fixed bound (not the configured --max-txn-ops, which
 # may differ between replicas): whatever reaches the log can never cost more than this.
 APPLY_MAX_TXN_OPS: Final = 1 << 14
-# Rows of history examined per compact_step (etcd deletes 1,000 keys per batch).
+# Rows of history examined, and at most deleted, per compact_step (etcd deletes 1,000
+# revisions per batch).
 COMPACT_BATCH_ROWS: Final = 1000
-# Pages handed back to the file system per defrag_step (4 MiB at 4 KiB pages).
-DEFRAG_BATCH_PAGES: Final = 1024
+# Pages handed back to the file system per defrag_step (1 MiB at 4 KiB pages).
+DEFRAG_BATCH_PAGES: Final = 256
 # A Range response is refused once its encoded size would pass this: the gRPC send limit of
 # every k8semu server (k8semu.transport.MAX_MESSAGE_BYTES, 64 MiB) less room for the header.
 MAX_RANGE_RESPONSE_BYTES: Final = 64 * 1024 * 1024 - 64 * 1024
@@ -155,7 +156,10 @@ _SQL_COMPACT_KEYS: Final = (
     "SELECT id, key FROM history WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
 )
 _SQL_COMPACT_LATEST: Final = "SELECT max(rev) FROM history WHERE key = ? AND rev <= ?"
-_SQL_COMPACT_OLDER: Final = "DELETE FROM history WHERE key = ? AND rev < ?"
+_SQL_COMPACT_OLDER: Final = (
+    "DELETE FROM history WHERE id IN"
+    " (SELECT id FROM history WHERE key = ? AND rev < ? ORDER BY rev LIMIT ?)"
+)
 _SQL_COMPACT_TOMBSTONE: Final = "DELETE FROM history WHERE key = ? AND rev = ? AND type = 1"
 # What a compaction at :c leaves visible: every version above it, and at or below it only a
 # key's newest version if that is a put. hash_kv hashes exactly this, so it does not depend
@@ -930,23 +934,32 @@ class MVCCStore:
                 tmp.unlink()
 
     def compact_step(self, max_rows: int = COMPACT_BATCH_ROWS) -> bool:
-        """Delete the history a past compaction made unreachable, looking at no more than
-        `max_rows` rows of history; True while more remains. One short transaction: the
-        caller runs it between apply batches. Must not run in the middle of apply_batch."""
+        """Delete the history a past compaction made unreachable: at most `max_rows` rows
+        examined and at most `max_rows` deleted; True while more remains. One short
+        transaction: the caller runs it between apply batches, never inside apply_batch."""
         target = self._compact_rev
         if self._compact_physical >= target:
             return False
         db = self._db
         hi = (target + 1) << SUB_BITS
+        budget = max_rows
+        resume: int | None = None  # where the next step starts when the budget ran out
         db.execute("BEGIN IMMEDIATE")
         try:
             rows = db.execute(_SQL_COMPACT_KEYS, (self._compact_cursor, hi, max_rows)).fetchall()
-            for key in dict.fromkeys(r[1] for r in rows):
+            first_ids: dict[bytes, int] = {}
+            for rid, key in rows:
+                first_ids.setdefault(key, rid)
+            for key, rid in first_ids.items():
                 (latest,) = db.execute(_SQL_COMPACT_LATEST, (key, target)).fetchone()
-                if latest is not None:
-                    db.execute(_SQL_COMPACT_OLDER, (key, latest))
-                    db.execute(_SQL_COMPACT_TOMBSTONE, (key, latest))
-            done = len(rows) < max_rows
+                if latest is None:
+                    continue
+                budget -= db.execute(_SQL_COMPACT_OLDER, (key, latest, budget)).rowcount
+                if budget <= 0:
+                    resume = rid  # this key may have more: look at it again next time
+                    break
+                budget -= db.execute(_SQL_COMPACT_TOMBSTONE, (key, latest)).rowcount
+            done = resume is None and len(rows) < max_rows
             if done:
                 db.execute(_SQL_SET_META, (target, "compact_physical"))
             db.execute("COMMIT")
@@ -958,7 +971,7 @@ class MVCCStore:
             self._compact_physical = target
             self._compact_cursor = hi
         else:
-            self._compact_cursor = rows[-1][0] + 1
+            self._compact_cursor = resume if resume is not None else rows[-1][0] + 1
         return not done
 
     def defrag_step(self, max_pages: int = DEFRAG_BATCH_PAGES) -> bool:

@@ -1087,3 +1087,22 @@ def test_range_with_the_largest_limit_is_no_limit(filled: Node) -> None:
     # A fuzzer's int64 max once made "LIMIT limit+1" overflow SQLite's integers.
     got = filled.s.range(rpc_pb2.RangeRequest(key=b"\x00", range_end=b"\x00", limit=2**63 - 1))
     assert not got.more and len(got.kvs) == got.count > 0
+
+
+def test_compact_step_bounds_the_rows_it_deletes(node: Node) -> None:
+    """One key with many versions is reduced over several steps, never more than the bound
+    at a time."""
+    for i in range(50):
+        node.put(b"hot", b"%d" % i)
+    node.ok(compaction=rpc_pb2.CompactionRequest(revision=node.s.revision))
+    count = "SELECT count(*) FROM history"
+    steps = 0
+    while True:
+        before = node.s._db.execute(count).fetchone()[0]
+        more = node.s.compact_step(max_rows=10)
+        assert before - node.s._db.execute(count).fetchone()[0] <= 10
+        steps += 1
+        if not more:
+            break
+    assert steps >= 5 and node.s._db.execute(count).fetchone()[0] == 1
+    assert node.get(b"hot").kvs[0].value == b"49"
