@@ -118,7 +118,10 @@ class KVService(_Base, rpc_pb2_grpc.KVServicer):
         self, request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.TxnResponse:
         try:
-            mvcc.validate_txn(request, max_ops=self.s.config.max_txn_ops)
+            # Only the op count here (cheap, and what must stop an expensive txn before it
+            # reaches the log); apply checks keys and duplicates with the same errors.
+            if mvcc.txn_ops(request) > self.s.config.max_txn_ops:
+                raise errors.ErrTooManyOps
             await self.s.check_quota(txn_cost(request))
         except errors.StoreError as exc:
             await _abort(context, exc)
