@@ -20,6 +20,7 @@ from tests.store.conftest import Client
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT_S = 60.0
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def _kv(endpoint: str) -> tuple[grpc.aio.Channel, Client]:
@@ -47,7 +48,12 @@ async def test_periodic_auto_compaction(tmp_path: Path) -> None:
 
             async def compacted() -> bool:
                 # Keep writing, so the retained window moves past `old`.
-                await c.kv.Put(rpc_pb2.PutRequest(key=b"b", value=b"x"), timeout=10)
+                try:
+                    await c.kv.Put(rpc_pb2.PutRequest(key=b"b", value=b"x"), timeout=10)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() in RETRYABLE:  # a busy machine can cost a leader
+                        return False
+                    raise
                 try:
                     await c.kv.Range(rpc_pb2.RangeRequest(key=b"a", revision=old), timeout=10)
                 except grpc.aio.AioRpcError as exc:
@@ -62,7 +68,11 @@ async def test_periodic_auto_compaction(tmp_path: Path) -> None:
             rev = (await c.kv.Range(rpc_pb2.RangeRequest(key=b"a"), timeout=10)).header.revision
             for ch in channels.values():
                 m = rpc_pb2_grpc.MaintenanceStub(ch)
-                h = await m.HashKV(rpc_pb2.HashKVRequest(revision=rev), timeout=10)
+                # HashKV is local: a follower may not have applied `rev` yet (future revision).
+                h = await Eventually(timeout=20, retry_on=(grpc.aio.AioRpcError,))(
+                    lambda m=m: m.HashKV(rpc_pb2.HashKVRequest(revision=rev), timeout=10),
+                    what="HashKV at the same revision",
+                )
                 assert h.compact_revision >= old
                 hashes.add(h.hash)
             assert len(hashes) == 1
