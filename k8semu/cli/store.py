@@ -43,6 +43,31 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot-count", type=int, default=cfg.DEFAULT_SNAPSHOT_COUNT)
     p.add_argument("--max-request-bytes", type=int, default=cfg.DEFAULT_MAX_REQUEST_BYTES)
     p.add_argument(
+        "--quota-backend-bytes",
+        type=int,
+        default=0,
+        help="raise a NOSPACE alarm when kv.db reaches this many bytes; 0 = the default "
+        f"({cfg.DEFAULT_QUOTA_BACKEND_BYTES}, etcd's), negative = no quota",
+    )
+    p.add_argument(
+        "--max-txn-ops",
+        type=int,
+        default=cfg.DEFAULT_MAX_TXN_OPS,
+        help="operations allowed in one txn, nested txns included",
+    )
+    p.add_argument(
+        "--auto-compaction-mode",
+        default="periodic",
+        choices=list(cfg.COMPACTION_MODES),
+        help="periodic: keep a duration of history; revision: keep a number of revisions",
+    )
+    p.add_argument(
+        "--auto-compaction-retention",
+        default="0",
+        help="periodic: a duration (5m, 1h) or a whole number of hours; revision: a number "
+        "of revisions; 0 = no auto-compaction",
+    )
+    p.add_argument(
         "--experimental-watch-progress-notify-interval",
         default=durations.format_ms(int(cfg.DEFAULT_PROGRESS_NOTIFY_S * 1000)),
         help="how often idle watchers that asked for it get a progress notification",
@@ -80,11 +105,24 @@ def build_config(ns: argparse.Namespace) -> cfg.StoreConfig:
         election_ms=ns.election_timeout,
         snapshot_count=ns.snapshot_count,
         max_request_bytes=ns.max_request_bytes,
+        quota_backend_bytes=_quota(ns.quota_backend_bytes),
+        max_txn_ops=ns.max_txn_ops,
+        auto_compaction=cfg.AutoCompaction.parse(
+            ns.auto_compaction_mode, ns.auto_compaction_retention
+        ),
+        initial_cluster_state=ns.initial_cluster_state,
         progress_notify_s=_duration_s(
             ns.experimental_watch_progress_notify_interval,
             "--experimental-watch-progress-notify-interval",
         ),
     )
+
+
+def _quota(value: int) -> int:
+    """etcd's --quota-backend-bytes: 0 is the default, a negative value turns it off."""
+    if value == 0:
+        return cfg.DEFAULT_QUOTA_BACKEND_BYTES
+    return max(value, 0)
 
 
 def _duration_s(text: str, flag: str) -> float:

@@ -88,6 +88,11 @@ DEFAULT_STORE_PORT_STRIDE = 10_000
 DEFAULT_STORE_HEARTBEAT_MS = store_config.DEFAULT_HEARTBEAT_MS
 DEFAULT_STORE_ELECTION_MS = store_config.DEFAULT_ELECTION_MS
 DEFAULT_STORE_SNAPSHOT_COUNT = store_config.DEFAULT_SNAPSHOT_COUNT
+# On by default in a cluster (the store's own flag default is etcd's: off): keep 10 minutes of
+# history, a safety net behind the API server's own compaction every 5 minutes.
+DEFAULT_STORE_AUTO_COMPACTION_MODE = "periodic"
+DEFAULT_STORE_AUTO_COMPACTION_RETENTION = "10m"
+DEFAULT_STORE_QUOTA_BACKEND_BYTES = store_config.DEFAULT_QUOTA_BACKEND_BYTES
 # The store refuses an election timeout shorter than this many heartbeats.
 STORE_MIN_ELECTION_HEARTBEATS = 5
 
@@ -200,6 +205,13 @@ class StoreSpec:
     heartbeat_ms: int = DEFAULT_STORE_HEARTBEAT_MS
     election_ms: int = DEFAULT_STORE_ELECTION_MS
     snapshot_count: int = DEFAULT_STORE_SNAPSHOT_COUNT
+    #: etcd's flags and units: ``periodic`` keeps a duration (``10m``, or a number of hours),
+    #: ``revision`` a number of revisions; ``"0"`` turns auto-compaction off.
+    auto_compaction_mode: str = DEFAULT_STORE_AUTO_COMPACTION_MODE
+    auto_compaction_retention: str = DEFAULT_STORE_AUTO_COMPACTION_RETENTION
+    #: Bytes a replica's database may reach before the NOSPACE alarm (etcd's flag; 0 = its
+    #: default, negative = no quota).
+    quota_backend_bytes: int = DEFAULT_STORE_QUOTA_BACKEND_BYTES
     members: tuple[StoreMemberSpec, ...] = ()
     #: ``k8semu`` (our store) or ``etcd`` (a real etcd: started by us from ``etcd_binary``, or
     #: an external cluster at ``endpoints``, of which nothing is started).
@@ -247,6 +259,19 @@ class StoreSpec:
             )
         if self.snapshot_count < 1:
             raise ClusterConfigError("store.snapshotCount", "must be >= 1")
+        if self.auto_compaction_mode not in store_config.COMPACTION_MODES:
+            raise ClusterConfigError(
+                "store.autoCompactionMode",
+                f"must be one of {', '.join(store_config.COMPACTION_MODES)}, "
+                f"got {self.auto_compaction_mode!r}",
+            )
+        try:
+            store_config.AutoCompaction.parse(
+                self.auto_compaction_mode, self.auto_compaction_retention
+            )
+        except store_config.ConfigError as exc:
+            reason = str(exc).removeprefix("--auto-compaction-retention: ")
+            raise ClusterConfigError("store.autoCompactionRetention", reason) from None
         if not self.members:
             object.__setattr__(self, "members", default_store_members(self.replicas))
         elif len(self.members) != self.replicas:
@@ -994,6 +1019,16 @@ def _read_store(f: _Fields) -> StoreSpec:
     heartbeat_ms = f.duration_ms("heartbeatInterval", DEFAULT_STORE_HEARTBEAT_MS)
     election_ms = f.duration_ms("electionTimeout", DEFAULT_STORE_ELECTION_MS)
     snapshot_count = f.integer("snapshotCount", DEFAULT_STORE_SNAPSHOT_COUNT)
+    compaction_mode = f.string("autoCompactionMode", DEFAULT_STORE_AUTO_COMPACTION_MODE)
+    retention = f.get("autoCompactionRetention")
+    if retention is None:
+        retention = DEFAULT_STORE_AUTO_COMPACTION_RETENTION
+    elif isinstance(retention, bool) or not isinstance(retention, int | str):
+        raise ClusterConfigError(
+            f.where("autoCompactionRetention"),
+            f"expected a duration (10m) or a number, got {_describe(retention)}",
+        )
+    quota = f.integer("quotaBackendBytes", DEFAULT_STORE_QUOTA_BACKEND_BYTES)
     members: list[StoreMemberSpec] = []
     for i, (path, item) in enumerate(f.items("members") or ()):
         m = _Fields(item, path)
@@ -1039,6 +1074,9 @@ def _read_store(f: _Fields) -> StoreSpec:
         heartbeat_ms=heartbeat_ms,
         election_ms=election_ms,
         snapshot_count=snapshot_count,
+        auto_compaction_mode=compaction_mode,
+        auto_compaction_retention=str(retention),
+        quota_backend_bytes=quota,
         members=tuple(members),
         backend=backend,
         etcd_binary=binary,

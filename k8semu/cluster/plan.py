@@ -152,6 +152,9 @@ def plan_cluster(
                 "--heartbeat-interval", str(store.heartbeat_ms),
                 "--election-timeout", str(store.election_ms),
                 "--snapshot-count", str(store.snapshot_count),
+                "--auto-compaction-mode", store.auto_compaction_mode,
+                "--auto-compaction-retention", store.auto_compaction_retention,
+                "--quota-backend-bytes", str(store.quota_backend_bytes),
             )  # fmt: skip
             if store.backend == "etcd":
                 argv: tuple[str, ...] = (

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k8semu import durations
 from k8semu.transport import AddressError, parse_url
 
 DEFAULT_HEARTBEAT_MS = 50
@@ -20,6 +21,55 @@ DEFAULT_SNAPSHOT_COUNT = 10_000
 DEFAULT_MAX_REQUEST_BYTES = 1_572_864  # etcd's --max-request-bytes default (1.5 MiB)
 DEFAULT_CLUSTER_TOKEN = "k8semu-store"
 DEFAULT_PROGRESS_NOTIFY_S = 5.0
+# etcd's --quota-backend-bytes default (2 GiB): the same limit as etcd, so a cluster that fits
+# one fits the other. 0 on the command line means this default; a negative value turns the
+# quota off (as in etcd).
+DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024 * 1024 * 1024
+DEFAULT_MAX_TXN_OPS = 128  # etcd's --max-txn-ops default
+COMPACTION_MODES = ("periodic", "revision")
+
+
+@dataclass(frozen=True, slots=True)
+class AutoCompaction:
+    """etcd's --auto-compaction-mode/--auto-compaction-retention, parsed.
+
+    periodic: keep `period_s` seconds of history; revision: keep the last `revisions`.
+    Both zero means off (etcd's default).
+    """
+
+    mode: str = "periodic"
+    period_s: float = 0.0
+    revisions: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.period_s > 0 or self.revisions > 0
+
+    @classmethod
+    def parse(cls, mode: str, retention: str) -> AutoCompaction:
+        """etcd's rules: a bare integer is hours (periodic) or revisions (revision); a
+        periodic retention may also be a duration (`30m`, `1h30m`)."""
+        if mode not in COMPACTION_MODES:
+            raise ConfigError(
+                f"--auto-compaction-mode: {mode!r}: must be one of {', '.join(COMPACTION_MODES)}"
+            )
+        text = retention.strip()
+        if text.isdigit():
+            if mode == "revision":
+                return cls(mode, revisions=int(text))
+            return cls(mode, period_s=int(text) * 3600.0)
+        if mode == "revision":
+            raise ConfigError(
+                f"--auto-compaction-retention: {retention!r}: revision mode keeps a number of "
+                "revisions (a whole number, e.g. 1000)"
+            )
+        try:
+            ms = durations.parse_ms(text)
+        except ValueError as exc:
+            raise ConfigError(
+                f"--auto-compaction-retention: {exc} (or a whole number of hours)"
+            ) from None
+        return cls(mode, period_s=ms / 1000)
 
 
 class ConfigError(ValueError):
@@ -71,6 +121,13 @@ class StoreConfig:
     snapshot_count: int = DEFAULT_SNAPSHOT_COUNT
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     progress_notify_s: float = DEFAULT_PROGRESS_NOTIFY_S
+    #: Bytes kv.db may reach before NOSPACE; 0 = no quota (the CLI turns etcd's 0 into the
+    #: default and a negative value into 0).
+    quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
+    max_txn_ops: int = DEFAULT_MAX_TXN_OPS
+    auto_compaction: AutoCompaction = field(default_factory=AutoCompaction)
+    #: "existing": this member was bootstrapped before, so it must find its Raft log.
+    initial_cluster_state: str = "new"
     ids: dict[str, int] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +146,12 @@ class StoreConfig:
             raise ConfigError("--snapshot-count: must be >= 1")
         if self.max_request_bytes < 1024:
             raise ConfigError("--max-request-bytes: must be >= 1024")
+        if self.quota_backend_bytes < 0:
+            raise ConfigError("--quota-backend-bytes: must be >= 0 here (0 = no quota)")
+        if self.max_txn_ops < 1:
+            raise ConfigError("--max-txn-ops: must be >= 1")
+        if self.initial_cluster_state not in ("new", "existing"):
+            raise ConfigError("--initial-cluster-state: must be new or existing")
         self.ids.update({n: member_id(n, self.cluster_token) for n in self.members})
         if len(set(self.ids.values())) != len(self.ids):
             raise ConfigError("--initial-cluster: member ids collide; rename a member")

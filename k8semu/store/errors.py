@@ -4,6 +4,7 @@
     +-- ErrCompacted, ErrFutureRev, ErrKeyNotFound, ... (one class per etcd error)
     +-- CorruptDataError            a data file on disk failed its integrity check
     +-- CorruptSnapshotError        a snapshot file failed its checksum or format check
+    +-- MemberDataLostError         a bootstrapped member whose Raft log is missing or empty
 
 The messages are etcd's own, so etcdctl prints the same text against k8semu as against etcd.
 Each is a class, not a shared instance: `raise errors.ErrNoLeader` makes a fresh exception
@@ -48,6 +49,13 @@ class CorruptSnapshotError(StoreError):
     code = _C.DATA_LOSS
 
 
+class MemberDataLostError(StoreError):
+    """A member that was already part of a cluster lost its Raft log; it must not rejoin
+    as a fresh member under its old id (it could vote twice in one term)."""
+
+    code = _C.FAILED_PRECONDITION
+
+
 class ErrCompacted(StoreError):
     code = _C.OUT_OF_RANGE
     message = "etcdserver: mvcc: required revision has been compacted"
@@ -81,6 +89,16 @@ class ErrTooManyOps(StoreError):
 class ErrRequestTooLarge(StoreError):
     code = _C.INVALID_ARGUMENT
     message = "etcdserver: request is too large"
+
+
+class ErrNoSpace(StoreError):
+    code = _C.RESOURCE_EXHAUSTED
+    message = "etcdserver: mvcc: database space exceeded"
+
+
+class ErrTooManyRequests(StoreError):
+    code = _C.RESOURCE_EXHAUSTED
+    message = "etcdserver: too many requests"
 
 
 class ErrLeaseNotFound(StoreError):
@@ -139,3 +157,21 @@ class ErrMalformedEntry(StoreError):
 class ErrTooManyKeys(StoreError):
     code = _C.INVALID_ARGUMENT
     message = "k8semu: too many keys written in one revision"
+
+
+class ErrResponseTooLarge(StoreError):
+    """etcd would build the response and gRPC would refuse to send it; k8semu stops building
+    at the limit instead (docs/store.md, "Bounded responses")."""
+
+    code = _C.RESOURCE_EXHAUSTED
+    message = "k8semu: range response too large"
+
+
+class ErrTooManySnapshots(StoreError):
+    code = _C.RESOURCE_EXHAUSTED
+    message = "k8semu: a snapshot is already being sent by this member; try again later"
+
+
+class ErrCorrupt(StoreError):
+    code = _C.DATA_LOSS
+    message = "etcdserver: corrupt cluster"

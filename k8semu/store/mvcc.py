@@ -16,7 +16,18 @@ Layout of kv.db:
               tombstones (type 1) mark deletes; index (key, rev) serves historical reads
     kv        the current state: key -> id of its latest history row (+ lease, indexed)
     lease     id -> granted TTL
-    meta      applied_index, applied_term, revision, compact_revision, schema
+    alarm     (member, type): the active alarms (NOSPACE, CORRUPT), cluster state like etcd's
+    meta      applied_index, applied_term, revision, compact_revision, schema,
+              compact_physical (history below it is physically reduced; see compact_step)
+
+Compaction is two steps, as in etcd: applying a Compact entry only moves compact_revision
+(reads below it fail at once); the rows it makes unreachable are deleted afterwards by
+`compact_step`, in bounded batches that the caller interleaves with applies, so a large
+compaction never holds the MVCC thread for long. What is logically visible (reads, watches,
+hash_kv) never depends on how far the physical deletion has got.
+
+New files use SQLite's incremental auto-vacuum, so `defrag_step` can hand free pages back to
+the file system a bounded batch at a time (Maintenance.Defragment) instead of one VACUUM.
 
 Values live only in history; the kv table is a small index of the newest row per key.
 """
@@ -43,7 +54,22 @@ from k8semu.store.errors import CorruptDataError, StoreError
 
 SCHEMA_VERSION: Final = 1
 SUB_BITS: Final = 24
-MAX_TXN_OPS: Final = 128
+MAX_TXN_OPS: Final = 128  # etcd's --max-txn-ops default
+# Applying re-checks a txn against this fixed bound (not the configured --max-txn-ops, which
+# may differ between replicas): whatever reaches the log can never cost more than this.
+APPLY_MAX_TXN_OPS: Final = 1 << 14
+# Rows of history examined, and at most deleted, per compact_step (etcd deletes 1,000
+# revisions per batch).
+COMPACT_BATCH_ROWS: Final = 1000
+# Pages handed back to the file system per defrag_step (1 MiB at 4 KiB pages).
+DEFRAG_BATCH_PAGES: Final = 256
+# A Range response is refused once its encoded size would pass this: the gRPC send limit of
+# every k8semu server (k8semu.transport.MAX_MESSAGE_BYTES, 64 MiB) less room for the header.
+MAX_RANGE_RESPONSE_BYTES: Final = 64 * 1024 * 1024 - 64 * 1024
+# Upper bound of the encoded size of one KeyValue beyond its key and value (tags, varints).
+_KV_OVERHEAD: Final = 64
+_NOSPACE: Final = rpc_pb2.NOSPACE
+_CORRUPT: Final = rpc_pb2.CORRUPT
 MAX_LEASE_TTL: Final = 9_000_000_000
 
 _PUT: Final = kv_pb2.Event.PUT
@@ -82,6 +108,14 @@ INSERT INTO meta (name, value) VALUES
     ('schema', {SCHEMA_VERSION}), ('applied_index', 0), ('applied_term', 0),
     ('revision', 1), ('compact_revision', 0);
 """
+# Added after schema 1 shipped; files without them get them at open.
+_SCHEMA_ADDITIONS: Final = """
+CREATE TABLE IF NOT EXISTS alarm (
+    member INTEGER NOT NULL, type INTEGER NOT NULL, PRIMARY KEY (member, type)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (name, value)
+    SELECT 'compact_physical', value FROM meta WHERE name = 'compact_revision';
+"""
 _EXPECTED_COLUMNS: Final = {
     "meta": ["name", "value"],
     "history": ["id", "rev", "sub", "key", "type", "value", "create_rev", "version", "lease"],
@@ -115,19 +149,25 @@ _SQL_EVENTS: Final = (
     " (SELECT max(rev) FROM history WHERE key = h.key AND rev < h.rev)"
     " WHERE h.id >= ? AND h.id < ? AND {cond} ORDER BY h.id"
 )
-# Compaction at C: for every key written since the previous compaction, drop every version
+# Physical compaction at C: for every key written since the previous one, drop every version
 # older than its newest version at or below C, and that newest version too if it is a delete.
 # Keys not written since the previous compaction were already reduced to one put.
-_SQL_COMPACT: Final = """
-WITH latest AS (
-    SELECT key, max(rev) AS rev FROM history WHERE id >= :lo AND id < :hi GROUP BY key
+_SQL_COMPACT_KEYS: Final = (
+    "SELECT id, key FROM history WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
 )
-DELETE FROM history WHERE id IN (
-    SELECT h.id FROM latest l JOIN history h ON h.key = l.key AND h.rev < l.rev
-    UNION ALL
-    SELECT h.id FROM latest l JOIN history h ON h.key = l.key AND h.rev = l.rev AND h.type = 1
+_SQL_COMPACT_LATEST: Final = "SELECT max(rev) FROM history WHERE key = ? AND rev <= ?"
+_SQL_COMPACT_OLDER: Final = (
+    "DELETE FROM history WHERE id IN"
+    " (SELECT id FROM history WHERE key = ? AND rev < ? ORDER BY rev LIMIT ?)"
 )
-"""
+_SQL_COMPACT_TOMBSTONE: Final = "DELETE FROM history WHERE key = ? AND rev = ? AND type = 1"
+# What a compaction at :c leaves visible: every version above it, and at or below it only a
+# key's newest version if that is a put. hash_kv hashes exactly this, so it does not depend
+# on how far the physical deletion has got.
+_SQL_VISIBLE: Final = (
+    "(h.rev > :c OR (h.type = 0 AND h.rev ="
+    " (SELECT max(rev) FROM history WHERE key = h.key AND rev <= :c)))"
+)
 
 
 @dataclass(slots=True)
@@ -180,6 +220,16 @@ class MVCCStore:
         self._applied_term: int = meta["applied_term"]
         self._rev: int = meta["revision"]
         self._compact_rev: int = meta["compact_revision"]
+        self._compact_physical: int = meta["compact_physical"]
+        # Next history id compact_step looks at (ids below it are reduced to the current
+        # compaction target); restarts from compact_physical after a restart (idempotent).
+        self._compact_cursor = (self._compact_physical + 1) << SUB_BITS
+        self._alarms: frozenset[tuple[int, int]] = frozenset(
+            (_to_u64(m), t) for m, t in self._db.execute("SELECT member, type FROM alarm")
+        )
+        self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
+        self.max_range_response_bytes = MAX_RANGE_RESPONSE_BYTES
+        self._size = self.db_size()
         # Write-behind buffers for the open batch: history rows to insert and the newest
         # current row per key (None = deleted). Flushed before any SQL read that could
         # otherwise miss them and at the end of the batch.
@@ -194,6 +244,7 @@ class MVCCStore:
             "lease_grant": self._apply_lease_grant,
             "lease_revoke": self._apply_lease_revoke,
             "lease_keep_alive": self._apply_lease_keep_alive,
+            "alarm": self._apply_alarm,
         }
 
     # --- properties -------------------------------------------------------------------
@@ -218,6 +269,20 @@ class MVCCStore:
     def compact_revision(self) -> int:
         return self._compact_rev
 
+    @property
+    def compaction_pending(self) -> bool:
+        """History below compact_revision still holds rows compact_step will delete."""
+        return self._compact_physical < self._compact_rev
+
+    @property
+    def size(self) -> int:
+        """db_size as of the end of the last apply batch (cheap: no SQL; any thread)."""
+        return self._size
+
+    def alarms(self, alarm: int = rpc_pb2.NONE) -> list[tuple[int, int]]:
+        """Active alarms as (member id, type), of one type or (NONE) all, in a stable order."""
+        return sorted((m, t) for m, t in self._alarms if alarm in (rpc_pb2.NONE, t))
+
     # --- applying ---------------------------------------------------------------------
 
     def apply_batch(self, entries: Sequence[tuple[int, int, bytes]]) -> list[ApplyResult]:
@@ -232,6 +297,7 @@ class MVCCStore:
         if not todo:
             return []
         saved = (self._applied_index, self._applied_term, self._rev, self._compact_rev)
+        alarms = self._alarms
         results: list[ApplyResult] = []
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -257,9 +323,11 @@ class MVCCStore:
             self._pending_history.clear()
             self._pending_kv.clear()
             (self._applied_index, self._applied_term, self._rev, self._compact_rev) = saved
+            self._alarms = alarms
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self._size = db.execute("PRAGMA page_count").fetchone()[0] * self._page_size
         return results
 
     def _apply_entry(self, index: int, data: bytes) -> ApplyResult:
@@ -276,6 +344,8 @@ class MVCCStore:
             return ApplyResult(index, req.id, None, errors.ErrMalformedEntry(), [], self._rev)
         w = _Writes(self._rev + 1)
         try:
+            if self._alarms:
+                self._check_alarms(kind or "", req)
             resp = handler(getattr(req, kind), w)  # type: ignore[arg-type]
         except StoreError as err:
             # Handlers validate before writing, so a refused request has written nothing.
@@ -283,6 +353,42 @@ class MVCCStore:
         if w.sub:
             self._rev = w.rev
         return ApplyResult(index, req.id, resp, None, w.events, self._rev)
+
+    def _check_alarms(self, kind: str, req: internal_pb2.InternalRequest) -> None:
+        """etcd's capped and corrupt appliers: with NOSPACE active only what may grow the
+        store is refused (puts, txns with puts, lease grants); with CORRUPT everything but
+        keep-alives and alarms."""
+        types = {t for _, t in self._alarms}
+        if _CORRUPT in types and kind not in ("alarm", "lease_keep_alive"):
+            raise errors.ErrCorrupt
+        if _NOSPACE in types and (
+            kind in ("put", "lease_grant") or (kind == "txn" and txn_has_put(req.txn))
+        ):
+            raise errors.ErrNoSpace
+
+    def _apply_alarm(self, req: rpc_pb2.AlarmRequest, w: _Writes) -> rpc_pb2.AlarmResponse:
+        """etcd's alarm store: ACTIVATE answers with the alarm (also when it was already
+        active), DEACTIVATE with the alarm it cleared (nothing if it was not active)."""
+        resp = rpc_pb2.AlarmResponse()
+        resp.header.revision = self._rev
+        item = (req.memberID, int(req.alarm))
+        if req.action == rpc_pb2.AlarmRequest.GET:
+            for member, alarm in self.alarms(req.alarm):
+                resp.alarms.add(memberID=member, alarm=alarm)
+        elif req.action == rpc_pb2.AlarmRequest.ACTIVATE:
+            if item not in self._alarms:
+                self._db.execute(
+                    "INSERT INTO alarm (member, type) VALUES (?, ?)", (_to_i64(item[0]), item[1])
+                )
+                self._alarms = self._alarms | {item}
+            resp.alarms.add(memberID=item[0], alarm=req.alarm)
+        elif req.action == rpc_pb2.AlarmRequest.DEACTIVATE and item in self._alarms:
+            self._db.execute(
+                "DELETE FROM alarm WHERE member = ? AND type = ?", (_to_i64(item[0]), item[1])
+            )
+            self._alarms = self._alarms - {item}
+            resp.alarms.add(memberID=item[0], alarm=req.alarm)
+        return resp
 
     def _apply_put(self, req: rpc_pb2.PutRequest, w: _Writes) -> rpc_pb2.PutResponse:
         if not req.key:
@@ -345,7 +451,7 @@ class MVCCStore:
         resp.header.revision = w.read_rev(self._rev)
 
     def _apply_txn(self, req: rpc_pb2.TxnRequest, w: _Writes) -> rpc_pb2.TxnResponse:
-        validate_txn(req)
+        validate_txn(req, max_ops=APPLY_MAX_TXN_OPS)
         # Like etcd, every compare of the txn and of its nested txns is decided against the
         # state before the txn writes anything; then the chosen path is checked; then run.
         path: list[bool] = []
@@ -452,11 +558,7 @@ class MVCCStore:
             raise errors.ErrCompacted
         if rev > self._rev:
             raise errors.ErrFutureRev
-        self._flush()
-        self._db.execute(
-            _SQL_COMPACT,
-            {"lo": (self._compact_rev + 1) << SUB_BITS, "hi": (rev + 1) << SUB_BITS},
-        )
+        # Only the logical step: the rows it makes unreachable go in compact_step batches.
         self._compact_rev = rev
         resp = rpc_pb2.CompactionResponse()
         resp.header.revision = self._rev
@@ -583,7 +685,7 @@ class MVCCStore:
             raise errors.ErrEmptyKey
         self._check_range_revision(req.revision, self._rev)
         resp = rpc_pb2.RangeResponse()
-        self._range(req, self._rev, resp)
+        self._range(req, self._rev, resp, max_bytes=self.max_range_response_bytes)
         return resp
 
     def _check_range_revision(self, rev: int, current: int) -> None:
@@ -592,7 +694,17 @@ class MVCCStore:
         if 0 < rev < self._compact_rev:
             raise errors.ErrCompacted
 
-    def _range(self, req: rpc_pb2.RangeRequest, current: int, resp: rpc_pb2.RangeResponse) -> None:
+    def _range(
+        self,
+        req: rpc_pb2.RangeRequest,
+        current: int,
+        resp: rpc_pb2.RangeResponse,
+        *,
+        max_bytes: int = 0,
+    ) -> None:
+        """Fill `resp`. With `max_bytes`, raise ErrResponseTooLarge as soon as the rows read
+        would encode to more than that (before the whole answer is in memory). Ranges inside
+        a txn are not bounded: refusing there would be a write-path decision."""
         resp.header.revision = current
         at = req.revision if req.revision > 0 else current
         historical = at < current
@@ -654,7 +766,20 @@ class MVCCStore:
         )
         if limit > 0:
             sql += f" LIMIT {limit + 1}"
-        rows = db.execute(sql, (*params, *fparams)).fetchall()
+        cursor = db.execute(sql, (*params, *fparams))
+        if max_bytes:
+            rows = []
+            size = 0
+            for row in cursor:
+                size += len(row[0]) + len(row[4]) + _KV_OVERHEAD
+                if size > max_bytes:
+                    raise errors.ErrResponseTooLarge(
+                        f"{errors.ErrResponseTooLarge.message}: more than {max_bytes} bytes"
+                        " (read fewer keys at a time: a limit, keys_only or count_only)"
+                    )
+                rows.append(row)
+        else:
+            rows = cursor.fetchall()
         if sort_after:
             rows.sort(key=lambda r: r[index])  # stable, like Go's sort on small slices
             if req.keys_only:
@@ -761,9 +886,9 @@ class MVCCStore:
         crc = 0
         pack = struct.Struct(">qqbqqqII").pack
         for rv, sub, key, typ, val, create, version, lease in self._db.execute(
-            "SELECT rev, sub, key, type, value, create_rev, version, lease FROM history"
-            " WHERE id < ? ORDER BY id",
-            ((rev + 1) << SUB_BITS,),
+            "SELECT rev, sub, key, type, value, create_rev, version, lease FROM history h"
+            f" WHERE id < :hi AND {_SQL_VISIBLE} ORDER BY id",
+            {"hi": (rev + 1) << SUB_BITS, "c": self._compact_rev},
         ):
             crc = zlib.crc32(pack(rv, sub, typ, create, version, lease, len(key), len(val)), crc)
             crc = zlib.crc32(key, crc)
@@ -808,9 +933,73 @@ class MVCCStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
+    def compact_step(self, max_rows: int = COMPACT_BATCH_ROWS) -> bool:
+        """Delete the history a past compaction made unreachable: at most `max_rows` rows
+        examined and at most `max_rows` deleted; True while more remains. One short
+        transaction: the caller runs it between apply batches, never inside apply_batch."""
+        target = self._compact_rev
+        if self._compact_physical >= target:
+            return False
+        db = self._db
+        hi = (target + 1) << SUB_BITS
+        budget = max_rows
+        resume: int | None = None  # where the next step starts when the budget ran out
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(_SQL_COMPACT_KEYS, (self._compact_cursor, hi, max_rows)).fetchall()
+            first_ids: dict[bytes, int] = {}
+            for rid, key in rows:
+                first_ids.setdefault(key, rid)
+            for key, rid in first_ids.items():
+                (latest,) = db.execute(_SQL_COMPACT_LATEST, (key, target)).fetchone()
+                if latest is None:
+                    continue
+                budget -= db.execute(_SQL_COMPACT_OLDER, (key, latest, budget)).rowcount
+                if budget <= 0:
+                    resume = rid  # this key may have more: look at it again next time
+                    break
+                budget -= db.execute(_SQL_COMPACT_TOMBSTONE, (key, latest)).rowcount
+            done = resume is None and len(rows) < max_rows
+            if done:
+                db.execute(_SQL_SET_META, (target, "compact_physical"))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if done:
+            self._compact_physical = target
+            self._compact_cursor = hi
+        else:
+            self._compact_cursor = resume if resume is not None else rows[-1][0] + 1
+        return not done
+
+    def defrag_step(self, max_pages: int = DEFRAG_BATCH_PAGES) -> bool:
+        """Give up to `max_pages` free pages back to the file system; True while more remain.
+
+        A file made before incremental auto-vacuum was used gets one full VACUUM instead
+        (which converts it, and holds the thread for as long as it takes)."""
+        db = self._db
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            db.execute("VACUUM")
+            more = False
+        else:
+            # executescript steps the pragma to the end (a plain execute frees one page).
+            db.executescript(
+                f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(max_pages)}); COMMIT;"
+            )
+            more = bool(db.execute("PRAGMA freelist_count").fetchone()[0])
+        if not more:
+            # The file shrinks when the WAL is checkpointed into it.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        self._size = self.db_size()
+        return more
+
     def defragment(self) -> None:
-        """Rewrite kv.db without free pages (Maintenance.Defragment). Blocks applies."""
-        self._db.execute("VACUUM")
+        """Every free page back to the file system in one call (tests, tools)."""
+        while self.defrag_step():
+            pass
 
     def close(self) -> None:
         self._db.close()
@@ -822,21 +1011,44 @@ class MVCCStore:
         self.close()
 
 
-def validate_txn(txn: rpc_pb2.TxnRequest) -> None:
+def validate_txn(txn: rpc_pb2.TxnRequest, *, max_ops: int = MAX_TXN_OPS) -> None:
     """Reject a txn etcd's API layer would reject: too many ops, empty keys, a key written
-    twice. Pure and cheap: servicers may call it before proposing; apply calls it again."""
-    _check_txn_ops(txn)
+    twice. Pure and cheap: servicers call it before proposing; apply calls it again.
+
+    A flat txn may have up to `max_ops` compares, success ops and failure ops, as in etcd.
+    Nested txns count against the same budget: every nested txn adds the larger of its
+    compare/success/failure counts (etcd gives each nesting level whatever its parent left,
+    which lets a nested txn grow exponentially with depth)."""
+    if txn_ops(txn) > max_ops:
+        raise errors.ErrTooManyOps
+    _check_keys(txn)
     _branch_writes(txn.success)
     _branch_writes(txn.failure)
 
 
-def _check_txn_ops(txn: rpc_pb2.TxnRequest) -> None:
-    if max(len(txn.compare), len(txn.success), len(txn.failure)) > MAX_TXN_OPS:
-        raise errors.ErrTooManyOps
+def txn_ops(txn: rpc_pb2.TxnRequest) -> int:
+    """The operation count of a txn and every txn nested in it (see validate_txn)."""
+    total = max(len(txn.compare), len(txn.success), len(txn.failure))
+    for op in itertools.chain(txn.success, txn.failure):
+        if op.WhichOneof("request") == "request_txn":
+            total += txn_ops(op.request_txn)
+    return total
+
+
+def txn_has_put(txn: rpc_pb2.TxnRequest) -> bool:
+    """Whether a txn (nested ones included) may write a new value: what NOSPACE refuses."""
+    for op in itertools.chain(txn.success, txn.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_put" or (kind == "request_txn" and txn_has_put(op.request_txn)):
+            return True
+    return False
+
+
+def _check_keys(txn: rpc_pb2.TxnRequest) -> None:
     for op in itertools.chain(txn.success, txn.failure):
         kind = op.WhichOneof("request")
         if kind == "request_txn":
-            _check_txn_ops(op.request_txn)
+            _check_keys(op.request_txn)
         elif kind is not None and not getattr(op, kind).key:
             raise errors.ErrEmptyKey
 
@@ -893,6 +1105,18 @@ def _key_cond(col: str, key: bytes, range_end: bytes) -> tuple[str, tuple[bytes,
     return f"{col} >= ? AND {col} < ?", (key, range_end)
 
 
+_U64: Final = 1 << 64
+
+
+def _to_i64(value: int) -> int:
+    """A uint64 member id as SQLite's signed 64-bit integer (two's complement)."""
+    return value - _U64 if value >= 1 << 63 else value
+
+
+def _to_u64(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
 def _fill_kv(kv: kv_pb2.KeyValue, key: bytes, row: _Row) -> None:
     kv.key = key
     kv.create_revision = row[1]
@@ -918,6 +1142,8 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
         db = sqlite3.connect(
             str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
+        # Only takes effect on a new, empty file (before its first table).
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         db.execute("PRAGMA journal_mode = WAL").fetchone()
         # NORMAL: a power cut may lose the newest batches but never corrupts; the Raft log is
         # the durable record and replay from applied_index restores them.
@@ -929,6 +1155,7 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
             detail = "; ".join(str(r[0]) for r in check[:5])
             raise CorruptDataError(f"{path}: SQLite integrity check failed: {detail}")
         _check_schema(db, path)
+        db.executescript("BEGIN IMMEDIATE;" + _SCHEMA_ADDITIONS + "COMMIT;")
     except sqlite3.DatabaseError as exc:
         if db is not None:
             db.close()

@@ -27,7 +27,8 @@ from k8semu.raft import core
 from k8semu.raft.driver import RaftNode
 from k8semu.raft.storage import RaftStorage
 from k8semu.raft.transport import PeerTransport, RaftServicer
-from k8semu.store import errors, service
+from k8semu.store import errors, identity, service
+from k8semu.store.compactor import AutoCompactor, PhysicalCompactor
 from k8semu.store.config import StoreConfig
 from k8semu.store.statemachine import StoreStateMachine
 
@@ -63,6 +64,9 @@ class StoreServer:
         self._request_ids = itertools.count(secrets.randbits(62) + 1)
         self.peer_port = 0
         self._request_timeout = max(2.0, 4 * config.election_ms / 1000)
+        self.compactor = PhysicalCompactor(self.sm)
+        # Client Snapshot streams running on this replica (at most one at a time).
+        self.snapshot_streams = 0
 
     async def start(self) -> None:
         cfg = self.config
@@ -70,9 +74,11 @@ class StoreServer:
         self.snapshot_dir.mkdir(exist_ok=True)
         for leftover in self.snapshot_dir.glob("client-*.part"):
             leftover.unlink(missing_ok=True)
+        identity.check(cfg)
         self._storage = await RaftStorage.open(
             cfg.data_dir / "raft.db", cluster_id=cfg.cluster_id, member_id=cfg.member_id
         )
+        identity.mark(cfg)
         await self.sm.open()
         voters = tuple(sorted(cfg.ids.values()))
         raft_config = core.Config(
@@ -130,7 +136,17 @@ class StoreServer:
         await self.node.start(peer_transport)
         await self._peer_server.start()
         await self._client_server.start()
-        self._tasks.append(asyncio.get_running_loop().create_task(self._expire_leases()))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._expire_leases()))
+        self._tasks.append(loop.create_task(self.compactor.run()))
+        if cfg.auto_compaction.enabled:
+            auto = AutoCompactor(
+                cfg.auto_compaction,
+                revision=lambda: self.sm.revision,
+                is_leader=lambda: self.sm.is_leader,
+                compact=self._compact,
+            )
+            self._tasks.append(loop.create_task(auto.run()))
         await self._set_health(False)
         log.info(
             "store replica serving",
@@ -176,6 +192,33 @@ class StoreServer:
             raise errors.ErrTimeout from None
         finally:
             self.sm.forget(request.id)
+
+    async def check_quota(self, cost: int) -> None:
+        """etcd's quota check before a write that may grow the store: past the quota, raise
+        the NOSPACE alarm cluster-wide (through the log) and refuse with ErrNoSpace."""
+        quota = self.config.quota_backend_bytes
+        # A write that adds nothing (a txn without puts) passes, as on etcd.
+        if not quota or not cost or not self.sm.ready or self.sm.mvcc.size + cost < quota:
+            return
+        alarm = (self.config.member_id, rpc_pb2.NOSPACE)
+        if alarm not in self.sm.mvcc.alarms(rpc_pb2.NOSPACE):
+            request = rpc_pb2.AlarmRequest(
+                action=rpc_pb2.AlarmRequest.ACTIVATE,
+                memberID=self.config.member_id,
+                alarm=rpc_pb2.NOSPACE,
+            )
+            log.warning(
+                "space quota exceeded: raising the NOSPACE alarm",
+                size=self.sm.mvcc.size,
+                quota=quota,
+            )
+            with contextlib.suppress(errors.StoreError):
+                await self.propose(internal_pb2.InternalRequest(alarm=request))
+        raise errors.ErrNoSpace
+
+    async def _compact(self, revision: int) -> None:
+        request = rpc_pb2.CompactionRequest(revision=revision)
+        await self.propose(internal_pb2.InternalRequest(compaction=request))
 
     async def linearizable_barrier(self) -> None:
         """Wait until this replica has applied everything committed before the call."""

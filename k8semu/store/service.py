@@ -24,7 +24,7 @@ from k8semu import transport
 from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.pb.store import internal_pb2
-from k8semu.store import errors
+from k8semu.store import errors, mvcc
 
 if TYPE_CHECKING:
     from k8semu.store.server import StoreServer
@@ -34,7 +34,6 @@ log = get_logger(__name__)
 M = TypeVar("M", bound=Message)
 
 MAX_LEASE_TTL = 9_000_000_000
-MAX_TXN_OPS = 128
 SNAPSHOT_CHUNK = 32 * 1024
 INVALID_WATCH_ID = -1
 SERVER_VERSION = "3.4.0"  # the etcd API level this store speaks (see docs/store.md)
@@ -44,8 +43,27 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.StoreE
     await transport.abort(context, exc.code, exc.message)
 
 
-def _txn_ops(txn: rpc_pb2.TxnRequest) -> int:
-    return len(txn.success) + len(txn.failure)
+# etcd's estimates of what a write adds to the database, for the quota check (quota.go).
+KV_OVERHEAD = 256
+LEASE_OVERHEAD = 64
+
+
+def put_cost(put: rpc_pb2.PutRequest) -> int:
+    return KV_OVERHEAD + len(put.key) + len(put.value)
+
+
+def txn_cost(txn: rpc_pb2.TxnRequest) -> int:
+    """etcd's: the puts of the costlier branch (top level only, as etcd counts)."""
+
+    def branch(ops: Any) -> int:
+        return sum(put_cost(op.request_put) for op in ops if op.HasField("request_put"))
+
+    return max(branch(txn.success), branch(txn.failure))
+
+
+def alarm_text(member: int, alarm: int) -> str:
+    """An alarm as etcd prints it in Status.errors (its protobuf compact text form)."""
+    return f"memberID:{member} alarm:{rpc_pb2.AlarmType.Name(alarm)} "  # type: ignore[arg-type]
 
 
 class _Base:
@@ -70,6 +88,8 @@ class KVService(_Base, rpc_pb2_grpc.KVServicer):
             if not request.serializable:
                 await self.s.linearizable_barrier()
             sm = self.s.sm
+            if sm.mvcc.alarms(rpc_pb2.CORRUPT):
+                raise errors.ErrCorrupt
             response: rpc_pb2.RangeResponse = await sm.run(sm.mvcc.range, request)
         except errors.StoreError as exc:
             await _abort(context, exc)
@@ -81,6 +101,10 @@ class KVService(_Base, rpc_pb2_grpc.KVServicer):
     ) -> rpc_pb2.PutResponse:
         if not request.key:
             await _abort(context, errors.ErrEmptyKey())
+        try:
+            await self.s.check_quota(put_cost(request))
+        except errors.StoreError as exc:
+            await _abort(context, exc)
         return await self._write(context, rpc_pb2.PutResponse, put=request)
 
     async def DeleteRange(
@@ -93,14 +117,24 @@ class KVService(_Base, rpc_pb2_grpc.KVServicer):
     async def Txn(
         self, request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.TxnResponse:
-        if _txn_ops(request) > MAX_TXN_OPS:
-            await _abort(context, errors.ErrTooManyOps())
+        try:
+            # Only the op count here (cheap, and what must stop an expensive txn before it
+            # reaches the log); apply checks keys and duplicates with the same errors.
+            if mvcc.txn_ops(request) > self.s.config.max_txn_ops:
+                raise errors.ErrTooManyOps
+            await self.s.check_quota(txn_cost(request))
+        except errors.StoreError as exc:
+            await _abort(context, exc)
         return await self._write(context, rpc_pb2.TxnResponse, txn=request)
 
     async def Compact(
         self, request: rpc_pb2.CompactionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.CompactionResponse:
-        return await self._write(context, rpc_pb2.CompactionResponse, compaction=request)
+        response = await self._write(context, rpc_pb2.CompactionResponse, compaction=request)
+        if request.physical:
+            # etcd: wait until the compaction is carried out in this member's database.
+            await self.s.compactor.finish()
+        return response
 
     async def _write(
         self, context: grpc.aio.ServicerContext[Any, Any], kind: type[M], **op: Any
@@ -273,6 +307,7 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
             # The proposer picks the id so every replica applies the same one.
             grant.ID = secrets.randbits(62) + 1
         try:
+            await self.s.check_quota(LEASE_OVERHEAD)
             response = await self.s.propose(internal_pb2.InternalRequest(lease_grant=grant))
         except errors.StoreError as exc:
             await _abort(context, exc)
@@ -355,8 +390,22 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
     async def Alarm(
         self, request: rpc_pb2.AlarmRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.AlarmResponse:
-        response = rpc_pb2.AlarmResponse()  # this store raises no alarms (no space quota yet)
-        self.header(response.header)
+        """etcd's semantics: GET lists the alarms of one type (NONE: all), ACTIVATE and
+        DEACTIVATE go through the log, so every replica holds the same alarms."""
+        sm = self.s.sm
+        try:
+            if request.action == rpc_pb2.AlarmRequest.GET:
+                await self.s.linearizable_barrier()
+                response = rpc_pb2.AlarmResponse()
+                for member, alarm in sm.mvcc.alarms(request.alarm):
+                    response.alarms.add(memberID=member, alarm=alarm)
+            else:
+                reply = await self.s.propose(internal_pb2.InternalRequest(alarm=request))
+                assert isinstance(reply, rpc_pb2.AlarmResponse)
+                response = reply
+        except errors.StoreError as exc:
+            await _abort(context, exc)
+        self.header(response.header, sm.revision)
         return response
 
     async def Status(
@@ -378,14 +427,20 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         )
         if s.node.leader == 0:
             response.errors.append(errors.ErrNoLeader.message)
+        if s.sm.ready:
+            response.errors.extend(alarm_text(m, a) for m, a in s.sm.mvcc.alarms())
         self.header(response.header, s.sm.revision)
         return response
 
     async def Defragment(
         self, request: rpc_pb2.DefragmentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.DefragmentResponse:
-        # Local to this member, as in etcd: rewrites kv.db without its free pages.
-        await self.s.sm.run(self.s.sm.mvcc.defragment)
+        # Local to this member, as in etcd: gives kv.db's free pages back to the file system,
+        # in batches between applies (compactor.py).
+        try:
+            await self.s.compactor.defragment()
+        except errors.StoreError as exc:
+            await _abort(context, exc)
         response = rpc_pb2.DefragmentResponse()
         self.header(response.header)
         return response
@@ -407,6 +462,10 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         self, request: rpc_pb2.SnapshotRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         sm = self.s.sm
+        if self.s.snapshot_streams:
+            # One at a time: each stream is a full copy of kv.db on disk and in flight.
+            await _abort(context, errors.ErrTooManySnapshots())
+        self.s.snapshot_streams += 1
         fd, name = tempfile.mkstemp(prefix="client-", suffix=".part", dir=self.s.snapshot_dir)
         os.close(fd)
         path = Path(name)
@@ -423,4 +482,5 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         except errors.StoreError as exc:
             await context.abort(exc.code, exc.message)
         finally:
+            self.s.snapshot_streams -= 1
             path.unlink(missing_ok=True)

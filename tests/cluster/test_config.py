@@ -150,6 +150,18 @@ def test_unknown_fields_are_rejected_with_their_path(body: str, message: str) ->
         ("store: {replicas: true}\n", "store.replicas", "expected an integer, got a boolean"),
         ("store: {replicas: 8}\n", "store.replicas", "do not fit the default ports"),
         ("store: {snapshotCount: 0}\n", "store.snapshotCount", "must be >= 1"),
+        ("store: {autoCompactionMode: hourly}\n", "store.autoCompactionMode", "must be one of"),
+        (
+            "store: {autoCompactionRetention: 5 minutes}\n",
+            "store.autoCompactionRetention",
+            "is not a duration",
+        ),
+        (
+            "store: {autoCompactionMode: revision, autoCompactionRetention: 5m}\n",
+            "store.autoCompactionRetention",
+            "revision mode keeps a number of revisions",
+        ),
+        ("store: {autoCompactionRetention: [1]}\n", "store.autoCompactionRetention", "got a list"),
         ("store: {heartbeatInterval: 0s}\n", "store.heartbeatInterval", "at least 1ms"),
         ("store: {heartbeatInterval: 50}\n", "store.heartbeatInterval", "expected a duration"),
         ("store: {heartbeatInterval: 5 s}\n", "store.heartbeatInterval", "is not a duration"),

@@ -118,6 +118,25 @@ def test_components_whose_command_is_missing_are_skipped_with_a_reason() -> None
     assert ("kubelet-node-1", "this install has no `k8semu kubelet` command yet") in plan.skipped
 
 
+def test_store_compaction_and_quota_flags_reach_both_backends() -> None:
+    """On by default: 10 minutes of history, etcd's 2 GiB quota; etcd takes the same flags."""
+    for body, mode, retention, quota in (
+        ("", "periodic", "10m", "2147483648"),
+        (
+            "store: {backend: etcd, autoCompactionMode: revision, autoCompactionRetention: 1000,"
+            " quotaBackendBytes: -1}\n",
+            "revision",
+            "1000",
+            "-1",
+        ),
+    ):
+        config = cc.parse_config("kind: ClusterConfig\nversion: v1alpha1\n" + body)
+        flags = _flags(plan_cluster(config, STATE, python="py", commands=ALL).stage(STORE)[0].argv)
+        assert flags["--auto-compaction-mode"] == mode
+        assert flags["--auto-compaction-retention"] == retention
+        assert flags["--quota-backend-bytes"] == quota
+
+
 def test_etcd_backends() -> None:
     ours = cc.parse_config("kind: ClusterConfig\nversion: v1alpha1\nstore: {backend: etcd}\n")
     plan = plan_cluster(ours, STATE, python="py", commands=ALL)

@@ -91,12 +91,12 @@ def _token_with_unsorted_ids() -> str:
     raise AssertionError("no token gives unsorted member ids")
 
 
-def _start_pair(base: Path, token: str | None = None) -> Pair:
+def _start_pair(base: Path, token: str | None = None, extra_args: tuple[str, ...] = ()) -> Pair:
     """Start both clusters; again on fresh ports if a port was taken under a member's feet."""
     for attempt in range(1, START_ATTEMPTS + 1):
         where = base / f"attempt{attempt}"
-        k8semu = K8semuStoreCluster(where / "k8semu", 3, token=token)
-        etcd = EtcdCluster(where / "etcd", 3, token=token)
+        k8semu = K8semuStoreCluster(where / "k8semu", 3, token=token, extra_args=extra_args)
+        etcd = EtcdCluster(where / "etcd", 3, token=token, extra_args=extra_args)
         try:
             # Both start at once; the slower one bounds the wait.
             k8semu.start()
@@ -114,8 +114,8 @@ def _start_pair(base: Path, token: str | None = None) -> Pair:
 
 
 @contextlib.contextmanager
-def _pair(base: Path, token: str | None = None) -> Iterator[Pair]:
-    pair = _start_pair(base, token)
+def _pair(base: Path, token: str | None = None, extra_args: tuple[str, ...] = ()) -> Iterator[Pair]:
+    pair = _start_pair(base, token, extra_args)
     try:
         yield pair
     finally:
@@ -553,6 +553,66 @@ def compaction_script(s: Session, workdir: Path) -> None:
 def test_compaction_session(fresh_pair: Pair, tmp_path: Path) -> None:
     compared = run_both(fresh_pair, compaction_script, tmp_path)
     assert_same(compared, tmp_path)
+
+
+# Sizes chosen so that both stores take every decision the same way although their files
+# grow differently (bbolt copies pages on write): each side checks "size + what the write adds
+# < quota" before a write (etcd's rule). An empty store is ~30 kB on both sides; after the
+# 400 kB value about 0.43 MB, so the 700 kB value does not fit until that space is compacted
+# and defragmented away; small writes always fit, so only the alarm refuses them.
+QUOTA_BYTES = 1_000_000
+VALUE_400K = "x" * 400_000
+VALUE_700K = "y" * 700_000
+
+
+def quota_script(s: Session, workdir: Path) -> None:
+    run = s.run
+    run("put", "big/1", stdin=VALUE_400K)  # revision 2
+    run("put", "big/2", stdin=VALUE_700K)  # over the quota: refused, NOSPACE raised
+    run("alarm", "list")
+    # With the alarm on, what may grow the store is refused on every member...
+    run("put", "small", "1")
+    run("txn", stdin=txn_stdin([], ["put small 1"], []))
+    run("lease", "grant", "30")
+    run("endpoint", "status", "-w", "json")
+    # ... while reads, deletes and txns without puts still work.
+    run("get", "--prefix", "big/", "--keys-only")
+    run("get", "big/1", "-w", "json", "--keys-only")
+    run("txn", stdin=txn_stdin([], ["del big/none"], []))
+    run("del", "big/none")
+    # Disarming while still over the quota: the next such write raises it again.
+    run("alarm", "disarm")
+    run("alarm", "list")
+    run("put", "big/2", stdin=VALUE_700K)
+    run("alarm", "list")
+    # Recovery: delete, compact, defragment, disarm; then writes work and nothing else is lost.
+    run("put", "keep", "me")  # refused (alarm): nothing half-written
+    run("del", "big/1")  # 3
+    run("compaction", "--physical", "3")
+    run("defrag")
+    run("alarm", "disarm")
+    run("alarm", "list")
+    run("put", "small", "1")  # 4
+    run("put", "big/2", stdin=VALUE_700K)  # 5 (etcd's file may pass the quota after it)
+    run("get", "--prefix", "", "--keys-only", "-w", "json")
+    run("get", "small", "-w", "json")
+    run("endpoint", "status", "-w", "json")
+
+
+def test_quota_nospace_alarm_and_recovery(tmp_path: Path) -> None:
+    """--quota-backend-bytes on both sides, the same session: NOSPACE raised cluster-wide,
+    writes refused with etcd's error, reads/deletes/compaction/defrag allowed, alarm list and
+    disarm as on etcd; recovered by compact + defrag + disarm with nothing lost."""
+    _require_binaries()
+    args = ("--quota-backend-bytes", str(QUOTA_BYTES))
+    with _pair(tmp_path / "clusters", extra_args=args) as pair:
+        compared = run_both(pair, quota_script, tmp_path)
+    assert_same(compared, tmp_path)
+    k8semu = compared.k8semu
+    assert "alarm:NOSPACE" in steps_of(k8semu, "alarm", "list")[0].stdout
+    assert "database space exceeded" in steps_of(k8semu, "put", "small", "1")[0].stderr
+    assert steps_of(k8semu, "put", "small", "1")[-1].returncode == 0
+    assert steps_of(k8semu, "put", "big/2")[-1].returncode == 0
 
 
 # -- sessions on the shared clusters -------------------------------------------------------

@@ -22,7 +22,14 @@ from k8semu.pb.etcd import kv_pb2, rpc_pb2
 from k8semu.pb.store import internal_pb2
 from k8semu.store import errors
 from k8semu.store.errors import CorruptDataError, ErrLeaseTTLInvalid, ErrMalformedEntry
-from k8semu.store.mvcc import MAX_TXN_OPS, ApplyResult, MVCCStore, validate_txn
+from k8semu.store.mvcc import (
+    APPLY_MAX_TXN_OPS,
+    MAX_TXN_OPS,
+    ApplyResult,
+    MVCCStore,
+    txn_ops,
+    validate_txn,
+)
 
 Cmp = rpc_pb2.Compare
 RR = rpc_pb2.RangeRequest
@@ -460,15 +467,37 @@ def test_txn_allowed_overlaps(node: Node) -> None:
 
 def test_txn_limits_and_validation(node: Node) -> None:
     many = [op_put(b"k%d" % i) for i in range(MAX_TXN_OPS + 1)]
-    assert isinstance(node.txn([], many).error, errors.ErrTooManyOps)
-    assert node.txn([], many[:MAX_TXN_OPS]).error is None
+    with pytest.raises(errors.ErrTooManyOps):
+        validate_txn(rpc_pb2.TxnRequest(success=many))
+    validate_txn(rpc_pb2.TxnRequest(success=many[:MAX_TXN_OPS]))
     compares = [cmp(b"k", Cmp.VERSION, Cmp.EQUAL)] * (MAX_TXN_OPS + 1)
-    assert isinstance(node.txn(compares).error, errors.ErrTooManyOps)
-    assert isinstance(node.txn([], [op_txn(failure=many)]).error, errors.ErrTooManyOps)
+    with pytest.raises(errors.ErrTooManyOps):
+        validate_txn(rpc_pb2.TxnRequest(compare=compares))
+    with pytest.raises(errors.ErrTooManyOps):
+        validate_txn(rpc_pb2.TxnRequest(success=[op_txn(failure=many)]))
+    # Applying re-checks against a fixed, larger bound (replicas may be configured apart).
+    huge = [op_put(b"k%d" % i) for i in range(APPLY_MAX_TXN_OPS + 1)]
+    assert isinstance(node.txn([], huge).error, errors.ErrTooManyOps)
+    assert node.txn([], many).error is None
     assert isinstance(node.txn([], [op_get(b"")]).error, errors.ErrEmptyKey)
     assert isinstance(node.txn([], [], [op_del(b"")]).error, errors.ErrEmptyKey)
     with pytest.raises(errors.StoreError):
         validate_txn(rpc_pb2.TxnRequest(success=[op_put(b"x"), op_put(b"x")]))
+
+
+def test_nested_txn_ops_count_against_one_budget() -> None:
+    """etcd lets each nesting level use what its parent left, so 64 txns of 63 txns of ...
+    pass; here every nested txn adds its ops to the one --max-txn-ops budget."""
+    leaf = op_txn(success=[op_get(b"k%d" % i) for i in range(60)])
+    assert txn_ops(rpc_pb2.TxnRequest(success=[leaf, leaf])) == 2 + 120
+    validate_txn(rpc_pb2.TxnRequest(success=[leaf]))
+    with pytest.raises(errors.ErrTooManyOps):
+        validate_txn(rpc_pb2.TxnRequest(success=[leaf, leaf, leaf]))
+    # The same count with a larger configured limit passes.
+    validate_txn(rpc_pb2.TxnRequest(success=[leaf, leaf, leaf]), max_ops=1000)
+    # Both branches count: only one runs, but both are validated.
+    both = op_txn(success=[op_get(b"a")] * 70, failure=[op_get(b"b")] * 70)
+    assert txn_ops(rpc_pb2.TxnRequest(success=[both], failure=[both])) == 1 + 70 + 70
 
 
 def test_txn_refused_midway_writes_nothing(node: Node) -> None:
@@ -574,6 +603,13 @@ def test_compaction(filled: Node) -> None:
         filled.get(b"a", revision=7)
     assert isinstance(ei.value, errors.ErrCompacted)
     assert filled.get(b"d").kvs[0].value == b"new"
+    # Applying only moved the compact revision; the batches delete what it hides, and what
+    # is visible (the hash included) is the same before and after.
+    assert filled.s.compaction_pending
+    h = filled.s.hash_kv(0)
+    while filled.s.compact_step(max_rows=2):
+        pass
+    assert not filled.s.compaction_pending and filled.s.hash_kv(0) == h
     # history below the compact revision is reduced to one put per live key, no tombstones
     db = sqlite3.connect(filled.path)
     rows = db.execute("SELECT key, rev, type FROM history ORDER BY id").fetchall()
@@ -811,10 +847,127 @@ def test_defragment(node: Node) -> None:
         node.put(b"k%d" % i, b"x" * 500)
     node.delete(b"k", b"l")
     node.ok(compaction=rpc_pb2.CompactionRequest(revision=node.s.revision))
+    while node.s.compact_step():
+        pass
     assert node.s.db_size_in_use() < node.s.db_size()  # free pages after the deletes
     before, h = node.s.db_size(), node.s.hash_kv(0)
+    node.s._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    file_before = os.path.getsize(node.path)
     node.s.defragment()
-    assert node.s.db_size() < before and node.s.hash_kv(0) == h
+    assert node.s.db_size() == node.s.db_size_in_use() < before and node.s.hash_kv(0) == h
+    assert os.path.getsize(node.path) < file_before
+
+
+def test_defragment_of_a_file_without_incremental_vacuum(tmp_path: Path) -> None:
+    """kv.db files made before incremental auto-vacuum get one full VACUUM, which converts
+    them; later defragmentations are incremental."""
+    path = tmp_path / "kv.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA auto_vacuum = NONE")
+    db.execute("CREATE TABLE x (y)")  # fixes auto_vacuum before MVCCStore sees the file
+    db.execute("DROP TABLE x")
+    db.commit()
+    db.close()
+    n = Node(path)
+    try:
+        for i in range(100):
+            n.put(b"k%d" % i, b"x" * 500)
+        n.delete(b"k", b"l")
+        n.ok(compaction=rpc_pb2.CompactionRequest(revision=n.s.revision))
+        n.s.defragment()
+        assert n.s.db_size() == n.s.db_size_in_use()
+        mode = n.s._db.execute("PRAGMA auto_vacuum").fetchone()[0]
+        assert mode == 2
+    finally:
+        n.s.close()
+
+
+def test_compaction_in_batches_interleaved_with_writes(tmp_path: Path) -> None:
+    """The same history and hash whether the physical compaction ran in one go, in tiny
+    batches between other writes, or was interrupted by a restart."""
+    a, b = Node(tmp_path / "a.db"), Node(tmp_path / "b.db")
+    try:
+        for n in (a, b):
+            for i in range(300):
+                n.put(b"k%d" % (i % 37), b"v%d" % i)
+                if i % 5 == 0:
+                    n.delete(b"k%d" % (i % 11))
+            n.ok(compaction=rpc_pb2.CompactionRequest(revision=200))
+        while a.s.compact_step():
+            pass
+        steps = 0
+        while b.s.compact_step(max_rows=7):
+            steps += 1
+            b.put(b"late%d" % steps)
+            a.put(b"late%d" % steps)
+            if steps == 3:  # restart: the cursor is lost, the work resumes from the start
+                b.s.close()
+                b.s = MVCCStore(b.path)
+                assert b.s.compaction_pending
+        assert steps > 3
+        assert a.s.hash_kv(0) == b.s.hash_kv(0)
+        rows = "SELECT key, rev, type FROM history ORDER BY id"
+        assert a.s._db.execute(rows).fetchall() == b.s._db.execute(rows).fetchall()
+        # A second compaction while the first is still being carried out.
+        for n in (a, b):
+            n.ok(compaction=rpc_pb2.CompactionRequest(revision=250))
+        b.s.compact_step(max_rows=3)
+        b.ok(compaction=rpc_pb2.CompactionRequest(revision=290))
+        a.ok(compaction=rpc_pb2.CompactionRequest(revision=290))
+        for n in (a, b):
+            while n.s.compact_step(max_rows=5):
+                pass
+        assert a.s.hash_kv(0) == b.s.hash_kv(0)
+        assert a.s._db.execute(rows).fetchall() == b.s._db.execute(rows).fetchall()
+    finally:
+        a.s.close()
+        b.s.close()
+
+
+def test_alarms(node: Node) -> None:
+    """etcd's alarm store and capped applier: NOSPACE refuses only what may grow the store."""
+    Req = rpc_pb2.AlarmRequest
+    node.put(b"a")
+    lease = node.ok(lease_grant=rpc_pb2.LeaseGrantRequest(ID=7, TTL=30))
+    assert lease.error is None
+    member = (1 << 64) - 5  # a uint64 id above int64
+    r = node.ok(alarm=Req(action=Req.ACTIVATE, memberID=member, alarm=rpc_pb2.NOSPACE))
+    assert [(m.memberID, m.alarm) for m in r.response.alarms] == [(member, rpc_pb2.NOSPACE)]
+    r = node.ok(alarm=Req(action=Req.ACTIVATE, memberID=member, alarm=rpc_pb2.NOSPACE))
+    assert len(r.response.alarms) == 1  # already active: answered again, stored once
+    assert node.s.alarms() == [(member, rpc_pb2.NOSPACE)]
+    assert isinstance(node.apply(put=rpc_pb2.PutRequest(key=b"b")).error, errors.ErrNoSpace)
+    assert isinstance(node.txn([], [op_put(b"b")]).error, errors.ErrNoSpace)
+    assert isinstance(node.txn([], [op_txn(failure=[op_put(b"b")])]).error, errors.ErrNoSpace)
+    assert isinstance(
+        node.apply(lease_grant=rpc_pb2.LeaseGrantRequest(ID=8, TTL=30)).error, errors.ErrNoSpace
+    )
+    node.txn([], [op_get(b"a"), op_del(b"zz")])
+    node.ok(lease_keep_alive=rpc_pb2.LeaseKeepAliveRequest(ID=7))
+    node.ok(delete_range=rpc_pb2.DeleteRangeRequest(key=b"a"))
+    node.ok(compaction=rpc_pb2.CompactionRequest(revision=node.s.revision))
+    node.ok(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=7))
+    # Alarms survive a restart (they are in kv.db, hence in snapshots too).
+    node.s.close()
+    node.s = MVCCStore(node.path)
+    assert node.s.alarms(rpc_pb2.NOSPACE) == [(member, rpc_pb2.NOSPACE)]
+    assert node.s.alarms(rpc_pb2.CORRUPT) == []
+    r = node.ok(alarm=Req(action=Req.DEACTIVATE, memberID=member, alarm=rpc_pb2.NOSPACE))
+    assert len(r.response.alarms) == 1 and node.s.alarms() == []
+    r = node.ok(alarm=Req(action=Req.DEACTIVATE, memberID=member, alarm=rpc_pb2.NOSPACE))
+    assert len(r.response.alarms) == 0
+    node.put(b"b")
+
+
+def test_range_response_bounded(node: Node) -> None:
+    for i in range(20):
+        node.put(b"k%02d" % i, b"x" * 1000)
+    node.s.max_range_response_bytes = 10_000
+    with pytest.raises(errors.ErrResponseTooLarge, match="more than 10000 bytes"):
+        node.get(b"k", b"l")
+    assert len(node.get(b"k", b"l", limit=5).kvs) == 5
+    assert node.get(b"k", b"l", count_only=True).count == 20
+    assert len(node.get(b"k", b"l", keys_only=True).kvs) == 20
 
 
 def test_foreign_or_inconsistent_database_refused(tmp_path: Path) -> None:
@@ -934,3 +1087,22 @@ def test_range_with_the_largest_limit_is_no_limit(filled: Node) -> None:
     # A fuzzer's int64 max once made "LIMIT limit+1" overflow SQLite's integers.
     got = filled.s.range(rpc_pb2.RangeRequest(key=b"\x00", range_end=b"\x00", limit=2**63 - 1))
     assert not got.more and len(got.kvs) == got.count > 0
+
+
+def test_compact_step_bounds_the_rows_it_deletes(node: Node) -> None:
+    """One key with many versions is reduced over several steps, never more than the bound
+    at a time."""
+    for i in range(50):
+        node.put(b"hot", b"%d" % i)
+    node.ok(compaction=rpc_pb2.CompactionRequest(revision=node.s.revision))
+    count = "SELECT count(*) FROM history"
+    steps = 0
+    while True:
+        before = node.s._db.execute(count).fetchone()[0]
+        more = node.s.compact_step(max_rows=10)
+        assert before - node.s._db.execute(count).fetchone()[0] <= 10
+        steps += 1
+        if not more:
+            break
+    assert steps >= 5 and node.s._db.execute(count).fetchone()[0] == 1
+    assert node.get(b"hot").kvs[0].value == b"49"

@@ -29,6 +29,7 @@ class InternalRequest(_message.Message):
     LEASE_GRANT_FIELD_NUMBER: _builtins.int
     LEASE_REVOKE_FIELD_NUMBER: _builtins.int
     LEASE_KEEP_ALIVE_FIELD_NUMBER: _builtins.int
+    ALARM_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Unique per proposal; the proposing replica waits on it to hand the result to its client."""
     @_builtins.property
@@ -45,6 +46,10 @@ class InternalRequest(_message.Message):
     def lease_revoke(self) -> _rpc_pb2.LeaseRevokeRequest: ...
     @_builtins.property
     def lease_keep_alive(self) -> _rpc_pb2.LeaseKeepAliveRequest: ...
+    @_builtins.property
+    def alarm(self) -> _rpc_pb2.AlarmRequest:
+        """ACTIVATE / DEACTIVATE only: alarms are cluster state, changed through the log."""
+
     def __init__(
         self,
         *,
@@ -56,12 +61,13 @@ class InternalRequest(_message.Message):
         lease_grant: _rpc_pb2.LeaseGrantRequest | None = ...,
         lease_revoke: _rpc_pb2.LeaseRevokeRequest | None = ...,
         lease_keep_alive: _rpc_pb2.LeaseKeepAliveRequest | None = ...,
+        alarm: _rpc_pb2.AlarmRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["compaction", b"compaction", "delete_range", b"delete_range", "lease_grant", b"lease_grant", "lease_keep_alive", b"lease_keep_alive", "lease_revoke", b"lease_revoke", "put", b"put", "request", b"request", "txn", b"txn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm", "compaction", b"compaction", "delete_range", b"delete_range", "lease_grant", b"lease_grant", "lease_keep_alive", b"lease_keep_alive", "lease_revoke", b"lease_revoke", "put", b"put", "request", b"request", "txn", b"txn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compaction", b"compaction", "delete_range", b"delete_range", "id", b"id", "lease_grant", b"lease_grant", "lease_keep_alive", b"lease_keep_alive", "lease_revoke", b"lease_revoke", "put", b"put", "request", b"request", "txn", b"txn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm", "compaction", b"compaction", "delete_range", b"delete_range", "id", b"id", "lease_grant", b"lease_grant", "lease_keep_alive", b"lease_keep_alive", "lease_revoke", b"lease_revoke", "put", b"put", "request", b"request", "txn", b"txn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "lease_keep_alive"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "lease_keep_alive", "alarm"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
