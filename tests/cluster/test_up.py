@@ -187,6 +187,11 @@ def cleanup() -> Iterator[list[Path]]:
             state = read_state(state_dir)
         except Exception:
             continue
+        # The supervisor first: it would start again what is killed below.
+        if state.supervisor_alive():
+            os.kill(state.supervisor_pid, signal.SIGKILL)
+            _wait_gone({state.supervisor_pid: state.supervisor_start_time})
+            state = read_state(state_dir)
         for c in state.components:
             if is_same_process(c.pid, c.start_time):
                 os.kill(c.pid, signal.SIGKILL)
@@ -275,7 +280,10 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     if "controller-manager-1" in rows:
         assert rows["controller-manager-1"]["role"] == "leader (lease kube-controller-manager)"
     table = _k8semu(env, "status", "--state-dir", state_dir)
-    assert re.search(r"^store-s1\s+store\s+local\s+\d+\s+yes\s+SERVING", table.stdout, re.M)
+    assert re.search(
+        r"^store-s1\s+store\s+local\s+\d+\s+yes\s+running\s+0\s+-\s+SERVING", table.stdout, re.M
+    ), table.stdout
+    assert "supervised by k8semu supervise pid" in table.stdout
 
     # `join` adds a worker from "another host" against the running control plane.
     if {"kubelet", "proxy"} <= set(COMMANDS):
@@ -315,14 +323,27 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     assert again.returncode == 1
     assert f"cluster 'e2e' already runs from {state_dir.resolve()}" in again.stderr
 
-    # A crashed component of a detached cluster stays down (nobody supervises); status says so.
+    # A crashed component of a detached cluster is started again by its supervisor
+    # (tests/cluster/test_supervise.py covers more).
     store_pid = rows["store-s1"]["pid"]
     os.kill(store_pid, signal.SIGKILL)
     assert _wait_gone({store_pid: pids[store_pid]}) == []
-    crashed = _k8semu(env, "status", "--state-dir", state_dir, "-o", "json")
-    assert crashed.returncode == 1
-    rows = {c["name"]: c for c in json.loads(crashed.stdout)["components"]}
-    assert (rows["store-s1"]["alive"], rows["store-s1"]["health"]) == (False, "-")
+    deadline = time.monotonic() + 30
+    while True:
+        rows = {
+            c["name"]: c
+            for c in json.loads(
+                _k8semu(env, "status", "--state-dir", state_dir, "-o", "json").stdout
+            )["components"]
+        }
+        if rows["store-s1"]["alive"] and rows["store-s1"]["restarts"] == 1:
+            break
+        assert time.monotonic() < deadline, rows["store-s1"]
+        time.sleep(0.2)
+    supervisor = read_state(state_dir).supervisor_pid
+    assert supervisor and rows["store-s1"]["pid"] != store_pid
+    pids[rows["store-s1"]["pid"]] = read_state(state_dir).component("store-s1").start_time  # type: ignore[union-attr]
+    pids[supervisor] = read_state(state_dir).supervisor_start_time
 
     down = _k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr
