@@ -179,10 +179,14 @@ class ApiLoad:
     total: int = 0
     failed: int = 0
     first_try: list[tuple[float, bool]] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)
+    failed_after_retry_at: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
-async def _api_worker(client: Client, worker: int, until: float, out: ApiLoad) -> None:
+async def _api_worker(
+    client: Client, worker: int, until: float, out: ApiLoad, retry_delay: float
+) -> None:
     n = 0
     while time.monotonic() < until:
         n += 1
@@ -213,10 +217,13 @@ async def _api_worker(client: Client, worker: int, until: float, out: ApiLoad) -
             out.first_try.append((began, True))
         except ClientError as first:
             out.first_try.append((began, False))
+            out.failed_at.append(began)
+            await asyncio.sleep(retry_delay)
             try:
                 await once()
             except ClientError as second:
                 out.failed += 1
+                out.failed_after_retry_at.append(began)
                 out.errors.append(f"{time.strftime('%H:%M:%S')} {first!s:.120} / {second!s:.200}")
         await asyncio.sleep(0.02)
 
@@ -252,7 +259,8 @@ async def drill(state: ClusterState, args: argparse.Namespace, say: Any) -> dict
         until = time.monotonic() + args.timeout
         t0 = time.monotonic()
         workers = [
-            asyncio.create_task(_api_worker(client, i, until, api)) for i in range(args.api_workers)
+            asyncio.create_task(_api_worker(client, i, until, api, args.retry_delay))
+            for i in range(args.api_workers)
         ]
         prober = asyncio.create_task(
             probe_loop(
@@ -264,7 +272,12 @@ async def drill(state: ClusterState, args: argparse.Namespace, say: Any) -> dict
         began = time.monotonic()
         try:
             restarted = await asyncio.to_thread(
-                restart_components, state_dir, names, timeout=120.0, say=say
+                restart_components,
+                state_dir,
+                names,
+                timeout=120.0,
+                say=say,
+                min_ready=args.min_ready,
             )
         finally:
             rolled = time.monotonic() - began
@@ -280,6 +293,8 @@ async def drill(state: ClusterState, args: argparse.Namespace, say: Any) -> dict
     probe_points = [(s[0], s[2]) for s in service.samples]
     return {
         "command": " ".join(["k8semu", "bench", "ha", *sys.argv[3:]]),
+        "min_ready_s": args.min_ready,
+        "retry_delay_s": args.retry_delay,
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "duration_s": round(end - t0, 1),
         "rolling_restart_s": round(rolled, 1),
@@ -289,6 +304,11 @@ async def drill(state: ClusterState, args: argparse.Namespace, say: Any) -> dict
                 "seconds": round(r.seconds, 2),
                 "old_pid": r.old_pid,
                 "new_pid": r.new_pid,
+                "api_failed_first_try": _within(api.failed_at, r.began, r.ended),
+                "api_failed_after_retry": _within(api.failed_after_retry_at, r.began, r.ended),
+                "service_failed_first_try": _within(
+                    [s[0] for s in service.samples if not s[2]], r.began, r.ended
+                ),
             }
             for r in restarted
         ],
@@ -318,6 +338,10 @@ async def drill(state: ClusterState, args: argparse.Namespace, say: Any) -> dict
     }
 
 
+def _within(times: Sequence[float], began: float, ended: float) -> int:
+    return sum(1 for t in times if began <= t < ended)
+
+
 def _first_node_ip(state: ClusterState) -> str:
     for c in state.components:
         if c.kind == "proxy":
@@ -339,9 +363,14 @@ def format_report(r: dict[str, Any]) -> str:
         f"HA drill: rolling restart of {len(r['restarted'])} processes in"
         f" {r['rolling_restart_s']}s (load average {' '.join(r['loadavg'])})",
         "",
-        "| process | back healthy after (s) |",
-        "| --- | ---: |",
-        *(f"| {x['name']} | {x['seconds']} |" for x in r["restarted"]),
+        "| process | back healthy after (s) | API failed first try / after retry |"
+        " Service failed first try |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| {x['name']} | {x['seconds']} | {x['api_failed_first_try']} /"
+            f" {x['api_failed_after_retry']} | {x['service_failed_first_try']} |"
+            for x in r["restarted"]
+        ),
         "",
         "| requests | total | failed first try | failed after one retry (target 0) |",
         "| --- | ---: | ---: | ---: |",
@@ -374,6 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", action="store_true", help="restart the kubelets and proxies too")
     p.add_argument("--api-workers", type=int, default=2, help="concurrent API clients")
     p.add_argument("--probe-rate", type=float, default=20.0, help="Service requests/s")
+    p.add_argument(
+        "--min-ready",
+        type=float,
+        default=0.0,
+        help="each restarted process healthy this long before the next (s)",
+    )
+    p.add_argument(
+        "--retry-delay",
+        type=float,
+        default=0.0,
+        help="wait this long before a failed request's one retry (s)",
+    )
     p.add_argument("--settle", type=float, default=3.0, help="load before and after (s)")
     p.add_argument("--timeout", type=float, default=600.0, help="bound on the load (s)")
     p.add_argument("--ready-timeout", type=float, default=120.0, help="for the sample app (s)")
@@ -385,9 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    if args.api_workers < 1 or args.probe_rate <= 0 or args.settle < 0 or args.timeout <= 0:
-        print("k8semu bench ha: --api-workers, --probe-rate and --timeout must be positive,"
-              " --settle >= 0", file=sys.stderr)  # fmt: skip
+    if (
+        args.api_workers < 1 or args.probe_rate <= 0 or args.timeout <= 0
+        or min(args.settle, args.min_ready, args.retry_delay) < 0
+    ):  # fmt: skip
+        print("k8semu bench ha: --api-workers, --probe-rate and --timeout must be positive;"
+              " --settle, --min-ready and --retry-delay >= 0", file=sys.stderr)  # fmt: skip
         return 2
     if not args.manifest.is_file():
         print(f"k8semu bench ha: --manifest {args.manifest}: no such file", file=sys.stderr)
@@ -416,8 +460,8 @@ def main(argv: Sequence[str]) -> int:
         if args.config is None:
             with contextlib.suppress(OSError):
                 config.unlink()
-    print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_report(report))
     missed = report["api"]["failed_after_retry"] or report["service"]["failed_after_retry"]
     return 1 if missed else 0

@@ -1,7 +1,7 @@
 """`k8semu restart`: restart components of a running cluster, one at a time.
 
     k8semu restart [--state-dir DIR | --name CLUSTER] [--rolling] [--nodes]
-                   [--timeout DURATION] [COMPONENT-SELECTOR...]
+                   [--timeout DURATION] [--min-ready DURATION] [COMPONENT-SELECTOR...]
 
 A selector is a component name (``apiserver-1``), a kind (``store``, ``apiserver``,
 ``scheduler``, ``controller-manager``, ``kubelet``, ``proxy``) or a shell pattern
@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         help="give up when a component is not healthy this long after its restart"
         " (default: %(default)s)",
     )
+    p.add_argument(
+        "--min-ready",
+        default="0s",
+        metavar="DURATION",
+        help="a component must stay healthy this long before the next one goes (default:"
+        " %(default)s)",
+    )
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     return p
 
@@ -70,6 +77,7 @@ def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
         timeout_ms = parse_duration_ms(ns.timeout, "--timeout")
+        min_ready_ms = parse_duration_ms(ns.min_ready, "--min-ready")
     except ClusterConfigError as exc:
         print(f"k8semu restart: {exc}", file=sys.stderr)
         return 2
@@ -93,7 +101,11 @@ def main(argv: Sequence[str]) -> int:
     say = (lambda line: print(line, flush=True)) if ns.output == "text" else (lambda line: None)
     try:
         done = restart_components(
-            state_dir, [c.name for c in chosen], timeout=timeout_ms / 1000, say=say
+            state_dir,
+            [c.name for c in chosen],
+            timeout=timeout_ms / 1000,
+            say=say,
+            min_ready=min_ready_ms / 1000,
         )
     except ClusterError as exc:
         print(f"k8semu restart: {exc}", file=sys.stderr)

@@ -54,6 +54,9 @@ class Restarted:
     new_pid: int
     seconds: float
     exit_code: int | None
+    #: When the request was made and when the component was (and stayed) healthy, monotonic.
+    began: float = 0.0
+    ended: float = 0.0
 
 
 def select(state: ClusterState, selectors: Sequence[str], *, nodes: bool) -> list[ComponentRecord]:
@@ -97,8 +100,11 @@ def restart_components(
     say: Callable[[str], None],
     probes: Probes | None = None,
     reorder: bool = True,
+    min_ready: float = 0.0,
 ) -> list[Restarted]:
-    """Restart ``names`` one at a time, each only once the one before is healthy again.
+    """Restart ``names`` one at a time, each only once the one before is healthy again (and
+    stayed healthy ``min_ready`` seconds, like a Deployment's minReadySeconds: clients that
+    backed off from the restarted process need a moment to find it again).
 
     With ``reorder`` the store leader is looked up again before each store replica, so a
     leadership change during the run still leaves the leader last. Raises ClusterError when
@@ -119,7 +125,7 @@ def restart_components(
             if record is None:
                 raise ClusterError(f"no component {name!r} in {state_dir}")
             say(f"restarting {name} (pid {record.pid or '-'})")
-            done.append(_restart_one(state_dir, record, timeout, probes))
+            done.append(_restart_one(state_dir, record, timeout, probes, min_ready))
             r = done[-1]
             say(f"  {name}: healthy again after {r.seconds:.2f}s, pid {r.new_pid}")
     finally:
@@ -156,7 +162,7 @@ def _reordered(state: ClusterState, todo: list[str], probes: Probes) -> list[str
 
 
 def _restart_one(
-    state_dir: Path, record: ComponentRecord, timeout: float, probes: Probes
+    state_dir: Path, record: ComponentRecord, timeout: float, probes: Probes, min_ready: float
 ) -> Restarted:
     request = uuid.uuid4().hex[:12]
     path = restart_request_path(state_dir, record.name)
@@ -190,9 +196,15 @@ def _restart_one(
     probes.forget(new.address)
     last = "no answer yet"
     target: list[int] = []  # the leader's raftIndex when the replica first answered
+    healthy_since: float | None = None
     while True:
         ok, last = _healthy(state, new, probes, target)
-        if ok:
+        now = time.monotonic()
+        if not ok:
+            healthy_since = None
+        elif healthy_since is None:
+            healthy_since = now
+        if ok and healthy_since is not None and now - healthy_since >= min_ready:
             break
         if not new.alive():
             raise ClusterError(f"{record.name} (pid {new.pid}) exited after its restart ({last})")
@@ -209,6 +221,8 @@ def _restart_one(
         new_pid=new.pid,
         seconds=time.monotonic() - began,
         exit_code=new.last_exit_code,
+        began=began,
+        ended=time.monotonic(),
     )
 
 

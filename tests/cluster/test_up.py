@@ -386,6 +386,28 @@ def test_foreground_up_restarts_a_killed_component_and_down_stops_it(
         assert time.monotonic() < deadline, "state.json does not record the new pid"
         time.sleep(0.05)
 
+    # A component that keeps crashing (its port taken) is marked failed and left down; the
+    # launcher and the rest of the cluster keep running.
+    cm = read_state(state_dir).component("controller-manager-1")
+    assert cm is not None
+    host, _, port = cm.address.rpartition(":")
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        os.kill(cm.pid, signal.SIGKILL)
+        up.wait_for(rf"controller-manager-1 \(pid {cm.pid}\) was killed by signal SIGKILL", 10)
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        up.wait_for(r"FAILED: controller-manager-1 .* exited with code 1", 60)
+        assert up.proc.poll() is None, "\n".join(up.lines)
+        deadline = time.monotonic() + 10
+        while (failed := read_state(state_dir).component("controller-manager-1")).state != "failed":  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "state.json does not record the failure"
+            time.sleep(0.05)
+        assert failed is not None and failed.last_exit_code == 1 and failed.pid == 0
+        state = read_state(state_dir)
+        assert all(c.alive() for c in state.components if c.name != "controller-manager-1")
+        seen |= {c.pid: c.start_time for c in state.components if c.pid}
+
     # `down` asks the foreground launcher to stop; it stops everything and exits 0.
     down = _k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr
