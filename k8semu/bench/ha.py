@@ -406,13 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-ready",
         type=float,
-        default=0.0,
+        default=2.0,
         help="each restarted process healthy this long before the next (s)",
     )
     p.add_argument(
         "--retry-delay",
         type=float,
-        default=0.0,
+        default=0.5,
         help="wait this long before a failed request's one retry (s)",
     )
     p.add_argument("--settle", type=float, default=3.0, help="load before and after (s)")
