@@ -380,7 +380,7 @@ class Supervisor:
             self.spawn(u)
         except LaunchError as exc:
             self._event(f"{u.name}: {exc}")
-            self._on_exit(u, None, time.monotonic())
+            self._on_exit(u, None, time.monotonic(), how="could not be started")
             return
         u.record.restarts += 1
         if u.request:
@@ -388,7 +388,7 @@ class Supervisor:
             u.request = ""
         self._event(f"{u.name} started again: pid {u.record.pid} (restart {u.record.restarts})")
 
-    def _on_exit(self, u: Supervised, rc: int | None, now: float) -> None:
+    def _on_exit(self, u: Supervised, rc: int | None, now: float, how: str = "") -> None:
         """Report an exited component; set when to start it again, or mark it failed."""
         pid = u.record.pid
         u.proc = None
@@ -399,7 +399,7 @@ class Supervisor:
         u.record.last_exit_at = _utc_now()
         delay = self.tracker.exited(u.name, now)
         crashes = self.tracker.crashes(u.name)
-        how = how_exited(rc)
+        how = how or how_exited(rc)
         if delay is None:
             u.record.state = "failed"
             reset_after = format_duration(self.spec.backoff_reset_after_ms)
