@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("up", "start a cluster from a cluster config (-f FILE, --detach)"),
     "down": ("down", "stop every process of a cluster started with up"),
     "status": ("status", "the processes of a cluster started with up, and who leads"),
+    "restart": ("restart", "restart components of a running cluster: restart --rolling ..."),
+    "supervise": ("supervise", "supervise a detached cluster (up --detach starts it)"),
     "join": ("join", "start a kubelet and a proxy on this host against a running cluster"),
     "controller-manager": ("controller_manager", "run the controllers (leader-elected)"),
     "scheduler": ("scheduler", "run the scheduler (leader-elected)"),

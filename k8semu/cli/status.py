@@ -4,8 +4,10 @@
 
 One row per component: host, pid, alive (the recorded process, checked by pid and start time),
 gRPC health, role (store leader/follower, the scheduler/controller manager holding its Lease,
-a kubelet's nodes Ready). Exit status 0 when every component is alive and SERVING, 1 when
-some is not, 2 for bad flags or no cluster.
+a kubelet's nodes Ready), supervision (state running/backoff/failed, restarts, last exit), the
+supervisor, the store's alarms and database size. Exit status 0 when every component is alive
+and SERVING (and a detached cluster's supervisor runs), 1 when not, 2 for bad flags or no
+cluster.
 """
 
 from __future__ import annotations
@@ -55,4 +57,5 @@ def main(argv: Sequence[str]) -> int:
     else:
         print(format_status(status))
     healthy = all(c["alive"] and c["health"] in ("SERVING", "n/a") for c in status["components"])
-    return 0 if healthy and status["components"] else 1
+    supervised = status["mode"] != "detached" or status["supervisor"]["alive"]
+    return 0 if healthy and supervised and status["components"] else 1

@@ -290,7 +290,8 @@ class LauncherSpec:
     A process that exits unexpectedly is started again after ``restart_backoff_ms``, doubling
     per crash up to ``max_restart_backoff_ms``; one that ran ``backoff_reset_after_ms`` without
     exiting starts from the first delay again. After ``max_restarts`` restarts in a row that
-    each crashed sooner than that, the launcher gives up and stops the cluster.
+    each crashed sooner than that, the supervisor gives up on it: it is marked failed and left
+    down while the rest of the cluster keeps running (``k8semu restart NAME`` starts it again).
     """
 
     ready_timeout_ms: int = DEFAULT_READY_TIMEOUT_MS

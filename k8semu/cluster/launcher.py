@@ -10,11 +10,14 @@ service says SERVING; the nodes when the API lists them Ready. A line is printed
 healthy. Any failure stops everything started so far (nothing half-started) and raises a
 LaunchError with the tail of the guilty component's log.
 
-Foreground: a component that exits is reported and started again with back-off
-(``RestartTracker``); store leader changes are reported. When ``stop`` is set (SIGINT, SIGTERM,
-SIGHUP, or ``k8semu down``) everything is stopped by pid in reverse stage order (the store
-leader last), including the pod processes of this host's kubelets. Detached: the components
-run in their own sessions with no parent watching; nobody restarts one that crashes.
+Supervision (``k8semu.cluster.supervisor``, one loop for both modes): a component that exits
+is reported and started again with back-off; one that keeps crashing is marked failed and left
+down while the rest runs; store leader changes are reported. Foreground, this process runs the
+loop until ``stop`` is set (SIGINT, SIGTERM, SIGHUP, or ``k8semu down``), then stops everything
+by pid in reverse stage order (the store leader last), including the pod processes of this
+host's kubelets. Detached, it starts ``k8semu supervise`` in a session of its own, which adopts
+the components and runs the same loop, and returns. ``up --detach`` on a detached cluster that
+runs but whose supervisor does not starts only the supervisor.
 
 ``state.json`` (``k8semu.cluster.state``) is rewritten whenever a pid changes. This module must
 not signal a process it did not start, and prints only through ``say``.
@@ -23,19 +26,18 @@ not signal a process it did not start, and prints only through ``say``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
 import os
 import select
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from k8semu.cluster import clientconfig
@@ -43,7 +45,6 @@ from k8semu.cluster.config import format_duration
 from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
 from k8semu.cluster.plan import API, CONTROL, NODES, STAGES, STORE, ComponentPlan, Plan
 from k8semu.cluster.probes import SERVING, Probes, agreed_leader
-from k8semu.cluster.processes import in_own_cgroup
 from k8semu.cluster.state import (
     KUBECONFIG_FILE,
     ClusterState,
@@ -54,7 +55,13 @@ from k8semu.cluster.state import (
     write_state,
 )
 from k8semu.cluster.stopping import terminate
-from k8semu.cluster.supervisor import RestartTracker
+from k8semu.cluster.supervisor import (
+    LeaderWatch,
+    Supervised,
+    Supervisor,
+    how_exited,
+    log_tail,
+)
 from k8semu.pb.etcd import rpc_pb2
 
 __all__ = ["Launcher", "StopFlag"]
@@ -64,10 +71,9 @@ IDENTITY_FILE = "cluster.json"
 POLL_S = 0.05
 NODE_POLL_S = 0.2
 RPC_TIMEOUT_S = 0.5
-SUPERVISE_POLL_S = 0.1
-LEADER_CHECK_INTERVAL_S = 1.0
-CRASH_LOG_LINES = 5
 LOG_TAIL_LINES = 20
+SUPERVISOR_LOG = "supervisor.log"
+SUPERVISOR_START_TIMEOUT_S = 30.0
 _SCRUBBED_ENV = ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy", "no_proxy")
 
 
@@ -109,21 +115,11 @@ class StopFlag:
                 os.close(fd)
 
 
-@dataclass(eq=False)
-class _Running:
+@dataclass(eq=False, kw_only=True)
+class _Running(Supervised):
     """A component of the plan and its current process (None while down)."""
 
     plan: ComponentPlan
-    record: ComponentRecord
-    proc: subprocess.Popen[bytes] | None = None
-    # True between start and a deliberate stop: an exit while wanted is a crash.
-    wanted: bool = False
-    started_at: float = 0.0
-    due: float | None = field(default=None)
-
-    @property
-    def name(self) -> str:
-        return self.plan.name
 
 
 class Launcher:
@@ -158,7 +154,6 @@ class Launcher:
         self._after_start = after_start
         self._say = say
         self._stop = stop
-        self._tracker = RestartTracker(plan.launcher)
         self._probes = Probes()
         self._env = {
             k: v
@@ -185,9 +180,27 @@ class Launcher:
             )
             for c in plan.components
         ]
-        self._leader: str | None = None
+        self._leader_watch = LeaderWatch(self._probes, plan.store_members, say)
+        self._supervisor = Supervisor(
+            self._running,
+            spec=plan.launcher,
+            state_dir=self.state_dir,
+            env=self._env,
+            say=say,
+            stop=stop,
+            write_state=self._write_state,
+            api_servers=plan.api_servers,
+            pdeathsig=not detach,
+            on_spawn=lambda u: self._probes.forget(u.record.address),
+            leader_check=self._leader_watch.check if plan.store_members else None,
+        )
+        self._supervisor_pid = (0, 0)
         self._t0 = time.monotonic()
         self._mode = "detached" if detach else "foreground"
+
+    @property
+    def _leader(self) -> str | None:
+        return self._leader_watch.leader
 
     # -- the whole run ----------------------------------------------------------------------
 
@@ -199,6 +212,8 @@ class Launcher:
             raise LaunchError(f"cannot create state dir {self.state_dir}: {exc.strerror}") from exc
         detached = False
         with _locked(self.state_dir / LOCK_FILE):
+            if self.detach and self._revive_supervisor():
+                return
             self._check_not_running()
             self._check_identity()
             self._check_addresses()
@@ -207,8 +222,9 @@ class Launcher:
                 with contextlib.suppress(WaitCancelledError):
                     self._start_all()
                     if self.detach:
-                        detached = True
                         self._write_state(launcher=False)
+                        self._start_supervisor()
+                        detached = True
                         return
                     if self._after_start is not None:
                         self._after_start()
@@ -226,7 +242,7 @@ class Launcher:
         except ClusterError:
             return
         alive = [c.name for c in old.components if c.alive()]
-        if alive or old.launcher_alive():
+        if alive or old.launcher_alive() or old.supervisor_alive():
             raise LaunchError(
                 f"cluster {old.cluster!r} already runs from {self.state_dir} ({old.mode};"
                 f" {len(alive)} components alive: {', '.join(alive[:6])}"
@@ -342,42 +358,7 @@ class Launcher:
                 self._say(f"  add-on {name}: applied ({len(done.stdout.splitlines())} objects)")
 
     def _spawn(self, r: _Running) -> None:
-        argv = in_own_cgroup(r.plan.argv, r.name, self._env)
-        if not self.detach:
-            # Foreground: the components die with the launcher even if it is SIGKILLed. The
-            # kernel signals when the *thread* that forked exits: only the main thread asks.
-            setpriv = shutil.which("setpriv")
-            if setpriv is not None:
-                argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
-        try:
-            r.plan.log_path.parent.mkdir(parents=True, exist_ok=True)
-            log = r.plan.log_path.open("ab")
-        except OSError as exc:
-            raise LaunchError(f"cannot open the log of {r.name}: {exc}") from exc
-        with log:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"=== {stamp}: starting {r.name}: {' '.join(argv)}\n".encode())
-            log.flush()
-            try:
-                r.proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self._env,
-                    cwd=self.state_dir,
-                    # Own session: a Ctrl-C meant for the launcher does not hit the components,
-                    # and a detached one outlives the terminal.
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise LaunchError(f"cannot start {r.name}: {argv[0]}: {exc}") from exc
-        r.wanted = True
-        r.started_at = time.monotonic()
-        r.record.pid = r.proc.pid
-        r.record.start_time = process_start_time(r.proc.pid) or 0
-        self._tracker.started(r.name, r.started_at)
-        self._probes.forget(r.plan.address)
+        self._supervisor.spawn(r)
 
     def _check_exited(self, members: list[_Running]) -> None:
         for r in members:
@@ -385,8 +366,8 @@ class Launcher:
                 rc = r.proc.returncode
                 r.wanted = False
                 raise LaunchError(
-                    f"{r.name} (pid {r.proc.pid}) {_how(rc)} while starting; last lines of"
-                    f" {r.plan.log_path}:\n{_tail(r.plan.log_path, LOG_TAIL_LINES)}"
+                    f"{r.name} (pid {r.proc.pid}) {how_exited(rc)} while starting; last lines of"
+                    f" {r.plan.log_path}:\n{log_tail(r.plan.log_path, LOG_TAIL_LINES)}"
                 )
 
     def _healthy(self, r: _Running, what: str = "healthy") -> None:
@@ -408,7 +389,7 @@ class Launcher:
         for r in pending:
             lines.append(f"  {r.name} pid {r.record.pid} {r.plan.address}: {answers.get(r.name)}")
             lines.append(f"  --- last lines of {r.plan.log_path}:")
-            lines.append(_tail(r.plan.log_path, 8))
+            lines.append(log_tail(r.plan.log_path, 8))
         return LaunchError("\n".join(lines))
 
     def _wait_store(self, members: list[_Running], deadline: float) -> None:
@@ -448,7 +429,7 @@ class Launcher:
             last = self._probes.store_statuses(plan.store_members, RPC_TIMEOUT_S)
             leader = agreed_leader(last, len(plan.store_members), everyone=sorted(local))
             if leader is not None:
-                self._leader = leader
+                self._leader_watch.leader = leader
                 self._say(f"  store leader: {leader:<16} {'':<30} {self._elapsed()}")
                 return
             if time.monotonic() >= deadline:
@@ -581,8 +562,8 @@ class Launcher:
         if self.detach:
             lines += [
                 "",
-                "Detached: the components keep running without `k8semu up`; one that crashes is"
-                " not restarted (run `k8semu up` in the foreground for that).",
+                "Detached: a `k8semu supervise` process restarts what crashes (its log:"
+                f" {self.state_dir / 'logs' / SUPERVISOR_LOG}).",
             ]
         for line in lines:
             self._say(line.rstrip())
@@ -623,6 +604,9 @@ class Launcher:
             kubeconfig=str(self.state_dir / KUBECONFIG_FILE) if self.plan.api_servers else "",
             store_members=[[n, a] for n, a in self.plan.store_members],
             components=[r.record for r in self._running],
+            supervisor_pid=self._supervisor_pid[0],
+            supervisor_start_time=self._supervisor_pid[1],
+            launcher=dataclasses.asdict(self.plan.launcher),
         )
         write_state(self.state_dir, state)
 
@@ -633,71 +617,70 @@ class Launcher:
             f"Supervising (a component that exits is started again). Ctrl-C (or kill -TERM"
             f" {os.getpid()}, or `k8semu down`) stops every process it started."
         )
-        has_store = any(r.plan.stage == STORE for r in self._running)
-        next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
-        while not self._stop.is_set():
-            now = time.monotonic()
-            changed = False
-            for r in self._running:
-                if r.wanted and r.proc is not None and r.proc.poll() is not None:
-                    r.due = now + self._on_exit(r, now)
-                    changed = True
-            for r in sorted(self._running, key=lambda r: r.due or 0.0):
-                if r.due is not None and r.due <= now and not self._stop.is_set():
-                    r.due = None
-                    self._spawn(r)
-                    changed = True
-                    self._event(f"{r.name} started again: pid {r.record.pid}")
-            if changed:
-                self._write_state()
-            if has_store and now >= next_leader_check:
-                self._check_leader()
-                next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
-            self._stop.wait(SUPERVISE_POLL_S)
+        self._supervisor.run()
 
-    def _on_exit(self, r: _Running, now: float) -> float:
-        """Report an exited component; the delay before starting it again. LaunchError when
-        it has crashed too often in a row."""
-        assert r.proc is not None
-        pid, rc = r.proc.pid, r.proc.returncode
-        r.proc = None
-        r.wanted = False
-        r.record.pid = 0
-        r.record.start_time = 0
-        delay = self._tracker.exited(r.name, now)
-        crashes = self._tracker.crashes(r.name)
-        if delay is None:
-            reset_after = format_duration(self.plan.launcher.backoff_reset_after_ms)
-            raise LaunchError(
-                f"{r.name} (pid {pid}) {_how(rc)}, its crash number {crashes} in a row, each"
-                f" within {reset_after} of its start; launcher.maxRestarts is"
-                f" {self._tracker.max_restarts}, so the launcher gives up. Last lines of"
-                f" {r.plan.log_path}:\n{_tail(r.plan.log_path, LOG_TAIL_LINES)}"
-            )
-        self._event(
-            f"{r.name} (pid {pid}) {_how(rc)}; starting it again in {delay:g}s (restart"
-            f" {crashes} in a row of at most {self._tracker.max_restarts})"
+    def _start_supervisor(self) -> None:
+        """Start ``k8semu supervise`` for this detached cluster and wait until it has adopted
+        the components (it records itself in state.json); LaunchError when it does not."""
+        log_path = self.state_dir / "logs" / SUPERVISOR_LOG
+        argv = [sys.executable, "-m", "k8semu", "supervise", "--state-dir", str(self.state_dir)]
+        try:
+            with log_path.open("ab") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._env,
+                    cwd=self.state_dir,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise LaunchError(f"cannot start the supervisor ({' '.join(argv)}): {exc}") from exc
+        deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT_S
+        while True:
+            rc = proc.poll()
+            if rc is not None:
+                raise LaunchError(
+                    f"the supervisor (pid {proc.pid}) {how_exited(rc)} at start; last lines of"
+                    f" {log_path}:\n{log_tail(log_path, LOG_TAIL_LINES)}"
+                )
+            with contextlib.suppress(ClusterError):
+                state = read_state(self.state_dir)
+                if state.supervisor_pid == proc.pid and state.supervisor_alive():
+                    self._supervisor_pid = (proc.pid, state.supervisor_start_time)
+                    self._say(f"  supervisor: k8semu supervise pid {proc.pid} (log {log_path})")
+                    return
+            if time.monotonic() >= deadline:
+                _end(proc)
+                raise LaunchError(
+                    f"the supervisor (pid {proc.pid}) did not take over within"
+                    f" {SUPERVISOR_START_TIMEOUT_S:g}s; last lines of {log_path}:\n"
+                    f"{log_tail(log_path, LOG_TAIL_LINES)}"
+                )
+            self._stop.wait(POLL_S)
+            if self._stop.is_set():
+                _end(proc)
+                raise WaitCancelledError("start-up cancelled")
+
+    def _revive_supervisor(self) -> bool:
+        """``up --detach`` on a detached cluster that runs without its supervisor: start only
+        the supervisor (it restarts whatever is down). Whether it did."""
+        try:
+            old = read_state(self.state_dir)
+        except ClusterError:
+            return False
+        if old.mode != "detached" or old.launcher_alive() or old.supervisor_alive():
+            return False
+        if not any(c.alive() for c in old.components):
+            return False
+        self._check_identity()
+        self._say(
+            f"cluster {old.cluster!r} already runs from {self.state_dir} but its supervisor does"
+            f" not (pid {old.supervisor_pid or '-'} is gone): starting only the supervisor"
         )
-        if rc > 0:
-            tail = _tail(r.plan.log_path, CRASH_LOG_LINES).splitlines()
-            self._say("\n".join(f"    | {line}" for line in tail))
-        return delay
-
-    def _check_leader(self) -> None:
-        statuses = self._probes.store_statuses(self.plan.store_members, RPC_TIMEOUT_S)
-        leader = agreed_leader(statuses, len(self.plan.store_members))
-        if leader == self._leader:
-            return
-        if leader is None:
-            self._event(f"store has no agreed leader (was {self._leader}); an election is on")
-        elif self._leader is None:
-            self._event(f"store leader is now {leader}")
-        else:
-            self._event(f"store leader is now {leader} (was {self._leader})")
-        self._leader = leader
-
-    def _event(self, message: str) -> None:
-        self._say(f"{time.strftime('%H:%M:%S')} {message}")
+        self._start_supervisor()
+        return True
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -766,25 +749,14 @@ class Launcher:
         return [r.name for r in members if r.record.pid in killed]
 
 
-def _how(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"was killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with code {returncode}"
-
-
-def _tail(path: Path, lines: int) -> str:
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process this launcher has just started (and reap it)."""
+    proc.terminate()
     try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            data = f.read()
-    except FileNotFoundError:
-        return f"(no log file {path})"
-    tail = data.decode("utf-8", "replace").splitlines()[-lines:]
-    return "\n".join(tail) if tail else "(log is empty)"
+        proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5.0)
 
 
 def _names(value: object) -> str:

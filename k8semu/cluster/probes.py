@@ -97,7 +97,40 @@ class Probes:
                 out[name] = exc.code().name
         return out
 
+    def alarms(self, address: str, timeout: float) -> list[rpc_pb2.AlarmMember]:
+        """The store's active alarms (etcd ``Maintenance.Alarm`` with action GET), as one
+        replica reports them (alarms are cluster-wide). Raises grpc.RpcError."""
+        resp = rpc_pb2_grpc.MaintenanceStub(self.channel(address)).Alarm(
+            rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET), timeout=timeout
+        )
+        assert isinstance(resp, rpc_pb2.AlarmResponse)
+        return list(resp.alarms)
+
     # -- the API ------------------------------------------------------------------------------
+
+    def create_event(self, servers: Sequence[str], event: object, timeout: float) -> None:
+        """Create ``event`` (a core/v1 Event) through the first API server that answers.
+        Raises grpc.RpcError when none does."""
+        from google.protobuf import any_pb2
+
+        assert isinstance(event, core_pb2.Event)
+        packed = any_pb2.Any()
+        packed.Pack(event)
+        last: grpc.RpcError | None = None
+        for server in servers:
+            stub = apiserver_pb2_grpc.APIStub(self.channel(server))
+            try:
+                stub.Create(
+                    apiserver_pb2.CreateRequest(
+                        resource="events", namespace=event.metadata.namespace, object=packed
+                    ),
+                    timeout=timeout,
+                )
+                return
+            except grpc.RpcError as exc:
+                last = exc
+        if last is not None:
+            raise last
 
     def _list(
         self, servers: Sequence[str], resource: str, namespace: str, timeout: float

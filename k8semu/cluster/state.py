@@ -6,6 +6,8 @@
     <state-dir>/kubeconfig      a CLI config with one context, the cluster's API servers
     <state-dir>/cluster.json    the cluster's identity (name, store token, member names)
     <state-dir>/launcher.lock   held (flock) while a foreground ``k8semu up`` runs
+    <state-dir>/supervisor.lock held (flock) while a detached cluster's ``k8semu supervise`` runs
+    <state-dir>/control/        requests to the supervisor (``restart-<component>`` files)
     <state-dir>/logs/<name>.log each component's stdout and stderr, appended across runs
     <state-dir>/store/<member>/ a store replica's data
     <state-dir>/nodes/<node>/   a kubelet's root dir (pod working dirs, pod logs)
@@ -67,6 +69,18 @@ class ComponentRecord:
     nodes: list[str] = field(default_factory=list)
     #: False when the process serves no gRPC health (a hollow-node pool's kubelet).
     health_check: bool = True
+    #: ``running``; ``backoff`` (exited, due to start again); ``failed`` (crashed too often in
+    #: a row: left down until ``k8semu restart`` or a new ``up``); ``stopped``.
+    state: str = "running"
+    #: Times the supervisor started it again (after a crash or on request) since ``up``.
+    restarts: int = 0
+    #: Exit code of its last exit (negative: killed by that signal); None when unknown (the
+    #: process was not the supervisor's child) or it never exited.
+    last_exit_code: int | None = None
+    #: Wall-clock time (RFC 3339, UTC) of that exit, "" when none.
+    last_exit_at: str = ""
+    #: The last ``k8semu restart`` request the supervisor carried out (its id), "" when none.
+    restart_request: str = ""
 
     def alive(self) -> bool:
         """Whether the recorded process still runs (and is the one recorded, not a reuse of
@@ -77,7 +91,9 @@ class ComponentRecord:
 @dataclass(slots=True, kw_only=True)
 class ClusterState:
     """What ``state.json`` holds. ``mode`` is ``foreground`` (a ``k8semu up`` supervises:
-    ``launcher_pid``) or ``detached`` (nobody restarts a crashed component)."""
+    ``launcher_pid``), ``detached`` (a ``k8semu supervise`` process supervises:
+    ``supervisor_pid``) or ``stopped``. ``launcher`` holds the config's ``launcher`` section
+    (``LauncherSpec`` fields), which a detached supervisor restarts by."""
 
     cluster: str
     host: str
@@ -92,6 +108,9 @@ class ClusterState:
     store_members: list[list[str]] = field(default_factory=list)
     kubeconfig: str = ""
     components: list[ComponentRecord] = field(default_factory=list)
+    supervisor_pid: int = 0
+    supervisor_start_time: int = 0
+    launcher: dict[str, int] = field(default_factory=dict)
     version: int = STATE_VERSION
 
     def component(self, name: str) -> ComponentRecord | None:
@@ -99,6 +118,10 @@ class ClusterState:
 
     def launcher_alive(self) -> bool:
         return is_same_process(self.launcher_pid, self.launcher_start_time)
+
+    def supervisor_alive(self) -> bool:
+        """Whether the detached cluster's ``k8semu supervise`` process runs."""
+        return is_same_process(self.supervisor_pid, self.supervisor_start_time)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

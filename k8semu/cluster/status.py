@@ -50,6 +50,10 @@ class ComponentStatus:
     health: str
     address: str
     role: str
+    state: str
+    restarts: int
+    last_exit_code: int | None
+    last_exit_at: str
 
 
 def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
@@ -69,12 +73,18 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
     members = [(n, a) for n, a in state.store_members] or [
         (c.name.removeprefix("store-"), c.address) for c in state.components if c.stage == STORE
     ]
+    db_sizes: dict[str, dict[str, int]] = {}
+    alarms: list[dict[str, str]] | None = None
+    alarm_error = ""
     if members:
         statuses = probes.store_statuses(members, RPC_TIMEOUT_S)
         store_leader = agreed_leader(statuses, len(members))
         for name, st in statuses.items():
             if name in local and isinstance(st, rpc_pb2.StatusResponse):
                 roles[f"store-{name}"] = "leader" if name == store_leader else "follower"
+            if isinstance(st, rpc_pb2.StatusResponse):
+                db_sizes[name] = {"dbSize": st.dbSize, "dbSizeInUse": st.dbSizeInUse}
+        alarms, alarm_error = _alarms(probes, members, statuses, store_leader)
     leases: dict[str, str] = {}
     nodes: dict[str, bool] = {}
     api_error = ""
@@ -108,6 +118,10 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
             else "-",
             address=c.address,
             role=roles.get(c.name, ""),
+            state=_state_of(c.state, alive[c.name], state.mode),
+            restarts=c.restarts,
+            last_exit_code=c.last_exit_code,
+            last_exit_at=c.last_exit_at,
         )
         for c in state.components
     ]
@@ -117,12 +131,65 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
         "mode": state.mode,
         "stateDir": state.state_dir,
         "launcherPid": state.launcher_pid if state.launcher_alive() else 0,
+        "supervisor": _supervisor(state),
+        "storeAlarms": alarms,
+        "storeAlarmError": alarm_error,
+        "storeDbSize": db_sizes,
         "apiServers": state.api_servers,
         "storeLeader": store_leader,
         "leases": leases,
         "apiError": api_error,
         "components": [asdict(r) for r in rows],
     }
+
+
+def _state_of(recorded: str, alive: bool, mode: str) -> str:
+    """What to show: a component recorded as running whose process is gone has ``exited``
+    (its supervisor has not seen it yet, or there is none)."""
+    if mode == "stopped":
+        return "stopped"
+    if recorded == "running" and not alive:
+        return "exited"
+    return recorded
+
+
+def _supervisor(state: ClusterState) -> dict[str, Any]:
+    if state.launcher_alive():
+        return {"kind": "k8semu up (foreground)", "pid": state.launcher_pid, "alive": True}
+    if state.mode == "detached":
+        return {
+            "kind": "k8semu supervise",
+            "pid": state.supervisor_pid,
+            "alive": state.supervisor_alive(),
+        }
+    return {"kind": "", "pid": 0, "alive": False}
+
+
+def _alarms(
+    probes: Probes,
+    members: list[tuple[str, str]],
+    statuses: dict[str, rpc_pb2.StatusResponse | str],
+    leader: str | None,
+) -> tuple[list[dict[str, str]] | None, str]:
+    """The store's alarms as one replica reports them (the leader first, then any that
+    answered Status): [{"member": hex id, "alarm": NOSPACE|CORRUPT}], or None and why not."""
+    order = sorted(
+        members,
+        key=lambda m: (m[0] != leader, not isinstance(statuses.get(m[0]), rpc_pb2.StatusResponse)),
+    )
+    last = "no store replica answers"
+    for name, address in order:
+        if not isinstance(statuses.get(name), rpc_pb2.StatusResponse):
+            continue
+        try:
+            found = probes.alarms(address, RPC_TIMEOUT_S)
+        except Exception as exc:  # grpc.RpcError
+            last = f"Alarm on {name}: {_short(exc)}"
+            continue
+        return [
+            {"member": f"{a.memberID:x}", "alarm": rpc_pb2.AlarmType.Name(a.alarm)} for a in found
+        ], ""
+    return None, last
 
 
 def _short(exc: Exception) -> str:
@@ -133,13 +200,22 @@ def _short(exc: Exception) -> str:
 def format_status(status: dict[str, Any]) -> str:
     """The table ``k8semu status`` prints."""
     mode = status["mode"]
+    sup = status["supervisor"]
     if status["launcherPid"]:
         mode += f", supervised by k8semu up pid {status['launcherPid']}"
+    elif mode == "detached" and sup["alive"]:
+        mode += f", supervised by k8semu supervise pid {sup['pid']}"
     elif mode == "detached":
-        mode += ", not supervised: a crashed component stays down"
+        mode += (
+            ", SUPERVISOR NOT RUNNING: a crashed component stays down; `k8semu up --detach` or"
+            f" `k8semu supervise --state-dir {status['stateDir']}` brings it back"
+        )
     host = f" host {status['host']}" if status["host"] else ""
     lines = [f"cluster {status['cluster']}{host} ({mode}); state dir {status['stateDir']}", ""]
-    header = ("COMPONENT", "KIND", "HOST", "PID", "ALIVE", "HEALTH", "ADDRESS", "ROLE")
+    header = (
+        "COMPONENT", "KIND", "HOST", "PID", "ALIVE", "STATE", "RESTARTS", "LAST EXIT", "HEALTH",
+        "ADDRESS", "ROLE",
+    )  # fmt: skip
     rows = [
         (
             c["name"],
@@ -147,6 +223,9 @@ def format_status(status: dict[str, Any]) -> str:
             c["host"],
             str(c["pid"] or "-"),
             "yes" if c["alive"] else "no",
+            c["state"].upper() if c["state"] == "failed" else c["state"],
+            str(c["restarts"]),
+            _last_exit(c),
             c["health"],
             c["address"],
             c["role"],
@@ -161,9 +240,42 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"store leader: {status['storeLeader']}")
     for name, holder in sorted(status["leases"].items()):
         lines.append(f"lease kube-system/{name}: held by {holder or '(nobody)'}")
+    sizes = status["storeDbSize"]
+    if sizes:
+        lines.append(
+            "store db size (in use / file): "
+            + ", ".join(
+                f"{n} {_mb(v['dbSizeInUse'])}/{_mb(v['dbSize'])}" for n, v in sorted(sizes.items())
+            )
+        )
+    if status["storeAlarms"]:
+        shown = ", ".join(f"{a['alarm']} (member {a['member']})" for a in status["storeAlarms"])
+        lines.append(f"store alarms: {shown}")
+    elif status["storeAlarms"] is not None:
+        lines.append("store alarms: none")
+    elif status["storeAlarmError"]:
+        lines.append(f"store alarms: unknown ({status['storeAlarmError']})")
+    failed = [c["name"] for c in status["components"] if c["state"] == "failed"]
+    if failed:
+        lines.append(
+            f"FAILED (crashed too often, left down): {', '.join(failed)};"
+            " `k8semu restart NAME` starts one again"
+        )
     if status["apiError"]:
         lines.append(status["apiError"])
     return "\n".join(lines).rstrip()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}MB"
+
+
+def _last_exit(c: dict[str, Any]) -> str:
+    if not c["last_exit_at"]:
+        return "-"
+    code = c["last_exit_code"]
+    what = "?" if code is None else (f"sig{-code}" if code < 0 else str(code))
+    return f"{what} at {c['last_exit_at'][11:19]}"
 
 
 def _store_leader(state: ClusterState) -> str | None:
@@ -200,6 +312,11 @@ def down(
         budget = grace * (len(STAGES) + 1) + LAUNCHER_EXTRA_WAIT_S
         terminate({launcher: state.launcher_start_time}, budget)
         state = read_state(state_dir)  # it rewrote the pids as it stopped them
+    if state.supervisor_alive():
+        # First, so that it restarts nothing of what is stopped below.
+        say(f"stopping the supervisor (k8semu supervise pid {state.supervisor_pid})")
+        terminate({state.supervisor_pid: state.supervisor_start_time}, grace)
+        state = read_state(state_dir)  # the pids it started are in it
     live = [c for c in state.components if c.alive()]
     kubelets = [c.pid for c in live if c.kind == "kubelet"]
     ours = {c.pid for c in live}
@@ -234,6 +351,8 @@ def down(
     state.mode = "stopped"
     state.launcher_pid = 0
     state.launcher_start_time = 0
+    state.supervisor_pid = 0
+    state.supervisor_start_time = 0
     write_state(state_dir, state)
     if user_config is not None:
         try:

@@ -1,19 +1,70 @@
-"""Restart back-off for supervised processes: when to start a crashed process again, or not.
+"""Supervision of a cluster's processes: start what crashed again with back-off, give up on
+what keeps crashing (and say so loudly), carry out ``k8semu restart`` requests.
 
-Pure bookkeeping, like Kubernetes' CrashLoopBackOff: a process that exits is started again after
-a delay that doubles with each crash in a row, up to a cap; a process that ran long enough
-without exiting starts from the first delay again; after too many crashes in a row the
-supervisor gives up. The caller passes the (monotonic) time in, so tests drive it with numbers.
-It must not start, signal or wait for anything itself.
+One loop (``Supervisor.run``) serves both modes: the foreground ``k8semu up`` runs it in its
+own process, and a detached cluster runs it in ``k8semu supervise`` (started by
+``up --detach``). The only difference is who started the processes: a foreground launcher's
+components are its children (their exit codes are known); a detached supervisor *adopts* the
+components ``up`` started (it sees them exit by pid and start time, exit code unknown) and
+every process it starts again is its own child.
+
+Back-off is ``RestartTracker``'s, like Kubernetes' CrashLoopBackOff: a process that exits is
+started again after a delay that doubles with each crash in a row, up to a cap; a process that
+ran long enough without exiting starts from the first delay again; after too many crashes in
+a row the component is marked ``failed`` and left down, while everything else keeps running.
+A failure is reported in ``state.json`` (state, last exit code, when), in the supervisor's
+output (the launcher's terminal, or ``logs/supervisor.log``) and as a Warning Event in
+kube-system through the API (best effort, from a background thread).
+
+Requests: ``k8semu restart`` drops a file ``control/restart-<component>`` (content: a request
+id) into the state dir. The supervisor sends the component SIGTERM, SIGKILL after the stop
+grace period, starts it again at once (not counted as a crash; a failed component gets a fresh
+budget), and records the request id in the component's record when the new process runs.
+
+It must not signal a process whose pid and start time it has not recorded itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import datetime
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
-from k8semu.cluster.config import LauncherSpec
+from k8semu.cluster.config import LauncherSpec, format_duration
+from k8semu.cluster.errors import LaunchError
+from k8semu.cluster.probes import Probes, agreed_leader
+from k8semu.cluster.processes import in_own_cgroup
+from k8semu.cluster.state import ComponentRecord, is_same_process, process_start_time
 
-__all__ = ["RestartTracker"]
+__all__ = [
+    "CONTROL_DIR",
+    "LeaderWatch",
+    "RestartTracker",
+    "Supervised",
+    "Supervisor",
+    "how_exited",
+    "log_tail",
+    "restart_request_path",
+]
+
+CONTROL_DIR = "control"
+SUPERVISE_POLL_S = 0.1
+LEADER_CHECK_INTERVAL_S = 1.0
+CRASH_LOG_LINES = 5
+FAILED_LOG_LINES = 20
+EVENT_RPC_TIMEOUT_S = 2.0
+EVENT_BACKLOG = 100
+LEADER_RPC_TIMEOUT_S = 0.5
 
 
 @dataclass(slots=True)
@@ -27,6 +78,7 @@ class RestartTracker:
 
     Invariant: a name's crash count is the number of exits in a row that each came less than
     ``backoff_reset_after`` after that run's start; it never exceeds ``max_restarts`` + 1.
+    Pure bookkeeping: the caller passes the (monotonic) time in, so tests drive it with numbers.
     """
 
     def __init__(self, spec: LauncherSpec) -> None:
@@ -56,6 +108,10 @@ class RestartTracker:
         doublings = min(history.crashes - 1, 32)  # the cap is reached long before; no overflow
         return float(min(self._first_s * 2**doublings, self._max_s))
 
+    def reset(self, name: str) -> None:
+        """Forget ``name``'s crashes (a restart asked for by a user gets a fresh budget)."""
+        self._history.pop(name, None)
+
     def crashes(self, name: str) -> int:
         """Crashes of ``name`` in a row, as counted by the last ``exited()``."""
         history = self._history.get(name)
@@ -64,3 +120,447 @@ class RestartTracker:
     @property
     def max_restarts(self) -> int:
         return self._max_restarts
+
+
+@dataclass(eq=False)
+class Supervised:
+    """A component and its current process: ``proc`` when it is this process's child, else
+    only ``record.pid``/``record.start_time`` (an adopted process). ``wanted`` is True between
+    a start and a deliberate stop: an exit while wanted is a crash."""
+
+    record: ComponentRecord
+    proc: subprocess.Popen[bytes] | None = None
+    wanted: bool = False
+    started_at: float = 0.0
+    #: When to start it again (monotonic), None when not due.
+    due: float | None = None
+    #: While a requested restart stops it: when to SIGKILL it (monotonic).
+    kill_at: float | None = None
+    #: The id of the restart request being carried out.
+    request: str = ""
+    log_path: Path = field(default=Path())
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    def exit_status(self) -> tuple[bool, int | None]:
+        """(whether the current process has exited, its exit code when known)."""
+        if self.proc is not None:
+            rc = self.proc.poll()
+            return rc is not None, rc
+        if self.record.pid <= 0:
+            return False, None
+        return not is_same_process(self.record.pid, self.record.start_time), None
+
+
+def restart_request_path(state_dir: Path, component: str) -> Path:
+    return state_dir / CONTROL_DIR / f"restart-{component}"
+
+
+class _EventPoster:
+    """Posts Warning Events through the API from one background thread, best effort: the
+    supervision loop never waits for an API server that may be the very thing that failed."""
+
+    def __init__(self, api_servers: Sequence[str], say: Callable[[str], None]) -> None:
+        self._servers = list(api_servers)
+        self._say = say
+        self._queue: queue.Queue[tuple[ComponentRecord, str, str] | None] = queue.Queue(
+            EVENT_BACKLOG
+        )
+        self._thread: threading.Thread | None = None
+
+    def post(self, record: ComponentRecord, reason: str, message: str) -> None:
+        if not self._servers:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+            self._thread.start()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait((record, reason, message))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            self._thread.join(timeout=EVENT_RPC_TIMEOUT_S * 2)
+
+    def _run(self) -> None:
+        probes = Probes()
+        try:
+            while (item := self._queue.get()) is not None:
+                record, reason, message = item
+                try:
+                    probes.create_event(
+                        self._servers,
+                        component_event(record, reason, message),
+                        EVENT_RPC_TIMEOUT_S,
+                    )
+                except Exception as exc:  # grpc.RpcError: no API server answers
+                    self._say(f"  (event {reason} about {record.name} not posted: {exc!s:.200})")
+        finally:
+            probes.close()
+
+
+def component_event(record: ComponentRecord, reason: str, message: str) -> object:
+    """A Warning Event in kube-system about ``record``: about its Node for a kubelet or proxy
+    of one node, else about a Pod named like the component (kubeadm runs the control plane as
+    static pods in kube-system; the emulator's components have no object of their own)."""
+    from google.protobuf import timestamp_pb2
+
+    from k8semu.pb.api.v1 import core_pb2, meta_pb2
+
+    now = timestamp_pb2.Timestamp()
+    now.FromNanoseconds(time.time_ns() // 1000 * 1000)
+    if record.kind in ("kubelet", "proxy") and len(record.nodes) == 1:
+        ref = meta_pb2.ObjectReference(kind="Node", api_version="v1", name=record.nodes[0])
+    else:
+        ref = meta_pb2.ObjectReference(
+            kind="Pod", api_version="v1", namespace="kube-system", name=record.name
+        )
+    stamp = f"{time.time_ns():x}"
+    return core_pb2.Event(
+        api_version="v1",
+        kind="Event",
+        metadata=meta_pb2.ObjectMeta(namespace="kube-system", name=f"{record.name}.{stamp}"),
+        involved_object=ref,
+        reason=reason,
+        message=message[:1024],
+        source=core_pb2.EventSource(component="k8semu-supervisor", host=record.host),
+        first_timestamp=now,
+        last_timestamp=now,
+        count=1,
+        type="Warning",
+        reporting_component="k8semu-supervisor",
+        reporting_instance=record.host or os.uname().nodename,
+    )
+
+
+class Supervisor:
+    """Keeps ``units`` running until ``stop`` is set (see the module docstring).
+
+    ``write_state`` is called whenever a record changed (pid, state, restarts); ``leader_check``
+    (optional) is called about once a second to report store leader changes. ``pdeathsig``
+    makes started processes die with this one (the foreground launcher).
+    """
+
+    def __init__(
+        self,
+        units: Sequence[Supervised],
+        *,
+        spec: LauncherSpec,
+        state_dir: Path,
+        env: dict[str, str],
+        say: Callable[[str], None],
+        stop: StopWaiter,
+        write_state: Callable[[], None],
+        api_servers: Sequence[str] = (),
+        pdeathsig: bool = False,
+        on_spawn: Callable[[Supervised], None] = lambda u: None,
+        leader_check: Callable[[], None] | None = None,
+    ) -> None:
+        self.units = list(units)
+        self.spec = spec
+        self.state_dir = state_dir
+        self.tracker = RestartTracker(spec)
+        self._env = env
+        self._say = say
+        self._stop = stop
+        self._write_state = write_state
+        self._pdeathsig = pdeathsig
+        self._on_spawn = on_spawn
+        self._leader_check = leader_check
+        self._events = _EventPoster(api_servers, say)
+
+    # -- starting -----------------------------------------------------------------------------
+
+    def spawn(self, u: Supervised) -> None:
+        """Start ``u``'s command, its output appended to its log; LaunchError when it cannot."""
+        # In a cgroup of its own when chaos asks for one (its firewall tells components apart).
+        argv = in_own_cgroup(u.record.command, u.name, self._env)
+        if self._pdeathsig:
+            # The components die with the launcher even if it is SIGKILLed. The kernel signals
+            # when the *thread* that forked exits: only the main thread asks.
+            setpriv = shutil.which("setpriv")
+            if setpriv is not None:
+                argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+        log_path = Path(u.record.log_path)
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = log_path.open("ab")
+        except OSError as exc:
+            raise LaunchError(f"cannot open the log of {u.name}: {exc}") from exc
+        with log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"=== {stamp}: starting {u.name}: {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                u.proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._env,
+                    cwd=self.state_dir,
+                    # Own session: a Ctrl-C meant for the launcher does not hit the components,
+                    # and a detached one outlives the terminal and the supervisor.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise LaunchError(f"cannot start {u.name}: {argv[0]}: {exc}") from exc
+        u.log_path = log_path
+        u.wanted = True
+        u.due = None
+        u.started_at = time.monotonic()
+        u.record.pid = u.proc.pid
+        u.record.start_time = process_start_time(u.proc.pid) or 0
+        u.record.state = "running"
+        self.tracker.started(u.name, u.started_at)
+        self._on_spawn(u)
+
+    def adopt(self) -> None:
+        """Take over the recorded processes (a detached supervisor): those alive are watched by
+        pid; those gone that should run (not failed) are due to start at once."""
+        now = time.monotonic()
+        for u in self.units:
+            u.log_path = Path(u.record.log_path)
+            if u.record.state == "failed":
+                continue
+            if u.record.pid > 0 and is_same_process(u.record.pid, u.record.start_time):
+                u.wanted = True
+                u.started_at = now
+                self.tracker.started(u.name, now)
+            else:
+                self._say(f"{_clock()} {u.name} is not running; starting it")
+                u.record.pid = 0
+                u.record.start_time = 0
+                u.record.state = "backoff"
+                u.due = now
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Supervise until ``stop`` is set; the processes are left running (the caller stops
+        them, or not)."""
+        next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if self.step(now):
+                    self._write_state()
+                if self._leader_check is not None and now >= next_leader_check:
+                    self._leader_check()
+                    next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
+                self._stop.wait(SUPERVISE_POLL_S)
+        finally:
+            self._events.close()
+
+    def step(self, now: float) -> bool:
+        """One round: exits, requests, due starts. Whether any record changed."""
+        changed = self._take_requests(now)
+        for u in self.units:
+            if u.kill_at is not None:
+                changed |= self._step_restart(u, now)
+                continue
+            if not u.wanted:
+                continue
+            exited, rc = u.exit_status()
+            if exited:
+                self._on_exit(u, rc, now)
+                changed = True
+        for u in sorted(self.units, key=lambda u: u.due or 0.0):
+            if u.due is not None and u.due <= now and not self._stop.is_set():
+                self._start_again(u)
+                changed = True
+        return changed
+
+    def _start_again(self, u: Supervised) -> None:
+        u.due = None
+        try:
+            self.spawn(u)
+        except LaunchError as exc:
+            self._event(f"{u.name}: {exc}")
+            self._on_exit(u, None, time.monotonic(), how="could not be started")
+            return
+        u.record.restarts += 1
+        if u.request:
+            u.record.restart_request = u.request
+            u.request = ""
+        self._event(f"{u.name} started again: pid {u.record.pid} (restart {u.record.restarts})")
+
+    def _on_exit(self, u: Supervised, rc: int | None, now: float, how: str = "") -> None:
+        """Report an exited component; set when to start it again, or mark it failed."""
+        pid = u.record.pid
+        u.proc = None
+        u.wanted = False
+        u.record.pid = 0
+        u.record.start_time = 0
+        u.record.last_exit_code = rc
+        u.record.last_exit_at = _utc_now()
+        delay = self.tracker.exited(u.name, now)
+        crashes = self.tracker.crashes(u.name)
+        how = how or how_exited(rc)
+        if delay is None:
+            u.record.state = "failed"
+            reset_after = format_duration(self.spec.backoff_reset_after_ms)
+            message = (
+                f"{u.name} (pid {pid}) {how}, its crash number {crashes} in a row, each within"
+                f" {reset_after} of its start; launcher.maxRestarts is"
+                f" {self.tracker.max_restarts}, so it is left down (FAILED). The rest of the"
+                f" cluster keeps running; `k8semu restart {u.name}` starts it again"
+            )
+            self._event(f"FAILED: {message}. Last lines of {u.log_path}:")
+            self._say(_indent(log_tail(u.log_path, FAILED_LOG_LINES)))
+            self._events.post(u.record, "ComponentFailed", message)
+            return
+        u.record.state = "backoff"
+        u.due = now + delay
+        self._event(
+            f"{u.name} (pid {pid}) {how}; starting it again in {delay:g}s (restart"
+            f" {crashes} in a row of at most {self.tracker.max_restarts})"
+        )
+        if rc is not None and rc > 0:
+            self._say(_indent(log_tail(u.log_path, CRASH_LOG_LINES)))
+
+    # -- requested restarts -------------------------------------------------------------------
+
+    def _take_requests(self, now: float) -> bool:
+        control = self.state_dir / CONTROL_DIR
+        try:
+            entries = list(control.iterdir())
+        except OSError:
+            return False
+        changed = False
+        by_name = {u.name: u for u in self.units}
+        for path in entries:
+            if not path.name.startswith("restart-"):
+                continue
+            name = path.name.removeprefix("restart-")
+            try:
+                request = path.read_text(encoding="utf-8").strip() or "?"
+                path.unlink()
+            except OSError:
+                continue
+            u = by_name.get(name)
+            if u is None:
+                self._event(f"restart request for unknown component {name!r} ignored")
+                continue
+            self._event(f"{u.name}: restart requested ({request})")
+            u.request = request
+            self.tracker.reset(u.name)
+            exited, _ = u.exit_status()
+            if u.record.pid > 0 and not exited:
+                u.wanted = False
+                u.due = None
+                u.kill_at = now + self.spec.stop_grace_ms / 1000
+                self._signal(u, signal.SIGTERM)
+                self._signal(u, signal.SIGCONT)  # a paused process acts on SIGTERM only now
+            else:
+                u.wanted = False
+                u.proc = None
+                u.due = now
+            changed = True
+        return changed
+
+    def _step_restart(self, u: Supervised, now: float) -> bool:
+        assert u.kill_at is not None
+        exited, rc = u.exit_status()
+        if not exited:
+            if now >= u.kill_at:
+                self._event(f"{u.name} (pid {u.record.pid}) still runs after SIGTERM: SIGKILL")
+                self._signal(u, signal.SIGKILL)
+                u.kill_at = now + 5.0  # SIGKILL is not refused; just wait for the kernel
+            return False
+        u.kill_at = None
+        u.proc = None
+        u.record.last_exit_code = rc
+        u.record.last_exit_at = _utc_now()
+        self._start_again(u)
+        return True
+
+    def _signal(self, u: Supervised, sig: signal.Signals) -> None:
+        if u.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                u.proc.send_signal(sig)
+        elif is_same_process(u.record.pid, u.record.start_time):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(u.record.pid, sig)
+
+    def _event(self, message: str) -> None:
+        self._say(f"{_clock()} {message}")
+
+
+class LeaderWatch:
+    """Reports store leader changes (asked about once a second by the supervision loop);
+    ``leader`` is the last agreed leader's member name."""
+
+    def __init__(
+        self,
+        probes: Probes,
+        members: Sequence[tuple[str, str]],
+        say: Callable[[str], None],
+        leader: str | None = None,
+    ) -> None:
+        self._probes = probes
+        self._members = list(members)
+        self._say = say
+        self.leader = leader
+
+    def check(self) -> None:
+        statuses = self._probes.store_statuses(self._members, LEADER_RPC_TIMEOUT_S)
+        leader = agreed_leader(statuses, len(self._members))
+        if leader == self.leader:
+            return
+        if leader is None:
+            message = f"store has no agreed leader (was {self.leader}); an election is on"
+        elif self.leader is None:
+            message = f"store leader is now {leader}"
+        else:
+            message = f"store leader is now {leader} (was {self.leader})"
+        self._say(f"{_clock()} {message}")
+        self.leader = leader
+
+
+class StopWaiter(Protocol):
+    """What the loop waits on: ``launcher.StopFlag``."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def how_exited(returncode: int | None) -> str:
+    if returncode is None:
+        return "exited (exit code unknown: an earlier process started it)"
+    if returncode < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def log_tail(path: Path, lines: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read()
+    except FileNotFoundError:
+        return f"(no log file {path})"
+    except OSError as exc:
+        return f"(log {path} unreadable: {exc.strerror})"
+    tail = data.decode("utf-8", "replace").splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(log is empty)"
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    | {line}" for line in text.splitlines())
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,14 +1,24 @@
 """Restart back-off: doubling, capped, reset after a stable run, and a limit on crashes in a
-row; and the stop flag that signal handlers set."""
+row; the stop flag that signal handlers set; and the supervision loop on small real processes
+(a crash loop ends in "failed" while the others run; a restart request is a graceful stop and
+an immediate start, not a crash)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from k8semu.cluster.config import LauncherSpec
 from k8semu.cluster.launcher import StopFlag
-from k8semu.cluster.supervisor import RestartTracker
+from k8semu.cluster.supervisor import (
+    RestartTracker,
+    Supervised,
+    Supervisor,
+    restart_request_path,
+)
 
 SPEC = LauncherSpec(
     restart_backoff_ms=500,
@@ -71,3 +81,94 @@ def test_stop_flag_set_by_a_signal_handler_ends_a_wait_at_once() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         flag.close()
+
+
+# -- the supervision loop, on small real processes ---------------------------------------------
+
+
+def _loop(tmp_path: Path, *commands: list[str], max_restarts: int = 2) -> Supervisor:
+    from k8semu.cluster.state import ComponentRecord
+
+    units = [
+        Supervised(
+            record=ComponentRecord(
+                name=f"c{i}",
+                kind="test",
+                host="local",
+                stage=0,
+                command=command,
+                log_path=str(tmp_path / f"c{i}.log"),
+            )
+        )
+        for i, command in enumerate(commands)
+    ]
+    spec = LauncherSpec(
+        restart_backoff_ms=10,
+        max_restart_backoff_ms=20,
+        backoff_reset_after_ms=10_000,
+        max_restarts=max_restarts,
+        stop_grace_ms=2_000,
+    )
+    writes: list[int] = []
+    sup = Supervisor(
+        units,
+        spec=spec,
+        state_dir=tmp_path,
+        env=dict(os.environ),
+        say=lambda line: None,
+        stop=StopFlag(),
+        write_state=lambda: writes.append(1),
+    )
+    for u in units:
+        sup.spawn(u)
+    return sup
+
+
+def _run_until(sup: Supervisor, done: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, [u.record for u in sup.units]
+        sup.step(time.monotonic())
+        time.sleep(0.01)
+
+
+def test_a_crash_looping_process_is_marked_failed_and_the_others_keep_running(
+    tmp_path: Path,
+) -> None:
+    sup = _loop(tmp_path, ["/bin/sh", "-c", "exit 3"], ["sleep", "60"])
+    crashing, steady = sup.units
+    try:
+        _run_until(sup, lambda: crashing.record.state == "failed")
+        assert crashing.record.restarts == 2 and crashing.record.last_exit_code == 3
+        assert crashing.record.pid == 0 and crashing.record.last_exit_at
+        # Left down: more rounds start nothing.
+        for _ in range(5):
+            sup.step(time.monotonic() + 60)
+        assert crashing.record.pid == 0 and crashing.record.state == "failed"
+        assert steady.record.state == "running" and steady.record.alive()
+        assert "starting c0" in (tmp_path / "c0.log").read_text()
+    finally:
+        for u in sup.units:
+            if u.proc is not None:
+                u.proc.kill()
+                u.proc.wait()
+
+
+def test_a_restart_request_stops_gracefully_and_starts_again_at_once(tmp_path: Path) -> None:
+    sup = _loop(tmp_path, ["sleep", "60"])
+    (unit,) = sup.units
+    old = unit.record.pid
+    try:
+        request = restart_request_path(tmp_path, "c0")
+        request.parent.mkdir()
+        request.write_text("req-1\n")
+        _run_until(sup, lambda: unit.record.restart_request == "req-1")
+        assert unit.record.pid != old and unit.record.alive()
+        assert unit.record.last_exit_code == -signal.SIGTERM
+        assert unit.record.restarts == 1 and unit.record.state == "running"
+        assert not request.exists()
+        assert sup.tracker.crashes("c0") == 0  # asked for: not a crash
+    finally:
+        if unit.proc is not None:
+            unit.proc.kill()
+            unit.proc.wait()

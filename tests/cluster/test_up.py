@@ -187,6 +187,11 @@ def cleanup() -> Iterator[list[Path]]:
             state = read_state(state_dir)
         except Exception:
             continue
+        # The supervisor first: it would start again what is killed below.
+        if state.supervisor_alive():
+            os.kill(state.supervisor_pid, signal.SIGKILL)
+            _wait_gone({state.supervisor_pid: state.supervisor_start_time})
+            state = read_state(state_dir)
         for c in state.components:
             if is_same_process(c.pid, c.start_time):
                 os.kill(c.pid, signal.SIGKILL)
@@ -275,7 +280,10 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     if "controller-manager-1" in rows:
         assert rows["controller-manager-1"]["role"] == "leader (lease kube-controller-manager)"
     table = _k8semu(env, "status", "--state-dir", state_dir)
-    assert re.search(r"^store-s1\s+store\s+local\s+\d+\s+yes\s+SERVING", table.stdout, re.M)
+    assert re.search(
+        r"^store-s1\s+store\s+local\s+\d+\s+yes\s+running\s+0\s+-\s+SERVING", table.stdout, re.M
+    ), table.stdout
+    assert "supervised by k8semu supervise pid" in table.stdout
 
     # `join` adds a worker from "another host" against the running control plane.
     if {"kubelet", "proxy"} <= set(COMMANDS):
@@ -315,14 +323,27 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     assert again.returncode == 1
     assert f"cluster 'e2e' already runs from {state_dir.resolve()}" in again.stderr
 
-    # A crashed component of a detached cluster stays down (nobody supervises); status says so.
+    # A crashed component of a detached cluster is started again by its supervisor
+    # (tests/cluster/test_supervise.py covers more).
     store_pid = rows["store-s1"]["pid"]
     os.kill(store_pid, signal.SIGKILL)
     assert _wait_gone({store_pid: pids[store_pid]}) == []
-    crashed = _k8semu(env, "status", "--state-dir", state_dir, "-o", "json")
-    assert crashed.returncode == 1
-    rows = {c["name"]: c for c in json.loads(crashed.stdout)["components"]}
-    assert (rows["store-s1"]["alive"], rows["store-s1"]["health"]) == (False, "-")
+    deadline = time.monotonic() + 30
+    while True:
+        rows = {
+            c["name"]: c
+            for c in json.loads(
+                _k8semu(env, "status", "--state-dir", state_dir, "-o", "json").stdout
+            )["components"]
+        }
+        if rows["store-s1"]["alive"] and rows["store-s1"]["restarts"] == 1:
+            break
+        assert time.monotonic() < deadline, rows["store-s1"]
+        time.sleep(0.2)
+    supervisor = read_state(state_dir).supervisor_pid
+    assert supervisor and rows["store-s1"]["pid"] != store_pid
+    pids[rows["store-s1"]["pid"]] = read_state(state_dir).component("store-s1").start_time  # type: ignore[union-attr]
+    pids[supervisor] = read_state(state_dir).supervisor_start_time
 
     down = _k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr
@@ -364,6 +385,28 @@ def test_foreground_up_restarts_a_killed_component_and_down_stops_it(
     while read_state(state_dir).component("apiserver-1").pid != new_pid:  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "state.json does not record the new pid"
         time.sleep(0.05)
+
+    # A component that keeps crashing (its port taken) is marked failed and left down; the
+    # launcher and the rest of the cluster keep running.
+    cm = read_state(state_dir).component("controller-manager-1")
+    assert cm is not None
+    host, _, port = cm.address.rpartition(":")
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        os.kill(cm.pid, signal.SIGKILL)
+        up.wait_for(rf"controller-manager-1 \(pid {cm.pid}\) was killed by signal SIGKILL", 10)
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        up.wait_for(r"FAILED: controller-manager-1 .* exited with code 1", 60)
+        assert up.proc.poll() is None, "\n".join(up.lines)
+        deadline = time.monotonic() + 10
+        while (failed := read_state(state_dir).component("controller-manager-1")).state != "failed":  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "state.json does not record the failure"
+            time.sleep(0.05)
+        assert failed is not None and failed.last_exit_code == 1 and failed.pid == 0
+        state = read_state(state_dir)
+        assert all(c.alive() for c in state.components if c.name != "controller-manager-1")
+        seen |= {c.pid: c.start_time for c in state.components if c.pid}
 
     # `down` asks the foreground launcher to stop; it stops everything and exits 0.
     down = _k8semu(env, "down", "--state-dir", state_dir)
