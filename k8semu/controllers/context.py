@@ -11,6 +11,7 @@ objects into the informers' caches and call `reconcile` directly (sample-control
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,6 +22,13 @@ from k8semu.client import (
     SharedInformers,
 )
 from k8semu.client.events import EventRecorder
+
+# A controller manager stopped on purpose (SIGTERM, a rolling restart) ends its controllers and
+# then clears the Lease, so the standby takes over at its next retry instead of waiting out
+# the lease duration, as the scheduler does.
+CONTROLLER_MANAGER_LEADER_ELECTION = dataclasses.replace(
+    DEFAULT_LEADER_ELECTION, release_on_cancel=True
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,7 +57,7 @@ class ControllerManagerConfig:
     service_cidr: str = "127.96.0.0/16"
     gc_interval: float = 30.0
     controllers: tuple[str, ...] = ("*",)
-    leader_election: LeaderElectionConfig = field(default=DEFAULT_LEADER_ELECTION)
+    leader_election: LeaderElectionConfig = field(default=CONTROLLER_MANAGER_LEADER_ELECTION)
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -326,6 +326,26 @@ async def test_manager_runs_controllers_only_while_leading_and_starts_fresh_term
     assert not manager.leading
 
 
+async def test_stopped_leader_releases_its_lease_for_the_standby(
+    apiserver: APIServerProcess, client: Client
+) -> None:
+    from k8semu.controllers.context import ControllerManagerConfig
+
+    # The defaults (what `k8semu controller-manager` runs with): a stop on purpose clears the
+    # holder, so a rolling restart's standby need not wait out the lease duration.
+    config = ControllerManagerConfig(controllers=("replicaset",))
+    assert config.leader_election.release_on_cancel
+    identity = f"release-{uuid.uuid4().hex[:6]}"
+    manager = ControllerManager(config, client, identity=identity)
+    await manager.start()
+    try:
+        await eventually(lambda: manager.leading, 30, "leading")
+        assert await _lease_holder(client) == identity
+    finally:
+        await manager.stop()
+    assert await _lease_holder(client) == ""
+
+
 def test_resolve_controllers_star_minus_and_unknown() -> None:
     assert [n for n, _ in resolve_controllers(("*",))][:2] == ["replicaset", "deployment"]
     assert next(n for n, _ in resolve_controllers(("*", "-deployment"))) == "replicaset"
