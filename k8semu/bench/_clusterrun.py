@@ -24,28 +24,37 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import grpc  # type: ignore[import-untyped, unused-ignore]
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import yaml
 
+from k8semu import transport
 from k8semu.bench.podstartup import PodTimes
 from k8semu.bench.store import BenchError
+from k8semu.client import Client, ClientError
 from k8semu.cluster.clientconfig import ENV_VAR as CLI_CONFIG_ENV
 from k8semu.cluster.config import format_duration
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.state import ClusterState, ComponentRecord, read_state
+from k8semu.pb.api.v1 import coordination_pb2
+from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
 __all__ = [
     "BenchCluster",
     "ClusterLayout",
     "ComponentUsage",
+    "LeaderWatch",
     "Progress",
     "ResourceSampler",
     "bench_config",
+    "fd_count",
+    "merge_config",
     "most_within",
     "refine_stamps",
     "rss_bytes",
@@ -83,6 +92,12 @@ class ClusterLayout:
     ready_timeout_s: float = 300.0
     #: Add-ons the launcher applies (none by default: a benchmark measures only its workload).
     addons: tuple[str, ...] = ()
+    #: The config's ``timings``; None: node lease timings scaled to the node count
+    #: (``_lease_timings``); ``{}``: the emulator's defaults, as in the default cluster.
+    timings: Mapping[str, str] | None = None
+    #: Merged into the generated config last, key by key (mappings merge, anything else
+    #: replaces): e.g. ``{"store": {"snapshotCount": 1000}}``.
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _lease_timings(nodes: int) -> dict[str, str]:
@@ -128,7 +143,11 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
             "serviceCIDR": SERVICE_CIDR,
             "loadBalancerPool": LOAD_BALANCER_POOL,
         },
-        "timings": _lease_timings(layout.hollow_nodes + layout.real_nodes),
+        "timings": (
+            _lease_timings(layout.hollow_nodes + layout.real_nodes)
+            if layout.timings is None
+            else dict(layout.timings)
+        ),
         "launcher": {"readyTimeout": format_duration(int(layout.ready_timeout_s * 1000))},
         "addons": list(layout.addons),
     }
@@ -154,7 +173,19 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
                 "labels": {"type": "hollow"},
             }
         ]
-    return doc
+    return merge_config(doc, layout.overrides)
+
+
+def merge_config(doc: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``overrides`` merged in: mappings key by key, any other value replaced."""
+    out = dict(doc)
+    for key, value in overrides.items():
+        old = out.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = merge_config(old, value)
+        else:
+            out[key] = value
+    return out
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -166,6 +197,15 @@ def rss_bytes(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def fd_count(pid: int) -> int | None:
+    """Open file descriptors of ``pid`` (entries of /proc/<pid>/fd), None if it is gone or
+    not ours to read."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -447,3 +487,141 @@ def most_within(moments: Sequence[float], window: float = 1.0) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+# The control plane's leader-election Leases (namespace, name): scheduler, controller manager.
+CONTROL_PLANE_LEASES = (
+    ("kube-system", "kube-scheduler"),
+    ("kube-system", "kube-controller-manager"),
+)
+
+
+@dataclass
+class _LeaseSeen:
+    holder: str = ""
+    transitions: int = 0
+    changes: int = 0
+    found: bool = False
+
+
+class LeaderWatch:
+    """Counts leader changes while running (``async with``): the store's, by polling every
+    member's ``Maintenance.Status`` (leader, raftTerm) every ``interval`` seconds, and those
+    of the control plane's Leases (scheduler, controller manager), by reading them as often.
+
+    ``store_term_bumps`` is how far the highest raftTerm any member reported rose since the
+    first poll: every election, even one that re-elects the same leader or that happened
+    between two polls, raises it. ``store_leader_changes`` counts the polls whose reported
+    leader (by any member that knows one) differs from the one before. A Lease's changes are
+    the rise of its ``leaseTransitions`` (or one per holder change seen, if more). Members
+    that do not answer are counted in ``store_unanswered`` and otherwise skipped.
+    """
+
+    def __init__(
+        self,
+        store_members: Sequence[tuple[str, str]],
+        api_servers: Sequence[str],
+        *,
+        interval: float = 1.0,
+        leases: Sequence[tuple[str, str]] = CONTROL_PLANE_LEASES,
+    ) -> None:
+        self.interval = interval
+        self.members = list(store_members)
+        self.api_servers = list(api_servers)
+        self.statuses: dict[str, rpc_pb2.StatusResponse] = {}
+        self.names_by_id: dict[int, str] = {}
+        self.store_term_bumps = 0
+        self.store_leader_changes = 0
+        self.store_leader = ""
+        self.store_unanswered = 0
+        self.leases = {f"{ns}/{name}": _LeaseSeen() for ns, name in leases}
+        self._lease_keys = list(leases)
+        self._first_term: int | None = None
+        self._last_leader = 0
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._client: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def lease_changes(self) -> dict[str, int | None]:
+        """Lease -> leader changes seen, None for a Lease never found (no leader election)."""
+        return {k: (v.changes if v.found else None) for k, v in self.leases.items()}
+
+    @property
+    def max_term(self) -> int:
+        return max((s.raftTerm for s in self.statuses.values()), default=0)
+
+    async def poll(self) -> None:
+        """One round: every member's Status, then every Lease."""
+        for name, address in self.members:
+            channel = self._channels.get(name)
+            if channel is None:
+                channel = self._channels[name] = transport.channel(address)
+            stub = rpc_pb2_grpc.MaintenanceStub(channel)
+            try:
+                status = await stub.Status(rpc_pb2.StatusRequest(), timeout=max(1.0, self.interval))
+            except grpc.aio.AioRpcError:
+                self.store_unanswered += 1
+                continue
+            self.statuses[name] = status
+            self.names_by_id[status.header.member_id] = name
+        known = [s for s in self.statuses.values() if s.leader]
+        if self.statuses:
+            term = self.max_term
+            if self._first_term is None:
+                self._first_term = term
+            self.store_term_bumps = term - self._first_term
+        if known:
+            # The newest term's view of who leads.
+            leader = max(known, key=lambda s: s.raftTerm).leader
+            if self._last_leader and leader != self._last_leader:
+                self.store_leader_changes += 1
+            self._last_leader = leader
+            self.store_leader = self.names_by_id.get(leader, f"{leader:x}")
+        await self._poll_leases()
+
+    async def _poll_leases(self) -> None:
+        if not self._lease_keys or not self.api_servers:
+            return
+        if self._client is None:
+            self._client = Client(self.api_servers)
+        for ns, name in self._lease_keys:
+            seen = self.leases[f"{ns}/{name}"]
+            try:
+                lease = await self._client.get(coordination_pb2.Lease, name, namespace=ns)
+            except ClientError:  # NotFound: no leader election (yet); others: next round
+                continue
+            holder, transitions = lease.spec.holder_identity, lease.spec.lease_transitions
+            if seen.found:
+                rise = max(0, transitions - seen.transitions)
+                moved = int(bool(holder) and holder != seen.holder)
+                seen.changes += max(rise, moved)
+            seen.found = True
+            if holder:
+                seen.holder = holder
+            seen.transitions = transitions
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.poll()
+
+    async def __aenter__(self) -> Self:
+        await self.poll()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(grpc.aio.AioRpcError, ClientError):
+            await self.poll()
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -44,7 +44,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,6 +84,7 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 # Kubernetes' SLOs (p99, seconds).
 SLO_MUTATING_S = 1.0
@@ -165,7 +166,8 @@ class ClusterBenchResult:
 
 class TimedClient:
     """The calls the benchmark makes, each timed from send to reply into ``latencies``
-    (key ``"<verb> <resource>"``, plus `` (cluster)`` for lists across namespaces)."""
+    (key ``"<verb> <resource>"``, plus `` (cluster)`` for lists across namespaces); failed
+    calls are counted in ``errors`` under the same key, not timed."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -173,45 +175,56 @@ class TimedClient:
         self.errors: dict[str, int] = {}
         self.last_error = ""
 
-    def _record(self, key: str, seconds: float) -> None:
-        self.latencies.setdefault(key, []).append(seconds)
+    def take(self) -> tuple[dict[str, list[float]], dict[str, int]]:
+        """The latencies and errors recorded so far, and start afresh (one report interval)."""
+        out = (self.latencies, self.errors)
+        self.latencies, self.errors = {}, {}
+        return out
 
-    def _failed(self, key: str, exc: ClientError) -> None:
-        self.errors[key] = self.errors.get(key, 0) + 1
-        self.last_error = str(exc)
+    async def _timed(self, key: str, call: Awaitable[T]) -> T:
+        t0 = time.perf_counter()
+        try:
+            out = await call
+        except ClientError as exc:
+            self.errors[key] = self.errors.get(key, 0) + 1
+            self.last_error = str(exc)
+            raise
+        self.latencies.setdefault(key, []).append(time.perf_counter() - t0)
+        return out
 
     async def create(self, obj: M) -> M:
         key = f"create {kinds.for_message(obj).plural}"
-        t0 = time.perf_counter()
-        try:
-            out = await self.client.create(obj)
-        except ClientError as exc:
-            self._failed(key, exc)
-            raise
-        self._record(key, time.perf_counter() - t0)
-        return out
+        return await self._timed(key, self.client.create(obj))
 
     async def get(self, kind: type[M], name: str, *, namespace: str = "") -> M:
         key = f"get {kinds.for_message(kind).plural}"
-        t0 = time.perf_counter()
-        try:
-            out = await self.client.get(kind, name, namespace=namespace)
-        except ClientError as exc:
-            self._failed(key, exc)
-            raise
-        self._record(key, time.perf_counter() - t0)
-        return out
+        return await self._timed(key, self.client.get(kind, name, namespace=namespace))
 
     async def list(self, kind: type[M], *, namespace: str | None = None) -> list[M]:
         key = f"list {kinds.for_message(kind).plural}" + ("" if namespace else " (cluster)")
-        t0 = time.perf_counter()
-        try:
-            out = await self.client.list(kind, namespace=namespace)
-        except ClientError as exc:
-            self._failed(key, exc)
-            raise
-        self._record(key, time.perf_counter() - t0)
+        out = await self._timed(key, self.client.list(kind, namespace=namespace))
         return list(out.items)
+
+    async def patch(
+        self, kind: type[M], name: str, patch: Mapping[str, Any], *, namespace: str = ""
+    ) -> M:
+        """A JSON merge patch (``Client.patch``)."""
+        key = f"patch {kinds.for_message(kind).plural}"
+        return await self._timed(key, self.client.patch(kind, name, patch, namespace=namespace))
+
+    async def delete(
+        self,
+        kind: type[M],
+        name: str,
+        *,
+        namespace: str = "",
+        grace_period_seconds: int | None = None,
+    ) -> M:
+        key = f"delete {kinds.for_message(kind).plural}"
+        call = self.client.delete(
+            kind, name, namespace=namespace, grace_period_seconds=grace_period_seconds
+        )
+        return await self._timed(key, call)
 
 
 # -- the workload ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "proxy": "proxy",
     "pods": "pods",
     "cluster": "cluster",
+    "soak": "soak",
 }
 
 
