@@ -354,6 +354,8 @@ class ComponentUsage:
     peak_rss_mb: float = 0.0
     samples: int = 0
     nodes: int = 0
+    #: (seconds since the sampler started, RSS MB), one point per ``timeline_every`` seconds.
+    rss_timeline: list[tuple[float, float]] = field(default_factory=list, repr=False)
     _cpu0: float | None = field(default=None, repr=False)
     _cpu_last: float | None = field(default=None, repr=False)
 
@@ -371,10 +373,19 @@ class ComponentUsage:
 
 class ResourceSampler:
     """Samples every component's CPU time and RSS from /proc every ``interval`` seconds
-    while running (``async with``); ``usage`` holds the figures afterwards."""
+    while running (``async with``); ``usage`` holds the figures afterwards, with an RSS
+    timeline per component (a point every ``timeline_every`` seconds)."""
 
-    def __init__(self, components: Sequence[ComponentRecord], interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        components: Sequence[ComponentRecord],
+        interval: float = 0.5,
+        *,
+        timeline_every: float = 2.0,
+    ) -> None:
         self.interval = interval
+        self.timeline_every = timeline_every
+        self._next_point = 0.0
         self.usage = [
             ComponentUsage(name=c.name, kind=c.kind, pid=c.pid, nodes=len(c.nodes))
             for c in components
@@ -385,9 +396,15 @@ class ResourceSampler:
         self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
+        t = time.monotonic() - self.started
+        point = t >= self._next_point
+        if point:
+            self._next_point = t + self.timeline_every
         for u in self.usage:
             cpu = cpu_seconds(u.pid)
             rss = rss_bytes(u.pid)
+            if point and rss is not None:
+                u.rss_timeline.append((round(t, 1), round(rss / 2**20, 1)))
             if cpu is not None:
                 if u._cpu0 is None:
                     u._cpu0 = cpu
