@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from k8semu import log as logging_setup
 from k8semu.api import kinds
 from k8semu.bench import podstartup
 from k8semu.bench._clusterrun import (
@@ -860,6 +861,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts = options_from(args)
     except ValueError as exc:
         parser.error(str(exc))
+    # Only warnings, on stderr: the client's retries are not the report.
+    logging_setup.configure("bench", level="warning")
     env = environment(args.workdir, False)
     result = run(opts, config=args.config, workdir=args.workdir, keep=args.keep)
     print(render(result, env))

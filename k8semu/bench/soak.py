@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
+from k8semu import log as logging_setup
 from k8semu import transport
 from k8semu.bench._clusterrun import (
     BenchCluster,
@@ -1178,6 +1179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.config is not None and not args.config.is_file():
         parser.error(f"--config: no such file: {args.config}")
+    # Only warnings, on stderr: the client's retries are not the report.
+    logging_setup.configure("bench", level="warning")
     env = _environment(args.workdir, False)
     result = run(opts, config=args.config, workdir=args.workdir, keep=args.keep)
     print(render(result, env))
