@@ -1026,7 +1026,6 @@ def plot(result: SoakResult, path: Path) -> None:
     ax = axes[0][2]
     ax.plot(t, [s.revision for s in samples], label="revision")
     ax.plot(t, [s.compact_revision for s in samples], label="compaction revision")
-    ax.plot(t, [s.store_leader_changes for s in samples], label="leader changes")
     _finish(ax, "store revisions", result)
     ax = axes[0][3]
     for verb in VERBS:
@@ -1050,7 +1049,9 @@ def plot(result: SoakResult, path: Path) -> None:
     ax = axes[1][3]
     ax.plot(t, [s.write_rate for s in samples], label="writes/s")
     ax.plot(t, [s.write_errors for s in samples], label="failed writes")
-    _finish(ax, "churn", result)
+    ax.plot(t, [s.store_leader_changes for s in samples], label="store leader changes")
+    ax.plot(t, [s.store_term_bumps for s in samples], label="store Raft term rises")
+    _finish(ax, "churn and leader changes (counts)", result)
     o = result.options
     fig.suptitle(
         f"k8semu bench soak: {o.write_rate:g} writes/s for {format_ms(int(o.duration * 1000))};"
