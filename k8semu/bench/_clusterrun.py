@@ -54,6 +54,7 @@ __all__ = [
     "ResourceSampler",
     "bench_config",
     "fd_count",
+    "leader_logs",
     "merge_config",
     "most_within",
     "refine_stamps",
@@ -513,6 +514,26 @@ CONTROL_PLANE_LEASES = (
 )
 
 
+# What k8semu.client's leader elector logs each time it starts leading.
+BECAME_LEADER = b"became leader"
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def leader_logs(components: Sequence[ComponentRecord]) -> dict[str, str]:
+    """The logs of the leader-elected components (schedulers, controller managers)."""
+    return {
+        c.name: c.log_path
+        for c in components
+        if c.kind in ("scheduler", "controller-manager") and c.log_path
+    }
+
+
 @dataclass
 class _LeaseSeen:
     holder: str = ""
@@ -532,6 +553,11 @@ class LeaderWatch:
     leader (by any member that knows one) differs from the one before. A Lease's changes are
     the rise of its ``leaseTransitions`` (or one per holder change seen, if more). Members
     that do not answer are counted in ``store_unanswered`` and otherwise skipped.
+
+    A leader-elected component that misses its renew deadline stops leading and campaigns
+    again; when it wins its own Lease back the Lease shows no transition, yet every
+    controller restarted. ``log_paths`` (component name -> its log) catch those: each
+    "became leader" line written after the watch started counts in ``became_leader``.
     """
 
     def __init__(
@@ -541,8 +567,12 @@ class LeaderWatch:
         *,
         interval: float = 1.0,
         leases: Sequence[tuple[str, str]] = CONTROL_PLANE_LEASES,
+        log_paths: Mapping[str, str | Path] | None = None,
     ) -> None:
         self.interval = interval
+        self.log_paths = {name: Path(p) for name, p in (log_paths or {}).items()}
+        self._log_offsets = {name: _file_size(p) for name, p in self.log_paths.items()}
+        self.became_leader = dict.fromkeys(self.log_paths, 0)
         self.members = list(store_members)
         self.api_servers = list(api_servers)
         self.statuses: dict[str, rpc_pb2.StatusResponse] = {}
@@ -596,6 +626,20 @@ class LeaderWatch:
             self._last_leader = leader
             self.store_leader = self.names_by_id.get(leader, f"{leader:x}")
         await self._poll_leases()
+        self._poll_logs()
+
+    def _poll_logs(self) -> None:
+        for name, path in self.log_paths.items():
+            try:
+                with path.open("rb") as f:
+                    f.seek(self._log_offsets[name])
+                    data = f.read()
+            except OSError:
+                continue
+            # Count only whole lines; a partial last line is read again next time.
+            end = data.rfind(b"\n") + 1
+            self._log_offsets[name] += end
+            self.became_leader[name] += data[:end].count(BECAME_LEADER)
 
     async def _poll_leases(self) -> None:
         if not self._lease_keys or not self.api_servers:

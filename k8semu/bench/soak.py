@@ -59,6 +59,7 @@ from k8semu.bench._clusterrun import (
     LeaderWatch,
     cpu_seconds,
     fd_count,
+    leader_logs,
     rss_bytes,
 )
 from k8semu.bench.cluster import TimedClient
@@ -202,6 +203,8 @@ class IntervalSample:
     store_leader_changes: int = 0  # since the churn started
     store_term_bumps: int = 0
     lease_changes: dict[str, int | None] = field(default_factory=dict)
+    #: Leader-elected component -> times it started leading again (its log) since the start.
+    became_leader: dict[str, int] = field(default_factory=dict)
     restarts: list[str] = field(default_factory=list)  # components with a new (or no) pid
     objects: dict[str, int] = field(default_factory=dict)  # the churn's pools
 
@@ -357,14 +360,7 @@ def verdict(
             f"{end.store_leader_changes} leader changes, Raft term +{end.store_term_bumps}",
         )
     )
-    leases = {k: v for k, v in end.lease_changes.items() if v is not None}
-    checks.append(
-        Check(
-            "no control-plane leader change (scheduler, controller manager Leases)",
-            all(v == 0 for v in leases.values()),
-            ", ".join(f"{k}: {v}" for k, v in sorted(leases.items())) or "no Leases found",
-        )
-    )
+    checks.append(_control_plane_check(end.lease_changes, end.became_leader))
     restarted = sorted({r for s in samples for r in s.restarts})
     checks.append(
         Check(
@@ -402,6 +398,21 @@ def verdict(
         )
     )
     return checks
+
+
+def _control_plane_check(
+    lease_changes: Mapping[str, int | None], became_leader: Mapping[str, int]
+) -> Check:
+    """No Lease changed hands and no leader-elected component started leading again (a
+    leader that missed its renew deadline and won its own Lease back restarted its work)."""
+    leases = {k: v for k, v in lease_changes.items() if v is not None}
+    details = [f"{k}: {v}" for k, v in sorted(leases.items())]
+    details += [f"{k} led again {v}x" for k, v in sorted(became_leader.items()) if v]
+    return Check(
+        "no control-plane leader change (scheduler, controller manager)",
+        all(v == 0 for v in leases.values()) and not any(became_leader.values()),
+        ", ".join(details) or "no Leases found",
+    )
 
 
 def _interval_of(samples: Sequence[IntervalSample]) -> float:
@@ -804,7 +815,8 @@ async def soak(
                 procs.poll_peak(components)
                 await asyncio.sleep(min(5.0, opts.interval / 4))
 
-        async with LeaderWatch(members, api_servers, interval=1.0) as leaders:
+        watch = LeaderWatch(members, api_servers, interval=1.0, log_paths=leader_logs(components))
+        async with watch as leaders:
             tasks = [asyncio.get_running_loop().create_task(writer()) for _ in range(opts.writers)]
             tasks.append(asyncio.get_running_loop().create_task(reader()))
             tasks.append(asyncio.get_running_loop().create_task(peaks()))
@@ -828,6 +840,7 @@ async def soak(
                         store_leader_changes=leaders.store_leader_changes,
                         store_term_bumps=leaders.store_term_bumps,
                         lease_changes=leaders.lease_changes,
+                        became_leader=dict(leaders.became_leader),
                         restarts=restarted,
                         objects=churn.pools(),
                     )

@@ -111,6 +111,9 @@ def test_verdict_slos_leader_changes_and_memory() -> None:
     assert failing(lease_changes={"kube-system/kube-scheduler": 2}) == [
         "no scheduler or controller-manager leader change"
     ]
+    assert failing(became_leader={"scheduler-1": 1}) == [
+        "no scheduler or controller-manager leader change"
+    ]
     assert failing(components=[]) == ["peak RSS reported for every component"]
 
 

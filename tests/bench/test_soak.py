@@ -139,6 +139,11 @@ def test_any_leader_change_or_restart_fails() -> None:
     assert any("store leader" in c.name and not c.passed for c in verdict(moved, warmup=WARMUP))
     lease = [*base, _sample(9, leases={"kube-system/kube-scheduler": 1})]
     assert any("control-plane" in c.name and not c.passed for c in verdict(lease, warmup=WARMUP))
+    # The same holder winning its Lease back after a missed renewal: its log says so.
+    again = [*base, _sample(9)]
+    again[-1].became_leader = {"controller-manager-1": 2, "scheduler-1": 0}
+    bad = [c for c in verdict(again, warmup=WARMUP) if not c.passed and c.gating]
+    assert len(bad) == 1 and "controller-manager-1 led again 2x" in bad[0].detail
     # A Lease never found (no leader election) is not a change.
     absent = [_sample(i, leases={"kube-system/kube-scheduler": None}) for i in range(1, 10)]
     assert not _failed(verdict(absent, warmup=WARMUP))
@@ -271,3 +276,23 @@ def test_short_soak_report_is_complete(tmp_path: Path) -> None:
     # A clean verdict removes the cluster dir; a failing one keeps it for the logs.
     left = list((tmp_path / "work").iterdir())
     assert (left == []) == r.passed
+
+
+async def test_leader_watch_counts_became_leader_lines_written_after_it_started(
+    tmp_path: Path,
+) -> None:
+    from k8semu.bench._clusterrun import LeaderWatch
+
+    log = tmp_path / "controller-manager-1.log"
+    log.write_text("x [info] became leader lease=kube-controller-manager\n")  # before: not counted
+    async with LeaderWatch([], [], interval=0.05, log_paths={"controller-manager-1": log}) as w:
+        with log.open("a") as f:
+            f.write("y [warning] lease renewal timed out\n")
+            f.write("z [info] became leader lease=kube-controller-manager\n")
+            f.write("w [info] became lea")  # half a line: not yet
+        await w.poll()
+        assert w.became_leader == {"controller-manager-1": 1}
+        with log.open("a") as f:
+            f.write("der lease=kube-controller-manager\n")
+        await w.poll()
+    assert w.became_leader == {"controller-manager-1": 2}
