@@ -768,7 +768,9 @@ async def soak(
     state = read_state(state_dir)
     members = [(m[0], m[1]) for m in state.store_members]
     data_dirs = {
-        c.name.removeprefix("store-"): c.data_dir for c in state.components if c.kind == "store"
+        c.name.removeprefix("store-"): c.data_dir
+        for c in state.components
+        if c.kind in ("store", "etcd")
     }
     rng = random.Random(opts.seed or secrets.randbits(32))
     perf = time.perf_counter
