@@ -296,3 +296,14 @@ async def test_leader_watch_counts_became_leader_lines_written_after_it_started(
             f.write("der lease=kube-controller-manager\n")
         await w.poll()
     assert w.became_leader == {"controller-manager-1": 2}
+
+
+def test_compaction_settings_the_config_does_not_know_are_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    known = {"store": {"snapshotCount": 5000}}
+    unknown = {"store": {"noSuchCompactionKey": "1m"}}
+    monkeypatch.setattr(soak, "COMPACTION_SETTINGS", (known, unknown))
+    layout = soak.default_layout(SoakOptions())
+    assert layout.overrides == known
+    assert layout.timings == {} and layout.real_nodes == 3 and layout.addons == ("dns",)
