@@ -24,28 +24,38 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import grpc  # type: ignore[import-untyped, unused-ignore]
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import yaml
 
+from k8semu import transport
 from k8semu.bench.podstartup import PodTimes
 from k8semu.bench.store import BenchError
+from k8semu.client import Client, ClientError
 from k8semu.cluster.clientconfig import ENV_VAR as CLI_CONFIG_ENV
 from k8semu.cluster.config import format_duration
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.state import ClusterState, ComponentRecord, read_state
+from k8semu.pb.api.v1 import coordination_pb2
+from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
 __all__ = [
     "BenchCluster",
     "ClusterLayout",
     "ComponentUsage",
+    "LeaderWatch",
     "Progress",
     "ResourceSampler",
     "bench_config",
+    "fd_count",
+    "leader_logs",
+    "merge_config",
     "most_within",
     "refine_stamps",
     "rss_bytes",
@@ -83,6 +93,12 @@ class ClusterLayout:
     ready_timeout_s: float = 300.0
     #: Add-ons the launcher applies (none by default: a benchmark measures only its workload).
     addons: tuple[str, ...] = ()
+    #: The config's ``timings``; None: node lease timings scaled to the node count
+    #: (``_lease_timings``); ``{}``: the emulator's defaults, as in the default cluster.
+    timings: Mapping[str, str] | None = None
+    #: Merged into the generated config last, key by key (mappings merge, anything else
+    #: replaces): e.g. ``{"store": {"snapshotCount": 1000}}``.
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _lease_timings(nodes: int) -> dict[str, str]:
@@ -95,6 +111,17 @@ def _lease_timings(nodes: int) -> dict[str, str]:
         "nodeStatusUpdateFrequency": format_duration(2 * renew_ms),
         "nodeMonitorGracePeriod": format_duration(5 * renew_ms),
     }
+
+
+# Kubernetes' own leader-election timings, for clusters with hollow nodes (scale runs): with
+# the emulator's 4 s / 3 s / 0.5 s, the controller manager of a 1,000-hollow-node run at load
+# average 20 missed its renew deadline every 6-10 s, and each time stopped and restarted every
+# controller. Clusters of real nodes (chaos, e2e) keep the fast ones, so failover stays quick.
+SCALE_LEADER_ELECTION = {
+    "leaderElectLeaseDuration": "15s",
+    "leaderElectRenewDeadline": "10s",
+    "leaderElectRetryPeriod": "2s",
+}
 
 
 def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str, Any]:
@@ -128,7 +155,12 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
             "serviceCIDR": SERVICE_CIDR,
             "loadBalancerPool": LOAD_BALANCER_POOL,
         },
-        "timings": _lease_timings(layout.hollow_nodes + layout.real_nodes),
+        "timings": (
+            _lease_timings(layout.hollow_nodes + layout.real_nodes)
+            | (SCALE_LEADER_ELECTION if layout.hollow_nodes else {})
+            if layout.timings is None
+            else dict(layout.timings)
+        ),
         "launcher": {"readyTimeout": format_duration(int(layout.ready_timeout_s * 1000))},
         "addons": list(layout.addons),
     }
@@ -154,7 +186,19 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
                 "labels": {"type": "hollow"},
             }
         ]
-    return doc
+    return merge_config(doc, layout.overrides)
+
+
+def merge_config(doc: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``overrides`` merged in: mappings key by key, any other value replaced."""
+    out = dict(doc)
+    for key, value in overrides.items():
+        old = out.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = merge_config(old, value)
+        else:
+            out[key] = value
+    return out
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -166,6 +210,15 @@ def rss_bytes(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def fd_count(pid: int) -> int | None:
+    """Open file descriptors of ``pid`` (entries of /proc/<pid>/fd), None if it is gone or
+    not ours to read."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -314,6 +367,8 @@ class ComponentUsage:
     peak_rss_mb: float = 0.0
     samples: int = 0
     nodes: int = 0
+    #: (seconds since the sampler started, RSS MB), one point per ``timeline_every`` seconds.
+    rss_timeline: list[tuple[float, float]] = field(default_factory=list, repr=False)
     _cpu0: float | None = field(default=None, repr=False)
     _cpu_last: float | None = field(default=None, repr=False)
 
@@ -331,10 +386,19 @@ class ComponentUsage:
 
 class ResourceSampler:
     """Samples every component's CPU time and RSS from /proc every ``interval`` seconds
-    while running (``async with``); ``usage`` holds the figures afterwards."""
+    while running (``async with``); ``usage`` holds the figures afterwards, with an RSS
+    timeline per component (a point every ``timeline_every`` seconds)."""
 
-    def __init__(self, components: Sequence[ComponentRecord], interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        components: Sequence[ComponentRecord],
+        interval: float = 0.5,
+        *,
+        timeline_every: float = 2.0,
+    ) -> None:
         self.interval = interval
+        self.timeline_every = timeline_every
+        self._next_point = 0.0
         self.usage = [
             ComponentUsage(name=c.name, kind=c.kind, pid=c.pid, nodes=len(c.nodes))
             for c in components
@@ -345,9 +409,15 @@ class ResourceSampler:
         self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
+        t = time.monotonic() - self.started
+        point = t >= self._next_point
+        if point:
+            self._next_point = t + self.timeline_every
         for u in self.usage:
             cpu = cpu_seconds(u.pid)
             rss = rss_bytes(u.pid)
+            if point and rss is not None:
+                u.rss_timeline.append((round(t, 1), round(rss / 2**20, 1)))
             if cpu is not None:
                 if u._cpu0 is None:
                     u._cpu0 = cpu
@@ -447,3 +517,184 @@ def most_within(moments: Sequence[float], window: float = 1.0) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+# The control plane's leader-election Leases (namespace, name): scheduler, controller manager.
+CONTROL_PLANE_LEASES = (
+    ("kube-system", "kube-scheduler"),
+    ("kube-system", "kube-controller-manager"),
+)
+
+
+# What k8semu.client's leader elector logs each time it starts leading.
+BECAME_LEADER = b"became leader"
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def leader_logs(components: Sequence[ComponentRecord]) -> dict[str, str]:
+    """The logs of the leader-elected components (schedulers, controller managers)."""
+    return {
+        c.name: c.log_path
+        for c in components
+        if c.kind in ("scheduler", "controller-manager") and c.log_path
+    }
+
+
+@dataclass
+class _LeaseSeen:
+    holder: str = ""
+    transitions: int = 0
+    changes: int = 0
+    found: bool = False
+
+
+class LeaderWatch:
+    """Counts leader changes while running (``async with``): the store's, by polling every
+    member's ``Maintenance.Status`` (leader, raftTerm) every ``interval`` seconds, and those
+    of the control plane's Leases (scheduler, controller manager), by reading them as often.
+
+    ``store_term_bumps`` is how far the highest raftTerm any member reported rose since the
+    first poll: every election, even one that re-elects the same leader or that happened
+    between two polls, raises it. ``store_leader_changes`` counts the polls whose reported
+    leader (by any member that knows one) differs from the one before. A Lease's changes are
+    the rise of its ``leaseTransitions`` (or one per holder change seen, if more). Members
+    that do not answer are counted in ``store_unanswered`` and otherwise skipped.
+
+    A leader-elected component that misses its renew deadline stops leading and campaigns
+    again; when it wins its own Lease back the Lease shows no transition, yet every
+    controller restarted. ``log_paths`` (component name -> its log) catch those: each
+    "became leader" line written after the watch started counts in ``became_leader``.
+    """
+
+    def __init__(
+        self,
+        store_members: Sequence[tuple[str, str]],
+        api_servers: Sequence[str],
+        *,
+        interval: float = 1.0,
+        leases: Sequence[tuple[str, str]] = CONTROL_PLANE_LEASES,
+        log_paths: Mapping[str, str | Path] | None = None,
+    ) -> None:
+        self.interval = interval
+        self.log_paths = {name: Path(p) for name, p in (log_paths or {}).items()}
+        self._log_offsets = {name: _file_size(p) for name, p in self.log_paths.items()}
+        self.became_leader = dict.fromkeys(self.log_paths, 0)
+        self.members = list(store_members)
+        self.api_servers = list(api_servers)
+        self.statuses: dict[str, rpc_pb2.StatusResponse] = {}
+        self.names_by_id: dict[int, str] = {}
+        self.store_term_bumps = 0
+        self.store_leader_changes = 0
+        self.store_leader = ""
+        self.store_unanswered = 0
+        self.leases = {f"{ns}/{name}": _LeaseSeen() for ns, name in leases}
+        self._lease_keys = list(leases)
+        self._first_term: int | None = None
+        self._last_leader = 0
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._client: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def lease_changes(self) -> dict[str, int | None]:
+        """Lease -> leader changes seen, None for a Lease never found (no leader election)."""
+        return {k: (v.changes if v.found else None) for k, v in self.leases.items()}
+
+    @property
+    def max_term(self) -> int:
+        return max((s.raftTerm for s in self.statuses.values()), default=0)
+
+    async def poll(self) -> None:
+        """One round: every member's Status, then every Lease."""
+        for name, address in self.members:
+            channel = self._channels.get(name)
+            if channel is None:
+                channel = self._channels[name] = transport.channel(address)
+            stub = rpc_pb2_grpc.MaintenanceStub(channel)
+            try:
+                status = await stub.Status(rpc_pb2.StatusRequest(), timeout=max(1.0, self.interval))
+            except grpc.aio.AioRpcError:
+                self.store_unanswered += 1
+                continue
+            self.statuses[name] = status
+            self.names_by_id[status.header.member_id] = name
+        known = [s for s in self.statuses.values() if s.leader]
+        if self.statuses:
+            term = self.max_term
+            if self._first_term is None:
+                self._first_term = term
+            self.store_term_bumps = term - self._first_term
+        if known:
+            # The newest term's view of who leads.
+            leader = max(known, key=lambda s: s.raftTerm).leader
+            if self._last_leader and leader != self._last_leader:
+                self.store_leader_changes += 1
+            self._last_leader = leader
+            self.store_leader = self.names_by_id.get(leader, f"{leader:x}")
+        await self._poll_leases()
+        self._poll_logs()
+
+    def _poll_logs(self) -> None:
+        for name, path in self.log_paths.items():
+            try:
+                with path.open("rb") as f:
+                    f.seek(self._log_offsets[name])
+                    data = f.read()
+            except OSError:
+                continue
+            # Count only whole lines; a partial last line is read again next time.
+            end = data.rfind(b"\n") + 1
+            self._log_offsets[name] += end
+            self.became_leader[name] += data[:end].count(BECAME_LEADER)
+
+    async def _poll_leases(self) -> None:
+        if not self._lease_keys or not self.api_servers:
+            return
+        if self._client is None:
+            self._client = Client(self.api_servers)
+        for ns, name in self._lease_keys:
+            seen = self.leases[f"{ns}/{name}"]
+            try:
+                lease = await self._client.get(coordination_pb2.Lease, name, namespace=ns)
+            except ClientError:  # NotFound: no leader election (yet); others: next round
+                continue
+            holder, transitions = lease.spec.holder_identity, lease.spec.lease_transitions
+            if seen.found:
+                rise = max(0, transitions - seen.transitions)
+                moved = int(bool(holder) and holder != seen.holder)
+                seen.changes += max(rise, moved)
+            seen.found = True
+            if holder:
+                seen.holder = holder
+            seen.transitions = transitions
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.poll()
+
+    async def __aenter__(self) -> Self:
+        await self.poll()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(grpc.aio.AioRpcError, ClientError):
+            await self.poll()
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

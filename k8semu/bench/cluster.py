@@ -44,20 +44,23 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from k8semu import log as logging_setup
 from k8semu.api import kinds
 from k8semu.bench import podstartup
 from k8semu.bench._clusterrun import (
     BenchCluster,
     ClusterLayout,
+    LeaderWatch,
     Progress,
     ResourceSampler,
+    leader_logs,
     most_within,
     refine_stamps,
 )
@@ -74,6 +77,7 @@ from k8semu.cluster.errors import ClusterError
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
 
 __all__ = [
+    "Check",
     "ClusterBenchOptions",
     "ClusterBenchResult",
     "TimedClient",
@@ -81,9 +85,11 @@ __all__ = [
     "plot",
     "render",
     "run",
+    "verdict",
 ]
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 # Kubernetes' SLOs (p99, seconds).
 SLO_MUTATING_S = 1.0
@@ -135,6 +141,15 @@ class LatencyRow:
 
 
 @dataclass
+class Check:
+    """One line of the verdict: ``k8semu bench cluster`` exits 1 when one fails."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
 class ClusterBenchResult:
     options: ClusterBenchOptions
     config: str = ""
@@ -153,11 +168,22 @@ class ClusterBenchResult:
     components: list[dict[str, Any]] = field(default_factory=list)
     sampled_seconds: float = 0.0
     client_cpu_s: float = 0.0  # this process (client, watchers, tracker) over the workload
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    store_leader_changes: int = 0  # over the workload (LeaderWatch)
+    store_term_bumps: int = 0
+    lease_changes: dict[str, int | None] = field(default_factory=dict)
+    became_leader: dict[str, int] = field(default_factory=dict)  # led again, by its log
+    checks: list[Check] = field(default_factory=list)
     timed_out: bool = False
     error: str = ""
     # Raw samples for the plot (seconds); left out of the JSON.
     samples: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    rss_timeline: dict[str, list[tuple[float, float]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and not self.timed_out and all(c.passed for c in self.checks)
 
 
 # -- the client, timed -------------------------------------------------------------------------
@@ -165,7 +191,8 @@ class ClusterBenchResult:
 
 class TimedClient:
     """The calls the benchmark makes, each timed from send to reply into ``latencies``
-    (key ``"<verb> <resource>"``, plus `` (cluster)`` for lists across namespaces)."""
+    (key ``"<verb> <resource>"``, plus `` (cluster)`` for lists across namespaces); failed
+    calls are counted in ``errors`` under the same key, not timed."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -173,45 +200,56 @@ class TimedClient:
         self.errors: dict[str, int] = {}
         self.last_error = ""
 
-    def _record(self, key: str, seconds: float) -> None:
-        self.latencies.setdefault(key, []).append(seconds)
+    def take(self) -> tuple[dict[str, list[float]], dict[str, int]]:
+        """The latencies and errors recorded so far, and start afresh (one report interval)."""
+        out = (self.latencies, self.errors)
+        self.latencies, self.errors = {}, {}
+        return out
 
-    def _failed(self, key: str, exc: ClientError) -> None:
-        self.errors[key] = self.errors.get(key, 0) + 1
-        self.last_error = str(exc)
+    async def _timed(self, key: str, call: Awaitable[T]) -> T:
+        t0 = time.perf_counter()
+        try:
+            out = await call
+        except ClientError as exc:
+            self.errors[key] = self.errors.get(key, 0) + 1
+            self.last_error = str(exc)
+            raise
+        self.latencies.setdefault(key, []).append(time.perf_counter() - t0)
+        return out
 
     async def create(self, obj: M) -> M:
         key = f"create {kinds.for_message(obj).plural}"
-        t0 = time.perf_counter()
-        try:
-            out = await self.client.create(obj)
-        except ClientError as exc:
-            self._failed(key, exc)
-            raise
-        self._record(key, time.perf_counter() - t0)
-        return out
+        return await self._timed(key, self.client.create(obj))
 
     async def get(self, kind: type[M], name: str, *, namespace: str = "") -> M:
         key = f"get {kinds.for_message(kind).plural}"
-        t0 = time.perf_counter()
-        try:
-            out = await self.client.get(kind, name, namespace=namespace)
-        except ClientError as exc:
-            self._failed(key, exc)
-            raise
-        self._record(key, time.perf_counter() - t0)
-        return out
+        return await self._timed(key, self.client.get(kind, name, namespace=namespace))
 
     async def list(self, kind: type[M], *, namespace: str | None = None) -> list[M]:
         key = f"list {kinds.for_message(kind).plural}" + ("" if namespace else " (cluster)")
-        t0 = time.perf_counter()
-        try:
-            out = await self.client.list(kind, namespace=namespace)
-        except ClientError as exc:
-            self._failed(key, exc)
-            raise
-        self._record(key, time.perf_counter() - t0)
+        out = await self._timed(key, self.client.list(kind, namespace=namespace))
         return list(out.items)
+
+    async def patch(
+        self, kind: type[M], name: str, patch: Mapping[str, Any], *, namespace: str = ""
+    ) -> M:
+        """A JSON merge patch (``Client.patch``)."""
+        key = f"patch {kinds.for_message(kind).plural}"
+        return await self._timed(key, self.client.patch(kind, name, patch, namespace=namespace))
+
+    async def delete(
+        self,
+        kind: type[M],
+        name: str,
+        *,
+        namespace: str = "",
+        grace_period_seconds: int | None = None,
+    ) -> M:
+        key = f"delete {kinds.for_message(kind).plural}"
+        call = self.client.delete(
+            kind, name, namespace=namespace, grace_period_seconds=grace_period_seconds
+        )
+        return await self._timed(key, call)
 
 
 # -- the workload ------------------------------------------------------------------------------
@@ -508,22 +546,88 @@ def run(
             result.cluster_up_s = c.up_seconds
             components = c.components
 
+            assert c.state is not None
+            members = [(m[0], m[1]) for m in c.state.store_members]
+
             async def measured() -> None:
                 cpu0 = time.process_time()
-                async with ResourceSampler(components) as sampler:
+                result.load_before = os.getloadavg()
+                async with (
+                    LeaderWatch(
+                        members, c.api_servers, log_paths=leader_logs(components)
+                    ) as leaders,
+                    ResourceSampler(components) as sampler,
+                ):
                     await run_workload(c.api_servers, opts, result)
                 result.client_cpu_s = time.process_time() - cpu0
                 result.load_after = os.getloadavg()
                 result.components = [u.to_json() for u in sampler.usage]
+                result.rss_timeline = {u.name: u.rss_timeline for u in sampler.usage}
                 result.sampled_seconds = sampler.seconds
+                result.store_leader_changes = leaders.store_leader_changes
+                result.store_term_bumps = leaders.store_term_bumps
+                result.lease_changes = leaders.lease_changes
+                result.became_leader = dict(leaders.became_leader)
 
             asyncio.run(measured())
+            result.checks = verdict(result)
             if result.timed_out:
                 c.failed = True  # keep the logs
     except (BenchError, ClusterError, ClientError, OSError) as exc:
         result.error = str(exc)
         _say(f"failed: {exc}")
     return result
+
+
+def verdict(result: ClusterBenchResult) -> list[Check]:
+    """Kubernetes' SLOs and issue 10's scale targets: every pod Running; mutating API calls
+    p99 <= 1 s; pod startup p99 <= 5 s; no store leader change (nor Raft term rise) and no
+    scheduler or controller-manager Lease changing hands during the workload."""
+    o = result.options
+    mutating = [r for r in result.api if r.name.split(" ")[0] in MUTATING]
+    worst = max(mutating, key=lambda r: r.p99_ms, default=None)
+    startup = next((r for r in result.startup if r.name.startswith("pod startup")), None)
+    leases = {k: v for k, v in result.lease_changes.items() if v is not None}
+    peak = max(result.components, key=lambda u: u["peak_rss_mb"], default=None)
+    return [
+        Check(
+            "every pod Running",
+            result.pods_running == o.pods,
+            f"{result.pods_running:,} of {o.pods:,}",
+        ),
+        Check(
+            f"mutating API calls p99 <= {SLO_MUTATING_S:g} s",
+            bool(mutating) and all(r.passed for r in mutating),
+            f"worst {worst.name} p99 {worst.p99_ms:,.0f} ms, {sum(r.errors for r in mutating)}"
+            " errors"
+            if worst
+            else "no calls",
+        ),
+        Check(
+            f"pod startup p99 <= {SLO_STARTUP_S:g} s",
+            bool(startup and startup.passed),
+            f"p99 {startup.p99_ms:,.0f} ms over {startup.count:,} pods" if startup else "none",
+        ),
+        Check(
+            "no store leader change",
+            result.store_leader_changes == 0 and result.store_term_bumps == 0,
+            f"{result.store_leader_changes} leader changes, Raft term +{result.store_term_bumps}",
+        ),
+        Check(
+            "no scheduler or controller-manager leader change",
+            all(v == 0 for v in leases.values()) and not any(result.became_leader.values()),
+            ", ".join(
+                [f"{k}: {v}" for k, v in sorted(leases.items())]
+                + [f"{k} led again {v}x" for k, v in sorted(result.became_leader.items()) if v]
+            )
+            or "no Leases found",
+        ),
+        Check(
+            "peak RSS reported for every component",
+            bool(result.components) and all(u["samples"] > 0 for u in result.components),
+            f"largest {peak['name']} {peak['peak_rss_mb']:,.0f} MB" if peak else "none",
+        ),
+    ]
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -600,6 +704,11 @@ def render(result: ClusterBenchResult, env: dict[str, Any]) -> str:
         f" {env['cpus']} CPUs ({env['cpu_model']}), load average {load1:.2f}/{load5:.2f}"
         f" before the run, {result.load_after[0]:.2f} after; {env['date']}.",
     ]
+    if result.checks:
+        lines += ["", "| check | result | detail |", "| --- | --- | --- |"]
+        lines += [
+            f"| {c.name} | {'PASS' if c.passed else 'FAIL'} | {c.detail} |" for c in result.checks
+        ]
     if result.max_slip_s > 0.5:
         lines.append(
             f"The client fell behind its create schedule by up to {result.max_slip_s:.1f} s."
@@ -608,6 +717,7 @@ def render(result: ClusterBenchResult, env: dict[str, Any]) -> str:
         lines.append(f"Not every pod was Running within {o.timeout:g} s.")
     if result.error:
         lines.append(f"failed: {result.error}")
+    lines.append(f"Verdict: {'PASS' if result.passed else 'FAIL'}")
     return "\n".join(lines)
 
 
@@ -619,7 +729,8 @@ def plot(result: ClusterBenchResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5))
+    fig, all_axes = plt.subplots(1, 4, figsize=(22, 5.5))
+    axes, rss_ax = all_axes[:3], all_axes[3]
     panels = (
         ("API calls (client-side)", "API ", True, SLO_MUTATING_S, "mutating SLO 1 s"),
         ("pod startup", "pod startup", True, SLO_STARTUP_S, "startup SLO 5 s"),
@@ -654,6 +765,15 @@ def plot(result: ClusterBenchResult, path: Path) -> None:
             )  # fmt: skip
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left")
+    for name, points in result.rss_timeline.items():
+        if points:
+            rss_ax.plot([t for t, _ in points], [mb for _, mb in points], label=name)
+    rss_ax.set_xlabel("seconds into the workload")
+    rss_ax.set_ylabel("RSS MB")
+    rss_ax.set_title("RSS per component")
+    rss_ax.grid(True, alpha=0.3)
+    if rss_ax.get_legend_handles_labels()[0]:
+        rss_ax.legend(fontsize=7, loc="upper left")
     o = result.options
     fig.suptitle(
         f"k8semu bench cluster: {o.pods:,} pods ({o.namespaces} namespaces x {o.deployments}"
@@ -685,6 +805,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="cluster config to start (default: a generated one on free ports, hollow nodes)",
     )
     p.add_argument("--nodes", type=_positive_int, default=d.nodes, help="hollow nodes")
+    p.add_argument(
+        "--pods",
+        type=_positive_int,
+        help="total pods: sets --namespaces to PODS / (--deployments x --replicas)",
+    )
     p.add_argument("--namespaces", type=_positive_int, default=d.namespaces)
     p.add_argument("--deployments", type=_positive_int, default=d.deployments, help="per ns")
     p.add_argument("--replicas", type=_positive_int, default=d.replicas, help="per Deployment")
@@ -702,8 +827,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> ClusterBenchOptions:
+    """The options; ValueError naming the flag when ``--pods`` does not divide."""
+    namespaces = args.namespaces
+    if args.pods is not None:
+        per_ns = args.deployments * args.replicas
+        if args.pods % per_ns:
+            raise ValueError(
+                f"--pods {args.pods} is not a multiple of --deployments x --replicas ({per_ns})"
+            )
+        namespaces = args.pods // per_ns
     return ClusterBenchOptions(
-        namespaces=args.namespaces,
+        namespaces=namespaces,
         deployments=args.deployments,
         replicas=args.replicas,
         rate=args.rate,
@@ -724,14 +858,20 @@ def to_json(result: ClusterBenchResult, env: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``k8semu bench cluster``: exit status 1 when the run failed or timed out."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             _say("--plot needs matplotlib: pip install 'k8semu[bench]'")
             return 2
-    opts = options_from(args)
+    try:
+        opts = options_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    # Only warnings, on stderr: the client's retries are not the report.
+    logging_setup.configure("bench", level="warning")
     env = environment(args.workdir, False)
     result = run(opts, config=args.config, workdir=args.workdir, keep=args.keep)
     print(render(result, env))
@@ -741,7 +881,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot is not None and (result.api or result.startup):
         plot(result, args.plot)
         _say(f"plot written to {args.plot}")
-    return 1 if result.error or result.timed_out else 0
+    return 0 if result.passed else 1
 
 
 if __name__ == "__main__":

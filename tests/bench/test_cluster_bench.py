@@ -79,6 +79,56 @@ def test_render_and_plot_from_figures(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _passing_result() -> ClusterBenchResult:
+    r = ClusterBenchResult(options=ClusterBenchOptions(namespaces=1, deployments=1, replicas=3))
+    r.pods_running = 3
+    r.api = [LatencyRow("create deployments", 3, 10, 20, 30, 30, "mutating", True)]
+    r.startup = [LatencyRow("pod startup (created -> Running seen)", 3, 1, 2, 900, 900, "s", True)]
+    r.lease_changes = {"kube-system/kube-scheduler": 0, "kube-system/kube-controller-manager": None}
+    r.components = [{"name": "apiserver-1", "kind": "apiserver", "peak_rss_mb": 80.0, "samples": 4}]
+    return r
+
+
+def test_verdict_slos_leader_changes_and_memory() -> None:
+    r = _passing_result()
+    r.checks = cluster.verdict(r)
+    assert r.passed, r.checks
+    assert "apiserver-1 80 MB" in r.checks[-1].detail
+
+    def failing(**changes: object) -> list[str]:
+        bad = _passing_result()
+        for k, v in changes.items():
+            setattr(bad, k, v)
+        return [c.name for c in cluster.verdict(bad) if not c.passed]
+
+    assert failing(pods_running=2) == ["every pod Running"]
+    slow = [LatencyRow("patch deployments", 3, 10, 20, 1500, 1500, "mutating", False)]
+    assert failing(api=slow) == ["mutating API calls p99 <= 1 s"]
+    late = [LatencyRow("pod startup (created -> Running seen)", 3, 1, 2, 6000, 6000, "s", False)]
+    assert failing(startup=late) == ["pod startup p99 <= 5 s"]
+    assert failing(store_term_bumps=1) == ["no store leader change"]
+    assert failing(store_leader_changes=1) == ["no store leader change"]
+    assert failing(lease_changes={"kube-system/kube-scheduler": 2}) == [
+        "no scheduler or controller-manager leader change"
+    ]
+    assert failing(became_leader={"scheduler-1": 1}) == [
+        "no scheduler or controller-manager leader change"
+    ]
+    assert failing(components=[]) == ["peak RSS reported for every component"]
+
+
+def test_pods_flag_sets_the_namespaces(capsys: pytest.CaptureFixture[str]) -> None:
+    args = cluster.build_parser().parse_args(["--pods", "10000", "--nodes", "1000"])
+    opts = cluster.options_from(args)
+    assert (opts.namespaces, opts.pods, opts.nodes) == (200, 10_000, 1000)
+    with pytest.raises(SystemExit) as exc:
+        cluster.main(["--pods", "1001"])
+    assert exc.value.code == 2
+    assert "--pods 1001 is not a multiple of --deployments x --replicas (50)" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_small_run_counts_add_up(tmp_path: Path) -> None:
@@ -111,8 +161,19 @@ def test_small_run_counts_add_up(tmp_path: Path) -> None:
         c["kind"] for c in r.components
     }
     assert all(c["peak_rss_mb"] > 0 for c in r.components)
+    assert all(r.rss_timeline[c["name"]] for c in r.components)
+    assert set(r.lease_changes) == {
+        "kube-system/kube-scheduler",
+        "kube-system/kube-controller-manager",
+    }
+    assert [c.name for c in r.checks][:3] == [
+        "every pod Running",
+        "mutating API calls p99 <= 1 s",
+        "pod startup p99 <= 5 s",
+    ]
     doc = cluster.to_json(r, ENV)
     assert "samples" not in doc["result"]
     json.dumps(doc, default=str)
     assert "| create deployments | 4 |" in cluster.render(r, ENV)
     assert list(tmp_path.iterdir()) == []
+    assert "Verdict:" in cluster.render(r, ENV)

@@ -50,6 +50,10 @@ def test_generated_config_is_valid_and_uses_free_distinct_ports_and_own_ranges()
     assert config.network.service_cidr != "127.96.0.0/16"
     # Lease renewals stay near 25 writes/s at 1,000 nodes.
     assert config.timings.node_lease_renew_ms >= 40_000
+    # Kubernetes' leader-election timings with hollow nodes; the emulator's fast ones without.
+    assert config.timings.leader_elect_renew_ms == 10_000
+    real = parse_config(json.dumps(bench_config(ClusterLayout(real_nodes=3), octet=78)))
+    assert real.timings.leader_elect_renew_ms == 3_000
 
 
 def test_hollow_pool_is_one_simulated_kubelet_without_ports() -> None:
