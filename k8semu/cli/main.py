@@ -16,7 +16,7 @@ from k8semu.cli.verbs import VERBS
 COMMANDS: dict[str, tuple[str, str]] = {
     "store": ("store", "run a store replica (etcd v3 API), or: store snapshot ..."),
     "apiserver": ("apiserver", "run an API server on a store"),
-    "bench": ("bench", "benchmarks: bench store|api|proxy|pods|cluster|soak"),
+    "bench": ("bench", "benchmarks: bench store|api|proxy|pods|cluster|soak|ha"),
     "kubelet": ("kubelet", "run a node's kubelet, or N hollow nodes (--count N)"),
     "logs": ("logs", "print a container's log: logs POD [-c C] [-f] [--previous]"),
     "exec": ("exec", "run a command in a container: exec POD [-c C] -- CMD..."),
