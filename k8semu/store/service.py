@@ -411,7 +411,7 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         os.close(fd)
         path = Path(name)
         try:
-            header = await sm.run(sm.mvcc.write_snapshot, path)
+            header = await sm.write_snapshot(path)
             size = path.stat().st_size
             sent = 0
             with path.open("rb") as src:
