@@ -894,6 +894,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--compare", action="store_true", help="k8semu vs etcd (the default)")
     mode.add_argument("--only", choices=("etcd", "k8semu"), help="start and measure one side")
+    mode.add_argument(
+        "--sustained",
+        action="store_true",
+        help="paced writes at fixed rates instead (see --sustained --help)",
+    )
     p.add_argument("--puts", type=_positive_int, default=10_000, help="puts per load run")
     p.add_argument(
         "--clients", type=_client_list, default="1,16,64", help="comma-separated client counts"
@@ -1089,6 +1094,11 @@ def _run_loop(coro: Coroutine[Any, Any, Any], use_uvloop: bool) -> tuple[Any, bo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``k8semu bench store``: returns the exit status (1 when a cluster or a run failed)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--sustained" in argv:
+        from k8semu.bench import sustained
+
+        return sustained.main([a for a in argv if a != "--sustained"])
     args = build_parser().parse_args(argv)
     opts = _options(args)
     if args.endpoints:
