@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from k8semu.log import get_logger
 from k8semu.pb.raft import raft_pb2
@@ -139,7 +139,9 @@ class RaftNode:
         self.transport: PeerTransport | None = None
         # Peer messages and ticks (None), in arrival order.
         self._inbox: deque[raft_pb2.Message | None] = deque()
-        self._proposals: list[tuple[bytes, asyncio.Future[None]]] = []
+        # (entry data, future, whether entering the log resolves it): futures of
+        # `propose_nowait` are only failed here, their result comes from the apply.
+        self._proposals: list[tuple[bytes, asyncio.Future[Any], bool]] = []
         self._read_waiters: list[asyncio.Future[int]] = []
         self._reads_in_flight: dict[bytes, list[asyncio.Future[int]]] = {}
         self._read_ctx = itertools.count(1)
@@ -263,9 +265,20 @@ class RaftNode:
         if self.leader == 0:
             raise errors.ErrNoLeader
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._proposals.append((data, fut))
+        self._proposals.append((data, fut, True))
         self._wake.set()
         await fut
+
+    def propose_nowait(self, data: bytes, result: asyncio.Future[Any]) -> None:
+        """Like `propose`, without waiting for the log: if the proposal is dropped (no
+        leader, replica stopped), `result` gets the error; otherwise its owner resolves it
+        (with the outcome of the apply). One future per write instead of two."""
+        if self._stopped:
+            raise errors.ErrStopped
+        if self.leader == 0:
+            raise errors.ErrNoLeader
+        self._proposals.append((data, result, False))
+        self._wake.set()
 
     async def read_index(self) -> int:
         """A commit index that reflects every write acknowledged before this call
@@ -377,14 +390,14 @@ class RaftNode:
         if self._proposals:
             props, self._proposals = self._proposals, []
             try:
-                raft.propose_batch([data for data, _ in props])
+                raft.propose_batch([data for data, _, _ in props])
             except core.ProposalDropped:
-                for _, fut in props:
+                for _, fut, _ in props:
                     if not fut.done():
                         fut.set_exception(errors.ErrNoLeader)
             else:
-                for _, fut in props:
-                    if not fut.done():
+                for _, fut, ack in props:
+                    if ack and not fut.done():
                         fut.set_result(None)
         if self._read_waiters:
             ctx = next(self._read_ctx).to_bytes(8, "big")
@@ -606,7 +619,7 @@ class RaftNode:
 
     def _fail_all(self, error: type[Exception]) -> None:
         # A class, so each waiter gets its own instance (asyncio instantiates it).
-        for _, fut in self._proposals:
+        for _, fut, _ in self._proposals:
             if not fut.done():
                 fut.set_exception(error)
         self._proposals.clear()

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import random
 import secrets
+from collections import deque
 from collections.abc import Sequence
 
 import grpc
@@ -34,6 +35,13 @@ from k8semu.store.statemachine import StoreStateMachine
 log = get_logger(__name__)
 
 LEASE_CHECK_INTERVAL = 0.25
+# Writes past their deadline are failed by a sweep this often (not one timer per write).
+DEADLINE_SWEEP_S = 0.05
+# Unacknowledged AppendEntries per follower. Few: while they are out, new entries gather and
+# leave in one message when an acknowledgement comes back, so under load each follower
+# fsync and each frame carries more entries (measured: ~15% less CPU per put at 64 clients
+# than with 16; docs/store.md). An idle cluster still sends each write at once.
+RAFT_MAX_INFLIGHT = 2
 _SERVICES = [
     rpc_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("KV", "Watch", "Lease", "Cluster", "Maintenance")
@@ -63,6 +71,8 @@ class StoreServer:
         self._request_ids = itertools.count(secrets.randbits(62) + 1)
         self.peer_port = 0
         self._request_timeout = max(2.0, 4 * config.election_ms / 1000)
+        # (deadline, result) of every write in flight, in deadline order (one timeout for all).
+        self._deadlines: deque[tuple[float, asyncio.Future[Message]]] = deque()
 
     async def start(self) -> None:
         cfg = self.config
@@ -76,7 +86,11 @@ class StoreServer:
         await self.sm.open()
         voters = tuple(sorted(cfg.ids.values()))
         raft_config = core.Config(
-            id=cfg.member_id, voters=voters, election_tick=cfg.election_tick, heartbeat_tick=1
+            id=cfg.member_id,
+            voters=voters,
+            election_tick=cfg.election_tick,
+            heartbeat_tick=1,
+            max_inflight=RAFT_MAX_INFLIGHT,
         )
         self.node = RaftNode(
             raft_config,
@@ -131,6 +145,7 @@ class StoreServer:
         await self._peer_server.start()
         await self._client_server.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._expire_leases()))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._sweep_deadlines()))
         await self._set_health(False)
         log.info(
             "store replica serving",
@@ -168,14 +183,27 @@ class StoreServer:
         if len(data) > self.config.max_request_bytes:
             raise errors.ErrRequestTooLarge
         fut = self.sm.register(request.id)
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._request_timeout):
-                await self.node.propose(data)
-                return await fut
-        except TimeoutError:
-            raise errors.ErrTimeout from None
+            self.node.propose_nowait(data, fut)
+            self._deadlines.append((loop.time() + self._request_timeout, fut))
+            return await fut
         finally:
             self.sm.forget(request.id)
+
+    async def _sweep_deadlines(self) -> None:
+        """Fail writes whose deadline passed with ErrTimeout. A sweep, not a timer per
+        write: asyncio.timeout's schedule-and-cancel was ~4% of a replica's CPU."""
+        deadlines = self._deadlines
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(DEADLINE_SWEEP_S)
+            now = loop.time()
+            while deadlines and deadlines[0][0] <= now:
+                _, fut = deadlines.popleft()
+                if not fut.done():
+                    fut.set_exception(errors.ErrTimeout)
+                    fut.exception()  # retrieved: its caller may be gone already
 
     async def linearizable_barrier(self) -> None:
         """Wait until this replica has applied everything committed before the call."""

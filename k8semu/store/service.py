@@ -51,10 +51,13 @@ def _txn_ops(txn: rpc_pb2.TxnRequest) -> int:
 class _Base:
     def __init__(self, server: StoreServer) -> None:
         self.s = server
+        # Computed once: config.cluster_id hashes the membership on every call.
+        self._cluster_id = server.config.cluster_id
+        self._member_id = server.config.member_id
 
     def header(self, header: rpc_pb2.ResponseHeader, revision: int | None = None) -> None:
-        header.cluster_id = self.s.config.cluster_id
-        header.member_id = self.s.config.member_id
+        header.cluster_id = self._cluster_id
+        header.member_id = self._member_id
         header.raft_term = self.s.node.term
         if revision is not None:
             header.revision = revision
