@@ -1,5 +1,5 @@
-"""`k8semu bench store --sustained`: a tiny real run (both backends, a second each) whose
-report is well formed. Timings are not checked here: the benchmark prints them."""
+"""`k8semu bench store` (throughput, both client shapes) and `--sustained`: tiny real runs
+whose reports are well formed. Timings are not checked here: the benchmarks print them."""
 
 from __future__ import annotations
 
@@ -40,3 +40,27 @@ def test_tiny_sustained_run_reports_both_backends(
         assert run["sent"] == run["ok"] + run["failed"]
         assert run["ok"] > 0 and run["server_cpu_s"] is not None
         assert run["leaders"], run
+
+
+def test_throughput_bench_runs_both_client_shapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--only", "k8semu", "--clients", "1,4", "--puts", "40", "--failover-runs", "0"]
+    argv += ["--json", str(tmp_path / "out.json"), "--workdir", str(tmp_path / "w")]
+    assert store.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| 4 clients, shared |" in out and "| 4 clients, per-client |" in out
+    doc = json.loads((tmp_path / "out.json").read_text())
+    loads = doc["results"]["k8semu"]["loads"]
+    # One client is the same in both shapes, so it runs once.
+    assert sorted((r["clients"], r["shape"]) for r in loads) == [
+        (1, "per-client"),
+        (4, "per-client"),
+        (4, "shared"),
+    ]
+    assert all(r["puts"] == 40 and r["server_cpu_s"] is not None for r in loads)
+
+
+def test_bad_shape_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        store.build_parser().parse_args(["--shapes", "per-client,pooled"])
