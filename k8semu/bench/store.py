@@ -10,8 +10,11 @@ What is measured:
 
 load
     ``--puts`` puts of ``--value-size``-byte values over ``--key-space`` keys, split evenly over
-    C concurrent clients, for each C in ``--clients``. Each client has its own gRPC channel (its
-    own TCP connection) to one member, round-robin over the members, or all to the leader with
+    C concurrent clients, for each C in ``--clients``, in each client shape of ``--shapes``:
+    ``per-client`` gives each client its own gRPC channel (its own TCP connection) to one
+    member, as etcd's own benchmark does; ``shared`` puts every client's calls on one channel
+    per member (many concurrent streams on one HTTP/2 connection, what a single process such as
+    an API server does). Clients go round-robin over the members, or all to the leader with
     ``--to-leader``. Throughput is acknowledged puts over wall time; latency is per put, from its
     first attempt to its acknowledgement, retries included.
 failover
@@ -78,6 +81,7 @@ __all__ = [
 ]
 
 PUT_METHOD = "/etcdserverpb.KV/Put"
+SHAPES = ("per-client", "shared")
 
 # etcd's own defaults, which is what an etcd user runs and what the issue's 1.8 s was measured at.
 ETCD_DEFAULT_HEARTBEAT_MS = 100
@@ -137,6 +141,7 @@ class BenchOptions:
 
     workload: Workload = Workload()
     clients: tuple[int, ...] = (1, 16, 64)
+    shapes: tuple[str, ...] = ("per-client", "shared")
     to_leader: bool = False
     failover_clients: int = 16
     failover_runs: int = 5
@@ -164,6 +169,8 @@ class LoadResult:
     last_error: str = ""
     # CPU time all member processes used during the run, when their pids are known.
     server_cpu_s: float | None = None
+    # "per-client": a channel (connection) per client; "shared": one channel for all.
+    shape: str = "per-client"
 
     @property
     def server_cpu_us_per_put(self) -> float | None:
@@ -197,8 +204,8 @@ class SystemResult:
     failovers: list[FailoverResult] = field(default_factory=list)
     error: str = ""
 
-    def load(self, clients: int) -> LoadResult | None:
-        return next((r for r in self.loads if r.clients == clients), None)
+    def load(self, clients: int, shape: str = "per-client") -> LoadResult | None:
+        return next((r for r in self.loads if (r.clients, r.shape) == (clients, shape)), None)
 
     def failover_seconds(self) -> list[float | None]:
         return [f.seconds for f in self.failovers]
@@ -208,13 +215,19 @@ class SystemResult:
 
 
 class _Client:
-    """One benchmark client: one channel per member (opened on first use), one of them in use."""
+    """One benchmark client: one channel per member (opened on first use), one of them in use.
 
-    __slots__ = ("_channels", "_endpoints", "_index", "put")
+    With ``shared``, the channels are that dict's, shared with other clients and closed by
+    whoever made the dict."""
 
-    def __init__(self, endpoints: Sequence[str], index: int) -> None:
+    __slots__ = ("_channels", "_endpoints", "_index", "_owned", "put")
+
+    def __init__(
+        self, endpoints: Sequence[str], index: int, shared: dict[int, Any] | None = None
+    ) -> None:
         self._endpoints = endpoints
-        self._channels: dict[int, Any] = {}
+        self._owned = shared is None
+        self._channels: dict[int, Any] = {} if shared is None else shared
         self._index = index % len(endpoints)
         self.put: Any = self._callable(self._index)
 
@@ -232,8 +245,13 @@ class _Client:
         self.put = self._callable(self._index)
 
     async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
+        if self._owned:
+            await _close_channels(self._channels)
+
+
+async def _close_channels(channels: dict[int, Any]) -> None:
+    for channel in channels.values():
+        await channel.close()
 
 
 def _error_text(exc: Any) -> str:
@@ -298,20 +316,28 @@ async def run_load(
     leader_index: int | None = None,
     connect_within: float = 30.0,
     server_pids: Sequence[int] = (),
+    shape: str = "per-client",
 ) -> LoadResult:
     """Write ``workload.puts`` puts from ``clients`` concurrent clients and measure them.
 
     Clients start round-robin over ``endpoints``, or all at ``leader_index`` when given. A failed
     attempt is retried on the next endpoint; its time counts in that put's latency. With
     ``server_pids``, the CPU time those processes used during the run is reported too.
+    ``shape`` "shared" puts every client on one channel per member.
     """
     if clients < 1:
         raise ValueError(f"clients: must be >= 1, got {clients}")
+    if shape not in SHAPES:
+        raise ValueError(f"shape: must be one of {', '.join(SHAPES)}, got {shape!r}")
+    shared: dict[int, Any] | None = {} if shape == "shared" else None
     if payloads is None:
         payloads = workload.payloads()
     n_payloads = len(payloads)
     timeout = workload.attempt_timeout
-    pool = [_Client(endpoints, k if leader_index is None else leader_index) for k in range(clients)]
+    pool = [
+        _Client(endpoints, k if leader_index is None else leader_index, shared)
+        for k in range(clients)
+    ]
     latencies = [array.array("d") for _ in range(clients)]
     errors = [0] * clients
     last_error = [""]
@@ -356,9 +382,12 @@ async def run_load(
         server_after = _processes_cpu_seconds(server_pids) if server_pids else None
     finally:
         await asyncio.gather(*(c.close() for c in pool), return_exceptions=True)
+        if shared is not None:
+            await _close_channels(shared)
 
     samples = sorted(x for lat in latencies for x in lat)
     return LoadResult(
+        shape=shape,
         clients=clients,
         puts=len(samples),
         errors=sum(errors),
@@ -514,7 +543,8 @@ def _describe_load(r: LoadResult) -> str:
         per_put = r.server_cpu_us_per_put or 0.0
         servers = f", servers {r.server_cpu_s / r.seconds:.0%} ({per_put:.0f} us/put)"
     return (
-        f"{r.clients:>3} clients: {r.throughput:8.0f} puts/s  p50 {r.p50_ms:6.2f} ms"
+        f"{r.clients:>3} clients ({r.shape:>10}): {r.throughput:8.0f} puts/s"
+        f"  p50 {r.p50_ms:6.2f} ms"
         f"  p99 {r.p99_ms:7.2f} ms  CPU: client {r.client_cpu_s / r.seconds:.0%}"
         f"{servers}{errors}{capped}"
     )
@@ -538,7 +568,7 @@ async def bench_cluster(
         _say(f"[{system}] ready, leader {leader}")
         endpoints = cluster.endpoints
         if loads:
-            for clients in opts.clients:
+            for shape, clients in _shape_runs(opts):
                 leader_index = None
                 if opts.to_leader:
                     leader_index = list(cluster.members).index(cluster.leader(opts.ready_timeout))
@@ -550,6 +580,7 @@ async def bench_cluster(
                     leader_index=leader_index,
                     connect_within=opts.ready_timeout,
                     server_pids=list(cluster.pids.values()),
+                    shape=shape,
                 )
                 result.loads.append(r)
                 _say(f"[{system}] {_describe_load(r)}")
@@ -570,6 +601,16 @@ async def bench_cluster(
                 f" {f.new_leader or '?'}, next write acknowledged after {took}"
             )
     return result
+
+
+def _shape_runs(opts: BenchOptions) -> list[tuple[str, int]]:
+    """(shape, clients) of every load run; with one client both shapes are the same run."""
+    return [
+        (shape, c)
+        for shape in opts.shapes
+        for c in opts.clients
+        if shape == "per-client" or c > 1 or "per-client" not in opts.shapes
+    ]
 
 
 async def _guarded(
@@ -735,16 +776,31 @@ def render_compare(
             f" {_ms(pa) if pa is not None else '-'} | {_ms(pb) if pb is not None else '-'} |"
             f" {_ratio(pa, pb)} | | |"
         )
+    if "shared" in opts.shapes:
+        for c in opts.clients:
+            if c == 1:
+                continue
+            a2 = ours.load(c, "shared") if ours else None
+            b2 = etcd.load(c, "shared") if etcd else None
+            ra2 = a2.throughput if a2 else None
+            rb2 = b2.throughput if b2 else None
+            lines.append(
+                f"| puts/s, {c} clients on one shared channel | {_num(ra2) if ra2 else '-'} |"
+                f" {_num(rb2) if rb2 else '-'} | {_ratio(ra2, rb2)} | | |"
+            )
     top = max(opts.clients)
-    a, b = load_of(ours, top), load_of(etcd, top)
-    ua = a.server_cpu_us_per_put if a else None
-    ub = b.server_cpu_us_per_put if b else None
-    if ua is not None or ub is not None:
-        lines.append(
-            f"| server CPU us per put (3 members), {top} clients |"
-            f" {_num(ua) if ua is not None else '-'} | {_num(ub) if ub is not None else '-'} |"
-            f" {_ratio(ua, ub)} | | |"
-        )
+    for shape in opts.shapes:
+        a3 = ours.load(top, shape) if ours else None
+        b3 = etcd.load(top, shape) if etcd else None
+        ua = a3.server_cpu_us_per_put if a3 else None
+        ub = b3.server_cpu_us_per_put if b3 else None
+        if ua is not None or ub is not None:
+            how = "a channel per client" if shape == "per-client" else "one shared channel"
+            lines.append(
+                f"| server CPU us per put (3 members), {top} clients, {how} |"
+                f" {_num(ua) if ua is not None else '-'} | {_num(ub) if ub is not None else '-'} |"
+                f" {_ratio(ua, ub)} | | |"
+            )
     cap = opts.failover_cap_s
     if opts.failover_runs:
         fa = ours.failover_seconds() if ours else []
@@ -781,7 +837,8 @@ def render_single(result: SystemResult, opts: BenchOptions, env: dict[str, Any])
     for r in result.loads:
         server = r.server_cpu_us_per_put
         lines.append(
-            f"| {r.clients} client{'s' if r.clients > 1 else ''}{' (capped)' if r.capped else ''}"
+            f"| {r.clients} client{'s' if r.clients > 1 else ''}, {r.shape}"
+            f"{' (capped)' if r.capped else ''}"
             f" | {_num(r.throughput)} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {_ms(r.max_ms)} |"
             f" {r.errors} | {_num(r.client_cpu_s / r.puts * 1e6) if r.puts else '-'} |"
             f" {_num(server) if server is not None else '-'} |"
@@ -805,6 +862,12 @@ def render_same_timings(result: SystemResult, opts: BenchOptions) -> str:
     )
 
 
+_SHAPE_TEXT = {
+    "per-client": "one channel (connection) per client",
+    "shared": "one channel per member shared by all clients",
+}
+
+
 def _notes(opts: BenchOptions, env: dict[str, Any], results: Sequence[SystemResult]) -> list[str]:
     w = opts.workload
     load1, load5, _ = env["load_average"]
@@ -817,8 +880,8 @@ def _notes(opts: BenchOptions, env: dict[str, Any], results: Sequence[SystemResu
     lines = [
         f"Setup: {w.puts:,} puts of {w.value_size} B values over"
         f" {min(w.key_space, w.puts):,} keys per client count; one Python grpc.aio client"
-        f" process ({'uvloop' if env['uvloop'] else 'asyncio'}, grpcio {env['grpcio']}), one"
-        f" channel per client, {spread}; {where};"
+        f" process ({'uvloop' if env['uvloop'] else 'asyncio'}, grpcio {env['grpcio']});"
+        f" client shapes: {', '.join(_SHAPE_TEXT[x] for x in opts.shapes)}; {spread}; {where};"
         f" {env['cpus']} CPUs ({env['cpu_model']}), {env['filesystem'] or 'unknown'} disk,"
         f" load average {load1:.2f}/{load5:.2f} before the run, {env['date']}.",
     ]
@@ -877,6 +940,14 @@ def _client_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _shape_list(text: str) -> tuple[str, ...]:
+    shapes = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in shapes if x not in SHAPES]
+    if bad or not shapes:
+        raise argparse.ArgumentTypeError(f"shapes must be from {', '.join(SHAPES)}: {text!r}")
+    return shapes
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="k8semu bench store",
@@ -894,9 +965,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--compare", action="store_true", help="k8semu vs etcd (the default)")
     mode.add_argument("--only", choices=("etcd", "k8semu"), help="start and measure one side")
+    mode.add_argument(
+        "--sustained",
+        action="store_true",
+        help="paced writes at fixed rates instead (see --sustained --help)",
+    )
     p.add_argument("--puts", type=_positive_int, default=10_000, help="puts per load run")
     p.add_argument(
         "--clients", type=_client_list, default="1,16,64", help="comma-separated client counts"
+    )
+    p.add_argument(
+        "--shapes",
+        type=_shape_list,
+        default="per-client,shared",
+        help="client shapes: per-client (a channel each) and/or shared (one channel for all)",
     )
     p.add_argument("--value-size", type=_non_negative_int, default=256, help="bytes per value")
     p.add_argument("--key-space", type=_positive_int, default=10_000, help="distinct keys")
@@ -997,6 +1079,7 @@ def _options(args: argparse.Namespace) -> BenchOptions:
             max_seconds=args.max_seconds,
         ),
         clients=args.clients,
+        shapes=args.shapes,
         to_leader=args.to_leader,
         failover_clients=args.failover_clients,
         failover_runs=args.failover_runs,
@@ -1012,7 +1095,7 @@ async def _endpoints_run(args: argparse.Namespace, opts: BenchOptions) -> System
     leader_index = await find_leader_index(endpoints) if opts.to_leader else None
     result = SystemResult("endpoints", ",".join(endpoints), 0, 0)
     payloads = opts.workload.payloads()
-    for clients in opts.clients:
+    for shape, clients in _shape_runs(opts):
         r = await run_load(
             endpoints,
             clients,
@@ -1020,6 +1103,7 @@ async def _endpoints_run(args: argparse.Namespace, opts: BenchOptions) -> System
             payloads=payloads,
             leader_index=leader_index,
             connect_within=opts.ready_timeout,
+            shape=shape,
         )
         result.loads.append(r)
         _say(_describe_load(r))
@@ -1089,6 +1173,11 @@ def _run_loop(coro: Coroutine[Any, Any, Any], use_uvloop: bool) -> tuple[Any, bo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``k8semu bench store``: returns the exit status (1 when a cluster or a run failed)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--sustained" in argv:
+        from k8semu.bench import sustained
+
+        return sustained.main([a for a in argv if a != "--sustained"])
     args = build_parser().parse_args(argv)
     opts = _options(args)
     if args.endpoints:

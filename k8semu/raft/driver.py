@@ -7,6 +7,14 @@ core together on the next turn: that is the group commit (many proposals, one
 AppendEntries, one SQLite transaction). As the Raft thesis (10.2.1) allows, a leader
 sends its AppendEntries/heartbeats before its own fsync; everything else waits for it.
 
+Nothing slow runs on that loop (DESIGN decision 12): committed entries go to an apply
+task that feeds the state machine in order (as etcd's apply goroutine), so a slow apply or a
+long read on the state machine's thread never holds back a heartbeat; snapshots are made by
+a background task from a separate database connection; log compaction deletes a bounded
+chunk per turn. Ticks enter the core in arrival order with the messages, so a turn that did
+take long never turns into an election by itself: a heartbeat that arrived during it resets
+the election clock before the ticks that followed it are counted.
+
 It does not know what entries mean: the state machine applies them. It never lets an
 exception from one message stop the loop.
 """
@@ -17,10 +25,11 @@ import asyncio
 import itertools
 import random
 import shutil
+import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from k8semu.log import get_logger
 from k8semu.pb.raft import raft_pb2
@@ -32,6 +41,39 @@ from k8semu.store import errors
 log = get_logger(__name__)
 
 _EARLY_SEND = frozenset({raft_pb2.MSG_APP, raft_pb2.MSG_HEARTBEAT})
+_FROM_LEADER = frozenset({raft_pb2.MSG_APP, raft_pb2.MSG_HEARTBEAT, raft_pb2.MSG_SNAP})
+# A tick in the inbox, between the messages that arrived before and after it.
+_TICK = None
+# Committed entries waiting for the apply task before the loop waits for it (memory bound).
+MAX_APPLY_BACKLOG = 8192
+# Log entries deleted from raft.db per loop turn after a snapshot (bounded disk work).
+COMPACT_CHUNK = 2000
+# How often the timing summary is logged (seconds).
+REPORT_INTERVAL_S = 10.0
+
+
+class Timing:
+    """What the driver measures about its own promptness (see `RaftNode.timing`).
+
+    `leader_gap_max` is the longest interval between two messages from the leader received
+    on this follower (heartbeats, appends, snapshots); `turn_max` the longest turn of the Raft
+    loop. `*_window` are the same over the current report window, reset by the report.
+    """
+
+    __slots__ = (
+        "last_leader_msg",
+        "leader_gap_max",
+        "leader_gap_window",
+        "turn_max",
+        "turn_window",
+    )
+
+    def __init__(self) -> None:
+        self.last_leader_msg = 0.0
+        self.leader_gap_max = 0.0
+        self.leader_gap_window = 0.0
+        self.turn_max = 0.0
+        self.turn_window = 0.0
 
 
 def durable_prefix(rd: core.Ready, stored_last_index: int) -> int:
@@ -95,19 +137,34 @@ class RaftNode:
         self._rng = rng or random.Random()
         self._core: core.Raft | None = None
         self.transport: PeerTransport | None = None
-        self._inbox: deque[raft_pb2.Message] = deque()
-        self._proposals: list[tuple[bytes, asyncio.Future[None]]] = []
+        # Peer messages and ticks (None), in arrival order.
+        self._inbox: deque[raft_pb2.Message | None] = deque()
+        # (entry data, future, whether entering the log resolves it): futures of
+        # `propose_nowait` are only failed here, their result comes from the apply.
+        self._proposals: list[tuple[bytes, asyncio.Future[Any], bool]] = []
         self._read_waiters: list[asyncio.Future[int]] = []
         self._reads_in_flight: dict[bytes, list[asyncio.Future[int]]] = {}
         self._read_ctx = itertools.count(1)
-        self._ticks = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshot_meta: raft_pb2.SnapshotMetadata | None = None
+        # Committed entries handed to the apply task, oldest first; `_applying` is set while
+        # it works and `_applied` when the queue runs dry.
+        self._apply_queue: deque[Sequence[raft_pb2.Entry]] = deque()
+        self._apply_backlog = 0
+        self._apply_wake = asyncio.Event()
+        self._apply_idle = asyncio.Event()
+        self._apply_idle.set()
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._compact_target = 0
+        self._compacted_to = 0
+        # A snapshot taken in the background whose row raft.db does not hold yet.
+        self._unrecorded_snapshot = False
         self.leader = 0
         self.role = core.StateRole.FOLLOWER
         # Counters for the debug log and benchmarks: how well work is being batched.
         self.stats = {"readys": 0, "entries_persisted": 0, "entries_applied": 0, "messages": 0}
+        self.timing = Timing()
         self._stopped = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -117,6 +174,9 @@ class RaftNode:
         state = await self._storage.load()
         snap = state.snapshot
         self._snapshot_meta = snap
+        self._compacted_to = self._compact_target = snap.index if snap is not None else 0
+        if state.entries:
+            self._compacted_to = state.entries[0].index - 1
         self._snap_dir.mkdir(parents=True, exist_ok=True)
         if snap is not None and self._sm.applied_index < snap.index:
             # The state machine lost writes newer than the snapshot (it is not fsynced on
@@ -136,21 +196,30 @@ class RaftNode:
         )
         transport.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]
+        self._tasks = [
+            loop.create_task(self._run()),
+            loop.create_task(self._ticker()),
+            loop.create_task(self._applier()),
+        ]
 
     async def wait_failed(self) -> BaseException:
-        """Returns the error that stopped the Raft loop (it only stops on an I/O failure)."""
-        task = self._tasks[0]
-        await asyncio.wait([task])
+        """Returns the error that stopped the Raft loop or the apply task (I/O failures)."""
+        done, _ = await asyncio.wait(
+            [self._tasks[0], self._tasks[2]], return_when=asyncio.FIRST_COMPLETED
+        )
+        task = done.pop()
         if task.cancelled():
             return asyncio.CancelledError()
         return task.exception() or RuntimeError("raft loop ended")
 
     async def stop(self) -> None:
         self._stopped = True
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        if self._snapshot_task is not None:
+            tasks.append(self._snapshot_task)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.transport is not None:
             await self.transport.stop()
         self._fail_all(errors.ErrStopped)
@@ -167,8 +236,23 @@ class RaftNode:
 
     def step(self, messages: Sequence[raft_pb2.Message]) -> None:
         """Messages from peers (called by the transport servicer)."""
+        if self.role is core.StateRole.FOLLOWER:
+            for msg in messages:
+                if msg.type in _FROM_LEADER:
+                    self._leader_message_seen()
+                    break
         self._inbox.extend(messages)
         self._wake.set()
+
+    def _leader_message_seen(self) -> None:
+        t = self.timing
+        now = time.monotonic()
+        if t.last_leader_msg:
+            gap = now - t.last_leader_msg
+            if gap > t.leader_gap_window:
+                t.leader_gap_window = gap
+                t.leader_gap_max = max(t.leader_gap_max, gap)
+        t.last_leader_msg = now
 
     async def propose(self, data: bytes) -> None:
         """Returns once the proposal entered the log (or was forwarded to the leader).
@@ -181,9 +265,20 @@ class RaftNode:
         if self.leader == 0:
             raise errors.ErrNoLeader
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._proposals.append((data, fut))
+        self._proposals.append((data, fut, True))
         self._wake.set()
         await fut
+
+    def propose_nowait(self, data: bytes, result: asyncio.Future[Any]) -> None:
+        """Like `propose`, without waiting for the log: if the proposal is dropped (no
+        leader, replica stopped), `result` gets the error; otherwise its owner resolves it
+        (with the outcome of the apply). One future per write instead of two."""
+        if self._stopped:
+            raise errors.ErrStopped
+        if self.leader == 0:
+            raise errors.ErrNoLeader
+        self._proposals.append((data, result, False))
+        self._wake.set()
 
     async def read_index(self) -> int:
         """A commit index that reflects every write acknowledged before this call
@@ -201,7 +296,7 @@ class RaftNode:
         """A snapshot streamed by the leader: verify, keep, then let the core decide."""
         await self._sm.verify_snapshot(path)
         target = self._snapshot_path(message.snapshot.index)
-        shutil.move(path, target)
+        await asyncio.to_thread(shutil.move, path, target)
         self.step([message])
 
     def report_unreachable(self, peer: int) -> None:
@@ -216,27 +311,52 @@ class RaftNode:
     # -- the loop ---------------------------------------------------------------------
 
     async def _ticker(self) -> None:
-        last_report, reported = 0, dict(self.stats)
+        reported = dict(self.stats)
+        next_report = time.monotonic() + REPORT_INTERVAL_S
         while True:
             await asyncio.sleep(self._tick_interval)
-            self._ticks += 1
+            self._inbox.append(_TICK)
             self._wake.set()
-            last_report += 1
-            if last_report * self._tick_interval >= 10 and self.stats != reported:
-                log.debug("raft batching", **{k: v - reported[k] for k, v in self.stats.items()})
-                last_report, reported = 0, dict(self.stats)
+            now = time.monotonic()
+            if now >= next_report:
+                next_report = now + REPORT_INTERVAL_S
+                self._report_timing()
+                if self.stats != reported:
+                    log.debug(
+                        "raft batching", **{k: v - reported[k] for k, v in self.stats.items()}
+                    )
+                    reported = dict(self.stats)
+
+    def _report_timing(self) -> None:
+        """Log the window's longest leader-message gap and loop turn: at info when either
+        took more than a few heartbeats (what would put leadership at risk), else debug."""
+        t = self.timing
+        gap, turn = t.leader_gap_window, t.turn_window
+        t.leader_gap_window = t.turn_window = 0.0
+        late = max(gap, turn) > 4 * self._tick_interval
+        (log.info if late else log.debug)(
+            "raft timing",
+            max_leader_gap_ms=round(gap * 1e3, 1),
+            max_loop_turn_ms=round(turn * 1e3, 1),
+            role=self.role.name,
+            term=self.term,
+        )
 
     async def _run(self) -> None:
         assert self._core is not None
         raft = self._core
+        timing = self.timing
         while True:
             await self._wake.wait()
             self._wake.clear()
+            started = time.monotonic()
             try:
                 self._feed(raft)
                 while raft.has_ready():
                     await self._handle_ready(raft, raft.ready())
-                await self._maybe_snapshot(raft)
+                self._maybe_snapshot()
+                if self._unrecorded_snapshot or self._compacted_to < self._compact_target:
+                    await self._compact_some()
             except asyncio.CancelledError:
                 raise
             except errors.CorruptDataError:
@@ -246,28 +366,38 @@ class RaftNode:
                 log.exception("raft loop failed; stopping replica")
                 self._fail_all(errors.ErrStopped)
                 raise
+            took = time.monotonic() - started
+            if took > timing.turn_window:
+                timing.turn_window = took
+                timing.turn_max = max(timing.turn_max, took)
 
     def _feed(self, raft: core.Raft) -> None:
-        while self._inbox:
-            msg = self._inbox.popleft()
+        ticks = 0
+        max_ticks = self.config.election_tick * 2
+        inbox = self._inbox
+        while inbox:
+            msg = inbox.popleft()
+            if msg is _TICK:
+                # Beyond two election timeouts more ticks change nothing.
+                if ticks < max_ticks:
+                    ticks += 1
+                    raft.tick()
+                continue
             try:
                 raft.step(msg)
             except Exception as exc:  # the core should not raise; never die on a peer's frame
                 log.warning("bad raft message ignored", type=msg.type, error=repr(exc))
-        ticks, self._ticks = self._ticks, 0
-        for _ in range(min(ticks, self.config.election_tick * 2)):
-            raft.tick()
         if self._proposals:
             props, self._proposals = self._proposals, []
             try:
-                raft.propose_batch([data for data, _ in props])
+                raft.propose_batch([data for data, _, _ in props])
             except core.ProposalDropped:
-                for _, fut in props:
+                for _, fut, _ in props:
                     if not fut.done():
                         fut.set_exception(errors.ErrNoLeader)
             else:
-                for _, fut in props:
-                    if not fut.done():
+                for _, fut, ack in props:
+                    if ack and not fut.done():
                         fut.set_result(None)
         if self._read_waiters:
             ctx = next(self._read_ctx).to_bytes(8, "big")
@@ -304,37 +434,91 @@ class RaftNode:
         if early:
             self.transport.send(early)
         if rd.snapshot is not None:
+            # Installing replaces the whole state: everything queued before goes first, and
+            # no background snapshot may be reading the file being replaced.
+            await self._drain_apply()
+            await self._wait_snapshot_task()
             await self._sm.restore(self._snapshot_path(rd.snapshot.index), rd.snapshot)
             self._snapshot_meta = rd.snapshot
+            # save() below replaces the whole log and records this snapshot.
+            self._unrecorded_snapshot = False
+            self._compacted_to = self._compact_target = rd.snapshot.index
         # Committed entries that were already durable here are applied while this Ready's
         # entries are written (two files, two threads); the rest wait for the write, so
-        # the state machine never gets ahead of the local log.
+        # the state machine never gets ahead of the local log. The apply task does the
+        # applying: the loop only queues, so a slow apply never holds back a heartbeat.
         committed = rd.committed_entries
         split = durable_prefix(rd, self._storage.last_index)
         if split:
-            await asyncio.gather(
-                self._storage.save(rd.hard_state, rd.entries, rd.snapshot),
-                self._sm.apply(committed[:split]),
-            )
-        else:
-            await self._storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            self._queue_apply(committed[:split])
+        await self._storage.save(rd.hard_state, rd.entries, rd.snapshot)
         if late:
             self.transport.send(late)
         for msg in snaps:
             self._send_snapshot(raft, msg)
         if split < len(committed):
-            await self._sm.apply(committed[split:])
+            self._queue_apply(committed[split:])
         for rs in rd.read_states:
             for fut in self._reads_in_flight.pop(rs.context, ()):
                 if not fut.done():
                     fut.set_result(rs.index)
         raft.advance(rd)
+        if self._apply_backlog > MAX_APPLY_BACKLOG:
+            # Back-pressure: the state machine is far behind; let it catch up before more.
+            await self._drain_apply()
+
+    # -- applying ---------------------------------------------------------------------
+
+    def _queue_apply(self, entries: Sequence[raft_pb2.Entry]) -> None:
+        self._apply_queue.append(entries)
+        self._apply_backlog += len(entries)
+        self._apply_idle.clear()
+        self._apply_wake.set()
+
+    async def _drain_apply(self) -> None:
+        """Wait until every queued entry is applied (raises if the apply task died)."""
+        applier = self._tasks[2]
+        if self._apply_idle.is_set():
+            return
+        idle = asyncio.ensure_future(self._apply_idle.wait())
+        try:
+            await asyncio.wait([idle, applier], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+        if applier.done():
+            applier.result()
+            raise RuntimeError("apply task ended")
+
+    async def _applier(self) -> None:
+        """Feeds committed entries to the state machine in order; merges what queued up
+        while the previous batch was applied into one batch (one SQLite transaction)."""
+        queue = self._apply_queue
+        while True:
+            await self._apply_wake.wait()
+            self._apply_wake.clear()
+            while queue:
+                batch: list[raft_pb2.Entry] = []
+                while queue:
+                    batch.extend(queue.popleft())
+                try:
+                    await self._sm.apply(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("apply failed; stopping replica")
+                    self._fail_all(errors.ErrStopped)
+                    raise
+                self._apply_backlog -= len(batch)
+            self._apply_idle.set()
+
+    # -- snapshots and log compaction ---------------------------------------------------
 
     def _on_soft_state(self, soft: core.SoftState) -> None:
         changed = soft.leader != self.leader
         self.leader, self.role = soft.leader, soft.role
         log.info("raft role", role=soft.role.name, leader=f"{soft.leader:x}", term=self.term)
         if changed:
+            self.timing.last_leader_msg = 0.0
             # A read in flight may have been addressed to the old leader; reads are
             # side-effect free, so failing them (clients retry) is always safe.
             for waiters in self._reads_in_flight.values():
@@ -353,34 +537,89 @@ class RaftNode:
             return
         self.transport.send_snapshot(msg, path)
 
-    async def _maybe_snapshot(self, raft: core.Raft) -> None:
-        base = self._snapshot_meta.index if self._snapshot_meta else 0
-        applied = self._sm.applied_index
-        if applied - base < self._snapshot_count:
+    def _maybe_snapshot(self) -> None:
+        """Start a background snapshot when enough entries were applied since the last one."""
+        if self._snapshot_task is not None:
             return
-        tmp = self._snap_dir / "local.tmp"
-        index, term = await self._sm.create_snapshot(tmp)
-        tmp.replace(self._snapshot_path(index))
-        meta = raft_pb2.SnapshotMetadata(index=index, term=term, voters=self.config.voters)
-        compact_to = max(0, index - self._catch_up)
-        if self._snapshot_meta is not None:
-            compact_to = max(compact_to, min(self._snapshot_meta.index, index))
-        await self._storage.set_snapshot(meta, compact_to)
-        raft.set_snapshot(meta)
-        if compact_to >= raft.first_index:
-            raft.compact(compact_to)
-        self._snapshot_meta = meta
-        for old in self._snap_dir.glob("*.snap"):
-            if old != self._snapshot_path(index):
-                old.unlink(missing_ok=True)
-        log.info("snapshot taken", index=index, compacted_to=compact_to)
+        base = self._snapshot_meta.index if self._snapshot_meta else 0
+        if self._sm.applied_index - base < self._snapshot_count:
+            return
+        self._snapshot_task = asyncio.get_running_loop().create_task(self._take_snapshot())
+
+    async def _wait_snapshot_task(self) -> None:
+        task = self._snapshot_task
+        if task is not None:
+            await asyncio.wait([task])
+
+    async def _take_snapshot(self) -> None:
+        """Make a snapshot file off the loop (the state machine reads its own database
+        from another connection and thread), then record it: the core learns it at once,
+        raft.db's log is trimmed a chunk per loop turn (`_compact_some`)."""
+        try:
+            tmp = self._snap_dir / "local.tmp"
+            started = time.monotonic()
+            index, term = await self._sm.create_snapshot(tmp)
+            raft = self._core
+            assert raft is not None
+            current = self._snapshot_meta.index if self._snapshot_meta else 0
+            if index <= current:  # a snapshot from the leader was installed meanwhile
+                tmp.unlink(missing_ok=True)
+                return
+            await asyncio.to_thread(tmp.replace, self._snapshot_path(index))
+            meta = raft_pb2.SnapshotMetadata(index=index, term=term, voters=self.config.voters)
+            compact_to = max(0, index - self._catch_up)
+            if self._snapshot_meta is not None:
+                compact_to = max(compact_to, min(self._snapshot_meta.index, index))
+            self._snapshot_meta = meta
+            self._compact_target = max(self._compact_target, compact_to)
+            # The loop writes the snapshot row (raft.db has one writer, the loop), then
+            # removes older snapshot files.
+            self._unrecorded_snapshot = True
+            self._wake.set()
+            log.info(
+                "snapshot taken",
+                index=index,
+                compact_to=compact_to,
+                took_ms=round((time.monotonic() - started) * 1e3, 1),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Not fatal: the log keeps growing until the next attempt succeeds.
+            log.exception("snapshot failed; will retry")
+        finally:
+            self._snapshot_task = None
+
+    async def _compact_some(self) -> None:
+        """Record the newest snapshot and drop at most COMPACT_CHUNK log entries from raft.db:
+        trimming thousands of rows at once would hold the loop for a disk transaction that
+        long. The in-memory log is trimmed along."""
+        raft = self._core
+        assert raft is not None
+        meta = self._snapshot_meta
+        assert meta is not None
+        if self._unrecorded_snapshot:
+            raft.set_snapshot(meta)  # lagging followers get this one from now on
+        upto = min(self._compact_target, self._compacted_to + COMPACT_CHUNK)
+        await self._storage.set_snapshot(meta, upto)
+        self._compacted_to = max(self._compacted_to, upto)
+        if upto >= raft.first_index:
+            raft.compact(upto)
+        if self._unrecorded_snapshot:
+            self._unrecorded_snapshot = False
+            keep = self._snapshot_path(meta.index)
+            for old in self._snap_dir.glob("*.snap"):
+                if old != keep:
+                    old.unlink(missing_ok=True)
+        if self._compacted_to < self._compact_target:
+            self._wake.set()
 
     def _snapshot_path(self, index: int) -> Path:
         return self._snap_dir / f"{index:016x}.snap"
 
     def _fail_all(self, error: type[Exception]) -> None:
         # A class, so each waiter gets its own instance (asyncio instantiates it).
-        for _, fut in self._proposals:
+        for _, fut, _ in self._proposals:
             if not fut.done():
                 fut.set_exception(error)
         self._proposals.clear()

@@ -19,6 +19,7 @@ import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 
@@ -97,6 +98,7 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
         path = Path(name)
         message: raft_pb2.Message | None = None
         try:
+            # Disk work goes to a thread: the loop this runs on also carries the heartbeats.
             with os.fdopen(fd, "wb") as out:
                 async for chunk in request_iterator:
                     if message is None:
@@ -107,9 +109,8 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
                             )
                         message = raft_pb2.Message()
                         message.CopyFrom(chunk.message)
-                    out.write(chunk.data)
-                out.flush()
-                os.fsync(out.fileno())
+                    await asyncio.to_thread(out.write, chunk.data)
+                await asyncio.to_thread(_flush_and_sync, out)
             if message is None:
                 return raft_pb2.SnapshotAck(error="empty snapshot stream")
             await self._on_snapshot(message, path)
@@ -119,6 +120,11 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
             return raft_pb2.SnapshotAck(error=str(exc))
         finally:
             path.unlink(missing_ok=True)
+
+
+def _flush_and_sync(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
 
 
 class _Peer:
@@ -246,10 +252,10 @@ class PeerTransport:
             first = raft_pb2.SnapshotChunk(cluster_id=self._cluster_id, message=msg)
             setattr(first, "from", self._member_id)
             with path.open("rb") as src:
-                data = src.read(SNAPSHOT_CHUNK)
+                data = await asyncio.to_thread(src.read, SNAPSHOT_CHUNK)
                 first.data = data
                 yield first
-                while data := src.read(SNAPSHOT_CHUNK):
+                while data := await asyncio.to_thread(src.read, SNAPSHOT_CHUNK):
                     yield raft_pb2.SnapshotChunk(data=data)
 
         ok = False

@@ -235,7 +235,6 @@ class MVCCStore:
         # otherwise miss them and at the end of the batch.
         self._pending_history: list[tuple[int, int, int, bytes, int, bytes, int, int, int]] = []
         self._pending_kv: dict[bytes, _Row | None] = {}
-        self._snapshot_seq = itertools.count()
         self._handlers: dict[str, Callable[[Any, _Writes], Message]] = {
             "put": self._apply_put,
             "delete_range": self._apply_delete_range,
@@ -912,26 +911,10 @@ class MVCCStore:
     def write_snapshot(self, dest: BinaryIO | Path) -> internal_pb2.SnapshotHeader:
         """Write a consistent snapshot of the store (framed per snapshot.py) to `dest`.
 
-        Uses VACUUM INTO a temporary file beside kv.db, so the image is compact and
-        reflects exactly `applied_index`. Must not be called in the middle of apply_batch.
+        Reads kv.db through its own connection (see `write_snapshot_of`), so it may run
+        on any thread while this store keeps applying.
         """
-        tmp = self._path.with_name(
-            f".{self._path.name}.snapshot-{os.getpid()}-{next(self._snapshot_seq)}"
-        )
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        header = internal_pb2.SnapshotHeader(
-            raft_index=self._applied_index,
-            raft_term=self._applied_term,
-            revision=self._rev,
-            compact_revision=self._compact_rev,
-        )
-        try:
-            self._db.execute("VACUUM INTO ?", (str(tmp),))
-            return snapshot.write(dest, header, tmp)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        return write_snapshot_of(self._path, dest)
 
     def compact_step(self, max_rows: int = COMPACT_BATCH_ROWS) -> bool:
         """Delete the history a past compaction made unreachable: at most `max_rows` rows
@@ -1009,6 +992,48 @@ class MVCCStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_snapshot_seq = itertools.count()
+
+
+def write_snapshot_of(kv_path: Path, dest: BinaryIO | Path) -> internal_pb2.SnapshotHeader:
+    """Write a consistent snapshot of the kv.db at `kv_path` (framed per snapshot.py) to `dest`.
+
+    Safe to call from any thread while an MVCCStore applies to the same file: it opens its
+    own connection and copies the database with SQLite's online backup API in one step,
+    which is one read transaction (WAL readers never block the writer, nor it them), so the
+    image is exactly the state after some applied batch. The header's Raft index, revision
+    and compact revision are read from that image itself. Most of the work (page copy,
+    checksum, file writes) runs in C without the GIL.
+    """
+    tmp = kv_path.with_name(f".{kv_path.name}.snapshot-{os.getpid()}-{next(_snapshot_seq)}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        src = sqlite3.connect(str(kv_path), isolation_level=None)
+        try:
+            image = sqlite3.connect(str(tmp), isolation_level=None)
+            try:
+                src.backup(image)
+                # The copy carries kv.db's WAL flag; a snapshot image is a plain file.
+                image.execute("PRAGMA journal_mode = DELETE").fetchone()
+                meta = dict(image.execute("SELECT name, value FROM meta").fetchall())
+            finally:
+                image.close()
+        finally:
+            src.close()
+        header = internal_pb2.SnapshotHeader(
+            raft_index=meta["applied_index"],
+            raft_term=meta["applied_term"],
+            revision=meta["revision"],
+            compact_revision=meta["compact_revision"],
+        )
+        return snapshot.write(dest, header, tmp)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
 
 def validate_txn(txn: rpc_pb2.TxnRequest, *, max_ops: int = MAX_TXN_OPS) -> None:

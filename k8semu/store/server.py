@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import random
 import secrets
+from collections import deque
 from collections.abc import Sequence
 
 import grpc
@@ -35,6 +36,13 @@ from k8semu.store.statemachine import StoreStateMachine
 log = get_logger(__name__)
 
 LEASE_CHECK_INTERVAL = 0.25
+# Writes past their deadline are failed by a sweep this often (not one timer per write).
+DEADLINE_SWEEP_S = 0.05
+# Unacknowledged AppendEntries per follower. Few: while they are out, new entries gather and
+# leave in one message when an acknowledgement comes back, so under load each follower
+# fsync and each frame carries more entries (measured: ~15% less CPU per put at 64 clients
+# than with 16; docs/store.md). An idle cluster still sends each write at once.
+RAFT_MAX_INFLIGHT = 2
 _SERVICES = [
     rpc_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("KV", "Watch", "Lease", "Cluster", "Maintenance")
@@ -67,6 +75,8 @@ class StoreServer:
         self.compactor = PhysicalCompactor(self.sm)
         # Client Snapshot streams running on this replica (at most one at a time).
         self.snapshot_streams = 0
+        # (deadline, result) of every write in flight, in deadline order (one timeout for all).
+        self._deadlines: deque[tuple[float, asyncio.Future[Message]]] = deque()
 
     async def start(self) -> None:
         cfg = self.config
@@ -82,7 +92,11 @@ class StoreServer:
         await self.sm.open()
         voters = tuple(sorted(cfg.ids.values()))
         raft_config = core.Config(
-            id=cfg.member_id, voters=voters, election_tick=cfg.election_tick, heartbeat_tick=1
+            id=cfg.member_id,
+            voters=voters,
+            election_tick=cfg.election_tick,
+            heartbeat_tick=1,
+            max_inflight=RAFT_MAX_INFLIGHT,
         )
         self.node = RaftNode(
             raft_config,
@@ -147,6 +161,7 @@ class StoreServer:
                 compact=self._compact,
             )
             self._tasks.append(loop.create_task(auto.run()))
+        self._tasks.append(loop.create_task(self._sweep_deadlines()))
         await self._set_health(False)
         log.info(
             "store replica serving",
@@ -184,12 +199,11 @@ class StoreServer:
         if len(data) > self.config.max_request_bytes:
             raise errors.ErrRequestTooLarge
         fut = self.sm.register(request.id)
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._request_timeout):
-                await self.node.propose(data)
-                return await fut
-        except TimeoutError:
-            raise errors.ErrTimeout from None
+            self.node.propose_nowait(data, fut)
+            self._deadlines.append((loop.time() + self._request_timeout, fut))
+            return await fut
         finally:
             self.sm.forget(request.id)
 
@@ -219,6 +233,20 @@ class StoreServer:
     async def _compact(self, revision: int) -> None:
         request = rpc_pb2.CompactionRequest(revision=revision)
         await self.propose(internal_pb2.InternalRequest(compaction=request))
+
+    async def _sweep_deadlines(self) -> None:
+        """Fail writes whose deadline passed with ErrTimeout. A sweep, not a timer per
+        write: asyncio.timeout's schedule-and-cancel was ~4% of a replica's CPU."""
+        deadlines = self._deadlines
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(DEADLINE_SWEEP_S)
+            now = loop.time()
+            while deadlines and deadlines[0][0] <= now:
+                _, fut = deadlines.popleft()
+                if not fut.done():
+                    fut.set_exception(errors.ErrTimeout)
+                    fut.exception()  # retrieved: its caller may be gone already
 
     async def linearizable_barrier(self) -> None:
         """Wait until this replica has applied everything committed before the call."""

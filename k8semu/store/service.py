@@ -69,10 +69,13 @@ def alarm_text(member: int, alarm: int) -> str:
 class _Base:
     def __init__(self, server: StoreServer) -> None:
         self.s = server
+        # Computed once: config.cluster_id hashes the membership on every call.
+        self._cluster_id = server.config.cluster_id
+        self._member_id = server.config.member_id
 
     def header(self, header: rpc_pb2.ResponseHeader, revision: int | None = None) -> None:
-        header.cluster_id = self.s.config.cluster_id
-        header.member_id = self.s.config.member_id
+        header.cluster_id = self._cluster_id
+        header.member_id = self._member_id
         header.raft_term = self.s.node.term
         if revision is not None:
             header.revision = revision
@@ -470,7 +473,7 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         os.close(fd)
         path = Path(name)
         try:
-            header = await sm.run(sm.mvcc.write_snapshot, path)
+            header = await sm.write_snapshot(path)
             size = path.stat().st_size
             sent = 0
             with path.open("rb") as src:

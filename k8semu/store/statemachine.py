@@ -25,7 +25,7 @@ from k8semu.pb.raft import raft_pb2
 from k8semu.pb.store import internal_pb2
 from k8semu.store import errors, snapshot
 from k8semu.store.lessor import Lessor
-from k8semu.store.mvcc import ApplyResult, MVCCStore
+from k8semu.store.mvcc import ApplyResult, MVCCStore, write_snapshot_of
 from k8semu.store.watch import WatchHub
 
 log = get_logger(__name__)
@@ -41,6 +41,9 @@ class StoreStateMachine:
     def __init__(self, kv_path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._kv_path = kv_path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvcc")
+        # Snapshots read kv.db through their own connection on their own thread, so they
+        # never wait for applies nor hold them up.
+        self._snapshot_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snap")
         self._mvcc: MVCCStore | None = None
         self.clock = clock
         self._waits: dict[int, asyncio.Future[Message]] = {}
@@ -78,6 +81,7 @@ class StoreStateMachine:
             await self.run(self._mvcc.close)
             self._mvcc = None
         self._executor.shutdown(wait=True)
+        self._snapshot_executor.shutdown(wait=True)
 
     @property
     def ready(self) -> bool:
@@ -182,10 +186,19 @@ class StoreStateMachine:
         log.info("state restored from snapshot", index=meta.index, revision=self.revision)
 
     async def verify_snapshot(self, path: Path) -> None:
-        await self.run(snapshot.verify, path)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._snapshot_executor, snapshot.verify, path)
+
+    async def write_snapshot(self, dest: Path) -> internal_pb2.SnapshotHeader:
+        """A snapshot of the applied state, made off the MVCC thread (applies go on)."""
+        self.mvcc  # noqa: B018  # raises ErrStopped when closed
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._snapshot_executor, write_snapshot_of, self._kv_path, dest
+        )
 
     async def create_snapshot(self, path: Path) -> tuple[int, int]:
-        header = await self.run(self.mvcc.write_snapshot, path)
+        header = await self.write_snapshot(path)
         return header.raft_index, header.raft_term
 
     def on_role_change(self, leader: int, is_leader: bool) -> None:

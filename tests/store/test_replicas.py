@@ -158,6 +158,7 @@ async def test_lagging_follower_catches_up_through_a_snapshot(tmp_path: Path) ->
             c = Client(ch)
             for i in range(300):
                 await _put_retrying(c, b"s%03d" % i, b"v" * 100)
+            before = await c.maintenance.Status(rpc_pb2.StatusRequest(), timeout=5)
         cluster.start_member(lagging)
         async with transport.channel(cluster.member(lagging).endpoint) as ch:
             c = Client(ch)
@@ -174,6 +175,10 @@ async def test_lagging_follower_catches_up_through_a_snapshot(tmp_path: Path) ->
             await _until(caught_up, 60)
         log = cluster.member(lagging).log_path.read_text()
         assert "state restored from snapshot" in log  # the log was compacted: entries could not do
+        # Catching up did not disturb the leader: same leader, same term.
+        async with transport.channel(cluster.member(leader).endpoint) as ch:
+            after = await Client(ch).maintenance.Status(rpc_pb2.StatusRequest(), timeout=5)
+        assert (after.leader, after.raftTerm) == (before.leader, before.raftTerm)
 
 
 async def test_corrupt_data_file_is_refused_with_a_clear_error(tmp_path: Path) -> None:
