@@ -212,7 +212,14 @@ class StoreServer:
         the NOSPACE alarm cluster-wide (through the log) and refuse with ErrNoSpace."""
         quota = self.config.quota_backend_bytes
         # A write that adds nothing (a txn without puts) passes, as on etcd.
-        if not quota or not cost or not self.sm.ready or self.sm.mvcc.size + cost < quota:
+        if not quota or not cost or not self.sm.ready or self.sm.mvcc.size + cost < quota // 2:
+            return
+        # In the upper half of the quota, measure at a linearizable point: this replica may not
+        # have applied writes just acknowledged elsewhere (applies run behind commits, followers
+        # behind the leader), and the answer must not depend on which replica the client
+        # reached. Below half, no replica lags by that much in practice, and the check is free.
+        await self.linearizable_barrier()
+        if self.sm.mvcc.size + cost < quota:
             return
         alarm = (self.config.member_id, rpc_pb2.NOSPACE)
         if alarm not in self.sm.mvcc.alarms(rpc_pb2.NOSPACE):
