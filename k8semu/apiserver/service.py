@@ -349,10 +349,21 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
     ) -> api.ObjectResponse:
         kind = resolve(request.resource)
         obj = unpack(kind, request.object)
-        return api.ObjectResponse(object=pack(await self.create(kind, request.namespace, obj)))
+        uid = request.uid
+        if uid:
+            try:
+                uid = str(uuid.UUID(uid))
+            except ValueError:
+                raise Invalid(
+                    f"{describe(kind, meta(obj).name)}: uid: {request.uid!r} is not a UUID"
+                ) from None
+        created = await self.create(kind, request.namespace, obj, uid=uid)
+        return api.ObjectResponse(object=pack(created))
 
-    async def create(self, kind: Kind, namespace: str, obj: Message) -> Message:
-        """Create `obj` (defaulted, validated, system fields set); returns it as stored."""
+    async def create(self, kind: Kind, namespace: str, obj: Message, *, uid: str = "") -> Message:
+        """Create `obj` (defaulted, validated, system fields set); returns it as stored.
+        `uid` is the client's choice of metadata.uid (a retried create recognises its object
+        by it); empty: a new random one."""
         m = meta(obj)
         if kind.namespaced:
             if namespace and m.namespace and namespace != m.namespace:
@@ -367,7 +378,7 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             )
         if not m.name and m.generate_name:
             m.name = m.generate_name + "".join(secrets.choice(_GENERATED_CHARS) for _ in range(5))
-        m.uid = str(uuid.uuid4())
+        m.uid = uid or str(uuid.uuid4())
         m.creation_timestamp.CopyFrom(timestamps.now())
         m.generation = 1
         m.ClearField("deletion_timestamp")
