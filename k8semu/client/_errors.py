@@ -11,7 +11,12 @@
         +-- Invalid             INVALID_ARGUMENT: bad object, field, selector or token
         +-- Gone                OUT_OF_RANGE: resourceVersion or continue token too old (410)
         +-- Unavailable         UNAVAILABLE: no API server answered, or its store did not
+        |   +-- ConnectFailed   no connection could be made to any API server tried: the
+        |                       request was never sent
         +-- Timeout             DEADLINE_EXCEEDED: no answer within the call's deadline
+        +-- OutcomeUnknown      a write was sent but broke off (the connection dropped, or its
+                                deadline passed) and could not safely be tried again: it may
+                                or may not have been applied; `code` is the underlying one
         +-- ResourceExhausted   RESOURCE_EXHAUSTED: e.g. a watch that fell too far behind
         +-- Unauthenticated     UNAUTHENTICATED
         +-- Forbidden           PERMISSION_DENIED
@@ -21,7 +26,7 @@
 grpc.aio.AioRpcError never escapes the client: `from_rpc_error` translates it at the boundary
 and callers `raise ... from exc`, so the gRPC error stays on `__cause__` for debugging.
 Controllers follow sample-controller: NotFound means "done", Conflict means "read again and
-retry", Gone means "relist".
+retry", Gone means "relist", OutcomeUnknown means "read again before writing".
 """
 
 from __future__ import annotations
@@ -77,6 +82,16 @@ class Unavailable(APIStatusError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class ConnectFailed(Unavailable):
+    """No connection to the API server could be made: the request was never sent."""
+
+
+class OutcomeUnknown(APIStatusError):
+    """A write that reached (or may have reached) an API server broke off before its answer,
+    and was not one that can safely be sent again: it may or may not have been applied.
+    Read the object again before deciding what to write."""
+
+
 class Timeout(APIStatusError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
@@ -119,6 +134,26 @@ _BY_CODE: dict[grpc.StatusCode, type[APIStatusError]] = {
 }
 
 
+# What gRPC says when it could make no connection at all, so nothing was sent: refused, no
+# route, no name, or a server that stopped accepting (after its GOAWAY the client reconnects,
+# and a refused stream is retried by gRPC itself until the connection fails).
+_CONNECT_FAILURES = (
+    "failed to connect",
+    "connection refused",
+    "dns resolution failed",
+    "connections to all backends failing",
+    "no route to host",
+)
+
+
+def not_sent(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether `exc` says that no connection was made, so the request never left."""
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    details = (exc.details() or "").lower()
+    return any(s in details for s in _CONNECT_FAILURES)
+
+
 def from_rpc_error(exc: grpc.aio.AioRpcError, what: str = "") -> APIStatusError:
     """The APIStatusError for `exc`; `what` ("get pods/web") prefixes messages gRPC made up
     itself (connection failures), which do not name the request."""
@@ -129,4 +164,6 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, what: str = "") -> APIStatusError:
         return ServerError(details, code=code)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and what:
         details = f"{what}: {details}"
+    if not_sent(exc):
+        return ConnectFailed(details)
     return cls(details)
