@@ -6,11 +6,12 @@ launcher wait for SERVING. The store may still be electing a leader at start, so
 retried in the background rather than failing start().
 
 A graceful stop (SIGTERM) costs clients nothing: health turns NOT_SERVING, the server leaves
-the `kubernetes` Endpoints, ends every watch stream cleanly (clients resume from their last
-resourceVersion on another API server), then stops accepting calls (HTTP/2 GOAWAY: a client's
-next call finds no connection and goes to another API server, never applied here) and lets
-the calls in flight finish within `shutdown_grace`; only what is still running then is
-cancelled.
+the `kubernetes` Endpoints, refuses new calls with UNAVAILABLE marked "not applied" (trailing
+metadata NOT_APPLIED: k8semu.client sends them to another API server, writes included), ends
+every watch stream cleanly (clients resume from their last resourceVersion elsewhere), lets
+the calls in flight finish within `shutdown_grace`, and only then stops the gRPC server
+(HTTP/2 GOAWAY; a client's next call finds no connection and moves on). Only calls still
+running after the grace period are cancelled.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _WITHDRAW_SECONDS = 2.0  # a graceful stop waits this long at most to leave the 
 # store deadline (5 s) for the store, but in practice takes milliseconds; withdrawing (2 s)
 # plus this stays within the launcher's stop grace (launcher.stopGracePeriod, 5 s).
 DEFAULT_SHUTDOWN_GRACE = 2.5
+_STOP_GRACE = 0.2  # for the gRPC server itself, once the calls in flight are done
 SERVICE_NAME = apiserver_pb2.DESCRIPTOR.services_by_name["API"].full_name
 
 
@@ -127,6 +129,11 @@ class APIServer:
         serving = self._serving
         with contextlib.suppress(Exception):  # a health update never blocks the stop
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # From here new calls are refused, marked as not applied, so clients go elsewhere
+        # before the GOAWAY (gRPC cancels calls it has received but not yet handed to us
+        # when the server stops; refusing them first keeps that window nearly empty).
+        self.servicer.drain()
+        log.info("api server draining", in_flight=self.servicer.in_flight)
         for task in (self._bootstrap, self._compacting):
             if task is not None:
                 task.cancel()
@@ -139,11 +146,14 @@ class APIServer:
                 log.info("could not withdraw from the kubernetes endpoints", error=repr(exc))
         # Watch streams would otherwise hold the whole grace period and then be cancelled.
         self.servicer.watch_caches.end_watches()
-        log.info("api server stopping", grace=grace)
-        await self.server.stop(grace)
+        log.info("api server stopping", grace=grace, still_in_flight=self.servicer.in_flight)
+        if grace:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.servicer.idle.wait(), grace)
+        await self.server.stop(_STOP_GRACE if grace else 0)
         await self.servicer.watch_caches.stop()
         await self.store.close()
-        log.info("api server stopped")
+        log.info("api server stopped", cancelled=self.servicer.in_flight)
 
     async def wait_stopped(self) -> None:
         await self.server.wait_for_termination()

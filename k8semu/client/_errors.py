@@ -11,8 +11,8 @@
         +-- Invalid             INVALID_ARGUMENT: bad object, field, selector or token
         +-- Gone                OUT_OF_RANGE: resourceVersion or continue token too old (410)
         +-- Unavailable         UNAVAILABLE: no API server answered, or its store did not
-        |   +-- ConnectFailed   no connection could be made to any API server tried: the
-        |                       request was never sent
+        |   +-- ConnectFailed   the request was not applied: no connection could be made,
+        |                       or the API server refused it because it is shutting down
         +-- Timeout             DEADLINE_EXCEEDED: no answer within the call's deadline
         +-- OutcomeUnknown      a write was sent but broke off (the connection dropped, or its
                                 deadline passed) and could not safely be tried again: it may
@@ -83,7 +83,8 @@ class Unavailable(APIStatusError):
 
 
 class ConnectFailed(Unavailable):
-    """No connection to the API server could be made: the request was never sent."""
+    """The request was not applied: no connection to the API server could be made, or it
+    refused the call because it is shutting down. Any call may be sent elsewhere."""
 
 
 class OutcomeUnknown(APIStatusError):
@@ -146,12 +147,28 @@ _CONNECT_FAILURES = (
 )
 
 
+# Trailing metadata of a call an API server refused because it is shutting down (before
+# doing anything): k8semu.apiserver.service.NOT_APPLIED.
+_NOT_APPLIED_KEY = "k8semu-not-applied"
+
+
 def not_sent(exc: grpc.aio.AioRpcError) -> bool:
-    """Whether `exc` says that no connection was made, so the request never left."""
-    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+    """Whether `exc` says that the request was not applied: no connection was made, or the
+    API server refused it while shutting down, or gRPC cancelled it at the server's stop
+    before any handler ran (what grpc-core answers for calls it had received but not yet
+    handed to the application: CANCELLED with the bare text "CANCELLED"; a handler cancelled
+    at the end of the grace period comes out as UNAVAILABLE "Cancelling all calls")."""
+    code = exc.code()
+    details = exc.details() or ""
+    if code == grpc.StatusCode.CANCELLED:
+        return details == "CANCELLED"
+    if code != grpc.StatusCode.UNAVAILABLE:
         return False
-    details = (exc.details() or "").lower()
-    return any(s in details for s in _CONNECT_FAILURES)
+    trailing = exc.trailing_metadata() or ()
+    if any(k == _NOT_APPLIED_KEY for k, _ in trailing):
+        return True
+    lowered = details.lower()
+    return any(s in lowered for s in _CONNECT_FAILURES)
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError, what: str = "") -> APIStatusError:
@@ -159,11 +176,19 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, what: str = "") -> APIStatusError:
     itself (connection failures), which do not name the request."""
     code = exc.code()
     details = exc.details() or ""
-    cls = _BY_CODE.get(code)
-    if cls is None:
-        return ServerError(details, code=code)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and what:
+    if (
+        code
+        in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.CANCELLED,
+        )
+        and what
+    ):
         details = f"{what}: {details}"
     if not_sent(exc):
         return ConnectFailed(details)
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return ServerError(details, code=code)
     return cls(details)
