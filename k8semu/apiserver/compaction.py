@@ -104,9 +104,10 @@ class Compactor:
         if not resp.succeeded:
             kvs = resp.responses[0].response_range.kvs if resp.responses else []
             self.version = kvs[0].version if kvs else 0
-            log.debug("another API server compacts this interval", version=self.version)
+            log.info("another API server compacts this interval", version=self.version)
             return Tick(won=False)
         self.version += 1
+        log.info("compaction swap won", version=self.version, target=target)
         if not target:
             return Tick(won=True)  # a fresh server: nothing seen one interval ago yet
         return Tick(won=True, compacted=await self._compact(target))
