@@ -21,7 +21,7 @@ import pytest
 from k8semu import transport
 from k8semu.apiserver.compaction import COMPACT_REV_KEY
 from k8semu.cli.kubectl import format_error
-from k8semu.client import Client, ResourceExhausted
+from k8semu.client import Client, Informer, ResourceExhausted
 from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessCluster
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
@@ -29,6 +29,7 @@ from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.etcdctl import Etcdctl
 from k8semu.testing.fixtures import TEST_RETRIES
 from k8semu.testing.poll import Eventually
+from tests.client.test_informer import FAST, CountingClient, assert_cache_matches_list
 
 eventually = Eventually(timeout=30.0, interval=0.1)
 COMPACTING = ["--etcd-compaction-interval", "1s", "--log-level", "info", "--log-format", "json"]
@@ -222,3 +223,43 @@ async def test_a_full_store_is_a_clear_error_and_compaction_still_runs(tmp_path:
                 await c.create(config_map("after", size=10))
         finally:
             server.close()
+
+
+async def test_informer_relists_after_the_api_servers_compacted_its_version(
+    small_store: K8semuStoreCluster, tmp_path: Path
+) -> None:
+    """An informer whose API server comes back after the compactor went past its
+    resourceVersion gets Gone (410) from the fresh watch cache and lists again."""
+    watched_server = APIServerProcess(small_store, tmp_path / "watched.log", COMPACTING)
+    writer_server = APIServerProcess(small_store, tmp_path / "writer.log", COMPACTING)
+    try:
+        watched_server.wait_serving()
+        writer_server.wait_serving()
+        async with (
+            CountingClient([watched_server.address], retries=TEST_RETRIES) as watched,
+            Client([writer_server.address], retries=TEST_RETRIES) as writer,
+        ):
+            await writer.create(config_map("seen"))
+            informer: Informer[core_pb2.ConfigMap] = Informer(
+                watched, core_pb2.ConfigMap, namespace="default", config=FAST
+            )
+            informer.start()
+            try:
+                await informer.wait_synced(10)
+                old = int(informer.last_sync_resource_version)
+                watched_server.kill()
+
+                async def compacted_past_informer() -> bool:
+                    await writer.patch(core_pb2.ConfigMap, "seen", {"data": {"n": "1"}})
+                    return await range_at(small_store, old + 1) == grpc.StatusCode.OUT_OF_RANGE
+
+                await eventually(compacted_past_informer, what="compaction past the informer")
+                watched_server.start()
+                watched_server.wait_serving()
+                await assert_cache_matches_list(informer, writer, "default")
+                assert watched.lists == 2, "Gone from the restarted server: one relist"
+            finally:
+                await informer.stop()
+    finally:
+        watched_server.close()
+        writer_server.close()
