@@ -20,7 +20,7 @@ import pytest
 
 from k8semu import transport
 from k8semu.apiserver.compaction import COMPACT_REV_KEY
-from k8semu.cli.kubectl import format_error
+from k8semu.cli.verbs._shared import format_error
 from k8semu.client import Client, Informer, ResourceExhausted
 from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessCluster
 from k8semu.pb.api.v1 import core_pb2

@@ -20,7 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from k8semu.cli.kubectl import format_error
+from k8semu.cli.verbs._shared import format_error
 from k8semu.client import (
     Client,
     ClientError,

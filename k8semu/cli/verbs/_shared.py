@@ -54,9 +54,6 @@ _REASONS = {
 }
 
 
-# What gRPC says when no connection could be made at all (as opposed to a server's answer).
-
-
 # `deployments "web": spec.replicas: ...` names an object (Invalid); anything else is BadRequest.
 _NAMES_OBJECT = re.compile(r'^[a-z0-9.]+ "[^"]*": ')
 
