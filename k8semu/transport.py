@@ -41,6 +41,12 @@ _OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's reconnect back-off grows to 120 s by default: a component restarted after a
+    # few seconds down would stay unreachable to its clients (calls fail fast while the
+    # channel backs off) long after it is back. Components here restart in about a second.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 _SERVER_OPTIONS: list[tuple[str, int]] = [
     *_OPTIONS,

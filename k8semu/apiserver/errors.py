@@ -9,6 +9,8 @@
                             (Kubernetes answers 403 Forbidden there)
     +-- Gone                OUT_OF_RANGE: a compacted resourceVersion or continue token
     +-- Unavailable         UNAVAILABLE: the store did not answer
+    +-- StorageFull         RESOURCE_EXHAUSTED: the store's space quota is used up (etcd's
+                            NOSPACE alarm); Kubernetes answers 500 InternalError there
 
 The servicer turns a StatusError into `context.abort(code, message)`; anything else escaping a
 handler is a bug, reported as INTERNAL without taking the server down.
@@ -53,6 +55,15 @@ class Gone(StatusError):
 
 class Unavailable(StatusError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class StorageFull(StatusError):
+    """The store refuses writes: its database reached --quota-backend-bytes (NOSPACE).
+
+    RESOURCE_EXHAUSTED, as etcd itself answers: not UNAVAILABLE, because another API server
+    on the same store would answer the same, so clients must not fail over and retry."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 CONFLICT_MESSAGE = (

@@ -4,6 +4,14 @@ Health reports NOT_SERVING until the system namespaces (default, kube-system, ku
 are known to exist: until then a create in `default` could fail, so clients and the
 launcher wait for SERVING. The store may still be electing a leader at start, so that is
 retried in the background rather than failing start().
+
+A graceful stop (SIGTERM) costs clients nothing: health turns NOT_SERVING, the server leaves
+the `kubernetes` Endpoints, refuses new calls with UNAVAILABLE marked "not applied" (trailing
+metadata NOT_APPLIED: k8semu.client sends them to another API server, writes included), ends
+every watch stream cleanly (clients resume from their last resourceVersion elsewhere), lets
+the calls in flight finish within `shutdown_grace`, and only then stops the gRPC server
+(HTTP/2 GOAWAY; a client's next call finds no connection and moves on). Only calls still
+running after the grace period are cancelled.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from k8semu import transport
 from k8semu.api import kinds
 from k8semu.apiserver.allocation import DEFAULT_RANGES, ServiceRanges
 from k8semu.apiserver.bootstrap import Address, KubernetesService
+from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
@@ -31,6 +40,11 @@ log = get_logger(__name__)
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public")
 _WITHDRAW_SECONDS = 2.0  # a graceful stop waits this long at most to leave the Endpoints
+# Calls in flight get this long to finish on a graceful stop. A unary call waits at most the
+# store deadline (5 s) for the store, but in practice takes milliseconds; withdrawing (2 s)
+# plus this stays within the launcher's stop grace (launcher.stopGracePeriod, 5 s).
+DEFAULT_SHUTDOWN_GRACE = 2.5
+_STOP_GRACE = 0.2  # for the gRPC server itself, once the calls in flight are done
 SERVICE_NAME = apiserver_pb2.DESCRIPTOR.services_by_name["API"].full_name
 
 
@@ -45,6 +59,10 @@ class APIServerConfig:
     service_ranges: ServiceRanges = field(default=DEFAULT_RANGES)
     advertise_address: str = ""  # the IP in the `kubernetes` Endpoints; "" = the listen host
     lease_seconds: float = 15.0  # an API server missing this long leaves those Endpoints
+    # kube-apiserver's --etcd-compaction-interval; 0 turns the compactor off.
+    compaction_interval: float = DEFAULT_COMPACTION_INTERVAL
+    # A graceful stop lets calls in flight finish this long before cancelling them.
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -78,6 +96,10 @@ class APIServer:
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None
         self._serving = False  # set once the kubernetes Endpoints may list this server
+        self.compactor: Compactor | None = None
+        if config.compaction_interval > 0:
+            self.compactor = Compactor(self.store, config.compaction_interval)
+        self._compacting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.port = transport.bind(self.server, self.config.listen_address, flag="--listen-address")
@@ -90,23 +112,48 @@ class APIServer:
         await self.server.start()
         # Creates check their namespace against this cache (one store round trip, not two).
         self.servicer.watch_caches.get(kinds.for_resource("namespaces"))
-        self._bootstrap = asyncio.get_running_loop().create_task(self._ensure_namespaces())
-        log.info("api server started", port=self.port, store=",".join(self.store.endpoints))
+        loop = asyncio.get_running_loop()
+        self._bootstrap = loop.create_task(self._ensure_namespaces())
+        if self.compactor is not None:
+            self._compacting = loop.create_task(self.compactor.run())
+        log.info(
+            "api server started",
+            port=self.port,
+            store=",".join(self.store.endpoints),
+            compaction_interval=self.config.compaction_interval,
+        )
 
-    async def stop(self, grace: float | None = 1.0) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop; gracefully (see the module docstring) unless `grace` is 0."""
+        grace = self.config.shutdown_grace if grace is None else grace
         serving = self._serving
-        if self._bootstrap is not None:
-            self._bootstrap.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._bootstrap
-        if serving and self.kubernetes_service is not None:
+        with contextlib.suppress(Exception):  # a health update never blocks the stop
+            await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # From here new calls are refused, marked as not applied, so clients go elsewhere
+        # before the GOAWAY (gRPC cancels calls it has received but not yet handed to us
+        # when the server stops; refusing them first keeps that window nearly empty).
+        self.servicer.drain()
+        log.info("api server draining", in_flight=self.servicer.in_flight)
+        for task in (self._bootstrap, self._compacting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if serving and grace and self.kubernetes_service is not None:
             try:
                 await asyncio.wait_for(self.kubernetes_service.withdraw(), _WITHDRAW_SECONDS)
             except (StatusError, TimeoutError) as exc:
                 log.info("could not withdraw from the kubernetes endpoints", error=repr(exc))
-        await self.server.stop(grace)
+        # Watch streams would otherwise hold the whole grace period and then be cancelled.
+        self.servicer.watch_caches.end_watches()
+        log.info("api server stopping", grace=grace, still_in_flight=self.servicer.in_flight)
+        if grace:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.servicer.idle.wait(), grace)
+        await self.server.stop(_STOP_GRACE if grace else 0)
         await self.servicer.watch_caches.stop()
         await self.store.close()
+        log.info("api server stopped", cancelled=self.servicer.in_flight)
 
     async def wait_stopped(self) -> None:
         await self.server.wait_for_termination()

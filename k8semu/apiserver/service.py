@@ -92,6 +92,9 @@ def _handler(
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        if self.draining:
+            await refuse_draining(context)
+        self.in_flight += 1
         try:
             return await method(self, request, context)
         except StatusError as exc:
@@ -101,9 +104,25 @@ def _handler(
                 raise
             log.exception("request failed", method=method.__name__)
             await transport.abort(context, grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+        finally:
+            self.in_flight -= 1
+            if self.draining and not self.in_flight:
+                self.idle.set()
         raise AssertionError("unreachable")  # pragma: no cover - abort raises
 
     return wrapper
+
+
+# A call refused because the server is shutting down carries this trailing metadata: the
+# request was not applied, and k8semu.client sends it to another API server at once.
+NOT_APPLIED = ("k8semu-not-applied", "shutting-down")
+SHUTTING_DOWN = "the API server is shutting down; the request was not applied (try another)"
+
+
+async def refuse_draining(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await context.abort(
+        grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN, trailing_metadata=(NOT_APPLIED,)
+    )
 
 
 def _has_status(kind: Kind) -> bool:
@@ -241,6 +260,16 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         self.watch_caches = WatchCaches(
             store, dataclasses.replace(watch_cache, bookmark_interval=bookmark_interval)
         )
+        # A graceful stop sets `draining`: new calls are refused (NOT_APPLIED) and `idle` is
+        # set once the unary calls in flight are done.
+        self.draining = False
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+
+    def drain(self) -> None:
+        self.draining = True
+        if not self.in_flight:
+            self.idle.set()
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -349,10 +378,21 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
     ) -> api.ObjectResponse:
         kind = resolve(request.resource)
         obj = unpack(kind, request.object)
-        return api.ObjectResponse(object=pack(await self.create(kind, request.namespace, obj)))
+        uid = request.uid
+        if uid:
+            try:
+                uid = str(uuid.UUID(uid))
+            except ValueError:
+                raise Invalid(
+                    f"{describe(kind, meta(obj).name)}: uid: {request.uid!r} is not a UUID"
+                ) from None
+        created = await self.create(kind, request.namespace, obj, uid=uid)
+        return api.ObjectResponse(object=pack(created))
 
-    async def create(self, kind: Kind, namespace: str, obj: Message) -> Message:
-        """Create `obj` (defaulted, validated, system fields set); returns it as stored."""
+    async def create(self, kind: Kind, namespace: str, obj: Message, *, uid: str = "") -> Message:
+        """Create `obj` (defaulted, validated, system fields set); returns it as stored.
+        `uid` is the client's choice of metadata.uid (a retried create recognises its object
+        by it); empty: a new random one."""
         m = meta(obj)
         if kind.namespaced:
             if namespace and m.namespace and namespace != m.namespace:
@@ -367,7 +407,7 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             )
         if not m.name and m.generate_name:
             m.name = m.generate_name + "".join(secrets.choice(_GENERATED_CHARS) for _ in range(5))
-        m.uid = str(uuid.uuid4())
+        m.uid = uid or str(uuid.uuid4())
         m.creation_timestamp.CopyFrom(timestamps.now())
         m.generation = 1
         m.ClearField("deletion_timestamp")
@@ -834,6 +874,8 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         """Served from the kind's watch cache (k8semu/apiserver/watchcache.py): one etcd
         watch per kind, however many clients watch it. Yields serialized WatchEvents, shared
         by every watcher (server.py registers Watch with a serializer that passes bytes)."""
+        if self.draining:
+            await refuse_draining(context)
         try:
             kind = resolve(request.resource)
             selector = Selector(kind, request.label_selector, request.field_selector)

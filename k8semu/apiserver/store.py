@@ -3,7 +3,8 @@
 Works against `k8semu store` and a real etcd 3.4 alike. Every call has a deadline; reads
 (Range) are retried once on UNAVAILABLE, writes never (a Txn that timed out may have
 happened). gRPC errors from the store are translated here into apiserver errors, so the
-servicer never sees an AioRpcError: compaction becomes Gone, the rest Unavailable.
+servicer never sees an AioRpcError: compaction becomes Gone, a full store (etcd's NOSPACE
+alarm) StorageFull, the rest Unavailable.
 """
 
 from __future__ import annotations
@@ -13,13 +14,21 @@ from collections.abc import Sequence
 import grpc
 
 from k8semu import transport
-from k8semu.apiserver.errors import Gone, StatusError, Unavailable
+from k8semu.apiserver.errors import Gone, StatusError, StorageFull, Unavailable
 from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
 log = get_logger(__name__)
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# etcd's exact text for a write refused under the NOSPACE alarm (ErrGRPCNoSpace, sent with
+# RESOURCE_EXHAUSTED); k8semu store answers the same.
+NO_SPACE = "etcdserver: mvcc: database space exceeded"
+NO_SPACE_HINT = (
+    "the store's space quota (--quota-backend-bytes) is used up and it refuses writes until"
+    " its history is compacted, it is defragmented and the NOSPACE alarm is disarmed"
+    " (etcdctl alarm disarm); reads and deletes still work"
+)
 
 
 class StoreCompacted(Gone):
@@ -34,6 +43,8 @@ def translate(exc: grpc.aio.AioRpcError, what: str) -> StatusError:
     details = exc.details() or ""
     if exc.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
         return StoreCompacted(details)
+    if "database space exceeded" in details:
+        return StorageFull(f"{NO_SPACE}: {NO_SPACE_HINT}")
     if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable(f"store: {what}: no answer in time (a write may or may not be done)")
     return Unavailable(f"store: {what}: {exc.code().name}: {details}")
@@ -73,6 +84,16 @@ class Store:
             return resp
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, "txn") from None
+
+    async def compact(self, revision: int) -> None:
+        """etcd's Compact: forget every version older than `revision` (not physical: the
+        store reclaims the space in the background, as kube-apiserver asks it to)."""
+        try:
+            await self.kv.Compact(
+                rpc_pb2.CompactionRequest(revision=revision), timeout=self.deadline
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "compact") from None
 
     async def delete_range(self, key: bytes, end: bytes) -> rpc_pb2.DeleteRangeResponse:
         try:

@@ -176,6 +176,7 @@ class CacheWatcher:
     queue: deque[CachedEvent] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     error: StatusError | None = None
+    ended: bool = False  # the server is shutting down: the stream ends cleanly
 
     def restart_revision(self) -> int:
         """The resourceVersion a restarted watch resumes from without a gap."""
@@ -203,6 +204,7 @@ class WatchCache:
         self.store_watches = 0  # etcd watches opened, over the cache's life (for tests/metrics)
         self.lists = 0
         self.last_error = ""
+        self.ending = False  # set by end_watches: new watches end at once
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -276,6 +278,16 @@ class WatchCache:
         created = kv.create_revision == revision
         return CachedEvent(key=kv.key, revision=revision, cur=cur, prev=prev, created=created)
 
+    def end_watches(self) -> None:
+        """End every client watch cleanly, now and from now on (a graceful shutdown): the
+        client watches again from its last resourceVersion, on another API server."""
+        self.ending = True
+        for w in list(self.watchers):
+            w.ended = True
+            w.queue.clear()
+            self.watchers.discard(w)
+            w.wake.set()
+
     def _cut(self, w: CacheWatcher, error: StatusError) -> None:
         w.error = error
         w.queue.clear()  # the memory goes now, not when the client reads again
@@ -304,7 +316,10 @@ class WatchCache:
             since=since,
             bookmarks=bookmarks,
             batching=batching,
+            ended=self.ending,
         )
+        if w.ended:
+            return w
         w.queue.extend(
             ev for ev in self.buffer if ev.revision > since and ev.key.startswith(w.key_prefix)
         )
@@ -345,6 +360,8 @@ class WatchCache:
             while True:
                 if w.error is not None:
                     raise w.error
+                if w.ended:
+                    return
                 while queue:
                     if w.batching and len(queue) > 1:
                         # Behind: what is queued goes out as one stream message. gRPC's cost
@@ -377,6 +394,8 @@ class WatchCache:
                             yield data
                     if w.error is not None:
                         raise w.error
+                    if w.ended:
+                        return
                 w.wake.clear()
                 wait = next_bookmark - time.monotonic()
                 if wait > 0:
@@ -527,13 +546,21 @@ class WatchCaches:
         self.store = store
         self.config = config
         self.caches: dict[str, WatchCache] = {}
+        self.ending = False
 
     def get(self, kind: Kind, hint: int = 0) -> WatchCache:
         cache = self.caches.get(kind.plural)
         if cache is None:
             cache = self.caches[kind.plural] = WatchCache(kind, self.store, self.config)
+            cache.ending = self.ending
             cache.start(hint)
         return cache
+
+    def end_watches(self) -> None:
+        """WatchCache.end_watches of every cache, and of any made from now on."""
+        self.ending = True
+        for cache in self.caches.values():
+            cache.end_watches()
 
     async def stop(self) -> None:
         for cache in self.caches.values():

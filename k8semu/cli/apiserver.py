@@ -16,6 +16,7 @@ from k8semu import log as logging_setup
 from k8semu.apiserver.allocation import ServiceRanges, parse_cidr, parse_port_range
 from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
 from k8semu.cli import _serving
+from k8semu.durations import format_ms, parse_ms
 from k8semu.transport import AddressError
 
 _DEFAULTS = APIServerConfig()
@@ -80,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.lease_seconds,
         help="an API server not renewing its Lease this long leaves the kubernetes Endpoints",
     )
+    p.add_argument(
+        "--etcd-compaction-interval",
+        default=format_ms(int(_DEFAULTS.compaction_interval * 1000)),
+        help="how often the store's history is compacted to what it was one interval ago"
+        " (kube-apiserver's flag; one API server per interval does it); 0 turns it off",
+    )
+    p.add_argument(
+        "--shutdown-grace-period",
+        default=format_ms(int(_DEFAULTS.shutdown_grace * 1000)),
+        help="on SIGTERM, calls in flight get this long to finish before they are cancelled",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="console", choices=["console", "json"])
     return p
@@ -99,6 +111,12 @@ def main(argv: Sequence[str]) -> int:
                 ipaddress.IPv4Address(ns.advertise_address)
             except ValueError as exc:
                 raise ValueError(f"--advertise-address: {exc}") from None
+        compaction_interval = _duration(
+            ns.etcd_compaction_interval, "--etcd-compaction-interval", zero_ok=True
+        )
+        shutdown_grace = _duration(
+            ns.shutdown_grace_period, "--shutdown-grace-period", zero_ok=True
+        )
         ranges = ServiceRanges(
             cluster_ips=parse_cidr(ns.service_cluster_ip_range, flag="--service-cluster-ip-range"),
             node_ports=parse_port_range(
@@ -116,6 +134,8 @@ def main(argv: Sequence[str]) -> int:
             service_ranges=ranges,
             advertise_address=ns.advertise_address,
             lease_seconds=ns.endpoint_lease_seconds,
+            compaction_interval=compaction_interval,
+            shutdown_grace=shutdown_grace,
         )
         logging_setup.configure("apiserver", level=ns.log_level, fmt=ns.log_format)
     except (AddressError, ValueError) as exc:
@@ -128,6 +148,19 @@ def main(argv: Sequence[str]) -> int:
         print(f"k8semu apiserver: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _duration(text: str, flag: str, *, zero_ok: bool) -> float:
+    """Seconds of a duration flag (`5m`, `500ms`; `0` as in Go when `zero_ok`)."""
+    if zero_ok and text.strip() == "0":
+        return 0.0
+    try:
+        ms = parse_ms(text)
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+    if ms == 0 and not zero_ok:
+        raise ValueError(f"{flag}: must be > 0")
+    return ms / 1000
 
 
 async def _serve(config: APIServerConfig) -> None:

@@ -2,8 +2,9 @@
 
 Owns the channels to the API servers (made only through `k8semu.transport`), endpoint choice
 (round robin, passing over endpoints that just answered UNAVAILABLE), the deadline of every
-call, retries of idempotent calls, Any packing, and the translation of gRPC errors into
-`k8semu.client._errors`. It keeps no cache and knows nothing about informers.
+call, fail-over and retries (every call when nothing was sent; writes that may have been
+applied only where sending them again is safe), Any packing, and the translation of gRPC
+errors into `k8semu.client._errors`. It keeps no cache and knows nothing about informers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import asyncio
 import builtins
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast, overload
 
@@ -20,11 +23,17 @@ import grpc
 from google.protobuf.message import Message
 
 from k8semu import transport
+from k8semu.api import manifest
 from k8semu.api.kinds import Kind
 from k8semu.client._config import DEFAULT_RETRIES, DEFAULT_TIMEOUTS, Retries, Timeouts
 from k8semu.client._errors import (
+    AlreadyExists,
     APIStatusError,
     ClientError,
+    Conflict,
+    ConnectFailed,
+    OutcomeUnknown,
+    Timeout,
     Unavailable,
     UnexpectedObject,
     from_rpc_error,
@@ -81,11 +90,25 @@ class Client:
     Namespaced kinds default to the "default" namespace where one object is meant; `list` and
     `watch` without a namespace span all namespaces.
 
-    Every call has a deadline (`timeouts`). Get, list, watch (until its first event) and
-    discovery are retried on UNAVAILABLE, moving on to the next endpoint (`retries`); create,
-    update, update_status, patch, delete and bind are tried once, on the next endpoint in round
-    robin that is not known to be down, and raise Unavailable when it fails: they may have been
-    applied, so the caller re-reads before writing again. Errors are ClientError subclasses.
+    Every call has a deadline (`timeouts`) and starts on the next endpoint in round robin that
+    is not known to be down. Fail-over (`retries` bounds the tries):
+
+    - every call, writes included, moves on to the next endpoint when no connection could be
+      made (nothing was sent: refused, or a server that is shutting down and sent GOAWAY);
+    - get, list, watch (until its first event) and discovery also on any other UNAVAILABLE;
+    - a write that was sent and broke off (UNAVAILABLE from a dropped connection or from the
+      API server's store) may have been applied. It is sent again, elsewhere, only when that
+      cannot apply it twice: a create with a name (it carries a uid of the client's choice, so
+      an ALREADY_EXISTS on the retry is recognised as its own object), an update with a
+      resourceVersion, a patch that sets metadata.resourceVersion, a delete with
+      preconditions, a bind. When the retry's answer may be the first try's doing (Conflict,
+      NotFound), the object is read back: the result is returned when it shows the write,
+      else the error is raised saying an earlier try may have been applied. Other writes (a
+      generateName create, a patch or delete without preconditions) raise OutcomeUnknown,
+      except a patch whose effect the object already shows on reading it back;
+    - DEADLINE_EXCEEDED is never retried: Timeout for reads, OutcomeUnknown for writes.
+
+    Errors are ClientError subclasses.
     """
 
     def __init__(
@@ -133,9 +156,23 @@ class Client:
         """Create `obj` (in `namespace`, else its metadata.namespace, else "default")."""
         kind = resolve(type(obj))
         ns = namespace or meta(obj).namespace
-        req = api.CreateRequest(resource=kind.plural, namespace=ns, object=pack(obj))
-        what = f"create {_describe(kind, meta(obj).name or meta(obj).generate_name, ns)}"
-        resp = await self._call(lambda s: s.Create(req, timeout=self.timeouts.call), what)
+        name = meta(obj).name
+        # A named create may be sent twice; the uid tells our object from someone else's.
+        uid = str(uuid.uuid4()) if name else ""
+        req = api.CreateRequest(resource=kind.plural, namespace=ns, object=pack(obj), uid=uid)
+        what = f"create {_describe(kind, name or meta(obj).generate_name, ns)}"
+
+        async def resolve_(err: APIStatusError) -> Message | None:
+            if not isinstance(err, AlreadyExists):
+                return None
+            got = await self._read_back(kind, name, ns)
+            return got if got is not None and meta(got).uid == uid else None
+
+        resp = await self._call(
+            lambda s: s.Create(req, timeout=self.timeouts.call),
+            what,
+            write=_Write(safe=bool(name), resolve=resolve_),
+        )
         return cast(M, unpack(kind, resp.object))
 
     @overload
@@ -375,7 +412,20 @@ class Client:
             status=status,
         )
         what = f"patch {_describe(k, name, namespace)}"
-        resp = await self._call(lambda s: s.Patch(req, timeout=self.timeouts.call), what)
+        metadata = patch.get("metadata")
+        precondition = isinstance(metadata, Mapping) and bool(metadata.get("resourceVersion"))
+
+        async def shows_patch(err: APIStatusError | None = None) -> Message | None:
+            if err is not None and not isinstance(err, Conflict):
+                return None
+            got = await self._read_back(k, name, namespace)
+            return got if got is not None and patch_applied(got, patch) else None
+
+        resp = await self._call(
+            lambda s: s.Patch(req, timeout=self.timeouts.call),
+            what,
+            write=_Write(safe=precondition, resolve=shows_patch, check=shows_patch),
+        )
         return unpack(k, resp.object)
 
     @overload
@@ -424,7 +474,21 @@ class Client:
         if grace_period_seconds is not None:
             req.grace_period_seconds = grace_period_seconds
         what = f"delete {_describe(k, name, namespace)}"
-        resp = await self._call(lambda s: s.Delete(req, timeout=self.timeouts.call), what)
+
+        async def resolve_(err: APIStatusError) -> Message | None:
+            # A graceful delete only marks the object: the retry's precondition then fails.
+            if not isinstance(err, Conflict):
+                return None
+            got = await self._read_back(k, name, namespace)
+            if got is None or not meta(got).HasField("deletion_timestamp"):
+                return None
+            return got if not pre.uid or meta(got).uid == pre.uid else None
+
+        resp = await self._call(
+            lambda s: s.Delete(req, timeout=self.timeouts.call),
+            what,
+            write=_Write(safe=bool(pre.uid or pre.resource_version), resolve=resolve_),
+        )
         return unpack(k, resp.object)
 
     async def bind(
@@ -439,7 +503,19 @@ class Client:
             resource_version=resource_version,
         )
         what = f"bind {_describe(k, pod_name, namespace)} to {node_name}"
-        resp = await self._call(lambda s: s.Bind(req, timeout=self.timeouts.call), what)
+
+        async def resolve_(err: APIStatusError) -> Message | None:
+            if not isinstance(err, Conflict):
+                return None
+            got = cast(core_pb2.Pod | None, await self._read_back(k, pod_name, namespace))
+            return got if got is not None and got.spec.node_name == node_name else None
+
+        # A pod is bound once: a second bind cannot apply twice, so it is always safe.
+        resp = await self._call(
+            lambda s: s.Bind(req, timeout=self.timeouts.call),
+            what,
+            write=_Write(safe=True, resolve=resolve_),
+        )
         return cast(core_pb2.Pod, unpack(k, resp.object))
 
     async def discovery(self) -> builtins.list[api.APIResource]:
@@ -462,7 +538,15 @@ class Client:
             method = stub.UpdateStatus if status else stub.Update
             return cast(Awaitable[api.ObjectResponse], method(req, timeout=self.timeouts.call))
 
-        resp = await self._call(send, what)
+        async def resolve_(err: APIStatusError) -> Message | None:
+            if not isinstance(err, Conflict):
+                return None
+            got = await self._read_back(kind, m.name, m.namespace)
+            return got if got is not None and same_write(obj, got, status=status) else None
+
+        # The resourceVersion is a precondition: a second try cannot apply it twice.
+        write = _Write(safe=bool(m.resource_version), resolve=resolve_)
+        resp = await self._call(send, what, write=write)
         return cast(M, unpack(kind, resp.object))
 
     def _order(self) -> builtins.list[_Endpoint]:
@@ -487,23 +571,151 @@ class Client:
         if not isinstance(err, Unavailable):
             return False
         ep.suspect_until = time.monotonic() + self.retries.cooloff
-        return idempotent and attempt + 1 < self.retries.attempts
+        return (
+            idempotent or isinstance(err, ConnectFailed)
+        ) and attempt + 1 < self.retries.attempts
+
+    async def _read_back(self, kind: Kind, name: str, namespace: str) -> Message | None:
+        """The object now, to judge a broken-off write; None when it cannot be read."""
+        try:
+            got: Message = await self.get(cast(Any, kind.message), name, namespace=namespace)
+        except ClientError as exc:
+            log.debug("read back failed", kind=kind.plural, name=name, error=str(exc))
+            return None
+        return got
 
     async def _call(
-        self, send: Callable[[Any], Awaitable[R]], what: str, *, idempotent: bool = False
+        self,
+        send: Callable[[Any], Awaitable[R]],
+        what: str,
+        *,
+        idempotent: bool = False,
+        write: _Write | None = None,
     ) -> R:
+        """One call with fail-over (see the class docstring); `write` says how a write that
+        broke off may be tried again or judged."""
         order = self._order()
-        attempts = self.retries.attempts if idempotent else 1
-        for attempt in range(attempts):
+        write = write or _UNSAFE
+        broken: APIStatusError | None = None  # a try of this write that was sent and broke off
+        for attempt in range(self.retries.attempts):
             ep = await self._endpoint_for(order, attempt)
             try:
                 return await send(ep.stub)
             except grpc.aio.AioRpcError as exc:
+                cause = exc
                 err = from_rpc_error(exc, f"{what} via {ep.address}")
-                if not self._should_retry(ep, err, attempt, idempotent=idempotent):
-                    raise err from exc
+            if self._should_retry(ep, err, attempt, idempotent=idempotent):
                 log.debug("call retried", what=what, endpoint=ep.address, error=err.message)
+                continue
+            if idempotent:
+                raise err from cause
+            if isinstance(err, ConnectFailed):
+                # Every endpoint tried refused; an earlier try may still have been applied.
+                raise (err if broken is None else _outcome_unknown(broken)) from cause
+            if _broke_off(err):
+                if (
+                    write.safe
+                    and isinstance(err, Unavailable)
+                    and attempt + 1 < self.retries.attempts
+                ):
+                    broken = err
+                    log.info("write broke off; sending it again", what=what, error=err.message)
+                    continue
+                if write.check is not None:
+                    shown = await write.check()
+                    if shown is not None:
+                        return cast(R, _Shown(shown))
+                raise _outcome_unknown(err) from cause
+            if broken is not None:
+                shown = await write.resolve(err) if write.resolve is not None else None
+                if shown is not None:
+                    return cast(R, _Shown(shown))
+                raise type(err)(
+                    f"{err.message} (an earlier try, {broken.message}, broke off after it was"
+                    " sent and may have been applied)",
+                    code=err.code,
+                ) from cause
+            raise err from cause
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """How a write may be tried again after a try that was sent broke off.
+
+    `safe`: sending it again cannot apply it twice (a precondition, a name, a bind).
+    `resolve(err)`: after such a retry answered `err` (ALREADY_EXISTS, ABORTED...), read back
+    and return the object when it shows that the write was done, else None.
+    `check()`: for a write that is not safe, read back and return the object when it already
+    shows the write, else None (then OutcomeUnknown is raised)."""
+
+    safe: bool = False
+    resolve: Callable[[APIStatusError], Awaitable[Message | None]] | None = None
+    check: Callable[[], Awaitable[Message | None]] | None = None
+
+
+_UNSAFE = _Write()
+
+
+class _Shown:
+    """A write's result found by reading back: quacks like an ObjectResponse."""
+
+    def __init__(self, obj: Message) -> None:
+        self.object = pack(obj)
+
+
+def _broke_off(err: APIStatusError) -> bool:
+    """Sent, and then no answer: it may or may not have been applied."""
+    return isinstance(err, (Unavailable, Timeout)) or err.code == grpc.StatusCode.CANCELLED
+
+
+def _outcome_unknown(err: APIStatusError) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"{err.message}; the request was sent, so it may or may not have been applied:"
+        " read the object again before retrying",
+        code=err.code,
+    )
+
+
+def patch_applied(obj: Message, patch: Mapping[str, Any]) -> bool:
+    """Whether applying the JSON merge patch `patch` (RFC 7386) to `obj` changes nothing, so
+    the object already shows it; a metadata.resourceVersion in the patch (a precondition) is
+    left out of the comparison."""
+    doc = manifest.to_dict(obj)
+    wanted = dict(patch)
+    metadata = wanted.get("metadata")
+    if isinstance(metadata, Mapping) and "resourceVersion" in metadata:
+        wanted["metadata"] = {k: v for k, v in metadata.items() if k != "resourceVersion"}
+    return bool(_merge(doc, wanted) == doc)
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def same_write(sent: Message, stored: Message, *, status: bool) -> bool:
+    """Whether `stored` holds what the update `sent` wrote (its status for an UpdateStatus,
+    else everything but the status and the server's metadata)."""
+    if status:
+        return getattr(sent, "status", None) == getattr(stored, "status", None)
+    a, b = type(sent)(), type(stored)()
+    a.CopyFrom(sent)
+    b.CopyFrom(stored)
+    for obj in (a, b):
+        if obj.DESCRIPTOR.fields_by_name.get("status") is not None:
+            obj.ClearField("status")
+        m = meta(obj)
+        for name in ("resource_version", "generation", "uid", "creation_timestamp"):
+            m.ClearField(name)
+    return a == b
 
 
 def _describe(kind: Kind, name: str, namespace: str) -> str:

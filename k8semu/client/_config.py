@@ -35,13 +35,14 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Retries:
-    """Retries of idempotent calls (get, list, watch establishment, discovery) on UNAVAILABLE.
+    """Fail-over and retries of calls (see `Client` for which calls are sent again when).
 
     A call makes at most `attempts` tries. A try moves on to the next API server endpoint at
     once; once every endpoint has failed in this call, it waits `base_delay * 2**round` (at
     most `max_delay`) first. An endpoint that answered UNAVAILABLE is passed over by later calls
-    for `cooloff` seconds while another endpoint is not. Creates, updates, patches, deletes and
-    binds are never retried: the first try may have been applied.
+    for `cooloff` seconds while another endpoint is not. Every call moves on when no connection
+    could be made; reads also on any UNAVAILABLE; writes that were sent and broke off only
+    when sending them again is safe.
     """
 
     attempts: int = 6

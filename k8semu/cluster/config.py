@@ -159,6 +159,10 @@ DEFAULT_NODE_STATUS_UPDATE_MS = 2_000
 DEFAULT_NODE_MONITOR_PERIOD_MS = 500
 DEFAULT_NODE_MONITOR_GRACE_MS = 6_000
 DEFAULT_POD_EVICTION_MS = 5_000
+# The API servers compact the store's history to what it was one interval ago (kube-apiserver's
+# --etcd-compaction-interval, 5m there): 1m here keeps an emulated cluster's database small
+# while watchers and paginated lists still get a minute of history. 0 turns it off.
+DEFAULT_ETCD_COMPACTION_INTERVAL_MS = 60_000
 
 DEFAULT_READY_TIMEOUT_MS = 60_000
 DEFAULT_STOP_GRACE_MS = 5_000
@@ -527,11 +531,16 @@ class TimingsSpec:
     node_monitor_period_ms: int = DEFAULT_NODE_MONITOR_PERIOD_MS
     node_monitor_grace_ms: int = DEFAULT_NODE_MONITOR_GRACE_MS
     pod_eviction_ms: int = DEFAULT_POD_EVICTION_MS
+    etcd_compaction_interval_ms: int = DEFAULT_ETCD_COMPACTION_INTERVAL_MS  # 0: off
 
     def __post_init__(self) -> None:
         for attr, key in _TIMING_KEYS:
             if getattr(self, attr) < 1:
                 raise ClusterConfigError(f"timings.{key}", "must be at least 1ms")
+        if self.etcd_compaction_interval_ms < 0:
+            raise ClusterConfigError(
+                "timings.etcdCompactionInterval", "must be a duration, or 0 to turn it off"
+            )
         if self.leader_elect_lease_ms < 1000:
             raise ClusterConfigError(
                 "timings.leaderElectLeaseDuration", "must be at least 1s (a Lease holds seconds)"
@@ -1270,6 +1279,14 @@ def _read_addons(f: _Fields) -> tuple[str, ...]:
 def _read_timings(f: _Fields) -> TimingsSpec:
     defaults = TimingsSpec()
     values = {attr: f.duration_ms(key, getattr(defaults, attr)) for attr, key in _TIMING_KEYS}
+    key = "etcdCompactionInterval"
+    raw = f.get(key)
+    # `0` turns it off, as for kube-apiserver (Go's durations accept a bare 0).
+    values["etcd_compaction_interval_ms"] = (
+        0
+        if raw == "0" or (type(raw) is int and raw == 0)
+        else f.duration_ms(key, defaults.etcd_compaction_interval_ms)
+    )
     f.finish()
     return TimingsSpec(**values)
 

@@ -198,6 +198,7 @@ def plan_cluster(
             "--service-cluster-ip-range", net.service_cidr,
             "--service-node-port-range", net.node_port_range,
             "--load-balancer-ip-pool", net.load_balancer_pool,
+            "--etcd-compaction-interval", _duration_or_zero(timings.etcd_compaction_interval_ms),
         )  # fmt: skip
 
     def scheduler_flags(address: str) -> tuple[str, ...]:
@@ -288,6 +289,10 @@ def _addons(config: ClusterConfig, here: Callable[[str], bool]) -> tuple[tuple[s
             )
         out.append((name, text))
     return tuple(out)
+
+
+def _duration_or_zero(ms: int) -> str:
+    return format_duration(ms) if ms else "0"
 
 
 def _leader_election(timings: TimingsSpec) -> tuple[str, ...]:

@@ -185,7 +185,7 @@ def test_merge_patch_rfc7386() -> None:
 
 
 def test_error_texts() -> None:
-    from k8semu.client import Invalid, NotFound, Unavailable
+    from k8semu.client import ConnectFailed, Invalid, NotFound, OutcomeUnknown, Unavailable
 
     assert (
         format_error(NotFound('pods "x" not found'))
@@ -201,8 +201,11 @@ def test_error_texts() -> None:
         "Error from server (ServiceUnavailable): "
     )
     assert format_error(
-        Unavailable("get pods via x: failed to connect to all addresses")
+        ConnectFailed("get pods via x: failed to connect to all addresses")
     ).startswith("Unable to connect to the server: ")
+    assert format_error(OutcomeUnknown("patch deployments/default/web via x: ...")) == (
+        "error: outcome unknown: patch deployments/default/web via x: ..."
+    )
 
 
 def test_rollout_messages() -> None:

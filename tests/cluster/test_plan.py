@@ -58,6 +58,7 @@ def test_default_plan_starts_every_component_in_dependency_stages() -> None:
     assert f["--service-cluster-ip-range"] == "127.96.0.0/16"
     assert f["--service-node-port-range"] == "30000-32767"
     assert f["--load-balancer-ip-pool"] == "127.100.0.0/24"
+    assert f["--etcd-compaction-interval"] == "1m"
 
     f = _flags(byname["controller-manager-1"].argv)
     assert f["--server"] == "127.0.0.1:6443" and f["--listen-address"] == "127.0.0.1:10257"
@@ -182,3 +183,14 @@ def test_bad_dns_settings_and_add_ons_name_the_field() -> None:
         )
     with pytest.raises(ClusterConfigError, match=r"addons\[1\].*unknown add-on 'ingress'"):
         cc.parse_config(text.replace("addons: [dns]", "addons: [dns, ingress]"), source="t")
+
+
+def test_api_server_compaction_interval_from_the_config() -> None:
+    for value, flag in (("30s", "30s"), ("0", "0"), ("5m", "5m")):
+        config = cc.parse_config(
+            "kind: ClusterConfig\nversion: v1alpha1\n"
+            f"timings: {{etcdCompactionInterval: {value!r}}}\n"
+        )
+        plan = plan_cluster(config, STATE, python="py", commands={"store", "apiserver"})
+        api = next(c for c in plan.components if c.kind == "apiserver")
+        assert _flags(api.argv)["--etcd-compaction-interval"] == flag

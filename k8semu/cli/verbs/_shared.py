@@ -29,7 +29,9 @@ from k8semu.client import (
     APIStatusError,
     Client,
     Conflict,
+    ConnectFailed,
     NotFound,
+    OutcomeUnknown,
     Timeouts,
     Unimplemented,
 )
@@ -50,10 +52,6 @@ _REASONS = {
     grpc.StatusCode.PERMISSION_DENIED: "Forbidden",
     grpc.StatusCode.UNIMPLEMENTED: "MethodNotAllowed",
 }
-
-
-# What gRPC says when no connection could be made at all (as opposed to a server's answer).
-_CONNECT_FAILURES = ("failed to connect", "connection refused", "dns resolution failed")
 
 
 # `deployments "web": spec.replicas: ...` names an object (Invalid); anything else is BadRequest.
@@ -79,9 +77,10 @@ def err(text: str) -> None:
 def format_error(exc: BaseException) -> str:
     """One error as kubectl prints it."""
     if isinstance(exc, APIStatusError):
-        lowered = exc.message.lower()
-        if exc.code == grpc.StatusCode.UNAVAILABLE and any(s in lowered for s in _CONNECT_FAILURES):
+        if isinstance(exc, ConnectFailed):
             return f"Unable to connect to the server: {exc.message}"
+        if isinstance(exc, OutcomeUnknown):
+            return f"error: outcome unknown: {exc.message}"
         reason = _REASONS.get(exc.code, "InternalError")
         if reason == "Invalid" and not _NAMES_OBJECT.match(exc.message):
             reason = "BadRequest"

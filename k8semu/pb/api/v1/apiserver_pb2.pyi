@@ -30,8 +30,14 @@ class CreateRequest(_message.Message):
     RESOURCE_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     OBJECT_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
     namespace: _builtins.str
+    uid: _builtins.str
+    """The uid the new object gets, chosen by the client (a UUID), so that a client retrying a
+    create whose first try broke off can tell its own object from someone else's on
+    ALREADY_EXISTS. Empty: the server picks one (as Kubernetes always does).
+    """
     @_builtins.property
     def object(self) -> _any_pb2.Any: ...
     def __init__(
@@ -40,10 +46,11 @@ class CreateRequest(_message.Message):
         resource: _builtins.str = ...,
         namespace: _builtins.str = ...,
         object: _any_pb2.Any | None = ...,
+        uid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "object", b"object", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "object", b"object", "resource", b"resource", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
