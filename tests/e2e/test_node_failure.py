@@ -119,6 +119,11 @@ def test_killed_kubelet_node_goes_not_ready_pods_move_and_restart_leaves_no_dupl
             assert all(old_pids) and all(_alive(p) for p in old_pids)
             kubelet: ComponentRecord = kubelets[node]
             assert kubelet.alive()
+            # A node that stays down: the detached supervisor would restart its kubelet within
+            # a second (tests/cluster/test_supervise.py covers that), so it goes first.
+            state = cluster.state
+            assert state is not None and state.supervisor_alive()
+            os.kill(state.supervisor_pid, signal.SIGKILL)
             os.kill(kubelet.pid, signal.SIGKILL)
 
             async def node_not_ready() -> bool:
