@@ -48,7 +48,7 @@ class ControllerManagerConfig:
     - `controllers`: names to run; "*" is all.
     """
 
-    workers: int = 2
+    workers: int = 5
     node_monitor_period: float = 0.5
     node_monitor_grace_period: float = 6.0
     pod_eviction_timeout: float = 5.0
