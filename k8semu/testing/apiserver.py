@@ -2,7 +2,8 @@
 
 One class for every test package that needs a real API server (tests/apiserver, tests/client,
 tests/cli): it can be killed with SIGKILL and restarted on the same address, so clients and
-informers meet a real crash and a real comeback.
+informers meet a real crash and a real comeback. Its command line is the launcher's
+(`cluster.component.APIServerProcess`) plus the tests' fast bookmarks.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from k8semu.testing.process import ComponentProcess
+from k8semu.cluster import component
 
 DEADLINE = 30.0
 
@@ -21,12 +22,10 @@ class HasEndpoints(Protocol):
     def endpoints(self) -> list[str]: ...
 
 
-class APIServerProcess(ComponentProcess):
-    """One API server process on a fixed loopback address; its output is appended to
-    `log_path` across restarts. Starts at once unless `start=False`. Its health service says
-    SERVING once the system namespaces exist."""
+class APIServerProcess(component.APIServerProcess):
+    """One API server process on the test's `store`; its output is appended to `log_path`
+    across restarts. Starts at once unless `start=False`."""
 
-    component = "apiserver"
     serving_timeout = DEADLINE
 
     def __init__(
@@ -38,21 +37,9 @@ class APIServerProcess(ComponentProcess):
         start: bool = True,
     ) -> None:
         self.store = store
-        self.extra_args = tuple(extra_args)
         super().__init__(
-            "apiserver",
-            [
-                "--store-endpoints", ",".join(store.endpoints),
-                "--bookmark-interval", "0.5",
-                "--log-level", "warning",
-                *self.extra_args,
-            ],
+            store.endpoints,
             log_path,
-        )  # fmt: skip
-        if start:
-            self.start()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-        self.wait_serving()
+            ["--bookmark-interval", "0.5", "--log-level", "warning", *extra_args],
+            start=start,
+        )

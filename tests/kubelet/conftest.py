@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from k8semu.cluster.component import ComponentProcess
 from k8semu.kubelet.process import alive
 from k8semu.testing.apiserver import APIServerProcess
 from k8semu.testing.poll import Eventually
-from k8semu.testing.process import ComponentProcess
 
 
 class KubeletProcess(ComponentProcess):
