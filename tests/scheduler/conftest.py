@@ -1,5 +1,5 @@
 """Fixtures for the end-to-end tests: `python -m k8semu scheduler` processes, on the
-`apiserver` of k8semu.testing.fixtures, started on demand and ended by pid."""
+`apiserver` of tests.support.fixtures, started on demand and ended by pid."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from k8semu.cluster import component
-from k8semu.testing.poll import Eventually
+from tests.support.poll import Eventually
 
 
 class SchedulerProcess(component.SchedulerProcess):
