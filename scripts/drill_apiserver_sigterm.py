@@ -23,9 +23,9 @@ from typing import TypeVar
 
 from k8semu import log
 from k8semu.client import Client, ClientError, NotFound
+from k8semu.cluster.component import APIServerProcess
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.testing.apiserver import APIServerProcess
 
 T = TypeVar("T")
 NAMESPACE = "drill"
@@ -109,7 +109,14 @@ def main() -> None:
         with K8semuStoreCluster(base / "store", 1) as store:
             store.start()
             store.wait_ready(timeout=60)
-            servers = [APIServerProcess(store, base / f"apiserver-{i}.log") for i in range(2)]
+            servers = [
+                APIServerProcess(
+                    store.endpoints,
+                    base / f"apiserver-{i}.log",
+                    ["--bookmark-interval", "0.5", "--log-level", "warning"],
+                )
+                for i in range(2)
+            ]
             try:
                 for server in servers:
                     server.wait_serving()

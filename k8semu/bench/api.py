@@ -61,11 +61,11 @@ from k8semu.bench.store import (
     _say,
     environment,
 )
-from k8semu.cluster.errors import ClusterError
+from k8semu.cluster.component import APIServerProcess
+from k8semu.cluster.errors import ClusterError, ComponentStartError
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.testing.process import ComponentProcess
 
 __all__ = ["APIBenchOptions", "APIBenchResult", "VerbResult", "WatchResult", "main", "run"]
 
@@ -169,26 +169,19 @@ class APIBenchResult:
 # -- the servers -------------------------------------------------------------------------------
 
 
-class _APIServerProcess(ComponentProcess):
+class _APIServerProcess(APIServerProcess):
     """One `k8semu apiserver` subprocess on a free loopback port, started at once and ended by
     its pid; failing to come up is a BenchError pointing at its log."""
 
-    component = "apiserver"
-
     def __init__(self, store_endpoints: Sequence[str], log_path: Path) -> None:
-        super().__init__(
-            "apiserver",
-            ["--store-endpoints", ",".join(store_endpoints), "--log-level", "warning"],
-            log_path,
-        )
-        self.start()
+        super().__init__(store_endpoints, log_path, ["--log-level", "warning"])
 
     def wait_serving(self, timeout: float | None = None) -> None:
         timeout = self.serving_timeout if timeout is None else timeout
         try:
             super().wait_serving(timeout)
-        except AssertionError as exc:  # ComponentProcess's failure carries the whole log
-            what = "exited" if not self.running else f"not serving within {timeout} s"
+        except ComponentStartError as exc:  # its message carries the whole log
+            what = "exited" if exc.exited else f"not serving within {timeout} s"
             raise BenchError(f"apiserver {what}; log in {self.log_path}") from exc
 
 

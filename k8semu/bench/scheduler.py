@@ -43,12 +43,13 @@ from typing import Any
 
 from k8semu.bench.store import _processes_cpu_seconds
 from k8semu.client import AlreadyExists, Client, ClientError, NotFound
+from k8semu.cluster.component import APIServerProcess, SchedulerProcess
+from k8semu.cluster.errors import ComponentStartError
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.scheduler import Scheduler, SchedulerConfig, algorithm, plugins
 from k8semu.scheduler.cache import SchedulerCache
 from k8semu.scheduler.framework import pod_info
-from k8semu.testing.process import ComponentProcess
 
 __all__ = ["main", "measure_decisions", "run_scheduler_throughput"]
 
@@ -102,26 +103,16 @@ async def _bounded(concurrency: int, jobs: Sequence[Any]) -> None:
             tg.create_task(one(job))
 
 
-class _SchedulerProcess(ComponentProcess):
+class _SchedulerProcess(SchedulerProcess):
     """`python -m k8semu scheduler`, started at once, optionally sampled by py-spy (`profile`:
     its output)."""
 
-    component = "scheduler"
     serving_timeout = _HEALTH_TIMEOUT
 
     def __init__(
         self, endpoints: Sequence[str], log_path: Path, profile: Path | None = None
     ) -> None:
-        super().__init__(
-            "scheduler",
-            [
-                "--server", ",".join(endpoints),
-                "--no-leader-elect",
-                "--log-level", "warning",
-            ],
-            log_path,
-        )  # fmt: skip
-        self.start()
+        super().__init__(endpoints, log_path, ["--no-leader-elect", "--log-level", "warning"])
         self.spy: subprocess.Popen[bytes] | None = None
         if profile is not None:
             py_spy = Path(sys.executable).with_name("py-spy")
@@ -141,8 +132,8 @@ class _SchedulerProcess(ComponentProcess):
         RuntimeError if the scheduler exits or is not serving within _HEALTH_TIMEOUT."""
         try:
             await asyncio.to_thread(self.wait_serving)
-        except AssertionError as exc:  # ComponentProcess's failure carries the whole log
-            if not self.running:
+        except ComponentStartError as exc:  # its message carries the whole log
+            if exc.exited:
                 raise RuntimeError(f"scheduler exited: {self.output()[-2000:]}") from exc
             raise RuntimeError(f"scheduler not serving within {_HEALTH_TIMEOUT} s") from exc
 
@@ -396,14 +387,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.server:
         result = asyncio.run(bench(ns.server.split(","), None))
     else:
-        from k8semu.testing.apiserver import APIServerProcess
-
         with tempfile.TemporaryDirectory(prefix="k8semu-bench-sched-") as tmp:
             base = Path(tmp)
             with K8semuStoreCluster(base / "store", ns.replicas) as store:
                 store.start()
                 store.wait_ready(timeout=60)
-                api = APIServerProcess(store, base / "apiserver.log", ["--log-level", "error"])
+                api = APIServerProcess(
+                    store.endpoints, base / "apiserver.log", ["--log-level", "error"]
+                )
                 try:
                     api.wait_serving()
                     result = asyncio.run(bench([api.address], base))

@@ -4,7 +4,7 @@ measure, then check the invariants and write the report.
 
 The workload: a Deployment of echo pods behind a ClusterIP Service, probed by new HTTP
 connections (k8semu.chaos.probe), and a recorded register workload on the store's etcd API
-(k8semu.testing.workload) whose history must be linearizable afterwards: every acknowledged
+(k8semu.chaos.workload) whose history must be linearizable afterwards: every acknowledged
 write is then accounted for. Faults are signals to pids read from the cluster's state.json,
 checked against the process start time recorded there (a reused pid is never signalled), and
 partitions: kernel rules between the components' cgroups (k8semu.chaos.netfilter), each
@@ -33,9 +33,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu import transport
 from k8semu.api import manifest
+from k8semu.chaos.linearizability import HistoryRecorder, check
 from k8semu.chaos.netfilter import Cut, NetfilterError, Partitions
 from k8semu.chaos.plan import Fault, PlanSettings, Target, make_plan
 from k8semu.chaos.probe import ProbeResult, probe_loop
+from k8semu.chaos.workload import Tally, Workload, read_all, run_workload
 from k8semu.client import AlreadyExists, Client, ClientError
 from k8semu.cluster.clientconfig import ENV_VAR as CLI_CONFIG_ENV
 from k8semu.cluster.errors import ClusterError
@@ -44,8 +46,6 @@ from k8semu.cluster.state import ClusterState, ComponentRecord, is_same_process,
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, coordination_pb2, core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.testing.linearizability import HistoryRecorder, check
-from k8semu.testing.workload import Tally, Workload, read_all, run_workload
 
 log = get_logger(__name__)
 

@@ -9,6 +9,8 @@
     |                           carries the tail of its log
     +-- ClusterNotReadyError    no agreed leader before the deadline (also a TimeoutError)
     +-- WaitCancelledError      a wait was cancelled because its owner is shutting down
+    +-- ComponentStartError     a component subprocess (a benchmark's, a test's) exited or was
+    |                           not serving in time; the message carries its log
     +-- LaunchError             the launcher cannot start or keep a cluster: data dir in use,
                                 address in use, a member that keeps crashing
 """
@@ -22,6 +24,7 @@ __all__ = [
     "ClusterConfigError",
     "ClusterError",
     "ClusterNotReadyError",
+    "ComponentStartError",
     "LaunchError",
     "MemberExitedError",
     "WaitCancelledError",
@@ -79,6 +82,15 @@ class ClusterNotReadyError(ClusterError, TimeoutError):
 
 class WaitCancelledError(ClusterError):
     """A wait for the cluster was cancelled (its owner is shutting down)."""
+
+
+class ComponentStartError(ClusterError):
+    """A component started by `cluster.component` exited, or was not serving before its
+    deadline; ``exited`` says which, the message carries the process's log."""
+
+    def __init__(self, message: str, *, exited: bool = False) -> None:
+        super().__init__(message)
+        self.exited = exited
 
 
 class LaunchError(ClusterError):

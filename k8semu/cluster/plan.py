@@ -17,7 +17,7 @@ or touch the network.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from k8semu import addons
 from k8semu.cluster.config import (
     ClusterConfig,
     LauncherSpec,
+    NetworkSpec,
     NodeSpec,
     TimingsSpec,
     format_duration,
@@ -34,10 +35,12 @@ __all__ = [
     "STAGES",
     "ComponentPlan",
     "Plan",
+    "apiserver_args",
     "kubelet_argv",
     "plan_cluster",
     "plan_node",
     "proxy_argv",
+    "scheduler_args",
 ]
 
 #: Stage index -> what it holds, in start order; stopping goes the other way.
@@ -192,17 +195,10 @@ def plan_cluster(
     server = ("--server", ",".join(apis))
 
     def apiserver_flags(address: str) -> tuple[str, ...]:
-        return (
-            "--listen-address", address,
-            "--store-endpoints", ",".join(stores),
-            "--service-cluster-ip-range", net.service_cidr,
-            "--service-node-port-range", net.node_port_range,
-            "--load-balancer-ip-pool", net.load_balancer_pool,
-            "--etcd-compaction-interval", _duration_or_zero(timings.etcd_compaction_interval_ms),
-        )  # fmt: skip
+        return ("--listen-address", address, *apiserver_args(stores, net, timings))
 
     def scheduler_flags(address: str) -> tuple[str, ...]:
-        return (*server, "--listen-address", address, *election)
+        return ("--listen-address", address, *scheduler_args(apis, election))
 
     def controller_manager_flags(address: str) -> tuple[str, ...]:
         return (
@@ -293,6 +289,35 @@ def _addons(config: ClusterConfig, here: Callable[[str], bool]) -> tuple[tuple[s
 
 def _duration_or_zero(ms: int) -> str:
     return format_duration(ms) if ms else "0"
+
+
+def apiserver_args(
+    store_endpoints: Sequence[str],
+    network: NetworkSpec | None = None,
+    timings: TimingsSpec | None = None,
+) -> tuple[str, ...]:
+    """``k8semu apiserver``'s flags but its listen address: on the store at
+    ``store_endpoints``, with ``network``'s service ranges and ``timings``' compaction interval
+    (the API server's own defaults when None). The launcher, the test fixtures and the
+    benchmarks all start an API server so."""
+    args: tuple[str, ...] = ("--store-endpoints", ",".join(store_endpoints))
+    if network is not None:
+        args += (
+            "--service-cluster-ip-range", network.service_cidr,
+            "--service-node-port-range", network.node_port_range,
+            "--load-balancer-ip-pool", network.load_balancer_pool,
+        )  # fmt: skip
+    if timings is not None:
+        interval = _duration_or_zero(timings.etcd_compaction_interval_ms)
+        args += ("--etcd-compaction-interval", interval)
+    return args
+
+
+def scheduler_args(servers: Sequence[str], extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """``k8semu scheduler``'s flags but its listen address: on the API servers ``servers``,
+    then ``extra`` (the launcher's leader-election timings; a test's or a benchmark's own
+    flags). The launcher, the tests and the benchmarks all start a scheduler so."""
+    return ("--server", ",".join(servers), *extra)
 
 
 def _leader_election(timings: TimingsSpec) -> tuple[str, ...]:

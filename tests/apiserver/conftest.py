@@ -18,7 +18,7 @@ from k8semu.cluster.processes import (
 )
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import apiserver_pb2_grpc
-from k8semu.testing.apiserver import APIServerProcess
+from tests.support.apiserver import APIServerProcess
 
 
 def _start(store: ProcessCluster, base: Path) -> Iterator[APIServerProcess]:

@@ -25,11 +25,11 @@ from k8semu.client import Client, Informer, ResourceExhausted
 from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessCluster
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.testing.apiserver import APIServerProcess
-from k8semu.testing.etcdctl import Etcdctl
-from k8semu.testing.fixtures import TEST_RETRIES
-from k8semu.testing.poll import Eventually
 from tests.client.test_informer import FAST, CountingClient, assert_cache_matches_list
+from tests.support.apiserver import APIServerProcess
+from tests.support.etcdctl import Etcdctl
+from tests.support.fixtures import TEST_RETRIES
+from tests.support.poll import Eventually
 
 eventually = Eventually(timeout=30.0, interval=0.1)
 COMPACTING = ["--etcd-compaction-interval", "1s", "--log-level", "info", "--log-format", "json"]

@@ -21,7 +21,7 @@ from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.testing.apiserver import DEADLINE
+from tests.support.apiserver import DEADLINE
 
 from .conftest import APIServerProcess, Client
 

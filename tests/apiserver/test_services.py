@@ -23,7 +23,7 @@ from k8semu.apiserver.objects import range_end
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.testing.apiserver import APIServerProcess
+from tests.support.apiserver import APIServerProcess
 
 from .conftest import Client
 

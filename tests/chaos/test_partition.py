@@ -24,7 +24,7 @@ from k8semu.client import Client, ClientError, Timeouts
 from k8semu.cluster.processes import CGROUP_PARENT_ENV, K8semuStoreCluster, Member, in_own_cgroup
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.testing.poll import Eventually
+from tests.support.poll import Eventually
 
 pytestmark = pytest.mark.slow
 

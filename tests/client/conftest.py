@@ -14,9 +14,9 @@ from k8semu import transport
 from k8semu.client import Client
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.testing.apiserver import APIServerProcess
-from k8semu.testing.fixtures import TEST_RETRIES
-from k8semu.testing.poll import Eventually
+from tests.support.apiserver import APIServerProcess
+from tests.support.fixtures import TEST_RETRIES
+from tests.support.poll import Eventually
 
 
 @pytest.fixture(scope="module")

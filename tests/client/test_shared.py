@@ -19,7 +19,7 @@ from k8semu.client.controller import run_worker
 from k8semu.client.events import WARNING, EventRecorder
 from k8semu.client.workqueue import RateLimits, WorkQueue
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.testing.fakeclient import RecordingClient
+from tests.support.fakeclient import RecordingClient
 
 from .conftest import eventually
 

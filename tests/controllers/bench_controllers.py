@@ -23,9 +23,9 @@ from pathlib import Path
 from k8semu.client import Client
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
-from k8semu.testing.apiserver import APIServerProcess
 from tests.controllers.conftest import FAST_ELECTION, ControllerManagerProcess, deployment
 from tests.controllers.test_manager import FakeKubelet, _get, _rolled_out
+from tests.support.apiserver import APIServerProcess
 
 
 async def _until(check, timeout: float = 120.0) -> float:  # type: ignore[no-untyped-def]

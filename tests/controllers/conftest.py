@@ -4,7 +4,7 @@
   `sync()` makes the informer caches equal to what the client holds (as if the watches had
   delivered every write), `kubelet()` marks pods Running and Ready. Nothing runs by itself:
   the test calls `reconcile(key)` and looks at `client.actions`.
-- Real processes: `store`/`apiserver`/`namespace` come from k8semu.testing.fixtures, `client`
+- Real processes: `store`/`apiserver`/`namespace` come from tests.support.fixtures, `client`
   is overridden here; `ControllerManagerProcess` runs `python -m k8semu controller-manager`.
 - Object builders: `rs(...)`, `pod(...)`, `deployment(...)`.
 """
@@ -21,11 +21,11 @@ from google.protobuf.message import Message
 
 from k8semu.client import Client, ClientError, SharedInformers
 from k8semu.client.events import EventRecorder
+from k8semu.cluster.component import ComponentProcess
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
-from k8semu.testing.apiserver import APIServerProcess
-from k8semu.testing.fakeclient import RecordingClient
-from k8semu.testing.process import ComponentProcess
+from tests.support.apiserver import APIServerProcess
+from tests.support.fakeclient import RecordingClient
 
 T0 = 1_700_000_000.0  # the fake clock's start (seconds since the epoch)
 

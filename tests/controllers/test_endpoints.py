@@ -16,8 +16,8 @@ from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext
 from k8semu.controllers.endpoints import HEADLESS_LABEL, EndpointsController, resolve_port
 from k8semu.pb.api.v1 import core_pb2, meta_pb2
-from k8semu.testing.fakeclient import RecordingClient
-from k8semu.testing.poll import eventually
+from tests.support.fakeclient import RecordingClient
+from tests.support.poll import eventually
 
 
 def make_service(

@@ -17,8 +17,8 @@ from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext
 from k8semu.controllers.gc import FOREGROUND_FINALIZER, ORPHAN_FINALIZER, GarbageCollector
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
-from k8semu.testing.fakeclient import RecordingClient
-from k8semu.testing.poll import eventually
+from tests.support.fakeclient import RecordingClient
+from tests.support.poll import eventually
 
 
 class CapturingRecorder(EventRecorder):

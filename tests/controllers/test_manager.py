@@ -24,14 +24,14 @@ from k8semu.controllers import _pods
 from k8semu.controllers.deployment import REVISION
 from k8semu.controllers.manager import ControllerManager, resolve_controllers
 from k8semu.pb.api.v1 import apps_pb2, coordination_pb2, core_pb2
-from k8semu.testing.apiserver import APIServerProcess
-from k8semu.testing.poll import eventually
 from tests.controllers.conftest import (
     FAST_ELECTION,
     ControllerManagerProcess,
     deployment,
     set_ready,
 )
+from tests.support.apiserver import APIServerProcess
+from tests.support.poll import eventually
 
 pytestmark = pytest.mark.slow
 

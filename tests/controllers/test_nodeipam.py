@@ -13,7 +13,7 @@ from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.controllers.nodeipam import CIDRSet, NodeIPAMController
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.testing.fakeclient import RecordingClient
+from tests.support.fakeclient import RecordingClient
 
 
 class CapturingRecorder(EventRecorder):

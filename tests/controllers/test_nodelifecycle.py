@@ -30,9 +30,9 @@ from k8semu.controllers.nodelifecycle import (
     toleration_seconds,
 )
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
-from k8semu.testing.fakeclient import RecordingClient
-from k8semu.testing.poll import eventually
 from tests.controllers.conftest import T0, FakeClock
+from tests.support.fakeclient import RecordingClient
+from tests.support.poll import eventually
 
 CONFIG = ControllerManagerConfig(
     node_monitor_period=0.2, node_monitor_grace_period=6.0, pod_eviction_timeout=5.0

@@ -16,8 +16,8 @@ from k8semu.client import Client
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.images import _dnswire as w
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.testing.apiserver import APIServerProcess
 from tests.images.conftest import ImageProcess
+from tests.support.apiserver import APIServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Fixtures: `k8semu kubelet` subprocesses, on the `apiserver` of k8semu.testing.fixtures, that
+"""Fixtures: `k8semu kubelet` subprocesses, on the `apiserver` of tests.support.fixtures, that
 tests start, SIGKILL and restart by pid. Pods that kubelets start are process sessions: tests
 that need to end them kill the process group they recorded."""
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from k8semu.cluster.component import ComponentProcess
 from k8semu.kubelet.process import alive
-from k8semu.testing.apiserver import APIServerProcess
-from k8semu.testing.poll import Eventually
-from k8semu.testing.process import ComponentProcess
+from tests.support.apiserver import APIServerProcess
+from tests.support.poll import Eventually
 
 
 class KubeletProcess(ComponentProcess):

@@ -17,8 +17,8 @@ from k8semu.client import Client, NotFound
 from k8semu.kubelet.node import ENDPOINT_ANNOTATION
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
 from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
-from k8semu.testing.apiserver import APIServerProcess
 from tests.kubelet.conftest import KubeletProcess, eventually
+from tests.support.apiserver import APIServerProcess
 
 pytestmark = pytest.mark.slow
 

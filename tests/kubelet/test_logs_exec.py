@@ -12,9 +12,9 @@ import pytest
 
 from k8semu.client import Client
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.testing.apiserver import APIServerProcess
 from tests.kubelet.conftest import KubeletProcess, eventually
 from tests.kubelet.test_e2e_process import get_pod, make_pod, running_pid, status_of
+from tests.support.apiserver import APIServerProcess
 
 pytestmark = pytest.mark.slow
 

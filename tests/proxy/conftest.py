@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 from k8semu.api import manifest
+from k8semu.cluster.component import ComponentProcess
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.proxy.v1 import proxy_pb2
 from k8semu.proxy import get_metrics
-from k8semu.testing.apiserver import APIServerProcess
-from k8semu.testing.poll import Eventually
-from k8semu.testing.process import ComponentProcess
+from tests.support.apiserver import APIServerProcess
+from tests.support.poll import Eventually
 
 NODE_IPS = ("127.0.1.1", "127.0.1.2")
 HALF_OPEN_TIMEOUT = 2.0

@@ -1,5 +1,5 @@
 """Fixtures for the end-to-end tests: `python -m k8semu scheduler` processes, on the
-`apiserver` of k8semu.testing.fixtures, started on demand and ended by pid."""
+`apiserver` of tests.support.fixtures, started on demand and ended by pid."""
 
 from __future__ import annotations
 
@@ -9,20 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from k8semu.testing.poll import Eventually
-from k8semu.testing.process import ComponentProcess
+from k8semu.cluster import component
+from tests.support.poll import Eventually
 
 
-class SchedulerProcess(ComponentProcess):
-    """One `k8semu scheduler` process, started at once; output appended to `log_path`."""
+class SchedulerProcess(component.SchedulerProcess):
+    """One `k8semu scheduler` process on the API server at `api`, started at once (with the
+    launcher's command line, logging at info); output appended to `log_path`."""
 
-    component = "scheduler"
     serving_timeout = 60.0
     proc: subprocess.Popen[bytes]  # started in __init__
 
     def __init__(self, api: str, log_path: Path, *extra: str) -> None:
-        super().__init__("scheduler", ["--server", api, "--log-level", "info", *extra], log_path)
-        self.start()
+        super().__init__([api], log_path, ["--log-level", "info", *extra])
 
 
 @pytest.fixture

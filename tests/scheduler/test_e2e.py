@@ -17,9 +17,9 @@ from k8semu.client import Client, NotFound
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
 from k8semu.scheduler import Scheduler, SchedulerConfig
 from k8semu.scheduler.framework import parse_cpu
-from k8semu.testing.apiserver import APIServerProcess
 from tests.scheduler.conftest import SchedulerProcess, eventually
 from tests.scheduler.helpers import node, pod
+from tests.support.apiserver import APIServerProcess
 
 pytestmark = pytest.mark.slow
 

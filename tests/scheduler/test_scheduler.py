@@ -15,8 +15,8 @@ from google.protobuf.message import Message
 from k8semu.client import Client, Conflict, Unavailable
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.scheduler import Scheduler, SchedulerConfig
-from k8semu.testing.fakeclient import RecordingClient
 from tests.scheduler.helpers import anti_affinity, node, pod
+from tests.support.fakeclient import RecordingClient
 
 # Back-offs of a millisecond, so a retry is due as soon as a test polls for it.
 CONFIG = SchedulerConfig(

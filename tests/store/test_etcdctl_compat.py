@@ -5,7 +5,7 @@ k8semu store cluster and once against a fresh 3-member etcd cluster, at the same
 transcripts - commands, stdin, stdout, stderr, exit codes - must be equal line by line after
 `Normalizer` has masked what legitimately differs (cluster/member/lease ids, URLs, raft term
 and index, db size, the server version string, KV hashes, remaining lease TTLs, timings; see
-k8semu/testing/etcdctl.py). Revisions, keys, values, versions, counts and error texts are
+tests/support/etcdctl.py). Revisions, keys, values, versions, counts and error texts are
 compared as printed. On a mismatch the test fails with a unified diff (etcd is the "from"
 side) and leaves the raw transcripts next to it.
 
@@ -33,7 +33,7 @@ import pytest
 
 from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, MemberExitedError
 from k8semu.store.config import member_id
-from k8semu.testing.etcdctl import Etcdctl, EtcdctlProcess, Identity, Normalizer, Session, Step
+from tests.support.etcdctl import Etcdctl, EtcdctlProcess, Identity, Normalizer, Session, Step
 
 pytestmark = pytest.mark.slow
 

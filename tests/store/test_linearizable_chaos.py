@@ -1,11 +1,11 @@
 """Linearizability of a real 3-replica store while its leader is killed and frozen.
 
 Eight concurrent clients put unique values, read linearizably, delete and compare-and-swap on
-eight keys through the etcd v3 API, every call recorded (k8semu.testing.workload). Meanwhile a
+eight keys through the etcd v3 API, every call recorded (k8semu.chaos.workload). Meanwhile a
 seeded chaos task SIGKILLs the leader three times, restarting it 0.2-1.5 s later, and SIGSTOPs
 it twice for 1-2 s (longer than an election timeout) before SIGCONT. After healing, a final get
 of every key joins the history, and the whole history must be linearizable
-(k8semu.testing.linearizability): every acknowledged write is then either the final value or
+(k8semu.chaos.linearizability): every acknowledged write is then either the final value or
 provably overwritten, and no read saw a value it could not have.
 
 Re-run a fault plan with K8SEMU_CHAOS_SEED=<seed> (the seed is in every failure). Timing is
@@ -25,10 +25,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from k8semu.cluster.processes import ClusterError, K8semuStoreCluster
-from k8semu.pb.etcd import rpc_pb2
-from k8semu.testing.linearizability import HistoryRecorder, Kind, Op, check
-from k8semu.testing.workload import (
+from k8semu.chaos.linearizability import HistoryRecorder, Kind, Op, check
+from k8semu.chaos.workload import (
     NO_LEADER,
     Tally,
     Workload,
@@ -37,6 +35,8 @@ from k8semu.testing.workload import (
     read_all,
     run_workload,
 )
+from k8semu.cluster.processes import ClusterError, K8semuStoreCluster
+from k8semu.pb.etcd import rpc_pb2
 
 SEED_ENV = "K8SEMU_CHAOS_SEED"
 

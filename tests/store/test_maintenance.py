@@ -14,8 +14,8 @@ import pytest
 from k8semu import transport
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.testing.poll import Eventually
 from tests.store.conftest import Client
+from tests.support.poll import Eventually
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 This module owns the client side of a linearizability test: concurrent clients doing puts,
 linearizable gets, deletes and compare-and-swaps (Txn) on a few keys through the etcd v3 KV
-API, each call recorded in a :class:`~k8semu.testing.linearizability.HistoryRecorder`, and
+API, each call recorded in a :class:`~k8semu.chaos.linearizability.HistoryRecorder`, and
 the rule that decides what a failed call means for the history (:func:`outcome_of`). It works
 against any etcd v3 server, a ``k8semu store`` cluster or a real etcd.
 
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import grpc
 
 from k8semu import transport
+from k8semu.chaos.linearizability import HistoryRecorder, Input, Kind, Op, Output, Status, Value
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.testing.linearizability import HistoryRecorder, Input, Kind, Op, Output, Status, Value
 
 if TYPE_CHECKING:
     from k8semu.pb.etcd.rpc_pb2_grpc import KVAsyncStub

@@ -1,9 +1,12 @@
-"""`ComponentProcess`: one k8semu component (`python -m k8semu VERB ...`) as a test's
-subprocess, serving grpc.health.v1 on a loopback address and ended by the pid it started.
+"""`ComponentProcess`: one k8semu component (`python -m k8semu VERB ...`) as a subprocess of
+a benchmark or a test, serving grpc.health.v1 on a loopback address and ended by the pid it
+started.
 
-It owns starting, the wait for SERVING and ending; which flags a component gets is its
-subclass's business (APIServerProcess here; the scheduler, controller-manager, proxy and
-kubelet wrappers in their test packages). It never signals a process it did not start.
+It owns starting, the wait for SERVING and ending; a component's flags come from the
+launcher's builders in `plan` (`APIServerProcess`, `SchedulerProcess` here), so a benchmark
+or a test starts a component with the command line `k8semu up` gives it. It never signals a
+process it did not start. A component that exits or is not serving in time is a
+`ComponentStartError` carrying its log.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ from typing import Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from k8semu.cluster.errors import ComponentStartError
+from k8semu.cluster.plan import apiserver_args, scheduler_args
 from k8semu.cluster.processes import free_loopback_ports
+
+__all__ = ["APIServerProcess", "ComponentProcess", "SchedulerProcess"]
 
 SERVING_TIMEOUT = 30.0
 CLOSE_TIMEOUT = 10.0
@@ -49,7 +56,8 @@ class ComponentProcess:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
+        if self.proc is None:
+            raise ComponentStartError(f"{self.component} was never started")
         return self.proc.pid
 
     @property
@@ -60,16 +68,19 @@ class ComponentProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_serving(self, timeout: float | None = None) -> None:
-        """Poll the health service until it says SERVING; AssertionError with the log if the
-        process exits first or `timeout` (default `serving_timeout`) passes."""
-        assert self.proc is not None
+        """Poll the health service until it says SERVING; ComponentStartError with the log if
+        the process exits first or `timeout` (default `serving_timeout`) passes."""
+        if self.proc is None:
+            raise ComponentStartError(f"{self.component} was never started")
         timeout = self.serving_timeout if timeout is None else timeout
         end = time.monotonic() + timeout
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < end:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"{self.component} exited: {self.output()}")
+                    raise ComponentStartError(
+                        f"{self.component} exited: {self.output()}", exited=True
+                    )
                 try:
                     resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                     if resp.status == health_pb2.HealthCheckResponse.SERVING:
@@ -77,7 +88,7 @@ class ComponentProcess:
                 except grpc.RpcError:
                     pass
                 time.sleep(0.05)
-        raise AssertionError(f"{self.component} not serving in {timeout}s: {self.output()}")
+        raise ComponentStartError(f"{self.component} not serving in {timeout}s: {self.output()}")
 
     def kill(self) -> None:
         """SIGKILL, by pid."""
@@ -96,3 +107,51 @@ class ComponentProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class APIServerProcess(ComponentProcess):
+    """`k8semu apiserver` on the store at `store_endpoints`, with `extra_args` after the
+    launcher's flags; starts at once unless `start=False`. Its health service says SERVING
+    once the system namespaces exist."""
+
+    component = "apiserver"
+
+    def __init__(
+        self,
+        store_endpoints: Sequence[str],
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+        *,
+        start: bool = True,
+    ) -> None:
+        self.extra_args = tuple(extra_args)
+        super().__init__(
+            "apiserver", [*apiserver_args(store_endpoints), *self.extra_args], log_path
+        )
+        if start:
+            self.start()
+
+    def restart(self) -> None:
+        """SIGKILL, then the same command on the same address, waited for until SERVING."""
+        self.kill()
+        self.start()
+        self.wait_serving()
+
+
+class SchedulerProcess(ComponentProcess):
+    """`k8semu scheduler` on the API servers `servers`, with `extra_args`; starts at once
+    unless `start=False`."""
+
+    component = "scheduler"
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+        *,
+        start: bool = True,
+    ) -> None:
+        super().__init__("scheduler", list(scheduler_args(servers, extra_args)), log_path)
+        if start:
+            self.start()

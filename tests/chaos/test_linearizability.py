@@ -10,7 +10,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import pytest
 
-from k8semu.testing.linearizability import (
+from k8semu.chaos.linearizability import (
     HistoryRecorder,
     Input,
     Kind,

@@ -19,7 +19,7 @@ import pytest
 from k8semu.client import Client, Retries
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.testing.apiserver import APIServerProcess
+from tests.support.apiserver import APIServerProcess
 
 # Tests restart servers under the client; retrying fast keeps the waits short.
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)

@@ -1,1 +1,0 @@
-"""Test-support tools shared by the test suites: history recording and checking."""
