@@ -6,6 +6,7 @@ Kubernetes flags use), so a timing reads the same in a flag, a config file and a
 
 from __future__ import annotations
 
+import argparse
 import decimal
 import re
 
@@ -40,3 +41,23 @@ def format_ms(ms: int) -> str:
     if s < 60 or s % 60:
         return f"{s}s" if s < 60 else f"{s // 60}m{s % 60}s"
     return f"{s // 60}m"
+
+
+def seconds_flag(text: str) -> float:
+    """The argparse type of every duration flag: ``500ms``, ``2s``, ``1m30s`` in seconds.
+
+    A bare number is seconds (``--timeout 30`` as well as ``--timeout 30s``), as kubectl takes
+    its ``--request-timeout``; it must not be negative. Raises ArgumentTypeError, whose text
+    argparse prints after the flag's name.
+    """
+    stripped = text.strip()
+    try:
+        value = float(stripped)
+    except ValueError:
+        try:
+            return parse_ms(stripped) / 1000
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (must be >= 0)")
+    return value

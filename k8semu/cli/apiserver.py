@@ -12,6 +12,7 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 
+from k8semu import durations
 from k8semu import log as logging_setup
 from k8semu.apiserver.allocation import ServiceRanges, parse_cidr, parse_port_range
 from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
@@ -34,13 +35,16 @@ def _parser() -> argparse.ArgumentParser:
         help="HOST:PORT,... of the store's client URLs (round-robin with fail-over)",
     )
     p.add_argument(
-        "--store-deadline", type=float, default=_DEFAULTS.store_deadline, help="seconds per call"
+        "--store-deadline",
+        type=durations.seconds_flag,
+        default=_DEFAULTS.store_deadline,
+        help="per store call (duration: 500ms, 2s)",
     )
     p.add_argument(
         "--bookmark-interval",
-        type=float,
+        type=durations.seconds_flag,
         default=_DEFAULTS.bookmark_interval,
-        help="seconds between watch bookmarks",
+        help="between watch bookmarks (duration)",
     )
     p.add_argument(
         "--watch-cache-capacity",
@@ -77,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--endpoint-lease-seconds",
-        type=float,
+        type=durations.seconds_flag,
         default=_DEFAULTS.lease_seconds,
         help="an API server not renewing its Lease this long leaves the kubernetes Endpoints",
     )

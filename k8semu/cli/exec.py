@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from k8semu import transport
+from k8semu import durations, transport
 from k8semu.cli import _kubeconfig
 from k8semu.cli.logs import CommandError, add_target_flags, kubelet_endpoint, pod_name, rpc_error
 from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
@@ -28,7 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("pod")
     add_target_flags(p)
     p.add_argument("-i", "--stdin", action="store_true", help="pass this command's stdin")
-    p.add_argument("--timeout", type=float, default=EXEC_TIMEOUT, help="seconds")
+    p.add_argument(
+        "--timeout",
+        type=durations.seconds_flag,
+        default=EXEC_TIMEOUT,
+        help="duration (30s, 1m; a bare number is seconds)",
+    )
     return p
 
 

@@ -20,6 +20,7 @@ import importlib
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
+from k8semu import durations
 from k8semu.api.errors import ManifestError
 from k8semu.cli import _kubeconfig
 from k8semu.cli._kubeconfig import ConfigError, Target
@@ -39,7 +40,10 @@ def _connection(p: argparse.ArgumentParser) -> None:
                    f"{_kubeconfig.DEFAULT_PATH})")  # fmt: skip
     g.add_argument("--context", help="the context of the config file to use")
     g.add_argument(
-        "--request-timeout", type=float, default=10.0, help="seconds per request (default 10)"
+        "--request-timeout",
+        type=durations.seconds_flag,
+        default=10.0,
+        help="per request: 30s, 1m; a bare number is seconds (default 10s)",
     )
 
 

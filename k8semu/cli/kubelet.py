@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from k8semu import durations
 from k8semu import log as logging_setup
 from k8semu.cli import _kubeconfig, _serving
 from k8semu.client import Client
@@ -44,21 +45,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reserved", default="", help="subtracted from capacity: cpu=500m,...")
     p.add_argument("--node-labels", default="", help="k=v,k=v")
     p.add_argument("--register-with-taints", default="", help="key=value:Effect,...")
-    p.add_argument("--node-lease-duration", type=float, default=cfg.DEFAULT_LEASE_DURATION)
     p.add_argument(
-        "--node-lease-renew-interval", type=float, default=cfg.DEFAULT_LEASE_RENEW_INTERVAL
+        "--node-lease-duration", type=durations.seconds_flag, default=cfg.DEFAULT_LEASE_DURATION
     )
     p.add_argument(
-        "--node-status-update-frequency", type=float, default=cfg.DEFAULT_STATUS_UPDATE_FREQUENCY
+        "--node-lease-renew-interval",
+        type=durations.seconds_flag,
+        default=cfg.DEFAULT_LEASE_RENEW_INTERVAL,
     )
-    p.add_argument("--max-container-backoff", type=float, default=cfg.DEFAULT_MAX_CONTAINER_BACKOFF)
-    p.add_argument("--simulated-start-delay", type=float, default=0.0)
+    p.add_argument(
+        "--node-status-update-frequency",
+        type=durations.seconds_flag,
+        default=cfg.DEFAULT_STATUS_UPDATE_FREQUENCY,
+    )
+    p.add_argument(
+        "--max-container-backoff",
+        type=durations.seconds_flag,
+        default=cfg.DEFAULT_MAX_CONTAINER_BACKOFF,
+    )
+    p.add_argument("--simulated-start-delay", type=durations.seconds_flag, default=0.0)
     p.add_argument("--pod-cidr", default="", help="used when the Node gets no spec.podCIDR")
     p.add_argument(
         "--pod-cidr-wait",
-        type=float,
+        type=durations.seconds_flag,
         default=cfg.DEFAULT_POD_CIDR_WAIT,
-        help="seconds to wait for spec.podCIDR before --pod-cidr (or 127.0.0.1 for all pods)",
+        help="how long to wait for spec.podCIDR before --pod-cidr (or 127.0.0.1 for all pods)",
     )
     p.add_argument(
         "--cluster-dns",

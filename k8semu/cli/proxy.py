@@ -11,6 +11,7 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 
+from k8semu import durations
 from k8semu import log as logging_setup
 from k8semu.cli import _kubeconfig, _serving
 from k8semu.proxy.datapath import DEFAULT_DATA_PATH, DataPathConfig
@@ -36,25 +37,28 @@ def _parser() -> argparse.ArgumentParser:
         help=f"HOST:PORT of health and metrics gRPC (default NODE_IP:{DEFAULT_METRICS_PORT})",
     )
     p.add_argument(
-        "--connect-timeout", type=float, default=_D.connect_timeout, help="seconds per endpoint"
+        "--connect-timeout",
+        type=durations.seconds_flag,
+        default=_D.connect_timeout,
+        help="per endpoint (500ms, 2s; a bare number is seconds)",
     )
     p.add_argument(
         "--udp-idle-timeout",
-        type=float,
+        type=durations.seconds_flag,
         default=_D.udp_idle_timeout,
-        help="seconds before an idle UDP session is forgotten",
+        help="before an idle UDP session is forgotten (duration)",
     )
     p.add_argument(
         "--tcp-idle-timeout",
-        type=float,
+        type=durations.seconds_flag,
         default=_D.tcp_idle_timeout,
-        help="seconds before a TCP connection with no traffic is closed",
+        help="before a TCP connection with no traffic is closed (duration)",
     )
     p.add_argument(
         "--tcp-half-open-timeout",
-        type=float,
+        type=durations.seconds_flag,
         default=_D.tcp_half_open_timeout,
-        help="seconds a half-closed TCP connection may stay",
+        help="how long a half-closed TCP connection may stay (duration)",
     )
     p.add_argument(
         "--tunnel-port",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from k8semu import transport
+from k8semu import durations, transport
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.store import config as cfg
 from k8semu.store import snapshot
@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     save = sub.add_parser("save", help="save a consistent snapshot of a live store to FILE")
     save.add_argument("file")
     save.add_argument("--endpoints", default="127.0.0.1:2379", help="HOST:PORT[,HOST:PORT...]")
-    save.add_argument("--timeout", type=float, default=120.0)
+    save.add_argument("--timeout", type=durations.seconds_flag, default=120.0)
     restore = sub.add_parser("restore", help="make a new member's data dir from FILE")
     restore.add_argument("file")
     restore.add_argument("--data-dir", required=True)

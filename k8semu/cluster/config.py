@@ -44,7 +44,10 @@ from k8semu.api.names import (
     is_label_value,
     is_qualified_name,
 )
+from k8semu.client import DEFAULT_LEADER_ELECTION
 from k8semu.cluster.errors import ClusterConfigError
+from k8semu.controllers.context import ControllerManagerConfig
+from k8semu.kubelet import config as kubelet_config
 from k8semu.store import config as store_config
 from k8semu.transport import AddressError, parse_url
 
@@ -148,17 +151,23 @@ DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 KNOWN_ADDONS = ("dns",)
 DEFAULT_ADDONS: tuple[str, ...] = ("dns",)
 
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
 # Emulator timings (design 6): fast, so a demo shows failover; Kubernetes' are in comments of
-# cluster_configs/README.md.
-DEFAULT_LEADER_ELECT_LEASE_MS = 4_000
-DEFAULT_LEADER_ELECT_RENEW_MS = 3_000
-DEFAULT_LEADER_ELECT_RETRY_MS = 500
-DEFAULT_NODE_LEASE_MS = 4_000
-DEFAULT_NODE_LEASE_RENEW_MS = 1_000
-DEFAULT_NODE_STATUS_UPDATE_MS = 2_000
-DEFAULT_NODE_MONITOR_PERIOD_MS = 500
-DEFAULT_NODE_MONITOR_GRACE_MS = 6_000
-DEFAULT_POD_EVICTION_MS = 5_000
+# cluster_configs/README.md. Each is defined once, by the component it times.
+_CM = ControllerManagerConfig()
+DEFAULT_LEADER_ELECT_LEASE_MS = _ms(DEFAULT_LEADER_ELECTION.lease_duration)
+DEFAULT_LEADER_ELECT_RENEW_MS = _ms(DEFAULT_LEADER_ELECTION.renew_deadline)
+DEFAULT_LEADER_ELECT_RETRY_MS = _ms(DEFAULT_LEADER_ELECTION.retry_period)
+DEFAULT_NODE_LEASE_MS = _ms(kubelet_config.DEFAULT_LEASE_DURATION)
+DEFAULT_NODE_LEASE_RENEW_MS = _ms(kubelet_config.DEFAULT_LEASE_RENEW_INTERVAL)
+DEFAULT_NODE_STATUS_UPDATE_MS = _ms(kubelet_config.DEFAULT_STATUS_UPDATE_FREQUENCY)
+DEFAULT_NODE_MONITOR_PERIOD_MS = _ms(_CM.node_monitor_period)
+DEFAULT_NODE_MONITOR_GRACE_MS = _ms(_CM.node_monitor_grace_period)
+DEFAULT_POD_EVICTION_MS = _ms(_CM.pod_eviction_timeout)
 # The API servers compact the store's history to what it was one interval ago (kube-apiserver's
 # --etcd-compaction-interval, 5m there): 1m here keeps an emulated cluster's database small
 # while watchers and paginated lists still get a minute of history. 0 turns it off.

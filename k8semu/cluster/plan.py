@@ -350,9 +350,9 @@ def kubelet_argv(
         "--runtime", node.runtime,
         "--root-dir", str(root_dir),
         "--capacity", ",".join(f"{k}={v}" for k, v in node.capacity),
-        "--node-lease-duration", _seconds(timings.node_lease_ms),
-        "--node-lease-renew-interval", _seconds(timings.node_lease_renew_ms),
-        "--node-status-update-frequency", _seconds(timings.node_status_update_ms),
+        "--node-lease-duration", format_duration(timings.node_lease_ms),
+        "--node-lease-renew-interval", format_duration(timings.node_lease_renew_ms),
+        "--node-status-update-frequency", format_duration(timings.node_status_update_ms),
     ]  # fmt: skip
     if node.labels:
         args += ["--node-labels", ",".join(f"{k}={v}" for k, v in node.labels)]
@@ -441,11 +441,6 @@ def plan_node(
             )
         )
     return out
-
-
-def _seconds(ms: int) -> str:
-    """The kubelet takes its timings as (fractional) seconds: ``4``, ``0.5``."""
-    return f"{ms / 1000:g}"
 
 
 def _host(ip: str) -> str:

@@ -181,6 +181,13 @@ def test_errors_and_empty(k8semu: Run, tmp_path: Path) -> None:
     assert r.code == 1 and "not reachable" in r.out
     r = k8semu("get", "pods", "--server", "127.0.0.1:1", "--request-timeout", "1", server=False)
     assert r.code == 1 and r.err.startswith("Unable to connect to the server")
+    # Durations as kubectl takes them: units, or a bare number of seconds.
+    r = k8semu("rollout", "status", "deploy/ghost", "--timeout", "30s")
+    assert r.code == 1 and "NotFound" in r.err, r.err
+    r = k8semu("rollout", "status", "deploy/ghost", "--timeout", "soon")
+    assert r.code == 2 and "argument --timeout: 'soon' is not a duration" in r.err
+    r = k8semu("get", "pods", "--server", "127.0.0.1:1", "--request-timeout", "1s", server=False)
+    assert r.code == 1 and r.err.startswith("Unable to connect to the server")
     # One clear line: the client's retry logs are for -v.
     assert len(r.err.splitlines()) == 1 and "call retried" not in r.err
     r = k8semu("get", "pods", "-v=6", "--server", "127.0.0.1:1", server=False)

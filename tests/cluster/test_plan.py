@@ -71,7 +71,7 @@ def test_default_plan_starts_every_component_in_dependency_stages() -> None:
     assert f["--node-ip"] == "127.0.1.2" and f["--listen-address"] == "127.0.1.2:10250"
     assert f["--runtime"] == "process" and f["--root-dir"] == "/state/nodes/node-2"
     assert f["--capacity"] == "cpu=4,memory=8Gi,pods=110"
-    assert f["--node-lease-duration"] == "4" and f["--node-lease-renew-interval"] == "1"
+    assert f["--node-lease-duration"] == "4s" and f["--node-lease-renew-interval"] == "1s"
     f = _flags(byname["proxy-node-3"].argv)
     assert f["--node-name"] == "node-3" and f["--listen-address"] == "127.0.1.3:10249"
 

@@ -15,6 +15,8 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from k8semu import durations
+
 Arguments = Callable[[argparse.ArgumentParser], None]
 """Adds a verb's own arguments (the connection flags are common to every verb)."""
 
@@ -105,7 +107,12 @@ def _edits(p: argparse.ArgumentParser) -> None:
 def _rollout(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["status", "restart", "history", "undo"])
     _resources(p, "+", _ONE)
-    p.add_argument("--timeout", type=float, default=0, help="status: seconds (0: forever)")
+    p.add_argument(
+        "--timeout",
+        type=durations.seconds_flag,
+        default=0,
+        help="status: how long to wait (30s, 5m; 0: forever)",
+    )
     p.add_argument("--revision", type=int, default=0, help="history: show this revision's template")
     p.add_argument(
         "--to-revision", type=int, default=0, help="undo: the revision (0: the previous)"
