@@ -30,6 +30,7 @@ from k8semu.apiserver.allocation import DEFAULT_RANGES, ServiceRanges
 from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
 from k8semu.apiserver.errors import StatusError
+from k8semu.apiserver.eventttl import DEFAULT_EVENT_TTL, EventLeases
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig
@@ -63,6 +64,9 @@ class APIServerConfig:
     compaction_interval: float = DEFAULT_COMPACTION_INTERVAL
     # A graceful stop lets calls in flight finish this long before cancelling them.
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    # kube-apiserver's --event-ttl: Events are deleted by the store this long after their last
+    # write; 0 keeps them forever.
+    event_ttl: float = DEFAULT_EVENT_TTL
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -89,6 +93,11 @@ class APIServer:
                 capacity=config.watch_cache_capacity, max_pending=config.watch_max_pending
             ),
             ranges=config.service_ranges,
+            event_leases=(
+                EventLeases(self.store.channel, config.event_ttl, deadline=config.store_deadline)
+                if config.event_ttl > 0
+                else None
+            ),
         )
         self.server, self.health = transport.server([SERVICE_NAME])
         add_api_servicer(self.servicer, self.server)

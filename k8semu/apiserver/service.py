@@ -41,6 +41,7 @@ from k8semu.apiserver.errors import (
     NotFound,
     StatusError,
 )
+from k8semu.apiserver.eventttl import EventLeases, lease_not_found
 from k8semu.apiserver.objects import (
     Selector,
     decode,
@@ -139,8 +140,8 @@ def _content(obj: Message) -> bytes:
     return copy.SerializeToString(deterministic=True)
 
 
-def _put(k: bytes, value: bytes) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=value))
+def _put(k: bytes, value: bytes, lease: int = 0) -> rpc_pb2.RequestOp:
+    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=value, lease=lease))
 
 
 def _range_op(k: bytes) -> rpc_pb2.RequestOp:
@@ -253,8 +254,10 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         bookmark_interval: float,
         watch_cache: WatchCacheConfig = DEFAULT_WATCH_CACHE,
         ranges: ServiceRanges = DEFAULT_RANGES,
+        event_leases: EventLeases | None = None,
     ) -> None:
         self.store = store
+        self.event_leases = event_leases
         self.allocator = Allocator(ranges)
         self.bookmark_interval = bookmark_interval
         self.watch_caches = WatchCaches(
@@ -265,6 +268,28 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         self.draining = False
         self.in_flight = 0
         self.idle = asyncio.Event()
+
+    async def _lease_for(self, kind: Kind) -> int:
+        """The lease an object of `kind` is written with: Events expire (--event-ttl)."""
+        if self.event_leases is None or kind.kind != "Event":
+            return 0
+        return await self.event_leases.lease()
+
+    async def _txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        """A write's Txn; one whose Event lease the store no longer knows (it expired while
+        unused, or the store was restored) is sent again once with a fresh lease."""
+        try:
+            return await self.store.txn(req)
+        except StatusError as exc:
+            if self.event_leases is None or not lease_not_found(str(exc)):
+                raise
+        puts = [op.request_put for op in req.success if op.request_put.lease]
+        for lease in {put.lease for put in puts}:
+            self.event_leases.forget(lease)
+        fresh = await self.event_leases.lease()
+        for put in puts:
+            put.lease = fresh
+        return await self.store.txn(req)
 
     def drain(self) -> None:
         self.draining = True
@@ -447,10 +472,13 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                 _check_namespace_active(ns_kv)
                 compare += _unchanged_since(ns_key, ns_kv.mod_revision)
             holder = allocation.owner(m.namespace, m.name)
-            resp = await self.store.txn(
+            resp = await self._txn(
                 rpc_pb2.TxnRequest(
                     compare=compare,
-                    success=[_put(k, encode(obj)), *(_put(c.key, holder) for c in claims)],
+                    success=[
+                        _put(k, encode(obj), await self._lease_for(kind)),
+                        *(_put(c.key, holder) for c in claims),
+                    ],
                     failure=[_range_op(k), *(_key_op(c.key) for c in claims)],
                 )
             )
@@ -599,8 +627,8 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                     await self._delete_namespace_contents(nm.name)
                 success = [_delete_op(k), *_releases(kind, stored)]
             else:
-                success.insert(0, _put(k, encode(new)))
-            resp = await self.store.txn(
+                success.insert(0, _put(k, encode(new), await self._lease_for(kind)))
+            resp = await self._txn(
                 rpc_pb2.TxnRequest(
                     compare=[*_unchanged_since(k, mod_revision), *(_absent(c.key) for c in claims)],
                     success=success,

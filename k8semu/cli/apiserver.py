@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
         " (kube-apiserver's flag; one API server per interval does it); 0 turns it off",
     )
     p.add_argument(
+        "--event-ttl",
+        default=format_ms(int(_DEFAULTS.event_ttl * 1000)),
+        help="Events are deleted this long after their last write (kube-apiserver's flag,"
+        " through etcd leases); 0 keeps them forever",
+    )
+    p.add_argument(
         "--shutdown-grace-period",
         default=format_ms(int(_DEFAULTS.shutdown_grace * 1000)),
         help="on SIGTERM, calls in flight get this long to finish before they are cancelled",
@@ -118,6 +124,7 @@ def main(argv: Sequence[str]) -> int:
         compaction_interval = _duration(
             ns.etcd_compaction_interval, "--etcd-compaction-interval", zero_ok=True
         )
+        event_ttl = _duration(ns.event_ttl, "--event-ttl", zero_ok=True)
         shutdown_grace = _duration(
             ns.shutdown_grace_period, "--shutdown-grace-period", zero_ok=True
         )
@@ -140,6 +147,7 @@ def main(argv: Sequence[str]) -> int:
             lease_seconds=ns.endpoint_lease_seconds,
             compaction_interval=compaction_interval,
             shutdown_grace=shutdown_grace,
+            event_ttl=event_ttl,
         )
         logging_setup.configure("apiserver", level=ns.log_level, fmt=ns.log_format)
     except (AddressError, ValueError) as exc:

@@ -172,6 +172,10 @@ DEFAULT_POD_EVICTION_MS = _ms(_CM.pod_eviction_timeout)
 # --etcd-compaction-interval, 5m there): 1m here keeps an emulated cluster's database small
 # while watchers and paginated lists still get a minute of history. 0 turns it off.
 DEFAULT_ETCD_COMPACTION_INTERVAL_MS = 60_000
+# Events expire this long after their last write (kube-apiserver's --event-ttl, 1h there): a
+# busy emulated cluster writes an Event every few writes, and an hour of them would dominate
+# its database; 10m keeps `k8semu get events` useful for what just happened. 0 keeps them.
+DEFAULT_EVENT_TTL_MS = 600_000
 
 DEFAULT_READY_TIMEOUT_MS = 60_000
 DEFAULT_STOP_GRACE_MS = 5_000
@@ -541,6 +545,7 @@ class TimingsSpec:
     node_monitor_grace_ms: int = DEFAULT_NODE_MONITOR_GRACE_MS
     pod_eviction_ms: int = DEFAULT_POD_EVICTION_MS
     etcd_compaction_interval_ms: int = DEFAULT_ETCD_COMPACTION_INTERVAL_MS  # 0: off
+    event_ttl_ms: int = DEFAULT_EVENT_TTL_MS  # 0: Events never expire
 
     def __post_init__(self) -> None:
         for attr, key in _TIMING_KEYS:
@@ -550,6 +555,8 @@ class TimingsSpec:
             raise ClusterConfigError(
                 "timings.etcdCompactionInterval", "must be a duration, or 0 to turn it off"
             )
+        if self.event_ttl_ms < 0:
+            raise ClusterConfigError("timings.eventTTL", "must be a duration, or 0 to keep Events")
         if self.leader_elect_lease_ms < 1000:
             raise ClusterConfigError(
                 "timings.leaderElectLeaseDuration", "must be at least 1s (a Lease holds seconds)"
@@ -1295,6 +1302,12 @@ def _read_timings(f: _Fields) -> TimingsSpec:
         0
         if raw == "0" or (type(raw) is int and raw == 0)
         else f.duration_ms(key, defaults.etcd_compaction_interval_ms)
+    )
+    raw = f.get("eventTTL")
+    values["event_ttl_ms"] = (
+        0
+        if raw == "0" or (type(raw) is int and raw == 0)
+        else f.duration_ms("eventTTL", defaults.event_ttl_ms)
     )
     f.finish()
     return TimingsSpec(**values)

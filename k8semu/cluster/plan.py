@@ -310,6 +310,7 @@ def apiserver_args(
     if timings is not None:
         interval = _duration_or_zero(timings.etcd_compaction_interval_ms)
         args += ("--etcd-compaction-interval", interval)
+        args += ("--event-ttl", _duration_or_zero(timings.event_ttl_ms))
     return args
 
 
