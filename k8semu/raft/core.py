@@ -1,5 +1,6 @@
-"""The pure Raft state machine: elections, replication, commit, ReadIndex and snapshots. Owns the
-protocol of the Raft paper (Ongaro & Ousterhout 2014) and thesis (Ongaro 2014) with pre-vote,
+"""The pure Raft state machine: elections, replication, commit, ReadIndex and snapshots.
+
+Owns the protocol of the Raft paper (Ongaro & Ousterhout 2014) and thesis (Ongaro 2014) with pre-vote,
 check-quorum, pipelined replication, ReadIndex and leadership transfer, in etcd-raft's Ready style:
 input is ``tick()``, ``step(message)`` and proposals; output is a ``Ready`` batch saying what to
 persist, what to send and what is committed. It must not do I/O, read a clock, start tasks or
