@@ -1,12 +1,12 @@
 """The pure Raft state machine: elections, replication, commit, ReadIndex and snapshots.
 
-Owns the protocol of the Raft paper (Ongaro & Ousterhout 2014) and thesis (Ongaro 2014) with pre-vote,
-check-quorum, pipelined replication, ReadIndex and leadership transfer, in etcd-raft's Ready style:
-input is ``tick()``, ``step(message)`` and proposals; output is a ``Ready`` batch saying what to
-persist, what to send and what is committed. It must not do I/O, read a clock, start tasks or
-threads, or use a global random source: the driver owns all effects, time is a tick count and
-randomness comes from the injected ``random.Random``. Input from the network never raises; it is
-ignored when it makes no sense.
+Owns the protocol of the Raft paper (Ongaro & Ousterhout 2014) and thesis (Ongaro 2014) with
+pre-vote, check-quorum, pipelined replication, ReadIndex and leadership transfer, in etcd-raft's
+Ready style: input is ``tick()``, ``step(message)`` and proposals; output is a ``Ready`` batch
+saying what to persist, what to send and what is committed. It must not do I/O, read a clock,
+start tasks or threads, or use a global random source: the driver owns all effects, time is a
+tick count and randomness comes from the injected ``random.Random``. Input from the network
+never raises; it is ignored when it makes no sense.
 """
 
 from __future__ import annotations
@@ -175,6 +175,11 @@ class Raft(LeaderMixin):
         # Leadership transfer (thesis 3.10): the target and the ticks since it was asked.
         self._transferee = 0
         self._transfer_elapsed = 0
+        # Term of the last transfer campaign seen (as voter or candidate): until its leader is
+        # known, a leader is expected within a round trip, not an election timeout.
+        self._transfer_term = 0
+        # A follower's leader said (in its heartbeats) that it is handing over.
+        self._lead_transferring = False
         self._step: Callable[[Message], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
 
@@ -204,6 +209,18 @@ class Raft(LeaderMixin):
     def transferee(self) -> int:
         """The member a leadership transfer in progress goes to, else 0."""
         return self._transferee
+
+    @property
+    def awaiting_transfer_leader(self) -> bool:
+        """No leader is known, but a leadership transfer's campaign for the current term is
+        under way: the driver may hold proposals for the new leader instead of failing them."""
+        return self._lead == 0 and self._transfer_term == self._term
+
+    @property
+    def hold_proposals(self) -> bool:
+        """Proposals made now would be refused or dropped by a leader handing over, and a
+        new leader is a round trip away: the driver should hold them, not fail them."""
+        return bool(self._transferee) or self._lead_transferring or self.awaiting_transfer_leader
 
     @property
     def commit(self) -> int:
@@ -281,6 +298,8 @@ class Raft(LeaderMixin):
             self._step_stale(msg, frm)
             return
         if mtype in _VOTE_REQUESTS:
+            if mtype == MSG_VOTE and msg.leader_transfer and term == self._term:
+                self._transfer_term = term
             self._handle_vote_request(msg, frm)
         else:
             self._step(msg)
@@ -332,6 +351,8 @@ class Raft(LeaderMixin):
             return
         self._transferee = target
         self._transfer_elapsed = 0
+        # Followers learn at once that forwarding proposals here is useless for now.
+        self._bcast_heartbeat(b"")
         if self._progress[target].match == self._log.last_index:
             self._send(MSG_TIMEOUT_NOW, target)
         else:
@@ -466,6 +487,7 @@ class Raft(LeaderMixin):
         self._dirty.clear()
         self._transferee = 0
         self._transfer_elapsed = 0
+        self._lead_transferring = False
         self._readonly.reset()
         self._reads_waiting = []
 
@@ -586,6 +608,7 @@ class Raft(LeaderMixin):
         elif mtype == MSG_HEARTBEAT:
             self._election_elapsed = 0
             self._lead = frm
+            self._lead_transferring = msg.leader_transfer
             self._handle_heartbeat(msg, frm)
         elif mtype == MSG_SNAP:
             self._election_elapsed = 0
@@ -597,6 +620,7 @@ class Raft(LeaderMixin):
             # Leadership transfer: campaign at once, without pre-vote (the leader asked, so
             # the election cannot be disruptive), flagged so voters ignore their lease.
             self._campaign(pre=False, transfer=True)
+            self._transfer_term = self._term
         # MSG_PROP / MSG_READ_INDEX sent to a former leader are dropped: the caller retries.
 
     def _handle_append(self, msg: Message, frm: int) -> None:

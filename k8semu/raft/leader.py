@@ -94,6 +94,19 @@ class LeaderMixin:
             self._heartbeat_elapsed = 0
             self._bcast_heartbeat(self._readonly.last_context())
 
+    def transfer_candidate(self) -> int:
+        """The follower a leaving leader should hand over to: the most up-to-date one heard
+        from recently (0 if not leader or alone). Ties go to the lowest id (deterministic)."""
+        if self._role is not StateRole.LEADER:
+            return 0
+        best = (-1, 0)
+        for peer in self._peers:
+            pr = self._progress[peer]
+            key = (pr.match if pr.recent_active else pr.match // 2, -peer)
+            if key > best:
+                best = key
+        return -best[1] if best[0] >= 0 else 0
+
     def _step_leader(self, msg: Message) -> None:
         mtype = msg.type
         frm = getattr(msg, "from")
@@ -212,7 +225,12 @@ class LeaderMixin:
         for peer in self._peers:
             # Never tell a follower to commit past what it is known to hold.
             commit = min(self._progress[peer].match, committed)
-            self._send(MSG_HEARTBEAT, peer, commit=commit, context=context)
+            if self._transferee:
+                self._send(
+                    MSG_HEARTBEAT, peer, commit=commit, context=context, leader_transfer=True
+                )
+            else:
+                self._send(MSG_HEARTBEAT, peer, commit=commit, context=context)
 
     def _flush(self) -> None:
         """Build the messages deferred during this cycle (heartbeat round, MSG_APPs)."""

@@ -204,6 +204,7 @@ class Message(_message.Message):
     leader_transfer: _builtins.bool
     """On MSG_VOTE: the campaign follows a MSG_TIMEOUT_NOW (leadership transfer), so voters
     grant it even while they still hear from the current leader (no leader lease).
+    On MSG_HEARTBEAT: the leader is handing over; followers hold proposals meanwhile.
     """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entry]: ...
