@@ -92,7 +92,9 @@ class Store:
         self._next = (start + 1) % n
         ring = [(start + i) % n for i in range(n)]
         now = time.monotonic()
-        order = sorted(ring, key=lambda i: self._avoid_until[i] > now)  # stable: keeps ring
+        # Stable sort: healthy endpoints keep the ring order; those that failed come last, the
+        # most recent failure last of all (when all failed lately, a dead one is tried last).
+        order = sorted(ring, key=lambda i: max(self._avoid_until[i], now))
         return order[:_MAX_TRIES] if n > 1 else order * 2
 
     async def _unary(
@@ -109,7 +111,10 @@ class Store:
                 # The generated stubs are typed as if synchronous; aio stubs return calls.
                 return await call(self._kvs[i], max(remaining, 0.001))
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _RETRYABLE:
+                # CANCELLED: the replica stopped while serving the call (its gRPC server's
+                # grace ran out); safe to resend for reads only.
+                code = exc.code()
+                if code not in _RETRYABLE and not (read and code == grpc.StatusCode.CANCELLED):
                     raise translate(exc, what) from None
                 self._avoid_until[i] = time.monotonic() + AVOID_FAILED_ENDPOINT_S
                 last = n == len(order) - 1

@@ -86,8 +86,8 @@ async def test_a_lone_leaderless_endpoint_surfaces_etcds_error(tmp_path: Path) -
 
 async def test_writes_through_a_rolling_restart_of_the_store(tmp_path: Path) -> None:
     """Every replica restarted in turn (SIGTERM, leader included) while writers run: with the
-    leader's hand-over and the endpoint fail-over, at most a handful of writes fail (those
-    whose outcome is unknown: "leader changed"), none with "no leader" or a refused
+    leader's hand-over and the endpoint fail-over, few writes fail and only those whose
+    outcome is unknown ("leader changed", CANCELLED), none with "no leader" or a refused
     connection."""
     with K8semuStoreCluster(tmp_path / "c", 3) as cluster:
         cluster.start()
@@ -116,7 +116,11 @@ async def test_writes_through_a_rolling_restart_of_the_store(tmp_path: Path) -> 
             done.set()
             await asyncio.gather(*writers)
             await store.close()
-        assert next(ok) > 50
-        bad = [f for f in failures if "no leader" in f or "onnection refused" in f]
-        assert bad == [], failures
-        assert len(failures) <= 5, failures
+        oks = next(ok)
+        assert oks > 50
+        # Only writes whose outcome is unknown may fail (so they are not resent): forwarded to
+        # the old leader just before its followers heard of the transfer ("leader changed"),
+        # or in flight at a replica whose gRPC server's stop grace ran out (CANCELLED).
+        unknown = ("etcdserver: leader changed", "CANCELLED")
+        assert all(any(u in f for u in unknown) for f in failures), failures
+        assert len(failures) * 10 < oks, (oks, failures)
