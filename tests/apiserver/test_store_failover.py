@@ -117,10 +117,11 @@ async def test_writes_through_a_rolling_restart_of_the_store(tmp_path: Path) -> 
             await asyncio.gather(*writers)
             await store.close()
         oks = next(ok)
-        assert oks > 50
-        # Only writes whose outcome is unknown may fail (so they are not resent): forwarded to
+        assert oks > 50, (oks, failures)
+        # Only writes whose outcome is unknown may fail (they are not resent): forwarded to
         # the old leader just before its followers heard of the transfer ("leader changed"),
         # or in flight at a replica whose gRPC server's stop grace ran out (CANCELLED).
-        unknown = ("etcdserver: leader changed", "CANCELLED")
+        # On a loaded machine a write may also time out (outcome unknown as well).
+        unknown = ("etcdserver: leader changed", "CANCELLED", "timed out", "no answer in time")
         assert all(any(u in f for u in unknown) for f in failures), failures
         assert len(failures) * 10 < oks, (oks, failures)
