@@ -1,15 +1,18 @@
 """The API server's client of the store, through the etcd v3 gRPC API only.
 
-Works against `k8semu store` and a real etcd 3.4 alike. Every call has a deadline; reads
-(Range) are retried once on UNAVAILABLE, writes never (a Txn that timed out may have
-happened). gRPC errors from the store are translated here into apiserver errors, so the
-servicer never sees an AioRpcError: compaction becomes Gone, a full store (etcd's NOSPACE
-alarm) StorageFull, the rest Unavailable.
+Works against `k8semu store` and a real etcd 3.4 alike. Every call has a deadline. A call
+answered UNAVAILABLE moves to another store endpoint: reads always, writes only when the store
+cannot have applied them (not connected, "no leader"); a write that may have happened (timed
+out, "leader changed") is never resent. gRPC errors from the store are translated here into
+apiserver errors, so the servicer never sees an AioRpcError: compaction becomes Gone, a full
+store (etcd's NOSPACE alarm) StorageFull, the rest Unavailable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -21,6 +24,14 @@ from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 log = get_logger(__name__)
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# At most this many endpoints are tried per call (all of a 3-replica store).
+_MAX_TRIES = 3
+# An endpoint that answered UNAVAILABLE is tried last for this long (a restart, an election).
+AVOID_FAILED_ENDPOINT_S = 2.0
+# etcd's text (ErrGRPCNoLeader): the replica refused before proposing.
+NO_LEADER = "etcdserver: no leader"
+# gRPC's texts when no connection could be made: nothing reached the store.
+_NOT_CONNECTED = ("failed to connect to all addresses", "Connection refused")
 # etcd's exact text for a write refused under the NOSPACE alarm (ErrGRPCNoSpace, sent with
 # RESOURCE_EXHAUSTED); k8semu store answers the same.
 NO_SPACE = "etcdserver: mvcc: database space exceeded"
@@ -51,55 +62,118 @@ def translate(exc: grpc.aio.AioRpcError, what: str) -> StatusError:
 
 
 class Store:
-    """KV and Watch stubs on one round-robin channel over every store endpoint."""
+    """The etcd client: unary calls on one channel per store endpoint, spread round-robin and
+    moved to another endpoint when one answers UNAVAILABLE (docs/apiserver.md, "Store
+    endpoint fail-over"); watches on one round-robin channel over every endpoint."""
 
     def __init__(self, endpoints: Sequence[str], *, deadline: float) -> None:
+        if not endpoints:
+            raise ValueError("store endpoints: at least one is needed")
         self.endpoints = list(endpoints)
         self.deadline = deadline
         self.channel = transport.channel(self.endpoints)
-        self.kv = rpc_pb2_grpc.KVStub(self.channel)
         self.watch_stub = rpc_pb2_grpc.WatchStub(self.channel)
+        self._channels = [transport.channel(e) for e in self.endpoints]
+        self._kvs = [rpc_pb2_grpc.KVStub(ch) for ch in self._channels]
+        self._next = 0
+        # Per endpoint: until when (monotonic) it is tried last, after it answered UNAVAILABLE.
+        self._avoid_until = [0.0] * len(self.endpoints)
 
     async def close(self) -> None:
         await self.channel.close()
+        for ch in self._channels:
+            await ch.close()
+
+    def _order(self) -> list[int]:
+        """Endpoints to try, in order: round-robin from the next one, those that failed
+        recently last. A lone endpoint is tried twice (a retry is all there is to do)."""
+        n = len(self._kvs)
+        start = self._next
+        self._next = (start + 1) % n
+        ring = [(start + i) % n for i in range(n)]
+        now = time.monotonic()
+        # Stable sort: healthy endpoints keep the ring order; those that failed come last, the
+        # most recent failure last of all (when all failed lately, a dead one is tried last).
+        order = sorted(ring, key=lambda i: max(self._avoid_until[i], now))
+        return order[:_MAX_TRIES] if n > 1 else order * 2
+
+    async def _unary(
+        self, what: str, call: Callable[[rpc_pb2_grpc.KVStub, float], Any], *, read: bool
+    ) -> Any:
+        """One call, moved to the next endpoint on UNAVAILABLE when that is safe: reads always
+        (they change nothing), writes only when the store cannot have applied them (no
+        connection made, or the replica knew no leader and refused before proposing)."""
+        order = self._order()
+        loop_deadline = time.monotonic() + self.deadline
+        for n, i in enumerate(order):
+            remaining = loop_deadline - time.monotonic()
+            try:
+                # The generated stubs are typed as if synchronous; aio stubs return calls.
+                return await call(self._kvs[i], max(remaining, 0.001))
+            except grpc.aio.AioRpcError as exc:
+                # CANCELLED: the replica stopped while serving the call (its gRPC server's
+                # grace ran out); safe to resend for reads only.
+                code = exc.code()
+                if code not in _RETRYABLE and not (read and code == grpc.StatusCode.CANCELLED):
+                    raise translate(exc, what) from None
+                self._avoid_until[i] = time.monotonic() + AVOID_FAILED_ENDPOINT_S
+                last = n == len(order) - 1
+                if last or remaining <= 0 or not (read or not_applied(exc)):
+                    raise translate(exc, what) from None
+                log.debug(
+                    "store call moved to another endpoint",
+                    call=what,
+                    endpoint=self.endpoints[i],
+                    error=exc.details(),
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
-        for attempt in (1, 2):
-            try:
-                resp: rpc_pb2.RangeResponse = await self.kv.Range(req, timeout=self.deadline)
-                return resp
-            except grpc.aio.AioRpcError as exc:
-                if attempt == 1 and exc.code() in _RETRYABLE:
-                    log.debug("range retried", error=exc.details())
-                    continue
-                raise translate(exc, "range") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        resp: rpc_pb2.RangeResponse = await self._unary(
+            "range", lambda kv, t: kv.Range(req, timeout=t), read=True
+        )
+        return resp
 
     async def get(self, key: bytes) -> rpc_pb2.RangeResponse:
         return await self.range(rpc_pb2.RangeRequest(key=key))
 
     async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
-        try:
-            resp: rpc_pb2.TxnResponse = await self.kv.Txn(req, timeout=self.deadline)
-            return resp
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, "txn") from None
+        read = all(op.WhichOneof("request") == "request_range" for op in _ops(req))
+        resp: rpc_pb2.TxnResponse = await self._unary(
+            "txn", lambda kv, t: kv.Txn(req, timeout=t), read=read
+        )
+        return resp
 
     async def compact(self, revision: int) -> None:
         """etcd's Compact: forget every version older than `revision` (not physical: the
         store reclaims the space in the background, as kube-apiserver asks it to)."""
-        try:
-            await self.kv.Compact(
-                rpc_pb2.CompactionRequest(revision=revision), timeout=self.deadline
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, "compact") from None
+        req = rpc_pb2.CompactionRequest(revision=revision)
+        await self._unary("compact", lambda kv, t: kv.Compact(req, timeout=t), read=False)
 
     async def delete_range(self, key: bytes, end: bytes) -> rpc_pb2.DeleteRangeResponse:
-        try:
-            resp: rpc_pb2.DeleteRangeResponse = await self.kv.DeleteRange(
-                rpc_pb2.DeleteRangeRequest(key=key, range_end=end), timeout=self.deadline
-            )
-            return resp
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, "delete range") from None
+        req = rpc_pb2.DeleteRangeRequest(key=key, range_end=end)
+        resp: rpc_pb2.DeleteRangeResponse = await self._unary(
+            "delete range", lambda kv, t: kv.DeleteRange(req, timeout=t), read=False
+        )
+        return resp
+
+
+def not_applied(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether an UNAVAILABLE answer proves the write was not applied: the connection was
+    never made, or the replica refused it before proposing because it knew no leader. Not
+    "leader changed", "request timed out" or "server stopped": those may come after the
+    proposal entered the log."""
+    details = exc.details() or ""
+    return details == NO_LEADER or any(text in details for text in _NOT_CONNECTED)
+
+
+def _ops(req: rpc_pb2.TxnRequest) -> list[rpc_pb2.RequestOp]:
+    """Every operation of a Txn, nested ones included."""
+    out: list[rpc_pb2.RequestOp] = []
+    stack = [*req.success, *req.failure]
+    while stack:
+        op = stack.pop()
+        out.append(op)
+        if op.WhichOneof("request") == "request_txn":
+            stack.extend([*op.request_txn.success, *op.request_txn.failure])
+    return out

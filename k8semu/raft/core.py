@@ -1,12 +1,12 @@
 """The pure Raft state machine: elections, replication, commit, ReadIndex and snapshots.
 
 Owns the protocol of the Raft paper (Ongaro & Ousterhout 2014) and thesis (Ongaro 2014) with
-pre-vote, check-quorum, pipelined replication and ReadIndex, in etcd-raft's Ready style: input is
-``tick()``, ``step(message)`` and proposals; output is a ``Ready`` batch saying what to persist,
-what to send and what is committed. It must not do I/O, read a clock, start tasks or threads, or
-use a global random source: the driver owns all effects, time is a tick count and randomness comes
-from the injected ``random.Random``. Input from the network never raises; it is ignored when it
-makes no sense.
+pre-vote, check-quorum, pipelined replication, ReadIndex and leadership transfer, in etcd-raft's
+Ready style: input is ``tick()``, ``step(message)`` and proposals; output is a ``Ready`` batch
+saying what to persist, what to send and what is committed. It must not do I/O, read a clock,
+start tasks or threads, or use a global random source: the driver owns all effects, time is a
+tick count and randomness comes from the injected ``random.Random``. Input from the network
+never raises; it is ignored when it makes no sense.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from k8semu.pb.raft.raft_pb2 import (
     MSG_READ_INDEX,
     MSG_READ_INDEX_RESP,
     MSG_SNAP,
+    MSG_TIMEOUT_NOW,
     MSG_VOTE,
     MSG_VOTE_RESP,
     Entry,
@@ -34,7 +35,12 @@ from k8semu.pb.raft.raft_pb2 import (
     Message,
     SnapshotMetadata,
 )
-from k8semu.raft.errors import ProposalDropped, RaftError, SnapshotRejected
+from k8semu.raft.errors import (
+    ProposalDropped,
+    RaftError,
+    SnapshotRejected,
+    TransferInProgress,
+)
 from k8semu.raft.leader import LeaderMixin
 from k8semu.raft.log import RaftLog
 from k8semu.raft.progress import Progress, ProgressState
@@ -51,6 +57,7 @@ __all__ = [
     "SnapshotRejected",
     "SoftState",
     "StateRole",
+    "TransferInProgress",
 ]
 
 _KNOWN_TYPES = frozenset(
@@ -67,6 +74,7 @@ _KNOWN_TYPES = frozenset(
         MSG_SNAP,
         MSG_READ_INDEX,
         MSG_READ_INDEX_RESP,
+        MSG_TIMEOUT_NOW,
     }
 )
 _FROM_LEADER = frozenset({MSG_APP, MSG_HEARTBEAT, MSG_SNAP})
@@ -164,6 +172,14 @@ class Raft(LeaderMixin):
         self._reads_waiting: list[tuple[int, bytes]] = []
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
+        # Leadership transfer (thesis 3.10): the target and the ticks since it was asked.
+        self._transferee = 0
+        self._transfer_elapsed = 0
+        # Term of the last transfer campaign seen (as voter or candidate): until its leader is
+        # known, a leader is expected within a round trip, not an election timeout.
+        self._transfer_term = 0
+        # A follower's leader said (in its heartbeats) that it is handing over.
+        self._lead_transferring = False
         self._step: Callable[[Message], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
 
@@ -188,6 +204,23 @@ class Raft(LeaderMixin):
     @property
     def role(self) -> StateRole:
         return self._role
+
+    @property
+    def transferee(self) -> int:
+        """The member a leadership transfer in progress goes to, else 0."""
+        return self._transferee
+
+    @property
+    def awaiting_transfer_leader(self) -> bool:
+        """No leader is known, but a leadership transfer's campaign for the current term is
+        under way: the driver may hold proposals for the new leader instead of failing them."""
+        return self._lead == 0 and self._transfer_term == self._term
+
+    @property
+    def hold_proposals(self) -> bool:
+        """Proposals made now would be refused or dropped by a leader handing over, and a
+        new leader is a round trip away: the driver should hold them, not fail them."""
+        return bool(self._transferee) or self._lead_transferring or self.awaiting_transfer_leader
 
     @property
     def commit(self) -> int:
@@ -247,7 +280,10 @@ class Raft(LeaderMixin):
                 # Leader lease (thesis 4.2.3): a node that heard from a leader within the
                 # minimum election timeout neither updates its term nor grants its vote, so a
                 # partitioned node cannot disrupt a working cluster.
-                lease = self._cfg.check_quorum or mtype == MSG_PRE_VOTE
+                # A campaign the leader itself started (leadership transfer) is exempt.
+                lease = (self._cfg.check_quorum or mtype == MSG_PRE_VOTE) and not (
+                    mtype == MSG_VOTE and msg.leader_transfer
+                )
                 if lease and self._lead and self._election_elapsed < self._cfg.election_tick:
                     return
             if mtype == MSG_PRE_VOTE or (mtype == MSG_PRE_VOTE_RESP and not msg.reject):
@@ -262,6 +298,8 @@ class Raft(LeaderMixin):
             self._step_stale(msg, frm)
             return
         if mtype in _VOTE_REQUESTS:
+            if mtype == MSG_VOTE and msg.leader_transfer and term == self._term:
+                self._transfer_term = term
             self._handle_vote_request(msg, frm)
         else:
             self._step(msg)
@@ -275,6 +313,10 @@ class Raft(LeaderMixin):
         if not datas:
             return
         if self._role is StateRole.LEADER:
+            if self._transferee:
+                # Thesis 3.10: new entries would only delay the transfer (the target must
+                # catch up with them) and may be lost; the client retries at the new leader.
+                raise TransferInProgress("leadership transfer in progress")
             self._append_data(datas)
         elif self._lead:
             self._send(
@@ -295,6 +337,27 @@ class Raft(LeaderMixin):
             self._send(MSG_READ_INDEX, self._lead, context=context, term=self._term)
         else:
             raise ProposalDropped("no leader")
+
+    def transfer_leader(self, target: int) -> None:
+        """Hand leadership over to ``target`` (Raft thesis 3.10).
+
+        Only a leader acts; a transfer to itself, to a non-member or to the target already
+        being transferred to is ignored. Until it completes or aborts (after an election
+        timeout), proposals are refused with TransferInProgress.
+        """
+        if self._role is not StateRole.LEADER or target == self._id:
+            return
+        if target not in self._voters or target == self._transferee:
+            return
+        self._transferee = target
+        self._transfer_elapsed = 0
+        # Followers learn at once that forwarding proposals here is useless for now.
+        self._bcast_heartbeat(b"")
+        if self._progress[target].match == self._log.last_index:
+            self._send(MSG_TIMEOUT_NOW, target)
+        else:
+            # Bring the target's log up to date first; its MSG_APP_RESP sends TimeoutNow.
+            self._dirty[target] = True
 
     def set_snapshot(self, meta: SnapshotMetadata) -> None:
         """The driver holds a state-machine snapshot at ``meta.index``; lagging followers get it.
@@ -422,6 +485,9 @@ class Raft(LeaderMixin):
         self._randomized_timeout = et + self._rng.randrange(et)
         self._votes = {}
         self._dirty.clear()
+        self._transferee = 0
+        self._transfer_elapsed = 0
+        self._lead_transferring = False
         self._readonly.reset()
         self._reads_waiting = []
 
@@ -466,7 +532,7 @@ class Raft(LeaderMixin):
         # commit index (entries of older terms are never committed by counting, Figure 8).
         self._append_data((b"",))
 
-    def _campaign(self, pre: bool) -> None:
+    def _campaign(self, pre: bool, transfer: bool = False) -> None:
         if pre:
             self._become_pre_candidate()
             vote_term, mtype = self._term + 1, MSG_PRE_VOTE
@@ -481,8 +547,11 @@ class Raft(LeaderMixin):
                 self._become_leader()
             return
         log = self._log
+        extra = {"leader_transfer": True} if transfer else {}
         for peer in self._peers:
-            self._send(mtype, peer, term=vote_term, log_term=log.last_term, index=log.last_index)
+            self._send(
+                mtype, peer, term=vote_term, log_term=log.last_term, index=log.last_index, **extra
+            )
 
     def _poll(self, voter: int, granted: bool) -> int:
         """Record a vote; returns the number of grants (rejections: len(votes) - grants)."""
@@ -539,6 +608,7 @@ class Raft(LeaderMixin):
         elif mtype == MSG_HEARTBEAT:
             self._election_elapsed = 0
             self._lead = frm
+            self._lead_transferring = msg.leader_transfer
             self._handle_heartbeat(msg, frm)
         elif mtype == MSG_SNAP:
             self._election_elapsed = 0
@@ -546,6 +616,11 @@ class Raft(LeaderMixin):
             self._handle_snapshot(msg, frm)
         elif mtype == MSG_READ_INDEX_RESP and frm == self._lead:
             self._read_states.append(ReadState(msg.index, msg.context))
+        elif mtype == MSG_TIMEOUT_NOW and frm == self._lead:
+            # Leadership transfer: campaign at once, without pre-vote (the leader asked, so
+            # the election cannot be disruptive), flagged so voters ignore their lease.
+            self._campaign(pre=False, transfer=True)
+            self._transfer_term = self._term
         # MSG_PROP / MSG_READ_INDEX sent to a former leader are dropped: the caller retries.
 
     def _handle_append(self, msg: Message, frm: int) -> None:

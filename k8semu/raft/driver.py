@@ -166,6 +166,8 @@ class RaftNode:
         self.stats = {"readys": 0, "entries_persisted": 0, "entries_applied": 0, "messages": 0}
         self.timing = Timing()
         self._stopped = False
+        # A leadership transfer asked of the Raft loop (0: none); see transfer_leader.
+        self._transfer_to = 0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -262,7 +264,7 @@ class RaftNode:
         """
         if self._stopped:
             raise errors.ErrStopped
-        if self.leader == 0:
+        if self.leader == 0 and not self._transfer_pending():
             raise errors.ErrNoLeader
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._proposals.append((data, fut, True))
@@ -275,7 +277,7 @@ class RaftNode:
         (with the outcome of the apply). One future per write instead of two."""
         if self._stopped:
             raise errors.ErrStopped
-        if self.leader == 0:
+        if self.leader == 0 and not self._transfer_pending():
             raise errors.ErrNoLeader
         self._proposals.append((data, result, False))
         self._wake.set()
@@ -285,12 +287,52 @@ class RaftNode:
         (Raft thesis 6.4). Reads served once applied_index >= it are linearizable."""
         if self._stopped:
             raise errors.ErrStopped
-        if self.leader == 0:
+        if self.leader == 0 and not self._transfer_pending():
             raise errors.ErrNoLeader
         read: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._read_waiters.append(read)
         self._wake.set()
         return await read
+
+    def transfer_candidate(self) -> int:
+        """The most up-to-date follower if this replica leads, else 0."""
+        if self._core is None or self.role is not core.StateRole.LEADER:
+            return 0
+        return self._core.transfer_candidate()
+
+    def held_futures(self) -> set[asyncio.Future[Any]]:
+        """Futures of proposals not handed to Raft yet (held during a leadership transfer):
+        whatever the leader change, they were sent nowhere and will be."""
+        return {fut for _, fut, _ in self._proposals}
+
+    def _transfer_pending(self) -> bool:
+        """A leadership transfer is electing the next leader (a round trip away): requests are
+        held for it rather than failed with "no leader"."""
+        return self._core is not None and self._core.awaiting_transfer_leader
+
+    async def transfer_leader(self, target: int, timeout: float) -> None:
+        """Hand leadership to ``target`` (Raft thesis 3.10) and wait until it leads.
+
+        Raises ErrNotLeader if this replica does not lead, ErrBadLeaderTransferee for a
+        non-member, ErrTimeoutLeaderTransfer when ``target`` does not lead within ``timeout``
+        (the core aborts its transfer after an election timeout). A transfer to itself
+        returns at once, as etcd's MoveLeader does.
+        """
+        if target not in self.config.voters:
+            raise errors.ErrBadLeaderTransferee
+        if self.role is not core.StateRole.LEADER:
+            raise errors.ErrNotLeader
+        if target == self.config.id:
+            return
+        self._transfer_to = target
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Polled at the tick interval as etcd does: the outcome shows in the soft state.
+        while self.leader != target:
+            if self._stopped or loop.time() >= deadline:
+                raise errors.ErrTimeoutLeaderTransfer
+            await asyncio.sleep(self._tick_interval)
 
     async def receive_snapshot(self, message: raft_pb2.Message, path: Path) -> None:
         """A snapshot streamed by the leader: verify, keep, then let the core decide."""
@@ -387,10 +429,21 @@ class RaftNode:
                 raft.step(msg)
             except Exception as exc:  # the core should not raise; never die on a peer's frame
                 log.warning("bad raft message ignored", type=msg.type, error=repr(exc))
-        if self._proposals:
+        if self._transfer_to:
+            raft.transfer_leader(self._transfer_to)
+            self._transfer_to = 0
+        if self._proposals and not raft.hold_proposals:
+            # While the leader hands over (thesis 3.10) proposals wait for the new leader
+            # instead of failing or being dropped there: the transfer takes a round trip or
+            # aborts after an election timeout; the store's request timeout bounds the wait.
             props, self._proposals = self._proposals, []
             try:
                 raft.propose_batch([data for data, _, _ in props])
+            except core.TransferInProgress:
+                # Nothing was appended; the leader is about to change: etcd's answer.
+                for _, fut, _ in props:
+                    if not fut.done():
+                        fut.set_exception(errors.ErrLeaderChanged)
             except core.ProposalDropped:
                 for _, fut, _ in props:
                     if not fut.done():
@@ -405,6 +458,9 @@ class RaftNode:
             try:
                 raft.read_index(ctx)
             except core.ProposalDropped:
+                if raft.awaiting_transfer_leader:
+                    self._read_waiters[:0] = [r for r in waiters if not r.done()]
+                    waiters = []
                 for read in waiters:
                     if not read.done():
                         read.set_exception(errors.ErrNoLeader)

@@ -20,6 +20,7 @@ from k8semu.pb.raft.raft_pb2 import (
     MSG_READ_INDEX,
     MSG_READ_INDEX_RESP,
     MSG_SNAP,
+    MSG_TIMEOUT_NOW,
     Entry,
     Message,
     SnapshotMetadata,
@@ -57,6 +58,9 @@ class LeaderMixin:
     _reads_waiting: list[tuple[int, bytes]]
     _read_states: list[ReadState]
     _step: Callable[[Message], None]
+    # Leadership transfer in progress (thesis 3.10): target (0: none) and ticks since asked.
+    _transferee: int
+    _transfer_elapsed: int
 
     if TYPE_CHECKING:
 
@@ -68,6 +72,13 @@ class LeaderMixin:
         cfg = self._cfg
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
+        if self._transferee:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= cfg.election_tick:
+                # Thesis 3.10: a transfer that did not happen within an election timeout is
+                # aborted so the leader takes proposals again.
+                self._transferee = 0
+                self._transfer_elapsed = 0
         if self._election_elapsed >= cfg.election_tick:
             self._election_elapsed = 0
             if cfg.check_quorum:
@@ -83,6 +94,19 @@ class LeaderMixin:
             self._heartbeat_elapsed = 0
             self._bcast_heartbeat(self._readonly.last_context())
 
+    def transfer_candidate(self) -> int:
+        """The follower a leaving leader should hand over to: the most up-to-date one heard
+        from recently (0 if not leader or alone). Ties go to the lowest id (deterministic)."""
+        if self._role is not StateRole.LEADER:
+            return 0
+        best = (-1, 0)
+        for peer in self._peers:
+            pr = self._progress[peer]
+            key = (pr.match if pr.recent_active else pr.match // 2, -peer)
+            if key > best:
+                best = key
+        return -best[1] if best[0] >= 0 else 0
+
     def _step_leader(self, msg: Message) -> None:
         mtype = msg.type
         frm = getattr(msg, "from")
@@ -91,7 +115,9 @@ class LeaderMixin:
         elif mtype == MSG_HEARTBEAT_RESP:
             self._handle_heartbeat_response(msg, frm)
         elif mtype == MSG_PROP:
-            if msg.entries:
+            # Forwarded proposals are dropped during a transfer (the follower's client times
+            # out or learns of the leader change and retries).
+            if msg.entries and not self._transferee:
                 self._append_data([e.data for e in msg.entries])
         elif mtype == MSG_READ_INDEX:
             self._leader_read(frm, msg.context)
@@ -158,6 +184,9 @@ class LeaderMixin:
         if not self._maybe_commit():
             dirty = self._dirty
             dirty[frm] = dirty.get(frm, False) or was_paused
+        if frm == self._transferee and pr.match == log.last_index:
+            # The transfer target caught up: tell it to campaign now.
+            self._send(MSG_TIMEOUT_NOW, frm)
 
     def _handle_heartbeat_response(self, msg: Message, frm: int) -> None:
         pr = self._progress[frm]
@@ -196,7 +225,12 @@ class LeaderMixin:
         for peer in self._peers:
             # Never tell a follower to commit past what it is known to hold.
             commit = min(self._progress[peer].match, committed)
-            self._send(MSG_HEARTBEAT, peer, commit=commit, context=context)
+            if self._transferee:
+                self._send(
+                    MSG_HEARTBEAT, peer, commit=commit, context=context, leader_transfer=True
+                )
+            else:
+                self._send(MSG_HEARTBEAT, peer, commit=commit, context=context)
 
     def _flush(self) -> None:
         """Build the messages deferred during this cycle (heartbeat round, MSG_APPs)."""

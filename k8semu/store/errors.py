@@ -131,6 +131,21 @@ class ErrLeaderChanged(StoreError):
     message = "etcdserver: leader changed"
 
 
+class ErrNotLeader(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: not leader"
+
+
+class ErrBadLeaderTransferee(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: bad leader transferee"
+
+
+class ErrTimeoutLeaderTransfer(StoreError):
+    code = _C.UNAVAILABLE
+    message = "etcdserver: request timed out, leader transfer took too long"
+
+
 class ErrStopped(StoreError):
     code = _C.UNAVAILABLE
     message = "etcdserver: server stopped"

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import random
 import secrets
+import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -174,6 +175,8 @@ class StoreServer:
         )
 
     async def stop(self, grace: float = 1.0) -> None:
+        if grace > 0:
+            await self._hand_over_leadership()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -189,6 +192,30 @@ class StoreServer:
         await self.sm.close()
         if self._storage is not None:
             await self._storage.close()
+
+    async def _hand_over_leadership(self) -> None:
+        """On a graceful stop, a leader first transfers leadership to its most up-to-date
+        follower and waits (at most two election timeouts) until it follows, as etcd does,
+        so its restart costs the cluster a transfer (a few ms) instead of an election (an
+        election timeout and more of 'no leader')."""
+        node = self.node
+        if node is None:
+            return
+        target = node.transfer_candidate()
+        if not target:
+            return
+        timeout = 2 * self.config.election_ms / 1000
+        started = time.monotonic()
+        try:
+            await node.transfer_leader(target, timeout)
+        except errors.StoreError as exc:
+            log.warning("leadership transfer before stop failed", error=exc.message)
+            return
+        log.info(
+            "leadership transferred before stop",
+            to=f"{target:x}",
+            ms=round((time.monotonic() - started) * 1e3, 1),
+        )
 
     # -- shared by the servicers ------------------------------------------------------
 
@@ -264,6 +291,10 @@ class StoreServer:
         except TimeoutError:
             raise errors.ErrTimeout from None
 
+    @property
+    def request_timeout(self) -> float:
+        return self._request_timeout
+
     def members(self) -> Sequence[rpc_pb2.Member]:
         cfg = self.config
         return [
@@ -282,8 +313,10 @@ class StoreServer:
         # Proposals sent to a leader that is gone may never come back; their outcome is
         # unknown, which is what "leader changed" tells the client (as a timeout would),
         # only sooner, so clients retry elsewhere at once.
-        if leader != self._leader:
-            self.sm.fail_pending(errors.ErrLeaderChanged)
+        # From no leader to a leader nothing was sent anywhere yet: requests held during a
+        # leadership transfer's election (RaftNode) go to the new leader.
+        if leader != self._leader and self._leader != 0:
+            self.sm.fail_pending(errors.ErrLeaderChanged, keep=self.node.held_futures())
         self._leader = leader
         task = asyncio.get_running_loop().create_task(self._set_health(leader != 0))
         self._tasks.append(task)

@@ -448,6 +448,22 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         self.header(response.header)
         return response
 
+    async def MoveLeader(
+        self, request: rpc_pb2.MoveLeaderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpc_pb2.MoveLeaderResponse:
+        """etcd's MoveLeader: only the leader takes it ("not leader" elsewhere); the target
+        must be a member; it returns once the target leads."""
+        node = self.s.node
+        try:
+            if node.leader != self.s.config.member_id:
+                raise errors.ErrNotLeader
+            await node.transfer_leader(request.targetID, self.s.request_timeout)
+        except errors.StoreError as exc:
+            await _abort(context, exc)
+        response = rpc_pb2.MoveLeaderResponse()
+        self.header(response.header)
+        return response
+
     async def HashKV(
         self, request: rpc_pb2.HashKVRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpc_pb2.HashKVResponse:

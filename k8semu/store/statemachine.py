@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,11 +110,16 @@ class StoreStateMachine:
     def forget(self, request_id: int) -> None:
         self._waits.pop(request_id, None)
 
-    def fail_pending(self, error: type[errors.StoreError]) -> None:
-        """Proposals whose outcome this replica can no longer learn for sure."""
+    def fail_pending(
+        self, error: type[errors.StoreError], keep: Collection[asyncio.Future[Any]] = ()
+    ) -> None:
+        """Proposals whose outcome this replica can no longer learn for sure; those in
+        ``keep`` (never sent anywhere yet) stay pending."""
         waits, self._waits = self._waits, {}
-        for fut in waits.values():
-            if not fut.done():
+        for rid, fut in waits.items():
+            if fut in keep:
+                self._waits[rid] = fut
+            elif not fut.done():
                 fut.set_exception(error)
                 # Marked retrieved: its proposer may already have failed another way (no
                 # leader) and will never await it; asyncio would log that as an error.

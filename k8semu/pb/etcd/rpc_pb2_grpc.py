@@ -692,6 +692,11 @@ class MaintenanceStub:
                 request_serializer=k8semu_dot_etcd_dot_rpc__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=k8semu_dot_etcd_dot_rpc__pb2.SnapshotResponse.FromString,
                 _registered_method=True)
+        self.MoveLeader = channel.unary_unary(
+                '/etcdserverpb.Maintenance/MoveLeader',
+                request_serializer=k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderRequest.SerializeToString,
+                response_deserializer=k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderResponse.FromString,
+                _registered_method=True)
 
 
 class MaintenanceServicer:
@@ -727,6 +732,12 @@ class MaintenanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveLeader(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MaintenanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -754,6 +765,11 @@ def add_MaintenanceServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=k8semu_dot_etcd_dot_rpc__pb2.SnapshotRequest.FromString,
                     response_serializer=k8semu_dot_etcd_dot_rpc__pb2.SnapshotResponse.SerializeToString,
+            ),
+            'MoveLeader': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveLeader,
+                    request_deserializer=k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderRequest.FromString,
+                    response_serializer=k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -891,6 +907,33 @@ class Maintenance:
             '/etcdserverpb.Maintenance/Snapshot',
             k8semu_dot_etcd_dot_rpc__pb2.SnapshotRequest.SerializeToString,
             k8semu_dot_etcd_dot_rpc__pb2.SnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveLeader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/etcdserverpb.Maintenance/MoveLeader',
+            k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderRequest.SerializeToString,
+            k8semu_dot_etcd_dot_rpc__pb2.MoveLeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,

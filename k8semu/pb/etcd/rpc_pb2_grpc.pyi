@@ -3,7 +3,7 @@
 isort:skip_file
 Wire subset of etcd's etcdserverpb package: the services and messages k8semu's
 store implements. Names and field numbers are etcd v3's so etcdctl works unchanged;
-RPCs of etcd's that are not listed (membership changes, auth, MoveLeader) answer
+RPCs of etcd's that are not listed (membership changes, auth) answer
 UNIMPLEMENTED.
 """
 
@@ -200,6 +200,7 @@ class MaintenanceStub:
     Defragment: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.DefragmentRequest, _rpc_pb2.DefragmentResponse]
     HashKV: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.HashKVRequest, _rpc_pb2.HashKVResponse]
     Snapshot: _grpc.UnaryStreamMultiCallable[_rpc_pb2.SnapshotRequest, _rpc_pb2.SnapshotResponse]
+    MoveLeader: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.MoveLeaderRequest, _rpc_pb2.MoveLeaderResponse]
 
 @_typing.type_check_only
 class MaintenanceAsyncStub(MaintenanceStub):
@@ -209,6 +210,7 @@ class MaintenanceAsyncStub(MaintenanceStub):
     Defragment: _aio.UnaryUnaryMultiCallable[_rpc_pb2.DefragmentRequest, _rpc_pb2.DefragmentResponse]  # type: ignore[assignment]
     HashKV: _aio.UnaryUnaryMultiCallable[_rpc_pb2.HashKVRequest, _rpc_pb2.HashKVResponse]  # type: ignore[assignment]
     Snapshot: _aio.UnaryStreamMultiCallable[_rpc_pb2.SnapshotRequest, _rpc_pb2.SnapshotResponse]  # type: ignore[assignment]
+    MoveLeader: _aio.UnaryUnaryMultiCallable[_rpc_pb2.MoveLeaderRequest, _rpc_pb2.MoveLeaderResponse]  # type: ignore[assignment]
 
 class MaintenanceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -245,5 +247,12 @@ class MaintenanceServicer(metaclass=_abc_1.ABCMeta):
         request: _rpc_pb2.SnapshotRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_rpc_pb2.SnapshotResponse], _abc.AsyncIterator[_rpc_pb2.SnapshotResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MoveLeader(
+        self,
+        request: _rpc_pb2.MoveLeaderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rpc_pb2.MoveLeaderResponse, _abc.Awaitable[_rpc_pb2.MoveLeaderResponse]]: ...
 
 def add_MaintenanceServicer_to_server(servicer: MaintenanceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -57,6 +57,8 @@ class _MessageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTy
     MSG_READ_INDEX: _MessageType.ValueType  # 11
     """follower -> leader: ReadIndex request"""
     MSG_READ_INDEX_RESP: _MessageType.ValueType  # 12
+    MSG_TIMEOUT_NOW: _MessageType.ValueType  # 13
+    """leader -> transferee: campaign now (leadership transfer, Raft thesis 3.10)."""
 
 class MessageType(_MessageType, metaclass=_MessageTypeEnumTypeWrapper): ...
 
@@ -77,6 +79,8 @@ MSG_SNAP: MessageType.ValueType  # 10
 MSG_READ_INDEX: MessageType.ValueType  # 11
 """follower -> leader: ReadIndex request"""
 MSG_READ_INDEX_RESP: MessageType.ValueType  # 12
+MSG_TIMEOUT_NOW: MessageType.ValueType  # 13
+"""leader -> transferee: campaign now (leadership transfer, Raft thesis 3.10)."""
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
 
 @_typing.final
@@ -180,6 +184,7 @@ class Message(_message.Message):
     REJECT_HINT_FIELD_NUMBER: _builtins.int
     REJECT_TERM_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
+    LEADER_TRANSFER_FIELD_NUMBER: _builtins.int
     type: Global___MessageType.ValueType
     to: _builtins.int
     term: _builtins.int
@@ -196,6 +201,11 @@ class Message(_message.Message):
     """For rejected appends: the term of the entry at reject_hint (fast back-up by term)."""
     context: _builtins.bytes
     """ReadIndex / heartbeat correlation context."""
+    leader_transfer: _builtins.bool
+    """On MSG_VOTE: the campaign follows a MSG_TIMEOUT_NOW (leadership transfer), so voters
+    grant it even while they still hear from the current leader (no leader lease).
+    On MSG_HEARTBEAT: the leader is handing over; followers hold proposals meanwhile.
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entry]: ...
     @_builtins.property
@@ -215,10 +225,11 @@ class Message(_message.Message):
         reject_hint: _builtins.int = ...,
         reject_term: _builtins.int = ...,
         context: _builtins.bytes = ...,
+        leader_transfer: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "context", b"context", "entries", b"entries", "from", b"from", "index", b"index", "log_term", b"log_term", "reject", b"reject", "reject_hint", b"reject_hint", "reject_term", b"reject_term", "snapshot", b"snapshot", "term", b"term", "to", b"to", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "context", b"context", "entries", b"entries", "from", b"from", "index", b"index", "leader_transfer", b"leader_transfer", "log_term", b"log_term", "reject", b"reject", "reject_hint", b"reject_hint", "reject_term", b"reject_term", "snapshot", b"snapshot", "term", b"term", "to", b"to", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
