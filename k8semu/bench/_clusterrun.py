@@ -69,6 +69,13 @@ NODE_IP_OCTETS = (16, 250)
 CLUSTER_CIDR = "127.248.0.0/14"
 SERVICE_CIDR = "127.97.0.0/16"
 LOAD_BALANCER_POOL = "127.101.0.0/24"
+# Clusters of up to this many nodes get ranges of their own, derived from their node-IP octet
+# (127.<octet>.0.0/17 for pods, 127.<octet>.128.0/17 for Services, 127.101.<octet>.0/24 for
+# LoadBalancers), so two benchmark or test clusters at once never hand out the same pod IP
+# or ClusterIP; bigger ones share the /14 above (one at a time).
+OWN_RANGES_MAX_NODES = 128
+# Taken: the defaults, the shared ranges above, and bench ha's private ones (127.160-239).
+_RESERVED_SECOND_OCTETS = frozenset({96, 97, 100, 101, 244, 248, 249, 250, 251, *range(160, 240)})
 HOLLOW_POOL = "hollow"
 UP_TIMEOUT_MARGIN_S = 60.0
 DOWN_TIMEOUT_S = 120.0
@@ -132,7 +139,15 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
         raise ValueError("a benchmark cluster needs nodes")
     n_ports = 2 * layout.store_replicas + 3 + 2 * layout.real_nodes
     ports = iter(free_loopback_ports(n_ports))
-    third = octet if octet is not None else random.Random().randrange(*NODE_IP_OCTETS)
+    rng = random.Random()
+    third = octet
+    while third is None or third in _RESERVED_SECOND_OCTETS:
+        third = rng.randrange(*NODE_IP_OCTETS)
+    if layout.hollow_nodes + layout.real_nodes <= OWN_RANGES_MAX_NODES:
+        cluster_cidr, service_cidr = f"127.{third}.0.0/17", f"127.{third}.128.0/17"
+        lb_pool = f"127.101.{third}.0/24"
+    else:
+        cluster_cidr, service_cidr, lb_pool = CLUSTER_CIDR, SERVICE_CIDR, LOAD_BALANCER_POOL
     members = [
         {
             "name": f"s{i + 1}",
@@ -150,10 +165,10 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
         "scheduler": {"instances": [{"name": "scheduler-1", "port": next(ports)}]},
         "controllerManager": {"instances": [{"name": "controller-manager-1", "port": next(ports)}]},
         "network": {
-            "clusterCIDR": CLUSTER_CIDR,
+            "clusterCIDR": cluster_cidr,
             "nodeCIDRMaskSize": 24,
-            "serviceCIDR": SERVICE_CIDR,
-            "loadBalancerPool": LOAD_BALANCER_POOL,
+            "serviceCIDR": service_cidr,
+            "loadBalancerPool": lb_pool,
         },
         "timings": (
             _lease_timings(layout.hollow_nodes + layout.real_nodes)
