@@ -349,6 +349,11 @@ def _remove_cgroups(parent: Path, mount: Path) -> None:
             log.warning("cannot remove cgroup", cgroup=str(child), error=str(exc))
     with contextlib.suppress(OSError):
         parent.rmdir()
+    # The shared top (k8semu/) goes with the last run's cgroups; while another run still has
+    # its own below it, rmdir fails (not empty) and it stays.
+    if parent.parent.name == CGROUP_TOP:
+        with contextlib.suppress(OSError):
+            parent.parent.rmdir()
 
 
 def _tables() -> list[str]:

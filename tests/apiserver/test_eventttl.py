@@ -3,7 +3,6 @@ after the TTL, watchers told; other kinds never get a lease. On our store and on
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -85,7 +84,6 @@ async def test_events_expire_after_the_ttl_and_other_kinds_stay(
         assert (await client.get(core_pb2.ConfigMap, "stays", namespace="default")).data == {}
 
         # The expired lease is gone from the store: the next Event gets a fresh one.
-        await asyncio.sleep(0)
         first.metadata.name = "e3"
         first.metadata.resource_version = ""
         await client.create(first)

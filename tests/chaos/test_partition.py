@@ -38,6 +38,9 @@ def _nothing_left(parts: Partitions) -> None:
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     assert parts.table not in tables, tables
     assert not parts.cgroup_parent.exists(), list(parts.cgroup_parent.iterdir())
+    # The shared k8semu/ cgroup goes too, unless another run (another test process) uses it.
+    top = parts.cgroup_parent.parent
+    assert not top.exists() or any(top.iterdir()), f"{top} left behind, empty"
 
 
 @pytest.fixture
