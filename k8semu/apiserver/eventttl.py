@@ -2,11 +2,11 @@
 etcd lease, so the store itself deletes it a TTL after its last write (watchers see a DELETED
 event) and the history a busy cluster's Events leave behind stays bounded.
 
-One lease serves every Event written within a reuse window (5% of the TTL, at most a minute;
-kube-apiserver's lease manager reuses leases the same way), so a burst of Events costs one LeaseGrant; the lease
-is granted for TTL + window, so an Event lives between TTL and TTL + window. The store's own
-lease machinery (grant through the log, expiry decided by the leader, revoke through the log)
-does the rest, on our store as on a real etcd.
+One lease serves every Event written within a reuse window (5% of the TTL, at most a
+minute; kube-apiserver's lease manager reuses leases the same way), so a burst of Events costs
+one LeaseGrant. The lease is granted for TTL + window, so an Event lives between TTL and
+TTL + window. The store's own lease machinery (grant through the log, expiry decided by the
+leader, revoke through the log) does the rest, on our store as on a real etcd.
 
 Owns only the lease bookkeeping; which kinds get a lease is the servicer's decision.
 """
