@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from k8semu import transport
@@ -49,6 +51,12 @@ def etcd_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServ
         pytest.skip("no etcd binary at /usr/bin/etcd")
     base = tmp_path_factory.mktemp("etcd")
     yield from _start(EtcdCluster(base / "cluster", 1), base)
+
+
+def unpack(packed: any_pb2.Any, cls: type[Any]) -> Any:
+    obj = cls()
+    assert packed.Unpack(obj), packed.type_url
+    return obj
 
 
 class Client:

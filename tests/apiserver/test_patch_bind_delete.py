@@ -14,7 +14,8 @@ from google.protobuf import any_pb2
 
 from k8semu import transport
 from k8semu.api import kinds, manifest
-from k8semu.apiserver import deletion, patch
+from k8semu.apiserver import deletion, patch, registry
+from k8semu.apiserver.allocation import DEFAULT_RANGES
 from k8semu.apiserver.errors import Invalid
 from k8semu.apiserver.objects import encode, key
 from k8semu.cluster.processes import K8semuStoreCluster
@@ -157,7 +158,8 @@ def test_merge_patch_rfc7386_examples(target: object, doc: object, result: objec
 
 
 def test_deletion_plan() -> None:
-    pods = kinds.for_resource("pods")
+    table = registry.build(DEFAULT_RANGES)
+    pods = table.strategy(kinds.for_resource("pods")).deletion
     pod = _pod("p", node="n1", grace=20)
     pod.metadata.generation = 1
     plan = deletion.plan(pods, pod, grace_period_seconds=None, propagation_policy="", now=100.0)
@@ -176,7 +178,7 @@ def test_deletion_plan() -> None:
     assert zero.action is deletion.Action.DELETE
     unbound = deletion.plan(pods, _pod("u"), grace_period_seconds=9, propagation_policy="", now=1)
     assert unbound.action is deletion.Action.DELETE
-    cms = kinds.for_resource("cm")
+    cms = table.strategy(kinds.for_resource("cm")).deletion
     orphan = deletion.plan(
         cms, _configmap("c", ("foregroundDeletion",)), grace_period_seconds=None,
         propagation_policy="Orphan", now=1,
