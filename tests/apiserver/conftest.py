@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,35 +12,15 @@ from google.protobuf.message import Message
 
 from k8semu import transport
 from k8semu.apiserver.objects import pack
-from k8semu.cluster.processes import (
-    EtcdCluster,
-    K8semuStoreCluster,
-    ProcessCluster,
-)
+from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import apiserver_pb2_grpc
-from tests.support.apiserver import APIServerProcess
-
-
-def _start(store: ProcessCluster, base: Path) -> Iterator[APIServerProcess]:
-    with store:
-        store.start()
-        store.wait_ready(timeout=60)
-        server = APIServerProcess(store, base / "apiserver.log")
-        try:
-            server.wait_serving()
-            yield server
-        finally:
-            server.close()
+from tests.support.apiserver import APIServerProcess, on_new_store, running
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
-    base = tmp_path_factory.mktemp("store")
-    cluster = K8semuStoreCluster(base / "cluster", 3)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
+    with running(K8semuStoreCluster(tmp_path_factory.mktemp("store") / "cluster", 3)) as cluster:
         yield cluster
 
 
@@ -50,7 +29,7 @@ def etcd_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServ
     if not EtcdCluster.available():
         pytest.skip("no etcd binary at /usr/bin/etcd")
     base = tmp_path_factory.mktemp("etcd")
-    yield from _start(EtcdCluster(base / "cluster", 1), base)
+    yield from on_new_store(EtcdCluster(base / "cluster", 1), base / "apiserver.log")
 
 
 def unpack(packed: any_pb2.Any, cls: type[Any]) -> Any:
