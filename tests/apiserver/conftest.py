@@ -32,6 +32,49 @@ def etcd_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServ
     yield from on_new_store(EtcdCluster(base / "cluster", 1), base / "apiserver.log")
 
 
+# Kubernetes' own example (its documentation's nginx Deployment) and a Service for it.
+NGINX_APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nginx-deployment
+  labels:
+    app: nginx
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: nginx
+  template:
+    metadata:
+      labels:
+        app: nginx
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.14.2
+        ports:
+        - containerPort: 80
+          name: http
+        resources:
+          limits: {cpu: 500m, memory: 128Mi}
+        readinessProbe:
+          httpGet: {path: /, port: http}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+spec:
+  selector:
+    app: nginx
+  ports:
+    - protocol: TCP
+      port: 80
+      targetPort: http
+"""
+
+
 def unpack(packed: any_pb2.Any, cls: type[Any]) -> Any:
     obj = cls()
     assert packed.Unpack(obj), packed.type_url
