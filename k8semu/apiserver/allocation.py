@@ -200,33 +200,36 @@ def _ip_problems(svc: core_pb2.Service, ranges: ServiceRanges) -> Iterator[str]:
                 f" {spec.type} services"
             )
     elif ip:
-        try:
-            addr = ipaddress.IPv4Address(ip)
-        except ValueError:
+        if (addr := _ipv4(ip)) is None:
             yield (
                 f'spec.clusterIP: Invalid value: "{ip}": must be a valid IPv4 address'
                 ' (e.g. 10.9.8.7) or "None"'
             )
-        else:
-            net = ranges.cluster_ips
-            if addr not in net or addr in (net.network_address, net.broadcast_address):
-                yield (
-                    f'spec.clusterIP: Invalid value: "{ip}": provided IP is not in the valid'
-                    f" range. The range of valid IPs is {net}"
-                )
-    lb = spec.load_balancer_ip
-    if lb:
-        try:
-            addr = ipaddress.IPv4Address(lb)
-        except ValueError:
+        elif not _usable(addr, ranges.cluster_ips):
+            yield (
+                f'spec.clusterIP: Invalid value: "{ip}": provided IP is not in the valid'
+                f" range. The range of valid IPs is {ranges.cluster_ips}"
+            )
+    if lb := spec.load_balancer_ip:
+        if (addr := _ipv4(lb)) is None:
             yield f'spec.loadBalancerIP: Invalid value: "{lb}": must be a valid IPv4 address'
-        else:
-            pool = ranges.load_balancer_ips
-            if addr not in pool or addr in (pool.network_address, pool.broadcast_address):
-                yield (
-                    f'spec.loadBalancerIP: Invalid value: "{lb}": provided IP is not in the'
-                    f" load-balancer pool {pool}"
-                )
+        elif not _usable(addr, ranges.load_balancer_ips):
+            yield (
+                f'spec.loadBalancerIP: Invalid value: "{lb}": provided IP is not in the'
+                f" load-balancer pool {ranges.load_balancer_ips}"
+            )
+
+
+def _ipv4(text: str) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        return None
+
+
+def _usable(addr: ipaddress.IPv4Address, net: ipaddress.IPv4Network) -> bool:
+    """In `net`, and neither its network nor its broadcast address."""
+    return addr in net and addr not in (net.network_address, net.broadcast_address)
 
 
 def _port_problems(svc: core_pb2.Service, ranges: ServiceRanges) -> Iterator[str]:

@@ -128,7 +128,7 @@ class KubernetesService:
             return
         except NotFound:
             pass
-        svc = kubernetes_service(self.servicer.allocator.ranges.kubernetes_ip, self.address.port)
+        svc = kubernetes_service(self.servicer.ranges.kubernetes_ip, self.address.port)
         with contextlib.suppress(AlreadyExists):
             await self.servicer.create(kind, NAMESPACE, svc)
 

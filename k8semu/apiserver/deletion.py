@@ -1,19 +1,20 @@
 """What a delete request does to a stored object: delete it now, mark it, or nothing.
 
-Kubernetes' deletion rules (its generic registry's BeforeDelete and finalizer handling):
+Kubernetes' deletion rules (its generic registry's BeforeDelete and finalizer handling); what
+is particular to a kind is its registry row's `Rules` (`registry/`):
 
-- Graceful deletion (pods only): grace = the request's gracePeriodSeconds, else the pod's
-  spec.terminationGracePeriodSeconds, else 30; 0 for a pod not bound to a node or already
-  Succeeded/Failed. A grace > 0 marks the pod (deletionTimestamp = now + grace,
-  deletionGracePeriodSeconds = grace); the kubelet finishes it with a grace-0 delete.
+- Graceful deletion (`Rules.grace`; pods only, `registry/pods.py`): a grace > 0 marks the
+  object (deletionTimestamp = now + grace, deletionGracePeriodSeconds = grace); the kubelet
+  finishes a pod with a grace-0 delete. Other kinds have no grace period.
 - propagationPolicy: Background (default) adds nothing (the garbage collector deletes the
   dependents later); Orphan adds the `orphan` finalizer and Foreground `foregroundDeletion`,
   which the garbage collector (controller manager, issue 4) processes and then removes.
 - An object with finalizers is only marked (deletionTimestamp = now + grace); the update that
   removes its last finalizer deletes it once its deletionGracePeriodSeconds is 0
   (`deleted_by_update`).
-- A Namespace is always marked first (status.phase Terminating); the API server then deletes
-  its contents and the namespace itself.
+- A kind with `Rules.mark` (Namespace) is always marked first (`mark` sets status.phase
+  Terminating); with `Rules.owns_contents` the API server then deletes its contents and the
+  object itself (`repair.py`).
 - Deleting an object already being deleted changes nothing, except that a shorter grace
   period moves deletionTimestamp earlier, and grace 0 without finalizers deletes it now.
 
@@ -23,27 +24,46 @@ Pure: no I/O; the clock is the `now` argument.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from google.protobuf.message import Message
 
 from k8semu.api import timestamps
-from k8semu.api.kinds import Kind
 from k8semu.apiserver.errors import Invalid
 from k8semu.apiserver.objects import meta
 
 PROPAGATION_POLICIES = ("Background", "Foreground", "Orphan")
 ORPHAN_FINALIZER = "orphan"
 FOREGROUND_FINALIZER = "foregroundDeletion"
-DEFAULT_POD_GRACE_SECONDS = 30
-_TERMINAL_POD_PHASES = ("Succeeded", "Failed")
 
 
 class Action(enum.Enum):
     DELETE = "delete"  # remove the key now
     MARK = "mark"  # write `Plan.obj` (deletionTimestamp set)
     UNCHANGED = "unchanged"  # already being deleted: return it as it is
+
+
+def no_grace(obj: Any, requested: int | None) -> int:
+    """Most kinds: deleted at once; a requested grace is ignored, as Kubernetes does."""
+    return 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rules:
+    """A kind's deletion rules, named by its registry row."""
+
+    # The grace period of a delete (`requested`: the request's gracePeriodSeconds, if any).
+    grace: Callable[[Any, int | None], int] = no_grace
+    # Never deleted at once: a delete marks the object, and this changes what a mark means
+    # (a Namespace's status.phase Terminating).
+    mark: Callable[[Any], None] | None = None
+    # Deleting it deletes what lives in it first (a Namespace's contents; `repair.py`).
+    owns_contents: bool = False
+
+
+DEFAULT_RULES = Rules()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,19 +85,6 @@ def check_options(grace_period_seconds: int | None, propagation_policy: str) -> 
     return policy
 
 
-def _grace(kind: Kind, obj: Message, requested: int | None) -> int:
-    if kind.kind != "Pod":
-        return 0  # only pods delete gracefully; a requested grace is ignored, as Kubernetes does
-    pod = cast(Any, obj)
-    if not pod.spec.node_name or pod.status.phase in _TERMINAL_POD_PHASES:
-        return 0  # no kubelet will ever finish it
-    if requested is not None:
-        return requested
-    if pod.spec.HasField("termination_grace_period_seconds"):
-        return int(pod.spec.termination_grace_period_seconds)
-    return DEFAULT_POD_GRACE_SECONDS
-
-
 def _copy(obj: Message) -> Message:
     new = type(obj)()
     new.CopyFrom(obj)
@@ -85,7 +92,7 @@ def _copy(obj: Message) -> Message:
 
 
 def plan(
-    kind: Kind,
+    rules: Rules,
     stored: Message,
     *,
     grace_period_seconds: int | None,
@@ -102,15 +109,15 @@ def plan(
         _set_finalizer(nm.finalizers, ORPHAN_FINALIZER, FOREGROUND_FINALIZER)
     elif propagation_policy == "Foreground":
         _set_finalizer(nm.finalizers, FOREGROUND_FINALIZER, ORPHAN_FINALIZER)
-    grace = _grace(kind, stored, grace_period_seconds)
-    if grace == 0 and not nm.finalizers and kind.kind != "Namespace":
+    grace = rules.grace(stored, grace_period_seconds)
+    if grace == 0 and not nm.finalizers and rules.mark is None:
         return Plan(Action.DELETE, stored)
     nm.deletion_timestamp.CopyFrom(timestamps.time_at(now + grace))
     nm.deletion_grace_period_seconds = grace
     if nm.generation > 0:
         nm.generation += 1
-    if kind.kind == "Namespace":
-        cast(Any, new).status.phase = "Terminating"
+    if rules.mark is not None:
+        rules.mark(new)
     return Plan(Action.MARK, new)
 
 

@@ -1,5 +1,7 @@
 """Objects as the API server stores and ships them: keys, Any packing, metadata, selectors.
 
+Knows no kind by name: what is particular to a kind is its registry row's (`registry/`).
+
 Storage layout (design decision 2): key `/registry/<plural>/<namespace>/<name>` (cluster-scoped
 kinds: `/registry/<plural>/<name>`), value the serialized message with an empty
 resourceVersion; resourceVersion is the key's mod_revision, filled in on every read.
@@ -8,7 +10,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from google.protobuf import any_pb2
@@ -122,27 +124,25 @@ def parse_resource_version(text: str, *, field: str) -> int:
 # ---- selectors -------------------------------------------------------------------------------
 
 
-def _pod_node_name(obj: Message) -> str:
-    return str(cast(Any, obj).spec.node_name)
-
-
-def _pod_phase(obj: Message) -> str:
-    return str(cast(Any, obj).status.phase)
-
-
-_COMMON_FIELDS: dict[str, Callable[[Message], str]] = {
+FieldGetter = Callable[[Message], str]
+# Every kind's selectable fields; a kind's registry row adds its own (a pod's spec.nodeName).
+COMMON_FIELDS: Mapping[str, FieldGetter] = {
     "metadata.name": lambda o: meta(o).name,
     "metadata.namespace": lambda o: meta(o).namespace,
-}
-_KIND_FIELDS: dict[str, dict[str, Callable[[Message], str]]] = {
-    "Pod": {"spec.nodeName": _pod_node_name, "status.phase": _pod_phase},
 }
 
 
 class Selector:
-    """A request's label and field selectors, checked against the kind's selectable fields."""
+    """A request's label and field selectors, checked against the kind's selectable fields
+    (`fields`, beyond metadata.name and metadata.namespace)."""
 
-    def __init__(self, kind: Kind, label_selector: str, field_selector: str) -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        label_selector: str,
+        field_selector: str,
+        fields: Mapping[str, FieldGetter] | None = None,
+    ) -> None:
         try:
             self.labels: LabelSelector = parse_label_selector(label_selector)
         except SelectorError as exc:
@@ -151,7 +151,7 @@ class Selector:
             self.fields_: FieldSelector = parse_field_selector(field_selector)
         except SelectorError as exc:
             raise Invalid(f"fieldSelector: {exc}") from None
-        self.getters = {**_COMMON_FIELDS, **_KIND_FIELDS.get(kind.kind, {})}
+        self.getters = {**COMMON_FIELDS, **(fields or {})}
         for name in sorted(self.fields_.fields):
             if name not in self.getters:
                 raise Invalid(

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2
 
 from k8semu import transport
 from k8semu.api import kinds
+from k8semu.apiserver import repair
 from k8semu.apiserver.allocation import DEFAULT_RANGES, ServiceRanges
 from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
@@ -193,7 +194,7 @@ class APIServer:
                     continue
             pending.pop(0)
         log.info("system namespaces present", namespaces=list(SYSTEM_NAMESPACES))
-        await self._repair_allocations()
+        await repair.repair_all_allocations(self.store, self.servicer.registry)
         assert self.kubernetes_service is not None
         try:
             await self.kubernetes_service.reconcile()
@@ -201,27 +202,8 @@ class APIServer:
             log.warning("kubernetes service not reconciled yet", error=exc.message)
         self._serving = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        await self._resume_namespace_terminations()
+        await self.servicer.namespaces.resume()
         await self.kubernetes_service.run()
-
-    async def _repair_allocations(self) -> None:
-        try:
-            freed, added = await self.servicer.repair_allocations()
-        except StatusError as exc:
-            log.warning("could not repair service allocations", error=exc.message)
-            return
-        if freed or added:
-            log.info("service allocations repaired", freed=freed, added=added)
-
-    async def _resume_namespace_terminations(self) -> None:
-        """Finish namespaces left Terminating by an API server that stopped half way."""
-        try:
-            names = await self.servicer.finalize_terminating_namespaces()
-        except StatusError as exc:
-            log.warning("could not finish terminating namespaces", error=exc.message)
-            return
-        if names:
-            log.info("finished terminating namespaces", namespaces=names)
 
 
 def _serialize_watch_event(event: apiserver_pb2.WatchEvent | bytes) -> bytes:

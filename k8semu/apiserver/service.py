@@ -6,6 +6,11 @@ servers (or two requests on one) can never both win. Each handler decodes and va
 whole request before its single write: nothing is half-written. Errors are StatusError
 subclasses, turned into gRPC status codes in one place (`_handler`). Watches are served by
 the watch cache (`watchcache.py`): one etcd watch per kind, whatever the number of clients.
+
+The verbs are generic: what is particular to a kind (defaults, validation, status, field
+selectors, deletion rules, allocations, expiry) is its row in the registry (`registry/`),
+and the verbs call that row's strategy; they never ask which kind they serve. Namespace
+termination and allocation repair live in `repair.py`.
 """
 
 from __future__ import annotations
@@ -16,26 +21,23 @@ import binascii
 import dataclasses
 import functools
 import json
-import secrets
-import string
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from k8semu import transport
-from k8semu.api import kinds, timestamps
+from k8semu.api import kinds
 from k8semu.api.kinds import Kind
-from k8semu.apiserver import allocation, defaults, deletion, patch, validation
-from k8semu.apiserver.allocation import DEFAULT_RANGES, Allocator, Claim, ServiceRanges, Taken
+from k8semu.apiserver import allocation, deletion, patch, registry, repair, txn
+from k8semu.apiserver.allocation import DEFAULT_RANGES, Claim, ServiceRanges, Taken
 from k8semu.apiserver.errors import (
     CONFLICT_MESSAGE,
     AlreadyExists,
     Conflict,
-    FailedPrecondition,
     Gone,
     Invalid,
     NotFound,
@@ -43,7 +45,6 @@ from k8semu.apiserver.errors import (
 )
 from k8semu.apiserver.eventttl import EventLeases, lease_not_found
 from k8semu.apiserver.objects import (
-    Selector,
     decode,
     describe,
     encode,
@@ -53,21 +54,21 @@ from k8semu.apiserver.objects import (
     parse_resource_version,
     prefix,
     range_end,
-    resolve,
     unpack,
 )
+from k8semu.apiserver.registry import Registry
+from k8semu.apiserver.registry.strategy import Strategy
 from k8semu.apiserver.store import Store, StoreCompacted
 from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig, WatchCaches
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apiserver_pb2 as api
-from k8semu.pb.api.v1 import apiserver_pb2_grpc, core_pb2
+from k8semu.pb.api.v1 import apiserver_pb2_grpc
 from k8semu.pb.etcd import kv_pb2, rpc_pb2
 
 log = get_logger(__name__)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-_GENERATED_CHARS = string.ascii_lowercase + string.digits
 _LIST_CHUNK = 500
 _DELETE_ATTEMPTS = 5
 # A patch or bind carries no resourceVersion: on a conflict it is re-applied to a fresh read.
@@ -76,14 +77,15 @@ _PATCH_ATTEMPTS = 16
 # A create compares the namespace's mod_revision (so it cannot slip into a namespace being
 # terminated); a namespace updated meanwhile is read again.
 _CREATE_ATTEMPTS = 5
-# A Service write whose random address or port lost a race picks again from what is free
-# (read after the first loss); two API servers filling a small range may collide a few times.
+# A write whose random address or port lost a race picks again from what is free (read after
+# the first loss); two API servers filling a small range may collide a few times.
 _ALLOCATE_ATTEMPTS = 16
 _TOO_OLD_CONTINUE = (
     "the provided continue parameter is too old to display a consistent list result. You can"
     " start a new list without the continue parameter."
 )
-_C = rpc_pb2.Compare
+# pods/binding: the Bind verb's resource (its request names no other).
+_BINDING_RESOURCE = "pods"
 
 
 def _handler(
@@ -126,62 +128,9 @@ async def refuse_draining(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     )
 
 
-def _has_status(kind: Kind) -> bool:
-    return "status" in kind.message.DESCRIPTOR.fields_by_name
-
-
-def _content(obj: Message) -> bytes:
-    """Everything but metadata and status: what a generation bump is about."""
-    copy = type(obj)()
-    copy.CopyFrom(obj)
-    copy.ClearField("metadata")
-    if "status" in copy.DESCRIPTOR.fields_by_name:
-        copy.ClearField("status")
-    return copy.SerializeToString(deterministic=True)
-
-
-def _put(k: bytes, value: bytes, lease: int = 0) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=value, lease=lease))
-
-
-def _range_op(k: bytes) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k))
-
-
-def _delete_op(k: bytes) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k))
-
-
-def _unchanged_since(k: bytes, mod_revision: int) -> list[rpc_pb2.Compare]:
-    return [_C(key=k, target=_C.MOD, result=_C.EQUAL, mod_revision=mod_revision)]
-
-
-def _absent(k: bytes) -> rpc_pb2.Compare:
-    return _C(key=k, target=_C.CREATE, result=_C.EQUAL, create_revision=0)
-
-
-def _key_op(k: bytes) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k, keys_only=True))
-
-
-def _is_service(kind: Kind) -> bool:
-    return kind.kind == "Service"
-
-
-def _releases(kind: Kind, stored: Message) -> list[rpc_pb2.RequestOp]:
-    """Deletes of the allocation keys a Service being deleted holds (same Txn as the delete)."""
-    if not _is_service(kind):
-        return []
-    return [_delete_op(k) for k in allocation.held(cast(core_pb2.Service, stored))]
-
-
 def _lost_claims(claims: list[Claim], responses: Any) -> list[Claim]:
     """The claims whose keys exist: `responses` are the failure branch's ranges, in order."""
     return [c for c, r in zip(claims, responses, strict=True) if r.response_range.kvs]
-
-
-def allocation_prefix(k: bytes) -> bytes:
-    return next(p for p in allocation.PREFIXES if k.startswith(p))
 
 
 def _copy(obj: Message) -> Message:
@@ -194,36 +143,30 @@ class _StaleWrite(Conflict):
     """The object changed between our read and our conditional write (a patch retries)."""
 
 
-def _conflict(what: str) -> Conflict:
-    return _StaleWrite(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+def _modified(what: str, error: type[Conflict] = Conflict) -> Conflict:
+    return error(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
 
 
-def _set_pod_scheduled(pod: core_pb2.Pod) -> None:
-    """The PodScheduled=True condition a binding sets, as Kubernetes' binding REST does."""
-    for condition in pod.status.conditions:
-        if condition.type == "PodScheduled":
-            break
-    else:
-        condition = pod.status.conditions.add(type="PodScheduled")
-    if condition.status != "True":
-        condition.status = "True"
-        condition.last_transition_time.CopyFrom(timestamps.now())
+def _busy(what: str) -> Conflict:
+    return Conflict(
+        f"Operation cannot be fulfilled on {what}: could not allocate its addresses in time"
+        " (the ranges are busy); try again"
+    )
 
 
-def _namespace_kind() -> Kind:
-    return kinds.for_resource("namespaces")
-
-
-def _terminating(kv: kv_pb2.KeyValue) -> bool:
-    return meta(decode(_namespace_kind(), kv.value, kv.mod_revision)).HasField("deletion_timestamp")
-
-
-def _check_namespace_active(kv: kv_pb2.KeyValue) -> None:
-    ns = decode(_namespace_kind(), kv.value, kv.mod_revision)
-    if meta(ns).HasField("deletion_timestamp"):
-        name = meta(ns).name
-        raise FailedPrecondition(
-            f"unable to create new content: namespace {name} is being terminated"
+def _check_preconditions(
+    what: str, pre: api.Preconditions, stored: Message, mod_revision: int
+) -> None:
+    """A delete's uid and resourceVersion preconditions (ABORTED when either fails)."""
+    if pre.uid and pre.uid != meta(stored).uid:
+        raise Conflict(
+            f"Precondition failed for {what}: UID in precondition: {pre.uid}, UID in"
+            f" object meta: {meta(stored).uid}"
+        )
+    if pre.resource_version and pre.resource_version != str(mod_revision):
+        raise Conflict(
+            f"Precondition failed for {what}: ResourceVersion in precondition:"
+            f" {pre.resource_version}, ResourceVersion in object meta: {mod_revision}"
         )
 
 
@@ -255,10 +198,14 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         watch_cache: WatchCacheConfig = DEFAULT_WATCH_CACHE,
         ranges: ServiceRanges = DEFAULT_RANGES,
         event_leases: EventLeases | None = None,
+        rows: Registry | None = None,
     ) -> None:
+        """`rows`: the registry (default: `registry.build(ranges)`, every kind's own rules)."""
         self.store = store
         self.event_leases = event_leases
-        self.allocator = Allocator(ranges)
+        self.ranges = ranges
+        self.registry: Registry = rows or registry.build(ranges)
+        self.namespaces = repair.Namespaces(store, self.registry)
         self.bookmark_interval = bookmark_interval
         self.watch_caches = WatchCaches(
             store, dataclasses.replace(watch_cache, bookmark_interval=bookmark_interval)
@@ -269,9 +216,10 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         self.in_flight = 0
         self.idle = asyncio.Event()
 
-    async def _lease_for(self, kind: Kind) -> int:
-        """The lease an object of `kind` is written with: Events expire (--event-ttl)."""
-        if self.event_leases is None or kind.kind != "Event":
+    async def _lease_for(self, strategy: Strategy) -> int:
+        """The lease an object is written with: those of expiring kinds (Events) get the
+        --event-ttl lease."""
+        if self.event_leases is None or not strategy.expires:
             return 0
         return await self.event_leases.lease()
 
@@ -298,6 +246,13 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
 
     # ---- reads --------------------------------------------------------------------------
 
+    def _target(self, resource: str, namespace: str, name: str) -> tuple[Strategy, str]:
+        """The row of the kind a request about one object names, and the object's namespace."""
+        strategy = self.registry.resolve(resource)
+        if not name:
+            raise Invalid(f"{strategy.kind.plural}: name: Required value")
+        return strategy, (namespace or "default") if strategy.kind.namespaced else ""
+
     async def _get(self, kind: Kind, namespace: str, name: str) -> tuple[Message, int]:
         resp = await self.store.get(key(kind, namespace, name))
         if not resp.kvs:
@@ -319,9 +274,8 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         return await self._get(kind, namespace, name)
 
     async def list_objects(self, kind: Kind, namespace: str, label_selector: str) -> list[Message]:
-        start = prefix(kind, namespace)
-        resp = await self.store.range(rpc_pb2.RangeRequest(key=start, range_end=range_end(start)))
-        selector = Selector(kind, label_selector, "")
+        resp = await self.store.scan(prefix(kind, namespace))
+        selector = self.registry.strategy(kind).selector(label_selector, "")
         objs = (decode(kind, kv.value, kv.mod_revision) for kv in resp.kvs)
         return [obj for obj in objs if selector.matches(obj)]
 
@@ -329,35 +283,31 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         self, kind: Kind, stored: Message, mod_revision: int, obj: Message
     ) -> Message:
         """Update `stored` (read at `mod_revision`) to `obj` as a client's Update would."""
-        return await self._apply(kind, stored, mod_revision, obj, status=False)
+        return await self._apply(self.registry.strategy(kind), stored, mod_revision, obj, False)
 
     async def delete_if_unchanged(
         self, kind: Kind, namespace: str, name: str, mod_revision: int
     ) -> bool:
         """Delete an object (no finalizers, no grace) unless it changed since `mod_revision`."""
         k = key(kind, namespace, name)
-        resp = await self.store.txn(
-            rpc_pb2.TxnRequest(compare=_unchanged_since(k, mod_revision), success=[_delete_op(k)])
-        )
+        resp = await self.store.txn(txn.if_unchanged(k, mod_revision, [txn.delete(k)]))
         return bool(resp.succeeded)
 
     @_handler
     async def Get(
         self, request: api.GetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ObjectResponse:
-        kind = resolve(request.resource)
-        if not request.name:
-            raise Invalid(f"{kind.plural}: name: Required value")
-        namespace = (request.namespace or "default") if kind.namespaced else ""
-        obj, _ = await self._get(kind, namespace, request.name)
+        strategy, namespace = self._target(request.resource, request.namespace, request.name)
+        obj, _ = await self._get(strategy.kind, namespace, request.name)
         return api.ObjectResponse(object=pack(obj))
 
     @_handler
     async def List(
         self, request: api.ListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ListResponse:
-        kind = resolve(request.resource)
-        selector = Selector(kind, request.label_selector, request.field_selector)
+        strategy = self.registry.resolve(request.resource)
+        kind = strategy.kind
+        selector = strategy.selector(request.label_selector, request.field_selector)
         if request.limit < 0:
             raise Invalid("limit: must be >= 0")
         start_prefix = prefix(kind, request.namespace)
@@ -401,7 +351,7 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
     async def Create(
         self, request: api.CreateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ObjectResponse:
-        kind = resolve(request.resource)
+        kind = self.registry.resolve(request.resource).kind
         obj = unpack(kind, request.object)
         uid = request.uid
         if uid:
@@ -418,68 +368,33 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         """Create `obj` (defaulted, validated, system fields set); returns it as stored.
         `uid` is the client's choice of metadata.uid (a retried create recognises its object
         by it); empty: a new random one."""
-        m = meta(obj)
-        if kind.namespaced:
-            if namespace and m.namespace and namespace != m.namespace:
-                raise Invalid(
-                    f"{describe(kind, m.name)}: metadata.namespace: {m.namespace!r} does not"
-                    f" match the namespace of the request ({namespace!r})"
-                )
-            m.namespace = namespace or m.namespace or "default"
-        if m.resource_version:
-            raise Invalid(
-                f"{describe(kind, m.name)}: metadata.resourceVersion: must not be set on create"
-            )
-        if not m.name and m.generate_name:
-            m.name = m.generate_name + "".join(secrets.choice(_GENERATED_CHARS) for _ in range(5))
-        m.uid = uid or str(uuid.uuid4())
-        m.creation_timestamp.CopyFrom(timestamps.now())
-        m.generation = 1
-        m.ClearField("deletion_timestamp")
-        m.ClearField("deletion_grace_period_seconds")
-        defaults.apply(obj)
-        validation.validate_create(kind, obj)
+        strategy = self.registry.strategy(kind)
+        strategy.prepare_for_create(obj, namespace=namespace, uid=uid)
+        strategy.validate_create(obj)
+        return await self._insert(strategy, obj)
+
+    async def _insert(self, strategy: Strategy, pristine: Message) -> Message:
+        """The create's one Txn: the object and the keys of what it allocates are put if its
+        name and those keys are free and its namespace is unchanged since found active."""
+        kind, m = strategy.kind, meta(pristine)
         k = key(kind, m.namespace, m.name)
-        ns_key = key(_namespace_kind(), "", m.namespace) if kind.namespaced else b""
-        service = _is_service(kind)
-        pristine = obj
+        ns_key = key(self.namespaces.strategy.kind, "", m.namespace) if kind.namespaced else b""
         taken = Taken()
         namespace_from_cache = True  # False once the cached copy failed the compare
-        for _ in range(_ALLOCATE_ATTEMPTS if service else _CREATE_ATTEMPTS):
-            compare = [_absent(k)]
-            claims: list[Claim] = []
-            if service:
-                # Addresses are picked afresh on each attempt; their keys go in the same Txn.
-                obj = _copy(pristine)
-                svc = cast(core_pb2.Service, obj)
-                claims = self.allocator.assign(
-                    svc, None, taken, described=describe(kind, m.name)
-                ).claims
-                compare += [_absent(c.key) for c in claims]
+        for _ in range(_ALLOCATE_ATTEMPTS if strategy.allocation else _CREATE_ATTEMPTS):
+            obj, claims, _ = self._allocate(strategy, pristine, None, taken)
+            compare = [txn.absent(k), *(txn.absent(c.key) for c in claims)]
             if ns_key:
-                # "The namespace exists and is not terminating" holds at the write: the Txn
-                # compares the namespace's mod_revision with the one checked here. The
-                # namespaces watch cache usually knows it (one store round trip, not two);
-                # when it does not, or its copy proved stale, the store is asked.
-                ns_kv = self._cached(_namespace_kind(), ns_key) if namespace_from_cache else None
-                if ns_kv is not None and _terminating(ns_kv):
-                    ns_kv = None  # maybe stale (deleted and made again): the store decides
-                if ns_kv is None:
-                    ns = await self.store.get(ns_key)
-                    if not ns.kvs:
-                        raise NotFound(f'namespaces "{m.namespace}" not found')
-                    ns_kv = ns.kvs[0]
-                _check_namespace_active(ns_kv)
-                compare += _unchanged_since(ns_key, ns_kv.mod_revision)
-            holder = allocation.owner(m.namespace, m.name)
+                revision = await self._active_namespace(ns_key, m.namespace, namespace_from_cache)
+                compare += txn.unchanged_since(ns_key, revision)
             resp = await self._txn(
                 rpc_pb2.TxnRequest(
                     compare=compare,
                     success=[
-                        _put(k, encode(obj), await self._lease_for(kind)),
-                        *(_put(c.key, holder) for c in claims),
+                        txn.put(k, encode(obj), await self._lease_for(strategy)),
+                        *_claim_puts(obj, claims),
                     ],
-                    failure=[_range_op(k), *(_key_op(c.key) for c in claims)],
+                    failure=[txn.read(k), *(txn.read_key(c.key) for c in claims)],
                 )
             )
             if resp.succeeded:
@@ -488,30 +403,56 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             if resp.responses[0].response_range.kvs:
                 raise AlreadyExists(f"{describe(kind, m.name)} already exists")
             namespace_from_cache = False
-            await self._lost(kind, m.name, claims, resp.responses[1:], taken)
-        if service:
-            raise Conflict(
-                f"Operation cannot be fulfilled on {describe(kind, m.name)}: could not allocate"
-                " its addresses in time (the ranges are busy); try again"
-            )
+            await self._lost(strategy, m.name, claims, resp.responses[1:], taken)
+        if strategy.allocation is not None:
+            raise _busy(describe(kind, m.name))
         raise Conflict(
             f"Operation cannot be fulfilled on namespaces {m.namespace!r}: it kept changing"
             " during the create; try again"
         )
 
+    async def _active_namespace(self, ns_key: bytes, name: str, from_cache: bool) -> int:
+        """The mod_revision of namespace `name`, which exists and is not being terminated.
+
+        That holds at the write: its Txn compares the namespace's mod_revision with this one.
+        The namespaces watch cache usually knows it (one store round trip, not two); when it
+        does not (or `from_cache` is False: its copy proved stale), the store is asked."""
+        ns_kv = self._cached(self.namespaces.strategy.kind, ns_key) if from_cache else None
+        if ns_kv is not None and self.namespaces.terminating(ns_kv):
+            ns_kv = None  # maybe stale (deleted and made again): the store decides
+        if ns_kv is None:
+            ns = await self.store.get(ns_key)
+            if not ns.kvs:
+                raise NotFound(f'namespaces "{name}" not found')
+            ns_kv = ns.kvs[0]
+        self.namespaces.check_active(ns_kv)
+        return ns_kv.mod_revision
+
+    def _allocate(
+        self, strategy: Strategy, pristine: Message, stored: Message | None, taken: Taken
+    ) -> tuple[Message, list[Claim], list[bytes]]:
+        """A copy of `pristine` with its allocated values picked afresh (avoiding `taken`),
+        the keys the write claims and those it releases; `pristine` itself for a kind that
+        allocates nothing."""
+        if strategy.allocation is None:
+            return pristine, [], []
+        obj = _copy(pristine)
+        described = describe(strategy.kind, meta(obj).name)
+        claims, releases = strategy.allocation.assign(obj, stored, taken, described=described)
+        return obj, claims, releases
+
     async def _lost(
-        self, kind: Kind, name: str, claims: list[Claim], responses: Any, taken: Taken
+        self, strategy: Strategy, name: str, claims: list[Claim], responses: Any, taken: Taken
     ) -> None:
         """After a failed Txn: Invalid when a value the client asked for is taken; when a
         picked one is, learn what is taken in its range so the next pick avoids it."""
         lost = _lost_claims(claims, responses)
         for claim in lost:
             if claim.requested:
-                raise Invalid(f"{describe(kind, name)}: {claim.taken_error()}")
-        for start in {allocation_prefix(c.key) for c in lost}:
-            resp = await self.store.range(
-                rpc_pb2.RangeRequest(key=start, range_end=range_end(start), keys_only=True)
-            )
+                raise Invalid(f"{describe(strategy.kind, name)}: {claim.taken_error()}")
+        prefixes = strategy.allocation.prefixes if strategy.allocation else ()
+        for start in {p for c in lost for p in prefixes if c.key.startswith(p)}:
+            resp = await self.store.scan(start, keys_only=True)
             taken.of(start).update(kv.key[len(start) :].decode() for kv in resp.kvs)
 
     @_handler
@@ -527,9 +468,10 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         return await self._update(request, status=True)
 
     async def _update(self, request: api.UpdateRequest, *, status: bool) -> api.ObjectResponse:
-        kind = resolve(request.resource)
-        if status and not _has_status(kind):
-            raise NotFound(f"{kind.plural} have no status subresource")
+        strategy = self.registry.resolve(request.resource)
+        kind = strategy.kind
+        if status:
+            strategy.require_status()
         obj = unpack(kind, request.object)
         m = meta(obj)
         if not m.name:
@@ -553,139 +495,112 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         else:
             stored, mod_revision = await self._get(kind, namespace, m.name)
         if mod_revision != rv:
-            raise Conflict(
-                f"Operation cannot be fulfilled on {describe(kind, m.name)}: {CONFLICT_MESSAGE}"
-            )
-        new = await self._apply(kind, stored, rv, obj, status=status)
+            raise _modified(describe(kind, m.name))
+        new = await self._apply(strategy, stored, rv, obj, status)
         return api.ObjectResponse(object=pack(new))
 
     async def _apply(
-        self, kind: Kind, stored: Message, mod_revision: int, obj: Message, *, status: bool
+        self, strategy: Strategy, stored: Message, mod_revision: int, obj: Message, status: bool
     ) -> Message:
-        """Write `obj` over `stored` (read at `mod_revision`) as Update/UpdateStatus do; returns
-        what is stored now. Raises _StaleWrite when the object changed since that read."""
-        m = meta(obj)
+        """Write `obj` over `stored` (read at `mod_revision`) as Update (or, with `status`,
+        UpdateStatus) does; returns what is stored now. Raises _StaleWrite when the object
+        changed since that read."""
         if status:
-            new = type(stored)()
-            new.CopyFrom(stored)
-            new.status.CopyFrom(obj.status)  # type: ignore[attr-defined]
-            if _is_service(kind):
-                allocation.keep_allocated(
-                    cast(core_pb2.Service, new), cast(core_pb2.Service, stored)
-                )
+            new = strategy.prepare_for_status_update(obj, stored)
         else:
-            new = obj
-            sm = meta(stored)
-            if not m.uid:
-                m.uid = sm.uid
-            if not m.HasField("creation_timestamp"):
-                m.creation_timestamp.CopyFrom(sm.creation_timestamp)
-            # Deletion state is the server's: only Delete sets it.
-            if sm.HasField("deletion_timestamp"):
-                m.deletion_timestamp.CopyFrom(sm.deletion_timestamp)
-            else:
-                m.ClearField("deletion_timestamp")
-            if sm.HasField("deletion_grace_period_seconds"):
-                m.deletion_grace_period_seconds = sm.deletion_grace_period_seconds
-            else:
-                m.ClearField("deletion_grace_period_seconds")
-            if _has_status(kind):
-                new.status.CopyFrom(stored.status)  # type: ignore[attr-defined]
-            defaults.apply(new)
-            if _is_service(kind):
-                allocation.keep_allocated(
-                    cast(core_pb2.Service, new), cast(core_pb2.Service, stored)
-                )
-            m.generation = sm.generation + (1 if _content(new) != _content(stored) else 0)
-            validation.validate_update(kind, new, stored)
-        nm = meta(new)
-        namespace = nm.namespace if kind.namespaced else ""
-        k = key(kind, namespace, nm.name)
-        deleting = deletion.deleted_by_update(new)
-        allocating = _is_service(kind) and not deleting
-        pristine = new
+            new = strategy.prepare_for_update(obj, stored)
+            strategy.validate_for_update(new, stored)
+        return await self._overwrite(strategy, stored, mod_revision, new)
+
+    async def _overwrite(
+        self, strategy: Strategy, stored: Message, mod_revision: int, pristine: Message
+    ) -> Message:
+        """The update's one Txn, on `stored`'s mod_revision: the new object with the keys of
+        what it allocates anew (released ones deleted). A no-op writes nothing."""
+        kind, nm = strategy.kind, meta(pristine)
+        k = key(kind, nm.namespace if kind.namespaced else "", nm.name)
+        if deletion.deleted_by_update(pristine):
+            return await self._delete_by_update(strategy, stored, mod_revision, pristine, k)
         taken = Taken()
-        for _ in range(_ALLOCATE_ATTEMPTS if allocating else 1):
-            claims: list[Claim] = []
-            success = []
-            if allocating:
-                new = _copy(pristine)
-                claims, releases = self.allocator.assign(
-                    cast(core_pb2.Service, new),
-                    cast(core_pb2.Service, stored),
-                    taken,
-                    described=describe(kind, nm.name),
-                )
-                holder = allocation.owner(namespace, nm.name)
-                success += [_put(c.key, holder) for c in claims]
-                success += [_delete_op(r) for r in releases]
+        for _ in range(_ALLOCATE_ATTEMPTS if strategy.allocation else 1):
+            new, claims, releases = self._allocate(strategy, pristine, stored, taken)
             if encode(new) == encode(stored):
-                return stored  # a no-op writes nothing
-            if deleting:
-                # The last finalizer is gone: this update is the object's deletion.
-                if kind.kind == "Namespace":
-                    await self._delete_namespace_contents(nm.name)
-                success = [_delete_op(k), *_releases(kind, stored)]
-            else:
-                success.insert(0, _put(k, encode(new), await self._lease_for(kind)))
+                return stored
             resp = await self._txn(
                 rpc_pb2.TxnRequest(
-                    compare=[*_unchanged_since(k, mod_revision), *(_absent(c.key) for c in claims)],
-                    success=success,
-                    failure=[_range_op(k), *(_key_op(c.key) for c in claims)],
+                    compare=[
+                        *txn.unchanged_since(k, mod_revision),
+                        *(txn.absent(c.key) for c in claims),
+                    ],
+                    success=[
+                        txn.put(k, encode(new), await self._lease_for(strategy)),
+                        *_claim_puts(new, claims),
+                        *(txn.delete(r) for r in releases),
+                    ],
+                    failure=[txn.read(k), *(txn.read_key(c.key) for c in claims)],
                 )
             )
-            if resp.succeeded:
-                meta(new).resource_version = str(resp.header.revision)
+            if _written(resp, new, mod_revision):
                 return new
-            found = resp.responses[0].response_range.kvs
-            if not found:
-                raise NotFound(f"{describe(kind, nm.name)} not found")
-            if found[0].mod_revision != mod_revision:
-                raise _conflict(describe(kind, nm.name))
-            await self._lost(kind, nm.name, claims, resp.responses[1:], taken)
-        raise Conflict(
-            f"Operation cannot be fulfilled on {describe(kind, nm.name)}: could not allocate"
-            " its addresses in time (the ranges are busy); try again"
+            await self._lost(strategy, nm.name, claims, resp.responses[1:], taken)
+        raise _busy(describe(kind, nm.name))
+
+    async def _delete_by_update(
+        self, strategy: Strategy, stored: Message, mod_revision: int, new: Message, k: bytes
+    ) -> Message:
+        """An update that removed the last thing holding a deleted object (its last
+        finalizer) deletes it instead, in the same conditional Txn; what it owns goes first."""
+        if encode(new) == encode(stored):
+            return stored
+        if strategy.deletion.owns_contents:
+            await self.namespaces.delete_contents(meta(new).name)
+        resp = await self._txn(
+            rpc_pb2.TxnRequest(
+                compare=txn.unchanged_since(k, mod_revision),
+                success=[txn.delete(k), *_releases(strategy, stored)],
+                failure=[txn.read(k)],
+            )
         )
+        if not _written(resp, new, mod_revision):  # the compare is the key's alone
+            raise _modified(describe(strategy.kind, meta(new).name), _StaleWrite)
+        return new
 
     @_handler
     async def Patch(
         self, request: api.PatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ObjectResponse:
-        kind = resolve(request.resource)
-        if not request.name:
-            raise Invalid(f"{kind.plural}: name: Required value")
-        if request.status and not _has_status(kind):
-            raise NotFound(f"{kind.plural} have no status subresource")
-        namespace = (request.namespace or "default") if kind.namespaced else ""
+        strategy, namespace = self._target(request.resource, request.namespace, request.name)
+        kind = strategy.kind
+        if request.status:
+            strategy.require_status()
         what = describe(kind, request.name)
         doc = patch.parse(kind, request.name, request.patch_type, request.patch)
         precondition = patch.resource_version_precondition(doc)
         for _ in range(_PATCH_ATTEMPTS):
             stored, mod_revision = await self._get(kind, namespace, request.name)
             if precondition is not None and precondition != str(mod_revision):
-                raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+                raise _modified(what)
             obj = patch.apply(kind, stored, doc)
             meta(obj).resource_version = str(mod_revision)
             try:
-                new = await self._apply(kind, stored, mod_revision, obj, status=request.status)
+                new = await self._apply(strategy, stored, mod_revision, obj, request.status)
             except _StaleWrite:
                 if precondition is not None:
                     raise
                 continue  # re-read and re-apply the patch to the new state
             return api.ObjectResponse(object=pack(new))
-        raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+        raise _modified(what)
 
     @_handler
     async def Bind(
         self, request: api.BindRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ObjectResponse:
-        """pods/binding: set spec.nodeName of an unbound pod (the scheduler's one write)."""
-        kind = kinds.for_resource("pods")
+        """pods/binding: set the binding of an unbound pod (the scheduler's one write)."""
+        strategy, namespace = self._target(_BINDING_RESOURCE, request.namespace, request.name)
+        kind, bind = strategy.kind, strategy.bind
         what = describe(kind, request.name)
-        if not request.name:
-            raise Invalid(f"{kind.plural}: name: Required value")
+        if bind is None:
+            raise NotFound(f"{kind.plural} have no binding subresource")
         if not request.node_name:
             raise Invalid(f"{what}: target.name: Required value")
         precondition = 0
@@ -693,46 +608,35 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             precondition = parse_resource_version(
                 request.resource_version, field=f"{what}: resourceVersion"
             )
-        namespace = request.namespace or "default"
         k = key(kind, namespace, request.name)
         for _ in range(_PATCH_ATTEMPTS):
             stored, mod_revision = await self._get(kind, namespace, request.name)
             if precondition and precondition != mod_revision:
-                raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
-            pod = core_pb2.Pod()
-            pod.CopyFrom(cast(core_pb2.Pod, stored))
-            if pod.metadata.HasField("deletion_timestamp"):
-                raise Conflict(f"pod {request.name} is being deleted, cannot be assigned to a host")
-            if pod.spec.node_name:
-                raise Conflict(
-                    f"pod {request.name} is already assigned to node {pod.spec.node_name!r}"
-                )
-            pod.spec.node_name = request.node_name
-            _set_pod_scheduled(pod)
+                raise _modified(what)
+            obj = _copy(stored)
+            bind(obj, request.node_name)
             resp = await self.store.txn(
                 rpc_pb2.TxnRequest(
-                    compare=_unchanged_since(k, mod_revision),
-                    success=[_put(k, encode(pod))],
-                    failure=[_range_op(k)],
+                    compare=txn.unchanged_since(k, mod_revision),
+                    success=[txn.put(k, encode(obj))],
+                    failure=[txn.read(k)],
                 )
             )
             if resp.succeeded:
-                pod.metadata.resource_version = str(resp.header.revision)
-                return api.ObjectResponse(object=pack(pod))
+                meta(obj).resource_version = str(resp.header.revision)
+                return api.ObjectResponse(object=pack(obj))
             if not resp.responses[0].response_range.kvs:
                 raise NotFound(f"{what} not found")
             if precondition:
                 break
-        raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
+        raise _modified(what)
 
     @_handler
     async def Delete(
         self, request: api.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ObjectResponse:
-        kind = resolve(request.resource)
-        if not request.name:
-            raise Invalid(f"{kind.plural}: name: Required value")
-        namespace = (request.namespace or "default") if kind.namespaced else ""
+        strategy, namespace = self._target(request.resource, request.namespace, request.name)
+        kind, rules = strategy.kind, strategy.deletion
         k = key(kind, namespace, request.name)
         what = describe(kind, request.name)
         pre = request.preconditions
@@ -747,151 +651,33 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                 mod_revision = cached.mod_revision
             else:
                 stored, mod_revision = await self._get(kind, namespace, request.name)
-            if pre.uid and pre.uid != meta(stored).uid:
-                raise Conflict(
-                    f"Precondition failed for {what}: UID in precondition: {pre.uid}, UID in"
-                    f" object meta: {meta(stored).uid}"
-                )
-            if pre.resource_version and pre.resource_version != str(mod_revision):
-                raise Conflict(
-                    f"Precondition failed for {what}: ResourceVersion in precondition:"
-                    f" {pre.resource_version}, ResourceVersion in object meta: {mod_revision}"
-                )
+            _check_preconditions(what, pre, stored, mod_revision)
             plan = deletion.plan(
-                kind, stored, grace_period_seconds=grace, propagation_policy=policy, now=time.time()
+                rules,
+                stored,
+                grace_period_seconds=grace,
+                propagation_policy=policy,
+                now=time.time(),
             )
-            if plan.action is deletion.Action.UNCHANGED:
-                if kind.kind == "Namespace":
-                    await self.finalize_namespace(request.name)  # finish a stuck termination
+            if plan.action is deletion.Action.UNCHANGED or (
+                rules.owns_contents and plan.action is deletion.Action.DELETE
+            ):
+                # Already being deleted: finish a stuck termination (contents first, then it).
+                if rules.owns_contents:
+                    await self.namespaces.finalize(request.name)
                 return api.ObjectResponse(object=pack(stored))
-            if kind.kind == "Namespace" and plan.action is deletion.Action.DELETE:
-                # Marked earlier but never finished: contents first, then the namespace.
-                await self.finalize_namespace(request.name)
-                return api.ObjectResponse(object=pack(stored))
-            delete_now = plan.action is deletion.Action.DELETE
             writes = (
-                [_delete_op(k), *_releases(kind, stored)]
-                if delete_now
-                else [_put(k, encode(plan.obj))]
+                [txn.delete(k), *_releases(strategy, stored)]
+                if plan.action is deletion.Action.DELETE
+                else [txn.put(k, encode(plan.obj))]
             )
-            resp = await self.store.txn(
-                rpc_pb2.TxnRequest(compare=_unchanged_since(k, mod_revision), success=writes)
-            )
+            resp = await self.store.txn(txn.if_unchanged(k, mod_revision, writes))
             if resp.succeeded:
                 meta(plan.obj).resource_version = str(resp.header.revision)
-                if kind.kind == "Namespace":
-                    await self.finalize_namespace(request.name)
+                if rules.owns_contents:
+                    await self.namespaces.finalize(request.name)
                 return api.ObjectResponse(object=pack(plan.obj))
-        raise Conflict(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
-
-    async def finalize_namespace(self, name: str) -> None:
-        """Delete everything in namespace `name` (being terminated), then the namespace itself
-        unless finalizers still hold it. Idempotent: Delete runs it, and so does the API server
-        at start for namespaces left Terminating (a crash half way)."""
-        await self._delete_namespace_contents(name)
-        kind = _namespace_kind()
-        k = key(kind, "", name)
-        for _ in range(_DELETE_ATTEMPTS):
-            try:
-                stored, mod_revision = await self._get(kind, "", name)
-            except NotFound:
-                return
-            if not deletion.deleted_by_update(stored):
-                return  # not terminating, or finalizers still hold it
-            resp = await self.store.txn(
-                rpc_pb2.TxnRequest(
-                    compare=_unchanged_since(k, mod_revision), success=[_delete_op(k)]
-                )
-            )
-            if resp.succeeded:
-                return
-        raise _conflict(describe(kind, name))
-
-    async def finalize_terminating_namespaces(self) -> list[str]:
-        """Finish every namespace left Terminating; returns their names."""
-        kind = _namespace_kind()
-        start = prefix(kind, "")
-        resp = await self.store.range(rpc_pb2.RangeRequest(key=start, range_end=range_end(start)))
-        names = []
-        for kv in resp.kvs:
-            ns = decode(kind, kv.value, kv.mod_revision)
-            if meta(ns).HasField("deletion_timestamp"):
-                names.append(meta(ns).name)
-                await self.finalize_namespace(meta(ns).name)
-        return names
-
-    async def repair_allocations(self) -> tuple[int, int]:
-        """Make the allocation keys match the Services, as Kubernetes' repair loops do: free
-        keys no Service holds (none should leak, every write is one Txn, but data from an
-        older version or a hand edit may) and add the keys of Services that hold values
-        without one. Everything is compared with the snapshot it was decided on, so a
-        concurrent create or delete is never undone. Returns (freed, added)."""
-        kind = kinds.for_resource("services")
-        start = prefix(kind, "")
-        resp = await self.store.range(rpc_pb2.RangeRequest(key=start, range_end=range_end(start)))
-        revision = resp.header.revision
-        want: dict[bytes, tuple[bytes, bytes, int]] = {}
-        for kv in resp.kvs:
-            svc = cast(core_pb2.Service, decode(kind, kv.value, kv.mod_revision))
-            holder = allocation.owner(svc.metadata.namespace, svc.metadata.name)
-            for k in allocation.held(svc):
-                want.setdefault(k, (holder, kv.key, kv.mod_revision))
-        freed = added = 0
-        present: set[bytes] = set()
-        for start in allocation.PREFIXES:
-            got = await self.store.range(
-                rpc_pb2.RangeRequest(key=start, range_end=range_end(start), revision=revision)
-            )
-            for kv in got.kvs:
-                if kv.key in want and want[kv.key][0] == kv.value:
-                    present.add(kv.key)
-                    continue
-                done = await self.store.txn(
-                    rpc_pb2.TxnRequest(
-                        compare=_unchanged_since(kv.key, kv.mod_revision),
-                        success=[_delete_op(kv.key)],
-                    )
-                )
-                freed += done.succeeded
-        for k, (holder, svc_key, svc_revision) in want.items():
-            if k in present:
-                continue
-            done = await self.store.txn(
-                rpc_pb2.TxnRequest(
-                    compare=[_absent(k), *_unchanged_since(svc_key, svc_revision)],
-                    success=[_put(k, holder)],
-                )
-            )
-            added += done.succeeded
-            if not done.succeeded:
-                log.warning("allocation held twice", key=k.decode(), holder=holder.decode())
-        return freed, added
-
-    async def _delete_namespace_contents(self, namespace: str) -> None:
-        """Everything namespaced in `namespace` goes at once, finalizers and grace periods
-        notwithstanding (Kubernetes' namespace controller deletes object by object and waits;
-        we do not yet). Creates are refused meanwhile, so nothing new slips in."""
-        services = kinds.for_resource("services")
-        for _ in range(_DELETE_ATTEMPTS):
-            # Services one by one, each with its allocation keys in its own Txn.
-            start = prefix(services, namespace)
-            resp = await self.store.range(
-                rpc_pb2.RangeRequest(key=start, range_end=range_end(start))
-            )
-            if not resp.kvs:
-                break
-            for kv in resp.kvs:
-                svc = decode(services, kv.value, kv.mod_revision)
-                await self.store.txn(
-                    rpc_pb2.TxnRequest(
-                        compare=_unchanged_since(kv.key, kv.mod_revision),
-                        success=[_delete_op(kv.key), *_releases(services, svc)],
-                    )
-                )
-        for kind in kinds.all_kinds():
-            if kind.namespaced and kind.list_message is not None:
-                start = prefix(kind, namespace)
-                await self.store.delete_range(start, range_end(start))
+        raise _modified(what)
 
     # ---- watch --------------------------------------------------------------------------
 
@@ -905,20 +691,21 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         if self.draining:
             await refuse_draining(context)
         try:
-            kind = resolve(request.resource)
-            selector = Selector(kind, request.label_selector, request.field_selector)
+            strategy = self.registry.resolve(request.resource)
+            selector = strategy.selector(request.label_selector, request.field_selector)
             rv = 0
             if request.resource_version not in ("", "0"):
                 rv = parse_resource_version(request.resource_version, field="resourceVersion")
-            cache = self.watch_caches.get(kind, hint=rv)
-            stream = await cache.watch(
+            cache = self.watch_caches.get(strategy.kind, hint=rv)
+            await cache.wait_ready()
+            watcher = cache.register(
                 request.namespace,
                 selector,
                 rv,
                 bookmarks=request.allow_bookmarks,
                 batching=request.allow_batching,
             )
-            async for event in stream:
+            async for event in cache.stream(watcher):
                 yield event
         except StatusError as exc:
             await transport.abort(context, exc.code, exc.message)
@@ -943,7 +730,35 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                     kind=k.kind,
                     api_version=k.api_version,
                 )
-                for k in kinds.all_kinds()
-                if k.list_message is not None
+                for k in (strategy.kind for strategy in self.registry)
             ]
         )
+
+
+def _written(resp: rpc_pb2.TxnResponse, new: Message, mod_revision: int) -> bool:
+    """Whether a write's Txn on an object read at `mod_revision` succeeded (then `new` gets
+    its resourceVersion). NOT_FOUND when the object is gone, _StaleWrite when it changed;
+    False when only an allocation key was taken (its `failure` reads: the object first)."""
+    if resp.succeeded:
+        meta(new).resource_version = str(resp.header.revision)
+        return True
+    found = resp.responses[0].response_range.kvs
+    what = describe(kinds.for_message(new), meta(new).name)
+    if not found:
+        raise NotFound(f"{what} not found")
+    if found[0].mod_revision != mod_revision:
+        raise _modified(what, _StaleWrite)
+    return False
+
+
+def _claim_puts(obj: Message, claims: list[Claim]) -> list[rpc_pb2.RequestOp]:
+    """The allocation keys `obj` claims, valued with their holder."""
+    holder = allocation.owner(meta(obj).namespace, meta(obj).name)
+    return [txn.put(c.key, holder) for c in claims]
+
+
+def _releases(strategy: Strategy, stored: Message) -> list[rpc_pb2.RequestOp]:
+    """Deletes of the allocation keys `stored` holds (same Txn as its delete)."""
+    if strategy.allocation is None:
+        return []
+    return [txn.delete(k) for k in strategy.allocation.held(stored)]

@@ -18,6 +18,7 @@ import grpc
 
 from k8semu import transport
 from k8semu.apiserver.errors import Gone, StatusError, StorageFull, Unavailable
+from k8semu.apiserver.objects import range_end
 from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
@@ -136,6 +137,16 @@ class Store:
 
     async def get(self, key: bytes) -> rpc_pb2.RangeResponse:
         return await self.range(rpc_pb2.RangeRequest(key=key))
+
+    async def scan(
+        self, start: bytes, *, revision: int = 0, keys_only: bool = False
+    ) -> rpc_pb2.RangeResponse:
+        """Every key starting with `start` (at `revision`; 0: the latest), in one Range."""
+        return await self.range(
+            rpc_pb2.RangeRequest(
+                key=start, range_end=range_end(start), revision=revision, keys_only=keys_only
+            )
+        )
 
     async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         read = all(op.WhichOneof("request") == "request_range" for op in _ops(req))

@@ -305,8 +305,8 @@ class WatchCache:
         bookmarks: bool,
         batching: bool = False,
     ) -> CacheWatcher:
-        """A watcher from `resource_version` (0: from now). Gone when it is older than the
-        buffer."""
+        """A watcher from `resource_version` (0: from now), once the cache is ready
+        (`wait_ready`); its events come from `stream`. Gone when it is older than the buffer."""
         if resource_version and resource_version < self.oldest:
             raise Gone(f"too old resource version: {resource_version} ({self.oldest})")
         since = resource_version or max(self.revision, self.list_revision)
@@ -330,24 +330,6 @@ class WatchCache:
             )
         self.watchers.add(w)
         return w
-
-    async def watch(
-        self,
-        namespace: str,
-        selector: Selector,
-        resource_version: int,
-        *,
-        bookmarks: bool,
-        batching: bool = False,
-    ) -> AsyncGenerator[bytes]:
-        """The client's stream of serialized WatchEvents: filtered events, periodic
-        bookmarks, and the watcher's error (TooSlow, Gone) as the end."""
-        await self.wait_ready()
-        return self.stream(
-            self.register(
-                namespace, selector, resource_version, bookmarks=bookmarks, batching=batching
-            )
-        )
 
     async def stream(self, w: CacheWatcher) -> AsyncGenerator[bytes]:
         """A registered watcher's events; it leaves the cache when the stream ends."""

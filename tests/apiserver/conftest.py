@@ -3,43 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from k8semu import transport
 from k8semu.apiserver.objects import pack
-from k8semu.cluster.processes import (
-    EtcdCluster,
-    K8semuStoreCluster,
-    ProcessCluster,
-)
+from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import apiserver_pb2_grpc
-from tests.support.apiserver import APIServerProcess
-
-
-def _start(store: ProcessCluster, base: Path) -> Iterator[APIServerProcess]:
-    with store:
-        store.start()
-        store.wait_ready(timeout=60)
-        server = APIServerProcess(store, base / "apiserver.log")
-        try:
-            server.wait_serving()
-            yield server
-        finally:
-            server.close()
+from tests.support.apiserver import APIServerProcess, on_new_store, running
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
-    base = tmp_path_factory.mktemp("store")
-    cluster = K8semuStoreCluster(base / "cluster", 3)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
+    with running(K8semuStoreCluster(tmp_path_factory.mktemp("store") / "cluster", 3)) as cluster:
         yield cluster
 
 
@@ -48,7 +29,56 @@ def etcd_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServ
     if not EtcdCluster.available():
         pytest.skip("no etcd binary at /usr/bin/etcd")
     base = tmp_path_factory.mktemp("etcd")
-    yield from _start(EtcdCluster(base / "cluster", 1), base)
+    yield from on_new_store(EtcdCluster(base / "cluster", 1), base / "apiserver.log")
+
+
+# Kubernetes' own example (its documentation's nginx Deployment) and a Service for it.
+NGINX_APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nginx-deployment
+  labels:
+    app: nginx
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: nginx
+  template:
+    metadata:
+      labels:
+        app: nginx
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.14.2
+        ports:
+        - containerPort: 80
+          name: http
+        resources:
+          limits: {cpu: 500m, memory: 128Mi}
+        readinessProbe:
+          httpGet: {path: /, port: http}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+spec:
+  selector:
+    app: nginx
+  ports:
+    - protocol: TCP
+      port: 80
+      targetPort: http
+"""
+
+
+def unpack(packed: any_pb2.Any, cls: type[Any]) -> Any:
+    obj = cls()
+    assert packed.Unpack(obj), packed.type_url
+    return obj
 
 
 class Client:

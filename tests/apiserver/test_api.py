@@ -16,54 +16,7 @@ from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
-from .conftest import Client
-
-MANIFEST = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: nginx-deployment
-  labels:
-    app: nginx
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: nginx
-  template:
-    metadata:
-      labels:
-        app: nginx
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.14.2
-        ports:
-        - containerPort: 80
-          name: http
-        resources:
-          limits: {cpu: 500m, memory: 128Mi}
-        readinessProbe:
-          httpGet: {path: /, port: http}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: my-service
-spec:
-  selector:
-    app: nginx
-  ports:
-    - protocol: TCP
-      port: 80
-      targetPort: http
-"""
-
-
-def _unpack(packed: any_pb2.Any, cls: type[Any]) -> Any:
-    obj = cls()
-    assert packed.Unpack(obj), packed.type_url
-    return obj
+from .conftest import NGINX_APP, Client, unpack
 
 
 def _pod(name: str, namespace: str = "", labels: dict[str, str] | None = None) -> core_pb2.Pod:
@@ -77,28 +30,26 @@ def _pod(name: str, namespace: str = "", labels: dict[str, str] | None = None) -
 
 async def _names(client: Client, resource: str, namespace: str, **kw: object) -> list[str]:
     resp = await client.list(resource, namespace, **kw)
-    return [_unpack(i, core_pb2.Pod).metadata.name for i in resp.items]
+    return [unpack(i, core_pb2.Pod).metadata.name for i in resp.items]
 
 
 async def _crud(client: Client, namespace: str = "default") -> None:
-    deploy, service = manifest.load_all(MANIFEST, source="app.yaml")
-    created = _unpack(
-        (await client.create("deploy", deploy, namespace)).object, apps_pb2.Deployment
-    )
+    deploy, service = manifest.load_all(NGINX_APP, source="app.yaml")
+    created = unpack((await client.create("deploy", deploy, namespace)).object, apps_pb2.Deployment)
     m = created.metadata
     assert (m.namespace, m.generation, len(m.uid)) == (namespace, 1, 36)
     assert m.creation_timestamp.seconds > 0 and int(m.resource_version) > 0
     assert created.spec.strategy.rolling_update.max_surge.str_val == "25%"
     assert created.spec.template.spec.restart_policy == "Always"
-    got = _unpack(
+    got = unpack(
         (await client.get("deployments", "nginx-deployment", namespace)).object, apps_pb2.Deployment
     )
     assert got == created
-    svc = _unpack((await client.create("svc", service, namespace)).object, core_pb2.Service)
+    svc = unpack((await client.create("svc", service, namespace)).object, core_pb2.Service)
     assert svc.spec.type == "ClusterIP" and svc.spec.ports[0].target_port.str_val == "http"
     listed = await client.list("services", namespace)
     # `default` also holds the API servers' own `kubernetes` Service.
-    names = [_unpack(i, core_pb2.Service).metadata.name for i in listed.items]
+    names = [unpack(i, core_pb2.Service).metadata.name for i in listed.items]
     assert [n for n in names if n != "kubernetes"] == ["my-service"]
     assert int(listed.resource_version) >= int(svc.metadata.resource_version)
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -107,12 +58,12 @@ async def _crud(client: Client, namespace: str = "default") -> None:
     # Update: spec change bumps generation; status changes through Update are ignored.
     got.spec.replicas = 5
     got.status.replicas = 99
-    updated = _unpack((await client.update("deploy", got)).object, apps_pb2.Deployment)
+    updated = unpack((await client.update("deploy", got)).object, apps_pb2.Deployment)
     assert updated.spec.replicas == 5 and updated.metadata.generation == 2
     assert updated.status.replicas == 0
     assert int(updated.metadata.resource_version) > int(got.metadata.resource_version)
     updated.status.replicas = 5
-    status = _unpack(
+    status = unpack(
         (await client.update("deploy", updated, status=True)).object, apps_pb2.Deployment
     )
     assert status.status.replicas == 5 and status.metadata.generation == 2
@@ -122,7 +73,7 @@ async def _crud(client: Client, namespace: str = "default") -> None:
             "deploy", "nginx-deployment", namespace, resource_version=m.resource_version
         )
     assert err.value.code() == grpc.StatusCode.ABORTED
-    gone = _unpack(
+    gone = unpack(
         (await client.delete("deploy", "nginx-deployment", namespace)).object, apps_pb2.Deployment
     )
     assert gone.metadata.uid == m.uid
@@ -141,7 +92,7 @@ async def test_crud_round_trip_on_real_etcd(etcd_client: Client) -> None:
 
 
 async def test_system_namespaces_exist_and_discovery(client: Client) -> None:
-    names = [_unpack(i, core_pb2.Namespace).metadata.name for i in (await client.list("ns")).items]
+    names = [unpack(i, core_pb2.Namespace).metadata.name for i in (await client.list("ns")).items]
     assert {"default", "kube-system", "kube-public"} <= set(names)
     disc = await client.stub.Discovery(api.DiscoveryRequest(), timeout=10)
     assert {r.name for r in disc.resources} >= {"pods", "deployments", "namespaces"}
@@ -150,7 +101,7 @@ async def test_system_namespaces_exist_and_discovery(client: Client) -> None:
 async def test_concurrent_updates_exactly_one_wins(client: Client) -> None:
     cm = core_pb2.ConfigMap()
     cm.metadata.name = "race"
-    base = _unpack((await client.create("cm", cm)).object, core_pb2.ConfigMap)
+    base = unpack((await client.create("cm", cm)).object, core_pb2.ConfigMap)
     attempts = []
     for i in range(2):
         copy = core_pb2.ConfigMap()
@@ -184,7 +135,7 @@ async def test_list_selectors_and_paging(client: Client) -> None:
     while True:
         page = await client.list("pods", "paging", limit=10, **{"continue": token})
         versions.add(page.resource_version)
-        seen += [_unpack(i, core_pb2.Pod).metadata.name for i in page.items]
+        seen += [unpack(i, core_pb2.Pod).metadata.name for i in page.items]
         # A write between pages does not show up: pages are read at the first page's revision.
         if token == "":
             await client.create("pods", _pod("p99"), "paging")
@@ -210,14 +161,14 @@ async def test_watch_from_list_resource_version(client: Client) -> None:
     call = client.stub.Watch(
         api.WatchRequest(resource="pods", namespace="default", resource_version=start)
     )
-    pod = _unpack((await client.create("pods", _pod("w1"))).object, core_pb2.Pod)
+    pod = unpack((await client.create("pods", _pod("w1"))).object, core_pb2.Pod)
     pod.metadata.labels["x"] = "y"
     await client.update("pods", pod)
     await client.delete("pods", "w1")
     events = await asyncio.wait_for(_collect(call, 3), 20)
     call.cancel()
     assert [e.type for e in events] == ["ADDED", "MODIFIED", "DELETED"]
-    versions = [int(_unpack(e.object, core_pb2.Pod).metadata.resource_version) for e in events]
+    versions = [int(unpack(e.object, core_pb2.Pod).metadata.resource_version) for e in events]
     assert versions == sorted(versions) and len(set(versions)) == 3
 
 
@@ -230,13 +181,13 @@ async def test_filtered_watch_and_bookmarks(client: Client) -> None:
     # The watch starts "now": wait for a bookmark, which proves the watch is established.
     async for ev in call:
         assert ev.type == "BOOKMARK"
-        assert _unpack(ev.object, core_pb2.Pod).metadata.resource_version
+        assert unpack(ev.object, core_pb2.Pod).metadata.resource_version
         break
-    pod = _unpack(
+    pod = unpack(
         (await client.create("pods", _pod("f1", labels={"sel": "no"}))).object, core_pb2.Pod
     )
     pod.metadata.labels["sel"] = "yes"
-    pod = _unpack((await client.update("pods", pod)).object, core_pb2.Pod)
+    pod = unpack((await client.update("pods", pod)).object, core_pb2.Pod)
     pod.metadata.labels["sel"] = "no"
     await client.update("pods", pod)
     events = await asyncio.wait_for(_collect(call, 2), 20)
@@ -302,7 +253,7 @@ async def test_bad_create_is_refused_and_writes_nothing(
         packed.Pack(_pod("bad-2", "nowhere"))
         namespace = "nowhere"
     elif case == "negative replicas":
-        deploy = manifest.load_all(MANIFEST, source="m")[0]
+        deploy = manifest.load_all(NGINX_APP, source="m")[0]
         deploy.spec.replicas = -1  # type: ignore[attr-defined]
         deploy.metadata.name = "bad-3"  # type: ignore[attr-defined]
         resource = "deployments"
@@ -326,9 +277,9 @@ async def test_stale_and_missing_resource_version_and_immutable_fields(client: C
     svc.metadata.name = "immut"
     svc.spec.cluster_ip = "127.96.0.10"
     svc.spec.ports.add(port=80)
-    v1 = _unpack((await client.create("svc", svc)).object, core_pb2.Service)
+    v1 = unpack((await client.create("svc", svc)).object, core_pb2.Service)
     v1.spec.ports[0].port = 81
-    v2 = _unpack((await client.update("svc", v1)).object, core_pb2.Service)
+    v2 = unpack((await client.update("svc", v1)).object, core_pb2.Service)
     v1.spec.ports[0].port = 82
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.update("svc", v1)  # v1's resourceVersion is stale now
@@ -346,7 +297,7 @@ async def test_stale_and_missing_resource_version_and_immutable_fields(client: C
     assert "metadata.resourceVersion: must be specified for an update" in (
         err.value.details() or ""
     )
-    now = _unpack((await client.get("svc", "immut")).object, core_pb2.Service)
+    now = unpack((await client.get("svc", "immut")).object, core_pb2.Service)
     assert now.spec.ports[0].port == 81
 
 

@@ -26,7 +26,7 @@ from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessClu
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from tests.client.test_informer import FAST, CountingClient, assert_cache_matches_list
-from tests.support.apiserver import APIServerProcess
+from tests.support.apiserver import APIServerProcess, running, serving
 from tests.support.etcdctl import Etcdctl
 from tests.support.fixtures import TEST_RETRIES
 from tests.support.poll import Eventually
@@ -78,11 +78,7 @@ def events(server: APIServerProcess, event: str) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
-    base = tmp_path_factory.mktemp("store")
-    cluster = K8semuStoreCluster(base / "cluster", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
+    with running(K8semuStoreCluster(tmp_path_factory.mktemp("store") / "cluster", 1)) as cluster:
         yield cluster
 
 
@@ -147,23 +143,16 @@ def etcd(base: Path, *extra: str) -> EtcdCluster:
 
 async def test_compaction_keeps_a_real_etcd_bounded(tmp_path: Path) -> None:
     cluster = etcd(tmp_path)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        server = APIServerProcess(cluster, tmp_path / "apiserver.log", COMPACTING)
-        try:
-            server.wait_serving()
-            async with Client([server.address], retries=TEST_RETRIES) as c:
-                old = int((await c.create(config_map("cm"))).metadata.resource_version)
+    with running(cluster), serving(cluster, tmp_path / "apiserver.log", COMPACTING) as server:
+        async with Client([server.address], retries=TEST_RETRIES) as c:
+            old = int((await c.create(config_map("cm"))).metadata.resource_version)
 
-                async def compacted() -> bool:
-                    await c.patch(core_pb2.ConfigMap, "cm", {"data": {"n": "1"}})
-                    return await range_at(cluster, old) == grpc.StatusCode.OUT_OF_RANGE
+            async def compacted() -> bool:
+                await c.patch(core_pb2.ConfigMap, "cm", {"data": {"n": "1"}})
+                return await range_at(cluster, old) == grpc.StatusCode.OUT_OF_RANGE
 
-                await eventually(compacted, what="etcd compacted past the first write")
-            assert events(server, "compacted the store's history")
-        finally:
-            server.close()
+            await eventually(compacted, what="etcd compacted past the first write")
+        assert events(server, "compacted the store's history")
 
 
 async def test_a_full_store_is_a_clear_error_and_compaction_still_runs(tmp_path: Path) -> None:
@@ -171,63 +160,56 @@ async def test_a_full_store_is_a_clear_error_and_compaction_still_runs(tmp_path:
     text, reads and deletes work, the CLI prints one line, the compactor still compacts
     under the alarm, and after defrag + alarm disarm writes work again."""
     cluster = etcd(tmp_path, "--quota-backend-bytes", str(4 * 1024 * 1024))
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        server = APIServerProcess(cluster, tmp_path / "apiserver.log", COMPACTING)
-        try:
-            server.wait_serving()
-            async with Client([server.address], retries=TEST_RETRIES) as c:
-                error: ResourceExhausted | None = None
-                made = 0
-                for i in range(200):
-                    try:
-                        await c.create(config_map(f"big-{i}", size=100_000))
-                        made += 1
-                    except ResourceExhausted as exc:
-                        error = exc
-                        break
-                assert error is not None, "the quota never filled"
-                assert error.message.startswith("etcdserver: mvcc: database space exceeded")
-                line = format_error(error)
-                assert line.startswith(
-                    "Error from server (InternalError): etcdserver: mvcc: database space exceeded"
-                )
-                assert "\n" not in line
-                assert (await c.get(core_pb2.ConfigMap, "big-0")).data["x"]
-                # Deletes still work: what the operator frees before compacting.
-                for i in range(made):
-                    gone = await c.delete(core_pb2.ConfigMap, f"big-{i}")
-                deleted_at = int(gone.metadata.resource_version)
-                # The CLI, as a user meets it.
-                manifest = tmp_path / "cm.yaml"
-                manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: more}\n")
-                cli = await asyncio.to_thread(
-                    subprocess.run,
-                    [sys.executable, "-m", "k8semu", "create", "-f", str(manifest),
-                     "--server", server.address],
-                    capture_output=True, text=True, timeout=60, check=False,
-                )  # fmt: skip
-                assert cli.returncode == 1
-                assert cli.stderr.startswith(
-                    "Error from server (InternalError): etcdserver: mvcc: database space exceeded"
-                ), cli.stderr
-                assert cli.stderr.count("\n") == 1
-                # The compactor cannot swap (a put) but compacts anyway, past the deletes.
-                await eventually(
-                    lambda: events(server, "store is full (NOSPACE): compacting without the swap"),
-                    what="compaction under NOSPACE",
-                )
-                await eventually(
-                    lambda: range_at(cluster, deleted_at - 1), what="compacted past the deletes"
-                )
-                etcdctl = Etcdctl(cluster.endpoints)
-                for args in (["defrag"], ["alarm", "disarm"]):
-                    done = await asyncio.to_thread(etcdctl.run, *args)
-                    assert done.returncode == 0, done.stderr
-                await c.create(config_map("after", size=10))
-        finally:
-            server.close()
+    with running(cluster), serving(cluster, tmp_path / "apiserver.log", COMPACTING) as server:
+        async with Client([server.address], retries=TEST_RETRIES) as c:
+            error: ResourceExhausted | None = None
+            made = 0
+            for i in range(200):
+                try:
+                    await c.create(config_map(f"big-{i}", size=100_000))
+                    made += 1
+                except ResourceExhausted as exc:
+                    error = exc
+                    break
+            assert error is not None, "the quota never filled"
+            assert error.message.startswith("etcdserver: mvcc: database space exceeded")
+            line = format_error(error)
+            assert line.startswith(
+                "Error from server (InternalError): etcdserver: mvcc: database space exceeded"
+            )
+            assert "\n" not in line
+            assert (await c.get(core_pb2.ConfigMap, "big-0")).data["x"]
+            # Deletes still work: what the operator frees before compacting.
+            for i in range(made):
+                gone = await c.delete(core_pb2.ConfigMap, f"big-{i}")
+            deleted_at = int(gone.metadata.resource_version)
+            # The CLI, as a user meets it.
+            manifest = tmp_path / "cm.yaml"
+            manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: more}\n")
+            cli = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "k8semu", "create", "-f", str(manifest),
+                 "--server", server.address],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert cli.returncode == 1
+            assert cli.stderr.startswith(
+                "Error from server (InternalError): etcdserver: mvcc: database space exceeded"
+            ), cli.stderr
+            assert cli.stderr.count("\n") == 1
+            # The compactor cannot swap (a put) but compacts anyway, past the deletes.
+            await eventually(
+                lambda: events(server, "store is full (NOSPACE): compacting without the swap"),
+                what="compaction under NOSPACE",
+            )
+            await eventually(
+                lambda: range_at(cluster, deleted_at - 1), what="compacted past the deletes"
+            )
+            etcdctl = Etcdctl(cluster.endpoints)
+            for args in (["defrag"], ["alarm", "disarm"]):
+                done = await asyncio.to_thread(etcdctl.run, *args)
+                assert done.returncode == 0, done.stderr
+            await c.create(config_map("after", size=10))
 
 
 async def test_informer_relists_after_the_api_servers_compacted_its_version(

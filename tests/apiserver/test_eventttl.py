@@ -13,7 +13,7 @@ import pytest
 from k8semu.client import Client, NotFound
 from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessCluster
 from k8semu.pb.api.v1 import core_pb2
-from tests.support.apiserver import APIServerProcess
+from tests.support.apiserver import APIServerProcess, running, serving
 from tests.support.poll import eventually
 
 TTL = "2s"
@@ -30,15 +30,8 @@ def short_ttl_apiserver(
         store = EtcdCluster(tmp_path / "store", 1)
     else:
         store = K8semuStoreCluster(tmp_path / "store", 1)
-    with store:
-        store.start()
-        store.wait_ready(timeout=60)
-        server = APIServerProcess(store, tmp_path / "apiserver.log", ["--event-ttl", TTL])
-        try:
-            server.wait_serving()
-            yield server, store
-        finally:
-            server.close()
+    with running(store), serving(store, tmp_path / "apiserver.log", ["--event-ttl", TTL]) as server:
+        yield server, store
 
 
 def _lease_of(store: ProcessCluster, key: str) -> int:

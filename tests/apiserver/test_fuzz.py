@@ -469,11 +469,14 @@ ANY_PAYLOADS = st.one_of(
 )
 
 
+def _about(request: type[Message], **fields: Any) -> st.SearchStrategy[Any]:
+    """Requests of type `request` about some resource in some namespace, with `fields`."""
+    return st.builds(request, resource=RESOURCES, namespace=NAMESPACES, **fields)
+
+
 def _requests() -> st.SearchStrategy[tuple[str, Message]]:
-    create = st.builds(
-        api.CreateRequest, resource=RESOURCES, namespace=NAMESPACES, object=ANY_PAYLOADS
-    )
-    get = st.builds(api.GetRequest, resource=RESOURCES, namespace=NAMESPACES, name=NAMES)
+    create = _about(api.CreateRequest, object=ANY_PAYLOADS)
+    get = _about(api.GetRequest, name=NAMES)
     lst = st.builds(
         lambda resource, ns, ls, fs, limit, token: api.ListRequest(
             resource=resource, namespace=ns, label_selector=ls, field_selector=fs, limit=limit,
@@ -481,27 +484,18 @@ def _requests() -> st.SearchStrategy[tuple[str, Message]]:
         ),
         RESOURCES, NAMESPACES, LABEL_SELECTORS, FIELD_SELECTORS, INT64, CONTINUE_TOKENS,
     )  # fmt: skip
-    watch = st.builds(
+    watch = _about(
         api.WatchRequest,
-        resource=RESOURCES,
-        namespace=NAMESPACES,
         label_selector=LABEL_SELECTORS,
         field_selector=FIELD_SELECTORS,
         resource_version=RESOURCE_VERSIONS,
         allow_bookmarks=st.booleans(),
     )
     update = st.builds(api.UpdateRequest, resource=RESOURCES, object=ANY_PAYLOADS)
-    delete = st.builds(
-        api.DeleteRequest,
-        resource=RESOURCES,
-        namespace=NAMESPACES,
-        name=NAMES,
-        preconditions=st.builds(api.Preconditions, uid=STRINGS, resource_version=RESOURCE_VERSIONS),
-    ).filter(_spares_namespaces)
-    patch = st.builds(
+    preconditions = st.builds(api.Preconditions, uid=STRINGS, resource_version=RESOURCE_VERSIONS)
+    delete = _about(api.DeleteRequest, name=NAMES, preconditions=preconditions)
+    patch = _about(
         api.PatchRequest,
-        resource=RESOURCES,
-        namespace=NAMESPACES,
         name=NAMES,
         patch_type=st.sampled_from(["merge", "", "json", "strategic"]) | st.text(max_size=10),
         patch=st.one_of(
@@ -526,7 +520,7 @@ def _requests() -> st.SearchStrategy[tuple[str, Message]]:
         watch.map(lambda r: ("Watch", r)),
         update.map(lambda r: ("Update", r)),
         update.map(lambda r: ("UpdateStatus", r)),
-        delete.map(lambda r: ("Delete", r)),
+        delete.filter(_spares_namespaces).map(lambda r: ("Delete", r)),
         patch.map(lambda r: ("Patch", r)),
         bind.map(lambda r: ("Bind", r)),
     )

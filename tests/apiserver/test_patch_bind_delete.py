@@ -10,11 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import any_pb2
 
 from k8semu import transport
 from k8semu.api import kinds, manifest
-from k8semu.apiserver import deletion, patch
+from k8semu.apiserver import deletion, patch, registry
+from k8semu.apiserver.allocation import DEFAULT_RANGES
 from k8semu.apiserver.errors import Invalid
 from k8semu.apiserver.objects import encode, key
 from k8semu.cluster.processes import K8semuStoreCluster
@@ -23,38 +23,11 @@ from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from tests.support.apiserver import DEADLINE
 
-from .conftest import APIServerProcess, Client
-
-DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  labels: {app: web}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.14.2
-        ports:
-        - containerPort: 80
-"""
-
-
-def _unpack(packed: any_pb2.Any, cls: type[Any]) -> Any:
-    obj = cls()
-    assert packed.Unpack(obj), packed.type_url
-    return obj
+from .conftest import NGINX_APP, APIServerProcess, Client, unpack
 
 
 def _deployment(name: str) -> apps_pb2.Deployment:
-    deploy = manifest.load(DEPLOYMENT, source="web.yaml")
+    deploy = manifest.load_all(NGINX_APP, source="app.yaml")[0]
     assert isinstance(deploy, apps_pb2.Deployment)
     deploy.metadata.name = name
     return deploy
@@ -110,7 +83,7 @@ async def _delete(
 
 async def _bind(client: Client, name: str, node: str, **kw: str) -> core_pb2.Pod:
     resp = await client.stub.Bind(api.BindRequest(name=name, node_name=node, **kw), timeout=10)
-    pod: core_pb2.Pod = _unpack(resp.object, core_pb2.Pod)
+    pod: core_pb2.Pod = unpack(resp.object, core_pb2.Pod)
     return pod
 
 
@@ -157,7 +130,8 @@ def test_merge_patch_rfc7386_examples(target: object, doc: object, result: objec
 
 
 def test_deletion_plan() -> None:
-    pods = kinds.for_resource("pods")
+    table = registry.build(DEFAULT_RANGES)
+    pods = table.strategy(kinds.for_resource("pods")).deletion
     pod = _pod("p", node="n1", grace=20)
     pod.metadata.generation = 1
     plan = deletion.plan(pods, pod, grace_period_seconds=None, propagation_policy="", now=100.0)
@@ -176,7 +150,7 @@ def test_deletion_plan() -> None:
     assert zero.action is deletion.Action.DELETE
     unbound = deletion.plan(pods, _pod("u"), grace_period_seconds=9, propagation_policy="", now=1)
     assert unbound.action is deletion.Action.DELETE
-    cms = kinds.for_resource("cm")
+    cms = table.strategy(kinds.for_resource("cm")).deletion
     orphan = deletion.plan(
         cms, _configmap("c", ("foregroundDeletion",)), grace_period_seconds=None,
         propagation_policy="Orphan", now=1,
@@ -195,7 +169,7 @@ def test_deletion_plan() -> None:
 
 
 async def test_merge_patch_labels_replicas_and_image(client: Client) -> None:
-    created = _unpack(
+    created = unpack(
         (await client.create("deploy", _deployment("patched"))).object, apps_pb2.Deployment
     )
     doc = {
@@ -205,8 +179,8 @@ async def test_merge_patch_labels_replicas_and_image(client: Client) -> None:
             "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.25"}]}},
         },
     }
-    new = _unpack((await _patch(client, "deployments", "patched", doc)).object, apps_pb2.Deployment)
-    assert dict(new.metadata.labels) == {"app": "web", "tier": "front"}  # objects merge
+    new = unpack((await _patch(client, "deployments", "patched", doc)).object, apps_pb2.Deployment)
+    assert dict(new.metadata.labels) == {"app": "nginx", "tier": "front"}  # objects merge
     assert new.spec.replicas == 5 and new.metadata.generation == 2
     # Lists replace: the container is exactly what the patch says (ports gone).
     [container] = new.spec.template.spec.containers
@@ -216,12 +190,12 @@ async def test_merge_patch_labels_replicas_and_image(client: Client) -> None:
 
     # null deletes a key; status in a main-resource patch is ignored.
     doc = {"metadata": {"labels": {"tier": None}}, "status": {"replicas": 7}}
-    new = _unpack((await _patch(client, "deploy", "patched", doc)).object, apps_pb2.Deployment)
-    assert dict(new.metadata.labels) == {"app": "web"}
+    new = unpack((await _patch(client, "deploy", "patched", doc)).object, apps_pb2.Deployment)
+    assert dict(new.metadata.labels) == {"app": "nginx"}
     assert new.status.replicas == 0 and new.metadata.generation == 2
 
     # A patch that changes nothing writes nothing.
-    same = _unpack(
+    same = unpack(
         (await _patch(client, "deploy", "patched", {"spec": {"replicas": 5}})).object,
         apps_pb2.Deployment,
     )
@@ -229,7 +203,7 @@ async def test_merge_patch_labels_replicas_and_image(client: Client) -> None:
 
     # The status subresource: only status changes, generation does not.
     doc = {"status": {"replicas": 3}, "spec": {"replicas": 9}}
-    status = _unpack(
+    status = unpack(
         (await _patch(client, "deploy", "patched", doc, status=True)).object, apps_pb2.Deployment
     )
     assert status.status.replicas == 3 and status.spec.replicas == 5
@@ -241,7 +215,7 @@ async def test_merge_patch_labels_replicas_and_image(client: Client) -> None:
     assert err.code() == grpc.StatusCode.ABORTED
     fresh = {"metadata": {"resourceVersion": status.metadata.resource_version}}
     fresh["spec"] = {"replicas": 1}
-    new = _unpack((await _patch(client, "deploy", "patched", fresh)).object, apps_pb2.Deployment)
+    new = unpack((await _patch(client, "deploy", "patched", fresh)).object, apps_pb2.Deployment)
     assert new.spec.replicas == 1
     await client.delete("deploy", "patched")
 
@@ -283,7 +257,7 @@ async def test_concurrent_patches_all_apply(client: Client) -> None:
     await client.create("cm", _configmap("many"))
     docs = [{"metadata": {"labels": {f"l{i}": "x"}}} for i in range(6)]
     await asyncio.gather(*(_patch(client, "cm", "many", doc) for doc in docs))
-    cm = _unpack((await client.get("cm", "many")).object, core_pb2.ConfigMap)
+    cm = unpack((await client.get("cm", "many")).object, core_pb2.ConfigMap)
     assert set(cm.metadata.labels) == {f"l{i}" for i in range(6)}
     await client.delete("cm", "many")
 
@@ -292,12 +266,12 @@ async def test_concurrent_patches_all_apply(client: Client) -> None:
 
 
 async def test_bind_sets_node_once(client: Client) -> None:
-    created = _unpack((await client.create("pods", _pod("bindme"))).object, core_pb2.Pod)
+    created = unpack((await client.create("pods", _pod("bindme"))).object, core_pb2.Pod)
     stale = created.metadata.resource_version
     bound = await _bind(client, "bindme", "node-1", resource_version=stale)
     assert bound.spec.node_name == "node-1"
     assert [(c.type, c.status) for c in bound.status.conditions] == [("PodScheduled", "True")]
-    got = _unpack((await client.get("pods", "bindme")).object, core_pb2.Pod)
+    got = unpack((await client.get("pods", "bindme")).object, core_pb2.Pod)
     assert got == bound
     err = await _error(_bind(client, "bindme", "node-2"))
     assert err.code() == grpc.StatusCode.ABORTED
@@ -317,16 +291,16 @@ async def test_bind_sets_node_once(client: Client) -> None:
 async def test_pod_graceful_delete_then_grace_zero(client: Client) -> None:
     await client.create("pods", _pod("graceful", node="node-1", grace=10))
     before = time.time()
-    marked = _unpack((await _delete(client, "pods", "graceful")).object, core_pb2.Pod)
+    marked = unpack((await _delete(client, "pods", "graceful")).object, core_pb2.Pod)
     m = marked.metadata
     assert m.deletion_grace_period_seconds == 10 and m.generation == 2
     assert before + 9 <= m.deletion_timestamp.ToSeconds() <= time.time() + 11
-    got = _unpack((await client.get("pods", "graceful")).object, core_pb2.Pod)
+    got = unpack((await client.get("pods", "graceful")).object, core_pb2.Pod)
     assert got == marked
     # Deleting again is idempotent; a shorter grace period moves the deadline earlier.
-    again = _unpack((await _delete(client, "pods", "graceful")).object, core_pb2.Pod)
+    again = unpack((await _delete(client, "pods", "graceful")).object, core_pb2.Pod)
     assert again == marked
-    shorter = _unpack(
+    shorter = unpack(
         (await _delete(client, "pods", "graceful", grace_period_seconds=5)).object, core_pb2.Pod
     )
     assert shorter.metadata.deletion_grace_period_seconds == 5
@@ -342,7 +316,7 @@ async def test_pod_graceful_delete_then_grace_zero(client: Client) -> None:
 
 async def test_finalizer_blocks_deletion_until_removed(client: Client) -> None:
     await client.create("cm", _configmap("held", ("example.com/hold", "example.com/two")))
-    marked = _unpack((await _delete(client, "cm", "held")).object, core_pb2.ConfigMap)
+    marked = unpack((await _delete(client, "cm", "held")).object, core_pb2.ConfigMap)
     assert marked.metadata.HasField("deletion_timestamp")
     assert marked.metadata.deletion_grace_period_seconds == 0
     assert not await _gone(client, "cm", "held")
@@ -350,7 +324,7 @@ async def test_finalizer_blocks_deletion_until_removed(client: Client) -> None:
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "no new finalizers can be added" in (err.details() or "")
     doc = {"metadata": {"finalizers": ["example.com/two"]}, "data": {"k": "w"}}
-    kept = _unpack((await _patch(client, "cm", "held", doc)).object, core_pb2.ConfigMap)
+    kept = unpack((await _patch(client, "cm", "held", doc)).object, core_pb2.ConfigMap)
     assert kept.data["k"] == "w"
     assert kept.metadata.deletion_timestamp == marked.metadata.deletion_timestamp  # server-owned
     await _patch(client, "cm", "held", {"metadata": {"finalizers": None}})
@@ -363,7 +337,7 @@ async def test_propagation_policies(client: Client) -> None:
         ("foreground", "Foreground", "foregroundDeletion"),
     ]:
         await client.create("deploy", _deployment(name))
-        marked = _unpack(
+        marked = unpack(
             (await _delete(client, "deploy", name, propagation_policy=policy)).object,
             apps_pb2.Deployment,
         )
@@ -390,7 +364,7 @@ async def test_namespace_termination(client: Client) -> None:
     await client.create("ns", ns)
     await client.create("pods", _pod("inside", node="node-1"), "ending")
     await client.create("cm", _configmap("held-inside", ("example.com/hold",)), "ending")
-    marked = _unpack((await _delete(client, "ns", "ending")).object, core_pb2.Namespace)
+    marked = unpack((await _delete(client, "ns", "ending")).object, core_pb2.Namespace)
     assert marked.status.phase == "Terminating"
     assert marked.metadata.HasField("deletion_timestamp")
     # Contents go (graceful pods and finalizers included); the namespace waits for its own.
@@ -400,7 +374,7 @@ async def test_namespace_termination(client: Client) -> None:
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "namespace ending is being terminated" in (err.details() or "")
     assert (await client.list("cm", "ending")).items == []
-    again = _unpack((await _delete(client, "ns", "ending")).object, core_pb2.Namespace)
+    again = unpack((await _delete(client, "ns", "ending")).object, core_pb2.Namespace)
     assert again == marked
     await _patch(client, "ns", "ending", {"metadata": {"finalizers": None}})
     assert await _gone(client, "ns", "ending")
@@ -415,7 +389,7 @@ async def test_stuck_terminating_namespace_is_finished_at_start(
     died half way) is finished by the next API server to start."""
     ns = core_pb2.Namespace()
     ns.metadata.name = "stuck"
-    created = _unpack((await client.create("ns", ns)).object, core_pb2.Namespace)
+    created = unpack((await client.create("ns", ns)).object, core_pb2.Namespace)
     await client.create("cm", _configmap("leftover"), "stuck")
     created.metadata.deletion_timestamp.FromSeconds(int(time.time()))
     created.metadata.deletion_grace_period_seconds = 0

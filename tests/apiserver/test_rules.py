@@ -1,4 +1,4 @@
-"""Defaulting and validation as tables (pure functions, no processes)."""
+"""Defaulting and validation as tables, through the registry rows (pure, no processes)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from typing import Any
 import pytest
 
 from k8semu.api import kinds, manifest
-from k8semu.apiserver import defaults, validation
+from k8semu.apiserver import registry
+from k8semu.apiserver.allocation import DEFAULT_RANGES
 from k8semu.apiserver.errors import Invalid
+from k8semu.apiserver.registry.strategy import Strategy
+
+REGISTRY = registry.build(DEFAULT_RANGES)
 
 DEPLOY: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -38,6 +42,16 @@ POD: dict[str, Any] = {
 }
 
 
+def _row(obj: Any) -> Strategy:
+    return REGISTRY.strategy(kinds.for_message(obj))
+
+
+def _defaulted(doc: dict[str, Any]) -> Any:
+    obj = manifest.from_dict(doc)
+    _row(obj).defaults(obj)
+    return obj
+
+
 def _get(data: Any, path: str) -> Any:
     for part in path.split("."):
         data = data[int(part)] if isinstance(data, list) else data[part]
@@ -64,14 +78,11 @@ def _get(data: Any, path: str) -> Any:
     ],
 )
 def test_defaults(doc: dict[str, Any], path: str, want: object) -> None:
-    obj = manifest.from_dict(doc)
-    defaults.apply(obj)
-    assert _get(manifest.to_dict(obj), path) == want
+    assert _get(manifest.to_dict(_defaulted(doc)), path) == want
 
 
 def test_defaults_keep_what_is_set() -> None:
-    obj = manifest.from_dict({**DEPLOY, "spec": {**DEPLOY["spec"], "replicas": 0}})
-    defaults.apply(obj)
+    obj = _defaulted({**DEPLOY, "spec": {**DEPLOY["spec"], "replicas": 0}})
     assert manifest.to_dict(obj)["spec"]["replicas"] == 0
 
 
@@ -103,30 +114,26 @@ def _with(doc: dict[str, Any], path: str, value: object) -> dict[str, Any]:
     ],
 )
 def test_validation(doc: dict[str, Any], path: str, value: object, error: str) -> None:
-    obj = manifest.from_dict(_with(doc, path, value))
-    defaults.apply(obj)
+    obj = _defaulted(_with(doc, path, value))
     kind = kinds.for_message(obj)
     with pytest.raises(Invalid) as err:
-        validation.validate_create(kind, obj)
+        _row(obj).validate_create(obj)
     assert error in err.value.message
     assert err.value.message.startswith(f'{kind.plural} "')
 
 
 def test_valid_objects_pass_and_immutable_fields_on_update() -> None:
     for doc in (POD, SERVICE, DEPLOY):
-        obj = manifest.from_dict(doc)
-        defaults.apply(obj)
-        validation.validate_create(kinds.for_message(obj), obj)
-    old = manifest.from_dict(DEPLOY)
-    defaults.apply(old)
-    new = manifest.from_dict(
+        obj = _defaulted(doc)
+        _row(obj).validate_create(obj)
+    old = _defaulted(DEPLOY)
+    new = _defaulted(
         _with(
             _with(DEPLOY, "spec.selector.matchLabels.app", "x"),
             "spec.template.metadata.labels.app",
             "x",
         )
     )
-    defaults.apply(new)
     with pytest.raises(Invalid) as err:
-        validation.validate_update(kinds.for_resource("deploy"), new, old)
+        _row(new).validate_for_update(new, old)
     assert "spec.selector: field is immutable" in err.value.message

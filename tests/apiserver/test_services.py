@@ -155,42 +155,40 @@ async def test_requested_taken_and_out_of_range_values(
     )
     assert first.spec.cluster_ip == "127.96.0.5" and first.spec.ports[0].node_port == 30080
     before = {p: await _allocated(kv, p) for p in allocation.PREFIXES}
+    # Every refusal names the Service: 'services "req-b": ' and then what follows here.
     cases = [
         (_svc("req-b", cluster_ip="127.96.0.5"),
-         'services "req-b": spec.clusterIP: Invalid value: "127.96.0.5": provided IP is already'
-         " allocated"),
+         'spec.clusterIP: Invalid value: "127.96.0.5": provided IP is already allocated'),
         (_svc("req-b", "NodePort", ports=[{"port": 80, "node_port": 30080}]),
-         'services "req-b": spec.ports[0].nodePort: Invalid value: 30080: provided port is already'
-         " allocated"),
+         "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"),
         (_svc("req-b", cluster_ip="10.0.0.5"),
-         'services "req-b": spec.clusterIP: Invalid value: "10.0.0.5": provided IP is not in the'
-         " valid range. The range of valid IPs is 127.96.0.0/25"),
+         'spec.clusterIP: Invalid value: "10.0.0.5": provided IP is not in the valid range.'
+         " The range of valid IPs is 127.96.0.0/25"),
         (_svc("req-b", cluster_ip="127.96.0.127"),
-         'services "req-b": spec.clusterIP: Invalid value: "127.96.0.127": provided IP is not in'
-         " the valid range. The range of valid IPs is 127.96.0.0/25"),
+         'spec.clusterIP: Invalid value: "127.96.0.127": provided IP is not in the valid range.'
+         " The range of valid IPs is 127.96.0.0/25"),
         (_svc("req-b", cluster_ip="bogus"),
-         'services "req-b": spec.clusterIP: Invalid value: "bogus": must be a valid IPv4'
-         ' address (e.g. 10.9.8.7) or "None"'),
+         'spec.clusterIP: Invalid value: "bogus": must be a valid IPv4 address (e.g. 10.9.8.7)'
+         ' or "None"'),
         (_svc("req-b", "NodePort", ports=[{"port": 80, "node_port": 80}]),
-         'services "req-b": spec.ports[0].nodePort: Invalid value: 80: provided port is not in'
-         " the valid range. The range of valid ports is 30000-30199"),
+         "spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range."
+         " The range of valid ports is 30000-30199"),
         (_svc("req-b", ports=[{"port": 80, "node_port": 30100}]),
-         'services "req-b": spec.ports[0].nodePort: Forbidden: may not be used when `type` is'
-         " 'ClusterIP'"),
+         "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"),
         (_svc("req-b", "NodePort", cluster_ip="None"),
-         "services \"req-b\": spec.clusterIP: Invalid value: \"None\": may not be set to 'None'"
-         " for NodePort services"),
+         "spec.clusterIP: Invalid value: \"None\": may not be set to 'None' for NodePort"
+         " services"),
         (_svc("req-b", "NodePort", ports=[{"port": 80, "node_port": 30101},
                                           {"port": 81, "node_port": 30101}]),
-         'services "req-b": spec.ports[1].nodePort: Duplicate value: 30101'),
+         "spec.ports[1].nodePort: Duplicate value: 30101"),
         (_svc("req-b", "LoadBalancer", load_balancer_ip="127.100.1.1"),
-         'services "req-b": spec.loadBalancerIP: Invalid value: "127.100.1.1": provided IP is'
-         " not in the load-balancer pool 127.100.0.0/28"),
+         'spec.loadBalancerIP: Invalid value: "127.100.1.1": provided IP is not in the'
+         " load-balancer pool 127.100.0.0/28"),
     ]  # fmt: skip
     for svc, message in cases:
         # Through the other API server: the allocation state is the store's, not a server's.
         details = await _refused(_create(b, svc), grpc.StatusCode.INVALID_ARGUMENT)
-        assert details == message
+        assert details == f'services "req-b": {message}'
     # A create refused for a taken value leaves nothing behind, not even its other picks.
     mixed = _svc("req-b", "NodePort", ports=[{"port": 80}, {"port": 81, "node_port": 30080}])
     details = await _refused(_create(b, mixed), grpc.StatusCode.INVALID_ARGUMENT)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from k8semu.cluster.processes import K8semuStoreCluster
-from tests.apiserver.conftest import APIServerProcess
+from tests.support.apiserver import APIServerProcess, on_new_store
 
 
 @dataclass
@@ -29,16 +29,7 @@ Run = Callable[..., Result]
 @pytest.fixture(scope="module")
 def cli_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
     base = tmp_path_factory.mktemp("cli")
-    cluster = K8semuStoreCluster(base / "store", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        server = APIServerProcess(cluster, base / "apiserver.log")
-        try:
-            server.wait_serving()
-            yield server
-        finally:
-            server.close()
+    yield from on_new_store(K8semuStoreCluster(base / "store", 1), base / "apiserver.log")
 
 
 @pytest.fixture

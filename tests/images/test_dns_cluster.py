@@ -17,7 +17,7 @@ from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.images import _dnswire as w
 from k8semu.pb.api.v1 import core_pb2
 from tests.images.conftest import ImageProcess
-from tests.support.apiserver import APIServerProcess
+from tests.support.apiserver import APIServerProcess, on_new_store
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
     base = tmp_path_factory.mktemp("cluster")
-    with K8semuStoreCluster(base / "store", 1) as store:
-        store.start()
-        store.wait_ready(timeout=60)
-        server = APIServerProcess(store, base / "apiserver.log")
-        try:
-            server.wait_serving()
-            yield server
-        finally:
-            server.close()
+    yield from on_new_store(K8semuStoreCluster(base / "store", 1), base / "apiserver.log")
 
 
 @pytest.fixture

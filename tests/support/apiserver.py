@@ -8,13 +8,16 @@ informers meet a real crash and a real comeback. Its command line is the launche
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from k8semu.cluster import component
+from k8semu.cluster.processes import ProcessCluster
 
 DEADLINE = 30.0
+Cluster = TypeVar("Cluster", bound=ProcessCluster)
 
 
 class HasEndpoints(Protocol):
@@ -43,3 +46,31 @@ class APIServerProcess(component.APIServerProcess):
             ["--bookmark-interval", "0.5", "--log-level", "warning", *extra_args],
             start=start,
         )
+
+
+@contextlib.contextmanager
+def running(store: Cluster) -> Iterator[Cluster]:
+    """`store` started and ready (it has a leader); stopped, every member by pid, after."""
+    with store:
+        store.start()
+        store.wait_ready(timeout=60)
+        yield store
+
+
+@contextlib.contextmanager
+def serving(
+    store: HasEndpoints, log_path: Path, extra_args: Sequence[str] = ()
+) -> Iterator[APIServerProcess]:
+    """An API server on `store`, SERVING; ended after."""
+    server = APIServerProcess(store, log_path, extra_args)
+    try:
+        server.wait_serving()
+        yield server
+    finally:
+        server.close()
+
+
+def on_new_store(store: ProcessCluster, log_path: Path) -> Iterator[APIServerProcess]:
+    """A module fixture's body: `store` started, and an API server on it."""
+    with running(store), serving(store, log_path) as server:
+        yield server

@@ -19,7 +19,7 @@ import pytest
 from k8semu.client import Client, Retries
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.api.v1 import core_pb2
-from tests.support.apiserver import APIServerProcess
+from tests.support.apiserver import APIServerProcess, running, serving
 
 # Tests restart servers under the client; retrying fast keeps the waits short.
 TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
@@ -28,9 +28,7 @@ TEST_RETRIES = Retries(attempts=6, base_delay=0.05, max_delay=0.5, cooloff=1.0)
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreCluster]:
     cluster = K8semuStoreCluster(tmp_path_factory.mktemp("store") / "cluster", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
+    with running(cluster):
         yield cluster
 
 
@@ -38,12 +36,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8semuStoreClust
 def apiserver(
     store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[APIServerProcess]:
-    server = APIServerProcess(store, tmp_path_factory.mktemp("apiserver") / "apiserver.log")
-    try:
-        server.wait_serving()
+    with serving(store, tmp_path_factory.mktemp("apiserver") / "apiserver.log") as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

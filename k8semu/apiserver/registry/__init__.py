@@ -1,0 +1,111 @@
+"""The registry: one row (a `Strategy`) per stored kind, naming that kind's rules.
+
+    strategy.py    Strategy: the row, and the generic create/update steps it composes
+    pods.py        Pod: spec defaults and checks, graceful deletion, field selectors, binding
+    services.py    Service: defaults, checks, immutable clusterIP, address allocation hook
+    namespaces.py  Namespace: defaults, deletion by termination
+    workloads.py   Deployment, ReplicaSet: defaults, selector/template checks
+
+`build` is the table. The verbs (`service.py`), the repairs (`repair.py`) and any other face
+of the API server (the REST API) look a kind's rules up here and never branch on a kind's
+name, so a new kind is a new row (docs/apiserver.md, "Adding a kind"). It is built per API
+server because some rows hold configuration (the Service ranges). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from k8semu.api import kinds
+from k8semu.api.kinds import Kind
+from k8semu.apiserver.allocation import Allocator, ServiceRanges
+from k8semu.apiserver.deletion import Rules
+from k8semu.apiserver.objects import resolve
+from k8semu.apiserver.registry import namespaces, pods, services, workloads
+from k8semu.apiserver.registry.strategy import Strategy
+from k8semu.apiserver.validation import dns1123_label
+
+
+class Registry:
+    """The rows by kind. Every stored kind (kinds.KINDS with a list type) has exactly one."""
+
+    def __init__(self, rows: list[Strategy]) -> None:
+        self._rows = {row.kind.plural: row for row in rows}
+        if len(self._rows) != len(rows):
+            raise ValueError("registry: two rows for one kind")
+        stored = {k.plural for k in kinds.all_kinds() if k.list_message is not None}
+        if missing := sorted(stored - set(self._rows)):
+            raise ValueError(f"registry: no row for {', '.join(missing)}")
+        if extra := sorted(set(self._rows) - stored):
+            raise ValueError(f"registry: rows for kinds that are not stored: {', '.join(extra)}")
+
+    def __iter__(self) -> Iterator[Strategy]:
+        return iter(self._rows.values())
+
+    def strategy(self, kind: Kind) -> Strategy:
+        return self._rows[kind.plural]
+
+    def resolve(self, resource: str) -> Strategy:
+        """The row of the stored kind a request names (NOT_FOUND for anything else)."""
+        return self._rows[resolve(resource).plural]
+
+
+def _kind(resource: str) -> Kind:
+    return kinds.for_resource(resource)
+
+
+def _workload(resource: str, defaults: Callable[[Any], None]) -> Strategy:
+    """A kind whose spec holds a pod template under a selector: the checks are shared, the
+    defaults its own (the next ones, DaemonSet, StatefulSet, Job, are rows like these)."""
+    return Strategy(
+        kind=_kind(resource),
+        defaults=defaults,
+        validate=workloads.validate,
+        validate_update=workloads.validate_update,
+        status=True,
+    )
+
+
+def build(ranges: ServiceRanges, rng: random.Random | None = None) -> Registry:
+    """The table: each stored kind and the rules that are its own."""
+    return Registry(
+        [
+            Strategy(
+                kind=_kind("namespaces"),
+                name_rule=dns1123_label,
+                defaults=namespaces.defaults,
+                status=True,
+                deletion=Rules(mark=namespaces.mark, owns_contents=True),
+            ),
+            Strategy(kind=_kind("nodes"), status=True),
+            Strategy(
+                kind=_kind("pods"),
+                defaults=pods.defaults,
+                validate=pods.validate,
+                status=True,
+                bind=pods.bind,
+                field_selectors=pods.FIELDS,
+                deletion=Rules(grace=pods.grace_period),
+            ),
+            Strategy(
+                kind=_kind("services"),
+                name_rule=dns1123_label,
+                defaults=services.defaults,
+                validate=services.validate,
+                validate_update=services.validate_update,
+                prepare_update=services.prepare_update,
+                status=True,
+                allocation=services.Allocation(Allocator(ranges, rng)),
+            ),
+            Strategy(kind=_kind("endpoints")),
+            Strategy(kind=_kind("configmaps")),
+            Strategy(kind=_kind("secrets")),
+            Strategy(kind=_kind("events"), expires=True),
+            _workload("replicasets", workloads.replica_set_defaults),
+            _workload("deployments", workloads.deployment_defaults),
+            Strategy(kind=_kind("horizontalpodautoscalers"), status=True),
+            Strategy(kind=_kind("leases")),
+        ]
+    )

@@ -1,0 +1,118 @@
+"""The Pod row's rules: defaults, validation, graceful deletion, field selectors, binding.
+
+The pod spec's defaults and checks are shared with the workloads whose template holds one
+(`workloads.py`). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from google.protobuf.message import Message
+
+from k8semu.api import timestamps
+from k8semu.apiserver.errors import Conflict
+from k8semu.apiserver.objects import FieldGetter
+from k8semu.apiserver.validation import PROTOCOLS, FieldError, dns1123_label
+from k8semu.pb.api.v1 import core_pb2
+
+DEFAULT_GRACE_SECONDS = 30
+_TERMINAL_PHASES = ("Succeeded", "Failed")
+_RESTART_POLICIES = ("Always", "OnFailure", "Never")
+
+
+def default_spec(spec: core_pb2.PodSpec) -> None:
+    if not spec.restart_policy:
+        spec.restart_policy = "Always"
+    if not spec.HasField("termination_grace_period_seconds"):
+        spec.termination_grace_period_seconds = 30
+    if not spec.dns_policy:
+        spec.dns_policy = "ClusterFirst"
+    if not spec.scheduler_name:
+        spec.scheduler_name = "default-scheduler"
+    for container in [*spec.init_containers, *spec.containers]:
+        for port in container.ports:
+            if not port.protocol:
+                port.protocol = "TCP"
+
+
+def defaults(pod: core_pb2.Pod) -> None:
+    default_spec(pod.spec)
+
+
+def validate_spec(spec: core_pb2.PodSpec, path: str) -> Iterator[FieldError]:
+    if not spec.containers:
+        yield FieldError(f"{path}.containers", "Required value: at least one container")
+    names: set[str] = set()
+    for i, c in enumerate(spec.containers):
+        where = f"{path}.containers[{i}]"
+        if not c.name:
+            yield FieldError(f"{where}.name", "Required value")
+        elif problem := dns1123_label(c.name):
+            yield FieldError(f"{where}.name", problem)
+        elif c.name in names:
+            yield FieldError(f"{where}.name", f"Duplicate value: {c.name!r}")
+        names.add(c.name)
+        if not c.image:
+            yield FieldError(f"{where}.image", "Required value")
+        for j, port in enumerate(c.ports):
+            if not 1 <= port.container_port <= 65535:
+                yield FieldError(
+                    f"{where}.ports[{j}].containerPort", "must be between 1 and 65535, inclusive"
+                )
+            if port.protocol not in PROTOCOLS:
+                yield FieldError(
+                    f"{where}.ports[{j}].protocol", f"Unsupported value: {port.protocol!r}"
+                )
+    if spec.restart_policy not in _RESTART_POLICIES:
+        yield FieldError(f"{path}.restartPolicy", f"Unsupported value: {spec.restart_policy!r}")
+    if spec.termination_grace_period_seconds < 0:
+        yield FieldError(f"{path}.terminationGracePeriodSeconds", "must be >= 0")
+
+
+def validate(pod: core_pb2.Pod) -> Iterator[FieldError]:
+    yield from validate_spec(pod.spec, "spec")
+
+
+def grace_period(pod: core_pb2.Pod, requested: int | None) -> int:
+    """A delete's grace: the request's, else spec.terminationGracePeriodSeconds, else 30; 0
+    for a pod no kubelet will ever finish (not bound to a node, or Succeeded/Failed)."""
+    if not pod.spec.node_name or pod.status.phase in _TERMINAL_PHASES:
+        return 0
+    if requested is not None:
+        return requested
+    if pod.spec.HasField("termination_grace_period_seconds"):
+        return int(pod.spec.termination_grace_period_seconds)
+    return DEFAULT_GRACE_SECONDS
+
+
+def _node_name(obj: Message) -> str:
+    return str(getattr(obj, "spec").node_name)  # noqa: B009 - Message has no typed field
+
+
+def _phase(obj: Message) -> str:
+    return str(getattr(obj, "status").phase)  # noqa: B009
+
+
+FIELDS: dict[str, FieldGetter] = {"spec.nodeName": _node_name, "status.phase": _phase}
+
+
+def bind(pod: Any, node_name: str) -> None:
+    """pods/binding on `pod` (a copy of the stored one): spec.nodeName and the
+    PodScheduled=True condition, as Kubernetes' binding REST sets them; ABORTED when the pod
+    is bound already or being deleted."""
+    name = pod.metadata.name
+    if pod.metadata.HasField("deletion_timestamp"):
+        raise Conflict(f"pod {name} is being deleted, cannot be assigned to a host")
+    if pod.spec.node_name:
+        raise Conflict(f"pod {name} is already assigned to node {pod.spec.node_name!r}")
+    pod.spec.node_name = node_name
+    for condition in pod.status.conditions:
+        if condition.type == "PodScheduled":
+            break
+    else:
+        condition = pod.status.conditions.add(type="PodScheduled")
+    if condition.status != "True":
+        condition.status = "True"
+        condition.last_transition_time.CopyFrom(timestamps.now())
