@@ -7,20 +7,16 @@ k8semu kubelet --runtime simulated --count 1000 --node-name hollow
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import socket
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from k8semu import durations
-from k8semu import log as logging_setup
-from k8semu.cli import _kubeconfig, _serving
+from k8semu.cli import _flags, _serving
 from k8semu.client import Client
 from k8semu.kubelet import config as cfg
 from k8semu.kubelet.kubelet import Kubelet
-from k8semu.transport import AddressError
 
 MAX_COUNT = 100_000
 
@@ -30,14 +26,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="k8semu kubelet",
         description="Run a kubelet: register a Node, renew its Lease, run the pods bound to it.",
     )
-    p.add_argument("--server", help="API servers, HOST:PORT[,HOST:PORT] (default 127.0.0.1:6443)")
-    p.add_argument("--kubeconfig", help="config file naming the API servers")
-    p.add_argument("--node-name", default="", help="default: the host name")
-    p.add_argument("--node-ip", default="127.0.0.1", help="the node's InternalIP")
-    p.add_argument(
-        "--listen-address",
-        default="",
-        help="HOST:PORT of the logs/exec service (default <node-ip>:10250; 'none': no server)",
+    _flags.add_api_servers(p)
+    _flags.add_node(p, ip_help="the node's InternalIP")
+    _flags.add_listen_address(
+        p, "", "the logs/exec service (default <node-ip>:10250; 'none': no server)"
     )
     p.add_argument("--runtime", default="process", choices=cfg.RUNTIMES)
     p.add_argument("--root-dir", default="", help="default .k8semu/kubelet/<node>")
@@ -78,8 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain")
     p.add_argument("--count", type=int, default=1, help="hollow nodes <node-name>-0..N-1")
-    p.add_argument("--log-level", default="info")
-    p.add_argument("--log-format", default="console", choices=["console", "json"])
+    _flags.add_logging(p)
     return p
 
 
@@ -137,32 +128,18 @@ def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
         configs = build_configs(ns)
-        target = _kubeconfig.resolve(server=ns.server, kubeconfig=ns.kubeconfig)
+        servers = _flags.api_servers(ns)
         node = configs[0].node_name if len(configs) == 1 else f"{ns.node_name}-*"
-        logging_setup.configure("kubelet", node=node, level=ns.log_level, fmt=ns.log_format)
-    except (cfg.ConfigError, _kubeconfig.ConfigError, ValueError) as exc:
-        print(f"k8semu kubelet: {exc}", file=sys.stderr)
-        return 2
-    if configs[0].runtime == "simulated":
-        # Not for the process runtime: measured here, uvloop's process spawning in a process
-        # with busy gRPC threads segfaults the child before exec in about 1 of 15 spawns
-        # (39 of 600); asyncio's own subprocess support had none in the same test.
-        _serving.install_event_loop()
-    try:
-        asyncio.run(_serve(configs, list(target.servers)))
-    except (AddressError, OSError) as exc:
-        print(f"k8semu kubelet: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        _flags.configure_logging(ns, "kubelet", node=node)
+    except ValueError as exc:  # both ConfigErrors are ValueErrors
+        return _serving.usage_error("kubelet", exc)
+    # Not for the process runtime: measured here, uvloop's process spawning in a process with
+    # busy gRPC threads segfaults the child before exec in about 1 of 15 spawns (39 of 600);
+    # asyncio's own subprocess support had none in the same test.
+    uvloop = configs[0].runtime == "simulated"
+    return _serving.run("kubelet", lambda: _serve(configs, servers), uvloop=uvloop)
 
 
-async def _serve(configs: list[cfg.KubeletConfig], servers: list[str]) -> None:
-    async with Client(servers) as client:
-        kubelet = Kubelet(configs, client)
-        try:
-            await kubelet.start()
-        except BaseException:
-            await kubelet.stop()
-            raise
-        await _serving.wait_for_signal()
-        await kubelet.stop()
+async def _serve(configs: list[cfg.KubeletConfig], servers: Sequence[str]) -> None:
+    async with Client(list(servers)) as client:
+        await _serving.serve(Kubelet(configs, client), grace=_serving.STOP_GRACE)

@@ -172,7 +172,9 @@ class ControllerManager:
             port=self.port,
         )
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float) -> None:
+        """Stop the controllers and hand the Lease back (release_on_cancel), then the health
+        server (`grace` for its calls in flight)."""
         if self._elector is not None:
             await self._elector.stop()
             self._elector = None
@@ -183,7 +185,7 @@ class ControllerManager:
                 await task
         if self._server is not None:
             await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-            await self._server.stop(0.5)
+            await self._server.stop(grace)
             self._server = None
 
     async def _lead(self) -> None:

@@ -219,7 +219,9 @@ class Kubelet:
                 agent.recovered.pop(uid, None)
             await self.runtime.remove_pod(uid)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float) -> None:
+        """Stop the workers and informers, leaving containers running (a kubelet restart
+        adopts them); the logs/exec server's calls in flight get `grace` seconds."""
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -237,5 +239,5 @@ class Kubelet:
         if close is not None:
             await close()
         if self._server is not None:
-            await self._server.stop(1)
+            await self._server.stop(grace)
             self._server = None

@@ -154,7 +154,8 @@ class ProxyServer:
         async with asyncio.timeout(timeout):
             await self._synced.wait()
 
-    async def stop(self, grace: float = 1.0) -> None:
+    async def stop(self, grace: float) -> None:
+        """Stop syncing and forwarding; the metrics server's calls get `grace` seconds."""
         for task in (self._task, self._publishing):
             if task is not None:
                 task.cancel()

@@ -206,7 +206,9 @@ class Scheduler:
                 self.run_leading(), name="scheduling loop"
             )
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float) -> None:
+        """End scheduling, hand the Lease back, stop the health server (`grace` for its
+        calls in flight)."""
         queue = self.queue
         if queue is not None:
             # End scheduling (and cancel binds in flight) before the Lease can be released.
@@ -226,7 +228,7 @@ class Scheduler:
         if self._own_recorder:
             await self.recorder.stop()
         if self._server is not None:
-            await self._server.stop(1.0)
+            await self._server.stop(grace)
             self._server = None
 
     @property

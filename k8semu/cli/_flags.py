@@ -1,0 +1,122 @@
+"""The flag groups the component commands share, so a flag reads and fails the same way in
+every component: which API servers to use, the node a component runs for, where its health
+service listens, leader election (kube-scheduler's and kube-controller-manager's names) and
+logging. Each `add_*` adds a group to a parser; its reader turns the parsed values into what
+the component takes, with a ValueError naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import TYPE_CHECKING
+
+from k8semu import durations
+from k8semu import log as logging_setup
+from k8semu.cli import _kubeconfig
+
+if TYPE_CHECKING:
+    from k8semu.client import LeaderElectionConfig
+
+# ---- durations given as text, checked when the config is built -------------------------------
+
+
+def seconds(text: str, flag: str, *, positive: bool = False) -> float:
+    """A duration flag (500ms, 2s, 1m30s; a bare 0 as in Go) in seconds; ValueError naming
+    `flag` (also for 0 when `positive`)."""
+    if text.strip() == "0":
+        ms = 0
+    else:
+        try:
+            ms = durations.parse_ms(text)
+        except ValueError as exc:
+            raise ValueError(f"{flag}: {exc}") from None
+    if positive and ms <= 0:
+        raise ValueError(f"{flag}: must be > 0")
+    return ms / 1000
+
+
+def duration_text(value: float) -> str:
+    """A default in seconds as the flag's text (2s, 500ms)."""
+    return durations.format_ms(round(value * 1000))
+
+
+# ---- the API servers a component talks to ----------------------------------------------------
+
+
+def add_api_servers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", help="API servers, HOST:PORT[,HOST:PORT] (default 127.0.0.1:6443)")
+    p.add_argument("--kubeconfig", help="k8semu config file naming the API servers")
+    p.add_argument("--context", help="context in the kubeconfig")
+
+
+def api_servers(ns: argparse.Namespace) -> tuple[str, ...]:
+    """The API servers the flags name; ConfigError (a ValueError) naming what is wrong."""
+    return _kubeconfig.resolve(
+        server=ns.server, kubeconfig=ns.kubeconfig, context=ns.context
+    ).servers
+
+
+# ---- the node a kubelet or proxy runs for ----------------------------------------------------
+
+
+def add_node(p: argparse.ArgumentParser, *, ip_help: str) -> None:
+    p.add_argument("--node-name", default="", help="this node's name (default: the host name)")
+    p.add_argument("--node-ip", default="127.0.0.1", help=ip_help)
+
+
+def add_listen_address(p: argparse.ArgumentParser, default: str, what: str) -> None:
+    p.add_argument("--listen-address", default=default, help=f"HOST:PORT of {what}")
+
+
+# ---- leader election -------------------------------------------------------------------------
+
+_ELECTION_FIELDS = ("lease_duration", "renew_deadline", "retry_period")
+
+
+def _election_flag(name: str) -> str:
+    return "--leader-elect-" + name.replace("_", "-")
+
+
+def add_leader_election(
+    p: argparse.ArgumentParser, defaults: LeaderElectionConfig, lease: str
+) -> None:
+    """`--leader-elect/--no-leader-elect` and the three durations; `lease` is what the
+    component competes for, for the help text."""
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"act only while holding the Lease {lease}",
+    )
+    for name in _ELECTION_FIELDS:
+        p.add_argument(_election_flag(name), default=duration_text(getattr(defaults, name)))
+
+
+def leader_election(ns: argparse.Namespace, defaults: LeaderElectionConfig) -> LeaderElectionConfig:
+    """The timings the flags give (other fields as in `defaults`); ValueError naming a flag."""
+    lease, renew, retry = (
+        seconds(getattr(ns, f"leader_elect_{name}"), _election_flag(name))
+        for name in _ELECTION_FIELDS
+    )
+    try:
+        return dataclasses.replace(
+            defaults, lease_duration=lease, renew_deadline=renew, retry_period=retry
+        )
+    except ValueError as exc:
+        text = str(exc)
+        for name in _ELECTION_FIELDS:
+            text = text.replace(name, _election_flag(name))
+        raise ValueError(text) from None
+
+
+# ---- logging ---------------------------------------------------------------------------------
+
+
+def add_logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", default="console", choices=["console", "json"])
+
+
+def configure_logging(ns: argparse.Namespace, component: str, node: str = "") -> None:
+    """structlog for this process; ValueError naming --log-level when it is unknown."""
+    logging_setup.configure(component, node=node, level=ns.log_level, fmt=ns.log_format)
