@@ -10,7 +10,6 @@ import argparse
 import ipaddress
 from collections.abc import Sequence
 
-from k8semu import durations
 from k8semu.apiserver.allocation import ServiceRanges, parse_cidr, parse_port_range
 from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
 from k8semu.cli import _flags, _serving
@@ -30,17 +29,11 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(_DEFAULTS.store_endpoints),
         help="HOST:PORT,... of the store's client URLs (round-robin with fail-over)",
     )
-    p.add_argument(
-        "--store-deadline",
-        type=durations.seconds_flag,
-        default=_DEFAULTS.store_deadline,
-        help="per store call (duration: 500ms, 2s)",
+    _flags.add_duration(
+        p, "--store-deadline", _DEFAULTS.store_deadline, "per store call (duration: 500ms, 2s)"
     )
-    p.add_argument(
-        "--bookmark-interval",
-        type=durations.seconds_flag,
-        default=_DEFAULTS.bookmark_interval,
-        help="between watch bookmarks (duration)",
+    _flags.add_duration(
+        p, "--bookmark-interval", _DEFAULTS.bookmark_interval, "between watch bookmarks (duration)"
     )
     p.add_argument(
         "--watch-cache-capacity",
@@ -75,11 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="IP put in the kubernetes Endpoints (default: the --listen-address host)",
     )
-    p.add_argument(
+    _flags.add_duration(
+        p,
         "--endpoint-lease-seconds",
-        type=durations.seconds_flag,
-        default=_DEFAULTS.lease_seconds,
-        help="an API server not renewing its Lease this long leaves the kubernetes Endpoints",
+        _DEFAULTS.lease_seconds,
+        "an API server not renewing its Lease this long leaves the kubernetes Endpoints",
     )
     _add_durations(p)
     _flags.add_logging(p)

@@ -12,7 +12,6 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from k8semu import durations
 from k8semu.cli import _flags, _serving
 from k8semu.client import Client
 from k8semu.kubelet import config as cfg
@@ -24,7 +23,8 @@ MAX_COUNT = 100_000
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="k8semu kubelet",
-        description="Run a kubelet: register a Node, renew its Lease, run the pods bound to it.",
+        description="Run a kubelet: register a Node, renew its Lease, run the pods bound to it."
+        " Durations: 500ms, 2s, 1m (a bare number is seconds).",
     )
     _flags.add_api_servers(p)
     _flags.add_node(p, ip_help="the node's InternalIP")
@@ -37,31 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reserved", default="", help="subtracted from capacity: cpu=500m,...")
     p.add_argument("--node-labels", default="", help="k=v,k=v")
     p.add_argument("--register-with-taints", default="", help="key=value:Effect,...")
-    p.add_argument(
-        "--node-lease-duration", type=durations.seconds_flag, default=cfg.DEFAULT_LEASE_DURATION
-    )
-    p.add_argument(
-        "--node-lease-renew-interval",
-        type=durations.seconds_flag,
-        default=cfg.DEFAULT_LEASE_RENEW_INTERVAL,
-    )
-    p.add_argument(
-        "--node-status-update-frequency",
-        type=durations.seconds_flag,
-        default=cfg.DEFAULT_STATUS_UPDATE_FREQUENCY,
-    )
-    p.add_argument(
-        "--max-container-backoff",
-        type=durations.seconds_flag,
-        default=cfg.DEFAULT_MAX_CONTAINER_BACKOFF,
-    )
-    p.add_argument("--simulated-start-delay", type=durations.seconds_flag, default=0.0)
+    _flags.add_duration(p, "--node-lease-duration", cfg.DEFAULT_LEASE_DURATION)
+    _flags.add_duration(p, "--node-lease-renew-interval", cfg.DEFAULT_LEASE_RENEW_INTERVAL)
+    _flags.add_duration(p, "--node-status-update-frequency", cfg.DEFAULT_STATUS_UPDATE_FREQUENCY)
+    _flags.add_duration(p, "--max-container-backoff", cfg.DEFAULT_MAX_CONTAINER_BACKOFF)
+    _flags.add_duration(p, "--simulated-start-delay", 0.0)
     p.add_argument("--pod-cidr", default="", help="used when the Node gets no spec.podCIDR")
-    p.add_argument(
+    _flags.add_duration(
+        p,
         "--pod-cidr-wait",
-        type=durations.seconds_flag,
-        default=cfg.DEFAULT_POD_CIDR_WAIT,
-        help="how long to wait for spec.podCIDR before --pod-cidr (or 127.0.0.1 for all pods)",
+        cfg.DEFAULT_POD_CIDR_WAIT,
+        "how long to wait for spec.podCIDR before --pod-cidr (or 127.0.0.1 for all pods)",
     )
     p.add_argument(
         "--cluster-dns",

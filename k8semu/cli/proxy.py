@@ -9,7 +9,6 @@ import argparse
 import ipaddress
 from collections.abc import Sequence
 
-from k8semu import durations
 from k8semu.cli import _flags, _serving
 from k8semu.proxy.datapath import DEFAULT_DATA_PATH, DataPathConfig
 from k8semu.proxy.server import DEFAULT_METRICS_PORT, ProxyConfig, ProxyServer
@@ -21,36 +20,37 @@ _D = DEFAULT_DATA_PATH
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="k8semu proxy",
-        description="Run one node's userspace service proxy (ClusterIP, NodePort, LoadBalancer).",
+        description="Run one node's userspace service proxy (ClusterIP, NodePort, LoadBalancer)."
+        " Durations: 500ms, 2s, 1m (a bare number is seconds).",
     )
     _flags.add_api_servers(p)
     _flags.add_node(p, ip_help="this node's IP: NodePorts bind here")
     _flags.add_listen_address(
         p, "", f"health and metrics gRPC (default NODE_IP:{DEFAULT_METRICS_PORT})"
     )
-    p.add_argument(
+    _flags.add_duration(
+        p,
         "--connect-timeout",
-        type=durations.seconds_flag,
-        default=_D.connect_timeout,
-        help="per endpoint (500ms, 2s; a bare number is seconds)",
+        _D.connect_timeout,
+        "per endpoint",
     )
-    p.add_argument(
+    _flags.add_duration(
+        p,
         "--udp-idle-timeout",
-        type=durations.seconds_flag,
-        default=_D.udp_idle_timeout,
-        help="before an idle UDP session is forgotten (duration)",
+        _D.udp_idle_timeout,
+        "before an idle UDP session is forgotten (duration)",
     )
-    p.add_argument(
+    _flags.add_duration(
+        p,
         "--tcp-idle-timeout",
-        type=durations.seconds_flag,
-        default=_D.tcp_idle_timeout,
-        help="before a TCP connection with no traffic is closed (duration)",
+        _D.tcp_idle_timeout,
+        "before a TCP connection with no traffic is closed (duration)",
     )
-    p.add_argument(
+    _flags.add_duration(
+        p,
         "--tcp-half-open-timeout",
-        type=durations.seconds_flag,
-        default=_D.tcp_half_open_timeout,
-        help="how long a half-closed TCP connection may stay (duration)",
+        _D.tcp_half_open_timeout,
+        "how long a half-closed TCP connection may stay (duration)",
     )
     p.add_argument(
         "--tunnel-port",
