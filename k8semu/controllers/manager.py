@@ -14,7 +14,6 @@ Owns that life cycle only: what each controller does is its own module's busines
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import os
 import socket
@@ -23,7 +22,7 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 
-from k8semu import transport
+from k8semu import aio, transport
 from k8semu.client import Client, LeaderElector, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import (
@@ -179,10 +178,7 @@ class ControllerManager:
             await self._elector.stop()
             self._elector = None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait([task])
         if self._server is not None:
             await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
             await self._server.stop(grace)

@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from k8semu import transport
+from k8semu import aio, transport
 from k8semu.client import Client, Informer, InformerConfig
 from k8semu.client.events import EventRecorder
 from k8semu.kubelet.config import KubeletConfig
@@ -222,11 +222,7 @@ class Kubelet:
     async def stop(self, grace: float) -> None:
         """Stop the workers and informers, leaving containers running (a kubelet restart
         adopts them); the logs/exec server's calls in flight get `grace` seconds."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await aio.cancel_and_wait(list(self._tasks), ignore_errors=True)
         for agent in self.agents.values():
             await agent.stop_workers()
         await self.pods.stop()

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from k8semu import transport
+from k8semu import aio, transport
 from k8semu.api import timestamps
 from k8semu.client import (
     DEFAULT_LEADER_ELECTION,
@@ -219,11 +219,8 @@ class Scheduler:
         if self._elector is not None:
             await self._elector.stop()
             self._elector = None
-        if self._leading is not None:
-            self._leading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._leading
-            self._leading = None
+        leading, self._leading = self._leading, None
+        await aio.cancel_and_wait([leading])
         await self.informers.stop()
         if self._own_recorder:
             await self.recorder.stop()
@@ -283,12 +280,7 @@ class Scheduler:
         finally:
             self.queue = None
             queue.close()
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await aio.cancel_and_wait(list(self._tasks), ignore_errors=True)
             self.cache.forget_all_assumed()
             self._loop_idle.set()
 
