@@ -19,7 +19,7 @@ from typing import Any, cast
 import pytest
 from google.protobuf.message import Message
 
-from k8semu.client import Client, ClientError, SharedInformers
+from k8semu.client import Client, ClientError, Informer, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.cluster.component import ComponentProcess
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
@@ -63,6 +63,48 @@ class FakeRecorder:
 
     def messages(self, reason: str = "") -> list[str]:
         return [e.message for e in self.events if not reason or e.reason == reason]
+
+
+class CapturingRecorder(EventRecorder):
+    """An EventRecorder (where one is typed) that keeps (reason, object name, message)
+    instead of writing Events."""
+
+    def __init__(self) -> None:
+        super().__init__(cast(Client, None), "test")
+        self.events: list[tuple[str, str, str]] = []
+
+    def event(self, obj: Message, type_: str, reason: str, message: str) -> None:
+        self.events.append((reason, cast(Any, obj).metadata.name, message))
+
+
+class ControllerHarness:
+    """One controller's unit-test context: a RecordingClient and captured events. A test's
+    harness builds its controller on `self.ctx` and calls `reconcile(key)` itself."""
+
+    def __init__(self, config: ControllerManagerConfig | None = None) -> None:
+        self.client = RecordingClient()
+        self.recorder = CapturingRecorder()
+        self.ctx = ControllerContext(
+            client=cast(Client, self.client),
+            informers=SharedInformers(cast(Client, self.client)),
+            recorder=self.recorder,
+            config=config or ControllerManagerConfig(),
+        )
+
+    def refresh(self, *informers: Informer[Any]) -> None:
+        """The informers' caches catch up with what the client holds, as their watches
+        would (without calling their handlers)."""
+        for informer in informers:
+            live = {
+                (ns + "/" + name if ns else name): obj
+                for (plural, ns, name), obj in self.client.objects.items()
+                if plural == informer.kind.plural
+            }
+            for key in list(informer.cache.keys()):
+                if key not in live:
+                    informer.cache.remove(key)
+            for obj in live.values():
+                informer.cache.put(obj)
 
 
 _KINDS: tuple[tuple[str, type[Message]], ...] = (
