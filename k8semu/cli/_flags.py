@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from k8semu import durations
@@ -16,6 +17,21 @@ from k8semu.cli import _kubeconfig
 
 if TYPE_CHECKING:
     from k8semu.client import LeaderElectionConfig
+
+
+def flag_names(fields: Iterable[str], prefix: str = "--") -> dict[str, str]:
+    """The flag of each config field: node_monitor_period -> --node-monitor-period."""
+    return {name: prefix + name.replace("_", "-") for name in fields}
+
+
+def named_as_flags(exc: ValueError, flags: Mapping[str, str]) -> ValueError:
+    """A config's ValueError ("lease_duration: must be greater than renew_deadline") with
+    its fields named as the flags the user typed (`flags`: field -> flag)."""
+    text = str(exc)
+    for name in sorted(flags, key=len, reverse=True):  # a longer name may contain a shorter
+        text = text.replace(name, flags[name])
+    return ValueError(text)
+
 
 # ---- durations given as text, checked when the config is built -------------------------------
 
@@ -75,11 +91,9 @@ def add_listen_address(p: argparse.ArgumentParser, default: str, what: str) -> N
 
 # ---- leader election -------------------------------------------------------------------------
 
-_ELECTION_FIELDS = ("lease_duration", "renew_deadline", "retry_period")
-
-
-def _election_flag(name: str) -> str:
-    return "--leader-elect-" + name.replace("_", "-")
+_ELECTION_FLAGS = flag_names(
+    ("lease_duration", "renew_deadline", "retry_period"), "--leader-elect-"
+)
 
 
 def add_leader_election(
@@ -93,25 +107,20 @@ def add_leader_election(
         default=True,
         help=f"act only while holding the Lease {lease}",
     )
-    for name in _ELECTION_FIELDS:
-        p.add_argument(_election_flag(name), default=duration_text(getattr(defaults, name)))
+    for name, flag in _ELECTION_FLAGS.items():
+        p.add_argument(flag, default=duration_text(getattr(defaults, name)))
 
 
 def leader_election(ns: argparse.Namespace, defaults: LeaderElectionConfig) -> LeaderElectionConfig:
     """The timings the flags give (other fields as in `defaults`); ValueError naming a flag."""
-    lease, renew, retry = (
-        seconds(getattr(ns, f"leader_elect_{name}"), _election_flag(name))
-        for name in _ELECTION_FIELDS
-    )
+    timings = {
+        name: seconds(getattr(ns, f"leader_elect_{name}"), flag)
+        for name, flag in _ELECTION_FLAGS.items()
+    }
     try:
-        return dataclasses.replace(
-            defaults, lease_duration=lease, renew_deadline=renew, retry_period=retry
-        )
+        return dataclasses.replace(defaults, **timings)
     except ValueError as exc:
-        text = str(exc)
-        for name in _ELECTION_FIELDS:
-            text = text.replace(name, _election_flag(name))
-        raise ValueError(text) from None
+        raise named_as_flags(exc, _ELECTION_FLAGS) from None
 
 
 # ---- logging ---------------------------------------------------------------------------------

@@ -87,12 +87,7 @@ def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
             leader_election=election,
         )
     except ValueError as exc:
-        # The config names fields (node_monitor_period: ...); the user typed flags.
-        text = str(exc)
-        for name in values:
-            if text.startswith(f"{name}:"):
-                text = "--" + name.replace("_", "-") + text[len(name) :]
-        raise ValueError(text) from None
+        raise _flags.named_as_flags(exc, _flags.flag_names(values)) from None
     resolve_controllers(controllers)  # unknown names: an error now, not after start
     return config
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any
 
 from k8semu.cli import _flags, _serving
 from k8semu.client import Client
@@ -50,23 +51,18 @@ def _parser() -> argparse.ArgumentParser:
 def config_from_args(ns: argparse.Namespace) -> SchedulerConfig:
     """The SchedulerConfig the flags describe; ValueError naming the flag otherwise."""
     election = _flags.leader_election(ns, _LE)
-    if not 0 <= ns.percentage_of_nodes_to_score <= 100:
-        raise ValueError(
-            "--percentage-of-nodes-to-score: must be 0..100 (0: adaptive), "
-            f"got {ns.percentage_of_nodes_to_score}"
-        )
-    if ns.bind_concurrency < 1:
-        raise ValueError(f"--bind-concurrency: must be >= 1, got {ns.bind_concurrency}")
     if not ns.scheduler_name:
         raise ValueError("--scheduler-name: must not be empty")
-    return SchedulerConfig(
-        scheduler_name=ns.scheduler_name,
-        percentage_of_nodes_to_score=ns.percentage_of_nodes_to_score,
-        leader_elect=ns.leader_elect,
-        leader_election=election,
-        listen_address=ns.listen_address,
-        bind_concurrency=ns.bind_concurrency,
-    )
+    values: dict[str, Any] = {
+        "scheduler_name": ns.scheduler_name,
+        "percentage_of_nodes_to_score": ns.percentage_of_nodes_to_score,
+        "listen_address": ns.listen_address,
+        "bind_concurrency": ns.bind_concurrency,
+    }
+    try:  # SchedulerConfig checks the values; its errors name fields, the user typed flags
+        return SchedulerConfig(**values, leader_elect=ns.leader_elect, leader_election=election)
+    except ValueError as exc:
+        raise _flags.named_as_flags(exc, _flags.flag_names(values)) from None
 
 
 def main(argv: Sequence[str]) -> int:
