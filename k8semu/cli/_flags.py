@@ -51,9 +51,11 @@ def seconds(text: str, flag: str, *, positive: bool = False) -> float:
     return ms / 1000
 
 
-def add_duration(p: argparse.ArgumentParser, flag: str, default: float, help: str = "") -> None:
+def add_duration(
+    p: argparse.ArgumentParser, flag: str, default: float, help_text: str = ""
+) -> None:
     """A duration flag checked by argparse (the one type, k8semu/durations.py), in seconds."""
-    p.add_argument(flag, type=durations.seconds_flag, default=default, help=help or None)
+    p.add_argument(flag, type=durations.seconds_flag, default=default, help=help_text or None)
 
 
 def duration_text(value: float) -> str:

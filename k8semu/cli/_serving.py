@@ -139,11 +139,12 @@ def run(
     """
     from k8semu.transport import AddressError  # gRPC is imported when a component runs
 
+    ended: tuple[type[BaseException], ...] = (ComponentFailed, AddressError, OSError, *errors)
     if uvloop:
         install_event_loop()
     try:
         asyncio.run(main())
-    except (ComponentFailed, AddressError, OSError, *errors) as exc:
+    except ended as exc:
         print(f"k8semu {command}: {exc}", file=sys.stderr)
         return 1
     return 0

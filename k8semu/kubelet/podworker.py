@@ -300,7 +300,7 @@ class PodWorker:
         if prepared is None:
             return
         launch, files = prepared
-        rec.env = launch.env
+        rec.env = dict(launch.env)
         runtime = self.host.runtime
         try:
             await runtime.prepare_pod(
