@@ -102,26 +102,12 @@ class ReplicaSetController:
 
     def _owner_key(self, pod: core_pb2.Pod) -> str | None:
         """The key of the ReplicaSet (in the cache) that controls `pod`, if any."""
-        ref = _pods.controller_ref(pod)
-        if ref is None or ref.kind != KIND:
-            return None
-        rs = self.rs_informer.cache.get_by_name(ref.name, pod.metadata.namespace)
-        if rs is None or rs.metadata.uid != ref.uid:
-            return None
-        return object_key(rs)
+        return _pods.controller_key(pod, KIND, self.rs_informer.cache.get_by_name)
 
     def _matching_sets(self, pod: core_pb2.Pod) -> list[apps_pb2.ReplicaSet]:
         """ReplicaSets in the pod's namespace whose selector matches it (for orphans)."""
-        out = []
-        for rs in self.rs_informer.cache.by_index(NAMESPACE_INDEX, pod.metadata.namespace):
-            if _pods.selects_nothing(rs.spec.selector):
-                continue
-            try:
-                if _pods.selector_of(rs.spec.selector).matches(pod.metadata.labels):
-                    out.append(rs)
-            except SelectorError:
-                continue
-        return out
+        in_namespace = self.rs_informer.cache.by_index(NAMESPACE_INDEX, pod.metadata.namespace)
+        return _pods.selecting(in_namespace, pod.metadata.labels)
 
     def _pod_added(self, pod: core_pb2.Pod) -> None:
         if _pods.is_pod_terminating(pod):
