@@ -125,12 +125,15 @@ def leader_election(ns: argparse.Namespace, defaults: LeaderElectionConfig) -> L
         raise named_as_flags(exc, _ELECTION_FLAGS) from None
 
 
-# ---- logging ---------------------------------------------------------------------------------
+# ---- the parser and logging -------------------------------------------------------------------
 
 
-def add_logging(p: argparse.ArgumentParser) -> None:
+def component_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """The parser of `k8semu COMMAND`, with the logging flags every component takes."""
+    p = argparse.ArgumentParser(prog=f"k8semu {command}", description=description)
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="console", choices=["console", "json"])
+    return p
 
 
 def configure_logging(ns: argparse.Namespace, component: str, node: str = "") -> None:

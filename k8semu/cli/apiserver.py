@@ -18,9 +18,9 @@ _DEFAULTS = APIServerConfig()
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu apiserver",
-        description="Run an API server on a store (k8semu store or etcd, etcd v3 API)."
+    p = _flags.component_parser(
+        "apiserver",
+        "Run an API server on a store (k8semu store or etcd, etcd v3 API)."
         " Durations: 500ms, 2s, 5m.",
     )
     _flags.add_listen_address(p, _DEFAULTS.listen_address, "the API (gRPC)")
@@ -75,7 +75,6 @@ def _parser() -> argparse.ArgumentParser:
         "an API server not renewing its Lease this long leaves the kubernetes Endpoints",
     )
     _add_durations(p)
-    _flags.add_logging(p)
     return p
 
 

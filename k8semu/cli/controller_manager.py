@@ -25,9 +25,9 @@ _LE = _D.leader_election
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu controller-manager",
-        description="Run the controllers: ReplicaSet, Deployment and the others registered "
+    p = _flags.component_parser(
+        "controller-manager",
+        "Run the controllers: ReplicaSet, Deployment and the others registered "
         "(leader-elected; see docs/controllers.md). Durations: 500ms, 2s, 1m30s.",
     )
     _flags.add_api_servers(p)
@@ -51,7 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--service-cidr", default=_D.service_cidr)
     p.add_argument("--gc-interval", default=text(_D.gc_interval), help="garbage collector rescan")
-    _flags.add_logging(p)
     return p
 
 

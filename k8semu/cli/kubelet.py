@@ -21,9 +21,9 @@ MAX_COUNT = 100_000
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu kubelet",
-        description="Run a kubelet: register a Node, renew its Lease, run the pods bound to it."
+    p = _flags.component_parser(
+        "kubelet",
+        "Run a kubelet: register a Node, renew its Lease, run the pods bound to it."
         " Durations: 500ms, 2s, 1m (a bare number is seconds).",
     )
     _flags.add_api_servers(p)
@@ -56,7 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain")
     p.add_argument("--count", type=int, default=1, help="hollow nodes <node-name>-0..N-1")
-    _flags.add_logging(p)
     return p
 
 

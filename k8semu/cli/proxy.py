@@ -18,9 +18,9 @@ _D = DEFAULT_DATA_PATH
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu proxy",
-        description="Run one node's userspace service proxy (ClusterIP, NodePort, LoadBalancer)."
+    p = _flags.component_parser(
+        "proxy",
+        "Run one node's userspace service proxy (ClusterIP, NodePort, LoadBalancer)."
         " Durations: 500ms, 2s, 1m (a bare number is seconds).",
     )
     _flags.add_api_servers(p)
@@ -58,7 +58,6 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help=f"cross-host tunnel on NODE_IP:PORT (0: off; conventionally {DEFAULT_TUNNEL_PORT})",
     )
-    _flags.add_logging(p)
     return p
 
 

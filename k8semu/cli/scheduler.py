@@ -18,9 +18,9 @@ DEFAULT_LISTEN_ADDRESS = "127.0.0.1:10259"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu scheduler",
-        description="Bind pending pods to nodes (leader-elected; see docs/scheduler.md).",
+    p = _flags.component_parser(
+        "scheduler",
+        "Bind pending pods to nodes (leader-elected; see docs/scheduler.md).",
     )
     _flags.add_api_servers(p)
     _flags.add_listen_address(
@@ -44,7 +44,6 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_SCHEDULER.bind_concurrency,
         help="binds in flight at once",
     )
-    _flags.add_logging(p)
     return p
 
 

@@ -18,9 +18,9 @@ from k8semu.store.errors import StoreError
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu store",
-        description="Run one replica of the store (etcd v3 API on the client URL, Raft on "
+    p = _flags.component_parser(
+        "store",
+        "Run one replica of the store (etcd v3 API on the client URL, Raft on "
         "the peer URL). Subcommand: `k8semu store snapshot save|restore`.",
     )
     p.add_argument("--name", default="default", help="this member's name in --initial-cluster")
@@ -68,7 +68,6 @@ def _run_parser() -> argparse.ArgumentParser:
         default=_flags.duration_text(cfg.DEFAULT_PROGRESS_NOTIFY_S),
         help="how often idle watchers that asked for it get a progress notification",
     )
-    _flags.add_logging(p)
     return p
 
 
