@@ -35,11 +35,10 @@ from k8semu.client import (
     index_by_owner_uid,
     object_key,
 )
-from k8semu.client.controller import run_workers
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext
+from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 
@@ -157,9 +156,7 @@ class ReplicaSetController:
     # ---- running -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.ctx.informers.wait_synced()
-        log.info("controller started", controller=self.name, workers=self.ctx.config.workers)
-        await run_workers(self.queue, self.reconcile, self.ctx.config.workers, name=self.name)
+        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         rs = self.rs_informer.cache.get(key)

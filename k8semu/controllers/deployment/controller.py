@@ -21,11 +21,10 @@ from k8semu.client import (
     index_by_owner_uid,
     object_key,
 )
-from k8semu.client.controller import run_workers
 from k8semu.client.events import WARNING
 from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext
+from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.controllers.deployment.progress import check_paused_condition
 from k8semu.controllers.deployment.recreate import rollout_recreate
 from k8semu.controllers.deployment.rolling import rollout_rolling
@@ -127,9 +126,7 @@ class DeploymentController:
                     self.queue.add(key)
 
     async def run(self) -> None:
-        await self.ctx.informers.wait_synced()
-        log.info("controller started", controller=self.name, workers=self.ctx.config.workers)
-        await run_workers(self.queue, self.reconcile, self.ctx.config.workers, name=self.name)
+        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         cached = self.d_informer.cache.get(key)
