@@ -4,6 +4,8 @@ restart without losing an update, relist on Gone, resync, and the indexed cache.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf.message import Message
@@ -52,6 +54,23 @@ class CountingClient(Client):
         self.lists += 1
         page: ObjectList[Any] = await super().list_all(*args, **kwargs)
         return page
+
+
+@contextlib.asynccontextmanager
+async def watched_and_writer(
+    servers: list[APIServerProcess], namespace: str
+) -> AsyncIterator[tuple[CountingClient, Client]]:
+    """A counting client on the first API server (an informer's) and a writer on the second,
+    with `namespace` created."""
+    first, second = servers
+    async with (
+        CountingClient([first.address], retries=TEST_RETRIES) as watched,
+        Client([second.address], retries=TEST_RETRIES) as writer,
+    ):
+        ns = core_pb2.Namespace()
+        ns.metadata.name = namespace
+        await writer.create(ns)
+        yield watched, writer
 
 
 def cm(name: str, namespace: str, n: int) -> core_pb2.ConfigMap:
@@ -105,14 +124,8 @@ async def test_sync_then_events_in_order(client: Client, namespace: str) -> None
 
 
 async def test_resume_after_api_server_restart(live_apiservers: list[APIServerProcess]) -> None:
-    first, second = live_apiservers
-    async with (
-        CountingClient([first.address], retries=TEST_RETRIES) as watched,
-        Client([second.address], retries=TEST_RETRIES) as writer,
-    ):
-        ns = core_pb2.Namespace()
-        ns.metadata.name = "resume"
-        await writer.create(ns)
+    first, _ = live_apiservers
+    async with watched_and_writer(live_apiservers, "resume") as (watched, writer):
         objs = [await writer.create(cm(f"o{i}", "resume", 0)) for i in range(5)]
         informer = Informer(watched, core_pb2.ConfigMap, namespace="resume", config=FAST)
         rec = Recorder()
@@ -144,14 +157,8 @@ async def test_resume_after_api_server_restart(live_apiservers: list[APIServerPr
 async def test_relist_on_gone(
     live_apiservers: list[APIServerProcess], store: K8semuStoreCluster
 ) -> None:
-    first, second = live_apiservers
-    async with (
-        CountingClient([first.address], retries=TEST_RETRIES) as watched,
-        Client([second.address], retries=TEST_RETRIES) as writer,
-    ):
-        ns = core_pb2.Namespace()
-        ns.metadata.name = "gone"
-        await writer.create(ns)
+    first, _ = live_apiservers
+    async with watched_and_writer(live_apiservers, "gone") as (watched, writer):
         keep = await writer.create(cm("keep", "gone", 0))
         await writer.create(cm("drop", "gone", 0))
         informer = Informer(watched, core_pb2.ConfigMap, namespace="gone", config=FAST)
