@@ -187,6 +187,22 @@ class FakeCluster:
                         raise AssertionError("controllers do not settle")
         return done
 
+    async def start_pods_one_by_one(
+        self, *controllers: Any, steps: int, check: Callable[[], None] | None = None
+    ) -> None:
+        """At most `steps` times: drain the controllers, then mark one waiting pod Running and
+        Ready (a kubelet that brings up one pod at a time, so every step of a rollout
+        shows), and run `check`; done when no pod waits."""
+        for _ in range(steps):
+            await self.drain(*controllers, check=check)
+            waiting = [p for p in self.objects(core_pb2.Pod) if p.status.phase != "Running"]
+            if not waiting:
+                return
+            name = waiting[0].metadata.name
+            self.kubelet(only=lambda p, name=name: p.metadata.name == name)
+            if check is not None:
+                check()
+
     def objects(self, kind: type[Any]) -> list[Any]:
         plural = dict((k, p) for p, k in _KINDS)[kind]
         return [o for (p, _, _), o in sorted(self.client.objects.items()) if p == plural]
