@@ -115,12 +115,13 @@ def add_leader_election(
 
 def leader_election(ns: argparse.Namespace, defaults: LeaderElectionConfig) -> LeaderElectionConfig:
     """The timings the flags give (other fields as in `defaults`); ValueError naming a flag."""
-    timings = {
-        name: seconds(getattr(ns, f"leader_elect_{name}"), flag)
-        for name, flag in _ELECTION_FLAGS.items()
-    }
+    lease, renew, retry = (
+        seconds(getattr(ns, f"leader_elect_{name}"), flag) for name, flag in _ELECTION_FLAGS.items()
+    )
     try:
-        return dataclasses.replace(defaults, **timings)
+        return dataclasses.replace(
+            defaults, lease_duration=lease, renew_deadline=renew, retry_period=retry
+        )
     except ValueError as exc:
         raise named_as_flags(exc, _ELECTION_FLAGS) from None
 

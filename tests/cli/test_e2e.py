@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from k8semu.api import manifest
-from tests.support.apiserver import APIServerProcess
 from tests.cli.conftest import Run
+from tests.support.apiserver import APIServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pytest
 
 from k8semu.client import Client
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
-from tests.support.apiserver import APIServerProcess
 from tests.cli.conftest import Run
+from tests.support.apiserver import APIServerProcess
 
 pytestmark = pytest.mark.slow
 
