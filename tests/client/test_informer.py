@@ -30,10 +30,8 @@ FAST = InformerConfig(resync=0, min_backoff=0.05, max_backoff=0.5)
 class Recorder:
     """Event handlers that only append (as real ones only enqueue)."""
 
-    def __init__(self) -> None:
+    def __init__(self, informer: Informer[Any]) -> None:
         self.events: list[tuple[str, str, str]] = []
-
-    def attach(self, informer: Informer[Any]) -> None:
         informer.add_event_handler(
             on_add=lambda o: self.events.append(("add", object_key(o), _value(o))),
             on_update=lambda old, new: self.events.append(
@@ -96,8 +94,7 @@ async def assert_cache_matches_list(
 async def test_sync_then_events_in_order(client: Client, namespace: str) -> None:
     await client.create(cm("before", namespace, 0))
     informer = Informer(client, core_pb2.ConfigMap, namespace=namespace, config=FAST, indexers={})
-    rec = Recorder()
-    rec.attach(informer)
+    rec = Recorder(informer)
     assert not informer.has_synced()
     informer.start()
     try:
@@ -128,8 +125,7 @@ async def test_resume_after_api_server_restart(live_apiservers: list[APIServerPr
     async with watched_and_writer(live_apiservers, "resume") as (watched, writer):
         objs = [await writer.create(cm(f"o{i}", "resume", 0)) for i in range(5)]
         informer = Informer(watched, core_pb2.ConfigMap, namespace="resume", config=FAST)
-        rec = Recorder()
-        rec.attach(informer)
+        rec = Recorder(informer)
         informer.start()
         try:
             await informer.wait_synced(10)
@@ -162,8 +158,7 @@ async def test_relist_on_gone(
         keep = await writer.create(cm("keep", "gone", 0))
         await writer.create(cm("drop", "gone", 0))
         informer = Informer(watched, core_pb2.ConfigMap, namespace="gone", config=FAST)
-        rec = Recorder()
-        rec.attach(informer)
+        rec = Recorder(informer)
         informer.start()
         try:
             await informer.wait_synced(10)
