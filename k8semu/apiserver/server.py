@@ -133,9 +133,9 @@ class APIServer:
             compaction_interval=self.config.compaction_interval,
         )
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop; gracefully (see the module docstring) unless `grace` is 0."""
-        grace = self.config.shutdown_grace if grace is None else grace
+    async def stop(self, grace: float) -> None:
+        """Stop; gracefully (see the module docstring; `k8semu apiserver` gives the
+        --shutdown-grace-period) unless `grace` is 0."""
         serving = self._serving
         with contextlib.suppress(Exception):  # a health update never blocks the stop
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -253,7 +253,7 @@ async def run_scheduler_throughput(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             if in_proc is not None:
-                await in_proc.stop()
+                await in_proc.stop(1.0)
             if sched_proc is not None:
                 sched_proc.close()
             if not keep:

@@ -1,13 +1,53 @@
-"""What every long-running component's entry point shares: the event loop it runs on and
-how it waits for SIGTERM/SIGINT (or for a failure that must end the process)."""
+"""How every long-running component runs as a process: its event loop, one serve loop and its
+exit code. The six component commands (store, apiserver, scheduler, controller-manager,
+kubelet, proxy) differ only in how they build their component from flags.
+
+    main(argv) -> config from flags (a bad one: exit 2, see `usage_error`)
+               -> run(command, main_coroutine)          the event loop and the exit code
+                    -> serve(component, grace=...)       start, wait, stop
+
+`serve` owns SIGTERM/SIGINT from before the start, so a start that waits (for a store, an
+API server, synced caches) ends on a signal too. It must not know what a component does: a
+component's own rules for a graceful stop (leadership hand-over, Lease release, draining
+calls) live in its `stop(grace)`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import Awaitable
-from typing import Any
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+# A graceful stop gives calls in flight this long unless the component has a flag for it
+# (the API server's --shutdown-grace-period).
+STOP_GRACE = 1.0
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Component(Protocol):
+    """What `serve` runs: the store replica, API server, scheduler, controller manager,
+    kubelet and proxy classes (in-process users call the same two methods)."""
+
+    async def start(self) -> None:
+        """Begin serving. May wait (for a store, an API server); it may be cancelled."""
+
+    async def stop(self, grace: float) -> None:
+        """Stop serving and release what `start` took. Work in flight gets at most `grace`
+        seconds; 0 stops now (after a failed or cancelled start, or a failure). Safe to call
+        after a start that failed or was cancelled half way."""
+
+
+class ComponentFailed(Exception):
+    """The component reported a failure while serving; it was stopped (crash-only: a part
+    whose log or state failed must not keep serving)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"stopped: {cause!r}")
+        self.cause = cause
 
 
 def install_event_loop() -> None:
@@ -21,24 +61,90 @@ def install_event_loop() -> None:
     uvloop.install()
 
 
-async def wait_for_signal(
-    failure: Awaitable[BaseException] | None = None,
-) -> BaseException | None:
-    """Return None on SIGTERM/SIGINT, or the error `failure` yields if it comes first."""
-    stop = asyncio.Event()
+async def serve(
+    component: Component,
+    *,
+    grace: float,
+    failure: Callable[[], Awaitable[BaseException]] | None = None,
+) -> None:
+    """Start `component`, serve until SIGTERM/SIGINT, then `stop(grace)`.
+
+    A start that raises: `stop(0)`, and the error goes on. A signal during the start cancels
+    it: `stop(0)`, and return as after any signal. `failure`, called once started, is awaited
+    alongside the signals: when it returns an error first, `stop(0)` and ComponentFailed.
+    """
+    signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    stopped: asyncio.Future[Any] = loop.create_task(stop.wait())
-    failed: asyncio.Future[BaseException] | None = None
-    waits: set[asyncio.Future[Any]] = {stopped}
-    if failure is not None:
-        failed = asyncio.ensure_future(failure)
-        waits.add(failed)
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if failed is not None and failed.done() and not stopped.done():
-        return failed.result()
-    if failed is not None:
-        failed.cancel()
-    return None
+    for sig in _SIGNALS:
+        loop.add_signal_handler(sig, signalled.set)
+    try:
+        try:
+            started = await _unless_signalled(component.start(), signalled)
+        except BaseException:
+            await component.stop(0)
+            raise
+        if not started:
+            await component.stop(0)
+            return
+        if failure is not None:
+            failed = asyncio.ensure_future(failure())
+            if await _unless_signalled(failed, signalled):
+                await component.stop(0)
+                raise ComponentFailed(failed.result())
+        await signalled.wait()
+        await component.stop(grace)
+    finally:
+        for sig in _SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def _unless_signalled(work: Awaitable[Any], signalled: asyncio.Event) -> bool:
+    """Await `work` unless a signal comes first: True when it ended (its error raised),
+    False when the signal came first (then `work` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    waiting = asyncio.ensure_future(signalled.wait())
+    try:
+        await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        waiting.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
+def usage_error(command: str, exc: BaseException) -> int:
+    """A flag or config that cannot be used: one line naming it, exit code 2."""
+    print(f"k8semu {command}: {exc}", file=sys.stderr)
+    return 2
+
+
+def run(
+    command: str,
+    main: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    uvloop: bool = True,
+    errors: tuple[type[BaseException], ...] = (),
+) -> int:
+    """Run `main` on a fresh event loop (uvloop unless `uvloop` is False); the exit code.
+
+    0 after a signal; 1, with one line on stderr, when the component could not start (an
+    address it cannot bind, an OSError, one of `errors`) or failed while serving.
+    """
+    from k8semu.transport import AddressError  # gRPC is imported when a component runs
+
+    ended: tuple[type[BaseException], ...] = (ComponentFailed, AddressError, OSError, *errors)
+    if uvloop:
+        install_event_loop()
+    try:
+        asyncio.run(main())
+    except ended as exc:
+        print(f"k8semu {command}: {exc}", file=sys.stderr)
+        return 1
+    return 0

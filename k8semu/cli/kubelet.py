@@ -7,37 +7,29 @@ k8semu kubelet --runtime simulated --count 1000 --node-name hollow
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import socket
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from k8semu import durations
-from k8semu import log as logging_setup
-from k8semu.cli import _kubeconfig, _serving
+from k8semu.cli import _flags, _serving
 from k8semu.client import Client
 from k8semu.kubelet import config as cfg
 from k8semu.kubelet.kubelet import Kubelet
-from k8semu.transport import AddressError
 
 MAX_COUNT = 100_000
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu kubelet",
-        description="Run a kubelet: register a Node, renew its Lease, run the pods bound to it.",
+    p = _flags.component_parser(
+        "kubelet",
+        "Run a kubelet: register a Node, renew its Lease, run the pods bound to it."
+        " Durations: 500ms, 2s, 1m (a bare number is seconds).",
     )
-    p.add_argument("--server", help="API servers, HOST:PORT[,HOST:PORT] (default 127.0.0.1:6443)")
-    p.add_argument("--kubeconfig", help="config file naming the API servers")
-    p.add_argument("--node-name", default="", help="default: the host name")
-    p.add_argument("--node-ip", default="127.0.0.1", help="the node's InternalIP")
-    p.add_argument(
-        "--listen-address",
-        default="",
-        help="HOST:PORT of the logs/exec service (default <node-ip>:10250; 'none': no server)",
+    _flags.add_api_servers(p)
+    _flags.add_node(p, ip_help="the node's InternalIP")
+    _flags.add_listen_address(
+        p, "", "the logs/exec service (default <node-ip>:10250; 'none': no server)"
     )
     p.add_argument("--runtime", default="process", choices=cfg.RUNTIMES)
     p.add_argument("--root-dir", default="", help="default .k8semu/kubelet/<node>")
@@ -45,31 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reserved", default="", help="subtracted from capacity: cpu=500m,...")
     p.add_argument("--node-labels", default="", help="k=v,k=v")
     p.add_argument("--register-with-taints", default="", help="key=value:Effect,...")
-    p.add_argument(
-        "--node-lease-duration", type=durations.seconds_flag, default=cfg.DEFAULT_LEASE_DURATION
-    )
-    p.add_argument(
-        "--node-lease-renew-interval",
-        type=durations.seconds_flag,
-        default=cfg.DEFAULT_LEASE_RENEW_INTERVAL,
-    )
-    p.add_argument(
-        "--node-status-update-frequency",
-        type=durations.seconds_flag,
-        default=cfg.DEFAULT_STATUS_UPDATE_FREQUENCY,
-    )
-    p.add_argument(
-        "--max-container-backoff",
-        type=durations.seconds_flag,
-        default=cfg.DEFAULT_MAX_CONTAINER_BACKOFF,
-    )
-    p.add_argument("--simulated-start-delay", type=durations.seconds_flag, default=0.0)
+    _flags.add_duration(p, "--node-lease-duration", cfg.DEFAULT_LEASE_DURATION)
+    _flags.add_duration(p, "--node-lease-renew-interval", cfg.DEFAULT_LEASE_RENEW_INTERVAL)
+    _flags.add_duration(p, "--node-status-update-frequency", cfg.DEFAULT_STATUS_UPDATE_FREQUENCY)
+    _flags.add_duration(p, "--max-container-backoff", cfg.DEFAULT_MAX_CONTAINER_BACKOFF)
+    _flags.add_duration(p, "--simulated-start-delay", 0.0)
     p.add_argument("--pod-cidr", default="", help="used when the Node gets no spec.podCIDR")
-    p.add_argument(
+    _flags.add_duration(
+        p,
         "--pod-cidr-wait",
-        type=durations.seconds_flag,
-        default=cfg.DEFAULT_POD_CIDR_WAIT,
-        help="how long to wait for spec.podCIDR before --pod-cidr (or 127.0.0.1 for all pods)",
+        cfg.DEFAULT_POD_CIDR_WAIT,
+        "how long to wait for spec.podCIDR before --pod-cidr (or 127.0.0.1 for all pods)",
     )
     p.add_argument(
         "--cluster-dns",
@@ -78,8 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain")
     p.add_argument("--count", type=int, default=1, help="hollow nodes <node-name>-0..N-1")
-    p.add_argument("--log-level", default="info")
-    p.add_argument("--log-format", default="console", choices=["console", "json"])
     return p
 
 
@@ -137,32 +113,18 @@ def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
         configs = build_configs(ns)
-        target = _kubeconfig.resolve(server=ns.server, kubeconfig=ns.kubeconfig)
+        servers = _flags.api_servers(ns)
         node = configs[0].node_name if len(configs) == 1 else f"{ns.node_name}-*"
-        logging_setup.configure("kubelet", node=node, level=ns.log_level, fmt=ns.log_format)
-    except (cfg.ConfigError, _kubeconfig.ConfigError, ValueError) as exc:
-        print(f"k8semu kubelet: {exc}", file=sys.stderr)
-        return 2
-    if configs[0].runtime == "simulated":
-        # Not for the process runtime: measured here, uvloop's process spawning in a process
-        # with busy gRPC threads segfaults the child before exec in about 1 of 15 spawns
-        # (39 of 600); asyncio's own subprocess support had none in the same test.
-        _serving.install_event_loop()
-    try:
-        asyncio.run(_serve(configs, list(target.servers)))
-    except (AddressError, OSError) as exc:
-        print(f"k8semu kubelet: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        _flags.configure_logging(ns, "kubelet", node=node)
+    except ValueError as exc:  # both ConfigErrors are ValueErrors
+        return _serving.usage_error("kubelet", exc)
+    # Not for the process runtime: measured here, uvloop's process spawning in a process with
+    # busy gRPC threads segfaults the child before exec in about 1 of 15 spawns (39 of 600);
+    # asyncio's own subprocess support had none in the same test.
+    uvloop = configs[0].runtime == "simulated"
+    return _serving.run("kubelet", lambda: _serve(configs, servers), uvloop=uvloop)
 
 
-async def _serve(configs: list[cfg.KubeletConfig], servers: list[str]) -> None:
-    async with Client(servers) as client:
-        kubelet = Kubelet(configs, client)
-        try:
-            await kubelet.start()
-        except BaseException:
-            await kubelet.stop()
-            raise
-        await _serving.wait_for_signal()
-        await kubelet.stop()
+async def _serve(configs: list[cfg.KubeletConfig], servers: Sequence[str]) -> None:
+    async with Client(list(servers)) as client:
+        await _serving.serve(Kubelet(configs, client), grace=_serving.STOP_GRACE)

@@ -9,22 +9,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from k8semu import durations
-from k8semu import log as logging_setup
-from k8semu.cli import _serving
+from k8semu.cli import _flags, _serving
 from k8semu.store import config as cfg
 from k8semu.store.errors import StoreError
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu store",
-        description="Run one replica of the store (etcd v3 API on the client URL, Raft on "
+    p = _flags.component_parser(
+        "store",
+        "Run one replica of the store (etcd v3 API on the client URL, Raft on "
         "the peer URL). Subcommand: `k8semu store snapshot save|restore`.",
     )
     p.add_argument("--name", default="default", help="this member's name in --initial-cluster")
@@ -69,11 +65,9 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--experimental-watch-progress-notify-interval",
-        default=durations.format_ms(int(cfg.DEFAULT_PROGRESS_NOTIFY_S * 1000)),
+        default=_flags.duration_text(cfg.DEFAULT_PROGRESS_NOTIFY_S),
         help="how often idle watchers that asked for it get a progress notification",
     )
-    p.add_argument("--log-level", default="info")
-    p.add_argument("--log-format", default="console", choices=["console", "json"])
     return p
 
 
@@ -127,12 +121,9 @@ def _quota(value: int) -> int:
 
 def _duration_s(text: str, flag: str) -> float:
     try:
-        ms = durations.parse_ms(text)
+        return _flags.seconds(text, flag, positive=True)
     except ValueError as exc:
-        raise cfg.ConfigError(f"{flag}: {exc}") from None
-    if ms <= 0:
-        raise cfg.ConfigError(f"{flag}: must be > 0")
-    return ms / 1000
+        raise cfg.ConfigError(str(exc)) from None
 
 
 def main(argv: Sequence[str]) -> int:
@@ -143,38 +134,17 @@ def main(argv: Sequence[str]) -> int:
     ns = _run_parser().parse_args(list(argv))
     try:
         config = build_config(ns)
-        logging_setup.configure("store", node=ns.name, level=ns.log_level, fmt=ns.log_format)
-    except (cfg.ConfigError, ValueError) as exc:
-        print(f"k8semu store: {exc}", file=sys.stderr)
-        return 2
-    _serving.install_event_loop()
-    try:
-        asyncio.run(_serve(config))
-    except StoreError as exc:
-        print(f"k8semu store: {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"k8semu store: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        _flags.configure_logging(ns, "store", node=ns.name)
+    except ValueError as exc:  # ConfigError is a ValueError
+        return _serving.usage_error("store", exc)
+    return _serving.run("store", lambda: _serve(config), errors=(StoreError,))
 
 
 async def _serve(config: cfg.StoreConfig) -> None:
     from k8semu.store.server import StoreServer
-    from k8semu.transport import AddressError
 
     server = StoreServer(config)
-    try:
-        await server.start()
-    except AddressError as exc:
-        await server.stop(0)
-        raise OSError(str(exc)) from exc
-    except BaseException:
-        await server.stop(0)
-        raise
-    failure = await _serving.wait_for_signal(server.node.wait_failed())
-    if failure is not None:
-        # Crash-only: a replica whose log or state machine failed must not keep serving.
-        await server.stop(0)
-        raise SystemExit(f"k8semu store: replica stopped: {failure!r}")
-    await server.stop()
+    # Crash-only: a replica whose log or state machine failed must not keep serving.
+    await _serving.serve(
+        server, grace=_serving.STOP_GRACE, failure=lambda: server.node.wait_failed()
+    )

@@ -26,7 +26,6 @@ It does not reconcile, retry writes, or decide what a key means to a controller.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +34,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import Message
 
+from k8semu import aio
 from k8semu.client._cache import Indexer, IndexFunc
 from k8semu.client._client import Client
 from k8semu.client._errors import ClientError, Gone
@@ -167,10 +167,7 @@ class Informer(Generic[M]):
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait([task])
 
     async def run(self) -> None:
         """List and watch (and resync) until cancelled."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
+from k8semu import aio
 from k8semu.api import timestamps
 from k8semu.client._client import Client
 from k8semu.client._errors import AlreadyExists, ClientError, Conflict, NotFound
@@ -143,10 +144,7 @@ class LeaderElector:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait([task])
 
     async def run(self) -> None:
         """Be a candidate, lead while the Lease is ours, and again; until cancelled."""

@@ -23,6 +23,7 @@ from typing import Any, cast
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
+from k8semu import aio
 from k8semu.api import timestamps
 from k8semu.client._client import Client
 from k8semu.client._errors import ClientError, NotFound
@@ -141,11 +142,7 @@ class EventRecorder:
             async with asyncio.timeout(1.0):
                 for queue in self._queues:
                     await queue.join()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait(tasks)
 
     async def _run(self, queue: asyncio.Queue[core_pb2.Event]) -> None:
         while True:

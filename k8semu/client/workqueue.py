@@ -188,21 +188,8 @@ class WorkQueue(Generic[K]):
 
     Invariants: a key is at most once in the ready queue; a key handed out by `get()` is not
     handed out again before `done(key)`; a key added while handed out (`dirty`) is queued again
-    by `done(key)`. The worker loop is::
-
-        while True:
-            try:
-                key = await queue.get()
-            except ShutDown:
-                return
-            try:
-                await reconcile(key)
-            except Exception:
-                queue.add_rate_limited(key)   # retry with back-off
-            else:
-                queue.forget(key)             # success resets the back-off
-            finally:
-                queue.done(key)
+    by `done(key)`. The worker loop that drives it (get, reconcile, then forget on success or
+    add_rate_limited on failure, and always done) is `k8semu.client.controller.run_worker`.
 
     Single event loop only (not thread-safe); `get()` must be awaited on that loop.
     """

@@ -9,15 +9,15 @@ Pure functions of API objects (the clock is a parameter where time matters), plu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
 
 from k8semu.api.errors import SelectorError
 from k8semu.api.selectors import LabelSelector
-from k8semu.client._models import meta
+from k8semu.client._models import meta, object_key
 from k8semu.pb.api.v1 import core_pb2, meta_pb2
 
 M = TypeVar("M", bound=Message)
@@ -120,6 +120,37 @@ def controller_ref(obj: Message) -> meta_pb2.OwnerReference | None:
         if ref.controller:
             return ref
     return None
+
+
+def controller_key(
+    obj: Message, kind: str, lookup: Callable[[str, str], Message | None]
+) -> str | None:
+    """The key of the `kind` object that controls `obj`, found by `lookup(name, namespace)`
+    (an informer cache's get_by_name), if it is there with the reference's uid (one deleted
+    and created again under the same name is another owner)."""
+    ref = controller_ref(obj)
+    if ref is None or ref.kind != kind:
+        return None
+    owner = lookup(ref.name, meta(obj).namespace)
+    if owner is None or meta(owner).uid != ref.uid:
+        return None
+    return object_key(owner)
+
+
+def selecting(owners: Iterable[M], labels: Mapping[str, str]) -> list[M]:
+    """Those of `owners` whose spec.selector matches `labels` (who may adopt an orphan); an
+    empty or malformed selector matches nothing."""
+    out = []
+    for owner in owners:
+        selector = cast(Any, owner).spec.selector
+        if selects_nothing(selector):
+            continue
+        try:
+            if selector_of(selector).matches(labels):
+                out.append(owner)
+        except SelectorError:
+            continue
+    return out
 
 
 def new_controller_ref(owner: Message, *, api_version: str, kind: str) -> meta_pb2.OwnerReference:

@@ -12,6 +12,7 @@ objects into the informers' caches and call `reconcile` directly (sample-control
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,7 +22,12 @@ from k8semu.client import (
     LeaderElectionConfig,
     SharedInformers,
 )
+from k8semu.client.controller import run_workers
 from k8semu.client.events import EventRecorder
+from k8semu.client.workqueue import WorkQueue
+from k8semu.log import get_logger
+
+log = get_logger(__name__)
 
 # A controller manager stopped on purpose (SIGTERM, a rolling restart) ends its controllers and
 # then clears the Lease, so the standby takes over at its next retry instead of waiting out
@@ -88,3 +94,17 @@ class Controller(Protocol):
     async def reconcile(self, key: str) -> None: ...
 
     async def run(self) -> None: ...
+
+
+async def run_when_synced(
+    ctx: ControllerContext,
+    name: str,
+    queue: WorkQueue[str],
+    reconcile: Callable[[str], Awaitable[None]],
+) -> None:
+    """The `run()` of a controller whose informers are all shared: once every shared
+    informer has synced, `ctx.config.workers` workers on `queue` until cancelled
+    (sample-controller's Run)."""
+    await ctx.informers.wait_synced()
+    log.info("controller started", controller=name, workers=ctx.config.workers)
+    await run_workers(queue, reconcile, ctx.config.workers, name=name)

@@ -14,7 +14,6 @@ Owns that life cycle only: what each controller does is its own module's busines
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import os
 import socket
@@ -23,7 +22,7 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 
-from k8semu import transport
+from k8semu import aio, transport
 from k8semu.client import Client, LeaderElector, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import (
@@ -172,18 +171,17 @@ class ControllerManager:
             port=self.port,
         )
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float) -> None:
+        """Stop the controllers and hand the Lease back (release_on_cancel), then the health
+        server (`grace` for its calls in flight)."""
         if self._elector is not None:
             await self._elector.stop()
             self._elector = None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait([task])
         if self._server is not None:
             await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-            await self._server.stop(0.5)
+            await self._server.stop(grace)
             self._server = None
 
     async def _lead(self) -> None:

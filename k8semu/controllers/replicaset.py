@@ -35,11 +35,10 @@ from k8semu.client import (
     index_by_owner_uid,
     object_key,
 )
-from k8semu.client.controller import run_workers
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext
+from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 
@@ -102,26 +101,12 @@ class ReplicaSetController:
 
     def _owner_key(self, pod: core_pb2.Pod) -> str | None:
         """The key of the ReplicaSet (in the cache) that controls `pod`, if any."""
-        ref = _pods.controller_ref(pod)
-        if ref is None or ref.kind != KIND:
-            return None
-        rs = self.rs_informer.cache.get_by_name(ref.name, pod.metadata.namespace)
-        if rs is None or rs.metadata.uid != ref.uid:
-            return None
-        return object_key(rs)
+        return _pods.controller_key(pod, KIND, self.rs_informer.cache.get_by_name)
 
     def _matching_sets(self, pod: core_pb2.Pod) -> list[apps_pb2.ReplicaSet]:
         """ReplicaSets in the pod's namespace whose selector matches it (for orphans)."""
-        out = []
-        for rs in self.rs_informer.cache.by_index(NAMESPACE_INDEX, pod.metadata.namespace):
-            if _pods.selects_nothing(rs.spec.selector):
-                continue
-            try:
-                if _pods.selector_of(rs.spec.selector).matches(pod.metadata.labels):
-                    out.append(rs)
-            except SelectorError:
-                continue
-        return out
+        in_namespace = self.rs_informer.cache.by_index(NAMESPACE_INDEX, pod.metadata.namespace)
+        return _pods.selecting(in_namespace, pod.metadata.labels)
 
     def _pod_added(self, pod: core_pb2.Pod) -> None:
         if _pods.is_pod_terminating(pod):
@@ -171,9 +156,7 @@ class ReplicaSetController:
     # ---- running -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.ctx.informers.wait_synced()
-        log.info("controller started", controller=self.name, workers=self.ctx.config.workers)
-        await run_workers(self.queue, self.reconcile, self.ctx.config.workers, name=self.name)
+        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         rs = self.rs_informer.cache.get(key)

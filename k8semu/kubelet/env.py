@@ -157,6 +157,43 @@ def _decode(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
 
 
+def config_map_data(cm: core_pb2.ConfigMap) -> dict[str, bytes]:
+    """A ConfigMap's data and binaryData together, as bytes (binaryData wins a shared key)."""
+    return {**{k: v.encode() for k, v in cm.data.items()}, **cm.binary_data}
+
+
+def secret_data(secret: core_pb2.Secret) -> dict[str, bytes]:
+    """A Secret's data and stringData together, as bytes (stringData wins a shared key, as
+    the API server merges it)."""
+    return {**secret.data, **{k: v.encode() for k, v in secret.string_data.items()}}
+
+
+def _env_source(
+    source: core_pb2.EnvFromSource,
+    path: str,
+    config_maps: Mapping[str, core_pb2.ConfigMap],
+    secrets: Mapping[str, core_pb2.Secret],
+) -> dict[str, str]:
+    """The variables one envFrom source brings ({} when it is optional and missing)."""
+    if source.HasField("config_map_ref"):
+        name, optional = source.config_map_ref.name, source.config_map_ref.optional
+        cm = config_maps.get(name)
+        data = None if cm is None else config_map_data(cm)
+        missing = f'{path}.configMapRef: configmap "{name}" not found'
+    elif source.HasField("secret_ref"):
+        name, optional = source.secret_ref.name, source.secret_ref.optional
+        secret = secrets.get(name)
+        data = None if secret is None else secret_data(secret)
+        missing = f'{path}.secretRef: secret "{name}" not found'
+    else:
+        return {}
+    if data is None:
+        if optional:
+            return {}
+        raise EnvError(missing)
+    return {key: _decode(value) for key, value in data.items()}
+
+
 def container_env(
     pod: core_pb2.Pod,
     container: core_pb2.Container,
@@ -181,25 +218,7 @@ def container_env(
     env.update(dns_env(pod, facts))
     env.update(service_env(services, pod.metadata.namespace))
     for i, source in enumerate(container.env_from):
-        path = f"{where}.envFrom[{i}]"
-        data: dict[str, str] = {}
-        if source.HasField("config_map_ref"):
-            ref = source.config_map_ref
-            cm = config_maps.get(ref.name)
-            if cm is None:
-                if ref.optional:
-                    continue
-                raise EnvError(f'{path}.configMapRef: configmap "{ref.name}" not found')
-            data = {**dict(cm.data), **{k: _decode(v) for k, v in cm.binary_data.items()}}
-        elif source.HasField("secret_ref"):
-            sref = source.secret_ref
-            secret = secrets.get(sref.name)
-            if secret is None:
-                if sref.optional:
-                    continue
-                raise EnvError(f'{path}.secretRef: secret "{sref.name}" not found')
-            data = {k: _decode(v) for k, v in secret.data.items()}
-            data.update(secret.string_data)
+        data = _env_source(source, f"{where}.envFrom[{i}]", config_maps, secrets)
         for key, value in data.items():
             name = source.prefix + key
             if _ENV_NAME_RE.fullmatch(name):  # Kubernetes skips invalid names (with an event)

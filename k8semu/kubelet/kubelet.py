@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from k8semu import transport
+from k8semu import aio, transport
 from k8semu.client import Client, Informer, InformerConfig
 from k8semu.client.events import EventRecorder
 from k8semu.kubelet.config import KubeletConfig
@@ -219,12 +219,10 @@ class Kubelet:
                 agent.recovered.pop(uid, None)
             await self.runtime.remove_pod(uid)
 
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    async def stop(self, grace: float) -> None:
+        """Stop the workers and informers, leaving containers running (a kubelet restart
+        adopts them); the logs/exec server's calls in flight get `grace` seconds."""
+        await aio.cancel_and_wait(list(self._tasks), ignore_errors=True)
         for agent in self.agents.values():
             await agent.stop_workers()
         await self.pods.stop()
@@ -237,5 +235,5 @@ class Kubelet:
         if close is not None:
             await close()
         if self._server is not None:
-            await self._server.stop(1)
+            await self._server.stop(grace)
             self._server = None

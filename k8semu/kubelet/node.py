@@ -23,7 +23,7 @@ from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
 
-from k8semu import __version__
+from k8semu import __version__, aio
 from k8semu.api import timestamps
 from k8semu.client import (
     AlreadyExists,
@@ -293,12 +293,7 @@ class NodeAgent:
 
     async def stop_workers(self) -> None:
         """Stop the pod workers (the containers keep running; a next kubelet adopts them)."""
-        tasks = [w.task for w in self.workers.values() if w.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait([w.task for w in self.workers.values()])
 
     # ---- PodHost ----
 

@@ -8,8 +8,8 @@ A pod with a deletionTimestamp (or gone from the API) has its containers stopped
 pod's grace period, then the worker finishes the graceful delete (grace 0, uid precondition),
 frees the pod IP and removes the pod directory.
 
-The worker owns its containers' records; it reaches the API, the pod IPs and the runtime
-only through its `PodHost` (the node agent).
+The worker owns its containers' records (podstatus.py turns them into the pod's status); it
+reaches the API, the pod IPs and the runtime only through its `PodHost` (the node agent).
 """
 
 from __future__ import annotations
@@ -19,10 +19,7 @@ import contextlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from google.protobuf import timestamp_pb2
 
 from k8semu.api import timestamps
 from k8semu.api.quantity import parse_quantity
@@ -31,6 +28,15 @@ from k8semu.client.events import NORMAL, WARNING, EventRecorder
 from k8semu.kubelet.backoff import Backoff
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, NoCommand, PodFacts, command_line, container_env
+from k8semu.kubelet.podstatus import (
+    ContainerRecord,
+    PodConditions,
+    container_status,
+    pod_phase,
+    qos_class,
+    should_restart,
+    terminated,
+)
 from k8semu.kubelet.probes import ProbeKind, ProbeTiming, ProbeTracker, run_probe
 from k8semu.kubelet.runtime import (
     ContainerHandle,
@@ -39,6 +45,7 @@ from k8semu.kubelet.runtime import (
     RecoveredPod,
     Runtime,
     StartError,
+    VolumeFile,
 )
 from k8semu.kubelet.volumes import volume_files
 from k8semu.log import get_logger
@@ -77,31 +84,6 @@ class PodHost(Protocol):
     def worker_done(self, uid: str) -> None: ...
 
 
-def should_restart(policy: str, exit_code: int, *, init: bool) -> bool:
-    """Whether a container that ended with `exit_code` runs again under `policy`."""
-    if init:
-        return exit_code != 0 and policy != "Never"
-    if policy == "Always":
-        return True
-    if policy == "OnFailure":
-        return exit_code != 0
-    return False
-
-
-def _terminated(info: ExitInfo, started_at: float, container_id: str) -> Any:
-    t = core_pb2.ContainerStateTerminated(
-        exit_code=info.exit_code,
-        signal=info.signal,
-        reason=info.reason,
-        message=info.message,
-        container_id=container_id,
-    )
-    t.finished_at.CopyFrom(timestamps.time_at(info.finished_at))
-    if started_at:
-        t.started_at.CopyFrom(timestamps.time_at(started_at))
-    return t
-
-
 def memory_limit(container: core_pb2.Container) -> int | None:
     value = container.resources.limits.get("memory")
     if not value:
@@ -110,52 +92,6 @@ def memory_limit(container: core_pb2.Container) -> int | None:
         return parse_quantity(value).value()
     except ValueError:
         return None
-
-
-def qos_class(pod: core_pb2.Pod) -> str:
-    """Kubernetes' QoS class from the containers' requests and limits (cpu, memory)."""
-    containers = [*pod.spec.init_containers, *pod.spec.containers]
-    if not any(c.resources.requests or c.resources.limits for c in containers):
-        return "BestEffort"
-    for c in containers:
-        for res in ("cpu", "memory"):
-            limit = c.resources.limits.get(res)
-            request = c.resources.requests.get(res, limit)
-            if not limit or request != limit:
-                return "Burstable"
-    return "Guaranteed"
-
-
-@dataclass(eq=False)
-class ContainerRecord:
-    spec: core_pb2.Container
-    init: bool
-    backoff: Backoff
-    where: str  # field path, for messages
-    restart_count: int = 0
-    handle: ContainerHandle | None = None
-    last: Any = None  # ContainerStateTerminated of the most recent run that ended
-    before_last: Any = None  # ... and of the one before it
-    waiting_reason: str = "ContainerCreating"
-    waiting_message: str = ""
-    next_start: float = 0.0  # loop time before which it must not start
-    start_failures: int = 0  # config/image errors in a row (their own back-off)
-    ready: bool = False
-    started: bool = False
-    started_event: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # of the current or last run, for exec
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def cancel_tasks(self) -> None:
-        current = asyncio.current_task()
-        for task in self.tasks:
-            if task is not current:
-                task.cancel()
-        self.tasks = []
 
 
 class PodWorker:
@@ -178,10 +114,7 @@ class PodWorker:
         self._failed_init = False
         self._written: tuple[core_pb2.PodStatus, int] | None = None  # last status we wrote
         self._start_time = pod.status.start_time if pod.status.HasField("start_time") else None
-        self._conditions: dict[str, tuple[str, str, str, timestamp_pb2.Timestamp]] = {
-            c.type: (c.status, c.reason, c.message, c.last_transition_time)
-            for c in pod.status.conditions
-        }
+        self._conditions = PodConditions(pod.status.conditions)
         cfg = host.config
         self.records: dict[str, ContainerRecord] = {}
         self.inits: list[ContainerRecord] = []
@@ -277,7 +210,7 @@ class PodWorker:
                 )
                 started = status.state.running.started_at.ToSeconds()
                 rec.before_last = rec.last
-                rec.last = _terminated(info, started, status.container_id)
+                rec.last = terminated(info, started, status.container_id)
 
     def _facts(self) -> PodFacts:
         host = self.host
@@ -290,15 +223,9 @@ class PodWorker:
         )
 
     def _adopt(self, rec: ContainerRecord, handle: ContainerHandle) -> None:
-        rec.handle = handle
         rec.restart_count = handle.restart
-        rec.started = not (self.host.runtime.runs_probes and rec.spec.HasField("startup_probe"))
-        rec.started_event = asyncio.Event()
-        if rec.started:
-            rec.started_event.set()  # else the readiness and liveness probes never start
-        rec.ready = False
         rec.env = {}  # rebuilt on the first exec (it needs API reads)
-        self._watch(rec, handle)
+        self._running(rec, handle)
         log.info("container adopted", pod=f"{self.namespace}/{self.name}", container=rec.name)
 
     async def _sync(self) -> bool:
@@ -318,7 +245,7 @@ class PodWorker:
         policy = pod.spec.restart_policy or "Always"
         inits_done = True
         for rec in self.inits:
-            if rec.last is not None and rec.last.exit_code == 0 and rec.handle is None:
+            if rec.succeeded:
                 continue
             inits_done = False
             if rec.handle is not None or self._failed_init:
@@ -369,87 +296,100 @@ class PodWorker:
         self._event(WARNING, "Failed", f"Error: {reason}: {message}")
 
     async def _start(self, rec: ContainerRecord) -> None:
-        pod = self.pod
-        host = self.host
+        prepared = await self._prepare(rec)
+        if prepared is None:
+            return
+        launch, files = prepared
+        rec.env = dict(launch.env)
+        runtime = self.host.runtime
         try:
-            config_maps, secrets = await host.lookup_refs(pod)
-            facts = self._facts()
-            env = container_env(
-                pod,
-                rec.spec,
-                facts,
-                config_maps=config_maps,
-                secrets=secrets,
-                services=host.services(),
-                where=rec.where,
+            await runtime.prepare_pod(
+                self.uid, namespace=self.namespace, name=self.name, pod_ip=self.pod_ip, files=files
             )
-            argv = command_line(rec.spec, env, host.resolve_image)
+            handle = await runtime.start(launch)
+        except StartError as exc:
+            self._start_error(rec, exc, launch.restart)
+            return
+        if self._terminating or self.host.current_pod(self.uid) is None:
+            await runtime.stop(handle, 0)
+            return
+        rec.restart_count = launch.restart
+        rec.start_failures = 0
+        self._running(rec, handle)
+        self._event(NORMAL, "Started", f"Started container {rec.name}")
+
+    async def _prepare(self, rec: ContainerRecord) -> tuple[Launch, list[VolumeFile]] | None:
+        """What `rec`'s next run needs (argv, environment, volume files); None when its
+        config or image is wrong (then it waits in its back-off, the reason on its status)."""
+        try:
+            env, config_maps, secrets = await self._container_env(rec)
+            argv = command_line(rec.spec, env, self.host.resolve_image)
             files = volume_files(
-                pod, rec.spec, config_maps=config_maps, secrets=secrets, where=rec.where
+                self.pod, rec.spec, config_maps=config_maps, secrets=secrets, where=rec.where
             )
         except EnvError as exc:
             self._start_failed(rec, "CreateContainerConfigError", str(exc))
-            return
+            return None
         except NoCommand as exc:
             reason = "ErrImagePull" if rec.start_failures == 0 else "ImagePullBackOff"
             self._start_failed(rec, reason, str(exc))
-            return
-        full_env = {**host.base_env(), **env}
-        restart = rec.restart_count + (1 if rec.last is not None else 0)
+            return None
         launch = Launch(
             pod_uid=self.uid,
             pod_namespace=self.namespace,
             pod_name=self.name,
             container=rec.name,
-            restart=restart,
+            restart=rec.restart_count + (1 if rec.last is not None else 0),
             argv=argv,
-            env=full_env,
+            env={**self.host.base_env(), **env},
             working_dir=rec.spec.working_dir,
             memory_limit=memory_limit(rec.spec),
         )
-        rec.env = full_env
-        try:
-            await host.runtime.prepare_pod(
-                self.uid,
-                namespace=self.namespace,
-                name=self.name,
-                pod_ip=self.pod_ip,
-                files=files,
-            )
-            handle = await host.runtime.start(launch)
-        except StartError as exc:
-            if exc.reason == "CreateContainerConfigError":
-                self._start_failed(rec, exc.reason, exc.message)
-                return
-            # Kubernetes counts a run that could not even start (exit 128, StartError).
-            rec.restart_count = restart
-            rec.start_failures = 0
-            info = ExitInfo(
-                exit_code=128, reason="StartError", message=exc.message, finished_at=time.time()
-            )
-            log.warning(
-                "container failed to start",
-                pod=f"{self.namespace}/{self.name}",
-                container=rec.name,
-                reason=exc.reason,
-                message=exc.message,
-            )
-            self._event(WARNING, "Failed", f"Error: {exc.message}")
-            self._ended(rec, info, time.time(), "")
+        return launch, files
+
+    async def _container_env(
+        self, rec: ContainerRecord
+    ) -> tuple[dict[str, str], dict[str, core_pb2.ConfigMap], dict[str, core_pb2.Secret]]:
+        """`rec`'s environment from the spec, the ConfigMaps, Secrets and Services of now
+        (and those ConfigMaps and Secrets, for its volumes)."""
+        host = self.host
+        config_maps, secrets = await host.lookup_refs(self.pod)
+        env = container_env(
+            self.pod, rec.spec, self._facts(), config_maps=config_maps, secrets=secrets,
+            services=host.services(), where=rec.where,
+        )  # fmt: skip
+        return env, config_maps, secrets
+
+    def _start_error(self, rec: ContainerRecord, exc: StartError, restart: int) -> None:
+        if exc.reason == "CreateContainerConfigError":
+            self._start_failed(rec, exc.reason, exc.message)
             return
-        if self._terminating or self.host.current_pod(self.uid) is None:
-            await host.runtime.stop(handle, 0)
-            return
+        # Kubernetes counts a run that could not even start (exit 128, StartError).
         rec.restart_count = restart
         rec.start_failures = 0
+        info = ExitInfo(
+            exit_code=128, reason="StartError", message=exc.message, finished_at=time.time()
+        )
+        log.warning(
+            "container failed to start",
+            pod=f"{self.namespace}/{self.name}",
+            container=rec.name,
+            reason=exc.reason,
+            message=exc.message,
+        )
+        self._event(WARNING, "Failed", f"Error: {exc.message}")
+        self._ended(rec, info, time.time(), "")
+
+    def _running(self, rec: ContainerRecord, handle: ContainerHandle) -> None:
+        """`handle` is `rec`'s run now (started or adopted): not ready until its probes say
+        so, not started while a startup probe has to pass; watch its exit and probes."""
         rec.handle = handle
         rec.ready = False
-        rec.started = not (host.runtime.runs_probes and rec.spec.HasField("startup_probe"))
+        rec.started = not (self.host.runtime.runs_probes and rec.spec.HasField("startup_probe"))
         rec.started_event = asyncio.Event()
         if rec.started:
-            rec.started_event.set()
+            rec.started_event.set()  # else the readiness and liveness probes never start
         self._watch(rec, handle)
-        self._event(NORMAL, "Started", f"Started container {rec.name}")
 
     def _watch(self, rec: ContainerRecord, handle: ContainerHandle) -> None:
         rec.tasks.append(self._loop.create_task(self._wait_exit(rec, handle)))
@@ -478,7 +418,7 @@ class PodWorker:
         rec.ready = False
         rec.started = False
         rec.before_last = rec.last
-        rec.last = _terminated(info, started_at, cid)
+        rec.last = terminated(info, started_at, cid)
         if not self._terminating:
             policy = self.pod.spec.restart_policy or "Always"
             if should_restart(policy, info.exit_code, init=rec.init):
@@ -574,19 +514,13 @@ class PodWorker:
     async def _rebuild_env(self, rec: ContainerRecord) -> dict[str, str]:
         """The environment of an adopted container, built again as at its start (best
         effort: the ConfigMaps, Secrets and Services of now)."""
-        host = self.host
         try:
-            config_maps, secrets = await host.lookup_refs(self.pod)
-            facts = self._facts()
-            env = container_env(
-                self.pod, rec.spec, facts, config_maps=config_maps, secrets=secrets,
-                services=host.services(), where=rec.where,
-            )  # fmt: skip
+            env, _, _ = await self._container_env(rec)
         except (EnvError, ClientError) as exc:
             log.info("exec environment incomplete", pod=self.name, container=rec.name,
                      error=str(exc))  # fmt: skip
             env = {}
-        return {**host.base_env(), **env}
+        return {**self.host.base_env(), **env}
 
     async def exec(
         self, rec: ContainerRecord, argv: Sequence[str], stdin: bytes, timeout: float
@@ -644,117 +578,29 @@ class PodWorker:
 
     # ---- status ----
 
-    def _phase(self) -> str:
-        policy = self.pod.spec.restart_policy or "Always"
-        if self._failed_init:
-            return "Failed"
-        if any(
-            rec.handle is not None or rec.last is None or rec.last.exit_code != 0
-            for rec in self.inits
-        ):
-            return "Pending"
-        waiting = running = succeeded = failed = 0
-        for rec in self.containers:
-            if rec.handle is not None:
-                running += 1
-            elif rec.last is None:
-                waiting += 1
-            elif should_restart(policy, rec.last.exit_code, init=False):
-                running += 1  # restarting (CrashLoopBackOff): still a running pod
-            elif rec.last.exit_code == 0:
-                succeeded += 1
-            else:
-                failed += 1
-        if waiting:
-            return "Pending"
-        if running:
-            return "Running"
-        return "Failed" if failed else "Succeeded"
-
-    def _container_status(self, rec: ContainerRecord) -> core_pb2.ContainerStatus:
-        st = core_pb2.ContainerStatus(
-            name=rec.name,
-            image=rec.spec.image,
-            image_id=rec.spec.image,
-            restart_count=rec.restart_count,
-            ready=rec.ready and rec.handle is not None,
-            started=rec.started and rec.handle is not None,
-        )
-        policy = self.pod.spec.restart_policy or "Always"
-        if rec.handle is not None:
-            st.state.running.started_at.CopyFrom(timestamps.time_at(rec.handle.started_at))
-            st.container_id = rec.handle.container_id
-            if rec.last is not None:
-                st.last_state.terminated.CopyFrom(rec.last)
-        elif rec.last is not None and (
-            (rec.init and rec.last.exit_code == 0)
-            or not should_restart(policy, rec.last.exit_code, init=rec.init)
-            or self._terminating
-        ):
-            st.state.terminated.CopyFrom(rec.last)
-            st.container_id = rec.last.container_id
-            if rec.before_last is not None:
-                st.last_state.terminated.CopyFrom(rec.before_last)
-        else:
-            reason, message = rec.waiting_reason, rec.waiting_message
-            if not rec.init and any(r.handle is not None or r.last is None for r in self.inits):
-                reason, message = "PodInitializing", ""
-            st.state.waiting.reason = reason
-            if message:
-                st.state.waiting.message = message
-            if rec.last is not None:
-                st.last_state.terminated.CopyFrom(rec.last)
-        return st
-
-    def _condition(self, type_: str, ok: bool, reason: str = "", message: str = "") -> Any:
-        status = "True" if ok else "False"
-        if ok:
-            reason = message = ""
-        old = self._conditions.get(type_)
-        if old is None or old[0] != status or old[1] != reason or old[2] != message:
-            ts = old[3] if old is not None and old[0] == status else timestamps.time_at(time.time())
-            self._conditions[type_] = (status, reason, message, ts)
-        _, _, _, ts = self._conditions[type_]
-        cond = core_pb2.PodCondition(type=type_, status=status, reason=reason, message=message)
-        cond.last_transition_time.CopyFrom(ts)
-        return cond
-
     def status(self) -> core_pb2.PodStatus:
-        st = core_pb2.PodStatus(phase=self._phase(), host_ip=self.host.node_ip)
+        policy = self.pod.spec.restart_policy or "Always"
+        phase = pod_phase(policy, self.inits, self.containers, failed_init=self._failed_init)
+        st = core_pb2.PodStatus(phase=phase, host_ip=self.host.node_ip)
         if self.pod_ip:
             st.pod_ip = self.pod_ip
             st.pod_ips.add(ip=self.pod_ip)
         if self._start_time is not None:
             st.start_time.CopyFrom(self._start_time)
         st.qos_class = qos_class(self.pod)
-        st.init_container_statuses.extend(self._container_status(r) for r in self.inits)
-        st.container_statuses.extend(self._container_status(r) for r in self.containers)
-        pending_inits = [
-            r.name
-            for r in self.inits
-            if r.handle is not None or r.last is None or r.last.exit_code != 0
-        ]
-        unready = [r.name for r in self.containers if not (r.ready and r.handle is not None)]
-        done = st.phase in ("Succeeded", "Failed")
-        st.conditions.append(
-            self._condition(
-                "Initialized",
-                not pending_inits,
-                "ContainersNotInitialized",
-                f"containers with incomplete status: [{' '.join(pending_inits)}]",
+        initializing = any(r.handle is not None or r.last is None for r in self.inits)
+        for records, statuses in (
+            (self.inits, st.init_container_statuses),
+            (self.containers, st.container_statuses),
+        ):
+            statuses.extend(
+                container_status(
+                    rec, policy, initializing=initializing, terminating=self._terminating
+                )
+                for rec in records
             )
-        )
-        ready_reason = "PodCompleted" if done else "ContainersNotReady"
-        ready_message = "" if done else f"containers with unready status: [{' '.join(unready)}]"
-        st.conditions.append(
-            self._condition("Ready", not unready and not done, ready_reason, ready_message)
-        )
-        st.conditions.append(
-            self._condition(
-                "ContainersReady", not unready and not done, ready_reason, ready_message
-            )
-        )
-        st.conditions.append(self._condition("PodScheduled", True))
+        done = phase in ("Succeeded", "Failed")
+        st.conditions.extend(self._conditions.of_pod(self.inits, self.containers, done=done))
         return st
 
     async def _report(self) -> None:

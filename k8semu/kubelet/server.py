@@ -13,7 +13,8 @@ from typing import Any
 
 import grpc
 
-from k8semu.kubelet.podworker import ContainerRecord, PodWorker
+from k8semu.kubelet.podstatus import ContainerRecord
+from k8semu.kubelet.podworker import PodWorker
 from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
 from k8semu.transport import abort
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from k8semu.kubelet.env import EnvError
+from k8semu.kubelet.env import EnvError, config_map_data, secret_data
 from k8semu.kubelet.runtime import VolumeFile
 from k8semu.pb.api.v1 import core_pb2
 
@@ -48,8 +48,7 @@ def volume_files(
             if cm is None and not src.optional:
                 raise EnvError(f'{path}: volume {vol.name!r}: configmap "{src.name}" not found')
             if cm is not None:
-                data = {k: v.encode() for k, v in cm.data.items()}
-                data.update(cm.binary_data)
+                data = config_map_data(cm)
             items = list(src.items)
             mode = src.default_mode if src.HasField("default_mode") else DEFAULT_MODE
         elif vol.HasField("secret"):
@@ -60,8 +59,7 @@ def volume_files(
                     f'{path}: volume {vol.name!r}: secret "{ssrc.secret_name}" not found'
                 )
             if secret is not None:
-                data = dict(secret.data)
-                data.update({k: v.encode() for k, v in secret.string_data.items()})
+                data = secret_data(secret)
             items = list(ssrc.items)
             mode = ssrc.default_mode if ssrc.HasField("default_mode") else DEFAULT_MODE
         files.append(VolumeFile(base.rstrip("/") + "/", b""))

@@ -14,12 +14,12 @@ either side ends them (a removed Service port drains, as a removed endpoint does
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from k8semu import aio
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.proxy.datapath import (
@@ -116,10 +116,7 @@ class Proxier:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait([task])
         async with self._lock:
             for listener in self._listeners.values():
                 listener.close()

@@ -15,7 +15,6 @@ Health is SERVING once the informers have synced and the first table is applied.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from k8semu import transport
+from k8semu import aio, transport
 from k8semu.client import Client, Indexer, SharedInformers
 from k8semu.client.events import WARNING, EventRecorder
 from k8semu.log import get_logger
@@ -154,12 +153,9 @@ class ProxyServer:
         async with asyncio.timeout(timeout):
             await self._synced.wait()
 
-    async def stop(self, grace: float = 1.0) -> None:
-        for task in (self._task, self._publishing):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    async def stop(self, grace: float) -> None:
+        """Stop syncing and forwarding; the metrics server's calls get `grace` seconds."""
+        await aio.cancel_and_wait([self._task, self._publishing])
         self._task = self._publishing = None
         await self.informers.stop()
         await self.proxier.stop()

@@ -22,6 +22,7 @@ import ipaddress
 import socket
 from typing import Any
 
+from k8semu import aio
 from k8semu.client import Indexer
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
@@ -229,10 +230,7 @@ class TunnelServer:
 
     async def stop(self) -> None:
         task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait([task])
         if self._server is not None:
             self._server.close()
             self._server = None

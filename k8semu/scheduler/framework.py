@@ -230,11 +230,9 @@ def _container_requests(c: core_pb2.Container, where: str) -> tuple[int, int, in
     )
 
 
-def pod_info(pod: core_pb2.Pod) -> PodInfo:
-    """Compile `pod`; PodSpecError naming the field when something cannot be evaluated."""
-    meta = pod.metadata
-    spec = pod.spec
-    where = f"pod {meta.namespace}/{meta.name}: spec"
+def _pod_requests(spec: core_pb2.PodSpec, where: str) -> tuple[int, int, int, int]:
+    """(milli_cpu, memory, nonzero_milli_cpu, nonzero_memory): the containers' sum, raised to
+    any init container's own (init containers run one at a time, before the others)."""
     try:
         cpu = mem = nz_cpu = nz_mem = 0
         for i, c in enumerate(spec.containers):
@@ -249,6 +247,55 @@ def pod_info(pod: core_pb2.Pod) -> PodInfo:
             nz_cpu, nz_mem = max(nz_cpu, c_), max(nz_mem, d)
     except QuantityError as exc:
         raise PodSpecError(str(exc)) from None
+    return cpu, mem, nz_cpu, nz_mem
+
+
+def _node_affinity(
+    na: core_pb2.NodeAffinity, where: str
+) -> tuple[tuple[NodeTerm, ...] | None, tuple[PreferredTerm, ...]]:
+    """The required terms (None: no requirement) and the preferred ones."""
+    required: tuple[NodeTerm, ...] | None = None
+    if na.HasField("required_during_scheduling_ignored_during_execution"):
+        req_where = f"{where}.requiredDuringSchedulingIgnoredDuringExecution"
+        terms = na.required_during_scheduling_ignored_during_execution.node_selector_terms
+        required = tuple(
+            _node_term(t, f"{req_where}.nodeSelectorTerms[{i}]") for i, t in enumerate(terms)
+        )
+    pref_where = f"{where}.preferredDuringSchedulingIgnoredDuringExecution"
+    preferred = tuple(
+        PreferredTerm(p.weight, _node_term(p.preference, f"{pref_where}[{i}].preference"))
+        for i, p in enumerate(na.preferred_during_scheduling_ignored_during_execution)
+    )
+    return required, preferred
+
+
+def _anti_affinity(
+    paa: core_pb2.PodAntiAffinity, namespace: str, where: str
+) -> tuple[AntiAffinityTerm, ...]:
+    """The required pod anti-affinity terms (namespaces default to the pod's own)."""
+    anti: list[AntiAffinityTerm] = []
+    for i, t in enumerate(paa.required_during_scheduling_ignored_during_execution):
+        t_where = f"{where}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
+        if not t.topology_key:
+            raise PodSpecError(f"{t_where}.topologyKey: Required value")
+        anti.append(
+            AntiAffinityTerm(
+                _pod_selector(
+                    t.label_selector, t.HasField("label_selector"), f"{t_where}.labelSelector"
+                ),
+                frozenset(t.namespaces) or frozenset((namespace,)),
+                t.topology_key,
+            )
+        )
+    return tuple(anti)
+
+
+def pod_info(pod: core_pb2.Pod) -> PodInfo:
+    """Compile `pod`; PodSpecError naming the field when something cannot be evaluated."""
+    meta = pod.metadata
+    spec = pod.spec
+    where = f"pod {meta.namespace}/{meta.name}: spec"
+    cpu, mem, nz_cpu, nz_mem = _pod_requests(spec, where)
     ports = tuple(
         (p.host_ip or _WILDCARD_IP, p.protocol or "TCP", p.host_port)
         for c in spec.containers
@@ -257,44 +304,14 @@ def pod_info(pod: core_pb2.Pod) -> PodInfo:
     )
     required: tuple[NodeTerm, ...] | None = None
     preferred: tuple[PreferredTerm, ...] = ()
-    anti: list[AntiAffinityTerm] = []
+    anti: tuple[AntiAffinityTerm, ...] = ()
     if spec.HasField("affinity"):
         aff = spec.affinity
-        na = aff.node_affinity
-        na_where = f"{where}.affinity.nodeAffinity"
-        if na.HasField("required_during_scheduling_ignored_during_execution"):
-            req_where = f"{na_where}.requiredDuringSchedulingIgnoredDuringExecution"
-            terms = na.required_during_scheduling_ignored_during_execution.node_selector_terms
-            required = tuple(
-                _node_term(t, f"{req_where}.nodeSelectorTerms[{i}]") for i, t in enumerate(terms)
-            )
-        pref_where = f"{na_where}.preferredDuringSchedulingIgnoredDuringExecution"
-        preferred = tuple(
-            PreferredTerm(p.weight, _node_term(p.preference, f"{pref_where}[{i}].preference"))
-            for i, p in enumerate(na.preferred_during_scheduling_ignored_during_execution)
+        required, preferred = _node_affinity(aff.node_affinity, f"{where}.affinity.nodeAffinity")
+        anti = _anti_affinity(
+            aff.pod_anti_affinity, meta.namespace, f"{where}.affinity.podAntiAffinity"
         )
-        paa = aff.pod_anti_affinity
-        for i, t in enumerate(paa.required_during_scheduling_ignored_during_execution):
-            t_where = (
-                f"{where}.affinity.podAntiAffinity"
-                f".requiredDuringSchedulingIgnoredDuringExecution[{i}]"
-            )
-            if not t.topology_key:
-                raise PodSpecError(f"{t_where}.topologyKey: Required value")
-            anti.append(
-                AntiAffinityTerm(
-                    _pod_selector(
-                        t.label_selector, t.HasField("label_selector"), f"{t_where}.labelSelector"
-                    ),
-                    frozenset(t.namespaces) or frozenset((meta.namespace,)),
-                    t.topology_key,
-                )
-            )
-    owner = ""
-    for ref in meta.owner_references:
-        if ref.controller:
-            owner = ref.uid
-            break
+    owner = next((ref.uid for ref in meta.owner_references if ref.controller), "")
     return PodInfo(
         key=f"{meta.namespace}/{meta.name}",
         name=meta.name,
@@ -310,7 +327,7 @@ def pod_info(pod: core_pb2.Pod) -> PodInfo:
         required_terms=required,
         preferred_terms=preferred,
         tolerations=tuple(spec.tolerations),
-        anti_affinity=tuple(anti),
+        anti_affinity=anti,
         owner_uid=owner,
     )
 

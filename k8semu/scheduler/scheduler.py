@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from k8semu import transport
+from k8semu import aio, transport
 from k8semu.api import timestamps
 from k8semu.client import (
     DEFAULT_LEADER_ELECTION,
@@ -206,7 +206,9 @@ class Scheduler:
                 self.run_leading(), name="scheduling loop"
             )
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float) -> None:
+        """End scheduling, hand the Lease back, stop the health server (`grace` for its
+        calls in flight)."""
         queue = self.queue
         if queue is not None:
             # End scheduling (and cancel binds in flight) before the Lease can be released.
@@ -217,16 +219,13 @@ class Scheduler:
         if self._elector is not None:
             await self._elector.stop()
             self._elector = None
-        if self._leading is not None:
-            self._leading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._leading
-            self._leading = None
+        leading, self._leading = self._leading, None
+        await aio.cancel_and_wait([leading])
         await self.informers.stop()
         if self._own_recorder:
             await self.recorder.stop()
         if self._server is not None:
-            await self._server.stop(1.0)
+            await self._server.stop(grace)
             self._server = None
 
     @property
@@ -281,12 +280,7 @@ class Scheduler:
         finally:
             self.queue = None
             queue.close()
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await aio.cancel_and_wait(list(self._tasks), ignore_errors=True)
             self.cache.forget_all_assumed()
             self._loop_idle.set()
 

@@ -174,7 +174,9 @@ class StoreServer:
             revision=self.sm.revision,
         )
 
-    async def stop(self, grace: float = 1.0) -> None:
+    async def stop(self, grace: float) -> None:
+        """Stop; with `grace` > 0 a leader first hands leadership over and client calls in
+        flight get `grace` seconds; 0 stops now (crash-only, after a failure)."""
         if grace > 0:
             await self._hand_over_leadership()
         for task in self._tasks:

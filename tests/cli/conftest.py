@@ -1,19 +1,19 @@
-"""Fixtures: a one-replica `k8semu store` and a `python -m k8semu apiserver` (module scope),
-and `k8semu`, which runs `python -m k8semu VERB ... --server ADDRESS` as a subprocess."""
+"""Fixtures: `k8semu`, which runs `python -m k8semu VERB ... --server ADDRESS` as a subprocess
+against the shared module-scoped `apiserver` (a one-replica `k8semu store` and a
+`python -m k8semu apiserver`, from tests/support/fixtures.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from k8semu.cluster.processes import K8semuStoreCluster
-from tests.support.apiserver import APIServerProcess, on_new_store
+from tests.support.apiserver import APIServerProcess
 
 
 @dataclass
@@ -26,14 +26,8 @@ class Result:
 Run = Callable[..., Result]
 
 
-@pytest.fixture(scope="module")
-def cli_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
-    base = tmp_path_factory.mktemp("cli")
-    yield from on_new_store(K8semuStoreCluster(base / "store", 1), base / "apiserver.log")
-
-
 @pytest.fixture
-def k8semu(cli_apiserver: APIServerProcess, tmp_path: Path) -> Run:
+def k8semu(apiserver: APIServerProcess, tmp_path: Path) -> Run:
     # No kubeconfig: the default path (~/.k8semu/config) is absent in a fresh HOME.
     env = {k: v for k, v in os.environ.items() if k != "K8SEMU_CONFIG"}
     env["HOME"] = str(tmp_path)
@@ -41,7 +35,7 @@ def k8semu(cli_apiserver: APIServerProcess, tmp_path: Path) -> Run:
     def run(*args: str, stdin: str | None = None, server: bool = True) -> Result:
         cmd = [sys.executable, "-m", "k8semu", *args]
         if server:
-            cmd += ["--server", cli_apiserver.address]
+            cmd += ["--server", apiserver.address]
         proc = subprocess.run(
             cmd, input=stdin, capture_output=True, text=True, env=env, timeout=30, check=False
         )

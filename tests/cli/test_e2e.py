@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from k8semu.api import manifest
-from tests.apiserver.conftest import APIServerProcess
 from tests.cli.conftest import Run
+from tests.support.apiserver import APIServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -194,14 +194,14 @@ def test_errors_and_empty(k8semu: Run, tmp_path: Path) -> None:
     assert r.code == 1 and "call retried" in r.err
 
 
-def test_closed_output_pipe_ends_quietly(k8semu: Run, cli_apiserver: APIServerProcess) -> None:
+def test_closed_output_pipe_ends_quietly(k8semu: Run, apiserver: APIServerProcess) -> None:
     docs = "".join(
         f"---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pipe-{i:02d}\n"
         for i in range(40)
     )
     assert k8semu("apply", "-f", "-", stdin=docs).code == 0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "k8semu", "get", "cm", "--server", cli_apiserver.address],
+        [sys.executable, "-m", "k8semu", "get", "cm", "--server", apiserver.address],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -248,10 +248,10 @@ def test_create_stdin_events_and_discovery(k8semu: Run) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_get_watch_prints_changes(k8semu: Run, cli_apiserver: APIServerProcess) -> None:
+def test_get_watch_prints_changes(k8semu: Run, apiserver: APIServerProcess) -> None:
     cmd = [sys.executable, "-m", "k8semu", "get", "cm", "-w", "-n", "watched"]
     with subprocess.Popen(
-        [*cmd, "--server", cli_apiserver.address], stdout=subprocess.PIPE, text=True
+        [*cmd, "--server", apiserver.address], stdout=subprocess.PIPE, text=True
     ) as proc:
         try:
             assert k8semu("create", "-f", "-", stdin=NAMESPACE_AND_CM).code == 0

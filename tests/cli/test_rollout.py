@@ -10,8 +10,8 @@ import pytest
 
 from k8semu.client import Client
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
-from tests.apiserver.conftest import APIServerProcess
 from tests.cli.conftest import Run
+from tests.support.apiserver import APIServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -74,10 +74,10 @@ async def _setup(address: str, namespace: str) -> Client:
 
 
 async def test_history_lists_revisions_and_change_causes(
-    k8semu: Run, cli_apiserver: APIServerProcess
+    k8semu: Run, apiserver: APIServerProcess
 ) -> None:
     namespace = f"ro-{uuid.uuid4().hex[:6]}"
-    async with await _setup(cli_apiserver.address, namespace):
+    async with await _setup(apiserver.address, namespace):
         pass
     r = k8semu("rollout", "history", "deploy/web", "-n", namespace)
     assert (r.code, r.err) == (0, "")
@@ -97,10 +97,10 @@ async def test_history_lists_revisions_and_change_causes(
 
 
 async def test_undo_restores_the_previous_or_a_chosen_revision(
-    k8semu: Run, cli_apiserver: APIServerProcess
+    k8semu: Run, apiserver: APIServerProcess
 ) -> None:
     namespace = f"ro-{uuid.uuid4().hex[:6]}"
-    async with await _setup(cli_apiserver.address, namespace) as client:
+    async with await _setup(apiserver.address, namespace) as client:
         r = k8semu("rollout", "undo", "deploy/web", "-n", namespace)
         assert (r.code, r.out, r.err) == (0, "deployment.apps/web rolled back\n", "")
         d = await client.get(apps_pb2.Deployment, "web", namespace=namespace)

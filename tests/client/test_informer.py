@@ -4,6 +4,8 @@ restart without losing an update, relist on Gone, resync, and the indexed cache.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf.message import Message
@@ -28,10 +30,8 @@ FAST = InformerConfig(resync=0, min_backoff=0.05, max_backoff=0.5)
 class Recorder:
     """Event handlers that only append (as real ones only enqueue)."""
 
-    def __init__(self) -> None:
+    def __init__(self, informer: Informer[Any]) -> None:
         self.events: list[tuple[str, str, str]] = []
-
-    def attach(self, informer: Informer[Any]) -> None:
         informer.add_event_handler(
             on_add=lambda o: self.events.append(("add", object_key(o), _value(o))),
             on_update=lambda old, new: self.events.append(
@@ -52,6 +52,23 @@ class CountingClient(Client):
         self.lists += 1
         page: ObjectList[Any] = await super().list_all(*args, **kwargs)
         return page
+
+
+@contextlib.asynccontextmanager
+async def watched_and_writer(
+    servers: list[APIServerProcess], namespace: str
+) -> AsyncIterator[tuple[CountingClient, Client]]:
+    """A counting client on the first API server (an informer's) and a writer on the second,
+    with `namespace` created."""
+    first, second = servers
+    async with (
+        CountingClient([first.address], retries=TEST_RETRIES) as watched,
+        Client([second.address], retries=TEST_RETRIES) as writer,
+    ):
+        ns = core_pb2.Namespace()
+        ns.metadata.name = namespace
+        await writer.create(ns)
+        yield watched, writer
 
 
 def cm(name: str, namespace: str, n: int) -> core_pb2.ConfigMap:
@@ -77,8 +94,7 @@ async def assert_cache_matches_list(
 async def test_sync_then_events_in_order(client: Client, namespace: str) -> None:
     await client.create(cm("before", namespace, 0))
     informer = Informer(client, core_pb2.ConfigMap, namespace=namespace, config=FAST, indexers={})
-    rec = Recorder()
-    rec.attach(informer)
+    rec = Recorder(informer)
     assert not informer.has_synced()
     informer.start()
     try:
@@ -105,18 +121,11 @@ async def test_sync_then_events_in_order(client: Client, namespace: str) -> None
 
 
 async def test_resume_after_api_server_restart(live_apiservers: list[APIServerProcess]) -> None:
-    first, second = live_apiservers
-    async with (
-        CountingClient([first.address], retries=TEST_RETRIES) as watched,
-        Client([second.address], retries=TEST_RETRIES) as writer,
-    ):
-        ns = core_pb2.Namespace()
-        ns.metadata.name = "resume"
-        await writer.create(ns)
+    first, _ = live_apiservers
+    async with watched_and_writer(live_apiservers, "resume") as (watched, writer):
         objs = [await writer.create(cm(f"o{i}", "resume", 0)) for i in range(5)]
         informer = Informer(watched, core_pb2.ConfigMap, namespace="resume", config=FAST)
-        rec = Recorder()
-        rec.attach(informer)
+        rec = Recorder(informer)
         informer.start()
         try:
             await informer.wait_synced(10)
@@ -144,19 +153,12 @@ async def test_resume_after_api_server_restart(live_apiservers: list[APIServerPr
 async def test_relist_on_gone(
     live_apiservers: list[APIServerProcess], store: K8semuStoreCluster
 ) -> None:
-    first, second = live_apiservers
-    async with (
-        CountingClient([first.address], retries=TEST_RETRIES) as watched,
-        Client([second.address], retries=TEST_RETRIES) as writer,
-    ):
-        ns = core_pb2.Namespace()
-        ns.metadata.name = "gone"
-        await writer.create(ns)
+    first, _ = live_apiservers
+    async with watched_and_writer(live_apiservers, "gone") as (watched, writer):
         keep = await writer.create(cm("keep", "gone", 0))
         await writer.create(cm("drop", "gone", 0))
         informer = Informer(watched, core_pb2.ConfigMap, namespace="gone", config=FAST)
-        rec = Recorder()
-        rec.attach(informer)
+        rec = Recorder(informer)
         informer.start()
         try:
             await informer.wait_synced(10)

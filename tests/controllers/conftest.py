@@ -19,7 +19,7 @@ from typing import Any, cast
 import pytest
 from google.protobuf.message import Message
 
-from k8semu.client import Client, ClientError, SharedInformers
+from k8semu.client import Client, ClientError, Informer, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.cluster.component import ComponentProcess
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
@@ -63,6 +63,48 @@ class FakeRecorder:
 
     def messages(self, reason: str = "") -> list[str]:
         return [e.message for e in self.events if not reason or e.reason == reason]
+
+
+class CapturingRecorder(EventRecorder):
+    """An EventRecorder (where one is typed) that keeps (reason, object name, message)
+    instead of writing Events."""
+
+    def __init__(self) -> None:
+        super().__init__(cast(Client, None), "test")
+        self.events: list[tuple[str, str, str]] = []
+
+    def event(self, obj: Message, type_: str, reason: str, message: str) -> None:
+        self.events.append((reason, cast(Any, obj).metadata.name, message))
+
+
+class ControllerHarness:
+    """One controller's unit-test context: a RecordingClient and captured events. A test's
+    harness builds its controller on `self.ctx` and calls `reconcile(key)` itself."""
+
+    def __init__(self, config: ControllerManagerConfig | None = None) -> None:
+        self.client = RecordingClient()
+        self.recorder = CapturingRecorder()
+        self.ctx = ControllerContext(
+            client=cast(Client, self.client),
+            informers=SharedInformers(cast(Client, self.client)),
+            recorder=self.recorder,
+            config=config or ControllerManagerConfig(),
+        )
+
+    def refresh(self, *informers: Informer[Any]) -> None:
+        """The informers' caches catch up with what the client holds, as their watches
+        would (without calling their handlers)."""
+        for informer in informers:
+            live = {
+                (ns + "/" + name if ns else name): obj
+                for (plural, ns, name), obj in self.client.objects.items()
+                if plural == informer.kind.plural
+            }
+            for key in list(informer.cache.keys()):
+                if key not in live:
+                    informer.cache.remove(key)
+            for obj in live.values():
+                informer.cache.put(obj)
 
 
 _KINDS: tuple[tuple[str, type[Message]], ...] = (
@@ -144,6 +186,22 @@ class FakeCluster:
                     if done > 2000:
                         raise AssertionError("controllers do not settle")
         return done
+
+    async def start_pods_one_by_one(
+        self, *controllers: Any, steps: int, check: Callable[[], None] | None = None
+    ) -> None:
+        """At most `steps` times: drain the controllers, then mark one waiting pod Running and
+        Ready (a kubelet that brings up one pod at a time, so every step of a rollout
+        shows), and run `check`; done when no pod waits."""
+        for _ in range(steps):
+            await self.drain(*controllers, check=check)
+            waiting = [p for p in self.objects(core_pb2.Pod) if p.status.phase != "Running"]
+            if not waiting:
+                return
+            name = waiting[0].metadata.name
+            self.kubelet(only=lambda p, name=name: p.metadata.name == name)
+            if check is not None:
+                check()
 
     def objects(self, kind: type[Any]) -> list[Any]:
         plural = dict((k, p) for p, k in _KINDS)[kind]

@@ -166,15 +166,7 @@ async def _rolling_update(replicas: int, surge: int | str, unavailable: int | st
             steps.append((sizes[1], sizes[0]))  # (new, old)
 
     edit(cluster, set_image("nginx:2"))
-    for _ in range(100):
-        await cluster.drain(d_ctrl, rs_ctrl, check=check)
-        # The kubelet brings up one pod at a time, so every step of the rollout shows.
-        waiting = [p for p in cluster.objects(core_pb2.Pod) if p.status.phase != "Running"]
-        if not waiting:
-            break
-        name = waiting[0].metadata.name
-        cluster.kubelet(only=lambda p, name=name: p.metadata.name == name)
-        check()
+    await cluster.start_pods_one_by_one(d_ctrl, rs_ctrl, steps=100, check=check)
     await roll_out(cluster, d_ctrl, rs_ctrl)
     old, new = replica_sets(cluster)
     assert (old.spec.replicas, new.spec.replicas) == (0, replicas)
@@ -379,14 +371,7 @@ async def test_template_changed_again_mid_rollout_keeps_the_bounds() -> None:
         assert sum(1 for p in pods if _pods.is_pod_ready(p)) >= 3
 
     async def one_pod_at_a_time(steps: int) -> None:
-        for _ in range(steps):
-            await cluster.drain(d_ctrl, rs_ctrl, check=check)
-            waiting = [p for p in cluster.objects(core_pb2.Pod) if p.status.phase != "Running"]
-            if not waiting:
-                return
-            name = waiting[0].metadata.name
-            cluster.kubelet(only=lambda p, name=name: p.metadata.name == name)
-            check()
+        await cluster.start_pods_one_by_one(d_ctrl, rs_ctrl, steps=steps, check=check)
 
     edit(cluster, set_image("nginx:2"))
     await one_pod_at_a_time(2)

@@ -11,12 +11,12 @@ from typing import Any, cast
 import pytest
 from google.protobuf.message import Message
 
-from k8semu.client import Client, NotFound, SharedInformers
+from k8semu.client import Client, Informer, NotFound, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext
 from k8semu.controllers.endpoints import HEADLESS_LABEL, EndpointsController, resolve_port
 from k8semu.pb.api.v1 import core_pb2, meta_pb2
-from tests.support.fakeclient import RecordingClient
+from tests.controllers.conftest import ControllerHarness
 from tests.support.poll import eventually
 
 
@@ -65,35 +65,19 @@ def make_pod(
     return pod
 
 
-class Harness:
+class Harness(ControllerHarness):
     def __init__(self) -> None:
-        self.client = RecordingClient()
-        informers = SharedInformers(cast(Client, self.client))
-        ctx = ControllerContext(
-            client=cast(Client, self.client),
-            informers=informers,
-            recorder=EventRecorder(cast(Client, self.client), "test"),
-        )
-        self.ctrl = EndpointsController(ctx)
+        super().__init__()
+        self.ctrl = EndpointsController(self.ctx)
 
     def add(self, *objs: Message) -> None:
         self.client.seed(*objs)
         self.refresh()
 
-    def refresh(self) -> None:
+    def refresh(self, *informers: Informer[Any]) -> None:
         """The caches catch up with what was written (as the informers' watches would)."""
-        for informer in (self.ctrl.services, self.ctrl.pods, self.ctrl.endpoints):
-            for key in list(informer.cache.keys()):
-                namespace, _, name = key.rpartition("/")
-                if (informer.kind.plural, namespace, name) not in self.client.objects:
-                    informer.cache.remove(key)
-        for obj in self.client.objects.values():
-            if isinstance(obj, core_pb2.Service):
-                self.ctrl.services.cache.put(obj)
-            elif isinstance(obj, core_pb2.Pod):
-                self.ctrl.pods.cache.put(obj)
-            elif isinstance(obj, core_pb2.Endpoints):
-                self.ctrl.endpoints.cache.put(obj)
+        ctrl = self.ctrl
+        super().refresh(*(informers or (ctrl.services, ctrl.pods, ctrl.endpoints)))
 
     def endpoints(self, name: str = "web") -> core_pb2.Endpoints:
         return cast(core_pb2.Endpoints, self.client.objects[("endpoints", "default", name)])

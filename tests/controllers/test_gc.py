@@ -12,22 +12,13 @@ from typing import Any, cast
 import pytest
 from google.protobuf.message import Message
 
-from k8semu.client import Client, SharedInformers
+from k8semu.client import Client, Informer, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext
 from k8semu.controllers.gc import FOREGROUND_FINALIZER, ORPHAN_FINALIZER, GarbageCollector
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
-from tests.support.fakeclient import RecordingClient
+from tests.controllers.conftest import ControllerHarness
 from tests.support.poll import eventually
-
-
-class CapturingRecorder(EventRecorder):
-    def __init__(self) -> None:
-        super().__init__(cast(Client, None), "test")
-        self.events: list[tuple[str, str, str]] = []
-
-    def event(self, obj: Message, type_: str, reason: str, message: str) -> None:
-        self.events.append((reason, cast(Any, obj).metadata.name, message))
 
 
 def ref(owner: Message, *, block: bool = True) -> meta_pb2.OwnerReference:
@@ -78,16 +69,10 @@ def deleting(obj: Any, finalizer: str) -> Any:
     return obj
 
 
-class Harness:
+class Harness(ControllerHarness):
     def __init__(self) -> None:
-        self.client = RecordingClient()
-        self.recorder = CapturingRecorder()
-        ctx = ControllerContext(
-            client=cast(Client, self.client),
-            informers=SharedInformers(cast(Client, self.client)),
-            recorder=self.recorder,
-        )
-        self.gc = GarbageCollector(ctx)
+        super().__init__()
+        self.gc = GarbageCollector(self.ctx)
 
     def add(self, *objs: Message, cache: bool = True, api: bool = True) -> None:
         """Objects in the fake API server and/or in the caches."""
@@ -106,16 +91,9 @@ class Harness:
         m = meta(obj)
         return (kind.plural, m.namespace if kind.namespaced else "", m.name)
 
-    def refresh(self) -> None:
+    def refresh(self, *informers: Informer[Any]) -> None:
         """The caches catch up with the fake API server."""
-        for kind_name, informer in self.gc.informers.items():
-            for key in list(informer.cache.keys()):
-                namespace, _, name = key.rpartition("/")
-                if (informer.kind.plural, namespace, name) not in self.client.objects:
-                    informer.cache.remove(key)
-            for (plural, _, _), obj in self.client.objects.items():
-                if plural == informer.kind.plural and type(obj).__name__ == kind_name:
-                    informer.cache.put(obj)
+        super().refresh(*(informers or self.gc.informers.values()))
 
     async def drain(self) -> list[str]:
         """Reconcile what is queued (as workers would), with the caches catching up."""

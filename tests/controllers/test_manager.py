@@ -322,7 +322,7 @@ async def test_manager_runs_controllers_only_while_leading_and_starts_fresh_term
 
         await eventually(three_pods, 20, "the new term creates the third pod")
     finally:
-        await manager.stop()
+        await manager.stop(1.0)
     assert not manager.leading
 
 
@@ -342,7 +342,7 @@ async def test_stopped_leader_releases_its_lease_for_the_standby(
         await eventually(lambda: manager.leading, 30, "leading")
         assert await _lease_holder(client) == identity
     finally:
-        await manager.stop()
+        await manager.stop(1.0)
     assert await _lease_holder(client) == ""
 
 

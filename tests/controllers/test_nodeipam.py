@@ -6,23 +6,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
-from google.protobuf.message import Message
 
-from k8semu.client import Client, Conflict, SharedInformers
-from k8semu.client.events import EventRecorder
-from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
+from k8semu.client import Conflict, Informer
+from k8semu.controllers.context import ControllerManagerConfig
 from k8semu.controllers.nodeipam import CIDRSet, NodeIPAMController
 from k8semu.pb.api.v1 import core_pb2
-from tests.support.fakeclient import RecordingClient
-
-
-class CapturingRecorder(EventRecorder):
-    def __init__(self) -> None:
-        super().__init__(cast(Client, None), "test")
-        self.events: list[tuple[str, str, str]] = []
-
-    def event(self, obj: Message, type_: str, reason: str, message: str) -> None:
-        self.events.append((reason, cast(Any, obj).metadata.name, message))
+from tests.controllers.conftest import ControllerHarness
 
 
 def make_node(name: str, pod_cidr: str = "", created: int = 0) -> core_pb2.Node:
@@ -35,17 +24,10 @@ def make_node(name: str, pod_cidr: str = "", created: int = 0) -> core_pb2.Node:
     return node
 
 
-class Harness:
+class Harness(ControllerHarness):
     def __init__(self, config: ControllerManagerConfig | None = None) -> None:
-        self.client = RecordingClient()
-        self.recorder = CapturingRecorder()
-        ctx = ControllerContext(
-            client=cast(Client, self.client),
-            informers=SharedInformers(cast(Client, self.client)),
-            recorder=self.recorder,
-            config=config or ControllerManagerConfig(),
-        )
-        self.ctrl = NodeIPAMController(ctx)
+        super().__init__(config)
+        self.ctrl = NodeIPAMController(self.ctx)
 
     def add(self, *nodes: core_pb2.Node) -> None:
         self.client.seed(*nodes)
@@ -55,14 +37,8 @@ class Harness:
         del self.client.objects[("nodes", "", name)]
         self.refresh()
 
-    def refresh(self) -> None:
-        cache = self.ctrl.nodes.cache
-        for key in list(cache.keys()):
-            if ("nodes", "", key) not in self.client.objects:
-                cache.remove(key)
-        for (plural, _, _), obj in self.client.objects.items():
-            if plural == "nodes":
-                cache.put(cast(core_pb2.Node, obj))
+    def refresh(self, *informers: Informer[Any]) -> None:
+        super().refresh(*(informers or (self.ctrl.nodes,)))
 
     def cidr(self, name: str) -> tuple[str, list[str]]:
         node = cast(core_pb2.Node, self.client.objects[("nodes", "", name)])

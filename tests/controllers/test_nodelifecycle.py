@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 from google.protobuf.message import Message
 
-from k8semu.client import AlreadyExists, Client, ClientError, NotFound, SharedInformers
+from k8semu.client import AlreadyExists, Client, ClientError, Informer, NotFound, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.controllers.nodelifecycle import (
@@ -30,24 +30,12 @@ from k8semu.controllers.nodelifecycle import (
     toleration_seconds,
 )
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
-from tests.controllers.conftest import T0, FakeClock
-from tests.support.fakeclient import RecordingClient
+from tests.controllers.conftest import T0, ControllerHarness, FakeClock
 from tests.support.poll import eventually
 
 CONFIG = ControllerManagerConfig(
     node_monitor_period=0.2, node_monitor_grace_period=6.0, pod_eviction_timeout=5.0
 )
-
-
-class CapturingRecorder(EventRecorder):
-    """Keeps (reason, object name, message) instead of writing Events."""
-
-    def __init__(self) -> None:
-        super().__init__(cast(Client, None), "test")
-        self.events: list[tuple[str, str, str]] = []
-
-    def event(self, obj: Message, type_: str, reason: str, message: str) -> None:
-        self.events.append((reason, cast(Any, obj).metadata.name, message))
 
 
 def ts(seconds: float) -> Any:
@@ -96,41 +84,19 @@ def make_pod(name: str, node: str, *, ready: bool = True, tolerations: Any = ())
     return pod
 
 
-class Harness:
+class Harness(ControllerHarness):
     def __init__(self, config: ControllerManagerConfig = CONFIG) -> None:
-        self.client = RecordingClient()
-        self.recorder = CapturingRecorder()
+        super().__init__(config)
         self.clock = FakeClock()
-        ctx = ControllerContext(
-            client=cast(Client, self.client),
-            informers=SharedInformers(cast(Client, self.client)),
-            recorder=self.recorder,
-            config=config,
-        )
-        self.ctrl = NodeLifecycleController(ctx, clock=self.clock)
+        self.ctrl = NodeLifecycleController(self.ctx, clock=self.clock)
 
     def add(self, *objs: Message) -> None:
         """Put objects in the caches and in the fake API server."""
         self.client.seed(*objs)
         self.refresh()
 
-    def refresh(self) -> None:
-        """The caches catch up with what was written (as the informers' watches would)."""
-        for informer in (self.ctrl.nodes, self.ctrl.pods, self.ctrl.leases):
-            for key in list(informer.cache.keys()):
-                namespace, _, name = key.rpartition("/")
-                if (informer.kind.plural, namespace, name) not in self.client.objects:
-                    informer.cache.remove(key)
-        for obj in self.client.objects.values():
-            self._cache(obj)
-
-    def _cache(self, obj: Message) -> None:
-        if isinstance(obj, core_pb2.Node):
-            self.ctrl.nodes.cache.put(obj)
-        elif isinstance(obj, core_pb2.Pod):
-            self.ctrl.pods.cache.put(obj)
-        elif isinstance(obj, coordination_pb2.Lease):
-            self.ctrl.leases.cache.put(obj)
+    def refresh(self, *informers: Informer[Any]) -> None:
+        super().refresh(*(informers or (self.ctrl.nodes, self.ctrl.pods, self.ctrl.leases)))
 
     def node(self, name: str) -> core_pb2.Node:
         return cast(core_pb2.Node, self.client.objects[("nodes", "", name)])

@@ -20,7 +20,7 @@ from k8semu.kubelet.env import (
     service_env,
 )
 from k8semu.kubelet.ipam import PodCIDRExhausted, PodIPAllocator
-from k8semu.kubelet.podworker import qos_class, should_restart
+from k8semu.kubelet.podstatus import qos_class, should_restart
 from k8semu.kubelet.probes import ProbeKind, ProbeTiming, ProbeTracker
 from k8semu.kubelet.server import tail_offset
 from k8semu.kubelet.volumes import volume_files

@@ -244,7 +244,7 @@ async def test_losing_the_lease_stops_scheduling_at_once(client: Client, namespa
         assert sched.queue is None and not sched.cache.assumed
         assert not (await client.get(core_pb2.Pod, "after", namespace=namespace)).spec.node_name
     finally:
-        await sched.stop()
+        await sched.stop(1.0)
         await delete_nodes(client, [name])
 
 
@@ -267,6 +267,6 @@ async def test_a_graceful_stop_hands_the_lease_back(client: Client, namespace: s
         await sched.start()
         await eventually(lambda: sched.is_leader, what="leads")
     finally:
-        await sched.stop()
+        await sched.stop(1.0)
     lease = await client.get(coordination_pb2.Lease, config.lease_name, namespace="kube-system")
     assert lease.spec.holder_identity == ""

@@ -21,11 +21,10 @@ from k8semu.client import (
     index_by_owner_uid,
     object_key,
 )
-from k8semu.client.controller import run_workers
 from k8semu.client.events import WARNING
 from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext
+from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.controllers.deployment.progress import check_paused_condition
 from k8semu.controllers.deployment.recreate import rollout_recreate
 from k8semu.controllers.deployment.rolling import rollout_rolling
@@ -95,28 +94,17 @@ class DeploymentController:
         self._rs_changed(rs)
 
     def _owner_key(self, rs: apps_pb2.ReplicaSet) -> str | None:
-        ref = _pods.controller_ref(rs)
-        if ref is None or ref.kind != KIND:
-            return None
-        d = self.d_informer.cache.get_by_name(ref.name, rs.metadata.namespace)
-        if d is None or d.metadata.uid != ref.uid:
-            return None
-        return object_key(d)
+        return _pods.controller_key(rs, KIND, self.d_informer.cache.get_by_name)
 
     def _rs_changed(self, rs: apps_pb2.ReplicaSet) -> None:
         key = self._owner_key(rs)
         if key is not None:
             self.queue.add(key)
             return
-        if _pods.controller_ref(rs) is None:
-            for d in self.d_informer.cache.by_index(NAMESPACE_INDEX, rs.metadata.namespace):
-                try:
-                    if not _pods.selects_nothing(d.spec.selector) and _pods.selector_of(
-                        d.spec.selector
-                    ).matches(rs.metadata.labels):
-                        self._enqueue(d)
-                except SelectorError:
-                    continue
+        if _pods.controller_ref(rs) is None:  # an orphan: who may adopt it
+            in_namespace = self.d_informer.cache.by_index(NAMESPACE_INDEX, rs.metadata.namespace)
+            for d in _pods.selecting(in_namespace, rs.metadata.labels):
+                self._enqueue(d)
 
     def _rs_updated(self, old: apps_pb2.ReplicaSet, new: apps_pb2.ReplicaSet) -> None:
         old_key = self._owner_key(old)
@@ -138,9 +126,7 @@ class DeploymentController:
                     self.queue.add(key)
 
     async def run(self) -> None:
-        await self.ctx.informers.wait_synced()
-        log.info("controller started", controller=self.name, workers=self.ctx.config.workers)
-        await run_workers(self.queue, self.reconcile, self.ctx.config.workers, name=self.name)
+        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         cached = self.d_informer.cache.get(key)

@@ -1,0 +1,142 @@
+"""The flag groups the component commands share, so a flag reads and fails the same way in
+every component: which API servers to use, the node a component runs for, where its health
+service listens, leader election (kube-scheduler's and kube-controller-manager's names) and
+logging. Each `add_*` adds a group to a parser; its reader turns the parsed values into what
+the component takes, with a ValueError naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from k8semu import durations
+from k8semu import log as logging_setup
+from k8semu.cli import _kubeconfig
+
+if TYPE_CHECKING:
+    from k8semu.client import LeaderElectionConfig
+
+
+def flag_names(fields: Iterable[str], prefix: str = "--") -> dict[str, str]:
+    """The flag of each config field: node_monitor_period -> --node-monitor-period."""
+    return {name: prefix + name.replace("_", "-") for name in fields}
+
+
+def named_as_flags(exc: ValueError, flags: Mapping[str, str]) -> ValueError:
+    """A config's ValueError ("lease_duration: must be greater than renew_deadline") with
+    its fields named as the flags the user typed (`flags`: field -> flag)."""
+    text = str(exc)
+    for name in sorted(flags, key=len, reverse=True):  # a longer name may contain a shorter
+        text = text.replace(name, flags[name])
+    return ValueError(text)
+
+
+# ---- durations given as text, checked when the config is built -------------------------------
+
+
+def seconds(text: str, flag: str, *, positive: bool = False) -> float:
+    """A duration flag (500ms, 2s, 1m30s; a bare 0 as in Go) in seconds; ValueError naming
+    `flag` (also for 0 when `positive`)."""
+    if text.strip() == "0":
+        ms = 0
+    else:
+        try:
+            ms = durations.parse_ms(text)
+        except ValueError as exc:
+            raise ValueError(f"{flag}: {exc}") from None
+    if positive and ms <= 0:
+        raise ValueError(f"{flag}: must be > 0")
+    return ms / 1000
+
+
+def add_duration(
+    p: argparse.ArgumentParser, flag: str, default: float, help_text: str = ""
+) -> None:
+    """A duration flag checked by argparse (the one type, k8semu/durations.py), in seconds."""
+    p.add_argument(flag, type=durations.seconds_flag, default=default, help=help_text or None)
+
+
+def duration_text(value: float) -> str:
+    """A default in seconds as the flag's text (2s, 500ms)."""
+    return durations.format_ms(round(value * 1000))
+
+
+# ---- the API servers a component talks to ----------------------------------------------------
+
+
+def add_api_servers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", help="API servers, HOST:PORT[,HOST:PORT] (default 127.0.0.1:6443)")
+    p.add_argument("--kubeconfig", help="k8semu config file naming the API servers")
+    p.add_argument("--context", help="context in the kubeconfig")
+
+
+def api_servers(ns: argparse.Namespace) -> tuple[str, ...]:
+    """The API servers the flags name; ConfigError (a ValueError) naming what is wrong."""
+    return _kubeconfig.resolve(
+        server=ns.server, kubeconfig=ns.kubeconfig, context=ns.context
+    ).servers
+
+
+# ---- the node a kubelet or proxy runs for ----------------------------------------------------
+
+
+def add_node(p: argparse.ArgumentParser, *, ip_help: str) -> None:
+    p.add_argument("--node-name", default="", help="this node's name (default: the host name)")
+    p.add_argument("--node-ip", default="127.0.0.1", help=ip_help)
+
+
+def add_listen_address(p: argparse.ArgumentParser, default: str, what: str) -> None:
+    p.add_argument("--listen-address", default=default, help=f"HOST:PORT of {what}")
+
+
+# ---- leader election -------------------------------------------------------------------------
+
+_ELECTION_FLAGS = flag_names(
+    ("lease_duration", "renew_deadline", "retry_period"), "--leader-elect-"
+)
+
+
+def add_leader_election(
+    p: argparse.ArgumentParser, defaults: LeaderElectionConfig, lease: str
+) -> None:
+    """`--leader-elect/--no-leader-elect` and the three durations; `lease` is what the
+    component competes for, for the help text."""
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"act only while holding the Lease {lease}",
+    )
+    for name, flag in _ELECTION_FLAGS.items():
+        p.add_argument(flag, default=duration_text(getattr(defaults, name)))
+
+
+def leader_election(ns: argparse.Namespace, defaults: LeaderElectionConfig) -> LeaderElectionConfig:
+    """The timings the flags give (other fields as in `defaults`); ValueError naming a flag."""
+    lease, renew, retry = (
+        seconds(getattr(ns, f"leader_elect_{name}"), flag) for name, flag in _ELECTION_FLAGS.items()
+    )
+    try:
+        return dataclasses.replace(
+            defaults, lease_duration=lease, renew_deadline=renew, retry_period=retry
+        )
+    except ValueError as exc:
+        raise named_as_flags(exc, _ELECTION_FLAGS) from None
+
+
+# ---- the parser and logging -------------------------------------------------------------------
+
+
+def component_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """The parser of `k8semu COMMAND`, with the logging flags every component takes."""
+    p = argparse.ArgumentParser(prog=f"k8semu {command}", description=description)
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", default="console", choices=["console", "json"])
+    return p
+
+
+def configure_logging(ns: argparse.Namespace, component: str, node: str = "") -> None:
+    """structlog for this process; ValueError naming --log-level when it is unknown."""
+    logging_setup.configure(component, node=node, level=ns.log_level, fmt=ns.log_format)
