@@ -55,17 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         help="IP of the cluster DNS Service, given to pods as K8SEMU_DNS_SERVER (none if empty)",
     )
     p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain")
+    p.add_argument("--cgroups", default="auto", choices=cfg.CGROUP_MODES, help="off: rlimits")
     p.add_argument(
-        "--cgroups",
-        default="auto",
-        choices=cfg.CGROUP_MODES,
-        help="containers in cgroups: auto (where usable), on (required), off (rlimits)",
-    )
-    p.add_argument(
-        "--pod-pids-limit",
-        type=int,
-        default=cfg.DEFAULT_POD_PIDS_LIMIT,
-        help="processes and threads per pod (cgroups only; -1: unlimited)",
+        "--pod-pids-limit", type=int, default=cfg.DEFAULT_POD_PIDS_LIMIT, help="-1: none"
     )
     p.add_argument("--count", type=int, default=1, help="hollow nodes <node-name>-0..N-1")
     return p
