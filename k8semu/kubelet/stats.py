@@ -130,9 +130,12 @@ class Stats:
         self._lock = asyncio.Lock()
 
     def _take(self, pods: Sequence[PodRuns]) -> _Sample:
+        # Stamped before reading: the counters are read right after, while what follows the
+        # reads (a busy host may preempt this thread) would skew short rate windows.
+        at, wall = time.monotonic(), time.time()
         snap = self.runtime.usage(self.node_name, pods)
         kubelet = procfs.process_usage(os.getpid()) if self.own_process else None
-        return _Sample(time.monotonic(), time.time(), snap, kubelet, pods)
+        return _Sample(at, wall, snap, kubelet, pods)
 
     async def summary(self) -> kubelet_pb2.Summary:
         async with self._lock:

@@ -190,29 +190,45 @@ async def test_simulated_runtime_reports_the_modelled_usage() -> None:
     )
     runs = [PodRuns(pod=pod, handles={"main": handle})]
     stats = Stats(
-        runtime, "hollow-0", lambda: runs, own_process=False, rates=Rates(window=1, min_window=0.2)
+        runtime, "hollow-0", lambda: runs, own_process=False, rates=Rates(window=1, min_window=0.5)
     )
-    summary = await stats.summary()  # no history: it samples twice, 0.2 s apart
+    summary = await stats.summary()  # no history: it samples twice, 0.5 s apart
     (pod_stats,) = summary.pods
     c = pod_stats.containers[0]
     assert c.name == "main" and pod_stats.pod_ref.uid == "u1"
-    assert c.cpu.usage_nano_cores == pytest.approx(250_000_000, rel=0.05)
+    assert c.cpu.usage_nano_cores == pytest.approx(250_000_000, rel=0.1)
     assert c.memory.working_set_bytes == c.memory.usage_bytes == 64 * MI
-    assert summary.node.cpu.usage_nano_cores == pytest.approx(250_000_000, rel=0.05)
+    assert summary.node.cpu.usage_nano_cores == pytest.approx(250_000_000, rel=0.1)
     assert summary.node.memory.working_set_bytes == 64 * MI
     assert [s.name for s in summary.node.system_containers] == ["pods"]  # hollow: no kubelet
     # A percentage is of the container's request; an unreadable value is 0.
     runs[0] = PodRuns(pod=_pod({CPU_ANNOTATION: "50%"}, cpu_request="2"), handles={"main": handle})
     before = c.cpu.usage_core_nano_seconds
+    # The sleeps below let modelled time pass (what is measured), they wait for no state.
     await asyncio.sleep(0.3)
     again = (await stats.summary()).pods[0].containers[0]
     assert again.cpu.usage_core_nano_seconds > before
     assert again.memory.working_set_bytes == 0
     await asyncio.sleep(1.1)
     later = (await stats.summary()).pods[0].containers[0]
-    assert later.cpu.usage_nano_cores == pytest.approx(1_000_000_000, rel=0.05)
+    assert later.cpu.usage_nano_cores == pytest.approx(1_000_000_000, rel=0.1)
     runs[0] = PodRuns(pod=_pod({CPU_ANNOTATION: "a lot"}), handles={"main": handle})
     await asyncio.sleep(0.3)
     idle = (await stats.summary()).pods[0].containers[0]
     assert idle.cpu.usage_core_nano_seconds == later.cpu.usage_core_nano_seconds
     await runtime.stop(handle, 0)
+
+
+def test_cgroup_flags_are_checked_and_off_means_off(tmp_path: Path) -> None:
+    from k8semu.kubelet.config import ConfigError, KubeletConfig
+
+    with pytest.raises(ConfigError, match="--cgroups: 'maybe': must be one of auto, on, off"):
+        KubeletConfig(node_name="n", cgroups="maybe")
+    for bad in (0, -2):
+        with pytest.raises(ConfigError, match="--pod-pids-limit: must be > 0, or -1"):
+            KubeletConfig(node_name="n", pod_pids_limit=bad)
+    assert KubeletConfig(node_name="n").pod_pids_limit == 1024
+    assert cg.for_node("n", tmp_path, mode="off", pod_pids_limit=5) == (
+        None,
+        "turned off (--cgroups=off)",
+    )
