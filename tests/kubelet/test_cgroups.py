@@ -125,10 +125,18 @@ async def test_cpu_limit_holds_a_burner_near_its_limit(
     assert first is not None and last is not None
     cores = (last.cpu_ns - first.cpu_ns) / 1e9 / (t1 - t0)
     print(f"burner with limit 200m used {cores:.3f} cores; load {os.getloadavg()}")
-    # Held near 0.2 (a loaded 2-core host may give it a little less).
-    assert 0.1 <= cores <= 0.26
+    # Never above its limit (a busy host may give it less: other work competes for the CPUs,
+    # so the lower bound only says it runs), and the quota is what holds it there.
+    assert 0.02 <= cores <= 0.26
+    stat = groups.path_of("cpu", rel) / "cpu.stat"
+
+    def throttled() -> bool:
+        counts = dict(line.split() for line in stat.read_text().splitlines())
+        return int(counts.get("nr_throttled", "0")) > 0
+
+    await eventually(throttled, what="the CFS quota throttles it")
     c = _container(await _summary(k), "burner")
-    assert 0.1e9 <= c.cpu.usage_nano_cores <= 0.26e9
+    assert 0.02e9 <= c.cpu.usage_nano_cores <= 0.26e9
 
 
 HOG = "chunks = []\nwhile True:\n    chunks.append(b'x' * (1 << 20))"
