@@ -175,7 +175,6 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
         code, out, err = await worker.exec(rec, list(request.command), request.stdin, timeout)
         return kubelet_pb2.ExecResponse(stdout=out, stderr=err, exit_code=code)
 
-
     async def Summary(
         self, request: kubelet_pb2.SummaryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> kubelet_pb2.Summary:
