@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
 
 from k8semu.kubelet import cgroups as cg
 from k8semu.kubelet.runtime import ContainerHandle, PodRuns, Resources, Usage
@@ -201,6 +202,9 @@ async def test_simulated_runtime_reports_the_modelled_usage() -> None:
     assert summary.node.cpu.usage_nano_cores == pytest.approx(250_000_000, rel=0.1)
     assert summary.node.memory.working_set_bytes == 64 * MI
     assert [s.name for s in summary.node.system_containers] == ["pods"]  # hollow: no kubelet
+    as_json = json_format.MessageToDict(summary)["pods"][0]["containers"][0]  # Kubernetes' names
+    assert {"usageNanoCores", "usageCoreNanoSeconds", "time"} <= as_json["cpu"].keys()
+    assert {"workingSetBytes", "usageBytes", "time"} <= as_json["memory"].keys()
     # A percentage is of the container's request; an unreadable value is 0.
     runs[0] = PodRuns(pod=_pod({CPU_ANNOTATION: "50%"}, cpu_request="2"), handles={"main": handle})
     before = c.cpu.usage_core_nano_seconds
