@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         help="IP of the cluster DNS Service, given to pods as K8SEMU_DNS_SERVER (none if empty)",
     )
     p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain")
+    p.add_argument("--cgroups", default="auto", choices=cfg.CGROUP_MODES, help="off: rlimits")
+    p.add_argument(
+        "--pod-pids-limit", type=int, default=cfg.DEFAULT_POD_PIDS_LIMIT, help="-1: none"
+    )
     p.add_argument("--count", type=int, default=1, help="hollow nodes <node-name>-0..N-1")
     return p
 
@@ -96,6 +100,8 @@ def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
         pod_cidr_wait=ns.pod_cidr_wait,
         cluster_dns=_ip_or_empty(ns.cluster_dns, "--cluster-dns"),
         cluster_domain=ns.cluster_domain,
+        cgroups=ns.cgroups,
+        pod_pids_limit=ns.pod_pids_limit,
     )
     if ns.count == 1:
         return [

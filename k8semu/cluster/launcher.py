@@ -43,7 +43,16 @@ from pathlib import Path
 from k8semu.cluster import clientconfig
 from k8semu.cluster.config import format_duration
 from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
-from k8semu.cluster.plan import API, CONTROL, NODES, STAGES, STORE, ComponentPlan, Plan
+from k8semu.cluster.plan import (
+    API,
+    CONTROL,
+    NODES,
+    NODES_DIR,
+    STAGES,
+    STORE,
+    ComponentPlan,
+    Plan,
+)
 from k8semu.cluster.probes import SERVING, Probes, agreed_leader
 from k8semu.cluster.state import (
     KUBECONFIG_FILE,
@@ -62,6 +71,7 @@ from k8semu.cluster.supervisor import (
     how_exited,
     log_tail,
 )
+from k8semu.kubelet.cgroups import sweep_nodes
 from k8semu.pb.etcd import rpc_pb2
 
 __all__ = ["Launcher", "StopFlag"]
@@ -718,6 +728,7 @@ class Launcher:
                 _, still = terminate(pods, grace)
                 if still:
                     raise LaunchError(f"pod processes {still} survived SIGKILL")
+        sweep_nodes(self.state_dir / NODES_DIR)  # the pods' cgroups, now empty
         for r in live:
             r.record.pid = 0
             r.record.start_time = 0

@@ -22,7 +22,7 @@ from typing import Any
 
 from k8semu.cluster import clientconfig
 from k8semu.cluster.errors import ClusterError
-from k8semu.cluster.plan import STAGES, STORE
+from k8semu.cluster.plan import NODES_DIR, STAGES, STORE
 from k8semu.cluster.probes import Probes, agreed_leader
 from k8semu.cluster.state import (
     ClusterState,
@@ -32,6 +32,7 @@ from k8semu.cluster.state import (
     write_state,
 )
 from k8semu.cluster.stopping import terminate
+from k8semu.kubelet.cgroups import sweep_nodes
 from k8semu.pb.etcd import rpc_pb2
 
 __all__ = ["ComponentStatus", "DownReport", "cluster_status", "down", "format_status"]
@@ -343,6 +344,7 @@ def down(
             say(f"stopping {len(pods)} pod processes of the kubelets")
             k, _ = terminate(pods, grace)
             killed += k
+    sweep_nodes(state_dir / NODES_DIR)  # the pods' cgroups, now empty
     everything = {c.pid: c.start_time for c in live} | pods
     left = sorted(pid for pid, st in everything.items() if is_same_process(pid, st))
     for c in state.components:

@@ -25,6 +25,8 @@ DEFAULT_EXEC_TIMEOUT = 60.0
 KUBELET_PORT = 10250
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 RUNTIMES = ("process", "simulated")
+CGROUP_MODES = ("auto", "on", "off")  # auto: where usable; on: required; off: rlimits only
+DEFAULT_POD_PIDS_LIMIT = 1024  # Kubernetes: -1 (unlimited); one host holds many nodes here
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,8 @@ class KubeletConfig:
     exec_timeout: float = DEFAULT_EXEC_TIMEOUT
     cluster_dns: str = ""  # the cluster DNS Service's IP (kubelet --cluster-dns); "" = none
     cluster_domain: str = "cluster.local"
+    cgroups: str = "auto"
+    pod_pids_limit: int = DEFAULT_POD_PIDS_LIMIT  # -1: unlimited
 
     def __post_init__(self) -> None:
         if not self.node_name:
@@ -82,6 +86,12 @@ class KubeletConfig:
             raise ConfigError(f"--node-ip: {self.node_ip!r}: not an IP address") from None
         if self.pod_cidr:
             parse_cidr(self.pod_cidr, flag="--pod-cidr")
+        if self.cgroups not in CGROUP_MODES:
+            raise ConfigError(f"--cgroups: {self.cgroups!r}: must be one of auto, on, off")
+        if self.pod_pids_limit == 0 or self.pod_pids_limit < -1:
+            raise ConfigError(
+                f"--pod-pids-limit: must be > 0, or -1 for unlimited; got {self.pod_pids_limit}"
+            )
 
     @property
     def effective_root_dir(self) -> str:

@@ -17,25 +17,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from k8semu import aio, transport
 from k8semu.client import Client, Informer, InformerConfig
 from k8semu.client.events import EventRecorder
+from k8semu.kubelet import cgroups
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.node import Heartbeats, NodeAgent
 from k8semu.kubelet.podworker import PodWorker
 from k8semu.kubelet.process import ProcessRuntime
-from k8semu.kubelet.runtime import Runtime
+from k8semu.kubelet.runtime import PodRuns, Runtime
 from k8semu.kubelet.server import SERVICE_NAME, KubeletServicer, add_to_server
 from k8semu.kubelet.simulated import SimulatedRuntime
+from k8semu.kubelet.stats import Stats, pod_runs
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 
 log = get_logger(__name__)
 
 SYNC_TIMEOUT = None  # informers retry forever; a kubelet waits for its API server
+
+
+def _pod_runs_of(agent: NodeAgent) -> list[PodRuns]:
+    return pod_runs(agent.workers.values())
 
 
 def _resolver() -> Any:
@@ -70,7 +77,17 @@ class Kubelet:
         else:
             if self.hollow:
                 raise ValueError("--count > 1 needs --runtime simulated")
-            self.runtime = ProcessRuntime(first.effective_root_dir)
+            node_cgroups, why = cgroups.for_node(
+                first.node_name,
+                first.effective_root_dir,
+                mode=first.cgroups,
+                pod_pids_limit=first.pod_pids_limit,
+            )
+            if node_cgroups is None:
+                log.warning("containers run without cgroups (rlimits only)", reason=why)
+            self.runtime = ProcessRuntime(
+                first.effective_root_dir, cgroups=node_cgroups, no_cgroups=why
+            )
         self.recorder: EventRecorder | None = None
         if not self.hollow and first.runtime == "process":
             self.recorder = EventRecorder(client, "kubelet", host=first.node_name)
@@ -101,6 +118,15 @@ class Kubelet:
                 services=self._service_list,
                 resolve_image=resolve,
             )
+        self.stats = {
+            name: Stats(
+                self.runtime,
+                name,
+                functools.partial(_pod_runs_of, agent),
+                own_process=not self.hollow,
+            )
+            for name, agent in self.agents.items()
+        }
         self.heartbeats = Heartbeats(
             list(self.agents.values()),
             lease_interval=first.lease_renew_interval,
@@ -112,6 +138,12 @@ class Kubelet:
 
     def _service_list(self) -> list[core_pb2.Service]:
         return self.services.cache.list() if self.services is not None else []
+
+    def stats_of(self, node: str) -> Stats | None:
+        """The usage summary of `node` ("" = the only node of a kubelet of one)."""
+        if not node and len(self.stats) == 1:
+            return next(iter(self.stats.values()))
+        return self.stats.get(node)
 
     def find_worker(self, namespace: str, name: str) -> PodWorker | None:
         for agent in self.agents.values():
@@ -169,7 +201,10 @@ class Kubelet:
         if self.serve:
             server, _ = transport.server([SERVICE_NAME])
             add_to_server(
-                server, KubeletServicer(self.find_worker, exec_timeout=first.exec_timeout)
+                server,
+                KubeletServicer(
+                    self.find_worker, exec_timeout=first.exec_timeout, stats=self.stats_of
+                ),
             )
             address = first.effective_listen_address
             self.port = transport.bind(server, address, flag="--listen-address")

@@ -45,6 +45,10 @@ from k8semu.pb.api.v1 import coordination_pb2, core_pb2, meta_pb2
 log = get_logger(__name__)
 
 ENDPOINT_ANNOTATION = "k8semu.io/kubelet-endpoint"
+# How containers are held to their limits: cgroup-v1, cgroup-v2, rlimits (no cgroups: the
+# reason annotation says why) or simulated. Kubernetes has no field for it.
+ISOLATION_ANNOTATION = "k8semu.io/resource-isolation"
+ISOLATION_REASON_ANNOTATION = "k8semu.io/resource-isolation-reason"
 LEASE_NAMESPACE = "kube-node-lease"
 _FALLBACK = "fallback"
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -168,12 +172,20 @@ class NodeAgent:
             **self.config.node_labels,
         }
 
+    def _annotations(self) -> dict[str, str]:
+        mode, reason = self.runtime.isolation()
+        out = {ISOLATION_ANNOTATION: mode}
+        if reason:
+            out[ISOLATION_REASON_ANNOTATION] = reason
+        if self.endpoint:
+            out[ENDPOINT_ANNOTATION] = self.endpoint
+        return out
+
     def new_node(self) -> core_pb2.Node:
         node = core_pb2.Node(api_version="v1", kind="Node")
         node.metadata.name = self.node_name
         node.metadata.labels.update(self._labels())
-        if self.endpoint:
-            node.metadata.annotations[ENDPOINT_ANNOTATION] = self.endpoint
+        node.metadata.annotations.update(self._annotations())
         node.spec.taints.extend(self.config.taints)
         node.status.CopyFrom(self.node_status())
         return node
@@ -186,13 +198,17 @@ class NodeAgent:
                 log.info("node registered", node=self.node_name)
             except AlreadyExists:
                 existing = await self.client.get(core_pb2.Node, self.node_name)
-                labels = self._labels()
-                stale = any(existing.metadata.labels.get(k) != v for k, v in labels.items())
-                ann = existing.metadata.annotations.get(ENDPOINT_ANNOTATION, "")
-                if stale or (self.endpoint and ann != self.endpoint):
-                    existing.metadata.labels.update(labels)
-                    if self.endpoint:
-                        existing.metadata.annotations[ENDPOINT_ANNOTATION] = self.endpoint
+                labels, notes = self._labels(), self._annotations()
+                meta = existing.metadata
+                stale = any(meta.labels.get(k) != v for k, v in labels.items()) or any(
+                    meta.annotations.get(k) != v for k, v in notes.items()
+                )
+                # A reason from a run without cgroups goes when this run has them.
+                gone = ISOLATION_REASON_ANNOTATION in meta.annotations.keys() - notes.keys()
+                if stale or gone:
+                    meta.labels.update(labels)
+                    meta.annotations.pop(ISOLATION_REASON_ANNOTATION, None)
+                    meta.annotations.update(notes)
                     existing = await self.client.update(existing)
                 self.set_node(existing)
                 await self._patch_status()

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from k8semu.api import timestamps
-from k8semu.api.quantity import parse_quantity
 from k8semu.client import ClientError
 from k8semu.client.events import NORMAL, WARNING, EventRecorder
 from k8semu.kubelet.backoff import Backoff
@@ -43,6 +42,7 @@ from k8semu.kubelet.runtime import (
     ExitInfo,
     Launch,
     RecoveredPod,
+    Resources,
     Runtime,
     StartError,
     VolumeFile,
@@ -82,16 +82,6 @@ class PodHost(Protocol):
     async def write_status(self, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> int | None: ...
     async def finish_delete(self, pod: core_pb2.Pod) -> None: ...
     def worker_done(self, uid: str) -> None: ...
-
-
-def memory_limit(container: core_pb2.Container) -> int | None:
-    value = container.resources.limits.get("memory")
-    if not value:
-        return None
-    try:
-        return parse_quantity(value).value()
-    except ValueError:
-        return None
 
 
 class PodWorker:
@@ -343,7 +333,7 @@ class PodWorker:
             argv=argv,
             env={**self.host.base_env(), **env},
             working_dir=rec.spec.working_dir,
-            memory_limit=memory_limit(rec.spec),
+            resources=Resources.of(rec.spec),
         )
         return launch, files
 

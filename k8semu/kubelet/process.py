@@ -13,10 +13,17 @@ next kubelet: its state file names the pid and the process's start time from
 run cannot be read (it is no longer our child): it ends as ContainerStatusUnknown, exit
 code 137, as Kubernetes reports a container it lost track of.
 
-Memory limits are RLIMIT_AS (address space, set by `sh -c 'ulimit -v'` execing the command in
-place), so an over-limit allocation fails inside the
-program rather than the kernel's OOM killer stepping in; this runtime therefore never sees
-an OOM kill and never reports OOMKilled (cgroup v2 would allow it; not done).
+Resources (design decision 13): where the kubelet can use cgroups (`k8semu.kubelet.cgroups`),
+each container run gets a fresh cgroup with its CPU quota and shares and its memory limit,
+inside its pod's cgroup with the pod's pids limit; the process joins it before it execs. A run
+whose cgroup had an OOM kill ends as OOMKilled (exit 137 when the kernel killed the main
+process), and whatever a run leaves behind in its cgroup is killed when its main process ends.
+Without cgroups the memory limit is RLIMIT_AS (address space, `sh -c 'ulimit -v'` execing the
+command in place): an over-limit allocation then fails inside the program, no OOM kill is seen,
+CPU is not limited and a pod's processes are not counted.
+
+Usage (`usage`): from the cgroups, else from /proc (`k8semu.kubelet.procfs`: the container's
+session).
 """
 
 from __future__ import annotations
@@ -28,17 +35,22 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from k8semu.kubelet import procfs
+from k8semu.kubelet.cgroups import CgroupError, NodeCgroups, join_argv
 from k8semu.kubelet.runtime import (
     ContainerHandle,
     ExitInfo,
     Launch,
+    PodRuns,
     RecoveredContainer,
     RecoveredPod,
     StartError,
+    UsageSnapshot,
     VolumeFile,
 )
 from k8semu.log import get_logger
@@ -52,17 +64,10 @@ _STATE_FILE = "state.json"
 
 def proc_start_ticks(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); None if gone."""
+    fields = procfs.stat_fields(pid)
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    rest = text.rsplit(")", 1)[-1].split()
-    try:
-        if rest[0] == "Z":
-            return None  # a zombie is dead
-        return int(rest[19])
-    except (IndexError, ValueError):
+        return int(fields[procfs.START_TIME]) if fields is not None else None
+    except ValueError:
         return None
 
 
@@ -104,11 +109,33 @@ class ProcessRuntime:
     name = "process"
     runs_probes = True
 
-    def __init__(self, root_dir: str | Path) -> None:
+    def __init__(
+        self, root_dir: str | Path, *, cgroups: NodeCgroups | None = None, no_cgroups: str = ""
+    ) -> None:
+        """`cgroups`: the kubelet's, or None (rlimits; `no_cgroups` says why)."""
         self.root = Path(root_dir).resolve()
         self.pods_dir = self.root / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
+        self.cgroups = cgroups
+        self.no_cgroups = no_cgroups
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def isolation(self) -> tuple[str, str]:
+        if self.cgroups is not None:
+            return self.cgroups.isolation, ""
+        return "rlimits", self.no_cgroups
+
+    async def _argv(self, launch: Launch) -> list[str]:
+        """The run's command, behind what puts it in its cgroup (or under its rlimit)."""
+        if self.cgroups is None:
+            return with_memory_limit(launch.argv, launch.resources.memory_limit)
+        try:
+            procs = await asyncio.to_thread(
+                self.cgroups.prepare, launch.pod_uid, launch.container, launch.resources
+            )
+        except CgroupError as exc:
+            raise StartError("RunContainerError", f"cgroup: {exc}") from None
+        return join_argv(procs, launch.argv)
 
     def pod_dir(self, uid: str) -> Path:
         if not uid or "/" in uid or uid in (".", ".."):
@@ -148,20 +175,29 @@ class ProcessRuntime:
         cdir.mkdir(parents=True, exist_ok=True)
         cwd = self._inside(launch.pod_uid, launch.working_dir, what="workingDir")
         cwd.mkdir(parents=True, exist_ok=True)
-        log_path = cdir / f"{launch.restart}.log"
-        with log_path.open("ab") as out:
+        # Images find their absolute paths (/usr/share/nginx/html, ...) under K8SEMU_ROOT.
+        env = {"K8SEMU_ROOT": str(self.pod_dir(launch.pod_uid)), **launch.env}
+        # Checked here because the shell in front (cgroup, rlimit) would turn a missing
+        # command into the run's exit code 127 rather than Kubernetes' StartError.
+        why = _unrunnable(launch.argv, cwd, env)
+        if why:
+            what = repr(launch.argv[0]) if launch.argv else "the container"
+            raise StartError("StartError", f"failed to start {what}: {why}")
+        argv = await self._argv(launch)
+        with (cdir / f"{launch.restart}.log").open("ab") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *with_memory_limit(launch.argv, launch.memory_limit),
+                    *argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
                     cwd=str(cwd),
-                    # Images find their absolute paths (/usr/share/nginx/html, ...) under it.
-                    env={"K8SEMU_ROOT": str(self.pod_dir(launch.pod_uid)), **launch.env},
+                    env=env,
                     start_new_session=True,
                 )
             except OSError as exc:
+                if self.cgroups is not None:
+                    await asyncio.to_thread(self.cgroups.ended, launch.pod_uid, launch.container)
                 raise StartError(
                     "StartError", f"failed to start {launch.argv[0]!r}: {exc.strerror or exc}"
                 ) from None
@@ -197,8 +233,23 @@ class ProcessRuntime:
 
     async def _wait_child(self, proc: asyncio.subprocess.Process, handle: ContainerHandle) -> None:
         code = await proc.wait()
+        info = await self._run_ended(handle, _exit_info(code))
         if not handle.exited.done():
-            handle.exited.set_result(_exit_info(code))
+            handle.exited.set_result(info)
+
+    async def _run_ended(self, handle: ContainerHandle, info: ExitInfo) -> ExitInfo:
+        """The run's cgroup goes (with whatever it left running); an OOM kill in it makes the
+        run OOMKilled, as the kubelet reports it (the exit code stays the one seen)."""
+        if self.cgroups is None:
+            return info
+        try:
+            ooms = await asyncio.to_thread(self.cgroups.ended, handle.pod_uid, handle.name)
+        except OSError as exc:
+            log.warning("cannot remove a container's cgroup", error=str(exc))
+            return info
+        if ooms and info.exit_code != 0:
+            return replace(info, reason="OOMKilled", message="")
+        return info
 
     async def _watch_adopted(self, handle: ContainerHandle, ticks: int) -> None:
         # Not our child: no wait() and no SIGCHLD, so poll /proc.
@@ -206,16 +257,16 @@ class ProcessRuntime:
             if not alive(handle.pid, ticks):
                 break
             await asyncio.sleep(ADOPTED_POLL)
+        info = ExitInfo(
+            exit_code=137,
+            reason="ContainerStatusUnknown",
+            message="the container ended while the kubelet was restarting or after;"
+            " its exit status is unknown",
+            finished_at=time.time(),
+        )
+        info = await self._run_ended(handle, info)
         if not handle.exited.done():
-            handle.exited.set_result(
-                ExitInfo(
-                    exit_code=137,
-                    reason="ContainerStatusUnknown",
-                    message="the container ended while the kubelet was restarting or after;"
-                    " its exit status is unknown",
-                    finished_at=time.time(),
-                )
-            )
+            handle.exited.set_result(info)
 
     async def stop(self, handle: ContainerHandle, grace: float) -> ExitInfo:
         if not handle.exited.done():
@@ -231,9 +282,19 @@ class ProcessRuntime:
 
     async def exec(self, launch: Launch, stdin: bytes, timeout: float) -> tuple[int, bytes, bytes]:
         cwd = self._inside(launch.pod_uid, launch.working_dir, what="workingDir")
+        argv = list(launch.argv)
+        if self.cgroups is not None:  # as in Kubernetes, an exec runs in the container's cgroup
+            argv = join_argv(self.cgroups.procs_files(launch.pod_uid, launch.container), argv)
+            # The shell in front would answer a missing command its own way.
+            why = _unrunnable(
+                launch.argv, cwd if cwd.is_dir() else self.pod_dir(launch.pod_uid), launch.env
+            )
+            if why:
+                code = 126 if why == "Permission denied" else 127
+                return code, b"", f"exec {launch.argv[0]!r}: {why}\n".encode()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *launch.argv,
+                *argv,
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -259,8 +320,9 @@ class ProcessRuntime:
         return (128 - code if code < 0 else code), out, err
 
     def recover(self) -> dict[str, RecoveredPod]:
+        """Pods on disk, their live containers adopted; the cgroups of pods no longer on disk
+        (and empty ones) are swept."""
         found: dict[str, RecoveredPod] = {}
-        loop = asyncio.get_running_loop()
         for pod_dir in sorted(self.pods_dir.iterdir()):
             if not pod_dir.is_dir():
                 continue
@@ -272,33 +334,40 @@ class ProcessRuntime:
                 pod_ip=str(info.get("podIP", "")),
             )
             for state_file in sorted(pod_dir.glob(f"*/{_STATE_FILE}")):
-                state = _read_json(state_file)
-                name = state_file.parent.name
-                try:
-                    pid, ticks = int(state["pid"]), int(state["startTicks"])
-                    restart = int(state["restartCount"])
-                    started = float(state["startedAt"])
-                except (KeyError, TypeError, ValueError):
-                    log.warning("unreadable container state; ignored", path=str(state_file))
-                    continue
-                handle = None
-                if alive(pid, ticks):
-                    handle = ContainerHandle(
-                        pod_uid=pod.uid,
-                        name=name,
-                        restart=restart,
-                        container_id=f"process://{pid}",
-                        started_at=started,
-                        exited=loop.create_future(),
-                        pid=pid,
-                        adopted=True,
-                    )
-                    self._spawn(self._watch_adopted(handle, ticks))
-                pod.containers[name] = RecoveredContainer(
-                    name=name, restart_count=restart, handle=handle
-                )
+                rec = self._recover_container(pod.uid, state_file)
+                if rec is not None:
+                    pod.containers[rec.name] = rec
             found[pod.uid] = pod
+        if self.cgroups is not None:
+            stale = self.cgroups.sweep(found)
+            if stale:
+                log.info("stale pod cgroups removed", cgroups=stale)
         return found
+
+    def _recover_container(self, uid: str, state_file: Path) -> RecoveredContainer | None:
+        state = _read_json(state_file)
+        name = state_file.parent.name
+        try:
+            pid, ticks = int(state["pid"]), int(state["startTicks"])
+            restart = int(state["restartCount"])
+            started = float(state["startedAt"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("unreadable container state; ignored", path=str(state_file))
+            return None
+        handle = None
+        if alive(pid, ticks):
+            handle = ContainerHandle(
+                pod_uid=uid,
+                name=name,
+                restart=restart,
+                container_id=f"process://{pid}",
+                started_at=started,
+                exited=asyncio.get_running_loop().create_future(),
+                pid=pid,
+                adopted=True,
+            )
+            self._spawn(self._watch_adopted(handle, ticks))
+        return RecoveredContainer(name=name, restart_count=restart, handle=handle)
 
     async def remove_pod(self, uid: str) -> None:
         base = self.pod_dir(uid)
@@ -307,15 +376,60 @@ class ProcessRuntime:
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 if alive(int(state["pid"]), int(state["startTicks"])):
                     _killpg(int(state["pgid"]), signal.SIGKILL)
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.remove_pod, uid)
         await asyncio.to_thread(shutil.rmtree, base, True)
 
     async def close(self) -> None:
-        """Stop watching (containers keep running: the next kubelet adopts them)."""
+        """Stop watching (containers keep running: the next kubelet adopts them); empty
+        cgroups go."""
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.close)
+
+    def usage(self, node: str, pods: Sequence[PodRuns]) -> UsageSnapshot:
+        snap = UsageSnapshot()
+        if self.cgroups is not None:
+            for run in pods:
+                uid = run.pod.metadata.uid
+                for name in run.handles:
+                    used = self.cgroups.container_usage(uid, name)
+                    if used is not None:
+                        snap.containers[(uid, name)] = used
+                pod_used = self.cgroups.pod_usage(uid)
+                if pod_used is not None:
+                    snap.pods[uid] = pod_used
+            snap.node = self.cgroups.node_usage()
+            return snap
+        # No cgroups: each container's session from one scan of /proc; pods and the node
+        # are their sums (the caller adds them up).
+        trees = procfs.sessions(h.pid for run in pods for h in run.handles.values())
+        for run in pods:
+            for name, handle in run.handles.items():
+                used = procfs.tree_usage(trees.get(handle.pid, []))
+                if used is not None:
+                    snap.containers[(run.pod.metadata.uid, name)] = used
+        return snap
+
+
+def _unrunnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str:
+    """Why exec could not run argv[0] (looked up as exec looks it up), or ""."""
+    if not argv:
+        return "no command"
+    cmd = argv[0]
+    if "/" in cmd:
+        candidates = [cwd / cmd]
+    else:
+        candidates = [cwd / (d or ".") / cmd for d in os.get_exec_path(dict(env))]
+    if any(p.is_file() and os.access(p, os.X_OK) for p in candidates):
+        return ""
+    return (
+        "Permission denied" if any(p.is_file() for p in candidates) else "No such file or directory"
+    )
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 
 A runtime starts a container run (`start`), reports its end (`ContainerHandle.exited`, a
 future), stops it gracefully (`stop`), runs a command in a container's environment (`exec`),
-and knows what survived a kubelet restart (`recover`). It owns the per-pod directory and
-the logs; it does not decide restarts, probes or status: that is the pod worker's job.
+knows what survived a kubelet restart (`recover`) and measures what containers use
+(`usage`). It owns the per-pod directory, the logs and the resource limits (cgroups or
+rlimits); it does not decide restarts, probes or status: that is the pod worker's job.
 
 Two runtimes implement it: `k8semu.kubelet.process` (real OS processes, design decision 8)
 and `k8semu.kubelet.simulated` (no process, KWOK-style, for hollow nodes).
@@ -16,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from k8semu.api.quantity import parse_quantity
+from k8semu.pb.api.v1 import core_pb2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +48,38 @@ class ContainerHandle:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    """A container's CPU and memory requests and limits, as numbers; None: not set."""
+
+    cpu_request_milli: int | None = None
+    cpu_limit_milli: int | None = None
+    memory_limit: int | None = None  # bytes
+
+    @classmethod
+    def of(cls, container: core_pb2.Container) -> Resources:
+        """From the container's spec. A limit without a request is the request too (as the
+        API server defaults it); an unreadable quantity counts as not set."""
+        res = container.resources
+        cpu_limit = _quantity(res.limits.get("cpu"), milli=True)
+        cpu_request = _quantity(res.requests.get("cpu"), milli=True)
+        return cls(
+            cpu_request_milli=cpu_request if cpu_request is not None else cpu_limit,
+            cpu_limit_milli=cpu_limit,
+            memory_limit=_quantity(res.limits.get("memory"), milli=False),
+        )
+
+
+def _quantity(text: str | None, *, milli: bool) -> int | None:
+    if not text:
+        return None
+    try:
+        q = parse_quantity(text)
+    except ValueError:
+        return None
+    return q.milli() if milli else q.value()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Launch:
     """What `start` needs for one run of one container."""
 
@@ -55,7 +91,41 @@ class Launch:
     argv: Sequence[str]
     env: Mapping[str, str]
     working_dir: str = ""  # relative to the pod directory; "" = the pod directory
-    memory_limit: int | None = None  # bytes
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a container, pod or node used, at one moment: cumulative CPU time, and memory."""
+
+    cpu_ns: int
+    memory_usage: int  # bytes charged, page cache included
+    working_set: int  # usage minus inactive file pages (Kubernetes' working set)
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.cpu_ns + other.cpu_ns,
+            self.memory_usage + other.memory_usage,
+            self.working_set + other.working_set,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodRuns:
+    """A pod and its running containers (by name): what `Runtime.usage` is asked about."""
+
+    pod: core_pb2.Pod
+    handles: Mapping[str, ContainerHandle]
+
+
+@dataclass(slots=True, kw_only=True)
+class UsageSnapshot:
+    """`Runtime.usage`'s answer. A pod or node left out has no figure of its own (the caller
+    sums its containers or pods); a container left out is not measurable."""
+
+    node: Usage | None = None
+    pods: dict[str, Usage] = field(default_factory=dict)  # by uid
+    containers: dict[tuple[str, str], Usage] = field(default_factory=dict)  # (uid, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +170,16 @@ class Runtime(Protocol):
 
     name: str
     runs_probes: bool  # False: probes are treated as passing (simulated)
+
+    def isolation(self) -> tuple[str, str]:
+        """How containers are held to their limits (cgroup-v1, cgroup-v2, rlimits,
+        simulated) and, for rlimits, why cgroups are not used."""
+        ...
+
+    def usage(self, node: str, pods: Sequence[PodRuns]) -> UsageSnapshot:
+        """What the node `node` and these pods and containers use now. May block (it reads
+        /proc and cgroup files): call it from a thread."""
+        ...
 
     async def prepare_pod(
         self, uid: str, *, namespace: str, name: str, pod_ip: str, files: Sequence[VolumeFile]

@@ -1,7 +1,8 @@
-"""The kubelet's gRPC service (k8semu.kubelet.v1.Kubelet): container logs and exec.
+"""The kubelet's gRPC service (k8semu.kubelet.v1.Kubelet): container logs, exec and the
+usage summary.
 
-Owns answering those two calls from the node agent's pod workers and the runtime's log
-files; it changes nothing in the pods.
+Owns answering those calls from the node agent's pod workers, the runtime's log files and
+the node's `Stats`; it changes nothing in the pods.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 
 from k8semu.kubelet.podstatus import ContainerRecord
 from k8semu.kubelet.podworker import PodWorker
+from k8semu.kubelet.stats import Stats
 from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
 from k8semu.transport import abort
 
@@ -58,13 +60,19 @@ def tail_offset(path: Path, lines: int) -> int:
 
 
 class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
-    """`find_worker(namespace, name)` gives the pod's worker, or None."""
+    """`find_worker(namespace, name)` gives the pod's worker, or None; `stats(node)` the
+    node's usage summary ("" = the kubelet's only node), or None (not a node of ours)."""
 
     def __init__(
-        self, find_worker: Callable[[str, str], PodWorker | None], *, exec_timeout: float
+        self,
+        find_worker: Callable[[str, str], PodWorker | None],
+        *,
+        exec_timeout: float,
+        stats: Callable[[str], Stats | None] = lambda node: None,
     ) -> None:
         self._find = find_worker
         self._exec_timeout = exec_timeout
+        self._stats = stats
 
     def _container(self, namespace: str, pod: str, container: str) -> tuple[PodWorker, Any]:
         if not pod:
@@ -166,6 +174,14 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
         timeout = min(max(timeout, 0.1), MAX_EXEC_TIMEOUT)
         code, out, err = await worker.exec(rec, list(request.command), request.stdin, timeout)
         return kubelet_pb2.ExecResponse(stdout=out, stderr=err, exit_code=code)
+
+    async def Summary(
+        self, request: kubelet_pb2.SummaryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> kubelet_pb2.Summary:
+        stats = self._stats(request.node)
+        if stats is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"node {request.node!r} is not here")
+        return await stats.summary()
 
 
 def add_to_server(server: grpc.aio.Server, servicer: KubeletServicer) -> None:

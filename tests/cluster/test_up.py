@@ -22,6 +22,7 @@ import pytest
 from k8semu.cli.main import COMMANDS
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.state import is_same_process, process_start_time, read_state
+from k8semu.kubelet import cgroups
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -351,6 +352,11 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     assert _wait_gone(pids, timeout=1) == []
     assert _wait_gone(pod_pids, timeout=1) == []
     assert _processes_under(state_dir) == {}
+    # ... and the kubelet's cgroups, empty once its pods are gone (where it made any).
+    found, _ = cgroups.discover()
+    if found is not None and os.geteuid() == 0:
+        mine = cgroups.hierarchy_name("w1", state_dir / "nodes" / "w1")
+        assert not [d for d in found.dirs(mine) if d.exists()]
     after = json.loads(_k8semu(env, "status", "--state-dir", state_dir, "-o", "json").stdout)
     assert not any(c["alive"] for c in after["components"])
     assert "e2e" not in Path(env["K8SEMU_CONFIG"]).read_text()

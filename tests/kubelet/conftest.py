@@ -1,6 +1,7 @@
 """Fixtures: `k8semu kubelet` subprocesses, on the `apiserver` of tests.support.fixtures, that
 tests start, SIGKILL and restart by pid. Pods that kubelets start are process sessions: tests
-that need to end them kill the process group they recorded."""
+that need to end them kill the process group they recorded, and then the kubelet's cgroups
+(with whatever is still in them)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from k8semu.cluster.component import ComponentProcess
+from k8semu.kubelet import cgroups as cg
 from k8semu.kubelet.process import alive
 from tests.support.apiserver import APIServerProcess
 from tests.support.poll import Eventually
@@ -68,6 +70,25 @@ def kubelets(
     for k in started:
         for state in k.root.glob("pods/*/*/state.json"):
             kill_group_from_state(state)
+        remove_cgroups(k)
+
+
+def node_cgroups(k: KubeletProcess) -> tuple[cg.Cgroups, str] | None:
+    """The host's cgroups and the kubelet's hierarchy in them, when this test can use them."""
+    found, _ = cg.discover()
+    if found is None or os.geteuid() != 0:
+        return None
+    return found, cg.hierarchy_name(k.name, k.root)
+
+
+def remove_cgroups(k: KubeletProcess) -> None:
+    """Every cgroup the kubelet made (what is in them is killed), and the shared top when
+    it is empty; a test that fails still leaves none."""
+    found = node_cgroups(k)
+    if found is not None:
+        groups, hierarchy = found
+        groups.remove(hierarchy, kill=True)
+        groups.remove_top_if_empty()
 
 
 def kill_group_from_state(state: Path) -> None:

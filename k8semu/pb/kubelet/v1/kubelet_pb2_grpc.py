@@ -45,6 +45,11 @@ class KubeletStub:
                 request_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecRequest.SerializeToString,
                 response_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecResponse.FromString,
                 _registered_method=True)
+        self.Summary = channel.unary_unary(
+                '/k8semu.kubelet.v1.Kubelet/Summary',
+                request_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.SummaryRequest.SerializeToString,
+                response_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.Summary.FromString,
+                _registered_method=True)
 
 
 class KubeletServicer:
@@ -65,6 +70,14 @@ class KubeletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Summary(self, request, context):
+        """CPU and memory usage of the node, its pods and their running containers, as the
+        kubelet's /stats/summary (the fields metrics-server reads; JSON names are Kubernetes').
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KubeletServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_KubeletServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecRequest.FromString,
                     response_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecResponse.SerializeToString,
+            ),
+            'Summary': grpc.unary_unary_rpc_method_handler(
+                    servicer.Summary,
+                    request_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.SummaryRequest.FromString,
+                    response_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.Summary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +151,33 @@ class Kubelet:
             '/k8semu.kubelet.v1.Kubelet/Exec',
             k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecRequest.SerializeToString,
             k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Summary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.kubelet.v1.Kubelet/Summary',
+            k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.SummaryRequest.SerializeToString,
+            k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.Summary.FromString,
             options,
             channel_credentials,
             insecure,
