@@ -33,7 +33,10 @@ from typing import Any, Protocol
 
 from k8semu.log import get_logger
 from k8semu.pb.raft import raft_pb2
-from k8semu.raft import core
+from k8semu.raft.config import Config
+from k8semu.raft.core import Raft
+from k8semu.raft.errors import ProposalDropped, TransferInProgress
+from k8semu.raft.ready import Ready, SoftState, StateRole
 from k8semu.raft.storage import RaftStorage
 from k8semu.raft.transport import PeerTransport
 from k8semu.store import errors
@@ -76,7 +79,7 @@ class Timing:
         self.turn_window = 0.0
 
 
-def durable_prefix(rd: core.Ready, stored_last_index: int) -> int:
+def durable_prefix(rd: Ready, stored_last_index: int) -> int:
     """How many of `rd.committed_entries` are already in the local log on disk, unchanged
     by `rd`: those may be applied while `rd` is being written, the rest only after."""
     if rd.snapshot is not None:
@@ -117,7 +120,7 @@ class RaftNode:
 
     def __init__(
         self,
-        config: core.Config,
+        config: Config,
         storage: RaftStorage,
         state_machine: StateMachine,
         snapshot_dir: Path,
@@ -135,7 +138,7 @@ class RaftNode:
         self._snapshot_count = snapshot_count
         self._catch_up = catch_up_entries
         self._rng = rng or random.Random()
-        self._core: core.Raft | None = None
+        self._core: Raft | None = None
         self.transport: PeerTransport | None = None
         # Peer messages and ticks (None), in arrival order.
         self._inbox: deque[raft_pb2.Message | None] = deque()
@@ -161,7 +164,7 @@ class RaftNode:
         # A snapshot taken in the background whose row raft.db does not hold yet.
         self._unrecorded_snapshot = False
         self.leader = 0
-        self.role = core.StateRole.FOLLOWER
+        self.role = StateRole.FOLLOWER
         # Counters for the debug log and benchmarks: how well work is being batched.
         self.stats = {"readys": 0, "entries_persisted": 0, "entries_applied": 0, "messages": 0}
         self.timing = Timing()
@@ -188,7 +191,7 @@ class RaftNode:
         # Applying may run ahead of the persisted commit index (see _handle_ready); what
         # was applied was committed, so the commit index is at least that.
         hard_state.commit = max(hard_state.commit, self._sm.applied_index)
-        self._core = core.Raft(
+        self._core = Raft(
             self.config,
             self._rng,
             hard_state=hard_state,
@@ -238,7 +241,7 @@ class RaftNode:
 
     def step(self, messages: Sequence[raft_pb2.Message]) -> None:
         """Messages from peers (called by the transport servicer)."""
-        if self.role is core.StateRole.FOLLOWER:
+        if self.role is StateRole.FOLLOWER:
             for msg in messages:
                 if msg.type in _FROM_LEADER:
                     self._leader_message_seen()
@@ -296,7 +299,7 @@ class RaftNode:
 
     def transfer_candidate(self) -> int:
         """The most up-to-date follower if this replica leads, else 0."""
-        if self._core is None or self.role is not core.StateRole.LEADER:
+        if self._core is None or self.role is not StateRole.LEADER:
             return 0
         return self._core.transfer_candidate()
 
@@ -320,7 +323,7 @@ class RaftNode:
         """
         if target not in self.config.voters:
             raise errors.ErrBadLeaderTransferee
-        if self.role is not core.StateRole.LEADER:
+        if self.role is not StateRole.LEADER:
             raise errors.ErrNotLeader
         if target == self.config.id:
             return
@@ -413,7 +416,7 @@ class RaftNode:
                 timing.turn_window = took
                 timing.turn_max = max(timing.turn_max, took)
 
-    def _feed(self, raft: core.Raft) -> None:
+    def _feed(self, raft: Raft) -> None:
         ticks = 0
         max_ticks = self.config.election_tick * 2
         inbox = self._inbox
@@ -439,12 +442,12 @@ class RaftNode:
             props, self._proposals = self._proposals, []
             try:
                 raft.propose_batch([data for data, _, _ in props])
-            except core.TransferInProgress:
+            except TransferInProgress:
                 # Nothing was appended; the leader is about to change: etcd's answer.
                 for _, fut, _ in props:
                     if not fut.done():
                         fut.set_exception(errors.ErrLeaderChanged)
-            except core.ProposalDropped:
+            except ProposalDropped:
                 for _, fut, _ in props:
                     if not fut.done():
                         fut.set_exception(errors.ErrNoLeader)
@@ -457,7 +460,7 @@ class RaftNode:
             waiters, self._read_waiters = self._read_waiters, []
             try:
                 raft.read_index(ctx)
-            except core.ProposalDropped:
+            except ProposalDropped:
                 if raft.awaiting_transfer_leader:
                     self._read_waiters[:0] = [r for r in waiters if not r.done()]
                     waiters = []
@@ -467,7 +470,7 @@ class RaftNode:
             else:
                 self._reads_in_flight[ctx] = waiters
 
-    async def _handle_ready(self, raft: core.Raft, rd: core.Ready) -> None:
+    async def _handle_ready(self, raft: Raft, rd: Ready) -> None:
         stats = self.stats
         stats["readys"] += 1
         stats["entries_persisted"] += len(rd.entries)
@@ -479,7 +482,7 @@ class RaftNode:
         early: list[raft_pb2.Message] = []
         late: list[raft_pb2.Message] = []
         snaps: list[raft_pb2.Message] = []
-        leading = self.role is core.StateRole.LEADER
+        leading = self.role is StateRole.LEADER
         for msg in rd.messages:
             if msg.type == raft_pb2.MSG_SNAP:
                 snaps.append(msg)
@@ -569,7 +572,7 @@ class RaftNode:
 
     # -- snapshots and log compaction ---------------------------------------------------
 
-    def _on_soft_state(self, soft: core.SoftState) -> None:
+    def _on_soft_state(self, soft: SoftState) -> None:
         changed = soft.leader != self.leader
         self.leader, self.role = soft.leader, soft.role
         log.info("raft role", role=soft.role.name, leader=f"{soft.leader:x}", term=self.term)
@@ -582,9 +585,9 @@ class RaftNode:
                     if not fut.done():
                         fut.set_exception(errors.ErrLeaderChanged)
             self._reads_in_flight.clear()
-        self._sm.on_role_change(soft.leader, soft.role is core.StateRole.LEADER)
+        self._sm.on_role_change(soft.leader, soft.role is StateRole.LEADER)
 
-    def _send_snapshot(self, raft: core.Raft, msg: raft_pb2.Message) -> None:
+    def _send_snapshot(self, raft: Raft, msg: raft_pb2.Message) -> None:
         assert self.transport is not None
         path = self._snapshot_path(msg.snapshot.index)
         if not path.exists():

@@ -25,7 +25,7 @@ from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.pb.raft import raft_pb2, raft_pb2_grpc
 from k8semu.pb.store import internal_pb2
-from k8semu.raft import core
+from k8semu.raft.config import Config as RaftConfig
 from k8semu.raft.driver import RaftNode
 from k8semu.raft.storage import RaftStorage
 from k8semu.raft.transport import PeerTransport, RaftServicer
@@ -92,7 +92,7 @@ class StoreServer:
         identity.mark(cfg)
         await self.sm.open()
         voters = tuple(sorted(cfg.ids.values()))
-        raft_config = core.Config(
+        raft_config = RaftConfig(
             id=cfg.member_id,
             voters=voters,
             election_tick=cfg.election_tick,

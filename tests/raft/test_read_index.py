@@ -7,7 +7,7 @@ import random
 import pytest
 
 from k8semu.pb.raft.raft_pb2 import MSG_APP, MSG_HEARTBEAT, MSG_READ_INDEX
-from k8semu.raft.core import Config, Raft, ReadState, StateRole
+from k8semu.raft import Config, Raft, ReadState, StateRole
 
 from .network import Network
 
