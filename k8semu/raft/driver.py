@@ -16,7 +16,8 @@ take long never turns into an election by itself: a heartbeat that arrived durin
 the election clock before the ticks that followed it are counted.
 
 It does not know what entries mean: the state machine applies them. It never lets an
-exception from one message stop the loop.
+exception from one message stop the loop. It raises and fails requests with Raft's own
+errors (``k8semu.raft.errors``); the store translates them for its clients.
 """
 
 from __future__ import annotations
@@ -33,13 +34,12 @@ from typing import Any, Protocol
 
 from k8semu.log import get_logger
 from k8semu.pb.raft import raft_pb2
+from k8semu.raft import errors
 from k8semu.raft.config import Config
 from k8semu.raft.core import Raft
-from k8semu.raft.errors import ProposalDropped, TransferInProgress
 from k8semu.raft.ready import Ready, SoftState, StateRole
 from k8semu.raft.storage import RaftStorage
 from k8semu.raft.transport import PeerTransport
-from k8semu.store import errors
 
 log = get_logger(__name__)
 
@@ -227,7 +227,7 @@ class RaftNode:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.transport is not None:
             await self.transport.stop()
-        self._fail_all(errors.ErrStopped)
+        self._fail_all(errors.NodeStopped)
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -262,13 +262,13 @@ class RaftNode:
     async def propose(self, data: bytes) -> None:
         """Returns once the proposal entered the log (or was forwarded to the leader).
 
-        Raises ErrNoLeader at once when no leader is known, so callers fail fast without
+        Raises ProposalDropped at once when no leader is known, so callers fail fast without
         quorum. That it returned does not mean it will commit: callers wait for the apply.
         """
         if self._stopped:
-            raise errors.ErrStopped
+            raise errors.NodeStopped
         if self.leader == 0 and not self._transfer_pending():
-            raise errors.ErrNoLeader
+            raise errors.ProposalDropped("no leader")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._proposals.append((data, fut, True))
         self._wake.set()
@@ -279,9 +279,9 @@ class RaftNode:
         leader, replica stopped), `result` gets the error; otherwise its owner resolves it
         (with the outcome of the apply). One future per write instead of two."""
         if self._stopped:
-            raise errors.ErrStopped
+            raise errors.NodeStopped
         if self.leader == 0 and not self._transfer_pending():
-            raise errors.ErrNoLeader
+            raise errors.ProposalDropped("no leader")
         self._proposals.append((data, result, False))
         self._wake.set()
 
@@ -289,9 +289,9 @@ class RaftNode:
         """A commit index that reflects every write acknowledged before this call
         (Raft thesis 6.4). Reads served once applied_index >= it are linearizable."""
         if self._stopped:
-            raise errors.ErrStopped
+            raise errors.NodeStopped
         if self.leader == 0 and not self._transfer_pending():
-            raise errors.ErrNoLeader
+            raise errors.ProposalDropped("no leader")
         read: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._read_waiters.append(read)
         self._wake.set()
@@ -316,15 +316,15 @@ class RaftNode:
     async def transfer_leader(self, target: int, timeout: float) -> None:
         """Hand leadership to ``target`` (Raft thesis 3.10) and wait until it leads.
 
-        Raises ErrNotLeader if this replica does not lead, ErrBadLeaderTransferee for a
-        non-member, ErrTimeoutLeaderTransfer when ``target`` does not lead within ``timeout``
+        Raises NotLeader if this replica does not lead, BadTransferee for a non-member,
+        TransferTimeout when ``target`` does not lead within ``timeout``
         (the core aborts its transfer after an election timeout). A transfer to itself
         returns at once, as etcd's MoveLeader does.
         """
         if target not in self.config.voters:
-            raise errors.ErrBadLeaderTransferee
+            raise errors.BadTransferee
         if self.role is not StateRole.LEADER:
-            raise errors.ErrNotLeader
+            raise errors.NotLeader
         if target == self.config.id:
             return
         self._transfer_to = target
@@ -334,7 +334,7 @@ class RaftNode:
         # Polled at the tick interval as etcd does: the outcome shows in the soft state.
         while self.leader != target:
             if self._stopped or loop.time() >= deadline:
-                raise errors.ErrTimeoutLeaderTransfer
+                raise errors.TransferTimeout
             await asyncio.sleep(self._tick_interval)
 
     async def receive_snapshot(self, message: raft_pb2.Message, path: Path) -> None:
@@ -402,14 +402,8 @@ class RaftNode:
                 self._maybe_snapshot()
                 if self._unrecorded_snapshot or self._compacted_to < self._compact_target:
                     await self._compact_some()
-            except asyncio.CancelledError:
-                raise
-            except errors.CorruptDataError:
-                raise
-            except Exception:
-                # Storage or apply failed: the replica cannot go on safely.
-                log.exception("raft loop failed; stopping replica")
-                self._fail_all(errors.ErrStopped)
+            except Exception:  # (not CancelledError: that is no Exception)
+                self._stop_replica("raft loop failed; stopping replica")
                 raise
             took = time.monotonic() - started
             if took > timing.turn_window:
@@ -442,15 +436,11 @@ class RaftNode:
             props, self._proposals = self._proposals, []
             try:
                 raft.propose_batch([data for data, _, _ in props])
-            except TransferInProgress:
-                # Nothing was appended; the leader is about to change: etcd's answer.
+            except errors.ProposalDropped as exc:
+                # Nothing was appended (TransferInProgress: the leader is about to change).
                 for _, fut, _ in props:
                     if not fut.done():
-                        fut.set_exception(errors.ErrLeaderChanged)
-            except ProposalDropped:
-                for _, fut, _ in props:
-                    if not fut.done():
-                        fut.set_exception(errors.ErrNoLeader)
+                        fut.set_exception(type(exc))
             else:
                 for _, fut, ack in props:
                     if ack and not fut.done():
@@ -460,13 +450,13 @@ class RaftNode:
             waiters, self._read_waiters = self._read_waiters, []
             try:
                 raft.read_index(ctx)
-            except ProposalDropped:
+            except errors.ProposalDropped:
                 if raft.awaiting_transfer_leader:
                     self._read_waiters[:0] = [r for r in waiters if not r.done()]
                     waiters = []
                 for read in waiters:
                     if not read.done():
-                        read.set_exception(errors.ErrNoLeader)
+                        read.set_exception(errors.ProposalDropped)
             else:
                 self._reads_in_flight[ctx] = waiters
 
@@ -561,11 +551,8 @@ class RaftNode:
                     batch.extend(queue.popleft())
                 try:
                     await self._sm.apply(batch)
-                except asyncio.CancelledError:
-                    raise
                 except Exception:
-                    log.exception("apply failed; stopping replica")
-                    self._fail_all(errors.ErrStopped)
+                    self._stop_replica("apply failed; stopping replica")
                     raise
                 self._apply_backlog -= len(batch)
             self._apply_idle.set()
@@ -583,7 +570,7 @@ class RaftNode:
             for waiters in self._reads_in_flight.values():
                 for fut in waiters:
                     if not fut.done():
-                        fut.set_exception(errors.ErrLeaderChanged)
+                        fut.set_exception(errors.LeaderChanged)
             self._reads_in_flight.clear()
         self._sm.on_role_change(soft.leader, soft.role is StateRole.LEADER)
 
@@ -675,6 +662,12 @@ class RaftNode:
 
     def _snapshot_path(self, index: int) -> Path:
         return self._snap_dir / f"{index:016x}.snap"
+
+    def _stop_replica(self, event: str) -> None:
+        """Storage or apply failed: the replica cannot go on safely. Log why and fail every
+        request waiting on it; the caller re-raises (wait_failed returns the error)."""
+        log.exception(event)
+        self._fail_all(errors.NodeStopped)
 
     def _fail_all(self, error: type[Exception]) -> None:
         # A class, so each waiter gets its own instance (asyncio instantiates it).

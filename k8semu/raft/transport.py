@@ -17,9 +17,9 @@ import contextlib
 import os
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import grpc
 
@@ -33,10 +33,18 @@ MAX_QUEUED = 4096
 SNAPSHOT_CHUNK = 1 << 20
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
 
-OnMessages = Callable[[Sequence[raft_pb2.Message]], None]
-OnSnapshot = Callable[[raft_pb2.Message, Path], Awaitable[None]]
 OnUnreachable = Callable[[int], None]
 OnSnapshotSent = Callable[[int, bool], None]
+
+
+class Receiver(Protocol):
+    """Where the servicer hands what peers send (the driver, RaftNode)."""
+
+    def step(self, messages: Sequence[raft_pb2.Message]) -> None: ...
+
+    async def receive_snapshot(self, message: raft_pb2.Message, path: Path) -> None:
+        """A snapshot file streamed by a peer (the servicer removes `path` afterwards)."""
+        ...
 
 
 class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
@@ -46,19 +54,16 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
         self,
         cluster_id: int,
         members: Mapping[int, str],
-        on_messages: OnMessages,
-        on_snapshot: OnSnapshot,
+        receiver: Receiver,
         snapshot_dir: Path,
-        client_urls: dict[int, list[str]],
-        on_urls_changed: Callable[[], None],
+        on_client_urls: Callable[[int, list[str]], None],
     ) -> None:
         self._cluster_id = cluster_id
-        self._on_urls_changed = on_urls_changed
         self._members = members
-        self._on_messages = on_messages
-        self._on_snapshot = on_snapshot
+        self._receiver = receiver
         self._snapshot_dir = snapshot_dir
-        self._client_urls = client_urls
+        # A member's client URLs as a peer told them (PeerTransport.learn_client_urls).
+        self._on_client_urls = on_client_urls
 
     def _refuse(self, cluster_id: int, sender: int) -> str | None:
         if cluster_id != self._cluster_id:
@@ -79,13 +84,12 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
                 log.warning("peer frame refused", reason=reason, peer=context.peer())
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
             for item in batch.member_client_urls:
-                if item.id in self._members and list(item.urls) != self._client_urls.get(item.id):
-                    self._client_urls[item.id] = list(item.urls)
-                    self._on_urls_changed()
+                if item.id in self._members:
+                    self._on_client_urls(item.id, list(item.urls))
             # A forged `from` on individual messages is ignored: the frame's sender wins.
             msgs = [m for m in batch.messages if getattr(m, "from") == sender]
             if msgs:
-                self._on_messages(msgs)
+                self._receiver.step(msgs)
         return raft_pb2.SendAck()
 
     async def InstallSnapshot(
@@ -113,7 +117,7 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
                 await asyncio.to_thread(_flush_and_sync, out)
             if message is None:
                 return raft_pb2.SnapshotAck(error="empty snapshot stream")
-            await self._on_snapshot(message, path)
+            await self._receiver.receive_snapshot(message, path)
             return raft_pb2.SnapshotAck(accepted=True)
         except Exception as exc:  # a bad snapshot must not take the replica down
             log.warning("snapshot from peer refused", error=str(exc))
@@ -202,7 +206,11 @@ class PeerTransport:
     def urls_version(self) -> int:
         return self._urls_version
 
-    def urls_changed(self) -> None:
+    def learn_client_urls(self, member: int, urls: list[str]) -> None:
+        """A peer told us `member`'s client URLs: keep them and pass them on if they are news."""
+        if urls == self._client_urls.get(member):
+            return
+        self._client_urls[member] = urls
         self._urls_version += 1
         for peer in self._peers.values():
             peer.wake.set()
