@@ -26,10 +26,11 @@ from k8semu import transport
 from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.pb.store import internal_pb2
-from k8semu.store import errors, mvcc
+from k8semu.store import errors
 from k8semu.store.compactor import PhysicalCompactor
 from k8semu.store.config import StoreConfig
 from k8semu.store.statemachine import StoreStateMachine
+from k8semu.store.txn import txn_ops
 from k8semu.store.watch import Watcher
 
 log = get_logger(__name__)
@@ -183,7 +184,7 @@ class KVService(_Base, rpc_pb2_grpc.KVServicer):
     async def Txn(self, request: rpc_pb2.TxnRequest, context: Context) -> rpc_pb2.TxnResponse:
         # Only the op count here (cheap, and what must stop an expensive txn before it
         # reaches the log); apply checks keys and duplicates with the same errors.
-        if mvcc.txn_ops(request) > self.s.config.max_txn_ops:
+        if txn_ops(request) > self.s.config.max_txn_ops:
             raise errors.ErrTooManyOps
         await self.s.check_quota(txn_cost(request))
         return await self._propose(rpc_pb2.TxnResponse, txn=request)
