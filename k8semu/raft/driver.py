@@ -29,6 +29,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +56,17 @@ COMPACT_CHUNK = 2000
 REPORT_INTERVAL_S = 10.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pacing:
+    """How the driver paces its own work: the length of a tick, the entries applied between
+    two snapshots, and the entries kept in raft.db behind a snapshot for lagging followers."""
+
+    tick_interval: float
+    snapshot_count: int = 10_000
+    catch_up_entries: int = 1_000
+
+
+@dataclass(slots=True)
 class Timing:
     """What the driver measures about its own promptness (see `RaftNode.timing`).
 
@@ -63,20 +75,11 @@ class Timing:
     loop. `*_window` are the same over the current report window, reset by the report.
     """
 
-    __slots__ = (
-        "last_leader_msg",
-        "leader_gap_max",
-        "leader_gap_window",
-        "turn_max",
-        "turn_window",
-    )
-
-    def __init__(self) -> None:
-        self.last_leader_msg = 0.0
-        self.leader_gap_max = 0.0
-        self.leader_gap_window = 0.0
-        self.turn_max = 0.0
-        self.turn_window = 0.0
+    last_leader_msg: float = 0.0
+    leader_gap_max: float = 0.0
+    leader_gap_window: float = 0.0
+    turn_max: float = 0.0
+    turn_window: float = 0.0
 
 
 def durable_prefix(rd: Ready, stored_last_index: int) -> int:
@@ -124,19 +127,15 @@ class RaftNode:
         storage: RaftStorage,
         state_machine: StateMachine,
         snapshot_dir: Path,
+        pacing: Pacing,
         *,
-        tick_interval: float,
-        snapshot_count: int = 10_000,
-        catch_up_entries: int = 1_000,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._storage = storage
         self._sm = state_machine
         self._snap_dir = snapshot_dir
-        self._tick_interval = tick_interval
-        self._snapshot_count = snapshot_count
-        self._catch_up = catch_up_entries
+        self._pacing = pacing
         self._rng = rng or random.Random()
         self._core: Raft | None = None
         self.transport: PeerTransport | None = None
@@ -335,7 +334,7 @@ class RaftNode:
         while self.leader != target:
             if self._stopped or loop.time() >= deadline:
                 raise errors.TransferTimeout
-            await asyncio.sleep(self._tick_interval)
+            await asyncio.sleep(self._pacing.tick_interval)
 
     async def receive_snapshot(self, message: raft_pb2.Message, path: Path) -> None:
         """A snapshot streamed by the leader: verify, keep, then let the core decide."""
@@ -359,7 +358,7 @@ class RaftNode:
         reported = dict(self.stats)
         next_report = time.monotonic() + REPORT_INTERVAL_S
         while True:
-            await asyncio.sleep(self._tick_interval)
+            await asyncio.sleep(self._pacing.tick_interval)
             self._inbox.append(_TICK)
             self._wake.set()
             now = time.monotonic()
@@ -378,7 +377,7 @@ class RaftNode:
         t = self.timing
         gap, turn = t.leader_gap_window, t.turn_window
         t.leader_gap_window = t.turn_window = 0.0
-        late = max(gap, turn) > 4 * self._tick_interval
+        late = max(gap, turn) > 4 * self._pacing.tick_interval
         (log.info if late else log.debug)(
             "raft timing",
             max_leader_gap_ms=round(gap * 1e3, 1),
@@ -588,7 +587,7 @@ class RaftNode:
         if self._snapshot_task is not None:
             return
         base = self._snapshot_meta.index if self._snapshot_meta else 0
-        if self._sm.applied_index - base < self._snapshot_count:
+        if self._sm.applied_index - base < self._pacing.snapshot_count:
             return
         self._snapshot_task = asyncio.get_running_loop().create_task(self._take_snapshot())
 
@@ -613,7 +612,7 @@ class RaftNode:
                 return
             await asyncio.to_thread(tmp.replace, self._snapshot_path(index))
             meta = raft_pb2.SnapshotMetadata(index=index, term=term, voters=self.config.voters)
-            compact_to = max(0, index - self._catch_up)
+            compact_to = max(0, index - self._pacing.catch_up_entries)
             if self._snapshot_meta is not None:
                 compact_to = max(compact_to, min(self._snapshot_meta.index, index))
             self._snapshot_meta = meta

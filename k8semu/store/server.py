@@ -28,7 +28,7 @@ from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.pb.raft import raft_pb2, raft_pb2_grpc
 from k8semu.pb.store import internal_pb2
 from k8semu.raft.config import Config as RaftConfig
-from k8semu.raft.driver import RaftNode
+from k8semu.raft.driver import Pacing, RaftNode
 from k8semu.raft.errors import RaftError
 from k8semu.raft.storage import RaftStorage
 from k8semu.raft.transport import PeerTransport, RaftServicer
@@ -106,8 +106,7 @@ class StoreServer:
             self._storage,
             self.sm,
             self.snapshot_dir,
-            tick_interval=cfg.heartbeat_ms / 1000,
-            snapshot_count=cfg.snapshot_count,
+            Pacing(tick_interval=cfg.heartbeat_ms / 1000, snapshot_count=cfg.snapshot_count),
             rng=self._rng,
         )
         peer_transport = self._bind_peer_port()
