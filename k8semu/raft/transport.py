@@ -17,7 +17,8 @@ import contextlib
 import os
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -47,30 +48,37 @@ class Receiver(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """Who may talk on this cluster's peer port: the cluster's id and its members' ids."""
+
+    cluster_id: int
+    members: Collection[int]
+
+    def refuse(self, cluster_id: int, sender: int) -> str | None:
+        """Why a frame of `cluster_id` from `sender` is refused; None when it is accepted."""
+        if cluster_id != self.cluster_id:
+            return f"cluster id mismatch: got {cluster_id:x}, this is cluster {self.cluster_id:x}"
+        if sender not in self.members:
+            return f"sender {sender:x} is not a member of this cluster"
+        return None
+
+
 class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
     """Receives peers' frames and hands them to the driver."""
 
     def __init__(
         self,
-        cluster_id: int,
-        members: Mapping[int, str],
+        membership: Membership,
         receiver: Receiver,
         snapshot_dir: Path,
         on_client_urls: Callable[[int, list[str]], None],
     ) -> None:
-        self._cluster_id = cluster_id
-        self._members = members
+        self._membership = membership
         self._receiver = receiver
         self._snapshot_dir = snapshot_dir
         # A member's client URLs as a peer told them (PeerTransport.learn_client_urls).
         self._on_client_urls = on_client_urls
-
-    def _refuse(self, cluster_id: int, sender: int) -> str | None:
-        if cluster_id != self._cluster_id:
-            return f"cluster id mismatch: got {cluster_id:x}, this is cluster {self._cluster_id:x}"
-        if sender not in self._members:
-            return f"sender {sender:x} is not a member of this cluster"
-        return None
 
     async def Send(
         self,
@@ -79,12 +87,12 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
     ) -> raft_pb2.SendAck:
         async for batch in request_iterator:
             sender = getattr(batch, "from")
-            reason = self._refuse(batch.cluster_id, sender)
+            reason = self._membership.refuse(batch.cluster_id, sender)
             if reason is not None:
                 log.warning("peer frame refused", reason=reason, peer=context.peer())
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
             for item in batch.member_client_urls:
-                if item.id in self._members:
+                if item.id in self._membership.members:
                     self._on_client_urls(item.id, list(item.urls))
             # A forged `from` on individual messages is ignored: the frame's sender wins.
             msgs = [m for m in batch.messages if getattr(m, "from") == sender]
@@ -106,7 +114,7 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
             with os.fdopen(fd, "wb") as out:
                 async for chunk in request_iterator:
                     if message is None:
-                        reason = self._refuse(chunk.cluster_id, getattr(chunk, "from"))
+                        reason = self._membership.refuse(chunk.cluster_id, getattr(chunk, "from"))
                         if reason is not None or chunk.message.type != raft_pb2.MSG_SNAP:
                             return raft_pb2.SnapshotAck(
                                 error=reason or "first chunk is not MSG_SNAP"

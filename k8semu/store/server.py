@@ -31,7 +31,7 @@ from k8semu.raft.config import Config as RaftConfig
 from k8semu.raft.driver import Pacing, RaftNode
 from k8semu.raft.errors import RaftError
 from k8semu.raft.storage import RaftStorage
-from k8semu.raft.transport import PeerTransport, RaftServicer
+from k8semu.raft.transport import Membership, PeerTransport, RaftServicer
 from k8semu.store import errors, identity, service
 from k8semu.store.compactor import AutoCompactor, PhysicalCompactor
 from k8semu.store.config import StoreConfig
@@ -145,8 +145,7 @@ class StoreServer:
         )
         raft_pb2_grpc.add_RaftTransportServicer_to_server(
             RaftServicer(
-                cfg.cluster_id,
-                {cfg.ids[n]: a for n, a in cfg.members.items()},
+                Membership(cfg.cluster_id, frozenset(cfg.ids.values())),
                 self.node,
                 self.snapshot_dir,
                 peer_transport.learn_client_urls,
