@@ -209,29 +209,31 @@ class WatchService(_Base, rpc_pb2_grpc.WatchServicer):
         context: Context,
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         out: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue(maxsize=256)
-        stream = _WatchStream(self, out)
-        reader = asyncio.get_running_loop().create_task(stream.read(request_iterator))
+        stream = _WatchStream(self, out, request_iterator)
         try:
-            while True:
-                item = await out.get()
-                if item is None:
-                    break
+            while (item := await out.get()) is not None:
                 yield item
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
             await stream.close()
 
 
 class _WatchStream:
-    def __init__(self, svc: WatchService, out: asyncio.Queue[rpc_pb2.WatchResponse | None]) -> None:
+    """One Watch call: a reader task turns the client's requests into watchers, each pumped
+    by its own task into `out`; None in `out` ends the call."""
+
+    def __init__(
+        self,
+        svc: WatchService,
+        out: asyncio.Queue[rpc_pb2.WatchResponse | None],
+        requests: AsyncIterator[rpc_pb2.WatchRequest],
+    ) -> None:
         self.svc = svc
         self.hub = svc.s.sm.hub
         self.out = out
         self.watchers: dict[int, tuple[Watcher, asyncio.Task[None], bool]] = {}
         self.next_id = 0
         self.progress_task: asyncio.Task[None] | None = None
+        self.reader = asyncio.get_running_loop().create_task(self.read(requests))
 
     def response(self, watch_id: int, **fields: Any) -> rpc_pb2.WatchResponse:
         resp = rpc_pb2.WatchResponse(watch_id=watch_id, **fields)
@@ -334,16 +336,25 @@ class _WatchStream:
         await self.out.put(self.response(watch_id, canceled=True, cancel_reason=reason))
 
     async def close(self) -> None:
-        tasks = [t for _, t, _ in self.watchers.values()]
-        if self.progress_task is not None:
-            tasks.append(self.progress_task)
-        for watch_id in list(self.watchers):
-            self.drop(watch_id)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The reader first, so no watcher is created while the others are dropped; the
+        # watchers go even when the reader ended with the client's error (re-raised after).
+        try:
+            await _cancel([self.reader])
+        finally:
+            tasks = [t for _, t, _ in self.watchers.values()]
+            if self.progress_task is not None:
+                tasks.append(self.progress_task)
+            for watch_id in list(self.watchers):
+                self.drop(watch_id)
+            await _cancel(tasks)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
