@@ -5,8 +5,10 @@ The core is deterministic and does no I/O; see ``k8semu.raft.core`` for the Read
 
 from __future__ import annotations
 
-from k8semu.raft.core import Config, Raft, ReadState, Ready, SoftState, StateRole
+from k8semu.raft.config import Config
+from k8semu.raft.core import Raft
 from k8semu.raft.errors import ProposalDropped, RaftError, SnapshotRejected
+from k8semu.raft.ready import ReadState, Ready, SoftState, StateRole
 
 __all__ = [
     "Config",

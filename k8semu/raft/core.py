@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from k8semu.pb.raft.raft_pb2 import (
@@ -35,30 +34,14 @@ from k8semu.pb.raft.raft_pb2 import (
     Message,
     SnapshotMetadata,
 )
-from k8semu.raft.errors import (
-    ProposalDropped,
-    RaftError,
-    SnapshotRejected,
-    TransferInProgress,
-)
-from k8semu.raft.leader import LeaderMixin
+from k8semu.raft.config import Config
+from k8semu.raft.errors import ProposalDropped, SnapshotRejected
+from k8semu.raft.leader import Leader
 from k8semu.raft.log import RaftLog
-from k8semu.raft.progress import Progress, ProgressState
-from k8semu.raft.readonly import ReadOnly
+from k8semu.raft.outbox import Outbox
 from k8semu.raft.ready import ReadState, Ready, SoftState, StateRole
 
-__all__ = [
-    "Config",
-    "ProposalDropped",
-    "Raft",
-    "RaftError",
-    "ReadState",
-    "Ready",
-    "SnapshotRejected",
-    "SoftState",
-    "StateRole",
-    "TransferInProgress",
-]
+__all__ = ["Raft"]
 
 _KNOWN_TYPES = frozenset(
     {
@@ -84,32 +67,7 @@ _VOTE_REQUESTS = frozenset({MSG_VOTE, MSG_PRE_VOTE})
 _SANE_LIMIT = 1 << 62
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Static configuration of one node; ``voters`` is the whole (fixed) membership."""
-
-    id: int
-    voters: tuple[int, ...]  # includes id
-    election_tick: int = 10
-    heartbeat_tick: int = 1
-    pre_vote: bool = True
-    check_quorum: bool = True
-    max_inflight: int = 16
-    max_entries_per_msg: int = 4096
-    max_bytes_per_msg: int = 4 * 1024 * 1024
-
-    def validate(self) -> None:
-        if self.id <= 0:
-            raise ValueError("raft config: id must be > 0")
-        if self.id not in self.voters or any(v <= 0 for v in self.voters):
-            raise ValueError("raft config: voters must be positive ids and include id")
-        if self.heartbeat_tick < 1 or self.election_tick <= self.heartbeat_tick:
-            raise ValueError("raft config: need 1 <= heartbeat_tick < election_tick")
-        if self.max_inflight < 1 or self.max_entries_per_msg < 1 or self.max_bytes_per_msg < 1:
-            raise ValueError("raft config: message and inflight limits must be >= 1")
-
-
-class Raft(LeaderMixin):
+class Raft:
     """One Raft node. See the module docstring for what it owns; Ready for the I/O contract."""
 
     def __init__(
@@ -132,10 +90,9 @@ class Raft(LeaderMixin):
         self._cfg = config
         self._id = config.id
         self._rng = rng
-        voters = sorted(set(config.voters))
-        self._voters = frozenset(voters)
-        self._peers = tuple(v for v in voters if v != config.id)
-        self._quorum = len(voters) // 2 + 1
+        self._voters = frozenset(config.voters)
+        self._peers = config.peers
+        self._quorum = config.quorum
 
         snap_index = snapshot.index if snapshot is not None else 0
         snap_term = snapshot.term if snapshot is not None else 0
@@ -160,21 +117,11 @@ class Raft(LeaderMixin):
         self._lead = 0
         self._role = StateRole.FOLLOWER
         self._election_elapsed = 0
-        self._heartbeat_elapsed = 0
         self._randomized_timeout = config.election_tick
         self._votes: dict[int, bool] = {}
-        self._progress: dict[int, Progress] = {}
-        # Followers whose MSG_APP is built when the Ready is assembled, so that all proposals
-        # of one cycle share a message (group commit). Value: send even without entries.
-        self._dirty: dict[int, bool] = {}
-        self._readonly = ReadOnly(self._id, self._quorum)
-        # Reads that arrived before the leader committed an entry of its term (thesis 6.4).
-        self._reads_waiting: list[tuple[int, bytes]] = []
-        self._msgs: list[Message] = []
-        self._read_states: list[ReadState] = []
-        # Leadership transfer (thesis 3.10): the target and the ticks since it was asked.
-        self._transferee = 0
-        self._transfer_elapsed = 0
+        # The leader's own state, only while this node leads (see leader.py).
+        self._leader: Leader | None = None
+        self._out = Outbox(self._id)
         # Term of the last transfer campaign seen (as voter or candidate): until its leader is
         # known, a leader is expected within a round trip, not an election timeout.
         self._transfer_term = 0
@@ -208,7 +155,7 @@ class Raft(LeaderMixin):
     @property
     def transferee(self) -> int:
         """The member a leadership transfer in progress goes to, else 0."""
-        return self._transferee
+        return self._leader.transferee if self._leader is not None else 0
 
     @property
     def awaiting_transfer_leader(self) -> bool:
@@ -220,7 +167,7 @@ class Raft(LeaderMixin):
     def hold_proposals(self) -> bool:
         """Proposals made now would be refused or dropped by a leader handing over, and a
         new leader is a round trip away: the driver should hold them, not fail them."""
-        return bool(self._transferee) or self._lead_transferring or self.awaiting_transfer_leader
+        return bool(self.transferee) or self._lead_transferring or self.awaiting_transfer_leader
 
     @property
     def commit(self) -> int:
@@ -312,12 +259,8 @@ class Raft(LeaderMixin):
         """Propose many entries at once (they travel in one MSG_APP/MSG_PROP)."""
         if not datas:
             return
-        if self._role is StateRole.LEADER:
-            if self._transferee:
-                # Thesis 3.10: new entries would only delay the transfer (the target must
-                # catch up with them) and may be lost; the client retries at the new leader.
-                raise TransferInProgress("leadership transfer in progress")
-            self._append_data(datas)
+        if self._leader is not None:
+            self._leader.propose(datas)
         elif self._lead:
             self._send(
                 MSG_PROP, self._lead, entries=[Entry(data=d) for d in datas], term=self._term
@@ -331,8 +274,8 @@ class Raft(LeaderMixin):
         Raises ProposalDropped when no leader is known. A request is dropped silently if
         leadership changes before it is answered; callers time out and retry.
         """
-        if self._role is StateRole.LEADER:
-            self._leader_read(self._id, context)
+        if self._leader is not None:
+            self._leader.read(self._id, context)
         elif self._lead:
             self._send(MSG_READ_INDEX, self._lead, context=context, term=self._term)
         else:
@@ -345,19 +288,13 @@ class Raft(LeaderMixin):
         being transferred to is ignored. Until it completes or aborts (after an election
         timeout), proposals are refused with TransferInProgress.
         """
-        if self._role is not StateRole.LEADER or target == self._id:
-            return
-        if target not in self._voters or target == self._transferee:
-            return
-        self._transferee = target
-        self._transfer_elapsed = 0
-        # Followers learn at once that forwarding proposals here is useless for now.
-        self._bcast_heartbeat(b"")
-        if self._progress[target].match == self._log.last_index:
-            self._send(MSG_TIMEOUT_NOW, target)
-        else:
-            # Bring the target's log up to date first; its MSG_APP_RESP sends TimeoutNow.
-            self._dirty[target] = True
+        if self._leader is not None and target != self._id and target in self._voters:
+            self._leader.transfer(target)
+
+    def transfer_candidate(self) -> int:
+        """The follower a leaving leader should hand over to: the most up-to-date one heard
+        from recently (0 if not leader or alone)."""
+        return self._leader.transfer_candidate() if self._leader is not None else 0
 
     def set_snapshot(self, meta: SnapshotMetadata) -> None:
         """The driver holds a state-machine snapshot at ``meta.index``; lagging followers get it.
@@ -385,26 +322,13 @@ class Raft(LeaderMixin):
 
     def report_snapshot(self, to: int, ok: bool) -> None:
         """The driver finished (or failed) streaming the snapshot of a MSG_SNAP to ``to``."""
-        pr = self._progress.get(to)
-        if self._role is not StateRole.LEADER or pr is None:
-            return
-        if pr.state is not ProgressState.SNAPSHOT:
-            return
-        if not ok:
-            pr.pending_snapshot = 0
-        pr.become_probe()
-        # Wait for the follower's MSG_APP_RESP (or a heartbeat reply) before probing again.
-        pr.probe_sent = True
+        if self._leader is not None:
+            self._leader.report_snapshot(to, ok)
 
     def report_unreachable(self, to: int) -> None:
         """Sending to ``to`` failed: stop streaming optimistically and probe instead."""
-        pr = self._progress.get(to)
-        if (
-            self._role is StateRole.LEADER
-            and pr is not None
-            and pr.state is ProgressState.REPLICATE
-        ):
-            pr.become_probe()
+        if self._leader is not None:
+            self._leader.report_unreachable(to)
 
     # -- outputs -------------------------------------------------------------------------------
 
@@ -412,8 +336,7 @@ class Raft(LeaderMixin):
         self._flush()
         log = self._log
         return bool(
-            self._msgs
-            or self._read_states
+            self._out
             or log.unstable <= log.last_index
             or log.pending_snapshot is not None
             or log.committed > self._applying
@@ -442,10 +365,7 @@ class Raft(LeaderMixin):
         if committed:
             self._applying = committed[-1].index
         entries = log.unstable_entries()
-        msgs = self._msgs
-        self._msgs = []
-        reads = self._read_states
-        self._read_states = []
+        msgs, reads = self._out.take()
         return Ready(
             soft_state=soft,
             hard_state=hard,
@@ -478,18 +398,15 @@ class Raft(LeaderMixin):
             self._vote = 0
         self._lead = 0
         self._election_elapsed = 0
-        self._heartbeat_elapsed = 0
         # Raft paper 5.2: randomized timeouts in [election_tick, 2 * election_tick) make split
         # votes rare.
         et = self._cfg.election_tick
         self._randomized_timeout = et + self._rng.randrange(et)
         self._votes = {}
-        self._dirty.clear()
-        self._transferee = 0
-        self._transfer_elapsed = 0
+        # A leader's state ends with its term or its role (pending reads are dropped:
+        # callers time out and retry).
+        self._leader = None
         self._lead_transferring = False
-        self._readonly.reset()
-        self._reads_waiting = []
 
     def _become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -518,19 +435,12 @@ class Raft(LeaderMixin):
         self._reset(self._term)
         self._lead = self._id
         self._role = StateRole.LEADER
-        self._step = self._step_leader
-        self._tick = self._tick_heartbeat
-        log = self._log
-        nxt = log.last_index + 1
-        mi = self._cfg.max_inflight
-        self._progress = {v: Progress(nxt, mi) for v in self._voters}
-        own = self._progress[self._id]
-        own.match = log.last_index
-        own.recent_active = True
-        own.state = ProgressState.REPLICATE
+        leader = self._leader = Leader(self._cfg, self._term, self._log, self._out)
+        self._step = leader.step
+        self._tick = self._tick_leader
         # Raft paper 8 / thesis 6.4: a no-op entry of the new term lets the leader learn its
         # commit index (entries of older terms are never committed by counting, Figure 8).
-        self._append_data((b"",))
+        leader.append((b"",))
 
     def _campaign(self, pre: bool, transfer: bool = False) -> None:
         if pre:
@@ -566,6 +476,21 @@ class Raft(LeaderMixin):
         if self._election_elapsed >= self._randomized_timeout or not self._peers:
             self._election_elapsed = 0
             self._campaign(pre=self._cfg.pre_vote)
+
+    def _tick_leader(self) -> None:
+        assert self._leader is not None
+        # For a leader the election clock counts ticks since its last check-quorum round.
+        self._election_elapsed += 1
+        quorum_round = self._election_elapsed >= self._cfg.election_tick
+        if quorum_round:
+            self._election_elapsed = 0
+        if not self._leader.tick(quorum_round):
+            self._become_follower(self._term, 0)
+
+    def _flush(self) -> None:
+        """Let the leader build the messages it deferred during this cycle."""
+        if self._leader is not None:
+            self._leader.flush(self._snapshot_meta)
 
     # -- message handling common to all roles --------------------------------------------------
 
@@ -615,7 +540,7 @@ class Raft(LeaderMixin):
             self._lead = frm
             self._handle_snapshot(msg, frm)
         elif mtype == MSG_READ_INDEX_RESP and frm == self._lead:
-            self._read_states.append(ReadState(msg.index, msg.context))
+            self._out.read_states.append(ReadState(msg.index, msg.context))
         elif mtype == MSG_TIMEOUT_NOW and frm == self._lead:
             # Leadership transfer: campaign at once, without pre-vote (the leader asked, so
             # the election cannot be disruptive), flagged so voters ignore their lease.
@@ -702,13 +627,8 @@ class Raft(LeaderMixin):
             self._become_follower(self._term, 0)
 
     def _send(self, mtype: int, to: int, **fields: Any) -> None:
-        # One dict, one constructor call: the cheapest way to build a message in upb.
-        fields["type"] = mtype
-        fields["to"] = to
-        fields["from"] = self._id
-        if "term" not in fields:
-            fields["term"] = self._term
-        self._msgs.append(Message(**fields))
+        """Send at the current term unless ``term`` says otherwise (votes, pre-votes)."""
+        self._out.send(mtype, to, fields.pop("term", self._term), **fields)
 
 
 def _well_formed(ents: list[Entry], prev_index: int, prev_term: int, term: int) -> bool:

@@ -16,7 +16,8 @@ take long never turns into an election by itself: a heartbeat that arrived durin
 the election clock before the ticks that followed it are counted.
 
 It does not know what entries mean: the state machine applies them. It never lets an
-exception from one message stop the loop.
+exception from one message stop the loop. It raises and fails requests with Raft's own
+errors (``k8semu.raft.errors``); the store translates them for its clients.
 """
 
 from __future__ import annotations
@@ -28,15 +29,18 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from k8semu.log import get_logger
 from k8semu.pb.raft import raft_pb2
-from k8semu.raft import core
+from k8semu.raft import errors
+from k8semu.raft.config import Config
+from k8semu.raft.core import Raft
+from k8semu.raft.ready import Ready, SoftState, StateRole
 from k8semu.raft.storage import RaftStorage
 from k8semu.raft.transport import PeerTransport
-from k8semu.store import errors
 
 log = get_logger(__name__)
 
@@ -52,6 +56,17 @@ COMPACT_CHUNK = 2000
 REPORT_INTERVAL_S = 10.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pacing:
+    """How the driver paces its own work: the length of a tick, the entries applied between
+    two snapshots, and the entries kept in raft.db behind a snapshot for lagging followers."""
+
+    tick_interval: float
+    snapshot_count: int = 10_000
+    catch_up_entries: int = 1_000
+
+
+@dataclass(slots=True)
 class Timing:
     """What the driver measures about its own promptness (see `RaftNode.timing`).
 
@@ -60,23 +75,14 @@ class Timing:
     loop. `*_window` are the same over the current report window, reset by the report.
     """
 
-    __slots__ = (
-        "last_leader_msg",
-        "leader_gap_max",
-        "leader_gap_window",
-        "turn_max",
-        "turn_window",
-    )
-
-    def __init__(self) -> None:
-        self.last_leader_msg = 0.0
-        self.leader_gap_max = 0.0
-        self.leader_gap_window = 0.0
-        self.turn_max = 0.0
-        self.turn_window = 0.0
+    last_leader_msg: float = 0.0
+    leader_gap_max: float = 0.0
+    leader_gap_window: float = 0.0
+    turn_max: float = 0.0
+    turn_window: float = 0.0
 
 
-def durable_prefix(rd: core.Ready, stored_last_index: int) -> int:
+def durable_prefix(rd: Ready, stored_last_index: int) -> int:
     """How many of `rd.committed_entries` are already in the local log on disk, unchanged
     by `rd`: those may be applied while `rd` is being written, the rest only after."""
     if rd.snapshot is not None:
@@ -117,25 +123,21 @@ class RaftNode:
 
     def __init__(
         self,
-        config: core.Config,
+        config: Config,
         storage: RaftStorage,
         state_machine: StateMachine,
         snapshot_dir: Path,
+        pacing: Pacing,
         *,
-        tick_interval: float,
-        snapshot_count: int = 10_000,
-        catch_up_entries: int = 1_000,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._storage = storage
         self._sm = state_machine
         self._snap_dir = snapshot_dir
-        self._tick_interval = tick_interval
-        self._snapshot_count = snapshot_count
-        self._catch_up = catch_up_entries
+        self._pacing = pacing
         self._rng = rng or random.Random()
-        self._core: core.Raft | None = None
+        self._core: Raft | None = None
         self.transport: PeerTransport | None = None
         # Peer messages and ticks (None), in arrival order.
         self._inbox: deque[raft_pb2.Message | None] = deque()
@@ -161,7 +163,7 @@ class RaftNode:
         # A snapshot taken in the background whose row raft.db does not hold yet.
         self._unrecorded_snapshot = False
         self.leader = 0
-        self.role = core.StateRole.FOLLOWER
+        self.role = StateRole.FOLLOWER
         # Counters for the debug log and benchmarks: how well work is being batched.
         self.stats = {"readys": 0, "entries_persisted": 0, "entries_applied": 0, "messages": 0}
         self.timing = Timing()
@@ -188,7 +190,7 @@ class RaftNode:
         # Applying may run ahead of the persisted commit index (see _handle_ready); what
         # was applied was committed, so the commit index is at least that.
         hard_state.commit = max(hard_state.commit, self._sm.applied_index)
-        self._core = core.Raft(
+        self._core = Raft(
             self.config,
             self._rng,
             hard_state=hard_state,
@@ -224,7 +226,7 @@ class RaftNode:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.transport is not None:
             await self.transport.stop()
-        self._fail_all(errors.ErrStopped)
+        self._fail_all(errors.NodeStopped)
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -238,7 +240,7 @@ class RaftNode:
 
     def step(self, messages: Sequence[raft_pb2.Message]) -> None:
         """Messages from peers (called by the transport servicer)."""
-        if self.role is core.StateRole.FOLLOWER:
+        if self.role is StateRole.FOLLOWER:
             for msg in messages:
                 if msg.type in _FROM_LEADER:
                     self._leader_message_seen()
@@ -259,13 +261,13 @@ class RaftNode:
     async def propose(self, data: bytes) -> None:
         """Returns once the proposal entered the log (or was forwarded to the leader).
 
-        Raises ErrNoLeader at once when no leader is known, so callers fail fast without
+        Raises ProposalDropped at once when no leader is known, so callers fail fast without
         quorum. That it returned does not mean it will commit: callers wait for the apply.
         """
         if self._stopped:
-            raise errors.ErrStopped
+            raise errors.NodeStopped
         if self.leader == 0 and not self._transfer_pending():
-            raise errors.ErrNoLeader
+            raise errors.ProposalDropped("no leader")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._proposals.append((data, fut, True))
         self._wake.set()
@@ -276,9 +278,9 @@ class RaftNode:
         leader, replica stopped), `result` gets the error; otherwise its owner resolves it
         (with the outcome of the apply). One future per write instead of two."""
         if self._stopped:
-            raise errors.ErrStopped
+            raise errors.NodeStopped
         if self.leader == 0 and not self._transfer_pending():
-            raise errors.ErrNoLeader
+            raise errors.ProposalDropped("no leader")
         self._proposals.append((data, result, False))
         self._wake.set()
 
@@ -286,9 +288,9 @@ class RaftNode:
         """A commit index that reflects every write acknowledged before this call
         (Raft thesis 6.4). Reads served once applied_index >= it are linearizable."""
         if self._stopped:
-            raise errors.ErrStopped
+            raise errors.NodeStopped
         if self.leader == 0 and not self._transfer_pending():
-            raise errors.ErrNoLeader
+            raise errors.ProposalDropped("no leader")
         read: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._read_waiters.append(read)
         self._wake.set()
@@ -296,7 +298,7 @@ class RaftNode:
 
     def transfer_candidate(self) -> int:
         """The most up-to-date follower if this replica leads, else 0."""
-        if self._core is None or self.role is not core.StateRole.LEADER:
+        if self._core is None or self.role is not StateRole.LEADER:
             return 0
         return self._core.transfer_candidate()
 
@@ -313,15 +315,15 @@ class RaftNode:
     async def transfer_leader(self, target: int, timeout: float) -> None:
         """Hand leadership to ``target`` (Raft thesis 3.10) and wait until it leads.
 
-        Raises ErrNotLeader if this replica does not lead, ErrBadLeaderTransferee for a
-        non-member, ErrTimeoutLeaderTransfer when ``target`` does not lead within ``timeout``
+        Raises NotLeader if this replica does not lead, BadTransferee for a non-member,
+        TransferTimeout when ``target`` does not lead within ``timeout``
         (the core aborts its transfer after an election timeout). A transfer to itself
         returns at once, as etcd's MoveLeader does.
         """
         if target not in self.config.voters:
-            raise errors.ErrBadLeaderTransferee
-        if self.role is not core.StateRole.LEADER:
-            raise errors.ErrNotLeader
+            raise errors.BadTransferee
+        if self.role is not StateRole.LEADER:
+            raise errors.NotLeader
         if target == self.config.id:
             return
         self._transfer_to = target
@@ -331,8 +333,8 @@ class RaftNode:
         # Polled at the tick interval as etcd does: the outcome shows in the soft state.
         while self.leader != target:
             if self._stopped or loop.time() >= deadline:
-                raise errors.ErrTimeoutLeaderTransfer
-            await asyncio.sleep(self._tick_interval)
+                raise errors.TransferTimeout
+            await asyncio.sleep(self._pacing.tick_interval)
 
     async def receive_snapshot(self, message: raft_pb2.Message, path: Path) -> None:
         """A snapshot streamed by the leader: verify, keep, then let the core decide."""
@@ -356,7 +358,7 @@ class RaftNode:
         reported = dict(self.stats)
         next_report = time.monotonic() + REPORT_INTERVAL_S
         while True:
-            await asyncio.sleep(self._tick_interval)
+            await asyncio.sleep(self._pacing.tick_interval)
             self._inbox.append(_TICK)
             self._wake.set()
             now = time.monotonic()
@@ -375,7 +377,7 @@ class RaftNode:
         t = self.timing
         gap, turn = t.leader_gap_window, t.turn_window
         t.leader_gap_window = t.turn_window = 0.0
-        late = max(gap, turn) > 4 * self._tick_interval
+        late = max(gap, turn) > 4 * self._pacing.tick_interval
         (log.info if late else log.debug)(
             "raft timing",
             max_leader_gap_ms=round(gap * 1e3, 1),
@@ -399,21 +401,15 @@ class RaftNode:
                 self._maybe_snapshot()
                 if self._unrecorded_snapshot or self._compacted_to < self._compact_target:
                     await self._compact_some()
-            except asyncio.CancelledError:
-                raise
-            except errors.CorruptDataError:
-                raise
-            except Exception:
-                # Storage or apply failed: the replica cannot go on safely.
-                log.exception("raft loop failed; stopping replica")
-                self._fail_all(errors.ErrStopped)
+            except Exception:  # (not CancelledError: that is no Exception)
+                self._stop_replica("raft loop failed; stopping replica")
                 raise
             took = time.monotonic() - started
             if took > timing.turn_window:
                 timing.turn_window = took
                 timing.turn_max = max(timing.turn_max, took)
 
-    def _feed(self, raft: core.Raft) -> None:
+    def _feed(self, raft: Raft) -> None:
         ticks = 0
         max_ticks = self.config.election_tick * 2
         inbox = self._inbox
@@ -439,15 +435,11 @@ class RaftNode:
             props, self._proposals = self._proposals, []
             try:
                 raft.propose_batch([data for data, _, _ in props])
-            except core.TransferInProgress:
-                # Nothing was appended; the leader is about to change: etcd's answer.
+            except errors.ProposalDropped as exc:
+                # Nothing was appended (TransferInProgress: the leader is about to change).
                 for _, fut, _ in props:
                     if not fut.done():
-                        fut.set_exception(errors.ErrLeaderChanged)
-            except core.ProposalDropped:
-                for _, fut, _ in props:
-                    if not fut.done():
-                        fut.set_exception(errors.ErrNoLeader)
+                        fut.set_exception(type(exc))
             else:
                 for _, fut, ack in props:
                     if ack and not fut.done():
@@ -457,17 +449,17 @@ class RaftNode:
             waiters, self._read_waiters = self._read_waiters, []
             try:
                 raft.read_index(ctx)
-            except core.ProposalDropped:
+            except errors.ProposalDropped:
                 if raft.awaiting_transfer_leader:
                     self._read_waiters[:0] = [r for r in waiters if not r.done()]
                     waiters = []
                 for read in waiters:
                     if not read.done():
-                        read.set_exception(errors.ErrNoLeader)
+                        read.set_exception(errors.ProposalDropped)
             else:
                 self._reads_in_flight[ctx] = waiters
 
-    async def _handle_ready(self, raft: core.Raft, rd: core.Ready) -> None:
+    async def _handle_ready(self, raft: Raft, rd: Ready) -> None:
         stats = self.stats
         stats["readys"] += 1
         stats["entries_persisted"] += len(rd.entries)
@@ -479,7 +471,7 @@ class RaftNode:
         early: list[raft_pb2.Message] = []
         late: list[raft_pb2.Message] = []
         snaps: list[raft_pb2.Message] = []
-        leading = self.role is core.StateRole.LEADER
+        leading = self.role is StateRole.LEADER
         for msg in rd.messages:
             if msg.type == raft_pb2.MSG_SNAP:
                 snaps.append(msg)
@@ -558,18 +550,15 @@ class RaftNode:
                     batch.extend(queue.popleft())
                 try:
                     await self._sm.apply(batch)
-                except asyncio.CancelledError:
-                    raise
                 except Exception:
-                    log.exception("apply failed; stopping replica")
-                    self._fail_all(errors.ErrStopped)
+                    self._stop_replica("apply failed; stopping replica")
                     raise
                 self._apply_backlog -= len(batch)
             self._apply_idle.set()
 
     # -- snapshots and log compaction ---------------------------------------------------
 
-    def _on_soft_state(self, soft: core.SoftState) -> None:
+    def _on_soft_state(self, soft: SoftState) -> None:
         changed = soft.leader != self.leader
         self.leader, self.role = soft.leader, soft.role
         log.info("raft role", role=soft.role.name, leader=f"{soft.leader:x}", term=self.term)
@@ -580,11 +569,11 @@ class RaftNode:
             for waiters in self._reads_in_flight.values():
                 for fut in waiters:
                     if not fut.done():
-                        fut.set_exception(errors.ErrLeaderChanged)
+                        fut.set_exception(errors.LeaderChanged)
             self._reads_in_flight.clear()
-        self._sm.on_role_change(soft.leader, soft.role is core.StateRole.LEADER)
+        self._sm.on_role_change(soft.leader, soft.role is StateRole.LEADER)
 
-    def _send_snapshot(self, raft: core.Raft, msg: raft_pb2.Message) -> None:
+    def _send_snapshot(self, raft: Raft, msg: raft_pb2.Message) -> None:
         assert self.transport is not None
         path = self._snapshot_path(msg.snapshot.index)
         if not path.exists():
@@ -598,7 +587,7 @@ class RaftNode:
         if self._snapshot_task is not None:
             return
         base = self._snapshot_meta.index if self._snapshot_meta else 0
-        if self._sm.applied_index - base < self._snapshot_count:
+        if self._sm.applied_index - base < self._pacing.snapshot_count:
             return
         self._snapshot_task = asyncio.get_running_loop().create_task(self._take_snapshot())
 
@@ -623,7 +612,7 @@ class RaftNode:
                 return
             await asyncio.to_thread(tmp.replace, self._snapshot_path(index))
             meta = raft_pb2.SnapshotMetadata(index=index, term=term, voters=self.config.voters)
-            compact_to = max(0, index - self._catch_up)
+            compact_to = max(0, index - self._pacing.catch_up_entries)
             if self._snapshot_meta is not None:
                 compact_to = max(compact_to, min(self._snapshot_meta.index, index))
             self._snapshot_meta = meta
@@ -672,6 +661,12 @@ class RaftNode:
 
     def _snapshot_path(self, index: int) -> Path:
         return self._snap_dir / f"{index:016x}.snap"
+
+    def _stop_replica(self, event: str) -> None:
+        """Storage or apply failed: the replica cannot go on safely. Log why and fail every
+        request waiting on it; the caller re-raises (wait_failed returns the error)."""
+        log.exception(event)
+        self._fail_all(errors.NodeStopped)
 
     def _fail_all(self, error: type[Exception]) -> None:
         # A class, so each waiter gets its own instance (asyncio instantiates it).

@@ -1,21 +1,43 @@
-"""Named error values of the Raft core.
+"""Named error values of Raft: the pure core, its asyncio driver and raft.db.
 
 The core raises only for misuse by its local caller (the driver); input from the network never
-raises, it is ignored. The whole hierarchy::
+raises, it is ignored. The driver and the storage raise the rest. Nothing here knows etcd: the
+store translates these into etcd's errors at its boundary (``k8semu.store.errors.from_raft``).
+The whole hierarchy::
 
     RaftError
     ├── ProposalDropped     propose()/read_index() while no leader is known
     │   └── TransferInProgress  propose() on a leader handing leadership over
-    └── SnapshotRejected    set_snapshot() with metadata the log cannot vouch for
+    ├── SnapshotRejected    set_snapshot() with metadata the log cannot vouch for
+    ├── LeaderChanged       a read in flight whose leader changed (outcome unknown)
+    ├── NodeStopped         the node was stopped, or its loop failed
+    ├── NotLeader           transfer_leader() on a replica that does not lead
+    ├── BadTransferee       transfer_leader() to a replica that is not a member
+    ├── TransferTimeout     the transfer's target did not lead in time
+    └── CorruptLogError     raft.db is damaged, or belongs to another cluster or member
+
+Each is a class: the driver fails waiting futures with the class, so every waiter gets a fresh
+instance (a shared one would pile up tracebacks).
 """
 
 from __future__ import annotations
 
-__all__ = ["ProposalDropped", "RaftError", "SnapshotRejected", "TransferInProgress"]
+__all__ = [
+    "BadTransferee",
+    "CorruptLogError",
+    "LeaderChanged",
+    "NodeStopped",
+    "NotLeader",
+    "ProposalDropped",
+    "RaftError",
+    "SnapshotRejected",
+    "TransferInProgress",
+    "TransferTimeout",
+]
 
 
 class RaftError(Exception):
-    """Base of every error the Raft core raises."""
+    """Base of every error Raft raises."""
 
 
 class ProposalDropped(RaftError):
@@ -34,3 +56,29 @@ class TransferInProgress(ProposalDropped):
 
 class SnapshotRejected(RaftError):
     """set_snapshot() was given an index beyond the commit index or a term the log contradicts."""
+
+
+class LeaderChanged(RaftError):
+    """A read index was asked of a leader that is no longer known to lead: it may never be
+    answered. Reads have no side effects, so the caller may retry at once."""
+
+
+class NodeStopped(RaftError):
+    """The node is stopped (or its loop failed and stopped it): nothing more will be done."""
+
+
+class NotLeader(RaftError):
+    """Only the leader can hand leadership over."""
+
+
+class BadTransferee(RaftError):
+    """The target of a leadership transfer is not a member."""
+
+
+class TransferTimeout(RaftError):
+    """The target of a leadership transfer did not become leader in time."""
+
+
+class CorruptLogError(RaftError):
+    """raft.db cannot be used: damaged, unreadable, or of another cluster or member. The
+    message names the file and the defect; the replica must not start on it."""

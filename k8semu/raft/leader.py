@@ -1,15 +1,18 @@
 """The leader role of the Raft core: replication flow control, commitment, heartbeats, ReadIndex.
 
-Owns what only a leader does (Raft paper 5.3-5.4, thesis 6.2 and 6.4): per-follower progress and
-the MSG_APP/MSG_SNAP it sends, the commit rule, check-quorum and the ReadIndex protocol. It is a
-mixin of ``k8semu.raft.core.Raft`` and shares its state; it must not do I/O or change terms (a
-leader only leaves office through the core's role transitions).
+Owns what only a leader knows and does (Raft paper 5.3-5.4, thesis 3.10, 6.2 and 6.4): the
+progress of each follower and the MSG_APP/MSG_SNAP it sends, the commit rule, check-quorum,
+the ReadIndex queue and a leadership transfer in progress. ``Raft`` creates one ``Leader`` when
+it wins an election and drops it when it steps down, so none of this state outlives the term
+(etcd-raft keeps the same in its ProgressTracker and readOnly, reset on every role change).
+
+It must not do I/O, change terms or roles: it reports a lost quorum from ``tick`` and the core
+steps down. It writes its messages and read states to the node's ``Outbox``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 from k8semu.pb.raft.raft_pb2 import (
     MSG_APP,
@@ -25,89 +28,76 @@ from k8semu.pb.raft.raft_pb2 import (
     Message,
     SnapshotMetadata,
 )
+from k8semu.raft.config import Config
+from k8semu.raft.errors import TransferInProgress
 from k8semu.raft.log import RaftLog
+from k8semu.raft.outbox import Outbox
 from k8semu.raft.progress import Progress, ProgressState
 from k8semu.raft.readonly import ReadOnly, ReadRequest
-from k8semu.raft.ready import ReadState, StateRole
+from k8semu.raft.ready import ReadState
 
-if TYPE_CHECKING:
-    from k8semu.raft.core import Config
-
-__all__ = ["LeaderMixin"]
+__all__ = ["Leader"]
 
 
-class LeaderMixin:
-    """Leader behaviour of Raft; the attributes below are owned by ``Raft.__init__``."""
+class Leader:
+    """The leader of one term. Invariants: ``progress`` has an entry for every voter (its own
+    with ``match == log.last_index``); ``transferee`` is 0 or a peer being handed leadership."""
 
-    _cfg: Config
-    _id: int
-    _peers: tuple[int, ...]
-    _quorum: int
-    _term: int
-    _role: StateRole
-    _log: RaftLog
-    _snapshot_meta: SnapshotMetadata | None
-    _election_elapsed: int
-    _heartbeat_elapsed: int
-    _progress: dict[int, Progress]
-    # Followers whose MSG_APP is built when the Ready is assembled, so that all proposals of
-    # one cycle share a message (group commit). Value: send even without entries.
-    _dirty: dict[int, bool]
-    _readonly: ReadOnly
-    # Reads that arrived before the leader committed an entry of its term (thesis 6.4).
-    _reads_waiting: list[tuple[int, bytes]]
-    _read_states: list[ReadState]
-    _step: Callable[[Message], None]
-    # Leadership transfer in progress (thesis 3.10): target (0: none) and ticks since asked.
-    _transferee: int
-    _transfer_elapsed: int
+    def __init__(self, cfg: Config, term: int, log: RaftLog, out: Outbox) -> None:
+        self._cfg = cfg
+        self._id = cfg.id
+        self._term = term
+        self._log = log
+        self._out = out
+        self._peers = cfg.peers
+        self._quorum = cfg.quorum
+        nxt = log.last_index + 1
+        self.progress = {v: Progress(nxt, cfg.max_inflight) for v in cfg.voters}
+        own = self.progress[self._id]
+        own.match = log.last_index
+        own.recent_active = True
+        own.state = ProgressState.REPLICATE
+        # Followers whose MSG_APP is built when the Ready is assembled, so that all proposals
+        # of one cycle share a message (group commit). Value: send even without entries.
+        self._dirty: dict[int, bool] = {}
+        self._readonly = ReadOnly(self._id, self._quorum)
+        # Reads that arrived before the leader committed an entry of its term (thesis 6.4).
+        self._reads_waiting: list[tuple[int, bytes]] = []
+        # Leadership transfer in progress (thesis 3.10): target (0: none) and ticks since asked.
+        self.transferee = 0
+        self._transfer_elapsed = 0
+        self._heartbeat_elapsed = 0
 
-    if TYPE_CHECKING:
+    # -- inputs from the core ------------------------------------------------------------------
 
-        def _send(self, mtype: int, to: int, **fields: Any) -> None: ...
-
-        def _become_follower(self, term: int, lead: int) -> None: ...
-
-    def _tick_heartbeat(self) -> None:
+    def tick(self, quorum_round: bool) -> bool:
+        """Advance the leader's clocks by one tick; ``quorum_round`` says an election timeout
+        passed since the last round (the core keeps that clock: it is also the leader's lease).
+        False when the leader lost its quorum and must step down."""
         cfg = self._cfg
         self._heartbeat_elapsed += 1
-        self._election_elapsed += 1
-        if self._transferee:
+        if self.transferee:
             self._transfer_elapsed += 1
             if self._transfer_elapsed >= cfg.election_tick:
                 # Thesis 3.10: a transfer that did not happen within an election timeout is
                 # aborted so the leader takes proposals again.
-                self._transferee = 0
+                self.transferee = 0
                 self._transfer_elapsed = 0
-        if self._election_elapsed >= cfg.election_tick:
-            self._election_elapsed = 0
-            if cfg.check_quorum:
-                # Thesis 6.2: a leader that did not hear from a quorum within an election
-                # timeout steps down, so clients stop waiting on a leader that cannot commit.
-                active = sum(1 for pr in self._progress.values() if pr.recent_active)
-                if active < self._quorum:
-                    self._become_follower(self._term, 0)
-                    return
-                for peer in self._peers:
-                    self._progress[peer].recent_active = False
+        if quorum_round and cfg.check_quorum:
+            # Thesis 6.2: a leader that did not hear from a quorum within an election
+            # timeout steps down, so clients stop waiting on a leader that cannot commit.
+            active = sum(1 for pr in self.progress.values() if pr.recent_active)
+            if active < self._quorum:
+                return False
+            for peer in self._peers:
+                self.progress[peer].recent_active = False
         if self._heartbeat_elapsed >= cfg.heartbeat_tick:
             self._heartbeat_elapsed = 0
             self._bcast_heartbeat(self._readonly.last_context())
+        return True
 
-    def transfer_candidate(self) -> int:
-        """The follower a leaving leader should hand over to: the most up-to-date one heard
-        from recently (0 if not leader or alone). Ties go to the lowest id (deterministic)."""
-        if self._role is not StateRole.LEADER:
-            return 0
-        best = (-1, 0)
-        for peer in self._peers:
-            pr = self._progress[peer]
-            key = (pr.match if pr.recent_active else pr.match // 2, -peer)
-            if key > best:
-                best = key
-        return -best[1] if best[0] >= 0 else 0
-
-    def _step_leader(self, msg: Message) -> None:
+    def step(self, msg: Message) -> None:
+        """The leader's handling of a message of its own term."""
         mtype = msg.type
         frm = getattr(msg, "from")
         if mtype == MSG_APP_RESP:
@@ -117,17 +107,25 @@ class LeaderMixin:
         elif mtype == MSG_PROP:
             # Forwarded proposals are dropped during a transfer (the follower's client times
             # out or learns of the leader change and retries).
-            if msg.entries and not self._transferee:
-                self._append_data([e.data for e in msg.entries])
+            if msg.entries and not self.transferee:
+                self.append([e.data for e in msg.entries])
         elif mtype == MSG_READ_INDEX:
-            self._leader_read(frm, msg.context)
+            self.read(frm, msg.context)
 
-    def _append_data(self, datas: Sequence[bytes]) -> None:
+    def propose(self, datas: Sequence[bytes]) -> None:
+        """Append local proposals; raises TransferInProgress while handing leadership over."""
+        if self.transferee:
+            # Thesis 3.10: new entries would only delay the transfer (the target must catch
+            # up with them) and may be lost; the client retries at the new leader.
+            raise TransferInProgress("leadership transfer in progress")
+        self.append(datas)
+
+    def append(self, datas: Sequence[bytes]) -> None:
         log = self._log
         term = self._term
         start = log.last_index + 1
         log.append([Entry(term=term, index=i, data=d) for i, d in enumerate(datas, start)])
-        own = self._progress[self._id]
+        own = self.progress[self._id]
         own.match = log.last_index
         own.next = own.match + 1
         if not self._maybe_commit():
@@ -135,13 +133,83 @@ class LeaderMixin:
             for peer in self._peers:
                 dirty.setdefault(peer, False)
 
+    def read(self, origin: int, context: bytes) -> None:
+        """A ReadIndex request from ``origin`` (this node for local reads)."""
+        log = self._log
+        if log.term(log.committed) != self._term:
+            # Thesis 6.4 step 1: until an entry of its term is committed the leader may not
+            # know the latest commit index; hold the read until the no-op commits.
+            self._reads_waiting.append((origin, context))
+            return
+        req = ReadRequest(log.committed, origin, context)
+        if self._quorum == 1:
+            self._answer_read(req)
+        else:
+            self._readonly.add(req)
+
+    def transfer(self, target: int) -> None:
+        """Hand leadership over to the peer ``target`` (the core checked it is one)."""
+        if target == self.transferee:
+            return
+        self.transferee = target
+        self._transfer_elapsed = 0
+        # Followers learn at once that forwarding proposals here is useless for now.
+        self._bcast_heartbeat(b"")
+        if self.progress[target].match == self._log.last_index:
+            self._out.send(MSG_TIMEOUT_NOW, target, self._term)
+        else:
+            # Bring the target's log up to date first; its MSG_APP_RESP sends TimeoutNow.
+            self._dirty[target] = True
+
+    def transfer_candidate(self) -> int:
+        """The follower a leaving leader should hand over to: the most up-to-date one heard
+        from recently (0 if alone). Ties go to the lowest id (deterministic)."""
+        best = (-1, 0)
+        for peer in self._peers:
+            pr = self.progress[peer]
+            key = (pr.match if pr.recent_active else pr.match // 2, -peer)
+            if key > best:
+                best = key
+        return -best[1] if best[0] >= 0 else 0
+
+    def report_snapshot(self, to: int, ok: bool) -> None:
+        pr = self.progress.get(to)
+        if pr is None or pr.state is not ProgressState.SNAPSHOT:
+            return
+        if not ok:
+            pr.pending_snapshot = 0
+        pr.become_probe()
+        # Wait for the follower's MSG_APP_RESP (or a heartbeat reply) before probing again.
+        pr.probe_sent = True
+
+    def report_unreachable(self, to: int) -> None:
+        pr = self.progress.get(to)
+        if pr is not None and pr.state is ProgressState.REPLICATE:
+            pr.become_probe()
+
+    def flush(self, snapshot: SnapshotMetadata | None) -> None:
+        """Build the messages deferred during this cycle (heartbeat round, MSG_APPs);
+        ``snapshot`` is what a follower the log cannot serve any more gets."""
+        if self._readonly.has_batch():
+            # Thesis 6.4 step 3: one heartbeat round confirms leadership for the whole batch.
+            self._bcast_heartbeat(self._readonly.seal())
+        if self._dirty:
+            dirty = self._dirty
+            self._dirty = {}
+            for peer, send_empty in dirty.items():
+                if self._send_append(peer, send_empty, snapshot):
+                    while self._send_append(peer, False, snapshot):
+                        pass
+
+    # -- commitment and responses --------------------------------------------------------------
+
     def _maybe_commit(self) -> bool:
         """Commit the highest index replicated on a quorum if it is of the current term.
 
         Raft paper 5.4.2 (Figure 8): entries of earlier terms are only committed indirectly.
         On success followers learn the new commit index right away.
         """
-        matches = sorted((pr.match for pr in self._progress.values()), reverse=True)
+        matches = sorted((pr.match for pr in self.progress.values()), reverse=True)
         index = matches[self._quorum - 1]
         log = self._log
         if index <= log.committed or log.term(index) != self._term:
@@ -150,13 +218,13 @@ class LeaderMixin:
         if self._reads_waiting:
             waiting, self._reads_waiting = self._reads_waiting, []
             for origin, ctx in waiting:
-                self._leader_read(origin, ctx)
+                self.read(origin, ctx)
         for peer in self._peers:
             self._dirty[peer] = True
         return True
 
     def _handle_append_response(self, msg: Message, frm: int) -> None:
-        pr = self._progress[frm]
+        pr = self.progress[frm]
         pr.recent_active = True
         log = self._log
         if msg.reject:
@@ -184,12 +252,12 @@ class LeaderMixin:
         if not self._maybe_commit():
             dirty = self._dirty
             dirty[frm] = dirty.get(frm, False) or was_paused
-        if frm == self._transferee and pr.match == log.last_index:
+        if frm == self.transferee and pr.match == log.last_index:
             # The transfer target caught up: tell it to campaign now.
-            self._send(MSG_TIMEOUT_NOW, frm)
+            self._out.send(MSG_TIMEOUT_NOW, frm, self._term)
 
     def _handle_heartbeat_response(self, msg: Message, frm: int) -> None:
-        pr = self._progress[frm]
+        pr = self.progress[frm]
         pr.recent_active = True
         pr.probe_sent = False
         if pr.state is ProgressState.REPLICATE and pr.inflights.full():
@@ -201,55 +269,29 @@ class LeaderMixin:
             for req in self._readonly.ack(msg.context, frm):
                 self._answer_read(req)
 
-    def _leader_read(self, origin: int, context: bytes) -> None:
-        log = self._log
-        if log.term(log.committed) != self._term:
-            # Thesis 6.4 step 1: until an entry of its term is committed the leader may not
-            # know the latest commit index; hold the read until the no-op commits.
-            self._reads_waiting.append((origin, context))
-            return
-        req = ReadRequest(log.committed, origin, context)
-        if self._quorum == 1:
-            self._answer_read(req)
-        else:
-            self._readonly.add(req)
-
     def _answer_read(self, req: ReadRequest) -> None:
         if req.origin == self._id:
-            self._read_states.append(ReadState(req.index, req.context))
+            self._out.read_states.append(ReadState(req.index, req.context))
         else:
-            self._send(MSG_READ_INDEX_RESP, req.origin, index=req.index, context=req.context)
+            self._out.send(
+                MSG_READ_INDEX_RESP, req.origin, self._term, index=req.index, context=req.context
+            )
+
+    # -- sending -------------------------------------------------------------------------------
 
     def _bcast_heartbeat(self, context: bytes) -> None:
         committed = self._log.committed
+        send = self._out.send
+        term = self._term
+        extra = {"leader_transfer": True} if self.transferee else {}
         for peer in self._peers:
             # Never tell a follower to commit past what it is known to hold.
-            commit = min(self._progress[peer].match, committed)
-            if self._transferee:
-                self._send(
-                    MSG_HEARTBEAT, peer, commit=commit, context=context, leader_transfer=True
-                )
-            else:
-                self._send(MSG_HEARTBEAT, peer, commit=commit, context=context)
+            commit = min(self.progress[peer].match, committed)
+            send(MSG_HEARTBEAT, peer, term, commit=commit, context=context, **extra)
 
-    def _flush(self) -> None:
-        """Build the messages deferred during this cycle (heartbeat round, MSG_APPs)."""
-        if self._role is not StateRole.LEADER:
-            return
-        if self._readonly.has_batch():
-            # Thesis 6.4 step 3: one heartbeat round confirms leadership for the whole batch.
-            self._bcast_heartbeat(self._readonly.seal())
-        if self._dirty:
-            dirty = self._dirty
-            self._dirty = {}
-            for peer, send_empty in dirty.items():
-                if self._send_append(peer, send_empty):
-                    while self._send_append(peer, False):
-                        pass
-
-    def _send_append(self, to: int, send_empty: bool) -> bool:
+    def _send_append(self, to: int, send_empty: bool, snapshot: SnapshotMetadata | None) -> bool:
         """Send the next MSG_APP (or the MSG_SNAP) to ``to``; False if nothing was sent."""
-        pr = self._progress[to]
+        pr = self.progress[to]
         if pr.is_paused():
             return False
         log = self._log
@@ -258,12 +300,20 @@ class LeaderMixin:
         if prev_term is None:
             if prev > log.last_index:
                 return False
-            return self._send_snapshot(to, pr)
+            return self._send_snapshot(to, pr, snapshot)
         cfg = self._cfg
         ents = log.entries_for_send(pr.next, cfg.max_entries_per_msg, cfg.max_bytes_per_msg)
         if not ents and not send_empty:
             return False
-        self._send(MSG_APP, to, index=prev, log_term=prev_term, entries=ents, commit=log.committed)
+        self._out.send(
+            MSG_APP,
+            to,
+            self._term,
+            index=prev,
+            log_term=prev_term,
+            entries=ents,
+            commit=log.committed,
+        )
         if pr.state is ProgressState.REPLICATE:
             if ents:
                 last = ents[-1].index
@@ -273,11 +323,10 @@ class LeaderMixin:
             pr.probe_sent = True
         return True
 
-    def _send_snapshot(self, to: int, pr: Progress) -> bool:
-        snap = self._snapshot_meta
+    def _send_snapshot(self, to: int, pr: Progress, snap: SnapshotMetadata | None) -> bool:
         if not pr.recent_active or snap is None or snap.index < self._log.offset:
             return False
         # The driver streams the state-machine data and reports back via report_snapshot().
-        self._send(MSG_SNAP, to, snapshot=snap, commit=self._log.committed)
+        self._out.send(MSG_SNAP, to, self._term, snapshot=snap, commit=self._log.committed)
         pr.become_snapshot(snap.index)
         return True

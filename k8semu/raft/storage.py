@@ -15,7 +15,7 @@ from pathlib import Path
 import aiosqlite
 
 from k8semu.pb.raft import raft_pb2
-from k8semu.store.errors import CorruptDataError
+from k8semu.raft.errors import CorruptLogError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identity (id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -69,7 +69,7 @@ class RaftStorage:
             # Implicit transactions: the first write opens one, commit() ends it.
             db = await aiosqlite.connect(path, isolation_level="DEFERRED")
         except Exception as exc:
-            raise CorruptDataError(f"{path}: cannot open Raft log: {exc}") from exc
+            raise CorruptLogError(f"{path}: cannot open Raft log: {exc}") from exc
         storage = cls(db, path)
         try:
             await storage._init(fresh, cluster_id, member_id)
@@ -87,14 +87,14 @@ class RaftStorage:
                 async with db.execute("PRAGMA quick_check") as cur:
                     rows = [r[0] for r in await cur.fetchall()]
                 if rows != ["ok"]:
-                    raise CorruptDataError(
+                    raise CorruptLogError(
                         f"{self.path}: Raft log failed integrity check: {rows[:3]}"
                     )
             await db.executescript(_SCHEMA)
-        except CorruptDataError:
+        except CorruptLogError:
             raise
         except Exception as exc:
-            raise CorruptDataError(f"{self.path}: not a k8semu Raft log: {exc}") from exc
+            raise CorruptLogError(f"{self.path}: not a k8semu Raft log: {exc}") from exc
         async with db.execute("SELECT cluster_id, member_id FROM identity") as cur:
             row = await cur.fetchone()
         if row is None:
@@ -103,7 +103,7 @@ class RaftStorage:
             )
             await db.commit()
         elif (_to_u64(row[0]), _to_u64(row[1])) != (cluster_id, member_id):
-            raise CorruptDataError(
+            raise CorruptLogError(
                 f"{self.path}: data dir belongs to cluster {_to_u64(row[0]):x} member "
                 f"{_to_u64(row[1]):x}, not cluster {cluster_id:x} member {member_id:x} "
                 "(check --name and --initial-cluster-token)"
@@ -121,7 +121,7 @@ class RaftStorage:
             try:
                 hs.ParseFromString(row[0])
             except Exception as exc:
-                raise CorruptDataError(f"{self.path}: unreadable hard state: {exc}") from exc
+                raise CorruptLogError(f"{self.path}: unreadable hard state: {exc}") from exc
         self._term_vote = (hs.term, hs.vote)
         async with db.execute("SELECT idx, term, voters FROM snapshot") as cur:
             srow = await cur.fetchone()
@@ -138,11 +138,9 @@ class RaftStorage:
         expected = entries[0].index if entries else first
         for offset, entry in enumerate(entries):
             if entry.index != expected + offset:
-                raise CorruptDataError(
-                    f"{self.path}: Raft log has a gap before index {entry.index}"
-                )
+                raise CorruptLogError(f"{self.path}: Raft log has a gap before index {entry.index}")
         if entries and snap is not None and entries[0].index > snap.index + 1:
-            raise CorruptDataError(
+            raise CorruptLogError(
                 f"{self.path}: Raft log starts at {entries[0].index} after snapshot {snap.index}"
             )
         if snap is not None:

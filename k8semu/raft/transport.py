@@ -17,9 +17,10 @@ import contextlib
 import os
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import grpc
 
@@ -33,10 +34,34 @@ MAX_QUEUED = 4096
 SNAPSHOT_CHUNK = 1 << 20
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
 
-OnMessages = Callable[[Sequence[raft_pb2.Message]], None]
-OnSnapshot = Callable[[raft_pb2.Message, Path], Awaitable[None]]
 OnUnreachable = Callable[[int], None]
 OnSnapshotSent = Callable[[int, bool], None]
+
+
+class Receiver(Protocol):
+    """Where the servicer hands what peers send (the driver, RaftNode)."""
+
+    def step(self, messages: Sequence[raft_pb2.Message]) -> None: ...
+
+    async def receive_snapshot(self, message: raft_pb2.Message, path: Path) -> None:
+        """A snapshot file streamed by a peer (the servicer removes `path` afterwards)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """Who may talk on this cluster's peer port: the cluster's id and its members' ids."""
+
+    cluster_id: int
+    members: Collection[int]
+
+    def refuse(self, cluster_id: int, sender: int) -> str | None:
+        """Why a frame of `cluster_id` from `sender` is refused; None when it is accepted."""
+        if cluster_id != self.cluster_id:
+            return f"cluster id mismatch: got {cluster_id:x}, this is cluster {self.cluster_id:x}"
+        if sender not in self.members:
+            return f"sender {sender:x} is not a member of this cluster"
+        return None
 
 
 class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
@@ -44,28 +69,16 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
 
     def __init__(
         self,
-        cluster_id: int,
-        members: Mapping[int, str],
-        on_messages: OnMessages,
-        on_snapshot: OnSnapshot,
+        membership: Membership,
+        receiver: Receiver,
         snapshot_dir: Path,
-        client_urls: dict[int, list[str]],
-        on_urls_changed: Callable[[], None],
+        on_client_urls: Callable[[int, list[str]], None],
     ) -> None:
-        self._cluster_id = cluster_id
-        self._on_urls_changed = on_urls_changed
-        self._members = members
-        self._on_messages = on_messages
-        self._on_snapshot = on_snapshot
+        self._membership = membership
+        self._receiver = receiver
         self._snapshot_dir = snapshot_dir
-        self._client_urls = client_urls
-
-    def _refuse(self, cluster_id: int, sender: int) -> str | None:
-        if cluster_id != self._cluster_id:
-            return f"cluster id mismatch: got {cluster_id:x}, this is cluster {self._cluster_id:x}"
-        if sender not in self._members:
-            return f"sender {sender:x} is not a member of this cluster"
-        return None
+        # A member's client URLs as a peer told them (PeerTransport.learn_client_urls).
+        self._on_client_urls = on_client_urls
 
     async def Send(
         self,
@@ -74,18 +87,17 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
     ) -> raft_pb2.SendAck:
         async for batch in request_iterator:
             sender = getattr(batch, "from")
-            reason = self._refuse(batch.cluster_id, sender)
+            reason = self._membership.refuse(batch.cluster_id, sender)
             if reason is not None:
                 log.warning("peer frame refused", reason=reason, peer=context.peer())
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
             for item in batch.member_client_urls:
-                if item.id in self._members and list(item.urls) != self._client_urls.get(item.id):
-                    self._client_urls[item.id] = list(item.urls)
-                    self._on_urls_changed()
+                if item.id in self._membership.members:
+                    self._on_client_urls(item.id, list(item.urls))
             # A forged `from` on individual messages is ignored: the frame's sender wins.
             msgs = [m for m in batch.messages if getattr(m, "from") == sender]
             if msgs:
-                self._on_messages(msgs)
+                self._receiver.step(msgs)
         return raft_pb2.SendAck()
 
     async def InstallSnapshot(
@@ -102,7 +114,7 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
             with os.fdopen(fd, "wb") as out:
                 async for chunk in request_iterator:
                     if message is None:
-                        reason = self._refuse(chunk.cluster_id, getattr(chunk, "from"))
+                        reason = self._membership.refuse(chunk.cluster_id, getattr(chunk, "from"))
                         if reason is not None or chunk.message.type != raft_pb2.MSG_SNAP:
                             return raft_pb2.SnapshotAck(
                                 error=reason or "first chunk is not MSG_SNAP"
@@ -113,7 +125,7 @@ class RaftServicer(raft_pb2_grpc.RaftTransportServicer):
                 await asyncio.to_thread(_flush_and_sync, out)
             if message is None:
                 return raft_pb2.SnapshotAck(error="empty snapshot stream")
-            await self._on_snapshot(message, path)
+            await self._receiver.receive_snapshot(message, path)
             return raft_pb2.SnapshotAck(accepted=True)
         except Exception as exc:  # a bad snapshot must not take the replica down
             log.warning("snapshot from peer refused", error=str(exc))
@@ -202,7 +214,11 @@ class PeerTransport:
     def urls_version(self) -> int:
         return self._urls_version
 
-    def urls_changed(self) -> None:
+    def learn_client_urls(self, member: int, urls: list[str]) -> None:
+        """A peer told us `member`'s client URLs: keep them and pass them on if they are news."""
+        if urls == self._client_urls.get(member):
+            return
+        self._client_urls[member] = urls
         self._urls_version += 1
         for peer in self._peers.values():
             peer.wake.set()

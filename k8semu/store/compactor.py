@@ -16,17 +16,16 @@ import collections
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Protocol, TypeVar
 
 from k8semu.log import get_logger
 from k8semu.store import errors
 from k8semu.store.config import AutoCompaction
-
-if TYPE_CHECKING:
-    from k8semu.store.mvcc import MVCCStore
-    from k8semu.store.statemachine import StoreStateMachine
+from k8semu.store.mvcc import MVCCStore
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # etcd's revision-mode compactor looks every 5 minutes.
 REVISION_CHECK_INTERVAL_S = 300.0
@@ -41,33 +40,39 @@ POLL_S = 0.1
 Sleep = Callable[[float], Awaitable[None]]
 
 
+class MVCCHost(Protocol):
+    """What the physical compactor needs of the state machine: the MVCC store it holds
+    (replaced when a snapshot is installed, absent once closed) and the one thread every
+    call on that store runs on."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def mvcc(self) -> MVCCStore: ...
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+@dataclass(frozen=True)
 class AutoCompactor:
     """etcd's auto-compaction schedule. `compact(rev)` proposes a Compact; it is called only
-    while `is_leader()` (etcd pauses its compactor on followers).
+    while `is_leader()` (etcd pauses its compactor on followers). `clock`, `sleep` and
+    `revision_interval_s` are there for tests.
 
     periodic(P): samples the revision every min(P, 1h)/10; once P has passed since the last
     compaction (since start for the first), compacts to the revision sampled about P ago, then
     again every min(P, 1h). revision(N): every 5 minutes compacts to current - N.
     """
 
-    def __init__(
-        self,
-        policy: AutoCompaction,
-        *,
-        revision: Callable[[], int],
-        is_leader: Callable[[], bool],
-        compact: Callable[[int], Awaitable[None]],
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-        revision_interval_s: float = REVISION_CHECK_INTERVAL_S,
-    ) -> None:
-        self.policy = policy
-        self._revision = revision
-        self._is_leader = is_leader
-        self._compact = compact
-        self._clock = clock
-        self._sleep = sleep
-        self._revision_interval_s = revision_interval_s
+    policy: AutoCompaction
+    _: KW_ONLY
+    revision: Callable[[], int]
+    is_leader: Callable[[], bool]
+    compact: Callable[[int], Awaitable[None]]
+    clock: Callable[[], float] = time.monotonic
+    sleep: Sleep = asyncio.sleep
+    revision_interval_s: float = REVISION_CHECK_INTERVAL_S
 
     async def run(self) -> None:
         if self.policy.revisions > 0:
@@ -77,7 +82,7 @@ class AutoCompactor:
 
     async def _try(self, rev: int) -> bool:
         try:
-            await self._compact(rev)
+            await self.compact(rev)
         except errors.ErrCompacted:
             return True  # someone (the API server, etcdctl) compacted further already
         except errors.StoreError as exc:
@@ -92,23 +97,23 @@ class AutoCompactor:
         step = interval / PERIODIC_SAMPLES
         # revs[0] is the revision about `period` ago once the window is full.
         revs: collections.deque[int] = collections.deque(maxlen=round(period / step) + 1)
-        last = self._clock()
+        last = self.clock()
         wait = period
         while True:
-            revs.append(self._revision())
-            await self._sleep(step)
-            if not self._is_leader() or self._clock() - last < wait:
+            revs.append(self.revision())
+            await self.sleep(step)
+            if not self.is_leader() or self.clock() - last < wait:
                 continue
             wait = interval
             if await self._try(revs[0]):
-                last = self._clock()
+                last = self.clock()
 
     async def _run_revision(self) -> None:
         done = 0
         while True:
-            await self._sleep(self._revision_interval_s)
-            rev = self._revision() - self.policy.revisions
-            if rev <= 0 or rev == done or not self._is_leader():
+            await self.sleep(self.revision_interval_s)
+            rev = self.revision() - self.policy.revisions
+            if rev <= 0 or rev == done or not self.is_leader():
                 continue
             if await self._try(rev):
                 done = rev
@@ -121,7 +126,7 @@ class PhysicalCompactor:
     thread, which applies wait behind) per compaction and per defragmentation.
     """
 
-    def __init__(self, sm: StoreStateMachine, *, pause_s: float = BATCH_PAUSE_S) -> None:
+    def __init__(self, sm: MVCCHost, *, pause_s: float = BATCH_PAUSE_S) -> None:
         self._sm = sm
         self._pause_s = pause_s
         self._defrag_lock = asyncio.Lock()

@@ -10,7 +10,8 @@ The messages are etcd's own, so etcdctl prints the same text against k8semu as a
 Each is a class, not a shared instance: `raise errors.ErrNoLeader` makes a fresh exception
 every time (a shared instance would pile up tracebacks, and the frames they hold, with every
 raise), and callers test with `isinstance`. Servicers translate a StoreError into a gRPC
-status at the boundary; nothing else should.
+status at the boundary; nothing else should. Raft raises its own errors
+(`k8semu.raft.errors`); the replica turns them into these with `from_raft` where it calls Raft.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import grpc
+
+from k8semu.raft import errors as raft_errors
 
 _C = grpc.StatusCode
 
@@ -190,3 +193,27 @@ class ErrTooManySnapshots(StoreError):
 class ErrCorrupt(StoreError):
     code = _C.DATA_LOSS
     message = "etcdserver: corrupt cluster"
+
+
+# Raft's errors as etcd names them (etcdserver's own translation of raft.ErrProposalDropped
+# and its leader-transfer errors); the most specific class wins.
+_FROM_RAFT: dict[type, type[StoreError]] = {
+    raft_errors.TransferInProgress: ErrLeaderChanged,
+    raft_errors.ProposalDropped: ErrNoLeader,
+    raft_errors.LeaderChanged: ErrLeaderChanged,
+    raft_errors.NodeStopped: ErrStopped,
+    raft_errors.NotLeader: ErrNotLeader,
+    raft_errors.BadTransferee: ErrBadLeaderTransferee,
+    raft_errors.TransferTimeout: ErrTimeoutLeaderTransfer,
+}
+
+
+def from_raft(exc: raft_errors.RaftError) -> StoreError:
+    """The store's error for one of Raft's (a damaged raft.db keeps its message)."""
+    if isinstance(exc, raft_errors.CorruptLogError):
+        return CorruptDataError(str(exc))
+    for cls in type(exc).__mro__:
+        store_error = _FROM_RAFT.get(cls)
+        if store_error is not None:
+            return store_error()
+    return StoreError(f"raft: {exc}")

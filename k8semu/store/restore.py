@@ -15,10 +15,11 @@ from pathlib import Path
 
 from k8semu.pb.raft import raft_pb2
 from k8semu.pb.store import internal_pb2
+from k8semu.raft.errors import RaftError
 from k8semu.raft.storage import RaftStorage
 from k8semu.store import config as cfg
 from k8semu.store import snapshot
-from k8semu.store.errors import StoreError
+from k8semu.store.errors import StoreError, from_raft
 
 RESTORED_INDEX = 1
 RESTORED_TERM = 1
@@ -60,7 +61,12 @@ def restore_member(
 
 
 async def _write_raft(path: Path, config: cfg.StoreConfig, meta: raft_pb2.SnapshotMetadata) -> None:
-    storage = await RaftStorage.open(path, cluster_id=config.cluster_id, member_id=config.member_id)
+    try:
+        storage = await RaftStorage.open(
+            path, cluster_id=config.cluster_id, member_id=config.member_id
+        )
+    except RaftError as exc:
+        raise from_raft(exc) from exc
     try:
         await storage.save(
             raft_pb2.HardState(term=RESTORED_TERM, commit=RESTORED_INDEX), [], snapshot=meta

@@ -1,8 +1,10 @@
 """One store replica as a process: Raft node + state machine + the two gRPC ports.
 
 Owns start-up order (open data -> start Raft -> serve), the proposal path that the etcd
-servicers share (`propose`, `linearizable_barrier`), the leader's lease-expiry loop and
-graceful shutdown. Client port: etcd v3 API + health + reflection. Peer port: Raft.
+servicers share (`propose`, `linearizable_barrier`: the `service.Replica` they see), the
+leader's lease-expiry loop and graceful shutdown. Client port: etcd v3 API + health +
+reflection. Peer port: Raft. It is the store's boundary with Raft: Raft's errors become
+etcd's here (`errors.from_raft`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.pb.raft import raft_pb2, raft_pb2_grpc
 from k8semu.pb.store import internal_pb2
-from k8semu.raft import core
-from k8semu.raft.driver import RaftNode
+from k8semu.raft.config import Config as RaftConfig
+from k8semu.raft.driver import Pacing, RaftNode
+from k8semu.raft.errors import RaftError
 from k8semu.raft.storage import RaftStorage
-from k8semu.raft.transport import PeerTransport, RaftServicer
+from k8semu.raft.transport import Membership, PeerTransport, RaftServicer
 from k8semu.store import errors, identity, service
 from k8semu.store.compactor import AutoCompactor, PhysicalCompactor
 from k8semu.store.config import StoreConfig
@@ -74,8 +77,6 @@ class StoreServer:
         self.peer_port = 0
         self._request_timeout = max(2.0, 4 * config.election_ms / 1000)
         self.compactor = PhysicalCompactor(self.sm)
-        # Client Snapshot streams running on this replica (at most one at a time).
-        self.snapshot_streams = 0
         # (deadline, result) of every write in flight, in deadline order (one timeout for all).
         self._deadlines: deque[tuple[float, asyncio.Future[Message]]] = deque()
 
@@ -86,28 +87,50 @@ class StoreServer:
         for leftover in self.snapshot_dir.glob("client-*.part"):
             leftover.unlink(missing_ok=True)
         identity.check(cfg)
-        self._storage = await RaftStorage.open(
-            cfg.data_dir / "raft.db", cluster_id=cfg.cluster_id, member_id=cfg.member_id
-        )
+        try:
+            self._storage = await RaftStorage.open(
+                cfg.data_dir / "raft.db", cluster_id=cfg.cluster_id, member_id=cfg.member_id
+            )
+        except RaftError as exc:
+            raise errors.from_raft(exc) from exc
         identity.mark(cfg)
         await self.sm.open()
-        voters = tuple(sorted(cfg.ids.values()))
-        raft_config = core.Config(
-            id=cfg.member_id,
-            voters=voters,
-            election_tick=cfg.election_tick,
-            heartbeat_tick=1,
-            max_inflight=RAFT_MAX_INFLIGHT,
-        )
         self.node = RaftNode(
-            raft_config,
+            RaftConfig(
+                id=cfg.member_id,
+                voters=tuple(sorted(cfg.ids.values())),
+                election_tick=cfg.election_tick,
+                heartbeat_tick=1,
+                max_inflight=RAFT_MAX_INFLIGHT,
+            ),
             self._storage,
             self.sm,
             self.snapshot_dir,
-            tick_interval=cfg.heartbeat_ms / 1000,
-            snapshot_count=cfg.snapshot_count,
+            Pacing(tick_interval=cfg.heartbeat_ms / 1000, snapshot_count=cfg.snapshot_count),
             rng=self._rng,
         )
+        peer_transport = self._bind_peer_port()
+        self._bind_client_port()
+        await self.node.start(peer_transport)
+        assert self._peer_server is not None and self._client_server is not None
+        await self._peer_server.start()
+        await self._client_server.start()
+        self._start_background_tasks()
+        await self._set_health(False)
+        log.info(
+            "store replica serving",
+            member=f"{cfg.member_id:x}",
+            cluster=f"{cfg.cluster_id:x}",
+            client=cfg.listen_client,
+            peer=cfg.listen_peer,
+            applied=self.sm.applied_index,
+            revision=self.sm.revision,
+        )
+
+    def _bind_peer_port(self) -> PeerTransport:
+        """The Raft servicer on the peer port (bound, not started) and the transport that
+        sends to the peers."""
+        cfg = self.config
         peers = {cfg.ids[name]: addr for name, addr in cfg.members.items() if name != cfg.name}
         peer_transport = PeerTransport(
             cfg.cluster_id,
@@ -122,57 +145,44 @@ class StoreServer:
         )
         raft_pb2_grpc.add_RaftTransportServicer_to_server(
             RaftServicer(
-                cfg.cluster_id,
-                {cfg.ids[n]: a for n, a in cfg.members.items()},
-                self.node.step,
-                self.node.receive_snapshot,
+                Membership(cfg.cluster_id, frozenset(cfg.ids.values())),
+                self.node,
                 self.snapshot_dir,
-                self._client_urls,
-                peer_transport.urls_changed,
+                peer_transport.learn_client_urls,
             ),
             self._peer_server,
         )
         self.peer_port = transport.bind(
-            self._peer_server, cfg.listen_peer, flag="--listen-peer-urls"
+            self._peer_server, self.config.listen_peer, flag="--listen-peer-urls"
         )
-        self._client_server, self._health = transport.server(_SERVICES)
-        rpc_pb2_grpc.add_KVServicer_to_server(service.KVService(self), self._client_server)
-        rpc_pb2_grpc.add_WatchServicer_to_server(service.WatchService(self), self._client_server)
-        rpc_pb2_grpc.add_LeaseServicer_to_server(service.LeaseService(self), self._client_server)
-        rpc_pb2_grpc.add_ClusterServicer_to_server(
-            service.ClusterService(self), self._client_server
-        )
-        rpc_pb2_grpc.add_MaintenanceServicer_to_server(
-            service.MaintenanceService(self), self._client_server
-        )
+        return peer_transport
+
+    def _bind_client_port(self) -> None:
+        """The etcd servicers on the client port (bound, not started)."""
+        server, self._health = transport.server(_SERVICES)
+        self._client_server = server
+        rpc_pb2_grpc.add_KVServicer_to_server(service.KVService(self), server)
+        rpc_pb2_grpc.add_WatchServicer_to_server(service.WatchService(self), server)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(service.LeaseService(self), server)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(service.ClusterService(self), server)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(service.MaintenanceService(self), server)
         self.client_port = transport.bind(
-            self._client_server, cfg.listen_client, flag="--listen-client-urls"
+            server, self.config.listen_client, flag="--listen-client-urls"
         )
-        await self.node.start(peer_transport)
-        await self._peer_server.start()
-        await self._client_server.start()
+
+    def _start_background_tasks(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_leases()))
         self._tasks.append(loop.create_task(self.compactor.run()))
-        if cfg.auto_compaction.enabled:
+        if self.config.auto_compaction.enabled:
             auto = AutoCompactor(
-                cfg.auto_compaction,
+                self.config.auto_compaction,
                 revision=lambda: self.sm.revision,
                 is_leader=lambda: self.sm.is_leader,
                 compact=self._compact,
             )
             self._tasks.append(loop.create_task(auto.run()))
         self._tasks.append(loop.create_task(self._sweep_deadlines()))
-        await self._set_health(False)
-        log.info(
-            "store replica serving",
-            member=f"{cfg.member_id:x}",
-            cluster=f"{cfg.cluster_id:x}",
-            client=cfg.listen_client,
-            peer=cfg.listen_peer,
-            applied=self.sm.applied_index,
-            revision=self.sm.revision,
-        )
 
     async def stop(self, grace: float) -> None:
         """Stop; with `grace` > 0 a leader first hands leadership over and client calls in
@@ -210,8 +220,10 @@ class StoreServer:
         started = time.monotonic()
         try:
             await node.transfer_leader(target, timeout)
-        except errors.StoreError as exc:
-            log.warning("leadership transfer before stop failed", error=exc.message)
+        except RaftError as exc:
+            log.warning(
+                "leadership transfer before stop failed", error=errors.from_raft(exc).message
+            )
             return
         log.info(
             "leadership transferred before stop",
@@ -233,6 +245,8 @@ class StoreServer:
             self.node.propose_nowait(data, fut)
             self._deadlines.append((loop.time() + self._request_timeout, fut))
             return await fut
+        except RaftError as exc:
+            raise errors.from_raft(exc) from None
         finally:
             self.sm.forget(request.id)
 
@@ -292,6 +306,17 @@ class StoreServer:
                 await self.sm.wait_applied(index)
         except TimeoutError:
             raise errors.ErrTimeout from None
+        except RaftError as exc:
+            raise errors.from_raft(exc) from None
+
+    async def move_leader(self, target: int) -> None:
+        """etcd's MoveLeader: only the leader hands over; returns once ``target`` leads."""
+        if self.node.leader != self.config.member_id:
+            raise errors.ErrNotLeader
+        try:
+            await self.node.transfer_leader(target, self._request_timeout)
+        except RaftError as exc:
+            raise errors.from_raft(exc) from None
 
     @property
     def request_timeout(self) -> float:

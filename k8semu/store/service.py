@@ -3,19 +3,21 @@
 Translates between the wire and the replica: writes become proposals, linearizable
 reads wait for a ReadIndex, serializable reads go straight to the local MVCC store.
 StoreError is turned into a gRPC status here and only here. A malformed or hostile
-request gets a status, never a crash.
+request gets a status, never a crash. The servicers see the replica only through the
+`Replica` protocol below (the server implements it; this module does not import it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -24,14 +26,19 @@ from k8semu import transport
 from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.pb.store import internal_pb2
-from k8semu.store import errors, mvcc
-
-if TYPE_CHECKING:
-    from k8semu.store.server import StoreServer
-    from k8semu.store.watch import Watcher
+from k8semu.store import errors
+from k8semu.store.compactor import PhysicalCompactor
+from k8semu.store.config import StoreConfig
+from k8semu.store.statemachine import StoreStateMachine
+from k8semu.store.txn import txn_ops
+from k8semu.store.watch import Watcher
 
 log = get_logger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
+S = TypeVar("S")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 MAX_LEASE_TTL = 9_000_000_000
 SNAPSHOT_CHUNK = 32 * 1024
@@ -39,8 +46,64 @@ INVALID_WATCH_ID = -1
 SERVER_VERSION = "3.4.0"  # the etcd API level this store speaks (see docs/store.md)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.StoreError) -> NoReturn:
+class RaftStatus(Protocol):
+    """What the servicers may read of the replica's Raft node (for headers and Status)."""
+
+    @property
+    def term(self) -> int: ...
+
+    @property
+    def leader(self) -> int:
+        """The member id of the leader this replica follows (0: none known)."""
+        ...
+
+    @property
+    def commit_index(self) -> int: ...
+
+
+class Replica(Protocol):
+    """What the servicers need of a store replica. Its calls raise StoreError only (Raft's
+    errors are translated before they get here)."""
+
+    config: StoreConfig
+    sm: StoreStateMachine
+    compactor: PhysicalCompactor
+    snapshot_dir: Path
+
+    @property
+    def node(self) -> RaftStatus: ...
+
+    @property
+    def request_timeout(self) -> float: ...
+
+    async def propose(self, request: internal_pb2.InternalRequest) -> Message: ...
+
+    async def check_quota(self, cost: int) -> None: ...
+
+    async def linearizable_barrier(self) -> None: ...
+
+    async def move_leader(self, target: int) -> None: ...
+
+    def members(self) -> Sequence[rpc_pb2.Member]: ...
+
+
+async def _abort(context: Context, exc: errors.StoreError) -> NoReturn:
     await transport.abort(context, exc.code, exc.message)
+
+
+def _unary(
+    method: Callable[[S, Req, Context], Awaitable[Resp]],
+) -> Callable[[S, Req, Context], Awaitable[Resp]]:
+    """A unary RPC whose StoreError becomes the call's gRPC status."""
+
+    @functools.wraps(method)
+    async def call(self: S, request: Req, context: Context) -> Resp:
+        try:
+            return await method(self, request, context)
+        except errors.StoreError as exc:
+            await _abort(context, exc)
+
+    return call
 
 
 # etcd's estimates of what a write adds to the database, for the quota check (quota.go).
@@ -67,11 +130,11 @@ def alarm_text(member: int, alarm: int) -> str:
 
 
 class _Base:
-    def __init__(self, server: StoreServer) -> None:
-        self.s = server
+    def __init__(self, replica: Replica) -> None:
+        self.s = replica
         # Computed once: config.cluster_id hashes the membership on every call.
-        self._cluster_id = server.config.cluster_id
-        self._member_id = server.config.member_id
+        self._cluster_id = replica.config.cluster_id
+        self._member_id = replica.config.member_id
 
     def header(self, header: rpc_pb2.ResponseHeader, revision: int | None = None) -> None:
         header.cluster_id = self._cluster_id
@@ -80,74 +143,60 @@ class _Base:
         if revision is not None:
             header.revision = revision
 
+    async def _propose(self, kind: type[M], **op: Any) -> M:
+        """Replicate one request; its response (of type ``kind``) with this header."""
+        response = await self.s.propose(internal_pb2.InternalRequest(**op))
+        assert isinstance(response, kind)
+        self.header(response.header)  # type: ignore[attr-defined]
+        return response
+
 
 class KVService(_Base, rpc_pb2_grpc.KVServicer):
-    async def Range(
-        self, request: rpc_pb2.RangeRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> rpc_pb2.RangeResponse:
-        try:
-            if not request.key:
-                raise errors.ErrEmptyKey
-            if not request.serializable:
-                await self.s.linearizable_barrier()
-            sm = self.s.sm
-            if sm.mvcc.alarms(rpc_pb2.CORRUPT):
-                raise errors.ErrCorrupt
-            response: rpc_pb2.RangeResponse = await sm.run(sm.mvcc.range, request)
-        except errors.StoreError as exc:
-            await _abort(context, exc)
+    @_unary
+    async def Range(self, request: rpc_pb2.RangeRequest, context: Context) -> rpc_pb2.RangeResponse:
+        if not request.key:
+            raise errors.ErrEmptyKey
+        if not request.serializable:
+            await self.s.linearizable_barrier()
+        sm = self.s.sm
+        if sm.mvcc.alarms(rpc_pb2.CORRUPT):
+            raise errors.ErrCorrupt
+        response: rpc_pb2.RangeResponse = await sm.run(sm.mvcc.range, request)
         self.header(response.header)
         return response
 
-    async def Put(
-        self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> rpc_pb2.PutResponse:
+    @_unary
+    async def Put(self, request: rpc_pb2.PutRequest, context: Context) -> rpc_pb2.PutResponse:
         if not request.key:
-            await _abort(context, errors.ErrEmptyKey())
-        try:
-            await self.s.check_quota(put_cost(request))
-        except errors.StoreError as exc:
-            await _abort(context, exc)
-        return await self._write(context, rpc_pb2.PutResponse, put=request)
+            raise errors.ErrEmptyKey
+        await self.s.check_quota(put_cost(request))
+        return await self._propose(rpc_pb2.PutResponse, put=request)
 
+    @_unary
     async def DeleteRange(
-        self, request: rpc_pb2.DeleteRangeRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.DeleteRangeRequest, context: Context
     ) -> rpc_pb2.DeleteRangeResponse:
         if not request.key:
-            await _abort(context, errors.ErrEmptyKey())
-        return await self._write(context, rpc_pb2.DeleteRangeResponse, delete_range=request)
+            raise errors.ErrEmptyKey
+        return await self._propose(rpc_pb2.DeleteRangeResponse, delete_range=request)
 
-    async def Txn(
-        self, request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> rpc_pb2.TxnResponse:
-        try:
-            # Only the op count here (cheap, and what must stop an expensive txn before it
-            # reaches the log); apply checks keys and duplicates with the same errors.
-            if mvcc.txn_ops(request) > self.s.config.max_txn_ops:
-                raise errors.ErrTooManyOps
-            await self.s.check_quota(txn_cost(request))
-        except errors.StoreError as exc:
-            await _abort(context, exc)
-        return await self._write(context, rpc_pb2.TxnResponse, txn=request)
+    @_unary
+    async def Txn(self, request: rpc_pb2.TxnRequest, context: Context) -> rpc_pb2.TxnResponse:
+        # Only the op count here (cheap, and what must stop an expensive txn before it
+        # reaches the log); apply checks keys and duplicates with the same errors.
+        if txn_ops(request) > self.s.config.max_txn_ops:
+            raise errors.ErrTooManyOps
+        await self.s.check_quota(txn_cost(request))
+        return await self._propose(rpc_pb2.TxnResponse, txn=request)
 
+    @_unary
     async def Compact(
-        self, request: rpc_pb2.CompactionRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.CompactionRequest, context: Context
     ) -> rpc_pb2.CompactionResponse:
-        response = await self._write(context, rpc_pb2.CompactionResponse, compaction=request)
+        response = await self._propose(rpc_pb2.CompactionResponse, compaction=request)
         if request.physical:
             # etcd: wait until the compaction is carried out in this member's database.
             await self.s.compactor.finish()
-        return response
-
-    async def _write(
-        self, context: grpc.aio.ServicerContext[Any, Any], kind: type[M], **op: Any
-    ) -> M:
-        try:
-            response = await self.s.propose(internal_pb2.InternalRequest(**op))
-        except errors.StoreError as exc:
-            await _abort(context, exc)
-        assert isinstance(response, kind)
-        self.header(response.header)  # type: ignore[attr-defined]
         return response
 
 
@@ -157,32 +206,34 @@ class WatchService(_Base, rpc_pb2_grpc.WatchServicer):
     async def Watch(
         self,
         request_iterator: AsyncIterator[rpc_pb2.WatchRequest],
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         out: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue(maxsize=256)
-        stream = _WatchStream(self, out)
-        reader = asyncio.get_running_loop().create_task(stream.read(request_iterator))
+        stream = _WatchStream(self, out, request_iterator)
         try:
-            while True:
-                item = await out.get()
-                if item is None:
-                    break
+            while (item := await out.get()) is not None:
                 yield item
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
             await stream.close()
 
 
 class _WatchStream:
-    def __init__(self, svc: WatchService, out: asyncio.Queue[rpc_pb2.WatchResponse | None]) -> None:
+    """One Watch call: a reader task turns the client's requests into watchers, each pumped
+    by its own task into `out`; None in `out` ends the call."""
+
+    def __init__(
+        self,
+        svc: WatchService,
+        out: asyncio.Queue[rpc_pb2.WatchResponse | None],
+        requests: AsyncIterator[rpc_pb2.WatchRequest],
+    ) -> None:
         self.svc = svc
         self.hub = svc.s.sm.hub
         self.out = out
         self.watchers: dict[int, tuple[Watcher, asyncio.Task[None], bool]] = {}
         self.next_id = 0
         self.progress_task: asyncio.Task[None] | None = None
+        self.reader = asyncio.get_running_loop().create_task(self.read(requests))
 
     def response(self, watch_id: int, **fields: Any) -> rpc_pb2.WatchResponse:
         resp = rpc_pb2.WatchResponse(watch_id=watch_id, **fields)
@@ -285,54 +336,53 @@ class _WatchStream:
         await self.out.put(self.response(watch_id, canceled=True, cancel_reason=reason))
 
     async def close(self) -> None:
-        tasks = [t for _, t, _ in self.watchers.values()]
-        if self.progress_task is not None:
-            tasks.append(self.progress_task)
-        for watch_id in list(self.watchers):
-            self.drop(watch_id)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The reader first, so no watcher is created while the others are dropped; the
+        # watchers go even when the reader ended with the client's error (re-raised after).
+        try:
+            await _cancel([self.reader])
+        finally:
+            tasks = [t for _, t, _ in self.watchers.values()]
+            if self.progress_task is not None:
+                tasks.append(self.progress_task)
+            for watch_id in list(self.watchers):
+                self.drop(watch_id)
+            await _cancel(tasks)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
+    @_unary
     async def LeaseGrant(
-        self, request: rpc_pb2.LeaseGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.LeaseGrantRequest, context: Context
     ) -> rpc_pb2.LeaseGrantResponse:
         if request.TTL > MAX_LEASE_TTL:
-            await _abort(context, errors.ErrLeaseTTLTooLarge())
+            raise errors.ErrLeaseTTLTooLarge
         grant = rpc_pb2.LeaseGrantRequest(TTL=max(request.TTL, 1), ID=request.ID)
         if grant.ID < 0:
-            await _abort(context, errors.ErrLeaseNotFound())
+            raise errors.ErrLeaseNotFound
         if grant.ID == 0:
             # The proposer picks the id so every replica applies the same one.
             grant.ID = secrets.randbits(62) + 1
-        try:
-            await self.s.check_quota(LEASE_OVERHEAD)
-            response = await self.s.propose(internal_pb2.InternalRequest(lease_grant=grant))
-        except errors.StoreError as exc:
-            await _abort(context, exc)
-        assert isinstance(response, rpc_pb2.LeaseGrantResponse)
-        self.header(response.header)
-        return response
+        await self.s.check_quota(LEASE_OVERHEAD)
+        return await self._propose(rpc_pb2.LeaseGrantResponse, lease_grant=grant)
 
+    @_unary
     async def LeaseRevoke(
-        self, request: rpc_pb2.LeaseRevokeRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.LeaseRevokeRequest, context: Context
     ) -> rpc_pb2.LeaseRevokeResponse:
-        try:
-            response = await self.s.propose(internal_pb2.InternalRequest(lease_revoke=request))
-        except errors.StoreError as exc:
-            await _abort(context, exc)
-        assert isinstance(response, rpc_pb2.LeaseRevokeResponse)
-        self.header(response.header)
-        return response
+        return await self._propose(rpc_pb2.LeaseRevokeResponse, lease_revoke=request)
 
     async def LeaseKeepAlive(
         self,
         request_iterator: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest],
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
         async for request in request_iterator:
             op = internal_pb2.InternalRequest(lease_keep_alive=request)
@@ -346,15 +396,13 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
             self.header(response.header, self.s.sm.revision)
             yield response
 
+    @_unary
     async def LeaseTimeToLive(
-        self, request: rpc_pb2.LeaseTimeToLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.LeaseTimeToLiveRequest, context: Context
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
         sm = self.s.sm
-        try:
-            await self.s.linearizable_barrier()
-            found = await sm.run(sm.mvcc.lease_time_to_live, request.ID, request.keys)
-        except errors.StoreError as exc:
-            await _abort(context, exc)
+        await self.s.linearizable_barrier()
+        found = await sm.run(sm.mvcc.lease_time_to_live, request.ID, request.keys)
         response = rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)
         if found is not None:
             granted, keys = found
@@ -364,15 +412,13 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
         self.header(response.header, sm.revision)
         return response
 
+    @_unary
     async def LeaseLeases(
-        self, request: rpc_pb2.LeaseLeasesRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.LeaseLeasesRequest, context: Context
     ) -> rpc_pb2.LeaseLeasesResponse:
         sm = self.s.sm
-        try:
-            await self.s.linearizable_barrier()
-            leases = await sm.run(sm.mvcc.leases)
-        except errors.StoreError as exc:
-            await _abort(context, exc)
+        await self.s.linearizable_barrier()
+        leases = await sm.run(sm.mvcc.leases)
         response = rpc_pb2.LeaseLeasesResponse(
             leases=[rpc_pb2.LeaseStatus(ID=lease_id) for lease_id, _ in leases]
         )
@@ -382,7 +428,7 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
 
 class ClusterService(_Base, rpc_pb2_grpc.ClusterServicer):
     async def MemberList(
-        self, request: rpc_pb2.MemberListRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.MemberListRequest, context: Context
     ) -> rpc_pb2.MemberListResponse:
         response = rpc_pb2.MemberListResponse(members=self.s.members())
         self.header(response.header)
@@ -390,29 +436,28 @@ class ClusterService(_Base, rpc_pb2_grpc.ClusterServicer):
 
 
 class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
-    async def Alarm(
-        self, request: rpc_pb2.AlarmRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> rpc_pb2.AlarmResponse:
+    def __init__(self, replica: Replica) -> None:
+        super().__init__(replica)
+        # Client Snapshot streams running on this replica (at most one at a time).
+        self.snapshot_streams = 0
+
+    @_unary
+    async def Alarm(self, request: rpc_pb2.AlarmRequest, context: Context) -> rpc_pb2.AlarmResponse:
         """etcd's semantics: GET lists the alarms of one type (NONE: all), ACTIVATE and
         DEACTIVATE go through the log, so every replica holds the same alarms."""
         sm = self.s.sm
-        try:
-            if request.action == rpc_pb2.AlarmRequest.GET:
-                await self.s.linearizable_barrier()
-                response = rpc_pb2.AlarmResponse()
-                for member, alarm in sm.mvcc.alarms(request.alarm):
-                    response.alarms.add(memberID=member, alarm=alarm)
-            else:
-                reply = await self.s.propose(internal_pb2.InternalRequest(alarm=request))
-                assert isinstance(reply, rpc_pb2.AlarmResponse)
-                response = reply
-        except errors.StoreError as exc:
-            await _abort(context, exc)
+        if request.action != rpc_pb2.AlarmRequest.GET:
+            response = await self._propose(rpc_pb2.AlarmResponse, alarm=request)
+        else:
+            await self.s.linearizable_barrier()
+            response = rpc_pb2.AlarmResponse()
+            for member, alarm in sm.mvcc.alarms(request.alarm):
+                response.alarms.add(memberID=member, alarm=alarm)
         self.header(response.header, sm.revision)
         return response
 
     async def Status(
-        self, request: rpc_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.StatusRequest, context: Context
     ) -> rpc_pb2.StatusResponse:
         s = self.s
         size, in_use = 0, 0
@@ -435,56 +480,47 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         self.header(response.header, s.sm.revision)
         return response
 
+    @_unary
     async def Defragment(
-        self, request: rpc_pb2.DefragmentRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.DefragmentRequest, context: Context
     ) -> rpc_pb2.DefragmentResponse:
         # Local to this member, as in etcd: gives kv.db's free pages back to the file system,
         # in batches between applies (compactor.py).
-        try:
-            await self.s.compactor.defragment()
-        except errors.StoreError as exc:
-            await _abort(context, exc)
+        await self.s.compactor.defragment()
         response = rpc_pb2.DefragmentResponse()
         self.header(response.header)
         return response
 
+    @_unary
     async def MoveLeader(
-        self, request: rpc_pb2.MoveLeaderRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.MoveLeaderRequest, context: Context
     ) -> rpc_pb2.MoveLeaderResponse:
         """etcd's MoveLeader: only the leader takes it ("not leader" elsewhere); the target
         must be a member; it returns once the target leads."""
-        node = self.s.node
-        try:
-            if node.leader != self.s.config.member_id:
-                raise errors.ErrNotLeader
-            await node.transfer_leader(request.targetID, self.s.request_timeout)
-        except errors.StoreError as exc:
-            await _abort(context, exc)
+        await self.s.move_leader(request.targetID)
         response = rpc_pb2.MoveLeaderResponse()
         self.header(response.header)
         return response
 
+    @_unary
     async def HashKV(
-        self, request: rpc_pb2.HashKVRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.HashKVRequest, context: Context
     ) -> rpc_pb2.HashKVResponse:
         sm = self.s.sm
-        try:
-            value, compact_rev, rev = await sm.run(sm.mvcc.hash_kv, request.revision)
-        except errors.StoreError as exc:
-            await _abort(context, exc)
+        value, compact_rev, rev = await sm.run(sm.mvcc.hash_kv, request.revision)
         # etcd reports -1 until the first compaction.
         response = rpc_pb2.HashKVResponse(hash=value, compact_revision=compact_rev or -1)
         self.header(response.header, rev)
         return response
 
     async def Snapshot(
-        self, request: rpc_pb2.SnapshotRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: rpc_pb2.SnapshotRequest, context: Context
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         sm = self.s.sm
-        if self.s.snapshot_streams:
+        if self.snapshot_streams:
             # One at a time: each stream is a full copy of kv.db on disk and in flight.
             await _abort(context, errors.ErrTooManySnapshots())
-        self.s.snapshot_streams += 1
+        self.snapshot_streams += 1
         fd, name = tempfile.mkstemp(prefix="client-", suffix=".part", dir=self.s.snapshot_dir)
         os.close(fd)
         path = Path(name)
@@ -501,5 +537,5 @@ class MaintenanceService(_Base, rpc_pb2_grpc.MaintenanceServicer):
         except errors.StoreError as exc:
             await context.abort(exc.code, exc.message)
         finally:
-            self.s.snapshot_streams -= 1
+            self.snapshot_streams -= 1
             path.unlink(missing_ok=True)

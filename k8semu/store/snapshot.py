@@ -121,13 +121,8 @@ def verify(path: Path | str) -> internal_pb2.SnapshotHeader:
         )
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        remaining = total - DIGEST_SIZE
-        while remaining:
-            chunk = f.read(min(_COPY_BUF, remaining))
-            if not chunk:
-                raise CorruptSnapshotError(f"snapshot {path}: truncated while reading")
+        for chunk in _chunks(f, total - DIGEST_SIZE, f"snapshot {path}: truncated while reading"):
             digest.update(chunk)
-            remaining -= len(chunk)
         trailer = f.read(DIGEST_SIZE)
     if trailer != digest.digest():
         raise CorruptSnapshotError(f"snapshot {path}: SHA-256 checksum mismatch")
@@ -224,13 +219,8 @@ def restore(
     try:
         with path.open("rb") as src, tmp.open("wb") as out:
             src.seek(_read_header(path)[1])
-            remaining = header.size
-            while remaining:
-                chunk = src.read(min(_COPY_BUF, remaining))
-                if not chunk:
-                    raise CorruptSnapshotError(f"snapshot {path}: truncated while restoring")
+            for chunk in _chunks(src, header.size, f"snapshot {path}: truncated while restoring"):
                 out.write(chunk)
-                remaining -= len(chunk)
             out.flush()
             os.fsync(out.fileno())
         _check_image(path, tmp, header)
@@ -250,6 +240,18 @@ def restore(
                 p.unlink()
     _fsync_dir(dest.parent)
     return header
+
+
+def _chunks(f: BinaryIO, size: int, truncated: str) -> Iterator[bytes]:
+    """The next `size` bytes of `f` in bounded chunks; CorruptSnapshotError(`truncated`) if
+    the file ends first."""
+    remaining = size
+    while remaining:
+        chunk = f.read(min(_COPY_BUF, remaining))
+        if not chunk:
+            raise CorruptSnapshotError(truncated)
+        yield chunk
+        remaining -= len(chunk)
 
 
 def _check_image(snap: Path, image: Path, header: internal_pb2.SnapshotHeader) -> None:

@@ -11,7 +11,7 @@ import random
 import time
 
 from k8semu.pb.raft.raft_pb2 import SnapshotMetadata
-from k8semu.raft.core import Config, Raft, StateRole
+from k8semu.raft import Config, Raft, StateRole
 
 # Like the driver's default snapshot_count: the in-memory log stays bounded.
 SNAPSHOT_EVERY = 10_000

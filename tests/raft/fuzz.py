@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from k8semu.raft.core import StateRole
+from k8semu.raft import StateRole
 
 from .network import Network
 

@@ -24,10 +24,14 @@ from k8semu.pb.raft.raft_pb2 import (
     Message,
     SnapshotMetadata,
 )
-from k8semu.raft.core import Config, Raft, ReadState, Ready, StateRole
-from k8semu.raft.errors import ProposalDropped
+from k8semu.raft import Config, ProposalDropped, Raft, ReadState, Ready, StateRole
 
 SmEntry = tuple[int, bytes]  # (term, data) of an applied entry; position i holds index i + 1
+
+
+def msg(mtype: int, frm: int, to: int, **fields: object) -> Message:
+    """A message as a peer would send it (tests hand-craft them to step one node)."""
+    return Message(type=mtype, to=to, **{"from": frm}, **fields)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -267,27 +271,28 @@ class Network:
     # -- client operations ---------------------------------------------------------------------
 
     def propose(self, node_id: int, data: bytes) -> bool:
-        node = self.nodes[node_id]
-        if not node.up:
-            return False
-        try:
-            node.raft.propose(data)
-        except ProposalDropped:
+        if not self._accepted(node_id, lambda raft: raft.propose(data)):
             return False
         self.process()
         return True
 
     def read_index(self, node_id: int, ctx: bytes) -> bool:
-        node = self.nodes[node_id]
-        if not node.up:
-            return False
-        try:
-            node.raft.read_index(ctx)
-        except ProposalDropped:
+        if not self._accepted(node_id, lambda raft: raft.read_index(ctx)):
             return False
         if self.checker:
             self.checker.on_read_request(ctx)
         self.process()
+        return True
+
+    def _accepted(self, node_id: int, call: Callable[[Raft], None]) -> bool:
+        """Whether the node is up and ``call`` on its core did not drop the request."""
+        node = self.nodes[node_id]
+        if not node.up:
+            return False
+        try:
+            call(node.raft)
+        except ProposalDropped:
+            return False
         return True
 
     def leader(self) -> int | None:
@@ -474,3 +479,8 @@ class Network:
         heapq.heapify(self._flights)
         for f in chosen:
             self._deliver(f)
+
+
+def leaders(net: Network) -> list[int]:
+    """Every live node that believes it leads (any term)."""
+    return [i for i, n in net.nodes.items() if n.up and n.raft.role is StateRole.LEADER]

@@ -15,19 +15,10 @@ from k8semu.pb.raft.raft_pb2 import (
     MSG_VOTE_RESP,
     Entry,
     HardState,
-    Message,
 )
-from k8semu.raft.core import Config, Raft, StateRole
+from k8semu.raft import Config, Raft, StateRole
 
-from .network import Network
-
-
-def msg(mtype: int, frm: int, to: int, **fields: object) -> Message:
-    return Message(type=mtype, to=to, **{"from": frm}, **fields)  # type: ignore[arg-type]
-
-
-def leaders(net: Network) -> list[int]:
-    return [i for i, n in net.nodes.items() if n.up and n.raft.role is StateRole.LEADER]
+from .network import Network, leaders, msg
 
 
 @pytest.mark.parametrize("n", [1, 3, 5])

@@ -16,7 +16,7 @@ from k8semu.pb.raft.raft_pb2 import (
     Message,
     SnapshotMetadata,
 )
-from k8semu.raft.core import Config, Raft, StateRole
+from k8semu.raft import Config, Raft, StateRole
 
 U64 = (1 << 64) - 1
 

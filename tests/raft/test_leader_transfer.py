@@ -8,14 +8,10 @@ from __future__ import annotations
 import pytest
 
 from k8semu.pb.raft.raft_pb2 import MSG_APP, MSG_TIMEOUT_NOW, MSG_VOTE
-from k8semu.raft.core import StateRole
-from k8semu.raft.errors import ProposalDropped, TransferInProgress
+from k8semu.raft import ProposalDropped, StateRole
+from k8semu.raft.errors import TransferInProgress
 
-from .network import Network
-
-
-def leaders(net: Network) -> list[int]:
-    return [i for i, n in net.nodes.items() if n.up and n.raft.role is StateRole.LEADER]
+from .network import Network, leaders
 
 
 @pytest.mark.parametrize("pre_vote", [True, False])

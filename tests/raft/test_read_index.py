@@ -7,7 +7,7 @@ import random
 import pytest
 
 from k8semu.pb.raft.raft_pb2 import MSG_APP, MSG_HEARTBEAT, MSG_READ_INDEX
-from k8semu.raft.core import Config, Raft, ReadState, StateRole
+from k8semu.raft import Config, Raft, ReadState, StateRole
 
 from .network import Network
 
@@ -142,3 +142,24 @@ def test_reads_across_random_schedule_are_linearizable() -> None:
         if step % 100 == 80:
             net.recover()
     assert answered > 100
+
+
+def test_reads_pending_at_a_leader_end_with_its_term() -> None:
+    """The leader's state (its ReadIndex queue among it) is dropped when it steps down: a
+    leader cut off by check-quorum and elected again later never answers the old read."""
+    net = Network(3, seed=4, check_quorum=True)
+    net.elect(1)
+    acked_index(net, 1, 2)
+    net.isolate(1)
+    net.read_index(1, b"old")
+    for _ in range(4 * net.nodes[1].config.election_tick):
+        if net.nodes[1].raft.role is not StateRole.LEADER:
+            break
+        net.tick([1])
+        net.stabilize()
+    assert net.nodes[1].raft.role is not StateRole.LEADER  # check-quorum: no quorum heard
+    net.recover()
+    net.elect(1)
+    net.read_index(1, b"new")
+    net.run(10)
+    assert [rs.context for rs in net.nodes[1].read_states] == [b"new"]

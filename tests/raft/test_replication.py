@@ -12,17 +12,11 @@ from k8semu.pb.raft.raft_pb2 import (
     MSG_PROP,
     Entry,
     HardState,
-    Message,
 )
-from k8semu.raft.core import Config, Raft, StateRole
-from k8semu.raft.errors import ProposalDropped
+from k8semu.raft import Config, ProposalDropped, Raft, StateRole
 
 from .fuzz import heal_and_check_progress
-from .network import Network
-
-
-def msg(mtype: int, frm: int, to: int, **fields: object) -> Message:
-    return Message(type=mtype, to=to, **{"from": frm}, **fields)  # type: ignore[arg-type]
+from .network import Network, msg
 
 
 def load(net: Network, node_id: int, terms: list[int], term: int, commit: int) -> None:

@@ -12,13 +12,9 @@ from k8semu.pb.raft.raft_pb2 import (
     Message,
     SnapshotMetadata,
 )
-from k8semu.raft.core import Config, Raft
+from k8semu.raft import Config, Raft
 
-from .network import Network, Node
-
-
-def msg(mtype: int, frm: int, to: int, **fields: object) -> Message:
-    return Message(type=mtype, to=to, **{"from": frm}, **fields)  # type: ignore[arg-type]
+from .network import Network, Node, msg
 
 
 def lagging_cluster(seed: int) -> Network:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from k8semu.pb.raft import raft_pb2
+from k8semu.raft.errors import CorruptLogError
 from k8semu.raft.storage import RaftStorage
-from k8semu.store.errors import CorruptDataError
 
 CLUSTER, MEMBER = 0xC1, 0xFFFF_FFFF_FFFF_FF01  # member id above 2**63 exercises the u64 mapping
 
@@ -62,12 +62,12 @@ async def test_refuses_data_dir_of_another_member(tmp_path: Path) -> None:
     path = tmp_path / "raft.db"
     storage = await RaftStorage.open(path, cluster_id=CLUSTER, member_id=MEMBER)
     await storage.close()
-    with pytest.raises(CorruptDataError, match="belongs to cluster"):
+    with pytest.raises(CorruptLogError, match="belongs to cluster"):
         await RaftStorage.open(path, cluster_id=CLUSTER, member_id=7)
 
 
 async def test_refuses_garbage_file(tmp_path: Path) -> None:
     path = tmp_path / "raft.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(CorruptDataError, match=str(path)):
+    with pytest.raises(CorruptLogError, match=str(path)):
         await RaftStorage.open(path, cluster_id=CLUSTER, member_id=MEMBER)

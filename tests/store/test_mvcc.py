@@ -22,14 +22,8 @@ from k8semu.pb.etcd import kv_pb2, rpc_pb2
 from k8semu.pb.store import internal_pb2
 from k8semu.store import errors
 from k8semu.store.errors import CorruptDataError, ErrLeaseTTLInvalid, ErrMalformedEntry
-from k8semu.store.mvcc import (
-    APPLY_MAX_TXN_OPS,
-    MAX_TXN_OPS,
-    ApplyResult,
-    MVCCStore,
-    txn_ops,
-    validate_txn,
-)
+from k8semu.store.mvcc import ApplyResult, MVCCStore
+from k8semu.store.txn import APPLY_MAX_TXN_OPS, MAX_TXN_OPS, txn_ops, validate_txn
 
 Cmp = rpc_pb2.Compare
 RR = rpc_pb2.RangeRequest
