@@ -31,11 +31,11 @@ from k8semu.cluster.config import LauncherSpec
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.launcher import StopFlag
 from k8semu.cluster.probes import Probes
+from k8semu.cluster.spawn import component_env
 from k8semu.cluster.state import find_state_dir, process_start_time, read_state, write_state
 from k8semu.cluster.supervisor import LeaderWatch, Supervised, Supervisor
 
 SUPERVISOR_LOCK = "supervisor.lock"
-_SCRUBBED_ENV = ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy", "no_proxy")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,8 +111,7 @@ def _supervise(state_dir: Path, spec: LauncherSpec) -> int:
     state.mode = "detached"
     state.supervisor_pid = me
     state.supervisor_start_time = process_start_time(me) or 0
-    env = {k: v for k, v in os.environ.items() if k.lower() not in _SCRUBBED_ENV}
-    env["PYTHONUNBUFFERED"] = "1"
+    env = component_env(os.environ)
     probes = Probes()
     members = [(n, a) for n, a in state.store_members]
     watch = LeaderWatch(probes, members, _say)

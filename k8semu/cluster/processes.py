@@ -31,15 +31,13 @@ import contextlib
 import os
 import platform
 import random
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +50,13 @@ from k8semu.cluster.errors import (
     ClusterNotReadyError,
     MemberExitedError,
     WaitCancelledError,
+)
+from k8semu.cluster.spawn import (
+    CGROUP_PARENT_ENV,
+    SCRUBBED_ENV,
+    component_env,
+    in_own_cgroup,
+    spawn,
 )
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
@@ -90,9 +95,6 @@ _EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 _PICK_PORTS_FROM = 10_000
 _NEVER_PICK = frozenset({12379, 12380, 22379, 22380, 32379, 32380})
 
-# Proxy variables would route gRPC or Go's HTTP through a proxy; ETCD_* variables would override
-# or conflict with the flags we pass. Neither may leak from the caller's environment.
-_SCRUBBED_ENV = ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy", "no_proxy")
 _TERMINATING = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 _CHANNEL_OPTIONS = (
     ("grpc.enable_http_proxy", 0),
@@ -102,26 +104,6 @@ _CHANNEL_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 250),
 )
-
-
-# When the environment names a cgroup v2 directory here, every component is started in a cgroup of
-# its own below it (``<dir>/<component name>``); ``k8semu chaos`` sets it so that its firewall
-# rules can tell which component a socket belongs to (k8semu.chaos.netfilter).
-CGROUP_PARENT_ENV = "K8SEMU_CGROUP_PARENT"
-# Joins the cgroup, then becomes the component: the pid (and so the start time recorded in
-# state.json) stays the component's, and every socket it opens belongs to that cgroup from the
-# first one on (a socket keeps the cgroup it was created in).
-_JOIN_CGROUP = 'mkdir -p "$1" && echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
-
-
-def in_own_cgroup(argv: Sequence[str], name: str, env: Mapping[str, str]) -> list[str]:
-    """``argv``, started in the cgroup ``$K8SEMU_CGROUP_PARENT/<name>`` when ``env`` sets that
-    variable (unchanged otherwise). A component that cannot join exits with the shell's error
-    in its log: a partition test must never run with a component outside its cgroup."""
-    parent = env.get(CGROUP_PARENT_ENV)
-    if not parent:
-        return list(argv)
-    return ["/bin/sh", "-c", _JOIN_CGROUP, "k8semu-cgroup", f"{parent}/{name}", *argv]
 
 
 class Cancel(Protocol):
@@ -341,7 +323,7 @@ class ProcessCluster:
 
     def environment(self, member: Member) -> dict[str, str]:
         """The environment of ``member``'s process: ours, less proxy settings."""
-        return {k: v for k, v in os.environ.items() if k.lower() not in _SCRUBBED_ENV}
+        return {k: v for k, v in os.environ.items() if k.lower() not in SCRUBBED_ENV}
 
     def member_flags(self, member: Member) -> list[str]:
         """The etcd-style flags every implementation takes, with the timings and extra args."""
@@ -400,32 +382,14 @@ class ProcessCluster:
             raise ClusterError(f"member {name} is already running (pid {m.pid})")
         self._reap(m)
         m.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        env = self.environment(m)
-        argv = in_own_cgroup(self.command(m), name, env)
-        if self.die_with_parent and threading.current_thread() is threading.main_thread():
-            # The kernel sends the signal when the *thread* that forked exits, so only the main
-            # thread (which lives as long as the process) may ask for it.
-            setpriv = shutil.which("setpriv")
-            if setpriv is not None:
-                argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
-        with m.log_path.open("ab") as log:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"=== {stamp}: starting {name}: {' '.join(argv)}\n".encode())
-            log.flush()
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=self.base_dir,
-                    # Own session: a Ctrl-C meant for the owner does not hit the members mid-run;
-                    # the owner stops them itself.
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ClusterError(f"cannot start member {name}: {argv[0]}: {exc}") from exc
+        proc = spawn(
+            self.command(m),
+            name=name,
+            log_path=m.log_path,
+            env=self.environment(m),
+            cwd=self.base_dir,
+            die_with_parent=self.die_with_parent,
+        )
         m.proc = proc
         m.wanted = True
         m.paused = False
@@ -727,9 +691,7 @@ class K8semuStoreCluster(ProcessCluster):
         return [self.python, "-m", "k8semu", "store", *self.member_flags(member), *self.extra_args]
 
     def environment(self, member: Member) -> dict[str, str]:
-        env = super().environment(member)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        return component_env(os.environ)
 
 
 # Go's names for the architectures etcd 3.4 builds for but refuses to run on unless told to.
@@ -771,6 +733,7 @@ class EtcdCluster(ProcessCluster):
         ]  # fmt: skip
 
     def environment(self, member: Member) -> dict[str, str]:
+        # ETCD_* variables would override or conflict with the flags we pass.
         env = {k: v for k, v in super().environment(member).items() if not k.startswith("ETCD")}
         goarch = _GOARCH.get(platform.machine().lower())
         if goarch is not None:

@@ -22,16 +22,15 @@ from typing import Any
 
 from k8semu.cluster import clientconfig
 from k8semu.cluster.errors import ClusterError
-from k8semu.cluster.plan import NODES_DIR, STAGES, STORE
+from k8semu.cluster.plan import NODES, NODES_DIR, STAGES, STORE
 from k8semu.cluster.probes import Probes, agreed_leader
 from k8semu.cluster.state import (
     ClusterState,
     is_same_process,
-    processes_of,
     read_state,
     write_state,
 )
-from k8semu.cluster.stopping import terminate
+from k8semu.cluster.stopping import kubelet_pods, stop_order, terminate
 from k8semu.kubelet.cgroups import sweep_nodes
 from k8semu.pb.etcd import rpc_pb2
 
@@ -354,28 +353,14 @@ def down(
         terminate({state.supervisor_pid: state.supervisor_start_time}, grace)
         state = read_state(state_dir)  # the pids it started are in it
     live = [c for c in state.components if c.alive()]
-    kubelets = [c.pid for c in live if c.kind == "kubelet"]
-    ours = {c.pid for c in live}
-    pods = {pid: st for pid, st in processes_of(kubelets, state_dir).items() if pid not in ours}
+    pods = kubelet_pods(live, state_dir)
     killed: list[int] = []
-    for stage in reversed(range(len(STAGES))):
-        in_stage = [c for c in live if c.stage == stage]
-        if not in_stage:
-            pass
-        elif stage == STORE and len(in_stage) > 1:
-            # Followers first: a leader told to stop while its followers stop too waits for a
-            # leadership handover that cannot happen (etcd: until its SIGKILL).
-            leader = _store_leader(state)
-            in_stage.sort(key=lambda c: c.name == f"store-{leader}")
-            say(f"stopping {STAGES[stage]}: {', '.join(c.name for c in in_stage)}")
-            for group in (in_stage[:-1], in_stage[-1:]):
-                k, _ = terminate({c.pid: c.start_time for c in group}, grace)
-                killed += k
-        else:
-            say(f"stopping {STAGES[stage]}: {', '.join(c.name for c in in_stage)}")
-            k, _ = terminate({c.pid: c.start_time for c in in_stage}, grace)
+    for stage, group in stop_order(live, lambda: _store_leader(state)):
+        if group:
+            say(f"stopping {STAGES[stage]}: {', '.join(c.name for c in group)}")
+            k, _ = terminate({c.pid: c.start_time for c in group}, grace)
             killed += k
-        if stage == len(STAGES) - 1 and pods:
+        if stage == NODES and pods:
             say(f"stopping {len(pods)} pod processes of the kubelets")
             k, _ = terminate(pods, grace)
             killed += k

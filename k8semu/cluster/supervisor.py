@@ -30,7 +30,6 @@ import contextlib
 import datetime
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import threading
@@ -41,9 +40,9 @@ from pathlib import Path
 from typing import Protocol
 
 from k8semu.cluster.config import LauncherSpec, format_duration
-from k8semu.cluster.errors import LaunchError
+from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.probes import Probes, agreed_leader
-from k8semu.cluster.processes import in_own_cgroup
+from k8semu.cluster.spawn import spawn
 from k8semu.cluster.state import ComponentRecord, is_same_process, process_start_time
 
 __all__ = [
@@ -143,6 +142,10 @@ class Supervised:
     @property
     def name(self) -> str:
         return self.record.name
+
+    @property
+    def stage(self) -> int:
+        return self.record.stage
 
     def exit_status(self) -> tuple[bool, int | None]:
         """(whether the current process has exited, its exit code when known)."""
@@ -275,39 +278,18 @@ class Supervisor:
     # -- starting -----------------------------------------------------------------------------
 
     def spawn(self, u: Supervised) -> None:
-        """Start ``u``'s command, its output appended to its log; LaunchError when it cannot."""
-        # In a cgroup of its own when chaos asks for one (its firewall tells components apart).
-        argv = in_own_cgroup(u.record.command, u.name, self._env)
-        if self._pdeathsig:
-            # The components die with the launcher even if it is SIGKILLed. The kernel signals
-            # when the *thread* that forked exits: only the main thread asks.
-            setpriv = shutil.which("setpriv")
-            if setpriv is not None:
-                argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+        """Start ``u``'s command, its output appended to its log; ClusterError when it cannot."""
         log_path = Path(u.record.log_path)
-        try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log = log_path.open("ab")
-        except OSError as exc:
-            raise LaunchError(f"cannot open the log of {u.name}: {exc}") from exc
-        with log:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"=== {stamp}: starting {u.name}: {' '.join(argv)}\n".encode())
-            log.flush()
-            try:
-                u.proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self._env,
-                    cwd=self.state_dir,
-                    # Own session: a Ctrl-C meant for the launcher does not hit the components,
-                    # and a detached one outlives the terminal and the supervisor.
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise LaunchError(f"cannot start {u.name}: {argv[0]}: {exc}") from exc
+        # In a cgroup of its own when chaos asks for one (its firewall tells components apart);
+        # with pdeathsig, the components die with the launcher even if it is SIGKILLed.
+        u.proc = spawn(
+            u.record.command,
+            name=u.name,
+            log_path=log_path,
+            env=self._env,
+            cwd=self.state_dir,
+            die_with_parent=self._pdeathsig,
+        )
         u.log_path = log_path
         u.wanted = True
         u.due = None
@@ -378,7 +360,7 @@ class Supervisor:
         u.due = None
         try:
             self.spawn(u)
-        except LaunchError as exc:
+        except ClusterError as exc:
             self._event(f"{u.name}: {exc}")
             self._on_exit(u, None, time.monotonic(), how="could not be started")
             return
