@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from k8semu.cluster.config.defaults import (
-    DEFAULT_ADDONS,
-    DEFAULT_APISERVER_PORT,
-    DEFAULT_APISERVER_STRIDE,
-    DEFAULT_CONTROL_PLANE_STRIDE,
-    DEFAULT_CONTROLLER_MANAGER_PORT,
-    DEFAULT_HOST_ADDRESS,
-    DEFAULT_HOST_NAME,
-    DEFAULT_NAME,
-    DEFAULT_NODE_COUNT,
-    DEFAULT_SCHEDULER_PORT,
-)
+from k8semu.cluster.config import defaults
 from k8semu.cluster.config.hosts import (
     ControlPlaneSpec,
     HostSpec,
@@ -37,10 +26,12 @@ __all__ = ["CONTROL_PLANE", "ClusterConfig"]
 #: (attribute, config key, instance name prefix, first port, port stride) of each control-plane
 #: section, in start order.
 CONTROL_PLANE = (
-    ("api_server", "apiServer", "apiserver", DEFAULT_APISERVER_PORT, DEFAULT_APISERVER_STRIDE),
-    ("scheduler", "scheduler", "scheduler", DEFAULT_SCHEDULER_PORT, DEFAULT_CONTROL_PLANE_STRIDE),
+    ("api_server", "apiServer", "apiserver",
+     defaults.DEFAULT_APISERVER_PORT, defaults.DEFAULT_APISERVER_STRIDE),
+    ("scheduler", "scheduler", "scheduler",
+     defaults.DEFAULT_SCHEDULER_PORT, defaults.DEFAULT_CONTROL_PLANE_STRIDE),
     ("controller_manager", "controllerManager", "controller-manager",
-     DEFAULT_CONTROLLER_MANAGER_PORT, DEFAULT_CONTROL_PLANE_STRIDE),
+     defaults.DEFAULT_CONTROLLER_MANAGER_PORT, defaults.DEFAULT_CONTROL_PLANE_STRIDE),
 )  # fmt: skip
 
 
@@ -55,7 +46,7 @@ class ClusterConfig:
     on the same address, and node names are unique.
     """
 
-    name: str = DEFAULT_NAME
+    name: str = defaults.DEFAULT_NAME
     hosts: tuple[HostSpec, ...] = ()
     store: StoreSpec = field(default_factory=StoreSpec)
     api_server: ControlPlaneSpec | None = None
@@ -67,7 +58,7 @@ class ClusterConfig:
     timings: TimingsSpec = field(default_factory=TimingsSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
     #: Add-ons (k8semu/addons/*.yaml) the launcher applies once the cluster is up.
-    addons: tuple[str, ...] = DEFAULT_ADDONS
+    addons: tuple[str, ...] = defaults.DEFAULT_ADDONS
     #: Where the config came from (a file name, or the built-in default), for messages.
     source: str = field(default="", compare=False)
 
@@ -75,7 +66,9 @@ class ClusterConfig:
         check_dns_label(self.name, "name")
         if not self.hosts:
             object.__setattr__(
-                self, "hosts", (HostSpec(name=DEFAULT_HOST_NAME, address=DEFAULT_HOST_ADDRESS),)
+                self,
+                "hosts",
+                (HostSpec(name=defaults.DEFAULT_HOST_NAME, address=defaults.DEFAULT_HOST_ADDRESS),),
             )
         check_hosts(self.hosts)
         first = self.hosts[0]
@@ -84,7 +77,9 @@ class ClusterConfig:
                 instances = default_instances(key, prefix, 1, first.name, port, stride)
                 object.__setattr__(self, attr, ControlPlaneSpec(replicas=1, instances=instances))
         if self.nodes is None:
-            object.__setattr__(self, "nodes", default_nodes(DEFAULT_NODE_COUNT, first.name))
+            object.__setattr__(
+                self, "nodes", default_nodes(defaults.DEFAULT_NODE_COUNT, first.name)
+            )
         object.__setattr__(self, "store", placed_store(self.store, self.hosts))
         check_placement(
             self.hosts,

@@ -10,14 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from k8semu.api.names import is_dns1123_subdomain
-from k8semu.cluster.config.defaults import (
-    DEFAULT_CLUSTER_CIDR,
-    DEFAULT_CLUSTER_DOMAIN,
-    DEFAULT_LOAD_BALANCER_POOL,
-    DEFAULT_NODE_CIDR_MASK_SIZE,
-    DEFAULT_NODE_PORT_RANGE,
-    DEFAULT_SERVICE_CIDR,
-)
+from k8semu.cluster.config import defaults
 from k8semu.cluster.errors import ClusterConfigError
 
 __all__ = ["NetworkSpec"]
@@ -30,15 +23,15 @@ class NetworkSpec:
     """Address ranges (design decision 7): pod IPs (``clusterCIDR``, one /``nodeCIDRMaskSize`` per
     node), ClusterIPs (``serviceCIDR``), NodePorts, LoadBalancer IPs."""
 
-    cluster_cidr: str = DEFAULT_CLUSTER_CIDR
-    node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE
-    service_cidr: str = DEFAULT_SERVICE_CIDR
-    node_port_range: str = DEFAULT_NODE_PORT_RANGE
-    load_balancer_pool: str = DEFAULT_LOAD_BALANCER_POOL
+    cluster_cidr: str = defaults.DEFAULT_CLUSTER_CIDR
+    node_cidr_mask_size: int = defaults.DEFAULT_NODE_CIDR_MASK_SIZE
+    service_cidr: str = defaults.DEFAULT_SERVICE_CIDR
+    node_port_range: str = defaults.DEFAULT_NODE_PORT_RANGE
+    load_balancer_pool: str = defaults.DEFAULT_LOAD_BALANCER_POOL
     #: The cluster DNS Service's ClusterIP ("" = the 10th address of serviceCIDR, as
     #: kubeadm picks) and domain; kubelets hand them to pods, the dns add-on serves them.
     cluster_dns: str = ""
-    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    cluster_domain: str = defaults.DEFAULT_CLUSTER_DOMAIN
 
     @property
     def dns_ip(self) -> str:

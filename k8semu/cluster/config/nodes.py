@@ -10,15 +10,7 @@ from dataclasses import dataclass, field
 
 from k8semu.api import quantity
 from k8semu.api.names import is_label_value, is_qualified_name
-from k8semu.cluster.config.defaults import (
-    DEFAULT_CAPACITY,
-    DEFAULT_KUBELET_PORT,
-    DEFAULT_NODE_IP_PREFIX,
-    DEFAULT_PROXY_PORT,
-    DEFAULT_RUNTIME,
-    RUNTIMES,
-    TAINT_EFFECTS,
-)
+from k8semu.cluster.config import defaults
 from k8semu.cluster.config.values import check_dns_label, check_port, is_ip
 from k8semu.cluster.errors import ClusterConfigError
 
@@ -43,10 +35,10 @@ class Taint:
             raise ClusterConfigError(f"{path}.key", f"{self.key!r} is not a key")
         if not is_label_value(self.value):
             raise ClusterConfigError(f"{path}.value", f"{self.value!r} is not a value")
-        if self.effect not in TAINT_EFFECTS:
+        if self.effect not in defaults.TAINT_EFFECTS:
             raise ClusterConfigError(
                 f"{path}.effect",
-                f"must be one of {', '.join(TAINT_EFFECTS)}, got {self.effect!r}",
+                f"must be one of {', '.join(defaults.TAINT_EFFECTS)}, got {self.effect!r}",
             )
 
 
@@ -61,12 +53,12 @@ class NodeSpec:
     name: str
     host: str
     node_ip: str
-    runtime: str = DEFAULT_RUNTIME
-    capacity: tuple[tuple[str, str], ...] = DEFAULT_CAPACITY
+    runtime: str = defaults.DEFAULT_RUNTIME
+    capacity: tuple[tuple[str, str], ...] = defaults.DEFAULT_CAPACITY
     labels: tuple[tuple[str, str], ...] = ()
     taints: tuple[Taint, ...] = ()
-    kubelet_port: int = DEFAULT_KUBELET_PORT
-    proxy_port: int = DEFAULT_PROXY_PORT
+    kubelet_port: int = defaults.DEFAULT_KUBELET_PORT
+    proxy_port: int = defaults.DEFAULT_PROXY_PORT
     #: The proxy's tunnel port on ``node_ip``; 0: no tunnel (a node on a single-host cluster).
     tunnel_port: int = 0
     proxy: bool = True
@@ -79,9 +71,10 @@ class NodeSpec:
         check_dns_label(self.name, f"{path}.name")
         if not is_ip(self.node_ip):
             raise ClusterConfigError(f"{path}.nodeIP", f"{self.node_ip!r} is not an IP address")
-        if self.runtime not in RUNTIMES:
+        if self.runtime not in defaults.RUNTIMES:
             raise ClusterConfigError(
-                f"{path}.runtime", f"must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"
+                f"{path}.runtime",
+                f"must be one of {', '.join(defaults.RUNTIMES)}, got {self.runtime!r}",
             )
         check_port(self.kubelet_port, f"{path}.kubeletPort")
         check_port(self.proxy_port, f"{path}.proxyPort")
@@ -124,6 +117,8 @@ class NodeSpec:
 def default_nodes(count: int, host: str) -> tuple[NodeSpec, ...]:
     """``node-1``.. at node IPs 127.0.1.1.., each with a kubelet (process runtime) and a proxy."""
     return tuple(
-        NodeSpec(name=f"node-{i + 1}", host=host, node_ip=f"{DEFAULT_NODE_IP_PREFIX}{i + 1}")
+        NodeSpec(
+            name=f"node-{i + 1}", host=host, node_ip=f"{defaults.DEFAULT_NODE_IP_PREFIX}{i + 1}"
+        )
         for i in range(count)
     )

@@ -12,45 +12,15 @@ import dataclasses
 import difflib
 import importlib.resources
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from k8semu.api.names import is_dns1123_label
+from k8semu.cluster.config import defaults
 from k8semu.cluster.config.cluster import CONTROL_PLANE, ClusterConfig
-from k8semu.cluster.config.defaults import (
-    DEFAULT_ADDONS,
-    DEFAULT_CAPACITY,
-    DEFAULT_CLUSTER_CIDR,
-    DEFAULT_CLUSTER_DOMAIN,
-    DEFAULT_CONFIG_RESOURCE,
-    DEFAULT_CONFIG_SOURCE,
-    DEFAULT_ETCD_BINARY,
-    DEFAULT_HOLLOW_IP_PREFIX,
-    DEFAULT_HOST_NAME,
-    DEFAULT_KUBELET_PORT,
-    DEFAULT_LOAD_BALANCER_POOL,
-    DEFAULT_NAME,
-    DEFAULT_NODE_CIDR_MASK_SIZE,
-    DEFAULT_NODE_IP_PREFIX,
-    DEFAULT_NODE_PORT_RANGE,
-    DEFAULT_PROXY_PORT,
-    DEFAULT_RUNTIME,
-    DEFAULT_SERVICE_CIDR,
-    DEFAULT_STORE_AUTO_COMPACTION_MODE,
-    DEFAULT_STORE_AUTO_COMPACTION_RETENTION,
-    DEFAULT_STORE_BACKEND,
-    DEFAULT_STORE_ELECTION_MS,
-    DEFAULT_STORE_HEARTBEAT_MS,
-    DEFAULT_STORE_QUOTA_BACKEND_BYTES,
-    DEFAULT_STORE_REPLICAS,
-    DEFAULT_STORE_SNAPSHOT_COUNT,
-    KIND,
-    KNOWN_ADDONS,
-    VERSION,
-    default_tunnel_port,
-)
 from k8semu.cluster.config.hosts import ControlPlaneSpec, HostSpec, InstanceSpec, default_instances
 from k8semu.cluster.config.network import NetworkSpec
 from k8semu.cluster.config.nodes import NodeSpec, Taint
@@ -60,6 +30,8 @@ from k8semu.cluster.config.values import check_port, describe, parse_duration_ms
 from k8semu.cluster.errors import ClusterConfigError
 
 __all__ = ["default_config_text", "load_config", "parse_config"]
+
+_Spec = TypeVar("_Spec", NetworkSpec, TimingsSpec, LauncherSpec)
 
 
 def parse_config(text: str, *, source: str = "<string>") -> ClusterConfig:
@@ -80,14 +52,16 @@ def parse_config(text: str, *, source: str = "<string>") -> ClusterConfig:
 
 def default_config_text() -> str:
     """The built-in default config (``k8semu/cluster/default.yaml``) as YAML text."""
-    resource = importlib.resources.files("k8semu.cluster").joinpath(DEFAULT_CONFIG_RESOURCE)
+    resource = importlib.resources.files("k8semu.cluster").joinpath(
+        defaults.DEFAULT_CONFIG_RESOURCE
+    )
     return resource.read_text(encoding="utf-8")
 
 
 def load_config(path: Path | None = None) -> ClusterConfig:
     """The config in the file at ``path``, or the built-in default when ``path`` is None."""
     if path is None:
-        return parse_config(default_config_text(), source=DEFAULT_CONFIG_SOURCE)
+        return parse_config(default_config_text(), source=defaults.DEFAULT_CONFIG_SOURCE)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -235,31 +209,34 @@ class _Fields:
                 )
 
 
+# (attribute, YAML key, reader of the key): one field of a flat section.
+_Field = tuple[str, str, Callable[[_Fields, str, Any], Any]]
+
 # -- the document and its sections ---------------------------------------------------------------
 
 
 def _read_document(raw: object) -> ClusterConfig:
     if raw is None:
-        raise ClusterConfigError("", f"empty document; a config starts with kind: {KIND}")
+        raise ClusterConfigError("", f"empty document; a config starts with kind: {defaults.KIND}")
     top = _Fields(raw, "")
-    for key, want in (("kind", KIND), ("version", VERSION)):
+    for key, want in (("kind", defaults.KIND), ("version", defaults.VERSION)):
         value = top.get(key)
         if value is None:
             raise ClusterConfigError(key, f"required; must be {want}")
         if value != want:
             raise ClusterConfigError(key, f"must be {want}, got {value!r}")
-    name = top.string("name", DEFAULT_NAME)
+    name = top.string("name", defaults.DEFAULT_NAME)
     hosts = _read_hosts(top)
-    first = hosts[0].name if hosts else DEFAULT_HOST_NAME
+    first = hosts[0].name if hosts else defaults.DEFAULT_HOST_NAME
     store = _read_store(top.section("store"))
     control_plane = {
         attr: _read_control_plane(top.section(key), key, prefix, port, stride, first)
         for attr, key, prefix, port, stride in CONTROL_PLANE
     }
     nodes = _read_nodes(top, first)
-    network = _read_network(top.section("network"))
-    timings = _read_timings(top.section("timings"))
-    launcher = _read_launcher(top.section("launcher"))
+    network = _read_flat(top.section("network"), NetworkSpec, _NETWORK_FIELDS)
+    timings = _read_flat(top.section("timings"), TimingsSpec, _TIMINGS_FIELDS)
+    launcher = _read_flat(top.section("launcher"), LauncherSpec, _LAUNCHER_FIELDS)
     addons = _read_addons(top)
     top.finish()
     return ClusterConfig(
@@ -289,22 +266,22 @@ def _read_hosts(f: _Fields) -> tuple[HostSpec, ...]:
 
 def _read_store(f: _Fields) -> StoreSpec:
     f.get("replicas")  # read below, once it is known whether it may be given
-    heartbeat_ms = f.duration_ms("heartbeatInterval", DEFAULT_STORE_HEARTBEAT_MS)
-    election_ms = f.duration_ms("electionTimeout", DEFAULT_STORE_ELECTION_MS)
-    snapshot_count = f.integer("snapshotCount", DEFAULT_STORE_SNAPSHOT_COUNT)
-    compaction_mode = f.string("autoCompactionMode", DEFAULT_STORE_AUTO_COMPACTION_MODE)
+    heartbeat_ms = f.duration_ms("heartbeatInterval", defaults.DEFAULT_STORE_HEARTBEAT_MS)
+    election_ms = f.duration_ms("electionTimeout", defaults.DEFAULT_STORE_ELECTION_MS)
+    snapshot_count = f.integer("snapshotCount", defaults.DEFAULT_STORE_SNAPSHOT_COUNT)
+    compaction_mode = f.string("autoCompactionMode", defaults.DEFAULT_STORE_AUTO_COMPACTION_MODE)
     retention = f.get("autoCompactionRetention")
     if retention is None:
-        retention = DEFAULT_STORE_AUTO_COMPACTION_RETENTION
+        retention = defaults.DEFAULT_STORE_AUTO_COMPACTION_RETENTION
     elif isinstance(retention, bool) or not isinstance(retention, int | str):
         raise ClusterConfigError(
             f.where("autoCompactionRetention"),
             f"expected a duration (10m) or a number, got {describe(retention)}",
         )
-    quota = f.integer("quotaBackendBytes", DEFAULT_STORE_QUOTA_BACKEND_BYTES)
+    quota = f.integer("quotaBackendBytes", defaults.DEFAULT_STORE_QUOTA_BACKEND_BYTES)
     members = _read_store_members(f)
-    backend = f.string("backend", DEFAULT_STORE_BACKEND)
-    binary = f.string("etcdBinary", DEFAULT_ETCD_BINARY)
+    backend = f.string("backend", defaults.DEFAULT_STORE_BACKEND)
+    binary = f.string("etcdBinary", defaults.DEFAULT_ETCD_BINARY)
     endpoints = _read_store_endpoints(f)
     f.finish()
     if endpoints:
@@ -319,7 +296,9 @@ def _read_store(f: _Fields) -> StoreSpec:
         raise ClusterConfigError(f.where("endpoints"), "must list at least one HOST:PORT")
     replicas = f.optional_integer("replicas")
     return StoreSpec(
-        replicas=(len(members) or DEFAULT_STORE_REPLICAS) if replicas is None else replicas,
+        replicas=(len(members) or defaults.DEFAULT_STORE_REPLICAS)
+        if replicas is None
+        else replicas,
         heartbeat_ms=heartbeat_ms,
         election_ms=election_ms,
         snapshot_count=snapshot_count,
@@ -412,14 +391,14 @@ def _read_node(n: _Fields, index: int, first_host: str) -> NodeSpec:
     node = NodeSpec(
         name=n.string("name", f"node-{index + 1}"),
         host=n.string("host", first_host),
-        node_ip=(node_ip := n.string("nodeIP", f"{DEFAULT_NODE_IP_PREFIX}{index + 1}")),
-        runtime=n.string("runtime", DEFAULT_RUNTIME),
-        capacity=n.mapping("capacity") or DEFAULT_CAPACITY,
+        node_ip=(node_ip := n.string("nodeIP", f"{defaults.DEFAULT_NODE_IP_PREFIX}{index + 1}")),
+        runtime=n.string("runtime", defaults.DEFAULT_RUNTIME),
+        capacity=n.mapping("capacity") or defaults.DEFAULT_CAPACITY,
         labels=n.mapping("labels") or (),
         taints=_read_taints(n),
-        kubelet_port=n.integer("kubeletPort", DEFAULT_KUBELET_PORT),
-        proxy_port=n.integer("proxyPort", DEFAULT_PROXY_PORT),
-        tunnel_port=n.integer("tunnelPort", default_tunnel_port(node_ip)),
+        kubelet_port=n.integer("kubeletPort", defaults.DEFAULT_KUBELET_PORT),
+        proxy_port=n.integer("proxyPort", defaults.DEFAULT_PROXY_PORT),
+        tunnel_port=n.integer("tunnelPort", defaults.default_tunnel_port(node_ip)),
         proxy=n.boolean("proxy", True),
         index=index,
     )
@@ -434,9 +413,9 @@ def _read_hollow_pool(n: _Fields, index: int, first_host: str) -> NodeSpec:
     pool = NodeSpec(
         name=n.string("name", f"hollow-{index + 1}"),
         host=n.string("host", first_host),
-        node_ip=n.string("nodeIP", f"{DEFAULT_HOLLOW_IP_PREFIX}{index + 1}"),
+        node_ip=n.string("nodeIP", f"{defaults.DEFAULT_HOLLOW_IP_PREFIX}{index + 1}"),
         runtime="simulated",
-        capacity=n.mapping("capacity") or DEFAULT_CAPACITY,
+        capacity=n.mapping("capacity") or defaults.DEFAULT_CAPACITY,
         labels=n.mapping("labels") or (),
         taints=_read_taints(n),
         proxy=False,
@@ -459,54 +438,49 @@ def _read_taints(f: _Fields) -> tuple[Taint, ...]:
     return tuple(taints)
 
 
-def _read_network(f: _Fields) -> NetworkSpec:
-    spec = NetworkSpec(
-        cluster_cidr=f.string("clusterCIDR", DEFAULT_CLUSTER_CIDR),
-        node_cidr_mask_size=f.integer("nodeCIDRMaskSize", DEFAULT_NODE_CIDR_MASK_SIZE),
-        service_cidr=f.string("serviceCIDR", DEFAULT_SERVICE_CIDR),
-        node_port_range=f.string("nodePortRange", DEFAULT_NODE_PORT_RANGE),
-        load_balancer_pool=f.string("loadBalancerPool", DEFAULT_LOAD_BALANCER_POOL),
-        cluster_dns=f.string("clusterDNS", ""),
-        cluster_domain=f.string("clusterDomain", DEFAULT_CLUSTER_DOMAIN),
-    )
+# (attribute, YAML key, how it is read) of the sections whose every key fills one attribute;
+# a left-out key takes the attribute's default.
+_NETWORK_FIELDS: tuple[_Field, ...] = (
+    ("cluster_cidr", "clusterCIDR", _Fields.string),
+    ("node_cidr_mask_size", "nodeCIDRMaskSize", _Fields.integer),
+    ("service_cidr", "serviceCIDR", _Fields.string),
+    ("node_port_range", "nodePortRange", _Fields.string),
+    ("load_balancer_pool", "loadBalancerPool", _Fields.string),
+    ("cluster_dns", "clusterDNS", _Fields.string),
+    ("cluster_domain", "clusterDomain", _Fields.string),
+)
+_TIMINGS_FIELDS: tuple[_Field, ...] = (
+    *((attr, key, _Fields.duration_ms) for attr, key in TIMING_KEYS),
+    ("etcd_compaction_interval_ms", "etcdCompactionInterval", _Fields.duration_or_off_ms),
+    ("event_ttl_ms", "eventTTL", _Fields.duration_or_off_ms),
+)
+_LAUNCHER_FIELDS: tuple[_Field, ...] = (
+    ("ready_timeout_ms", "readyTimeout", _Fields.duration_ms),
+    ("stop_grace_ms", "stopGracePeriod", _Fields.duration_ms),
+    ("restart_backoff_ms", "restartBackoff", _Fields.duration_ms),
+    ("max_restart_backoff_ms", "maxRestartBackoff", _Fields.duration_ms),
+    ("backoff_reset_after_ms", "backoffResetAfter", _Fields.duration_ms),
+    ("max_restarts", "maxRestarts", _Fields.integer),
+)
+
+
+def _read_flat(f: _Fields, spec: type[_Spec], fields: Sequence[_Field]) -> _Spec:
+    """The section ``spec`` (a dataclass) from ``f``, one attribute per key of ``fields``."""
+    default = spec()
+    values = {attr: read(f, key, getattr(default, attr)) for attr, key, read in fields}
     f.finish()
-    return spec
-
-
-def _read_timings(f: _Fields) -> TimingsSpec:
-    defaults = TimingsSpec()
-    values = {attr: f.duration_ms(key, getattr(defaults, attr)) for attr, key in TIMING_KEYS}
-    values["etcd_compaction_interval_ms"] = f.duration_or_off_ms(
-        "etcdCompactionInterval", defaults.etcd_compaction_interval_ms
-    )
-    values["event_ttl_ms"] = f.duration_or_off_ms("eventTTL", defaults.event_ttl_ms)
-    f.finish()
-    return TimingsSpec(**values)
-
-
-def _read_launcher(f: _Fields) -> LauncherSpec:
-    defaults = LauncherSpec()
-    spec = LauncherSpec(
-        ready_timeout_ms=f.duration_ms("readyTimeout", defaults.ready_timeout_ms),
-        stop_grace_ms=f.duration_ms("stopGracePeriod", defaults.stop_grace_ms),
-        restart_backoff_ms=f.duration_ms("restartBackoff", defaults.restart_backoff_ms),
-        max_restart_backoff_ms=f.duration_ms("maxRestartBackoff", defaults.max_restart_backoff_ms),
-        backoff_reset_after_ms=f.duration_ms("backoffResetAfter", defaults.backoff_reset_after_ms),
-        max_restarts=f.integer("maxRestarts", defaults.max_restarts),
-    )
-    f.finish()
-    return spec
+    return spec(**values)
 
 
 def _read_addons(f: _Fields) -> tuple[str, ...]:
     items = f.items("addons")
     if items is None:
-        return DEFAULT_ADDONS
+        return defaults.DEFAULT_ADDONS
     names = []
     for where, item in items:
-        if item not in KNOWN_ADDONS:
+        if item not in defaults.KNOWN_ADDONS:
             raise ClusterConfigError(
-                where, f"unknown add-on {item!r} (known: {', '.join(KNOWN_ADDONS)})"
+                where, f"unknown add-on {item!r} (known: {', '.join(defaults.KNOWN_ADDONS)})"
             )
         names.append(str(item))
     return tuple(names)

@@ -8,23 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from k8semu.cluster.config.defaults import (
-    DEFAULT_ETCD_BINARY,
-    DEFAULT_STORE_AUTO_COMPACTION_MODE,
-    DEFAULT_STORE_AUTO_COMPACTION_RETENTION,
-    DEFAULT_STORE_BACKEND,
-    DEFAULT_STORE_CLIENT_PORT,
-    DEFAULT_STORE_ELECTION_MS,
-    DEFAULT_STORE_HEARTBEAT_MS,
-    DEFAULT_STORE_HOST,
-    DEFAULT_STORE_PEER_PORT,
-    DEFAULT_STORE_PORT_STRIDE,
-    DEFAULT_STORE_QUOTA_BACKEND_BYTES,
-    DEFAULT_STORE_REPLICAS,
-    DEFAULT_STORE_SNAPSHOT_COUNT,
-    STORE_BACKENDS,
-    STORE_MIN_ELECTION_HEARTBEATS,
-)
+from k8semu.cluster.config import defaults
 from k8semu.cluster.config.values import (
     check_dns_label,
     check_host_port,
@@ -68,23 +52,23 @@ class StoreSpec:
     with a non-zero port, and the timings are ones the store accepts.
     """
 
-    replicas: int = DEFAULT_STORE_REPLICAS
-    heartbeat_ms: int = DEFAULT_STORE_HEARTBEAT_MS
-    election_ms: int = DEFAULT_STORE_ELECTION_MS
-    snapshot_count: int = DEFAULT_STORE_SNAPSHOT_COUNT
+    replicas: int = defaults.DEFAULT_STORE_REPLICAS
+    heartbeat_ms: int = defaults.DEFAULT_STORE_HEARTBEAT_MS
+    election_ms: int = defaults.DEFAULT_STORE_ELECTION_MS
+    snapshot_count: int = defaults.DEFAULT_STORE_SNAPSHOT_COUNT
     #: etcd's flags and units: ``periodic`` keeps a duration (``10m``, or a number of hours),
     #: ``revision`` a number of revisions; ``"0"`` turns auto-compaction off.
-    auto_compaction_mode: str = DEFAULT_STORE_AUTO_COMPACTION_MODE
-    auto_compaction_retention: str = DEFAULT_STORE_AUTO_COMPACTION_RETENTION
+    auto_compaction_mode: str = defaults.DEFAULT_STORE_AUTO_COMPACTION_MODE
+    auto_compaction_retention: str = defaults.DEFAULT_STORE_AUTO_COMPACTION_RETENTION
     #: Bytes a replica's database may reach before the NOSPACE alarm (etcd's flag; 0 = its
     #: default, negative = no quota).
-    quota_backend_bytes: int = DEFAULT_STORE_QUOTA_BACKEND_BYTES
+    quota_backend_bytes: int = defaults.DEFAULT_STORE_QUOTA_BACKEND_BYTES
     members: tuple[StoreMemberSpec, ...] = ()
     #: ``k8semu`` (our store) or ``etcd`` (a real etcd: started by us from ``etcd_binary``, or
     #: an external cluster at ``endpoints``, of which nothing is started).
-    backend: str = DEFAULT_STORE_BACKEND
+    backend: str = defaults.DEFAULT_STORE_BACKEND
     endpoints: tuple[str, ...] = ()
-    etcd_binary: str = DEFAULT_ETCD_BINARY
+    etcd_binary: str = defaults.DEFAULT_ETCD_BINARY
 
     @property
     def external(self) -> bool:
@@ -99,9 +83,10 @@ class StoreSpec:
         return tuple(m.client_address for m in self.members)
 
     def __post_init__(self) -> None:
-        if self.backend not in STORE_BACKENDS:
+        if self.backend not in defaults.STORE_BACKENDS:
             raise ClusterConfigError(
-                "store.backend", f"must be one of {', '.join(STORE_BACKENDS)}, got {self.backend!r}"
+                "store.backend",
+                f"must be one of {', '.join(defaults.STORE_BACKENDS)}, got {self.backend!r}",
             )
         if self.endpoints:
             self._check_external()
@@ -133,11 +118,12 @@ class StoreSpec:
     def _check_timings(self) -> None:
         if self.heartbeat_ms < 1:
             raise ClusterConfigError("store.heartbeatInterval", "must be at least 1ms")
-        if self.election_ms < STORE_MIN_ELECTION_HEARTBEATS * self.heartbeat_ms:
+        beats = defaults.STORE_MIN_ELECTION_HEARTBEATS
+        if self.election_ms < beats * self.heartbeat_ms:
             raise ClusterConfigError(
                 "store.electionTimeout",
-                f"must be at least {STORE_MIN_ELECTION_HEARTBEATS}x store.heartbeatInterval "
-                f"({format_duration(self.election_ms)} < {STORE_MIN_ELECTION_HEARTBEATS} x "
+                f"must be at least {beats}x store.heartbeatInterval "
+                f"({format_duration(self.election_ms)} < {beats} x "
                 f"{format_duration(self.heartbeat_ms)})",
             )
         if self.snapshot_count < 1:
@@ -161,20 +147,23 @@ class StoreSpec:
 
 def default_store_members(replicas: int) -> tuple[StoreMemberSpec, ...]:
     """``s1``..``sN`` on 127.0.0.1 at 2379/2380, 12379/12380, 22379/22380, ..."""
-    last_port = DEFAULT_STORE_PEER_PORT + (replicas - 1) * DEFAULT_STORE_PORT_STRIDE
+    last_port = (
+        defaults.DEFAULT_STORE_PEER_PORT + (replicas - 1) * defaults.DEFAULT_STORE_PORT_STRIDE
+    )
     if last_port > 65535:
         raise ClusterConfigError(
             "store.replicas",
             f"{replicas} replicas do not fit the default ports (2379/2380 + "
-            f"{DEFAULT_STORE_PORT_STRIDE} per replica); list store.members with their URLs",
+            f"{defaults.DEFAULT_STORE_PORT_STRIDE} per replica); list store.members with their"
+            " URLs",
         )
     return tuple(
         StoreMemberSpec(
             name=f"s{i + 1}",
-            client_url=f"http://{DEFAULT_STORE_HOST}:"
-            f"{DEFAULT_STORE_CLIENT_PORT + i * DEFAULT_STORE_PORT_STRIDE}",
-            peer_url=f"http://{DEFAULT_STORE_HOST}:"
-            f"{DEFAULT_STORE_PEER_PORT + i * DEFAULT_STORE_PORT_STRIDE}",
+            client_url=f"http://{defaults.DEFAULT_STORE_HOST}:"
+            f"{defaults.DEFAULT_STORE_CLIENT_PORT + i * defaults.DEFAULT_STORE_PORT_STRIDE}",
+            peer_url=f"http://{defaults.DEFAULT_STORE_HOST}:"
+            f"{defaults.DEFAULT_STORE_PEER_PORT + i * defaults.DEFAULT_STORE_PORT_STRIDE}",
         )
         for i in range(replicas)
     )

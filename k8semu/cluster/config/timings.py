@@ -9,25 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from k8semu.cluster.config.defaults import (
-    DEFAULT_BACKOFF_RESET_AFTER_MS,
-    DEFAULT_ETCD_COMPACTION_INTERVAL_MS,
-    DEFAULT_EVENT_TTL_MS,
-    DEFAULT_LEADER_ELECT_LEASE_MS,
-    DEFAULT_LEADER_ELECT_RENEW_MS,
-    DEFAULT_LEADER_ELECT_RETRY_MS,
-    DEFAULT_MAX_RESTART_BACKOFF_MS,
-    DEFAULT_MAX_RESTARTS,
-    DEFAULT_NODE_LEASE_MS,
-    DEFAULT_NODE_LEASE_RENEW_MS,
-    DEFAULT_NODE_MONITOR_GRACE_MS,
-    DEFAULT_NODE_MONITOR_PERIOD_MS,
-    DEFAULT_NODE_STATUS_UPDATE_MS,
-    DEFAULT_POD_EVICTION_MS,
-    DEFAULT_READY_TIMEOUT_MS,
-    DEFAULT_RESTART_BACKOFF_MS,
-    DEFAULT_STOP_GRACE_MS,
-)
+from k8semu.cluster.config import defaults
 from k8semu.cluster.config.values import format_duration
 from k8semu.cluster.errors import ClusterConfigError
 
@@ -52,17 +34,17 @@ TIMING_KEYS = (
 class TimingsSpec:
     """Every control-plane timing that is not the store's or the launcher's (design decision 6)."""
 
-    leader_elect_lease_ms: int = DEFAULT_LEADER_ELECT_LEASE_MS
-    leader_elect_renew_ms: int = DEFAULT_LEADER_ELECT_RENEW_MS
-    leader_elect_retry_ms: int = DEFAULT_LEADER_ELECT_RETRY_MS
-    node_lease_ms: int = DEFAULT_NODE_LEASE_MS
-    node_lease_renew_ms: int = DEFAULT_NODE_LEASE_RENEW_MS
-    node_status_update_ms: int = DEFAULT_NODE_STATUS_UPDATE_MS
-    node_monitor_period_ms: int = DEFAULT_NODE_MONITOR_PERIOD_MS
-    node_monitor_grace_ms: int = DEFAULT_NODE_MONITOR_GRACE_MS
-    pod_eviction_ms: int = DEFAULT_POD_EVICTION_MS
-    etcd_compaction_interval_ms: int = DEFAULT_ETCD_COMPACTION_INTERVAL_MS  # 0: off
-    event_ttl_ms: int = DEFAULT_EVENT_TTL_MS  # 0: Events never expire
+    leader_elect_lease_ms: int = defaults.DEFAULT_LEADER_ELECT_LEASE_MS
+    leader_elect_renew_ms: int = defaults.DEFAULT_LEADER_ELECT_RENEW_MS
+    leader_elect_retry_ms: int = defaults.DEFAULT_LEADER_ELECT_RETRY_MS
+    node_lease_ms: int = defaults.DEFAULT_NODE_LEASE_MS
+    node_lease_renew_ms: int = defaults.DEFAULT_NODE_LEASE_RENEW_MS
+    node_status_update_ms: int = defaults.DEFAULT_NODE_STATUS_UPDATE_MS
+    node_monitor_period_ms: int = defaults.DEFAULT_NODE_MONITOR_PERIOD_MS
+    node_monitor_grace_ms: int = defaults.DEFAULT_NODE_MONITOR_GRACE_MS
+    pod_eviction_ms: int = defaults.DEFAULT_POD_EVICTION_MS
+    etcd_compaction_interval_ms: int = defaults.DEFAULT_ETCD_COMPACTION_INTERVAL_MS  # 0: off
+    event_ttl_ms: int = defaults.DEFAULT_EVENT_TTL_MS  # 0: Events never expire
 
     def __post_init__(self) -> None:
         for attr, key in TIMING_KEYS:
@@ -111,12 +93,12 @@ class LauncherSpec:
     down while the rest of the cluster keeps running (``k8semu restart NAME`` starts it again).
     """
 
-    ready_timeout_ms: int = DEFAULT_READY_TIMEOUT_MS
-    stop_grace_ms: int = DEFAULT_STOP_GRACE_MS
-    restart_backoff_ms: int = DEFAULT_RESTART_BACKOFF_MS
-    max_restart_backoff_ms: int = DEFAULT_MAX_RESTART_BACKOFF_MS
-    backoff_reset_after_ms: int = DEFAULT_BACKOFF_RESET_AFTER_MS
-    max_restarts: int = DEFAULT_MAX_RESTARTS
+    ready_timeout_ms: int = defaults.DEFAULT_READY_TIMEOUT_MS
+    stop_grace_ms: int = defaults.DEFAULT_STOP_GRACE_MS
+    restart_backoff_ms: int = defaults.DEFAULT_RESTART_BACKOFF_MS
+    max_restart_backoff_ms: int = defaults.DEFAULT_MAX_RESTART_BACKOFF_MS
+    backoff_reset_after_ms: int = defaults.DEFAULT_BACKOFF_RESET_AFTER_MS
+    max_restarts: int = defaults.DEFAULT_MAX_RESTARTS
 
     def __post_init__(self) -> None:
         if self.ready_timeout_ms < 1:
