@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from k8semu.cli.up import install_stop_handlers, restore_handlers
+from k8semu.cli._cluster import add_cluster_args, install_stop_handlers, restore_handlers
 from k8semu.cluster.config import LauncherSpec
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.launcher import StopFlag
@@ -44,12 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Supervise a detached cluster: restart what crashes, with back-off (started"
         " by `k8semu up --detach`; run it to bring back a supervisor that was killed).",
     )
-    p.add_argument("--state-dir", type=Path, metavar="DIR", help="the cluster's state dir")
-    p.add_argument(
-        "--name",
-        metavar="CLUSTER",
-        help="the cluster's name (default: the CLI's current context, else local)",
-    )
+    add_cluster_args(p)
     return p
 
 
