@@ -33,7 +33,7 @@ from k8semu.cluster.launcher import StopFlag
 from k8semu.cluster.probes import Probes
 from k8semu.cluster.spawn import component_env
 from k8semu.cluster.state import find_state_dir, process_start_time, read_state, write_state
-from k8semu.cluster.supervisor import LeaderWatch, Supervised, Supervisor
+from k8semu.cluster.supervisor import Supervised, Supervisor
 
 SUPERVISOR_LOCK = "supervisor.lock"
 
@@ -109,7 +109,6 @@ def _supervise(state_dir: Path, spec: LauncherSpec) -> int:
     env = component_env(os.environ)
     probes = Probes()
     members = [(n, a) for n, a in state.store_members]
-    watch = LeaderWatch(probes, members, _say)
     units = [Supervised(record=c) for c in state.components]
 
     def write() -> None:
@@ -124,8 +123,8 @@ def _supervise(state_dir: Path, spec: LauncherSpec) -> int:
         stop=stop,
         write_state=write,
         api_servers=state.api_servers,
-        on_spawn=lambda u: probes.forget(u.record.address),
-        leader_check=watch.check if members else None,
+        store_members=members,
+        probes=probes,
     )
     previous = install_stop_handlers(stop)
     _say(

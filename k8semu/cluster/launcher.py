@@ -7,8 +7,8 @@ order (store, API servers, schedulers and controller managers, kubelets and prox
 only once the one before is healthy (``k8semu.cluster.startup``: a store replica when it
 answers ``Maintenance.Status`` and the store when a quorum agrees on a leader; every other
 component when its gRPC health service says SERVING; the nodes when the API lists them Ready).
-A line is printed as each turns healthy. Any failure stops everything started so far (nothing half-started) and raises a
-LaunchError with the tail of the guilty component's log.
+A line is printed as each turns healthy. Any failure stops everything started so far
+(nothing half-started) and raises a LaunchError with the tail of the guilty component's log.
 
 Supervision (``k8semu.cluster.supervisor``, one loop for both modes): a component that exits
 is reported and started again with back-off; one that keeps crashing is marked failed and left
@@ -55,7 +55,7 @@ from k8semu.cluster.state import (
     write_state,
 )
 from k8semu.cluster.stopping import kubelet_pods, stop_order, terminate
-from k8semu.cluster.supervisor import LeaderWatch, Supervisor, how_exited, log_tail
+from k8semu.cluster.supervisor import Supervisor, how_exited, log_tail
 from k8semu.kubelet.cgroups import sweep_nodes
 
 __all__ = ["Launcher", "StopFlag"]
@@ -159,7 +159,6 @@ class Launcher:
             )
             for c in plan.components
         ]
-        self._leader_watch = LeaderWatch(self._probes, plan.store_members, say)
         self._supervisor = Supervisor(
             self._running,
             spec=plan.launcher,
@@ -170,8 +169,8 @@ class Launcher:
             write_state=self._write_state,
             api_servers=plan.api_servers,
             pdeathsig=not detach,
-            on_spawn=lambda u: self._probes.forget(u.record.address),
-            leader_check=self._leader_watch.check if plan.store_members else None,
+            store_members=plan.store_members,
+            probes=self._probes,
         )
         self._supervisor_pid = (0, 0)
         self._ready = Readiness(
@@ -179,7 +178,7 @@ class Launcher:
             self._probes,
             say=say,
             stop=stop,
-            leader_watch=self._leader_watch,
+            leader_watch=self._supervisor.leader_watch,
             logs_dir=self.state_dir / "logs",
             t0=time.monotonic(),
         )
@@ -187,7 +186,7 @@ class Launcher:
 
     @property
     def _leader(self) -> str | None:
-        return self._leader_watch.leader
+        return self._supervisor.leader_watch.leader
 
     # -- the whole run ----------------------------------------------------------------------
 

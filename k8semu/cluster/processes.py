@@ -40,7 +40,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, Self
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
@@ -51,6 +50,7 @@ from k8semu.cluster.errors import (
     MemberExitedError,
     WaitCancelledError,
 )
+from k8semu.cluster.probes import Probes
 from k8semu.cluster.spawn import (
     CGROUP_PARENT_ENV,
     SCRUBBED_ENV,
@@ -96,14 +96,6 @@ _PICK_PORTS_FROM = 10_000
 _NEVER_PICK = frozenset({12379, 12380, 22379, 22380, 32379, 32380})
 
 _TERMINATING = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
-_CHANNEL_OPTIONS = (
-    ("grpc.enable_http_proxy", 0),
-    # A restarted member is back within a second; gRPC's default reconnect back-off (1 s growing
-    # to 120 s) would hide it from the readiness loop much longer than that.
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 250),
-)
 
 
 class Cancel(Protocol):
@@ -312,7 +304,7 @@ class ProcessCluster:
                     f"data dirs from an earlier cluster exist: {', '.join(stale)}; give each new"
                     " cluster a fresh base_dir"
                 )
-        self._channels: dict[str, grpc.Channel] = {}
+        self._probes = Probes()
         self._closed = False
 
     # -- what a subclass provides -----------------------------------------------------------
@@ -365,6 +357,13 @@ class ProcessCluster:
             known = ", ".join(self.members)
             raise ClusterError(f"no member {name!r} in this cluster (members: {known})") from None
 
+    def _live_member(self, name: str) -> tuple[Member, subprocess.Popen[bytes]]:
+        """The member called ``name`` and its process; ClusterError when it has none running."""
+        m = self.member(name)
+        if m.proc is None or m.proc.poll() is not None:
+            raise ClusterError(f"member {name} is not running")
+        return m, m.proc
+
     # -- process control ----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -402,35 +401,29 @@ class ProcessCluster:
         return only once the process is gone and reaped; without ``wait``, return right after
         the signal (for timing a failover) - the process is reaped by a later call.
         """
-        m = self.member(name)
-        if m.proc is None or m.proc.poll() is not None:
-            raise ClusterError(f"member {name} is not running")
+        m, proc = self._live_member(name)
         sig = signal.Signals(sig)
         if sig in _TERMINATING:
             m.wanted = False
-        m.proc.send_signal(sig)
+        proc.send_signal(sig)
         self._drop_channel(name)
         if sig in _TERMINATING and m.paused:
             # A stopped process only acts on SIGKILL; let it see the others.
-            m.proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGCONT)
             m.paused = False
         if wait and sig == signal.SIGKILL:
             self._wait_exit(m, STOP_GRACE_S)
 
     def pause(self, name: str) -> None:
         """Freeze ``name`` with SIGSTOP: it keeps its sockets but answers nothing."""
-        m = self.member(name)
-        if m.proc is None or m.proc.poll() is not None:
-            raise ClusterError(f"member {name} is not running")
-        m.proc.send_signal(signal.SIGSTOP)
+        m, proc = self._live_member(name)
+        proc.send_signal(signal.SIGSTOP)
         m.paused = True
 
     def resume(self, name: str) -> None:
         """Let a paused member run again (SIGCONT)."""
-        m = self.member(name)
-        if m.proc is None or m.proc.poll() is not None:
-            raise ClusterError(f"member {name} is not running")
-        m.proc.send_signal(signal.SIGCONT)
+        m, proc = self._live_member(name)
+        proc.send_signal(signal.SIGCONT)
         m.paused = False
 
     def stop(self, name: str, grace: float = STOP_GRACE_S) -> None:
@@ -468,20 +461,14 @@ class ProcessCluster:
             self._stop_many(first, grace)
             self._stop_many(list(self.members.values()), grace)
         finally:
-            for name in list(self._channels):
-                self._drop_channel(name)
+            self._probes.close()
             self._closed = True
             _LIVE_CLUSTERS.discard(self)
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _stop_many(self, members: list[Member], grace: float) -> None:
@@ -664,17 +651,10 @@ class ProcessCluster:
         return "\n".join(lines)
 
     def _channel(self, m: Member) -> grpc.Channel:
-        ch = self._channels.get(m.name)
-        if ch is None:
-            ch = grpc.insecure_channel(m.endpoint, options=_CHANNEL_OPTIONS)
-            self._channels[m.name] = ch
-        return ch
+        return self._probes.channel(m.endpoint)
 
     def _drop_channel(self, name: str) -> None:
-        ch = self._channels.pop(name, None)
-        if ch is not None:
-            with contextlib.suppress(Exception):
-                ch.close()
+        self._probes.forget(self.members[name].endpoint)
 
 
 class K8semuStoreCluster(ProcessCluster):

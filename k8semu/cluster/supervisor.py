@@ -242,8 +242,10 @@ def component_event(record: ComponentRecord, reason: str, message: str) -> objec
 class Supervisor:
     """Keeps ``units`` running until ``stop`` is set (see the module docstring).
 
-    ``write_state`` is called whenever a record changed (pid, state, restarts); ``leader_check``
-    (optional) is called about once a second to report store leader changes. ``pdeathsig``
+    ``write_state`` is called whenever a record changed (pid, state, restarts). With
+    ``store_members`` (name, client address), ``leader_watch`` reports store leader changes,
+    asked about once a second. ``probes`` (the caller's, who closes them) forgets a restarted
+    component's channel, so the next question reaches the new process at once. ``pdeathsig``
     makes started processes die with this one (the foreground launcher).
     """
 
@@ -258,9 +260,9 @@ class Supervisor:
         stop: StopWaiter,
         write_state: Callable[[], None],
         api_servers: Sequence[str] = (),
+        store_members: Sequence[tuple[str, str]] = (),
+        probes: Probes | None = None,
         pdeathsig: bool = False,
-        on_spawn: Callable[[Supervised], None] = lambda u: None,
-        leader_check: Callable[[], None] | None = None,
     ) -> None:
         self.units = list(units)
         self.spec = spec
@@ -271,8 +273,8 @@ class Supervisor:
         self._stop = stop
         self._write_state = write_state
         self._pdeathsig = pdeathsig
-        self._on_spawn = on_spawn
-        self._leader_check = leader_check
+        self._probes = Probes() if probes is None else probes
+        self.leader_watch = LeaderWatch(self._probes, store_members, say)
         self._events = _EventPoster(api_servers, say)
 
     # -- starting -----------------------------------------------------------------------------
@@ -298,7 +300,7 @@ class Supervisor:
         u.record.start_time = process_start_time(u.proc.pid) or 0
         u.record.state = "running"
         self.tracker.started(u.name, u.started_at)
-        self._on_spawn(u)
+        self._probes.forget(u.record.address)
 
     def adopt(self) -> None:
         """Take over the recorded processes (a detached supervisor): those alive are watched by
@@ -330,8 +332,8 @@ class Supervisor:
                 now = time.monotonic()
                 if self.step(now):
                     self._write_state()
-                if self._leader_check is not None and now >= next_leader_check:
-                    self._leader_check()
+                if self.leader_watch.members and now >= next_leader_check:
+                    self.leader_watch.check()
                     next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
                 self._stop.wait(SUPERVISE_POLL_S)
         finally:
@@ -484,13 +486,13 @@ class LeaderWatch:
         leader: str | None = None,
     ) -> None:
         self._probes = probes
-        self._members = list(members)
+        self.members = list(members)
         self._say = say
         self.leader = leader
 
     def check(self) -> None:
-        statuses = self._probes.store_statuses(self._members, LEADER_RPC_TIMEOUT_S)
-        leader = agreed_leader(statuses, len(self._members))
+        statuses = self._probes.store_statuses(self.members, LEADER_RPC_TIMEOUT_S)
+        leader = agreed_leader(statuses, len(self.members))
         if leader == self.leader:
             return
         if leader is None:
