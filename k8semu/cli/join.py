@@ -36,7 +36,7 @@ from k8semu.cluster.config import (
 )
 from k8semu.cluster.errors import ClusterConfigError
 from k8semu.cluster.launcher import Launcher, StopFlag
-from k8semu.cluster.plan import Plan, plan_node
+from k8semu.cluster.plan import NodeContext, Plan, plan_node
 from k8semu.cluster.state import default_state_dir
 
 
@@ -151,7 +151,8 @@ def main(argv: Sequence[str]) -> int:
         return 2
     cluster = f"join-{node.name}"
     state_dir = (ns.state_dir or default_state_dir(cluster, os.environ)).resolve()
-    components = plan_node(node, servers, state_dir, timings=timings, python=sys.executable)
+    context = NodeContext(servers=servers, timings=timings)
+    components = plan_node(node, context, state_dir, sys.executable)
     commands = available_commands()
     missing = sorted({c.command for c in components if c.command not in commands})
     if missing:

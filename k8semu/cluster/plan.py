@@ -31,10 +31,12 @@ from k8semu.cluster.config import (
     TimingsSpec,
     format_duration,
 )
+from k8semu.cluster.config.values import bracketed
 
 __all__ = [
     "STAGES",
     "ComponentPlan",
+    "NodeContext",
     "Plan",
     "apiserver_args",
     "controller_manager_args",
@@ -266,19 +268,13 @@ def _plan_control_plane(config: ClusterConfig, state_dir: Path, python: str) -> 
 
 def _plan_nodes(config: ClusterConfig, state_dir: Path, python: str) -> list[ComponentPlan]:
     """Every node's kubelet and proxy, on the cluster's API servers and DNS."""
-    return [
-        c
-        for node in config.all_nodes
-        for c in plan_node(
-            node,
-            config.api_server_addresses,
-            state_dir,
-            timings=config.timings,
-            python=python,
-            cluster_dns=config.network.dns_ip,
-            cluster_domain=config.network.cluster_domain,
-        )
-    ]
+    cluster = NodeContext(
+        servers=config.api_server_addresses,
+        timings=config.timings,
+        cluster_dns=config.network.dns_ip,
+        cluster_domain=config.network.cluster_domain,
+    )
+    return [c for node in config.all_nodes for c in plan_node(node, cluster, state_dir, python)]
 
 
 def _addons(config: ClusterConfig, here: Callable[[str], bool]) -> tuple[tuple[str, str], ...]:
@@ -360,24 +356,29 @@ def leader_election_args(timings: TimingsSpec) -> tuple[str, ...]:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeContext:
+    """What the kubelet and proxy of a node are told of the cluster they are part of: its API
+    servers, its timings and its DNS (none: pods get no cluster DNS)."""
+
+    servers: tuple[str, ...]
+    timings: TimingsSpec = field(default_factory=TimingsSpec)
+    cluster_dns: str = ""
+    cluster_domain: str = "cluster.local"
+
+
 def kubelet_argv(
-    node: NodeSpec,
-    servers: tuple[str, ...],
-    root_dir: Path,
-    timings: TimingsSpec,
-    python: str,
-    *,
-    cluster_dns: str = "",
-    cluster_domain: str = "cluster.local",
+    node: NodeSpec, cluster: NodeContext, root_dir: Path, python: str
 ) -> tuple[str, ...]:
     """``k8semu kubelet ...`` for ``node`` (a hollow pool: one process, ``--count`` nodes)."""
+    timings = cluster.timings
     args = [
-        "--server", ",".join(servers),
+        "--server", ",".join(cluster.servers),
         "--node-name", node.name,
         "--node-ip", node.node_ip,
         # A hollow pool's kubelet serves no logs/exec (nor health): its nodes run nothing.
         "--listen-address",
-        "none" if node.hollow else f"{_host(node.node_ip)}:{node.kubelet_port}",
+        "none" if node.hollow else f"{bracketed(node.node_ip)}:{node.kubelet_port}",
         "--runtime", node.runtime,
         "--root-dir", str(root_dir),
         "--capacity", ",".join(f"{k}={v}" for k, v in node.capacity),
@@ -389,8 +390,8 @@ def kubelet_argv(
         args += ["--node-labels", ",".join(f"{k}={v}" for k, v in node.labels)]
     if node.taints:
         args += ["--register-with-taints", ",".join(t.flag() for t in node.taints)]
-    if cluster_dns:
-        args += ["--cluster-dns", cluster_dns, "--cluster-domain", cluster_domain]
+    if cluster.cluster_dns:
+        args += ["--cluster-dns", cluster.cluster_dns, "--cluster-domain", cluster.cluster_domain]
     if node.hollow:
         args += ["--count", str(node.count)]
     return _k8semu(python, "kubelet", *args)
@@ -404,25 +405,18 @@ def proxy_argv(node: NodeSpec, servers: tuple[str, ...], python: str) -> tuple[s
         "--server", ",".join(servers),
         "--node-name", node.name,
         "--node-ip", node.node_ip,
-        "--listen-address", f"{_host(node.node_ip)}:{node.proxy_port}",
+        "--listen-address", f"{bracketed(node.node_ip)}:{node.proxy_port}",
         *tunnel,
     )  # fmt: skip
 
 
 def plan_node(
-    node: NodeSpec,
-    servers: tuple[str, ...],
-    state_dir: Path,
-    *,
-    timings: TimingsSpec,
-    python: str,
-    cluster_dns: str = "",
-    cluster_domain: str = "cluster.local",
+    node: NodeSpec, cluster: NodeContext, state_dir: Path, python: str
 ) -> list[ComponentPlan]:
     """The kubelet (and the proxy, unless off or hollow) of one worker node or pool."""
     root = state_dir / NODES_DIR / node.name
     logs = state_dir / LOG_DIR
-    kubelet_address = f"{_host(node.node_ip)}:{node.kubelet_port}"
+    kubelet_address = f"{bracketed(node.node_ip)}:{node.kubelet_port}"
     ports = {} if node.hollow else {"kubelet": kubelet_address}
     out = [
         ComponentPlan(
@@ -430,15 +424,7 @@ def plan_node(
             kind="kubelet",
             host=node.host,
             stage=NODES,
-            argv=kubelet_argv(
-                node,
-                servers,
-                root,
-                timings,
-                python,
-                cluster_dns=cluster_dns,
-                cluster_domain=cluster_domain,
-            ),
+            argv=kubelet_argv(node, cluster, root, python),
             address=kubelet_address,
             ports=ports,
             origins={"kubelet": f"{node.path}.kubeletPort"},
@@ -450,11 +436,11 @@ def plan_node(
         )
     ]
     if node.proxy and not node.hollow:
-        proxy_address = f"{_host(node.node_ip)}:{node.proxy_port}"
+        proxy_address = f"{bracketed(node.node_ip)}:{node.proxy_port}"
         ports = {"health": proxy_address}
         origins = {"health": f"{node.path}.proxyPort"}
         if node.tunnel_port:
-            ports["tunnel"] = f"{_host(node.node_ip)}:{node.tunnel_port}"
+            ports["tunnel"] = f"{bracketed(node.node_ip)}:{node.tunnel_port}"
             origins["tunnel"] = f"{node.path}.tunnelPort"
         out.append(
             ComponentPlan(
@@ -462,7 +448,7 @@ def plan_node(
                 kind="proxy",
                 host=node.host,
                 stage=NODES,
-                argv=proxy_argv(node, servers, python),
+                argv=proxy_argv(node, cluster.servers, python),
                 address=proxy_address,
                 ports=ports,
                 origins=origins,
@@ -472,7 +458,3 @@ def plan_node(
             )
         )
     return out
-
-
-def _host(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip else ip

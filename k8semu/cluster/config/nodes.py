@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from k8semu.api import quantity
 from k8semu.api.names import is_label_value, is_qualified_name
 from k8semu.cluster.config import defaults
-from k8semu.cluster.config.values import check_dns_label, check_port, is_ip
+from k8semu.cluster.config.values import check_choice, check_dns_label, check_port, is_ip
 from k8semu.cluster.errors import ClusterConfigError
 
 __all__ = ["NodeSpec", "Taint", "default_nodes"]
@@ -35,11 +35,7 @@ class Taint:
             raise ClusterConfigError(f"{path}.key", f"{self.key!r} is not a key")
         if not is_label_value(self.value):
             raise ClusterConfigError(f"{path}.value", f"{self.value!r} is not a value")
-        if self.effect not in defaults.TAINT_EFFECTS:
-            raise ClusterConfigError(
-                f"{path}.effect",
-                f"must be one of {', '.join(defaults.TAINT_EFFECTS)}, got {self.effect!r}",
-            )
+        check_choice(self.effect, defaults.TAINT_EFFECTS, f"{path}.effect")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,11 +67,7 @@ class NodeSpec:
         check_dns_label(self.name, f"{path}.name")
         if not is_ip(self.node_ip):
             raise ClusterConfigError(f"{path}.nodeIP", f"{self.node_ip!r} is not an IP address")
-        if self.runtime not in defaults.RUNTIMES:
-            raise ClusterConfigError(
-                f"{path}.runtime",
-                f"must be one of {', '.join(defaults.RUNTIMES)}, got {self.runtime!r}",
-            )
+        check_choice(self.runtime, defaults.RUNTIMES, f"{path}.runtime")
         check_port(self.kubelet_port, f"{path}.kubeletPort")
         check_port(self.proxy_port, f"{path}.proxyPort")
         if not 0 <= self.tunnel_port <= 65535:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from k8semu.cluster.config import defaults
 from k8semu.cluster.config.values import (
+    check_choice,
     check_dns_label,
     check_host_port,
     format_duration,
@@ -83,11 +84,7 @@ class StoreSpec:
         return tuple(m.client_address for m in self.members)
 
     def __post_init__(self) -> None:
-        if self.backend not in defaults.STORE_BACKENDS:
-            raise ClusterConfigError(
-                "store.backend",
-                f"must be one of {', '.join(defaults.STORE_BACKENDS)}, got {self.backend!r}",
-            )
+        check_choice(self.backend, defaults.STORE_BACKENDS, "store.backend")
         if self.endpoints:
             self._check_external()
             return
@@ -130,12 +127,9 @@ class StoreSpec:
             raise ClusterConfigError("store.snapshotCount", "must be >= 1")
 
     def _check_compaction(self) -> None:
-        if self.auto_compaction_mode not in store_config.COMPACTION_MODES:
-            raise ClusterConfigError(
-                "store.autoCompactionMode",
-                f"must be one of {', '.join(store_config.COMPACTION_MODES)}, "
-                f"got {self.auto_compaction_mode!r}",
-            )
+        check_choice(
+            self.auto_compaction_mode, store_config.COMPACTION_MODES, "store.autoCompactionMode"
+        )
         try:
             store_config.AutoCompaction.parse(
                 self.auto_compaction_mode, self.auto_compaction_retention

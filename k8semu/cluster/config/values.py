@@ -7,6 +7,7 @@ the same mistake the same way (``hosts[0].name: 'A' must be 1-63 lowercase lette
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 from k8semu import durations
 from k8semu.api.names import is_dns1123_label
@@ -14,6 +15,7 @@ from k8semu.cluster.errors import ClusterConfigError
 
 __all__ = [
     "bracketed",
+    "check_choice",
     "check_dns_label",
     "check_host_port",
     "check_port",
@@ -35,6 +37,12 @@ def check_dns_label(name: str, path: str) -> None:
             f"{name!r} must be 1-63 lowercase letters, digits and '-', starting and ending "
             "with a letter or digit",
         )
+
+
+def check_choice(value: str, choices: Sequence[str], path: str) -> None:
+    """``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ClusterConfigError(path, f"must be one of {', '.join(choices)}, got {value!r}")
 
 
 def check_port(port: int, path: str) -> None:
