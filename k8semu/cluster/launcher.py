@@ -45,7 +45,7 @@ from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
 from k8semu.cluster.plan import API, CONTROL, NODES, NODES_DIR, STAGES, STORE, Plan
 from k8semu.cluster.probes import Probes
 from k8semu.cluster.spawn import component_env, spawn
-from k8semu.cluster.startup import Planned, Readiness
+from k8semu.cluster.startup import Planned, Readiness, wait_or_cancel
 from k8semu.cluster.state import (
     KUBECONFIG_FILE,
     ClusterState,
@@ -452,6 +452,16 @@ class Launcher:
             )
         except ClusterError as exc:
             raise LaunchError(f"cannot start the supervisor ({' '.join(argv)}): {exc}") from exc
+        try:
+            self._supervisor_pid = self._await_supervisor(proc, log_path)
+        except ClusterError:
+            _end(proc)
+            raise
+        self._say(f"  supervisor: k8semu supervise pid {proc.pid} (log {log_path})")
+
+    def _await_supervisor(self, proc: subprocess.Popen[bytes], log_path: Path) -> tuple[int, int]:
+        """Wait until ``proc`` has recorded itself as the supervisor in state.json: its pid and
+        start time."""
         deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT_S
         while True:
             rc = proc.poll()
@@ -463,20 +473,14 @@ class Launcher:
             with contextlib.suppress(ClusterError):
                 state = read_state(self.state_dir)
                 if state.supervisor_pid == proc.pid and state.supervisor_alive():
-                    self._supervisor_pid = (proc.pid, state.supervisor_start_time)
-                    self._say(f"  supervisor: k8semu supervise pid {proc.pid} (log {log_path})")
-                    return
+                    return proc.pid, state.supervisor_start_time
             if time.monotonic() >= deadline:
-                _end(proc)
                 raise LaunchError(
                     f"the supervisor (pid {proc.pid}) did not take over within"
                     f" {SUPERVISOR_START_TIMEOUT_S:g}s; last lines of {log_path}:\n"
                     f"{log_tail(log_path, LOG_TAIL_LINES)}"
                 )
-            self._stop.wait(POLL_S)
-            if self._stop.is_set():
-                _end(proc)
-                raise WaitCancelledError("start-up cancelled")
+            wait_or_cancel(self._stop, POLL_S)
 
     def _revive_supervisor(self) -> bool:
         """``up --detach`` on a detached cluster that runs without its supervisor: start only

@@ -26,12 +26,19 @@ from k8semu.cluster.probes import SERVING, Probes, agreed_leader
 from k8semu.cluster.supervisor import LeaderWatch, StopWaiter, Supervised, how_exited, log_tail
 from k8semu.pb.etcd import rpc_pb2
 
-__all__ = ["Planned", "Readiness"]
+__all__ = ["Planned", "Readiness", "wait_or_cancel"]
 
 POLL_S = 0.05
 NODE_POLL_S = 0.2
 RPC_TIMEOUT_S = 0.5
 LOG_TAIL_LINES = 20
+
+
+def wait_or_cancel(stop: StopWaiter, seconds: float) -> None:
+    """Wait ``seconds``, or WaitCancelledError as soon as ``stop`` is set: start-up is
+    cancelled."""
+    if stop.wait(seconds):
+        raise WaitCancelledError("start-up cancelled")
 
 
 @dataclass(eq=False, kw_only=True)
@@ -90,9 +97,7 @@ class Readiness:
         )
 
     def _waiting(self) -> None:
-        if self._stop.is_set():
-            raise WaitCancelledError("start-up cancelled")
-        self._stop.wait(POLL_S)
+        wait_or_cancel(self._stop, POLL_S)
 
     def _timeout(self, what: str, pending: list[Planned], answers: dict[str, str]) -> LaunchError:
         lines = [f"{what} {self._within()}:"]
@@ -240,6 +245,4 @@ class Readiness:
                     f" ({last if not ready else 'not Ready'}); see the kubelet logs in"
                     f" {self._logs_dir}"
                 )
-            self._stop.wait(NODE_POLL_S)
-            if self._stop.is_set():
-                raise WaitCancelledError("start-up cancelled")
+            wait_or_cancel(self._stop, NODE_POLL_S)
