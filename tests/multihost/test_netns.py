@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cluster import user_env
+
 IP = shutil.which("ip")
 INSIDE = Path(__file__).with_name("_inside.py")
 START_TIMEOUT_S = 60.0
@@ -214,14 +216,6 @@ def _config(hosts: Hosts, path: Path) -> Path:
     return path
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["HOME"] = str(tmp_path / "home")
-    env["K8SEMU_CONFIG"] = str(tmp_path / "home" / "k8semu-config")
-    env.pop("XDG_STATE_HOME", None)
-    return env
-
-
 def _inside(hosts: Hosts, host: str, env: dict[str, str], *args: str, timeout: float) -> str:
     run = subprocess.run(
         hosts.exec(host, sys.executable, str(INSIDE), *args),
@@ -257,7 +251,7 @@ def _get_until(
 
 
 def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = user_env(tmp_path)
     config = _config(hosts, tmp_path / "cluster.yaml")
     state = {h: tmp_path / f"state-{h}" for h in HOSTS}
     started: list[str] = []
