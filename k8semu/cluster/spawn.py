@@ -22,7 +22,7 @@ from pathlib import Path
 
 from k8semu.cluster.errors import ClusterError
 
-__all__ = ["CGROUP_PARENT_ENV", "component_env", "in_own_cgroup", "spawn"]
+__all__ = ["CGROUP_PARENT_ENV", "SCRUBBED_ENV", "component_env", "in_own_cgroup", "spawn"]
 
 # When the environment names a cgroup v2 directory here, every component is started in a cgroup of
 # its own below it (``<dir>/<component name>``); ``k8semu chaos`` sets it so that its firewall
