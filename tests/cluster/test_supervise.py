@@ -25,6 +25,7 @@ from tests.support.cluster import (
     processes_under,
     status,
     until,
+    until_status,
     up_detached,
     user_env,
     wait_gone,
@@ -80,9 +81,8 @@ def test_supervisor_restarts_killed_components_comes_back_and_down_stops_it(
     for pid in old.values():
         os.kill(pid, signal.SIGKILL)
 
-    def back() -> dict[str, dict[str, Any]] | None:
-        rows = by_name(status(env, state_dir))
-        ok = all(
+    def back(rows: dict[str, dict[str, Any]]) -> bool:
+        return all(
             rows[n]["alive"]
             and rows[n]["health"] == "SERVING"
             and rows[n]["restarts"] >= 1
@@ -90,9 +90,8 @@ def test_supervisor_restarts_killed_components_comes_back_and_down_stops_it(
             and rows[n]["state"] == "running"
             for n in victims
         )
-        return rows if ok else None
 
-    rows = until("the killed components serving again", back)
+    rows = until_status(env, state_dir, "the killed components serving again", back)
     assert all(r["alive"] for r in rows.values()), rows
     assert rows["scheduler-1"]["restarts"] == 0
     seen |= everything(state_dir)
@@ -140,11 +139,11 @@ def test_crash_looping_component_is_marked_failed_and_left_down_while_the_rest_s
     os.kill(sched.pid, signal.SIGKILL)
     assert wait_gone({sched.pid: sched.start_time}) == []
     with port_taken(sched.address):
-        rows = until(
+        rows = until_status(
+            env,
+            state_dir,
             "scheduler-1 marked failed",
-            lambda: (
-                (r := by_name(status(env, state_dir)))["scheduler-1"]["state"] == "failed" and r
-            ),
+            lambda r: r["scheduler-1"]["state"] == "failed",
         )
         failed = rows["scheduler-1"]
         assert failed["alive"] is False and failed["last_exit_code"] == 1, failed

@@ -31,6 +31,8 @@ from tests.support.cluster import (
     processes_under,
     status,
     until,
+    until_recorded,
+    until_status,
     user_env,
     wait_gone,
     write_config,
@@ -256,13 +258,11 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     store_pid = rows["store-s1"]["pid"]
     os.kill(store_pid, signal.SIGKILL)
     assert wait_gone({store_pid: pids[store_pid]}) == []
-    rows = until(
+    rows = until_status(
+        env,
+        state_dir,
         "store-s1 started again",
-        lambda: (
-            (r := by_name(status(env, state_dir)))["store-s1"]["alive"]
-            and r["store-s1"]["restarts"] == 1
-            and r
-        ),
+        lambda r: r["store-s1"]["alive"] and r["store-s1"]["restarts"] == 1,
         timeout=30,
     )
     supervisor = read_state(state_dir).supervisor_pid
@@ -311,10 +311,8 @@ def test_foreground_up_restarts_a_killed_component_and_down_stops_it(
     start = process_start_time(new_pid)
     assert start is not None
     seen[new_pid] = start
-    until(
-        "state.json records the new pid",
-        lambda: read_state(state_dir).component("apiserver-1").pid == new_pid,  # type: ignore[union-attr]
-        timeout=10,
+    until_recorded(
+        state_dir, "apiserver-1", "state.json records the new pid", lambda c: c.pid == new_pid
     )
 
     # A component that keeps crashing (its port taken) is marked failed and left down; the
@@ -326,14 +324,11 @@ def test_foreground_up_restarts_a_killed_component_and_down_stops_it(
     with port_taken(cm.address):
         up.wait_for(r"FAILED: controller-manager-1 .* exited with code 1", 60)
         assert up.proc.poll() is None, "\n".join(up.lines)
-        failed = until(
+        failed = until_recorded(
+            state_dir,
+            "controller-manager-1",
             "state.json records the failure",
-            lambda: (
-                (c := read_state(state_dir).component("controller-manager-1")) is not None
-                and c.state == "failed"
-                and c
-            ),
-            timeout=10,
+            lambda c: c.state == "failed",
         )
         assert failed.last_exit_code == 1 and failed.pid == 0
         state = read_state(state_dir)

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from k8semu.cluster.processes import free_loopback_ports
-from k8semu.cluster.state import is_same_process, process_start_time, read_state
+from k8semu.cluster.state import (
+    ComponentRecord,
+    is_same_process,
+    process_start_time,
+    read_state,
+)
 
 START_TIMEOUT_S = 90.0
 DEFAULT_LAUNCHER = "restartBackoff: 200ms, stopGracePeriod: 5s"
@@ -119,6 +124,34 @@ def until(what: str, check: Callable[[], T | None], timeout: float = 45.0) -> T:
             return last
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         time.sleep(0.2)
+
+
+def until_status(
+    env: dict[str, str],
+    state_dir: Path,
+    what: str,
+    check: Callable[[dict[str, dict[str, Any]]], bool],
+    timeout: float = 45.0,
+) -> dict[str, dict[str, Any]]:
+    """Poll ``k8semu status`` until ``check`` holds for its components (by name): those."""
+
+    def rows() -> dict[str, dict[str, Any]] | None:
+        got = by_name(status(env, state_dir))
+        return got if check(got) else None
+
+    return until(what, rows, timeout)
+
+
+def until_recorded(
+    state_dir: Path, name: str, what: str, check: Callable[[ComponentRecord], bool]
+) -> ComponentRecord:
+    """Poll state.json until ``check`` holds for the component ``name``: its record."""
+
+    def record() -> ComponentRecord | None:
+        got = read_state(state_dir).component(name)
+        return got if got is not None and check(got) else None
+
+    return until(what, record, timeout=10.0)
 
 
 def wait_gone(pids: dict[int, int], timeout: float = 15.0) -> list[int]:
