@@ -229,10 +229,10 @@ def _read_document(raw: object) -> ClusterConfig:
     hosts = _read_hosts(top)
     first = hosts[0].name if hosts else defaults.DEFAULT_HOST_NAME
     store = _read_store(top.section("store"))
-    control_plane = {
-        attr: _read_control_plane(top.section(key), key, prefix, port, stride, first)
-        for attr, key, prefix, port, stride in CONTROL_PLANE
-    }
+    api_server, scheduler, controller_manager = (
+        _read_control_plane(top.section(key), key, prefix, port, stride, first)
+        for _, key, prefix, port, stride in CONTROL_PLANE
+    )
     nodes = _read_nodes(top, first)
     network = _read_flat(top.section("network"), NetworkSpec, _NETWORK_FIELDS)
     timings = _read_flat(top.section("timings"), TimingsSpec, _TIMINGS_FIELDS)
@@ -243,7 +243,9 @@ def _read_document(raw: object) -> ClusterConfig:
         name=name,
         hosts=hosts,
         store=store,
-        **control_plane,
+        api_server=api_server,
+        scheduler=scheduler,
+        controller_manager=controller_manager,
         nodes=nodes,
         network=network,
         timings=timings,
