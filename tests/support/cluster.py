@@ -81,13 +81,14 @@ def write_config(
         if workers
         else "nodes: []\n"
     )
+    addon_list = "" if addons else "addons: []\n"
     path.write_text(
         f"kind: ClusterConfig\nversion: v1alpha1\nname: {name}\n"
         f"store:\n  members:\n{members}"
         f"apiServer: {{instances: [{{port: {next(p)}}}]}}\n"
         f"scheduler: {{instances: [{{port: {next(p)}}}]}}\n"
         f"controllerManager: {{instances: [{{port: {next(p)}}}]}}\n"
-        f"{nodes}{'' if addons else 'addons: []' + chr(10)}"
+        f"{nodes}{addon_list}"
         f"launcher: {{readyTimeout: 60s, {launcher}}}\n"
     )
     return path

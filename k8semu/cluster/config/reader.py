@@ -120,7 +120,9 @@ class _Fields:
 
     def optional_integer(self, key: str) -> int | None:
         value = self.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
             raise ClusterConfigError(self.where(key), f"expected an integer, got {describe(value)}")
         return value
 
