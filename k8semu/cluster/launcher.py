@@ -174,13 +174,12 @@ class Launcher:
         )
         self._supervisor_pid = (0, 0)
         self._ready = Readiness(
-            plan,
-            self._probes,
+            plan=plan,
+            probes=self._probes,
             say=say,
             stop=stop,
             leader_watch=self._supervisor.leader_watch,
             logs_dir=self.state_dir / "logs",
-            t0=time.monotonic(),
         )
         self._mode = "detached" if detach else "foreground"
 
@@ -519,8 +518,9 @@ class Launcher:
         # kubelets go (after that they are no longer anybody's children).
         pods = kubelet_pods([r.record for r in live], self.state_dir)
         killed: list[str] = []
-        for stage, group in stop_order(live, lambda: self._leader):
-            killed += self._terminate(group, grace)
+        by_name = {r.name: r for r in live}
+        for stage, group in stop_order([r.record for r in live], lambda: self._leader):
+            killed += self._terminate([by_name[c.name] for c in group], grace)
             if stage == NODES and pods:
                 _, still = terminate(pods, grace)
                 if still:

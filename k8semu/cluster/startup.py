@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from k8semu.cluster.config import format_duration
@@ -48,28 +48,20 @@ class Planned(Supervised):
     plan: ComponentPlan
 
 
+@dataclass(kw_only=True)
 class Readiness:
-    """The waits of one launch of ``plan``; ``t0`` (monotonic) is when it began, for the
-    elapsed times it prints. The store leader it finds is recorded in ``leader_watch``."""
+    """The waits of one launch of ``plan``: its components' health through ``probes``,
+    progress lines through ``say``, cancelled by ``stop``. ``t0`` (monotonic) is when the
+    launch began, for the elapsed times it prints; the store leader it finds is recorded in
+    ``leader_watch``; ``logs_dir`` is where the launch's logs are, for its messages."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        probes: Probes,
-        *,
-        say: Callable[[str], None],
-        stop: StopWaiter,
-        leader_watch: LeaderWatch,
-        logs_dir: Path,
-        t0: float,
-    ) -> None:
-        self.plan = plan
-        self._probes = probes
-        self._say = say
-        self._stop = stop
-        self._leader_watch = leader_watch
-        self._logs_dir = logs_dir
-        self.t0 = t0
+    plan: Plan
+    probes: Probes
+    say: Callable[[str], None]
+    stop: StopWaiter
+    leader_watch: LeaderWatch
+    logs_dir: Path
+    t0: float = field(default_factory=time.monotonic)
 
     def check_exited(self, members: list[Planned]) -> None:
         """LaunchError, with its log's tail, for a component of ``members`` that has exited."""
@@ -83,7 +75,7 @@ class Readiness:
                 )
 
     def _healthy(self, r: Planned, what: str = "healthy") -> None:
-        self._say(
+        self.say(
             f"  {r.name:<24} {what:<8} pid {r.record.pid:<7} {r.plan.address:<21} {self.elapsed()}"
         )
 
@@ -97,7 +89,7 @@ class Readiness:
         )
 
     def _waiting(self) -> None:
-        wait_or_cancel(self._stop, POLL_S)
+        wait_or_cancel(self.stop, POLL_S)
 
     def _timeout(self, what: str, pending: list[Planned], answers: dict[str, str]) -> LaunchError:
         lines = [f"{what} {self._within()}:"]
@@ -113,7 +105,7 @@ class Readiness:
         answers: dict[str, str] = {}
         while pending:
             self.check_exited(members)
-            statuses = self._probes.store_statuses(
+            statuses = self.probes.store_statuses(
                 [(r.name, r.plan.address) for r in pending], RPC_TIMEOUT_S
             )
             for r in list(pending):
@@ -138,17 +130,17 @@ class Readiness:
         local = {r.name.removeprefix("store-") for r in members}
         last: dict[str, rpc_pb2.StatusResponse | str] = {}
         if len(local) < len(plan.store_members):
-            self._say(
+            self.say(
                 f"  waiting for the store's other members on other hosts"
                 f" ({', '.join(n for n, _ in plan.store_members if n not in local)})"
             )
         while True:
             self.check_exited(members)
-            last = self._probes.store_statuses(plan.store_members, RPC_TIMEOUT_S)
+            last = self.probes.store_statuses(plan.store_members, RPC_TIMEOUT_S)
             leader = agreed_leader(last, len(plan.store_members), everyone=sorted(local))
             if leader is not None:
-                self._leader_watch.leader = leader
-                self._say(f"  store leader: {leader:<16} {'':<30} {self.elapsed()}")
+                self.leader_watch.leader = leader
+                self.say(f"  store leader: {leader:<16} {'':<30} {self.elapsed()}")
                 return
             if time.monotonic() >= deadline:
                 answers = {
@@ -166,11 +158,11 @@ class Readiness:
         """Wait until the external etcd (``store.endpoints``) names a leader."""
         endpoints = self.plan.store_external
         while True:
-            statuses = self._probes.store_statuses([(e, e) for e in endpoints], RPC_TIMEOUT_S)
+            statuses = self.probes.store_statuses([(e, e) for e in endpoints], RPC_TIMEOUT_S)
             leaders = {s.leader for s in statuses.values() if isinstance(s, rpc_pb2.StatusResponse)}
             leaders.discard(0)
             if leaders:
-                self._say(f"  external etcd at {', '.join(endpoints)} has a leader")
+                self.say(f"  external etcd at {', '.join(endpoints)} has a leader")
                 return
             if time.monotonic() >= deadline:
                 raise LaunchError(
@@ -182,13 +174,13 @@ class Readiness:
     def remote_api(self, deadline: float) -> bool:
         """On a host with no API server of its own, wait for one elsewhere to serve."""
         servers = self.plan.api_servers
-        self._say(f"  waiting for an API server on another host ({', '.join(servers)})")
+        self.say(f"  waiting for an API server on another host ({', '.join(servers)})")
         health: dict[str, str] = {}
         while True:
-            health = self._probes.health(servers, RPC_TIMEOUT_S)
+            health = self.probes.health(servers, RPC_TIMEOUT_S)
             serving = [a for a, h in health.items() if h == SERVING]
             if serving:
-                self._say(f"  API server {serving[0]:<19} serving{'':<22} {self.elapsed()}")
+                self.say(f"  API server {serving[0]:<19} serving{'':<22} {self.elapsed()}")
                 return True
             if time.monotonic() >= deadline:
                 raise LaunchError(f"no API server answers {self._within()}: {health}")
@@ -203,7 +195,7 @@ class Readiness:
         answers: dict[str, str] = {}
         while pending:
             self.check_exited(members)
-            health = self._probes.health([r.plan.address for r in pending], RPC_TIMEOUT_S)
+            health = self.probes.health([r.plan.address for r in pending], RPC_TIMEOUT_S)
             for r in list(pending):
                 answers[r.name] = health[r.plan.address]
                 if health[r.plan.address] == SERVING:
@@ -225,7 +217,7 @@ class Readiness:
         while pending:
             self.check_exited(members)
             try:
-                ready = self._probes.nodes_ready(self.plan.api_servers, RPC_TIMEOUT_S * 2)
+                ready = self.probes.nodes_ready(self.plan.api_servers, RPC_TIMEOUT_S * 2)
             except Exception as exc:
                 last = str(exc)
                 ready = {}
@@ -234,7 +226,7 @@ class Readiness:
                     del pending[kubelet]
                     label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
                     count = "" if len(names) == 1 else f" ({len(names)} nodes)"
-                    self._say(f"  node {label:<19} Ready{count:<22} {'':<8} {self.elapsed()}")
+                    self.say(f"  node {label:<19} Ready{count:<22} {'':<8} {self.elapsed()}")
             if not pending:
                 return
             if time.monotonic() >= deadline:
@@ -243,6 +235,6 @@ class Readiness:
                 raise LaunchError(
                     f"nodes not Ready {self._within()}: {shown}"
                     f" ({last if not ready else 'not Ready'}); see the kubelet logs in"
-                    f" {self._logs_dir}"
+                    f" {self.logs_dir}"
                 )
-            wait_or_cancel(self._stop, NODE_POLL_S)
+            wait_or_cancel(self.stop, NODE_POLL_S)

@@ -18,7 +18,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 from k8semu.cluster.plan import STAGES, STORE
 from k8semu.cluster.state import ComponentRecord, is_same_process, processes_of
@@ -66,22 +65,9 @@ def _wait(live: Mapping[int, int], timeout: float, reap: Callable[[], None]) -> 
         time.sleep(POLL_S)
 
 
-class Staged(Protocol):
-    """A component as ``stop_order`` sees it (a ComponentRecord, or a launcher's process)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def stage(self) -> int: ...
-
-
-S = TypeVar("S", bound=Staged)
-
-
 def stop_order(
-    components: Sequence[S], leader: Callable[[], str | None]
-) -> Iterator[tuple[int, list[S]]]:
+    components: Sequence[ComponentRecord], leader: Callable[[], str | None]
+) -> Iterator[tuple[int, list[ComponentRecord]]]:
     """``components`` in the groups to stop one after the other, each with its stage: the
     stages in reverse start order (nodes, schedulers and controller managers, API servers,
     store), a stage at once - except the store's replicas, whose leader goes alone after its

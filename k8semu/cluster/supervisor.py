@@ -143,10 +143,6 @@ class Supervised:
     def name(self) -> str:
         return self.record.name
 
-    @property
-    def stage(self) -> int:
-        return self.record.stage
-
     def exit_status(self) -> tuple[bool, int | None]:
         """(whether the current process has exited, its exit code when known)."""
         if self.proc is not None:

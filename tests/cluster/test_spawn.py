@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.plan import API, CONTROL, NODES, STORE
 from k8semu.cluster.spawn import CGROUP_PARENT_ENV, component_env, spawn
+from k8semu.cluster.state import ComponentRecord
 from k8semu.cluster.stopping import stop_order
 
 
@@ -69,20 +69,18 @@ def test_component_env_leaves_proxies_out_and_python_unbuffered() -> None:
     assert env == {"PATH": "/bin", "PYTHONUNBUFFERED": "1"}
 
 
-@dataclass
-class _C:
-    name: str
-    stage: int
+def _c(name: str, stage: int) -> ComponentRecord:
+    return ComponentRecord(name=name, kind=name.split("-")[0], host="h", stage=stage, command=[])
 
 
 CLUSTER = [
-    _C("store-s1", STORE), _C("store-s2", STORE), _C("store-s3", STORE),
-    _C("apiserver-1", API), _C("scheduler-1", CONTROL), _C("controller-manager-1", CONTROL),
-    _C("kubelet-n1", NODES), _C("proxy-n1", NODES),
+    _c("store-s1", STORE), _c("store-s2", STORE), _c("store-s3", STORE),
+    _c("apiserver-1", API), _c("scheduler-1", CONTROL), _c("controller-manager-1", CONTROL),
+    _c("kubelet-n1", NODES), _c("proxy-n1", NODES),
 ]  # fmt: skip
 
 
-def _names(order: list[tuple[int, list[_C]]]) -> list[tuple[int, list[str]]]:
+def _names(order: list[tuple[int, list[ComponentRecord]]]) -> list[tuple[int, list[str]]]:
     return [(stage, [c.name for c in group]) for stage, group in order]
 
 
