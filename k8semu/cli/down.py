@@ -16,8 +16,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from k8semu.cli._cluster import add_cluster_args, say
 from k8semu.cluster import clientconfig
 from k8semu.cluster.config import DEFAULT_STOP_GRACE_MS, format_duration, parse_duration_ms
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
@@ -29,12 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="k8semu down", description="Stop every process of a k8semu cluster (data is kept)."
     )
-    p.add_argument("--state-dir", type=Path, metavar="DIR", help="the cluster's state dir")
-    p.add_argument(
-        "--name",
-        metavar="CLUSTER",
-        help="the cluster's name (default: the CLI's current context, else local)",
-    )
+    add_cluster_args(p)
     p.add_argument(
         "--grace-period",
         default=format_duration(DEFAULT_STOP_GRACE_MS),
@@ -42,10 +37,6 @@ def _parser() -> argparse.ArgumentParser:
         help="SIGKILL what is still running this long after SIGTERM (default: %(default)s)",
     )
     return p
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -60,7 +51,7 @@ def main(argv: Sequence[str]) -> int:
         report = down(
             state_dir,
             grace=grace_ms / 1000,
-            say=_say,
+            say=say,
             user_config=clientconfig.user_config_path(os.environ),
         )
     except ClusterError as exc:

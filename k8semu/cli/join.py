@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from k8semu.cli.up import available_commands, install_stop_handlers, restore_handlers, say
+from k8semu.cli._cluster import available_commands, run_launcher, say
 from k8semu.cluster.config import (
     DEFAULT_CAPACITY,
     DEFAULT_KUBELET_PORT,
@@ -34,9 +34,9 @@ from k8semu.cluster.config import (
     default_tunnel_port,
     parse_config,
 )
-from k8semu.cluster.errors import ClusterConfigError, ClusterError
+from k8semu.cluster.errors import ClusterConfigError
 from k8semu.cluster.launcher import Launcher, StopFlag
-from k8semu.cluster.plan import Plan, plan_node
+from k8semu.cluster.plan import NodeContext, Plan, plan_node
 from k8semu.cluster.state import default_state_dir
 
 
@@ -151,7 +151,8 @@ def main(argv: Sequence[str]) -> int:
         return 2
     cluster = f"join-{node.name}"
     state_dir = (ns.state_dir or default_state_dir(cluster, os.environ)).resolve()
-    components = plan_node(node, servers, state_dir, timings=timings, python=sys.executable)
+    context = NodeContext(servers=servers, timings=timings)
+    components = plan_node(node, context, state_dir, sys.executable)
     commands = available_commands()
     missing = sorted({c.command for c in components if c.command not in commands})
     if missing:
@@ -168,13 +169,4 @@ def main(argv: Sequence[str]) -> int:
     )
     stop = StopFlag()
     launcher = Launcher(plan, state_dir, say=say, stop=stop, detach=ns.detach)
-    previous = install_stop_handlers(stop)
-    try:
-        launcher.run()
-    except (ClusterError, OSError) as exc:
-        print(f"k8semu join: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        restore_handlers(previous)
-        stop.close()
-    return 0
+    return run_launcher(launcher, stop, "k8semu join")

@@ -24,8 +24,8 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from k8semu.cli._cluster import add_cluster_args
 from k8semu.cluster.config import format_duration, parse_duration_ms
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.rolling import restart_components, select
@@ -41,12 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         " one before is healthy again (the cluster's supervisor does the stopping and starting).",
     )
     p.add_argument("selectors", nargs="*", metavar="COMPONENT-SELECTOR")
-    p.add_argument("--state-dir", type=Path, metavar="DIR", help="the cluster's state dir")
-    p.add_argument(
-        "--name",
-        metavar="CLUSTER",
-        help="the cluster's name (default: the CLI's current context, else local)",
-    )
+    add_cluster_args(p)
     p.add_argument(
         "--rolling",
         action="store_true",

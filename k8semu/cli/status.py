@@ -17,8 +17,8 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from k8semu.cli._cluster import add_cluster_args
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.probes import Probes
 from k8semu.cluster.state import find_state_dir, read_state
@@ -29,12 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="k8semu status", description="Show the processes of a cluster and who leads."
     )
-    p.add_argument("--state-dir", type=Path, metavar="DIR", help="the cluster's state dir")
-    p.add_argument(
-        "--name",
-        metavar="CLUSTER",
-        help="the cluster's name (default: the CLI's current context, else local)",
-    )
+    add_cluster_args(p)
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     return p
 

@@ -26,16 +26,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from k8semu.cli.up import install_stop_handlers, restore_handlers
+from k8semu.cli._cluster import add_cluster_args, install_stop_handlers, restore_handlers
 from k8semu.cluster.config import LauncherSpec
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.launcher import StopFlag
 from k8semu.cluster.probes import Probes
+from k8semu.cluster.spawn import component_env
 from k8semu.cluster.state import find_state_dir, process_start_time, read_state, write_state
-from k8semu.cluster.supervisor import LeaderWatch, Supervised, Supervisor
+from k8semu.cluster.supervisor import Supervised, Supervisor
 
 SUPERVISOR_LOCK = "supervisor.lock"
-_SCRUBBED_ENV = ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy", "no_proxy")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,12 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Supervise a detached cluster: restart what crashes, with back-off (started"
         " by `k8semu up --detach`; run it to bring back a supervisor that was killed).",
     )
-    p.add_argument("--state-dir", type=Path, metavar="DIR", help="the cluster's state dir")
-    p.add_argument(
-        "--name",
-        metavar="CLUSTER",
-        help="the cluster's name (default: the CLI's current context, else local)",
-    )
+    add_cluster_args(p)
     return p
 
 
@@ -111,11 +106,9 @@ def _supervise(state_dir: Path, spec: LauncherSpec) -> int:
     state.mode = "detached"
     state.supervisor_pid = me
     state.supervisor_start_time = process_start_time(me) or 0
-    env = {k: v for k, v in os.environ.items() if k.lower() not in _SCRUBBED_ENV}
-    env["PYTHONUNBUFFERED"] = "1"
+    env = component_env(os.environ)
     probes = Probes()
     members = [(n, a) for n, a in state.store_members]
-    watch = LeaderWatch(probes, members, _say)
     units = [Supervised(record=c) for c in state.components]
 
     def write() -> None:
@@ -130,8 +123,8 @@ def _supervise(state_dir: Path, spec: LauncherSpec) -> int:
         stop=stop,
         write_state=write,
         api_servers=state.api_servers,
-        on_spawn=lambda u: probes.forget(u.record.address),
-        leader_check=watch.check if members else None,
+        store_members=members,
+        probes=probes,
     )
     previous = install_stop_handlers(stop)
     _say(

@@ -13,23 +13,18 @@ could not start or keep running (the message names the cause), 2 for a bad confi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
+from k8semu.cli._cluster import available_commands, run_launcher, say
 from k8semu.cluster import clientconfig
 from k8semu.cluster.config import ClusterConfig, default_config_text, load_config
-from k8semu.cluster.errors import ClusterConfigError, ClusterError
+from k8semu.cluster.errors import ClusterConfigError
 from k8semu.cluster.launcher import Launcher, StopFlag
 from k8semu.cluster.plan import plan_cluster
 from k8semu.cluster.state import default_state_dir
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_Handler = Callable[[int, FrameType | None], object] | int | None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,41 +81,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def say(line: str) -> None:
-    try:
-        print(line, flush=True)
-    except BrokenPipeError:
-        # Nobody reads our output any more; keep supervising, silently.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
-def install_stop_handlers(stop: StopFlag) -> dict[signal.Signals, _Handler]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set(signal.Signals(signum).name)
-
-    previous: dict[signal.Signals, _Handler] = {}
-    for sig in _STOP_SIGNALS:
-        if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
-            continue  # started under nohup: keep running when the terminal goes
-        previous[sig] = signal.signal(sig, handler)
-    return previous
-
-
-def restore_handlers(previous: dict[signal.Signals, _Handler]) -> None:
-    for sig, old in previous.items():
-        with contextlib.suppress(TypeError, ValueError):
-            signal.signal(sig, old)
-
-
-def available_commands() -> set[str]:
-    """The ``k8semu`` subcommands this install has (components land one by one)."""
-    from k8semu.cli.main import COMMANDS
-
-    return set(COMMANDS)
-
-
 def resolve_state_dir(given: Path | None, config: ClusterConfig, host: str | None) -> Path:
     """``--state-dir``, else the cluster's default; one host's share of a multi-host cluster
     gets its own (``<name>-<host>``), so several hosts tried on one machine do not mix."""
@@ -169,13 +129,4 @@ def main(argv: Sequence[str]) -> int:
         config_source=config.source,
         after_start=after_start,
     )
-    previous = install_stop_handlers(stop)
-    try:
-        launcher.run()
-    except (ClusterError, OSError) as exc:
-        print(f"k8semu up: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        restore_handlers(previous)
-        stop.close()
-    return 0
+    return run_launcher(launcher, stop, "k8semu up")

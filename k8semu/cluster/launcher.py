@@ -4,11 +4,11 @@ are healthy, then supervise them in the foreground or leave them running (``--de
 Start-up: lock the state dir -> refuse a cluster that already runs from it, a state dir made
 for another cluster, or a listen address in use -> write the CLI config -> start the stages in
 order (store, API servers, schedulers and controller managers, kubelets and proxies), each
-only once the one before is healthy: a store replica when it answers ``Maintenance.Status``
-and the store when a quorum agrees on a leader; every other component when its gRPC health
-service says SERVING; the nodes when the API lists them Ready. A line is printed as each turns
-healthy. Any failure stops everything started so far (nothing half-started) and raises a
-LaunchError with the tail of the guilty component's log.
+only once the one before is healthy (``k8semu.cluster.startup``: a store replica when it
+answers ``Maintenance.Status`` and the store when a quorum agrees on a leader; every other
+component when its gRPC health service says SERVING; the nodes when the API lists them Ready).
+A line is printed as each turns healthy. Any failure stops everything started so far
+(nothing half-started) and raises a LaunchError with the tail of the guilty component's log.
 
 Supervision (``k8semu.cluster.supervisor``, one loop for both modes): a component that exits
 is reported and started again with back-off; one that keeps crashing is marked failed and left
@@ -37,54 +37,35 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from k8semu.cluster import clientconfig
 from k8semu.cluster.config import format_duration
 from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
-from k8semu.cluster.plan import (
-    API,
-    CONTROL,
-    NODES,
-    NODES_DIR,
-    STAGES,
-    STORE,
-    ComponentPlan,
-    Plan,
-)
-from k8semu.cluster.probes import SERVING, Probes, agreed_leader
+from k8semu.cluster.plan import API, CONTROL, NODES, NODES_DIR, STAGES, STORE, Plan
+from k8semu.cluster.probes import Probes
+from k8semu.cluster.spawn import component_env, spawn
+from k8semu.cluster.startup import Planned, Readiness, wait_or_cancel
 from k8semu.cluster.state import (
     KUBECONFIG_FILE,
     ClusterState,
     ComponentRecord,
     process_start_time,
-    processes_of,
     read_state,
     write_state,
 )
-from k8semu.cluster.stopping import terminate
-from k8semu.cluster.supervisor import (
-    LeaderWatch,
-    Supervised,
-    Supervisor,
-    how_exited,
-    log_tail,
-)
+from k8semu.cluster.stopping import kubelet_pods, stop_order, terminate
+from k8semu.cluster.supervisor import Supervisor, how_exited, log_tail
 from k8semu.kubelet.cgroups import sweep_nodes
-from k8semu.pb.etcd import rpc_pb2
 
 __all__ = ["Launcher", "StopFlag"]
 
 LOCK_FILE = "launcher.lock"
 IDENTITY_FILE = "cluster.json"
 POLL_S = 0.05
-NODE_POLL_S = 0.2
-RPC_TIMEOUT_S = 0.5
 LOG_TAIL_LINES = 20
 SUPERVISOR_LOG = "supervisor.log"
 SUPERVISOR_START_TIMEOUT_S = 30.0
-_SCRUBBED_ENV = ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy", "no_proxy")
 
 
 class StopFlag:
@@ -125,13 +106,6 @@ class StopFlag:
                 os.close(fd)
 
 
-@dataclass(eq=False, kw_only=True)
-class _Running(Supervised):
-    """A component of the plan and its current process (None while down)."""
-
-    plan: ComponentPlan
-
-
 class Launcher:
     """Runs one plan with its state in ``state_dir``.
 
@@ -165,14 +139,9 @@ class Launcher:
         self._say = say
         self._stop = stop
         self._probes = Probes()
-        self._env = {
-            k: v
-            for k, v in (os.environ if environ is None else environ).items()
-            if k.lower() not in _SCRUBBED_ENV
-        }
-        self._env["PYTHONUNBUFFERED"] = "1"
+        self._env = component_env(os.environ if environ is None else environ)
         self._running = [
-            _Running(
+            Planned(
                 plan=c,
                 record=ComponentRecord(
                     name=c.name,
@@ -190,7 +159,6 @@ class Launcher:
             )
             for c in plan.components
         ]
-        self._leader_watch = LeaderWatch(self._probes, plan.store_members, say)
         self._supervisor = Supervisor(
             self._running,
             spec=plan.launcher,
@@ -201,16 +169,23 @@ class Launcher:
             write_state=self._write_state,
             api_servers=plan.api_servers,
             pdeathsig=not detach,
-            on_spawn=lambda u: self._probes.forget(u.record.address),
-            leader_check=self._leader_watch.check if plan.store_members else None,
+            store_members=plan.store_members,
+            probes=self._probes,
         )
         self._supervisor_pid = (0, 0)
-        self._t0 = time.monotonic()
+        self._ready = Readiness(
+            plan=plan,
+            probes=self._probes,
+            say=say,
+            stop=stop,
+            leader_watch=self._supervisor.leader_watch,
+            logs_dir=self.state_dir / "logs",
+        )
         self._mode = "detached" if detach else "foreground"
 
     @property
     def _leader(self) -> str | None:
-        return self._leader_watch.leader
+        return self._supervisor.leader_watch.leader
 
     # -- the whole run ----------------------------------------------------------------------
 
@@ -312,7 +287,7 @@ class Launcher:
 
     def _start_all(self) -> None:
         plan = self.plan
-        deadline = self._t0 + plan.launcher.ready_timeout_ms / 1000
+        deadline = self._ready.t0 + plan.launcher.ready_timeout_ms / 1000
         where = f" (host {plan.host})" if plan.host else ""
         self._say(
             f"k8semu up: cluster {plan.cluster!r}{where}: {len(plan.components)} processes,"
@@ -325,23 +300,23 @@ class Launcher:
         for stage, title in enumerate(STAGES):
             members = [r for r in self._running if r.plan.stage == stage]
             if stage == API and plan.store_external:
-                self._wait_external_store(deadline)
+                self._ready.external_store(deadline)
             if stage in (CONTROL, NODES) and members and not remote_api_seen:
-                remote_api_seen = self._local_api() or self._wait_remote_api(deadline)
+                remote_api_seen = self._local_api() or self._ready.remote_api(deadline)
             if not members:
                 if stage == STORE and plan.store_members and not plan.store_external:
-                    self._wait_store_leader(deadline)
+                    self._ready.store_leader(deadline)
                 continue
             self._say(f"starting {title}: {', '.join(r.name for r in members)}")
             for r in members:
                 self._spawn(r)
             self._write_state()
             if stage == STORE:
-                self._wait_store(members, deadline)
+                self._ready.store(members, deadline)
             else:
-                self._wait_healthy(members, deadline)
+                self._ready.components(members, deadline)
             if stage == NODES:
-                self._wait_nodes_ready(members, deadline)
+                self._ready.nodes_ready(members, deadline)
         self._write_state()
         self._apply_addons()
         self._print_summary()
@@ -367,191 +342,20 @@ class Launcher:
             else:
                 self._say(f"  add-on {name}: applied ({len(done.stdout.splitlines())} objects)")
 
-    def _spawn(self, r: _Running) -> None:
-        self._supervisor.spawn(r)
-
-    def _check_exited(self, members: list[_Running]) -> None:
-        for r in members:
-            if r.proc is not None and r.proc.poll() is not None:
-                rc = r.proc.returncode
-                r.wanted = False
-                raise LaunchError(
-                    f"{r.name} (pid {r.proc.pid}) {how_exited(rc)} while starting; last lines of"
-                    f" {r.plan.log_path}:\n{log_tail(r.plan.log_path, LOG_TAIL_LINES)}"
-                )
-
-    def _healthy(self, r: _Running, what: str = "healthy") -> None:
-        self._say(
-            f"  {r.name:<24} {what:<8} pid {r.record.pid:<7} {r.plan.address:<21} {self._elapsed()}"
-        )
-
-    def _elapsed(self) -> str:
-        return f"{time.monotonic() - self._t0:.1f}s"
-
-    def _waiting(self, deadline: float) -> None:
-        if self._stop.is_set():
-            raise WaitCancelledError("start-up cancelled")
-        self._stop.wait(POLL_S)
-
-    def _timeout(self, what: str, pending: list[_Running], answers: dict[str, str]) -> LaunchError:
-        ready = format_duration(self.plan.launcher.ready_timeout_ms)
-        lines = [f"{what} within {ready} (launcher.readyTimeout):"]
-        for r in pending:
-            lines.append(f"  {r.name} pid {r.record.pid} {r.plan.address}: {answers.get(r.name)}")
-            lines.append(f"  --- last lines of {r.plan.log_path}:")
-            lines.append(log_tail(r.plan.log_path, 8))
-        return LaunchError("\n".join(lines))
-
-    def _wait_store(self, members: list[_Running], deadline: float) -> None:
-        pending = list(members)
-        answers: dict[str, str] = {}
-        while pending:
-            self._check_exited(members)
-            statuses = self._probes.store_statuses(
-                [(r.name, r.plan.address) for r in pending], RPC_TIMEOUT_S
-            )
-            for r in list(pending):
-                st = statuses[r.name]
-                if isinstance(st, rpc_pb2.StatusResponse):
-                    pending.remove(r)
-                    self._healthy(r, "answers")
-                else:
-                    answers[r.name] = st
-            if not pending:
-                break
-            if time.monotonic() >= deadline:
-                raise self._timeout("the store replicas did not answer", pending, answers)
-            self._waiting(deadline)
-        self._wait_store_leader(deadline, members)
-
-    def _wait_store_leader(self, deadline: float, members: list[_Running] | None = None) -> None:
-        members = members or []
-        plan = self.plan
-        local = {r.name.removeprefix("store-") for r in members}
-        last: dict[str, rpc_pb2.StatusResponse | str] = {}
-        if len(local) < len(plan.store_members):
-            self._say(
-                f"  waiting for the store's other members on other hosts"
-                f" ({', '.join(n for n, _ in plan.store_members if n not in local)})"
-            )
-        while True:
-            self._check_exited(members)
-            last = self._probes.store_statuses(plan.store_members, RPC_TIMEOUT_S)
-            leader = agreed_leader(last, len(plan.store_members), everyone=sorted(local))
-            if leader is not None:
-                self._leader_watch.leader = leader
-                self._say(f"  store leader: {leader:<16} {'':<30} {self._elapsed()}")
-                return
-            if time.monotonic() >= deadline:
-                answers = {
-                    f"store-{n}": (
-                        f"leader={s.leader:x} member_id={s.header.member_id:x}"
-                        if isinstance(s, rpc_pb2.StatusResponse)
-                        else s
-                    )
-                    for n, s in last.items()
-                }
-                raise self._timeout("the store elected no leader", members, answers)
-            self._waiting(deadline)
-
-    def _wait_external_store(self, deadline: float) -> None:
-        endpoints = self.plan.store_external
-        while True:
-            statuses = self._probes.store_statuses([(e, e) for e in endpoints], RPC_TIMEOUT_S)
-            leaders = {s.leader for s in statuses.values() if isinstance(s, rpc_pb2.StatusResponse)}
-            leaders.discard(0)
-            if leaders:
-                self._say(f"  external etcd at {', '.join(endpoints)} has a leader")
-                return
-            if time.monotonic() >= deadline:
-                raise LaunchError(
-                    f"the external etcd (store.endpoints: {', '.join(endpoints)}) has no leader"
-                    f" or does not answer: {statuses}"
-                )
-            self._waiting(deadline)
+    def _spawn(self, r: Planned) -> None:
+        try:
+            self._supervisor.spawn(r)
+        except ClusterError as exc:
+            raise LaunchError(str(exc)) from exc
 
     def _local_api(self) -> bool:
         return any(r.plan.stage == API for r in self._running)
-
-    def _wait_remote_api(self, deadline: float) -> bool:
-        """On a host with no API server of its own, wait for one elsewhere to serve."""
-        servers = self.plan.api_servers
-        self._say(f"  waiting for an API server on another host ({', '.join(servers)})")
-        health: dict[str, str] = {}
-        while True:
-            health = self._probes.health(servers, RPC_TIMEOUT_S)
-            serving = [a for a, h in health.items() if h == SERVING]
-            if serving:
-                self._say(f"  API server {serving[0]:<19} serving{'':<22} {self._elapsed()}")
-                return True
-            if time.monotonic() >= deadline:
-                raise LaunchError(
-                    f"no API server answers within"
-                    f" {format_duration(self.plan.launcher.ready_timeout_ms)}"
-                    f" (launcher.readyTimeout): {health}"
-                )
-            self._waiting(deadline)
-
-    def _wait_healthy(self, members: list[_Running], deadline: float) -> None:
-        pending = [r for r in members if r.plan.health_check]
-        for r in members:
-            if not r.plan.health_check:
-                self._healthy(r, "started")
-        answers: dict[str, str] = {}
-        while pending:
-            self._check_exited(members)
-            health = self._probes.health([r.plan.address for r in pending], RPC_TIMEOUT_S)
-            for r in list(pending):
-                answers[r.name] = health[r.plan.address]
-                if health[r.plan.address] == SERVING:
-                    pending.remove(r)
-                    self._healthy(r)
-            if not pending:
-                return
-            if time.monotonic() >= deadline:
-                raise self._timeout("not every component turned healthy", pending, answers)
-            self._waiting(deadline)
-
-    def _wait_nodes_ready(self, members: list[_Running], deadline: float) -> None:
-        """Wait until the API lists every Node of this launch's kubelets as Ready."""
-        groups = {r.name: r.plan.node_names for r in members if r.plan.node_names}
-        if not groups:
-            return
-        pending = dict(groups)
-        last = "no answer yet"
-        while pending:
-            self._check_exited(members)
-            try:
-                ready = self._probes.nodes_ready(self.plan.api_servers, RPC_TIMEOUT_S * 2)
-            except Exception as exc:
-                last = str(exc)
-                ready = {}
-            for kubelet, names in list(pending.items()):
-                if all(ready.get(n) for n in names):
-                    del pending[kubelet]
-                    label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
-                    count = "" if len(names) == 1 else f" ({len(names)} nodes)"
-                    self._say(f"  node {label:<19} Ready{count:<22} {'':<8} {self._elapsed()}")
-            if not pending:
-                return
-            if time.monotonic() >= deadline:
-                missing = [n for names in pending.values() for n in names if not ready.get(n)]
-                shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
-                raise LaunchError(
-                    f"nodes not Ready within"
-                    f" {format_duration(self.plan.launcher.ready_timeout_ms)}"
-                    f" (launcher.readyTimeout): {shown} ({last if not ready else 'not Ready'});"
-                    f" see the kubelet logs in {self.state_dir / 'logs'}"
-                )
-            self._stop.wait(NODE_POLL_S)
-            if self._stop.is_set():
-                raise WaitCancelledError("start-up cancelled")
 
     def _print_summary(self) -> None:
         plan = self.plan
         lines = [
             "",
-            f"cluster {plan.cluster!r} is up after {self._elapsed()}"
+            f"cluster {plan.cluster!r} is up after {self._ready.elapsed()}"
             f"{f' (host {plan.host})' if plan.host else ''}",
         ]
         if plan.api_servers:
@@ -635,18 +439,28 @@ class Launcher:
         log_path = self.state_dir / "logs" / SUPERVISOR_LOG
         argv = [sys.executable, "-m", "k8semu", "supervise", "--state-dir", str(self.state_dir)]
         try:
-            with log_path.open("ab") as log:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self._env,
-                    cwd=self.state_dir,
-                    start_new_session=True,
-                )
-        except OSError as exc:
+            # Not in a cgroup of the chaos run's, nor dying with this process: it is the one
+            # that outlives it.
+            proc = spawn(
+                argv,
+                name="supervisor",
+                log_path=log_path,
+                env=self._env,
+                cwd=self.state_dir,
+                cgroup=False,
+            )
+        except ClusterError as exc:
             raise LaunchError(f"cannot start the supervisor ({' '.join(argv)}): {exc}") from exc
+        try:
+            self._supervisor_pid = self._await_supervisor(proc, log_path)
+        except ClusterError:
+            _end(proc)
+            raise
+        self._say(f"  supervisor: k8semu supervise pid {proc.pid} (log {log_path})")
+
+    def _await_supervisor(self, proc: subprocess.Popen[bytes], log_path: Path) -> tuple[int, int]:
+        """Wait until ``proc`` has recorded itself as the supervisor in state.json: its pid and
+        start time."""
         deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT_S
         while True:
             rc = proc.poll()
@@ -658,20 +472,14 @@ class Launcher:
             with contextlib.suppress(ClusterError):
                 state = read_state(self.state_dir)
                 if state.supervisor_pid == proc.pid and state.supervisor_alive():
-                    self._supervisor_pid = (proc.pid, state.supervisor_start_time)
-                    self._say(f"  supervisor: k8semu supervise pid {proc.pid} (log {log_path})")
-                    return
+                    return proc.pid, state.supervisor_start_time
             if time.monotonic() >= deadline:
-                _end(proc)
                 raise LaunchError(
                     f"the supervisor (pid {proc.pid}) did not take over within"
                     f" {SUPERVISOR_START_TIMEOUT_S:g}s; last lines of {log_path}:\n"
                     f"{log_tail(log_path, LOG_TAIL_LINES)}"
                 )
-            self._stop.wait(POLL_S)
-            if self._stop.is_set():
-                _end(proc)
-                raise WaitCancelledError("start-up cancelled")
+            wait_or_cancel(self._stop, POLL_S)
 
     def _revive_supervisor(self) -> bool:
         """``up --detach`` on a detached cluster that runs without its supervisor: start only
@@ -708,22 +516,11 @@ class Launcher:
             r.wanted = False
         # Pods of this host's kubelets run in their own sessions: find them before their
         # kubelets go (after that they are no longer anybody's children).
-        kubelets = [r.record.pid for r in live if r.plan.kind == "kubelet"]
-        ours = {r.record.pid for r in live}
-        pods = {
-            pid: st for pid, st in processes_of(kubelets, self.state_dir).items() if pid not in ours
-        }
+        pods = kubelet_pods([r.record for r in live], self.state_dir)
         killed: list[str] = []
-        for stage in reversed(range(len(STAGES))):
-            members = [r for r in live if r.plan.stage == stage]
-            if stage == STORE and len(members) > 1 and self._leader:
-                # A leader told to stop first hands over leadership and waits for it.
-                members.sort(key=lambda r: r.name == f"store-{self._leader}")
-                first, last = members[:-1], members[-1:]
-                killed += self._terminate(first, grace)
-                killed += self._terminate(last, grace)
-            else:
-                killed += self._terminate(members, grace)
+        by_name = {r.name: r for r in live}
+        for stage, group in stop_order([r.record for r in live], lambda: self._leader):
+            killed += self._terminate([by_name[c.name] for c in group], grace)
             if stage == NODES and pods:
                 _, still = terminate(pods, grace)
                 if still:
@@ -739,7 +536,7 @@ class Launcher:
         self._say(f"stopped: {len(live)} processes{extra} have exited{note}; data kept in"
                   f" {self.state_dir}")  # fmt: skip
 
-    def _terminate(self, members: list[_Running], grace: float) -> list[str]:
+    def _terminate(self, members: list[Planned], grace: float) -> list[str]:
         if not members:
             return []
         pids = {r.record.pid: r.record.start_time for r in members if r.proc is not None}

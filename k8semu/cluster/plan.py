@@ -27,20 +27,26 @@ from k8semu.cluster.config import (
     LauncherSpec,
     NetworkSpec,
     NodeSpec,
+    StoreMemberSpec,
     TimingsSpec,
     format_duration,
 )
+from k8semu.cluster.config.values import bracketed
 
 __all__ = [
     "STAGES",
     "ComponentPlan",
+    "NodeContext",
     "Plan",
     "apiserver_args",
+    "controller_manager_args",
     "kubelet_argv",
+    "leader_election_args",
     "plan_cluster",
     "plan_node",
     "proxy_argv",
     "scheduler_args",
+    "store_flags",
 ]
 
 #: Stage index -> what it holds, in start order; stopping goes the other way.
@@ -130,138 +136,24 @@ def plan_cluster(
     if host is not None:
         config.host(host)  # an unknown host is an error naming --host
     here = (lambda h: True) if host is None else (lambda h: h == host)
-    logs = state_dir / LOG_DIR
-    out: list[ComponentPlan] = []
-    store = config.store
-    stores = store.client_addresses
-    apis = config.api_server_addresses
-    timings = config.timings
-
-    if not store.external:
-        initial = ",".join(f"{m.name}={m.peer_url}" for m in store.members)
-        for i, m in enumerate(store.members):
-            if not here(m.host):
-                continue
-            data = state_dir / STORE_DIR / m.name
-            flags = (
-                "--name", m.name,
-                "--data-dir", str(data),
-                "--listen-client-urls", m.client_url,
-                "--advertise-client-urls", m.client_url,
-                "--listen-peer-urls", m.peer_url,
-                "--initial-advertise-peer-urls", m.peer_url,
-                "--initial-cluster", initial,
-                "--initial-cluster-token", config.store_token,
-                "--heartbeat-interval", str(store.heartbeat_ms),
-                "--election-timeout", str(store.election_ms),
-                "--snapshot-count", str(store.snapshot_count),
-                "--auto-compaction-mode", store.auto_compaction_mode,
-                "--auto-compaction-retention", store.auto_compaction_retention,
-                "--quota-backend-bytes", str(store.quota_backend_bytes),
-            )  # fmt: skip
-            if store.backend == "etcd":
-                argv: tuple[str, ...] = (
-                    store.etcd_binary, *flags,
-                    "--initial-cluster-state", "new",
-                    "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
-                )  # fmt: skip
-                kind, command = "etcd", ""
-            else:
-                argv = _k8semu(python, "store", *flags)
-                kind, command = "store", "store"
-            out.append(
-                ComponentPlan(
-                    name=f"store-{m.name}",
-                    kind=kind,
-                    host=m.host,
-                    stage=STORE,
-                    argv=argv,
-                    address=m.client_address,
-                    ports={"client": m.client_address, "peer": m.peer_address},
-                    origins={
-                        "client": f"store.members[{i}].clientURL",
-                        "peer": f"store.members[{i}].peerURL",
-                    },
-                    log_path=logs / f"store-{m.name}.log",
-                    data_dir=data,
-                    command=command,
-                )
-            )
-
-    assert config.api_server is not None
-    assert config.scheduler is not None and config.controller_manager is not None
-    net = config.network
-    election = _leader_election(timings)
-    server = ("--server", ",".join(apis))
-
-    def apiserver_flags(address: str) -> tuple[str, ...]:
-        return ("--listen-address", address, *apiserver_args(stores, net, timings))
-
-    def scheduler_flags(address: str) -> tuple[str, ...]:
-        return ("--listen-address", address, *scheduler_args(apis, election))
-
-    def controller_manager_flags(address: str) -> tuple[str, ...]:
-        return (
-            *server, "--listen-address", address, "--controllers", "*", *election,
-            "--node-monitor-period", format_duration(timings.node_monitor_period_ms),
-            "--node-monitor-grace-period", format_duration(timings.node_monitor_grace_ms),
-            "--pod-eviction-timeout", format_duration(timings.pod_eviction_ms),
-            "--cluster-cidr", net.cluster_cidr,
-            "--node-cidr-mask-size", str(net.node_cidr_mask_size),
-            "--service-cidr", net.service_cidr,
-        )  # fmt: skip
-
-    # (instances, command, config key, stage, port name, flags of a listen address)
-    control_plane = (
-        (config.api_server, "apiserver", "apiServer", API, "api", apiserver_flags),
-        (config.scheduler, "scheduler", "scheduler", CONTROL, "health", scheduler_flags),
-        (
-            config.controller_manager, "controller-manager", "controllerManager", CONTROL,
-            "health", controller_manager_flags,
-        ),
-    )  # fmt: skip
-    for spec, command, key, stage, port, flags_of in control_plane:
-        for i, inst in enumerate(spec.instances):
-            if not here(inst.host):
-                continue
-            address = config.address_of(inst)
-            out.append(
-                ComponentPlan(
-                    name=inst.name,
-                    kind=command,
-                    host=inst.host,
-                    stage=stage,
-                    argv=_k8semu(python, command, *flags_of(address)),
-                    address=address,
-                    ports={port: address},
-                    origins={port: f"{key}.instances[{i}].port"},
-                    log_path=logs / f"{inst.name}.log",
-                    data_dir=state_dir,
-                    command=command,
-                )
-            )
-
-    for node in config.all_nodes:
-        if here(node.host):
-            out.extend(
-                plan_node(
-                    node, apis, state_dir, timings=timings, python=python,
-                    cluster_dns=config.network.dns_ip,
-                    cluster_domain=config.network.cluster_domain,
-                )
-            )  # fmt: skip
-
-    kept = tuple(c for c in out if not c.command or c.command in commands)
+    planned = [
+        *_plan_store(config, state_dir, python),
+        *_plan_control_plane(config, state_dir, python),
+        *_plan_nodes(config, state_dir, python),
+    ]
+    ours = [c for c in planned if here(c.host)]
+    kept = tuple(c for c in ours if not c.command or c.command in commands)
     skipped = tuple(
         (c.name, f"this install has no `k8semu {c.command}` command yet")
-        for c in out
+        for c in ours
         if c.command and c.command not in commands
     )
+    store = config.store
     return Plan(
         cluster=config.name,
         host=host or "",
         components=kept,
-        api_servers=apis,
+        api_servers=config.api_server_addresses,
         store_members=tuple((m.name, m.client_address) for m in store.members),
         store_external=store.endpoints,
         store_token=config.store_token,
@@ -269,6 +161,120 @@ def plan_cluster(
         skipped=skipped,
         addons=_addons(config, here),
     )
+
+
+def _plan_store(config: ClusterConfig, state_dir: Path, python: str) -> list[ComponentPlan]:
+    """One replica per store member (none for an external etcd): ``k8semu store``, or etcd
+    with the same flags."""
+    store = config.store
+    if store.external:
+        return []
+    out = []
+    for i, m in enumerate(store.members):
+        data = state_dir / STORE_DIR / m.name
+        flags = store_flags(config, m, data)
+        if store.backend == "etcd":
+            argv: tuple[str, ...] = (
+                store.etcd_binary, *flags,
+                "--initial-cluster-state", "new",
+                "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
+            )  # fmt: skip
+            kind, command = "etcd", ""
+        else:
+            argv = _k8semu(python, "store", *flags)
+            kind, command = "store", "store"
+        out.append(
+            ComponentPlan(
+                name=f"store-{m.name}",
+                kind=kind,
+                host=m.host,
+                stage=STORE,
+                argv=argv,
+                address=m.client_address,
+                ports={"client": m.client_address, "peer": m.peer_address},
+                origins={
+                    "client": f"store.members[{i}].clientURL",
+                    "peer": f"store.members[{i}].peerURL",
+                },
+                log_path=state_dir / LOG_DIR / f"store-{m.name}.log",
+                data_dir=data,
+                command=command,
+            )
+        )
+    return out
+
+
+def store_flags(config: ClusterConfig, member: StoreMemberSpec, data_dir: Path) -> tuple[str, ...]:
+    """The etcd flags (etcd's names and units) that both ``k8semu store`` and etcd take for
+    ``member`` of ``config``'s store."""
+    store = config.store
+    return (
+        "--name", member.name,
+        "--data-dir", str(data_dir),
+        "--listen-client-urls", member.client_url,
+        "--advertise-client-urls", member.client_url,
+        "--listen-peer-urls", member.peer_url,
+        "--initial-advertise-peer-urls", member.peer_url,
+        "--initial-cluster", ",".join(f"{m.name}={m.peer_url}" for m in store.members),
+        "--initial-cluster-token", config.store_token,
+        "--heartbeat-interval", str(store.heartbeat_ms),
+        "--election-timeout", str(store.election_ms),
+        "--snapshot-count", str(store.snapshot_count),
+        "--auto-compaction-mode", store.auto_compaction_mode,
+        "--auto-compaction-retention", store.auto_compaction_retention,
+        "--quota-backend-bytes", str(store.quota_backend_bytes),
+    )  # fmt: skip
+
+
+def _plan_control_plane(config: ClusterConfig, state_dir: Path, python: str) -> list[ComponentPlan]:
+    """Every API server, scheduler and controller manager: ``k8semu <command> --listen-address
+    ADDRESS`` and that kind's flags."""
+    assert config.api_server is not None
+    assert config.scheduler is not None and config.controller_manager is not None
+    stores = config.store.client_addresses
+    apis = config.api_server_addresses
+    net, timings = config.network, config.timings
+    election = leader_election_args(timings)
+    # (instances, command, config key, stage, port name, flags after the listen address)
+    kinds = (
+        (config.api_server, "apiserver", "apiServer", API, "api",
+         apiserver_args(stores, net, timings)),
+        (config.scheduler, "scheduler", "scheduler", CONTROL, "health",
+         scheduler_args(apis, election)),
+        (config.controller_manager, "controller-manager", "controllerManager", CONTROL, "health",
+         controller_manager_args(apis, net, timings)),
+    )  # fmt: skip
+    out = []
+    for spec, command, key, stage, port, flags in kinds:
+        for i, inst in enumerate(spec.instances):
+            address = config.address_of(inst)
+            out.append(
+                ComponentPlan(
+                    name=inst.name,
+                    kind=command,
+                    host=inst.host,
+                    stage=stage,
+                    argv=_k8semu(python, command, "--listen-address", address, *flags),
+                    address=address,
+                    ports={port: address},
+                    origins={port: f"{key}.instances[{i}].port"},
+                    log_path=state_dir / LOG_DIR / f"{inst.name}.log",
+                    data_dir=state_dir,
+                    command=command,
+                )
+            )
+    return out
+
+
+def _plan_nodes(config: ClusterConfig, state_dir: Path, python: str) -> list[ComponentPlan]:
+    """Every node's kubelet and proxy, on the cluster's API servers and DNS."""
+    cluster = NodeContext(
+        servers=config.api_server_addresses,
+        timings=config.timings,
+        cluster_dns=config.network.dns_ip,
+        cluster_domain=config.network.cluster_domain,
+    )
+    return [c for node in config.all_nodes for c in plan_node(node, cluster, state_dir, python)]
 
 
 def _addons(config: ClusterConfig, here: Callable[[str], bool]) -> tuple[tuple[str, str], ...]:
@@ -321,7 +327,27 @@ def scheduler_args(servers: Sequence[str], extra: Sequence[str] = ()) -> tuple[s
     return ("--server", ",".join(servers), *extra)
 
 
-def _leader_election(timings: TimingsSpec) -> tuple[str, ...]:
+def controller_manager_args(
+    servers: Sequence[str], network: NetworkSpec, timings: TimingsSpec
+) -> tuple[str, ...]:
+    """``k8semu controller-manager``'s flags but its listen address: every controller, on the
+    API servers ``servers``, with ``timings``' leader election and node lifecycle and
+    ``network``'s pod and service ranges."""
+    return (
+        "--server", ",".join(servers),
+        "--controllers", "*",
+        *leader_election_args(timings),
+        "--node-monitor-period", format_duration(timings.node_monitor_period_ms),
+        "--node-monitor-grace-period", format_duration(timings.node_monitor_grace_ms),
+        "--pod-eviction-timeout", format_duration(timings.pod_eviction_ms),
+        "--cluster-cidr", network.cluster_cidr,
+        "--node-cidr-mask-size", str(network.node_cidr_mask_size),
+        "--service-cidr", network.service_cidr,
+    )  # fmt: skip
+
+
+def leader_election_args(timings: TimingsSpec) -> tuple[str, ...]:
+    """``--leader-elect`` and ``timings``' lease, renew deadline and retry period."""
     return (
         "--leader-elect",
         "--leader-elect-lease-duration", format_duration(timings.leader_elect_lease_ms),
@@ -330,24 +356,29 @@ def _leader_election(timings: TimingsSpec) -> tuple[str, ...]:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeContext:
+    """What the kubelet and proxy of a node are told of the cluster they are part of: its API
+    servers, its timings and its DNS (none: pods get no cluster DNS)."""
+
+    servers: tuple[str, ...]
+    timings: TimingsSpec = field(default_factory=TimingsSpec)
+    cluster_dns: str = ""
+    cluster_domain: str = "cluster.local"
+
+
 def kubelet_argv(
-    node: NodeSpec,
-    servers: tuple[str, ...],
-    root_dir: Path,
-    timings: TimingsSpec,
-    python: str,
-    *,
-    cluster_dns: str = "",
-    cluster_domain: str = "cluster.local",
+    node: NodeSpec, cluster: NodeContext, root_dir: Path, python: str
 ) -> tuple[str, ...]:
     """``k8semu kubelet ...`` for ``node`` (a hollow pool: one process, ``--count`` nodes)."""
+    timings = cluster.timings
     args = [
-        "--server", ",".join(servers),
+        "--server", ",".join(cluster.servers),
         "--node-name", node.name,
         "--node-ip", node.node_ip,
         # A hollow pool's kubelet serves no logs/exec (nor health): its nodes run nothing.
         "--listen-address",
-        "none" if node.hollow else f"{_host(node.node_ip)}:{node.kubelet_port}",
+        "none" if node.hollow else f"{bracketed(node.node_ip)}:{node.kubelet_port}",
         "--runtime", node.runtime,
         "--root-dir", str(root_dir),
         "--capacity", ",".join(f"{k}={v}" for k, v in node.capacity),
@@ -359,8 +390,8 @@ def kubelet_argv(
         args += ["--node-labels", ",".join(f"{k}={v}" for k, v in node.labels)]
     if node.taints:
         args += ["--register-with-taints", ",".join(t.flag() for t in node.taints)]
-    if cluster_dns:
-        args += ["--cluster-dns", cluster_dns, "--cluster-domain", cluster_domain]
+    if cluster.cluster_dns:
+        args += ["--cluster-dns", cluster.cluster_dns, "--cluster-domain", cluster.cluster_domain]
     if node.hollow:
         args += ["--count", str(node.count)]
     return _k8semu(python, "kubelet", *args)
@@ -374,25 +405,18 @@ def proxy_argv(node: NodeSpec, servers: tuple[str, ...], python: str) -> tuple[s
         "--server", ",".join(servers),
         "--node-name", node.name,
         "--node-ip", node.node_ip,
-        "--listen-address", f"{_host(node.node_ip)}:{node.proxy_port}",
+        "--listen-address", f"{bracketed(node.node_ip)}:{node.proxy_port}",
         *tunnel,
     )  # fmt: skip
 
 
 def plan_node(
-    node: NodeSpec,
-    servers: tuple[str, ...],
-    state_dir: Path,
-    *,
-    timings: TimingsSpec,
-    python: str,
-    cluster_dns: str = "",
-    cluster_domain: str = "cluster.local",
+    node: NodeSpec, cluster: NodeContext, state_dir: Path, python: str
 ) -> list[ComponentPlan]:
     """The kubelet (and the proxy, unless off or hollow) of one worker node or pool."""
     root = state_dir / NODES_DIR / node.name
     logs = state_dir / LOG_DIR
-    kubelet_address = f"{_host(node.node_ip)}:{node.kubelet_port}"
+    kubelet_address = f"{bracketed(node.node_ip)}:{node.kubelet_port}"
     ports = {} if node.hollow else {"kubelet": kubelet_address}
     out = [
         ComponentPlan(
@@ -400,15 +424,7 @@ def plan_node(
             kind="kubelet",
             host=node.host,
             stage=NODES,
-            argv=kubelet_argv(
-                node,
-                servers,
-                root,
-                timings,
-                python,
-                cluster_dns=cluster_dns,
-                cluster_domain=cluster_domain,
-            ),
+            argv=kubelet_argv(node, cluster, root, python),
             address=kubelet_address,
             ports=ports,
             origins={"kubelet": f"{node.path}.kubeletPort"},
@@ -420,11 +436,11 @@ def plan_node(
         )
     ]
     if node.proxy and not node.hollow:
-        proxy_address = f"{_host(node.node_ip)}:{node.proxy_port}"
+        proxy_address = f"{bracketed(node.node_ip)}:{node.proxy_port}"
         ports = {"health": proxy_address}
         origins = {"health": f"{node.path}.proxyPort"}
         if node.tunnel_port:
-            ports["tunnel"] = f"{_host(node.node_ip)}:{node.tunnel_port}"
+            ports["tunnel"] = f"{bracketed(node.node_ip)}:{node.tunnel_port}"
             origins["tunnel"] = f"{node.path}.tunnelPort"
         out.append(
             ComponentPlan(
@@ -432,7 +448,7 @@ def plan_node(
                 kind="proxy",
                 host=node.host,
                 stage=NODES,
-                argv=proxy_argv(node, servers, python),
+                argv=proxy_argv(node, cluster.servers, python),
                 address=proxy_address,
                 ports=ports,
                 origins=origins,
@@ -442,7 +458,3 @@ def plan_node(
             )
         )
     return out
-
-
-def _host(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip else ip

@@ -31,18 +31,15 @@ import contextlib
 import os
 import platform
 import random
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, Self
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
@@ -52,6 +49,14 @@ from k8semu.cluster.errors import (
     ClusterNotReadyError,
     MemberExitedError,
     WaitCancelledError,
+)
+from k8semu.cluster.probes import Probes
+from k8semu.cluster.spawn import (
+    CGROUP_PARENT_ENV,
+    SCRUBBED_ENV,
+    component_env,
+    in_own_cgroup,
+    spawn,
 )
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
@@ -90,38 +95,7 @@ _EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 _PICK_PORTS_FROM = 10_000
 _NEVER_PICK = frozenset({12379, 12380, 22379, 22380, 32379, 32380})
 
-# Proxy variables would route gRPC or Go's HTTP through a proxy; ETCD_* variables would override
-# or conflict with the flags we pass. Neither may leak from the caller's environment.
-_SCRUBBED_ENV = ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy", "no_proxy")
 _TERMINATING = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
-_CHANNEL_OPTIONS = (
-    ("grpc.enable_http_proxy", 0),
-    # A restarted member is back within a second; gRPC's default reconnect back-off (1 s growing
-    # to 120 s) would hide it from the readiness loop much longer than that.
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 250),
-)
-
-
-# When the environment names a cgroup v2 directory here, every component is started in a cgroup of
-# its own below it (``<dir>/<component name>``); ``k8semu chaos`` sets it so that its firewall
-# rules can tell which component a socket belongs to (k8semu.chaos.netfilter).
-CGROUP_PARENT_ENV = "K8SEMU_CGROUP_PARENT"
-# Joins the cgroup, then becomes the component: the pid (and so the start time recorded in
-# state.json) stays the component's, and every socket it opens belongs to that cgroup from the
-# first one on (a socket keeps the cgroup it was created in).
-_JOIN_CGROUP = 'mkdir -p "$1" && echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
-
-
-def in_own_cgroup(argv: Sequence[str], name: str, env: Mapping[str, str]) -> list[str]:
-    """``argv``, started in the cgroup ``$K8SEMU_CGROUP_PARENT/<name>`` when ``env`` sets that
-    variable (unchanged otherwise). A component that cannot join exits with the shell's error
-    in its log: a partition test must never run with a component outside its cgroup."""
-    parent = env.get(CGROUP_PARENT_ENV)
-    if not parent:
-        return list(argv)
-    return ["/bin/sh", "-c", _JOIN_CGROUP, "k8semu-cgroup", f"{parent}/{name}", *argv]
 
 
 class Cancel(Protocol):
@@ -330,7 +304,7 @@ class ProcessCluster:
                     f"data dirs from an earlier cluster exist: {', '.join(stale)}; give each new"
                     " cluster a fresh base_dir"
                 )
-        self._channels: dict[str, grpc.Channel] = {}
+        self._probes = Probes()
         self._closed = False
 
     # -- what a subclass provides -----------------------------------------------------------
@@ -341,7 +315,7 @@ class ProcessCluster:
 
     def environment(self, member: Member) -> dict[str, str]:
         """The environment of ``member``'s process: ours, less proxy settings."""
-        return {k: v for k, v in os.environ.items() if k.lower() not in _SCRUBBED_ENV}
+        return {k: v for k, v in os.environ.items() if k.lower() not in SCRUBBED_ENV}
 
     def member_flags(self, member: Member) -> list[str]:
         """The etcd-style flags every implementation takes, with the timings and extra args."""
@@ -383,6 +357,13 @@ class ProcessCluster:
             known = ", ".join(self.members)
             raise ClusterError(f"no member {name!r} in this cluster (members: {known})") from None
 
+    def _live_member(self, name: str) -> tuple[Member, subprocess.Popen[bytes]]:
+        """The member called ``name`` and its process; ClusterError when it has none running."""
+        m = self.member(name)
+        if m.proc is None or m.proc.poll() is not None:
+            raise ClusterError(f"member {name} is not running")
+        return m, m.proc
+
     # -- process control ----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -400,32 +381,14 @@ class ProcessCluster:
             raise ClusterError(f"member {name} is already running (pid {m.pid})")
         self._reap(m)
         m.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        env = self.environment(m)
-        argv = in_own_cgroup(self.command(m), name, env)
-        if self.die_with_parent and threading.current_thread() is threading.main_thread():
-            # The kernel sends the signal when the *thread* that forked exits, so only the main
-            # thread (which lives as long as the process) may ask for it.
-            setpriv = shutil.which("setpriv")
-            if setpriv is not None:
-                argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
-        with m.log_path.open("ab") as log:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"=== {stamp}: starting {name}: {' '.join(argv)}\n".encode())
-            log.flush()
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=self.base_dir,
-                    # Own session: a Ctrl-C meant for the owner does not hit the members mid-run;
-                    # the owner stops them itself.
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ClusterError(f"cannot start member {name}: {argv[0]}: {exc}") from exc
+        proc = spawn(
+            self.command(m),
+            name=name,
+            log_path=m.log_path,
+            env=self.environment(m),
+            cwd=self.base_dir,
+            die_with_parent=self.die_with_parent,
+        )
         m.proc = proc
         m.wanted = True
         m.paused = False
@@ -438,35 +401,29 @@ class ProcessCluster:
         return only once the process is gone and reaped; without ``wait``, return right after
         the signal (for timing a failover) - the process is reaped by a later call.
         """
-        m = self.member(name)
-        if m.proc is None or m.proc.poll() is not None:
-            raise ClusterError(f"member {name} is not running")
+        m, proc = self._live_member(name)
         sig = signal.Signals(sig)
         if sig in _TERMINATING:
             m.wanted = False
-        m.proc.send_signal(sig)
+        proc.send_signal(sig)
         self._drop_channel(name)
         if sig in _TERMINATING and m.paused:
             # A stopped process only acts on SIGKILL; let it see the others.
-            m.proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGCONT)
             m.paused = False
         if wait and sig == signal.SIGKILL:
             self._wait_exit(m, STOP_GRACE_S)
 
     def pause(self, name: str) -> None:
         """Freeze ``name`` with SIGSTOP: it keeps its sockets but answers nothing."""
-        m = self.member(name)
-        if m.proc is None or m.proc.poll() is not None:
-            raise ClusterError(f"member {name} is not running")
-        m.proc.send_signal(signal.SIGSTOP)
+        m, proc = self._live_member(name)
+        proc.send_signal(signal.SIGSTOP)
         m.paused = True
 
     def resume(self, name: str) -> None:
         """Let a paused member run again (SIGCONT)."""
-        m = self.member(name)
-        if m.proc is None or m.proc.poll() is not None:
-            raise ClusterError(f"member {name} is not running")
-        m.proc.send_signal(signal.SIGCONT)
+        m, proc = self._live_member(name)
+        proc.send_signal(signal.SIGCONT)
         m.paused = False
 
     def stop(self, name: str, grace: float = STOP_GRACE_S) -> None:
@@ -504,20 +461,14 @@ class ProcessCluster:
             self._stop_many(first, grace)
             self._stop_many(list(self.members.values()), grace)
         finally:
-            for name in list(self._channels):
-                self._drop_channel(name)
+            self._probes.close()
             self._closed = True
             _LIVE_CLUSTERS.discard(self)
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _stop_many(self, members: list[Member], grace: float) -> None:
@@ -700,17 +651,10 @@ class ProcessCluster:
         return "\n".join(lines)
 
     def _channel(self, m: Member) -> grpc.Channel:
-        ch = self._channels.get(m.name)
-        if ch is None:
-            ch = grpc.insecure_channel(m.endpoint, options=_CHANNEL_OPTIONS)
-            self._channels[m.name] = ch
-        return ch
+        return self._probes.channel(m.endpoint)
 
     def _drop_channel(self, name: str) -> None:
-        ch = self._channels.pop(name, None)
-        if ch is not None:
-            with contextlib.suppress(Exception):
-                ch.close()
+        self._probes.forget(self.members[name].endpoint)
 
 
 class K8semuStoreCluster(ProcessCluster):
@@ -727,9 +671,7 @@ class K8semuStoreCluster(ProcessCluster):
         return [self.python, "-m", "k8semu", "store", *self.member_flags(member), *self.extra_args]
 
     def environment(self, member: Member) -> dict[str, str]:
-        env = super().environment(member)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        return component_env(os.environ)
 
 
 # Go's names for the architectures etcd 3.4 builds for but refuses to run on unless told to.
@@ -771,6 +713,7 @@ class EtcdCluster(ProcessCluster):
         ]  # fmt: skip
 
     def environment(self, member: Member) -> dict[str, str]:
+        # ETCD_* variables would override or conflict with the flags we pass.
         env = {k: v for k, v in super().environment(member).items() if not k.startswith("ETCD")}
         goarch = _GOARCH.get(platform.machine().lower())
         if goarch is not None:

@@ -16,22 +16,21 @@ its recorded start time before any signal. It then checks that none is left.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k8semu.cluster import clientconfig
 from k8semu.cluster.errors import ClusterError
-from k8semu.cluster.plan import NODES_DIR, STAGES, STORE
+from k8semu.cluster.plan import NODES, NODES_DIR, STAGES, STORE
 from k8semu.cluster.probes import Probes, agreed_leader
 from k8semu.cluster.state import (
     ClusterState,
     is_same_process,
-    processes_of,
     read_state,
     write_state,
 )
-from k8semu.cluster.stopping import terminate
+from k8semu.cluster.stopping import kubelet_pods, stop_order, terminate
 from k8semu.kubelet.cgroups import sweep_nodes
 from k8semu.pb.etcd import rpc_pb2
 
@@ -63,50 +62,9 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
     health = probes.health(
         [c.address for c in state.components if alive[c.name] and c.health_check], RPC_TIMEOUT_S
     )
-    roles: dict[str, str] = {}
-    store_leader = None
-    local = {
-        c.name.removeprefix("store-")
-        for c in state.components
-        if c.stage == STORE and alive[c.name]
-    }
-    # Every member is asked (those of other hosts too): a leader needs a quorum of them all.
-    members = [(n, a) for n, a in state.store_members] or [
-        (c.name.removeprefix("store-"), c.address) for c in state.components if c.stage == STORE
-    ]
-    db_sizes: dict[str, dict[str, int]] = {}
-    alarms: list[dict[str, str]] | None = None
-    alarm_error = ""
-    if members:
-        statuses = probes.store_statuses(members, RPC_TIMEOUT_S)
-        store_leader = agreed_leader(statuses, len(members))
-        for name, st in statuses.items():
-            if name in local and isinstance(st, rpc_pb2.StatusResponse):
-                roles[f"store-{name}"] = "leader" if name == store_leader else "follower"
-            if isinstance(st, rpc_pb2.StatusResponse):
-                db_sizes[name] = {"dbSize": st.dbSize, "dbSizeInUse": st.dbSizeInUse}
-        alarms, alarm_error = _alarms(probes, members, statuses, store_leader)
-    leases: dict[str, str] = {}
-    nodes: dict[str, bool] = {}
-    api_error = ""
-    if state.api_servers:
-        try:
-            leases = probes.leases(state.api_servers, RPC_TIMEOUT_S)
-            nodes = probes.nodes_ready(state.api_servers, RPC_TIMEOUT_S)
-        except Exception as exc:  # grpc.RpcError: no API server answers
-            api_error = f"no API server answers ({_short(exc)})"
-    for c in state.components:
-        if c.kind in ("scheduler", "controller-manager") and alive[c.name]:
-            held = [name for name, holder in leases.items() if f"_{c.pid}_" in f"{holder}_"]
-            roles[c.name] = f"leader (lease {held[0]})" if held else "standby"
-        elif c.kind == "kubelet" and c.nodes:
-            ready = sum(1 for n in c.nodes if nodes.get(n))
-            if len(c.nodes) == 1:
-                known = c.nodes[0] in nodes
-                word = "Ready" if ready else ("NotReady" if known else "not registered")
-                roles[c.name] = f"node {c.nodes[0]} {word}"
-            else:
-                roles[c.name] = f"{ready}/{len(c.nodes)} nodes Ready"
+    store = _store_status(state, probes, alive)
+    api = _api_status(state, probes)
+    roles = store.roles | _api_roles(state, alive, api)
     rows = [
         ComponentStatus(
             name=c.name,
@@ -133,15 +91,91 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
         "stateDir": state.state_dir,
         "launcherPid": state.launcher_pid if state.launcher_alive() else 0,
         "supervisor": _supervisor(state),
-        "storeAlarms": alarms,
-        "storeAlarmError": alarm_error,
-        "storeDbSize": db_sizes,
+        "storeAlarms": store.alarms,
+        "storeAlarmError": store.alarm_error,
+        "storeDbSize": store.db_sizes,
         "apiServers": state.api_servers,
-        "storeLeader": store_leader,
-        "leases": leases,
-        "apiError": api_error,
+        "storeLeader": store.leader,
+        "leases": api.leases,
+        "apiError": api.error,
         "components": [asdict(r) for r in rows],
     }
+
+
+@dataclass(slots=True)
+class _StoreStatus:
+    """What the store's replicas say: the agreed leader, each local replica's role, database
+    sizes, and the alarms (None, and why, when no replica told them)."""
+
+    leader: str | None = None
+    roles: dict[str, str] = field(default_factory=dict)
+    db_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    alarms: list[dict[str, str]] | None = None
+    alarm_error: str = ""
+
+
+def _store_status(state: ClusterState, probes: Probes, alive: dict[str, bool]) -> _StoreStatus:
+    out = _StoreStatus()
+    local = {
+        c.name.removeprefix("store-")
+        for c in state.components
+        if c.stage == STORE and alive[c.name]
+    }
+    # Every member is asked (those of other hosts too): a leader needs a quorum of them all.
+    members = [(n, a) for n, a in state.store_members] or [
+        (c.name.removeprefix("store-"), c.address) for c in state.components if c.stage == STORE
+    ]
+    if not members:
+        return out
+    statuses = probes.store_statuses(members, RPC_TIMEOUT_S)
+    out.leader = agreed_leader(statuses, len(members))
+    for name, st in statuses.items():
+        if not isinstance(st, rpc_pb2.StatusResponse):
+            continue
+        if name in local:
+            out.roles[f"store-{name}"] = "leader" if name == out.leader else "follower"
+        out.db_sizes[name] = {"dbSize": st.dbSize, "dbSizeInUse": st.dbSizeInUse}
+    out.alarms, out.alarm_error = _alarms(probes, members, statuses, out.leader)
+    return out
+
+
+@dataclass(slots=True)
+class _APIStatus:
+    """What the API servers say: kube-system Lease holders and Node readiness, or why not."""
+
+    leases: dict[str, str] = field(default_factory=dict)
+    nodes: dict[str, bool] = field(default_factory=dict)
+    error: str = ""
+
+
+def _api_status(state: ClusterState, probes: Probes) -> _APIStatus:
+    out = _APIStatus()
+    if state.api_servers:
+        try:
+            out.leases = probes.leases(state.api_servers, RPC_TIMEOUT_S)
+            out.nodes = probes.nodes_ready(state.api_servers, RPC_TIMEOUT_S)
+        except Exception as exc:  # grpc.RpcError: no API server answers
+            out.error = f"no API server answers ({_short(exc)})"
+    return out
+
+
+def _api_roles(state: ClusterState, alive: dict[str, bool], api: _APIStatus) -> dict[str, str]:
+    """Which scheduler / controller manager holds its Lease (the holder identity names the
+    holder's pid), and whether each kubelet's Nodes are Ready."""
+    roles = {}
+    for c in state.components:
+        if c.kind in ("scheduler", "controller-manager") and alive[c.name]:
+            held = [name for name, holder in api.leases.items() if f"_{c.pid}_" in f"{holder}_"]
+            roles[c.name] = f"leader (lease {held[0]})" if held else "standby"
+        elif c.kind == "kubelet" and c.nodes:
+            ready = sum(1 for n in c.nodes if api.nodes.get(n))
+            if len(c.nodes) == 1:
+                known = c.nodes[0] in api.nodes
+                word = "Ready" if ready else ("NotReady" if known else "not registered")
+                roles[c.name] = f"node {c.nodes[0]} {word}"
+            else:
+                roles[c.name] = f"{ready}/{len(c.nodes)} nodes Ready"
+    return roles
 
 
 def _state_of(recorded: str, alive: bool, mode: str) -> str:
@@ -319,28 +353,14 @@ def down(
         terminate({state.supervisor_pid: state.supervisor_start_time}, grace)
         state = read_state(state_dir)  # the pids it started are in it
     live = [c for c in state.components if c.alive()]
-    kubelets = [c.pid for c in live if c.kind == "kubelet"]
-    ours = {c.pid for c in live}
-    pods = {pid: st for pid, st in processes_of(kubelets, state_dir).items() if pid not in ours}
+    pods = kubelet_pods(live, state_dir)
     killed: list[int] = []
-    for stage in reversed(range(len(STAGES))):
-        in_stage = [c for c in live if c.stage == stage]
-        if not in_stage:
-            pass
-        elif stage == STORE and len(in_stage) > 1:
-            # Followers first: a leader told to stop while its followers stop too waits for a
-            # leadership handover that cannot happen (etcd: until its SIGKILL).
-            leader = _store_leader(state)
-            in_stage.sort(key=lambda c: c.name == f"store-{leader}")
-            say(f"stopping {STAGES[stage]}: {', '.join(c.name for c in in_stage)}")
-            for group in (in_stage[:-1], in_stage[-1:]):
-                k, _ = terminate({c.pid: c.start_time for c in group}, grace)
-                killed += k
-        else:
-            say(f"stopping {STAGES[stage]}: {', '.join(c.name for c in in_stage)}")
-            k, _ = terminate({c.pid: c.start_time for c in in_stage}, grace)
+    for stage, group in stop_order(live, lambda: _store_leader(state)):
+        if group:
+            say(f"stopping {STAGES[stage]}: {', '.join(c.name for c in group)}")
+            k, _ = terminate({c.pid: c.start_time for c in group}, grace)
             killed += k
-        if stage == len(STAGES) - 1 and pods:
+        if stage == NODES and pods:
             say(f"stopping {len(pods)} pod processes of the kubelets")
             k, _ = terminate(pods, grace)
             killed += k

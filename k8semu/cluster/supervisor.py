@@ -30,7 +30,6 @@ import contextlib
 import datetime
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import threading
@@ -41,9 +40,9 @@ from pathlib import Path
 from typing import Protocol
 
 from k8semu.cluster.config import LauncherSpec, format_duration
-from k8semu.cluster.errors import LaunchError
+from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.probes import Probes, agreed_leader
-from k8semu.cluster.processes import in_own_cgroup
+from k8semu.cluster.spawn import spawn
 from k8semu.cluster.state import ComponentRecord, is_same_process, process_start_time
 
 __all__ = [
@@ -239,8 +238,10 @@ def component_event(record: ComponentRecord, reason: str, message: str) -> objec
 class Supervisor:
     """Keeps ``units`` running until ``stop`` is set (see the module docstring).
 
-    ``write_state`` is called whenever a record changed (pid, state, restarts); ``leader_check``
-    (optional) is called about once a second to report store leader changes. ``pdeathsig``
+    ``write_state`` is called whenever a record changed (pid, state, restarts). With
+    ``store_members`` (name, client address), ``leader_watch`` reports store leader changes,
+    asked about once a second. ``probes`` (the caller's, who closes them) forgets a restarted
+    component's channel, so the next question reaches the new process at once. ``pdeathsig``
     makes started processes die with this one (the foreground launcher).
     """
 
@@ -255,9 +256,9 @@ class Supervisor:
         stop: StopWaiter,
         write_state: Callable[[], None],
         api_servers: Sequence[str] = (),
+        store_members: Sequence[tuple[str, str]] = (),
+        probes: Probes | None = None,
         pdeathsig: bool = False,
-        on_spawn: Callable[[Supervised], None] = lambda u: None,
-        leader_check: Callable[[], None] | None = None,
     ) -> None:
         self.units = list(units)
         self.spec = spec
@@ -268,46 +269,25 @@ class Supervisor:
         self._stop = stop
         self._write_state = write_state
         self._pdeathsig = pdeathsig
-        self._on_spawn = on_spawn
-        self._leader_check = leader_check
+        self._probes = Probes() if probes is None else probes
+        self.leader_watch = LeaderWatch(self._probes, store_members, say)
         self._events = _EventPoster(api_servers, say)
 
     # -- starting -----------------------------------------------------------------------------
 
     def spawn(self, u: Supervised) -> None:
-        """Start ``u``'s command, its output appended to its log; LaunchError when it cannot."""
-        # In a cgroup of its own when chaos asks for one (its firewall tells components apart).
-        argv = in_own_cgroup(u.record.command, u.name, self._env)
-        if self._pdeathsig:
-            # The components die with the launcher even if it is SIGKILLed. The kernel signals
-            # when the *thread* that forked exits: only the main thread asks.
-            setpriv = shutil.which("setpriv")
-            if setpriv is not None:
-                argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+        """Start ``u``'s command, its output appended to its log; ClusterError when it cannot."""
         log_path = Path(u.record.log_path)
-        try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log = log_path.open("ab")
-        except OSError as exc:
-            raise LaunchError(f"cannot open the log of {u.name}: {exc}") from exc
-        with log:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"=== {stamp}: starting {u.name}: {' '.join(argv)}\n".encode())
-            log.flush()
-            try:
-                u.proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self._env,
-                    cwd=self.state_dir,
-                    # Own session: a Ctrl-C meant for the launcher does not hit the components,
-                    # and a detached one outlives the terminal and the supervisor.
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise LaunchError(f"cannot start {u.name}: {argv[0]}: {exc}") from exc
+        # In a cgroup of its own when chaos asks for one (its firewall tells components apart);
+        # with pdeathsig, the components die with the launcher even if it is SIGKILLed.
+        u.proc = spawn(
+            u.record.command,
+            name=u.name,
+            log_path=log_path,
+            env=self._env,
+            cwd=self.state_dir,
+            die_with_parent=self._pdeathsig,
+        )
         u.log_path = log_path
         u.wanted = True
         u.due = None
@@ -316,7 +296,7 @@ class Supervisor:
         u.record.start_time = process_start_time(u.proc.pid) or 0
         u.record.state = "running"
         self.tracker.started(u.name, u.started_at)
-        self._on_spawn(u)
+        self._probes.forget(u.record.address)
 
     def adopt(self) -> None:
         """Take over the recorded processes (a detached supervisor): those alive are watched by
@@ -348,8 +328,8 @@ class Supervisor:
                 now = time.monotonic()
                 if self.step(now):
                     self._write_state()
-                if self._leader_check is not None and now >= next_leader_check:
-                    self._leader_check()
+                if self.leader_watch.members and now >= next_leader_check:
+                    self.leader_watch.check()
                     next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
                 self._stop.wait(SUPERVISE_POLL_S)
         finally:
@@ -378,7 +358,7 @@ class Supervisor:
         u.due = None
         try:
             self.spawn(u)
-        except LaunchError as exc:
+        except ClusterError as exc:
             self._event(f"{u.name}: {exc}")
             self._on_exit(u, None, time.monotonic(), how="could not be started")
             return
@@ -502,13 +482,13 @@ class LeaderWatch:
         leader: str | None = None,
     ) -> None:
         self._probes = probes
-        self._members = list(members)
+        self.members = list(members)
         self._say = say
         self.leader = leader
 
     def check(self) -> None:
-        statuses = self._probes.store_statuses(self._members, LEADER_RPC_TIMEOUT_S)
-        leader = agreed_leader(statuses, len(self._members))
+        statuses = self._probes.store_statuses(self.members, LEADER_RPC_TIMEOUT_S)
+        leader = agreed_leader(statuses, len(self.members))
         if leader == self.leader:
             return
         if leader is None:

@@ -10,111 +10,70 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.state import is_same_process, read_state
-from tests.cluster.test_up import (
-    START_TIMEOUT_S,
-    _env,
-    _k8semu,
-    _processes_under,
-    _wait_gone,
-    cleanup,
+from tests.support.cluster import (
+    DEFAULT_LAUNCHER,
+    by_name,
+    everything,
+    k8semu,
+    port_taken,
+    processes_under,
+    status,
+    until,
+    until_status,
+    up_detached,
+    user_env,
+    wait_gone,
+    write_config,
 )
 
-__all__ = ["cleanup"]  # the fixture, imported for pytest
+# Launchers: one that gives up after two quick restarts in a row; one with a generous grace
+# period (on a loaded machine a graceful stop can take seconds, and a test checks that SIGTERM
+# was enough).
+GIVE_UP = "restartBackoff: 100ms, maxRestarts: 2, stopGracePeriod: 5s"
+PATIENT = "restartBackoff: 200ms, stopGracePeriod: 30s"
 
 
-def _config(
-    path: Path,
+def _started(
+    tmp_path: Path,
+    cleanup: list[Path],
     *,
     name: str,
     stores: int = 1,
     workers: bool = True,
-    launcher: str = "restartBackoff: 200ms, stopGracePeriod: 5s",
-) -> Path:
-    """``stores`` store replicas, one API server, scheduler and controller manager, and (with
-    ``workers``) one simulated worker, every port a free one."""
-    p = iter(free_loopback_ports(2 * stores + 5))
-    members = "".join(
-        f"    - {{name: s{i + 1}, clientURL: 'http://127.0.0.1:{next(p)}',"
-        f" peerURL: 'http://127.0.0.1:{next(p)}'}}\n"
-        for i in range(stores)
+    launcher: str = DEFAULT_LAUNCHER,
+) -> tuple[dict[str, str], Path, Path]:
+    """A detached cluster (``stores`` store replicas, the control plane, with ``workers`` one
+    simulated worker; no add-ons): its environment, config and state dir."""
+    env = user_env(tmp_path)
+    config = write_config(
+        tmp_path / "cluster.yaml",
+        name=name,
+        stores=stores,
+        workers=workers,
+        runtime="simulated",
+        addons=False,
+        launcher=launcher,
     )
-    nodes = (
-        "nodes:\n  - {name: w1, nodeIP: 127.0.1.1, runtime: simulated,"
-        f" kubeletPort: {next(p)}, proxyPort: {next(p)}}}\n"
-        if workers
-        else "nodes: []\n"
-    )
-    path.write_text(
-        f"kind: ClusterConfig\nversion: v1alpha1\nname: {name}\n"
-        f"store:\n  members:\n{members}"
-        f"apiServer: {{instances: [{{port: {next(p)}}}]}}\n"
-        f"scheduler: {{instances: [{{port: {next(p)}}}]}}\n"
-        f"controllerManager: {{instances: [{{port: {next(p)}}}]}}\n"
-        f"{nodes}addons: []\n"
-        f"launcher: {{readyTimeout: 60s, {launcher}}}\n"
-    )
-    return path
-
-
-def _status(env: dict[str, str], state_dir: Path) -> dict[str, Any]:
-    run = _k8semu(env, "status", "--state-dir", state_dir, "-o", "json")
-    assert run.stdout, run.stderr
-    status: dict[str, Any] = json.loads(run.stdout)
-    return status
-
-
-def _rows(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in status["components"]}
-
-
-def _until(what: str, check: Any, timeout: float = 45.0) -> Any:
-    """Poll ``check()`` until it returns something true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = check()
-        if last:
-            return last
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.2)
-
-
-def _up(env: dict[str, str], config: Path, state_dir: Path) -> None:
-    up = _k8semu(
-        env, "up", "-f", config, "--state-dir", state_dir, "--detach", timeout=START_TIMEOUT_S
-    )
-    assert up.returncode == 0, up.stdout + up.stderr
-
-
-def _everything(state_dir: Path) -> dict[int, int]:
-    state = read_state(state_dir)
-    out = {c.pid: c.start_time for c in state.components if c.pid}
-    if state.supervisor_pid:
-        out[state.supervisor_pid] = state.supervisor_start_time
-    return out
+    state_dir = tmp_path / "state"
+    cleanup.append(state_dir)
+    up_detached(env, config, state_dir)
+    return env, config, state_dir
 
 
 @pytest.mark.slow
 def test_supervisor_restarts_killed_components_comes_back_and_down_stops_it(
     tmp_path: Path, cleanup: list[Path]
 ) -> None:
-    env = _env(tmp_path)
-    config = _config(tmp_path / "cluster.yaml", name="heal")
-    state_dir = tmp_path / "state"
-    cleanup.append(state_dir)
-    _up(env, config, state_dir)
+    env, config, state_dir = _started(tmp_path, cleanup, name="heal")
     state = read_state(state_dir)
     assert state.mode == "detached" and state.supervisor_alive()
-    seen = _everything(state_dir)
+    seen = everything(state_dir)
 
     # SIGKILL a store replica, the API server and the kubelet at once: all three come back.
     victims = ("store-s1", "apiserver-1", "kubelet-w1")
@@ -122,9 +81,8 @@ def test_supervisor_restarts_killed_components_comes_back_and_down_stops_it(
     for pid in old.values():
         os.kill(pid, signal.SIGKILL)
 
-    def back() -> dict[str, dict[str, Any]] | None:
-        rows = _rows(_status(env, state_dir))
-        ok = all(
+    def back(rows: dict[str, dict[str, Any]]) -> bool:
+        return all(
             rows[n]["alive"]
             and rows[n]["health"] == "SERVING"
             and rows[n]["restarts"] >= 1
@@ -132,39 +90,38 @@ def test_supervisor_restarts_killed_components_comes_back_and_down_stops_it(
             and rows[n]["state"] == "running"
             for n in victims
         )
-        return rows if ok else None
 
-    rows = _until("the killed components serving again", back)
+    rows = until_status(env, state_dir, "the killed components serving again", back)
     assert all(r["alive"] for r in rows.values()), rows
     assert rows["scheduler-1"]["restarts"] == 0
-    seen |= _everything(state_dir)
+    seen |= everything(state_dir)
     log = (state_dir / "logs" / "supervisor.log").read_text()
     for n in victims:
         assert f"{n} (pid {old[n]}) exited" in log and f"{n} started again" in log
-    got = _k8semu(env, "get", "nodes")
+    got = k8semu(env, "get", "nodes")
     assert got.returncode == 0 and "w1" in got.stdout, got.stdout + got.stderr
 
     # The supervisor killed: status says so; `up --detach` starts only the supervisor.
     before = read_state(state_dir)
     os.kill(before.supervisor_pid, signal.SIGKILL)
-    assert _wait_gone({before.supervisor_pid: before.supervisor_start_time}) == []
-    table = _k8semu(env, "status", "--state-dir", state_dir)
+    assert wait_gone({before.supervisor_pid: before.supervisor_start_time}) == []
+    table = k8semu(env, "status", "--state-dir", state_dir)
     assert "SUPERVISOR NOT RUNNING" in table.stdout, table.stdout
-    assert _status(env, state_dir)["supervisor"]["alive"] is False
-    again = _k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach")
+    assert status(env, state_dir)["supervisor"]["alive"] is False
+    again = k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "starting only the supervisor" in again.stdout
     after = read_state(state_dir)
     assert after.supervisor_alive() and after.supervisor_pid != before.supervisor_pid
     assert {c.name: c.pid for c in after.components} == {c.name: c.pid for c in before.components}
-    seen |= _everything(state_dir)
+    seen |= everything(state_dir)
 
     # down stops the supervisor first, then everything: nothing is left, nothing restarted.
-    down = _k8semu(env, "down", "--state-dir", state_dir)
+    down = k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr
     assert down.stdout.splitlines()[0].startswith("stopping the supervisor")
-    assert _wait_gone(seen, timeout=1) == []
-    assert _processes_under(state_dir) == {}
+    assert wait_gone(seen, timeout=1) == []
+    assert processes_under(state_dir) == {}
     final = read_state(state_dir)
     assert final.mode == "stopped" and not final.supervisor_pid
     assert not any(c.pid for c in final.components)
@@ -174,39 +131,19 @@ def test_supervisor_restarts_killed_components_comes_back_and_down_stops_it(
 def test_crash_looping_component_is_marked_failed_and_left_down_while_the_rest_serves(
     tmp_path: Path, cleanup: list[Path]
 ) -> None:
-    env = _env(tmp_path)
-    config = _config(
-        tmp_path / "cluster.yaml",
-        name="loop",
-        workers=False,
-        launcher="restartBackoff: 100ms, maxRestarts: 2, stopGracePeriod: 5s",
-    )
-    state_dir = tmp_path / "state"
-    cleanup.append(state_dir)
-    _up(env, config, state_dir)
+    env, _, state_dir = _started(tmp_path, cleanup, name="loop", workers=False, launcher=GIVE_UP)
     sched = read_state(state_dir).component("scheduler-1")
     assert sched is not None
-    host, _, port = sched.address.rpartition(":")
 
     # Kill the scheduler and take its listen port: every restart exits at once (code 1).
-    with socket.socket() as squatter:
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        os.kill(sched.pid, signal.SIGKILL)
-        assert _wait_gone({sched.pid: sched.start_time}) == []
-
-        def bound() -> bool:
-            try:
-                squatter.bind((host, int(port)))
-            except OSError:
-                return False
-            return True
-
-        _until("the scheduler's port free to take", bound, timeout=10)
-        squatter.listen()
-
-        rows = _until(
+    os.kill(sched.pid, signal.SIGKILL)
+    assert wait_gone({sched.pid: sched.start_time}) == []
+    with port_taken(sched.address):
+        rows = until_status(
+            env,
+            state_dir,
             "scheduler-1 marked failed",
-            lambda: (r := _rows(_status(env, state_dir)))["scheduler-1"]["state"] == "failed" and r,
+            lambda r: r["scheduler-1"]["state"] == "failed",
         )
         failed = rows["scheduler-1"]
         assert failed["alive"] is False and failed["last_exit_code"] == 1, failed
@@ -215,50 +152,40 @@ def test_crash_looping_component_is_marked_failed_and_left_down_while_the_rest_s
         for name, row in rows.items():
             if name != "scheduler-1":
                 assert row["alive"] and row["health"] == "SERVING", row
-        table = _k8semu(env, "status", "--state-dir", state_dir)
+        table = k8semu(env, "status", "--state-dir", state_dir)
         assert table.returncode == 1
         assert "FAILED (crashed too often, left down): scheduler-1" in table.stdout
         log = (state_dir / "logs" / "supervisor.log").read_text()
         assert "FAILED: scheduler-1" in log and "launcher.maxRestarts is 2" in log
 
         def event() -> bool:
-            got = _k8semu(env, "get", "events", "-n", "kube-system", "-o", "json")
+            got = k8semu(env, "get", "events", "-n", "kube-system", "-o", "json")
             return got.returncode == 0 and "ComponentFailed" in got.stdout
 
-        _until("the ComponentFailed Event", event, timeout=20)
+        until("the ComponentFailed Event", event, timeout=20)
         assert read_state(state_dir).component("scheduler-1").pid == 0  # type: ignore[union-attr]
 
     # Port free again: `k8semu restart` starts the failed component with a fresh budget.
-    restarted = _k8semu(env, "restart", "scheduler-1", "--state-dir", state_dir, "--timeout", "30s")
+    restarted = k8semu(env, "restart", "scheduler-1", "--state-dir", state_dir, "--timeout", "30s")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-    row = _rows(_status(env, state_dir))["scheduler-1"]
+    row = by_name(status(env, state_dir))["scheduler-1"]
     assert row["alive"] and row["state"] == "running" and row["restarts"] == 3, row
-    seen = _everything(state_dir)
-    down = _k8semu(env, "down", "--state-dir", state_dir)
+    seen = everything(state_dir)
+    down = k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert _wait_gone(seen, timeout=1) == []
+    assert wait_gone(seen, timeout=1) == []
 
 
 @pytest.mark.slow
 def test_rolling_restart_brings_every_control_plane_process_back_one_at_a_time(
     tmp_path: Path, cleanup: list[Path]
 ) -> None:
-    env = _env(tmp_path)
-    # A generous grace period: on a loaded machine a graceful stop can take seconds, and this
-    # test checks that SIGTERM was enough.
-    config = _config(
-        tmp_path / "cluster.yaml",
-        name="roll",
-        stores=3,
-        workers=False,
-        launcher="restartBackoff: 200ms, stopGracePeriod: 30s",
+    env, _, state_dir = _started(
+        tmp_path, cleanup, name="roll", stores=3, workers=False, launcher=PATIENT
     )
-    state_dir = tmp_path / "state"
-    cleanup.append(state_dir)
-    _up(env, config, state_dir)
     before = read_state(state_dir)
 
-    run = _k8semu(env, "restart", "--rolling", "--state-dir", state_dir, "-o", "json", timeout=300)
+    run = k8semu(env, "restart", "--rolling", "--state-dir", state_dir, "-o", "json", timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     done = json.loads(run.stdout)
     order = [r["name"] for r in done]
@@ -275,26 +202,26 @@ def test_rolling_restart_brings_every_control_plane_process_back_one_at_a_time(
     # A graceful stop: SIGTERM was enough for every one.
     assert "SIGKILL" not in (state_dir / "logs" / "supervisor.log").read_text()
 
-    rows = _rows(_status(env, state_dir))
+    rows = by_name(status(env, state_dir))
     assert all(r["alive"] and r["health"] == "SERVING" for r in rows.values()), rows
     assert all(r["restarts"] >= 1 for r in rows.values()), rows
-    table = _k8semu(env, "status", "--state-dir", state_dir)
+    table = k8semu(env, "status", "--state-dir", state_dir)
     assert table.returncode == 0, table.stdout
-    got = _k8semu(env, "get", "namespaces")
+    got = k8semu(env, "get", "namespaces")
     assert got.returncode == 0 and "kube-system" in got.stdout
 
-    seen = _everything(state_dir) | {c.pid: c.start_time for c in before.components}
-    down = _k8semu(env, "down", "--state-dir", state_dir)
+    seen = everything(state_dir) | {c.pid: c.start_time for c in before.components}
+    down = k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert _wait_gone(seen, timeout=1) == []
+    assert wait_gone(seen, timeout=1) == []
     assert not any(is_same_process(p, s) for p, s in seen.items())
 
 
 def test_restart_refuses_bad_input_naming_it(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    none = _k8semu(env, "restart", "--state-dir", tmp_path / "nothing", "--rolling")
+    env = user_env(tmp_path)
+    none = k8semu(env, "restart", "--state-dir", tmp_path / "nothing", "--rolling")
     assert none.returncode == 2 and "no cluster in" in none.stderr
-    bare = _k8semu(env, "restart", "--state-dir", tmp_path)
+    bare = k8semu(env, "restart", "--state-dir", tmp_path)
     assert bare.returncode == 2 and "--rolling" in bare.stderr
-    bad = _k8semu(env, "restart", "--rolling", "--timeout", "soon", "--state-dir", tmp_path)
+    bad = k8semu(env, "restart", "--rolling", "--timeout", "soon", "--state-dir", tmp_path)
     assert bad.returncode == 2 and "--timeout" in bad.stderr

@@ -23,90 +23,39 @@ from k8semu.cli.main import COMMANDS
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.state import is_same_process, process_start_time, read_state
 from k8semu.kubelet import cgroups
+from tests.support.cluster import (
+    START_TIMEOUT_S,
+    by_name,
+    k8semu,
+    port_taken,
+    processes_under,
+    status,
+    until,
+    until_recorded,
+    until_status,
+    user_env,
+    wait_gone,
+    write_config,
+)
 
-START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 
 
 def _config(path: Path, *, name: str = "e2e", workers: bool = True) -> Path:
     """One store replica, one API server, one scheduler, one controller manager and one worker
-    (kubelet + proxy) on 127.0.1.1, every port a free one."""
-    p = free_loopback_ports(8)
-    nodes = (
-        f"nodes:\n  - {{name: w1, nodeIP: 127.0.1.1, kubeletPort: {p[6]}, proxyPort: {p[7]}}}\n"
-        if workers
-        else "nodes: []\n"
-    )
-    path.write_text(
-        f"kind: ClusterConfig\nversion: v1alpha1\nname: {name}\n"
-        "store:\n  members:\n"
-        f"    - {{name: s1, clientURL: 'http://127.0.0.1:{p[0]}', peerURL: 'http://127.0.0.1:{p[1]}'}}\n"
-        f"apiServer: {{instances: [{{port: {p[2]}}}]}}\n"
-        f"scheduler: {{instances: [{{port: {p[3]}}}]}}\n"
-        f"controllerManager: {{instances: [{{port: {p[4]}}}]}}\n"
-        f"{nodes}"
-        "launcher: {readyTimeout: 60s, restartBackoff: 200ms, stopGracePeriod: 5s}\n"
-    )
-    return path
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    """A HOME and a CLI config of the test's own: the user's ~/.k8semu is never touched."""
-    env = dict(os.environ)
-    env["HOME"] = str(tmp_path / "home")
-    env["K8SEMU_CONFIG"] = str(tmp_path / "home" / "k8semu-config")
-    env.pop("XDG_STATE_HOME", None)
-    return env
-
-
-def _k8semu(
-    env: dict[str, str], *args: str | Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "k8semu", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def _wait_gone(pids: dict[int, int], timeout: float = 15.0) -> list[int]:
-    end = time.monotonic() + timeout
-    while True:
-        left = sorted(pid for pid, st in pids.items() if is_same_process(pid, st))
-        if not left or time.monotonic() >= end:
-            return left
-        time.sleep(0.05)
-
-
-def _processes_under(directory: Path) -> dict[int, int]:
-    """pid -> start time of every process whose working directory is inside ``directory``."""
-    root = directory.resolve()
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = Path(os.readlink(entry / "cwd"))
-        except OSError:
-            continue
-        start = process_start_time(int(entry.name))
-        if start is not None and (cwd == root or root in cwd.parents):
-            out[int(entry.name)] = start
-    return out
+    (kubelet + proxy, process runtime), every port a free one; the DNS add-on."""
+    return write_config(path, name=name, workers=workers)
 
 
 def _wait_for_pod_processes(node_dir: Path, timeout: float) -> dict[int, int]:
     """The processes of the pods a kubelet runs (their working dirs are under its root dir),
     once there is one."""
-    end = time.monotonic() + timeout
-    while True:
-        found = _processes_under(node_dir / "pods") if (node_dir / "pods").exists() else {}
-        if found:
-            return found
-        assert time.monotonic() < end, f"no pod process under {node_dir} within {timeout} s"
-        time.sleep(0.1)
+    pods = node_dir / "pods"
+    return until(
+        f"a pod process under {node_dir}",
+        lambda: processes_under(pods) if pods.exists() else {},
+        timeout=timeout,
+    )
 
 
 class Up:
@@ -179,26 +128,6 @@ class Up:
 
 
 @pytest.fixture
-def cleanup() -> Iterator[list[Path]]:
-    """State dirs whose recorded processes are stopped by pid at the end, whatever happened."""
-    dirs: list[Path] = []
-    yield dirs
-    for state_dir in dirs:
-        try:
-            state = read_state(state_dir)
-        except Exception:
-            continue
-        # The supervisor first: it would start again what is killed below.
-        if state.supervisor_alive():
-            os.kill(state.supervisor_pid, signal.SIGKILL)
-            _wait_gone({state.supervisor_pid: state.supervisor_start_time})
-            state = read_state(state_dir)
-        for c in state.components:
-            if is_same_process(c.pid, c.start_time):
-                os.kill(c.pid, signal.SIGKILL)
-
-
-@pytest.fixture
 def ups() -> Iterator[list[Up]]:
     started: list[Up] = []
     yield started
@@ -227,13 +156,13 @@ _ALL = [
 def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     tmp_path: Path, cleanup: list[Path]
 ) -> None:
-    env = _env(tmp_path)
+    env = user_env(tmp_path)
     config = _config(tmp_path / "cluster.yaml")
     state_dir = tmp_path / "state"
     cleanup.append(state_dir)
     have, skipped = _expected(_ALL)
 
-    up = _k8semu(
+    up = k8semu(
         env, "up", "-f", config, "--state-dir", state_dir, "--detach", timeout=START_TIMEOUT_S
     )
     assert up.returncode == 0, up.stdout + up.stderr
@@ -255,15 +184,15 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
         assert Path(c.log_path).is_file() and c.command[0]
 
     # The CLI config now points at the cluster: `k8semu get` needs no --server.
-    got = _k8semu(env, "get", "namespaces")
+    got = k8semu(env, "get", "namespaces")
     assert got.returncode == 0 and "kube-system" in got.stdout, got.stdout + got.stderr
 
     # status -o json: every component alive and SERVING, the store leader, the lease holders.
     deadline = time.monotonic() + 30
     while True:
-        run = _k8semu(env, "status", "--state-dir", state_dir, "-o", "json")
-        status = json.loads(run.stdout)
-        rows = {c["name"]: c for c in status["components"]}
+        run = k8semu(env, "status", "--state-dir", state_dir, "-o", "json")
+        got_status = json.loads(run.stdout)
+        rows = by_name(got_status)
         leases_held = all(
             rows[n]["role"].startswith("leader (lease ")
             for n in ("scheduler-1", "controller-manager-1")
@@ -273,14 +202,14 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
             break
         time.sleep(0.2)
     assert run.returncode == 0, run.stdout
-    assert status["storeLeader"] == "s1"
+    assert got_status["storeLeader"] == "s1"
     assert rows["store-s1"]["role"] == "leader"
     assert all(r["alive"] and r["health"] == "SERVING" for r in rows.values()), rows
     if "scheduler-1" in rows:
         assert rows["scheduler-1"]["role"] == "leader (lease kube-scheduler)", rows
     if "controller-manager-1" in rows:
         assert rows["controller-manager-1"]["role"] == "leader (lease kube-controller-manager)"
-    table = _k8semu(env, "status", "--state-dir", state_dir)
+    table = k8semu(env, "status", "--state-dir", state_dir)
     assert re.search(
         r"^store-s1\s+store\s+local\s+\d+\s+yes\s+running\s+0\s+-\s+SERVING", table.stdout, re.M
     ), table.stdout
@@ -291,7 +220,7 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
         kubelet_port, proxy_port = free_loopback_ports(2)
         join_dir = tmp_path / "join"
         cleanup.append(join_dir)
-        joined = _k8semu(
+        joined = k8semu(
             env, "join", "--server", state.api_servers[0], "--node-name", "j1",
             "--node-ip", "127.0.1.2", "--runtime", "simulated", "--kubelet-port", kubelet_port,
             "--proxy-port", proxy_port, "--state-dir", join_dir, "--detach",
@@ -299,13 +228,13 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
         )  # fmt: skip
         assert joined.returncode == 0, joined.stdout + joined.stderr
         assert re.search(r"^  node j1\s+Ready", joined.stdout, re.M), joined.stdout
-        nodes = _k8semu(env, "get", "nodes")
+        nodes = k8semu(env, "get", "nodes")
         assert re.search(r"^j1\s+Ready", nodes.stdout, re.M), nodes.stdout
         join_pids = {c.pid: c.start_time for c in read_state(join_dir).components}
         assert len(join_pids) == 2
-        left = _k8semu(env, "down", "--state-dir", join_dir)
+        left = k8semu(env, "down", "--state-dir", join_dir)
         assert left.returncode == 0, left.stdout + left.stderr
-        assert _wait_gone(join_pids, timeout=1) == []
+        assert wait_gone(join_pids, timeout=1) == []
 
     # A pod on the worker: a real process in its own session, which `down` must end too.
     pod_pids: dict[int, int] = {}
@@ -315,12 +244,12 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
             "apiVersion: v1\nkind: Pod\nmetadata: {name: echo}\n"
             "spec:\n  nodeName: w1\n  containers: [{name: echo, image: k8semu/echo}]\n"
         )
-        created = _k8semu(env, "apply", "-f", manifest)
+        created = k8semu(env, "apply", "-f", manifest)
         assert created.returncode == 0, created.stdout + created.stderr
         pod_pids = _wait_for_pod_processes(state_dir / "nodes" / "w1", timeout=60)
 
     # A second `up` of a running cluster is refused; nothing more starts.
-    again = _k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach")
+    again = k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach")
     assert again.returncode == 1
     assert f"cluster 'e2e' already runs from {state_dir.resolve()}" in again.stderr
 
@@ -328,36 +257,31 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
     # (tests/cluster/test_supervise.py covers more).
     store_pid = rows["store-s1"]["pid"]
     os.kill(store_pid, signal.SIGKILL)
-    assert _wait_gone({store_pid: pids[store_pid]}) == []
-    deadline = time.monotonic() + 30
-    while True:
-        rows = {
-            c["name"]: c
-            for c in json.loads(
-                _k8semu(env, "status", "--state-dir", state_dir, "-o", "json").stdout
-            )["components"]
-        }
-        if rows["store-s1"]["alive"] and rows["store-s1"]["restarts"] == 1:
-            break
-        assert time.monotonic() < deadline, rows["store-s1"]
-        time.sleep(0.2)
+    assert wait_gone({store_pid: pids[store_pid]}) == []
+    rows = until_status(
+        env,
+        state_dir,
+        "store-s1 started again",
+        lambda r: r["store-s1"]["alive"] and r["store-s1"]["restarts"] == 1,
+        timeout=30,
+    )
     supervisor = read_state(state_dir).supervisor_pid
     assert supervisor and rows["store-s1"]["pid"] != store_pid
     pids[rows["store-s1"]["pid"]] = read_state(state_dir).component("store-s1").start_time  # type: ignore[union-attr]
     pids[supervisor] = read_state(state_dir).supervisor_start_time
 
-    down = _k8semu(env, "down", "--state-dir", state_dir)
+    down = k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "no process of the cluster is left" in down.stdout
-    assert _wait_gone(pids, timeout=1) == []
-    assert _wait_gone(pod_pids, timeout=1) == []
-    assert _processes_under(state_dir) == {}
+    assert wait_gone(pids, timeout=1) == []
+    assert wait_gone(pod_pids, timeout=1) == []
+    assert processes_under(state_dir) == {}
     # ... and the kubelet's cgroups, empty once its pods are gone (where it made any).
     found, _ = cgroups.discover()
     if found is not None and os.geteuid() == 0:
         mine = cgroups.hierarchy_name("w1", state_dir / "nodes" / "w1")
         assert not [d for d in found.dirs(mine) if d.exists()]
-    after = json.loads(_k8semu(env, "status", "--state-dir", state_dir, "-o", "json").stdout)
+    after = status(env, state_dir)
     assert not any(c["alive"] for c in after["components"])
     assert "e2e" not in Path(env["K8SEMU_CONFIG"]).read_text()
 
@@ -366,7 +290,7 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
 def test_foreground_up_restarts_a_killed_component_and_down_stops_it(
     tmp_path: Path, ups: list[Up], cleanup: list[Path]
 ) -> None:
-    env = _env(tmp_path)
+    env = user_env(tmp_path)
     config = _config(tmp_path / "cluster.yaml", name="fg", workers=False)
     state_dir = tmp_path / "state"
     cleanup.append(state_dir)
@@ -387,53 +311,50 @@ def test_foreground_up_restarts_a_killed_component_and_down_stops_it(
     start = process_start_time(new_pid)
     assert start is not None
     seen[new_pid] = start
-    deadline = time.monotonic() + 10
-    while read_state(state_dir).component("apiserver-1").pid != new_pid:  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "state.json does not record the new pid"
-        time.sleep(0.05)
+    until_recorded(
+        state_dir, "apiserver-1", "state.json records the new pid", lambda c: c.pid == new_pid
+    )
 
     # A component that keeps crashing (its port taken) is marked failed and left down; the
     # launcher and the rest of the cluster keep running.
     cm = read_state(state_dir).component("controller-manager-1")
     assert cm is not None
-    host, _, port = cm.address.rpartition(":")
-    with socket.socket() as squatter:
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        os.kill(cm.pid, signal.SIGKILL)
-        up.wait_for(rf"controller-manager-1 \(pid {cm.pid}\) was killed by signal SIGKILL", 10)
-        squatter.bind((host, int(port)))
-        squatter.listen()
+    os.kill(cm.pid, signal.SIGKILL)
+    up.wait_for(rf"controller-manager-1 \(pid {cm.pid}\) was killed by signal SIGKILL", 10)
+    with port_taken(cm.address):
         up.wait_for(r"FAILED: controller-manager-1 .* exited with code 1", 60)
         assert up.proc.poll() is None, "\n".join(up.lines)
-        deadline = time.monotonic() + 10
-        while (failed := read_state(state_dir).component("controller-manager-1")).state != "failed":  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "state.json does not record the failure"
-            time.sleep(0.05)
-        assert failed is not None and failed.last_exit_code == 1 and failed.pid == 0
+        failed = until_recorded(
+            state_dir,
+            "controller-manager-1",
+            "state.json records the failure",
+            lambda c: c.state == "failed",
+        )
+        assert failed.last_exit_code == 1 and failed.pid == 0
         state = read_state(state_dir)
         assert all(c.alive() for c in state.components if c.name != "controller-manager-1")
         seen |= {c.pid: c.start_time for c in state.components if c.pid}
 
     # `down` asks the foreground launcher to stop; it stops everything and exits 0.
-    down = _k8semu(env, "down", "--state-dir", state_dir)
+    down = k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr
     assert f"stopping the foreground `k8semu up` (pid {up.proc.pid})" in down.stdout
     assert up.finish(STOP_TIMEOUT_S) == 0, "\n".join(up.lines)
     assert any(line.startswith("SIGTERM: stopping") for line in up.lines)
-    assert _wait_gone(seen, timeout=1) == []
+    assert wait_gone(seen, timeout=1) == []
 
 
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("kind: ClusterConfig\nversion: v1alpha1\nnodes: [{name: n1, runtime: vm}]\n")
-    run = _k8semu(_env(tmp_path), "up", "-f", config, "--state-dir", tmp_path / "state")
+    run = k8semu(user_env(tmp_path), "up", "-f", config, "--state-dir", tmp_path / "state")
     assert run.returncode == 2
     assert "bad.yaml: nodes[0].runtime: must be one of process, simulated, got 'vm'" in run.stderr
     assert not (tmp_path / "state").exists()
 
 
 def test_unknown_host_exits_2(tmp_path: Path) -> None:
-    run = _k8semu(_env(tmp_path), "up", "--host", "nowhere", "--state-dir", tmp_path / "s")
+    run = k8semu(user_env(tmp_path), "up", "--host", "nowhere", "--state-dir", tmp_path / "s")
     assert run.returncode == 2
     assert "--host: 'nowhere' is not a host of this config (local)" in run.stderr
 
@@ -445,7 +366,7 @@ def test_address_in_use_exits_1_naming_the_field_and_starts_nothing(tmp_path: Pa
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        run = _k8semu(_env(tmp_path), "up", "-f", config, "--state-dir", tmp_path / "state")
+        run = k8semu(user_env(tmp_path), "up", "-f", config, "--state-dir", tmp_path / "state")
     assert run.returncode == 1
     assert f"apiServer.instances[0].port: 127.0.0.1:{port} is already in use" in run.stderr
     assert not (tmp_path / "state" / "state.json").exists()  # nothing was started
@@ -459,7 +380,7 @@ def test_component_that_exits_at_start_fails_the_launch_with_its_log(
     cleanup.append(state_dir)
     (state_dir / "store").mkdir(parents=True)
     (state_dir / "store" / "s1").write_text("not a directory")  # s1 cannot open its data dir
-    run = _k8semu(_env(tmp_path), "up", "-f", config, "--state-dir", state_dir, "--detach")
+    run = k8semu(user_env(tmp_path), "up", "-f", config, "--state-dir", state_dir, "--detach")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "store-s1 (pid" in run.stderr and "while starting" in run.stderr
     assert "k8semu store:" in run.stderr  # the replica's own complaint, from its log
@@ -469,9 +390,9 @@ def test_component_that_exits_at_start_fails_the_launch_with_its_log(
 
 
 def test_down_and_status_without_a_cluster_exit_2(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = user_env(tmp_path)
     for verb in ("down", "status"):
-        run = _k8semu(env, verb, "--state-dir", tmp_path / "none")
+        run = k8semu(env, verb, "--state-dir", tmp_path / "none")
         assert run.returncode == 2
         assert f"no cluster in {tmp_path / 'none'}" in run.stderr
 
@@ -487,7 +408,7 @@ def test_down_and_status_without_a_cluster_exit_2(tmp_path: Path) -> None:
 )
 def test_join_refuses_bad_flags_naming_them(tmp_path: Path, flags: list[str], message: str) -> None:
     args = ["--server", "127.0.0.1:1", *flags, "--state-dir", str(tmp_path / "state")]
-    run = _k8semu(_env(tmp_path), "join", *args)
+    run = k8semu(user_env(tmp_path), "join", *args)
     assert run.returncode == 2
     assert message in run.stderr
     assert not (tmp_path / "state").exists()

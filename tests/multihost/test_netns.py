@@ -33,53 +33,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cluster import user_env
+
 IP = shutil.which("ip")
 INSIDE = Path(__file__).with_name("_inside.py")
 START_TIMEOUT_S = 60.0
 POD_TIMEOUT_S = 40.0
 HOSTS = ("cp", "w1", "w2")
 
-MANIFEST = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: echo, labels: {app: echo}}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: echo}}
-  template:
-    metadata: {labels: {app: echo}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-            - labelSelector: {matchLabels: {app: echo}}
-              topologyKey: kubernetes.io/hostname
-      containers:
-        - name: echo
-          image: k8semu/echo
-          ports: [{containerPort: 8080}]
-          readinessProbe:
-            httpGet: {path: /readyz, port: 8080}
-            periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo}
-spec:
-  selector: {app: echo}
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: udp, labels: {app: udp}}
-spec:
-  nodeName: w2
-  containers:
-    - name: netexec
-      image: registry.k8s.io/e2e-test-images/agnhost:2.39
-      args: [netexec, --http-port=8080, --udp-port=8081]
-      ports: [{containerPort: 8081, protocol: UDP}]
-"""
+MANIFEST = Path(__file__).with_name("spread.yaml")
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux's"),
@@ -214,14 +176,6 @@ def _config(hosts: Hosts, path: Path) -> Path:
     return path
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["HOME"] = str(tmp_path / "home")
-    env["K8SEMU_CONFIG"] = str(tmp_path / "home" / "k8semu-config")
-    env.pop("XDG_STATE_HOME", None)
-    return env
-
-
 def _inside(hosts: Hosts, host: str, env: dict[str, str], *args: str, timeout: float) -> str:
     run = subprocess.run(
         hosts.exec(host, sys.executable, str(INSIDE), *args),
@@ -257,7 +211,7 @@ def _get_until(
 
 
 def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = user_env(tmp_path)
     config = _config(hosts, tmp_path / "cluster.yaml")
     state = {h: tmp_path / f"state-{h}" for h in HOSTS}
     started: list[str] = []
@@ -280,8 +234,6 @@ def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> Non
             if host != "cp":
                 assert f"node {host}" in out and "Ready" in out, out
 
-        manifest = tmp_path / "echo.yaml"
-        manifest.write_text(MANIFEST)
         server = f"{hosts.address('cp')}:6443"
         deployed = json.loads(
             _inside(
@@ -290,7 +242,7 @@ def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> Non
                 env,
                 "deploy",
                 server,
-                str(manifest),
+                str(MANIFEST),
                 str(POD_TIMEOUT_S),
                 timeout=POD_TIMEOUT_S + 30,
             )

@@ -36,6 +36,35 @@ class _Client(asyncio.DatagramProtocol):
         self.got.put_nowait(data)
 
 
+async def _udp_service(
+    config: DataPathConfig, tunnel_port: int, listen_ip: str, endpoints: tuple[Endpoint, ...]
+) -> Proxier:
+    """A started proxier serving a UDP Service on ``listen_ip:53`` whose ``endpoints`` are
+    all on another host: it reaches every one through the tunnel at 127.0.0.1:``tunnel_port``."""
+
+    def via_tunnel(ep: Endpoint) -> tuple[str, int, bytes]:
+        return "127.0.0.1", tunnel_port, f"CONNECT {ep.ip}:{ep.port}\n".encode()
+
+    proxier = Proxier(config=config, dialer=via_tunnel, sweep_interval=0.1)
+    await proxier.start()
+    rule = PortRule(
+        key=KEY,
+        listen=(ListenAddress("UDP", listen_ip, 53, True),),
+        endpoints=endpoints,
+        affinity_timeout=None,
+    )
+    await proxier.apply({KEY: rule})
+    return proxier
+
+
+async def _client() -> tuple[asyncio.DatagramTransport, _Client]:
+    """A UDP client socket on 127.0.0.1 that queues what it receives."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_datagram_endpoint(
+        _Client, local_addr=("127.0.0.1", 0), family=socket.AF_INET
+    )
+
+
 @pytest.fixture
 async def tunnel() -> AsyncIterator[TunnelServer]:
     (port,) = free_loopback_ports(1)
@@ -70,24 +99,14 @@ async def test_udp_datagrams_cross_the_tunnel_and_a_dead_endpoint_is_left(
     loop = asyncio.get_running_loop()
     echo, _ = await loop.create_datagram_endpoint(_Echo, local_addr=(pod_ip, port))
 
-    def via_tunnel(ep: Endpoint) -> tuple[str, int, bytes]:
-        return "127.0.0.1", tunnel.port, f"CONNECT {ep.ip}:{ep.port}\n".encode()
-
-    proxier = Proxier(
-        config=DataPathConfig(udp_idle_timeout=0.5), dialer=via_tunnel, sweep_interval=0.1
+    proxier = await _udp_service(
+        DataPathConfig(udp_idle_timeout=0.5),
+        tunnel.port,
+        listen_ip,
+        (Endpoint(dead_ip, port), Endpoint(pod_ip, port)),
     )
-    await proxier.start()
-    rule = PortRule(
-        key=KEY,
-        listen=(ListenAddress("UDP", listen_ip, 53, True),),
-        endpoints=(Endpoint(dead_ip, port), Endpoint(pod_ip, port)),
-        affinity_timeout=None,
-    )
-    await proxier.apply({KEY: rule})
     assert not proxier.bind_errors
-    client, proto = await loop.create_datagram_endpoint(
-        _Client, local_addr=("127.0.0.1", 0), family=socket.AF_INET
-    )
+    client, proto = await _client()
     try:
         # The first session may go to the dead endpoint: the far side's ICMP error closes its
         # tunnel, the session ends, the next datagram opens one to the live endpoint.
@@ -120,7 +139,6 @@ async def test_udp_datagrams_cross_the_tunnel_and_a_dead_endpoint_is_left(
 async def test_a_udp_session_to_a_silent_tunnel_ends() -> None:
     """A tunnel that accepts but never answers: the session fails after the connect timeout
     (counted as an error) instead of holding the client's datagrams for as long as it sends."""
-    loop = asyncio.get_running_loop()
     accepted: list[asyncio.StreamWriter] = []
 
     async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -132,23 +150,13 @@ async def test_a_udp_session_to_a_silent_tunnel_ends() -> None:
     rng = random.Random()
     listen_ip = f"127.96.{rng.randrange(240, 250)}.{rng.randrange(1, 254)}"
 
-    def via_silent(ep: Endpoint) -> tuple[str, int, bytes]:
-        return "127.0.0.1", silent_port, f"CONNECT {ep.ip}:{ep.port}\n".encode()
-
-    proxier = Proxier(
-        config=DataPathConfig(connect_timeout=0.3), dialer=via_silent, sweep_interval=0.1
+    proxier = await _udp_service(
+        DataPathConfig(connect_timeout=0.3),
+        silent_port,
+        listen_ip,
+        (Endpoint("127.244.250.1", 5353),),
     )
-    await proxier.start()
-    rule = PortRule(
-        key=KEY,
-        listen=(ListenAddress("UDP", listen_ip, 53, True),),
-        endpoints=(Endpoint("127.244.250.1", 5353),),
-        affinity_timeout=None,
-    )
-    await proxier.apply({KEY: rule})
-    client, _ = await loop.create_datagram_endpoint(
-        _Client, local_addr=("127.0.0.1", 0), family=socket.AF_INET
-    )
+    client, _ = await _client()
     try:
         client.sendto(b"hello?", (listen_ip, 53))
         async with asyncio.timeout(10):

@@ -43,6 +43,7 @@ from typing import Self
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from k8semu.cluster.processes import ProcessCluster
+from k8semu.cluster.spawn import SCRUBBED_ENV
 from k8semu.pb.etcd import rpc_pb2
 
 __all__ = [
@@ -65,8 +66,6 @@ DEFAULT_STEP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 2.0
 # Longer stdin is shown in a transcript by its size only.
 MAX_SHOWN_STDIN = 4096
-
-_SCRUBBED_ENV = ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy", "no_proxy")
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ def _environment() -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k.lower() not in _SCRUBBED_ENV and not k.startswith("ETCDCTL")
+        if k.lower() not in SCRUBBED_ENV and not k.startswith("ETCDCTL")
     }
     env["ETCDCTL_API"] = "3"
     return env
