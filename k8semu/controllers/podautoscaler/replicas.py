@@ -12,8 +12,8 @@ with these refinements (Kubernetes' "Algorithm details"):
   readiness delay (30 s) after its start counts as not ready;
 - the ratio is first computed from the ready pods with metrics; then, if pods lack metrics or
   some are not ready while scaling up, it is recomputed assuming pods without metrics use 0% on
-  a scale-up and 100% of the target (for a Resource: of the request, or the target if larger)
-  on a scale-down, and not-ready pods 0%; a recomputation that flips the direction, or lands
+  a scale-up and 100% (of the request for a Resource, of the target for other metrics) on a
+  scale-down, and not-ready pods 0%; a recomputation that flips the direction, or lands
   within the tolerance, or points the other way than the first ratio, changes nothing.
 
 Usages and targets are integer thousandths (milli-units), as Kubernetes compares MilliValues;
@@ -134,11 +134,10 @@ class ReplicaCalculator:
             return Proposal(math.ceil(ratio * groups.ready), raw, utilization)
         if groups.missing:
             if ratio < 1.0:
-                # A scale-down assumes the silent pods use all they asked for (or the target,
-                # if higher): they may be busy, so do not remove too much on a guess.
-                fallback = max(100, target_utilization)
+                # A scale-down assumes the silent pods use all they asked for: they may be
+                # busy, so do not remove too much on a guess.
                 for name in groups.missing:
-                    samples[name] = PodMetric(requests[name] * fallback // 100)
+                    samples[name] = PodMetric(requests[name])
             elif ratio > 1.0:
                 for name in groups.missing:
                     samples[name] = PodMetric(0)
