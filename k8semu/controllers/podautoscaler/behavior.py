@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from k8semu.api import autoscaling as api
 from k8semu.pb.api.v1 import autoscaling_pb2 as pb
@@ -67,8 +68,7 @@ _DOWN_LIMIT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Normalized:
+class Normalized(NamedTuple):
     """The count to set, and the AbleToScale / ScalingLimited conditions that explain it."""
 
     replicas: int
@@ -210,35 +210,27 @@ def _period_start(memory: _Memory, current: int, period: int, now: float) -> int
     )
 
 
-def scale_up_limit(memory: _Memory, current: int, rules: pb.HPAScalingRules, now: float) -> int:
-    if rules.select_policy == api.SELECT_DISABLED:
+def policy_limit(
+    memory: _Memory, current: int, rules: pb.HPAScalingRules, now: float, *, up: bool
+) -> int:
+    """The farthest the policies let the count go from `current` in one direction (up: a
+    ceiling, down: a floor). Max picks the policy allowing the biggest change, Min the
+    smallest, Disabled none."""
+    if rules.select_policy == api.SELECT_DISABLED or not rules.policies:
         return current
+    sign = 1 if up else -1
     proposals = []
     for policy in rules.policies:
         start = _period_start(memory, current, policy.period_seconds, now)
         if policy.type == api.POLICY_PODS:
-            proposals.append(start + policy.value)
-        else:
+            proposals.append(start + sign * policy.value)
+        elif up:  # Percent: round up when growing, down when shrinking
             proposals.append(math.ceil(start * (1 + policy.value / 100)))
-    if not proposals:
-        return current
-    return min(proposals) if rules.select_policy == api.SELECT_MIN else max(proposals)
-
-
-def scale_down_limit(memory: _Memory, current: int, rules: pb.HPAScalingRules, now: float) -> int:
-    if rules.select_policy == api.SELECT_DISABLED:
-        return current
-    proposals = []
-    for policy in rules.policies:
-        start = _period_start(memory, current, policy.period_seconds, now)
-        if policy.type == api.POLICY_PODS:
-            proposals.append(start - policy.value)
         else:
             proposals.append(int(start * (1 - policy.value / 100)))
-    if not proposals:
-        return current
-    # The smallest change is the highest floor.
-    return max(proposals) if rules.select_policy == api.SELECT_MIN else min(proposals)
+    biggest_change = max(proposals) if up else min(proposals)
+    smallest_change = min(proposals) if up else max(proposals)
+    return smallest_change if rules.select_policy == api.SELECT_MIN else biggest_change
 
 
 def _clamp_with_policies(
@@ -250,7 +242,7 @@ def _clamp_with_policies(
 ) -> tuple[int, tuple[str, str]]:
     current = bounds.current
     if desired > current:
-        limit = max(scale_up_limit(memory, current, behavior.scale_up, now), current)
+        limit = max(policy_limit(memory, current, behavior.scale_up, now, up=True), current)
         if bounds.maximum > limit:
             maximum, why = limit, _UP_LIMIT
         else:
@@ -258,7 +250,7 @@ def _clamp_with_policies(
         if desired > maximum:
             return maximum, why
     elif desired < current:
-        limit = min(scale_down_limit(memory, current, behavior.scale_down, now), current)
+        limit = min(policy_limit(memory, current, behavior.scale_down, now, up=False), current)
         if bounds.minimum < limit:
             minimum, why = limit, _DOWN_LIMIT
         else:

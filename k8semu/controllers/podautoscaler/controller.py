@@ -20,6 +20,7 @@ Owns the HPA's status and the target's replica count; never writes anything else
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,13 +139,13 @@ class HorizontalPodAutoscalerController:
 
     async def reconcile(self, key: str) -> None:
         hpa = self.hpa_informer.cache.get(key)
-        if hpa is None:
+        if hpa is None:  # deleted: nothing to evaluate, and nothing to come back for
             self.history.forget(key)
-            return
-        try:
-            await self._reconcile(hpa)
-        finally:
-            self.queue.add_after(key, self.sync_period)
+        else:
+            try:
+                await self._reconcile(hpa)
+            finally:
+                self.queue.add_after(key, self.sync_period)
 
     async def _reconcile(self, stored: autoscaling_pb2.HorizontalPodAutoscaler) -> None:
         # Evaluated with Kubernetes' defaults applied (minReplicas 1, CPU at 80%, the unset
@@ -381,18 +382,14 @@ class HorizontalPodAutoscalerController:
     async def _write_status(
         self, hpa: autoscaling_pb2.HorizontalPodAutoscaler, status: st.Status
     ) -> None:
-        new_status = status.result()
-        if new_status == hpa.status:
+        if status.result() == hpa.status:
             return
         new = _pods.copy_of(hpa)
-        new.status.CopyFrom(new_status)
-        try:
+        new.status.CopyFrom(status.result())
+        # Conflict: the spec changed meanwhile, and its update event brings the HPA back at
+        # once; NotFound: it is gone. Either way this pass's status is moot.
+        with contextlib.suppress(Conflict, NotFound):
             await self.client.update_status(new)
-        except Conflict:
-            # The spec changed meanwhile: its update event brings the HPA back at once.
-            return
-        except NotFound:
-            return
 
 
 def _replicas(target: ScaleTarget) -> int:

@@ -25,11 +25,12 @@ becomes the HPA's condition message).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from k8semu.api.errors import QuantityError
 from k8semu.api.quantity import milli_value
+from k8semu.controllers._pods import is_pod_ready, ready_condition
 from k8semu.pb.api.v1 import core_pb2
 
 CPU = "cpu"
@@ -78,17 +79,9 @@ def _ts(ts: object) -> float | None:
     return float(seconds) + float(nanos) / 1e9
 
 
-def _ready_condition(pod: core_pb2.Pod) -> core_pb2.PodCondition | None:
-    for cond in pod.status.conditions:
-        if cond.type == "Ready":
-            return cond
-    return None
-
-
 def is_ready_and_running(pod: core_pb2.Pod) -> bool:
     """Running with a Ready condition that is True (what Object/External metrics count)."""
-    cond = _ready_condition(pod)
-    return pod.status.phase == "Running" and cond is not None and cond.status == "True"
+    return pod.status.phase == "Running" and is_pod_ready(pod)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,36 +109,16 @@ class ReplicaCalculator:
     ) -> Proposal:
         """A Resource (or ContainerResource) metric with a Utilization target: the pods'
         usage as a percentage of their requests against `target_utilization`."""
-        if not pods:
-            raise MetricError("no pods returned by selector while calculating replica count")
-        samples = dict(metrics)
-        groups = self._group(pods, samples, resource, now)
-        for name in groups.ignored | groups.unready:
-            samples.pop(name, None)
-        if not samples:
-            raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
+        samples, groups = self._usable_samples(pods, metrics, resource, now)
         requests = pod_requests(pods, resource, container)
-        ratio, utilization, raw = _utilization_ratio(samples, requests, target_utilization)
-        first = Proposal(current, raw, utilization)
-        scale_up_with_unready = bool(groups.unready) and ratio > 1.0
-        if not scale_up_with_unready and not groups.missing:
-            if self._within_tolerance(ratio):
-                return first
-            return Proposal(math.ceil(ratio * groups.ready), raw, utilization)
-        if groups.missing:
-            if ratio < 1.0:
-                # A scale-down assumes the silent pods use all they asked for: they may be
-                # busy, so do not remove too much on a guess.
-                for name in groups.missing:
-                    samples[name] = PodMetric(requests[name])
-            elif ratio > 1.0:
-                for name in groups.missing:
-                    samples[name] = PodMetric(0)
-        if scale_up_with_unready:
-            for name in groups.unready:
-                samples[name] = PodMetric(0)
-        new_ratio, _, _ = _utilization_ratio(samples, requests, target_utilization)
-        return self._conservative(first, ratio, new_ratio, len(samples))
+
+        def measure(values: Mapping[str, PodMetric]) -> tuple[Proposal, float]:
+            ratio, utilization, raw = _utilization_ratio(values, requests, target_utilization)
+            return Proposal(current, raw, utilization), ratio
+
+        # A scale-down assumes the silent pods use all they asked for: they may be busy, so
+        # do not remove too much on a guess.
+        return self._propose(current, samples, groups, measure, requests.__getitem__)
 
     def plain(
         self,
@@ -159,29 +132,39 @@ class ReplicaCalculator:
     ) -> Proposal:
         """An average per pod against `target` (milli-units): a Pods metric, or a Resource
         metric with an AverageValue target (then `resource` names it, for the CPU rules)."""
-        if not pods:
-            raise MetricError("no pods returned by selector while calculating replica count")
-        samples = dict(metrics)
-        groups = self._group(pods, samples, resource, now)
-        for name in groups.ignored | groups.unready:
-            samples.pop(name, None)
-        if not samples:
-            raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
-        ratio, usage = _usage_ratio(samples, target)
-        first = Proposal(current, usage)
+        samples, groups = self._usable_samples(pods, metrics, resource, now)
+
+        def measure(values: Mapping[str, PodMetric]) -> tuple[Proposal, float]:
+            ratio, usage = _usage_ratio(values, target)
+            return Proposal(current, usage), ratio
+
+        return self._propose(current, samples, groups, measure, lambda _name: target)
+
+    def _propose(
+        self,
+        current: int,
+        samples: dict[str, PodMetric],
+        groups: _Groups,
+        measure: Callable[[Mapping[str, PodMetric]], tuple[Proposal, float]],
+        assumed_busy: Callable[[str], int],
+    ) -> Proposal:
+        """The rule both per-pod forms share: the ratio over the ready pods with samples;
+        then, when pods lack samples or some are not ready while scaling up, the ratio again
+        with those filled in (missing: `assumed_busy(pod)` on a scale-down, 0 on a scale-up;
+        not ready: 0), kept only if it still points the same way."""
+        first, ratio = measure(samples)
         scale_up_with_unready = bool(groups.unready) and ratio > 1.0
         if not scale_up_with_unready and not groups.missing:
             if self._within_tolerance(ratio):
                 return first
-            return Proposal(math.ceil(ratio * groups.ready), usage)
-        if groups.missing:
-            fill = target if ratio < 1.0 else 0
+            return Proposal(math.ceil(ratio * groups.ready), first.usage, first.utilization)
+        if ratio != 1.0:
             for name in groups.missing:
-                samples[name] = PodMetric(fill)
+                samples[name] = PodMetric(assumed_busy(name) if ratio < 1.0 else 0)
         if scale_up_with_unready:
             for name in groups.unready:
                 samples[name] = PodMetric(0)
-        new_ratio, _ = _usage_ratio(samples, target)
+        _, new_ratio = measure(samples)
         return self._conservative(first, ratio, new_ratio, len(samples))
 
     # ---- Object and External metrics: one value for the whole target -----------------------
@@ -236,6 +219,23 @@ class ReplicaCalculator:
             return first
         return Proposal(replicas, first.usage, first.utilization)
 
+    def _usable_samples(
+        self,
+        pods: Sequence[core_pb2.Pod],
+        metrics: Mapping[str, PodMetric],
+        resource: str,
+        now: float,
+    ) -> tuple[dict[str, PodMetric], _Groups]:
+        """The samples of the ready pods (a copy to fill in), and how the pods were sorted."""
+        if not pods:
+            raise MetricError("no pods returned by selector while calculating replica count")
+        groups = self._group(pods, metrics, resource, now)
+        left_out = groups.ignored | groups.unready
+        samples = {name: m for name, m in metrics.items() if name not in left_out}
+        if not samples:
+            raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
+        return samples, groups
+
     def _group(
         self,
         pods: Sequence[core_pb2.Pod],
@@ -272,7 +272,7 @@ class ReplicaCalculator:
     def _cpu_unready(self, pod: core_pb2.Pod, sample: PodMetric, now: float) -> bool:
         """Whether a pod's CPU sample should not count yet: start-up burns CPU that says
         nothing about load."""
-        cond = _ready_condition(pod)
+        cond = ready_condition(pod)
         started = _ts(pod.status.start_time)
         if cond is None or started is None:
             return True

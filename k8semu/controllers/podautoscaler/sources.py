@@ -47,6 +47,17 @@ class Outcome:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """What every metric of one HPA pass is asked about."""
+
+    namespace: str
+    current: int
+    selector: LabelSelector
+    pods: Sequence[core_pb2.Pod]
+    now: float
+
+
 class MetricReader:
     def __init__(self, source: MetricsSource, calculator: ReplicaCalculator) -> None:
         self.source = source
@@ -60,13 +71,14 @@ class MetricReader:
         pods: Sequence[core_pb2.Pod],
         now: float,
     ) -> Outcome:
+        query = _Query(hpa.metadata.namespace, current, selector, pods, now)
         outcome = Outcome()
         best = 0
         invalid = 0
         first_failure: tuple[str, str] | None = None
         for spec in hpa.spec.metrics:
             try:
-                proposal, name, status = await self._one(hpa, spec, current, selector, pods, now)
+                proposal, name, status = await self._one(query, spec)
             except (MetricError, QuantityError) as exc:
                 reason = FAILED_REASON.get(spec.type, "InvalidMetricSourceType")
                 outcome.statuses.append(pb.MetricStatus())
@@ -95,23 +107,14 @@ class MetricReader:
         )
         return outcome
 
-    async def _one(
-        self,
-        hpa: pb.HorizontalPodAutoscaler,
-        spec: pb.MetricSpec,
-        current: int,
-        selector: LabelSelector,
-        pods: Sequence[core_pb2.Pod],
-        now: float,
-    ) -> tuple[int, str, pb.MetricStatus]:
+    async def _one(self, q: _Query, spec: pb.MetricSpec) -> tuple[int, str, pb.MetricStatus]:
         """(replicas, the metric's name in messages, its status) for one metric spec."""
         if spec.type in (api.RESOURCE, api.CONTAINER_RESOURCE):
-            return await self._resource(hpa, spec, current, selector, pods, now)
-        namespace = hpa.metadata.namespace
+            return await self._resource(q, spec)
         if spec.type == api.PODS:
-            samples = await self.source.pod_metric(namespace, selector, spec.pods.metric)
+            samples = await self.source.pod_metric(q.namespace, q.selector, spec.pods.metric)
             target = api.target_milli(spec.pods.target)
-            proposal = self.calculator.plain(current, target, samples, pods, now)
+            proposal = self.calculator.plain(q.current, target, samples, q.pods, q.now)
             status = pb.MetricStatus(
                 type=api.PODS,
                 pods=pb.PodsMetricStatus(
@@ -122,9 +125,9 @@ class MetricReader:
             return proposal.replicas, f"pods metric {spec.pods.metric.name}", status
         if spec.type == api.OBJECT:
             usage = await self.source.object_metric(
-                namespace, spec.object.described_object, spec.object.metric
+                q.namespace, spec.object.described_object, spec.object.metric
             )
-            proposal, current_value = self._whole(current, spec.object.target, usage, pods)
+            proposal, current_value = self._whole(q, spec.object.target, usage)
             status = pb.MetricStatus(
                 type=api.OBJECT,
                 object=pb.ObjectMetricStatus(
@@ -136,8 +139,8 @@ class MetricReader:
             ref = spec.object.described_object
             return proposal.replicas, f"{ref.kind} metric {spec.object.metric.name}", status
         if spec.type == api.EXTERNAL:
-            values = await self.source.external_metric(namespace, spec.external.metric)
-            proposal, current_value = self._whole(current, spec.external.target, sum(values), pods)
+            values = await self.source.external_metric(q.namespace, spec.external.metric)
+            proposal, current_value = self._whole(q, spec.external.target, sum(values))
             status = pb.MetricStatus(
                 type=api.EXTERNAL,
                 external=pb.ExternalMetricStatus(
@@ -147,32 +150,22 @@ class MetricReader:
             return proposal.replicas, f"external metric {spec.external.metric.name}", status
         raise MetricError(f"unknown metric source type {spec.type!r}")
 
-    async def _resource(
-        self,
-        hpa: pb.HorizontalPodAutoscaler,
-        spec: pb.MetricSpec,
-        current: int,
-        selector: LabelSelector,
-        pods: Sequence[core_pb2.Pod],
-        now: float,
-    ) -> tuple[int, str, pb.MetricStatus]:
+    async def _resource(self, q: _Query, spec: pb.MetricSpec) -> tuple[int, str, pb.MetricStatus]:
         container_source = spec.type == api.CONTAINER_RESOURCE
         source = spec.container_resource if container_source else spec.resource
         container = spec.container_resource.container if container_source else ""
-        samples = await self.source.pod_resources(
-            hpa.metadata.namespace, selector, source.name, container
-        )
+        samples = await self.source.pod_resources(q.namespace, q.selector, source.name, container)
         word = "container resource" if container_source else "resource"
         current_value = pb.MetricValueStatus()
         proposal: Proposal
         if source.target.type == api.UTILIZATION:
             proposal = self.calculator.resource_utilization(
-                current,
+                q.current,
                 source.target.average_utilization,
                 source.name,
                 samples,
-                pods,
-                now,
+                q.pods,
+                q.now,
                 container=container,
             )
             current_value.average_utilization = proposal.utilization or 0
@@ -180,7 +173,7 @@ class MetricReader:
         else:
             target = api.target_milli(source.target)
             proposal = self.calculator.plain(
-                current, target, samples, pods, now, resource=source.name
+                q.current, target, samples, q.pods, q.now, resource=source.name
             )
             name = f"{source.name} {word}"
         current_value.average_value = milli_text(proposal.usage)
@@ -199,12 +192,12 @@ class MetricReader:
         return proposal.replicas, name, status
 
     def _whole(
-        self, current: int, target: pb.MetricTarget, usage: int, pods: Sequence[core_pb2.Pod]
+        self, q: _Query, target: pb.MetricTarget, usage: int
     ) -> tuple[Proposal, pb.MetricValueStatus]:
         """An Object or External metric: one value for the whole target."""
         goal = api.target_milli(target)
         if target.type == api.AVERAGE_VALUE:
-            proposal = self.calculator.average_value(current, goal, usage)
+            proposal = self.calculator.average_value(q.current, goal, usage)
             return proposal, pb.MetricValueStatus(average_value=milli_text(proposal.usage))
-        proposal = self.calculator.object_value(current, goal, usage, pods)
+        proposal = self.calculator.object_value(q.current, goal, usage, q.pods)
         return proposal, pb.MetricValueStatus(value=milli_text(proposal.usage))
