@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from k8semu.images import _common
-from k8semu.images._http import HTTPServer, Request, Response
+from k8semu.images._http import HTTPServer, Request, Response, serve_until_stopped
 
 DEFAULT_PORT = 80
 DEFAULT_ITERATIONS = 1_000_000
@@ -59,6 +58,10 @@ class HPAExampleApp:
         self.served += 1
         return Response(200, b"OK!")
 
+    def summary(self) -> str:
+        mean = self.busy_seconds / self.served * 1000 if self.served else 0.0
+        return f"hpa-example: stopped after {self.served} requests, {mean:.1f} ms CPU each"
+
 
 def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> HPAExampleConfig:
     parser = argparse.ArgumentParser(prog="hpa-example", description=__doc__)
@@ -75,31 +78,16 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> HPAExampleConfig:
 
 
 async def serve(config: HPAExampleConfig) -> int:
-    log = _common.Log(quiet=config.quiet)
     app = HPAExampleApp(config)
-    server = HTTPServer(app, log, name="k8semu-hpa-example")
-    stop = _common.stop_event()
-    try:
-        host, port = await server.start(config.host, config.port)
-    except OSError as exc:
-        log.info(f"hpa-example: cannot listen on {config.host}:{config.port}: {exc}")
-        return 1
-    log.info(f"hpa-example: listening on {host}:{port}, {config.iterations} iterations a request")
-    await stop.wait()
-    await server.stop()
-    mean = app.busy_seconds / app.served * 1000 if app.served else 0.0
-    log.info(f"hpa-example: stopped after {app.served} requests, {mean:.1f} ms CPU each")
-    return 0
+    server = HTTPServer(app, _common.Log(quiet=config.quiet), name="k8semu-hpa-example")
+    detail = f", {config.iterations} iterations a request"
+    return await serve_until_stopped(
+        server, config.host, config.port, prog="hpa-example", detail=detail, farewell=app.summary
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    env = _common.env()
-    args = sys.argv[1:] if argv is None else argv
-
-    async def go() -> int:
-        return await serve(parse_args(args, env))
-
-    return _common.run(go)
+    return _common.main(argv, lambda args, env: serve(parse_args(args, env)))
 
 
 if __name__ == "__main__":

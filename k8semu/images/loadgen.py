@@ -22,7 +22,6 @@ import contextlib
 import ipaddress
 import json
 import socket
-import sys
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -472,13 +471,7 @@ async def run(config: LoadConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    env = _common.env()
-    args = sys.argv[1:] if argv is None else argv
-
-    async def go() -> int:
-        return await run(parse_args(args, env))
-
-    return _common.run(go)
+    return _common.main(argv, lambda args, env: run(parse_args(args, env)))
 
 
 if __name__ == "__main__":
