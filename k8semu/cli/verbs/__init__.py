@@ -129,6 +129,14 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="the port the container exposes")
     p.add_argument("-l", "--labels", default="", help="KEY=VALUE,... (default run=NAME)")
     p.add_argument("--command", action="store_true", help="the args after -- are the command")
+    p.add_argument("-i", "--stdin", action="store_true",
+                   help="stay attached: show the output (stdin is not forwarded)")  # fmt: skip
+    p.add_argument("-t", "--tty", action="store_true", help="as -i")
+    p.add_argument("--attach", action="store_true", help="as -i")
+    p.add_argument("--rm", action="store_true", help="delete the pod when the output ends")
+    p.add_argument("--overrides", default="", help="a JSON merge patch over the generated Pod")
+    p.add_argument("--pod-running-timeout", type=durations.seconds_flag, default=60.0,
+                   help="how long to wait for the pod to start with -i (1m)")  # fmt: skip
 
 
 def _autoscale(p: argparse.ArgumentParser) -> None:

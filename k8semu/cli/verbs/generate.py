@@ -2,17 +2,35 @@
 and `autoscale` (an autoscaling/v2 HorizontalPodAutoscaler for a Deployment or ReplicaSet).
 
 Flags are checked before anything is sent; the object is then created in one request.
+`run -i`/`-t` then shows the container's output until it ends or the user interrupts (there
+is no attach to a process's stdin here: the output is followed through the kubelet's log
+stream), and `--rm` deletes the pod afterwards, as the walkthrough's load generator expects.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from typing import cast
 
-from k8semu.api import names
+import grpc
+
+from k8semu import transport
+from k8semu.api import manifest, names
+from k8semu.api.errors import ManifestError
+from k8semu.cli import logs
 from k8semu.cli._kubeconfig import Target
 from k8semu.cli._resources import UsageError
-from k8semu.cli.verbs._shared import client_for, named_objects, namespace_for, out
+from k8semu.cli.verbs._shared import client_for, merge_patch, named_objects, namespace_for, out
+from k8semu.client import Client, NotFound
 from k8semu.pb.api.v1 import autoscaling_pb2, core_pb2, meta_pb2
+from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
+
+STARTED_PHASES = ("Running", "Succeeded", "Failed")
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 SCALABLE = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1"}
@@ -63,7 +81,7 @@ def run_pod(ns: argparse.Namespace, namespace: str) -> core_pb2.Pod:
         container.command.extend(ns.args)
     else:
         container.args.extend(ns.args)
-    return core_pb2.Pod(
+    pod = core_pb2.Pod(
         api_version="v1",
         kind="Pod",
         metadata=meta_pb2.ObjectMeta(
@@ -71,13 +89,79 @@ def run_pod(ns: argparse.Namespace, namespace: str) -> core_pb2.Pod:
         ),
         spec=core_pb2.PodSpec(containers=[container], restart_policy=ns.restart),
     )
+    return _overridden(pod, ns.overrides) if ns.overrides else pod
+
+
+def _overridden(pod: core_pb2.Pod, text: str) -> core_pb2.Pod:
+    """`--overrides`: a JSON merge patch over the generated Pod (kubectl merges strategically;
+    for the fields people override, nodeName, labels, resources, the result is the same)."""
+    try:
+        patch = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--overrides: not JSON: {exc}") from None
+    if not isinstance(patch, dict):
+        raise UsageError("--overrides: want a JSON object")
+    try:
+        merged = manifest.from_dict(merge_patch(manifest.to_dict(pod), patch), source="--overrides")
+    except ManifestError as exc:
+        raise UsageError(f"--overrides: {exc}") from None
+    if not isinstance(merged, core_pb2.Pod):
+        raise UsageError("--overrides: must keep kind Pod")
+    return merged
 
 
 async def cmd_run(ns: argparse.Namespace, target: Target) -> None:
+    attach = ns.stdin or ns.tty or ns.attach
+    if ns.rm and not attach:
+        raise UsageError("--rm should only be used for attached containers")
     pod = run_pod(ns, target.namespace)
+    name, namespace = pod.metadata.name, pod.metadata.namespace
     async with client_for(target, ns) as client:
-        created = await client.create(pod)
-    out(f"pod/{created.metadata.name} created\n")
+        await client.create(pod)
+        if not attach:
+            out(f"pod/{name} created\n")
+            return
+        try:
+            await _wait_started(client, name, namespace, ns.pod_running_timeout)
+            if ns.tty:
+                out("If you don't see a command prompt, try pressing enter.\n", flush=True)
+            await _follow(target, name, namespace)
+        finally:
+            if ns.rm:
+                with contextlib.suppress(NotFound):
+                    await client.delete(core_pb2.Pod, name, namespace=namespace)
+                out(f'pod "{name}" deleted\n', flush=True)
+
+
+async def _wait_started(client: Client, name: str, namespace: str, timeout: float) -> None:
+    """Until the pod's containers started (or already ended): its log exists from then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pod = cast(core_pb2.Pod, await client.get(core_pb2.Pod, name, namespace=namespace))
+        if pod.status.phase in STARTED_PHASES and pod.status.container_statuses:
+            state = pod.status.container_statuses[0].state
+            if state.HasField("running") or state.HasField("terminated"):
+                return
+        if time.monotonic() > deadline:
+            raise UsageError(f"timed out waiting for pod {name} to start ({timeout:g}s)")
+        await asyncio.sleep(0.25)
+
+
+async def _follow(target: Target, name: str, namespace: str) -> None:
+    """The container's output until its run ends (the kubelet's log stream, followed)."""
+    try:
+        endpoint = await logs.kubelet_endpoint(target, namespace, name)
+    except logs.CommandError as exc:
+        raise UsageError(str(exc)) from None
+    request = kubelet_pb2.LogsRequest(namespace=namespace, pod=name, follow=True)
+    async with transport.channel(endpoint) as channel:
+        stub = kubelet_pb2_grpc.KubeletStub(channel)
+        try:
+            async for chunk in stub.Logs(request, timeout=logs.FOLLOW_DEADLINE):
+                sys.stdout.buffer.write(chunk.data)
+                sys.stdout.buffer.flush()
+        except grpc.aio.AioRpcError as exc:
+            raise UsageError(str(logs.rpc_error(exc, endpoint))) from None
 
 
 # ---- autoscale ----------------------------------------------------------------------------------
