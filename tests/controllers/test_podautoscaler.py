@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
+
 from k8semu.api.selectors import LabelSelector
 from k8semu.controllers.podautoscaler import HorizontalPodAutoscalerController
 from k8semu.controllers.podautoscaler.metrics import MetricsUnavailable
@@ -271,3 +273,24 @@ def test_the_controller_is_registered_but_off_by_default() -> None:
     assert "horizontalpodautoscaling" not in [n for n, _ in resolve_controllers(("*",))]
     named = resolve_controllers(("*", "horizontalpodautoscaling"))
     assert dict(named)["horizontalpodautoscaling"] is HorizontalPodAutoscalerController
+
+
+def test_the_controller_manager_flags_set_the_hpa_timings() -> None:
+    from k8semu.cli import controller_manager
+
+    def config(*argv: str) -> object:
+        return controller_manager.config_from_args(controller_manager._parser().parse_args(argv))
+
+    got = cast(Any, config(
+        "--horizontal-pod-autoscaler-sync-period=5s",
+        "--horizontal-pod-autoscaler-downscale-stabilization=1m",
+        "--horizontal-pod-autoscaler-tolerance=0.2",
+    ))  # fmt: skip
+    assert (got.hpa_sync_period, got.hpa_downscale_stabilization, got.hpa_tolerance) == (
+        5.0,
+        60.0,
+        0.2,
+    )
+    assert cast(Any, config()).hpa_cpu_initialization_period == 300.0  # Kubernetes' 5 min
+    with pytest.raises(ValueError, match="--horizontal-pod-autoscaler-sync-period: must be > 0"):
+        config("--horizontal-pod-autoscaler-sync-period=0")
