@@ -13,8 +13,8 @@ import yaml
 from k8semu.cli import _describe
 from k8semu.cli import _printers as printers
 from k8semu.pb.api.v1 import autoscaling_pb2 as pb
-from tests.apiserver.conftest import APIServerProcess
 from tests.cli.conftest import Run
+from tests.support.apiserver import APIServerProcess
 
 PHP_APACHE = """\
 apiVersion: apps/v1

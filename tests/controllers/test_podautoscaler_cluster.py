@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
@@ -78,7 +78,7 @@ async def manager(client: Client) -> AsyncIterator[ControllerManager]:
     try:
         yield cm
     finally:
-        await cm.stop()
+        await cm.stop(1.0)
 
 
 async def test_through_the_manager_min_is_enforced_and_missing_metrics_reported(
@@ -181,5 +181,5 @@ async def test_scales_a_replicaset_on_cpu_with_a_metrics_source(
         await recorder.stop()
 
 
-async def _eq(value: object, want: object) -> bool:
-    return (await value) == want  # type: ignore[misc]
+async def _eq(value: Awaitable[object], want: object) -> bool:
+    return bool((await value) == want)

@@ -37,11 +37,10 @@ from k8semu.client import (
     index_by_namespace,
     object_key,
 )
-from k8semu.client.controller import run_workers
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext
+from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.controllers.podautoscaler import status as st
 from k8semu.controllers.podautoscaler.behavior import Bounds, ScalingHistory
 from k8semu.controllers.podautoscaler.metrics import MetricsSource, NoMetrics
@@ -128,14 +127,12 @@ class HorizontalPodAutoscalerController:
     # ---- running -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.ctx.informers.wait_synced()
         log.info(
-            "controller started",
-            controller=self.name,
+            "horizontal pod autoscaler",
             sync_period=self.sync_period,
             metrics="wired" if self.metrics_wired else "none: only min/max are enforced",
         )
-        await run_workers(self.queue, self.reconcile, self.ctx.config.workers, name=self.name)
+        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         hpa = self.hpa_informer.cache.get(key)
