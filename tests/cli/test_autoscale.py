@@ -148,9 +148,9 @@ def test_walkthrough_autoscale_get_describe(k8semu: Run, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_run_creates_a_bare_pod_as_kubectl(k8semu: Run, cli_apiserver: APIServerProcess) -> None:
+def test_run_creates_a_bare_pod_as_kubectl(k8semu: Run, apiserver: APIServerProcess) -> None:
     # --server before the `--`: what follows it is the container's.
-    server = ("--server", cli_apiserver.address)
+    server = ("--server", apiserver.address)
     loop = "while sleep 0.01; do wget -q -O- http://php-apache; done"
     r = k8semu("run", "load-generator", "--image=busybox:1.28", "--restart=Never",
                "--env", "MODE=hpa", *server, "--", "/bin/sh", "-c", loop,
