@@ -59,7 +59,7 @@ class ControllerManagerConfig:
       as having been ready from the start (Kubernetes: 30 s).
     - `hpa_downscale_stabilization`: a scale-down waits until every recommendation of this
       window agreed (Kubernetes: 5 min; an HPA's behavior may set its own window).
-    - `controllers`: names to run; "*" is all but those off by default (manager.py).
+    - `controllers`: names to run; "*" is all.
     """
 
     workers: int = 5

@@ -48,14 +48,6 @@ REGISTRY: dict[str, str] = {
     ),
 }
 
-# Registered but left out of "*" (name them to run them, as kube-controller-manager's
-# disabled-by-default controllers): the HPA controller has no metrics source until the
-# metrics pipeline is wired in, so on its own it would only enforce min/max replicas.
-OFF_BY_DEFAULT: dict[str, str] = {
-    "horizontalpodautoscaling": "no metrics pipeline yet: it would only enforce min/max "
-    "replicas (enable with --controllers=*,horizontalpodautoscaling)",
-}
-
 LEASE_NAME = "kube-controller-manager"
 LEASE_NAMESPACE = "kube-system"
 COMPONENT = "controller-manager"
@@ -92,7 +84,7 @@ def resolve_controllers(names: tuple[str, ...]) -> list[tuple[str, type[Any]]]:
         if not name:
             continue
         if name == "*":
-            wanted.extend(n for n in REGISTRY if n not in wanted and n not in OFF_BY_DEFAULT)
+            wanted.extend(n for n in REGISTRY if n not in wanted)
         elif name.startswith("-"):
             if name[1:] not in REGISTRY:
                 raise UnknownController(f"--controllers: unknown controller {name[1:]!r}")
@@ -181,10 +173,6 @@ class ControllerManager:
             leader_elect=self.leader_elect,
             port=self.port,
         )
-        running = {n for n, _ in self.classes}
-        for name, why in OFF_BY_DEFAULT.items():
-            if name not in running:
-                log.info("controller off by default", controller=name, why=why)
 
     async def stop(self, grace: float) -> None:
         """Stop the controllers and hand the Lease back (release_on_cancel), then the health

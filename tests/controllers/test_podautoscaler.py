@@ -267,12 +267,14 @@ async def test_a_deleted_hpa_is_forgotten_and_requeued_every_sync_period() -> No
     await controller.reconcile(KEY)  # gone: nothing to do, no error
 
 
-def test_the_controller_is_registered_but_off_by_default() -> None:
+def test_the_controller_is_registered_and_runs_under_star() -> None:
     from k8semu.controllers.manager import resolve_controllers
 
-    assert "horizontalpodautoscaling" not in [n for n, _ in resolve_controllers(("*",))]
-    named = resolve_controllers(("*", "horizontalpodautoscaling"))
-    assert dict(named)["horizontalpodautoscaling"] is HorizontalPodAutoscalerController
+    named = dict(resolve_controllers(("*",)))
+    assert named["horizontalpodautoscaling"] is HorizontalPodAutoscalerController
+    assert "horizontalpodautoscaling" not in dict(
+        resolve_controllers(("*", "-horizontalpodautoscaling"))
+    )
 
 
 def test_the_controller_manager_flags_set_the_hpa_timings() -> None:

@@ -1,8 +1,8 @@
-"""The HPA controller on a real store and API server: through the controller manager (as
-`--controllers=*,horizontalpodautoscaling` runs it, no metrics source: min/max enforced and
-the missing metrics reported), and built directly with an in-memory metrics source (the seam
-the metrics pipeline plugs into), scaling a ReplicaSet on CPU. No kubelet: the test writes
-the pods' status (Running, Ready) as a kubelet would."""
+"""The HPA controller on a real store and API server: through the controller manager (its
+default source, the kubelets, has nothing to say about pods that do not exist: min/max
+enforced, the missing metrics and a missing target reported), and built directly with an
+in-memory metrics source (the seam other metrics sources plug into), scaling a ReplicaSet on
+CPU. No kubelet: the test writes the pods' status (Running, Ready) as a kubelet would."""
 
 from __future__ import annotations
 

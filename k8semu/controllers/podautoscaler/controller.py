@@ -43,7 +43,8 @@ from k8semu.controllers import _pods
 from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.controllers.podautoscaler import status as st
 from k8semu.controllers.podautoscaler.behavior import Bounds, ScalingHistory
-from k8semu.controllers.podautoscaler.metrics import MetricsSource, NoMetrics
+from k8semu.controllers.podautoscaler.kubeletstats import KubeletSummaries
+from k8semu.controllers.podautoscaler.metrics import MetricsSource
 from k8semu.controllers.podautoscaler.replicas import ReplicaCalculator
 from k8semu.controllers.podautoscaler.sources import MetricReader
 from k8semu.log import get_logger
@@ -88,9 +89,8 @@ class HorizontalPodAutoscalerController:
         self.clock = clock
         self.sync_period = config.hpa_sync_period
         self.downscale_window = config.hpa_downscale_stabilization
-        self.metrics_wired = metrics is not None
         self.reader = MetricReader(
-            metrics if metrics is not None else NoMetrics(),
+            metrics if metrics is not None else KubeletSummaries(ctx.client),
             ReplicaCalculator(
                 tolerance=config.hpa_tolerance,
                 cpu_initialization_period=config.hpa_cpu_initialization_period,
@@ -127,11 +127,7 @@ class HorizontalPodAutoscalerController:
     # ---- running -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        log.info(
-            "horizontal pod autoscaler",
-            sync_period=self.sync_period,
-            metrics="wired" if self.metrics_wired else "none: only min/max are enforced",
-        )
+        log.info("horizontal pod autoscaler", sync_period=self.sync_period)
         await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:

@@ -7,9 +7,10 @@ thousandths per second), as `PodMetric` carries them. A source raises `MetricsUn
 when it cannot answer; the controller turns that into the HPA's ScalingActive=False condition
 and a Warning event (FailedGetResourceMetric, ...), as Kubernetes does without metrics-server.
 
-`NoMetrics` is what the controller uses until the metrics pipeline (kubelet summaries, a
-metrics.k8s.io view in the API server) is wired in: every query fails with a message that
-says so. The pipeline plugs in by passing its source to `HorizontalPodAutoscalerController`.
+The controller's default source is `kubeletstats.KubeletSummaries` (pod CPU and memory from
+the kubelets' Summary RPC, as metrics-server reads them); a metrics.k8s.io view in the API
+server, or custom metrics (requests per second from the proxies), plug in by passing another
+source to `HorizontalPodAutoscalerController`.
 """
 
 from __future__ import annotations
@@ -49,31 +50,3 @@ class MetricsSource(Protocol):
         """The values of an external metric's series matching its selector (summed by the
         caller)."""
         ...
-
-
-NOT_WIRED = (
-    "the metrics pipeline is not wired into the controller manager yet "
-    "(no metrics.k8s.io / custom.metrics.k8s.io source)"
-)
-
-
-class NoMetrics:
-    """A source that has nothing: every query raises MetricsUnavailable."""
-
-    async def pod_resources(
-        self, namespace: str, selector: LabelSelector, resource: str, container: str = ""
-    ) -> dict[str, PodMetric]:
-        raise MetricsUnavailable(f"unable to get metrics for resource {resource}: {NOT_WIRED}")
-
-    async def pod_metric(
-        self, namespace: str, selector: LabelSelector, metric: pb.MetricIdentifier
-    ) -> dict[str, PodMetric]:
-        raise MetricsUnavailable(f"unable to get metric {metric.name}: {NOT_WIRED}")
-
-    async def object_metric(
-        self, namespace: str, described: pb.CrossVersionObjectReference, metric: pb.MetricIdentifier
-    ) -> int:
-        raise MetricsUnavailable(f"unable to get metric {metric.name}: {NOT_WIRED}")
-
-    async def external_metric(self, namespace: str, metric: pb.MetricIdentifier) -> list[int]:
-        raise MetricsUnavailable(f"unable to get external metric {metric.name}: {NOT_WIRED}")
