@@ -19,7 +19,7 @@ from k8semu.client.events import EventRecorder
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.controllers.manager import ControllerManager
 from k8semu.controllers.podautoscaler import HorizontalPodAutoscalerController
-from k8semu.controllers.podautoscaler.metrics import MetricsUnavailable
+from k8semu.controllers.podautoscaler.metrics import MetricsSource, MetricsUnavailable
 from k8semu.controllers.podautoscaler.replicas import PodMetric
 from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, core_pb2
 from tests.support.apiserver import APIServerProcess
@@ -154,14 +154,7 @@ async def test_scales_a_replicaset_on_cpu_with_a_metrics_source(
         await running_pod(client, namespace, name)
     samples = CPUSamples(client)
     samples.millicores = 200  # 100% of the request against 50%: twice the replicas
-    informers = SharedInformers(client)
-    recorder = EventRecorder(client, "controller-manager")
-    ctx = ControllerContext(client=client, informers=informers, recorder=recorder, config=FAST)
-    controller = HorizontalPodAutoscalerController(ctx, metrics=samples)
-    informers.start()
-    recorder.start()
-    task = asyncio.create_task(controller.run())
-    try:
+    async with running_controller(client, FAST, samples):
         await client.create(autoscaler(namespace))
         await eventually(lambda: _eq(spec_replicas(client, namespace), 4), 20, "scaled to 4")
 
@@ -173,6 +166,23 @@ async def test_scales_a_replicaset_on_cpu_with_a_metrics_source(
             return bool(cur) and cur[0].resource.current.average_utilization == 100
 
         await eventually(status_shows_it, 20, "current metrics in the status")
+
+
+@contextlib.asynccontextmanager
+async def running_controller(
+    client: Client, config: ControllerManagerConfig, metrics: MetricsSource | None = None
+) -> AsyncIterator[HorizontalPodAutoscalerController]:
+    """The HPA controller running in this process on its own informers and recorder (the
+    default metrics source when `metrics` is None), until the block ends."""
+    informers = SharedInformers(client)
+    recorder = EventRecorder(client, "controller-manager")
+    ctx = ControllerContext(client=client, informers=informers, recorder=recorder, config=config)
+    controller = HorizontalPodAutoscalerController(ctx, metrics=metrics)
+    informers.start()
+    recorder.start()
+    task = asyncio.create_task(controller.run())
+    try:
+        yield controller
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

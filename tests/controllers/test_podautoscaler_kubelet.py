@@ -5,22 +5,23 @@ controller, so the test looks at spec.replicas)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 from collections.abc import Callable
 
 import pytest
 
 from k8semu.api.selectors import LabelSelector
-from k8semu.client import Client, SharedInformers
-from k8semu.client.events import EventRecorder
-from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
-from k8semu.controllers.podautoscaler import HorizontalPodAutoscalerController
+from k8semu.client import Client
+from k8semu.controllers.context import ControllerManagerConfig
 from k8semu.controllers.podautoscaler.kubeletstats import KubeletSummaries
 from k8semu.controllers.podautoscaler.metrics import MetricsUnavailable
-from k8semu.pb.api.v1 import apps_pb2, core_pb2
-from tests.controllers.test_podautoscaler_cluster import autoscaler, replica_set, spec_replicas
+from k8semu.pb.api.v1 import core_pb2
+from tests.controllers.test_podautoscaler_cluster import (
+    autoscaler,
+    replica_set,
+    running_controller,
+    spec_replicas,
+)
 from tests.kubelet.conftest import KubeletProcess, kubelets  # noqa: F401  (the fixture)
 from tests.kubelet.test_e2e_process import make_pod
 from tests.support.poll import eventually
@@ -60,14 +61,7 @@ async def test_cpu_from_the_kubelet_scales_the_replicaset(
     rs.spec.template.spec.containers[0].resources.requests["cpu"] = "200m"
     await client.create(rs)
     config = ControllerManagerConfig(hpa_sync_period=0.5)
-    informers = SharedInformers(client)
-    recorder = EventRecorder(client, "controller-manager")
-    ctx = ControllerContext(client=client, informers=informers, recorder=recorder, config=config)
-    controller = HorizontalPodAutoscalerController(ctx)  # its default source: the kubelets
-    informers.start()
-    recorder.start()
-    task = asyncio.create_task(controller.run())
-    try:
+    async with running_controller(client, config):  # the default source: the kubelets
         await client.create(autoscaler(namespace))
 
         async def scaled_up() -> bool:
@@ -76,11 +70,3 @@ async def test_cpu_from_the_kubelet_scales_the_replicaset(
         await eventually(scaled_up, 60, "the ReplicaSet scaled up on the burner's CPU")
         events = (await client.list_all(core_pb2.Event, namespace=namespace)).items
         assert any(e.reason == "SuccessfulRescale" for e in events)
-        assert isinstance(await client.get(apps_pb2.ReplicaSet, "web", namespace=namespace),
-                          apps_pb2.ReplicaSet)  # fmt: skip
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await informers.stop()
-        await recorder.stop()
