@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
+from k8semu import aio
 from k8semu.api.selectors import LabelSelector
 from k8semu.client import Client, SharedInformers
 from k8semu.client.events import EventRecorder
@@ -184,9 +185,7 @@ async def running_controller(
     try:
         yield controller
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await aio.cancel_and_wait([task])
         await informers.stop()
         await recorder.stop()
 
