@@ -1,8 +1,9 @@
 """`describe`: an object's key fields in kubectl's `Key:  value` layout, then its events.
 
 Pure: takes the object, the events that involve it and a fixed `now`; returns text.
-Pods, Deployments, ReplicaSets, Services, Nodes and Namespaces get kubectl's hand-picked
-fields; other kinds print their remaining top-level sections (spec, data, ...) as YAML.
+Pods, Deployments, ReplicaSets, Services, Nodes, Namespaces and HorizontalPodAutoscalers get
+kubectl's hand-picked fields; other kinds print their remaining top-level sections (spec,
+data, ...) as YAML.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from k8semu.api import kinds, manifest
 from k8semu.cli import _printers as p
 from k8semu.cli._apply import LAST_APPLIED
-from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
+from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, core_pb2, meta_pb2
 
 
 def _fmt_time(ts: Timestamp) -> str:
@@ -230,6 +231,64 @@ def _node(node: core_pb2.Node) -> list[str]:
     return lines
 
 
+def _metric_line(view: p.MetricView) -> str:
+    """One `Metrics:` line as kubectl describes it: `what:\tcurrent / target`."""
+    if view.type in ("Resource", "ContainerResource"):
+        what = f"resource {view.name}"
+        if view.container:
+            what += f' of container "{view.container}"'
+        if view.utilization:
+            current = f"{view.current} ({view.raw})" if view.raw else view.current
+            return f"  {what} on pods  (as a percentage of request):\t{current} / {view.target}"
+        return f"  {what} on pods:\t{view.current} / {view.target}"
+    if view.type == "Pods":
+        return f'  "{view.name}" on pods:\t{view.current} / {view.target}'
+    if view.type in ("Object", "External"):
+        what = f'"{view.name}"' + (f" on {view.described}" if view.described else "")
+        kind = "average value" if view.average else "value"
+        return f"  {what} (target {kind}):\t{view.current} / {view.target}"
+    return f"  <unknown metric type {view.type!r}>"
+
+
+def _scaling_rules(title: str, rules: autoscaling_pb2.HPAScalingRules) -> list[str]:
+    lines = [f"  {title}:"]
+    if rules.HasField("stabilization_window_seconds"):
+        lines.append(f"    Stabilization Window: {rules.stabilization_window_seconds} seconds")
+    if rules.select_policy:
+        lines.append(f"    Select Policy: {rules.select_policy}")
+    if rules.policies:
+        lines.append("    Policies:")
+        lines += [
+            f"      - Type: {x.type}  Value: {x.value}  Period: {x.period_seconds} seconds"
+            for x in rules.policies
+        ]
+    return lines
+
+
+def _hpa(h: autoscaling_pb2.HorizontalPodAutoscaler) -> list[str]:
+    ref = h.spec.scale_target_ref
+    lines = [f"Reference:\t{ref.kind}/{ref.name}", "Metrics:\t( current / target )"]
+    lines += [_metric_line(view) for view in p.hpa_metrics(h)]
+    minimum = str(h.spec.min_replicas) if h.spec.HasField("min_replicas") else "<unset>"
+    lines += [f"Min replicas:\t{minimum}", f"Max replicas:\t{h.spec.max_replicas}"]
+    if h.spec.HasField("behavior"):
+        lines.append("Behavior:")
+        if h.spec.behavior.HasField("scale_up"):
+            lines += _scaling_rules("Scale Up", h.spec.behavior.scale_up)
+        if h.spec.behavior.HasField("scale_down"):
+            lines += _scaling_rules("Scale Down", h.spec.behavior.scale_down)
+    current, desired = h.status.current_replicas, h.status.desired_replicas
+    lines.append(f"{ref.kind} pods:\t{current} current / {desired} desired")
+    rows = [[c.type, c.status, c.reason, c.message] for c in h.status.conditions]
+    if rows:
+        table = p.render_table(
+            ["Type", "Status", "Reason", "Message"],
+            [["----", "------", "------", "-------"], *rows],
+        )
+        lines += ["Conditions:", *("  " + line for line in table.rstrip("\n").split("\n"))]
+    return lines
+
+
 def _generic(obj: Message) -> list[str]:
     data = manifest.to_dict(obj)
     lines: list[str] = []
@@ -290,6 +349,8 @@ def describe(obj: Message, events: Sequence[core_pb2.Event], now: float) -> str:
         lines.append(f"Status:\t{obj.status.phase or 'Active'}")
     elif isinstance(obj, core_pb2.Endpoints):
         lines += _kv([("Subsets", p.endpoints_text(obj, limit=100))])
+    elif isinstance(obj, autoscaling_pb2.HorizontalPodAutoscaler):
+        lines += _hpa(obj)
     else:
         lines += _generic(obj)
     if not isinstance(obj, core_pb2.Event):

@@ -19,6 +19,7 @@ from k8semu.api import kinds, manifest
 from k8semu.api.kinds import Kind
 from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, meta_pb2
 
+UNKNOWN = "<unknown>"
 NONE = "<none>"
 # kubectl's tabwriter: columns padded to the widest cell plus three spaces.
 _PADDING = 3
@@ -321,14 +322,117 @@ def _secret_row(s: core_pb2.Secret, now: float) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class MetricView:
+    """One HPA metric as kubectl shows it: its `name` (`cpu`, a custom metric's name),
+    `current` and `target` texts (`<unknown>` before a measurement), `raw` (a Utilization
+    metric's average value, describe's `62% (124m)`), `average` (an AverageValue target of an
+    Object/External metric, `(avg)`), `utilization` (a percentage-of-request target), the
+    `container` or `described` object it is about."""
+
+    type: str
+    name: str
+    current: str
+    target: str
+    raw: str = ""
+    average: bool = False
+    utilization: bool = False
+    container: str = ""
+    described: str = ""
+
+
+def _resource_view(
+    spec: autoscaling_pb2.MetricSpec, status: autoscaling_pb2.MetricStatus | None
+) -> MetricView:
+    resource = spec.type == "Resource"
+    source = spec.resource if resource else spec.container_resource
+    container = "" if resource else spec.container_resource.container
+    got = None
+    if status is not None and status.type == spec.type:
+        got = status.resource.current if resource else status.container_resource.current
+    raw = got.average_value if got is not None else ""
+    if source.target.type == "AverageValue":
+        current = raw or UNKNOWN
+        return MetricView(spec.type, source.name, current, source.target.average_value,
+                          container=container)  # fmt: skip
+    current = UNKNOWN
+    if got is not None and got.HasField("average_utilization"):
+        current = f"{got.average_utilization}%"
+    target = "<auto>"
+    if source.target.HasField("average_utilization"):
+        target = f"{source.target.average_utilization}%"
+    return MetricView(
+        spec.type, source.name, current, target, raw=raw, utilization=True, container=container
+    )
+
+
+def metric_view(
+    spec: autoscaling_pb2.MetricSpec, status: autoscaling_pb2.MetricStatus | None
+) -> MetricView:
+    """`spec` with its `status` (None or another type: not measured yet)."""
+    if spec.type in ("Resource", "ContainerResource"):
+        return _resource_view(spec, status)
+    measured = status is not None and status.type == spec.type
+    if spec.type == "Pods":
+        got = status.pods.current.average_value if measured and status else ""
+        return MetricView("Pods", spec.pods.metric.name, got or UNKNOWN,
+                          spec.pods.target.average_value)  # fmt: skip
+    if spec.type in ("Object", "External"):
+        obj = spec.type == "Object"
+        source_target = spec.object.target if obj else spec.external.target
+        name = spec.object.metric.name if obj else spec.external.metric.name
+        value = None
+        if measured and status is not None:
+            value = status.object.current if obj else status.external.current
+        ref = spec.object.described_object
+        described = f"{ref.kind}/{ref.name}" if obj else ""
+        if source_target.type == "AverageValue":
+            got = value.average_value if value is not None else ""
+            return MetricView(spec.type, name, got or UNKNOWN, source_target.average_value,
+                              average=True, described=described)  # fmt: skip
+        got = value.value if value is not None else ""
+        return MetricView(spec.type, name, got or UNKNOWN, source_target.value,
+                          described=described)  # fmt: skip
+    return MetricView(spec.type, "", UNKNOWN, UNKNOWN)
+
+
+def _metric_target(view: MetricView) -> str:
+    """TARGETS' text of one metric: `cpu: 62%/50%`, `<unknown>/100`, `3/30 (avg)`."""
+    if view.type in ("Resource", "ContainerResource"):
+        return f"{view.name}: {view.current}/{view.target}"
+    if view.type == "Pods":
+        return f"{view.current}/{view.target}"
+    if view.type in ("Object", "External"):
+        return f"{view.current}/{view.target}" + (" (avg)" if view.average else "")
+    return "<unknown type>"
+
+
+def hpa_metrics(h: autoscaling_pb2.HorizontalPodAutoscaler) -> list[MetricView]:
+    statuses = h.status.current_metrics
+    return [
+        metric_view(spec, statuses[i] if i < len(statuses) else None)
+        for i, spec in enumerate(h.spec.metrics)
+    ]
+
+
+def hpa_targets(h: autoscaling_pb2.HorizontalPodAutoscaler) -> str:
+    """kubectl's TARGETS: the first two metrics, then `+ N more...`."""
+    views = hpa_metrics(h)
+    if not views:
+        return NONE
+    text = ", ".join(_metric_target(v) for v in views[:2])
+    return text if len(views) <= 2 else f"{text} + {len(views) - 2} more..."
+
+
 def _hpa_row(h: autoscaling_pb2.HorizontalPodAutoscaler, now: float) -> list[str]:
     ref = h.spec.scale_target_ref
-    minimum = h.spec.min_replicas if h.spec.HasField("min_replicas") else 1
+    minimum = str(h.spec.min_replicas) if h.spec.HasField("min_replicas") else "<unset>"
     current = h.status.current_replicas if h.status.HasField("current_replicas") else 0
     return [
         h.metadata.name,
         f"{ref.kind}/{ref.name}",
-        str(minimum),
+        hpa_targets(h),
+        minimum,
         str(h.spec.max_replicas),
         str(current),
         age(h.metadata.creation_timestamp, now),
@@ -381,7 +485,7 @@ COLUMNS: dict[str, Columns] = {
     "ConfigMap": Columns(("NAME", "DATA", "AGE"), _configmap_row),
     "Secret": Columns(("NAME", "TYPE", "DATA", "AGE"), _secret_row),
     "HorizontalPodAutoscaler": Columns(
-        ("NAME", "REFERENCE", "MINPODS", "MAXPODS", "REPLICAS", "AGE"), _hpa_row
+        ("NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"), _hpa_row
     ),
     "Lease": Columns(("NAME", "HOLDER", "AGE"), _lease_row),
 }

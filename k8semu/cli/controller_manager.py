@@ -22,6 +22,14 @@ from k8semu.controllers.manager import (
 
 _D = DEFAULT_CONTROLLER_MANAGER
 _LE = _D.leader_election
+# kube-controller-manager's names for the HorizontalPodAutoscaler's settings.
+_HPA_DURATIONS = {
+    "hpa_sync_period": "--horizontal-pod-autoscaler-sync-period",
+    "hpa_cpu_initialization_period": "--horizontal-pod-autoscaler-cpu-initialization-period",
+    "hpa_initial_readiness_delay": "--horizontal-pod-autoscaler-initial-readiness-delay",
+    "hpa_downscale_stabilization": "--horizontal-pod-autoscaler-downscale-stabilization",
+}
+_HPA_TOLERANCE = "--horizontal-pod-autoscaler-tolerance"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--service-cidr", default=_D.service_cidr)
     p.add_argument("--gc-interval", default=text(_D.gc_interval), help="garbage collector rescan")
+    hpa_help = "HorizontalPodAutoscaler (default %(default)s)"
+    for field, flag in _HPA_DURATIONS.items():
+        p.add_argument(flag, default=text(getattr(_D, field)), metavar="DURATION", help=hpa_help)
+    p.add_argument(_HPA_TOLERANCE, type=float, default=_D.hpa_tolerance, help=hpa_help)
     return p
 
 
@@ -78,7 +90,10 @@ def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
         "node_cidr_mask_size": ns.node_cidr_mask_size,
         "service_cidr": _cidr(ns.service_cidr, "--service-cidr"),
         "gc_interval": _flags.seconds(ns.gc_interval, "--gc-interval"),
+        "hpa_tolerance": ns.horizontal_pod_autoscaler_tolerance,
     }
+    for field, flag in _HPA_DURATIONS.items():
+        values[field] = _flags.seconds(getattr(ns, flag[2:].replace("-", "_")), flag)
     try:
         config = ControllerManagerConfig(
             **values,
@@ -86,7 +101,8 @@ def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
             leader_election=election,
         )
     except ValueError as exc:
-        raise _flags.named_as_flags(exc, _flags.flag_names(values)) from None
+        flags = _flags.flag_names(values) | _HPA_DURATIONS | {"hpa_tolerance": _HPA_TOLERANCE}
+        raise _flags.named_as_flags(exc, flags) from None
     resolve_controllers(controllers)  # unknown names: an error now, not after start
     return config
 

@@ -51,6 +51,14 @@ class ControllerManagerConfig:
     - `cluster_cidr`/`node_cidr_mask_size`: node IPAM hands each node one subnet of this size
       from the cluster CIDR; `service_cidr` is the Service range (for information).
     - `gc_interval`: how often the garbage collector re-scans for orphans besides its events.
+    - `hpa_sync_period`: how often each HorizontalPodAutoscaler is evaluated (Kubernetes: 15 s).
+    - `hpa_tolerance`: no scaling while the metric is within this fraction of its target (0.1).
+    - `hpa_cpu_initialization_period`: after a pod starts, its CPU samples count only once it is
+      ready and sampled after its readiness changed (Kubernetes: 5 min).
+    - `hpa_initial_readiness_delay`: a pod that turned ready this soon after its start counts
+      as having been ready from the start (Kubernetes: 30 s).
+    - `hpa_downscale_stabilization`: a scale-down waits until every recommendation of this
+      window agreed (Kubernetes: 5 min; an HPA's behavior may set its own window).
     - `controllers`: names to run; "*" is all.
     """
 
@@ -62,17 +70,35 @@ class ControllerManagerConfig:
     node_cidr_mask_size: int = 24
     service_cidr: str = "127.96.0.0/16"
     gc_interval: float = 30.0
+    hpa_sync_period: float = 15.0
+    hpa_tolerance: float = 0.1
+    hpa_cpu_initialization_period: float = 300.0
+    hpa_initial_readiness_delay: float = 30.0
+    hpa_downscale_stabilization: float = 300.0
     controllers: tuple[str, ...] = ("*",)
     leader_election: LeaderElectionConfig = field(default=CONTROLLER_MANAGER_LEADER_ELECTION)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers: must be >= 1, got {self.workers}")
-        for name in ("node_monitor_period", "node_monitor_grace_period", "gc_interval"):
+        for name in (
+            "node_monitor_period",
+            "node_monitor_grace_period",
+            "gc_interval",
+            "hpa_sync_period",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.pod_eviction_timeout < 0:
             raise ValueError(f"pod_eviction_timeout: must be >= 0, got {self.pod_eviction_timeout}")
+        for name in (
+            "hpa_tolerance",
+            "hpa_cpu_initialization_period",
+            "hpa_initial_readiness_delay",
+            "hpa_downscale_stabilization",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 8 <= self.node_cidr_mask_size <= 30:
             raise ValueError(f"node_cidr_mask_size: must be 8..30, got {self.node_cidr_mask_size}")
 

@@ -43,6 +43,9 @@ REGISTRY: dict[str, str] = {
     "garbagecollector": "k8semu.controllers.gc:GarbageCollector",
     "nodeipam": "k8semu.controllers.nodeipam:NodeIPAMController",
     "endpoints": "k8semu.controllers.endpoints:EndpointsController",
+    "horizontalpodautoscaling": (
+        "k8semu.controllers.podautoscaler:HorizontalPodAutoscalerController"
+    ),
 }
 
 LEASE_NAME = "kube-controller-manager"

@@ -52,6 +52,8 @@ _DNS = BuiltinImage("dns", (), ("coredns",))
 _LOADGEN = BuiltinImage("loadgen", (), ("loadgen",))
 _BUSYBOX = BuiltinImage("busybox", ("sh",), wraps_commands=True)
 _AGNHOST = BuiltinImage("agnhost", ("pause",), ("agnhost",))
+# The walkthrough's image runs Apache (apache2-foreground) serving a PHP page.
+_HPA_EXAMPLE = BuiltinImage("hpaexample", (), ("apache2-foreground", "httpd", "apache2"))
 
 #: Repository (registry and tag stripped, ``docker.io/library/`` implied) -> program.
 BUILTIN_IMAGES: dict[str, BuiltinImage] = {
@@ -73,6 +75,8 @@ BUILTIN_IMAGES: dict[str, BuiltinImage] = {
     "k8semu/dns": _DNS,
     "k8semu/loadgen": _LOADGEN,
     "k8semu/busybox": _BUSYBOX,
+    "hpa-example": _HPA_EXAMPLE,  # registry.k8s.io/hpa-example, k8s.gcr.io/hpa-example
+    "k8semu/hpa-example": _HPA_EXAMPLE,
 }
 
 # Registries whose path is dropped before lookup; any first component with a "." or ":" (a

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -144,3 +144,15 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 def env() -> dict[str, str]:
     """The process environment as a plain dict (read only in programs' main functions)."""
     return dict(os.environ)
+
+
+Program = Callable[[Sequence[str], Mapping[str, str]], Coroutine[Any, Any, int]]
+"""A built-in's body: parse (args, environment), serve, return the exit code."""
+
+
+def main(argv: Sequence[str] | None, program: Program) -> int:
+    """A built-in's `main()`: `program` with the command line (sys.argv when `argv` is None)
+    and the environment, on the event loop; usage errors exit 2 (see `run`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    environment = env()
+    return run(lambda: program(args, environment))

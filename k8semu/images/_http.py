@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import cast
 
-from k8semu.images._common import Log, http_date
+from k8semu.images._common import Log, http_date, stop_event
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -308,3 +308,30 @@ class HTTPServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 0.2)
+
+
+async def serve_until_stopped(
+    server: HTTPServer,
+    host: str,
+    port: int,
+    *,
+    prog: str,
+    detail: str = "",
+    farewell: Callable[[], str] | None = None,
+) -> int:
+    """Listen on (host, port), say so (`PROG: listening on HOST:PORT DETAIL`, the line tests
+    read), serve until SIGTERM or SIGINT, drain, then log `farewell()` if given. Exit code 1
+    when the address cannot be bound, else 0."""
+    stop = stop_event()
+    try:
+        bound_host, bound_port = await server.start(host, port)
+    except OSError as exc:
+        server.log.info(f"{prog}: cannot listen on {host}:{port}: {exc}")
+        return 1
+    server.log.info(f"{prog}: listening on {bound_host}:{bound_port}{detail}")
+    await stop.wait()
+    server.log.info(f"{prog}: SIGTERM, draining")
+    await server.stop()
+    if farewell is not None:
+        server.log.info(farewell())
+    return 0

@@ -22,7 +22,6 @@ import contextlib
 import ipaddress
 import re
 import struct
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -471,13 +470,7 @@ async def serve(config: DNSConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    env = _common.env()
-    args = sys.argv[1:] if argv is None else argv
-
-    async def go() -> int:
-        return await serve(parse_args(args, env, Path.cwd()))
-
-    return _common.run(go)
+    return _common.main(argv, lambda args, env: serve(parse_args(args, env, Path.cwd())))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from k8semu.images import _common
-from k8semu.images._http import HTTPServer, Request, Response
+from k8semu.images._http import HTTPServer, Request, Response, serve_until_stopped
 
 DEFAULT_PORT = 8080
 
@@ -120,30 +119,20 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> EchoConfig:
 
 
 async def serve(config: EchoConfig) -> int:
-    log = _common.Log(quiet=config.quiet)
-    server = HTTPServer(EchoApp(config), log, name="k8semu-echo")
-    stop = _common.stop_event()
-    try:
-        host, port = await server.start(config.host, config.port)
-    except OSError as exc:
-        log.info(f"echo: cannot listen on {config.host}:{config.port}: {exc}")
-        return 1
-    log.info(f"echo: listening on {host}:{port} as pod {config.pod_name}")
-    await stop.wait()
-    log.info("echo: SIGTERM, draining")
-    await server.stop()
-    log.info(f"echo: stopped after {server.handler.served} requests")  # type: ignore[attr-defined]
-    return 0
+    app = EchoApp(config)
+    server = HTTPServer(app, _common.Log(quiet=config.quiet), name="k8semu-echo")
+    return await serve_until_stopped(
+        server,
+        config.host,
+        config.port,
+        prog="echo",
+        detail=f" as pod {config.pod_name}",
+        farewell=lambda: f"echo: stopped after {app.served} requests",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    env = _common.env()
-    args = sys.argv[1:] if argv is None else argv
-
-    async def go() -> int:
-        return await serve(parse_args(args, env))
-
-    return _common.run(go)
+    return _common.main(argv, lambda args, env: serve(parse_args(args, env)))
 
 
 if __name__ == "__main__":

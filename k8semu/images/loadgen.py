@@ -3,8 +3,11 @@
 ``--url URL`` with ``--concurrency C`` keep-alive connections (closed loop: each sends its next
 request when the last answered), optionally paced to ``--rate R`` requests/s in total, until
 ``--requests N`` were sent or ``--duration D`` seconds passed (10 s when neither is given; it
-always stops by itself). Prints a progress line every ``--progress`` seconds and, at the end,
-one JSON summary line: requests, ok, errors, status codes, latency percentiles, rps.
+always stops by itself), or following ``--profile`` (env LOADGEN_PROFILE): a rate that holds,
+steps, ramps and spikes over time, e.g. ``10/30s,20/30s,10-50/1m,200/5s,0/20s`` (see
+`_loadprofile`), for as long as the profile lasts. Prints a progress line every ``--progress``
+seconds and, at the end, one JSON summary line: requests, ok, errors, status codes, latency
+percentiles, rps.
 
 Host names resolve through the cluster DNS when K8SEMU_DNS_SERVER (host:port) is set — with
 the search domains in K8SEMU_DNS_SEARCH, as a pod's resolv.conf would — else the system
@@ -19,7 +22,6 @@ import contextlib
 import ipaddress
 import json
 import socket
-import sys
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -29,6 +31,7 @@ from typing import cast
 from k8semu import durations
 from k8semu.images import _common
 from k8semu.images import _dnswire as w
+from k8semu.images._loadprofile import Profile, ProfileError, parse_profile
 
 MAX_RESPONSE_HEADER = 64 * 1024
 
@@ -49,6 +52,7 @@ class LoadConfig:
     headers: list[tuple[str, str]] = field(default_factory=list)
     dns_server: tuple[str, int] | None = None
     search: list[str] = field(default_factory=list)
+    profile: Profile | None = None
 
 
 class ResponseError(Exception):
@@ -222,6 +226,9 @@ class LoadGenerator:
             return None
         index = self._slot
         self._slot += 1
+        if cfg.profile is not None:
+            due = cfg.profile.time_of(index)
+            return None if due is None else self._start + due
         return self._start + index / cfg.rate if cfg.rate > 0 else now
 
     async def _worker(self) -> None:
@@ -279,9 +286,12 @@ class LoadGenerator:
             now = time.monotonic()
             done = self.stats.done
             rps = (done - last_done) / max(1e-9, now - last_t)
+            target = ""
+            if self.config.profile is not None:
+                target = f" target={self.config.profile.rate_at(now - self._start):.1f}"
             self.log.info(
                 f"progress t={now - self._start:.1f}s requests={done} "
-                f"errors={self.stats.errors} rps={rps:.1f}"
+                f"errors={self.stats.errors} rps={rps:.1f}{target}"
             )
             last_done, last_t = done, now
 
@@ -320,6 +330,7 @@ class LoadGenerator:
             },
             "concurrency": self.config.concurrency,
             "rate": self.config.rate or None,
+            "profile": self.config.profile is not None,
         }
 
 
@@ -376,6 +387,11 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> LoadConfig:
     parser.add_argument("--progress", type=float, default=1.0, help="seconds; 0: off")
     parser.add_argument("--method", default="GET", choices=["GET", "HEAD"])
     parser.add_argument("-H", "--header", action="append", default=[], help="'Name: value'")
+    parser.add_argument(
+        "--profile",
+        default=env.get("LOADGEN_PROFILE", ""),
+        help="RATE/DURATION or FROM-TO/DURATION segments, e.g. 10/30s,10-50/1m,200/5s",
+    )
     args = parser.parse_args(list(argv))
     url = urllib.parse.urlsplit(args.url if "://" in args.url else "http://" + args.url)
     if url.scheme != "http" or not url.hostname:
@@ -399,6 +415,15 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> LoadConfig:
             raise _common.UsageError(f"-H: want 'Name: value', got {h!r}")
         headers.append((name.strip(), value.strip()))
     duration = args.duration
+    profile = None
+    if args.profile:
+        if args.rate:
+            raise _common.UsageError("--profile and --rate: give one of them")
+        try:
+            profile = parse_profile(args.profile)
+        except ProfileError as exc:
+            raise _common.UsageError(f"--profile: {exc}") from None
+        duration = profile.duration if duration is None else min(duration, profile.duration)
     if duration is None and args.requests is None:
         duration = 10.0
     dns_server, search = dns_settings(env)
@@ -420,6 +445,7 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> LoadConfig:
         headers=headers,
         dns_server=dns_server,
         search=search,
+        profile=profile,
     )
 
 
@@ -445,13 +471,7 @@ async def run(config: LoadConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    env = _common.env()
-    args = sys.argv[1:] if argv is None else argv
-
-    async def go() -> int:
-        return await run(parse_args(args, env))
-
-    return _common.run(go)
+    return _common.main(argv, lambda args, env: run(parse_args(args, env)))
 
 
 if __name__ == "__main__":

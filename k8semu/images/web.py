@@ -16,14 +16,13 @@ import argparse
 import html
 import mimetypes
 import os
-import sys
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from k8semu.images import _common
-from k8semu.images._http import HTTPServer, Request, Response, error_response
+from k8semu.images._http import HTTPServer, Request, Response, error_response, serve_until_stopped
 
 DEFAULT_PORT = 80
 ROOT_CANDIDATES = ("usr/share/nginx/html", "usr/local/apache2/htdocs", "html")
@@ -150,29 +149,13 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> WebCon
 
 
 async def serve(config: WebConfig) -> int:
-    log = _common.Log(quiet=config.quiet)
-    server = HTTPServer(WebApp(config), log, name="nginx (k8semu)")
-    stop = _common.stop_event()
-    try:
-        host, port = await server.start(config.host, config.port)
-    except OSError as exc:
-        log.info(f"web: cannot listen on {config.host}:{config.port}: {exc}")
-        return 1
-    log.info(f"web: listening on {host}:{port}, root {config.root or '(built-in page)'}")
-    await stop.wait()
-    log.info("web: SIGTERM, draining")
-    await server.stop()
-    return 0
+    server = HTTPServer(WebApp(config), _common.Log(quiet=config.quiet), name="nginx (k8semu)")
+    detail = f", root {config.root or '(built-in page)'}"
+    return await serve_until_stopped(server, config.host, config.port, prog="web", detail=detail)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    env = _common.env()
-    args = sys.argv[1:] if argv is None else argv
-
-    async def go() -> int:
-        return await serve(parse_args(args, env, Path.cwd()))
-
-    return _common.run(go)
+    return _common.main(argv, lambda args, env: serve(parse_args(args, env, Path.cwd())))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 
 Light on purpose: `k8semu --help` lists the verbs from this table without importing the
 client or grpc (so `k8semu store` starts fast); a verb's handler module (`read`, `write`,
-`rollout`, grouped as kubectl groups its commands) is imported only when the verb runs, by
-`k8semu.cli.kubectl`. Adding a verb is one row here and its handler in a group module.
+`generate`, `rollout`, grouped as kubectl groups its commands) is imported only when the verb
+runs, by `k8semu.cli.kubectl`. Adding a verb is one row here and its handler in a group module.
 """
 
 from __future__ import annotations
@@ -119,6 +119,35 @@ def _rollout(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("args", nargs="*", metavar="-- COMMAND ARGS", help="the container's args "
+                   "(its command with --command)")  # fmt: skip
+    p.add_argument("--image", required=True, help="the container image")
+    p.add_argument("--restart", default="Always", help="Always (default), OnFailure, Never")
+    p.add_argument("--env", action="append", default=[], help="KEY=VALUE (repeatable)")
+    p.add_argument("--port", type=int, default=0, help="the port the container exposes")
+    p.add_argument("-l", "--labels", default="", help="KEY=VALUE,... (default run=NAME)")
+    p.add_argument("--command", action="store_true", help="the args after -- are the command")
+    p.add_argument("-i", "--stdin", action="store_true",
+                   help="stay attached: show the output (stdin is not forwarded)")  # fmt: skip
+    p.add_argument("-t", "--tty", action="store_true", help="as -i")
+    p.add_argument("--attach", action="store_true", help="as -i")
+    p.add_argument("--rm", action="store_true", help="delete the pod when the output ends")
+    p.add_argument("--overrides", default="", help="a JSON merge patch over the generated Pod")
+    p.add_argument("--pod-running-timeout", type=durations.seconds_flag, default=60.0,
+                   help="how long to wait for the pod to start with -i (1m)")  # fmt: skip
+
+
+def _autoscale(p: argparse.ArgumentParser) -> None:
+    _resources(p, "+", "KIND NAME | KIND/NAME")
+    p.add_argument("--max", type=int, default=-1, help="upper limit of replicas (required)")
+    p.add_argument("--min", type=int, default=-1, help="lower limit of replicas (default 1)")
+    p.add_argument("--cpu-percent", type=int, default=-1,
+                   help="target average CPU utilization (%% of requests); default 80")  # fmt: skip
+    p.add_argument("--name", dest="hpa_name", default="", help="the HPA's name (default: NAME)")
+
+
 def _api_resources(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespaced", choices=["true", "false"])
     p.add_argument("-o", "--output", choices=["name", "wide"])
@@ -146,6 +175,10 @@ _TABLE = (
          handler="write:cmd_patch"),
     Verb(name="scale", help="Set a Deployment's or ReplicaSet's replicas.", arguments=_scale,
          handler="write:cmd_scale"),
+    Verb(name="autoscale", help="Create a HorizontalPodAutoscaler for a Deployment or "
+         "ReplicaSet.", arguments=_autoscale, handler="generate:cmd_autoscale"),
+    Verb(name="run", help="Create a Pod running one image.", arguments=_run,
+         handler="generate:cmd_run"),
     Verb(name="label", help="Update the labels of objects.", arguments=_edits,
          handler="write:cmd_label"),
     Verb(name="annotate", help="Update the annotations of objects.", arguments=_edits,

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from k8semu.pb.api.v1 import meta_pb2 as k8semu_dot_api_dot_v1_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fk8semu/api/v1/autoscaling.proto\x12\rk8semu.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18k8semu/api/v1/meta.proto\"\xe1\x01\n\x17HorizontalPodAutoscaler\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12\x38\n\x04spec\x18\x04 \x01(\x0b\x32*.k8semu.api.v1.HorizontalPodAutoscalerSpec\x12<\n\x06status\x18\x05 \x01(\x0b\x32,.k8semu.api.v1.HorizontalPodAutoscalerStatus\"\x93\x02\n\x1bHorizontalPodAutoscalerSpec\x12\x44\n\x10scale_target_ref\x18\x01 \x01(\x0b\x32*.k8semu.api.v1.CrossVersionObjectReference\x12\x19\n\x0cmin_replicas\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x14\n\x0cmax_replicas\x18\x03 \x01(\x05\x12*\n\x07metrics\x18\x04 \x03(\x0b\x32\x19.k8semu.api.v1.MetricSpec\x12@\n\x08\x62\x65havior\x18\x05 \x01(\x0b\x32..k8semu.api.v1.HorizontalPodAutoscalerBehaviorB\x0f\n\r_min_replicas\"N\n\x1b\x43rossVersionObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\"Q\n\nMetricSpec\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x35\n\x08resource\x18\x02 \x01(\x0b\x32#.k8semu.api.v1.ResourceMetricSource\"Q\n\x14ResourceMetricSource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.k8semu.api.v1.MetricTarget\"|\n\x0cMetricTarget\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x15\n\raverage_value\x18\x03 \x01(\t\x12 \n\x13\x61verage_utilization\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x16\n\x14_average_utilization\"\x87\x01\n\x1fHorizontalPodAutoscalerBehavior\x12\x30\n\x08scale_up\x18\x01 \x01(\x0b\x32\x1e.k8semu.api.v1.HPAScalingRules\x12\x32\n\nscale_down\x18\x02 \x01(\x0b\x32\x1e.k8semu.api.v1.HPAScalingRules\"\xa7\x01\n\x0fHPAScalingRules\x12)\n\x1cstabilization_window_seconds\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rselect_policy\x18\x02 \x01(\t\x12\x31\n\x08policies\x18\x03 \x03(\x0b\x32\x1f.k8semu.api.v1.HPAScalingPolicyB\x1f\n\x1d_stabilization_window_seconds\"G\n\x10HPAScalingPolicy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05\x12\x16\n\x0eperiod_seconds\x18\x03 \x01(\x05\"\xf1\x02\n\x1dHorizontalPodAutoscalerStatus\x12 \n\x13observed_generation\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x33\n\x0flast_scale_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x10\x63urrent_replicas\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x1d\n\x10\x64\x65sired_replicas\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x34\n\x0f\x63urrent_metrics\x18\x05 \x03(\x0b\x32\x1b.k8semu.api.v1.MetricStatus\x12\x43\n\nconditions\x18\x06 \x03(\x0b\x32/.k8semu.api.v1.HorizontalPodAutoscalerConditionB\x16\n\x14_observed_generationB\x13\n\x11_current_replicasB\x13\n\x11_desired_replicas\"S\n\x0cMetricStatus\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x35\n\x08resource\x18\x02 \x01(\x0b\x32#.k8semu.api.v1.ResourceMetricStatus\"W\n\x14ResourceMetricStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x07\x63urrent\x18\x02 \x01(\x0b\x32 .k8semu.api.v1.MetricValueStatus\"s\n\x11MetricValueStatus\x12\r\n\x05value\x18\x01 \x01(\t\x12\x15\n\raverage_value\x18\x02 \x01(\t\x12 \n\x13\x61verage_utilization\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x16\n\x14_average_utilization\"\x9b\x01\n HorizontalPodAutoscalerCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xa2\x01\n\x1bHorizontalPodAutoscalerList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12\x35\n\x05items\x18\x04 \x03(\x0b\x32&.k8semu.api.v1.HorizontalPodAutoscalerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fk8semu/api/v1/autoscaling.proto\x12\rk8semu.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18k8semu/api/v1/meta.proto\"\xe1\x01\n\x17HorizontalPodAutoscaler\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12\x38\n\x04spec\x18\x04 \x01(\x0b\x32*.k8semu.api.v1.HorizontalPodAutoscalerSpec\x12<\n\x06status\x18\x05 \x01(\x0b\x32,.k8semu.api.v1.HorizontalPodAutoscalerStatus\"\x93\x02\n\x1bHorizontalPodAutoscalerSpec\x12\x44\n\x10scale_target_ref\x18\x01 \x01(\x0b\x32*.k8semu.api.v1.CrossVersionObjectReference\x12\x19\n\x0cmin_replicas\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x14\n\x0cmax_replicas\x18\x03 \x01(\x05\x12*\n\x07metrics\x18\x04 \x03(\x0b\x32\x19.k8semu.api.v1.MetricSpec\x12@\n\x08\x62\x65havior\x18\x05 \x01(\x0b\x32..k8semu.api.v1.HorizontalPodAutoscalerBehaviorB\x0f\n\r_min_replicas\"N\n\x1b\x43rossVersionObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\"\xb4\x02\n\nMetricSpec\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x35\n\x08resource\x18\x02 \x01(\x0b\x32#.k8semu.api.v1.ResourceMetricSource\x12-\n\x04pods\x18\x03 \x01(\x0b\x32\x1f.k8semu.api.v1.PodsMetricSource\x12\x31\n\x06object\x18\x04 \x01(\x0b\x32!.k8semu.api.v1.ObjectMetricSource\x12\x35\n\x08\x65xternal\x18\x05 \x01(\x0b\x32#.k8semu.api.v1.ExternalMetricSource\x12H\n\x12\x63ontainer_resource\x18\x06 \x01(\x0b\x32,.k8semu.api.v1.ContainerResourceMetricSource\"P\n\x10MetricIdentifier\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08selector\x18\x02 \x01(\x0b\x32\x1c.k8semu.api.v1.LabelSelector\"p\n\x10PodsMetricSource\x12/\n\x06metric\x18\x01 \x01(\x0b\x32\x1f.k8semu.api.v1.MetricIdentifier\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.k8semu.api.v1.MetricTarget\"\xb8\x01\n\x12ObjectMetricSource\x12\x44\n\x10\x64\x65scribed_object\x18\x01 \x01(\x0b\x32*.k8semu.api.v1.CrossVersionObjectReference\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.k8semu.api.v1.MetricTarget\x12/\n\x06metric\x18\x03 \x01(\x0b\x32\x1f.k8semu.api.v1.MetricIdentifier\"t\n\x14\x45xternalMetricSource\x12/\n\x06metric\x18\x01 \x01(\x0b\x32\x1f.k8semu.api.v1.MetricIdentifier\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.k8semu.api.v1.MetricTarget\"m\n\x1d\x43ontainerResourceMetricSource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.k8semu.api.v1.MetricTarget\x12\x11\n\tcontainer\x18\x03 \x01(\t\"Q\n\x14ResourceMetricSource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.k8semu.api.v1.MetricTarget\"|\n\x0cMetricTarget\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x15\n\raverage_value\x18\x03 \x01(\t\x12 \n\x13\x61verage_utilization\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x16\n\x14_average_utilization\"\x87\x01\n\x1fHorizontalPodAutoscalerBehavior\x12\x30\n\x08scale_up\x18\x01 \x01(\x0b\x32\x1e.k8semu.api.v1.HPAScalingRules\x12\x32\n\nscale_down\x18\x02 \x01(\x0b\x32\x1e.k8semu.api.v1.HPAScalingRules\"\xa7\x01\n\x0fHPAScalingRules\x12)\n\x1cstabilization_window_seconds\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rselect_policy\x18\x02 \x01(\t\x12\x31\n\x08policies\x18\x03 \x03(\x0b\x32\x1f.k8semu.api.v1.HPAScalingPolicyB\x1f\n\x1d_stabilization_window_seconds\"G\n\x10HPAScalingPolicy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05\x12\x16\n\x0eperiod_seconds\x18\x03 \x01(\x05\"\xf1\x02\n\x1dHorizontalPodAutoscalerStatus\x12 \n\x13observed_generation\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x33\n\x0flast_scale_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x10\x63urrent_replicas\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x1d\n\x10\x64\x65sired_replicas\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x34\n\x0f\x63urrent_metrics\x18\x05 \x03(\x0b\x32\x1b.k8semu.api.v1.MetricStatus\x12\x43\n\nconditions\x18\x06 \x03(\x0b\x32/.k8semu.api.v1.HorizontalPodAutoscalerConditionB\x16\n\x14_observed_generationB\x13\n\x11_current_replicasB\x13\n\x11_desired_replicas\"\xb6\x02\n\x0cMetricStatus\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x35\n\x08resource\x18\x02 \x01(\x0b\x32#.k8semu.api.v1.ResourceMetricStatus\x12-\n\x04pods\x18\x03 \x01(\x0b\x32\x1f.k8semu.api.v1.PodsMetricStatus\x12\x31\n\x06object\x18\x04 \x01(\x0b\x32!.k8semu.api.v1.ObjectMetricStatus\x12\x35\n\x08\x65xternal\x18\x05 \x01(\x0b\x32#.k8semu.api.v1.ExternalMetricStatus\x12H\n\x12\x63ontainer_resource\x18\x06 \x01(\x0b\x32,.k8semu.api.v1.ContainerResourceMetricStatus\"v\n\x10PodsMetricStatus\x12/\n\x06metric\x18\x01 \x01(\x0b\x32\x1f.k8semu.api.v1.MetricIdentifier\x12\x31\n\x07\x63urrent\x18\x02 \x01(\x0b\x32 .k8semu.api.v1.MetricValueStatus\"\xbe\x01\n\x12ObjectMetricStatus\x12/\n\x06metric\x18\x01 \x01(\x0b\x32\x1f.k8semu.api.v1.MetricIdentifier\x12\x31\n\x07\x63urrent\x18\x02 \x01(\x0b\x32 .k8semu.api.v1.MetricValueStatus\x12\x44\n\x10\x64\x65scribed_object\x18\x03 \x01(\x0b\x32*.k8semu.api.v1.CrossVersionObjectReference\"z\n\x14\x45xternalMetricStatus\x12/\n\x06metric\x18\x01 \x01(\x0b\x32\x1f.k8semu.api.v1.MetricIdentifier\x12\x31\n\x07\x63urrent\x18\x02 \x01(\x0b\x32 .k8semu.api.v1.MetricValueStatus\"s\n\x1d\x43ontainerResourceMetricStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x07\x63urrent\x18\x02 \x01(\x0b\x32 .k8semu.api.v1.MetricValueStatus\x12\x11\n\tcontainer\x18\x03 \x01(\t\"W\n\x14ResourceMetricStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x07\x63urrent\x18\x02 \x01(\x0b\x32 .k8semu.api.v1.MetricValueStatus\"s\n\x11MetricValueStatus\x12\r\n\x05value\x18\x01 \x01(\t\x12\x15\n\raverage_value\x18\x02 \x01(\t\x12 \n\x13\x61verage_utilization\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x16\n\x14_average_utilization\"\x9b\x01\n HorizontalPodAutoscalerCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xa2\x01\n\x1bHorizontalPodAutoscalerList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12\x35\n\x05items\x18\x04 \x03(\x0b\x32&.k8semu.api.v1.HorizontalPodAutoscalerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,28 +40,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HORIZONTALPODAUTOSCALERSPEC']._serialized_end=613
   _globals['_CROSSVERSIONOBJECTREFERENCE']._serialized_start=615
   _globals['_CROSSVERSIONOBJECTREFERENCE']._serialized_end=693
-  _globals['_METRICSPEC']._serialized_start=695
-  _globals['_METRICSPEC']._serialized_end=776
-  _globals['_RESOURCEMETRICSOURCE']._serialized_start=778
-  _globals['_RESOURCEMETRICSOURCE']._serialized_end=859
-  _globals['_METRICTARGET']._serialized_start=861
-  _globals['_METRICTARGET']._serialized_end=985
-  _globals['_HORIZONTALPODAUTOSCALERBEHAVIOR']._serialized_start=988
-  _globals['_HORIZONTALPODAUTOSCALERBEHAVIOR']._serialized_end=1123
-  _globals['_HPASCALINGRULES']._serialized_start=1126
-  _globals['_HPASCALINGRULES']._serialized_end=1293
-  _globals['_HPASCALINGPOLICY']._serialized_start=1295
-  _globals['_HPASCALINGPOLICY']._serialized_end=1366
-  _globals['_HORIZONTALPODAUTOSCALERSTATUS']._serialized_start=1369
-  _globals['_HORIZONTALPODAUTOSCALERSTATUS']._serialized_end=1738
-  _globals['_METRICSTATUS']._serialized_start=1740
-  _globals['_METRICSTATUS']._serialized_end=1823
-  _globals['_RESOURCEMETRICSTATUS']._serialized_start=1825
-  _globals['_RESOURCEMETRICSTATUS']._serialized_end=1912
-  _globals['_METRICVALUESTATUS']._serialized_start=1914
-  _globals['_METRICVALUESTATUS']._serialized_end=2029
-  _globals['_HORIZONTALPODAUTOSCALERCONDITION']._serialized_start=2032
-  _globals['_HORIZONTALPODAUTOSCALERCONDITION']._serialized_end=2187
-  _globals['_HORIZONTALPODAUTOSCALERLIST']._serialized_start=2190
-  _globals['_HORIZONTALPODAUTOSCALERLIST']._serialized_end=2352
+  _globals['_METRICSPEC']._serialized_start=696
+  _globals['_METRICSPEC']._serialized_end=1004
+  _globals['_METRICIDENTIFIER']._serialized_start=1006
+  _globals['_METRICIDENTIFIER']._serialized_end=1086
+  _globals['_PODSMETRICSOURCE']._serialized_start=1088
+  _globals['_PODSMETRICSOURCE']._serialized_end=1200
+  _globals['_OBJECTMETRICSOURCE']._serialized_start=1203
+  _globals['_OBJECTMETRICSOURCE']._serialized_end=1387
+  _globals['_EXTERNALMETRICSOURCE']._serialized_start=1389
+  _globals['_EXTERNALMETRICSOURCE']._serialized_end=1505
+  _globals['_CONTAINERRESOURCEMETRICSOURCE']._serialized_start=1507
+  _globals['_CONTAINERRESOURCEMETRICSOURCE']._serialized_end=1616
+  _globals['_RESOURCEMETRICSOURCE']._serialized_start=1618
+  _globals['_RESOURCEMETRICSOURCE']._serialized_end=1699
+  _globals['_METRICTARGET']._serialized_start=1701
+  _globals['_METRICTARGET']._serialized_end=1825
+  _globals['_HORIZONTALPODAUTOSCALERBEHAVIOR']._serialized_start=1828
+  _globals['_HORIZONTALPODAUTOSCALERBEHAVIOR']._serialized_end=1963
+  _globals['_HPASCALINGRULES']._serialized_start=1966
+  _globals['_HPASCALINGRULES']._serialized_end=2133
+  _globals['_HPASCALINGPOLICY']._serialized_start=2135
+  _globals['_HPASCALINGPOLICY']._serialized_end=2206
+  _globals['_HORIZONTALPODAUTOSCALERSTATUS']._serialized_start=2209
+  _globals['_HORIZONTALPODAUTOSCALERSTATUS']._serialized_end=2578
+  _globals['_METRICSTATUS']._serialized_start=2581
+  _globals['_METRICSTATUS']._serialized_end=2891
+  _globals['_PODSMETRICSTATUS']._serialized_start=2893
+  _globals['_PODSMETRICSTATUS']._serialized_end=3011
+  _globals['_OBJECTMETRICSTATUS']._serialized_start=3014
+  _globals['_OBJECTMETRICSTATUS']._serialized_end=3204
+  _globals['_EXTERNALMETRICSTATUS']._serialized_start=3206
+  _globals['_EXTERNALMETRICSTATUS']._serialized_end=3328
+  _globals['_CONTAINERRESOURCEMETRICSTATUS']._serialized_start=3330
+  _globals['_CONTAINERRESOURCEMETRICSTATUS']._serialized_end=3445
+  _globals['_RESOURCEMETRICSTATUS']._serialized_start=3447
+  _globals['_RESOURCEMETRICSTATUS']._serialized_end=3534
+  _globals['_METRICVALUESTATUS']._serialized_start=3536
+  _globals['_METRICVALUESTATUS']._serialized_end=3651
+  _globals['_HORIZONTALPODAUTOSCALERCONDITION']._serialized_start=3654
+  _globals['_HORIZONTALPODAUTOSCALERCONDITION']._serialized_end=3809
+  _globals['_HORIZONTALPODAUTOSCALERLIST']._serialized_start=3812
+  _globals['_HORIZONTALPODAUTOSCALERLIST']._serialized_end=3974
 # @@protoc_insertion_point(module_scope)
