@@ -26,7 +26,7 @@ from k8semu.apiserver.server import add_api_servicer
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.cluster.processes import K8semuStoreCluster
-from k8semu.pb.api.v1 import core_pb2
+from k8semu.pb.api.v1 import autoscaling_pb2, core_pb2
 from tests.support.apiserver import APIServerProcess
 
 from .conftest import Client, unpack
@@ -165,3 +165,33 @@ async def test_a_kind_without_status_refuses_status_writes(client: Client) -> No
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not supported for configmaps" in (err.details() or "")
     await client.delete("cm", "no-status", "default")
+
+
+def _hpa(name: str, minimum: int, maximum: int) -> autoscaling_pb2.HorizontalPodAutoscaler:
+    hpa = autoscaling_pb2.HorizontalPodAutoscaler(
+        api_version="autoscaling/v2", kind="HorizontalPodAutoscaler"
+    )
+    hpa.metadata.name = name
+    ref = hpa.spec.scale_target_ref
+    ref.api_version, ref.kind, ref.name = "apps/v1", "Deployment", "web"
+    hpa.spec.min_replicas, hpa.spec.max_replicas = minimum, maximum
+    return hpa
+
+
+async def test_the_hpa_row_defaults_and_refuses_bad_specs(client: Client) -> None:
+    """The HPA's row: Kubernetes' defaults on create, and a bad spec refused naming its field
+    (nothing stored) rather than left for the controller's conditions."""
+    err = await _refused(client.create("hpa", _hpa("bad", 5, 2), "default"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'horizontalpodautoscalers "bad"' in (err.details() or "")
+    assert "spec.maxReplicas" in (err.details() or "")
+    await _refused(client.get("hpa", "bad", "default"))
+    created = unpack(
+        (await client.create("hpa", _hpa("good", 1, 3), "default")).object,
+        autoscaling_pb2.HorizontalPodAutoscaler,
+    )
+    # No metric named: Kubernetes' default, CPU at 80% of the requests.
+    [metric] = created.spec.metrics
+    assert metric.resource.name == "cpu"
+    assert metric.resource.target.average_utilization == 80
+    await client.delete("hpa", "good", "default")

@@ -5,6 +5,7 @@
     services.py    Service: defaults, checks, immutable clusterIP, address allocation hook
     namespaces.py  Namespace: defaults, deletion by termination
     workloads.py   Deployment, ReplicaSet: defaults, selector/template checks
+    autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
 
 `build` is the table. The verbs (`service.py`), the repairs (`repair.py`) and any other face
 of the API server (the REST API) look a kind's rules up here and never branch on a kind's
@@ -23,7 +24,7 @@ from k8semu.api.kinds import Kind
 from k8semu.apiserver.allocation import Allocator, ServiceRanges
 from k8semu.apiserver.deletion import Rules
 from k8semu.apiserver.objects import resolve
-from k8semu.apiserver.registry import namespaces, pods, services, workloads
+from k8semu.apiserver.registry import autoscaling, namespaces, pods, services, workloads
 from k8semu.apiserver.registry.strategy import Strategy
 from k8semu.apiserver.validation import dns1123_label
 
@@ -105,7 +106,12 @@ def build(ranges: ServiceRanges, rng: random.Random | None = None) -> Registry:
             Strategy(kind=_kind("events"), expires=True),
             _workload("replicasets", workloads.replica_set_defaults),
             _workload("deployments", workloads.deployment_defaults),
-            Strategy(kind=_kind("horizontalpodautoscalers"), status=True),
+            Strategy(
+                kind=_kind("horizontalpodautoscalers"),
+                defaults=autoscaling.defaults,
+                validate=autoscaling.validate,
+                status=True,
+            ),
             Strategy(kind=_kind("leases")),
         ]
     )
