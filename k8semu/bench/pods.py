@@ -183,27 +183,21 @@ def _pod(name: str, namespace: str, image: str, real: bool) -> core_pb2.Pod:
     return pod
 
 
+@dataclass
 class _PodCreates:
     """Creates the pods from concurrent writers, pod i due at start + i / rate when the
     scenario has a rate (else at once); stamps each pod's creation in the tracker with the
     client's clock (creationTimestamp has whole seconds)."""
 
-    def __init__(
-        self,
-        client: Client,
-        tracker: podstartup.PodStartupTracker,
-        pods: Sequence[core_pb2.Pod],
-        result: ScenarioResult,
-    ) -> None:
-        self.client = client
-        self.tracker = tracker
-        self.pods = pods
-        self.result = result
-        self.next = 0
-        self.errors = 0
-        self.slip = 0.0
-        self.latencies: list[float] = []
-        self.start = time.perf_counter() + 0.01
+    client: Client
+    tracker: podstartup.PodStartupTracker
+    pods: Sequence[core_pb2.Pod]
+    result: ScenarioResult
+    next: int = 0
+    errors: int = 0
+    slip: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    start: float = field(default_factory=lambda: time.perf_counter() + 0.01)
 
     async def writer(self) -> None:
         perf, rate = time.perf_counter, self.result.rate

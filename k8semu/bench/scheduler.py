@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,20 +176,18 @@ class _BindWatch:
         await cancel(self._task)
 
 
+@dataclass
 class _Measured:
     """The scheduler under test: a process of its own ("process", its CPU measured), one in
     this process ("inprocess") or the cluster's own ("external": nothing to start)."""
 
-    def __init__(
-        self, mode: str, endpoints: Sequence[str], client: Client, logs: Path, profile: Path | None
-    ) -> None:
-        self.mode = mode
-        self.endpoints = endpoints
-        self.client = client
-        self.logs = logs
-        self.profile = profile
-        self.process: _SchedulerProcess | None = None
-        self.in_process: Scheduler | None = None
+    mode: str
+    endpoints: Sequence[str]
+    client: Client
+    logs: Path
+    profile: Path | None
+    process: _SchedulerProcess | None = None
+    in_process: Scheduler | None = None
 
     async def start(self) -> None:
         if self.mode == "process":

@@ -46,6 +46,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,32 +130,27 @@ __all__ = [
 # -- the run -----------------------------------------------------------------------------------
 
 
+@dataclass
 class _Soak:
     """One soak on a started cluster: the churn's writers on one absolute schedule (write k is
     due at start + k / rate, at most ``opts.writers`` at once), a reader, an RSS-peak poller,
     and one ``IntervalSample`` per interval into ``result.samples``."""
 
-    def __init__(
-        self,
-        churn: Churn,
-        client: TimedClient,
-        state_dir: Path,
-        opts: SoakOptions,
-        result: SoakResult,
-    ) -> None:
-        self.churn = churn
-        self.client = client
-        self.state_dir = state_dir
-        self.opts = opts
-        self.result = result
-        self.procs = ProcessSampler()
+    churn: Churn
+    client: TimedClient
+    state_dir: Path
+    opts: SoakOptions
+    result: SoakResult
+    procs: ProcessSampler = field(default_factory=ProcessSampler, init=False)
+
+    def __post_init__(self) -> None:
         # Re-read every interval: a restarted component has a new pid.
-        self.components: list[ComponentRecord] = read_state(state_dir).components
+        self.components: list[ComponentRecord] = read_state(self.state_dir).components
         self.procs.sample(self.components)  # CPU baseline
         self.writes = self.errors = 0
         self.start = time.perf_counter() + 0.01
-        self.end = self.start + opts.duration
-        self._due = iter(range(math.ceil(opts.duration * opts.write_rate)))
+        self.end = self.start + self.opts.duration
+        self._due = iter(range(math.ceil(self.opts.duration * self.opts.write_rate)))
 
     async def writer(self) -> None:
         perf, rate = time.perf_counter, self.opts.write_rate
