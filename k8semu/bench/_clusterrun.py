@@ -8,7 +8,8 @@ defaults, so a benchmark never collides with a cluster someone else runs on this
 the default ports. ``BenchCluster`` starts it in its own state dir, with its own CLI config
 (``K8SEMU_CONFIG``), so the user's ``~/.k8semu/config`` is never touched, reads ``state.json``
 and stops everything with ``k8semu down``. ``ResourceSampler`` samples CPU seconds and RSS of
-the component processes.
+the component processes; ``LeaderWatch`` counts the store's and the control plane's leader
+changes meanwhile; ``TimedClient`` times the calls a workload makes.
 
 This module signals nothing itself: ``k8semu down`` stops the processes ``k8semu up`` recorded.
 """
@@ -24,19 +25,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import yaml
+from google.protobuf.message import Message
 
 from k8semu import transport
+from k8semu.api import kinds
+from k8semu.bench._common import BenchError, cancel, cpu_seconds, file_size, rss_bytes
+from k8semu.bench._common import say as common_say
 from k8semu.bench.podstartup import PodTimes
-from k8semu.bench.store import BenchError
 from k8semu.client import Client, ClientError
 from k8semu.cluster.clientconfig import ENV_VAR as CLI_CONFIG_ENV
 from k8semu.cluster.config import format_duration
@@ -50,15 +54,14 @@ __all__ = [
     "ClusterLayout",
     "ComponentUsage",
     "LeaderWatch",
-    "Progress",
     "ResourceSampler",
+    "TimedClient",
     "bench_config",
-    "fd_count",
+    "control_plane_steady",
     "leader_logs",
     "merge_config",
     "most_within",
     "refine_stamps",
-    "rss_bytes",
 ]
 
 # Third octet of the node IPs (127.0.<octet>.N): away from the defaults (127.0.1.x workers,
@@ -77,6 +80,8 @@ OWN_RANGES_MAX_NODES = 128
 # Taken: the defaults, the shared ranges above, and bench ha's private ones (127.160-239).
 _RESERVED_SECOND_OCTETS = frozenset({96, 97, 100, 101, 244, 248, 249, 250, 251, *range(160, 240)})
 HOLLOW_POOL = "hollow"
+M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 UP_TIMEOUT_MARGIN_S = 60.0
 DOWN_TIMEOUT_S = 120.0
 
@@ -216,36 +221,6 @@ def merge_config(doc: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return out
 
 
-def rss_bytes(pid: int) -> int | None:
-    """Resident set size of ``pid`` (VmRSS in /proc/<pid>/status), None if it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def fd_count(pid: int) -> int | None:
-    """Open file descriptors of ``pid`` (entries of /proc/<pid>/fd), None if it is gone or
-    not ours to read."""
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` so far, None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat.rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 class BenchCluster:
     """One cluster started for a benchmark; ``with BenchCluster(...) as c:`` starts and stops it.
 
@@ -270,7 +245,7 @@ class BenchCluster:
         self.state_dir = self.dir / "state"
         self.keep = keep
         self.failed = False
-        self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._say = say or common_say
         if config is None:
             assert layout is not None
             doc = bench_config(layout)
@@ -455,44 +430,9 @@ class ResourceSampler:
 
     async def __aexit__(self, *exc: object) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         self.sample()
         self.seconds = time.monotonic() - self.started
-
-
-class Progress:
-    """One status line on stderr: rewritten in place (``\\r``) on a terminal, else printed
-    at most every ``every`` seconds so a log file stays short."""
-
-    def __init__(self, *, enabled: bool = True, every: float = 10.0) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.every = every
-        self._last = 0.0
-        self._shown = False
-        self._t0 = time.monotonic()
-
-    def show(self, text: str) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        line = f"{text}  {now - self._t0:6.1f} s"
-        if self.tty:
-            sys.stderr.write(f"\r{line}\x1b[K")
-            sys.stderr.flush()
-            self._shown = True
-        elif now - self._last >= self.every:
-            self._last = now
-            print(line, file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self._shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self._shown = False
 
 
 def refine_stamps(times: Sequence[PodTimes], *, created_exact: bool) -> None:
@@ -545,13 +485,6 @@ CONTROL_PLANE_LEASES = (
 BECAME_LEADER = b"became leader"
 
 
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 def leader_logs(components: Sequence[ComponentRecord]) -> dict[str, str]:
     """The logs of the leader-elected components (schedulers, controller managers)."""
     return {
@@ -559,6 +492,19 @@ def leader_logs(components: Sequence[ComponentRecord]) -> dict[str, str]:
         for c in components
         if c.kind in ("scheduler", "controller-manager") and c.log_path
     }
+
+
+def control_plane_steady(
+    lease_changes: Mapping[str, int | None], became_leader: Mapping[str, int]
+) -> tuple[bool, str]:
+    """Whether no control-plane Lease changed hands and no leader-elected component started
+    leading again (``LeaderWatch.lease_changes`` and ``became_leader``), and the detail line:
+    a leader that missed its renew deadline and won its own Lease back restarted its work."""
+    leases = {k: v for k, v in lease_changes.items() if v is not None}
+    details = [f"{k}: {v}" for k, v in sorted(leases.items())]
+    details += [f"{k} led again {v}x" for k, v in sorted(became_leader.items()) if v]
+    steady = all(v == 0 for v in leases.values()) and not any(became_leader.values())
+    return steady, ", ".join(details) or "no Leases found"
 
 
 @dataclass
@@ -598,7 +544,7 @@ class LeaderWatch:
     ) -> None:
         self.interval = interval
         self.log_paths = {name: Path(p) for name, p in (log_paths or {}).items()}
-        self._log_offsets = {name: _file_size(p) for name, p in self.log_paths.items()}
+        self._log_offsets = {name: file_size(p) for name, p in self.log_paths.items()}
         self.became_leader = dict.fromkeys(self.log_paths, 0)
         self.members = list(store_members)
         self.api_servers = list(api_servers)
@@ -701,10 +647,7 @@ class LeaderWatch:
 
     async def __aexit__(self, *exc: object) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         with contextlib.suppress(grpc.aio.AioRpcError, ClientError):
             await self.poll()
         for channel in self._channels.values():
@@ -713,3 +656,66 @@ class LeaderWatch:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+class TimedClient:
+    """The calls the benchmark makes, each timed from send to reply into ``latencies``
+    (key ``"<verb> <resource>"``, plus `` (cluster)`` for lists across namespaces); failed
+    calls are counted in ``errors`` under the same key, not timed."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.latencies: dict[str, list[float]] = {}
+        self.errors: dict[str, int] = {}
+        self.last_error = ""
+
+    def take(self) -> tuple[dict[str, list[float]], dict[str, int]]:
+        """The latencies and errors recorded so far, and start afresh (one report interval)."""
+        out = (self.latencies, self.errors)
+        self.latencies, self.errors = {}, {}
+        return out
+
+    async def _timed(self, key: str, call: Awaitable[T]) -> T:
+        t0 = time.perf_counter()
+        try:
+            out = await call
+        except ClientError as exc:
+            self.errors[key] = self.errors.get(key, 0) + 1
+            self.last_error = str(exc)
+            raise
+        self.latencies.setdefault(key, []).append(time.perf_counter() - t0)
+        return out
+
+    async def create(self, obj: M) -> M:
+        key = f"create {kinds.for_message(obj).plural}"
+        return await self._timed(key, self.client.create(obj))
+
+    async def get(self, kind: type[M], name: str, *, namespace: str = "") -> M:
+        key = f"get {kinds.for_message(kind).plural}"
+        return await self._timed(key, self.client.get(kind, name, namespace=namespace))
+
+    async def list(self, kind: type[M], *, namespace: str | None = None) -> list[M]:
+        key = f"list {kinds.for_message(kind).plural}" + ("" if namespace else " (cluster)")
+        out = await self._timed(key, self.client.list(kind, namespace=namespace))
+        return list(out.items)
+
+    async def patch(
+        self, kind: type[M], name: str, patch: Mapping[str, Any], *, namespace: str = ""
+    ) -> M:
+        """A JSON merge patch (``Client.patch``)."""
+        key = f"patch {kinds.for_message(kind).plural}"
+        return await self._timed(key, self.client.patch(kind, name, patch, namespace=namespace))
+
+    async def delete(
+        self,
+        kind: type[M],
+        name: str,
+        *,
+        namespace: str = "",
+        grace_period_seconds: int | None = None,
+    ) -> M:
+        key = f"delete {kinds.for_message(kind).plural}"
+        call = self.client.delete(
+            kind, name, namespace=namespace, grace_period_seconds=grace_period_seconds
+        )
+        return await self._timed(key, call)

@@ -33,11 +33,8 @@ import array
 import asyncio
 import contextlib
 import dataclasses
-import json
 import re
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,17 +46,22 @@ import grpc.aio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from k8semu.bench.store import (
+from k8semu.bench._common import (
     BenchError,
-    _check_endpoints,
-    _cpu_seconds,
-    _percentile,
-    _positive_float,
-    _positive_int,
-    _processes_cpu_seconds,
-    _run_loop,
-    _say,
+    CpuMeter,
+    Stopwatch,
+    argument_parser,
+    check_endpoints,
     environment,
+    options_from_args,
+    percentile,
+    positive_float,
+    positive_int,
+    run_dir,
+    run_loop,
+    say,
+    summarize,
+    write_json,
 )
 from k8semu.cluster.component import APIServerProcess
 from k8semu.cluster.errors import ClusterError, ComponentStartError
@@ -408,14 +410,14 @@ class _Watchers:
             writes=writes,
             watchers=self.opts.watchers,
             deliveries=len(from_send),
-            p50_ms=_percentile(from_send, 50) * 1e3,
-            p90_ms=_percentile(from_send, 90) * 1e3,
-            p99_ms=_percentile(from_send, 99) * 1e3,
+            p50_ms=percentile(from_send, 50) * 1e3,
+            p90_ms=percentile(from_send, 90) * 1e3,
+            p99_ms=percentile(from_send, 99) * 1e3,
             max_ms=(from_send[-1] if from_send else 0.0) * 1e3,
-            all_p50_ms=_percentile(all_times, 50) * 1e3,
-            all_p99_ms=_percentile(all_times, 99) * 1e3,
-            from_ack_p50_ms=_percentile(from_ack, 50) * 1e3,
-            from_ack_p99_ms=_percentile(from_ack, 99) * 1e3,
+            all_p50_ms=percentile(all_times, 50) * 1e3,
+            all_p99_ms=percentile(all_times, 99) * 1e3,
+            from_ack_p50_ms=percentile(from_ack, 50) * 1e3,
+            from_ack_p99_ms=percentile(from_ack, 99) * 1e3,
         )
 
     async def close(self) -> None:
@@ -424,6 +426,174 @@ class _Watchers:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for channel in self.channels:
             await channel.close()
+
+
+class _Calls:
+    """The calls of the phases over one channel, bytes in and bytes out: the namespace, the
+    sentinel pods, and per phase call i on pod i. Requests are serialized up front
+    (``prepare``); the mutating calls stamp their acknowledgement for the watch figures."""
+
+    VERBS = ("Create", "Get", "List", "Update", "Delete")
+
+    def __init__(self, address: str, opts: APIBenchOptions, prefix: str, watchers: _Watchers):
+        self.opts = opts
+        self.ns = opts.namespace
+        self.run_id = prefix.removeprefix("bench-")
+        self.prefix = prefix
+        self.watchers = watchers
+        self.timeout = opts.call_timeout
+        self.channel = grpc.aio.insecure_channel(address, options=_UNARY_CHANNEL_OPTIONS)
+        self.raw: dict[str, Any] = {
+            verb: self.channel.unary_unary(API + verb) for verb in self.VERBS
+        }
+        self.names = [f"{prefix}-{i:06d}" for i in range(opts.calls)]
+        self.versions = [""] * opts.calls
+        self.sentinels: list[str] = []
+        self.creates: list[bytes] = []
+        self.gets: list[bytes] = []
+        self.deletes: list[bytes] = []
+        self.list_request = b""
+
+    def _delete_request(self, name: str) -> bytes:
+        return api.DeleteRequest(
+            resource="pods", namespace=self.ns, name=name, grace_period_seconds=0
+        ).SerializeToString()
+
+    async def create_namespace(self) -> None:
+        namespace = core_pb2.Namespace(api_version="v1", kind="Namespace")
+        namespace.metadata.name = self.ns
+        with contextlib.suppress(grpc.aio.AioRpcError):  # ALREADY_EXISTS on a reused server
+            await self.raw["Create"](
+                api.CreateRequest(
+                    resource="namespaces", object=_packed(namespace)
+                ).SerializeToString(),
+                timeout=self.timeout,
+            )
+
+    async def poke(self) -> None:
+        """Create one more sentinel pod (see ``_Watchers.wait_ready``)."""
+        self.sentinels.append(f"{self.prefix}-ready-{len(self.sentinels)}")
+        pod = _pod(self.sentinels[-1], self.ns, self.run_id)
+        await self.raw["Create"](
+            api.CreateRequest(resource="pods", object=_packed(pod)).SerializeToString(),
+            timeout=self.timeout,
+        )
+
+    def prepare(self) -> None:
+        ns, names = self.ns, self.names
+        self.creates = [
+            api.CreateRequest(
+                resource="pods", object=_packed(_pod(name, ns, self.run_id))
+            ).SerializeToString()
+            for name in names
+        ]
+        self.gets = [
+            api.GetRequest(resource="pods", namespace=ns, name=name).SerializeToString()
+            for name in names
+        ]
+        self.list_request = api.ListRequest(
+            resource="pods", namespace=ns, limit=self.opts.list_limit
+        ).SerializeToString()
+        self.deletes = [self._delete_request(name) for name in names]
+
+    async def create(self, i: int) -> None:
+        resp = await self.raw["Create"](self.creates[i], timeout=self.timeout)
+        self.watchers.acked[0][i] = time.perf_counter()
+        obj = core_pb2.Pod()
+        api.ObjectResponse.FromString(resp).object.Unpack(obj)
+        self.versions[i] = obj.metadata.resource_version
+
+    async def get(self, i: int) -> None:
+        await self.raw["Get"](self.gets[i], timeout=self.timeout)
+
+    async def list_(self, i: int) -> None:
+        await self.raw["List"](self.list_request, timeout=self.timeout)
+
+    async def update(self, i: int) -> None:
+        pod = _pod(self.names[i], self.ns, self.run_id)
+        pod.metadata.resource_version = self.versions[i]
+        pod.metadata.labels["updated"] = "true"
+        req = api.UpdateRequest(resource="pods", object=_packed(pod)).SerializeToString()
+        await self.raw["Update"](req, timeout=self.timeout)
+        self.watchers.acked[1][i] = time.perf_counter()
+
+    async def delete(self, i: int) -> None:
+        await self.raw["Delete"](self.deletes[i], timeout=self.timeout)
+        self.watchers.acked[2][i] = time.perf_counter()
+
+    def op(self, phase: str) -> Callable[[int], Awaitable[None]]:
+        ops: dict[str, Callable[[int], Awaitable[None]]] = {
+            "create": self.create,
+            "get": self.get,
+            "list": self.list_,
+            "update": self.update,
+            "delete": self.delete,
+        }
+        return ops[phase]
+
+    async def delete_sentinels(self) -> None:
+        """Leave nothing behind on a shared server (the pods go with the delete phase)."""
+        for name in self.sentinels:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self.raw["Delete"](self._delete_request(name), timeout=self.timeout)
+
+
+async def _phase(
+    phase: str,
+    calls: _Calls,
+    opts: APIBenchOptions,
+    server_pids: Sequence[int],
+    apiserver_pid: int | None,
+) -> VerbResult:
+    """One phase of ``opts.calls`` paced calls, with the CPU the servers used meanwhile."""
+    stamp: Callable[[int], None] | None = None
+    event = EVENT_OF_PHASE.get(phase)
+    if event is not None:
+        sent = calls.watchers.sent[_Watchers.CODES[event]]
+
+        def stamp(i: int, sent: array.array[float] = sent) -> None:
+            sent[i] = time.perf_counter()
+
+    apiserver = CpuMeter([apiserver_pid] if apiserver_pid else [])
+    watch = Stopwatch(server_pids)
+    apiserver.start()
+    watch.start()
+    paced = await _paced(opts.calls, opts, calls.op(phase), stamp)
+    watch.stop()
+    s = summarize(paced.latencies)
+    return VerbResult(
+        verb=f"list (limit {opts.list_limit})" if phase == "list" else phase,
+        calls=s.count,
+        errors=paced.errors,
+        seconds=paced.seconds,
+        rate=s.count / paced.seconds if paced.seconds > 0 else 0.0,
+        p50_ms=s.p50 * 1e3,
+        p90_ms=s.p90 * 1e3,
+        p99_ms=s.p99 * 1e3,
+        max_ms=s.max * 1e3,
+        max_slip_ms=paced.max_slip * 1e3,
+        capped=paced.capped,
+        last_error=paced.last_error,
+        client_cpu_s=watch.client_cpu_s,
+        server_cpu_s=watch.server_cpu_s,
+        apiserver_cpu_s=apiserver.stop(),
+    )
+
+
+async def _deliveries(
+    event: str, writes: int, watchers: _Watchers, opts: APIBenchOptions
+) -> WatchResult:
+    """The watchers' figures for the ``writes`` writes of one phase, once they arrived (or
+    ``opts.drain_seconds`` passed)."""
+    code = _Watchers.CODES[event]
+    await watchers.drain(code, writes * opts.watchers, opts.drain_seconds)
+    w = watchers.result(event, writes)
+    say(
+        f"watch {event}: {w.deliveries}/{w.expected} deliveries, p50"
+        f" {w.p50_ms:.1f} ms, p99 {w.p99_ms:.1f} ms, to all watchers p99"
+        f" {w.all_p99_ms:.1f} ms"
+    )
+    return w
 
 
 async def run(
@@ -435,167 +605,29 @@ async def run(
 ) -> APIBenchResult:
     """Run the phases against the API server at ``address``; see the module docstring.
     CPU is measured for ``server_pids`` together and ``apiserver_pid`` alone, when given."""
-    run_id = secrets.token_hex(3)
-    prefix = f"bench-{run_id}"
+    prefix = f"bench-{secrets.token_hex(3)}"
     result = APIBenchResult(options=opts, server=address)
-    n = opts.calls
-    names = [f"{prefix}-{i:06d}" for i in range(n)]
-    ns = opts.namespace
-    channel = grpc.aio.insecure_channel(address, options=_UNARY_CHANNEL_OPTIONS)
-    raw: dict[str, Any] = {
-        verb: channel.unary_unary(API + verb)  # bytes in, bytes out
-        for verb in ("Create", "Get", "List", "Update", "Delete")
-    }
-    timeout = opts.call_timeout
     watchers = _Watchers(address, opts, prefix)
-    versions = [""] * n
+    calls = _Calls(address, opts, prefix, watchers)
     try:
-        namespace = core_pb2.Namespace(api_version="v1", kind="Namespace")
-        namespace.metadata.name = ns
-        with contextlib.suppress(grpc.aio.AioRpcError):  # ALREADY_EXISTS on a reused server
-            await raw["Create"](
-                api.CreateRequest(
-                    resource="namespaces", object=_packed(namespace)
-                ).SerializeToString(),
-                timeout=timeout,
-            )
+        await calls.create_namespace()
         watchers.start()
-        sentinels: list[str] = []
-
-        async def poke() -> None:
-            sentinels.append(f"{prefix}-ready-{len(sentinels)}")
-            pod = _pod(sentinels[-1], ns, run_id)
-            await raw["Create"](
-                api.CreateRequest(resource="pods", object=_packed(pod)).SerializeToString(),
-                timeout=timeout,
-            )
-
-        await watchers.wait_ready(opts.ready_timeout, poke)
-        _say(f"{opts.watchers} watchers attached; {n} calls per phase at {opts.rate:g}/s")
-
-        creates = [
-            api.CreateRequest(
-                resource="pods", object=_packed(_pod(name, ns, run_id))
-            ).SerializeToString()
-            for name in names
-        ]
-        gets = [
-            api.GetRequest(resource="pods", namespace=ns, name=name).SerializeToString()
-            for name in names
-        ]
-        list_request = api.ListRequest(
-            resource="pods", namespace=ns, limit=opts.list_limit
-        ).SerializeToString()
-        deletes = [
-            api.DeleteRequest(
-                resource="pods", namespace=ns, name=name, grace_period_seconds=0
-            ).SerializeToString()
-            for name in names
-        ]
-        perf = time.perf_counter
-
-        async def create(i: int) -> None:
-            resp = await raw["Create"](creates[i], timeout=timeout)
-            watchers.acked[0][i] = perf()
-            obj = core_pb2.Pod()
-            api.ObjectResponse.FromString(resp).object.Unpack(obj)
-            versions[i] = obj.metadata.resource_version
-
-        async def get(i: int) -> None:
-            await raw["Get"](gets[i], timeout=timeout)
-
-        async def list_(i: int) -> None:
-            await raw["List"](list_request, timeout=timeout)
-
-        async def update(i: int) -> None:
-            pod = _pod(names[i], ns, run_id)
-            pod.metadata.resource_version = versions[i]
-            pod.metadata.labels["updated"] = "true"
-            req = api.UpdateRequest(resource="pods", object=_packed(pod)).SerializeToString()
-            await raw["Update"](req, timeout=timeout)
-            watchers.acked[1][i] = perf()
-
-        async def delete(i: int) -> None:
-            await raw["Delete"](deletes[i], timeout=timeout)
-            watchers.acked[2][i] = perf()
-
-        ops: dict[str, Callable[[int], Awaitable[None]]] = {
-            "create": create,
-            "get": get,
-            "list": list_,
-            "update": update,
-            "delete": delete,
-        }
+        await watchers.wait_ready(opts.ready_timeout, calls.poke)
+        say(f"{opts.watchers} watchers attached; {opts.calls} calls per phase at {opts.rate:g}/s")
+        calls.prepare()
         for phase in opts.phases:
-            event = EVENT_OF_PHASE.get(phase)
-            code = _Watchers.CODES[event] if event else -1
-            stamp: Callable[[int], None] | None = None
-            if event is not None:
-                sent = watchers.sent[code]
-
-                def stamp(i: int, sent: array.array[float] = sent) -> None:
-                    sent[i] = perf()
-
-            server_before = _processes_cpu_seconds(server_pids) if server_pids else None
-            api_before = _processes_cpu_seconds([apiserver_pid]) if apiserver_pid else None
-            cpu_before = _cpu_seconds()
-            paced = await _paced(n, opts, ops[phase], stamp)
-            cpu = _cpu_seconds() - cpu_before
-            server_after = _processes_cpu_seconds(server_pids) if server_pids else None
-            api_after = _processes_cpu_seconds([apiserver_pid]) if apiserver_pid else None
-            samples = sorted(paced.latencies)
-            verb = f"list (limit {opts.list_limit})" if phase == "list" else phase
-            r = VerbResult(
-                verb=verb,
-                calls=len(samples),
-                errors=paced.errors,
-                seconds=paced.seconds,
-                rate=len(samples) / paced.seconds if paced.seconds > 0 else 0.0,
-                p50_ms=_percentile(samples, 50) * 1e3,
-                p90_ms=_percentile(samples, 90) * 1e3,
-                p99_ms=_percentile(samples, 99) * 1e3,
-                max_ms=(samples[-1] if samples else 0.0) * 1e3,
-                max_slip_ms=paced.max_slip * 1e3,
-                capped=paced.capped,
-                last_error=paced.last_error,
-                client_cpu_s=cpu,
-                server_cpu_s=(
-                    server_after - server_before
-                    if server_after is not None and server_before is not None
-                    else None
-                ),
-                apiserver_cpu_s=(
-                    api_after - api_before
-                    if api_after is not None and api_before is not None
-                    else None
-                ),
-            )
+            r = await _phase(phase, calls, opts, server_pids, apiserver_pid)
             result.verbs.append(r)
-            _say(_describe(r))
+            say(_describe(r))
+            event = EVENT_OF_PHASE.get(phase)
             if event is not None:
-                writes = len(samples)
-                await watchers.drain(code, writes * opts.watchers, opts.drain_seconds)
-                w = watchers.result(event, writes)
-                result.watches.append(w)
-                _say(
-                    f"watch {event}: {w.deliveries}/{w.expected} deliveries, p50"
-                    f" {w.p50_ms:.1f} ms, p99 {w.p99_ms:.1f} ms, to all watchers p99"
-                    f" {w.all_p99_ms:.1f} ms"
-                )
-        # Leave nothing behind on a shared server (the pods go with the delete phase).
-        for name in sentinels:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await raw["Delete"](
-                    api.DeleteRequest(
-                        resource="pods", namespace=ns, name=name, grace_period_seconds=0
-                    ).SerializeToString(),
-                    timeout=timeout,
-                )
+                result.watches.append(await _deliveries(event, r.calls, watchers, opts))
+        await calls.delete_sentinels()
     finally:
         result.watchers_cut_off = watchers.cut_off
         result.watch_errors = watchers.errors[:10]
         await watchers.close()
-        await channel.close()
+        await calls.channel.close()
     return result
 
 
@@ -710,20 +742,19 @@ def _phases(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu bench api",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description=(
+    p = argument_parser(
+        "k8semu bench api",
+        (
             "Measure API call latency per verb while writing pods at a steady rate with many"
             " watchers attached. Without --server, start a 3-replica store and an API server"
             " here and print a Markdown table."
         ),
     )
     p.add_argument("--server", help="HOST:PORT of a running API server (default: start one)")
-    p.add_argument("--rate", type=_positive_float, default=100.0, help="calls per second")
-    p.add_argument("--seconds", type=_positive_float, default=20.0, help="length of each phase")
-    p.add_argument("--writers", type=_positive_int, default=32, help="concurrent calling tasks")
-    p.add_argument("--watchers", type=_positive_int, default=100, help="pod watch streams")
+    p.add_argument("--rate", type=positive_float, default=100.0, help="calls per second")
+    p.add_argument("--seconds", type=positive_float, default=20.0, help="length of each phase")
+    p.add_argument("--writers", type=positive_int, default=32, help="concurrent calling tasks")
+    p.add_argument("--watchers", type=positive_int, default=100, help="pod watch streams")
     p.add_argument(
         "--no-batching",
         dest="batching",
@@ -734,13 +765,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--phases", type=_phases, default=",".join(PHASES), help="which phases, in order"
     )
-    p.add_argument("--list-limit", type=_positive_int, default=100, help="limit of each list")
-    p.add_argument("--call-timeout", type=_positive_float, default=5.0, help="deadline per call")
+    p.add_argument("--list-limit", type=positive_int, default=100, help="limit of each list")
+    p.add_argument("--call-timeout", type=positive_float, default=5.0, help="deadline per call")
     p.add_argument(
-        "--max-seconds", type=_positive_float, default=120.0, help="wall-clock cap per phase"
+        "--max-seconds", type=positive_float, default=120.0, help="wall-clock cap per phase"
     )
     p.add_argument(
-        "--ready-timeout", type=_positive_float, default=60.0, help="for the servers and watchers"
+        "--ready-timeout", type=positive_float, default=60.0, help="for the servers and watchers"
     )
     p.add_argument(
         "--workdir",
@@ -756,19 +787,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> APIBenchOptions:
     phases = args.phases if isinstance(args.phases, tuple) else _phases(args.phases)
-    return APIBenchOptions(
-        rate=args.rate,
-        seconds=args.seconds,
-        writers=args.writers,
-        watchers=args.watchers,
-        batching=args.batching,
-        namespace=args.namespace,
-        phases=phases,
-        list_limit=args.list_limit,
-        call_timeout=args.call_timeout,
-        max_seconds=args.max_seconds,
-        ready_timeout=args.ready_timeout,
-    )
+    return options_from_args(APIBenchOptions, args, phases=phases)
+
+
+def _report(args: argparse.Namespace, env: dict[str, Any], result: APIBenchResult) -> None:
+    print(render(result, env))
+    write_json(args.json, {"environment": env, "result": dataclasses.asdict(result)})
+
+
+def _main_server(args: argparse.Namespace, opts: APIBenchOptions) -> int:
+    """The phases against the running API server at ``--server``."""
+    try:
+        address = check_endpoints(args.server, args.allow_remote)[0]
+        result, uv = run_loop(run(address, opts), not args.no_uvloop)
+    except (BenchError, grpc.aio.AioRpcError) as exc:
+        say(f"error: {exc}")
+        return 1
+    env = environment(None, uv)
+    env["server"] = f"the API server at {address}"
+    _report(args, env, result)
+    return 0
+
+
+def _main_started(args: argparse.Namespace, opts: APIBenchOptions) -> int:
+    """Start a 3-replica store and an API server here, run the phases against them."""
+    with run_dir(args.workdir, "k8semu-bench-api-", what="store data and logs") as rundir:
+        workdir = rundir.path
+        try:
+            with K8semuStoreCluster(workdir / "store", 3) as store:
+                say(f"starting a 3-replica store and an API server in {workdir}")
+                store.start()
+                store.wait_ready(timeout=opts.ready_timeout)
+                server = _APIServerProcess(store.endpoints, workdir / "apiserver.log")
+                try:
+                    server.wait_serving(opts.ready_timeout)
+                    pids = [*store.pids.values(), server.pid]
+                    result, uv = run_loop(
+                        run(server.address, opts, server_pids=pids, apiserver_pid=server.pid),
+                        not args.no_uvloop,
+                    )
+                finally:
+                    server.close()
+            _report(args, environment(workdir, uv), result)
+            rundir.failed = bool(result.error)
+        except (BenchError, ClusterError, OSError, grpc.aio.AioRpcError) as exc:
+            say(f"error: {exc}")
+    return 1 if rundir.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -776,54 +840,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = _options(args)
     if args.server:
-        try:
-            address = _check_endpoints(args.server, args.allow_remote)[0]
-            result, uv = _run_loop(run(address, opts), not args.no_uvloop)
-        except (BenchError, grpc.aio.AioRpcError) as exc:
-            _say(f"error: {exc}")
-            return 1
-        env = environment(None, uv)
-        env["server"] = f"the API server at {address}"
-        print(render(result, env))
-        _write_json(args.json, env, result)
-        return 0
-
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="k8semu-bench-api-", dir=args.workdir))
-    failed = True
-    try:
-        with K8semuStoreCluster(workdir / "store", 3) as store:
-            _say(f"starting a 3-replica store and an API server in {workdir}")
-            store.start()
-            store.wait_ready(timeout=opts.ready_timeout)
-            server = _APIServerProcess(store.endpoints, workdir / "apiserver.log")
-            try:
-                server.wait_serving(opts.ready_timeout)
-                pids = [*store.pids.values(), server.pid]
-                result, uv = _run_loop(
-                    run(server.address, opts, server_pids=pids, apiserver_pid=server.pid),
-                    not args.no_uvloop,
-                )
-            finally:
-                server.close()
-        env = environment(workdir, uv)
-        print(render(result, env))
-        _write_json(args.json, env, result)
-        failed = bool(result.error)
-    except (BenchError, ClusterError, OSError, grpc.aio.AioRpcError) as exc:
-        _say(f"error: {exc}")
-    finally:
-        if args.workdir is None and not failed:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            _say(f"store data and logs are in {workdir}")
-    return 1 if failed else 0
-
-
-def _write_json(path: Path | None, env: dict[str, Any], result: APIBenchResult) -> None:
-    if path is None:
-        return
-    doc = {"environment": env, "result": dataclasses.asdict(result)}
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    _say(f"raw figures written to {path}")
+        return _main_server(args, opts)
+    return _main_started(args, opts)

@@ -39,15 +39,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias
 
 from google.protobuf.message import Message
 
@@ -58,19 +57,29 @@ from k8semu.bench._clusterrun import (
     BenchCluster,
     ClusterLayout,
     LeaderWatch,
-    Progress,
     ResourceSampler,
+    TimedClient,
+    control_plane_steady,
     leader_logs,
     most_within,
     refine_stamps,
 )
-from k8semu.bench.store import (
+from k8semu.bench._common import (
     BenchError,
-    _percentile,
-    _positive_float,
-    _positive_int,
-    _say,
+    Progress,
+    Summary,
+    argument_parser,
+    cancel,
     environment,
+    options_from_args,
+    positive_float,
+    positive_int,
+    pyplot,
+    require_matplotlib,
+    save_figure,
+    say,
+    summarize,
+    write_json,
 )
 from k8semu.client import Client, ClientError, EventType
 from k8semu.cluster.errors import ClusterError
@@ -80,16 +89,12 @@ __all__ = [
     "Check",
     "ClusterBenchOptions",
     "ClusterBenchResult",
-    "TimedClient",
     "main",
     "plot",
     "render",
     "run",
     "verdict",
 ]
-
-M = TypeVar("M", bound=Message)
-T = TypeVar("T")
 
 # Kubernetes' SLOs (p99, seconds).
 SLO_MUTATING_S = 1.0
@@ -139,6 +144,20 @@ class LatencyRow:
     passed: bool | None = None
     errors: int = 0
 
+    @classmethod
+    def of(cls, name: str, s: Summary, *, slo: str = "", passed: bool | None = None) -> LatencyRow:
+        """The row of a summary of seconds."""
+        return cls(
+            name=name,
+            count=s.count,
+            p50_ms=s.p50 * 1e3,
+            p90_ms=s.p90 * 1e3,
+            p99_ms=s.p99 * 1e3,
+            max_ms=s.max * 1e3,
+            slo=slo,
+            passed=passed,
+        )
+
 
 @dataclass
 class Check:
@@ -184,72 +203,6 @@ class ClusterBenchResult:
     @property
     def passed(self) -> bool:
         return not self.error and not self.timed_out and all(c.passed for c in self.checks)
-
-
-# -- the client, timed -------------------------------------------------------------------------
-
-
-class TimedClient:
-    """The calls the benchmark makes, each timed from send to reply into ``latencies``
-    (key ``"<verb> <resource>"``, plus `` (cluster)`` for lists across namespaces); failed
-    calls are counted in ``errors`` under the same key, not timed."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.latencies: dict[str, list[float]] = {}
-        self.errors: dict[str, int] = {}
-        self.last_error = ""
-
-    def take(self) -> tuple[dict[str, list[float]], dict[str, int]]:
-        """The latencies and errors recorded so far, and start afresh (one report interval)."""
-        out = (self.latencies, self.errors)
-        self.latencies, self.errors = {}, {}
-        return out
-
-    async def _timed(self, key: str, call: Awaitable[T]) -> T:
-        t0 = time.perf_counter()
-        try:
-            out = await call
-        except ClientError as exc:
-            self.errors[key] = self.errors.get(key, 0) + 1
-            self.last_error = str(exc)
-            raise
-        self.latencies.setdefault(key, []).append(time.perf_counter() - t0)
-        return out
-
-    async def create(self, obj: M) -> M:
-        key = f"create {kinds.for_message(obj).plural}"
-        return await self._timed(key, self.client.create(obj))
-
-    async def get(self, kind: type[M], name: str, *, namespace: str = "") -> M:
-        key = f"get {kinds.for_message(kind).plural}"
-        return await self._timed(key, self.client.get(kind, name, namespace=namespace))
-
-    async def list(self, kind: type[M], *, namespace: str | None = None) -> list[M]:
-        key = f"list {kinds.for_message(kind).plural}" + ("" if namespace else " (cluster)")
-        out = await self._timed(key, self.client.list(kind, namespace=namespace))
-        return list(out.items)
-
-    async def patch(
-        self, kind: type[M], name: str, patch: Mapping[str, Any], *, namespace: str = ""
-    ) -> M:
-        """A JSON merge patch (``Client.patch``)."""
-        key = f"patch {kinds.for_message(kind).plural}"
-        return await self._timed(key, self.client.patch(kind, name, patch, namespace=namespace))
-
-    async def delete(
-        self,
-        kind: type[M],
-        name: str,
-        *,
-        namespace: str = "",
-        grace_period_seconds: int | None = None,
-    ) -> M:
-        key = f"delete {kinds.for_message(kind).plural}"
-        call = self.client.delete(
-            kind, name, namespace=namespace, grace_period_seconds=grace_period_seconds
-        )
-        return await self._timed(key, call)
 
 
 # -- the workload ------------------------------------------------------------------------------
@@ -317,13 +270,83 @@ class _Watchers:
                 await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel(*self.tasks)
         for c in self.clients:
             await c.close()
+
+
+def _objects(namespaces: Sequence[str], prefix: str, opts: ClusterBenchOptions) -> list[Message]:
+    """A Deployment and its Service, ``opts.deployments`` of each per namespace."""
+    objects: list[Message] = []
+    for ns in namespaces:
+        for j in range(opts.deployments):
+            name = f"{prefix}-d{j}"
+            objects.append(_deployment(name, ns, opts.replicas))
+            objects.append(_service(name, ns))
+    return objects
+
+
+class _PacedCreates:
+    """Creates on one absolute schedule from ``opts.writers`` tasks: the k-th object of all
+    is due at start + k / rate. ``acked`` holds each answered create's reply time, by
+    (plural, namespace, name)."""
+
+    def __init__(self, client: TimedClient, opts: ClusterBenchOptions) -> None:
+        self.client = client
+        self.opts = opts
+        self.acked: dict[tuple[str, str, str], float] = {}
+        self.sent = 0
+        self.done = 0
+        self.slip = 0.0
+        self.start = time.perf_counter() + 0.01
+
+    async def create(self, items: Sequence[Message], offset: int) -> None:
+        """Create ``items``; item k is due at start + (offset + k) / rate."""
+        nxt = iter(range(len(items)))
+        perf = time.perf_counter
+
+        async def writer() -> None:
+            for k in nxt:
+                due = self.start + (offset + k) / self.opts.rate
+                delay = due - perf()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self.slip = max(self.slip, perf() - due)
+                obj = items[k]
+                self.sent += 1
+                m = getattr(obj, "metadata")  # noqa: B009 - every kind here has one
+                key = (kinds.for_message(obj).plural, m.namespace, m.name)
+                with contextlib.suppress(ClientError):
+                    await self.client.create(obj)
+                    self.acked[key] = perf()
+                self.done += 1
+
+        await asyncio.gather(*(writer() for _ in range(self.opts.writers)))
+
+
+async def _wait_running(
+    client: TimedClient,
+    tracker: podstartup.PodStartupTracker,
+    namespaces: Sequence[str],
+    prefix: str,
+    opts: ClusterBenchOptions,
+    result: ClusterBenchResult,
+) -> None:
+    """Wait for every pod to run (or ``opts.timeout``), reading as a user's tooling would
+    meanwhile: a namespace's Deployments, one Deployment, every Deployment."""
+    perf = time.perf_counter
+    t1 = perf()
+    deadline = t1 + opts.timeout
+    while tracker.count("running") < opts.pods:
+        if perf() > deadline:
+            result.timed_out = True
+            break
+        with contextlib.suppress(ClientError):
+            await client.list(apps_pb2.Deployment, namespace=namespaces[0])
+            await client.get(apps_pb2.Deployment, f"{prefix}-d0", namespace=namespaces[-1])
+            await client.list(apps_pb2.Deployment)
+        await asyncio.sleep(opts.poll_interval)
+    result.wait_seconds = perf() - t1
 
 
 async def run_workload(
@@ -332,10 +355,7 @@ async def run_workload(
     result: ClusterBenchResult,
 ) -> None:
     """Create the objects, wait for the pods, fill ``result`` (not the resource use)."""
-    run_id = secrets.token_hex(3)
-    prefix = f"bench-{run_id}"
-    perf = time.perf_counter
-    acked: dict[tuple[str, str, str], float] = {}
+    prefix = f"bench-{secrets.token_hex(3)}"
     watchers = _Watchers(api_servers)
     progress = Progress(enabled=opts.progress)
     async with Client(list(api_servers)) as raw, Client(list(api_servers)) as tracker_client:
@@ -344,103 +364,58 @@ async def run_workload(
         await tracker.start()
         await watchers.start()
         namespaces = [f"{prefix}-n{i}" for i in range(opts.namespaces)]
-        objects: list[Message] = []
-        for ns in namespaces:
-            for j in range(opts.deployments):
-                name = f"{prefix}-d{j}"
-                objects.append(_deployment(name, ns, opts.replicas))
-                objects.append(_service(name, ns))
-        state = {"sent": 0, "done": 0}
-        slip = [0.0]
-        start = perf() + 0.01
+        objects = _objects(namespaces, prefix, opts)
+        creates = _PacedCreates(client, opts)
 
-        async def paced(items: Sequence[Message], offset: int) -> None:
-            """Create ``items``; item k is due at start + (offset + k) / rate."""
-            nxt = iter(range(len(items)))
+        def status() -> str:
+            return (
+                f"objects {creates.done}/{opts.objects}  pods bound"
+                f" {tracker.count('bound')}  running {tracker.count('running')}/{opts.pods}"
+            )
 
-            async def writer() -> None:
-                for k in nxt:
-                    due = start + (offset + k) / opts.rate
-                    delay = due - perf()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    slip[0] = max(slip[0], perf() - due)
-                    obj = items[k]
-                    state["sent"] += 1
-                    m = getattr(obj, "metadata")  # noqa: B009 - every kind here has one
-                    key = (kinds.for_message(obj).plural, m.namespace, m.name)
-                    with contextlib.suppress(ClientError):
-                        await client.create(obj)
-                        acked[key] = perf()
-                    state["done"] += 1
-
-            await asyncio.gather(*(writer() for _ in range(opts.writers)))
-
-        async def show() -> None:
-            while True:
-                progress.show(
-                    f"objects {state['done']}/{opts.objects}  pods bound"
-                    f" {tracker.count('bound')}  running {tracker.count('running')}/{opts.pods}"
-                )
-                await asyncio.sleep(0.5)
-
-        shower = asyncio.get_running_loop().create_task(show())
         try:
-            t0 = perf()
-            await paced([_namespace(ns) for ns in namespaces], 0)
-            await paced(objects, len(namespaces))
-            result.create_seconds = perf() - t0
-            result.max_slip_s = slip[0]
-            # Wait for the pods, reading as a user's tooling would meanwhile.
-            t1 = perf()
-            deadline = t1 + opts.timeout
-            while tracker.count("running") < opts.pods:
-                if perf() > deadline:
-                    result.timed_out = True
-                    break
-                with contextlib.suppress(ClientError):
-                    await client.list(apps_pb2.Deployment, namespace=namespaces[0])
-                    await client.get(apps_pb2.Deployment, f"{prefix}-d0", namespace=namespaces[-1])
-                    await client.list(apps_pb2.Deployment)
-                await asyncio.sleep(opts.poll_interval)
-            result.wait_seconds = perf() - t1
-            # Let the watchers catch up with the last writes before reading them.
-            for _ in range(50):
-                if all(k in watchers.seen for k in acked):
-                    break
-                await asyncio.sleep(0.1)
+            async with progress.every_half_second(status):
+                t0 = time.perf_counter()
+                await creates.create([_namespace(ns) for ns in namespaces], 0)
+                await creates.create(objects, len(namespaces))
+                result.create_seconds = time.perf_counter() - t0
+                result.max_slip_s = creates.slip
+                await _wait_running(client, tracker, namespaces, prefix, opts, result)
+                # Let the watchers catch up with the last writes before reading them.
+                for _ in range(50):
+                    if all(k in watchers.seen for k in creates.acked):
+                        break
+                    await asyncio.sleep(0.1)
         finally:
-            shower.cancel()
-            progress.done()
             await watchers.stop()
             await tracker.stop()
+    _fill(result, client, list(tracker.pods.values()), creates.acked, watchers.seen)
 
-    times = list(tracker.pods.values())
+
+def _fill(
+    result: ClusterBenchResult,
+    client: TimedClient,
+    times: list[podstartup.PodTimes],
+    acked: dict[tuple[str, str, str], float],
+    seen: dict[tuple[str, str, str], float],
+) -> None:
+    """The figures of a finished workload, into ``result``."""
     result.pods_created = len(times)
     result.pods_bound = sum(1 for t in times if t.bound)
     result.pods_running = sum(1 for t in times if t.running)
     refine_stamps(times, created_exact=False)
     _fill_api(result, client)
     _fill_startup(result, times)
-    _fill_watch(result, acked, watchers.seen)
+    _fill_watch(result, acked, seen)
     _fill_binds(result, times)
 
 
 def _row(
     name: str, values: Sequence[float], slo: str = "", limit: float | None = None
 ) -> LatencyRow:
-    s = sorted(values)
-    p99 = _percentile(s, 99)
-    return LatencyRow(
-        name=name,
-        count=len(s),
-        p50_ms=_percentile(s, 50) * 1e3,
-        p90_ms=_percentile(s, 90) * 1e3,
-        p99_ms=p99 * 1e3,
-        max_ms=(s[-1] if s else 0.0) * 1e3,
-        slo=slo,
-        passed=None if limit is None else bool(s) and p99 <= limit,
-    )
+    s = summarize(values)
+    passed = None if limit is None else bool(s.count) and s.p99 <= limit
+    return LatencyRow.of(name, s, slo=slo, passed=passed)
 
 
 def _api_slo(key: str) -> tuple[str, float]:
@@ -469,25 +444,14 @@ def _fill_api(result: ClusterBenchResult, client: TimedClient) -> None:
 def _fill_startup(result: ClusterBenchResult, times: Sequence[podstartup.PodTimes]) -> None:
     for phase, s in podstartup.breakdown(times).items():
         if phase == "startup":
-            row = LatencyRow(
-                name="pod startup (created -> Running seen)",
-                count=s.count,
-                p50_ms=s.p50 * 1e3,
-                p90_ms=s.p90 * 1e3,
-                p99_ms=s.p99 * 1e3,
-                max_ms=s.max * 1e3,
+            row = LatencyRow.of(
+                "pod startup (created -> Running seen)",
+                s,
                 slo=f"p99 <= {SLO_STARTUP_S:g} s",
                 passed=s.count == result.options.pods and s.p99 <= SLO_STARTUP_S,
             )
         else:
-            row = LatencyRow(
-                name=phase,
-                count=s.count,
-                p50_ms=s.p50 * 1e3,
-                p90_ms=s.p90 * 1e3,
-                p99_ms=s.p99 * 1e3,
-                max_ms=s.max * 1e3,
-            )
+            row = LatencyRow.of(phase, s)
         result.startup.append(row)
     done = [t for t in times if t.running]
     result.samples["pod startup"] = [t.running - t.created for t in done]
@@ -517,6 +481,30 @@ def _fill_binds(result: ClusterBenchResult, times: Sequence[podstartup.PodTimes]
     result.peak_binds_per_s = most_within(bound, 1.0)
 
 
+async def _measured(c: BenchCluster, opts: ClusterBenchOptions, result: ClusterBenchResult) -> None:
+    """The workload on the started cluster ``c``, with its processes' CPU and RSS sampled and
+    its leader changes counted meanwhile."""
+    assert c.state is not None
+    members = [(m[0], m[1]) for m in c.state.store_members]
+    components = c.components
+    cpu0 = time.process_time()
+    result.load_before = os.getloadavg()
+    async with (
+        LeaderWatch(members, c.api_servers, log_paths=leader_logs(components)) as leaders,
+        ResourceSampler(components) as sampler,
+    ):
+        await run_workload(c.api_servers, opts, result)
+    result.client_cpu_s = time.process_time() - cpu0
+    result.load_after = os.getloadavg()
+    result.components = [u.to_json() for u in sampler.usage]
+    result.rss_timeline = {u.name: u.rss_timeline for u in sampler.usage}
+    result.sampled_seconds = sampler.seconds
+    result.store_leader_changes = leaders.store_leader_changes
+    result.store_term_bumps = leaders.store_term_bumps
+    result.lease_changes = leaders.lease_changes
+    result.became_leader = dict(leaders.became_leader)
+
+
 def run(
     opts: ClusterBenchOptions,
     *,
@@ -541,41 +529,16 @@ def run(
     else:
         result.config = str(config)
     try:
-        with BenchCluster(layout, config=config, workdir=workdir, keep=keep, say=_say) as c:
+        with BenchCluster(layout, config=config, workdir=workdir, keep=keep, say=say) as c:
             c.start()
             result.cluster_up_s = c.up_seconds
-            components = c.components
-
-            assert c.state is not None
-            members = [(m[0], m[1]) for m in c.state.store_members]
-
-            async def measured() -> None:
-                cpu0 = time.process_time()
-                result.load_before = os.getloadavg()
-                async with (
-                    LeaderWatch(
-                        members, c.api_servers, log_paths=leader_logs(components)
-                    ) as leaders,
-                    ResourceSampler(components) as sampler,
-                ):
-                    await run_workload(c.api_servers, opts, result)
-                result.client_cpu_s = time.process_time() - cpu0
-                result.load_after = os.getloadavg()
-                result.components = [u.to_json() for u in sampler.usage]
-                result.rss_timeline = {u.name: u.rss_timeline for u in sampler.usage}
-                result.sampled_seconds = sampler.seconds
-                result.store_leader_changes = leaders.store_leader_changes
-                result.store_term_bumps = leaders.store_term_bumps
-                result.lease_changes = leaders.lease_changes
-                result.became_leader = dict(leaders.became_leader)
-
-            asyncio.run(measured())
+            asyncio.run(_measured(c, opts, result))
             result.checks = verdict(result)
             if result.timed_out:
                 c.failed = True  # keep the logs
     except (BenchError, ClusterError, ClientError, OSError) as exc:
         result.error = str(exc)
-        _say(f"failed: {exc}")
+        say(f"failed: {exc}")
     return result
 
 
@@ -587,7 +550,7 @@ def verdict(result: ClusterBenchResult) -> list[Check]:
     mutating = [r for r in result.api if r.name.split(" ")[0] in MUTATING]
     worst = max(mutating, key=lambda r: r.p99_ms, default=None)
     startup = next((r for r in result.startup if r.name.startswith("pod startup")), None)
-    leases = {k: v for k, v in result.lease_changes.items() if v is not None}
+    steady, leaders = control_plane_steady(result.lease_changes, result.became_leader)
     peak = max(result.components, key=lambda u: u["peak_rss_mb"], default=None)
     return [
         Check(
@@ -613,15 +576,7 @@ def verdict(result: ClusterBenchResult) -> list[Check]:
             result.store_leader_changes == 0 and result.store_term_bumps == 0,
             f"{result.store_leader_changes} leader changes, Raft term +{result.store_term_bumps}",
         ),
-        Check(
-            "no scheduler or controller-manager leader change",
-            all(v == 0 for v in leases.values()) and not any(result.became_leader.values()),
-            ", ".join(
-                [f"{k}: {v}" for k, v in sorted(leases.items())]
-                + [f"{k} led again {v}x" for k, v in sorted(result.became_leader.items()) if v]
-            )
-            or "no Leases found",
-        ),
+        Check("no scheduler or controller-manager leader change", steady, leaders),
         Check(
             "peak RSS reported for every component",
             bool(result.components) and all(u["samples"] > 0 for u in result.components),
@@ -637,59 +592,75 @@ def _pass(ok: bool | None) -> str:
     return "" if ok is None else ("PASS" if ok else "FAIL")
 
 
+# A column after the percentiles: heading, alignment, the cell of a row.
+_Column: TypeAlias = tuple[str, str, Callable[[LatencyRow], object]]
+
+
+def _latency_table(
+    first: Sequence[str], rows: Sequence[LatencyRow], fmt: str, last: Sequence[_Column]
+) -> list[str]:
+    """One row per LatencyRow: its name and count (the ``first`` two headings), the
+    percentiles in ``fmt``, then the ``last`` columns."""
+    heads = [*first, "p50 ms", "p90 ms", "p99 ms", "max ms", *(h for h, _, _ in last)]
+    aligns = ["---", *["---:"] * 5, *(a for _, a, _ in last)]
+    lines = ["| " + " | ".join(heads) + " |", "| " + " | ".join(aligns) + " |"]
+    for r in rows:
+        figures = (format(v, fmt) for v in (r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms))
+        cells = [r.name, f"{r.count:,}", *figures, *(str(cell(r)) for _, _, cell in last)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+_SLO: tuple[_Column, ...] = (
+    ("Kubernetes SLO", "---", lambda r: r.slo),
+    ("PASS/FAIL", "---", lambda r: _pass(r.passed)),
+)
+_ERRORS: _Column = ("errors", "---:", lambda r: r.errors)
+_NOT_SEEN: _Column = ("not seen", "---:", lambda r: r.errors)
+
+
+def _api_table(rows: Sequence[LatencyRow]) -> list[str]:
+    return _latency_table(("API call (client-side)", "calls"), rows, ",.1f", (_ERRORS, *_SLO))
+
+
+def _startup_table(rows: Sequence[LatencyRow]) -> list[str]:
+    return ["", *_latency_table(("pod startup and its phases", "pods"), rows, ",.0f", _SLO)]
+
+
+def _watch_table(rows: Sequence[LatencyRow]) -> list[str]:
+    return ["", *_latency_table(("watch delay", "objects"), rows, ",.1f", (_NOT_SEEN,))]
+
+
+def _process_table(result: ClusterBenchResult) -> list[str]:
+    """CPU and peak RSS per component process, and this process (the client)."""
+    span = max(1e-9, result.sampled_seconds)
+    return [
+        "",
+        f"| process (over {result.sampled_seconds:,.0f} s) | kind | CPU s | CPU % | peak RSS MB |",
+        "| --- | --- | ---: | ---: | ---: |",
+        *(
+            f"| {u['name']} | {u['kind']} | {u['cpu_s']:,.1f} | {u['cpu_s'] / span:.0%} |"
+            f" {u['peak_rss_mb']:,.0f} |"
+            for u in result.components
+        ),
+        f"| benchmark client (this process) | client | {result.client_cpu_s:,.1f} |"
+        f" {result.client_cpu_s / span:.0%} | |",
+    ]
+
+
 def render(result: ClusterBenchResult, env: dict[str, Any]) -> str:
     """Markdown tables: API calls, pod startup, watch delay, throughput, resource use."""
     o = result.options
     lines = [
-        "| API call (client-side) | calls | p50 ms | p90 ms | p99 ms | max ms | errors |"
-        " Kubernetes SLO | PASS/FAIL |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
-    for r in result.api:
-        lines.append(
-            f"| {r.name} | {r.count:,} | {r.p50_ms:,.1f} | {r.p90_ms:,.1f} | {r.p99_ms:,.1f} |"
-            f" {r.max_ms:,.1f} | {r.errors} | {r.slo} | {_pass(r.passed)} |"
-        )
-    lines += [
-        "",
-        "| pod startup and its phases | pods | p50 ms | p90 ms | p99 ms | max ms |"
-        " Kubernetes SLO | PASS/FAIL |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
-    for r in result.startup:
-        lines.append(
-            f"| {r.name} | {r.count:,} | {r.p50_ms:,.0f} | {r.p90_ms:,.0f} | {r.p99_ms:,.0f} |"
-            f" {r.max_ms:,.0f} | {r.slo} | {_pass(r.passed)} |"
-        )
-    lines += [
-        "",
-        "| watch delay | objects | p50 ms | p90 ms | p99 ms | max ms | not seen |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in result.watch:
-        lines.append(
-            f"| {r.name} | {r.count:,} | {r.p50_ms:,.1f} | {r.p90_ms:,.1f} | {r.p99_ms:,.1f} |"
-            f" {r.max_ms:,.1f} | {r.errors} |"
-        )
-    lines += [
+        *_api_table(result.api),
+        *_startup_table(result.startup),
+        *_watch_table(result.watch),
         "",
         f"Scheduler: {result.pods_bound:,} of {o.pods:,} pods bound, {result.binds_per_s:,.1f}"
         f" binds/s from the first pod created to the last bind seen, at most"
         f" {result.peak_binds_per_s} binds in one second; {result.pods_running:,} Running.",
-        "",
-        f"| process (over {result.sampled_seconds:,.0f} s) | kind | CPU s | CPU % | peak RSS MB |",
-        "| --- | --- | ---: | ---: | ---: |",
+        *_process_table(result),
     ]
-    span = max(1e-9, result.sampled_seconds)
-    for u in result.components:
-        lines.append(
-            f"| {u['name']} | {u['kind']} | {u['cpu_s']:,.1f} | {u['cpu_s'] / span:.0%} |"
-            f" {u['peak_rss_mb']:,.0f} |"
-        )
-    lines.append(
-        f"| benchmark client (this process) | client | {result.client_cpu_s:,.1f} |"
-        f" {result.client_cpu_s / span:.0%} | |"
-    )
     load1, load5, _ = env["load_average"]
     lines += [
         "",
@@ -721,68 +692,77 @@ def render(result: ClusterBenchResult, env: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The CDF panels: (title, sample key prefix, log scale, SLO in seconds, its label).
+_CDF_PANELS = (
+    ("API calls (client-side)", "API ", True, SLO_MUTATING_S, "mutating SLO 1 s"),
+    ("pod startup", "pod startup", True, SLO_STARTUP_S, "startup SLO 5 s"),
+    ("watch delay: reply -> ADDED seen", "watch ", False, None, ""),
+)
+
+
+def _cdf_panel(
+    ax: Any,
+    samples: Mapping[str, list[float]],
+    panel: tuple[str, str, bool, float | None, str],
+) -> None:
+    """One CDF per sample series whose key starts with the panel's prefix."""
+    title, prefix, log, slo, slo_text = panel
+    for key, values_s in samples.items():
+        if not key.startswith(prefix) or not values_s:
+            continue
+        values = sorted(v * 1e3 for v in values_s)
+        if log:
+            values = [max(v, 0.01) for v in values]
+        n = len(values)
+        ax.step(
+            [values[0], *values],
+            [0.0, *((i + 1) / n for i in range(n))],
+            where="post",
+            label=f"{key.removeprefix(prefix) or key} (n={n})",
+        )
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("milliseconds" + (" (log)" if log else ""))
+    ax.set_ylabel("fraction of samples")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    if slo is not None:
+        ax.axvline(slo * 1e3, color="red", linestyle="--", linewidth=1)
+        ax.text(
+            slo * 1e3, 0.03, f" {slo_text}", color="red", fontsize=7,
+            transform=ax.get_xaxis_transform(),
+        )  # fmt: skip
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left")
+
+
+def _rss_panel(ax: Any, timeline: Mapping[str, list[tuple[float, float]]]) -> None:
+    for name, points in timeline.items():
+        if points:
+            ax.plot([t for t, _ in points], [mb for _, mb in points], label=name)
+    ax.set_xlabel("seconds into the workload")
+    ax.set_ylabel("RSS MB")
+    ax.set_title("RSS per component")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left")
+
+
 def plot(result: ClusterBenchResult, path: Path) -> None:
     """CDFs, to a PNG: API call latency per verb and resource and pod startup (log-scale
-    milliseconds, the SLOs as red lines), and the watch delays (linear: they can be < 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, all_axes = plt.subplots(1, 4, figsize=(22, 5.5))
-    axes, rss_ax = all_axes[:3], all_axes[3]
-    panels = (
-        ("API calls (client-side)", "API ", True, SLO_MUTATING_S, "mutating SLO 1 s"),
-        ("pod startup", "pod startup", True, SLO_STARTUP_S, "startup SLO 5 s"),
-        ("watch delay: reply -> ADDED seen", "watch ", False, None, ""),
-    )
-    for ax, (title, prefix, log, slo, slo_text) in zip(axes, panels, strict=True):
-        for key, samples in result.samples.items():
-            if not key.startswith(prefix) or not samples:
-                continue
-            values = sorted(v * 1e3 for v in samples)
-            if log:
-                values = [max(v, 0.01) for v in values]
-            n = len(values)
-            ax.step(
-                [values[0], *values],
-                [0.0, *((i + 1) / n for i in range(n))],
-                where="post",
-                label=f"{key.removeprefix(prefix) or key} (n={n})",
-            )
-        if log:
-            ax.set_xscale("log")
-        ax.set_xlabel("milliseconds" + (" (log)" if log else ""))
-        ax.set_ylabel("fraction of samples")
-        ax.set_ylim(0, 1.02)
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        if slo is not None:
-            ax.axvline(slo * 1e3, color="red", linestyle="--", linewidth=1)
-            ax.text(
-                slo * 1e3, 0.03, f" {slo_text}", color="red", fontsize=7,
-                transform=ax.get_xaxis_transform(),
-            )  # fmt: skip
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="upper left")
-    for name, points in result.rss_timeline.items():
-        if points:
-            rss_ax.plot([t for t, _ in points], [mb for _, mb in points], label=name)
-    rss_ax.set_xlabel("seconds into the workload")
-    rss_ax.set_ylabel("RSS MB")
-    rss_ax.set_title("RSS per component")
-    rss_ax.grid(True, alpha=0.3)
-    if rss_ax.get_legend_handles_labels()[0]:
-        rss_ax.legend(fontsize=7, loc="upper left")
+    milliseconds, the SLOs as red lines), and the watch delays (linear: they can be < 0);
+    and the RSS of every component over the run."""
+    fig, axes = pyplot().subplots(1, 4, figsize=(22, 5.5))
+    for ax, panel in zip(axes[:3], _CDF_PANELS, strict=True):
+        _cdf_panel(ax, result.samples, panel)
+    _rss_panel(axes[3], result.rss_timeline)
     o = result.options
-    fig.suptitle(
+    title = (
         f"k8semu bench cluster: {o.pods:,} pods ({o.namespaces} namespaces x {o.deployments}"
-        f" Deployments x {o.replicas} replicas); {result.config}",
-        fontsize=9,
+        f" Deployments x {o.replicas} replicas); {result.config}"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, title=title, fontsize=9, dpi=100)
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -790,10 +770,9 @@ def plot(result: ClusterBenchResult, path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     d = ClusterBenchOptions()
-    p = argparse.ArgumentParser(
-        prog="k8semu bench cluster",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description=(
+    p = argument_parser(
+        "k8semu bench cluster",
+        (
             "clusterloader2-like density run: namespaces of Deployments and Services on a"
             " cluster started with `k8semu up`; API call latency, pod startup, scheduler"
             " throughput, watch delay and per-process resource use, against Kubernetes' SLOs."
@@ -804,20 +783,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="cluster config to start (default: a generated one on free ports, hollow nodes)",
     )
-    p.add_argument("--nodes", type=_positive_int, default=d.nodes, help="hollow nodes")
+    p.add_argument("--nodes", type=positive_int, default=d.nodes, help="hollow nodes")
     p.add_argument(
         "--pods",
-        type=_positive_int,
+        type=positive_int,
         help="total pods: sets --namespaces to PODS / (--deployments x --replicas)",
     )
-    p.add_argument("--namespaces", type=_positive_int, default=d.namespaces)
-    p.add_argument("--deployments", type=_positive_int, default=d.deployments, help="per ns")
-    p.add_argument("--replicas", type=_positive_int, default=d.replicas, help="per Deployment")
-    p.add_argument("--rate", type=_positive_float, default=d.rate, help="objects created/s")
-    p.add_argument("--writers", type=_positive_int, default=d.writers, help="concurrent creates")
-    p.add_argument("--poll-interval", type=_positive_float, default=d.poll_interval)
-    p.add_argument("--timeout", type=_positive_float, default=d.timeout, help="for pods to run")
-    p.add_argument("--ready-timeout", type=_positive_float, default=d.ready_timeout)
+    p.add_argument("--namespaces", type=positive_int, default=d.namespaces)
+    p.add_argument("--deployments", type=positive_int, default=d.deployments, help="per ns")
+    p.add_argument("--replicas", type=positive_int, default=d.replicas, help="per Deployment")
+    p.add_argument("--rate", type=positive_float, default=d.rate, help="objects created/s")
+    p.add_argument("--writers", type=positive_int, default=d.writers, help="concurrent creates")
+    p.add_argument("--poll-interval", type=positive_float, default=d.poll_interval)
+    p.add_argument("--timeout", type=positive_float, default=d.timeout, help="for pods to run")
+    p.add_argument("--ready-timeout", type=positive_float, default=d.ready_timeout)
     p.add_argument("--workdir", type=Path, help="put the cluster dir under this dir")
     p.add_argument("--keep", action="store_true", help="keep the cluster's logs and data")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
@@ -836,17 +815,8 @@ def options_from(args: argparse.Namespace) -> ClusterBenchOptions:
                 f"--pods {args.pods} is not a multiple of --deployments x --replicas ({per_ns})"
             )
         namespaces = args.pods // per_ns
-    return ClusterBenchOptions(
-        namespaces=namespaces,
-        deployments=args.deployments,
-        replicas=args.replicas,
-        rate=args.rate,
-        nodes=args.nodes,
-        writers=args.writers,
-        poll_interval=args.poll_interval,
-        timeout=args.timeout,
-        ready_timeout=args.ready_timeout,
-        progress=not args.no_progress,
+    return options_from_args(
+        ClusterBenchOptions, args, namespaces=namespaces, progress=not args.no_progress
     )
 
 
@@ -860,12 +830,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``k8semu bench cluster``: exit status 1 when the run failed or timed out."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            _say("--plot needs matplotlib: pip install 'k8semu[bench]'")
-            return 2
+    if args.plot is not None and not require_matplotlib():
+        return 2
     try:
         opts = options_from(args)
     except ValueError as exc:
@@ -875,12 +841,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment(args.workdir, False)
     result = run(opts, config=args.config, workdir=args.workdir, keep=args.keep)
     print(render(result, env))
-    if args.json is not None:
-        args.json.write_text(json.dumps(to_json(result, env), indent=2, default=str) + "\n")
-        _say(f"figures written to {args.json}")
+    write_json(args.json, to_json(result, env), what="figures")
     if args.plot is not None and (result.api or result.startup):
         plot(result, args.plot)
-        _say(f"plot written to {args.plot}")
+        say(f"plot written to {args.plot}")
     return 0 if result.passed else 1
 
 

@@ -45,12 +45,12 @@ from typing import Any
 import yaml
 
 from k8semu.bench._clusterrun import BenchCluster, ClusterLayout, bench_config
-from k8semu.bench.store import BenchError
+from k8semu.bench._common import BenchError, argument_parser, cancel, say
 from k8semu.chaos.probe import ProbeResult, probe_loop
 from k8semu.client import NO_RETRIES, AlreadyExists, Client, ClientError, NotFound
 from k8semu.cluster.probes import Probes, agreed_leader
 from k8semu.cluster.processes import free_loopback_ports
-from k8semu.cluster.rolling import restart_components, rolling_order, select
+from k8semu.cluster.rolling import Restarted, restart_components, rolling_order, select
 from k8semu.cluster.state import ClusterState, read_state
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2
 
@@ -243,6 +243,7 @@ async def _wait_app(client: Client, node_ip: str, timeout: float) -> None:
 
 
 async def drill(state: ClusterState, args: argparse.Namespace, say: Any) -> dict[str, Any]:
+    """Load the cluster, restart its control plane one process at a time, and report."""
     state_dir = Path(state.state_dir)
     node_ip = args.node_ip or _first_node_ip(state)
     async with Client(state.api_servers, retries=NO_RETRIES) as client:
@@ -282,13 +283,32 @@ async def drill(state: ClusterState, args: argparse.Namespace, say: Any) -> dict
         finally:
             rolled = time.monotonic() - began
             await asyncio.sleep(args.settle)
-            for task in (*workers, prober):
-                task.cancel()
-            for task in (*workers, prober):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel(*workers, prober)
             monitor.stop()
         end = time.monotonic()
+    return _report(
+        args,
+        duration_s=end - t0,
+        rolled_s=rolled,
+        restarted=restarted,
+        api=api,
+        service=service,
+        monitor=monitor,
+    )
+
+
+def _report(
+    args: argparse.Namespace,
+    *,
+    duration_s: float,
+    rolled_s: float,
+    restarted: Sequence[Restarted],
+    api: ApiLoad,
+    service: ProbeResult,
+    monitor: Monitor,
+) -> dict[str, Any]:
+    """The drill's figures: per restarted process what failed while it restarted, the
+    requests that failed overall, the longest unavailability per kind of component."""
     first_api = api.first_try
     probe_points = [(s[0], s[2]) for s in service.samples]
     return {
@@ -296,8 +316,8 @@ async def drill(state: ClusterState, args: argparse.Namespace, say: Any) -> dict
         "min_ready_s": args.min_ready,
         "retry_delay_s": args.retry_delay,
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-        "duration_s": round(end - t0, 1),
-        "rolling_restart_s": round(rolled, 1),
+        "duration_s": round(duration_s, 1),
+        "rolling_restart_s": round(rolled_s, 1),
         "restarted": [
             {
                 "name": r.name,
@@ -390,11 +410,12 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu bench ha",
-        description="HA drill: a rolling restart of every control-plane process under API and"
-        " Service load; reports failed requests and the longest unavailability per component.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argument_parser(
+        "k8semu bench ha",
+        (
+            "HA drill: a rolling restart of every control-plane process under API and"
+            " Service load; reports failed requests and the longest unavailability per component."
+        ),
     )
     p.add_argument("--config", type=Path, help="cluster config (default: ha.yaml's shape on"
                    " free ports)")  # fmt: skip
@@ -436,9 +457,6 @@ def main(argv: Sequence[str]) -> int:
     if not args.manifest.is_file():
         print(f"k8semu bench ha: --manifest {args.manifest}: no such file", file=sys.stderr)
         return 2
-
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
 
     if args.config is None:
         workdir = args.workdir or Path(os.environ.get("TMPDIR", "/tmp"))

@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import secrets
 import signal
@@ -57,18 +56,23 @@ from k8semu.bench import podstartup
 from k8semu.bench._clusterrun import (
     BenchCluster,
     ClusterLayout,
-    Progress,
     ResourceSampler,
     most_within,
     refine_stamps,
-    rss_bytes,
 )
-from k8semu.bench.store import (
+from k8semu.bench._common import (
     BenchError,
-    _positive_float,
-    _positive_int,
-    _say,
+    Progress,
+    Summary,
+    argument_parser,
     environment,
+    options_from_args,
+    positive_float,
+    positive_int,
+    rss_bytes,
+    say,
+    summarize,
+    write_json,
 )
 from k8semu.client import Client, ClientError
 from k8semu.cluster.errors import ClusterError
@@ -163,7 +167,7 @@ class PodsBenchResult:
     scenarios: list[ScenarioResult] = field(default_factory=list)
 
 
-def _summary(s: podstartup.Summary) -> dict[str, float]:
+def _summary(s: Summary) -> dict[str, float]:
     return {"count": s.count, "p50": s.p50, "p90": s.p90, "p99": s.p99, "max": s.max}
 
 
@@ -177,6 +181,47 @@ def _pod(name: str, namespace: str, image: str, real: bool) -> core_pb2.Pod:
     c.resources.requests.update({"cpu": "10m", "memory": "16Mi"})
     pod.spec.termination_grace_period_seconds = 0
     return pod
+
+
+@dataclass
+class _PodCreates:
+    """Creates the pods from concurrent writers, pod i due at start + i / rate when the
+    scenario has a rate (else at once); stamps each pod's creation in the tracker with the
+    client's clock (creationTimestamp has whole seconds)."""
+
+    client: Client
+    tracker: podstartup.PodStartupTracker
+    pods: Sequence[core_pb2.Pod]
+    result: ScenarioResult
+    next: int = 0
+    errors: int = 0
+    slip: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    start: float = field(default_factory=lambda: time.perf_counter() + 0.01)
+
+    async def writer(self) -> None:
+        perf, rate = time.perf_counter, self.result.rate
+        while True:
+            i = self.next
+            if i >= len(self.pods):
+                return
+            self.next = i + 1
+            if rate:
+                due = self.start + i / rate
+                delay = due - perf()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self.slip = max(self.slip, perf() - due)
+            name = self.pods[i].metadata.name
+            self.tracker.pods[name] = podstartup.PodTimes(created=time.time())
+            sent = perf()
+            try:
+                await self.client.create(self.pods[i])
+                self.latencies.append(perf() - sent)
+            except ClientError as exc:
+                self.tracker.pods.pop(name, None)
+                self.errors += 1
+                self.result.last_error = str(exc)
 
 
 async def run_workload(
@@ -204,86 +249,58 @@ async def run_workload(
         await tracker.start()
         progress = Progress(enabled=opts.progress)
         try:
-            pods = [_pod(name, namespace, image, real) for name in names]
-            state = {"next": 0, "errors": 0}
-            slip = [0.0]
-            latencies: list[float] = []
-            perf = time.perf_counter
-            start_perf = perf() + 0.01
+            creates = _PodCreates(
+                client, tracker, [_pod(name, namespace, image, real) for name in names], result
+            )
 
-            async def writer() -> None:
-                while True:
-                    i = state["next"]
-                    if i >= n:
-                        return
-                    state["next"] = i + 1
-                    if result.rate:
-                        due = start_perf + i / result.rate
-                        delay = due - perf()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        slip[0] = max(slip[0], perf() - due)
-                    # The client's clock, not creationTimestamp (whole seconds).
-                    tracker.pods[names[i]] = podstartup.PodTimes(created=time.time())
-                    sent = perf()
-                    try:
-                        await client.create(pods[i])
-                        latencies.append(perf() - sent)
-                    except ClientError as exc:
-                        tracker.pods.pop(names[i], None)
-                        state["errors"] += 1
-                        result.last_error = str(exc)
+            def status() -> str:
+                return (
+                    f"[{result.scenario}] created {creates.next - creates.errors}/{n}"
+                    f"  bound {tracker.count('bound')}  running {tracker.count('running')}"
+                )
 
-            async def show() -> None:
-                while True:
-                    progress.show(
-                        f"[{result.scenario}] created {state['next'] - state['errors']}/{n}"
-                        f"  bound {tracker.count('bound')}  running {tracker.count('running')}"
-                    )
-                    await asyncio.sleep(0.5)
-
-            shower = asyncio.get_running_loop().create_task(show())
-            try:
-                t0 = perf()
+            async with progress.every_half_second(status):
+                t0 = time.perf_counter()
                 held = _signal(hold, signal.SIGSTOP)
                 try:
-                    await asyncio.gather(*(writer() for _ in range(opts.writers)))
+                    await asyncio.gather(*(creates.writer() for _ in range(opts.writers)))
                 finally:
                     _signal(held, signal.SIGCONT)
                 released = time.time()
-                result.create_seconds = perf() - t0
-                result.created = n - state["errors"]
-                result.create_errors = state["errors"]
-                result.max_slip_s = slip[0]
+                result.create_seconds = time.perf_counter() - t0
+                result.created = n - creates.errors
+                result.create_errors = creates.errors
+                result.max_slip_s = creates.slip
                 result.create_per_s = result.created / max(1e-9, result.create_seconds)
-                result.create_latency = _summary(podstartup.summarize(latencies))
+                result.create_latency = _summary(summarize(creates.latencies))
                 ok = await tracker.wait_for("running", result.created, opts.timeout)
                 result.timed_out = not ok
-            finally:
-                shower.cancel()
-                progress.done()
         finally:
             await tracker.stop()
         times = [tracker.pods[name] for name in names if name in tracker.pods]
-        result.bound = sum(1 for t in times if t.bound)
-        result.running = sum(1 for t in times if t.running)
-        first_sent = min((t.created for t in times), default=0.0)
-        last_bind = max((t.bound for t in times if t.bound), default=first_sent)
-        result.pods_per_s = result.bound / max(1e-9, last_bind - first_sent)
-        if held:
-            result.backlog_pods_per_s = result.bound / max(1e-9, last_bind - released)
-        result.peak_binds_per_s = most_within([t.bound for t in times if t.bound], 1.0)
-        refine_stamps(times, created_exact=True)
-        result.breakdown = {k: _summary(v) for k, v in podstartup.breakdown(times).items()}
-        done = [t for t in times if t.running and t.bound]
-        result.client_split = {
-            "create->bind seen": _summary(
-                podstartup.summarize([t.bound - t.created for t in done])
-            ),
-            "bind seen->Running seen": _summary(
-                podstartup.summarize([t.running - t.bound for t in done])
-            ),
-        }
+        _fill_times(result, times, released if held else None)
+
+
+def _fill_times(
+    result: ScenarioResult, times: list[podstartup.PodTimes], released: float | None
+) -> None:
+    """Binds, throughput and the startup breakdown of the pods seen, into ``result``;
+    ``released``: when a held scheduler was let go (scenario b)."""
+    result.bound = sum(1 for t in times if t.bound)
+    result.running = sum(1 for t in times if t.running)
+    first_sent = min((t.created for t in times), default=0.0)
+    last_bind = max((t.bound for t in times if t.bound), default=first_sent)
+    result.pods_per_s = result.bound / max(1e-9, last_bind - first_sent)
+    if released is not None:
+        result.backlog_pods_per_s = result.bound / max(1e-9, last_bind - released)
+    result.peak_binds_per_s = most_within([t.bound for t in times if t.bound], 1.0)
+    refine_stamps(times, created_exact=True)
+    result.breakdown = {k: _summary(v) for k, v in podstartup.breakdown(times).items()}
+    done = [t for t in times if t.running and t.bound]
+    result.client_split = {
+        "create->bind seen": _summary(summarize([t.bound - t.created for t in done])),
+        "bind seen->Running seen": _summary(summarize([t.running - t.bound for t in done])),
+    }
 
 
 def _signal(records: Sequence[ComponentRecord], sig: signal.Signals) -> list[ComponentRecord]:
@@ -352,9 +369,9 @@ def run_scenario(
 ) -> ScenarioResult:
     """Start the scenario's cluster, run its workload, stop the cluster."""
     result, layout, real = _scenario(name, opts)
-    _say(f"scenario {name}: {result.title}")
+    say(f"scenario {name}: {result.title}")
     try:
-        with BenchCluster(layout, workdir=workdir, keep=keep, say=_say) as cluster:
+        with BenchCluster(layout, workdir=workdir, keep=keep, say=say) as cluster:
             cluster.start()
             result.cluster_up_s = cluster.up_seconds
             components = cluster.components
@@ -381,8 +398,8 @@ def run_scenario(
                 cluster.failed = True  # keep the logs
     except (BenchError, ClusterError, ClientError, OSError) as exc:
         result.error = str(exc)
-        _say(f"scenario {name} failed: {exc}")
-    _say(_describe(result))
+        say(f"scenario {name} failed: {exc}")
+    say(_describe(result))
     return result
 
 
@@ -435,9 +452,7 @@ def _yes(ok: bool | None, r: ScenarioResult) -> str:
     return "yes" if ok else "no"
 
 
-def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
-    """Markdown tables: startup per scenario, the phase breakdown, throughput and memory."""
-    rows = [r for r in result.scenarios if r.breakdown]
+def _startup_table(rows: Sequence[ScenarioResult]) -> list[str]:
     lines = [
         "| scenario | pods Running | startup p50 ms | p90 ms | p99 ms | max ms | bound pods/s |"
         " target | met | k8s SLO p99 <= 5 s |",
@@ -452,7 +467,11 @@ def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
             f" {_ms(s['p90'])} | {_ms(s['p99'])} | {_ms(s['max'])} | {r.pods_per_s:,.0f} |"
             f" {text} | {_yes(ok, r)} | {slo} |"
         )
-    lines += [
+    return lines
+
+
+def _phase_table(rows: Sequence[ScenarioResult]) -> list[str]:
+    lines = [
         "",
         "| scenario | phase | p50 ms | p90 ms | p99 ms | max ms |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -465,28 +484,32 @@ def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
                 f"| ({r.scenario}) | {phase} | {_ms(s['p50'])} | {_ms(s['p90'])} |"
                 f" {_ms(s['p99'])} | {_ms(s['max'])} |"
             )
-    b = [r for r in result.scenarios if r.scenario == "b"]
-    if b:
-        r = b[0]
-        rss = f"{r.kubelet_peak_rss_mb:,.0f}" if r.kubelet_peak_rss_mb is not None else "-"
-        rss_ok = r.kubelet_peak_rss_mb is not None and r.kubelet_peak_rss_mb < TARGET_B_RSS_MB
-        lines += [
-            "",
-            "| (b) scheduler and hollow nodes | k8semu | target | met | Kubernetes reference |",
-            "| --- | ---: | --- | --- | --- |",
-            f"| pods bound per second on a backlog (scheduler held while {r.pods:,} pods were"
-            f" created), {r.nodes:,} nodes | {_b_rate(r):,.0f} |"
-            f" >= {TARGET_B_PODS_PER_S:g} | {_yes(_b_rate(r) >= TARGET_B_PODS_PER_S, r)} |"
-            f" kube-scheduler CI floor {K8S_SCHEDULER_FLOOR_PODS_PER_S:g} pods/s at 5,000"
-            f" nodes; KWOK ~{KWOK_PODS_PER_S:g} pods/s |",
-            f"| pods bound per second, first create to last bind | {r.pods_per_s:,.0f} | | | |",
-            f"| most binds seen within one second | {r.peak_binds_per_s:,} | | | |",
-            f"| peak RSS of the {r.nodes:,}-hollow-node kubelet, MB | {rss} |"
-            f" < {TARGET_B_RSS_MB:g} | {'yes' if rss_ok else 'no'} | |",
-            f"| pods created per second (client, {result.options.writers} writers) |"
-            f" {r.create_per_s:,.0f} | | | |",
-        ]
-    lines += [
+    return lines
+
+
+def _scheduler_table(r: ScenarioResult, writers: int) -> list[str]:
+    """Scenario (b): the scheduler's rate against its target and Kubernetes', the kubelet's RSS."""
+    rss = f"{r.kubelet_peak_rss_mb:,.0f}" if r.kubelet_peak_rss_mb is not None else "-"
+    rss_ok = r.kubelet_peak_rss_mb is not None and r.kubelet_peak_rss_mb < TARGET_B_RSS_MB
+    return [
+        "",
+        "| (b) scheduler and hollow nodes | k8semu | target | met | Kubernetes reference |",
+        "| --- | ---: | --- | --- | --- |",
+        f"| pods bound per second on a backlog (scheduler held while {r.pods:,} pods were"
+        f" created), {r.nodes:,} nodes | {_b_rate(r):,.0f} |"
+        f" >= {TARGET_B_PODS_PER_S:g} | {_yes(_b_rate(r) >= TARGET_B_PODS_PER_S, r)} |"
+        f" kube-scheduler CI floor {K8S_SCHEDULER_FLOOR_PODS_PER_S:g} pods/s at 5,000"
+        f" nodes; KWOK ~{KWOK_PODS_PER_S:g} pods/s |",
+        f"| pods bound per second, first create to last bind | {r.pods_per_s:,.0f} | | | |",
+        f"| most binds seen within one second | {r.peak_binds_per_s:,} | | | |",
+        f"| peak RSS of the {r.nodes:,}-hollow-node kubelet, MB | {rss} |"
+        f" < {TARGET_B_RSS_MB:g} | {'yes' if rss_ok else 'no'} | |",
+        f"| pods created per second (client, {writers} writers) | {r.create_per_s:,.0f} | | | |",
+    ]
+
+
+def _create_table(rows: Sequence[ScenarioResult]) -> list[str]:
+    lines = [
         "",
         "| scenario | pods created/s (asked) | create call p50 ms | p99 ms | schedule slip ms |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -498,6 +521,39 @@ def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
             f"| ({r.scenario}) | {r.create_per_s:,.0f} ({asked}) | {_ms(c['p50'])} |"
             f" {_ms(c['p99'])} | {_ms(r.max_slip_s)} |"
         )
+    return lines
+
+
+def _notes(r: ScenarioResult) -> list[str]:
+    lines = []
+    if r.components:
+        cpu = ", ".join(f"{c['name']} {c['cpu_s']:.1f}" for c in r.components)
+        lines.append(
+            f"({r.scenario}): CPU seconds over the workload: {cpu}; client"
+            f" {r.client_cpu_s:.1f}. Load average after: {r.load_after[0]:.1f}."
+        )
+    if r.max_slip_s > 0.2:
+        lines.append(
+            f"({r.scenario}): the client fell behind its create schedule by up to"
+            f" {r.max_slip_s * 1e3:,.0f} ms."
+        )
+    if r.create_errors:
+        lines.append(f"({r.scenario}): {r.create_errors} creates failed: {r.last_error}")
+    if r.timed_out:
+        lines.append(f"({r.scenario}): not every pod was Running within the timeout.")
+    if r.error:
+        lines.append(f"({r.scenario}) failed: {r.error}")
+    return lines
+
+
+def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
+    """Markdown tables: startup per scenario, the phase breakdown, throughput and memory."""
+    rows = [r for r in result.scenarios if r.breakdown]
+    lines = [*_startup_table(rows), *_phase_table(rows)]
+    b = [r for r in result.scenarios if r.scenario == "b"]
+    if b:
+        lines += _scheduler_table(b[0], result.options.writers)
+    lines += _create_table(rows)
     load1, load5, _ = env["load_average"]
     lines += [
         "",
@@ -512,23 +568,7 @@ def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
         f" before the run, {env['date']}.",
     ]
     for r in result.scenarios:
-        if r.components:
-            cpu = ", ".join(f"{c['name']} {c['cpu_s']:.1f}" for c in r.components)
-            lines.append(
-                f"({r.scenario}): CPU seconds over the workload: {cpu}; client"
-                f" {r.client_cpu_s:.1f}. Load average after: {r.load_after[0]:.1f}."
-            )
-        if r.max_slip_s > 0.2:
-            lines.append(
-                f"({r.scenario}): the client fell behind its create schedule by up to"
-                f" {r.max_slip_s * 1e3:,.0f} ms."
-            )
-        if r.create_errors:
-            lines.append(f"({r.scenario}): {r.create_errors} creates failed: {r.last_error}")
-        if r.timed_out:
-            lines.append(f"({r.scenario}): not every pod was Running within the timeout.")
-        if r.error:
-            lines.append(f"({r.scenario}) failed: {r.error}")
+        lines += _notes(r)
     return "\n".join(lines)
 
 
@@ -546,10 +586,9 @@ def _scenarios(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = PodsBenchOptions()
-    p = argparse.ArgumentParser(
-        prog="k8semu bench pods",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description=(
+    p = argument_parser(
+        "k8semu bench pods",
+        (
             "Pod startup latency (p50/p90/p99 and the phases) and scheduler throughput, each"
             " scenario on a cluster of its own started with `k8semu up` on free ports."
         ),
@@ -557,20 +596,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenario", type=_scenarios, default="all", help="a, b, c, a list (a,c) or all"
     )
-    p.add_argument("--a-pods", type=_positive_int, default=d.a_pods)
-    p.add_argument("--a-nodes", type=_positive_int, default=d.a_nodes, help="hollow nodes")
-    p.add_argument("--a-rate", type=_positive_float, default=d.a_rate, help="pods created/s")
-    p.add_argument("--b-pods", type=_positive_int, default=d.b_pods)
-    p.add_argument("--b-nodes", type=_positive_int, default=d.b_nodes, help="hollow nodes")
-    p.add_argument("--c-pods", type=_positive_int, default=d.c_pods)
-    p.add_argument("--c-nodes", type=_positive_int, default=d.c_nodes, help="real nodes")
-    p.add_argument("--c-rate", type=_positive_float, default=d.c_rate, help="pods created/s")
+    p.add_argument("--a-pods", type=positive_int, default=d.a_pods)
+    p.add_argument("--a-nodes", type=positive_int, default=d.a_nodes, help="hollow nodes")
+    p.add_argument("--a-rate", type=positive_float, default=d.a_rate, help="pods created/s")
+    p.add_argument("--b-pods", type=positive_int, default=d.b_pods)
+    p.add_argument("--b-nodes", type=positive_int, default=d.b_nodes, help="hollow nodes")
+    p.add_argument("--c-pods", type=positive_int, default=d.c_pods)
+    p.add_argument("--c-nodes", type=positive_int, default=d.c_nodes, help="real nodes")
+    p.add_argument("--c-rate", type=positive_float, default=d.c_rate, help="pods created/s")
     p.add_argument("--c-image", default=d.c_image, help="busybox (runs sleep) or k8semu/echo")
-    p.add_argument("--writers", type=_positive_int, default=d.writers, help="concurrent creates")
-    p.add_argument("--store-replicas", type=_positive_int, default=d.store_replicas)
-    p.add_argument("--timeout", type=_positive_float, default=d.timeout, help="for the pods to run")
+    p.add_argument("--writers", type=positive_int, default=d.writers, help="concurrent creates")
+    p.add_argument("--store-replicas", type=positive_int, default=d.store_replicas)
+    p.add_argument("--timeout", type=positive_float, default=d.timeout, help="for the pods to run")
     p.add_argument(
-        "--ready-timeout", type=_positive_float, default=d.ready_timeout, help="cluster up"
+        "--ready-timeout", type=positive_float, default=d.ready_timeout, help="cluster up"
     )
     p.add_argument("--workdir", type=Path, help="keep cluster dirs under this dir")
     p.add_argument("--keep", action="store_true", help="keep each cluster's logs and data")
@@ -581,23 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from(args: argparse.Namespace) -> PodsBenchOptions:
     scen = args.scenario if isinstance(args.scenario, tuple) else _scenarios(args.scenario)
-    return PodsBenchOptions(
-        scenarios=scen,
-        a_pods=args.a_pods,
-        a_nodes=args.a_nodes,
-        a_rate=args.a_rate,
-        b_pods=args.b_pods,
-        b_nodes=args.b_nodes,
-        c_pods=args.c_pods,
-        c_nodes=args.c_nodes,
-        c_rate=args.c_rate,
-        c_image=args.c_image,
-        writers=args.writers,
-        store_replicas=args.store_replicas,
-        timeout=args.timeout,
-        ready_timeout=args.ready_timeout,
-        progress=not args.no_progress,
-    )
+    return options_from_args(PodsBenchOptions, args, scenarios=scen, progress=not args.no_progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -607,10 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment(args.workdir, False)
     result = run(opts, workdir=args.workdir, keep=args.keep)
     print(render(result, env))
-    if args.json is not None:
-        doc = {"environment": env, "result": dataclasses.asdict(result)}
-        args.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        _say(f"raw figures written to {args.json}")
+    write_json(args.json, {"environment": env, "result": dataclasses.asdict(result)})
     failed = any(r.error or r.timed_out for r in result.scenarios)
     return 1 if failed else 0
 

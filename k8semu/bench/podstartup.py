@@ -12,14 +12,13 @@ Owns the measuring only: it creates nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf import timestamp_pb2
 
-from k8semu.bench.store import _percentile
+from k8semu.bench._common import Summary, cancel, summarize
 from k8semu.client import Client, ClientError, EventType
 from k8semu.pb.api.v1 import core_pb2
 
@@ -62,10 +61,7 @@ class PodStartupTracker:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     def count(self, phase: str) -> int:
         return sum(1 for t in self.pods.values() if getattr(t, phase))
@@ -117,22 +113,6 @@ class PodStartupTracker:
                         self.observe(event.object, time.time())
             except ClientError:
                 await asyncio.sleep(0.2)  # resume from the last resourceVersion seen
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    count: int
-    p50: float
-    p90: float
-    p99: float
-    max: float
-
-
-def summarize(values: Sequence[float]) -> Summary:
-    s = sorted(values)
-    if not s:
-        return Summary(0, 0.0, 0.0, 0.0, 0.0)
-    return Summary(len(s), _percentile(s, 50), _percentile(s, 90), _percentile(s, 99), s[-1])
 
 
 def breakdown(pods: Sequence[PodTimes]) -> dict[str, Summary]:

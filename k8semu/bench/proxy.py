@@ -43,14 +43,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k8semu.bench.store import (
-    _percentile,
-    _positive_float,
-    _positive_int,
-    _processes_cpu_seconds,
-    _run_loop,
-    _say,
+from k8semu.bench._common import (
+    CpuMeter,
     environment,
+    options_from_args,
+    percentile,
+    positive_float,
+    positive_int,
+    ratio,
+    run_loop,
+    say,
 )
 from k8semu.cluster.processes import free_loopback_ports
 
@@ -343,7 +345,7 @@ async def _latency(host: str, port: int, n: int) -> tuple[float, float]:
         await c.finished
     t.close()
     samples = sorted(latencies[min(100, n // 10) :])  # without the warm-up
-    return _percentile(samples, 50) * 1e6, _percentile(samples, 99) * 1e6
+    return percentile(samples, 50) * 1e6, percentile(samples, 99) * 1e6
 
 
 class _OneShot(asyncio.Protocol):
@@ -468,13 +470,14 @@ async def _measure_all(
     for phase in opts.phases:
         for k in range(opts.rounds):
             for path, (host, ports, pid) in targets.items():
-                before = _processes_cpu_seconds([pid]) if pid else None
+                meter = CpuMeter([pid] if pid else [])
+                meter.start()
                 value, errors = await _phase(phase, host, ports, opts)
-                after = _processes_cpu_seconds([pid]) if pid else None
-                _say(f"  {phase} round {k + 1}/{opts.rounds}: {path}: {value[0]:,.1f}")
+                used = meter.stop()
+                say(f"  {phase} round {k + 1}/{opts.rounds}: {path}: {value[0]:,.1f}")
                 samples.setdefault((path, phase), []).append(value)
-                if before is not None and after is not None:
-                    cpu.setdefault((path, phase), []).append(after - before)
+                if used is not None:
+                    cpu.setdefault((path, phase), []).append(used)
                 results[path].errors += errors
     for path, r in results.items():
         for phase in opts.phases:
@@ -539,15 +542,10 @@ async def run(opts: ProxyBenchOptions, workdir: Path) -> list[PathResult]:
 # -- output ----------------------------------------------------------------------------------
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
-        return "-"
-    return f"{a / b:.2f}x"
-
-
-def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
-    by = {r.path: r for r in results}
-    cols = [p for p in PATHS if p in by]
+def _rate_rows(
+    by: dict[str, PathResult], cols: Sequence[str], opts: ProxyBenchOptions
+) -> list[str]:
+    """Throughput, rates and latency per path, for the phases that ran."""
     rows: list[tuple[str, str, Any]] = [
         (f"bulk MB/s, 1 connection ({opts.bulk_mb} MB)", "bulk_1_mbps", "{:,.0f}"),
         (f"bulk MB/s, {opts.bulk_connections} connections", "bulk_n_mbps", "{:,.0f}"),
@@ -558,10 +556,9 @@ def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
         ("added latency p50 us (vs direct)", "added_p50_us", "{:,.0f}"),
         ("added latency p99 us (vs direct)", "added_p99_us", "{:,.0f}"),
     ]
-    header = ["", *cols, "proxy/haproxy"]
-    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
     of_phase = {"bulk_1_mbps": "bulk_1", "bulk_n_mbps": "bulk_n", "rps": "rps"}
     of_phase["new_conns_per_s"] = "new_conns"
+    lines = []
     for label, attr, fmt in rows:
         if of_phase.get(attr, "latency") not in opts.phases:
             continue
@@ -571,12 +568,16 @@ def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
             cells.append(
                 "-" if v is None or (c == "direct" and attr.startswith("added")) else fmt.format(v)
             )
-        ratio = "-"
+        cell = "-"
         if "proxy" in by and "haproxy" in by:
-            ratio = _ratio(getattr(by["proxy"], attr), getattr(by["haproxy"], attr))
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+            cell = ratio(getattr(by["proxy"], attr), getattr(by["haproxy"], attr))
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {cell} |")
+    return lines
 
-    # CPU per unit of work: steadier than the rates on a busy machine.
+
+def _cpu_rows(by: dict[str, PathResult], cols: Sequence[str], opts: ProxyBenchOptions) -> list[str]:
+    """CPU per unit of work: steadier than the rates on a busy machine."""
+
     def amount(phase: str, r: PathResult) -> float:
         if phase == "bulk_n":
             return opts.bulk_mb / 100
@@ -589,6 +590,7 @@ def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
         "rps": ("proxy CPU us per request", 1e6),
         "new_conns": ("proxy CPU us per new connection", 1e6),
     }
+    lines = []
     for phase, (label, scale) in units.items():
         if phase not in opts.phases:
             continue
@@ -598,32 +600,44 @@ def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
             n = amount(phase, by[c])
             per[c] = cpu / n * scale if cpu is not None and n else None
         cells = ["-" if per[c] is None else f"{per[c]:,.0f}" for c in cols]
-        ratio = _ratio(per.get("proxy"), per.get("haproxy"))
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
-    lines.append("| errors | " + " | ".join(str(by[c].errors) for c in cols) + " | |")
+        cell = ratio(per.get("proxy"), per.get("haproxy"))
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {cell} |")
+    return lines
+
+
+def _targets_line(p: PathResult, h: PathResult) -> str:
+    """Ours against haproxy: the worst throughput ratio and the added latency, with targets."""
+    worst = min(
+        p.bulk_1_mbps / h.bulk_1_mbps if h.bulk_1_mbps else 0.0,
+        p.bulk_n_mbps / h.bulk_n_mbps if h.bulk_n_mbps else 0.0,
+        p.rps / h.rps if h.rps else 0.0,
+        p.new_conns_per_s / h.new_conns_per_s if h.new_conns_per_s else 0.0,
+    )
+    added = (
+        (p.added_p50_us or 0.0) / h.added_p50_us if h.added_p50_us and h.added_p50_us > 0 else None
+    )
+    verdict = "-" if added is None else "met" if added <= TARGET_ADDED_LATENCY_RATIO else "missed"
+    return (
+        f"throughput: worst ours/haproxy {worst:.2f}x (target >= {TARGET_THROUGHPUT_RATIO}x: "
+        f"{'met' if worst >= TARGET_THROUGHPUT_RATIO else 'missed'}); added p50 latency "
+        f"ours/haproxy {'-' if added is None else f'{added:.2f}x'} (target <= "
+        f"{TARGET_ADDED_LATENCY_RATIO}x: {verdict})"
+    )
+
+
+def render(results: Sequence[PathResult], opts: ProxyBenchOptions) -> str:
+    by = {r.path: r for r in results}
+    cols = [p for p in PATHS if p in by]
+    header = ["", *cols, "proxy/haproxy"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| --- |" + " ---: |" * (len(header) - 1),
+        *_rate_rows(by, cols, opts),
+        *_cpu_rows(by, cols, opts),
+        "| errors | " + " | ".join(str(by[c].errors) for c in cols) + " | |",
+    ]
     if "proxy" in by and "haproxy" in by and set(opts.phases) == set(_PHASES):
-        p, h = by["proxy"], by["haproxy"]
-        worst = min(
-            p.bulk_1_mbps / h.bulk_1_mbps if h.bulk_1_mbps else 0.0,
-            p.bulk_n_mbps / h.bulk_n_mbps if h.bulk_n_mbps else 0.0,
-            p.rps / h.rps if h.rps else 0.0,
-            p.new_conns_per_s / h.new_conns_per_s if h.new_conns_per_s else 0.0,
-        )
-        added = (
-            (p.added_p50_us or 0.0) / h.added_p50_us
-            if h.added_p50_us and h.added_p50_us > 0
-            else None
-        )
-        lines.append("")
-        verdict = (
-            "-" if added is None else "met" if added <= TARGET_ADDED_LATENCY_RATIO else "missed"
-        )
-        lines.append(
-            f"throughput: worst ours/haproxy {worst:.2f}x (target >= {TARGET_THROUGHPUT_RATIO}x: "
-            f"{'met' if worst >= TARGET_THROUGHPUT_RATIO else 'missed'}); added p50 latency "
-            f"ours/haproxy {'-' if added is None else f'{added:.2f}x'} (target <= "
-            f"{TARGET_ADDED_LATENCY_RATIO}x: {verdict})"
-        )
+        lines += ["", _targets_line(by["proxy"], by["haproxy"])]
     return "\n".join(lines)
 
 
@@ -634,17 +648,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Direct vs our service proxy vs haproxy: throughput, request rate, "
         "connection rate, added latency.",
     )
-    p.add_argument("--bulk-mb", type=_positive_int, default=d.bulk_mb)
-    p.add_argument("--bulk-connections", type=_positive_int, default=d.bulk_connections)
-    p.add_argument("--connections", type=_positive_int, default=d.connections)
-    p.add_argument("--seconds", type=_positive_float, default=d.seconds, help="per rate phase")
-    p.add_argument("--new-conn-workers", type=_positive_int, default=d.new_conn_workers)
-    p.add_argument("--latency-requests", type=_positive_int, default=d.latency_requests)
+    p.add_argument("--bulk-mb", type=positive_int, default=d.bulk_mb)
+    p.add_argument("--bulk-connections", type=positive_int, default=d.bulk_connections)
+    p.add_argument("--connections", type=positive_int, default=d.connections)
+    p.add_argument("--seconds", type=positive_float, default=d.seconds, help="per rate phase")
+    p.add_argument("--new-conn-workers", type=positive_int, default=d.new_conn_workers)
+    p.add_argument("--latency-requests", type=positive_int, default=d.latency_requests)
     p.add_argument(
-        "--haproxy-threads", type=_positive_int, default=d.haproxy_threads, help="nbthread"
+        "--haproxy-threads", type=positive_int, default=d.haproxy_threads, help="nbthread"
     )
     p.add_argument(
-        "--rounds", type=_positive_int, default=d.rounds, help="repeats per phase (medians)"
+        "--rounds", type=positive_int, default=d.rounds, help="repeats per phase (medians)"
     )
     p.add_argument(
         "--paths", default=",".join(d.paths), help="comma-separated: direct,proxy,haproxy"
@@ -668,7 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.serve_backends:
         ips, ports = _spec(args.serve_backends)
-        _run_loop(_serve_backends(ips, *(t for _, t in ports.values())), True)
+        run_loop(_serve_backends(ips, *(t for _, t in ports.values())), True)
         return 0
     if args.serve_proxy:
         from k8semu import log as logging_setup
@@ -687,21 +701,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not phases or any(p not in _PHASES for p in phases):
         print(f"k8semu bench proxy: --phases: choose from {','.join(_PHASES)}", file=sys.stderr)
         return 2
-    opts = ProxyBenchOptions(
-        bulk_mb=args.bulk_mb,
-        bulk_connections=args.bulk_connections,
-        connections=args.connections,
-        seconds=args.seconds,
-        new_conn_workers=args.new_conn_workers,
-        latency_requests=args.latency_requests,
-        rounds=args.rounds,
-        haproxy_threads=args.haproxy_threads,
-        phases=phases,
-        paths=paths,
-    )
+    opts = options_from_args(ProxyBenchOptions, args, phases=phases, paths=paths)
     workdir = Path(tempfile.mkdtemp(prefix="k8semu-bench-proxy-"))
     try:
-        results, used_uvloop = _run_loop(run(opts, workdir), True)
+        results, used_uvloop = run_loop(run(opts, workdir), True)
     except (RuntimeError, OSError, TimeoutError) as exc:
         print(f"k8semu bench proxy: {exc} (logs in {workdir})", file=sys.stderr)
         return 1
@@ -720,7 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{', '.join(f'{x:.1f}' for x in env['load_average'])}, Python {env['python']}"
         )
     if args.keep_workdir:
-        _say(f"logs and config in {workdir}")
+        say(f"logs and config in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

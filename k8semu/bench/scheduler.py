@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import os
 import random
 import secrets
@@ -38,10 +37,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k8semu.bench.store import _processes_cpu_seconds
+from k8semu.bench._common import cancel, processes_cpu_seconds, summarize
 from k8semu.client import AlreadyExists, Client, ClientError, NotFound
 from k8semu.cluster.component import APIServerProcess, SchedulerProcess
 from k8semu.cluster.errors import ComponentStartError
@@ -82,13 +82,6 @@ def _pod(name: str, namespace: str, owner_uid: str) -> core_pb2.Pod:
     c = p.spec.containers.add(name="app", image="pause")
     c.resources.requests.update({"cpu": "100m", "memory": "128Mi"})
     return p
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 async def _bounded(concurrency: int, jobs: Sequence[Any]) -> None:
@@ -148,6 +141,90 @@ class _SchedulerProcess(SchedulerProcess):
         super().close()
 
 
+class _BindWatch:
+    """A watch of one namespace's pods from now on: when each was first seen bound;
+    ``all_bound`` is set once ``pods`` of them were."""
+
+    def __init__(self, client: Client, namespace: str, pods: int) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.pods = pods
+        self.bound_at: dict[str, float] = {}
+        self.all_bound = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        listed = await self.client.list(core_pb2.Pod, namespace=self.namespace, limit=1)
+        self._ready.set()
+        async for event in self.client.watch(
+            core_pb2.Pod, namespace=self.namespace, resource_version=listed.resource_version
+        ):
+            p = event.object
+            if p.spec.node_name and p.metadata.name not in self.bound_at:
+                self.bound_at[p.metadata.name] = time.monotonic()
+                if len(self.bound_at) >= self.pods:
+                    self.all_bound.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch())
+
+    async def ready(self) -> None:
+        await self._ready.wait()
+
+    async def stop(self) -> None:
+        await cancel(self._task)
+
+
+@dataclass
+class _Measured:
+    """The scheduler under test: a process of its own ("process", its CPU measured), one in
+    this process ("inprocess") or the cluster's own ("external": nothing to start)."""
+
+    mode: str
+    endpoints: Sequence[str]
+    client: Client
+    logs: Path
+    profile: Path | None
+    process: _SchedulerProcess | None = None
+    in_process: Scheduler | None = None
+
+    async def start(self) -> None:
+        if self.mode == "process":
+            self.process = _SchedulerProcess(
+                self.endpoints, self.logs / "scheduler.log", self.profile
+            )
+            await self.process.serving()
+        elif self.mode == "inprocess":
+            config = SchedulerConfig(leader_elect=False, listen_address="")
+            self.in_process = Scheduler(self.client, config)
+            await self.in_process.start()
+
+    def cpu(self) -> float | None:
+        """The scheduler process's CPU seconds so far; None when it is not ours to read."""
+        if self.process is None:
+            return None
+        return processes_cpu_seconds([self.process.pid])
+
+    async def stop(self) -> None:
+        if self.in_process is not None:
+            await self.in_process.stop(1.0)
+        if self.process is not None:
+            self.process.close()
+
+
+async def _create_nodes(client: Client, names: Sequence[str], writers: int) -> float:
+    """Create the Nodes (``writers`` at once); the seconds it took."""
+    started = time.monotonic()
+
+    async def create_node(name: str) -> None:
+        with contextlib.suppress(AlreadyExists):
+            await client.create(_node(name))
+
+    await _bounded(writers, [lambda n=n: create_node(n) for n in names])
+    return time.monotonic() - started
+
+
 async def run_scheduler_throughput(
     api_endpoints: Sequence[str],
     nodes: int = DEFAULT_NODES,
@@ -176,91 +253,46 @@ async def run_scheduler_throughput(
     node_names = [f"bench-{run}-node-{i:05d}" for i in range(nodes)]
     owner = f"bench-rs-{run}"
     logs = log_dir or Path(tempfile.mkdtemp(prefix="k8semu-bench-sched-"))
+    sent: dict[str, float] = {}
     async with Client(list(api_endpoints)) as client:
         ns = core_pb2.Namespace()
         ns.metadata.name = namespace
         await client.create(ns)
-
-        started = time.monotonic()
-
-        async def create_node(name: str) -> None:
-            with contextlib.suppress(AlreadyExists):
-                await client.create(_node(name))
-
-        await _bounded(writers, [lambda n=n: create_node(n) for n in node_names])
-        node_create_s = time.monotonic() - started
-
-        sent: dict[str, float] = {}
-        bound_at: dict[str, float] = {}
-        all_bound = asyncio.Event()
-        watch_ready = asyncio.Event()
-
-        async def watch() -> None:
-            listed = await client.list(core_pb2.Pod, namespace=namespace, limit=1)
-            watch_ready.set()
-            async for event in client.watch(
-                core_pb2.Pod, namespace=namespace, resource_version=listed.resource_version
-            ):
-                p = event.object
-                if p.spec.node_name and p.metadata.name not in bound_at:
-                    bound_at[p.metadata.name] = time.monotonic()
-                    if len(bound_at) >= pods:
-                        all_bound.set()
-
-        sched_proc: _SchedulerProcess | None = None
-        in_proc: Scheduler | None = None
-
-        async def start_scheduler() -> None:
-            nonlocal sched_proc, in_proc
-            if scheduler == "process":
-                sched_proc = _SchedulerProcess(api_endpoints, logs / "scheduler.log", profile)
-                await sched_proc.serving()
-            elif scheduler == "inprocess":
-                in_proc = Scheduler(client, SchedulerConfig(leader_elect=False, listen_address=""))
-                await in_proc.start()
-
-        def scheduler_cpu() -> float | None:
-            if sched_proc is None:
-                return None
-            return _processes_cpu_seconds([sched_proc.pid])
-
-        cpu_first = cpu_last = None
+        node_create_s = await _create_nodes(client, node_names, writers)
 
         async def create_pod(i: int) -> None:
             name = f"p-{i:05d}"
             sent[name] = time.monotonic()
             await client.create(_pod(name, namespace, owner))
 
-        watcher = asyncio.create_task(watch())
+        binds = _BindWatch(client, namespace, pods)
+        measured = _Measured(scheduler, api_endpoints, client, logs, profile)
+        binds.start()
         try:
-            await watch_ready.wait()
+            await binds.ready()
             if not backlog:
-                await start_scheduler()
+                await measured.start()
             first = create_started = time.monotonic()
-            cpu_first = scheduler_cpu()
+            cpu_first = measured.cpu()
             await _bounded(writers, [lambda i=i: create_pod(i) for i in range(pods)])
             created = time.monotonic()
             if backlog:
-                await start_scheduler()
+                await measured.start()
                 first = time.monotonic()  # from the scheduler's caches synced and leading
-                cpu_first = scheduler_cpu()
+                cpu_first = measured.cpu()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await all_bound.wait()
-            cpu_last = scheduler_cpu()
+                    await binds.all_bound.wait()
+            cpu_last = measured.cpu()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            if in_proc is not None:
-                await in_proc.stop(1.0)
-            if sched_proc is not None:
-                sched_proc.close()
+            await binds.stop()
+            await measured.stop()
             if not keep:
                 await _cleanup(client, namespace, node_names, writers)
+    bound_at = binds.bound_at
     last = max(bound_at.values(), default=first)
     seconds = max(1e-9, last - first)
-    latencies = [(bound_at[n] - sent[n]) * 1000 for n in bound_at if n in sent]
+    lat = summarize([(bound_at[n] - sent[n]) * 1000 for n in bound_at if n in sent])
     return {
         "nodes": nodes,
         "pods": pods,
@@ -271,12 +303,7 @@ async def run_scheduler_throughput(
         "seconds": seconds,
         "create_per_s": pods / max(1e-9, created - create_started),
         "node_create_s": node_create_s,
-        "latency_ms": {
-            "p50": _percentile(latencies, 50),
-            "p90": _percentile(latencies, 90),
-            "p99": _percentile(latencies, 99),
-            "max": max(latencies, default=0.0),
-        },
+        "latency_ms": {"p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "max": lat.max},
         "scheduler_cpu_ms_per_pod": (
             (cpu_last - cpu_first) * 1000 / max(1, len(bound_at))
             if cpu_first is not None and cpu_last is not None

@@ -26,19 +26,43 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
-from k8semu.bench import store as storebench
+from k8semu.bench._common import (
+    BenchError,
+    Stopwatch,
+    argument_parser,
+    environment,
+    error_summary,
+    non_negative_int,
+    percentile,
+    positive_float,
+    positive_int,
+    ratio,
+    run_dir,
+    run_loop,
+    say,
+    write_json,
+    yes,
+)
+from k8semu.bench._etcdload import (
+    CHANNEL_OPTIONS,
+    K8SEMU_ELECTION_MS,
+    K8SEMU_HEARTBEAT_MS,
+    PutClient,
+    Workload,
+    connect,
+    error_text,
+    etcd_version,
+)
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.processes import DEFAULT_ETCD_BINARY, EtcdCluster, K8semuStoreCluster
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
@@ -104,7 +128,7 @@ class _LeaderWatch:
 
     def __init__(self, endpoints: Sequence[str]) -> None:
         self._channels = [
-            grpc.aio.insecure_channel(ep, options=storebench._CHANNEL_OPTIONS) for ep in endpoints
+            grpc.aio.insecure_channel(ep, options=CHANNEL_OPTIONS) for ep in endpoints
         ]
         self.seen: list[tuple[int, int]] = []  # distinct (leader id, term) in order
         self._stop = asyncio.Event()
@@ -139,6 +163,66 @@ class _LeaderWatch:
             await channel.close()
 
 
+class _PacedPuts:
+    """The clients of one paced run and what they recorded: latency from each put's due time
+    (so a stall shows as latency), the puts sent, the failures by error text."""
+
+    def __init__(
+        self, pool: Sequence[PutClient], rate: int, duration: float, payloads: Sequence[bytes]
+    ) -> None:
+        self.pool = pool
+        self.duration = duration
+        self.payloads = payloads
+        self.interval = len(pool) / rate
+        self.per_client = max(1, round(duration / self.interval))
+        self.latencies = [array.array("d") for _ in pool]
+        self.failures: Counter[str] = Counter()
+        self.sent = 0
+
+    async def client(self, k: int, t0: float, attempt_timeout: float) -> None:
+        """Client k sends put n at t0 + (k / clients + n) * interval, at once when behind,
+        and stops at t0 + duration."""
+        c = self.pool[k]
+        clients, interval = len(self.pool), self.interval
+        payloads, n_payloads = self.payloads, len(self.payloads)
+        record = self.latencies[k].append
+        perf_counter = time.perf_counter
+        i = k
+        end = t0 + self.duration
+        for n in range(self.per_client):
+            due = t0 + (k / clients + n) * interval
+            wait = due - perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif perf_counter() >= end:
+                break  # too far behind: what was not sent by the end counts as not achieved
+            request = payloads[i % n_payloads]
+            i += clients
+            self.sent += 1
+            try:
+                await c.put(request, timeout=attempt_timeout)
+            except grpc.aio.AioRpcError as exc:
+                self.failures[error_text(exc)] += 1
+                continue
+            record(perf_counter() - due)
+
+    def samples(self) -> list[float]:
+        """Every acknowledged put's latency in seconds, sorted."""
+        return sorted(x for lat in self.latencies for x in lat)
+
+
+def _leaders(
+    before: tuple[int, int] | None, seen: Sequence[tuple[int, int]], after: tuple[int, int] | None
+) -> list[tuple[int, int]]:
+    """The distinct (leader, term) pairs in order, with the snapshots taken around the run."""
+    out = list(seen)
+    if before is not None and (not out or out[0] != before):
+        out.insert(0, before)
+    if after is not None and (not out or out[-1] != after):
+        out.append(after)
+    return out
+
+
 async def run_sustained(
     endpoints: Sequence[str],
     rate: int,
@@ -155,49 +239,17 @@ async def run_sustained(
     one attempt timeout. The achieved rate is acknowledged puts over the elapsed time."""
     if rate < 1 or clients < 1 or duration <= 0:
         raise ValueError("rate, clients and duration must be positive")
-    pool = [storebench._Client(endpoints, k) for k in range(clients)]
-    interval = clients / rate
-    per_client = max(1, round(duration / interval))
-    latencies = [array.array("d") for _ in range(clients)]
-    failures: Counter[str] = Counter()
-    sent = [0]
-    n_payloads = len(payloads)
-
-    async def client(k: int, t0: float) -> None:
-        c = pool[k]
-        record = latencies[k].append
-        perf_counter = time.perf_counter
-        i = k
-        end = t0 + duration
-        for n in range(per_client):
-            due = t0 + (k / clients + n) * interval
-            wait = due - perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            elif perf_counter() >= end:
-                break  # too far behind: what was not sent by the end counts as not achieved
-            request = payloads[i % n_payloads]
-            i += clients
-            sent[0] += 1
-            try:
-                await c.put(request, timeout=attempt_timeout)
-            except grpc.aio.AioRpcError as exc:
-                failures[storebench._error_text(exc)] += 1
-                continue
-            record(perf_counter() - due)
-
+    pool = [PutClient(endpoints, k) for k in range(clients)]
+    puts = _PacedPuts(pool, rate, duration, payloads)
     watch = _LeaderWatch(endpoints)
+    stopwatch = Stopwatch(server_pids)
     try:
-        await storebench._connect(pool, payloads[0], attempt_timeout, 60.0)
+        await connect(pool, payloads[0], attempt_timeout, 60.0)
         before = await watch.snapshot()
         watcher = asyncio.create_task(watch.run())
-        server_before = storebench._processes_cpu_seconds(server_pids) if server_pids else None
-        cpu_before = storebench._cpu_seconds()
-        t0 = time.perf_counter() + 0.05
-        await asyncio.gather(*(client(k, t0) for k in range(clients)))
-        elapsed = time.perf_counter() - t0
-        cpu = storebench._cpu_seconds() - cpu_before
-        server_after = storebench._processes_cpu_seconds(server_pids) if server_pids else None
+        t0 = stopwatch.start(delay=0.05)
+        await asyncio.gather(*(puts.client(k, t0, attempt_timeout) for k in range(clients)))
+        stopwatch.stop()
         watch.stop()
         await watcher
         after = await watch.snapshot()
@@ -206,33 +258,26 @@ async def run_sustained(
         await watch.close()
         await asyncio.gather(*(c.close() for c in pool), return_exceptions=True)
 
-    samples = sorted(x for lat in latencies for x in lat)
-    seen = list(watch.seen)
-    if before is not None and (not seen or seen[0] != before):
-        seen.insert(0, before)
-    if after is not None and (not seen or seen[-1] != after):
-        seen.append(after)
+    samples = puts.samples()
+    seen = _leaders(before, watch.seen, after)
+    elapsed = stopwatch.seconds
     return RateResult(
         rate=rate,
         clients=clients,
         seconds=elapsed,
-        sent=sent[0],
+        sent=puts.sent,
         ok=len(samples),
         achieved=len(samples) / elapsed if elapsed > 0 else 0.0,
-        failures=dict(failures.most_common()),
+        failures=dict(puts.failures.most_common()),
         leader_changes=max(0, len(seen) - 1),
         term_before=before[1] if before else 0,
         term_after=after[1] if after else 0,
         leaders=[f"{leader:x}@{term}" for leader, term in seen],
-        p50_ms=storebench._percentile(samples, 50) * 1e3,
-        p99_ms=storebench._percentile(samples, 99) * 1e3,
+        p50_ms=percentile(samples, 50) * 1e3,
+        p99_ms=percentile(samples, 99) * 1e3,
         max_ms=(samples[-1] if samples else 0.0) * 1e3,
-        server_cpu_s=(
-            server_after - server_before
-            if server_after is not None and server_before is not None
-            else None
-        ),
-        client_cpu_s=cpu,
+        server_cpu_s=stopwatch.server_cpu_s,
+        client_cpu_s=stopwatch.client_cpu_s,
         load_average=os.getloadavg(),
     )
 
@@ -284,10 +329,10 @@ async def _bench_backend(
 ) -> Backend:
     result = Backend(system, label)
     with cluster:
-        storebench._say(f"[{system}] starting {cluster.size} members in {cluster.base_dir}")
+        say(f"[{system}] starting {cluster.size} members in {cluster.base_dir}")
         cluster.start()
         leader = cluster.wait_ready(timeout=args.ready_timeout)
-        storebench._say(f"[{system}] ready, leader {leader}")
+        say(f"[{system}] ready, leader {leader}")
         for rate, clients in rates:
             # The report window of the replicas' timing lines is 10 s: a window that began
             # before the run is counted too, which can only over-report.
@@ -307,7 +352,7 @@ async def _bench_backend(
                 logs = [m.log_path for m in cluster.members.values()]
                 r.max_leader_gap_ms, r.max_loop_turn_ms = raft_timing(logs, since)
             result.runs.append(r)
-            storebench._say(f"[{system}] {_describe(r)}")
+            say(f"[{system}] {_describe(r)}")
     return result
 
 
@@ -334,8 +379,8 @@ def _row(
     met: bool | None = None,
 ) -> str:
     return (
-        f"| {name} | {_cell(va, fmt)} | {_cell(vb, fmt)} | {storebench._ratio(va, vb)} |"
-        f" {target} | {storebench._yes(met) if target else ''} |"
+        f"| {name} | {_cell(va, fmt)} | {_cell(vb, fmt)} | {ratio(va, vb)} |"
+        f" {target} | {yes(met) if target else ''} |"
     )
 
 
@@ -434,10 +479,9 @@ def _rates(text: str) -> list[tuple[int, int]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu bench store --sustained",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description=(
+    p = argument_parser(
+        "k8semu bench store --sustained",
+        (
             "Sustained paced writes against a 3-replica k8semu store and a 3-member etcd, one"
             " after the other: achieved rate, failures, leader changes, latency, server CPU."
         ),
@@ -445,40 +489,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rates", type=_rates, default=DEFAULT_RATES, help="RATE:CLIENTS pairs, comma-separated"
     )
-    p.add_argument(
-        "--duration", type=storebench._positive_float, default=60.0, help="seconds per rate"
-    )
+    p.add_argument("--duration", type=positive_float, default=60.0, help="seconds per rate")
     p.add_argument("--only", choices=("etcd", "k8semu"), help="start and measure one side")
+    p.add_argument("--value-size", type=non_negative_int, default=256, help="bytes per value")
+    p.add_argument("--key-space", type=positive_int, default=10_000, help="distinct keys")
     p.add_argument(
-        "--value-size", type=storebench._non_negative_int, default=256, help="bytes per value"
-    )
-    p.add_argument(
-        "--key-space", type=storebench._positive_int, default=10_000, help="distinct keys"
-    )
-    p.add_argument(
-        "--attempt-timeout", type=storebench._positive_float, default=5.0,
+        "--attempt-timeout", type=positive_float, default=5.0,
         help="deadline of one put (s); a put is never retried",
     )  # fmt: skip
     p.add_argument(
-        "--snapshot-count", type=storebench._positive_int,
+        "--snapshot-count", type=positive_int,
         help="k8semu's --snapshot-count (default: the store's own)",
     )  # fmt: skip
-    p.add_argument(
-        "--heartbeat-ms", type=storebench._positive_int, default=storebench.K8SEMU_HEARTBEAT_MS
-    )
-    p.add_argument(
-        "--election-ms", type=storebench._positive_int, default=storebench.K8SEMU_ELECTION_MS
-    )
+    p.add_argument("--heartbeat-ms", type=positive_int, default=K8SEMU_HEARTBEAT_MS)
+    p.add_argument("--election-ms", type=positive_int, default=K8SEMU_ELECTION_MS)
     p.add_argument("--etcd-binary", default=DEFAULT_ETCD_BINARY, help="the etcd to compare with")
     p.add_argument("--workdir", type=Path, help="keep cluster data and logs under this dir")
-    p.add_argument("--ready-timeout", type=storebench._positive_float, default=60.0)
+    p.add_argument("--ready-timeout", type=positive_float, default=60.0)
     p.add_argument("--json", type=Path, help="also write the raw figures to this file")
     p.add_argument("--no-uvloop", action="store_true", help="use the plain asyncio loop")
     return p
 
 
 async def _runs(args: argparse.Namespace, workdir: Path) -> dict[str, Backend]:
-    payloads = storebench.Workload(
+    payloads = Workload(
         puts=args.key_space, value_size=args.value_size, key_space=args.key_space
     ).payloads()
     sides = [args.only] if args.only else ["k8semu", "etcd"]
@@ -496,58 +530,53 @@ async def _runs(args: argparse.Namespace, workdir: Path) -> dict[str, Backend]:
                 label = "k8semu store"
             else:
                 cluster = EtcdCluster(workdir / side, 3, binary=args.etcd_binary)
-                label = storebench._etcd_version(args.etcd_binary)
+                label = etcd_version(args.etcd_binary)
             out[side] = await _bench_backend(side, label, cluster, args.rates, args, payloads)
-        except (ClusterError, storebench.BenchError, OSError) as exc:
-            storebench._say(f"[{side}] FAILED: {exc}")
-            out[side] = Backend(side, side, error=storebench._summary(exc))
+        except (ClusterError, BenchError, OSError) as exc:
+            say(f"[{side}] FAILED: {exc}")
+            out[side] = Backend(side, side, error=error_summary(exc))
     return out
+
+
+def _json_doc(
+    args: argparse.Namespace, env: dict[str, Any], results: dict[str, Backend]
+) -> dict[str, Any]:
+    return {
+        "environment": env,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": {
+            name: {
+                "label": b.label,
+                "error": b.error,
+                "runs": [
+                    dataclasses.asdict(r)
+                    | {"server_us_per_write": r.server_us_per_write, "failed": r.failed}
+                    for r in b.runs
+                ],
+            }
+            for name, b in results.items()
+        },
+    }
+
+
+def _setup_line(args: argparse.Namespace, env: dict[str, Any]) -> str:
+    l1, l5, _ = env["load_average"]
+    return (
+        f"Setup: paced puts of {args.value_size} B values over {args.key_space:,} keys, one"
+        f" channel (connection) per client, round-robin over 3 members on 127.0.0.1, one"
+        f" cluster at a time; no retries; {env['cpus']} CPUs ({env['cpu_model']}),"
+        f" load average {l1:.2f}/{l5:.2f} before the run, {env['date']}."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    own_dir = args.workdir is None
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="k8semu-sustained-", dir=args.workdir))
-    env = storebench.environment(workdir, not args.no_uvloop)
-    failed = True
-    try:
-        results, uv = storebench._run_loop(_runs(args, workdir), not args.no_uvloop)
+    with run_dir(args.workdir, "k8semu-sustained-") as rundir:
+        env = environment(rundir.path, not args.no_uvloop)
+        results, uv = run_loop(_runs(args, rundir.path), not args.no_uvloop)
         env["uvloop"] = uv
-        failed = any(b.error for b in results.values())
+        rundir.failed = any(b.error for b in results.values())
         print(render(results, args.rates, args.duration))
-        l1, l5, _ = env["load_average"]
-        print(
-            f"Setup: paced puts of {args.value_size} B values over {args.key_space:,} keys, one"
-            f" channel (connection) per client, round-robin over 3 members on 127.0.0.1, one"
-            f" cluster at a time; no retries; {env['cpus']} CPUs ({env['cpu_model']}),"
-            f" load average {l1:.2f}/{l5:.2f} before the run, {env['date']}.",
-            file=sys.stdout,
-        )
-        if args.json is not None:
-            doc = {
-                "environment": env,
-                "options": {
-                    k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                },
-                "results": {
-                    name: {
-                        "label": b.label,
-                        "error": b.error,
-                        "runs": [
-                            dataclasses.asdict(r)
-                            | {"server_us_per_write": r.server_us_per_write, "failed": r.failed}
-                            for r in b.runs
-                        ],
-                    }
-                    for name, b in results.items()
-                },
-            }
-            args.json.write_text(json.dumps(doc, indent=2) + "\n")
-    finally:
-        if own_dir and not failed:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            storebench._say(f"cluster data and logs are in {workdir}")
-    return 1 if failed else 0
+        print(_setup_line(args, env))
+        write_json(args.json, _json_doc(args, env, results), what=None)
+    return 1 if rundir.failed else 0

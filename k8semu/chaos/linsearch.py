@@ -149,7 +149,7 @@ def _reads_only(op: Op) -> bool:
 
 # Unknown ops are the expensive part of a search: they never have to be linearized, so they
 # stay candidates for the rest of the history. An unknown op is only worth trying where it can
-# make a difference (see _search for why the others may be skipped): where some pending op
+# make a difference (see search for why the others may be skipped): where some pending op
 # wants the value it writes, or where a candidate is blocked until the state changes.
 
 _NOTHING: Final = object()  # "wants no particular value"
@@ -277,7 +277,7 @@ def partition(history: Sequence[Op]) -> dict[Hashable, list[_Prepared]]:
 # have their own bitset, kept apart from the rest of the configuration (see _Explored).
 _Place: TypeAlias = tuple[int, int, _State]  # (low, window, state)
 
-# Candidates are tried in phases (see _search): readers, other known ops, then unknown ones.
+# Candidates are tried in phases (see search): readers, other known ops, then unknown ones.
 _READER, _WRITER, _UNKNOWN = 0, 1, 2
 
 
@@ -367,7 +367,7 @@ class _Supply:
 
 
 class _Relevance:
-    """Chooses the unknown ops worth trying at a configuration (see _search for why).
+    """Chooses the unknown ops worth trying at a configuration (see search for why).
 
     It follows the search through ``take`` and ``give_back``, called in stack order as ops are
     linearized and undone, to know which values pending ops still mention.
@@ -479,15 +479,278 @@ class _Relevance:
         return chosen
 
 
+class _Entries:
+    """The call and return entries of one key's operations in time order, numbered from 1,
+    and the doubly linked list of those of the known ops (Lowe's "dancing links").
+
+    Entry 0 is the head of the list and ``size + 1`` its tail. ``code[e]`` is the op index
+    for a call entry and its complement (negative) for a return entry. Only known ops are
+    linked; an unknown op is a candidate while its call entry precedes the list's first
+    return entry. Known ops are ranked by call time (``ranks``), unknown ones apart
+    (``unknown_order``, by call time, and their rank in it).
+    """
+
+    def __init__(self, ops: Sequence[_Prepared]) -> None:
+        n = len(ops)
+        events = sorted(
+            [(p.call, 0, i) for i, p in enumerate(ops)]
+            + [(p.ret, 1, i) for i, p in enumerate(ops) if p.known]
+        )
+        size = len(events)
+        self.code = [0] * (size + 2)
+        self.call_entry = [0] * n
+        self.ret_entry = [0] * n
+        self.ranks = [0] * n
+        self.unknown_order: list[int] = []
+        self.known = 0
+        linked = [0]
+        for e, (_, is_ret, i) in enumerate(events, start=1):
+            if is_ret:
+                self.code[e] = ~i
+                self.ret_entry[i] = e
+                linked.append(e)
+                continue
+            self.code[e] = i
+            self.call_entry[i] = e
+            if ops[i].known:
+                self.ranks[i] = self.known
+                self.known += 1
+                linked.append(e)
+            else:
+                self.ranks[i] = len(self.unknown_order)
+                self.unknown_order.append(i)
+        linked.append(size + 1)
+        self.nxt = [0] * (size + 2)
+        self.prv = [0] * (size + 2)
+        for a, b in itertools.pairwise(linked):
+            self.nxt[a] = b
+            self.prv[b] = a
+
+    def unlink(self, i: int) -> None:
+        """Take known op ``i``'s call and return entries out of the list."""
+        nxt, prv = self.nxt, self.prv
+        c = self.call_entry[i]
+        a, b = prv[c], nxt[c]
+        nxt[a] = b
+        prv[b] = a
+        r = self.ret_entry[i]
+        a, b = prv[r], nxt[r]
+        nxt[a] = b
+        prv[b] = a
+
+    def relink(self, i: int) -> None:
+        """Put known op ``i``'s entries back, in the reverse order of their removal."""
+        nxt, prv = self.nxt, self.prv
+        r = self.ret_entry[i]
+        nxt[prv[r]] = r
+        prv[nxt[r]] = r
+        c = self.call_entry[i]
+        nxt[prv[c]] = c
+        prv[nxt[c]] = c
+
+    def before(self, e: int) -> list[int]:
+        """The ops whose call entries are linked before entry ``e``."""
+        out = []
+        x = self.nxt[0]
+        while x != e:
+            out.append(self.code[x])
+            x = self.nxt[x]
+        return out
+
+
+def _advance(low: int, window: int, rank: int) -> tuple[int, int]:
+    """The (low, window) of a configuration after the known op ranked ``rank`` is linearized:
+    its bit set, and the window slid past the run of linearized ops it then starts with."""
+    if rank != low:
+        return low, window | 1 << (rank - low)
+    grown = window | 1
+    run = ((grown + 1) & ~grown).bit_length() - 1
+    return low + run, grown >> run
+
+
+# One choice on the search's stack: the op linearized, and the configuration before it with
+# the unknown candidates of that configuration and the next one to try (for unknown ops).
+_Frame: TypeAlias = tuple[int, _State, int, int, int, list[int], int]
+_NO_CANDIDATES: list[int] = []  # shared by the frames of known ops: never changed
+
+
+class _Search:
+    """The Wing-Gong-Lowe search over one key's operations (see ``search``): the current
+    configuration, the stack of choices that led to it, and the cache of configurations
+    already explored. Each step of ``run`` tries one thing; when it leads nowhere,
+    ``backtrack`` undoes the last choice."""
+
+    def __init__(self, ops: Sequence[_Prepared], initial: _State, supply: _Supply) -> None:
+        self.entries = _Entries(ops)
+        self.applies = [p.apply for p in ops]
+        self.phase_of = [
+            (_READER if _reads_only(p.op) else _WRITER) if p.known else _UNKNOWN for p in ops
+        ]
+        self.supply = supply
+        self.relevance = _Relevance(ops, self.entries.call_entry, self.entries.unknown_order)
+        # Without unknown ops there is nothing to track.
+        unknown = bool(self.entries.unknown_order)
+        self.tracked = [unknown and self.relevance.tracks(i) for i in range(len(ops))]
+        self.explored = _Explored()
+        self.stack: list[_Frame] = []
+        self.best_depth = -1
+        self.blocked_at: int | None = None
+        # The current configuration, and where the walk over it stands.
+        self.state = initial
+        self.low = self.window = self.unknown_bits = 0
+        self.remaining = self.entries.known
+        self.e = self.entries.nxt[0]
+        self.phase = _READER
+        self.candidates = _NO_CANDIDATES
+        self.next_candidate = 0
+
+    def run(self, deadline: float) -> _Outcome:
+        """Step until every known op is linearized (True), every choice failed (False) or
+        the clock passes ``deadline`` (None)."""
+        steps = 0
+        clock = time.monotonic
+        code, nxt, phase_of, applies = (
+            self.entries.code,
+            self.entries.nxt,
+            self.phase_of,
+            self.applies,
+        )
+        # While a known op is unlinearized its return entry is in the list, so the walk meets
+        # a return entry before the tail: the tail is never visited.
+        while self.remaining:
+            steps += 1
+            if steps % _CLOCK_EVERY == 0 and clock() > deadline:
+                return _Outcome(None, self.explored, self.blocked_at)
+            phase = self.phase
+            if phase == _UNKNOWN:
+                went_on = self._try_unknown()
+            elif (i := code[self.e]) < 0:
+                went_on = self._at_return(~i)
+            else:
+                # Most steps pass over a call entry that is no candidate of this phase or that
+                # the model refuses here: that much is done in place, for speed.
+                after = applies[i](self.state) if phase_of[i] == phase else _IMPOSSIBLE
+                if after is _IMPOSSIBLE:
+                    self.e = nxt[self.e]
+                    continue
+                went_on = self._try_known(i, after)
+            if not went_on and not self.backtrack():
+                return _Outcome(False, self.explored, self.blocked_at)
+        return _Outcome(True, self.explored, None)
+
+    def _at_return(self, i: int) -> bool:
+        """The walk reached op ``i``'s return entry: no known op after it may go first."""
+        if self.phase == _READER:
+            # No reader to commit to: walk again for the other known ops.
+            self.phase = _WRITER
+            self.e = self.entries.nxt[0]
+            return True
+        return self._blocked(i)
+
+    def _try_known(self, i: int, after: _State) -> bool:
+        """Known op ``i``, a candidate of the current phase that the model accepts, leaving
+        ``after``: linearize it unless that is pruned."""
+        phase, state = self.phase, self.state
+        if phase == _WRITER and after != state and self.supply.loses(i, state):
+            self.e = self.entries.nxt[self.e]
+            return True
+        low, window = _advance(self.low, self.window, self.entries.ranks[i])
+        if self.explored.reach((low, window, after), self.unknown_bits):
+            frame = (i, state, self.low, self.window, self.unknown_bits, _NO_CANDIDATES, 0)
+            self.stack.append(frame)
+            self.low, self.window, self.state = low, window, after
+            self.entries.unlink(i)
+            self.remaining -= 1
+            self.supply.take(i)
+            if self.tracked[i]:
+                self.relevance.take(i)
+            self._restart()
+            return True
+        if phase == _WRITER:
+            self.e = self.entries.nxt[self.e]
+            return True
+        # An accepted reader leads to a configuration already explored without success, so
+        # this one is a dead end too.
+        return False
+
+    def _blocked(self, i: int) -> bool:
+        """The walk of the writer phase reached op ``i``'s return entry: no known op after it
+        may go first. What is left are the unknown ops relevant here (see ``search``)."""
+        if len(self.stack) > self.best_depth:
+            self.best_depth = len(self.stack)
+            self.blocked_at = i
+        if not self.entries.unknown_order:
+            return False
+        known = self.entries.before(self.e)
+        self.candidates = self.relevance.candidates(known, self.e, self.state)
+        if not self.candidates:
+            return False
+        self.next_candidate = 0
+        self.phase = _UNKNOWN
+        return True
+
+    def _try_unknown(self) -> bool:
+        """The next unknown candidate of the current configuration, if any is left."""
+        if self.next_candidate >= len(self.candidates):
+            return False
+        i = self.candidates[self.next_candidate]
+        self.next_candidate += 1
+        state = self.state
+        after = self.applies[i](state)
+        bits = self.unknown_bits | 1 << self.entries.ranks[i]
+        if (
+            after is not _IMPOSSIBLE
+            and not self.supply.loses(i, state)
+            and self.explored.reach((self.low, self.window, after), bits)
+        ):
+            self.stack.append(
+                (i, state, self.low, self.window, self.unknown_bits, self.candidates,
+                 self.next_candidate)
+            )  # fmt: skip
+            self.unknown_bits = bits
+            self.state = after
+            self.relevance.take(i)
+            self.supply.take(i)
+            self._restart()
+        return True
+
+    def _restart(self) -> None:
+        """Walk the new configuration from the head of the list, readers first."""
+        self.e = self.entries.nxt[0]
+        self.phase = _READER
+
+    def backtrack(self) -> bool:
+        """Undo the last choice and go on with the next candidate after it, in the same phase;
+        False when there is no choice left to undo."""
+        while self.stack:
+            i, self.state, self.low, self.window, self.unknown_bits, cands, nc = self.stack.pop()
+            self.candidates, self.next_candidate = cands, nc
+            self.supply.give_back(i)
+            if self.tracked[i]:
+                self.relevance.give_back(i)
+            self.phase = self.phase_of[i]
+            if self.phase == _UNKNOWN:
+                return True
+            self.entries.relink(i)
+            self.remaining += 1
+            if self.phase == _WRITER:
+                self.e = self.entries.nxt[self.entries.call_entry[i]]
+                return True
+            # Nothing after this reader succeeded, so the configuration before it is a dead
+            # end as well: keep backtracking.
+        return False
+
+
 def search(ops: Sequence[_Prepared], initial: _State, deadline: float) -> _Outcome:
     """Search a linearization of one key's operations (see the module docstring).
 
-    Known ops live in the linked list of call and return entries. Each configuration is walked
-    in up to three phases: first for a reader to commit to (see _reads_only), then for the other
-    known ops, each a branch of the search, and last the unknown ops, tried from a list of
-    candidates computed for the configuration (kept on the stack to resume after a backtrack).
-    Unknown ops come last because they never have to be linearized and subsumption (see
-    _Explored) prunes best when small sets of them are reached first.
+    Known ops live in the linked list of call and return entries (``_Entries``). Each
+    configuration is walked in up to three phases: first for a reader to commit to (see
+    _reads_only), then for the other known ops, each a branch of the search, and last the
+    unknown ops, tried from a list of candidates computed for the configuration (kept on the
+    stack to resume after a backtrack). Unknown ops come last because they never have to be
+    linearized and subsumption (see _Explored) prunes best when small sets of them are reached
+    first.
 
     Only *relevant* unknown ops are tried at a configuration G (see _Relevance): those writing
     a value that some candidate wants (see _wants), unless some candidate waits for any change
@@ -501,181 +764,10 @@ def search(ops: Sequence[_Prepared], initial: _State, deadline: float) -> _Outco
     that becomes a no-op), so dropping U (and F, if it then changes nothing) leaves every later
     op seeing the same states: a shorter completion, a contradiction.
     """
-    n = len(ops)
-    events = sorted(
-        [(p.call, 0, i) for i, p in enumerate(ops)]
-        + [(p.ret, 1, i) for i, p in enumerate(ops) if p.known]
-    )
-    # Entries are numbered in time order from 1; entry 0 is the head of the list and
-    # len(events) + 1 its tail. code[e] is the op index for a call entry and its complement
-    # (negative) for a return entry. Only known ops are linked into the list; an unknown op is a
-    # candidate while its call entry precedes the list's first return entry.
-    size = len(events)
-    code = [0] * (size + 2)
-    call_entry = [0] * n
-    ret_entry = [0] * n
-    ranks = [0] * n
-    linked = [0]
-    unknown_order: list[int] = []
-    known_seen = 0
-    for e, (_, is_ret, i) in enumerate(events, start=1):
-        if is_ret:
-            code[e] = ~i
-            ret_entry[i] = e
-            linked.append(e)
-            continue
-        code[e] = i
-        call_entry[i] = e
-        if ops[i].known:
-            ranks[i] = known_seen
-            known_seen += 1
-            linked.append(e)
-        else:
-            ranks[i] = len(unknown_order)
-            unknown_order.append(i)
-    linked.append(size + 1)
-    nxt = [0] * (size + 2)
-    prv = [0] * (size + 2)
-    for a, b in itertools.pairwise(linked):
-        nxt[a] = b
-        prv[b] = a
-    applies = [p.apply for p in ops]
-    phase_of = [(_READER if _reads_only(p.op) else _WRITER) if p.known else _UNKNOWN for p in ops]
-
     supply = _Supply(ops)
     if supply.unreachable(initial):
         return _Outcome(False, _Explored(), None)
-    relevance = _Relevance(ops, call_entry, unknown_order)
-    # Without unknown ops there is nothing to track.
-    tracked = [bool(unknown_order) and relevance.tracks(i) for i in range(n)]
-    no_candidates: list[int] = []
-
-    state = initial
-    low = window = unknown_bits = 0
-    remaining = known_seen
-    stack: list[tuple[int, _State, int, int, int, list[int], int]] = []
-    explored = _Explored()
-    reach = explored.reach
-    best_depth = -1
-    blocked_at: int | None = None
-    steps = 0
-    clock = time.monotonic
-    e = nxt[0]
-    phase = _READER
-    candidates = no_candidates
-    next_candidate = 0
-    # While a known op is unlinearized its return entry is in the list, so the walk meets a
-    # return entry before the tail: the tail is never visited.
-    while remaining:
-        steps += 1
-        if steps % _CLOCK_EVERY == 0 and clock() > deadline:
-            return _Outcome(None, explored, blocked_at)
-        if phase == _UNKNOWN:
-            if next_candidate < len(candidates):
-                i = candidates[next_candidate]
-                next_candidate += 1
-                after = applies[i](state)
-                if (
-                    after is not _IMPOSSIBLE
-                    and not supply.loses(i, state)
-                    and reach((low, window, after), unknown_bits | 1 << ranks[i])
-                ):
-                    stack.append((i, state, low, window, unknown_bits, candidates, next_candidate))
-                    unknown_bits |= 1 << ranks[i]
-                    state = after
-                    relevance.take(i)
-                    supply.take(i)
-                    e = nxt[0]
-                    phase = _READER
-                continue
-            # Every candidate failed: backtrack.
-        else:
-            i = code[e]
-            if i >= 0:
-                if phase_of[i] != phase:
-                    e = nxt[e]
-                    continue
-                after = applies[i](state)
-                if after is _IMPOSSIBLE or (
-                    phase == _WRITER and after != state and supply.loses(i, state)
-                ):
-                    e = nxt[e]
-                    continue
-                new_low, new_window = low, window
-                if ranks[i] == low:
-                    # Slide the window past the run of linearized ops it now starts with.
-                    grown = window | 1
-                    run = ((grown + 1) & ~grown).bit_length() - 1
-                    new_low, new_window = low + run, grown >> run
-                else:
-                    new_window |= 1 << (ranks[i] - low)
-                if reach((new_low, new_window, after), unknown_bits):
-                    stack.append((i, state, low, window, unknown_bits, no_candidates, 0))
-                    low, window, state = new_low, new_window, after
-                    c = call_entry[i]
-                    a, b = prv[c], nxt[c]
-                    nxt[a] = b
-                    prv[b] = a
-                    r = ret_entry[i]
-                    a, b = prv[r], nxt[r]
-                    nxt[a] = b
-                    prv[b] = a
-                    remaining -= 1
-                    supply.take(i)
-                    if tracked[i]:
-                        relevance.take(i)
-                    e = nxt[0]
-                    phase = _READER
-                    continue
-                if phase == _WRITER:
-                    e = nxt[e]
-                    continue
-                # An accepted reader leads to a configuration already explored without
-                # success, so this one is a dead end too: backtrack.
-            elif phase == _READER:
-                phase = _WRITER
-                e = nxt[0]
-                continue
-            else:
-                if len(stack) > best_depth:
-                    best_depth = len(stack)
-                    blocked_at = ~i
-                if unknown_order:
-                    known_candidates = []
-                    x = nxt[0]
-                    while x != e:
-                        known_candidates.append(code[x])
-                        x = nxt[x]
-                    candidates = relevance.candidates(known_candidates, e, state)
-                    if candidates:
-                        next_candidate = 0
-                        phase = _UNKNOWN
-                        continue
-        # Backtrack: undo the last choice and try the next candidate after it, in the same
-        # phase. Entries go back in the reverse order of their removal (dancing links).
-        while True:
-            if not stack:
-                return _Outcome(False, explored, blocked_at)
-            i, state, low, window, unknown_bits, candidates, next_candidate = stack.pop()
-            supply.give_back(i)
-            if tracked[i]:
-                relevance.give_back(i)
-            phase = phase_of[i]
-            if phase == _UNKNOWN:
-                break
-            r = ret_entry[i]
-            nxt[prv[r]] = r
-            prv[nxt[r]] = r
-            c = call_entry[i]
-            nxt[prv[c]] = c
-            prv[nxt[c]] = c
-            remaining += 1
-            if phase == _WRITER:
-                e = nxt[c]
-                break
-            # Nothing after this reader succeeded, so the configuration before it is a dead
-            # end as well: keep backtracking.
-    return _Outcome(True, explored, None)
+    return _Search(ops, initial, supply).run(deadline)
 
 
 # --- explaining a failure -------------------------------------------------------------------

@@ -23,6 +23,7 @@ import socket
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from k8semu.images import _dnswire as w
 
@@ -83,12 +84,44 @@ def _resolve_one(host: str, env: Mapping[str, str], timeout: float) -> str:
 # ---- wget ----
 
 
-def wget(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    quiet = spider = show_headers = False
-    output: str | None = None
-    timeout = 30.0
-    headers: dict[str, str] = {}
+@dataclass
+class _WgetArgs:
     url: str | None = None
+    quiet: bool = False
+    spider: bool = False
+    show_headers: bool = False
+    output: str | None = None
+    timeout: float = 30.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _wget_short_flags(word: str, args: list[str], i: int, out: _WgetArgs) -> int:
+    """Apply a word of short flags (``-qO-``, ``-T 5``); returns the index of the last word
+    it used (the next one when a flag's value is there)."""
+    for j, flag in enumerate(word[1:], 1):
+        if flag in "OT":  # the value is the rest of this word, or the next word
+            value = word[j + 1 :]
+            if not value:
+                i += 1
+                value = args[i] if i < len(args) else ""
+            if flag == "O":
+                out.output = value
+            else:
+                out.timeout = float(value)
+            break
+        if flag == "q":
+            out.quiet = True
+        elif flag == "S":
+            out.show_headers = True
+        elif flag == "s":  # busybox's old synonym of --spider
+            out.spider = True
+        else:
+            raise AppletError(f"unrecognized option '-{flag}'")
+    return i
+
+
+def _wget_args(argv: Sequence[str]) -> _WgetArgs:
+    out = _WgetArgs()
     args = list(argv)
     i = 0
     while i < len(args):
@@ -98,71 +131,57 @@ def wget(argv: Sequence[str], env: Mapping[str, str]) -> int:
             continue
         if a == "--output-document":
             i += 1
-            output = args[i] if i < len(args) else None
+            out.output = args[i] if i < len(args) else None
         elif a.startswith("--output-document="):
-            output = a.split("=", 1)[1]
+            out.output = a.split("=", 1)[1]
         elif a == "--timeout":
             i += 1
-            timeout = float(args[i])
+            out.timeout = float(args[i])
         elif a.startswith("--timeout="):
-            timeout = float(a.split("=", 1)[1])
+            out.timeout = float(a.split("=", 1)[1])
         elif a == "--spider":
-            spider = True
+            out.spider = True
         elif a == "--header":
             i += 1
             name, _, value = args[i].partition(":")
-            headers[name.strip()] = value.strip()
+            out.headers[name.strip()] = value.strip()
         elif a.startswith("-") and len(a) > 1 and not a.startswith("--"):
-            for j, flag in enumerate(a[1:], 1):
-                if flag in "OT":  # the value is the rest of this word, or the next word
-                    value = a[j + 1 :]
-                    if not value:
-                        i += 1
-                        value = args[i] if i < len(args) else ""
-                    if flag == "O":
-                        output = value
-                    else:
-                        timeout = float(value)
-                    break
-                if flag == "q":
-                    quiet = True
-                elif flag == "S":
-                    show_headers = True
-                elif flag == "s":  # busybox's old synonym of --spider
-                    spider = True
-                else:
-                    raise AppletError(f"unrecognized option '-{flag}'")
+            i = _wget_short_flags(a, args, i, out)
         elif a.startswith("--"):
             pass  # -Y, --no-check-certificate, ...: nothing to do over plain http
         else:
-            url = a
+            out.url = a
         i += 1
-    if url is None:
-        raise AppletError("missing URL\nUsage: wget [-q] [-O FILE] [-T SEC] [--spider] URL")
+    return out
+
+
+def _wget_fetch(url: str, opts: _WgetArgs, env: Mapping[str, str]) -> tuple[str, bytes]:
+    """GET (HEAD for --spider) ``url``, following up to 5 redirects: the final URL and the
+    body. AppletError on a connection failure or an HTTP error, as busybox has them."""
     body = b""
     for _ in range(6):
         parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
         if parts.scheme != "http" or not parts.hostname:
             raise AppletError(f"unsupported URL '{url}' (only http:// here)")
         port = parts.port or 80
-        address = _resolve_one(parts.hostname, env, timeout)
-        if not quiet:
+        address = _resolve_one(parts.hostname, env, opts.timeout)
+        if not opts.quiet:
             print(f"Connecting to {parts.netloc} ({address}:{port})", file=sys.stderr)
-        conn = http.client.HTTPConnection(address, port, timeout=timeout)
+        conn = http.client.HTTPConnection(address, port, timeout=opts.timeout)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             conn.request(
-                "HEAD" if spider else "GET",
+                "HEAD" if opts.spider else "GET",
                 path,
-                headers={"Host": parts.netloc, "User-Agent": "Wget (k8semu)", **headers},
+                headers={"Host": parts.netloc, "User-Agent": "Wget (k8semu)", **opts.headers},
             )
             resp = conn.getresponse()
-            body = resp.read() if not spider else b""
+            body = resp.read() if not opts.spider else b""
         except (OSError, http.client.HTTPException) as exc:
             raise AppletError(f"can't connect to remote host ({address}): {exc}") from None
         finally:
             conn.close()
-        if show_headers:
+        if opts.show_headers:
             print(f"  HTTP/1.1 {resp.status} {resp.reason}", file=sys.stderr)
             for k, v in resp.getheaders():
                 print(f"  {k}: {v}", file=sys.stderr)
@@ -172,13 +191,20 @@ def wget(argv: Sequence[str], env: Mapping[str, str]) -> int:
             continue
         if resp.status >= 400:
             raise AppletError(f"server returned error: HTTP/1.1 {resp.status} {resp.reason}")
-        break
-    else:
-        raise AppletError("too many redirects")
-    if spider:
-        if not quiet:
+        return url, body
+    raise AppletError("too many redirects")
+
+
+def wget(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    opts = _wget_args(argv)
+    if opts.url is None:
+        raise AppletError("missing URL\nUsage: wget [-q] [-O FILE] [-T SEC] [--spider] URL")
+    url, body = _wget_fetch(opts.url, opts, env)
+    if opts.spider:
+        if not opts.quiet:
             print("remote file exists", file=sys.stderr)
         return 0
+    output = opts.output
     if output is None:
         output = os.path.basename(urllib.parse.urlsplit(url).path) or "index.html"
     if output == "-":
@@ -187,7 +213,7 @@ def wget(argv: Sequence[str], env: Mapping[str, str]) -> int:
     else:
         with open(output, "wb") as f:
             f.write(body)
-        if not quiet:
+        if not opts.quiet:
             print(f"saving to '{output}'", file=sys.stderr)
     return 0
 
@@ -206,11 +232,10 @@ def nslookup(argv: Sequence[str], env: Mapping[str, str]) -> int:
             server = w.parse_server(args[1])
         except ValueError:
             raise AppletError(f"bad server '{args[1]}'") from None
-        if not _is_ip(server[0]):
-            resolved = lookup(server[0], env)[1]
-            if not resolved:
-                raise AppletError(f"can't resolve '{server[0]}'")
-            server = (resolved[0], server[1])
+        resolved = lookup(server[0], env)[1]  # an address is its own answer
+        if not resolved:
+            raise AppletError(f"can't resolve '{server[0]}'")
+        server = (resolved[0], server[1])
     shown = server or _dns(env)[0]
     if shown is not None:
         print(f"Server:\t\t{shown[0]}\nAddress:\t{shown[0]}:{shown[1]}\n")
@@ -225,14 +250,6 @@ def nslookup(argv: Sequence[str], env: Mapping[str, str]) -> int:
         print(f"Address: {addr}")
     print()
     return 0
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 # ---- nc ----

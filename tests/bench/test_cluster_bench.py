@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from k8semu.bench import cluster
+from k8semu.bench._clusterrun import TimedClient
 from k8semu.bench.cluster import ClusterBenchOptions, ClusterBenchResult, LatencyRow
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 
@@ -33,7 +34,7 @@ class _FakeClient:
 
 
 async def test_timed_client_keys_calls_by_verb_and_resource() -> None:
-    c = cluster.TimedClient(_FakeClient())  # type: ignore[arg-type]
+    c = TimedClient(_FakeClient())  # type: ignore[arg-type]
     await c.create(core_pb2.Namespace())
     await c.create(apps_pb2.Deployment())
     await c.get(apps_pb2.Deployment, "d", namespace="n")

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.images.conftest import ImageProcess
 
 
@@ -65,3 +67,35 @@ def test_default_command_is_sh_and_missing_commands_exit_127() -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert missing.returncode == 127
+
+
+def test_wget_arguments_as_busybox_reads_them() -> None:
+    from k8semu.images.applets import AppletError, _wget_args
+
+    a = _wget_args(["-qSO-", "-T", "5", "--header", "X-A: 1", "http://web/x"])
+    assert (a.quiet, a.show_headers, a.output, a.timeout) == (True, True, "-", 5.0)
+    assert a.url == "http://web/x"
+    assert a.headers == {"X-A": "1"}
+    b = _wget_args(["--output-document=out", "--timeout=2", "-s", "--no-check-certificate", "web"])
+    assert (b.output, b.timeout, b.spider, b.quiet, b.url) == ("out", 2.0, True, False, "web")
+    assert _wget_args(["-O", "f", "--", "u"]).output == "f"
+    with pytest.raises(AppletError, match="unrecognized option '-x'"):
+        _wget_args(["-qx", "u"])
+
+
+def test_wget_follows_a_redirect_and_saves_the_file(
+    start_image: Callable[..., ImageProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "root" / "docs").mkdir(parents=True)
+    (tmp_path / "root" / "docs" / "index.html").write_text("hello from docs\n")
+    (tmp_path / "out").mkdir()
+    web = start_image("web", "--listen=127.0.0.64:0", "--root", str(tmp_path / "root"))
+    host, port = web.address()
+    done = subprocess.run(  # /docs is redirected to /docs/, saved as index.html
+        [sys.executable, "-m", "k8semu.images.applets", "wget", "-S", f"http://{host}:{port}/docs"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path / "out",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "HTTP/1.1 301" in done.stderr and "HTTP/1.1 200" in done.stderr
+    assert "saving to 'index.html'" in done.stderr
+    assert (tmp_path / "out" / "index.html").read_text() == "hello from docs\n"
