@@ -151,9 +151,17 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
         )
 
 
-def server(service_names: Iterable[str] = ()) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """A grpc.aio server with health and reflection; the caller adds servicers and ports."""
-    srv = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=[_MalformedRequests()])
+def server(
+    service_names: Iterable[str] = (),
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A grpc.aio server with health and reflection; the caller adds servicers and ports.
+
+    `interceptors` run inside the malformed-request boundary: they see decoded requests
+    (the API server's request metrics), and what they raise is answered INTERNAL."""
+    srv = grpc.aio.server(
+        options=_SERVER_OPTIONS, interceptors=[_MalformedRequests(), *interceptors]
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, srv)
     names = [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
