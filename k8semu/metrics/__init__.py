@@ -30,7 +30,7 @@ __all__ = ["MetricsServer", "before_scrape", "parse_address", "serve"]
 _log = get_logger(__name__)
 # No `<name>_created` series: Kubernetes' and etcd's exposition has none, and they double
 # the lines of every counter and histogram.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 # A scrape request is a request line and a few headers; anything bigger is not one.
 _MAX_REQUEST = 16 * 1024
 _READ_TIMEOUT = 5.0
