@@ -114,6 +114,11 @@ class RequestMetrics(grpc.aio.ServerInterceptor):
         return handler
 
 
+def _resource(request: Any) -> str:
+    # BindRequest names no resource: it is always the pods/binding subresource.
+    return getattr(request, "resource", "") or "pods"
+
+
 def _subresource(request: Any, subresource: str) -> str:
     # A status patch is the status subresource, as PUT .../status is.
     return "status" if not subresource and getattr(request, "status", False) else subresource
@@ -128,7 +133,7 @@ def _timed(call: Callable[[Any, Any], Awaitable[Any]], verb: str, subresource: s
             failed = False
             return response
         finally:
-            resource = request.resource
+            resource = _resource(request)
             sub = _subresource(request, subresource)
             DURATION.labels(verb, resource, sub).observe(time.perf_counter() - began)
             code = _code(context, failed)
