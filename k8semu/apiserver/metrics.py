@@ -19,6 +19,8 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
+from k8semu import transport
+
 REQUESTS = Counter(
     "apiserver_request",
     "Counter of apiserver requests broken out for each verb, resource, subresource and "
@@ -80,20 +82,14 @@ def _code(context: Any, failed: bool) -> str:
     return _HTTP.get(code, "500")
 
 
-class RequestMetrics(grpc.aio.ServerInterceptor):
+class RequestMetrics(transport.HandlerInterceptor):
     """Counts and times the API service's calls; other services pass through untouched."""
 
     def __init__(self, service: str) -> None:
         self._prefix = f"/{service}/"
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler: Any = await continuation(details)
-        method: str = details.method
-        if handler is None or not method.startswith(self._prefix):
+    def wrap(self, handler: Any, method: str) -> Any:
+        if not method.startswith(self._prefix):
             return handler
         verb_sub = _VERBS.get(method[len(self._prefix) :])
         if verb_sub is None:
