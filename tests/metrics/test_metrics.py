@@ -11,13 +11,10 @@ import asyncio
 import socket
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
 from k8semu.client import Client, NotFound
 from k8semu.cluster.component import ComponentProcess
@@ -26,32 +23,11 @@ from k8semu.cluster.processes import K8semuStoreCluster, Member, free_loopback_p
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from tests.support.apiserver import APIServerProcess, running, serving
+from tests.support.metrics import Samples, scrape, value
 from tests.support.poll import Eventually
 
 pytestmark = pytest.mark.slow
 eventually = Eventually(timeout=30.0)
-
-Samples = dict[str, list[Sample]]
-
-
-def scrape(port: int) -> Samples:
-    """Every sample on http://127.0.0.1:`port`/metrics, by metric family name."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        assert resp.status == 200
-        assert resp.headers["Content-Type"].startswith("text/plain")
-        text = resp.read().decode()
-    return {f.name: list(f.samples) for f in text_string_to_metric_families(text)}
-
-
-def value(samples: Samples, metric: str, /, **labels: str) -> float:
-    """The sum of the samples called `metric` (a counter's `_total`, a histogram's `_count`)
-    whose labels include `labels`; 0 when there is none."""
-    return sum(
-        s.value
-        for family in samples.values()
-        for s in family
-        if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 async def ascrape(port: int) -> Samples:
