@@ -14,9 +14,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from k8semu import metrics
 
 if TYPE_CHECKING:
     from prometheus_client.metrics import Counter as CounterT
@@ -75,4 +77,4 @@ class _Depths(Collector):
 
 
 DEPTHS = _Depths()
-REGISTRY.register(DEPTHS)
+metrics.live(DEPTHS)

@@ -10,9 +10,11 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from k8semu import metrics
 
 if TYPE_CHECKING:
     from k8semu.kubelet.node import NodeAgent
@@ -52,4 +54,4 @@ class _Running(Collector):
 
 
 RUNNING = _Running()
-REGISTRY.register(RUNNING)
+metrics.live(RUNNING)

@@ -15,9 +15,10 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from k8semu import metrics
 
 if TYPE_CHECKING:
     from k8semu.proxy.proxier import Proxier
@@ -57,4 +58,4 @@ class _Ports(Collector):
 
 
 PORTS = _Ports()
-REGISTRY.register(PORTS)
+metrics.live(PORTS)

@@ -11,9 +11,11 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from k8semu import metrics
 
 if TYPE_CHECKING:
     from k8semu.scheduler.scheduler import Scheduler
@@ -58,4 +60,4 @@ class _Pending(Collector):
 
 
 PENDING = _Pending()
-REGISTRY.register(PENDING)
+metrics.live(PENDING)

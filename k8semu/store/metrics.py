@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -101,5 +101,5 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 
 REPLICA = ReplicaCollector()
-REGISTRY.register(REPLICA)
+metrics.live(REPLICA)
 metrics.before_scrape(REPLICA.refresh)

@@ -8,8 +8,8 @@ import itertools
 import random
 
 import pytest
-from prometheus_client import REGISTRY
 
+from k8semu import metrics
 from k8semu.client.workqueue import (
     DEFAULT_RATE_LIMITS,
     ItemExponentialBackoff,
@@ -365,7 +365,7 @@ async def test_named_queue_reports_client_go_metrics(clock: FakeClock) -> None:
     queue = WorkQueue[str](name=name, clock=clock, sleep=clock.sleep)
 
     def sample(metric: str) -> float:
-        return REGISTRY.get_sample_value(metric, {"name": name}) or 0.0
+        return metrics.snapshot().get_sample_value(metric, {"name": name}) or 0.0
 
     queue.add("a")
     queue.add("a")  # deduplicated: not an add
@@ -382,4 +382,4 @@ async def test_named_queue_reports_client_go_metrics(clock: FakeClock) -> None:
     assert sample("workqueue_retries_total") == 1
     # An unnamed queue reports nothing (client-go's rule too).
     WorkQueue[str](clock=clock, sleep=clock.sleep).add("x")
-    assert REGISTRY.get_sample_value("workqueue_adds_total", {"name": ""}) is None
+    assert metrics.snapshot().get_sample_value("workqueue_adds_total", {"name": ""}) is None
