@@ -27,6 +27,8 @@ controllerManager:
   instances: [{name: controller-manager-1, port: 10257}]
 nodes:
   - {name: node-1, nodeIP: 127.0.1.1, kubeletMetricsPort: 10255, proxyMetricsPort: 10256}
+hollowNodes:
+  - {name: pool, count: 3, kubeletMetricsPort: 10299}
 """
 
 
@@ -43,6 +45,7 @@ def test_metrics_ports_reach_flags_and_plan() -> None:
         "scheduler-1": ("--metrics-address", "127.0.0.1:20259", "127.0.0.1:20259"),
         "kubelet-node-1": ("--metrics-address", "127.0.1.1:10255", "127.0.1.1:10255"),
         "proxy-node-1": ("--metrics-address", "127.0.1.1:10256", "127.0.1.1:10256"),
+        "kubelet-pool": ("--metrics-address", "127.0.2.1:10299", "127.0.2.1:10299"),
     }
     for name, (flag, value, address) in want.items():
         component = by_name[name]

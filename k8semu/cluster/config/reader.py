@@ -433,6 +433,7 @@ def _read_hollow_pool(n: _Fields, index: int, first_host: str) -> NodeSpec:
         labels=n.mapping("labels") or (),
         taints=_read_taints(n),
         proxy=False,
+        kubelet_metrics_port=n.integer("kubeletMetricsPort", 0),
         count=count,
         index=index,
     )
