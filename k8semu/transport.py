@@ -97,11 +97,9 @@ def parse_url(url: str, *, flag: str) -> str:
     return f"{host}:{port}"
 
 
-class _MalformedRequests(grpc.aio.ServerInterceptor):
-    """The boundary for unary requests: undecodable bytes get INVALID_ARGUMENT naming the
-    method (gRPC's own answer is UNKNOWN "Unexpected DecodeError"), and an exception a
-    servicer did not expect is logged with its traceback and answered INTERNAL (a bug, but
-    never a crash, and never a Python repr sent as UNKNOWN)."""
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps method handlers: `wrap(handler, method)` returns the
+    handler to use (the same one to pass the call through). Only methods that exist reach it."""
 
     async def intercept_service(
         self,
@@ -109,10 +107,22 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> Any:
         handler: Any = await continuation(details)
-        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+        return None if handler is None else self.wrap(handler, details.method)
+
+    def wrap(self, handler: Any, method: str) -> Any:
+        raise NotImplementedError
+
+
+class _MalformedRequests(HandlerInterceptor):
+    """The boundary for unary requests: undecodable bytes get INVALID_ARGUMENT naming the
+    method (gRPC's own answer is UNKNOWN "Unexpected DecodeError"), and an exception a
+    servicer did not expect is logged with its traceback and answered INTERNAL (a bug, but
+    never a crash, and never a Python repr sent as UNKNOWN)."""
+
+    def wrap(self, handler: Any, method: str) -> Any:
+        if handler.request_streaming or handler.request_deserializer is None:
             return handler
         decode = handler.request_deserializer
-        method = details.method
 
         async def parse(raw: bytes, context: Any) -> Any:
             try:
@@ -151,9 +161,17 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
         )
 
 
-def server(service_names: Iterable[str] = ()) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """A grpc.aio server with health and reflection; the caller adds servicers and ports."""
-    srv = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=[_MalformedRequests()])
+def server(
+    service_names: Iterable[str] = (),
+    interceptors: Sequence[HandlerInterceptor] = (),
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A grpc.aio server with health and reflection; the caller adds servicers and ports.
+
+    `interceptors` run inside the malformed-request boundary: they see decoded requests
+    (the API server's request metrics), and what they raise is answered INTERNAL."""
+    srv = grpc.aio.server(
+        options=_SERVER_OPTIONS, interceptors=[_MalformedRequests(), *interceptors]
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, srv)
     names = [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]

@@ -32,6 +32,7 @@ from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.eventttl import DEFAULT_EVENT_TTL, EventLeases
+from k8semu.apiserver.metrics import RequestMetrics
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig
@@ -100,7 +101,9 @@ class APIServer:
                 else None
             ),
         )
-        self.server, self.health = transport.server([SERVICE_NAME])
+        self.server, self.health = transport.server(
+            [SERVICE_NAME], interceptors=[RequestMetrics(SERVICE_NAME)]
+        )
         add_api_servicer(self.servicer, self.server)
         self.port = 0
         self._bootstrap: asyncio.Task[None] | None = None

@@ -91,6 +91,26 @@ def add_listen_address(p: argparse.ArgumentParser, default: str, what: str) -> N
     p.add_argument("--listen-address", default=default, help=f"HOST:PORT of {what}")
 
 
+def add_metrics_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-address",
+        default="",
+        help="HOST:PORT to serve Prometheus metrics on at /metrics over HTTP "
+        "(port 0: any free port; default: none)",
+    )
+
+
+def metrics_address(ns: argparse.Namespace, flag: str = "--metrics-address") -> str:
+    """The metrics listen address the flag gives ("" for none); AddressError naming it."""
+    text: str = getattr(ns, flag.lstrip("-").replace("-", "_"))
+    if not text:
+        return ""
+    from k8semu import metrics  # prometheus_client: only when the flag is used
+
+    host, port = metrics.parse_address(text, flag=flag)
+    return f"{host}:{port}"
+
+
 # ---- leader election -------------------------------------------------------------------------
 
 _ELECTION_FLAGS = flag_names(
@@ -129,11 +149,16 @@ def leader_election(ns: argparse.Namespace, defaults: LeaderElectionConfig) -> L
 # ---- the parser and logging -------------------------------------------------------------------
 
 
-def component_parser(command: str, description: str) -> argparse.ArgumentParser:
-    """The parser of `k8semu COMMAND`, with the logging flags every component takes."""
+def component_parser(
+    command: str, description: str, *, metrics: bool = True
+) -> argparse.ArgumentParser:
+    """The parser of `k8semu COMMAND`, with the logging flags every component takes and
+    --metrics-address (unless `metrics` is False: the store has etcd's flag instead)."""
     p = argparse.ArgumentParser(prog=f"k8semu {command}", description=description)
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="console", choices=["console", "json"])
+    if metrics:
+        add_metrics_address(p)
     return p
 
 

@@ -26,6 +26,10 @@ from typing import Any, Protocol
 # (the API server's --shutdown-grace-period).
 STOP_GRACE = 1.0
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Kubernetes components serve /metrics on their HTTPS port; ours speak gRPC there, so the
+# metrics get a plain-HTTP listener of their own, on this flag (the store: etcd's
+# --listen-metrics-urls).
+METRICS_FLAG = "--metrics-address"
 
 
 class Component(Protocol):
@@ -66,13 +70,37 @@ async def serve(
     *,
     grace: float,
     failure: Callable[[], Awaitable[BaseException]] | None = None,
+    metrics: str = "",
+    metrics_flag: str = METRICS_FLAG,
 ) -> None:
     """Start `component`, serve until SIGTERM/SIGINT, then `stop(grace)`.
+
+    `metrics` (HOST:PORT, from `metrics_flag`) serves the process's Prometheus registry on
+    `/metrics` from before the start to after the stop: an address it cannot bind fails
+    before the component starts, naming the flag. Empty: no listener.
 
     A start that raises: `stop(0)`, and the error goes on. A signal during the start cancels
     it: `stop(0)`, and return as after any signal. `failure`, called once started, is awaited
     alongside the signals: when it returns an error first, `stop(0)` and ComponentFailed.
     """
+    if metrics:
+        from k8semu import metrics as metrics_http  # prometheus_client: only when serving
+
+        listener = await metrics_http.serve(metrics, flag=metrics_flag)
+        try:
+            await _serve(component, grace=grace, failure=failure)
+        finally:
+            await listener.stop()
+    else:
+        await _serve(component, grace=grace, failure=failure)
+
+
+async def _serve(
+    component: Component,
+    *,
+    grace: float,
+    failure: Callable[[], Awaitable[BaseException]] | None,
+) -> None:
     signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in _SIGNALS:

@@ -140,11 +140,12 @@ def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
         config = config_from_args(ns)
+        metrics = _flags.metrics_address(ns)
         _flags.configure_logging(ns, "apiserver")
     except ValueError as exc:  # AddressError is a ValueError
         return _serving.usage_error("apiserver", exc)
-    return _serving.run("apiserver", lambda: _serve(config))
+    return _serving.run("apiserver", lambda: _serve(config, metrics))
 
 
-async def _serve(config: APIServerConfig) -> None:
-    await _serving.serve(APIServer(config), grace=config.shutdown_grace)
+async def _serve(config: APIServerConfig, metrics: str) -> None:
+    await _serving.serve(APIServer(config), grace=config.shutdown_grace, metrics=metrics)

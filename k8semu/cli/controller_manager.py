@@ -121,11 +121,13 @@ def main(argv: Sequence[str]) -> int:
         config = config_from_args(ns)
         check_address(ns.listen_address, "--listen-address")
         servers = _flags.api_servers(ns)
+        metrics = _flags.metrics_address(ns)
         _flags.configure_logging(ns, "controller-manager")
     except ValueError as exc:  # ConfigError, AddressError, UnknownController are ValueErrors
         return _serving.usage_error("controller-manager", exc)
     return _serving.run(
-        "controller-manager", lambda: _serve(servers, config, ns.leader_elect, ns.listen_address)
+        "controller-manager",
+        lambda: _serve(servers, config, ns.leader_elect, ns.listen_address, metrics),
     )
 
 
@@ -134,9 +136,10 @@ async def _serve(
     config: ControllerManagerConfig,
     leader_elect: bool,
     listen_address: str,
+    metrics: str,
 ) -> None:
     async with Client(list(servers)) as client:
         manager = ControllerManager(
             config, client, leader_elect=leader_elect, listen_address=listen_address
         )
-        await _serving.serve(manager, grace=_serving.STOP_GRACE)
+        await _serving.serve(manager, grace=_serving.STOP_GRACE, metrics=metrics)

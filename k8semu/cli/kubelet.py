@@ -120,6 +120,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         configs = build_configs(ns)
         servers = _flags.api_servers(ns)
+        metrics = _flags.metrics_address(ns)
         node = configs[0].node_name if len(configs) == 1 else f"{ns.node_name}-*"
         _flags.configure_logging(ns, "kubelet", node=node)
     except ValueError as exc:  # both ConfigErrors are ValueErrors
@@ -128,9 +129,9 @@ def main(argv: Sequence[str]) -> int:
     # busy gRPC threads segfaults the child before exec in about 1 of 15 spawns (39 of 600);
     # asyncio's own subprocess support had none in the same test.
     uvloop = configs[0].runtime == "simulated"
-    return _serving.run("kubelet", lambda: _serve(configs, servers), uvloop=uvloop)
+    return _serving.run("kubelet", lambda: _serve(configs, servers, metrics), uvloop=uvloop)
 
 
-async def _serve(configs: list[cfg.KubeletConfig], servers: Sequence[str]) -> None:
+async def _serve(configs: list[cfg.KubeletConfig], servers: Sequence[str], metrics: str) -> None:
     async with Client(list(servers)) as client:
-        await _serving.serve(Kubelet(configs, client), grace=_serving.STOP_GRACE)
+        await _serving.serve(Kubelet(configs, client), grace=_serving.STOP_GRACE, metrics=metrics)

@@ -88,11 +88,12 @@ def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
         config = _config(ns)
+        metrics = _flags.metrics_address(ns)
         _flags.configure_logging(ns, "proxy", node=ns.node_name)
     except ValueError as exc:  # ConfigError and AddressError are ValueErrors
         return _serving.usage_error("proxy", exc)
-    return _serving.run("proxy", lambda: _serve(config))
+    return _serving.run("proxy", lambda: _serve(config, metrics))
 
 
-async def _serve(config: ProxyConfig) -> None:
-    await _serving.serve(ProxyServer(config), grace=_serving.STOP_GRACE)
+async def _serve(config: ProxyConfig, metrics: str) -> None:
+    await _serving.serve(ProxyServer(config), grace=_serving.STOP_GRACE, metrics=metrics)

@@ -69,13 +69,14 @@ def main(argv: Sequence[str]) -> int:
     try:
         config = config_from_args(ns)
         servers = _flags.api_servers(ns)
+        metrics = _flags.metrics_address(ns)
         _flags.configure_logging(ns, "scheduler")
     except ValueError as exc:  # ConfigError and AddressError are ValueErrors
         return _serving.usage_error("scheduler", exc)
-    return _serving.run("scheduler", lambda: _serve(servers, config))
+    return _serving.run("scheduler", lambda: _serve(servers, config, metrics))
 
 
-async def _serve(servers: Sequence[str], config: SchedulerConfig) -> None:
+async def _serve(servers: Sequence[str], config: SchedulerConfig, metrics: str) -> None:
     """Until SIGTERM/SIGINT - also while the start still waits for the API server."""
     async with Client(list(servers)) as client:
-        await _serving.serve(Scheduler(client, config), grace=_serving.STOP_GRACE)
+        await _serving.serve(Scheduler(client, config), grace=_serving.STOP_GRACE, metrics=metrics)

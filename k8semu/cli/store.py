@@ -22,6 +22,7 @@ def _run_parser() -> argparse.ArgumentParser:
         "store",
         "Run one replica of the store (etcd v3 API on the client URL, Raft on "
         "the peer URL). Subcommand: `k8semu store snapshot save|restore`.",
+        metrics=False,
     )
     p.add_argument("--name", default="default", help="this member's name in --initial-cluster")
     p.add_argument("--data-dir", help="data directory (default: ./NAME.k8semu-store)")
@@ -29,6 +30,12 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--advertise-client-urls", default="", help="default: --listen-client-urls")
     p.add_argument("--listen-peer-urls", default="http://127.0.0.1:2380")
     p.add_argument("--initial-advertise-peer-urls", default="", help="accepted for etcd parity")
+    p.add_argument(
+        "--listen-metrics-urls",
+        default="",
+        help="http://HOST:PORT to serve Prometheus metrics on at /metrics (etcd's flag; "
+        "port 0: any free port; default: none)",
+    )
     p.add_argument(
         "--initial-cluster", default="", help="NAME=PEER_URL,...; default: NAME=--listen-peer-urls"
     )
@@ -134,17 +141,25 @@ def main(argv: Sequence[str]) -> int:
     ns = _run_parser().parse_args(list(argv))
     try:
         config = build_config(ns)
+        metrics = _flags.metrics_address(ns, METRICS_FLAG)
         _flags.configure_logging(ns, "store", node=ns.name)
-    except ValueError as exc:  # ConfigError is a ValueError
+    except ValueError as exc:  # ConfigError and AddressError are ValueErrors
         return _serving.usage_error("store", exc)
-    return _serving.run("store", lambda: _serve(config), errors=(StoreError,))
+    return _serving.run("store", lambda: _serve(config, metrics), errors=(StoreError,))
 
 
-async def _serve(config: cfg.StoreConfig) -> None:
+METRICS_FLAG = "--listen-metrics-urls"
+
+
+async def _serve(config: cfg.StoreConfig, metrics: str) -> None:
     from k8semu.store.server import StoreServer
 
     server = StoreServer(config)
     # Crash-only: a replica whose log or state machine failed must not keep serving.
     await _serving.serve(
-        server, grace=_serving.STOP_GRACE, failure=lambda: server.node.wait_failed()
+        server,
+        grace=_serving.STOP_GRACE,
+        failure=lambda: server.node.wait_failed(),
+        metrics=metrics,
+        metrics_flag=METRICS_FLAG,
     )

@@ -33,6 +33,7 @@ from google.protobuf import timestamp_pb2
 
 from k8semu import aio
 from k8semu.api import timestamps
+from k8semu.client import metrics
 from k8semu.client._client import Client
 from k8semu.client._errors import AlreadyExists, ClientError, Conflict, NotFound
 from k8semu.log import get_logger
@@ -131,6 +132,10 @@ class LeaderElector:
     def is_leader(self) -> bool:
         return self._is_leader
 
+    def _set_leading(self, leading: bool) -> None:
+        self._is_leader = leading
+        metrics.LEADER.labels(self.name).set(1 if leading else 0)
+
     @property
     def leader(self) -> str:
         """The holderIdentity last observed ("" when none was seen)."""
@@ -138,6 +143,7 @@ class LeaderElector:
 
     def start(self) -> None:
         if self._task is None or self._task.done():
+            metrics.LEADER.labels(self.name).set(0)  # a candidate reports 0 until it leads
             self._task = asyncio.get_running_loop().create_task(
                 self.run(), name=f"leader election {self.namespace}/{self.name}"
             )
@@ -167,7 +173,7 @@ class LeaderElector:
 
     async def _lead(self) -> None:
         last_renew = self._acquired_at
-        self._is_leader = True
+        self._set_leading(True)
         log.info("became leader", lease=self.name, identity=self.identity)
         work = (
             asyncio.get_running_loop().create_task(self._run_leading())
@@ -211,7 +217,7 @@ class LeaderElector:
                 self._call(self._on_stopped)
 
     async def _stop_work(self, work: asyncio.Task[None] | None) -> None:
-        self._is_leader = False
+        self._set_leading(False)
         if work is not None and not work.done():
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from k8semu.client import metrics
+
 __all__ = [
     "DEFAULT_RATE_LIMITS",
     "ItemExponentialBackoff",
@@ -219,6 +221,12 @@ class WorkQueue(Generic[K]):
         self._waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
         self._draining = False
+        # Named queues report (k8semu.client.metrics): when each queued key was queued and
+        # each handed-out key handed out, for the queue and work durations.
+        self._metrics = metrics.QueueMetrics(name) if name else None
+        self._since: dict[K, float] = {}
+        if name:
+            metrics.DEPTHS.queues.add(self)
 
     # --- queue ---------------------------------------------------------------------------
 
@@ -234,6 +242,11 @@ class WorkQueue(Generic[K]):
         self._promote_due()
         return len(self._queue)
 
+    @property
+    def depth(self) -> int:
+        """Keys queued now, as last promoted (workqueue_depth: no clock read per scrape)."""
+        return len(self._queue)
+
     async def get(self) -> K:
         """The next key, waiting for one; ShutDown once shut down and nothing is queued.
 
@@ -245,6 +258,10 @@ class WorkQueue(Generic[K]):
                 key = self._queue.popleft()
                 self._processing.add(key)
                 self._dirty.discard(key)
+                if self._metrics is not None:
+                    now = self._clock()
+                    self._metrics.queue_duration.observe(now - self._since.pop(key, now))
+                    self._since[key] = now
                 return key
             if self._shutting_down:
                 raise ShutDown(self.name or "work queue")
@@ -255,6 +272,11 @@ class WorkQueue(Generic[K]):
         if key not in self._processing:
             return
         self._processing.discard(key)
+        if self._metrics is not None:
+            now = self._clock()
+            self._metrics.work_duration.observe(now - self._since.pop(key, now))
+            if key in self._dirty:
+                self._since[key] = now
         if key in self._dirty:
             self._queue.append(key)
             self._notify()
@@ -282,6 +304,8 @@ class WorkQueue(Generic[K]):
         """Queue `key` once the rate limiter allows (its retry back-off grows each time)."""
         if self._shutting_down:
             return
+        if self._metrics is not None:
+            self._metrics.retries.inc()
         self.add_after(key, self._limiter.when(key))
 
     def forget(self, key: K) -> None:
@@ -322,8 +346,12 @@ class WorkQueue(Generic[K]):
         if key in self._dirty:
             return
         self._dirty.add(key)
+        if self._metrics is not None:
+            self._metrics.adds.inc()
         if key in self._processing:
             return  # done() queues it again, so one worker at a time has it
+        if self._metrics is not None:
+            self._since[key] = self._clock()
         self._queue.append(key)
         self._notify()
 

@@ -56,6 +56,8 @@ STORE, API, CONTROL, NODES = range(4)
 LOG_DIR = "logs"
 STORE_DIR = "store"
 NODES_DIR = "nodes"
+#: The ``ports`` key of a component's Prometheus /metrics listener (`k8semu status` lists it).
+METRICS = "metrics"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,10 +193,15 @@ def _plan_store(config: ClusterConfig, state_dir: Path, python: str) -> list[Com
                 stage=STORE,
                 argv=argv,
                 address=m.client_address,
-                ports={"client": m.client_address, "peer": m.peer_address},
+                ports={
+                    "client": m.client_address,
+                    "peer": m.peer_address,
+                    **({METRICS: m.metrics_address} if m.metrics_url else {}),
+                },
                 origins={
                     "client": f"store.members[{i}].clientURL",
                     "peer": f"store.members[{i}].peerURL",
+                    METRICS: f"store.members[{i}].metricsURL",
                 },
                 log_path=state_dir / LOG_DIR / f"store-{m.name}.log",
                 data_dir=data,
@@ -223,6 +230,7 @@ def store_flags(config: ClusterConfig, member: StoreMemberSpec, data_dir: Path) 
         "--auto-compaction-mode", store.auto_compaction_mode,
         "--auto-compaction-retention", store.auto_compaction_retention,
         "--quota-backend-bytes", str(store.quota_backend_bytes),
+        *(("--listen-metrics-urls", member.metrics_url) if member.metrics_url else ()),
     )  # fmt: skip
 
 
@@ -248,16 +256,24 @@ def _plan_control_plane(config: ClusterConfig, state_dir: Path, python: str) -> 
     for spec, command, key, stage, port, flags in kinds:
         for i, inst in enumerate(spec.instances):
             address = config.address_of(inst)
+            ports = {port: address}
+            metrics: tuple[str, ...] = ()
+            if inst.metrics_port:
+                ports[METRICS] = f"{address.rpartition(':')[0]}:{inst.metrics_port}"
+                metrics = ("--metrics-address", ports[METRICS])
             out.append(
                 ComponentPlan(
                     name=inst.name,
                     kind=command,
                     host=inst.host,
                     stage=stage,
-                    argv=_k8semu(python, command, "--listen-address", address, *flags),
+                    argv=_k8semu(python, command, "--listen-address", address, *flags, *metrics),
                     address=address,
-                    ports={port: address},
-                    origins={port: f"{key}.instances[{i}].port"},
+                    ports=ports,
+                    origins={
+                        port: f"{key}.instances[{i}].port",
+                        METRICS: f"{key}.instances[{i}].metricsPort",
+                    },
                     log_path=state_dir / LOG_DIR / f"{inst.name}.log",
                     data_dir=state_dir,
                     command=command,
@@ -394,19 +410,23 @@ def kubelet_argv(
         args += ["--cluster-dns", cluster.cluster_dns, "--cluster-domain", cluster.cluster_domain]
     if node.hollow:
         args += ["--count", str(node.count)]
+    if node.kubelet_metrics_port:
+        args += ["--metrics-address", f"{bracketed(node.node_ip)}:{node.kubelet_metrics_port}"]
     return _k8semu(python, "kubelet", *args)
 
 
 def proxy_argv(node: NodeSpec, servers: tuple[str, ...], python: str) -> tuple[str, ...]:
     """``k8semu proxy ...`` for ``node`` (with its tunnel port, when it has one)."""
-    tunnel = ("--tunnel-port", str(node.tunnel_port)) if node.tunnel_port else ()
+    extra: tuple[str, ...] = ("--tunnel-port", str(node.tunnel_port)) if node.tunnel_port else ()
+    if node.proxy_metrics_port:
+        extra += ("--metrics-address", f"{bracketed(node.node_ip)}:{node.proxy_metrics_port}")
     return _k8semu(
         python, "proxy",
         "--server", ",".join(servers),
         "--node-name", node.name,
         "--node-ip", node.node_ip,
         "--listen-address", f"{bracketed(node.node_ip)}:{node.proxy_port}",
-        *tunnel,
+        *extra,
     )  # fmt: skip
 
 
@@ -418,6 +438,8 @@ def plan_node(
     logs = state_dir / LOG_DIR
     kubelet_address = f"{bracketed(node.node_ip)}:{node.kubelet_port}"
     ports = {} if node.hollow else {"kubelet": kubelet_address}
+    if node.kubelet_metrics_port:
+        ports[METRICS] = f"{bracketed(node.node_ip)}:{node.kubelet_metrics_port}"
     out = [
         ComponentPlan(
             name=f"kubelet-{node.name}",
@@ -427,7 +449,10 @@ def plan_node(
             argv=kubelet_argv(node, cluster, root, python),
             address=kubelet_address,
             ports=ports,
-            origins={"kubelet": f"{node.path}.kubeletPort"},
+            origins={
+                "kubelet": f"{node.path}.kubeletPort",
+                METRICS: f"{node.path}.kubeletMetricsPort",
+            },
             health_check=not node.hollow,
             log_path=logs / f"kubelet-{node.name}.log",
             data_dir=root,
@@ -442,6 +467,9 @@ def plan_node(
         if node.tunnel_port:
             ports["tunnel"] = f"{bracketed(node.node_ip)}:{node.tunnel_port}"
             origins["tunnel"] = f"{node.path}.tunnelPort"
+        if node.proxy_metrics_port:
+            ports[METRICS] = f"{bracketed(node.node_ip)}:{node.proxy_metrics_port}"
+            origins[METRICS] = f"{node.path}.proxyMetricsPort"
         out.append(
             ComponentPlan(
                 name=f"proxy-{node.name}",

@@ -49,6 +49,8 @@ class ComponentStatus:
     alive: bool
     health: str
     address: str
+    #: HOST:PORT of its Prometheus /metrics ("" when it serves none).
+    metrics: str
     role: str
     state: str
     restarts: int
@@ -76,6 +78,7 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
             if alive[c.name]
             else "-",
             address=c.address,
+            metrics=c.ports.get("metrics", ""),
             role=roles.get(c.name, ""),
             state=_state_of(c.state, alive[c.name], state.mode),
             restarts=c.restarts,
@@ -249,7 +252,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [f"cluster {status['cluster']}{host} ({mode}); state dir {status['stateDir']}", ""]
     header = (
         "COMPONENT", "KIND", "HOST", "PID", "ALIVE", "STATE", "RESTARTS", "LAST EXIT", "HEALTH",
-        "ADDRESS", "ROLE",
+        "ADDRESS", "METRICS", "ROLE",
     )  # fmt: skip
     rows = [
         (
@@ -263,6 +266,7 @@ def format_status(status: dict[str, Any]) -> str:
             _last_exit(c),
             c["health"],
             c["address"],
+            c.get("metrics") or "-",
             c["role"],
         )
         for c in status["components"]

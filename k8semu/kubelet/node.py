@@ -34,6 +34,7 @@ from k8semu.client import (
 )
 from k8semu.client._client import Client
 from k8semu.client.events import EventRecorder
+from k8semu.kubelet import metrics as kubelet_metrics
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import referenced_names
 from k8semu.kubelet.ipam import FALLBACK_POD_IP, PodCIDRExhausted, PodIPAllocator
@@ -125,6 +126,7 @@ class NodeAgent:
         self.registered = False
         self.recovered: dict[str, RecoveredPod] = {}
         self.workers: dict[str, PodWorker] = {}
+        kubelet_metrics.RUNNING.agents.add(self)
         self._pods: dict[str, core_pb2.Pod] = {}
         self._allocators: dict[str, PodIPAllocator] = {}
         self._started = time.monotonic()

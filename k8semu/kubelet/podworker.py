@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from k8semu.api import timestamps
 from k8semu.client import ClientError
 from k8semu.client.events import NORMAL, WARNING, EventRecorder
+from k8semu.kubelet import metrics as kubelet_metrics
 from k8semu.kubelet.backoff import Backoff
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, NoCommand, PodFacts, command_line, container_env
@@ -99,6 +100,9 @@ class PodWorker:
         self._recovered = recovered
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        # When this kubelet first saw the pod, until its first Running status is written
+        # (kubelet_pod_start_duration_seconds); a pod adopted after a restart is not timed.
+        self._seen: float | None = self._loop.time() if recovered is None else None
         self._next_wake = math.inf
         self._terminating = False
         self._failed_init = False
@@ -605,6 +609,9 @@ class PodWorker:
             if seen < self._written[1]:
                 return  # the informer has not caught up with our own write yet
         written = await self.host.write_status(self.pod, status)
+        if written is not None and self._seen is not None and status.phase == "Running":
+            kubelet_metrics.POD_START.observe(self._loop.time() - self._seen)
+            self._seen = None
         if written is None:
             self._wake_at(self._loop.time() + STATUS_RETRY)
         else:

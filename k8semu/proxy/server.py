@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from k8semu.client.events import WARNING, EventRecorder
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from k8semu.proxy import metrics as proxy_metrics
 from k8semu.proxy.datapath import DEFAULT_DATA_PATH, DataPathConfig, Dialer, direct
 from k8semu.proxy.overlay import TUNNEL_ENDPOINT_ANNOTATION, pod_rules
 from k8semu.proxy.proxier import Proxier
@@ -138,6 +140,7 @@ class ProxyServer:
         self._grpc, self._health = srv, health
         if self.tunnel is not None:
             await self.tunnel.start()
+        proxy_metrics.PORTS.proxier = weakref.ref(self.proxier)
         await self.proxier.start()
         self.recorder.start()
         self.informers.start()

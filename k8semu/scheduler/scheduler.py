@@ -20,6 +20,8 @@ import os
 import random
 import secrets
 import socket
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +46,7 @@ from k8semu.client.events import NORMAL, WARNING, EventRecorder
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.scheduler import algorithm
+from k8semu.scheduler import metrics as sched_metrics
 from k8semu.scheduler import queue as queue_mod
 from k8semu.scheduler.cache import SchedulerCache, occupies_node
 from k8semu.scheduler.framework import PodSpecError, node_ready, pod_info, pod_key
@@ -171,6 +174,7 @@ class Scheduler:
     # ---- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        sched_metrics.PENDING.scheduler = weakref.ref(self)
         if self.config.listen_address:
             self._server, self._health = transport.server()
             self.health_port = transport.bind(
@@ -317,9 +321,11 @@ class Scheduler:
         ):
             queue.done(qp.key)  # bound, being bound, or going away: nothing to do
             return
+        began = time.perf_counter()
         try:
             info = pod_info(pod)
         except PodSpecError as exc:
+            self._attempted(sched_metrics.ERROR, began)
             self._unschedulable(qp, str(exc))
             return
         decision = algorithm.schedule(
@@ -333,11 +339,18 @@ class Scheduler:
         )
         self._next_start = decision.next_start
         if not decision.node:
+            self._attempted(sched_metrics.UNSCHEDULABLE, began)
             self._unschedulable(qp, decision.message)
             return
+        self._attempted(sched_metrics.SCHEDULED, began)
         self.cache.assume(info, decision.node)
         await self._bind_slots.acquire()
         self._spawn(self._bind(qp, decision.node), release=True)
+
+    def _attempted(self, result: str, began: float) -> None:
+        profile = self.config.scheduler_name
+        sched_metrics.ATTEMPTS.labels(result, profile).inc()
+        sched_metrics.ATTEMPT_DURATION.labels(result, profile).observe(time.perf_counter() - began)
 
     # ---- writes ---------------------------------------------------------------------------
 

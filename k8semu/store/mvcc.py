@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from google.protobuf.message import DecodeError, Message
 from k8semu.pb.etcd import kv_pb2, rpc_pb2
 from k8semu.pb.store import internal_pb2
 from k8semu.store import errors, reads, reclaim, snapshot
+from k8semu.store import metrics as store_metrics
 from k8semu.store.errors import StoreError
 from k8semu.store.reads import MAX_RANGE_RESPONSE_BYTES
 from k8semu.store.schema import SUB_BITS, Row, fill_kv, key_cond, open_kv, to_i64, to_u64
@@ -209,7 +211,9 @@ class MVCCStore:
                     (self._compact_rev, "compact_revision"),
                 ),
             )
+            began = time.perf_counter()
             db.execute("COMMIT")
+            store_metrics.BACKEND_COMMIT.observe(time.perf_counter() - began)
         except BaseException:
             self._pending_history.clear()
             self._pending_kv.clear()

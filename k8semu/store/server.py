@@ -33,6 +33,7 @@ from k8semu.raft.errors import RaftError
 from k8semu.raft.storage import RaftStorage
 from k8semu.raft.transport import Membership, PeerTransport, RaftServicer
 from k8semu.store import errors, identity, service
+from k8semu.store import metrics as store_metrics
 from k8semu.store.compactor import AutoCompactor, PhysicalCompactor
 from k8semu.store.config import StoreConfig
 from k8semu.store.statemachine import StoreStateMachine
@@ -94,6 +95,7 @@ class StoreServer:
         except RaftError as exc:
             raise errors.from_raft(exc) from exc
         identity.mark(cfg)
+        self._storage.on_write = store_metrics.WAL_FSYNC.observe
         await self.sm.open()
         self.node = RaftNode(
             RaftConfig(
@@ -109,6 +111,7 @@ class StoreServer:
             Pacing(tick_interval=cfg.heartbeat_ms / 1000, snapshot_count=cfg.snapshot_count),
             rng=self._rng,
         )
+        store_metrics.REPLICA.track(self)
         peer_transport = self._bind_peer_port()
         self._bind_client_port()
         await self.node.start(peer_transport)
@@ -344,6 +347,8 @@ class StoreServer:
         # leadership transfer's election (RaftNode) go to the new leader.
         if leader != self._leader and self._leader != 0:
             self.sm.fail_pending(errors.ErrLeaderChanged, keep=self.node.held_futures())
+        if leader != 0 and leader != self._leader:
+            store_metrics.LEADER_CHANGES.inc()
         self._leader = leader
         task = asyncio.get_running_loop().create_task(self._set_health(leader != 0))
         self._tasks.append(task)

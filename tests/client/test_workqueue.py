@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from k8semu import metrics
 from k8semu.client.workqueue import (
     DEFAULT_RATE_LIMITS,
     ItemExponentialBackoff,
@@ -355,3 +356,30 @@ async def test_concurrent_workers_never_share_a_key_and_miss_no_add() -> None:
     # Level-triggered guarantee: every key was processed after it was last added.
     assert all(last_start[key] > last_add[key] for key in last_add)
     assert len(queue) == 0
+
+
+async def test_named_queue_reports_client_go_metrics(clock: FakeClock) -> None:
+    """workqueue_* {name}: adds (not dedup'd ones), retries, depth read when scraped, and the
+    time a key waited queued and was worked on, on the queue's clock."""
+    name = "metrics-test"
+    queue = WorkQueue[str](name=name, clock=clock, sleep=clock.sleep)
+
+    def sample(metric: str) -> float:
+        return metrics.snapshot().get_sample_value(metric, {"name": name}) or 0.0
+
+    queue.add("a")
+    queue.add("a")  # deduplicated: not an add
+    queue.add("b")
+    assert (sample("workqueue_adds_total"), sample("workqueue_depth")) == (2, 2)
+    await clock.advance(3)
+    key = await queue.get()
+    assert sample("workqueue_queue_duration_seconds_sum") == 3
+    await clock.advance(2)
+    queue.done(key)
+    assert sample("workqueue_work_duration_seconds_sum") == 2
+    assert sample("workqueue_depth") == 1
+    queue.add_rate_limited(key)
+    assert sample("workqueue_retries_total") == 1
+    # An unnamed queue reports nothing (client-go's rule too).
+    WorkQueue[str](clock=clock, sleep=clock.sleep).add("x")
+    assert metrics.snapshot().get_sample_value("workqueue_adds_total", {"name": ""}) is None

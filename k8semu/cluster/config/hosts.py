@@ -38,11 +38,13 @@ class HostSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceSpec:
-    """One API server, scheduler or controller manager: its name, host and port."""
+    """One API server, scheduler or controller manager: its name, host and port, and the
+    port of its Prometheus /metrics (0: none)."""
 
     name: str
     host: str
     port: int
+    metrics_port: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,11 +161,16 @@ def check_placement(
     for i, m in enumerate(store.members):
         seen.listen(m.client_address, f"store.members[{i}].clientURL")
         seen.listen(m.peer_address, f"store.members[{i}].peerURL")
+        if m.metrics_url:
+            seen.listen(m.metrics_address, f"store.members[{i}].metricsURL")
     for key, spec in control_plane:
         for i, inst in enumerate(spec.instances):
             path = f"{key}.instances[{i}]"
             host = seen.host(inst.host, f"{path}.host")
             seen.listen(f"{bracketed(host.address)}:{inst.port}", f"{path}.port")
+            if inst.metrics_port:
+                where = f"{bracketed(host.address)}:{inst.metrics_port}"
+                seen.listen(where, f"{path}.metricsPort")
             seen.name(inst.name, f"{path}.name")
     api = dict(control_plane).get("apiServer")
     if api is not None and not api.instances and not store.external and nodes:
@@ -175,6 +182,10 @@ def check_placement(
         ip = bracketed(n.node_ip)
         if not n.hollow:  # a hollow pool's kubelet serves nothing
             seen.listen(f"{ip}:{n.kubelet_port}", f"{path}.kubeletPort")
+        if n.kubelet_metrics_port:
+            seen.listen(f"{ip}:{n.kubelet_metrics_port}", f"{path}.kubeletMetricsPort")
+        if n.proxy and not n.hollow and n.proxy_metrics_port:
+            seen.listen(f"{ip}:{n.proxy_metrics_port}", f"{path}.proxyMetricsPort")
         if n.proxy and not n.hollow:
             seen.listen(f"{ip}:{n.proxy_port}", f"{path}.proxyPort")
             if n.tunnel_port:

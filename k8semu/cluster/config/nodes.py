@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from k8semu.api import quantity
 from k8semu.api.names import is_label_value, is_qualified_name
 from k8semu.cluster.config import defaults
-from k8semu.cluster.config.values import check_choice, check_dns_label, check_port, is_ip
+from k8semu.cluster.config.values import (
+    check_choice,
+    check_dns_label,
+    check_optional_port,
+    check_port,
+    is_ip,
+)
 from k8semu.cluster.errors import ClusterConfigError
 
 __all__ = ["NodeSpec", "Taint", "default_nodes"]
@@ -57,6 +63,9 @@ class NodeSpec:
     proxy_port: int = defaults.DEFAULT_PROXY_PORT
     #: The proxy's tunnel port on ``node_ip``; 0: no tunnel (a node on a single-host cluster).
     tunnel_port: int = 0
+    #: Prometheus /metrics of the kubelet and the proxy on ``node_ip``; 0: none.
+    kubelet_metrics_port: int = 0
+    proxy_metrics_port: int = 0
     proxy: bool = True
     count: int = 0
     #: Position in ``nodes`` (or ``hollowNodes``), for error messages.
@@ -70,6 +79,8 @@ class NodeSpec:
         check_choice(self.runtime, defaults.RUNTIMES, f"{path}.runtime")
         check_port(self.kubelet_port, f"{path}.kubeletPort")
         check_port(self.proxy_port, f"{path}.proxyPort")
+        check_optional_port(self.kubelet_metrics_port, f"{path}.kubeletMetricsPort")
+        check_optional_port(self.proxy_metrics_port, f"{path}.proxyMetricsPort")
         if not 0 <= self.tunnel_port <= 65535:
             raise ClusterConfigError(
                 f"{path}.tunnelPort", f"must be 0 (off) or 1-65535, got {self.tunnel_port}"

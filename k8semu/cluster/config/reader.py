@@ -26,7 +26,12 @@ from k8semu.cluster.config.network import NetworkSpec
 from k8semu.cluster.config.nodes import NodeSpec, Taint
 from k8semu.cluster.config.store import StoreMemberSpec, StoreSpec
 from k8semu.cluster.config.timings import TIMING_KEYS, LauncherSpec, TimingsSpec
-from k8semu.cluster.config.values import check_port, describe, parse_duration_ms
+from k8semu.cluster.config.values import (
+    check_optional_port,
+    check_port,
+    describe,
+    parse_duration_ms,
+)
 from k8semu.cluster.errors import ClusterConfigError
 
 __all__ = ["default_config_text", "load_config", "parse_config"]
@@ -325,6 +330,7 @@ def _read_store_members(f: _Fields) -> tuple[StoreMemberSpec, ...]:
                 client_url=m.required_string("clientURL"),
                 peer_url=m.required_string("peerURL"),
                 host=m.string("host", ""),
+                metrics_url=m.string("metricsURL", ""),
             )
         )
         m.finish()
@@ -364,11 +370,13 @@ def _read_control_plane(
             name=g.string("name", f"{prefix}-{i + 1}"),
             host=g.string("host", first_host),
             port=g.integer("port", port + i * stride),
+            metrics_port=g.integer("metricsPort", 0),
         )
         g.finish()
         if not is_dns1123_label(inst.name):
             raise ClusterConfigError(f"{path}.name", f"{inst.name!r} must be a DNS label")
         check_port(inst.port, f"{path}.port")
+        check_optional_port(inst.metrics_port, f"{path}.metricsPort")
         instances.append(inst)
     if replicas is not None and replicas != len(instances):
         raise ClusterConfigError(
@@ -403,6 +411,8 @@ def _read_node(n: _Fields, index: int, first_host: str) -> NodeSpec:
         kubelet_port=n.integer("kubeletPort", defaults.DEFAULT_KUBELET_PORT),
         proxy_port=n.integer("proxyPort", defaults.DEFAULT_PROXY_PORT),
         tunnel_port=n.integer("tunnelPort", defaults.default_tunnel_port(node_ip)),
+        kubelet_metrics_port=n.integer("kubeletMetricsPort", 0),
+        proxy_metrics_port=n.integer("proxyMetricsPort", 0),
         proxy=n.boolean("proxy", True),
         index=index,
     )
@@ -423,6 +433,7 @@ def _read_hollow_pool(n: _Fields, index: int, first_host: str) -> NodeSpec:
         labels=n.mapping("labels") or (),
         taints=_read_taints(n),
         proxy=False,
+        kubelet_metrics_port=n.integer("kubeletMetricsPort", 0),
         count=count,
         index=index,
     )

@@ -32,6 +32,8 @@ class StoreMemberSpec:
     peer_url: str
     #: The host (``hosts[].name``) that runs this replica.
     host: str = ""
+    #: Prometheus /metrics (etcd's --listen-metrics-urls), ``http://HOST:PORT``; "": none.
+    metrics_url: str = ""
 
     @property
     def client_address(self) -> str:
@@ -42,6 +44,11 @@ class StoreMemberSpec:
     def peer_address(self) -> str:
         """``HOST:PORT`` of the peer URL."""
         return self.peer_url.removeprefix("http://")
+
+    @property
+    def metrics_address(self) -> str:
+        """``HOST:PORT`` of the metrics URL ("" when none)."""
+        return self.metrics_url.removeprefix("http://")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,12 +182,18 @@ def _checked_members(members: tuple[StoreMemberSpec, ...]) -> Iterator[StoreMemb
                 f"{path}.name", f"{m.name!r} is already the name of store.members[{names[m.name]}]"
             )
         names[m.name] = i
-        urls = {
-            key: _checked_url(url, f"{path}.{key}", addresses)
-            for key, url in (("clientURL", m.client_url), ("peerURL", m.peer_url))
-        }
+        given = (
+            ("clientURL", m.client_url),
+            ("peerURL", m.peer_url),
+            ("metricsURL", m.metrics_url),
+        )
+        urls = {key: _checked_url(url, f"{path}.{key}", addresses) for key, url in given if url}
         yield StoreMemberSpec(
-            name=m.name, client_url=urls["clientURL"], peer_url=urls["peerURL"], host=m.host
+            name=m.name,
+            client_url=urls["clientURL"],
+            peer_url=urls["peerURL"],
+            host=m.host,
+            metrics_url=urls.get("metricsURL", ""),
         )
 
 

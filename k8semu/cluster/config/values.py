@@ -50,6 +50,12 @@ def check_port(port: int, path: str) -> None:
         raise ClusterConfigError(path, f"must be 1-65535, got {port}")
 
 
+def check_optional_port(port: int, path: str) -> None:
+    """A port that may be 0 (off), as the metrics ports."""
+    if not 0 <= port <= 65535:
+        raise ClusterConfigError(path, f"must be 0 (off) or 1-65535, got {port}")
+
+
 def check_host_port(value: str, path: str) -> None:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
