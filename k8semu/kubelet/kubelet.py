@@ -70,7 +70,9 @@ class Kubelet:
         self.client = client
         first = self.configs[0]
         self.hollow = len(self.configs) > 1
-        self.serve = serve and not self.hollow and first.listen_address != "none"
+        # A hollow pool serves too (one server for all its nodes): its Summary feeds the
+        # resource metrics; logs and exec find nothing to show there.
+        self.serve = serve and first.listen_address != "none"
         self.runtime: Runtime
         if first.runtime == "simulated":
             self.runtime = SimulatedRuntime(start_delay=first.simulated_start_delay)
