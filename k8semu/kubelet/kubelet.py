@@ -70,8 +70,7 @@ class Kubelet:
         self.client = client
         first = self.configs[0]
         self.hollow = len(self.configs) > 1
-        # A hollow pool serves too (one server for all its nodes): its Summary feeds the
-        # resource metrics; logs and exec find nothing to show there.
+        # A hollow pool serves too (one server, all its nodes): the resource metrics scrape it.
         self.serve = serve and first.listen_address != "none"
         self.runtime: Runtime
         if first.runtime == "simulated":

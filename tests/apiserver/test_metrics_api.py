@@ -6,8 +6,7 @@ the kubelet's own Summary; writes are refused."""
 from __future__ import annotations
 
 import sys
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from fractions import Fraction
 
 import grpc
@@ -15,38 +14,31 @@ import pytest
 
 from k8semu.api.quantity import parse_quantity
 from k8semu.client import APIStatusError, Client
-from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.kubelet import scrape
 from k8semu.pb.api.v1 import core_pb2, metrics_pb2
 from tests.kubelet.conftest import KubeletProcess, eventually, kubelets  # noqa: F401
 from tests.kubelet.test_e2e_process import make_pod
-from tests.support.apiserver import APIServerProcess, serving
-from tests.support.fixtures import TEST_RETRIES
+from tests.support.apiserver import APIServerProcess
+from tests.support.fixtures import TEST_RETRIES, new_namespace
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def apiserver(
-    store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[APIServerProcess]:
-    log = tmp_path_factory.mktemp("metrics-apiserver") / "apiserver.log"
-    with serving(store, log, ["--metric-resolution", "1s"]) as server:
-        yield server
+def apiserver(metrics_apiserver: APIServerProcess) -> APIServerProcess:
+    return metrics_apiserver  # the one the kubelets fixture registers its nodes with too
 
 
 @pytest.fixture
 async def kclient(apiserver: APIServerProcess) -> AsyncIterator[Client]:
+    # tests/apiserver's `client` is the raw stub; these tests read through k8semu.client.
     async with Client([apiserver.address], retries=TEST_RETRIES) as c:
         yield c
 
 
 @pytest.fixture
 async def ns(kclient: Client) -> str:
-    obj = core_pb2.Namespace()
-    obj.metadata.name = f"m-{uuid.uuid4().hex[:8]}"
-    await kclient.create(obj)
-    return obj.metadata.name
+    return await new_namespace(kclient)
 
 
 def cores(text: str) -> Fraction:

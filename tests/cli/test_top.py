@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,12 +70,8 @@ def test_node_rows_percent_of_allocatable_and_unknown() -> None:
 
 
 @pytest.fixture(scope="module")
-def apiserver(
-    store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[APIServerProcess]:
-    log = tmp_path_factory.mktemp("top-apiserver") / "apiserver.log"
-    with serving(store, log, ["--metric-resolution", "1s"]) as server:
-        yield server
+def apiserver(metrics_apiserver: APIServerProcess) -> APIServerProcess:
+    return metrics_apiserver  # `k8semu` and the kubelets fixture use this one
 
 
 def _manifest(ns: str, name: str, app: str, cpu: str, memory: str, node: str) -> str:
