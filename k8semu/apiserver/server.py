@@ -112,7 +112,9 @@ class APIServer:
             ),
             rows=registry.build(
                 config.service_ranges,
-                served=self.resource_metrics.readers() if self.resource_metrics is not None else None,
+                served=self.resource_metrics.readers()
+                if self.resource_metrics is not None
+                else None,
             ),
         )
         self.server, self.health = transport.server(

@@ -83,7 +83,8 @@ class ComponentPlan:
     data_dir: Path
     command: str = ""
     node_names: tuple[str, ...] = ()
-    #: False for a hollow-node pool's kubelet: it serves no gRPC (its Nodes' Ready is the check).
+    #: False for a hollow-node pool's kubelet: it picks its own gRPC port (its Nodes' Ready is
+    #: the check).
     health_check: bool = True
 
 
