@@ -18,6 +18,7 @@ from k8semu.pb.api.v1 import apps_pb2 as apps
 from k8semu.pb.api.v1 import autoscaling_pb2 as autoscaling
 from k8semu.pb.api.v1 import coordination_pb2 as coordination
 from k8semu.pb.api.v1 import core_pb2 as core
+from k8semu.pb.api.v1 import metrics_pb2 as metrics
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,21 @@ class Kind:
     namespaced: bool
     message: type[Message]
     list_message: type[Message] | None
+    # Another group's kind has the same plural (metrics.k8s.io "nodes" and "pods"): requests
+    # name this one qualified, and the bare names stay the core kind's (as kubectl resolves).
+    qualified: bool = False
+    # Kept in the store (False: served from elsewhere, read-only, e.g. the resource metrics).
+    stored: bool = True
 
     @property
     def api_version(self) -> str:
         """ "v1" for the core group, "apps/v1" otherwise."""
         return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def resource(self) -> str:
+        """The name a request uses: the plural, qualified by the group when it is shared."""
+        return f"{self.plural}.{self.group}" if self.qualified else self.plural
 
     @property
     def singular(self) -> str:
@@ -58,10 +69,21 @@ def _kind(
     list_message: type[Message] | None,
     *,
     namespaced: bool = True,
+    qualified: bool = False,
+    stored: bool = True,
 ) -> Kind:
     group, _, version = api_version.rpartition("/")
     return Kind(
-        group, version, kind, plural, tuple(short_names.split()), namespaced, message, list_message
+        group,
+        version,
+        kind,
+        plural,
+        tuple(short_names.split()),
+        namespaced,
+        message,
+        list_message,
+        qualified,
+        stored,
     )
 
 
@@ -91,6 +113,28 @@ KINDS: tuple[Kind, ...] = (
     _kind(
         "coordination.k8s.io/v1", "Lease", "leases", "", coordination.Lease, coordination.LeaseList
     ),
+    # Served, not stored: the API server's last scrape of the kubelets (docs/apiserver.md).
+    _kind(
+        "metrics.k8s.io/v1beta1",
+        "NodeMetrics",
+        "nodes",
+        "",
+        metrics.NodeMetrics,
+        metrics.NodeMetricsList,
+        namespaced=False,
+        qualified=True,
+        stored=False,
+    ),
+    _kind(
+        "metrics.k8s.io/v1beta1",
+        "PodMetrics",
+        "pods",
+        "",
+        metrics.PodMetrics,
+        metrics.PodMetricsList,
+        qualified=True,
+        stored=False,
+    ),
 )
 
 _BY_TYPE = {(k.api_version, k.kind): k for k in KINDS}
@@ -98,7 +142,8 @@ _BY_MESSAGE = {k.message.DESCRIPTOR.full_name: k for k in KINDS}
 _BY_RESOURCE: dict[str, Kind] = {}
 for _k in KINDS:
     for _name in (_k.plural, _k.singular, *_k.short_names):
-        _BY_RESOURCE[_name] = _k
+        # A bare name another kind already has stays that kind's (KINDS lists core first).
+        _BY_RESOURCE.setdefault(_name, _k)
         _BY_RESOURCE[f"{_name}.{_k.group}" if _k.group else _name] = _k
 
 

@@ -9,6 +9,8 @@
                             (Kubernetes answers 403 Forbidden there)
     +-- Gone                OUT_OF_RANGE: a compacted resourceVersion or continue token
     +-- Unavailable         UNAVAILABLE: the store did not answer
+    +-- MethodNotAllowed    UNIMPLEMENTED: a write to a read-only kind (metrics.k8s.io);
+                            Kubernetes answers 405 MethodNotAllowed
     +-- StorageFull         RESOURCE_EXHAUSTED: the store's space quota is used up (etcd's
                             NOSPACE alarm); Kubernetes answers 500 InternalError there
 
@@ -55,6 +57,10 @@ class Gone(StatusError):
 
 class Unavailable(StatusError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class MethodNotAllowed(StatusError):
+    code = grpc.StatusCode.UNIMPLEMENTED
 
 
 class StorageFull(StatusError):

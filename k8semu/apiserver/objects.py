@@ -34,7 +34,7 @@ MAX_OBJECT_BYTES = 1536 * 1024 - 16 * 1024
 
 
 def resolve(resource: str) -> Kind:
-    """The stored kind a request names; unknown names and Binding are NOT_FOUND."""
+    """The listable kind a request names; unknown names and Binding are NOT_FOUND."""
     try:
         kind = kinds.for_resource(resource)
     except UnknownKindError as exc:

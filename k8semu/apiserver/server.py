@@ -20,19 +20,21 @@ import asyncio
 import contextlib
 import ipaddress
 from dataclasses import dataclass, field
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health_pb2
 
 from k8semu import transport
 from k8semu.api import kinds
-from k8semu.apiserver import repair
+from k8semu.apiserver import registry, repair
 from k8semu.apiserver.allocation import DEFAULT_RANGES, ServiceRanges
 from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.eventttl import DEFAULT_EVENT_TTL, EventLeases
 from k8semu.apiserver.metrics import RequestMetrics
+from k8semu.apiserver.resourcemetrics import DEFAULT_RESOLUTION, MetricsConfig, ResourceMetrics
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig
@@ -69,6 +71,9 @@ class APIServerConfig:
     # kube-apiserver's --event-ttl: Events are deleted by the store this long after their last
     # write; 0 keeps them forever.
     event_ttl: float = DEFAULT_EVENT_TTL
+    # metrics-server's --metric-resolution: the kubelets are scraped this often for the
+    # metrics.k8s.io kinds; 0 serves no resource metrics.
+    metric_resolution: float = DEFAULT_RESOLUTION
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -88,6 +93,11 @@ class APIServer:
     def __init__(self, config: APIServerConfig) -> None:
         self.config = config
         self.store = Store(config.store_endpoints, deadline=config.store_deadline)
+        self.resource_metrics: ResourceMetrics | None = None
+        if config.metric_resolution > 0:
+            self.resource_metrics = ResourceMetrics(
+                MetricsConfig(config.metric_resolution), self._list_nodes, self._list_pods
+            )
         self.servicer = APIServicer(
             self.store,
             bookmark_interval=config.bookmark_interval,
@@ -99,6 +109,12 @@ class APIServer:
                 EventLeases(self.store.channel, config.event_ttl, deadline=config.store_deadline)
                 if config.event_ttl > 0
                 else None
+            ),
+            rows=registry.build(
+                config.service_ranges,
+                served=self.resource_metrics.readers()
+                if self.resource_metrics is not None
+                else None,
             ),
         )
         self.server, self.health = transport.server(
@@ -113,6 +129,15 @@ class APIServer:
         if config.compaction_interval > 0:
             self.compactor = Compactor(self.store, config.compaction_interval)
         self._compacting: asyncio.Task[None] | None = None
+        self._scraping: asyncio.Task[None] | None = None
+
+    async def _list_nodes(self) -> list[core_pb2.Node]:
+        found = await self.servicer.list_objects(kinds.for_message(core_pb2.Node), "", "")
+        return cast(list[core_pb2.Node], found)
+
+    async def _list_pods(self) -> list[core_pb2.Pod]:
+        found = await self.servicer.list_objects(kinds.for_message(core_pb2.Pod), "", "")
+        return cast(list[core_pb2.Pod], found)
 
     async def start(self) -> None:
         self.port = transport.bind(self.server, self.config.listen_address, flag="--listen-address")
@@ -129,6 +154,8 @@ class APIServer:
         self._bootstrap = loop.create_task(self._ensure_namespaces())
         if self.compactor is not None:
             self._compacting = loop.create_task(self.compactor.run())
+        if self.resource_metrics is not None:
+            self._scraping = loop.create_task(self.resource_metrics.run())
         log.info(
             "api server started",
             port=self.port,
@@ -147,7 +174,7 @@ class APIServer:
         # when the server stops; refusing them first keeps that window nearly empty).
         self.servicer.drain()
         log.info("api server draining", in_flight=self.servicer.in_flight)
-        for task in (self._bootstrap, self._compacting):
+        for task in (self._bootstrap, self._compacting, self._scraping):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

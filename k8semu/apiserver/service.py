@@ -246,9 +246,12 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
 
     # ---- reads --------------------------------------------------------------------------
 
-    def _target(self, resource: str, namespace: str, name: str) -> tuple[Strategy, str]:
-        """The row of the kind a request about one object names, and the object's namespace."""
-        strategy = self.registry.resolve(resource)
+    def _target(
+        self, resource: str, namespace: str, name: str, *, read: bool = False
+    ) -> tuple[Strategy, str]:
+        """The row of the kind a request about one object names (`read`: a Get, which
+        read-only kinds serve too), and the object's namespace."""
+        strategy = self.registry.resolve_read(resource) if read else self.registry.resolve(resource)
         if not name:
             raise Invalid(f"{strategy.kind.plural}: name: Required value")
         return strategy, (namespace or "default") if strategy.kind.namespaced else ""
@@ -297,7 +300,13 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
     async def Get(
         self, request: api.GetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ObjectResponse:
-        strategy, namespace = self._target(request.resource, request.namespace, request.name)
+        strategy, namespace = self._target(
+            request.resource, request.namespace, request.name, read=True
+        )
+        if strategy.reader is not None:
+            return api.ObjectResponse(
+                object=pack(await strategy.reader.get(namespace, request.name))
+            )
         obj, _ = await self._get(strategy.kind, namespace, request.name)
         return api.ObjectResponse(object=pack(obj))
 
@@ -305,11 +314,15 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
     async def List(
         self, request: api.ListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ListResponse:
-        strategy = self.registry.resolve(request.resource)
+        strategy = self.registry.resolve_read(request.resource)
         kind = strategy.kind
         selector = strategy.selector(request.label_selector, request.field_selector)
         if request.limit < 0:
             raise Invalid("limit: must be >= 0")
+        if strategy.reader is not None:
+            # A read-only kind is one snapshot, small and unversioned: no pages, no revision.
+            found = await strategy.reader.list(request.namespace)
+            return api.ListResponse(items=[pack(obj) for obj in found if selector.matches(obj)])
         start_prefix = prefix(kind, request.namespace)
         end = range_end(start_prefix)
         start, revision = start_prefix, 0
@@ -730,7 +743,7 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                     kind=k.kind,
                     api_version=k.api_version,
                 )
-                for k in (strategy.kind for strategy in self.registry)
+                for k in (strategy.kind for strategy in self.registry.served())
             ]
         )
 

@@ -68,14 +68,19 @@ def meta(obj: Message) -> meta_pb2.ObjectMeta:
     return cast(meta_pb2.ObjectMeta, cast(Any, obj).metadata)
 
 
-def render_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Columns aligned like kubectl's tabwriter; the last column is not padded."""
+def render_table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], *, pad_last: bool = False
+) -> str:
+    """Columns aligned like kubectl's tabwriter; the last column is padded only when
+    `pad_last` (`kubectl top` ends every cell with a tab, so its lines end in spaces)."""
     table = [list(header), *(list(r) for r in rows)]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = []
     for row in table:
         cells = [c.ljust(widths[i] + _PADDING) for i, c in enumerate(row[:-1])]
-        lines.append(("".join(cells) + row[-1]).rstrip())
+        last = row[-1].ljust(widths[-1] + _PADDING) if pad_last else row[-1]
+        line = "".join(cells) + last
+        lines.append(line if pad_last else line.rstrip())
     return "\n".join(lines) + "\n"
 
 

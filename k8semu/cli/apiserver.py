@@ -94,6 +94,12 @@ def _add_durations(p: argparse.ArgumentParser) -> None:
         " through etcd leases); 0 keeps them forever",
     )
     p.add_argument(
+        "--metric-resolution",
+        default=text(_DEFAULTS.metric_resolution),
+        help="how often the kubelets are scraped for the metrics.k8s.io NodeMetrics and"
+        " PodMetrics (metrics-server's flag); 0 serves no resource metrics",
+    )
+    p.add_argument(
         "--shutdown-grace-period",
         default=text(_DEFAULTS.shutdown_grace),
         help="on SIGTERM, calls in flight get this long to finish before they are cancelled",
@@ -133,6 +139,7 @@ def config_from_args(ns: argparse.Namespace) -> APIServerConfig:
         ),
         shutdown_grace=_flags.seconds(ns.shutdown_grace_period, "--shutdown-grace-period"),
         event_ttl=_flags.seconds(ns.event_ttl, "--event-ttl"),
+        metric_resolution=_flags.seconds(ns.metric_resolution, "--metric-resolution"),
     )
 
 

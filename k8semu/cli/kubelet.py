@@ -29,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     _flags.add_api_servers(p)
     _flags.add_node(p, ip_help="the node's InternalIP")
     _flags.add_listen_address(
-        p, "", "the logs/exec service (default <node-ip>:10250; 'none': no server)"
+        p,
+        "",
+        "the logs/exec/summary service (default <node-ip>:10250, any free port for a hollow"
+        " pool; 'none': no server)",
     )
     p.add_argument("--runtime", default="process", choices=cfg.RUNTIMES)
     p.add_argument("--root-dir", default="", help="default .k8semu/kubelet/<node>")
@@ -109,8 +112,11 @@ def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
                 node_name=base, listen_address=ns.listen_address, root_dir=ns.root_dir, **common
             )
         ]
+    # A hollow pool's one server (its nodes' usage summaries) takes any free port by default:
+    # its Nodes' endpoint annotation names it, and pools must not fight over 10250.
+    address = ns.listen_address or f"{ns.node_ip}:0"
     return [
-        cfg.KubeletConfig(node_name=f"{base}-{i}", listen_address="none", **common)
+        cfg.KubeletConfig(node_name=f"{base}-{i}", listen_address=address, **common)
         for i in range(ns.count)
     ]
 

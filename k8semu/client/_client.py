@@ -159,7 +159,7 @@ class Client:
         name = meta(obj).name
         # A named create may be sent twice; the uid tells our object from someone else's.
         uid = str(uuid.uuid4()) if name else ""
-        req = api.CreateRequest(resource=kind.plural, namespace=ns, object=pack(obj), uid=uid)
+        req = api.CreateRequest(resource=kind.resource, namespace=ns, object=pack(obj), uid=uid)
         what = f"create {_describe(kind, name or meta(obj).generate_name, ns)}"
 
         async def resolve_(err: APIStatusError) -> Message | None:
@@ -181,7 +181,7 @@ class Client:
     async def get(self, kind: str, name: str, *, namespace: str = "") -> Message: ...
     async def get(self, kind: KindRef, name: str, *, namespace: str = "") -> Message:
         k = resolve(kind)
-        req = api.GetRequest(resource=k.plural, namespace=namespace, name=name)
+        req = api.GetRequest(resource=k.resource, namespace=namespace, name=name)
         what = f"get {_describe(k, name, namespace)}"
         resp = await self._call(
             lambda s: s.Get(req, timeout=self.timeouts.call), what, idempotent=True
@@ -223,7 +223,7 @@ class Client:
         """One page (all objects when `limit` is 0); pass `continue_` for the next page."""
         k = resolve(kind)
         req = api.ListRequest(
-            resource=k.plural,
+            resource=k.resource,
             namespace=namespace or "",
             label_selector=label_selector,
             field_selector=field_selector,
@@ -329,7 +329,7 @@ class Client:
         """
         k = resolve(kind)
         req = api.WatchRequest(
-            resource=k.plural,
+            resource=k.resource,
             namespace=namespace or "",
             label_selector=label_selector,
             field_selector=field_selector,
@@ -404,7 +404,7 @@ class Client:
         to its status when `status`; `None` values delete fields."""
         k = resolve(kind)
         req = api.PatchRequest(
-            resource=k.plural,
+            resource=k.resource,
             namespace=namespace,
             name=name,
             patch_type="merge",
@@ -465,7 +465,7 @@ class Client:
         k = resolve(kind)
         pre = preconditions or Preconditions()
         req = api.DeleteRequest(
-            resource=k.plural,
+            resource=k.resource,
             namespace=namespace,
             name=name,
             preconditions=api.Preconditions(uid=pre.uid, resource_version=pre.resource_version),
@@ -530,7 +530,7 @@ class Client:
 
     async def _update(self, obj: M, *, status: bool) -> M:
         kind = resolve(type(obj))
-        req = api.UpdateRequest(resource=kind.plural, object=pack(obj))
+        req = api.UpdateRequest(resource=kind.resource, object=pack(obj))
         m = meta(obj)
         what = f"update {_describe(kind, m.name, m.namespace)}"
 

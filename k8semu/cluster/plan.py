@@ -83,7 +83,8 @@ class ComponentPlan:
     data_dir: Path
     command: str = ""
     node_names: tuple[str, ...] = ()
-    #: False for a hollow-node pool's kubelet: it serves no gRPC (its Nodes' Ready is the check).
+    #: False for a hollow-node pool's kubelet: it picks its own gRPC port (its Nodes' Ready is
+    #: the check).
     health_check: bool = True
 
 
@@ -333,6 +334,7 @@ def apiserver_args(
         interval = _duration_or_zero(timings.etcd_compaction_interval_ms)
         args += ("--etcd-compaction-interval", interval)
         args += ("--event-ttl", _duration_or_zero(timings.event_ttl_ms))
+        args += ("--metric-resolution", _duration_or_zero(timings.metric_resolution_ms))
     return args
 
 
@@ -392,9 +394,10 @@ def kubelet_argv(
         "--server", ",".join(cluster.servers),
         "--node-name", node.name,
         "--node-ip", node.node_ip,
-        # A hollow pool's kubelet serves no logs/exec (nor health): its nodes run nothing.
+        # A hollow pool's kubelet serves its nodes' usage summaries (for the resource metrics)
+        # on a port of its own choosing: its Nodes' annotation names it, nothing else needs it.
         "--listen-address",
-        "none" if node.hollow else f"{bracketed(node.node_ip)}:{node.kubelet_port}",
+        f"{bracketed(node.node_ip)}:{0 if node.hollow else node.kubelet_port}",
         "--runtime", node.runtime,
         "--root-dir", str(root_dir),
         "--capacity", ",".join(f"{k}={v}" for k, v in node.capacity),

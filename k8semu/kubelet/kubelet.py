@@ -70,7 +70,8 @@ class Kubelet:
         self.client = client
         first = self.configs[0]
         self.hollow = len(self.configs) > 1
-        self.serve = serve and not self.hollow and first.listen_address != "none"
+        # A hollow pool serves too (one server, all its nodes): the resource metrics scrape it.
+        self.serve = serve and first.listen_address != "none"
         self.runtime: Runtime
         if first.runtime == "simulated":
             self.runtime = SimulatedRuntime(start_delay=first.simulated_start_delay)

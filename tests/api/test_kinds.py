@@ -55,7 +55,18 @@ def test_by_type_and_for_message() -> None:
 
 def test_scope() -> None:
     cluster_scoped = {k.kind for k in kinds.all_kinds() if not k.namespaced}
-    assert cluster_scoped == {"Namespace", "Node"}
+    assert cluster_scoped == {"Namespace", "Node", "NodeMetrics"}
+
+
+def test_metrics_kinds_share_plurals_but_not_names() -> None:
+    """metrics.k8s.io's "nodes" and "pods": the bare names stay the core kinds' (as kubectl
+    resolves them); qualified names and the kind names reach the metrics kinds."""
+    assert kinds.for_resource("pods").kind == "Pod"
+    assert kinds.for_resource("nodes").kind == "Node"
+    assert kinds.for_resource("pods.metrics.k8s.io").kind == "PodMetrics"
+    assert kinds.for_resource("nodemetrics").kind == "NodeMetrics"
+    assert kinds.for_resource("PodMetrics").resource == "pods.metrics.k8s.io"
+    assert kinds.for_resource("po").resource == "pods"
 
 
 def test_new_stamps_type_meta() -> None:

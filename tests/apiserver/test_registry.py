@@ -20,6 +20,7 @@ from k8semu import transport
 from k8semu.api import kinds
 from k8semu.apiserver import registry
 from k8semu.apiserver.allocation import DEFAULT_RANGES, Assignment, Claim, Taken
+from k8semu.apiserver.errors import MethodNotAllowed, NotFound
 from k8semu.apiserver.registry import Registry
 from k8semu.apiserver.registry.strategy import Strategy
 from k8semu.apiserver.server import add_api_servicer
@@ -36,7 +37,7 @@ COLORS = b"/registry/allocations/test-colors/"
 
 
 def test_every_stored_kind_has_one_row_and_status_follows_the_message() -> None:
-    stored = [k for k in kinds.all_kinds() if k.list_message is not None]
+    stored = [k for k in kinds.all_kinds() if k.list_message is not None and k.stored]
     assert [row.kind for row in TABLE] == stored
     for row in TABLE:
         # Behaviour kept from before the registry: a kind with a status field has the
@@ -49,6 +50,29 @@ def test_every_stored_kind_has_one_row_and_status_follows_the_message() -> None:
         Registry([*rows, rows[0]])
     with pytest.raises(ValueError, match="status subresource without a status field"):
         Strategy(kind=kinds.for_resource("configmaps"), status=True)
+
+
+class _Nothing:
+    async def get(self, namespace: str, name: str) -> Message:
+        raise AssertionError("not read here")
+
+    async def list(self, namespace: str) -> list[Message]:
+        return []
+
+
+def test_a_served_kind_is_read_only_and_optional() -> None:
+    """metrics.k8s.io rows exist only when served; writes to them are MethodNotAllowed."""
+    served = registry.build(DEFAULT_RANGES, served={"pods.metrics.k8s.io": _Nothing()})
+    row = served.resolve_read("podmetrics")
+    assert row.kind.kind == "PodMetrics" and row.reader is not None
+    assert served.resolve_read("pods").kind.kind == "Pod"  # the bare name stays the core kind
+    assert all(r.reader is None for r in served)  # repairs walk only stored kinds
+    with pytest.raises(MethodNotAllowed, match="does not allow this method"):
+        served.resolve("pods.metrics.k8s.io")
+    with pytest.raises(NotFound, match="could not find the requested resource"):
+        TABLE.resolve_read("nodes.metrics.k8s.io")
+    with pytest.raises(ValueError, match="a reader exactly when"):
+        Strategy(kind=kinds.for_resource("podmetrics"))
 
 
 class Colors:

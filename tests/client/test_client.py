@@ -200,9 +200,10 @@ async def test_watch_too_old_is_gone(
 
 
 async def test_discovery(client: Client) -> None:
-    resources = {r.name: r for r in await client.discovery()}
-    assert resources["pods"].namespaced and "po" in resources["pods"].short_names
-    assert resources["leases"].api_version == "coordination.k8s.io/v1"
+    # Names repeat across groups (metrics.k8s.io has "pods" too): keyed by group/version.
+    resources = {(r.name, r.api_version): r for r in await client.discovery()}
+    assert resources[("pods", "v1")].namespaced and "po" in resources[("pods", "v1")].short_names
+    assert ("leases", "coordination.k8s.io/v1") in resources
 
 
 async def test_deadline(client: Client) -> None:

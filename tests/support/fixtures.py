@@ -46,10 +46,25 @@ async def client(apiserver: APIServerProcess) -> AsyncIterator[Client]:
         yield c
 
 
-@pytest.fixture
-async def namespace(client: Client) -> str:
-    """A fresh namespace for one test."""
+async def new_namespace(client: Client) -> str:
     ns = core_pb2.Namespace()
     ns.metadata.name = f"t-{uuid.uuid4().hex[:8]}"
     await client.create(ns)
     return ns.metadata.name
+
+
+@pytest.fixture
+async def namespace(client: Client) -> str:
+    """A fresh namespace for one test."""
+    return await new_namespace(client)
+
+
+@pytest.fixture(scope="module")
+def metrics_apiserver(
+    store: K8semuStoreCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[APIServerProcess]:
+    """An API server serving the resource metrics, scraping the kubelets every second (a
+    module that runs kubelets on it overrides `apiserver` with this one)."""
+    log = tmp_path_factory.mktemp("metrics-apiserver") / "apiserver.log"
+    with serving(store, log, ["--metric-resolution", "1s"]) as server:
+        yield server

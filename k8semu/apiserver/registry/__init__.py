@@ -7,6 +7,10 @@
     workloads.py   Deployment, ReplicaSet: defaults, selector/template checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
 
+A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
+with a `reader` when the API server serves it (`build(..., served=...)`), none otherwise:
+`resolve` refuses every write to it, `resolve_read` gives Get and List its row.
+
 `build` is the table. The verbs (`service.py`), the repairs (`repair.py`) and any other face
 of the API server (the REST API) look a kind's rules up here and never branch on a kind's
 name, so a new kind is a new row (docs/apiserver.md, "Adding a kind"). It is built per API
@@ -16,41 +20,64 @@ server because some rows hold configuration (the Service ranges). Pure: no I/O.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
 from k8semu.apiserver.allocation import Allocator, ServiceRanges
 from k8semu.apiserver.deletion import Rules
+from k8semu.apiserver.errors import MethodNotAllowed, NotFound
 from k8semu.apiserver.objects import resolve
 from k8semu.apiserver.registry import autoscaling, namespaces, pods, services, workloads
-from k8semu.apiserver.registry.strategy import Strategy
+from k8semu.apiserver.registry.strategy import Reader, Strategy
 from k8semu.apiserver.validation import dns1123_label
 
 
 class Registry:
-    """The rows by kind. Every stored kind (kinds.KINDS with a list type) has exactly one."""
+    """The rows by kind. Every stored kind (kinds.KINDS with a list type) has exactly one;
+    a kind served, not stored, has one when it is served."""
 
     def __init__(self, rows: list[Strategy]) -> None:
-        self._rows = {row.kind.plural: row for row in rows}
+        self._rows = {row.kind.resource: row for row in rows}
         if len(self._rows) != len(rows):
             raise ValueError("registry: two rows for one kind")
-        stored = {k.plural for k in kinds.all_kinds() if k.list_message is not None}
+        listed = {k.resource: k for k in kinds.all_kinds() if k.list_message is not None}
+        stored = {name for name, k in listed.items() if k.stored}
         if missing := sorted(stored - set(self._rows)):
             raise ValueError(f"registry: no row for {', '.join(missing)}")
-        if extra := sorted(set(self._rows) - stored):
-            raise ValueError(f"registry: rows for kinds that are not stored: {', '.join(extra)}")
+        if extra := sorted(set(self._rows) - set(listed)):
+            raise ValueError(f"registry: rows for kinds that are not listed: {', '.join(extra)}")
 
     def __iter__(self) -> Iterator[Strategy]:
+        """The stored kinds' rows (the ones repairs and namespace termination walk)."""
+        return (row for row in self._rows.values() if row.reader is None)
+
+    def served(self) -> Iterator[Strategy]:
+        """Every row, read-only kinds included (discovery)."""
         return iter(self._rows.values())
 
     def strategy(self, kind: Kind) -> Strategy:
-        return self._rows[kind.plural]
+        return self._rows[kind.resource]
 
     def resolve(self, resource: str) -> Strategy:
-        """The row of the stored kind a request names (NOT_FOUND for anything else)."""
-        return self._rows[resolve(resource).plural]
+        """The row of the stored kind a request that writes or watches names (NOT_FOUND for
+        anything else, MethodNotAllowed for a read-only kind)."""
+        row = self.resolve_read(resource)
+        if row.reader is not None:
+            raise MethodNotAllowed(
+                "the server does not allow this method on the requested resource"
+                f" ({row.kind.resource})"
+            )
+        return row
+
+    def resolve_read(self, resource: str) -> Strategy:
+        """The row of the kind a Get or List names, stored or served."""
+        kind = resolve(resource)
+        row = self._rows.get(kind.resource)
+        if row is None:
+            raise NotFound(f"the server could not find the requested resource ({kind.resource})")
+        return row
 
 
 def _kind(resource: str) -> Kind:
@@ -69,8 +96,15 @@ def _workload(resource: str, defaults: Callable[[Any], None]) -> Strategy:
     )
 
 
-def build(ranges: ServiceRanges, rng: random.Random | None = None) -> Registry:
-    """The table: each stored kind and the rules that are its own."""
+def build(
+    ranges: ServiceRanges,
+    rng: random.Random | None = None,
+    *,
+    served: Mapping[str, Reader] | None = None,
+) -> Registry:
+    """The table: each stored kind and the rules that are its own, plus a read-only row for
+    each kind `served` names (by resource: `nodes.metrics.k8s.io`)."""
+    readers = served or {}
     return Registry(
         [
             Strategy(
@@ -113,5 +147,6 @@ def build(ranges: ServiceRanges, rng: random.Random | None = None) -> Registry:
                 status=True,
             ),
             Strategy(kind=_kind("leases")),
+            *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),
         ]
     )

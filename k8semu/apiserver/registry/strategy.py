@@ -55,6 +55,19 @@ class Allocation(Protocol):
         ...
 
 
+class Reader(Protocol):
+    """A kind served, not stored (the resource metrics): Get and List read from it; every
+    other verb is refused (MethodNotAllowed)."""
+
+    async def get(self, namespace: str, name: str) -> Message:
+        """The object, or NotFound."""
+        ...
+
+    async def list(self, namespace: str) -> list[Message]:
+        """The objects of one namespace ("" every namespace), before selectors."""
+        ...
+
+
 def _nothing(obj: Any) -> None:
     return None
 
@@ -99,10 +112,14 @@ class Strategy:
     allocation: Allocation | None = None
     # Objects are written with the --event-ttl lease: the store deletes them when it lapses.
     expires: bool = False
+    # A read-only kind's source (its kind is not stored); None for stored kinds.
+    reader: Reader | None = None
 
     def __post_init__(self) -> None:
         if self.status and "status" not in self.kind.message.DESCRIPTOR.fields_by_name:
             raise ValueError(f"{self.kind.plural}: status subresource without a status field")
+        if (self.reader is None) != self.kind.stored:
+            raise ValueError(f"{self.kind.resource}: a reader exactly when the kind is not stored")
 
     def selector(self, label_selector: str, field_selector: str) -> Selector:
         """A request's selectors, checked against this kind's selectable fields."""

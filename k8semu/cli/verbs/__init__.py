@@ -148,6 +148,16 @@ def _autoscale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", dest="hpa_name", default="", help="the HPA's name (default: NAME)")
 
 
+def _top(p: argparse.ArgumentParser) -> None:
+    p.add_argument("resource", metavar="nodes|pods", help="node (no, nodes) or pod (po, pods)")
+    p.add_argument("name", nargs="?", default="", metavar="NAME")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("-l", "--selector", default="", help="label selector")
+    p.add_argument("--containers", action="store_true", help="pods: one line per container")
+    p.add_argument("--sort-by", default="", help="cpu or memory (largest first)")
+    p.add_argument("--no-headers", action="store_true")
+
+
 def _api_resources(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespaced", choices=["true", "false"])
     p.add_argument("-o", "--output", choices=["name", "wide"])
@@ -185,6 +195,8 @@ _TABLE = (
          handler="write:cmd_annotate"),
     Verb(name="rollout", help="Manage the rollout of a Deployment.", arguments=_rollout,
          handler="rollout:cmd_rollout"),
+    Verb(name="top", help="Display resource (CPU/memory) usage of nodes or pods.",
+         arguments=_top, handler="top:cmd_top"),
     Verb(name="api-resources", help="The resource types the server serves.",
          arguments=_api_resources, handler="read:cmd_api_resources"),
     Verb(name="version", help="Client version; is the server reachable?", arguments=_version,

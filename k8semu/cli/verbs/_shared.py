@@ -161,7 +161,7 @@ async def select(
     namespace = namespace_for(sel.kind, target, all_namespaces=all_namespaces)
     if not sel.names:
         page = await client.list_all(
-            sel.kind.plural,
+            sel.kind.resource,
             namespace=namespace,
             label_selector=label_selector,
             field_selector=field_selector,
@@ -170,7 +170,7 @@ async def select(
     found: list[Message] = []
     for name in sel.names:
         try:
-            found.append(await client.get(sel.kind.plural, name, namespace=namespace or ""))
+            found.append(await client.get(sel.kind.resource, name, namespace=namespace or ""))
         except NotFound as exc:
             errors.report(exc)
     rv = max((printers.meta(o).resource_version for o in found), key=_rv_int, default="")
@@ -199,11 +199,11 @@ async def patch_object(
 ) -> Message:
     """client.patch; on a server without Patch, read-merge-update with conflict retries."""
     try:
-        return await client.patch(kind.plural, name, patch, namespace=namespace, status=status)
+        return await client.patch(kind.resource, name, patch, namespace=namespace, status=status)
     except Unimplemented:
         pass
     for attempt in range(CONFLICT_RETRIES):
-        live = await client.get(kind.plural, name, namespace=namespace)
+        live = await client.get(kind.resource, name, namespace=namespace)
         merged = manifest.from_dict(merge_patch(manifest.to_dict(live), patch), source="patch")
         printers.meta(merged).resource_version = printers.meta(live).resource_version
         try:

@@ -223,7 +223,7 @@ async def cmd_autoscale(ns: argparse.Namespace, target: Target) -> None:
             space = namespace_for(kind, target) or ""
             hpa = autoscaler(kind.kind, name, space, ns)
             # As kubectl: the target must exist (a typo is an error now, not a condition later).
-            await client.get(kind.plural, name, namespace=space)
+            await client.get(kind.resource, name, namespace=space)
             await client.create(hpa)
             out(f"horizontalpodautoscaler.autoscaling/{hpa.metadata.name} autoscaled\n")
 

@@ -124,7 +124,7 @@ async def _watch(
     names = set(sel.names)
     while True:
         async for event in client.watch(
-            sel.kind.plural,
+            sel.kind.resource,
             namespace=namespace,
             resource_version=rv,
             label_selector=ns.selector,

@@ -69,7 +69,7 @@ async def _apply_one(client: Client, obj: Message, kind: Kind) -> str:
     m = printers.meta(obj)
     for attempt in range(CONFLICT_RETRIES):
         try:
-            live: Message | None = await client.get(kind.plural, m.name, namespace=m.namespace)
+            live: Message | None = await client.get(kind.resource, m.name, namespace=m.namespace)
         except NotFound:
             live = None
         plan = _apply.plan(obj, live)
@@ -144,7 +144,7 @@ async def cmd_delete(ns: argparse.Namespace, target: Target) -> None:
                 by_file += [(sel.kind, space, name) for name in sel.names]
                 continue
             page = await client.list_all(
-                sel.kind.plural,
+                sel.kind.resource,
                 namespace=namespace_for(sel.kind, target, all_namespaces=ns.all_namespaces),
                 label_selector=ns.selector,
                 field_selector=ns.field_selector,
@@ -157,7 +157,7 @@ async def cmd_delete(ns: argparse.Namespace, target: Target) -> None:
         for kind, space, name in by_file:
             try:
                 await client.delete(
-                    kind.plural,
+                    kind.resource,
                     name,
                     namespace=space,
                     grace_period_seconds=grace,
@@ -188,7 +188,7 @@ async def cmd_patch(ns: argparse.Namespace, target: Target) -> None:
         for kind, name in named_objects(ns.resources, "patch"):
             space = namespace_for(kind, target) or ""
             try:
-                before = await client.get(kind.plural, name, namespace=space)
+                before = await client.get(kind.resource, name, namespace=space)
                 after = await patch_object(
                     client, kind, name, space, patch, ns.subresource == "status"
                 )
@@ -213,7 +213,7 @@ async def cmd_scale(ns: argparse.Namespace, target: Target) -> None:
             space = namespace_for(kind, target) or ""
             try:
                 if ns.current_replicas >= 0:
-                    live: Any = await client.get(kind.plural, name, namespace=space)
+                    live: Any = await client.get(kind.resource, name, namespace=space)
                     current = live.spec.replicas if live.spec.HasField("replicas") else 1
                     if current != ns.current_replicas:
                         raise UsageError(
@@ -248,7 +248,7 @@ async def _edit_map(ns: argparse.Namespace, target: Target, *, field: str) -> No
         for kind, name in pairs:
             space = namespace_for(kind, target) or ""
             try:
-                live = await client.get(kind.plural, name, namespace=space)
+                live = await client.get(kind.resource, name, namespace=space)
                 current = dict(getattr(printers.meta(live), field))
                 change: dict[str, str | None] = {}
                 for key, value in edits.set.items():

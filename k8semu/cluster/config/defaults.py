@@ -119,6 +119,9 @@ DEFAULT_ETCD_COMPACTION_INTERVAL_MS = 60_000
 # busy emulated cluster writes an Event every few writes, and an hour of them would dominate
 # its database; 10m keeps `k8semu get events` useful for what just happened. 0 keeps them.
 DEFAULT_EVENT_TTL_MS = 600_000
+# The API servers scrape the kubelets for NodeMetrics/PodMetrics this often (metrics-server's
+# --metric-resolution, 15s there too). 0 serves no resource metrics.
+DEFAULT_METRIC_RESOLUTION_MS = 15_000
 
 DEFAULT_READY_TIMEOUT_MS = 60_000
 DEFAULT_STOP_GRACE_MS = 5_000

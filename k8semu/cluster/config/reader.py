@@ -468,6 +468,7 @@ _TIMINGS_FIELDS: tuple[_Field, ...] = (
     *((attr, key, _Fields.duration_ms) for attr, key in TIMING_KEYS),
     ("etcd_compaction_interval_ms", "etcdCompactionInterval", _Fields.duration_or_off_ms),
     ("event_ttl_ms", "eventTTL", _Fields.duration_or_off_ms),
+    ("metric_resolution_ms", "metricResolution", _Fields.duration_or_off_ms),
 )
 _LAUNCHER_FIELDS: tuple[_Field, ...] = (
     ("ready_timeout_ms", "readyTimeout", _Fields.duration_ms),

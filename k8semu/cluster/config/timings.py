@@ -16,7 +16,8 @@ from k8semu.cluster.errors import ClusterConfigError
 __all__ = ["TIMING_KEYS", "LauncherSpec", "TimingsSpec"]
 
 # (attribute, YAML key) of every timing that must be at least 1ms, in the order of the README's
-# table. The two that 0 turns off (etcdCompactionInterval, eventTTL) are not among them.
+# table. The three that 0 turns off (etcdCompactionInterval, eventTTL, metricResolution) are
+# not among them.
 TIMING_KEYS = (
     ("leader_elect_lease_ms", "leaderElectLeaseDuration"),
     ("leader_elect_renew_ms", "leaderElectRenewDeadline"),
@@ -45,6 +46,7 @@ class TimingsSpec:
     pod_eviction_ms: int = defaults.DEFAULT_POD_EVICTION_MS
     etcd_compaction_interval_ms: int = defaults.DEFAULT_ETCD_COMPACTION_INTERVAL_MS  # 0: off
     event_ttl_ms: int = defaults.DEFAULT_EVENT_TTL_MS  # 0: Events never expire
+    metric_resolution_ms: int = defaults.DEFAULT_METRIC_RESOLUTION_MS  # 0: no metrics.k8s.io
 
     def __post_init__(self) -> None:
         for attr, key in TIMING_KEYS:
@@ -56,6 +58,10 @@ class TimingsSpec:
             )
         if self.event_ttl_ms < 0:
             raise ClusterConfigError("timings.eventTTL", "must be a duration, or 0 to keep Events")
+        if self.metric_resolution_ms < 0:
+            raise ClusterConfigError(
+                "timings.metricResolution", "must be a duration, or 0 to serve no resource metrics"
+            )
         if self.leader_elect_lease_ms < 1000:
             raise ClusterConfigError(
                 "timings.leaderElectLeaseDuration", "must be at least 1s (a Lease holds seconds)"

@@ -12,19 +12,16 @@ sample: the calculator's missing-metric rules apply. Nothing answering at all is
 
 from __future__ import annotations
 
-import grpc
-
-from k8semu import transport
 from k8semu.api.selectors import LabelSelector
 from k8semu.client import Client, ClientError
 from k8semu.controllers.podautoscaler.metrics import MetricsUnavailable
 from k8semu.controllers.podautoscaler.replicas import PodMetric
-from k8semu.kubelet.node import ENDPOINT_ANNOTATION
+from k8semu.kubelet import scrape
 from k8semu.pb.api.v1 import autoscaling_pb2 as pb
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
+from k8semu.pb.kubelet.v1 import kubelet_pb2
 
-SUMMARY_TIMEOUT = 5.0  # seconds per kubelet
+SUMMARY_TIMEOUT = scrape.DEFAULT_TIMEOUT  # seconds per kubelet
 SAMPLE_WINDOW = 15.0  # seconds: the resolution the CPU rate is taken over (metrics-server's)
 RESOURCES = ("cpu", "memory")
 
@@ -77,18 +74,10 @@ class KubeletSummaries:
             obj = await self.client.get(core_pb2.Node, node)
         except ClientError as exc:
             raise MetricsUnavailable(f"node {node}: {exc}") from exc
-        endpoint = obj.metadata.annotations.get(ENDPOINT_ANNOTATION, "")
-        if not endpoint:
-            raise MetricsUnavailable(f"node {node}: no kubelet endpoint")
         try:
-            async with transport.channel(endpoint) as channel:
-                stub = kubelet_pb2_grpc.KubeletStub(channel)
-                request = kubelet_pb2.SummaryRequest(node=node)
-                return await stub.Summary(request, timeout=self.timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise MetricsUnavailable(
-                f"node {node}: kubelet at {endpoint}: {exc.details()}"
-            ) from exc
+            return await scrape.summary(obj, timeout=self.timeout)
+        except scrape.ScrapeError as exc:
+            raise MetricsUnavailable(str(exc)) from exc
 
     async def pod_metric(
         self, namespace: str, selector: LabelSelector, metric: pb.MetricIdentifier
@@ -115,11 +104,11 @@ def _usage(stats: kubelet_pb2.PodStats, resource: str, container: str) -> PodMet
             return None
         cpu, memory = named[0].cpu, named[0].memory
     if resource == "cpu":
-        if not cpu.HasField("usage_nano_cores"):
+        nano = scrape.cpu_nano_cores(cpu)
+        if nano is None:
             return None
-        at = cpu.time.seconds + cpu.time.nanos / 1e9
-        return PodMetric(cpu.usage_nano_cores // 1_000_000, at, SAMPLE_WINDOW)
-    if not memory.HasField("working_set_bytes"):
+        return PodMetric(nano // 1_000_000, scrape.measured_at(cpu), SAMPLE_WINDOW)
+    used = scrape.working_set(memory)
+    if used is None:
         return None
-    at = memory.time.seconds + memory.time.nanos / 1e9
-    return PodMetric(memory.working_set_bytes * 1000, at, SAMPLE_WINDOW)
+    return PodMetric(used * 1000, scrape.measured_at(memory), SAMPLE_WINDOW)
