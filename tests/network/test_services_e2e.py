@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from google.protobuf.message import Message
 
 from k8semu.api import manifest
 from k8semu.bench._clusterrun import BenchCluster, ClusterLayout
@@ -217,31 +218,22 @@ def test_pod_deletion_and_failed_readiness_lose_no_retried_request_and_scale_out
     )
 
 
-DRAINING = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: drain}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: drain}}
-  template:
-    metadata: {labels: {app: drain}}
-    spec:
-      terminationGracePeriodSeconds: 10
-      containers:
-        - name: echo
-          image: k8semu/echo
-          ports: [{containerPort: 8080, name: http}]
-          lifecycle:
-            preStop: {sleep: {seconds: 2}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: drain}
-spec:
-  selector: {app: drain}
-  ports: [{port: 80, targetPort: http}]
-"""
+def _draining_app() -> list[Message]:
+    """The web Deployment again as `drain` (3 replicas, grace 10 s) with a preStop sleep of
+    2 s, and a ClusterIP Service for it."""
+    web = next(o for o in manifest.load_all(APP, source="app") if o.DESCRIPTOR.name == "Deployment")
+    assert isinstance(web, apps_pb2.Deployment)
+    web.metadata.name = "drain"
+    for labels in (web.spec.selector.match_labels, web.spec.template.metadata.labels):
+        labels["app"] = "drain"
+    web.spec.template.spec.termination_grace_period_seconds = 10
+    echo = web.spec.template.spec.containers[0]
+    echo.lifecycle.pre_stop.sleep.seconds = 2
+    service = core_pb2.Service()
+    service.metadata.name = "drain"
+    service.spec.selector["app"] = "drain"
+    service.spec.ports.add(port=80).target_port.str_val = "http"
+    return [web, service]
 
 
 def test_scale_down_with_a_pre_stop_sleep_loses_no_retried_request(
@@ -256,7 +248,7 @@ def test_scale_down_with_a_pre_stop_sleep_loses_no_retried_request(
 
     async def scenario() -> tuple[float, int, list[core_pb2.Event]]:
         async with Client(cluster.api_servers) as client:
-            for obj in manifest.load_all(DRAINING, source="drain"):
+            for obj in _draining_app():
                 await client.create(obj)
             end = time.monotonic() + 90
             while await ready_endpoints(client) < 3:
