@@ -28,6 +28,7 @@ from k8semu.kubelet import metrics as kubelet_metrics
 from k8semu.kubelet.backoff import Backoff
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, NoCommand, PodFacts, command_line, container_env
+from k8semu.kubelet.hooks import grace_after_hook, has_pre_stop, run_hook
 from k8semu.kubelet.podstatus import (
     ContainerRecord,
     PodConditions,
@@ -503,7 +504,28 @@ class PodWorker:
         if probe.HasField("termination_grace_period_seconds"):
             grace = probe.termination_grace_period_seconds
         self._event(NORMAL, "Killing", f"Container {rec.name} {why}, will be restarted")
-        await self.host.runtime.stop(handle, grace)
+        await self._stop_container(rec, handle, grace)
+
+    async def _stop_container(
+        self, rec: ContainerRecord, handle: ContainerHandle, grace: float
+    ) -> ExitInfo:
+        """Kubernetes' killContainer: the preStop hook (if any, and only with a grace above
+        zero) within the grace, then SIGTERM with the grace left, SIGKILL after it."""
+        if grace > 0 and has_pre_stop(rec.spec):
+            started = self._loop.time()
+            message = await run_hook(
+                rec.spec.lifecycle.pre_stop, rec.spec, self.pod_ip, grace, self._exec_for(rec)
+            )
+            if message:
+                log.info("preStop hook failed", pod=f"{self.namespace}/{self.name}",
+                         container=rec.name, error=message)  # fmt: skip
+                self._event(
+                    WARNING,
+                    "FailedPreStopHook",
+                    f"PreStopHook failed for container {rec.name}: {message}",
+                )
+            grace = grace_after_hook(grace, self._loop.time() - started)
+        return await self.host.runtime.stop(handle, grace)
 
     async def _rebuild_env(self, rec: ContainerRecord) -> dict[str, str]:
         """The environment of an adopted container, built again as at its start (best
@@ -559,7 +581,7 @@ class PodWorker:
         async def stop(rec: ContainerRecord) -> None:
             handle = rec.handle
             if handle is not None:
-                info = await self.host.runtime.stop(handle, grace)
+                info = await self._stop_container(rec, handle, grace)
                 if rec.handle is handle:
                     self._ended(rec, info, handle.started_at, handle.container_id)
 

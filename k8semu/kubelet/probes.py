@@ -135,13 +135,14 @@ async def _http_get(action: core_pb2.HTTPGetAction, host: str, port: int, timeou
 
 
 async def run_probe(
-    probe: core_pb2.Probe,
+    probe: core_pb2.Probe | core_pb2.LifecycleHandler,
     container: core_pb2.Container,
     pod_ip: str,
     timeout: float,
     exec_func: ExecFunc,
 ) -> str:
-    """Run `probe` once: '' on success, else a message saying why it failed."""
+    """Run `probe` once: '' on success, else a message saying why it failed. A lifecycle
+    handler's exec, httpGet and tcpSocket actions are the probes' and run the same way."""
     try:
         if probe.HasField("exec"):
             if not probe.exec.command:

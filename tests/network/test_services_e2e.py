@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from google.protobuf.message import Message
 
 from k8semu.api import manifest
 from k8semu.bench._clusterrun import BenchCluster, ClusterLayout
@@ -215,6 +216,67 @@ def test_pod_deletion_and_failed_readiness_lose_no_retried_request_and_scale_out
         timeout=90,
         what="the scaled-out pods answer through the ClusterIP",
     )
+
+
+def _draining_app() -> list[Message]:
+    """The web Deployment again as `drain` (3 replicas, grace 10 s) with a preStop sleep of
+    2 s, and a ClusterIP Service for it."""
+    web = next(o for o in manifest.load_all(APP, source="app") if o.DESCRIPTOR.name == "Deployment")
+    assert isinstance(web, apps_pb2.Deployment)
+    web.metadata.name = "drain"
+    for labels in (web.spec.selector.match_labels, web.spec.template.metadata.labels):
+        labels["app"] = "drain"
+    web.spec.template.spec.termination_grace_period_seconds = 10
+    echo = web.spec.template.spec.containers[0]
+    echo.lifecycle.pre_stop.sleep.seconds = 2
+    service = core_pb2.Service()
+    service.metadata.name = "drain"
+    service.spec.selector["app"] = "drain"
+    service.spec.ports.add(port=80).target_port.str_val = "http"
+    return [web, service]
+
+
+def test_scale_down_with_a_pre_stop_sleep_loses_no_retried_request(
+    cluster: BenchCluster, web: core_pb2.Service
+) -> None:
+    """Issue 12 item 7: the pods chosen for removal leave the endpoints (deletionTimestamp)
+    while their preStop sleep holds SIGTERM back, so a client retrying once sees no error."""
+
+    async def ready_endpoints(client: Client) -> int:
+        eps = await client.list(core_pb2.Endpoints, field_selector="metadata.name=drain")
+        return sum(len(s.addresses) for e in eps.items for s in e.subsets)
+
+    async def scenario() -> tuple[float, int, list[core_pb2.Event]]:
+        async with Client(cluster.api_servers) as client:
+            for obj in _draining_app():
+                await client.create(obj)
+            end = time.monotonic() + 90
+            while await ready_endpoints(client) < 3:
+                assert time.monotonic() < end, "the drain pods did not become ready"
+                await asyncio.sleep(0.3)
+            ip = (await client.get(core_pb2.Service, "drain")).spec.cluster_ip
+            probing = asyncio.create_task(probe_loop(ip, 80, duration=10, rate=20))
+            await asyncio.sleep(2)
+            await client.patch(apps_pb2.Deployment, "drain", {"spec": {"replicas": 1}})
+            result = await probing
+            end = time.monotonic() + 60
+            while True:  # the two removed pods are gone, their hooks have run
+                pods = await client.list(
+                    core_pb2.Pod, namespace="default", label_selector="app=drain"
+                )
+                if len(pods.items) == 1:
+                    break
+                assert time.monotonic() < end, "the removed pods were not deleted"
+                await asyncio.sleep(0.3)
+            events = await client.list_all(core_pb2.Event, namespace="default")
+            return result.availability(), result.total, list(events.items)
+
+    availability, total, events = asyncio.run(scenario())
+    assert total > 100
+    assert availability == 1.0
+    drain_events = [e for e in events if e.involved_object.name.startswith("drain-")]
+    assert not [e for e in drain_events if e.reason == "FailedPreStopHook"]
+    assert len({e.involved_object.name for e in drain_events if e.reason == "Killing"}) == 2
 
 
 def test_bad_input_taken_nodeport_and_a_selector_matching_nothing(

@@ -624,6 +624,7 @@ class Container(_message.Message):
     READINESS_PROBE_FIELD_NUMBER: _builtins.int
     STARTUP_PROBE_FIELD_NUMBER: _builtins.int
     IMAGE_PULL_POLICY_FIELD_NUMBER: _builtins.int
+    LIFECYCLE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     working_dir: _builtins.str
@@ -649,6 +650,8 @@ class Container(_message.Message):
     def readiness_probe(self) -> Global___Probe: ...
     @_builtins.property
     def startup_probe(self) -> Global___Probe: ...
+    @_builtins.property
+    def lifecycle(self) -> Global___Lifecycle: ...
     def __init__(
         self,
         *,
@@ -666,14 +669,94 @@ class Container(_message.Message):
         readiness_probe: Global___Probe | None = ...,
         startup_probe: Global___Probe | None = ...,
         image_pull_policy: _builtins.str = ...,
+        lifecycle: Global___Lifecycle | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "resources", b"resources", "startup_probe", b"startup_probe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "resources", b"resources", "startup_probe", b"startup_probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "env_from", b"env_from", "image", b"image", "image_pull_policy", b"image_pull_policy", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "resources", b"resources", "startup_probe", b"startup_probe", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "env_from", b"env_from", "image", b"image", "image_pull_policy", b"image_pull_policy", "lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "resources", b"resources", "startup_probe", b"startup_probe", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Container: _TypeAlias = Container  # noqa: Y015
+
+@_typing.final
+class Lifecycle(_message.Message):
+    """Container lifecycle hooks (the kubelet runs preStop before SIGTERM; postStart is stored)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POST_START_FIELD_NUMBER: _builtins.int
+    PRE_STOP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def post_start(self) -> Global___LifecycleHandler: ...
+    @_builtins.property
+    def pre_stop(self) -> Global___LifecycleHandler: ...
+    def __init__(
+        self,
+        *,
+        post_start: Global___LifecycleHandler | None = ...,
+        pre_stop: Global___LifecycleHandler | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["post_start", b"post_start", "pre_stop", b"pre_stop"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["post_start", b"post_start", "pre_stop", b"pre_stop"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Lifecycle: _TypeAlias = Lifecycle  # noqa: Y015
+
+@_typing.final
+class LifecycleHandler(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXEC_FIELD_NUMBER: _builtins.int
+    HTTP_GET_FIELD_NUMBER: _builtins.int
+    TCP_SOCKET_FIELD_NUMBER: _builtins.int
+    SLEEP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def exec(self) -> Global___ExecAction: ...
+    @_builtins.property
+    def http_get(self) -> Global___HTTPGetAction: ...
+    @_builtins.property
+    def tcp_socket(self) -> Global___TCPSocketAction:
+        """deprecated in Kubernetes, accepted"""
+
+    @_builtins.property
+    def sleep(self) -> Global___SleepAction: ...
+    def __init__(
+        self,
+        *,
+        exec: Global___ExecAction | None = ...,
+        http_get: Global___HTTPGetAction | None = ...,
+        tcp_socket: Global___TCPSocketAction | None = ...,
+        sleep: Global___SleepAction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exec", b"exec", "http_get", b"http_get", "sleep", b"sleep", "tcp_socket", b"tcp_socket"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exec", b"exec", "http_get", b"http_get", "sleep", b"sleep", "tcp_socket", b"tcp_socket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LifecycleHandler: _TypeAlias = LifecycleHandler  # noqa: Y015
+
+@_typing.final
+class SleepAction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECONDS_FIELD_NUMBER: _builtins.int
+    seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SleepAction: _TypeAlias = SleepAction  # noqa: Y015
 
 @_typing.final
 class ContainerPort(_message.Message):
