@@ -143,6 +143,20 @@ class _StaleWrite(Conflict):
     """The object changed between our read and our conditional write (a patch retries)."""
 
 
+def _scale(strategy: Strategy, obj: Message) -> api.Scale:
+    spec_replicas, status_replicas, selector = strategy.scale_of(obj)
+    m = meta(obj)
+    return api.Scale(
+        name=m.name,
+        namespace=m.namespace,
+        resource_version=m.resource_version,
+        uid=m.uid,
+        spec_replicas=spec_replicas,
+        status_replicas=status_replicas,
+        selector=selector,
+    )
+
+
 def _modified(what: str, error: type[Conflict] = Conflict) -> Conflict:
     return error(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
 
@@ -602,6 +616,46 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
                     raise
                 continue  # re-read and re-apply the patch to the new state
             return api.ObjectResponse(object=pack(new))
+        raise _modified(what)
+
+    @_handler
+    async def GetScale(
+        self, request: api.GetRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.Scale:
+        """The scale subresource: the parent's replica counts and selector."""
+        strategy, namespace = self._target(request.resource, request.namespace, request.name)
+        strategy.require_scale()
+        stored, _ = await self._get(strategy.kind, namespace, request.name)
+        return _scale(strategy, stored)
+
+    @_handler
+    async def UpdateScale(
+        self, request: api.UpdateScaleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.Scale:
+        """Set the parent's spec.replicas through the generic Update rules (validation,
+        generation); a resource_version is a precondition on the parent, as on /scale."""
+        strategy, namespace = self._target(request.resource, request.namespace, request.name)
+        strategy.require_scale()
+        kind = strategy.kind
+        what = describe(kind, request.name)
+        precondition = 0
+        if request.resource_version:
+            precondition = parse_resource_version(
+                request.resource_version, field=f"{what}: metadata.resourceVersion"
+            )
+        for _ in range(_PATCH_ATTEMPTS):
+            stored, mod_revision = await self._get(kind, namespace, request.name)
+            if precondition and precondition != mod_revision:
+                raise _modified(what)
+            obj = _copy(stored)
+            getattr(obj, "spec").replicas = request.replicas  # noqa: B009
+            try:
+                new = await self._apply(strategy, stored, mod_revision, obj, False)
+            except _StaleWrite:
+                if precondition:
+                    raise
+                continue  # no precondition: the last write wins, re-read and set again
+            return _scale(strategy, new)
         raise _modified(what)
 
     @_handler
