@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 from google.protobuf.message import Message
 
 from k8semu.api import manifest
-from k8semu.api.selectors import LabelSelector
+from k8semu.apiserver.registry.strategy import Strategy
 from k8semu.client import AlreadyExists, Conflict, NotFound, ObjectList, Preconditions
 from k8semu.client._models import KindRef, meta, resolve
 from k8semu.pb.api.v1 import core_pb2
@@ -44,21 +44,9 @@ class Action:
         return f"{self.verb} {self.resource} {where}"
 
 
-def _scale_of(obj: Any) -> Scale:
-    sel = obj.spec.selector
-    selector = LabelSelector.from_match(
-        dict(sel.match_labels), [(e.key, e.operator, list(e.values)) for e in sel.match_expressions]
-    )
-    m = obj.metadata
-    return Scale(
-        name=m.name,
-        namespace=m.namespace,
-        resource_version=m.resource_version,
-        uid=m.uid,
-        spec_replicas=obj.spec.replicas if obj.spec.HasField("replicas") else 1,
-        status_replicas=obj.status.replicas,
-        selector=str(selector),
-    )
+def _scale_of(obj: Message) -> Scale:
+    # The API server's own view (its registry row's), so the fake answers as it does.
+    return Strategy(kind=resolve(type(obj)), status=True, scale=True).scale_of(obj)
 
 
 def _merge(target: Any, patch: Any) -> Any:

@@ -29,6 +29,7 @@ from k8semu.apiserver.deletion import DEFAULT_RULES, Rules
 from k8semu.apiserver.errors import Invalid, NotFound
 from k8semu.apiserver.objects import FieldGetter, Selector, describe, meta
 from k8semu.apiserver.validation import FieldError, NameRule
+from k8semu.pb.api.v1.apiserver_pb2 import Scale
 
 _GENERATED_CHARS = string.ascii_lowercase + string.digits
 
@@ -143,17 +144,35 @@ class Strategy:
         if not self.scale:
             raise NotFound(f"{self.kind.plural} have no scale subresource")
 
-    def scale_of(self, obj: Message) -> tuple[int, int, str]:
-        """spec.replicas (1 when unset, as defaulting makes it), status.replicas and
-        spec.selector as a label-selector string: the Scale view of a stored object."""
+    def with_replicas(self, obj: Message, replicas: int) -> Message:
+        """A copy of `obj` with spec.replicas set (UpdateScale's change)."""
+        self.require_scale()
+        new = type(obj)()
+        new.CopyFrom(obj)
+        getattr(new, "spec").replicas = replicas  # noqa: B009
+        return new
+
+    def scale_of(self, obj: Message) -> Scale:
+        """The Scale view of a stored object: its name, uid and resourceVersion,
+        spec.replicas (1 when unset, as defaulting makes it), status.replicas and
+        spec.selector as a label-selector string."""
+        self.require_scale()
         spec, status = getattr(obj, "spec"), getattr(obj, "status")  # noqa: B009
         sel = spec.selector
         selector = LabelSelector.from_match(
             dict(sel.match_labels),
             [(e.key, e.operator, list(e.values)) for e in sel.match_expressions],
         )
-        replicas = spec.replicas if spec.HasField("replicas") else 1
-        return replicas, status.replicas, str(selector)
+        m = meta(obj)
+        return Scale(
+            name=m.name,
+            namespace=m.namespace,
+            resource_version=m.resource_version,
+            uid=m.uid,
+            spec_replicas=spec.replicas if spec.HasField("replicas") else 1,
+            status_replicas=status.replicas,
+            selector=str(selector),
+        )
 
     # ---- create ------------------------------------------------------------------------------
 
