@@ -55,6 +55,8 @@ _VERBS: dict[str, tuple[str, str]] = {
     "Delete": ("DELETE", ""),
     "Patch": ("PATCH", ""),
     "Bind": ("POST", "binding"),
+    "GetScale": ("GET", "scale"),
+    "UpdateScale": ("PUT", "scale"),
 }
 # The status code the API server's gRPC code stands for (apiserver/errors.py maps the other
 # way); anything unlisted is a 500.

@@ -143,6 +143,39 @@ class _StaleWrite(Conflict):
     """The object changed between our read and our conditional write (a patch retries)."""
 
 
+async def _read_modify_write(
+    what: str,
+    read: Callable[[], Awaitable[tuple[Message, int]]],
+    precondition: str | None,
+    change: Callable[[Message], Message],
+    write: Callable[[Message, int, Message], Awaitable[Message]],
+) -> Message:
+    """Optimistic concurrency for Patch, UpdateScale and Bind: `write(stored, mod_revision,
+    change(stored))` of what `read` gives. A `precondition` (a resourceVersion) must be the
+    stored one; without one a write that raises _StaleWrite is retried on a fresh read,
+    `change` applied to the new state."""
+    for _ in range(_PATCH_ATTEMPTS):
+        stored, mod_revision = await read()
+        if precondition is not None and precondition != str(mod_revision):
+            raise _modified(what)
+        obj = change(stored)
+        meta(obj).resource_version = str(mod_revision)
+        try:
+            return await write(stored, mod_revision, obj)
+        except _StaleWrite:
+            if precondition is not None:
+                raise
+    raise _modified(what)
+
+
+def _precondition(resource_version: str, field: str) -> str | None:
+    """A request's resourceVersion precondition, checked ("" none); INVALID_ARGUMENT naming
+    `field` when it is no resourceVersion."""
+    if not resource_version:
+        return None
+    return str(parse_resource_version(resource_version, field=field))
+
+
 def _modified(what: str, error: type[Conflict] = Conflict) -> Conflict:
     return error(f"Operation cannot be fulfilled on {what}: {CONFLICT_MESSAGE}")
 
@@ -586,23 +619,43 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
         kind = strategy.kind
         if request.status:
             strategy.require_status()
-        what = describe(kind, request.name)
         doc = patch.parse(kind, request.name, request.patch_type, request.patch)
-        precondition = patch.resource_version_precondition(doc)
-        for _ in range(_PATCH_ATTEMPTS):
-            stored, mod_revision = await self._get(kind, namespace, request.name)
-            if precondition is not None and precondition != str(mod_revision):
-                raise _modified(what)
-            obj = patch.apply(kind, stored, doc)
-            meta(obj).resource_version = str(mod_revision)
-            try:
-                new = await self._apply(strategy, stored, mod_revision, obj, request.status)
-            except _StaleWrite:
-                if precondition is not None:
-                    raise
-                continue  # re-read and re-apply the patch to the new state
-            return api.ObjectResponse(object=pack(new))
-        raise _modified(what)
+        new = await _read_modify_write(
+            describe(kind, request.name),
+            lambda: self._get(kind, namespace, request.name),
+            patch.resource_version_precondition(doc),
+            lambda stored: patch.apply(kind, stored, doc),
+            lambda stored, rev, obj: self._apply(strategy, stored, rev, obj, request.status),
+        )
+        return api.ObjectResponse(object=pack(new))
+
+    @_handler
+    async def GetScale(
+        self, request: api.GetRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.Scale:
+        """The scale subresource: the parent's replica counts and selector."""
+        strategy, namespace = self._target(request.resource, request.namespace, request.name)
+        strategy.require_scale()
+        stored, _ = await self._get(strategy.kind, namespace, request.name)
+        return strategy.scale_of(stored)
+
+    @_handler
+    async def UpdateScale(
+        self, request: api.UpdateScaleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.Scale:
+        """Set the parent's spec.replicas through the generic Update rules (validation,
+        generation); a resource_version is a precondition on the parent, as on /scale."""
+        strategy, namespace = self._target(request.resource, request.namespace, request.name)
+        strategy.require_scale()
+        what = describe(strategy.kind, request.name)
+        new = await _read_modify_write(
+            what,
+            lambda: self._get(strategy.kind, namespace, request.name),
+            _precondition(request.resource_version, f"{what}: metadata.resourceVersion"),
+            lambda stored: strategy.with_replicas(stored, request.replicas),
+            lambda stored, rev, obj: self._apply(strategy, stored, rev, obj, False),
+        )
+        return strategy.scale_of(new)
 
     @_handler
     async def Bind(
@@ -616,18 +669,15 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             raise NotFound(f"{kind.plural} have no binding subresource")
         if not request.node_name:
             raise Invalid(f"{what}: target.name: Required value")
-        precondition = 0
-        if request.resource_version:
-            precondition = parse_resource_version(
-                request.resource_version, field=f"{what}: resourceVersion"
-            )
         k = key(kind, namespace, request.name)
-        for _ in range(_PATCH_ATTEMPTS):
-            stored, mod_revision = await self._get(kind, namespace, request.name)
-            if precondition and precondition != mod_revision:
-                raise _modified(what)
+
+        def bound(stored: Message) -> Message:
             obj = _copy(stored)
             bind(obj, request.node_name)
+            return obj
+
+        async def put(stored: Message, mod_revision: int, obj: Message) -> Message:
+            # As is: a binding skips the Update rules (no validation, generation unchanged).
             resp = await self.store.txn(
                 rpc_pb2.TxnRequest(
                     compare=txn.unchanged_since(k, mod_revision),
@@ -637,12 +687,15 @@ class APIServicer(apiserver_pb2_grpc.APIServicer):
             )
             if resp.succeeded:
                 meta(obj).resource_version = str(resp.header.revision)
-                return api.ObjectResponse(object=pack(obj))
+                return obj
             if not resp.responses[0].response_range.kvs:
                 raise NotFound(f"{what} not found")
-            if precondition:
-                break
-        raise _modified(what)
+            raise _modified(what, _StaleWrite)
+
+        precondition = _precondition(request.resource_version, f"{what}: resourceVersion")
+        read = lambda: self._get(kind, namespace, request.name)  # noqa: E731
+        new = await _read_modify_write(what, read, precondition, bound, put)
+        return api.ObjectResponse(object=pack(new))
 
     @_handler
     async def Delete(

@@ -371,6 +371,43 @@ class Client:
         """Replace only `obj`'s status (the status subresource), with the same concurrency."""
         return await self._update(obj, status=True)
 
+    async def get_scale(self, kind: KindRef, name: str, *, namespace: str = "") -> api.Scale:
+        """The scale subresource (autoscaling/v1 Scale) of a deployment or replicaset:
+        spec/status replicas, the selector as a string, the parent's resourceVersion."""
+        k = resolve(kind)
+        req = api.GetRequest(resource=k.resource, namespace=namespace, name=name)
+        what = f"get scale of {_describe(k, name, namespace)}"
+        return await self._call(
+            lambda s: s.GetScale(req, timeout=self.timeouts.call), what, idempotent=True
+        )
+
+    async def update_scale(
+        self,
+        kind: KindRef,
+        name: str,
+        replicas: int,
+        *,
+        namespace: str = "",
+        resource_version: str = "",
+    ) -> api.Scale:
+        """Set spec.replicas through the scale subresource; with `resource_version` (the
+        parent's, as a Scale carries it) Conflict when the parent changed since."""
+        k = resolve(kind)
+        req = api.UpdateScaleRequest(
+            resource=k.resource,
+            namespace=namespace,
+            name=name,
+            replicas=replicas,
+            resource_version=resource_version,
+        )
+        what = f"update scale of {_describe(k, name, namespace)}"
+        # Setting an absolute count twice is harmless; a precondition would fail the retry.
+        return await self._call(
+            lambda s: s.UpdateScale(req, timeout=self.timeouts.call),
+            what,
+            idempotent=not resource_version,
+        )
+
     @overload
     async def patch(
         self,

@@ -124,6 +124,12 @@ def test_apply_lifecycle(k8semu: Run, tmp_path: Path) -> None:
 
     r = k8semu("scale", "deploy", "nginx-deployment", "--replicas", "5", "-n", "shop")
     assert r.out == "deployment.apps/nginx-deployment scaled\n", r.err
+    r = k8semu("scale", "deploy/nginx-deployment", "--current-replicas", "3", "--replicas", "4",
+               "-n", "shop")  # fmt: skip
+    assert r.code == 1 and "Expected replicas to be 3, was 5" in r.err, r.err
+    r = k8semu("scale", "deploy/nginx-deployment", "--current-replicas", "5", "--replicas", "5",
+               "-n", "shop")  # fmt: skip
+    assert r.out == "deployment.apps/nginx-deployment scaled\n", r.err
     r = k8semu("patch", "deploy", "nginx-deployment", "-n", "shop", "-p",
                '{"spec":{"minReadySeconds":7}}')  # fmt: skip
     assert r.out == "deployment.apps/nginx-deployment patched\n", r.err

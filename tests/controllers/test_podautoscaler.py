@@ -151,7 +151,8 @@ async def test_within_tolerance_writes_status_but_does_not_scale() -> None:
     metrics.cpu = {"web-0": 104, "web-1": 104}  # 52% against 50%
     await controller.reconcile(KEY)
     assert replicas_of(cluster) == 2
-    assert "update" not in [a.verb for a in cluster.client.actions if a.resource == "deployments"]
+    verbs = [a.verb for a in cluster.client.actions if a.resource == "deployments"]
+    assert "update_scale" not in verbs
     h = live_hpa(cluster)
     assert (h.status.current_replicas, h.status.desired_replicas) == (2, 2)
     assert conditions(h)["AbleToScale"] == ("True", "ReadyForNewScale")

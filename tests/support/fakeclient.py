@@ -19,17 +19,19 @@ from typing import Any, TypeVar, cast
 from google.protobuf.message import Message
 
 from k8semu.api import manifest
+from k8semu.apiserver.registry.strategy import Strategy
 from k8semu.client import AlreadyExists, Conflict, NotFound, ObjectList, Preconditions
 from k8semu.client._models import KindRef, meta, resolve
 from k8semu.pb.api.v1 import core_pb2
+from k8semu.pb.api.v1.apiserver_pb2 import Scale
 
 M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
 class Action:
-    """One recorded call: verb ("create", "update", "update_status", "patch", "delete",
-    "bind"), the kind's plural, namespace, name, and the object or patch sent."""
+    """One recorded call: verb ("create", "update", "update_status", "update_scale", "patch",
+    "delete", "bind"), the kind's plural, namespace, name, and the object or patch sent."""
 
     verb: str
     resource: str
@@ -40,6 +42,11 @@ class Action:
     def __str__(self) -> str:
         where = f"{self.namespace}/{self.name}" if self.namespace else self.name
         return f"{self.verb} {self.resource} {where}"
+
+
+def _scale_of(obj: Message) -> Scale:
+    # The API server's own view (its registry row's), so the fake answers as it does.
+    return Strategy(kind=resolve(type(obj)), status=True, scale=True).scale_of(obj)
 
 
 def _merge(target: Any, patch: Any) -> Any:
@@ -164,6 +171,35 @@ class RecordingClient:
             self.objects[(k.plural, ns, name)] = current
             raise Conflict(f'{k.plural} "{name}": precondition failed: uid')
         return copy.deepcopy(current)
+
+    async def get_scale(self, kind: KindRef, name: str, *, namespace: str = "") -> Scale:
+        return _scale_of(await self.get(kind, name, namespace=namespace))
+
+    async def update_scale(
+        self,
+        kind: KindRef,
+        name: str,
+        replicas: int,
+        *,
+        namespace: str = "",
+        resource_version: str = "",
+    ) -> Scale:
+        """The scale subresource: spec.replicas, the parent's resourceVersion a precondition."""
+        k = resolve(kind)
+        ns = (namespace or "default") if k.namespaced else ""
+        self._record("update_scale", k.plural, ns, name, replicas)
+        current = self.objects.get((k.plural, ns, name))
+        if current is None:
+            raise NotFound(f'{k.plural} "{name}" not found')
+        if resource_version and resource_version != meta(current).resource_version:
+            raise Conflict(
+                f'Operation cannot be fulfilled on {k.plural} "{name}": '
+                "the object has been modified; please apply your changes to the latest version"
+            )
+        out = copy.deepcopy(current)
+        cast(Any, out).spec.replicas = replicas
+        self._store(out)
+        return _scale_of(out)
 
     async def bind(
         self, pod_name: str, node_name: str, *, namespace: str = "", resource_version: str = ""

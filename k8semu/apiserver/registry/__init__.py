@@ -93,6 +93,7 @@ def _workload(resource: str, defaults: Callable[[Any], None]) -> Strategy:
         validate=workloads.validate,
         validate_update=workloads.validate_update,
         status=True,
+        scale=True,
     )
 
 

@@ -22,12 +22,14 @@ from google.protobuf.message import Message
 
 from k8semu.api import timestamps
 from k8semu.api.kinds import Kind
+from k8semu.api.selectors import LabelSelector
 from k8semu.apiserver import validation
 from k8semu.apiserver.allocation import Assignment, Taken
 from k8semu.apiserver.deletion import DEFAULT_RULES, Rules
 from k8semu.apiserver.errors import Invalid, NotFound
 from k8semu.apiserver.objects import FieldGetter, Selector, describe, meta
 from k8semu.apiserver.validation import FieldError, NameRule
+from k8semu.pb.api.v1.apiserver_pb2 import Scale
 
 _GENERATED_CHARS = string.ascii_lowercase + string.digits
 
@@ -88,7 +90,8 @@ def _keep_nothing(obj: Any, old: Any) -> None:
 class Strategy:
     """One kind's row. Every field but `kind` has the default most kinds want.
 
-    Invariant: `status` only for a kind whose message has a status field."""
+    Invariant: `status` only for a kind whose message has a status field; `scale` only for
+    one with spec.replicas, spec.selector and status.replicas."""
 
     kind: Kind
     # metadata.name's rule: DNS-1123 subdomain, or label for names that become DNS labels.
@@ -104,6 +107,9 @@ class Strategy:
     # The status subresource: UpdateStatus/Patch of status write only status, and an Update
     # keeps the stored status.
     status: bool = False
+    # The scale subresource (autoscaling/v1 Scale): spec.replicas, status.replicas and
+    # spec.selector, the paths Deployment and ReplicaSet share.
+    scale: bool = False
     # pods/binding: sets the binding on a copy of the stored object (None: no such subresource).
     bind: Callable[[Any, str], None] | None = None
     # Field selectors beyond metadata.name and metadata.namespace.
@@ -118,6 +124,8 @@ class Strategy:
     def __post_init__(self) -> None:
         if self.status and "status" not in self.kind.message.DESCRIPTOR.fields_by_name:
             raise ValueError(f"{self.kind.plural}: status subresource without a status field")
+        if self.scale and not _has_scale_paths(self.kind.message.DESCRIPTOR):
+            raise ValueError(f"{self.kind.plural}: scale subresource without the replicas paths")
         if (self.reader is None) != self.kind.stored:
             raise ValueError(f"{self.kind.resource}: a reader exactly when the kind is not stored")
 
@@ -131,6 +139,40 @@ class Strategy:
     def require_status(self) -> None:
         if not self.status:
             raise NotFound(f"{self.kind.plural} have no status subresource")
+
+    def require_scale(self) -> None:
+        if not self.scale:
+            raise NotFound(f"{self.kind.plural} have no scale subresource")
+
+    def with_replicas(self, obj: Message, replicas: int) -> Message:
+        """A copy of `obj` with spec.replicas set (UpdateScale's change)."""
+        self.require_scale()
+        new = type(obj)()
+        new.CopyFrom(obj)
+        getattr(new, "spec").replicas = replicas  # noqa: B009
+        return new
+
+    def scale_of(self, obj: Message) -> Scale:
+        """The Scale view of a stored object: its name, uid and resourceVersion,
+        spec.replicas (1 when unset, as defaulting makes it), status.replicas and
+        spec.selector as a label-selector string."""
+        self.require_scale()
+        spec, status = getattr(obj, "spec"), getattr(obj, "status")  # noqa: B009
+        sel = spec.selector
+        selector = LabelSelector.from_match(
+            dict(sel.match_labels),
+            [(e.key, e.operator, list(e.values)) for e in sel.match_expressions],
+        )
+        m = meta(obj)
+        return Scale(
+            name=m.name,
+            namespace=m.namespace,
+            resource_version=m.resource_version,
+            uid=m.uid,
+            spec_replicas=spec.replicas if spec.HasField("replicas") else 1,
+            status_replicas=status.replicas,
+            selector=str(selector),
+        )
 
     # ---- create ------------------------------------------------------------------------------
 
@@ -213,6 +255,20 @@ class Strategy:
             *self.validate_update(obj, old),
         ]
         validation.check(self.kind, obj, errors)
+
+
+def _has_scale_paths(descriptor: Any) -> bool:  # a protobuf Descriptor (two runtimes' types)
+    fields = descriptor.fields_by_name
+    if "spec" not in fields or "status" not in fields:
+        return False
+    spec, status = fields["spec"].message_type, fields["status"].message_type
+    return (
+        spec is not None
+        and status is not None
+        and "replicas" in spec.fields_by_name
+        and "selector" in spec.fields_by_name
+        and "replicas" in status.fields_by_name
+    )
 
 
 def _content(obj: Message) -> bytes:

@@ -8,7 +8,6 @@ one failure does not stop the others.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 import yaml
 from google.protobuf.message import Message
@@ -212,20 +211,39 @@ async def cmd_scale(ns: argparse.Namespace, target: Target) -> None:
         for kind, name in pairs:
             space = namespace_for(kind, target) or ""
             try:
-                if ns.current_replicas >= 0:
-                    live: Any = await client.get(kind.resource, name, namespace=space)
-                    current = live.spec.replicas if live.spec.HasField("replicas") else 1
-                    if current != ns.current_replicas:
-                        raise UsageError(
-                            f"Expected replicas to be {ns.current_replicas}, was {current}"
-                        )
-                patch = {"spec": {"replicas": ns.replicas}}
-                await patch_object(client, kind, name, space, patch, False)
+                await _scale(client, kind, name, space, ns.replicas, ns.current_replicas)
             except (ClientError, UsageError) as exc:
                 errors.report(exc)
                 continue
             out(f"{label_of(kind)}/{name} scaled\n")
     errors.check()
+
+
+async def _scale(
+    client: Client, kind: Kind, name: str, namespace: str, replicas: int, current: int
+) -> None:
+    """Through the scale subresource, as kubectl: with a --current-replicas precondition,
+    read the Scale, check it and write with its resourceVersion (re-checked on a conflict);
+    without one, set the count whatever it is."""
+    if current < 0:
+        await client.update_scale(kind.resource, name, replicas, namespace=namespace)
+        return
+    for attempt in range(CONFLICT_RETRIES):
+        scale = await client.get_scale(kind.resource, name, namespace=namespace)
+        if scale.spec_replicas != current:
+            raise UsageError(f"Expected replicas to be {current}, was {scale.spec_replicas}")
+        try:
+            await client.update_scale(
+                kind.resource,
+                name,
+                replicas,
+                namespace=namespace,
+                resource_version=scale.resource_version,
+            )
+            return
+        except Conflict:
+            if attempt == CONFLICT_RETRIES - 1:
+                raise
 
 
 async def cmd_label(ns: argparse.Namespace, target: Target) -> None:

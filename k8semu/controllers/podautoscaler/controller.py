@@ -10,10 +10,11 @@ pass, and at once when it is created or its spec changes. Nothing an HPA or a me
 crashes the loop: a bad spec, a missing target or a failing metric become conditions and
 events, and the next period tries again.
 
-The target's scale is read and written on the object itself (a Deployment's or ReplicaSet's
-`spec.replicas`, compare-and-swap); `_get_scale`/`_set_scale` are where a `scale` subresource
-plugs in. Metrics come from a `MetricsSource` (see metrics.py); without one the controller
-reports every metric as unavailable and only enforces minReplicas/maxReplicas.
+The target's scale is read and written through its `scale` subresource (autoscaling/v1
+Scale: replicas and the selector as a string), with the Scale's resourceVersion (the
+target's) as precondition, as Kubernetes' HPA does. Metrics come from a `MetricsSource`
+(see metrics.py); without one the controller reports every metric as unavailable and only
+enforces minReplicas/maxReplicas.
 
 Owns the HPA's status and the target's replica count; never writes anything else.
 """
@@ -24,11 +25,10 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 from k8semu.api import autoscaling as api
 from k8semu.api.errors import SelectorError
-from k8semu.api.selectors import LabelSelector
+from k8semu.api.selectors import LabelSelector, parse_label_selector
 from k8semu.client import (
     NAMESPACE_INDEX,
     ClientError,
@@ -49,11 +49,12 @@ from k8semu.controllers.podautoscaler.replicas import ReplicaCalculator
 from k8semu.controllers.podautoscaler.sources import MetricReader
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, core_pb2
+from k8semu.pb.api.v1.apiserver_pb2 import Scale
 
 log = get_logger(__name__)
 
-ScaleTarget = apps_pb2.Deployment | apps_pb2.ReplicaSet
-SCALE_TARGETS: dict[str, type[ScaleTarget]] = {
+# The kinds the API server serves a scale subresource for, by scaleTargetRef.kind.
+SCALE_TARGETS: dict[str, type[apps_pb2.Deployment | apps_pb2.ReplicaSet]] = {
     "Deployment": apps_pb2.Deployment,
     "ReplicaSet": apps_pb2.ReplicaSet,
 }
@@ -172,9 +173,9 @@ class HorizontalPodAutoscalerController:
 
     async def _read_target(
         self, hpa: autoscaling_pb2.HorizontalPodAutoscaler, status: st.Status
-    ) -> tuple[ScaleTarget, int, LabelSelector] | None:
-        """The target, its replica count and its pod selector; None (conditions set) when
-        they cannot be had."""
+    ) -> tuple[Scale, int, LabelSelector] | None:
+        """The target's Scale, its replica count and its pod selector; None (conditions
+        set) when they cannot be had."""
         try:
             target = await self._get_scale(hpa)
         except ScaleError as exc:
@@ -192,11 +193,11 @@ class HorizontalPodAutoscalerController:
             "SucceededGetScale",
             "the HPA controller was able to get the target's current scale",
         )
-        if _pods.selects_nothing(target.spec.selector):
+        if not target.selector:
             message = "selector is required"
         else:
             try:
-                return target, _replicas(target), _pods.selector_of(target.spec.selector)
+                return target, target.spec_replicas, parse_label_selector(target.selector)
             except SelectorError as exc:
                 message = (
                     "couldn't convert selector into a corresponding internal selector "
@@ -267,14 +268,14 @@ class HorizontalPodAutoscalerController:
         self,
         hpa: autoscaling_pb2.HorizontalPodAutoscaler,
         status: st.Status,
-        target: ScaleTarget,
+        target: Scale,
         current: int,
         decision: _Decision,
         now: float,
     ) -> bool:
         """Set the target's replicas; whether that worked (conditions and events say so)."""
         try:
-            await self._set_scale(target, decision.desired)
+            await self._set_scale(hpa, target, decision.desired)
         except ScaleError as exc:
             status.set(
                 st.ABLE_TO_SCALE,
@@ -319,44 +320,41 @@ class HorizontalPodAutoscalerController:
 
     # ---- the target's scale -----------------------------------------------------------------
 
-    async def _get_scale(self, hpa: autoscaling_pb2.HorizontalPodAutoscaler) -> ScaleTarget:
+    async def _get_scale(self, hpa: autoscaling_pb2.HorizontalPodAutoscaler) -> Scale:
         ref = hpa.spec.scale_target_ref
         kind = SCALE_TARGETS.get(ref.kind)
         if kind is None:
             known = ", ".join(SCALE_TARGETS)
             raise ScaleError(f"unsupported scale target kind {ref.kind!r} (supported: {known})")
         try:
-            return cast(
-                ScaleTarget, await self.client.get(kind, ref.name, namespace=hpa.metadata.namespace)
-            )
+            return await self.client.get_scale(kind, ref.name, namespace=hpa.metadata.namespace)
         except NotFound:
             raise ScaleError(f'{ref.kind.lower()}s "{ref.name}" not found') from None
         except ClientError as exc:
             raise ScaleError(str(exc)) from exc
 
-    async def _set_scale(self, target: ScaleTarget, replicas: int) -> None:
-        """spec.replicas = `replicas`, compare-and-swap; one retry on a fresh copy when the
-        object changed meanwhile (a rollout touching its status, say)."""
-        new = _pods.copy_of(target)
+    async def _set_scale(
+        self, hpa: autoscaling_pb2.HorizontalPodAutoscaler, scale: Scale, replicas: int
+    ) -> None:
+        """spec.replicas = `replicas` on the version `scale` was read from; one retry on a
+        fresh Scale when the target changed meanwhile (a rollout touching its status, say)."""
+        kind = SCALE_TARGETS[hpa.spec.scale_target_ref.kind]
         for attempt in range(2):
-            new.spec.replicas = replicas
             try:
-                await self.client.update(new)
+                await self.client.update_scale(
+                    kind,
+                    scale.name,
+                    replicas,
+                    namespace=scale.namespace,
+                    resource_version=scale.resource_version,
+                )
                 return
             except Conflict as exc:
                 if attempt:
                     raise ScaleError(str(exc)) from exc
             except ClientError as exc:
                 raise ScaleError(str(exc)) from exc
-            try:
-                new = cast(
-                    ScaleTarget,
-                    await self.client.get(
-                        type(target), target.metadata.name, namespace=target.metadata.namespace
-                    ),
-                )
-            except ClientError as exc:
-                raise ScaleError(str(exc)) from exc
+            scale = await self._get_scale(hpa)
 
     # ---- helpers ---------------------------------------------------------------------------------
 
@@ -383,7 +381,3 @@ class HorizontalPodAutoscalerController:
         # once; NotFound: it is gone. Either way this pass's status is moot.
         with contextlib.suppress(Conflict, NotFound):
             await self.client.update_status(new)
-
-
-def _replicas(target: ScaleTarget) -> int:
-    return target.spec.replicas if target.spec.HasField("replicas") else 1

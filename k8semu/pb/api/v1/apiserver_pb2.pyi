@@ -386,6 +386,80 @@ class ObjectResponse(_message.Message):
 Global___ObjectResponse: _TypeAlias = ObjectResponse  # noqa: Y015
 
 @_typing.final
+class Scale(_message.Message):
+    """autoscaling/v1 Scale: a view of the parent's replica count. resource_version and uid are
+    the parent's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    SPEC_REPLICAS_FIELD_NUMBER: _builtins.int
+    STATUS_REPLICAS_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    namespace: _builtins.str
+    resource_version: _builtins.str
+    uid: _builtins.str
+    spec_replicas: _builtins.int
+    status_replicas: _builtins.int
+    selector: _builtins.str
+    """the parent's spec.selector as a label-selector string"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        resource_version: _builtins.str = ...,
+        uid: _builtins.str = ...,
+        spec_replicas: _builtins.int = ...,
+        status_replicas: _builtins.int = ...,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "resource_version", b"resource_version", "selector", b"selector", "spec_replicas", b"spec_replicas", "status_replicas", b"status_replicas", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Scale: _TypeAlias = Scale  # noqa: Y015
+
+@_typing.final
+class UpdateScaleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    resource: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    replicas: _builtins.int
+    resource_version: _builtins.str
+    """"": no precondition (the last write wins)"""
+    def __init__(
+        self,
+        *,
+        resource: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        replicas: _builtins.int = ...,
+        resource_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "replicas", b"replicas", "resource", b"resource", "resource_version", b"resource_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateScaleRequest: _TypeAlias = UpdateScaleRequest  # noqa: Y015
+
+@_typing.final
 class DiscoveryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -80,6 +80,16 @@ class APIStub:
                 request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.BindRequest.SerializeToString,
                 response_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
                 _registered_method=True)
+        self.GetScale = channel.unary_unary(
+                '/k8semu.api.v1.API/GetScale',
+                request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.GetRequest.SerializeToString,
+                response_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.Scale.FromString,
+                _registered_method=True)
+        self.UpdateScale = channel.unary_unary(
+                '/k8semu.api.v1.API/UpdateScale',
+                request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.UpdateScaleRequest.SerializeToString,
+                response_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.Scale.FromString,
+                _registered_method=True)
         self.Discovery = channel.unary_unary(
                 '/k8semu.api.v1.API/Discovery',
                 request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.DiscoveryRequest.SerializeToString,
@@ -147,6 +157,22 @@ class APIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetScale(self, request, context):
+        """The scale subresource (autoscaling/v1 Scale) of a kind that has one (deployments,
+        replicasets): FAILED_PRECONDITION "<resource> has no scale subresource" otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateScale(self, request, context):
+        """Sets spec.replicas of the parent; `resource_version`, when set, must be the parent's
+        (ABORTED otherwise), as Kubernetes' optimistic concurrency on /scale.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Discovery(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -200,6 +226,16 @@ def add_APIServicer_to_server(servicer, server):
                     servicer.Bind,
                     request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.BindRequest.FromString,
                     response_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.SerializeToString,
+            ),
+            'GetScale': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScale,
+                    request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.GetRequest.FromString,
+                    response_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.Scale.SerializeToString,
+            ),
+            'UpdateScale': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateScale,
+                    request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.UpdateScaleRequest.FromString,
+                    response_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.Scale.SerializeToString,
             ),
             'Discovery': grpc.unary_unary_rpc_method_handler(
                     servicer.Discovery,
@@ -450,6 +486,60 @@ class API:
             '/k8semu.api.v1.API/Bind',
             k8semu_dot_api_dot_v1_dot_apiserver__pb2.BindRequest.SerializeToString,
             k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.api.v1.API/GetScale',
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.GetRequest.SerializeToString,
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.Scale.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateScale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.api.v1.API/UpdateScale',
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.UpdateScaleRequest.SerializeToString,
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.Scale.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,14 @@ class APIStub:
     """The pods/binding subresource: sets spec.nodeName of an unbound pod (CONFLICT-free:
     binding a pod that already has a node gives ABORTED).
     """
+    GetScale: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.GetRequest, _apiserver_pb2.Scale]
+    """The scale subresource (autoscaling/v1 Scale) of a kind that has one (deployments,
+    replicasets): FAILED_PRECONDITION "<resource> has no scale subresource" otherwise.
+    """
+    UpdateScale: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.UpdateScaleRequest, _apiserver_pb2.Scale]
+    """Sets spec.replicas of the parent; `resource_version`, when set, must be the parent's
+    (ABORTED otherwise), as Kubernetes' optimistic concurrency on /scale.
+    """
     Discovery: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.DiscoveryRequest, _apiserver_pb2.DiscoveryResponse]
 
 @_typing.type_check_only
@@ -65,6 +73,14 @@ class APIAsyncStub(APIStub):
     Bind: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.BindRequest, _apiserver_pb2.ObjectResponse]  # type: ignore[assignment]
     """The pods/binding subresource: sets spec.nodeName of an unbound pod (CONFLICT-free:
     binding a pod that already has a node gives ABORTED).
+    """
+    GetScale: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.GetRequest, _apiserver_pb2.Scale]  # type: ignore[assignment]
+    """The scale subresource (autoscaling/v1 Scale) of a kind that has one (deployments,
+    replicasets): FAILED_PRECONDITION "<resource> has no scale subresource" otherwise.
+    """
+    UpdateScale: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.UpdateScaleRequest, _apiserver_pb2.Scale]  # type: ignore[assignment]
+    """Sets spec.replicas of the parent; `resource_version`, when set, must be the parent's
+    (ABORTED otherwise), as Kubernetes' optimistic concurrency on /scale.
     """
     Discovery: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.DiscoveryRequest, _apiserver_pb2.DiscoveryResponse]  # type: ignore[assignment]
 
@@ -134,6 +150,26 @@ class APIServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_apiserver_pb2.ObjectResponse, _abc.Awaitable[_apiserver_pb2.ObjectResponse]]:
         """The pods/binding subresource: sets spec.nodeName of an unbound pod (CONFLICT-free:
         binding a pod that already has a node gives ABORTED).
+        """
+
+    @_abc_1.abstractmethod
+    def GetScale(
+        self,
+        request: _apiserver_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apiserver_pb2.Scale, _abc.Awaitable[_apiserver_pb2.Scale]]:
+        """The scale subresource (autoscaling/v1 Scale) of a kind that has one (deployments,
+        replicasets): FAILED_PRECONDITION "<resource> has no scale subresource" otherwise.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateScale(
+        self,
+        request: _apiserver_pb2.UpdateScaleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apiserver_pb2.Scale, _abc.Awaitable[_apiserver_pb2.Scale]]:
+        """Sets spec.replicas of the parent; `resource_version`, when set, must be the parent's
+        (ABORTED otherwise), as Kubernetes' optimistic concurrency on /scale.
         """
 
     @_abc_1.abstractmethod
