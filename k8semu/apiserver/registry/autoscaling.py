@@ -10,9 +10,7 @@ from typing import Any
 from k8semu.api import autoscaling
 from k8semu.apiserver.validation import FieldError
 
-
-def defaults(obj: Any) -> None:
-    autoscaling.default_hpa(obj)
+defaults = autoscaling.default_hpa
 
 
 def validate(obj: Any) -> Iterator[FieldError]:
