@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from k8semu import examples
 from k8semu.bench._clusterrun import BenchCluster, ClusterLayout, bench_config
 from k8semu.bench._common import BenchError, argument_parser, cancel, say
 from k8semu.chaos.probe import ProbeResult, probe_loop
@@ -64,7 +65,6 @@ LEASES = ("kube-scheduler", "kube-controller-manager")
 # node IPs (127.0.x), the defaults (127.244, 127.96, 127.100) and _clusterrun's (127.248-251,
 # 127.97, 127.101).
 PRIVATE_SECOND_OCTETS = (160, 240)
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "examples" / "echo.yaml"
 
 
 @dataclass
@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, help="cluster config (default: ha.yaml's shape on"
                    " free ports)")  # fmt: skip
-    p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="the sample app")
+    p.add_argument("--manifest", type=Path, default=examples.ECHO, help="the sample app")
     p.add_argument("--node-ip", help="where to probe the NodePort (default: the first node's)")
     p.add_argument("--nodes", action="store_true", help="restart the kubelets and proxies too")
     p.add_argument("--api-workers", type=int, default=2, help="concurrent API clients")

@@ -4,7 +4,8 @@
 
 Foreground (the default) supervises until Ctrl-C and then stops everything; ``--detach``
 returns once the cluster is healthy and leaves it running (``k8semu down`` stops it).
-``--demo`` (what ``make run`` uses) also deploys examples/echo.yaml and prints how to reach it.
+``--demo`` (what ``make run`` uses) also deploys the shipped echo app (examples/echo.yaml)
+and prints how to reach it.
 
 Exit status: 0 after a stop by SIGINT/SIGTERM/SIGHUP (or a detached start), 1 when the cluster
 could not start or keep running (the message names the cause), 2 for a bad config or flags.
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from k8semu import examples
 from k8semu.cli._cluster import available_commands, run_launcher, say
 from k8semu.cluster import clientconfig
 from k8semu.cluster.config import ClusterConfig, default_config_text, load_config
@@ -69,9 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--demo-manifest",
         type=Path,
-        default=Path("examples/echo.yaml"),
+        default=examples.ECHO,
         metavar="FILE",
-        help="the sample app for --demo (default: examples/echo.yaml)",
+        help="the sample app for --demo (default: the shipped echo app, examples/echo.yaml)",
     )
     p.add_argument(
         "--print-default-config",

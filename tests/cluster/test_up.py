@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from k8semu.cli.main import COMMANDS
 from k8semu.cluster.processes import free_loopback_ports
@@ -412,3 +413,26 @@ def test_join_refuses_bad_flags_naming_them(tmp_path: Path, flags: list[str], me
     assert run.returncode == 2
     assert message in run.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_demo_app_is_found_outside_a_checkout(tmp_path: Path) -> None:
+    """`k8semu up --demo` from any directory: the sample app ships in the package (a missing
+    default manifest would fail `make run` for anyone not at the repository's root)."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from k8semu.cli import up; print(up._parser().parse_args([]).demo_manifest)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    manifest = Path(run.stdout.strip())
+    assert manifest.is_absolute() and manifest.is_file()
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(manifest.read_text())}
+    assert {("Deployment", "echo"), ("Service", "echo")} <= kinds
+    # The repository's examples/echo.yaml is the same file, not a copy that could drift.
+    repo_copy = Path(__file__).resolve().parents[2] / "examples" / "echo.yaml"
+    assert repo_copy.resolve() == manifest.resolve()
