@@ -62,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pod-pids-limit", type=int, default=cfg.DEFAULT_POD_PIDS_LIMIT, help="-1: none"
     )
-    p.add_argument("--count", type=int, default=1, help="hollow nodes <node-name>-0..N-1")
+    p.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="a pool of hollow nodes <node-name>-0..N-1 (without it: one node, <node-name>)",
+    )
     return p
 
 
@@ -77,10 +82,10 @@ def _ip_or_empty(text: str, flag: str) -> str:
 
 def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
     """One config per node from the flags; ConfigError names the bad flag."""
-    if not 1 <= ns.count <= MAX_COUNT:
+    if ns.count is not None and not 1 <= ns.count <= MAX_COUNT:
         raise cfg.ConfigError(f"--count: must be between 1 and {MAX_COUNT}, got {ns.count}")
-    if ns.count > 1 and ns.runtime != "simulated":
-        raise cfg.ConfigError("--count > 1 (hollow nodes) needs --runtime simulated")
+    if ns.count is not None and ns.runtime != "simulated":
+        raise cfg.ConfigError("--count (a pool of hollow nodes) needs --runtime simulated")
     base = ns.node_name or socket.gethostname().lower()
     capacity = cfg.parse_resources(ns.capacity, flag="--capacity")
     reserved = cfg.parse_resources(ns.reserved, flag="--reserved")
@@ -106,7 +111,7 @@ def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
         cgroups=ns.cgroups,
         pod_pids_limit=ns.pod_pids_limit,
     )
-    if ns.count == 1:
+    if ns.count is None:  # one node under its own name; a pool of 1 is <name>-0, as in the config
         return [
             cfg.KubeletConfig(
                 node_name=base, listen_address=ns.listen_address, root_dir=ns.root_dir, **common

@@ -99,7 +99,7 @@ async def test_top_pods_and_nodes_against_a_hollow_node(
     tmp_path: Path,
 ) -> None:
     ns = f"top-{uuid.uuid4().hex[:6]}"
-    k = kubelets("--runtime", "simulated", "--count", "1", "--listen-address", "127.0.0.1:0")
+    k = kubelets("--runtime", "simulated", "--listen-address", "127.0.0.1:0")
     docs = [
         f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n",
         _manifest(ns, "web-a", "web", "100m", "64Mi", k.name),

@@ -292,7 +292,7 @@ def test_kubelet_cli_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> No
     assert cli.main(["--node-name", "n", "--capacity", "cpu=four"]) == 2
     assert "--capacity: cpu" in capsys.readouterr().err
     assert cli.main(["--count", "3", "--node-name", "h"]) == 2
-    assert "--count > 1 (hollow nodes) needs --runtime simulated" in capsys.readouterr().err
+    assert "--count (a pool of hollow nodes) needs --runtime simulated" in capsys.readouterr().err
     assert cli.main(["--node-name", "n", "--reserved", "gpu=1"]) == 2
     assert "--reserved: gpu: not in --capacity" in capsys.readouterr().err
 
@@ -426,3 +426,18 @@ def test_cluster_dns_in_the_environment_follows_dns_policy(
     assert "K8SEMU_DNS_SERVER" not in container_env(
         pod, container, FACTS, config_maps={}, secrets={}
     )  # no --cluster-dns: nothing
+
+
+def test_kubelet_cli_names_a_pool_of_one_as_the_cluster_config_does() -> None:
+    """`hollowNodes: [{name: h, count: 1}]` registers h-0 (the launcher waits for that name):
+    --count makes a pool whatever its size; without it the node keeps its own name."""
+    from k8semu.cli import kubelet as cli
+
+    def names(*argv: str) -> list[str]:
+        ns = cli._parser().parse_args(["--node-name", "h", *argv])
+        return [c.node_name for c in cli.build_configs(ns)]
+
+    assert names("--runtime", "simulated", "--count", "1") == ["h-0"]
+    assert names("--runtime", "simulated", "--count", "3") == ["h-0", "h-1", "h-2"]
+    assert names("--runtime", "simulated") == ["h"]
+    assert names() == ["h"]
