@@ -22,8 +22,8 @@ from k8semu.bench.soak import (
     SoakResult,
     verdict,
 )
-from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessCluster
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
+from tests.support.apiserver import one_replica, running
 
 ENV = {"load_average": (0.0, 0.0, 0.0), "cpus": 2, "cpu_model": "x", "date": "now"}
 COMPONENTS = ("store-s1", "apiserver-1", "kubelet-node-1")
@@ -224,16 +224,7 @@ async def _put_and_compact(endpoint: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize("backend", ["k8semu", "etcd"])
 def test_compaction_revision_probe(backend: str, tmp_path: Path) -> None:
-    cluster: ProcessCluster
-    if backend == "etcd":
-        if not EtcdCluster.available():
-            pytest.skip("no etcd binary")
-        cluster = EtcdCluster(tmp_path / "etcd", 1)
-    else:
-        cluster = K8semuStoreCluster(tmp_path / "store", 1)
-    with cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
+    with running(one_replica(backend, tmp_path / backend)) as cluster:
         found, expected = asyncio.run(_put_and_compact(cluster.endpoints[0]))
     assert found == expected
 

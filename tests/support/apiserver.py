@@ -13,8 +13,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import pytest
+
 from k8semu.cluster import component
-from k8semu.cluster.processes import ProcessCluster
+from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessCluster
 
 DEADLINE = 30.0
 Cluster = TypeVar("Cluster", bound=ProcessCluster)
@@ -46,6 +48,16 @@ class APIServerProcess(component.APIServerProcess):
             ["--bookmark-interval", "0.5", "--log-level", "warning", *extra_args],
             start=start,
         )
+
+
+def one_replica(backend: str, base: Path) -> ProcessCluster:
+    """A one-member store of `backend` ("k8semu" or "etcd", for tests that run on both) in
+    `base`, not started; skips the test where etcd is not installed."""
+    if backend == "etcd":
+        if not EtcdCluster.available():
+            pytest.skip("no etcd binary at /usr/bin/etcd")
+        return EtcdCluster(base, 1)
+    return K8semuStoreCluster(base, 1)
 
 
 @contextlib.contextmanager
