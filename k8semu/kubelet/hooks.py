@@ -1,4 +1,12 @@
-"""Container lifecycle hooks: the preStop hook the kubelet runs before it sends SIGTERM.
+"""Container lifecycle hooks: postStart, run right after a container starts, and preStop,
+run before the kubelet sends SIGTERM.
+
+postStart (kuberuntime's startContainer): the handler runs once the process is started, while
+the container's entrypoint runs beside it; the pod's other containers wait for it, as the
+kubelet's start loop does. A failed postStart kills the container (`FailedPostStartHook`),
+which then restarts per the pod's restart policy. Kubernetes puts no bound on an exec hook;
+here a hook is cut after the pod's termination grace period (at least 30 s), so a hung one
+cannot hold the pod worker (and the pod's deletion) forever.
 
 Kubernetes' semantics (kuberuntime's killContainer): when a container with a
 `lifecycle.preStop` handler is stopped with a grace period above zero, the handler runs
@@ -27,6 +35,10 @@ MIN_GRACE_AFTER_HOOK = 2.0
 
 def has_pre_stop(container: core_pb2.Container) -> bool:
     return container.HasField("lifecycle") and container.lifecycle.HasField("pre_stop")
+
+
+def has_post_start(container: core_pb2.Container) -> bool:
+    return container.HasField("lifecycle") and container.lifecycle.HasField("post_start")
 
 
 async def run_hook(

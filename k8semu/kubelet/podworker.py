@@ -28,7 +28,7 @@ from k8semu.kubelet import metrics as kubelet_metrics
 from k8semu.kubelet.backoff import Backoff
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, NoCommand, PodFacts, command_line, container_env
-from k8semu.kubelet.hooks import grace_after_hook, has_pre_stop, run_hook
+from k8semu.kubelet.hooks import grace_after_hook, has_post_start, has_pre_stop, run_hook
 from k8semu.kubelet.podstatus import (
     ContainerRecord,
     PodConditions,
@@ -312,6 +312,30 @@ class PodWorker:
         rec.start_failures = 0
         self._running(rec, handle)
         self._event(NORMAL, "Started", f"Started container {rec.name}")
+        if has_post_start(rec.spec):
+            await self._post_start(rec, handle)
+
+    async def _post_start(self, rec: ContainerRecord, handle: ContainerHandle) -> None:
+        """The postStart hook; when it fails the container is killed and restarts per the
+        pod's policy (kuberuntime: `FailedPostStartHook`)."""
+        grace = self._grace()
+        message = await run_hook(
+            rec.spec.lifecycle.post_start,
+            rec.spec,
+            self.pod_ip,
+            max(grace, float(DEFAULT_GRACE)),
+            self._exec_for(rec),
+        )
+        if not message or rec.handle is not handle:
+            return
+        log.info("postStart hook failed", pod=f"{self.namespace}/{self.name}",
+                 container=rec.name, error=message)  # fmt: skip
+        self._event(
+            WARNING,
+            "FailedPostStartHook",
+            f"PostStartHook failed for container {rec.name}: {message}",
+        )
+        await self._stop_container(rec, handle, grace)
 
     async def _prepare(self, rec: ContainerRecord) -> tuple[Launch, list[VolumeFile]] | None:
         """What `rec`'s next run needs (argv, environment, volume files); None when its

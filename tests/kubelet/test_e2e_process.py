@@ -249,6 +249,42 @@ async def test_liveness_failure_restarts_and_unknown_image_without_command(
     assert "not a built-in image and the container has no command" in s.state.waiting.message
 
 
+async def test_post_start_hook_runs_and_a_failing_one_restarts_the_container(
+    client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
+) -> None:
+    k = kubelets()
+
+    def hook(command: str) -> Callable[[core_pb2.Container], None]:
+        def add(c: core_pb2.Container) -> None:
+            c.lifecycle.post_start.exec.command.extend(["sh", "-c", command])
+
+        return add
+
+    good = make_pod(namespace, "hooked", k.name, ["sleep", "300"], container=hook("echo hi > hi"))
+    bad = make_pod(namespace, "badhook", k.name, ["sleep", "300"], container=hook("exit 3"))
+    await client.create(good)
+    await client.create(bad)
+    hooked = await eventually(
+        lambda: _with(get_pod(client, namespace, "hooked"), running_pid), what="running"
+    )
+    hi = k.root / "pods" / hooked.metadata.uid / "hi"
+    await eventually(hi.exists, what="the postStart hook ran in the container")
+    assert hi.read_text() == "hi\n"
+
+    async def restarted() -> core_pb2.ContainerStatus | None:
+        s = status_of(await get_pod(client, namespace, "badhook"))
+        return s if s is not None and s.restart_count >= 1 else None
+
+    s = await eventually(restarted, timeout=30, what="a failed postStart kills the container")
+    assert s.last_state.terminated.exit_code in (143, 137)
+    events = await client.list(core_pb2.Event, namespace=namespace)
+    failed = [e for e in events.items if e.reason == "FailedPostStartHook"]
+    assert failed and failed[0].involved_object.name == "badhook", failed
+    assert failed[0].message.endswith("main: command exited with 3"), failed[0].message
+    still = status_of(await get_pod(client, namespace, "hooked"))
+    assert still is not None and still.restart_count == 0
+
+
 async def test_deletion_sigterm_then_sigkill_and_pod_removed(
     client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
 ) -> None:
