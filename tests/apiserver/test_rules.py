@@ -111,6 +111,31 @@ def _with(doc: dict[str, Any], path: str, value: object) -> dict[str, Any]:
         (DEPLOY, "spec.selector", {"matchLabels": {"app": "x"}}, "spec.template.metadata.labels"),
         (SERVICE, "spec.type", "Weird", "spec.type: Unsupported value"),
         (SERVICE, "spec.ports.0.port", 70000, "spec.ports[0].port: must be between 1 and 65535"),
+        (
+            POD,
+            "spec.containers.0.readinessProbe",
+            {"periodSeconds": 1},
+            "spec.containers[0].readinessProbe: Required value: must specify a handler type",
+        ),
+        (
+            DEPLOY,
+            "spec.template.spec.containers.0.livenessProbe",
+            {"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}},
+            "spec.template.spec.containers[0].livenessProbe: Forbidden: may not specify more",
+        ),
+        (
+            POD,
+            "spec.containers.0.lifecycle",
+            {"preStop": {"sleep": {"seconds": 31}}},
+            "spec.containers[0].lifecycle.preStop.sleep.seconds: Invalid value: 31: must be"
+            " non-negative and less than terminationGracePeriodSeconds (30)",
+        ),
+        (
+            POD,
+            "spec.containers.0.lifecycle",
+            {"postStart": {}},
+            "spec.containers[0].lifecycle.postStart: Required value: must specify a handler",
+        ),
     ],
 )
 def test_validation(doc: dict[str, Any], path: str, value: object, error: str) -> None:

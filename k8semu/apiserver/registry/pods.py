@@ -41,6 +41,41 @@ def defaults(pod: core_pb2.Pod) -> None:
     default_spec(pod.spec)
 
 
+_HANDLER_TYPES = ("exec", "http_get", "tcp_socket")
+
+
+def _handler(
+    handler: core_pb2.Probe | core_pb2.LifecycleHandler, where: str, grace: int
+) -> Iterator[FieldError]:
+    """Exactly one action (Kubernetes' validateHandler wording); a lifecycle `sleep` within
+    the pod's grace period, since the kubelet cuts a hook when the grace runs out."""
+    types = _HANDLER_TYPES if isinstance(handler, core_pb2.Probe) else (*_HANDLER_TYPES, "sleep")
+    given = [t for t in types if handler.HasField(t)]  # type: ignore[arg-type]
+    if not given:
+        yield FieldError(where, "Required value: must specify a handler type")
+    elif len(given) > 1:
+        yield FieldError(where, "Forbidden: may not specify more than 1 handler type")
+    if isinstance(handler, core_pb2.LifecycleHandler) and handler.HasField("sleep"):
+        seconds = handler.sleep.seconds
+        if not 0 <= seconds <= grace:
+            yield FieldError(
+                f"{where}.sleep.seconds",
+                f"Invalid value: {seconds}: must be non-negative and less than"
+                f" terminationGracePeriodSeconds ({grace})",
+            )
+
+
+def _container_handlers(c: core_pb2.Container, where: str, grace: int) -> Iterator[FieldError]:
+    for probe in ("liveness_probe", "readiness_probe", "startup_probe"):
+        if c.HasField(probe):
+            name = probe.split("_")[0] + "Probe"
+            yield from _handler(getattr(c, probe), f"{where}.{name}", grace)
+    if c.HasField("lifecycle"):
+        for hook, name in (("post_start", "postStart"), ("pre_stop", "preStop")):
+            if c.lifecycle.HasField(hook):  # type: ignore[arg-type]
+                yield from _handler(getattr(c.lifecycle, hook), f"{where}.lifecycle.{name}", grace)
+
+
 def validate_spec(spec: core_pb2.PodSpec, path: str) -> Iterator[FieldError]:
     if not spec.containers:
         yield FieldError(f"{path}.containers", "Required value: at least one container")
@@ -65,6 +100,8 @@ def validate_spec(spec: core_pb2.PodSpec, path: str) -> Iterator[FieldError]:
                 yield FieldError(
                     f"{where}.ports[{j}].protocol", f"Unsupported value: {port.protocol!r}"
                 )
+        grace = spec.termination_grace_period_seconds
+        yield from _container_handlers(c, where, grace if grace >= 0 else DEFAULT_GRACE_SECONDS)
     if spec.restart_policy not in _RESTART_POLICIES:
         yield FieldError(f"{path}.restartPolicy", f"Unsupported value: {spec.restart_policy!r}")
     if spec.termination_grace_period_seconds < 0:
