@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from k8semu.api.errors import UnknownKindError
 from k8semu.pb.api.v1 import apps_pb2 as apps
 from k8semu.pb.api.v1 import autoscaling_pb2 as autoscaling
+from k8semu.pb.api.v1 import batch_pb2 as batch
 from k8semu.pb.api.v1 import coordination_pb2 as coordination
 from k8semu.pb.api.v1 import core_pb2 as core
 from k8semu.pb.api.v1 import metrics_pb2 as metrics
@@ -102,6 +103,7 @@ KINDS: tuple[Kind, ...] = (
     _kind("v1", "Binding", "bindings", "", core.Binding, None),
     _kind("apps/v1", "ReplicaSet", "replicasets", "rs", apps.ReplicaSet, apps.ReplicaSetList),
     _kind("apps/v1", "Deployment", "deployments", "deploy", apps.Deployment, apps.DeploymentList),
+    _kind("batch/v1", "Job", "jobs", "", batch.Job, batch.JobList),
     _kind(
         "autoscaling/v2",
         "HorizontalPodAutoscaler",

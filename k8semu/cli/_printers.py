@@ -17,7 +17,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from k8semu.api import kinds, manifest
 from k8semu.api.kinds import Kind
-from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, meta_pb2
+from k8semu.pb.api.v1 import (
+    apps_pb2,
+    autoscaling_pb2,
+    batch_pb2,
+    coordination_pb2,
+    core_pb2,
+    meta_pb2,
+)
 
 UNKNOWN = "<unknown>"
 NONE = "<none>"
@@ -206,6 +213,45 @@ def _replicaset_row(rs: apps_pb2.ReplicaSet, now: float) -> list[str]:
         str(rs.status.replicas),
         str(rs.status.ready_replicas),
         age(rs.metadata.creation_timestamp, now),
+    ]
+
+
+def job_status(job: batch_pb2.Job) -> str:
+    """kubectl's STATUS of a Job: its last true condition among the terminal and suspended
+    ones, Terminating while deleted, else Running."""
+    if job.metadata.HasField("deletion_timestamp"):
+        return "Terminating"
+    status = "Running"
+    for c in job.status.conditions:
+        if c.status == "True" and c.type in (
+            "Complete", "Failed", "Suspended", "FailureTarget", "SuccessCriteriaMet"
+        ):  # fmt: skip
+            status = c.type
+    return status
+
+
+def _seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def _job_row(job: batch_pb2.Job, now: float) -> list[str]:
+    spec, st = job.spec, job.status
+    if spec.HasField("completions"):
+        completions = f"{st.succeeded}/{spec.completions}"
+    elif spec.parallelism > 1:
+        completions = f"{st.succeeded}/1 of {spec.parallelism}"
+    else:
+        completions = f"{st.succeeded}/1"
+    duration = ""
+    if st.HasField("start_time"):
+        end = _seconds(st.completion_time) if st.HasField("completion_time") else now
+        duration = human_duration(end - _seconds(st.start_time))
+    return [
+        job.metadata.name,
+        job_status(job),
+        completions,
+        duration,
+        age(job.metadata.creation_timestamp, now),
     ]
 
 
@@ -471,6 +517,12 @@ COLUMNS: dict[str, Columns] = {
         _replicaset_row,
         ("CONTAINERS", "IMAGES", "SELECTOR"),
         lambda rs, now: _template_wide(rs.spec.template, rs.spec.selector),
+    ),
+    "Job": Columns(
+        ("NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"),
+        _job_row,
+        ("CONTAINERS", "IMAGES", "SELECTOR"),
+        lambda job, now: _template_wide(job.spec.template, job.spec.selector),
     ),
     "Service": Columns(
         ("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"),

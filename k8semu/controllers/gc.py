@@ -25,7 +25,8 @@ last finalizer deletes it. Everything about dependents happens here:
   its dependents, then the finalizer.
 
 Watched kinds (one shared informer each, with uid and owner-uid indices): Deployment,
-ReplicaSet, Pod, Service, Endpoints, ConfigMap, Secret, HorizontalPodAutoscaler, Node, Lease.
+ReplicaSet, Job, Pod, Service, Endpoints, ConfigMap, Secret, HorizontalPodAutoscaler, Node,
+Lease.
 An ownerReference to any other kind, or without a uid, cannot be checked and counts as a
 live owner (nothing is deleted on a guess). A cluster-scoped dependent naming a namespaced
 owner, or a reference that only resolves in another namespace, gets a Warning event
@@ -66,7 +67,14 @@ from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers._pods import copy_of
 from k8semu.controllers.context import ControllerContext
 from k8semu.log import get_logger
-from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, meta_pb2
+from k8semu.pb.api.v1 import (
+    apps_pb2,
+    autoscaling_pb2,
+    batch_pb2,
+    coordination_pb2,
+    core_pb2,
+    meta_pb2,
+)
 
 log = get_logger(__name__)
 
@@ -76,6 +84,7 @@ UID_INDEX = "metadata.uid"
 DEFAULT_KINDS: tuple[type[Message], ...] = (
     apps_pb2.Deployment,
     apps_pb2.ReplicaSet,
+    batch_pb2.Job,
     core_pb2.Pod,
     core_pb2.Service,
     core_pb2.Endpoints,

@@ -39,6 +39,7 @@ log = get_logger(__name__)
 REGISTRY: dict[str, str] = {
     "replicaset": "k8semu.controllers.replicaset:ReplicaSetController",
     "deployment": "k8semu.controllers.deployment:DeploymentController",
+    "job": "k8semu.controllers.job:JobController",
     "nodelifecycle": "k8semu.controllers.nodelifecycle:NodeLifecycleController",
     "garbagecollector": "k8semu.controllers.gc:GarbageCollector",
     "nodeipam": "k8semu.controllers.nodeipam:NodeIPAMController",

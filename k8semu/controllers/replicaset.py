@@ -35,9 +35,9 @@ from k8semu.client import (
     index_by_owner_uid,
     object_key,
 )
-from k8semu.client.events import NORMAL, WARNING
 from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
+from k8semu.controllers._podcontrol import PodControl
 from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
@@ -67,6 +67,7 @@ class ReplicaSetController:
         self.burst_replicas = burst_replicas
         self.clock = clock
         self.expectations = _pods.Expectations()
+        self.pods = PodControl(ctx.client, ctx.recorder)
         self.queue: WorkQueue[str] = WorkQueue(name=self.name)
         self.rs_informer = ctx.informers.informer(
             apps_pb2.ReplicaSet, indexers={NAMESPACE_INDEX: index_by_namespace}
@@ -262,7 +263,7 @@ class ReplicaSetController:
             keys = [object_key(p) for p in victims]
             self.expectations.expect_deletions(key, keys)
             results = await asyncio.gather(
-                *(self._delete_pod(rs, p) for p in victims), return_exceptions=True
+                *(self.pods.delete(rs, p) for p in victims), return_exceptions=True
             )
             deleted: set[str] = set()
             first: BaseException | None = None
@@ -279,26 +280,7 @@ class ReplicaSetController:
 
     async def _create_pod(self, rs: apps_pb2.ReplicaSet) -> None:
         pod = _pods.pod_from_template(rs.spec.template, rs, api_version=API_VERSION, kind=KIND)
-        try:
-            created = cast(core_pb2.Pod, await self.client.create(pod))
-        except ClientError as exc:
-            self.recorder.event(rs, WARNING, "FailedCreate", f"Error creating: {exc}")
-            raise
-        self.recorder.event(rs, NORMAL, "SuccessfulCreate", f"Created pod: {created.metadata.name}")
-
-    async def _delete_pod(self, rs: apps_pb2.ReplicaSet, pod: core_pb2.Pod) -> None:
-        try:
-            await self.client.delete(
-                core_pb2.Pod, pod.metadata.name, namespace=pod.metadata.namespace
-            )
-        except NotFound:
-            return  # already gone: as good as deleted (its delete event is on its way)
-        except ClientError as exc:
-            self.recorder.event(
-                rs, WARNING, "FailedDelete", f"Error deleting pod {pod.metadata.name}: {exc}"
-            )
-            raise
-        self.recorder.event(rs, NORMAL, "SuccessfulDelete", f"Deleted pod: {pod.metadata.name}")
+        await self.pods.create(rs, pod)
 
     # ---- status ------------------------------------------------------------------------------
 

@@ -131,6 +131,36 @@ spec:
     ]  # fmt: skip
 
 
+def test_job_table_status_completions_and_duration() -> None:
+    done = _obj(f"""
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: pi, creationTimestamp: "{_at(600)}"}}
+spec:
+  completions: 3
+  parallelism: 2
+  template: {{spec: {{restartPolicy: Never, containers: [{{name: pi, image: perl}}]}}}}
+status:
+  succeeded: 3
+  startTime: "{_at(590)}"
+  completionTime: "{_at(545)}"
+  conditions: [{{type: Complete, status: "True"}}]
+""")
+    queue = _obj(f"""
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: queue, creationTimestamp: "{_at(120)}"}}
+spec: {{parallelism: 4, template: {{spec: {{containers: [{{name: w, image: busybox}}]}}}}}}
+status: {{active: 4, startTime: "{_at(100)}"}}
+""")
+    text = _printers.table(kinds.for_resource("jobs"), [done, queue], NOW)  # type: ignore[list-item]
+    assert text.splitlines() == [
+        "NAME    STATUS     COMPLETIONS   DURATION   AGE",
+        "pi      Complete   3/3           45s        10m",
+        "queue   Running    0/1 of 4      100s       2m",
+    ]
+
+
 def test_node_namespace_endpoints_event_generic_tables() -> None:
     node = _obj("""
 apiVersion: v1

@@ -23,7 +23,7 @@ from k8semu.client import Client, ClientError, Informer, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.cluster.component import ComponentProcess
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
-from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, core_pb2, meta_pb2
+from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2, meta_pb2
 from tests.support.apiserver import APIServerProcess
 from tests.support.fakeclient import RecordingClient
 
@@ -111,6 +111,7 @@ _KINDS: tuple[tuple[str, type[Message]], ...] = (
     ("pods", core_pb2.Pod),
     ("replicasets", apps_pb2.ReplicaSet),
     ("deployments", apps_pb2.Deployment),
+    ("jobs", batch_pb2.Job),
     ("horizontalpodautoscalers", autoscaling_pb2.HorizontalPodAutoscaler),
 )
 

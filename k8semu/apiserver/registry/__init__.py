@@ -5,6 +5,7 @@
     services.py    Service: defaults, checks, immutable clusterIP, address allocation hook
     namespaces.py  Namespace: defaults, deletion by termination
     workloads.py   Deployment, ReplicaSet: defaults, selector/template checks
+    jobs.py        Job: defaults, the generated selector, checks, immutable fields
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
@@ -29,7 +30,7 @@ from k8semu.apiserver.allocation import Allocator, ServiceRanges
 from k8semu.apiserver.deletion import Rules
 from k8semu.apiserver.errors import MethodNotAllowed, NotFound
 from k8semu.apiserver.objects import resolve
-from k8semu.apiserver.registry import autoscaling, namespaces, pods, services, workloads
+from k8semu.apiserver.registry import autoscaling, jobs, namespaces, pods, services, workloads
 from k8semu.apiserver.registry.strategy import Reader, Strategy
 from k8semu.apiserver.validation import dns1123_label
 
@@ -141,6 +142,13 @@ def build(
             Strategy(kind=_kind("events"), expires=True),
             _workload("replicasets", workloads.replica_set_defaults),
             _workload("deployments", workloads.deployment_defaults),
+            Strategy(
+                kind=_kind("jobs"),
+                defaults=jobs.defaults,
+                validate=jobs.validate,
+                validate_update=jobs.validate_update,
+                status=True,
+            ),
             Strategy(
                 kind=_kind("horizontalpodautoscalers"),
                 defaults=autoscaling.defaults,

@@ -22,9 +22,11 @@ _TERMINAL_PHASES = ("Succeeded", "Failed")
 _RESTART_POLICIES = ("Always", "OnFailure", "Never")
 
 
-def default_spec(spec: core_pb2.PodSpec) -> None:
+def default_spec(spec: core_pb2.PodSpec, *, restart_policy: str = "Always") -> None:
+    """Kubernetes' pod spec defaults; `restart_policy` "" leaves an unset policy unset (a
+    Job's template must name OnFailure or Never itself)."""
     if not spec.restart_policy:
-        spec.restart_policy = "Always"
+        spec.restart_policy = restart_policy
     if not spec.HasField("termination_grace_period_seconds"):
         spec.termination_grace_period_seconds = 30
     if not spec.dns_policy:

@@ -45,6 +45,12 @@ def validate(obj: Any) -> Iterator[FieldError]:
     spec = obj.spec
     if spec.replicas < 0:
         yield FieldError("spec.replicas", "must be >= 0")
+    yield from validate_selector(spec)
+    yield from validate_spec(spec.template.spec, "spec.template.spec")
+
+
+def validate_selector(spec: Any) -> Iterator[FieldError]:
+    """spec.selector: required, well formed, and matching spec.template's labels."""
     selector = spec.selector
     if not selector.match_labels and not selector.match_expressions:
         yield FieldError("spec.selector", "Required value")
@@ -62,7 +68,6 @@ def validate(obj: Any) -> Iterator[FieldError]:
                     "spec.template.metadata.labels",
                     "Invalid value: `selector` does not match template `labels`",
                 )
-    yield from validate_spec(spec.template.spec, "spec.template.spec")
 
 
 def validate_update(obj: Any, old: Any) -> Iterator[FieldError]:
