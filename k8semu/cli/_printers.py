@@ -255,6 +255,20 @@ def _job_row(job: batch_pb2.Job, now: float) -> list[str]:
     ]
 
 
+def _cronjob_row(cj: batch_pb2.CronJob, now: float) -> list[str]:
+    spec, st = cj.spec, cj.status
+    last = age(st.last_schedule_time, now) if st.HasField("last_schedule_time") else NONE
+    return [
+        cj.metadata.name,
+        spec.schedule,
+        spec.time_zone if spec.HasField("time_zone") else NONE,
+        "True" if spec.suspend else "False",
+        str(len(st.active)),
+        last,
+        age(cj.metadata.creation_timestamp, now),
+    ]
+
+
 def service_ports(svc: core_pb2.Service) -> str:
     parts = []
     for p in svc.spec.ports:
@@ -523,6 +537,14 @@ COLUMNS: dict[str, Columns] = {
         _job_row,
         ("CONTAINERS", "IMAGES", "SELECTOR"),
         lambda job, now: _template_wide(job.spec.template, job.spec.selector),
+    ),
+    "CronJob": Columns(
+        ("NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"),
+        _cronjob_row,
+        ("CONTAINERS", "IMAGES", "SELECTOR"),
+        lambda cj, now: _template_wide(
+            cj.spec.job_template.spec.template, cj.spec.job_template.spec.selector
+        ),
     ),
     "Service": Columns(
         ("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"),

@@ -25,7 +25,7 @@ last finalizer deletes it. Everything about dependents happens here:
   its dependents, then the finalizer.
 
 Watched kinds (one shared informer each, with uid and owner-uid indices): Deployment,
-ReplicaSet, Job, Pod, Service, Endpoints, ConfigMap, Secret, HorizontalPodAutoscaler, Node,
+ReplicaSet, Job, CronJob, Pod, Service, Endpoints, ConfigMap, Secret, HorizontalPodAutoscaler, Node,
 Lease.
 An ownerReference to any other kind, or without a uid, cannot be checked and counts as a
 live owner (nothing is deleted on a guess). A cluster-scoped dependent naming a namespaced
@@ -85,6 +85,7 @@ DEFAULT_KINDS: tuple[type[Message], ...] = (
     apps_pb2.Deployment,
     apps_pb2.ReplicaSet,
     batch_pb2.Job,
+    batch_pb2.CronJob,
     core_pb2.Pod,
     core_pb2.Service,
     core_pb2.Endpoints,

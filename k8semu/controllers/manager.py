@@ -40,6 +40,7 @@ REGISTRY: dict[str, str] = {
     "replicaset": "k8semu.controllers.replicaset:ReplicaSetController",
     "deployment": "k8semu.controllers.deployment:DeploymentController",
     "job": "k8semu.controllers.job:JobController",
+    "cronjob": "k8semu.controllers.cronjob:CronJobController",
     "nodelifecycle": "k8semu.controllers.nodelifecycle:NodeLifecycleController",
     "garbagecollector": "k8semu.controllers.gc:GarbageCollector",
     "nodeipam": "k8semu.controllers.nodeipam:NodeIPAMController",

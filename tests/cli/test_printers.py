@@ -159,6 +159,21 @@ status: {{active: 4, startTime: "{_at(100)}"}}
         "pi      Complete   3/3           45s        10m",
         "queue   Running    0/1 of 4      100s       2m",
     ]
+    cj = _obj(f"""
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: hello, creationTimestamp: "{_at(3600)}"}}
+spec:
+  schedule: "*/5 * * * *"
+  timeZone: Europe/Paris
+  jobTemplate: {{spec: {{template: {{spec: {{containers: [{{name: h, image: busybox}}]}}}}}}}}
+status: {{lastScheduleTime: "{_at(70)}", active: [{{name: hello-1}}]}}
+""")
+    text = _printers.table(kinds.for_resource("cj"), [cj], NOW)  # type: ignore[list-item]
+    assert text.splitlines() == [
+        "NAME    SCHEDULE      TIMEZONE       SUSPEND   ACTIVE   LAST SCHEDULE   AGE",
+        "hello   */5 * * * *   Europe/Paris   False     1        70s             60m",
+    ]
 
 
 def test_node_namespace_endpoints_event_generic_tables() -> None:

@@ -112,6 +112,7 @@ _KINDS: tuple[tuple[str, type[Message]], ...] = (
     ("replicasets", apps_pb2.ReplicaSet),
     ("deployments", apps_pb2.Deployment),
     ("jobs", batch_pb2.Job),
+    ("cronjobs", batch_pb2.CronJob),
     ("horizontalpodautoscalers", autoscaling_pb2.HorizontalPodAutoscaler),
 )
 

@@ -6,6 +6,7 @@
     namespaces.py  Namespace: defaults, deletion by termination
     workloads.py   Deployment, ReplicaSet: defaults, selector/template checks
     jobs.py        Job: defaults, the generated selector, checks, immutable fields
+    cronjobs.py    CronJob: defaults, schedule and time zone checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
@@ -30,7 +31,15 @@ from k8semu.apiserver.allocation import Allocator, ServiceRanges
 from k8semu.apiserver.deletion import Rules
 from k8semu.apiserver.errors import MethodNotAllowed, NotFound
 from k8semu.apiserver.objects import resolve
-from k8semu.apiserver.registry import autoscaling, jobs, namespaces, pods, services, workloads
+from k8semu.apiserver.registry import (
+    autoscaling,
+    cronjobs,
+    jobs,
+    namespaces,
+    pods,
+    services,
+    workloads,
+)
 from k8semu.apiserver.registry.strategy import Reader, Strategy
 from k8semu.apiserver.validation import dns1123_label
 
@@ -147,6 +156,12 @@ def build(
                 defaults=jobs.defaults,
                 validate=jobs.validate,
                 validate_update=jobs.validate_update,
+                status=True,
+            ),
+            Strategy(
+                kind=_kind("cronjobs"),
+                defaults=cronjobs.defaults,
+                validate=cronjobs.validate,
                 status=True,
             ),
             Strategy(

@@ -55,27 +55,6 @@ def defaults(job: batch_pb2.Job) -> None:
 
 def validate(job: batch_pb2.Job) -> Iterator[FieldError]:
     spec = job.spec
-    for name, value in (
-        ("parallelism", spec.parallelism),
-        ("completions", spec.completions),
-        ("backoffLimit", spec.backoff_limit),
-        ("ttlSecondsAfterFinished", spec.ttl_seconds_after_finished),
-    ):
-        if value < 0:
-            yield FieldError(f"spec.{name}", f"Invalid value: {value}: must be >= 0")
-    if spec.HasField("active_deadline_seconds") and spec.active_deadline_seconds <= 0:
-        yield FieldError(
-            "spec.activeDeadlineSeconds",
-            f"Invalid value: {spec.active_deadline_seconds}: must be greater than 0",
-        )
-    if spec.completion_mode not in (NON_INDEXED, INDEXED):
-        yield FieldError(
-            "spec.completionMode",
-            f'Unsupported value: "{spec.completion_mode}": supported values: "{NON_INDEXED}",'
-            f' "{INDEXED}"',
-        )
-    elif spec.completion_mode == INDEXED and not spec.HasField("completions"):
-        yield FieldError("spec.completions", "Required value: when completion mode is Indexed")
     if not spec.manual_selector and spec.selector.match_labels.get(CONTROLLER_UID) != (
         job.metadata.uid
     ):
@@ -84,15 +63,41 @@ def validate(job: batch_pb2.Job) -> Iterator[FieldError]:
             "Invalid value: `selector` not auto-generated (set spec.manualSelector to choose one)",
         )
     yield from validate_selector(spec)
+    yield from validate_job_spec(spec, "spec")
+
+
+def validate_job_spec(spec: batch_pb2.JobSpec, path: str) -> Iterator[FieldError]:
+    """A Job's spec, or a CronJob's job template's (`path` names where it is)."""
+    for name, value in (
+        ("parallelism", spec.parallelism),
+        ("completions", spec.completions),
+        ("backoffLimit", spec.backoff_limit),
+        ("ttlSecondsAfterFinished", spec.ttl_seconds_after_finished),
+    ):
+        if value < 0:
+            yield FieldError(f"{path}.{name}", f"Invalid value: {value}: must be >= 0")
+    if spec.HasField("active_deadline_seconds") and spec.active_deadline_seconds <= 0:
+        yield FieldError(
+            f"{path}.activeDeadlineSeconds",
+            f"Invalid value: {spec.active_deadline_seconds}: must be greater than 0",
+        )
+    if spec.completion_mode not in ("", NON_INDEXED, INDEXED):
+        yield FieldError(
+            f"{path}.completionMode",
+            f'Unsupported value: "{spec.completion_mode}": supported values: "{NON_INDEXED}",'
+            f' "{INDEXED}"',
+        )
+    elif spec.completion_mode == INDEXED and not spec.HasField("completions"):
+        yield FieldError(f"{path}.completions", "Required value: when completion mode is Indexed")
     policy = spec.template.spec.restart_policy
     if policy not in _RESTART_POLICIES:
         yield FieldError(
-            "spec.template.spec.restartPolicy",
+            f"{path}.template.spec.restartPolicy",
             'Required value: valid values: "OnFailure", "Never"'
             if not policy
             else f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"',
         )
-    yield from validate_spec(spec.template.spec, "spec.template.spec")
+    yield from validate_spec(spec.template.spec, f"{path}.template.spec")
 
 
 def validate_update(job: batch_pb2.Job, old: batch_pb2.Job) -> Iterator[FieldError]:
