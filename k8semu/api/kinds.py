@@ -103,6 +103,7 @@ KINDS: tuple[Kind, ...] = (
     _kind("v1", "Binding", "bindings", "", core.Binding, None),
     _kind("apps/v1", "ReplicaSet", "replicasets", "rs", apps.ReplicaSet, apps.ReplicaSetList),
     _kind("apps/v1", "Deployment", "deployments", "deploy", apps.Deployment, apps.DeploymentList),
+    _kind("apps/v1", "DaemonSet", "daemonsets", "ds", apps.DaemonSet, apps.DaemonSetList),
     _kind("batch/v1", "Job", "jobs", "", batch.Job, batch.JobList),
     _kind("batch/v1", "CronJob", "cronjobs", "cj", batch.CronJob, batch.CronJobList),
     _kind(

@@ -255,6 +255,21 @@ def _job_row(job: batch_pb2.Job, now: float) -> list[str]:
     ]
 
 
+def _daemonset_row(ds: apps_pb2.DaemonSet, now: float) -> list[str]:
+    st = ds.status
+    selector = ",".join(f"{k}={v}" for k, v in sorted(ds.spec.template.spec.node_selector.items()))
+    return [
+        ds.metadata.name,
+        str(st.desired_number_scheduled),
+        str(st.current_number_scheduled),
+        str(st.number_ready),
+        str(st.updated_number_scheduled),
+        str(st.number_available),
+        selector or NONE,
+        age(ds.metadata.creation_timestamp, now),
+    ]
+
+
 def _cronjob_row(cj: batch_pb2.CronJob, now: float) -> list[str]:
     spec, st = cj.spec, cj.status
     last = age(st.last_schedule_time, now) if st.HasField("last_schedule_time") else NONE
@@ -531,6 +546,12 @@ COLUMNS: dict[str, Columns] = {
         _replicaset_row,
         ("CONTAINERS", "IMAGES", "SELECTOR"),
         lambda rs, now: _template_wide(rs.spec.template, rs.spec.selector),
+    ),
+    "DaemonSet": Columns(
+        ("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"),
+        _daemonset_row,
+        ("CONTAINERS", "IMAGES", "SELECTOR"),
+        lambda ds, now: _template_wide(ds.spec.template, ds.spec.selector),
     ),
     "Job": Columns(
         ("NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"),

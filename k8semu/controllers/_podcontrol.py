@@ -1,16 +1,20 @@
 """PodControl: how a workload controller creates and deletes the pods it owns, with the Events
 Kubernetes records for each (its controller.PodControlInterface): SuccessfulCreate /
 FailedCreate and SuccessfulDelete / FailedDelete on the owner. A pod already gone counts as
-deleted (its delete event is on its way to the informer)."""
+deleted (its delete event is on its way to the informer). `apply` is one reconcile's worth of
+both, bracketed by the controller's expectations; creates go in slow-start batches."""
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
 from google.protobuf.message import Message
 
-from k8semu.client import Client, ClientError, NotFound
+from k8semu.client import Client, ClientError, NotFound, object_key
 from k8semu.client.events import NORMAL, WARNING, EventRecorder
+from k8semu.controllers._pods import Expectations
 from k8semu.pb.api.v1 import core_pb2
 
 
@@ -40,3 +44,52 @@ class PodControl:
             self.recorder.event(owner, WARNING, "FailedDelete", f"Error deleting pod {name}: {exc}")
             raise
         self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {name}")
+
+    async def apply(
+        self,
+        owner: Message,
+        expectations: Expectations,
+        deletes: Sequence[core_pb2.Pod],
+        creates: Sequence[core_pb2.Pod],
+    ) -> BaseException | None:
+        """Delete then create, telling `expectations` (under the owner's key) what to wait
+        for; the first error, if any (what was not done is not expected)."""
+        key = object_key(owner)
+        if deletes:
+            expectations.expect_deletions(key, [object_key(q) for q in deletes])
+            results = await asyncio.gather(
+                *(self.delete(owner, q) for q in deletes), return_exceptions=True
+            )
+            for pod, result in zip(deletes, results, strict=True):
+                if isinstance(result, BaseException):
+                    expectations.deletion_observed(key, object_key(pod))
+                    return result
+        if creates:
+            todo = iter(creates)
+            expectations.expect_creations(key, len(creates))
+            created, error = await slow_start_batch(
+                len(creates), 1, lambda: self.create(owner, next(todo))
+            )
+            for _ in range(len(creates) - created):
+                expectations.creation_observed(key)
+            return error
+        return None
+
+
+async def slow_start_batch(
+    count: int, initial: int, action: Callable[[], Awaitable[Any]]
+) -> tuple[int, BaseException | None]:
+    """Run `action` `count` times in batches of initial, 2*initial, 4*initial, ... (each batch
+    concurrently), stopping after the first batch with a failure, so a quota or a broken
+    template costs one failed call, not hundreds. Returns (successes, first error)."""
+    done = 0
+    size = min(count, initial)
+    while size > 0:
+        results = await asyncio.gather(*(action() for _ in range(size)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        done += size - len(errors)
+        if errors:
+            return done, errors[0]
+        remaining = count - done
+        size = min(2 * size, remaining)
+    return done, None

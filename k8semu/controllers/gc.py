@@ -25,8 +25,8 @@ last finalizer deletes it. Everything about dependents happens here:
   its dependents, then the finalizer.
 
 Watched kinds (one shared informer each, with uid and owner-uid indices): Deployment,
-ReplicaSet, Job, CronJob, Pod, Service, Endpoints, ConfigMap, Secret, HorizontalPodAutoscaler, Node,
-Lease.
+ReplicaSet, DaemonSet, Job, CronJob, Pod, Service, Endpoints, ConfigMap, Secret,
+HorizontalPodAutoscaler, Node, Lease.
 An ownerReference to any other kind, or without a uid, cannot be checked and counts as a
 live owner (nothing is deleted on a guess). A cluster-scoped dependent naming a namespaced
 owner, or a reference that only resolves in another namespace, gets a Warning event
@@ -84,6 +84,7 @@ UID_INDEX = "metadata.uid"
 DEFAULT_KINDS: tuple[type[Message], ...] = (
     apps_pb2.Deployment,
     apps_pb2.ReplicaSet,
+    apps_pb2.DaemonSet,
     batch_pb2.Job,
     batch_pb2.CronJob,
     core_pb2.Pod,

@@ -31,7 +31,6 @@ Owns the Job's pods and status; never writes a Job's spec.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,7 +51,6 @@ from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
 from k8semu.controllers._podcontrol import PodControl
 from k8semu.controllers.context import ControllerContext, run_when_synced
-from k8semu.controllers.replicaset import slow_start_batch
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import batch_pb2, core_pb2
 
@@ -372,7 +370,9 @@ class JobController:
             return
         pods = self.pod_informer.cache.by_index(OWNER_UID_INDEX, job.metadata.uid)
         p = plan(job, [pod for pod in pods if _controlled_by(pod, job)], now)
-        error = await self._act(job, p)
+        error = await self.pods.apply(
+            job, self.expectations, p.deletes, [new_pod(job, i) for i in p.creates]
+        )
         for type_, reason, message in p.events:
             self.recorder.event(job, type_, reason, message)
         if p.status != job.status:
@@ -383,28 +383,6 @@ class JobController:
             await self._expired(job, now, p.status)
         if error is not None:
             raise error
-
-    async def _act(self, job: batch_pb2.Job, p: Plan) -> BaseException | None:
-        key = object_key(job)
-        if p.deletes:
-            self.expectations.expect_deletions(key, [object_key(d) for d in p.deletes])
-            results = await asyncio.gather(
-                *(self.pods.delete(job, d) for d in p.deletes), return_exceptions=True
-            )
-            for pod, result in zip(p.deletes, results, strict=True):
-                if isinstance(result, BaseException):
-                    self.expectations.deletion_observed(key, object_key(pod))
-                    return result
-        if p.creates:
-            todo = iter(p.creates)
-            self.expectations.expect_creations(key, len(p.creates))
-            created, error = await slow_start_batch(
-                len(p.creates), 1, lambda: self.pods.create(job, new_pod(job, next(todo)))
-            )
-            for _ in range(len(p.creates) - created):
-                self.expectations.creation_observed(key)
-            return error
-        return None
 
     async def _write_status(self, job: batch_pb2.Job, status: batch_pb2.JobStatus) -> None:
         new = _pods.copy_of(job)

@@ -39,6 +39,7 @@ log = get_logger(__name__)
 REGISTRY: dict[str, str] = {
     "replicaset": "k8semu.controllers.replicaset:ReplicaSetController",
     "deployment": "k8semu.controllers.deployment:DeploymentController",
+    "daemonset": "k8semu.controllers.daemonset:DaemonSetController",
     "job": "k8semu.controllers.job:JobController",
     "cronjob": "k8semu.controllers.cronjob:CronJobController",
     "nodelifecycle": "k8semu.controllers.nodelifecycle:NodeLifecycleController",

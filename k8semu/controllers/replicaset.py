@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Callable
+from typing import cast
 
 from k8semu.api.errors import SelectorError
 from k8semu.api.selectors import LabelSelector
@@ -37,7 +37,7 @@ from k8semu.client import (
 )
 from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers._podcontrol import PodControl
+from k8semu.controllers._podcontrol import PodControl, slow_start_batch
 from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
@@ -328,22 +328,3 @@ class ReplicaSetController:
                 status.observed_generation, fresh.metadata.generation
             )
             await self.client.update_status(fresh)
-
-
-async def slow_start_batch(
-    count: int, initial: int, action: Callable[[], Awaitable[Any]]
-) -> tuple[int, BaseException | None]:
-    """Run `action` `count` times in batches of initial, 2*initial, 4*initial, ... (each batch
-    concurrently), stopping after the first batch with a failure, so a quota or a broken
-    template costs one failed call, not hundreds. Returns (successes, first error)."""
-    done = 0
-    size = min(count, initial)
-    while size > 0:
-        results = await asyncio.gather(*(action() for _ in range(size)), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        done += size - len(errors)
-        if errors:
-            return done, errors[0]
-        remaining = count - done
-        size = min(2 * size, remaining)
-    return done, None

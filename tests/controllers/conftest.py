@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from k8semu.client import Client, ClientError, Informer, SharedInformers
 from k8semu.client.events import EventRecorder
 from k8semu.cluster.component import ComponentProcess
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
+from k8semu.controllers.manager import ControllerManager
 from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2, meta_pb2
 from tests.support.apiserver import APIServerProcess
 from tests.support.fakeclient import RecordingClient
@@ -111,6 +113,8 @@ _KINDS: tuple[tuple[str, type[Message]], ...] = (
     ("pods", core_pb2.Pod),
     ("replicasets", apps_pb2.ReplicaSet),
     ("deployments", apps_pb2.Deployment),
+    ("daemonsets", apps_pb2.DaemonSet),
+    ("nodes", core_pb2.Node),
     ("jobs", batch_pb2.Job),
     ("cronjobs", batch_pb2.CronJob),
     ("horizontalpodautoscalers", autoscaling_pb2.HorizontalPodAutoscaler),
@@ -388,3 +392,16 @@ class ControllerManagerProcess(ComponentProcess):
         )
         if start:
             self.start()
+
+
+@contextlib.asynccontextmanager
+async def controller_manager(client: Client, *controllers: str) -> AsyncIterator[ControllerManager]:
+    """An in-process controller manager running only `controllers` (no leader election, no
+    health server; the garbage collector re-scans every second)."""
+    config = ControllerManagerConfig(controllers=controllers, gc_interval=1.0)
+    cm = ControllerManager(config, client, leader_elect=False, listen_address=None)
+    await cm.start()
+    try:
+        yield cm
+    finally:
+        await cm.stop(1.0)

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from k8semu.client import Client, NotFound
-from k8semu.controllers.context import ControllerManagerConfig
 from k8semu.controllers.job import INDEX_KEY
 from k8semu.controllers.manager import ControllerManager
 from k8semu.pb.api.v1 import batch_pb2, core_pb2
+from tests.controllers.conftest import controller_manager
 from tests.kubelet.conftest import KubeletProcess, kubelets  # noqa: F401
 from tests.support.poll import eventually
 
@@ -21,13 +21,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 async def manager(client: Client) -> AsyncIterator[ControllerManager]:
-    config = ControllerManagerConfig(controllers=("job", "garbagecollector"), gc_interval=1.0)
-    cm = ControllerManager(config, client, leader_elect=False, listen_address=None)
-    await cm.start()
-    try:
+    async with controller_manager(client, "job", "garbagecollector") as cm:
         yield cm
-    finally:
-        await cm.stop(1.0)
 
 
 def shell_job(namespace: str, name: str, node: str, script: str, **spec: object) -> batch_pb2.Job:

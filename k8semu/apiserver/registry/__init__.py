@@ -4,7 +4,7 @@
     pods.py        Pod: spec defaults and checks, graceful deletion, field selectors, binding
     services.py    Service: defaults, checks, immutable clusterIP, address allocation hook
     namespaces.py  Namespace: defaults, deletion by termination
-    workloads.py   Deployment, ReplicaSet: defaults, selector/template checks
+    workloads.py   Deployment, ReplicaSet, DaemonSet: defaults, selector/template checks
     jobs.py        Job: defaults, the generated selector, checks, immutable fields
     cronjobs.py    CronJob: defaults, schedule and time zone checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
@@ -151,6 +151,13 @@ def build(
             Strategy(kind=_kind("events"), expires=True),
             _workload("replicasets", workloads.replica_set_defaults),
             _workload("deployments", workloads.deployment_defaults),
+            Strategy(
+                kind=_kind("daemonsets"),
+                defaults=workloads.daemon_set_defaults,
+                validate=workloads.validate_daemon_set,
+                validate_update=workloads.validate_update,
+                status=True,
+            ),
             Strategy(
                 kind=_kind("jobs"),
                 defaults=jobs.defaults,

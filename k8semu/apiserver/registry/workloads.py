@@ -1,4 +1,5 @@
-"""The rows of the workloads whose spec holds a pod template: Deployment and ReplicaSet.
+"""The rows of the workloads whose spec holds a pod template: Deployment, ReplicaSet and
+DaemonSet.
 
 Pure: no I/O.
 """
@@ -73,3 +74,52 @@ def validate_selector(spec: Any) -> Iterator[FieldError]:
 def validate_update(obj: Any, old: Any) -> Iterator[FieldError]:
     if obj.spec.selector != old.spec.selector:
         yield FieldError("spec.selector", "field is immutable")
+
+
+def daemon_set_defaults(obj: apps_pb2.DaemonSet) -> None:
+    spec = obj.spec
+    if not spec.update_strategy.type:
+        spec.update_strategy.type = "RollingUpdate"
+    if spec.update_strategy.type == "RollingUpdate":
+        rolling = spec.update_strategy.rolling_update
+        if not rolling.HasField("max_unavailable"):
+            rolling.max_unavailable.int_val = 1
+        if not rolling.HasField("max_surge"):
+            rolling.max_surge.int_val = 0
+    if not spec.HasField("revision_history_limit"):
+        spec.revision_history_limit = 10
+    default_spec(spec.template.spec)
+
+
+def _is_zero(value: Any) -> bool:
+    which = value.WhichOneof("value")
+    if which == "int_val":
+        return bool(value.int_val == 0)
+    return which == "str_val" and value.str_val.rstrip("%") in ("0", "")
+
+
+def validate_daemon_set(obj: apps_pb2.DaemonSet) -> Iterator[FieldError]:
+    """As Kubernetes: the selector and template, restartPolicy Always (a daemon never ends),
+    a known update strategy, and a rolling update that can make progress."""
+    spec = obj.spec
+    yield from validate_selector(spec)
+    yield from validate_spec(spec.template.spec, "spec.template.spec")
+    policy = spec.template.spec.restart_policy
+    if policy != "Always":
+        yield FieldError(
+            "spec.template.spec.restartPolicy",
+            f'Unsupported value: "{policy}": supported values: "Always"',
+        )
+    strategy = spec.update_strategy
+    if strategy.type not in ("RollingUpdate", "OnDelete"):
+        yield FieldError(
+            "spec.updateStrategy.type",
+            f'Unsupported value: "{strategy.type}": supported values: "OnDelete", "RollingUpdate"',
+        )
+    elif strategy.type == "RollingUpdate":
+        rolling = strategy.rolling_update
+        if _is_zero(rolling.max_unavailable) and _is_zero(rolling.max_surge):
+            yield FieldError(
+                "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                "Invalid value: 0: may not be 0 when maxSurge is 0",
+            )
