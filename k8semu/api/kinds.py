@@ -20,6 +20,7 @@ from k8semu.pb.api.v1 import batch_pb2 as batch
 from k8semu.pb.api.v1 import coordination_pb2 as coordination
 from k8semu.pb.api.v1 import core_pb2 as core
 from k8semu.pb.api.v1 import metrics_pb2 as metrics
+from k8semu.pb.api.v1 import policy_pb2 as policy
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,14 @@ KINDS: tuple[Kind, ...] = (
         "hpa",
         autoscaling.HorizontalPodAutoscaler,
         autoscaling.HorizontalPodAutoscalerList,
+    ),
+    _kind(
+        "policy/v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "pdb",
+        policy.PodDisruptionBudget,
+        policy.PodDisruptionBudgetList,
     ),
     _kind(
         "coordination.k8s.io/v1", "Lease", "leases", "", coordination.Lease, coordination.LeaseList

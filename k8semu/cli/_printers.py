@@ -24,6 +24,7 @@ from k8semu.pb.api.v1 import (
     coordination_pb2,
     core_pb2,
     meta_pb2,
+    policy_pb2,
 )
 
 UNKNOWN = "<unknown>"
@@ -267,6 +268,22 @@ def _daemonset_row(ds: apps_pb2.DaemonSet, now: float) -> list[str]:
         str(st.number_available),
         selector or NONE,
         age(ds.metadata.creation_timestamp, now),
+    ]
+
+
+def _int_or_string(value: meta_pb2.IntOrString) -> str:
+    which = value.WhichOneof("value")
+    return NONE if which is None else str(getattr(value, which))
+
+
+def _pdb_row(pdb: policy_pb2.PodDisruptionBudget, now: float) -> list[str]:
+    spec = pdb.spec
+    return [
+        pdb.metadata.name,
+        _int_or_string(spec.min_available) if spec.HasField("min_available") else "N/A",
+        _int_or_string(spec.max_unavailable) if spec.HasField("max_unavailable") else "N/A",
+        str(pdb.status.disruptions_allowed),
+        age(pdb.metadata.creation_timestamp, now),
     ]
 
 
@@ -588,6 +605,9 @@ COLUMNS: dict[str, Columns] = {
         ("NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"), _hpa_row
     ),
     "Lease": Columns(("NAME", "HOLDER", "AGE"), _lease_row),
+    "PodDisruptionBudget": Columns(
+        ("NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"), _pdb_row
+    ),
 }
 GENERIC = Columns(("NAME", "AGE"), _generic_row)
 

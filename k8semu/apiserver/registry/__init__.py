@@ -7,6 +7,7 @@
     workloads.py   Deployment, ReplicaSet, DaemonSet: defaults, selector/template checks
     jobs.py        Job: defaults, the generated selector, checks, immutable fields
     cronjobs.py    CronJob: defaults, schedule and time zone checks
+    disruption.py  PodDisruptionBudget: checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
@@ -34,6 +35,7 @@ from k8semu.apiserver.objects import resolve
 from k8semu.apiserver.registry import (
     autoscaling,
     cronjobs,
+    disruption,
     jobs,
     namespaces,
     pods,
@@ -177,6 +179,7 @@ def build(
                 validate=autoscaling.validate,
                 status=True,
             ),
+            Strategy(kind=_kind("poddisruptionbudgets"), validate=disruption.validate, status=True),
             Strategy(kind=_kind("leases")),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),
         ]
