@@ -65,7 +65,10 @@ def fill(draw: st.DrawFn, msg: Message, depth: int) -> None:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]
             for key in draw(st.lists(strings, max_size=2, unique=True)):
-                target[key] = draw(scalars(value_field, quantity))
+                if value_field.message_type is not None:  # disruptedPods: name -> time
+                    fill(draw, target[key], depth + 1)
+                else:
+                    target[key] = draw(scalars(value_field, quantity))
         elif field.is_repeated and field.message_type is not None:
             for _ in range(draw(st.integers(min_value=0, max_value=2))):
                 fill(draw, target.add(), depth + 1)
