@@ -141,8 +141,7 @@ def _take(ns: argparse.Namespace) -> int:
 
 
 def _describe(meta: Metadata) -> str:
-    top = sorted(meta.objects.items(), key=lambda kv: -kv[1])[:6]
-    kinds = ", ".join(f"{k} {v}" for k, v in top)
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(meta.objects.items()))
     return f"revision {meta.revision}, {sum(meta.objects.values())} objects ({kinds})"
 
 
