@@ -69,6 +69,17 @@ REGISTRY = b"/registry/"
 _NESTED = ("allocations",)
 
 
+#: (attribute, metadata.json key) of every Metadata field, in the file's order.
+_JSON_NAMES = (
+    ("format_version", "formatVersion"), ("cluster", "cluster"),
+    ("store_cluster_id", "storeClusterId"), ("revision", "revision"),
+    ("compact_revision", "compactRevision"), ("taken_at", "takenAt"),
+    ("k8semu_version", "k8semuVersion"), ("source", "source"),
+    ("payload_bytes", "payloadBytes"), ("payload_sha256", "payloadSha256"),
+    ("objects", "objects"),
+)  # fmt: skip
+
+
 class BackupError(Exception):
     """A backup that cannot be written, read or used; the message names the file and why."""
 
@@ -90,19 +101,9 @@ class Metadata:
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "formatVersion": self.format_version,
-            "cluster": self.cluster,
-            "storeClusterId": self.store_cluster_id,
-            "revision": self.revision,
-            "compactRevision": self.compact_revision,
-            "takenAt": self.taken_at,
-            "k8semuVersion": self.k8semu_version,
-            "source": self.source,
-            "payloadBytes": self.payload_bytes,
-            "payloadSha256": self.payload_sha256,
-            "objects": dict(sorted(self.objects.items())),
-        }
+        out = {key: getattr(self, attr) for attr, key in _JSON_NAMES}
+        out["objects"] = dict(sorted(self.objects.items()))
+        return out
 
     @classmethod
     def from_json(cls, raw: object, where: str) -> Metadata:

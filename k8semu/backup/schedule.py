@@ -14,7 +14,7 @@ import datetime
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from k8semu.backup import archive, take
@@ -68,31 +68,22 @@ def prune(directory: Path, cluster: str, keep: int) -> list[Path]:
     return gone
 
 
+@dataclass(eq=False, kw_only=True)
 class BackupSchedule:
     """Every ``interval_s``, a backup of ``cluster``'s store (``endpoints``) into
     ``directory``, keeping the newest ``keep``. ``say`` reports each result."""
 
-    def __init__(
-        self,
-        *,
-        cluster: str,
-        endpoints: Sequence[str],
-        directory: Path,
-        interval_s: float,
-        keep: int,
-        say: Callable[[str], None],
-    ) -> None:
-        self.cluster = cluster
-        self.endpoints = list(endpoints)
-        self.directory = directory
-        self.interval_s = interval_s
-        self.keep = keep
-        self._say = say
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        #: Backups taken and failures since start (for tests and status).
-        self.taken = 0
-        self.failed = 0
+    cluster: str
+    endpoints: Sequence[str]
+    directory: Path
+    interval_s: float
+    keep: int
+    say: Callable[[str], None]
+    #: Backups taken and failures since start (for tests and status).
+    taken: int = 0
+    failed: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="backups", daemon=True)
@@ -119,17 +110,17 @@ class BackupSchedule:
             removed = prune(self.directory, self.cluster, self.keep)
         except (BackupError, OSError) as exc:
             self.failed += 1
-            self._say(
+            self.say(
                 f"{_clock()} scheduled backup failed (next try in {self.interval_s:g}s): {exc}"
             )
             return None
         except Exception as exc:  # never let the schedule die: the next interval tries again
             self.failed += 1
-            self._say(f"{_clock()} scheduled backup failed unexpectedly: {exc!r}")
+            self.say(f"{_clock()} scheduled backup failed unexpectedly: {exc!r}")
             return None
         self.taken += 1
         pruned = f", removed {len(removed)} older" if removed else ""
-        self._say(
+        self.say(
             f"{_clock()} scheduled backup {dest.name}: revision {meta.revision},"
             f" {sum(meta.objects.values())} objects, {dest.stat().st_size} bytes in"
             f" {time.monotonic() - t0:.2f}s{pruned}"

@@ -34,14 +34,14 @@ from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.state import ClusterState, find_state_dir, read_state
 
 ACTIONS = ("list", "verify", "export", "import")
+_TAKE_HELP = (
+    "Back up a cluster's store (one consistent snapshot from its leader), or:"
+    " k8semu backup list|verify|export|import ..."
+)
 
 
 def _take_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu backup",
-        description="Back up a cluster's store (one consistent snapshot from its leader), or:"
-        " k8semu backup list|verify|export|import ...",
-    )
+    p = argparse.ArgumentParser(prog="k8semu backup", description=_TAKE_HELP)
     add_cluster_args(p)
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="where to write it")
     p.add_argument("--endpoints", help="store endpoints HOST:PORT,... (default: the cluster's)")
@@ -88,12 +88,9 @@ def main(argv: Sequence[str]) -> int:
             )
             return 0
         return _take(ns)
-    except ClusterError as exc:
+    except (ClusterError, BackupError, OSError) as exc:
         print(f"k8semu backup{f' {action}' if action else ''}: {exc}", file=sys.stderr)
-        return 2
-    except (BackupError, OSError) as exc:
-        print(f"k8semu backup{f' {action}' if action else ''}: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ClusterError) else 1
 
 
 def _split(text: str) -> list[str]:

@@ -34,13 +34,8 @@ from k8semu.backup.archive import BackupError
 from k8semu.cli._cluster import say
 from k8semu.cli.up import resolve_state_dir
 from k8semu.cluster import clientconfig
+from k8semu.cluster import config as cluster_config
 from k8semu.cluster.backups import DEFAULT_BUMP, restore_store
-from k8semu.cluster.config import (
-    DEFAULT_STOP_GRACE_MS,
-    format_duration,
-    load_config,
-    parse_duration_ms,
-)
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.state import read_state
 from k8semu.cluster.status import down
@@ -72,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--grace-period",
-        default=format_duration(DEFAULT_STOP_GRACE_MS),
+        default=cluster_config.format_duration(cluster_config.DEFAULT_STOP_GRACE_MS),
         metavar="DURATION",
         help="when stopping the cluster: SIGKILL this long after SIGTERM",
     )
@@ -83,8 +78,8 @@ def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     t0 = time.monotonic()
     try:
-        config = load_config(ns.config)
-        grace_ms = parse_duration_ms(ns.grace_period, "--grace-period")
+        config = cluster_config.load_config(ns.config)
+        grace_ms = cluster_config.parse_duration_ms(ns.grace_period, "--grace-period")
     except ClusterConfigError as exc:
         print(f"k8semu restore: bad flag or config: {exc}", file=sys.stderr)
         return 2

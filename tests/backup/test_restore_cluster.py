@@ -46,16 +46,8 @@ metadata: {name: app}
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web, namespace: app}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - name: echo
-          image: k8semu/echo
-          ports: [{containerPort: 8080}]
+spec: {replicas: 2, selector: {matchLabels: {app: web}}, template: {metadata: {labels: {app: web}},
+  spec: {containers: [{name: echo, image: k8semu/echo, ports: [{containerPort: 8080}]}]}}}
 ---
 apiVersion: v1
 kind: Service

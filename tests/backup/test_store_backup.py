@@ -4,6 +4,7 @@ refused when damaged, and restored as a new cluster with its revision bumped and
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import tarfile
@@ -125,17 +126,11 @@ async def test_restore_new_cluster_bumped_and_compacted(
     with archive.extracted_payload(dest) as (_, payload):
         with pytest.raises(ConfigError, match="--mark-compacted: required"):
             store_restore.check_bump(BUMP, False)
+        options = {"members": members, "token": new.token, "bump_revision": BUMP}
         for name, m in new.members.items():
-            await asyncio.to_thread(  # it runs an event loop of its own
-                store_restore.restore_member,
-                payload,
-                m.data_dir,
-                name=name,
-                members=members,
-                token=new.token,
-                bump_revision=BUMP,
-                mark_compacted=True,
-            )
+            restore = functools.partial(store_restore.restore_member, mark_compacted=True)
+            # In a thread: it runs an event loop of its own.
+            await asyncio.to_thread(restore, payload, m.data_dir, name=name, **options)
     with new:
         new.start()
         new.wait_ready(timeout=START_TIMEOUT_S)
