@@ -35,7 +35,7 @@ from k8semu.cli._cluster import say
 from k8semu.cli.up import resolve_state_dir
 from k8semu.cluster import clientconfig
 from k8semu.cluster import config as cluster_config
-from k8semu.cluster.backups import DEFAULT_BUMP, restore_store
+from k8semu.cluster.backups import DEFAULT_BUMP, other_cluster, restore_store
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.state import read_state
 from k8semu.cluster.status import down
@@ -90,6 +90,8 @@ def main(argv: Sequence[str]) -> int:
     try:
         meta = archive.verify(ns.file)
         say(f"{ns.file}: verified: cluster {meta.cluster!r}, store revision {meta.revision}")
+        if meta.cluster != config.name and not ns.from_other_cluster:
+            raise BackupError(other_cluster(ns.file, meta.cluster, config.name))
         if not _stopped(state_dir, ns.yes, grace_ms / 1000):
             return 1
         result = restore_store(

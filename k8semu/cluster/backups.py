@@ -43,6 +43,7 @@ __all__ = [
     "RestoreResult",
     "backup_schedule",
     "backups_dir",
+    "other_cluster",
     "remembered_store_token",
     "restore_store",
     "scheduled_backups",
@@ -122,6 +123,13 @@ def remembered_store_token(state_dir: Path, config: ClusterConfig) -> str | None
     return None
 
 
+def other_cluster(file: Path, backed_up: str, target: str) -> str:
+    return (
+        f"{file} is a backup of cluster {backed_up!r}, not of {target!r}: refusing to mix them"
+        " (nothing was changed; pass --from-other-cluster to move it here)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RestoreResult:
     metadata: Metadata
@@ -154,10 +162,7 @@ def restore_store(
     state_dir.mkdir(parents=True, exist_ok=True)
     with archive.extracted_payload(file, scratch=state_dir) as (meta, payload):
         if meta.cluster != config.name and not allow_other_cluster:
-            raise BackupError(
-                f"{file} is a backup of cluster {meta.cluster!r}, not of {config.name!r}:"
-                " refusing to mix them (pass --from-other-cluster to move it here)"
-            )
+            raise BackupError(other_cluster(file, meta.cluster, config.name))
         token = f"{config.store_token}{_RESTORED}{uuid.uuid4().hex[:8]}"
         staging = state_dir / f".{STORE_DIR}.restoring"
         shutil.rmtree(staging, ignore_errors=True)

@@ -13,8 +13,12 @@ revision bump) and holds exactly what the API lists.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +29,7 @@ from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from tests.support.cluster import (
     k8semu,
     processes_under,
+    until,
     up_detached,
     user_env,
     wait_gone,
@@ -121,6 +126,7 @@ async def test_backup_restore_round_trip_with_running_pods(tmp_path: Path) -> No
     config = write_config(tmp_path / "c.yaml", name="bk", stores=3, addons=False)
     state_dir = tmp_path / "state"
     backup = tmp_path / "bk.k8semu-backup"
+    config.write_text(config.read_text() + "backups: {interval: 1s, keep: 2}\n")
     up_detached(env, config, state_dir)
     try:
         api = read_state(state_dir).api_servers
@@ -148,6 +154,9 @@ async def test_backup_restore_round_trip_with_running_pods(tmp_path: Path) -> No
             nodes = state_dir / "nodes"
             pids = _pod_pids(nodes, [*before.values(), late_uid])
             assert all(pids.values()), pids
+
+            _refusals(env, tmp_path, backup, config, state_dir)
+            await client.get(core_pb2.Pod, "late", namespace="app")  # still up, nothing changed
 
             t0 = time.monotonic()
             restored = k8semu(
@@ -196,9 +205,41 @@ async def test_backup_restore_round_trip_with_running_pods(tmp_path: Path) -> No
 
             await settle(informer_caught_up, timeout=60)
             await informer.stop()
+
+        # The new supervisor takes scheduled backups again, of the new store, keeping 2.
+        def scheduled() -> list[dict[str, Any]] | None:
+            run = k8semu(env, "backup", "list", "--state-dir", state_dir, "-o", "json")
+            rows: list[dict[str, Any]] = json.loads(run.stdout)
+            fresh = [r for r in rows if r["metadata"]["revision"] > BUMP]
+            return rows if len(rows) == 2 and len(fresh) == 2 else None
+
+        until("two scheduled backups of the restored store", scheduled, timeout=60)
     finally:
         k8semu(env, "down", "--state-dir", state_dir, timeout=120)
 
 
 async def _has_running(client: Client, name: str) -> bool:
     return name in await _running_pods(client)
+
+
+def _refusals(
+    env: dict[str, str], tmp_path: Path, backup: Path, config: Path, state_dir: Path
+) -> None:
+    """Bad restores are refused before anything is stopped or written."""
+    before = (state_dir / "cluster.json").read_text()
+    truncated = tmp_path / "truncated.k8semu-backup"
+    truncated.write_bytes(backup.read_bytes()[: backup.stat().st_size // 2])
+    other = tmp_path / "other.yaml"
+    other.write_text(config.read_text().replace("name: bk", "name: other"))
+    for args, why in (
+        ((truncated, "-f", config, "--yes"), "truncated"),
+        ((backup, "-f", other, "--yes"), "is a backup of cluster 'bk', not of 'other'"),
+        ((backup, "-f", config), "pass --yes"),
+    ):
+        argv = [*map(str, args), "--state-dir", str(state_dir)]
+        run = subprocess.run(
+            [sys.executable, "-m", "k8semu", "restore", *argv],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 1 and why in run.stderr, run.stdout + run.stderr
+    assert (state_dir / "cluster.json").read_text() == before
