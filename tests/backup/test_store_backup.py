@@ -7,6 +7,8 @@ import asyncio
 import functools
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -131,6 +133,15 @@ async def test_restore_new_cluster_bumped_and_compacted(
             restore = functools.partial(store_restore.restore_member, mark_compacted=True)
             # In a thread: it runs an event loop of its own.
             await asyncio.to_thread(restore, payload, m.data_dir, name=name, **options)
+    # An old replica mixed into the new cluster (its data dir under the new flags) is refused.
+    flags = new.member_flags(new.members["s1"])
+    flags[flags.index("--data-dir") + 1] = str(store.members["s1"].data_dir)
+    mixed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "k8semu", "store", *flags],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert mixed.returncode != 0 and "belongs to cluster" in mixed.stderr, mixed.stderr[-2000:]
     with new:
         new.start()
         new.wait_ready(timeout=START_TIMEOUT_S)
