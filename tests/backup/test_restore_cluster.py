@@ -3,9 +3,11 @@ replicas, one process-runtime worker), while its pods run and an informer watche
 
 One scenario, as a user lives it: a Deployment behind a NodePort Service, a ClusterIP
 Service, a Secret and a ConfigMap; a backup; then changes the backup does not have (a new
-pod, a new Service, a deleted Secret); then `k8semu restore --yes`. Afterwards: the
-Deployment's pods are the same pods with the same processes (adopted, no second copy); the
-pod the backup does not know is gone and its process stopped; the Secret is back and the
+pod, a new Service, a deleted Secret, a deleted pod); then `k8semu restore --yes`. Afterwards: the
+Deployment's pods are the backup's pods: the one still running with the same processes
+(adopted, no second copy), the one deleted after the backup started again; the pods the
+backup does not know (a new pod, the deleted one's replacement) are gone, their processes
+stopped; the Secret is back and the
 lost Service gone; new Services get no ClusterIP or NodePort a restored one holds; and the
 informer, which watched across the restore, relisted (its resourceVersion is above the
 revision bump) and holds exactly what the API lists.
@@ -14,6 +16,7 @@ revision bump) and holds exactly what the API lists.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import time
@@ -126,7 +129,13 @@ async def test_backup_restore_round_trip_with_running_pods(tmp_path: Path) -> No
     config = write_config(tmp_path / "c.yaml", name="bk", stores=3, addons=False)
     state_dir = tmp_path / "state"
     backup = tmp_path / "bk.k8semu-backup"
-    config.write_text(config.read_text() + "backups: {interval: 1s, keep: 2}\n")
+    # Pod and Service ranges of its own: other clusters on this machine use the default ones.
+    # (127.16-95/16 are no default range; benchmarks pick theirs at random too.)
+    octet = random.randrange(16, 96)
+    network = f"{{clusterCIDR: 127.{octet}.0.0/17, serviceCIDR: 127.{octet}.128.0/17}}"
+    config.write_text(
+        config.read_text() + f"network: {network}\nbackups: {{interval: 1s, keep: 2}}\n"
+    )
     up_detached(env, config, state_dir)
     try:
         api = read_state(state_dir).api_servers
@@ -149,10 +158,12 @@ async def test_backup_restore_round_trip_with_running_pods(tmp_path: Path) -> No
             for obj in manifest.load_all(LATE, source="late"):
                 await client.create(obj)
             await client.delete(core_pb2.Secret, "creds", namespace="app")
-            await settle(lambda: _has_running(client, "late"), timeout=60, what="late runs")
-            late_uid = (await _running_pods(client))["late"]
+            (gone, gone_uid), (_, kept_uid) = sorted(before.items())
+            await client.delete(core_pb2.Pod, gone, namespace="app")
+            running = await settle(lambda: _changed(client, gone), timeout=60, what="replaced")
+            unknown = [uid for name, uid in running.items() if name not in before]  # late + new
             nodes = state_dir / "nodes"
-            pids = _pod_pids(nodes, [*before.values(), late_uid])
+            pids = _pod_pids(nodes, [kept_uid, *unknown])
             assert all(pids.values()), pids
 
             _refusals(env, tmp_path, backup, config, state_dir)
@@ -168,13 +179,14 @@ async def test_backup_restore_round_trip_with_running_pods(tmp_path: Path) -> No
             print(f"restore RTO (restore command until the Deployment is available):"
                   f" {time.monotonic() - t0:.1f}s")  # fmt: skip
 
-            # The same pods with the same processes: adopted, not started again.
+            # The backup's pods run: the one still running adopted (same processes, no second
+            # copy), the one deleted after the backup started again.
             assert await _running_pods(client) == before
-            assert _pod_pids(nodes, list(before.values())) == {
-                uid: pids[uid] for uid in before.values()
-            }
-            # The pod the backup does not know: gone, its process stopped.
-            assert wait_gone(pids[late_uid], timeout=60) == []
+            assert _pod_pids(nodes, [kept_uid]) == {kept_uid: pids[kept_uid]}
+            assert _pod_pids(nodes, [gone_uid])[gone_uid]
+            # The pods the backup does not know: gone, their processes stopped.
+            for uid in unknown:
+                assert wait_gone(pids[uid], timeout=60) == []
             secret = await client.get(core_pb2.Secret, "creds", namespace="app")
             assert secret.data["password"] == b"s3cret"
             services = {
@@ -218,8 +230,10 @@ async def test_backup_restore_round_trip_with_running_pods(tmp_path: Path) -> No
         k8semu(env, "down", "--state-dir", state_dir, timeout=120)
 
 
-async def _has_running(client: Client, name: str) -> bool:
-    return name in await _running_pods(client)
+async def _changed(client: Client, deleted: str) -> dict[str, str] | None:
+    """The running pods once `late` and a replacement of `deleted` run and `deleted` is gone."""
+    running = await _running_pods(client)
+    return running if len(running) == 3 and "late" in running and deleted not in running else None
 
 
 def _refusals(
