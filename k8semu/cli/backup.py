@@ -139,7 +139,9 @@ def _take(ns: argparse.Namespace) -> int:
 
 def _describe(meta: Metadata) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(meta.objects.items()))
-    return f"revision {meta.revision}, {sum(meta.objects.values())} objects ({kinds})"
+    return f"revision {meta.revision}, {sum(meta.objects.values())} objects" + (
+        f" ({kinds})" if kinds else ""
+    )
 
 
 def _list(ns: argparse.Namespace) -> int:
