@@ -22,9 +22,12 @@ from k8semu.raft.storage import RaftStorage
 from k8semu.store import config as cfg
 from k8semu.store import snapshot
 from k8semu.store.errors import StoreError, from_raft
+from k8semu.store.schema import SUB_BITS
 
 RESTORED_INDEX = 1
 RESTORED_TERM = 1
+#: A history row's id is revision << SUB_BITS | sub, a signed 64-bit integer.
+MAX_REVISION = 1 << (63 - SUB_BITS)
 
 
 def restore_member(
@@ -43,6 +46,11 @@ def restore_member(
     if data_dir.exists() and any(data_dir.iterdir()):
         raise OSError(f"--data-dir: {data_dir} exists and is not empty; refusing to overwrite")
     header = snapshot.verify(file)
+    if header.revision + bump_revision >= MAX_REVISION:
+        raise cfg.ConfigError(
+            f"--bump-revision: {bump_revision} would take the revision ({header.revision}) past"
+            f" the store's limit {MAX_REVISION - 1}; use a smaller bump"
+        )
     config = cfg.StoreConfig(
         name=name,
         data_dir=data_dir,

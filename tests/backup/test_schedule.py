@@ -93,3 +93,4 @@ def test_bump_flags_follow_etcdutl() -> None:
         store_restore.check_bump(0, True)
     with pytest.raises(ConfigError, match="--bump-revision: must be >= 0"):
         store_restore.check_bump(-1, True)
+    assert store_restore.MAX_REVISION == 2**39  # about 549 restores with the default bump

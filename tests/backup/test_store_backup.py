@@ -129,8 +129,12 @@ async def test_restore_new_cluster_bumped_and_compacted(
         with pytest.raises(ConfigError, match="--mark-compacted: required"):
             store_restore.check_bump(BUMP, False)
         options = {"members": members, "token": new.token, "bump_revision": BUMP}
+        restore = functools.partial(store_restore.restore_member, mark_compacted=True)
+        too_far = options | {"bump_revision": store_restore.MAX_REVISION}
+        with pytest.raises(ConfigError, match="past the store's limit"):
+            await asyncio.to_thread(restore, payload, tmp_path / "x", name="s1", **too_far)
+        assert not (tmp_path / "x").exists()
         for name, m in new.members.items():
-            restore = functools.partial(store_restore.restore_member, mark_compacted=True)
             # In a thread: it runs an event loop of its own.
             await asyncio.to_thread(restore, payload, m.data_dir, name=name, **options)
     # An old replica mixed into the new cluster (its data dir under the new flags) is refused.
