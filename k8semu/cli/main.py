@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("down", "stop every process of a cluster started with up"),
     "status": ("status", "the processes of a cluster started with up, and who leads"),
     "restart": ("restart", "restart components of a running cluster: restart --rolling ..."),
+    "backup": ("backup", "back up a cluster: backup [-o FILE] | list | verify | export | import"),
+    "restore": ("restore", "restore a cluster from a backup file (a new store, pods adopted)"),
     "supervise": ("supervise", "supervise a detached cluster (up --detach starts it)"),
     "join": ("join", "start a kubelet and a proxy on this host against a running cluster"),
     "controller-manager": ("controller_manager", "run the controllers (leader-elected)"),

@@ -32,6 +32,17 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--initial-cluster", default="")
     restore.add_argument("--initial-cluster-token", default=cfg.DEFAULT_CLUSTER_TOKEN)
     restore.add_argument("--initial-advertise-peer-urls", default="http://127.0.0.1:2380")
+    restore.add_argument(
+        "--bump-revision",
+        type=int,
+        default=0,
+        help="raise the store revision by this much (etcdutl's flag; Kubernetes uses 1000000000)",
+    )
+    restore.add_argument(
+        "--mark-compacted",
+        action="store_true",
+        help="make the bumped revision the compact revision (required with --bump-revision)",
+    )
     return p
 
 
@@ -51,6 +62,8 @@ def main(argv: Sequence[str]) -> int:
                 name=ns.name,
                 members=cfg.parse_initial_cluster(initial),
                 token=ns.initial_cluster_token,
+                bump_revision=ns.bump_revision,
+                mark_compacted=ns.mark_compacted,
             )
             print(f"Restored revision {header.revision} into {ns.data_dir}")
     except (StoreError, cfg.ConfigError, OSError) as exc:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from k8semu.cli._cluster import add_cluster_args, install_stop_handlers, restore_handlers
+from k8semu.cluster.backups import scheduled_backups
 from k8semu.cluster.config import LauncherSpec
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.launcher import StopFlag
@@ -125,6 +126,7 @@ def _supervise(state_dir: Path, spec: LauncherSpec) -> int:
         api_servers=state.api_servers,
         store_members=members,
         probes=probes,
+        backups=scheduled_backups(state, state_dir, _say),
     )
     previous = install_stop_handlers(stop)
     _say(

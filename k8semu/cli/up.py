@@ -22,6 +22,7 @@ from pathlib import Path
 from k8semu import examples
 from k8semu.cli._cluster import available_commands, run_launcher, say
 from k8semu.cluster import clientconfig
+from k8semu.cluster.backups import remembered_store_token
 from k8semu.cluster.config import ClusterConfig, default_config_text, load_config
 from k8semu.cluster.errors import ClusterConfigError
 from k8semu.cluster.launcher import Launcher, StopFlag
@@ -105,6 +106,7 @@ def main(argv: Sequence[str]) -> int:
             host=ns.host,
             python=sys.executable,
             commands=available_commands(),
+            store_token=remembered_store_token(state_dir.resolve(), config),
         )
     except ClusterConfigError as exc:
         print(f"k8semu up: bad cluster config: {exc}", file=sys.stderr)

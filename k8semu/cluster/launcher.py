@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from k8semu.cluster import clientconfig
+from k8semu.cluster.backups import backup_schedule
 from k8semu.cluster.config import format_duration
 from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
 from k8semu.cluster.plan import API, CONTROL, NODES, NODES_DIR, STAGES, STORE, Plan
@@ -171,6 +172,13 @@ class Launcher:
             pdeathsig=not detach,
             store_members=plan.store_members,
             probes=self._probes,
+            backups=backup_schedule(
+                plan.cluster,
+                self.state_dir,
+                plan.backups,
+                [a for _, a in plan.store_members],
+                say,
+            ),
         )
         self._supervisor_pid = (0, 0)
         self._ready = Readiness(
@@ -421,6 +429,7 @@ class Launcher:
             supervisor_pid=self._supervisor_pid[0],
             supervisor_start_time=self._supervisor_pid[1],
             launcher=dataclasses.asdict(self.plan.launcher),
+            backups=dataclasses.asdict(self.plan.backups),
         )
         write_state(self.state_dir, state)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from k8semu import addons
 from k8semu.cluster.config import (
+    BackupsSpec,
     ClusterConfig,
     LauncherSpec,
     NetworkSpec,
@@ -106,6 +107,7 @@ class Plan:
     store_external: tuple[str, ...] = ()
     store_token: str = ""
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    backups: BackupsSpec = field(default_factory=BackupsSpec)
     skipped: tuple[tuple[str, str], ...] = ()
     #: (name, manifest) of the add-ons to apply once up; only on the host that runs the first
     #: API server (so a multi-host cluster applies them once).
@@ -131,16 +133,19 @@ def plan_cluster(
     host: str | None = None,
     python: str,
     commands: Collection[str],
+    store_token: str | None = None,
 ) -> Plan:
     """The components of ``host`` (every host's when None: a one-machine run of the whole
     config) with their state under ``state_dir``. ``commands`` are the ``k8semu`` subcommands
     this install has; a component whose command is missing is left out and listed in
-    ``skipped``."""
+    ``skipped``. ``store_token`` replaces the config's store token (a restored store is a new
+    cluster with a token of its own, which its state dir remembers)."""
     if host is not None:
         config.host(host)  # an unknown host is an error naming --host
     here = (lambda h: True) if host is None else (lambda h: h == host)
+    token = store_token or config.store_token
     planned = [
-        *_plan_store(config, state_dir, python),
+        *_plan_store(config, state_dir, python, token),
         *_plan_control_plane(config, state_dir, python),
         *_plan_nodes(config, state_dir, python),
     ]
@@ -159,14 +164,17 @@ def plan_cluster(
         api_servers=config.api_server_addresses,
         store_members=tuple((m.name, m.client_address) for m in store.members),
         store_external=store.endpoints,
-        store_token=config.store_token,
+        store_token=token,
         launcher=config.launcher,
+        backups=config.backups,
         skipped=skipped,
         addons=_addons(config, here),
     )
 
 
-def _plan_store(config: ClusterConfig, state_dir: Path, python: str) -> list[ComponentPlan]:
+def _plan_store(
+    config: ClusterConfig, state_dir: Path, python: str, token: str
+) -> list[ComponentPlan]:
     """One replica per store member (none for an external etcd): ``k8semu store``, or etcd
     with the same flags."""
     store = config.store
@@ -175,7 +183,7 @@ def _plan_store(config: ClusterConfig, state_dir: Path, python: str) -> list[Com
     out = []
     for i, m in enumerate(store.members):
         data = state_dir / STORE_DIR / m.name
-        flags = store_flags(config, m, data)
+        flags = store_flags(config, m, data, token)
         if store.backend == "etcd":
             argv: tuple[str, ...] = (
                 store.etcd_binary, *flags,
@@ -212,9 +220,11 @@ def _plan_store(config: ClusterConfig, state_dir: Path, python: str) -> list[Com
     return out
 
 
-def store_flags(config: ClusterConfig, member: StoreMemberSpec, data_dir: Path) -> tuple[str, ...]:
+def store_flags(
+    config: ClusterConfig, member: StoreMemberSpec, data_dir: Path, token: str | None = None
+) -> tuple[str, ...]:
     """The etcd flags (etcd's names and units) that both ``k8semu store`` and etcd take for
-    ``member`` of ``config``'s store."""
+    ``member`` of ``config``'s store (``token``: the store token, default the config's)."""
     store = config.store
     return (
         "--name", member.name,
@@ -224,7 +234,7 @@ def store_flags(config: ClusterConfig, member: StoreMemberSpec, data_dir: Path) 
         "--listen-peer-urls", member.peer_url,
         "--initial-advertise-peer-urls", member.peer_url,
         "--initial-cluster", ",".join(f"{m.name}={m.peer_url}" for m in store.members),
-        "--initial-cluster-token", config.store_token,
+        "--initial-cluster-token", token or config.store_token,
         "--heartbeat-interval", str(store.heartbeat_ms),
         "--election-timeout", str(store.election_ms),
         "--snapshot-count", str(store.snapshot_count),

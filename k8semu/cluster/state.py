@@ -111,6 +111,8 @@ class ClusterState:
     supervisor_pid: int = 0
     supervisor_start_time: int = 0
     launcher: dict[str, int] = field(default_factory=dict)
+    #: The config's ``backups`` section (``BackupsSpec`` fields): the supervisor's schedule.
+    backups: dict[str, Any] = field(default_factory=dict)
     version: int = STATE_VERSION
 
     def component(self, name: str) -> ComponentRecord | None:

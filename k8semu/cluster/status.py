@@ -341,8 +341,11 @@ def down(
     grace: float,
     say: Callable[[str], None],
     user_config: Path | None = None,
+    keep_pods: bool = False,
 ) -> DownReport:
-    """Stop every process of the cluster in ``state_dir`` (see the module docstring)."""
+    """Stop every process of the cluster in ``state_dir`` (see the module docstring).
+    ``keep_pods`` leaves the kubelets' pod processes running, for the next kubelets to adopt
+    (as a kubelet leaves its containers when it stops): what ``k8semu restore`` does."""
     state = read_state(state_dir)
     launcher = 0
     if state.launcher_alive():
@@ -357,7 +360,7 @@ def down(
         terminate({state.supervisor_pid: state.supervisor_start_time}, grace)
         state = read_state(state_dir)  # the pids it started are in it
     live = [c for c in state.components if c.alive()]
-    pods = kubelet_pods(live, state_dir)
+    pods = {} if keep_pods else kubelet_pods(live, state_dir)
     killed: list[int] = []
     for stage, group in stop_order(live, lambda: _store_leader(state)):
         if group:
@@ -368,7 +371,8 @@ def down(
             say(f"stopping {len(pods)} pod processes of the kubelets")
             k, _ = terminate(pods, grace)
             killed += k
-    sweep_nodes(state_dir / NODES_DIR)  # the pods' cgroups, now empty
+    if not keep_pods:
+        sweep_nodes(state_dir / NODES_DIR)  # the pods' cgroups, now empty
     everything = {c.pid: c.start_time for c in live} | pods
     left = sorted(pid for pid, st in everything.items() if is_same_process(pid, st))
     for c in state.components:

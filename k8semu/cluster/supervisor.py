@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from k8semu.backup.schedule import BackupSchedule
 from k8semu.cluster.config import LauncherSpec, format_duration
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.probes import Probes, agreed_leader
@@ -259,6 +260,7 @@ class Supervisor:
         store_members: Sequence[tuple[str, str]] = (),
         probes: Probes | None = None,
         pdeathsig: bool = False,
+        backups: BackupSchedule | None = None,
     ) -> None:
         self.units = list(units)
         self.spec = spec
@@ -272,6 +274,7 @@ class Supervisor:
         self._probes = Probes() if probes is None else probes
         self.leader_watch = LeaderWatch(self._probes, store_members, say)
         self._events = _EventPoster(api_servers, say)
+        self._backups = backups
 
     # -- starting -----------------------------------------------------------------------------
 
@@ -323,6 +326,8 @@ class Supervisor:
         """Supervise until ``stop`` is set; the processes are left running (the caller stops
         them, or not)."""
         next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
+        if self._backups is not None:
+            self._backups.start()  # a thread of its own: a slow backup never delays this loop
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -334,6 +339,8 @@ class Supervisor:
                 self._stop.wait(SUPERVISE_POLL_S)
         finally:
             self._events.close()
+            if self._backups is not None:
+                self._backups.close()
 
     def step(self, now: float) -> bool:
         """One round: exits, requests, due starts. Whether any record changed."""

@@ -23,7 +23,7 @@ import hashlib
 import os
 import sqlite3
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,22 +61,27 @@ def write(
     out.format = FORMAT
     out.size = os.path.getsize(image_path)
     if isinstance(dest, (str, Path)):
-        final = Path(dest)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        try:
-            with tmp.open("wb") as f:
-                _write_to(f, out, Path(image_path))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        _fsync_dir(final.parent)
+        write_atomically(Path(dest), lambda f: _write_to(f, out, Path(image_path)))
     else:
         _write_to(dest, out, Path(image_path))
     return out
+
+
+def write_atomically(final: Path, fill: Callable[[BinaryIO], None]) -> None:
+    """Write `final` through a temporary file beside it that `fill` writes, fsynced and
+    renamed (its directory fsynced too): a crash never leaves half a file under that name."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(final.parent)
 
 
 def _write_to(f: BinaryIO, header: internal_pb2.SnapshotHeader, image: Path) -> None:
@@ -196,13 +201,20 @@ def restore(
     *,
     raft_index: int | None = None,
     raft_term: int | None = None,
+    bump_revision: int = 0,
+    mark_compacted: bool = False,
 ) -> internal_pb2.SnapshotHeader:
     """Verify the snapshot at `path` and write its image as a new kv.db at `kv_db_path`.
 
     `raft_index` / `raft_term`, when given, become the restored store's applied index and
     term (default: the snapshot's own): installing a leader's snapshot passes the index it
     was taken at (a no-op), restoring into a brand-new cluster passes the new log's first
-    index so that entries from 1 on are not mistaken for replays. MVCC revisions are kept.
+    index so that entries from 1 on are not mistaken for replays. MVCC revisions are kept,
+    unless `bump_revision` (etcdutl's --bump-revision) moves the store revision up by that
+    much, so that revisions after the restore stay above every revision a client saw before;
+    `mark_compacted` (etcdutl's --mark-compacted) then makes that new revision the compact
+    revision, so reads and watches from any earlier revision fail as compacted (Kubernetes'
+    410 Gone: informers relist instead of silently missing what the backup lacks).
 
     Refuses (FileExistsError) when `kv_db_path` or its -wal/-shm companions exist: the caller
     moves the old state out of the way first. The image's own meta table must agree with the
@@ -224,8 +236,8 @@ def restore(
             out.flush()
             os.fsync(out.fileno())
         _check_image(path, tmp, header)
-        if (raft_index, raft_term) != (None, None):
-            _rebase(tmp, raft_index, raft_term)
+        if (raft_index, raft_term) != (None, None) or bump_revision or mark_compacted:
+            _rebase(tmp, raft_index, raft_term, bump_revision, mark_compacted)
         try:
             os.link(tmp, dest)  # fails instead of overwriting if dest appeared meanwhile
         except FileExistsError:
@@ -282,7 +294,11 @@ def _check_image(snap: Path, image: Path, header: internal_pb2.SnapshotHeader) -
             )
 
 
-def _rebase(image: Path, raft_index: int | None, raft_term: int | None) -> None:
+def _rebase(
+    image: Path, raft_index: int | None, raft_term: int | None, bump: int, mark_compacted: bool
+) -> None:
+    if bump < 0:
+        raise ValueError(f"bump_revision must be >= 0, got {bump}")
     db = sqlite3.connect(image, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode = DELETE").fetchone()  # no WAL left beside the image
@@ -290,6 +306,14 @@ def _rebase(image: Path, raft_index: int | None, raft_term: int | None) -> None:
         for name, value in (("applied_index", raft_index), ("applied_term", raft_term)):
             if value is not None:
                 db.execute("UPDATE meta SET value = ? WHERE name = ?", (value, name))
+        # Only the store revision moves: every key keeps its create/mod revision (as etcd),
+        # and the next write gets revision + bump + 1.
+        db.execute("UPDATE meta SET value = value + ? WHERE name = 'revision'", (bump,))
+        if mark_compacted:
+            db.execute(
+                "UPDATE meta SET value = (SELECT value FROM meta WHERE name = 'revision')"
+                " WHERE name = 'compact_revision'"
+            )
         db.execute("COMMIT")
     finally:
         db.close()

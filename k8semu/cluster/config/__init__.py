@@ -9,6 +9,7 @@ package as ``k8semu/cluster/default.yaml``)::
     store: {replicas: 3, heartbeatInterval: 50ms, electionTimeout: 500ms, snapshotCount: 10000,
             members: [{name: s1, clientURL: "http://127.0.0.1:2379", peerURL: ...}, ...]}
     launcher: {readyTimeout: 30s, stopGracePeriod: 5s, restartBackoff: 500ms, ...}
+    backups: {interval: 10m, directory: /var/backups/k8semu, keep: 5}
 
 Keys are camelCase, as in Kubernetes' own component configs; durations are strings with a unit
 (``500ms``, ``2s``, ``1m30s``) and are held as whole milliseconds. Unknown keys, wrong types
@@ -20,6 +21,7 @@ The package, one module per concern::
     values     the checks fields share (names, ports, addresses, durations)
     store      the store section          network   address ranges
     nodes      worker nodes, hollow pools  timings   control-plane and launcher timings
+    backups    scheduled backups
     hosts      hosts, control-plane instances, placement checks across sections
     cluster    ClusterConfig, the whole document
     reader     YAML -> ClusterConfig (parse_config, load_config)
@@ -31,6 +33,7 @@ processes or touch the network. What callers use is re-exported here.
 
 from __future__ import annotations
 
+from k8semu.cluster.config.backups import BackupsSpec
 from k8semu.cluster.config.cluster import ClusterConfig
 from k8semu.cluster.config.defaults import (
     DEFAULT_APISERVER_PORT,
@@ -66,6 +69,7 @@ __all__ = [
     "KIND",
     "RUNTIMES",
     "VERSION",
+    "BackupsSpec",
     "ClusterConfig",
     "ControlPlaneSpec",
     "HostSpec",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from k8semu.cluster.config import defaults
+from k8semu.cluster.config.backups import BackupsSpec
 from k8semu.cluster.config.hosts import (
     ControlPlaneSpec,
     HostSpec,
@@ -57,6 +58,7 @@ class ClusterConfig:
     network: NetworkSpec = field(default_factory=NetworkSpec)
     timings: TimingsSpec = field(default_factory=TimingsSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    backups: BackupsSpec = field(default_factory=BackupsSpec)
     #: Add-ons (k8semu/addons/*.yaml) the launcher applies once the cluster is up.
     addons: tuple[str, ...] = defaults.DEFAULT_ADDONS
     #: Where the config came from (a file name, or the built-in default), for messages.
@@ -81,6 +83,12 @@ class ClusterConfig:
                 self, "nodes", default_nodes(defaults.DEFAULT_NODE_COUNT, first.name)
             )
         object.__setattr__(self, "store", placed_store(self.store, self.hosts))
+        if self.backups.enabled and self.store.backend == "etcd":
+            raise ClusterConfigError(
+                "backups.interval",
+                "scheduled backups need the k8semu store (store.backend: etcd is set); back an"
+                " etcd up with `etcdctl snapshot save` or `k8semu backup export`",
+            )
         check_placement(
             self.hosts,
             self.store,

@@ -20,6 +20,7 @@ import yaml
 
 from k8semu.api.names import is_dns1123_label
 from k8semu.cluster.config import defaults
+from k8semu.cluster.config.backups import BackupsSpec
 from k8semu.cluster.config.cluster import CONTROL_PLANE, ClusterConfig
 from k8semu.cluster.config.hosts import ControlPlaneSpec, HostSpec, InstanceSpec, default_instances
 from k8semu.cluster.config.network import NetworkSpec
@@ -36,7 +37,7 @@ from k8semu.cluster.errors import ClusterConfigError
 
 __all__ = ["default_config_text", "load_config", "parse_config"]
 
-_Spec = TypeVar("_Spec", NetworkSpec, TimingsSpec, LauncherSpec)
+_Spec = TypeVar("_Spec", NetworkSpec, TimingsSpec, LauncherSpec, BackupsSpec)
 
 
 def parse_config(text: str, *, source: str = "<string>") -> ClusterConfig:
@@ -244,6 +245,7 @@ def _read_document(raw: object) -> ClusterConfig:
     network = _read_flat(top.section("network"), NetworkSpec, _NETWORK_FIELDS)
     timings = _read_flat(top.section("timings"), TimingsSpec, _TIMINGS_FIELDS)
     launcher = _read_flat(top.section("launcher"), LauncherSpec, _LAUNCHER_FIELDS)
+    backups = _read_flat(top.section("backups"), BackupsSpec, _BACKUPS_FIELDS)
     addons = _read_addons(top)
     top.finish()
     return ClusterConfig(
@@ -257,6 +259,7 @@ def _read_document(raw: object) -> ClusterConfig:
         network=network,
         timings=timings,
         launcher=launcher,
+        backups=backups,
         addons=addons,
     )
 
@@ -477,6 +480,12 @@ _LAUNCHER_FIELDS: tuple[_Field, ...] = (
     ("max_restart_backoff_ms", "maxRestartBackoff", _Fields.duration_ms),
     ("backoff_reset_after_ms", "backoffResetAfter", _Fields.duration_ms),
     ("max_restarts", "maxRestarts", _Fields.integer),
+)
+
+_BACKUPS_FIELDS: tuple[_Field, ...] = (
+    ("interval_ms", "interval", _Fields.duration_or_off_ms),
+    ("directory", "directory", _Fields.string),
+    ("keep", "keep", _Fields.integer),
 )
 
 

@@ -1,0 +1,116 @@
+"""Take one consistent backup of a live store, over the etcd v3 API.
+
+The backup comes from the leader: ``Maintenance.Status`` on every endpoint finds it, a
+linearizable ``Range`` on it waits until it has applied every write acknowledged before the
+backup began, then ``Maintenance.Snapshot`` streams its state. So the backup holds every
+write acknowledged before ``take`` was called; its revision (the snapshot's) is that point.
+The stream is written to a temporary file beside the destination, verified (the snapshot's
+own framing and SHA-256), its objects counted from the image, and framed into a backup file
+(``archive``) under the final name only when all of that passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+
+from k8semu import transport
+from k8semu.backup import archive
+from k8semu.backup.archive import BackupError, Metadata
+from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
+from k8semu.store import snapshot
+from k8semu.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from k8semu.pb.etcd.rpc_pb2_grpc import MaintenanceAsyncStub
+
+__all__ = ["find_leader", "take"]
+
+STATUS_TIMEOUT_S = 2.0
+#: Any key: the read is only a barrier (a linearizable read applies everything before it).
+_BARRIER_KEY = b"/registry/"
+
+
+async def find_leader(endpoints: Sequence[str]) -> tuple[str, rpc_pb2.StatusResponse]:
+    """The endpoint of the store's leader and its Status; BackupError when none answers as
+    the leader."""
+    answers: list[str] = []
+    for endpoint in endpoints:
+        async with transport.channel(endpoint) as ch:
+            try:
+                status = await rpc_pb2_grpc.MaintenanceStub(ch).Status(
+                    rpc_pb2.StatusRequest(), timeout=STATUS_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as exc:
+                answers.append(f"{endpoint}: {exc.code().name}")
+                continue
+        if status.leader and status.leader == status.header.member_id:
+            return endpoint, status
+        answers.append(f"{endpoint}: follower")
+    raise BackupError(
+        f"no store leader answers among {', '.join(endpoints)} ({'; '.join(answers)}): a backup"
+        " needs a store with quorum"
+    )
+
+
+async def take(
+    endpoints: Sequence[str], dest: Path, *, cluster: str, timeout: float = 120.0
+) -> Metadata:
+    """Write a backup of the store at ``endpoints`` to ``dest`` and return its metadata."""
+    endpoint, status = await find_leader(endpoints)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".backup-", dir=dest.parent) as tmp:
+        snap = Path(tmp) / archive.PAYLOAD
+        async with transport.channel(endpoint) as ch:
+            try:
+                await rpc_pb2_grpc.KVStub(ch).Range(
+                    rpc_pb2.RangeRequest(key=_BARRIER_KEY, count_only=True), timeout=timeout
+                )
+                await _stream_snapshot(rpc_pb2_grpc.MaintenanceStub(ch), snap, timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise BackupError(
+                    f"snapshot from the store leader {endpoint}: {exc.code().name}: {exc.details()}"
+                ) from exc
+        return await asyncio.to_thread(_frame, snap, dest, cluster, endpoint, status)
+
+
+async def _stream_snapshot(stub: MaintenanceAsyncStub, path: Path, timeout: float) -> None:
+    with path.open("wb") as out:
+        async for chunk in stub.Snapshot(rpc_pb2.SnapshotRequest(), timeout=timeout):
+            await asyncio.to_thread(out.write, chunk.blob)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _frame(
+    snap: Path, dest: Path, cluster: str, endpoint: str, status: rpc_pb2.StatusResponse
+) -> Metadata:
+    kv = snap.with_name("kv.db")
+    try:
+        header = snapshot.restore(snap, kv)
+        objects = archive.count_objects(kv)
+    except StoreError as exc:
+        raise BackupError(f"the snapshot streamed from {endpoint} is bad: {exc.message}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            kv.unlink()
+    meta = Metadata(
+        cluster=cluster,
+        store_cluster_id=f"{status.header.cluster_id:x}",
+        revision=header.revision,
+        compact_revision=header.compact_revision,
+        taken_at=archive.utc_now(),
+        source=endpoint,
+        payload_bytes=snap.stat().st_size,
+        payload_sha256=archive.sha256_of(snap),
+        objects=objects,
+    )
+    archive.write(dest, meta, snap)
+    return meta
