@@ -278,3 +278,20 @@ def test_rollout_restart_sets_template_annotation(k8semu: Run) -> None:
     annotations = json.loads(r.out)["spec"]["template"]["metadata"]["annotations"]
     assert "kubectl.kubernetes.io/restartedAt" in annotations
     assert k8semu("delete", "ns", "shop").code == 0
+
+
+def test_cordon_and_uncordon_as_kubectl(k8semu: Run) -> None:
+    node = "apiVersion: v1\nkind: Node\nmetadata: {name: maint-1}\n"
+    assert k8semu("create", "-f", "-", stdin=node).code == 0
+    assert k8semu("cordon", "maint-1").out == "node/maint-1 cordoned\n"
+    assert k8semu("cordon", "node/maint-1").out == "node/maint-1 already cordoned\n"
+    r = k8semu("get", "node", "maint-1")
+    assert "SchedulingDisabled" in r.out, r.out
+    assert k8semu("uncordon", "maint-1").out == "node/maint-1 uncordoned\n"
+    assert k8semu("uncordon", "maint-1").out == "node/maint-1 already uncordoned\n"
+    assert "SchedulingDisabled" not in k8semu("get", "node", "maint-1").out
+    r = k8semu("cordon", "nope")
+    assert r.code == 1 and 'nodes "nope" not found' in r.err, r.err
+    r = k8semu("cordon", "pod/x")
+    assert r.code != 0 and "only nodes can be cordoned or drained" in r.err
+    assert k8semu("delete", "node", "maint-1").code == 0

@@ -5,8 +5,9 @@
 
 Light on purpose: `k8semu --help` lists the verbs from this table without importing the
 client or grpc (so `k8semu store` starts fast); a verb's handler module (`read`, `write`,
-`generate`, `rollout`, grouped as kubectl groups its commands) is imported only when the verb
-runs, by `k8semu.cli.kubectl`. Adding a verb is one row here and its handler in a group module.
+`generate`, `rollout`, `node`, grouped as kubectl groups its commands) is imported only when
+the verb runs, by `k8semu.cli.kubectl`. Adding a verb is one row here and its handler in a
+group module.
 """
 
 from __future__ import annotations
@@ -163,6 +164,10 @@ def _api_resources(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=["name", "wide"])
 
 
+def _nodes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("nodes", nargs="+", metavar="NODE")
+
+
 def _version(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client", action="store_true", help="client version only")
 
@@ -197,6 +202,10 @@ _TABLE = (
          handler="rollout:cmd_rollout"),
     Verb(name="top", help="Display resource (CPU/memory) usage of nodes or pods.",
          arguments=_top, handler="top:cmd_top"),
+    Verb(name="cordon", help="Mark nodes as unschedulable.", arguments=_nodes,
+         handler="node:cmd_cordon"),
+    Verb(name="uncordon", help="Mark nodes as schedulable.", arguments=_nodes,
+         handler="node:cmd_uncordon"),
     Verb(name="api-resources", help="The resource types the server serves.",
          arguments=_api_resources, handler="read:cmd_api_resources"),
     Verb(name="version", help="Client version; is the server reachable?", arguments=_version,
