@@ -1,18 +1,16 @@
 """The OpenAPI documents: valid, complete, carrying Kubernetes' extensions, and usable by kubectl.
 
-The kubectl test serves the documents from a small aiohttp server in the test, with /api and
-/apis discovery stubs built from the kinds registry. That server is test scaffolding only,
-standing in for the REST server until it serves /openapi itself; then this test is meant to
-run against the real API server instead.
+The kubectl test serves the documents from a small aiohttp server (kubectl_scaffold.py, with
+/api and /apis discovery stubs built from the kinds registry). That server is test scaffolding
+only, standing in for the REST server until it serves /openapi itself; then this test is meant
+to run against the real API server instead.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,9 @@ import pytest
 from k8semu.api import kinds, patchkeys
 from k8semu.apiserver import openapi
 from k8semu.apiserver.openapi import schemas
+
+from . import kubectl_scaffold
+from .kubectl_scaffold import kubectl
 
 V2 = openapi.openapi_v2()
 DEFS = V2["definitions"]
@@ -218,109 +219,6 @@ def test_v3_index_names_each_document_by_hash() -> None:
 # ---- kubectl ------------------------------------------------------------------------------
 
 
-def _resources(group: str, version: str) -> dict[str, Any]:
-    verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-    return {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": f"{group}/{version}" if group else version,
-        "resources": [
-            {
-                "name": k.plural,
-                "singularName": k.singular,
-                "namespaced": k.namespaced,
-                "kind": k.kind,
-                "verbs": verbs if k.stored else ["get", "list"],
-                "shortNames": list(k.short_names),
-            }
-            for k in kinds.all_kinds()
-            if (k.group, k.version) == (group, version) and k.list_message is not None
-        ],
-    }
-
-
-def _groups() -> dict[str, Any]:
-    served: dict[str, list[str]] = {}
-    for group, version in openapi.group_versions():
-        if group:
-            served.setdefault(group, []).append(version)
-    return {
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [
-            {
-                "name": g,
-                "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
-                "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]},
-            }
-            for g, vs in served.items()
-        ],
-    }
-
-
-@pytest.fixture
-async def documents_server() -> AsyncIterator[tuple[str, list[str]]]:
-    """Scaffolding: discovery stubs and the OpenAPI documents over HTTP; everything else 404."""
-    web = pytest.importorskip("aiohttp.web")
-    requests: list[str] = []
-
-    async def handle(request: Any) -> Any:
-        requests.append(request.path)
-        path = request.path
-        if path == "/version":
-            return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.0"})
-        if path == "/api":
-            return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
-        if path == "/apis":
-            return web.json_response(_groups())
-        parts = path.strip("/").split("/")
-        if parts == ["api", "v1"] or (parts[0] == "apis" and len(parts) == 3):
-            return web.json_response(_resources(*(parts[1:] if len(parts) == 3 else ("", "v1"))))
-        if path == "/openapi/v2":
-            return web.Response(body=openapi.openapi_v2_json(), content_type="application/json")
-        if path == "/openapi/v3":
-            return web.json_response(openapi.openapi_v3_index())
-        found = openapi.openapi_v3_path(path.removeprefix("/openapi/v3/"))
-        if path.startswith("/openapi/v3/") and found is not None:
-            return web.Response(body=found[0], content_type="application/json")
-        status = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "status": "Failure",
-            "reason": "NotFound",
-            "code": 404,
-            "message": f"{path} not found",
-        }
-        return web.json_response(status, status=404)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}", requests
-    finally:
-        await runner.cleanup()
-
-
-async def _kubectl(server: str, home: Path, *args: str) -> tuple[int, str]:
-    env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(home / "none")}
-    proc = await asyncio.create_subprocess_exec(
-        "kubectl",
-        f"--server={server}",
-        f"--cache-dir={home / 'cache'}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode()
-
-
 WEB = """
 apiVersion: apps/v1
 kind: Deployment
@@ -341,25 +239,26 @@ spec:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")
-async def test_kubectl_explains_and_validates(
-    documents_server: tuple[str, list[str]], tmp_path: Path
-) -> None:
-    server, requests = documents_server
-    rc, out = await _kubectl(
-        server, tmp_path, "explain", "deployment.spec.template.spec.containers"
-    )
+async def test_kubectl_explains_and_validates(tmp_path: Path) -> None:
+    async with kubectl_scaffold.serving() as scaffold:
+        await _explain_and_validate(scaffold.url, tmp_path)
+    requests = scaffold.paths()
+    # kubectl read the v3 documents, found fieldValidation, and needed no v2 fallback.
+    assert "/openapi/v3/apis/apps/v1" in requests and "/openapi/v2" not in requests
+
+
+async def _explain_and_validate(server: str, tmp_path: Path) -> None:
+    rc, out = await kubectl(server, tmp_path, "explain", "deployment.spec.template.spec.containers")
     assert rc == 0, out
     assert "KIND:       Deployment" in out and "FIELD: containers <[]Container>" in out
     assert "name\t<string> -required-" in out
     assert "enum: Always, IfNotPresent, Never" in out
     for kind in _stored():
-        rc, out = await _kubectl(server, tmp_path, "explain", f"{kind.resource}.metadata.name")
+        rc, out = await kubectl(server, tmp_path, "explain", f"{kind.resource}.metadata.name")
         assert rc == 0 and "FIELD: name <string>" in out, (kind.resource, out)
     manifest = tmp_path / "web.yaml"
     manifest.write_text(WEB)
-    rc, out = await _kubectl(
+    rc, out = await kubectl(
         server, tmp_path, "apply", "--dry-run=client", "--validate=strict", "-f", str(manifest)
     )
     assert rc == 0 and "deployment.apps/web created (dry run)" in out, out
-    # kubectl read the v3 documents, found fieldValidation, and needed no v2 fallback.
-    assert "/openapi/v3/apis/apps/v1" in requests and "/openapi/v2" not in requests
