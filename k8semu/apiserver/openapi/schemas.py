@@ -15,6 +15,7 @@ is derived from it (k8semu.apiserver.openapi.v3). Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -42,13 +43,9 @@ MICRO_TIME = f"{META}.MicroTime"
 INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
 QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 
-# Which Kubernetes package each proto file's messages belong to.
+# The proto files whose messages are not named after a group's kinds (see _package).
 _PACKAGES = {
     "k8semu/api/v1/meta.proto": META,
-    "k8semu/api/v1/core.proto": "io.k8s.api.core.v1",
-    "k8semu/api/v1/apps.proto": "io.k8s.api.apps.v1",
-    "k8semu/api/v1/autoscaling.proto": "io.k8s.api.autoscaling.v2",
-    "k8semu/api/v1/coordination.proto": "io.k8s.api.coordination.v1",
     "k8semu/api/v1/metrics.proto": "io.k8s.metrics.pkg.apis.metrics.v1beta1",
 }
 # meta.proto holds two types Kubernetes keeps elsewhere.
@@ -104,6 +101,8 @@ REQUIRED = _table(
         "ReplicaSetCondition": "type status",
         "DeploymentSpec": "selector template",
         "DeploymentCondition": "type status",
+        "JobSpec": "template",
+        "JobCondition": "type status",
         "HorizontalPodAutoscalerSpec": "scaleTargetRef maxReplicas",
         "CrossVersionObjectReference": "kind name",
         "MetricSpec": "type",
@@ -143,9 +142,28 @@ ENUMS = _table(
         "PodStatus.phase": "Failed Pending Running Succeeded Unknown",
         "NamespaceStatus.phase": "Active Terminating",
         "DeploymentStrategy.type": "Recreate RollingUpdate",
+        "JobSpec.completion_mode": "Indexed NonIndexed",
         "HTTPGetAction.scheme": "HTTP HTTPS",
     }
 )
+
+
+@functools.cache
+def _package(file_name: str) -> str:
+    """Kubernetes' Go package of a proto file's messages, from the group of the kinds it
+    defines: `io.k8s.api.<first label of the group, or core>.<version>`, as k8s.io/api names
+    them (apps, batch, autoscaling, coordination.k8s.io -> coordination)."""
+    if (known := _PACKAGES.get(file_name)) is not None:
+        return known
+    groups = {
+        (k.group, k.version)
+        for k in kinds.all_kinds()
+        if k.message.DESCRIPTOR.file.name == file_name
+    }
+    if len(groups) != 1:
+        raise ValueError(f"{file_name}: no one group-version among its kinds ({groups})")
+    group, version = groups.pop()
+    return f"io.k8s.api.{group.split('.')[0] or 'core'}.{version}"
 
 
 def definition_name(desc: Descriptor) -> str:
@@ -153,7 +171,7 @@ def definition_name(desc: Descriptor) -> str:
     known = _NAMES.get(desc.full_name)
     if known is not None:
         return known
-    return f"{_PACKAGES[desc.file.name]}.{desc.name}"
+    return f"{_package(desc.file.name)}.{desc.name}"
 
 
 def ref(name: str) -> dict[str, Any]:
