@@ -46,6 +46,12 @@ PATCH_TYPES: dict[str, str] = {
 MERGE_PATCH_TYPES = ("merge", "application/merge-patch+json")
 # Kubernetes' bound on a JSON patch's operations (its apiserver's maxJSONPatchOperations).
 MAX_JSON_PATCH_OPERATIONS = 10_000
+# What a JSON patch's copy operations may duplicate in all (as JSON): without a bound, each
+# copy of a subtree into itself doubles the object. 3 MiB is Kubernetes' largest request body.
+MAX_JSON_PATCH_COPY_BYTES = 3 * 1024 * 1024
+# API objects nest about 15 deep; a patch far deeper than any object is refused before the
+# recursive merges see it.
+MAX_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -87,11 +93,30 @@ def parse(kind: Kind, name: str, patch_type: str, document: bytes) -> Patch:
         doc = json.loads(document)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Invalid(f"{what}: patch: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise Invalid(f"{what}: patch: nested deeper than {MAX_DEPTH} levels") from None
+    if _too_deep(doc):
+        raise Invalid(f"{what}: patch: nested deeper than {MAX_DEPTH} levels")
     if canonical == "json":
         _check_operations(what, doc)
     elif not isinstance(doc, dict):
         raise Invalid(f"{what}: patch: must be a JSON object, got {_json_type(doc)}")
     return Patch(canonical, doc)
+
+
+def _too_deep(doc: Any) -> bool:
+    """Whether `doc` nests objects and arrays more than MAX_DEPTH deep (no recursion)."""
+    level = [doc]
+    for _ in range(MAX_DEPTH + 1):
+        level = [
+            child
+            for value in level
+            if isinstance(value, dict | list)
+            for child in (value.values() if isinstance(value, dict) else value)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _json_type(value: Any) -> str:
@@ -152,8 +177,16 @@ def _patched(kind: Kind, what: str, current: dict[str, Any], parsed: Patch) -> A
         except strategicpatch.StrategicPatchError as exc:
             raise Invalid(f"{what}: {exc}") from None
     doc: Any = copy.deepcopy(current)  # one copy, then each operation in place
+    copied = 0
     for i, op in enumerate(parsed.doc):
         try:
+            if op.get("op") == "copy":
+                copied += len(json.dumps(jsonpointer.resolve_pointer(doc, op.get("from", ""))))
+                if copied > MAX_JSON_PATCH_COPY_BYTES:
+                    raise Invalid(
+                        f"{what}: patch: operation {i} {_op_name(op)}: the copies exceed"
+                        f" {MAX_JSON_PATCH_COPY_BYTES} bytes"
+                    )
             doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
             reason = str(exc) or type(exc).__name__
@@ -176,6 +209,8 @@ def apply(kind: Kind, obj: Message, parsed: Patch) -> Message:
     patched = _patched(kind, what, current, parsed)
     if not isinstance(patched, dict):
         raise Invalid(f"{what}: patch: the result must be a JSON object, got {_json_type(patched)}")
+    if _too_deep(patched):  # JSON patch moves can nest what the document did not
+        raise Invalid(f"{what}: patch: the result is nested deeper than {MAX_DEPTH} levels")
     for field in ("apiVersion", "kind"):
         if patched.get(field) != current[field]:
             raise Invalid(

@@ -324,3 +324,26 @@ async def test_strategic_and_json_patch_through_the_api_server(client: Client) -
     assert err.value.code() == grpc.StatusCode.ABORTED, err.value.details()
     assert (await client.get("deploy", "typed-patch")).object == before
     await client.delete("deploy", "typed-patch")
+
+
+def test_hostile_patches_are_refused_not_crashed_on() -> None:
+    kind = kinds.for_resource("deployments")
+    for doc in (b'{"a":' * 150 + b"1" + b"}" * 150, b"[" * 100_000):
+        with pytest.raises(Invalid, match="nested deeper than 100 levels"):
+            patch.parse(kind, "web", "strategic", doc)
+    # Each copy doubles spec: the bound on copied bytes stops it long before memory does.
+    bomb = [{"op": "copy", "from": "/spec", "path": f"/spec/x{i}"} for i in range(60)]
+    with pytest.raises(Invalid, match=r"operation \d+ \('copy' '/spec/x\d+'\): the copies exceed"):
+        _apply("json", bomb)
+    # Moves nest the object one level per two operations: refused before the decode recurses.
+    deepen = [
+        op
+        for _ in range(120)
+        for op in (
+            {"op": "add", "path": "/w", "value": {}},
+            {"op": "move", "from": "/spec", "path": "/w/spec"},
+            {"op": "move", "from": "/w", "path": "/spec"},
+        )
+    ]
+    with pytest.raises(Invalid, match="the result is nested deeper than 100 levels"):
+        _apply("json", deepen)
