@@ -288,6 +288,33 @@ async def _patch(client: Client, name: str, doc: object, patch_type: str) -> app
     return deploy
 
 
+async def test_strategic_status_patch_merges_conditions_by_type(client: Client) -> None:
+    pod = core_pb2.Pod()
+    pod.metadata.name = "conditions"
+    pod.spec.containers.add(name="c", image="busybox")
+    await client.create("pods", pod, "default")
+
+    async def patch_status(doc: object) -> core_pb2.Pod:
+        req = api.PatchRequest(
+            resource="pods", namespace="default", name="conditions", patch_type="strategic",
+            patch=json.dumps(doc).encode(), status=True,
+        )  # fmt: skip
+        got: core_pb2.Pod = unpack((await client.stub.Patch(req, timeout=10)).object, core_pb2.Pod)
+        return got
+
+    ready = {"type": "Ready", "status": "False"}
+    await patch_status(
+        {"status": {"conditions": [{"type": "PodScheduled", "status": "True"}, ready]}}
+    )
+    # The kubelet's way: name one condition, the others stay (a merge patch would drop them).
+    new = await patch_status({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    assert [(c.type, c.status) for c in new.status.conditions] == [
+        ("PodScheduled", "True"), ("Ready", "True")
+    ]  # fmt: skip
+    assert new.spec.containers[0].name == "c"  # a status patch writes only status
+    await client.delete("pods", "conditions", "default")
+
+
 async def test_strategic_and_json_patch_through_the_api_server(client: Client) -> None:
     created = _deployment("typed-patch")
     created.metadata.resource_version = ""

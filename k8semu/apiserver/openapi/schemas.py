@@ -235,6 +235,15 @@ def _property(field: FieldDescriptor) -> dict[str, Any]:
     return schema
 
 
+# What the top-level fields of every kind and list mean (the descriptors carry no comments).
+_TOP_FIELDS = {
+    "metadata": "Standard object metadata (for a list: resourceVersion and continue).",
+    "spec": "The desired state of the {kind}, written by its users.",
+    "status": "The observed state of the {kind}, written by the system (read-only to users).",
+    "items": "The {kind} objects.",
+}
+
+
 def _type_meta(kind: Kind | None) -> dict[str, dict[str, Any]]:
     what = f" ({kind.api_version})" if kind is not None else ""
     return {
@@ -254,11 +263,15 @@ def _type_meta(kind: Kind | None) -> dict[str, dict[str, Any]]:
 def _message(desc: Descriptor) -> dict[str, Any]:
     kind = _kind_of(desc)
     props: dict[str, Any] = {}
+    subject = kind or _list_kind_of(desc)
     for field in desc.fields:
         if field.name in ("api_version", "kind") and _is_top_level(desc):
             props.update({k: v for k, v in _type_meta(kind).items() if k == field.json_name})
         else:
             props[field.json_name] = _property(field)
+        if subject is not None and field.name in _TOP_FIELDS:
+            what = _TOP_FIELDS[field.name].format(kind=subject.kind)
+            props[field.json_name]["description"] = what
     schema: dict[str, Any] = {"type": "object", "properties": props}
     if (required := REQUIRED.get(desc.full_name)) is not None:
         schema["required"] = list(required)
