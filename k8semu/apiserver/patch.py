@@ -21,8 +21,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, cast
 
-import jsonpatch
-import jsonpointer
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
@@ -128,6 +126,11 @@ def _json_type(value: Any) -> str:
 
 
 def _check_operations(what: str, doc: Any) -> None:
+    # Imported here, not at the top: an environment installed before jsonpatch became a
+    # dependency then fails JSON patches only, not the whole API server at start.
+    import jsonpatch
+    import jsonpointer
+
     if not isinstance(doc, list):
         raise Invalid(
             f"{what}: patch: a JSON patch must be an array of operations, got {_json_type(doc)}"
@@ -176,6 +179,9 @@ def _patched(kind: Kind, what: str, current: dict[str, Any], parsed: Patch) -> A
             )
         except strategicpatch.StrategicPatchError as exc:
             raise Invalid(f"{what}: {exc}") from None
+    import jsonpatch  # see _check_operations
+    import jsonpointer
+
     doc: Any = copy.deepcopy(current)  # one copy, then each operation in place
     copied = 0
     for i, op in enumerate(parsed.doc):

@@ -20,9 +20,6 @@ from k8semu.api import kinds, patchkeys
 from k8semu.apiserver import openapi
 from k8semu.apiserver.openapi import schemas
 
-from . import kubectl_scaffold
-from .kubectl_scaffold import kubectl
-
 V2 = openapi.openapi_v2()
 DEFS = V2["definitions"]
 
@@ -235,6 +232,9 @@ spec:
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")
 async def test_kubectl_explains_and_validates(tmp_path: Path) -> None:
+    pytest.importorskip("aiohttp", reason="the test scaffold needs aiohttp (the test extra)")
+    from . import kubectl_scaffold
+
     async with kubectl_scaffold.serving() as scaffold:
         await _explain_and_validate(scaffold.url, tmp_path)
     requests = scaffold.paths()
@@ -243,6 +243,8 @@ async def test_kubectl_explains_and_validates(tmp_path: Path) -> None:
 
 
 async def _explain_and_validate(server: str, tmp_path: Path) -> None:
+    from .kubectl_scaffold import kubectl
+
     rc, out = await kubectl(server, tmp_path, "explain", "deployment.spec.template.spec.containers")
     assert rc == 0, out
     assert "KIND:       Deployment" in out and "FIELD: containers <[]Container>" in out

@@ -15,6 +15,7 @@ import pytest
 
 from k8semu.api import manifest
 
+pytest.importorskip("aiohttp", reason="the test scaffold needs aiohttp (the test extra)")
 from . import kubectl_scaffold
 from .kubectl_scaffold import Scaffold, kubectl
 
