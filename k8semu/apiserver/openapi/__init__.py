@@ -68,12 +68,17 @@ def _definitions() -> dict[str, dict[str, Any]]:
 
 
 @functools.cache
+def _paths() -> dict[str, dict[str, Any]]:
+    return paths.paths()
+
+
+@functools.cache
 def openapi_v2() -> dict[str, Any]:
     """The Swagger 2.0 document of every served kind (`GET /openapi/v2`)."""
     return {
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
-        "paths": paths.paths(),
+        "paths": _paths(),
         "definitions": _definitions(),
         "securityDefinitions": _SECURITY,
         "security": [{"BearerToken": []}],
@@ -212,7 +217,7 @@ def openapi_v3(group: str, version: str) -> dict[str, Any]:
     if (group, version) not in group_versions():
         raise KeyError(f"no group-version {group}/{version}".replace(" /", " "))
     prefix = paths.group_prefix(group, version) + "/"
-    own = {p: item for p, item in paths.paths().items() if p.startswith(prefix)}
+    own = {p: item for p, item in _paths().items() if p.startswith(prefix)}
     definitions = _definitions()
     served = [k for k in kinds.all_kinds() if (k.group, k.version) == (group, version)]
     roots = [schemas.definition_name(schemas.descriptor(k)) for k in served]
