@@ -97,6 +97,7 @@ FIELDS: dict[str, PatchMeta] = {
         "ReplicaSetStatus.conditions": PatchMeta("merge", "type"),
         # batch/v1
         "JobStatus.conditions": PatchMeta("merge", "type", "atomic"),
+        "CronJobStatus.active": _ATOMIC,
         # autoscaling/v2
         "HorizontalPodAutoscalerSpec.metrics": _ATOMIC,
         "HorizontalPodAutoscalerStatus.conditions": _CONDITIONS,

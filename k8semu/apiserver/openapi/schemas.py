@@ -102,6 +102,7 @@ REQUIRED = _table(
         "DeploymentSpec": "selector template",
         "DeploymentCondition": "type status",
         "JobSpec": "template",
+        "CronJobSpec": "schedule jobTemplate",
         "JobCondition": "type status",
         "HorizontalPodAutoscalerSpec": "scaleTargetRef maxReplicas",
         "CrossVersionObjectReference": "kind name",
@@ -143,6 +144,7 @@ ENUMS = _table(
         "NamespaceStatus.phase": "Active Terminating",
         "DeploymentStrategy.type": "Recreate RollingUpdate",
         "JobSpec.completion_mode": "Indexed NonIndexed",
+        "CronJobSpec.concurrency_policy": "Allow Forbid Replace",
         "HTTPGetAction.scheme": "HTTP HTTPS",
     }
 )
