@@ -90,7 +90,19 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return web.json_response(body, status=code)
 
 
-def _discovery(path: str) -> web.StreamResponse | None:
+def _without_field_validation(document: bytes) -> bytes:
+    """A v3 document as a server that does not take fieldValidation would publish it."""
+    doc = json.loads(document)
+    for item in doc["paths"].values():
+        for op in item.values():
+            if isinstance(op, dict):
+                op["parameters"] = [
+                    p for p in op.get("parameters", []) if p["name"] != "fieldValidation"
+                ]
+    return json.dumps(doc).encode()
+
+
+def _discovery(path: str, accept: str, field_validation: bool) -> web.StreamResponse | None:
     if path == "/version":
         return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.0"})
     if path == "/api":
@@ -102,13 +114,16 @@ def _discovery(path: str) -> web.StreamResponse | None:
         return web.json_response(_resources("", "v1"))
     if parts[0] == "apis" and len(parts) == 3:
         return web.json_response(_resources(parts[1], parts[2]))
+    if path == "/openapi/v2" and any(t in accept for t in openapi.V2_PROTOBUF_ACCEPT):
+        return web.Response(body=openapi.openapi_v2_protobuf(), content_type=openapi.V2_PROTOBUF)
     if path == "/openapi/v2":
         return web.Response(body=openapi.openapi_v2_json(), content_type="application/json")
     if path == "/openapi/v3":
         return web.json_response(openapi.openapi_v3_index())
     found = openapi.openapi_v3_path(path.removeprefix("/openapi/v3/"))
     if path.startswith("/openapi/v3/") and found is not None:
-        return web.Response(body=found[0], content_type="application/json")
+        body = found[0] if field_validation else _without_field_validation(found[0])
+        return web.Response(body=body, content_type="application/json")
     return None
 
 
@@ -144,8 +159,10 @@ async def _objects(scaffold: Scaffold, request: web.Request, body: bytes) -> web
 
 
 @asynccontextmanager
-async def serving() -> AsyncIterator[Scaffold]:
-    """The scaffold on a free loopback port, for the duration of the block."""
+async def serving(*, field_validation: bool = True) -> AsyncIterator[Scaffold]:
+    """The scaffold on a free loopback port, for the duration of the block. Without
+    `field_validation` the v3 documents leave that parameter out, so kubectl validates
+    manifests itself, with the v2 document."""
     scaffold = Scaffold(url="")
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -154,7 +171,10 @@ async def serving() -> AsyncIterator[Scaffold]:
             Recorded(request.method, request.path, request.query_string,
                      request.headers.get("Content-Type", ""), body)
         )  # fmt: skip
-        found = _discovery(request.path) if request.method == "GET" else None
+        accept = request.headers.get("Accept", "")
+        found = (
+            _discovery(request.path, accept, field_validation) if request.method == "GET" else None
+        )
         return found if found is not None else await _objects(scaffold, request, body)
 
     app = web.Application()

@@ -202,6 +202,9 @@ def test_v3_index_names_each_document_by_hash() -> None:
     with pytest.raises(KeyError):
         openapi.openapi_v3("apps", "v9")
     assert json.loads(openapi.openapi_v2_json()) == V2
+    # gnostic's Document: field 1 (swagger) "2.0" first; kubectl reads the rest (test below).
+    assert openapi.openapi_v2_protobuf().startswith(b"\n\x032.0")
+    assert b"io.k8s.api.apps.v1.Deployment" in openapi.openapi_v2_protobuf()
     # apps/v1 is self-contained: every reference resolves within the document.
     doc = json.dumps(openapi.openapi_v3("apps", "v1"))
     for name in {r.split('"')[0] for r in doc.split('"$ref": "#/components/schemas/')[1:]}:
@@ -259,3 +262,30 @@ async def _explain_and_validate(server: str, tmp_path: Path) -> None:
         server, tmp_path, "apply", "--dry-run=client", "--validate=strict", "-f", str(manifest)
     )
     assert rc == 0 and "deployment.apps/web created (dry run)" in out, out
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")
+async def test_kubectl_validates_with_the_v2_protobuf_document(tmp_path: Path) -> None:
+    """A server without fieldValidation: kubectl validates manifests itself, against the v2
+    document it fetches as gnostic protobuf."""
+    pytest.importorskip("aiohttp", reason="the test scaffold needs aiohttp (the test extra)")
+    from . import kubectl_scaffold
+    from .kubectl_scaffold import kubectl
+
+    good, bad, wrong_type = tmp_path / "good.yaml", tmp_path / "bad.yaml", tmp_path / "type.yaml"
+    good.write_text(WEB)
+    bad.write_text(WEB.replace("image: nginx", "imagee: nginx"))
+    wrong_type.write_text(WEB.replace("replicas: 2", "replicas: two"))
+    async with kubectl_scaffold.serving(field_validation=False) as scaffold:
+        dry_run = ("apply", "--dry-run=client", "--validate=strict", "-f")
+        rc, out = await kubectl(scaffold.url, tmp_path, *dry_run, str(good))
+        assert rc == 0 and "deployment.apps/web created (dry run)" in out, out
+        rc, out = await kubectl(scaffold.url, tmp_path, *dry_run, str(bad))
+        assert rc != 0 and 'unknown field "imagee" in io.k8s.api.core.v1.Container' in out, out
+        rc, out = await kubectl(scaffold.url, tmp_path, *dry_run, str(wrong_type))
+        assert rc != 0 and "spec.replicas" in out, out
+        rc, out = await kubectl(
+            scaffold.url, tmp_path, "explain", "--output=plaintext-openapiv2", "deployment.spec"
+        )
+        assert rc == 0 and "template" in out, out
+    assert "/openapi/v2" in scaffold.paths()

@@ -3,11 +3,14 @@
     schemas.py  definitions of the protobuf messages under Kubernetes' names, with types,
                 required fields, enums and the patch metadata (k8semu.api.patchkeys)
     paths.py    every served kind's paths and verbs, Kubernetes' operation ids
-    (here)      the documents: v2 (`/openapi/v2`, one document) and v3 (`/openapi/v3`, an index
-                of one document per group-version, `/openapi/v3/apis/apps/v1`)
+    v2proto.py  the v2 document as gnostic protobuf (what kubectl asks /openapi/v2 for)
+    (here)      the documents: v2 (`/openapi/v2`, one document, JSON or protobuf) and v3
+                (`/openapi/v3`, an index of one document per group-version,
+                `/openapi/v3/apis/apps/v1`)
 
 kubectl 1.32 reads v3 for `explain` and to learn whether the server validates fields (the
-`fieldValidation` parameter of PATCH), and v2 for client-side validation when it has to. Both
+`fieldValidation` parameter of PATCH), and v2 (as protobuf) for client-side validation when
+it has to. Both
 are built once per process from the same v2-form definitions and cached with their JSON bytes
 and hash; the REST server serves the bytes (and answers `?hash=` requests as immutable).
 The returned dicts are shared: callers must not modify them. Pure: no I/O.
@@ -24,12 +27,13 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor
 
 from k8semu.api import kinds
-from k8semu.apiserver.openapi import paths, schemas
+from k8semu.apiserver.openapi import paths, schemas, v2proto
 
 __all__ = [
     "group_versions",
     "openapi_v2",
     "openapi_v2_json",
+    "openapi_v2_protobuf",
     "openapi_v3",
     "openapi_v3_index",
     "openapi_v3_json",
@@ -39,6 +43,9 @@ __all__ = [
 # The Kubernetes API version whose documents these imitate (kubectl reads none of it).
 KUBERNETES_VERSION = "v1.32.0"
 _V3_REF = "#/components/schemas/"
+# The media type of openapi_v2_protobuf(), and the Accept values that ask for it.
+V2_PROTOBUF = v2proto.CONTENT_TYPE
+V2_PROTOBUF_ACCEPT = v2proto.ACCEPT
 # Kubernetes' documents declare bearer tokens (the security issue brings them to k8semu).
 _SECURITY = {
     "BearerToken": {
@@ -88,6 +95,13 @@ def openapi_v2() -> dict[str, Any]:
 @functools.cache
 def openapi_v2_json() -> bytes:
     return _encode(openapi_v2())
+
+
+@functools.cache
+def openapi_v2_protobuf() -> bytes:
+    """The v2 document as gnostic's protobuf (`Accept: V2_PROTOBUF`), which kubectl asks for
+    when it validates manifests itself."""
+    return v2proto.encode_document(openapi_v2())
 
 
 def _encode(doc: dict[str, Any]) -> bytes:
