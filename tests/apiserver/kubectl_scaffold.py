@@ -114,10 +114,9 @@ def _discovery(path: str, accept: str, field_validation: bool) -> web.StreamResp
         return web.json_response(_resources("", "v1"))
     if parts[0] == "apis" and len(parts) == 3:
         return web.json_response(_resources(parts[1], parts[2]))
-    if path == "/openapi/v2" and any(t in accept for t in openapi.V2_PROTOBUF_ACCEPT):
-        return web.Response(body=openapi.openapi_v2_protobuf(), content_type=openapi.V2_PROTOBUF)
     if path == "/openapi/v2":
-        return web.Response(body=openapi.openapi_v2_json(), content_type="application/json")
+        body, content_type, _ = openapi.openapi_v2_for(accept)
+        return web.Response(body=body, content_type=content_type)
     if path == "/openapi/v3":
         return web.json_response(openapi.openapi_v3_index())
     found = openapi.openapi_v3_path(path.removeprefix("/openapi/v3/"))

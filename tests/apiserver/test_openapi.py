@@ -205,6 +205,12 @@ def test_v3_index_names_each_document_by_hash() -> None:
     # gnostic's Document: field 1 (swagger) "2.0" first; kubectl reads the rest (test below).
     assert openapi.openapi_v2_protobuf().startswith(b"\n\x032.0")
     assert b"io.k8s.api.apps.v1.Deployment" in openapi.openapi_v2_protobuf()
+    kubectl_accept = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+    body, content_type, etag = openapi.openapi_v2_for(kubectl_accept)
+    assert (body, content_type) == (openapi.openapi_v2_protobuf(), openapi.V2_PROTOBUF)
+    assert len(etag) == 128
+    for accept in ("application/json", "*/*", "", f"application/json, {kubectl_accept}"):
+        assert openapi.openapi_v2_for(accept)[:2] == (openapi.openapi_v2_json(), "application/json")
     # apps/v1 is self-contained: every reference resolves within the document.
     doc = json.dumps(openapi.openapi_v3("apps", "v1"))
     for name in {r.split('"')[0] for r in doc.split('"$ref": "#/components/schemas/')[1:]}:

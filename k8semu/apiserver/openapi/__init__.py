@@ -32,6 +32,7 @@ from k8semu.apiserver.openapi import paths, schemas, v2proto
 __all__ = [
     "group_versions",
     "openapi_v2",
+    "openapi_v2_for",
     "openapi_v2_json",
     "openapi_v2_protobuf",
     "openapi_v3",
@@ -113,8 +114,14 @@ def _hash(data: bytes) -> str:
     return hashlib.sha512(data).hexdigest().upper()
 
 
-def openapi_v2_etag() -> str:
-    return _hash(openapi_v2_json())
+def openapi_v2_for(accept: str) -> tuple[bytes, str, str]:
+    """`GET /openapi/v2` for a request's Accept header: (body, Content-Type, ETag). Protobuf
+    when the client asks for it and not for JSON (as kube-apiserver decides), else JSON."""
+    if "application/json" not in accept and any(t in accept for t in V2_PROTOBUF_ACCEPT):
+        body = openapi_v2_protobuf()
+        return body, V2_PROTOBUF, _hash(body)
+    body = openapi_v2_json()
+    return body, "application/json", _hash(body)
 
 
 # ---- v3 -------------------------------------------------------------------------------------
