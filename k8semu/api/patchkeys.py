@@ -57,7 +57,7 @@ _ATOMIC = PatchMeta(list_type="atomic")
 _CONDITIONS = _by_key("type")
 
 # Kubernetes' tags on the fields the object model has (k8s.io/api core/v1, apps/v1,
-# batch/v1, autoscaling/v2 and apimachinery meta/v1 types.go, Kubernetes 1.32).
+# batch/v1, policy/v1, autoscaling/v2 and apimachinery meta/v1 types.go, Kubernetes 1.32).
 FIELDS: dict[str, PatchMeta] = {
     _PACKAGE + name: meta
     for name, meta in {
@@ -95,6 +95,9 @@ FIELDS: dict[str, PatchMeta] = {
         "DeploymentSpec.strategy": PatchMeta("retainKeys"),
         "DeploymentStatus.conditions": PatchMeta("merge", "type"),
         "ReplicaSetStatus.conditions": PatchMeta("merge", "type"),
+        "DaemonSetStatus.conditions": PatchMeta("merge", "type"),
+        # policy/v1
+        "PodDisruptionBudgetStatus.conditions": _CONDITIONS,
         # batch/v1
         "JobStatus.conditions": PatchMeta("merge", "type", "atomic"),
         "CronJobStatus.active": _ATOMIC,
