@@ -45,6 +45,24 @@ def test_every_table_entry_names_a_real_list_or_object_field() -> None:
             assert meta.merge_key in {f.json_name for f in field.message_type.fields}, full_name
 
 
+def test_every_conditions_list_merges_by_type() -> None:
+    """A kind added later gets its conditions into the table (docs/apiserver.md, "Adding a
+    kind"): Kubernetes merges every conditions list by type."""
+    seen: set[str] = set()
+    todo = [k.message.DESCRIPTOR for k in kinds.all_kinds()]
+    while todo:
+        desc = todo.pop()
+        if desc.full_name in seen:
+            continue
+        seen.add(desc.full_name)
+        for field in desc.fields:
+            if field.message_type is not None:
+                todo.append(field.message_type)
+            if field.name == "conditions" and field.is_repeated:
+                meta = patchkeys.for_field(field)
+                assert (meta.strategy, meta.merge_key) == ("merge", "type"), field.full_name
+
+
 # ---- strategic merge patch: Kubernetes' strategic-merge-patch.md examples ----------------
 
 
