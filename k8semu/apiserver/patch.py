@@ -1,27 +1,64 @@
-"""JSON merge patch (RFC 7386) of API objects, on their Kubernetes JSON form.
+"""Patches of API objects, on their Kubernetes JSON form: the three types PATCH accepts.
 
-`parse` checks the request's patch document, `apply` merges it into an object's `to_dict` form
-and decodes the result strictly, as a manifest is decoded (an unknown field is an error naming
-its path). What the server then does with the patched object (immutable fields, status,
-generation, the conditional write) is the Update path's business, not this module's.
-Pure: no I/O.
+| type        | content type                              | what it is                       |
+| ----------- | ----------------------------------------- | -------------------------------- |
+| `merge`     | application/merge-patch+json              | RFC 7386 JSON merge patch        |
+| `json`      | application/json-patch+json               | RFC 6902 JSON patch (jsonpatch)  |
+| `strategic` | application/strategic-merge-patch+json    | Kubernetes' strategic merge patch|
+|             |                                           | (k8semu.apiserver.strategicpatch)|
+
+`parse` checks the request's patch type and document, `apply` applies it to an object's
+`to_dict` form and decodes the result strictly, as a manifest is decoded (an unknown field is an
+error naming its path). What the server then does with the patched object (immutable fields,
+status, generation, the conditional write) is the Update path's business, not this module's.
+The gRPC Patch verb and the REST PATCH both come through here. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from k8semu.api import manifest
 from k8semu.api.errors import ManifestError
 from k8semu.api.kinds import Kind
+from k8semu.apiserver import strategicpatch
 from k8semu.apiserver.errors import Invalid
 from k8semu.apiserver.objects import describe, meta
 
-# The names a request may give the one patch type we support.
+# The names a request may give each patch type: ours (gRPC) and the HTTP content type (REST).
+PATCH_TYPES: dict[str, str] = {
+    "merge": "merge",
+    "application/merge-patch+json": "merge",
+    "json": "json",
+    "application/json-patch+json": "json",
+    "strategic": "strategic",
+    "application/strategic-merge-patch+json": "strategic",
+}
+# Kept for callers that name the merge type's spellings.
 MERGE_PATCH_TYPES = ("merge", "application/merge-patch+json")
+# Kubernetes' bound on a JSON patch's operations (its apiserver's maxJSONPatchOperations).
+MAX_JSON_PATCH_OPERATIONS = 10_000
+# What a JSON patch's copy operations may duplicate in all (as JSON): without a bound, each
+# copy of a subtree into itself doubles the object. 3 MiB is Kubernetes' largest request body.
+MAX_JSON_PATCH_COPY_BYTES = 3 * 1024 * 1024
+# API objects nest about 15 deep; a patch far deeper than any object is refused before the
+# recursive merges see it.
+MAX_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A parsed patch: `type` is "merge", "json" or "strategic"; `doc` the decoded JSON
+    (an object, or for "json" a list of operations)."""
+
+    type: str
+    doc: Any
 
 
 def merge(target: Any, patch: Any) -> Any:
@@ -38,26 +75,93 @@ def merge(target: Any, patch: Any) -> Any:
     return result
 
 
-def parse(kind: Kind, name: str, patch_type: str, document: bytes) -> dict[str, Any]:
-    """The patch document as a dict; INVALID_ARGUMENT for another patch type or bad JSON."""
+def parse(kind: Kind, name: str, patch_type: str, document: bytes) -> Patch:
+    """The patch; INVALID_ARGUMENT for an unknown patch type, bad JSON or a malformed
+    document (a merge patch that is not an object, a JSON patch that is not a list of
+    operations)."""
     what = describe(kind, name)
-    if patch_type not in MERGE_PATCH_TYPES:
+    canonical = PATCH_TYPES.get(patch_type)
+    if canonical is None:
         raise Invalid(
             f"{what}: patchType: Unsupported value: {patch_type!r}: supported values:"
-            ' "merge" (application/merge-patch+json)'
+            ' "merge" (application/merge-patch+json), "json" (application/json-patch+json),'
+            ' "strategic" (application/strategic-merge-patch+json)'
         )
     try:
         doc = json.loads(document)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Invalid(f"{what}: patch: invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise Invalid(f"{what}: patch: must be a JSON object, got {type(doc).__name__}")
-    return doc
+    except RecursionError:
+        raise Invalid(f"{what}: patch: nested deeper than {MAX_DEPTH} levels") from None
+    if _too_deep(doc):
+        raise Invalid(f"{what}: patch: nested deeper than {MAX_DEPTH} levels")
+    if canonical == "json":
+        _check_operations(what, doc)
+    elif not isinstance(doc, dict):
+        raise Invalid(f"{what}: patch: must be a JSON object, got {_json_type(doc)}")
+    return Patch(canonical, doc)
 
 
-def resource_version_precondition(doc: dict[str, Any]) -> str | None:
+def _too_deep(doc: Any) -> bool:
+    """Whether `doc` nests objects and arrays more than MAX_DEPTH deep (no recursion)."""
+    level = [doc]
+    for _ in range(MAX_DEPTH + 1):
+        level = [
+            child
+            for value in level
+            if isinstance(value, dict | list)
+            for child in (value.values() if isinstance(value, dict) else value)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null" if value is None else type(value).__name__
+
+
+def _check_operations(what: str, doc: Any) -> None:
+    # Imported here, not at the top: an environment installed before jsonpatch became a
+    # dependency then fails JSON patches only, not the whole API server at start.
+    import jsonpatch
+    import jsonpointer
+
+    if not isinstance(doc, list):
+        raise Invalid(
+            f"{what}: patch: a JSON patch must be an array of operations, got {_json_type(doc)}"
+        )
+    if len(doc) > MAX_JSON_PATCH_OPERATIONS:
+        raise Invalid(
+            f"{what}: patch: the JSON patch has {len(doc)} operations, more than the"
+            f" {MAX_JSON_PATCH_OPERATIONS} allowed"
+        )
+    for i, op in enumerate(doc):
+        if not isinstance(op, dict):
+            raise Invalid(f"{what}: patch: operation {i}: must be an object, got {_json_type(op)}")
+        try:
+            jsonpatch.JsonPatch([op])  # checks the op's name and path
+        except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException) as exc:
+            raise Invalid(f"{what}: patch: operation {i} {_op_name(op)}: {exc}") from None
+
+
+def _op_name(op: dict[str, Any]) -> str:
+    return f"({op.get('op')!r} {op.get('path')!r})"
+
+
+def resource_version_precondition(parsed: Patch) -> str | None:
     """metadata.resourceVersion when the patch sets it: then it is a precondition."""
-    metadata = doc.get("metadata")
+    if parsed.type == "json":
+        rv: Any = None
+        for op in parsed.doc:
+            if op.get("op") in ("add", "replace") and op.get("path") == "/metadata/resourceVersion":
+                rv = op.get("value")
+        return rv if isinstance(rv, str) and rv else None
+    metadata = parsed.doc.get("metadata")
     if isinstance(metadata, dict):
         rv = metadata.get("resourceVersion")
         if isinstance(rv, str) and rv:
@@ -65,8 +169,41 @@ def resource_version_precondition(doc: dict[str, Any]) -> str | None:
     return None
 
 
-def apply(kind: Kind, obj: Message, doc: dict[str, Any]) -> Message:
-    """A new object: `obj` with `doc` merged in, strictly decoded.
+def _patched(kind: Kind, what: str, current: dict[str, Any], parsed: Patch) -> Any:
+    if parsed.type == "merge":
+        return merge(current, parsed.doc)
+    if parsed.type == "strategic":
+        try:
+            return strategicpatch.apply(
+                current, parsed.doc, cast(Descriptor, kind.message.DESCRIPTOR)
+            )
+        except strategicpatch.StrategicPatchError as exc:
+            raise Invalid(f"{what}: {exc}") from None
+    import jsonpatch  # see _check_operations
+    import jsonpointer
+
+    doc: Any = copy.deepcopy(current)  # one copy, then each operation in place
+    copied = 0
+    for i, op in enumerate(parsed.doc):
+        try:
+            if op.get("op") == "copy":
+                copied += len(json.dumps(jsonpointer.resolve_pointer(doc, op.get("from", ""))))
+                if copied > MAX_JSON_PATCH_COPY_BYTES:
+                    raise Invalid(
+                        f"{what}: patch: operation {i} {_op_name(op)}: the copies exceed"
+                        f" {MAX_JSON_PATCH_COPY_BYTES} bytes"
+                    )
+            doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, jsonpatch.JsonPatchTestFailed):
+                reason = f"test failed: {reason}"
+            raise Invalid(f"{what}: patch: operation {i} {_op_name(op)}: {reason}") from None
+    return doc
+
+
+def apply(kind: Kind, obj: Message, parsed: Patch) -> Message:
+    """A new object: `obj` with the patch applied, strictly decoded.
 
     apiVersion, kind, metadata.name and metadata.namespace cannot change through a patch
     (they name the object the request is about); the patched resourceVersion is dropped
@@ -75,15 +212,19 @@ def apply(kind: Kind, obj: Message, doc: dict[str, Any]) -> Message:
     m = meta(obj)
     what = describe(kind, m.name)
     current = manifest.to_dict(obj)
-    merged = merge(current, doc)
+    patched = _patched(kind, what, current, parsed)
+    if not isinstance(patched, dict):
+        raise Invalid(f"{what}: patch: the result must be a JSON object, got {_json_type(patched)}")
+    if _too_deep(patched):  # JSON patch moves can nest what the document did not
+        raise Invalid(f"{what}: patch: the result is nested deeper than {MAX_DEPTH} levels")
     for field in ("apiVersion", "kind"):
-        if merged.get(field) != current[field]:
+        if patched.get(field) != current[field]:
             raise Invalid(
-                f"{what}: {field}: Invalid value: {merged.get(field)!r}: must stay"
+                f"{what}: {field}: Invalid value: {patched.get(field)!r}: must stay"
                 f" {current[field]!r}"
             )
     try:
-        new = manifest.decode(merged, kind.message)
+        new = manifest.decode(patched, kind.message)
     except ManifestError as exc:
         raise Invalid(f"{what}: {exc}") from None  # "spec.replicass: unknown field"
     nm = meta(new)

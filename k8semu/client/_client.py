@@ -413,42 +413,49 @@ class Client:
         self,
         kind: type[M],
         name: str,
-        patch: Mapping[str, Any],
+        patch: Mapping[str, Any] | Sequence[Any],
         *,
         namespace: str = "",
         status: bool = False,
+        patch_type: str = "merge",
     ) -> M: ...
     @overload
     async def patch(
         self,
         kind: str,
         name: str,
-        patch: Mapping[str, Any],
+        patch: Mapping[str, Any] | Sequence[Any],
         *,
         namespace: str = "",
         status: bool = False,
+        patch_type: str = "merge",
     ) -> Message: ...
     async def patch(
         self,
         kind: KindRef,
         name: str,
-        patch: Mapping[str, Any],
+        patch: Mapping[str, Any] | Sequence[Any],
         *,
         namespace: str = "",
         status: bool = False,
+        patch_type: str = "merge",
     ) -> Message:
-        """Apply a JSON merge patch (RFC 7386, Kubernetes' camelCase names) to the object, or
-        to its status when `status`; `None` values delete fields."""
+        """Apply a JSON merge patch (RFC 7386, camelCase names, `None` deletes) to the object,
+        or to its status when `status`; `patch_type` "json" (RFC 6902 operations) or "strategic"
+        send those instead, not read back after a broken-off try (OutcomeUnknown)."""
         k = resolve(kind)
         req = api.PatchRequest(
             resource=k.resource,
             namespace=namespace,
             name=name,
-            patch_type="merge",
+            patch_type=patch_type,
             patch=json.dumps(patch).encode(),
             status=status,
         )
         what = f"patch {_describe(k, name, namespace)}"
+        if patch_type != "merge" or not isinstance(patch, Mapping):
+            resp = await self._call(lambda s: s.Patch(req, timeout=self.timeouts.call), what)
+            return unpack(k, resp.object)
         metadata = patch.get("metadata")
         precondition = isinstance(metadata, Mapping) and bool(metadata.get("resourceVersion"))
 
@@ -714,10 +721,12 @@ def _outcome_unknown(err: APIStatusError) -> OutcomeUnknown:
     )
 
 
-def patch_applied(obj: Message, patch: Mapping[str, Any]) -> bool:
+def patch_applied(obj: Message, patch: Mapping[str, Any] | Sequence[Any]) -> bool:
     """Whether applying the JSON merge patch `patch` (RFC 7386) to `obj` changes nothing, so
     the object already shows it; a metadata.resourceVersion in the patch (a precondition) is
-    left out of the comparison."""
+    left out of the comparison. Not a merge patch (a list): False, nothing to compare."""
+    if not isinstance(patch, Mapping):
+        return False
     doc = manifest.to_dict(obj)
     wanted = dict(patch)
     metadata = wanted.get("metadata")

@@ -234,7 +234,7 @@ async def test_merge_patch_labels_replicas_and_image(client: Client) -> None:
         ({"spec": {"selector": {"matchLabels": {"app": "x"}}}}, "merge", "spec.selector"),
         ({"metadata": {"name": "other"}}, "merge", "metadata.name"),
         ({"kind": "Pod"}, "merge", "kind: Invalid value"),
-        ({"spec": {"replicas": 3}}, "json", "patchType: Unsupported value: 'json'"),
+        ({"spec": {"replicas": 3}}, "apply", "patchType: Unsupported value: 'apply'"),
         ([1, 2], "merge", "patch: must be a JSON object"),
     ],
 )

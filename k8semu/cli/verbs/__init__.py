@@ -90,7 +90,14 @@ def _delete(p: argparse.ArgumentParser) -> None:
 def _patch(p: argparse.ArgumentParser) -> None:
     _resources(p, "+", _ONE)
     p.add_argument("-p", "--patch", required=True, help="the patch, JSON (or YAML)")
-    p.add_argument("--type", default="merge", help="merge (the only type served)")
+    p.add_argument(
+        "--type",
+        default="merge",
+        choices=["merge", "json", "strategic"],
+        help="merge: JSON merge patch (RFC 7386, the default); json: JSON patch (RFC 6902, a"
+        " list of operations); strategic: Kubernetes' strategic merge patch (lists such as"
+        " containers merge by their key)",
+    )
     p.add_argument("--subresource", choices=["status"])
 
 
@@ -186,7 +193,7 @@ _TABLE = (
          handler="read:cmd_describe"),
     Verb(name="delete", help="Delete objects by name, file or selector.", arguments=_delete,
          handler="write:cmd_delete"),
-    Verb(name="patch", help="Update fields with a JSON merge patch.", arguments=_patch,
+    Verb(name="patch", help="Update fields: a merge, json or strategic patch.", arguments=_patch,
          handler="write:cmd_patch"),
     Verb(name="scale", help="Set a Deployment's or ReplicaSet's replicas.", arguments=_scale,
          handler="write:cmd_scale"),

@@ -174,13 +174,13 @@ async def cmd_delete(ns: argparse.Namespace, target: Target) -> None:
 
 
 async def cmd_patch(ns: argparse.Namespace, target: Target) -> None:
-    if ns.type != "merge":
-        raise UsageError(f'--type {ns.type}: only "merge" (JSON merge patch) is supported')
     try:
         patch = yaml.safe_load(ns.patch)
     except yaml.YAMLError as exc:
         raise UsageError(f"unable to parse {ns.patch!r}: {exc}") from None
-    if not isinstance(patch, dict):
+    if ns.type == "json" and not isinstance(patch, list):
+        raise UsageError(f"unable to parse {ns.patch!r}: expected a JSON array of operations")
+    if ns.type != "json" and not isinstance(patch, dict):
         raise UsageError(f"unable to parse {ns.patch!r}: expected a JSON object")
     errors = Errors()
     async with client_for(target, ns) as client:
@@ -188,9 +188,14 @@ async def cmd_patch(ns: argparse.Namespace, target: Target) -> None:
             space = namespace_for(kind, target) or ""
             try:
                 before = await client.get(kind.resource, name, namespace=space)
-                after = await patch_object(
-                    client, kind, name, space, patch, ns.subresource == "status"
-                )
+                status = ns.subresource == "status"
+                if ns.type == "merge":
+                    after = await patch_object(client, kind, name, space, patch, status)
+                else:  # no client-side fallback: only the server knows these types
+                    after = await client.patch(
+                        kind.resource, name, patch, namespace=space, status=status,
+                        patch_type=ns.type,
+                    )  # fmt: skip
             except ClientError as exc:
                 errors.report(exc)
                 continue

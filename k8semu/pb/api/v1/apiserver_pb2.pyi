@@ -311,7 +311,10 @@ class PatchRequest(_message.Message):
     namespace: _builtins.str
     name: _builtins.str
     patch_type: _builtins.str
-    """"merge" (application/merge-patch+json); others: INVALID_ARGUMENT"""
+    """"merge" (application/merge-patch+json), "json" (application/json-patch+json, RFC 6902) or
+    "strategic" (application/strategic-merge-patch+json); the HTTP content types are accepted
+    too. Others: INVALID_ARGUMENT.
+    """
     patch: _builtins.bytes
     """the patch document, JSON"""
     status: _builtins.bool
