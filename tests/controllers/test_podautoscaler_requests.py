@@ -1,0 +1,198 @@
+"""The HPA on traffic, end to end on a real cluster started with `k8semu up` (1 store, API
+server, scheduler, controller manager, one process-runtime worker with its proxy) whose
+config sets a short `horizontalPodAutoscaler.syncPeriod` and `downscaleStabilization`:
+
+- a Deployment of echo pods behind a Service, a bounded `k8semu/loadgen` pod sending 20
+  requests/s to the Service's ClusterIP, an HPA with a Pods metric `requests_per_second`
+  (AverageValue 5): the proxy counts each keep-alive request per endpoint, the HPA reads
+  every proxy and scales 1 -> 4 replicas, reporting the metric in its status;
+- bad input in the same cluster: an unknown metric name and an Object metric on a Service
+  that does not exist are reported in the conditions (ScalingActive False,
+  FailedGetPodsMetric / FailedGetObjectMetric) without scaling anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from k8semu.api import manifest
+from k8semu.bench._clusterrun import BenchCluster, ClusterLayout
+from k8semu.client import Client
+from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, core_pb2
+
+pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
+RATE = 20  # requests/s the load generator sends
+TARGET = 5  # requests/s per pod the HPA aims at: 20 / 5 = 4 replicas
+
+APP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - {name: echo, image: k8semu/echo, ports: [{containerPort: 8080, name: http}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+
+HPAS = f"""\
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  minReplicas: 1
+  maxReplicas: 5
+  metrics:
+    - type: Pods
+      pods:
+        metric: {{name: requests_per_second}}
+        target: {{type: AverageValue, averageValue: "{TARGET}"}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: unknown-metric}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  maxReplicas: 10
+  metrics:
+    - type: Pods
+      pods:
+        metric: {{name: queue_length}}
+        target: {{type: AverageValue, averageValue: "1"}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: missing-service}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  maxReplicas: 10
+  metrics:
+    - type: Object
+      object:
+        describedObject: {{apiVersion: v1, kind: Service, name: nope}}
+        metric: {{name: requests_per_second}}
+        target: {{type: Value, value: "10"}}
+"""
+
+
+def _loadgen(cluster_ip: str) -> core_pb2.Pod:
+    # Bounded: it stops by itself after 60 s, longer than the test needs.
+    (pod,) = manifest.load_all(
+        f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: loadgen}}
+spec:
+  restartPolicy: Never
+  containers:
+    - name: loadgen
+      image: k8semu/loadgen
+      args: ["--url", "http://{cluster_ip}/", "--rate", "{RATE}", "--concurrency", "4",
+             "--duration", "60"]
+""",
+        source="loadgen",
+    )
+    assert isinstance(pod, core_pb2.Pod)
+    return pod
+
+
+async def _until(what: str, check: Callable[[], Awaitable[T | None]], timeout: float) -> T:
+    end = time.monotonic() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.3)
+
+
+def _condition(
+    hpa: autoscaling_pb2.HorizontalPodAutoscaler, type_: str
+) -> autoscaling_pb2.HorizontalPodAutoscalerCondition | None:
+    return next((c for c in hpa.status.conditions if c.type == type_), None)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[BenchCluster]:
+    layout = ClusterLayout(
+        name="hpa-rps",
+        store_replicas=1,
+        real_nodes=1,
+        runtime="process",
+        ready_timeout_s=120,
+        timings={},
+        overrides={"horizontalPodAutoscaler": {"syncPeriod": "1s", "downscaleStabilization": "5s"}},
+    )
+    c = BenchCluster(layout, say=lambda _line: None)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_requests_per_second_scale_the_deployment(cluster: BenchCluster) -> None:
+    asyncio.run(_scale_on_requests(cluster))
+
+
+async def _scale_on_requests(cluster: BenchCluster) -> None:
+    async with Client(cluster.api_servers) as client:
+        for obj in manifest.load_all(APP, source="app"):
+            await client.create(obj)
+
+        async def web_ready() -> bool:
+            d = await client.get(apps_pb2.Deployment, "web")
+            return d.status.ready_replicas == 1
+
+        await _until("the web Deployment ready", web_ready, 60)
+        service = await client.get(core_pb2.Service, "web")
+        await client.create(_loadgen(service.spec.cluster_ip))
+        for obj in manifest.load_all(HPAS, source="hpas"):
+            await client.create(obj)
+
+        async def scaled() -> autoscaling_pb2.HorizontalPodAutoscaler | None:
+            hpa = await client.get(autoscaling_pb2.HorizontalPodAutoscaler, "web")
+            return hpa if hpa.status.desired_replicas >= 4 else None
+
+        hpa = await _until("the HPA scaled web to 4 on its requests", scaled, 40)
+        active = _condition(hpa, "ScalingActive")
+        assert active is not None and active.status == "True", hpa.status
+        assert active.reason == "ValidMetricFound"
+        (current,) = hpa.status.current_metrics
+        assert current.type == "Pods" and current.pods.metric.name == "requests_per_second"
+        events = (await client.list_all(core_pb2.Event)).items
+        rescales = [e.message for e in events if e.reason == "SuccessfulRescale"]
+        assert any("pods metric requests_per_second above target" in m for m in rescales)
+
+        for name, reason, text in (
+            ("unknown-metric", "FailedGetPodsMetric", "unable to get metric queue_length"),
+            ("missing-service", "FailedGetObjectMetric", 'services "nope" not found'),
+        ):
+
+            async def reported(name: str = name) -> autoscaling_pb2.HorizontalPodAutoscaler | None:
+                got = await client.get(autoscaling_pb2.HorizontalPodAutoscaler, name)
+                cond = _condition(got, "ScalingActive")
+                return got if cond is not None and cond.status == "False" else None
+
+            bad = await _until(f"{name} reported", reported, 20)
+            cond = _condition(bad, "ScalingActive")
+            assert cond is not None and cond.reason == reason and text in cond.message, cond
