@@ -260,9 +260,11 @@ class Frontend:
     def forget(self) -> None:
         """Fold the counters of endpoints that are neither ready nor in use into the port's:
         a Service whose pods come and go must not grow a counter per pod IP ever seen."""
+        if len(self.endpoint_stats) <= len(self.balancer.endpoints):
+            return  # every ready endpoint has its entry (`update`): none is extra
         ready = {(ep.ip, ep.port) for ep in self.balancer.endpoints}
         port = self.stats
-        for key in [k for k, s in self.endpoint_stats.items() if k not in ready]:
+        for key in [k for k in self.endpoint_stats if k not in ready]:
             stats = self.endpoint_stats[key]
             if stats.connections_active > 0:
                 continue

@@ -63,7 +63,7 @@ def test_history_takes_the_rate_over_the_window() -> None:
     h = TrafficHistory(window=15, min_interval=1)
     h.add("node-1", sample(0, {A: 0}), taken=0)
     assert h.pair("node-1") is None  # one sample: no rate yet
-    h.add("node-1", sample(0.5, {A: 5}), taken=0.5)
+    h.add("node-1", sample(0.4, {A: 5}), taken=0.4)
     assert h.pair("node-1") is None  # too short a span
     for t in range(1, 41):
         h.add("node-1", sample(t, {A: 10 * t if t <= 30 else 300 + 40 * (t - 30)}), taken=t)
@@ -98,6 +98,10 @@ def test_rates_are_summed_over_the_proxies_that_answered() -> None:
         h.add(name, sample(10, {A: 10 * per_second}, instance=name), taken=10)
     assert requests(h.rates(["node-1", "node-2", "node-3"])) == {A: 15.0}
     assert requests(h.rates(["node-1", "node-3"])) == {A: 10.0}  # node-2 did not answer
+    # Two Nodes naming one proxy process: counted once.
+    h.add("node-4", sample(0, {A: 0}, instance="node-1"), taken=0)
+    h.add("node-4", sample(10, {A: 30}, instance="node-1"), taken=10)
+    assert requests(h.rates(["node-1", "node-4"])) == {A: 3.0}
     h.forget_except(["node-1"])
     assert requests(h.rates(["node-1", "node-2"])) == {A: 3.0}
 

@@ -159,23 +159,28 @@ class TrafficHistory:
             del self._proxies[name]
 
     def pair(self, proxy: str) -> tuple[Sample, Sample] | None:
-        """(older, newest) to take `proxy`'s rates over, None while it has no such pair."""
+        """(older, newest) to take `proxy`'s rates over, None while it has no such pair.
+        Half `min_interval` is enough: the reader waits `min_interval` on its own clock,
+        and the proxy's may have seen a little less of it."""
         p = self._proxies.get(proxy)
         if p is None or len(p.samples) < 2:
             return None
         newest = p.samples[-1]
         oldest = p.samples[0]
-        if newest.uptime - oldest.uptime < self.min_interval:
+        if newest.uptime - oldest.uptime < self.min_interval / 2:
             return None
         return oldest, newest
 
     def rates(self, proxies: Iterable[str]) -> Rates:
-        """Rates summed over `proxies` (those that have a pair)."""
+        """Rates summed over `proxies` (those that have a pair), each proxy process once
+        (two Nodes naming the same proxy must not count its traffic twice)."""
         total: Rates = {}
+        seen: set[str] = set()
         for name in proxies:
             found = self.pair(name)
-            if found is None:
+            if found is None or found[1].instance in seen:
                 continue
+            seen.add(found[1].instance)
             for key, (r, h, c) in rates_between(*found).items():
                 tr, th, tc = total.get(key, (0.0, 0.0, 0.0))
                 total[key] = (tr + r, th + h, tc + c)
