@@ -1,20 +1,17 @@
 """The ``horizontalPodAutoscaler`` section of the cluster config: Kubernetes' defaults, values
 given reaching the controller manager as kube-controller-manager's flags (and parsed back
-by ``k8semu controller-manager`` into the same settings), bad values naming the field."""
+by ``k8semu controller-manager`` into the same settings). Bad values naming the field are
+cases of tests/cluster/bad_configs.yaml."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from k8semu.cli import controller_manager
 from k8semu.cluster import config as cc
-from k8semu.cluster.errors import ClusterConfigError
 from k8semu.cluster.plan import plan_cluster
 from k8semu.controllers.context import ControllerManagerConfig
-
-HEAD = "kind: ClusterConfig\nversion: v1alpha1\n"
+from tests.cluster.test_config import HEAD
 
 
 def _controller_manager_config(config: cc.ClusterConfig) -> ControllerManagerConfig:
@@ -66,26 +63,3 @@ def test_values_reach_the_controller_manager_as_its_flags() -> None:
         10.0,
     )
     assert (cm.hpa_cpu_initialization_period, cm.hpa_initial_readiness_delay) == (0.0, 1.5)
-
-
-@pytest.mark.parametrize(
-    ("body", "path", "reason"),
-    [
-        ("{syncPeriod: 0s}", "syncPeriod", "must be at least 1ms"),
-        ("{syncPeriod: 2}", "syncPeriod", "expected a duration"),
-        ("{downscaleStabilization: soon}", "downscaleStabilization", "is not a duration"),
-        ("{tolerance: 1}", "tolerance", ">= 0 and < 1"),
-        ("{tolerance: -0.1}", "tolerance", ">= 0 and < 1"),
-        ("{tolerance: .nan}", "tolerance", ">= 0 and < 1"),
-        ("{tolerance: ten}", "tolerance", "expected a number, got a string"),
-        ("{tolerance: true}", "tolerance", "expected a number, got a boolean"),
-        ("{syncperiod: 2s}", "syncperiod", "did you mean syncPeriod?"),
-        ("[15s]", "", "expected a mapping"),
-    ],
-)
-def test_bad_values_name_the_field(body: str, path: str, reason: str) -> None:
-    with pytest.raises(ClusterConfigError) as info:
-        cc.parse_config(HEAD + f"horizontalPodAutoscaler: {body}\n", source="test.yaml")
-    where = f"horizontalPodAutoscaler.{path}" if path else "horizontalPodAutoscaler"
-    assert info.value.path == where
-    assert str(info.value).startswith(f"test.yaml: {where}: ") and reason in str(info.value)

@@ -2,10 +2,11 @@
 server, scheduler, controller manager, one process-runtime worker with its proxy) whose
 config sets a short `horizontalPodAutoscaler.syncPeriod` and `downscaleStabilization`:
 
-- a Deployment of echo pods behind a Service, a bounded `k8semu/loadgen` pod sending 20
-  requests/s to the Service's ClusterIP, an HPA with a Pods metric `requests_per_second`
-  (AverageValue 5): the proxy counts each keep-alive request per endpoint, the HPA reads
-  every proxy and scales 1 -> 4 replicas, reporting the metric in its status;
+- the shipped echo app (one replica) behind a ClusterIP Service, a bounded `k8semu/loadgen`
+  pod sending 20 requests/s to the Service's ClusterIP, an HPA with a Pods metric
+  `requests_per_second` (AverageValue 5): the proxy counts each keep-alive request per
+  endpoint, the HPA reads every proxy and scales 1 -> 4 replicas, reporting the metric in
+  its status;
 - bad input in the same cluster: an unknown metric name and an Object metric on a Service
   that does not exist are reported in the conditions (ScalingActive False,
   FailedGetPodsMetric / FailedGetObjectMetric) without scaling anything.
@@ -20,6 +21,7 @@ from typing import TypeVar
 
 import pytest
 
+from k8semu import examples
 from k8semu.api import manifest
 from k8semu.bench._clusterrun import BenchCluster, ClusterLayout
 from k8semu.client import Client
@@ -31,66 +33,54 @@ T = TypeVar("T")
 RATE = 20  # requests/s the load generator sends
 TARGET = 5  # requests/s per pod the HPA aims at: 20 / 5 = 4 replicas
 
-APP = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - {name: echo, image: k8semu/echo, ports: [{containerPort: 8080, name: http}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
-"""
 
-HPAS = f"""\
+def _app() -> tuple[apps_pb2.Deployment, core_pb2.Service]:
+    """The shipped echo app (`k8semu up --demo`'s), one replica behind a ClusterIP Service
+    (its fixed NodePort could collide with another cluster on this machine)."""
+    deployment, service = manifest.load_all(examples.ECHO.read_text(), source="echo.yaml")
+    assert isinstance(deployment, apps_pb2.Deployment)
+    assert isinstance(service, core_pb2.Service)
+    deployment.spec.replicas = 1
+    service.spec.type = "ClusterIP"
+    for port in service.spec.ports:
+        port.node_port = 0
+    return deployment, service
+
+
+def _hpa(name: str, max_replicas: int, metric: str) -> autoscaling_pb2.HorizontalPodAutoscaler:
+    """An HPA on the echo Deployment with one metric (`metric`: the YAML of its spec)."""
+    (hpa,) = manifest.load_all(
+        f"""\
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
-metadata: {{name: web}}
+metadata: {{name: {name}}}
 spec:
-  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: echo}}
   minReplicas: 1
-  maxReplicas: 5
-  metrics:
-    - type: Pods
-      pods:
-        metric: {{name: requests_per_second}}
-        target: {{type: AverageValue, averageValue: "{TARGET}"}}
----
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {{name: unknown-metric}}
-spec:
-  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
-  maxReplicas: 10
-  metrics:
-    - type: Pods
-      pods:
-        metric: {{name: queue_length}}
-        target: {{type: AverageValue, averageValue: "1"}}
----
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {{name: missing-service}}
-spec:
-  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
-  maxReplicas: 10
-  metrics:
-    - type: Object
-      object:
-        describedObject: {{apiVersion: v1, kind: Service, name: nope}}
-        metric: {{name: requests_per_second}}
-        target: {{type: Value, value: "10"}}
-"""
+  maxReplicas: {max_replicas}
+  metrics: [{metric}]
+""",
+        source=name,
+    )
+    assert isinstance(hpa, autoscaling_pb2.HorizontalPodAutoscaler)
+    return hpa
+
+
+def _pods_metric(name: str, average: int) -> str:
+    target = f"{{type: AverageValue, averageValue: '{average}'}}"
+    return f"{{type: Pods, pods: {{metric: {{name: {name}}}, target: {target}}}}}"
+
+
+HPAS = (
+    _hpa("echo", 5, _pods_metric("requests_per_second", TARGET)),
+    _hpa("unknown-metric", 10, _pods_metric("queue_length", 1)),
+    _hpa(
+        "missing-service",
+        10,
+        "{type: Object, object: {describedObject: {apiVersion: v1, kind: Service, name: nope},"
+        " metric: {name: requests_per_second}, target: {type: Value, value: '10'}}}",
+    ),
+)
 
 
 def _loadgen(cluster_ip: str) -> core_pb2.Pod:
@@ -137,17 +127,13 @@ def cluster() -> Iterator[BenchCluster]:
         name="hpa-rps",
         store_replicas=1,
         real_nodes=1,
-        runtime="process",
         ready_timeout_s=120,
         timings={},
         overrides={"horizontalPodAutoscaler": {"syncPeriod": "1s", "downscaleStabilization": "5s"}},
     )
-    c = BenchCluster(layout, say=lambda _line: None)
-    try:
+    with BenchCluster(layout, say=lambda _line: None) as c:
         c.start()
         yield c
-    finally:
-        c.stop()
 
 
 def test_requests_per_second_scale_the_deployment(cluster: BenchCluster) -> None:
@@ -156,24 +142,24 @@ def test_requests_per_second_scale_the_deployment(cluster: BenchCluster) -> None
 
 async def _scale_on_requests(cluster: BenchCluster) -> None:
     async with Client(cluster.api_servers) as client:
-        for obj in manifest.load_all(APP, source="app"):
+        for obj in _app():
             await client.create(obj)
 
         async def web_ready() -> bool:
-            d = await client.get(apps_pb2.Deployment, "web")
+            d = await client.get(apps_pb2.Deployment, "echo")
             return d.status.ready_replicas == 1
 
-        await _until("the web Deployment ready", web_ready, 60)
-        service = await client.get(core_pb2.Service, "web")
+        await _until("the echo Deployment ready", web_ready, 60)
+        service = await client.get(core_pb2.Service, "echo")
         await client.create(_loadgen(service.spec.cluster_ip))
-        for obj in manifest.load_all(HPAS, source="hpas"):
-            await client.create(obj)
+        for hpa in HPAS:
+            await client.create(hpa)
 
         async def scaled() -> autoscaling_pb2.HorizontalPodAutoscaler | None:
-            hpa = await client.get(autoscaling_pb2.HorizontalPodAutoscaler, "web")
+            hpa = await client.get(autoscaling_pb2.HorizontalPodAutoscaler, "echo")
             return hpa if hpa.status.desired_replicas >= 4 else None
 
-        hpa = await _until("the HPA scaled web to 4 on its requests", scaled, 40)
+        hpa = await _until("the HPA scaled echo to 4 on its requests", scaled, 40)
         active = _condition(hpa, "ScalingActive")
         assert active is not None and active.status == "True", hpa.status
         assert active.reason == "ValidMetricFound"
