@@ -137,6 +137,11 @@ def cluster() -> Iterator[BenchCluster]:
 
 
 def test_requests_per_second_scale_the_deployment(cluster: BenchCluster) -> None:
+    # The config's section reached the controller manager as kube-controller-manager's flags.
+    (cm,) = [c for c in cluster.components if c.kind == "controller-manager"]
+    flags = dict(zip(cm.command, cm.command[1:], strict=False))
+    assert flags["--horizontal-pod-autoscaler-sync-period"] == "1s"
+    assert flags["--horizontal-pod-autoscaler-downscale-stabilization"] == "5s"
     asyncio.run(_scale_on_requests(cluster))
 
 
