@@ -7,6 +7,8 @@ config sets a short `horizontalPodAutoscaler.syncPeriod` and `downscaleStabiliza
   `requests_per_second` (AverageValue 5): the proxy counts each keep-alive request per
   endpoint, the HPA reads every proxy and scales 1 -> 4 replicas, reporting the metric in
   its status;
+- an HPA on a second Deployment ("shadow", not behind the Service) with an Object metric
+  `requests_per_second` of the Service (AverageValue 8) scales it up on that traffic;
 - bad input in the same cluster: an unknown metric name and an Object metric on a Service
   that does not exist are reported in the conditions (ScalingActive False,
   FailedGetPodsMetric / FailedGetObjectMetric) without scaling anything.
@@ -34,9 +36,10 @@ RATE = 20  # requests/s the load generator sends
 TARGET = 5  # requests/s per pod the HPA aims at: 20 / 5 = 4 replicas
 
 
-def _app() -> tuple[apps_pb2.Deployment, core_pb2.Service]:
+def _app() -> tuple[apps_pb2.Deployment, core_pb2.Service, apps_pb2.Deployment]:
     """The shipped echo app (`k8semu up --demo`'s), one replica behind a ClusterIP Service
-    (its fixed NodePort could collide with another cluster on this machine)."""
+    (its fixed NodePort could collide with another cluster on this machine), and a copy of
+    its Deployment, "shadow", whose pods the Service does not select."""
     deployment, service = manifest.load_all(examples.ECHO.read_text(), source="echo.yaml")
     assert isinstance(deployment, apps_pb2.Deployment)
     assert isinstance(service, core_pb2.Service)
@@ -44,18 +47,29 @@ def _app() -> tuple[apps_pb2.Deployment, core_pb2.Service]:
     service.spec.type = "ClusterIP"
     for port in service.spec.ports:
         port.node_port = 0
-    return deployment, service
+    shadow = apps_pb2.Deployment()
+    shadow.CopyFrom(deployment)
+    shadow.metadata.name = "shadow"
+    for labels in (
+        shadow.metadata.labels,
+        shadow.spec.selector.match_labels,
+        shadow.spec.template.metadata.labels,
+    ):
+        labels["app"] = "shadow"
+    return deployment, service, shadow
 
 
-def _hpa(name: str, max_replicas: int, metric: str) -> autoscaling_pb2.HorizontalPodAutoscaler:
-    """An HPA on the echo Deployment with one metric (`metric`: the YAML of its spec)."""
+def _hpa(
+    name: str, max_replicas: int, metric: str, target: str = "echo"
+) -> autoscaling_pb2.HorizontalPodAutoscaler:
+    """An HPA on the Deployment `target` with one metric (`metric`: the YAML of its spec)."""
     (hpa,) = manifest.load_all(
         f"""\
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata: {{name: {name}}}
 spec:
-  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: echo}}
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {target}}}
   minReplicas: 1
   maxReplicas: {max_replicas}
   metrics: [{metric}]
@@ -71,15 +85,24 @@ def _pods_metric(name: str, average: int) -> str:
     return f"{{type: Pods, pods: {{metric: {{name: {name}}}, target: {target}}}}}"
 
 
+def _service_metric(service: str, target: str) -> str:
+    return (
+        f"{{type: Object, object: {{describedObject: {{apiVersion: v1, kind: Service, "
+        f"name: {service}}}, metric: {{name: requests_per_second}}, target: {target}}}}}"
+    )
+
+
 HPAS = (
     _hpa("echo", 5, _pods_metric("requests_per_second", TARGET)),
-    _hpa("unknown-metric", 10, _pods_metric("queue_length", 1)),
+    # The Service's 20 requests/s against 8 per replica: 3 replicas of "shadow".
     _hpa(
-        "missing-service",
-        10,
-        "{type: Object, object: {describedObject: {apiVersion: v1, kind: Service, name: nope},"
-        " metric: {name: requests_per_second}, target: {type: Value, value: '10'}}}",
+        "by-service",
+        4,
+        _service_metric("echo", "{type: AverageValue, averageValue: '8'}"),
+        "shadow",
     ),
+    _hpa("unknown-metric", 10, _pods_metric("queue_length", 1)),
+    _hpa("missing-service", 10, _service_metric("nope", "{type: Value, value: '10'}")),
 )
 
 
@@ -152,7 +175,8 @@ async def _scale_on_requests(cluster: BenchCluster) -> None:
 
         async def web_ready() -> bool:
             d = await client.get(apps_pb2.Deployment, "echo")
-            return d.status.ready_replicas == 1
+            s = await client.get(apps_pb2.Deployment, "shadow")
+            return d.status.ready_replicas == 1 == s.status.ready_replicas
 
         await _until("the echo Deployment ready", web_ready, 60)
         service = await client.get(core_pb2.Service, "echo")
@@ -173,6 +197,15 @@ async def _scale_on_requests(cluster: BenchCluster) -> None:
         events = (await client.list_all(core_pb2.Event)).items
         rescales = [e.message for e in events if e.reason == "SuccessfulRescale"]
         assert any("pods metric requests_per_second above target" in m for m in rescales)
+
+        async def by_service() -> autoscaling_pb2.HorizontalPodAutoscaler | None:
+            got = await client.get(autoscaling_pb2.HorizontalPodAutoscaler, "by-service")
+            return got if got.status.desired_replicas >= 2 else None
+
+        got = await _until("the Service's requests scaled shadow", by_service, 20)
+        (current,) = got.status.current_metrics
+        assert current.type == "Object" and current.object.described_object.name == "echo"
+        assert current.object.current.average_value, got.status
 
         for name, reason, text in (
             ("unknown-metric", "FailedGetPodsMetric", "unable to get metric queue_length"),
