@@ -87,6 +87,8 @@ class HorizontalPodAutoscalerController:
     ) -> None:
         config = ctx.config
         self.ctx = ctx
+        # Where the proxies are (their Nodes' annotations), shared with the node controllers.
+        self.node_informer = ctx.informers.informer(core_pb2.Node)
         self.client = ctx.client
         self.recorder = ctx.recorder
         self.clock = clock
@@ -98,7 +100,11 @@ class HorizontalPodAutoscalerController:
             else Combined(
                 KubeletSummaries(ctx.client),
                 # Rates over one sync period: what changed since the last evaluation.
-                ProxyTraffic(ctx.client, window=config.hpa_sync_period),
+                ProxyTraffic(
+                    ctx.client,
+                    window=config.hpa_sync_period,
+                    nodes=self.node_informer.cache.list,
+                ),
             ),
             ReplicaCalculator(
                 tolerance=config.hpa_tolerance,

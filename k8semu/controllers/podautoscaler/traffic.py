@@ -201,9 +201,13 @@ class ProxyTraffic:
         min_interval: float = DEFAULT_MIN_INTERVAL,
         timeout: float = scrape.DEFAULT_TIMEOUT,
         fetch: Fetch | None = None,
+        nodes: Callable[[], Iterable[core_pb2.Node]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`nodes`: the Nodes from a cache (the controller's informer); without it they are
+        listed through `client` on each round."""
         self.client = client
+        self.nodes = nodes
         self.history = TrafficHistory(window=window, min_interval=min_interval)
         self.timeout = timeout
         self.fetch: Fetch = fetch or (lambda node: scrape.node_metrics(node, timeout=timeout))
@@ -213,10 +217,7 @@ class ProxyTraffic:
     async def rates(self) -> Rates:
         """Every proxy's endpoint rates, summed; MetricsUnavailable when no proxy gives one."""
         async with self._lock:  # HPAs evaluated together share one round of samples
-            try:
-                nodes = (await self.client.list_all(core_pb2.Node)).items
-            except ClientError as exc:
-                raise MetricsUnavailable(f"unable to list nodes: {exc}") from exc
+            nodes = await self._nodes()
             proxies = {
                 n.metadata.name: n
                 for n in nodes
@@ -236,6 +237,14 @@ class ProxyTraffic:
             if not answered:
                 raise MetricsUnavailable("no proxy answered: " + "; ".join(failures.values()))
             return self.history.rates(answered)
+
+    async def _nodes(self) -> Iterable[core_pb2.Node]:
+        if self.nodes is not None:
+            return self.nodes()
+        try:
+            return (await self.client.list_all(core_pb2.Node)).items
+        except ClientError as exc:
+            raise MetricsUnavailable(f"unable to list nodes: {exc}") from exc
 
     async def _sample(
         self, proxies: Mapping[str, core_pb2.Node], *, fresh_ok: bool = False
