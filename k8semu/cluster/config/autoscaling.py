@@ -47,11 +47,11 @@ class HorizontalPodAutoscalerSpec:
     initial_readiness_delay_ms: int = defaults.DEFAULT_HPA_INITIAL_READINESS_DELAY_MS
 
     def __post_init__(self) -> None:
-        if self.sync_period_ms < 1:
-            raise ClusterConfigError(f"{HPA_SECTION}.syncPeriod", "must be at least 1ms")
-        for attr, key, _ in HPA_DURATION_KEYS[1:]:
-            if getattr(self, attr) < 0:
-                raise ClusterConfigError(f"{HPA_SECTION}.{key}", "must be a duration >= 0")
+        # A sync period of 0 would evaluate every HPA in a busy loop; 0 turns the others off.
+        for (attr, key, _), least in zip(HPA_DURATION_KEYS, (1, 0, 0, 0), strict=True):
+            if getattr(self, attr) < least:
+                reason = "must be at least 1ms" if least else "must be a duration >= 0"
+                raise ClusterConfigError(f"{HPA_SECTION}.{key}", reason)
         if not (math.isfinite(self.tolerance) and 0 <= self.tolerance < 1):
             raise ClusterConfigError(
                 f"{HPA_SECTION}.tolerance",
