@@ -19,17 +19,13 @@ from k8semu.controllers.manager import (
     ControllerManager,
     resolve_controllers,
 )
+from k8semu.controllers.podautoscaler import flags as hpa_flags
 
 _D = DEFAULT_CONTROLLER_MANAGER
 _LE = _D.leader_election
 # kube-controller-manager's names for the HorizontalPodAutoscaler's settings.
-_HPA_DURATIONS = {
-    "hpa_sync_period": "--horizontal-pod-autoscaler-sync-period",
-    "hpa_cpu_initialization_period": "--horizontal-pod-autoscaler-cpu-initialization-period",
-    "hpa_initial_readiness_delay": "--horizontal-pod-autoscaler-initial-readiness-delay",
-    "hpa_downscale_stabilization": "--horizontal-pod-autoscaler-downscale-stabilization",
-}
-_HPA_TOLERANCE = "--horizontal-pod-autoscaler-tolerance"
+_HPA_DURATIONS = hpa_flags.DURATION_FLAGS
+_HPA_TOLERANCE = hpa_flags.TOLERANCE_FLAG
 
 
 def _parser() -> argparse.ArgumentParser:

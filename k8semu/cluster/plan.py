@@ -32,6 +32,7 @@ from k8semu.cluster.config import (
     TimingsSpec,
     format_duration,
 )
+from k8semu.cluster.config.autoscaling import HorizontalPodAutoscalerSpec
 from k8semu.cluster.config.values import bracketed
 
 __all__ = [
@@ -261,7 +262,7 @@ def _plan_control_plane(config: ClusterConfig, state_dir: Path, python: str) -> 
         (config.scheduler, "scheduler", "scheduler", CONTROL, "health",
          scheduler_args(apis, election)),
         (config.controller_manager, "controller-manager", "controllerManager", CONTROL, "health",
-         controller_manager_args(apis, net, timings)),
+         controller_manager_args(apis, net, timings, config.horizontal_pod_autoscaler)),
     )  # fmt: skip
     out = []
     for spec, command, key, stage, port, flags in kinds:
@@ -356,12 +357,16 @@ def scheduler_args(servers: Sequence[str], extra: Sequence[str] = ()) -> tuple[s
 
 
 def controller_manager_args(
-    servers: Sequence[str], network: NetworkSpec, timings: TimingsSpec
+    servers: Sequence[str],
+    network: NetworkSpec,
+    timings: TimingsSpec,
+    hpa: HorizontalPodAutoscalerSpec | None = None,
 ) -> tuple[str, ...]:
     """``k8semu controller-manager``'s flags but its listen address: every controller, on the
-    API servers ``servers``, with ``timings``' leader election and node lifecycle and
-    ``network``'s pod and service ranges."""
-    return (
+    API servers ``servers``, with ``timings``' leader election and node lifecycle,
+    ``network``'s pod and service ranges and ``hpa``'s HorizontalPodAutoscaler settings
+    (the controller manager's own defaults when None)."""
+    args = (
         "--server", ",".join(servers),
         "--controllers", "*",
         *leader_election_args(timings),
@@ -372,6 +377,7 @@ def controller_manager_args(
         "--node-cidr-mask-size", str(network.node_cidr_mask_size),
         "--service-cidr", network.service_cidr,
     )  # fmt: skip
+    return args + (hpa.flags() if hpa is not None else ())
 
 
 def leader_election_args(timings: TimingsSpec) -> tuple[str, ...]:

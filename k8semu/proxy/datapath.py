@@ -37,9 +37,13 @@ from k8semu.proxy.tunnelwire import (
 
 log = get_logger(__name__)
 
-_HTTP_METHODS = frozenset(
-    (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"CONNECT", b"TRACE")
-)
+# The first four bytes of an HTTP/1.x request line, per method: one slice and one set lookup
+# per read tell whether a read starts a request.
+_HTTP_REQUEST_STARTS = frozenset(
+    m[:4]
+    for m in (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"PATCH ", b"OPTIONS ",
+              b"CONNECT ", b"TRACE ")
+)  # fmt: skip
 _HTTP_REQUEST_MARK = b" HTTP/1."
 _UDP_PENDING_MAX = 64  # datagrams queued per session while its socket opens
 # Sessions per UDP listener: each holds a socket, so a flood of (spoofed) client addresses
@@ -84,16 +88,14 @@ class DataPathConfig:
 DEFAULT_DATA_PATH = DataPathConfig()
 
 
-class PortStats:
-    """Counters of one Service port (totals since it appeared)."""
+class _Traffic:
+    """What both a Service port and each of its endpoints count."""
 
     __slots__ = (
-        "_samples",
         "bytes_in",
         "bytes_out",
         "connections_active",
         "connections_total",
-        "errors",
         "http_requests",
     )
 
@@ -102,12 +104,24 @@ class PortStats:
         self.connections_active = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.errors = 0
         self.http_requests = 0
+
+
+class PortStats(_Traffic):
+    """Counters of one Service port (totals since it appeared). `bytes_in`, `bytes_out` and
+    `http_requests` here are what no endpoint's `EndpointStats` holds: traffic not attributed
+    to an endpoint, and the counters of endpoints the port has forgotten (`Frontend.forget`);
+    the port's totals add its live endpoints' (`Frontend.totals`)."""
+
+    __slots__ = ("_samples", "errors")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors = 0
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=_RATE_WINDOW)
 
-    def sample(self, now: float) -> None:
-        self._samples.append((now, self.http_requests))
+    def sample(self, now: float, http_requests: int) -> None:
+        self._samples.append((now, http_requests))
 
     @property
     def requests_per_second(self) -> float:
@@ -115,6 +129,29 @@ class PortStats:
             return 0.0
         (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+class EndpointStats(_Traffic):
+    """Counters of one endpoint (pod IP:port) of one Service port, totals since the port
+    first forwarded to it: connections (TCP) or sessions (UDP) it was given, bytes each way,
+    and HTTP/1.x requests.
+
+    "Requests" (`requests`) is what an L4 proxy can count honestly and cheaply: every
+    connection is one request, except one whose first read starts with an HTTP/1.x method:
+    there each read that starts with a method counts its request lines (`" HTTP/1."` marks,
+    at least one). Keep-alive and pipelined HTTP/1.x requests are so counted one by one;
+    request bodies, TLS and HTTP/2 are not looked into (an HTTP/2 or TLS connection is one
+    request)."""
+
+    __slots__ = ("http_connections",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.http_connections = 0
+
+    @property
+    def requests(self) -> int:
+        return self.connections_total - self.http_connections + self.http_requests
 
 
 class Balancer:
@@ -198,6 +235,9 @@ class Frontend:
         self.dialer = dialer
         self.balancer = Balancer()
         self.stats = PortStats()
+        # Per endpoint (ip, port) it forwarded to; kept while the endpoint is ready or has
+        # connections open (a draining one keeps counting), then folded into `stats`.
+        self.endpoint_stats: dict[tuple[str, int], EndpointStats] = {}
         self.connections: set[_ClientSide] = set()
         self.loop = asyncio.get_running_loop()
         self._failures = 0
@@ -205,6 +245,43 @@ class Frontend:
 
     def update(self, endpoints: tuple[Endpoint, ...], affinity_timeout: float | None) -> None:
         self.balancer.update(endpoints, affinity_timeout)
+        for ep in endpoints:
+            self.stats_of(ep)
+
+    def stats_of(self, ep: Endpoint) -> EndpointStats:
+        """`ep`'s counters (created on first use: a ready endpoint is listed from the start,
+        with zeros, so a reader tells "no traffic" from "not an endpoint here")."""
+        key = (ep.ip, ep.port)
+        stats = self.endpoint_stats.get(key)
+        if stats is None:
+            stats = self.endpoint_stats[key] = EndpointStats()
+        return stats
+
+    def forget(self) -> None:
+        """Fold the counters of endpoints that are neither ready nor in use into the port's:
+        a Service whose pods come and go must not grow a counter per pod IP ever seen."""
+        if len(self.endpoint_stats) <= len(self.balancer.endpoints):
+            return  # every ready endpoint has its entry (`update`): none is extra
+        ready = {(ep.ip, ep.port) for ep in self.balancer.endpoints}
+        port = self.stats
+        for key in [k for k in self.endpoint_stats if k not in ready]:
+            stats = self.endpoint_stats[key]
+            if stats.connections_active > 0:
+                continue
+            port.bytes_in += stats.bytes_in
+            port.bytes_out += stats.bytes_out
+            port.http_requests += stats.http_requests
+            del self.endpoint_stats[key]
+
+    def totals(self) -> tuple[int, int, int]:
+        """(bytes_in, bytes_out, http_requests) of the port: its own and its endpoints'."""
+        port = self.stats
+        bytes_in, bytes_out, http = port.bytes_in, port.bytes_out, port.http_requests
+        for stats in self.endpoint_stats.values():
+            bytes_in += stats.bytes_in
+            bytes_out += stats.bytes_out
+            http += stats.http_requests
+        return bytes_in, bytes_out, http
 
     def failed(self, tried: int) -> None:
         """A client closed because no endpoint accepted: logged at most once a second."""
@@ -235,7 +312,8 @@ class Frontend:
     def sweep(self, interval: float, now: float) -> None:
         """Close TCP connections idle (or half-closed) for too long; called every `interval`."""
         self.balancer.expire(now)
-        self.stats.sample(now)
+        self.forget()
+        self.stats.sample(now, self.totals()[2])
         idle_limit = self.config.tcp_idle_timeout
         half_limit = self.config.tcp_half_open_timeout
         for conn in list(self.connections):
@@ -256,10 +334,6 @@ class Frontend:
 def _safe(call: Callable[[], Any]) -> None:
     with contextlib.suppress(Exception):
         call()
-
-
-def _looks_like_http(data: bytes) -> bool:
-    return data[:8].split(b" ", 1)[0] in _HTTP_METHODS
 
 
 class _ClientSide(asyncio.Protocol):
@@ -284,7 +358,9 @@ class _ClientSide(asyncio.Protocol):
 
     def __init__(self, frontend: Frontend) -> None:
         self.f = frontend
-        self.stats = frontend.stats
+        # The port's until an endpoint accepted, then that endpoint's (bytes and requests
+        # are counted only once connected).
+        self.stats: PortStats | EndpointStats = frontend.stats
         self.transport: Any = None
         self.up: Any = None  # the endpoint's transport once connected
         self.client_ip = ""
@@ -314,7 +390,7 @@ class _ClientSide(asyncio.Protocol):
         With `greet` (a tunnel's client), "OK\\n" or "ERR ...\\n" is written first."""
         self.transport = transport
         f = self.f
-        stats = self.stats
+        stats = f.stats
         stats.connections_total += 1
         stats.connections_active += 1
         f.connections.add(self)
@@ -342,11 +418,14 @@ class _ClientSide(asyncio.Protocol):
         self.touched = True
         http = self.http
         if http:
-            stats.http_requests += data.count(_HTTP_REQUEST_MARK)
+            if data[:4] in _HTTP_REQUEST_STARTS:
+                stats.http_requests += data.count(_HTTP_REQUEST_MARK) or 1
         elif http is None:
-            self.http = http = _looks_like_http(data)
+            self.http = http = data[:4] in _HTTP_REQUEST_STARTS
             if http:
-                stats.http_requests += data.count(_HTTP_REQUEST_MARK)
+                assert isinstance(stats, EndpointStats)
+                stats.http_connections += 1
+                stats.http_requests += data.count(_HTTP_REQUEST_MARK) or 1
 
     def _hold(self, data: bytes) -> None:
         # uvloop starts reading after connection_made() even when it paused: keep what came
@@ -370,13 +449,15 @@ class _ClientSide(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.f.connections.discard(self)
-        self.stats.connections_active -= 1
+        f = self.f
+        f.connections.discard(self)
+        f.stats.connections_active -= 1
         task = self.task
         if task is not None and not task.done():
             task.cancel()
         up = self.up
         if up is not None:
+            self.stats.connections_active -= 1
             _safe(up.close if exc is None else up.abort)
 
     def pause_writing(self) -> None:  # the client reads slower than the endpoint sends
@@ -411,10 +492,10 @@ class _ClientSide(asyncio.Protocol):
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
-                self.stats.errors += 1
+                f.stats.errors += 1
                 continue
             except (OSError, ValueError) as exc:
-                self.stats.errors += 1
+                f.stats.errors += 1
                 log.debug(
                     "endpoint did not accept",
                     service=str(f.key),
@@ -429,6 +510,9 @@ class _ClientSide(asyncio.Protocol):
                 return
             up.set_write_buffer_limits(cfg.write_buffer_high, cfg.write_buffer_low)
             f.balancer.connected(self.client_ip, ep, loop.time())
+            stats = self.stats = f.stats_of(ep)
+            stats.connections_total += 1
+            stats.connections_active += 1
             self.up = up
             if greet:
                 self.transport.write(OK)
@@ -588,15 +672,13 @@ class UDPListener(asyncio.DatagramProtocol):
         if preamble:  # on another host: framed over its node's tunnel
             tunnelled = _TunnelledUDPSession(self, f, addr, ep)
             self.sessions[addr] = tunnelled
-            f.stats.connections_total += 1
-            f.stats.connections_active += 1
+            _session_opened(f, tunnelled.stats)
             f.balancer.connected(addr[0], ep, f.loop.time())
             tunnelled.task = f.loop.create_task(tunnelled.open(host, port, udp_request(preamble)))
             return tunnelled
         session = _UDPSession(self, f, addr, ep)
         self.sessions[addr] = session
-        f.stats.connections_total += 1
-        f.stats.connections_active += 1
+        _session_opened(f, session.stats)
         f.balancer.connected(addr[0], ep, f.loop.time())
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -622,13 +704,24 @@ class UDPListener(asyncio.DatagramProtocol):
                 session.close()
 
 
+def _session_opened(f: Frontend, stats: EndpointStats) -> None:
+    for counters in (f.stats, stats):
+        counters.connections_total += 1
+        counters.connections_active += 1
+
+
+def _session_closed(f: Frontend, stats: EndpointStats) -> None:
+    f.stats.connections_active -= 1
+    stats.connections_active -= 1
+
+
 class _UDPSession(asyncio.DatagramProtocol):
     """One client address's socket connected to its endpoint."""
 
     def __init__(self, listener: UDPListener, f: Frontend, client: Any, ep: Endpoint) -> None:
         self.listener = listener
         self.f = f
-        self.stats = f.stats
+        self.stats = f.stats_of(ep)
         self.client = client
         self.ep = ep
         self.transport: Any = None
@@ -643,7 +736,7 @@ class _UDPSession(asyncio.DatagramProtocol):
             await self.f.loop.create_datagram_endpoint(lambda: self, sock=sock)
         except OSError as exc:
             sock.close()
-            self.stats.errors += 1
+            self.f.stats.errors += 1
             log.debug("udp session not opened", service=str(self.f.key), error=str(exc))
             self.close()
 
@@ -674,7 +767,7 @@ class _UDPSession(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable (nobody listens there): forget the session, so the client's
         # next datagram opens one to the next endpoint.
-        self.stats.errors += 1
+        self.f.stats.errors += 1
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -684,7 +777,7 @@ class _UDPSession(asyncio.DatagramProtocol):
         if self.closed:
             return
         self.closed = True
-        self.stats.connections_active -= 1
+        _session_closed(self.f, self.stats)
         if self.listener.sessions.get(self.client) is self:
             del self.listener.sessions[self.client]
         if self.transport is not None:
@@ -705,7 +798,7 @@ class _TunnelledUDPSession(asyncio.Protocol):
     def __init__(self, listener: UDPListener, f: Frontend, client: Any, ep: Endpoint) -> None:
         self.listener = listener
         self.f = f
-        self.stats = f.stats
+        self.stats = f.stats_of(ep)
         self.client = client
         self.ep = ep
         self.transport: Any = None
@@ -722,7 +815,7 @@ class _TunnelledUDPSession(asyncio.Protocol):
             async with asyncio.timeout(self.f.config.connect_timeout):
                 await loop.create_connection(lambda: self, host, port)
         except (OSError, TimeoutError) as exc:
-            self.stats.errors += 1
+            self.f.stats.errors += 1
             log.debug("udp tunnel not opened", service=str(self.f.key), error=str(exc))
             self.close()
             return
@@ -761,7 +854,7 @@ class _TunnelledUDPSession(asyncio.Protocol):
                 out.sendto(datagram, self.client)
 
     def _fail(self, why: str) -> None:
-        self.stats.errors += 1
+        self.f.stats.errors += 1
         log.debug("udp tunnel refused", service=str(self.f.key), why=why)
         self.close()
 
@@ -774,7 +867,7 @@ class _TunnelledUDPSession(asyncio.Protocol):
                 return
             # UDP may drop; a slow tunnel must not grow this process's memory.
             if transport.get_write_buffer_size() > self.f.config.write_buffer_high:
-                self.stats.errors += 1
+                self.f.stats.errors += 1
                 return
             transport.write(frame(data))
         elif len(self.pending) < _UDP_PENDING_MAX:
@@ -790,7 +883,7 @@ class _TunnelledUDPSession(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.stats.connections_active -= 1
+        _session_closed(self.f, self.stats)
         if self.listener.sessions.get(self.client) is self:
             del self.listener.sessions[self.client]
         if self.transport is not None:

@@ -57,6 +57,20 @@ class _Listener:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointSnapshot:
+    """What `Proxier.snapshot()` reports per endpoint of a Service port (`EndpointStats`)."""
+
+    ip: str
+    port: int
+    connections_total: int
+    connections_active: int
+    bytes_in: int
+    bytes_out: int
+    requests: int
+    http_requests: int
+
+
+@dataclass(frozen=True, slots=True)
 class PortSnapshot:
     """What `Proxier.snapshot()` reports per Service port."""
 
@@ -70,6 +84,7 @@ class PortSnapshot:
     errors: int
     http_requests: int
     requests_per_second: float
+    endpoints: tuple[EndpointSnapshot, ...] = ()
 
 
 @dataclass
@@ -243,6 +258,7 @@ class Proxier:
         out = []
         for key, f in sorted(self.frontends.items(), key=lambda kv: str(kv[0])):
             s = f.stats
+            bytes_in, bytes_out, http_requests = f.totals()
             out.append(
                 PortSnapshot(
                     key=key,
@@ -250,11 +266,24 @@ class Proxier:
                     ready_endpoints=len(f.balancer.endpoints),
                     connections_total=s.connections_total,
                     connections_active=s.connections_active,
-                    bytes_in=s.bytes_in,
-                    bytes_out=s.bytes_out,
+                    bytes_in=bytes_in,
+                    bytes_out=bytes_out,
                     errors=s.errors,
-                    http_requests=s.http_requests,
+                    http_requests=http_requests,
                     requests_per_second=s.requests_per_second,
+                    endpoints=tuple(
+                        EndpointSnapshot(
+                            ip,
+                            port,
+                            e.connections_total,
+                            max(0, e.connections_active),
+                            e.bytes_in,
+                            e.bytes_out,
+                            e.requests,
+                            e.http_requests,
+                        )
+                        for (ip, port), e in sorted(f.endpoint_stats.items())
+                    ),
                 )
             )
         return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from k8semu import aio, transport
-from k8semu.client import Client, Indexer, SharedInformers
+from k8semu.client import Client, ClientError, Indexer, SharedInformers
 from k8semu.client.events import WARNING, EventRecorder
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
@@ -34,13 +35,19 @@ from k8semu.pb.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from k8semu.proxy import metrics as proxy_metrics
 from k8semu.proxy.datapath import DEFAULT_DATA_PATH, DataPathConfig, Dialer, direct
 from k8semu.proxy.overlay import TUNNEL_ENDPOINT_ANNOTATION, pod_rules
-from k8semu.proxy.proxier import Proxier
+from k8semu.proxy.proxier import EndpointSnapshot, PortSnapshot, Proxier
+from k8semu.proxy.scrape import ENDPOINT_ANNOTATION, get_metrics
 from k8semu.proxy.table import ListenAddress, PortKey, build_table
 from k8semu.proxy.tunnel import DEFAULT_TUNNEL_PORT, TunnelDialer, TunnelServer
 
 log = get_logger(__name__)
 
 DEFAULT_METRICS_PORT = 10249  # kube-proxy's metrics port
+# How often the proxy checks that its Node still names its endpoint (a re-registered Node
+# comes without), and how soon it tries again when it could not (no Node yet, API down).
+ADVERTISE_INTERVAL = 30.0
+ADVERTISE_RETRY = 1.0  # doubling up to ADVERTISE_RETRY_MAX
+ADVERTISE_RETRY_MAX = 5.0
 EVENT_COMPONENT = "kube-proxy"
 BIND_FAILED_REASON = "FailedToBindPort"
 
@@ -98,6 +105,7 @@ class ProxyServer:
         self.node_cache: Indexer[core_pb2.Node] = Indexer()
         self.pod_cache: Indexer[core_pb2.Pod] = Indexer()
         self._publishing: asyncio.Task[None] | None = None
+        self._advertising: asyncio.Task[None] | None = None
         if config.tunnel_port:
             nodes = self.informers.informer(core_pb2.Node)
             pods = self.informers.informer(core_pb2.Pod)
@@ -126,7 +134,9 @@ class ProxyServer:
         self._grpc: grpc.aio.Server | None = None
         self._health: Any = None
         self._started = time.monotonic()
+        self.instance = uuid.uuid4().hex
         self.port = 0
+        self.endpoint = ""  # HOST:PORT of the gRPC server once started
 
     def _mark(self) -> None:
         self._dirty.set()
@@ -138,13 +148,19 @@ class ProxyServer:
         await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await srv.start()
         self._grpc, self._health = srv, health
+        host = self.config.metrics_address.rpartition(":")[0]
+        if host in ("", "0.0.0.0", "[::]", "::"):
+            host = self.config.node_ip
+        self.endpoint = f"{host}:{self.port}"
         if self.tunnel is not None:
             await self.tunnel.start()
         proxy_metrics.PORTS.proxier = weakref.ref(self.proxier)
         await self.proxier.start()
         self.recorder.start()
         self.informers.start()
-        self._task = asyncio.get_running_loop().create_task(self._sync_loop(), name="sync")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._sync_loop(), name="sync")
+        self._advertising = loop.create_task(self._advertise(), name="advertise")
         log.info(
             "proxy started",
             node=self.node_name,
@@ -158,8 +174,8 @@ class ProxyServer:
 
     async def stop(self, grace: float) -> None:
         """Stop syncing and forwarding; the metrics server's calls get `grace` seconds."""
-        await aio.cancel_and_wait([self._task, self._publishing])
-        self._task = self._publishing = None
+        await aio.cancel_and_wait([self._task, self._publishing, self._advertising])
+        self._task = self._publishing = self._advertising = None
         await self.informers.stop()
         await self.proxier.stop()
         if self.tunnel is not None:
@@ -231,6 +247,29 @@ class ProxyServer:
             return
         log.info("tunnel endpoint published", node=self.node_name, endpoint=self.tunnel_endpoint)
 
+    async def _advertise(self) -> None:
+        """Keep this proxy's gRPC address on its Node (`k8semu.io/proxy-endpoint`), where
+        the HPA's traffic metrics find every proxy. The kubelet registers the Node, maybe
+        after this proxy started, and a re-registered Node comes without the annotation: so
+        look now and then, patch when it differs; retry sooner while it fails (no Node
+        yet, the API down), backing off to every 5 s."""
+        retry = ADVERTISE_RETRY
+        while True:
+            delay = ADVERTISE_INTERVAL
+            try:
+                node = await self.client.get(core_pb2.Node, self.node_name)
+                if node.metadata.annotations.get(ENDPOINT_ANNOTATION) != self.endpoint:
+                    patch = {"metadata": {"annotations": {ENDPOINT_ANNOTATION: self.endpoint}}}
+                    await self.client.patch(core_pb2.Node, self.node_name, patch)
+                    log.info(
+                        "proxy endpoint published", node=self.node_name, endpoint=self.endpoint
+                    )
+                retry = ADVERTISE_RETRY
+            except ClientError as exc:
+                log.debug("cannot publish the proxy endpoint", node=self.node_name, error=str(exc))
+                delay, retry = retry, min(retry * 2, ADVERTISE_RETRY_MAX)
+            await asyncio.sleep(delay)
+
     def _bind_failed(self, key: PortKey, addr: ListenAddress, message: str) -> None:
         svc = self.services.cache.get_by_name(key.service, key.namespace)
         if svc is not None:
@@ -242,20 +281,21 @@ class ProxyServer:
             node_ip=self.config.node_ip,
             uptime_seconds=time.monotonic() - self._started,
             bind_errors=sorted(self.proxier.bind_errors.values()),
+            instance=self.instance,
         )
         out.ports.extend(snapshot_messages(self.proxier, namespace, service))
         return out
 
 
-async def get_metrics(
-    address: str, *, namespace: str = "", service: str = "", timeout: float = 5.0
-) -> proxy_pb2.ProxyMetrics:
-    """One proxy's metrics (for the autoscaler, the dashboard, scripts): `address` is its
-    `--listen-address`. Raises grpc.aio.AioRpcError when it does not answer."""
-    async with transport.channel(address) as channel:
-        stub = proxy_pb2_grpc.ProxyStub(channel)
-        request = proxy_pb2.GetMetricsRequest(namespace=namespace, service=service)
-        return await stub.GetMetrics(request, timeout=timeout)
+def _traffic(snap: PortSnapshot | EndpointSnapshot) -> dict[str, int]:
+    """The fields port and endpoint messages share."""
+    return {
+        "connections_total": snap.connections_total,
+        "connections_active": max(0, snap.connections_active),
+        "bytes_in": snap.bytes_in,
+        "bytes_out": snap.bytes_out,
+        "http_requests_total": snap.http_requests,
+    }
 
 
 def snapshot_messages(
@@ -276,13 +316,15 @@ def snapshot_messages(
                 scope=key.scope,
                 listen=snap.listen,
                 ready_endpoints=snap.ready_endpoints,
-                connections_total=snap.connections_total,
-                connections_active=max(0, snap.connections_active),
-                bytes_in=snap.bytes_in,
-                bytes_out=snap.bytes_out,
                 errors=snap.errors,
-                http_requests_total=snap.http_requests,
                 requests_per_second=snap.requests_per_second,
+                endpoints=[
+                    proxy_pb2.EndpointMetrics(
+                        ip=e.ip, port=e.port, requests_total=e.requests, **_traffic(e)
+                    )
+                    for e in snap.endpoints
+                ],
+                **_traffic(snap),
             )
         )
     return out

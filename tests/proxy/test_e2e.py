@@ -11,8 +11,9 @@ from collections import Counter
 
 import pytest
 
-from k8semu.client import Client
-from k8semu.pb.api.v1 import core_pb2
+from k8semu.client import AlreadyExists, Client
+from k8semu.pb.api.v1 import core_pb2, meta_pb2
+from k8semu.proxy import scrape
 from k8semu.proxy.server import BIND_FAILED_REASON
 
 from .conftest import (
@@ -94,6 +95,35 @@ async def test_cluster_ip_reaches_every_backend_and_nodeport_round_robin(
     assert port.connections_total >= 9 and port.http_requests_total >= 9
     assert port.bytes_in > 0 and port.bytes_out > 0
     assert f"{node1.node_ip}:{np}" in port.listen and f"{cip}:80" in port.listen
+    # ... and per endpoint: each backend got three of the nine NodePort requests (and maybe
+    # some of the ClusterIP ones), one request per connection.
+    assert m.instance and len(port.endpoints) == 3
+    for ep in port.endpoints:
+        assert ep.port == 8080 and ep.requests_total >= 3 and ep.http_requests_total >= 3
+        assert ep.connections_total == ep.requests_total and ep.bytes_out > 0
+    assert sum(ep.http_requests_total for ep in port.endpoints) == port.http_requests_total
+
+
+async def test_proxy_names_its_endpoint_on_its_node(
+    client: Client, live_proxies: list[ProxyProcess]
+) -> None:
+    """Where the HPA's traffic metrics find the proxies: `k8semu.io/proxy-endpoint` on the
+    Node, put there once the Node exists (the kubelet registers it, maybe later)."""
+    node1 = live_proxies[0]
+    with contextlib.suppress(AlreadyExists):
+        await client.create(core_pb2.Node(metadata=meta_pb2.ObjectMeta(name=node1.node_name)))
+
+    async def published() -> bool:
+        node = await client.get(core_pb2.Node, node1.node_name)
+        return node.metadata.annotations.get(scrape.ENDPOINT_ANNOTATION) == node1.address
+
+    try:
+        await eventually(published, what="proxy endpoint annotation")
+        node = await client.get(core_pb2.Node, node1.node_name)
+        m = await scrape.node_metrics(node)
+        assert m.node_name == node1.node_name
+    finally:  # the other tests' proxies see no Node (the tunnel dialer reads Nodes)
+        await client.delete(core_pb2.Node, node1.node_name)
 
 
 async def test_nodeport_on_each_node_ip_only(

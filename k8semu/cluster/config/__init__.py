@@ -22,6 +22,7 @@ The package, one module per concern::
     store      the store section          network   address ranges
     nodes      worker nodes, hollow pools  timings   control-plane and launcher timings
     backups    scheduled backups
+    autoscaling  the HorizontalPodAutoscaler's timings and tolerance
     hosts      hosts, control-plane instances, placement checks across sections
     cluster    ClusterConfig, the whole document
     reader     YAML -> ClusterConfig (parse_config, load_config)
@@ -33,6 +34,7 @@ processes or touch the network. What callers use is re-exported here.
 
 from __future__ import annotations
 
+from k8semu.cluster.config.autoscaling import HorizontalPodAutoscalerSpec
 from k8semu.cluster.config.backups import BackupsSpec
 from k8semu.cluster.config.cluster import ClusterConfig
 from k8semu.cluster.config.defaults import (
@@ -72,6 +74,7 @@ __all__ = [
     "BackupsSpec",
     "ClusterConfig",
     "ControlPlaneSpec",
+    "HorizontalPodAutoscalerSpec",
     "HostSpec",
     "InstanceSpec",
     "LauncherSpec",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from k8semu.cluster.config import defaults
+from k8semu.cluster.config.autoscaling import HorizontalPodAutoscalerSpec
 from k8semu.cluster.config.backups import BackupsSpec
 from k8semu.cluster.config.hosts import (
     ControlPlaneSpec,
@@ -59,6 +60,9 @@ class ClusterConfig:
     timings: TimingsSpec = field(default_factory=TimingsSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
     backups: BackupsSpec = field(default_factory=BackupsSpec)
+    horizontal_pod_autoscaler: HorizontalPodAutoscalerSpec = field(
+        default_factory=HorizontalPodAutoscalerSpec
+    )
     #: Add-ons (k8semu/addons/*.yaml) the launcher applies once the cluster is up.
     addons: tuple[str, ...] = defaults.DEFAULT_ADDONS
     #: Where the config came from (a file name, or the built-in default), for messages.

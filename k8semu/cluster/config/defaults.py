@@ -111,6 +111,12 @@ DEFAULT_NODE_STATUS_UPDATE_MS = _ms(kubelet_config.DEFAULT_STATUS_UPDATE_FREQUEN
 DEFAULT_NODE_MONITOR_PERIOD_MS = _ms(_CM.node_monitor_period)
 DEFAULT_NODE_MONITOR_GRACE_MS = _ms(_CM.node_monitor_grace_period)
 DEFAULT_POD_EVICTION_MS = _ms(_CM.pod_eviction_timeout)
+# The HorizontalPodAutoscaler's (Kubernetes' own: the walkthroughs behave as documented).
+DEFAULT_HPA_SYNC_PERIOD_MS = _ms(_CM.hpa_sync_period)
+DEFAULT_HPA_TOLERANCE = _CM.hpa_tolerance
+DEFAULT_HPA_DOWNSCALE_STABILIZATION_MS = _ms(_CM.hpa_downscale_stabilization)
+DEFAULT_HPA_CPU_INITIALIZATION_PERIOD_MS = _ms(_CM.hpa_cpu_initialization_period)
+DEFAULT_HPA_INITIAL_READINESS_DELAY_MS = _ms(_CM.hpa_initial_readiness_delay)
 # The API servers compact the store's history to what it was one interval ago (kube-apiserver's
 # --etcd-compaction-interval, 5m there): 1m here keeps an emulated cluster's database small
 # while watchers and paginated lists still get a minute of history. 0 turns it off.

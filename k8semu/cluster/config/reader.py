@@ -20,6 +20,11 @@ import yaml
 
 from k8semu.api.names import is_dns1123_label
 from k8semu.cluster.config import defaults
+from k8semu.cluster.config.autoscaling import (
+    HPA_DURATION_KEYS,
+    HPA_SECTION,
+    HorizontalPodAutoscalerSpec,
+)
 from k8semu.cluster.config.backups import BackupsSpec
 from k8semu.cluster.config.cluster import CONTROL_PLANE, ClusterConfig
 from k8semu.cluster.config.hosts import ControlPlaneSpec, HostSpec, InstanceSpec, default_instances
@@ -37,7 +42,9 @@ from k8semu.cluster.errors import ClusterConfigError
 
 __all__ = ["default_config_text", "load_config", "parse_config"]
 
-_Spec = TypeVar("_Spec", NetworkSpec, TimingsSpec, LauncherSpec, BackupsSpec)
+_Spec = TypeVar(
+    "_Spec", NetworkSpec, TimingsSpec, LauncherSpec, BackupsSpec, HorizontalPodAutoscalerSpec
+)
 
 
 def parse_config(text: str, *, source: str = "<string>") -> ClusterConfig:
@@ -160,6 +167,15 @@ class _Fields:
             )
         return value
 
+    def number(self, key: str, default: float) -> float:
+        """An integer or a decimal number (``0.1``)."""
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ClusterConfigError(self.where(key), f"expected a number, got {describe(value)}")
+        return float(value)
+
     def duration_ms(self, key: str, default: int) -> int:
         value = self.get(key)
         return default if value is None else parse_duration_ms(value, self.where(key))
@@ -246,6 +262,7 @@ def _read_document(raw: object) -> ClusterConfig:
     timings = _read_flat(top.section("timings"), TimingsSpec, _TIMINGS_FIELDS)
     launcher = _read_flat(top.section("launcher"), LauncherSpec, _LAUNCHER_FIELDS)
     backups = _read_flat(top.section("backups"), BackupsSpec, _BACKUPS_FIELDS)
+    hpa = _read_flat(top.section(HPA_SECTION), HorizontalPodAutoscalerSpec, _HPA_FIELDS)
     addons = _read_addons(top)
     top.finish()
     return ClusterConfig(
@@ -260,6 +277,7 @@ def _read_document(raw: object) -> ClusterConfig:
         timings=timings,
         launcher=launcher,
         backups=backups,
+        horizontal_pod_autoscaler=hpa,
         addons=addons,
     )
 
@@ -486,6 +504,10 @@ _BACKUPS_FIELDS: tuple[_Field, ...] = (
     ("interval_ms", "interval", _Fields.duration_or_off_ms),
     ("directory", "directory", _Fields.string),
     ("keep", "keep", _Fields.integer),
+)
+_HPA_FIELDS: tuple[_Field, ...] = (
+    *((attr, key, _Fields.duration_ms) for attr, key, _ in HPA_DURATION_KEYS),
+    ("tolerance", "tolerance", _Fields.number),
 )
 
 

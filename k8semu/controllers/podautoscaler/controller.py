@@ -13,8 +13,9 @@ events, and the next period tries again.
 The target's scale is read and written through its `scale` subresource (autoscaling/v1
 Scale: replicas and the selector as a string), with the Scale's resourceVersion (the
 target's) as precondition, as Kubernetes' HPA does. Metrics come from a `MetricsSource`
-(see metrics.py); without one the controller reports every metric as unavailable and only
-enforces minReplicas/maxReplicas.
+(see metrics.py): by default pod CPU and memory from the kubelets, requests per second
+from the proxies; a metric no source serves is reported in the conditions, and
+minReplicas/maxReplicas are enforced regardless.
 
 Owns the HPA's status and the target's replica count; never writes anything else.
 """
@@ -44,9 +45,10 @@ from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.controllers.podautoscaler import status as st
 from k8semu.controllers.podautoscaler.behavior import Bounds, ScalingHistory
 from k8semu.controllers.podautoscaler.kubeletstats import KubeletSummaries
-from k8semu.controllers.podautoscaler.metrics import MetricsSource
+from k8semu.controllers.podautoscaler.metrics import Combined, MetricsSource
 from k8semu.controllers.podautoscaler.replicas import ReplicaCalculator
 from k8semu.controllers.podautoscaler.sources import MetricReader
+from k8semu.controllers.podautoscaler.traffic import ProxyTraffic
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, core_pb2
 from k8semu.pb.api.v1.apiserver_pb2 import Scale
@@ -85,13 +87,25 @@ class HorizontalPodAutoscalerController:
     ) -> None:
         config = ctx.config
         self.ctx = ctx
+        # Where the proxies are (their Nodes' annotations), shared with the node controllers.
+        self.node_informer = ctx.informers.informer(core_pb2.Node)
         self.client = ctx.client
         self.recorder = ctx.recorder
         self.clock = clock
         self.sync_period = config.hpa_sync_period
         self.downscale_window = config.hpa_downscale_stabilization
         self.reader = MetricReader(
-            metrics if metrics is not None else KubeletSummaries(ctx.client),
+            metrics
+            if metrics is not None
+            else Combined(
+                KubeletSummaries(ctx.client),
+                # Rates over one sync period: what changed since the last evaluation.
+                ProxyTraffic(
+                    ctx.client,
+                    window=config.hpa_sync_period,
+                    nodes=self.node_informer.cache.list,
+                ),
+            ),
             ReplicaCalculator(
                 tolerance=config.hpa_tolerance,
                 cpu_initialization_period=config.hpa_cpu_initialization_period,

@@ -1,4 +1,4 @@
-"""A `MetricsSource` for pod resources read straight from the kubelets' Summary RPC (the
+"""`ResourceMetrics` (pod resources) read straight from the kubelets' Summary RPC (the
 fields metrics-server reads from /stats/summary): CPU as the rate over the kubelet's last
 window (`usageNanoCores`, in millicores here), memory as the working set (thousandths of a
 byte, as every value here is milli).
@@ -7,7 +7,7 @@ Per query: the selected pods of the namespace (through the API), grouped by node
 kubelet is found through its Node's `k8semu.io/kubelet-endpoint` annotation and asked once. A
 pod whose node does not answer, or that has no rate yet (fewer than two samples), has no
 sample: the calculator's missing-metric rules apply. Nothing answering at all is
-`MetricsUnavailable`. Custom, object and external metrics are not served yet.
+`MetricsUnavailable`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from k8semu.client import Client, ClientError
 from k8semu.controllers.podautoscaler.metrics import MetricsUnavailable
 from k8semu.controllers.podautoscaler.replicas import PodMetric
 from k8semu.kubelet import scrape
-from k8semu.pb.api.v1 import autoscaling_pb2 as pb
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.kubelet.v1 import kubelet_pb2
 
@@ -78,21 +77,6 @@ class KubeletSummaries:
             return await scrape.summary(obj, timeout=self.timeout)
         except scrape.ScrapeError as exc:
             raise MetricsUnavailable(str(exc)) from exc
-
-    async def pod_metric(
-        self, namespace: str, selector: LabelSelector, metric: pb.MetricIdentifier
-    ) -> dict[str, PodMetric]:
-        raise MetricsUnavailable(f"unable to get metric {metric.name}: no custom metrics API")
-
-    async def object_metric(
-        self, namespace: str, described: pb.CrossVersionObjectReference, metric: pb.MetricIdentifier
-    ) -> int:
-        raise MetricsUnavailable(f"unable to get metric {metric.name}: no custom metrics API")
-
-    async def external_metric(self, namespace: str, metric: pb.MetricIdentifier) -> list[int]:
-        raise MetricsUnavailable(
-            f"unable to get external metric {metric.name}: no external metrics API"
-        )
 
 
 def _usage(stats: kubelet_pb2.PodStats, resource: str, container: str) -> PodMetric | None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bk8semu/proxy/v1/proxy.proto\x12\x0fk8semu.proxy.v1\"7\n\x11GetMetricsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\"\x93\x01\n\x0cProxyMetrics\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x0f\n\x07node_ip\x18\x02 \x01(\t\x12\x32\n\x05ports\x18\x03 \x03(\x0b\x32#.k8semu.proxy.v1.ServicePortMetrics\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x13\n\x0b\x62ind_errors\x18\x05 \x03(\t\"\xbb\x02\n\x12ServicePortMetrics\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x11\n\tport_name\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x0e\n\x06listen\x18\x05 \x03(\t\x12\x17\n\x0fready_endpoints\x18\x06 \x01(\x05\x12\x19\n\x11\x63onnections_total\x18\x07 \x01(\x04\x12\x1a\n\x12\x63onnections_active\x18\x08 \x01(\x04\x12\x10\n\x08\x62ytes_in\x18\t \x01(\x04\x12\x11\n\tbytes_out\x18\n \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x0b \x01(\x04\x12\x1b\n\x13http_requests_total\x18\x0c \x01(\x04\x12\x1b\n\x13requests_per_second\x18\r \x01(\x01\x12\r\n\x05scope\x18\x0e \x01(\t2X\n\x05Proxy\x12O\n\nGetMetrics\x12\".k8semu.proxy.v1.GetMetricsRequest\x1a\x1d.k8semu.proxy.v1.ProxyMetricsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bk8semu/proxy/v1/proxy.proto\x12\x0fk8semu.proxy.v1\"7\n\x11GetMetricsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\"\xa5\x01\n\x0cProxyMetrics\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x0f\n\x07node_ip\x18\x02 \x01(\t\x12\x32\n\x05ports\x18\x03 \x03(\x0b\x32#.k8semu.proxy.v1.ServicePortMetrics\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x13\n\x0b\x62ind_errors\x18\x05 \x03(\t\x12\x10\n\x08instance\x18\x06 \x01(\t\"\xf0\x02\n\x12ServicePortMetrics\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x11\n\tport_name\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x0e\n\x06listen\x18\x05 \x03(\t\x12\x17\n\x0fready_endpoints\x18\x06 \x01(\x05\x12\x19\n\x11\x63onnections_total\x18\x07 \x01(\x04\x12\x1a\n\x12\x63onnections_active\x18\x08 \x01(\x04\x12\x10\n\x08\x62ytes_in\x18\t \x01(\x04\x12\x11\n\tbytes_out\x18\n \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x0b \x01(\x04\x12\x1b\n\x13http_requests_total\x18\x0c \x01(\x04\x12\x1b\n\x13requests_per_second\x18\r \x01(\x01\x12\r\n\x05scope\x18\x0e \x01(\t\x12\x33\n\tendpoints\x18\x0f \x03(\x0b\x32 .k8semu.proxy.v1.EndpointMetrics\"\xbc\x01\n\x0f\x45ndpointMetrics\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x19\n\x11\x63onnections_total\x18\x03 \x01(\x04\x12\x1a\n\x12\x63onnections_active\x18\x04 \x01(\x04\x12\x10\n\x08\x62ytes_in\x18\x05 \x01(\x04\x12\x11\n\tbytes_out\x18\x06 \x01(\x04\x12\x16\n\x0erequests_total\x18\x07 \x01(\x04\x12\x1b\n\x13http_requests_total\x18\x08 \x01(\x04\x32X\n\x05Proxy\x12O\n\nGetMetrics\x12\".k8semu.proxy.v1.GetMetricsRequest\x1a\x1d.k8semu.proxy.v1.ProxyMetricsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMETRICSREQUEST']._serialized_start=48
   _globals['_GETMETRICSREQUEST']._serialized_end=103
   _globals['_PROXYMETRICS']._serialized_start=106
-  _globals['_PROXYMETRICS']._serialized_end=253
-  _globals['_SERVICEPORTMETRICS']._serialized_start=256
-  _globals['_SERVICEPORTMETRICS']._serialized_end=571
-  _globals['_PROXY']._serialized_start=573
-  _globals['_PROXY']._serialized_end=661
+  _globals['_PROXYMETRICS']._serialized_end=271
+  _globals['_SERVICEPORTMETRICS']._serialized_start=274
+  _globals['_SERVICEPORTMETRICS']._serialized_end=642
+  _globals['_ENDPOINTMETRICS']._serialized_start=645
+  _globals['_ENDPOINTMETRICS']._serialized_end=833
+  _globals['_PROXY']._serialized_start=835
+  _globals['_PROXY']._serialized_end=923
 # @@protoc_insertion_point(module_scope)

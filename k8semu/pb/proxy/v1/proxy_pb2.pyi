@@ -4,8 +4,10 @@ isort:skip_file
 The service proxy's own gRPC surface (k8semu proxy --listen-address): what it serves and
 how much traffic each service port carries, for the autoscaler and the dashboard.
 Counters are totals since the proxy started (or since the service port appeared); a
-reader computes rates from two samples, except requests_per_second, which the proxy
-averages itself over its last few seconds.
+reader computes rates from two samples (of the same `instance`, over `uptime_seconds`),
+except requests_per_second, which the proxy averages itself over its last few seconds.
+The HPA's requests-per-second metrics read the per-endpoint counters of every proxy
+(docs/proxy.md "Traffic per endpoint").
 """
 
 from collections import abc as _abc
@@ -55,10 +57,15 @@ class ProxyMetrics(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
     BIND_ERRORS_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
     node_name: _builtins.str
     node_ip: _builtins.str
     uptime_seconds: _builtins.float
     """Seconds since the proxy started."""
+    instance: _builtins.str
+    """Random per proxy process: another value means another process, whose counters
+    started again from zero.
+    """
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServicePortMetrics]: ...
     @_builtins.property
@@ -73,10 +80,11 @@ class ProxyMetrics(_message.Message):
         ports: _abc.Iterable[Global___ServicePortMetrics] | None = ...,
         uptime_seconds: _builtins.float = ...,
         bind_errors: _abc.Iterable[_builtins.str] | None = ...,
+        instance: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bind_errors", b"bind_errors", "node_ip", b"node_ip", "node_name", b"node_name", "ports", b"ports", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bind_errors", b"bind_errors", "instance", b"instance", "node_ip", b"node_ip", "node_name", b"node_name", "ports", b"ports", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -100,6 +108,7 @@ class ServicePortMetrics(_message.Message):
     HTTP_REQUESTS_TOTAL_FIELD_NUMBER: _builtins.int
     REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     service: _builtins.str
     port_name: _builtins.str
@@ -126,6 +135,13 @@ class ServicePortMetrics(_message.Message):
     def listen(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """addresses this proxy serves it on, "ip:port" """
 
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___EndpointMetrics]:
+        """Every ready endpoint (zeros when it got nothing yet), and endpoints no longer ready
+        while connections to them are open; a forgotten endpoint's counters move into the
+        port's totals.
+        """
+
     def __init__(
         self,
         *,
@@ -143,11 +159,60 @@ class ServicePortMetrics(_message.Message):
         http_requests_total: _builtins.int = ...,
         requests_per_second: _builtins.float = ...,
         scope: _builtins.str = ...,
+        endpoints: _abc.Iterable[Global___EndpointMetrics] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "connections_active", b"connections_active", "connections_total", b"connections_total", "errors", b"errors", "http_requests_total", b"http_requests_total", "listen", b"listen", "namespace", b"namespace", "port_name", b"port_name", "protocol", b"protocol", "ready_endpoints", b"ready_endpoints", "requests_per_second", b"requests_per_second", "scope", b"scope", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "connections_active", b"connections_active", "connections_total", b"connections_total", "endpoints", b"endpoints", "errors", b"errors", "http_requests_total", b"http_requests_total", "listen", b"listen", "namespace", b"namespace", "port_name", b"port_name", "protocol", b"protocol", "ready_endpoints", b"ready_endpoints", "requests_per_second", b"requests_per_second", "scope", b"scope", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServicePortMetrics: _TypeAlias = ServicePortMetrics  # noqa: Y015
+
+@_typing.final
+class EndpointMetrics(_message.Message):
+    """One endpoint (pod IP:port) of a Service port: totals since this proxy first listed it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IP_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    CONNECTIONS_TOTAL_FIELD_NUMBER: _builtins.int
+    CONNECTIONS_ACTIVE_FIELD_NUMBER: _builtins.int
+    BYTES_IN_FIELD_NUMBER: _builtins.int
+    BYTES_OUT_FIELD_NUMBER: _builtins.int
+    REQUESTS_TOTAL_FIELD_NUMBER: _builtins.int
+    HTTP_REQUESTS_TOTAL_FIELD_NUMBER: _builtins.int
+    ip: _builtins.str
+    port: _builtins.int
+    connections_total: _builtins.int
+    """TCP connections forwarded to it, UDP sessions"""
+    connections_active: _builtins.int
+    bytes_in: _builtins.int
+    """client -> endpoint"""
+    bytes_out: _builtins.int
+    """endpoint -> client"""
+    requests_total: _builtins.int
+    """Requests: one per connection, except on connections that speak HTTP/1.x, where each
+    request line counts (http_requests_total of them).
+    """
+    http_requests_total: _builtins.int
+    def __init__(
+        self,
+        *,
+        ip: _builtins.str = ...,
+        port: _builtins.int = ...,
+        connections_total: _builtins.int = ...,
+        connections_active: _builtins.int = ...,
+        bytes_in: _builtins.int = ...,
+        bytes_out: _builtins.int = ...,
+        requests_total: _builtins.int = ...,
+        http_requests_total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "connections_active", b"connections_active", "connections_total", b"connections_total", "http_requests_total", b"http_requests_total", "ip", b"ip", "port", b"port", "requests_total", b"requests_total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndpointMetrics: _TypeAlias = EndpointMetrics  # noqa: Y015

@@ -4,8 +4,10 @@ isort:skip_file
 The service proxy's own gRPC surface (k8semu proxy --listen-address): what it serves and
 how much traffic each service port carries, for the autoscaler and the dashboard.
 Counters are totals since the proxy started (or since the service port appeared); a
-reader computes rates from two samples, except requests_per_second, which the proxy
-averages itself over its last few seconds.
+reader computes rates from two samples (of the same `instance`, over `uptime_seconds`),
+except requests_per_second, which the proxy averages itself over its last few seconds.
+The HPA's requests-per-second metrics read the per-endpoint counters of every proxy
+(docs/proxy.md "Traffic per endpoint").
 """
 
 from collections import abc as _abc
