@@ -22,7 +22,6 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import cast
 
-import grpc
 from grpc_health.v1 import health_pb2
 
 from k8semu import transport
@@ -33,6 +32,7 @@ from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.eventttl import DEFAULT_EVENT_TTL, EventLeases
+from k8semu.apiserver.grpcface import add_api_servicer
 from k8semu.apiserver.metrics import RequestMetrics
 from k8semu.apiserver.resourcemetrics import DEFAULT_RESOLUTION, MetricsConfig, ResourceMetrics
 from k8semu.apiserver.service import APIServicer
@@ -234,37 +234,6 @@ class APIServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         await self.servicer.namespaces.resume()
         await self.kubernetes_service.run()
-
-
-def _serialize_watch_event(event: apiserver_pb2.WatchEvent | bytes) -> bytes:
-    return event if isinstance(event, bytes) else event.SerializeToString()
-
-
-def add_api_servicer(servicer: APIServicer, server: grpc.aio.Server) -> None:
-    """What the generated add_APIServicer_to_server does, except that Watch may yield
-    pre-serialized WatchEvent bytes: the watch cache serializes each event once for all."""
-    service = apiserver_pb2.DESCRIPTOR.services_by_name["API"]
-    handlers = {}
-    for method in service.methods:
-        request = getattr(apiserver_pb2, method.input_type.name)
-        response = getattr(apiserver_pb2, method.output_type.name)
-        behaviour = getattr(servicer, method.name)
-        if method.server_streaming:
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                behaviour,
-                request_deserializer=request.FromString,
-                response_serializer=_serialize_watch_event,
-            )
-        else:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                behaviour,
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
-            )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
-    )
-    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 def parse_endpoints(text: str) -> tuple[str, ...]:
