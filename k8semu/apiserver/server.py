@@ -35,6 +35,7 @@ from k8semu.apiserver.eventttl import DEFAULT_EVENT_TTL, EventLeases
 from k8semu.apiserver.grpcface import add_api_servicer
 from k8semu.apiserver.metrics import RequestMetrics
 from k8semu.apiserver.resourcemetrics import DEFAULT_RESOLUTION, MetricsConfig, ResourceMetrics
+from k8semu.apiserver.rest.server import RESTServer
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig
@@ -56,6 +57,8 @@ SERVICE_NAME = apiserver_pb2.DESCRIPTOR.services_by_name["API"].full_name
 @dataclass(frozen=True, slots=True, kw_only=True)
 class APIServerConfig:
     listen_address: str = "127.0.0.1:6443"
+    # Kubernetes' REST API (kubectl, client libraries) on its own port; "" serves none.
+    rest_address: str = ""
     store_endpoints: tuple[str, ...] = ("127.0.0.1:2379", "127.0.0.1:12379", "127.0.0.1:22379")
     store_deadline: float = transport.DEFAULT_DEADLINES.unary
     bookmark_interval: float = 5.0
@@ -122,6 +125,9 @@ class APIServer:
         )
         add_api_servicer(self.servicer, self.server)
         self.port = 0
+        self.rest: RESTServer | None = None
+        if config.rest_address:
+            self.rest = RESTServer(self.servicer, config.rest_address, lambda: self._serving)
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None
         self._serving = False  # set once the kubernetes Endpoints may list this server
@@ -148,6 +154,8 @@ class APIServer:
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        if self.rest is not None:
+            await self.rest.start()
         # Creates check their namespace against this cache (one store round trip, not two).
         self.servicer.watch_caches.get(kinds.for_resource("namespaces"))
         loop = asyncio.get_running_loop()
@@ -159,6 +167,7 @@ class APIServer:
         log.info(
             "api server started",
             port=self.port,
+            rest=self.rest.url if self.rest is not None else "",
             store=",".join(self.store.endpoints),
             compaction_interval=self.config.compaction_interval,
         )
@@ -190,6 +199,8 @@ class APIServer:
         if grace:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.servicer.idle.wait(), grace)
+        if self.rest is not None:
+            await self.rest.stop()
         await self.server.stop(_STOP_GRACE if grace else 0)
         await self.servicer.watch_caches.stop()
         await self.store.close()

@@ -26,7 +26,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import Any
 
 from google.protobuf.message import Message
@@ -309,7 +309,9 @@ class APIServicer:
         obj, _ = await self._get(strategy.kind, namespace, request.name)
         return api.ObjectResponse(object=pack(obj))
 
-    async def List(self, request: api.ListRequest) -> api.ListResponse:
+    async def List(self, request: api.ListRequest, *, revision: int = 0) -> api.ListResponse:
+        """`revision`: the list as it was at that store revision (resourceVersionMatch=Exact;
+        Gone when compacted), else the latest; a continue token names its own."""
         strategy = self.registry.resolve_read(request.resource)
         kind = strategy.kind
         selector = strategy.selector(request.label_selector, request.field_selector)
@@ -321,7 +323,7 @@ class APIServicer:
             return api.ListResponse(items=[pack(obj) for obj in found if selector.matches(obj)])
         start_prefix = prefix(kind, request.namespace)
         end = range_end(start_prefix)
-        start, revision = start_prefix, 0
+        start = start_prefix
         if getattr(request, "continue"):
             start, revision = _decode_continue(getattr(request, "continue"), start_prefix)
         items: list[Message] = []
@@ -333,6 +335,10 @@ class APIServicer:
                     rpc_pb2.RangeRequest(key=start, range_end=end, limit=chunk, revision=revision)
                 )
             except StoreCompacted:
+                if not getattr(request, "continue"):
+                    raise Gone(
+                        f"too old resource version: {revision} (the store compacted it)"
+                    ) from None
                 raise Gone(_TOO_OLD_CONTINUE) from None
             revision = revision or resp.header.revision
             for index, kv in enumerate(resp.kvs):
@@ -731,7 +737,7 @@ class APIServicer:
 
     # ---- watch --------------------------------------------------------------------------
 
-    async def Watch(self, request: api.WatchRequest) -> AsyncIterator[bytes]:
+    async def Watch(self, request: api.WatchRequest) -> AsyncGenerator[bytes]:
         """Served from the kind's watch cache (k8semu/apiserver/watchcache.py): one etcd
         watch per kind, however many clients watch it. Yields serialized WatchEvents, shared
         by every watcher (each face encodes them once: the gRPC face passes the bytes on).
