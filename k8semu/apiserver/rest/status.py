@@ -9,6 +9,8 @@ value: -1: must be greater than or equal to 0`. Pure: no I/O.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Any
 
 from k8semu.api import kinds
@@ -114,26 +116,54 @@ def of_error(exc: StatusError, resource: str = "", name: str = "") -> dict[str, 
             details["group"] = group
         details["kind"] = kind_plural
     message = exc.message
-    if isinstance(exc, Invalid) and exc.causes and not isinstance(exc, BadRequest):
-        message = invalid_message(exc)
-        details["causes"] = [_cause(path, problem) for path, problem in exc.causes]
-        if exc.name:
-            details["name"] = exc.name
+    if isinstance(exc, Invalid) and not isinstance(exc, BadRequest):
+        kind_name, name, causes = _invalid_parts(exc, resource, name)
+        if causes:
+            message = invalid_message(kind_name, name, causes)
+            details["causes"] = [_cause(path, problem) for path, problem in causes]
+            details["name"] = name
+            details["kind"] = kind_name  # Invalid names the Kind, the others the resource
     return status(code, reason, message, details)
 
 
-def invalid_message(exc: Invalid) -> str:
+# How the verbs name an object in a message: `deployments "web": ...`.
+_DESCRIBED = re.compile(r'^[a-z0-9.]+ "([^"]*)": (.*)$', re.DOTALL)
+_FIELD_PATH = re.compile(r"^[A-Za-z0-9_.\[\]/-]+$")
+
+
+def _invalid_parts(
+    exc: Invalid, resource: str, name: str
+) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(Kind, object name, causes) of an Invalid: its own, or read from its message
+    (`pods "web": spec.x: problem; spec.y: problem`) when it names its fields there."""
+    kind_name = exc.kind
+    if not kind_name and resource:
+        with contextlib.suppress(UnknownKindError):
+            kind_name = kinds.for_resource(resource).kind
+    if exc.causes:
+        return kind_name, exc.name or name, exc.causes
+    found = _DESCRIBED.match(exc.message)
+    if not found or not kind_name:
+        return kind_name, name, ()
+    causes = []
+    for part in found.group(2).split("; "):
+        path, sep, problem = part.partition(": ")
+        if not sep or not _FIELD_PATH.match(path):
+            return kind_name, name, ()
+        causes.append((path, problem))
+    return kind_name, found.group(1) or name, tuple(causes)
+
+
+def invalid_message(kind_name: str, name: str, causes: tuple[tuple[str, str], ...]) -> str:
     """`Deployment.apps "web" is invalid: spec.replicas: Invalid value: ...` (several
     problems in brackets, comma separated, as Kubernetes' ToAggregate prints them)."""
-    qualified = exc.kind
-    try:
-        found = next(k for k in kinds.all_kinds() if k.kind == exc.kind)
-        qualified = f"{found.kind}.{found.group}" if found.group else found.kind
-    except StopIteration:
-        pass
-    problems = [f"{path}: {_worded(problem)}" for path, problem in exc.causes]
+    qualified = kind_name
+    found = next((k for k in kinds.all_kinds() if k.kind == kind_name), None)
+    if found is not None and found.group:
+        qualified = f"{found.kind}.{found.group}"
+    problems = [f"{path}: {_worded(problem)}" for path, problem in causes]
     listed = problems[0] if len(problems) == 1 else f"[{', '.join(problems)}]"
-    return f'{qualified} "{exc.name}" is invalid: {listed}'
+    return f'{qualified} "{name}" is invalid: {listed}'
 
 
 def _worded(problem: str) -> str:
