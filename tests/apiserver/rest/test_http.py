@@ -165,11 +165,17 @@ def test_watch_streams_json_lines_and_410(rest: REST) -> None:
     code, _, raw = rest.request("GET", selected, headers={"Accept": TABLE})
     table = json.loads(raw.splitlines()[0])["object"]
     assert table["kind"] == "Table" and table["rows"][0]["cells"][0] == "h-watched"
-    # A watch from a compacted resourceVersion: 200, then one ERROR event (410 Expired).
-    old = int(rest.json("GET", CMS)[1]["metadata"]["resourceVersion"])
+    # A watch from a compacted resourceVersion (of a kind no watch cache serves yet, whose
+    # window could still hold it): 200, then one ERROR event (410 Expired).
+    secrets = "/api/v1/namespaces/default/secrets"
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "h-s"}}
+    assert rest.json("POST", secrets, secret)[0] == 201
+    old = int(rest.json("GET", secrets)[1]["metadata"]["resourceVersion"])
     assert rest.json("POST", CMS, _cm("h-after"))[0] == 201
     rest.compact(old + 1)
-    code, _, raw = rest.request("GET", f"{CMS}?watch=1&resourceVersion={old - 1}&timeoutSeconds=5")
+    code, _, raw = rest.request(
+        "GET", f"{secrets}?watch=1&resourceVersion={old - 1}&timeoutSeconds=5"
+    )
     assert code == 200
     event = json.loads(raw.splitlines()[0])
     assert event["type"] == "ERROR"
