@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from k8semu.api import manifest
@@ -146,6 +148,34 @@ def _copied(value: Any) -> Any:
 
 def dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class EncodedObjects:
+    """Each object's JSON, made once: keyed by its serialized bytes (which hold its
+    resourceVersion, so a changed object is a new key), the `capacity` most recent kept.
+    A list of unchanged objects, asked again and again, costs no decoding or encoding."""
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._json: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def json(self, kind: Kind, packed: any_pb2.Any) -> bytes:
+        found = self._json.get(packed.value)
+        if found is not None:
+            self._json.move_to_end(packed.value)
+            return found
+        obj = kind.message()
+        packed.Unpack(obj)
+        made = dumps(manifest.to_dict(obj))
+        self._json[packed.value] = made
+        if len(self._json) > self.capacity:
+            self._json.popitem(last=False)
+        return made
+
+
+def list_json(head: dict[str, Any], items: list[bytes]) -> bytes:
+    """A list document: `head` (kind, apiVersion, metadata) and the encoded `items`."""
+    return dumps(head)[:-1] + b',"items":[' + b",".join(items) + b"]}"
 
 
 @dataclass(frozen=True, slots=True)

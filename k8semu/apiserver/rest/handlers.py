@@ -33,7 +33,8 @@ _POLICIES = ("", "Orphan", "Background", "Foreground")
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What a handler answers: a status code, a JSON document and `Warning` headers."""
+    """What a handler answers: a status code, a JSON document (or its encoding) and
+    `Warning` headers."""
 
     code: int
     body: Any
@@ -73,9 +74,10 @@ class Resources:
 
     def __init__(self, verbs: APIServicer) -> None:
         self.verbs = verbs
+        self.encoded = codec.EncodedObjects()
 
-    def _object(self, target: Target, resp: api.ObjectResponse) -> dict[str, Any]:
-        return manifest.to_dict(_unpacked(resp.object, target.kind.message))
+    def _object(self, target: Target, resp: api.ObjectResponse) -> bytes:
+        return self.encoded.json(target.kind, resp.object)
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -88,6 +90,8 @@ class Resources:
             **_names(target),
         )
         resp = await self.verbs.Get(req)
+        if not wanted.table and not wanted.partial:
+            return Reply(200, self.encoded.json(target.kind, resp.object))
         obj = _unpacked(resp.object, target.kind.message)
         if wanted.table:
             include = tables.includes(query.get("includeObject", ""))
@@ -95,11 +99,11 @@ class Resources:
             return Reply(
                 200, tables.table(target.kind, [obj], include=include, resource_version=rv)
             )
-        if wanted.partial:
-            return Reply(200, tables.partial_metadata(obj))
-        return Reply(200, manifest.to_dict(obj))
+        return Reply(200, tables.partial_metadata(obj))
 
     async def collection(self, target: Target, query: MultiMapping[str], wanted: Wanted) -> Reply:
+        if not wanted.table and not wanted.partial:
+            return await self._plain_list(target, query)
         objs, rv, token = await self.list_objects(target, query)
         if wanted.table:
             include = tables.includes(query.get("includeObject", ""))
@@ -124,6 +128,17 @@ class Resources:
             )
         return Reply(200, self.list_document(target, objs, metadata))
 
+    async def _plain_list(self, target: Target, query: MultiMapping[str]) -> Reply:
+        """A list as JSON, each item's encoding made once (`EncodedObjects`)."""
+        resp = await self._list(target, query)
+        metadata = {"resourceVersion": resp.resource_version}
+        if token := getattr(resp, "continue"):
+            metadata["continue"] = token
+        kind = target.kind
+        head = {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": metadata}
+        items = [self.encoded.json(kind, item) for item in resp.items]
+        return Reply(200, codec.list_json(head, items))
+
     @staticmethod
     def list_document(target: Target, objs: list[Message], metadata: dict[str, Any]) -> Any:
         kind = target.kind
@@ -139,6 +154,11 @@ class Resources:
     ) -> tuple[list[Message], str, str]:
         """The List verb with the request's selectors, pages and resourceVersion rules:
         (objects, resourceVersion, continue)."""
+        resp = await self._list(target, query)
+        objs = [_unpacked(item, target.kind.message) for item in resp.items]
+        return objs, resp.resource_version, getattr(resp, "continue")
+
+    async def _list(self, target: Target, query: MultiMapping[str]) -> api.ListResponse:
         limit = _int(query, "limit")
         if limit < 0:
             raise bad_request("limit: Invalid value: must be >= 0")
@@ -174,8 +194,7 @@ class Resources:
                 "Timeout",
                 f"Too large resource version: {rv}, current: {resp.resource_version}",
             )
-        objs = [_unpacked(item, target.kind.message) for item in resp.items]
-        return objs, resp.resource_version, getattr(resp, "continue")
+        return resp
 
     async def _scale(self, target: Target) -> dict[str, Any]:
         req = api.GetRequest(

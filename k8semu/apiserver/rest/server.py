@@ -40,9 +40,8 @@ Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _json(code: int, body: Any, warnings: tuple[str, ...] = ()) -> web.Response:
     headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
-    return web.Response(
-        status=code, body=codec.dumps(body), content_type=codec.JSON, headers=headers
-    )
+    data = body if isinstance(body, bytes) else codec.dumps(body)
+    return web.Response(status=code, body=data, content_type=codec.JSON, headers=headers)
 
 
 def _status_response(doc: dict[str, Any]) -> web.Response:
