@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2
@@ -80,7 +81,7 @@ from k8semu.bench._common import (
     summarize,
     write_json,
 )
-from k8semu.bench.api_rest import RESTCalls, RESTError
+from k8semu.bench.api_rest import RESTCalls, RESTError, phase_op
 from k8semu.cluster.component import APIServerProcess
 from k8semu.cluster.errors import ClusterError, ComponentStartError
 from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
@@ -490,14 +491,7 @@ class _Calls:
         self.watchers.acked[2][i] = time.perf_counter()
 
     def op(self, phase: str) -> Callable[[int], Awaitable[None]]:
-        ops: dict[str, Callable[[int], Awaitable[None]]] = {
-            "create": self.create,
-            "get": self.get,
-            "list": self.list_,
-            "update": self.update,
-            "delete": self.delete,
-        }
-        return ops[phase]
+        return phase_op(self, phase)
 
     async def delete_sentinels(self) -> None:
         """Leave nothing behind on a shared server (the pods go with the delete phase)."""
@@ -517,13 +511,13 @@ def _rest_calls(url: str, opts: APIBenchOptions, prefix: str, watchers: _Watcher
         watchers.acked[code][i] = time.perf_counter()
 
     return RESTCalls(
-        url,
+        url=url,
         namespace=opts.namespace,
         names=[f"{prefix}-{i:06d}" for i in range(opts.calls)],
         prefix=prefix,
         pod=lambda name: _pod(name, opts.namespace, run_id),
         list_limit=opts.list_limit,
-        timeout=opts.call_timeout,
+        timeout=aiohttp.ClientTimeout(total=opts.call_timeout),
         writers=opts.writers,
         stamp=stamp,
     )

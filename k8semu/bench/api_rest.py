@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,13 @@ from k8semu.api import manifest
 from k8semu.pb.api.v1 import core_pb2
 
 _JSON = {"Content-Type": "application/json"}
+
+
+def phase_op(calls: Any, phase: str) -> Callable[[int], Awaitable[None]]:
+    """The method of `calls` (either protocol's) that makes call i of `phase`."""
+    name = "list_" if phase == "list" else phase
+    op: Callable[[int], Awaitable[None]] = getattr(calls, name)
+    return op
 
 
 class RESTError(Exception):
@@ -48,36 +56,28 @@ async def watch_events(
             yield line[9 : line.index(b'"', 9)].decode(), line
 
 
+@dataclass(eq=False, kw_only=True)
 class RESTCalls:
     """The phases' calls on pod i over REST (``api._Calls``' interface); `acked` the arrays
     the mutating calls stamp (created, updated, deleted) for the watch figures."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str,
-        names: Sequence[str],
-        prefix: str,
-        pod: Callable[[str], core_pb2.Pod],
-        list_limit: int,
-        timeout: float,
-        writers: int,
-        stamp: Callable[[int, int], None],
-    ) -> None:
-        self.url = url
-        self.ns = namespace
-        self.names = list(names)
-        self.prefix = prefix
-        self.pod = pod
-        self.stamp = stamp
-        self.list_limit = list_limit
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self.client = session(writers)
-        self.pods = f"{url}/api/v1/namespaces/{namespace}/pods"
+    url: str
+    namespace: str
+    names: Sequence[str]
+    prefix: str
+    pod: Callable[[str], core_pb2.Pod]
+    list_limit: int
+    timeout: aiohttp.ClientTimeout
+    writers: int
+    stamp: Callable[[int, int], None]
+    versions: list[str] = field(init=False)
+    creates: list[bytes] = field(init=False, default_factory=list)
+    sentinels: list[str] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.client = session(self.writers)
+        self.pods = f"{self.url}/api/v1/namespaces/{self.namespace}/pods"
         self.versions = [""] * len(self.names)
-        self.creates: list[bytes] = []
-        self.sentinels: list[str] = []
 
     async def _call(self, method: str, url: str, body: bytes | None, headers: Any) -> bytes:
         try:
@@ -95,7 +95,7 @@ class RESTCalls:
         return json.dumps(manifest.to_dict(self.pod(name))).encode()
 
     async def create_namespace(self) -> None:
-        doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns}}
+        doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
         with contextlib.suppress(RESTError):  # AlreadyExists on a reused server
             await self._call(
                 "POST", f"{self.url}/api/v1/namespaces", json.dumps(doc).encode(), _JSON
@@ -133,14 +133,7 @@ class RESTCalls:
         self.stamp(2, i)
 
     def op(self, phase: str) -> Callable[[int], Awaitable[None]]:
-        ops: dict[str, Callable[[int], Awaitable[None]]] = {
-            "create": self.create,
-            "get": self.get,
-            "list": self.list_,
-            "update": self.update,
-            "delete": self.delete,
-        }
-        return ops[phase]
+        return phase_op(self, phase)
 
     async def delete_sentinels(self) -> None:
         for name in self.sentinels:

@@ -18,6 +18,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import Message
@@ -77,25 +78,23 @@ def timeout_of(query: MultiMapping[str]) -> float:
     return float(seconds) or MIN_REQUEST_TIMEOUT
 
 
+@dataclass(eq=False)
 class Stream:
     """One client watch: `lines()` yields its encoded events."""
 
-    def __init__(
-        self,
-        resources: Resources,
-        shared: EventCodec,
-        target: Target,
-        query: MultiMapping[str],
-        wanted: Wanted,
-    ) -> None:
-        self.resources = resources
-        self.shared = shared
-        self.target = target
-        self.query = query
-        self.wanted = wanted
-        self.include = tables.includes(query.get("includeObject", "")) if wanted.table else ""
-        self.deadline = time.monotonic() + timeout_of(query)
-        self._headers_sent = False
+    resources: Resources
+    shared: EventCodec
+    target: Target
+    query: MultiMapping[str]
+    wanted: Wanted
+    include: str = field(init=False)  # includeObject, for Tables
+    deadline: float = field(init=False)  # monotonic time the stream ends at
+    _headers_sent: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        table = self.wanted.table
+        self.include = tables.includes(self.query.get("includeObject", "")) if table else ""
+        self.deadline = time.monotonic() + timeout_of(self.query)
 
     def _line(self, type_: str, obj: Message) -> bytes:
         if self.wanted.table and type_ != "BOOKMARK":
