@@ -21,7 +21,18 @@ from k8semu.apiserver.rest.paths import kinds_of
 KUBERNETES_MAJOR, KUBERNETES_MINOR = "1", "32"
 _WRITE_VERBS = ("create", "delete", "deletecollection", "patch", "update")
 # Kubernetes' `all` category: what `kubectl get all` lists.
-_ALL = frozenset({"pods", "services", "deployments", "replicasets", "horizontalpodautoscalers"})
+_ALL = frozenset(
+    {
+        "pods",
+        "services",
+        "deployments",
+        "replicasets",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+        "horizontalpodautoscalers",
+    }
+)
 _SUB_VERBS = ["get", "patch", "update"]
 
 
