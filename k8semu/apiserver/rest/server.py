@@ -13,6 +13,8 @@ the server drains, requests get 503 and watches end (clients watch again elsewhe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -221,8 +223,13 @@ class RESTServer:
         gauge.inc()
         try:
             await response.prepare(request)
-            async for line in stream.lines():
-                await response.write(line)
+            with contextlib.suppress(TimeoutError):
+                async with (
+                    asyncio.timeout(stream.timeout),
+                    contextlib.aclosing(stream.lines()) as lines,
+                ):
+                    async for line in lines:
+                        await response.write(line)
         finally:
             gauge.dec()
             REQUESTS.labels("WATCH", target.kind.resource, "", "200").inc()

@@ -12,12 +12,10 @@ stream ends; so does it after `timeoutSeconds`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
-import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,13 +86,13 @@ class Stream:
     query: MultiMapping[str]
     wanted: Wanted
     include: str = field(init=False)  # includeObject, for Tables
-    deadline: float = field(init=False)  # monotonic time the stream ends at
+    timeout: float = field(init=False)  # seconds the stream lasts (timeoutSeconds)
     _headers_sent: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         table = self.wanted.table
         self.include = tables.includes(self.query.get("includeObject", "")) if table else ""
-        self.deadline = time.monotonic() + timeout_of(self.query)
+        self.timeout = timeout_of(self.query)
 
     def _line(self, type_: str, obj: Message) -> bytes:
         if self.wanted.table and type_ != "BOOKMARK":
@@ -113,8 +111,9 @@ class Stream:
             return self.shared.line(event, self.target.kind)
         return self._line(*decode(event, self.target.kind))
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """The events until the timeout, the client leaves, or an error (its ERROR event)."""
+    async def lines(self) -> AsyncGenerator[bytes]:
+        """The events until the client leaves or an error (its ERROR event); the caller
+        ends it after `timeout` seconds."""
         try:
             rv = self.query.get("resourceVersion", "")
             if rv in ("", "0"):
@@ -129,15 +128,13 @@ class Stream:
                 field_selector=self._field_selector(),
                 resource_version=rv,
                 allow_bookmarks=self.query.get("allowWatchBookmarks", "") in ("1", "true"),
+                allow_batching=True,
             )
             events = self.resources.verbs.Watch(request)
             try:
-                while (left := self.deadline - time.monotonic()) > 0:
-                    try:
-                        event = await asyncio.wait_for(anext(events), left)
-                    except (StopAsyncIteration, TimeoutError):
-                        return
-                    yield self._event(event)
+                async for message in events:
+                    # A batch (the watcher fell behind) is one write of all its lines.
+                    yield b"".join(self._event(e) for e in _unbatched(message))
             finally:
                 await events.aclose()
         except StatusError as exc:
@@ -151,6 +148,14 @@ class Stream:
             return selector
         by_name = f"metadata.name={self.target.name}"
         return f"{selector},{by_name}" if selector else by_name
+
+
+def _unbatched(message: bytes) -> list[bytes]:
+    """The serialized WatchEvents in one message of the Watch verb: itself, or those of a
+    batch (a WatchEvent with no type whose `events` hold them, field 3: tag 0x1a first)."""
+    if message[:1] != b"\x1a":
+        return [message]
+    return [e.SerializeToString() for e in api.WatchEvent.FromString(message).events]
 
 
 def _list_query(query: MultiMapping[str], field_selector: str) -> MultiMapping[str]:
