@@ -276,6 +276,9 @@ class _Watchers:
             async for type_, line in events:
                 code = self.CODES.get(type_)
                 if code is None:
+                    if type_ == "ERROR":  # the stream ends after it
+                        self.cut_off += b'"code":429' in line
+                        self.errors.append(f"watcher {k}: {line[:300].decode(errors='replace')}")
                     continue
                 found = search(line)
                 if found is None:

@@ -37,6 +37,9 @@ log = get_logger(__name__)
 # kube-apiserver refuses bodies over 3 MiB (its MaxRequestBodyBytes).
 MAX_BODY_BYTES = 3 * 1024 * 1024
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
+# stop() comes after the API server's own grace period (requests in flight done, watches
+# ended): what is still open by then gets this long, not aiohttp's default minute.
+_SHUTDOWN_TIMEOUT = 0.5
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -80,7 +83,9 @@ class RESTServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         try:
