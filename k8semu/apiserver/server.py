@@ -147,15 +147,15 @@ class APIServer:
 
     async def start(self) -> None:
         self.port = transport.bind(self.server, self.config.listen_address, flag="--listen-address")
+        if self.rest is not None:
+            await self.rest.start()
         self.kubernetes_service = KubernetesService(
             self.servicer,
-            Address(advertise_ip(self.config), self.port),
+            Address(advertise_ip(self.config), self.port, self.rest.port if self.rest else 0),
             lease_seconds=self.config.lease_seconds,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
-        if self.rest is not None:
-            await self.rest.start()
         # Creates check their namespace against this cache (one store round trip, not two).
         self.servicer.watch_caches.get(kinds.for_resource("namespaces"))
         loop = asyncio.get_running_loop()

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 
+from k8semu.api import manifest
+from k8semu.kubelet.env import service_env
+from k8semu.pb.api.v1 import core_pb2
+
 from .conftest import REST
 
 CMS = "/api/v1/namespaces/default/configmaps"
@@ -182,3 +186,20 @@ def test_watch_streams_json_lines_and_410(rest: REST) -> None:
     assert (event["object"]["code"], event["object"]["reason"]) == (410, "Expired")
     code, doc = rest.json("GET", f"{CMS}?resourceVersion={old - 1}&resourceVersionMatch=Exact")
     assert (code, doc["reason"]) == (410, "Expired")
+
+
+def test_the_kubernetes_service_leads_pods_to_the_rest_api(rest: REST) -> None:
+    """Its first port (`https`, KUBERNETES_SERVICE_PORT) is the REST API; `grpc` the gRPC one."""
+    code, svc = rest.json("GET", "/api/v1/namespaces/default/services/kubernetes")
+    assert code == 200
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
+        ("https", 443),
+        ("grpc", 6443),
+    ]
+    rest_port = int(rest.url.rpartition(":")[2])
+    grpc_port = int(rest.grpc_address.rpartition(":")[2])
+    code, ep = rest.json("GET", "/api/v1/namespaces/default/endpoints/kubernetes")
+    ports = {p["name"]: p["port"] for p in ep["subsets"][0]["ports"]}
+    assert ports == {"https": rest_port, "grpc": grpc_port}
+    env = service_env([manifest.decode(svc, core_pb2.Service)], "default")
+    assert (env["KUBERNETES_SERVICE_PORT"], env["KUBERNETES_SERVICE_PORT_GRPC"]) == ("443", "6443")
