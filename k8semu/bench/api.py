@@ -268,26 +268,27 @@ class _Watchers:
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self._watch(k)) for k in range(self.opts.watchers)]
 
+    def _record(self, k: int, code: int, event: bytes, now: float) -> None:
+        """One delivery to watcher `k` of the event `event` (serialized, either protocol)."""
+        found = self.pattern.search(event)
+        if found is None:
+            if self.ready_marker in event:
+                self.ready[k] = True
+            return
+        self.codes.append(code)
+        self.indexes.append(int(found.group(1)))
+        self.times.append(now)
+
     async def _watch_rest(self, k: int) -> None:
-        codes, indexes, times = self.codes, self.indexes, self.times
-        search, perf = self.pattern.search, time.perf_counter
         try:
             events = api_rest.watch_events(self.sessions[k], self.rest_url, self.opts.namespace)
             async for type_, line in events:
                 code = self.CODES.get(type_)
-                if code is None:
-                    if type_ == "ERROR":  # the stream ends after it
-                        self.cut_off += b'"code":429' in line
-                        self.errors.append(f"watcher {k}: {line[:300].decode(errors='replace')}")
-                    continue
-                found = search(line)
-                if found is None:
-                    if self.ready_marker in line:
-                        self.ready[k] = True
-                    continue
-                codes.append(code)
-                indexes.append(int(found.group(1)))
-                times.append(perf())
+                if code is not None:
+                    self._record(k, code, line, time.perf_counter())
+                elif type_ == "ERROR":  # the stream ends after it
+                    self.cut_off += b'"code":429' in line
+                    self.errors.append(f"watcher {k}: {line[:300].decode(errors='replace')}")
         except (RESTError, OSError, ValueError) as exc:
             self.errors.append(f"watcher {k}: {exc!r}")
 

@@ -155,7 +155,7 @@ class EncodedObjects:
     resourceVersion, so a changed object is a new key), the `capacity` most recent kept.
     A list of unchanged objects, asked again and again, costs no decoding or encoding."""
 
-    def __init__(self, capacity: int = 20_000) -> None:
+    def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
         self._json: OrderedDict[bytes, bytes] = OrderedDict()
 
