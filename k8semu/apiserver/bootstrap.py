@@ -3,10 +3,14 @@
 Every API server, at start and then every `lease_seconds / 3`:
 
 1. creates Service `default/kubernetes` if missing (clusterIP = the first address of the
-   service range, port 443 named `https`, targetPort this server's port);
+   service range, port 443 named `https`: the REST API, as in Kubernetes, so pods'
+   KUBERNETES_SERVICE_HOST/PORT lead kubectl and client libraries there; and port 6443
+   named `grpc`: the gRPC API. A server serving no REST API has only `https`, its gRPC
+   port, as before the REST API existed);
 2. renews its own Lease `kube-system/apiserver-<hash of its address>` (holderIdentity
-   `IP:PORT`, leaseDurationSeconds, renewTime; label `apiserver.kubernetes.io/identity:
-   kube-apiserver`);
+   `IP:PORT` of its gRPC API, leaseDurationSeconds, renewTime; label
+   `apiserver.kubernetes.io/identity: kube-apiserver`; its REST port in the annotation
+   `k8semu.io/rest-port`);
 3. rewrites Endpoints `default/kubernetes` from the Leases that have not lapsed (renewTime +
    leaseDurationSeconds in the future), always including itself; one subset per port (API
    servers on one host listen on different ports). Lapsed Leases are deleted, so a dead API
@@ -44,12 +48,18 @@ IDENTITY_LABEL = "apiserver.kubernetes.io/identity"
 IDENTITY = "kube-apiserver"
 PORT_NAME = "https"
 SERVICE_PORT = 443
+GRPC_PORT_NAME = "grpc"
+GRPC_SERVICE_PORT = 6443
+REST_PORT_ANNOTATION = "k8semu.io/rest-port"
 
 
 @dataclass(frozen=True, slots=True)
 class Address:
+    """An API server: its IP, gRPC port and REST port (0: none); named by IP:gRPC port."""
+
     ip: str
     port: int
+    rest_port: int = 0
 
     def __str__(self) -> str:
         return f"{self.ip}:{self.port}"
@@ -66,28 +76,41 @@ def lease_name(address: Address) -> str:
     return "apiserver-" + hashlib.sha256(str(address).encode()).hexdigest()[:16]
 
 
-def kubernetes_service(cluster_ip: str, port: int) -> core_pb2.Service:
+def kubernetes_service(cluster_ip: str, port: int, rest_port: int = 0) -> core_pb2.Service:
     svc = core_pb2.Service(api_version="v1", kind="Service")
     svc.metadata.name, svc.metadata.namespace = NAME, NAMESPACE
     svc.metadata.labels.update({"component": "apiserver", "provider": "kubernetes"})
     svc.spec.type = "ClusterIP"
     svc.spec.cluster_ip = cluster_ip
     p = svc.spec.ports.add(name=PORT_NAME, port=SERVICE_PORT, protocol="TCP")
-    p.target_port.int_val = port
+    p.target_port.int_val = rest_port or port
+    if rest_port:
+        g = svc.spec.ports.add(name=GRPC_PORT_NAME, port=GRPC_SERVICE_PORT, protocol="TCP")
+        g.target_port.int_val = port
     return svc
 
 
 def endpoints_subsets(addresses: list[Address]) -> list[core_pb2.EndpointSubset]:
-    """One subset per port, addresses sorted: the same input always gives the same object."""
-    by_port: dict[int, set[str]] = {}
+    """One subset per (gRPC port, REST port), addresses sorted: the same input always gives
+    the same object. `https` is the REST port (the gRPC one for a server without REST)."""
+    by_port: dict[tuple[int, int], set[str]] = {}
     for a in addresses:
-        by_port.setdefault(a.port, set()).add(a.ip)
+        by_port.setdefault((a.port, a.rest_port), set()).add(a.ip)
     return [
         core_pb2.EndpointSubset(
             addresses=[core_pb2.EndpointAddress(ip=ip) for ip in sorted(ips)],
-            ports=[core_pb2.EndpointPort(name=PORT_NAME, port=port, protocol="TCP")],
+            ports=_endpoint_ports(port, rest_port),
         )
-        for port, ips in sorted(by_port.items())
+        for (port, rest_port), ips in sorted(by_port.items())
+    ]
+
+
+def _endpoint_ports(port: int, rest_port: int) -> list[core_pb2.EndpointPort]:
+    if not rest_port:
+        return [core_pb2.EndpointPort(name=PORT_NAME, port=port, protocol="TCP")]
+    return [
+        core_pb2.EndpointPort(name=PORT_NAME, port=rest_port, protocol="TCP"),
+        core_pb2.EndpointPort(name=GRPC_PORT_NAME, port=port, protocol="TCP"),
     ]
 
 
@@ -123,14 +146,25 @@ class KubernetesService:
 
     async def ensure_service(self) -> None:
         kind = kinds.for_resource("services")
+        svc = kubernetes_service(
+            self.servicer.ranges.kubernetes_ip, self.address.port, self.address.rest_port
+        )
         try:
-            await self.servicer.get_object(kind, NAMESPACE, NAME)
-            return
+            stored, rv = await self.servicer.get_object(kind, NAMESPACE, NAME)
         except NotFound:
-            pass
-        svc = kubernetes_service(self.servicer.ranges.kubernetes_ip, self.address.port)
-        with contextlib.suppress(AlreadyExists):
-            await self.servicer.create(kind, NAMESPACE, svc)
+            with contextlib.suppress(AlreadyExists):
+                await self.servicer.create(kind, NAMESPACE, svc)
+            return
+        current = cast(core_pb2.Service, stored)
+        names = [p.name for p in current.spec.ports]
+        if self.address.rest_port and GRPC_PORT_NAME not in names:
+            # Made before the API servers served REST: add the `grpc` port (clients of the
+            # gRPC API in pods read KUBERNETES_SERVICE_PORT_GRPC).
+            new = core_pb2.Service()
+            new.CopyFrom(current)
+            new.spec.ClearField("ports")
+            new.spec.ports.extend(svc.spec.ports)
+            await self.servicer.update_object(kind, stored, rv, new)
 
     async def renew_lease(self) -> None:
         kind = kinds.for_resource("leases")
@@ -153,6 +187,10 @@ class KubernetesService:
 
     def _stamp(self, lease: coordination_pb2.Lease, now: float) -> None:
         lease.spec.holder_identity = str(self.address)
+        if self.address.rest_port:
+            lease.metadata.annotations[REST_PORT_ANNOTATION] = str(self.address.rest_port)
+        else:
+            lease.metadata.annotations.pop(REST_PORT_ANNOTATION, None)
         lease.spec.lease_duration_seconds = max(1, round(self.lease_seconds))
         lease.spec.renew_time.CopyFrom(timestamps.micro_time_at(now))
 
@@ -176,17 +214,21 @@ class KubernetesService:
             addr = Address.parse(lease.spec.holder_identity)
             if addr is None:
                 continue
+            rest = meta(lease).annotations.get(REST_PORT_ANNOTATION, "")
+            if rest.isdigit():
+                addr = Address(addr.ip, addr.port, int(rest))
             if alive(lease, now):
-                if include_self or addr != self.address:
+                if include_self or str(addr) != str(self.address):
                     found.append(addr)
-            elif addr != self.address:
+            elif str(addr) != str(self.address):
                 await self.servicer.delete_if_unchanged(
                     kinds.for_resource("leases"),
                     LEASE_NAMESPACE,
                     meta(lease).name,
                     int(meta(lease).resource_version),
                 )
-        return sorted(set(found), key=str)
+        # One per server (named IP:gRPC port); this server's own fields win over its Lease's.
+        return sorted({str(a): a for a in reversed(found)}.values(), key=str)
 
     async def update_endpoints(self, *, include_self: bool = True) -> None:
         kind = kinds.for_resource("endpoints")

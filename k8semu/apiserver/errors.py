@@ -4,7 +4,9 @@
     +-- NotFound            NOT_FOUND
     +-- AlreadyExists       ALREADY_EXISTS
     +-- Conflict            ABORTED: a stale resourceVersion or a failed precondition
-    +-- Invalid             INVALID_ARGUMENT: bad request, bad object, bad selector
+    +-- Invalid             INVALID_ARGUMENT: a bad object (its field `causes`, when known)
+    |   +-- BadRequest      INVALID_ARGUMENT: a bad request (selector, limit, continue,
+    |                       body); Kubernetes answers 400 BadRequest, not 422 Invalid
     +-- FailedPrecondition  FAILED_PRECONDITION: a create in a namespace being terminated
                             (Kubernetes answers 403 Forbidden there)
     +-- Gone                OUT_OF_RANGE: a compacted resourceVersion or continue token
@@ -14,11 +16,14 @@
     +-- StorageFull         RESOURCE_EXHAUSTED: the store's space quota is used up (etcd's
                             NOSPACE alarm); Kubernetes answers 500 InternalError there
 
-The servicer turns a StatusError into `context.abort(code, message)`; anything else escaping a
-handler is a bug, reported as INTERNAL without taking the server down.
+The gRPC face (`grpcface.py`) turns a StatusError into `context.abort(code, message)`, the
+REST face (`rest/status.py`) into a metav1.Status; anything else escaping a verb is a bug,
+reported as INTERNAL without taking the server down.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import grpc
 
@@ -44,7 +49,27 @@ class Conflict(StatusError):
 
 
 class Invalid(StatusError):
+    """`causes`: (field path, problem) pairs of an object that failed validation, and
+    `kind`/`name` the object (its Kind and name, `Deployment`, `web`); empty otherwise."""
+
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        causes: Sequence[tuple[str, str]] = (),
+        kind: str = "",
+        name: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.causes = tuple(causes)
+        self.kind = kind
+        self.name = name
+
+
+class BadRequest(Invalid):
+    """A request that names no valid operation (bad selector, limit, continue token, body)."""
 
 
 class FailedPrecondition(StatusError):

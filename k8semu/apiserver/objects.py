@@ -25,7 +25,7 @@ from k8semu.api.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from k8semu.apiserver.errors import Invalid, NotFound
+from k8semu.apiserver.errors import BadRequest, Invalid, NotFound
 from k8semu.pb.api.v1 import meta_pb2
 
 TYPE_URL_PREFIX = "type.googleapis.com/"
@@ -146,15 +146,15 @@ class Selector:
         try:
             self.labels: LabelSelector = parse_label_selector(label_selector)
         except SelectorError as exc:
-            raise Invalid(f"labelSelector: {exc}") from None
+            raise BadRequest(f"labelSelector: {exc}") from None
         try:
             self.fields_: FieldSelector = parse_field_selector(field_selector)
         except SelectorError as exc:
-            raise Invalid(f"fieldSelector: {exc}") from None
+            raise BadRequest(f"fieldSelector: {exc}") from None
         self.getters = {**COMMON_FIELDS, **(fields or {})}
         for name in sorted(self.fields_.fields):
             if name not in self.getters:
-                raise Invalid(
+                raise BadRequest(
                     f'fieldSelector: field label "{name}" not supported for {kind.plural}'
                     f" (supported: {', '.join(sorted(self.getters))})"
                 )

@@ -22,7 +22,6 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import cast
 
-import grpc
 from grpc_health.v1 import health_pb2
 
 from k8semu import transport
@@ -33,8 +32,10 @@ from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.eventttl import DEFAULT_EVENT_TTL, EventLeases
+from k8semu.apiserver.grpcface import add_api_servicer
 from k8semu.apiserver.metrics import RequestMetrics
 from k8semu.apiserver.resourcemetrics import DEFAULT_RESOLUTION, MetricsConfig, ResourceMetrics
+from k8semu.apiserver.rest.server import RESTServer
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig
@@ -56,6 +57,8 @@ SERVICE_NAME = apiserver_pb2.DESCRIPTOR.services_by_name["API"].full_name
 @dataclass(frozen=True, slots=True, kw_only=True)
 class APIServerConfig:
     listen_address: str = "127.0.0.1:6443"
+    # Kubernetes' REST API (kubectl, client libraries) on its own port; "" serves none.
+    rest_address: str = ""
     store_endpoints: tuple[str, ...] = ("127.0.0.1:2379", "127.0.0.1:12379", "127.0.0.1:22379")
     store_deadline: float = transport.DEFAULT_DEADLINES.unary
     bookmark_interval: float = 5.0
@@ -122,6 +125,9 @@ class APIServer:
         )
         add_api_servicer(self.servicer, self.server)
         self.port = 0
+        self.rest: RESTServer | None = None
+        if config.rest_address:
+            self.rest = RESTServer(self.servicer, config.rest_address, lambda: self._serving)
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None
         self._serving = False  # set once the kubernetes Endpoints may list this server
@@ -141,9 +147,11 @@ class APIServer:
 
     async def start(self) -> None:
         self.port = transport.bind(self.server, self.config.listen_address, flag="--listen-address")
+        if self.rest is not None:
+            await self.rest.start()
         self.kubernetes_service = KubernetesService(
             self.servicer,
-            Address(advertise_ip(self.config), self.port),
+            Address(advertise_ip(self.config), self.port, self.rest.port if self.rest else 0),
             lease_seconds=self.config.lease_seconds,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -159,6 +167,7 @@ class APIServer:
         log.info(
             "api server started",
             port=self.port,
+            rest=self.rest.url if self.rest is not None else "",
             store=",".join(self.store.endpoints),
             compaction_interval=self.config.compaction_interval,
         )
@@ -190,6 +199,8 @@ class APIServer:
         if grace:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.servicer.idle.wait(), grace)
+        if self.rest is not None:
+            await self.rest.stop()
         await self.server.stop(_STOP_GRACE if grace else 0)
         await self.servicer.watch_caches.stop()
         await self.store.close()
@@ -234,37 +245,6 @@ class APIServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         await self.servicer.namespaces.resume()
         await self.kubernetes_service.run()
-
-
-def _serialize_watch_event(event: apiserver_pb2.WatchEvent | bytes) -> bytes:
-    return event if isinstance(event, bytes) else event.SerializeToString()
-
-
-def add_api_servicer(servicer: APIServicer, server: grpc.aio.Server) -> None:
-    """What the generated add_APIServicer_to_server does, except that Watch may yield
-    pre-serialized WatchEvent bytes: the watch cache serializes each event once for all."""
-    service = apiserver_pb2.DESCRIPTOR.services_by_name["API"]
-    handlers = {}
-    for method in service.methods:
-        request = getattr(apiserver_pb2, method.input_type.name)
-        response = getattr(apiserver_pb2, method.output_type.name)
-        behaviour = getattr(servicer, method.name)
-        if method.server_streaming:
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                behaviour,
-                request_deserializer=request.FromString,
-                response_serializer=_serialize_watch_event,
-            )
-        else:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                behaviour,
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
-            )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
-    )
-    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 def parse_endpoints(text: str) -> tuple[str, ...]:

@@ -91,7 +91,12 @@ def check(kind: Kind, obj: Message, errors: list[FieldError]) -> None:
     """Raise one Invalid naming `obj` and every problem in `errors` (none: return)."""
     if errors:
         name = meta(obj).name or meta(obj).generate_name
-        raise Invalid(f"{describe(kind, name)}: {'; '.join(map(str, errors))}")
+        raise Invalid(
+            f"{describe(kind, name)}: {'; '.join(map(str, errors))}",
+            causes=[(e.path, e.message) for e in errors],
+            kind=kind.kind,
+            name=name,
+        )
 
 
 def immutable_metadata(obj: Message, old: Message) -> Iterator[FieldError]:

@@ -142,7 +142,7 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
         raise ValueError("hollow_nodes and real_nodes must be >= 0")
     if layout.hollow_nodes == 0 and layout.real_nodes == 0:
         raise ValueError("a benchmark cluster needs nodes")
-    n_ports = 2 * layout.store_replicas + 3 + 2 * layout.real_nodes
+    n_ports = 2 * layout.store_replicas + 4 + 2 * layout.real_nodes
     ports = iter(free_loopback_ports(n_ports))
     rng = random.Random()
     third = octet
@@ -166,7 +166,9 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
         "version": "v1alpha1",
         "name": layout.name,
         "store": {"replicas": layout.store_replicas, "members": members},
-        "apiServer": {"instances": [{"name": "apiserver-1", "port": next(ports)}]},
+        "apiServer": {
+            "instances": [{"name": "apiserver-1", "port": next(ports), "restPort": next(ports)}]
+        },
         "scheduler": {"instances": [{"name": "scheduler-1", "port": next(ports)}]},
         "controllerManager": {"instances": [{"name": "controller-manager-1", "port": next(ports)}]},
         "network": {

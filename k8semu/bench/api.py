@@ -21,6 +21,10 @@ latency
     watchers" is, per write, the time until the last watcher had it. Delivery from the write's
     acknowledgement is reported as well; it can be negative (an event may beat the reply).
 
+``--protocol rest`` runs the same over Kubernetes' REST API (``api_rest.py``: JSON over
+HTTP/1.1, JSON-line watch streams); ``both`` runs gRPC then REST against the same servers and
+prints REST p99 / gRPC p99 per verb.
+
 It must not run without a count and a wall-clock bound, or send traffic beyond 127.0.0.0/8
 unless told (``--allow-remote``). The client shares the CPUs with the servers, so requests are
 serialized up front where possible and responses are parsed only where a figure needs them.
@@ -37,15 +41,29 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from k8semu.bench import api_rest
+from k8semu.bench._apireport import (
+    EVENT_OF_PHASE,
+    PHASES,
+    PROTOCOLS,
+    APIBenchOptions,
+    APIBenchResult,
+    VerbResult,
+    WatchResult,
+    compare,
+    describe,
+    render,
+)
 from k8semu.bench._common import (
     BenchError,
     CpuMeter,
@@ -63,25 +81,16 @@ from k8semu.bench._common import (
     summarize,
     write_json,
 )
+from k8semu.bench.api_rest import RESTCalls, RESTError, phase_op
 from k8semu.cluster.component import APIServerProcess
 from k8semu.cluster.errors import ClusterError, ComponentStartError
-from k8semu.cluster.processes import K8semuStoreCluster
+from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import core_pb2
 
 __all__ = ["APIBenchOptions", "APIBenchResult", "VerbResult", "WatchResult", "main", "run"]
 
 API = "/k8semu.api.v1.API/"
-PHASES = ("create", "get", "list", "update", "delete")
-# Which watch event each mutating phase produces.
-EVENT_OF_PHASE = {"create": "ADDED", "update": "MODIFIED", "delete": "DELETED"}
-
-# Issue 3's targets on this machine, and Kubernetes' API call latency SLOs (p99).
-TARGET_MUTATING_P99_MS = 50.0
-TARGET_WATCH_P99_MS = 50.0
-SLO_MUTATING_P99_MS = 1000.0
-SLO_GET_P99_MS = 1000.0  # read-only, scope resource
-SLO_LIST_P99_MS = 5000.0  # read-only, scope namespace
 
 _WATCH_CHANNEL_OPTIONS = (
     ("grpc.enable_http_proxy", 0),
@@ -92,82 +101,6 @@ _UNARY_CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
 _POLL_S = 0.02
 
 
-@dataclass(frozen=True, kw_only=True)
-class APIBenchOptions:
-    """The workload. Every phase stops after ``rate * seconds`` calls or ``max_seconds``."""
-
-    rate: float = 100.0
-    seconds: float = 20.0
-    writers: int = 32
-    watchers: int = 100
-    batching: bool = True  # watchers accept batched events, as k8semu.client does
-    namespace: str = "bench"
-    phases: tuple[str, ...] = PHASES
-    list_limit: int = 100
-    call_timeout: float = 5.0
-    max_seconds: float = 120.0
-    drain_seconds: float = 10.0
-    ready_timeout: float = 60.0
-
-    @property
-    def calls(self) -> int:
-        return max(1, round(self.rate * self.seconds))
-
-
-@dataclass
-class VerbResult:
-    """One phase: latencies in milliseconds, from send to acknowledgement."""
-
-    verb: str
-    calls: int
-    errors: int
-    seconds: float
-    rate: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    max_slip_ms: float  # how late against the schedule the latest call was sent
-    capped: bool
-    last_error: str = ""
-    client_cpu_s: float = 0.0
-    server_cpu_s: float | None = None  # the store replicas and the API server together
-    apiserver_cpu_s: float | None = None  # the API server alone
-
-
-@dataclass
-class WatchResult:
-    """Deliveries of one event type to every watcher; milliseconds from the write's send."""
-
-    event: str
-    writes: int
-    watchers: int
-    deliveries: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    all_p50_ms: float  # per write: until the last watcher had it
-    all_p99_ms: float
-    from_ack_p50_ms: float
-    from_ack_p99_ms: float
-
-    @property
-    def expected(self) -> int:
-        return self.writes * self.watchers
-
-
-@dataclass
-class APIBenchResult:
-    options: APIBenchOptions
-    server: str
-    verbs: list[VerbResult] = field(default_factory=list)
-    watches: list[WatchResult] = field(default_factory=list)
-    watchers_cut_off: int = 0
-    watch_errors: list[str] = field(default_factory=list)
-    error: str = ""
-
-
 # -- the servers -------------------------------------------------------------------------------
 
 
@@ -176,7 +109,9 @@ class _APIServerProcess(APIServerProcess):
     its pid; failing to come up is a BenchError pointing at its log."""
 
     def __init__(self, store_endpoints: Sequence[str], log_path: Path) -> None:
-        super().__init__(store_endpoints, log_path, ["--log-level", "warning"])
+        self.rest_url = f"http://127.0.0.1:{free_loopback_ports(1)[0]}"
+        rest = ["--rest-address", self.rest_url]
+        super().__init__(store_endpoints, log_path, ["--log-level", "warning", *rest])
 
     def wait_serving(self, timeout: float | None = None) -> None:
         timeout = self.serving_timeout if timeout is None else timeout
@@ -259,6 +194,10 @@ async def _paced(
                 state["errors"] += 1
                 last_error[0] = f"{exc.code().name}: {exc.details()}"
                 continue
+            except RESTError as exc:
+                state["errors"] += 1
+                last_error[0] = str(exc)
+                continue
             latencies.append(perf() - sent)
 
     capped = False
@@ -299,12 +238,17 @@ class _Watchers:
 
     CODES = {"ADDED": 0, "MODIFIED": 1, "DELETED": 2}
 
-    def __init__(self, address: str, opts: APIBenchOptions, prefix: str) -> None:
+    def __init__(
+        self, address: str, opts: APIBenchOptions, prefix: str, rest_url: str = ""
+    ) -> None:
+        """`rest_url`: watch over the REST API there instead of gRPC at `address`."""
         self.opts = opts
+        self.rest_url = rest_url
         self.channels = [
             grpc.aio.insecure_channel(address, options=_WATCH_CHANNEL_OPTIONS)
-            for _ in range(opts.watchers)
+            for _ in range(0 if rest_url else opts.watchers)
         ]
+        self.sessions = [api_rest.session(1) for _ in range(opts.watchers if rest_url else 0)]
         self.request = api.WatchRequest(
             resource="pods", namespace=opts.namespace, allow_batching=opts.batching
         )
@@ -324,7 +268,34 @@ class _Watchers:
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self._watch(k)) for k in range(self.opts.watchers)]
 
+    def _record(self, k: int, code: int, event: bytes, now: float) -> None:
+        """One delivery to watcher `k` of the event `event` (serialized, either protocol)."""
+        found = self.pattern.search(event)
+        if found is None:
+            if self.ready_marker in event:
+                self.ready[k] = True
+            return
+        self.codes.append(code)
+        self.indexes.append(int(found.group(1)))
+        self.times.append(now)
+
+    async def _watch_rest(self, k: int) -> None:
+        try:
+            events = api_rest.watch_events(self.sessions[k], self.rest_url, self.opts.namespace)
+            async for type_, line in events:
+                code = self.CODES.get(type_)
+                if code is not None:
+                    self._record(k, code, line, time.perf_counter())
+                elif type_ == "ERROR":  # the stream ends after it
+                    self.cut_off += b'"code":429' in line
+                    self.errors.append(f"watcher {k}: {line[:300].decode(errors='replace')}")
+        except (RESTError, OSError, ValueError) as exc:
+            self.errors.append(f"watcher {k}: {exc!r}")
+
     async def _watch(self, k: int) -> None:
+        if self.rest_url:
+            await self._watch_rest(k)
+            return
         call: Any = self.channels[k].unary_stream(
             API + "Watch",
             request_serializer=api.WatchRequest.SerializeToString,
@@ -426,6 +397,8 @@ class _Watchers:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for channel in self.channels:
             await channel.close()
+        for client in self.sessions:
+            await client.close()
 
 
 class _Calls:
@@ -522,14 +495,7 @@ class _Calls:
         self.watchers.acked[2][i] = time.perf_counter()
 
     def op(self, phase: str) -> Callable[[int], Awaitable[None]]:
-        ops: dict[str, Callable[[int], Awaitable[None]]] = {
-            "create": self.create,
-            "get": self.get,
-            "list": self.list_,
-            "update": self.update,
-            "delete": self.delete,
-        }
-        return ops[phase]
+        return phase_op(self, phase)
 
     async def delete_sentinels(self) -> None:
         """Leave nothing behind on a shared server (the pods go with the delete phase)."""
@@ -537,10 +503,34 @@ class _Calls:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self.raw["Delete"](self._delete_request(name), timeout=self.timeout)
 
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def _rest_calls(url: str, opts: APIBenchOptions, prefix: str, watchers: _Watchers) -> RESTCalls:
+    """The phases' calls over the REST API at `url` (the same pods as `_Calls`)."""
+    run_id = prefix.removeprefix("bench-")
+
+    def stamp(code: int, i: int) -> None:
+        watchers.acked[code][i] = time.perf_counter()
+
+    return RESTCalls(
+        url=url,
+        namespace=opts.namespace,
+        names=[f"{prefix}-{i:06d}" for i in range(opts.calls)],
+        prefix=prefix,
+        pod=lambda name: _pod(name, opts.namespace, run_id),
+        list_limit=opts.list_limit,
+        timeout=aiohttp.ClientTimeout(total=opts.call_timeout),
+        writers=opts.writers,
+        stamp=stamp,
+    )
+
 
 async def _phase(
     phase: str,
-    calls: _Calls,
+    calls: _Calls | RESTCalls,
+    watchers: _Watchers,
     opts: APIBenchOptions,
     server_pids: Sequence[int],
     apiserver_pid: int | None,
@@ -549,7 +539,7 @@ async def _phase(
     stamp: Callable[[int], None] | None = None
     event = EVENT_OF_PHASE.get(phase)
     if event is not None:
-        sent = calls.watchers.sent[_Watchers.CODES[event]]
+        sent = watchers.sent[_Watchers.CODES[event]]
 
         def stamp(i: int, sent: array.array[float] = sent) -> None:
             sent[i] = time.perf_counter()
@@ -602,13 +592,20 @@ async def run(
     *,
     server_pids: Sequence[int] = (),
     apiserver_pid: int | None = None,
+    rest_url: str = "",
 ) -> APIBenchResult:
-    """Run the phases against the API server at ``address``; see the module docstring.
-    CPU is measured for ``server_pids`` together and ``apiserver_pid`` alone, when given."""
+    """Run the phases against the API server at ``address`` (over its REST API at
+    ``rest_url`` when given); see the module docstring. CPU is measured for ``server_pids``
+    together and ``apiserver_pid`` alone, when given."""
     prefix = f"bench-{secrets.token_hex(3)}"
-    result = APIBenchResult(options=opts, server=address)
-    watchers = _Watchers(address, opts, prefix)
-    calls = _Calls(address, opts, prefix, watchers)
+    protocol = "rest" if rest_url else "grpc"
+    result = APIBenchResult(options=opts, server=rest_url or address, protocol=protocol)
+    watchers = _Watchers(address, opts, prefix, rest_url)
+    calls: _Calls | RESTCalls = (
+        _rest_calls(rest_url, opts, prefix, watchers)
+        if rest_url
+        else _Calls(address, opts, prefix, watchers)
+    )
     try:
         await calls.create_namespace()
         watchers.start()
@@ -616,9 +613,9 @@ async def run(
         say(f"{opts.watchers} watchers attached; {opts.calls} calls per phase at {opts.rate:g}/s")
         calls.prepare()
         for phase in opts.phases:
-            r = await _phase(phase, calls, opts, server_pids, apiserver_pid)
+            r = await _phase(phase, calls, watchers, opts, server_pids, apiserver_pid)
             result.verbs.append(r)
-            say(_describe(r))
+            say(describe(r))
             event = EVENT_OF_PHASE.get(phase)
             if event is not None:
                 result.watches.append(await _deliveries(event, r.calls, watchers, opts))
@@ -627,105 +624,8 @@ async def run(
         result.watchers_cut_off = watchers.cut_off
         result.watch_errors = watchers.errors[:10]
         await watchers.close()
-        await calls.channel.close()
+        await calls.close()
     return result
-
-
-def _describe(r: VerbResult) -> str:
-    errors = f", {r.errors} errors (last: {r.last_error})" if r.errors else ""
-    return (
-        f"{r.verb}: {r.calls} calls, {r.rate:.1f}/s, p50 {r.p50_ms:.1f} ms, p90 {r.p90_ms:.1f}"
-        f" ms, p99 {r.p99_ms:.1f} ms, max {r.max_ms:.1f} ms, schedule slip <="
-        f" {r.max_slip_ms:.1f} ms{errors}{' (capped)' if r.capped else ''}"
-    )
-
-
-# -- output ------------------------------------------------------------------------------------
-
-
-def _ms(x: float) -> str:
-    return "inf" if x == float("inf") else f"{x:.1f}"
-
-
-def _targets(verb: str) -> tuple[str, float | None]:
-    if verb in ("create", "update", "delete"):
-        return (
-            f"<= {TARGET_MUTATING_P99_MS:g} ms (k8s SLO <= {SLO_MUTATING_P99_MS / 1e3:g} s)",
-            TARGET_MUTATING_P99_MS,
-        )
-    if verb == "get":
-        return f"(k8s SLO <= {SLO_GET_P99_MS / 1e3:g} s)", SLO_GET_P99_MS
-    return f"(k8s SLO <= {SLO_LIST_P99_MS / 1e3:g} s, namespace scope)", SLO_LIST_P99_MS
-
-
-def render(result: APIBenchResult, env: dict[str, Any]) -> str:
-    """Two Markdown tables (calls, watch deliveries) with the targets, then the setup."""
-    o = result.options
-    lines = [
-        f"| pods, {o.rate:g}/s, {o.watchers} watchers | calls | calls/s | p50 ms | p90 ms |"
-        " p99 ms | max ms | errors | target p99 | met |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
-    for r in result.verbs:
-        text, limit = _targets(r.verb.split(" ")[0])
-        met = "yes" if limit is not None and r.p99_ms <= limit and not r.errors else "no"
-        lines.append(
-            f"| {r.verb} | {r.calls:,} | {r.rate:.1f} | {_ms(r.p50_ms)} | {_ms(r.p90_ms)} |"
-            f" {_ms(r.p99_ms)} | {_ms(r.max_ms)} | {r.errors} | {text} | {met} |"
-        )
-    if result.watches:
-        lines += [
-            "",
-            "| watch delivery (from the write's send) | deliveries | p50 ms | p90 ms | p99 ms |"
-            " max ms | to all watchers p50 / p99 ms | from the ack p50 / p99 ms | target |"
-            " met |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-        ]
-        for w in result.watches:
-            met = "yes" if w.all_p99_ms <= TARGET_WATCH_P99_MS else "no"
-            lines.append(
-                f"| {w.event} x {w.watchers} watchers | {w.deliveries:,} / {w.expected:,} |"
-                f" {_ms(w.p50_ms)} | {_ms(w.p90_ms)} | {_ms(w.p99_ms)} | {_ms(w.max_ms)} |"
-                f" {_ms(w.all_p50_ms)} / {_ms(w.all_p99_ms)} |"
-                f" {_ms(w.from_ack_p50_ms)} / {_ms(w.from_ack_p99_ms)} |"
-                f" to all watchers p99 <= {TARGET_WATCH_P99_MS:g} ms | {met} |"
-            )
-    load1, load5, _ = env["load_average"]
-    where = env.get("server") or "3-replica k8semu store + 1 API server on 127.0.0.1"
-    lines += [
-        "",
-        f"Setup: {where}; each phase {o.calls:,} calls at {o.rate:g}/s on an absolute schedule"
-        f" from {o.writers} concurrent tasks over one channel; {o.watchers} pod watchers, one"
-        " connection each, attached throughout; latency from send to acknowledgement; watch"
-        " delivery from the write's send to each watcher's event (from the ack: can be"
-        " negative). One Python grpc.aio client process"
-        f" ({'uvloop' if env['uvloop'] else 'asyncio'}, grpcio {env['grpcio']});"
-        f" {env['cpus']} CPUs ({env['cpu_model']}), load average {load1:.2f}/{load5:.2f}"
-        f" before the run, {env['date']}.",
-    ]
-    for r in result.verbs:
-        if r.max_slip_ms > 1000.0 / o.rate * 2:
-            lines.append(
-                f"{r.verb}: the client fell behind its schedule by up to {r.max_slip_ms:.0f} ms."
-            )
-        if r.server_cpu_s is not None and r.seconds > 0:
-            api = ""
-            if r.apiserver_cpu_s is not None and r.calls:
-                api = (
-                    f" (the API server {r.apiserver_cpu_s / r.seconds:.0%},"
-                    f" {r.apiserver_cpu_s / r.calls * 1e3:.2f} ms per call)"
-                )
-            lines.append(
-                f"{r.verb}: servers used {r.server_cpu_s / r.seconds:.0%} of a CPU{api}, the"
-                f" client {r.client_cpu_s / r.seconds:.0%}."
-            )
-    if result.watchers_cut_off:
-        lines.append(f"{result.watchers_cut_off} watchers were cut off as too slow.")
-    for e in result.watch_errors:
-        lines.append(f"watch error: {e}")
-    if result.error:
-        lines.append(f"failed: {result.error}")
-    return "\n".join(lines)
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -751,6 +651,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--server", help="HOST:PORT of a running API server (default: start one)")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="grpc",
+        help="the API's gRPC face, its REST face, or both one after the other (then REST p99"
+        " / gRPC p99 per verb)",
+    )
+    p.add_argument(
+        "--rest-server",
+        help="http://HOST:PORT of that API server's REST API (with --server and --protocol"
+        " rest|both)",
+    )
     p.add_argument("--rate", type=positive_float, default=100.0, help="calls per second")
     p.add_argument("--seconds", type=positive_float, default=20.0, help="length of each phase")
     p.add_argument("--writers", type=positive_int, default=32, help="concurrent calling tasks")
@@ -790,17 +702,49 @@ def _options(args: argparse.Namespace) -> APIBenchOptions:
     return options_from_args(APIBenchOptions, args, phases=phases)
 
 
-def _report(args: argparse.Namespace, env: dict[str, Any], result: APIBenchResult) -> None:
-    print(render(result, env))
-    write_json(args.json, {"environment": env, "result": dataclasses.asdict(result)})
+def _report(
+    args: argparse.Namespace, env: dict[str, Any], results: Sequence[APIBenchResult]
+) -> None:
+    texts = [render(r, env) for r in results]
+    if len(results) > 1:
+        texts = [f"### {r.protocol}\n\n{t}" for r, t in zip(results, texts, strict=True)]
+        texts.append(compare(results))
+    print("\n\n".join(texts))
+    raw = [dataclasses.asdict(r) for r in results]
+    write_json(args.json, {"environment": env, "results": raw})
+
+
+async def _both(
+    args: argparse.Namespace,
+    address: str,
+    rest_url: str,
+    opts: APIBenchOptions,
+    pids: Sequence[int] = (),
+    apiserver_pid: int | None = None,
+) -> list[APIBenchResult]:
+    """The protocols `args.protocol` names, one after the other, on the same servers."""
+    urls = {"grpc": [""], "rest": [rest_url], "both": ["", rest_url]}[args.protocol]
+    results = []
+    for url in urls:
+        say(f"protocol {'rest' if url else 'grpc'}")
+        results.append(
+            await run(address, opts, server_pids=pids, apiserver_pid=apiserver_pid, rest_url=url)
+        )
+    return results
 
 
 def _main_server(args: argparse.Namespace, opts: APIBenchOptions) -> int:
     """The phases against the running API server at ``--server``."""
     try:
         address = check_endpoints(args.server, args.allow_remote)[0]
-        result, uv = run_loop(run(address, opts), not args.no_uvloop)
-    except (BenchError, grpc.aio.AioRpcError) as exc:
+        rest_url = ""
+        if args.protocol != "grpc":
+            if not args.rest_server:
+                raise BenchError("--protocol rest|both with --server needs --rest-server URL")
+            host = check_endpoints(args.rest_server, args.allow_remote)[0]
+            rest_url = f"http://{host}"
+        result, uv = run_loop(_both(args, address, rest_url, opts), not args.no_uvloop)
+    except (BenchError, grpc.aio.AioRpcError, RESTError) as exc:
         say(f"error: {exc}")
         return 1
     env = environment(None, uv)
@@ -823,14 +767,14 @@ def _main_started(args: argparse.Namespace, opts: APIBenchOptions) -> int:
                     server.wait_serving(opts.ready_timeout)
                     pids = [*store.pids.values(), server.pid]
                     result, uv = run_loop(
-                        run(server.address, opts, server_pids=pids, apiserver_pid=server.pid),
+                        _both(args, server.address, server.rest_url, opts, pids, server.pid),
                         not args.no_uvloop,
                     )
                 finally:
                     server.close()
             _report(args, environment(workdir, uv), result)
-            rundir.failed = bool(result.error)
-        except (BenchError, ClusterError, OSError, grpc.aio.AioRpcError) as exc:
+            rundir.failed = any(r.error for r in result)
+        except (BenchError, ClusterError, OSError, grpc.aio.AioRpcError, RESTError) as exc:
             say(f"error: {exc}")
     return 1 if rundir.failed else 0
 

@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 from collections.abc import Sequence
 
+from k8semu import transport
 from k8semu.apiserver.allocation import ServiceRanges, parse_cidr, parse_port_range
 from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
 from k8semu.cli import _flags, _serving
@@ -24,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
         " Durations: 500ms, 2s, 5m.",
     )
     _flags.add_listen_address(p, _DEFAULTS.listen_address, "the API (gRPC)")
+    p.add_argument(
+        "--rest-address",
+        default=_DEFAULTS.rest_address,
+        help="HOST:PORT of Kubernetes' REST API (kubectl, client libraries) beside the gRPC"
+        " one; port 0 picks a free port (logged); empty serves none",
+    )
     p.add_argument(
         "--store-endpoints",
         default=",".join(_DEFAULTS.store_endpoints),
@@ -126,6 +133,7 @@ def config_from_args(ns: argparse.Namespace) -> APIServerConfig:
     )
     return APIServerConfig(
         listen_address=ns.listen_address,
+        rest_address=_rest_address(ns.rest_address),
         store_endpoints=parse_endpoints(ns.store_endpoints),
         store_deadline=ns.store_deadline,
         bookmark_interval=ns.bookmark_interval,
@@ -141,6 +149,11 @@ def config_from_args(ns: argparse.Namespace) -> APIServerConfig:
         event_ttl=_flags.seconds(ns.event_ttl, "--event-ttl"),
         metric_resolution=_flags.seconds(ns.metric_resolution, "--metric-resolution"),
     )
+
+
+def _rest_address(text: str) -> str:
+    """--rest-address as HOST:PORT ("" when none); AddressError naming the flag."""
+    return transport.parse_url(text, flag="--rest-address") if text.strip() else ""
 
 
 def main(argv: Sequence[str]) -> int:

@@ -148,7 +148,7 @@ _CONNECT_FAILURES = (
 
 
 # Trailing metadata of a call an API server refused because it is shutting down (before
-# doing anything): k8semu.apiserver.service.NOT_APPLIED.
+# doing anything): k8semu.apiserver.grpcface.NOT_APPLIED.
 _NOT_APPLIED_KEY = "k8semu-not-applied"
 
 

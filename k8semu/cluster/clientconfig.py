@@ -1,5 +1,10 @@
 """The CLI config (``~/.k8semu/config``, the format of ``k8semu/cli/_kubeconfig.py``) that makes a
-launched cluster the default target of ``k8semu get/apply/...``.
+launched cluster the default target of ``k8semu get/apply/...``, and kubectl's too.
+
+The file is a real kubeconfig (apiVersion v1, kind Config: clusters whose server is the first
+API server's REST URL, users, contexts naming them) whose contexts also carry k8semu's own
+``servers`` (the gRPC API servers) and ``namespace``: kubectl ignores those, k8semu reads them,
+so ``KUBECONFIG=<state-dir>/kubeconfig kubectl get pods`` and ``k8semu get pods`` both work.
 
 ``k8semu up`` writes ``<state-dir>/kubeconfig`` (one context, named after the cluster, listing
 its API servers) and merges the same context into the user's config - ``$K8SEMU_CONFIG`` when
@@ -20,7 +25,7 @@ import yaml
 
 from k8semu.cluster.errors import ClusterError
 
-__all__ = ["remove_context", "set_context", "user_config_path", "write_kubeconfig"]
+__all__ = ["kubeconfig", "remove_context", "set_context", "user_config_path", "write_kubeconfig"]
 
 ENV_VAR = "K8SEMU_CONFIG"
 
@@ -34,21 +39,47 @@ def user_config_path(environ: Mapping[str, str]) -> Path:
     return Path(home) / ".k8semu" / "config"
 
 
-def _context(name: str, servers: tuple[str, ...]) -> dict[str, Any]:
-    return {"name": name, "servers": list(servers), "namespace": "default"}
+def _context(name: str, servers: tuple[str, ...], rest: str) -> dict[str, Any]:
+    context: dict[str, Any] = {"name": name, "servers": list(servers), "namespace": "default"}
+    if rest:
+        context["context"] = {"cluster": name, "user": name, "namespace": "default"}
+    return context
 
 
-def write_kubeconfig(path: Path, name: str, servers: tuple[str, ...]) -> None:
-    """A config with just this cluster's context, current."""
-    _write(path, {"current-context": name, "contexts": [_context(name, servers)]})
+def _upsert(data: dict[str, Any], section: str, entry: dict[str, Any]) -> None:
+    kept = [e for e in data.get(section) or [] if _name(e) != entry["name"]]
+    data[section] = [*kept, entry]
 
 
-def set_context(path: Path, name: str, servers: tuple[str, ...]) -> None:
-    """Add or replace context ``name`` in the config at ``path`` and make it current."""
-    data = _read(path)
-    contexts = [c for c in data.get("contexts") or [] if _name(c) != name]
-    data["contexts"] = [*contexts, _context(name, servers)]
+def _set(data: dict[str, Any], name: str, servers: tuple[str, ...], rest: str) -> None:
+    """Context ``name`` (and, with a REST URL, kubectl's cluster and user of that name)."""
+    if rest:
+        data.setdefault("apiVersion", "v1")
+        data.setdefault("kind", "Config")
+        _upsert(data, "clusters", {"name": name, "cluster": {"server": rest}})
+        _upsert(data, "users", {"name": name, "user": {}})
+    _upsert(data, "contexts", _context(name, servers, rest))
     data["current-context"] = name
+
+
+def kubeconfig(name: str, servers: tuple[str, ...], rest: str = "") -> dict[str, Any]:
+    """A config with just this cluster's context, current; `rest` the REST URL kubectl uses
+    ("" when the API servers serve none)."""
+    data: dict[str, Any] = {}
+    _set(data, name, servers, rest)
+    return data
+
+
+def write_kubeconfig(path: Path, name: str, servers: tuple[str, ...], rest: str = "") -> None:
+    """The file of `kubeconfig(name, servers, rest)`."""
+    _write(path, kubeconfig(name, servers, rest))
+
+
+def set_context(path: Path, name: str, servers: tuple[str, ...], rest: str = "") -> None:
+    """Add or replace context ``name`` (and its cluster and user) in the config at ``path``
+    and make it current."""
+    data = _read(path)
+    _set(data, name, servers, rest)
     _write(path, data)
 
 
@@ -72,6 +103,9 @@ def remove_context(path: Path, name: str) -> bool:
     if len(kept) == len(contexts):
         return False
     data["contexts"] = kept
+    for section in ("clusters", "users"):
+        if isinstance(data.get(section), list):
+            data[section] = [e for e in data[section] if _name(e) != name]
     if data.get("current-context") == name:
         data.pop("current-context")
     _write(path, data)

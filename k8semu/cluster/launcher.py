@@ -368,6 +368,10 @@ class Launcher:
         ]
         if plan.api_servers:
             lines.append(f"  API servers  {', '.join(plan.api_servers)}")
+        if plan.rest_servers:
+            kubeconfig = self.state_dir / KUBECONFIG_FILE
+            lines.append(f"  REST API     {', '.join(plan.rest_servers)}")
+            lines.append(f"  kubectl      KUBECONFIG={kubeconfig} kubectl get pods")
         if plan.store_members or plan.store_external:
             stores = plan.store_external or tuple(a for _, a in plan.store_members)
             leader = f" (leader {self._leader})" if self._leader else ""
@@ -395,11 +399,14 @@ class Launcher:
     def _write_clientconfig(self) -> None:
         if not self.plan.api_servers:
             return
+        rest = self.plan.rest_servers[0] if self.plan.rest_servers else ""
         clientconfig.write_kubeconfig(
-            self.state_dir / KUBECONFIG_FILE, self.plan.cluster, self.plan.api_servers
+            self.state_dir / KUBECONFIG_FILE, self.plan.cluster, self.plan.api_servers, rest
         )
         if self.user_config is not None:
-            clientconfig.set_context(self.user_config, self.plan.cluster, self.plan.api_servers)
+            clientconfig.set_context(
+                self.user_config, self.plan.cluster, self.plan.api_servers, rest
+            )
 
     def _clientconfig_note(self) -> str:
         if self.user_config is not None:

@@ -60,6 +60,7 @@ STORE_DIR = "store"
 NODES_DIR = "nodes"
 #: The ``ports`` key of a component's Prometheus /metrics listener (`k8semu status` lists it).
 METRICS = "metrics"
+REST = "rest"  # an API server's REST API port (ComponentPlan.ports)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +105,8 @@ class Plan:
     host: str
     components: tuple[ComponentPlan, ...]
     api_servers: tuple[str, ...]
+    #: The API servers' REST URLs (http://HOST:PORT), what kubectl's kubeconfig names.
+    rest_servers: tuple[str, ...] = ()
     store_members: tuple[tuple[str, str], ...] = ()
     store_external: tuple[str, ...] = ()
     store_token: str = ""
@@ -163,6 +166,7 @@ def plan_cluster(
         host=host or "",
         components=kept,
         api_servers=config.api_server_addresses,
+        rest_servers=config.rest_urls,
         store_members=tuple((m.name, m.client_address) for m in store.members),
         store_external=store.endpoints,
         store_token=token,
@@ -273,6 +277,9 @@ def _plan_control_plane(config: ClusterConfig, state_dir: Path, python: str) -> 
             if inst.metrics_port:
                 ports[METRICS] = f"{address.rpartition(':')[0]}:{inst.metrics_port}"
                 metrics = ("--metrics-address", ports[METRICS])
+            if inst.rest_port:  # an API server's REST API (kubectl's)
+                ports[REST] = f"{address.rpartition(':')[0]}:{inst.rest_port}"
+                metrics += ("--rest-address", ports[REST])
             out.append(
                 ComponentPlan(
                     name=inst.name,
@@ -285,6 +292,7 @@ def _plan_control_plane(config: ClusterConfig, state_dir: Path, python: str) -> 
                     origins={
                         port: f"{key}.instances[{i}].port",
                         METRICS: f"{key}.instances[{i}].metricsPort",
+                        REST: f"{key}.instances[{i}].restPort",
                     },
                     log_path=state_dir / LOG_DIR / f"{inst.name}.log",
                     data_dir=state_dir,

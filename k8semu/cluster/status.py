@@ -51,6 +51,8 @@ class ComponentStatus:
     address: str
     #: HOST:PORT of its Prometheus /metrics ("" when it serves none).
     metrics: str
+    #: HOST:PORT of an API server's REST API (kubectl's; "" for the others).
+    rest: str
     role: str
     state: str
     restarts: int
@@ -79,6 +81,7 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
             else "-",
             address=c.address,
             metrics=c.ports.get("metrics", ""),
+            rest=c.ports.get("rest", ""),
             role=roles.get(c.name, ""),
             state=_state_of(c.state, alive[c.name], state.mode),
             restarts=c.restarts,
@@ -252,7 +255,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [f"cluster {status['cluster']}{host} ({mode}); state dir {status['stateDir']}", ""]
     header = (
         "COMPONENT", "KIND", "HOST", "PID", "ALIVE", "STATE", "RESTARTS", "LAST EXIT", "HEALTH",
-        "ADDRESS", "METRICS", "ROLE",
+        "ADDRESS", "REST", "METRICS", "ROLE",
     )  # fmt: skip
     rows = [
         (
@@ -266,6 +269,7 @@ def format_status(status: dict[str, Any]) -> str:
             _last_exit(c),
             c["health"],
             c["address"],
+            c.get("rest") or "-",
             c.get("metrics") or "-",
             c["role"],
         )

@@ -386,7 +386,10 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> DNSCon
     if args.server:
         config.servers = [s.strip() for s in args.server.split(",") if s.strip()]
     if config.kubernetes_zones and not config.servers:
-        host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT")
+        # The `kubernetes` Service's `grpc` port when it has one (its first, `https`, is the
+        # REST API then), else its only port.
+        host = env.get("KUBERNETES_SERVICE_HOST", "")
+        port = env.get("KUBERNETES_SERVICE_PORT_GRPC") or env.get("KUBERNETES_SERVICE_PORT")
         if not host:
             raise _common.UsageError(
                 "--kubernetes needs --server HOST:PORT or KUBERNETES_SERVICE_HOST/PORT"

@@ -21,9 +21,9 @@ from k8semu.api import kinds
 from k8semu.apiserver import registry
 from k8semu.apiserver.allocation import DEFAULT_RANGES, Assignment, Claim, Taken
 from k8semu.apiserver.errors import MethodNotAllowed, NotFound
+from k8semu.apiserver.grpcface import add_api_servicer
 from k8semu.apiserver.registry import Registry
 from k8semu.apiserver.registry.strategy import Strategy
-from k8semu.apiserver.server import add_api_servicer
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.cluster.processes import K8semuStoreCluster

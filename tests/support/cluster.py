@@ -69,7 +69,7 @@ def write_config(
     """``stores`` store replicas, one API server, scheduler and controller manager, and (with
     ``workers``) one worker w1 (kubelet + proxy, ``runtime``) on 127.0.1.1; every port a free
     one. ``addons`` off: no DNS add-on. ``launcher``: the launcher section's fields."""
-    p = iter(free_loopback_ports(2 * stores + 5))
+    p = iter(free_loopback_ports(2 * stores + 6))
     members = "".join(
         f"    - {{name: s{i + 1}, clientURL: 'http://127.0.0.1:{next(p)}',"
         f" peerURL: 'http://127.0.0.1:{next(p)}'}}\n"
@@ -85,7 +85,7 @@ def write_config(
     path.write_text(
         f"kind: ClusterConfig\nversion: v1alpha1\nname: {name}\n"
         f"store:\n  members:\n{members}"
-        f"apiServer: {{instances: [{{port: {next(p)}}}]}}\n"
+        f"apiServer: {{instances: [{{port: {next(p)}, restPort: {next(p)}}}]}}\n"
         f"scheduler: {{instances: [{{port: {next(p)}}}]}}\n"
         f"controllerManager: {{instances: [{{port: {next(p)}}}]}}\n"
         f"{nodes}{addon_list}"

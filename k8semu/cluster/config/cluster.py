@@ -124,6 +124,16 @@ class ClusterConfig:
         return tuple(self.address_of(i) for i in self.api_server.instances)
 
     @property
+    def rest_urls(self) -> tuple[str, ...]:
+        """Every API server's REST API URL (kubectl's server)."""
+        assert self.api_server is not None
+        return tuple(
+            f"http://{bracketed(self.host(i.host).address)}:{i.rest_port}"
+            for i in self.api_server.instances
+            if i.rest_port
+        )
+
+    @property
     def all_nodes(self) -> tuple[NodeSpec, ...]:
         assert self.nodes is not None
         return self.nodes

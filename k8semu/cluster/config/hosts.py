@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from k8semu.cluster.config import defaults
 from k8semu.cluster.config.nodes import NodeSpec
 from k8semu.cluster.config.store import StoreSpec
 from k8semu.cluster.config.values import bracketed, check_dns_label, is_ip, is_unspecified
@@ -38,13 +39,15 @@ class HostSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceSpec:
-    """One API server, scheduler or controller manager: its name, host and port, and the
-    port of its Prometheus /metrics (0: none)."""
+    """One API server, scheduler or controller manager: its name, host and port, the
+    port of its Prometheus /metrics (0: none), and an API server's REST API port (0 for the
+    others)."""
 
     name: str
     host: str
     port: int
     metrics_port: int = 0
+    rest_port: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,9 +71,24 @@ def default_instances(
             f"{key}.replicas", f"{replicas} replicas do not fit the default ports; list instances"
         )
     return tuple(
-        InstanceSpec(name=f"{prefix}-{i + 1}", host=host, port=port + i * stride)
+        InstanceSpec(
+            name=f"{prefix}-{i + 1}",
+            host=host,
+            port=port + i * stride,
+            rest_port=default_rest_port(key, port + i * stride),
+        )
         for i in range(replicas)
     )
+
+
+def default_rest_port(key: str, port: int) -> int:
+    """An API server's REST port when its config names none (0 for other components)."""
+    if key != "apiServer":
+        return 0
+    rest = port + defaults.DEFAULT_REST_PORT_OFFSET
+    if rest > 65535:
+        raise ClusterConfigError(f"{key}.instances", f"port {port}: list a restPort")
+    return rest
 
 
 def check_hosts(hosts: tuple[HostSpec, ...]) -> None:
@@ -171,6 +189,8 @@ def check_placement(
             if inst.metrics_port:
                 where = f"{bracketed(host.address)}:{inst.metrics_port}"
                 seen.listen(where, f"{path}.metricsPort")
+            if inst.rest_port:
+                seen.listen(f"{bracketed(host.address)}:{inst.rest_port}", f"{path}.restPort")
             seen.name(inst.name, f"{path}.name")
     api = dict(control_plane).get("apiServer")
     if api is not None and not api.instances and not store.external and nodes:

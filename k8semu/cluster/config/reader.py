@@ -27,7 +27,13 @@ from k8semu.cluster.config.autoscaling import (
 )
 from k8semu.cluster.config.backups import BackupsSpec
 from k8semu.cluster.config.cluster import CONTROL_PLANE, ClusterConfig
-from k8semu.cluster.config.hosts import ControlPlaneSpec, HostSpec, InstanceSpec, default_instances
+from k8semu.cluster.config.hosts import (
+    ControlPlaneSpec,
+    HostSpec,
+    InstanceSpec,
+    default_instances,
+    default_rest_port,
+)
 from k8semu.cluster.config.network import NetworkSpec
 from k8semu.cluster.config.nodes import NodeSpec, Taint
 from k8semu.cluster.config.store import StoreMemberSpec, StoreSpec
@@ -392,12 +398,18 @@ def _read_control_plane(
             host=g.string("host", first_host),
             port=g.integer("port", port + i * stride),
             metrics_port=g.integer("metricsPort", 0),
+            rest_port=(
+                g.integer("restPort", default_rest_port(key, port + i * stride))
+                if key == "apiServer"
+                else 0
+            ),
         )
         g.finish()
         if not is_dns1123_label(inst.name):
             raise ClusterConfigError(f"{path}.name", f"{inst.name!r} must be a DNS label")
         check_port(inst.port, f"{path}.port")
         check_optional_port(inst.metrics_port, f"{path}.metricsPort")
+        check_optional_port(inst.rest_port, f"{path}.restPort")
         instances.append(inst)
     if replicas is not None and replicas != len(instances):
         raise ClusterConfigError(

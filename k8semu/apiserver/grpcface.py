@@ -1,0 +1,114 @@
+"""The gRPC face of the API: each API service method calls the verb of the same name.
+
+The verbs (`service.APIServicer`) know nothing of gRPC: they raise StatusErrors, which this
+face turns into their gRPC status codes in one place (`_unary`, `_stream`); any other
+exception is INTERNAL (logged), never a crash. The REST face (`rest/`) calls the same verbs.
+While the server drains, a call is refused with UNAVAILABLE and the trailing metadata
+NOT_APPLIED, so k8semu.client sends it to another API server at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from k8semu import transport
+from k8semu.apiserver.errors import StatusError
+from k8semu.apiserver.service import APIServicer
+from k8semu.log import get_logger
+from k8semu.pb.api.v1 import apiserver_pb2
+
+log = get_logger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# A call refused because the server is shutting down carries this trailing metadata: the
+# request was not applied, and k8semu.client sends it to another API server at once.
+NOT_APPLIED = ("k8semu-not-applied", "shutting-down")
+SHUTTING_DOWN = "the API server is shutting down; the request was not applied (try another)"
+
+
+async def _refuse_draining(context: Context) -> None:
+    await context.abort(
+        grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN, trailing_metadata=(NOT_APPLIED,)
+    )
+
+
+def _unary(
+    servicer: APIServicer, verb: Callable[[Any], Awaitable[Message]], name: str
+) -> Callable[[Any, Context], Awaitable[Message]]:
+    """`verb` as a unary gRPC handler: StatusError -> its code; anything else -> INTERNAL."""
+
+    async def handler(request: Any, context: Context) -> Message:
+        if servicer.draining:
+            await _refuse_draining(context)
+        with servicer.call():
+            try:
+                return await verb(request)
+            except StatusError as exc:
+                await transport.abort(context, exc.code, exc.message)
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                log.exception("request failed", method=name)
+                await transport.abort(context, grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+        raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
+    return handler
+
+
+def _stream(
+    servicer: APIServicer, verb: Callable[[Any], AsyncIterator[bytes]]
+) -> Callable[[Any, Context], AsyncIterator[bytes]]:
+    """`verb` (Watch) as a server-streaming handler, the errors mapped as `_unary` does."""
+
+    async def handler(request: Any, context: Context) -> AsyncIterator[bytes]:
+        if servicer.draining:
+            await _refuse_draining(context)
+        try:
+            async for event in verb(request):
+                yield event
+        except StatusError as exc:
+            await transport.abort(context, exc.code, exc.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            log.exception("watch failed")
+            await transport.abort(context, grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+
+    return handler
+
+
+def _serialize_watch_event(event: apiserver_pb2.WatchEvent | bytes) -> bytes:
+    return event if isinstance(event, bytes) else event.SerializeToString()
+
+
+def add_api_servicer(servicer: APIServicer, server: grpc.aio.Server) -> None:
+    """What the generated add_APIServicer_to_server does, on the verbs of `servicer`, except
+    that Watch yields pre-serialized WatchEvent bytes: the watch cache serializes each event
+    once for all."""
+    service = apiserver_pb2.DESCRIPTOR.services_by_name["API"]
+    handlers = {}
+    for method in service.methods:
+        request = getattr(apiserver_pb2, method.input_type.name)
+        response = getattr(apiserver_pb2, method.output_type.name)
+        verb = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _stream(servicer, verb),
+                request_deserializer=request.FromString,
+                response_serializer=_serialize_watch_event,
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _unary(servicer, verb, method.name),
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)

@@ -1,0 +1,150 @@
+"""Discovery documents: /api, /apis, /api/v1, /apis/{group}/{version} and /version.
+
+What kubectl and client libraries read before anything else: the groups and versions served,
+and for each version its resources (verbs, short names, categories, singular names, scope,
+kind) and subresources. Built from the server's registry rows, so a kind the server does not
+serve (metrics.k8s.io without --metric-resolution) is not announced. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+from k8semu import __version__
+from k8semu.apiserver.registry import Registry
+from k8semu.apiserver.registry.strategy import Strategy
+from k8semu.apiserver.rest.paths import kinds_of
+
+# The Kubernetes minor version whose API (and kubectl) k8semu follows.
+KUBERNETES_MAJOR, KUBERNETES_MINOR = "1", "32"
+_WRITE_VERBS = ("create", "delete", "deletecollection", "patch", "update")
+# Kubernetes' `all` category: what `kubectl get all` lists.
+_ALL = frozenset(
+    {
+        "pods",
+        "services",
+        "deployments",
+        "replicasets",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+        "horizontalpodautoscalers",
+    }
+)
+_SUB_VERBS = ["get", "patch", "update"]
+
+
+def version() -> dict[str, str]:
+    """/version: the Kubernetes version k8semu's API follows, k8semu's own in gitVersion."""
+    return {
+        "major": KUBERNETES_MAJOR,
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": f"v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0+k8semu-{__version__}",
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": f"python{sys.version_info.major}.{sys.version_info.minor}",
+        "compiler": "cpython",
+        "platform": f"{platform.system().lower()}/{platform.machine()}",
+    }
+
+
+def api_versions(server_address: str) -> dict[str, Any]:
+    """/api: the core group's versions."""
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
+    }
+
+
+def _served_groups(registry: Registry) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for row in registry.served():
+        versions = groups.setdefault(row.kind.group, [])
+        if row.kind.version not in versions:
+            versions.append(row.kind.version)
+    return groups
+
+
+def group_list(registry: Registry) -> dict[str, Any]:
+    """/apis: every named group the registry serves."""
+    groups = []
+    for group, versions in sorted(_served_groups(registry).items()):
+        if not group:
+            continue
+        listed = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        groups.append({"name": group, "versions": listed, "preferredVersion": listed[0]})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def group(registry: Registry, name: str) -> dict[str, Any] | None:
+    """/apis/{group}: one APIGroup, None when it is not served."""
+    for entry in group_list(registry)["groups"]:
+        if entry["name"] == name:
+            return {"kind": "APIGroup", "apiVersion": "v1", **entry}
+    return None
+
+
+def served(registry: Registry, group_name: str, version_name: str) -> bool:
+    return version_name in _served_groups(registry).get(group_name, [])
+
+
+def resource_list(registry: Registry, group_name: str, version_name: str) -> dict[str, Any]:
+    """/api/v1 or /apis/{group}/{version}: the APIResourceList of that group version."""
+    rows = {row.kind.resource: row for row in registry.served()}
+    resources: list[dict[str, Any]] = []
+    for kind in kinds_of(group_name, version_name):
+        row = rows.get(kind.resource)
+        if row is not None:
+            resources.extend(_resources(row))
+    group_version = f"{group_name}/{version_name}" if group_name else version_name
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }
+
+
+def _resources(row: Strategy) -> list[dict[str, Any]]:
+    """A row's resource and its subresources."""
+    kind = row.kind
+    verbs = ["get", "list"] if row.reader is not None else [*_WRITE_VERBS, "get", "list", "watch"]
+    main: dict[str, Any] = {
+        "name": kind.plural,
+        "singularName": kind.singular,
+        "namespaced": kind.namespaced,
+        "kind": kind.kind,
+        "verbs": sorted(verbs),
+    }
+    if kind.short_names:
+        main["shortNames"] = list(kind.short_names)
+    if kind.plural in _ALL and not kind.qualified:
+        main["categories"] = ["all"]
+    out = [main]
+    base = {"singularName": "", "namespaced": kind.namespaced}
+    if row.status:
+        out.append(
+            {"name": f"{kind.plural}/status", **base, "kind": kind.kind, "verbs": _SUB_VERBS}
+        )
+    if row.scale:
+        out.append(
+            {
+                "name": f"{kind.plural}/scale",
+                **base,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": _SUB_VERBS,
+            }
+        )
+    if row.bind is not None:
+        out.append(
+            {"name": f"{kind.plural}/binding", **base, "kind": "Binding", "verbs": ["create"]}
+        )
+    return out

@@ -1,0 +1,256 @@
+"""RESTServer: Kubernetes' REST API on its own port, beside the gRPC one, in the same process.
+
+Both faces call the same verbs (`service.APIServicer`): same registry rows, storage and watch
+cache (DESIGN decision 11). aiohttp serves HTTP/1.1 (kubectl and client-go speak HTTP/2 only
+over TLS, by ALPN; on a plain connection they speak HTTP/1.1), and a separate port keeps the
+gRPC listener untouched (one listener would have to sniff each connection's first bytes).
+
+Every handler is total: a bad path, query, media type or body is a metav1.Status with
+Kubernetes' code (400, 404, 405, 406, 413, 415), decided before any verb runs, so nothing is
+written; a verb's error is its Status; anything else is a logged 500, never a crash. While
+the server drains, requests get 503 and watches end (clients watch again elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from k8semu import transport
+from k8semu.apiserver.errors import StatusError
+from k8semu.apiserver.metrics import DURATION, LONGRUNNING, REQUESTS
+from k8semu.apiserver.rest import codec, discovery, paths
+from k8semu.apiserver.rest.handlers import Reply, Resources
+from k8semu.apiserver.rest.paths import Target
+from k8semu.apiserver.rest.status import HTTPError, of_error, of_http, status
+from k8semu.apiserver.rest.watch import EventCodec, Stream
+from k8semu.apiserver.service import APIServicer
+from k8semu.log import get_logger
+
+log = get_logger(__name__)
+
+# kube-apiserver refuses bodies over 3 MiB (its MaxRequestBodyBytes).
+MAX_BODY_BYTES = 3 * 1024 * 1024
+_WRITES = ("POST", "PUT", "PATCH", "DELETE")
+# stop() comes after the API server's own grace period (requests in flight done, watches
+# ended): what is still open by then gets this long, not aiohttp's default minute.
+_SHUTDOWN_TIMEOUT = 0.5
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(code: int, body: Any, warnings: tuple[str, ...] = ()) -> web.Response:
+    headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
+    data = body if isinstance(body, bytes) else codec.dumps(body)
+    return web.Response(status=code, body=data, content_type=codec.JSON, headers=headers)
+
+
+def _status_response(doc: dict[str, Any]) -> web.Response:
+    return _json(int(doc["code"]), doc)
+
+
+class RESTServer:
+    """Serves `verbs` over HTTP at `address` (HOST:PORT; port 0 picks a free one, `port`
+    says which after start); `ready()` answers /readyz."""
+
+    def __init__(self, verbs: APIServicer, address: str, ready: Callable[[], bool]) -> None:
+        self.verbs = verbs
+        self.resources = Resources(verbs)
+        self.shared = EventCodec()
+        host, _, port = transport.parse_url(address, flag="--rest-address").rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.ready = ready
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._guard])
+        # The fixed routes; everything else is a resource path. /openapi/v2 and /openapi/v3
+        # join this table when the API server generates OpenAPI documents.
+        self.routes: dict[str, Route] = {
+            "/version": self._version,
+            "/healthz": self._health,
+            "/livez": self._health,
+            "/readyz": self._readyz,
+            "/api": self._api,
+            "/apis": self._apis,
+        }
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise transport.AddressError(
+                f"--rest-address: cannot listen on {self.host}:{self.port}: {exc}"
+            ) from exc
+        if self.port == 0:  # the port the system picked
+            self.port = int(self._runner.addresses[0][1])
+        log.info("rest api started", url=self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ---- the boundary ---------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Route) -> web.StreamResponse:
+        """Every error as a Status; 503 while draining (nothing applied)."""
+        if self.verbs.draining and request.path not in ("/livez", "/healthz"):
+            return _status_response(
+                status(503, "ServiceUnavailable", "the API server is shutting down; try another")
+            )
+        try:
+            return await handler(request)
+        except HTTPError as exc:
+            return _status_response(of_http(exc))
+        except web.HTTPRequestEntityTooLarge:
+            return _status_response(
+                status(
+                    413, "RequestEntityTooLarge", f"the request body is over {MAX_BODY_BYTES} bytes"
+                )
+            )
+        except StatusError as exc:
+            target = request.get("target")
+            resource = target.kind.resource if isinstance(target, Target) else ""
+            name = target.name if isinstance(target, Target) else ""
+            return _status_response(of_error(exc, resource, name))
+        except (web.HTTPException, ConnectionResetError):
+            raise
+        except Exception as exc:
+            log.exception("rest request failed", method=request.method, path=request.path)
+            return _status_response(status(500, "InternalError", f"internal error: {exc!r}"))
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.path.strip("/")
+        route = self.routes.get(path)
+        if route is not None:
+            if request.method not in ("GET", "HEAD"):
+                raise HTTPError(405, "MethodNotAllowed", f"{request.method} {path}: only GET")
+            return await route(request)
+        group, version, rest = paths.parse(path)
+        if not discovery.served(self.verbs.registry, group, version):
+            raise HTTPError(
+                404, "NotFound", f"the server could not find the requested resource ({path})"
+            )
+        if not rest:
+            if request.method != "GET":
+                raise HTTPError(405, "MethodNotAllowed", f"{request.method} {path}: only GET")
+            return _json(200, discovery.resource_list(self.verbs.registry, group, version))
+        target = paths.target(path)
+        request["target"] = target
+        return await self._resource(request, target)
+
+    # ---- fixed routes ---------------------------------------------------------------------
+
+    async def _version(self, request: web.Request) -> web.StreamResponse:
+        return _json(200, discovery.version())
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    async def _readyz(self, request: web.Request) -> web.StreamResponse:
+        if self.ready() and not self.verbs.draining:
+            return web.Response(text="ok")
+        return web.Response(
+            status=503, text="[-]api-server not ready: the system namespaces\nreadyz check failed"
+        )
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        return _json(200, discovery.api_versions(f"{self.host}:{self.port}"))
+
+    async def _apis(self, request: web.Request) -> web.StreamResponse:
+        return _json(200, discovery.group_list(self.verbs.registry))
+
+    # ---- resources ------------------------------------------------------------------------
+
+    async def _resource(self, request: web.Request, target: Target) -> web.StreamResponse:
+        method, query = request.method, request.query
+        watching = target.watch or codec.media_type(query.get("watch", "")) in ("1", "true")
+        verb = _verb(method, target, watching)
+        if method in ("HEAD", "GET") and watching:
+            return await self._watch(request, target)
+        began = time.perf_counter()
+        code = 500
+        try:
+            reply = await self._call(request, target, verb)
+            code = reply.code
+            return _json(reply.code, reply.body, reply.warnings)
+        except (HTTPError, StatusError) as exc:
+            code = exc.code if isinstance(exc, HTTPError) else int(of_error(exc)["code"])
+            raise
+        finally:
+            resource, sub = target.kind.resource, target.subresource
+            DURATION.labels(verb, resource, sub).observe(time.perf_counter() - began)
+            REQUESTS.labels(verb, resource, sub, str(code)).inc()
+
+    async def _call(self, request: web.Request, target: Target, verb: str) -> Reply:
+        query = request.query
+        wanted = codec.accepts(request.headers.get("Accept", ""))
+        with self.verbs.call():
+            if verb == "GET":
+                return await self.resources.get(target, query, wanted)
+            if verb == "LIST":
+                return await self.resources.collection(target, query, wanted)
+            raw = await request.read()
+            if verb == "PATCH":
+                return await self.resources.patch(
+                    target, query, raw, request.headers.get("Content-Type", "")
+                )
+            body = codec.parse_body(raw, request.headers.get("Content-Type", "")) if raw else None
+            if verb == "POST":
+                return await self.resources.create(target, query, body)
+            if verb == "PUT":
+                return await self.resources.update(target, query, body)
+            if verb == "DELETECOLLECTION":
+                return await self.resources.delete_collection(target, query, body)
+            return await self.resources.delete(target, query, body)
+
+    async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
+        wanted = codec.accepts(request.headers.get("Accept", ""))
+        stream = Stream(self.resources, self.shared, target, request.query, wanted)
+        response = web.StreamResponse(headers={"Content-Type": codec.JSON})
+        response.enable_chunked_encoding()
+        gauge = LONGRUNNING.labels("WATCH", target.kind.resource)
+        gauge.inc()
+        try:
+            await response.prepare(request)
+            with contextlib.suppress(TimeoutError):
+                async with (
+                    asyncio.timeout(stream.timeout),
+                    contextlib.aclosing(stream.lines()) as lines,
+                ):
+                    async for line in lines:
+                        await response.write(line)
+        finally:
+            gauge.dec()
+            REQUESTS.labels("WATCH", target.kind.resource, "", "200").inc()
+        await response.write_eof()
+        return response
+
+
+def _verb(method: str, target: Target, watching: bool) -> str:
+    """Kubernetes' request verb (the metrics label, and which handler serves it)."""
+    collection = not target.name
+    if method in ("GET", "HEAD"):
+        if watching:
+            return "WATCH"
+        return "LIST" if collection else "GET"
+    if method == "DELETE" and collection:
+        return "DELETECOLLECTION"
+    if method in _WRITES:
+        return method
+    raise HTTPError(405, "MethodNotAllowed", f"method {method} is not allowed")

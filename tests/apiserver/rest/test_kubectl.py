@@ -1,0 +1,124 @@
+"""The `kubectl` binary against the REST API: what a user types on a real cluster works.
+
+kubectl 1.32 validates manifests with the server's OpenAPI, which is not served yet: create
+and apply run with --validate=false (it then sends fieldValidation=Ignore).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from .conftest import KUBECTL, REST
+
+APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: kc-web
+  labels: {app: kc-web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: kc-web}
+  template:
+    metadata:
+      labels: {app: kc-web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.25
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kc-conf}
+data: {color: blue}
+"""
+
+
+def test_api_resources_lists_every_served_kind(rest: REST) -> None:
+    out = rest.kubectl("api-resources")
+    lines = {line.split()[0] + " " + line.split()[-1] for line in out.splitlines()[1:]}
+    for expected in ("pods Pod", "deployments Deployment", "namespaces Namespace", "leases Lease"):
+        assert expected in lines, out
+    assert "po" in next(line for line in out.splitlines() if line.startswith("pods "))
+    # Categories: `get all` is served from the discovery's `all` category.
+    assert "service/kubernetes" in rest.kubectl("get", "all")
+
+
+def test_create_apply_get_label_scale_delete(rest: REST) -> None:
+    assert "created" in rest.kubectl("create", "--validate=false", "-f", "-", stdin=APP)
+    # A table: the same columns as `k8semu get`, the wide ones with -o wide.
+    table = rest.kubectl("get", "deploy", "kc-web")
+    assert table.split("\n")[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    wide = rest.kubectl("get", "deploy", "kc-web", "-o", "wide")
+    assert "nginx:1.25" in wide and "app=kc-web" in wide, wide
+    assert rest.kubectl("get", "cm", "kc-conf", "-o", "jsonpath={.data.color}") == "blue"
+    doc = json.loads(rest.kubectl("get", "deploy", "kc-web", "-o", "json"))
+    assert doc["spec"]["replicas"] == 2
+    assert "kind: ConfigMap" in rest.kubectl("get", "cm", "kc-conf", "-o", "yaml")
+    rest.kubectl("label", "deploy", "kc-web", "tier=front")
+    rest.kubectl("annotate", "cm", "kc-conf", "note=hello")
+    assert "kc-web" in rest.kubectl("get", "deploy", "-l", "tier=front")
+    rest.kubectl("scale", "deploy", "kc-web", "--replicas=5")
+    assert rest.kubectl("get", "deploy", "kc-web", "-o", "jsonpath={.spec.replicas}") == "5"
+    out = rest.kubectl(
+        "get",
+        "cm",
+        "kc-conf",
+        "-o",
+        "custom-columns=NAME:.metadata.name,NOTE:.metadata.annotations.note",
+    )
+    assert out.split("\n")[1].split() == ["kc-conf", "hello"], out
+    rest.kubectl("delete", "cm", "kc-conf", "--wait")
+    out = rest.kubectl("get", "cm", "kc-conf", check=False)
+    assert 'configmaps "kc-conf" not found' in out, out
+
+
+def test_apply_creates_then_patches(rest: REST) -> None:
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kc-applied}\ndata: {a: '1'}\n"
+    assert "created" in rest.kubectl("apply", "--validate=false", "-f", "-", stdin=manifest)
+    # The second apply sends a strategic merge patch, which patch.py applies once it has them.
+    changed = manifest.replace("'1'", "'2'")
+    out = rest.kubectl("apply", "--validate=false", "-f", "-", stdin=changed, check=False)
+    if "Unsupported value: 'application/strategic-merge-patch+json'" in out:
+        pytest.skip("strategic merge patch is not applied yet (patch.py)")
+    assert "configured" in out, out
+    assert rest.kubectl("get", "cm", "kc-applied", "-o", "jsonpath={.data.a}") == "2"
+
+
+def test_get_watch_prints_new_objects(rest: REST) -> None:
+    assert KUBECTL is not None or rest.kubectl("version")  # skips without kubectl
+    with subprocess.Popen(
+        [KUBECTL or "kubectl", f"--server={rest.url}", "get", "cm", "-w", "--request-timeout=30s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    ) as watch:
+        assert watch.stdout is not None
+        assert watch.stdout.readline().split()[:2] == ["NAME", "DATA"]
+        end = time.monotonic() + 20
+        seen = ""
+        rest.kubectl(
+            "create", "--validate=false", "-f", "-",
+            stdin="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kc-watched}\n",
+        )  # fmt: skip
+        while "kc-watched" not in seen and time.monotonic() < end:
+            seen += watch.stdout.readline()
+        watch.kill()
+        assert "kc-watched" in seen, seen
+
+
+def test_errors_read_as_kubectl_prints_them(rest: REST) -> None:
+    out = rest.kubectl("get", "pod", "nope", check=False)
+    assert 'Error from server (NotFound): pods "nope" not found' in out
+    out = rest.kubectl("get", "pods", "-l", "a in (", check=False)
+    assert "Error from server (BadRequest)" in out, out
+    bad = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: kc-bad}\nspec: {replicas: -1}\n"
+    out = rest.kubectl("create", "--validate=false", "-f", "-", stdin=bad, check=False)
+    assert 'The Deployment "kc-bad" is invalid' in out, out
+    assert "* spec.replicas: Invalid value" in out, out
