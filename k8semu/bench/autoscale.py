@@ -89,6 +89,7 @@ SYNC_PERIOD_FLAG = "--horizontal-pod-autoscaler-sync-period"
 HPA_SECTION = "horizontalPodAutoscaler"  # the cluster config's HPA timings
 HOLLOW_LABEL = ("type", "hollow")  # what bench_config labels the hollow pool's nodes with
 PRESTOP_SLEEP_S = 2
+PROBE_TIMEOUT_S = 3
 GRACE_S = 10
 READY_TIMEOUT_S = 120.0
 
@@ -115,7 +116,14 @@ def objects(opts: AutoscaleOptions) -> list[Any]:
         "args": ["--iterations", str(opts.iterations), "--quiet"],
         "ports": [{"containerPort": 80}],
         "resources": {"requests": {"cpu": opts.cpu_request}, "limits": {"cpu": opts.cpu_limit}},
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": 80}, "periodSeconds": 1},
+        # hpa-example answers one request at a time, so /healthz waits behind the queue: a
+        # probe of 1 s took every pod out of the endpoints in a spike at load average 10.
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": 80},
+            "periodSeconds": 1,
+            "timeoutSeconds": PROBE_TIMEOUT_S,
+            "failureThreshold": 3,
+        },
         # Leave the endpoints (and every proxy's table) before the server stops (item 7).
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
     }
@@ -268,7 +276,8 @@ class _Sampler:
             )
         except ClientError:
             return  # the next round
-        if why := _condition(hpa):
+        why = _condition(hpa)
+        if why:
             self.inactive.append((round(t, 2), why))
         self.samples.append(
             Sample(
@@ -280,6 +289,7 @@ class _Sampler:
                 desired=hpa.status.desired_replicas if hpa.status.HasField("desired_replicas")
                 else None,
                 metric=_metric_value(hpa),
+                active=not why,
             )
         )  # fmt: skip
 

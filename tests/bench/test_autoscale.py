@@ -5,6 +5,7 @@ server, what is judged from the samples, the report and plot, bad flags, and one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -146,7 +147,9 @@ def _result() -> report.AutoscaleResult:
         spec = 2 if t < 26 else 4 if t < 75 else 1
         endpoints = 2 if t < 30 else 4 if t < 77 else 1
         desired = 4 if 26 <= t < 75 else spec
-        r.samples.append(report.Sample(float(t), 10.0, spec, endpoints, endpoints, desired, 50.0))
+        metric = 50.0 if t < 42 else 10.0  # the drop seen by the HPA at its sync at 42 s
+        sample = report.Sample(float(t), 10.0, spec, endpoints, endpoints, desired, metric)
+        r.samples.append(sample)
         for shape in (NEW_CONNECTION, KEEP_ALIVE):
             lost = t == 76 and shape == KEEP_ALIVE
             r.outcomes.append(Outcome(t + 0.5, shape, 0.02, first_ok=not lost, ok=not lost))
@@ -160,6 +163,7 @@ def test_analyse_judges_the_targets() -> None:
     r = _result()
     assert (r.replicas_before_step, r.replicas_computed) == (2, 4)
     assert (r.computed_s, r.serving_s, r.first_scale_down_s) == (6.0, 10.0, 35.0)
+    assert r.down_after_high_s == 34.0  # the last reading calling for 4 was at 41 s
     checks = {c.name: c.passed for c in r.checks}
     assert checks == {
         "replicas rose under load": True,
@@ -171,6 +175,11 @@ def test_analyse_judges_the_targets() -> None:
     }
     assert not r.passed
     assert r.overhead is not None and r.overhead.per_100_pods("apiserver") == pytest.approx(1250)
+    # A scale-down 10 s after the last reading that called for 4 replicas came too early.
+    r.samples = [dataclasses.replace(x, metric=50.0) if x.t < 66 else x for x in r.samples]
+    report.analyse(r)
+    assert r.down_after_high_s == 10.0
+    assert r.checks[-1].passed is False and "10.0 s after the last reading" in r.checks[-1].measured
 
 
 def test_render_json_and_plot(tmp_path: Path) -> None:
