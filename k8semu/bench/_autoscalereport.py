@@ -466,6 +466,9 @@ def _overhead_lines(r: AutoscaleResult) -> list[str]:
             f" probes, summaries): {cpu:.1f} CPU s over {r.sampled_seconds:.0f} s with"
             f" {mean_pods:.1f} pods on average = {per:.0f} millicores per 100 pods."
         )
+    if r.components:
+        cpu = ", ".join(f"{c['name']} {c['cpu_s']:.1f}" for c in r.components)
+        lines.append(f"CPU seconds of each component during the load: {cpu}.")
     return lines
 
 
