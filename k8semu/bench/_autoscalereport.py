@@ -47,6 +47,7 @@ __all__ = [
 
 RATE_WINDOW_S = 10.0  # the kubelet's CPU rate window (k8semu.kubelet.stats.DEFAULT_WINDOW)
 POD_START_S = 5.0  # Kubernetes' pod startup SLO
+HOLLOW_PODS = 110  # pods a hollow node takes (ClusterLayout.hollow_capacity)
 TOLERANCE = 0.1  # the HPA's default (--horizontal-pod-autoscaler-tolerance)
 SETTLE_S = 5.0  # after the endpoints settle, a scale-down's stragglers (preStop, proxies)
 
@@ -137,6 +138,11 @@ class AutoscaleOptions:
             raise ValueError(f"--shapes: want some of {','.join(SHAPES)}, got {unknown or '-'}")
         if self.overhead_pods < 0:
             raise ValueError(f"--overhead-pods: must be >= 0, got {self.overhead_pods}")
+        if self.overhead_pods > HOLLOW_PODS * self.overhead_nodes:
+            raise ValueError(
+                f"--overhead-pods {self.overhead_pods} do not fit on --overhead-nodes"
+                f" {self.overhead_nodes} ({HOLLOW_PODS} pods each)"
+            )
         for flag, text in (("--cpu-request", self.cpu_request), ("--cpu-limit", self.cpu_limit)):
             try:
                 if milli_value(text) <= 0:

@@ -94,6 +94,8 @@ def test_bad_shapes_and_options_name_their_flag() -> None:
         AutoscaleOptions(duration=60).check()
     with pytest.raises(ValueError, match="--min-replicas 5 is above --max-replicas 2"):
         AutoscaleOptions(min_replicas=5, max_replicas=2).check()
+    with pytest.raises(ValueError, match="--overhead-pods 500 do not fit on --overhead-nodes 4"):
+        AutoscaleOptions(overhead_pods=500).check()
     with pytest.raises(ValueError, match="--cpu-request 'lots'"):
         AutoscaleOptions(cpu_request="lots").check()
 
