@@ -38,12 +38,13 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from google.protobuf.message import Message
 
 from k8semu import durations
 from k8semu import log as logging_setup
@@ -107,7 +108,7 @@ def _metric_spec(opts: AutoscaleOptions) -> dict[str, Any]:
     return {"type": "Pods", "pods": {"metric": {"name": opts.metric}, "target": target}}
 
 
-def objects(opts: AutoscaleOptions) -> list[Any]:
+def objects(opts: AutoscaleOptions) -> list[Message]:
     """The Deployment, its Service and the HPA, in that order."""
     not_hollow = {"key": HOLLOW_LABEL[0], "operator": "NotIn", "values": [HOLLOW_LABEL[1]]}
     container = {
@@ -173,7 +174,7 @@ def objects(opts: AutoscaleOptions) -> list[Any]:
     return [manifest.from_dict(d, source="bench autoscale") for d in (deployment, service, hpa)]
 
 
-def _overhead_deployment(pods: int) -> Any:
+def _overhead_deployment(pods: int) -> Message:
     """``pods`` pods on the hollow nodes, each using 50m and 32Mi by the simulated model."""
     return manifest.from_dict(
         {
@@ -299,7 +300,9 @@ class _Sampler:
             await asyncio.sleep(self.interval)
 
 
-async def _wait(what: str, check: Any, timeout: float = READY_TIMEOUT_S) -> None:
+async def _wait(
+    what: str, check: Callable[[], Awaitable[bool]], timeout: float = READY_TIMEOUT_S
+) -> None:
     """Poll ``await check()`` every 0.5 s until true; BenchError naming ``what`` at timeout."""
     deadline = time.monotonic() + timeout
     while True:
