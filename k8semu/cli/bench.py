@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "cluster": "cluster",
     "ha": "ha",
     "soak": "soak",
+    "autoscale": "autoscale",
 }
 
 
