@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from k8semu import transport
+from k8semu.apiserver import openapi
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.metrics import DURATION, LONGRUNNING, REQUESTS
 from k8semu.apiserver.rest import codec, discovery, paths
@@ -41,12 +42,21 @@ _WRITES = ("POST", "PUT", "PATCH", "DELETE")
 # ended): what is still open by then gets this long, not aiohttp's default minute.
 _SHUTDOWN_TIMEOUT = 0.5
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_V3_PREFIX = "/openapi/v3/"
 
 
 def _json(code: int, body: Any, warnings: tuple[str, ...] = ()) -> web.Response:
     headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
     data = body if isinstance(body, bytes) else codec.dumps(body)
     return web.Response(status=code, body=data, content_type=codec.JSON, headers=headers)
+
+
+def _document(request: web.Request, body: bytes, content_type: str, etag: str) -> web.Response:
+    """A cached document with its ETag; 304 when the client has this version already."""
+    tag = f'"{etag}"'
+    if request.headers.get("If-None-Match") == tag:
+        return web.Response(status=304, headers={"ETag": tag})
+    return web.Response(body=body, headers={"Content-Type": content_type, "ETag": tag})
 
 
 def _status_response(doc: dict[str, Any]) -> web.Response:
@@ -65,9 +75,10 @@ class RESTServer:
         self.host, self.port = host.strip("[]"), int(port)
         self.ready = ready
         self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._guard])
-        # The fixed routes; everything else is a resource path. /openapi/v2 and /openapi/v3
-        # join this table when the API server generates OpenAPI documents.
+        # The fixed routes; everything else (but /openapi/v3/<group-version>) is a resource path.
         self.routes: dict[str, Route] = {
+            "/openapi/v2": self._openapi_v2,
+            "/openapi/v3": self._openapi_v3_index,
             "/version": self._version,
             "/healthz": self._health,
             "/livez": self._health,
@@ -137,6 +148,8 @@ class RESTServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.path.strip("/")
         route = self.routes.get(path)
+        if route is None and path.startswith(_V3_PREFIX):
+            route = self._openapi_v3
         if route is not None:
             if request.method not in ("GET", "HEAD"):
                 raise HTTPError(405, "MethodNotAllowed", f"{request.method} {path}: only GET")
@@ -168,6 +181,20 @@ class RESTServer:
         return web.Response(
             status=503, text="[-]api-server not ready: the system namespaces\nreadyz check failed"
         )
+
+    async def _openapi_v2(self, request: web.Request) -> web.StreamResponse:
+        body, content_type, etag = openapi.openapi_v2_for(request.headers.get("Accept", ""))
+        return _document(request, body, content_type, etag)
+
+    async def _openapi_v3_index(self, request: web.Request) -> web.StreamResponse:
+        return _json(200, openapi.openapi_v3_index())
+
+    async def _openapi_v3(self, request: web.Request) -> web.StreamResponse:
+        found = openapi.openapi_v3_path(request.path.strip("/")[len(_V3_PREFIX) - 1 :])
+        if found is None:
+            raise HTTPError(404, "NotFound", f"no OpenAPI v3 document at {request.path}")
+        body, digest = found
+        return _document(request, body, "application/json", digest)
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         return _json(200, discovery.api_versions(f"{self.host}:{self.port}"))

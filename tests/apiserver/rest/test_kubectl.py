@@ -1,16 +1,11 @@
-"""The `kubectl` binary against the REST API: what a user types on a real cluster works.
-
-kubectl 1.32 validates manifests with the server's OpenAPI, which is not served yet: create
-and apply run with --validate=false (it then sends fieldValidation=Ignore).
-"""
+"""The `kubectl` binary against the REST API: what a user types on a real cluster works,
+with kubectl validating manifests against the server's OpenAPI as it does by default."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import time
-
-import pytest
 
 from .conftest import KUBECTL, REST
 
@@ -50,7 +45,7 @@ def test_api_resources_lists_every_served_kind(rest: REST) -> None:
 
 
 def test_create_apply_get_label_scale_delete(rest: REST) -> None:
-    assert "created" in rest.kubectl("create", "--validate=false", "-f", "-", stdin=APP)
+    assert "created" in rest.kubectl("create", "-f", "-", stdin=APP)
     # A table: the same columns as `k8semu get`, the wide ones with -o wide.
     table = rest.kubectl("get", "deploy", "kc-web")
     assert table.split("\n")[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
@@ -80,12 +75,10 @@ def test_create_apply_get_label_scale_delete(rest: REST) -> None:
 
 def test_apply_creates_then_patches(rest: REST) -> None:
     manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kc-applied}\ndata: {a: '1'}\n"
-    assert "created" in rest.kubectl("apply", "--validate=false", "-f", "-", stdin=manifest)
-    # The second apply sends a strategic merge patch, which patch.py applies once it has them.
+    assert "created" in rest.kubectl("apply", "-f", "-", stdin=manifest)
+    # The second apply sends a strategic merge patch computed from last-applied-configuration.
     changed = manifest.replace("'1'", "'2'")
-    out = rest.kubectl("apply", "--validate=false", "-f", "-", stdin=changed, check=False)
-    if "Unsupported value: 'application/strategic-merge-patch+json'" in out:
-        pytest.skip("strategic merge patch is not applied yet (patch.py)")
+    out = rest.kubectl("apply", "-f", "-", stdin=changed, check=False)
     assert "configured" in out, out
     assert rest.kubectl("get", "cm", "kc-applied", "-o", "jsonpath={.data.a}") == "2"
 
@@ -104,7 +97,7 @@ def test_get_watch_prints_new_objects(rest: REST) -> None:
         end = time.monotonic() + 20
         seen = ""
         rest.kubectl(
-            "create", "--validate=false", "-f", "-",
+            "create", "-f", "-",
             stdin="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kc-watched}\n",
         )  # fmt: skip
         while "kc-watched" not in seen and time.monotonic() < end:
@@ -119,6 +112,38 @@ def test_errors_read_as_kubectl_prints_them(rest: REST) -> None:
     out = rest.kubectl("get", "pods", "-l", "a in (", check=False)
     assert "Error from server (BadRequest)" in out, out
     bad = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: kc-bad}\nspec: {replicas: -1}\n"
-    out = rest.kubectl("create", "--validate=false", "-f", "-", stdin=bad, check=False)
+    out = rest.kubectl("create", "-f", "-", stdin=bad, check=False)
     assert 'The Deployment "kc-bad" is invalid' in out, out
     assert "* spec.replicas: Invalid value" in out, out
+
+
+def test_explain_validation_and_kubectls_own_patches(rest: REST) -> None:
+    """OpenAPI served from the object model: explain, client-side validation of an unknown
+    field, and the strategic merge patches `set image` and `rollout restart` send."""
+    out = rest.kubectl("explain", "deployment.spec.template.spec.containers.image")
+    assert "FIELD: image <string>" in out, out
+    typo = APP.replace("image: nginx:1.25", "imagee: nginx:1.25").split("---")[0]
+    typo = typo.replace("kc-web", "kc-typo")
+    out = rest.kubectl("apply", "-f", "-", stdin=typo, check=False)
+    # kubectl asks for fieldValidation=Strict: the server names the field, nothing is written.
+    assert "spec.template.spec.containers[0].imagee" in out and "unknown field" in out, out
+    assert "NotFound" in rest.kubectl("get", "deploy", "kc-typo", check=False)
+    web = APP.split("---")[0].replace("kc-web", "kc-patched")
+    assert "created" in rest.kubectl("apply", "-f", "-", stdin=web)
+    rest.kubectl("set", "image", "deploy/kc-patched", "web=nginx:1.27")
+    image = rest.kubectl(
+        "get", "deploy", "kc-patched", "-o", "jsonpath={.spec.template.spec.containers[0].image}"
+    )
+    assert image == "nginx:1.27"
+    rest.kubectl("rollout", "restart", "deploy/kc-patched")
+    annotations = json.loads(
+        rest.kubectl("get", "deploy", "kc-patched", "-o", "jsonpath={.spec.template.metadata}")
+    ).get("annotations", {})
+    assert "kubectl.kubernetes.io/restartedAt" in annotations
+    patch = '[{"op": "replace", "path": "/spec/replicas", "value": 3}]'
+    rest.kubectl("patch", "deploy", "kc-patched", "--type=json", "-p", patch)
+    assert rest.kubectl("get", "deploy", "kc-patched", "-o", "jsonpath={.spec.replicas}") == "3"
+    out = rest.kubectl(
+        "diff", "-f", "-", stdin=web.replace("replicas: 2", "replicas: 4"), check=False
+    )
+    assert "-  replicas: 3" in out and "+  replicas: 4" in out, out
