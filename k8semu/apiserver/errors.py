@@ -13,6 +13,8 @@
     +-- Unavailable         UNAVAILABLE: the store did not answer
     +-- MethodNotAllowed    UNIMPLEMENTED: a write to a read-only kind (metrics.k8s.io);
                             Kubernetes answers 405 MethodNotAllowed
+    +-- TooManyRequests     RESOURCE_EXHAUSTED: not now (an eviction its disruption budget
+                            does not allow); Kubernetes answers 429 TooManyRequests
     +-- StorageFull         RESOURCE_EXHAUSTED: the store's space quota is used up (etcd's
                             NOSPACE alarm); Kubernetes answers 500 InternalError there
 
@@ -86,6 +88,12 @@ class Unavailable(StatusError):
 
 class MethodNotAllowed(StatusError):
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class TooManyRequests(StatusError):
+    """Not now, perhaps later (429): an eviction its PodDisruptionBudget does not allow."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class StorageFull(StatusError):

@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
-from k8semu.apiserver import allocation, deletion, patch, registry, repair, txn
+from k8semu.apiserver import allocation, deletion, eviction, patch, registry, repair, txn
 from k8semu.apiserver.allocation import DEFAULT_RANGES, Claim, ServiceRanges, Taken
 from k8semu.apiserver.errors import (
     CONFLICT_MESSAGE,
@@ -82,7 +82,8 @@ _TOO_OLD_CONTINUE = (
     "the provided continue parameter is too old to display a consistent list result. You can"
     " start a new list without the continue parameter."
 )
-# pods/binding: the Bind verb's resource (its request names no other).
+# pods/binding and pods/eviction: the resource of Bind and Evict (their requests name no
+# other).
 _BINDING_RESOURCE = "pods"
 
 
@@ -274,8 +275,7 @@ class APIServicer:
         return cache.objects.get(k)
 
     async def get_object(self, kind: Kind, namespace: str, name: str) -> tuple[Message, int]:
-        """The stored object and its mod_revision (NotFound when absent); for the server's
-        own loops (bootstrap.py)."""
+        """The stored object and its mod_revision (NotFound when absent)."""
         return await self._get(kind, namespace, name)
 
     async def list_objects(self, kind: Kind, namespace: str, label_selector: str) -> list[Message]:
@@ -285,10 +285,10 @@ class APIServicer:
         return [obj for obj in objs if selector.matches(obj)]
 
     async def update_object(
-        self, kind: Kind, stored: Message, mod_revision: int, obj: Message
+        self, kind: Kind, stored: Message, mod_revision: int, obj: Message, *, status: bool = False
     ) -> Message:
-        """Update `stored` (read at `mod_revision`) to `obj` as a client's Update would."""
-        return await self._apply(self.registry.strategy(kind), stored, mod_revision, obj, False)
+        """`obj` over `stored` (read at `mod_revision`) as Update (`status`: UpdateStatus)."""
+        return await self._apply(self.registry.strategy(kind), stored, mod_revision, obj, status)
 
     async def delete_if_unchanged(
         self, kind: Kind, namespace: str, name: str, mod_revision: int
@@ -685,6 +685,11 @@ class APIServicer:
         read = lambda: self._get(kind, namespace, request.name)  # noqa: E731
         new = await _read_modify_write(what, read, precondition, bound, put)
         return api.ObjectResponse(object=pack(new))
+
+    async def Evict(self, request: api.EvictRequest) -> api.ObjectResponse:
+        """pods/eviction: a delete its PodDisruptionBudget must allow (eviction.py)."""
+        target = self._target(_BINDING_RESOURCE, request.namespace, request.name)
+        return await eviction.evict(self, target[0], request)
 
     async def Delete(
         self, request: api.DeleteRequest, *, dry_run: bool = False

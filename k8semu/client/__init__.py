@@ -25,7 +25,7 @@ from k8semu.client._cache import (
     index_by_node_name,
     index_by_owner_uid,
 )
-from k8semu.client._client import ChannelFactory, Client
+from k8semu.client._client import ChannelFactory, Client, evict
 from k8semu.client._config import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUTS,
@@ -121,6 +121,7 @@ __all__ = [
     "Unimplemented",
     "UnknownKind",
     "WatchEvent",
+    "evict",
     "index_by_namespace",
     "index_by_node_name",
     "index_by_owner_uid",

@@ -683,6 +683,30 @@ class Client:
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
 
+async def evict(
+    client: Client,
+    name: str,
+    *,
+    namespace: str = "",
+    uid: str = "",
+    grace_period_seconds: int | None = None,
+) -> core_pb2.Pod:
+    """pods/eviction: delete the pod if its PodDisruptionBudget allows it now (the pod as
+    the delete left it); ResourceExhausted (429 TooManyRequests) when the budget does not.
+    With the pod's `uid`, a retry after a broken-off call cannot evict a newer pod of the
+    same name, so it is sent again; without, the outcome may be unknown."""
+    k = resolve(core_pb2.Pod)
+    req = api.EvictRequest(namespace=namespace, name=name, preconditions=api.Preconditions(uid=uid))
+    if grace_period_seconds is not None:
+        req.grace_period_seconds = grace_period_seconds
+    resp = await client._call(
+        lambda s: s.Evict(req, timeout=client.timeouts.call),
+        f"evict {_describe(k, name, namespace)}",
+        write=_Write(safe=bool(uid)),
+    )
+    return cast(core_pb2.Pod, unpack(k, resp.object))
+
+
 @dataclass(frozen=True, slots=True)
 class _Write:
     """How a write may be tried again after a try that was sent broke off.

@@ -134,6 +134,7 @@ def build(
                 validate=pods.validate,
                 status=True,
                 bind=pods.bind,
+                eviction=True,
                 field_selectors=pods.FIELDS,
                 deletion=Rules(grace=pods.grace_period),
             ),

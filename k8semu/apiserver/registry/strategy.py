@@ -112,6 +112,8 @@ class Strategy:
     scale: bool = False
     # pods/binding: sets the binding on a copy of the stored object (None: no such subresource).
     bind: Callable[[Any, str], None] | None = None
+    # pods/eviction: a delete its PodDisruptionBudget must allow (apiserver/eviction.py).
+    eviction: bool = False
     # Field selectors beyond metadata.name and metadata.namespace.
     field_selectors: Mapping[str, FieldGetter] = field(default_factory=dict)
     deletion: Rules = DEFAULT_RULES

@@ -147,4 +147,15 @@ def _resources(row: Strategy) -> list[dict[str, Any]]:
         out.append(
             {"name": f"{kind.plural}/binding", **base, "kind": "Binding", "verbs": ["create"]}
         )
+    if row.eviction:
+        out.append(
+            {
+                "name": f"{kind.plural}/eviction",
+                **base,
+                "group": "policy",
+                "version": "v1",
+                "kind": "Eviction",
+                "verbs": ["create"],
+            }
+        )
     return out

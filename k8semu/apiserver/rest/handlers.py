@@ -20,7 +20,7 @@ from k8semu.api import manifest
 from k8semu.apiserver import patch
 from k8semu.apiserver.errors import NotFound
 from k8semu.apiserver.objects import meta, pack, parse_resource_version
-from k8semu.apiserver.rest import codec, tables
+from k8semu.apiserver.rest import codec, paths, tables
 from k8semu.apiserver.rest.codec import Wanted, bad_request
 from k8semu.apiserver.rest.paths import Target
 from k8semu.apiserver.rest.status import HTTPError, success
@@ -84,8 +84,10 @@ class Resources:
     async def get(self, target: Target, query: MultiMapping[str], wanted: Wanted) -> Reply:
         if target.subresource == "scale":
             return Reply(200, await self._scale(target))
-        if target.subresource == "binding":
-            raise HTTPError(405, "MethodNotAllowed", "pods/binding is created, never read")
+        if target.subresource in paths.CREATE_ONLY:
+            raise HTTPError(
+                405, "MethodNotAllowed", f"pods/{target.subresource} is created, never read"
+            )
         req = api.GetRequest(
             **_names(target),
         )
@@ -207,6 +209,8 @@ class Resources:
     async def create(self, target: Target, query: MultiMapping[str], body: Any) -> Reply:
         if target.subresource == "binding":
             return await self._bind(target, body)
+        if target.subresource == "eviction":
+            return await self._evict(target, body)
         if target.name or target.subresource:
             raise HTTPError(405, "MethodNotAllowed", "POST is for a collection")
         validation = codec.field_validation(query.get("fieldValidation", ""))
@@ -228,8 +232,30 @@ class Resources:
         await self.verbs.Bind(req)
         return Reply(201, success({"name": target.name, "kind": target.kind.plural}))
 
+    async def _evict(self, target: Target, body: Any) -> Reply:
+        """policy/v1 Eviction: its deleteOptions' grace period and preconditions."""
+        options = body.get("deleteOptions") or {} if isinstance(body, dict) else {}
+        if not isinstance(options, dict):
+            raise HTTPError(400, "BadRequest", "deleteOptions: must be an object")
+        pre = options.get("preconditions") or {}
+        req = api.EvictRequest(
+            namespace=target.namespace,
+            name=target.name,
+            preconditions=api.Preconditions(
+                uid=str(pre.get("uid") or ""),
+                resource_version=str(pre.get("resourceVersion") or ""),
+            ),
+        )
+        grace = options.get("gracePeriodSeconds")
+        if grace is not None:
+            if not isinstance(grace, int) or isinstance(grace, bool):
+                raise HTTPError(400, "BadRequest", "deleteOptions.gracePeriodSeconds: an integer")
+            req.grace_period_seconds = grace
+        await self.verbs.Evict(req)
+        return Reply(201, success({"name": target.name, "kind": target.kind.plural}))
+
     async def update(self, target: Target, query: MultiMapping[str], body: Any) -> Reply:
-        if not target.name or target.subresource == "binding":
+        if not target.name or target.subresource in paths.CREATE_ONLY:
             raise HTTPError(405, "MethodNotAllowed", "PUT is for one object")
         if target.subresource == "scale":
             return await self._update_scale(target, query, body)
@@ -279,7 +305,7 @@ class Resources:
     async def patch(
         self, target: Target, query: MultiMapping[str], raw: bytes, content_type: str
     ) -> Reply:
-        if not target.name or target.subresource == "binding":
+        if not target.name or target.subresource in paths.CREATE_ONLY:
             raise HTTPError(405, "MethodNotAllowed", "PATCH is for one object")
         media = codec.media_type(content_type)
         patch_type = codec.PATCH_TYPES.get(media)

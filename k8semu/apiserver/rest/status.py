@@ -26,6 +26,7 @@ from k8semu.apiserver.errors import (
     NotFound,
     StatusError,
     StorageFull,
+    TooManyRequests,
     Unavailable,
 )
 from k8semu.apiserver.watchcache import TooSlow
@@ -43,6 +44,7 @@ _REASONS: tuple[tuple[type[StatusError], int, str], ...] = (
     (MethodNotAllowed, 405, "MethodNotAllowed"),
     (StorageFull, 500, "InternalError"),
     (TooSlow, 429, "TooManyRequests"),
+    (TooManyRequests, 429, "TooManyRequests"),
 )
 
 # The field-error types Kubernetes names causes by, from the start of a problem's text.

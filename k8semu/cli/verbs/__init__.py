@@ -175,6 +175,17 @@ def _nodes(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", nargs="+", metavar="NODE")
 
 
+def _drain(p: argparse.ArgumentParser) -> None:
+    _nodes(p)
+    p.add_argument("--ignore-daemonsets", action="store_true", help="skip DaemonSet pods")
+    p.add_argument("--force", action="store_true", help="also pods no controller owns")
+    p.add_argument("--delete-emptydir-data", action="store_true", help="also pods with emptyDir")
+    p.add_argument("--disable-eviction", action="store_true", help="delete, bypassing budgets")
+    p.add_argument("--grace-period", type=int, default=-1, help="-1: each pod's own")
+    p.add_argument("--timeout", type=durations.seconds_flag, default=0.0, help="0: no limit")
+    p.add_argument("--pod-selector", default="", help="only pods with these labels")
+
+
 def _version(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client", action="store_true", help="client version only")
 
@@ -213,6 +224,8 @@ _TABLE = (
          handler="node:cmd_cordon"),
     Verb(name="uncordon", help="Mark nodes as schedulable.", arguments=_nodes,
          handler="node:cmd_uncordon"),
+    Verb(name="drain", help="Cordon a node and evict its pods, honouring disruption "
+         "budgets.", arguments=_drain, handler="node:cmd_drain"),
     Verb(name="api-resources", help="The resource types the server serves.",
          arguments=_api_resources, handler="read:cmd_api_resources"),
     Verb(name="version", help="Client version; is the server reachable?", arguments=_version,

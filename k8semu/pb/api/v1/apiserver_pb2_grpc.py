@@ -95,6 +95,11 @@ class APIStub:
                 request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.DiscoveryRequest.SerializeToString,
                 response_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.DiscoveryResponse.FromString,
                 _registered_method=True)
+        self.Evict = channel.unary_unary(
+                '/k8semu.api.v1.API/Evict',
+                request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.EvictRequest.SerializeToString,
+                response_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
+                _registered_method=True)
 
 
 class APIServicer:
@@ -179,6 +184,15 @@ class APIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Evict(self, request, context):
+        """The pods/eviction subresource (policy/v1 Eviction): deletes the pod when its
+        PodDisruptionBudget allows one more disruption, RESOURCE_EXHAUSTED (429 TooManyRequests)
+        when it does not. Returns the pod as the delete left it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_APIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +255,11 @@ def add_APIServicer_to_server(servicer, server):
                     servicer.Discovery,
                     request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.DiscoveryRequest.FromString,
                     response_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.DiscoveryResponse.SerializeToString,
+            ),
+            'Evict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Evict,
+                    request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.EvictRequest.FromString,
+                    response_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -567,6 +586,33 @@ class API:
             '/k8semu.api.v1.API/Discovery',
             k8semu_dot_api_dot_v1_dot_apiserver__pb2.DiscoveryRequest.SerializeToString,
             k8semu_dot_api_dot_v1_dot_apiserver__pb2.DiscoveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Evict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.api.v1.API/Evict',
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.EvictRequest.SerializeToString,
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,11 @@ class APIStub:
     (ABORTED otherwise), as Kubernetes' optimistic concurrency on /scale.
     """
     Discovery: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.DiscoveryRequest, _apiserver_pb2.DiscoveryResponse]
+    Evict: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.EvictRequest, _apiserver_pb2.ObjectResponse]
+    """The pods/eviction subresource (policy/v1 Eviction): deletes the pod when its
+    PodDisruptionBudget allows one more disruption, RESOURCE_EXHAUSTED (429 TooManyRequests)
+    when it does not. Returns the pod as the delete left it.
+    """
 
 @_typing.type_check_only
 class APIAsyncStub(APIStub):
@@ -83,6 +88,11 @@ class APIAsyncStub(APIStub):
     (ABORTED otherwise), as Kubernetes' optimistic concurrency on /scale.
     """
     Discovery: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.DiscoveryRequest, _apiserver_pb2.DiscoveryResponse]  # type: ignore[assignment]
+    Evict: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.EvictRequest, _apiserver_pb2.ObjectResponse]  # type: ignore[assignment]
+    """The pods/eviction subresource (policy/v1 Eviction): deletes the pod when its
+    PodDisruptionBudget allows one more disruption, RESOURCE_EXHAUSTED (429 TooManyRequests)
+    when it does not. Returns the pod as the delete left it.
+    """
 
 class APIServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -178,5 +188,16 @@ class APIServicer(metaclass=_abc_1.ABCMeta):
         request: _apiserver_pb2.DiscoveryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_apiserver_pb2.DiscoveryResponse, _abc.Awaitable[_apiserver_pb2.DiscoveryResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Evict(
+        self,
+        request: _apiserver_pb2.EvictRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apiserver_pb2.ObjectResponse, _abc.Awaitable[_apiserver_pb2.ObjectResponse]]:
+        """The pods/eviction subresource (policy/v1 Eviction): deletes the pod when its
+        PodDisruptionBudget allows one more disruption, RESOURCE_EXHAUSTED (429 TooManyRequests)
+        when it does not. Returns the pod as the delete left it.
+        """
 
 def add_APIServicer_to_server(servicer: APIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
