@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from k8semu.cli import _flags, _serving
 from k8semu.client import Client
+from k8semu.controllers.clusterautoscaler.pools import parse_node_pools
 from k8semu.controllers.context import DEFAULT_CONTROLLER_MANAGER, ControllerManagerConfig
 from k8semu.controllers.manager import (
     DEFAULT_LISTEN_ADDRESS,
@@ -63,6 +64,18 @@ def _parser() -> argparse.ArgumentParser:
     for field, flag in _HPA_DURATIONS.items():
         p.add_argument(flag, default=text(getattr(_D, field)), metavar="DURATION", help=hpa_help)
     p.add_argument(_HPA_TOLERANCE, type=float, default=_D.hpa_tolerance, help=hpa_help)
+    p.add_argument(
+        "--node-pools",
+        default="",
+        metavar="JSON",
+        help="the autoscaled node pools the cluster autoscaler sizes (the launcher gives them"
+        " from the cluster config; docs/controllers.md)",
+    )
+    p.add_argument(
+        "--scan-interval",
+        default=text(_D.scan_interval),
+        help="how often the cluster autoscaler looks (default %(default)s)",
+    )
     return p
 
 
@@ -91,6 +104,8 @@ def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
         "service_cidr": _cidr(ns.service_cidr, "--service-cidr"),
         "gc_interval": _flags.seconds(ns.gc_interval, "--gc-interval"),
         "hpa_tolerance": ns.horizontal_pod_autoscaler_tolerance,
+        "node_pools": parse_node_pools(ns.node_pools),
+        "scan_interval": _flags.seconds(ns.scan_interval, "--scan-interval"),
     }
     for field, flag in _HPA_DURATIONS.items():
         values[field] = _flags.seconds(getattr(ns, flag[2:].replace("-", "_")), flag)

@@ -1,0 +1,220 @@
+"""The cluster autoscaler's decisions, pure: pending pods and pool templates -> a scale-up plan;
+node utilization over time -> the node to remove. The controller (controller.py) feeds them
+the informers' caches and a clock and carries the result out.
+
+Both ask the scheduler's own filters (k8semu.scheduler.plugins.run_filters, on its NodeInfo):
+a pod "fits" a pool when it would pass kube-scheduler's filters on a new, empty node of that
+pool (its template), so a pod whose node selector or taints no pool matches never makes a
+node start, and a pod that fits nowhere for lack of resources does.
+
+Scale-up, as cluster-autoscaler does it (simplified): a pod the scheduler marked Unschedulable
+that fits a Ready node now is left to the scheduler (it will retry); else it is packed onto a
+node already asked for and not Ready yet (an "upcoming" node), else onto a new node of the first
+pool (config order: a priority expander) whose template takes it and that is below maxNodes.
+
+Scale-down: a Ready node of a pool whose pods request less than ``scaleDownUtilization`` of
+its allocatable cpu or memory (the larger of the two fractions, as cluster-autoscaler), whose
+pods are all owned by a ReplicaSet and would fit on the other Ready nodes, is unneeded; once
+unneeded for ``scaleDownUnneededTime`` it is removed, one node per pass, never below minNodes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from k8semu.controllers.clusterautoscaler.pools import NodePool, slot_index
+from k8semu.pb.api.v1 import core_pb2
+from k8semu.scheduler.cache import occupies_node
+from k8semu.scheduler.framework import NodeInfo, PodInfo, PodSpecError, pod_info
+from k8semu.scheduler.plugins import NO_ANTI_AFFINITY, run_filters
+
+__all__ = [
+    "MAX_NODE_GROUP_SIZE_REACHED",
+    "ScaleDown",
+    "ScaleUp",
+    "node_infos",
+    "plan_scale_down",
+    "plan_scale_up",
+    "unschedulable",
+]
+
+MAX_NODE_GROUP_SIZE_REACHED = "max node group size reached"
+MOVABLE_OWNERS = ("ReplicaSet",)
+
+
+def unschedulable(pod: core_pb2.Pod) -> bool:
+    """Unbound, not being deleted, and marked by the scheduler: PodScheduled False, reason
+    Unschedulable."""
+    if pod.spec.node_name or pod.metadata.HasField("deletion_timestamp"):
+        return False
+    if pod.status.phase not in ("", "Pending"):
+        return False
+    return any(
+        c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+        for c in pod.status.conditions
+    )
+
+
+def node_infos(nodes: Iterable[core_pb2.Node], pods: Iterable[core_pb2.Pod]) -> dict[str, NodeInfo]:
+    """name -> NodeInfo with the pods bound there (those still occupying it)."""
+    infos = {n.metadata.name: NodeInfo(n.metadata.name, n) for n in nodes}
+    for pod in pods:
+        info = infos.get(pod.spec.node_name)
+        if info is not None and occupies_node(pod):
+            try:
+                info.add_pod(pod_info(pod))
+            except PodSpecError:
+                continue  # the scheduler could not place it either
+    return infos
+
+
+def _fits(pod: PodInfo, node: NodeInfo) -> list[str]:
+    return run_filters(pod, node, NO_ANTI_AFFINITY)
+
+
+@dataclass(slots=True)
+class ScaleUp:
+    """``new``: pool -> slots to start; ``triggered``: pod key -> its pool (a TriggeredScaleUp);
+    ``not_triggered``: pod key -> why no pool helps (a NotTriggerScaleUp); ``waiting``: pods
+    that fit a Ready node or a node already coming."""
+
+    new: dict[str, list[str]] = field(default_factory=dict)
+    triggered: dict[str, str] = field(default_factory=dict)
+    not_triggered: dict[str, str] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)
+
+
+def plan_scale_up(
+    pending: Sequence[PodInfo],
+    infos: Mapping[str, NodeInfo],
+    pools: Sequence[NodePool],
+    targets: Mapping[str, Sequence[str]],
+) -> ScaleUp:
+    """Which slots to start for ``pending`` (unschedulable pods, oldest first), given the
+    registered nodes ``infos`` and each pool's ``targets`` (slots that should run)."""
+    plan = ScaleUp()
+    ready = [i for i in infos.values() if i.ready]
+    upcoming: list[NodeInfo] = []
+    used: dict[str, set[str]] = {}
+    for pool in pools:
+        wanted = targets.get(pool.name, ())
+        used[pool.name] = set(wanted) | {n for n in infos if slot_index(pool, n) is not None}
+        for name in wanted:
+            info = infos.get(name)
+            if info is None or not info.ready:
+                upcoming.append(NodeInfo(name, pool.template(name)))
+    for pod in pending:
+        if any(not _fits(pod, node) for node in ready):
+            plan.waiting.add(pod.key)
+            continue
+        spot = next((node for node in upcoming if not _fits(pod, node)), None)
+        if spot is not None:
+            spot.add_pod(pod)
+            plan.waiting.add(pod.key)
+            continue
+        why: Counter[str] = Counter()
+        for pool in pools:
+            reasons = _fits(pod, NodeInfo("template", pool.template(pool.slot(0))))
+            if reasons:
+                why[reasons[0]] += 1
+                continue
+            free = [s for s in pool.slots if s not in used[pool.name]]
+            if not free:
+                why[MAX_NODE_GROUP_SIZE_REACHED] += 1
+                continue
+            node = NodeInfo(free[0], pool.template(free[0]))
+            node.add_pod(pod)
+            upcoming.append(node)
+            used[pool.name].add(free[0])
+            plan.new.setdefault(pool.name, []).append(free[0])
+            plan.triggered[pod.key] = pool.name
+            break
+        else:
+            parts = ", ".join(f"{n} {reason}" for reason, n in sorted(why.items()))
+            plan.not_triggered[pod.key] = parts or "no node groups"
+    return plan
+
+
+@dataclass(slots=True)
+class ScaleDown:
+    """``unneeded``: node -> since when (the caller keeps it for the next pass); ``remove``:
+    (pool, node) to remove now, or None; ``blocked``: node -> why it is not unneeded."""
+
+    unneeded: dict[str, float] = field(default_factory=dict)
+    remove: tuple[str, str] | None = None
+    blocked: dict[str, str] = field(default_factory=dict)
+
+
+def utilization(info: NodeInfo) -> float:
+    """The larger of the requested fractions of allocatable cpu and memory."""
+    cpu = info.requested_cpu / info.alloc_cpu if info.alloc_cpu else 0.0
+    memory = info.requested_memory / info.alloc_memory if info.alloc_memory else 0.0
+    return max(cpu, memory)
+
+
+def _unmovable(pods: Iterable[core_pb2.Pod]) -> str | None:
+    """Why a node holding ``pods`` cannot be drained (None: every pod has a ReplicaSet that
+    starts it again elsewhere)."""
+    for pod in pods:
+        owner = next((r for r in pod.metadata.owner_references if r.controller), None)
+        if owner is None or owner.kind not in MOVABLE_OWNERS:
+            return f"pod {pod.metadata.namespace}/{pod.metadata.name} is not replicated"
+    return None
+
+
+def _fit_elsewhere(pods: Sequence[PodInfo], others: Sequence[NodeInfo]) -> bool:
+    """Whether every pod fits one of ``others`` (packed in turn, as the scheduler would)."""
+    placed: list[tuple[NodeInfo, PodInfo]] = []
+    try:
+        for pod in pods:
+            node = next((n for n in others if not _fits(pod, n)), None)
+            if node is None:
+                return False
+            node.add_pod(pod)
+            placed.append((node, pod))
+        return True
+    finally:
+        for node, pod in placed:
+            node.remove_pod(pod.key)
+
+
+def plan_scale_down(
+    infos: Mapping[str, NodeInfo],
+    pods_by_node: Mapping[str, Sequence[core_pb2.Pod]],
+    pools: Sequence[NodePool],
+    targets: Mapping[str, Sequence[str]],
+    unneeded_since: Mapping[str, float],
+    now: float,
+) -> ScaleDown:
+    """Which pool nodes are unneeded (since when), and the one to remove now if any."""
+    out = ScaleDown()
+    others = [i for i in infos.values() if i.ready and not i.unschedulable]
+    due: list[tuple[float, str, str]] = []
+    for pool in pools:
+        wanted = targets.get(pool.name, ())
+        for name in wanted:
+            info = infos.get(name)
+            if info is None or not info.ready:
+                continue
+            level = utilization(info)
+            if level >= pool.scale_down_utilization:
+                out.blocked[name] = f"utilization {level:.2f} >= {pool.scale_down_utilization}"
+                continue
+            pods = [p for p in pods_by_node.get(name, ()) if occupies_node(p)]
+            why = _unmovable(pods)
+            if why is None and not _fit_elsewhere(
+                list(info.pods.values()), [o for o in others if o.name != name]
+            ):
+                why = "its pods fit on no other node"
+            if why is not None:
+                out.blocked[name] = why
+                continue
+            since = out.unneeded[name] = unneeded_since.get(name, now)
+            if now - since >= pool.scale_down_unneeded_time and len(wanted) > pool.min_nodes:
+                due.append((since, pool.name, name))
+    if due:
+        _, pool_name, name = min(due)
+        out.remove = (pool_name, name)
+    return out
