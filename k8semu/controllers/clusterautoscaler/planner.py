@@ -97,6 +97,7 @@ def plan_scale_up(
     plan = ScaleUp()
     ready = [i for i in infos.values() if i.ready]
     upcoming: list[NodeInfo] = []
+    fresh: dict[str, str] = {}  # node this plan starts -> its pool
     used: dict[str, set[str]] = {}
     for pool in pools:
         wanted = targets.get(pool.name, ())
@@ -112,7 +113,10 @@ def plan_scale_up(
         spot = next((node for node in upcoming if not _fits(pod, node)), None)
         if spot is not None:
             spot.add_pod(pod)
-            plan.waiting.add(pod.key)
+            if spot.name in fresh:  # on a node this plan starts: it triggered it too
+                plan.triggered[pod.key] = fresh[spot.name]
+            else:
+                plan.waiting.add(pod.key)
             continue
         why: Counter[str] = Counter()
         for pool in pools:
@@ -128,6 +132,7 @@ def plan_scale_up(
             node.add_pod(pod)
             upcoming.append(node)
             used[pool.name].add(free[0])
+            fresh[free[0]] = pool.name
             plan.new.setdefault(pool.name, []).append(free[0])
             plan.triggered[pod.key] = pool.name
             break
