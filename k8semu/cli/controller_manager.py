@@ -71,10 +71,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the autoscaled node pools the cluster autoscaler sizes (the launcher gives them"
         " from the cluster config; docs/controllers.md)",
     )
-    p.add_argument(
-        "--scan-interval",
-        default=text(_D.scan_interval),
-        help="how often the cluster autoscaler looks (default %(default)s)",
+    _flags.add_duration(
+        p, "--scan-interval", _D.scan_interval, "how often the cluster autoscaler looks (1s)"
     )
     return p
 
@@ -105,7 +103,7 @@ def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
         "gc_interval": _flags.seconds(ns.gc_interval, "--gc-interval"),
         "hpa_tolerance": ns.horizontal_pod_autoscaler_tolerance,
         "node_pools": parse_node_pools(ns.node_pools),
-        "scan_interval": _flags.seconds(ns.scan_interval, "--scan-interval"),
+        "scan_interval": ns.scan_interval,
     }
     for field, flag in _HPA_DURATIONS.items():
         values[field] = _flags.seconds(getattr(ns, flag[2:].replace("-", "_")), flag)

@@ -376,13 +376,19 @@ class Supervisor:
                 changed = True
         return changed
 
-    def _start_again(self, u: Supervised) -> None:
-        u.due = None
+    def _spawn_or_report(self, u: Supervised) -> bool:
+        """Start ``u``; when it cannot be, report it as an exit (back-off) and say False."""
         try:
             self.spawn(u)
         except ClusterError as exc:
             self._event(f"{u.name}: {exc}")
             self._on_exit(u, None, time.monotonic(), how="could not be started")
+            return False
+        return True
+
+    def _start_again(self, u: Supervised) -> None:
+        u.due = None
+        if not self._spawn_or_report(u):
             return
         u.record.restarts += 1
         if u.request:
@@ -445,13 +451,8 @@ class Supervisor:
         return changed
 
     def _scale_up(self, u: Supervised, pool: str) -> None:
-        try:
-            self.spawn(u)
-        except ClusterError as exc:
-            self._event(f"{u.name}: {exc}")
-            self._on_exit(u, None, time.monotonic(), how="could not be started")
-            return
-        self._event(f"{u.name} started: node pool {pool} scaled up (pid {u.record.pid})")
+        if self._spawn_or_report(u):
+            self._event(f"{u.name} started: node pool {pool} scaled up (pid {u.record.pid})")
 
     def _stop_for_good(self, u: Supervised, now: float) -> None:
         u.wanted = False

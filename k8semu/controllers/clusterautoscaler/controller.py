@@ -28,7 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from k8semu.client import AlreadyExists, Conflict, NotFound, Preconditions
 from k8semu.client.events import NORMAL
-from k8semu.controllers._pods import copy_of
+from k8semu.controllers._evict import delete_pod
+from k8semu.controllers._pods import copy_of, is_pod_active
 from k8semu.controllers.clusterautoscaler import targets as tg
 from k8semu.controllers.clusterautoscaler.planner import (
     ScaleUp,
@@ -58,12 +59,12 @@ class ClusterAutoscaler:
     name = "clusterautoscaler"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
+        self.pools: tuple[NodePool, ...] = ctx.config.node_pools
+        self.scan_interval = ctx.config.scan_interval
         self.ctx = ctx
         self.client = ctx.client
         self.recorder = ctx.recorder
         self.clock = clock
-        self.pools: tuple[NodePool, ...] = ctx.config.node_pools
-        self.scan_interval = ctx.config.scan_interval
         #: pool -> slots that should run, in slot order.
         self.targets: dict[str, list[str]] = {}
         self.unneeded: dict[str, float] = {}
@@ -233,21 +234,8 @@ class ClusterAutoscaler:
             node, NORMAL, "ScaleDown", "marked the node as toBeDeleted/unschedulable"
         )
         for pod in pods:
-            if pod.metadata.HasField("deletion_timestamp") or pod.status.phase in (
-                "Succeeded",
-                "Failed",
-            ):
-                continue
-            try:
-                await self.client.delete(
-                    core_pb2.Pod,
-                    pod.metadata.name,
-                    namespace=pod.metadata.namespace,
-                    preconditions=Preconditions(uid=pod.metadata.uid),
-                )
-            except (NotFound, Conflict):
-                continue
-            self.recorder.event(pod, NORMAL, "ScaleDown", "deleting pod for node scale down")
+            if is_pod_active(pod) and await delete_pod(self.client, pod):
+                self.recorder.event(pod, NORMAL, "ScaleDown", "deleting pod for node scale down")
 
     def _drained(self, by_node: dict[str, list[core_pb2.Pod]], now: float) -> None:
         """A draining node whose pods are gone (or that drained too long) leaves its pool's
