@@ -31,7 +31,7 @@ from tests.support.poll import Eventually
 
 pytestmark = pytest.mark.slow
 
-eventually = Eventually(timeout=45.0, interval=0.1)
+eventually = Eventually(timeout=45.0, interval=0.05)
 
 
 def _config(path: Path) -> tuple[Path, str]:
@@ -121,15 +121,20 @@ async def test_pool_grows_for_unschedulable_pods_and_shrinks_when_they_are_gone(
             lambda: _all(client, _unschedulable, 2), what="2 unschedulable pods"
         )
         t_pending = time.monotonic()
-        node = await eventually(
-            lambda: _ready_node(client, "pool-0"), what="pool-0 registered Ready"
-        )
-        t_ready = time.monotonic()
-        running = await eventually(
-            lambda: _all(client, lambda p: p.status.phase == "Running", 2),
-            what="both pods Running",
-        )
-        t_running = time.monotonic()
+        seen: dict[str, float] = {}
+
+        async def progress() -> list[core_pb2.Pod] | None:
+            """Both pods Running, noting when pool-0 was first seen Ready on the way."""
+            if "ready" not in seen and await _ready_node(client, "pool-0"):
+                seen["ready"] = time.monotonic()
+            running = await _all(client, lambda p: p.status.phase == "Running", 2)
+            if running and "ready" in seen:
+                seen["running"] = time.monotonic()
+            return running if "running" in seen else None
+
+        running = await eventually(progress, what="pool-0 Ready and both pods Running")
+        t_ready, t_running = seen["ready"], seen["running"]
+        node = await client.get(core_pb2.Node, "pool-0")
         assert {p.spec.node_name for p in running} == {"pool-0"}  # packed on one new node
         assert node.metadata.labels["k8semu.io/node-pool"] == "pool"
         print(
