@@ -19,7 +19,8 @@ from k8semu.cluster.config.nodes import AutoscalingSpec
 from k8semu.cluster.errors import ClusterConfigError
 from k8semu.cluster.launcher import StopFlag
 from k8semu.cluster.plan import plan_cluster
-from k8semu.cluster.state import ComponentRecord
+from k8semu.cluster.rolling import select
+from k8semu.cluster.state import ClusterState, ComponentRecord
 from k8semu.cluster.supervisor import Supervised, Supervisor
 
 HEAD = "kind: ClusterConfig\nversion: v1alpha1\n"
@@ -113,6 +114,8 @@ def test_plan_starts_the_initial_slots_and_gives_the_controller_manager_the_pool
          "nodes[0].autoscaling.maxNodes", "is not an IP address"),
         ("nodes: [{name: p, autoscaling: {maxNodes: 2}}, {name: p-1, nodeIP: 127.0.1.9}]",
          "nodes[1].name", "p-1"),
+        ("hollowNodes: [{kubeletMetricsPort: 9100, autoscaling: {maxNodes: 2}}]",
+         "hollowNodes[0].kubeletMetricsPort", "share one node IP"),
     ],
 )  # fmt: skip
 def test_bad_autoscaling_names_the_field(body: str, path: str, reason: str) -> None:
@@ -188,3 +191,25 @@ def test_supervisor_starts_and_stops_slots_as_node_groups_say(tmp_path: Path) ->
             if u.proc is not None:
                 u.proc.kill()
                 u.proc.wait()
+
+
+def test_a_rolling_restart_leaves_scaled_down_slots_alone() -> None:
+    def record(name: str, kind: str, pool: str = "", state: str = "running") -> ComponentRecord:
+        return ComponentRecord(
+            name=name, kind=kind, host="local", stage=3, command=[], pool=pool, state=state
+        )
+
+    state = ClusterState(
+        cluster="c",
+        host="",
+        mode="detached",
+        state_dir="/nowhere",
+        components=[
+            record("kubelet-w1", "kubelet"),
+            record("kubelet-p-0", "kubelet", "p"),
+            record("kubelet-p-1", "kubelet", "p", "stopped"),
+        ],
+    )
+    chosen = [c.name for c in select(state, (), nodes=True)]
+    assert chosen == ["kubelet-w1", "kubelet-p-0"]
+    assert [c.name for c in select(state, ["kubelet-p-1"], nodes=True)] == ["kubelet-p-1"]

@@ -165,6 +165,11 @@ class NodeSpec:
             self.autoscaling.check(f"{path}.autoscaling")
             if self.hollow and self.count != self.autoscaling.max_nodes:
                 raise ClusterConfigError(f"{path}.count", "an autoscaled pool has maxNodes slots")
+            if self.hollow and self.kubelet_metrics_port:
+                raise ClusterConfigError(
+                    f"{path}.kubeletMetricsPort",
+                    "not with autoscaling: the pool's slots share one node IP",
+                )
 
     @property
     def path(self) -> str:
