@@ -14,7 +14,11 @@ import pytest
 
 from k8semu.client import Client, NotFound, SharedInformers
 from k8semu.controllers.clusterautoscaler import targets
-from k8semu.controllers.clusterautoscaler.controller import TO_BE_DELETED_TAINT, ClusterAutoscaler
+from k8semu.controllers.clusterautoscaler.controller import (
+    MAX_NODE_PROVISION_TIME,
+    TO_BE_DELETED_TAINT,
+    ClusterAutoscaler,
+)
 from k8semu.controllers.clusterautoscaler.pools import NodePool
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.pb.api.v1 import core_pb2
@@ -33,15 +37,17 @@ POOL = NodePool(
 )
 
 
-@pytest.fixture
-async def autoscaler(client: Client) -> AsyncIterator[tuple[ClusterAutoscaler, FakeClock]]:
+@contextlib.asynccontextmanager
+async def _running(
+    client: Client, pool: NodePool
+) -> AsyncIterator[tuple[ClusterAutoscaler, FakeClock]]:
+    """A cluster autoscaler of ``pool`` on a fake clock, its informers synced."""
     informers = SharedInformers(client)
-    recorder = CapturingRecorder()
     ctx = ControllerContext(
         client=client,
         informers=informers,
-        recorder=recorder,
-        config=ControllerManagerConfig(node_pools=(POOL,)),
+        recorder=CapturingRecorder(),
+        config=ControllerManagerConfig(node_pools=(pool,)),
     )
     clock = FakeClock()
     ca = ClusterAutoscaler(ctx, clock=clock)
@@ -51,6 +57,12 @@ async def autoscaler(client: Client) -> AsyncIterator[tuple[ClusterAutoscaler, F
         yield ca, clock
     finally:
         await informers.stop()
+
+
+@pytest.fixture
+async def autoscaler(client: Client) -> AsyncIterator[tuple[ClusterAutoscaler, FakeClock]]:
+    async with _running(client, POOL) as running:
+        yield running
 
 
 async def _ready_node(client: Client, name: str, status: str = "True") -> core_pb2.Node:
@@ -133,3 +145,16 @@ async def test_resumes_from_the_configmap_and_removes_an_underused_node(
 def _status_of(ca: ClusterAutoscaler, name: str) -> str:
     node = ca.nodes.cache.get(name)
     return node.status.conditions[0].status if node is not None else ""
+
+
+async def test_a_node_that_never_turns_ready_is_given_up(client: Client) -> None:
+    pool = NodePool(name="prov", max_nodes=2, initial_nodes=1, capacity=POOL.capacity)
+    async with _running(client, pool) as (ca, clock):
+        await ca.load_targets()
+        assert ca.targets == {"prov": ["prov-0"]} and set(ca.requested) == {"prov-0"}
+        await ca.scan()
+        clock.advance(MAX_NODE_PROVISION_TIME)
+        await ca.scan()
+        assert ca.targets == {"prov": []} and not ca.requested
+        cm = await client.get(core_pb2.ConfigMap, targets.STATUS_NAME, namespace="kube-system")
+        assert targets.decode(cm.data[targets.NODE_GROUPS_KEY])["prov"] == frozenset()

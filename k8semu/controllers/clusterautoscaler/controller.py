@@ -51,6 +51,10 @@ TO_BE_DELETED_TAINT = "ToBeDeletedByClusterAutoscaler"
 #: A drain that takes longer than this gives up on the pods left (cluster-autoscaler's
 #: --max-graceful-termination-sec is 10 min; pods here stop within their grace period).
 DRAIN_TIMEOUT = 120.0
+#: A slot asked for that has not registered Ready within this is given up (it leaves the
+#: targets, so it is stopped; a pod still pending asks again). cluster-autoscaler's
+#: --max-node-provision-time is 15 min; a kubelet here starts in seconds.
+MAX_NODE_PROVISION_TIME = 120.0
 
 
 class ClusterAutoscaler:
@@ -71,6 +75,8 @@ class ClusterAutoscaler:
         #: node -> (pool, when its drain started).
         self.draining: dict[str, tuple[str, float]] = {}
         self.last_scale_up: dict[str, float] = {}
+        #: slot asked for -> when; until it is first seen Ready.
+        self.requested: dict[str, float] = {}
         self._told: dict[str, str] = {}  # pod uid -> the last NotTriggerScaleUp message
         self._written: tuple[str, str] | None = None
         self.scans = 0
@@ -121,6 +127,9 @@ class ClusterAutoscaler:
             else:
                 self.targets[pool.name] = _in_slot_order(pool, names)
         self._bound_targets()
+        now = self.clock()
+        for slots in self.targets.values():
+            self.requested.update((n, now) for n in slots)
 
     def _bound_targets(self) -> None:
         for pool in self.pools:
@@ -131,6 +140,7 @@ class ClusterAutoscaler:
                     break
                 if slot not in wanted and slot not in self.nodes.cache:
                     wanted.append(slot)
+                    self.requested[slot] = self.clock()
             self.targets[pool.name] = _in_slot_order(pool, wanted)
 
     # ---- one pass ------------------------------------------------------------------------------
@@ -142,6 +152,7 @@ class ClusterAutoscaler:
         nodes = self.nodes.cache.list()
         infos = node_infos(nodes, pods)
         self._bound_targets()
+        self._provisioned(infos, now)
         up = plan_scale_up(self._pending(pods), infos, self.pools, self.targets)
         self._scale_up(up, pods, now)
         by_node: dict[str, list[core_pb2.Pod]] = {}
@@ -157,7 +168,7 @@ class ClusterAutoscaler:
             now,
         )
         self.unneeded = down.unneeded
-        settled = not up.new and not up.triggered and not self.draining and not self._coming(infos)
+        settled = not up.new and not up.triggered and not self.draining and not self.requested
         if down.remove is not None and settled:
             pool, node = down.remove
             await self._start_drain(pool, node, by_node.get(node, []), now)
@@ -174,11 +185,20 @@ class ClusterAutoscaler:
                     continue
         return out
 
-    def _coming(self, infos: Mapping[str, NodeInfo]) -> bool:
-        """Whether a slot that should run has not registered Ready yet."""
-        return any(
-            n not in infos or not infos[n].ready for names in self.targets.values() for n in names
-        )
+    def _provisioned(self, infos: Mapping[str, NodeInfo], now: float) -> None:
+        """Forget the requests whose node is Ready now (or that left the targets); give up
+        on those not Ready within MAX_NODE_PROVISION_TIME."""
+        wanted = {n: pool for pool, names in self.targets.items() for n in names}
+        for name, since in list(self.requested.items()):
+            info = infos.get(name)
+            if name not in wanted or (info is not None and info.ready):
+                del self.requested[name]
+            elif now - since >= MAX_NODE_PROVISION_TIME:
+                del self.requested[name]
+                self.targets[wanted[name]].remove(name)
+                log.warning(
+                    "node not Ready in time; given up", node=name, seconds=MAX_NODE_PROVISION_TIME
+                )
 
     def _scale_up(self, up: ScaleUp, pods: Sequence[core_pb2.Pod], now: float) -> None:
         by_key = {f"{p.metadata.namespace}/{p.metadata.name}": p for p in pods}
@@ -186,6 +206,7 @@ class ClusterAutoscaler:
         for pool_name, names in up.new.items():
             pool = next(p for p in self.pools if p.name == pool_name)
             self.targets[pool_name] = _in_slot_order(pool, [*self.targets[pool_name], *names])
+            self.requested.update((n, now) for n in names)
             self.last_scale_up[pool_name] = now
             log.info(
                 "scale-up",
