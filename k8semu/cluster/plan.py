@@ -472,7 +472,7 @@ def kubelet_argv(
         args += ["--register-with-taints", ",".join(t.flag() for t in node.taints)]
     if cluster.cluster_dns:
         args += ["--cluster-dns", cluster.cluster_dns, "--cluster-domain", cluster.cluster_domain]
-    if node.hollow:
+    if node.hollow and not node.pool:  # a pool's slot is one node under its own name
         args += ["--count", str(node.count)]
     if node.kubelet_metrics_port:
         args += ["--metrics-address", f"{bracketed(node.node_ip)}:{node.kubelet_metrics_port}"]

@@ -73,9 +73,9 @@ def test_plan_starts_the_initial_slots_and_gives_the_controller_manager_the_pool
     assert started == ["kubelet-big-0", "kubelet-sim-0", "kubelet-w1", "proxy-big-0", "proxy-w1"]
     assert (nodes["proxy-big-2"].pool, nodes["proxy-big-2"].pool_node) == ("big", "big-2")
     assert not nodes["kubelet-sim-1"].health_check  # a hollow slot's kubelet picks its port
-    assert (
-        "--count" in nodes["kubelet-sim-1"].argv and "--node-labels" in nodes["kubelet-sim-1"].argv
-    )
+    argv = nodes["kubelet-sim-1"].argv
+    assert "--count" not in argv and argv[argv.index("--node-name") + 1] == "sim-1"
+    assert argv[argv.index("--runtime") + 1] == "simulated" and "--node-labels" in argv
     assert plan.node_names == ("w1", "big-0", "sim-0")
     (cm,) = [c for c in plan.components if c.kind == "controller-manager"]
     config = config_from_args(_parser().parse_args(list(cm.argv[4:])))
