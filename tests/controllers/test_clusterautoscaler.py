@@ -74,6 +74,7 @@ def node(pool: NodePool, index: int, *, ready: bool = True) -> core_pb2.Node:
 def worker(cpu: str = "1") -> core_pb2.Node:
     n = core_pb2.Node()
     n.metadata.name = "w1"
+    n.metadata.labels["kubernetes.io/hostname"] = "w1"
     n.status.allocatable.update({"cpu": cpu, "memory": "2Gi", "pods": "10"})
     n.status.conditions.add(type="Ready", status="True")
     return n
@@ -136,6 +137,27 @@ def test_a_slot_whose_old_node_is_still_registered_is_not_reused() -> None:
     lingering = node(SMALL, 0, ready=False)  # removed from the targets, Node not deleted yet
     plan = up([pod("a")], [lingering])
     assert plan.new == {"small": ["small-1"]}
+
+
+def spread(p: core_pb2.Pod) -> core_pb2.Pod:
+    """``p`` labelled app=web, with a required anti-affinity to app=web pods per hostname."""
+    p.metadata.labels["app"] = "web"
+    term = (
+        p.spec.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution.add(
+            topology_key="kubernetes.io/hostname"
+        )
+    )
+    term.label_selector.match_labels["app"] = "web"
+    return p
+
+
+def test_required_anti_affinity_spreads_pods_over_new_nodes() -> None:
+    running = spread(pod("old", "100m", node="w1"))
+    pending = [spread(pod("a", "500m")), spread(pod("b", "500m"))]
+    infos = node_infos([worker("2")], [running, *pending])
+    plan = plan_scale_up([pod_info(p) for p in pending], infos, (SMALL,), {})
+    assert plan.new == {"small": ["small-0", "small-1"]}  # not w1, nor both on one node
+    assert plan.triggered == {"default/a": "small", "default/b": "small"}
 
 
 def test_only_pods_the_scheduler_marked_unschedulable_count() -> None:

@@ -28,7 +28,12 @@ from k8semu.controllers.clusterautoscaler.pools import NodePool, slot_index
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.scheduler.cache import occupies_node
 from k8semu.scheduler.framework import NodeInfo, PodInfo, PodSpecError, pod_info
-from k8semu.scheduler.plugins import NO_ANTI_AFFINITY, run_filters
+from k8semu.scheduler.plugins import (
+    NO_ANTI_AFFINITY,
+    AntiAffinityState,
+    prefilter_anti_affinity,
+    run_filters,
+)
 
 __all__ = [
     "MAX_NODE_GROUP_SIZE_REACHED",
@@ -70,8 +75,28 @@ def node_infos(nodes: Iterable[core_pb2.Node], pods: Iterable[core_pb2.Pod]) -> 
     return infos
 
 
-def _fits(pod: PodInfo, node: NodeInfo) -> list[str]:
-    return run_filters(pod, node, NO_ANTI_AFFINITY)
+def _fits(pod: PodInfo, node: NodeInfo, anti: AntiAffinityState = NO_ANTI_AFFINITY) -> list[str]:
+    return run_filters(pod, node, anti)
+
+
+class _Simulation:
+    """The registered nodes and those a scale-up plan adds, with the pods placed on them, and
+    which hold pods with required anti-affinity (the scheduler's PreFilter needs them)."""
+
+    def __init__(self, infos: Mapping[str, NodeInfo]) -> None:
+        self.nodes = dict(infos)
+        self.anti_nodes = {
+            n for n, i in infos.items() if any(p.anti_affinity for p in i.pods.values())
+        }
+
+    def anti(self, pod: PodInfo) -> AntiAffinityState:
+        return prefilter_anti_affinity(pod, self.nodes, self.anti_nodes)
+
+    def place(self, pod: PodInfo, node: NodeInfo) -> None:
+        node.add_pod(pod)
+        self.nodes[node.name] = node
+        if pod.anti_affinity:
+            self.anti_nodes.add(node.name)
 
 
 @dataclass(slots=True)
@@ -96,6 +121,7 @@ def plan_scale_up(
     registered nodes ``infos`` and each pool's ``targets`` (slots that should run)."""
     plan = ScaleUp()
     ready = [i for i in infos.values() if i.ready]
+    sim = _Simulation(infos)
     upcoming: list[NodeInfo] = []
     fresh: dict[str, str] = {}  # node this plan starts -> its pool
     used: dict[str, set[str]] = {}
@@ -107,12 +133,13 @@ def plan_scale_up(
             if info is None or not info.ready:
                 upcoming.append(NodeInfo(name, pool.template(name)))
     for pod in pending:
-        if any(not _fits(pod, node) for node in ready):
+        anti = sim.anti(pod)
+        if any(not _fits(pod, node, anti) for node in ready):
             plan.waiting.add(pod.key)
             continue
-        spot = next((node for node in upcoming if not _fits(pod, node)), None)
+        spot = next((node for node in upcoming if not _fits(pod, node, anti)), None)
         if spot is not None:
-            spot.add_pod(pod)
+            sim.place(pod, spot)
             if spot.name in fresh:  # on a node this plan starts: it triggered it too
                 plan.triggered[pod.key] = fresh[spot.name]
             else:
@@ -120,7 +147,8 @@ def plan_scale_up(
             continue
         why: Counter[str] = Counter()
         for pool in pools:
-            reasons = _fits(pod, NodeInfo("template", pool.template(pool.slot(0))))
+            template = f"{pool.name}-template"  # a hostname no node has
+            reasons = _fits(pod, NodeInfo(template, pool.template(template)), anti)
             if reasons:
                 why[reasons[0]] += 1
                 continue
@@ -129,7 +157,7 @@ def plan_scale_up(
                 why[MAX_NODE_GROUP_SIZE_REACHED] += 1
                 continue
             node = NodeInfo(free[0], pool.template(free[0]))
-            node.add_pod(pod)
+            sim.place(pod, node)
             upcoming.append(node)
             used[pool.name].add(free[0])
             fresh[free[0]] = pool.name
