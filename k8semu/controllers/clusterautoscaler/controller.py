@@ -74,12 +74,10 @@ class ClusterAutoscaler:
         self.unneeded: dict[str, float] = {}
         #: node -> (pool, when its drain started).
         self.draining: dict[str, tuple[str, float]] = {}
-        self.last_scale_up: dict[str, float] = {}
         #: slot asked for -> when; until it is first seen Ready.
         self.requested: dict[str, float] = {}
         self._told: dict[str, str] = {}  # pod uid -> the last NotTriggerScaleUp message
         self._written: tuple[str, str] | None = None
-        self.scans = 0
         if self.pools:
             self.pods = ctx.informers.informer(core_pb2.Pod)
             self.nodes = ctx.informers.informer(core_pb2.Node)
@@ -146,7 +144,6 @@ class ClusterAutoscaler:
     # ---- one pass ------------------------------------------------------------------------------
 
     async def scan(self) -> None:
-        self.scans += 1
         now = self.clock()
         pods = self.pods.cache.list()
         nodes = self.nodes.cache.list()
@@ -207,7 +204,6 @@ class ClusterAutoscaler:
             pool = next(p for p in self.pools if p.name == pool_name)
             self.targets[pool_name] = _in_slot_order(pool, [*self.targets[pool_name], *names])
             self.requested.update((n, now) for n in names)
-            self.last_scale_up[pool_name] = now
             log.info(
                 "scale-up",
                 pool=pool_name,
