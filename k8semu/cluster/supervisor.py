@@ -284,7 +284,7 @@ class Supervisor:
         self._backups = backups
         self.pool_targets: PoolTargets | None = None
         if any(u.record.pool for u in self.units):
-            self.pool_targets = PoolTargets(self._probes, api_servers)
+            self.pool_targets = PoolTargets(api_servers)
 
     # -- starting -----------------------------------------------------------------------------
 
@@ -343,7 +343,7 @@ class Supervisor:
                 now = time.monotonic()
                 changed = self.step(now)
                 if self.pool_targets is not None:
-                    wanted = self.pool_targets.poll(now)
+                    wanted = self.pool_targets.poll()
                     if wanted is not None:
                         changed |= self.scale_pools(wanted, now)
                 if changed:
@@ -356,6 +356,8 @@ class Supervisor:
             self._events.close()
             if self._backups is not None:
                 self._backups.close()
+            if self.pool_targets is not None:
+                self.pool_targets.close()
 
     def step(self, now: float) -> bool:
         """One round: exits, requests, due starts. Whether any record changed."""

@@ -18,7 +18,9 @@ from k8semu.cluster import config as cc
 from k8semu.cluster.config.nodes import AutoscalingSpec
 from k8semu.cluster.errors import ClusterConfigError
 from k8semu.cluster.launcher import StopFlag
+from k8semu.cluster.nodepools import PoolTargets
 from k8semu.cluster.plan import plan_cluster
+from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.rolling import select
 from k8semu.cluster.state import ClusterState, ComponentRecord
 from k8semu.cluster.supervisor import Supervised, Supervisor
@@ -213,3 +215,19 @@ def test_a_rolling_restart_leaves_scaled_down_slots_alone() -> None:
     chosen = [c.name for c in select(state, (), nodes=True)]
     assert chosen == ["kubelet-w1", "kubelet-p-0"]
     assert [c.name for c in select(state, ["kubelet-p-1"], nodes=True)] == ["kubelet-p-1"]
+
+
+def test_pool_targets_without_an_api_say_nothing_and_close_promptly() -> None:
+    (port,) = free_loopback_ports(1)
+    reader = PoolTargets([f"127.0.0.1:{port}"])  # nobody listens there
+    try:
+        deadline = time.monotonic() + 20.0
+        while not reader.error:
+            assert reader.poll() is None  # no opinion: nothing is to start or stop
+            assert time.monotonic() < deadline, "no error reported"
+            time.sleep(0.05)
+        assert reader.poll() is None
+    finally:
+        began = time.monotonic()
+        reader.close()
+        assert time.monotonic() - began < 5.0
