@@ -22,8 +22,10 @@ from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from k8semu.scheduler.framework import node_ready
 from tests.support.cluster import (
     START_TIMEOUT_S,
+    by_name,
     everything,
     k8semu,
+    status,
     user_env,
     wait_gone,
 )
@@ -150,7 +152,11 @@ async def test_pool_grows_for_unschedulable_pods_and_shrinks_when_they_are_gone(
         cm = await client.get(core_pb2.ConfigMap, targets.STATUS_NAME, namespace="kube-system")
         assert targets.decode(cm.data[targets.NODE_GROUPS_KEY]) == {"pool": {"pool-0"}}
         assert "Name:        pool" in cm.data[targets.STATUS_KEY]
-        assert read_state(state_dir).component("kubelet-pool-0").state == "running"  # type: ignore[union-attr]
+        rows = by_name(status(env, state_dir))
+        assert rows["kubelet-pool-0"]["state"] == "running"
+        assert rows["kubelet-pool-0"]["role"] == "node pool-0 Ready"
+        assert rows["kubelet-pool-1"]["state"] == "stopped"
+        assert rows["kubelet-pool-1"]["role"] == "node pool pool: slot not in use"
 
         await client.update_scale(apps_pb2.Deployment, "big", 0, namespace="default")
         t_zero = time.monotonic()
