@@ -9,9 +9,11 @@ import json
 
 import pytest
 
+from k8semu.api.selectors import LabelSelector
 from k8semu.controllers.clusterautoscaler import targets
 from k8semu.controllers.clusterautoscaler.planner import (
     MAX_NODE_GROUP_SIZE_REACHED,
+    Budget,
     ScaleDown,
     ScaleUp,
     node_infos,
@@ -228,6 +230,29 @@ def test_nodes_that_are_busy_hold_unreplicated_pods_or_whose_pods_fit_nowhere_st
         (POOL,),
     )
     assert stuck.blocked == {"small-0": "its pods fit on no other node"}
+
+
+def test_daemonset_pods_go_with_their_node_and_budgets_hold_a_drain_back() -> None:
+    nodes = [node(POOL, 0), worker("2")]
+    daemon = pod("agent", "100m", node="small-0", owner="DaemonSet")
+    web = pod("web-1", "100m", node="small-0")
+    web.metadata.labels["app"] = "web"
+    wanted = {"small": ["small-0"]}
+    plan = down(nodes, [daemon, web], wanted, {}, 0.0, (POOL,))
+    assert plan.unneeded == {"small-0": 0.0}  # the agent neither blocks nor must move
+    assert not unschedulable(pod("agent-2", owner="DaemonSet"))  # never a reason to scale up
+
+    def budget(allowed: int) -> Budget:
+        return Budget("web", "default", LabelSelector.from_match({"app": "web"}, []), allowed)
+
+    by_node = {"small-0": [daemon, web]}
+    infos = node_infos(nodes, [daemon, web])
+    held = plan_scale_down(infos, by_node, (POOL,), wanted, {}, 0.0, [budget(0)])
+    assert held.blocked == {
+        "small-0": "PodDisruptionBudget default/web allows 0 disruptions, 1 of its pods are here"
+    }
+    free = plan_scale_down(infos, by_node, (POOL,), wanted, {}, 0.0, [budget(1)])
+    assert free.unneeded == {"small-0": 0.0}
 
 
 def test_never_below_min_nodes_and_the_longest_unneeded_goes_first() -> None:

@@ -26,13 +26,16 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from k8semu.api.errors import SelectorError
 from k8semu.client import AlreadyExists, Conflict, NotFound, Preconditions
 from k8semu.client.events import NORMAL
 from k8semu.controllers._evict import delete_pod
-from k8semu.controllers._pods import copy_of, is_pod_active
+from k8semu.controllers._pods import copy_of, is_pod_active, selector_of
 from k8semu.controllers.clusterautoscaler import targets as tg
 from k8semu.controllers.clusterautoscaler.planner import (
+    Budget,
     ScaleUp,
+    movable_pods,
     node_infos,
     plan_scale_down,
     plan_scale_up,
@@ -42,7 +45,7 @@ from k8semu.controllers.clusterautoscaler.pools import NodePool, slot_index
 from k8semu.controllers.clusterautoscaler.status import status_text
 from k8semu.controllers.context import ControllerContext
 from k8semu.log import get_logger
-from k8semu.pb.api.v1 import core_pb2, meta_pb2
+from k8semu.pb.api.v1 import core_pb2, meta_pb2, policy_pb2
 from k8semu.scheduler.framework import NodeInfo, PodInfo, PodSpecError, node_ready, pod_info
 
 log = get_logger(__name__)
@@ -81,6 +84,7 @@ class ClusterAutoscaler:
         if self.pools:
             self.pods = ctx.informers.informer(core_pb2.Pod)
             self.nodes = ctx.informers.informer(core_pb2.Node)
+            self.pdbs = ctx.informers.informer(policy_pb2.PodDisruptionBudget)
 
     async def reconcile(self, key: str) -> None:
         """Everything is one pass over the caches (``scan``): keys are not used."""
@@ -163,6 +167,7 @@ class ClusterAutoscaler:
             {p: [n for n in names if n not in self.draining] for p, names in self.targets.items()},
             self.unneeded,
             now,
+            self._budgets(),
         )
         self.unneeded = down.unneeded
         settled = not up.new and not up.triggered and not self.draining and not self.requested
@@ -171,6 +176,18 @@ class ClusterAutoscaler:
             await self._start_drain(pool, node, by_node.get(node, []), now)
         await self._delete_gone(nodes)
         await self._write_status(infos, up, now)
+
+    def _budgets(self) -> list[Budget]:
+        out = []
+        for pdb in self.pdbs.cache.list():
+            try:
+                selector = selector_of(pdb.spec.selector)
+            except SelectorError:
+                continue  # the API server refuses such budgets; nothing to honour
+            meta = pdb.metadata
+            allowed = pdb.status.disruptions_allowed
+            out.append(Budget(meta.name, meta.namespace, selector, allowed))
+        return out
 
     def _pending(self, pods: Sequence[core_pb2.Pod]) -> list[PodInfo]:
         out = []
@@ -250,7 +267,7 @@ class ClusterAutoscaler:
         self.recorder.event(
             node, NORMAL, "ScaleDown", "marked the node as toBeDeleted/unschedulable"
         )
-        for pod in pods:
+        for pod in movable_pods(pods):
             if is_pod_active(pod) and await delete_pod(self.client, pod):
                 self.recorder.event(pod, NORMAL, "ScaleDown", "deleting pod for node scale down")
 
@@ -258,9 +275,7 @@ class ClusterAutoscaler:
         """A draining node whose pods are gone (or that drained too long) leaves its pool's
         targets: its supervisor stops it."""
         for name, (pool_name, since) in list(self.draining.items()):
-            left = [
-                p for p in by_node.get(name, ()) if p.status.phase not in ("Succeeded", "Failed")
-            ]
+            left = movable_pods(by_node.get(name, ()))  # its DaemonSet's pods go with it
             if left and now - since < DRAIN_TIMEOUT:
                 continue
             del self.draining[name]

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from k8semu.api.selectors import LabelSelector
 from k8semu.controllers.clusterautoscaler.pools import NodePool, slot_index
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.scheduler.cache import occupies_node
@@ -37,6 +38,7 @@ from k8semu.scheduler.plugins import (
 
 __all__ = [
     "MAX_NODE_GROUP_SIZE_REACHED",
+    "Budget",
     "ScaleDown",
     "ScaleUp",
     "node_infos",
@@ -47,12 +49,39 @@ __all__ = [
 
 MAX_NODE_GROUP_SIZE_REACHED = "max node group size reached"
 MOVABLE_OWNERS = ("ReplicaSet",)
+#: Pods that belong to their node: never a reason to add a node, never evicted, never in the
+#: way of removing one (they go with it), as cluster-autoscaler treats DaemonSet pods.
+NODE_BOUND_OWNERS = ("DaemonSet",)
+
+
+def owner_kind(pod: core_pb2.Pod) -> str:
+    """The kind of the pod's controller ("" when it has none)."""
+    owner = next((r for r in pod.metadata.owner_references if r.controller), None)
+    return owner.kind if owner is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A PodDisruptionBudget as scale-down needs it: the pods it covers and how many of them
+    may go now (``status.disruptionsAllowed``, the disruption controller's)."""
+
+    name: str
+    namespace: str
+    selector: LabelSelector
+    allowed: int
+
+    def covers(self, pod: core_pb2.Pod) -> bool:
+        return pod.metadata.namespace == self.namespace and self.selector.matches(
+            pod.metadata.labels
+        )
 
 
 def unschedulable(pod: core_pb2.Pod) -> bool:
-    """Unbound, not being deleted, and marked by the scheduler: PodScheduled False, reason
-    Unschedulable."""
+    """Unbound, not being deleted, not a DaemonSet's (it wants one node only), and marked by
+    the scheduler: PodScheduled False, reason Unschedulable."""
     if pod.spec.node_name or pod.metadata.HasField("deletion_timestamp"):
+        return False
+    if owner_kind(pod) in NODE_BOUND_OWNERS:
         return False
     if pod.status.phase not in ("", "Pending"):
         return False
@@ -187,14 +216,26 @@ def utilization(info: NodeInfo) -> float:
     return max(cpu, memory)
 
 
-def _unmovable(pods: Iterable[core_pb2.Pod]) -> str | None:
-    """Why a node holding ``pods`` cannot be drained (None: every pod has a ReplicaSet that
-    starts it again elsewhere)."""
+def _unmovable(pods: Sequence[core_pb2.Pod], budgets: Sequence[Budget]) -> str | None:
+    """Why a node holding ``pods`` (its DaemonSet pods left out) cannot be drained; None
+    when every pod has a ReplicaSet that starts it again elsewhere and no
+    PodDisruptionBudget would be broken by evicting them all."""
     for pod in pods:
-        owner = next((r for r in pod.metadata.owner_references if r.controller), None)
-        if owner is None or owner.kind not in MOVABLE_OWNERS:
+        if owner_kind(pod) not in MOVABLE_OWNERS:
             return f"pod {pod.metadata.namespace}/{pod.metadata.name} is not replicated"
+    for budget in budgets:
+        covered = sum(1 for pod in pods if budget.covers(pod))
+        if covered > budget.allowed:
+            return (
+                f"PodDisruptionBudget {budget.namespace}/{budget.name} allows"
+                f" {budget.allowed} disruptions, {covered} of its pods are here"
+            )
     return None
+
+
+def movable_pods(pods: Iterable[core_pb2.Pod]) -> list[core_pb2.Pod]:
+    """The pods a drain must move: those occupying the node, but not its DaemonSet's."""
+    return [p for p in pods if occupies_node(p) and owner_kind(p) not in NODE_BOUND_OWNERS]
 
 
 def _fit_elsewhere(pods: Sequence[PodInfo], others: Sequence[NodeInfo]) -> bool:
@@ -220,6 +261,7 @@ def plan_scale_down(
     targets: Mapping[str, Sequence[str]],
     unneeded_since: Mapping[str, float],
     now: float,
+    budgets: Sequence[Budget] = (),
 ) -> ScaleDown:
     """Which pool nodes are unneeded (since when), and the one to remove now if any."""
     out = ScaleDown()
@@ -235,10 +277,12 @@ def plan_scale_down(
             if level >= pool.scale_down_utilization:
                 out.blocked[name] = f"utilization {level:.2f} >= {pool.scale_down_utilization}"
                 continue
-            pods = [p for p in pods_by_node.get(name, ()) if occupies_node(p)]
-            why = _unmovable(pods)
+            pods = movable_pods(pods_by_node.get(name, ()))
+            keys = {f"{p.metadata.namespace}/{p.metadata.name}" for p in pods}
+            why = _unmovable(pods, budgets)
             if why is None and not _fit_elsewhere(
-                list(info.pods.values()), [o for o in others if o.name != name]
+                [p for k, p in info.pods.items() if k in keys],
+                [o for o in others if o.name != name],
             ):
                 why = "its pods fit on no other node"
             if why is not None:
