@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from k8semu.cli import _flags, _serving
 from k8semu.client import Client
+from k8semu.controllers.clusterautoscaler.pools import parse_node_pools
 from k8semu.controllers.context import DEFAULT_CONTROLLER_MANAGER, ControllerManagerConfig
 from k8semu.controllers.manager import (
     DEFAULT_LISTEN_ADDRESS,
@@ -59,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     for field, flag in _HPA_DURATIONS.items():
         p.add_argument(flag, default=text(getattr(_D, field)), metavar="DURATION", help=hpa_help)
     p.add_argument(_HPA_TOLERANCE, type=float, default=_D.hpa_tolerance, help=hpa_help)
+    p.add_argument(
+        "--node-pools",
+        default="",
+        metavar="JSON",
+        help="the autoscaled node pools the cluster autoscaler sizes (the launcher gives them"
+        " from the cluster config; docs/controllers.md)",
+    )
+    _flags.add_duration(
+        p, "--scan-interval", _D.scan_interval, "how often the cluster autoscaler looks (1s)"
+    )
     return p
 
 
@@ -87,6 +98,8 @@ def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
         "service_cidr": _cidr(ns.service_cidr, "--service-cidr"),
         "gc_interval": _flags.seconds(ns.gc_interval, "--gc-interval"),
         "hpa_tolerance": ns.horizontal_pod_autoscaler_tolerance,
+        "node_pools": parse_node_pools(ns.node_pools),
+        "scan_interval": ns.scan_interval,
     }
     for field, flag in _HPA_DURATIONS.items():
         values[field] = _flags.seconds(getattr(ns, flag[2:].replace("-", "_")), flag)

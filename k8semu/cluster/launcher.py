@@ -156,6 +156,9 @@ class Launcher:
                     data_dir=str(c.data_dir),
                     nodes=list(c.node_names),
                     health_check=c.health_check,
+                    pool=c.pool,
+                    pool_node=c.pool_node,
+                    state="running" if c.autostart else "stopped",
                 ),
             )
             for c in plan.components
@@ -306,7 +309,8 @@ class Launcher:
         self._write_clientconfig()
         remote_api_seen = False
         for stage, title in enumerate(STAGES):
-            members = [r for r in self._running if r.plan.stage == stage]
+            # A node pool's slots past its initial size wait for the cluster autoscaler.
+            members = [r for r in self._running if r.plan.stage == stage and r.plan.autostart]
             if stage == API and plan.store_external:
                 self._ready.external_store(deadline)
             if stage in (CONTROL, NODES) and members and not remote_api_seen:

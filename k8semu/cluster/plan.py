@@ -17,6 +17,8 @@ or touch the network.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +91,13 @@ class ComponentPlan:
     #: False for a hollow-node pool's kubelet: it picks its own gRPC port (its Nodes' Ready is
     #: the check).
     health_check: bool = True
+    #: The autoscaled node pool this process is part of ("" for the rest) and the pool
+    #: slot (a Node name) whose kubelet or proxy it is.
+    pool: str = ""
+    pool_node: str = ""
+    #: False for a pool slot beyond the pool's initial size: planned (so the supervisor can
+    #: start it when the cluster autoscaler asks) but not started by ``up``.
+    autostart: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,7 +132,7 @@ class Plan:
     @property
     def node_names(self) -> tuple[str, ...]:
         """The Nodes that must turn Ready before this launch is up."""
-        return tuple(n for c in self.components for n in c.node_names)
+        return tuple(n for c in self.components if c.autostart for n in c.node_names)
 
 
 def _k8semu(python: str, command: str, *args: str) -> tuple[str, ...]:
@@ -266,7 +275,9 @@ def _plan_control_plane(config: ClusterConfig, state_dir: Path, python: str) -> 
         (config.scheduler, "scheduler", "scheduler", CONTROL, "health",
          scheduler_args(apis, election)),
         (config.controller_manager, "controller-manager", "controllerManager", CONTROL, "health",
-         controller_manager_args(apis, net, timings, config.horizontal_pod_autoscaler)),
+         controller_manager_args(
+             apis, net, timings, config.horizontal_pod_autoscaler, config.autoscaled_pools
+         )),
     )  # fmt: skip
     out = []
     for spec, command, key, stage, port, flags in kinds:
@@ -310,7 +321,16 @@ def _plan_nodes(config: ClusterConfig, state_dir: Path, python: str) -> list[Com
         cluster_dns=config.network.dns_ip,
         cluster_domain=config.network.cluster_domain,
     )
-    return [c for node in config.all_nodes for c in plan_node(node, cluster, state_dir, python)]
+    out = []
+    for node in config.all_nodes:
+        # Slots of an autoscaled pool past its initial size are planned but not started.
+        initial = node.autoscaling.initial_nodes if node.autoscaling else len(node.members())
+        for i, member in enumerate(node.members()):
+            out += [
+                c if i < initial else dataclasses.replace(c, autostart=False)
+                for c in plan_node(member, cluster, state_dir, python)
+            ]
+    return out
 
 
 def _addons(config: ClusterConfig, here: Callable[[str], bool]) -> tuple[tuple[str, str], ...]:
@@ -369,12 +389,14 @@ def controller_manager_args(
     network: NetworkSpec,
     timings: TimingsSpec,
     hpa: HorizontalPodAutoscalerSpec | None = None,
+    pools: Sequence[NodeSpec] = (),
 ) -> tuple[str, ...]:
     """``k8semu controller-manager``'s flags but its listen address: every controller, on the
     API servers ``servers``, with ``timings``' leader election and node lifecycle,
-    ``network``'s pod and service ranges and ``hpa``'s HorizontalPodAutoscaler settings
-    (the controller manager's own defaults when None)."""
+    ``network``'s pod and service ranges, ``hpa``'s HorizontalPodAutoscaler settings (the
+    controller manager's own defaults when None) and the autoscaled node ``pools``."""
     args = (
+        *node_pools_args(pools),
         "--server", ",".join(servers),
         "--controllers", "*",
         *leader_election_args(timings),
@@ -386,6 +408,35 @@ def controller_manager_args(
         "--service-cidr", network.service_cidr,
     )  # fmt: skip
     return args + (hpa.flags() if hpa is not None else ())
+
+
+def node_pools_args(pools: Sequence[NodeSpec]) -> tuple[str, ...]:
+    """``--node-pools JSON``: what the cluster autoscaler knows of each autoscaled pool (the
+    cloud provider's node groups in Kubernetes): its size bounds, its scale-down settings and
+    the template of its nodes (capacity, labels, taints). None without pools."""
+    if not pools:
+        return ()
+    groups = []
+    for pool in pools:
+        assert pool.autoscaling is not None
+        scaling = pool.autoscaling
+        groups.append(
+            {
+                "name": pool.name,
+                "minNodes": scaling.min_nodes,
+                "maxNodes": scaling.max_nodes,
+                "initialNodes": scaling.initial_nodes,
+                "hollow": pool.hollow,
+                "scaleDownUtilization": scaling.scale_down_utilization,
+                "scaleDownUnneededTime": format_duration(scaling.scale_down_unneeded_ms),
+                "capacity": dict(pool.capacity),
+                "labels": dict(pool.members()[0].labels),
+                "taints": [
+                    {"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints
+                ],
+            }
+        )
+    return ("--node-pools", json.dumps(groups, separators=(",", ":")))
 
 
 def leader_election_args(timings: TimingsSpec) -> tuple[str, ...]:
@@ -435,7 +486,7 @@ def kubelet_argv(
         args += ["--register-with-taints", ",".join(t.flag() for t in node.taints)]
     if cluster.cluster_dns:
         args += ["--cluster-dns", cluster.cluster_dns, "--cluster-domain", cluster.cluster_domain]
-    if node.hollow:
+    if node.hollow and not node.pool:  # a pool's slot is one node under its own name
         args += ["--count", str(node.count)]
     if node.kubelet_metrics_port:
         args += ["--metrics-address", f"{bracketed(node.node_ip)}:{node.kubelet_metrics_port}"]
@@ -485,6 +536,8 @@ def plan_node(
             data_dir=root,
             command="kubelet",
             node_names=node.node_names,
+            pool=node.pool,
+            pool_node=node.name if node.pool else "",
         )
     ]
     if node.proxy and not node.hollow:
@@ -510,6 +563,8 @@ def plan_node(
                 log_path=logs / f"proxy-{node.name}.log",
                 data_dir=root,
                 command="proxy",
+                pool=node.pool,
+                pool_node=node.name if node.pool else "",
             )
         )
     return out

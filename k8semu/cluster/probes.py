@@ -150,6 +150,30 @@ class Probes:
         assert last is not None
         raise last
 
+    def config_map(
+        self, servers: Sequence[str], namespace: str, name: str, timeout: float
+    ) -> dict[str, str] | None:
+        """The data of ConfigMap ``namespace/name``, None when there is none. Raises
+        grpc.RpcError when no API server answers."""
+        last: grpc.RpcError | None = None
+        for server in servers:
+            stub = apiserver_pb2_grpc.APIStub(self.channel(server))
+            try:
+                resp = stub.Get(
+                    apiserver_pb2.GetRequest(resource="configmaps", namespace=namespace, name=name),
+                    timeout=timeout,
+                )
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    return None
+                last = exc
+                continue
+            cm = core_pb2.ConfigMap()
+            resp.object.Unpack(cm)
+            return dict(cm.data)
+        assert last is not None
+        raise last
+
     def nodes_ready(self, servers: Sequence[str], timeout: float) -> dict[str, bool]:
         """Node name -> whether its Ready condition is True. Raises grpc.RpcError when no API
         server answers."""

@@ -62,11 +62,12 @@ class Restarted:
 def select(state: ClusterState, selectors: Sequence[str], *, nodes: bool) -> list[ComponentRecord]:
     """The components named by ``selectors`` (a name, a kind, or a shell pattern such as
     ``apiserver-*``); every control-plane component (and with ``nodes`` every kubelet and
-    proxy) when there are none. ClusterError for a selector that matches nothing."""
+    proxy) when there are none, but not the slots of a node pool that are scaled down
+    (``stopped``). ClusterError for a selector that matches nothing."""
     comps = state.components
     if not selectors:
         kinds = CONTROL_PLANE + (NODE_KINDS if nodes else ())
-        return [c for c in comps if c.kind in kinds]
+        return [c for c in comps if c.kind in kinds and not (c.pool and c.state == "stopped")]
     out: list[ComponentRecord] = []
     for sel in selectors:
         found = [c for c in comps if c.name == sel or c.kind == sel or fnmatch.fnmatch(c.name, sel)]

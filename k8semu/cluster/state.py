@@ -81,6 +81,11 @@ class ComponentRecord:
     last_exit_at: str = ""
     #: The last ``k8semu restart`` request the supervisor carried out (its id), "" when none.
     restart_request: str = ""
+    #: A slot of an autoscaled node pool: the pool and the slot's Node, whose kubelet (or
+    #: proxy) this is; "" for the rest. The supervisor starts and stops it as the cluster
+    #: autoscaler asks (state ``stopped`` while not wanted).
+    pool: str = ""
+    pool_node: str = ""
 
     def alive(self) -> bool:
         """Whether the recorded process still runs (and is the one recorded, not a reuse of

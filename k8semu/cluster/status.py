@@ -173,6 +173,8 @@ def _api_roles(state: ClusterState, alive: dict[str, bool], api: _APIStatus) -> 
         if c.kind in ("scheduler", "controller-manager") and alive[c.name]:
             held = [name for name, holder in api.leases.items() if f"_{c.pid}_" in f"{holder}_"]
             roles[c.name] = f"leader (lease {held[0]})" if held else "standby"
+        elif c.pool and c.state == "stopped" and c.pool_node not in api.nodes:
+            roles[c.name] = f"node pool {c.pool}: slot not in use"
         elif c.kind == "kubelet" and c.nodes:
             ready = sum(1 for n in c.nodes if api.nodes.get(n))
             if len(c.nodes) == 1:

@@ -21,6 +21,10 @@ id) into the state dir. The supervisor sends the component SIGTERM, SIGKILL afte
 grace period, starts it again at once (not counted as a crash; a failed component gets a fresh
 budget), and records the request id in the component's record when the new process runs.
 
+Node pools: the slots of an autoscaled pool (``record.pool``) are started and stopped as the
+cluster autoscaler asks through the API (``k8semu.cluster.nodepools``); a slot not wanted is
+stopped like a restart (SIGTERM, SIGKILL after the grace period) and left ``stopped``.
+
 It must not signal a process whose pid and start time it has not recorded itself.
 """
 
@@ -34,7 +38,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +46,7 @@ from typing import Protocol
 from k8semu.backup.schedule import BackupSchedule
 from k8semu.cluster.config import LauncherSpec, format_duration
 from k8semu.cluster.errors import ClusterError
+from k8semu.cluster.nodepools import PoolTargets
 from k8semu.cluster.probes import Probes, agreed_leader
 from k8semu.cluster.spawn import spawn
 from k8semu.cluster.state import ComponentRecord, is_same_process, process_start_time
@@ -138,6 +143,8 @@ class Supervised:
     kill_at: float | None = None
     #: The id of the restart request being carried out.
     request: str = ""
+    #: Being stopped for good (a pool slot no longer wanted): once it exits, ``stopped``.
+    retire: bool = False
     log_path: Path = field(default=Path())
 
     @property
@@ -275,6 +282,9 @@ class Supervisor:
         self.leader_watch = LeaderWatch(self._probes, store_members, say)
         self._events = _EventPoster(api_servers, say)
         self._backups = backups
+        self.pool_targets: PoolTargets | None = None
+        if any(u.record.pool for u in self.units):
+            self.pool_targets = PoolTargets(api_servers)
 
     # -- starting -----------------------------------------------------------------------------
 
@@ -307,7 +317,7 @@ class Supervisor:
         now = time.monotonic()
         for u in self.units:
             u.log_path = Path(u.record.log_path)
-            if u.record.state == "failed":
+            if u.record.state in ("failed", "stopped"):
                 continue
             if u.record.pid > 0 and is_same_process(u.record.pid, u.record.start_time):
                 u.wanted = True
@@ -331,7 +341,12 @@ class Supervisor:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                if self.step(now):
+                changed = self.step(now)
+                if self.pool_targets is not None:
+                    wanted = self.pool_targets.poll()
+                    if wanted is not None:
+                        changed |= self.scale_pools(wanted, now)
+                if changed:
                     self._write_state()
                 if self.leader_watch.members and now >= next_leader_check:
                     self.leader_watch.check()
@@ -341,6 +356,8 @@ class Supervisor:
             self._events.close()
             if self._backups is not None:
                 self._backups.close()
+            if self.pool_targets is not None:
+                self.pool_targets.close()
 
     def step(self, now: float) -> bool:
         """One round: exits, requests, due starts. Whether any record changed."""
@@ -361,13 +378,19 @@ class Supervisor:
                 changed = True
         return changed
 
-    def _start_again(self, u: Supervised) -> None:
-        u.due = None
+    def _spawn_or_report(self, u: Supervised) -> bool:
+        """Start ``u``; when it cannot be, report it as an exit (back-off) and say False."""
         try:
             self.spawn(u)
         except ClusterError as exc:
             self._event(f"{u.name}: {exc}")
             self._on_exit(u, None, time.monotonic(), how="could not be started")
+            return False
+        return True
+
+    def _start_again(self, u: Supervised) -> None:
+        u.due = None
+        if not self._spawn_or_report(u):
             return
         u.record.restarts += 1
         if u.request:
@@ -408,6 +431,45 @@ class Supervisor:
         )
         if rc is not None and rc > 0:
             self._say(_indent(log_tail(u.log_path, CRASH_LOG_LINES)))
+
+    # -- node pools ---------------------------------------------------------------------------
+
+    def scale_pools(self, wanted: Mapping[str, frozenset[str]], now: float) -> bool:
+        """Start the pool slots ``wanted`` names and stop those of its pools it no longer
+        names; pools it does not name are left as they are. Whether any record changed."""
+        changed = False
+        for u in self.units:
+            pool = u.record.pool
+            if not pool or pool not in wanted or u.kill_at is not None:
+                continue
+            if u.record.pool_node in wanted[pool]:
+                if u.record.state == "stopped":
+                    self._scale_up(u, pool)
+                    changed = True
+            elif u.record.state != "stopped":
+                self._event(f"{u.name}: node pool {pool} scaled down; stopping it")
+                self._stop_for_good(u, now)
+                changed = True
+        return changed
+
+    def _scale_up(self, u: Supervised, pool: str) -> None:
+        if self._spawn_or_report(u):
+            self._event(f"{u.name} started: node pool {pool} scaled up (pid {u.record.pid})")
+
+    def _stop_for_good(self, u: Supervised, now: float) -> None:
+        u.wanted = False
+        u.due = None
+        exited, _ = u.exit_status()
+        if u.record.pid > 0 and not exited:
+            u.retire = True
+            u.kill_at = now + self.spec.stop_grace_ms / 1000
+            self._signal(u, signal.SIGTERM)
+            self._signal(u, signal.SIGCONT)
+        else:
+            u.proc = None
+            u.record.pid = 0
+            u.record.start_time = 0
+            u.record.state = "stopped"
 
     # -- requested restarts -------------------------------------------------------------------
 
@@ -462,6 +524,13 @@ class Supervisor:
         u.proc = None
         u.record.last_exit_code = rc
         u.record.last_exit_at = _utc_now()
+        if u.retire:
+            u.retire = False
+            u.record.pid = 0
+            u.record.start_time = 0
+            u.record.state = "stopped"
+            self._event(f"{u.name} stopped")
+            return True
         self._start_again(u)
         return True
 

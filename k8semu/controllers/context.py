@@ -25,6 +25,7 @@ from k8semu.client import (
 from k8semu.client.controller import run_workers
 from k8semu.client.events import EventRecorder
 from k8semu.client.workqueue import WorkQueue
+from k8semu.controllers.clusterautoscaler.pools import NodePool
 from k8semu.log import get_logger
 
 log = get_logger(__name__)
@@ -59,6 +60,9 @@ class ControllerManagerConfig:
       as having been ready from the start (Kubernetes: 30 s).
     - `hpa_downscale_stabilization`: a scale-down waits until every recommendation of this
       window agreed (Kubernetes: 5 min; an HPA's behavior may set its own window).
+    - `node_pools`: the autoscaled node pools the cluster autoscaler sizes (none: it idles).
+    - `scan_interval`: how often the cluster autoscaler looks at pending pods and node
+      utilization (cluster-autoscaler's --scan-interval: 10 s).
     - `controllers`: names to run; "*" is all.
     """
 
@@ -75,6 +79,8 @@ class ControllerManagerConfig:
     hpa_cpu_initialization_period: float = 300.0
     hpa_initial_readiness_delay: float = 30.0
     hpa_downscale_stabilization: float = 300.0
+    node_pools: tuple[NodePool, ...] = ()
+    scan_interval: float = 1.0
     controllers: tuple[str, ...] = ("*",)
     leader_election: LeaderElectionConfig = field(default=CONTROLLER_MANAGER_LEADER_ELECTION)
 
@@ -86,6 +92,7 @@ class ControllerManagerConfig:
             "node_monitor_grace_period",
             "gc_interval",
             "hpa_sync_period",
+            "scan_interval",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")

@@ -50,6 +50,7 @@ REGISTRY: dict[str, str] = {
     "horizontalpodautoscaling": (
         "k8semu.controllers.podautoscaler:HorizontalPodAutoscalerController"
     ),
+    "clusterautoscaler": "k8semu.controllers.clusterautoscaler.controller:ClusterAutoscaler",
 }
 
 LEASE_NAME = "kube-controller-manager"

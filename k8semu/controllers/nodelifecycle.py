@@ -42,16 +42,15 @@ from k8semu.api import taints, timestamps
 from k8semu.client import (
     NODE_NAME_INDEX,
     Client,
-    Conflict,
     Informer,
     NotFound,
-    Preconditions,
     index_by_node_name,
     object_key,
 )
 from k8semu.client.controller import run_workers
 from k8semu.client.events import NORMAL, EventRecorder
 from k8semu.client.workqueue import WorkQueue
+from k8semu.controllers._evict import delete_pod
 from k8semu.controllers._pods import copy_of, ready_condition
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.log import get_logger
@@ -366,13 +365,6 @@ class NodeLifecycleController:
             log.info("a node is ready again: taint-based evictions resume")
             self._disrupted = False
         log.info("evicting pod", pod=key, node=node.metadata.name)
-        try:
-            await self._client.delete(
-                core_pb2.Pod,
-                pod.metadata.name,
-                namespace=pod.metadata.namespace,
-                preconditions=Preconditions(uid=pod.metadata.uid),
-            )
-        except (NotFound, Conflict):
+        if not await delete_pod(self._client, pod):
             return  # gone already, or another pod by that name now: not ours to evict
         self._recorder.event(pod, NORMAL, "TaintManagerEviction", f"Marking for deletion Pod {key}")

@@ -97,7 +97,7 @@ class ClusterConfig:
             self.hosts,
             self.store,
             [(key, getattr(self, attr)) for attr, key, *_ in CONTROL_PLANE],
-            self.all_nodes,
+            self.node_members,
         )
 
     @property
@@ -137,3 +137,12 @@ class ClusterConfig:
     def all_nodes(self) -> tuple[NodeSpec, ...]:
         assert self.nodes is not None
         return self.nodes
+
+    @property
+    def node_members(self) -> tuple[NodeSpec, ...]:
+        """Every node that may run: the nodes, and each slot of an autoscaled pool."""
+        return tuple(m for n in self.all_nodes for m in n.members())
+
+    @property
+    def autoscaled_pools(self) -> tuple[NodeSpec, ...]:
+        return tuple(n for n in self.all_nodes if n.autoscaling is not None)

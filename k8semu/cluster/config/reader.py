@@ -35,7 +35,13 @@ from k8semu.cluster.config.hosts import (
     default_rest_port,
 )
 from k8semu.cluster.config.network import NetworkSpec
-from k8semu.cluster.config.nodes import NodeSpec, Taint
+from k8semu.cluster.config.nodes import (
+    DEFAULT_SCALE_DOWN_UNNEEDED_MS,
+    DEFAULT_SCALE_DOWN_UTILIZATION,
+    AutoscalingSpec,
+    NodeSpec,
+    Taint,
+)
 from k8semu.cluster.config.store import StoreMemberSpec, StoreSpec
 from k8semu.cluster.config.timings import TIMING_KEYS, LauncherSpec, TimingsSpec
 from k8semu.cluster.config.values import (
@@ -447,6 +453,7 @@ def _read_node(n: _Fields, index: int, first_host: str) -> NodeSpec:
         kubelet_metrics_port=n.integer("kubeletMetricsPort", 0),
         proxy_metrics_port=n.integer("proxyMetricsPort", 0),
         proxy=n.boolean("proxy", True),
+        autoscaling=_read_autoscaling(n, None),
         index=index,
     )
     n.finish()
@@ -454,8 +461,11 @@ def _read_node(n: _Fields, index: int, first_host: str) -> NodeSpec:
 
 
 def _read_hollow_pool(n: _Fields, index: int, first_host: str) -> NodeSpec:
-    count = n.integer("count", 0)
-    if count < 1:
+    count = n.optional_integer("count")
+    autoscaling = _read_autoscaling(n, count)
+    if autoscaling is not None:
+        count = autoscaling.max_nodes  # its slots; the YAML count is the initial size
+    elif count is None or count < 1:
         raise ClusterConfigError(n.where("count"), "required, and must be >= 1")
     pool = NodeSpec(
         name=n.string("name", f"hollow-{index + 1}"),
@@ -468,10 +478,51 @@ def _read_hollow_pool(n: _Fields, index: int, first_host: str) -> NodeSpec:
         proxy=False,
         kubelet_metrics_port=n.integer("kubeletMetricsPort", 0),
         count=count,
+        autoscaling=autoscaling,
         index=index,
     )
     n.finish()
     return pool
+
+
+def _read_autoscaling(n: _Fields, count: int | None) -> AutoscalingSpec | None:
+    """A pool's ``autoscaling`` (None when absent). ``count`` is a hollow pool's ``count``,
+    which is then its initial size (default ``minNodes``, as ``initialNodes`` of a process
+    pool)."""
+    if n.get("autoscaling") is None:
+        return None
+    a = n.section("autoscaling")
+    min_nodes = a.integer("minNodes", 0)
+    initial = a.optional_integer("initialNodes")
+    if initial is not None and count is not None:
+        raise ClusterConfigError(a.where("initialNodes"), f"{n.where('count')} is also given")
+    utilization = a.get("scaleDownUtilization")
+    if utilization is None:
+        utilization = DEFAULT_SCALE_DOWN_UTILIZATION
+    if isinstance(utilization, bool) or not isinstance(utilization, int | float):
+        raise ClusterConfigError(
+            a.where("scaleDownUtilization"), f"expected a number, got {describe(utilization)}"
+        )
+    spec = AutoscalingSpec(
+        min_nodes=min_nodes,
+        max_nodes=a.integer("maxNodes", 0),
+        initial_nodes=min_nodes if initial is None else initial,
+        scale_down_utilization=float(utilization),
+        scale_down_unneeded_ms=a.duration_ms(
+            "scaleDownUnneededTime", DEFAULT_SCALE_DOWN_UNNEEDED_MS
+        ),
+    )
+    a.finish()
+    spec.check(a.path)
+    if count is not None:
+        if not spec.min_nodes <= count <= spec.max_nodes:
+            raise ClusterConfigError(
+                n.where("count"),
+                f"the initial size of an autoscaled pool: must be between {a.path}.minNodes"
+                f" ({spec.min_nodes}) and {a.path}.maxNodes ({spec.max_nodes}), got {count}",
+            )
+        spec = dataclasses.replace(spec, initial_nodes=count)
+    return spec
 
 
 def _read_taints(f: _Fields) -> tuple[Taint, ...]:
