@@ -147,3 +147,36 @@ def test_explain_validation_and_kubectls_own_patches(rest: REST) -> None:
         "diff", "-f", "-", stdin=web.replace("replicas: 2", "replicas: 4"), check=False
     )
     assert "-  replicas: 3" in out and "+  replicas: 4" in out, out
+
+
+def test_kubectl_drain_evicts_through_the_eviction_subresource(rest: REST) -> None:
+    """kubectl's own drain: cordon, then policy/v1 Evictions; a budget not yet processed by
+    the disruption controller (none runs here) answers 429, which kubectl retries until its
+    --timeout; deleting the budget lets the drain finish."""
+    setup = """
+apiVersion: v1
+kind: Node
+metadata: {name: kd-1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: kd-pod, labels: {app: kd}}
+spec: {nodeName: kd-1, containers: [{name: c, image: busybox}]}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: kd}
+spec: {minAvailable: 1, selector: {matchLabels: {app: kd}}}
+"""
+    rest.kubectl("create", "-f", "-", stdin=setup)
+    args = ("drain", "kd-1", "--force", "--grace-period=0")
+    out = rest.kubectl(*args, "--timeout=8s", check=False)
+    assert "node/kd-1 cordoned" in out, out
+    assert "Cannot evict pod as it would violate the pod's disruption budget" in out, out
+    assert "kd-pod" in rest.kubectl("get", "pods")
+    rest.kubectl("delete", "pdb", "kd")
+    out = rest.kubectl(*args, "--timeout=30s", check=False)
+    assert "evicting pod default/kd-pod" in out and "node/kd-1 drained" in out, out
+    assert "kd-pod" not in rest.kubectl("get", "pods")
+    assert "SchedulingDisabled" in rest.kubectl("get", "node", "kd-1")
+    rest.kubectl("delete", "node", "kd-1")
