@@ -1,9 +1,10 @@
 """The OpenAPI documents: valid, complete, carrying Kubernetes' extensions, and usable by kubectl.
 
-The kubectl test serves the documents from a small aiohttp server (kubectl_scaffold.py, with
-/api and /apis discovery stubs built from the kinds registry). That server is test scaffolding
-only, standing in for the REST server until it serves /openapi itself; then this test is meant
-to run against the real API server instead.
+kubectl against the real REST API (explain for every kind, validation):
+tests/apiserver/rest/test_openapi_kubectl.py. One test here serves the documents from a small
+aiohttp stand-in (kubectl_scaffold.py) that does NOT offer fieldValidation, as an older
+kube-apiserver: only then does kubectl validate manifests itself against the v2 protobuf
+document, a path the real server (which always offers fieldValidation) never takes.
 """
 
 from __future__ import annotations
@@ -237,37 +238,6 @@ spec:
         ports: [{containerPort: 80}]
         resources: {limits: {cpu: 500m, memory: 128Mi}}
 """
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")
-async def test_kubectl_explains_and_validates(tmp_path: Path) -> None:
-    pytest.importorskip("aiohttp", reason="the test scaffold needs aiohttp (the test extra)")
-    from . import kubectl_scaffold
-
-    async with kubectl_scaffold.serving() as scaffold:
-        await _explain_and_validate(scaffold.url, tmp_path)
-    requests = scaffold.paths()
-    # kubectl read the v3 documents, found fieldValidation, and needed no v2 fallback.
-    assert "/openapi/v3/apis/apps/v1" in requests and "/openapi/v2" not in requests
-
-
-async def _explain_and_validate(server: str, tmp_path: Path) -> None:
-    from .kubectl_scaffold import kubectl
-
-    rc, out = await kubectl(server, tmp_path, "explain", "deployment.spec.template.spec.containers")
-    assert rc == 0, out
-    assert "KIND:       Deployment" in out and "FIELD: containers <[]Container>" in out
-    assert "name\t<string> -required-" in out
-    assert "enum: Always, IfNotPresent, Never" in out
-    for kind in _stored():
-        rc, out = await kubectl(server, tmp_path, "explain", f"{kind.resource}.metadata.name")
-        assert rc == 0 and "FIELD: name <string>" in out, (kind.resource, out)
-    manifest = tmp_path / "web.yaml"
-    manifest.write_text(WEB)
-    rc, out = await kubectl(
-        server, tmp_path, "apply", "--dry-run=client", "--validate=strict", "-f", str(manifest)
-    )
-    assert rc == 0 and "deployment.apps/web created (dry run)" in out, out
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")

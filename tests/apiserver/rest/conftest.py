@@ -65,15 +65,22 @@ class REST:
     def kubectl(self, *args: str, stdin: str = "", check: bool = True) -> str:
         """`kubectl --server URL ARGS` (no kubeconfig); stdout, or AssertionError with
         stderr when it fails and `check`."""
+        return self.kubectl_env({}, *args, stdin=stdin, check=check)
+
+    def kubectl_env(
+        self, env: dict[str, str], *args: str, stdin: str = "", check: bool = True
+    ) -> str:
+        """`kubectl` with `env` added to its environment (KUBE_EDITOR for `edit`)."""
         if KUBECTL is None:
             pytest.skip("no kubectl on PATH")
+        base = {"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}
         proc = subprocess.run(
             [KUBECTL, f"--server={self.url}", "--request-timeout=20s", *args],
             input=stdin,
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
-            env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+            env={**base, **env},
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {proc.returncode}\n{proc.stderr}")
