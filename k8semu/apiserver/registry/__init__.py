@@ -8,6 +8,8 @@
     jobs.py        Job: defaults, the generated selector, checks, immutable fields
     cronjobs.py    CronJob: defaults, schedule and time zone checks
     disruption.py  PodDisruptionBudget: checks
+    statefulsets.py StatefulSet: defaults, checks, the fields an update may change
+    storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
@@ -40,6 +42,8 @@ from k8semu.apiserver.registry import (
     namespaces,
     pods,
     services,
+    statefulsets,
+    storage,
     workloads,
 )
 from k8semu.apiserver.registry.strategy import Reader, Strategy
@@ -152,6 +156,26 @@ def build(
             Strategy(kind=_kind("configmaps")),
             Strategy(kind=_kind("secrets")),
             Strategy(kind=_kind("events"), expires=True),
+            Strategy(
+                kind=_kind("persistentvolumes"),
+                defaults=storage.pv_defaults,
+                validate=storage.validate_pv,
+                validate_update=storage.validate_pv_update,
+                status=True,
+            ),
+            Strategy(
+                kind=_kind("persistentvolumeclaims"),
+                defaults=storage.pvc_defaults,
+                validate=storage.validate_pvc,
+                validate_update=storage.validate_pvc_update,
+                status=True,
+            ),
+            Strategy(
+                kind=_kind("storageclasses"),
+                defaults=storage.class_defaults,
+                validate=storage.validate_class,
+                validate_update=storage.validate_class_update,
+            ),
             _workload("replicasets", workloads.replica_set_defaults),
             _workload("deployments", workloads.deployment_defaults),
             Strategy(
@@ -160,6 +184,14 @@ def build(
                 validate=workloads.validate_daemon_set,
                 validate_update=workloads.validate_update,
                 status=True,
+            ),
+            Strategy(
+                kind=_kind("statefulsets"),
+                defaults=statefulsets.defaults,
+                validate=statefulsets.validate,
+                validate_update=statefulsets.validate_update,
+                status=True,
+                scale=True,
             ),
             Strategy(
                 kind=_kind("jobs"),
