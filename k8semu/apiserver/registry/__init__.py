@@ -113,6 +113,46 @@ def _workload(resource: str, defaults: Callable[[Any], None]) -> Strategy:
     )
 
 
+def _volume_rows() -> list[Strategy]:
+    """PersistentVolume and PersistentVolumeClaim (registry/storage.py)."""
+    return [
+        Strategy(
+            kind=_kind("persistentvolumes"),
+            defaults=storage.pv_defaults,
+            validate=storage.validate_pv,
+            validate_update=storage.validate_pv_update,
+            status=True,
+        ),
+        Strategy(
+            kind=_kind("persistentvolumeclaims"),
+            defaults=storage.pvc_defaults,
+            validate=storage.validate_pvc,
+            validate_update=storage.validate_pvc_update,
+            status=True,
+        ),
+    ]
+
+
+def _stateful_rows() -> list[Strategy]:
+    """StatefulSet and StorageClass (in KINDS' order)."""
+    return [
+        Strategy(
+            kind=_kind("statefulsets"),
+            defaults=statefulsets.defaults,
+            validate=statefulsets.validate,
+            validate_update=statefulsets.validate_update,
+            status=True,
+            scale=True,
+        ),
+        Strategy(
+            kind=_kind("storageclasses"),
+            defaults=storage.class_defaults,
+            validate=storage.validate_class,
+            validate_update=storage.validate_class_update,
+        ),
+    ]
+
+
 def build(
     ranges: ServiceRanges,
     rng: random.Random | None = None,
@@ -156,26 +196,7 @@ def build(
             Strategy(kind=_kind("configmaps")),
             Strategy(kind=_kind("secrets")),
             Strategy(kind=_kind("events"), expires=True),
-            Strategy(
-                kind=_kind("persistentvolumes"),
-                defaults=storage.pv_defaults,
-                validate=storage.validate_pv,
-                validate_update=storage.validate_pv_update,
-                status=True,
-            ),
-            Strategy(
-                kind=_kind("persistentvolumeclaims"),
-                defaults=storage.pvc_defaults,
-                validate=storage.validate_pvc,
-                validate_update=storage.validate_pvc_update,
-                status=True,
-            ),
-            Strategy(
-                kind=_kind("storageclasses"),
-                defaults=storage.class_defaults,
-                validate=storage.validate_class,
-                validate_update=storage.validate_class_update,
-            ),
+            *_volume_rows(),
             _workload("replicasets", workloads.replica_set_defaults),
             _workload("deployments", workloads.deployment_defaults),
             Strategy(
@@ -185,14 +206,7 @@ def build(
                 validate_update=workloads.validate_update,
                 status=True,
             ),
-            Strategy(
-                kind=_kind("statefulsets"),
-                defaults=statefulsets.defaults,
-                validate=statefulsets.validate,
-                validate_update=statefulsets.validate_update,
-                status=True,
-                scale=True,
-            ),
+            *_stateful_rows(),
             Strategy(
                 kind=_kind("jobs"),
                 defaults=jobs.defaults,
