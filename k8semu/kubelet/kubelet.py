@@ -26,6 +26,7 @@ from k8semu.client import Client, Informer, InformerConfig
 from k8semu.client.events import EventRecorder
 from k8semu.kubelet import cgroups
 from k8semu.kubelet.config import KubeletConfig
+from k8semu.kubelet.localvolumes import LocalVolumeCleaner
 from k8semu.kubelet.node import Heartbeats, NodeAgent
 from k8semu.kubelet.podworker import PodWorker
 from k8semu.kubelet.process import ProcessRuntime
@@ -33,6 +34,7 @@ from k8semu.kubelet.runtime import PodRuns, Runtime
 from k8semu.kubelet.server import SERVICE_NAME, KubeletServicer, add_to_server
 from k8semu.kubelet.simulated import SimulatedRuntime
 from k8semu.kubelet.stats import Stats, pod_runs
+from k8semu.kubelet.volumes import local_storage_dir
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 
@@ -108,6 +110,11 @@ class Kubelet:
         self.services: Informer[core_pb2.Service] | None = None
         if first.runtime == "process":
             self.services = Informer(client, core_pb2.Service, **kw)
+        self.volume_cleaner: LocalVolumeCleaner | None = None
+        if first.runtime == "process":
+            self.volume_cleaner = LocalVolumeCleaner(
+                client, first.node_name, local_storage_dir(first), **kw
+            )
         resolve = _resolver()
         self.agents: dict[str, NodeAgent] = {}
         for cfg in self.configs:
@@ -237,6 +244,8 @@ class Kubelet:
         if self.services is not None:
             self.services.start()
         self.pods.start()
+        if self.volume_cleaner is not None:
+            self.volume_cleaner.start()
         self._spawn(self._cleanup_when_synced(set(recovered)))
 
     async def _first_registration(self) -> None:
@@ -265,6 +274,8 @@ class Kubelet:
         await self.nodes.stop()
         if self.services is not None:
             await self.services.stop()
+        if self.volume_cleaner is not None:
+            await self.volume_cleaner.stop()
         if self.recorder is not None:
             await self.recorder.stop()
         close = getattr(self.runtime, "close", None)

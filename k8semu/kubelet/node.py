@@ -36,10 +36,15 @@ from k8semu.client._client import Client
 from k8semu.client.events import EventRecorder
 from k8semu.kubelet import metrics as kubelet_metrics
 from k8semu.kubelet.config import KubeletConfig
-from k8semu.kubelet.env import referenced_names
+from k8semu.kubelet.env import EnvError, referenced_names
 from k8semu.kubelet.ipam import FALLBACK_POD_IP, PodCIDRExhausted, PodIPAllocator
 from k8semu.kubelet.podworker import PodWorker
 from k8semu.kubelet.runtime import RecoveredPod, Runtime
+from k8semu.kubelet.volumes import (
+    LOCAL_STORAGE_DIR_ANNOTATION,
+    claim_names,
+    local_storage_dir,
+)
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2, meta_pb2
 
@@ -181,6 +186,9 @@ class NodeAgent:
             out[ISOLATION_REASON_ANNOTATION] = reason
         if self.endpoint:
             out[ENDPOINT_ANNOTATION] = self.endpoint
+        if mode != "simulated":
+            # Where the persistentvolume controller provisions this node's local volumes.
+            out[LOCAL_STORAGE_DIR_ANNOTATION] = local_storage_dir(self.config)
         return out
 
     def new_node(self) -> core_pb2.Node:
@@ -370,6 +378,23 @@ class NodeAgent:
             with contextlib.suppress(NotFound):
                 secrets[name] = await self.client.get(core_pb2.Secret, name, namespace=ns)
         return config_maps, secrets
+
+    async def claim_dirs(self, pod: core_pb2.Pod) -> dict[str, str]:
+        """Each bound persistentVolumeClaim of `pod` -> its volume's directory (an unbound
+        claim is left out: the container waits, its reason on its status)."""
+        out: dict[str, str] = {}
+        ns = pod.metadata.namespace
+        for name in claim_names(pod):
+            try:
+                claim = await self.client.get(core_pb2.PersistentVolumeClaim, name, namespace=ns)
+            except NotFound:
+                raise EnvError(f'persistentvolumeclaim "{name}" not found') from None
+            if claim.status.phase != "Bound" or not claim.spec.volume_name:
+                continue
+            with contextlib.suppress(NotFound):
+                pv = await self.client.get(core_pb2.PersistentVolume, claim.spec.volume_name)
+                out[name] = pv.spec.local.path or pv.spec.host_path.path
+        return out
 
     def services(self) -> list[core_pb2.Service]:
         return self._services()

@@ -76,6 +76,7 @@ class PodHost(Protocol):
     async def lookup_refs(
         self, pod: core_pb2.Pod
     ) -> tuple[dict[str, core_pb2.ConfigMap], dict[str, core_pb2.Secret]]: ...
+    async def claim_dirs(self, pod: core_pb2.Pod) -> dict[str, str]: ...
     def services(self) -> list[core_pb2.Service]: ...
     def base_env(self) -> dict[str, str]: ...
     def resolve_image(
@@ -343,9 +344,11 @@ class PodWorker:
         try:
             env, config_maps, secrets = await self._container_env(rec)
             argv = command_line(rec.spec, env, self.host.resolve_image)
+            claims = await self.host.claim_dirs(self.pod)
             files = volume_files(
-                self.pod, rec.spec, config_maps=config_maps, secrets=secrets, where=rec.where
-            )
+                self.pod, rec.spec, config_maps=config_maps, secrets=secrets,
+                facts=self._facts(), claims=claims, where=rec.where,
+            )  # fmt: skip
         except EnvError as exc:
             self._start_failed(rec, "CreateContainerConfigError", str(exc))
             return None
