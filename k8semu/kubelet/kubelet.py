@@ -55,6 +55,17 @@ def _resolver() -> Any:
     return resolve
 
 
+def _process_watchers(
+    first: KubeletConfig, client: Client, kw: dict[str, Any]
+) -> tuple[Informer[core_pb2.Service] | None, LocalVolumeCleaner | None]:
+    """What only a real node watches: Services (for the containers' environment) and its
+    deleted local volumes (to remove their directories)."""
+    if first.runtime != "process":
+        return None, None
+    cleaner = LocalVolumeCleaner(client, first.node_name, local_storage_dir(first), **kw)
+    return Informer(client, core_pb2.Service, **kw), cleaner
+
+
 class Kubelet:
     """`configs`: one per node (all with the same runtime, root dir parent and timings)."""
 
@@ -107,14 +118,7 @@ class Kubelet:
             field_selector="" if self.hollow else f"metadata.name={first.node_name}",
             **kw,
         )
-        self.services: Informer[core_pb2.Service] | None = None
-        if first.runtime == "process":
-            self.services = Informer(client, core_pb2.Service, **kw)
-        self.volume_cleaner: LocalVolumeCleaner | None = None
-        if first.runtime == "process":
-            self.volume_cleaner = LocalVolumeCleaner(
-                client, first.node_name, local_storage_dir(first), **kw
-            )
+        self.services, self.volume_cleaner = _process_watchers(first, client, kw)
         resolve = _resolver()
         self.agents: dict[str, NodeAgent] = {}
         for cfg in self.configs:

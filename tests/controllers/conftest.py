@@ -25,7 +25,15 @@ from k8semu.client.events import EventRecorder
 from k8semu.cluster.component import ComponentProcess
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.controllers.manager import ControllerManager
-from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2, meta_pb2, policy_pb2
+from k8semu.pb.api.v1 import (
+    apps_pb2,
+    autoscaling_pb2,
+    batch_pb2,
+    core_pb2,
+    meta_pb2,
+    policy_pb2,
+    storage_pb2,
+)
 from tests.support.apiserver import APIServerProcess
 from tests.support.fakeclient import RecordingClient
 
@@ -117,6 +125,7 @@ _KINDS: tuple[tuple[str, type[Message]], ...] = (
     ("statefulsets", apps_pb2.StatefulSet),
     ("persistentvolumeclaims", core_pb2.PersistentVolumeClaim),
     ("persistentvolumes", core_pb2.PersistentVolume),
+    ("storageclasses", storage_pb2.StorageClass),
     ("nodes", core_pb2.Node),
     ("jobs", batch_pb2.Job),
     ("cronjobs", batch_pb2.CronJob),
