@@ -135,6 +135,16 @@ class Plan:
     recheck_after: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What `plan`'s steps read: the StatefulSet, its pods by ordinal, the health test."""
+
+    sts: apps_pb2.StatefulSet
+    by_ordinal: dict[int, core_pb2.Pod]
+    healthy: Callable[[core_pb2.Pod], bool]
+    ordered: bool  # OrderedReady
+
+
 def plan(
     sts: apps_pb2.StatefulSet,
     pods: Iterable[core_pb2.Pod],
@@ -161,21 +171,22 @@ def plan(
         )
 
     ordered = sts.spec.pod_management_policy != "Parallel"
-    _make_and_repair(sts, by_ordinal, p, healthy, ordered)
+    v = _View(sts, by_ordinal, healthy, ordered)
+    _make_and_repair(v, p)
     have = set(claims)
     for ordinal in p.creates:
         p.claims.extend(c for c in claims_for(sts, ordinal) if c.metadata.name not in have)
     if not ordered or not (p.creates or p.deletes):
-        _condemn(sts, by_ordinal, p, healthy, ordered)
+        _condemn(v, p)
     if not p.creates and not p.deletes:
-        _roll(sts, by_ordinal, p, healthy, update)
+        _roll(v, p, update)
     if sts.spec.persistent_volume_claim_retention_policy.when_scaled == "Delete":
         for tmpl in sts.spec.volume_claim_templates:
             for name in sorted(have):
                 ordinal = _claim_ordinal(name, tmpl, sts.metadata.name)
                 if ordinal is not None and ordinal >= replicas and ordinal not in by_ordinal:
                     p.claim_deletes.append(name)
-    _status(sts, by_ordinal, p, update, healthy, now)
+    _status(v, p, update, now)
     return p
 
 
@@ -185,15 +196,10 @@ def _claim_ordinal(name: str, tmpl: core_pb2.PersistentVolumeClaim, sts_name: st
     return int(rest) if rest.isdigit() else None
 
 
-def _make_and_repair(
-    sts: apps_pb2.StatefulSet,
-    by_ordinal: dict[int, core_pb2.Pod],
-    p: Plan,
-    healthy: Callable[[core_pb2.Pod], bool],
-    ordered: bool,
-) -> None:
+def _make_and_repair(v: _View, p: Plan) -> None:
     """Ordinals 0..replicas-1: create the missing, delete the finished (to be made again);
     OrderedReady stops at the first ordinal that is not healthy yet."""
+    sts, by_ordinal, healthy, ordered = v.sts, v.by_ordinal, v.healthy, v.ordered
     for ordinal in range(sts.spec.replicas):
         pod = by_ordinal.get(ordinal)
         if pod is None:
@@ -206,15 +212,10 @@ def _make_and_repair(
             return
 
 
-def _condemn(
-    sts: apps_pb2.StatefulSet,
-    by_ordinal: dict[int, core_pb2.Pod],
-    p: Plan,
-    healthy: Callable[[core_pb2.Pod], bool],
-    ordered: bool,
-) -> None:
+def _condemn(v: _View, p: Plan) -> None:
     """Ordinals >= replicas go, highest first; OrderedReady one at a time, each after the
     one before is gone, and only while every pod is healthy."""
+    sts, by_ordinal, healthy, ordered = v.sts, v.by_ordinal, v.healthy, v.ordered
     condemned = sorted((o for o in by_ordinal if o >= sts.spec.replicas), reverse=True)
     if not condemned:
         return
@@ -228,15 +229,10 @@ def _condemn(
             return
 
 
-def _roll(
-    sts: apps_pb2.StatefulSet,
-    by_ordinal: dict[int, core_pb2.Pod],
-    p: Plan,
-    healthy: Callable[[core_pb2.Pod], bool],
-    update: str,
-) -> None:
+def _roll(v: _View, p: Plan, update: str) -> None:
     """RollingUpdate: the highest ordinal >= partition still on an older revision is deleted
     (its replacement comes from the new template), once every pod is healthy."""
+    sts, by_ordinal, healthy = v.sts, v.by_ordinal, v.healthy
     strategy = sts.spec.update_strategy
     if strategy.type != "RollingUpdate":
         return
@@ -250,14 +246,8 @@ def _roll(
             return
 
 
-def _status(
-    sts: apps_pb2.StatefulSet,
-    by_ordinal: dict[int, core_pb2.Pod],
-    p: Plan,
-    update: str,
-    healthy: Callable[[core_pb2.Pod], bool],
-    now: float,
-) -> None:
+def _status(v: _View, p: Plan, update: str, now: float) -> None:
+    sts, by_ordinal, healthy = v.sts, v.by_ordinal, v.healthy
     st = p.status
     st.CopyFrom(sts.status)
     current = sts.status.current_revision or update

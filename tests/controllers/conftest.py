@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +34,7 @@ from k8semu.pb.api.v1 import (
     policy_pb2,
     storage_pb2,
 )
+from tests.scheduler.conftest import SchedulerProcess
 from tests.support.apiserver import APIServerProcess
 from tests.support.fakeclient import RecordingClient
 
@@ -418,3 +419,13 @@ async def controller_manager(client: Client, *controllers: str) -> AsyncIterator
         yield cm
     finally:
         await cm.stop(1.0)
+
+
+@pytest.fixture
+def scheduler(apiserver: APIServerProcess, tmp_path: Path) -> Iterator[SchedulerProcess]:
+    s = SchedulerProcess(apiserver.address, tmp_path / "scheduler.log")
+    try:
+        s.wait_serving()
+        yield s
+    finally:
+        s.close()

@@ -8,7 +8,7 @@ with an Event."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,6 @@ from k8semu.pb.api.v1 import apps_pb2, core_pb2, storage_pb2
 from tests.controllers.conftest import controller_manager
 from tests.kubelet.conftest import KubeletProcess, kubelets  # noqa: F401
 from tests.scheduler.conftest import SchedulerProcess
-from tests.support.apiserver import APIServerProcess
 from tests.support.poll import eventually
 
 pytestmark = pytest.mark.slow
@@ -38,16 +37,6 @@ async def manager(client: Client) -> AsyncIterator[ControllerManager]:
     names = ("statefulset", "persistentvolume", "endpoints", "garbagecollector")
     async with controller_manager(client, *names) as cm:
         yield cm
-
-
-@pytest.fixture
-def scheduler(apiserver: APIServerProcess, tmp_path: Path) -> Iterator[SchedulerProcess]:
-    s = SchedulerProcess(apiserver.address, tmp_path / "scheduler.log")
-    try:
-        s.wait_serving()
-        yield s
-    finally:
-        s.close()
 
 
 def storage_class(name: str) -> storage_pb2.StorageClass:

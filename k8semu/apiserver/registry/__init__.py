@@ -47,7 +47,7 @@ from k8semu.apiserver.registry import (
     workloads,
 )
 from k8semu.apiserver.registry.strategy import Reader, Strategy
-from k8semu.apiserver.validation import dns1123_label
+from k8semu.apiserver.validation import FieldError, dns1123_label
 
 
 class Registry:
@@ -113,44 +113,44 @@ def _workload(resource: str, defaults: Callable[[Any], None]) -> Strategy:
     )
 
 
+def _checked(
+    resource: str,
+    defaults: Callable[[Any], None],
+    validate: Callable[[Any], Iterator[FieldError]],
+    validate_update: Callable[[Any, Any], Iterator[FieldError]],
+    *,
+    status: bool = True,
+    scale: bool = False,
+) -> Strategy:
+    """A row of a kind with its own defaults, checks and immutable fields."""
+    return Strategy(
+        kind=_kind(resource),
+        defaults=defaults,
+        validate=validate,
+        validate_update=validate_update,
+        status=status,
+        scale=scale,
+    )
+
+
 def _volume_rows() -> list[Strategy]:
     """PersistentVolume and PersistentVolumeClaim (registry/storage.py)."""
     return [
-        Strategy(
-            kind=_kind("persistentvolumes"),
-            defaults=storage.pv_defaults,
-            validate=storage.validate_pv,
-            validate_update=storage.validate_pv_update,
-            status=True,
-        ),
-        Strategy(
-            kind=_kind("persistentvolumeclaims"),
-            defaults=storage.pvc_defaults,
-            validate=storage.validate_pvc,
-            validate_update=storage.validate_pvc_update,
-            status=True,
-        ),
-    ]
+        _checked("persistentvolumes", storage.pv_defaults, storage.validate_pv,
+                 storage.validate_pv_update),
+        _checked("persistentvolumeclaims", storage.pvc_defaults, storage.validate_pvc,
+                 storage.validate_pvc_update),
+    ]  # fmt: skip
 
 
 def _stateful_rows() -> list[Strategy]:
     """StatefulSet and StorageClass (in KINDS' order)."""
     return [
-        Strategy(
-            kind=_kind("statefulsets"),
-            defaults=statefulsets.defaults,
-            validate=statefulsets.validate,
-            validate_update=statefulsets.validate_update,
-            status=True,
-            scale=True,
-        ),
-        Strategy(
-            kind=_kind("storageclasses"),
-            defaults=storage.class_defaults,
-            validate=storage.validate_class,
-            validate_update=storage.validate_class_update,
-        ),
-    ]
+        _checked("statefulsets", statefulsets.defaults, statefulsets.validate,
+                 statefulsets.validate_update, scale=True),
+        _checked("storageclasses", storage.class_defaults, storage.validate_class,
+                 storage.validate_class_update, status=False),
+    ]  # fmt: skip
 
 
 def build(
