@@ -163,3 +163,28 @@ def test_storage_checks_name_the_field() -> None:
     new.spec.access_modes.append("ReadOnlyMany")
     with pytest.raises(Invalid, match="spec is immutable"):
         CLAIMS.validate_for_update(new, old)
+
+
+def test_the_scheduler_sends_a_pod_where_its_bound_volume_is() -> None:
+    """framework.with_volume_nodes: the pod's own terms AND the volume's node affinity."""
+    from k8semu.scheduler.framework import NodeInfo, pod_info, with_volume_nodes
+    from k8semu.scheduler.plugins import filter_node_affinity
+
+    def labelled(name: str, zone: str) -> NodeInfo:
+        n = node(name)
+        n.metadata.labels.update({"kubernetes.io/hostname": name, "zone": zone})
+        return NodeInfo(name, n)
+
+    pod = core_pb2.Pod()
+    pod.metadata.name, pod.metadata.namespace = "web-0", "default"
+    pod.spec.containers.add(name="c", image="x")
+    pod.spec.node_selector["zone"] = "a"
+    pv = core_pb2.PersistentVolume()
+    term = pv.spec.node_affinity.required.node_selector_terms.add()
+    term.match_expressions.add(key="kubernetes.io/hostname", operator="In", values=["n2"])
+    info = with_volume_nodes(pod_info(pod), [pv.spec.node_affinity], "volumes")
+    fits = {
+        n.name: filter_node_affinity(info, n) is None
+        for n in (labelled("n1", "a"), labelled("n2", "a"), labelled("n3", "b"))
+    }
+    assert fits == {"n1": False, "n2": True, "n3": False}
