@@ -241,3 +241,12 @@ def test_only_some_fields_may_change() -> None:
     new.spec.service_name = "other"
     with pytest.raises(Invalid, match="Forbidden: updates to statefulset spec"):
         ROW.validate_for_update(new, old)
+
+
+def test_the_benchmark_statefulset_passes_the_api_checks() -> None:
+    from k8semu.bench.statefulset import _stateful_set
+
+    for policy in ("OrderedReady", "Parallel"):
+        sts = _stateful_set("ns", 3, policy, claims=True)
+        ROW.prepare_for_create(sts, namespace="ns", uid="u")
+        ROW.validate_create(sts)
