@@ -54,6 +54,9 @@ ENDPOINT_ANNOTATION = "k8semu.io/kubelet-endpoint"
 # How containers are held to their limits: cgroup-v1, cgroup-v2, rlimits (no cgroups: the
 # reason annotation says why) or simulated. Kubernetes has no field for it.
 ISOLATION_ANNOTATION = "k8semu.io/resource-isolation"
+# How long a container start waits for its pod's claims to be bound, and how often it looks.
+CLAIM_WAIT = 5.0
+CLAIM_POLL = 0.1
 ISOLATION_REASON_ANNOTATION = "k8semu.io/resource-isolation-reason"
 LEASE_NAMESPACE = "kube-node-lease"
 _FALLBACK = "fallback"
@@ -380,16 +383,26 @@ class NodeAgent:
         return config_maps, secrets
 
     async def claim_dirs(self, pod: core_pb2.Pod) -> dict[str, str]:
-        """Each bound persistentVolumeClaim of `pod` -> its volume's directory (an unbound
-        claim is left out: the container waits, its reason on its status)."""
+        """Each bound persistentVolumeClaim of `pod` -> its volume's directory. A claim not
+        bound yet is waited for a little (CLAIM_WAIT: a WaitForFirstConsumer volume is made
+        just after the pod is bound here), then left out: the container waits in its
+        back-off, the reason on its status."""
         out: dict[str, str] = {}
         ns = pod.metadata.namespace
+        deadline = time.monotonic() + CLAIM_WAIT
         for name in claim_names(pod):
-            try:
-                claim = await self.client.get(core_pb2.PersistentVolumeClaim, name, namespace=ns)
-            except NotFound:
-                raise EnvError(f'persistentvolumeclaim "{name}" not found') from None
-            if claim.status.phase != "Bound" or not claim.spec.volume_name:
+            while True:
+                try:
+                    claim = await self.client.get(
+                        core_pb2.PersistentVolumeClaim, name, namespace=ns
+                    )
+                except NotFound:
+                    raise EnvError(f'persistentvolumeclaim "{name}" not found') from None
+                bound = claim.status.phase == "Bound" and claim.spec.volume_name
+                if bound or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(CLAIM_POLL)
+            if not bound:
                 continue
             with contextlib.suppress(NotFound):
                 pv = await self.client.get(core_pb2.PersistentVolume, claim.spec.volume_name)
