@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from k8semu.client import Client, Informer
+from k8semu.client import Client, Informer, Invalid
 from k8semu.controllers.manager import ControllerManager
 from k8semu.images import _dnswire as w
 from k8semu.images._kubezone import KubernetesZone
@@ -144,6 +144,32 @@ async def test_pods_come_up_in_order_keep_their_data_and_resolve(
     finally:
         await services.stop()
         await endpoints.stop()
+
+    await client.delete(apps_pb2.StatefulSet, "web", namespace=namespace)
+
+    async def no_pods() -> bool:
+        return not await pods()
+
+    await eventually(no_pods, 30, "the garbage collector removes the StatefulSet's pods")
+    claims = (await client.list(core_pb2.PersistentVolumeClaim, namespace=namespace)).items
+    assert len(claims) == 3  # whenDeleted Retain: the data stays
+
+
+async def test_bad_statefulsets_are_refused_naming_the_field(
+    client: Client, namespace: str
+) -> None:
+    sts = web(namespace)
+    sts.spec.template.metadata.labels["app"] = "other"
+    with pytest.raises(Invalid, match=r"spec\.template\.metadata\.labels"):
+        await client.create(sts)
+    created = await client.create(web(namespace))
+    created.spec.service_name = "elsewhere"
+    with pytest.raises(Invalid, match="Forbidden: updates to statefulset spec"):
+        await client.update(created)
+    created = await client.get(apps_pb2.StatefulSet, "web", namespace=namespace)
+    created.spec.volume_claim_templates[0].spec.resources.requests["storage"] = "2Mi"
+    with pytest.raises(Invalid, match="Forbidden: updates to statefulset spec"):
+        await client.update(created)
 
 
 async def test_a_claim_for_a_missing_class_stays_pending_with_an_event(
