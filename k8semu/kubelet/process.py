@@ -53,6 +53,7 @@ from k8semu.kubelet.runtime import (
     UsageSnapshot,
     VolumeFile,
 )
+from k8semu.kubelet.volumes import memory_dir_of
 from k8semu.log import get_logger
 
 log = get_logger(__name__)
@@ -402,7 +403,9 @@ class ProcessRuntime:
                     _killpg(int(state["pgid"]), signal.SIGKILL)
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.remove_pod, uid)
+        # rmtree unlinks the volume links without following them: the volumes' data stays.
         await asyncio.to_thread(shutil.rmtree, base, True)
+        await asyncio.to_thread(shutil.rmtree, memory_dir_of(uid), True)
 
     async def close(self) -> None:
         """Stop watching (containers keep running: the next kubelet adopts them); empty

@@ -29,6 +29,11 @@ DEFAULT_MODE = 0o644
 # k8semu/controllers/persistentvolume.py, which keeps its own copy of the name).
 LOCAL_STORAGE_DIR_ANNOTATION = "k8semu.io/local-storage-dir"
 LINKED = ("persistent_volume_claim", "host_path")
+MEMORY_DIR = "/dev/shm"  # a tmpfs: emptyDir medium Memory lives here (removed with the pod)
+
+
+def memory_dir_of(uid: str, memory_dir: str = MEMORY_DIR) -> str:
+    return os.path.join(memory_dir, f"k8semu-{uid}")
 
 
 def _join(base: str, rel: str) -> str:
@@ -133,7 +138,7 @@ def _link_target(
     if vol.HasField("host_path"):
         return vol.host_path.path
     if vol.HasField("empty_dir") and vol.empty_dir.medium == "Memory":
-        return os.path.join(memory_dir, f"k8semu-{pod.metadata.uid}", vol.name)
+        return os.path.join(memory_dir_of(pod.metadata.uid, memory_dir), vol.name)
     return ""
 
 
@@ -145,7 +150,7 @@ def volume_files(
     secrets: Mapping[str, core_pb2.Secret],
     facts: PodFacts | None = None,
     claims: Mapping[str, str] | None = None,
-    memory_dir: str = "/dev/shm",
+    memory_dir: str = MEMORY_DIR,
     where: str = "",
 ) -> list[VolumeFile]:
     """The files, directories (paths ending in "/") and links `container`'s mounts need;

@@ -12,7 +12,7 @@ import pytest
 from k8semu.kubelet.env import EnvError, PodFacts
 from k8semu.kubelet.process import ProcessRuntime
 from k8semu.kubelet.runtime import VolumeFile
-from k8semu.kubelet.volumes import volume_files
+from k8semu.kubelet.volumes import memory_dir_of, volume_files
 from k8semu.pb.api.v1 import core_pb2
 
 
@@ -85,3 +85,18 @@ async def test_the_process_runtime_links_mount_paths_and_replaces_an_empty_dir(
     (mount / "f").write_text("kept")
     await runtime.prepare_pod("u1", namespace="ns", name="web-0", pod_ip="", files=[link])
     assert (volume / "f").read_text() == "kept"
+
+
+async def test_removing_a_pod_keeps_its_volumes_data_and_drops_its_memory_dir(
+    tmp_path: Path,
+) -> None:
+    runtime = ProcessRuntime(tmp_path / "root")
+    volume = tmp_path / "pv1"
+    memory = Path(memory_dir_of("u2")) / "cache"
+    files = [VolumeFile("/data", b"", link=str(volume)), VolumeFile("/c", b"", link=str(memory))]
+    await runtime.prepare_pod("u2", namespace="ns", name="web-0", pod_ip="", files=files)
+    (volume / "f").write_text("kept")
+    assert memory.is_dir()
+    await runtime.remove_pod("u2")
+    assert (volume / "f").read_text() == "kept"
+    assert not memory.parent.exists() and not (tmp_path / "root" / "pods" / "u2").exists()
