@@ -28,6 +28,7 @@ from k8semu.kubelet import metrics as kubelet_metrics
 from k8semu.kubelet.backoff import Backoff
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, NoCommand, PodFacts, command_line, container_env
+from k8semu.kubelet.eviction import SIZE_CHECK_INTERVAL, exceeded_size_limit
 from k8semu.kubelet.hooks import grace_after_hook, has_post_start, has_pre_stop, run_hook
 from k8semu.kubelet.podstatus import (
     ContainerRecord,
@@ -108,6 +109,7 @@ class PodWorker:
         self._next_wake = math.inf
         self._terminating = False
         self._failed_init = False
+        self._evicted = ""  # the eviction message: containers stopped, the pod Failed
         self._written: tuple[core_pb2.PodStatus, int] | None = None  # last status we wrote
         self._start_time = pod.status.start_time if pod.status.HasField("start_time") else None
         self._conditions = PodConditions(pod.status.conditions)
@@ -230,6 +232,9 @@ class PodWorker:
             await self._terminate(pod)
             return True
         self.pod = pod
+        if self._evicted:
+            await self._report()
+            return False
         if not self.pod_ip:
             recovered_ip = self._recovered.pod_ip if self._recovered else ""
             self.pod_ip = await self.host.pod_ip_for(pod, recovered_ip)
@@ -260,6 +265,7 @@ class PodWorker:
                 ):
                     continue
                 await self._maybe_start(rec, now)
+        await _check_size_limits(self)
         await self._report()
         return False
 
@@ -344,10 +350,9 @@ class PodWorker:
         try:
             env, config_maps, secrets = await self._container_env(rec)
             argv = command_line(rec.spec, env, self.host.resolve_image)
-            claims = await self.host.claim_dirs(self.pod)
             files = volume_files(
                 self.pod, rec.spec, config_maps=config_maps, secrets=secrets,
-                facts=self._facts(), claims=claims, where=rec.where,
+                facts=self._facts(), claims=await self.host.claim_dirs(self.pod), where=rec.where,
             )  # fmt: skip
         except EnvError as exc:
             self._start_failed(rec, "CreateContainerConfigError", str(exc))
@@ -605,6 +610,14 @@ class PodWorker:
                 NORMAL, "Killing", f"Stopping {len(running)} container(s), grace {grace:g}s"
             )
 
+        await self._stop_running(grace)
+        # Reclaim everything first; the pod object goes last (a failed delete is retried).
+        self.host.release_ip(self.uid)
+        await self.host.runtime.remove_pod(self.uid)
+        if pod is not None:
+            await self.host.finish_delete(pod)
+
+    async def _stop_running(self, grace: float) -> None:
         async def stop(rec: ContainerRecord) -> None:
             handle = rec.handle
             if handle is not None:
@@ -612,19 +625,16 @@ class PodWorker:
                 if rec.handle is handle:
                     self._ended(rec, info, handle.started_at, handle.container_id)
 
-        await asyncio.gather(*(stop(rec) for rec in running))
-        # Reclaim everything first; the pod object goes last (a failed delete is retried).
-        self.host.release_ip(self.uid)
-        await self.host.runtime.remove_pod(self.uid)
-        if pod is not None:
-            await self.host.finish_delete(pod)
+        await asyncio.gather(*(stop(rec) for rec in self.records.values()))
 
     # ---- status ----
 
     def status(self) -> core_pb2.PodStatus:
         policy = self.pod.spec.restart_policy or "Always"
         phase = pod_phase(policy, self.inits, self.containers, failed_init=self._failed_init)
+        phase = "Failed" if self._evicted else phase
         st = core_pb2.PodStatus(phase=phase, host_ip=self.host.node_ip)
+        st.reason, st.message = ("Evicted", self._evicted) if self._evicted else ("", "")
         if self.pod_ip:
             st.pod_ip = self.pod_ip
             st.pod_ips.add(ip=self.pod_ip)
@@ -677,3 +687,14 @@ class PodWorker:
     @property
     def terminating(self) -> bool:
         return self._terminating
+
+
+async def _check_size_limits(worker: PodWorker) -> None:
+    """Evict the pod when an emptyDir outgrew its sizeLimit (kubelet/eviction.py)."""
+    message, again = await exceeded_size_limit(worker.pod, worker.uid, worker.host.runtime)
+    if message:
+        worker._evicted = message
+        worker._event(WARNING, "Evicted", message)
+        await worker._stop_running(worker._grace())
+    elif again:
+        worker._wake_at(worker._loop.time() + SIZE_CHECK_INTERVAL)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
+from k8semu.api.quantity import parse_quantity
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, PodFacts, config_map_data, field_ref, secret_data
 from k8semu.kubelet.runtime import VolumeFile
@@ -42,6 +43,27 @@ def _join(base: str, rel: str) -> str:
 
 def local_storage_dir(config: KubeletConfig) -> str:
     return os.path.abspath(os.path.join(config.effective_root_dir, "volumes"))
+
+
+def size_limits(
+    pod: core_pb2.Pod, pod_dir: str, memory_dir: str = MEMORY_DIR
+) -> list[tuple[str, list[str], int, str]]:
+    """(volume, its directories, limit in bytes, the limit as written) of each emptyDir with
+    a sizeLimit: the memory directory, or each mount path of a disk emptyDir."""
+    out = []
+    mounts = [m for c in [*pod.spec.init_containers, *pod.spec.containers] for m in c.volume_mounts]
+    for vol in pod.spec.volumes:
+        text = vol.empty_dir.size_limit
+        if not vol.HasField("empty_dir") or not text:
+            continue
+        limit = int(parse_quantity(text, field=f"volume {vol.name!r}: sizeLimit").amount)
+        if vol.empty_dir.medium == "Memory":
+            dirs = [os.path.join(memory_dir_of(pod.metadata.uid, memory_dir), vol.name)]
+        else:
+            dirs = [os.path.join(pod_dir, m.mount_path.lstrip("/")) for m in mounts
+                    if m.name == vol.name]  # fmt: skip
+        out.append((vol.name, dirs, limit, text))
+    return out
 
 
 def claim_names(pod: core_pb2.Pod) -> list[str]:

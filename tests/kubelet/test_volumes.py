@@ -5,15 +5,19 @@ files, an unbound claim as a clear error."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from k8semu.client import Client
 from k8semu.kubelet.env import EnvError, PodFacts
 from k8semu.kubelet.process import ProcessRuntime
 from k8semu.kubelet.runtime import VolumeFile
 from k8semu.kubelet.volumes import memory_dir_of, volume_files
 from k8semu.pb.api.v1 import core_pb2
+from tests.kubelet.conftest import KubeletProcess, eventually
+from tests.kubelet.test_e2e_process import make_pod
 
 
 def pod_with(*volumes: core_pb2.Volume, mounts: dict[str, str]) -> core_pb2.Pod:
@@ -100,3 +104,25 @@ async def test_removing_a_pod_keeps_its_volumes_data_and_drops_its_memory_dir(
     await runtime.remove_pod("u2")
     assert (volume / "f").read_text() == "kept"
     assert not memory.parent.exists() and not (tmp_path / "root" / "pods" / "u2").exists()
+
+
+@pytest.mark.slow
+async def test_a_pod_whose_empty_dir_outgrows_its_size_limit_is_evicted(
+    client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
+) -> None:
+    k = kubelets()
+    fill = 'head -c 8192 /dev/zero > "$K8SEMU_ROOT/scratch/blob"; exec sleep 300'
+    pod = make_pod(namespace, "filler", k.name, ["sh", "-c", fill])
+    pod.spec.containers[0].volume_mounts.add(name="scratch", mount_path="/scratch")
+    pod.spec.volumes.add(name="scratch").empty_dir.size_limit = "4Ki"
+    pod.spec.termination_grace_period_seconds = 1
+    await client.create(pod)
+
+    async def evicted() -> core_pb2.Pod | None:
+        p = await client.get(core_pb2.Pod, "filler", namespace=namespace)
+        return p if p.status.phase == "Failed" else None
+
+    got = await eventually(evicted, 30, "the pod Failed")
+    assert got.status.reason == "Evicted"
+    assert got.status.message == 'Usage of EmptyDir volume "scratch" exceeds the limit "4Ki". '
+    assert not any(s.state.HasField("running") for s in got.status.container_statuses)
