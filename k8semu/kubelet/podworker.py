@@ -642,14 +642,13 @@ class PodWorker:
             st.start_time.CopyFrom(self._start_time)
         st.qos_class = qos_class(self.pod)
         initializing = any(r.handle is not None or r.last is None for r in self.inits)
+        ending = self._terminating or bool(self._evicted)  # containers stopped for good
         for records, statuses in (
             (self.inits, st.init_container_statuses),
             (self.containers, st.container_statuses),
         ):
             statuses.extend(
-                container_status(
-                    rec, policy, initializing=initializing, terminating=self._terminating
-                )
+                container_status(rec, policy, initializing=initializing, terminating=ending)
                 for rec in records
             )
         done = phase in ("Succeeded", "Failed")

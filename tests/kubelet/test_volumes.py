@@ -125,4 +125,4 @@ async def test_a_pod_whose_empty_dir_outgrows_its_size_limit_is_evicted(
     got = await eventually(evicted, 30, "the pod Failed")
     assert got.status.reason == "Evicted"
     assert got.status.message == 'Usage of EmptyDir volume "scratch" exceeds the limit "4Ki". '
-    assert not any(s.state.HasField("running") for s in got.status.container_statuses)
+    assert all(s.state.HasField("terminated") for s in got.status.container_statuses)
