@@ -8,7 +8,7 @@ object and a fixed `now` (seconds since the epoch), so tests pin the clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,6 +23,7 @@ from k8semu.pb.api.v1 import (
     core_pb2,
     meta_pb2,
     policy_pb2,
+    storage_pb2,
 )
 
 UNKNOWN = "<unknown>"
@@ -528,6 +529,55 @@ def _generic_row(obj: Message, now: float) -> list[str]:
     return [meta(obj).name, age(meta(obj).creation_timestamp, now)]
 
 
+def _statefulset_row(sts: apps_pb2.StatefulSet, now: float) -> list[str]:
+    ready = f"{sts.status.ready_replicas}/{sts.spec.replicas}"
+    return [sts.metadata.name, ready, age(sts.metadata.creation_timestamp, now)]
+
+
+def _modes(modes: Iterable[str]) -> str:
+    short = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX",
+             "ReadWriteOncePod": "RWOP"}  # fmt: skip
+    return ",".join(short.get(m, m) for m in modes)
+
+
+def _pv_row(pv: core_pb2.PersistentVolume, now: float) -> list[str]:
+    ref = pv.spec.claim_ref
+    return [
+        pv.metadata.name,
+        pv.spec.capacity.get("storage", ""),
+        _modes(pv.spec.access_modes),
+        pv.spec.persistent_volume_reclaim_policy,
+        pv.status.phase,
+        f"{ref.namespace}/{ref.name}" if ref.name else "",
+        pv.spec.storage_class_name,
+        age(pv.metadata.creation_timestamp, now),
+    ]
+
+
+def _pvc_row(pvc: core_pb2.PersistentVolumeClaim, now: float) -> list[str]:
+    return [
+        pvc.metadata.name,
+        pvc.status.phase,
+        pvc.spec.volume_name,
+        pvc.status.capacity.get("storage", ""),
+        _modes(pvc.status.access_modes),
+        pvc.spec.storage_class_name if pvc.spec.HasField("storage_class_name") else NONE,
+        age(pvc.metadata.creation_timestamp, now),
+    ]
+
+
+def _storageclass_row(sc: storage_pb2.StorageClass, now: float) -> list[str]:
+    default = sc.metadata.annotations.get("storageclass.kubernetes.io/is-default-class")
+    return [
+        sc.metadata.name + (" (default)" if default == "true" else ""),
+        sc.provisioner,
+        sc.reclaim_policy,
+        sc.volume_binding_mode,
+        str(sc.allow_volume_expansion).lower(),
+        age(sc.metadata.creation_timestamp, now),
+    ]
+
+
 COLUMNS: dict[str, Columns] = {
     "Pod": Columns(
         ("NAME", "READY", "STATUS", "RESTARTS", "AGE"), _pod_row, ("IP", "NODE"), _pod_wide
@@ -549,6 +599,39 @@ COLUMNS: dict[str, Columns] = {
         _daemonset_row,
         ("CONTAINERS", "IMAGES", "SELECTOR"),
         lambda ds, now: _template_wide(ds.spec.template, ds.spec.selector),
+    ),
+    "StatefulSet": Columns(
+        ("NAME", "READY", "AGE"),
+        _statefulset_row,
+        ("CONTAINERS", "IMAGES"),
+        lambda sts, now: _template_wide(sts.spec.template, sts.spec.selector)[:2],
+    ),
+    "PersistentVolume": Columns(
+        (
+            "NAME",
+            "CAPACITY",
+            "ACCESS MODES",
+            "RECLAIM POLICY",
+            "STATUS",
+            "CLAIM",
+            "STORAGECLASS",
+            "AGE",
+        ),
+        _pv_row,
+    ),
+    "PersistentVolumeClaim": Columns(
+        ("NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"), _pvc_row
+    ),
+    "StorageClass": Columns(
+        (
+            "NAME",
+            "PROVISIONER",
+            "RECLAIMPOLICY",
+            "VOLUMEBINDINGMODE",
+            "ALLOWVOLUMEEXPANSION",
+            "AGE",
+        ),
+        _storageclass_row,
     ),
     "Job": Columns(
         ("NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"),

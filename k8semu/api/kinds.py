@@ -21,6 +21,7 @@ from k8semu.pb.api.v1 import coordination_pb2 as coordination
 from k8semu.pb.api.v1 import core_pb2 as core
 from k8semu.pb.api.v1 import metrics_pb2 as metrics
 from k8semu.pb.api.v1 import policy_pb2 as policy
+from k8semu.pb.api.v1 import storage_pb2 as storage
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,38 @@ KINDS: tuple[Kind, ...] = (
     _kind("v1", "ConfigMap", "configmaps", "cm", core.ConfigMap, core.ConfigMapList),
     _kind("v1", "Secret", "secrets", "", core.Secret, core.SecretList),
     _kind("v1", "Event", "events", "ev", core.Event, core.EventList),
+    _kind(
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        "pv",
+        core.PersistentVolume,
+        core.PersistentVolumeList,
+        namespaced=False,
+    ),
+    _kind(
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "pvc",
+        core.PersistentVolumeClaim,
+        core.PersistentVolumeClaimList,
+    ),
     # Binding is only ever POSTed (pods/<name>/binding); it is never stored or listed.
     _kind("v1", "Binding", "bindings", "", core.Binding, None),
     _kind("apps/v1", "ReplicaSet", "replicasets", "rs", apps.ReplicaSet, apps.ReplicaSetList),
     _kind("apps/v1", "Deployment", "deployments", "deploy", apps.Deployment, apps.DeploymentList),
     _kind("apps/v1", "DaemonSet", "daemonsets", "ds", apps.DaemonSet, apps.DaemonSetList),
+    _kind("apps/v1", "StatefulSet", "statefulsets", "sts", apps.StatefulSet, apps.StatefulSetList),
+    _kind(
+        "storage.k8s.io/v1",
+        "StorageClass",
+        "storageclasses",
+        "sc",
+        storage.StorageClass,
+        storage.StorageClassList,
+        namespaced=False,
+    ),
     _kind("batch/v1", "Job", "jobs", "", batch.Job, batch.JobList),
     _kind("batch/v1", "CronJob", "cronjobs", "cj", batch.CronJob, batch.CronJobList),
     _kind(

@@ -79,6 +79,8 @@ QUANTITY_FIELDS = frozenset(
         "NodeStatus.capacity",
         "NodeStatus.allocatable",
         "EmptyDirVolumeSource.size_limit",
+        "PersistentVolumeSpec.capacity",
+        "PersistentVolumeClaimStatus.capacity",
         "MetricTarget.value",
         "MetricTarget.average_value",
         "MetricValueStatus.value",

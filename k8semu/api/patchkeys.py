@@ -96,6 +96,7 @@ FIELDS: dict[str, PatchMeta] = {
         "DeploymentStatus.conditions": PatchMeta("merge", "type"),
         "ReplicaSetStatus.conditions": PatchMeta("merge", "type"),
         "DaemonSetStatus.conditions": PatchMeta("merge", "type"),
+        "StatefulSetStatus.conditions": PatchMeta("merge", "type"),
         # policy/v1
         "PodDisruptionBudgetStatus.conditions": _CONDITIONS,
         # batch/v1

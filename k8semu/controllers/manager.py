@@ -40,6 +40,8 @@ REGISTRY: dict[str, str] = {
     "replicaset": "k8semu.controllers.replicaset:ReplicaSetController",
     "deployment": "k8semu.controllers.deployment:DeploymentController",
     "daemonset": "k8semu.controllers.daemonset:DaemonSetController",
+    "statefulset": "k8semu.controllers.statefulset:StatefulSetController",
+    "persistentvolume": "k8semu.controllers.persistentvolume:PersistentVolumeController",
     "disruption": "k8semu.controllers.disruption:DisruptionController",
     "job": "k8semu.controllers.job:JobController",
     "cronjob": "k8semu.controllers.cronjob:CronJobController",

@@ -300,6 +300,11 @@ def referenced_names(pod: core_pb2.Pod) -> tuple[set[str], set[str]]:
             cms.add(vol.config_map.name)
         if vol.HasField("secret"):
             secrets.add(vol.secret.secret_name)
+        for proj in vol.projected.sources:
+            if proj.HasField("config_map"):
+                cms.add(proj.config_map.name)
+            if proj.HasField("secret"):
+                secrets.add(proj.secret.name)
     return cms, secrets
 
 

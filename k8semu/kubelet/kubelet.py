@@ -26,6 +26,7 @@ from k8semu.client import Client, Informer, InformerConfig
 from k8semu.client.events import EventRecorder
 from k8semu.kubelet import cgroups
 from k8semu.kubelet.config import KubeletConfig
+from k8semu.kubelet.localvolumes import LocalVolumeCleaner
 from k8semu.kubelet.node import Heartbeats, NodeAgent
 from k8semu.kubelet.podworker import PodWorker
 from k8semu.kubelet.process import ProcessRuntime
@@ -33,6 +34,7 @@ from k8semu.kubelet.runtime import PodRuns, Runtime
 from k8semu.kubelet.server import SERVICE_NAME, KubeletServicer, add_to_server
 from k8semu.kubelet.simulated import SimulatedRuntime
 from k8semu.kubelet.stats import Stats, pod_runs
+from k8semu.kubelet.volumes import local_storage_dir
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 
@@ -51,6 +53,17 @@ def _resolver() -> Any:
     except ImportError:  # the built-in images are optional for the kubelet
         return None
     return resolve
+
+
+def _process_watchers(
+    first: KubeletConfig, client: Client, kw: dict[str, Any]
+) -> tuple[Informer[core_pb2.Service] | None, LocalVolumeCleaner | None]:
+    """What only a real node watches: Services (for the containers' environment) and its
+    deleted local volumes (to remove their directories)."""
+    if first.runtime != "process":
+        return None, None
+    cleaner = LocalVolumeCleaner(client, first.node_name, local_storage_dir(first), **kw)
+    return Informer(client, core_pb2.Service, **kw), cleaner
 
 
 class Kubelet:
@@ -105,9 +118,7 @@ class Kubelet:
             field_selector="" if self.hollow else f"metadata.name={first.node_name}",
             **kw,
         )
-        self.services: Informer[core_pb2.Service] | None = None
-        if first.runtime == "process":
-            self.services = Informer(client, core_pb2.Service, **kw)
+        self.services, self.volume_cleaner = _process_watchers(first, client, kw)
         resolve = _resolver()
         self.agents: dict[str, NodeAgent] = {}
         for cfg in self.configs:
@@ -237,6 +248,8 @@ class Kubelet:
         if self.services is not None:
             self.services.start()
         self.pods.start()
+        if self.volume_cleaner is not None:
+            self.volume_cleaner.start()
         self._spawn(self._cleanup_when_synced(set(recovered)))
 
     async def _first_registration(self) -> None:
@@ -265,6 +278,8 @@ class Kubelet:
         await self.nodes.stop()
         if self.services is not None:
             await self.services.stop()
+        if self.volume_cleaner is not None:
+            await self.volume_cleaner.stop()
         if self.recorder is not None:
             await self.recorder.stop()
         close = getattr(self.runtime, "close", None)

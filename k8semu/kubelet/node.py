@@ -36,10 +36,15 @@ from k8semu.client._client import Client
 from k8semu.client.events import EventRecorder
 from k8semu.kubelet import metrics as kubelet_metrics
 from k8semu.kubelet.config import KubeletConfig
-from k8semu.kubelet.env import referenced_names
+from k8semu.kubelet.env import EnvError, referenced_names
 from k8semu.kubelet.ipam import FALLBACK_POD_IP, PodCIDRExhausted, PodIPAllocator
 from k8semu.kubelet.podworker import PodWorker
 from k8semu.kubelet.runtime import RecoveredPod, Runtime
+from k8semu.kubelet.volumes import (
+    LOCAL_STORAGE_DIR_ANNOTATION,
+    claim_names,
+    local_storage_dir,
+)
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2, meta_pb2
 
@@ -49,6 +54,9 @@ ENDPOINT_ANNOTATION = "k8semu.io/kubelet-endpoint"
 # How containers are held to their limits: cgroup-v1, cgroup-v2, rlimits (no cgroups: the
 # reason annotation says why) or simulated. Kubernetes has no field for it.
 ISOLATION_ANNOTATION = "k8semu.io/resource-isolation"
+# How long a container start waits for its pod's claims to be bound, and how often it looks.
+CLAIM_WAIT = 5.0
+CLAIM_POLL = 0.1
 ISOLATION_REASON_ANNOTATION = "k8semu.io/resource-isolation-reason"
 LEASE_NAMESPACE = "kube-node-lease"
 _FALLBACK = "fallback"
@@ -181,6 +189,9 @@ class NodeAgent:
             out[ISOLATION_REASON_ANNOTATION] = reason
         if self.endpoint:
             out[ENDPOINT_ANNOTATION] = self.endpoint
+        if mode != "simulated":
+            # Where the persistentvolume controller provisions this node's local volumes.
+            out[LOCAL_STORAGE_DIR_ANNOTATION] = local_storage_dir(self.config)
         return out
 
     def new_node(self) -> core_pb2.Node:
@@ -370,6 +381,33 @@ class NodeAgent:
             with contextlib.suppress(NotFound):
                 secrets[name] = await self.client.get(core_pb2.Secret, name, namespace=ns)
         return config_maps, secrets
+
+    async def claim_dirs(self, pod: core_pb2.Pod) -> dict[str, str]:
+        """Each bound persistentVolumeClaim of `pod` -> its volume's directory. A claim not
+        bound yet is waited for a little (CLAIM_WAIT: a WaitForFirstConsumer volume is made
+        just after the pod is bound here), then left out: the container waits in its
+        back-off, the reason on its status."""
+        out: dict[str, str] = {}
+        ns = pod.metadata.namespace
+        deadline = time.monotonic() + CLAIM_WAIT
+        for name in claim_names(pod):
+            while True:
+                try:
+                    claim = await self.client.get(
+                        core_pb2.PersistentVolumeClaim, name, namespace=ns
+                    )
+                except NotFound:
+                    raise EnvError(f'persistentvolumeclaim "{name}" not found') from None
+                bound = claim.status.phase == "Bound" and claim.spec.volume_name
+                if bound or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(CLAIM_POLL)
+            if not bound:
+                continue
+            with contextlib.suppress(NotFound):
+                pv = await self.client.get(core_pb2.PersistentVolume, claim.spec.volume_name)
+                out[name] = pv.spec.local.path or pv.spec.host_path.path
+        return out
 
     def services(self) -> list[core_pb2.Service]:
         return self._services()

@@ -28,6 +28,7 @@ from k8semu.kubelet import metrics as kubelet_metrics
 from k8semu.kubelet.backoff import Backoff
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, NoCommand, PodFacts, command_line, container_env
+from k8semu.kubelet.eviction import SIZE_CHECK_INTERVAL, exceeded_size_limit
 from k8semu.kubelet.hooks import grace_after_hook, has_post_start, has_pre_stop, run_hook
 from k8semu.kubelet.podstatus import (
     ContainerRecord,
@@ -76,6 +77,7 @@ class PodHost(Protocol):
     async def lookup_refs(
         self, pod: core_pb2.Pod
     ) -> tuple[dict[str, core_pb2.ConfigMap], dict[str, core_pb2.Secret]]: ...
+    async def claim_dirs(self, pod: core_pb2.Pod) -> dict[str, str]: ...
     def services(self) -> list[core_pb2.Service]: ...
     def base_env(self) -> dict[str, str]: ...
     def resolve_image(
@@ -107,6 +109,7 @@ class PodWorker:
         self._next_wake = math.inf
         self._terminating = False
         self._failed_init = False
+        self._evicted = ""  # the eviction message: containers stopped, the pod Failed
         self._written: tuple[core_pb2.PodStatus, int] | None = None  # last status we wrote
         self._start_time = pod.status.start_time if pod.status.HasField("start_time") else None
         self._conditions = PodConditions(pod.status.conditions)
@@ -229,6 +232,9 @@ class PodWorker:
             await self._terminate(pod)
             return True
         self.pod = pod
+        if self._evicted:
+            await self._report()
+            return False
         if not self.pod_ip:
             recovered_ip = self._recovered.pod_ip if self._recovered else ""
             self.pod_ip = await self.host.pod_ip_for(pod, recovered_ip)
@@ -259,6 +265,7 @@ class PodWorker:
                 ):
                     continue
                 await self._maybe_start(rec, now)
+        await _check_size_limits(self)
         await self._report()
         return False
 
@@ -344,8 +351,9 @@ class PodWorker:
             env, config_maps, secrets = await self._container_env(rec)
             argv = command_line(rec.spec, env, self.host.resolve_image)
             files = volume_files(
-                self.pod, rec.spec, config_maps=config_maps, secrets=secrets, where=rec.where
-            )
+                self.pod, rec.spec, config_maps=config_maps, secrets=secrets,
+                facts=self._facts(), claims=await self.host.claim_dirs(self.pod), where=rec.where,
+            )  # fmt: skip
         except EnvError as exc:
             self._start_failed(rec, "CreateContainerConfigError", str(exc))
             return None
@@ -602,6 +610,14 @@ class PodWorker:
                 NORMAL, "Killing", f"Stopping {len(running)} container(s), grace {grace:g}s"
             )
 
+        await self._stop_running(grace)
+        # Reclaim everything first; the pod object goes last (a failed delete is retried).
+        self.host.release_ip(self.uid)
+        await self.host.runtime.remove_pod(self.uid)
+        if pod is not None:
+            await self.host.finish_delete(pod)
+
+    async def _stop_running(self, grace: float) -> None:
         async def stop(rec: ContainerRecord) -> None:
             handle = rec.handle
             if handle is not None:
@@ -609,19 +625,16 @@ class PodWorker:
                 if rec.handle is handle:
                     self._ended(rec, info, handle.started_at, handle.container_id)
 
-        await asyncio.gather(*(stop(rec) for rec in running))
-        # Reclaim everything first; the pod object goes last (a failed delete is retried).
-        self.host.release_ip(self.uid)
-        await self.host.runtime.remove_pod(self.uid)
-        if pod is not None:
-            await self.host.finish_delete(pod)
+        await asyncio.gather(*(stop(rec) for rec in self.records.values()))
 
     # ---- status ----
 
     def status(self) -> core_pb2.PodStatus:
         policy = self.pod.spec.restart_policy or "Always"
         phase = pod_phase(policy, self.inits, self.containers, failed_init=self._failed_init)
+        phase = "Failed" if self._evicted else phase
         st = core_pb2.PodStatus(phase=phase, host_ip=self.host.node_ip)
+        st.reason, st.message = ("Evicted", self._evicted) if self._evicted else ("", "")
         if self.pod_ip:
             st.pod_ip = self.pod_ip
             st.pod_ips.add(ip=self.pod_ip)
@@ -629,14 +642,13 @@ class PodWorker:
             st.start_time.CopyFrom(self._start_time)
         st.qos_class = qos_class(self.pod)
         initializing = any(r.handle is not None or r.last is None for r in self.inits)
+        ending = self._terminating or bool(self._evicted)  # containers stopped for good
         for records, statuses in (
             (self.inits, st.init_container_statuses),
             (self.containers, st.container_statuses),
         ):
             statuses.extend(
-                container_status(
-                    rec, policy, initializing=initializing, terminating=self._terminating
-                )
+                container_status(rec, policy, initializing=initializing, terminating=ending)
                 for rec in records
             )
         done = phase in ("Succeeded", "Failed")
@@ -674,3 +686,14 @@ class PodWorker:
     @property
     def terminating(self) -> bool:
         return self._terminating
+
+
+async def _check_size_limits(worker: PodWorker) -> None:
+    """Evict the pod when an emptyDir outgrew its sizeLimit (kubelet/eviction.py)."""
+    message, again = await exceeded_size_limit(worker.pod, worker.uid, worker.host.runtime)
+    if message:
+        worker._evicted = message
+        worker._event(WARNING, "Evicted", message)
+        await worker._stop_running(worker._grace())
+    elif again:
+        worker._wake_at(worker._loop.time() + SIZE_CHECK_INTERVAL)

@@ -53,6 +53,7 @@ from k8semu.kubelet.runtime import (
     UsageSnapshot,
     VolumeFile,
 )
+from k8semu.kubelet.volumes import memory_dir_of
 from k8semu.log import get_logger
 
 log = get_logger(__name__)
@@ -157,6 +158,9 @@ class ProcessRuntime:
         info = {"uid": uid, "namespace": namespace, "name": name, "podIP": pod_ip}
         _write_json(base / _POD_FILE, info)
         for item in files:
+            if item.link:
+                self._link(uid, item)
+                continue
             target = self._inside(uid, item.path, what="volume path")
             if item.path.endswith("/"):
                 target.mkdir(parents=True, exist_ok=True)
@@ -166,6 +170,27 @@ class ProcessRuntime:
             tmp.write_bytes(item.data)
             tmp.chmod(item.mode & 0o777)
             tmp.replace(target)
+
+    def _link(self, uid: str, item: VolumeFile) -> None:
+        """`item.path` (inside the pod dir) becomes a link to the directory `item.link`
+        (made if missing); an empty directory there (an earlier run's) is replaced."""
+        rel = item.path.rstrip("/")
+        parent = self._inside(uid, os.path.dirname(rel) or ".", what="volume path")
+        where = parent / os.path.basename(rel)
+        Path(item.link).mkdir(parents=True, exist_ok=True)
+        if where.is_symlink():
+            if os.readlink(where) == item.link:
+                return
+            where.unlink()
+        elif where.is_dir():
+            try:
+                where.rmdir()
+            except OSError:
+                raise StartError(
+                    "CreateContainerConfigError", f"volume path {rel!r}: not an empty directory"
+                ) from None
+        parent.mkdir(parents=True, exist_ok=True)
+        where.symlink_to(item.link, target_is_directory=True)
 
     def log_path(self, uid: str, container: str, restart: int) -> Path | None:
         return self.pod_dir(uid) / container / f"{restart}.log"
@@ -378,7 +403,9 @@ class ProcessRuntime:
                     _killpg(int(state["pgid"]), signal.SIGKILL)
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.remove_pod, uid)
+        # rmtree unlinks the volume links without following them: the volumes' data stays.
         await asyncio.to_thread(shutil.rmtree, base, True)
+        await asyncio.to_thread(shutil.rmtree, memory_dir_of(uid), True)
 
     async def close(self) -> None:
         """Stop watching (containers keep running: the next kubelet adopts them); empty

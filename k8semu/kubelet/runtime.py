@@ -130,11 +130,14 @@ class UsageSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class VolumeFile:
-    """A file of a configMap/secret volume, relative to the pod directory."""
+    """A file of a configMap/secret volume, relative to the pod directory; with `link`, a
+    symbolic link at `path` to that host directory (a persistentVolumeClaim, hostPath or
+    memory emptyDir volume: a process runtime has no mount namespace, so a mount is a link)."""
 
     path: str
     data: bytes
     mode: int = 0o644
+    link: str = ""
 
 
 @dataclass(slots=True, kw_only=True)

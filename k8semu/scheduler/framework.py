@@ -9,9 +9,10 @@ in `plugins.py`; the cache that owns the NodeInfos lives in `cache.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from k8semu.api.errors import QuantityError
@@ -330,6 +331,27 @@ def pod_info(pod: core_pb2.Pod) -> PodInfo:
         anti_affinity=anti,
         owner_uid=owner,
     )
+
+
+def with_volume_nodes(
+    info: PodInfo, affinities: Sequence[core_pb2.VolumeNodeAffinity], where: str
+) -> PodInfo:
+    """`info` whose required node terms also demand each bound volume's node affinity (the
+    VolumeBinding plugin's check for claims already bound to a volume on some nodes: a pod
+    goes where its data is). Terms are ORed, so the result is every pairing of a pod term
+    with a volume term, ANDed."""
+    terms = info.required_terms
+    for i, aff in enumerate(affinities):
+        vol = tuple(
+            _node_term(t, f"{where}[{i}].nodeSelectorTerms[{j}]")
+            for j, t in enumerate(aff.required.node_selector_terms)
+        )
+        if not vol:
+            continue
+        terms = vol if terms is None else tuple(
+            NodeTerm(a.expressions + b.expressions, a.fields + b.fields) for a in terms for b in vol
+        )  # fmt: skip
+    return dataclasses.replace(info, required_terms=terms)
 
 
 # ---- NodeInfo --------------------------------------------------------------------------------

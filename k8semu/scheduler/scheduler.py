@@ -49,7 +49,13 @@ from k8semu.scheduler import algorithm
 from k8semu.scheduler import metrics as sched_metrics
 from k8semu.scheduler import queue as queue_mod
 from k8semu.scheduler.cache import SchedulerCache, occupies_node
-from k8semu.scheduler.framework import PodSpecError, node_ready, pod_info, pod_key
+from k8semu.scheduler.framework import (
+    PodSpecError,
+    node_ready,
+    pod_info,
+    pod_key,
+    with_volume_nodes,
+)
 from k8semu.scheduler.queue import QueueClosed, QueuedPod, SchedulingQueue
 
 log = get_logger(__name__)
@@ -151,6 +157,9 @@ class Scheduler:
             core_pb2.Pod, indexers={NODE_NAME_INDEX: index_by_node_name}
         )
         self.nodes = self.informers.informer(core_pb2.Node)
+        # Where bound volumes are (a local volume's node affinity): its pods go there.
+        self.claims = self.informers.informer(core_pb2.PersistentVolumeClaim)
+        self.volumes = self.informers.informer(core_pb2.PersistentVolume)
         self._own_recorder = recorder is None
         self.recorder = recorder or EventRecorder(client, config.scheduler_name)
         self.cache = SchedulerCache()
@@ -304,6 +313,19 @@ class Scheduler:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def _volume_affinities(self, pod: core_pb2.Pod) -> list[core_pb2.VolumeNodeAffinity]:
+        """The node affinities of the volumes `pod`'s claims are bound to."""
+        out = []
+        for vol in pod.spec.volumes:
+            if not vol.HasField("persistent_volume_claim"):
+                continue
+            key = f"{pod.metadata.namespace}/{vol.persistent_volume_claim.claim_name}"
+            claim = self.claims.cache.get(key)
+            pv = self.volumes.cache.get(claim.spec.volume_name) if claim is not None else None
+            if pv is not None and pv.spec.HasField("node_affinity"):
+                out.append(pv.spec.node_affinity)
+        return out
+
     async def schedule_one(self, qp: QueuedPod) -> None:
         """One scheduling cycle for `qp` (popped from the queue)."""
         queue = self.queue
@@ -324,6 +346,8 @@ class Scheduler:
         began = time.perf_counter()
         try:
             info = pod_info(pod)
+            if affinities := self._volume_affinities(pod):
+                info = with_volume_nodes(info, affinities, f"pod {qp.key}: volumes' nodeAffinity")
         except PodSpecError as exc:
             self._attempted(sched_metrics.ERROR, began)
             self._unschedulable(qp, str(exc))

@@ -55,7 +55,13 @@ def test_by_type_and_for_message() -> None:
 
 def test_scope() -> None:
     cluster_scoped = {k.kind for k in kinds.all_kinds() if not k.namespaced}
-    assert cluster_scoped == {"Namespace", "Node", "NodeMetrics"}
+    assert cluster_scoped == {
+        "Namespace",
+        "Node",
+        "NodeMetrics",
+        "PersistentVolume",
+        "StorageClass",
+    }
 
 
 def test_metrics_kinds_share_plurals_but_not_names() -> None:

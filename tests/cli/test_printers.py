@@ -274,3 +274,40 @@ lastTimestamp: "{_at(10)}"
         "  ----     ------      ----   ----                -------",
         "  Normal   Scheduled   10s    default-scheduler   assigned to n1",
     ]
+
+
+def test_statefulset_and_storage_tables() -> None:
+    sts = _obj(
+        f"""
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: web, creationTimestamp: "{_at(60)}"}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: nginx, image: nginx:1}}]}}
+status: {{replicas: 3, readyReplicas: 2}}
+"""
+    )
+    text = _printers.table(kinds.for_resource("sts"), [sts], NOW)  # type: ignore[list-item]
+    assert text.splitlines()[1].split() == ["web", "2/3", "60s"]
+    pvc = _obj(
+        f"""
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: www-web-0, creationTimestamp: "{_at(5)}"}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+  storageClassName: standard
+  volumeName: pvc-1
+status: {{phase: Bound, accessModes: [ReadWriteOnce], capacity: {{storage: 1Gi}}}}
+"""
+    )
+    text = _printers.table(kinds.for_resource("pvc"), [pvc], NOW)  # type: ignore[list-item]
+    assert text.splitlines()[0].split()[:3] == ["NAME", "STATUS", "VOLUME"]
+    assert text.splitlines()[1].split() == [
+        "www-web-0", "Bound", "pvc-1", "1Gi", "RWO", "standard", "5s"
+    ]  # fmt: skip

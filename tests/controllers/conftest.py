@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -25,7 +25,16 @@ from k8semu.client.events import EventRecorder
 from k8semu.cluster.component import ComponentProcess
 from k8semu.controllers.context import ControllerContext, ControllerManagerConfig
 from k8semu.controllers.manager import ControllerManager
-from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2, meta_pb2, policy_pb2
+from k8semu.pb.api.v1 import (
+    apps_pb2,
+    autoscaling_pb2,
+    batch_pb2,
+    core_pb2,
+    meta_pb2,
+    policy_pb2,
+    storage_pb2,
+)
+from tests.scheduler.conftest import SchedulerProcess
 from tests.support.apiserver import APIServerProcess
 from tests.support.fakeclient import RecordingClient
 
@@ -114,6 +123,10 @@ _KINDS: tuple[tuple[str, type[Message]], ...] = (
     ("replicasets", apps_pb2.ReplicaSet),
     ("deployments", apps_pb2.Deployment),
     ("daemonsets", apps_pb2.DaemonSet),
+    ("statefulsets", apps_pb2.StatefulSet),
+    ("persistentvolumeclaims", core_pb2.PersistentVolumeClaim),
+    ("persistentvolumes", core_pb2.PersistentVolume),
+    ("storageclasses", storage_pb2.StorageClass),
     ("nodes", core_pb2.Node),
     ("jobs", batch_pb2.Job),
     ("cronjobs", batch_pb2.CronJob),
@@ -406,3 +419,13 @@ async def controller_manager(client: Client, *controllers: str) -> AsyncIterator
         yield cm
     finally:
         await cm.stop(1.0)
+
+
+@pytest.fixture
+def scheduler(apiserver: APIServerProcess, tmp_path: Path) -> Iterator[SchedulerProcess]:
+    s = SchedulerProcess(apiserver.address, tmp_path / "scheduler.log")
+    try:
+        s.wait_serving()
+        yield s
+    finally:
+        s.close()

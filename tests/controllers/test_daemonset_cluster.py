@@ -4,8 +4,7 @@ and garbage-collector controllers in a controller manager."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -16,7 +15,6 @@ from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from tests.controllers.conftest import controller_manager
 from tests.kubelet.conftest import KubeletProcess, kubelets  # noqa: F401
 from tests.scheduler.conftest import SchedulerProcess
-from tests.support.apiserver import APIServerProcess
 from tests.support.poll import eventually
 
 pytestmark = pytest.mark.slow
@@ -26,16 +24,6 @@ pytestmark = pytest.mark.slow
 async def manager(client: Client) -> AsyncIterator[ControllerManager]:
     async with controller_manager(client, "daemonset", "garbagecollector") as cm:
         yield cm
-
-
-@pytest.fixture
-def scheduler(apiserver: APIServerProcess, tmp_path: Path) -> Iterator[SchedulerProcess]:
-    s = SchedulerProcess(apiserver.address, tmp_path / "scheduler.log")
-    try:
-        s.wait_serving()
-        yield s
-    finally:
-        s.close()
 
 
 async def test_a_daemon_runs_on_every_untainted_node_and_rolls_to_a_new_image(

@@ -8,6 +8,8 @@
     jobs.py        Job: defaults, the generated selector, checks, immutable fields
     cronjobs.py    CronJob: defaults, schedule and time zone checks
     disruption.py  PodDisruptionBudget: checks
+    statefulsets.py StatefulSet: defaults, checks, the fields an update may change
+    storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
@@ -40,10 +42,12 @@ from k8semu.apiserver.registry import (
     namespaces,
     pods,
     services,
+    statefulsets,
+    storage,
     workloads,
 )
 from k8semu.apiserver.registry.strategy import Reader, Strategy
-from k8semu.apiserver.validation import dns1123_label
+from k8semu.apiserver.validation import FieldError, dns1123_label
 
 
 class Registry:
@@ -109,6 +113,46 @@ def _workload(resource: str, defaults: Callable[[Any], None]) -> Strategy:
     )
 
 
+def _checked(
+    resource: str,
+    defaults: Callable[[Any], None],
+    validate: Callable[[Any], Iterator[FieldError]],
+    validate_update: Callable[[Any, Any], Iterator[FieldError]],
+    *,
+    status: bool = True,
+    scale: bool = False,
+) -> Strategy:
+    """A row of a kind with its own defaults, checks and immutable fields."""
+    return Strategy(
+        kind=_kind(resource),
+        defaults=defaults,
+        validate=validate,
+        validate_update=validate_update,
+        status=status,
+        scale=scale,
+    )
+
+
+def _volume_rows() -> list[Strategy]:
+    """PersistentVolume and PersistentVolumeClaim (registry/storage.py)."""
+    return [
+        _checked("persistentvolumes", storage.pv_defaults, storage.validate_pv,
+                 storage.validate_pv_update),
+        _checked("persistentvolumeclaims", storage.pvc_defaults, storage.validate_pvc,
+                 storage.validate_pvc_update),
+    ]  # fmt: skip
+
+
+def _stateful_rows() -> list[Strategy]:
+    """StatefulSet and StorageClass (in KINDS' order)."""
+    return [
+        _checked("statefulsets", statefulsets.defaults, statefulsets.validate,
+                 statefulsets.validate_update, scale=True),
+        _checked("storageclasses", storage.class_defaults, storage.validate_class,
+                 storage.validate_class_update, status=False),
+    ]  # fmt: skip
+
+
 def build(
     ranges: ServiceRanges,
     rng: random.Random | None = None,
@@ -152,6 +196,7 @@ def build(
             Strategy(kind=_kind("configmaps")),
             Strategy(kind=_kind("secrets")),
             Strategy(kind=_kind("events"), expires=True),
+            *_volume_rows(),
             _workload("replicasets", workloads.replica_set_defaults),
             _workload("deployments", workloads.deployment_defaults),
             Strategy(
@@ -161,6 +206,7 @@ def build(
                 validate_update=workloads.validate_update,
                 status=True,
             ),
+            *_stateful_rows(),
             Strategy(
                 kind=_kind("jobs"),
                 defaults=jobs.defaults,

@@ -93,8 +93,8 @@ DEFAULT_SERVICE_CIDR = "127.96.0.0/16"
 DEFAULT_NODE_PORT_RANGE = "30000-32767"
 DEFAULT_LOAD_BALANCER_POOL = "127.100.0.0/24"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
-KNOWN_ADDONS = ("dns",)
-DEFAULT_ADDONS: tuple[str, ...] = ("dns",)
+KNOWN_ADDONS = ("dns", "storage")
+DEFAULT_ADDONS: tuple[str, ...] = ("dns", "storage")
 
 
 def _ms(seconds: float) -> int:
