@@ -28,14 +28,14 @@ import random
 import shutil
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from k8semu.log import get_logger
 from k8semu.pb.raft import raft_pb2
-from k8semu.raft import errors
+from k8semu.raft import errors, membership
 from k8semu.raft.config import Config
 from k8semu.raft.core import Raft
 from k8semu.raft.ready import Ready, SoftState, StateRole
@@ -170,6 +170,12 @@ class RaftNode:
         self._stopped = False
         # A leadership transfer asked of the Raft loop (0: none); see transfer_leader.
         self._transfer_to = 0
+        self._conf_proposals: list[tuple[bytes, asyncio.Future[None]]] = []  # (ConfChange, fut)
+        # The applied membership (id -> context), who hears when it changes, and when each
+        # peer was last heard from (monotonic; the store's checks before a change).
+        self.members: dict[int, bytes] = dict.fromkeys(config.voters, b"")
+        self.on_members: Callable[[dict[int, bytes]], None] = lambda members: None
+        self.last_heard: dict[int, float] = {}
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -197,7 +203,9 @@ class RaftNode:
             snapshot=snap,
             entries=state.entries,
             applied=self._sm.applied_index,
+            members=state.members,
         )
+        self.members = self._core.members
         transport.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -239,7 +247,9 @@ class RaftNode:
         return self._core.commit if self._core else 0
 
     def step(self, messages: Sequence[raft_pb2.Message]) -> None:
-        """Messages from peers (called by the transport servicer)."""
+        """Messages from peers (called by the transport servicer), all from one sender."""
+        if messages:
+            self.last_heard[getattr(messages[0], "from")] = time.monotonic()
         if self.role is StateRole.FOLLOWER:
             for msg in messages:
                 if msg.type in _FROM_LEADER:
@@ -284,6 +294,16 @@ class RaftNode:
         self._proposals.append((data, result, False))
         self._wake.set()
 
+    async def propose_conf_change(self, data: bytes) -> None:
+        """Returns once the membership change (a serialized ConfChange) entered the log: on the
+        leader only (else NotLeader), one at a time (else ConfChangeInProgress)."""
+        if self._stopped:
+            raise errors.NodeStopped
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._conf_proposals.append((data, fut))
+        self._wake.set()
+        await fut
+
     async def read_index(self) -> int:
         """A commit index that reflects every write acknowledged before this call
         (Raft thesis 6.4). Reads served once applied_index >= it are linearizable."""
@@ -320,7 +340,7 @@ class RaftNode:
         (the core aborts its transfer after an election timeout). A transfer to itself
         returns at once, as etcd's MoveLeader does.
         """
-        if target not in self.config.voters:
+        if target not in self.members:
             raise errors.BadTransferee
         if self.role is not StateRole.LEADER:
             raise errors.NotLeader
@@ -428,6 +448,8 @@ class RaftNode:
         if self._transfer_to:
             raft.transfer_leader(self._transfer_to)
             self._transfer_to = 0
+        if self._conf_proposals:
+            self._feed_conf_changes(raft)
         if self._proposals and not raft.hold_proposals:
             # While the leader hands over (thesis 3.10) proposals wait for the new leader
             # instead of failing or being dropped there: the transfer takes a round trip or
@@ -459,6 +481,17 @@ class RaftNode:
             else:
                 self._reads_in_flight[ctx] = waiters
 
+    def _feed_conf_changes(self, raft: Raft) -> None:
+        props, self._conf_proposals = self._conf_proposals, []
+        for data, fut in props:
+            if fut.done():
+                continue
+            try:
+                raft.propose_conf_change(data)
+                fut.set_result(None)
+            except errors.RaftError as exc:
+                fut.set_exception(exc)
+
     async def _handle_ready(self, raft: Raft, rd: Ready) -> None:
         stats = self.stats
         stats["readys"] += 1
@@ -467,6 +500,9 @@ class RaftNode:
         stats["messages"] += len(rd.messages)
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
+        if rd.members is not None:
+            self.members = rd.members
+            self.on_members(rd.members)
         assert self.transport is not None
         early: list[raft_pb2.Message] = []
         late: list[raft_pb2.Message] = []
@@ -611,7 +647,8 @@ class RaftNode:
                 tmp.unlink(missing_ok=True)
                 return
             await asyncio.to_thread(tmp.replace, self._snapshot_path(index))
-            meta = raft_pb2.SnapshotMetadata(index=index, term=term, voters=self.config.voters)
+            meta = raft_pb2.SnapshotMetadata(index=index, term=term)
+            membership.to_snapshot(meta, raft.members_at(index))
             compact_to = max(0, index - self._pacing.catch_up_entries)
             if self._snapshot_meta is not None:
                 compact_to = max(compact_to, min(self._snapshot_meta.index, index))
@@ -674,6 +711,10 @@ class RaftNode:
             if not fut.done():
                 fut.set_exception(error)
         self._proposals.clear()
+        for _, conf in self._conf_proposals:
+            if not conf.done():
+                conf.set_exception(error)
+        self._conf_proposals.clear()
         pending = [*self._read_waiters, *itertools.chain(*self._reads_in_flight.values())]
         for read in pending:
             if not read.done():
