@@ -159,7 +159,7 @@ async def _serve(config: cfg.StoreConfig, metrics: str) -> None:
     await _serving.serve(
         server,
         grace=_serving.STOP_GRACE,
-        failure=lambda: server.node.wait_failed(),
+        failure=server.wait_failed,
         metrics=metrics,
         metrics_flag=METRICS_FLAG,
     )

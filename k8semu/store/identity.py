@@ -29,6 +29,31 @@ from k8semu.store.config import StoreConfig
 from k8semu.store.errors import MemberDataLostError
 
 MARKER = "member"
+_EXISTING = "--initial-cluster-state existing"
+
+
+def needs_join(config: StoreConfig) -> bool:
+    """A member started with --initial-cluster-state existing on an empty data dir: it joins
+    a running cluster that added it (store.members.fetch_cluster)."""
+    data_dir = config.data_dir
+    return (
+        config.initial_cluster_state == "existing"
+        and not (data_dir / "raft.db").exists()
+        and not (data_dir / MARKER).exists()
+    )
+
+
+def recorded(config: StoreConfig) -> tuple[int, int, bool] | None:
+    """(cluster id, member id, joined) as the data dir's marker recorded them when this member
+    first started; None without a marker of this --name. As etcd ignores --initial-cluster
+    once a data dir exists, so do these ids: the membership may have changed since."""
+    try:
+        marker = json.loads((config.data_dir / MARKER).read_text())
+        if marker.get("name") != config.name:
+            return None
+        return int(marker["cluster"], 16), int(marker["member"], 16), bool(marker.get("joined"))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
 
 
 def check(config: StoreConfig) -> None:
@@ -47,17 +72,20 @@ def check(config: StoreConfig) -> None:
             evidence = evidence or ["kv.db has applied entries"]
     if lost is None or not evidence:
         return
+    if evidence == [_EXISTING] and not raft_db.exists():
+        return  # an empty data dir joining a running cluster (needs_join)
     raise MemberDataLostError(
         f"member {config.name} ({config.member_id:x}) of cluster {config.cluster_id:x} was "
         f"already bootstrapped ({'; '.join(evidence)}), but {lost}. Its Raft data is lost: "
         "starting it as a new member under its old id could make it vote twice in one term. "
-        "Refusing to start. To replace it, remove the member and add it back with an empty "
-        "data dir (membership changes are not supported yet), or restore every member from "
+        "Refusing to start. To replace it, remove the member (`etcdctl member remove ID`), "
+        "add a new one (`etcdctl member add NAME --peer-urls URL`) and start that with an "
+        "empty data dir and --initial-cluster-state existing, or restore every member from "
         "a backup (`k8semu store snapshot restore`)."
     )
 
 
-def mark(config: StoreConfig) -> None:
+def mark(config: StoreConfig, *, joined: bool = False) -> None:
     """Record that this data dir's member is bootstrapped (once its raft.db exists)."""
     path = config.data_dir / MARKER
     if path.exists():
@@ -69,6 +97,7 @@ def mark(config: StoreConfig) -> None:
                 "name": config.name,
                 "member": f"{config.member_id:x}",
                 "cluster": f"{config.cluster_id:x}",
+                "joined": joined,
             }
         )
         + "\n"
@@ -86,7 +115,7 @@ def _evidence(config: StoreConfig) -> list[str]:
     if any((data_dir / "snap").glob("*.snap")):
         found.append("snapshots exist in snap/")
     if config.initial_cluster_state == "existing":
-        found.append("--initial-cluster-state existing")
+        found.append(_EXISTING)
     return found
 
 

@@ -118,7 +118,7 @@ def test_member_with_lost_raft_log_refuses_to_start(tmp_path: Path) -> None:
                     proc.wait()
             assert proc.returncode == 1, (damage, out, err)
             assert "already bootstrapped" in err and "Raft data is lost" in err, err
-            assert "remove the member and add it back" in err, err
+            assert "etcdctl member remove" in err and "etcdctl member add" in err, err
             assert "snapshot restore" in err, err
             assert not raft_db.exists() or raft_db.stat().st_size == 0, "refusal wrote raft.db"
         raft_db.write_bytes(saved)
