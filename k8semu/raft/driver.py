@@ -176,6 +176,7 @@ class RaftNode:
         self.members: dict[int, bytes] = dict.fromkeys(config.voters, b"")
         self.on_members: Callable[[dict[int, bytes]], None] = lambda members: None
         self.last_heard: dict[int, float] = {}
+        self.heard_since: dict[int, float] = {}  # start of the current run of hearing it
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ class RaftNode:
     def step(self, messages: Sequence[raft_pb2.Message]) -> None:
         """Messages from peers (called by the transport servicer), all from one sender."""
         if messages:
-            self.last_heard[getattr(messages[0], "from")] = time.monotonic()
+            self._heard(getattr(messages[0], "from"))
         if self.role is StateRole.FOLLOWER:
             for msg in messages:
                 if msg.type in _FROM_LEADER:
@@ -257,6 +258,13 @@ class RaftNode:
                     break
         self._inbox.extend(messages)
         self._wake.set()
+
+    def _heard(self, peer: int) -> None:
+        now = time.monotonic()
+        last = self.last_heard.get(peer)
+        if last is None or now - last > self._pacing.tick_interval * self.config.election_tick:
+            self.heard_since[peer] = now
+        self.last_heard[peer] = now
 
     def _leader_message_seen(self) -> None:
         t = self.timing

@@ -29,18 +29,29 @@ from k8semu.store.config import StoreConfig
 from k8semu.store.errors import MemberDataLostError
 
 MARKER = "member"
+# A data dir prepared for a member that joins a running cluster (`k8semu store replace`
+# writes it): it starts as with --initial-cluster-state existing whatever its flags say, so
+# a supervisor restarting it with its usual command does not bootstrap it anew.
+JOIN_MARKER = "join"
 _EXISTING = "--initial-cluster-state existing"
 
 
 def needs_join(config: StoreConfig) -> bool:
-    """A member started with --initial-cluster-state existing on an empty data dir: it joins
-    a running cluster that added it (store.members.fetch_cluster)."""
+    """A member started with --initial-cluster-state existing (or on a data dir prepared to
+    join) with no Raft log yet: it joins a running cluster that added it
+    (store.members.fetch_cluster)."""
     data_dir = config.data_dir
     return (
-        config.initial_cluster_state == "existing"
+        (config.initial_cluster_state == "existing" or (data_dir / JOIN_MARKER).exists())
         and not (data_dir / "raft.db").exists()
         and not (data_dir / MARKER).exists()
     )
+
+
+def prepare_join(data_dir: Path, note: str) -> None:
+    """Make ``data_dir`` (new, empty) one whose member joins a running cluster."""
+    data_dir.mkdir(parents=True)
+    (data_dir / JOIN_MARKER).write_text(note + "\n")
 
 
 def recorded(config: StoreConfig) -> tuple[int, int, bool] | None:

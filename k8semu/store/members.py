@@ -39,6 +39,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 # How long a joining member keeps asking its --initial-cluster peers for the cluster.
 JOIN_TIMEOUT_S = 10.0
+# etcd's HealthInterval: a peer counts as connected for the checks once heard from without a
+# break for this long (etcd: its stream has been up that long).
+HEALTH_INTERVAL_S = 5.0
 _JOIN_CALL_TIMEOUT_S = 2.0
 
 
@@ -48,6 +51,7 @@ class Node(Protocol):
     leader: int
     members: dict[int, bytes]
     last_heard: dict[int, float]
+    heard_since: dict[int, float]
 
     async def propose_conf_change(self, data: bytes) -> None: ...
 
@@ -181,14 +185,22 @@ class Reconfigurer:
     def _current(self) -> dict[int, rpc_pb2.Member]:
         return {i: decode(i, ctx) for i, ctx in self._host.contexts().items()}
 
-    def _connected(self, member_id: int) -> bool:
+    def _reachable(self, member_id: int) -> bool:
+        """Heard from within an election timeout (a follower answers every heartbeat); etcd
+        asks whether its stream to the peer is up."""
         if member_id == self._host.config.member_id:
             return True
-        # etcd counts a peer connected while its stream is up; here, while the leader heard
-        # from it within an election timeout (a follower answers every heartbeat).
         heard = self._host.node.last_heard.get(member_id)
         window = self._host.config.election_ms / 1000
         return heard is not None and time.monotonic() - heard < window
+
+    def _connected(self, member_id: int) -> bool:
+        """Reachable, and without a break for etcd's HealthInterval."""
+        if not self._reachable(member_id):
+            return False
+        since = self._host.node.heard_since.get(member_id, 0.0)
+        own = member_id == self._host.config.member_id
+        return own or time.monotonic() - since >= HEALTH_INTERVAL_S
 
     async def _add(self, request: rpc_pb2.MemberAddRequest) -> rpc_pb2.Member:
         if request.isLearner:
@@ -221,7 +233,7 @@ class Reconfigurer:
         # etcd's IsReadyToRemoveVotingMember: the started members left must be a quorum.
         if sum(1 for m in rest if m.name) < len(rest) // 2 + 1:
             raise errors.ErrMemberNotEnoughStarted
-        if member_id == self._host.config.member_id or self._connected(member_id):
+        if member_id == self._host.config.member_id or self._reachable(member_id):
             # Removing a connected member must leave a connected quorum (a member down is
             # not part of the active quorum, so removing it is always safe).
             active = sum(1 for i in current if self._connected(i))

@@ -61,8 +61,12 @@ async def _join(cluster: K8semuStoreCluster, client: Client, name: str) -> int:
     """Add ``name`` through ``client``, start it, and wait until it serves as a started
     member; its id."""
     member = cluster.add_member(name)
-    added = await client.cluster.MemberAdd(
-        rpc_pb2.MemberAddRequest(peerURLs=[member.peer_url]), timeout=TIMEOUT
+    # Refused as "unhealthy cluster" until every member was connected for 5 s (as etcd).
+    added = await eventually(
+        lambda: client.cluster.MemberAdd(
+            rpc_pb2.MemberAddRequest(peerURLs=[member.peer_url]), timeout=TIMEOUT
+        ),
+        what=f"{name} added",
     )
     assert added.member.name == "" and list(added.member.peerURLs) == [member.peer_url]
     assert added.member.ID in {m.ID for m in added.members}
@@ -262,9 +266,12 @@ async def test_replace_a_replica_whose_data_is_gone_under_a_writer(tmp_path: Pat
                 await client.cluster.MemberRemove(
                     rpc_pb2.MemberRemoveRequest(ID=ids["s2"]), timeout=TIMEOUT
                 )
-                added = await client.cluster.MemberAdd(
-                    rpc_pb2.MemberAddRequest(peerURLs=[cluster.member("s2").peer_url]),
-                    timeout=TIMEOUT,
+                added = await eventually(
+                    lambda: client.cluster.MemberAdd(
+                        rpc_pb2.MemberAddRequest(peerURLs=[cluster.member("s2").peer_url]),
+                        timeout=TIMEOUT,
+                    ),
+                    what="s2 added again",
                 )
                 assert ids["s2"] != added.member.ID
                 cluster.rejoin_member("s2")
@@ -295,3 +302,64 @@ async def test_replace_a_replica_whose_data_is_gone_under_a_writer(tmp_path: Pat
         assert {k: have.get(k) for k in acked} == acked
         for ch in channels:
             await ch.close()
+
+
+async def test_grow_to_five_and_shrink_back_to_three_under_a_writer(tmp_path: Path) -> None:
+    """3 -> 5 one member at a time (each started and caught up before the next add, as
+    etcd's health check wants), then 5 -> 3 removing two of the original members; a writer
+    runs throughout and every acknowledged write is on the final members."""
+    cluster = K8semuStoreCluster(tmp_path / "c", 3)
+    with cluster:
+        cluster.start()
+        cluster.wait_ready(timeout=60)
+        acked: dict[bytes, bytes] = {}
+        stop = asyncio.Event()
+        channel = transport.channel(cluster.endpoints)
+
+        async def writer() -> None:
+            client = Client(channel)
+            n = 0
+            while not stop.is_set():
+                key, value = f"g{n % 100}".encode(), f"v{n}".encode()
+                n += 1
+                try:
+                    await _put(client, key, value)
+                except grpc.aio.AioRpcError:
+                    continue
+                acked[key] = value
+
+        task = asyncio.create_task(writer())
+        try:
+            async with transport.channel(cluster.member("s1").endpoint) as ch:
+                client = Client(ch)
+                for name in ("s4", "s5"):
+                    await _join(cluster, client, name)
+                    cluster.wait_ready(timeout=30)
+                assert len(await _list(client)) == 5
+            ids = _member_ids(cluster)
+            async with transport.channel(cluster.member("s5").endpoint) as ch:
+                client = Client(ch)
+                for name in ("s1", "s2"):
+                    await eventually(
+                        lambda name=name: client.cluster.MemberRemove(  # type: ignore[misc]
+                            rpc_pb2.MemberRemoveRequest(ID=ids[name]), timeout=TIMEOUT
+                        ),
+                        what=f"{name} removed",
+                    )
+                    proc = cluster.member(name).proc
+                    assert proc is not None
+                    await asyncio.to_thread(proc.wait, 30)
+                    cluster.forget_member(name)
+                listed = await _list(client)
+                assert sorted(m.name for m in listed) == ["s3", "s4", "s5"]
+            await eventually(lambda: len(acked) >= 100, timeout=30, what="writes")
+        finally:
+            stop.set()
+            await task
+        for name in ("s3", "s4", "s5"):
+            async with transport.channel(cluster.member(name).endpoint) as ch:
+                got = await Client(ch).kv.Range(
+                    rpc_pb2.RangeRequest(key=b"g", range_end=b"h"), timeout=TIMEOUT
+                )
+                assert {kv.key: kv.value for kv in got.kvs} == acked, name
+        await channel.close()
