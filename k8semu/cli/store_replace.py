@@ -25,41 +25,36 @@ from k8semu.cluster.state import find_state_dir
 DEFAULT_TIMEOUT_MS = 120_000
 
 
+def _seconds(text: str) -> float:
+    try:
+        return parse_duration_ms(text, "--timeout") / 1000
+    except ClusterConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="k8semu store replace",
-        description="Replace a store replica whose data is lost: remove its member, add a"
-        " new one at the same addresses, start it empty, wait until it caught up.",
-    )
+    summary = (__doc__ or "").splitlines()[0].partition(": ")[2]
+    p = argparse.ArgumentParser(prog="k8semu store replace", description=summary)
     p.add_argument("member", metavar="NAME", help="the store member (store.members[].name)")
+    timeout = format_duration(DEFAULT_TIMEOUT_MS)
+    p.add_argument("--timeout", type=_seconds, default=timeout, metavar="DURATION", help=_TIMEOUT)
     add_cluster_args(p)
-    p.add_argument(
-        "--timeout",
-        default=format_duration(DEFAULT_TIMEOUT_MS),
-        metavar="DURATION",
-        help="give up when the replica has not caught up this long after the start"
-        " (default: %(default)s)",
-    )
     return p
+
+
+_TIMEOUT = "give up when it has not caught up by then (default: %(default)s)"
 
 
 def main(argv: Sequence[str]) -> int:
     from k8semu.cluster.replace import replace_replica
 
     ns = _parser().parse_args(list(argv))
+    where = find_state_dir(ns.state_dir, ns.name, os.environ)
     try:
-        timeout_ms = parse_duration_ms(ns.timeout, "--timeout")
-    except ClusterConfigError as exc:
-        print(f"k8semu store replace: {exc}", file=sys.stderr)
-        return 2
-    state_dir = find_state_dir(ns.state_dir, ns.name, os.environ)
-    try:
-        done = replace_replica(state_dir, ns.member, timeout=timeout_ms / 1000, say=say)
+        done = replace_replica(where, ns.member, timeout=ns.timeout, say=say)
     except ClusterError as exc:
-        print(f"k8semu store replace: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"replaced store member {done.name}: {done.old_id:x} -> {done.new_id:x}, caught up"
-        f" {done.restart.seconds:.1f}s after its start"
-    )
+        sys.exit(f"k8semu store replace: {exc}")
+    r = done.restart
+    print(f"replaced store member {done.name}: {done.old_id:x} -> {done.new_id:x}, caught up")
+    print(f"  {r.seconds:.1f}s after its start (pid {r.new_pid})")
     return 0

@@ -29,7 +29,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,6 +80,24 @@ class Timing:
     leader_gap_window: float = 0.0
     turn_max: float = 0.0
     turn_window: float = 0.0
+
+
+@dataclass(slots=True)
+class PeerContact:
+    """When each peer was last heard from, and since when without a break longer than
+    ``gap`` (monotonic seconds): who is connected, for the store's checks before a
+    membership change."""
+
+    gap: float
+    last: dict[int, float] = field(default_factory=dict)
+    since: dict[int, float] = field(default_factory=dict)
+
+    def heard(self, peer: int) -> None:
+        now = time.monotonic()
+        last = self.last.get(peer)
+        if last is None or now - last > self.gap:
+            self.since[peer] = now
+        self.last[peer] = now
 
 
 def durable_prefix(rd: Ready, stored_last_index: int) -> int:
@@ -171,12 +189,10 @@ class RaftNode:
         # A leadership transfer asked of the Raft loop (0: none); see transfer_leader.
         self._transfer_to = 0
         self._conf_proposals: list[tuple[bytes, asyncio.Future[None]]] = []  # (ConfChange, fut)
-        # The applied membership (id -> context), who hears when it changes, and when each
-        # peer was last heard from (monotonic; the store's checks before a change).
+        # The applied membership (id -> context), and who hears when it changes.
         self.members: dict[int, bytes] = dict.fromkeys(config.voters, b"")
         self.on_members: Callable[[dict[int, bytes]], None] = lambda members: None
-        self.last_heard: dict[int, float] = {}
-        self.heard_since: dict[int, float] = {}  # start of the current run of hearing it
+        self.contact = PeerContact(pacing.tick_interval * config.election_tick)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -250,7 +266,7 @@ class RaftNode:
     def step(self, messages: Sequence[raft_pb2.Message]) -> None:
         """Messages from peers (called by the transport servicer), all from one sender."""
         if messages:
-            self._heard(getattr(messages[0], "from"))
+            self.contact.heard(getattr(messages[0], "from"))
         if self.role is StateRole.FOLLOWER:
             for msg in messages:
                 if msg.type in _FROM_LEADER:
@@ -258,13 +274,6 @@ class RaftNode:
                     break
         self._inbox.extend(messages)
         self._wake.set()
-
-    def _heard(self, peer: int) -> None:
-        now = time.monotonic()
-        last = self.last_heard.get(peer)
-        if last is None or now - last > self._pacing.tick_interval * self.config.election_tick:
-            self.heard_since[peer] = now
-        self.last_heard[peer] = now
 
     def _leader_message_seen(self) -> None:
         t = self.timing
@@ -457,7 +466,8 @@ class RaftNode:
             raft.transfer_leader(self._transfer_to)
             self._transfer_to = 0
         if self._conf_proposals:
-            self._feed_conf_changes(raft)
+            changes, self._conf_proposals = self._conf_proposals, []
+            _propose_conf_changes(raft, changes)
         if self._proposals and not raft.hold_proposals:
             # While the leader hands over (thesis 3.10) proposals wait for the new leader
             # instead of failing or being dropped there: the transfer takes a round trip or
@@ -488,17 +498,6 @@ class RaftNode:
                         read.set_exception(errors.ProposalDropped)
             else:
                 self._reads_in_flight[ctx] = waiters
-
-    def _feed_conf_changes(self, raft: Raft) -> None:
-        props, self._conf_proposals = self._conf_proposals, []
-        for data, fut in props:
-            if fut.done():
-                continue
-            try:
-                raft.propose_conf_change(data)
-                fut.set_result(None)
-            except errors.RaftError as exc:
-                fut.set_exception(exc)
 
     async def _handle_ready(self, raft: Raft, rd: Ready) -> None:
         stats = self.stats
@@ -729,3 +728,15 @@ class RaftNode:
                 read.set_exception(error)
         self._read_waiters.clear()
         self._reads_in_flight.clear()
+
+
+def _propose_conf_changes(raft: Raft, props: list[tuple[bytes, asyncio.Future[None]]]) -> None:
+    """Hand membership changes to the core; each future learns whether it took the change."""
+    for data, fut in props:
+        if fut.done():
+            continue
+        try:
+            raft.propose_conf_change(data)
+            fut.set_result(None)
+        except errors.RaftError as exc:
+            fut.set_exception(exc)

@@ -30,6 +30,7 @@ from k8semu.pb.etcd import rpc_pb2
 from k8semu.pb.raft import raft_pb2
 from k8semu.pb.store import internal_pb2, internal_pb2_grpc
 from k8semu.raft import membership
+from k8semu.raft.driver import PeerContact
 from k8semu.raft.errors import RaftError
 from k8semu.store import errors
 from k8semu.store.config import StoreConfig
@@ -50,8 +51,7 @@ class Node(Protocol):
 
     leader: int
     members: dict[int, bytes]
-    last_heard: dict[int, float]
-    heard_since: dict[int, float]
+    contact: PeerContact
 
     async def propose_conf_change(self, data: bytes) -> None: ...
 
@@ -173,7 +173,7 @@ class Reconfigurer:
         if kind == "remove":
             if self._host.config.member_id == change.remove.ID:
                 return await self._remove_self(change.remove.ID)
-            await self._remove(change.remove.ID)
+            await self._remove(change.remove.ID, checked=change.checked)
         elif kind == "update":
             await self._update(change.update)
         elif kind == "publish":
@@ -190,7 +190,7 @@ class Reconfigurer:
         asks whether its stream to the peer is up."""
         if member_id == self._host.config.member_id:
             return True
-        heard = self._host.node.last_heard.get(member_id)
+        heard = self._host.node.contact.last.get(member_id)
         window = self._host.config.election_ms / 1000
         return heard is not None and time.monotonic() - heard < window
 
@@ -198,7 +198,7 @@ class Reconfigurer:
         """Reachable, and without a break for etcd's HealthInterval."""
         if not self._reachable(member_id):
             return False
-        since = self._host.node.heard_since.get(member_id, 0.0)
+        since = self._host.node.contact.since.get(member_id, 0.0)
         own = member_id == self._host.config.member_id
         return own or time.monotonic() - since >= HEALTH_INTERVAL_S
 
@@ -240,8 +240,9 @@ class Reconfigurer:
             if active - 1 < 1 + (len(current) - 1) // 2:
                 raise errors.ErrUnhealthy
 
-    async def _remove(self, member_id: int) -> None:
-        self._check_remove(member_id)
+    async def _remove(self, member_id: int, *, checked: bool) -> None:
+        if not checked:
+            self._check_remove(member_id)
         await self._propose(raft_pb2.CONF_REMOVE_NODE, member_id, b"")
         log.info("member removed", member=f"{member_id:x}")
 
@@ -257,7 +258,9 @@ class Reconfigurer:
             await host.node.transfer_leader(target, host.request_timeout)
         except RaftError as exc:
             raise errors.from_raft(exc) from None
-        change = internal_pb2.MemberChange(remove=rpc_pb2.MemberRemoveRequest(ID=member_id))
+        change = internal_pb2.MemberChange(
+            remove=rpc_pb2.MemberRemoveRequest(ID=member_id), checked=True
+        )
         return await forward(_address_of(host, target), change, host.request_timeout)
 
     async def _update(self, request: rpc_pb2.MemberUpdateRequest) -> None:

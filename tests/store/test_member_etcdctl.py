@@ -81,7 +81,9 @@ def _session(cluster: ProcessCluster) -> list[tuple[str, int | None, list[str]]]
 
     def run(what: str, *args: str) -> str:
         step = ctl.run(*args)
-        steps.append((what, step.returncode, _mask(step.stdout + step.stderr)))
+        out = _mask(step.stdout + step.stderr)
+        # Rows in member id order, and the ids differ between the two clusters.
+        steps.append((what, step.returncode, sorted(out) if what == "list" else out))
         return step.stdout
 
     listed = _members(ctl)

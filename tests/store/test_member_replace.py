@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -14,24 +13,9 @@ import pytest
 
 from k8semu.cluster.state import read_state
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from tests.support.cluster import (
-    by_name,
-    k8semu,
-    status,
-    stop_recorded,
-    up_detached,
-    user_env,
-    write_config,
-)
+from tests.support import cluster as harness
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Path]]:
-    dirs: list[Path] = []
-    yield dirs
-    stop_recorded(dirs)
 
 
 def _members(endpoint: str) -> dict[str, int]:
@@ -40,12 +24,20 @@ def _members(endpoint: str) -> dict[str, int]:
     return {m.name: m.ID for m in listed.members}
 
 
-def test_replace_a_replica_whose_data_dir_was_removed(tmp_path: Path, cleanup: list[Path]) -> None:
-    env = user_env(tmp_path)
-    config = write_config(tmp_path / "c.yaml", name="repl", stores=3, workers=False, addons=False)
+def test_replace_a_replica_whose_data_dir_was_removed(tmp_path: Path) -> None:
+    env = harness.user_env(tmp_path)
+    config = harness.write_config(
+        tmp_path / "c.yaml", name="repl", stores=3, workers=False, addons=False
+    )
     state_dir = tmp_path / "state"
-    cleanup.append(state_dir)
-    up_detached(env, config, state_dir)
+    try:
+        harness.up_detached(env, config, state_dir)
+        _replace_under_a_writer(env, state_dir)
+    finally:
+        harness.stop_recorded([state_dir])
+
+
+def _replace_under_a_writer(env: dict[str, str], state_dir: Path) -> None:
     state = read_state(state_dir)
     endpoints = dict(state.store_members)
     before = _members(endpoints["s1"])
@@ -73,7 +65,7 @@ def test_replace_a_replica_whose_data_dir_was_removed(tmp_path: Path, cleanup: l
         s2 = state.component("store-s2")
         assert s2 is not None
         shutil.rmtree(s2.data_dir)
-        run = k8semu(env, "store", "replace", "s2", "--state-dir", state_dir, timeout=150)
+        run = harness.k8semu(env, "store", "replace", "s2", "--state-dir", state_dir, timeout=150)
         assert run.returncode == 0, run.stdout + run.stderr
         assert "replaced store member s2" in run.stdout
     finally:
@@ -82,7 +74,7 @@ def test_replace_a_replica_whose_data_dir_was_removed(tmp_path: Path, cleanup: l
     after = _members(endpoints["s1"])
     assert sorted(after) == ["s1", "s2", "s3"]
     assert after["s2"] != before["s2"] and after["s1"] == before["s1"]
-    rows = by_name(status(env, state_dir))
+    rows = harness.by_name(harness.status(env, state_dir))
     assert rows["store-s2"]["alive"] and rows["store-s2"]["health"] == "SERVING", rows
     assert acked, "the writer wrote nothing"
     with grpc.insecure_channel(endpoints["s2"]) as ch:
@@ -91,9 +83,9 @@ def test_replace_a_replica_whose_data_dir_was_removed(tmp_path: Path, cleanup: l
         )
     assert {kv.key: kv.value for kv in got.kvs} == acked
     # Bad input is refused, naming it; nothing changes.
-    unknown = k8semu(env, "store", "replace", "s9", "--state-dir", state_dir)
+    unknown = harness.k8semu(env, "store", "replace", "s9", "--state-dir", state_dir)
     assert unknown.returncode == 1 and "no store replica 's9'" in unknown.stderr
-    healthy = k8semu(env, "store", "replace", "s1", "--state-dir", state_dir)
+    healthy = harness.k8semu(env, "store", "replace", "s1", "--state-dir", state_dir)
     assert healthy.returncode == 1 and "runs with its data" in healthy.stderr
-    down = k8semu(env, "down", "--state-dir", state_dir)
+    down = harness.k8semu(env, "down", "--state-dir", state_dir)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -50,6 +50,53 @@ async def _refused(call: object, text: str) -> grpc.StatusCode:
     return info.value.code()
 
 
+class Writer:
+    """Puts ``PREFIX<n % keys>`` = ``v<n>`` one after another through every endpoint until
+    stopped; what it got acknowledged is the last value of each key."""
+
+    def __init__(self, endpoints: list[str], prefix: bytes, keys: int) -> None:
+        self.acked: dict[bytes, bytes] = {}
+        self.count = 0
+        self._stop = asyncio.Event()
+        self._channel = transport.channel(endpoints)
+        self._task = asyncio.create_task(self._run(prefix, keys))
+
+    async def _run(self, prefix: bytes, keys: int) -> None:
+        client = Client(self._channel)
+        n = 0
+        while not self._stop.is_set():
+            key, value = prefix + b"%d" % (n % keys), b"v%d" % n
+            n += 1
+            try:
+                await _put(client, key, value)
+            except grpc.aio.AioRpcError:
+                continue
+            self.acked[key] = value
+            self.count += 1
+
+    async def stop(self) -> dict[bytes, bytes]:
+        self._stop.set()
+        await self._task
+        await self._channel.close()
+        return self.acked
+
+
+async def _until_healthy(client: Client, taken: str) -> None:
+    """Until changes are no longer refused as "unhealthy cluster" (as etcd, for 5 s after
+    its members connected): asked with an add whose peer URL clashes, which never writes."""
+
+    async def healthy() -> bool:
+        try:
+            await client.cluster.MemberAdd(
+                rpc_pb2.MemberAddRequest(peerURLs=[taken]), timeout=TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            return exc.details() != "etcdserver: unhealthy cluster"
+        raise AssertionError("a clashing add was taken")
+
+    await eventually(healthy, timeout=30, what="cluster healthy for changes")
+
+
 @pytest.fixture
 async def leader_client(store_cluster: K8semuStoreCluster) -> AsyncIterator[Client]:
     leader = store_cluster.leader()
@@ -113,6 +160,7 @@ async def test_refusals_in_etcds_words(
     ids = _member_ids(store_cluster)
     cluster = leader_client.cluster
     taken = store_cluster.member("s2").peer_url
+    await _until_healthy(leader_client, taken)
     code = await _refused(
         cluster.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=[taken]), timeout=TIMEOUT),
         "etcdserver: Peer URLs already exists",
@@ -176,6 +224,7 @@ async def test_update_then_remove_through_a_follower_and_remove_the_leader(
     other = next(n for n in ("s1", "s2", "s3") if n not in (leader, follower))
     async with transport.channel(store_cluster.member(follower).endpoint) as ch:
         client = Client(ch)
+        await _until_healthy(client, store_cluster.member(other).peer_url)
         # A follower forwards the change to the leader.
         url = store_cluster.member(other).peer_url
         updated = await client.cluster.MemberUpdate(
@@ -234,29 +283,11 @@ async def test_replace_a_replica_whose_data_is_gone_under_a_writer(tmp_path: Pat
     with cluster:
         cluster.start()
         cluster.wait_ready(timeout=60)
-        acked: dict[bytes, bytes] = {}
-        count = [0]
-        stop = asyncio.Event()
-        channels = [transport.channel(cluster.endpoints) for _ in range(1)]
-
-        async def writer() -> None:
-            client = Client(channels[0])
-            n = 0
-            while not stop.is_set():
-                key, value = f"k{n % 300}".encode(), f"v{n}".encode()
-                n += 1
-                try:
-                    await _put(client, key, value)
-                except grpc.aio.AioRpcError:
-                    continue
-                acked[key] = value
-                count[0] += 1
-
-        task = asyncio.create_task(writer())
+        writer = Writer(cluster.endpoints, b"k", 300)
         try:
             # Past snapshot-count + the 1000 entries a leader keeps for lagging followers:
             # a new member cannot catch up from the log alone.
-            await eventually(lambda: count[0] >= 1500, timeout=30, what="writes")
+            await eventually(lambda: writer.count >= 1500, timeout=30, what="writes")
             ids = _member_ids(cluster)
             cluster.kill("s2")
             shutil.rmtree(cluster.member("s2").data_dir)
@@ -290,8 +321,7 @@ async def test_replace_a_replica_whose_data_is_gone_under_a_writer(tmp_path: Pat
                 what="s2 published its name",
             )
         finally:
-            stop.set()
-            await task
+            acked = await writer.stop()
         async with transport.channel(cluster.member("s2").endpoint) as ch:
             client = Client(ch)
             got = await client.kv.Range(
@@ -300,8 +330,6 @@ async def test_replace_a_replica_whose_data_is_gone_under_a_writer(tmp_path: Pat
             have = {kv.key: kv.value for kv in got.kvs}
         # The last acknowledged value of every key is what the new replica holds.
         assert {k: have.get(k) for k in acked} == acked
-        for ch in channels:
-            await ch.close()
 
 
 async def test_grow_to_five_and_shrink_back_to_three_under_a_writer(tmp_path: Path) -> None:
@@ -312,23 +340,7 @@ async def test_grow_to_five_and_shrink_back_to_three_under_a_writer(tmp_path: Pa
     with cluster:
         cluster.start()
         cluster.wait_ready(timeout=60)
-        acked: dict[bytes, bytes] = {}
-        stop = asyncio.Event()
-        channel = transport.channel(cluster.endpoints)
-
-        async def writer() -> None:
-            client = Client(channel)
-            n = 0
-            while not stop.is_set():
-                key, value = f"g{n % 100}".encode(), f"v{n}".encode()
-                n += 1
-                try:
-                    await _put(client, key, value)
-                except grpc.aio.AioRpcError:
-                    continue
-                acked[key] = value
-
-        task = asyncio.create_task(writer())
+        writer = Writer(cluster.endpoints, b"g", 100)
         try:
             async with transport.channel(cluster.member("s1").endpoint) as ch:
                 client = Client(ch)
@@ -352,14 +364,12 @@ async def test_grow_to_five_and_shrink_back_to_three_under_a_writer(tmp_path: Pa
                     cluster.forget_member(name)
                 listed = await _list(client)
                 assert sorted(m.name for m in listed) == ["s3", "s4", "s5"]
-            await eventually(lambda: len(acked) >= 100, timeout=30, what="writes")
+            await eventually(lambda: writer.count >= 100, timeout=30, what="writes")
         finally:
-            stop.set()
-            await task
+            acked = await writer.stop()
         for name in ("s3", "s4", "s5"):
             async with transport.channel(cluster.member(name).endpoint) as ch:
                 got = await Client(ch).kv.Range(
                     rpc_pb2.RangeRequest(key=b"g", range_end=b"h"), timeout=TIMEOUT
                 )
                 assert {kv.key: kv.value for kv in got.kvs} == acked, name
-        await channel.close()

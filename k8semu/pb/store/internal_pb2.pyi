@@ -123,6 +123,11 @@ class MemberChange(_message.Message):
     REMOVE_FIELD_NUMBER: _builtins.int
     UPDATE_FIELD_NUMBER: _builtins.int
     PUBLISH_FIELD_NUMBER: _builtins.int
+    CHECKED_FIELD_NUMBER: _builtins.int
+    checked: _builtins.bool
+    """The removal of a leader that handed leadership over to do it: it ran the checks with
+    its view of who is connected (a new leader has heard only from the old one yet).
+    """
     @_builtins.property
     def add(self) -> _rpc_pb2.MemberAddRequest: ...
     @_builtins.property
@@ -140,10 +145,11 @@ class MemberChange(_message.Message):
         remove: _rpc_pb2.MemberRemoveRequest | None = ...,
         update: _rpc_pb2.MemberUpdateRequest | None = ...,
         publish: _rpc_pb2.Member | None = ...,
+        checked: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "change", b"change", "publish", b"publish", "remove", b"remove", "update", b"update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "change", b"change", "publish", b"publish", "remove", b"remove", "update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "change", b"change", "checked", b"checked", "publish", b"publish", "remove", b"remove", "update", b"update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["add", "remove", "update", "publish"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
