@@ -31,7 +31,7 @@ from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.rolling import Restarted, restart_components
 from k8semu.cluster.state import ClusterState, ComponentRecord, read_state
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.store.identity import prepare_join
+from k8semu.store.identity import JOIN_MARKER, prepare_join
 
 __all__ = ["Replaced", "replace_replica"]
 
@@ -100,7 +100,7 @@ def _replica(state: ClusterState, name: str) -> ComponentRecord:
 def _fresh_data_dir(data: Path, name: str) -> Path | None:
     """Move ``data`` aside (when it exists) and prepare an empty one that joins."""
     moved = None
-    if data.exists() and not (data / "join").exists():
+    if data.exists() and not (data / JOIN_MARKER).exists():
         moved = data.with_name(f"{data.name}.lost-{time.strftime('%Y%m%dT%H%M%S')}")
         data.rename(moved)
     if not data.exists():

@@ -21,6 +21,7 @@ A brand-new member (empty data dir, --initial-cluster-state new) and a data dir 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -56,15 +57,22 @@ def prepare_join(data_dir: Path, note: str) -> None:
 
 def recorded(config: StoreConfig) -> tuple[int, int, bool] | None:
     """(cluster id, member id, joined) as the data dir's marker recorded them when this member
-    first started; None without a marker of this --name. As etcd ignores --initial-cluster
-    once a data dir exists, so do these ids: the membership may have changed since."""
+    first started; None without a marker of this --name and --initial-cluster-token (then
+    the ids follow from the flags, and raft.db refuses a data dir of another cluster). As
+    etcd ignores --initial-cluster once a data dir exists, so do these ids: the membership
+    may have changed since."""
     try:
         marker = json.loads((config.data_dir / MARKER).read_text())
-        if marker.get("name") != config.name:
+        if marker.get("name") != config.name or marker.get("token") != _token_tag(config):
             return None
         return int(marker["cluster"], 16), int(marker["member"], 16), bool(marker.get("joined"))
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
+
+
+def _token_tag(config: StoreConfig) -> str:
+    """The cluster token, hashed (the marker need not show it)."""
+    return hashlib.sha256(config.cluster_token.encode()).hexdigest()[:16]
 
 
 def check(config: StoreConfig) -> None:
@@ -109,6 +117,7 @@ def mark(config: StoreConfig, *, joined: bool = False) -> None:
                 "member": f"{config.member_id:x}",
                 "cluster": f"{config.cluster_id:x}",
                 "joined": joined,
+                "token": _token_tag(config),
             }
         )
         + "\n"
