@@ -39,7 +39,7 @@ log = get_logger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 # How long a joining member keeps asking its --initial-cluster peers for the cluster.
-JOIN_TIMEOUT_S = 10.0
+JOIN_TIMEOUT_S = 5.0
 # etcd's HealthInterval: a peer counts as connected for the checks once heard from without a
 # break for this long (etcd: its stream has been up that long).
 HEALTH_INTERVAL_S = 5.0

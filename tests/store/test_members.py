@@ -373,3 +373,34 @@ async def test_grow_to_five_and_shrink_back_to_three_under_a_writer(tmp_path: Pa
                     rpc_pb2.RangeRequest(key=b"g", range_end=b"h"), timeout=TIMEOUT
                 )
                 assert {kv.key: kv.value for kv in got.kvs} == acked, name
+
+
+async def test_not_enough_started_members(tmp_path: Path) -> None:
+    """A one-member cluster may add one member (etcd's special case), but with that one not
+    started yet, another add or removing the started member would leave the started members
+    short of a quorum: refused, in etcd's words, before anything is written."""
+    cluster = K8semuStoreCluster(tmp_path / "c", 1)
+    with cluster:
+        cluster.start()
+        cluster.wait_ready(timeout=60)
+        async with transport.channel(cluster.member("s1").endpoint) as ch:
+            client = Client(ch)
+            await _until_healthy(client, cluster.member("s1").peer_url)
+            added = await client.cluster.MemberAdd(
+                rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:9"]), timeout=TIMEOUT
+            )
+            assert added.member.name == "" and len(added.members) == 2
+            text = "etcdserver: re-configuration failed due to not enough started members"
+            await _refused(
+                client.cluster.MemberAdd(
+                    rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:10"]), timeout=TIMEOUT
+                ),
+                text,
+            )
+            await _refused(
+                client.cluster.MemberRemove(
+                    rpc_pb2.MemberRemoveRequest(ID=_member_ids(cluster)["s1"]), timeout=TIMEOUT
+                ),
+                text,
+            )
+            assert len(await _list(client)) == 2
