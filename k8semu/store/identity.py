@@ -105,10 +105,14 @@ def check(config: StoreConfig) -> None:
 
 
 def mark(config: StoreConfig, *, joined: bool = False) -> None:
-    """Record that this data dir's member is bootstrapped (once its raft.db exists)."""
+    """Record that this data dir's member is bootstrapped (once its raft.db exists). A marker
+    of an older version (no token) is completed, so its ids are recorded from now on."""
     path = config.data_dir / MARKER
-    if path.exists():
+    if path.exists() and recorded(config) is not None:
         return
+    if path.exists():
+        with contextlib.suppress(OSError, ValueError):
+            joined = joined or bool(json.loads(path.read_text()).get("joined"))
     tmp = path.with_name(MARKER + ".tmp")
     tmp.write_text(
         json.dumps(
