@@ -12,7 +12,7 @@ never raises; it is ignored when it makes no sense.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from k8semu.pb.raft.raft_pb2 import (
@@ -140,7 +140,18 @@ class _View:
         """The applied membership: member id -> context (a copy)."""
         return dict(self._ms.members)
 
-    def members_at(self, index: int) -> dict[int, bytes]:
+    @property
+    def learners(self) -> frozenset[int]:
+        """The members of ``members`` that are learners."""
+        return frozenset(self._ms.conf.learners)
+
+    def progress_match(self, member: int) -> int | None:
+        """How far ``member``'s log is known to match the leader's (the leader's own: its
+        last index); None when this node does not lead or ``member`` is not replicated to."""
+        pr = self._leader.progress.get(member) if self._leader is not None else None
+        return pr.match if pr is not None else None
+
+    def conf_at(self, index: int) -> membership.Conf:
         """The membership once the entries up to ``index`` (held in the log) are applied."""
         log = self._log
         hi = min(index, log.last_index) + 1
@@ -171,6 +182,7 @@ class Raft(_View):
         entries: Sequence[Entry] = (),
         applied: int = 0,
         members: Mapping[int, bytes] | None = None,
+        learners: Iterable[int] = (),
     ) -> None:
         """Start (or restart) from durable state.
 
@@ -195,7 +207,8 @@ class Raft(_View):
         self._log = RaftLog(snap_index, snap_term, ents)
         base = membership.from_snapshot(snapshot)
         if base is None:
-            base = dict(members) if members is not None else dict.fromkeys(config.voters, b"")
+            known = dict(members) if members is not None else dict.fromkeys(config.voters, b"")
+            base = membership.Conf(known, set(learners))
         self._ms = membership.MemberSet(config.id, base, (e for e in ents if e.index <= applied))
         self._snapshot_meta: SnapshotMetadata | None = None
         if snapshot is not None:
@@ -240,7 +253,7 @@ class Raft(_View):
         """Feed one message from a peer. Garbage is ignored, never raised."""
         mtype = msg.type
         frm = getattr(msg, "from")
-        if msg.to != self._id or frm == self._id or frm not in self._voters:
+        if msg.to != self._id or frm == self._id or frm not in self._ms.members:
             return
         if mtype not in _KNOWN_TYPES:
             return
@@ -361,7 +374,7 @@ class Raft(_View):
             return
         upto = min(index, snap.index, self._log.applied)
         if upto > self._log.offset:
-            self._ms.offset = self.members_at(upto)
+            self._ms.offset = self.conf_at(upto)
         self._log.compact(upto)
 
     def report_snapshot(self, to: int, ok: bool) -> None:
@@ -487,7 +500,10 @@ class Raft(_View):
         self._reset(self._term)
         self._lead = self._id
         self._role = StateRole.LEADER
-        leader = self._leader = Leader(self._cfg, self._term, self._log, self._out, self._voters)
+        learners = frozenset(self._ms.conf.learners)
+        leader = self._leader = Leader(
+            self._cfg, self._term, self._log, self._out, self._voters, learners
+        )
         self._step = leader.step
         self._tick = self._tick_leader
         # Raft paper 8 / thesis 6.4: a no-op entry of the new term lets the leader learn its
@@ -701,7 +717,7 @@ class Raft(_View):
         if self._leader is None:
             return
         if self._id in self._voters:
-            self._leader.set_voters(self._voters)
+            self._leader.set_voters(self._voters, frozenset(self._ms.conf.learners))
         else:
             # Removed while leading (etcd-raft does the same): the rest elect a leader.
             self._become_follower(self._term, 0)

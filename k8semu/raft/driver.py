@@ -220,7 +220,8 @@ class RaftNode:
             snapshot=snap,
             entries=state.entries,
             applied=self._sm.applied_index,
-            members=state.members,
+            members=state.members.members if state.members else None,
+            learners=state.members.learners if state.members else (),
         )
         self.members = self._core.members
         transport.start()
@@ -338,6 +339,9 @@ class RaftNode:
         if self._core is None or self.role is not StateRole.LEADER:
             return 0
         return self._core.transfer_candidate()
+
+    def progress_match(self, member_id: int) -> int | None:
+        return self._core.progress_match(member_id) if self._core is not None else None
 
     def held_futures(self) -> set[asyncio.Future[Any]]:
         """Futures of proposals not handed to Raft yet (held during a leadership transfer):
@@ -655,7 +659,7 @@ class RaftNode:
                 return
             await asyncio.to_thread(tmp.replace, self._snapshot_path(index))
             meta = raft_pb2.SnapshotMetadata(index=index, term=term)
-            membership.to_snapshot(meta, raft.members_at(index))
+            membership.to_snapshot(meta, raft.conf_at(index))
             compact_to = max(0, index - self._pacing.catch_up_entries)
             if self._snapshot_meta is not None:
                 compact_to = max(compact_to, min(self._snapshot_meta.index, index))

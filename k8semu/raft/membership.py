@@ -17,9 +17,11 @@ Nothing here does I/O; garbage from the network decodes to None and changes noth
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from k8semu.pb.raft.raft_pb2 import (
+    CONF_ADD_LEARNER,
     CONF_ADD_NODE,
     CONF_REMOVE_NODE,
     CONF_UPDATE_NODE,
@@ -31,12 +33,13 @@ from k8semu.pb.raft.raft_pb2 import (
 )
 
 __all__ = [
+    "Conf",
+    "MemberSet",
     "Members",
     "apply_change",
     "decode",
     "encode",
     "from_snapshot",
-    "quorum",
     "replay",
     "to_snapshot",
 ]
@@ -58,6 +61,7 @@ def decode(entry: Entry) -> ConfChange | None:
         return None
     if change.node_id == 0 or change.type not in (
         CONF_ADD_NODE,
+        CONF_ADD_LEARNER,
         CONF_REMOVE_NODE,
         CONF_UPDATE_NODE,
     ):
@@ -65,98 +69,128 @@ def decode(entry: Entry) -> ConfChange | None:
     return change
 
 
-def apply_change(members: Members, change: ConfChange) -> bool:
-    """Apply one change in place; True when the set of voters changed.
+@dataclass(slots=True)
+class Conf:
+    """A membership: each member's context, and which members are learners (replicated to,
+    never voting nor counted for a quorum)."""
 
-    Adding a member already there only refreshes its context; removing or updating one that
-    is not there does nothing (replays and duplicates are harmless).
+    members: Members = field(default_factory=dict)
+    learners: set[int] = field(default_factory=set)
+
+    def copy(self) -> Conf:
+        return Conf(dict(self.members), set(self.learners))
+
+    @property
+    def voters(self) -> frozenset[int]:
+        return frozenset(self.members.keys() - self.learners)
+
+
+def apply_change(conf: Conf, change: ConfChange) -> bool:
+    """Apply one change in place; True when the voters or the learners changed.
+
+    Adding a member already there only refreshes its context (adding a learner as a voter
+    promotes it; a voter is never made a learner); removing or updating one that is not
+    there does nothing (replays and duplicates are harmless).
     """
-    node = change.node_id
+    node, members, learners = change.node_id, conf.members, conf.learners
     if change.type == CONF_ADD_NODE:
-        added = node not in members
+        changed = node not in members or node in learners
         members[node] = change.context
-        return added
+        learners.discard(node)
+        return changed
+    if change.type == CONF_ADD_LEARNER:
+        if node in members and node not in learners:
+            return False
+        changed = node not in members
+        members[node] = change.context
+        learners.add(node)
+        return changed
     if change.type == CONF_REMOVE_NODE:
+        learners.discard(node)
         return members.pop(node, None) is not None
     if node in members:
         members[node] = change.context
     return False
 
 
-def replay(base: Mapping[int, bytes], entries: Iterable[Entry]) -> Members:
+def replay(base: Conf, entries: Iterable[Entry]) -> Conf:
     """The membership after applying the conf changes among ``entries`` to ``base``."""
-    members = dict(base)
+    conf = base.copy()
     for entry in entries:
         if entry.type == ENTRY_CONF_CHANGE:
             change = decode(entry)
             if change is not None:
-                apply_change(members, change)
-    return members
+                apply_change(conf, change)
+    return conf
 
 
-def quorum(members: Mapping[int, bytes]) -> int:
-    """Votes that make a majority of the members."""
-    return len(members) // 2 + 1
-
-
-def from_snapshot(meta: SnapshotMetadata | None) -> Members | None:
+def from_snapshot(meta: SnapshotMetadata | None) -> Conf | None:
     """The membership a snapshot records; older snapshots only list the voters' ids."""
     if meta is None:
         return None
     if meta.members:
-        return {m.id: m.context for m in meta.members}
+        return Conf(
+            {m.id: m.context for m in meta.members}, {m.id for m in meta.members if m.learner}
+        )
     if meta.voters:
-        return dict.fromkeys(meta.voters, b"")
+        return Conf(dict.fromkeys(meta.voters, b""))
     return None
 
 
-def to_snapshot(meta: SnapshotMetadata, members: Mapping[int, bytes]) -> None:
-    """Record ``members`` in ``meta`` (voters and members, in id order)."""
+def to_snapshot(meta: SnapshotMetadata, conf: Conf) -> None:
+    """Record ``conf`` in ``meta`` (voters and members, in id order)."""
     del meta.voters[:]
     del meta.members[:]
-    ids = sorted(members)
-    meta.voters.extend(ids)
-    meta.members.extend(ConfMember(id=i, context=members[i]) for i in ids)
+    meta.voters.extend(sorted(conf.voters))
+    meta.members.extend(
+        ConfMember(id=i, context=conf.members[i], learner=i in conf.learners)
+        for i in sorted(conf.members)
+    )
 
 
 class MemberSet:
-    """The membership one node has applied, and what follows from it: voters, peers, quorum.
+    """The membership one node has applied, and what follows from it: voters, the peers to
+    campaign among (voters), the quorum (of voters).
 
     ``offset`` is the membership at the log's compacted offset (the snapshot's), kept so the
     membership at any index still in the log can be recomputed (snapshot metadata needs it).
     ``changed`` says the driver has not been told the current membership yet.
     """
 
-    __slots__ = ("changed", "members", "offset", "peers", "quorum", "self_id", "voters")
+    __slots__ = ("changed", "conf", "offset", "peers", "quorum", "self_id", "voters")
 
-    def __init__(self, self_id: int, base: Mapping[int, bytes], applied: Iterable[Entry]) -> None:
+    def __init__(self, self_id: int, base: Conf, applied: Iterable[Entry]) -> None:
         self.self_id = self_id
-        self.offset: Members = dict(base)
-        self.members = replay(base, applied)
+        self.offset = base.copy()
+        self.conf = replay(base, applied)
         self.changed = False
         self.voters: frozenset[int] = frozenset()
         self.peers: tuple[int, ...] = ()
         self.quorum = 1
         self._derive()
 
+    @property
+    def members(self) -> Members:
+        return self.conf.members
+
     def _derive(self) -> None:
-        self.voters = frozenset(self.members)
+        self.voters = self.conf.voters
         self.peers = tuple(sorted(v for v in self.voters if v != self.self_id))
-        self.quorum = quorum(self.members)
+        self.quorum = len(self.voters) // 2 + 1
 
     def apply(self, committed: Iterable[Entry]) -> bool:
         """Apply the conf changes among entries handed out to be applied; True when the
-        voters changed."""
-        voters_changed = False
+        voters or learners changed."""
+        changed = False
         for entry in committed:
             if entry.type == ENTRY_CONF_CHANGE:
                 change = decode(entry)
                 if change is not None:
-                    voters_changed |= apply_change(self.members, change)
+                    changed |= apply_change(self.conf, change)
                     self.changed = True
-        if voters_changed:
+        if changed:
             self._derive()
-        return voters_changed
+        return changed
 
     def restore(self, meta: SnapshotMetadata) -> bool:
         """A snapshot from the leader was installed; True when it records a membership."""
@@ -164,11 +198,11 @@ class MemberSet:
         if restored is None:
             return False
         self.offset = restored
-        self.members = dict(restored)
+        self.conf = restored.copy()
         self.changed = True
         self._derive()
         return True
 
-    def at(self, entries: Iterable[Entry]) -> Members:
+    def at(self, entries: Iterable[Entry]) -> Conf:
         """The membership at the offset followed by ``entries`` (the log from its start)."""
         return replay(self.offset, entries)

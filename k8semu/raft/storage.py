@@ -9,7 +9,7 @@ It knows nothing of what the entries mean.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +55,7 @@ class LoadedState:
     entries: list[raft_pb2.Entry] = field(default_factory=list)
     # The membership the log starts from (before any conf change in it); None in a raft.db
     # written before membership changes existed.
-    members: dict[int, bytes] | None = None
+    members: membership.Conf | None = None
 
 
 class RaftStorage:
@@ -78,7 +78,7 @@ class RaftStorage:
         *,
         cluster_id: int,
         member_id: int,
-        bootstrap: Mapping[int, bytes] | None = None,
+        bootstrap: membership.Conf | None = None,
     ) -> RaftStorage:
         """Open or create raft.db; refuses a file of another cluster/member or a damaged one.
 
@@ -132,9 +132,9 @@ class RaftStorage:
                 "(check --name and --initial-cluster-token)"
             )
 
-    async def _record_bootstrap(self, members: Mapping[int, bytes]) -> None:
+    async def _record_bootstrap(self, conf: membership.Conf) -> None:
         meta = raft_pb2.SnapshotMetadata()
-        membership.to_snapshot(meta, members)
+        membership.to_snapshot(meta, conf)
         await self._db.execute(
             "INSERT OR IGNORE INTO bootstrap VALUES (1, ?)", (meta.SerializeToString(),)
         )

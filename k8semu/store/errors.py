@@ -226,9 +226,19 @@ class ErrUnhealthy(StoreError):
     message = "etcdserver: unhealthy cluster"
 
 
-class ErrLearnerNotSupported(StoreError):
-    code = _C.UNIMPLEMENTED
-    message = "k8semu: learner members are not supported (add a voting member)"
+class ErrTooManyLearners(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: too many learner members in cluster"
+
+
+class ErrMemberNotLearner(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: can only promote a learner member"
+
+
+class ErrLearnerNotReady(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: can only promote a learner member which is in sync with leader"
 
 
 class ErrConfChangeInProgress(StoreError):

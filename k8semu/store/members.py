@@ -57,6 +57,8 @@ class Node(Protocol):
 
     def transfer_candidate(self) -> int: ...
 
+    def progress_match(self, member_id: int) -> int | None: ...
+
     async def transfer_leader(self, target: int, timeout: float) -> None: ...
 
 
@@ -178,6 +180,8 @@ class Reconfigurer:
             await self._update(change.update)
         elif kind == "publish":
             await self._publish(change.publish)
+        elif kind == "promote":
+            await self._promote(change.promote.ID)
         else:
             raise errors.StoreError("k8semu: empty membership change")
         return self.info()
@@ -203,16 +207,16 @@ class Reconfigurer:
         return own or time.monotonic() - since >= HEALTH_INTERVAL_S
 
     async def _add(self, request: rpc_pb2.MemberAddRequest) -> rpc_pb2.Member:
-        if request.isLearner:
-            raise errors.ErrLearnerNotSupported
         urls = _peer_urls(request.peerURLs)
         current = self._current()
+        voting = [m for m in current.values() if not m.isLearner]
         # etcd's order: the strict checks, then (when applying) a clashing URL.
-        # etcd's IsReadyToAddVotingMember: the started members must stay a quorum of the
-        # membership with the new (not yet started) member in it.
-        started = sum(1 for m in current.values() if m.name)
-        grown = len(current) + 1
-        if not (started == 1 and grown == 2) and started < grown // 2 + 1:
+        if request.isLearner:
+            if len(voting) < len(current):
+                raise errors.ErrTooManyLearners  # etcd allows one learner at a time
+        elif not _started_quorum(sum(1 for m in voting if m.name), len(voting) + 1):
+            # etcd's IsReadyToAddVotingMember: the started members must stay a quorum of
+            # the voting members with the new (not yet started) one among them.
             raise errors.ErrMemberNotEnoughStarted
         if not all(self._connected(i) for i in current):
             raise errors.ErrUnhealthy
@@ -220,8 +224,9 @@ class Reconfigurer:
         new_id = 0
         while new_id == 0 or new_id in current:
             new_id = secrets.randbits(64)
-        member = rpc_pb2.Member(ID=new_id, peerURLs=urls)
-        await self._propose(raft_pb2.CONF_ADD_NODE, new_id, context_of(member))
+        member = rpc_pb2.Member(ID=new_id, peerURLs=urls, isLearner=request.isLearner)
+        kind = raft_pb2.CONF_ADD_LEARNER if request.isLearner else raft_pb2.CONF_ADD_NODE
+        await self._propose(kind, new_id, context_of(member))
         log.info("member added", member=f"{new_id:x}", peer_urls=urls)
         return member
 
@@ -229,6 +234,9 @@ class Reconfigurer:
         current = self._current()
         if member_id not in current:
             raise errors.ErrMemberNotFound
+        if current[member_id].isLearner:
+            return  # a learner counts for no quorum: etcd removes it unchecked
+        current = {i: m for i, m in current.items() if not m.isLearner}
         rest = [m for i, m in current.items() if i != member_id]
         # etcd's IsReadyToRemoveVotingMember: the started members left must be a quorum.
         if sum(1 for m in rest if m.name) < len(rest) // 2 + 1:
@@ -262,6 +270,25 @@ class Reconfigurer:
             remove=rpc_pb2.MemberRemoveRequest(ID=member_id), checked=True
         )
         return await forward(_address_of(host, target), change, host.request_timeout)
+
+    async def _promote(self, member_id: int) -> None:
+        """etcd's MemberPromote: a learner that started and is in sync with the leader (its
+        log within 90% of the leader's) becomes a voter."""
+        current = self._current()
+        member = current.get(member_id)
+        if member is None:
+            raise errors.ErrMemberNotFound
+        if not member.isLearner:
+            raise errors.ErrMemberNotLearner
+        voting = [m for m in current.values() if not m.isLearner]
+        if not _started_quorum(sum(1 for m in voting if m.name) + 1, len(voting) + 1):
+            raise errors.ErrMemberNotEnoughStarted
+        match = self._host.node.progress_match(member_id)
+        own = self._host.node.progress_match(self._host.config.member_id)
+        if match is None or own is None or match < own * 0.9:
+            raise errors.ErrLearnerNotReady
+        member.isLearner = False
+        await self._propose(raft_pb2.CONF_ADD_NODE, member_id, context_of(member))
 
     async def _update(self, request: rpc_pb2.MemberUpdateRequest) -> None:
         current = self._current()
@@ -305,6 +332,12 @@ class Reconfigurer:
             raise errors.from_raft(exc) from None
         finally:
             host.waits.forget(request_id)
+
+
+def _started_quorum(started: int, voting: int) -> bool:
+    """etcd's rule: the started voting members are a quorum of ``voting`` (one started
+    member may add a second, or the cluster could never grow from one)."""
+    return (started == 1 and voting == 2) or started >= voting // 2 + 1
 
 
 def _refuse_clash(members: Iterable[rpc_pb2.Member], urls: Sequence[str], *, skip: int) -> None:

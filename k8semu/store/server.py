@@ -32,6 +32,7 @@ from k8semu.pb.store import internal_pb2, internal_pb2_grpc
 from k8semu.raft.config import Config as RaftConfig
 from k8semu.raft.driver import Pacing, RaftNode
 from k8semu.raft.errors import RaftError
+from k8semu.raft.membership import Conf
 from k8semu.raft.storage import RaftStorage
 from k8semu.raft.transport import Membership, PeerTransport, RaftServicer
 from k8semu.store import errors, identity, members, service
@@ -115,7 +116,7 @@ class StoreServer:
         identity.mark(cfg, joined=self._joined)
         self._storage.on_write = store_metrics.WAL_FSYNC.observe
         await self.sm.open()
-        voters = sorted(bootstrap) if bootstrap and cfg.member_id in bootstrap else []
+        voters = sorted(bootstrap.voters) if bootstrap and cfg.member_id in bootstrap.voters else []
         self.node = RaftNode(
             RaftConfig(
                 id=cfg.member_id,
@@ -152,17 +153,20 @@ class StoreServer:
             revision=self.sm.revision,
         )
 
-    async def _identify(self) -> dict[int, bytes] | None:
+    async def _identify(self) -> Conf | None:
         """Settle this member's ids and the membership its log starts from: from the flags
         for a member bootstrapped with its cluster, from its marker for one that joined a
         running cluster, and from that cluster for one joining now (None: raft.db has it)."""
         cfg = self.config
-        bootstrap: dict[int, bytes] | None = members.bootstrap(cfg)
+        bootstrap: Conf | None = Conf(members.bootstrap(cfg))
         ids = identity.recorded(cfg)
         if ids is None and identity.needs_join(cfg):
             info, own = await members.fetch_cluster(cfg)
             ids = (info.cluster_id, own, True)
-            bootstrap = {m.ID: members.context_of(m) for m in info.members}
+            bootstrap = Conf(
+                {m.ID: members.context_of(m) for m in info.members},
+                {m.ID for m in info.members if m.isLearner},
+            )
             log.info("joining cluster", cluster=f"{ids[0]:x}", member=f"{own:x}")
         elif ids is not None and ids[2]:
             bootstrap = None  # raft.db holds the membership this member joined with

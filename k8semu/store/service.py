@@ -455,6 +455,13 @@ class ClusterService(_Base, rpc_pb2_grpc.ClusterServicer):
         info = await self.s.change_members(internal_pb2.MemberChange(update=request))
         return self._listing(rpc_pb2.MemberUpdateResponse(), info)
 
+    @_unary
+    async def MemberPromote(
+        self, request: rpc_pb2.MemberPromoteRequest, context: Context
+    ) -> rpc_pb2.MemberPromoteResponse:
+        info = await self.s.change_members(internal_pb2.MemberChange(promote=request))
+        return self._listing(rpc_pb2.MemberPromoteResponse(), info)
+
     def _listing(self, response: M, info: internal_pb2.ClusterInfo) -> M:
         """A change's response: the members after it, and the header."""
         response.members.extend(info.members)  # type: ignore[attr-defined]

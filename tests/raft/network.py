@@ -260,10 +260,18 @@ class Network:
         self.cut.clear()
         self.filters.clear()
 
-    def join(self, node_id: int, voters: Iterable[int], **config: int | bool) -> Node:
+    def join(
+        self,
+        node_id: int,
+        voters: Iterable[int],
+        learners: Iterable[int] = (),
+        **config: int | bool,
+    ) -> Node:
         """Start a new, empty node that was added to the cluster (its config lists the
         membership it joins, as a member started with --initial-cluster-state existing)."""
-        node = Node(Config(id=node_id, voters=tuple(voters), **config), node_id * 7717)  # type: ignore[arg-type]
+        cfg = Config(id=node_id, voters=tuple(voters), **config)  # type: ignore[arg-type]
+        node = Node(cfg, node_id * 7717)
+        node.raft = Raft(cfg, random.Random(node.seed), learners=learners)
         self.nodes[node_id] = node
         self.process()
         return node
@@ -421,7 +429,7 @@ class Network:
         st = node.storage
         index = node.applied
         meta = SnapshotMetadata(index=index, term=node.sm[index - 1][0])
-        membership.to_snapshot(meta, node.raft.members_at(index))
+        membership.to_snapshot(meta, node.raft.conf_at(index))
         st.snapshot = meta
         st.snapshot_data = node.sm[:index]
         compact_to = max(0, index - self.keep_after_snapshot)

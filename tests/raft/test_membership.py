@@ -9,6 +9,7 @@ import random
 import pytest
 
 from k8semu.pb.raft.raft_pb2 import (
+    CONF_ADD_LEARNER,
     CONF_ADD_NODE,
     CONF_REMOVE_NODE,
     CONF_UPDATE_NODE,
@@ -185,3 +186,56 @@ def test_restart_starts_from_the_snapshot_membership_and_replays_the_rest() -> N
     assert raft.members == {1: b"a", 2: b"b", 3: b"c"}
     rd = raft.ready()
     assert rd.members is None and [e.index for e in rd.committed_entries] == [3]
+
+
+def test_a_learner_is_replicated_to_but_counts_for_nothing_until_promoted() -> None:
+    net = Network(3, seed=10)
+    net.elect(1)
+    propose_change(net, 1, CONF_ADD_LEARNER, 4, b"s4")
+    assert net.nodes[1].raft.learners == {4} and 4 in net.nodes[1].raft.members
+    node4 = net.join(4, (1, 2, 3, 4), learners=(4,))
+    net.run(5)
+    assert net.propose(1, b"to-learner")
+    net.run(3)
+    assert committed_everywhere(net, b"to-learner", [1, 2, 3, 4])
+    assert node4.raft.learners == {4}
+    # Three voters: the learner does not make two of them a quorum...
+    net.isolate(3)
+    net.isolate(2)
+    net.cut -= {(1, 4), (4, 1)}
+    assert net.propose(1, b"not-a-quorum")
+    net.run(3)
+    assert not any(d == b"not-a-quorum" for _, d in net.nodes[1].sm)
+    # ...and it never campaigns, even when it hears from no leader.
+    net.isolate(4)
+    net.run(60, rounds_per_tick=1)
+    assert node4.raft.role is StateRole.FOLLOWER
+    net.recover()
+    net.run(60)
+    leader = net.leader()
+    assert leader in (1, 2, 3)
+    # Promoted (an add of the learner), it votes and counts.
+    propose_change(net, leader, CONF_ADD_NODE, 4, b"s4")
+    assert node4.raft.learners == frozenset() and net.nodes[leader].raft.learners == frozenset()
+    others = [i for i in (1, 2, 3) if i != leader]
+    net.isolate(others[0])
+    assert net.propose(leader, b"three-of-four")
+    net.run(3)
+    assert committed_everywhere(net, b"three-of-four", [leader, others[1], 4])
+
+
+def test_a_voter_is_never_made_a_learner_and_learners_survive_snapshots() -> None:
+    net = Network(3, seed=11, snapshot_every=5, keep_after_snapshot=0)
+    net.elect(1)
+    propose_change(net, 1, CONF_ADD_LEARNER, 2)  # 2 is a voter: nothing changes
+    assert net.nodes[1].raft.learners == frozenset()
+    propose_change(net, 1, CONF_ADD_LEARNER, 4, b"s4")
+    for i in range(12):
+        assert net.propose(1, f"v{i}".encode())
+    net.stabilize()
+    meta = net.nodes[1].raft.snapshot_meta
+    assert meta is not None and list(meta.voters) == [1, 2, 3]
+    assert [m.id for m in meta.members if m.learner] == [4]
+    node4 = net.join(4, (1, 4))
+    net.run(10)
+    assert node4.raft.learners == {4} and set(node4.raft.members) == {1, 2, 3, 4}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -110,7 +111,32 @@ def _session(cluster: ProcessCluster) -> list[tuple[str, int | None, list[str]]]
     proc.wait(timeout=WAIT_S)
     cluster.forget_member("s4")
     assert sorted(str(m["name"]) for m in _members(ctl)) == ["s1", "s2", "s3"]
+    _learner_session(cluster, ctl, run)
     return steps
+
+
+def _learner_session(cluster: ProcessCluster, ctl: Etcdctl, run: Callable[..., str]) -> None:
+    """A learner: added, refused a second one, started, promoted once in sync, removed."""
+    learner = cluster.add_member("s5")
+    _until_healthy(ctl, cluster.member("s2").peer_url)
+    run("add learner", "member", "add", "s5", "--learner", f"--peer-urls={learner.peer_url}")
+    run("second learner", "member", "add", "s6", "--learner", "--peer-urls=http://127.0.0.1:9")
+    s3_id = next(f"{int(str(m['ID'])):x}" for m in _members(ctl) if m.get("name") == "s3")
+    run("promote a voter", "member", "promote", s3_id)
+    cluster.start_member("s5")
+    s5 = _until_started(ctl, "s5")
+    assert s5.get("isLearner") is True, s5
+    s5_id = f"{int(str(s5['ID'])):x}"
+    deadline = time.monotonic() + WAIT_S
+    while "in sync with leader" in ctl.run("member", "promote", s5_id).stderr:
+        assert time.monotonic() < deadline, "the learner never got in sync"
+        time.sleep(0.2)
+    assert not any(m.get("isLearner") for m in _members(ctl))
+    run("remove promoted", "member", "remove", s5_id)
+    proc = cluster.member("s5").proc
+    assert proc is not None
+    proc.wait(timeout=WAIT_S)
+    cluster.forget_member("s5")
 
 
 def test_member_commands_match_etcd(tmp_path: Path) -> None:

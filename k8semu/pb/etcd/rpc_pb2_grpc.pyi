@@ -177,6 +177,7 @@ class ClusterStub:
     MemberRemove: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.MemberRemoveRequest, _rpc_pb2.MemberRemoveResponse]
     MemberUpdate: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.MemberUpdateRequest, _rpc_pb2.MemberUpdateResponse]
     MemberList: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.MemberListRequest, _rpc_pb2.MemberListResponse]
+    MemberPromote: _grpc.UnaryUnaryMultiCallable[_rpc_pb2.MemberPromoteRequest, _rpc_pb2.MemberPromoteResponse]
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
@@ -185,6 +186,7 @@ class ClusterAsyncStub(ClusterStub):
     MemberRemove: _aio.UnaryUnaryMultiCallable[_rpc_pb2.MemberRemoveRequest, _rpc_pb2.MemberRemoveResponse]  # type: ignore[assignment]
     MemberUpdate: _aio.UnaryUnaryMultiCallable[_rpc_pb2.MemberUpdateRequest, _rpc_pb2.MemberUpdateResponse]  # type: ignore[assignment]
     MemberList: _aio.UnaryUnaryMultiCallable[_rpc_pb2.MemberListRequest, _rpc_pb2.MemberListResponse]  # type: ignore[assignment]
+    MemberPromote: _aio.UnaryUnaryMultiCallable[_rpc_pb2.MemberPromoteRequest, _rpc_pb2.MemberPromoteResponse]  # type: ignore[assignment]
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -214,6 +216,13 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
         request: _rpc_pb2.MemberListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rpc_pb2.MemberListResponse, _abc.Awaitable[_rpc_pb2.MemberListResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MemberPromote(
+        self,
+        request: _rpc_pb2.MemberPromoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rpc_pb2.MemberPromoteResponse, _abc.Awaitable[_rpc_pb2.MemberPromoteResponse]]: ...
 
 def add_ClusterServicer_to_server(servicer: ClusterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -48,6 +48,10 @@ class _ConfChangeTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConfCh
     CONF_REMOVE_NODE: _ConfChangeType.ValueType  # 1
     CONF_UPDATE_NODE: _ConfChangeType.ValueType  # 2
     """Changes only the member's context (its name or addresses), not who votes."""
+    CONF_ADD_LEARNER: _ConfChangeType.ValueType  # 3
+    """A learner: replicated to, never votes nor counts for a quorum. CONF_ADD_NODE of a
+    learner promotes it to a voter.
+    """
 
 class ConfChangeType(_ConfChangeType, metaclass=_ConfChangeTypeEnumTypeWrapper): ...
 
@@ -55,6 +59,10 @@ CONF_ADD_NODE: ConfChangeType.ValueType  # 0
 CONF_REMOVE_NODE: ConfChangeType.ValueType  # 1
 CONF_UPDATE_NODE: ConfChangeType.ValueType  # 2
 """Changes only the member's context (its name or addresses), not who votes."""
+CONF_ADD_LEARNER: ConfChangeType.ValueType  # 3
+"""A learner: replicated to, never votes nor counts for a quorum. CONF_ADD_NODE of a
+learner promotes it to a voter.
+"""
 Global___ConfChangeType: _TypeAlias = ConfChangeType  # noqa: Y015
 
 class _MessageType:
@@ -147,17 +155,20 @@ class ConfMember(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
+    LEARNER_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     context: _builtins.bytes
+    learner: _builtins.bool
     def __init__(
         self,
         *,
         id: _builtins.int = ...,
         context: _builtins.bytes = ...,
+        learner: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "id", b"id", "learner", b"learner"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -123,6 +123,7 @@ class MemberChange(_message.Message):
     REMOVE_FIELD_NUMBER: _builtins.int
     UPDATE_FIELD_NUMBER: _builtins.int
     PUBLISH_FIELD_NUMBER: _builtins.int
+    PROMOTE_FIELD_NUMBER: _builtins.int
     CHECKED_FIELD_NUMBER: _builtins.int
     checked: _builtins.bool
     """The removal of a leader that handed leadership over to do it: it ran the checks with
@@ -138,6 +139,8 @@ class MemberChange(_message.Message):
     def publish(self) -> _rpc_pb2.Member:
         """A started member's own attributes: name, peer and client URLs."""
 
+    @_builtins.property
+    def promote(self) -> _rpc_pb2.MemberPromoteRequest: ...
     def __init__(
         self,
         *,
@@ -145,13 +148,14 @@ class MemberChange(_message.Message):
         remove: _rpc_pb2.MemberRemoveRequest | None = ...,
         update: _rpc_pb2.MemberUpdateRequest | None = ...,
         publish: _rpc_pb2.Member | None = ...,
+        promote: _rpc_pb2.MemberPromoteRequest | None = ...,
         checked: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "change", b"change", "publish", b"publish", "remove", b"remove", "update", b"update"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "change", b"change", "promote", b"promote", "publish", b"publish", "remove", b"remove", "update", b"update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "change", b"change", "checked", b"checked", "publish", b"publish", "remove", b"remove", "update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "change", b"change", "checked", b"checked", "promote", b"promote", "publish", b"publish", "remove", b"remove", "update", b"update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["add", "remove", "update", "publish"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["add", "remove", "update", "publish", "promote"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
