@@ -4,6 +4,8 @@
         --listen-peer-urls http://127.0.0.1:2380 --initial-cluster s1=http://127.0.0.1:2380,...
     k8semu store snapshot save FILE --endpoints 127.0.0.1:2379
     k8semu store snapshot restore FILE --data-dir DIR --name s1 --initial-cluster ...
+    k8semu store replace NAME [--state-dir DIR]   (a replica of a running cluster whose data
+                                                   is lost; see cli/store_replace.py)
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p = _flags.component_parser(
         "store",
         "Run one replica of the store (etcd v3 API on the client URL, Raft on "
-        "the peer URL). Subcommand: `k8semu store snapshot save|restore`.",
+        "the peer URL). Subcommands: `k8semu store snapshot save|restore`, "
+        "`k8semu store replace NAME`.",
         metrics=False,
     )
     p.add_argument("--name", default="default", help="this member's name in --initial-cluster")
@@ -138,6 +141,10 @@ def main(argv: Sequence[str]) -> int:
         from k8semu.cli import store_snapshot
 
         return store_snapshot.main(list(argv[1:]))
+    if argv and argv[0] == "replace":
+        from k8semu.cli import store_replace
+
+        return store_replace.main(list(argv[1:]))
     ns = _run_parser().parse_args(list(argv))
     try:
         config = build_config(ns)
@@ -159,7 +166,7 @@ async def _serve(config: cfg.StoreConfig, metrics: str) -> None:
     await _serving.serve(
         server,
         grace=_serving.STOP_GRACE,
-        failure=lambda: server.node.wait_failed(),
+        failure=server.wait_failed,
         metrics=metrics,
         metrics_flag=METRICS_FLAG,
     )

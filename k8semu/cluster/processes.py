@@ -131,6 +131,10 @@ class Member:
     proc: subprocess.Popen[bytes] | None = None
     member_id: int = 0
     paused: bool = False
+    # How it starts: "new" with its cluster, or "existing" to join a running one (after it
+    # was added); and the --initial-cluster it starts with, fixed when it first starts.
+    state: str = "new"
+    initial_cluster: str = ""
     # True between start and a deliberate kill/stop: an exit while wanted is a failure.
     wanted: bool = field(default=False, repr=False)
 
@@ -326,7 +330,8 @@ class ProcessCluster:
             "--advertise-client-urls", member.client_url,
             "--listen-peer-urls", member.peer_url,
             "--initial-advertise-peer-urls", member.peer_url,
-            "--initial-cluster", self.initial_cluster,
+            "--initial-cluster", member.initial_cluster or self.initial_cluster,
+            "--initial-cluster-state", member.state,
             "--initial-cluster-token", self.token,
             "--heartbeat-interval", str(self.heartbeat_ms),
             "--election-timeout", str(self.election_ms),
@@ -380,6 +385,7 @@ class ProcessCluster:
         if m.running:
             raise ClusterError(f"member {name} is already running (pid {m.pid})")
         self._reap(m)
+        m.initial_cluster = m.initial_cluster or self.initial_cluster
         m.data_dir.parent.mkdir(parents=True, exist_ok=True)
         proc = spawn(
             self.command(m),
@@ -393,6 +399,38 @@ class ProcessCluster:
         m.wanted = True
         m.paused = False
         _LIVE_CLUSTERS.add(self)
+
+    def add_member(self, name: str) -> Member:
+        """A new member ``name`` on free ports, not started: add it to the membership
+        (``etcdctl member add``), then ``start_member`` it. It starts with
+        ``--initial-cluster-state existing`` and the members listed now, itself included."""
+        if name in self.members:
+            raise ClusterError(f"member {name!r} exists already")
+        client, peer = free_loopback_ports(2)
+        m = self.members[name] = Member(
+            name=name,
+            client_url=f"http://{HOST}:{client}",
+            peer_url=f"http://{HOST}:{peer}",
+            data_dir=self.base_dir / name,
+            state="existing",
+        )
+        m.initial_cluster = self.initial_cluster
+        return m
+
+    def rejoin_member(self, name: str) -> Member:
+        """``name`` lost its data and was added again under a new id (same URLs): its next
+        start joins the running cluster with an empty data dir."""
+        m = self.member(name)
+        m.state = "existing"
+        m.member_id = 0
+        m.initial_cluster = self.initial_cluster
+        return m
+
+    def forget_member(self, name: str) -> None:
+        """Stop ``name`` and drop it from this object (once removed from the membership);
+        its data dir stays."""
+        self.stop(name)
+        del self.members[name]
 
     def kill(self, name: str, sig: int = signal.SIGKILL, *, wait: bool = True) -> None:
         """Send ``sig`` to ``name``'s process (by pid).
@@ -703,9 +741,8 @@ class EtcdCluster(ProcessCluster):
     def command(self, member: Member) -> list[str]:
         return [
             self.binary,
+            # A restarted member with data rejoins as a member; etcd ignores the state then.
             *self.member_flags(member),
-            # A restarted member with data rejoins as a member; etcd ignores this then.
-            "--initial-cluster-state", "new",
             "--logger", "zap",
             "--log-outputs", "stderr",
             "--log-level", self.log_level,

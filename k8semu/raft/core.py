@@ -12,7 +12,7 @@ never raises; it is ignored when it makes no sense.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from k8semu.pb.raft.raft_pb2 import (
@@ -34,8 +34,9 @@ from k8semu.pb.raft.raft_pb2 import (
     Message,
     SnapshotMetadata,
 )
+from k8semu.raft import membership
 from k8semu.raft.config import Config
-from k8semu.raft.errors import ProposalDropped, SnapshotRejected
+from k8semu.raft.errors import NotLeader, ProposalDropped, SnapshotRejected
 from k8semu.raft.leader import Leader
 from k8semu.raft.log import RaftLog
 from k8semu.raft.outbox import Outbox
@@ -67,74 +68,19 @@ _VOTE_REQUESTS = frozenset({MSG_VOTE, MSG_PRE_VOTE})
 _SANE_LIMIT = 1 << 62
 
 
-class Raft:
-    """One Raft node. See the module docstring for what it owns; Ready for the I/O contract."""
+class _View:
+    """The read-only view of a node (split from ``Raft``, which sets every field)."""
 
-    def __init__(
-        self,
-        config: Config,
-        rng: random.Random,
-        *,
-        hard_state: HardState | None = None,
-        snapshot: SnapshotMetadata | None = None,
-        entries: Sequence[Entry] = (),
-        applied: int = 0,
-    ) -> None:
-        """Start (or restart) from durable state.
-
-        ``entries`` is the persisted log after the snapshot (entries at or below the snapshot
-        index are skipped); ``applied`` is the state machine's applied index, at least the
-        snapshot index (the driver restored the state machine from the snapshot).
-        """
-        config.validate()
-        self._cfg = config
-        self._id = config.id
-        self._rng = rng
-        self._voters = frozenset(config.voters)
-        self._peers = config.peers
-        self._quorum = config.quorum
-
-        snap_index = snapshot.index if snapshot is not None else 0
-        snap_term = snapshot.term if snapshot is not None else 0
-        ents = [e for e in entries if e.index > snap_index]
-        for n, e in enumerate(ents):
-            if e.index != snap_index + 1 + n:
-                raise ValueError(f"raft restart: log gap at index {snap_index + 1 + n}")
-        self._log = RaftLog(snap_index, snap_term, ents)
-        self._snapshot_meta: SnapshotMetadata | None = None
-        if snapshot is not None:
-            self._snapshot_meta = SnapshotMetadata()
-            self._snapshot_meta.CopyFrom(snapshot)
-
-        hs = hard_state if hard_state is not None else HardState()
-        self._term = hs.term
-        self._vote = hs.vote
-        log = self._log
-        log.applied = min(max(applied, snap_index), log.last_index)
-        log.committed = min(max(hs.commit, log.applied), log.last_index)
-        self._applying = log.applied
-
-        self._lead = 0
-        self._role = StateRole.FOLLOWER
-        self._election_elapsed = 0
-        self._randomized_timeout = config.election_tick
-        self._votes: dict[int, bool] = {}
-        # The leader's own state, only while this node leads (see leader.py).
-        self._leader: Leader | None = None
-        self._out = Outbox(self._id)
-        # Term of the last transfer campaign seen (as voter or candidate): until its leader is
-        # known, a leader is expected within a round trip, not an election timeout.
-        self._transfer_term = 0
-        # A follower's leader said (in its heartbeats) that it is handing over.
-        self._lead_transferring = False
-        self._step: Callable[[Message], None] = self._step_follower
-        self._tick: Callable[[], None] = self._tick_election
-
-        self._prev_soft = (0, StateRole.FOLLOWER)
-        self._prev_hard = (hs.term, hs.vote, hs.commit)
-        self._become_follower(self._term, 0)
-
-    # -- read-only view ------------------------------------------------------------------------
+    _id: int
+    _term: int
+    _lead: int
+    _role: StateRole
+    _leader: Leader | None
+    _transfer_term: int
+    _lead_transferring: bool
+    _log: RaftLog
+    _snapshot_meta: SnapshotMetadata | None
+    _ms: membership.MemberSet
 
     @property
     def id(self) -> int:
@@ -189,6 +135,28 @@ class Raft:
     def snapshot_meta(self) -> SnapshotMetadata | None:
         return self._snapshot_meta
 
+    @property
+    def members(self) -> dict[int, bytes]:
+        """The applied membership: member id -> context (a copy)."""
+        return dict(self._ms.members)
+
+    @property
+    def learners(self) -> frozenset[int]:
+        """The members of ``members`` that are learners."""
+        return frozenset(self._ms.conf.learners)
+
+    def progress_match(self, member: int) -> int | None:
+        """How far ``member``'s log is known to match the leader's (the leader's own: its
+        last index); None when this node does not lead or ``member`` is not replicated to."""
+        pr = self._leader.progress.get(member) if self._leader is not None else None
+        return pr.match if pr is not None else None
+
+    def conf_at(self, index: int) -> membership.Conf:
+        """The membership once the entries up to ``index`` (held in the log) are applied."""
+        log = self._log
+        hi = min(index, log.last_index) + 1
+        return self._ms.at(log.slice(log.first_index, hi))
+
     def log_term(self, index: int) -> int | None:
         """Term of the entry at ``index`` if the in-memory log still holds it."""
         return self._log.term(index)
@@ -200,6 +168,81 @@ class Raft:
         hi = min(hi, log.last_index + 1)
         return log.slice(lo, hi) if lo < hi else []
 
+
+class Raft(_View):
+    """One Raft node. See the module docstring for what it owns; Ready for the I/O contract."""
+
+    def __init__(
+        self,
+        config: Config,
+        rng: random.Random,
+        *,
+        hard_state: HardState | None = None,
+        snapshot: SnapshotMetadata | None = None,
+        entries: Sequence[Entry] = (),
+        applied: int = 0,
+        members: Mapping[int, bytes] | None = None,
+        learners: Iterable[int] = (),
+    ) -> None:
+        """Start (or restart) from durable state.
+
+        ``entries`` is the persisted log after the snapshot (entries at or below the snapshot
+        index are skipped); ``applied`` is the state machine's applied index, at least the
+        snapshot index (the driver restored the state machine from the snapshot).
+        ``members`` is the membership the log starts from when there is no snapshot (the
+        bootstrap members with their contexts; default: ``config.voters``); the membership
+        now is that (or the snapshot's) with the conf changes up to ``applied`` applied.
+        """
+        config.validate()
+        self._cfg = config
+        self._id = config.id
+        self._rng = rng
+
+        snap_index = snapshot.index if snapshot is not None else 0
+        snap_term = snapshot.term if snapshot is not None else 0
+        ents = [e for e in entries if e.index > snap_index]
+        for n, e in enumerate(ents):
+            if e.index != snap_index + 1 + n:
+                raise ValueError(f"raft restart: log gap at index {snap_index + 1 + n}")
+        self._log = RaftLog(snap_index, snap_term, ents)
+        base = membership.from_snapshot(snapshot)
+        if base is None:
+            known = dict(members) if members is not None else dict.fromkeys(config.voters, b"")
+            base = membership.Conf(known, set(learners))
+        self._ms = membership.MemberSet(config.id, base, (e for e in ents if e.index <= applied))
+        self._snapshot_meta: SnapshotMetadata | None = None
+        if snapshot is not None:
+            self._snapshot_meta = SnapshotMetadata()
+            self._snapshot_meta.CopyFrom(snapshot)
+
+        hs = hard_state if hard_state is not None else HardState()
+        self._term = hs.term
+        self._vote = hs.vote
+        log = self._log
+        log.applied = min(max(applied, snap_index), log.last_index)
+        log.committed = min(max(hs.commit, log.applied), log.last_index)
+        self._applying = log.applied
+
+        self._lead = 0
+        self._role = StateRole.FOLLOWER
+        self._election_elapsed = 0
+        self._randomized_timeout = config.election_tick
+        self._votes: dict[int, bool] = {}
+        # The leader's own state, only while this node leads (see leader.py).
+        self._leader: Leader | None = None
+        self._out = Outbox(self._id)
+        # Term of the last transfer campaign seen (as voter or candidate): until its leader is
+        # known, a leader is expected within a round trip, not an election timeout.
+        self._transfer_term = 0
+        # A follower's leader said (in its heartbeats) that it is handing over.
+        self._lead_transferring = False
+        self._step: Callable[[Message], None] = self._step_follower
+        self._tick: Callable[[], None] = self._tick_election
+
+        self._prev_soft = (0, StateRole.FOLLOWER)
+        self._prev_hard = (hs.term, hs.vote, hs.commit)
+        self._become_follower(self._term, 0)
+
     # -- inputs --------------------------------------------------------------------------------
 
     def tick(self) -> None:
@@ -210,7 +253,7 @@ class Raft:
         """Feed one message from a peer. Garbage is ignored, never raised."""
         mtype = msg.type
         frm = getattr(msg, "from")
-        if msg.to != self._id or frm == self._id or frm not in self._voters:
+        if msg.to != self._id or frm == self._id or frm not in self._ms.members:
             return
         if mtype not in _KNOWN_TYPES:
             return
@@ -268,6 +311,17 @@ class Raft:
         else:
             raise ProposalDropped("no leader")
 
+    def propose_conf_change(self, data: bytes) -> None:
+        """Append one membership change (a serialized ConfChange); on the leader only.
+
+        Raises NotLeader elsewhere, TransferInProgress while handing over, and
+        ConfChangeInProgress while an earlier change is not applied yet (thesis 4.1: a
+        single-server change is only safe once the previous one took effect).
+        """
+        if self._leader is None:
+            raise NotLeader("membership changes are proposed on the leader")
+        self._leader.propose_conf_change(data, self._applying)
+
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point; answered by a ReadState with the same context.
 
@@ -318,7 +372,10 @@ class Raft:
         snap = self._snapshot_meta
         if snap is None:
             return
-        self._log.compact(min(index, snap.index, self._log.applied))
+        upto = min(index, snap.index, self._log.applied)
+        if upto > self._log.offset:
+            self._ms.offset = self.conf_at(upto)
+        self._log.compact(upto)
 
     def report_snapshot(self, to: int, ok: bool) -> None:
         """The driver finished (or failed) streaming the snapshot of a MSG_SNAP to ``to``."""
@@ -337,6 +394,7 @@ class Raft:
         log = self._log
         return bool(
             self._out
+            or self._ms.changed
             or log.unstable <= log.last_index
             or log.pending_snapshot is not None
             or log.committed > self._applying
@@ -364,6 +422,12 @@ class Raft:
         committed = log.committed_after(self._applying)
         if committed:
             self._applying = committed[-1].index
+            if self._ms.apply(committed):
+                self._voters_changed()
+        members = None
+        if self._ms.changed:
+            self._ms.changed = False
+            members = dict(self._ms.members)
         entries = log.unstable_entries()
         msgs, reads = self._out.take()
         return Ready(
@@ -375,6 +439,7 @@ class Raft:
             messages=msgs,
             read_states=reads,
             must_sync=must_sync or bool(entries) or snap is not None,
+            members=members,
         )
 
     def advance(self, rd: Ready) -> None:
@@ -435,7 +500,10 @@ class Raft:
         self._reset(self._term)
         self._lead = self._id
         self._role = StateRole.LEADER
-        leader = self._leader = Leader(self._cfg, self._term, self._log, self._out)
+        learners = frozenset(self._ms.conf.learners)
+        leader = self._leader = Leader(
+            self._cfg, self._term, self._log, self._out, self._voters, learners
+        )
         self._step = leader.step
         self._tick = self._tick_leader
         # Raft paper 8 / thesis 6.4: a no-op entry of the new term lets the leader learn its
@@ -472,6 +540,8 @@ class Raft:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
+        if self._id not in self._voters:
+            return  # removed (or not added yet): a non-member never campaigns
         # A single-node cluster has nobody to wait for: it elects itself on its first tick.
         if self._election_elapsed >= self._randomized_timeout or not self._peers:
             self._election_elapsed = 0
@@ -596,6 +666,8 @@ class Raft:
             snap.CopyFrom(meta)
             log.restore(snap)
             self._snapshot_meta = snap
+            if self._ms.restore(snap):
+                self._voters_changed()
         self._send(MSG_APP_RESP, frm, index=meta.index)
 
     # -- candidate and pre-candidate -----------------------------------------------------------
@@ -624,6 +696,30 @@ class Raft:
             else:
                 self._become_leader()
         elif len(self._votes) - grants > len(self._voters) - self._quorum:
+            self._become_follower(self._term, 0)
+
+    # -- membership ----------------------------------------------------------------------------
+
+    @property
+    def _voters(self) -> frozenset[int]:
+        return self._ms.voters
+
+    @property
+    def _peers(self) -> tuple[int, ...]:
+        return self._ms.peers
+
+    @property
+    def _quorum(self) -> int:
+        return self._ms.quorum
+
+    def _voters_changed(self) -> None:
+        """Membership changes take effect as their entries are handed out to be applied."""
+        if self._leader is None:
+            return
+        if self._id in self._voters:
+            self._leader.set_voters(self._voters, frozenset(self._ms.conf.learners))
+        else:
+            # Removed while leading (etcd-raft does the same): the rest elect a leader.
             self._become_follower(self._term, 0)
 
     def _send(self, mtype: int, to: int, **fields: Any) -> None:

@@ -28,14 +28,14 @@ import random
 import shutil
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from k8semu.log import get_logger
 from k8semu.pb.raft import raft_pb2
-from k8semu.raft import errors
+from k8semu.raft import errors, membership
 from k8semu.raft.config import Config
 from k8semu.raft.core import Raft
 from k8semu.raft.ready import Ready, SoftState, StateRole
@@ -80,6 +80,24 @@ class Timing:
     leader_gap_window: float = 0.0
     turn_max: float = 0.0
     turn_window: float = 0.0
+
+
+@dataclass(slots=True)
+class PeerContact:
+    """When each peer was last heard from, and since when without a break longer than
+    ``gap`` (monotonic seconds): who is connected, for the store's checks before a
+    membership change."""
+
+    gap: float
+    last: dict[int, float] = field(default_factory=dict)
+    since: dict[int, float] = field(default_factory=dict)
+
+    def heard(self, peer: int) -> None:
+        now = time.monotonic()
+        last = self.last.get(peer)
+        if last is None or now - last > self.gap:
+            self.since[peer] = now
+        self.last[peer] = now
 
 
 def durable_prefix(rd: Ready, stored_last_index: int) -> int:
@@ -170,6 +188,11 @@ class RaftNode:
         self._stopped = False
         # A leadership transfer asked of the Raft loop (0: none); see transfer_leader.
         self._transfer_to = 0
+        self._conf_proposals: list[tuple[bytes, asyncio.Future[None]]] = []  # (ConfChange, fut)
+        # The applied membership (id -> context), and who hears when it changes.
+        self.members: dict[int, bytes] = dict.fromkeys(config.voters, b"")
+        self.on_members: Callable[[dict[int, bytes]], None] = lambda members: None
+        self.contact = PeerContact(pacing.tick_interval * config.election_tick)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -197,7 +220,10 @@ class RaftNode:
             snapshot=snap,
             entries=state.entries,
             applied=self._sm.applied_index,
+            members=state.members.members if state.members else None,
+            learners=state.members.learners if state.members else (),
         )
+        self.members = self._core.members
         transport.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -239,7 +265,9 @@ class RaftNode:
         return self._core.commit if self._core else 0
 
     def step(self, messages: Sequence[raft_pb2.Message]) -> None:
-        """Messages from peers (called by the transport servicer)."""
+        """Messages from peers (called by the transport servicer), all from one sender."""
+        if messages:
+            self.contact.heard(getattr(messages[0], "from"))
         if self.role is StateRole.FOLLOWER:
             for msg in messages:
                 if msg.type in _FROM_LEADER:
@@ -284,6 +312,16 @@ class RaftNode:
         self._proposals.append((data, result, False))
         self._wake.set()
 
+    async def propose_conf_change(self, data: bytes) -> None:
+        """Returns once the membership change (a serialized ConfChange) entered the log: on the
+        leader only (else NotLeader), one at a time (else ConfChangeInProgress)."""
+        if self._stopped:
+            raise errors.NodeStopped
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._conf_proposals.append((data, fut))
+        self._wake.set()
+        await fut
+
     async def read_index(self) -> int:
         """A commit index that reflects every write acknowledged before this call
         (Raft thesis 6.4). Reads served once applied_index >= it are linearizable."""
@@ -301,6 +339,9 @@ class RaftNode:
         if self._core is None or self.role is not StateRole.LEADER:
             return 0
         return self._core.transfer_candidate()
+
+    def progress_match(self, member_id: int) -> int | None:
+        return self._core.progress_match(member_id) if self._core is not None else None
 
     def held_futures(self) -> set[asyncio.Future[Any]]:
         """Futures of proposals not handed to Raft yet (held during a leadership transfer):
@@ -320,7 +361,7 @@ class RaftNode:
         (the core aborts its transfer after an election timeout). A transfer to itself
         returns at once, as etcd's MoveLeader does.
         """
-        if target not in self.config.voters:
+        if target not in self.members:
             raise errors.BadTransferee
         if self.role is not StateRole.LEADER:
             raise errors.NotLeader
@@ -428,6 +469,9 @@ class RaftNode:
         if self._transfer_to:
             raft.transfer_leader(self._transfer_to)
             self._transfer_to = 0
+        if self._conf_proposals:
+            changes, self._conf_proposals = self._conf_proposals, []
+            _propose_conf_changes(raft, changes)
         if self._proposals and not raft.hold_proposals:
             # While the leader hands over (thesis 3.10) proposals wait for the new leader
             # instead of failing or being dropped there: the transfer takes a round trip or
@@ -467,6 +511,9 @@ class RaftNode:
         stats["messages"] += len(rd.messages)
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
+        if rd.members is not None:
+            self.members = rd.members
+            self.on_members(rd.members)
         assert self.transport is not None
         early: list[raft_pb2.Message] = []
         late: list[raft_pb2.Message] = []
@@ -611,7 +658,8 @@ class RaftNode:
                 tmp.unlink(missing_ok=True)
                 return
             await asyncio.to_thread(tmp.replace, self._snapshot_path(index))
-            meta = raft_pb2.SnapshotMetadata(index=index, term=term, voters=self.config.voters)
+            meta = raft_pb2.SnapshotMetadata(index=index, term=term)
+            membership.to_snapshot(meta, raft.conf_at(index))
             compact_to = max(0, index - self._pacing.catch_up_entries)
             if self._snapshot_meta is not None:
                 compact_to = max(compact_to, min(self._snapshot_meta.index, index))
@@ -674,9 +722,25 @@ class RaftNode:
             if not fut.done():
                 fut.set_exception(error)
         self._proposals.clear()
+        for _, conf in self._conf_proposals:
+            if not conf.done():
+                conf.set_exception(error)
+        self._conf_proposals.clear()
         pending = [*self._read_waiters, *itertools.chain(*self._reads_in_flight.values())]
         for read in pending:
             if not read.done():
                 read.set_exception(error)
         self._read_waiters.clear()
         self._reads_in_flight.clear()
+
+
+def _propose_conf_changes(raft: Raft, props: list[tuple[bytes, asyncio.Future[None]]]) -> None:
+    """Hand membership changes to the core; each future learns whether it took the change."""
+    for data, fut in props:
+        if fut.done():
+            continue
+        try:
+            raft.propose_conf_change(data)
+            fut.set_result(None)
+        except errors.RaftError as exc:
+            fut.set_exception(exc)

@@ -14,6 +14,7 @@ The whole hierarchy::
     ├── NotLeader           transfer_leader() on a replica that does not lead
     ├── BadTransferee       transfer_leader() to a replica that is not a member
     ├── TransferTimeout     the transfer's target did not lead in time
+    ├── ConfChangeInProgress  a membership change while another is not applied yet
     └── CorruptLogError     raft.db is damaged, or belongs to another cluster or member
 
 Each is a class: the driver fails waiting futures with the class, so every waiter gets a fresh
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadTransferee",
+    "ConfChangeInProgress",
     "CorruptLogError",
     "LeaderChanged",
     "NodeStopped",
@@ -77,6 +79,11 @@ class BadTransferee(RaftError):
 
 class TransferTimeout(RaftError):
     """The target of a leadership transfer did not become leader in time."""
+
+
+class ConfChangeInProgress(RaftError):
+    """A membership change was proposed while an earlier one is not applied yet: Raft's
+    single-server changes are safe one at a time only (thesis 4.1). The caller retries."""
 
 
 class CorruptLogError(RaftError):

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from k8semu.pb.raft.raft_pb2 import (
+    ENTRY_CONF_CHANGE,
+    ENTRY_NORMAL,
     MSG_APP,
     MSG_APP_RESP,
     MSG_HEARTBEAT,
@@ -25,11 +27,12 @@ from k8semu.pb.raft.raft_pb2 import (
     MSG_SNAP,
     MSG_TIMEOUT_NOW,
     Entry,
+    EntryType,
     Message,
     SnapshotMetadata,
 )
 from k8semu.raft.config import Config
-from k8semu.raft.errors import TransferInProgress
+from k8semu.raft.errors import ConfChangeInProgress, TransferInProgress
 from k8semu.raft.log import RaftLog
 from k8semu.raft.outbox import Outbox
 from k8semu.raft.progress import Progress, ProgressState
@@ -43,16 +46,26 @@ class Leader:
     """The leader of one term. Invariants: ``progress`` has an entry for every voter (its own
     with ``match == log.last_index``); ``transferee`` is 0 or a peer being handed leadership."""
 
-    def __init__(self, cfg: Config, term: int, log: RaftLog, out: Outbox) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        term: int,
+        log: RaftLog,
+        out: Outbox,
+        voters: frozenset[int],
+        learners: frozenset[int] = frozenset(),
+    ) -> None:
         self._cfg = cfg
         self._id = cfg.id
         self._term = term
         self._log = log
         self._out = out
-        self._peers = cfg.peers
-        self._quorum = cfg.quorum
+        # Replicated to: voters and learners; counted for commit, quorum and reads: voters.
+        self._voters = voters
+        self._peers = tuple(sorted(v for v in voters | learners if v != cfg.id))
+        self._quorum = len(voters) // 2 + 1
         nxt = log.last_index + 1
-        self.progress = {v: Progress(nxt, cfg.max_inflight) for v in cfg.voters}
+        self.progress = {v: Progress(nxt, cfg.max_inflight) for v in voters | learners}
         own = self.progress[self._id]
         own.match = log.last_index
         own.recent_active = True
@@ -67,6 +80,10 @@ class Leader:
         self.transferee = 0
         self._transfer_elapsed = 0
         self._heartbeat_elapsed = 0
+        # Index of the last conf change appended (thesis 4.1: one at a time). etcd-raft's
+        # rule: any entry not applied when the term began may be one, so none is taken
+        # before everything held now is applied.
+        self._pending_conf = log.last_index + 1
 
     # -- inputs from the core ------------------------------------------------------------------
 
@@ -86,7 +103,8 @@ class Leader:
         if quorum_round and cfg.check_quorum:
             # Thesis 6.2: a leader that did not hear from a quorum within an election
             # timeout steps down, so clients stop waiting on a leader that cannot commit.
-            active = sum(1 for pr in self.progress.values() if pr.recent_active)
+            voters = self._voters
+            active = sum(1 for v, pr in self.progress.items() if pr.recent_active and v in voters)
             if active < self._quorum:
                 return False
             for peer in self._peers:
@@ -120,11 +138,42 @@ class Leader:
             raise TransferInProgress("leadership transfer in progress")
         self.append(datas)
 
-    def append(self, datas: Sequence[bytes]) -> None:
+    def propose_conf_change(self, data: bytes, applying: int) -> None:
+        """Append one membership change; ``applying`` is the index handed out to be applied."""
+        if self.transferee:
+            raise TransferInProgress("leadership transfer in progress")
+        if self._pending_conf > applying:
+            raise ConfChangeInProgress(f"membership change at index {self._pending_conf}")
+        self.append((data,), ENTRY_CONF_CHANGE)
+        self._pending_conf = self._log.last_index
+
+    def set_voters(self, voters: frozenset[int], learners: frozenset[int]) -> None:
+        """A membership change was applied: track the new members' logs (probing from the
+        end of ours), forget the removed ones, and count the new quorum at once (removing a
+        member may commit what the others already hold)."""
+        nxt = self._log.last_index + 1
+        everyone = voters | learners
+        for gone in set(self.progress) - everyone - {self._id}:
+            del self.progress[gone]
+            self._dirty.pop(gone, None)
+        for new in everyone - set(self.progress):
+            self.progress[new] = Progress(nxt, self._cfg.max_inflight)
+            self._dirty[new] = True
+        if self.transferee not in voters:
+            self.transferee = 0
+        self._voters = voters
+        self._peers = tuple(sorted(v for v in everyone if v != self._id))
+        self._quorum = len(voters) // 2 + 1
+        self._readonly.set_members(self._quorum, voters)
+        self._maybe_commit()
+
+    def append(self, datas: Sequence[bytes], etype: EntryType.ValueType = ENTRY_NORMAL) -> None:
         log = self._log
         term = self._term
         start = log.last_index + 1
-        log.append([Entry(term=term, index=i, data=d) for i, d in enumerate(datas, start)])
+        log.append(
+            [Entry(term=term, index=i, data=d, type=etype) for i, d in enumerate(datas, start)]
+        )
         own = self.progress[self._id]
         own.match = log.last_index
         own.next = own.match + 1
@@ -166,6 +215,8 @@ class Leader:
         from recently (0 if alone). Ties go to the lowest id (deterministic)."""
         best = (-1, 0)
         for peer in self._peers:
+            if peer not in self._voters:
+                continue
             pr = self.progress[peer]
             key = (pr.match if pr.recent_active else pr.match // 2, -peer)
             if key > best:
@@ -209,7 +260,8 @@ class Leader:
         Raft paper 5.4.2 (Figure 8): entries of earlier terms are only committed indirectly.
         On success followers learn the new commit index right away.
         """
-        matches = sorted((pr.match for pr in self.progress.values()), reverse=True)
+        voters = self._voters
+        matches = sorted((pr.match for v, pr in self.progress.items() if v in voters), reverse=True)
         index = matches[self._quorum - 1]
         log = self._log
         if index <= log.committed or log.term(index) != self._term:
@@ -265,7 +317,7 @@ class Leader:
             pr.inflights.free_first_one()
         if pr.match < self._log.last_index:
             self._dirty[frm] = True
-        if msg.context:
+        if msg.context and frm in self._voters:
             for req in self._readonly.ack(msg.context, frm):
                 self._answer_read(req)
 

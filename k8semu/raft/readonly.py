@@ -84,6 +84,12 @@ class ReadOnly:
             released.extend(rounds.popleft().requests)
         return released
 
+    def set_members(self, quorum: int, members: frozenset[int]) -> None:
+        """The membership changed: count acknowledgements of current members only."""
+        self._quorum = quorum
+        for rnd in self._rounds:
+            rnd.acks &= members
+
     def reset(self) -> None:
         """Leadership lost or gained: pending requests are dropped (callers time out)."""
         self._batch = []

@@ -58,3 +58,6 @@ class Ready:
     messages: list[Message] = field(default_factory=list)  # send after persisting
     read_states: list[ReadState] = field(default_factory=list)
     must_sync: bool = False  # False when only the commit index changed (fsync optional)
+    # The membership (id -> context) when it changed since the last Ready: a conf change
+    # among committed_entries, or a snapshot installed.
+    members: dict[int, bytes] | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiosqlite
 
 from k8semu.pb.raft import raft_pb2
+from k8semu.raft import membership
 from k8semu.raft.errors import CorruptLogError
 
 _SCHEMA = """
@@ -25,6 +26,8 @@ CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1),
     idx INTEGER NOT NULL, term INTEGER NOT NULL, voters BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
     type INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS bootstrap (id INTEGER PRIMARY KEY CHECK (id = 1),
+    members BLOB NOT NULL);
 """
 
 # The hard state lives in the entries table as row 0 (no Raft entry has index 0), holding a
@@ -50,6 +53,9 @@ class LoadedState:
     hard_state: raft_pb2.HardState
     snapshot: raft_pb2.SnapshotMetadata | None
     entries: list[raft_pb2.Entry] = field(default_factory=list)
+    # The membership the log starts from (before any conf change in it); None in a raft.db
+    # written before membership changes existed.
+    members: membership.Conf | None = None
 
 
 class RaftStorage:
@@ -66,8 +72,19 @@ class RaftStorage:
         self.on_write: Callable[[float], None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, *, cluster_id: int, member_id: int) -> RaftStorage:
-        """Open or create raft.db; refuses a file of another cluster/member or a damaged one."""
+    async def open(
+        cls,
+        path: Path,
+        *,
+        cluster_id: int,
+        member_id: int,
+        bootstrap: membership.Conf | None = None,
+    ) -> RaftStorage:
+        """Open or create raft.db; refuses a file of another cluster/member or a damaged one.
+
+        ``bootstrap`` is the membership the log starts from, recorded the first time (a new
+        cluster's initial members, or the membership a joining member was told).
+        """
         fresh = not path.exists()
         try:
             # Implicit transactions: the first write opens one, commit() ends it.
@@ -77,6 +94,8 @@ class RaftStorage:
         storage = cls(db, path)
         try:
             await storage._init(fresh, cluster_id, member_id)
+            if bootstrap is not None:
+                await storage._record_bootstrap(bootstrap)
         except BaseException:
             await db.close()
             raise
@@ -113,6 +132,14 @@ class RaftStorage:
                 "(check --name and --initial-cluster-token)"
             )
 
+    async def _record_bootstrap(self, conf: membership.Conf) -> None:
+        meta = raft_pb2.SnapshotMetadata()
+        membership.to_snapshot(meta, conf)
+        await self._db.execute(
+            "INSERT OR IGNORE INTO bootstrap VALUES (1, ?)", (meta.SerializeToString(),)
+        )
+        await self._db.commit()
+
     async def close(self) -> None:
         await self._db.close()
 
@@ -131,8 +158,8 @@ class RaftStorage:
             srow = await cur.fetchone()
         snap = None
         if srow is not None:
-            snap = raft_pb2.SnapshotMetadata(index=srow[0], term=srow[1])
-            snap.voters.extend(raft_pb2.SnapshotMetadata.FromString(srow[2]).voters)
+            snap = raft_pb2.SnapshotMetadata.FromString(srow[2])
+            snap.index, snap.term = srow[0], srow[1]
         async with db.execute(
             "SELECT idx, term, type, data FROM entries WHERE idx > 0 ORDER BY idx"
         ) as cur:
@@ -150,7 +177,12 @@ class RaftStorage:
         if snap is not None:
             entries = [e for e in entries if e.index > snap.index]
         self._last_index = entries[-1].index if entries else (snap.index if snap else 0)
-        return LoadedState(hard_state=hs, snapshot=snap, entries=entries)
+        async with db.execute("SELECT members FROM bootstrap") as cur:
+            brow = await cur.fetchone()
+        members = None
+        if brow is not None:
+            members = membership.from_snapshot(raft_pb2.SnapshotMetadata.FromString(brow[0]))
+        return LoadedState(hard_state=hs, snapshot=snap, entries=entries, members=members)
 
     async def save(
         self,

@@ -238,6 +238,23 @@ class PeerTransport:
         for peer in self._peers.values():
             peer.task = asyncio.get_running_loop().create_task(peer.run())
 
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """The membership changed: streams to new (or moved) peers start, streams to removed
+        ones end."""
+        loop = asyncio.get_running_loop()
+        for pid, peer in list(self._peers.items()):
+            if peers.get(pid) != peer.address:
+                del self._peers[pid]
+                if peer.task is not None:
+                    peer.task.cancel()
+                closing = loop.create_task(peer.channel.close())
+                self._snapshot_tasks.add(closing)
+                closing.add_done_callback(self._snapshot_tasks.discard)
+        for pid, address in peers.items():
+            if pid not in self._peers and pid != self._member_id:
+                peer = self._peers[pid] = _Peer(self, pid, address)
+                peer.task = loop.create_task(peer.run())
+
     async def stop(self) -> None:
         tasks = [p.task for p in self._peers.values() if p.task] + list(self._snapshot_tasks)
         for task in tasks:

@@ -129,6 +129,10 @@ class StoreConfig:
     #: "existing": this member was bootstrapped before, so it must find its Raft log.
     initial_cluster_state: str = "new"
     ids: dict[str, int] = field(default_factory=dict, compare=False)
+    #: The ids a data dir recorded when its member first started (as etcd, the flags that
+    #: made them are not read again), or that the cluster it joined gave it; 0: from flags.
+    recorded_cluster_id: int = 0
+    recorded_member_id: int = 0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -158,11 +162,11 @@ class StoreConfig:
 
     @property
     def member_id(self) -> int:
-        return self.ids[self.name]
+        return self.recorded_member_id or self.ids[self.name]
 
     @property
     def cluster_id(self) -> int:
-        return cluster_id(self.cluster_token, self.members)
+        return self.recorded_cluster_id or cluster_id(self.cluster_token, self.members)
 
     @property
     def election_tick(self) -> int:

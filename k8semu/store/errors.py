@@ -195,6 +195,69 @@ class ErrCorrupt(StoreError):
     message = "etcdserver: corrupt cluster"
 
 
+# Membership changes (etcd's rpctypes texts for the Cluster service).
+class ErrMemberExist(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: member ID already exist"
+
+
+class ErrPeerURLExist(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: Peer URLs already exists"
+
+
+class ErrMemberNotEnoughStarted(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: re-configuration failed due to not enough started members"
+
+
+class ErrMemberBadURLs(StoreError):
+    code = _C.INVALID_ARGUMENT
+    message = "etcdserver: given member URLs are invalid"
+
+
+class ErrMemberNotFound(StoreError):
+    code = _C.NOT_FOUND
+    message = "etcdserver: member not found"
+
+
+class ErrUnhealthy(StoreError):
+    code = _C.UNAVAILABLE
+    message = "etcdserver: unhealthy cluster"
+
+
+class ErrTooManyLearners(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: too many learner members in cluster"
+
+
+class ErrMemberNotLearner(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: can only promote a learner member"
+
+
+class ErrLearnerNotReady(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "etcdserver: can only promote a learner member which is in sync with leader"
+
+
+class ErrConfChangeInProgress(StoreError):
+    code = _C.UNAVAILABLE
+    message = "k8semu: another membership change is not applied yet; retry"
+
+
+class ErrMemberRemoved(StoreError):
+    code = _C.FAILED_PRECONDITION
+    message = "the member has been permanently removed from the cluster"
+
+
+class JoinError(StoreError):
+    """A member started with --initial-cluster-state existing cannot join (it is not an
+    added member of a cluster its --initial-cluster reaches)."""
+
+    code = _C.FAILED_PRECONDITION
+
+
 # Raft's errors as etcd names them (etcdserver's own translation of raft.ErrProposalDropped
 # and its leader-transfer errors); the most specific class wins.
 _FROM_RAFT: dict[type, type[StoreError]] = {
@@ -205,6 +268,7 @@ _FROM_RAFT: dict[type, type[StoreError]] = {
     raft_errors.NotLeader: ErrNotLeader,
     raft_errors.BadTransferee: ErrBadLeaderTransferee,
     raft_errors.TransferTimeout: ErrTimeoutLeaderTransfer,
+    raft_errors.ConfChangeInProgress: ErrConfChangeInProgress,
 }
 
 
@@ -217,3 +281,15 @@ def from_raft(exc: raft_errors.RaftError) -> StoreError:
         if store_error is not None:
             return store_error()
     return StoreError(f"raft: {exc}")
+
+
+def remote(code: grpc.StatusCode, details: str) -> StoreError:
+    """The error another replica answered with (a forwarded request): the same class when
+    it is one of ours, so clients see exactly what the other replica said."""
+    pending: list[type[StoreError]] = [StoreError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code and cls.message == details:
+            return cls()
+        pending.extend(cls.__subclasses__())
+    return StoreError(details)

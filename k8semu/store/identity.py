@@ -21,6 +21,7 @@ A brand-new member (empty data dir, --initial-cluster-state new) and a data dir 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -29,6 +30,49 @@ from k8semu.store.config import StoreConfig
 from k8semu.store.errors import MemberDataLostError
 
 MARKER = "member"
+# A data dir prepared for a member that joins a running cluster (`k8semu store replace`
+# writes it): it starts as with --initial-cluster-state existing whatever its flags say, so
+# a supervisor restarting it with its usual command does not bootstrap it anew.
+JOIN_MARKER = "join"
+_EXISTING = "--initial-cluster-state existing"
+
+
+def needs_join(config: StoreConfig) -> bool:
+    """A member started with --initial-cluster-state existing (or on a data dir prepared to
+    join) with no Raft log yet: it joins a running cluster that added it
+    (store.members.fetch_cluster)."""
+    data_dir = config.data_dir
+    return (
+        (config.initial_cluster_state == "existing" or (data_dir / JOIN_MARKER).exists())
+        and not (data_dir / "raft.db").exists()
+        and not (data_dir / MARKER).exists()
+    )
+
+
+def prepare_join(data_dir: Path, note: str) -> None:
+    """Make ``data_dir`` (new, empty) one whose member joins a running cluster."""
+    data_dir.mkdir(parents=True)
+    (data_dir / JOIN_MARKER).write_text(note + "\n")
+
+
+def recorded(config: StoreConfig) -> tuple[int, int, bool] | None:
+    """(cluster id, member id, joined) as the data dir's marker recorded them when this member
+    first started; None without a marker of this --name and --initial-cluster-token (then
+    the ids follow from the flags, and raft.db refuses a data dir of another cluster). As
+    etcd ignores --initial-cluster once a data dir exists, so do these ids: the membership
+    may have changed since."""
+    try:
+        marker = json.loads((config.data_dir / MARKER).read_text())
+        if marker.get("name") != config.name or marker.get("token") != _token_tag(config):
+            return None
+        return int(marker["cluster"], 16), int(marker["member"], 16), bool(marker.get("joined"))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def _token_tag(config: StoreConfig) -> str:
+    """The cluster token, hashed (the marker need not show it)."""
+    return hashlib.sha256(config.cluster_token.encode()).hexdigest()[:16]
 
 
 def check(config: StoreConfig) -> None:
@@ -47,21 +91,28 @@ def check(config: StoreConfig) -> None:
             evidence = evidence or ["kv.db has applied entries"]
     if lost is None or not evidence:
         return
+    if evidence == [_EXISTING] and not raft_db.exists():
+        return  # an empty data dir joining a running cluster (needs_join)
     raise MemberDataLostError(
         f"member {config.name} ({config.member_id:x}) of cluster {config.cluster_id:x} was "
         f"already bootstrapped ({'; '.join(evidence)}), but {lost}. Its Raft data is lost: "
         "starting it as a new member under its old id could make it vote twice in one term. "
-        "Refusing to start. To replace it, remove the member and add it back with an empty "
-        "data dir (membership changes are not supported yet), or restore every member from "
+        "Refusing to start. To replace it, remove the member (`etcdctl member remove ID`), "
+        "add a new one (`etcdctl member add NAME --peer-urls URL`) and start that with an "
+        "empty data dir and --initial-cluster-state existing, or restore every member from "
         "a backup (`k8semu store snapshot restore`)."
     )
 
 
-def mark(config: StoreConfig) -> None:
-    """Record that this data dir's member is bootstrapped (once its raft.db exists)."""
+def mark(config: StoreConfig, *, joined: bool = False) -> None:
+    """Record that this data dir's member is bootstrapped (once its raft.db exists). A marker
+    of an older version (no token) is completed, so its ids are recorded from now on."""
     path = config.data_dir / MARKER
-    if path.exists():
+    if path.exists() and recorded(config) is not None:
         return
+    if path.exists():
+        with contextlib.suppress(OSError, ValueError):
+            joined = joined or bool(json.loads(path.read_text()).get("joined"))
     tmp = path.with_name(MARKER + ".tmp")
     tmp.write_text(
         json.dumps(
@@ -69,6 +120,8 @@ def mark(config: StoreConfig) -> None:
                 "name": config.name,
                 "member": f"{config.member_id:x}",
                 "cluster": f"{config.cluster_id:x}",
+                "joined": joined,
+                "token": _token_tag(config),
             }
         )
         + "\n"
@@ -86,7 +139,7 @@ def _evidence(config: StoreConfig) -> list[str]:
     if any((data_dir / "snap").glob("*.snap")):
         found.append("snapshots exist in snap/")
     if config.initial_cluster_state == "existing":
-        found.append("--initial-cluster-state existing")
+        found.append(_EXISTING)
     return found
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
@@ -26,13 +28,14 @@ from k8semu import transport
 from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.pb.raft import raft_pb2, raft_pb2_grpc
-from k8semu.pb.store import internal_pb2
+from k8semu.pb.store import internal_pb2, internal_pb2_grpc
 from k8semu.raft.config import Config as RaftConfig
 from k8semu.raft.driver import Pacing, RaftNode
 from k8semu.raft.errors import RaftError
+from k8semu.raft.membership import Conf
 from k8semu.raft.storage import RaftStorage
 from k8semu.raft.transport import Membership, PeerTransport, RaftServicer
-from k8semu.store import errors, identity, service
+from k8semu.store import errors, identity, members, service
 from k8semu.store import metrics as store_metrics
 from k8semu.store.compactor import AutoCompactor, PhysicalCompactor
 from k8semu.store.config import StoreConfig
@@ -63,6 +66,7 @@ class StoreServer:
         self.snapshot_dir = config.data_dir / "snap"
         self.sm = StoreStateMachine(config.data_dir / "kv.db")
         self.sm.on_leader_change = self._on_leader_change
+        self.sm.on_conf_change = self._on_conf_change
         self._rng = rng or random.Random()
         self._storage: RaftStorage | None = None
         self.node: RaftNode = None  # type: ignore[assignment]  # set in start()
@@ -80,6 +84,16 @@ class StoreServer:
         self.compactor = PhysicalCompactor(self.sm)
         # (deadline, result) of every write in flight, in deadline order (one timeout for all).
         self._deadlines: deque[tuple[float, asyncio.Future[Message]]] = deque()
+        self.reconfigurer = members.Reconfigurer(self)
+        self._peer_transport: PeerTransport | None = None
+        # Who may talk on the peer port: the members' ids, updated in place as they change.
+        self._allowed: set[int] = set()
+        self._removed: asyncio.Future[BaseException] | None = None
+        self._publishing = False
+        self._joined = False
+        # Contexts for members whose Raft context is empty (a snapshot made before membership
+        # changes, or by `store snapshot restore`): the --initial-cluster ones.
+        self._flag_contexts = members.bootstrap(config)
 
     async def start(self) -> None:
         cfg = self.config
@@ -87,20 +101,26 @@ class StoreServer:
         self.snapshot_dir.mkdir(exist_ok=True)
         for leftover in self.snapshot_dir.glob("client-*.part"):
             leftover.unlink(missing_ok=True)
+        bootstrap = await self._identify()
+        cfg = self.config
         identity.check(cfg)
         try:
             self._storage = await RaftStorage.open(
-                cfg.data_dir / "raft.db", cluster_id=cfg.cluster_id, member_id=cfg.member_id
+                cfg.data_dir / "raft.db",
+                cluster_id=cfg.cluster_id,
+                member_id=cfg.member_id,
+                bootstrap=bootstrap,
             )
         except RaftError as exc:
             raise errors.from_raft(exc) from exc
-        identity.mark(cfg)
+        identity.mark(cfg, joined=self._joined)
         self._storage.on_write = store_metrics.WAL_FSYNC.observe
         await self.sm.open()
+        voters = sorted(bootstrap.voters) if bootstrap and cfg.member_id in bootstrap.voters else []
         self.node = RaftNode(
             RaftConfig(
                 id=cfg.member_id,
-                voters=tuple(sorted(cfg.ids.values())),
+                voters=tuple(voters or [cfg.member_id]),
                 election_tick=cfg.election_tick,
                 heartbeat_tick=1,
                 max_inflight=RAFT_MAX_INFLIGHT,
@@ -115,6 +135,9 @@ class StoreServer:
         peer_transport = self._bind_peer_port()
         self._bind_client_port()
         await self.node.start(peer_transport)
+        self._removed = asyncio.get_running_loop().create_future()
+        self._apply_members(self.node.members)
+        self.node.on_members = self._apply_members
         assert self._peer_server is not None and self._client_server is not None
         await self._peer_server.start()
         await self._client_server.start()
@@ -130,25 +153,135 @@ class StoreServer:
             revision=self.sm.revision,
         )
 
-    def _bind_peer_port(self) -> PeerTransport:
-        """The Raft servicer on the peer port (bound, not started) and the transport that
-        sends to the peers."""
+    async def _identify(self) -> Conf | None:
+        """Settle this member's ids and the membership its log starts from: from the flags
+        for a member bootstrapped with its cluster, from its marker for one that joined a
+        running cluster, and from that cluster for one joining now (None: raft.db has it)."""
         cfg = self.config
-        peers = {cfg.ids[name]: addr for name, addr in cfg.members.items() if name != cfg.name}
-        peer_transport = PeerTransport(
+        bootstrap: Conf | None = Conf(members.bootstrap(cfg))
+        ids = identity.recorded(cfg)
+        if ids is None and identity.needs_join(cfg):
+            info, own = await members.fetch_cluster(cfg)
+            ids = (info.cluster_id, own, True)
+            bootstrap = Conf(
+                {m.ID: members.context_of(m) for m in info.members},
+                {m.ID for m in info.members if m.isLearner},
+            )
+            log.info("joining cluster", cluster=f"{ids[0]:x}", member=f"{own:x}")
+        elif ids is not None and ids[2]:
+            bootstrap = None  # raft.db holds the membership this member joined with
+        if ids is not None:
+            cfg = dataclasses.replace(cfg, recorded_cluster_id=ids[0], recorded_member_id=ids[1])
+            self.config = cfg
+            self._client_urls = {ids[1]: list(cfg.client_urls)}
+            self._joined = ids[2]
+        return bootstrap
+
+    def _apply_members(self, contexts: dict[int, bytes]) -> None:
+        """The membership changed (or is known at start): route the peer transport to it,
+        accept frames from its members only, and stop if this member was removed."""
+        contexts = self._with_flag_contexts(contexts)
+        own = self.config.member_id
+        peers = {}
+        for member_id, context in contexts.items():
+            address = members.peer_address(members.decode(member_id, context))
+            if address is not None and member_id != own:
+                peers[member_id] = address
+        self._allowed.clear()
+        self._allowed.update(contexts)
+        if self._peer_transport is not None:
+            self._peer_transport.set_peers(peers)
+        if own in contexts and not members.decode(own, contexts[own]).name and not self._publishing:
+            self._publishing = True
+            self._start_task(self._publish())
+
+    def _on_conf_change(self, change: raft_pb2.ConfChange) -> None:
+        """Applying its own removal stops a member, as in etcd (not merely missing from the
+        membership: a joining member misses from it until it applied its own addition)."""
+        own = self.config.member_id
+        if change.type == raft_pb2.CONF_REMOVE_NODE and change.node_id == own:
+            self._mark_removed()
+
+    async def _watch_removal(self) -> None:
+        """A member that knows no leader for a while asks its peers whether it was removed
+        (its removal may have been committed without reaching it) and stops if so."""
+        interval = 2 * self.config.election_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if self.node.leader == 0 and await members.removed(self):
+                self._mark_removed()
+                return
+
+    def _mark_removed(self) -> None:
+        log.warning("this member was removed from the cluster; stopping")
+        if self._removed is not None and not self._removed.done():
+            self._removed.set_result(errors.ErrMemberRemoved())
+
+    async def _publish(self) -> None:
+        """A member that joined publishes its name and client URLs through the leader (it
+        shows as started from then on), retrying until that is done."""
+        cfg = self.config
+        attrs = rpc_pb2.Member(
+            ID=cfg.member_id,
+            name=cfg.name,
+            peerURLs=[f"http://{cfg.members[cfg.name]}"],
+            clientURLs=list(cfg.client_urls),
+        )
+        change = internal_pb2.MemberChange(publish=attrs)
+        while True:
+            try:
+                await self.reconfigurer.change(change)
+            except errors.StoreError as exc:
+                log.info("publishing member attributes deferred", error=exc.message)
+                await asyncio.sleep(self.config.election_ms / 1000)
+            else:
+                log.info("member attributes published", name=cfg.name)
+                return
+
+    async def wait_failed(self) -> BaseException:
+        """The error that stops this replica: its Raft loop failed, or it was removed."""
+        assert self._removed is not None
+        failed = asyncio.ensure_future(self.node.wait_failed())
+        try:
+            await asyncio.wait([failed, self._removed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+        return self._removed.result() if self._removed.done() else failed.result()
+
+    def next_request_id(self) -> int:
+        return next(self._request_ids)
+
+    @property
+    def waits(self) -> StoreStateMachine:
+        return self.sm
+
+    async def change_members(self, change: internal_pb2.MemberChange) -> internal_pb2.ClusterInfo:
+        return await self.reconfigurer.change(change)
+
+    def _bind_peer_port(self) -> PeerTransport:
+        """The Raft and membership servicers on the peer port (bound, not started) and the
+        transport that sends to the peers (routed to the members once Raft knows them)."""
+        cfg = self.config
+        peer_transport = self._peer_transport = PeerTransport(
             cfg.cluster_id,
             cfg.member_id,
-            peers,
+            {},
             self._client_urls,
             on_unreachable=self.node.report_unreachable,
             on_snapshot_sent=self.node.report_snapshot,
         )
         self._peer_server, _ = transport.server(
-            [raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name]
+            [
+                raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name,
+                internal_pb2.DESCRIPTOR.services_by_name["StoreMembership"].full_name,
+            ]
+        )
+        internal_pb2_grpc.add_StoreMembershipServicer_to_server(
+            members.MembershipServicer(self.reconfigurer), self._peer_server
         )
         raft_pb2_grpc.add_RaftTransportServicer_to_server(
             RaftServicer(
-                Membership(cfg.cluster_id, frozenset(cfg.ids.values())),
+                Membership(cfg.cluster_id, self._allowed),
                 self.node,
                 self.snapshot_dir,
                 peer_transport.learn_client_urls,
@@ -186,6 +319,7 @@ class StoreServer:
             )
             self._tasks.append(loop.create_task(auto.run()))
         self._tasks.append(loop.create_task(self._sweep_deadlines()))
+        self._tasks.append(loop.create_task(self._watch_removal()))
 
     async def stop(self, grace: float) -> None:
         """Stop; with `grace` > 0 a leader first hands leadership over and client calls in
@@ -326,16 +460,15 @@ class StoreServer:
         return self._request_timeout
 
     def members(self) -> Sequence[rpc_pb2.Member]:
-        cfg = self.config
-        return [
-            rpc_pb2.Member(
-                ID=cfg.ids[name],
-                name=name,
-                peerURLs=[f"http://{addr}"],
-                clientURLs=self._client_urls.get(cfg.ids[name], []),
-            )
-            for name, addr in sorted(cfg.members.items(), key=lambda item: cfg.ids[item[0]])
-        ]
+        return members.members_list(self.contexts(), self._client_urls)
+
+    def contexts(self) -> dict[int, bytes]:
+        """The membership, member id -> context (see _flag_contexts for empty ones)."""
+        return self._with_flag_contexts(self.node.members)
+
+    def _with_flag_contexts(self, contexts: dict[int, bytes]) -> dict[int, bytes]:
+        flags = self._flag_contexts
+        return {i: ctx or flags.get(i, b"") for i, ctx in contexts.items()}
 
     # -- internals --------------------------------------------------------------------
 
@@ -350,7 +483,11 @@ class StoreServer:
         if leader != 0 and leader != self._leader:
             store_metrics.LEADER_CHANGES.inc()
         self._leader = leader
-        task = asyncio.get_running_loop().create_task(self._set_health(leader != 0))
+        self._start_task(self._set_health(leader != 0))
+
+    def _start_task(self, work: Coroutine[Any, Any, None]) -> None:
+        """A background task of this replica, cancelled by stop()."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.append(task)
         task.add_done_callback(self._forget_task)
 
@@ -376,9 +513,7 @@ class StoreServer:
             if not self.sm.is_leader:
                 continue
             for lease_id in self.sm.lessor.expired(self.sm.clock()):
-                task = asyncio.get_running_loop().create_task(self._revoke(lease_id))
-                self._tasks.append(task)
-                task.add_done_callback(self._forget_task)
+                self._start_task(self._revoke(lease_id))
 
     async def _revoke(self, lease_id: int) -> None:
         request = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))

@@ -86,6 +86,10 @@ class Replica(Protocol):
 
     def members(self) -> Sequence[rpc_pb2.Member]: ...
 
+    async def change_members(
+        self, change: internal_pb2.MemberChange
+    ) -> internal_pb2.ClusterInfo: ...
+
 
 async def _abort(context: Context, exc: errors.StoreError) -> NoReturn:
     await transport.abort(context, exc.code, exc.message)
@@ -427,6 +431,43 @@ class LeaseService(_Base, rpc_pb2_grpc.LeaseServicer):
 
 
 class ClusterService(_Base, rpc_pb2_grpc.ClusterServicer):
+    """etcd's Cluster service. Changes go through the leader (a follower forwards them) as
+    single-server Raft conf changes and return once applied here (store/members.py)."""
+
+    @_unary
+    async def MemberAdd(
+        self, request: rpc_pb2.MemberAddRequest, context: Context
+    ) -> rpc_pb2.MemberAddResponse:
+        info = await self.s.change_members(internal_pb2.MemberChange(add=request))
+        return self._listing(rpc_pb2.MemberAddResponse(member=info.added), info)
+
+    @_unary
+    async def MemberRemove(
+        self, request: rpc_pb2.MemberRemoveRequest, context: Context
+    ) -> rpc_pb2.MemberRemoveResponse:
+        info = await self.s.change_members(internal_pb2.MemberChange(remove=request))
+        return self._listing(rpc_pb2.MemberRemoveResponse(), info)
+
+    @_unary
+    async def MemberUpdate(
+        self, request: rpc_pb2.MemberUpdateRequest, context: Context
+    ) -> rpc_pb2.MemberUpdateResponse:
+        info = await self.s.change_members(internal_pb2.MemberChange(update=request))
+        return self._listing(rpc_pb2.MemberUpdateResponse(), info)
+
+    @_unary
+    async def MemberPromote(
+        self, request: rpc_pb2.MemberPromoteRequest, context: Context
+    ) -> rpc_pb2.MemberPromoteResponse:
+        info = await self.s.change_members(internal_pb2.MemberChange(promote=request))
+        return self._listing(rpc_pb2.MemberPromoteResponse(), info)
+
+    def _listing(self, response: M, info: internal_pb2.ClusterInfo) -> M:
+        """A change's response: the members after it, and the header."""
+        response.members.extend(info.members)  # type: ignore[attr-defined]
+        self.header(response.header)  # type: ignore[attr-defined]
+        return response
+
     async def MemberList(
         self, request: rpc_pb2.MemberListRequest, context: Context
     ) -> rpc_pb2.MemberListResponse:

@@ -23,6 +23,7 @@ from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2
 from k8semu.pb.raft import raft_pb2
 from k8semu.pb.store import internal_pb2
+from k8semu.raft import membership
 from k8semu.store import errors, snapshot
 from k8semu.store.lessor import Lessor
 from k8semu.store.mvcc import ApplyResult, MVCCStore, write_snapshot_of
@@ -56,6 +57,8 @@ class StoreStateMachine:
         self.applied_term = 0
         self.revision = 1
         self.on_leader_change: Callable[[int, bool], None] = lambda leader, leading: None
+        # Told each membership change as it is applied.
+        self.on_conf_change: Callable[[raft_pb2.ConfChange], None] = lambda change: None
 
     async def open(self) -> None:
         self._mvcc = await self.run(MVCCStore, self._kv_path)
@@ -135,7 +138,9 @@ class StoreStateMachine:
     # -- driver interface -------------------------------------------------------------
 
     async def apply(self, entries: Sequence[raft_pb2.Entry]) -> None:
-        batch = [(e.index, e.term, e.data) for e in entries]
+        # A membership change is Raft's business (it took effect when handed out); here it
+        # only advances the applied index, and its proposer learns it is done.
+        batch = [(e.index, e.term, b"" if e.type else e.data) for e in entries]
         results: list[ApplyResult] = await self.run(self.mvcc.apply_batch, batch)
         now = self.clock()
         events: list[Any] = []
@@ -153,6 +158,9 @@ class StoreStateMachine:
                 else:
                     assert result.response is not None
                     fut.set_result(result.response)
+        for entry in entries:
+            if entry.type == raft_pb2.ENTRY_CONF_CHANGE:
+                self._conf_change_applied(entry)
         last = entries[-1]
         self.applied_index, self.applied_term = last.index, last.term
         if results:
@@ -164,6 +172,15 @@ class StoreStateMachine:
             _, _, done = heapq.heappop(waiters)
             if not done.done():
                 done.set_result(None)
+
+    def _conf_change_applied(self, entry: raft_pb2.Entry) -> None:
+        change = membership.decode(entry)
+        if change is None:
+            return
+        fut = self._waits.pop(change.id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(rpc_pb2.Member(ID=change.node_id))
+        self.on_conf_change(change)
 
     def _track_lease(self, entry: raft_pb2.Entry, response: Message, now: float) -> None:
         if isinstance(response, rpc_pb2.LeaseGrantResponse):

@@ -24,7 +24,7 @@ from k8semu.pb.raft.raft_pb2 import (
     Message,
     SnapshotMetadata,
 )
-from k8semu.raft import Config, ProposalDropped, Raft, ReadState, Ready, StateRole
+from k8semu.raft import Config, ProposalDropped, Raft, ReadState, Ready, StateRole, membership
 
 SmEntry = tuple[int, bytes]  # (term, data) of an applied entry; position i holds index i + 1
 
@@ -260,6 +260,22 @@ class Network:
         self.cut.clear()
         self.filters.clear()
 
+    def join(
+        self,
+        node_id: int,
+        voters: Iterable[int],
+        learners: Iterable[int] = (),
+        **config: int | bool,
+    ) -> Node:
+        """Start a new, empty node that was added to the cluster (its config lists the
+        membership it joins, as a member started with --initial-cluster-state existing)."""
+        cfg = Config(id=node_id, voters=tuple(voters), **config)  # type: ignore[arg-type]
+        node = Node(cfg, node_id * 7717)
+        node.raft = Raft(cfg, random.Random(node.seed), learners=learners)
+        self.nodes[node_id] = node
+        self.process()
+        return node
+
     def crash(self, node_id: int) -> None:
         self.nodes[node_id].up = False
 
@@ -412,7 +428,8 @@ class Network:
     def _snapshot(self, node: Node) -> None:
         st = node.storage
         index = node.applied
-        meta = SnapshotMetadata(index=index, term=node.sm[index - 1][0], voters=node.config.voters)
+        meta = SnapshotMetadata(index=index, term=node.sm[index - 1][0])
+        membership.to_snapshot(meta, node.raft.conf_at(index))
         st.snapshot = meta
         st.snapshot_data = node.sm[:index]
         compact_to = max(0, index - self.keep_after_snapshot)

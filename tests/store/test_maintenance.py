@@ -118,7 +118,7 @@ def test_member_with_lost_raft_log_refuses_to_start(tmp_path: Path) -> None:
                     proc.wait()
             assert proc.returncode == 1, (damage, out, err)
             assert "already bootstrapped" in err and "Raft data is lost" in err, err
-            assert "remove the member and add it back" in err, err
+            assert "etcdctl member remove" in err and "etcdctl member add" in err, err
             assert "snapshot restore" in err, err
             assert not raft_db.exists() or raft_db.stat().st_size == 0, "refusal wrote raft.db"
         raft_db.write_bytes(saved)
@@ -132,14 +132,14 @@ def test_member_with_lost_raft_log_refuses_to_start(tmp_path: Path) -> None:
 
 
 def test_existing_member_without_data_refuses_to_start(tmp_path: Path) -> None:
-    """--initial-cluster-state existing on an empty data dir: refused (no membership
-    changes yet); the same member with state new starts (a brand-new cluster)."""
+    """--initial-cluster-state existing on an empty data dir with no other member to join:
+    refused, nothing written; the same member with state new starts (a brand-new cluster)."""
     cluster = K8semuStoreCluster(tmp_path / "c", 1)
     with cluster:
         proc = _start_alone(cluster, "s1", "--initial-cluster-state", "existing")
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 1, (out, err)
-        assert "--initial-cluster-state existing" in err and "is missing" in err, err
+        assert "--initial-cluster-state existing" in err and "no member but s1" in err, err
         cluster.start()
         cluster.wait_ready(timeout=START_TIMEOUT_S)
         assert (cluster.member("s1").data_dir / "member").exists()

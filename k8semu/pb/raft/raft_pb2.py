@@ -25,35 +25,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16k8semu/raft/raft.proto\x12\x0bk8semu.raft\"X\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12$\n\x04type\x18\x03 \x01(\x0e\x32\x16.k8semu.raft.EntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"7\n\tHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"?\n\x10SnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\"\xc4\x02\n\x07Message\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.k8semu.raft.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12#\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x12.k8semu.raft.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12/\n\x08snapshot\x18\t \x01(\x0b\x32\x1d.k8semu.raft.SnapshotMetadata\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12\x13\n\x0breject_term\x18\r \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\x12\x17\n\x0fleader_transfer\x18\x0e \x01(\x08\"\x93\x01\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12&\n\x08messages\x18\x03 \x03(\x0b\x32\x14.k8semu.raft.Message\x12\x39\n\x12member_client_urls\x18\x04 \x03(\x0b\x32\x1d.k8semu.raft.MemberClientURLs\",\n\x10MemberClientURLs\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04urls\x18\x02 \x03(\t\"\t\n\x07SendAck\"f\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12%\n\x07message\x18\x03 \x01(\x0b\x32\x14.k8semu.raft.Message\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\".\n\x0bSnapshotAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t*\x1d\n\tEntryType\x12\x10\n\x0c\x45NTRY_NORMAL\x10\x00*\x94\x02\n\x0bMessageType\x12\x13\n\x0fMSG_UNSPECIFIED\x10\x00\x12\x0c\n\x08MSG_PROP\x10\x01\x12\x0b\n\x07MSG_APP\x10\x02\x12\x10\n\x0cMSG_APP_RESP\x10\x03\x12\x0c\n\x08MSG_VOTE\x10\x04\x12\x11\n\rMSG_VOTE_RESP\x10\x05\x12\x10\n\x0cMSG_PRE_VOTE\x10\x06\x12\x15\n\x11MSG_PRE_VOTE_RESP\x10\x07\x12\x11\n\rMSG_HEARTBEAT\x10\x08\x12\x16\n\x12MSG_HEARTBEAT_RESP\x10\t\x12\x0c\n\x08MSG_SNAP\x10\n\x12\x12\n\x0eMSG_READ_INDEX\x10\x0b\x12\x17\n\x13MSG_READ_INDEX_RESP\x10\x0c\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\r2\x95\x01\n\rRaftTransport\x12\x39\n\x04Send\x12\x19.k8semu.raft.MessageBatch\x1a\x14.k8semu.raft.SendAck(\x01\x12I\n\x0fInstallSnapshot\x12\x1a.k8semu.raft.SnapshotChunk\x1a\x18.k8semu.raft.SnapshotAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16k8semu/raft/raft.proto\x12\x0bk8semu.raft\"e\n\nConfChange\x12\n\n\x02id\x18\x01 \x01(\x04\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.k8semu.raft.ConfChangeType\x12\x0f\n\x07node_id\x18\x03 \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\x0c\":\n\nConfMember\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\x12\x0f\n\x07learner\x18\x03 \x01(\x08\"X\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12$\n\x04type\x18\x03 \x01(\x0e\x32\x16.k8semu.raft.EntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"7\n\tHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"i\n\x10SnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\x12(\n\x07members\x18\x04 \x03(\x0b\x32\x17.k8semu.raft.ConfMember\"\xc4\x02\n\x07Message\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.k8semu.raft.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12#\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x12.k8semu.raft.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12/\n\x08snapshot\x18\t \x01(\x0b\x32\x1d.k8semu.raft.SnapshotMetadata\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12\x13\n\x0breject_term\x18\r \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\x12\x17\n\x0fleader_transfer\x18\x0e \x01(\x08\"\x93\x01\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12&\n\x08messages\x18\x03 \x03(\x0b\x32\x14.k8semu.raft.Message\x12\x39\n\x12member_client_urls\x18\x04 \x03(\x0b\x32\x1d.k8semu.raft.MemberClientURLs\",\n\x10MemberClientURLs\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04urls\x18\x02 \x03(\t\"\t\n\x07SendAck\"f\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12%\n\x07message\x18\x03 \x01(\x0b\x32\x14.k8semu.raft.Message\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\".\n\x0bSnapshotAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t*4\n\tEntryType\x12\x10\n\x0c\x45NTRY_NORMAL\x10\x00\x12\x15\n\x11\x45NTRY_CONF_CHANGE\x10\x01*e\n\x0e\x43onfChangeType\x12\x11\n\rCONF_ADD_NODE\x10\x00\x12\x14\n\x10\x43ONF_REMOVE_NODE\x10\x01\x12\x14\n\x10\x43ONF_UPDATE_NODE\x10\x02\x12\x14\n\x10\x43ONF_ADD_LEARNER\x10\x03*\x94\x02\n\x0bMessageType\x12\x13\n\x0fMSG_UNSPECIFIED\x10\x00\x12\x0c\n\x08MSG_PROP\x10\x01\x12\x0b\n\x07MSG_APP\x10\x02\x12\x10\n\x0cMSG_APP_RESP\x10\x03\x12\x0c\n\x08MSG_VOTE\x10\x04\x12\x11\n\rMSG_VOTE_RESP\x10\x05\x12\x10\n\x0cMSG_PRE_VOTE\x10\x06\x12\x15\n\x11MSG_PRE_VOTE_RESP\x10\x07\x12\x11\n\rMSG_HEARTBEAT\x10\x08\x12\x16\n\x12MSG_HEARTBEAT_RESP\x10\t\x12\x0c\n\x08MSG_SNAP\x10\n\x12\x12\n\x0eMSG_READ_INDEX\x10\x0b\x12\x17\n\x13MSG_READ_INDEX_RESP\x10\x0c\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\r2\x95\x01\n\rRaftTransport\x12\x39\n\x04Send\x12\x19.k8semu.raft.MessageBatch\x1a\x14.k8semu.raft.SendAck(\x01\x12I\n\x0fInstallSnapshot\x12\x1a.k8semu.raft.SnapshotChunk\x1a\x18.k8semu.raft.SnapshotAck(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'k8semu.raft.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYTYPE']._serialized_start=937
-  _globals['_ENTRYTYPE']._serialized_end=966
-  _globals['_MESSAGETYPE']._serialized_start=969
-  _globals['_MESSAGETYPE']._serialized_end=1245
-  _globals['_ENTRY']._serialized_start=39
-  _globals['_ENTRY']._serialized_end=127
-  _globals['_HARDSTATE']._serialized_start=129
-  _globals['_HARDSTATE']._serialized_end=184
-  _globals['_SNAPSHOTMETADATA']._serialized_start=186
-  _globals['_SNAPSHOTMETADATA']._serialized_end=249
-  _globals['_MESSAGE']._serialized_start=252
-  _globals['_MESSAGE']._serialized_end=576
-  _globals['_MESSAGEBATCH']._serialized_start=579
-  _globals['_MESSAGEBATCH']._serialized_end=726
-  _globals['_MEMBERCLIENTURLS']._serialized_start=728
-  _globals['_MEMBERCLIENTURLS']._serialized_end=772
-  _globals['_SENDACK']._serialized_start=774
-  _globals['_SENDACK']._serialized_end=783
-  _globals['_SNAPSHOTCHUNK']._serialized_start=785
-  _globals['_SNAPSHOTCHUNK']._serialized_end=887
-  _globals['_SNAPSHOTACK']._serialized_start=889
-  _globals['_SNAPSHOTACK']._serialized_end=935
-  _globals['_RAFTTRANSPORT']._serialized_start=1248
-  _globals['_RAFTTRANSPORT']._serialized_end=1397
+  _globals['_ENTRYTYPE']._serialized_start=1142
+  _globals['_ENTRYTYPE']._serialized_end=1194
+  _globals['_CONFCHANGETYPE']._serialized_start=1196
+  _globals['_CONFCHANGETYPE']._serialized_end=1297
+  _globals['_MESSAGETYPE']._serialized_start=1300
+  _globals['_MESSAGETYPE']._serialized_end=1576
+  _globals['_CONFCHANGE']._serialized_start=39
+  _globals['_CONFCHANGE']._serialized_end=140
+  _globals['_CONFMEMBER']._serialized_start=142
+  _globals['_CONFMEMBER']._serialized_end=200
+  _globals['_ENTRY']._serialized_start=202
+  _globals['_ENTRY']._serialized_end=290
+  _globals['_HARDSTATE']._serialized_start=292
+  _globals['_HARDSTATE']._serialized_end=347
+  _globals['_SNAPSHOTMETADATA']._serialized_start=349
+  _globals['_SNAPSHOTMETADATA']._serialized_end=454
+  _globals['_MESSAGE']._serialized_start=457
+  _globals['_MESSAGE']._serialized_end=781
+  _globals['_MESSAGEBATCH']._serialized_start=784
+  _globals['_MESSAGEBATCH']._serialized_end=931
+  _globals['_MEMBERCLIENTURLS']._serialized_start=933
+  _globals['_MEMBERCLIENTURLS']._serialized_end=977
+  _globals['_SENDACK']._serialized_start=979
+  _globals['_SENDACK']._serialized_end=988
+  _globals['_SNAPSHOTCHUNK']._serialized_start=990
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1092
+  _globals['_SNAPSHOTACK']._serialized_start=1094
+  _globals['_SNAPSHOTACK']._serialized_end=1140
+  _globals['_RAFTTRANSPORT']._serialized_start=1579
+  _globals['_RAFTTRANSPORT']._serialized_end=1728
 # @@protoc_insertion_point(module_scope)

@@ -28,11 +28,42 @@ class _EntryType:
 class _EntryTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ENTRY_NORMAL: _EntryType.ValueType  # 0
+    ENTRY_CONF_CHANGE: _EntryType.ValueType  # 1
+    """data is a ConfChange: a single-server membership change (Raft thesis 4.1)."""
 
 class EntryType(_EntryType, metaclass=_EntryTypeEnumTypeWrapper): ...
 
 ENTRY_NORMAL: EntryType.ValueType  # 0
+ENTRY_CONF_CHANGE: EntryType.ValueType  # 1
+"""data is a ConfChange: a single-server membership change (Raft thesis 4.1)."""
 Global___EntryType: _TypeAlias = EntryType  # noqa: Y015
+
+class _ConfChangeType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConfChangeTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConfChangeType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONF_ADD_NODE: _ConfChangeType.ValueType  # 0
+    CONF_REMOVE_NODE: _ConfChangeType.ValueType  # 1
+    CONF_UPDATE_NODE: _ConfChangeType.ValueType  # 2
+    """Changes only the member's context (its name or addresses), not who votes."""
+    CONF_ADD_LEARNER: _ConfChangeType.ValueType  # 3
+    """A learner: replicated to, never votes nor counts for a quorum. CONF_ADD_NODE of a
+    learner promotes it to a voter.
+    """
+
+class ConfChangeType(_ConfChangeType, metaclass=_ConfChangeTypeEnumTypeWrapper): ...
+
+CONF_ADD_NODE: ConfChangeType.ValueType  # 0
+CONF_REMOVE_NODE: ConfChangeType.ValueType  # 1
+CONF_UPDATE_NODE: ConfChangeType.ValueType  # 2
+"""Changes only the member's context (its name or addresses), not who votes."""
+CONF_ADD_LEARNER: ConfChangeType.ValueType  # 3
+"""A learner: replicated to, never votes nor counts for a quorum. CONF_ADD_NODE of a
+learner promotes it to a voter.
+"""
+Global___ConfChangeType: _TypeAlias = ConfChangeType  # noqa: Y015
 
 class _MessageType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -82,6 +113,66 @@ MSG_READ_INDEX_RESP: MessageType.ValueType  # 12
 MSG_TIMEOUT_NOW: MessageType.ValueType  # 13
 """leader -> transferee: campaign now (leadership transfer, Raft thesis 3.10)."""
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
+
+@_typing.final
+class ConfChange(_message.Message):
+    """One membership change. Raft reads type and node_id; context is the store's (the member's
+    name and URLs) and travels with the membership in snapshots; id lets the proposer find
+    the outcome when the entry is applied.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    type: Global___ConfChangeType.ValueType
+    node_id: _builtins.int
+    context: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        type: Global___ConfChangeType.ValueType = ...,
+        node_id: _builtins.int = ...,
+        context: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "id", b"id", "node_id", b"node_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfChange: _TypeAlias = ConfChange  # noqa: Y015
+
+@_typing.final
+class ConfMember(_message.Message):
+    """A member as Raft keeps it: who votes, and the store's description of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    LEARNER_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    context: _builtins.bytes
+    learner: _builtins.bool
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        context: _builtins.bytes = ...,
+        learner: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "id", b"id", "learner", b"learner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfMember: _TypeAlias = ConfMember  # noqa: Y015
 
 @_typing.final
 class Entry(_message.Message):
@@ -148,20 +239,28 @@ class SnapshotMetadata(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     TERM_FIELD_NUMBER: _builtins.int
     VOTERS_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     term: _builtins.int
     @_builtins.property
     def voters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfMember]:
+        """The membership at `index` with each member's context (voters == their ids); empty in
+        snapshots made before membership changes existed (then `voters` is all there is).
+        """
+
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         term: _builtins.int = ...,
         voters: _abc.Iterable[_builtins.int] | None = ...,
+        members: _abc.Iterable[Global___ConfMember] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "term", b"term", "voters", b"voters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "members", b"members", "term", b"term", "voters", b"voters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

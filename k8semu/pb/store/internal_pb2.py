@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from k8semu.pb.etcd import rpc_pb2 as k8semu_dot_etcd_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bk8semu/store/internal.proto\x12\x0ck8semu.store\x1a\x15k8semu/etcd/rpc.proto\"\xcb\x03\n\x0fInternalRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x03put\x18\x02 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x04 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x05 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\x06 \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12?\n\x10lease_keep_alive\x18\x08 \x01(\x0b\x32#.etcdserverpb.LeaseKeepAliveRequestH\x00\x12+\n\x05\x61larm\x18\t \x01(\x0b\x32\x1a.etcdserverpb.AlarmRequestH\x00\x42\t\n\x07request\"\x81\x01\n\x0eSnapshotHeader\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x12\n\nraft_index\x18\x02 \x01(\x04\x12\x11\n\traft_term\x18\x03 \x01(\x04\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\x18\n\x10\x63ompact_revision\x18\x05 \x01(\x03\x12\x0c\n\x04size\x18\x06 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bk8semu/store/internal.proto\x12\x0ck8semu.store\x1a\x15k8semu/etcd/rpc.proto\"\xcb\x03\n\x0fInternalRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x03put\x18\x02 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x04 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x05 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\x06 \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12?\n\x10lease_keep_alive\x18\x08 \x01(\x0b\x32#.etcdserverpb.LeaseKeepAliveRequestH\x00\x12+\n\x05\x61larm\x18\t \x01(\x0b\x32\x1a.etcdserverpb.AlarmRequestH\x00\x42\t\n\x07request\"\x81\x01\n\x0eSnapshotHeader\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x12\n\nraft_index\x18\x02 \x01(\x04\x12\x11\n\traft_term\x18\x03 \x01(\x04\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\x18\n\x10\x63ompact_revision\x18\x05 \x01(\x03\x12\x0c\n\x04size\x18\x06 \x01(\x04\"\xa2\x02\n\x0cMemberChange\x12-\n\x03\x61\x64\x64\x18\x01 \x01(\x0b\x32\x1e.etcdserverpb.MemberAddRequestH\x00\x12\x33\n\x06remove\x18\x02 \x01(\x0b\x32!.etcdserverpb.MemberRemoveRequestH\x00\x12\x33\n\x06update\x18\x03 \x01(\x0b\x32!.etcdserverpb.MemberUpdateRequestH\x00\x12\'\n\x07publish\x18\x04 \x01(\x0b\x32\x14.etcdserverpb.MemberH\x00\x12\x35\n\x07promote\x18\x06 \x01(\x0b\x32\".etcdserverpb.MemberPromoteRequestH\x00\x12\x0f\n\x07\x63hecked\x18\x05 \x01(\x08\x42\x08\n\x06\x63hange\"\x10\n\x0e\x43lusterRequest\"}\n\x0b\x43lusterInfo\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.etcdserverpb.Member\x12\x0e\n\x06leader\x18\x03 \x01(\x04\x12#\n\x05\x61\x64\x64\x65\x64\x18\x04 \x01(\x0b\x32\x14.etcdserverpb.Member2\x96\x01\n\x0fStoreMembership\x12\x42\n\x07\x43luster\x12\x1c.k8semu.store.ClusterRequest\x1a\x19.k8semu.store.ClusterInfo\x12?\n\x06\x43hange\x12\x1a.k8semu.store.MemberChange\x1a\x19.k8semu.store.ClusterInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,4 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INTERNALREQUEST']._serialized_end=528
   _globals['_SNAPSHOTHEADER']._serialized_start=531
   _globals['_SNAPSHOTHEADER']._serialized_end=660
+  _globals['_MEMBERCHANGE']._serialized_start=663
+  _globals['_MEMBERCHANGE']._serialized_end=953
+  _globals['_CLUSTERREQUEST']._serialized_start=955
+  _globals['_CLUSTERREQUEST']._serialized_end=971
+  _globals['_CLUSTERINFO']._serialized_start=973
+  _globals['_CLUSTERINFO']._serialized_end=1098
+  _globals['_STOREMEMBERSHIP']._serialized_start=1101
+  _globals['_STOREMEMBERSHIP']._serialized_end=1251
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,10 @@
 isort:skip_file
 What the store writes into Raft entries and gets back from applying them."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from k8semu.pb.etcd import rpc_pb2 as _rpc_pb2
 import builtins as _builtins
 import sys
@@ -112,3 +114,97 @@ class SnapshotHeader(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SnapshotHeader: _TypeAlias = SnapshotHeader  # noqa: Y015
+
+@_typing.final
+class MemberChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADD_FIELD_NUMBER: _builtins.int
+    REMOVE_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    PUBLISH_FIELD_NUMBER: _builtins.int
+    PROMOTE_FIELD_NUMBER: _builtins.int
+    CHECKED_FIELD_NUMBER: _builtins.int
+    checked: _builtins.bool
+    """The removal of a leader that handed leadership over to do it: it ran the checks with
+    its view of who is connected (a new leader has heard only from the old one yet).
+    """
+    @_builtins.property
+    def add(self) -> _rpc_pb2.MemberAddRequest: ...
+    @_builtins.property
+    def remove(self) -> _rpc_pb2.MemberRemoveRequest: ...
+    @_builtins.property
+    def update(self) -> _rpc_pb2.MemberUpdateRequest: ...
+    @_builtins.property
+    def publish(self) -> _rpc_pb2.Member:
+        """A started member's own attributes: name, peer and client URLs."""
+
+    @_builtins.property
+    def promote(self) -> _rpc_pb2.MemberPromoteRequest: ...
+    def __init__(
+        self,
+        *,
+        add: _rpc_pb2.MemberAddRequest | None = ...,
+        remove: _rpc_pb2.MemberRemoveRequest | None = ...,
+        update: _rpc_pb2.MemberUpdateRequest | None = ...,
+        publish: _rpc_pb2.Member | None = ...,
+        promote: _rpc_pb2.MemberPromoteRequest | None = ...,
+        checked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "change", b"change", "promote", b"promote", "publish", b"publish", "remove", b"remove", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "change", b"change", "checked", b"checked", "promote", b"promote", "publish", b"publish", "remove", b"remove", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["add", "remove", "update", "publish", "promote"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+
+Global___MemberChange: _TypeAlias = MemberChange  # noqa: Y015
+
+@_typing.final
+class ClusterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterRequest: _TypeAlias = ClusterRequest  # noqa: Y015
+
+@_typing.final
+class ClusterInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    cluster_id: _builtins.int
+    leader: _builtins.int
+    """The leader this member knows (0: none), so the joiner can log whom it follows."""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[_rpc_pb2.Member]: ...
+    @_builtins.property
+    def added(self) -> _rpc_pb2.Member:
+        """For an add: the member added."""
+
+    def __init__(
+        self,
+        *,
+        cluster_id: _builtins.int = ...,
+        members: _abc.Iterable[_rpc_pb2.Member] | None = ...,
+        leader: _builtins.int = ...,
+        added: _rpc_pb2.Member | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added", b"added"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "cluster_id", b"cluster_id", "leader", b"leader", "members", b"members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterInfo: _TypeAlias = ClusterInfo  # noqa: Y015

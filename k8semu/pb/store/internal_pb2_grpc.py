@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from k8semu.pb.store import internal_pb2 as k8semu_dot_store_dot_internal__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -23,3 +24,129 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class StoreMembershipStub:
+    """Served on the peer port: what a member started with --initial-cluster-state existing asks
+    the members it was told about, to learn the cluster it joins (etcd fetches the same from
+    its peers' /members).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Cluster = channel.unary_unary(
+                '/k8semu.store.StoreMembership/Cluster',
+                request_serializer=k8semu_dot_store_dot_internal__pb2.ClusterRequest.SerializeToString,
+                response_deserializer=k8semu_dot_store_dot_internal__pb2.ClusterInfo.FromString,
+                _registered_method=True)
+        self.Change = channel.unary_unary(
+                '/k8semu.store.StoreMembership/Change',
+                request_serializer=k8semu_dot_store_dot_internal__pb2.MemberChange.SerializeToString,
+                response_deserializer=k8semu_dot_store_dot_internal__pb2.ClusterInfo.FromString,
+                _registered_method=True)
+
+
+class StoreMembershipServicer:
+    """Served on the peer port: what a member started with --initial-cluster-state existing asks
+    the members it was told about, to learn the cluster it joins (etcd fetches the same from
+    its peers' /members).
+    """
+
+    def Cluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Change(self, request, context):
+        """A membership change asked of a follower, or a joined member publishing its name: the
+        leader does it (the checks need the leader's view of who is connected).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StoreMembershipServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Cluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cluster,
+                    request_deserializer=k8semu_dot_store_dot_internal__pb2.ClusterRequest.FromString,
+                    response_serializer=k8semu_dot_store_dot_internal__pb2.ClusterInfo.SerializeToString,
+            ),
+            'Change': grpc.unary_unary_rpc_method_handler(
+                    servicer.Change,
+                    request_deserializer=k8semu_dot_store_dot_internal__pb2.MemberChange.FromString,
+                    response_serializer=k8semu_dot_store_dot_internal__pb2.ClusterInfo.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'k8semu.store.StoreMembership', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('k8semu.store.StoreMembership', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class StoreMembership:
+    """Served on the peer port: what a member started with --initial-cluster-state existing asks
+    the members it was told about, to learn the cluster it joins (etcd fetches the same from
+    its peers' /members).
+    """
+
+    @staticmethod
+    def Cluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.store.StoreMembership/Cluster',
+            k8semu_dot_store_dot_internal__pb2.ClusterRequest.SerializeToString,
+            k8semu_dot_store_dot_internal__pb2.ClusterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Change(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.store.StoreMembership/Change',
+            k8semu_dot_store_dot_internal__pb2.MemberChange.SerializeToString,
+            k8semu_dot_store_dot_internal__pb2.ClusterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,9 +5,16 @@ What the store writes into Raft entries and gets back from applying them."""
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from k8semu.pb.store import internal_pb2 as _internal_pb2
 import abc as _abc_1
 import grpc as _grpc
+import sys
 import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import Self as _Self
+else:
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -18,3 +25,58 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
+
+class StoreMembershipStub:
+    """Served on the peer port: what a member started with --initial-cluster-state existing asks
+    the members it was told about, to learn the cluster it joins (etcd fetches the same from
+    its peers' /members).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> StoreMembershipAsyncStub: ...
+    Cluster: _grpc.UnaryUnaryMultiCallable[_internal_pb2.ClusterRequest, _internal_pb2.ClusterInfo]
+    Change: _grpc.UnaryUnaryMultiCallable[_internal_pb2.MemberChange, _internal_pb2.ClusterInfo]
+    """A membership change asked of a follower, or a joined member publishing its name: the
+    leader does it (the checks need the leader's view of who is connected).
+    """
+
+@_typing.type_check_only
+class StoreMembershipAsyncStub(StoreMembershipStub):
+    """Served on the peer port: what a member started with --initial-cluster-state existing asks
+    the members it was told about, to learn the cluster it joins (etcd fetches the same from
+    its peers' /members).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Cluster: _aio.UnaryUnaryMultiCallable[_internal_pb2.ClusterRequest, _internal_pb2.ClusterInfo]  # type: ignore[assignment]
+    Change: _aio.UnaryUnaryMultiCallable[_internal_pb2.MemberChange, _internal_pb2.ClusterInfo]  # type: ignore[assignment]
+    """A membership change asked of a follower, or a joined member publishing its name: the
+    leader does it (the checks need the leader's view of who is connected).
+    """
+
+class StoreMembershipServicer(metaclass=_abc_1.ABCMeta):
+    """Served on the peer port: what a member started with --initial-cluster-state existing asks
+    the members it was told about, to learn the cluster it joins (etcd fetches the same from
+    its peers' /members).
+    """
+
+    @_abc_1.abstractmethod
+    def Cluster(
+        self,
+        request: _internal_pb2.ClusterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.ClusterInfo, _abc.Awaitable[_internal_pb2.ClusterInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def Change(
+        self,
+        request: _internal_pb2.MemberChange,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.ClusterInfo, _abc.Awaitable[_internal_pb2.ClusterInfo]]:
+        """A membership change asked of a follower, or a joined member publishing its name: the
+        leader does it (the checks need the leader's view of who is connected).
+        """
+
+def add_StoreMembershipServicer_to_server(servicer: StoreMembershipServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

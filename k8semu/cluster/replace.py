@@ -1,0 +1,156 @@
+"""Replacing a store replica whose data is lost (``k8semu store replace NAME``), online.
+
+The procedure etcd documents for a failed member, done on a running cluster:
+
+1. the replica's data dir (whatever is left of it) is moved aside, never deleted, and a fresh
+   one is prepared to join (``store.identity.prepare_join``): from now on, whenever the
+   supervisor starts the replica, it starts as a member joining a running cluster, whatever
+   its usual command says;
+2. the old member is removed from the membership (``MemberRemove``; a process of it still
+   running stops by itself once removed) and a new one is added with the same peer URL
+   (``MemberAdd``: a new member id), retrying while the cluster is "unhealthy" (etcd's
+   strict check: every member connected for 5 s);
+3. the supervisor restarts the replica (``k8semu.cluster.rolling``), and this waits until it
+   serves and has caught up with the leader (by snapshot when the leader's log no longer
+   reaches back to it).
+
+The replica keeps its name and addresses, so the cluster config and state need no change.
+It must not signal any process itself; it refuses a replica whose data is still there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from k8semu.cluster.errors import ClusterError
+from k8semu.cluster.rolling import Restarted, restart_components
+from k8semu.cluster.state import ClusterState, ComponentRecord, read_state
+from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
+from k8semu.store.identity import JOIN_MARKER, prepare_join
+
+__all__ = ["Replaced", "replace_replica"]
+
+RPC_TIMEOUT_S = 5.0
+RETRY_S = 0.5
+UNHEALTHY = "etcdserver: unhealthy cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """A replica replaced: its old and new member id, where its old data went ("" when
+    there was none), and its restart."""
+
+    name: str
+    old_id: int
+    new_id: int
+    moved_to: str
+    restart: Restarted
+
+
+def replace_replica(
+    state_dir: Path, name: str, *, timeout: float, say: Callable[[str], None]
+) -> Replaced:
+    """Replace store member ``name`` of the cluster in ``state_dir`` (see the module
+    docstring). ClusterError says what stopped it; each step can be run again."""
+    state = read_state(state_dir)
+    record = _replica(state, name)
+    data = Path(record.data_dir)
+    if (data / "raft.db").exists() and record.alive():
+        raise ClusterError(
+            f"{record.name} runs with its data ({data / 'raft.db'} exists): `k8semu store "
+            "replace` is for a replica whose data is lost; `k8semu restart` restarts one"
+        )
+    peer_url = "http://" + record.ports["peer"]
+    others = [addr for member, addr in state.store_members if member != name]
+    deadline = time.monotonic() + timeout
+    moved = _fresh_data_dir(data, name)
+    if moved:
+        say(f"moved what was left of {data} to {moved}")
+    members = _Members(others, deadline)
+    old_id = members.remove(name, peer_url)
+    if old_id:
+        say(f"removed member {name} ({old_id:x})")
+    new_id = members.add(peer_url)
+    say(f"added member {name} as {new_id:x} (peer URL {peer_url}); starting it")
+    remaining = max(1.0, deadline - time.monotonic())
+    restarted = restart_components(state_dir, [record.name], timeout=remaining, say=say)
+    return Replaced(name, old_id, new_id, str(moved or ""), restarted[0])
+
+
+def _replica(state: ClusterState, name: str) -> ComponentRecord:
+    record = state.component(f"store-{name}")
+    if record is None or record.kind not in ("store", "etcd"):
+        names = ", ".join(n for n, _ in state.store_members) or "none"
+        raise ClusterError(f"no store replica {name!r} in this cluster (store members: {names})")
+    if record.kind != "store":
+        raise ClusterError(
+            f"{record.name} is an etcd member: replace it with etcd's own runbook "
+            "(etcdctl member remove/add, then start it with --initial-cluster-state existing)"
+        )
+    if "peer" not in record.ports:
+        raise ClusterError(f"{record.name} has no peer address recorded")
+    return record
+
+
+def _fresh_data_dir(data: Path, name: str) -> Path | None:
+    """Move ``data`` aside (when it exists) and prepare an empty one that joins."""
+    moved = None
+    if data.exists() and not (data / JOIN_MARKER).exists():
+        moved = data.with_name(f"{data.name}.lost-{time.strftime('%Y%m%dT%H%M%S')}")
+        data.rename(moved)
+    if not data.exists():
+        prepare_join(data, f"prepared by `k8semu store replace {name}`")
+    return moved
+
+
+class _Members:
+    """The Cluster service of whichever other replica answers."""
+
+    def __init__(self, endpoints: list[str], deadline: float) -> None:
+        if not endpoints:
+            raise ClusterError("no other store member to ask: a one-member store cannot be")
+        self._endpoints = endpoints
+        self._deadline = deadline
+
+    def remove(self, name: str, peer_url: str) -> int:
+        """Remove the started member ``name``; its id (0 when it is not a member any more)."""
+        for member in self._call("MemberList", rpc_pb2.MemberListRequest()).members:
+            if member.name == name and peer_url in member.peerURLs:
+                self._call("MemberRemove", rpc_pb2.MemberRemoveRequest(ID=member.ID))
+                return int(member.ID)
+        return 0
+
+    def add(self, peer_url: str) -> int:
+        """Add a member with ``peer_url``; one added before and not started yet is reused."""
+        for member in self._call("MemberList", rpc_pb2.MemberListRequest()).members:
+            if peer_url in member.peerURLs and not member.name:
+                return int(member.ID)
+        added = self._call("MemberAdd", rpc_pb2.MemberAddRequest(peerURLs=[peer_url]))
+        return int(added.member.ID)
+
+    def _call(self, method: str, request: object) -> rpc_pb2.MemberAddResponse:
+        """Ask each replica in turn until one answers; again while the cluster is unhealthy
+        or has no leader, until the deadline."""
+        last = ""
+        while True:
+            for endpoint in self._endpoints:
+                with grpc.insecure_channel(endpoint) as channel:
+                    stub = rpc_pb2_grpc.ClusterStub(channel)
+                    try:
+                        return getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)  # type: ignore[no-any-return]
+                    except grpc.RpcError as exc:
+                        last = exc.details() or str(exc.code())
+                        if exc.code() not in _RETRY:
+                            raise ClusterError(f"{method} refused by {endpoint}: {last}") from None
+            if time.monotonic() >= self._deadline:
+                raise ClusterError(f"{method}: no store member agreed in time: {last}")
+            time.sleep(RETRY_S)
+
+
+# Unavailable: no leader, unhealthy (etcd's strict check), a replica down; deadline: slow.
+_RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
