@@ -40,8 +40,8 @@ def _with_metrics(config: Path) -> None:
         lambda m: f"{m[1]}, metricsURL: 'http://127.0.0.1:{next(ports)}'",
         text,
     )
-    text = re.sub(
-        r"\{port: (\d+)\}", lambda m: f"{{port: {m[1]}, metricsPort: {next(ports)}}}", text
+    text = re.sub(  # every instance: {port: N} or {port: N, restPort: M}
+        r"\{port: (\d+)", lambda m: f"{{port: {m[1]}, metricsPort: {next(ports)}", text
     )
     text = re.sub(
         r"(proxyPort: \d+)",
