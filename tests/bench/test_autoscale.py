@@ -203,7 +203,7 @@ def test_render_json_and_plot(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.timeout(180)
 def test_tiny_run_scales_up_under_load(tmp_path: Path) -> None:
     # 4/s x ~9 ms is ~70% of the 50m request: above the 50% target, yet far enough below the
