@@ -7,8 +7,11 @@ import asyncio
 import hashlib
 import os
 import random
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,12 +106,15 @@ def _batch(cluster: int, sender: int, *msgs: raft_pb2.Message) -> bytes:
     return _frame(framing.BATCH, batch.SerializeToString())
 
 
-async def _raw(port: int, data: bytes) -> bytes:
-    """Send `data` on a fresh connection; what comes back until the server hangs up (or 5 s)."""
+async def _raw(port: int, data: bytes, *, answer: bool = True) -> bytes:
+    """Send `data` on a fresh connection; what comes back until the server hangs up (or 5 s);
+    with `answer=False` hang up at once."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(data)
     await writer.drain()
     try:
+        if not answer:
+            return b""
         async with asyncio.timeout(5):
             return await reader.read()
     except TimeoutError:
@@ -142,7 +148,7 @@ async def test_frames_of_another_cluster_or_a_non_member_are_refused(
     answer = await _raw(b.port, _batch(CLUSTER, STRANGER, _app(1, frm=STRANGER)))
     assert b"not a member" in answer
     # A member may not speak for another: messages with a forged `from` are dropped.
-    await _raw(b.port, _batch(CLUSTER, A, _app(1, frm=B), _app(2)))
+    await _raw(b.port, _batch(CLUSTER, A, _app(1, frm=B), _app(2)), answer=False)
     await eventually(lambda: len(b.inbox.messages) == 1, what="the honest message delivered")
     assert b.inbox.messages[0].entries[0].index == 2
     # A whole transport of another cluster: refused, reported unreachable, nothing delivered.
@@ -324,3 +330,61 @@ async def test_snapshot_from_a_non_member_is_refused(nodes: tuple[Node, Node]) -
     answer = await _raw(b.port, payload + _frame(framing.SNAP_END, b""))
     assert b"not a member" in answer
     assert not b.inbox.snapshots
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: (server context, client context)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "peer.crt", tmp_path / "peer.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+async def test_messages_and_snapshots_over_tls(
+    tmp_path: Path, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    server_ctx, client_ctx = tls
+    inbox = Inbox()
+    server = PeerServer(
+        Membership(CLUSTER, {A, B}), inbox, tmp_path / "snap", lambda *_: None, ssl=server_ctx
+    )
+    port = await server.listen("127.0.0.1:0")
+    await server.start()
+    sent: list[tuple[int, bool]] = []
+    sender = PeerTransport(
+        CLUSTER,
+        A,
+        {B: f"127.0.0.1:{port}"},
+        {A: []},
+        on_unreachable=lambda _: None,
+        on_snapshot_sent=lambda peer, ok: sent.append((peer, ok)),
+        ssl=client_ctx,
+    )
+    sender.start()
+    try:
+        sender.send([_app(1)])
+        await eventually(lambda: inbox.messages, what="an append over TLS")
+        path = tmp_path / "s.snap"
+        path.write_bytes(b"s" * (3 * (1 << 20)))
+        snap = raft_pb2.Message(type=raft_pb2.MSG_SNAP, to=B, term=1, **{"from": A})  # type: ignore[arg-type]
+        sender.send_snapshot(snap, path)
+        await eventually(lambda: sent, timeout=60, what="a snapshot over TLS")
+        assert sent == [(B, True)] and inbox.snapshots[0][1] == path.read_bytes()
+        # A plain-TCP peer gets nothing through a TLS port.
+        await _raw(port, _batch(CLUSTER, A, _app(2)), answer=False)
+        sender.send([_app(3)])
+        await eventually(lambda: len(inbox.messages) == 2, what="a later append over TLS")
+        assert [m.entries[0].index for m in inbox.messages] == [1, 3]
+    finally:
+        await sender.stop()
+        await server.close()
