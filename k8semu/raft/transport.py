@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from k8semu import transport
 from k8semu.log import get_logger
@@ -137,13 +137,19 @@ class PeerServer:
         if reason is not None:
             conn.fail(reason)
             return
-        for item in batch.member_client_urls:
-            if item.id in self.membership.members:
-                self.on_client_urls(item.id, list(item.urls))
         # A forged `from` on individual messages is ignored: the frame's sender wins.
         msgs = [m for m in batch.messages if getattr(m, "from") == sender]
         if msgs:
             self.receiver.step(msgs)
+
+    def on_urls(self, conn: _Inbound, batch: raft_pb2.MessageBatch) -> None:
+        reason = self.membership.refuse(batch.cluster_id, getattr(batch, "from"))
+        if reason is not None:
+            conn.fail(reason)
+            return
+        for item in batch.member_client_urls:
+            if item.id in self.membership.members:
+                self.on_client_urls(item.id, list(item.urls))
 
     def begin_snapshot(
         self, conn: _Inbound, first: raft_pb2.SnapshotChunk
@@ -166,7 +172,9 @@ class PeerServer:
 class _Inbound(framing.FramedProtocol):
     """A connection a peer opened: messages, or one snapshot."""
 
-    KINDS = frozenset({framing.BATCH, framing.SNAP_BEGIN, framing.SNAP_DATA, framing.SNAP_END})
+    KINDS = frozenset(
+        {framing.BATCH, framing.URLS, framing.SNAP_BEGIN, framing.SNAP_DATA, framing.SNAP_END}
+    )
 
     def __init__(self, server: PeerServer) -> None:
         super().__init__()
@@ -188,6 +196,9 @@ class _Inbound(framing.FramedProtocol):
         if kind == framing.BATCH and self._kind != framing.SNAP_BEGIN:
             self._kind = kind
             self._server.on_batch(self, raft_pb2.MessageBatch.FromString(payload))
+        elif kind == framing.URLS and self._kind != framing.SNAP_BEGIN:
+            self._kind = framing.BATCH
+            self._server.on_urls(self, raft_pb2.MessageBatch.FromString(payload))
         elif self._snapshot is not None and kind == framing.SNAP_DATA:
             self._snapshot.feed(payload)
         elif self._snapshot is not None and kind == framing.SNAP_END:
@@ -429,17 +440,17 @@ class PeerTransport:
             peer.wake.set()
 
     def write_batch(self, peer: _Peer, conn: _Outbound, msgs: list[raft_pb2.Message]) -> None:
-        """`msgs` as one frame (more if they exceed a frame), with our members' client URLs
+        """`msgs` as one frame (more if they exceed a frame), after our members' client URLs
         when they changed since this connection last carried them."""
-        batch = raft_pb2.MessageBatch(cluster_id=self._cluster_id, messages=msgs)
-        setattr(batch, "from", self._member_id)
         if peer.urls_sent != self._urls_version:
             peer.urls_sent = self._urls_version
-            batch.member_client_urls.extend(
+            conn.send(framing.URLS, self._batch(member_client_urls=[
                 raft_pb2.MemberClientURLs(id=mid, urls=urls)
                 for mid, urls in self._client_urls.items()
-            )
-        payload = batch.SerializeToString()
+            ]))  # fmt: skip
+        if not msgs:
+            return
+        payload = self._batch(messages=msgs)
         if len(payload) <= framing.MAX_FRAME:
             conn.send(framing.BATCH, payload)
         elif len(msgs) > 1:
@@ -448,6 +459,11 @@ class PeerTransport:
             self.write_batch(peer, conn, msgs[half:])
         else:  # the core bounds a message's size far below this
             log.warning("raft message too large to send", peer=f"{peer.id:x}", bytes=len(payload))
+
+    def _batch(self, **fields: Any) -> bytes:
+        batch = raft_pb2.MessageBatch(cluster_id=self._cluster_id, **fields)
+        setattr(batch, "from", self._member_id)
+        return batch.SerializeToString()
 
     def start(self) -> None:
         for peer in self._peers.values():
