@@ -62,6 +62,7 @@ class FramedProtocol(asyncio.Protocol):
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._need = 0
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -90,27 +91,34 @@ class FramedProtocol(asyncio.Protocol):
         self._wake_writers()
 
     def data_received(self, data: bytes) -> None:
+        # Frames are cut from `data` itself; only an incomplete tail is kept in `_buf`, and
+        # it is not looked at again until the frame it starts is complete (`_need` bytes).
         buf = self._buf
-        buf += data
-        pos, size_of = 0, len(buf)
-        header = HEADER.size
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return
+            data = bytes(buf)
+            buf.clear()
+        pos, size_of, header = 0, len(data), HEADER.size
         while size_of - pos >= header and self.transport is not None:
-            size, kind = HEADER.unpack_from(buf, pos)
+            size, kind = HEADER.unpack_from(data, pos)
             if size > MAX_FRAME or kind not in self.KINDS:
                 self.fail(f"not a frame here: kind {kind}, {size} bytes (limit {MAX_FRAME})")
                 return
             end = pos + header + size
             if end > size_of:
                 break
-            payload = bytes(buf[pos + header : end])
+            payload = data[pos + header : end]
             pos = end
             try:
                 self.on_frame(kind, payload)
             except Exception as exc:  # a bug or garbage: this connection only
                 self.fail(f"bad frame (kind {kind}): {exc!r}")
                 return
-        if pos:
-            del buf[:pos]
+        if pos < size_of and self.transport is not None:
+            buf += memoryview(data)[pos:]
+            self._need = len(buf) + 1 if len(buf) < header else header + HEADER.unpack_from(buf)[0]
 
     def eof_received(self) -> bool | None:
         return None  # close

@@ -202,6 +202,17 @@ def test_fuzzed_bytes_never_escape_the_protocol(tmp_path: Path) -> None:
         server = PeerServer(Membership(CLUSTER, {A, B}), inbox, tmp_path, lambda *_: None)
         from k8semu.raft.transport import _Inbound
 
+        # Whole frames cut anywhere (down to a byte at a time) arrive whole.
+        whole = valid * 50
+        conn = _Inbound(server)
+        conn.connection_made(_FakeTransport())  # type: ignore[arg-type]
+        pos = 0
+        while pos < len(whole):
+            step = rng.choice([1, 2, 5, 7, 64, 700, 5000])
+            conn.data_received(whole[pos : pos + step])
+            pos += step
+        assert len(inbox.messages) == 100 and conn.transport is not None
+        inbox.messages.clear()
         closed = 0
         for case in range(3000):
             if case % 3 == 0:
