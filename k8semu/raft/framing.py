@@ -141,8 +141,14 @@ class FramedProtocol(asyncio.Protocol):
         return self.transport is not None and not self._paused
 
     def send(self, kind: int, payload: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(frame(kind, payload))
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            transport.write(frame(kind, payload))
+        except (RuntimeError, OSError) as exc:  # a transport closing under us: never raise
+            log.debug("peer connection write failed", peer=self.peer, error=repr(exc))
+            self.close()
 
     async def drain(self) -> None:
         """Wait while the write buffer is over its high-water mark; raises if it closed."""

@@ -367,6 +367,8 @@ class _Peer:
                 self.urls_sent = -1
                 try:
                     await self._flush_while_open(conn)
+                except Exception:  # a bug: this peer's sender must not die, it reconnects
+                    log.exception("peer sender failed", peer=f"{self.id:x}")
                 finally:
                     self.conn = None
                     conn.close()
