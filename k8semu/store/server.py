@@ -233,9 +233,18 @@ class StoreServer:
                 await self.reconfigurer.change(change)
             except errors.StoreError as exc:
                 log.info("publishing member attributes deferred", error=exc.message)
-                await asyncio.sleep(self.config.election_ms / 1000)
+                await self._until_leader(self.config.election_ms / 1000)
             else:
                 log.info("member attributes published", name=cfg.name)
+                return
+
+    async def _until_leader(self, seconds: float) -> None:
+        """Wait `seconds`, or less once a leader is known: a joined member learns its
+        leader about when it catches up, and should show as started from then on."""
+        had = self.node.leader
+        for _ in range(10):
+            await asyncio.sleep(seconds / 10)
+            if self.node.leader and not had:
                 return
 
     async def wait_failed(self) -> BaseException:
