@@ -20,23 +20,25 @@ import contextlib
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from k8semu import transport
 from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2
 from k8semu.pb.raft import raft_pb2
-from k8semu.pb.store import internal_pb2, internal_pb2_grpc
-from k8semu.raft import membership
+from k8semu.pb.store import internal_pb2
+from k8semu.raft import framing, membership
 from k8semu.raft.driver import PeerContact
 from k8semu.raft.errors import RaftError
+from k8semu.raft.transport import RequestHandler, request
 from k8semu.store import errors
 from k8semu.store.config import StoreConfig
 
 log = get_logger(__name__)
-Context = grpc.aio.ServicerContext[Any, Any]
+M = TypeVar("M", bound=Message)
 
 # How long a joining member keeps asking its --initial-cluster peers for the cluster.
 JOIN_TIMEOUT_S = 5.0
@@ -358,32 +360,61 @@ async def forward(
     address: str, change: internal_pb2.MemberChange, timeout: float
 ) -> internal_pb2.ClusterInfo:
     """Have the member at peer ``address`` (the leader) do ``change``; its refusal is ours."""
-    async with transport.channel(address) as channel:
-        stub = internal_pb2_grpc.StoreMembershipStub(channel)
-        try:
-            return await stub.Change(change, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise errors.remote(exc.code(), exc.details() or "") from None
+    try:
+        reply = await request(address, framing.CHANGE, change.SerializeToString(), timeout)
+        return internal_pb2.ClusterInfo.FromString(reply)
+    except framing.RemoteError as exc:
+        raise errors.remote(_status(exc.code), exc.message) from None
+    except DecodeError as exc:
+        raise errors.remote(grpc.StatusCode.UNKNOWN, f"{address}: bad reply: {exc}") from None
 
 
-class MembershipServicer(internal_pb2_grpc.StoreMembershipServicer):
-    """The peer port's StoreMembership service."""
+async def _cluster(address: str) -> internal_pb2.ClusterInfo:
+    """The cluster as the member at peer ``address`` knows it; RemoteError or DecodeError."""
+    reply = await request(
+        address, framing.CLUSTER, internal_pb2.ClusterRequest().SerializeToString(),
+        _JOIN_CALL_TIMEOUT_S,
+    )  # fmt: skip
+    return internal_pb2.ClusterInfo.FromString(reply)
+
+
+def _status(code: int) -> grpc.StatusCode:
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status
+    return grpc.StatusCode.UNKNOWN
+
+
+class MembershipServicer:
+    """The peer port's membership requests (framing.CLUSTER, framing.CHANGE): the serialized
+    internal_pb2 messages as payloads, a refusal as its status code and message."""
 
     def __init__(self, reconfigurer: Reconfigurer) -> None:
         self._reconfigurer = reconfigurer
 
-    async def Cluster(
-        self, request: internal_pb2.ClusterRequest, context: Context
-    ) -> internal_pb2.ClusterInfo:
-        return self._reconfigurer.info()
+    def handlers(self) -> dict[int, RequestHandler]:
+        return {framing.CLUSTER: self.cluster, framing.CHANGE: self.change}
 
-    async def Change(
-        self, request: internal_pb2.MemberChange, context: Context
-    ) -> internal_pb2.ClusterInfo:
+    async def cluster(self, payload: bytes) -> bytes:
+        _decode(internal_pb2.ClusterRequest, payload)
+        return self._reconfigurer.info().SerializeToString()
+
+    async def change(self, payload: bytes) -> bytes:
+        change = _decode(internal_pb2.MemberChange, payload)
         try:
-            return await self._reconfigurer.change(request, forwarded=True)
+            info = await self._reconfigurer.change(change, forwarded=True)
         except errors.StoreError as exc:
-            await transport.abort(context, exc.code, exc.message)
+            raise framing.RemoteError(exc.code.value[0], exc.message) from None
+        return info.SerializeToString()
+
+
+def _decode(cls: type[M], payload: bytes) -> M:
+    """A request's payload; garbage is refused as INVALID_ARGUMENT."""
+    try:
+        return cls.FromString(payload)
+    except DecodeError as exc:
+        code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        raise framing.RemoteError(code, f"undecodable {cls.__name__}: {exc}") from None
 
 
 async def fetch_cluster(config: StoreConfig) -> tuple[internal_pb2.ClusterInfo, int]:
@@ -428,15 +459,11 @@ async def _ask_peers(addresses: Sequence[str]) -> internal_pb2.ClusterInfo | Non
     answer: internal_pb2.ClusterInfo | None = None
     while time.monotonic() < deadline:
         for address in addresses:
-            async with transport.channel(address) as channel:
-                stub = internal_pb2_grpc.StoreMembershipStub(channel)
-                try:
-                    info = await stub.Cluster(
-                        internal_pb2.ClusterRequest(), timeout=_JOIN_CALL_TIMEOUT_S
-                    )
-                except grpc.aio.AioRpcError as exc:
-                    log.info("cluster info not fetched", peer=address, error=exc.details())
-                    continue
+            try:
+                info = await _cluster(address)
+            except (framing.RemoteError, DecodeError) as exc:
+                log.info("cluster info not fetched", peer=address, error=str(exc))
+                continue
             if info.leader:
                 return info
             answer = info
@@ -456,14 +483,10 @@ async def removed(host: Host) -> bool:
         address = peer_address(decode(member_id, context))
         if member_id == own or address is None:
             continue
-        async with transport.channel(address) as channel:
-            stub = internal_pb2_grpc.StoreMembershipStub(channel)
-            try:
-                info = await stub.Cluster(
-                    internal_pb2.ClusterRequest(), timeout=_JOIN_CALL_TIMEOUT_S
-                )
-            except grpc.aio.AioRpcError:
-                continue
+        try:
+            info = await _cluster(address)
+        except (framing.RemoteError, DecodeError):
+            continue
         if info.leader and info.cluster_id == host.config.cluster_id:
             return own not in {m.ID for m in info.members}
     return False

@@ -1,10 +1,10 @@
-"""One store replica as a process: Raft node + state machine + the two gRPC ports.
+"""One store replica as a process: Raft node + state machine + its two ports.
 
 Owns start-up order (open data -> start Raft -> serve), the proposal path that the etcd
 servicers share (`propose`, `linearizable_barrier`: the `service.Replica` they see), the
-leader's lease-expiry loop and graceful shutdown. Client port: etcd v3 API + health +
-reflection. Peer port: Raft. It is the store's boundary with Raft: Raft's errors become
-etcd's here (`errors.from_raft`).
+leader's lease-expiry loop and graceful shutdown. Client port (gRPC): etcd v3 API + health
++ reflection. Peer port: Raft's framed TCP transport (k8semu.raft.transport). It is the
+store's boundary with Raft: Raft's errors become etcd's here (`errors.from_raft`).
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from grpc_health.v1 import health, health_pb2
 from k8semu import transport
 from k8semu.log import get_logger
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
-from k8semu.pb.raft import raft_pb2, raft_pb2_grpc
-from k8semu.pb.store import internal_pb2, internal_pb2_grpc
+from k8semu.pb.raft import raft_pb2
+from k8semu.pb.store import internal_pb2
 from k8semu.raft.config import Config as RaftConfig
 from k8semu.raft.driver import Pacing, RaftNode
 from k8semu.raft.errors import RaftError
 from k8semu.raft.membership import Conf
 from k8semu.raft.storage import RaftStorage
-from k8semu.raft.transport import Membership, PeerTransport, RaftServicer
+from k8semu.raft.transport import Membership, PeerServer, PeerTransport
 from k8semu.store import errors, identity, members, service
 from k8semu.store import metrics as store_metrics
 from k8semu.store.compactor import AutoCompactor, PhysicalCompactor
@@ -72,7 +72,7 @@ class StoreServer:
         self.node: RaftNode = None  # type: ignore[assignment]  # set in start()
         self._client_urls: dict[int, list[str]] = {config.member_id: list(config.client_urls)}
         self._client_server: grpc.aio.Server | None = None
-        self._peer_server: grpc.aio.Server | None = None
+        self._peer_server: PeerServer | None = None
         self._health: health.aio.HealthServicer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.client_port = 0
@@ -132,7 +132,7 @@ class StoreServer:
             rng=self._rng,
         )
         store_metrics.REPLICA.track(self)
-        peer_transport = self._bind_peer_port()
+        peer_transport = await self._bind_peer_port()
         self._bind_client_port()
         await self.node.start(peer_transport)
         self._removed = asyncio.get_running_loop().create_future()
@@ -233,9 +233,18 @@ class StoreServer:
                 await self.reconfigurer.change(change)
             except errors.StoreError as exc:
                 log.info("publishing member attributes deferred", error=exc.message)
-                await asyncio.sleep(self.config.election_ms / 1000)
+                await self._until_leader(self.config.election_ms / 1000)
             else:
                 log.info("member attributes published", name=cfg.name)
+                return
+
+    async def _until_leader(self, seconds: float) -> None:
+        """Wait `seconds`, or less once a leader is known: a joined member learns its
+        leader about when it catches up, and should show as started from then on."""
+        had = self.node.leader
+        for _ in range(10):
+            await asyncio.sleep(seconds / 10)
+            if self.node.leader and not had:
                 return
 
     async def wait_failed(self) -> BaseException:
@@ -258,7 +267,7 @@ class StoreServer:
     async def change_members(self, change: internal_pb2.MemberChange) -> internal_pb2.ClusterInfo:
         return await self.reconfigurer.change(change)
 
-    def _bind_peer_port(self) -> PeerTransport:
+    async def _bind_peer_port(self) -> PeerTransport:
         """The Raft and membership servicers on the peer port (bound, not started) and the
         transport that sends to the peers (routed to the members once Raft knows them)."""
         cfg = self.config
@@ -270,27 +279,14 @@ class StoreServer:
             on_unreachable=self.node.report_unreachable,
             on_snapshot_sent=self.node.report_snapshot,
         )
-        self._peer_server, _ = transport.server(
-            [
-                raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name,
-                internal_pb2.DESCRIPTOR.services_by_name["StoreMembership"].full_name,
-            ]
+        self._peer_server = PeerServer(
+            Membership(cfg.cluster_id, self._allowed),
+            self.node,
+            self.snapshot_dir,
+            peer_transport.learn_client_urls,
+            requests=members.MembershipServicer(self.reconfigurer).handlers(),
         )
-        internal_pb2_grpc.add_StoreMembershipServicer_to_server(
-            members.MembershipServicer(self.reconfigurer), self._peer_server
-        )
-        raft_pb2_grpc.add_RaftTransportServicer_to_server(
-            RaftServicer(
-                Membership(cfg.cluster_id, self._allowed),
-                self.node,
-                self.snapshot_dir,
-                peer_transport.learn_client_urls,
-            ),
-            self._peer_server,
-        )
-        self.peer_port = transport.bind(
-            self._peer_server, self.config.listen_peer, flag="--listen-peer-urls"
-        )
+        self.peer_port = await self._peer_server.listen(cfg.listen_peer)
         return peer_transport
 
     def _bind_client_port(self) -> None:
@@ -337,7 +333,7 @@ class StoreServer:
             await self.node.stop()
         self.sm.fail_pending(errors.ErrStopped)
         if self._peer_server is not None:
-            await self._peer_server.stop(0)
+            await self._peer_server.close()
         await self.sm.close()
         if self._storage is not None:
             await self._storage.close()

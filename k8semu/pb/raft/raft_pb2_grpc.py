@@ -27,7 +27,9 @@ if _version_not_supported:
 
 
 class RaftTransportStub:
-    """Missing associated documentation comment in .proto file."""
+    """Not served: the peer port speaks framed TCP. Kept as the reference the peer transport was
+    measured against (scripts/measure_peer_transport.py, docs/store.md "Performance").
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -48,7 +50,9 @@ class RaftTransportStub:
 
 
 class RaftTransportServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Not served: the peer port speaks framed TCP. Kept as the reference the peer transport was
+    measured against (scripts/measure_peer_transport.py, docs/store.md "Performance").
+    """
 
     def Send(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
@@ -84,7 +88,9 @@ def add_RaftTransportServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RaftTransport:
-    """Missing associated documentation comment in .proto file."""
+    """Not served: the peer port speaks framed TCP. Kept as the reference the peer transport was
+    measured against (scripts/measure_peer_transport.py, docs/store.md "Performance").
+    """
 
     @staticmethod
     def Send(request_iterator,

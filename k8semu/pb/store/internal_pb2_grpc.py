@@ -27,9 +27,10 @@ if _version_not_supported:
 
 
 class StoreMembershipStub:
-    """Served on the peer port: what a member started with --initial-cluster-state existing asks
-    the members it was told about, to learn the cluster it joins (etcd fetches the same from
-    its peers' /members).
+    """Served on the peer port as request/reply frames, not gRPC (k8semu.raft.framing CLUSTER,
+    CHANGE; docs/store.md): Cluster is what a member started with --initial-cluster-state
+    existing asks the members it was told about, to learn the cluster it joins (etcd fetches
+    the same from its peers' /members).
     """
 
     def __init__(self, channel):
@@ -51,9 +52,10 @@ class StoreMembershipStub:
 
 
 class StoreMembershipServicer:
-    """Served on the peer port: what a member started with --initial-cluster-state existing asks
-    the members it was told about, to learn the cluster it joins (etcd fetches the same from
-    its peers' /members).
+    """Served on the peer port as request/reply frames, not gRPC (k8semu.raft.framing CLUSTER,
+    CHANGE; docs/store.md): Cluster is what a member started with --initial-cluster-state
+    existing asks the members it was told about, to learn the cluster it joins (etcd fetches
+    the same from its peers' /members).
     """
 
     def Cluster(self, request, context):
@@ -92,9 +94,10 @@ def add_StoreMembershipServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class StoreMembership:
-    """Served on the peer port: what a member started with --initial-cluster-state existing asks
-    the members it was told about, to learn the cluster it joins (etcd fetches the same from
-    its peers' /members).
+    """Served on the peer port as request/reply frames, not gRPC (k8semu.raft.framing CLUSTER,
+    CHANGE; docs/store.md): Cluster is what a member started with --initial-cluster-state
+    existing asks the members it was told about, to learn the cluster it joins (etcd fetches
+    the same from its peers' /members).
     """
 
     @staticmethod

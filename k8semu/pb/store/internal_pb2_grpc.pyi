@@ -27,9 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class StoreMembershipStub:
-    """Served on the peer port: what a member started with --initial-cluster-state existing asks
-    the members it was told about, to learn the cluster it joins (etcd fetches the same from
-    its peers' /members).
+    """Served on the peer port as request/reply frames, not gRPC (k8semu.raft.framing CLUSTER,
+    CHANGE; docs/store.md): Cluster is what a member started with --initial-cluster-state
+    existing asks the members it was told about, to learn the cluster it joins (etcd fetches
+    the same from its peers' /members).
     """
 
     @_typing.overload
@@ -44,9 +45,10 @@ class StoreMembershipStub:
 
 @_typing.type_check_only
 class StoreMembershipAsyncStub(StoreMembershipStub):
-    """Served on the peer port: what a member started with --initial-cluster-state existing asks
-    the members it was told about, to learn the cluster it joins (etcd fetches the same from
-    its peers' /members).
+    """Served on the peer port as request/reply frames, not gRPC (k8semu.raft.framing CLUSTER,
+    CHANGE; docs/store.md): Cluster is what a member started with --initial-cluster-state
+    existing asks the members it was told about, to learn the cluster it joins (etcd fetches
+    the same from its peers' /members).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -57,9 +59,10 @@ class StoreMembershipAsyncStub(StoreMembershipStub):
     """
 
 class StoreMembershipServicer(metaclass=_abc_1.ABCMeta):
-    """Served on the peer port: what a member started with --initial-cluster-state existing asks
-    the members it was told about, to learn the cluster it joins (etcd fetches the same from
-    its peers' /members).
+    """Served on the peer port as request/reply frames, not gRPC (k8semu.raft.framing CLUSTER,
+    CHANGE; docs/store.md): Cluster is what a member started with --initial-cluster-state
+    existing asks the members it was told about, to learn the cluster it joins (etcd fetches
+    the same from its peers' /members).
     """
 
     @_abc_1.abstractmethod
