@@ -232,7 +232,7 @@ def test_compaction_revision_probe(backend: str, tmp_path: Path) -> None:
 # -- one short real soak -----------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.timeout(240)
 def test_short_soak_report_is_complete(tmp_path: Path) -> None:
     opts = SoakOptions(
