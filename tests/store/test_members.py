@@ -296,8 +296,13 @@ async def test_replace_a_replica_whose_data_is_gone_under_a_writer(tmp_path: Pat
             leader = cluster.leader()
             async with transport.channel(cluster.member(leader).endpoint) as ch:
                 client = Client(ch)
-                await client.cluster.MemberRemove(
-                    rpc_pb2.MemberRemoveRequest(ID=ids["s2"]), timeout=TIMEOUT
+                # If s2 led, the new leader refuses changes as an "unhealthy cluster" until it
+                # has heard from its peers for a while (as etcd does); a client retries.
+                await eventually(
+                    lambda: client.cluster.MemberRemove(
+                        rpc_pb2.MemberRemoveRequest(ID=ids["s2"]), timeout=TIMEOUT
+                    ),
+                    what="s2 removed",
                 )
                 added = await eventually(
                     lambda: client.cluster.MemberAdd(
