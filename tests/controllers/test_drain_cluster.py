@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -49,16 +48,6 @@ async def manager(client: Client) -> AsyncIterator[ControllerManager]:
         client, "replicaset", "deployment", "disruption", "garbagecollector"
     ) as cm:
         yield cm
-
-
-@pytest.fixture
-def scheduler(apiserver: APIServerProcess, tmp_path: Path) -> Iterator[SchedulerProcess]:
-    s = SchedulerProcess(apiserver.address, tmp_path / "scheduler.log")
-    try:
-        s.wait_serving()
-        yield s
-    finally:
-        s.close()
 
 
 def ready(pods: list[core_pb2.Pod]) -> list[core_pb2.Pod]:
