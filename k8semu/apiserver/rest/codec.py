@@ -64,6 +64,31 @@ def parse_body(raw: bytes, content_type: str) -> Any:
     )
 
 
+def field_manager(query: Any, user_agent: str, *, apply: bool = False) -> str:
+    """The request's field manager: `fieldManager`, else (not for apply, which must name
+    one) the user agent's product (`kubectl/v1.32.0 (linux/amd64) ...` -> `kubectl`), as
+    Kubernetes names the writers of managedFields. 422 for one over 128 characters."""
+    manager = str(query.get("fieldManager", ""))
+    if not manager and not apply:
+        manager = user_agent.split("/", 1)[0].strip()[:128]
+    if len(manager) > 128:
+        raise HTTPError(
+            422,
+            "Invalid",
+            'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Too long: may not be more'
+            " than 128 bytes",
+        )
+    return manager
+
+
+def force(query: Any) -> bool:
+    """`force` (apply only): true or false; 400 for anything else."""
+    text = str(query.get("force", "")).lower()
+    if text not in ("", "true", "false", "1", "0"):
+        raise bad_request(f"force: invalid value {text!r}: must be true or false")
+    return text in ("true", "1")
+
+
 def field_validation(value: str) -> str:
     value = value or "Warn"
     if value not in FIELD_VALIDATION:

@@ -233,15 +233,16 @@ class RESTServer:
             if verb == "LIST":
                 return await self.resources.collection(target, query, wanted)
             raw = await request.read()
+            agent = request.headers.get("User-Agent", "")  # the default field manager
             if verb == "PATCH":
                 return await self.resources.patch(
-                    target, query, raw, request.headers.get("Content-Type", "")
+                    target, query, raw, request.headers.get("Content-Type", ""), agent
                 )
             body = codec.parse_body(raw, request.headers.get("Content-Type", "")) if raw else None
             if verb == "POST":
-                return await self.resources.create(target, query, body)
+                return await self.resources.create(target, query, body, agent)
             if verb == "PUT":
-                return await self.resources.update(target, query, body)
+                return await self.resources.update(target, query, body, agent)
             if verb == "DELETECOLLECTION":
                 return await self.resources.delete_collection(target, query, body)
             return await self.resources.delete(target, query, body)
