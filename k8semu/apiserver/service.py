@@ -157,7 +157,11 @@ async def _patch(
             patch.resource_version_precondition(doc),
             lambda stored: patch.apply(kind, stored, doc),
             lambda stored, rev, obj: verbs._apply(
-                strategy, stored, rev, obj, request.status, dry_run, manager
+                strategy,
+                stored,
+                rev,
+                obj,
+                _Write("status" if request.status else "", dry_run, manager),
             ),
         )
 
@@ -167,6 +171,16 @@ async def _patch(
 
     applying = doc.type == "apply" and not request.status
     return await _or_create(what, update, create if applying else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Write:
+    """How an update writes: to which subresource ("", "status", "scale"), whether as a dry
+    run, and who writes (the field manager that owns what it changes; "" nobody)."""
+
+    subresource: str = ""
+    dry_run: bool = False
+    manager: str = ""
 
 
 async def _or_create(
@@ -349,7 +363,10 @@ class APIServicer:
         self, kind: Kind, stored: Message, mod_revision: int, obj: Message, *, status: bool = False
     ) -> Message:
         """`obj` over `stored` (read at `mod_revision`) as Update (`status`: UpdateStatus)."""
-        return await self._apply(self.registry.strategy(kind), stored, mod_revision, obj, status)
+        sub = "status" if status else ""
+        return await self._apply(
+            self.registry.strategy(kind), stored, mod_revision, obj, _Write(sub)
+        )
 
     async def delete_if_unchanged(
         self, kind: Kind, namespace: str, name: str, mod_revision: int
@@ -545,6 +562,7 @@ class APIServicer:
         kind = strategy.kind
         if status:
             strategy.require_status()
+        write = _Write("status" if status else "", dry_run, request.field_manager)
         obj = unpack(kind, request.object)
         m = meta(obj)
         if not m.name:
@@ -558,9 +576,7 @@ class APIServicer:
                 lambda: self._get(kind, namespace, m.name),
                 None,
                 lambda stored: _copy(obj),
-                lambda stored, rev, o: self._apply(
-                    strategy, stored, rev, o, status, dry_run, request.field_manager
-                ),
+                lambda stored, rev, o: self._apply(strategy, stored, rev, o, write),
             )
             return api.ObjectResponse(object=pack(new))
         if not m.resource_version:
@@ -580,32 +596,23 @@ class APIServicer:
             stored, mod_revision = await self._get(kind, namespace, m.name)
         if mod_revision != rv:
             raise _modified(describe(kind, m.name))
-        new = await self._apply(strategy, stored, rv, obj, status, dry_run, request.field_manager)
+        new = await self._apply(strategy, stored, rv, obj, write)
         return api.ObjectResponse(object=pack(new))
 
     async def _apply(
-        self,
-        strategy: Strategy,
-        stored: Message,
-        mod_revision: int,
-        obj: Message,
-        status: bool,
-        dry_run: bool = False,
-        manager: str = "",
-        subresource: str = "",
+        self, strategy: Strategy, stored: Message, mod_revision: int, obj: Message, write: _Write
     ) -> Message:
-        """Write `obj` over `stored` (read at `mod_revision`) as Update (or, with `status`,
-        UpdateStatus) does; returns what is stored now (`dry_run`: what would be, unwritten).
-        `manager` (of `subresource`) owns what it changed. Raises _StaleWrite when the object
-        changed since that read."""
-        if status:
+        """Write `obj` over `stored` (read at `mod_revision`) as Update (or, to the status
+        subresource, UpdateStatus) does; returns what is stored now (dry run: what would be,
+        unwritten). Raises _StaleWrite when the object changed since that read."""
+        if write.subresource == "status":
             new = strategy.prepare_for_status_update(obj, stored)
         else:
             new = strategy.prepare_for_update(obj, stored)
             strategy.validate_for_update(new, stored)
-        sub = "status" if status else subresource
-        fieldmanager.record_update(stored, obj, new, manager, strategy.kind.api_version, sub)
-        if dry_run:
+        api_version = strategy.kind.api_version
+        fieldmanager.record_update(stored, obj, new, write.manager, api_version, write.subresource)
+        if write.dry_run:
             meta(new).resource_version = str(mod_revision)
             return new
         return await self._overwrite(strategy, stored, mod_revision, new)
@@ -694,7 +701,7 @@ class APIServicer:
             _precondition(request.resource_version, f"{what}: metadata.resourceVersion"),
             lambda stored: strategy.with_replicas(stored, request.replicas),
             lambda stored, rev, obj: self._apply(
-                strategy, stored, rev, obj, False, dry_run, request.field_manager, "scale"
+                strategy, stored, rev, obj, _Write("scale", dry_run, request.field_manager)
             ),
         )
         return strategy.scale_of(new)

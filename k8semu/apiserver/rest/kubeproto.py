@@ -35,132 +35,95 @@ _KEEP_ZERO = frozenset(
 )
 _MAX_DEPTH = 32
 
-_META: Schema = {
-    1: ("name", "str"),
-    2: ("generateName", "str"),
-    3: ("namespace", "str"),
-    11: ("labels", "map"),
-    12: ("annotations", "map"),
-    14: ("finalizers", "strs"),
-}
-_SELECTOR_REQUIREMENT: Schema = {1: ("key", "str"), 2: ("operator", "str"), 3: ("values", "strs")}
-_SELECTOR: Schema = {1: ("matchLabels", "map"), 2: ("matchExpressions", [_SELECTOR_REQUIREMENT])}
-_CONTAINER: Schema = {
-    1: ("name", "str"),
-    2: ("image", "str"),
-    3: ("command", "strs"),
-    4: ("args", "strs"),
-    5: ("workingDir", "str"),
-    6: (
-        "ports",
-        [
-            {
-                1: ("name", "str"),
-                2: ("hostPort", "int"),
-                3: ("containerPort", "int"),
-                4: ("protocol", "str"),
-                5: ("hostIP", "str"),
-            }
-        ],
+
+def _schema(fields: str, /, **messages: Schema | list[Schema]) -> Schema:
+    """A message's fields from `"1 name str, 11 labels map, 2 spec"`: number, JSON name and
+    type, each; a field without a type is the message (or [message]) `messages` names."""
+    out: Schema = {}
+    for field in fields.split(","):
+        number, name, *kind = field.split()
+        out[int(number)] = (name, kind[0] if kind else messages[name])
+    return out
+
+
+_META = _schema(
+    "1 name str, 2 generateName str, 3 namespace str, 11 labels map, 12 annotations map,"
+    " 14 finalizers strs"
+)
+_SELECTOR = _schema(
+    "1 matchLabels map, 2 matchExpressions",
+    matchExpressions=[_schema("1 key str, 2 operator str, 3 values strs")],
+)
+_CONTAINER = _schema(
+    "1 name str, 2 image str, 3 command strs, 4 args strs, 5 workingDir str, 6 ports, 7 env,"
+    " 8 resources, 14 imagePullPolicy str, 16 stdin bool, 17 stdinOnce bool, 18 tty bool",
+    ports=[
+        _schema("1 name str, 2 hostPort int, 3 containerPort int, 4 protocol str, 5 hostIP str")
+    ],
+    env=[_schema("1 name str, 2 value str")],
+    resources=_schema("1 limits map, 2 requests map"),
+)
+_TEMPLATE = _schema(
+    "1 metadata, 2 spec",
+    metadata=_META,
+    spec=_schema(
+        "2 containers, 3 restartPolicy str, 4 terminationGracePeriodSeconds int,"
+        " 7 nodeSelector map, 8 serviceAccountName str, 10 nodeName str, 11 hostNetwork bool,"
+        " 20 initContainers",
+        containers=[_CONTAINER],
+        initContainers=[_CONTAINER],
     ),
-    7: ("env", [{1: ("name", "str"), 2: ("value", "str")}]),
-    8: ("resources", {1: ("limits", "map"), 2: ("requests", "map")}),
-    14: ("imagePullPolicy", "str"),
-    16: ("stdin", "bool"),
-    17: ("stdinOnce", "bool"),
-    18: ("tty", "bool"),
-}
-_POD_SPEC: Schema = {
-    2: ("containers", [_CONTAINER]),
-    3: ("restartPolicy", "str"),
-    4: ("terminationGracePeriodSeconds", "int"),
-    7: ("nodeSelector", "map"),
-    8: ("serviceAccountName", "str"),
-    10: ("nodeName", "str"),
-    11: ("hostNetwork", "bool"),
-    20: ("initContainers", [_CONTAINER]),
-}
-_TEMPLATE: Schema = {1: ("metadata", _META), 2: ("spec", _POD_SPEC)}
-_JOB_SPEC: Schema = {
-    1: ("parallelism", "int"),
-    2: ("completions", "int"),
-    3: ("activeDeadlineSeconds", "int"),
-    4: ("selector", _SELECTOR),
-    6: ("template", _TEMPLATE),
-    7: ("backoffLimit", "int"),
-}
-_SERVICE_PORT: Schema = {
-    1: ("name", "str"),
-    2: ("protocol", "str"),
-    3: ("port", "int"),
-    4: ("targetPort", "ios"),
-    5: ("nodePort", "int"),
-}
+)
+_JOB_SPEC = _schema(
+    "1 parallelism int, 2 completions int, 3 activeDeadlineSeconds int, 4 selector,"
+    " 6 template, 7 backoffLimit int",
+    selector=_SELECTOR,
+    template=_TEMPLATE,
+)
+
+
+def _object(fields: str, /, **messages: Schema | list[Schema]) -> Schema:
+    """A kind's fields: metadata (1) and those `fields` lists."""
+    return _schema(f"1 metadata, {fields}", metadata=_META, **messages)
+
 
 # The kinds kubectl's typed commands create, by (apiVersion, kind): their fields.
 KINDS: dict[tuple[str, str], Schema] = {
-    ("v1", "ConfigMap"): {
-        1: ("metadata", _META),
-        2: ("data", "map"),
-        3: ("binaryData", "bmap"),
-        4: ("immutable", "bool"),
-    },
-    ("v1", "Secret"): {
-        1: ("metadata", _META),
-        2: ("data", "bmap"),
-        3: ("type", "str"),
-        4: ("stringData", "map"),
-        5: ("immutable", "bool"),
-    },
-    ("v1", "Namespace"): {1: ("metadata", _META), 2: ("spec", {1: ("finalizers", "strs")})},
-    ("v1", "Service"): {
-        1: ("metadata", _META),
-        2: (
-            "spec",
-            {
-                1: ("ports", [_SERVICE_PORT]),
-                2: ("selector", "map"),
-                3: ("clusterIP", "str"),
-                4: ("type", "str"),
-                7: ("externalName", "str"),
-            },
+    ("v1", "ConfigMap"): _object("2 data map, 3 binaryData bmap, 4 immutable bool"),
+    ("v1", "Secret"): _object("2 data bmap, 3 type str, 4 stringData map, 5 immutable bool"),
+    ("v1", "Namespace"): _object("2 spec", spec=_schema("1 finalizers strs")),
+    ("v1", "Service"): _object(
+        "2 spec",
+        spec=_schema(
+            "1 ports, 2 selector map, 3 clusterIP str, 4 type str, 7 externalName str",
+            ports=[
+                _schema("1 name str, 2 protocol str, 3 port int, 4 targetPort ios, 5 nodePort int")
+            ],
         ),
-    },
-    ("apps/v1", "Deployment"): {
-        1: ("metadata", _META),
-        2: (
-            "spec",
-            {
-                1: ("replicas", "int"),
-                2: ("selector", _SELECTOR),
-                3: ("template", _TEMPLATE),
-                5: ("minReadySeconds", "int"),
-                6: ("revisionHistoryLimit", "int"),
-            },
+    ),
+    ("apps/v1", "Deployment"): _object(
+        "2 spec",
+        spec=_schema(
+            "1 replicas int, 2 selector, 3 template, 5 minReadySeconds int,"
+            " 6 revisionHistoryLimit int",
+            selector=_SELECTOR,
+            template=_TEMPLATE,
         ),
-    },
-    ("batch/v1", "Job"): {1: ("metadata", _META), 2: ("spec", _JOB_SPEC)},
-    ("batch/v1", "CronJob"): {
-        1: ("metadata", _META),
-        2: (
-            "spec",
-            {
-                1: ("schedule", "str"),
-                3: ("concurrencyPolicy", "str"),
-                4: ("suspend", "bool"),
-                5: ("jobTemplate", {1: ("metadata", _META), 2: ("spec", _JOB_SPEC)}),
-            },
+    ),
+    ("batch/v1", "Job"): _object("2 spec", spec=_JOB_SPEC),
+    ("batch/v1", "CronJob"): _object(
+        "2 spec",
+        spec=_schema(
+            "1 schedule str, 3 concurrencyPolicy str, 4 suspend bool, 5 jobTemplate",
+            jobTemplate=_object("2 spec", spec=_JOB_SPEC),
         ),
-    },
-    ("policy/v1", "PodDisruptionBudget"): {
-        1: ("metadata", _META),
-        2: (
-            "spec",
-            {1: ("minAvailable", "ios"), 2: ("selector", _SELECTOR), 3: ("maxUnavailable", "ios")},
-        ),
-    },
+    ),
+    ("policy/v1", "PodDisruptionBudget"): _object(
+        "2 spec",
+        spec=_schema("1 minAvailable ios, 2 selector, 3 maxUnavailable ios", selector=_SELECTOR),
+    ),
 }
-_TYPE_META: Schema = {1: ("apiVersion", "str"), 2: ("kind", "str")}
+_TYPE_META = _schema("1 apiVersion str, 2 kind str")
 
 
 class ProtobufError(ValueError):

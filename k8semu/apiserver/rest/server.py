@@ -197,10 +197,22 @@ class RESTServer:
         return _document(request, body, "application/json", digest)
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
+        if aggregated := self._aggregated(request, core=True):
+            return aggregated
         return _json(200, discovery.api_versions(f"{self.host}:{self.port}"))
 
     async def _apis(self, request: web.Request) -> web.StreamResponse:
+        if aggregated := self._aggregated(request, core=False):
+            return aggregated
         return _json(200, discovery.group_list(self.verbs.registry))
+
+    def _aggregated(self, request: web.Request, *, core: bool) -> web.Response | None:
+        """Aggregated discovery when the client asks for it (kubectl does): one round trip."""
+        media = discovery.aggregated_media_type(request.headers.get("Accept", ""))
+        if media is None:
+            return None
+        doc = discovery.aggregated(self.verbs.registry, media, core)
+        return web.Response(body=codec.dumps(doc), headers={"Content-Type": media})
 
     # ---- resources ------------------------------------------------------------------------
 
