@@ -32,12 +32,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from k8semu.api import patchkeys, timestamps
+from k8semu.api import manifest, patchkeys, timestamps
 from k8semu.apiserver.errors import Conflict
 from k8semu.apiserver.objects import meta
 from k8semu.apiserver.strategicpatch import field_named, is_map
@@ -255,6 +255,7 @@ class _Entry:
     paths: set[Path]
     time: Timestamp
     changed: bool = False
+    source: meta_pb2.ManagedFieldsEntry | None = None  # as stored, while unchanged
 
 
 def _entries(m: meta_pb2.ObjectMeta) -> list[_Entry]:
@@ -264,27 +265,54 @@ def _entries(m: meta_pb2.ObjectMeta) -> list[_Entry]:
             e.operation,
             e.subresource,
             e.api_version,
-            from_fields_v1(MessageToDict(e.fields_v1)),
+            _struct_paths(e.fields_v1, ()),
             e.time,
+            source=e,
         )
         for e in m.managed_fields
     ]
 
 
+def _struct_paths(struct: struct_pb2.Struct, prefix: Path) -> set[Path]:
+    """from_fields_v1 of the stored Struct, read directly (json_format is slower by far)."""
+    out: set[Path] = set()
+    for part, value in struct.fields.items():
+        if part == ".":
+            out.add(prefix)
+        elif value.struct_value.fields:
+            out |= _struct_paths(value.struct_value, (*prefix, part))
+        else:
+            out.add((*prefix, part))
+    return out
+
+
+def _fill(struct: struct_pb2.Struct, doc: dict[str, Any]) -> None:
+    for part, child in doc.items():
+        value = struct.fields[part].struct_value
+        value.SetInParent()
+        _fill(value, child)
+
+
 def _store(m: meta_pb2.ObjectMeta, entries: list[_Entry], now: Timestamp) -> None:
-    m.ClearField("managed_fields")
+    kept: list[meta_pb2.ManagedFieldsEntry] = []
     for e in entries:
         if not e.paths:
             continue
-        entry = m.managed_fields.add(
-            manager=e.manager,
-            operation=e.operation,
-            api_version=e.api_version,
-            fields_type="FieldsV1",
-            subresource=e.subresource,
-        )
-        entry.time.CopyFrom(now if e.changed else e.time)
-        entry.fields_v1.update(to_fields_v1(e.paths))
+        entry = meta_pb2.ManagedFieldsEntry()
+        if e.source is not None and not e.changed:
+            entry.CopyFrom(e.source)
+        else:
+            entry.manager, entry.operation, entry.api_version = (
+                e.manager,
+                e.operation,
+                e.api_version,
+            )
+            entry.fields_type, entry.subresource = "FieldsV1", e.subresource
+            entry.time.CopyFrom(now)
+            _fill(entry.fields_v1, to_fields_v1(e.paths))
+        kept.append(entry)
+    m.ClearField("managed_fields")
+    m.managed_fields.extend(kept)
 
 
 def _own(entries: list[_Entry], manager: str, operation: str, subresource: str) -> _Entry:
@@ -297,6 +325,15 @@ def _own(entries: list[_Entry], manager: str, operation: str, subresource: str) 
 
 
 # ---- update -------------------------------------------------------------------------------
+
+
+def _without_managed_fields(obj: Message) -> dict[str, Any]:
+    """`to_dict` of `obj` but its managedFields (nobody owns them; their Structs are the
+    slowest part of a conversion)."""
+    plain = type(obj)()
+    plain.CopyFrom(obj)
+    meta(plain).ClearField("managed_fields")
+    return manifest.to_dict(plain)
 
 
 def record_update(
@@ -313,20 +350,17 @@ def record_update(
     ones; without any the stored ones are kept (as Kubernetes, for a client that did not
     send them)."""
     m = meta(new)
-    entries_sent = meta(sent).managed_fields
-    if entries_sent is not m.managed_fields:
+    if sent is not new:
         m.ClearField("managed_fields")
-        m.managed_fields.extend(entries_sent)
+        m.managed_fields.extend(meta(sent).managed_fields)
     if stored is not None and not m.managed_fields:
         m.managed_fields.extend(meta(stored).managed_fields)
     if not manager:
         return
-    from k8semu.api import manifest  # pure, but heavy at import time for the store side
-
     desc = cast(Descriptor, new.DESCRIPTOR)
     scope = "status" if subresource == "status" else ""
-    after = leaves(manifest.to_dict(new), desc, scope)
-    before = leaves(manifest.to_dict(stored), desc, scope) if stored is not None else {}
+    after = leaves(_without_managed_fields(new), desc, scope)
+    before = leaves(_without_managed_fields(stored), desc, scope) if stored is not None else {}
     changed = {p for p, v in after.items() if p not in before or before[p] != v}
     removed = set(before) - set(after)
     if not changed and not removed:
