@@ -30,14 +30,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from k8semu.api import manifest, patchkeys, timestamps
+from k8semu.api import patchkeys, timestamps
 from k8semu.apiserver.errors import Conflict
 from k8semu.apiserver.objects import meta
 from k8semu.apiserver.strategicpatch import field_named, is_map
@@ -59,6 +59,7 @@ APPLY, UPDATE = "Apply", "Update"
 Path = tuple[str, ...]
 # The metadata fields a manager can own; the rest of metadata is the server's.
 _OWNED_METADATA = ("labels", "annotations", "finalizers", "ownerReferences")
+_INT_OR_STRING = "k8semu.api.v1.IntOrString"
 _ITEM = object()  # the value of a list element's own path (`.`) in a leaves map
 
 
@@ -176,13 +177,9 @@ def _walk_list(
 ) -> bool:
     """A merging list's elements as paths; False (then the list is a leaf) for an atomic
     one, or one whose elements lack the merge key."""
-    merges, key = _list_key(field)
-    if not merges:
-        return False
+    key = _keyed(field, value, path, out)
     if not key:
-        for item in value:
-            out[(*path, _value_key(item))] = _ITEM
-        return True
+        return key is not None
     ids = [_item_key(key, item) for item in value]
     if any(i is None for i in ids):
         return False
@@ -194,6 +191,78 @@ def _walk_list(
         if key in item:
             out[(*item_path, f"f:{key}")] = item[key]
     return True
+
+
+def message_leaves(obj: Message, subresource: str = "") -> dict[Path, Any]:
+    """`leaves` read from the message itself (the same paths; values comparable only with
+    each other's): an Update's before and after, without two JSON conversions."""
+    out: dict[Path, Any] = {}
+    for field, value in obj.ListFields():
+        name = field.json_name
+        if (name == "status") != (subresource == "status") or name in ("apiVersion", "kind"):
+            continue
+        if name != "metadata":
+            _walk_field(field, value, ("f:" + name,), out)
+            continue
+        for sub, item in value.ListFields():
+            if sub.json_name in _OWNED_METADATA:
+                _walk_field(sub, item, ("f:metadata", "f:" + sub.json_name), out)
+    return out
+
+
+def _walk_message(msg: Message, prefix: Path, out: dict[Path, Any], skip: str = "") -> None:
+    for field, value in msg.ListFields():
+        if field.json_name != skip:
+            _walk_field(field, value, (*prefix, "f:" + field.json_name), out)
+
+
+def _walk_field(field: FieldDescriptor, value: Any, path: Path, out: dict[Path, Any]) -> None:
+    if _is_map(field):
+        for key, item in value.items():
+            out[(*path, f"f:{key}")] = _comparable(item)
+    elif field.is_repeated:
+        if not _walk_repeated(field, value, path, out):
+            out[path] = tuple(_comparable(v) for v in value)
+    elif (desc := _message(field)) is None or desc.full_name == _INT_OR_STRING:
+        out[path] = _comparable(value)
+    elif value.ListFields():
+        _walk_message(value, path, out)
+    else:
+        out[path] = {}  # an empty object, set
+
+
+def _walk_repeated(field: FieldDescriptor, value: Any, path: Path, out: dict[Path, Any]) -> bool:
+    key = _keyed(field, value, path, out)
+    if not key:
+        return key is not None
+    desc = _message(field)
+    key_field = desc.fields_by_camelcase_name.get(key) if desc is not None else None
+    # An element without its key (proto3: the default) makes the list atomic, as in `leaves`.
+    if key_field is None or any(getattr(item, key_field.name) in ("", 0) for item in value):
+        return False
+    for item in value:
+        ident = getattr(item, key_field.name)
+        item_path = (*path, _item_key(key, {key: ident}) or "")
+        out[item_path] = _ITEM
+        _walk_message(item, item_path, out, skip=key)
+        out[(*item_path, f"f:{key}")] = ident
+    return True
+
+
+def _comparable(value: Any) -> Any:
+    return value.SerializeToString(deterministic=True) if isinstance(value, Message) else value
+
+
+def _keyed(
+    field: FieldDescriptor | None, value: Any, path: Path, out: dict[Path, Any]
+) -> str | None:
+    """The merge key of a list that merges by key; "" for a set, whose elements this records;
+    None for an atomic list."""
+    merges, key = _list_key(field)
+    if merges and not key:
+        for item in value:
+            out[(*path, _value_key(item))] = _ITEM
+    return key if merges else None
 
 
 def render(path: Path) -> str:
@@ -327,15 +396,6 @@ def _own(entries: list[_Entry], manager: str, operation: str, subresource: str) 
 # ---- update -------------------------------------------------------------------------------
 
 
-def _without_managed_fields(obj: Message) -> dict[str, Any]:
-    """`to_dict` of `obj` but its managedFields (nobody owns them; their Structs are the
-    slowest part of a conversion)."""
-    plain = type(obj)()
-    plain.CopyFrom(obj)
-    meta(plain).ClearField("managed_fields")
-    return manifest.to_dict(plain)
-
-
 def record_update(
     stored: Message | None,
     sent: Message,
@@ -357,10 +417,9 @@ def record_update(
         m.managed_fields.extend(meta(stored).managed_fields)
     if not manager:
         return
-    desc = cast(Descriptor, new.DESCRIPTOR)
     scope = "status" if subresource == "status" else ""
-    after = leaves(_without_managed_fields(new), desc, scope)
-    before = leaves(_without_managed_fields(stored), desc, scope) if stored is not None else {}
+    after = message_leaves(new, scope)
+    before = message_leaves(stored, scope) if stored is not None else {}
     changed = {p for p, v in after.items() if p not in before or before[p] != v}
     removed = set(before) - set(after)
     if not changed and not removed:

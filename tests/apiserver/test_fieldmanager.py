@@ -156,3 +156,16 @@ def test_entries_carry_kubernetes_fields() -> None:
     assert entry["time"].endswith("Z")
     parsed = manifest.decode(merged, apps_pb2.Deployment)
     assert isinstance(parsed.metadata.managed_fields[0], meta_pb2.ManagedFieldsEntry)
+
+
+def test_message_leaves_name_the_same_paths_as_leaves() -> None:
+    ports = [{"containerPort": 80}, {"containerPort": 443, "name": "https"}]
+    web = {"name": "web", "image": "n:1", "ports": ports, "command": ["a", "b"]}
+    obj = _deployment(2, web, {"name": "log", "image": "b"}, a="1")
+    obj["metadata"]["finalizers"] = ["x", "y"]
+    obj["spec"]["strategy"] = {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}}
+    obj["spec"]["template"]["metadata"]["annotations"] = {"k": "v"}
+    message = manifest.decode(obj, apps_pb2.Deployment)
+    assert set(fieldmanager.message_leaves(message)) == fieldmanager.fields(obj, DEPLOYMENT)
+    status = fieldmanager.message_leaves(message, "status")
+    assert set(status) == fieldmanager.fields(obj, DEPLOYMENT, "status")
