@@ -55,6 +55,7 @@ __all__ = [
 
 _F = FieldDescriptor
 _TIMESTAMP = "google.protobuf.Timestamp"
+_STRUCT = "google.protobuf.Struct"
 _INT_OR_STRING = "k8semu.api.v1.IntOrString"
 _INT_RANGES = {
     _F.TYPE_INT32: (-(2**31), 2**31 - 1),
@@ -329,6 +330,10 @@ def _decode_single(value: object, field: FieldDescriptor, path: str, quantity: b
         name = _message_type(field).full_name
         if name == _TIMESTAMP:
             return _decode_time(value, path)
+        if name == _STRUCT:  # free-form JSON (managedFields' fieldsV1): proto3 JSON's own
+            if not isinstance(value, dict):
+                raise FieldTypeError(path, f"expected object, got {_describe(value)}")
+            return value
         if name == _INT_OR_STRING:
             if isinstance(value, str):
                 return {"strVal": value}
@@ -443,7 +448,7 @@ def _encode_field(value: Any, field: FieldDescriptor) -> Any:
 def _encode_single(value: Any, field: FieldDescriptor) -> Any:
     if field.type == _F.TYPE_MESSAGE:
         name = _message_type(field).full_name
-        if name == _TIMESTAMP:
+        if name in (_TIMESTAMP, _STRUCT):
             return value
         if name == _INT_OR_STRING:
             return value.get("intVal", value.get("strVal", 0))

@@ -1,4 +1,4 @@
-"""Patches of API objects, on their Kubernetes JSON form: the three types PATCH accepts.
+"""Patches of API objects, on their Kubernetes JSON form: the four types PATCH accepts.
 
 | type        | content type                              | what it is                       |
 | ----------- | ----------------------------------------- | -------------------------------- |
@@ -6,6 +6,9 @@
 | `json`      | application/json-patch+json               | RFC 6902 JSON patch (jsonpatch)  |
 | `strategic` | application/strategic-merge-patch+json    | Kubernetes' strategic merge patch|
 |             |                                           | (k8semu.apiserver.strategicpatch)|
+| `apply`     | application/apply-patch+yaml              | server-side apply of a manager's |
+|             |                                           | configuration, YAML or JSON      |
+|             |                                           | (k8semu.apiserver.fieldmanager)  |
 
 `parse` checks the request's patch type and document, `apply` applies it to an object's
 `to_dict` form and decodes the result strictly, as a manifest is decoded (an unknown field is an
@@ -21,15 +24,17 @@ import json
 from dataclasses import dataclass
 from typing import Any, cast
 
+import yaml
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
-from k8semu.api import manifest
+from k8semu.api import manifest, timestamps
 from k8semu.api.errors import ManifestError
 from k8semu.api.kinds import Kind
-from k8semu.apiserver import strategicpatch
-from k8semu.apiserver.errors import Invalid
+from k8semu.apiserver import fieldmanager, strategicpatch
+from k8semu.apiserver.errors import BadRequest, Invalid
 from k8semu.apiserver.objects import describe, meta
+from k8semu.pb.api.v1 import apiserver_pb2 as api
 
 # The names a request may give each patch type: ours (gRPC) and the HTTP content type (REST).
 PATCH_TYPES: dict[str, str] = {
@@ -39,7 +44,13 @@ PATCH_TYPES: dict[str, str] = {
     "application/json-patch+json": "json",
     "strategic": "strategic",
     "application/strategic-merge-patch+json": "strategic",
+    "apply": "apply",
+    "application/apply-patch+yaml": "apply",
 }
+# A request that names no manager, forces nothing and patches the object itself.
+NO_OPTIONS = api.PatchRequest()
+# What Kubernetes names in the errors of a patch request's options (fieldManager, force).
+_OPTIONS = "PatchOptions.meta.k8s.io"
 # Kept for callers that name the merge type's spellings.
 MERGE_PATCH_TYPES = ("merge", "application/merge-patch+json")
 # Kubernetes' bound on a JSON patch's operations (its apiserver's maxJSONPatchOperations).
@@ -54,11 +65,15 @@ MAX_DEPTH = 100
 
 @dataclass(frozen=True)
 class Patch:
-    """A parsed patch: `type` is "merge", "json" or "strategic"; `doc` the decoded JSON
-    (an object, or for "json" a list of operations)."""
+    """A parsed patch: `type` is "merge", "json", "strategic" or "apply"; `doc` the decoded
+    JSON (an object, or for "json" a list of operations). `manager` is the field manager
+    (required for "apply"), `force` and `subresource` ("" or "status") are apply's."""
 
     type: str
     doc: Any
+    manager: str = ""
+    force: bool = False
+    subresource: str = ""
 
 
 def merge(target: Any, patch: Any) -> Any:
@@ -75,31 +90,81 @@ def merge(target: Any, patch: Any) -> Any:
     return result
 
 
-def parse(kind: Kind, name: str, patch_type: str, document: bytes) -> Patch:
-    """The patch; INVALID_ARGUMENT for an unknown patch type, bad JSON or a malformed
-    document (a merge patch that is not an object, a JSON patch that is not a list of
-    operations)."""
+Options = api.PatchRequest
+
+
+def parse(
+    kind: Kind, name: str, patch_type: str, document: bytes, options: Options = NO_OPTIONS
+) -> Patch:
+    """The patch; INVALID_ARGUMENT for an unknown patch type, bad JSON (or YAML, for apply)
+    or a malformed document (a merge patch that is not an object, a JSON patch that is not a
+    list of operations, an apply without a manager or of another kind). `options` (a
+    PatchRequest's field_manager, force and status) say who patches what."""
+    manager, force = options.field_manager, options.force
     what = describe(kind, name)
     canonical = PATCH_TYPES.get(patch_type)
     if canonical is None:
         raise Invalid(
             f"{what}: patchType: Unsupported value: {patch_type!r}: supported values:"
             ' "merge" (application/merge-patch+json), "json" (application/json-patch+json),'
-            ' "strategic" (application/strategic-merge-patch+json)'
+            ' "strategic" (application/strategic-merge-patch+json),'
+            ' "apply" (application/apply-patch+yaml)'
         )
-    try:
-        doc = json.loads(document)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid(f"{what}: patch: invalid JSON: {exc}") from None
-    except RecursionError:
-        raise Invalid(f"{what}: patch: nested deeper than {MAX_DEPTH} levels") from None
+    if force and canonical != "apply":
+        raise Invalid(
+            'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified'
+            " for non-apply patch",
+            causes=[("force", "Forbidden: may not be specified for non-apply patch")],
+            kind=_OPTIONS,
+        )
+    doc = _load(what, document, canonical)
     if _too_deep(doc):
         raise Invalid(f"{what}: patch: nested deeper than {MAX_DEPTH} levels")
     if canonical == "json":
         _check_operations(what, doc)
     elif not isinstance(doc, dict):
         raise Invalid(f"{what}: patch: must be a JSON object, got {_json_type(doc)}")
-    return Patch(canonical, doc)
+    if canonical == "apply":
+        _check_configuration(kind, name, manager, doc)
+    return Patch(canonical, doc, manager, force, "status" if options.status else "")
+
+
+def _load(what: str, document: bytes, canonical: str) -> Any:
+    try:
+        if canonical == "apply":  # YAML, of which JSON is a subset (kubectl sends either)
+            return yaml.safe_load(document.decode())
+        return json.loads(document)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"{what}: patch: invalid JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise BadRequest(f"error decoding YAML: {exc}") from None
+    except RecursionError:
+        raise Invalid(f"{what}: patch: nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _check_configuration(kind: Kind, name: str, manager: str, doc: dict[str, Any]) -> None:
+    """An apply configuration names its manager and is of the request's kind and object."""
+    if not manager:
+        raise Invalid(
+            'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required'
+            " for apply patch",
+            causes=[("fieldManager", "Required value: is required for apply patch")],
+            kind=_OPTIONS,
+        )
+    what = describe(kind, name)
+    for field, want in (("apiVersion", kind.api_version), ("kind", kind.kind)):
+        if doc.get(field) != want:
+            raise Invalid(
+                f"{what}: {field}: Invalid value: {doc.get(field)!r}: the apply configuration"
+                f" must be of {kind.api_version} {kind.kind}"
+            )
+    metadata = doc.get("metadata")
+    got = metadata.get("name") if isinstance(metadata, dict) else None
+    if got != name:
+        raise Invalid(
+            f"{what}: metadata.name: Invalid value: {got!r}: the name of the object does not"
+            " match the name of the request"
+        )
 
 
 def _too_deep(doc: Any) -> bool:
@@ -169,7 +234,22 @@ def resource_version_precondition(parsed: Patch) -> str | None:
     return None
 
 
-def _patched(kind: Kind, what: str, current: dict[str, Any], parsed: Patch) -> Any:
+def _patched(kind: Kind, what: str, obj: Message, current: dict[str, Any], parsed: Patch) -> Any:
+    if parsed.type == "apply":
+        merged, entries = fieldmanager.apply(
+            current,
+            parsed.doc,
+            meta(obj),
+            cast(Descriptor, kind.message.DESCRIPTOR),
+            manager=parsed.manager,
+            api_version=kind.api_version,
+            force=parsed.force,
+            now=timestamps.now(),
+            subresource=parsed.subresource,
+        )
+        metadata = merged.setdefault("metadata", {})
+        metadata["managedFields"] = [manifest.to_dict(e) for e in entries]
+        return merged
     if parsed.type == "merge":
         return merge(current, parsed.doc)
     if parsed.type == "strategic":
@@ -212,7 +292,7 @@ def apply(kind: Kind, obj: Message, parsed: Patch) -> Message:
     m = meta(obj)
     what = describe(kind, m.name)
     current = manifest.to_dict(obj)
-    patched = _patched(kind, what, current, parsed)
+    patched = _patched(kind, what, obj, current, parsed)
     if not isinstance(patched, dict):
         raise Invalid(f"{what}: patch: the result must be a JSON object, got {_json_type(patched)}")
     if _too_deep(patched):  # JSON patch moves can nest what the document did not
@@ -240,3 +320,14 @@ def apply(kind: Kind, obj: Message, parsed: Patch) -> Message:
         )
     nm.resource_version = ""
     return new
+
+
+def new_object(kind: Kind, namespace: str, parsed: Patch) -> Message:
+    """The object an apply creates when there is none yet (create-on-apply)."""
+    metadata = {"name": parsed.doc["metadata"]["name"]}
+    if kind.namespaced:
+        metadata["namespace"] = namespace
+    empty = manifest.decode(
+        {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": metadata}, kind.message
+    )
+    return apply(kind, empty, parsed)

@@ -33,7 +33,16 @@ from google.protobuf.message import Message
 
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
-from k8semu.apiserver import allocation, deletion, eviction, patch, registry, repair, txn
+from k8semu.apiserver import (
+    allocation,
+    deletion,
+    eviction,
+    fieldmanager,
+    patch,
+    registry,
+    repair,
+    txn,
+)
 from k8semu.apiserver.allocation import DEFAULT_RANGES, Claim, ServiceRanges, Taken
 from k8semu.apiserver.errors import (
     CONFLICT_MESSAGE,
@@ -124,6 +133,72 @@ async def _read_modify_write(
         except _StaleWrite:
             if precondition is not None:
                 raise
+    raise _modified(what)
+
+
+async def _patch(
+    verbs: APIServicer,
+    strategy: Strategy,
+    namespace: str,
+    request: api.PatchRequest,
+    dry_run: bool,
+) -> Message:
+    """The Patch verb's read-patch-write; an apply to an object that is not there creates it
+    (create-on-apply), unless it is an apply to the status subresource."""
+    kind = strategy.kind
+    doc = patch.parse(kind, request.name, request.patch_type, request.patch, request)
+    manager = "" if doc.type == "apply" else request.field_manager  # apply records its own
+    what = describe(kind, request.name)
+
+    def update() -> Awaitable[Message]:
+        return _read_modify_write(
+            what,
+            lambda: verbs._get(kind, namespace, request.name),
+            patch.resource_version_precondition(doc),
+            lambda stored: patch.apply(kind, stored, doc),
+            lambda stored, rev, obj: verbs._apply(
+                strategy,
+                stored,
+                rev,
+                obj,
+                _Write("status" if request.status else "", dry_run, manager),
+            ),
+        )
+
+    def create() -> Awaitable[Message]:
+        new = patch.new_object(kind, namespace, doc)
+        return verbs.create(kind, namespace, new, dry_run=dry_run)
+
+    applying = doc.type == "apply" and not request.status
+    return await _or_create(what, update, create if applying else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Write:
+    """How an update writes: to which subresource ("", "status", "scale"), whether as a dry
+    run, and who writes (the field manager that owns what it changes; "" nobody)."""
+
+    subresource: str = ""
+    dry_run: bool = False
+    manager: str = ""
+
+
+async def _or_create(
+    what: str,
+    update: Callable[[], Awaitable[Message]],
+    create: Callable[[], Awaitable[Message]] | None,
+) -> Message:
+    """`update()`; when the object is not there, `create()` if given (server-side apply
+    creates what it applies). A create that loses the race to another is tried as an update
+    again."""
+    for _ in range(_PATCH_ATTEMPTS):
+        try:
+            return await update()
+        except NotFound:
+            if create is None:
+                raise
+        with contextlib.suppress(AlreadyExists):
+            return await create()
     raise _modified(what)
 
 
@@ -288,7 +363,10 @@ class APIServicer:
         self, kind: Kind, stored: Message, mod_revision: int, obj: Message, *, status: bool = False
     ) -> Message:
         """`obj` over `stored` (read at `mod_revision`) as Update (`status`: UpdateStatus)."""
-        return await self._apply(self.registry.strategy(kind), stored, mod_revision, obj, status)
+        sub = "status" if status else ""
+        return await self._apply(
+            self.registry.strategy(kind), stored, mod_revision, obj, _Write(sub)
+        )
 
     async def delete_if_unchanged(
         self, kind: Kind, namespace: str, name: str, mod_revision: int
@@ -375,6 +453,8 @@ class APIServicer:
                 raise Invalid(
                     f"{describe(kind, meta(obj).name)}: uid: {request.uid!r} is not a UUID"
                 ) from None
+        # The manager owns what it sent (the defaults the create adds are nobody's).
+        fieldmanager.record_update(None, obj, obj, request.field_manager, kind.api_version)
         created = await self.create(kind, request.namespace, obj, uid=uid, dry_run=dry_run)
         return api.ObjectResponse(object=pack(created))
 
@@ -403,7 +483,7 @@ class APIServicer:
         taken = Taken()
         namespace_from_cache = True  # False once the cached copy failed the compare
         for _ in range(_ALLOCATE_ATTEMPTS if strategy.allocation else _CREATE_ATTEMPTS):
-            obj, claims, _ = self._allocate(strategy, pristine, None, taken)
+            obj, claims, _ = _allocated(strategy, pristine, None, taken)
             compare = [txn.absent(k), *(txn.absent(c.key) for c in claims)]
             if ns_key:
                 revision = await self._active_namespace(ns_key, m.namespace, namespace_from_cache)
@@ -449,19 +529,6 @@ class APIServicer:
         self.namespaces.check_active(ns_kv)
         return ns_kv.mod_revision
 
-    def _allocate(
-        self, strategy: Strategy, pristine: Message, stored: Message | None, taken: Taken
-    ) -> tuple[Message, list[Claim], list[bytes]]:
-        """A copy of `pristine` with its allocated values picked afresh (avoiding `taken`),
-        the keys the write claims and those it releases; `pristine` itself for a kind that
-        allocates nothing."""
-        if strategy.allocation is None:
-            return pristine, [], []
-        obj = _copy(pristine)
-        described = describe(strategy.kind, meta(obj).name)
-        claims, releases = strategy.allocation.assign(obj, stored, taken, described=described)
-        return obj, claims, releases
-
     async def _lost(
         self, strategy: Strategy, name: str, claims: list[Claim], responses: Any, taken: Taken
     ) -> None:
@@ -495,6 +562,7 @@ class APIServicer:
         kind = strategy.kind
         if status:
             strategy.require_status()
+        write = _Write("status" if status else "", dry_run, request.field_manager)
         obj = unpack(kind, request.object)
         m = meta(obj)
         if not m.name:
@@ -508,7 +576,7 @@ class APIServicer:
                 lambda: self._get(kind, namespace, m.name),
                 None,
                 lambda stored: _copy(obj),
-                lambda stored, rev, o: self._apply(strategy, stored, rev, o, status, dry_run),
+                lambda stored, rev, o: self._apply(strategy, stored, rev, o, write),
             )
             return api.ObjectResponse(object=pack(new))
         if not m.resource_version:
@@ -528,27 +596,23 @@ class APIServicer:
             stored, mod_revision = await self._get(kind, namespace, m.name)
         if mod_revision != rv:
             raise _modified(describe(kind, m.name))
-        new = await self._apply(strategy, stored, rv, obj, status, dry_run)
+        new = await self._apply(strategy, stored, rv, obj, write)
         return api.ObjectResponse(object=pack(new))
 
     async def _apply(
-        self,
-        strategy: Strategy,
-        stored: Message,
-        mod_revision: int,
-        obj: Message,
-        status: bool,
-        dry_run: bool = False,
+        self, strategy: Strategy, stored: Message, mod_revision: int, obj: Message, write: _Write
     ) -> Message:
-        """Write `obj` over `stored` (read at `mod_revision`) as Update (or, with `status`,
-        UpdateStatus) does; returns what is stored now (`dry_run`: what would be, unwritten).
-        Raises _StaleWrite when the object changed since that read."""
-        if status:
+        """Write `obj` over `stored` (read at `mod_revision`) as Update (or, to the status
+        subresource, UpdateStatus) does; returns what is stored now (dry run: what would be,
+        unwritten). Raises _StaleWrite when the object changed since that read."""
+        if write.subresource == "status":
             new = strategy.prepare_for_status_update(obj, stored)
         else:
             new = strategy.prepare_for_update(obj, stored)
             strategy.validate_for_update(new, stored)
-        if dry_run:
+        api_version = strategy.kind.api_version
+        fieldmanager.record_update(stored, obj, new, write.manager, api_version, write.subresource)
+        if write.dry_run:
             meta(new).resource_version = str(mod_revision)
             return new
         return await self._overwrite(strategy, stored, mod_revision, new)
@@ -564,7 +628,7 @@ class APIServicer:
             return await self._delete_by_update(strategy, stored, mod_revision, pristine, k)
         taken = Taken()
         for _ in range(_ALLOCATE_ATTEMPTS if strategy.allocation else 1):
-            new, claims, releases = self._allocate(strategy, pristine, stored, taken)
+            new, claims, releases = _allocated(strategy, pristine, stored, taken)
             if encode(new) == encode(stored):
                 return stored
             resp = await self._txn(
@@ -610,20 +674,11 @@ class APIServicer:
         self, request: api.PatchRequest, *, dry_run: bool = False
     ) -> api.ObjectResponse:
         strategy, namespace = self._target(request.resource, request.namespace, request.name)
-        kind = strategy.kind
         if request.status:
             strategy.require_status()
-        doc = patch.parse(kind, request.name, request.patch_type, request.patch)
-        new = await _read_modify_write(
-            describe(kind, request.name),
-            lambda: self._get(kind, namespace, request.name),
-            patch.resource_version_precondition(doc),
-            lambda stored: patch.apply(kind, stored, doc),
-            lambda stored, rev, obj: self._apply(
-                strategy, stored, rev, obj, request.status, dry_run
-            ),
+        return api.ObjectResponse(
+            object=pack(await _patch(self, strategy, namespace, request, dry_run))
         )
-        return api.ObjectResponse(object=pack(new))
 
     async def GetScale(self, request: api.GetRequest) -> api.Scale:
         """The scale subresource: the parent's replica counts and selector."""
@@ -645,7 +700,9 @@ class APIServicer:
             lambda: self._get(strategy.kind, namespace, request.name),
             _precondition(request.resource_version, f"{what}: metadata.resourceVersion"),
             lambda stored: strategy.with_replicas(stored, request.replicas),
-            lambda stored, rev, obj: self._apply(strategy, stored, rev, obj, False, dry_run),
+            lambda stored, rev, obj: self._apply(
+                strategy, stored, rev, obj, _Write("scale", dry_run, request.field_manager)
+            ),
         )
         return strategy.scale_of(new)
 
@@ -779,6 +836,20 @@ class APIServicer:
                 for k in (strategy.kind for strategy in self.registry.served())
             ]
         )
+
+
+def _allocated(
+    strategy: Strategy, pristine: Message, stored: Message | None, taken: Taken
+) -> tuple[Message, list[Claim], list[bytes]]:
+    """A copy of `pristine` with its allocated values picked afresh (avoiding `taken`),
+    the keys the write claims and those it releases; `pristine` itself for a kind that
+    allocates nothing."""
+    if strategy.allocation is None:
+        return pristine, [], []
+    obj = _copy(pristine)
+    described = describe(strategy.kind, meta(obj).name)
+    claims, releases = strategy.allocation.assign(obj, stored, taken, described=described)
+    return obj, claims, releases
 
 
 def _written(resp: rpc_pb2.TxnResponse, new: Message, mod_revision: int) -> bool:

@@ -28,7 +28,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from k8semu.api import patchkeys
 from k8semu.api.patchkeys import PatchMeta
 
-__all__ = ["StrategicPatchError", "apply"]
+__all__ = ["StrategicPatchError", "apply", "field_named", "is_map"]
 
 _PATCH = "$patch"
 _RETAIN_KEYS = "$retainKeys"
@@ -73,7 +73,8 @@ def _directive(patch: dict[str, Any], path: str) -> str:
     return str(value)
 
 
-def _field(desc: Descriptor | None, name: str) -> FieldDescriptor | None:
+def field_named(desc: Descriptor | None, name: str) -> FieldDescriptor | None:
+    """The field of `desc` whose Kubernetes JSON name is `name` (None: unknown, or no type)."""
     if desc is None:
         return None
     for field in desc.fields:
@@ -82,13 +83,13 @@ def _field(desc: Descriptor | None, name: str) -> FieldDescriptor | None:
     return None
 
 
-def _is_map(field: FieldDescriptor) -> bool:
+def is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
 def _element_type(field: FieldDescriptor | None) -> Descriptor | None:
     """The message type a field's value (or list element) decodes to, if it is an object."""
-    if field is None or field.message_type is None or _is_map(field):
+    if field is None or field.message_type is None or is_map(field):
         return None
     return field.message_type
 
@@ -110,7 +111,7 @@ def _merge_object(
     for name, value in patch.items():
         if name in (_PATCH, _RETAIN_KEYS) or name.startswith((_ORDER, _DELETE_FROM)):
             continue
-        _merge_field(base, name, value, _field(desc, name), _join(path, name))
+        _merge_field(base, name, value, field_named(desc, name), _join(path, name))
     for name, value in patch.items():
         if name.startswith(_DELETE_FROM):
             field_name = name[len(_DELETE_FROM) :]
@@ -127,7 +128,7 @@ def _merge_object(
 
 
 def _meta(desc: Descriptor | None, name: str) -> PatchMeta:
-    field = _field(desc, name)
+    field = field_named(desc, name)
     return patchkeys.for_field(field) if field is not None else PatchMeta()
 
 

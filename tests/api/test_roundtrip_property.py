@@ -48,6 +48,10 @@ def fill(draw: st.DrawFn, msg: Message, depth: int) -> None:
         msg.seconds = draw(st.integers(min_value=-62135596800, max_value=253402300799))  # type: ignore[attr-defined]
         msg.nanos = draw(st.integers(min_value=0, max_value=999_999_999))  # type: ignore[attr-defined]
         return
+    if desc.full_name == "google.protobuf.Struct":  # managedFields' fieldsV1: nested objects
+        keys = draw(st.lists(strings, max_size=2, unique=True))
+        msg.update({f"f:{k}": {"f:x": {}} if i else {} for i, k in enumerate(keys)})  # type: ignore[attr-defined]
+        return
     if desc.full_name == "k8semu.api.v1.IntOrString":
         if draw(st.booleans()):
             msg.int_val = draw(st.integers(min_value=-(2**31), max_value=2**31 - 1))  # type: ignore[attr-defined]

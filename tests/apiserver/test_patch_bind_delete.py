@@ -234,7 +234,8 @@ async def test_merge_patch_labels_replicas_and_image(client: Client) -> None:
         ({"spec": {"selector": {"matchLabels": {"app": "x"}}}}, "merge", "spec.selector"),
         ({"metadata": {"name": "other"}}, "merge", "metadata.name"),
         ({"kind": "Pod"}, "merge", "kind: Invalid value"),
-        ({"spec": {"replicas": 3}}, "apply", "patchType: Unsupported value: 'apply'"),
+        ({"spec": {"replicas": 3}}, "yaml", "patchType: Unsupported value: 'yaml'"),
+        ({"spec": {"replicas": 3}}, "apply", "fieldManager: Required value"),
         ([1, 2], "merge", "patch: must be a JSON object"),
     ],
 )

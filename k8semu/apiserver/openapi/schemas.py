@@ -42,6 +42,7 @@ TIME = f"{META}.Time"
 MICRO_TIME = f"{META}.MicroTime"
 INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
 QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+FIELDS_V1 = f"{META}.FieldsV1"
 
 # The proto files whose messages are not named after a group's kinds (see _package).
 _PACKAGES = {
@@ -53,6 +54,7 @@ _NAMES = {
     _PKG + "ObjectReference": "io.k8s.api.core.v1.ObjectReference",
     _PKG + "IntOrString": INT_OR_STRING,
     "google.protobuf.Timestamp": TIME,
+    "google.protobuf.Struct": FIELDS_V1,  # ManagedFieldsEntry.fieldsV1, free-form JSON
 }
 _MICRO_TIME_FIELDS = {_PKG + "LeaseSpec.acquire_time", _PKG + "LeaseSpec.renew_time"}
 
@@ -333,6 +335,10 @@ def _special() -> dict[str, dict[str, Any]]:
             "type": "string",
             "format": "int-or-string",
             "description": "IntOrString holds an int32 (8080) or a string (http, 25%).",
+        },
+        FIELDS_V1: {
+            "type": "object",
+            "description": "FieldsV1 is a set of fields in JSON: f:<name>, k:<key>, v:<value>.",
         },
         QUANTITY: {
             "type": "string",

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from k8semu.api import manifest
 from k8semu.api.errors import ManifestError, UnknownFieldError
 from k8semu.api.kinds import Kind
+from k8semu.apiserver.rest import kubeproto
 from k8semu.apiserver.rest.status import HTTPError
 
 JSON = "application/json"
@@ -47,21 +48,52 @@ def media_type(content_type: str) -> str:
 
 
 def parse_body(raw: bytes, content_type: str) -> Any:
-    """The body as data: JSON, or YAML for application/yaml; 415 for any other media type."""
+    """The body as data: JSON, YAML for application/yaml, Kubernetes' protobuf for the kinds
+    kubeproto reads (what kubectl's typed `create` commands send); 415 for any other media
+    type or a protobuf object of another kind."""
     media = media_type(content_type) or JSON
     try:
         if media == JSON:
             return json.loads(raw)
         if media == YAML:
             return yaml.safe_load(raw.decode())
+        if media == kubeproto.MEDIA_TYPE:
+            return kubeproto.decode(raw)
+    except kubeproto.UnreadKind as exc:
+        raise HTTPError(415, "UnsupportedMediaType", str(exc)) from None
     except (ValueError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise bad_request(f"the body of the request was in an unknown format: {exc}") from None
     raise HTTPError(
         415,
         "UnsupportedMediaType",
         f"the body of the request was in an unknown format - accepted media types include:"
-        f' application/json, application/yaml (got "{media}")',
+        f' application/json, application/yaml, {kubeproto.MEDIA_TYPE} (got "{media}")',
     )
+
+
+def field_manager(query: Any, user_agent: str, *, apply: bool = False) -> str:
+    """The request's field manager: `fieldManager`, else (not for apply, which must name
+    one) the user agent's product (`kubectl/v1.32.0 (linux/amd64) ...` -> `kubectl`), as
+    Kubernetes names the writers of managedFields. 422 for one over 128 characters."""
+    manager = str(query.get("fieldManager", ""))
+    if not manager and not apply:
+        manager = user_agent.split("/", 1)[0].strip()[:128]
+    if len(manager) > 128:
+        raise HTTPError(
+            422,
+            "Invalid",
+            'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Too long: may not be more'
+            " than 128 bytes",
+        )
+    return manager
+
+
+def force(query: Any) -> bool:
+    """`force` (apply only): true or false; 400 for anything else."""
+    text = str(query.get("force", "")).lower()
+    if text not in ("", "true", "false", "1", "0"):
+        raise bad_request(f"force: invalid value {text!r}: must be true or false")
+    return text in ("true", "1")
 
 
 def field_validation(value: str) -> str:

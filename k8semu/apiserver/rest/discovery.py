@@ -34,6 +34,90 @@ _ALL = frozenset(
     }
 )
 _SUB_VERBS = ["get", "patch", "update"]
+# Aggregated discovery (apidiscovery.k8s.io): every group version's resources in one
+# document for /api and one for /apis, what kubectl 1.32 asks for first.
+_AGGREGATED_VERSIONS = ("v2", "v2beta1")
+
+
+def aggregated_media_type(accept: str) -> str | None:
+    """The aggregated-discovery media type the Accept header asks for (v2 preferred), None
+    when it asks for the plain documents."""
+    offered = []
+    for clause in accept.split(","):
+        media, *params = (p.strip() for p in clause.split(";"))
+        opts = dict(p.partition("=")[::2] for p in params)
+        if (
+            media.lower() == "application/json"
+            and opts.get("g") == "apidiscovery.k8s.io"
+            and opts.get("as") == "APIGroupDiscoveryList"
+            and opts.get("v") in _AGGREGATED_VERSIONS
+        ):
+            offered.append(opts["v"])
+    for version in _AGGREGATED_VERSIONS:
+        if version in offered:
+            return f"application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+    return None
+
+
+def aggregated(registry: Registry, media: str, core: bool) -> dict[str, Any]:
+    """The APIGroupDiscoveryList of /api (`core`: the core group) or /apis (every named
+    group): the same resources as the per-version APIResourceLists."""
+    version = media.split(";v=", 1)[1].split(";", 1)[0]
+    items = []
+    for group_name, versions in sorted(_served_groups(registry).items()):
+        if bool(group_name) == core:
+            continue
+        listed = [
+            {
+                "version": v,
+                "resources": _discovered(
+                    group_name, v, resource_list(registry, group_name, v)["resources"]
+                ),
+                "freshness": "Current",
+            }
+            for v in versions
+        ]
+        items.append(
+            {"metadata": {"name": group_name, "creationTimestamp": None}, "versions": listed}
+        )
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": f"apidiscovery.k8s.io/{version}",
+        "metadata": {},
+        "items": items,
+    }
+
+
+def _discovered(
+    group_name: str, version: str, resources: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """APIResourceList entries (of `group_name`/`version`) as APIResourceDiscovery ones,
+    subresources under theirs."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in resources:
+        name, _, sub = entry["name"].partition("/")
+        response = {
+            "group": entry.get("group", group_name),
+            "version": entry.get("version", version),
+            "kind": entry["kind"],
+        }
+        if sub:
+            out[name].setdefault("subresources", []).append(
+                {"subresource": sub, "responseKind": response, "verbs": entry["verbs"]}
+            )
+            continue
+        found: dict[str, Any] = {
+            "resource": name,
+            "responseKind": response,
+            "scope": "Namespaced" if entry["namespaced"] else "Cluster",
+            "singularResource": entry["singularName"],
+            "verbs": entry["verbs"],
+        }
+        for key in ("shortNames", "categories"):
+            if key in entry:
+                found[key] = entry[key]
+        out[name] = found
+    return list(out.values())
 
 
 def version() -> dict[str, str]:

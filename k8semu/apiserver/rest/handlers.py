@@ -206,7 +206,9 @@ class Resources:
 
     # ---- writes -------------------------------------------------------------------------
 
-    async def create(self, target: Target, query: MultiMapping[str], body: Any) -> Reply:
+    async def create(
+        self, target: Target, query: MultiMapping[str], body: Any, user_agent: str = ""
+    ) -> Reply:
         if target.subresource == "binding":
             return await self._bind(target, body)
         if target.subresource == "eviction":
@@ -218,7 +220,10 @@ class Resources:
         if target.namespace and not meta(decoded.obj).namespace:
             meta(decoded.obj).namespace = target.namespace
         req = api.CreateRequest(
-            resource=target.kind.resource, namespace=target.namespace, object=pack(decoded.obj)
+            resource=target.kind.resource,
+            namespace=target.namespace,
+            object=pack(decoded.obj),
+            field_manager=codec.field_manager(query, user_agent),
         )
         resp = await self.verbs.Create(req, dry_run=dry_run(query))
         return Reply(201, self._object(target, resp), decoded.warnings)
@@ -254,11 +259,14 @@ class Resources:
         await self.verbs.Evict(req)
         return Reply(201, success({"name": target.name, "kind": target.kind.plural}))
 
-    async def update(self, target: Target, query: MultiMapping[str], body: Any) -> Reply:
+    async def update(
+        self, target: Target, query: MultiMapping[str], body: Any, user_agent: str = ""
+    ) -> Reply:
         if not target.name or target.subresource in paths.CREATE_ONLY:
             raise HTTPError(405, "MethodNotAllowed", "PUT is for one object")
+        manager = codec.field_manager(query, user_agent)
         if target.subresource == "scale":
-            return await self._update_scale(target, query, body)
+            return await self._update_scale(target, query, body, manager)
         validation = codec.field_validation(query.get("fieldValidation", ""))
         decoded = codec.decode_object(body, target.kind, validation)
         m = meta(decoded.obj)
@@ -274,12 +282,16 @@ class Resources:
                     " the request"
                 )
             m.namespace = target.namespace
-        req = api.UpdateRequest(resource=target.kind.resource, object=pack(decoded.obj))
+        req = api.UpdateRequest(
+            resource=target.kind.resource, object=pack(decoded.obj), field_manager=manager
+        )
         verb = self.verbs.UpdateStatus if target.subresource == "status" else self.verbs.Update
         resp = await verb(req, dry_run=dry_run(query), unconditional=True)
         return Reply(200, self._object(target, resp), decoded.warnings)
 
-    async def _update_scale(self, target: Target, query: MultiMapping[str], body: Any) -> Reply:
+    async def _update_scale(
+        self, target: Target, query: MultiMapping[str], body: Any, manager: str
+    ) -> Reply:
         if not isinstance(body, dict):
             raise bad_request("the body must be an autoscaling/v1 Scale")
         replicas = body.get("spec", {}).get("replicas", 0)
@@ -288,22 +300,29 @@ class Resources:
         return Reply(
             200,
             await self._set_replicas(
-                target, replicas, body.get("metadata", {}).get("resourceVersion", ""), query
+                target,
+                replicas,
+                body.get("metadata", {}).get("resourceVersion", ""),
+                query,
+                manager,
             ),
         )
 
     async def _set_replicas(
-        self, target: Target, replicas: int, rv: str, query: MultiMapping[str]
+        self, target: Target, replicas: int, rv: str, query: MultiMapping[str], manager: str
     ) -> dict[str, Any]:
         req = api.UpdateScaleRequest(
-            **_names(target),
-            replicas=replicas,
-            resource_version=rv,
+            **_names(target), replicas=replicas, resource_version=rv, field_manager=manager
         )
         return _scale_document(await self.verbs.UpdateScale(req, dry_run=dry_run(query)))
 
     async def patch(
-        self, target: Target, query: MultiMapping[str], raw: bytes, content_type: str
+        self,
+        target: Target,
+        query: MultiMapping[str],
+        raw: bytes,
+        content_type: str,
+        user_agent: str = "",
     ) -> Reply:
         if not target.name or target.subresource in paths.CREATE_ONLY:
             raise HTTPError(405, "MethodNotAllowed", "PATCH is for one object")
@@ -317,19 +336,25 @@ class Resources:
                 f" include: {', '.join(codec.PATCH_TYPES)} (got {media!r})",
             )
         codec.field_validation(query.get("fieldValidation", ""))
+        applying = patch_type == "application/apply-patch+yaml"
+        manager = codec.field_manager(query, user_agent, apply=applying)
         if target.subresource == "scale":
-            return Reply(200, await self._patch_scale(target, query, raw, media))
+            return Reply(200, await self._patch_scale(target, query, raw, media, manager))
         req = api.PatchRequest(
-            **_names(target),
+            resource=target.kind.resource,
+            namespace=target.namespace,
+            name=target.name,
             patch_type=patch_type,
             patch=raw,
             status=target.subresource == "status",
+            field_manager=manager,
+            force=codec.force(query),
         )
         resp = await self.verbs.Patch(req, dry_run=dry_run(query))
         return Reply(200, self._object(target, resp))
 
     async def _patch_scale(
-        self, target: Target, query: MultiMapping[str], raw: bytes, media: str
+        self, target: Target, query: MultiMapping[str], raw: bytes, media: str, manager: str
     ) -> dict[str, Any]:
         """A merge patch of the Scale (kubectl scale sends one): only spec.replicas changes."""
         if media not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
@@ -343,7 +368,7 @@ class Resources:
         if not isinstance(replicas, int) or isinstance(replicas, bool):
             raise bad_request("spec.replicas: must be an integer")
         rv = doc.get("metadata", {}).get("resourceVersion", "") if doc.get("metadata") else ""
-        return await self._set_replicas(target, replicas, rv, query)
+        return await self._set_replicas(target, replicas, rv, query, manager)
 
     async def delete(self, target: Target, query: MultiMapping[str], body: Any) -> Reply:
         if not target.name or target.subresource:

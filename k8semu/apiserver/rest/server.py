@@ -197,10 +197,22 @@ class RESTServer:
         return _document(request, body, "application/json", digest)
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
+        if aggregated := self._aggregated(request, core=True):
+            return aggregated
         return _json(200, discovery.api_versions(f"{self.host}:{self.port}"))
 
     async def _apis(self, request: web.Request) -> web.StreamResponse:
+        if aggregated := self._aggregated(request, core=False):
+            return aggregated
         return _json(200, discovery.group_list(self.verbs.registry))
+
+    def _aggregated(self, request: web.Request, *, core: bool) -> web.Response | None:
+        """Aggregated discovery when the client asks for it (kubectl does): one round trip."""
+        media = discovery.aggregated_media_type(request.headers.get("Accept", ""))
+        if media is None:
+            return None
+        doc = discovery.aggregated(self.verbs.registry, media, core)
+        return web.Response(body=codec.dumps(doc), headers={"Content-Type": media})
 
     # ---- resources ------------------------------------------------------------------------
 
@@ -233,15 +245,16 @@ class RESTServer:
             if verb == "LIST":
                 return await self.resources.collection(target, query, wanted)
             raw = await request.read()
+            agent = request.headers.get("User-Agent", "")  # the default field manager
             if verb == "PATCH":
                 return await self.resources.patch(
-                    target, query, raw, request.headers.get("Content-Type", "")
+                    target, query, raw, request.headers.get("Content-Type", ""), agent
                 )
             body = codec.parse_body(raw, request.headers.get("Content-Type", "")) if raw else None
             if verb == "POST":
-                return await self.resources.create(target, query, body)
+                return await self.resources.create(target, query, body, agent)
             if verb == "PUT":
-                return await self.resources.update(target, query, body)
+                return await self.resources.update(target, query, body, agent)
             if verb == "DELETECOLLECTION":
                 return await self.resources.delete_collection(target, query, body)
             return await self.resources.delete(target, query, body)

@@ -29,6 +29,7 @@ from k8semu.apiserver.errors import (
     TooManyRequests,
     Unavailable,
 )
+from k8semu.apiserver.fieldmanager import ApplyConflict
 from k8semu.apiserver.watchcache import TooSlow
 
 # StatusError class -> (HTTP code, metav1.StatusReason); subclasses before their bases.
@@ -125,6 +126,11 @@ def of_error(exc: StatusError, resource: str = "", name: str = "") -> dict[str, 
             details["causes"] = [_cause(path, problem) for path, problem in causes]
             details["name"] = name
             details["kind"] = kind_name  # Invalid names the Kind, the others the resource
+    if isinstance(exc, ApplyConflict):
+        details["causes"] = [
+            {"reason": "FieldManagerConflict", "message": problem, "field": path}
+            for path, problem in exc.causes
+        ]
     return status(code, reason, message, details)
 
 

@@ -5,25 +5,11 @@ from __future__ import annotations
 
 from k8semu.api import kinds
 
+from .. import test_openapi
 from .conftest import REST
 
-WEB = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: oa-web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: oa-web}}
-  strategy: {rollingUpdate: {maxSurge: 25%, maxUnavailable: 1}}
-  template:
-    metadata: {labels: {app: oa-web}}
-    spec:
-      containers:
-      - name: web
-        image: nginx
-        ports: [{containerPort: 80}]
-        resources: {limits: {cpu: 500m, memory: 128Mi}}
-"""
+# test_openapi's manifest under a name of its own (this package shares one server).
+WEB = test_openapi.WEB.replace(": web}", ": oa-web}")
 
 
 def test_kubectl_explains_every_kind_and_validates(rest: REST) -> None:

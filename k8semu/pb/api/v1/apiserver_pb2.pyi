@@ -31,12 +31,17 @@ class CreateRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     OBJECT_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
+    FIELD_MANAGER_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
     namespace: _builtins.str
     uid: _builtins.str
     """The uid the new object gets, chosen by the client (a UUID), so that a client retrying a
     create whose first try broke off can tell its own object from someone else's on
     ALREADY_EXISTS. Empty: the server picks one (as Kubernetes always does).
+    """
+    field_manager: _builtins.str
+    """Who writes (Kubernetes' fieldManager): recorded in metadata.managedFields as an Update.
+    Empty: the write is not recorded (managedFields the object has are kept).
     """
     @_builtins.property
     def object(self) -> _any_pb2.Any: ...
@@ -47,10 +52,11 @@ class CreateRequest(_message.Message):
         namespace: _builtins.str = ...,
         object: _any_pb2.Any | None = ...,
         uid: _builtins.str = ...,
+        field_manager: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "object", b"object", "resource", b"resource", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_manager", b"field_manager", "namespace", b"namespace", "object", b"object", "resource", b"resource", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -217,7 +223,10 @@ class UpdateRequest(_message.Message):
 
     RESOURCE_FIELD_NUMBER: _builtins.int
     OBJECT_FIELD_NUMBER: _builtins.int
+    FIELD_MANAGER_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
+    field_manager: _builtins.str
+    """as CreateRequest's"""
     @_builtins.property
     def object(self) -> _any_pb2.Any:
         """names itself: metadata.namespace and metadata.name"""
@@ -227,10 +236,11 @@ class UpdateRequest(_message.Message):
         *,
         resource: _builtins.str = ...,
         object: _any_pb2.Any | None = ...,
+        field_manager: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["object", b"object", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_manager", b"field_manager", "object", b"object", "resource", b"resource"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -341,18 +351,25 @@ class PatchRequest(_message.Message):
     PATCH_TYPE_FIELD_NUMBER: _builtins.int
     PATCH_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    FIELD_MANAGER_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
     namespace: _builtins.str
     name: _builtins.str
     patch_type: _builtins.str
-    """"merge" (application/merge-patch+json), "json" (application/json-patch+json, RFC 6902) or
-    "strategic" (application/strategic-merge-patch+json); the HTTP content types are accepted
-    too. Others: INVALID_ARGUMENT.
+    """"merge" (application/merge-patch+json), "json" (application/json-patch+json, RFC 6902),
+    "strategic" (application/strategic-merge-patch+json) or "apply" (server-side apply,
+    application/apply-patch+yaml); the HTTP content types are accepted too. Others:
+    INVALID_ARGUMENT.
     """
     patch: _builtins.bytes
-    """the patch document, JSON"""
+    """the patch document: JSON (an apply configuration: YAML or JSON)"""
     status: _builtins.bool
     """patch the status subresource instead of the object"""
+    field_manager: _builtins.str
+    """As CreateRequest's; required for "apply" (the manager whose configuration it is)."""
+    force: _builtins.bool
+    """"apply" only: take the fields other managers own instead of failing with a conflict."""
     def __init__(
         self,
         *,
@@ -362,10 +379,12 @@ class PatchRequest(_message.Message):
         patch_type: _builtins.str = ...,
         patch: _builtins.bytes = ...,
         status: _builtins.bool = ...,
+        field_manager: _builtins.str = ...,
+        force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "patch", b"patch", "patch_type", b"patch_type", "resource", b"resource", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_manager", b"field_manager", "force", b"force", "name", b"name", "namespace", b"namespace", "patch", b"patch", "patch_type", b"patch_type", "resource", b"resource", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -473,12 +492,15 @@ class UpdateScaleRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    FIELD_MANAGER_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
     namespace: _builtins.str
     name: _builtins.str
     replicas: _builtins.int
     resource_version: _builtins.str
     """"": no precondition (the last write wins)"""
+    field_manager: _builtins.str
+    """as CreateRequest's"""
     def __init__(
         self,
         *,
@@ -487,10 +509,11 @@ class UpdateScaleRequest(_message.Message):
         name: _builtins.str = ...,
         replicas: _builtins.int = ...,
         resource_version: _builtins.str = ...,
+        field_manager: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "replicas", b"replicas", "resource", b"resource", "resource_version", b"resource_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_manager", b"field_manager", "name", b"name", "namespace", b"namespace", "replicas", b"replicas", "resource", b"resource", "resource_version", b"resource_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,6 +16,7 @@ Conventions for every file in k8semu/api/v1 (see docs/api.md):
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -86,6 +87,7 @@ class ObjectMeta(_message.Message):
     CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
     DELETION_TIMESTAMP_FIELD_NUMBER: _builtins.int
     DELETION_GRACE_PERIOD_SECONDS_FIELD_NUMBER: _builtins.int
+    MANAGED_FIELDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     generate_name: _builtins.str
     namespace: _builtins.str
@@ -105,6 +107,10 @@ class ObjectMeta(_message.Message):
     def creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def deletion_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def managed_fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___ManagedFieldsEntry]:
+        """Which manager owns which fields (server-side apply, k8semu.apiserver.fieldmanager)."""
+
     def __init__(
         self,
         *,
@@ -121,16 +127,62 @@ class ObjectMeta(_message.Message):
         creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
         deletion_timestamp: _timestamp_pb2.Timestamp | None = ...,
         deletion_grace_period_seconds: _builtins.int | None = ...,
+        managed_fields: _abc.Iterable[Global___ManagedFieldsEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_deletion_grace_period_seconds", b"_deletion_grace_period_seconds", "creation_timestamp", b"creation_timestamp", "deletion_grace_period_seconds", b"deletion_grace_period_seconds", "deletion_timestamp", b"deletion_timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_deletion_grace_period_seconds", b"_deletion_grace_period_seconds", "annotations", b"annotations", "creation_timestamp", b"creation_timestamp", "deletion_grace_period_seconds", b"deletion_grace_period_seconds", "deletion_timestamp", b"deletion_timestamp", "finalizers", b"finalizers", "generate_name", b"generate_name", "generation", b"generation", "labels", b"labels", "name", b"name", "namespace", b"namespace", "owner_references", b"owner_references", "resource_version", b"resource_version", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_deletion_grace_period_seconds", b"_deletion_grace_period_seconds", "annotations", b"annotations", "creation_timestamp", b"creation_timestamp", "deletion_grace_period_seconds", b"deletion_grace_period_seconds", "deletion_timestamp", b"deletion_timestamp", "finalizers", b"finalizers", "generate_name", b"generate_name", "generation", b"generation", "labels", b"labels", "managed_fields", b"managed_fields", "name", b"name", "namespace", b"namespace", "owner_references", b"owner_references", "resource_version", b"resource_version", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__deletion_grace_period_seconds: _TypeAlias = _typing.Literal["deletion_grace_period_seconds"]  # noqa: Y015
     _WhichOneofArgType__deletion_grace_period_seconds: _TypeAlias = _typing.Literal["_deletion_grace_period_seconds", b"_deletion_grace_period_seconds"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__deletion_grace_period_seconds) -> _WhichOneofReturnType__deletion_grace_period_seconds | None: ...
 
 Global___ObjectMeta: _TypeAlias = ObjectMeta  # noqa: Y015
+
+@_typing.final
+class ManagedFieldsEntry(_message.Message):
+    """metav1.ManagedFieldsEntry: the fields one manager set by one operation ("Apply" or
+    "Update"), as a FieldsV1 set ({"f:spec": {"f:replicas": {}}}).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANAGER_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    API_VERSION_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    FIELDS_TYPE_FIELD_NUMBER: _builtins.int
+    FIELDS_V1_FIELD_NUMBER: _builtins.int
+    SUBRESOURCE_FIELD_NUMBER: _builtins.int
+    manager: _builtins.str
+    operation: _builtins.str
+    api_version: _builtins.str
+    fields_type: _builtins.str
+    """always "FieldsV1" """
+    subresource: _builtins.str
+    """"" (the object), "status" or "scale" """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def fields_v1(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        manager: _builtins.str = ...,
+        operation: _builtins.str = ...,
+        api_version: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        fields_type: _builtins.str = ...,
+        fields_v1: _struct_pb2.Struct | None = ...,
+        subresource: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fields_v1", b"fields_v1", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "fields_type", b"fields_type", "fields_v1", b"fields_v1", "manager", b"manager", "operation", b"operation", "subresource", b"subresource", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManagedFieldsEntry: _TypeAlias = ManagedFieldsEntry  # noqa: Y015
 
 @_typing.final
 class ListMeta(_message.Message):
