@@ -147,11 +147,16 @@ def as_list(objs: Sequence[Message], resource_version: str = "") -> dict[str, An
     }
 
 
-def render(objs: Sequence[Message], fmt: str, *, single: bool) -> str:
-    """-o yaml|json|name output; `single` prints one object bare instead of a List."""
+def render(objs: Sequence[Message], fmt: str, *, single: bool, managed_fields: bool = False) -> str:
+    """-o yaml|json|name output; `single` prints one object bare instead of a List.
+    metadata.managedFields is left out unless `managed_fields`, as kubectl does without
+    --show-managed-fields."""
     if fmt == "name":
         return "".join(resource_name(o) + "\n" for o in objs)
     data: Any = manifest.to_dict(objs[0]) if single and len(objs) == 1 else as_list(objs)
+    if not managed_fields:
+        for item in data["items"] if data.get("kind") == "List" else [data]:
+            item.get("metadata", {}).pop("managedFields", None)
     if fmt == "json":
         return json.dumps(data, indent=4, ensure_ascii=False) + "\n"
     return dump_yaml(data)

@@ -240,6 +240,28 @@ def test_render_yaml_json_name_and_list() -> None:
     assert many["kind"] == "List" and len(many["items"]) == 2
 
 
+def test_managed_fields_are_printed_only_when_asked() -> None:
+    cm = _obj("""
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: c
+  namespace: ns
+  managedFields:
+  - {manager: kubectl, operation: Apply, apiVersion: v1, fieldsType: FieldsV1,
+     fieldsV1: {"f:data": {"f:a": {}}}}
+data: {a: b}
+""")
+    for fmt in ("yaml", "json"):
+        one = yaml.safe_load(_printers.render([cm], fmt, single=True))  # type: ignore[list-item]
+        assert "managedFields" not in one["metadata"]
+        many = yaml.safe_load(_printers.render([cm, cm], fmt, single=False))  # type: ignore[list-item]
+        assert all("managedFields" not in i["metadata"] for i in many["items"])
+        shown = _printers.render([cm], fmt, single=True, managed_fields=True)  # type: ignore[list-item]
+        managers = yaml.safe_load(shown)["metadata"]["managedFields"]
+        assert [m["manager"] for m in managers] == ["kubectl"]
+
+
 def test_describe_pod_with_events() -> None:
     pod = _obj("""
 apiVersion: v1

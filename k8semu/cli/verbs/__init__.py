@@ -62,6 +62,11 @@ def _get(p: argparse.ArgumentParser) -> None:
     p.add_argument("-w", "--watch", action="store_true", help="then watch for changes")
     p.add_argument("--show-labels", action="store_true")
     p.add_argument("--no-headers", action="store_true")
+    p.add_argument(
+        "--show-managed-fields",
+        action="store_true",
+        help="keep metadata.managedFields in -o yaml|json (left out by default, as kubectl)",
+    )
 
 
 def _describe(p: argparse.ArgumentParser) -> None:

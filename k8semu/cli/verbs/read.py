@@ -69,7 +69,15 @@ async def cmd_get(ns: argparse.Namespace, target: Target) -> None:
         printed_header = False
         if ns.output in ("yaml", "json", "name"):
             if everything or not (errors.count or ns.watch):
-                out(printers.render(everything, ns.output, single=single), flush=True)
+                out(
+                    printers.render(
+                        everything,
+                        ns.output,
+                        single=single,
+                        managed_fields=ns.show_managed_fields,
+                    ),
+                    flush=True,
+                )
         else:
             blocks = []
             for sel, objs, _ in results:
@@ -135,7 +143,9 @@ async def _watch(
             if event.type == "BOOKMARK" or (names and printers.meta(obj).name not in names):
                 continue
             if ns.output in ("yaml", "json"):
-                text = printers.render([obj], ns.output, single=True)
+                text = printers.render(
+                    [obj], ns.output, single=True, managed_fields=ns.show_managed_fields
+                )
                 out(text if ns.output == "json" else "---\n" + text, flush=True)
             elif ns.output == "name":
                 out(printers.render([obj], "name", single=True), flush=True)
