@@ -51,6 +51,10 @@ DEADLINE_SWEEP_S = 0.05
 # fsync and each frame carries more entries (measured: ~15% less CPU per put at 64 clients
 # than with 16; docs/store.md). An idle cluster still sends each write at once.
 RAFT_MAX_INFLIGHT = 2
+# etcd's maxGapBetweenApplyAndCommitIndex: when this replica's applies lag its commit index by
+# more, new writes are refused ("too many requests") rather than queued behind the backlog,
+# so a client learns at once that the store is overloaded instead of waiting seconds.
+MAX_APPLY_GAP = 5000
 _SERVICES = [
     rpc_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("KV", "Watch", "Lease", "Cluster", "Maintenance")
@@ -368,6 +372,8 @@ class StoreServer:
 
     async def propose(self, request: internal_pb2.InternalRequest) -> Message:
         """Replicate `request` and return the response produced by applying it here."""
+        if self.node.commit_index > self.sm.applied_index + MAX_APPLY_GAP:
+            raise errors.ErrTooManyRequests
         request.id = next(self._request_ids)
         data = request.SerializeToString()
         if len(data) > self.config.max_request_bytes:

@@ -32,6 +32,7 @@ def test_tiny_sustained_run_reports_both_backends(
     assert "Sustained 60 writes/s from 6 clients for 1.5 s:" in out
     assert "| achieved writes/s |" in out and "| leader changes |" in out
     assert "| server CPU us per write |" in out and "load average" in out
+    assert "| max ms from the send |" in out
     doc = json.loads((tmp_path / "out.json").read_text())
     for name, backend in doc["results"].items():
         assert backend["error"] == "", (name, backend["error"])
@@ -39,6 +40,9 @@ def test_tiny_sustained_run_reports_both_backends(
         assert (run["rate"], run["clients"]) == (60, 6)
         assert run["sent"] == run["ok"] + run["failed"]
         assert run["ok"] > 0 and run["server_cpu_s"] is not None
+        # From the send is never longer than from the due time (the send is at or after it).
+        assert 0 < run["request_p50_ms"] <= run["p50_ms"] + 1e-6
+        assert run["request_max_ms"] <= run["max_ms"] + 1e-6
         assert run["leaders"], run
 
 
