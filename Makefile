@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSDEPS_STAMP := .k8semu/.sysdeps
 PYTEST_ARGS ?=
+# Workers for make test: tests mostly wait on real processes, so three share two cores well;
+# --dist loadscope keeps a module (and its module-scoped cluster) on one worker.
+PYTEST_WORKERS ?= 3
 
 .PHONY: run test check fmt lint types protos sysdeps bench clean
 
@@ -34,7 +37,7 @@ check: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: $(STAMP) $(SYSDEPS_STAMP) check
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format k8semu tests scripts

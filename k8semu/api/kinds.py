@@ -178,6 +178,20 @@ KINDS: tuple[Kind, ...] = (
     ),
 )
 
+# Kubernetes' `all` category, in the order `kubectl get all` prints it: discovery (REST)
+# lists these kinds under "categories" and `k8semu get all` expands it the same way.
+ALL_CATEGORY = (
+    "pods",
+    "services",
+    "daemonsets",
+    "deployments",
+    "replicasets",
+    "statefulsets",
+    "horizontalpodautoscalers",
+    "cronjobs",
+    "jobs",
+)
+
 _BY_TYPE = {(k.api_version, k.kind): k for k in KINDS}
 _BY_MESSAGE = {k.message.DESCRIPTOR.full_name: k for k in KINDS}
 _BY_RESOURCE: dict[str, Kind] = {}

@@ -20,8 +20,6 @@ from k8semu.api.errors import UnknownKindError
 from k8semu.api.kinds import Kind
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-# kubectl's "all" category.
-ALL = ("pods", "services", "deployments", "replicasets", "horizontalpodautoscalers")
 
 
 class UsageError(Exception):
@@ -83,7 +81,7 @@ def parse_selections(args: Sequence[str], *, verb: str) -> list[Selection]:
         )
     kinds_seen: list[Kind] = []
     for text in args[0].split(","):
-        for name in ALL if text == "all" else (text,) if text else ():
+        for name in kinds.ALL_CATEGORY if text == "all" else (text,) if text else ():
             kind = resolve_kind(name)
             if kind not in kinds_seen:
                 kinds_seen.append(kind)

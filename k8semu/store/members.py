@@ -151,6 +151,9 @@ class Reconfigurer:
         host = self._host
         node = host.node
         own = host.config.member_id
+        # As etcd, the member asked checks the started members on its own view first, before
+        # it needs a leader: a cluster short of started members says so, not "no leader".
+        self._refuse_unstarted(change)
         if node.leader == 0:
             raise errors.ErrNoLeader
         if node.leader != own:
@@ -188,6 +191,20 @@ class Reconfigurer:
             raise errors.StoreError("k8semu: empty membership change")
         return self.info()
 
+    def _refuse_unstarted(self, change: internal_pb2.MemberChange) -> None:
+        """etcd's IsReadyToAddVotingMember / IsReadyToRemoveVotingMember: after the change,
+        the started voting members must still be a quorum of the voting members."""
+        kind = change.WhichOneof("change")
+        current = self._current()
+        voting = [m for m in current.values() if not m.isLearner]
+        if kind == "add" and not change.add.isLearner:
+            if not _started_quorum(sum(1 for m in voting if m.name), len(voting) + 1):
+                raise errors.ErrMemberNotEnoughStarted
+        elif kind == "remove" and any(m.ID == change.remove.ID for m in voting):
+            rest = [m for m in voting if m.ID != change.remove.ID]
+            if sum(1 for m in rest if m.name) < len(rest) // 2 + 1:
+                raise errors.ErrMemberNotEnoughStarted
+
     def _current(self) -> dict[int, rpc_pb2.Member]:
         return {i: decode(i, ctx) for i, ctx in self._host.contexts().items()}
 
@@ -213,13 +230,9 @@ class Reconfigurer:
         current = self._current()
         voting = [m for m in current.values() if not m.isLearner]
         # etcd's order: the strict checks, then (when applying) a clashing URL.
-        if request.isLearner:
-            if len(voting) < len(current):
-                raise errors.ErrTooManyLearners  # etcd allows one learner at a time
-        elif not _started_quorum(sum(1 for m in voting if m.name), len(voting) + 1):
-            # etcd's IsReadyToAddVotingMember: the started members must stay a quorum of
-            # the voting members with the new (not yet started) one among them.
-            raise errors.ErrMemberNotEnoughStarted
+        if request.isLearner and len(voting) < len(current):
+            raise errors.ErrTooManyLearners  # etcd allows one learner at a time
+        self._refuse_unstarted(internal_pb2.MemberChange(add=request))  # the leader's view
         if not all(self._connected(i) for i in current):
             raise errors.ErrUnhealthy
         _refuse_clash(current.values(), urls, skip=0)
@@ -239,10 +252,9 @@ class Reconfigurer:
         if current[member_id].isLearner:
             return  # a learner counts for no quorum: etcd removes it unchecked
         current = {i: m for i, m in current.items() if not m.isLearner}
-        rest = [m for i, m in current.items() if i != member_id]
-        # etcd's IsReadyToRemoveVotingMember: the started members left must be a quorum.
-        if sum(1 for m in rest if m.name) < len(rest) // 2 + 1:
-            raise errors.ErrMemberNotEnoughStarted
+        self._refuse_unstarted(
+            internal_pb2.MemberChange(remove=rpc_pb2.MemberRemoveRequest(ID=member_id))
+        )
         if member_id == self._host.config.member_id or self._reachable(member_id):
             # Removing a connected member must leave a connected quorum (a member down is
             # not part of the active quorum, so removing it is always safe).

@@ -89,7 +89,18 @@ def test_selection_forms() -> None:
         "pods",
         "services",
     ]
-    assert "deployments" in [s.kind.plural for s in parse_selections(["all"], verb="get")]
+    # kubectl's `all` category, in kubectl's order (the REST discovery lists the same kinds).
+    assert [s.kind.plural for s in parse_selections(["all"], verb="get")] == [
+        "pods",
+        "services",
+        "daemonsets",
+        "deployments",
+        "replicasets",
+        "statefulsets",
+        "horizontalpodautoscalers",
+        "cronjobs",
+        "jobs",
+    ]
     with pytest.raises(UsageError, match="You must specify the type of resource to get"):
         parse_selections([], verb="get")
     with pytest.raises(UsageError, match="resource/name form"):

@@ -65,7 +65,10 @@ async def test_cpu_from_the_kubelet_scales_the_replicaset(
         await client.create(autoscaler(namespace))
 
         async def scaled_up() -> bool:
-            return await spec_replicas(client, namespace) >= 3  # 250% or more of 50%
+            # measured() saw more than 100m against a 200m request and a 50% target, so the
+            # HPA must ask for at least 2; how many more depends on how much CPU the burner
+            # gets on a busy machine.
+            return await spec_replicas(client, namespace) >= 2
 
         await eventually(scaled_up, 60, "the ReplicaSet scaled up on the burner's CPU")
         events = (await client.list_all(core_pb2.Event, namespace=namespace)).items

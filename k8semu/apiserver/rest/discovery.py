@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from k8semu import __version__
+from k8semu.api import kinds
 from k8semu.apiserver.registry import Registry
 from k8semu.apiserver.registry.strategy import Strategy
 from k8semu.apiserver.rest.paths import kinds_of
@@ -20,19 +21,6 @@ from k8semu.apiserver.rest.paths import kinds_of
 # The Kubernetes minor version whose API (and kubectl) k8semu follows.
 KUBERNETES_MAJOR, KUBERNETES_MINOR = "1", "32"
 _WRITE_VERBS = ("create", "delete", "deletecollection", "patch", "update")
-# Kubernetes' `all` category: what `kubectl get all` lists.
-_ALL = frozenset(
-    {
-        "pods",
-        "services",
-        "deployments",
-        "replicasets",
-        "daemonsets",
-        "jobs",
-        "cronjobs",
-        "horizontalpodautoscalers",
-    }
-)
 _SUB_VERBS = ["get", "patch", "update"]
 # Aggregated discovery (apidiscovery.k8s.io): every group version's resources in one
 # document for /api and one for /apis, what kubectl 1.32 asks for first.
@@ -208,7 +196,7 @@ def _resources(row: Strategy) -> list[dict[str, Any]]:
     }
     if kind.short_names:
         main["shortNames"] = list(kind.short_names)
-    if kind.plural in _ALL and not kind.qualified:
+    if kind.plural in kinds.ALL_CATEGORY and not kind.qualified:
         main["categories"] = ["all"]
     out = [main]
     base = {"singularName": "", "namespaced": kind.namespaced}
