@@ -361,7 +361,7 @@ def drill_all(cluster: BenchCluster, opts: Options, node_ip: str) -> dict[str, A
             shutil.rmtree(record.data_dir, ignore_errors=True)
     say(f"every store data dir removed; restoring {backup.name} (revision {revision})")
     t0 = time.monotonic()
-    _k8semu(
+    run = _k8semu(
         cluster, "restore", backup, "-f", cluster.config_path, "--state-dir", cluster.state_dir,
         "--yes",
     )  # fmt: skip
@@ -379,6 +379,7 @@ def drill_all(cluster: BenchCluster, opts: Options, node_ip: str) -> dict[str, A
         "rpoExact": lost == expected,
         "heldByBackupButLost": sorted(set(lost) - set(expected)),
         "restoreCommandSeconds": round(restored, 2),
+        "restoreOutput": (run.stdout + run.stderr).splitlines(),
         "rtoSeconds": round(rto, 2),
         "ok": lost == expected and rto <= RTO_TARGET_S,
     }
