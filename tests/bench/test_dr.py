@@ -24,20 +24,17 @@ def test_the_default_run_creates_exactly_200_objects() -> None:
     assert kinds.count("Service") == 10 + 60
 
 
-@pytest.mark.parametrize(
-    ("args", "text"),
-    [
+def test_bad_flags_are_refused_before_anything_starts() -> None:
+    for args, text in (
         (["--objects", "1"], "--objects must be >= 2"),
         (["--nodes", "0"], "--nodes >= 1"),
         (["--backup-interval", "soon"], "--backup-interval"),
         (["--drill", "some"], "invalid choice"),
-    ],
-)
-def test_bad_flags_are_refused_before_anything_starts(args: list[str], text: str) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "k8semu", "bench", "dr", *args], capture_output=True, text=True
-    )
-    assert run.returncode == 2 and text in run.stderr, run.stderr
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "k8semu", "bench", "dr", *args], capture_output=True, text=True
+        )
+        assert run.returncode == 2 and text in run.stderr, (args, run.stderr)
 
 
 def test_the_report_says_what_was_lost_and_whether_each_target_is_met() -> None:
