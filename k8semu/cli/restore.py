@@ -89,7 +89,10 @@ def main(argv: Sequence[str]) -> int:
     state_dir = resolve_state_dir(ns.state_dir, config, None).resolve()
     try:
         meta = archive.verify(ns.file)
-        say(f"{ns.file}: verified: cluster {meta.cluster!r}, store revision {meta.revision}")
+        say(
+            f"{ns.file}: verified: cluster {meta.cluster!r}, store revision {meta.revision}"
+            f" ({time.monotonic() - t0:.1f}s)"
+        )
         if meta.cluster != config.name and not ns.from_other_cluster:
             raise BackupError(other_cluster(ns.file, meta.cluster, config.name))
         if not _stopped(state_dir, ns.yes, grace_ms / 1000):
@@ -108,6 +111,7 @@ def main(argv: Sequence[str]) -> int:
     say(
         f"restored {len(result.members)} store replicas ({', '.join(result.members)}) from"
         f" {ns.file}: a new store cluster at revision {result.revision}{aside}"
+        f" ({time.monotonic() - t0:.1f}s after the command)"
     )
     if ns.no_start:
         say(f"not started (--no-start): `k8semu up --state-dir {state_dir}` starts it")
@@ -144,6 +148,7 @@ def _stopped(state_dir: Path, yes: bool, grace: float) -> bool:
         if input(question).strip().lower() not in ("y", "yes"):
             print("k8semu restore: not restored (nothing was changed)", file=sys.stderr)
             return False
+    t0 = time.monotonic()
     report = down(
         state_dir,
         grace=grace,
@@ -153,7 +158,10 @@ def _stopped(state_dir: Path, yes: bool, grace: float) -> bool:
     )
     if report.left:
         raise ClusterError(f"processes still alive after SIGKILL: {report.left}")
-    say(f"stopped {len(report.stopped)} components; pods left running for the kubelets to adopt")
+    say(
+        f"stopped {len(report.stopped)} components in {time.monotonic() - t0:.1f}s; pods left"
+        " running for the kubelets to adopt"
+    )
     return True
 
 
