@@ -56,14 +56,6 @@ from k8semu.pb.etcd import rpc_pb2
 __all__ = ["MAX_REPLICAS", "Step", "check_target", "remove_member", "scale_store"]
 
 
-def _statuses(members: list[tuple[str, str]]) -> dict[str, rpc_pb2.StatusResponse | str]:
-    probes = Probes()
-    try:
-        return probes.store_statuses(members, STATUS_TIMEOUT_S)
-    finally:
-        probes.close()
-
-
 MAX_REPLICAS = 7
 POLL_S = 0.2
 STATUS_TIMEOUT_S = 2.0
@@ -141,6 +133,14 @@ def remove_member(
     return _shrink_one(state_dir, state, name, time.monotonic() + timeout, say)
 
 
+def _statuses(members: list[tuple[str, str]]) -> dict[str, rpc_pb2.StatusResponse | str]:
+    probes = Probes()
+    try:
+        return probes.store_statuses(members, STATUS_TIMEOUT_S)
+    finally:
+        probes.close()
+
+
 def _supervised(state_dir: Path) -> ClusterState:
     state = read_state(state_dir)
     if state.launcher_alive():
@@ -192,7 +192,8 @@ def _grow_one(
     members.call("MemberPromote", rpc_pb2.MemberPromoteRequest(ID=added.ID), also_retry=NOT_IN_SYNC)
     say(f"promoted {name} to a voting member")
     after = [*state.store_members, [name, record.address]]
-    _until(deadline, f"{name} caught up", lambda: _caught_up(after, name))
+    target: list[int] = []
+    _until(deadline, f"{name} caught up", lambda: _caught_up(after, name, target))
     _follow(state_dir, state, [n for n, _ in after], record)
     return Step("added", name, int(added.ID), time.monotonic() - t0)
 
@@ -273,17 +274,20 @@ def _alive(state_dir: Path, record: ComponentRecord) -> bool:
     return now is not None and now.alive()
 
 
-def _caught_up(members: list[list[str]], name: str) -> bool:
-    """``name`` answers, a quorum agrees on a leader that lists it, and it applied what the
-    leader had committed."""
+def _caught_up(members: list[list[str]], name: str, target: list[int]) -> bool:
+    """``name`` answers as a voter, a quorum agrees on a leader, and it applied what the
+    leader had committed when first asked (``target`` remembers it: under steady writes the
+    leader's index keeps running away)."""
     statuses = _statuses([(n, a) for n, a in members])
     leader = agreed_leader(statuses, len(members), everyone=[name])
     mine, at_leader = statuses.get(name), statuses.get(leader or "")
-    if not isinstance(mine, rpc_pb2.StatusResponse):
+    if not isinstance(mine, rpc_pb2.StatusResponse) or mine.isLearner:
         return False
-    if not isinstance(at_leader, rpc_pb2.StatusResponse) or mine.isLearner:
+    if not isinstance(at_leader, rpc_pb2.StatusResponse):
         return False
-    return mine.raftAppliedIndex >= at_leader.raftIndex * 0.99
+    if not target:
+        target.append(at_leader.raftIndex)
+    return mine.raftAppliedIndex >= target[0]
 
 
 # -- shrinking --------------------------------------------------------------------------------
