@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -166,7 +165,11 @@ def _stopped(state_dir: Path, yes: bool, grace: float) -> bool:
 
 
 def _start(config: Path | None, state_dir: Path) -> int:
-    argv = [sys.executable, "-m", "k8semu", "up", "--detach", "--state-dir", str(state_dir)]
+    """``k8semu up --detach`` in this process (a second Python start-up costs seconds of the
+    RTO on a busy machine)."""
+    from k8semu.cli import up
+
+    argv = ["--detach", "--state-dir", str(state_dir)]
     if config is not None:
         argv += ["-f", str(config)]
-    return subprocess.run(argv, check=False).returncode
+    return up.main(argv)

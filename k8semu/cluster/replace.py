@@ -116,7 +116,7 @@ class StoreMembers:
         if not endpoints:
             raise ClusterError("no other store member to ask: a one-member store cannot be")
         self._endpoints = endpoints
-        self._deadline = deadline
+        self.deadline = deadline
 
     def remove(self, name: str, peer_url: str) -> int:
         """Remove the started member ``name``; its id (0 when it is not a member any more)."""
@@ -148,7 +148,7 @@ class StoreMembers:
                         last = exc.details() or str(exc.code())
                         if exc.code() not in _RETRY and not (also_retry and also_retry in last):
                             raise ClusterError(f"{method} refused by {endpoint}: {last}") from None
-            if time.monotonic() >= self._deadline:
+            if time.monotonic() >= self.deadline:
                 raise ClusterError(f"{method}: no store member agreed in time: {last}")
             time.sleep(RETRY_S)
 

@@ -26,6 +26,9 @@ cluster config's ``store.members`` (so ``k8semu up -f CONFIG`` starts the same s
 file is rewritten by a YAML dump, comments lost, the first version kept as
 ``<config>.before-store-scale``).
 
+A run that failed midway (a timeout) is carried on by the next one: a learner it added is
+promoted, a member it stopped but did not remove is removed, before anything else.
+
 Needs a detached cluster (``k8semu up --detach``: its ``k8semu supervise`` takes the new
 members in) run with the ``k8semu store`` backend; refuses an even target (an even membership
 tolerates no more failures than one member fewer), one below 1 or above 7 (etcd's advice).
@@ -110,6 +113,10 @@ def scale_store(
     steps: list[Step] = []
     while True:
         state = _supervised(state_dir)
+        done = _carry_on(state_dir, state, deadline, say)
+        if done is not None:
+            steps.append(done)
+            continue
         have = len(state.store_members)
         if have == replicas:
             return steps
@@ -125,6 +132,8 @@ def remove_member(
 ) -> Step:
     """Remove member ``name`` (not the leader, not one whose leaving loses quorum)."""
     state = _supervised(state_dir)
+    if _carry_on(state_dir, state, time.monotonic() + timeout, say) is not None:
+        state = _supervised(state_dir)
     names = [n for n, _ in state.store_members]
     if name not in names:
         raise ClusterError(
@@ -188,14 +197,58 @@ def _grow_one(
     ).member
     say(f"added {name} as learner {added.ID:x} (client {record.address}, peer {peer_url})")
     _ask_supervisor(add_request_path(state_dir, record.name), json.dumps(asdict(record)))
+    return _promote(state_dir, state, members, int(added.ID), record, t0, say)
+
+
+def _promote(
+    state_dir: Path,
+    state: ClusterState,
+    members: StoreMembers,
+    member_id: int,
+    record: ComponentRecord,
+    t0: float,
+    say: Callable[[str], None],
+) -> Step:
+    """Wait until the supervisor runs learner ``record``, promote it, wait until it caught
+    up, and have the identity and the config follow."""
+    name = record.name.removeprefix("store-")
+    deadline = members.deadline
     _until(deadline, f"the supervisor started {record.name}", lambda: _alive(state_dir, record))
-    members.call("MemberPromote", rpc_pb2.MemberPromoteRequest(ID=added.ID), also_retry=NOT_IN_SYNC)
+    members.call(
+        "MemberPromote", rpc_pb2.MemberPromoteRequest(ID=member_id), also_retry=NOT_IN_SYNC
+    )
     say(f"promoted {name} to a voting member")
-    after = [*state.store_members, [name, record.address]]
+    after = [[n, a] for n, a in state.store_members if n != name] + [[name, record.address]]
     target: list[int] = []
     _until(deadline, f"{name} caught up", lambda: _caught_up(after, name, target))
     _follow(state_dir, state, [n for n, _ in after], record)
-    return Step("added", name, int(added.ID), time.monotonic() - t0)
+    return Step("added", name, member_id, time.monotonic() - t0)
+
+
+def _carry_on(
+    state_dir: Path, state: ClusterState, deadline: float, say: Callable[[str], None]
+) -> Step | None:
+    """Finish what a failed run left half done: a learner it added (promoted now), or a
+    member it stopped but did not remove (removed now). The step, or None."""
+    members = StoreMembers([a for _, a in state.store_members], deadline)
+    listed = members.call("MemberList", rpc_pb2.MemberListRequest()).members
+    local = {n for n, _ in state.store_members}
+    peers = {"http://" + c.ports.get("peer", ""): c for c in state.components if c.kind == "store"}
+    for m in listed:
+        record = next((peers[u] for u in m.peerURLs if u in peers), None)
+        if m.isLearner and record is not None:
+            say(f"carrying on: promoting {record.name} ({m.ID:x}), added by an earlier run")
+            return _promote(state_dir, state, members, int(m.ID), record, time.monotonic(), say)
+        # Retired by a run that stopped before MemberRemove: no component any more, but its
+        # data dir is still here (moved aside only once removed). One added by hand is not.
+        retired = m.name and m.name not in local and (state_dir / "store" / m.name).is_dir()
+        if record is None and retired and not m.isLearner:
+            say(f"carrying on: removing {m.name} ({m.ID:x}), stopped by an earlier run")
+            t0 = time.monotonic()
+            members.call("MemberRemove", rpc_pb2.MemberRemoveRequest(ID=m.ID))
+            _follow(state_dir, state, sorted(local), None)
+            return Step("removed", m.name, int(m.ID), time.monotonic() - t0)
+    return None
 
 
 def _next_name(names: list[str]) -> str:
