@@ -21,8 +21,10 @@ Services in thirds):
     restored from the latest scheduled backup (``k8semu restore FILE --yes``). Reported: the
     RPO, exactly: the writes acknowledged after the backup's revision, each listed as lost,
     and checked to be exactly the ones missing (and none of what the backup holds missing);
-    the RTO: from the restore command until every Deployment is available and every Service
-    answers an HTTP GET through the proxy on its NodePort (target 30 s).
+    the RTO: from the restore command until every Deployment is available (as listed by the
+    restored store: a resourceVersion above the 10^9 bump) and every Service answers an HTTP
+    GET through the proxy on its NodePort (target 30 s), polled while the command runs (it
+    returns only once the new supervisor runs, which may be after the workloads serve).
 
 Exit status 0 when every target is met, 1 when one is not (the figures say which).
 """
@@ -46,12 +48,13 @@ from typing import Any
 import grpc
 import yaml
 
+from k8semu import log as logging_setup
 from k8semu.api import manifest
 from k8semu.backup.schedule import list_backups
 from k8semu.bench._clusterrun import BenchCluster, ClusterLayout
 from k8semu.bench._common import BenchError, argument_parser, say, write_json
 from k8semu.client import Client, ClientError
-from k8semu.cluster.backups import backups_dir
+from k8semu.cluster.backups import DEFAULT_BUMP, backups_dir
 from k8semu.cluster.probes import Probes, agreed_leader
 from k8semu.cluster.state import ClusterState, read_state
 from k8semu.durations import parse_ms
@@ -122,13 +125,17 @@ async def create_objects(api: list[str], text: str) -> None:
             await client.create(obj)
 
 
-async def _serving(client: Client, node_ip: str, deployments: int) -> bool:
-    """Every Deployment available, and every web Service answering on its NodePort (a
-    restored Deployment's status says available at once: the pods must really serve)."""
+async def _serving(client: Client, node_ip: str, deployments: int, min_revision: int) -> bool:
+    """Every Deployment available, read at ``min_revision`` or later (from the restored
+    store, not the old one), and every web Service answering on its NodePort (a restored
+    Deployment's status says available at once: the pods must really serve)."""
     try:
-        items = (await client.list(apps_pb2.Deployment, namespace=NAMESPACE)).items
+        listed = await client.list(apps_pb2.Deployment, namespace=NAMESPACE)
+        items = listed.items
         services = (await client.list(core_pb2.Service, namespace=NAMESPACE)).items
     except ClientError:
+        return False
+    if int(listed.resource_version or 0) < min_revision:
         return False
     if len(items) != deployments or not all(
         d.status.available_replicas == 1 and d.status.observed_generation == d.metadata.generation
@@ -150,11 +157,13 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-async def wait_serving(api: list[str], node_ip: str, deployments: int, timeout: float) -> float:
+async def wait_serving(
+    api: list[str], node_ip: str, deployments: int, timeout: float, min_revision: int = 0
+) -> float:
     """Until every Deployment is available and every Service answers; the time then."""
     t0 = time.monotonic()
     async with Client(api) as client:
-        while not await _serving(client, node_ip, deployments):
+        while not await _serving(client, node_ip, deployments, min_revision):
             if time.monotonic() - t0 > timeout:
                 raise BenchError(f"Deployments not available and answering within {timeout:g}s")
             await asyncio.sleep(0.2)
@@ -361,12 +370,18 @@ def drill_all(cluster: BenchCluster, opts: Options, node_ip: str) -> dict[str, A
             shutil.rmtree(record.data_dir, ignore_errors=True)
     say(f"every store data dir removed; restoring {backup.name} (revision {revision})")
     t0 = time.monotonic()
-    run = _k8semu(
+    command = _Background(
         cluster, "restore", backup, "-f", cluster.config_path, "--state-dir", cluster.state_dir,
         "--yes",
     )  # fmt: skip
-    restored = time.monotonic() - t0
-    rto = asyncio.run(wait_serving(api, node_ip, opts.deployments, opts.timeout)) - t0
+    # Polled while the command runs: the restored cluster may serve before `up` returns
+    # (it waits for its supervisor); a revision above the bump says it is the restored one.
+    served = asyncio.run(
+        wait_serving(api, node_ip, opts.deployments, opts.timeout, min_revision=DEFAULT_BUMP)
+    )
+    run = command.wait()
+    restored = command.ended - t0
+    rto = served - t0
     present = asyncio.run(_present(api))
     lost = [n for n in writes.acked if n not in present]  # in the order they were written
     expected = [n for n, rv in writes.acked.items() if rv > revision]
@@ -386,6 +401,31 @@ def drill_all(cluster: BenchCluster, opts: Options, node_ip: str) -> dict[str, A
 
 
 # -- running ---------------------------------------------------------------------------------
+
+
+class _Background:
+    """``k8semu ARGS`` running while the caller does something else; ``wait`` for its end."""
+
+    def __init__(self, cluster: BenchCluster, *args: str | Path) -> None:
+        self.ended = 0.0
+        self._args = args
+        self._run: subprocess.CompletedProcess[str] | None = None
+        self._error: BenchError | None = None
+        self._thread = threading.Thread(target=self._go, args=(cluster,), daemon=True)
+        self._thread.start()
+
+    def _go(self, cluster: BenchCluster) -> None:
+        try:
+            self._run = _k8semu(cluster, *self._args)
+        except BenchError as exc:
+            self._error = exc
+        self.ended = time.monotonic()
+
+    def wait(self) -> subprocess.CompletedProcess[str]:
+        self._thread.join(timeout=600)
+        if self._run is None:
+            raise self._error or BenchError(f"k8semu {self._args[0]} did not end")
+        return self._run
 
 
 def _k8semu(cluster: BenchCluster, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -489,6 +529,7 @@ def main(argv: list[str]) -> int:
         print(f"k8semu bench dr: --backup-interval: {exc}", file=sys.stderr)
         return 2
     opts = Options(**{k: v for k, v in vars(ns).items()})
+    logging_setup.configure("bench", level="warning")  # not the client's retries while down
     try:
         out = run(opts)
     except BenchError as exc:
