@@ -36,7 +36,7 @@ from k8semu.cluster import clientconfig
 from k8semu.cluster import config as cluster_config
 from k8semu.cluster.backups import DEFAULT_BUMP, other_cluster, restore_store
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
-from k8semu.cluster.state import read_state
+from k8semu.cluster.state import ClusterState, read_state
 from k8semu.cluster.status import down
 
 
@@ -148,6 +148,11 @@ def _stopped(state_dir: Path, yes: bool, grace: float) -> bool:
             print("k8semu restore: not restored (nothing was changed)", file=sys.stderr)
             return False
     t0 = time.monotonic()
+    if _store_data_gone(state):
+        # Nothing a graceful stop would save (a leader handing over, an API server draining):
+        # the store's data is gone. SIGKILL at once; the pods still run for adoption.
+        say("every store replica's data is gone: stopping without a grace period")
+        grace = 0.0
     report = down(
         state_dir,
         grace=grace,
@@ -162,6 +167,11 @@ def _stopped(state_dir: Path, yes: bool, grace: float) -> bool:
         " running for the kubelets to adopt"
     )
     return True
+
+
+def _store_data_gone(state: ClusterState) -> bool:
+    stores = [c for c in state.components if c.kind == "store" and c.data_dir]
+    return bool(stores) and not any((Path(c.data_dir) / "raft.db").exists() for c in stores)
 
 
 def _start(config: Path | None, state_dir: Path) -> int:
