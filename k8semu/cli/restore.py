@@ -6,7 +6,7 @@
 1. The file is verified end to end (k8semu.backup.archive.verify); a bad one is refused
    before anything is stopped or written.
 2. A running cluster is stopped (asks first, unless --yes) - its pods are left running, for
-   the kubelets to adopt.
+   the kubelets to adopt; with no grace period when every store replica's data is gone.
 3. Every store replica of the config is restored from the file as a new store cluster (new
    cluster id, revision bumped by --bump-revision and marked compacted, so watchers relist);
    the old store data is moved aside, not deleted (k8semu.cluster.backups).
