@@ -7,6 +7,10 @@ write acknowledged before ``take`` was called; its revision (the snapshot's) is 
 The stream is written to a temporary file beside the destination, verified (the snapshot's
 own framing and SHA-256), its objects counted from the image, and framed into a backup file
 (``archive``) under the final name only when all of that passed.
+
+``member`` (``k8semu backup --from-member``) is for a store that lost its quorum: the backup is
+taken from that one member as it stands, with no leader and no barrier. It holds what that
+member had applied, which may miss the last writes the lost majority acknowledged.
 """
 
 from __future__ import annotations
@@ -60,23 +64,45 @@ async def find_leader(endpoints: Sequence[str]) -> tuple[str, rpc_pb2.StatusResp
     )
 
 
+async def member_status(endpoint: str) -> rpc_pb2.StatusResponse:
+    """The Status of the one member at ``endpoint``; BackupError when it does not answer."""
+    async with transport.channel(endpoint) as ch:
+        try:
+            return await rpc_pb2_grpc.MaintenanceStub(ch).Status(
+                rpc_pb2.StatusRequest(), timeout=STATUS_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise BackupError(f"store member {endpoint}: {exc.code().name}") from None
+
+
 async def take(
-    endpoints: Sequence[str], dest: Path, *, cluster: str, timeout: float = 120.0
+    endpoints: Sequence[str],
+    dest: Path,
+    *,
+    cluster: str,
+    timeout: float = 120.0,
+    member: str = "",
 ) -> Metadata:
-    """Write a backup of the store at ``endpoints`` to ``dest`` and return its metadata."""
-    endpoint, status = await find_leader(endpoints)
+    """Write a backup of the store at ``endpoints`` (or of the one ``member``, leader or
+    not) to ``dest`` and return its metadata."""
+    if member:
+        endpoint, status = member, await member_status(member)
+    else:
+        endpoint, status = await find_leader(endpoints)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".backup-", dir=dest.parent) as tmp:
         snap = Path(tmp) / archive.PAYLOAD
         async with transport.channel(endpoint) as ch:
             try:
-                await rpc_pb2_grpc.KVStub(ch).Range(
-                    rpc_pb2.RangeRequest(key=_BARRIER_KEY, count_only=True), timeout=timeout
-                )
+                if not member:  # without a quorum there is no linearizable point to wait for
+                    await rpc_pb2_grpc.KVStub(ch).Range(
+                        rpc_pb2.RangeRequest(key=_BARRIER_KEY, count_only=True), timeout=timeout
+                    )
                 await _stream_snapshot(rpc_pb2_grpc.MaintenanceStub(ch), snap, timeout)
             except grpc.aio.AioRpcError as exc:
                 raise BackupError(
-                    f"snapshot from the store leader {endpoint}: {exc.code().name}: {exc.details()}"
+                    f"snapshot from the store {'member' if member else 'leader'} {endpoint}:"
+                    f" {exc.code().name}: {exc.details()}"
                 ) from exc
         return await asyncio.to_thread(_frame, snap, dest, cluster, endpoint, status)
 

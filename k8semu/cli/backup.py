@@ -1,6 +1,7 @@
 """`k8semu backup`: cluster backups, and moving a keyspace between stores.
 
     k8semu backup [-o FILE] [--state-dir DIR | --name CLUSTER] [--endpoints E,...]
+                  [--from-member HOST:PORT]   (a store without quorum: that member's state)
     k8semu backup list [--dir DIR] [--state-dir DIR | --name CLUSTER] [-o json]
     k8semu backup verify FILE
     k8semu backup export [--endpoints E,...] [-o FILE]    (JSON lines; - is stdout)
@@ -45,6 +46,13 @@ def _take_parser() -> argparse.ArgumentParser:
     add_cluster_args(p)
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="where to write it")
     p.add_argument("--endpoints", help="store endpoints HOST:PORT,... (default: the cluster's)")
+    p.add_argument(
+        "--from-member",
+        metavar="HOST:PORT",
+        default="",
+        help="a store that lost its quorum: take the backup from this one member as it stands"
+        " (no leader; it may miss the last writes the lost members acknowledged)",
+    )
     p.add_argument("--timeout", type=durations.seconds_flag, default=300.0)
     return p
 
@@ -128,7 +136,12 @@ def _take(ns: argparse.Namespace) -> int:
     else:
         raise ClusterError("-o: required when no cluster state dir is found")
     t0 = time.monotonic()
-    meta = asyncio.run(take.take(endpoints, dest, cluster=cluster, timeout=ns.timeout))
+    member = _split(ns.from_member)[0] if ns.from_member else ""
+    if member:
+        print(f"taking the backup from {member} alone, without a leader", file=sys.stderr)
+    meta = asyncio.run(
+        take.take(endpoints, dest, cluster=cluster, timeout=ns.timeout, member=member)
+    )
     print(
         f"backup of cluster {cluster!r} at store revision {meta.revision} written to {dest}"
         f" ({dest.stat().st_size} bytes, {sum(meta.objects.values())} objects,"

@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "pods": "pods",
     "cluster": "cluster",
     "ha": "ha",
+    "dr": "dr",
     "soak": "soak",
     "autoscale": "autoscale",
 }

@@ -6,7 +6,7 @@
 1. The file is verified end to end (k8semu.backup.archive.verify); a bad one is refused
    before anything is stopped or written.
 2. A running cluster is stopped (asks first, unless --yes) - its pods are left running, for
-   the kubelets to adopt.
+   the kubelets to adopt; with no grace period when every store replica's data is gone.
 3. Every store replica of the config is restored from the file as a new store cluster (new
    cluster id, revision bumped by --bump-revision and marked compacted, so watchers relist);
    the old store data is moved aside, not deleted (k8semu.cluster.backups).
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ from k8semu.cluster import clientconfig
 from k8semu.cluster import config as cluster_config
 from k8semu.cluster.backups import DEFAULT_BUMP, other_cluster, restore_store
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
-from k8semu.cluster.state import read_state
+from k8semu.cluster.state import ClusterState, read_state
 from k8semu.cluster.status import down
 
 
@@ -89,7 +88,10 @@ def main(argv: Sequence[str]) -> int:
     state_dir = resolve_state_dir(ns.state_dir, config, None).resolve()
     try:
         meta = archive.verify(ns.file)
-        say(f"{ns.file}: verified: cluster {meta.cluster!r}, store revision {meta.revision}")
+        say(
+            f"{ns.file}: verified: cluster {meta.cluster!r}, store revision {meta.revision}"
+            f" ({time.monotonic() - t0:.1f}s)"
+        )
         if meta.cluster != config.name and not ns.from_other_cluster:
             raise BackupError(other_cluster(ns.file, meta.cluster, config.name))
         if not _stopped(state_dir, ns.yes, grace_ms / 1000):
@@ -108,6 +110,7 @@ def main(argv: Sequence[str]) -> int:
     say(
         f"restored {len(result.members)} store replicas ({', '.join(result.members)}) from"
         f" {ns.file}: a new store cluster at revision {result.revision}{aside}"
+        f" ({time.monotonic() - t0:.1f}s after the command)"
     )
     if ns.no_start:
         say(f"not started (--no-start): `k8semu up --state-dir {state_dir}` starts it")
@@ -144,6 +147,12 @@ def _stopped(state_dir: Path, yes: bool, grace: float) -> bool:
         if input(question).strip().lower() not in ("y", "yes"):
             print("k8semu restore: not restored (nothing was changed)", file=sys.stderr)
             return False
+    t0 = time.monotonic()
+    if _store_data_gone(state):
+        # Nothing a graceful stop would save (a leader handing over, an API server draining):
+        # the store's data is gone. SIGKILL at once; the pods still run for adoption.
+        say("every store replica's data is gone: stopping without a grace period")
+        grace = 0.0
     report = down(
         state_dir,
         grace=grace,
@@ -153,12 +162,24 @@ def _stopped(state_dir: Path, yes: bool, grace: float) -> bool:
     )
     if report.left:
         raise ClusterError(f"processes still alive after SIGKILL: {report.left}")
-    say(f"stopped {len(report.stopped)} components; pods left running for the kubelets to adopt")
+    say(
+        f"stopped {len(report.stopped)} components in {time.monotonic() - t0:.1f}s; pods left"
+        " running for the kubelets to adopt"
+    )
     return True
 
 
+def _store_data_gone(state: ClusterState) -> bool:
+    stores = [c for c in state.components if c.kind == "store" and c.data_dir]
+    return bool(stores) and not any((Path(c.data_dir) / "raft.db").exists() for c in stores)
+
+
 def _start(config: Path | None, state_dir: Path) -> int:
-    argv = [sys.executable, "-m", "k8semu", "up", "--detach", "--state-dir", str(state_dir)]
+    """``k8semu up --detach`` in this process (a second Python start-up costs seconds of the
+    RTO on a busy machine)."""
+    from k8semu.cli import up
+
+    argv = ["--detach", "--state-dir", str(state_dir)]
     if config is not None:
         argv += ["-f", str(config)]
-    return subprocess.run(argv, check=False).returncode
+    return up.main(argv)

@@ -6,6 +6,8 @@
     k8semu store snapshot restore FILE --data-dir DIR --name s1 --initial-cluster ...
     k8semu store replace NAME [--state-dir DIR]   (a replica of a running cluster whose data
                                                    is lost; see cli/store_replace.py)
+    k8semu store scale --replicas N | remove NAME  (grow or shrink a running cluster's store;
+                                                   see cli/store_scale.py)
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def _run_parser() -> argparse.ArgumentParser:
         "store",
         "Run one replica of the store (etcd v3 API on the client URL, Raft on "
         "the peer URL). Subcommands: `k8semu store snapshot save|restore`, "
-        "`k8semu store replace NAME`.",
+        "`k8semu store replace NAME`, `k8semu store scale --replicas N`, "
+        "`k8semu store remove NAME`.",
         metrics=False,
     )
     p.add_argument("--name", default="default", help="this member's name in --initial-cluster")
@@ -145,6 +148,10 @@ def main(argv: Sequence[str]) -> int:
         from k8semu.cli import store_replace
 
         return store_replace.main(list(argv[1:]))
+    if argv and argv[0] in ("scale", "remove"):
+        from k8semu.cli import store_scale
+
+        return store_scale.main(argv[0], list(argv[1:]))
     ns = _run_parser().parse_args(list(argv))
     try:
         config = build_config(ns)

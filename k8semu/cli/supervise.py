@@ -33,10 +33,30 @@ from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.launcher import StopFlag
 from k8semu.cluster.probes import Probes
 from k8semu.cluster.spawn import component_env
-from k8semu.cluster.state import find_state_dir, process_start_time, read_state, write_state
+from k8semu.cluster.state import (
+    ComponentRecord,
+    find_state_dir,
+    process_start_time,
+    read_state,
+    write_state,
+)
 from k8semu.cluster.supervisor import Supervised, Supervisor
 
 SUPERVISOR_LOCK = "supervisor.lock"
+
+
+def store_members(
+    members: list[list[str]], records: list[ComponentRecord], seen: set[str]
+) -> list[list[str]]:
+    """The store's [name, client address] list after this host's replicas changed (``k8semu
+    store scale``): members of other hosts kept, this host's (``seen``: every local replica
+    name so far, updated) those ``records`` hold, new ones last."""
+    local = {c.name.removeprefix("store-"): c.address for c in records if c.kind == "store"}
+    gone = seen - set(local)
+    seen |= set(local)
+    known = {n for n, _ in members}
+    kept = [[n, a] for n, a in members if n not in gone]
+    return kept + [[n, a] for n, a in local.items() if n not in known]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,8 +131,15 @@ def _supervise(state_dir: Path, spec: LauncherSpec) -> int:
     probes = Probes()
     members = [(n, a) for n, a in state.store_members]
     units = [Supervised(record=c) for c in state.components]
+    local = {c.name.removeprefix("store-") for c in state.components if c.kind == "store"}
 
     def write() -> None:
+        # Store members added or retired (`k8semu store scale`) join or leave the state.
+        state.components = [u.record for u in supervisor.units]
+        state.store_members = store_members(state.store_members, state.components, local)
+        if state.store_members:  # not an external etcd
+            state.store_endpoints = [a for _, a in state.store_members]
+        supervisor.leader_watch.members = [(n, a) for n, a in state.store_members]
         write_state(state_dir, state)
 
     supervisor = Supervisor(

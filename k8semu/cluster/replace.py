@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -33,7 +34,7 @@ from k8semu.cluster.state import ClusterState, ComponentRecord, read_state
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from k8semu.store.identity import JOIN_MARKER, prepare_join
 
-__all__ = ["Replaced", "replace_replica"]
+__all__ = ["Replaced", "StoreMembers", "replace_replica"]
 
 RPC_TIMEOUT_S = 5.0
 RETRY_S = 0.5
@@ -71,7 +72,7 @@ def replace_replica(
     moved = _fresh_data_dir(data, name)
     if moved:
         say(f"moved what was left of {data} to {moved}")
-    members = _Members(others, deadline)
+    members = StoreMembers(others, deadline)
     old_id = members.remove(name, peer_url)
     if old_id:
         say(f"removed member {name} ({old_id:x})")
@@ -108,46 +109,46 @@ def _fresh_data_dir(data: Path, name: str) -> Path | None:
     return moved
 
 
-class _Members:
+class StoreMembers:
     """The Cluster service of whichever other replica answers."""
 
     def __init__(self, endpoints: list[str], deadline: float) -> None:
         if not endpoints:
             raise ClusterError("no other store member to ask: a one-member store cannot be")
         self._endpoints = endpoints
-        self._deadline = deadline
+        self.deadline = deadline
 
     def remove(self, name: str, peer_url: str) -> int:
         """Remove the started member ``name``; its id (0 when it is not a member any more)."""
-        for member in self._call("MemberList", rpc_pb2.MemberListRequest()).members:
+        for member in self.call("MemberList", rpc_pb2.MemberListRequest()).members:
             if member.name == name and peer_url in member.peerURLs:
-                self._call("MemberRemove", rpc_pb2.MemberRemoveRequest(ID=member.ID))
+                self.call("MemberRemove", rpc_pb2.MemberRemoveRequest(ID=member.ID))
                 return int(member.ID)
         return 0
 
     def add(self, peer_url: str) -> int:
         """Add a member with ``peer_url``; one added before and not started yet is reused."""
-        for member in self._call("MemberList", rpc_pb2.MemberListRequest()).members:
+        for member in self.call("MemberList", rpc_pb2.MemberListRequest()).members:
             if peer_url in member.peerURLs and not member.name:
                 return int(member.ID)
-        added = self._call("MemberAdd", rpc_pb2.MemberAddRequest(peerURLs=[peer_url]))
+        added = self.call("MemberAdd", rpc_pb2.MemberAddRequest(peerURLs=[peer_url]))
         return int(added.member.ID)
 
-    def _call(self, method: str, request: object) -> rpc_pb2.MemberAddResponse:
+    def call(self, method: str, request: object, *, also_retry: str = "") -> Any:
         """Ask each replica in turn until one answers; again while the cluster is unhealthy
-        or has no leader, until the deadline."""
+        or has no leader (or the refusal is ``also_retry``), until the deadline."""
         last = ""
         while True:
             for endpoint in self._endpoints:
                 with grpc.insecure_channel(endpoint) as channel:
                     stub = rpc_pb2_grpc.ClusterStub(channel)
                     try:
-                        return getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)  # type: ignore[no-any-return]
+                        return getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)
                     except grpc.RpcError as exc:
                         last = exc.details() or str(exc.code())
-                        if exc.code() not in _RETRY:
+                        if exc.code() not in _RETRY and not (also_retry and also_retry in last):
                             raise ClusterError(f"{method} refused by {endpoint}: {last}") from None
-            if time.monotonic() >= self._deadline:
+            if time.monotonic() >= self.deadline:
                 raise ClusterError(f"{method}: no store member agreed in time: {last}")
             time.sleep(RETRY_S)
 

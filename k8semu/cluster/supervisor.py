@@ -21,6 +21,11 @@ id) into the state dir. The supervisor sends the component SIGTERM, SIGKILL afte
 grace period, starts it again at once (not counted as a crash; a failed component gets a fresh
 budget), and records the request id in the component's record when the new process runs.
 
+Membership: ``k8semu store scale``/``remove`` drop ``control/add-<component>`` (the new
+store replica's record as JSON: it is started at once and supervised from then on) and
+``control/retire-<component>`` (stopped for good, like a pool slot, then forgotten: it leaves
+``state.json``).
+
 Node pools: the slots of an autoscaled pool (``record.pool``) are started and stopped as the
 cluster autoscaler asks through the API (``k8semu.cluster.nodepools``); a slot not wanted is
 stopped like a restart (SIGTERM, SIGKILL after the grace period) and left ``stopped``.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import queue
 import signal
@@ -57,9 +63,11 @@ __all__ = [
     "RestartTracker",
     "Supervised",
     "Supervisor",
+    "add_request_path",
     "how_exited",
     "log_tail",
     "restart_request_path",
+    "retire_request_path",
 ]
 
 CONTROL_DIR = "control"
@@ -145,6 +153,8 @@ class Supervised:
     request: str = ""
     #: Being stopped for good (a pool slot no longer wanted): once it exits, ``stopped``.
     retire: bool = False
+    #: Once stopped for good, dropped from the supervised set (a store member removed).
+    forget: bool = False
     log_path: Path = field(default=Path())
 
     @property
@@ -163,6 +173,16 @@ class Supervised:
 
 def restart_request_path(state_dir: Path, component: str) -> Path:
     return state_dir / CONTROL_DIR / f"restart-{component}"
+
+
+def add_request_path(state_dir: Path, component: str) -> Path:
+    """Where ``k8semu store scale`` asks for a new component (its record, JSON)."""
+    return state_dir / CONTROL_DIR / f"add-{component}"
+
+
+def retire_request_path(state_dir: Path, component: str) -> Path:
+    """Where ``k8semu store scale|remove`` asks to stop a component for good and forget it."""
+    return state_dir / CONTROL_DIR / f"retire-{component}"
 
 
 class _EventPoster:
@@ -376,7 +396,11 @@ class Supervisor:
             if u.due is not None and u.due <= now and not self._stop.is_set():
                 self._start_again(u)
                 changed = True
-        return changed
+        gone = [u for u in self.units if u.forget and u.record.state == "stopped"]
+        for u in gone:
+            self.units.remove(u)
+            self._event(f"{u.name} stopped for good and no longer supervised")
+        return changed or bool(gone)
 
     def _spawn_or_report(self, u: Supervised) -> bool:
         """Start ``u``; when it cannot be, report it as an exit (back-off) and say False."""
@@ -482,6 +506,9 @@ class Supervisor:
         changed = False
         by_name = {u.name: u for u in self.units}
         for path in entries:
+            if path.name.startswith(("add-", "retire-")):
+                changed |= self._take_membership(path, now)
+                continue
             if not path.name.startswith("restart-"):
                 continue
             name = path.name.removeprefix("restart-")
@@ -510,6 +537,38 @@ class Supervisor:
                 u.due = now
             changed = True
         return changed
+
+    def _take_membership(self, path: Path, now: float) -> bool:
+        """An ``add-`` request: supervise and start the record it holds; a ``retire-`` one:
+        stop that component for good and forget it. Whether anything changed."""
+        kind, _, name = path.name.partition("-")
+        try:
+            text = path.read_text(encoding="utf-8")
+            path.unlink()
+        except OSError:
+            return False
+        have = {u.name: u for u in self.units}
+        if kind == "retire":
+            if name not in have:
+                self._event(f"retire request for unknown component {name!r} ignored")
+                return False
+            self._event(f"{name}: retired (stopping it for good)")
+            have[name].forget = True
+            self._stop_for_good(have[name], now)
+            return True
+        try:
+            record = ComponentRecord(**json.loads(text))
+        except (TypeError, ValueError) as exc:
+            self._event(f"add request {path.name} ignored: not a component record: {exc}")
+            return False
+        if record.name != name or name in have:
+            self._event(f"add request for {name!r} ignored: already supervised or misnamed")
+            return False
+        u = Supervised(record=record)
+        self.units.append(u)
+        if self._spawn_or_report(u):
+            self._event(f"{name} added: started, pid {record.pid}")
+        return True
 
     def _step_restart(self, u: Supervised, now: float) -> bool:
         assert u.kill_at is not None

@@ -177,3 +177,46 @@ async def test_restore_new_cluster_bumped_and_compacted(
                     assert resp.compact_revision == meta.revision + BUMP
                     break
             watch.cancel()
+
+
+async def test_a_store_without_quorum_is_backed_up_from_its_survivor(
+    store: K8semuStoreCluster, tmp_path: Path
+) -> None:
+    """Two of three replicas lost: no leader, so a normal backup is refused, and the one
+    member that is left is backed up as it stands (`k8semu backup --from-member`), holding
+    every write it had applied."""
+    with store:
+        last = await _fill(store.endpoints[0])
+        survivor = store.member("s3")
+        # Each replica applies an acknowledged write soon; wait until s3 has the last one.
+        await _applied(survivor.endpoint, last)
+        store.kill("s1")
+        store.kill("s2")
+        dest = tmp_path / "lone.k8semu-backup"
+        with pytest.raises(BackupError, match="a backup needs a store with quorum"):
+            await take.take([survivor.endpoint], dest, cluster="c1")
+        assert not dest.exists()
+        run = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "k8semu", "backup", "-o", str(dest),
+             "--from-member", survivor.endpoint, "--endpoints", survivor.endpoint],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "without a leader" in run.stderr
+    meta = archive.verify(dest)
+    assert meta.revision >= last and meta.objects["pods"] == 2
+
+
+async def _applied(endpoint: str, revision: int) -> None:
+    async with transport.channel(endpoint) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        for _ in range(200):
+            got = await kv.Range(
+                rpc_pb2.RangeRequest(key=b"/", range_end=b"0", serializable=True, count_only=True),
+                timeout=5,
+            )
+            if got.header.revision >= revision:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{endpoint} never applied revision {revision}")

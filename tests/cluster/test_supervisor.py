@@ -5,6 +5,7 @@ an immediate start, not a crash)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -17,7 +18,9 @@ from k8semu.cluster.supervisor import (
     RestartTracker,
     Supervised,
     Supervisor,
+    add_request_path,
     restart_request_path,
+    retire_request_path,
 )
 
 SPEC = LauncherSpec(
@@ -172,3 +175,46 @@ def test_a_restart_request_stops_gracefully_and_starts_again_at_once(tmp_path: P
         if unit.proc is not None:
             unit.proc.kill()
             unit.proc.wait()
+
+
+def test_add_and_retire_requests_change_the_supervised_set(tmp_path: Path) -> None:
+    """`k8semu store scale`'s requests: an added record is started and supervised, a retired
+    component stopped for good and forgotten; a request that is not a record is ignored."""
+    from dataclasses import asdict, replace
+
+    sup = _loop(tmp_path, ["sleep", "60"])
+    (first,) = sup.units
+    try:
+        added = replace(first.record, name="c1", pid=0, start_time=0, log_path=str(tmp_path / "c1"))
+        add_request_path(tmp_path, "c1").parent.mkdir()
+        add_request_path(tmp_path, "c9").write_text("{not json")
+        add_request_path(tmp_path, "c1").write_text(json.dumps(asdict(added)))
+        _run_until(sup, lambda: [u.name for u in sup.units] == ["c0", "c1"])
+        new = sup.units[1]
+        assert new.record.alive() and new.record.state == "running"
+        assert not list((tmp_path / "control").iterdir())
+        retire_request_path(tmp_path, "c0").write_text("retire")
+        _run_until(sup, lambda: [u.name for u in sup.units] == ["c1"])
+        assert not first.record.alive() and first.record.state == "stopped"
+    finally:
+        for u in [first, *sup.units]:
+            if u.proc is not None:
+                u.proc.kill()
+                u.proc.wait()
+
+
+def test_the_store_members_follow_the_local_replicas() -> None:
+    from k8semu.cli.supervise import store_members
+    from k8semu.cluster.state import ComponentRecord
+
+    def store(name: str) -> ComponentRecord:
+        return ComponentRecord(
+            name=f"store-{name}", kind="store", host="h", stage=0, command=[], address=name
+        )
+
+    seen = {"s1", "s2"}
+    members = [["s1", "s1"], ["s2", "s2"], ["r1", "r1"]]  # r1: a replica of another host
+    grown = store_members(members, [store("s1"), store("s2"), store("s4")], seen)
+    assert grown == [["s1", "s1"], ["s2", "s2"], ["r1", "r1"], ["s4", "s4"]]
+    shrunk = store_members(grown, [store("s1"), store("s4")], seen)
+    assert shrunk == [["s1", "s1"], ["r1", "r1"], ["s4", "s4"]]
