@@ -49,8 +49,9 @@ def choose(request: web.Request, supported: Sequence[str]) -> str:
         raise HTTPError(
             400,
             "BadRequest",
-            "SPDY is not supported by this API server: use WebSocket (kubectl 1.30+ does"
-            " by default)",
+            "SPDY is not supported by this API server: use WebSocket (kubectl 1.31+ does by"
+            " default; KUBECTL_REMOTE_COMMAND_WEBSOCKETS and KUBECTL_PORT_FORWARD_WEBSOCKETS"
+            " must not be false)",
         )
     if upgrade != "websocket":
         raise HTTPError(400, "BadRequest", "Upgrade request required")
@@ -71,7 +72,7 @@ def choose(request: web.Request, supported: Sequence[str]) -> str:
     )
 
 
-async def _open(request: web.Request, protocol: str) -> web.WebSocketResponse:
+async def open_websocket(request: web.Request, protocol: str) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
         protocols=(protocol,), heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE, compress=False
     )
@@ -79,7 +80,7 @@ async def _open(request: web.Request, protocol: str) -> web.WebSocketResponse:
     return ws
 
 
-def _payload(msg: Any) -> bytes | None:
+def payload(msg: Any) -> bytes | None:
     """A data message's bytes (with its channel byte); None for control messages."""
     if msg.type == WSMsgType.BINARY:
         return bytes(msg.data)
@@ -132,7 +133,7 @@ class Exec:
         self.command = list(command)
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
-        ws = await _open(request, self.protocol)
+        ws = await open_websocket(request, self.protocol)
         try:
             await _first_done(
                 asyncio.create_task(self._to_client(ws)),
@@ -163,7 +164,7 @@ class Exec:
     async def _from_client(self, ws: web.WebSocketResponse) -> None:
         """The client's input until it closes (then the call is cancelled: it is gone)."""
         async for msg in ws:
-            data = _payload(msg)
+            data = payload(msg)
             if not data:
                 continue
             channel, body = data[0], data[1:]
@@ -198,7 +199,7 @@ class PortForward:
         self.protocol = protocol
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
-        ws = await _open(request, self.protocol)
+        ws = await open_websocket(request, self.protocol)
         try:
             for i, port in enumerate(self.ports):
                 prefix = port.to_bytes(2, "little")
@@ -223,7 +224,7 @@ class PortForward:
 
     async def _from_client(self, ws: web.WebSocketResponse) -> None:
         async for msg in ws:
-            data = _payload(msg)
+            data = payload(msg)
             if not data or len(data) < 2:
                 continue
             channel = data[0]

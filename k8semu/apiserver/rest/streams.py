@@ -26,7 +26,7 @@ from multidict import MultiMapping
 
 from k8semu import transport
 from k8semu.apiserver.metrics import LONGRUNNING, REQUESTS
-from k8semu.apiserver.rest import channels
+from k8semu.apiserver.rest import channels, tunnel
 from k8semu.apiserver.rest.paths import Target
 from k8semu.apiserver.rest.status import HTTPError
 from k8semu.apiserver.service import APIServicer
@@ -193,7 +193,7 @@ class Streams:
                 "NotFound",
                 f"the server could not find the requested resource ({request.path})",
             )
-        allowed = ("GET",) if sub in ("log", "portforward") else ("GET", "POST")
+        allowed = ("GET",) if sub == "log" else ("GET", "POST")
         if request.method not in allowed:
             raise HTTPError(
                 405, "MethodNotAllowed", f"{request.method} pods/{sub}: only {', '.join(allowed)}"
@@ -348,14 +348,9 @@ class Streams:
     # ---- pods/portforward -----------------------------------------------------------------
 
     async def _portforward(self, request: web.Request, target: Target) -> web.StreamResponse:
-        ports = [_port(p) for p in request.query.getall("ports", [])]
-        if not ports:
-            raise HTTPError(400, "BadRequest", "ports: Required value: at least one port")
-        if len(ports) > channels.MAX_PORTS:
-            raise HTTPError(
-                400, "BadRequest", f"ports: Too many: {len(ports)}: at most {channels.MAX_PORTS}"
-            )
-        protocol = channels.choose(request, channels.PORTFORWARD_PROTOCOLS)
+        protocol = channels.choose(request, (tunnel.PROTOCOL, *channels.PORTFORWARD_PROTOCOLS))
+        # kubectl's tunnel names its ports in each stream; the channel protocol in the query.
+        ports = [] if protocol == tunnel.PROTOCOL else _ports(request.query)
         pod, endpoint = await self.locate(target)
         if not endpoint or pod.status.phase != "Running":
             raise HTTPError(
@@ -365,17 +360,34 @@ class Streams:
                 f" (phase {pod.status.phase or 'Pending'})",
             )
         async with self._kubelet(endpoint) as stub:
-            calls = [stub.PortForward(timeout=STREAM_TIMEOUT) for _ in ports]
+
+            async def open_call(port: int) -> Any:
+                call = stub.PortForward(timeout=STREAM_TIMEOUT)
+                where = kubelet_pb2.PortForwardStart(
+                    namespace=target.namespace, pod=target.name, port=port
+                )
+                await call.write(kubelet_pb2.PortForwardData(start=where))
+                return call
+
+            if protocol == tunnel.PROTOCOL:
+                return await tunnel.Tunnel(open_call).serve(request)
+            calls = [await open_call(port) for port in ports]
             try:
-                for port, call in zip(ports, calls, strict=True):
-                    where = kubelet_pb2.PortForwardStart(
-                        namespace=target.namespace, pod=target.name, port=port
-                    )
-                    await call.write(kubelet_pb2.PortForwardData(start=where))
                 return await channels.PortForward(calls, ports, protocol).serve(request)
             finally:
                 for call in calls:
                     call.cancel()
+
+
+def _ports(query: MultiMapping[str]) -> list[int]:
+    ports = [_port(p) for value in query.getall("ports", []) for p in value.split(",")]
+    if not ports:
+        raise HTTPError(400, "BadRequest", "ports: Required value: at least one port")
+    if len(ports) > channels.MAX_PORTS:
+        raise HTTPError(
+            400, "BadRequest", f"ports: Too many: {len(ports)}: at most {channels.MAX_PORTS}"
+        )
+    return ports
 
 
 def _port(text: str) -> int:

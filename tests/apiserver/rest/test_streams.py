@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import aiohttp
 import pytest
 
 from k8semu.cluster.component import ComponentProcess
+from k8semu.cluster.processes import free_loopback_ports
 from tests.kubelet.conftest import kill_group_from_state
 
 from .conftest import KUBECTL, REST, TIMEOUT
@@ -323,6 +325,41 @@ def test_portforward_python_client(cluster: Cluster) -> None:
         sock.close()
         assert reply.startswith(b"HTTP/1.0 200"), reply[:200]
         pf.close()
+        # Nothing listens on port 9: the port's error channel says so.
+        pf = portforward(core.connect_get_namespaced_pod_portforward, "web", cluster.namespace,
+                         ports="9")  # fmt: skip
+        try:
+            sock = pf.socket(9)
+            sock.setblocking(True)
+            assert sock.recv(10) == b""
+            assert "failed to connect" in (pf.error(9) or ""), pf.error(9)
+        finally:
+            pf.close()
+
+
+def test_portforward_kubectl(cluster: Cluster) -> None:
+    """kubectl 1.32 forwards over a WebSocket that tunnels SPDY (its default)."""
+    local = free_loopback_ports(1)[0]
+    assert KUBECTL is not None
+    proc = subprocess.Popen(
+        [KUBECTL, f"--server={cluster.rest.url}", "-n", cluster.namespace, "port-forward",
+         "pod/web", f"{local}:8080"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "Forwarding from" in proc.stdout.readline()
+        for _ in range(2):  # each connection its own pair of streams
+            url = f"http://127.0.0.1:{local}/"
+            with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+                assert resp.status == 200 and b"Directory listing" in resp.read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(TIMEOUT)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_bad_stream_requests_answer_status(cluster: Cluster) -> None:
