@@ -249,13 +249,13 @@ class Streams:
         return pod, endpoint
 
     @contextlib.asynccontextmanager
-    async def _kubelet(self, endpoint: str) -> AsyncIterator[KubeletAsyncStub]:
+    async def kubelet(self, endpoint: str) -> AsyncIterator[KubeletAsyncStub]:
         """The one way to a kubelet (its credentials go here when kubelets require them)."""
         async with transport.channel(endpoint) as channel:
             stub: KubeletAsyncStub = kubelet_pb2_grpc.KubeletStub(channel)
             yield stub
 
-    async def _ready(self, target: Target, container: str) -> tuple[core_pb2.Pod, str, str]:
+    async def ready(self, target: Target, container: str) -> tuple[core_pb2.Pod, str, str]:
         """(pod, kubelet address, container) of a request to a running container."""
         pod, endpoint = await self.locate(target)
         container = container_of(pod, container)
@@ -269,7 +269,7 @@ class Streams:
 
     async def _log(self, request: web.Request, target: Target) -> web.StreamResponse:
         opts = log_options(request.query, target.name)
-        _, endpoint, container = await self._ready(target, opts.container)
+        _, endpoint, container = await self.ready(target, opts.container)
         req = kubelet_pb2.LogsRequest(
             namespace=target.namespace,
             pod=target.name,
@@ -282,7 +282,7 @@ class Streams:
         if opts.limit_bytes is not None:
             req.limit_bytes = opts.limit_bytes
         warnings = _log_warnings(opts)
-        async with self._kubelet(endpoint) as stub:
+        async with self.kubelet(endpoint) as stub:
             call = stub.Logs(req, timeout=STREAM_TIMEOUT if opts.follow else LOGS_TIMEOUT)
             try:
                 await call.read()  # the kubelet's empty first chunk: the request is accepted
@@ -329,11 +329,11 @@ class Streams:
             raise HTTPError(
                 400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr"
             )
-        _, endpoint, start.container = await self._ready(target, query.get("container", ""))
+        _, endpoint, start.container = await self.ready(target, query.get("container", ""))
         # After the pod's checks: kubectl retries a refused WebSocket over SPDY, and the
         # pod's error is what it should print, not SPDY's.
         protocol = channels.choose(request, channels.EXEC_PROTOCOLS)
-        async with self._kubelet(endpoint) as stub:
+        async with self.kubelet(endpoint) as stub:
             call = stub.Interact(timeout=STREAM_TIMEOUT)
             try:
                 await call.write(kubelet_pb2.InteractInput(start=start))
@@ -359,7 +359,7 @@ class Streams:
                 f"unable to forward ports of pod {target.name}: it is not running"
                 f" (phase {pod.status.phase or 'Pending'})",
             )
-        async with self._kubelet(endpoint) as stub:
+        async with self.kubelet(endpoint) as stub:
 
             async def open_call(port: int) -> Any:
                 call = stub.PortForward(timeout=STREAM_TIMEOUT)
