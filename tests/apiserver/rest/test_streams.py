@@ -377,8 +377,9 @@ def test_bad_stream_requests_answer_status(cluster: Cluster) -> None:
         "GET", cluster.pod_path("talker", "exec?container=main"), headers=upgrade
     )
     assert code == 400 and "command" in json.loads(body)["message"], body
+    v4 = {**upgrade, "Sec-WebSocket-Protocol": "v4.channel.k8s.io"}
     code, _, body = cluster.rest.request(
-        "GET", cluster.pod_path("web", "portforward?ports=99999"), headers=upgrade
+        "GET", cluster.pod_path("web", "portforward?ports=99999"), headers=v4
     )
     assert code == 400 and "ports" in json.loads(body)["message"], body
     code, _, body = cluster.rest.request("POST", cluster.pod_path("talker", "log"))
