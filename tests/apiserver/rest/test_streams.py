@@ -307,6 +307,29 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def test_attach_streams_the_running_output(cluster: Cluster) -> None:
+    url = cluster.rest.url + cluster.pod_path("web", "attach?container=web&stdout=1&stderr=1")
+    fetch = "import os, urllib.request as u; u.urlopen(f'http://{os.environ[\"POD_IP\"]}:8080/')"
+
+    async def attached() -> bytes:
+        seen = b""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, protocols=("v5.channel.k8s.io",)) as ws,
+        ):
+            # The server's log line for this request is new output: attach shows it.
+            done = await asyncio.to_thread(cluster.run, "exec", "web", "--", PY, "-c", fetch)
+            assert done.returncode == 0, done
+            async with asyncio.timeout(TIMEOUT):
+                async for msg in ws:
+                    seen += msg.data[1:] if msg.type == aiohttp.WSMsgType.BINARY else b""
+                    if b"GET / " in seen:
+                        break
+        return seen
+
+    assert b'"GET / HTTP/1.1" 200' in asyncio.run(attached())
+
+
 def test_portforward_python_client(cluster: Cluster) -> None:
     from kubernetes.stream import portforward
 
