@@ -39,6 +39,8 @@ class PodStreamsServicer(podstreams_pb2_grpc.PodStreamsServicer):
         self, context: Context, namespace: str, pod: str, container: str, sub: str
     ) -> tuple[str, str]:
         """(kubelet address, container) of a running container, or the call aborted."""
+        if not pod:
+            await transport.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "pod: Required value")
         target = Target(kinds.for_resource("pods"), namespace or "default", pod, sub, False)
         try:
             _, endpoint, container = await self.streams.ready(target, container)
@@ -69,6 +71,10 @@ class PodStreamsServicer(podstreams_pb2_grpc.PodStreamsServicer):
         self, request_iterator: AsyncIterator[kubelet_pb2.InteractInput], context: Context
     ) -> AsyncIterator[kubelet_pb2.InteractOutput]:
         first = await anext(aiter(request_iterator), kubelet_pb2.InteractInput())
+        if first.WhichOneof("input") != "start":
+            await transport.abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "start: Required value"
+            )
         start = first.start
         endpoint, start.container = await self._endpoint(
             context,

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
 from k8semu.cluster.component import ComponentProcess
 from k8semu.cluster.processes import free_loopback_ports
+from k8semu.pb.api.v1 import podstreams_pb2_grpc
+from k8semu.pb.kubelet.v1 import kubelet_pb2
 from tests.kubelet.conftest import kill_group_from_state
 
 from .conftest import KUBECTL, REST, TIMEOUT
@@ -412,6 +415,27 @@ def test_bad_stream_requests_answer_status(cluster: Cluster) -> None:
     out = cluster.run("exec", "talker", "-c", "nope", "--", "true")
     assert out.returncode == 1 and "container nope is not valid for pod talker" in out.stderr
     assert cluster.rest.request("GET", "/healthz")[0] == 200
+
+
+def test_grpc_face_refuses_bad_requests(cluster: Cluster) -> None:
+    """PodStreams (k8semu logs/exec) on the gRPC port: the same checks, gRPC codes."""
+    with grpc.insecure_channel(cluster.rest.grpc_address) as channel:
+        stub = podstreams_pb2_grpc.PodStreamsStub(channel)
+        cases = [
+            (kubelet_pb2.LogsRequest(namespace=cluster.namespace), "pod: Required value"),
+            (kubelet_pb2.LogsRequest(namespace=cluster.namespace, pod="ghost"), "not found"),
+            (
+                kubelet_pb2.LogsRequest(namespace=cluster.namespace, pod="talker"),
+                "a container name must be specified",
+            ),
+        ]
+        for request, message in cases:
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.Logs(request, timeout=TIMEOUT))
+            assert message in (err.value.details() or ""), err.value
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.Interact(iter([kubelet_pb2.InteractInput(stdin=b"x")]), timeout=TIMEOUT))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_logs_previous_and_follow_after_restart(cluster: Cluster) -> None:
