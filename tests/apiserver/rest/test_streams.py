@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -284,6 +286,31 @@ def test_exec_tty_and_client_going_away(cluster: Cluster) -> None:
         poll(lambda: not _alive(pid), "the exec'd process ended")
 
 
+# The size arrives on the resize channel after the command started: wait for it (bounded).
+_SIZE = (
+    'for i in $(seq 50); do s=$(stty size); [ "$s" != "0 0" ] && break; sleep 0.1; done; echo $s'
+)
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="no script(1) to give kubectl a tty")
+def test_kubectl_exec_it_on_a_terminal(cluster: Cluster) -> None:
+    """`kubectl exec -it` from a terminal (script(1) gives kubectl one): the command sees a
+    tty of kubectl's terminal size, and its exit code comes back."""
+    assert KUBECTL is not None
+    inner = (
+        f"{KUBECTL} --server={cluster.rest.url} -n {cluster.namespace} exec -it talker"
+        " -c main -- sh -c 'test -t 0 && echo on-a-tty; " + _SIZE + "; exit 6'"
+    )
+    out = subprocess.run(
+        ["script", "-qec", f"stty cols 91 rows 33; {inner}", "/dev/null"],
+        capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+        env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert "on-a-tty" in out.stdout, out
+    assert "33 91" in out.stdout, out
+    assert out.returncode == 6, out
+
+
 def _exec(core: Any, cluster: Cluster, command: list[str], *, tty: bool) -> Any:
     """The Python client's exec WebSocket (WSClient), stdin open."""
     from kubernetes.stream import stream
@@ -350,7 +377,7 @@ def test_portforward_python_client(cluster: Cluster) -> None:
             reply += chunk
         sock.close()
         assert reply.startswith(b"HTTP/1.0 200"), reply[:200]
-        pf.close()
+        _close(pf)
         # Nothing listens on port 9: the port's error channel says so.
         pf = portforward(core.connect_get_namespaced_pod_portforward, "web", cluster.namespace,
                          ports="9")  # fmt: skip
@@ -360,7 +387,17 @@ def test_portforward_python_client(cluster: Cluster) -> None:
             assert sock.recv(10) == b""
             assert "failed to connect" in (pf.error(9) or ""), pf.error(9)
         finally:
-            pf.close()
+            _close(pf)
+
+
+def _close(pf: Any) -> None:
+    """Close a Python client port-forward, its proxy thread and its WebSocket (the client
+    leaves the socket open when the server closed the WebSocket first)."""
+    pf.close()
+    for thread in threading.enumerate():
+        if thread.name.startswith("Kubernetes port forward proxy"):
+            thread.join(TIMEOUT)
+    pf.websocket.shutdown()
 
 
 def test_portforward_kubectl(cluster: Cluster) -> None:
