@@ -28,7 +28,7 @@ from k8semu.pb.kubelet.v1 import kubelet_pb2
 CHUNK = 64 * 1024
 FOLLOW_POLL = 0.1  # seconds between looks at a followed log file
 CONNECT_TIMEOUT = 10.0  # seconds to reach a pod's port
-# Bytes of output waiting for a slow caller before the process is made to wait (back-pressure).
+# Output chunks waiting for a slow caller before the process is made to wait (back-pressure).
 _QUEUED_CHUNKS = 16
 
 
