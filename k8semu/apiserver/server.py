@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2
 
 from k8semu import transport
 from k8semu.api import kinds
-from k8semu.apiserver import registry, repair
+from k8semu.apiserver import podstreams, registry, repair
 from k8semu.apiserver.allocation import DEFAULT_RANGES, ServiceRanges
 from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
@@ -36,6 +36,7 @@ from k8semu.apiserver.grpcface import add_api_servicer
 from k8semu.apiserver.metrics import RequestMetrics
 from k8semu.apiserver.resourcemetrics import DEFAULT_RESOLUTION, MetricsConfig, ResourceMetrics
 from k8semu.apiserver.rest.server import RESTServer
+from k8semu.apiserver.rest.streams import Streams
 from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig
@@ -121,9 +122,10 @@ class APIServer:
             ),
         )
         self.server, self.health = transport.server(
-            [SERVICE_NAME], interceptors=[RequestMetrics(SERVICE_NAME)]
+            [SERVICE_NAME, podstreams.SERVICE_NAME], interceptors=[RequestMetrics(SERVICE_NAME)]
         )
         add_api_servicer(self.servicer, self.server)
+        podstreams.add_to_server(self.server, Streams(self.servicer))
         self.port = 0
         self.rest: RESTServer | None = None
         if config.rest_address:

@@ -1,7 +1,9 @@
 """`k8semu exec POD [-c C] [-n NS] [-i] -- CMD...`: run a command in a container.
 
 The command runs on the pod's node, in the container's environment (its env and working
-directory); its stdout and stderr are printed and its exit code is this command's.
+directory), reached through the API server (its PodStreams service relays the kubelet's
+Interact stream); its stdout and stderr are printed as they come and its exit code is this
+command's (124 after --timeout).
 """
 
 from __future__ import annotations
@@ -9,14 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
 from k8semu import durations, transport
 from k8semu.cli import _kubeconfig
-from k8semu.cli.logs import CommandError, add_target_flags, kubelet_endpoint, pod_name, rpc_error
-from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
+from k8semu.cli.logs import CommandError, add_target_flags, pod_name, rpc_error
+from k8semu.pb.api.v1 import podstreams_pb2_grpc
+from k8semu.pb.kubelet.v1 import kubelet_pb2
 
 EXEC_TIMEOUT = 60.0
 
@@ -40,27 +43,39 @@ def _parser() -> argparse.ArgumentParser:
 async def _exec(
     ns: argparse.Namespace, target: _kubeconfig.Target, command: list[str], stdin: bytes
 ) -> int:
-    name = pod_name(ns.pod)
-    endpoint = await kubelet_endpoint(target, target.namespace, name)
-    request = kubelet_pb2.ExecRequest(
+    start = kubelet_pb2.ExecStart(
         namespace=target.namespace,
-        pod=name,
+        pod=pod_name(ns.pod),
         container=ns.container,
         command=command,
-        stdin=stdin,
-        timeout_seconds=ns.timeout,
+        stdin=ns.stdin,
+        stdout=True,
+        stderr=True,
     )
-    async with transport.channel(endpoint) as channel:
-        stub = kubelet_pb2_grpc.KubeletStub(channel)
+
+    async def inputs() -> AsyncIterator[kubelet_pb2.InteractInput]:
+        yield kubelet_pb2.InteractInput(start=start)
+        if ns.stdin:
+            if stdin:
+                yield kubelet_pb2.InteractInput(stdin=stdin)
+            yield kubelet_pb2.InteractInput(stdin_closed=True)
+
+    async with transport.channel(list(target.servers)) as channel:
+        stub = podstreams_pb2_grpc.PodStreamsStub(channel)
         try:
-            resp = await stub.Exec(request, timeout=ns.timeout + 5)
+            async for out in stub.Interact(inputs(), timeout=ns.timeout):
+                for data, stream in ((out.stdout, sys.stdout), (out.stderr, sys.stderr)):
+                    if data:
+                        stream.buffer.write(data)
+                        stream.buffer.flush()
+                if out.HasField("exit_code"):
+                    return int(out.exit_code)
         except grpc.aio.AioRpcError as exc:
-            raise rpc_error(exc, endpoint) from None
-    sys.stdout.buffer.write(resp.stdout)
-    sys.stdout.buffer.flush()
-    sys.stderr.buffer.write(resp.stderr)
-    sys.stderr.buffer.flush()
-    return int(resp.exit_code)
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                print(f"exec: timed out after {ns.timeout:g}s", file=sys.stderr)
+                return 124
+            raise rpc_error(exc, target) from None
+    raise CommandError("the exec ended without an exit code")
 
 
 def main(argv: Sequence[str]) -> int:

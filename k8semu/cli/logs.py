@@ -6,9 +6,9 @@ A bare NAME is a component when the cluster's state dir (--state-dir, else the c
 context's cluster) has one of that name, else a pod; `component/NAME` and `pod/NAME` say
 which.
 
-Finds the pod's node through the API server, the node's kubelet in its annotation
-k8semu.io/kubelet-endpoint, and streams the log from that kubelet (`k8semu exec` shares the
-lookup). Errors print kubectl-style (`error: ...`) with exit code 1.
+Asks the API server (its PodStreams service), which finds the pod's node and relays that
+node's kubelet's log stream: clients never reach a kubelet themselves (`k8semu exec` goes the
+same way). Errors print kubectl-style (`error: ...`) with exit code 1.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ import grpc
 
 from k8semu import transport
 from k8semu.cli import _kubeconfig
-from k8semu.client import Client, ClientError, NotFound
 from k8semu.cluster.state import component_log_path, find_state_dir
-from k8semu.kubelet.node import ENDPOINT_ANNOTATION
-from k8semu.pb.api.v1 import core_pb2
-from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
+from k8semu.pb.api.v1 import podstreams_pb2_grpc
+from k8semu.pb.kubelet.v1 import kubelet_pb2
 
 LOGS_DEADLINE = 60.0  # seconds, without --follow
 FOLLOW_DEADLINE = 7 * 24 * 3600.0
@@ -56,37 +54,25 @@ def pod_name(text: str) -> str:
     return text
 
 
-async def kubelet_endpoint(target: _kubeconfig.Target, namespace: str, pod: str) -> str:
-    """The address of the kubelet running `pod`."""
-    async with Client(list(target.servers)) as client:
-        try:
-            obj = await client.get(core_pb2.Pod, pod, namespace=namespace)
-        except NotFound:
-            raise CommandError(f'pods "{pod}" not found in namespace "{namespace}"') from None
-        except ClientError as exc:
-            raise CommandError(str(exc)) from None
-        node = obj.spec.node_name
-        if not node:
-            raise CommandError(f'pod "{pod}" is not scheduled to a node yet')
-        try:
-            node_obj = await client.get(core_pb2.Node, node)
-        except NotFound:
-            raise CommandError(f'node "{node}" of pod "{pod}" not found') from None
-        except ClientError as exc:
-            raise CommandError(str(exc)) from None
-    endpoint = node_obj.metadata.annotations.get(ENDPOINT_ANNOTATION, "")
-    if not endpoint:
-        raise CommandError(
-            f'node "{node}" has no kubelet endpoint (annotation {ENDPOINT_ANNOTATION});'
-            " is it a hollow node?"
-        )
-    return endpoint
-
-
-def rpc_error(exc: grpc.aio.AioRpcError, endpoint: str) -> CommandError:
-    if exc.code() == grpc.StatusCode.UNAVAILABLE:
-        return CommandError(f"kubelet at {endpoint} is not reachable: {exc.details()}")
+def rpc_error(exc: grpc.aio.AioRpcError, target: _kubeconfig.Target) -> CommandError:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and not exc.details():
+        return CommandError(f"API server at {','.join(target.servers)} is not reachable")
     return CommandError(exc.details() or str(exc.code()))
+
+
+async def stream_log(target: _kubeconfig.Target, request: kubelet_pb2.LogsRequest) -> None:
+    """Write the container's log to stdout as it comes, through the API server's PodStreams
+    (the API server reaches the kubelet)."""
+    out = sys.stdout.buffer
+    async with transport.channel(list(target.servers)) as channel:
+        stub = podstreams_pb2_grpc.PodStreamsStub(channel)
+        deadline = FOLLOW_DEADLINE if request.follow else LOGS_DEADLINE
+        try:
+            async for chunk in stub.Logs(request, timeout=deadline):
+                out.write(chunk.data)
+                out.flush()
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error(exc, target) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,27 +123,16 @@ def print_file(path: Path, *, tail: int, follow: bool) -> None:
 
 
 async def _logs(ns: argparse.Namespace, target: _kubeconfig.Target) -> None:
-    name = pod_name(ns.pod)
-    endpoint = await kubelet_endpoint(target, target.namespace, name)
     request = kubelet_pb2.LogsRequest(
         namespace=target.namespace,
-        pod=name,
+        pod=pod_name(ns.pod),
         container=ns.container,
         previous=ns.previous,
         follow=ns.follow,
     )
     if ns.tail >= 0:
         request.tail_lines = ns.tail
-    out = sys.stdout.buffer
-    async with transport.channel(endpoint) as channel:
-        stub = kubelet_pb2_grpc.KubeletStub(channel)
-        deadline = FOLLOW_DEADLINE if ns.follow else LOGS_DEADLINE
-        try:
-            async for chunk in stub.Logs(request, timeout=deadline):
-                out.write(chunk.data)
-                out.flush()
-        except grpc.aio.AioRpcError as exc:
-            raise rpc_error(exc, endpoint) from None
+    await stream_log(target, request)
 
 
 def main(argv: Sequence[str]) -> int:

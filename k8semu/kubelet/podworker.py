@@ -574,22 +574,7 @@ class PodWorker:
         self, rec: ContainerRecord, argv: Sequence[str], stdin: bytes, timeout: float
     ) -> tuple[int, bytes, bytes]:
         """Run `argv` in `rec`'s environment (the env of its current or last run)."""
-        if not rec.env:
-            rec.env = await self._rebuild_env(rec)
-        # As in the container: a built-in image runs the command its own way (busybox puts
-        # its applets - wget, nslookup, nc - on PATH); others run it as it is.
-        resolved = self.host.resolve_image(rec.spec.image, argv, ()) if argv else None
-        launch = Launch(
-            pod_uid=self.uid,
-            pod_namespace=self.namespace,
-            pod_name=self.name,
-            container=rec.name,
-            restart=rec.restart_count,
-            argv=list(resolved or argv),
-            env=rec.env or self.host.base_env(),
-            working_dir=rec.spec.working_dir,
-        )
-        return await self.host.runtime.exec(launch, stdin, timeout)
+        return await self.host.runtime.exec(await exec_launch(self, rec, argv), stdin, timeout)
 
     # ---- termination ----
 
@@ -697,3 +682,22 @@ async def _check_size_limits(worker: PodWorker) -> None:
         await worker._stop_running(worker._grace())
     elif again:
         worker._wake_at(worker._loop.time() + SIZE_CHECK_INTERVAL)
+
+
+async def exec_launch(worker: PodWorker, rec: ContainerRecord, argv: Sequence[str]) -> Launch:
+    """How `argv` runs in `rec`'s environment (the env of its current or last run)."""
+    if not rec.env:
+        rec.env = await worker._rebuild_env(rec)
+    # As in the container: a built-in image runs the command its own way (busybox puts
+    # its applets - wget, nslookup, nc - on PATH); others run it as it is.
+    resolved = worker.host.resolve_image(rec.spec.image, argv, ()) if argv else None
+    return Launch(
+        pod_uid=worker.uid,
+        pod_namespace=worker.namespace,
+        pod_name=worker.name,
+        container=rec.name,
+        restart=rec.restart_count,
+        argv=list(resolved or argv),
+        env=rec.env or worker.host.base_env(),
+        working_dir=rec.spec.working_dir,
+    )

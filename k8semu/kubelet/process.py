@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
+import subprocess
+import termios
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -49,6 +52,7 @@ from k8semu.kubelet.runtime import (
     PodRuns,
     RecoveredContainer,
     RecoveredPod,
+    Spawned,
     StartError,
     UsageSnapshot,
     VolumeFile,
@@ -305,31 +309,37 @@ class ProcessRuntime:
         _killpg(handle.pid, signal.SIGKILL)  # whatever else the run left in its group
         return handle.exited.result()
 
-    async def exec(self, launch: Launch, stdin: bytes, timeout: float) -> tuple[int, bytes, bytes]:
+    def _exec_plan(self, launch: Launch) -> tuple[list[str], str] | tuple[int, bytes]:
+        """(argv, cwd) of an exec in the container, or (exit code, stderr) when it cannot run."""
         cwd = self._inside(launch.pod_uid, launch.working_dir, what="workingDir")
+        where = cwd if cwd.is_dir() else self.pod_dir(launch.pod_uid)
         argv = list(launch.argv)
         if self.cgroups is not None:  # as in Kubernetes, an exec runs in the container's cgroup
             argv = join_argv(self.cgroups.procs_files(launch.pod_uid, launch.container), argv)
             # The shell in front would answer a missing command its own way.
-            why = _unrunnable(
-                launch.argv, cwd if cwd.is_dir() else self.pod_dir(launch.pod_uid), launch.env
-            )
+            why = _unrunnable(launch.argv, where, launch.env)
             if why:
                 code = 126 if why == "Permission denied" else 127
-                return code, b"", f"exec {launch.argv[0]!r}: {why}\n".encode()
+                return code, f"exec {launch.argv[0]!r}: {why}\n".encode()
+        return argv, str(where)
+
+    async def exec(self, launch: Launch, stdin: bytes, timeout: float) -> tuple[int, bytes, bytes]:
+        plan = self._exec_plan(launch)
+        if isinstance(plan[0], int):
+            return plan[0], b"", bytes(plan[1])
+        argv, cwd = plan
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                cwd=str(cwd) if cwd.is_dir() else str(self.pod_dir(launch.pod_uid)),
+                cwd=cwd,
                 env=dict(launch.env),
                 start_new_session=True,
             )
         except OSError as exc:
-            msg = f"exec {launch.argv[0]!r}: {exc.strerror or exc}\n"
-            return 126 if not isinstance(exc, FileNotFoundError) else 127, b"", msg.encode()
+            return _exec_failed(launch, exc)
         try:
             async with asyncio.timeout(timeout):
                 out, err = await proc.communicate(stdin or None)
@@ -343,6 +353,36 @@ class ProcessRuntime:
         _killpg(proc.pid, signal.SIGKILL)
         code = proc.returncode if proc.returncode is not None else 0
         return (128 - code if code < 0 else code), out, err
+
+    async def spawn(self, launch: Launch, *, stdin: bool, tty: bool) -> Spawned:
+        plan = self._exec_plan(launch)
+        if isinstance(plan[0], int):
+            return Spawned(None, None, plan[0], bytes(plan[1]))
+        argv, cwd = plan
+        master = slave = -1
+        if tty:
+            master, slave = os.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=slave if tty else (asyncio.subprocess.PIPE if stdin else subprocess.DEVNULL),
+                stdout=slave if tty else asyncio.subprocess.PIPE,
+                stderr=slave if tty else asyncio.subprocess.PIPE,
+                cwd=cwd,
+                env=dict(launch.env),
+                start_new_session=True,
+                # The terminal becomes the new session's controlling one (job control, ^C).
+                preexec_fn=_take_terminal if tty else None,
+            )
+        except OSError as exc:
+            if tty:
+                os.close(master)
+            code, _, err = _exec_failed(launch, exc)
+            return Spawned(None, None, code, err)
+        finally:
+            if tty:
+                os.close(slave)
+        return Spawned(proc, master if tty else None, 0, b"")
 
     def recover(self) -> dict[str, RecoveredPod]:
         """Pods on disk, their live containers adopted; the cgroups of pods no longer on disk
@@ -441,6 +481,15 @@ class ProcessRuntime:
                 if used is not None:
                     snap.containers[(run.pod.metadata.uid, name)] = used
         return snap
+
+
+def _take_terminal() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _exec_failed(launch: Launch, exc: OSError) -> tuple[int, bytes, bytes]:
+    msg = f"exec {launch.argv[0]!r}: {exc.strerror or exc}\n"
+    return 126 if not isinstance(exc, FileNotFoundError) else 127, b"", msg.encode()
 
 
 def _unrunnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str:

@@ -79,6 +79,18 @@ def _quantity(text: str | None, *, milli: bool) -> int | None:
     return q.milli() if milli else q.value()
 
 
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    """An interactive exec: the process (stdout and stderr pipes, stdin a pipe when asked),
+    or with a terminal its master end (`tty`, every stream through it); `proc` None when the
+    command could not start (`exit_code`, `error` say why)."""
+
+    proc: asyncio.subprocess.Process | None
+    tty: int | None
+    exit_code: int
+    error: bytes
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Launch:
     """What `start` needs for one run of one container."""
@@ -199,6 +211,11 @@ class Runtime(Protocol):
 
     async def exec(self, launch: Launch, stdin: bytes, timeout: float) -> tuple[int, bytes, bytes]:
         """Run `launch.argv` in the container's environment: (exit code, stdout, stderr)."""
+        ...
+
+    async def spawn(self, launch: Launch, *, stdin: bool, tty: bool) -> Spawned:
+        """Start `launch.argv` in the container's environment for an interactive exec, in
+        its own process group (the caller kills it)."""
         ...
 
     def log_path(self, uid: str, container: str, restart: int) -> Path | None: ...

@@ -1,5 +1,5 @@
-"""The kubelet's gRPC service (k8semu.kubelet.v1.Kubelet): container logs, exec and the
-usage summary.
+"""The kubelet's gRPC service (k8semu.kubelet.v1.Kubelet): container logs, exec, attach,
+port-forward and the usage summary.
 
 Owns answering those calls from the node agent's pod workers, the runtime's log files and
 the node's `Stats`; it changes nothing in the pods.
@@ -8,20 +8,21 @@ the node's `Stats`; it changes nothing in the pods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from k8semu.kubelet import streaming
 from k8semu.kubelet.podstatus import ContainerRecord
-from k8semu.kubelet.podworker import PodWorker
+from k8semu.kubelet.podworker import PodWorker, exec_launch
 from k8semu.kubelet.stats import Stats
 from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
 from k8semu.transport import abort
 
-CHUNK = 64 * 1024
-FOLLOW_POLL = 0.1  # seconds between looks at a followed log file
+CHUNK = streaming.CHUNK
 MAX_EXEC_TIMEOUT = 3600.0
 
 SERVICE_NAME = kubelet_pb2.DESCRIPTOR.services_by_name["Kubelet"].full_name
@@ -117,23 +118,22 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
         offset = 0
         if request.HasField("tail_lines"):
             offset = await asyncio.to_thread(tail_offset, path, request.tail_lines)
-        with path.open("rb") as f:
-            f.seek(offset)
-            while True:
-                data = await asyncio.to_thread(f.read, CHUNK)
+        # An empty first chunk says the request is accepted before any output exists (the API
+        # server answers its headers then, not at the first line of a quiet followed log).
+        yield kubelet_pb2.LogsChunk()
+        left = request.limit_bytes if request.HasField("limit_bytes") else -1
+        follow = request.follow and not request.previous
+        async with contextlib.aclosing(
+            streaming.log_bytes(worker, rec, path, restart, offset, follow=follow)
+        ) as chunks:
+            async for data in chunks:
+                if left >= 0:
+                    data = data[:left]
+                    left -= len(data)
                 if data:
                     yield kubelet_pb2.LogsChunk(data=data)
-                    continue
-                if not request.follow or request.previous:
+                if left == 0:
                     return
-                handle = rec.handle
-                if handle is None or handle.restart != restart or worker.terminating:
-                    # The run ended: drain what it wrote last, then stop.
-                    rest = await asyncio.to_thread(f.read)
-                    if rest:
-                        yield kubelet_pb2.LogsChunk(data=rest)
-                    return
-                await asyncio.sleep(FOLLOW_POLL)
 
     def _log_file(
         self, worker: PodWorker, rec: ContainerRecord, previous: bool
@@ -175,6 +175,108 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
         code, out, err = await worker.exec(rec, list(request.command), request.stdin, timeout)
         return kubelet_pb2.ExecResponse(stdout=out, stderr=err, exit_code=code)
 
+    async def Interact(
+        self,
+        request_iterator: AsyncIterator[kubelet_pb2.InteractInput],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[kubelet_pb2.InteractOutput]:
+        start = await _start_of(request_iterator, context)
+        try:
+            worker, rec = self._container(start.namespace, start.pod, start.container)
+            self._check_interact(start, worker, rec)
+        except _RequestError as exc:
+            await abort(context, exc.code, str(exc))
+        if start.attach:
+            yield kubelet_pb2.InteractOutput()  # accepted (the caller answers its client now)
+            async for out in self._attach(worker, rec):
+                yield out
+            return
+        launch = await exec_launch(worker, rec, list(start.command))
+        spawned = await worker.host.runtime.spawn(launch, stdin=start.stdin, tty=start.tty)
+        yield kubelet_pb2.InteractOutput()  # started
+        if spawned.proc is None:
+            if start.stderr:
+                yield kubelet_pb2.InteractOutput(stderr=spawned.error)
+            yield kubelet_pb2.InteractOutput(exit_code=spawned.exit_code)
+            return
+        session = streaming.Session(spawned, start)
+        try:
+            session.run(request_iterator)
+            async for out in session.outputs():
+                yield out
+        finally:
+            await session.close()
+
+    @staticmethod
+    def _check_interact(
+        start: kubelet_pb2.ExecStart, worker: PodWorker, rec: ContainerRecord
+    ) -> None:
+        if rec.handle is None:
+            raise _RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"container {rec.name} in pod {worker.name} is not running",
+            )
+        if start.attach and start.stdin:
+            # The runtime starts containers with no stdin (spec.stdin is not modelled).
+            raise _RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"container {rec.name} in pod {worker.name} was not started with stdin;"
+                " attach without -i",
+            )
+        if not start.attach and not start.command:
+            raise _RequestError(grpc.StatusCode.INVALID_ARGUMENT, "command: Required value")
+        if not (start.stdin or start.stdout or start.stderr):
+            raise _RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "you must specify at least one of stdin, stdout, stderr",
+            )
+
+    async def _attach(
+        self, worker: PodWorker, rec: ContainerRecord
+    ) -> AsyncIterator[kubelet_pb2.InteractOutput]:
+        """The current run's output from now on, until the run ends (its stdout and stderr are
+        one log file, so both arrive as stdout)."""
+        path, restart = self._log_file(worker, rec, previous=False)
+        if path is None or not path.exists():
+            return
+        offset = path.stat().st_size
+        async with contextlib.aclosing(
+            streaming.log_bytes(worker, rec, path, restart, offset, follow=True)
+        ) as chunks:
+            async for data in chunks:
+                yield kubelet_pb2.InteractOutput(stdout=data)
+        yield kubelet_pb2.InteractOutput(exit_code=0)
+
+    async def PortForward(
+        self,
+        request_iterator: AsyncIterator[kubelet_pb2.PortForwardData],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[kubelet_pb2.PortForwardData]:
+        first = await anext(aiter(request_iterator), kubelet_pb2.PortForwardData())
+        where = first.start
+        if not 0 < where.port < 65536:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "start.port: must be 1-65535")
+        worker = self._find(where.namespace or "default", where.pod)
+        if worker is None or not worker.pod_ip:
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f'pod "{where.pod}" in namespace "{where.namespace}" has no IP on this node',
+            )
+        try:
+            async with contextlib.aclosing(
+                streaming.forward(worker.pod_ip, where.port, first.data, request_iterator)
+            ) as data:
+                async for msg in data:
+                    yield msg
+        except (OSError, TimeoutError) as exc:
+            await abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                f"failed to connect to {worker.pod_ip}:{where.port} in pod {where.pod}:"
+                f" {getattr(exc, 'strerror', None) or exc!r}",
+            )
+
     async def Summary(
         self, request: kubelet_pb2.SummaryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> kubelet_pb2.Summary:
@@ -182,6 +284,15 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
         if stats is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"node {request.node!r} is not here")
         return await stats.summary()
+
+
+async def _start_of(
+    inputs: AsyncIterator[kubelet_pb2.InteractInput], context: grpc.aio.ServicerContext[Any, Any]
+) -> kubelet_pb2.ExecStart:
+    first = await anext(aiter(inputs), None)
+    if first is None or first.WhichOneof("input") != "start":
+        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "start: the first message")
+    return first.start
 
 
 def add_to_server(server: grpc.aio.Server, servicer: KubeletServicer) -> None:

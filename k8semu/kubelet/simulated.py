@@ -35,6 +35,7 @@ from k8semu.kubelet.runtime import (
     Launch,
     PodRuns,
     RecoveredPod,
+    Spawned,
     Usage,
     UsageSnapshot,
     VolumeFile,
@@ -110,6 +111,9 @@ class SimulatedRuntime:
 
     async def exec(self, launch: Launch, stdin: bytes, timeout: float) -> tuple[int, bytes, bytes]:
         return 126, b"", b"exec: the simulated runtime runs no processes\n"
+
+    async def spawn(self, launch: Launch, *, stdin: bool, tty: bool) -> Spawned:
+        return Spawned(None, None, 126, b"exec: the simulated runtime runs no processes\n")
 
     def log_path(self, uid: str, container: str, restart: int) -> Path | None:
         return None

@@ -166,6 +166,14 @@ def served(registry: Registry, group_name: str, version_name: str) -> bool:
     return version_name in _served_groups(registry).get(group_name, [])
 
 
+_POD_STREAMS = (
+    ("log", "Pod", ["get"]),
+    ("exec", "PodExecOptions", ["create", "get"]),
+    ("attach", "PodAttachOptions", ["create", "get"]),
+    ("portforward", "PodPortForwardOptions", ["create", "get"]),
+)
+
+
 def resource_list(registry: Registry, group_name: str, version_name: str) -> dict[str, Any]:
     """/api/v1 or /apis/{group}/{version}: the APIResourceList of that group version."""
     rows = {row.kind.resource: row for row in registry.served()}
@@ -230,4 +238,7 @@ def _resources(row: Strategy) -> list[dict[str, Any]]:
                 "verbs": ["create"],
             }
         )
+    if kind.kind == "Pod" and not kind.group:  # the kubelet's streams (rest/streams.py)
+        for sub, sub_kind, verbs in _POD_STREAMS:
+            out.append({"name": f"pods/{sub}", **base, "kind": sub_kind, "verbs": verbs})
     return out

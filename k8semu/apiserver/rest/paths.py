@@ -16,7 +16,9 @@ from k8semu.api import kinds
 from k8semu.api.kinds import Kind
 from k8semu.apiserver.rest.status import HTTPError
 
-SUBRESOURCES = ("status", "scale", "binding", "eviction")
+# Pods' streams (streams.py): served by the kubelet through the API server.
+STREAMED = ("log", "exec", "attach", "portforward")
+SUBRESOURCES = ("status", "scale", "binding", "eviction", *STREAMED)
 # Subresources that are only ever POSTed (never read, replaced or patched).
 CREATE_ONLY = ("binding", "eviction")
 

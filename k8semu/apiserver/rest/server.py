@@ -29,6 +29,7 @@ from k8semu.apiserver.rest import codec, discovery, paths
 from k8semu.apiserver.rest.handlers import Reply, Resources
 from k8semu.apiserver.rest.paths import Target
 from k8semu.apiserver.rest.status import HTTPError, of_error, of_http, status
+from k8semu.apiserver.rest.streams import Streams
 from k8semu.apiserver.rest.watch import EventCodec, Stream
 from k8semu.apiserver.service import APIServicer
 from k8semu.log import get_logger
@@ -70,6 +71,7 @@ class RESTServer:
     def __init__(self, verbs: APIServicer, address: str, ready: Callable[[], bool]) -> None:
         self.verbs = verbs
         self.resources = Resources(verbs)
+        self.streams = Streams(verbs)
         self.shared = EventCodec()
         host, _, port = transport.parse_url(address, flag="--rest-address").rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
@@ -165,6 +167,8 @@ class RESTServer:
             return _json(200, discovery.resource_list(self.verbs.registry, group, version))
         target = paths.target(path)
         request["target"] = target
+        if target.subresource in paths.STREAMED:
+            return await self.streams.serve(request, target)
         return await self._resource(request, target)
 
     # ---- fixed routes ---------------------------------------------------------------------

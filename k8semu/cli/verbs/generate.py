@@ -13,13 +13,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from typing import cast
 
-import grpc
-
-from k8semu import transport
 from k8semu.api import manifest, names
 from k8semu.api.errors import ManifestError
 from k8semu.cli import logs
@@ -28,7 +24,7 @@ from k8semu.cli._resources import UsageError
 from k8semu.cli.verbs._shared import client_for, merge_patch, named_objects, namespace_for, out
 from k8semu.client import Client, NotFound
 from k8semu.pb.api.v1 import autoscaling_pb2, core_pb2, meta_pb2
-from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
+from k8semu.pb.kubelet.v1 import kubelet_pb2
 
 STARTED_PHASES = ("Running", "Succeeded", "Failed")
 
@@ -149,19 +145,11 @@ async def _wait_started(client: Client, name: str, namespace: str, timeout: floa
 
 async def _follow(target: Target, name: str, namespace: str) -> None:
     """The container's output until its run ends (the kubelet's log stream, followed)."""
+    request = kubelet_pb2.LogsRequest(namespace=namespace, pod=name, follow=True)
     try:
-        endpoint = await logs.kubelet_endpoint(target, namespace, name)
+        await logs.stream_log(target, request)
     except logs.CommandError as exc:
         raise UsageError(str(exc)) from None
-    request = kubelet_pb2.LogsRequest(namespace=namespace, pod=name, follow=True)
-    async with transport.channel(endpoint) as channel:
-        stub = kubelet_pb2_grpc.KubeletStub(channel)
-        try:
-            async for chunk in stub.Logs(request, timeout=logs.FOLLOW_DEADLINE):
-                sys.stdout.buffer.write(chunk.data)
-                sys.stdout.buffer.flush()
-        except grpc.aio.AioRpcError as exc:
-            raise UsageError(str(logs.rpc_error(exc, endpoint))) from None
 
 
 # ---- autoscale ----------------------------------------------------------------------------------

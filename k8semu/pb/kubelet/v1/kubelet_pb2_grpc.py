@@ -45,6 +45,16 @@ class KubeletStub:
                 request_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecRequest.SerializeToString,
                 response_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecResponse.FromString,
                 _registered_method=True)
+        self.Interact = channel.stream_stream(
+                '/k8semu.kubelet.v1.Kubelet/Interact',
+                request_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.InteractInput.SerializeToString,
+                response_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.InteractOutput.FromString,
+                _registered_method=True)
+        self.PortForward = channel.stream_stream(
+                '/k8semu.kubelet.v1.Kubelet/PortForward',
+                request_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardData.SerializeToString,
+                response_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardData.FromString,
+                _registered_method=True)
         self.Summary = channel.unary_unary(
                 '/k8semu.kubelet.v1.Kubelet/Summary',
                 request_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.SummaryRequest.SerializeToString,
@@ -70,6 +80,23 @@ class KubeletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interact(self, request_iterator, context):
+        """Interactive exec or attach: the caller's first message is an ExecStart, then stdin,
+        its end and terminal resizes; the kubelet answers stdout/stderr, and last the exit status.
+        The stream ending early (the caller gone) kills the exec'd process group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PortForward(self, request_iterator, context):
+        """One TCP connection to a port of the pod (its IP on this node): the caller's first message
+        names the pod and the port, then both sides send bytes; a side's end is its half-close.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Summary(self, request, context):
         """CPU and memory usage of the node, its pods and their running containers, as the
         kubelet's /stats/summary (the fields metrics-server reads; JSON names are Kubernetes').
@@ -90,6 +117,16 @@ def add_KubeletServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecRequest.FromString,
                     response_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecResponse.SerializeToString,
+            ),
+            'Interact': grpc.stream_stream_rpc_method_handler(
+                    servicer.Interact,
+                    request_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.InteractInput.FromString,
+                    response_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.InteractOutput.SerializeToString,
+            ),
+            'PortForward': grpc.stream_stream_rpc_method_handler(
+                    servicer.PortForward,
+                    request_deserializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardData.FromString,
+                    response_serializer=k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardData.SerializeToString,
             ),
             'Summary': grpc.unary_unary_rpc_method_handler(
                     servicer.Summary,
@@ -151,6 +188,60 @@ class Kubelet:
             '/k8semu.kubelet.v1.Kubelet/Exec',
             k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecRequest.SerializeToString,
             k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/k8semu.kubelet.v1.Kubelet/Interact',
+            k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.InteractInput.SerializeToString,
+            k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.InteractOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PortForward(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/k8semu.kubelet.v1.Kubelet/PortForward',
+            k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardData.SerializeToString,
+            k8semu_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardData.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,502 @@
+"""Pods' streams through the API server: `kubectl logs/exec/port-forward` and the Python client
+against the REST API of a real store, API server and `k8semu kubelet` running real pods.
+
+Every stream goes client -> API server -> kubelet; the pods are created with spec.nodeName
+set (no scheduler). One kubelet and three pods serve the whole module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from k8semu.cluster.component import ComponentProcess
+from k8semu.cluster.processes import free_loopback_ports
+from k8semu.pb.api.v1 import podstreams_pb2_grpc
+from k8semu.pb.kubelet.v1 import kubelet_pb2
+from tests.kubelet.conftest import kill_group_from_state
+
+from .conftest import KUBECTL, REST, TIMEOUT
+
+pytestmark = pytest.mark.slow
+kubernetes = pytest.importorskip("kubernetes")
+if KUBECTL is None:
+    pytest.skip("no kubectl on PATH", allow_module_level=True)
+
+PY = sys.executable
+TALK = "for i in 1 2 3 4 5; do echo line-$i; done; echo run-done; exec sleep 300"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    rest: REST
+    node: str
+    namespace: str
+
+    def kubectl(self, *args: str, stdin: str = "", check: bool = True) -> str:
+        return self.rest.kubectl("-n", self.namespace, *args, stdin=stdin, check=check)
+
+    def run(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """kubectl's whole result (exit code, stdout, stderr)."""
+        assert KUBECTL is not None
+        return subprocess.run(
+            [KUBECTL, f"--server={self.rest.url}", "-n", self.namespace, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+        )
+
+    def pod_path(self, name: str, sub: str = "") -> str:
+        return f"/api/v1/namespaces/{self.namespace}/pods/{name}" + (f"/{sub}" if sub else "")
+
+
+def poll(check: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"not true within {timeout}s: {what}")
+        time.sleep(0.1)
+
+
+def _pod(name: str, node: str, *containers: tuple[str, list[str]]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [
+            {"name": c, "image": "k8semu-test/python", "command": cmd} for c, cmd in containers
+        ],
+        "terminationGracePeriodSeconds": 1,
+    }
+    if node:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture(scope="module")
+def cluster(rest: REST, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base: Path = tmp_path_factory.mktemp("streams")
+    node = f"node-{uuid.uuid4().hex[:6]}"
+    kubelet = ComponentProcess(
+        "kubelet",
+        [
+            "--server", rest.grpc_address,
+            "--node-name", node,
+            "--root-dir", str(base / node),
+            "--pod-cidr", "127.244.78.0/24",
+            "--pod-cidr-wait", "0",
+            "--max-container-backoff", "2",
+        ],
+        base / "kubelet.log",
+    ).start()  # fmt: skip
+    namespace = f"s-{uuid.uuid4().hex[:6]}"
+    c = Cluster(rest, node, namespace)
+    try:
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        rest.kubectl("create", "-f", "-", stdin=json.dumps(ns))
+        pods = [
+            _pod("talker", node, ("main", ["sh", "-c", TALK]), ("side", ["sleep", "300"])),
+            _pod("web", node, ("web", [PY, "-m", "http.server", "--bind", "$(POD_IP)", "8080"])),
+            _pod("idle", "", ("main", ["sleep", "300"])),
+        ]
+        for doc in pods:
+            c.kubectl("create", "-f", "-", stdin=json.dumps(doc))
+        for name in ("talker", "web"):
+            poll(lambda n=name: _phase(c, n) == "Running", f"{name} running")  # type: ignore[misc]
+        yield c
+    finally:
+        kubelet.close()
+        for state in (base / node).glob("pods/*/*/state.json"):
+            kill_group_from_state(state)
+        print(kubelet.output()[-4000:])
+
+
+def _phase(c: Cluster, pod: str) -> str:
+    return c.kubectl("get", "pod", pod, "-o", "jsonpath={.status.phase}", check=False)
+
+
+def _pid(c: Cluster, pod: str, index: int = 0) -> int:
+    cid = c.kubectl(
+        "get", "pod", pod, "-o", f"jsonpath={{.status.containerStatuses[{index}].containerID}}"
+    )
+    return int(cid.removeprefix("process://") or 0)
+
+
+LINES = [f"line-{i}" for i in range(1, 6)] + ["run-done"]
+
+
+def test_logs_tail_limit_and_python_client(cluster: Cluster) -> None:
+    out = poll(
+        lambda: "run-done" in (o := cluster.kubectl("logs", "talker", "-c", "main")) and o,
+        "the log has the output",
+    )
+    assert out.splitlines() == LINES
+    assert cluster.kubectl("logs", "pod/talker", "-c", "main", "--tail=2").splitlines() == [
+        "line-5",
+        "run-done",
+    ]
+    assert cluster.kubectl("logs", "talker", "-c", "main", "--limit-bytes=9") == "line-1\nli"
+    # kubectl's default container is the first; it says so on stderr.
+    assert cluster.kubectl("logs", "talker").splitlines() == LINES
+    warned = cluster.run("logs", "talker", "-c", "main", "--timestamps", "--since=1h")
+    assert warned.returncode == 0 and warned.stdout.splitlines() == LINES
+    assert "no line times" in warned.stderr, warned.stderr
+
+    config = kubernetes.client.Configuration()
+    config.host = cluster.rest.url
+    with kubernetes.client.ApiClient(config) as api:
+        core = kubernetes.client.CoreV1Api(api)
+        text = core.read_namespaced_pod_log("talker", cluster.namespace, container="main")
+        assert text.splitlines() == LINES
+        text = core.read_namespaced_pod_log(
+            "talker", cluster.namespace, container="main", tail_lines=1
+        )
+        assert text == "run-done\n"
+
+
+def test_logs_refused_with_kubernetes_wording(cluster: Cluster) -> None:
+    def status(path: str) -> tuple[int, dict[str, Any]]:
+        code, _, body = cluster.rest.request("GET", path)
+        doc = json.loads(body)
+        assert doc["kind"] == "Status", doc
+        return code, doc
+
+    code, doc = status(cluster.pod_path("talker", "log"))
+    assert code == 400 and doc["message"] == (
+        "a container name must be specified for pod talker, choose one of: [main side]"
+    )
+    code, doc = status(cluster.pod_path("talker", "log?container=nope"))
+    assert (code, doc["message"]) == (400, "container nope is not valid for pod talker")
+    code, doc = status(cluster.pod_path("ghost", "log"))
+    assert (code, doc["reason"], doc["message"]) == (404, "NotFound", 'pods "ghost" not found')
+    code, doc = status(cluster.pod_path("idle", "log"))
+    assert code == 400 and doc["message"] == (
+        'container "main" in pod "idle" is waiting to start: ContainerCreating'
+    )
+    code, doc = status(cluster.pod_path("talker", "log?container=main&tailLines=-1"))
+    assert code == 422 and "tailLines: Invalid value: -1" in doc["message"], doc
+    code, doc = status(cluster.pod_path("talker", "log?container=main&tailLines=x"))
+    assert code == 400 and "tailLines" in doc["message"], doc
+    code, doc = status(cluster.pod_path("talker", "log?container=main&follow=maybe"))
+    assert code == 400 and "follow" in doc["message"], doc
+    code, doc = status(cluster.pod_path("talker", "log?container=main&sinceSeconds=5&sinceTime=x"))
+    assert code == 400 and "sinceTime" in doc["message"], doc
+    out = cluster.run("logs", "idle")
+    assert out.returncode == 1 and "is waiting to start: ContainerCreating" in out.stderr
+
+
+def test_exec_exit_code_stdin_and_python_stream(cluster: Cluster) -> None:
+    out = cluster.run("exec", "talker", "-c", "main", "--", "sh", "-c", "echo out; echo err >&2")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "out\n", "err\n"), out
+    out = cluster.run("exec", "talker", "-c", "main", "--", "sh", "-c", "exit 3")
+    assert out.returncode == 3 and "command terminated with exit code 3" in out.stderr, out
+    data = "".join(f"row {i}\n" for i in range(2000))
+    out = cluster.run("exec", "-i", "talker", "-c", "main", "--", "wc", "-l", stdin=data)
+    assert (out.returncode, out.stdout.strip()) == (0, "2000"), out
+    # `kubectl cp` is tar over exec.
+    src = Path(os.environ.get("TMPDIR", "/tmp")) / f"cp-{uuid.uuid4().hex[:6]}.txt"
+    src.write_text("copied through exec\n")
+    try:
+        cp = cluster.run("cp", str(src), "talker:copied.txt", "-c", "main")
+        assert cp.returncode == 0, cp
+        got = cluster.run("exec", "talker", "-c", "main", "--", "cat", "copied.txt")
+        assert got.stdout == "copied through exec\n", got
+    finally:
+        src.unlink()
+
+    config = kubernetes.client.Configuration()
+    config.host = cluster.rest.url
+    with kubernetes.client.ApiClient(config) as api:
+        core = kubernetes.client.CoreV1Api(api)
+        ws = _exec(core, cluster, ["sh", "-c", "read x; echo got-$x; exit 4"], tty=False)
+        try:
+            ws.write_stdin("hello\n")
+            ws.run_forever(timeout=TIMEOUT)
+            assert ws.read_stdout() == "got-hello\n"
+            assert ws.returncode == 4
+        finally:
+            ws.close()
+            ws.sock.shutdown()  # websocket-client leaves the socket open once the server closed
+    # v4.channel.k8s.io, that clients fall back to: the end is a Status on channel 3.
+    url = cluster.rest.url + cluster.pod_path("talker", "exec")
+    query = "?container=main&command=sh&command=-c&command=echo+$POD_NAME;+exit+5&stdout=1"
+    channels = asyncio.run(_websocket(url + query, "v4.channel.k8s.io"))
+    assert channels[1] == b"talker\n"
+    status = json.loads(channels[3])
+    assert status["reason"] == "NonZeroExitCode", status
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "5"}]
+
+
+async def _websocket(url: str, protocol: str) -> dict[int, bytes]:
+    """What each channel carried until the server closed the WebSocket."""
+    got: dict[int, bytes] = {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
+            url, protocols=(protocol,), timeout=aiohttp.ClientWSTimeout(ws_close=TIMEOUT)
+        ) as ws,
+    ):
+        assert ws.protocol == protocol
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY and msg.data:
+                got[msg.data[0]] = got.get(msg.data[0], b"") + msg.data[1:]
+    return got
+
+
+def test_exec_tty_and_client_going_away(cluster: Cluster) -> None:
+    config = kubernetes.client.Configuration()
+    config.host = cluster.rest.url
+    with kubernetes.client.ApiClient(config) as api:
+        core = kubernetes.client.CoreV1Api(api)
+        script = "test -t 0 && echo tty; stty size; echo $$; exec sleep 300"
+        ws = _exec(core, cluster, ["sh", "-c", script], tty=True)
+        ws.write_channel(4, json.dumps({"Width": 100, "Height": 40}))
+        seen = ""
+
+        def output() -> bool:
+            nonlocal seen
+            ws.update(timeout=1)
+            seen += ws.read_stdout(timeout=0) or ""
+            return len(seen.split()) >= 4
+
+        poll(output, "the tty exec's output")
+        lines = seen.split()
+        assert lines[0] == "tty", seen
+        pid = int(lines[3])
+        ws.close()  # the client goes away: the exec'd process is killed
+        poll(lambda: not _alive(pid), "the exec'd process ended")
+
+
+# The size arrives on the resize channel after the command started: wait for it (bounded).
+_SIZE = (
+    'for i in $(seq 50); do s=$(stty size); [ "$s" != "0 0" ] && break; sleep 0.1; done; echo $s'
+)
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="no script(1) to give kubectl a tty")
+def test_kubectl_exec_it_on_a_terminal(cluster: Cluster) -> None:
+    """`kubectl exec -it` from a terminal (script(1) gives kubectl one): the command sees a
+    tty of kubectl's terminal size, and its exit code comes back."""
+    assert KUBECTL is not None
+    inner = (
+        f"{KUBECTL} --server={cluster.rest.url} -n {cluster.namespace} exec -it talker"
+        " -c main -- sh -c 'test -t 0 && echo on-a-tty; " + _SIZE + "; exit 6'"
+    )
+    out = subprocess.run(
+        ["script", "-qec", f"stty cols 91 rows 33; {inner}", "/dev/null"],
+        capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+        env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert "on-a-tty" in out.stdout, out
+    assert "33 91" in out.stdout, out
+    assert out.returncode == 6, out
+
+
+def _exec(core: Any, cluster: Cluster, command: list[str], *, tty: bool) -> Any:
+    """The Python client's exec WebSocket (WSClient), stdin open."""
+    from kubernetes.stream import stream
+
+    return stream(
+        core.connect_get_namespaced_pod_exec,
+        "talker",
+        cluster.namespace,
+        container="main",
+        command=command,
+        stderr=True,
+        stdin=True,
+        stdout=True,
+        tty=tty,
+        _preload_content=False,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_attach_streams_the_running_output(cluster: Cluster) -> None:
+    url = cluster.rest.url + cluster.pod_path("web", "attach?container=web&stdout=1&stderr=1")
+    fetch = "import os, urllib.request as u; u.urlopen(f'http://{os.environ[\"POD_IP\"]}:8080/')"
+
+    async def attached() -> bytes:
+        seen = b""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, protocols=("v5.channel.k8s.io",)) as ws,
+        ):
+            # The server's log line for this request is new output: attach shows it.
+            done = await asyncio.to_thread(cluster.run, "exec", "web", "--", PY, "-c", fetch)
+            assert done.returncode == 0, done
+            async with asyncio.timeout(TIMEOUT):
+                async for msg in ws:
+                    seen += msg.data[1:] if msg.type == aiohttp.WSMsgType.BINARY else b""
+                    if b"GET / " in seen:
+                        break
+        return seen
+
+    assert b'"GET / HTTP/1.1" 200' in asyncio.run(attached())
+
+
+def test_portforward_python_client(cluster: Cluster) -> None:
+    from kubernetes.stream import portforward
+
+    config = kubernetes.client.Configuration()
+    config.host = cluster.rest.url
+    with kubernetes.client.ApiClient(config) as api:
+        core = kubernetes.client.CoreV1Api(api)
+        pf = portforward(core.connect_get_namespaced_pod_portforward, "web", cluster.namespace,
+                         ports="8080")  # fmt: skip
+        sock = pf.socket(8080)
+        sock.setblocking(True)
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        sock.close()
+        assert reply.startswith(b"HTTP/1.0 200"), reply[:200]
+        _close(pf)
+        # Nothing listens on port 9: the port's error channel says so.
+        pf = portforward(core.connect_get_namespaced_pod_portforward, "web", cluster.namespace,
+                         ports="9")  # fmt: skip
+        try:
+            sock = pf.socket(9)
+            sock.setblocking(True)
+            assert sock.recv(10) == b""
+            assert "failed to connect" in (pf.error(9) or ""), pf.error(9)
+        finally:
+            _close(pf)
+
+
+def _close(pf: Any) -> None:
+    """Close a Python client port-forward, its proxy thread and its WebSocket (the client
+    leaves the socket open when the server closed the WebSocket first)."""
+    pf.close()
+    for thread in threading.enumerate():
+        if thread.name.startswith("Kubernetes port forward proxy"):
+            thread.join(TIMEOUT)
+    pf.websocket.shutdown()
+
+
+def test_portforward_kubectl(cluster: Cluster) -> None:
+    """kubectl 1.32 forwards over a WebSocket that tunnels SPDY (its default)."""
+    local = free_loopback_ports(1)[0]
+    assert KUBECTL is not None
+    proc = subprocess.Popen(
+        [KUBECTL, f"--server={cluster.rest.url}", "-n", cluster.namespace, "port-forward",
+         "pod/web", f"{local}:8080"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "Forwarding from" in proc.stdout.readline()
+        for _ in range(2):  # each connection its own pair of streams
+            url = f"http://127.0.0.1:{local}/"
+            with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+                assert resp.status == 200 and b"Directory listing" in resp.read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(TIMEOUT)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_bad_stream_requests_answer_status(cluster: Cluster) -> None:
+    code, _, body = cluster.rest.request(
+        "GET", cluster.pod_path("talker", "exec?command=true&container=main")
+    )
+    assert code == 400 and json.loads(body)["message"] == "Upgrade request required"
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
+    code, _, body = cluster.rest.request(
+        "GET", cluster.pod_path("talker", "exec?command=true&container=main"), headers=upgrade
+    )
+    assert code == 400 and "subprotocol" in json.loads(body)["message"], body
+    code, _, body = cluster.rest.request(
+        "GET", cluster.pod_path("talker", "exec?container=main"), headers=upgrade
+    )
+    assert code == 400 and "command" in json.loads(body)["message"], body
+    v4 = {**upgrade, "Sec-WebSocket-Protocol": "v4.channel.k8s.io"}
+    code, _, body = cluster.rest.request(
+        "GET", cluster.pod_path("web", "portforward?ports=99999"), headers=v4
+    )
+    assert code == 400 and "ports" in json.loads(body)["message"], body
+    code, _, body = cluster.rest.request("POST", cluster.pod_path("talker", "log"))
+    assert code == 405, body
+    out = cluster.run("exec", "idle", "--", "true")
+    assert out.returncode == 1 and "is waiting to start: ContainerCreating" in out.stderr, out
+    out = cluster.run("exec", "talker", "-c", "nope", "--", "true")
+    assert out.returncode == 1 and "container nope is not valid for pod talker" in out.stderr
+    assert cluster.rest.request("GET", "/healthz")[0] == 200
+
+
+def test_grpc_face_refuses_bad_requests(cluster: Cluster) -> None:
+    """PodStreams (k8semu logs/exec) on the gRPC port: the same checks, gRPC codes."""
+    with grpc.insecure_channel(cluster.rest.grpc_address) as channel:
+        stub = podstreams_pb2_grpc.PodStreamsStub(channel)
+        cases = [
+            (kubelet_pb2.LogsRequest(namespace=cluster.namespace), "pod: Required value"),
+            (kubelet_pb2.LogsRequest(namespace=cluster.namespace, pod="ghost"), "not found"),
+            (
+                kubelet_pb2.LogsRequest(namespace=cluster.namespace, pod="talker"),
+                "a container name must be specified",
+            ),
+        ]
+        for request, message in cases:
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.Logs(request, timeout=TIMEOUT))
+            assert message in (err.value.details() or ""), err.value
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.Interact(iter([kubelet_pb2.InteractInput(stdin=b"x")]), timeout=TIMEOUT))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_logs_previous_and_follow_after_restart(cluster: Cluster) -> None:
+    poll(lambda: "run-done" in cluster.kubectl("logs", "talker", "-c", "main"), "output")
+    out = cluster.run("logs", "talker", "-c", "main", "--previous")
+    assert out.returncode == 1 and "previous terminated container" in out.stderr, out
+    pid = _pid(cluster, "talker")
+    os.kill(pid, signal.SIGKILL)
+    poll(lambda: _pid(cluster, "talker") not in (0, pid), "restarted")
+    prev = cluster.kubectl("logs", "talker", "-c", "main", "--previous")
+    assert prev.splitlines() == LINES
+    assert KUBECTL is not None
+    follow = subprocess.Popen(
+        [KUBECTL, f"--server={cluster.rest.url}", "-n", cluster.namespace, "logs", "-f",
+         "talker", "-c", "main"],
+        stdout=subprocess.PIPE, text=True,
+        env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        got = [follow.stdout.readline().strip() for _ in LINES]
+        assert got == LINES
+    finally:
+        follow.kill()
+        follow.wait(TIMEOUT)
+        if follow.stdout is not None:
+            follow.stdout.close()
