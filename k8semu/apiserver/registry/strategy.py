@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import string
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -122,6 +122,9 @@ class Strategy:
     expires: bool = False
     # A read-only kind's source (its kind is not stored); None for stored kinds.
     reader: Reader | None = None
+    # Admission that reads other objects (priority: priorityClassName -> spec.priority):
+    # called with the API servicer and the defaulted object before its checks on create.
+    admit: Callable[[Any, Any], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         if self.status and "status" not in self.kind.message.DESCRIPTOR.fields_by_name:
