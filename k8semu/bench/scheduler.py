@@ -327,7 +327,7 @@ def measure_decisions(nodes: int = DEFAULT_NODES, pods: int = DEFAULT_PODS) -> d
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for info in infos:
         d = algorithm.schedule(
-            info, cache.nodes, cache.order, start=start, nodes_with_anti_affinity=(), rng=rng
+            info, cache.nodes, cache.order, start=start, nodes_with_affinity=(), rng=rng
         )
         start = d.next_start
         cache.assume(info, d.node)

@@ -14,8 +14,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from k8semu.scheduler import plugins
+from k8semu.scheduler import interpod, plugins
 from k8semu.scheduler.framework import NodeInfo, PodInfo
+from k8semu.scheduler.spread import NO_SPREAD, prefilter_spread, score_spread
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +45,26 @@ def schedule(
     *,
     start: int = 0,
     percentage: int = 0,
-    nodes_with_anti_affinity: Sequence[str] = (),
+    nodes_with_affinity: Sequence[str] = (),
     rng: random.Random | None = None,
 ) -> Decision:
-    """Choose a node for `pod` among `order` (names of `nodes` that have a Node object)."""
+    """Choose a node for `pod` among `order` (names of `nodes` that have a Node object);
+    `nodes_with_affinity`: the nodes running pods with inter-pod terms (the cache's list)."""
     num = len(order)
     if num == 0:
         return Decision("", 0, 0, 0, 0)
     want = plugins.num_feasible_nodes_to_find(num, percentage)
-    anti = plugins.prefilter_anti_affinity(pod, nodes, nodes_with_anti_affinity)
+    anti = plugins.prefilter_anti_affinity(pod, nodes, nodes_with_affinity)
+    spread = prefilter_spread(pod, nodes, order, NODE_CHECKS) if pod.spread else NO_SPREAD
     feasible: list[NodeInfo] = []
     reasons: Counter[str] = Counter()
     run_filters = plugins.run_filters
     # The common case - a pod with no selector, affinity or host port on a node that is
     # Ready, schedulable and untainted - needs only the resource check: done inline (the
     # same test as plugins.run_filters, without a call per node; tests compare the two).
-    simple = not pod.needs_node_match and not pod.host_ports and anti.empty
+    simple = (
+        not pod.needs_node_match and not pod.host_ports and anti.empty and not spread.constraints
+    )
     cpu, mem = pod.milli_cpu, pod.memory
     start %= num
     evaluated = 0
@@ -75,7 +80,7 @@ def schedule(
         ):
             failed: list[str] = []
         else:
-            failed = run_filters(pod, info, anti)
+            failed = run_filters(pod, info, anti, spread)
         if failed:
             for reason in failed:
                 reasons[reason] += 1
@@ -88,21 +93,48 @@ def schedule(
         return Decision("", num, evaluated, 0, next_start, reasons)
     if len(feasible) == 1:
         return Decision(feasible[0].name, num, evaluated, 1, next_start)
-    scores = score(pod, feasible)
+    scores = score(pod, feasible, nodes, order, nodes_with_affinity)
     best = max(scores)
     winners = [i for i, s in enumerate(scores) if s == best]
     pick = winners[0] if len(winners) == 1 else (rng or random).choice(winners)
     return Decision(feasible[pick].name, num, evaluated, len(feasible), next_start)
 
 
-def score(pod: PodInfo, feasible: Sequence[NodeInfo]) -> list[float]:
-    """The weighted sum of every score plugin for each feasible node."""
+def _node_affinity_ok(pod: PodInfo, node: NodeInfo) -> bool:
+    return plugins.filter_node_affinity(pod, node) is None
+
+
+def _taints_ok(pod: PodInfo, node: NodeInfo) -> bool:
+    return plugins.filter_taints(pod, node) is None
+
+
+# What the spread plugin asks of a node to count it (nodeAffinityPolicy, nodeTaintsPolicy).
+NODE_CHECKS = (_node_affinity_ok, _taints_ok)
+
+
+def _add(totals: list[float], weight: int, scores: Sequence[float]) -> list[float]:
+    return [t + weight * s for t, s in zip(totals, scores, strict=True)]
+
+
+def score(
+    pod: PodInfo,
+    feasible: Sequence[NodeInfo],
+    nodes: Mapping[str, NodeInfo] | None = None,
+    order: Sequence[str] = (),
+    nodes_with_affinity: Sequence[str] = (),
+) -> list[float]:
+    """The weighted sum of every score plugin for each feasible node (`nodes`, `order`: the
+    whole cluster, for the plugins that count pods beyond the feasible nodes)."""
     totals = plugins.score_resources(pod, feasible)
-    if pod.owner_uid:
-        owner = pod.owner_uid
-        counts = [n.owner_counts.get(owner, 0) for n in feasible]
-        spread = plugins.normalize_spread(counts)
-        totals = [t + plugins.WEIGHT_SPREAD * s for t, s in zip(totals, spread, strict=True)]
+    everything = nodes if nodes is not None else {n.name: n for n in feasible}
+    names = order or [n.name for n in feasible]
+    spread = score_spread(pod, feasible, everything, names, NODE_CHECKS)
+    if spread is not None:
+        totals = _add(totals, plugins.WEIGHT_TOPOLOGY_SPREAD, spread)
+    weights = interpod.score_weights(pod, everything, nodes_with_affinity)
+    if weights:
+        raw = [interpod.score_raw(n, weights) for n in feasible]
+        totals = _add(totals, plugins.WEIGHT_INTER_POD_AFFINITY, interpod.normalize_min_max(raw))
     if pod.preferred_terms:
         raw = [plugins.score_node_affinity(pod, n) for n in feasible]
         aff = plugins.normalize_max(raw)

@@ -32,15 +32,15 @@ def occupies_node(pod: core_pb2.Pod) -> bool:
 class SchedulerCache:
     """Invariants: every pod key is on at most one node (`_pod_node`); `order` lists the names
     of nodes with a Node object, in arrival order; `assumed` holds the keys assumed and not yet
-    confirmed by the informer nor forgotten; `anti_affinity_nodes` are the nodes running at
-    least one pod with required pod anti-affinity terms."""
+    confirmed by the informer nor forgotten; `affinity_nodes` are the nodes running at
+    least one pod with inter-pod (anti-)affinity terms."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeInfo] = {}
         self.order: list[str] = []
         self.assumed: set[str] = set()
         self._pod_node: dict[str, str] = {}
-        self._anti: dict[str, int] = {}  # node -> pods with anti-affinity terms
+        self._anti: dict[str, int] = {}  # node -> pods with inter-pod terms
 
     # ---- nodes ---------------------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class SchedulerCache:
         return len(self.order)
 
     @property
-    def anti_affinity_nodes(self) -> list[str]:
+    def affinity_nodes(self) -> list[str]:
         return list(self._anti)
 
     # ---- pods (from the informer) ----------------------------------------------------------
@@ -137,7 +137,7 @@ class SchedulerCache:
             info = self.nodes[node_name] = NodeInfo(node_name)
         info.add_pod(pod)
         self._pod_node[pod.key] = node_name
-        if pod.anti_affinity:
+        if pod.has_affinity_terms:
             self._anti[node_name] = self._anti.get(node_name, 0) + 1
 
     def _remove(self, key: str) -> None:
@@ -148,7 +148,7 @@ class SchedulerCache:
         if info is None:
             return
         pod = info.remove_pod(key)
-        if pod is not None and pod.anti_affinity:
+        if pod is not None and pod.has_affinity_terms:
             left = self._anti.get(node_name, 0) - 1
             if left > 0:
                 self._anti[node_name] = left

@@ -115,16 +115,49 @@ class PodSelector:
 
 
 @dataclass(frozen=True, slots=True)
-class AntiAffinityTerm:
-    """A required podAntiAffinity term: no pod matching `selector` in `namespaces` may run in
-    the same topology domain (nodes sharing the value of label `topology_key`)."""
+class AffinityTerm:
+    """A podAffinity or podAntiAffinity term: pods matching `selector` in `namespaces` (every
+    namespace with `any_namespace`) in the same topology domain (nodes sharing the value of
+    label `topology_key`). `weight` is a preferred term's (0 for a required one)."""
 
     selector: PodSelector
     namespaces: frozenset[str]
     topology_key: str
+    weight: int = 0
+    any_namespace: bool = False
 
-    def matches_pod(self, namespace: str, labels: dict[str, str]) -> bool:
-        return namespace in self.namespaces and self.selector.matches(labels)
+    def matches_pod(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        return (self.any_namespace or namespace in self.namespaces) and self.selector.matches(
+            labels
+        )
+
+
+AntiAffinityTerm = AffinityTerm  # the name the required anti-affinity terms had first
+
+
+@dataclass(frozen=True, slots=True)
+class SpreadConstraint:
+    """A topologySpreadConstraint, compiled. `hard`: DoNotSchedule (a filter), else
+    ScheduleAnyway (a score). The pods counted are those in the pod's namespace matching
+    `selector` - or, for the scheduler's default constraints, the pods of the same controller
+    (`owner_uid`). `system_default`: a node without `topology_key` is simply outside this
+    constraint, instead of being refused or scored 0."""
+
+    max_skew: int
+    topology_key: str
+    hard: bool
+    selector: PodSelector
+    min_domains: int = 1
+    honor_node_affinity: bool = True
+    honor_taints: bool = False
+    owner_uid: str = ""
+    system_default: bool = False
+
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# kube-scheduler's system default constraints, for pods of a controller without their own.
+DEFAULT_SPREAD = ((HOSTNAME_LABEL, 3), (ZONE_LABEL, 5))
+_SPREAD_OWNER_KINDS = ("ReplicaSet", "StatefulSet", "ReplicationController")
 
 
 def _node_requirement(req: core_pb2.NodeSelectorRequirement, where: str) -> NodeRequirement:
@@ -203,12 +236,29 @@ class PodInfo:
     required_terms: tuple[NodeTerm, ...] | None = None  # None: no required node affinity
     preferred_terms: tuple[PreferredTerm, ...] = ()
     tolerations: tuple[core_pb2.Toleration, ...] = ()
-    anti_affinity: tuple[AntiAffinityTerm, ...] = ()
+    anti_affinity: tuple[AffinityTerm, ...] = ()  # required podAntiAffinity
+    affinity: tuple[AffinityTerm, ...] = ()  # required podAffinity
+    preferred_affinity: tuple[AffinityTerm, ...] = ()
+    preferred_anti_affinity: tuple[AffinityTerm, ...] = ()
+    spread: tuple[SpreadConstraint, ...] = ()
     owner_uid: str = ""
+    priority: int = 0
+    preempt_never: bool = False  # preemptionPolicy: Never
+    terminating: bool = False  # deletionTimestamp set
 
     @property
     def needs_node_match(self) -> bool:
         return bool(self.node_selector) or self.required_terms is not None
+
+    @property
+    def has_affinity_terms(self) -> bool:
+        """Any inter-pod term, which other pods' decisions must look at."""
+        return bool(
+            self.anti_affinity
+            or self.affinity
+            or self.preferred_affinity
+            or self.preferred_anti_affinity
+        )
 
 
 def pod_key(pod: core_pb2.Pod) -> str:
@@ -270,29 +320,91 @@ def _node_affinity(
     return required, preferred
 
 
-def _anti_affinity(
-    paa: core_pb2.PodAntiAffinity, namespace: str, where: str
-) -> tuple[AntiAffinityTerm, ...]:
-    """The required pod anti-affinity terms (namespaces default to the pod's own)."""
-    anti: list[AntiAffinityTerm] = []
-    for i, t in enumerate(paa.required_during_scheduling_ignored_during_execution):
-        t_where = f"{where}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
-        if not t.topology_key:
-            raise PodSpecError(f"{t_where}.topologyKey: Required value")
-        anti.append(
-            AntiAffinityTerm(
-                _pod_selector(
-                    t.label_selector, t.HasField("label_selector"), f"{t_where}.labelSelector"
-                ),
-                frozenset(t.namespaces) or frozenset((namespace,)),
-                t.topology_key,
-            )
+NamespaceLabels = Mapping[str, Mapping[str, str]]
+
+
+def _affinity_term(
+    t: core_pb2.PodAffinityTerm,
+    namespace: str,
+    where: str,
+    weight: int,
+    namespace_labels: NamespaceLabels,
+) -> AffinityTerm:
+    """One term. Namespaces: those listed plus those `namespaceSelector` selects (an empty
+    selector: every namespace); neither given: the pod's own."""
+    if not t.topology_key:
+        raise PodSpecError(f"{where}.topologyKey: Required value")
+    selector = _pod_selector(
+        t.label_selector, t.HasField("label_selector"), f"{where}.labelSelector"
+    )
+    namespaces = set(t.namespaces)
+    any_namespace = False
+    if t.HasField("namespace_selector"):
+        ns_sel = _pod_selector(t.namespace_selector, True, f"{where}.namespaceSelector")
+        if not ns_sel.labels and not ns_sel.expressions:
+            any_namespace = True
+        else:
+            namespaces.update(n for n, labels in namespace_labels.items() if ns_sel.matches(labels))
+    elif not namespaces:
+        namespaces.add(namespace)
+    return AffinityTerm(selector, frozenset(namespaces), t.topology_key, weight, any_namespace)
+
+
+def _affinity_group(
+    group: core_pb2.PodAffinity | core_pb2.PodAntiAffinity,
+    namespace: str,
+    where: str,
+    namespace_labels: NamespaceLabels,
+) -> tuple[tuple[AffinityTerm, ...], tuple[AffinityTerm, ...]]:
+    """The required and the preferred terms of a podAffinity or podAntiAffinity."""
+    required = tuple(
+        _affinity_term(t, namespace, f"{where}.requiredDuringSchedulingIgnoredDuringExecution"
+                       f"[{i}]", 0, namespace_labels)
+        for i, t in enumerate(group.required_during_scheduling_ignored_during_execution)
+    )  # fmt: skip
+    pref = f"{where}.preferredDuringSchedulingIgnoredDuringExecution"
+    preferred = tuple(
+        _affinity_term(w.pod_affinity_term, namespace, f"{pref}[{i}].podAffinityTerm",
+                       w.weight, namespace_labels)
+        for i, w in enumerate(group.preferred_during_scheduling_ignored_during_execution)
+    )  # fmt: skip
+    return required, preferred
+
+
+def _spread_constraints(pod: core_pb2.Pod, where: str) -> tuple[SpreadConstraint, ...]:
+    """spec.topologySpreadConstraints; without any, the system defaults for a pod of a
+    ReplicaSet or StatefulSet (hostname maxSkew 3, zone maxSkew 5, ScheduleAnyway)."""
+    spec, labels = pod.spec, pod.metadata.labels
+    out = []
+    for i, c in enumerate(spec.topology_spread_constraints):
+        c_where = f"{where}.topologySpreadConstraints[{i}]"
+        if c.max_skew <= 0 or not c.topology_key:
+            raise PodSpecError(f"{c_where}: maxSkew must be > 0 and topologyKey set")
+        sel = _pod_selector(
+            c.label_selector, c.HasField("label_selector"), f"{c_where}.labelSelector"
         )
-    return tuple(anti)
+        if c.match_label_keys and not sel.match_nothing:
+            extra = tuple((k, labels[k]) for k in c.match_label_keys if k in labels)
+            sel = dataclasses.replace(sel, labels=tuple(sorted(sel.labels + extra)))
+        out.append(SpreadConstraint(
+            c.max_skew, c.topology_key, c.when_unsatisfiable != "ScheduleAnyway", sel,
+            c.min_domains if c.HasField("min_domains") else 1,
+            c.node_affinity_policy != "Ignore", c.node_taints_policy == "Honor",
+        ))  # fmt: skip
+    if out:
+        return tuple(out)
+    owner = next((r for r in pod.metadata.owner_references if r.controller), None)
+    if owner is None or owner.kind not in _SPREAD_OWNER_KINDS:
+        return ()
+    return tuple(
+        SpreadConstraint(skew, key, False, PodSelector(), owner_uid=owner.uid, system_default=True)
+        for key, skew in DEFAULT_SPREAD
+    )
 
 
-def pod_info(pod: core_pb2.Pod) -> PodInfo:
-    """Compile `pod`; PodSpecError naming the field when something cannot be evaluated."""
+def pod_info(pod: core_pb2.Pod, namespace_labels: NamespaceLabels | None = None) -> PodInfo:
+    """Compile `pod` (`namespace_labels`: each namespace's labels, for the affinity terms'
+    namespaceSelector); PodSpecError naming the field when something cannot be evaluated."""
     meta = pod.metadata
     spec = pod.spec
     where = f"pod {meta.namespace}/{meta.name}: spec"
@@ -305,12 +417,18 @@ def pod_info(pod: core_pb2.Pod) -> PodInfo:
     )
     required: tuple[NodeTerm, ...] | None = None
     preferred: tuple[PreferredTerm, ...] = ()
-    anti: tuple[AntiAffinityTerm, ...] = ()
+    anti: tuple[AffinityTerm, ...] = ()
+    affinity: tuple[AffinityTerm, ...] = ()
+    pref_aff: tuple[AffinityTerm, ...] = ()
+    pref_anti: tuple[AffinityTerm, ...] = ()
     if spec.HasField("affinity"):
-        aff = spec.affinity
+        aff, ns, labels = spec.affinity, meta.namespace, namespace_labels or {}
         required, preferred = _node_affinity(aff.node_affinity, f"{where}.affinity.nodeAffinity")
-        anti = _anti_affinity(
-            aff.pod_anti_affinity, meta.namespace, f"{where}.affinity.podAntiAffinity"
+        affinity, pref_aff = _affinity_group(
+            aff.pod_affinity, ns, f"{where}.affinity.podAffinity", labels
+        )
+        anti, pref_anti = _affinity_group(
+            aff.pod_anti_affinity, ns, f"{where}.affinity.podAntiAffinity", labels
         )
     owner = next((ref.uid for ref in meta.owner_references if ref.controller), "")
     return PodInfo(
@@ -329,7 +447,14 @@ def pod_info(pod: core_pb2.Pod) -> PodInfo:
         preferred_terms=preferred,
         tolerations=tuple(spec.tolerations),
         anti_affinity=anti,
+        affinity=affinity,
+        preferred_affinity=pref_aff,
+        preferred_anti_affinity=pref_anti,
+        spread=_spread_constraints(pod, where),
         owner_uid=owner,
+        priority=spec.priority,
+        preempt_never=spec.preemption_policy == "Never",
+        terminating=meta.HasField("deletion_timestamp"),
     )
 
 

@@ -358,7 +358,7 @@ class Scheduler:
             self.cache.order,
             start=self._next_start,
             percentage=self.config.percentage_of_nodes_to_score,
-            nodes_with_anti_affinity=self.cache.anti_affinity_nodes,
+            nodes_with_affinity=self.cache.affinity_nodes,
             rng=self._rng,
         )
         self._next_start = decision.next_start
