@@ -15,27 +15,41 @@ objects, so each pod create costs a dict walk, not a store round trip).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
 from google.protobuf.message import Message
 
 from k8semu.api import kinds
 from k8semu.apiserver.errors import FailedPrecondition, NotFound
+from k8semu.apiserver.objects import decode
 from k8semu.apiserver.registry.scheduling import (
     PREEMPT_LOWER_PRIORITY,
     SYSTEM_CLASSES,
     system_class,
 )
 from k8semu.pb.api.v1 import core_pb2, scheduling_pb2
+from k8semu.pb.etcd import kv_pb2
 
 PRIORITY_CLASSES = kinds.for_message(scheduling_pb2.PriorityClass)
 
 
+class _Cache(Protocol):
+    @property
+    def objects(self) -> Mapping[bytes, kv_pb2.KeyValue]: ...
+
+    async def wait_ready(self) -> None: ...
+
+
+class _Caches(Protocol):
+    def get(self, kind: kinds.Kind, hint: int = 0) -> _Cache: ...
+
+
 class Objects(Protocol):
-    async def cached_objects(self, kind: kinds.Kind) -> Sequence[Message]:
-        """Every stored object of a cluster-scoped `kind` (possibly a moment stale)."""
-        ...
+    """The API servicer, as admission reads it (its watch caches, and the store)."""
+
+    @property
+    def watch_caches(self) -> _Caches: ...
 
     async def get_object(self, kind: kinds.Kind, namespace: str, name: str) -> tuple[Message, int]:
         """The stored object (NotFound when absent)."""
@@ -47,9 +61,12 @@ def _forbidden(resource: str, name: str, why: str) -> FailedPrecondition:
 
 
 async def _classes(objects: Objects) -> dict[str, scheduling_pb2.PriorityClass]:
+    """Every class, from the API server's watch cache of them (started on first use)."""
     found = {n: system_class(n) for n in SYSTEM_CLASSES}
-    for obj in await objects.cached_objects(PRIORITY_CLASSES):
-        pc = cast(scheduling_pb2.PriorityClass, obj)
+    cache = objects.watch_caches.get(PRIORITY_CLASSES)
+    await cache.wait_ready()
+    for kv in cache.objects.values():
+        pc = cast(scheduling_pb2.PriorityClass, decode(PRIORITY_CLASSES, kv.value, kv.mod_revision))
         found[pc.metadata.name] = pc
     return found
 

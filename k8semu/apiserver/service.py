@@ -278,12 +278,6 @@ class APIServicer:
         """The stored object and its mod_revision (NotFound when absent)."""
         return await self._get(kind, namespace, name)
 
-    async def cached_objects(self, kind: Kind) -> list[Message]:
-        """Every object of `kind` from this server's watch cache (started on first use)."""
-        cache = self.watch_caches.get(kind)
-        await cache.wait_ready()
-        return [decode(kind, kv.value, kv.mod_revision) for kv in cache.objects.values()]
-
     async def list_objects(self, kind: Kind, namespace: str, label_selector: str) -> list[Message]:
         resp = await self.store.scan(prefix(kind, namespace))
         selector = self.registry.strategy(kind).selector(label_selector, "")
@@ -387,13 +381,11 @@ class APIServicer:
     async def create(
         self, kind: Kind, namespace: str, obj: Message, *, uid: str = "", dry_run: bool = False
     ) -> Message:
-        """Create `obj` (defaulted, validated, system fields set); returns it as stored.
-        `uid` is the client's choice of metadata.uid (a retried create recognises its object
-        by it); empty: a new random one."""
+        """Create `obj` (defaulted, admitted, validated, system fields set); returns it as
+        stored. `uid`: the client's metadata.uid (a retry recognises its object by it)."""
         strategy = self.registry.strategy(kind)
         strategy.prepare_for_create(obj, namespace=namespace, uid=uid)
-        if strategy.admit is not None:
-            await strategy.admit(self, obj)
+        await strategy.admit(self, obj)
         strategy.validate_create(obj)
         if dry_run:
             m = meta(obj)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from k8semu.scheduler import interpod, plugins
-from k8semu.scheduler.framework import NodeInfo, PodInfo
+from k8semu.scheduler.framework import NodeInfo, PodInfo, clone_node
 from k8semu.scheduler.spread import NO_SPREAD, prefilter_spread, score_spread
 
 
@@ -46,16 +46,19 @@ def schedule(
     start: int = 0,
     percentage: int = 0,
     nodes_with_affinity: Sequence[str] = (),
+    nominated: Mapping[str, Sequence[PodInfo]] | None = None,
     rng: random.Random | None = None,
 ) -> Decision:
     """Choose a node for `pod` among `order` (names of `nodes` that have a Node object);
-    `nodes_with_affinity`: the nodes running pods with inter-pod terms (the cache's list)."""
+    `nodes_with_affinity`: the nodes running pods with inter-pod terms (the cache's list);
+    `nominated`: pods waiting for room preemption makes on a node, which a pod of lower or
+    equal priority must leave to them (counted there as if bound)."""
     num = len(order)
     if num == 0:
         return Decision("", 0, 0, 0, 0)
     want = plugins.num_feasible_nodes_to_find(num, percentage)
     anti = plugins.prefilter_anti_affinity(pod, nodes, nodes_with_affinity)
-    spread = prefilter_spread(pod, nodes, order, NODE_CHECKS) if pod.spread else NO_SPREAD
+    spread = prefilter_spread(pod, nodes, order, plugins.NODE_CHECKS) if pod.spread else NO_SPREAD
     feasible: list[NodeInfo] = []
     reasons: Counter[str] = Counter()
     run_filters = plugins.run_filters
@@ -70,6 +73,8 @@ def schedule(
     evaluated = 0
     for name in itertools.chain(order[start:], order[:start]):
         info = nodes[name]
+        if nominated and name in nominated:
+            info = _with_nominated(pod, info, nominated[name])
         evaluated += 1
         if (
             simple
@@ -100,16 +105,10 @@ def schedule(
     return Decision(feasible[pick].name, num, evaluated, len(feasible), next_start)
 
 
-def _node_affinity_ok(pod: PodInfo, node: NodeInfo) -> bool:
-    return plugins.filter_node_affinity(pod, node) is None
-
-
-def _taints_ok(pod: PodInfo, node: NodeInfo) -> bool:
-    return plugins.filter_taints(pod, node) is None
-
-
-# What the spread plugin asks of a node to count it (nodeAffinityPolicy, nodeTaintsPolicy).
-NODE_CHECKS = (_node_affinity_ok, _taints_ok)
+def _with_nominated(pod: PodInfo, node: NodeInfo, waiting: Sequence[PodInfo]) -> NodeInfo:
+    """`node` with the pods nominated to it that `pod` must not take the room of."""
+    ahead = [w for w in waiting if w.key != pod.key and w.priority >= pod.priority]
+    return clone_node(node, add=ahead) if ahead else node
 
 
 def _add(totals: list[float], weight: int, scores: Sequence[float]) -> list[float]:
@@ -128,7 +127,7 @@ def score(
     totals = plugins.score_resources(pod, feasible)
     everything = nodes if nodes is not None else {n.name: n for n in feasible}
     names = order or [n.name for n in feasible]
-    spread = score_spread(pod, feasible, everything, names, NODE_CHECKS)
+    spread = score_spread(pod, feasible, everything, names, plugins.NODE_CHECKS)
     if spread is not None:
         totals = _add(totals, plugins.WEIGHT_TOPOLOGY_SPREAD, spread)
     weights = interpod.score_weights(pod, everything, nodes_with_affinity)

@@ -13,6 +13,7 @@ loop calls `forget(key)`. A pod deleted meanwhile is removed either way.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 from k8semu.log import get_logger
@@ -41,6 +42,9 @@ class SchedulerCache:
         self.assumed: set[str] = set()
         self._pod_node: dict[str, str] = {}
         self._anti: dict[str, int] = {}  # node -> pods with inter-pod terms
+        self.priorities: Counter[int] = Counter()  # spec.priority of the pods on nodes
+        # Each namespace's labels (the affinity terms' namespaceSelector), kept by the owner.
+        self.namespace_labels: dict[str, dict[str, str]] = {}
 
     # ---- nodes ---------------------------------------------------------------------------
 
@@ -86,7 +90,7 @@ class SchedulerCache:
             self._remove(key)
             return
         try:
-            info = pod_info(pod)
+            info = pod_info(pod, self.namespace_labels)
         except PodSpecError as exc:
             # The API server accepted it, so keep counting it, with what can be read.
             log.warning("bound pod has unreadable requests; counted as empty", error=str(exc))
@@ -120,6 +124,11 @@ class SchedulerCache:
     def is_assumed(self, key: str) -> bool:
         return key in self.assumed
 
+    def has_lower_priority(self, priority: int) -> bool:
+        """Whether any pod on a node has a priority below `priority` (preemption's quick
+        test: without one there is nothing to preempt)."""
+        return any(p < priority for p in self.priorities)
+
     def node_of(self, key: str) -> str | None:
         return self._pod_node.get(key)
 
@@ -137,6 +146,7 @@ class SchedulerCache:
             info = self.nodes[node_name] = NodeInfo(node_name)
         info.add_pod(pod)
         self._pod_node[pod.key] = node_name
+        self.priorities[pod.priority] += 1
         if pod.has_affinity_terms:
             self._anti[node_name] = self._anti.get(node_name, 0) + 1
 
@@ -148,6 +158,10 @@ class SchedulerCache:
         if info is None:
             return
         pod = info.remove_pod(key)
+        if pod is not None:
+            self.priorities[pod.priority] -= 1
+            if self.priorities[pod.priority] <= 0:
+                del self.priorities[pod.priority]
         if pod is not None and pod.has_affinity_terms:
             left = self._anti.get(node_name, 0) - 1
             if left > 0:

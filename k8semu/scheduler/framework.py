@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from k8semu.api.errors import QuantityError
@@ -210,6 +210,11 @@ def _pod_selector(sel: meta_pb2.LabelSelector, present: bool, where: str) -> Pod
             )
         exprs.append((e.key, e.operator, frozenset(e.values)))
     return PodSelector(tuple(sorted(sel.match_labels.items())), tuple(exprs))
+
+
+def compile_selector(sel: meta_pb2.LabelSelector, where: str) -> PodSelector:
+    """A present LabelSelector (empty: matches everything); PodSpecError naming `where`."""
+    return _pod_selector(sel, True, where)
 
 
 # ---- PodInfo ---------------------------------------------------------------------------------
@@ -602,3 +607,17 @@ class NodeInfo:
             if self.owner_counts[pod.owner_uid] <= 0:
                 del self.owner_counts[pod.owner_uid]
         return pod
+
+
+def clone_node(
+    node: NodeInfo, *, drop: Collection[str] = (), add: Iterable[PodInfo] = ()
+) -> NodeInfo:
+    """A copy of `node` without the pods keyed in `drop` and with the pods `add` (what-if
+    views for preemption and for nominated pods; the original is untouched)."""
+    clone = NodeInfo(node.name, node.node)
+    for key, pod in node.pods.items():
+        if key not in drop:
+            clone.add_pod(pod)
+    for pod in add:
+        clone.add_pod(pod)
+    return clone

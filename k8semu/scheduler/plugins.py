@@ -183,6 +183,18 @@ def filter_taints(pod: PodInfo, node: NodeInfo) -> str | None:
     return f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}"
 
 
+def _node_affinity_ok(pod: PodInfo, node: NodeInfo) -> bool:
+    return filter_node_affinity(pod, node) is None
+
+
+def _taints_ok(pod: PodInfo, node: NodeInfo) -> bool:
+    return filter_taints(pod, node) is None
+
+
+# What the spread plugin asks of a node to count it (nodeAffinityPolicy, nodeTaintsPolicy).
+NODE_CHECKS = (_node_affinity_ok, _taints_ok)
+
+
 def filter_host_ports(pod: PodInfo, node: NodeInfo) -> str | None:
     """No wanted (hostIP, protocol, hostPort) may clash with one in use: the same protocol and
     port on the same IP, or where either side is 0.0.0.0 (every IP)."""

@@ -156,6 +156,20 @@ def _stateful_rows() -> list[Strategy]:
     ]  # fmt: skip
 
 
+def _policy_rows() -> list[Strategy]:
+    """PodDisruptionBudget and PriorityClass (in KINDS' order)."""
+    return [
+        Strategy(kind=_kind("poddisruptionbudgets"), validate=disruption.validate, status=True),
+        Strategy(
+            kind=_kind("priorityclasses"),
+            defaults=scheduling.defaults,
+            validate=scheduling.validate,
+            validate_update=scheduling.validate_update,
+            admit=priority.admit,
+        ),
+    ]
+
+
 def build(
     ranges: ServiceRanges,
     rng: random.Random | None = None,
@@ -230,14 +244,7 @@ def build(
                 validate=autoscaling.validate,
                 status=True,
             ),
-            Strategy(kind=_kind("poddisruptionbudgets"), validate=disruption.validate, status=True),
-            Strategy(
-                kind=_kind("priorityclasses"),
-                defaults=scheduling.defaults,
-                validate=scheduling.validate,
-                validate_update=scheduling.validate_update,
-                admit=priority.admit,
-            ),
+            *_policy_rows(),
             Strategy(kind=_kind("leases")),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),
         ]
