@@ -9,8 +9,10 @@ PriorityClass's create it keeps globalDefault unique.
 - The built-in `system-cluster-critical` and `system-node-critical` are known even before the
   API server has created their objects (bootstrap.py does at start).
 
-The classes are read from the API server's watch cache of PriorityClasses (a handful of
-objects, so each pod create costs a dict walk, not a store round trip).
+A pod's classes are read from the API server's watch cache of PriorityClasses (a handful of
+objects, so each pod create costs a dict walk, not a store round trip); a class created a
+moment ago that the cache has not seen yet is read from the store, but a new global default
+applies once the cache has it (as kube-apiserver's admission reads its informer).
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ class Objects(Protocol):
         """The stored object (NotFound when absent)."""
         ...
 
+    async def list_objects(
+        self, kind: kinds.Kind, namespace: str, label_selector: str
+    ) -> list[Message]:
+        """The stored objects, read from the store."""
+        ...
+
 
 def _forbidden(resource: str, name: str, why: str) -> FailedPrecondition:
     return FailedPrecondition(f'{resource} "{name}" is forbidden: {why}')
@@ -86,7 +94,9 @@ async def admit(objects: Objects, obj: Any) -> None:
     if isinstance(obj, core_pb2.Pod):
         await _admit_pod(objects, obj)
     elif isinstance(obj, scheduling_pb2.PriorityClass) and obj.global_default:
-        for pc in (await _classes(objects)).values():
+        # Rare, and must see a default made a moment ago: read from the store.
+        stored = await objects.list_objects(PRIORITY_CLASSES, "", "")
+        for pc in cast(list[scheduling_pb2.PriorityClass], stored):
             if pc.global_default and pc.metadata.name != obj.metadata.name:
                 raise _forbidden(
                     "priorityclasses",
