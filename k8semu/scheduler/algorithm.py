@@ -47,12 +47,14 @@ def schedule(
     percentage: int = 0,
     nodes_with_affinity: Sequence[str] = (),
     nominated: Mapping[str, Sequence[PodInfo]] | None = None,
+    label_keys: Mapping[str, int] | None = None,
     rng: random.Random | None = None,
 ) -> Decision:
     """Choose a node for `pod` among `order` (names of `nodes` that have a Node object);
     `nodes_with_affinity`: the nodes running pods with inter-pod terms (the cache's list);
     `nominated`: pods waiting for room preemption makes on a node, which a pod of lower or
-    equal priority must leave to them (counted there as if bound)."""
+    equal priority must leave to them (counted there as if bound); `label_keys`: how many
+    nodes have each label key (the cache's count), which spares the spread score a scan."""
     num = len(order)
     if num == 0:
         return Decision("", 0, 0, 0, 0)
@@ -98,7 +100,7 @@ def schedule(
         return Decision("", num, evaluated, 0, next_start, reasons)
     if len(feasible) == 1:
         return Decision(feasible[0].name, num, evaluated, 1, next_start)
-    scores = score(pod, feasible, nodes, order, nodes_with_affinity)
+    scores = score(pod, feasible, nodes, order, nodes_with_affinity, label_keys)
     best = max(scores)
     winners = [i for i, s in enumerate(scores) if s == best]
     pick = winners[0] if len(winners) == 1 else (rng or random).choice(winners)
@@ -121,18 +123,21 @@ def score(
     nodes: Mapping[str, NodeInfo] | None = None,
     order: Sequence[str] = (),
     nodes_with_affinity: Sequence[str] = (),
+    label_keys: Mapping[str, int] | None = None,
 ) -> list[float]:
     """The weighted sum of every score plugin for each feasible node (`nodes`, `order`: the
     whole cluster, for the plugins that count pods beyond the feasible nodes)."""
     totals = plugins.score_resources(pod, feasible)
     everything = nodes if nodes is not None else {n.name: n for n in feasible}
     names = order or [n.name for n in feasible]
-    spread = score_spread(pod, feasible, everything, names, plugins.NODE_CHECKS)
+    spread = score_spread(pod, feasible, everything, names, plugins.NODE_CHECKS, label_keys)
     if spread is not None:
         totals = _add(totals, plugins.WEIGHT_TOPOLOGY_SPREAD, spread)
-    weights = interpod.score_weights(pod, everything, nodes_with_affinity)
+    has_terms = pod.preferred_affinity or pod.preferred_anti_affinity or nodes_with_affinity
+    weights = interpod.score_weights(pod, everything, nodes_with_affinity) if has_terms else None
     if weights:
-        raw = [interpod.score_raw(n, weights) for n in feasible]
+        grouped = interpod.by_key(weights)
+        raw = [interpod.score_raw(n, grouped) for n in feasible]
         totals = _add(totals, plugins.WEIGHT_INTER_POD_AFFINITY, interpod.normalize_min_max(raw))
     if pod.preferred_terms:
         raw = [plugins.score_node_affinity(pod, n) for n in feasible]

@@ -42,6 +42,8 @@ class SchedulerCache:
         self.assumed: set[str] = set()
         self._pod_node: dict[str, str] = {}
         self._anti: dict[str, int] = {}  # node -> pods with inter-pod terms
+        # How many nodes have each label key (a constraint on a key no node has is moot).
+        self.label_keys: Counter[str] = Counter()
         self.priorities: Counter[int] = Counter()  # spec.priority of the pods on nodes
         # Each namespace's labels (the affinity terms' namespaceSelector), kept by the owner.
         self.namespace_labels: dict[str, dict[str, str]] = {}
@@ -54,7 +56,10 @@ class SchedulerCache:
         if info is None:
             info = self.nodes[name] = NodeInfo(name)
         had_node = info.node is not None
+        if had_node:
+            self.label_keys.subtract(info.labels.keys())
         info.set_node(node)
+        self.label_keys.update(info.labels.keys())
         for problem in info.problems:
             log.warning("node counted as having none of a resource", problem=problem)
         if not had_node:
@@ -68,6 +73,7 @@ class SchedulerCache:
         if info is None or info.node is None:
             return
         self.order.remove(name)
+        self.label_keys.subtract(info.labels.keys())
         if info.pods:
             info.node = None
         else:

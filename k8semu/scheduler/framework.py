@@ -512,14 +512,16 @@ def node_ready(node: core_pb2.Node) -> bool:
 class NodeInfo:
     """A node and the running totals of the pods on it (bound, or assumed by this scheduler).
 
-    Invariant: `requested_*`, `nonzero_*`, `pod_count`, `ports` and `owner_counts` are the sums
-    over `pods`. `node` is None while pods are known on a node the cache has not seen yet.
+    Invariant: `requested_*`, `nonzero_*`, `pod_count`, `ports`, `owner_counts` and
+    `label_counts` are the sums over `pods`. `node` is None while pods are known on a node
+    the cache has not seen yet.
     """
 
     __slots__ = (
         "alloc_cpu",
         "alloc_memory",
         "alloc_pods",
+        "label_counts",
         "labels",
         "name",
         "node",
@@ -556,6 +558,9 @@ class NodeInfo:
         self.pod_count = 0
         self.ports: Counter[tuple[str, str, int]] = Counter()
         self.owner_counts: Counter[str] = Counter()
+        # (namespace, label key, value) -> pods not being deleted that carry it: a selector
+        # of one label counts its pods here with one lookup (topology spread, affinity).
+        self.label_counts: Counter[tuple[str, str, str]] = Counter()
         if node is not None:
             self.set_node(node)
 
@@ -588,6 +593,10 @@ class NodeInfo:
             self.ports[port] += 1
         if pod.owner_uid:
             self.owner_counts[pod.owner_uid] += 1
+        if not pod.terminating:
+            ns = pod.namespace
+            for key, value in pod.labels.items():
+                self.label_counts[(ns, key, value)] += 1
 
     def remove_pod(self, key: str) -> PodInfo | None:
         pod = self.pods.pop(key, None)
@@ -606,6 +615,13 @@ class NodeInfo:
             self.owner_counts[pod.owner_uid] -= 1
             if self.owner_counts[pod.owner_uid] <= 0:
                 del self.owner_counts[pod.owner_uid]
+        if not pod.terminating:
+            ns = pod.namespace
+            for key, value in pod.labels.items():
+                label = (ns, key, value)
+                self.label_counts[label] -= 1
+                if self.label_counts[label] <= 0:
+                    del self.label_counts[label]
         return pod
 
 

@@ -160,13 +160,27 @@ def _add_incoming(pod: PodInfo, nodes: Mapping[str, NodeInfo], weights: dict[Pai
             value = info.labels.get(term.topology_key)
             if value is None:
                 continue
-            hits = sum(
-                1
-                for o in info.pods.values()
-                if o.key != pod.key and term.matches_pod(o.namespace, o.labels)
-            )
+            hits = _hits(term, info, pod)
             if hits:
                 weights[(term.topology_key, value)] += weight * hits
+
+
+def _hits(term: AffinityTerm, node: NodeInfo, pod: PodInfo) -> int:
+    """Pods on `node` (other than `pod`) that `term` matches; one lookup for a term of one
+    label in one namespace (terminating pods are left out there, as they soon leave)."""
+    sel = term.selector
+    if (len(sel.labels) == 1 and not sel.expressions and not sel.match_nothing
+            and not term.any_namespace and len(term.namespaces) == 1):  # fmt: skip
+        ((key, value),) = sel.labels
+        (ns,) = term.namespaces
+        return node.label_counts.get((ns, key, value), 0) - (
+            pod.key in node.pods and term.matches_pod(pod.namespace, pod.labels)
+        )
+    return sum(
+        1
+        for o in node.pods.values()
+        if o.key != pod.key and term.matches_pod(o.namespace, o.labels)
+    )
 
 
 def _add_existing(
@@ -200,9 +214,23 @@ def score_weights(
     return {pair: w for pair, w in weights.items() if w}
 
 
-def score_raw(node: NodeInfo, weights: Mapping[Pair, int]) -> int:
+def by_key(weights: Mapping[Pair, int]) -> dict[str, dict[str, int]]:
+    """The weights grouped by topology key, so a node's score costs a lookup per key."""
+    grouped: dict[str, dict[str, int]] = defaultdict(dict)
+    for (key, value), w in weights.items():
+        grouped[key][value] = w
+    return grouped
+
+
+def score_raw(node: NodeInfo, grouped: Mapping[str, Mapping[str, int]]) -> int:
+    """A node's raw score: the weights of the domains it is in (`grouped`: by_key's)."""
     labels = node.labels
-    return sum(w for (key, value), w in weights.items() if labels.get(key) == value)
+    total = 0
+    for key, values in grouped.items():
+        value = labels.get(key)
+        if value is not None:
+            total += values.get(value, 0)
+    return total
 
 
 def normalize_min_max(raw: Sequence[float]) -> list[float]:

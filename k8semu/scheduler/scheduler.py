@@ -371,6 +371,7 @@ class Scheduler:
             percentage=self.config.percentage_of_nodes_to_score,
             nodes_with_affinity=self.cache.affinity_nodes,
             nominated=self.nominations.by_node() if len(self.nominations) else None,
+            label_keys=self.cache.label_keys,
             rng=self._rng,
         )
         self._next_start = decision.next_start

@@ -57,10 +57,26 @@ class SpreadState:
 NO_SPREAD = SpreadState()
 
 
+def _one_label(c: SpreadConstraint, pod: PodInfo) -> tuple[str, str, str] | None:
+    """(namespace, key, value) when `c` selects by exactly one label (label_counts' key)."""
+    sel = c.selector
+    if c.owner_uid or len(sel.labels) != 1 or sel.expressions or sel.match_nothing:
+        return None
+    key, value = sel.labels[0]
+    return (pod.namespace, key, value)
+
+
 def count_on(c: SpreadConstraint, pod: PodInfo, node: NodeInfo) -> int:
     """Pods on `node` that constraint `c` of `pod` counts."""
     if c.owner_uid:
         return node.owner_counts.get(c.owner_uid, 0)
+    label = _one_label(c, pod)
+    if label is not None:
+        n = node.label_counts.get(label, 0)
+        own = node.pods.get(pod.key)
+        if n and own is not None and not own.terminating and c.selector.matches(own.labels):
+            n -= 1
+        return n
     ns, sel = pod.namespace, c.selector
     return sum(
         1
@@ -101,10 +117,26 @@ def domain_counts(
     key, with 0 when it holds none)."""
     keys = [k.topology_key for k in pod.spread if k.hard == c.hard]
     counts: Counter[str] = Counter()
+    topology_key = c.topology_key
+    plain = not pod.needs_node_match or not c.honor_node_affinity
+    label = _one_label(c, pod)
+    if label is not None and plain and len(keys) == 1 and not c.honor_taints:
+        # The common shape, one lookup per node (the pod being scheduled is on no node).
+        for name in order:
+            node = nodes[name]
+            value = node.labels.get(topology_key)
+            if value is not None and node.node is not None:
+                counts[value] += node.label_counts.get(label, 0)
+        return counts
     for name in order:
         node = nodes[name]
-        if _eligible(pod, c, node, keys, checks):
-            counts[node.labels[c.topology_key]] += count_on(c, pod, node)
+        value = node.labels.get(topology_key)
+        if value is None:
+            continue
+        simple = plain and node.node is not None and len(keys) == 1 and not c.honor_taints
+        if not simple and not _eligible(pod, c, node, keys, checks):
+            continue
+        counts[value] += count_on(c, pod, node)
     return counts
 
 
@@ -145,15 +177,25 @@ def filter_spread(node: NodeInfo, state: SpreadState) -> str | None:
 # ---- score -----------------------------------------------------------------------------------
 
 
+def _hostname_counts(c: SpreadConstraint, pod: PodInfo, feasible: Sequence[NodeInfo]) -> list[int]:
+    """Per feasible node (each its own hostname domain) the pods `c` counts there."""
+    if c.owner_uid:
+        uid = c.owner_uid
+        return [n.owner_counts.get(uid, 0) for n in feasible]
+    return [count_on(c, pod, n) for n in feasible]
+
+
 def score_spread(
     pod: PodInfo,
     feasible: Sequence[NodeInfo],
     nodes: Mapping[str, NodeInfo],
     order: Sequence[str],
     checks: tuple[NodeCheck, NodeCheck],
+    label_keys: Mapping[str, int] | None = None,
 ) -> list[float] | None:
     """0..100 per feasible node for the ScheduleAnyway (and default) constraints; None when
-    the pod has none, or none applies to any node."""
+    the pod has none, or none applies to any node. `label_keys`: how many nodes have each
+    label key, when the caller keeps that count."""
     soft = [c for c in pod.spread if not c.hard]
     if not soft:
         return None
@@ -161,33 +203,43 @@ def score_spread(
     ignored = [False] * len(feasible)
     applied = False
     for c in soft:
-        key = c.topology_key
-        if key == HOSTNAME_LABEL:
-            counts = None
+        key, offset = c.topology_key, c.max_skew - 1
+        if key == HOSTNAME_LABEL:  # every node has it: the hot path, no per-node lookups
             weight = math.log(len(feasible) + 2)
-        elif c.system_default and not any(key in n.labels for n in feasible):
-            continue  # no feasible node is in any domain of it (no zones): it changes nothing
-        else:
-            counts = domain_counts(pod, c, nodes, order, checks)
-            if not counts:
-                if not c.system_default:
-                    ignored = [True] * len(feasible)
-                continue
-            weight = math.log(len(counts) + 2)
+            counts = _hostname_counts(c, pod, feasible)
+            raw = [r + n * weight + offset for r, n in zip(raw, counts, strict=True)]
+            applied = True
+            continue
+        if c.system_default and (
+            not label_keys.get(key, 0)
+            if label_keys is not None
+            else not any(key in n.labels for n in feasible)
+        ):
+            continue  # no node is in any domain of it (no zones): it changes nothing
+        domains = domain_counts(pod, c, nodes, order, checks)
+        if not domains:
+            if not c.system_default:
+                ignored = [True] * len(feasible)
+            continue
+        weight = math.log(len(domains) + 2)
         for i, node in enumerate(feasible):
             value = node.labels.get(key)
             if value is None:
                 ignored[i] = ignored[i] or not c.system_default
                 continue
             applied = True
-            n = count_on(c, pod, node) if counts is None else counts.get(value, 0)
-            raw[i] += n * weight + c.max_skew - 1
+            raw[i] += domains.get(value, 0) * weight + offset
     if not applied:
         return None
     return _normalize(raw, ignored)
 
 
 def _normalize(raw: Sequence[float], ignored: Sequence[bool]) -> list[float]:
+    if not any(ignored):
+        high, low = max(raw), min(raw)
+        if high == 0:
+            return [100.0] * len(raw)
+        return [100.0 * (high + low - r) / high for r in raw]
     kept = [r for r, skip in zip(raw, ignored, strict=True) if not skip]
     if not kept:
         return [0.0] * len(raw)
