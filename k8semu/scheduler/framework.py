@@ -401,8 +401,14 @@ def _spread_constraints(pod: core_pb2.Pod, where: str) -> tuple[SpreadConstraint
     owner = next((r for r in pod.metadata.owner_references if r.controller), None)
     if owner is None or owner.kind not in _SPREAD_OWNER_KINDS:
         return ()
+    return _default_spread(owner.uid)
+
+
+@functools.lru_cache(maxsize=4096)
+def _default_spread(owner_uid: str) -> tuple[SpreadConstraint, ...]:
+    """The system default constraints for the pods of one controller (shared: immutable)."""
     return tuple(
-        SpreadConstraint(skew, key, False, PodSelector(), owner_uid=owner.uid, system_default=True)
+        SpreadConstraint(skew, key, False, PodSelector(), owner_uid=owner_uid, system_default=True)
         for key, skew in DEFAULT_SPREAD
     )
 
