@@ -67,9 +67,10 @@ def schedule(
     # The common case - a pod with no selector, affinity or host port on a node that is
     # Ready, schedulable and untainted - needs only the resource check: done inline (the
     # same test as plugins.run_filters, without a call per node; tests compare the two).
-    simple = (
-        not pod.needs_node_match and not pod.host_ports and anti.empty and not spread.constraints
-    )
+    simple = not pod.needs_node_match and not pod.host_ports and anti.empty
+    # A single DoNotSchedule constraint is tested inline too (its allowed domains).
+    gated = bool(spread.gates)
+    simple = simple and (gated or not spread.constraints)
     cpu, mem = pod.milli_cpu, pod.memory
     start %= num
     evaluated = 0
@@ -84,6 +85,7 @@ def schedule(
             and info.pod_count < info.alloc_pods
             and info.requested_cpu + cpu <= info.alloc_cpu
             and info.requested_memory + mem <= info.alloc_memory
+            and (not gated or spread.passes(info.labels))
         ):
             failed: list[str] = []
         else:

@@ -187,20 +187,22 @@ def _add_existing(
     pod: PodInfo, nodes: Mapping[str, NodeInfo], holders: Iterable[str], weights: dict[Pair, int]
 ) -> None:
     """Existing pods' terms that match the incoming pod."""
+    ns, labels = pod.namespace, pod.labels
     for name in holders:
         holder = nodes.get(name)
         if holder is None:
             continue
+        where = holder.labels
         for other in holder.pods.values():
             if other.key == pod.key:
                 continue
-            signed = [(t, HARD_POD_AFFINITY_WEIGHT) for t in other.affinity]
-            signed += [(t, t.weight) for t in other.preferred_affinity]
-            signed += [(t, -t.weight) for t in other.preferred_anti_affinity]
-            for term, weight in signed:
-                value = holder.labels.get(term.topology_key)
-                if value is not None and term.matches_pod(pod.namespace, pod.labels):
-                    weights[(term.topology_key, value)] += weight
+            for terms, sign in ((other.affinity, 0), (other.preferred_affinity, 1),
+                                (other.preferred_anti_affinity, -1)):  # fmt: skip
+                for term in terms:
+                    value = where.get(term.topology_key)
+                    if value is not None and term.matches_pod(ns, labels):
+                        w = HARD_POD_AFFINITY_WEIGHT if sign == 0 else sign * term.weight
+                        weights[(term.topology_key, value)] += w
 
 
 def score_weights(

@@ -51,7 +51,22 @@ class HardCount:
 
 @dataclass(frozen=True, slots=True)
 class SpreadState:
+    """The DoNotSchedule constraints' counts, and for each its topology key with the domain
+    values a node may be in (`gates`; a value no eligible node has counts 0 and passes when
+    `self_match - least <= maxSkew`, the third member)."""
+
     constraints: tuple[HardCount, ...] = ()
+    gates: tuple[tuple[str, frozenset[str], bool], ...] = ()
+
+    def passes(self, labels: Mapping[str, str]) -> bool:
+        """filter_spread(...) is None, for a node with these labels (the hot path's test)."""
+        for key, allowed, zero_ok in self.gates:
+            value = labels.get(key)
+            if value is None:
+                return False
+            if value not in allowed and not (zero_ok and value not in self.constraints[0].counts):
+                return False
+        return True
 
 
 NO_SPREAD = SpreadState()
@@ -157,7 +172,14 @@ def prefilter_spread(
         least = min(counts.values(), default=0) if len(counts) >= c.min_domains else 0
         self_match = 1 if c.selector.matches(pod.labels) else 0
         out.append(HardCount(c, counts, least, self_match))
-    return SpreadState(tuple(out))
+    if len(out) != 1:
+        return SpreadState(tuple(out))
+    hc = out[0]
+    ok = frozenset(
+        v for v, n in hc.counts.items() if n + hc.self_match - hc.least <= hc.constraint.max_skew
+    )
+    zero_ok = hc.self_match - hc.least <= hc.constraint.max_skew
+    return SpreadState(tuple(out), ((hc.constraint.topology_key, ok, zero_ok),))
 
 
 def filter_spread(node: NodeInfo, state: SpreadState) -> str | None:
@@ -182,6 +204,9 @@ def _hostname_counts(c: SpreadConstraint, pod: PodInfo, feasible: Sequence[NodeI
     if c.owner_uid:
         uid = c.owner_uid
         return [n.owner_counts.get(uid, 0) for n in feasible]
+    label = _one_label(c, pod)
+    if label is not None and not any(pod.key in n.pods for n in feasible):
+        return [n.label_counts.get(label, 0) for n in feasible]
     return [count_on(c, pod, n) for n in feasible]
 
 

@@ -8,7 +8,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from k8semu.pb.api.v1 import core_pb2
-from k8semu.scheduler import algorithm, preemption
+from k8semu.scheduler import algorithm, plugins, preemption
+from k8semu.scheduler import spread as spread_mod
 from k8semu.scheduler.cache import SchedulerCache
 from k8semu.scheduler.framework import PodInfo, PodSelector, pod_info
 from k8semu.scheduler.queue import SchedulingQueue
@@ -319,3 +320,21 @@ def test_pod_info_reads_priority_and_spread_fields() -> None:
     assert not c.selector.matches({"app": "x", "rev": "1"})
     old = anti_affinity(pod("o"), {"app": "x"}, HOST)
     assert pod_info(old).has_affinity_terms
+
+
+def test_the_inline_spread_gate_agrees_with_the_filter() -> None:
+    """The hot path's SpreadState.passes decides as filter_spread on random clusters."""
+    rng = random.Random(7)
+    for _ in range(30):
+        nodes = [node(f"n{i}", labels={ZONE: f"z{rng.randrange(4)}"} if rng.random() < 0.9 else {})
+                 for i in range(12)]  # fmt: skip
+        cache = cluster(*nodes)
+        for i in range(rng.randrange(20)):
+            where = rng.choice(nodes).metadata.name
+            cache.add_pod(pod(f"p{i}", labels={"app": rng.choice("xy")}, node_name=where))
+        p = spread(pod("new", labels={"app": "x"}), {"app": "x"}, ZONE, skew=rng.randint(1, 2),
+                   min_domains=rng.choice([0, 3, 5]))  # fmt: skip
+        info = pod_info(p)
+        state = spread_mod.prefilter_spread(info, cache.nodes, cache.order, plugins.NODE_CHECKS)
+        for n in cache.nodes.values():
+            assert state.passes(n.labels) == (spread_mod.filter_spread(n, state) is None)
