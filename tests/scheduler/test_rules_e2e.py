@@ -20,6 +20,7 @@ from k8semu.pb.api.v1 import core_pb2, scheduling_pb2
 from tests.kubelet.conftest import KubeletProcess, kubelets  # noqa: F401
 from tests.scheduler.conftest import SchedulerProcess, eventually
 from tests.scheduler.helpers import node, pod
+from tests.scheduler.test_e2e import delete_nodes
 from tests.support.apiserver import APIServerProcess
 
 pytestmark = pytest.mark.slow
@@ -168,9 +169,7 @@ async def test_pods_land_as_affinity_and_spread_say(
         assert len({where[f"web-{i}"] for i in range(4)}) == 4  # anti-affinity per host
         assert where["cache"] in {where[f"web-{i}"] for i in range(4)}  # affinity to web
     finally:
-        for name in names:
-            with contextlib.suppress(NotFound):
-                await client.delete(core_pb2.Node, name)
+        await delete_nodes(client, names)
 
 
 async def _all_bound(placed: Callable[[], object], count: int) -> bool:
