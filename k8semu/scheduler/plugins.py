@@ -65,7 +65,6 @@ REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
 # Score weights, as kube-scheduler's default profile weighs these plugins.
 WEIGHT_LEAST_ALLOCATED = 1
 WEIGHT_BALANCED = 1
-WEIGHT_SPREAD = 2
 WEIGHT_NODE_AFFINITY = 2
 WEIGHT_TAINT = 3
 WEIGHT_INTER_POD_AFFINITY = 2
@@ -303,21 +302,6 @@ def score_resources(pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[float]:
             balanced = (1.0 - abs(fc - fm) / 2) * MAX_SCORE
         out.append(w_least * least / 2 + w_bal * balanced)
     return out
-
-
-def score_spread_count(pod: PodInfo, node: NodeInfo) -> int:
-    """Raw: pods of the same controller (ownerReferences controller uid) on the node."""
-    if not pod.owner_uid:
-        return 0
-    return node.owner_counts.get(pod.owner_uid, 0)
-
-
-def normalize_spread(counts: Sequence[int]) -> list[float]:
-    """Fewer siblings is better: 100 * (max - count) / max (all 100 when max is 0)."""
-    most = max(counts, default=0)
-    if most == 0:
-        return [float(MAX_SCORE)] * len(counts)
-    return [MAX_SCORE * (most - c) / most for c in counts]
 
 
 def score_node_affinity(pod: PodInfo, node: NodeInfo) -> int:
