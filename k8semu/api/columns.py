@@ -23,6 +23,7 @@ from k8semu.pb.api.v1 import (
     core_pb2,
     meta_pb2,
     policy_pb2,
+    scheduling_pb2,
     storage_pb2,
 )
 
@@ -525,6 +526,16 @@ def _lease_row(lease: coordination_pb2.Lease, now: float) -> list[str]:
     ]
 
 
+def _priorityclass_row(pc: scheduling_pb2.PriorityClass, now: float) -> list[str]:
+    return [
+        pc.metadata.name,
+        str(pc.value),
+        str(pc.global_default).lower(),
+        age(pc.metadata.creation_timestamp, now),
+        pc.preemption_policy,
+    ]
+
+
 def _generic_row(obj: Message, now: float) -> list[str]:
     return [meta(obj).name, age(meta(obj).creation_timestamp, now)]
 
@@ -668,6 +679,9 @@ COLUMNS: dict[str, Columns] = {
         ("NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"), _hpa_row
     ),
     "Lease": Columns(("NAME", "HOLDER", "AGE"), _lease_row),
+    "PriorityClass": Columns(
+        ("NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"), _priorityclass_row
+    ),
     "PodDisruptionBudget": Columns(
         ("NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"), _pdb_row
     ),

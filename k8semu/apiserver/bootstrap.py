@@ -35,6 +35,7 @@ from typing import cast
 from k8semu.api import kinds, timestamps
 from k8semu.apiserver.errors import AlreadyExists, NotFound, StatusError
 from k8semu.apiserver.objects import meta
+from k8semu.apiserver.registry.scheduling import SYSTEM_CLASSES, system_class
 from k8semu.apiserver.service import APIServicer
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
@@ -129,6 +130,15 @@ class KubernetesService:
         self.address = address
         self.lease_seconds = lease_seconds
         self.lease_name = lease_name(address)
+        self._classes_made = False
+
+    async def ensure_priority_classes(self) -> None:
+        """The built-in PriorityClasses, as kube-apiserver creates them at start."""
+        kind = kinds.for_resource("priorityclasses")
+        for name in SYSTEM_CLASSES:
+            with contextlib.suppress(AlreadyExists):
+                await self.servicer.create(kind, "", system_class(name))
+        self._classes_made = True
 
     async def run(self) -> None:
         """Forever: reconcile, then wait a third of the lease duration (errors are logged)."""
@@ -140,6 +150,8 @@ class KubernetesService:
             await asyncio.sleep(self.lease_seconds / 3)
 
     async def reconcile(self) -> None:
+        if not self._classes_made:
+            await self.ensure_priority_classes()
         await self.ensure_service()
         await self.renew_lease()
         await self.update_endpoints()

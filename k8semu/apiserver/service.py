@@ -461,11 +461,11 @@ class APIServicer:
     async def create(
         self, kind: Kind, namespace: str, obj: Message, *, uid: str = "", dry_run: bool = False
     ) -> Message:
-        """Create `obj` (defaulted, validated, system fields set); returns it as stored.
-        `uid` is the client's choice of metadata.uid (a retried create recognises its object
-        by it); empty: a new random one."""
+        """Create `obj` (defaulted, admitted, validated, system fields set); returns it as
+        stored. `uid`: the client's metadata.uid (a retry recognises its object by it)."""
         strategy = self.registry.strategy(kind)
         strategy.prepare_for_create(obj, namespace=namespace, uid=uid)
+        await strategy.admit(self, obj)
         strategy.validate_create(obj)
         if dry_run:
             m = meta(obj)

@@ -61,17 +61,37 @@ TARGET_PODS_PER_S = 300.0
 _HEALTH_TIMEOUT = 60.0
 
 
-def _node(name: str) -> core_pb2.Node:
+ZONES = 10  # the constrained run's nodes are spread over this many zones
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+def _node(name: str, zone: str = "") -> core_pb2.Node:
     n = core_pb2.Node(api_version="v1", kind="Node")
     n.metadata.name = name
     n.metadata.labels.update({"kubernetes.io/hostname": name, "k8semu.io/bench": "scheduler"})
+    if zone:
+        n.metadata.labels[ZONE_LABEL] = zone
     for field in (n.status.allocatable, n.status.capacity):
         field.update({"cpu": "32", "memory": "128Gi", "pods": "110"})
     n.status.conditions.add(type="Ready", status="True", reason="KubeletReady")
     return n
 
 
-def _pod(name: str, namespace: str, owner_uid: str) -> core_pb2.Pod:
+def _constrain(p: core_pb2.Pod) -> core_pb2.Pod:
+    """The constrained run's rules: spread over zones (DoNotSchedule, maxSkew 1) and over
+    hosts (ScheduleAnyway), and a preferred anti-affinity to its siblings per host."""
+    for key, when in ((ZONE_LABEL, "DoNotSchedule"), ("kubernetes.io/hostname", "ScheduleAnyway")):
+        c = p.spec.topology_spread_constraints.add(max_skew=1, topology_key=key)
+        c.when_unsatisfiable = when
+        c.label_selector.match_labels["app"] = "bench"
+    anti = p.spec.affinity.pod_anti_affinity
+    w = anti.preferred_during_scheduling_ignored_during_execution.add(weight=100)
+    w.pod_affinity_term.label_selector.match_labels["app"] = "bench"
+    w.pod_affinity_term.topology_key = "kubernetes.io/hostname"
+    return p
+
+
+def _pod(name: str, namespace: str, owner_uid: str, constrained: bool = False) -> core_pb2.Pod:
     p = core_pb2.Pod(api_version="v1", kind="Pod")
     p.metadata.name = name
     p.metadata.namespace = namespace
@@ -81,7 +101,7 @@ def _pod(name: str, namespace: str, owner_uid: str) -> core_pb2.Pod:
     )
     c = p.spec.containers.add(name="app", image="pause")
     c.resources.requests.update({"cpu": "100m", "memory": "128Mi"})
-    return p
+    return _constrain(p) if constrained else p
 
 
 async def _bounded(concurrency: int, jobs: Sequence[Any]) -> None:
@@ -213,15 +233,22 @@ class _Measured:
             self.process.close()
 
 
-async def _create_nodes(client: Client, names: Sequence[str], writers: int) -> float:
-    """Create the Nodes (``writers`` at once); the seconds it took."""
+def _zone(i: int, constrained: bool) -> str:
+    return f"zone-{i % ZONES}" if constrained else ""
+
+
+async def _create_nodes(
+    client: Client, names: Sequence[str], writers: int, constrained: bool = False
+) -> float:
+    """Create the Nodes (``writers`` at once; in zones when `constrained`); the seconds it
+    took."""
     started = time.monotonic()
 
-    async def create_node(name: str) -> None:
+    async def create_node(i: int) -> None:
         with contextlib.suppress(AlreadyExists):
-            await client.create(_node(name))
+            await client.create(_node(names[i], _zone(i, constrained)))
 
-    await _bounded(writers, [lambda n=n: create_node(n) for n in names])
+    await _bounded(writers, [lambda i=i: create_node(i) for i in range(len(names))])
     return time.monotonic() - started
 
 
@@ -237,8 +264,10 @@ async def run_scheduler_throughput(
     keep: bool = False,
     log_dir: Path | None = None,
     profile: Path | None = None,
+    constrained: bool = False,
 ) -> dict[str, Any]:
-    """Create `nodes` Nodes and `pods` pods and measure how fast they are bound.
+    """Create `nodes` Nodes and `pods` pods and measure how fast they are bound
+    (`constrained`: nodes in zones, pods with spread constraints and anti-affinity).
 
     Returns a dict: nodes, pods, mode, scheduler, pods_per_s, seconds, latency_ms (p50, p90,
     p99, max), create_per_s (how fast the pods were created), node_create_s, and bound (how
@@ -258,12 +287,12 @@ async def run_scheduler_throughput(
         ns = core_pb2.Namespace()
         ns.metadata.name = namespace
         await client.create(ns)
-        node_create_s = await _create_nodes(client, node_names, writers)
+        node_create_s = await _create_nodes(client, node_names, writers, constrained)
 
         async def create_pod(i: int) -> None:
             name = f"p-{i:05d}"
             sent[name] = time.monotonic()
-            await client.create(_pod(name, namespace, owner))
+            await client.create(_pod(name, namespace, owner, constrained))
 
         binds = _BindWatch(client, namespace, pods)
         measured = _Measured(scheduler, api_endpoints, client, logs, profile)
@@ -310,24 +339,33 @@ async def run_scheduler_throughput(
             else None
         ),
         "target_pods_per_s": TARGET_PODS_PER_S,
+        "constrained": constrained,
         "logs": str(logs),
     }
 
 
-def measure_decisions(nodes: int = DEFAULT_NODES, pods: int = DEFAULT_PODS) -> dict[str, Any]:
+def measure_decisions(
+    nodes: int = DEFAULT_NODES, pods: int = DEFAULT_PODS, *, constrained: bool = False
+) -> dict[str, Any]:
     """The scheduling decision alone, no I/O: `pods` cycles of algorithm.schedule plus
     assume against `nodes` nodes in a SchedulerCache, as the loop runs them. Returns
     decisions_per_s and cpu_ms_per_decision (process CPU time)."""
     cache = SchedulerCache()
     for i in range(nodes):
-        cache.add_node(_node(f"node-{i:05d}"))
-    infos = [pod_info(_pod(f"p-{i:05d}", "bench", "rs")) for i in range(pods)]
+        cache.add_node(_node(f"node-{i:05d}", _zone(i, constrained)))
+    infos = [pod_info(_pod(f"p-{i:05d}", "bench", "rs", constrained)) for i in range(pods)]
     rng = random.Random(0)
     start = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for info in infos:
         d = algorithm.schedule(
-            info, cache.nodes, cache.order, start=start, nodes_with_anti_affinity=(), rng=rng
+            info,
+            cache.nodes,
+            cache.order,
+            start=start,
+            nodes_with_affinity=cache.affinity_nodes,
+            label_keys=cache.label_keys,
+            rng=rng,
         )
         start = d.next_start
         cache.assume(info, d.node)
@@ -368,6 +406,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--writers", type=int, default=DEFAULT_WRITERS)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     p.add_argument("--profile", type=Path, help="py-spy the scheduler process into this file")
+    p.add_argument(
+        "--constraints",
+        choices=["none", "with", "both"],
+        default="none",
+        help="pods with zone/host spread constraints and anti-affinity; both: each, side by side",
+    )
     return p
 
 
@@ -375,7 +419,8 @@ def _report(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     met = "yes" if r["pods_per_s"] >= r["target_pods_per_s"] else "no"
     return (
-        f"{r['mode']}, scheduler {r['scheduler']}: {r['bound']}/{r['pods']} pods on "
+        ("with constraints, " if r["constrained"] else "")
+        + f"{r['mode']}, scheduler {r['scheduler']}: {r['bound']}/{r['pods']} pods on "
         f"{r['nodes']} nodes in {r['seconds']:.2f} s = {r['pods_per_s']:.0f} pods/s "
         f"(target >= {r['target_pods_per_s']:.0f}: {met}); create->bind latency ms p50 "
         f"{lat['p50']:.0f} p90 {lat['p90']:.0f} p99 {lat['p99']:.0f} max {lat['max']:.0f}; "
@@ -398,21 +443,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _serving.install_event_loop()
 
-    async def bench(endpoints: Sequence[str], log_dir: Path | None) -> dict[str, Any]:
-        return await run_scheduler_throughput(
-            endpoints,
-            ns.nodes,
-            ns.pods,
-            scheduler=ns.scheduler,
-            backlog=ns.backlog,
-            writers=ns.writers,
-            timeout=ns.timeout,
-            log_dir=log_dir,
-            profile=ns.profile,
-        )
+    variants = {"none": [False], "with": [True], "both": [False, True]}[ns.constraints]
+
+    async def bench(endpoints: Sequence[str], log_dir: Path | None) -> list[dict[str, Any]]:
+        return [
+            await run_scheduler_throughput(
+                endpoints,
+                ns.nodes,
+                ns.pods,
+                scheduler=ns.scheduler,
+                backlog=ns.backlog,
+                writers=ns.writers,
+                timeout=ns.timeout,
+                log_dir=log_dir,
+                profile=ns.profile,
+                constrained=constrained,
+            )
+            for constrained in variants
+        ]
 
     if ns.server:
-        result = asyncio.run(bench(ns.server.split(","), None))
+        results = asyncio.run(bench(ns.server.split(","), None))
     else:
         with tempfile.TemporaryDirectory(prefix="k8semu-bench-sched-") as tmp:
             base = Path(tmp)
@@ -424,18 +475,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 try:
                     api.wait_serving()
-                    result = asyncio.run(bench([api.address], base))
+                    results = asyncio.run(bench([api.address], base))
                 finally:
                     api.close()
-    print(_report(result))
-    d = measure_decisions(ns.nodes, ns.pods)
-    print(
-        f"decisions alone (no I/O, this process): {d['decisions_per_s']:.0f} pods/s on "
-        f"{d['nodes']} nodes, {d['cpu_ms_per_decision']:.2f} ms CPU per decision "
-        f"({d['nodes_scored']} feasible nodes sought per pod)"
-    )
-    print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    _print_results(results, ns.nodes, ns.pods)
     return 0
+
+
+def _print_results(results: Sequence[dict[str, Any]], nodes: int, pods: int) -> None:
+    """Each run's report, the decisions alone, and with both variants a side-by-side line."""
+    decided = []
+    for r in results:
+        print(_report(r))
+        d = measure_decisions(nodes, pods, constrained=r["constrained"])
+        decided.append(d)
+        print(
+            f"decisions alone (no I/O, this process): {d['decisions_per_s']:.0f} pods/s on "
+            f"{d['nodes']} nodes, {d['cpu_ms_per_decision']:.2f} ms CPU per decision "
+            f"({d['nodes_scored']} feasible nodes sought per pod)"
+        )
+    if len(results) == 2:
+        plain, rules = results
+        print(
+            f"side by side, pods/s without / with constraints: "
+            f"{plain['pods_per_s']:.0f} / {rules['pods_per_s']:.0f} bound; "
+            f"{decided[0]['decisions_per_s']:.0f} / {decided[1]['decisions_per_s']:.0f} "
+            "decisions alone"
+        )
+    print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from k8semu.scheduler import plugins
-from k8semu.scheduler.framework import NodeInfo, PodInfo
+from k8semu.scheduler import interpod, plugins
+from k8semu.scheduler.framework import NodeInfo, PodInfo, clone_node
+from k8semu.scheduler.spread import NO_SPREAD, prefilter_spread, score_spread
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +45,22 @@ def schedule(
     *,
     start: int = 0,
     percentage: int = 0,
-    nodes_with_anti_affinity: Sequence[str] = (),
+    nodes_with_affinity: Sequence[str] = (),
+    nominated: Mapping[str, Sequence[PodInfo]] | None = None,
+    label_keys: Mapping[str, int] | None = None,
     rng: random.Random | None = None,
 ) -> Decision:
-    """Choose a node for `pod` among `order` (names of `nodes` that have a Node object)."""
+    """Choose a node for `pod` among `order` (names of `nodes` that have a Node object);
+    `nodes_with_affinity`: the nodes running pods with inter-pod terms (the cache's list);
+    `nominated`: pods waiting for room preemption makes on a node, which a pod of lower or
+    equal priority must leave to them (counted there as if bound); `label_keys`: how many
+    nodes have each label key (the cache's count), which spares the spread score a scan."""
     num = len(order)
     if num == 0:
         return Decision("", 0, 0, 0, 0)
     want = plugins.num_feasible_nodes_to_find(num, percentage)
-    anti = plugins.prefilter_anti_affinity(pod, nodes, nodes_with_anti_affinity)
+    anti = plugins.prefilter_anti_affinity(pod, nodes, nodes_with_affinity)
+    spread = prefilter_spread(pod, nodes, order, plugins.NODE_CHECKS) if pod.spread else NO_SPREAD
     feasible: list[NodeInfo] = []
     reasons: Counter[str] = Counter()
     run_filters = plugins.run_filters
@@ -60,11 +68,16 @@ def schedule(
     # Ready, schedulable and untainted - needs only the resource check: done inline (the
     # same test as plugins.run_filters, without a call per node; tests compare the two).
     simple = not pod.needs_node_match and not pod.host_ports and anti.empty
+    # A single DoNotSchedule constraint is tested inline too (its allowed domains).
+    gated = bool(spread.gates)
+    simple = simple and (gated or not spread.constraints)
     cpu, mem = pod.milli_cpu, pod.memory
     start %= num
     evaluated = 0
     for name in itertools.chain(order[start:], order[:start]):
         info = nodes[name]
+        if nominated and name in nominated:
+            info = _with_nominated(pod, info, nominated[name])
         evaluated += 1
         if (
             simple
@@ -72,10 +85,11 @@ def schedule(
             and info.pod_count < info.alloc_pods
             and info.requested_cpu + cpu <= info.alloc_cpu
             and info.requested_memory + mem <= info.alloc_memory
+            and (not gated or spread.passes(info.labels))
         ):
             failed: list[str] = []
         else:
-            failed = run_filters(pod, info, anti)
+            failed = run_filters(pod, info, anti, spread)
         if failed:
             for reason in failed:
                 reasons[reason] += 1
@@ -88,21 +102,45 @@ def schedule(
         return Decision("", num, evaluated, 0, next_start, reasons)
     if len(feasible) == 1:
         return Decision(feasible[0].name, num, evaluated, 1, next_start)
-    scores = score(pod, feasible)
+    scores = score(pod, feasible, nodes, order, nodes_with_affinity, label_keys)
     best = max(scores)
     winners = [i for i, s in enumerate(scores) if s == best]
     pick = winners[0] if len(winners) == 1 else (rng or random).choice(winners)
     return Decision(feasible[pick].name, num, evaluated, len(feasible), next_start)
 
 
-def score(pod: PodInfo, feasible: Sequence[NodeInfo]) -> list[float]:
-    """The weighted sum of every score plugin for each feasible node."""
+def _with_nominated(pod: PodInfo, node: NodeInfo, waiting: Sequence[PodInfo]) -> NodeInfo:
+    """`node` with the pods nominated to it that `pod` must not take the room of."""
+    ahead = [w for w in waiting if w.key != pod.key and w.priority >= pod.priority]
+    return clone_node(node, add=ahead) if ahead else node
+
+
+def _add(totals: list[float], weight: int, scores: Sequence[float]) -> list[float]:
+    return [t + weight * s for t, s in zip(totals, scores, strict=True)]
+
+
+def score(
+    pod: PodInfo,
+    feasible: Sequence[NodeInfo],
+    nodes: Mapping[str, NodeInfo] | None = None,
+    order: Sequence[str] = (),
+    nodes_with_affinity: Sequence[str] = (),
+    label_keys: Mapping[str, int] | None = None,
+) -> list[float]:
+    """The weighted sum of every score plugin for each feasible node (`nodes`, `order`: the
+    whole cluster, for the plugins that count pods beyond the feasible nodes)."""
     totals = plugins.score_resources(pod, feasible)
-    if pod.owner_uid:
-        owner = pod.owner_uid
-        counts = [n.owner_counts.get(owner, 0) for n in feasible]
-        spread = plugins.normalize_spread(counts)
-        totals = [t + plugins.WEIGHT_SPREAD * s for t, s in zip(totals, spread, strict=True)]
+    everything = nodes if nodes is not None else {n.name: n for n in feasible}
+    names = order or [n.name for n in feasible]
+    spread = score_spread(pod, feasible, everything, names, plugins.NODE_CHECKS, label_keys)
+    if spread is not None:
+        totals = _add(totals, plugins.WEIGHT_TOPOLOGY_SPREAD, spread)
+    has_terms = pod.preferred_affinity or pod.preferred_anti_affinity or nodes_with_affinity
+    weights = interpod.score_weights(pod, everything, nodes_with_affinity) if has_terms else None
+    if weights:
+        grouped = interpod.by_key(weights)
+        raw = [interpod.score_raw(n, grouped) for n in feasible]
+        totals = _add(totals, plugins.WEIGHT_INTER_POD_AFFINITY, interpod.normalize_min_max(raw))
     if pod.preferred_terms:
         raw = [plugins.score_node_affinity(pod, n) for n in feasible]
         aff = plugins.normalize_max(raw)

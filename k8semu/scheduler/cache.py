@@ -13,6 +13,7 @@ loop calls `forget(key)`. A pod deleted meanwhile is removed either way.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 from k8semu.log import get_logger
@@ -32,15 +33,20 @@ def occupies_node(pod: core_pb2.Pod) -> bool:
 class SchedulerCache:
     """Invariants: every pod key is on at most one node (`_pod_node`); `order` lists the names
     of nodes with a Node object, in arrival order; `assumed` holds the keys assumed and not yet
-    confirmed by the informer nor forgotten; `anti_affinity_nodes` are the nodes running at
-    least one pod with required pod anti-affinity terms."""
+    confirmed by the informer nor forgotten; `affinity_nodes` are the nodes running at
+    least one pod with inter-pod (anti-)affinity terms."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeInfo] = {}
         self.order: list[str] = []
         self.assumed: set[str] = set()
         self._pod_node: dict[str, str] = {}
-        self._anti: dict[str, int] = {}  # node -> pods with anti-affinity terms
+        self._anti: dict[str, int] = {}  # node -> pods with inter-pod terms
+        # How many nodes have each label key (a constraint on a key no node has is moot).
+        self.label_keys: Counter[str] = Counter()
+        self.priorities: Counter[int] = Counter()  # spec.priority of the pods on nodes
+        # Each namespace's labels (the affinity terms' namespaceSelector), kept by the owner.
+        self.namespace_labels: dict[str, dict[str, str]] = {}
 
     # ---- nodes ---------------------------------------------------------------------------
 
@@ -50,7 +56,10 @@ class SchedulerCache:
         if info is None:
             info = self.nodes[name] = NodeInfo(name)
         had_node = info.node is not None
+        if had_node:
+            self.label_keys.subtract(info.labels.keys())
         info.set_node(node)
+        self.label_keys.update(info.labels.keys())
         for problem in info.problems:
             log.warning("node counted as having none of a resource", problem=problem)
         if not had_node:
@@ -64,6 +73,7 @@ class SchedulerCache:
         if info is None or info.node is None:
             return
         self.order.remove(name)
+        self.label_keys.subtract(info.labels.keys())
         if info.pods:
             info.node = None
         else:
@@ -73,7 +83,7 @@ class SchedulerCache:
         return len(self.order)
 
     @property
-    def anti_affinity_nodes(self) -> list[str]:
+    def affinity_nodes(self) -> list[str]:
         return list(self._anti)
 
     # ---- pods (from the informer) ----------------------------------------------------------
@@ -86,7 +96,7 @@ class SchedulerCache:
             self._remove(key)
             return
         try:
-            info = pod_info(pod)
+            info = pod_info(pod, self.namespace_labels)
         except PodSpecError as exc:
             # The API server accepted it, so keep counting it, with what can be read.
             log.warning("bound pod has unreadable requests; counted as empty", error=str(exc))
@@ -120,6 +130,11 @@ class SchedulerCache:
     def is_assumed(self, key: str) -> bool:
         return key in self.assumed
 
+    def has_lower_priority(self, priority: int) -> bool:
+        """Whether any pod on a node has a priority below `priority` (preemption's quick
+        test: without one there is nothing to preempt)."""
+        return any(p < priority for p in self.priorities)
+
     def node_of(self, key: str) -> str | None:
         return self._pod_node.get(key)
 
@@ -137,7 +152,8 @@ class SchedulerCache:
             info = self.nodes[node_name] = NodeInfo(node_name)
         info.add_pod(pod)
         self._pod_node[pod.key] = node_name
-        if pod.anti_affinity:
+        self.priorities[pod.priority] += 1
+        if pod.has_affinity_terms:
             self._anti[node_name] = self._anti.get(node_name, 0) + 1
 
     def _remove(self, key: str) -> None:
@@ -148,7 +164,11 @@ class SchedulerCache:
         if info is None:
             return
         pod = info.remove_pod(key)
-        if pod is not None and pod.anti_affinity:
+        if pod is not None:
+            self.priorities[pod.priority] -= 1
+            if self.priorities[pod.priority] <= 0:
+                del self.priorities[pod.priority]
+        if pod is not None and pod.has_affinity_terms:
             left = self._anti.get(node_name, 0) - 1
             if left > 0:
                 self._anti[node_name] = left

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from k8semu.api.errors import QuantityError
@@ -115,16 +115,49 @@ class PodSelector:
 
 
 @dataclass(frozen=True, slots=True)
-class AntiAffinityTerm:
-    """A required podAntiAffinity term: no pod matching `selector` in `namespaces` may run in
-    the same topology domain (nodes sharing the value of label `topology_key`)."""
+class AffinityTerm:
+    """A podAffinity or podAntiAffinity term: pods matching `selector` in `namespaces` (every
+    namespace with `any_namespace`) in the same topology domain (nodes sharing the value of
+    label `topology_key`). `weight` is a preferred term's (0 for a required one)."""
 
     selector: PodSelector
     namespaces: frozenset[str]
     topology_key: str
+    weight: int = 0
+    any_namespace: bool = False
 
-    def matches_pod(self, namespace: str, labels: dict[str, str]) -> bool:
-        return namespace in self.namespaces and self.selector.matches(labels)
+    def matches_pod(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        return (self.any_namespace or namespace in self.namespaces) and self.selector.matches(
+            labels
+        )
+
+
+AntiAffinityTerm = AffinityTerm  # the name the required anti-affinity terms had first
+
+
+@dataclass(frozen=True, slots=True)
+class SpreadConstraint:
+    """A topologySpreadConstraint, compiled. `hard`: DoNotSchedule (a filter), else
+    ScheduleAnyway (a score). The pods counted are those in the pod's namespace matching
+    `selector` - or, for the scheduler's default constraints, the pods of the same controller
+    (`owner_uid`). `system_default`: a node without `topology_key` is simply outside this
+    constraint, instead of being refused or scored 0."""
+
+    max_skew: int
+    topology_key: str
+    hard: bool
+    selector: PodSelector
+    min_domains: int = 1
+    honor_node_affinity: bool = True
+    honor_taints: bool = False
+    owner_uid: str = ""
+    system_default: bool = False
+
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# kube-scheduler's system default constraints, for pods of a controller without their own.
+DEFAULT_SPREAD = ((HOSTNAME_LABEL, 3), (ZONE_LABEL, 5))
+_SPREAD_OWNER_KINDS = ("ReplicaSet", "StatefulSet", "ReplicationController")
 
 
 def _node_requirement(req: core_pb2.NodeSelectorRequirement, where: str) -> NodeRequirement:
@@ -179,6 +212,11 @@ def _pod_selector(sel: meta_pb2.LabelSelector, present: bool, where: str) -> Pod
     return PodSelector(tuple(sorted(sel.match_labels.items())), tuple(exprs))
 
 
+def compile_selector(sel: meta_pb2.LabelSelector, where: str) -> PodSelector:
+    """A present LabelSelector (empty: matches everything); PodSpecError naming `where`."""
+    return _pod_selector(sel, True, where)
+
+
 # ---- PodInfo ---------------------------------------------------------------------------------
 
 
@@ -203,12 +241,29 @@ class PodInfo:
     required_terms: tuple[NodeTerm, ...] | None = None  # None: no required node affinity
     preferred_terms: tuple[PreferredTerm, ...] = ()
     tolerations: tuple[core_pb2.Toleration, ...] = ()
-    anti_affinity: tuple[AntiAffinityTerm, ...] = ()
+    anti_affinity: tuple[AffinityTerm, ...] = ()  # required podAntiAffinity
+    affinity: tuple[AffinityTerm, ...] = ()  # required podAffinity
+    preferred_affinity: tuple[AffinityTerm, ...] = ()
+    preferred_anti_affinity: tuple[AffinityTerm, ...] = ()
+    spread: tuple[SpreadConstraint, ...] = ()
     owner_uid: str = ""
+    priority: int = 0
+    preempt_never: bool = False  # preemptionPolicy: Never
+    terminating: bool = False  # deletionTimestamp set
 
     @property
     def needs_node_match(self) -> bool:
         return bool(self.node_selector) or self.required_terms is not None
+
+    @property
+    def has_affinity_terms(self) -> bool:
+        """Any inter-pod term, which other pods' decisions must look at."""
+        return bool(
+            self.anti_affinity
+            or self.affinity
+            or self.preferred_affinity
+            or self.preferred_anti_affinity
+        )
 
 
 def pod_key(pod: core_pb2.Pod) -> str:
@@ -270,29 +325,97 @@ def _node_affinity(
     return required, preferred
 
 
-def _anti_affinity(
-    paa: core_pb2.PodAntiAffinity, namespace: str, where: str
-) -> tuple[AntiAffinityTerm, ...]:
-    """The required pod anti-affinity terms (namespaces default to the pod's own)."""
-    anti: list[AntiAffinityTerm] = []
-    for i, t in enumerate(paa.required_during_scheduling_ignored_during_execution):
-        t_where = f"{where}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
-        if not t.topology_key:
-            raise PodSpecError(f"{t_where}.topologyKey: Required value")
-        anti.append(
-            AntiAffinityTerm(
-                _pod_selector(
-                    t.label_selector, t.HasField("label_selector"), f"{t_where}.labelSelector"
-                ),
-                frozenset(t.namespaces) or frozenset((namespace,)),
-                t.topology_key,
-            )
+NamespaceLabels = Mapping[str, Mapping[str, str]]
+
+
+def _affinity_term(
+    t: core_pb2.PodAffinityTerm,
+    namespace: str,
+    where: str,
+    weight: int,
+    namespace_labels: NamespaceLabels,
+) -> AffinityTerm:
+    """One term. Namespaces: those listed plus those `namespaceSelector` selects (an empty
+    selector: every namespace); neither given: the pod's own."""
+    if not t.topology_key:
+        raise PodSpecError(f"{where}.topologyKey: Required value")
+    selector = _pod_selector(
+        t.label_selector, t.HasField("label_selector"), f"{where}.labelSelector"
+    )
+    namespaces = set(t.namespaces)
+    any_namespace = False
+    if t.HasField("namespace_selector"):
+        ns_sel = _pod_selector(t.namespace_selector, True, f"{where}.namespaceSelector")
+        if not ns_sel.labels and not ns_sel.expressions:
+            any_namespace = True
+        else:
+            namespaces.update(n for n, labels in namespace_labels.items() if ns_sel.matches(labels))
+    elif not namespaces:
+        namespaces.add(namespace)
+    return AffinityTerm(selector, frozenset(namespaces), t.topology_key, weight, any_namespace)
+
+
+def _affinity_group(
+    group: core_pb2.PodAffinity | core_pb2.PodAntiAffinity,
+    namespace: str,
+    where: str,
+    namespace_labels: NamespaceLabels,
+) -> tuple[tuple[AffinityTerm, ...], tuple[AffinityTerm, ...]]:
+    """The required and the preferred terms of a podAffinity or podAntiAffinity."""
+    required = tuple(
+        _affinity_term(t, namespace, f"{where}.requiredDuringSchedulingIgnoredDuringExecution"
+                       f"[{i}]", 0, namespace_labels)
+        for i, t in enumerate(group.required_during_scheduling_ignored_during_execution)
+    )  # fmt: skip
+    pref = f"{where}.preferredDuringSchedulingIgnoredDuringExecution"
+    preferred = tuple(
+        _affinity_term(w.pod_affinity_term, namespace, f"{pref}[{i}].podAffinityTerm",
+                       w.weight, namespace_labels)
+        for i, w in enumerate(group.preferred_during_scheduling_ignored_during_execution)
+    )  # fmt: skip
+    return required, preferred
+
+
+def _spread_constraints(pod: core_pb2.Pod, where: str) -> tuple[SpreadConstraint, ...]:
+    """spec.topologySpreadConstraints; without any, the system defaults for a pod of a
+    ReplicaSet or StatefulSet (hostname maxSkew 3, zone maxSkew 5, ScheduleAnyway)."""
+    spec, labels = pod.spec, pod.metadata.labels
+    out = []
+    for i, c in enumerate(spec.topology_spread_constraints):
+        c_where = f"{where}.topologySpreadConstraints[{i}]"
+        if c.max_skew <= 0 or not c.topology_key:
+            raise PodSpecError(f"{c_where}: maxSkew must be > 0 and topologyKey set")
+        sel = _pod_selector(
+            c.label_selector, c.HasField("label_selector"), f"{c_where}.labelSelector"
         )
-    return tuple(anti)
+        if c.match_label_keys and not sel.match_nothing:
+            extra = tuple((k, labels[k]) for k in c.match_label_keys if k in labels)
+            sel = dataclasses.replace(sel, labels=tuple(sorted(sel.labels + extra)))
+        out.append(SpreadConstraint(
+            c.max_skew, c.topology_key, c.when_unsatisfiable != "ScheduleAnyway", sel,
+            c.min_domains if c.HasField("min_domains") else 1,
+            c.node_affinity_policy != "Ignore", c.node_taints_policy == "Honor",
+        ))  # fmt: skip
+    if out:
+        return tuple(out)
+    owner = next((r for r in pod.metadata.owner_references if r.controller), None)
+    if owner is None or owner.kind not in _SPREAD_OWNER_KINDS:
+        return ()
+    return _default_spread(owner.uid)
 
 
-def pod_info(pod: core_pb2.Pod) -> PodInfo:
-    """Compile `pod`; PodSpecError naming the field when something cannot be evaluated."""
+@functools.lru_cache(maxsize=4096)
+def _default_spread(owner_uid: str) -> tuple[SpreadConstraint, ...]:
+    """The system default constraints for the pods of one controller (shared: immutable)."""
+    return tuple(
+        SpreadConstraint(skew, key, False, PodSelector(), owner_uid=owner_uid, system_default=True)
+        for key, skew in DEFAULT_SPREAD
+    )
+
+
+def pod_info(pod: core_pb2.Pod, namespace_labels: NamespaceLabels | None = None) -> PodInfo:
+    """Compile `pod` (`namespace_labels`: each namespace's labels, for the affinity terms'
+    namespaceSelector); PodSpecError naming the field when something cannot be evaluated."""
     meta = pod.metadata
     spec = pod.spec
     where = f"pod {meta.namespace}/{meta.name}: spec"
@@ -305,12 +428,18 @@ def pod_info(pod: core_pb2.Pod) -> PodInfo:
     )
     required: tuple[NodeTerm, ...] | None = None
     preferred: tuple[PreferredTerm, ...] = ()
-    anti: tuple[AntiAffinityTerm, ...] = ()
+    anti: tuple[AffinityTerm, ...] = ()
+    affinity: tuple[AffinityTerm, ...] = ()
+    pref_aff: tuple[AffinityTerm, ...] = ()
+    pref_anti: tuple[AffinityTerm, ...] = ()
     if spec.HasField("affinity"):
-        aff = spec.affinity
+        aff, ns, labels = spec.affinity, meta.namespace, namespace_labels or {}
         required, preferred = _node_affinity(aff.node_affinity, f"{where}.affinity.nodeAffinity")
-        anti = _anti_affinity(
-            aff.pod_anti_affinity, meta.namespace, f"{where}.affinity.podAntiAffinity"
+        affinity, pref_aff = _affinity_group(
+            aff.pod_affinity, ns, f"{where}.affinity.podAffinity", labels
+        )
+        anti, pref_anti = _affinity_group(
+            aff.pod_anti_affinity, ns, f"{where}.affinity.podAntiAffinity", labels
         )
     owner = next((ref.uid for ref in meta.owner_references if ref.controller), "")
     return PodInfo(
@@ -329,7 +458,14 @@ def pod_info(pod: core_pb2.Pod) -> PodInfo:
         preferred_terms=preferred,
         tolerations=tuple(spec.tolerations),
         anti_affinity=anti,
+        affinity=affinity,
+        preferred_affinity=pref_aff,
+        preferred_anti_affinity=pref_anti,
+        spread=_spread_constraints(pod, where),
         owner_uid=owner,
+        priority=spec.priority,
+        preempt_never=spec.preemption_policy == "Never",
+        terminating=meta.HasField("deletion_timestamp"),
     )
 
 
@@ -382,14 +518,16 @@ def node_ready(node: core_pb2.Node) -> bool:
 class NodeInfo:
     """A node and the running totals of the pods on it (bound, or assumed by this scheduler).
 
-    Invariant: `requested_*`, `nonzero_*`, `pod_count`, `ports` and `owner_counts` are the sums
-    over `pods`. `node` is None while pods are known on a node the cache has not seen yet.
+    Invariant: `requested_*`, `nonzero_*`, `pod_count`, `ports`, `owner_counts` and
+    `label_counts` are the sums over `pods`. `node` is None while pods are known on a node
+    the cache has not seen yet.
     """
 
     __slots__ = (
         "alloc_cpu",
         "alloc_memory",
         "alloc_pods",
+        "label_counts",
         "labels",
         "name",
         "node",
@@ -426,6 +564,9 @@ class NodeInfo:
         self.pod_count = 0
         self.ports: Counter[tuple[str, str, int]] = Counter()
         self.owner_counts: Counter[str] = Counter()
+        # (namespace, label key, value) -> pods not being deleted that carry it: a selector
+        # of one label counts its pods here with one lookup (topology spread, affinity).
+        self.label_counts: Counter[tuple[str, str, str]] = Counter()
         if node is not None:
             self.set_node(node)
 
@@ -458,6 +599,10 @@ class NodeInfo:
             self.ports[port] += 1
         if pod.owner_uid:
             self.owner_counts[pod.owner_uid] += 1
+        if not pod.terminating:
+            ns = pod.namespace
+            for key, value in pod.labels.items():
+                self.label_counts[(ns, key, value)] += 1
 
     def remove_pod(self, key: str) -> PodInfo | None:
         pod = self.pods.pop(key, None)
@@ -476,4 +621,25 @@ class NodeInfo:
             self.owner_counts[pod.owner_uid] -= 1
             if self.owner_counts[pod.owner_uid] <= 0:
                 del self.owner_counts[pod.owner_uid]
+        if not pod.terminating:
+            ns = pod.namespace
+            for key, value in pod.labels.items():
+                label = (ns, key, value)
+                self.label_counts[label] -= 1
+                if self.label_counts[label] <= 0:
+                    del self.label_counts[label]
         return pod
+
+
+def clone_node(
+    node: NodeInfo, *, drop: Collection[str] = (), add: Iterable[PodInfo] = ()
+) -> NodeInfo:
+    """A copy of `node` without the pods keyed in `drop` and with the pods `add` (what-if
+    views for preemption and for nominated pods; the original is untouched)."""
+    clone = NodeInfo(node.name, node.node)
+    for key, pod in node.pods.items():
+        if key not in drop:
+            clone.add_pod(pod)
+    for pod in add:
+        clone.add_pod(pod)
+    return clone

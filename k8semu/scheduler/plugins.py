@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from k8semu.api.taints import tolerated, untolerated_taint
 from k8semu.pb.api.v1 import core_pb2
@@ -29,6 +28,28 @@ from k8semu.scheduler.framework import (
     NodeTerm,
     PodInfo,
 )
+from k8semu.scheduler.interpod import (
+    NO_ANTI_AFFINITY,
+    REASON_AFFINITY,
+    REASON_ANTI_AFFINITY,
+    REASON_EXISTING_ANTI_AFFINITY,
+    AntiAffinityState,
+    filter_anti_affinity,
+    prefilter_anti_affinity,
+)
+from k8semu.scheduler.spread import NO_SPREAD, SpreadState, filter_spread
+
+__all__ = [
+    "NO_ANTI_AFFINITY",
+    "NO_SPREAD",
+    "REASON_AFFINITY",
+    "REASON_ANTI_AFFINITY",
+    "REASON_EXISTING_ANTI_AFFINITY",
+    "AntiAffinityState",
+    "SpreadState",
+    "filter_anti_affinity",
+    "prefilter_anti_affinity",
+]
 
 MAX_SCORE = 100
 
@@ -40,15 +61,14 @@ REASON_MEMORY = "Insufficient memory"
 REASON_PODS = "Too many pods"
 REASON_NODE_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
 REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
-REASON_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
-REASON_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
 
 # Score weights, as kube-scheduler's default profile weighs these plugins.
 WEIGHT_LEAST_ALLOCATED = 1
 WEIGHT_BALANCED = 1
-WEIGHT_SPREAD = 2
 WEIGHT_NODE_AFFINITY = 2
 WEIGHT_TAINT = 3
+WEIGHT_INTER_POD_AFFINITY = 2
+WEIGHT_TOPOLOGY_SPREAD = 2
 
 MIN_FEASIBLE_NODES_TO_FIND = 100
 MIN_FEASIBLE_NODES_PERCENTAGE = 5
@@ -162,6 +182,18 @@ def filter_taints(pod: PodInfo, node: NodeInfo) -> str | None:
     return f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}"
 
 
+def _node_affinity_ok(pod: PodInfo, node: NodeInfo) -> bool:
+    return filter_node_affinity(pod, node) is None
+
+
+def _taints_ok(pod: PodInfo, node: NodeInfo) -> bool:
+    return filter_taints(pod, node) is None
+
+
+# What the spread plugin asks of a node to count it (nodeAffinityPolicy, nodeTaintsPolicy).
+NODE_CHECKS = (_node_affinity_ok, _taints_ok)
+
+
 def filter_host_ports(pod: PodInfo, node: NodeInfo) -> str | None:
     """No wanted (hostIP, protocol, hostPort) may clash with one in use: the same protocol and
     port on the same IP, or where either side is 0.0.0.0 (every IP)."""
@@ -176,78 +208,12 @@ def filter_host_ports(pod: PodInfo, node: NodeInfo) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class AntiAffinityState:
-    """Computed once per pod before filtering (kube-scheduler's PreFilter): the topology
-    domains (label key, value) the pod must avoid, because of its own required anti-affinity
-    (`own`) or because a running pod's anti-affinity excludes it (`existing`)."""
-
-    own: frozenset[tuple[str, str]] = frozenset()
-    existing: frozenset[tuple[str, str]] = frozenset()
-
-    @property
-    def empty(self) -> bool:
-        return not self.own and not self.existing
-
-
-NO_ANTI_AFFINITY = AntiAffinityState()
-
-
-def prefilter_anti_affinity(
-    pod: PodInfo,
-    nodes: Mapping[str, NodeInfo],
-    nodes_with_anti_affinity: Iterable[str] = (),
-) -> AntiAffinityState:
-    """The domains `pod` must avoid. Scans every pod only when `pod` has anti-affinity terms
-    itself; for the reverse direction it looks only at `nodes_with_anti_affinity` (the nodes
-    running pods that have required anti-affinity terms)."""
-    own: set[tuple[str, str]] = set()
-    if pod.anti_affinity:
-        for info in nodes.values():
-            if not info.pods:
-                continue
-            for term in pod.anti_affinity:
-                value = info.labels.get(term.topology_key)
-                if value is None or (term.topology_key, value) in own:
-                    continue
-                for other in info.pods.values():
-                    if other.key != pod.key and term.matches_pod(other.namespace, other.labels):
-                        own.add((term.topology_key, value))
-                        break
-    existing: set[tuple[str, str]] = set()
-    for name in nodes_with_anti_affinity:
-        holder = nodes.get(name)
-        if holder is None:
-            continue
-        for other in holder.pods.values():
-            if other.key == pod.key:
-                continue
-            for term in other.anti_affinity:
-                value = holder.labels.get(term.topology_key)
-                if value is not None and term.matches_pod(pod.namespace, pod.labels):
-                    existing.add((term.topology_key, value))
-    if not own and not existing:
-        return NO_ANTI_AFFINITY
-    return AntiAffinityState(frozenset(own), frozenset(existing))
-
-
-def filter_anti_affinity(pod: PodInfo, node: NodeInfo, state: AntiAffinityState) -> str | None:
-    """A node without the term's topology label is outside every domain of that key."""
-    if state.empty:
-        return None
-    labels = node.labels
-    for key, value in state.own:
-        if labels.get(key) == value:
-            return REASON_ANTI_AFFINITY
-    for key, value in state.existing:
-        if labels.get(key) == value:
-            return REASON_EXISTING_ANTI_AFFINITY
-    return None
-
-
-def run_filters(pod: PodInfo, node: NodeInfo, anti: AntiAffinityState) -> list[str]:
+def run_filters(
+    pod: PodInfo, node: NodeInfo, anti: AntiAffinityState, spread: SpreadState = NO_SPREAD
+) -> list[str]:
     """The reasons `node` cannot take `pod` (empty: it fits). Stops at the first failing
-    plugin, as kube-scheduler does; the resource plugin reports every resource it lacks."""
+    plugin, as kube-scheduler does; the resource plugin reports every resource it lacks.
+    `anti` and `spread` are the PreFilter states of the inter-pod and spread plugins."""
     if not node.ready:
         return [REASON_NOT_READY]
     if node.unschedulable and (reason := filter_node_unschedulable(pod, node)):
@@ -265,6 +231,8 @@ def run_filters(pod: PodInfo, node: NodeInfo, anti: AntiAffinityState) -> list[s
     if pod.host_ports and (reason := filter_host_ports(pod, node)):
         return [reason]
     if not anti.empty and (reason := filter_anti_affinity(pod, node, anti)):
+        return [reason]
+    if spread.constraints and (reason := filter_spread(node, spread)):
         return [reason]
     return []
 
@@ -334,21 +302,6 @@ def score_resources(pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[float]:
             balanced = (1.0 - abs(fc - fm) / 2) * MAX_SCORE
         out.append(w_least * least / 2 + w_bal * balanced)
     return out
-
-
-def score_spread_count(pod: PodInfo, node: NodeInfo) -> int:
-    """Raw: pods of the same controller (ownerReferences controller uid) on the node."""
-    if not pod.owner_uid:
-        return 0
-    return node.owner_counts.get(pod.owner_uid, 0)
-
-
-def normalize_spread(counts: Sequence[int]) -> list[float]:
-    """Fewer siblings is better: 100 * (max - count) / max (all 100 when max is 0)."""
-    most = max(counts, default=0)
-    if most == 0:
-        return [float(MAX_SCORE)] * len(counts)
-    return [MAX_SCORE * (most - c) / most for c in counts]
 
 
 def score_node_affinity(pod: PodInfo, node: NodeInfo) -> int:

@@ -1,7 +1,8 @@
-"""The scheduling queue (kube-scheduler's PriorityQueue, without priorities): pending pods wait
-in one of three places.
+"""The scheduling queue (kube-scheduler's PriorityQueue): pending pods wait in one of three
+places.
 
-- **active**: ready to be scheduled, oldest first (by when the pod first entered the queue);
+- **active**: ready to be scheduled, highest spec.priority first, then oldest first (by when
+  the pod first entered the queue), as kube-scheduler's PrioritySort;
 - **backoff**: failed recently; moves to active when its back-off ends. The n-th failed
   attempt waits `initial_backoff * 2**(n-1)`, at most `max_backoff`;
 - **unschedulable**: no node fitted. Nothing is retried until the cluster changes in a way
@@ -84,7 +85,7 @@ class SchedulingQueue:
         self._clock = clock
         self._seq = itertools.count(1)
         self._active: dict[str, QueuedPod] = {}
-        self._active_heap: list[tuple[float, int, str]] = []
+        self._active_heap: list[tuple[int, float, int, str]] = []  # (-priority, ...)
         self._backoff: dict[str, QueuedPod] = {}
         self._backoff_heap: list[tuple[float, int, str]] = []
         self._unschedulable: dict[str, QueuedPod] = {}
@@ -175,13 +176,14 @@ class SchedulingQueue:
     # ---- the scheduling loop ----------------------------------------------------------------
 
     async def pop(self) -> QueuedPod:
-        """The oldest active pod, waiting for one; it is in flight until `done(key)`."""
+        """The active pod of highest priority (oldest first among equals), waiting for one;
+        it is in flight until `done(key)`."""
         while True:
             if self._closed:
                 raise QueueClosed("scheduling queue closed")
             self.flush()
             while self._active_heap:
-                _, seq, key = heapq.heappop(self._active_heap)
+                _, _, seq, key = heapq.heappop(self._active_heap)
                 qp = self._active.get(key)
                 if qp is None or qp.seq != seq:
                     continue  # stale heap entry
@@ -268,7 +270,8 @@ class SchedulingQueue:
     def _push_active(self, qp: QueuedPod) -> None:
         qp.seq = next(self._seq)
         self._active[qp.key] = qp
-        heapq.heappush(self._active_heap, (qp.timestamp, qp.seq, qp.key))
+        priority = -qp.pod.spec.priority
+        heapq.heappush(self._active_heap, (priority, qp.timestamp, qp.seq, qp.key))
         self._wakeup.set()
 
     def _push_backoff(self, qp: QueuedPod) -> None:

@@ -44,12 +44,13 @@ from k8semu.client import (
 )
 from k8semu.client.events import NORMAL, WARNING, EventRecorder
 from k8semu.log import get_logger
-from k8semu.pb.api.v1 import core_pb2
-from k8semu.scheduler import algorithm
+from k8semu.pb.api.v1 import core_pb2, policy_pb2
+from k8semu.scheduler import algorithm, preemption, preemptor
 from k8semu.scheduler import metrics as sched_metrics
 from k8semu.scheduler import queue as queue_mod
 from k8semu.scheduler.cache import SchedulerCache, occupies_node
 from k8semu.scheduler.framework import (
+    PodInfo,
     PodSpecError,
     node_ready,
     pod_info,
@@ -160,6 +161,10 @@ class Scheduler:
         # Where bound volumes are (a local volume's node affinity): its pods go there.
         self.claims = self.informers.informer(core_pb2.PersistentVolumeClaim)
         self.volumes = self.informers.informer(core_pb2.PersistentVolume)
+        # Preemption weighs budgets; affinity terms' namespaceSelector reads namespaces.
+        self.budgets = self.informers.informer(policy_pb2.PodDisruptionBudget)
+        self.namespaces = self.informers.informer(core_pb2.Namespace)
+        self.nominations = preemptor.Nominations()
         self._own_recorder = recorder is None
         self.recorder = recorder or EventRecorder(client, config.scheduler_name)
         self.cache = SchedulerCache()
@@ -179,6 +184,9 @@ class Scheduler:
         self.failed = 0  # scheduling cycles that found no node
         self.pods.add_event_handler(self.on_pod_add, self.on_pod_update, self.on_pod_delete)
         self.nodes.add_event_handler(self.on_node_add, self.on_node_update, self.on_node_delete)
+        self.namespaces.add_event_handler(
+            self._on_namespace, lambda old, new: self._on_namespace(new), self._on_namespace_gone
+        )
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -253,6 +261,9 @@ class Scheduler:
         """Rebuild the cache from the informers' caches and start a fresh queue with every
         pending pod that is ours."""
         self.cache = SchedulerCache()
+        self.nominations = preemptor.Nominations()
+        for ns in self.namespaces.cache.list():
+            self._on_namespace(ns)
         for node in self.nodes.cache.list():
             self.cache.add_node(node)
         for pod in self.pods.cache.list():
@@ -345,7 +356,7 @@ class Scheduler:
             return
         began = time.perf_counter()
         try:
-            info = pod_info(pod)
+            info = pod_info(pod, self.cache.namespace_labels)
             if affinities := self._volume_affinities(pod):
                 info = with_volume_nodes(info, affinities, f"pod {qp.key}: volumes' nodeAffinity")
         except PodSpecError as exc:
@@ -358,18 +369,55 @@ class Scheduler:
             self.cache.order,
             start=self._next_start,
             percentage=self.config.percentage_of_nodes_to_score,
-            nodes_with_anti_affinity=self.cache.anti_affinity_nodes,
+            nodes_with_affinity=self.cache.affinity_nodes,
+            nominated=self.nominations.by_node() if len(self.nominations) else None,
+            label_keys=self.cache.label_keys,
             rng=self._rng,
         )
         self._next_start = decision.next_start
         if not decision.node:
             self._attempted(sched_metrics.UNSCHEDULABLE, began)
-            self._unschedulable(qp, decision.message)
+            nominated = ""
+            if self.cache.has_lower_priority(info.priority):
+                nominated = self._preempt(qp, info)
+            self._unschedulable(qp, decision.message, nominated)
             return
         self._attempted(sched_metrics.SCHEDULED, began)
         self.cache.assume(info, decision.node)
         await self._bind_slots.acquire()
         self._spawn(self._bind(qp, decision.node), release=True)
+
+    def _preempt(self, qp: QueuedPod, info: PodInfo) -> str:
+        """PostFilter: choose victims (preemption.py) and evict them in the background
+        (preemptor.py); the node nominated for the pod, or ""."""
+        nominated = self.nominations.node_of(qp.key) or qp.pod.status.nominated_node_name
+        why = preemption.may_preempt(info, nominated, self.cache.nodes)
+        outcome = None
+        if not why:
+            outcome = preemption.select(
+                info,
+                self.cache.nodes,
+                self.cache.order,
+                affinity_nodes=self.cache.affinity_nodes,
+                budgets=preemptor.budgets(self.budgets.cache.list()),
+            )
+            why = outcome.why
+        if outcome is None or outcome.candidate is None:
+            log.info("no preemption", pod=qp.key, why=why)
+            return nominated if why.startswith("waiting") else ""
+        cand = outcome.candidate
+        self.nominations.nominate(info, cand.node)
+        log.info("preempting", pod=qp.key, node=cand.node, victims=[v.key for v in cand.victims])
+        for victim in cand.victims:
+            pod = self.pods.cache.get(victim.key)
+            if pod is not None:
+                self._spawn(
+                    preemptor.evict_victim(
+                        self.client, self.recorder, pod, qp.pod, cand.node,
+                        self.config.scheduler_name,
+                    )
+                )  # fmt: skip
+        return cand.node
 
     def _attempted(self, result: str, began: float) -> None:
         profile = self.config.scheduler_name
@@ -412,24 +460,27 @@ class Scheduler:
             raise
         else:
             self.scheduled += 1
+            self.nominations.forget(qp.key)
             if queue is not None:
                 queue.done(qp.key)
             self.recorder.event(
                 pod, NORMAL, "Scheduled", f"Successfully assigned {namespace}/{name} to {node}"
             )
 
-    def _unschedulable(self, qp: QueuedPod, message: str) -> None:
+    def _unschedulable(self, qp: QueuedPod, message: str, nominated: str = "") -> None:
         self.failed += 1
         pod = qp.pod
         log.info("pod unschedulable", pod=qp.key, message=message, attempts=qp.attempts)
         self.recorder.event(pod, WARNING, "FailedScheduling", message)
         if self.queue is not None:
             self.queue.add_unschedulable(qp)
-        if self._condition_differs(pod, message):
-            self._spawn(self._set_unschedulable_condition(qp.key, message))
+        if self._condition_differs(pod, message, nominated):
+            self._spawn(self._set_unschedulable_condition(qp.key, message, nominated))
 
     @staticmethod
-    def _condition_differs(pod: core_pb2.Pod, message: str) -> bool:
+    def _condition_differs(pod: core_pb2.Pod, message: str, nominated: str = "") -> bool:
+        if nominated and pod.status.nominated_node_name != nominated:
+            return True
         for c in pod.status.conditions:
             if c.type == "PodScheduled":
                 return not (
@@ -437,18 +488,21 @@ class Scheduler:
                 )
         return True
 
-    async def _set_unschedulable_condition(self, key: str, message: str) -> None:
+    async def _set_unschedulable_condition(self, key: str, message: str, nominated: str) -> None:
         """PodScheduled=False, reason Unschedulable, as kube-scheduler writes it (CAS on the
-        cached resourceVersion; a conflict means a newer pod, retried on its next cycle)."""
+        cached resourceVersion; a conflict means a newer pod, retried on its next cycle),
+        with status.nominatedNodeName when preemption chose a node for it."""
         current = self.pods.cache.get(key)
         if (
             current is None
             or current.spec.node_name
-            or not self._condition_differs(current, message)
+            or not self._condition_differs(current, message, nominated)
         ):
             return
         pod = core_pb2.Pod()
         pod.CopyFrom(current)
+        if nominated:
+            pod.status.nominated_node_name = nominated
         for c in pod.status.conditions:
             if c.type == "PodScheduled":
                 condition = c
@@ -504,12 +558,19 @@ class Scheduler:
 
     def on_pod_delete(self, pod: core_pb2.Pod) -> None:
         key = pod_key(pod)
+        self.nominations.forget(key)
         was_bound = self.cache.node_of(key) is not None and not self.cache.is_assumed(key)
         self.cache.remove_pod(pod)
         if self.queue is not None:
             self.queue.delete(key)
             if pod.spec.node_name or was_bound:
                 self.queue.move_all_to_active("AssignedPodDelete")
+
+    def _on_namespace(self, ns: core_pb2.Namespace) -> None:
+        self.cache.namespace_labels[ns.metadata.name] = dict(ns.metadata.labels)
+
+    def _on_namespace_gone(self, ns: core_pb2.Namespace) -> None:
+        self.cache.namespace_labels.pop(ns.metadata.name, None)
 
     def on_node_add(self, node: core_pb2.Node) -> None:
         self.cache.add_node(node)

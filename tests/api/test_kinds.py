@@ -61,6 +61,7 @@ def test_scope() -> None:
         "NodeMetrics",
         "PersistentVolume",
         "StorageClass",
+        "PriorityClass",
     }
 
 

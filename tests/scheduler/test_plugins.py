@@ -10,6 +10,7 @@ from k8semu.pb.api.v1 import core_pb2
 from k8semu.scheduler import algorithm, plugins
 from k8semu.scheduler.framework import NodeInfo, PodSpecError, pod_info
 from k8semu.scheduler.plugins import AntiAffinityState, prefilter_anti_affinity, run_filters
+from k8semu.scheduler.spread import score_spread
 from tests.scheduler.helpers import (
     anti_affinity,
     node,
@@ -227,10 +228,12 @@ def test_spread_and_node_affinity_scores() -> None:
     p = pod_info(pod("a", owner_uid="rs-1"))
     one = info(node("one"), pod("x", owner_uid="rs-1", node_name="one"))
     none = info(node("none"))
-    counts = [plugins.score_spread_count(p, n) for n in (one, none)]
-    assert counts == [1, 0]
-    assert plugins.normalize_spread(counts) == [0.0, 100.0]
-    assert plugins.normalize_spread([0, 0]) == [100.0, 100.0]
+    # The default spreading (hostname maxSkew 3): fewer siblings scores higher.
+    both = {"one": one, "none": none}
+    scores = score_spread(p, [one, none], both, ["one", "none"], plugins.NODE_CHECKS)
+    assert scores is not None and scores[0] < scores[1] == 100.0
+    empty = score_spread(p, [none], both, ["one", "none"], plugins.NODE_CHECKS)
+    assert empty == [100.0]
     pref = pod_info(preferred_node_affinity(pod("b"), 30, [("zone", "In", ["z1"])]))
     z1, z2 = info(node("z1", labels={"zone": "z1"})), info(node("z2", labels={"zone": "z2"}))
     assert [plugins.score_node_affinity(pref, n) for n in (z1, z2)] == [30, 0]

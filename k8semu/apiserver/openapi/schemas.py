@@ -155,6 +155,11 @@ ENUMS = _table(
         "JobSpec.completion_mode": "Indexed NonIndexed",
         "CronJobSpec.concurrency_policy": "Allow Forbid Replace",
         "HTTPGetAction.scheme": "HTTP HTTPS",
+        "TopologySpreadConstraint.when_unsatisfiable": "DoNotSchedule ScheduleAnyway",
+        "TopologySpreadConstraint.node_affinity_policy": "Honor Ignore",
+        "TopologySpreadConstraint.node_taints_policy": "Honor Ignore",
+        "PodSpec.preemption_policy": "Never PreemptLowerPriority",
+        "PriorityClass.preemption_policy": "Never PreemptLowerPriority",
     }
 )
 

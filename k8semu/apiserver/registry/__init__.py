@@ -8,6 +8,7 @@
     jobs.py        Job: defaults, the generated selector, checks, immutable fields
     cronjobs.py    CronJob: defaults, schedule and time zone checks
     disruption.py  PodDisruptionBudget: checks
+    scheduling.py  PriorityClass: defaults, checks; a pod spec's scheduling fields' checks
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
@@ -30,6 +31,7 @@ from typing import Any
 
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
+from k8semu.apiserver import priority
 from k8semu.apiserver.allocation import Allocator, ServiceRanges
 from k8semu.apiserver.deletion import Rules
 from k8semu.apiserver.errors import MethodNotAllowed, NotFound
@@ -41,6 +43,7 @@ from k8semu.apiserver.registry import (
     jobs,
     namespaces,
     pods,
+    scheduling,
     services,
     statefulsets,
     storage,
@@ -153,6 +156,20 @@ def _stateful_rows() -> list[Strategy]:
     ]  # fmt: skip
 
 
+def _policy_rows() -> list[Strategy]:
+    """PodDisruptionBudget and PriorityClass (in KINDS' order)."""
+    return [
+        Strategy(kind=_kind("poddisruptionbudgets"), validate=disruption.validate, status=True),
+        Strategy(
+            kind=_kind("priorityclasses"),
+            defaults=scheduling.defaults,
+            validate=scheduling.validate,
+            validate_update=scheduling.validate_update,
+            admit=priority.admit,
+        ),
+    ]
+
+
 def build(
     ranges: ServiceRanges,
     rng: random.Random | None = None,
@@ -179,6 +196,7 @@ def build(
                 status=True,
                 bind=pods.bind,
                 eviction=True,
+                admit=priority.admit,
                 field_selectors=pods.FIELDS,
                 deletion=Rules(grace=pods.grace_period),
             ),
@@ -226,7 +244,7 @@ def build(
                 validate=autoscaling.validate,
                 status=True,
             ),
-            Strategy(kind=_kind("poddisruptionbudgets"), validate=disruption.validate, status=True),
+            *_policy_rows(),
             Strategy(kind=_kind("leases")),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),
         ]

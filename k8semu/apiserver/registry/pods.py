@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from k8semu.api import timestamps
 from k8semu.apiserver.errors import Conflict
 from k8semu.apiserver.objects import FieldGetter
+from k8semu.apiserver.registry.scheduling import validate_pod_scheduling
 from k8semu.apiserver.validation import PROTOCOLS, FieldError, dns1123_label
 from k8semu.pb.api.v1 import core_pb2
 
@@ -108,6 +109,7 @@ def validate_spec(spec: core_pb2.PodSpec, path: str) -> Iterator[FieldError]:
         yield FieldError(f"{path}.restartPolicy", f"Unsupported value: {spec.restart_policy!r}")
     if spec.termination_grace_period_seconds < 0:
         yield FieldError(f"{path}.terminationGracePeriodSeconds", "must be >= 0")
+    yield from validate_pod_scheduling(spec, path)
 
 
 def validate(pod: core_pb2.Pod) -> Iterator[FieldError]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import string
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,6 +86,10 @@ def _keep_nothing(obj: Any, old: Any) -> None:
     return None
 
 
+async def _admit_all(objects: Any, obj: Any) -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Strategy:
     """One kind's row. Every field but `kind` has the default most kinds want.
@@ -122,6 +126,9 @@ class Strategy:
     expires: bool = False
     # A read-only kind's source (its kind is not stored); None for stored kinds.
     reader: Reader | None = None
+    # Admission that reads other objects (priority: priorityClassName -> spec.priority):
+    # called with the API servicer and the defaulted object before its checks on create.
+    admit: Callable[[Any, Any], Awaitable[None]] = _admit_all
 
     def __post_init__(self) -> None:
         if self.status and "status" not in self.kind.message.DESCRIPTOR.fields_by_name:
