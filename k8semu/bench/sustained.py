@@ -200,9 +200,11 @@ class _PacedPuts:
         end = t0 + self.duration
         for n in range(self.per_client):
             due = t0 + (k / clients + n) * interval
-            wait = due - perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if due > perf_counter():
+                # uvloop's timers have millisecond resolution and may wake up to a millisecond
+                # early: a put is never sent before its due time.
+                while (wait := due - perf_counter()) > 0:  # noqa: ASYNC110 (a deadline, not an event)
+                    await asyncio.sleep(wait)
             elif perf_counter() >= end:
                 break  # too far behind: what was not sent by the end counts as not achieved
             request = payloads[i % n_payloads]

@@ -175,9 +175,13 @@ async def test_many_watchers_share_one_store_watch(
             c.cancel()
         with proxy.lock:
             keys = list(proxy.watch_keys)
-        # One store watch for 200 client watches (and the namespaces one every server keeps
-        # for its creates).
-        assert sorted(keys) == [b"/registry/namespaces/", b"/registry/pods/"]
+        # One store watch for 200 client watches (and the ones every server keeps for its
+        # admission: namespaces for creates, PriorityClasses for pods' priority).
+        assert sorted(keys) == [
+            b"/registry/namespaces/",
+            b"/registry/pods/",
+            b"/registry/priorityclasses/",
+        ]
     finally:
         for ch in channels:
             await ch.close()
