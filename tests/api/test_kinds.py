@@ -61,6 +61,9 @@ def test_scope() -> None:
         "NodeMetrics",
         "PersistentVolume",
         "StorageClass",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "SelfSubjectAccessReview",
     }
 
 

@@ -11,6 +11,7 @@
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
+    rbac.py        Role, ClusterRole, RoleBinding, ClusterRoleBinding: checks; ServiceAccount
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
 with a `reader` when the API server serves it (`build(..., served=...)`), none otherwise:
@@ -41,6 +42,7 @@ from k8semu.apiserver.registry import (
     jobs,
     namespaces,
     pods,
+    rbac,
     services,
     statefulsets,
     storage,
@@ -153,6 +155,28 @@ def _stateful_rows() -> list[Strategy]:
     ]  # fmt: skip
 
 
+def _rbac_rows() -> list[Strategy]:
+    """The rbac.authorization.k8s.io kinds (names are path segments: `system:node`)."""
+    name = rbac.path_segment_name
+    return [
+        Strategy(kind=_kind("roles"), name_rule=name, validate=rbac.validate_role),
+        Strategy(kind=_kind("clusterroles"), name_rule=name, validate=rbac.validate_cluster_role),
+        *(
+            Strategy(
+                kind=_kind(resource),
+                name_rule=name,
+                defaults=rbac.binding_defaults,
+                validate=check,
+                validate_update=rbac.validate_binding_update,
+            )
+            for resource, check in (
+                ("rolebindings", rbac.validate_role_binding),
+                ("clusterrolebindings", rbac.validate_cluster_role_binding),
+            )
+        ),
+    ]
+
+
 def build(
     ranges: ServiceRanges,
     rng: random.Random | None = None,
@@ -195,6 +219,7 @@ def build(
             Strategy(kind=_kind("endpoints")),
             Strategy(kind=_kind("configmaps")),
             Strategy(kind=_kind("secrets")),
+            Strategy(kind=_kind("serviceaccounts")),
             Strategy(kind=_kind("events"), expires=True),
             *_volume_rows(),
             _workload("replicasets", workloads.replica_set_defaults),
@@ -228,6 +253,7 @@ def build(
             ),
             Strategy(kind=_kind("poddisruptionbudgets"), validate=disruption.validate, status=True),
             Strategy(kind=_kind("leases")),
+            *_rbac_rows(),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),
         ]
     )
