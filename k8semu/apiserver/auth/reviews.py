@@ -1,0 +1,99 @@
+"""The two requests answered by authorization itself, not by a stored kind:
+SelfSubjectAccessReview ("may I?", what `kubectl auth can-i` POSTs) and TokenRequest
+(serviceaccounts/NAME/token: a signed token for an existing ServiceAccount)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from k8semu.api.timestamps import format_time, time_at
+from k8semu.apiserver.auth.attributes import Attributes
+from k8semu.apiserver.auth.guard import Guard
+from k8semu.apiserver.auth.tokens import TokenClaims, check_expiration
+from k8semu.apiserver.auth.user import UserInfo
+from k8semu.apiserver.errors import BadRequest, Invalid, NotFound
+
+
+def review_attributes(user: UserInfo, spec: Any) -> Attributes:
+    """The Attributes a SelfSubjectAccessReview's spec asks about."""
+    if not isinstance(spec, dict):
+        raise BadRequest("spec: Required value")
+    res, nonres = spec.get("resourceAttributes") or {}, spec.get("nonResourceAttributes") or {}
+    if bool(res) == bool(nonres):
+        raise Invalid(
+            "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or"
+            " resourceAttributes must be specified"
+        )
+    if nonres:
+        return Attributes(
+            user, str(nonres.get("verb", "")), path=str(nonres.get("path", "")),
+            resource_request=False,
+        )  # fmt: skip
+
+    def get(field: str) -> str:
+        return str(res.get(field, "") or "")
+
+    return Attributes(
+        user, get("verb"), get("resource"), get("group"), get("subresource"), get("namespace"),
+        get("name"),
+    )  # fmt: skip
+
+
+async def self_review(guard: Guard, user: UserInfo, body: Any) -> dict[str, Any]:
+    spec = body.get("spec") if isinstance(body, dict) else None
+    attrs = review_attributes(user, spec)
+    allowed, reason = await guard.decide(attrs)
+    status: dict[str, Any] = {"allowed": allowed}
+    if reason:
+        status["reason"] = reason
+    return {
+        "kind": "SelfSubjectAccessReview",
+        "apiVersion": "authorization.k8s.io/v1",
+        "metadata": {"creationTimestamp": None},
+        "spec": spec,
+        "status": status,
+    }
+
+
+async def token_request(guard: Guard, namespace: str, name: str, body: Any) -> dict[str, Any]:
+    """A token for ServiceAccount NAME in NAMESPACE (NotFound when it does not exist)."""
+    if guard.issuer is None:
+        raise NotFound(
+            "the server could not find the requested resource (serviceaccounts/token): the API"
+            " server has no --service-account-signing-key-file"
+        )
+    spec = (body or {}).get("spec") or {}
+    if not isinstance(spec, dict):
+        raise BadRequest("spec: must be an object")
+    uid = await guard.uid("serviceaccounts", namespace, name)
+    if uid is None:
+        raise NotFound(f'serviceaccounts "{name}" not found')
+    expiration = check_expiration(spec.get("expirationSeconds"))
+    ref = spec.get("boundObjectRef") or {}
+    pod_name, pod_uid = "", ""
+    if ref:
+        if ref.get("kind") != "Pod":
+            raise Invalid(
+                f'spec.boundObjectRef.kind: Unsupported value: "{ref.get("kind")}": supported'
+                ' values: "Pod"'
+            )
+        pod_name = str(ref.get("name", ""))
+        found = await guard.uid("pods", namespace, pod_name)
+        if found is None or (ref.get("uid") and ref.get("uid") != found):
+            raise NotFound(f'pods "{pod_name}" not found')
+        pod_uid = found
+    audiences = tuple(str(a) for a in spec.get("audiences") or ())
+    token, expires = guard.issuer.sign(
+        TokenClaims(namespace, name, uid, pod_name, pod_uid),
+        audiences=audiences,
+        expiration=expiration,
+    )
+    spec_out = {**spec, "audiences": list(audiences or guard.issuer.audiences),
+                "expirationSeconds": expiration}  # fmt: skip
+    return {
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
+        "spec": spec_out,
+        "status": {"token": token, "expirationTimestamp": format_time(time_at(expires))},
+    }
