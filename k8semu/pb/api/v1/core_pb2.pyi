@@ -546,6 +546,7 @@ class PodSpec(_message.Message):
     SCHEDULER_NAME_FIELD_NUMBER: _builtins.int
     TOLERATIONS_FIELD_NUMBER: _builtins.int
     PRIORITY_CLASS_NAME_FIELD_NUMBER: _builtins.int
+    AUTOMOUNT_SERVICE_ACCOUNT_TOKEN_FIELD_NUMBER: _builtins.int
     restart_policy: _builtins.str
     """Always, OnFailure, Never"""
     termination_grace_period_seconds: _builtins.int
@@ -558,6 +559,10 @@ class PodSpec(_message.Message):
     subdomain: _builtins.str
     scheduler_name: _builtins.str
     priority_class_name: _builtins.str
+    automount_service_account_token: _builtins.bool
+    """Whether the ServiceAccount token is mounted at /var/run/secrets/kubernetes.io/serviceaccount
+    (unset: the ServiceAccount's automountServiceAccountToken, else true).
+    """
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Container]: ...
     @_builtins.property
@@ -590,17 +595,22 @@ class PodSpec(_message.Message):
         scheduler_name: _builtins.str = ...,
         tolerations: _abc.Iterable[Global___Toleration] | None = ...,
         priority_class_name: _builtins.str = ...,
+        automount_service_account_token: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_termination_grace_period_seconds", b"_termination_grace_period_seconds", "active_deadline_seconds", b"active_deadline_seconds", "affinity", b"affinity", "termination_grace_period_seconds", b"termination_grace_period_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_automount_service_account_token", b"_automount_service_account_token", "_termination_grace_period_seconds", b"_termination_grace_period_seconds", "active_deadline_seconds", b"active_deadline_seconds", "affinity", b"affinity", "automount_service_account_token", b"automount_service_account_token", "termination_grace_period_seconds", b"termination_grace_period_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_termination_grace_period_seconds", b"_termination_grace_period_seconds", "active_deadline_seconds", b"active_deadline_seconds", "affinity", b"affinity", "containers", b"containers", "dns_policy", b"dns_policy", "host_network", b"host_network", "hostname", b"hostname", "init_containers", b"init_containers", "node_name", b"node_name", "node_selector", b"node_selector", "priority_class_name", b"priority_class_name", "restart_policy", b"restart_policy", "scheduler_name", b"scheduler_name", "service_account_name", b"service_account_name", "subdomain", b"subdomain", "termination_grace_period_seconds", b"termination_grace_period_seconds", "tolerations", b"tolerations", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_automount_service_account_token", b"_automount_service_account_token", "_termination_grace_period_seconds", b"_termination_grace_period_seconds", "active_deadline_seconds", b"active_deadline_seconds", "affinity", b"affinity", "automount_service_account_token", b"automount_service_account_token", "containers", b"containers", "dns_policy", b"dns_policy", "host_network", b"host_network", "hostname", b"hostname", "init_containers", b"init_containers", "node_name", b"node_name", "node_selector", b"node_selector", "priority_class_name", b"priority_class_name", "restart_policy", b"restart_policy", "scheduler_name", b"scheduler_name", "service_account_name", b"service_account_name", "subdomain", b"subdomain", "termination_grace_period_seconds", b"termination_grace_period_seconds", "tolerations", b"tolerations", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_deadline_seconds: _TypeAlias = _typing.Literal["active_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__active_deadline_seconds: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__automount_service_account_token: _TypeAlias = _typing.Literal["automount_service_account_token"]  # noqa: Y015
+    _WhichOneofArgType__automount_service_account_token: _TypeAlias = _typing.Literal["_automount_service_account_token", b"_automount_service_account_token"]  # noqa: Y015
     _WhichOneofReturnType__termination_grace_period_seconds: _TypeAlias = _typing.Literal["termination_grace_period_seconds"]  # noqa: Y015
     _WhichOneofArgType__termination_grace_period_seconds: _TypeAlias = _typing.Literal["_termination_grace_period_seconds", b"_termination_grace_period_seconds"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__active_deadline_seconds) -> _WhichOneofReturnType__active_deadline_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__automount_service_account_token) -> _WhichOneofReturnType__automount_service_account_token | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__termination_grace_period_seconds) -> _WhichOneofReturnType__termination_grace_period_seconds | None: ...
 
