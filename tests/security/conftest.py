@@ -4,12 +4,13 @@ and helpers speaking to it as a given user over REST (urllib, kubectl) and gRPC.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
 from tests.support.apiserver import APIServerProcess, running
+from tests.support.poll import Eventually
 
 KUBECTL = shutil.which("kubectl")
 TIMEOUT = 30.0
@@ -39,6 +41,7 @@ class Secured:
     audit_log: Path
     signing_key: Path
     base: Path
+    store_endpoints: tuple[str, ...]
 
     def request(
         self, method: str, path: str, token: str = "", doc: Any = None, **headers: str
@@ -61,14 +64,14 @@ class Secured:
         except ValueError:
             return code, raw.decode()
 
-    def kubectl(
-        self, token: str, *args: str, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """kubectl ARGS against this server. kubectl sends no credentials over plain HTTP,
+        so until the API server serves TLS these runs are anonymous (plus --as)."""
         if KUBECTL is None:
             pytest.skip("no kubectl on PATH")
         env = {"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}
         proc = subprocess.run(
-            [KUBECTL, f"--server={self.url}", f"--token={token}", "--request-timeout=20s", *args],
+            [KUBECTL, f"--server={self.url}", "--request-timeout=20s", *args],
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
@@ -77,6 +80,11 @@ class Secured:
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {proc.returncode}\n{proc.stderr}")
         return proc
+
+
+def wait_until(check: Callable[[], object], *, timeout: float, message: str) -> Any:
+    """The shared poll (tests/support/poll.py) for these synchronous tests."""
+    return asyncio.run(Eventually()(check, timeout, message))
 
 
 def write_rsa_key(path: Path) -> rsa.RSAPrivateKey:
@@ -112,6 +120,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         server = APIServerProcess(store, base / "apiserver.log", args)
         try:
             server.wait_serving()
-            yield Secured(f"http://127.0.0.1:{port}", server.address, audit, key, base)
+            yield Secured(
+                f"http://127.0.0.1:{port}", server.address, audit, key, base, tuple(store.endpoints)
+            )
         finally:
             server.close()

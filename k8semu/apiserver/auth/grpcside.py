@@ -84,7 +84,7 @@ def attributes(user: UserInfo, method: str, request: Any) -> Attributes:
         if obj is not None:
             m = meta(obj)
             namespace = namespace or m.namespace
-            name = m.name if method != "Create" else m.name if kind.plural in _NAMED else ""
+            name = m.name if method != "Create" else m.name if kind.plural in NAMED_CREATES else ""
     if kind is None:
         return Attributes(user, verb, resource, "", sub, namespace, name)
     if kind.namespaced and method not in ("List", "Watch"):
@@ -96,7 +96,7 @@ def attributes(user: UserInfo, method: str, request: Any) -> Attributes:
 
 # Kinds whose create the Node authorizer judges by the name (a kubelet creates only its own
 # Node and Lease, and the lease namespace).
-_NAMED = ("nodes", "leases", "namespaces")
+NAMED_CREATES = ("nodes", "leases", "namespaces")
 
 
 def _object(kind: kinds.Kind, packed: Any) -> Any:

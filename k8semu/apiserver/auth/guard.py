@@ -22,7 +22,14 @@ from k8semu.apiserver.auth.attributes import Attributes, forbidden_message
 from k8semu.apiserver.auth.audit import AuditLog
 from k8semu.apiserver.auth.authn import Authenticator, Credentials
 from k8semu.apiserver.auth.tokens import Issuer
-from k8semu.apiserver.auth.user import AUTHENTICATED, UserInfo
+from k8semu.apiserver.auth.user import (
+    ANONYMOUS,
+    ANONYMOUS_USER,
+    SA_PREFIX,
+    UserInfo,
+    authenticated,
+    service_account,
+)
 from k8semu.apiserver.errors import Forbidden, Invalid
 from k8semu.apiserver.objects import decode, key
 from k8semu.apiserver.watchcache import WatchCache, WatchCaches
@@ -77,13 +84,22 @@ class Guard:
             if creds.impersonate_groups:
                 raise Invalid("Impersonate-Group requires Impersonate-User")
             return user
-        await self.authorize(Attributes(user, "impersonate", "users", name=creds.impersonate_user))
+        wanted = creds.impersonate_user
+        if wanted.startswith(SA_PREFIX) and wanted.count(":") == 3:
+            # A ServiceAccount is impersonated as the serviceaccounts resource of its
+            # namespace, and gets its groups, as Kubernetes does.
+            namespace, name = wanted.split(":")[2:]
+            await self.authorize(
+                Attributes(user, "impersonate", "serviceaccounts", "", "", namespace, name)
+            )
+            as_user = service_account(namespace, name)
+        else:
+            await self.authorize(Attributes(user, "impersonate", "users", name=wanted))
+            as_user = authenticated(wanted) if wanted != ANONYMOUS else ANONYMOUS_USER
         for group in creds.impersonate_groups:
             await self.authorize(Attributes(user, "impersonate", "groups", name=group))
-        groups = tuple(creds.impersonate_groups)
-        if creds.impersonate_user != "system:anonymous" and AUTHENTICATED not in groups:
-            groups = (*groups, AUTHENTICATED)
-        return UserInfo(creds.impersonate_user, "", groups)
+        extra = tuple(g for g in creds.impersonate_groups if g not in as_user.groups)
+        return UserInfo(as_user.name, "", (*as_user.groups, *extra))
 
     async def uid(self, resource: str, namespace: str, name: str) -> str | None:
         cache = await self._cache(resource)

@@ -13,6 +13,7 @@ do? `kubectl auth can-i`) and the TokenRequest subresource serviceaccounts/NAME/
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,7 +25,12 @@ from k8semu.apiserver.auth.attributes import Attributes
 from k8semu.apiserver.auth.audit import Record
 from k8semu.apiserver.auth.authn import Credentials
 from k8semu.apiserver.auth.guard import Guard
-from k8semu.apiserver.auth.reviews import self_review, token_request
+from k8semu.apiserver.auth.reviews import (
+    PROTOBUF,
+    review_from_protobuf,
+    self_review,
+    token_request,
+)
 from k8semu.apiserver.auth.user import ANONYMOUS_USER, UserInfo
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.rest import codec, paths
@@ -88,6 +94,16 @@ def attributes(user: UserInfo, request: web.Request) -> Attributes:
     )  # fmt: skip
 
 
+async def _named(attrs: Attributes, request: web.Request) -> Attributes:
+    """A create of a kind the Node authorizer judges by name, named from its body (aiohttp
+    keeps the body read, for the handler)."""
+    if attrs.verb != "create" or attrs.resource not in grpcside.NAMED_CREATES or attrs.subresource:
+        return attrs
+    doc = _json_or_none(await request.read())
+    name = doc.get("metadata", {}).get("name", "") if isinstance(doc, dict) else ""
+    return dataclasses.replace(attrs, name=str(name)) if isinstance(name, str) else attrs
+
+
 def middleware(guard: Guard) -> Any:
     """The middleware of `guard` (put it inside the server's error boundary)."""
 
@@ -103,7 +119,7 @@ def middleware(guard: Guard) -> Any:
         outcome: Exception | web.StreamResponse | None = None
         try:
             user = await guard.authenticate(credentials(request))
-            record.attrs = attributes(user, request)
+            record.attrs = await _named(attributes(user, request), request)
             await guard.authorize(record.attrs)
             outcome = await _answer(guard, record, request, handler)
             return outcome
@@ -129,7 +145,11 @@ async def _answer(
     ):
         record.request_object = _json_or_none(await request.read())
     if attrs.resource == "selfsubjectaccessreviews" and request.method == "POST":
-        body = codec.parse_body(await request.read(), request.headers.get("Content-Type", ""))
+        raw, content_type = await request.read(), request.headers.get("Content-Type", "")
+        if codec.media_type(content_type) == PROTOBUF:
+            body = review_from_protobuf(raw)
+        else:
+            body = codec.parse_body(raw, content_type)
         return web.json_response(await self_review(guard, attrs.user, body), status=201)
     if attrs.subresource == "token" and attrs.resource == "serviceaccounts":
         if request.method != "POST":

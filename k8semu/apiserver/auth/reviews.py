@@ -6,12 +6,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
 from k8semu.api.timestamps import format_time, time_at
 from k8semu.apiserver.auth.attributes import Attributes
 from k8semu.apiserver.auth.guard import Guard
 from k8semu.apiserver.auth.tokens import TokenClaims, check_expiration
 from k8semu.apiserver.auth.user import UserInfo
 from k8semu.apiserver.errors import BadRequest, Invalid, NotFound
+from k8semu.pb.api.v1 import authorization_pb2
+
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+_MAGIC = b"k8s\x00"
+
+
+def review_from_protobuf(raw: bytes) -> dict[str, Any]:
+    """The JSON form of a SelfSubjectAccessReview sent as Kubernetes' protobuf (what
+    kubectl's typed client sends)."""
+    if not raw.startswith(_MAGIC):
+        raise BadRequest("the body is not Kubernetes protobuf (no k8s\\0 prefix)")
+    try:
+        envelope = authorization_pb2.KubeProtobufEnvelope.FromString(raw[len(_MAGIC) :])
+        review = authorization_pb2.KubeSelfSubjectAccessReview.FromString(envelope.raw)
+    except DecodeError as exc:
+        raise BadRequest(f"cannot decode the SelfSubjectAccessReview: {exc}") from None
+    return {"spec": json_format.MessageToDict(review.spec)}
 
 
 def review_attributes(user: UserInfo, spec: Any) -> Attributes:

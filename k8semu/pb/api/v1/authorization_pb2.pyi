@@ -165,3 +165,60 @@ class SelfSubjectAccessReview(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SelfSubjectAccessReview: _TypeAlias = SelfSubjectAccessReview  # noqa: Y015
+
+@_typing.final
+class KubeProtobufEnvelope(_message.Message):
+    """What kubectl sends when it POSTs a SelfSubjectAccessReview as Kubernetes' protobuf
+    (application/vnd.kubernetes.protobuf): the bytes "k8s\\0", then a runtime.Unknown whose
+    `raw` is the review with Kubernetes' own field numbers (metadata 1, spec 2). The spec's
+    numbers are the same as SelfSubjectAccessReviewSpec's above, so it decodes as one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_META_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    CONTENT_ENCODING_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    type_meta: _builtins.bytes
+    raw: _builtins.bytes
+    content_encoding: _builtins.str
+    content_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        type_meta: _builtins.bytes = ...,
+        raw: _builtins.bytes = ...,
+        content_encoding: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_encoding", b"content_encoding", "content_type", b"content_type", "raw", b"raw", "type_meta", b"type_meta"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KubeProtobufEnvelope: _TypeAlias = KubeProtobufEnvelope  # noqa: Y015
+
+@_typing.final
+class KubeSelfSubjectAccessReview(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METADATA_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    metadata: _builtins.bytes
+    @_builtins.property
+    def spec(self) -> Global___SelfSubjectAccessReviewSpec: ...
+    def __init__(
+        self,
+        *,
+        metadata: _builtins.bytes = ...,
+        spec: Global___SelfSubjectAccessReviewSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KubeSelfSubjectAccessReview: _TypeAlias = KubeSelfSubjectAccessReview  # noqa: Y015
