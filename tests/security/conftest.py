@@ -44,13 +44,19 @@ class Secured:
     store_endpoints: tuple[str, ...]
 
     def request(
-        self, method: str, path: str, token: str = "", doc: Any = None, **headers: str
+        self,
+        method: str,
+        path: str,
+        token: str = "",
+        doc: Any = None,
+        content_type: str = "application/json",
+        **headers: str,
     ) -> tuple[int, Any]:
         """(status, parsed JSON body) of one request as the bearer of `token`."""
         body = None if doc is None else json.dumps(doc).encode()
         hdrs = dict(headers)
         if body is not None:
-            hdrs["Content-Type"] = "application/json"
+            hdrs["Content-Type"] = content_type
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=hdrs)

@@ -79,7 +79,7 @@ def test_bad_tokens_are_invalid_or_not_ours() -> None:
     with pytest.raises(Invalid, match="invalid bearer token"):
         verifier.verify(forged)
     elsewhere, _ = _issuer(key).sign(CLAIMS, audiences=("vault",))
-    with pytest.raises(Invalid, match="(?i)audience"):
+    with pytest.raises(Invalid, match=r"(?i)audience"):
         verifier.verify(elsewhere)
     foreign, _ = Issuer(key, "https://elsewhere", (ISSUER,)).sign(CLAIMS)
     assert verifier.verify(foreign) is None  # another issuer's: the chain goes on
@@ -98,7 +98,7 @@ def test_key_files(tmp_path: Path) -> None:
     write_rsa_key(path)
     assert len(load_public_keys(str(path), "--service-account-key-file")) == 1
     (tmp_path / "empty.pem").write_text("nothing\n")
-    with pytest.raises(KeyFileError, match="--service-account-key-file: .* holds no RSA or EC"):
+    with pytest.raises(KeyFileError, match=r"--service-account-key-file: .* holds no RSA or EC"):
         load_public_keys(str(tmp_path / "empty.pem"), "--service-account-key-file")
 
 
@@ -146,7 +146,7 @@ async def test_chain_order_and_anonymous() -> None:
     assert sa.name == "system:serviceaccount:team-a:reader"
     assert "system:serviceaccounts:team-a" in sa.groups
     for bad in ("wrong", sa_token[:-4] + "AAAA"):
-        with pytest.raises(Unauthorized, match="^Unauthorized$"):
+        with pytest.raises(Unauthorized, match=r"^Unauthorized$"):
             await chain.authenticate(Credentials(bad))
     with pytest.raises(Unauthorized):
         await chain.authenticate(Credentials())

@@ -218,23 +218,10 @@ def test_node_authorizer(secured: Secured) -> None:
     assert code == 403
     assert "no relationship found between node 'node-1' and this object" in body["message"]
     status = {"status": {"phase": "Running"}}
-    merge = {"Content-Type": "application/merge-patch+json"}
     for pod, code in (("on-1", 200), ("on-2", 403)):
-        got, _ = _patch(secured, f"/api/v1/namespaces/default/pods/{pod}/status", status, merge)
+        got, _ = secured.request("PATCH", f"/api/v1/namespaces/default/pods/{pod}/status", NODE1,
+                                 status, "application/merge-patch+json")  # fmt: skip
         assert got == code, pod
-
-
-def _patch(s: Secured, path: str, doc: Any, headers: dict[str, str]) -> tuple[int, Any]:
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(s.url + path, data=json.dumps(doc).encode(), method="PATCH",
-                                 headers={**headers, "Authorization": f"Bearer {NODE1}"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_audit_line_for_a_create(secured: Secured) -> None:
