@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from k8semu import transport
@@ -106,6 +107,10 @@ def _serialize_watch_event(event: apiserver_pb2.WatchEvent | bytes) -> bytes:
     return event if isinstance(event, bytes) else event.SerializeToString()
 
 
+def _message_class(descriptor: Any) -> Any:
+    return message_factory.GetMessageClass(descriptor)
+
+
 def add_api_servicer(
     servicer: APIServicer, server: grpc.aio.Server, guard: Guard | None = None
 ) -> None:
@@ -114,9 +119,17 @@ def add_api_servicer(
     once for all. `guard`: authentication and authorization (None: everyone may do all)."""
     service = apiserver_pb2.DESCRIPTOR.services_by_name["API"]
     handlers = {}
+    own = grpcside.own_methods(guard)
     for method in service.methods:
-        request = getattr(apiserver_pb2, method.input_type.name)
-        response = getattr(apiserver_pb2, method.output_type.name)
+        request = _message_class(method.input_type)
+        response = _message_class(method.output_type)
+        if method.name in own:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                own[method.name],
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+            continue
         verb = getattr(servicer, method.name)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from k8semu.apiserver.auth.tokens import Issuer, TokenClaims
 from k8semu.cluster.processes import free_loopback_ports
-from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc
+from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc, authorization_pb2
 from tests.security.conftest import Secured, wait_until
 from tests.support.apiserver import APIServerProcess
 
@@ -238,3 +241,65 @@ def test_audit_line_for_a_create(secured: Secured) -> None:
     assert event["level"] == "Metadata" and "requestObject" not in event
     refused = [e for e in lines if e["responseStatus"]["code"] == 401]
     assert refused  # the unauthenticated attempts are audited too (as system:anonymous)
+
+
+def _k8semu(s: Secured, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "k8semu", *args, "--server", s.grpc_address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": str(s.base / "no-kubeconfig")},
+    )
+
+
+def test_k8semu_auth_can_i(secured: Secured, viewer: str) -> None:
+    yes = _k8semu(secured, "auth", "can-i", "list", "pods", "-n", "team-a", "--token", viewer)
+    assert (yes.returncode, yes.stdout) == (0, "yes\n"), yes.stderr
+    for args in (("get", "secrets", "-n", "team-a"), ("list", "pods", "-n", "team-b"),
+                 ("create", "deployments.apps", "-n", "team-a")):  # fmt: skip
+        no = _k8semu(secured, "auth", "can-i", *args, "--token", viewer)
+        assert (no.returncode, no.stdout) == (1, "no\n"), (args, no.stderr)
+    as_reader = ("--as", "system:serviceaccount:team-a:reader")
+    assert _k8semu(secured, "auth", "can-i", "get", "pods/log", "-n", "team-a", *as_reader,
+                   "--token", ADMIN).stdout == "yes\n"  # fmt: skip
+    refused = _k8semu(secured, "auth", "can-i", "get", "pods", *as_reader, "--token", viewer)
+    assert refused.returncode == 1
+    assert 'cannot impersonate resource "serviceaccounts"' in refused.stderr
+    bad = _k8semu(secured, "auth", "can-i", "get", "widgets", "--token", ADMIN)
+    assert 'the server doesn\'t have a resource type "widgets"' in bad.stderr
+
+
+def test_grpc_token_request(secured: Secured, viewer: str) -> None:
+    with grpc.insecure_channel(secured.grpc_address) as channel:
+        stub = apiserver_pb2_grpc.APIStub(channel)
+        admin = (("authorization", f"Bearer {ADMIN}"),)
+        answer = stub.CreateToken(
+            apiserver_pb2.CreateTokenRequest(namespace="team-a", name="reader"),
+            metadata=admin,
+            timeout=10,
+        )
+        token = answer.status.token
+        review = stub.Review(
+            authorization_pb2.SelfSubjectAccessReview(
+                spec={
+                    "resource_attributes": {
+                        "verb": "list",
+                        "resource": "pods",
+                        "namespace": "team-a",
+                    }
+                }
+            ),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=10,
+        )
+        assert review.status.allowed
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateToken(apiserver_pb2.CreateTokenRequest(namespace="team-a", name="nobody"),
+                             metadata=admin, timeout=10)  # fmt: skip
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        as_viewer = (("authorization", f"Bearer {viewer}"),)
+        with pytest.raises(grpc.RpcError) as err:  # a viewer may not mint tokens
+            stub.CreateToken(apiserver_pb2.CreateTokenRequest(namespace="team-a", name="reader"),
+                             metadata=as_viewer, timeout=10)  # fmt: skip
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -8,11 +8,13 @@ transport (`transport.peer_subject`, when the server serves TLS).
 Methods map to Kubernetes' verbs: Get get, List list, Watch watch, Create create, Update
 update, UpdateStatus update of `status`, Patch patch (of `status` when the request says),
 Delete delete, Bind create of `pods/binding`, GetScale/UpdateScale get/update of `scale`,
-Evict create of `pods/eviction`; Discovery is the non-resource `get /apis`.
+Evict create of `pods/eviction`; Discovery is the non-resource `get /apis`. Review
+(SelfSubjectAccessReview) and CreateToken (serviceaccounts/token) are answered here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -26,9 +28,11 @@ from k8semu.apiserver.auth.attributes import Attributes
 from k8semu.apiserver.auth.audit import Record
 from k8semu.apiserver.auth.authn import Credentials
 from k8semu.apiserver.auth.guard import Guard
+from k8semu.apiserver.auth.reviews import self_review, token_request
 from k8semu.apiserver.auth.user import ANONYMOUS_USER, UserInfo
-from k8semu.apiserver.errors import StatusError
+from k8semu.apiserver.errors import NotFound, StatusError
 from k8semu.apiserver.objects import meta, unpack
+from k8semu.pb.api.v1 import authentication_pb2, authorization_pb2
 
 _VERBS = {
     "Get": ("get", ""),
@@ -151,3 +155,59 @@ _HTTP = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
 }
+
+
+GrpcHandler = Callable[[Any, Any], Awaitable[Message]]
+
+
+def own_methods(guard: Guard | None) -> dict[str, GrpcHandler]:
+    """The API methods answered here rather than by a verb: Review (SelfSubjectAccessReview)
+    and CreateToken (serviceaccounts/token)."""
+
+    async def review(request: Any, context: Any) -> Message:
+        return await _answering(context, _review(guard, request, context))
+
+    async def create_token(request: Any, context: Any) -> Message:
+        return await _answering(context, _create_token(guard, request, context))
+
+    return {"Review": review, "CreateToken": create_token}
+
+
+async def _answering(context: Any, answer: Awaitable[Message]) -> Message:
+    try:
+        return await answer
+    except StatusError as exc:
+        await transport.abort(context, exc.code, exc.message)
+    raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
+
+async def _review(guard: Guard | None, request: Any, context: Any) -> Message:
+    out = authorization_pb2.SelfSubjectAccessReview()
+    out.CopyFrom(request)
+    out.api_version, out.kind = "authorization.k8s.io/v1", "SelfSubjectAccessReview"
+    if guard is None:
+        out.status.allowed = True
+        out.status.reason = "the API server authorizes every request (no --authorization-mode)"
+        return out
+    user = await guard.authenticate(credentials(context))
+    ask = Attributes(user, "create", "selfsubjectaccessreviews", "authorization.k8s.io")
+    await guard.authorize(ask)
+    answer = await self_review(guard, user, {"spec": json_format.MessageToDict(request.spec)})
+    out.status.allowed = bool(answer["status"]["allowed"])
+    out.status.reason = str(answer["status"].get("reason", ""))
+    return out
+
+
+async def _create_token(guard: Guard | None, request: Any, context: Any) -> Message:
+    if guard is None:
+        raise NotFound(
+            "serviceaccounts/token: the API server has no --service-account-signing-key-file"
+        )
+    user = await guard.authenticate(credentials(context))
+    ns, name = request.namespace or "default", request.name
+    await guard.authorize(Attributes(user, "create", "serviceaccounts", "", "token", ns, name))
+    body = json_format.MessageToDict(request.request)
+    answer = await token_request(guard, ns, name, body)
+    out = authentication_pb2.TokenRequest()
+    json_format.ParseDict(answer, out, ignore_unknown_fields=True)
+    return out
