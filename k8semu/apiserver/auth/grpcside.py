@@ -207,7 +207,7 @@ async def _create_token(guard: Guard | None, request: Any, context: Any) -> Mess
     ns, name = request.namespace or "default", request.name
     await guard.authorize(Attributes(user, "create", "serviceaccounts", "", "token", ns, name))
     body = json_format.MessageToDict(request.request)
-    answer = await token_request(guard, ns, name, body)
+    answer = await token_request(guard, ns, name, body, user)
     out = authentication_pb2.TokenRequest()
     json_format.ParseDict(answer, out, ignore_unknown_fields=True)
     return out

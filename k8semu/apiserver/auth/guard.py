@@ -122,7 +122,7 @@ class Guard:
                 return True, ""
             if mode == "Node" and attrs.user.node_name:
                 await self._cache("pods")  # what the Node authorizer's graph is made of
-                allowed, reason = node.decide(attrs, self._pod, self._node_graph)
+                allowed, reason = node.decide(attrs, self.pod, self._node_graph)
                 if allowed:
                     return True, ""
                 if reason:
@@ -154,7 +154,7 @@ class Guard:
     def _pods_cache(self) -> WatchCache:
         return self.caches.get(kinds.for_resource("pods"))
 
-    def _pod(self, namespace: str, name: str) -> core_pb2.Pod | None:
+    def pod(self, namespace: str, name: str) -> core_pb2.Pod | None:
         cache = self._pods_cache()
         kv = cache.objects.get(key(cache.kind, namespace, name))
         return None if kv is None else cast(core_pb2.Pod, decode(cache.kind, kv.value, 0))

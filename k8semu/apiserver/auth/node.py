@@ -2,13 +2,15 @@
 
 As Kubernetes' Node authorizer and system:node role with NodeRestriction, simplified: a
 kubelet may
-- read nodes, services and endpoints (its pods' environment), pods (its informer), and
-  namespaces; create the kube-node-lease namespace when it is missing;
+- read nodes, services and endpoints (its pods' environment), pods (its informer),
+  namespaces and ServiceAccounts (whether to mount a token); create the kube-node-lease
+  namespace when it is missing;
 - create, update, patch and delete only its own Node (and nodes/status);
 - do anything to its own Lease in kube-node-lease;
 - update and patch the status of pods bound to it, and delete those pods;
 - create and patch Events;
-- get the Secrets, ConfigMaps and PersistentVolumeClaims the pods bound to it use, the
+- get the Secrets, ConfigMaps and PersistentVolumeClaims the pods bound to it use (and
+  their namespaces' kube-root-ca.crt), the
   PersistentVolumes (the local volume plugin records its paths), and request tokens for the
   ServiceAccounts of its pods (serviceaccounts/token).
 Anything else gets no opinion here (so RBAC decides, and by default refuses it). Pure.
@@ -24,7 +26,7 @@ from k8semu.pb.api.v1 import core_pb2
 LEASE_NAMESPACE = "kube-node-lease"
 READ = ("get", "list", "watch")
 WRITE = ("create", "update", "patch", "delete")
-_READ_ONLY = {"nodes", "services", "endpoints", "pods", "namespaces"}
+_READ_ONLY = {"nodes", "services", "endpoints", "pods", "namespaces", "serviceaccounts"}
 _USED_KINDS = {"secrets", "configmaps", "persistentvolumeclaims"}
 
 PodLookup = Callable[[str, str], core_pb2.Pod | None]
@@ -35,6 +37,7 @@ def references(pod: core_pb2.Pod) -> Iterator[tuple[str, str]]:
     ServiceAccount."""
     spec = pod.spec
     yield "serviceaccounts", spec.service_account_name or "default"
+    yield "configmaps", "kube-root-ca.crt"  # the token mount's ca.crt
     for vol in spec.volumes:
         if vol.secret.secret_name:
             yield "secrets", vol.secret.secret_name

@@ -156,7 +156,7 @@ async def _answer(
             raise HTTPError(405, "MethodNotAllowed", "serviceaccounts/token: only POST")
         raw = await request.read()
         body = codec.parse_body(raw, request.headers.get("Content-Type", "")) if raw else {}
-        answer = await token_request(guard, attrs.namespace, attrs.name, body)
+        answer = await token_request(guard, attrs.namespace, attrs.name, body, attrs.user)
         return web.json_response(answer, status=201)
     return await handler(request)
 

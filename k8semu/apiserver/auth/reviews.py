@@ -14,7 +14,7 @@ from k8semu.apiserver.auth.attributes import Attributes
 from k8semu.apiserver.auth.guard import Guard
 from k8semu.apiserver.auth.tokens import TokenClaims, check_expiration
 from k8semu.apiserver.auth.user import UserInfo
-from k8semu.apiserver.errors import BadRequest, Invalid, NotFound
+from k8semu.apiserver.errors import BadRequest, Forbidden, Invalid, NotFound
 from k8semu.pb.api.v1 import authorization_pb2
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
@@ -75,8 +75,12 @@ async def self_review(guard: Guard, user: UserInfo, body: Any) -> dict[str, Any]
     }
 
 
-async def token_request(guard: Guard, namespace: str, name: str, body: Any) -> dict[str, Any]:
-    """A token for ServiceAccount NAME in NAMESPACE (NotFound when it does not exist)."""
+async def token_request(
+    guard: Guard, namespace: str, name: str, body: Any, user: UserInfo | None = None
+) -> dict[str, Any]:
+    """A token for ServiceAccount NAME in NAMESPACE (NotFound when it does not exist). A
+    kubelet (`user` a node) gets only tokens bound to pods bound to its node, as
+    Kubernetes' NodeRestriction admission allows."""
     if guard.issuer is None:
         raise NotFound(
             "the server could not find the requested resource (serviceaccounts/token): the API"
@@ -88,7 +92,11 @@ async def token_request(guard: Guard, namespace: str, name: str, body: Any) -> d
     uid = await guard.uid("serviceaccounts", namespace, name)
     if uid is None:
         raise NotFound(f'serviceaccounts "{name}" not found')
-    expiration = check_expiration(spec.get("expirationSeconds"))
+    seconds = spec.get("expirationSeconds")
+    try:  # protobuf's JSON gives int64 as a string
+        expiration = check_expiration(None if seconds is None else int(seconds))
+    except (TypeError, ValueError):
+        raise Invalid(f"spec.expirationSeconds: Invalid value: {seconds!r}: not a number") from None
     ref = spec.get("boundObjectRef") or {}
     pod_name, pod_uid = "", ""
     if ref:
@@ -102,6 +110,12 @@ async def token_request(guard: Guard, namespace: str, name: str, body: Any) -> d
         if found is None or (ref.get("uid") and ref.get("uid") != found):
             raise NotFound(f'pods "{pod_name}" not found')
         pod_uid = found
+    node = user.node_name if user is not None else ""
+    if node and (not pod_name or _node_of(guard, namespace, pod_name) != node):
+        raise Forbidden(
+            f'serviceaccounts "{name}" is forbidden: node "{node}" may only request tokens'
+            " bound to pods scheduled to it"
+        )
     audiences = tuple(str(a) for a in spec.get("audiences") or ())
     token, expires = guard.issuer.sign(
         TokenClaims(namespace, name, uid, pod_name, pod_uid),
@@ -117,3 +131,8 @@ async def token_request(guard: Guard, namespace: str, name: str, body: Any) -> d
         "spec": spec_out,
         "status": {"token": token, "expirationTimestamp": format_time(time_at(expires))},
     }
+
+
+def _node_of(guard: Guard, namespace: str, pod: str) -> str:
+    found = guard.pod(namespace, pod)
+    return found.spec.node_name if found is not None else ""
