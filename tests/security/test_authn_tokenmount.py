@@ -6,12 +6,13 @@ another node (the Node authorizer)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 
+from k8semu.bench._auth import channel as bearer_channel
 from k8semu.client import Client
 from k8semu.kubelet.env import EnvError
 from k8semu.kubelet.satoken import MOUNT_PATH, TokenMounter
@@ -22,21 +23,10 @@ from tests.support.poll import Eventually
 ADMIN, NODE1 = "admin-token", "node1-token"
 
 
-class _Bearer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], details: Any, request: Any
-    ) -> Any:
-        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self.token}")]
-        return await continuation(details._replace(metadata=metadata), request)
-
-
 @pytest.fixture
 async def node_client(secured: Secured) -> AsyncIterator[Client]:
     def channel(address: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(address, interceptors=[_Bearer(NODE1)])
+        return bearer_channel(address, (), NODE1)
 
     async with Client([secured.grpc_address], channel_factory=channel) as client:
         yield client
