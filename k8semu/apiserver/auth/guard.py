@@ -145,7 +145,7 @@ class Guard:
     async def _rbac_index(self) -> rbac.Index:
         caches = [await self._cache(r) for r in _RBAC_KINDS]
         stamp = tuple(c.revision for c in caches)
-        if self._rbac is None or self._rbac[0] != stamp or len(self._rbac[1]._memo) > _MEMO_LIMIT:
+        if self._rbac is None or self._rbac[0] != stamp or self._rbac[1].remembered > _MEMO_LIMIT:
             objs = [list(_decoded(c)) for c in caches]
             index = rbac.Index(objs[0], objs[1], objs[2], objs[3])  # type: ignore[arg-type]
             self._rbac = (stamp, index)

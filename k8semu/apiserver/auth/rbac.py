@@ -15,6 +15,7 @@ changed) builds a new index. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from k8semu.api.errors import SelectorError
@@ -115,14 +116,20 @@ class Index:
         self.bindings: dict[str, list[rbac_pb2.RoleBinding]] = {}
         for b in bindings:
             self.bindings.setdefault(b.metadata.namespace, []).append(b)
-        self._memo: dict[tuple[UserInfo, str], list[Rule]] = {}
+        self._memo: dict[tuple[UserInfo, str], list[Compiled]] = {}
 
-    def rules_for(self, user: UserInfo, namespace: str) -> list[Rule]:
-        """Every rule `user` holds in `namespace` ("" : the cluster-wide ones only)."""
+    @property
+    def remembered(self) -> int:
+        """How many (user, namespace) rule lists are memoised."""
+        return len(self._memo)
+
+    def rules_for(self, user: UserInfo, namespace: str) -> list[Compiled]:
+        """Every rule `user` holds in `namespace` ("" : the cluster-wide ones only), compiled
+        to sets (a decision is then set look-ups, not scans of protobuf lists)."""
         key = (user, namespace)
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = self._collect(user, namespace)
+            found = self._memo[key] = [Compiled.of(r) for r in self._collect(user, namespace)]
         return found
 
     def _collect(self, user: UserInfo, namespace: str) -> list[Rule]:
@@ -140,4 +147,39 @@ class Index:
         return rules
 
     def authorize(self, attrs: Attributes) -> bool:
-        return any(allows(rule, attrs) for rule in self.rules_for(attrs.user, attrs.namespace))
+        return any(rule.allows(attrs) for rule in self.rules_for(attrs.user, attrs.namespace))
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A PolicyRule as sets; `allows` is `allows(rule, attrs)` of the rule it was made of."""
+
+    rule: Rule
+    verbs: frozenset[str]
+    groups: frozenset[str]
+    resources: frozenset[str]
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, rule: Rule) -> Compiled:
+        return cls(rule, frozenset(rule.verbs), frozenset(rule.api_groups),
+                   frozenset(rule.resources), frozenset(rule.resource_names))  # fmt: skip
+
+    def allows(self, attrs: Attributes) -> bool:
+        if "*" not in self.verbs and attrs.verb not in self.verbs:
+            return False
+        if not attrs.resource_request or not self.resources:
+            return allows(self.rule, attrs)  # non-resource rules are few: the plain check
+        if "*" not in self.groups and attrs.api_group not in self.groups:
+            return False
+        if not self._resource_matches(attrs):
+            return False
+        return not self.names or attrs.name in self.names
+
+    def _resource_matches(self, attrs: Attributes) -> bool:
+        if "*" in self.resources or attrs.full_resource in self.resources:
+            return True
+        sub = attrs.subresource
+        return bool(sub) and (
+            f"*/{sub}" in self.resources or f"{attrs.resource}/*" in self.resources
+        )
