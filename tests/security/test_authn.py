@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -173,3 +174,39 @@ async def test_deleted_service_account_token_refused() -> None:
     live[("serviceaccounts", "team-a", "reader")] = "another-uid"  # deleted and made again
     with pytest.raises(Unauthorized):
         await chain.authenticate(Credentials(token))
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--authorization-mode", "RBAC,Magic"], "--authorization-mode: unknown mode 'Magic'"),
+        (["--authorization-mode", "RBAC,RBAC"], "--authorization-mode: a mode is listed twice"),
+        (["--audit-policy-file", "p.yaml"], "--audit-policy-file needs --audit-log-path"),
+        (["--audit-log-path", "a.log", "--audit-log-maxsize", "-1"], "--audit-log-maxsize"),
+    ],
+)
+def test_bad_flags_name_the_flag(args: list[str], problem: str) -> None:
+    from k8semu.cli.apiserver import _parser, config_from_args
+
+    with pytest.raises(ValueError, match=problem):
+        config_from_args(_parser().parse_args(args))
+
+
+def test_unreadable_files_fail_the_start(tmp_path: Path) -> None:
+    from k8semu.apiserver.auth.config import AuthConfig, build_guard
+    from k8semu.apiserver.watchcache import WatchCaches
+
+    caches: Any = WatchCaches(None)  # type: ignore[arg-type]  # never started: nothing read
+    missing = str(tmp_path / "missing")
+    for config, flag in (
+        (AuthConfig(token_auth_file=missing), "--token-auth-file"),
+        (AuthConfig(service_account_key_files=(missing,)), "--service-account-key-file"),
+        (
+            AuthConfig(service_account_signing_key_file=missing),
+            "--service-account-signing-key-file",
+        ),
+        (AuthConfig(audit_log_path="a", audit_policy_file=missing), "--audit-policy-file"),
+    ):
+        with pytest.raises(ValueError, match=flag):
+            build_guard(config, caches)
+    assert build_guard(AuthConfig(), caches) is None  # nothing configured: no guard at all
