@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from k8semu.apiserver.auth.config import DEFAULT_ISSUER, AuthConfig
+from k8semu.apiserver.auth.config import DEFAULT_ISSUER, AuthConfig, check_files
 from k8semu.apiserver.auth.guard import parse_modes
 
 
@@ -77,5 +77,5 @@ def config(ns: argparse.Namespace) -> AuthConfig:
         audit_log_maxsize=ns.audit_log_maxsize,
         audit_log_maxbackup=ns.audit_log_maxbackup,
     )
-    out.check()
+    check_files(out)
     return out

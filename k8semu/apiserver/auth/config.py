@@ -60,6 +60,22 @@ class AuthConfig:
             raise ValueError("--service-account-issuer is required to sign tokens")
 
 
+def check_files(config: AuthConfig) -> None:
+    """Read every file `config` names now (ValueError naming the flag), so a command line
+    with a bad one is refused before anything starts."""
+    config.check()
+    if config.token_auth_file:
+        load_token_file(config.token_auth_file)
+    for path in config.service_account_key_files:
+        load_public_keys(path, "--service-account-key-file")
+    if config.service_account_signing_key_file:
+        load_private_key(
+            config.service_account_signing_key_file, "--service-account-signing-key-file"
+        )
+    if config.audit_policy_file:
+        load_policy(config.audit_policy_file)
+
+
 def build_guard(config: AuthConfig, caches: WatchCaches) -> Guard | None:
     """The Guard `config` describes (None: nothing configured); reads the key, token and
     policy files now, so a bad one fails the start with a message naming its flag."""
