@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,7 +21,6 @@ from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
 from tests.support.apiserver import APIServerProcess, running
 from tests.support.poll import Eventually
 
-KUBECTL = shutil.which("kubectl")
 TIMEOUT = 30.0
 # token -> (user, groups): the static token file of the secured API server.
 USERS = {
@@ -44,21 +41,13 @@ class Secured:
     store_endpoints: tuple[str, ...]
 
     def request(
-        self,
-        method: str,
-        path: str,
-        token: str = "",
-        doc: Any = None,
-        content_type: str = "application/json",
-        **headers: str,
+        self, method: str, path: str, token: str = "", doc: Any = None, content_type: str = ""
     ) -> tuple[int, Any]:
         """(status, parsed JSON body) of one request as the bearer of `token`."""
         body = None if doc is None else json.dumps(doc).encode()
-        hdrs = dict(headers)
+        hdrs = {"Authorization": f"Bearer {token}"} if token else {}
         if body is not None:
-            hdrs["Content-Type"] = content_type
-        if token:
-            hdrs["Authorization"] = f"Bearer {token}"
+            hdrs["Content-Type"] = content_type or "application/json"
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
@@ -69,23 +58,6 @@ class Secured:
             return code, json.loads(raw) if raw else None
         except ValueError:
             return code, raw.decode()
-
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """kubectl ARGS against this server. kubectl sends no credentials over plain HTTP,
-        so until the API server serves TLS these runs are anonymous (plus --as)."""
-        if KUBECTL is None:
-            pytest.skip("no kubectl on PATH")
-        env = {"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}
-        proc = subprocess.run(
-            [KUBECTL, f"--server={self.url}", "--request-timeout=20s", *args],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=env,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {proc.returncode}\n{proc.stderr}")
-        return proc
 
 
 def wait_until(check: Callable[[], object], *, timeout: float, message: str) -> Any:
