@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -135,7 +136,8 @@ def open_server(secured: Secured, viewer: str) -> Iterator[Secured]:
         _ok(secured.request("POST", f"/apis/{GROUP}/v1/{plural}", ADMIN, doc), 201)
     port = free_loopback_ports(1)[0]
     args = ["--rest-address", f"127.0.0.1:{port}", "--anonymous-auth=true",
-            "--authorization-mode", "RBAC"]  # fmt: skip
+            "--authorization-mode", "RBAC",
+            "--service-account-signing-key-file", str(secured.signing_key)]  # fmt: skip
     server = APIServerProcess(_Endpoints(list(secured.store_endpoints)),
                               secured.base / "open.log", args)  # fmt: skip
     try:
@@ -170,6 +172,12 @@ def test_kubectl_auth_can_i_and_impersonation(open_server: Secured) -> None:
             "clusterrole.rbac.authorization.k8s.io/view"} <= set(out)  # fmt: skip
     anonymous = kubectl("get", "pods", check=False)  # may only impersonate
     assert 'User "system:anonymous" cannot list resource "pods"' in anonymous
+    # kubectl create token: a TokenRequest in Kubernetes' protobuf.
+    token = kubectl(*root, "create", "token", "reader", "-n", "team-a", "--duration=20m").strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["sub"] == "system:serviceaccount:team-a:reader"
+    assert claims["exp"] - claims["iat"] == 1200
+    assert open_server.request("GET", "/api/v1/namespaces/team-a/pods", token)[0] == 200
 
 
 def test_grpc_face_authorizes(secured: Secured, viewer: str) -> None:

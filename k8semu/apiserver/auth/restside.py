@@ -27,7 +27,7 @@ from k8semu.apiserver.auth.authn import Credentials
 from k8semu.apiserver.auth.guard import Guard
 from k8semu.apiserver.auth.reviews import (
     PROTOBUF,
-    review_from_protobuf,
+    from_protobuf,
     self_review,
     token_request,
 )
@@ -145,20 +145,25 @@ async def _answer(
     ):
         record.request_object = _json_or_none(await request.read())
     if attrs.resource == "selfsubjectaccessreviews" and request.method == "POST":
-        raw, content_type = await request.read(), request.headers.get("Content-Type", "")
-        if codec.media_type(content_type) == PROTOBUF:
-            body = review_from_protobuf(raw)
-        else:
-            body = codec.parse_body(raw, content_type)
+        body = await _body(request, "SelfSubjectAccessReview")
         return web.json_response(await self_review(guard, attrs.user, body), status=201)
     if attrs.subresource == "token" and attrs.resource == "serviceaccounts":
         if request.method != "POST":
             raise HTTPError(405, "MethodNotAllowed", "serviceaccounts/token: only POST")
-        raw = await request.read()
-        body = codec.parse_body(raw, request.headers.get("Content-Type", "")) if raw else {}
+        body = await _body(request, "TokenRequest")
         answer = await token_request(guard, attrs.namespace, attrs.name, body, attrs.user)
         return web.json_response(answer, status=201)
     return await handler(request)
+
+
+async def _body(request: web.Request, kind: str) -> Any:
+    """A POSTed review or token request: JSON, YAML or (kubectl's) Kubernetes protobuf."""
+    raw, content_type = await request.read(), request.headers.get("Content-Type", "")
+    if not raw:
+        return {}
+    if codec.media_type(content_type) == PROTOBUF:
+        return from_protobuf(raw, kind)
+    return codec.parse_body(raw, content_type)
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -15,23 +15,28 @@ from k8semu.apiserver.auth.guard import Guard
 from k8semu.apiserver.auth.tokens import TokenClaims, check_expiration
 from k8semu.apiserver.auth.user import UserInfo
 from k8semu.apiserver.errors import BadRequest, Forbidden, Invalid, NotFound
-from k8semu.pb.api.v1 import authorization_pb2
+from k8semu.pb.api.v1 import authentication_pb2, authorization_pb2
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 _MAGIC = b"k8s\x00"
 
 
-def review_from_protobuf(raw: bytes) -> dict[str, Any]:
-    """The JSON form of a SelfSubjectAccessReview sent as Kubernetes' protobuf (what
-    kubectl's typed client sends)."""
+def from_protobuf(raw: bytes, kind: str) -> dict[str, Any]:
+    """The JSON form (its spec) of a SelfSubjectAccessReview or TokenRequest sent as
+    Kubernetes' protobuf (what kubectl's typed client sends)."""
     if not raw.startswith(_MAGIC):
         raise BadRequest("the body is not Kubernetes protobuf (no k8s\\0 prefix)")
+    message: Any = (
+        authentication_pb2.KubeTokenRequest
+        if kind == "TokenRequest"
+        else authorization_pb2.KubeSelfSubjectAccessReview
+    )
     try:
         envelope = authorization_pb2.KubeProtobufEnvelope.FromString(raw[len(_MAGIC) :])
-        review = authorization_pb2.KubeSelfSubjectAccessReview.FromString(envelope.raw)
+        obj = message.FromString(envelope.raw)
     except DecodeError as exc:
-        raise BadRequest(f"cannot decode the SelfSubjectAccessReview: {exc}") from None
-    return {"spec": json_format.MessageToDict(review.spec)}
+        raise BadRequest(f"cannot decode the {kind}: {exc}") from None
+    return {"spec": json_format.MessageToDict(obj.spec)}
 
 
 def review_attributes(user: UserInfo, spec: Any) -> Attributes:

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from k8semu.pb.api.v1 import meta_pb2 as k8semu_dot_api_dot_v1_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"k8semu/api/v1/authentication.proto\x12\rk8semu.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18k8semu/api/v1/meta.proto\"T\n\x14\x42oundObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\"\x9c\x01\n\x10TokenRequestSpec\x12\x11\n\taudiences\x18\x01 \x03(\t\x12\x1f\n\x12\x65xpiration_seconds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12=\n\x10\x62ound_object_ref\x18\x03 \x01(\x0b\x32#.k8semu.api.v1.BoundObjectReferenceB\x15\n\x13_expiration_seconds\"]\n\x12TokenRequestStatus\x12\r\n\x05token\x18\x01 \x01(\t\x12\x38\n\x14\x65xpiration_timestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc0\x01\n\x0cTokenRequest\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12-\n\x04spec\x18\x04 \x01(\x0b\x32\x1f.k8semu.api.v1.TokenRequestSpec\x12\x31\n\x06status\x18\x05 \x01(\x0b\x32!.k8semu.api.v1.TokenRequestStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"k8semu/api/v1/authentication.proto\x12\rk8semu.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18k8semu/api/v1/meta.proto\"T\n\x14\x42oundObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\"\x9c\x01\n\x10TokenRequestSpec\x12\x11\n\taudiences\x18\x01 \x03(\t\x12\x1f\n\x12\x65xpiration_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12=\n\x10\x62ound_object_ref\x18\x03 \x01(\x0b\x32#.k8semu.api.v1.BoundObjectReferenceB\x15\n\x13_expiration_seconds\"]\n\x12TokenRequestStatus\x12\r\n\x05token\x18\x01 \x01(\t\x12\x38\n\x14\x65xpiration_timestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc0\x01\n\x0cTokenRequest\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12-\n\x04spec\x18\x04 \x01(\x0b\x32\x1f.k8semu.api.v1.TokenRequestSpec\x12\x31\n\x06status\x18\x05 \x01(\x0b\x32!.k8semu.api.v1.TokenRequestStatus\"S\n\x10KubeTokenRequest\x12\x10\n\x08metadata\x18\x01 \x01(\x0c\x12-\n\x04spec\x18\x02 \x01(\x0b\x32\x1f.k8semu.api.v1.TokenRequestSpecb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,4 +42,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENREQUESTSTATUS']._serialized_end=450
   _globals['_TOKENREQUEST']._serialized_start=453
   _globals['_TOKENREQUEST']._serialized_end=645
+  _globals['_KUBETOKENREQUEST']._serialized_start=647
+  _globals['_KUBETOKENREQUEST']._serialized_end=730
 # @@protoc_insertion_point(module_scope)

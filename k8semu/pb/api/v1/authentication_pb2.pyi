@@ -58,6 +58,7 @@ class TokenRequestSpec(_message.Message):
     EXPIRATION_SECONDS_FIELD_NUMBER: _builtins.int
     BOUND_OBJECT_REF_FIELD_NUMBER: _builtins.int
     expiration_seconds: _builtins.int
+    """Kubernetes' field numbers (field 2 is gone there), so kubectl's protobuf decodes as this."""
     @_builtins.property
     def audiences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -135,3 +136,30 @@ class TokenRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TokenRequest: _TypeAlias = TokenRequest  # noqa: Y015
+
+@_typing.final
+class KubeTokenRequest(_message.Message):
+    """A TokenRequest as kubectl's typed client sends it (Kubernetes' protobuf, inside the
+    runtime.Unknown envelope of authorization.proto): metadata 1, spec 2.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METADATA_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    metadata: _builtins.bytes
+    @_builtins.property
+    def spec(self) -> Global___TokenRequestSpec: ...
+    def __init__(
+        self,
+        *,
+        metadata: _builtins.bytes = ...,
+        spec: Global___TokenRequestSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KubeTokenRequest: _TypeAlias = KubeTokenRequest  # noqa: Y015
