@@ -102,10 +102,16 @@ class Guard:
         return UserInfo(as_user.name, "", (*as_user.groups, *extra))
 
     async def uid(self, resource: str, namespace: str, name: str) -> str | None:
+        """The uid of an object, None when it does not exist: from the watch cache, and on a
+        miss from the store (the cache may not have seen a create of a moment ago)."""
         cache = await self._cache(resource)
-        kv = cache.objects.get(key(cache.kind, namespace, name))
+        k = key(cache.kind, namespace, name)
+        kv = cache.objects.get(k)
         if kv is None:
-            return None
+            found = await self.caches.store.get(k)
+            if not found.kvs:
+                return None
+            kv = found.kvs[0]
         return str(cast(Any, decode(cache.kind, kv.value, kv.mod_revision)).metadata.uid)
 
     # ---- authorization --------------------------------------------------------------------
