@@ -132,6 +132,9 @@ def test_user_from_certificate_subject() -> None:
     text = user_from_subject("CN=alice,O=dev,O=ops")
     assert text is not None and text.groups == ("dev", "ops", "system:authenticated")
     assert user_from_subject(_certificate("", ["x"]).subject) is None
+    peercert = ((("commonName", "carol"),), (("organizationName", "ops"),))  # ssl's form
+    from_ssl = user_from_subject(peercert)
+    assert from_ssl is not None and (from_ssl.name, from_ssl.groups[0]) == ("carol", "ops")
 
 
 async def test_chain_order_and_anonymous() -> None:

@@ -68,8 +68,9 @@ def load_token_file(path: str) -> dict[str, UserInfo]:
 
 def user_from_subject(subject: Any) -> UserInfo | None:
     """The user a verified client certificate names: CN the user, each O a group. Takes a
-    `cryptography` x509.Name, an RFC 4514 string ("CN=alice,O=dev") or a mapping of
-    attribute names to lists of values; None when there is no CN."""
+    `cryptography` x509.Name, an RFC 4514 string ("CN=alice,O=dev"), a mapping of
+    attribute names to lists of values, or the `subject` of ssl's getpeercert(); None when
+    there is no CN."""
     if subject is None:
         return None
     names: list[str] = []
@@ -94,6 +95,8 @@ def _attributes(subject: Any) -> list[tuple[str, str]]:
         return out
     if isinstance(subject, dict):
         return [(attr, str(v)) for attr, values in subject.items() for v in values]
+    if isinstance(subject, tuple):  # ssl's getpeercert()["subject"]: RDNs of (name, value)
+        return [(str(attr), str(v)) for rdn in subject for attr, v in rdn]
     # cryptography x509.Name (h-tls's transport gives the verified peer certificate's).
     return [(a.oid._name, str(a.value)) for a in subject]
 
