@@ -15,12 +15,15 @@ from google.protobuf.message import Message
 
 from k8semu.api.errors import UnknownKindError
 from k8semu.pb.api.v1 import apps_pb2 as apps
+from k8semu.pb.api.v1 import authentication_pb2 as authentication
+from k8semu.pb.api.v1 import authorization_pb2 as authorization
 from k8semu.pb.api.v1 import autoscaling_pb2 as autoscaling
 from k8semu.pb.api.v1 import batch_pb2 as batch
 from k8semu.pb.api.v1 import coordination_pb2 as coordination
 from k8semu.pb.api.v1 import core_pb2 as core
 from k8semu.pb.api.v1 import metrics_pb2 as metrics
 from k8semu.pb.api.v1 import policy_pb2 as policy
+from k8semu.pb.api.v1 import rbac_pb2 as rbac
 from k8semu.pb.api.v1 import scheduling_pb2 as scheduling
 from k8semu.pb.api.v1 import storage_pb2 as storage
 
@@ -91,6 +94,8 @@ def _kind(
     )
 
 
+_RBAC = "rbac.authorization.k8s.io/v1"
+
 KINDS: tuple[Kind, ...] = (
     _kind(
         "v1", "Namespace", "namespaces", "ns", core.Namespace, core.NamespaceList, namespaced=False
@@ -101,6 +106,14 @@ KINDS: tuple[Kind, ...] = (
     _kind("v1", "Endpoints", "endpoints", "ep", core.Endpoints, core.EndpointsList),
     _kind("v1", "ConfigMap", "configmaps", "cm", core.ConfigMap, core.ConfigMapList),
     _kind("v1", "Secret", "secrets", "", core.Secret, core.SecretList),
+    _kind(
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "sa",
+        core.ServiceAccount,
+        core.ServiceAccountList,
+    ),
     _kind("v1", "Event", "events", "ev", core.Event, core.EventList),
     _kind(
         "v1",
@@ -163,6 +176,38 @@ KINDS: tuple[Kind, ...] = (
     ),
     _kind(
         "coordination.k8s.io/v1", "Lease", "leases", "", coordination.Lease, coordination.LeaseList
+    ),
+    *(
+        _kind(_RBAC, kind, plural, "", message, listed, namespaced=kind.startswith("Role"))
+        for kind, plural, message, listed in (
+            ("Role", "roles", rbac.Role, rbac.RoleList),
+            ("ClusterRole", "clusterroles", rbac.ClusterRole, rbac.ClusterRoleList),
+            ("RoleBinding", "rolebindings", rbac.RoleBinding, rbac.RoleBindingList),
+            (
+                "ClusterRoleBinding",
+                "clusterrolebindings",
+                rbac.ClusterRoleBinding,
+                rbac.ClusterRoleBindingList,
+            ),
+        )
+    ),
+    # Only ever POSTed (serviceaccounts/<name>/token, selfsubjectaccessreviews): never stored.
+    _kind(
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+        "tokenrequests",
+        "",
+        authentication.TokenRequest,
+        None,
+    ),
+    _kind(
+        "authorization.k8s.io/v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "",
+        authorization.SelfSubjectAccessReview,
+        None,
+        namespaced=False,
     ),
     # Served, not stored: the API server's last scrape of the kubelets (docs/apiserver.md).
     _kind(

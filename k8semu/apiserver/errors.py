@@ -108,3 +108,21 @@ class StorageFull(StatusError):
 CONFLICT_MESSAGE = (
     "the object has been modified; please apply your changes to the latest version and try again"
 )
+
+
+class Unauthorized(StatusError):
+    """UNAUTHENTICATED (401 Unauthorized): no credentials, or none the server accepts."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class Forbidden(StatusError):
+    """PERMISSION_DENIED (403 Forbidden): the authenticated user may not do this. `resource`
+    and `name` fill the REST Status' details, as kube-apiserver's."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, message: str, *, resource: str = "", name: str = "") -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.name = name

@@ -13,9 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from k8semu import transport
+from k8semu.apiserver.auth import grpcside
+from k8semu.apiserver.auth.guard import Guard
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.service import APIServicer
 from k8semu.log import get_logger
@@ -38,16 +41,31 @@ async def _refuse_draining(context: Context) -> None:
 
 
 def _unary(
-    servicer: APIServicer, verb: Callable[[Any], Awaitable[Message]], name: str
+    servicer: APIServicer,
+    verb: Callable[[Any], Awaitable[Message]],
+    name: str,
+    guard: Guard | None = None,
 ) -> Callable[[Any, Context], Awaitable[Message]]:
-    """`verb` as a unary gRPC handler: StatusError -> its code; anything else -> INTERNAL."""
+    """`verb` as a unary gRPC handler: StatusError -> its code; anything else -> INTERNAL.
+    With a `guard`, the call is authenticated, authorized and audited first (auth/)."""
 
     async def handler(request: Any, context: Context) -> Message:
         if servicer.draining:
             await _refuse_draining(context)
         with servicer.call():
             try:
-                return await verb(request)
+                if guard is None:
+                    return await verb(request)
+                record = await grpcside.admit(guard, name, request, context)
+                outcome: Exception | Message | None = None
+                try:
+                    outcome = await verb(request)
+                    return outcome
+                except Exception as exc:
+                    outcome = exc
+                    raise
+                finally:
+                    grpcside.done(guard, record, outcome)
             except StatusError as exc:
                 await transport.abort(context, exc.code, exc.message)
             except Exception as exc:
@@ -61,14 +79,17 @@ def _unary(
 
 
 def _stream(
-    servicer: APIServicer, verb: Callable[[Any], AsyncIterator[bytes]]
+    servicer: APIServicer, verb: Callable[[Any], AsyncIterator[bytes]], guard: Guard | None = None
 ) -> Callable[[Any, Context], AsyncIterator[bytes]]:
-    """`verb` (Watch) as a server-streaming handler, the errors mapped as `_unary` does."""
+    """`verb` (Watch) as a server-streaming handler, the errors mapped as `_unary` does; a
+    watch is authorized (and audited) once, at its start, as Kubernetes does."""
 
     async def handler(request: Any, context: Context) -> AsyncIterator[bytes]:
         if servicer.draining:
             await _refuse_draining(context)
         try:
+            if guard is not None:
+                grpcside.done(guard, await grpcside.admit(guard, "Watch", request, context), None)
             async for event in verb(request):
                 yield event
         except StatusError as exc:
@@ -86,25 +107,39 @@ def _serialize_watch_event(event: apiserver_pb2.WatchEvent | bytes) -> bytes:
     return event if isinstance(event, bytes) else event.SerializeToString()
 
 
-def add_api_servicer(servicer: APIServicer, server: grpc.aio.Server) -> None:
+def _message_class(descriptor: Any) -> Any:
+    return message_factory.GetMessageClass(descriptor)
+
+
+def add_api_servicer(
+    servicer: APIServicer, server: grpc.aio.Server, guard: Guard | None = None
+) -> None:
     """What the generated add_APIServicer_to_server does, on the verbs of `servicer`, except
     that Watch yields pre-serialized WatchEvent bytes: the watch cache serializes each event
-    once for all."""
+    once for all. `guard`: authentication and authorization (None: everyone may do all)."""
     service = apiserver_pb2.DESCRIPTOR.services_by_name["API"]
     handlers = {}
+    own = grpcside.own_methods(guard)
     for method in service.methods:
-        request = getattr(apiserver_pb2, method.input_type.name)
-        response = getattr(apiserver_pb2, method.output_type.name)
+        request = _message_class(method.input_type)
+        response = _message_class(method.output_type)
+        if method.name in own:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                own[method.name],
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+            continue
         verb = getattr(servicer, method.name)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _stream(servicer, verb),
+                _stream(servicer, verb, guard),
                 request_deserializer=request.FromString,
                 response_serializer=_serialize_watch_event,
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(servicer, verb, method.name),
+                _unary(servicer, verb, method.name, guard),
                 request_deserializer=request.FromString,
                 response_serializer=response.SerializeToString,
             )

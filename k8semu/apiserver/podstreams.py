@@ -14,6 +14,9 @@ import grpc
 
 from k8semu import transport
 from k8semu.api import kinds
+from k8semu.apiserver.auth import grpcside
+from k8semu.apiserver.auth.attributes import Attributes
+from k8semu.apiserver.auth.guard import Guard
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.rest.paths import Target
 from k8semu.apiserver.rest.status import HTTPError
@@ -32,8 +35,22 @@ _CODES = {
 
 
 class PodStreamsServicer(podstreams_pb2_grpc.PodStreamsServicer):
-    def __init__(self, streams: Streams) -> None:
+    def __init__(self, streams: Streams, guard: Guard | None = None) -> None:
         self.streams = streams
+        self.guard = guard
+
+    async def _authorize(self, context: Context, namespace: str, pod: str, sub: str) -> None:
+        """As the REST face's pods/log (get) and pods/exec, pods/attach (create, as
+        Kubernetes asks of a WebSocket exec): authenticated and authorized, else aborted."""
+        if self.guard is None:
+            return
+        verb = "get" if sub == "log" else "create"
+        try:
+            user = await self.guard.authenticate(grpcside.credentials(context))
+            attrs = Attributes(user, verb, "pods", "", sub, namespace or "default", pod)
+            await self.guard.authorize(attrs)
+        except StatusError as exc:
+            await transport.abort(context, exc.code, exc.message)
 
     async def _endpoint(
         self, context: Context, namespace: str, pod: str, container: str, sub: str
@@ -41,6 +58,7 @@ class PodStreamsServicer(podstreams_pb2_grpc.PodStreamsServicer):
         """(kubelet address, container) of a running container, or the call aborted."""
         if not pod:
             await transport.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "pod: Required value")
+        await self._authorize(context, namespace, pod, sub)
         target = Target(kinds.for_resource("pods"), namespace or "default", pod, sub, False)
         try:
             _, endpoint, container = await self.streams.ready(target, container)
@@ -98,5 +116,6 @@ class PodStreamsServicer(podstreams_pb2_grpc.PodStreamsServicer):
                 await transport.abort(context, exc.code(), exc.details() or "")
 
 
-def add_to_server(server: grpc.aio.Server, streams: Streams) -> None:
-    podstreams_pb2_grpc.add_PodStreamsServicer_to_server(PodStreamsServicer(streams), server)
+def add_to_server(server: grpc.aio.Server, streams: Streams, guard: Guard | None = None) -> None:
+    servicer = PodStreamsServicer(streams, guard)
+    podstreams_pb2_grpc.add_PodStreamsServicer_to_server(servicer, server)

@@ -28,6 +28,8 @@ from k8semu import transport
 from k8semu.api import kinds
 from k8semu.apiserver import podstreams, registry, repair
 from k8semu.apiserver.allocation import DEFAULT_RANGES, ServiceRanges
+from k8semu.apiserver.auth import policy, restside
+from k8semu.apiserver.auth.config import AuthConfig, build_guard
 from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
 from k8semu.apiserver.errors import StatusError
@@ -78,6 +80,8 @@ class APIServerConfig:
     # metrics-server's --metric-resolution: the kubelets are scraped this often for the
     # metrics.k8s.io kinds; 0 serves no resource metrics.
     metric_resolution: float = DEFAULT_RESOLUTION
+    # Authentication, authorization, audit (apiserver/auth); the default: none (AlwaysAllow).
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -124,12 +128,18 @@ class APIServer:
         self.server, self.health = transport.server(
             [SERVICE_NAME, podstreams.SERVICE_NAME], interceptors=[RequestMetrics(SERVICE_NAME)]
         )
-        add_api_servicer(self.servicer, self.server)
-        podstreams.add_to_server(self.server, Streams(self.servicer))
+        self.guard = build_guard(config.auth, self.servicer.watch_caches)
+        add_api_servicer(self.servicer, self.server, self.guard)
+        podstreams.add_to_server(self.server, Streams(self.servicer), self.guard)
         self.port = 0
         self.rest: RESTServer | None = None
         if config.rest_address:
-            self.rest = RESTServer(self.servicer, config.rest_address, lambda: self._serving)
+            self.rest = RESTServer(
+                self.servicer,
+                config.rest_address,
+                lambda: self._serving,
+                [restside.middleware(self.guard)] if self.guard is not None else [],
+            )
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None
         self._serving = False  # set once the kubernetes Endpoints may list this server
@@ -206,6 +216,8 @@ class APIServer:
         await self.server.stop(_STOP_GRACE if grace else 0)
         await self.servicer.watch_caches.stop()
         await self.store.close()
+        if self.guard is not None and self.guard.audit is not None:
+            self.guard.audit.close()
         log.info("api server stopped", cancelled=self.servicer.in_flight)
 
     async def wait_stopped(self) -> None:
@@ -238,6 +250,7 @@ class APIServer:
             pending.pop(0)
         log.info("system namespaces present", namespaces=list(SYSTEM_NAMESPACES))
         await repair.repair_all_allocations(self.store, self.servicer.registry)
+        await self._ensure_policy()
         assert self.kubernetes_service is not None
         try:
             await self.kubernetes_service.reconcile()
@@ -247,6 +260,22 @@ class APIServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         await self.servicer.namespaces.resume()
         await self.kubernetes_service.run()
+
+    async def _ensure_policy(self) -> None:
+        """The default ClusterRoles and bindings (auth/policy.py), created when missing; then
+        authorization's caches listed before this server reports SERVING."""
+        pending = [*policy.cluster_roles(), *policy.cluster_role_bindings()]
+        while pending:
+            try:
+                await self.servicer.create(kinds.for_message(pending[0]), "", pending[0])
+            except StatusError as exc:
+                if exc.code.name != "ALREADY_EXISTS":
+                    log.info("default RBAC policy not written yet", error=exc.message)
+                    await asyncio.sleep(0.2)
+                    continue
+            pending.pop(0)
+        if self.guard is not None:
+            await self.guard.warm()
 
 
 def parse_endpoints(text: str) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import grpc
@@ -51,7 +51,7 @@ import grpc.aio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from k8semu.bench import api_rest
+from k8semu.bench import _auth, api_rest
 from k8semu.bench._apireport import (
     EVENT_OF_PHASE,
     PHASES,
@@ -62,6 +62,7 @@ from k8semu.bench._apireport import (
     WatchResult,
     compare,
     describe,
+    ratio_table,
     render,
 )
 from k8semu.bench._common import (
@@ -108,10 +109,12 @@ class _APIServerProcess(APIServerProcess):
     """One `k8semu apiserver` subprocess on a free loopback port, started at once and ended by
     its pid; failing to come up is a BenchError pointing at its log."""
 
-    def __init__(self, store_endpoints: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self, store_endpoints: Sequence[str], log_path: Path, extra: Sequence[str] = ()
+    ) -> None:
         self.rest_url = f"http://127.0.0.1:{free_loopback_ports(1)[0]}"
         rest = ["--rest-address", self.rest_url]
-        super().__init__(store_endpoints, log_path, ["--log-level", "warning", *rest])
+        super().__init__(store_endpoints, log_path, ["--log-level", "warning", *rest, *extra])
 
     def wait_serving(self, timeout: float | None = None) -> None:
         timeout = self.serving_timeout if timeout is None else timeout
@@ -245,7 +248,7 @@ class _Watchers:
         self.opts = opts
         self.rest_url = rest_url
         self.channels = [
-            grpc.aio.insecure_channel(address, options=_WATCH_CHANNEL_OPTIONS)
+            _auth.channel(address, _WATCH_CHANNEL_OPTIONS, opts.token)
             for _ in range(0 if rest_url else opts.watchers)
         ]
         self.sessions = [api_rest.session(1) for _ in range(opts.watchers if rest_url else 0)]
@@ -415,7 +418,7 @@ class _Calls:
         self.prefix = prefix
         self.watchers = watchers
         self.timeout = opts.call_timeout
-        self.channel = grpc.aio.insecure_channel(address, options=_UNARY_CHANNEL_OPTIONS)
+        self.channel = _auth.channel(address, _UNARY_CHANNEL_OPTIONS, opts.token)
         self.raw: dict[str, Any] = {
             verb: self.channel.unary_unary(API + verb) for verb in self.VERBS
         }
@@ -663,6 +666,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="http://HOST:PORT of that API server's REST API (with --server and --protocol"
         " rest|both)",
     )
+    p.add_argument(
+        "--auth",
+        action="store_true",
+        help="also run the gRPC phases against a second API server with a token file and"
+        " --authorization-mode Node,RBAC on the same store, and print the p99 ratio"
+        " (authorization overhead; without --server)",
+    )
     p.add_argument("--rate", type=positive_float, default=100.0, help="calls per second")
     p.add_argument("--seconds", type=positive_float, default=20.0, help="length of each phase")
     p.add_argument("--writers", type=positive_int, default=32, help="concurrent calling tasks")
@@ -706,7 +716,11 @@ def _report(
     args: argparse.Namespace, env: dict[str, Any], results: Sequence[APIBenchResult]
 ) -> None:
     texts = [render(r, env) for r in results]
-    if len(results) > 1:
+    if getattr(args, "auth", False) and len(results) == 2:
+        texts = [f"### RBAC {s}\n\n{t}" for s, t in zip(("off", "on"), texts, strict=True)]
+        off, on = results
+        texts.append(ratio_table(off, on, ("off", "RBAC on"), _auth.TARGET_AUTH_RATIO))
+    elif len(results) > 1:
         texts = [f"### {r.protocol}\n\n{t}" for r, t in zip(results, texts, strict=True)]
         texts.append(compare(results))
     print("\n\n".join(texts))
@@ -770,6 +784,8 @@ def _main_started(args: argparse.Namespace, opts: APIBenchOptions) -> int:
                         _both(args, server.address, server.rest_url, opts, pids, server.pid),
                         not args.no_uvloop,
                     )
+                    if args.auth:
+                        result.append(_with_auth(args, store, workdir, opts, server.address))
                 finally:
                     server.close()
             _report(args, environment(workdir, uv), result)
@@ -777,6 +793,39 @@ def _main_started(args: argparse.Namespace, opts: APIBenchOptions) -> int:
         except (BenchError, ClusterError, OSError, grpc.aio.AioRpcError, RESTError) as exc:
             say(f"error: {exc}")
     return 1 if rundir.failed else 0
+
+
+def _with_auth(
+    args: argparse.Namespace,
+    store: K8semuStoreCluster,
+    workdir: Path,
+    opts: APIBenchOptions,
+    open_address: str,
+) -> APIBenchResult:
+    """The gRPC phases again, against a second API server with authentication and RBAC on
+    (bench/_auth.py), as the bench user bound to `edit`."""
+    say("RBAC on: a second API server with a token file and --authorization-mode Node,RBAC")
+    secured = _APIServerProcess(
+        store.endpoints, workdir / "apiserver-rbac.log", _auth.server_args(workdir)
+    )
+    try:
+        secured.wait_serving(opts.ready_timeout)
+        pids = [*store.pids.values(), secured.pid]
+        with_token = dataclasses.replace(opts, token=_auth.TOKEN)
+        result, _ = run_loop(
+            _granted_run(open_address, secured.address, with_token, pids, secured.pid),
+            not args.no_uvloop,
+        )
+        return cast(APIBenchResult, result)
+    finally:
+        secured.close()
+
+
+async def _granted_run(
+    open_address: str, address: str, opts: APIBenchOptions, pids: Sequence[int], pid: int
+) -> APIBenchResult:
+    await _auth.grant(open_address, opts.call_timeout)
+    return await run(address, opts, server_pids=pids, apiserver_pid=pid)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from k8semu import transport
 from k8semu.apiserver.allocation import ServiceRanges, parse_cidr, parse_port_range
 from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
-from k8semu.cli import _flags, _serving
+from k8semu.cli import _authflags, _flags, _serving
 
 _DEFAULTS = APIServerConfig()
 
@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         "an API server not renewing its Lease this long leaves the kubernetes Endpoints",
     )
     _add_durations(p)
+    _authflags.add(p)
     return p
 
 
@@ -148,6 +149,7 @@ def config_from_args(ns: argparse.Namespace) -> APIServerConfig:
         shutdown_grace=_flags.seconds(ns.shutdown_grace_period, "--shutdown-grace-period"),
         event_ttl=_flags.seconds(ns.event_ttl, "--event-ttl"),
         metric_resolution=_flags.seconds(ns.metric_resolution, "--metric-resolution"),
+        auth=_authflags.config(ns),
     )
 
 

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scheduler": ("scheduler", "run the scheduler (leader-elected)"),
     "proxy": ("proxy", "run one node's service proxy"),
     "chaos": ("chaos", "break a cluster at random (seeded) and check what must hold"),
+    "auth": ("auth", "inspect authorization: auth can-i VERB RESOURCE [NAME] [-n NS] [--as U]"),
 }
 
 

@@ -25,7 +25,7 @@ from k8semu.client._cache import (
     index_by_node_name,
     index_by_owner_uid,
 )
-from k8semu.client._client import ChannelFactory, Client, evict
+from k8semu.client._client import ChannelFactory, Client, evict, request_token
 from k8semu.client._config import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUTS,
@@ -126,5 +126,6 @@ __all__ = [
     "index_by_node_name",
     "index_by_owner_uid",
     "object_key",
+    "request_token",
     "split_key",
 ]

@@ -707,6 +707,35 @@ async def evict(
     return cast(core_pb2.Pod, unpack(k, resp.object))
 
 
+async def request_token(
+    client: Client,
+    service_account: str,
+    *,
+    namespace: str = "default",
+    pod: core_pb2.Pod | None = None,
+    expiration_seconds: int = 3600,
+    audiences: Sequence[str] = (),
+) -> tuple[str, float]:
+    """serviceaccounts/token: a signed token of `service_account` (bound to `pod` when
+    given) and when it expires (seconds since the epoch). Each call mints a new token, so
+    a broken-off call is simply sent again."""
+    req = api.CreateTokenRequest(namespace=namespace, name=service_account)
+    req.request.spec.expiration_seconds = expiration_seconds
+    req.request.spec.audiences.extend(audiences)
+    if pod is not None:
+        ref = req.request.spec.bound_object_ref
+        ref.kind, ref.api_version = "Pod", "v1"
+        ref.name, ref.uid = pod.metadata.name, pod.metadata.uid
+    resp = await client._call(
+        lambda s: s.CreateToken(req, timeout=client.timeouts.call),
+        f'request a token of serviceaccount "{service_account}" in namespace "{namespace}"',
+        idempotent=True,
+        write=_Write(safe=True),
+    )
+    expires = resp.status.expiration_timestamp
+    return resp.status.token, expires.seconds + expires.nanos / 1e9
+
+
 @dataclass(frozen=True, slots=True)
 class _Write:
     """How a write may be tried again after a try that was sent broke off.

@@ -53,6 +53,7 @@ REGISTRY: dict[str, str] = {
         "k8semu.controllers.podautoscaler:HorizontalPodAutoscalerController"
     ),
     "clusterautoscaler": "k8semu.controllers.clusterautoscaler.controller:ClusterAutoscaler",
+    "serviceaccount": "k8semu.controllers.serviceaccounts:ServiceAccountsController",
 }
 
 LEASE_NAME = "kube-controller-manager"

@@ -39,7 +39,8 @@ from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, referenced_names
 from k8semu.kubelet.ipam import FALLBACK_POD_IP, PodCIDRExhausted, PodIPAllocator
 from k8semu.kubelet.podworker import PodWorker
-from k8semu.kubelet.runtime import RecoveredPod, Runtime
+from k8semu.kubelet.runtime import RecoveredPod, Runtime, VolumeFile
+from k8semu.kubelet.satoken import TokenMounter
 from k8semu.kubelet.volumes import (
     LOCAL_STORAGE_DIR_ANNOTATION,
     claim_names,
@@ -125,6 +126,7 @@ class NodeAgent:
     ) -> None:
         self.config = config
         self.client = client
+        self.tokens = TokenMounter(client)
         self.runtime = runtime
         self.recorder = recorder
         self._services = services
@@ -411,6 +413,10 @@ class NodeAgent:
 
     def services(self) -> list[core_pb2.Service]:
         return self._services()
+
+    async def token_files(self, pod: core_pb2.Pod) -> list[VolumeFile]:
+        """The ServiceAccount token mount's files (kubelet/satoken.py)."""
+        return await self.tokens.files(pod)
 
     def base_env(self) -> dict[str, str]:
         return dict(self._base_env)

@@ -61,7 +61,10 @@ def test_scope() -> None:
         "NodeMetrics",
         "PersistentVolume",
         "StorageClass",
+        "ClusterRole",
+        "ClusterRoleBinding",
         "PriorityClass",
+        "SelfSubjectAccessReview",
     }
 
 

@@ -12,6 +12,7 @@
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
+    rbac.py        Role, ClusterRole, RoleBinding, ClusterRoleBinding: checks; ServiceAccount
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
 with a `reader` when the API server serves it (`build(..., served=...)`), none otherwise:
@@ -43,6 +44,7 @@ from k8semu.apiserver.registry import (
     jobs,
     namespaces,
     pods,
+    rbac,
     scheduling,
     services,
     statefulsets,
@@ -156,6 +158,10 @@ def _stateful_rows() -> list[Strategy]:
     ]  # fmt: skip
 
 
+# Core kinds with no rules of their own (in KINDS' order).
+_PLAIN_CORE = ("endpoints", "configmaps", "secrets", "serviceaccounts")
+
+
 def _policy_rows() -> list[Strategy]:
     """PodDisruptionBudget and PriorityClass (in KINDS' order)."""
     return [
@@ -166,6 +172,28 @@ def _policy_rows() -> list[Strategy]:
             validate=scheduling.validate,
             validate_update=scheduling.validate_update,
             admit=priority.admit,
+        ),
+    ]
+
+
+def _rbac_rows() -> list[Strategy]:
+    """The rbac.authorization.k8s.io kinds (names are path segments: `system:node`)."""
+    name = rbac.path_segment_name
+    return [
+        Strategy(kind=_kind("roles"), name_rule=name, validate=rbac.validate_role),
+        Strategy(kind=_kind("clusterroles"), name_rule=name, validate=rbac.validate_cluster_role),
+        *(
+            Strategy(
+                kind=_kind(resource),
+                name_rule=name,
+                defaults=rbac.binding_defaults,
+                validate=check,
+                validate_update=rbac.validate_binding_update,
+            )
+            for resource, check in (
+                ("rolebindings", rbac.validate_role_binding),
+                ("clusterrolebindings", rbac.validate_cluster_role_binding),
+            )
         ),
     ]
 
@@ -210,9 +238,7 @@ def build(
                 status=True,
                 allocation=services.Allocation(Allocator(ranges, rng)),
             ),
-            Strategy(kind=_kind("endpoints")),
-            Strategy(kind=_kind("configmaps")),
-            Strategy(kind=_kind("secrets")),
+            *(Strategy(kind=_kind(plain)) for plain in _PLAIN_CORE),
             Strategy(kind=_kind("events"), expires=True),
             *_volume_rows(),
             _workload("replicasets", workloads.replica_set_defaults),
@@ -246,6 +272,7 @@ def build(
             ),
             *_policy_rows(),
             Strategy(kind=_kind("leases")),
+            *_rbac_rows(),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),
         ]
     )

@@ -42,6 +42,10 @@ def default_spec(spec: core_pb2.PodSpec, *, restart_policy: str = "Always") -> N
 
 def defaults(pod: core_pb2.Pod) -> None:
     default_spec(pod.spec)
+    # Kubernetes' ServiceAccount admission: a pod runs as its namespace's `default` account
+    # unless it names one (templates are not defaulted: only pods).
+    if not pod.spec.service_account_name:
+        pod.spec.service_account_name = "default"
 
 
 _HANDLER_TYPES = ("exec", "http_get", "tcp_socket")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -68,7 +68,13 @@ class RESTServer:
     """Serves `verbs` over HTTP at `address` (HOST:PORT; port 0 picks a free one, `port`
     says which after start); `ready()` answers /readyz."""
 
-    def __init__(self, verbs: APIServicer, address: str, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        verbs: APIServicer,
+        address: str,
+        ready: Callable[[], bool],
+        middlewares: Sequence[Any] = (),
+    ) -> None:
         self.verbs = verbs
         self.resources = Resources(verbs)
         self.streams = Streams(verbs)
@@ -76,7 +82,11 @@ class RESTServer:
         host, _, port = transport.parse_url(address, flag="--rest-address").rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self.ready = ready
-        self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._guard])
+        # `middlewares` (authentication, authorization, audit: apiserver/auth) run inside the
+        # error boundary, so what they raise is a Status too.
+        self.app = web.Application(
+            client_max_size=MAX_BODY_BYTES, middlewares=[self._guard, *middlewares]
+        )
         # The fixed routes; everything else (but /openapi/v3/<group-version>) is a resource path.
         self.routes: dict[str, Route] = {
             "/openapi/v2": self._openapi_v2,

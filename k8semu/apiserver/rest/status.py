@@ -20,6 +20,7 @@ from k8semu.apiserver.errors import (
     BadRequest,
     Conflict,
     FailedPrecondition,
+    Forbidden,
     Gone,
     Invalid,
     MethodNotAllowed,
@@ -27,6 +28,7 @@ from k8semu.apiserver.errors import (
     StatusError,
     StorageFull,
     TooManyRequests,
+    Unauthorized,
     Unavailable,
 )
 from k8semu.apiserver.fieldmanager import ApplyConflict
@@ -46,6 +48,8 @@ _REASONS: tuple[tuple[type[StatusError], int, str], ...] = (
     (StorageFull, 500, "InternalError"),
     (TooSlow, 429, "TooManyRequests"),
     (TooManyRequests, 429, "TooManyRequests"),
+    (Unauthorized, 401, "Unauthorized"),
+    (Forbidden, 403, "Forbidden"),
 )
 
 # The field-error types Kubernetes names causes by, from the start of a problem's text.

@@ -24,51 +24,55 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
+from k8semu.pb.api.v1 import authentication_pb2 as k8semu_dot_api_dot_v1_dot_authentication__pb2
+from k8semu.pb.api.v1 import authorization_pb2 as k8semu_dot_api_dot_v1_dot_authorization__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dk8semu/api/v1/apiserver.proto\x12\rk8semu.api.v1\x1a\x19google/protobuf/any.proto\"~\n\rCreateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12$\n\x06object\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x15\n\rfield_manager\x18\x05 \x01(\t\"?\n\nGetRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x83\x01\n\x0bListRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x03\x12\x10\n\x08\x63ontinue\x18\x06 \x01(\t\"_\n\x0cListResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.google.protobuf.Any\x12\x18\n\x10resource_version\x18\x02 \x01(\t\x12\x10\n\x08\x63ontinue\x18\x03 \x01(\t\"\xae\x01\n\x0cWatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x06 \x01(\x08\x12\x16\n\x0e\x61llow_batching\x18\x07 \x01(\x08\"k\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12)\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x19.k8semu.api.v1.WatchEvent\"^\n\rUpdateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x15\n\rfield_manager\x18\x03 \x01(\t\"6\n\rPreconditions\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x18\n\x10resource_version\x18\x02 \x01(\t\"\xcf\x01\n\rDeleteRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x33\n\rpreconditions\x18\x04 \x01(\x0b\x32\x1c.k8semu.api.v1.Preconditions\x12!\n\x14grace_period_seconds\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x06 \x01(\tB\x17\n\x15_grace_period_seconds\"\xa0\x01\n\x0c\x45victRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x33\n\rpreconditions\x18\x03 \x01(\x0b\x32\x1c.k8semu.api.v1.Preconditions\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x17\n\x15_grace_period_seconds\"\x9a\x01\n\x0cPatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\npatch_type\x18\x04 \x01(\t\x12\r\n\x05patch\x18\x05 \x01(\x0c\x12\x0e\n\x06status\x18\x06 \x01(\x08\x12\x15\n\rfield_manager\x18\x07 \x01(\t\x12\r\n\x05\x66orce\x18\x08 \x01(\x08\"[\n\x0b\x42indRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x18\n\x10resource_version\x18\x04 \x01(\t\"6\n\x0eObjectResponse\x12$\n\x06object\x18\x01 \x01(\x0b\x32\x14.google.protobuf.Any\"\x91\x01\n\x05Scale\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x15\n\rspec_replicas\x18\x05 \x01(\x05\x12\x17\n\x0fstatus_replicas\x18\x06 \x01(\x05\x12\x10\n\x08selector\x18\x07 \x01(\t\"\x8a\x01\n\x12UpdateScaleRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x15\n\rfield_manager\x18\x06 \x01(\t\"\x12\n\x10\x44iscoveryRequest\"g\n\x0b\x41PIResource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bshort_names\x18\x02 \x03(\t\x12\x12\n\nnamespaced\x18\x03 \x01(\x08\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x05 \x01(\t\"B\n\x11\x44iscoveryResponse\x12-\n\tresources\x18\x01 \x03(\x0b\x32\x1a.k8semu.api.v1.APIResource2\x8e\x07\n\x03\x41PI\x12\x45\n\x06\x43reate\x12\x1c.k8semu.api.v1.CreateRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12?\n\x03Get\x12\x19.k8semu.api.v1.GetRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12?\n\x04List\x12\x1a.k8semu.api.v1.ListRequest\x1a\x1b.k8semu.api.v1.ListResponse\x12\x41\n\x05Watch\x12\x1b.k8semu.api.v1.WatchRequest\x1a\x19.k8semu.api.v1.WatchEvent0\x01\x12\x45\n\x06Update\x12\x1c.k8semu.api.v1.UpdateRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12K\n\x0cUpdateStatus\x12\x1c.k8semu.api.v1.UpdateRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12\x45\n\x06\x44\x65lete\x12\x1c.k8semu.api.v1.DeleteRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12\x43\n\x05Patch\x12\x1b.k8semu.api.v1.PatchRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12\x41\n\x04\x42ind\x12\x1a.k8semu.api.v1.BindRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12;\n\x08GetScale\x12\x19.k8semu.api.v1.GetRequest\x1a\x14.k8semu.api.v1.Scale\x12\x46\n\x0bUpdateScale\x12!.k8semu.api.v1.UpdateScaleRequest\x1a\x14.k8semu.api.v1.Scale\x12N\n\tDiscovery\x12\x1f.k8semu.api.v1.DiscoveryRequest\x1a .k8semu.api.v1.DiscoveryResponse\x12\x43\n\x05\x45vict\x12\x1b.k8semu.api.v1.EvictRequest\x1a\x1d.k8semu.api.v1.ObjectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dk8semu/api/v1/apiserver.proto\x12\rk8semu.api.v1\x1a\x19google/protobuf/any.proto\x1a\"k8semu/api/v1/authentication.proto\x1a!k8semu/api/v1/authorization.proto\"c\n\x12\x43reateTokenRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x07request\x18\x03 \x01(\x0b\x32\x1b.k8semu.api.v1.TokenRequest\"~\n\rCreateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12$\n\x06object\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x15\n\rfield_manager\x18\x05 \x01(\t\"?\n\nGetRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x83\x01\n\x0bListRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x03\x12\x10\n\x08\x63ontinue\x18\x06 \x01(\t\"_\n\x0cListResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.google.protobuf.Any\x12\x18\n\x10resource_version\x18\x02 \x01(\t\x12\x10\n\x08\x63ontinue\x18\x03 \x01(\t\"\xae\x01\n\x0cWatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x06 \x01(\x08\x12\x16\n\x0e\x61llow_batching\x18\x07 \x01(\x08\"k\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12)\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x19.k8semu.api.v1.WatchEvent\"^\n\rUpdateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x15\n\rfield_manager\x18\x03 \x01(\t\"6\n\rPreconditions\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x18\n\x10resource_version\x18\x02 \x01(\t\"\xcf\x01\n\rDeleteRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x33\n\rpreconditions\x18\x04 \x01(\x0b\x32\x1c.k8semu.api.v1.Preconditions\x12!\n\x14grace_period_seconds\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x06 \x01(\tB\x17\n\x15_grace_period_seconds\"\xa0\x01\n\x0c\x45victRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x33\n\rpreconditions\x18\x03 \x01(\x0b\x32\x1c.k8semu.api.v1.Preconditions\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x17\n\x15_grace_period_seconds\"\x9a\x01\n\x0cPatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\npatch_type\x18\x04 \x01(\t\x12\r\n\x05patch\x18\x05 \x01(\x0c\x12\x0e\n\x06status\x18\x06 \x01(\x08\x12\x15\n\rfield_manager\x18\x07 \x01(\t\x12\r\n\x05\x66orce\x18\x08 \x01(\x08\"[\n\x0b\x42indRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x18\n\x10resource_version\x18\x04 \x01(\t\"6\n\x0eObjectResponse\x12$\n\x06object\x18\x01 \x01(\x0b\x32\x14.google.protobuf.Any\"\x91\x01\n\x05Scale\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x15\n\rspec_replicas\x18\x05 \x01(\x05\x12\x17\n\x0fstatus_replicas\x18\x06 \x01(\x05\x12\x10\n\x08selector\x18\x07 \x01(\t\"\x8a\x01\n\x12UpdateScaleRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x15\n\rfield_manager\x18\x06 \x01(\t\"\x12\n\x10\x44iscoveryRequest\"g\n\x0b\x41PIResource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bshort_names\x18\x02 \x03(\t\x12\x12\n\nnamespaced\x18\x03 \x01(\x08\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x05 \x01(\t\"B\n\x11\x44iscoveryResponse\x12-\n\tresources\x18\x01 \x03(\x0b\x32\x1a.k8semu.api.v1.APIResource2\xb7\x08\n\x03\x41PI\x12\x45\n\x06\x43reate\x12\x1c.k8semu.api.v1.CreateRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12?\n\x03Get\x12\x19.k8semu.api.v1.GetRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12?\n\x04List\x12\x1a.k8semu.api.v1.ListRequest\x1a\x1b.k8semu.api.v1.ListResponse\x12\x41\n\x05Watch\x12\x1b.k8semu.api.v1.WatchRequest\x1a\x19.k8semu.api.v1.WatchEvent0\x01\x12\x45\n\x06Update\x12\x1c.k8semu.api.v1.UpdateRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12K\n\x0cUpdateStatus\x12\x1c.k8semu.api.v1.UpdateRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12\x45\n\x06\x44\x65lete\x12\x1c.k8semu.api.v1.DeleteRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12\x43\n\x05Patch\x12\x1b.k8semu.api.v1.PatchRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12\x41\n\x04\x42ind\x12\x1a.k8semu.api.v1.BindRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12;\n\x08GetScale\x12\x19.k8semu.api.v1.GetRequest\x1a\x14.k8semu.api.v1.Scale\x12\x46\n\x0bUpdateScale\x12!.k8semu.api.v1.UpdateScaleRequest\x1a\x14.k8semu.api.v1.Scale\x12N\n\tDiscovery\x12\x1f.k8semu.api.v1.DiscoveryRequest\x1a .k8semu.api.v1.DiscoveryResponse\x12\x43\n\x05\x45vict\x12\x1b.k8semu.api.v1.EvictRequest\x1a\x1d.k8semu.api.v1.ObjectResponse\x12X\n\x06Review\x12&.k8semu.api.v1.SelfSubjectAccessReview\x1a&.k8semu.api.v1.SelfSubjectAccessReview\x12M\n\x0b\x43reateToken\x12!.k8semu.api.v1.CreateTokenRequest\x1a\x1b.k8semu.api.v1.TokenRequestb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'k8semu.api.v1.apiserver_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEREQUEST']._serialized_start=75
-  _globals['_CREATEREQUEST']._serialized_end=201
-  _globals['_GETREQUEST']._serialized_start=203
-  _globals['_GETREQUEST']._serialized_end=266
-  _globals['_LISTREQUEST']._serialized_start=269
-  _globals['_LISTREQUEST']._serialized_end=400
-  _globals['_LISTRESPONSE']._serialized_start=402
-  _globals['_LISTRESPONSE']._serialized_end=497
-  _globals['_WATCHREQUEST']._serialized_start=500
-  _globals['_WATCHREQUEST']._serialized_end=674
-  _globals['_WATCHEVENT']._serialized_start=676
-  _globals['_WATCHEVENT']._serialized_end=783
-  _globals['_UPDATEREQUEST']._serialized_start=785
-  _globals['_UPDATEREQUEST']._serialized_end=879
-  _globals['_PRECONDITIONS']._serialized_start=881
-  _globals['_PRECONDITIONS']._serialized_end=935
-  _globals['_DELETEREQUEST']._serialized_start=938
-  _globals['_DELETEREQUEST']._serialized_end=1145
-  _globals['_EVICTREQUEST']._serialized_start=1148
-  _globals['_EVICTREQUEST']._serialized_end=1308
-  _globals['_PATCHREQUEST']._serialized_start=1311
-  _globals['_PATCHREQUEST']._serialized_end=1465
-  _globals['_BINDREQUEST']._serialized_start=1467
-  _globals['_BINDREQUEST']._serialized_end=1558
-  _globals['_OBJECTRESPONSE']._serialized_start=1560
-  _globals['_OBJECTRESPONSE']._serialized_end=1614
-  _globals['_SCALE']._serialized_start=1617
-  _globals['_SCALE']._serialized_end=1762
-  _globals['_UPDATESCALEREQUEST']._serialized_start=1765
-  _globals['_UPDATESCALEREQUEST']._serialized_end=1903
-  _globals['_DISCOVERYREQUEST']._serialized_start=1905
-  _globals['_DISCOVERYREQUEST']._serialized_end=1923
-  _globals['_APIRESOURCE']._serialized_start=1925
-  _globals['_APIRESOURCE']._serialized_end=2028
-  _globals['_DISCOVERYRESPONSE']._serialized_start=2030
-  _globals['_DISCOVERYRESPONSE']._serialized_end=2096
-  _globals['_API']._serialized_start=2099
-  _globals['_API']._serialized_end=3009
+  _globals['_CREATETOKENREQUEST']._serialized_start=146
+  _globals['_CREATETOKENREQUEST']._serialized_end=245
+  _globals['_CREATEREQUEST']._serialized_start=247
+  _globals['_CREATEREQUEST']._serialized_end=373
+  _globals['_GETREQUEST']._serialized_start=375
+  _globals['_GETREQUEST']._serialized_end=438
+  _globals['_LISTREQUEST']._serialized_start=441
+  _globals['_LISTREQUEST']._serialized_end=572
+  _globals['_LISTRESPONSE']._serialized_start=574
+  _globals['_LISTRESPONSE']._serialized_end=669
+  _globals['_WATCHREQUEST']._serialized_start=672
+  _globals['_WATCHREQUEST']._serialized_end=846
+  _globals['_WATCHEVENT']._serialized_start=848
+  _globals['_WATCHEVENT']._serialized_end=955
+  _globals['_UPDATEREQUEST']._serialized_start=957
+  _globals['_UPDATEREQUEST']._serialized_end=1051
+  _globals['_PRECONDITIONS']._serialized_start=1053
+  _globals['_PRECONDITIONS']._serialized_end=1107
+  _globals['_DELETEREQUEST']._serialized_start=1110
+  _globals['_DELETEREQUEST']._serialized_end=1317
+  _globals['_EVICTREQUEST']._serialized_start=1320
+  _globals['_EVICTREQUEST']._serialized_end=1480
+  _globals['_PATCHREQUEST']._serialized_start=1483
+  _globals['_PATCHREQUEST']._serialized_end=1637
+  _globals['_BINDREQUEST']._serialized_start=1639
+  _globals['_BINDREQUEST']._serialized_end=1730
+  _globals['_OBJECTRESPONSE']._serialized_start=1732
+  _globals['_OBJECTRESPONSE']._serialized_end=1786
+  _globals['_SCALE']._serialized_start=1789
+  _globals['_SCALE']._serialized_end=1934
+  _globals['_UPDATESCALEREQUEST']._serialized_start=1937
+  _globals['_UPDATESCALEREQUEST']._serialized_end=2075
+  _globals['_DISCOVERYREQUEST']._serialized_start=2077
+  _globals['_DISCOVERYREQUEST']._serialized_end=2095
+  _globals['_APIRESOURCE']._serialized_start=2097
+  _globals['_APIRESOURCE']._serialized_end=2200
+  _globals['_DISCOVERYRESPONSE']._serialized_start=2202
+  _globals['_DISCOVERYRESPONSE']._serialized_end=2268
+  _globals['_API']._serialized_start=2271
+  _globals['_API']._serialized_end=3350
 # @@protoc_insertion_point(module_scope)

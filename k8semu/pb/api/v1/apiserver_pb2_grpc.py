@@ -5,6 +5,8 @@ import grpc
 import warnings
 
 from k8semu.pb.api.v1 import apiserver_pb2 as k8semu_dot_api_dot_v1_dot_apiserver__pb2
+from k8semu.pb.api.v1 import authentication_pb2 as k8semu_dot_api_dot_v1_dot_authentication__pb2
+from k8semu.pb.api.v1 import authorization_pb2 as k8semu_dot_api_dot_v1_dot_authorization__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -100,6 +102,16 @@ class APIStub:
                 request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.EvictRequest.SerializeToString,
                 response_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
                 _registered_method=True)
+        self.Review = channel.unary_unary(
+                '/k8semu.api.v1.API/Review',
+                request_serializer=k8semu_dot_api_dot_v1_dot_authorization__pb2.SelfSubjectAccessReview.SerializeToString,
+                response_deserializer=k8semu_dot_api_dot_v1_dot_authorization__pb2.SelfSubjectAccessReview.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/k8semu.api.v1.API/CreateToken',
+                request_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=k8semu_dot_api_dot_v1_dot_authentication__pb2.TokenRequest.FromString,
+                _registered_method=True)
 
 
 class APIServicer:
@@ -193,6 +205,21 @@ class APIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Review(self, request, context):
+        """authorization.k8s.io/v1 SelfSubjectAccessReview: may the caller do what the spec says?
+        (`k8semu auth can-i`). Answered by the API server's authorizers, never stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """The serviceaccounts/<name>/token subresource: a signed ServiceAccount token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_APIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +287,16 @@ def add_APIServicer_to_server(servicer, server):
                     servicer.Evict,
                     request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.EvictRequest.FromString,
                     response_serializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.SerializeToString,
+            ),
+            'Review': grpc.unary_unary_rpc_method_handler(
+                    servicer.Review,
+                    request_deserializer=k8semu_dot_api_dot_v1_dot_authorization__pb2.SelfSubjectAccessReview.FromString,
+                    response_serializer=k8semu_dot_api_dot_v1_dot_authorization__pb2.SelfSubjectAccessReview.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=k8semu_dot_api_dot_v1_dot_apiserver__pb2.CreateTokenRequest.FromString,
+                    response_serializer=k8semu_dot_api_dot_v1_dot_authentication__pb2.TokenRequest.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -613,6 +650,60 @@ class API:
             '/k8semu.api.v1.API/Evict',
             k8semu_dot_api_dot_v1_dot_apiserver__pb2.EvictRequest.SerializeToString,
             k8semu_dot_api_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Review(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.api.v1.API/Review',
+            k8semu_dot_api_dot_v1_dot_authorization__pb2.SelfSubjectAccessReview.SerializeToString,
+            k8semu_dot_api_dot_v1_dot_authorization__pb2.SelfSubjectAccessReview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8semu.api.v1.API/CreateToken',
+            k8semu_dot_api_dot_v1_dot_apiserver__pb2.CreateTokenRequest.SerializeToString,
+            k8semu_dot_api_dot_v1_dot_authentication__pb2.TokenRequest.FromString,
             options,
             channel_credentials,
             insecure,

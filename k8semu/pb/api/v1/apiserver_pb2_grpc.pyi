@@ -10,6 +10,8 @@ Status codes follow docs/architecture.md "Errors".
 from collections import abc as _abc
 from grpc import aio as _aio
 from k8semu.pb.api.v1 import apiserver_pb2 as _apiserver_pb2
+from k8semu.pb.api.v1 import authentication_pb2 as _authentication_pb2
+from k8semu.pb.api.v1 import authorization_pb2 as _authorization_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -62,6 +64,12 @@ class APIStub:
     PodDisruptionBudget allows one more disruption, RESOURCE_EXHAUSTED (429 TooManyRequests)
     when it does not. Returns the pod as the delete left it.
     """
+    Review: _grpc.UnaryUnaryMultiCallable[_authorization_pb2.SelfSubjectAccessReview, _authorization_pb2.SelfSubjectAccessReview]
+    """authorization.k8s.io/v1 SelfSubjectAccessReview: may the caller do what the spec says?
+    (`k8semu auth can-i`). Answered by the API server's authorizers, never stored.
+    """
+    CreateToken: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.CreateTokenRequest, _authentication_pb2.TokenRequest]
+    """The serviceaccounts/<name>/token subresource: a signed ServiceAccount token."""
 
 @_typing.type_check_only
 class APIAsyncStub(APIStub):
@@ -93,6 +101,12 @@ class APIAsyncStub(APIStub):
     PodDisruptionBudget allows one more disruption, RESOURCE_EXHAUSTED (429 TooManyRequests)
     when it does not. Returns the pod as the delete left it.
     """
+    Review: _aio.UnaryUnaryMultiCallable[_authorization_pb2.SelfSubjectAccessReview, _authorization_pb2.SelfSubjectAccessReview]  # type: ignore[assignment]
+    """authorization.k8s.io/v1 SelfSubjectAccessReview: may the caller do what the spec says?
+    (`k8semu auth can-i`). Answered by the API server's authorizers, never stored.
+    """
+    CreateToken: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.CreateTokenRequest, _authentication_pb2.TokenRequest]  # type: ignore[assignment]
+    """The serviceaccounts/<name>/token subresource: a signed ServiceAccount token."""
 
 class APIServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -199,5 +213,23 @@ class APIServicer(metaclass=_abc_1.ABCMeta):
         PodDisruptionBudget allows one more disruption, RESOURCE_EXHAUSTED (429 TooManyRequests)
         when it does not. Returns the pod as the delete left it.
         """
+
+    @_abc_1.abstractmethod
+    def Review(
+        self,
+        request: _authorization_pb2.SelfSubjectAccessReview,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authorization_pb2.SelfSubjectAccessReview, _abc.Awaitable[_authorization_pb2.SelfSubjectAccessReview]]:
+        """authorization.k8s.io/v1 SelfSubjectAccessReview: may the caller do what the spec says?
+        (`k8semu auth can-i`). Answered by the API server's authorizers, never stored.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateToken(
+        self,
+        request: _apiserver_pb2.CreateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authentication_pb2.TokenRequest, _abc.Awaitable[_authentication_pb2.TokenRequest]]:
+        """The serviceaccounts/<name>/token subresource: a signed ServiceAccount token."""
 
 def add_APIServicer_to_server(servicer: APIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,149 @@
+"""The default ClusterRoles and ClusterRoleBindings the API server creates at start (as
+kube-apiserver's bootstrap policy), labelled kubernetes.io/bootstrapping=rbac-defaults.
+
+cluster-admin (everything) is bound to the group system:masters; admin, edit and view are
+the user-facing roles for RoleBindings (view reads everything but Secrets; edit also
+writes them and workloads; admin also manages Roles and RoleBindings of its namespace);
+system:discovery, system:basic-user and system:public-info-viewer let every user read
+discovery and ask what it may do; the scheduler, controller manager and proxy have roles
+of their names. Existing objects are left as they are (an administrator may have edited
+them). Pure data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from k8semu.pb.api.v1 import rbac_pb2
+
+GROUP = "rbac.authorization.k8s.io"
+LABELS = {"kubernetes.io/bootstrapping": "rbac-defaults"}
+READ = ("get", "list", "watch")
+WRITE = ("create", "update", "patch", "delete", "deletecollection")
+
+_CORE_READABLE = (
+    "pods", "pods/log", "pods/status", "services", "services/status", "endpoints", "configmaps",
+    "persistentvolumeclaims", "persistentvolumeclaims/status", "serviceaccounts", "events",
+    "namespaces", "namespaces/status",
+)  # fmt: skip
+_APPS = ("deployments", "deployments/scale", "deployments/status", "replicasets",
+         "replicasets/scale", "replicasets/status", "daemonsets", "daemonsets/status",
+         "statefulsets", "statefulsets/scale", "statefulsets/status")  # fmt: skip
+_WORKLOADS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("apps", _APPS),
+    ("batch", ("jobs", "jobs/status", "cronjobs", "cronjobs/status")),
+    ("autoscaling", ("horizontalpodautoscalers", "horizontalpodautoscalers/status")),
+    ("policy", ("poddisruptionbudgets", "poddisruptionbudgets/status")),
+    ("coordination.k8s.io", ("leases",)),
+)
+_DISCOVERY = ("/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*", "/version",
+              "/version/", "/healthz", "/livez", "/readyz")  # fmt: skip
+
+
+def rule(verbs: tuple[str, ...], groups: tuple[str, ...], resources: tuple[str, ...],
+         names: tuple[str, ...] = ()) -> rbac_pb2.PolicyRule:  # fmt: skip
+    return rbac_pb2.PolicyRule(
+        verbs=verbs, api_groups=groups, resources=resources, resource_names=names
+    )
+
+
+def urls(verbs: tuple[str, ...], paths: tuple[str, ...]) -> rbac_pb2.PolicyRule:
+    return rbac_pb2.PolicyRule(verbs=verbs, non_resource_urls=paths)
+
+
+def _view() -> list[rbac_pb2.PolicyRule]:
+    return [
+        rule(READ, ("",), _CORE_READABLE),
+        *(rule(READ, (group,), resources) for group, resources in _WORKLOADS),
+    ]
+
+
+def _edit() -> list[rbac_pb2.PolicyRule]:
+    writable = tuple(r for r in _CORE_READABLE if not r.startswith("namespaces")
+                     and not r.endswith("/status") and r != "pods/log")  # fmt: skip
+    return [
+        *_view(),
+        rule(READ, ("",), ("secrets",)),
+        rule(
+            WRITE,
+            ("",),
+            (*writable, "secrets", "pods/eviction", "pods/exec", "pods/attach", "pods/portforward"),
+        ),
+        *(
+            rule(WRITE, (group,), tuple(r for r in resources if not r.endswith("/status")))
+            for group, resources in _WORKLOADS
+        ),
+        rule(("create",), ("authentication.k8s.io", ""), ("serviceaccounts/token",)),
+    ]
+
+
+def _admin() -> list[rbac_pb2.PolicyRule]:
+    return [*_edit(), rule((*READ, *WRITE), (GROUP,), ("roles", "rolebindings"))]
+
+
+def _components() -> dict[str, list[rbac_pb2.PolicyRule]]:
+    return {
+        "system:kube-scheduler": [
+            rule(READ, ("*",), ("*",)),
+            rule(("create",), ("",), ("pods/binding", "bindings")),
+            rule(("update", "patch"), ("",), ("pods/status",)),
+            rule(("create", "update", "patch"), ("",), ("events",)),
+            rule((*READ, *WRITE), ("coordination.k8s.io",), ("leases",)),
+        ],
+        # Kubernetes runs each controller as its own ServiceAccount with narrow roles; the
+        # controller manager here is one identity running every loop (GC, namespaces, ...).
+        "system:kube-controller-manager": [rule(("*",), ("*",), ("*",))],
+        "system:node-proxier": [
+            rule(READ, ("",), ("services", "endpoints", "nodes", "pods")),
+            rule(("create", "update", "patch"), ("",), ("events",)),
+        ],
+    }
+
+
+def cluster_roles() -> Iterator[rbac_pb2.ClusterRole]:
+    roles: dict[str, list[rbac_pb2.PolicyRule]] = {
+        "cluster-admin": [rule(("*",), ("*",), ("*",)), urls(("*",), ("*",))],
+        "admin": _admin(),
+        "edit": _edit(),
+        "view": _view(),
+        "system:discovery": [urls(("get",), _DISCOVERY)],
+        "system:public-info-viewer": [
+            urls(("get",), ("/healthz", "/livez", "/readyz", "/version", "/version/"))
+        ],
+        "system:basic-user": [
+            rule(("create",), ("authorization.k8s.io",), ("selfsubjectaccessreviews",))
+        ],
+        **_components(),
+    }
+    for name, rules in roles.items():
+        role = rbac_pb2.ClusterRole(api_version=f"{GROUP}/v1", kind="ClusterRole", rules=rules)
+        role.metadata.name = name
+        role.metadata.labels.update(LABELS)
+        yield role
+
+
+_BINDINGS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("cluster-admin", (("Group", "system:masters"),)),
+    ("system:discovery", (("Group", "system:authenticated"),)),
+    ("system:basic-user", (("Group", "system:authenticated"),)),
+    (
+        "system:public-info-viewer",
+        (("Group", "system:authenticated"), ("Group", "system:unauthenticated")),
+    ),
+    ("system:kube-scheduler", (("User", "system:kube-scheduler"),)),
+    ("system:kube-controller-manager", (("User", "system:kube-controller-manager"),)),
+    ("system:node-proxier", (("User", "system:kube-proxy"),)),
+)
+
+
+def cluster_role_bindings() -> Iterator[rbac_pb2.ClusterRoleBinding]:
+    for name, subjects in _BINDINGS:
+        binding = rbac_pb2.ClusterRoleBinding(
+            api_version=f"{GROUP}/v1",
+            kind="ClusterRoleBinding",
+            role_ref=rbac_pb2.RoleRef(api_group=GROUP, kind="ClusterRole", name=name),
+            subjects=[rbac_pb2.Subject(kind=k, api_group=GROUP, name=n) for k, n in subjects],
+        )
+        binding.metadata.name = name
+        binding.metadata.labels.update(LABELS)
+        yield binding
