@@ -21,7 +21,13 @@ from cryptography.hazmat.primitives import serialization
 
 from k8semu.apiserver.auth.tokens import Issuer, TokenClaims
 from k8semu.cluster.processes import free_loopback_ports
-from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc, authorization_pb2
+from k8semu.pb.api.v1 import (
+    apiserver_pb2,
+    apiserver_pb2_grpc,
+    authorization_pb2,
+    podstreams_pb2_grpc,
+)
+from k8semu.pb.kubelet.v1 import kubelet_pb2
 from tests.apiserver.rest.conftest import REST
 from tests.security.conftest import Secured, wait_until
 from tests.support.apiserver import APIServerProcess
@@ -196,6 +202,29 @@ def test_grpc_face_authorizes(secured: Secured, viewer: str) -> None:
                                metadata=auth, timeout=10)  # fmt: skip
             next(iter(watch))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_pod_streams_are_authorized_on_both_faces(secured: Secured, viewer: str) -> None:
+    """`view` may read pods/log but not open pods/exec: over gRPC (PodStreams, what `k8semu
+    logs|exec` use) and REST, exec is refused before any pod lookup, logs get as far as it."""
+    with grpc.insecure_channel(secured.grpc_address) as channel:
+        stub = podstreams_pb2_grpc.PodStreamsStub(channel)
+        auth = (("authorization", f"Bearer {viewer}"),)
+        logs = kubelet_pb2.LogsRequest(namespace="team-a", pod="ghost")
+        with pytest.raises(grpc.RpcError) as err:
+            next(iter(stub.Logs(logs, metadata=auth, timeout=10)))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # authorized, then no such pod
+        start = kubelet_pb2.InteractInput(
+            start=kubelet_pb2.ExecStart(namespace="team-a", pod="ghost", command=["ls"])
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            next(iter(stub.Interact(iter([start]), metadata=auth, timeout=10)))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert 'cannot create resource "pods/exec"' in str(err.value.details())
+    base = "/api/v1/namespaces/team-a/pods/ghost"
+    assert secured.request("GET", f"{base}/log", viewer)[0] == 404
+    code, body = secured.request("GET", f"{base}/exec?command=ls&stdout=true", viewer)
+    assert code == 403 and 'cannot create resource "pods/exec"' in body["message"]
 
 
 def test_bad_rbac_objects_invalid(secured: Secured) -> None:
