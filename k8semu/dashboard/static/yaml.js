@@ -9,16 +9,23 @@ export class YamlError extends Error {
   }
 }
 
-function stripComment(text) {
+// The index of the first character outside quotes for which found(c, i) holds, or -1; a
+// quote opens a string only where a token starts (so "it's" is plain text).
+function outsideQuotes(text, found) {
   let quote = "";
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
     if (quote) {
       if (c === quote) quote = "";
-    } else if (c === '"' || c === "'") quote = c;
-    else if (c === "#" && (i === 0 || /\s/.test(text[i - 1]))) return text.slice(0, i);
+    } else if ((c === '"' || c === "'") && (i === 0 || /[\s,[{:]/.test(text[i - 1]))) quote = c;
+    else if (found(c, i)) return i;
   }
-  return text;
+  return -1;
+}
+
+function stripComment(text) {
+  const i = outsideQuotes(text, (c, at) => c === "#" && (at === 0 || /\s/.test(text[at - 1])));
+  return i < 0 ? text : text.slice(0, i);
 }
 
 function plain(text, line) {
@@ -111,17 +118,9 @@ function flow(text, line) {
 
 // A key: value split at the first ': ' (or a trailing ':') outside quotes; null when none.
 function splitKey(text) {
-  let quote = "";
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quote) {
-      if (c === quote) quote = "";
-    } else if ((c === '"' || c === "'") && i === 0) quote = c;
-    else if (c === ":" && (i + 1 === text.length || text[i + 1] === " ")) {
-      return [text.slice(0, i).trim(), text.slice(i + 1)];
-    } else if ((c === "[" || c === "{") && i === 0) return null;
-  }
-  return null;
+  if (text[0] === "[" || text[0] === "{") return null;
+  const i = outsideQuotes(text, (c, at) => c === ":" && (at + 1 === text.length || text[at + 1] === " "));
+  return i < 0 ? null : [text.slice(0, i).trim(), text.slice(i + 1)];
 }
 
 class Reader {
