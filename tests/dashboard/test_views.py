@@ -84,6 +84,11 @@ def test_view_loads(page: Any, view: str, marker: str, shots: Callable[[Any, str
         "return [...document.querySelectorAll('#content .error')].map(e => e.innerText)"
     )
     assert not errors, errors
+    if view == "autoscaling":  # a line, not a dot, in the screenshot: two samples or more
+        until("two HPA samples", lambda: page.execute_script(
+            "return document.querySelector('polyline.line-0')?.getAttribute('points')"
+            ".includes(' ')"
+        ))  # fmt: skip
     shots(page, view)
     no_reload(page)
 

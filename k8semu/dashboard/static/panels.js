@@ -25,7 +25,8 @@ export function sampleHPAs(state) {
     const cur = ((s.currentMetrics || [])[0] || {}).resource;
     const target = (((a.spec.metrics || [])[0] || {}).resource || {}).target || {};
     const sample = [now, s.currentReplicas || 0, s.desiredReplicas || 0, cur && cur.current ? cur.current.averageUtilization ?? null : null, target.averageUtilization ?? null];
-    if (hist.length && now - hist[hist.length - 1][0] < 1000) hist[hist.length - 1] = sample;
+    const last = hist[hist.length - 1];
+    if (last && now - last[0] < 1000) hist[hist.length - 1] = [last[0], ...sample.slice(1)];
     else hist.push(sample);
     while (hist.length && now - hist[0][0] > 1800000) hist.shift();
     state.hpaHistory.set(key, hist);
@@ -36,11 +37,23 @@ function top(state) {
   const m = state.metrics;
   if (m.error) return `<p class="note">${h(m.error)}</p>`;
   if (!m.nodes) return `<p class="note">loading metrics.k8s.io…</p>`;
-  const nodeRows = m.nodes.map((n) => [h(n.metadata.name), h(n.usage.cpu), h(n.usage.memory), h(age(n.timestamp))]);
+  const nodeRows = m.nodes.map((n) => [h(n.metadata.name), h(`${Math.round(quantityMilli(n.usage.cpu))}m`), h(mebibytes(n.usage.memory)), h(age(n.timestamp))]);
   const pods = [...m.pods].sort((a, b) => cpuMilli(b) - cpuMilli(a));
-  const podRows = pods.map((p) => [h(`${p.metadata.namespace}/${p.metadata.name}`), h(`${cpuMilli(p)}m`), h((p.containers || []).map((c) => c.usage.memory).join(" + "))]);
+  const podRows = pods.map((p) => [h(`${p.metadata.namespace}/${p.metadata.name}`), h(`${cpuMilli(p)}m`), h(mebibytes(...(p.containers || []).map((c) => c.usage.memory)))]);
   return `<h3>Nodes (top)</h3>${table("top-nodes", ["node", "CPU", "memory", "sampled"], nodeRows, state, "no node metrics yet")}
     <h3>Pods by CPU (top)</h3>${table("top-pods", ["pod", "CPU", "memory"], podRows, state, "no pod metrics yet")}`;
+}
+
+const UNITS = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, M: 1e6, G: 1e9, T: 1e12 };
+
+// The sum of memory quantities ("57184Ki", "64Mi", "1000") in MiB.
+function mebibytes(...qs) {
+  let bytes = 0;
+  for (const q of qs) {
+    const m = /^([\d.]+)([A-Za-z]*)$/.exec(q || "0");
+    if (m) bytes += Number(m[1]) * (UNITS[m[2]] || 1);
+  }
+  return `${(bytes / 2 ** 20).toFixed(1)}Mi`;
 }
 
 function quantityMilli(q) {
@@ -118,7 +131,7 @@ function timeline(faults) {
       const end = f.recovered || f.unrecovered || now;
       const state = f.recovered ? "recovered" : f.unrecovered ? "failed" : "open";
       const label = f.recovered ? `recovered after ${f.after.toFixed(2)} s` : f.unrecovered ? "not recovered" : "recovering…";
-      return `<g class="fault fault-${state}"><text x="4" y="${i * row + 15}">${h(f.message || f.target).slice(0, 28)}</text>
+      return `<g class="fault fault-${state}"><text x="4" y="${i * row + 15}">${h((f.message || f.target).replace(/^chaos: /, "").slice(0, 32))}</text>
         <rect x="${x(f.at).toFixed(1)}" y="${i * row + 4}" width="${Math.max(2, x(end) - x(f.at)).toFixed(1)}" height="${row - 8}"><title>${h(f.message)}: ${h(label)}</title></rect>
         <text x="${Math.min(W - 150, x(end) + 4).toFixed(1)}" y="${i * row + 15}">${h(label)}</text></g>`;
     })

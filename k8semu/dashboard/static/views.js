@@ -296,7 +296,13 @@ export function lineChart(series, { width = 560, height = 160, label = "" } = {}
   const x = (t) => 40 + ((t - t0) / (t1 - t0)) * (width - 50);
   const y = (v) => height - 20 - (v / vmax) * (height - 30);
   const paths = series
-    .map((s, i) => `<polyline class="line line-${i}" fill="none" points="${s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")}"><title>${h(s.name)}</title></polyline>`)
+    .map((s, i) => {
+      const pts = s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`);
+      // The newest sample as a dot too: a series of one point is otherwise invisible.
+      const last = pts.length ? pts[pts.length - 1].split(",") : null;
+      const dot = last ? `<circle class="dot dot-${i}" cx="${last[0]}" cy="${last[1]}" r="3"/>` : "";
+      return `<polyline class="line line-${i}" fill="none" points="${pts.join(" ")}"><title>${h(s.name)}</title></polyline>${dot}`;
+    })
     .join("");
   const legend = series.map((s, i) => `<tspan class="legend-${i}" dx="${i ? 14 : 0}">${i ? "- - " : "—— "}${h(s.name)} (now ${s.points.length ? h(s.points[s.points.length - 1][1]) : "-"})</tspan>`).join("");
   return `<svg class="chart" viewBox="0 0 ${width} ${height}" role="img" aria-label="${h(label)}">
