@@ -8,8 +8,9 @@ component `k8semu-chaos`, about the Node for a kubelet's fault and about the com
 carry what the dashboard's timeline needs at better than Events' whole seconds:
 `k8semu.io/chaos-fault` (run/index, pairing the two), `k8semu.io/chaos-at` (RFC 3339 with
 milliseconds) and `k8semu.io/recovered-after` (seconds). Best effort: a failed write is
-logged, never fails the run, and is written in the background so a slow API server never
-delays an injection (`flush()` waits for what is in flight at the end of the run).
+logged, never fails the run, and is written in the background (retried for up to 30 s: the
+fault may be the API server's) so a slow API server never delays an injection; `flush()`
+waits up to 15 s for what is still in flight at the end of the run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ NOT_RECOVERED = "ChaosNotRecovered"
 FAULT_ANNOTATION = "k8semu.io/chaos-fault"
 AT_ANNOTATION = "k8semu.io/chaos-at"
 AFTER_ANNOTATION = "k8semu.io/recovered-after"
+# A write is tried this many times, this long apart (an API server comes back in seconds).
+_ATTEMPTS = 30
+_RETRY_DELAY = 1.0
 
 
 def _rfc3339_ms(at: float) -> str:
@@ -83,17 +87,24 @@ class ChaosEvents:
         return event
 
     async def _write(self, event: core_pb2.Event) -> None:
-        try:
-            await self.client.create(event)
-        except ClientError as exc:
-            log.warning("chaos event not written", reason=event.reason, error=str(exc))
+        # The fault may be the API server's own (killed, paused, cut off): keep trying for a
+        # while; the Event keeps its time in its annotations, whenever it gets written.
+        for attempt in range(_ATTEMPTS):
+            try:
+                await self.client.create(event)
+                return
+            except ClientError as exc:
+                if attempt == _ATTEMPTS - 1:
+                    log.warning("chaos event not written", reason=event.reason, error=str(exc))
+                    return
+            await asyncio.sleep(_RETRY_DELAY)
 
     def _spawn(self, event: core_pb2.Event) -> None:
         task = asyncio.get_running_loop().create_task(self._write(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def flush(self, timeout: float = 5.0) -> None:
+    async def flush(self, timeout: float = 15.0) -> None:
         """Wait up to `timeout` s for the Events still being written; drop the rest."""
         tasks = list(self._tasks)
         if not tasks:
