@@ -66,8 +66,14 @@ class Cluster:
         return doc
 
 
-def until(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll `check()` until it returns something true (returned); fail naming `what`."""
+def until(
+    what: str,
+    check: Callable[[], T | None],
+    timeout: float = 30.0,
+    note: Callable[[], str] | None = None,
+) -> T:
+    """Poll `check()` until it returns something true (returned); fail naming `what` (and
+    what `note()` says then)."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -75,7 +81,8 @@ def until(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
         if last:
             return last
         time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+    said = f"; {note()}" if note is not None else ""
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r}){said}")
 
 
 def _deployment(name: str, replicas: int) -> dict[str, Any]:

@@ -250,3 +250,42 @@ def test_good_manifest_is_created_then_configured(page: Any, cluster: Cluster) -
         cluster.ok("GET", f"/api/v1/namespaces/{NS}/configmaps/pasted")["data"]["greeting"]
         == "again"
     )
+
+
+def test_restart_then_undo_from_the_page(
+    page: Any, cluster: Cluster, shots: Callable[[Any, str], Path]
+) -> None:
+    show(page, "workloads")
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments/web"
+    row = f'tr[data-deployment="{NS}/web"]'
+
+    def restarted_at() -> str | None:
+        meta = cluster.ok("GET", path)["spec"]["template"].get("metadata", {})
+        return meta.get("annotations", {}).get("kubectl.kubernetes.io/restartedAt")
+
+    assert restarted_at() is None
+    click(page, "the Restart button of web", f'{row} button[data-act="restart"]')
+    confirm(page)
+    until("the restartedAt annotation", restarted_at)
+    until(
+        "revision 2 shown",
+        lambda: (
+            page.execute_script(
+                "return document.querySelector(arguments[0])?.cells[6].innerText", row
+            )
+            == "2"
+        ),
+    )
+    page.execute_script("document.getElementById('toasts').replaceChildren()")
+    click(page, "the Undo button of web", f'{row} button[data-act="undo"]')
+    confirm(page)
+    said = until("the undo's notice", lambda: page.find_element("id", "toasts").text)
+    assert said.startswith(f"rolled {NS}/web back"), said
+    until(
+        "the template of revision 1 back",
+        lambda: restarted_at() is None,
+        note=lambda: page.find_element("id", "toasts").text,
+    )
+    click(page, "the History button of web", f'{row} button[data-act="history"]')
+    until("the rollout history", lambda: "Rollout history of web" in text(page))
+    shots(page, "workloads-history")

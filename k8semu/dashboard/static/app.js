@@ -306,8 +306,19 @@ const ACTIONS = {
     }
     const template = JSON.parse(JSON.stringify(previous.spec.template));
     if (template.metadata && template.metadata.labels) delete template.metadata.labels["pod-template-hash"];
-    d.spec.template = template;
-    await run(`rolled ${ns}/${name} back`, () => api.request("PUT", deploymentPath(ns, name), d));
+    // A rollout in progress rewrites the Deployment's status all the time: a PUT that lost
+    // that race (409) is made again on the newest version, the same template.
+    await run(`rolled ${ns}/${name} back`, async () => {
+      for (let attempt = 1; ; attempt++) {
+        d.spec.template = template;
+        try {
+          return await api.request("PUT", deploymentPath(ns, name), d);
+        } catch (err) {
+          if (err.code !== 409 || attempt >= 5) throw err;
+          d = await api.get(deploymentPath(ns, name));
+        }
+      }
+    });
   },
   async "delete-pod"({ ns, name }) {
     if (!(await confirmAction(`Delete pod ${ns}/${name}?`))) return;
