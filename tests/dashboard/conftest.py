@@ -26,7 +26,7 @@ import pytest
 
 from k8semu.chaos.events import ChaosEvents
 from k8semu.client import Client
-from tests.support.cluster import k8semu, status, stop_recorded, up_detached, user_env, write_config
+from tests.support.cluster import k8semu, status, stop_recorded, user_env, write_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -170,9 +170,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     )  # fmt: skip
     state_dir = base / "state"
     try:
-        up_detached(env, config, state_dir)
+        up = k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach", timeout=120)
+        assert up.returncode == 0, up.stdout + up.stderr
         st = status(env, state_dir)
         rest = st["dashboards"][0].removesuffix("/dashboard/")
+        # `up` says where the dashboard is.
+        assert f"dashboard    {rest}/dashboard/" in up.stdout, up.stdout
         c = Cluster(env, state_dir, rest, list(st["apiServers"]))
         _seed(c)
         yield c

@@ -8,6 +8,7 @@ import json
 from urllib.parse import urlsplit
 
 from tests.dashboard.conftest import Cluster
+from tests.support.cluster import k8semu
 
 
 def raw(
@@ -78,3 +79,8 @@ def test_oversized_body(cluster: Cluster) -> None:
     code, _, body = raw(cluster, "POST", "/dashboard/", big, {"Content-Type": "text/plain"})
     assert code == 413, code
     assert status_of(body)["reason"] == "RequestEntityTooLarge"
+
+
+def test_status_lists_the_dashboard(cluster: Cluster) -> None:
+    shown = k8semu(cluster.env, "status", "--state-dir", cluster.state_dir)
+    assert f"dashboard: {cluster.dashboard}" in shown.stdout, shown.stdout
