@@ -195,6 +195,8 @@ def browser() -> Iterator[Any]:
 
     options = Options()
     options.binary_location = CHROMIUM
+    # The DevTools network log: what the page sent (its Authorization header).
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1280,900", "--disable-extensions"):  # fmt: skip
         options.add_argument(arg)

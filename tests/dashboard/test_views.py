@@ -4,6 +4,8 @@ through the REST API."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -289,3 +291,37 @@ def test_restart_then_undo_from_the_page(
     click(page, "the History button of web", f'{row} button[data-act="history"]')
     until("the rollout history", lambda: "Rollout history of web" in text(page))
     shots(page, "workloads-history")
+
+
+def sent_tokens(page: Any, since: float) -> set[str]:
+    """The Authorization headers of the API requests the page sent after `since` (epoch ms)
+    and logged since the last call."""
+    found = set()
+    for entry in page.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg["method"] != "Network.requestWillBeSent" or entry["timestamp"] < since:
+            continue
+        request = msg["params"]["request"]
+        if "/api" in request["url"]:
+            found.add(request["headers"].get("Authorization", ""))
+    return found
+
+
+def test_a_token_goes_with_every_request(page: Any) -> None:
+    show(page, "events")
+    page.find_element("id", "token").send_keys("s3cret")
+    since = time.time() * 1000
+    click(page, "the token's button", '#login button[type="submit"]')
+    until("token set", lambda: page.find_element("id", "token-note").text == "token set")
+    assert (
+        page.execute_script("return sessionStorage.getItem('k8semu.dashboard.token')") == "s3cret"
+    )
+    seen: set[str] = set()
+    until("requests with the token", lambda: seen.update(sent_tokens(page, since)) or seen)
+    assert seen == {"Bearer s3cret"}, seen
+    since = time.time() * 1000
+    click(page, "Forget", "#logout")
+    until("no token", lambda: page.find_element("id", "token-note").text == "no token")
+    seen.clear()
+    until("requests without it", lambda: seen.update(sent_tokens(page, since)) or seen)
+    assert seen == {""}, seen
