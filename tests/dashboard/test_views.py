@@ -319,9 +319,33 @@ def test_a_token_goes_with_every_request(page: Any) -> None:
     seen: set[str] = set()
     until("requests with the token", lambda: seen.update(sent_tokens(page, since)) or seen)
     assert seen == {"Bearer s3cret"}, seen
+    until("every list loaded", lambda: page.execute_script(
+        "return Object.values(window.k8semuDashboard.state.inf).every(i => i.synced)"
+    ))  # fmt: skip
     since = time.time() * 1000
     click(page, "Forget", "#logout")
     until("no token", lambda: page.find_element("id", "token-note").text == "no token")
     seen.clear()
     until("requests without it", lambda: seen.update(sent_tokens(page, since)) or seen)
     assert seen == {""}, seen
+
+
+def test_narrow_window(page: Any, shots: Callable[[Any, str], Path]) -> None:
+    """A phone-wide window: the page itself never scrolls sideways (wide tables scroll in
+    their own box) and the header wraps."""
+    size = page.get_window_size()
+    try:
+        page.set_window_size(400, 800)
+        # Events move down the list as more arrive: any of them will do there.
+        for view, marker in [(v, "message" if v == "events" else m) for v, m in VIEWS]:
+            show(page, view)
+            until(f"{view} at 400 px", lambda marker=marker: marker in text(page))
+            wide = page.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert wide <= 1, (view, wide)
+        show(page, "workloads")
+        until("the workloads at 400 px", lambda: f"{NS}/web" in text(page))
+        shots(page, "narrow")
+    finally:
+        page.set_window_size(size["width"], size["height"])

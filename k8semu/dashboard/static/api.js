@@ -98,6 +98,8 @@ export class Informer {
     while (!this.stopped) {
       try {
         if (!this.rv) await this.relist();
+        // stop() during the list: no watch (it would go out with the old credentials).
+        if (this.stopped) return;
         await this.watch();
         backoff = 250;
       } catch (err) {
@@ -115,7 +117,7 @@ export class Informer {
     const items = new Map();
     let cont = "";
     let rv = "";
-    for (let page = 0; page < 1000; page++) {
+    for (let page = 0; page < 1000 && !this.stopped; page++) {
       const sep = this.path.includes("?") ? "&" : "?";
       const q = `${sep}limit=${PAGE}${cont ? `&continue=${encodeURIComponent(cont)}` : ""}`;
       const doc = await get(this.path + q);
