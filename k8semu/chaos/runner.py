@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu import transport
 from k8semu.api import manifest
+from k8semu.chaos.events import ChaosEvents
 from k8semu.chaos.linearizability import HistoryRecorder, check
 from k8semu.chaos.netfilter import Cut, NetfilterError, Partitions
 from k8semu.chaos.plan import Fault, PlanSettings, Target, make_plan
@@ -220,6 +221,7 @@ class ChaosRun:
         self.partitions: Partitions | None = None
         self._targets: list[Target] = []
         self._client: Client | None = None
+        self._events: ChaosEvents | None = None
 
     # ---- the cluster -------------------------------------------------------------------------
 
@@ -308,7 +310,14 @@ class ChaosRun:
 
     # ---- faults --------------------------------------------------------------------------------
 
-    async def _inject(self, fault: Fault, start: float) -> FaultRecord:
+    async def _recorded(self, index: int, fault: Fault, start: float) -> FaultRecord:
+        """`_inject`, with the fault and its outcome recorded as Events (chaos/events.py)."""
+        rec = await self._inject(fault, start, index)
+        if rec.done and self._events is not None:
+            self._events.outcome(index, rec.fault, time.time(), rec.recovered_after)
+        return rec
+
+    async def _inject(self, fault: Fault, start: float, index: int = 0) -> FaultRecord:
         rec = FaultRecord(fault=fault.to_dict())
         await asyncio.sleep(max(0.0, start + fault.at - time.monotonic()))
         try:
@@ -321,6 +330,8 @@ class ChaosRun:
             return rec
         began = time.monotonic()
         rec.pid, rec.done = target.pid, True
+        if self._events is not None:
+            self._events.fault(index, {**rec.fault, "nodes": target.nodes}, time.time())
         try:
             if fault.fault == "kill":
                 os.kill(target.pid, signal.SIGKILL)
@@ -476,6 +487,7 @@ class ChaosRun:
         plan = make_plan(self.o.seed, self._targets, self.o.plan)
         async with Client(state.api_servers) as client:
             self._client = client
+            self._events = ChaosEvents(client, f"{self.o.seed}-{int(time.time())}")
             host, port = await self._deploy(client)
             recorder = HistoryRecorder()
             workload = Workload(
@@ -499,9 +511,12 @@ class ChaosRun:
                         result=probes,
                     )
                 )  # fmt: skip
-                injections = [tg.create_task(self._inject(f, start)) for f in plan]
+                injections = [
+                    tg.create_task(self._recorded(i, f, start)) for i, f in enumerate(plan)
+                ]
             del writer, prober
             self.report.faults = [t.result() for t in injections]
+            await self._events.flush()
             last_end = max((start + f.at + f.duration for f in plan), default=start)
             await self._converge(client, last_end)
             await self._check_store(state, recorder, workload)

@@ -55,6 +55,7 @@ from k8semu.cluster.state import (
     read_state,
     write_state,
 )
+from k8semu.cluster.status import dashboard_url
 from k8semu.cluster.stopping import kubelet_pods, stop_order, terminate
 from k8semu.cluster.supervisor import Supervisor, how_exited, log_tail
 from k8semu.kubelet.cgroups import sweep_nodes
@@ -375,6 +376,7 @@ class Launcher:
         if plan.rest_servers:
             kubeconfig = self.state_dir / KUBECONFIG_FILE
             lines.append(f"  REST API     {', '.join(plan.rest_servers)}")
+            lines.append(f"  dashboard    {dashboard_url(plan.rest_servers[0])}  (a browser)")
             lines.append(f"  kubectl      KUBECONFIG={kubeconfig} kubectl get pods")
         if plan.store_members or plan.store_external:
             stores = plan.store_external or tuple(a for _, a in plan.store_members)

@@ -60,6 +60,12 @@ class ComponentStatus:
     last_exit_at: str
 
 
+def dashboard_url(rest: str) -> str:
+    """The dashboard's URL on the REST API at HOST:PORT (or http://HOST:PORT)."""
+    base = rest if "://" in rest else f"http://{rest}"
+    return f"{base.rstrip('/')}/dashboard/"
+
+
 def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
     """The status of every component of ``state``, as plain data (what ``-o json`` prints)."""
     alive = {c.name: c.alive() for c in state.components}
@@ -104,6 +110,8 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
         "storeLeader": store.leader,
         "leases": api.leases,
         "apiError": api.error,
+        # The web dashboard each API server serves on its REST port (docs/dashboard.md).
+        "dashboards": [dashboard_url(r.rest) for r in rows if r.rest and r.alive],
         "components": [asdict(r) for r in rows],
     }
 
@@ -306,6 +314,8 @@ def format_status(status: dict[str, Any]) -> str:
             f"FAILED (crashed too often, left down): {', '.join(failed)};"
             " `k8semu restart NAME` starts one again"
         )
+    for url in status.get("dashboards", []):
+        lines.append(f"dashboard: {url}")
     if status["apiError"]:
         lines.append(status["apiError"])
     return "\n".join(lines).rstrip()

@@ -32,6 +32,7 @@ from k8semu.apiserver.rest.status import HTTPError, of_error, of_http, status
 from k8semu.apiserver.rest.streams import Streams
 from k8semu.apiserver.rest.watch import EventCodec, Stream
 from k8semu.apiserver.service import APIServicer
+from k8semu.dashboard.server import Dashboard
 from k8semu.log import get_logger
 
 log = get_logger(__name__)
@@ -99,6 +100,8 @@ class RESTServer:
             "/apis": self._apis,
         }
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # The web dashboard, same-origin with this API (docs/dashboard.md).
+        self.dashboard = Dashboard(verbs.store.endpoints, MAX_BODY_BYTES)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -123,6 +126,7 @@ class RESTServer:
         log.info("rest api started", url=self.url)
 
     async def stop(self) -> None:
+        await self.dashboard.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -159,6 +163,8 @@ class RESTServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.path.strip("/")
+        if Dashboard.owns(path):
+            return await self.dashboard.handle(request)
         route = self.routes.get(path)
         if route is None and path.startswith(_V3_PREFIX):
             route = self._openapi_v3

@@ -1,0 +1,224 @@
+"""One real cluster (a store replica, an API server with its REST port, scheduler, controller
+manager and a simulated-runtime node) and one headless Chromium for the whole package.
+
+Chromium and its driver come from Debian (`chromium`, `chromium-driver`:
+scripts/install-system-deps.sh); Selenium from PyPI (the test extra). Without them the
+browser tests skip, naming what is missing. `K8SEMU_DASHBOARD_DOCS=1` also copies each
+view's screenshot to docs/img/dashboard-<view>.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from k8semu.chaos.events import ChaosEvents
+from k8semu.client import Client
+from tests.support.cluster import k8semu, status, stop_recorded, user_env, write_config
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+NS = "dash"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+T = TypeVar("T")
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    state_dir: Path
+    rest: str  # http://HOST:PORT
+    grpc: list[str]
+
+    @property
+    def dashboard(self) -> str:
+        return f"{self.rest}/dashboard/"
+
+    def request(
+        self, method: str, path: str, body: Any = None, ctype: str = "application/json"
+    ) -> tuple[int, dict[str, Any]]:
+        """A REST call: (HTTP code, JSON body)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.rest + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def ok(self, method: str, path: str, body: Any = None, ctype: str = "application/json") -> Any:
+        code, doc = self.request(method, path, body, ctype)
+        assert code < 300, (method, path, code, doc)
+        return doc
+
+
+def until(
+    what: str,
+    check: Callable[[], T | None],
+    timeout: float = 30.0,
+    note: Callable[[], str] | None = None,
+) -> T:
+    """Poll `check()` until it returns something true (returned); fail naming `what` (and
+    what `note()` says then)."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    said = f"; {note()}" if note is not None else ""
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r}){said}")
+
+
+def _deployment(name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": "nginx:1.25",
+                            "ports": [{"containerPort": 80}],
+                            "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}},
+                            "readinessProbe": {"httpGet": {"path": "/", "port": 80}},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def _seed(c: Cluster) -> None:
+    """What the views show: two Deployments, a NodePort Service, an HPA, chaos Events."""
+    c.ok("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
+    for name, replicas in (("web", 2), ("held", 1)):
+        c.ok("POST", f"/apis/apps/v1/namespaces/{NS}/deployments", _deployment(name, replicas))
+    service = {
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }
+    c.ok("POST", f"/api/v1/namespaces/{NS}/services", service)
+    hpa = {
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1,
+            "maxReplicas": 5,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 50},
+                    },
+                }
+            ],
+        },
+    }
+    c.ok("POST", f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers", hpa)
+    asyncio.run(_chaos_events(c))
+
+
+async def _chaos_events(c: Cluster) -> None:
+    """A short chaos run's record, written as `k8semu chaos` writes it."""
+    async with Client(c.grpc) as client:
+        events = ChaosEvents(client, "test")
+        now = time.time()
+        faults = [
+            {"fault": "kill", "target": "store-s2", "kind": "store", "duration": 0},
+            {"fault": "pause", "target": "scheduler-1", "kind": "scheduler", "duration": 2.0},
+            {"fault": "kill", "target": "kubelet-w1", "kind": "kubelet", "nodes": ["w1"]},
+        ]
+        for i, fault in enumerate(faults):
+            events.fault(i, fault, now - 20 + 5 * i)
+            if i < 2:
+                events.outcome(i, fault, now - 18 + 5 * i + i, 2.0 + i)
+        await events.flush()
+
+
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base = tmp_path_factory.mktemp("dashboard")
+    env = user_env(base)
+    config = write_config(
+        base / "cluster.yaml", name=f"dash-{uuid.uuid4().hex[:6]}", runtime="simulated",
+        addons=False,
+    )  # fmt: skip
+    state_dir = base / "state"
+    try:
+        up = k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach", timeout=120)
+        assert up.returncode == 0, up.stdout + up.stderr
+        st = status(env, state_dir)
+        rest = st["dashboards"][0].removesuffix("/dashboard/")
+        # `up` says where the dashboard is.
+        assert f"dashboard    {rest}/dashboard/" in up.stdout, up.stdout
+        c = Cluster(env, state_dir, rest, list(st["apiServers"]))
+        _seed(c)
+        yield c
+    finally:
+        k8semu(env, "down", "--state-dir", state_dir, timeout=60)
+        stop_recorded([state_dir])
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            pytest.skip(f"no {path}: apt-get install chromium chromium-driver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    # The DevTools network log: what the page sent (its Authorization header).
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", "--disable-extensions"):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="package")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any, str], Path]:
+    """Save a screenshot of the browser's window as <tmp>/dashboard-<name>.png (and in
+    docs/img with K8SEMU_DASHBOARD_DOCS=1)."""
+    where = tmp_path_factory.mktemp("screenshots")
+
+    def save(driver: Any, name: str) -> Path:
+        path = where / f"dashboard-{name}.png"
+        assert driver.save_screenshot(str(path)), path
+        if os.environ.get("K8SEMU_DASHBOARD_DOCS") == "1":
+            shutil.copy(path, DOCS_IMG / path.name)
+        return path
+
+    return save
