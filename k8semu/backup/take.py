@@ -100,9 +100,13 @@ async def take(
                     )
                 await _stream_snapshot(rpc_pb2_grpc.MaintenanceStub(ch), snap, timeout)
             except grpc.aio.AioRpcError as exc:
+                # A leader that loses its quorum steps down under the barrier read: say what
+                # the store lacks, as when no leader answered at all.
+                lost = not member and exc.code() == grpc.StatusCode.UNAVAILABLE
                 raise BackupError(
                     f"snapshot from the store {'member' if member else 'leader'} {endpoint}:"
                     f" {exc.code().name}: {exc.details()}"
+                    + (": a backup needs a store with quorum" if lost else "")
                 ) from exc
         return await asyncio.to_thread(_frame, snap, dest, cluster, endpoint, status)
 

@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
-import termios
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -360,8 +358,15 @@ class ProcessRuntime:
             return Spawned(None, None, plan[0], bytes(plan[1]))
         argv, cwd = plan
         master = slave = -1
+        setsid = shutil.which("setsid") if tty else None
         if tty:
             master, slave = os.openpty()
+            if setsid is not None:
+                # The terminal becomes the new session's controlling one (job control, ^C):
+                # util-linux's `setsid --ctty` does it and execs in place (same pid). Not a
+                # preexec_fn: Python between fork and exec in a process with gRPC threads runs
+                # gRPC's fork handlers, which aborted the child (exit 134).
+                argv = [setsid, "--ctty", *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -370,9 +375,8 @@ class ProcessRuntime:
                 stderr=slave if tty else asyncio.subprocess.PIPE,
                 cwd=cwd,
                 env=dict(launch.env),
-                start_new_session=True,
-                # The terminal becomes the new session's controlling one (job control, ^C).
-                preexec_fn=_take_terminal if tty else None,
+                # setsid makes the session itself (it must not already lead a process group).
+                start_new_session=setsid is None,
             )
         except OSError as exc:
             if tty:
@@ -481,10 +485,6 @@ class ProcessRuntime:
                 if used is not None:
                     snap.containers[(run.pod.metadata.uid, name)] = used
         return snap
-
-
-def _take_terminal() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _exec_failed(launch: Launch, exc: OSError) -> tuple[int, bytes, bytes]:
