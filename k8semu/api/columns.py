@@ -23,6 +23,7 @@ from k8semu.pb.api.v1 import (
     core_pb2,
     meta_pb2,
     policy_pb2,
+    quota_pb2,
     storage_pb2,
 )
 
@@ -265,6 +266,23 @@ def _pdb_row(pdb: policy_pb2.PodDisruptionBudget, now: float) -> list[str]:
         _int_or_string(spec.max_unavailable) if spec.HasField("max_unavailable") else "N/A",
         str(pdb.status.disruptions_allowed),
         age(pdb.metadata.creation_timestamp, now),
+    ]
+
+
+def _quota_row(q: quota_pb2.ResourceQuota, now: float) -> list[str]:
+    # kubectl's: "name: used/hard" per resource, the limits.* ones in LIMIT, sorted.
+    request: list[str] = []
+    limit: list[str] = []
+    for name in sorted(q.status.hard):
+        used = q.status.used.get(name, "0")
+        (limit if name.startswith("limits") else request).append(
+            f"{name}: {used}/{q.status.hard[name]}"
+        )
+    return [
+        q.metadata.name,
+        age(q.metadata.creation_timestamp, now),
+        ", ".join(request),
+        ", ".join(limit),
     ]
 
 
@@ -668,6 +686,7 @@ COLUMNS: dict[str, Columns] = {
         ("NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"), _hpa_row
     ),
     "Lease": Columns(("NAME", "HOLDER", "AGE"), _lease_row),
+    "ResourceQuota": Columns(("NAME", "AGE", "REQUEST", "LIMIT"), _quota_row),
     "PodDisruptionBudget": Columns(
         ("NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"), _pdb_row
     ),

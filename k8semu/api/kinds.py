@@ -21,6 +21,7 @@ from k8semu.pb.api.v1 import coordination_pb2 as coordination
 from k8semu.pb.api.v1 import core_pb2 as core
 from k8semu.pb.api.v1 import metrics_pb2 as metrics
 from k8semu.pb.api.v1 import policy_pb2 as policy
+from k8semu.pb.api.v1 import quota_pb2 as quota
 from k8semu.pb.api.v1 import storage_pb2 as storage
 
 
@@ -150,6 +151,14 @@ KINDS: tuple[Kind, ...] = (
         "pdb",
         policy.PodDisruptionBudget,
         policy.PodDisruptionBudgetList,
+    ),
+    _kind(
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "quota",
+        quota.ResourceQuota,
+        quota.ResourceQuotaList,
     ),
     _kind(
         "coordination.k8s.io/v1", "Lease", "leases", "", coordination.Lease, coordination.LeaseList

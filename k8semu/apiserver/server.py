@@ -158,6 +158,8 @@ class APIServer:
         await self.server.start()
         # Creates check their namespace against this cache (one store round trip, not two).
         self.servicer.watch_caches.get(kinds.for_resource("namespaces"))
+        # Quota admission reads a namespace's quotas from this one.
+        self.servicer.watch_caches.get(kinds.for_resource("resourcequotas"))
         loop = asyncio.get_running_loop()
         self._bootstrap = loop.create_task(self._ensure_namespaces())
         if self.compactor is not None:

@@ -33,7 +33,16 @@ from google.protobuf.message import Message
 
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
-from k8semu.apiserver import allocation, deletion, eviction, patch, registry, repair, txn
+from k8semu.apiserver import (
+    admission,
+    allocation,
+    deletion,
+    eviction,
+    patch,
+    registry,
+    repair,
+    txn,
+)
 from k8semu.apiserver.allocation import DEFAULT_RANGES, Claim, ServiceRanges, Taken
 from k8semu.apiserver.errors import (
     CONFLICT_MESSAGE,
@@ -381,12 +390,11 @@ class APIServicer:
     async def create(
         self, kind: Kind, namespace: str, obj: Message, *, uid: str = "", dry_run: bool = False
     ) -> Message:
-        """Create `obj` (defaulted, validated, system fields set); returns it as stored.
-        `uid` is the client's choice of metadata.uid (a retried create recognises its object
-        by it); empty: a new random one."""
+        """Create `obj` (defaulted, admitted, system fields set); returns it as stored. `uid`:
+        the client's metadata.uid (a retried create recognises its object by it), or ""."""
         strategy = self.registry.strategy(kind)
         strategy.prepare_for_create(obj, namespace=namespace, uid=uid)
-        strategy.validate_create(obj)
+        await admission.admit(self, strategy, obj, dry_run=dry_run)
         if dry_run:
             m = meta(obj)
             if (await self.store.get(key(kind, m.namespace, m.name))).kvs:

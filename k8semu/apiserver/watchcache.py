@@ -538,6 +538,16 @@ class WatchCaches:
             cache.start(hint)
         return cache
 
+    def snapshot(self, kind: Kind, namespace: str) -> list[Message] | None:
+        """The objects of one namespace in the ready cache of `kind` (None: no such cache);
+        possibly stale, so only for writes that compare what they read."""
+        cache = self.caches.get(kind.plural)
+        if cache is None or not cache.ready:
+            return None
+        start = prefix(kind, namespace)
+        kvs = [kv for k, kv in list(cache.objects.items()) if k.startswith(start)]
+        return [decode(kind, kv.value, kv.mod_revision) for kv in kvs]
+
     def end_watches(self) -> None:
         """WatchCache.end_watches of every cache, and of any made from now on."""
         self.ending = True

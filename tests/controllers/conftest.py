@@ -32,6 +32,7 @@ from k8semu.pb.api.v1 import (
     core_pb2,
     meta_pb2,
     policy_pb2,
+    quota_pb2,
     storage_pb2,
 )
 from tests.scheduler.conftest import SchedulerProcess
@@ -132,6 +133,10 @@ _KINDS: tuple[tuple[str, type[Message]], ...] = (
     ("cronjobs", batch_pb2.CronJob),
     ("poddisruptionbudgets", policy_pb2.PodDisruptionBudget),
     ("horizontalpodautoscalers", autoscaling_pb2.HorizontalPodAutoscaler),
+    ("resourcequotas", quota_pb2.ResourceQuota),
+    ("services", core_pb2.Service),
+    ("configmaps", core_pb2.ConfigMap),
+    ("secrets", core_pb2.Secret),
 )
 
 

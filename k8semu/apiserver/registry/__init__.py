@@ -8,6 +8,7 @@
     jobs.py        Job: defaults, the generated selector, checks, immutable fields
     cronjobs.py    CronJob: defaults, schedule and time zone checks
     disruption.py  PodDisruptionBudget: checks
+    quota.py       ResourceQuota: resource names and quantities
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
@@ -41,6 +42,7 @@ from k8semu.apiserver.registry import (
     jobs,
     namespaces,
     pods,
+    quota,
     services,
     statefulsets,
     storage,
@@ -227,6 +229,7 @@ def build(
                 status=True,
             ),
             Strategy(kind=_kind("poddisruptionbudgets"), validate=disruption.validate, status=True),
+            Strategy(kind=_kind("resourcequotas"), validate=quota.validate, status=True),
             Strategy(kind=_kind("leases")),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),
         ]
