@@ -15,6 +15,7 @@ from typing import Any, cast
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from k8semu.api import timestamps
 from k8semu.pb.api.v1 import (
     apps_pb2,
     autoscaling_pb2,
@@ -284,6 +285,10 @@ def _quota_row(q: quota_pb2.ResourceQuota, now: float) -> list[str]:
         ", ".join(request),
         ", ".join(limit),
     ]
+
+
+def _limit_range_row(lr: quota_pb2.LimitRange, now: float) -> list[str]:
+    return [lr.metadata.name, timestamps.format_time(lr.metadata.creation_timestamp)]
 
 
 def _cronjob_row(cj: batch_pb2.CronJob, now: float) -> list[str]:
@@ -686,6 +691,7 @@ COLUMNS: dict[str, Columns] = {
         ("NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"), _hpa_row
     ),
     "Lease": Columns(("NAME", "HOLDER", "AGE"), _lease_row),
+    "LimitRange": Columns(("NAME", "CREATED AT"), _limit_range_row),
     "ResourceQuota": Columns(("NAME", "AGE", "REQUEST", "LIMIT"), _quota_row),
     "PodDisruptionBudget": Columns(
         ("NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"), _pdb_row

@@ -160,6 +160,7 @@ KINDS: tuple[Kind, ...] = (
         quota.ResourceQuota,
         quota.ResourceQuotaList,
     ),
+    _kind("v1", "LimitRange", "limitranges", "limits", quota.LimitRange, quota.LimitRangeList),
     _kind(
         "coordination.k8s.io/v1", "Lease", "leases", "", coordination.Lease, coordination.LeaseList
     ),

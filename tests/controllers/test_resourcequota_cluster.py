@@ -87,3 +87,31 @@ async def test_a_bad_quota_is_refused_and_nothing_written(client: Client, namesp
     assert 'spec.hard[widgets]: Invalid value: "widgets"' in str(bad.value)
     with pytest.raises(NotFound):
         await client.get(quota_pb2.ResourceQuota, "q", namespace=namespace)
+
+
+async def test_limit_range_defaults_satisfy_the_quota_and_bounds_refuse(
+    client: Client, namespace: str
+) -> None:
+    lr = quota_pb2.LimitRange(api_version="v1", kind="LimitRange")
+    lr.metadata.name, lr.metadata.namespace = "lr", namespace
+    lr.spec.limits.add(type="Container", max={"cpu": "1"}, default_request={"cpu": "100m"})
+    await client.create(lr)
+    await client.create(resource_quota(namespace, **{"requests.cpu": "1", "limits.cpu": "2"}))
+    # The LimitRange fills in what the quota requires (admission runs LimitRanger first).
+    created = await client.create(pod(namespace, "defaulted"))
+    res = created.spec.containers[0].resources
+    assert (res.requests["cpu"], res.limits["cpu"]) == ("100m", "1")
+    big = pod(namespace, "big")
+    big.spec.containers[0].resources.limits["cpu"] = "2"
+    with pytest.raises(APIStatusError) as refused:
+        await client.create(big)
+    assert refused.value.message == (
+        'pods "big" is forbidden: maximum cpu usage per Container is 1, but limit is 2'
+    )
+    bad = quota_pb2.LimitRange(api_version="v1", kind="LimitRange")
+    bad.metadata.name, bad.metadata.namespace = "bad", namespace
+    bad.spec.limits.add(type="Container", min={"cpu": "2"}, max={"cpu": "1"})
+    with pytest.raises(Invalid, match="min value 2 is greater than max value 1"):
+        await client.create(bad)
+    with pytest.raises(NotFound):
+        await client.get(quota_pb2.LimitRange, "bad", namespace=namespace)

@@ -2,6 +2,8 @@
 admission chain (mutating plugins, the kind's validation, validating plugins), each plugin
 in a module named for it.
 
+    limitranger.py LimitRanger: fills in a LimitRange's default requests and limits
+               (mutating) and refuses pods and claims outside its bounds (validating)
     quota.py   ResourceQuota: refuses a create that would exceed a quota of its namespace
                and charges the quota's status.used (compare-and-swap) before the write
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from k8semu.apiserver.admission import quota
+from k8semu.apiserver.admission import limitranger, quota
 from k8semu.apiserver.registry.strategy import Strategy
 
 
@@ -19,5 +21,8 @@ async def admit(
 ) -> None:
     """The chain for a create of `obj` (system fields and defaults set): raises the first
     refusal; on a dry run nothing is charged."""
+    limit_ranges = await limitranger.ranges(verbs, strategy.kind, obj)
+    limitranger.default(obj, limit_ranges)
     strategy.validate_create(obj)
+    limitranger.check(strategy.kind, obj, limit_ranges)
     await quota.admit(verbs, strategy.kind, obj, dry_run=dry_run)

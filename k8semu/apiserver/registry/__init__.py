@@ -8,7 +8,7 @@
     jobs.py        Job: defaults, the generated selector, checks, immutable fields
     cronjobs.py    CronJob: defaults, schedule and time zone checks
     disruption.py  PodDisruptionBudget: checks
-    quota.py       ResourceQuota: resource names and quantities
+    quota.py       ResourceQuota, LimitRange: names, quantities, LimitRange's defaults
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
@@ -155,6 +155,18 @@ def _stateful_rows() -> list[Strategy]:
     ]  # fmt: skip
 
 
+def _quota_rows() -> list[Strategy]:
+    """ResourceQuota and LimitRange (registry/quota.py; their admission: apiserver/admission)."""
+    return [
+        Strategy(kind=_kind("resourcequotas"), validate=quota.validate, status=True),
+        Strategy(
+            kind=_kind("limitranges"),
+            defaults=quota.limit_range_defaults,
+            validate=quota.validate_limit_range,
+        ),
+    ]
+
+
 def build(
     ranges: ServiceRanges,
     rng: random.Random | None = None,
@@ -229,7 +241,7 @@ def build(
                 status=True,
             ),
             Strategy(kind=_kind("poddisruptionbudgets"), validate=disruption.validate, status=True),
-            Strategy(kind=_kind("resourcequotas"), validate=quota.validate, status=True),
+            *_quota_rows(),
             Strategy(kind=_kind("leases")),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),
         ]

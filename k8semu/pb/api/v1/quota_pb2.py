@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from k8semu.pb.api.v1 import meta_pb2 as k8semu_dot_api_dot_v1_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19k8semu/api/v1/quota.proto\x12\rk8semu.api.v1\x1a\x18k8semu/api/v1/meta.proto\"\xc3\x01\n\rResourceQuota\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12.\n\x04spec\x18\x04 \x01(\x0b\x32 .k8semu.api.v1.ResourceQuotaSpec\x12\x32\n\x06status\x18\x05 \x01(\x0b\x32\".k8semu.api.v1.ResourceQuotaStatus\"z\n\x11ResourceQuotaSpec\x12\x38\n\x04hard\x18\x01 \x03(\x0b\x32*.k8semu.api.v1.ResourceQuotaSpec.HardEntry\x1a+\n\tHardEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x01\n\x13ResourceQuotaStatus\x12:\n\x04hard\x18\x01 \x03(\x0b\x32,.k8semu.api.v1.ResourceQuotaStatus.HardEntry\x12:\n\x04used\x18\x02 \x03(\x0b\x32,.k8semu.api.v1.ResourceQuotaStatus.UsedEntry\x1a+\n\tHardEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a+\n\tUsedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x11ResourceQuotaList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12+\n\x05items\x18\x04 \x03(\x0b\x32\x1c.k8semu.api.v1.ResourceQuotab\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19k8semu/api/v1/quota.proto\x12\rk8semu.api.v1\x1a\x18k8semu/api/v1/meta.proto\"\xc3\x01\n\rResourceQuota\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12.\n\x04spec\x18\x04 \x01(\x0b\x32 .k8semu.api.v1.ResourceQuotaSpec\x12\x32\n\x06status\x18\x05 \x01(\x0b\x32\".k8semu.api.v1.ResourceQuotaStatus\"z\n\x11ResourceQuotaSpec\x12\x38\n\x04hard\x18\x01 \x03(\x0b\x32*.k8semu.api.v1.ResourceQuotaSpec.HardEntry\x1a+\n\tHardEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x01\n\x13ResourceQuotaStatus\x12:\n\x04hard\x18\x01 \x03(\x0b\x32,.k8semu.api.v1.ResourceQuotaStatus.HardEntry\x12:\n\x04used\x18\x02 \x03(\x0b\x32,.k8semu.api.v1.ResourceQuotaStatus.UsedEntry\x1a+\n\tHardEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a+\n\tUsedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x11ResourceQuotaList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12+\n\x05items\x18\x04 \x03(\x0b\x32\x1c.k8semu.api.v1.ResourceQuota\"\x89\x01\n\nLimitRange\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.k8semu.api.v1.LimitRangeSpec\"?\n\x0eLimitRangeSpec\x12-\n\x06limits\x18\x01 \x03(\x0b\x32\x1d.k8semu.api.v1.LimitRangeItem\"\xe7\x04\n\x0eLimitRangeItem\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x33\n\x03max\x18\x02 \x03(\x0b\x32&.k8semu.api.v1.LimitRangeItem.MaxEntry\x12\x33\n\x03min\x18\x03 \x03(\x0b\x32&.k8semu.api.v1.LimitRangeItem.MinEntry\x12;\n\x07\x64\x65\x66\x61ult\x18\x04 \x03(\x0b\x32*.k8semu.api.v1.LimitRangeItem.DefaultEntry\x12J\n\x0f\x64\x65\x66\x61ult_request\x18\x05 \x03(\x0b\x32\x31.k8semu.api.v1.LimitRangeItem.DefaultRequestEntry\x12X\n\x17max_limit_request_ratio\x18\x06 \x03(\x0b\x32\x37.k8semu.api.v1.LimitRangeItem.MaxLimitRequestRatioEntry\x1a*\n\x08MaxEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08MinEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x44\x65\x66\x61ultEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13\x44\x65\x66\x61ultRequestEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a;\n\x19MaxLimitRequestRatioEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x88\x01\n\x0eLimitRangeList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12(\n\x05items\x18\x04 \x03(\x0b\x32\x19.k8semu.api.v1.LimitRangeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOURCEQUOTASTATUS_HARDENTRY']._serialized_options = b'8\001'
   _globals['_RESOURCEQUOTASTATUS_USEDENTRY']._loaded_options = None
   _globals['_RESOURCEQUOTASTATUS_USEDENTRY']._serialized_options = b'8\001'
+  _globals['_LIMITRANGEITEM_MAXENTRY']._loaded_options = None
+  _globals['_LIMITRANGEITEM_MAXENTRY']._serialized_options = b'8\001'
+  _globals['_LIMITRANGEITEM_MINENTRY']._loaded_options = None
+  _globals['_LIMITRANGEITEM_MINENTRY']._serialized_options = b'8\001'
+  _globals['_LIMITRANGEITEM_DEFAULTENTRY']._loaded_options = None
+  _globals['_LIMITRANGEITEM_DEFAULTENTRY']._serialized_options = b'8\001'
+  _globals['_LIMITRANGEITEM_DEFAULTREQUESTENTRY']._loaded_options = None
+  _globals['_LIMITRANGEITEM_DEFAULTREQUESTENTRY']._serialized_options = b'8\001'
+  _globals['_LIMITRANGEITEM_MAXLIMITREQUESTRATIOENTRY']._loaded_options = None
+  _globals['_LIMITRANGEITEM_MAXLIMITREQUESTRATIOENTRY']._serialized_options = b'8\001'
   _globals['_RESOURCEQUOTA']._serialized_start=71
   _globals['_RESOURCEQUOTA']._serialized_end=266
   _globals['_RESOURCEQUOTASPEC']._serialized_start=268
@@ -53,4 +63,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOURCEQUOTASTATUS_USEDENTRY']._serialized_end=624
   _globals['_RESOURCEQUOTALIST']._serialized_start=627
   _globals['_RESOURCEQUOTALIST']._serialized_end=769
+  _globals['_LIMITRANGE']._serialized_start=772
+  _globals['_LIMITRANGE']._serialized_end=909
+  _globals['_LIMITRANGESPEC']._serialized_start=911
+  _globals['_LIMITRANGESPEC']._serialized_end=974
+  _globals['_LIMITRANGEITEM']._serialized_start=977
+  _globals['_LIMITRANGEITEM']._serialized_end=1592
+  _globals['_LIMITRANGEITEM_MAXENTRY']._serialized_start=1342
+  _globals['_LIMITRANGEITEM_MAXENTRY']._serialized_end=1384
+  _globals['_LIMITRANGEITEM_MINENTRY']._serialized_start=1386
+  _globals['_LIMITRANGEITEM_MINENTRY']._serialized_end=1428
+  _globals['_LIMITRANGEITEM_DEFAULTENTRY']._serialized_start=1430
+  _globals['_LIMITRANGEITEM_DEFAULTENTRY']._serialized_end=1476
+  _globals['_LIMITRANGEITEM_DEFAULTREQUESTENTRY']._serialized_start=1478
+  _globals['_LIMITRANGEITEM_DEFAULTREQUESTENTRY']._serialized_end=1531
+  _globals['_LIMITRANGEITEM_MAXLIMITREQUESTRATIOENTRY']._serialized_start=1533
+  _globals['_LIMITRANGEITEM_MAXLIMITREQUESTRATIOENTRY']._serialized_end=1592
+  _globals['_LIMITRANGELIST']._serialized_start=1595
+  _globals['_LIMITRANGELIST']._serialized_end=1731
 # @@protoc_insertion_point(module_scope)
