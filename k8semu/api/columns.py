@@ -22,6 +22,7 @@ from k8semu.pb.api.v1 import (
     batch_pb2,
     coordination_pb2,
     core_pb2,
+    discovery_pb2,
     meta_pb2,
     policy_pb2,
     quota_pb2,
@@ -289,6 +290,22 @@ def _quota_row(q: quota_pb2.ResourceQuota, now: float) -> list[str]:
 
 def _limit_range_row(lr: quota_pb2.LimitRange, now: float) -> list[str]:
     return [lr.metadata.name, timestamps.format_time(lr.metadata.creation_timestamp)]
+
+
+def _endpoint_slice_row(eps: discovery_pb2.EndpointSlice, now: float) -> list[str]:
+    # kubectl's: port numbers, and the first three addresses then "+ N more...".
+    ports = ",".join(str(p.port) if p.HasField("port") else "<unset>" for p in eps.ports)
+    addresses = [a for ep in eps.endpoints for a in ep.addresses]
+    shown = ",".join(addresses[:3]) + (
+        f" + {len(addresses) - 3} more..." if len(addresses) > 3 else ""
+    )
+    return [
+        eps.metadata.name,
+        eps.address_type,
+        ports or "<unset>",
+        shown or NONE,
+        age(eps.metadata.creation_timestamp, now),
+    ]
 
 
 def _cronjob_row(cj: batch_pb2.CronJob, now: float) -> list[str]:
@@ -691,6 +708,9 @@ COLUMNS: dict[str, Columns] = {
         ("NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"), _hpa_row
     ),
     "Lease": Columns(("NAME", "HOLDER", "AGE"), _lease_row),
+    "EndpointSlice": Columns(
+        ("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), _endpoint_slice_row
+    ),
     "LimitRange": Columns(("NAME", "CREATED AT"), _limit_range_row),
     "ResourceQuota": Columns(("NAME", "AGE", "REQUEST", "LIMIT"), _quota_row),
     "PodDisruptionBudget": Columns(

@@ -30,6 +30,7 @@ from k8semu.pb.api.v1 import (
     autoscaling_pb2,
     batch_pb2,
     core_pb2,
+    discovery_pb2,
     meta_pb2,
     policy_pb2,
     quota_pb2,
@@ -137,6 +138,7 @@ _KINDS: tuple[tuple[str, type[Message]], ...] = (
     ("services", core_pb2.Service),
     ("configmaps", core_pb2.ConfigMap),
     ("secrets", core_pb2.Secret),
+    ("endpointslices", discovery_pb2.EndpointSlice),
 )
 
 

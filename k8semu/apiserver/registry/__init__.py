@@ -9,6 +9,7 @@
     cronjobs.py    CronJob: defaults, schedule and time zone checks
     disruption.py  PodDisruptionBudget: checks
     quota.py       ResourceQuota, LimitRange: names, quantities, LimitRange's defaults
+    discovery.py   EndpointSlice: checks, the immutable addressType
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
@@ -38,6 +39,7 @@ from k8semu.apiserver.objects import resolve
 from k8semu.apiserver.registry import (
     autoscaling,
     cronjobs,
+    discovery,
     disruption,
     jobs,
     namespaces,
@@ -156,13 +158,19 @@ def _stateful_rows() -> list[Strategy]:
 
 
 def _quota_rows() -> list[Strategy]:
-    """ResourceQuota and LimitRange (registry/quota.py; their admission: apiserver/admission)."""
+    """ResourceQuota and LimitRange (registry/quota.py; their admission: apiserver/admission),
+    and EndpointSlice (in KINDS' order)."""
     return [
         Strategy(kind=_kind("resourcequotas"), validate=quota.validate, status=True),
         Strategy(
             kind=_kind("limitranges"),
             defaults=quota.limit_range_defaults,
             validate=quota.validate_limit_range,
+        ),
+        Strategy(
+            kind=_kind("endpointslices"),
+            validate=discovery.validate,
+            validate_update=discovery.validate_update,
         ),
     ]
 
