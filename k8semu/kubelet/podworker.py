@@ -439,11 +439,7 @@ class PodWorker:
     async def _wait_exit(self, rec: ContainerRecord, handle: ContainerHandle) -> None:
         info = await asyncio.shield(handle.exited)
         if rec.handle is handle:
-            runtime = self.host.runtime
-            path = rec.spec.termination_message_path
-            message_file = runtime.termination_file(self.uid, path) if path else None
-            log_file = runtime.log_path(self.uid, rec.name, handle.restart)
-            info = termination.with_message(info, rec.spec, message_file, log_file)
+            info = termination.of_run(self.host.runtime, self.uid, rec.spec, handle.restart, info)
             self._ended(rec, info, handle.started_at, handle.container_id)
 
     def _ended(self, rec: ContainerRecord, info: ExitInfo, started_at: float, cid: str) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from k8semu.kubelet.runtime import ExitInfo
+from k8semu.kubelet.runtime import ExitInfo, Runtime
 from k8semu.pb.api.v1 import core_pb2
 
 MAX_BYTES = 4096
@@ -61,3 +61,14 @@ def with_message(
     ):
         message = _read_tail(log)
     return dataclasses.replace(info, message=message) if message else info
+
+
+def of_run(
+    runtime: Runtime, uid: str, container: core_pb2.Container, restart: int, info: ExitInfo
+) -> ExitInfo:
+    """`info` of run `restart` of `container` (pod `uid`) with its termination message."""
+    path = container.termination_message_path
+    message_file = runtime.termination_file(uid, path) if path else None
+    return with_message(
+        info, container, message_file, runtime.log_path(uid, container.name, restart)
+    )
