@@ -70,6 +70,9 @@ class Verbs:
     def snapshot(self, kind: Any, namespace: str) -> list[Message] | None:
         return self.cache
 
+    def confirm_empty(self, kind: Any, namespace: str) -> None:
+        pass
+
     async def list_objects(self, kind: Any, namespace: str, label_selector: str) -> list[Message]:
         await asyncio.sleep(0)  # another create may run here, as with a real store
         return [_copy(o) for (plural, _), o in self.objects.items() if plural == kind.plural]

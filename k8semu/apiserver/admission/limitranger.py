@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
 from k8semu.api.quantity import Quantity, canonical, format_quantity, parse_quantity
-from k8semu.apiserver.admission.quota import Verbs
+from k8semu.apiserver.admission.quota import Verbs, live
 from k8semu.apiserver.errors import FailedPrecondition
 from k8semu.apiserver.objects import describe, meta
 from k8semu.pb.api.v1 import core_pb2, quota_pb2
@@ -42,7 +42,7 @@ async def ranges(verbs: Verbs, kind: Kind, obj: Message) -> list[quota_pb2.Limit
     namespace = meta(obj).namespace
     found = verbs.watch_caches.snapshot(lr_kind, namespace)
     if found is None:
-        found = await verbs.list_objects(lr_kind, namespace, "")
+        found = await live(verbs, lr_kind, namespace)
     return cast(list[quota_pb2.LimitRange], found)
 
 

@@ -36,6 +36,8 @@ class Snapshots(Protocol):
 
     def snapshot(self, kind: Kind, namespace: str) -> list[Message] | None: ...
 
+    def confirm_empty(self, kind: Kind, namespace: str) -> None: ...
+
 
 class Verbs(Protocol):
     """What admission needs of the API server's verbs (service.APIServicer)."""
@@ -54,6 +56,15 @@ class Verbs(Protocol):
 
 class Exceeded(Exception):
     """A quota would be exceeded; the message is Kubernetes' reason."""
+
+
+async def live(verbs: Verbs, kind: Kind, namespace: str) -> list[Message]:
+    """The namespace's objects of `kind` from the store (and, when there are none, the
+    watch caches told so)."""
+    found = await verbs.list_objects(kind, namespace, "")
+    if not found:
+        verbs.watch_caches.confirm_empty(kind, namespace)
+    return found
 
 
 def _forbidden(kind: Kind, name: str, why: str) -> FailedPrecondition:
@@ -109,7 +120,7 @@ async def admit(verbs: Verbs, kind: Kind, obj: Message, *, dry_run: bool = False
     quotas = verbs.watch_caches.snapshot(quota_kind, namespace)
     for _ in range(_ATTEMPTS):
         if quotas is None:
-            quotas = await verbs.list_objects(quota_kind, namespace, "")
+            quotas = await live(verbs, quota_kind, namespace)
         mine = [
             q for q in cast(list[quota_pb2.ResourceQuota], quotas) if q.metadata.uid not in charged
         ]
