@@ -100,6 +100,9 @@ class ResourceQuotaController:
             self._enqueue(quota)
 
     def _updated(self, old: Message, new: Message) -> None:
+        namespace = getattr(new, "metadata").namespace  # noqa: B009
+        if not self.quotas.cache.by_index(NAMESPACE_INDEX, namespace):
+            return
         if rq.usage(old) != rq.usage(new):  # most pod updates (status) change no usage
             self._namespace_changed(new)
 

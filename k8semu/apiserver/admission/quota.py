@@ -28,6 +28,7 @@ from k8semu.apiserver.errors import Conflict, FailedPrecondition
 from k8semu.apiserver.objects import describe, meta
 from k8semu.pb.api.v1 import core_pb2, quota_pb2
 
+_QUOTAS = kinds.for_message(quota_pb2.ResourceQuota)
 _ATTEMPTS = 16  # the quotas changed under us (other creates, the controller): decide again
 
 
@@ -111,16 +112,17 @@ def _required(kind: Kind, obj: Message, quotas: Sequence[quota_pb2.ResourceQuota
 async def admit(verbs: Verbs, kind: Kind, obj: Message, *, dry_run: bool = False) -> None:
     """Refuse `obj` (defaulted and valid, not yet written) when a quota would be exceeded;
     otherwise charge every quota that limits what it uses (not on a dry run)."""
-    requested = rq.usage(obj)
-    if not kind.namespaced or not requested:
+    if not kind.namespaced:
         return
-    quota_kind = kinds.for_message(quota_pb2.ResourceQuota)
     namespace, name = meta(obj).namespace, meta(obj).name
+    quotas = verbs.watch_caches.snapshot(_QUOTAS, namespace)
+    if quotas is None:
+        quotas = await live(verbs, _QUOTAS, namespace)
+    requested = rq.usage(obj) if quotas else {}  # counting costs: most namespaces have none
     charged: set[str] = set()
-    quotas = verbs.watch_caches.snapshot(quota_kind, namespace)
-    for _ in range(_ATTEMPTS):
+    for _ in range(_ATTEMPTS if requested else 0):
         if quotas is None:
-            quotas = await live(verbs, quota_kind, namespace)
+            quotas = await live(verbs, _QUOTAS, namespace)
         mine = [
             q for q in cast(list[quota_pb2.ResourceQuota], quotas) if q.metadata.uid not in charged
         ]
@@ -138,10 +140,11 @@ async def admit(verbs: Verbs, kind: Kind, obj: Message, *, dry_run: bool = False
             for stored, new in updates:
                 if new is not None:
                     rv = int(stored.metadata.resource_version)
-                    await verbs.update_object(quota_kind, stored, rv, new, status=True)
+                    await verbs.update_object(_QUOTAS, stored, rv, new, status=True)
                 charged.add(stored.metadata.uid)
         except Conflict:
             quotas = None  # stale (the cache's or a concurrent charge): read the store
             continue
         return
-    raise Conflict(f"{describe(kind, name)}: its namespace's quotas kept changing; try again")
+    if requested:
+        raise Conflict(f"{describe(kind, name)}: its namespace's quotas kept changing; try again")
