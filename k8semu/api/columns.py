@@ -15,14 +15,17 @@ from typing import Any, cast
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from k8semu.api import timestamps
 from k8semu.pb.api.v1 import (
     apps_pb2,
     autoscaling_pb2,
     batch_pb2,
     coordination_pb2,
     core_pb2,
+    discovery_pb2,
     meta_pb2,
     policy_pb2,
+    quota_pb2,
     scheduling_pb2,
     storage_pb2,
 )
@@ -266,6 +269,43 @@ def _pdb_row(pdb: policy_pb2.PodDisruptionBudget, now: float) -> list[str]:
         _int_or_string(spec.max_unavailable) if spec.HasField("max_unavailable") else "N/A",
         str(pdb.status.disruptions_allowed),
         age(pdb.metadata.creation_timestamp, now),
+    ]
+
+
+def _quota_row(q: quota_pb2.ResourceQuota, now: float) -> list[str]:
+    # kubectl's: "name: used/hard" per resource, the limits.* ones in LIMIT, sorted.
+    request: list[str] = []
+    limit: list[str] = []
+    for name in sorted(q.status.hard):
+        used = q.status.used.get(name, "0")
+        (limit if name.startswith("limits") else request).append(
+            f"{name}: {used}/{q.status.hard[name]}"
+        )
+    return [
+        q.metadata.name,
+        age(q.metadata.creation_timestamp, now),
+        ", ".join(request),
+        ", ".join(limit),
+    ]
+
+
+def _limit_range_row(lr: quota_pb2.LimitRange, now: float) -> list[str]:
+    return [lr.metadata.name, timestamps.format_time(lr.metadata.creation_timestamp)]
+
+
+def _endpoint_slice_row(eps: discovery_pb2.EndpointSlice, now: float) -> list[str]:
+    # kubectl's: port numbers, and the first three addresses then "+ N more...".
+    ports = ",".join(str(p.port) if p.HasField("port") else "<unset>" for p in eps.ports)
+    addresses = [a for ep in eps.endpoints for a in ep.addresses]
+    shown = ",".join(addresses[:3]) + (
+        f" + {len(addresses) - 3} more..." if len(addresses) > 3 else ""
+    )
+    return [
+        eps.metadata.name,
+        eps.address_type,
+        ports or "<unset>",
+        shown or NONE,
+        age(eps.metadata.creation_timestamp, now),
     ]
 
 
@@ -682,6 +722,11 @@ COLUMNS: dict[str, Columns] = {
     "PriorityClass": Columns(
         ("NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"), _priorityclass_row
     ),
+    "EndpointSlice": Columns(
+        ("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), _endpoint_slice_row
+    ),
+    "LimitRange": Columns(("NAME", "CREATED AT"), _limit_range_row),
+    "ResourceQuota": Columns(("NAME", "AGE", "REQUEST", "LIMIT"), _quota_row),
     "PodDisruptionBudget": Columns(
         ("NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"), _pdb_row
     ),

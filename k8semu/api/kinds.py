@@ -21,8 +21,10 @@ from k8semu.pb.api.v1 import autoscaling_pb2 as autoscaling
 from k8semu.pb.api.v1 import batch_pb2 as batch
 from k8semu.pb.api.v1 import coordination_pb2 as coordination
 from k8semu.pb.api.v1 import core_pb2 as core
+from k8semu.pb.api.v1 import discovery_pb2 as discovery
 from k8semu.pb.api.v1 import metrics_pb2 as metrics
 from k8semu.pb.api.v1 import policy_pb2 as policy
+from k8semu.pb.api.v1 import quota_pb2 as quota
 from k8semu.pb.api.v1 import rbac_pb2 as rbac
 from k8semu.pb.api.v1 import scheduling_pb2 as scheduling
 from k8semu.pb.api.v1 import storage_pb2 as storage
@@ -173,6 +175,23 @@ KINDS: tuple[Kind, ...] = (
         scheduling.PriorityClass,
         scheduling.PriorityClassList,
         namespaced=False,
+    ),
+    _kind(
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "quota",
+        quota.ResourceQuota,
+        quota.ResourceQuotaList,
+    ),
+    _kind("v1", "LimitRange", "limitranges", "limits", quota.LimitRange, quota.LimitRangeList),
+    _kind(
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        "endpointslices",
+        "",
+        discovery.EndpointSlice,
+        discovery.EndpointSliceList,
     ),
     _kind(
         "coordination.k8s.io/v1", "Lease", "leases", "", coordination.Lease, coordination.LeaseList

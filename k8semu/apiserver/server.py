@@ -170,6 +170,9 @@ class APIServer:
         await self.server.start()
         # Creates check their namespace against this cache (one store round trip, not two).
         self.servicer.watch_caches.get(kinds.for_resource("namespaces"))
+        # Admission reads a namespace's quotas and limit ranges from these.
+        self.servicer.watch_caches.get(kinds.for_resource("resourcequotas"))
+        self.servicer.watch_caches.get(kinds.for_resource("limitranges"))
         loop = asyncio.get_running_loop()
         self._bootstrap = loop.create_task(self._ensure_namespaces())
         if self.compactor is not None:

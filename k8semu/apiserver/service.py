@@ -34,6 +34,7 @@ from google.protobuf.message import Message
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
 from k8semu.apiserver import (
+    admission,
     allocation,
     deletion,
     eviction,
@@ -462,11 +463,11 @@ class APIServicer:
         self, kind: Kind, namespace: str, obj: Message, *, uid: str = "", dry_run: bool = False
     ) -> Message:
         """Create `obj` (defaulted, admitted, validated, system fields set); returns it as
-        stored. `uid`: the client's metadata.uid (a retry recognises its object by it)."""
+        stored. `uid`: the client's metadata.uid (a retried create recognises its object by it)."""
         strategy = self.registry.strategy(kind)
         strategy.prepare_for_create(obj, namespace=namespace, uid=uid)
-        await strategy.admit(self, obj)
-        strategy.validate_create(obj)
+        await strategy.admit(self, obj)  # the kind's own (a pod's priority)
+        await admission.admit(self, strategy, obj, dry_run=dry_run)  # LimitRanger, quota
         if dry_run:
             m = meta(obj)
             if (await self.store.get(key(kind, m.namespace, m.name))).kvs:

@@ -521,6 +521,9 @@ class WatchCache:
             call.cancel()
 
 
+EMPTY_TTL = 30.0  # seconds a store's "none in this namespace" stands in for the cache's
+
+
 class WatchCaches:
     """The caches of one API server, one per kind, created on first use."""
 
@@ -529,6 +532,7 @@ class WatchCaches:
         self.config = config
         self.caches: dict[str, WatchCache] = {}
         self.ending = False
+        self._empty: dict[tuple[str, str], float] = {}  # (plural, namespace) -> when
 
     def get(self, kind: Kind, hint: int = 0) -> WatchCache:
         cache = self.caches.get(kind.plural)
@@ -537,6 +541,27 @@ class WatchCaches:
             cache.ending = self.ending
             cache.start(hint)
         return cache
+
+    def snapshot(self, kind: Kind, namespace: str) -> list[Message] | None:
+        """The objects of one namespace in the ready cache of `kind`; possibly stale, so only
+        for writes that compare what they read. None (ask the store) when there is no such
+        cache, or it has none there and the store has not said so in the last
+        EMPTY_TTL seconds (`confirm_empty`): an object written a moment ago may not have
+        reached the cache yet, and "none" is the answer that would let a write skip it
+        (Kubernetes' quota admission does the same live lookup)."""
+        cache = self.caches.get(kind.plural)
+        if cache is None or not cache.ready:
+            return None
+        start = prefix(kind, namespace)
+        kvs = [kv for k, kv in list(cache.objects.items()) if k.startswith(start)]
+        seen = self._empty.get((kind.plural, namespace), -EMPTY_TTL)
+        if not kvs and time.monotonic() - seen >= EMPTY_TTL:
+            return None
+        return [decode(kind, kv.value, kv.mod_revision) for kv in kvs]
+
+    def confirm_empty(self, kind: Kind, namespace: str) -> None:
+        """The store has just said the namespace has no object of `kind`."""
+        self._empty[(kind.plural, namespace)] = time.monotonic()
 
     def end_watches(self) -> None:
         """WatchCache.end_watches of every cache, and of any made from now on."""

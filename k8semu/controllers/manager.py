@@ -49,6 +49,8 @@ REGISTRY: dict[str, str] = {
     "garbagecollector": "k8semu.controllers.gc:GarbageCollector",
     "nodeipam": "k8semu.controllers.nodeipam:NodeIPAMController",
     "endpoints": "k8semu.controllers.endpoints:EndpointsController",
+    "endpointslice": "k8semu.controllers.endpointslice:EndpointSliceController",
+    "resourcequota": "k8semu.controllers.resourcequota:ResourceQuotaController",
     "horizontalpodautoscaling": (
         "k8semu.controllers.podautoscaler:HorizontalPodAutoscalerController"
     ),

@@ -25,6 +25,7 @@ from k8semu.api import timestamps
 from k8semu.client import ClientError
 from k8semu.client.events import NORMAL, WARNING, EventRecorder
 from k8semu.kubelet import metrics as kubelet_metrics
+from k8semu.kubelet import termination
 from k8semu.kubelet.backoff import Backoff
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, NoCommand, PodFacts, command_line, container_env
@@ -373,6 +374,7 @@ class PodWorker:
             env={**self.host.base_env(), **env},
             working_dir=rec.spec.working_dir,
             resources=Resources.of(rec.spec),
+            termination_message_path=rec.spec.termination_message_path,
         )
         return launch, files
 
@@ -439,6 +441,7 @@ class PodWorker:
     async def _wait_exit(self, rec: ContainerRecord, handle: ContainerHandle) -> None:
         info = await asyncio.shield(handle.exited)
         if rec.handle is handle:
+            info = termination.of_run(self.host.runtime, self.uid, rec.spec, handle.restart, info)
             self._ended(rec, info, handle.started_at, handle.container_id)
 
     def _ended(self, rec: ContainerRecord, info: ExitInfo, started_at: float, cid: str) -> None:

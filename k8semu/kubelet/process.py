@@ -197,11 +197,22 @@ class ProcessRuntime:
     def log_path(self, uid: str, container: str, restart: int) -> Path | None:
         return self.pod_dir(uid) / container / f"{restart}.log"
 
+    def termination_file(self, uid: str, path: str) -> Path | None:
+        try:
+            return self._inside(uid, path, what="terminationMessagePath")
+        except StartError:
+            return None
+
     async def start(self, launch: Launch) -> ContainerHandle:
         cdir = self.pod_dir(launch.pod_uid) / launch.container
         cdir.mkdir(parents=True, exist_ok=True)
         cwd = self._inside(launch.pod_uid, launch.working_dir, what="workingDir")
         cwd.mkdir(parents=True, exist_ok=True)
+        if launch.termination_message_path:  # each run's message is its own
+            where = self._inside(launch.pod_uid, launch.termination_message_path,
+                                 what="terminationMessagePath")  # fmt: skip
+            where.parent.mkdir(parents=True, exist_ok=True)
+            where.write_bytes(b"")
         # Images find their absolute paths (/usr/share/nginx/html, ...) under K8SEMU_ROOT.
         env = {"K8SEMU_ROOT": str(self.pod_dir(launch.pod_uid)), **launch.env}
         # Checked here because the shell in front (cgroup, rlimit) would turn a missing

@@ -103,6 +103,7 @@ class Launch:
     argv: Sequence[str]
     env: Mapping[str, str]
     working_dir: str = ""  # relative to the pod directory; "" = the pod directory
+    termination_message_path: str = ""  # emptied at the start (relative to the pod directory)
     resources: Resources = field(default_factory=Resources)
 
 
@@ -219,6 +220,10 @@ class Runtime(Protocol):
         ...
 
     def log_path(self, uid: str, container: str, restart: int) -> Path | None: ...
+
+    def termination_file(self, uid: str, path: str) -> Path | None:
+        """Where a container's terminationMessagePath is on this node (None: nowhere)."""
+        ...
 
     def recover(self) -> dict[str, RecoveredPod]:
         """Pods found from an earlier kubelet run, by uid (live containers as handles)."""

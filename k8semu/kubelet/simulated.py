@@ -118,6 +118,9 @@ class SimulatedRuntime:
     def log_path(self, uid: str, container: str, restart: int) -> Path | None:
         return None
 
+    def termination_file(self, uid: str, path: str) -> Path | None:
+        return None
+
     def recover(self) -> dict[str, RecoveredPod]:
         return {}
 

@@ -30,8 +30,10 @@ from k8semu.pb.api.v1 import (
     autoscaling_pb2,
     batch_pb2,
     core_pb2,
+    discovery_pb2,
     meta_pb2,
     policy_pb2,
+    quota_pb2,
     storage_pb2,
 )
 from tests.scheduler.conftest import SchedulerProcess
@@ -132,6 +134,11 @@ _KINDS: tuple[tuple[str, type[Message]], ...] = (
     ("cronjobs", batch_pb2.CronJob),
     ("poddisruptionbudgets", policy_pb2.PodDisruptionBudget),
     ("horizontalpodautoscalers", autoscaling_pb2.HorizontalPodAutoscaler),
+    ("resourcequotas", quota_pb2.ResourceQuota),
+    ("services", core_pb2.Service),
+    ("configmaps", core_pb2.ConfigMap),
+    ("secrets", core_pb2.Secret),
+    ("endpointslices", discovery_pb2.EndpointSlice),
 )
 
 

@@ -9,6 +9,8 @@
     cronjobs.py    CronJob: defaults, schedule and time zone checks
     disruption.py  PodDisruptionBudget: checks
     scheduling.py  PriorityClass: defaults, checks; a pod spec's scheduling fields' checks
+    quota.py       ResourceQuota, LimitRange: names, quantities, LimitRange's defaults
+    discovery.py   EndpointSlice: checks, the immutable addressType
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
@@ -40,10 +42,12 @@ from k8semu.apiserver.objects import resolve
 from k8semu.apiserver.registry import (
     autoscaling,
     cronjobs,
+    discovery,
     disruption,
     jobs,
     namespaces,
     pods,
+    quota,
     rbac,
     scheduling,
     services,
@@ -198,6 +202,24 @@ def _rbac_rows() -> list[Strategy]:
     ]
 
 
+def _quota_rows() -> list[Strategy]:
+    """ResourceQuota and LimitRange (registry/quota.py; their admission: apiserver/admission),
+    and EndpointSlice (in KINDS' order)."""
+    return [
+        Strategy(kind=_kind("resourcequotas"), validate=quota.validate, status=True),
+        Strategy(
+            kind=_kind("limitranges"),
+            defaults=quota.limit_range_defaults,
+            validate=quota.validate_limit_range,
+        ),
+        Strategy(
+            kind=_kind("endpointslices"),
+            validate=discovery.validate,
+            validate_update=discovery.validate_update,
+        ),
+    ]
+
+
 def build(
     ranges: ServiceRanges,
     rng: random.Random | None = None,
@@ -271,6 +293,7 @@ def build(
                 status=True,
             ),
             *_policy_rows(),
+            *_quota_rows(),
             Strategy(kind=_kind("leases")),
             *_rbac_rows(),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),

@@ -23,6 +23,10 @@ _TERMINAL_PHASES = ("Succeeded", "Failed")
 _RESTART_POLICIES = ("Always", "OnFailure", "Never")
 
 
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_POLICIES = ("File", "FallbackToLogsOnError")
+
+
 def default_spec(spec: core_pb2.PodSpec, *, restart_policy: str = "Always") -> None:
     """Kubernetes' pod spec defaults; `restart_policy` "" leaves an unset policy unset (a
     Job's template must name OnFailure or Never itself)."""
@@ -35,6 +39,9 @@ def default_spec(spec: core_pb2.PodSpec, *, restart_policy: str = "Always") -> N
     if not spec.scheduler_name:
         spec.scheduler_name = "default-scheduler"
     for container in [*spec.init_containers, *spec.containers]:
+        container.termination_message_path = container.termination_message_path or TERMINATION_LOG
+        if not container.termination_message_policy:
+            container.termination_message_policy = "File"
         for port in container.ports:
             if not port.protocol:
                 port.protocol = "TCP"
@@ -107,6 +114,12 @@ def validate_spec(spec: core_pb2.PodSpec, path: str) -> Iterator[FieldError]:
                 yield FieldError(
                     f"{where}.ports[{j}].protocol", f"Unsupported value: {port.protocol!r}"
                 )
+        if c.termination_message_policy not in ("", *TERMINATION_POLICIES):
+            yield FieldError(
+                f"{where}.terminationMessagePolicy",
+                f'Unsupported value: "{c.termination_message_policy}": supported values:'
+                ' "File", "FallbackToLogsOnError"',
+            )
         grace = spec.termination_grace_period_seconds
         yield from _container_handlers(c, where, grace if grace >= 0 else DEFAULT_GRACE_SECONDS)
     if spec.restart_policy not in _RESTART_POLICIES:

@@ -702,11 +702,19 @@ class Container(_message.Message):
     STARTUP_PROBE_FIELD_NUMBER: _builtins.int
     IMAGE_PULL_POLICY_FIELD_NUMBER: _builtins.int
     LIFECYCLE_FIELD_NUMBER: _builtins.int
+    TERMINATION_MESSAGE_PATH_FIELD_NUMBER: _builtins.int
+    TERMINATION_MESSAGE_POLICY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     working_dir: _builtins.str
     image_pull_policy: _builtins.str
     """Always, IfNotPresent, Never"""
+    termination_message_path: _builtins.str
+    """Read by the kubelet when the container ends (under the pod's root; default
+    /dev/termination-log), into state.terminated.message.
+    """
+    termination_message_policy: _builtins.str
+    """File (default), FallbackToLogsOnError"""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -747,10 +755,12 @@ class Container(_message.Message):
         startup_probe: Global___Probe | None = ...,
         image_pull_policy: _builtins.str = ...,
         lifecycle: Global___Lifecycle | None = ...,
+        termination_message_path: _builtins.str = ...,
+        termination_message_policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "resources", b"resources", "startup_probe", b"startup_probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "env_from", b"env_from", "image", b"image", "image_pull_policy", b"image_pull_policy", "lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "resources", b"resources", "startup_probe", b"startup_probe", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "env_from", b"env_from", "image", b"image", "image_pull_policy", b"image_pull_policy", "lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "resources", b"resources", "startup_probe", b"startup_probe", "termination_message_path", b"termination_message_path", "termination_message_policy", b"termination_message_policy", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
