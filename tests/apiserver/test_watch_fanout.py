@@ -176,11 +176,14 @@ async def test_many_watchers_share_one_store_watch(
         with proxy.lock:
             keys = list(proxy.watch_keys)
         # One store watch for 200 client watches (and the ones every server keeps for its
-        # admission: namespaces for creates, PriorityClasses for pods' priority).
+        # admission: namespaces for creates, PriorityClasses for pods' priority, LimitRanges
+        # and ResourceQuotas).
         assert sorted(keys) == [
+            b"/registry/limitranges/",
             b"/registry/namespaces/",
             b"/registry/pods/",
             b"/registry/priorityclasses/",
+            b"/registry/resourcequotas/",
         ]
     finally:
         for ch in channels:
