@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from k8semu import transport
 from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc, coordination_pb2, core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
@@ -37,12 +38,17 @@ SERVING = "SERVING"
 class Probes:
     """Cached channels to components, and the questions the launcher and ``status`` ask."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: transport.ClientTLS | None = None) -> None:
+        """`tls`: the CA and client certificate to ask TLS components with (None: plain)."""
         self._channels: dict[str, grpc.Channel] = {}
+        self._credentials = None if tls is None else transport.channel_credentials(tls)
 
     def channel(self, address: str) -> grpc.Channel:
         ch = self._channels.get(address)
-        if ch is None:
+        if ch is None and self._credentials is not None:
+            ch = grpc.secure_channel(address, self._credentials, options=_CHANNEL_OPTIONS)
+            self._channels[address] = ch
+        elif ch is None:
             ch = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
             self._channels[address] = ch
         return ch
