@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,15 +203,19 @@ class ServerTLS:
     require_client_cert: bool = False
 
 
+PEM = Path | bytes
+"""A PEM file, or its bytes (a kubeconfig's `...-data`, decoded)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientTLS:
     """A client's TLS: the CA that signed the servers' certificates, its own certificate and
     key for mutual TLS (none: it proves nothing), and `server_name`, the name checked against
     the server's certificate when not the dialled host (a channel over several servers)."""
 
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: PEM
+    cert_file: PEM | None = None
+    key_file: PEM | None = None
     server_name: str | None = None
 
     def __post_init__(self) -> None:
@@ -222,7 +227,9 @@ class TLSError(ValueError):
     """A certificate, key or CA file that cannot be used; the message names the file."""
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: PEM, what: str) -> bytes:
+    if isinstance(path, bytes):
+        return path
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -265,12 +272,26 @@ def client_ssl_context(tls: ClientTLS) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        ctx.load_verify_locations(cafile=tls.ca_file)
+        ctx.load_verify_locations(cadata=_read(tls.ca_file, "CA").decode())
         if tls.cert_file is not None and tls.key_file is not None:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise TLSError(f"CA {tls.ca_file} / certificate {tls.cert_file}: {exc}") from exc
+            _load_chain(ctx, tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError, UnicodeDecodeError) as exc:
+        raise TLSError(f"CA / client certificate: {exc}") from exc
     return ctx
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: PEM, key: PEM) -> None:
+    if isinstance(cert, Path) and isinstance(key, Path):
+        ctx.load_cert_chain(cert, key)
+        return
+    # `ssl` loads a certificate and key only from files: PEM bytes go through a private
+    # temporary directory that is gone again once loaded.
+    with tempfile.TemporaryDirectory(prefix="k8semu-tls-") as tmp:
+        cert_path, key_path = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+        cert_path.write_bytes(_read(cert, "certificate"))
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(_read(key, "key"))
+        ctx.load_cert_chain(cert_path, key_path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,11 @@ class APIServerConfig:
     # metrics-server's --metric-resolution: the kubelets are scraped this often for the
     # metrics.k8s.io kinds; 0 serves no resource metrics.
     metric_resolution: float = DEFAULT_RESOLUTION
+    # TLS of the gRPC and REST listeners (--tls-cert-file, --tls-private-key-file,
+    # --client-ca-file) and of the store client (--etcd-cafile, --etcd-certfile,
+    # --etcd-keyfile); None: plain text.
+    tls: transport.ServerTLS | None = None
+    store_tls: transport.ClientTLS | None = None
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -95,7 +100,9 @@ def advertise_ip(config: APIServerConfig) -> str:
 class APIServer:
     def __init__(self, config: APIServerConfig) -> None:
         self.config = config
-        self.store = Store(config.store_endpoints, deadline=config.store_deadline)
+        self.store = Store(
+            config.store_endpoints, deadline=config.store_deadline, tls=config.store_tls
+        )
         self.resource_metrics: ResourceMetrics | None = None
         if config.metric_resolution > 0:
             self.resource_metrics = ResourceMetrics(
@@ -127,7 +134,9 @@ class APIServer:
         self.port = 0
         self.rest: RESTServer | None = None
         if config.rest_address:
-            self.rest = RESTServer(self.servicer, config.rest_address, lambda: self._serving)
+            self.rest = RESTServer(
+                self.servicer, config.rest_address, lambda: self._serving, tls=config.tls
+            )
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None
         self._serving = False  # set once the kubernetes Endpoints may list this server
@@ -146,7 +155,9 @@ class APIServer:
         return cast(list[core_pb2.Pod], found)
 
     async def start(self) -> None:
-        self.port = transport.bind(self.server, self.config.listen_address, flag="--listen-address")
+        self.port = transport.bind(
+            self.server, self.config.listen_address, flag="--listen-address", tls=self.config.tls
+        )
         if self.rest is not None:
             await self.rest.start()
         self.kubernetes_service = KubernetesService(

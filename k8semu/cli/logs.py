@@ -58,7 +58,7 @@ def pod_name(text: str) -> str:
 
 async def kubelet_endpoint(target: _kubeconfig.Target, namespace: str, pod: str) -> str:
     """The address of the kubelet running `pod`."""
-    async with Client(list(target.servers)) as client:
+    async with Client(list(target.servers), tls=target.tls()) as client:
         try:
             obj = await client.get(core_pb2.Pod, pod, namespace=namespace)
         except NotFound:

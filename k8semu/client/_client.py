@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import json
 import time
 import uuid
@@ -117,8 +118,13 @@ class Client:
         *,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         retries: Retries = DEFAULT_RETRIES,
-        channel_factory: ChannelFactory = transport.channel,
+        channel_factory: ChannelFactory | None = None,
+        tls: transport.ClientTLS | None = None,
     ) -> None:
+        """`tls`: the cluster CA and this client's certificate (None: plain text);
+        `channel_factory` replaces `transport.channel` (a test's)."""
+        if channel_factory is None:
+            channel_factory = functools.partial(transport.channel, tls=tls)
         addresses = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not addresses:
             raise ValueError("endpoints: at least one API server address is needed")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from k8semu import pki
-from k8semu.cluster.processes import MemberTLS
+from k8semu.cluster.processes import K8semuStoreCluster, MemberTLS
 
 LOCAL = ("127.0.0.1", "localhost")
 
@@ -60,3 +60,16 @@ def _collect_garbage() -> Iterator[None]:
     """A connection a test left open shows as a ResourceWarning in that test, not later."""
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def tls_store(
+    cluster_pki: PKIFiles, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[K8semuStoreCluster]:
+    """Three replicas, client and peer ports mutual TLS (etcd's flags)."""
+    with K8semuStoreCluster(
+        tmp_path_factory.mktemp("tls-store"), 3, tls=cluster_pki.member_tls()
+    ) as cluster:
+        cluster.start()
+        cluster.wait_ready(timeout=60)
+        yield cluster

@@ -12,7 +12,6 @@ import asyncio
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -29,18 +28,6 @@ from tests.security.conftest import PKIFiles
 
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 pytestmark = pytest.mark.skipif(not Path(ETCDCTL).exists(), reason="etcdctl not installed")
-
-
-@pytest.fixture(scope="module")
-def tls_store(
-    cluster_pki: PKIFiles, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[K8semuStoreCluster]:
-    with K8semuStoreCluster(
-        tmp_path_factory.mktemp("tls-store"), 3, tls=cluster_pki.member_tls()
-    ) as cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=60)
-        yield cluster
 
 
 def etcdctl(
