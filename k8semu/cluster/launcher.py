@@ -39,12 +39,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from k8semu.cluster import clientconfig
+from k8semu.cluster import certs, clientconfig
 from k8semu.cluster.backups import backup_schedule
 from k8semu.cluster.config import format_duration
 from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
 from k8semu.cluster.plan import API, CONTROL, NODES, NODES_DIR, STAGES, STORE, Plan
-from k8semu.cluster.probes import Probes
 from k8semu.cluster.spawn import component_env, spawn
 from k8semu.cluster.startup import Planned, Readiness, wait_or_cancel
 from k8semu.cluster.state import (
@@ -139,7 +138,14 @@ class Launcher:
         self._after_start = after_start
         self._say = say
         self._stop = stop
-        self._probes = Probes()
+        self._probes = certs.probes(
+            self.state_dir,
+            [
+                *((c.kind, c.address) for c in plan.components),
+                *(("store", a) for _, a in plan.store_members),
+                *(("apiserver", a) for a in plan.api_servers),
+            ],
+        )
         self._env = component_env(os.environ if environ is None else environ)
         self._running = [
             Planned(
@@ -404,12 +410,13 @@ class Launcher:
         if not self.plan.api_servers:
             return
         rest = self.plan.rest_servers[0] if self.plan.rest_servers else ""
+        creds = certs.PKIPaths(self.state_dir).credentials("admin") if self.plan.tls else None
         clientconfig.write_kubeconfig(
-            self.state_dir / KUBECONFIG_FILE, self.plan.cluster, self.plan.api_servers, rest
+            self.state_dir / KUBECONFIG_FILE, self.plan.cluster, self.plan.api_servers, rest, creds
         )
         if self.user_config is not None:
             clientconfig.set_context(
-                self.user_config, self.plan.cluster, self.plan.api_servers, rest
+                self.user_config, self.plan.cluster, self.plan.api_servers, rest, creds
             )
 
     def _clientconfig_note(self) -> str:
@@ -441,6 +448,7 @@ class Launcher:
             supervisor_start_time=self._supervisor_pid[1],
             launcher=dataclasses.asdict(self.plan.launcher),
             backups=dataclasses.asdict(self.plan.backups),
+            tls=self.plan.tls,
         )
         write_state(self.state_dir, state)
 
