@@ -101,8 +101,13 @@ class PKIPaths:
     def kubeconfig_flags(self, name: str) -> tuple[str, ...]:
         return ("--kubeconfig", str(self.kubeconfig(name)))
 
-    def admin_tls(self) -> transport.ClientTLS:
-        return _client_tls(self.cert("admin"))
+    def api_client(self) -> transport.ClientTLS | None:
+        """Who the launcher asks the API servers as: the admin, or on a joined host (which
+        has no admin certificate) its kubelet; None without certificates (TLS off)."""
+        if self.cert("admin").cert.exists():
+            return _client_tls(self.cert("admin"))
+        kubelets = sorted(self.root.glob("kubelet-*.crt"))
+        return _client_tls(self.cert(kubelets[0].stem)) if kubelets else None
 
     def store_tls(self) -> transport.ClientTLS:
         return _client_tls(self.cert("healthcheck-client", etcd=True))
@@ -155,20 +160,50 @@ def _specs(config: ClusterConfig) -> tuple[list[pki.CertSpec], list[pki.CertSpec
     ]
     for node in config.all_nodes:
         for member in node.members():
-            cluster.append(
-                pki.CertSpec(
-                    f"kubelet-{member.name}",
-                    f"system:node:{member.name}",
-                    ("system:nodes",),
-                    hosts=_names(member.node_ip, member.name),
-                )
-            )
-            cluster.append(
-                pki.CertSpec(
-                    f"proxy-{member.name}", "system:kube-proxy", hosts=_names(member.node_ip)
-                )
-            )
+            cluster += _node_specs(member.name, member.node_ip)
     return etcd, cluster
+
+
+def _node_specs(name: str, node_ip: str) -> list[pki.CertSpec]:
+    """A node's kubelet (system:node:NAME in system:nodes, as the node authorizer expects)
+    and proxy certificates."""
+    return [
+        pki.CertSpec(
+            f"kubelet-{name}",
+            f"system:node:{name}",
+            ("system:nodes",),
+            hosts=_names(node_ip, name),
+        ),
+        pki.CertSpec(f"proxy-{name}", "system:kube-proxy", hosts=_names(node_ip)),
+    ]
+
+
+def _write_kubeconfigs(paths: PKIPaths, users: Iterable[str], servers: tuple[str, ...]) -> None:
+    for user in users:
+        clientconfig.write_kubeconfig(
+            paths.kubeconfig(user), user, servers, creds=paths.credentials(user)
+        )
+
+
+def ensure_node(
+    ca_dir: Path, state_dir: Path, name: str, node_ip: str, servers: tuple[str, ...]
+) -> PKIPaths:
+    """For `k8semu join`: the cluster CA copied from `ca_dir` (a copy of the first host's
+    pki/ca.crt and ca.key), and this node's kubelet and proxy certificates and kubeconfigs
+    signed with it."""
+    paths = PKIPaths(state_dir)
+    paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for file, mode in (("ca.crt", 0o644), ("ca.key", 0o600)):
+        source, target = ca_dir / file, paths.root / file
+        data = pki.pem_bytes(source)
+        if not target.exists() or target.read_bytes() != data:
+            target.touch(mode=mode)
+            target.chmod(mode)
+            target.write_bytes(data)
+    specs = _node_specs(name, node_ip)
+    pki.ensure_all(paths.root, specs)
+    _write_kubeconfigs(paths, [s.name for s in specs], servers)
+    return paths
 
 
 def ensure(config: ClusterConfig, state_dir: Path) -> PKIPaths:
@@ -179,15 +214,11 @@ def ensure(config: ClusterConfig, state_dir: Path) -> PKIPaths:
     if config.store.members and not config.store.external:
         pki.ensure_all(paths.etcd, etcd)
     pki.ensure_all(paths.root, cluster)
-    servers = config.api_server_addresses
     users = [
         *_CONTROL_USERS,
         *(s.name for s in cluster if s.name.startswith(("kubelet-", "proxy-"))),
     ]
-    for user in users:
-        clientconfig.write_kubeconfig(
-            paths.kubeconfig(user), user, servers, creds=paths.credentials(user)
-        )
+    _write_kubeconfigs(paths, users, config.api_server_addresses)
     return paths
 
 
@@ -209,12 +240,13 @@ def probes(state_dir: Path, components: Iterable[tuple[str, str]]) -> Probes:
     credentials: the admin's for API servers, the health-check client's for store replicas.
     `components` are (kind, address); a cluster without ``pki/`` (TLS off) gets plain probes."""
     paths = PKIPaths(state_dir)
-    if not paths.cert("admin").cert.exists():
+    api = paths.api_client()
+    if api is None:
         return Probes()
     tls: dict[str, transport.ClientTLS] = {}
     for kind, address in components:
         if kind in API_KINDS:
-            tls[address] = paths.admin_tls()
+            tls[address] = api
         elif kind in STORE_KINDS and paths.cert("healthcheck-client", etcd=True).cert.exists():
             tls[address] = paths.store_tls()
     return Probes(tls=tls)

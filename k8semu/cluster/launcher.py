@@ -410,7 +410,10 @@ class Launcher:
         if not self.plan.api_servers:
             return
         rest = self.plan.rest_servers[0] if self.plan.rest_servers else ""
-        creds = certs.PKIPaths(self.state_dir).credentials("admin") if self.plan.tls else None
+        # A joined host has no admin certificate: its kubeconfig names the servers only.
+        paths = certs.PKIPaths(self.state_dir)
+        admin = self.plan.tls and paths.cert("admin").cert.exists()
+        creds = paths.credentials("admin") if admin else None
         clientconfig.write_kubeconfig(
             self.state_dir / KUBECONFIG_FILE, self.plan.cluster, self.plan.api_servers, rest, creds
         )
