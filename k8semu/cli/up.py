@@ -117,6 +117,8 @@ def main(argv: Sequence[str]) -> int:
     except ClusterConfigError as exc:
         print(f"k8semu up: bad cluster config: {exc}", file=sys.stderr)
         return 2
+    if not config.security.tls:
+        say(INSECURE_WARNING)
     if ns.demo and ns.detach:
         print("k8semu up: --demo runs in the foreground; leave out --detach", file=sys.stderr)
         return 2
@@ -132,8 +134,6 @@ def main(argv: Sequence[str]) -> int:
         except (pki.PKIError, OSError) as exc:
             print(f"k8semu up: certificates: {exc}", file=sys.stderr)
             return 2
-    else:
-        say(INSECURE_WARNING)
     stop = StopFlag()
     after_start = None
     if ns.demo:
