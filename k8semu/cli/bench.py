@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "ha": "ha",
     "soak": "soak",
     "autoscale": "autoscale",
+    "tls": "tls",
 }
 
 

@@ -138,14 +138,7 @@ class Launcher:
         self._after_start = after_start
         self._say = say
         self._stop = stop
-        self._probes = certs.probes(
-            self.state_dir,
-            [
-                *((c.kind, c.address) for c in plan.components),
-                *(("store", a) for _, a in plan.store_members),
-                *(("apiserver", a) for a in plan.api_servers),
-            ],
-        )
+        self._probes = certs.probes(self.state_dir, _probe_targets(plan))
         self._env = component_env(os.environ if environ is None else environ)
         self._running = [
             Planned(
@@ -586,6 +579,15 @@ class Launcher:
         if still:
             raise LaunchError(f"processes {still} survived SIGKILL")
         return [r.name for r in members if r.record.pid in killed]
+
+
+def _probe_targets(plan: Plan) -> list[tuple[str, str]]:
+    """(kind, address) of every component the launcher asks, those of other hosts too."""
+    return [
+        *((c.kind, c.address) for c in plan.components),
+        *(("store", a) for _, a in plan.store_members),
+        *(("apiserver", a) for a in plan.api_servers),
+    ]
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:

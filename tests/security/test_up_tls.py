@@ -12,9 +12,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,48 +19,11 @@ import pytest
 from k8semu.cluster.config import parse_config
 from k8semu.cluster.plan import plan_cluster
 from k8semu.cluster.state import read_state
+from tests.cluster.test_up import Up
 from tests.support.cluster import START_TIMEOUT_S, k8semu, user_env, write_config
 
 ETCDCTL = shutil.which("etcdctl")
 KUBECTL = shutil.which("kubectl")
-
-
-class _Up:
-    """A foreground `k8semu up` whose output lines are collected as they come."""
-
-    def __init__(self, env: dict[str, str], *args: str | Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "k8semu", "up", *map(str, args)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"no {text!r} from k8semu up:\n" + "\n".join(self.lines))
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # by pid: the up this test started
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
 
 
 def _etcdctl(state: Path, endpoint: str, user: str) -> subprocess.CompletedProcess[str]:
@@ -85,7 +45,7 @@ def test_up_with_tls_serves_the_demo_and_admits_only_credentials(tmp_path: Path)
     env = user_env(tmp_path)
     config = write_config(tmp_path / "cluster.yaml", name="tls", addons=False)
     state = tmp_path / "state"
-    up = _Up(env, "-f", config, "--state-dir", state, "--demo")
+    up = Up(env, "-f", config, "--state-dir", state, "--demo")
     try:
         up.wait_for("The sample app is up", START_TIMEOUT_S)
         assert not any("WARNING: security.tls" in line for line in up.lines)
@@ -108,6 +68,9 @@ def test_up_with_tls_serves_the_demo_and_admits_only_credentials(tmp_path: Path)
         refused = _etcdctl(state, store, "kubelet-w1")
         assert refused.returncode != 0, refused.stdout
     finally:
+        # SIGINT: the launcher stops what it started, its pods too, before it ends.
+        up.proc.send_signal(signal.SIGINT)
+        up.finish(60)
         up.close()
 
 
