@@ -39,6 +39,12 @@ from k8semu.cluster.launcher import Launcher, StopFlag
 from k8semu.cluster.plan import NodeContext, Plan, plan_node, secured
 from k8semu.cluster.state import default_state_dir
 
+_CA_DIR_HELP = (
+    "a copy of the cluster CA (ca.crt and ca.key from <state-dir>/pki of the host that ran"
+    " `k8semu up`): this node's certificates are signed with it (a TLS cluster needs it;"
+    " without it the node talks plain text)"
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -46,13 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Start a kubelet and a proxy on this host against a running control plane.",
     )
     p.add_argument("--server", required=True, help="API servers, HOST:PORT[,HOST:PORT]")
-    p.add_argument(
-        "--ca-dir",
-        type=Path,
-        help="a copy of the cluster CA (ca.crt and ca.key from <state-dir>/pki of the host that"
-        " ran `k8semu up`): this node's certificates are signed with it (a TLS cluster needs"
-        " it; without it the node talks plain text)",
-    )
+    p.add_argument("--ca-dir", type=Path, help=_CA_DIR_HELP)
     p.add_argument("--node-name", help="the Node's name (default: this host's name)")
     p.add_argument(
         "--node-ip",

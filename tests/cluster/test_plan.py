@@ -63,9 +63,9 @@ def test_default_plan_starts_every_component_in_dependency_stages() -> None:
     assert f["--service-node-port-range"] == "30000-32767"
     assert f["--load-balancer-ip-pool"] == "127.100.0.0/24"
     assert f["--etcd-compaction-interval"] == "1m"
-    assert f["--tls-cert-file"] == "/state/pki/apiserver.crt"
-    assert f["--client-ca-file"] == "/state/pki/ca.crt"
-    assert f["--etcd-certfile"] == "/state/pki/etcd/apiserver-etcd-client.crt"
+    tls = ("--tls-cert-file", "--client-ca-file", "--etcd-certfile")
+    pki = ("apiserver.crt", "ca.crt", "etcd/apiserver-etcd-client.crt")
+    assert [f[k] for k in tls] == [f"/state/pki/{p}" for p in pki]
 
     f = _flags(byname["controller-manager-1"].argv)
     assert f["--server"] == "127.0.0.1:6443" and f["--listen-address"] == "127.0.0.1:10257"
