@@ -291,6 +291,43 @@ def list_certs(directory: Path) -> list[CertInfo]:
     return infos
 
 
+def spec_of(name: str, cert: x509.Certificate) -> CertSpec:
+    """What `cert` says (subject, names, usages), as a spec to issue it again."""
+    cn, orgs = subject_of(cert)
+    try:
+        usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = set()
+    return CertSpec(
+        name,
+        cn,
+        orgs,
+        hosts=_host_texts(cert),
+        server=ExtendedKeyUsageOID.SERVER_AUTH in usages,
+        client=ExtendedKeyUsageOID.CLIENT_AUTH in usages or not usages,
+    )
+
+
+def renew(directory: Path) -> list[str]:
+    """Issue every certificate in `directory` (not the CA) again with a new key and a new
+    year, the same subject, names and usages; the names renewed. Processes that loaded the
+    old ones keep them until they restart."""
+    ca = CertificateAuthority.load_or_create(directory)
+    renewed = []
+    for path in sorted(directory.glob("*.crt")):
+        if path.stem == CA_NAME:
+            continue
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise PKIError(f"{path}: cannot be read: {exc}") from exc
+        new, key = ca.issue(spec_of(path.stem, cert))
+        _write_private(path.with_suffix(".key"), _key_pem(key), 0o600)
+        _write_private(path, new.public_bytes(serialization.Encoding.PEM), 0o644)
+        renewed.append(path.stem)
+    return renewed
+
+
 def ensure_all(directory: Path, specs: Sequence[CertSpec]) -> dict[str, CertFiles]:
     """The CA and every certificate of `specs` in `directory`, reusing what still fits."""
     ca = CertificateAuthority.load_or_create(directory)
