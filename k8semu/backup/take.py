@@ -38,12 +38,14 @@ STATUS_TIMEOUT_S = 2.0
 _BARRIER_KEY = b"/registry/"
 
 
-async def find_leader(endpoints: Sequence[str]) -> tuple[str, rpc_pb2.StatusResponse]:
+async def find_leader(
+    endpoints: Sequence[str], tls: transport.ClientTLS | None = None
+) -> tuple[str, rpc_pb2.StatusResponse]:
     """The endpoint of the store's leader and its Status; BackupError when none answers as
-    the leader."""
+    the leader. `tls`: a TLS store's CA and a client certificate it admits."""
     answers: list[str] = []
     for endpoint in endpoints:
-        async with transport.channel(endpoint) as ch:
+        async with transport.channel(endpoint, tls) as ch:
             try:
                 status = await rpc_pb2_grpc.MaintenanceStub(ch).Status(
                     rpc_pb2.StatusRequest(), timeout=STATUS_TIMEOUT_S
@@ -61,14 +63,19 @@ async def find_leader(endpoints: Sequence[str]) -> tuple[str, rpc_pb2.StatusResp
 
 
 async def take(
-    endpoints: Sequence[str], dest: Path, *, cluster: str, timeout: float = 120.0
+    endpoints: Sequence[str],
+    dest: Path,
+    *,
+    cluster: str,
+    timeout: float = 120.0,
+    tls: transport.ClientTLS | None = None,
 ) -> Metadata:
     """Write a backup of the store at ``endpoints`` to ``dest`` and return its metadata."""
-    endpoint, status = await find_leader(endpoints)
+    endpoint, status = await find_leader(endpoints, tls)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".backup-", dir=dest.parent) as tmp:
         snap = Path(tmp) / archive.PAYLOAD
-        async with transport.channel(endpoint) as ch:
+        async with transport.channel(endpoint, tls) as ch:
             try:
                 await rpc_pb2_grpc.KVStub(ch).Range(
                     rpc_pb2.RangeRequest(key=_BARRIER_KEY, count_only=True), timeout=timeout

@@ -112,6 +112,11 @@ class PKIPaths:
     def store_tls(self) -> transport.ClientTLS:
         return _client_tls(self.cert("healthcheck-client", etcd=True))
 
+    def store_client(self) -> transport.ClientTLS | None:
+        """`store_tls` where this state dir has it (a TLS cluster's store), else None."""
+        exists = self.cert("healthcheck-client", etcd=True).cert.exists()
+        return self.store_tls() if exists else None
+
     def credentials(self, name: str) -> clientconfig.Credentials:
         files = self.cert(name)
         return clientconfig.Credentials(
