@@ -2,14 +2,22 @@
 
 Every server gets the standard health and reflection services; every channel gets the
 same keepalive and message-size options. Deadlines for calls live here as named defaults.
-TLS and authentication will be added here and nowhere else.
+TLS is made here and nowhere else: a server or channel given a `ServerTLS` / `ClientTLS`
+serves or dials TLS (mutual when a client CA / client certificate is given), None is plain
+text; `server_ssl_context` / `client_ssl_context` make the same thing for the asyncio (Raft
+peers) and aiohttp (REST) listeners, and `peer_subject` tells a handler who the verified client
+is. Keys and certificates themselves are made in `k8semu.pki`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -80,13 +88,14 @@ class AddressError(ValueError):
 
 
 def parse_url(url: str, *, flag: str) -> str:
-    """`http://127.0.0.1:2379` -> `127.0.0.1:2379`; the error names the flag."""
+    """`http://127.0.0.1:2379` -> `127.0.0.1:2379`; the error names the flag. `https://` is
+    accepted too: whether a port speaks TLS is said by the certificate flags, as in etcd."""
     text = url.strip()
     if "://" not in text:
         text = "http://" + text
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "grpc"):
-        raise AddressError(f"{flag}: {url!r}: only http:// URLs are supported (no TLS yet)")
+    if parts.scheme not in ("http", "https", "grpc"):
+        raise AddressError(f"{flag}: {url!r}: expected an http:// or https:// URL")
     try:
         port = parts.port
     except ValueError as exc:
@@ -179,10 +188,166 @@ def server(
     return srv, health_servicer
 
 
-def bind(srv: grpc.aio.Server, address: str, *, flag: str) -> int:
-    """Bind `address` (HOST:PORT) insecurely; returns the bound port (useful with port 0)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerTLS:
+    """A listener's TLS: its certificate and key, and the CA its clients' certificates must be
+    signed by. With `client_ca_file` and `require_client_cert` a client without such a
+    certificate fails the handshake (etcd's --client-cert-auth); with `client_ca_file` alone a
+    certificate is verified when given (kube-apiserver's --client-ca-file, which also takes
+    tokens) -- gRPC's Python API cannot ask for an optional one, so gRPC listeners require it
+    whenever a client CA is set."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    require_client_cert: bool = False
+
+
+PEM = Path | bytes
+"""A PEM file, or its bytes (a kubeconfig's `...-data`, decoded)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientTLS:
+    """A client's TLS: the CA that signed the servers' certificates, its own certificate and
+    key for mutual TLS (none: it proves nothing), and `server_name`, the name checked against
+    the server's certificate when not the dialled host (a channel over several servers)."""
+
+    ca_file: PEM
+    cert_file: PEM | None = None
+    key_file: PEM | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs its key and a key its certificate")
+
+
+class TLSError(ValueError):
+    """A certificate, key or CA file that cannot be used; the message names the file."""
+
+
+def _read(path: PEM, what: str) -> bytes:
+    if isinstance(path, bytes):
+        return path
     try:
-        port = srv.add_insecure_port(address)
+        return path.read_bytes()
+    except OSError as exc:
+        raise TLSError(f"{what} {path}: {exc.strerror}") from exc
+
+
+def _server_credentials(tls: ServerTLS) -> grpc.ServerCredentials:
+    pair = (_read(tls.key_file, "key"), _read(tls.cert_file, "certificate"))
+    ca = None if tls.client_ca_file is None else _read(tls.client_ca_file, "client CA")
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
+def channel_credentials(tls: ClientTLS) -> grpc.ChannelCredentials:
+    """gRPC credentials for `tls` (also for synchronous channels: probes, scripts)."""
+    key = None if tls.key_file is None else _read(tls.key_file, "key")
+    cert = None if tls.cert_file is None else _read(tls.cert_file, "certificate")
+    return grpc.ssl_channel_credentials(_read(tls.ca_file, "CA"), key, cert)
+
+
+def server_ssl_context(tls: ServerTLS, *, alpn: Sequence[str] = ()) -> ssl.SSLContext:
+    """An `ssl` server context for asyncio and aiohttp listeners (see `ServerTLS`)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.client_ca_file is not None:
+            ctx.load_verify_locations(cafile=tls.client_ca_file)
+            ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSError(f"certificate {tls.cert_file} / key {tls.key_file}: {exc}") from exc
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def client_ssl_context(tls: ClientTLS) -> ssl.SSLContext:
+    """An `ssl` client context for asyncio connections (Raft peers, REST clients)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_verify_locations(cadata=_read(tls.ca_file, "CA").decode())
+        if tls.cert_file is not None and tls.key_file is not None:
+            _load_chain(ctx, tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError, UnicodeDecodeError) as exc:
+        raise TLSError(f"CA / client certificate: {exc}") from exc
+    return ctx
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: PEM, key: PEM) -> None:
+    if isinstance(cert, Path) and isinstance(key, Path):
+        ctx.load_cert_chain(cert, key)
+        return
+    # `ssl` loads a certificate and key only from files: PEM bytes go through a private
+    # temporary directory that is gone again once loaded.
+    with tempfile.TemporaryDirectory(prefix="k8semu-tls-") as tmp:
+        cert_path, key_path = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+        cert_path.write_bytes(_read(cert, "certificate"))
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(_read(key, "key"))
+        ctx.load_cert_chain(cert_path, key_path)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSubject:
+    """Who a verified client certificate names: the user (CN) and groups (O), as Kubernetes
+    reads them."""
+
+    user: str
+    groups: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _subject_of_der(der: bytes) -> PeerSubject:
+    from cryptography import x509
+
+    from k8semu.pki import subject_of
+
+    user, groups = subject_of(x509.load_der_x509_certificate(der))
+    return PeerSubject(user, groups)
+
+
+@functools.lru_cache(maxsize=256)
+def _subject_of_pem(pem: bytes) -> PeerSubject:
+    from cryptography import x509
+
+    from k8semu.pki import subject_of
+
+    user, groups = subject_of(x509.load_pem_x509_certificate(pem))
+    return PeerSubject(user, groups)
+
+
+def peer_subject(context: Any) -> PeerSubject | None:
+    """The verified client certificate's subject of a gRPC call (`context`, a
+    grpc.aio.ServicerContext) or a REST request (an aiohttp `web.Request`); None on a plain
+    connection or when the client sent no certificate. Only certificates the listener's client
+    CA verified reach here: an unverifiable one fails the handshake."""
+    auth = getattr(context, "auth_context", None)
+    if auth is not None:
+        pems = auth().get("x509_pem_cert") or []
+        return _subject_of_pem(pems[0]) if pems else None
+    transport_ = getattr(context, "transport", None)
+    ssl_object = None if transport_ is None else transport_.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return _subject_of_der(der) if der else None
+
+
+def bind(srv: grpc.aio.Server, address: str, *, flag: str, tls: ServerTLS | None = None) -> int:
+    """Bind `address` (HOST:PORT), with TLS when `tls` is given; returns the bound port
+    (useful with port 0)."""
+    try:
+        if tls is None:
+            port = srv.add_insecure_port(address)
+        else:
+            port = srv.add_secure_port(address, _server_credentials(tls))
     except RuntimeError as exc:
         raise AddressError(f"{flag}: cannot listen on {address}: {exc}") from exc
     if port == 0:
@@ -190,12 +355,21 @@ def bind(srv: grpc.aio.Server, address: str, *, flag: str) -> int:
     return port
 
 
-def channel(target: str | Sequence[str]) -> grpc.aio.Channel:
-    """An insecure channel; several targets are load-balanced round-robin with fail-over."""
+def channel(target: str | Sequence[str], tls: ClientTLS | None = None) -> grpc.aio.Channel:
+    """A channel, TLS when `tls` is given; several targets are load-balanced round-robin
+    with fail-over."""
+    options: list[tuple[str, Any]] = list(_OPTIONS)
     if isinstance(target, str):
-        return grpc.aio.insecure_channel(target, options=_OPTIONS)
-    addresses = ",".join(target)
-    return grpc.aio.insecure_channel(
-        f"ipv4:{addresses}",
-        options=[*_OPTIONS, ("grpc.lb_policy_name", "round_robin")],
-    )
+        address = target
+    else:
+        address = "ipv4:" + ",".join(target)
+        options.append(("grpc.lb_policy_name", "round_robin"))
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    name = tls.server_name
+    if name is None and not isinstance(target, str) and target:
+        # Every server's certificate names its own address; one name is checked per channel.
+        name = target[0].rpartition(":")[0].strip("[]")
+    if name is not None:
+        options.append(("grpc.ssl_target_name_override", name))
+    return grpc.aio.secure_channel(address, channel_credentials(tls), options=options)

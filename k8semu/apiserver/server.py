@@ -82,6 +82,11 @@ class APIServerConfig:
     metric_resolution: float = DEFAULT_RESOLUTION
     # Authentication, authorization, audit (apiserver/auth); the default: none (AlwaysAllow).
     auth: AuthConfig = field(default_factory=AuthConfig)
+    # TLS of the gRPC and REST listeners (--tls-cert-file, --tls-private-key-file,
+    # --client-ca-file) and of the store client (--etcd-cafile, --etcd-certfile,
+    # --etcd-keyfile); None: plain text.
+    tls: transport.ServerTLS | None = None
+    store_tls: transport.ClientTLS | None = None
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -100,7 +105,9 @@ def advertise_ip(config: APIServerConfig) -> str:
 class APIServer:
     def __init__(self, config: APIServerConfig) -> None:
         self.config = config
-        self.store = Store(config.store_endpoints, deadline=config.store_deadline)
+        self.store = Store(
+            config.store_endpoints, deadline=config.store_deadline, tls=config.store_tls
+        )
         self.resource_metrics: ResourceMetrics | None = None
         if config.metric_resolution > 0:
             self.resource_metrics = ResourceMetrics(
@@ -139,6 +146,7 @@ class APIServer:
                 config.rest_address,
                 lambda: self._serving,
                 [restside.middleware(self.guard)] if self.guard is not None else [],
+                tls=config.tls,
             )
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None
@@ -158,7 +166,9 @@ class APIServer:
         return cast(list[core_pb2.Pod], found)
 
     async def start(self) -> None:
-        self.port = transport.bind(self.server, self.config.listen_address, flag="--listen-address")
+        self.port = transport.bind(
+            self.server, self.config.listen_address, flag="--listen-address", tls=self.config.tls
+        )
         if self.rest is not None:
             await self.rest.start()
         self.kubernetes_service = KubernetesService(

@@ -67,14 +67,20 @@ class Store:
     moved to another endpoint when one answers UNAVAILABLE (docs/apiserver.md, "Store
     endpoint fail-over"); watches on one round-robin channel over every endpoint."""
 
-    def __init__(self, endpoints: Sequence[str], *, deadline: float) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        deadline: float,
+        tls: transport.ClientTLS | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("store endpoints: at least one is needed")
         self.endpoints = list(endpoints)
         self.deadline = deadline
-        self.channel = transport.channel(self.endpoints)
+        self.channel = transport.channel(self.endpoints, tls)
         self.watch_stub = rpc_pb2_grpc.WatchStub(self.channel)
-        self._channels = [transport.channel(e) for e in self.endpoints]
+        self._channels = [transport.channel(e, tls) for e in self.endpoints]
         self._kvs = [rpc_pb2_grpc.KVStub(ch) for ch in self._channels]
         self._next = 0
         # Per endpoint: until when (monotonic) it is tried last, after it answered UNAVAILABLE.

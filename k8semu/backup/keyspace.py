@@ -60,9 +60,11 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-async def export_keyspace(endpoints: Sequence[str], out: TextIO) -> tuple[int, int]:
+async def export_keyspace(
+    endpoints: Sequence[str], out: TextIO, tls: transport.ClientTLS | None = None
+) -> tuple[int, int]:
     """Write every key of the store at ``endpoints`` to ``out``; (keys, leases) written."""
-    async with transport.channel(list(endpoints)) as ch:
+    async with transport.channel(list(endpoints), tls) as ch:
         kv = rpc_pb2_grpc.KVStub(ch)
         lease = rpc_pb2_grpc.LeaseStub(ch)
         try:
@@ -179,14 +181,16 @@ def _kv(record: dict[str, Any], where: str) -> tuple[bytes, bytes, int]:
     return key, value, lease
 
 
-async def import_keyspace(endpoints: Sequence[str], path: Path) -> ImportReport:
+async def import_keyspace(
+    endpoints: Sequence[str], path: Path, tls: transport.ClientTLS | None = None
+) -> ImportReport:
     """Load the export ``path`` into the empty store at ``endpoints``."""
     leases, keys = read_records(path)
     known = {entry["id"] for entry in leases}
     for key, _, lease in keys:
         if lease and lease not in known:
             raise BackupError(f"{path}: key {key!r} names lease {lease}, which has no lease line")
-    async with transport.channel(list(endpoints)) as ch:
+    async with transport.channel(list(endpoints), tls) as ch:
         kv = rpc_pb2_grpc.KVStub(ch)
         try:
             have = await kv.Range(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k8semu import transport
 from k8semu.backup import archive, take
 from k8semu.backup.archive import SUFFIX, BackupError, Metadata
 
@@ -79,6 +80,8 @@ class BackupSchedule:
     interval_s: float
     keep: int
     say: Callable[[str], None]
+    #: A TLS store's CA and a client certificate it admits (None: plain text).
+    tls: transport.ClientTLS | None = None
     #: Backups taken and failures since start (for tests and status).
     taken: int = 0
     failed: int = 0
@@ -105,7 +108,13 @@ class BackupSchedule:
         t0 = time.monotonic()
         try:
             meta = asyncio.run(
-                take.take(self.endpoints, dest, cluster=self.cluster, timeout=BACKUP_TIMEOUT_S)
+                take.take(
+                    self.endpoints,
+                    dest,
+                    cluster=self.cluster,
+                    timeout=BACKUP_TIMEOUT_S,
+                    tls=self.tls,
+                )
             )
             removed = prune(self.directory, self.cluster, self.keep)
         except (BackupError, OSError) as exc:

@@ -42,12 +42,14 @@ STATUS_TIMEOUT_S = 2.0
 _BARRIER_KEY = b"/registry/"
 
 
-async def find_leader(endpoints: Sequence[str]) -> tuple[str, rpc_pb2.StatusResponse]:
+async def find_leader(
+    endpoints: Sequence[str], tls: transport.ClientTLS | None = None
+) -> tuple[str, rpc_pb2.StatusResponse]:
     """The endpoint of the store's leader and its Status; BackupError when none answers as
-    the leader."""
+    the leader. `tls`: a TLS store's CA and a client certificate it admits."""
     answers: list[str] = []
     for endpoint in endpoints:
-        async with transport.channel(endpoint) as ch:
+        async with transport.channel(endpoint, tls) as ch:
             try:
                 status = await rpc_pb2_grpc.MaintenanceStub(ch).Status(
                     rpc_pb2.StatusRequest(), timeout=STATUS_TIMEOUT_S
@@ -64,9 +66,11 @@ async def find_leader(endpoints: Sequence[str]) -> tuple[str, rpc_pb2.StatusResp
     )
 
 
-async def member_status(endpoint: str) -> rpc_pb2.StatusResponse:
+async def member_status(
+    endpoint: str, tls: transport.ClientTLS | None = None
+) -> rpc_pb2.StatusResponse:
     """The Status of the one member at ``endpoint``; BackupError when it does not answer."""
-    async with transport.channel(endpoint) as ch:
+    async with transport.channel(endpoint, tls) as ch:
         try:
             return await rpc_pb2_grpc.MaintenanceStub(ch).Status(
                 rpc_pb2.StatusRequest(), timeout=STATUS_TIMEOUT_S
@@ -82,17 +86,18 @@ async def take(
     cluster: str,
     timeout: float = 120.0,
     member: str = "",
+    tls: transport.ClientTLS | None = None,
 ) -> Metadata:
     """Write a backup of the store at ``endpoints`` (or of the one ``member``, leader or
-    not) to ``dest`` and return its metadata."""
+    not) to ``dest`` and return its metadata. `tls`: a TLS store's CA and client certificate."""
     if member:
-        endpoint, status = member, await member_status(member)
+        endpoint, status = member, await member_status(member, tls)
     else:
-        endpoint, status = await find_leader(endpoints)
+        endpoint, status = await find_leader(endpoints, tls)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".backup-", dir=dest.parent) as tmp:
         snap = Path(tmp) / archive.PAYLOAD
-        async with transport.channel(endpoint) as ch:
+        async with transport.channel(endpoint, tls) as ch:
             try:
                 if not member:  # without a quorum there is no linearizable point to wait for
                     await rpc_pb2_grpc.KVStub(ch).Range(

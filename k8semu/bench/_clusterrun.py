@@ -97,6 +97,9 @@ class ClusterLayout:
     real_nodes: int = 0
     runtime: str = "process"
     proxies: bool = True
+    #: TLS off by default: the benchmarks and chaos runs measure the emulator, and talk to
+    #: the store and API servers directly; `k8semu bench tls` measures what TLS costs.
+    tls: bool = False
     hollow_capacity: tuple[tuple[str, str], ...] = (
         ("cpu", "32"),
         ("memory", "128Gi"),
@@ -184,6 +187,7 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
             else dict(layout.timings)
         ),
         "launcher": {"readyTimeout": format_duration(int(layout.ready_timeout_s * 1000))},
+        "security": {"tls": layout.tls},
         "addons": list(layout.addons),
     }
     nodes = [

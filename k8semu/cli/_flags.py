@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from k8semu import durations
@@ -74,9 +75,35 @@ def add_api_servers(p: argparse.ArgumentParser) -> None:
 
 def api_servers(ns: argparse.Namespace) -> tuple[str, ...]:
     """The API servers the flags name; ConfigError (a ValueError) naming what is wrong."""
-    return _kubeconfig.resolve(
-        server=ns.server, kubeconfig=ns.kubeconfig, context=ns.context
-    ).servers
+    return api_target(ns).servers
+
+
+def api_target(ns: argparse.Namespace) -> _kubeconfig.Target:
+    """The API servers and the TLS credentials (`Target.tls()`) the flags name: the
+    kubeconfig's, as `k8semu up` writes one per component."""
+    return _kubeconfig.resolve(server=ns.server, kubeconfig=ns.kubeconfig, context=ns.context)
+
+
+# ---- certificate files -----------------------------------------------------------------------
+
+
+def pem_file(value: str, flag: str) -> Path | None:
+    """A certificate or key flag's file (None when not given); ValueError naming the flag."""
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"{flag}: {value}: no such file")
+    return path
+
+
+def cert_and_key(ns: argparse.Namespace, cert_flag: str, key_flag: str) -> tuple[Path, Path] | None:
+    """A certificate and its key from two flags: both or neither (None)."""
+    cert = pem_file(getattr(ns, cert_flag.lstrip("-").replace("-", "_")), cert_flag)
+    key = pem_file(getattr(ns, key_flag.lstrip("-").replace("-", "_")), key_flag)
+    if (cert is None) != (key is None):
+        raise ValueError(f"{cert_flag} and {key_flag}: give both or neither")
+    return None if cert is None or key is None else (cert, key)
 
 
 # ---- the node a kubelet or proxy runs for ----------------------------------------------------

@@ -7,6 +7,11 @@
         servers: [127.0.0.1:6443, 127.0.0.1:6444]
         namespace: default
 
+A context that names kubectl's cluster and user (`context: {cluster: NAME, user: NAME}`, as
+`k8semu up` writes them) takes their TLS credentials: the cluster's certificate-authority-data
+and the user's client-certificate-data/client-key-data (or the -file forms: certificate-authority,
+client-certificate, client-key), as kubectl does.
+
 Precedence: --server beats the context's servers, -n beats the context's namespace,
 --context beats current-context. A missing default file is not an error (127.0.0.1:6443,
 namespace "default"); a missing file the user named is. Pure apart from reading the file.
@@ -14,12 +19,17 @@ namespace "default"); a missing file the user named is. Pure apart from reading 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from k8semu.transport import ClientTLS
 
 DEFAULT_SERVER = "127.0.0.1:6443"
 DEFAULT_NAMESPACE = "default"
@@ -38,6 +48,19 @@ class Target:
     servers: tuple[str, ...]
     namespace: str
     context: str = ""
+    #: PEM bytes of the cluster CA and the user's certificate and key (None: plain text).
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+
+    def tls(self) -> ClientTLS | None:
+        """The credentials as `k8semu.transport` takes them (imported here: gRPC is loaded
+        only by commands that talk to a server)."""
+        if self.ca is None:
+            return None
+        from k8semu.transport import ClientTLS
+
+        return ClientTLS(ca_file=self.ca, cert_file=self.cert, key_file=self.key)
 
 
 def parse_servers(text: str) -> tuple[str, ...]:
@@ -120,4 +143,49 @@ def resolve(
             raise ConfigError(f"kubeconfig {path}: servers: expected a list of HOST:PORT")
         servers = parse_servers(raw)
     ns = namespace or str(ctx.get("namespace") or DEFAULT_NAMESPACE)
-    return Target(servers=servers, namespace=ns, context=str(ctx_name))
+    ca, cert, key = _credentials(data, ctx, path)
+    return Target(servers=servers, namespace=ns, context=str(ctx_name), ca=ca, cert=cert, key=key)
+
+
+def _entry(data: dict[str, Any], section: str, name: object, path: Path) -> dict[str, Any]:
+    """The `cluster:`/`user:` mapping of entry `name` of `section` ({} when not there)."""
+    field = section.removesuffix("s")
+    for entry in data.get(section) or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            inner = entry.get(field) or {}
+            if not isinstance(inner, dict):
+                raise ConfigError(f"kubeconfig {path}: {section}[{name}].{field}: not a mapping")
+            return inner
+    return {}
+
+
+def _pem(entry: dict[str, Any], key: str, path: Path) -> bytes | None:
+    """`key`-data (base64) or `key` (a file) of a kubeconfig entry; None when neither."""
+    data = entry.get(f"{key}-data")
+    if data:
+        try:
+            return base64.b64decode(str(data), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"kubeconfig {path}: {key}-data: not base64") from None
+    named = entry.get(key)
+    if not named:
+        return None
+    try:
+        return Path(str(named)).expanduser().read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"kubeconfig {path}: {key}: {named}: {exc.strerror}") from None
+
+
+def _credentials(
+    data: dict[str, Any], ctx: dict[str, Any], path: Path
+) -> tuple[bytes | None, bytes | None, bytes | None]:
+    link = ctx.get("context")
+    if not isinstance(link, dict):
+        return None, None, None
+    cluster = _entry(data, "clusters", link.get("cluster"), path)
+    user = _entry(data, "users", link.get("user"), path)
+    ca = _pem(cluster, "certificate-authority", path)
+    cert, key = _pem(user, "client-certificate", path), _pem(user, "client-key", path)
+    if (cert is None) != (key is None):
+        raise ConfigError(f"kubeconfig {path}: user {link.get('user')}: a certificate needs a key")
+    return ca, cert, key

@@ -83,7 +83,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_durations(p)
     _authflags.add(p)
+    _add_tls(p)
     return p
+
+
+def _add_tls(p: argparse.ArgumentParser) -> None:
+    """kube-apiserver's TLS flags (none given: plain text, for tests and benchmarks)."""
+    g = p.add_argument_group("security (kube-apiserver's flags)")
+    g.add_argument("--tls-cert-file", default="", help="certificate of the gRPC and REST ports")
+    g.add_argument("--tls-private-key-file", default="", help="its key")
+    g.add_argument(
+        "--client-ca-file",
+        default="",
+        help="CA of client certificates (CN: user, O: groups); gRPC clients must present one",
+    )
+    g.add_argument("--etcd-cafile", default="", help="CA of the store's certificates")
+    g.add_argument("--etcd-certfile", default="", help="client certificate to the store")
+    g.add_argument("--etcd-keyfile", default="", help="its key")
+
+
+def tls_from_args(
+    ns: argparse.Namespace,
+) -> tuple[transport.ServerTLS | None, transport.ClientTLS | None]:
+    """The listeners' and the store client's TLS; ValueError naming the flag otherwise."""
+    serving_pair = _flags.cert_and_key(ns, "--tls-cert-file", "--tls-private-key-file")
+    client_ca = _flags.pem_file(ns.client_ca_file, "--client-ca-file")
+    if client_ca is not None and serving_pair is None:
+        raise ValueError("--client-ca-file: needs --tls-cert-file and --tls-private-key-file")
+    serving = None
+    if serving_pair is not None:
+        cert, key = serving_pair
+        serving = transport.ServerTLS(cert_file=cert, key_file=key, client_ca_file=client_ca)
+    etcd_ca = _flags.pem_file(ns.etcd_cafile, "--etcd-cafile")
+    etcd_pair = _flags.cert_and_key(ns, "--etcd-certfile", "--etcd-keyfile")
+    if etcd_pair is not None and etcd_ca is None:
+        raise ValueError("--etcd-cafile: needed with --etcd-certfile")
+    if etcd_ca is None:
+        return serving, None
+    etcd_cert, etcd_key = etcd_pair or (None, None)
+    return serving, transport.ClientTLS(ca_file=etcd_ca, cert_file=etcd_cert, key_file=etcd_key)
 
 
 def _add_durations(p: argparse.ArgumentParser) -> None:
@@ -132,7 +170,10 @@ def config_from_args(ns: argparse.Namespace) -> APIServerConfig:
         node_ports=parse_port_range(ns.service_node_port_range, flag="--service-node-port-range"),
         load_balancer_ips=parse_cidr(ns.load_balancer_ip_pool, flag="--load-balancer-ip-pool"),
     )
+    tls, store_tls = tls_from_args(ns)
     return APIServerConfig(
+        tls=tls,
+        store_tls=store_tls,
         listen_address=ns.listen_address,
         rest_address=_rest_address(ns.rest_address),
         store_endpoints=parse_endpoints(ns.store_endpoints),

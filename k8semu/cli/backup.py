@@ -25,11 +25,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from k8semu import durations
+from k8semu import durations, transport
 from k8semu.backup import archive, keyspace, take
 from k8semu.backup.archive import BackupError, Metadata
 from k8semu.backup.schedule import backup_name, list_backups
 from k8semu.cli._cluster import add_cluster_args
+from k8semu.cluster import certs
 from k8semu.cluster.backups import backups_dir
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.state import ClusterState, find_state_dir, read_state
@@ -89,7 +90,9 @@ def main(argv: Sequence[str]) -> int:
         if action == "export":
             return _export(ns)
         if action == "import":
-            report = asyncio.run(keyspace.import_keyspace(_split(ns.endpoints), ns.file))
+            report = asyncio.run(
+                keyspace.import_keyspace(_split(ns.endpoints), ns.file, _store_tls(ns))
+            )
             print(
                 f"imported {report.keys} keys and {report.leases} leases; the target is at"
                 f" revision {report.revision}"
@@ -139,8 +142,9 @@ def _take(ns: argparse.Namespace) -> int:
     member = _split(ns.from_member)[0] if ns.from_member else ""
     if member:
         print(f"taking the backup from {member} alone, without a leader", file=sys.stderr)
+    tls = _tls_of(state, state_dir)
     meta = asyncio.run(
-        take.take(endpoints, dest, cluster=cluster, timeout=ns.timeout, member=member)
+        take.take(endpoints, dest, cluster=cluster, timeout=ns.timeout, member=member, tls=tls)
     )
     print(
         f"backup of cluster {cluster!r} at store revision {meta.revision} written to {dest}"
@@ -201,15 +205,28 @@ def _verify(file: Path) -> int:
     return 0
 
 
+def _tls_of(state: ClusterState | None, state_dir: Path | None) -> transport.ClientTLS | None:
+    """A TLS cluster's store is asked with its health-check client certificate."""
+    if state is None or state_dir is None or not state.tls:
+        return None
+    return certs.PKIPaths(state_dir).store_client()
+
+
+def _store_tls(ns: argparse.Namespace) -> transport.ClientTLS | None:
+    _, state, state_dir = _endpoints(ns)
+    return _tls_of(state, state_dir)
+
+
 def _export(ns: argparse.Namespace) -> int:
-    endpoints, _, _ = _endpoints(ns)
+    endpoints, state, state_dir = _endpoints(ns)
+    tls = _tls_of(state, state_dir)
     if ns.output == "-":
-        keys, leases = asyncio.run(keyspace.export_keyspace(endpoints, sys.stdout))
+        keys, leases = asyncio.run(keyspace.export_keyspace(endpoints, sys.stdout, tls))
     else:
         out = Path(ns.output)
         tmp = out.with_name(f".{out.name}.part")
         with tmp.open("w", encoding="utf-8") as f:
-            keys, leases = asyncio.run(keyspace.export_keyspace(endpoints, f))
+            keys, leases = asyncio.run(keyspace.export_keyspace(endpoints, f, tls))
         tmp.replace(out)
         print(f"exported {keys} keys and {leases} leases to {out}")
     return 0

@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "dr": "dr",
     "soak": "soak",
     "autoscale": "autoscale",
+    "tls": "tls",
 }
 
 

@@ -11,7 +11,7 @@ import argparse
 import ipaddress
 from collections.abc import Sequence
 
-from k8semu.cli import _flags, _serving
+from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
 from k8semu.controllers.clusterautoscaler.pools import parse_node_pools
 from k8semu.controllers.context import DEFAULT_CONTROLLER_MANAGER, ControllerManagerConfig
@@ -129,7 +129,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         config = config_from_args(ns)
         check_address(ns.listen_address, "--listen-address")
-        servers = _flags.api_servers(ns)
+        servers = _flags.api_target(ns)
         metrics = _flags.metrics_address(ns)
         _flags.configure_logging(ns, "controller-manager")
     except ValueError as exc:  # ConfigError, AddressError, UnknownController are ValueErrors
@@ -141,13 +141,13 @@ def main(argv: Sequence[str]) -> int:
 
 
 async def _serve(
-    servers: Sequence[str],
+    servers: _kubeconfig.Target,
     config: ControllerManagerConfig,
     leader_elect: bool,
     listen_address: str,
     metrics: str,
 ) -> None:
-    async with Client(list(servers)) as client:
+    async with Client(list(servers.servers), tls=servers.tls()) as client:
         manager = ControllerManager(
             config, client, leader_elect=leader_elect, listen_address=listen_address
         )

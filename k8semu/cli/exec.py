@@ -60,7 +60,7 @@ async def _exec(
                 yield kubelet_pb2.InteractInput(stdin=stdin)
             yield kubelet_pb2.InteractInput(stdin_closed=True)
 
-    async with transport.channel(list(target.servers)) as channel:
+    async with transport.channel(list(target.servers), target.tls()) as channel:
         stub = podstreams_pb2_grpc.PodStreamsStub(channel)
         try:
             async for out in stub.Interact(inputs(), timeout=ns.timeout):

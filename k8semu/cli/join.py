@@ -36,8 +36,14 @@ from k8semu.cluster.config import (
 )
 from k8semu.cluster.errors import ClusterConfigError
 from k8semu.cluster.launcher import Launcher, StopFlag
-from k8semu.cluster.plan import NodeContext, Plan, plan_node
+from k8semu.cluster.plan import NodeContext, Plan, plan_node, secured
 from k8semu.cluster.state import default_state_dir
+
+_CA_DIR_HELP = (
+    "a copy of the cluster CA (ca.crt and ca.key from <state-dir>/pki of the host that ran"
+    " `k8semu up`): this node's certificates are signed with it (a TLS cluster needs it;"
+    " without it the node talks plain text)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Start a kubelet and a proxy on this host against a running control plane.",
     )
     p.add_argument("--server", required=True, help="API servers, HOST:PORT[,HOST:PORT]")
+    p.add_argument("--ca-dir", type=Path, help=_CA_DIR_HELP)
     p.add_argument("--node-name", help="the Node's name (default: this host's name)")
     p.add_argument(
         "--node-ip",
@@ -153,6 +160,16 @@ def main(argv: Sequence[str]) -> int:
     state_dir = (ns.state_dir or default_state_dir(cluster, os.environ)).resolve()
     context = NodeContext(servers=servers, timings=timings)
     components = plan_node(node, context, state_dir, sys.executable)
+    if ns.ca_dir is not None:
+        from k8semu import pki
+        from k8semu.cluster import certs
+
+        try:
+            paths = certs.ensure_node(ns.ca_dir, state_dir, node.name, node.node_ip, servers)
+        except (pki.PKIError, OSError) as exc:
+            print(f"k8semu join: --ca-dir: {exc}", file=sys.stderr)
+            return 2
+        components = [secured(c, paths) for c in components]
     commands = available_commands()
     missing = sorted({c.command for c in components if c.command not in commands})
     if missing:
@@ -166,6 +183,7 @@ def main(argv: Sequence[str]) -> int:
         components=tuple(components),
         api_servers=servers,
         launcher=launcher_spec,
+        tls=ns.ca_dir is not None,
     )
     stop = StopFlag()
     launcher = Launcher(plan, state_dir, say=say, stop=stop, detach=ns.detach)

@@ -12,6 +12,7 @@ no such cluster or its API servers serve no REST API.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -53,10 +54,18 @@ def _merge(text: str, target: Path) -> str:
     try:
         context = data["contexts"][0]
         name, servers = context["name"], tuple(context["servers"])
-        rest = data["clusters"][0]["cluster"]["server"]
-    except (KeyError, IndexError, TypeError):
+        cluster, user = data["clusters"][0]["cluster"], data["users"][0]["user"]
+        rest = cluster["server"]
+        creds = None
+        if "certificate-authority-data" in cluster:  # TLS: the CA and the admin's certificate
+            creds = clientconfig.Credentials(
+                base64.b64decode(cluster["certificate-authority-data"]),
+                base64.b64decode(user["client-certificate-data"]),
+                base64.b64decode(user["client-key-data"]),
+            )
+    except (KeyError, IndexError, TypeError, ValueError):
         raise ClusterError("the cluster's kubeconfig names no REST API server") from None
-    clientconfig.set_context(target, name, servers, rest)
+    clientconfig.set_context(target, name, servers, rest, creds)
     return str(name)
 
 

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from k8semu.cli import _flags, _serving
+from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
 from k8semu.kubelet import config as cfg
 from k8semu.kubelet.kubelet import Kubelet
@@ -130,7 +130,7 @@ def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
         configs = build_configs(ns)
-        servers = _flags.api_servers(ns)
+        servers = _flags.api_target(ns)
         metrics = _flags.metrics_address(ns)
         node = configs[0].node_name if len(configs) == 1 else f"{ns.node_name}-*"
         _flags.configure_logging(ns, "kubelet", node=node)
@@ -143,6 +143,8 @@ def main(argv: Sequence[str]) -> int:
     return _serving.run("kubelet", lambda: _serve(configs, servers, metrics), uvloop=uvloop)
 
 
-async def _serve(configs: list[cfg.KubeletConfig], servers: Sequence[str], metrics: str) -> None:
-    async with Client(list(servers)) as client:
+async def _serve(
+    configs: list[cfg.KubeletConfig], servers: _kubeconfig.Target, metrics: str
+) -> None:
+    async with Client(list(servers.servers), tls=servers.tls()) as client:
         await _serving.serve(Kubelet(configs, client), grace=_serving.STOP_GRACE, metrics=metrics)

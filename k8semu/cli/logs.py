@@ -64,7 +64,7 @@ async def stream_log(target: _kubeconfig.Target, request: kubelet_pb2.LogsReques
     """Write the container's log to stdout as it comes, through the API server's PodStreams
     (the API server reaches the kubelet)."""
     out = sys.stdout.buffer
-    async with transport.channel(list(target.servers)) as channel:
+    async with transport.channel(list(target.servers), target.tls()) as channel:
         stub = podstreams_pb2_grpc.PodStreamsStub(channel)
         deadline = FOLLOW_DEADLINE if request.follow else LOGS_DEADLINE
         try:

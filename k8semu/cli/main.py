@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("down", "stop every process of a cluster started with up"),
     "status": ("status", "the processes of a cluster started with up, and who leads"),
     "kubeconfig": ("kubeconfig", "print (or --merge) the kubeconfig kubectl uses for a cluster"),
+    "certs": ("certs", "list (or renew) a cluster's certificates, with their expiry"),
     "restart": ("restart", "restart components of a running cluster: restart --rolling ..."),
     "backup": ("backup", "back up a cluster: backup [-o FILE] | list | verify | export | import"),
     "restore": ("restore", "restore a cluster from a backup file (a new store, pods adopted)"),

@@ -74,8 +74,10 @@ def _config(ns: argparse.Namespace) -> ProxyConfig:
         tcp_idle_timeout=ns.tcp_idle_timeout,
         tcp_half_open_timeout=ns.tcp_half_open_timeout,
     )
+    target = _flags.api_target(ns)
     return ProxyConfig(
-        servers=_flags.api_servers(ns),
+        servers=target.servers,
+        tls=target.tls(),
         node_name=ns.node_name,
         node_ip=ns.node_ip,
         listen_address=ns.listen_address,

@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from k8semu.cli import _flags, _serving
+from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
 from k8semu.scheduler import DEFAULT_SCHEDULER, Scheduler, SchedulerConfig
 
@@ -68,7 +68,7 @@ def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
         config = config_from_args(ns)
-        servers = _flags.api_servers(ns)
+        servers = _flags.api_target(ns)
         metrics = _flags.metrics_address(ns)
         _flags.configure_logging(ns, "scheduler")
     except ValueError as exc:  # ConfigError and AddressError are ValueErrors
@@ -76,7 +76,7 @@ def main(argv: Sequence[str]) -> int:
     return _serving.run("scheduler", lambda: _serve(servers, config, metrics))
 
 
-async def _serve(servers: Sequence[str], config: SchedulerConfig, metrics: str) -> None:
+async def _serve(servers: _kubeconfig.Target, config: SchedulerConfig, metrics: str) -> None:
     """Until SIGTERM/SIGINT - also while the start still waits for the API server."""
-    async with Client(list(servers)) as client:
+    async with Client(list(servers.servers), tls=servers.tls()) as client:
         await _serving.serve(Scheduler(client, config), grace=_serving.STOP_GRACE, metrics=metrics)

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 
 from k8semu.cli._cluster import add_cluster_args
+from k8semu.cluster import certs
 from k8semu.cluster.errors import ClusterError
-from k8semu.cluster.probes import Probes
 from k8semu.cluster.state import find_state_dir, read_state
 from k8semu.cluster.status import cluster_status, format_status
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str]) -> int:
     except ClusterError as exc:
         print(f"k8semu status: {exc}", file=sys.stderr)
         return 2
-    probes = Probes()
+    probes = certs.state_probes(state)
     try:
         status = cluster_status(state, probes)
     finally:

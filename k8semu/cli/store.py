@@ -19,6 +19,7 @@ from pathlib import Path
 from k8semu.cli import _flags, _serving
 from k8semu.store import config as cfg
 from k8semu.store.errors import StoreError
+from k8semu.transport import ServerTLS
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -81,7 +82,50 @@ def _run_parser() -> argparse.ArgumentParser:
         default=_flags.duration_text(cfg.DEFAULT_PROGRESS_NOTIFY_S),
         help="how often idle watchers that asked for it get a progress notification",
     )
+    _tls_flags(p)
     return p
+
+
+def _tls_flags(p: argparse.ArgumentParser) -> None:
+    """etcd's security flags, so etcd's clients and docs work as they are (no flag: plain)."""
+    g = p.add_argument_group("security (etcd's flags)")
+    for prefix, port, ca, auth in (
+        ("", "client", "--trusted-ca-file", "--client-cert-auth"),
+        ("peer-", "peer", "--peer-trusted-ca-file", "--peer-client-cert-auth"),
+    ):
+        g.add_argument(f"--{prefix}cert-file", default="", help=f"{port} port: its certificate")
+        g.add_argument(f"--{prefix}key-file", default="", help=f"{port} port: its key")
+        g.add_argument(ca, default="", help=f"{port} port: the CA of its clients' certificates")
+        g.add_argument(
+            auth, action="store_true", help=f"{port} port: refuse clients without one {ca} signed"
+        )
+
+
+def _server_tls(
+    ns: argparse.Namespace, prefix: str, ca_flag: str, auth_flag: str
+) -> ServerTLS | None:
+    """The TLS of one port from its flags; None when no certificate is given."""
+    cert, key = getattr(ns, f"{prefix}cert_file"), getattr(ns, f"{prefix}key_file")
+    ca, auth = getattr(ns, ca_flag.lstrip("-").replace("-", "_")), getattr(ns, auth_flag)
+    dash = prefix.replace("_", "-")
+    if not cert and not key:
+        if ca or auth:
+            given = ca_flag if ca else "--" + auth_flag.replace("_", "-")
+            raise cfg.ConfigError(f"--{dash}cert-file and --{dash}key-file: needed with {given}")
+        return None
+    if not (cert and key):
+        raise cfg.ConfigError(f"--{dash}cert-file and --{dash}key-file: give both or neither")
+    if auth and not ca:
+        raise cfg.ConfigError(f"{ca_flag}: needed with --{auth_flag.replace('_', '-')}")
+    for flag, value in ((f"--{dash}cert-file", cert), (f"--{dash}key-file", key), (ca_flag, ca)):
+        if value and not Path(value).is_file():
+            raise cfg.ConfigError(f"{flag}: {value}: no such file")
+    return ServerTLS(
+        cert_file=Path(cert),
+        key_file=Path(key),
+        client_ca_file=Path(ca) if ca else None,
+        require_client_cert=auth,
+    )
 
 
 def _first_url(value: str, flag: str) -> str:
@@ -122,7 +166,17 @@ def build_config(ns: argparse.Namespace) -> cfg.StoreConfig:
             ns.experimental_watch_progress_notify_interval,
             "--experimental-watch-progress-notify-interval",
         ),
+        client_tls=_server_tls(ns, "", "--trusted-ca-file", "client_cert_auth"),
+        peer_tls=_peer_tls(ns),
     )
+
+
+def _peer_tls(ns: argparse.Namespace) -> ServerTLS | None:
+    tls = _server_tls(ns, "peer_", "--peer-trusted-ca-file", "peer_client_cert_auth")
+    if tls is not None and tls.client_ca_file is None:
+        # The same file checks the peers this member dials; there is no system CA here.
+        raise cfg.ConfigError("--peer-trusted-ca-file: needed with --peer-cert-file")
+    return tls
 
 
 def _quota(value: int) -> int:

@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from k8semu.cli._cluster import add_cluster_args, install_stop_handlers, restore_handlers
+from k8semu.cluster import certs
 from k8semu.cluster.backups import scheduled_backups
 from k8semu.cluster.config import LauncherSpec
 from k8semu.cluster.errors import ClusterConfigError, ClusterError
 from k8semu.cluster.launcher import StopFlag
-from k8semu.cluster.probes import Probes
 from k8semu.cluster.spawn import component_env
 from k8semu.cluster.state import (
     ComponentRecord,
@@ -128,7 +128,7 @@ def _supervise(state_dir: Path, spec: LauncherSpec) -> int:
     state.supervisor_pid = me
     state.supervisor_start_time = process_start_time(me) or 0
     env = component_env(os.environ)
-    probes = Probes()
+    probes = certs.state_probes(state)
     members = [(n, a) for n, a in state.store_members]
     units = [Supervised(record=c) for c in state.components]
     local = {c.name.removeprefix("store-") for c in state.components if c.kind == "store"}

@@ -92,6 +92,12 @@ def resolve_state_dir(given: Path | None, config: ClusterConfig, host: str | Non
     return default_state_dir(f"{config.name}-{host}" if host else config.name, os.environ)
 
 
+INSECURE_WARNING = (
+    "WARNING: security.tls is false: every port of this cluster (store, API servers) is plain"
+    " text without credentials; anyone who can reach a port can read and write everything"
+)
+
+
 def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     if ns.print_default_config:
@@ -111,12 +117,23 @@ def main(argv: Sequence[str]) -> int:
     except ClusterConfigError as exc:
         print(f"k8semu up: bad cluster config: {exc}", file=sys.stderr)
         return 2
+    if not config.security.tls:
+        say(INSECURE_WARNING)
     if ns.demo and ns.detach:
         print("k8semu up: --demo runs in the foreground; leave out --detach", file=sys.stderr)
         return 2
     if ns.demo and not ns.demo_manifest.is_file():
         print(f"k8semu up: --demo-manifest {ns.demo_manifest}: no such file", file=sys.stderr)
         return 2
+    if config.security.tls:
+        from k8semu import pki
+        from k8semu.cluster import certs
+
+        try:
+            certs.ensure(config, state_dir.resolve())
+        except (pki.PKIError, OSError) as exc:
+            print(f"k8semu up: certificates: {exc}", file=sys.stderr)
+            return 2
     stop = StopFlag()
     after_start = None
     if ns.demo:

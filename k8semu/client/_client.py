@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import json
 import time
 import uuid
@@ -108,7 +109,7 @@ class Client:
       except a patch whose effect the object already shows on reading it back;
     - DEADLINE_EXCEEDED is never retried: Timeout for reads, OutcomeUnknown for writes.
 
-    Errors are ClientError subclasses.
+    Errors are ClientError subclasses. `tls`: CA and client certificate (None: plain text).
     """
 
     def __init__(
@@ -117,16 +118,16 @@ class Client:
         *,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         retries: Retries = DEFAULT_RETRIES,
-        channel_factory: ChannelFactory = transport.channel,
+        channel_factory: ChannelFactory | None = None,
+        tls: transport.ClientTLS | None = None,
     ) -> None:
+        factory = channel_factory or functools.partial(transport.channel, tls=tls)
         addresses = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not addresses:
             raise ValueError("endpoints: at least one API server address is needed")
-        self.timeouts = timeouts
-        self.retries = retries
-        self._endpoints = [_Endpoint(a, channel_factory(a)) for a in addresses]
-        self._next = 0
-        self._closed = False
+        self.timeouts, self.retries = timeouts, retries
+        self._endpoints = [_Endpoint(a, factory(a)) for a in addresses]
+        self._next, self._closed = 0, False
 
     @property
     def endpoints(self) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Any
 from k8semu.backup import archive
 from k8semu.backup.archive import BackupError, Metadata
 from k8semu.backup.schedule import BackupSchedule
+from k8semu.cluster import certs
 from k8semu.cluster.config import BackupsSpec, ClusterConfig, format_duration
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.plan import STORE_DIR
@@ -83,6 +84,7 @@ def backup_schedule(
         interval_s=spec.interval_ms / 1000,
         keep=spec.keep,
         say=say,
+        tls=certs.PKIPaths(state_dir).store_client(),
     )
 
 

@@ -12,12 +12,20 @@ set, else ``~/.k8semu/config`` - making it the current context, as ``kind create
 with kubectl's. Other contexts in that file are kept. ``k8semu down`` removes the context again
 (and clears current-context if it pointed there). The caller passes the path in; this module
 must not read the environment.
+
+With TLS (``Credentials``) the cluster entry carries ``certificate-authority-data`` (the
+cluster CA) and the user ``client-certificate-data``/``client-key-data`` (the admin's
+certificate, CN=kubernetes-admin O=system:masters), base64 PEM as kubectl reads them; the k8semu
+CLI reads the same fields through the context's ``context: {cluster, user}``.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +33,14 @@ import yaml
 
 from k8semu.cluster.errors import ClusterError
 
-__all__ = ["kubeconfig", "remove_context", "set_context", "user_config_path", "write_kubeconfig"]
+__all__ = [
+    "Credentials",
+    "kubeconfig",
+    "remove_context",
+    "set_context",
+    "user_config_path",
+    "write_kubeconfig",
+]
 
 ENV_VAR = "K8SEMU_CONFIG"
 
@@ -39,9 +54,22 @@ def user_config_path(environ: Mapping[str, str]) -> Path:
     return Path(home) / ".k8semu" / "config"
 
 
-def _context(name: str, servers: tuple[str, ...], rest: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """PEM bytes of the cluster CA and of a user's client certificate and key."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _context(name: str, servers: tuple[str, ...], rest: str, linked: bool) -> dict[str, Any]:
     context: dict[str, Any] = {"name": name, "servers": list(servers), "namespace": "default"}
-    if rest:
+    if linked:
         context["context"] = {"cluster": name, "user": name, "namespace": "default"}
     return context
 
@@ -51,36 +79,59 @@ def _upsert(data: dict[str, Any], section: str, entry: dict[str, Any]) -> None:
     data[section] = [*kept, entry]
 
 
-def _set(data: dict[str, Any], name: str, servers: tuple[str, ...], rest: str) -> None:
-    """Context ``name`` (and, with a REST URL, kubectl's cluster and user of that name)."""
-    if rest:
+def _set(
+    data: dict[str, Any],
+    name: str,
+    servers: tuple[str, ...],
+    rest: str,
+    creds: Credentials | None = None,
+) -> None:
+    """Context ``name`` (and, with a REST URL or credentials, kubectl's cluster and user of
+    that name)."""
+    linked = bool(rest) or creds is not None
+    if linked:
         data.setdefault("apiVersion", "v1")
         data.setdefault("kind", "Config")
-        _upsert(data, "clusters", {"name": name, "cluster": {"server": rest}})
-        _upsert(data, "users", {"name": name, "user": {}})
-    _upsert(data, "contexts", _context(name, servers, rest))
+        cluster: dict[str, str] = {"server": rest} if rest else {}
+        user: dict[str, str] = {}
+        if creds is not None:
+            cluster["certificate-authority-data"] = _b64(creds.ca)
+            user["client-certificate-data"] = _b64(creds.cert)
+            user["client-key-data"] = _b64(creds.key)
+        _upsert(data, "clusters", {"name": name, "cluster": cluster})
+        _upsert(data, "users", {"name": name, "user": user})
+    _upsert(data, "contexts", _context(name, servers, rest, linked))
     data["current-context"] = name
 
 
-def kubeconfig(name: str, servers: tuple[str, ...], rest: str = "") -> dict[str, Any]:
+def kubeconfig(
+    name: str, servers: tuple[str, ...], rest: str = "", creds: Credentials | None = None
+) -> dict[str, Any]:
     """A config with just this cluster's context, current; `rest` the REST URL kubectl uses
-    ("" when the API servers serve none)."""
+    ("" when the API servers serve none), `creds` the CA and user certificate (TLS)."""
     data: dict[str, Any] = {}
-    _set(data, name, servers, rest)
+    _set(data, name, servers, rest, creds)
     return data
 
 
-def write_kubeconfig(path: Path, name: str, servers: tuple[str, ...], rest: str = "") -> None:
-    """The file of `kubeconfig(name, servers, rest)`."""
-    _write(path, kubeconfig(name, servers, rest))
-
-
-def set_context(path: Path, name: str, servers: tuple[str, ...], rest: str = "") -> None:
+def set_context(
+    path: Path,
+    name: str,
+    servers: tuple[str, ...],
+    rest: str = "",
+    creds: Credentials | None = None,
+    *,
+    fresh: bool = False,
+) -> None:
     """Add or replace context ``name`` (and its cluster and user) in the config at ``path``
-    and make it current."""
-    data = _read(path)
-    _set(data, name, servers, rest)
+    and make it current; `fresh`: the file has only that (`write_kubeconfig`)."""
+    data = {} if fresh else _read(path)
+    _set(data, name, servers, rest, creds)
     _write(path, data)
+
+
+write_kubeconfig = functools.partial(set_context, fresh=True)
+"""The file of `kubeconfig(name, servers, rest, creds)`."""
 
 
 def current_context(path: Path) -> str:
@@ -137,6 +188,9 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # It may hold a private key: readable by its owner only, from the first byte on.
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
         tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:

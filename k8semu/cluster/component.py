@@ -21,6 +21,7 @@ from typing import Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from k8semu import transport
 from k8semu.cluster.errors import ComponentStartError
 from k8semu.cluster.plan import apiserver_args, scheduler_args
 from k8semu.cluster.processes import free_loopback_ports
@@ -48,6 +49,8 @@ class ComponentProcess:
         self.argv += args
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The CA and client certificate `wait_serving` asks a TLS component with.
+        self.probe_tls: transport.ClientTLS | None = None
 
     def start(self) -> Self:
         with self.log_path.open("ab") as log:
@@ -74,7 +77,7 @@ class ComponentProcess:
             raise ComponentStartError(f"{self.component} was never started")
         timeout = self.serving_timeout if timeout is None else timeout
         end = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
+        with self._channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < end:
                 if self.proc.poll() is not None:
@@ -89,6 +92,11 @@ class ComponentProcess:
                     pass
                 time.sleep(0.05)
         raise ComponentStartError(f"{self.component} not serving in {timeout}s: {self.output()}")
+
+    def _channel(self) -> grpc.Channel:
+        if self.probe_tls is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, transport.channel_credentials(self.probe_tls))
 
     def kill(self) -> None:
         """SIGKILL, by pid."""

@@ -39,12 +39,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from k8semu.cluster import clientconfig
+from k8semu.cluster import certs, clientconfig
 from k8semu.cluster.backups import backup_schedule
 from k8semu.cluster.config import format_duration
 from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
 from k8semu.cluster.plan import API, CONTROL, NODES, NODES_DIR, STAGES, STORE, Plan
-from k8semu.cluster.probes import Probes
 from k8semu.cluster.spawn import component_env, spawn
 from k8semu.cluster.startup import Planned, Readiness, wait_or_cancel
 from k8semu.cluster.state import (
@@ -140,7 +139,7 @@ class Launcher:
         self._after_start = after_start
         self._say = say
         self._stop = stop
-        self._probes = Probes()
+        self._probes = certs.probes(self.state_dir, _probe_targets(plan))
         self._env = component_env(os.environ if environ is None else environ)
         self._running = [
             Planned(
@@ -406,12 +405,16 @@ class Launcher:
         if not self.plan.api_servers:
             return
         rest = self.plan.rest_servers[0] if self.plan.rest_servers else ""
+        # A joined host has no admin certificate: its kubeconfig names the servers only.
+        paths = certs.PKIPaths(self.state_dir)
+        admin = self.plan.tls and paths.cert("admin").cert.exists()
+        creds = paths.credentials("admin") if admin else None
         clientconfig.write_kubeconfig(
-            self.state_dir / KUBECONFIG_FILE, self.plan.cluster, self.plan.api_servers, rest
+            self.state_dir / KUBECONFIG_FILE, self.plan.cluster, self.plan.api_servers, rest, creds
         )
         if self.user_config is not None:
             clientconfig.set_context(
-                self.user_config, self.plan.cluster, self.plan.api_servers, rest
+                self.user_config, self.plan.cluster, self.plan.api_servers, rest, creds
             )
 
     def _clientconfig_note(self) -> str:
@@ -443,6 +446,7 @@ class Launcher:
             supervisor_start_time=self._supervisor_pid[1],
             launcher=dataclasses.asdict(self.plan.launcher),
             backups=dataclasses.asdict(self.plan.backups),
+            tls=self.plan.tls,
         )
         write_state(self.state_dir, state)
 
@@ -577,6 +581,15 @@ class Launcher:
         if still:
             raise LaunchError(f"processes {still} survived SIGKILL")
         return [r.name for r in members if r.record.pid in killed]
+
+
+def _probe_targets(plan: Plan) -> list[tuple[str, str]]:
+    """(kind, address) of every component the launcher asks, those of other hosts too."""
+    return [
+        *((c.kind, c.address) for c in plan.components),
+        *(("store", a) for _, a in plan.store_members),
+        *(("apiserver", a) for a in plan.api_servers),
+    ]
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:

@@ -13,7 +13,7 @@ very thing it has to start again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from k8semu.cluster.probes import Probes
 from k8semu.controllers.clusterautoscaler import targets
@@ -27,8 +27,11 @@ RPC_TIMEOUT_S = 0.5
 class PoolTargets:
     """The wanted slots of every pool, as last read; ``poll`` hands each new reading over once."""
 
-    def __init__(self, api_servers: Sequence[str]) -> None:
+    def __init__(
+        self, api_servers: Sequence[str], make_probes: Callable[[], Probes] = Probes
+    ) -> None:
         self._servers = list(api_servers)
+        self._make_probes = make_probes
         self._lock = threading.Lock()
         self._latest: dict[str, frozenset[str]] | None = None
         self._stop = threading.Event()
@@ -52,7 +55,7 @@ class PoolTargets:
             self._thread.join(timeout=RPC_TIMEOUT_S * (len(self._servers) + 1) + 1)
 
     def _run(self) -> None:
-        probes = Probes()
+        probes = self._make_probes()
         try:
             while not self._stop.is_set():
                 self._read(probes)

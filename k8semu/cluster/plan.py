@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from k8semu import addons
+from k8semu.cluster.certs import PKIPaths
 from k8semu.cluster.config import (
     BackupsSpec,
     ClusterConfig,
@@ -125,6 +126,8 @@ class Plan:
     #: (name, manifest) of the add-ons to apply once up; only on the host that runs the first
     #: API server (so a multi-host cluster applies them once).
     addons: tuple[tuple[str, str], ...] = ()
+    #: Whether the store and API servers serve mutual TLS (certificates under pki/).
+    tls: bool = False
 
     def stage(self, index: int) -> list[ComponentPlan]:
         return [c for c in self.components if c.stage == index]
@@ -162,6 +165,10 @@ def plan_cluster(
         *_plan_control_plane(config, state_dir, python),
         *_plan_nodes(config, state_dir, python),
     ]
+    if config.security.tls:
+        paths = PKIPaths(state_dir)
+        external = config.store.external
+        planned = [secured(c, paths, store=not external) for c in planned]
     ours = [c for c in planned if here(c.host)]
     kept = tuple(c for c in ours if not c.command or c.command in commands)
     skipped = tuple(
@@ -183,7 +190,32 @@ def plan_cluster(
         backups=config.backups,
         skipped=skipped,
         addons=_addons(config, here),
+        tls=config.security.tls,
     )
+
+
+#: The user (certificate and kubeconfig under pki/) of each kind that reaches the API servers.
+_TLS_USERS = {"scheduler": "scheduler", "controller-manager": "controller-manager"}
+_NO_TLS_URL_FLAGS = frozenset({"--listen-metrics-urls"})  # metrics stay plain HTTP
+
+
+def secured(c: ComponentPlan, paths: PKIPaths, *, store: bool = True) -> ComponentPlan:
+    """`c` with the TLS flags of its kind: a store replica (etcd's flags; its URLs https),
+    an API server (kube-apiserver's; `store`: also to the cluster's own store), the others
+    a kubeconfig with their API servers and certificate."""
+    argv = list(c.argv)
+    if c.kind in ("store", "etcd"):
+        for i, arg in enumerate(argv):
+            if i and argv[i - 1] not in _NO_TLS_URL_FLAGS and "http://" in arg:
+                argv[i] = arg.replace("http://", "https://")
+        argv += paths.store_flags(c.name.removeprefix("store-"))
+    elif c.kind == "apiserver":
+        argv += paths.apiserver_flags(store=store)
+    elif c.kind in ("kubelet", "proxy"):
+        argv += paths.kubeconfig_flags(c.name)
+    elif c.kind in _TLS_USERS:
+        argv += paths.kubeconfig_flags(_TLS_USERS[c.kind])
+    return dataclasses.replace(c, argv=tuple(argv))
 
 
 def _plan_store(

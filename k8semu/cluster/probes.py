@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from k8semu import transport
 from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc, coordination_pb2, core_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
@@ -37,12 +38,27 @@ SERVING = "SERVING"
 class Probes:
     """Cached channels to components, and the questions the launcher and ``status`` ask."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, tls: transport.ClientTLS | Mapping[str, transport.ClientTLS] | None = None
+    ) -> None:
+        """`tls`: the CA and client certificate to ask TLS components with, for every
+        address or per address (those not listed: plain text); None: plain text."""
         self._channels: dict[str, grpc.Channel] = {}
+        self._tls = tls
+
+    def _credentials(self, address: str) -> grpc.ChannelCredentials | None:
+        tls = self._tls
+        if isinstance(tls, Mapping):
+            tls = tls.get(address)
+        return None if tls is None else transport.channel_credentials(tls)
 
     def channel(self, address: str) -> grpc.Channel:
         ch = self._channels.get(address)
-        if ch is None:
+        credentials = None if ch is not None else self._credentials(address)
+        if ch is None and credentials is not None:
+            ch = grpc.secure_channel(address, credentials, options=_CHANNEL_OPTIONS)
+            self._channels[address] = ch
+        elif ch is None:
             ch = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
             self._channels[address] = ch
         return ch

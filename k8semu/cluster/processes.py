@@ -44,6 +44,7 @@ from typing import Any, Protocol, Self
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
+from k8semu import transport
 from k8semu.cluster.errors import (
     ClusterError,
     ClusterNotReadyError,
@@ -151,7 +152,7 @@ class Member:
     @property
     def endpoint(self) -> str:
         """The client address as gRPC wants it: ``127.0.0.1:port``."""
-        return self.client_url.removeprefix("http://")
+        return self.client_url.removeprefix("http://").removeprefix("https://")
 
     @property
     def log_path(self) -> Path:
@@ -218,13 +219,41 @@ def _ephemeral_port_low() -> int | None:
     return low if low - _PICK_PORTS_FROM >= 1000 else None
 
 
-def _free_port_specs(size: int) -> list[MemberSpec]:
+@dataclass(frozen=True, slots=True)
+class MemberTLS:
+    """TLS for every member of a harness cluster (etcd's flags): one certificate valid for
+    127.0.0.1 serves the client and peer ports and dials the peers, and client and peer
+    certificates signed by ``ca`` are required. ``client`` is what the harness's own probes
+    present (a client certificate of the same CA)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path
+    client_key: Path
+
+    def flags(self) -> list[str]:
+        ca, cert, key = str(self.ca), str(self.cert), str(self.key)
+        return [
+            "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca,
+            "--client-cert-auth",
+            "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
+            "--peer-client-cert-auth",
+        ]  # fmt: skip
+
+    def client(self) -> transport.ClientTLS:
+        return transport.ClientTLS(
+            ca_file=self.ca, cert_file=self.client_cert, key_file=self.client_key
+        )
+
+
+def _free_port_specs(size: int, scheme: str = "http") -> list[MemberSpec]:
     ports = free_loopback_ports(2 * size)
     return [
         MemberSpec(
             name=f"s{i + 1}",
-            client_url=f"http://{HOST}:{ports[2 * i]}",
-            peer_url=f"http://{HOST}:{ports[2 * i + 1]}",
+            client_url=f"{scheme}://{HOST}:{ports[2 * i]}",
+            peer_url=f"{scheme}://{HOST}:{ports[2 * i + 1]}",
         )
         for i in range(size)
     ]
@@ -262,6 +291,7 @@ class ProcessCluster:
         token: str | None = None,
         die_with_parent: bool = True,
         reuse_data: bool = False,
+        tls: MemberTLS | None = None,
     ) -> None:
         if members is None:
             size = DEFAULT_SIZE if size is None else size
@@ -291,7 +321,9 @@ class ProcessCluster:
         # recycled port can never join this cluster.
         self.token = token or f"k8semu-harness-{uuid.uuid4().hex[:12]}"
         self.die_with_parent = die_with_parent
-        specs = _free_port_specs(size) if members is None else list(members)
+        self.tls = tls
+        scheme = "http" if tls is None else "https"
+        specs = _free_port_specs(size, scheme) if members is None else list(members)
         self.members: dict[str, Member] = {
             s.name: Member(
                 name=s.name,
@@ -308,7 +340,7 @@ class ProcessCluster:
                     f"data dirs from an earlier cluster exist: {', '.join(stale)}; give each new"
                     " cluster a fresh base_dir"
                 )
-        self._probes = Probes()
+        self._probes = Probes(None if tls is None else tls.client())
         self._closed = False
 
     # -- what a subclass provides -----------------------------------------------------------
@@ -335,6 +367,7 @@ class ProcessCluster:
             "--initial-cluster-token", self.token,
             "--heartbeat-interval", str(self.heartbeat_ms),
             "--election-timeout", str(self.election_ms),
+            *([] if self.tls is None else self.tls.flags()),
         ]  # fmt: skip
 
     # -- addresses ----------------------------------------------------------------------------

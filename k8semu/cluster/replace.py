@@ -28,7 +28,9 @@ from typing import Any
 
 import grpc
 
+from k8semu.cluster import certs
 from k8semu.cluster.errors import ClusterError
+from k8semu.cluster.probes import Probes
 from k8semu.cluster.rolling import Restarted, restart_components
 from k8semu.cluster.state import ClusterState, ComponentRecord, read_state
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
@@ -66,17 +68,21 @@ def replace_replica(
             f"{record.name} runs with its data ({data / 'raft.db'} exists): `k8semu store "
             "replace` is for a replica whose data is lost; `k8semu restart` restarts one"
         )
-    peer_url = "http://" + record.ports["peer"]
+    peer_url = ("https://" if state.tls else "http://") + record.ports["peer"]
     others = [addr for member, addr in state.store_members if member != name]
     deadline = time.monotonic() + timeout
     moved = _fresh_data_dir(data, name)
     if moved:
         say(f"moved what was left of {data} to {moved}")
-    members = StoreMembers(others, deadline)
-    old_id = members.remove(name, peer_url)
+    probes = certs.state_probes(state)  # a TLS store is asked with the health-check client
+    members = StoreMembers(others, deadline, probes)
+    try:
+        old_id = members.remove(name, peer_url)
+        new_id = members.add(peer_url)
+    finally:
+        probes.close()
     if old_id:
         say(f"removed member {name} ({old_id:x})")
-    new_id = members.add(peer_url)
     say(f"added member {name} as {new_id:x} (peer URL {peer_url}); starting it")
     remaining = max(1.0, deadline - time.monotonic())
     restarted = restart_components(state_dir, [record.name], timeout=remaining, say=say)
@@ -112,11 +118,13 @@ def _fresh_data_dir(data: Path, name: str) -> Path | None:
 class StoreMembers:
     """The Cluster service of whichever other replica answers."""
 
-    def __init__(self, endpoints: list[str], deadline: float) -> None:
+    def __init__(self, endpoints: list[str], deadline: float, probes: Probes | None = None) -> None:
+        """`probes`: how to reach a TLS store (`certs.state_probes`); None: plain text."""
         if not endpoints:
             raise ClusterError("no other store member to ask: a one-member store cannot be")
         self._endpoints = endpoints
         self.deadline = deadline
+        self._probes = probes or Probes()
 
     def remove(self, name: str, peer_url: str) -> int:
         """Remove the started member ``name``; its id (0 when it is not a member any more)."""
@@ -140,14 +148,13 @@ class StoreMembers:
         last = ""
         while True:
             for endpoint in self._endpoints:
-                with grpc.insecure_channel(endpoint) as channel:
-                    stub = rpc_pb2_grpc.ClusterStub(channel)
-                    try:
-                        return getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)
-                    except grpc.RpcError as exc:
-                        last = exc.details() or str(exc.code())
-                        if exc.code() not in _RETRY and not (also_retry and also_retry in last):
-                            raise ClusterError(f"{method} refused by {endpoint}: {last}") from None
+                stub = rpc_pb2_grpc.ClusterStub(self._probes.channel(endpoint))
+                try:
+                    return getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)
+                except grpc.RpcError as exc:
+                    last = exc.details() or str(exc.code())
+                    if exc.code() not in _RETRY and not (also_retry and also_retry in last):
+                        raise ClusterError(f"{method} refused by {endpoint}: {last}") from None
             if time.monotonic() >= self.deadline:
                 raise ClusterError(f"{method}: no store member agreed in time: {last}")
             time.sleep(RETRY_S)

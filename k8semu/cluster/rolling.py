@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from k8semu.cluster import certs
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.plan import STORE
 from k8semu.cluster.probes import SERVING, Probes, agreed_leader
@@ -112,7 +113,7 @@ def restart_components(
     the cluster has no live supervisor, or a component is not healthy within ``timeout``
     seconds of its request (naming it and what it answered)."""
     own = probes is None
-    probes = probes or Probes()
+    probes = probes or certs.state_probes(read_state(state_dir))
     done: list[Restarted] = []
     try:
         todo = list(names)

@@ -170,6 +170,14 @@ def _supervised(state_dir: Path) -> ClusterState:
             " backend or an external store): scale it with etcd's runbook (etcdctl member"
             " add/remove)"
         )
+    if state.tls:
+        # A new replica needs a certificate for its own addresses and every member's peer
+        # URLs are https: not wired yet (replacing a replica in place works under TLS).
+        raise ClusterError(
+            "`k8semu store scale|remove` does not handle a TLS store yet: grow or shrink a"
+            " cluster with `security: {tls: false}`, or replace a replica in place with"
+            " `k8semu store replace NAME`"
+        )
     return state
 
 

@@ -118,6 +118,8 @@ class ClusterState:
     launcher: dict[str, int] = field(default_factory=dict)
     #: The config's ``backups`` section (``BackupsSpec`` fields): the supervisor's schedule.
     backups: dict[str, Any] = field(default_factory=dict)
+    #: Whether the store and API servers serve mutual TLS (the config's security.tls).
+    tls: bool = False
     version: int = STATE_VERSION
 
     def component(self, name: str) -> ComponentRecord | None:

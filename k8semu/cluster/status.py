@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k8semu.cluster import clientconfig
+from k8semu.cluster import certs, clientconfig
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.plan import NODES, NODES_DIR, STAGES, STORE
 from k8semu.cluster.probes import Probes, agreed_leader
@@ -101,6 +101,7 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
         "host": state.host,
         "mode": state.mode,
         "stateDir": state.state_dir,
+        "tls": state.tls,
         "launcherPid": state.launcher_pid if state.launcher_alive() else 0,
         "supervisor": _supervisor(state),
         "storeAlarms": store.alarms,
@@ -262,7 +263,12 @@ def format_status(status: dict[str, Any]) -> str:
             f" `k8semu supervise --state-dir {status['stateDir']}` brings it back"
         )
     host = f" host {status['host']}" if status["host"] else ""
-    lines = [f"cluster {status['cluster']}{host} ({mode}); state dir {status['stateDir']}", ""]
+    lines = [f"cluster {status['cluster']}{host} ({mode}); state dir {status['stateDir']}"]
+    if status.get("tls"):
+        lines.append("security: mutual TLS (certificates in pki/ of the state dir)")
+    else:
+        lines.append("security: WARNING: TLS off (security.tls: false): plain text, no credentials")
+    lines.append("")
     header = (
         "COMPONENT", "KIND", "HOST", "PID", "ALIVE", "STATE", "RESTARTS", "LAST EXIT", "HEALTH",
         "ADDRESS", "REST", "METRICS", "ROLE",
@@ -334,7 +340,7 @@ def _last_exit(c: dict[str, Any]) -> str:
 
 
 def _store_leader(state: ClusterState) -> str | None:
-    probes = Probes()
+    probes = certs.state_probes(state)
     try:
         members = [(n, a) for n, a in state.store_members]
         return agreed_leader(probes.store_statuses(members, RPC_TIMEOUT_S / 2), len(members))

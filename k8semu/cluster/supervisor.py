@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
 import queue
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Protocol
 
 from k8semu.backup.schedule import BackupSchedule
+from k8semu.cluster import certs
 from k8semu.cluster.config import LauncherSpec, format_duration
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.nodepools import PoolTargets
@@ -189,9 +191,15 @@ class _EventPoster:
     """Posts Warning Events through the API from one background thread, best effort: the
     supervision loop never waits for an API server that may be the very thing that failed."""
 
-    def __init__(self, api_servers: Sequence[str], say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        api_servers: Sequence[str],
+        say: Callable[[str], None],
+        make_probes: Callable[[], Probes] = Probes,
+    ) -> None:
         self._servers = list(api_servers)
         self._say = say
+        self._make_probes = make_probes
         self._queue: queue.Queue[tuple[ComponentRecord, str, str] | None] = queue.Queue(
             EVENT_BACKLOG
         )
@@ -213,7 +221,7 @@ class _EventPoster:
             self._thread.join(timeout=EVENT_RPC_TIMEOUT_S * 2)
 
     def _run(self) -> None:
-        probes = Probes()
+        probes = self._make_probes()
         try:
             while (item := self._queue.get()) is not None:
                 record, reason, message = item
@@ -298,13 +306,20 @@ class Supervisor:
         self._stop = stop
         self._write_state = write_state
         self._pdeathsig = pdeathsig
-        self._probes = Probes() if probes is None else probes
+        # With TLS (pki/ in the state dir), the API servers and store replicas are asked with
+        # the cluster's credentials.
+        known = [
+            *(("apiserver", a) for a in api_servers),
+            *(("store", a) for _, a in store_members),
+        ]
+        make_probes = functools.partial(certs.probes, state_dir, known)
+        self._probes = make_probes() if probes is None else probes
         self.leader_watch = LeaderWatch(self._probes, store_members, say)
-        self._events = _EventPoster(api_servers, say)
+        self._events = _EventPoster(api_servers, say, make_probes)
         self._backups = backups
         self.pool_targets: PoolTargets | None = None
         if any(u.record.pool for u in self.units):
-            self.pool_targets = PoolTargets(api_servers)
+            self.pool_targets = PoolTargets(api_servers, make_probes)
 
     # -- starting -----------------------------------------------------------------------------
 

@@ -65,6 +65,8 @@ class ProxyConfig:
     """
 
     servers: tuple[str, ...] = ("127.0.0.1:6443",)
+    #: The CA and this proxy's client certificate (None: plain text).
+    tls: transport.ClientTLS | None = None
     node_name: str = ""
     node_ip: str = "127.0.0.1"
     listen_address: str = ""
@@ -94,7 +96,7 @@ class ProxyServer:
         self.config = config
         self.node_name = config.node_name or os.uname().nodename
         self._own_client = client is None
-        self.client = client if client is not None else Client(list(config.servers))
+        self.client = client if client is not None else Client(list(config.servers), tls=config.tls)
         self.informers = SharedInformers(self.client)
         self.services = self.informers.informer(core_pb2.Service)
         self.endpoints = self.informers.informer(core_pb2.Endpoints)

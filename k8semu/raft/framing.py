@@ -197,10 +197,15 @@ class FramedProtocol(asyncio.Protocol):
         self.send(REFUSED, reason.encode()[:2000])
         self.close()
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
+        """Close the connection; `abort`: at once, dropping what is unsent (over TLS, also
+        without waiting for the peer's close_notify, which a refused peer never sends)."""
         self._buf.clear()
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
             # Nothing more is read from it; connection_lost follows.
             self.transport = None
         if not self.closed.done():

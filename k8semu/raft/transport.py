@@ -652,4 +652,4 @@ async def request(
         raise framing.RemoteError(_UNAVAILABLE, f"{address}: {exc}") from None
     finally:
         if conn is not None:
-            conn.close()
+            conn.close(abort=True)  # one request, one reply: nothing is left to send

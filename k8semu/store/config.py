@@ -7,13 +7,15 @@ second; etcd's own defaults (100 ms / 1000 ms) are one flag away.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from k8semu import durations
-from k8semu.transport import AddressError, parse_url
+from k8semu.transport import AddressError, ClientTLS, ServerTLS, client_ssl_context, parse_url
 
 DEFAULT_HEARTBEAT_MS = 50
 DEFAULT_ELECTION_MS = 500
@@ -133,6 +135,11 @@ class StoreConfig:
     #: made them are not read again), or that the cluster it joined gave it; 0: from flags.
     recorded_cluster_id: int = 0
     recorded_member_id: int = 0
+    #: TLS of the client port (--cert-file, --key-file, --trusted-ca-file,
+    #: --client-cert-auth) and of the peer port (the --peer-* ones, also used to dial the
+    #: peers); None: plain text.
+    client_tls: ServerTLS | None = None
+    peer_tls: ServerTLS | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -174,4 +181,26 @@ class StoreConfig:
 
     @property
     def client_urls(self) -> tuple[str, ...]:
-        return self.advertise_client or (f"http://{self.listen_client}",)
+        scheme = "http" if self.client_tls is None else "https"
+        return self.advertise_client or (f"{scheme}://{self.listen_client}",)
+
+    @property
+    def peer_scheme(self) -> str:
+        return "http" if self.peer_tls is None else "https"
+
+    def peer_client_ssl(self) -> ssl.SSLContext | None:
+        """The context to dial peers with: the peer certificate, checking theirs against
+        --peer-trusted-ca-file; None for plain text."""
+        tls = self.peer_tls
+        if tls is None:
+            return None
+        assert tls.client_ca_file is not None  # build_config requires it
+        return _client_context(
+            ClientTLS(ca_file=tls.client_ca_file, cert_file=tls.cert_file, key_file=tls.key_file)
+        )
+
+
+@functools.cache
+def _client_context(tls: ClientTLS) -> ssl.SSLContext:
+    # One context per process: loading the files again per connection would cost a handshake.
+    return client_ssl_context(tls)

@@ -20,6 +20,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from ssl import SSLContext
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -112,7 +113,9 @@ def bootstrap(config: StoreConfig) -> dict[int, bytes]:
     """The membership a new cluster starts with: every --initial-cluster member, named."""
     return {
         config.ids[name]: context_of(
-            rpc_pb2.Member(ID=config.ids[name], name=name, peerURLs=[f"http://{addr}"])
+            rpc_pb2.Member(
+                ID=config.ids[name], name=name, peerURLs=[f"{config.peer_scheme}://{addr}"]
+            )
         )
         for name, addr in config.members.items()
     }
@@ -159,7 +162,12 @@ class Reconfigurer:
         if node.leader != own:
             if forwarded:
                 raise errors.ErrNotLeader
-            return await forward(_address_of(host, node.leader), change, host.request_timeout)
+            return await forward(
+                _address_of(host, node.leader),
+                change,
+                host.request_timeout,
+                ssl=host.config.peer_client_ssl(),
+            )
         # One change at a time per leader: the checks must see the previous change applied.
         async with self._lock:
             return await self._change_here(change)
@@ -283,7 +291,12 @@ class Reconfigurer:
         change = internal_pb2.MemberChange(
             remove=rpc_pb2.MemberRemoveRequest(ID=member_id), checked=True
         )
-        return await forward(_address_of(host, target), change, host.request_timeout)
+        return await forward(
+            _address_of(host, target),
+            change,
+            host.request_timeout,
+            ssl=host.config.peer_client_ssl(),
+        )
 
     async def _promote(self, member_id: int) -> None:
         """etcd's MemberPromote: a learner that started and is in sync with the leader (its
@@ -369,11 +382,16 @@ def _address_of(host: Host, member_id: int) -> str:
 
 
 async def forward(
-    address: str, change: internal_pb2.MemberChange, timeout: float
+    address: str,
+    change: internal_pb2.MemberChange,
+    timeout: float,
+    *,
+    ssl: SSLContext | None = None,
 ) -> internal_pb2.ClusterInfo:
     """Have the member at peer ``address`` (the leader) do ``change``; its refusal is ours."""
     try:
-        reply = await request(address, framing.CHANGE, change.SerializeToString(), timeout)
+        payload = change.SerializeToString()
+        reply = await request(address, framing.CHANGE, payload, timeout, ssl=ssl)
         return internal_pb2.ClusterInfo.FromString(reply)
     except framing.RemoteError as exc:
         raise errors.remote(_status(exc.code), exc.message) from None
@@ -381,11 +399,11 @@ async def forward(
         raise errors.remote(grpc.StatusCode.UNKNOWN, f"{address}: bad reply: {exc}") from None
 
 
-async def _cluster(address: str) -> internal_pb2.ClusterInfo:
+async def _cluster(address: str, ssl: SSLContext | None = None) -> internal_pb2.ClusterInfo:
     """The cluster as the member at peer ``address`` knows it; RemoteError or DecodeError."""
     reply = await request(
         address, framing.CLUSTER, internal_pb2.ClusterRequest().SerializeToString(),
-        _JOIN_CALL_TIMEOUT_S,
+        _JOIN_CALL_TIMEOUT_S, ssl=ssl,
     )  # fmt: skip
     return internal_pb2.ClusterInfo.FromString(reply)
 
@@ -441,7 +459,7 @@ async def fetch_cluster(config: StoreConfig) -> tuple[internal_pb2.ClusterInfo, 
             f"{config.name} itself; list the running cluster's members (as `etcdctl member "
             "add` prints them) so this member can join it, or use --initial-cluster-state new"
         )
-    info = await _ask_peers(others)
+    info = await _ask_peers(others, config.peer_client_ssl())
     if info is None:
         raise errors.JoinError(
             "--initial-cluster-state existing: cannot fetch cluster info from peer urls: "
@@ -465,14 +483,16 @@ async def fetch_cluster(config: StoreConfig) -> tuple[internal_pb2.ClusterInfo, 
     )
 
 
-async def _ask_peers(addresses: Sequence[str]) -> internal_pb2.ClusterInfo | None:
+async def _ask_peers(
+    addresses: Sequence[str], ssl: SSLContext | None = None
+) -> internal_pb2.ClusterInfo | None:
     """The first answer (one that knows a leader, if any does) within JOIN_TIMEOUT_S."""
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     answer: internal_pb2.ClusterInfo | None = None
     while time.monotonic() < deadline:
         for address in addresses:
             try:
-                info = await _cluster(address)
+                info = await _cluster(address, ssl)
             except (framing.RemoteError, DecodeError) as exc:
                 log.info("cluster info not fetched", peer=address, error=str(exc))
                 continue
@@ -496,7 +516,7 @@ async def removed(host: Host) -> bool:
         if member_id == own or address is None:
             continue
         try:
-            info = await _cluster(address)
+            info = await _cluster(address, host.config.peer_client_ssl())
         except (framing.RemoteError, DecodeError):
             continue
         if info.leader and info.cluster_id == host.config.cluster_id:

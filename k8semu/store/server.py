@@ -282,6 +282,7 @@ class StoreServer:
             self._client_urls,
             on_unreachable=self.node.report_unreachable,
             on_snapshot_sent=self.node.report_snapshot,
+            ssl=cfg.peer_client_ssl(),
         )
         self._peer_server = PeerServer(
             Membership(cfg.cluster_id, self._allowed),
@@ -289,6 +290,7 @@ class StoreServer:
             self.snapshot_dir,
             peer_transport.learn_client_urls,
             requests=members.MembershipServicer(self.reconfigurer).handlers(),
+            ssl=None if cfg.peer_tls is None else transport.server_ssl_context(cfg.peer_tls),
         )
         self.peer_port = await self._peer_server.listen(cfg.listen_peer)
         return peer_transport
@@ -303,7 +305,10 @@ class StoreServer:
         rpc_pb2_grpc.add_ClusterServicer_to_server(service.ClusterService(self), server)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(service.MaintenanceService(self), server)
         self.client_port = transport.bind(
-            server, self.config.listen_client, flag="--listen-client-urls"
+            server,
+            self.config.listen_client,
+            flag="--listen-client-urls",
+            tls=self.config.client_tls,
         )
 
     def _start_background_tasks(self) -> None:

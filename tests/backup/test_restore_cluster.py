@@ -30,6 +30,7 @@ from k8semu.client import Client, ClientError, Informer
 from k8semu.cluster.state import read_state
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from tests.support.cluster import (
+    api_tls,
     k8semu,
     processes_under,
     until,
@@ -139,7 +140,7 @@ async def test_backup_restore_round_trip_with_running_pods(tmp_path: Path) -> No
     up_detached(env, config, state_dir)
     try:
         api = read_state(state_dir).api_servers
-        async with Client(api) as client:
+        async with Client(api, tls=api_tls(state_dir)) as client:
             for obj in manifest.load_all(APP, source="app"):
                 await client.create(obj)
             await settle(lambda: _available(client), timeout=60)

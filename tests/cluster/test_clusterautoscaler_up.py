@@ -22,6 +22,7 @@ from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from k8semu.scheduler.framework import node_ready
 from tests.support.cluster import (
     START_TIMEOUT_S,
+    api_tls,
     by_name,
     everything,
     k8semu,
@@ -116,7 +117,7 @@ async def test_pool_grows_for_unschedulable_pods_and_shrinks_when_they_are_gone(
     assert set(slots) == {"kubelet-pool-0", "kubelet-pool-1"}
     assert all(c.state == "stopped" and c.pid == 0 for c in slots.values())
 
-    async with Client([api]) as client:
+    async with Client([api], tls=api_tls(state_dir)) as client:
         await client.create(_stray())
         await client.create(_deployment(2))
         pods = await eventually(

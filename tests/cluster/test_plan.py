@@ -47,9 +47,13 @@ def test_default_plan_starts_every_component_in_dependency_stages() -> None:
     assert store.argv[:4] == ("py", "-m", "k8semu", "store")
     f = _flags(store.argv)
     assert f["--data-dir"] == "/state/store/s2"
-    assert f["--listen-client-urls"] == "http://127.0.0.1:12379"
+    # TLS by default (security.tls): etcd's URLs say https, and the flags name pki/ files.
+    assert f["--listen-client-urls"] == "https://127.0.0.1:12379"
     assert f["--initial-cluster-token"] == "k8semu-local"
-    assert f["--initial-cluster"].count("=http://") == 3
+    assert f["--initial-cluster"].count("=https://") == 3
+    assert f["--cert-file"] == "/state/pki/etcd/store-s2.crt"
+    assert f["--peer-trusted-ca-file"] == "/state/pki/etcd/ca.crt"
+    assert f["--client-cert-auth"] == f["--peer-client-cert-auth"] == ""
     assert (f["--heartbeat-interval"], f["--election-timeout"]) == ("50", "500")
     assert store.log_path == STATE / "logs" / "store-s2.log"
 
@@ -59,6 +63,9 @@ def test_default_plan_starts_every_component_in_dependency_stages() -> None:
     assert f["--service-node-port-range"] == "30000-32767"
     assert f["--load-balancer-ip-pool"] == "127.100.0.0/24"
     assert f["--etcd-compaction-interval"] == "1m"
+    tls = ("--tls-cert-file", "--client-ca-file", "--etcd-certfile")
+    pki = ("apiserver.crt", "ca.crt", "etcd/apiserver-etcd-client.crt")
+    assert [f[k] for k in tls] == [f"/state/pki/{p}" for p in pki]
 
     f = _flags(byname["controller-manager-1"].argv)
     assert f["--server"] == "127.0.0.1:6443" and f["--listen-address"] == "127.0.0.1:10257"
@@ -66,6 +73,7 @@ def test_default_plan_starts_every_component_in_dependency_stages() -> None:
     assert f["--node-monitor-grace-period"] == "6s" and f["--pod-eviction-timeout"] == "5s"
     assert f["--cluster-cidr"] == "127.244.0.0/16" and f["--node-cidr-mask-size"] == "24"
     assert f["--controllers"] == "*"
+    assert f["--kubeconfig"] == "/state/pki/kubeconfigs/controller-manager.conf"
 
     f = _flags(byname["kubelet-node-2"].argv)
     assert f["--node-ip"] == "127.0.1.2" and f["--listen-address"] == "127.0.1.2:10250"

@@ -225,6 +225,7 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
             env, "join", "--server", state.api_servers[0], "--node-name", "j1",
             "--node-ip", "127.0.1.2", "--runtime", "simulated", "--kubelet-port", kubelet_port,
             "--proxy-port", proxy_port, "--state-dir", join_dir, "--detach",
+            "--ca-dir", state_dir / "pki",
             timeout=START_TIMEOUT_S,
         )  # fmt: skip
         assert joined.returncode == 0, joined.stdout + joined.stderr

@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from k8semu.api import manifest
+from k8semu.cli import _kubeconfig
 from k8semu.client import AlreadyExists, Client
 from k8semu.pb.api.v1 import core_pb2
 
@@ -36,9 +37,13 @@ def _ready(pod: core_pb2.Pod) -> bool:
     )
 
 
-async def deploy(server: str, path: Path, timeout: float) -> dict[str, object]:
+async def deploy(
+    server: str, path: Path, timeout: float, kubeconfig: str = ""
+) -> dict[str, object]:
+    """`kubeconfig`: the credentials (a TLS cluster's, e.g. <state-dir>/kubeconfig)."""
     end = time.monotonic() + timeout
-    async with Client([server]) as client:
+    target = _kubeconfig.resolve(server=server, kubeconfig=kubeconfig or None, environ={})
+    async with Client([server], tls=target.tls()) as client:
         for obj in manifest.load_all(path.read_text(), source=str(path)):
             with contextlib.suppress(AlreadyExists):
                 await client.create(obj, namespace="default")
@@ -114,7 +119,7 @@ def udp(ip: str, port: int, text: str, timeout: float) -> int:
 
 def main(argv: list[str]) -> int:
     if argv[0] == "deploy":
-        result = asyncio.run(deploy(argv[1], Path(argv[2]), float(argv[3])))
+        result = asyncio.run(deploy(argv[1], Path(argv[2]), float(argv[3]), *argv[4:5]))
         print(json.dumps(result))
         return 0
     if argv[0] == "get":

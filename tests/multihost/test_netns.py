@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from k8semu import pki
 from tests.support.cluster import user_env
 
 IP = shutil.which("ip")
@@ -214,6 +215,13 @@ def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> Non
     env = user_env(tmp_path)
     config = _config(hosts, tmp_path / "cluster.yaml")
     state = {h: tmp_path / f"state-{h}" for h in HOSTS}
+    # One cluster CA and one store CA for every host, as a user copies pki/ to each host
+    # before its first `up` (docs/security.md): each `up` reuses them for its certificates.
+    cas = tmp_path / "pki"
+    pki.CertificateAuthority.load_or_create(cas)
+    pki.CertificateAuthority.load_or_create(cas / "etcd")
+    for h in HOSTS:
+        shutil.copytree(cas, state[h] / "pki")
     started: list[str] = []
 
     def up(host: str) -> subprocess.Popen[str]:
@@ -244,6 +252,7 @@ def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> Non
                 server,
                 str(MANIFEST),
                 str(POD_TIMEOUT_S),
+                str(state["cp"] / "kubeconfig"),
                 timeout=POD_TIMEOUT_S + 30,
             )
         )

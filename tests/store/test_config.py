@@ -43,7 +43,7 @@ def test_etcd_style_flags_build_a_three_member_config(tmp_path: Path) -> None:
     [
         (["--initial-cluster", "s1=http://127.0.0.1:1"], "--name: 'default' is not in"),
         (["--initial-cluster", "default"], "--initial-cluster: 'default': expected NAME=URL"),
-        (["--listen-client-urls", "https://127.0.0.1:1"], "only http://"),
+        (["--listen-client-urls", "ftp://127.0.0.1:1"], "expected an http:// or https://"),
         (["--listen-peer-urls", "http://127.0.0.1:notaport"], "--listen-peer-urls"),
         (["--heartbeat-interval", "100", "--election-timeout", "200"], "--election-timeout"),
         (["--listen-client-urls", "http://a:1,http://b:2"], "exactly one URL"),

@@ -11,6 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from k8semu import transport
+from k8semu.cluster import certs
 from k8semu.cluster.state import read_state
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from tests.support import cluster as harness
@@ -18,8 +20,15 @@ from tests.support import cluster as harness
 pytestmark = pytest.mark.slow
 
 
-def _members(endpoint: str) -> dict[str, int]:
-    with grpc.insecure_channel(endpoint) as ch:
+def _channel(state_dir: Path, endpoint: str) -> grpc.Channel:
+    """To a store replica of the cluster in `state_dir`: TLS (the default) with the
+    cluster's health-check client certificate."""
+    tls = certs.PKIPaths(state_dir).store_tls()
+    return grpc.secure_channel(endpoint, transport.channel_credentials(tls))
+
+
+def _members(state_dir: Path, endpoint: str) -> dict[str, int]:
+    with _channel(state_dir, endpoint) as ch:
         listed = rpc_pb2_grpc.ClusterStub(ch).MemberList(rpc_pb2.MemberListRequest(), timeout=5)
     return {m.name: m.ID for m in listed.members}
 
@@ -40,7 +49,7 @@ def test_replace_a_replica_whose_data_dir_was_removed(tmp_path: Path) -> None:
 def _replace_under_a_writer(env: dict[str, str], state_dir: Path) -> None:
     state = read_state(state_dir)
     endpoints = dict(state.store_members)
-    before = _members(endpoints["s1"])
+    before = _members(state_dir, endpoints["s1"])
 
     acked: dict[bytes, bytes] = {}
     stop = threading.Event()
@@ -50,7 +59,7 @@ def _replace_under_a_writer(env: dict[str, str], state_dir: Path) -> None:
         n = 0
         while not stop.is_set():
             key, value = f"r{n % 50}".encode(), f"v{n}".encode()
-            with grpc.insecure_channel(targets[n % 2]) as ch:
+            with _channel(state_dir, targets[n % 2]) as ch:
                 try:
                     rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=key, value=value), timeout=5)
                 except grpc.RpcError:
@@ -74,7 +83,7 @@ def _replace_under_a_writer(env: dict[str, str], state_dir: Path) -> None:
 
     # Caught up, it publishes its name through the leader (shown unstarted, unnamed, until).
     def published() -> dict[str, int] | None:
-        listed = _members(endpoints["s1"])
+        listed = _members(state_dir, endpoints["s1"])
         return listed if sorted(listed) == ["s1", "s2", "s3"] else None
 
     after = harness.until("s2 published its name", published)
@@ -82,7 +91,7 @@ def _replace_under_a_writer(env: dict[str, str], state_dir: Path) -> None:
     rows = harness.by_name(harness.status(env, state_dir))
     assert rows["store-s2"]["alive"] and rows["store-s2"]["health"] == "SERVING", rows
     assert acked, "the writer wrote nothing"
-    with grpc.insecure_channel(endpoints["s2"]) as ch:
+    with _channel(state_dir, endpoints["s2"]) as ch:
         got = rpc_pb2_grpc.KVStub(ch).Range(
             rpc_pb2.RangeRequest(key=b"r", range_end=b"s"), timeout=10
         )

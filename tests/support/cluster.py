@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from k8semu import transport
+from k8semu.cluster import certs
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.state import (
     ComponentRecord,
@@ -92,6 +94,12 @@ def write_config(
         f"launcher: {{readyTimeout: 60s, {launcher}}}\n"
     )
     return path
+
+
+def api_tls(state_dir: Path) -> transport.ClientTLS | None:
+    """The credentials a test's client of the cluster in ``state_dir`` uses (TLS is the
+    default: its admin certificate; None when the cluster runs plain)."""
+    return certs.PKIPaths(state_dir).api_client()
 
 
 def up_detached(env: dict[str, str], config: Path, state_dir: Path) -> None:

@@ -75,8 +75,14 @@ class RESTServer:
         address: str,
         ready: Callable[[], bool],
         middlewares: Sequence[Any] = (),
+        *,
+        tls: transport.ServerTLS | None = None,
     ) -> None:
         self.verbs = verbs
+        # HTTP/1.1 only (aiohttp serves no HTTP/2): ALPN says so, and kubectl and the Python
+        # client speak it. A client certificate is asked for, not required: a client may
+        # authenticate with a token instead.
+        self.ssl = None if tls is None else transport.server_ssl_context(tls, alpn=["http/1.1"])
         self.resources = Resources(verbs)
         self.streams = Streams(verbs)
         self.shared = EventCodec()
@@ -106,14 +112,17 @@ class RESTServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "http" if self.ssl is None else "https"
+        return f"{scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl
+        )
         try:
             await site.start()
         except OSError as exc:

@@ -106,7 +106,9 @@ class Errors:
 def client_for(target: Target, ns: argparse.Namespace) -> Client:
     if not ns.request_timeout > 0:
         raise UsageError("--request-timeout: must be > 0")
-    return Client(list(target.servers), timeouts=Timeouts(call=ns.request_timeout))
+    return Client(
+        list(target.servers), timeouts=Timeouts(call=ns.request_timeout), tls=target.tls()
+    )
 
 
 def namespace_for(kind: Kind, target: Target, *, all_namespaces: bool = False) -> str | None:

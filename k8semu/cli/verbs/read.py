@@ -209,7 +209,12 @@ async def cmd_version(ns: argparse.Namespace, target: Target) -> None:
         return
     failures = 0
     for server in target.servers:
-        client = Client([server], timeouts=Timeouts(call=ns.request_timeout), retries=NO_RETRIES)
+        client = Client(
+            [server],
+            timeouts=Timeouts(call=ns.request_timeout),
+            retries=NO_RETRIES,
+            tls=target.tls(),
+        )
         async with client:
             try:
                 resources = await client.discovery()

@@ -18,6 +18,7 @@ from k8semu.cluster.config.hosts import (
 )
 from k8semu.cluster.config.network import NetworkSpec
 from k8semu.cluster.config.nodes import NodeSpec, default_nodes
+from k8semu.cluster.config.security import SecuritySpec
 from k8semu.cluster.config.store import StoreSpec
 from k8semu.cluster.config.timings import LauncherSpec, TimingsSpec
 from k8semu.cluster.config.values import bracketed, check_dns_label
@@ -60,6 +61,7 @@ class ClusterConfig:
     timings: TimingsSpec = field(default_factory=TimingsSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
     backups: BackupsSpec = field(default_factory=BackupsSpec)
+    security: SecuritySpec = field(default_factory=SecuritySpec)
     horizontal_pod_autoscaler: HorizontalPodAutoscalerSpec = field(
         default_factory=HorizontalPodAutoscalerSpec
     )
@@ -127,8 +129,9 @@ class ClusterConfig:
     def rest_urls(self) -> tuple[str, ...]:
         """Every API server's REST API URL (kubectl's server)."""
         assert self.api_server is not None
+        scheme = "https" if self.security.tls else "http"
         return tuple(
-            f"http://{bracketed(self.host(i.host).address)}:{i.rest_port}"
+            f"{scheme}://{bracketed(self.host(i.host).address)}:{i.rest_port}"
             for i in self.api_server.instances
             if i.rest_port
         )

@@ -42,6 +42,7 @@ from k8semu.cluster.config.nodes import (
     NodeSpec,
     Taint,
 )
+from k8semu.cluster.config.security import SecuritySpec
 from k8semu.cluster.config.store import StoreMemberSpec, StoreSpec
 from k8semu.cluster.config.timings import TIMING_KEYS, LauncherSpec, TimingsSpec
 from k8semu.cluster.config.values import (
@@ -55,7 +56,13 @@ from k8semu.cluster.errors import ClusterConfigError
 __all__ = ["default_config_text", "load_config", "parse_config"]
 
 _Spec = TypeVar(
-    "_Spec", NetworkSpec, TimingsSpec, LauncherSpec, BackupsSpec, HorizontalPodAutoscalerSpec
+    "_Spec",
+    NetworkSpec,
+    TimingsSpec,
+    LauncherSpec,
+    BackupsSpec,
+    HorizontalPodAutoscalerSpec,
+    SecuritySpec,
 )
 
 
@@ -274,6 +281,7 @@ def _read_document(raw: object) -> ClusterConfig:
     timings = _read_flat(top.section("timings"), TimingsSpec, _TIMINGS_FIELDS)
     launcher = _read_flat(top.section("launcher"), LauncherSpec, _LAUNCHER_FIELDS)
     backups = _read_flat(top.section("backups"), BackupsSpec, _BACKUPS_FIELDS)
+    security = _read_flat(top.section("security"), SecuritySpec, _SECURITY_FIELDS)
     hpa = _read_flat(top.section(HPA_SECTION), HorizontalPodAutoscalerSpec, _HPA_FIELDS)
     addons = _read_addons(top)
     top.finish()
@@ -289,6 +297,7 @@ def _read_document(raw: object) -> ClusterConfig:
         timings=timings,
         launcher=launcher,
         backups=backups,
+        security=security,
         horizontal_pod_autoscaler=hpa,
         addons=addons,
     )
@@ -568,6 +577,7 @@ _BACKUPS_FIELDS: tuple[_Field, ...] = (
     ("directory", "directory", _Fields.string),
     ("keep", "keep", _Fields.integer),
 )
+_SECURITY_FIELDS: tuple[_Field, ...] = (("tls", "tls", _Fields.boolean),)
 _HPA_FIELDS: tuple[_Field, ...] = (
     *((attr, key, _Fields.duration_ms) for attr, key, _ in HPA_DURATION_KEYS),
     ("tolerance", "tolerance", _Fields.number),

@@ -200,6 +200,11 @@ def _checked_members(members: tuple[StoreMemberSpec, ...]) -> Iterator[StoreMemb
 def _checked_url(url: str, where: str, addresses: dict[str, str]) -> str:
     """``url`` as ``http://HOST:PORT``, its address not one that ``addresses`` already holds
     (it is added there)."""
+    if url.strip().lower().startswith("https://"):
+        # The config says where a replica listens; whether it speaks TLS is security.tls.
+        raise ClusterConfigError(
+            where, f"{url!r}: only http:// URLs here (TLS is the security.tls setting)"
+        )
     try:
         address = parse_url(url, flag=where)
     except AddressError as exc:
