@@ -77,6 +77,7 @@ class Store:
         if not endpoints:
             raise ValueError("store endpoints: at least one is needed")
         self.endpoints = list(endpoints)
+        self.tls = tls  # how to reach the members (the dashboard asks each for its Status)
         self.deadline = deadline
         self.channel = transport.channel(self.endpoints, tls)
         self.watch_stub = rpc_pb2_grpc.WatchStub(self.channel)

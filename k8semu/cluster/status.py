@@ -60,9 +60,9 @@ class ComponentStatus:
     last_exit_at: str
 
 
-def dashboard_url(rest: str) -> str:
-    """The dashboard's URL on the REST API at HOST:PORT (or http://HOST:PORT)."""
-    base = rest if "://" in rest else f"http://{rest}"
+def dashboard_url(rest: str, tls: bool = False) -> str:
+    """The dashboard's URL on the REST API at HOST:PORT (https when `tls`) or at a URL."""
+    base = rest if "://" in rest else f"{'https' if tls else 'http'}://{rest}"
     return f"{base.rstrip('/')}/dashboard/"
 
 
@@ -112,7 +112,7 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
         "leases": api.leases,
         "apiError": api.error,
         # The web dashboard each API server serves on its REST port (docs/dashboard.md).
-        "dashboards": [dashboard_url(r.rest) for r in rows if r.rest and r.alive],
+        "dashboards": [dashboard_url(r.rest, state.tls) for r in rows if r.rest and r.alive],
         "components": [asdict(r) for r in rows],
     }
 

@@ -58,8 +58,14 @@ def _load_static() -> dict[str, tuple[bytes, str, str]]:
 class Dashboard:
     """The /dashboard/ routes of one API server; `store_endpoints` are its store's members."""
 
-    def __init__(self, store_endpoints: Sequence[str], max_body: int) -> None:
+    def __init__(
+        self,
+        store_endpoints: Sequence[str],
+        max_body: int,
+        store_tls: transport.ClientTLS | None = None,
+    ) -> None:
         self.store_endpoints = list(store_endpoints)
+        self.store_tls = store_tls
         self.max_body = max_body
         self.files = _load_static()
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -111,7 +117,7 @@ class Dashboard:
     async def _member(self, endpoint: str) -> dict[str, Any]:
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = self._channels[endpoint] = transport.channel(endpoint)
+            channel = self._channels[endpoint] = transport.channel(endpoint, self.store_tls)
         stub = rpc_pb2_grpc.MaintenanceStub(channel)
         try:
             st = await stub.Status(rpc_pb2.StatusRequest(), timeout=_STATUS_DEADLINE)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +27,7 @@ import pytest
 
 from k8semu.chaos.events import ChaosEvents
 from k8semu.client import Client
+from k8semu.cluster.certs import PKIPaths
 from tests.support.cluster import k8semu, status, stop_recorded, user_env, write_config
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,8 +41,14 @@ T = TypeVar("T")
 class Cluster:
     env: dict[str, str]
     state_dir: Path
-    rest: str  # http://HOST:PORT
+    rest: str  # https://HOST:PORT (http:// on a cluster with `security: {tls: false}`)
     grpc: list[str]
+
+    @property
+    def ssl(self) -> ssl.SSLContext | None:
+        """Verifies the API server with the cluster's CA (TLS is `up`'s default)."""
+        ca = self.state_dir / "pki" / "ca.crt"
+        return ssl.create_default_context(cafile=str(ca)) if ca.exists() else None
 
     @property
     def dashboard(self) -> str:
@@ -55,7 +63,7 @@ class Cluster:
         if data is not None:
             req.add_header("Content-Type", ctype)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl) as resp:
                 return resp.status, json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
@@ -145,7 +153,7 @@ def _seed(c: Cluster) -> None:
 
 async def _chaos_events(c: Cluster) -> None:
     """A short chaos run's record, written as `k8semu chaos` writes it."""
-    async with Client(c.grpc) as client:
+    async with Client(c.grpc, tls=PKIPaths(c.state_dir).api_client()) as client:
         events = ChaosEvents(client, "test")
         now = time.time()
         faults = [
@@ -197,6 +205,9 @@ def browser() -> Iterator[Any]:
     options.binary_location = CHROMIUM
     # The DevTools network log: what the page sent (its Authorization header).
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    # The cluster's own CA signed the API server's certificate: a user trusts it (or accepts
+    # the certificate once); the test browser accepts it.
+    options.accept_insecure_certs = True
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1280,900", "--disable-extensions"):  # fmt: skip
         options.add_argument(arg)

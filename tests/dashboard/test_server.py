@@ -16,7 +16,11 @@ def raw(
 ) -> tuple[int, dict[str, str], bytes]:
     """One request as sent (no client-side path normalisation)."""
     url = urlsplit(c.rest)
-    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    conn = (
+        http.client.HTTPSConnection(url.hostname or "", url.port, timeout=10, context=c.ssl)
+        if url.scheme == "https"
+        else http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    )
     try:
         conn.request(method, path, body=body or None, headers=headers or {})
         resp = conn.getresponse()

@@ -67,10 +67,12 @@ def write_config(
     runtime: str = "process",
     addons: bool = True,
     launcher: str = DEFAULT_LAUNCHER,
+    tls: bool = True,
 ) -> Path:
     """``stores`` store replicas, one API server, scheduler and controller manager, and (with
     ``workers``) one worker w1 (kubelet + proxy, ``runtime``) on 127.0.1.1; every port a free
-    one. ``addons`` off: no DNS add-on. ``launcher``: the launcher section's fields."""
+    one. ``addons`` off: no DNS add-on. ``launcher``: the launcher section's fields. ``tls``
+    off: `security: {tls: false}` (TLS is the default)."""
     p = iter(free_loopback_ports(2 * stores + 6))
     members = "".join(
         f"    - {{name: s{i + 1}, clientURL: 'http://127.0.0.1:{next(p)}',"
@@ -92,6 +94,7 @@ def write_config(
         f"controllerManager: {{instances: [{{port: {next(p)}}}]}}\n"
         f"{nodes}{addon_list}"
         f"launcher: {{readyTimeout: 60s, {launcher}}}\n"
+        + ("" if tls else "security: {tls: false}\n")
     )
     return path
 

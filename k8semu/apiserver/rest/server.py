@@ -107,7 +107,7 @@ class RESTServer:
         }
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
         # The web dashboard, same-origin with this API (docs/dashboard.md).
-        self.dashboard = Dashboard(verbs.store.endpoints, MAX_BODY_BYTES)
+        self.dashboard = Dashboard(verbs.store.endpoints, MAX_BODY_BYTES, verbs.store.tls)
         self._runner: web.AppRunner | None = None
 
     @property
