@@ -48,8 +48,10 @@ from typing import Any
 
 import yaml
 
+from k8semu import pki
+from k8semu.cluster import certs
 from k8semu.cluster.errors import ClusterError
-from k8semu.cluster.probes import Probes, agreed_leader
+from k8semu.cluster.probes import agreed_leader
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.replace import StoreMembers
 from k8semu.cluster.state import ClusterState, ComponentRecord, read_state
@@ -75,6 +77,11 @@ _PER_MEMBER = (
     "--initial-cluster",
     "--initial-cluster-state",
     "--listen-metrics-urls",
+    # A TLS member's own certificate (the CA and the client-cert-auth flags are shared).
+    "--cert-file",
+    "--key-file",
+    "--peer-cert-file",
+    "--peer-key-file",
 )
 
 
@@ -142,8 +149,10 @@ def remove_member(
     return _shrink_one(state_dir, state, name, time.monotonic() + timeout, say)
 
 
-def _statuses(members: list[tuple[str, str]]) -> dict[str, rpc_pb2.StatusResponse | str]:
-    probes = Probes()
+def _statuses(
+    state_dir: Path, members: list[tuple[str, str]]
+) -> dict[str, rpc_pb2.StatusResponse | str]:
+    probes = certs.probes(state_dir, [("store", a) for _, a in members])  # TLS or plain
     try:
         return probes.store_statuses(members, STATUS_TIMEOUT_S)
     finally:
@@ -170,14 +179,6 @@ def _supervised(state_dir: Path) -> ClusterState:
             " backend or an external store): scale it with etcd's runbook (etcdctl member"
             " add/remove)"
         )
-    if state.tls:
-        # A new replica needs a certificate for its own addresses and every member's peer
-        # URLs are https: not wired yet (replacing a replica in place works under TLS).
-        raise ClusterError(
-            "`k8semu store scale|remove` does not handle a TLS store yet: grow or shrink a"
-            " cluster with `security: {tls: false}`, or replace a replica in place with"
-            " `k8semu store replace NAME`"
-        )
     return state
 
 
@@ -188,7 +189,7 @@ def _grow_one(
     state_dir: Path, state: ClusterState, deadline: float, say: Callable[[str], None]
 ) -> Step:
     t0 = time.monotonic()
-    members = StoreMembers([a for _, a in state.store_members], deadline)
+    members = StoreMembers([a for _, a in state.store_members], deadline, certs.state_probes(state))
     listed = members.call("MemberList", rpc_pb2.MemberListRequest()).members
     unstarted = [f"{m.ID:x}" for m in listed if not m.name]
     if unstarted:
@@ -198,8 +199,8 @@ def _grow_one(
         )
     template = next(c for c in state.components if c.kind == "store")
     name = _next_name([m.name for m in listed])
-    record = _new_record(state_dir, template, name, listed)
-    peer_url = "http://" + record.ports["peer"]
+    record = _new_record(state_dir, template, name, listed, tls=state.tls)
+    peer_url = _scheme(state) + record.ports["peer"]
     added = members.call(
         "MemberAdd", rpc_pb2.MemberAddRequest(peerURLs=[peer_url], isLearner=True)
     ).member
@@ -228,7 +229,7 @@ def _promote(
     say(f"promoted {name} to a voting member")
     after = [[n, a] for n, a in state.store_members if n != name] + [[name, record.address]]
     target: list[int] = []
-    _until(deadline, f"{name} caught up", lambda: _caught_up(after, name, target))
+    _until(deadline, f"{name} caught up", lambda: _caught_up(state_dir, after, name, target))
     _follow(state_dir, state, [n for n, _ in after], record)
     return Step("added", name, member_id, time.monotonic() - t0)
 
@@ -238,10 +239,12 @@ def _carry_on(
 ) -> Step | None:
     """Finish what a failed run left half done: a learner it added (promoted now), or a
     member it stopped but did not remove (removed now). The step, or None."""
-    members = StoreMembers([a for _, a in state.store_members], deadline)
+    members = StoreMembers([a for _, a in state.store_members], deadline, certs.state_probes(state))
     listed = members.call("MemberList", rpc_pb2.MemberListRequest()).members
     local = {n for n, _ in state.store_members}
-    peers = {"http://" + c.ports.get("peer", ""): c for c in state.components if c.kind == "store"}
+    peers = {
+        _scheme(state) + c.ports.get("peer", ""): c for c in state.components if c.kind == "store"
+    }
     for m in listed:
         record = next((peers[u] for u in m.peerURLs if u in peers), None)
         if m.isLearner and record is not None:
@@ -265,10 +268,11 @@ def _next_name(names: list[str]) -> str:
 
 
 def _new_record(
-    state_dir: Path, template: ComponentRecord, name: str, listed: Any
+    state_dir: Path, template: ComponentRecord, name: str, listed: Any, *, tls: bool = False
 ) -> ComponentRecord:
     """The component record of new member ``name``: ``template``'s command with this
-    member's flags, on free ports of the template's host address."""
+    member's flags, on free ports of the template's host address; with `tls`, its own
+    certificate from the store CA (as `up` makes one per member)."""
     ip = template.ports["client"].rpartition(":")[0]
     client_port, peer_port = _free_ports(ip, 2)
     client, peer = f"{ip}:{client_port}", f"{ip}:{peer_port}"
@@ -276,16 +280,25 @@ def _new_record(
     if data.exists():  # left by an earlier member of this name: never deleted, moved aside
         data.rename(data.with_name(f"{name}.old-{time.strftime('%Y%m%dT%H%M%S')}"))
     initial = [f"{m.name}={m.peerURLs[0]}" for m in listed if m.peerURLs]
+    scheme = "https" if tls else "http"
     values = {
         "--name": name,
         "--data-dir": str(data),
-        "--listen-client-urls": f"http://{client}",
-        "--advertise-client-urls": f"http://{client}",
-        "--listen-peer-urls": f"http://{peer}",
-        "--initial-advertise-peer-urls": f"http://{peer}",
-        "--initial-cluster": ",".join([*initial, f"{name}=http://{peer}"]),
+        "--listen-client-urls": f"{scheme}://{client}",
+        "--advertise-client-urls": f"{scheme}://{client}",
+        "--listen-peer-urls": f"{scheme}://{peer}",
+        "--initial-advertise-peer-urls": f"{scheme}://{peer}",
+        "--initial-cluster": ",".join([*initial, f"{name}={scheme}://{peer}"]),
         "--initial-cluster-state": "existing",
     }
+    if tls:
+        own = _member_certificate(state_dir, name, ip)
+        values |= {
+            "--cert-file": str(own.cert),
+            "--key-file": str(own.key),
+            "--peer-cert-file": str(own.cert),
+            "--peer-key-file": str(own.key),
+        }
     command = _without_member_flags(template.command)
     for flag, value in values.items():
         command += [flag, value]
@@ -300,6 +313,18 @@ def _new_record(
         log_path=str(Path(template.log_path).with_name(f"store-{name}.log")),
         data_dir=str(data),
     )
+
+
+def _scheme(state: ClusterState) -> str:
+    return "https://" if state.tls else "http://"
+
+
+def _member_certificate(state_dir: Path, name: str, ip: str) -> pki.CertFiles:
+    """Store member ``name``'s certificate, signed by the store CA (named as `up` names
+    them: store-NAME, CN the member, for loopback, this host and ``ip``)."""
+    hosts = tuple(dict.fromkeys(("127.0.0.1", "localhost", socket.gethostname(), ip)))
+    spec = pki.CertSpec(f"store-{name}", name, hosts=hosts)
+    return pki.ensure_all(certs.PKIPaths(state_dir).etcd, [spec])[spec.name]
 
 
 def _without_member_flags(command: list[str]) -> list[str]:
@@ -335,11 +360,11 @@ def _alive(state_dir: Path, record: ComponentRecord) -> bool:
     return now is not None and now.alive()
 
 
-def _caught_up(members: list[list[str]], name: str, target: list[int]) -> bool:
+def _caught_up(state_dir: Path, members: list[list[str]], name: str, target: list[int]) -> bool:
     """``name`` answers as a voter, a quorum agrees on a leader, and it applied what the
     leader had committed when first asked (``target`` remembers it: under steady writes the
     leader's index keeps running away)."""
-    statuses = _statuses([(n, a) for n, a in members])
+    statuses = _statuses(state_dir, [(n, a) for n, a in members])
     leader = agreed_leader(statuses, len(members), everyone=[name])
     mine, at_leader = statuses.get(name), statuses.get(leader or "")
     if not isinstance(mine, rpc_pb2.StatusResponse) or mine.isLearner:
@@ -365,7 +390,7 @@ def _follower_to_remove(state: ClusterState) -> str:
 
 def _leader(state: ClusterState) -> str | None:
     members = [(n, a) for n, a in state.store_members]
-    statuses = _statuses(members)
+    statuses = _statuses(Path(state.state_dir), members)
     return agreed_leader(statuses, len(members))
 
 
@@ -376,7 +401,7 @@ def _shrink_one(
     members = [(n, a) for n, a in state.store_members]
     if len(members) == 1:
         raise ClusterError(f"{name} is the store's only member: a store needs at least 1")
-    statuses = _statuses(members)
+    statuses = _statuses(state_dir, members)
     leader = agreed_leader(statuses, len(members))
     if leader == name:
         raise ClusterError(
@@ -391,7 +416,7 @@ def _shrink_one(
             f" members answer ({', '.join(answering) or 'none'}), {quorum} of {len(members)}"
             " are needed; bring the others back first"
         )
-    others = StoreMembers([a for n, a in members if n != name], deadline)
+    others = StoreMembers([a for n, a in members if n != name], deadline, certs.state_probes(state))
     listed = others.call("MemberList", rpc_pb2.MemberListRequest()).members
     member = next((m for m in listed if m.name == name), None)
     if member is None:

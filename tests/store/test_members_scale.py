@@ -52,7 +52,7 @@ async def test_scale_the_store_3_to_5_to_3_under_a_checked_workload(tmp_path: Pa
     env = harness.user_env(tmp_path)
     config = harness.write_config(
         tmp_path / "c.yaml", name="grow", stores=3, workers=False, addons=False, tls=False
-    )  # store scale refuses a TLS store yet (docs/disaster-recovery.md)
+    )  # the checked workload speaks plain text to the store (a TLS store: the next test)
     state_dir = tmp_path / "state"
     try:
         await asyncio.to_thread(harness.up_detached, env, config, state_dir)
@@ -74,6 +74,35 @@ async def test_scale_the_store_3_to_5_to_3_under_a_checked_workload(tmp_path: Pa
     result = await asyncio.to_thread(check, history, timeout=30.0)
     assert result.ok, result.detail
     assert Tally.of(history).status("ok") > 50, Tally.of(history)  # not vacuous
+
+
+async def test_a_tls_store_grows_and_shrinks(tmp_path: Path) -> None:
+    """TLS, `up`'s default: each new member gets its own certificate from the store CA and
+    https URLs; the API keeps answering through the new set."""
+    env = harness.user_env(tmp_path)
+    config = harness.write_config(
+        tmp_path / "c.yaml", name="growtls", stores=1, workers=False, addons=False
+    )
+    state_dir = tmp_path / "state"
+    try:
+        await asyncio.to_thread(harness.up_detached, env, config, state_dir)
+        out = await asyncio.to_thread(_scale, env, state_dir, "scale", "--replicas", "3")
+        assert "added store member s2" in out and "added store member s3" in out, out
+        assert (state_dir / "pki" / "etcd" / "store-s3.crt").exists()
+        state = read_state(state_dir)
+        assert state.tls and _alive_stores(state_dir) == ["store-s1", "store-s2", "store-s3"]
+        record = state.component("store-s3")
+        assert record is not None and "--peer-cert-file" in record.command
+        assert any(a.startswith("https://") for a in record.command)
+        rows = _store_rows(env, state_dir)
+        assert rows == {"store-s1": True, "store-s2": True, "store-s3": True}, rows
+        out = await asyncio.to_thread(_scale, env, state_dir, "remove", "s3")
+        assert "removed store member s3" in out, out
+        assert [n for n, _ in read_state(state_dir).store_members] == ["s1", "s2"]
+        get = harness.k8semu(env, "get", "namespaces")
+        assert get.returncode == 0 and "default" in get.stdout, get.stdout + get.stderr
+    finally:
+        harness.stop_recorded([state_dir])
 
 
 def _scale(env: dict[str, str], state_dir: Path, *args: str) -> str:
