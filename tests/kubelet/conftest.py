@@ -68,23 +68,30 @@ def kubelets(
         k.close()
         print(f"---- {k.name} ----\n{k.output()[-6000:]}")  # shown when the test failed
     for k in started:
-        for state in k.root.glob("pods/*/*/state.json"):
-            kill_group_from_state(state)
-        remove_cgroups(k)
+        end_pods(k.name, k.root)
 
 
-def node_cgroups(k: KubeletProcess) -> tuple[cg.Cgroups, str] | None:
+def end_pods(node: str, root: Path) -> None:
+    """After a stopped kubelet of node `node` with root dir `root`: kill every container
+    process group its state files name, then remove its cgroups (what is left in them is
+    killed) and the shared top when empty; a test that fails still leaves none."""
+    for state in root.glob("pods/*/*/state.json"):
+        kill_group_from_state(state)
+    remove_cgroups(node, root)
+
+
+def node_cgroups(node: str, root: Path) -> tuple[cg.Cgroups, str] | None:
     """The host's cgroups and the kubelet's hierarchy in them, when this test can use them."""
     found, _ = cg.discover()
     if found is None or os.geteuid() != 0:
         return None
-    return found, cg.hierarchy_name(k.name, k.root)
+    return found, cg.hierarchy_name(node, root)
 
 
-def remove_cgroups(k: KubeletProcess) -> None:
-    """Every cgroup the kubelet made (what is in them is killed), and the shared top when
-    it is empty; a test that fails still leaves none."""
-    found = node_cgroups(k)
+def remove_cgroups(node: str, root: Path) -> None:
+    """Every cgroup the kubelet of `node` made (what is in them is killed), and the shared
+    top when it is empty."""
+    found = node_cgroups(node, root)
     if found is not None:
         groups, hierarchy = found
         groups.remove(hierarchy, kill=True)

@@ -63,7 +63,7 @@ def _container(summary: kubelet_pb2.Summary, pod: str) -> kubelet_pb2.ContainerS
 
 
 def _cgroups(k: KubeletProcess) -> tuple[cg.Cgroups, str]:
-    found = node_cgroups(k)
+    found = node_cgroups(k.name, k.root)
     assert found is not None
     return found
 

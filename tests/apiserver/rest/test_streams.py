@@ -31,7 +31,7 @@ from k8semu.cluster.component import ComponentProcess
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.pb.api.v1 import podstreams_pb2_grpc
 from k8semu.pb.kubelet.v1 import kubelet_pb2
-from tests.kubelet.conftest import kill_group_from_state
+from tests.kubelet.conftest import end_pods
 
 from .conftest import KUBECTL, REST, TIMEOUT
 
@@ -125,8 +125,7 @@ def cluster(rest: REST, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         yield c
     finally:
         kubelet.close()
-        for state in (base / node).glob("pods/*/*/state.json"):
-            kill_group_from_state(state)
+        end_pods(node, base / node)  # its containers and their cgroups
         print(kubelet.output()[-4000:])
 
 
