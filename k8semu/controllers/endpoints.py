@@ -86,15 +86,14 @@ def _address(pod: core_pb2.Pod, service: core_pb2.Service) -> core_pb2.EndpointA
         addr.node_name = pod.spec.node_name
     if is_headless(service) and pod.spec.hostname and pod.spec.subdomain == service.metadata.name:
         addr.hostname = pod.spec.hostname
-    addr.target_ref.CopyFrom(
-        meta_pb2.ObjectReference(
-            kind="Pod",
-            namespace=pod.metadata.namespace,
-            name=pod.metadata.name,
-            uid=pod.metadata.uid,
-        )
-    )
+    addr.target_ref.CopyFrom(pod_reference(pod))
     return addr
+
+
+def pod_reference(pod: core_pb2.Pod) -> meta_pb2.ObjectReference:
+    """The targetRef of an endpoint (Endpoints and EndpointSlices)."""
+    m = pod.metadata
+    return meta_pb2.ObjectReference(kind="Pod", namespace=m.namespace, name=m.name, uid=m.uid)
 
 
 def _endpoint_port(port: core_pb2.ServicePort, number: int) -> core_pb2.EndpointPort:

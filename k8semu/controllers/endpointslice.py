@@ -40,9 +40,9 @@ from k8semu.client.controller import run_workers
 from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers._pods import copy_of, is_pod_ready, new_controller_ref
 from k8semu.controllers.context import ControllerContext
-from k8semu.controllers.endpoints import is_headless, resolve_port, selects
+from k8semu.controllers.endpoints import is_headless, pod_reference, resolve_port, selects
 from k8semu.log import get_logger
-from k8semu.pb.api.v1 import core_pb2, discovery_pb2, meta_pb2
+from k8semu.pb.api.v1 import core_pb2, discovery_pb2
 
 log = get_logger(__name__)
 
@@ -65,12 +65,7 @@ def _endpoint(pod: core_pb2.Pod, service: core_pb2.Service) -> discovery_pb2.End
         ep.node_name = pod.spec.node_name
     if is_headless(service) and pod.spec.hostname and pod.spec.subdomain == service.metadata.name:
         ep.hostname = pod.spec.hostname
-    ep.target_ref.CopyFrom(
-        meta_pb2.ObjectReference(
-            kind="Pod", namespace=pod.metadata.namespace, name=pod.metadata.name,
-            uid=pod.metadata.uid,
-        )
-    )  # fmt: skip
+    ep.target_ref.CopyFrom(pod_reference(pod))
     return ep
 
 
