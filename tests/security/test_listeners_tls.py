@@ -191,6 +191,18 @@ def test_the_kubelet_runs_pod_streams_only_for_the_api_server(live: Live) -> Non
             next(iter(logs))
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "kube-apiserver-kubelet-client" in str(refused.value.details())
+    # The usage summary: also the controller manager's (the HPA reads it), not the admin's.
+    summary = kubelet_pb2.SummaryRequest(node="w1")
+    for caller, works in (("controller-manager", True), ("admin", False)):
+        with grpc.secure_channel(kubelet, transport.channel_credentials(live.tls(caller))) as ch:
+            try:
+                kubelet_pb2_grpc.KubeletStub(ch).Summary(summary, timeout=_CALL_TIMEOUT)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                code = exc.code()
+        assert code == (grpc.StatusCode.OK if works else grpc.StatusCode.PERMISSION_DENIED)
+    # The API server scrapes the kubelets as itself: `k8semu top` has figures.
+    until("k8semu top nodes", lambda: "w1" in k8semu(live.env, "top", "nodes").stdout or None)
     # The API server's own certificate is the one that works...
     assert _exec(kubelet, live.tls("apiserver-kubelet-client"), ["echo", "hi"]) == b"hi\n"
     # ...and so exec through the API server, as users do.
