@@ -191,6 +191,21 @@ def test_the_kubelet_runs_pod_streams_only_for_the_api_server(live: Live) -> Non
             next(iter(logs))
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "kube-apiserver-kubelet-client" in str(refused.value.details())
+    # The streaming calls too: exec/attach (Interact) and port-forward.
+    with grpc.secure_channel(kubelet, transport.channel_credentials(live.tls("admin"))) as ch:
+        stub = kubelet_pb2_grpc.KubeletStub(ch)
+        start = kubelet_pb2.ExecStart(pod="web", command=["id"], stdout=True)
+        forward = kubelet_pb2.PortForwardStart(pod="web", port=8080)
+        calls = (
+            stub.Interact(iter([kubelet_pb2.InteractInput(start=start)]), timeout=_CALL_TIMEOUT),
+            stub.PortForward(
+                iter([kubelet_pb2.PortForwardData(start=forward)]), timeout=_CALL_TIMEOUT
+            ),
+        )
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as refused:
+                list(call)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # The usage summary: also the controller manager's (the HPA reads it), not the admin's.
     summary = kubelet_pb2.SummaryRequest(node="w1")
     for caller, works in (("controller-manager", True), ("admin", False)):
