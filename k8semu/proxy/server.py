@@ -322,12 +322,13 @@ def _data_path(config: ProxyConfig) -> DataPathConfig:
 
 
 def _tunnel_server(config: ProxyConfig, node_name: str) -> TunnelServer:
-    """This node's tunnel: mutual TLS when the proxy serves TLS with a client CA."""
+    """This node's tunnel: mutual TLS when the proxy serves TLS with a client CA; it reaches
+    no pod until the first sync says which are this node's."""
     tls = config.serving_tls
     context = None
     if tls is not None and tls.client_ca_file is not None:
         context = transport.server_ssl_context(dataclasses.replace(tls, require_client_cert=True))
-    return TunnelServer(
+    tunnel = TunnelServer(
         config.node_ip,
         config.tunnel_port,
         config=config.data_path,
@@ -335,6 +336,8 @@ def _tunnel_server(config: ProxyConfig, node_name: str) -> TunnelServer:
         peers=TUNNEL_PEERS,
         node_name=node_name,
     )
+    tunnel.pod_ips = frozenset()
+    return tunnel
 
 
 def _traffic(snap: PortSnapshot | EndpointSnapshot) -> dict[str, int]:
