@@ -381,7 +381,9 @@ class PeerAllowList(HandlerInterceptor):
 
 
 def _checked(handler: Any, check: Callable[[Any], Awaitable[None]]) -> Any:
-    """`handler` (any of gRPC's four kinds) running `check(context)` before the call."""
+    """`handler` (any of gRPC's four kinds) running `check(context)` before the call; a
+    streaming one must be an async generator (as every servicer here, and as
+    `_MalformedRequests` expects too)."""
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
