@@ -87,6 +87,10 @@ class APIServerConfig:
     # --etcd-keyfile); None: plain text.
     tls: transport.ServerTLS | None = None
     store_tls: transport.ClientTLS | None = None
+    # How this server dials the kubelets (logs, exec, port-forward, usage summaries):
+    # --kubelet-certificate-authority and --kubelet-client-certificate/-key. Kubelets serving
+    # TLS take only this certificate for their pods' streams; None: plain text.
+    kubelet_tls: transport.ClientTLS | None = None
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -111,7 +115,9 @@ class APIServer:
         self.resource_metrics: ResourceMetrics | None = None
         if config.metric_resolution > 0:
             self.resource_metrics = ResourceMetrics(
-                MetricsConfig(config.metric_resolution), self._list_nodes, self._list_pods
+                MetricsConfig(config.metric_resolution, tls=config.kubelet_tls),
+                self._list_nodes,
+                self._list_pods,
             )
         self.servicer = APIServicer(
             self.store,
@@ -137,7 +143,9 @@ class APIServer:
         )
         self.guard = build_guard(config.auth, self.servicer.watch_caches)
         add_api_servicer(self.servicer, self.server, self.guard)
-        podstreams.add_to_server(self.server, Streams(self.servicer), self.guard)
+        podstreams.add_to_server(
+            self.server, Streams(self.servicer, kubelet_tls=config.kubelet_tls), self.guard
+        )
         self.port = 0
         self.rest: RESTServer | None = None
         if config.rest_address:
@@ -147,6 +155,7 @@ class APIServer:
                 lambda: self._serving,
                 [restside.middleware(self.guard)] if self.guard is not None else [],
                 tls=config.tls,
+                kubelet_tls=config.kubelet_tls,
             )
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None

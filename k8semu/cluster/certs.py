@@ -5,8 +5,8 @@ Two CAs, as kubeadm lays them out under the state directory's ``pki/``:
     pki/ca.crt, ca.key            the cluster CA: API servers, users, components
     pki/etcd/ca.crt, ca.key       the store's CA: replicas (client and peer ports), and the
                                   only clients the store admits (the API servers, the probes)
-    pki/<name>.crt, .key          apiserver, admin, scheduler, controller-manager,
-                                  kubelet-<node>, proxy-<node>
+    pki/<name>.crt, .key          apiserver, apiserver-kubelet-client, admin, scheduler,
+                                  controller-manager, kubelet-<node>, proxy-<node>
     pki/etcd/<name>.crt, .key     store-<member>, apiserver-etcd-client, healthcheck-client
     pki/kubeconfigs/<name>.conf   a component's API servers and credentials (--kubeconfig)
 
@@ -38,6 +38,12 @@ __all__ = ["PKIPaths", "ensure", "probes", "state_probes"]
 PKI_DIR = "pki"
 API_KINDS = frozenset({"apiserver"})
 STORE_KINDS = frozenset({"store", "etcd"})
+#: Kinds whose own gRPC listeners serve TLS with a certificate of the cluster CA and take any
+#: client certificate of it for health (the launcher's probes ask as the admin).
+SERVING_KINDS = frozenset({"kubelet", "proxy", "scheduler", "controller-manager"})
+#: The API server's client certificate to the kubelets (kubeadm's name, CN and O): the only
+#: one a kubelet takes for a pod's logs, exec, attach and port-forward.
+KUBELET_CLIENT = "apiserver-kubelet-client"
 #: Kubernetes' names for the API server's in-cluster Service.
 _KUBERNETES_NAMES = (
     "kubernetes",
@@ -90,6 +96,12 @@ class PKIPaths:
             "--tls-cert-file", str(own.cert), "--tls-private-key-file", str(own.key),
             "--client-ca-file", str(own.ca),
         )  # fmt: skip
+        kubelets = self.cert(KUBELET_CLIENT)
+        flags += (
+            "--kubelet-certificate-authority", str(kubelets.ca),
+            "--kubelet-client-certificate", str(kubelets.cert),
+            "--kubelet-client-key", str(kubelets.key),
+        )  # fmt: skip
         if store:
             etcd = self.cert("apiserver-etcd-client", etcd=True)
             flags += (
@@ -100,6 +112,15 @@ class PKIPaths:
 
     def kubeconfig_flags(self, name: str) -> tuple[str, ...]:
         return ("--kubeconfig", str(self.kubeconfig(name)))
+
+    def serving_flags(self, name: str) -> tuple[str, ...]:
+        """The kubelet's (kube-scheduler's, ...) serving flags: certificate `name` on its own
+        listener, callers' certificates of the cluster CA required."""
+        own = self.cert(name)
+        return (
+            "--tls-cert-file", str(own.cert), "--tls-private-key-file", str(own.key),
+            "--client-ca-file", str(own.ca),
+        )  # fmt: skip
 
     def api_client(self) -> transport.ClientTLS | None:
         """Who the launcher asks the API servers as: the admin, or on a joined host (which
@@ -159,9 +180,25 @@ def _specs(config: ClusterConfig) -> tuple[list[pki.CertSpec], list[pki.CertSpec
             hosts=_names(*api_hosts, *in_cluster, first_service_ip),
         ),
         pki.CertSpec("admin", "kubernetes-admin", ("system:masters",), server=False),
+        pki.CertSpec(
+            KUBELET_CLIENT, "kube-apiserver-kubelet-client", ("system:masters",), server=False
+        ),
     ]
+    # The scheduler's and controller manager's certificates also serve their health ports.
+    control_hosts = {
+        "scheduler": config.scheduler.instances if config.scheduler else (),
+        "controller-manager": (
+            config.controller_manager.instances if config.controller_manager else ()
+        ),
+    }
     cluster += [
-        pki.CertSpec(name, cn, orgs, server=False) for name, (cn, orgs) in _CONTROL_USERS.items()
+        pki.CertSpec(
+            name,
+            cn,
+            orgs,
+            hosts=_names(*(_host_of(config.address_of(i)) for i in control_hosts[name])),
+        )
+        for name, (cn, orgs) in _CONTROL_USERS.items()
     ]
     for node in config.all_nodes:
         for member in node.members():
@@ -242,7 +279,9 @@ def state_probes(state: ClusterState) -> Probes:
 
 def probes(state_dir: Path, components: Iterable[tuple[str, str]]) -> Probes:
     """Probes that ask the TLS components of a state directory's cluster with its
-    credentials: the admin's for API servers, the health-check client's for store replicas.
+    credentials: the admin's for API servers, kubelets, proxies, schedulers and controller
+    managers (their health takes any certificate of the cluster CA), the health-check
+    client's for store replicas.
     `components` are (kind, address); a cluster without ``pki/`` (TLS off) gets plain probes."""
     paths = PKIPaths(state_dir)
     api = paths.api_client()
@@ -250,7 +289,7 @@ def probes(state_dir: Path, components: Iterable[tuple[str, str]]) -> Probes:
         return Probes()
     tls: dict[str, transport.ClientTLS] = {}
     for kind, address in components:
-        if kind in API_KINDS:
+        if kind in API_KINDS or kind in SERVING_KINDS:
             tls[address] = api
         elif kind in STORE_KINDS and paths.cert("healthcheck-client", etcd=True).cert.exists():
             tls[address] = paths.store_tls()

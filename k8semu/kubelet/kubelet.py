@@ -31,7 +31,12 @@ from k8semu.kubelet.node import Heartbeats, NodeAgent
 from k8semu.kubelet.podworker import PodWorker
 from k8semu.kubelet.process import ProcessRuntime
 from k8semu.kubelet.runtime import PodRuns, Runtime
-from k8semu.kubelet.server import SERVICE_NAME, KubeletServicer, add_to_server
+from k8semu.kubelet.server import (
+    SERVICE_NAME,
+    KubeletServicer,
+    add_to_server,
+    authorized_callers,
+)
 from k8semu.kubelet.simulated import SimulatedRuntime
 from k8semu.kubelet.stats import Stats, pod_runs
 from k8semu.kubelet.volumes import local_storage_dir
@@ -76,6 +81,7 @@ class Kubelet:
         *,
         serve: bool = True,
         informer_config: InformerConfig | None = None,
+        tls: transport.ServerTLS | None = None,  # with a client CA: `authorized_callers`
     ) -> None:
         if not configs:
             raise ValueError("a kubelet needs at least one node")
@@ -145,6 +151,7 @@ class Kubelet:
             status_interval=first.status_update_frequency,
         )
         self._server: Any = None
+        self.tls = tls
         self.port = 0
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -211,7 +218,10 @@ class Kubelet:
     async def start(self) -> None:
         first = self.configs[0]
         if self.serve:
-            server, _ = transport.server([SERVICE_NAME])
+            checked = self.tls is not None and self.tls.client_ca_file is not None
+            server, _ = transport.server(
+                [SERVICE_NAME], interceptors=[authorized_callers()] if checked else ()
+            )
             add_to_server(
                 server,
                 KubeletServicer(
@@ -219,7 +229,7 @@ class Kubelet:
                 ),
             )
             address = first.effective_listen_address
-            self.port = transport.bind(server, address, flag="--listen-address")
+            self.port = transport.bind(server, address, flag="--listen-address", tls=self.tls)
             await server.start()
             self._server = server
             host = address.rpartition(":")[0]
