@@ -5,6 +5,8 @@ through the REST API."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from k8semu.cluster.state import is_same_process, read_state
 from tests.dashboard.conftest import NS, Cluster, until
 from tests.support.cluster import k8semu
 
@@ -349,3 +352,54 @@ def test_narrow_window(page: Any, shots: Callable[[Any, str], Path]) -> None:
         shots(page, "narrow")
     finally:
         page.set_window_size(size["width"], size["height"])
+
+
+COMPONENT_TABLES = (
+    "/api/v1/namespaces/kube-system/configmaps?labelSelector=k8semu.io%2Fcomponents%3Dtrue"
+)
+
+
+def published(cluster: Cluster, name: str) -> dict[str, Any]:
+    """Component `name`'s row in its host's component table, read from the API."""
+    for cm in cluster.ok("GET", COMPONENT_TABLES)["items"]:
+        if name in cm.get("data", {}):
+            row: dict[str, Any] = json.loads(cm["data"][name])
+            return row
+    raise AssertionError(f"{name} is in no component table")
+
+
+def test_a_killed_process_restarts_in_the_page(
+    page: Any, cluster: Cluster, shots: Callable[[Any, str], Path]
+) -> None:
+    """The scheduler killed (by the pid this test's `up` recorded): its supervisor starts it
+    again and publishes the new restart count, which the Cluster view shows without a reload."""
+    show(page, "cluster")
+    sched = next(c for c in read_state(cluster.state_dir).components if c.kind == "scheduler")
+    css = f'span[data-restarts="{sched.name}"]'
+
+    def in_page() -> str | None:
+        found = page.execute_script("return document.querySelector(arguments[0])?.innerText", css)
+        return str(found) if found is not None else None
+
+    before = int(until("the scheduler's row", in_page))
+    row = published(cluster, sched.name)
+    assert (row["kind"], row["state"], row["pid"]) == ("scheduler", "running", sched.pid), row
+    assert is_same_process(sched.pid, sched.start_time)
+    os.kill(sched.pid, signal.SIGKILL)
+    until("a restart counted in the page", lambda: int(in_page() or 0) > before)
+    after = until(
+        "the scheduler running again in its table",
+        lambda: (
+            (r := published(cluster, sched.name))["state"] == "running"
+            and r["pid"] != sched.pid
+            and r
+        ),
+    )
+    assert after["restarts"] > before and after["started"], after
+    until("its row Running with the new pid", lambda: page.execute_script(
+        "const r = document.querySelector(arguments[0])?.closest('tr');"
+        "return r && r.innerText.includes('Running') && r.innerText.includes(arguments[1])",
+        css, str(after["pid"]),
+    ))  # fmt: skip
+    shots(page, "cluster-processes")
+    no_reload(page)

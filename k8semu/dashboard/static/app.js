@@ -9,8 +9,10 @@ import { dump, parseAll, YamlError } from "./yaml.js";
 
 const $ = (id) => document.getElementById(id);
 const LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
+// Each host's supervisor publishes its processes (pid, state, restarts) in one of these.
+const COMPONENTS = "/api/v1/namespaces/kube-system/configmaps?labelSelector=k8semu.io%2Fcomponents%3Dtrue";
 const VIEWS = {
-  cluster: { render: cluster, needs: { nodes: "/api/v1/nodes", pods: "/api/v1/pods", leases: LEASES }, poll: "store" },
+  cluster: { render: cluster, needs: { nodes: "/api/v1/nodes", pods: "/api/v1/pods", leases: LEASES, components: COMPONENTS }, poll: "store" },
   workloads: { render: workloads, needs: { deployments: "/apis/apps/v1/deployments", replicasets: "/apis/apps/v1/replicasets", pods: "/api/v1/pods" } },
   networking: { render: networking, needs: { services: "/api/v1/services", endpoints: "/api/v1/endpoints" } },
   events: { render: events, needs: { events: "/api/v1/events" } },
@@ -135,7 +137,7 @@ function onChange(inf) {
     state.dashboards = inf
       .list()
       .filter((l) => l.metadata.name.startsWith("apiserver-") && (l.metadata.annotations || {})["k8semu.io/rest-port"])
-      .map((l) => `http://${(l.spec.holderIdentity || "").replace(/:\d+$/, "")}:${l.metadata.annotations["k8semu.io/rest-port"]}/dashboard/`);
+      .map((l) => `${location.protocol}//${(l.spec.holderIdentity || "").replace(/:\d+$/, "")}:${l.metadata.annotations["k8semu.io/rest-port"]}/dashboard/`);
   }
   schedule();
 }

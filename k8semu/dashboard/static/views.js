@@ -16,7 +16,7 @@ export function age(ts, now = Date.now()) {
 }
 
 const GOOD = new Set(["Running", "Ready", "Succeeded", "Leader", "Healthy", "Serving", "Available", "Recovered", "Normal", "Complete", "Held"]);
-const BAD = new Set(["Failed", "NotReady", "Unknown", "Unhealthy", "Unreachable", "Expired", "Warning", "CrashLoopBackOff", "Error", "OOMKilled", "Fault", "ImagePullBackOff", "ErrImagePull"]);
+const BAD = new Set(["Failed", "NotReady", "Unknown", "Unhealthy", "Unreachable", "Expired", "Warning", "CrashLoopBackOff", "Error", "OOMKilled", "Fault", "ImagePullBackOff", "ErrImagePull", "BackOff"]);
 export function word(w) {
   const cls = GOOD.has(w) ? "good" : BAD.has(w) ? "bad" : "neutral";
   return `<span class="st st-${cls}">${h(w)}</span>`;
@@ -98,25 +98,93 @@ function leaseFresh(l, now) {
   return now - Date.parse(renew) < (l.spec.leaseDurationSeconds || 15) * 1000;
 }
 
+const kindOf = { "kube-scheduler": "scheduler", "kube-controller-manager": "controller-manager" };
+
 function controlPlane(state, now) {
   const leases = items(state, "leases");
   const apis = leases.filter((l) => l.metadata.name.startsWith("apiserver-")).sort(byName);
   const apiRows = apis.map((l) => {
     const host = (l.spec.holderIdentity || "").replace(/:\d+$/, "");
     const rest = (l.metadata.annotations || {})["k8semu.io/rest-port"];
-    const url = rest ? `http://${host}:${rest}/dashboard/` : "";
+    const url = rest ? `${location.protocol}//${host}:${rest}/dashboard/` : "";
     const here = url && new URL(url).host === location.host;
     return [h(l.spec.holderIdentity), word(leaseFresh(l, now) ? "Serving" : "Expired"), here ? "this page" : url ? `<a href="${h(url)}">${h(url)}</a>` : "-", h(age(l.spec.renewTime, now))];
   });
   const elected = ["kube-scheduler", "kube-controller-manager"].map((name) => {
     const l = leases.find((x) => x.metadata.name === name);
     if (!l) return [h(name), word("NoLeader"), "-", "-", "-"];
-    return [h(name), word(leaseFresh(l, now) ? "Held" : "Expired"), h(l.spec.holderIdentity || "-"), h(l.spec.leaseTransitions ?? 0), h(age(l.spec.renewTime, now))];
+    // host_pid_random: name the process when a component table has that pid.
+    const pid = String(l.spec.holderIdentity || "").split("_")[1];
+    const proc = processRows(state).find((r) => String(r.pid) === pid && kindOf[name] === r.kind);
+    const holder = `${l.spec.holderIdentity || "-"}${proc ? ` (${proc.name})` : ""}`;
+    return [h(name), word(leaseFresh(l, now) ? "Held" : "Expired"), h(holder), h(l.spec.leaseTransitions ?? 0), h(age(l.spec.renewTime, now))];
   });
   return `<h3>Store (etcd v3 Maintenance Status of each member)</h3>${storeTable(state)}
     <h3>API servers (their Leases in kube-system)</h3>${table("apis", ["address", "status", "dashboard", "renewed"], apiRows, state, "no API server leases")}
     <h3>Leader election</h3>${table("elected", ["lease", "status", "holder", "transitions", "renewed"], elected, state)}
-    <p class="note">Process restarts and PIDs: <code>k8semu status</code> on the launcher's host (the API does not carry them).</p>`;
+    <h3>Processes (each host's supervisor publishes them: ConfigMaps <code>k8semu-components-HOST</code> in kube-system)</h3>${processes(state, now, leases)}`;
+}
+
+const KIND_ORDER = ["store", "apiserver", "scheduler", "controller-manager", "kubelet", "proxy"];
+const STATE_WORDS = { running: "Running", backoff: "BackOff", failed: "Failed", stopped: "Stopped" };
+
+// What a process is to the cluster: the store leader or a follower (its Maintenance Status),
+// the holder of the scheduler's or controller manager's Lease (the holder identity is
+// host_pid_random), an API server, the node(s) of a kubelet or proxy.
+function roleOf(row, state, leases) {
+  if (row.state !== "running") return "-";
+  if (row.kind === "store") {
+    const m = ((state.store && state.store.members) || []).find((x) => x.endpoint === row.address);
+    return !m ? "member" : !m.memberID ? "unreachable" : m.isLeader ? `leader (term ${m.raftTerm})` : "follower";
+  }
+  const lease = { scheduler: "kube-scheduler", "controller-manager": "kube-controller-manager" }[row.kind];
+  if (lease) {
+    const l = leases.find((x) => x.metadata.name === lease);
+    const pid = l ? String(l.spec.holderIdentity || "").split("_")[1] : "";
+    return pid && Number(pid) === row.pid ? `leader (${lease} lease)` : "standby";
+  }
+  if (row.kind === "apiserver") return leases.some((l) => l.spec.holderIdentity === row.address) ? "serving (lease)" : "serving";
+  const nodes = row.nodes || [];
+  if (nodes.length) return nodes.length === 1 ? `node ${nodes[0]}` : `${nodes.length} nodes`;
+  return row.kind;
+}
+
+function lastExit(row) {
+  if (!row.lastExitAt) return "none";
+  const code = row.lastExitCode;
+  const how = code === null || code === undefined ? "exit code unknown" : code < 0 ? `signal ${-code}` : `code ${code}`;
+  return `${how}, ${age(row.lastExitAt)} ago`;
+}
+
+export function processRows(state) {
+  const rows = [];
+  for (const cm of items(state, "components")) {
+    for (const [name, text] of Object.entries(cm.data || {})) {
+      try {
+        rows.push({ name, ...JSON.parse(text) });
+      } catch (_) {
+        rows.push({ name, kind: "?", state: "unreadable", host: cm.metadata.name });
+      }
+    }
+  }
+  const rank = (k) => (KIND_ORDER.includes(k) ? KIND_ORDER.indexOf(k) : KIND_ORDER.length);
+  return rows.sort((a, b) => (a.host || "").localeCompare(b.host || "") || rank(a.kind) - rank(b.kind) || a.name.localeCompare(b.name));
+}
+
+function processes(state, now, leases) {
+  const rows = processRows(state).map((r) => [
+    `<span data-process="${h(r.name)}">${h(r.name)}</span>`,
+    h(r.host || "-"),
+    h(r.kind),
+    word(STATE_WORDS[r.state] || r.state),
+    h(roleOf(r, state, leases)),
+    h(r.pid || "-"),
+    `<span data-restarts="${h(r.name)}">${h(r.restarts ?? 0)}</span>`,
+    h(r.state === "running" && r.started ? age(r.started, now) : "-"),
+    h(lastExit(r)),
+    h(r.address || "-"),
+  ]);
+  return `${loading(state, "components")}${table("processes", ["process", "host", "kind", "state", "role", "pid", "restarts", "uptime", "last exit", "address"], rows, state, "no component table published yet (k8semu up and k8semu supervise publish one per host)")}`;
 }
 
 export function nodeState(n) {
