@@ -251,10 +251,56 @@ def test_good_manifest_is_created_then_configured(page: Any, cluster: Cluster) -
         "configured",
         lambda: "ConfigMap/pasted configured" in page.find_element("id", "apply-results").text,
     )
-    assert (
-        cluster.ok("GET", f"/api/v1/namespaces/{NS}/configmaps/pasted")["data"]["greeting"]
-        == "again"
+    doc = cluster.ok("GET", f"/api/v1/namespaces/{NS}/configmaps/pasted")
+    assert doc["data"]["greeting"] == "again"
+    # Server-side apply: the page's field manager owns what it applied.
+    managers = {(m["manager"], m["operation"]) for m in doc["metadata"]["managedFields"]}
+    assert ("k8semu-dashboard", "Apply") in managers, managers
+    apply(page, GOOD.replace("hello: world", "again"))
+    until(
+        "unchanged",
+        lambda: "ConfigMap/pasted unchanged" in page.find_element("id", "apply-results").text,
     )
+
+
+OWNED = f"""apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: owned
+  namespace: {NS}
+data:
+  color: blue
+"""
+
+
+def test_a_conflict_is_shown_then_forced(
+    page: Any, cluster: Cluster, shots: Callable[[Any, str], Path]
+) -> None:
+    path = f"/api/v1/namespaces/{NS}/configmaps"
+    cluster.ok(
+        "POST", f"{path}?fieldManager=other-tool",
+        {"metadata": {"name": "owned", "namespace": NS}, "data": {"color": "red"}},
+    )  # fmt: skip
+    apply(page, OWNED)
+    said = until(
+        "the conflict",
+        lambda: "Conflict" in (t := page.find_element("id", "apply-results").text) and t,
+    )
+    assert 'conflict with "other-tool"' in said and ".data.color" in said, said
+    assert cluster.ok("GET", f"{path}/owned")["data"] == {"color": "red"}
+    shots(page, "apply-conflict")
+    click(page, "Apply with force", 'button[data-act="force-apply"]')
+    confirm(page)
+    until(
+        "forced",
+        lambda: (
+            "ConfigMap/owned configured (forced)" in page.find_element("id", "apply-results").text
+        ),
+    )
+    doc = cluster.ok("GET", f"{path}/owned")
+    assert doc["data"] == {"color": "blue"}
+    owners = {m["manager"]: m for m in doc["metadata"]["managedFields"]}
+    assert "f:color" in json.dumps(owners["k8semu-dashboard"]["fieldsV1"]), owners
 
 
 def test_restart_then_undo_from_the_page(

@@ -331,6 +331,9 @@ const ACTIONS = {
     if (!(await confirmAction(`${verb} node ${name}? ${on ? "No new pods will be scheduled on it." : "It takes new pods again."}`))) return;
     await run(`${verb.toLowerCase()}ed ${name}`, () => api.mergePatch(`/api/v1/nodes/${encodeURIComponent(name)}`, { spec: { unschedulable: on ? true : null } }));
   },
+  "force-apply"({ index }) {
+    return forceApply(index);
+  },
   history({ key }) {
     if (state.open.has(key)) state.open.delete(key);
     else state.open.add(key);
@@ -351,30 +354,66 @@ function lineOf(text, field) {
   return i >= 0 ? i + 1 : 0;
 }
 
-async function applyOne(doc, text) {
+const MANAGER = "k8semu-dashboard";
+
+// Server-side apply (kubectl apply --server-side): one PATCH of the object as pasted, owned by
+// the field manager "k8semu-dashboard"; the server merges it, creates what does not exist and
+// refuses (409) to change fields another manager owns unless forced. The GET before it only
+// says created / configured / unchanged.
+async function applyOne(doc, force) {
   const m = doc.metadata || {};
   const where = await api.resourceFor(doc.apiVersion, doc.kind);
   const ns = where.namespaced ? m.namespace || $("ns").value || "default" : "";
+  if (where.namespaced && !m.namespace) doc.metadata = { ...m, namespace: ns };
   const named = api.objectPath(where.base, where.resource, ns, m.name);
-  let existing = null;
+  let before = "";
   try {
-    existing = await api.get(named);
+    before = (await api.get(named)).metadata.resourceVersion;
   } catch (err) {
     if (err.code !== 404) throw err;
   }
-  if (existing) {
-    doc.metadata = { ...m, resourceVersion: existing.metadata.resourceVersion };
-    await api.request("PUT", `${named}?fieldValidation=Strict`, doc);
-    return "configured";
+  const q = `fieldManager=${MANAGER}&fieldValidation=Strict${force ? "&force=true" : ""}`;
+  const after = await api.request("PATCH", `${named}?${q}`, doc, "application/apply-patch+yaml");
+  if (!before) return "created";
+  return after.metadata.resourceVersion === before ? "unchanged" : "configured";
+}
+
+const pendingForce = new Map(); // index in the results -> the document a conflict refused
+
+function failure(label, err, text, index) {
+  const causes = (err.causes || []).map((c) => {
+    const line = lineOf(text, c.field || "");
+    return `<li class="cause"><code class="field">${h(c.field)}</code>: ${h(c.message)}${line ? ` <a href="#apply" data-line="${line}">(line ${line})</a>` : ""}</li>`;
+  });
+  const conflict = err.code === 409 && (err.causes || []).some((c) => c.reason === "FieldManagerConflict");
+  const force = conflict
+    ? `<p>Other field managers own these fields. ${btn("force-apply", "Apply with force…", { index })} takes them over (<code>force=true</code>), as <code>kubectl apply --server-side --force-conflicts</code> does.</p>`
+    : "";
+  return `<li class="error" role="alert" data-result="${index}">${h(label)}: ${h(err.reason || "Error")}: ${h(err.message)}${causes.length ? `<ul>${causes.join("")}</ul>` : ""}${force}</li>`;
+}
+
+const btn = (act, label, data) => `<button type="button" data-act="${act}" ${Object.entries(data).map(([k, v]) => `data-${k}="${h(v)}"`).join(" ")}>${h(label)}</button>`;
+
+async function applyDocs(docs, text, force) {
+  const results = [];
+  for (const [i, doc] of docs) {
+    const label = `${doc.kind}/${(doc.metadata || {}).name}`;
+    try {
+      results.push(`<li data-result="${i}">${h(label)} ${h(await applyOne(doc, force))}${force ? " (forced)" : ""}</li>`);
+      pendingForce.delete(i);
+    } catch (err) {
+      if (err.code === 409) pendingForce.set(i, doc);
+      results.push(failure(label, err, text, i));
+    }
   }
-  await api.request("POST", `${api.objectPath(where.base, where.resource, ns, "")}?fieldValidation=Strict`, doc);
-  return "created";
+  return results;
 }
 
 async function apply() {
   const text = $("manifest").value;
   const out = $("apply-results");
   out.innerHTML = "";
+  pendingForce.clear();
   let docs;
   try {
     docs = parseAll(text);
@@ -386,20 +425,19 @@ async function apply() {
   if (!docs.length) return (out.innerHTML = '<p class="error" role="alert">The manifest is empty.</p>');
   const names = docs.map((d) => `${d.kind || "?"} ${((d && d.metadata) || {}).name || "?"}`).join(", ");
   if (!(await confirmAction(`Apply ${docs.length} object(s): ${names}?`))) return;
-  const results = [];
-  for (const doc of docs) {
-    const label = `${doc.kind}/${(doc.metadata || {}).name}`;
-    try {
-      results.push(`<li>${h(label)} ${h(await applyOne(doc, text))}</li>`);
-    } catch (err) {
-      const causes = (err.causes || []).map((c) => {
-        const line = lineOf(text, c.field || "");
-        return `<li class="cause"><code class="field">${h(c.field)}</code>: ${h(c.message)}${line ? ` <a href="#apply" data-line="${line}">(line ${line})</a>` : ""}</li>`;
-      });
-      results.push(`<li class="error" role="alert">${h(label)}: ${h(err.reason || "Error")}: ${h(err.message)}${causes.length ? `<ul>${causes.join("")}</ul>` : ""}</li>`);
-    }
-  }
+  const results = await applyDocs(docs.map((d, i) => [String(i), d]), text, false);
   out.innerHTML = `<ul>${results.join("")}</ul>`;
+}
+
+// "Apply with force…" on a conflict: that one document again, with force=true.
+async function forceApply(index) {
+  const doc = pendingForce.get(index);
+  if (!doc) return;
+  const label = `${doc.kind}/${(doc.metadata || {}).name}`;
+  if (!(await confirmAction(`Apply ${label} with force? The fields other managers own take the pasted values and become k8semu-dashboard's.`))) return;
+  const [result] = await applyDocs([[index, doc]], $("manifest").value, true);
+  const li = $("apply-results").querySelector(`li[data-result="${index}"]`);
+  if (li) li.outerHTML = result;
 }
 
 function markLine(line) {
