@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from k8semu.cluster.state import is_same_process, read_state
-from tests.dashboard.conftest import NS, Cluster, until
+from tests.dashboard.conftest import LOG_NODE, NS, Cluster, until
 from tests.support.cluster import k8semu
 
 # A view's hash and a text that shows its data arrived.
@@ -105,12 +105,65 @@ def test_pod_details(page: Any, cluster: Cluster, shots: Callable[[Any, str], Pa
     until("the pod's manifest", lambda: f"name: {name}" in text(page))
     body = text(page)
     assert "Containers" in body and "readiness probe" in body and "http GET :80/" in body
+    # The simulated runtime keeps no logs: the API says so, and the page shows its words.
     note = until(
         "the log panel's answer",
         lambda: (n := page.find_element("id", "log-note").text) != "connecting…" and n,
     )
-    assert note, note
+    assert note.startswith("logs: 400 BadRequest: no log of container web"), note
     shots(page, "pod")
+
+
+TICKER = {
+    "metadata": {"name": "ticker", "namespace": NS},
+    "spec": {
+        "nodeSelector": {"kubernetes.io/hostname": LOG_NODE},
+        "tolerations": [{"key": "k8semu.io/logs", "operator": "Exists"}],
+        "containers": [
+            {
+                "name": "tick",
+                "image": "busybox",
+                "command": [
+                    "sh",
+                    "-c",
+                    "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done",
+                ],
+            }
+        ],
+    },
+}
+
+
+def test_pod_logs_followed(page: Any, cluster: Cluster, shots: Callable[[Any, str], Path]) -> None:
+    """A process-runtime pod that writes a line every half second: the pod view follows its
+    log (lines keep arriving); a wrong container name shows the API's 400 and its message."""
+    cluster.ok("POST", f"/api/v1/namespaces/{NS}/pods", TICKER)
+    path = f"/api/v1/namespaces/{NS}/pods/ticker"
+    until(
+        "the ticker running",
+        lambda: cluster.ok("GET", path).get("status", {}).get("phase") == "Running",
+    )
+    show(page, f"pod/{NS}/ticker")
+    note = lambda: page.find_element("id", "log-note").text  # noqa: E731
+    logs = lambda: page.find_element("id", "log-text").text  # noqa: E731
+    until("following", lambda: note() == "following", note=note)
+    first = until("a line", lambda: [ln for ln in logs().splitlines() if ln.startswith("tick")])
+    seen = int(first[-1].split()[1])
+    until(f"a line after tick {seen}", lambda: f"tick {seen + 2}" in logs(), note=logs)
+    page.execute_script("document.getElementById('logs').scrollIntoView()")
+    shots(page, "pod-logs")
+    field = page.find_element("id", "log-container")
+    field.send_keys("nope")
+    page.find_element("id", "log-restart").click()
+    said = until(
+        "the API's answer for a wrong container", lambda: note().startswith("logs: 400") and note()
+    )
+    assert "nope" in said, said
+    field.clear()
+    page.find_element("id", "log-restart").click()
+    until("followed again", lambda: note() == "following", note=note)
+    cluster.ok("DELETE", path)
+    no_reload(page)
 
 
 def pod_rows(page: Any) -> dict[str, str]:

@@ -15,7 +15,7 @@ export function setToken(value) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
-function headers(extra) {
+export function headers(extra) {
   const out = { Accept: "application/json", ...extra };
   const t = token();
   if (t) out.Authorization = `Bearer ${t}`;
@@ -33,7 +33,7 @@ export class ApiError extends Error {
   }
 }
 
-async function statusOf(resp) {
+export async function statusOf(resp) {
   const text = await resp.text();
   try {
     const doc = JSON.parse(text);

@@ -206,17 +206,18 @@ const logs = {
     this.abort = new AbortController();
     const container = $("log-container").value.trim();
     const q = `follow=true&tailLines=500${container ? `&container=${encodeURIComponent(container)}` : ""}`;
+    const path = `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(name)}/log?${q}`;
     try {
-      const resp = await fetch(`/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(name)}/log?${q}`, { headers: api.token() ? { Authorization: `Bearer ${api.token()}` } : {}, signal: this.abort.signal });
-      if (resp.status === 404) {
-        const exists = state.inf.pod && state.inf.pod.items.has(key);
-        $("log-note").textContent = exists ? "Logs are not served by this API server yet (GET pods/NAME/log answers 404): use `k8semu logs`." : "No such pod.";
-        return;
-      }
+      const resp = await fetch(path, { headers: api.headers({ Accept: "text/plain, application/json" }), signal: this.abort.signal });
       if (!resp.ok) {
-        $("log-note").textContent = `logs: ${resp.status} ${(await resp.text()).slice(0, 300)}`;
+        // The API's own words (a metav1.Status): no such pod or container, not running yet,
+        // the kubelet unreachable...
+        const st = await api.statusOf(resp);
+        $("log-note").textContent = `logs: ${st.code || resp.status} ${st.reason || ""}: ${st.message || ""}`;
+        $("log-note").classList.add("error");
         return;
       }
+      $("log-note").classList.remove("error");
       $("log-note").textContent = "following";
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
@@ -226,7 +227,7 @@ const logs = {
         out.textContent = (out.textContent + decoder.decode(value, { stream: true })).slice(-200000);
         out.scrollTop = out.scrollHeight;
       }
-      $("log-note").textContent = "the log stream ended";
+      $("log-note").textContent = "the log stream ended (Follow again to reconnect)";
     } catch (err) {
       if (err.name !== "AbortError") $("log-note").textContent = `logs: ${err.message}`;
     }
@@ -485,10 +486,12 @@ function wire() {
     schedule();
   });
   $("apply-button").addEventListener("click", apply);
-  $("log-restart").addEventListener("click", () => {
+  const follow = () => {
     logs.stop();
     logs.start(state.podKey);
-  });
+  };
+  $("log-restart").addEventListener("click", follow);
+  $("log-container").addEventListener("change", follow);
   $("login").addEventListener("submit", (ev) => {
     ev.preventDefault();
     api.setToken($("token").value.trim());
