@@ -162,6 +162,16 @@ def test_pod_logs_followed(page: Any, cluster: Cluster, shots: Callable[[Any, st
     field.clear()
     page.find_element("id", "log-restart").click()
     until("followed again", lambda: note() == "following", note=note)
+    # A redraw (the pod changed) keeps the manifest where the reader scrolled it.
+    top = page.execute_script(
+        "const m = document.querySelector('pre.manifest'); m.scrollTop = 120; return m.scrollTop"
+    )
+    assert top > 0, top
+    cluster.ok(
+        "PATCH", path, {"metadata": {"labels": {"seen": "yes"}}}, "application/merge-patch+json"
+    )
+    until("the new label in the manifest", lambda: "seen: yes" in text(page))
+    assert page.execute_script("return document.querySelector('pre.manifest').scrollTop") == top
     cluster.ok("DELETE", path)
     no_reload(page)
 

@@ -45,10 +45,15 @@ function schedule() {
   if (!frame) frame = requestAnimationFrame(render);
 }
 
+// What identifies a button or link across redraws: its data-* and href (none: not kept).
 function focusKey(el) {
   if (!el || !$("content").contains(el)) return "";
-  return ["act", "ns", "name", "key", "table", "pod"].map((k) => el.dataset[k] || "").join("|");
+  const key = ["act", "ns", "name", "key", "table", "pod", "index"].map((k) => el.dataset[k] || "").join("|") + (el.getAttribute("href") || "");
+  return /[^|]/.test(key) ? key : "";
 }
+
+let lastHtml = "";
+let lastView = "";
 
 function render() {
   frame = 0;
@@ -61,8 +66,18 @@ function render() {
     html = `<p class="error" role="alert">This view failed to draw: ${h(err.message)}</p>`;
     console.error(err);
   }
+  // Unchanged: leave the DOM alone (a selection, a scrolled box, the focus stay as they are).
+  if (html === lastHtml) return finish(started);
+  lastHtml = html;
   const key = focusKey(document.activeElement);
+  // Boxes that scroll (wide tables, the manifest) keep their position across the redraw.
+  const view = `${state.view}/${state.podKey}`;
+  const scrolled = view !== lastView ? [] : [...$("content").querySelectorAll(".scroll, pre")].map((el) => [el.scrollTop, el.scrollLeft]);
+  lastView = view;
   $("content").innerHTML = html;
+  $("content").querySelectorAll(".scroll, pre").forEach((el, i) => {
+    if (scrolled[i]) [el.scrollTop, el.scrollLeft] = scrolled[i];
+  });
   if (key) {
     for (const el of $("content").querySelectorAll("button, a")) {
       if (focusKey(el) === key) {
@@ -71,6 +86,10 @@ function render() {
       }
     }
   }
+  finish(started);
+}
+
+function finish(started) {
   updateNamespaces();
   connection();
   // The first frame with every informer of the view listed: the initial load time
