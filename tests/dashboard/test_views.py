@@ -510,5 +510,9 @@ def test_a_killed_process_restarts_in_the_page(
         "return r && r.innerText.includes('Running') && r.innerText.includes(arguments[1])",
         css, str(after["pid"]),
     ))  # fmt: skip
+    page.execute_script(
+        "document.getElementById('toasts').replaceChildren();"
+        "document.getElementById('t-processes').scrollIntoView()"
+    )
     shots(page, "cluster-processes")
     no_reload(page)
