@@ -6,11 +6,13 @@
      "lastExitCode": -9, "lastExitAt": "2026-12-05T11:02:03Z",
      "started": "2026-12-05T11:02:04Z", "address": "127.0.0.1:40123", "nodes": []}
 
-``state`` is the supervisor's word (running, backoff, failed, stopped); ``lastExitCode`` is
-negative for a signal, null when unknown (an adopted process). The dashboard's Cluster view
-watches these ConfigMaps: the supervisor (foreground ``k8semu up`` or detached ``k8semu
-supervise``, one loop) is the only party that knows pids and restarts, and the API is how the
-page, on any host, can see them.
+The annotation ``k8semu.io/published-at`` says when it was last written: on every change, and
+every ``REFRESH_S`` (30 s) when nothing changed, so a table whose supervisor is gone (killed,
+its machine down) shows its age. ``state`` is the supervisor's word (running, backoff,
+failed, stopped); ``lastExitCode`` is negative for a signal, null when unknown (an adopted
+process). The dashboard's Cluster view watches these ConfigMaps: the supervisor (foreground
+``k8semu up`` or detached ``k8semu supervise``, one loop) is the only party that knows pids
+and restarts, and the API is how the page, on any host, can see them.
 
 Writes happen from one background thread, so supervision never waits for an API server (the
 very thing that may be down): ``publish()`` only replaces the pending snapshot (the last state
@@ -36,12 +38,16 @@ from k8semu.cluster.probes import Probes
 from k8semu.cluster.state import ComponentRecord
 from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc, core_pb2, meta_pb2
 
-__all__ = ["COMPONENTS_LABEL", "ComponentPublisher", "configmap_name", "table"]
+__all__ = ["COMPONENTS_LABEL", "PUBLISHED_AT", "ComponentPublisher", "configmap_name", "table"]
 
 NAMESPACE = "kube-system"
 COMPONENTS_LABEL = "k8semu.io/components"
 HOST_LABEL = "k8semu.io/host"
 MIN_INTERVAL_S = 1.0
+#: Written again this often when nothing changed, so a reader can tell a table whose
+#: supervisor is gone (its ``published-at`` grows old) from a quiet one.
+REFRESH_S = 30.0
+PUBLISHED_AT = "k8semu.io/published-at"
 RETRY_S = (1.0, 2.0, 5.0)
 RPC_TIMEOUT_S = 2.0
 FIELD_MANAGER = "k8semu-supervisor"
@@ -114,8 +120,10 @@ class ComponentPublisher:
         host: str,
         make_probes: Callable[[], Probes],
         say: Callable[[str], None],
+        refresh_s: float = REFRESH_S,
     ) -> None:
         self._servers = list(api_servers)
+        self._refresh_s = refresh_s
         self.name = configmap_name(host)
         self._host = host
         self._make_probes = make_probes
@@ -152,10 +160,12 @@ class ComponentPublisher:
         failures = 0
         try:
             while not self._closed:
-                self._wake.wait()
+                woken = self._wake.wait(self._refresh_s)
                 self._wake.clear()
                 with self._lock:
                     data, self._pending = self._pending, None
+                    if data is None and not woken:
+                        data = self._written  # nothing changed for a while: say we are here
                 if data is None or self._closed:
                     continue
                 try:
@@ -200,12 +210,11 @@ class ComponentPublisher:
 
     def _write_to(self, stub: apiserver_pb2_grpc.APIStub, data: dict[str, str]) -> None:
         labels = {COMPONENTS_LABEL: "true", HOST_LABEL: configmap_name(self._host)[18:]}
-        cm = core_pb2.ConfigMap(
-            api_version="v1",
-            kind="ConfigMap",
-            metadata=meta_pb2.ObjectMeta(name=self.name, namespace=NAMESPACE, labels=labels),
-            data=data,
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta = meta_pb2.ObjectMeta(
+            name=self.name, namespace=NAMESPACE, labels=labels, annotations={PUBLISHED_AT: now}
         )
+        cm = core_pb2.ConfigMap(api_version="v1", kind="ConfigMap", metadata=meta, data=data)
         try:
             got = stub.Get(
                 apiserver_pb2.GetRequest(

@@ -516,3 +516,65 @@ def test_a_killed_process_restarts_in_the_page(
     )
     shots(page, "cluster-processes")
     no_reload(page)
+
+
+def test_a_stale_table_shows_unknown(page: Any, cluster: Cluster) -> None:
+    """A host whose supervisor stopped publishing (its table older than 90 s): its processes
+    are Unknown, with what they last said, and the page says why."""
+    row = {"kind": "kubelet", "host": "gone", "pid": 7, "state": "running", "restarts": 0,
+           "started": "2020-01-01T00:00:00Z", "nodes": ["g1"]}  # fmt: skip
+    cm = {
+        "metadata": {
+            "name": "k8semu-components-gone",
+            "namespace": "kube-system",
+            "labels": {"k8semu.io/components": "true"},
+            "annotations": {"k8semu.io/published-at": "2020-01-01T00:00:00Z"},
+        },
+        "data": {"kubelet-gone": json.dumps(row)},
+    }
+    path = "/api/v1/namespaces/kube-system/configmaps"
+    cluster.ok("POST", path, cm)
+    try:
+        show(page, "cluster")
+        found = until("the stale row", lambda: page.execute_script(
+            "return document.querySelector('span[data-process=\"kubelet-gone\"]')"
+            "?.closest('tr').innerText"
+        ))  # fmt: skip
+        assert "Unknown" in found and "last said running" in found, found
+        assert "the supervisor of gone has not published" in text(page)
+    finally:
+        cluster.request("DELETE", f"{path}/k8semu-components-gone")
+    until("the row gone", lambda: "kubelet-gone" not in text(page))
+    no_reload(page)
+
+
+def test_the_table_is_refreshed_through_the_api(cluster: Cluster) -> None:
+    """A publisher with nothing new to say writes its table again (a fresh published-at), so a
+    reader can tell it is alive; through the cluster's real API server, create then update."""
+    from k8semu.cluster import certs
+    from k8semu.cluster.publish import PUBLISHED_AT, ComponentPublisher
+    from k8semu.cluster.state import ComponentRecord
+
+    said: list[str] = []
+    servers = cluster.grpc
+    pub = ComponentPublisher(
+        servers, "refresh-test",
+        lambda: certs.probes(cluster.state_dir, [("apiserver", a) for a in servers]),
+        said.append, refresh_s=0.5,
+    )  # fmt: skip
+    path = "/api/v1/namespaces/kube-system/configmaps/k8semu-components-refresh-test"
+    record = ComponentRecord(name="x-1", kind="x", host="refresh-test", stage=0, command=["x"])
+    try:
+        pub.publish([record])
+
+        def stamp() -> str | None:
+            code, doc = cluster.request("GET", path)
+            return doc["metadata"]["annotations"][PUBLISHED_AT] if code == 200 else None
+
+        first = until("the table created", stamp)
+        until("written again", lambda: (s := stamp()) and s != first)
+        assert json.loads(cluster.ok("GET", path)["data"]["x-1"])["kind"] == "x"
+        assert not said, said
+    finally:
+        pub.close()
+        cluster.request("DELETE", path)

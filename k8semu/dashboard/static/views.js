@@ -156,14 +156,19 @@ function lastExit(row) {
   return `${how}, ${age(row.lastExitAt)} ago`;
 }
 
-export function processRows(state) {
+// A supervisor rewrites its table at least every 30 s; three missed: nobody vouches for it.
+const STALE_MS = 90000;
+
+export function processRows(state, now = Date.now()) {
   const rows = [];
   for (const cm of items(state, "components")) {
+    const at = (cm.metadata.annotations || {})["k8semu.io/published-at"];
+    const stale = !at || now - Date.parse(at) > STALE_MS;
     for (const [name, text] of Object.entries(cm.data || {})) {
       try {
-        rows.push({ name, ...JSON.parse(text) });
+        rows.push({ name, ...JSON.parse(text), publishedAt: at, stale });
       } catch (_) {
-        rows.push({ name, kind: "?", state: "unreadable", host: cm.metadata.name });
+        rows.push({ name, kind: "?", state: "unreadable", host: cm.metadata.name, stale });
       }
     }
   }
@@ -172,19 +177,24 @@ export function processRows(state) {
 }
 
 function processes(state, now, leases) {
-  const rows = processRows(state).map((r) => [
+  const all = processRows(state, now);
+  const stale = [...new Set(all.filter((r) => r.stale).map((r) => r.host || "?"))];
+  const note = stale.length
+    ? `<p class="error" role="alert">${word("Unknown")} the supervisor of ${h(stale.join(", "))} has not published for over ${STALE_MS / 1000} s (last ${h(age(all.find((r) => r.stale).publishedAt, now))} ago): what it last said is shown; <code>k8semu status</code> on that host tells more.</p>`
+    : "";
+  const rows = all.map((r) => [
     `<span data-process="${h(r.name)}">${h(r.name)}</span>`,
     h(r.host || "-"),
     h(r.kind),
-    word(STATE_WORDS[r.state] || r.state),
-    h(roleOf(r, state, leases)),
+    r.stale ? `${word("Unknown")} <small>(last said ${h(r.state)})</small>` : word(STATE_WORDS[r.state] || r.state),
+    h(r.stale ? "-" : roleOf(r, state, leases)),
     h(r.pid || "-"),
     `<span data-restarts="${h(r.name)}">${h(r.restarts ?? 0)}</span>`,
     h(r.state === "running" && r.started ? age(r.started, now) : "-"),
     h(lastExit(r)),
     h(r.address || "-"),
   ]);
-  return `${loading(state, "components")}${table("processes", ["process", "host", "kind", "state", "role", "pid", "restarts", "uptime", "last exit", "address"], rows, state, "no component table published yet (k8semu up and k8semu supervise publish one per host)")}`;
+  return `${loading(state, "components")}${note}${table("processes", ["process", "host", "kind", "state", "role", "pid", "restarts", "uptime", "last exit", "address"], rows, state, "no component table published yet (k8semu up and k8semu supervise publish one per host)")}`;
 }
 
 export function nodeState(n) {
