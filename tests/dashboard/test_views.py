@@ -578,3 +578,39 @@ def test_the_table_is_refreshed_through_the_api(cluster: Cluster) -> None:
     finally:
         pub.close()
         cluster.request("DELETE", path)
+
+
+def test_keyboard_only(page: Any, cluster: Cluster) -> None:
+    """With the keyboard alone: Tab reaches a Deployment's Scale button, Enter opens its
+    dialog, Escape closes it without writing; Alt+1 (the access key) goes to the Cluster view."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    show(page, "workloads")
+    button = f'tr[data-deployment="{NS}/held"] button[data-act="scale"]'
+    until("the Scale button", lambda: page.execute_script(
+        "return !!document.querySelector(arguments[0])", button
+    ))  # fmt: skip
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments/held"
+    replicas = cluster.ok("GET", path)["spec"]["replicas"]
+    page.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+    on_it = "return document.activeElement === document.querySelector(arguments[0])"
+    for _ in range(200):  # bounded: the page has far fewer stops before it
+        if page.execute_script(on_it, button):
+            break
+        ActionChains(page).send_keys(Keys.TAB).perform()
+    assert page.execute_script(on_it, button), page.execute_script(
+        "return document.activeElement.outerHTML"
+    )
+    ActionChains(page).send_keys(Keys.ENTER).perform()
+    until("the dialog open", lambda: page.execute_script(
+        "return document.getElementById('confirm').open"
+    ))  # fmt: skip
+    ActionChains(page).send_keys(Keys.ESCAPE).perform()
+    until("the dialog closed", lambda: page.execute_script(
+        "return !document.getElementById('confirm').open"
+    ))  # fmt: skip
+    assert cluster.ok("GET", path)["spec"]["replicas"] == replicas
+    ActionChains(page).key_down(Keys.ALT).send_keys("1").key_up(Keys.ALT).perform()
+    until("the Cluster view", lambda: page.execute_script("return location.hash") == "#cluster")
+    no_reload(page)
