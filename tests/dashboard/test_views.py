@@ -457,7 +457,14 @@ def test_narrow_window(page: Any, shots: Callable[[Any, str], Path]) -> None:
             )
             assert wide <= 1, (view, wide)
         show(page, "workloads")
-        until("the workloads at 400 px", lambda: f"{NS}/web" in text(page))
+        # The row itself (a notice of an earlier action may name dash/web too).
+        page.execute_script("document.getElementById('toasts').replaceChildren()")
+        until("the workloads at 400 px", lambda: page.execute_script(
+            "return !!document.querySelector(arguments[0]) && "
+            "!document.body.innerText.includes('loading')",
+            f'tr[data-deployment="{NS}/web"]',
+        ))  # fmt: skip
+        page.execute_script("window.scrollTo(0, 0)")
         shots(page, "narrow")
     finally:
         page.set_window_size(size["width"], size["height"])
