@@ -146,6 +146,8 @@ function roleOf(row, state, leases) {
   if (row.kind === "apiserver") return leases.some((l) => l.spec.holderIdentity === row.address) ? "serving (lease)" : "serving";
   const nodes = row.nodes || [];
   if (nodes.length) return nodes.length === 1 ? `node ${nodes[0]}` : `${nodes.length} nodes`;
+  // A proxy is planned per node as proxy-<node> (its record lists no nodes).
+  if (row.kind === "proxy" && row.name.startsWith("proxy-")) return `proxy of node ${row.name.slice(6)}`;
   return row.kind;
 }
 
