@@ -621,3 +621,24 @@ def test_keyboard_only(page: Any, cluster: Cluster) -> None:
     ActionChains(page).key_down(Keys.ALT).send_keys("1").key_up(Keys.ALT).perform()
     until("the Cluster view", lambda: page.execute_script("return location.hash") == "#cluster")
     no_reload(page)
+
+
+def test_the_page_outlives_its_api_server(page: Any, cluster: Cluster) -> None:
+    """The API server that served the page SIGKILLed (by the pid `up` recorded): its
+    supervisor starts it again, the page's watches reconnect by themselves, and the Cluster
+    view shows the API server's restart, all without a reload."""
+    show(page, "cluster")
+    api = next(c for c in read_state(cluster.state_dir).components if c.kind == "apiserver")
+    css = f'span[data-restarts="{api.name}"]'
+    shown = "return document.querySelector(arguments[0])?.innerText"
+    before = int(until("the API server's row", lambda: page.execute_script(shown, css)))
+    assert is_same_process(api.pid, api.start_time)
+    os.kill(api.pid, signal.SIGKILL)
+    until(
+        "the restart shown after the reconnect",
+        lambda: int(page.execute_script(shown, css) or 0) > before,
+        timeout=60,
+        note=lambda: page.find_element("id", "banner").text,
+    )
+    until("live again", lambda: page.find_element("id", "conn").text == "live")
+    no_reload(page)
