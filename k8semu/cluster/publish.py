@@ -51,6 +51,7 @@ PUBLISHED_AT = "k8semu.io/published-at"
 RETRY_S = (1.0, 2.0, 5.0)
 RPC_TIMEOUT_S = 2.0
 FIELD_MANAGER = "k8semu-supervisor"
+CLOSE_WAIT_S = 1.0
 
 
 def configmap_name(host: str) -> str:
@@ -153,7 +154,9 @@ class ComponentPublisher:
         self._closed = True
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=RPC_TIMEOUT_S * 2)
+            # A write in flight to an API server that does not answer is not waited for to
+            # its deadline: stopping a cluster must not wait on it (the thread is a daemon).
+            self._thread.join(timeout=CLOSE_WAIT_S)
 
     def _run(self) -> None:
         probes = self._make_probes()

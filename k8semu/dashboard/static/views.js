@@ -115,8 +115,11 @@ function controlPlane(state, now) {
     if (!l) return [h(name), word("NoLeader"), "-", "-", "-"];
     // host_pid_random: name the process when a component table has that pid.
     const pid = String(l.spec.holderIdentity || "").split("_")[1];
-    const proc = processRows(state).find((r) => String(r.pid) === pid && kindOf[name] === r.kind);
-    const holder = `${l.spec.holderIdentity || "-"}${proc ? ` (${proc.name})` : ""}`;
+    const procs = processRows(state).filter((r) => kindOf[name] === r.kind && !r.stale);
+    const proc = procs.find((r) => String(r.pid) === pid);
+    // A holder no running process has (it was killed): the lease stands until it expires.
+    const gone = !proc && procs.length && l.spec.holderIdentity ? " (no such process now: a new one takes over once the lease expires)" : "";
+    const holder = `${l.spec.holderIdentity || "-"}${proc ? ` (${proc.name})` : gone}`;
     return [h(name), word(leaseFresh(l, now) ? "Held" : "Expired"), h(holder), h(l.spec.leaseTransitions ?? 0), h(age(l.spec.renewTime, now))];
   });
   return `<h3>Store (etcd v3 Maintenance Status of each member)</h3>${storeTable(state)}
