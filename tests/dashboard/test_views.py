@@ -642,3 +642,23 @@ def test_the_page_outlives_its_api_server(page: Any, cluster: Cluster) -> None:
     )
     until("live again", lambda: page.find_element("id", "conn").text == "live")
     no_reload(page)
+
+
+def test_an_unknown_field_is_shown_at_its_line(page: Any, cluster: Cluster) -> None:
+    """fieldValidation=Strict: a misspelt field is refused, named, and linked to its line."""
+    apply(page, GOOD.replace("name: pasted", "name: typo").replace("\ndata:", "\ndatta:"))
+    said = until(
+        "the refusal",
+        lambda: "ConfigMap/typo:" in (t := page.find_element("id", "apply-results").text) and t,
+        note=lambda: page.find_element("id", "apply-results").text,
+    )
+    assert "datta" in said and "line 6" in said, said
+    code, _ = cluster.request("GET", f"/api/v1/namespaces/{NS}/configmaps/typo")
+    assert code == 404
+    # No name: said in the page, nothing sent (an apply names its object).
+    apply(page, GOOD.replace("  name: pasted\n", ""))
+    said = until(
+        "the missing name",
+        lambda: "metadata.name" in (t := page.find_element("id", "apply-results").text) and t,
+    )
+    assert "Required value" in said and "MethodNotAllowed" not in said, said

@@ -382,6 +382,10 @@ const MANAGER = "k8semu-dashboard";
 // says created / configured / unchanged.
 async function applyOne(doc, force) {
   const m = doc.metadata || {};
+  if (!m.name) {
+    // An apply names its object (generateName cannot be applied): refused here, nothing sent.
+    throw new api.ApiError({ code: 422, reason: "Invalid", message: "metadata.name: Required value: an applied object needs a name", details: { causes: [{ field: "metadata.name", message: "Required value" }] } });
+  }
   const where = await api.resourceFor(doc.apiVersion, doc.kind);
   const ns = where.namespaced ? m.namespace || $("ns").value || "default" : "";
   if (where.namespaced && !m.namespace) doc.metadata = { ...m, namespace: ns };
@@ -417,7 +421,7 @@ const btn = (act, label, data) => `<button type="button" data-act="${act}" ${Obj
 async function applyDocs(docs, text, force) {
   const results = [];
   for (const [i, doc] of docs) {
-    const label = `${doc.kind}/${(doc.metadata || {}).name}`;
+    const label = `${doc.kind}/${(doc.metadata || {}).name || "(no name)"}`;
     try {
       results.push(`<li data-result="${i}">${h(label)} ${h(await applyOne(doc, force))}${force ? " (forced)" : ""}</li>`);
       pendingForce.delete(i);
@@ -453,7 +457,7 @@ async function apply() {
 async function forceApply(index) {
   const doc = pendingForce.get(index);
   if (!doc) return;
-  const label = `${doc.kind}/${(doc.metadata || {}).name}`;
+  const label = `${doc.kind}/${(doc.metadata || {}).name || "(no name)"}`;
   if (!(await confirmAction(`Apply ${label} with force? The fields other managers own take the pasted values and become k8semu-dashboard's.`))) return;
   const [result] = await applyDocs([[index, doc]], $("manifest").value, true);
   const li = $("apply-results").querySelector(`li[data-result="${index}"]`);
