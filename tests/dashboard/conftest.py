@@ -225,7 +225,8 @@ def browser() -> Iterator[Any]:
     options = Options()
     options.binary_location = CHROMIUM
     # The DevTools network log: what the page sent (its Authorization header).
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    # and the console (a script error fails test_views.py::test_no_script_errors).
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     # The cluster's own CA signed the API server's certificate: a user trusts it (or accepts
     # the certificate once); the test browser accepts it.
     options.accept_insecure_certs = True

@@ -662,3 +662,14 @@ def test_an_unknown_field_is_shown_at_its_line(page: Any, cluster: Cluster) -> N
         lambda: "metadata.name" in (t := page.find_element("id", "apply-results").text) and t,
     )
     assert "Required value" in said and "MethodNotAllowed" not in said, said
+
+
+def test_no_script_errors(page: Any) -> None:
+    """Nothing the tests above did made the page's scripts fail (the console's errors; a
+    refused request is logged by the browser too, but as a network entry, and is expected)."""
+    errors = [
+        e["message"]
+        for e in page.get_log("browser")
+        if e["level"] == "SEVERE" and e.get("source") != "network"
+    ]
+    assert not errors, errors
