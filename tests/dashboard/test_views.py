@@ -360,6 +360,7 @@ def test_a_conflict_is_shown_then_forced(
             "ConfigMap/owned configured (forced)" in page.find_element("id", "apply-results").text
         ),
     )
+    assert page.execute_script("return document.activeElement.dataset.result") == "0"
     doc = cluster.ok("GET", f"{path}/owned")
     assert doc["data"] == {"color": "blue"}
     owners = {m["manager"]: m for m in doc["metadata"]["managedFields"]}

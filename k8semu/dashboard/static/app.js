@@ -461,7 +461,12 @@ async function forceApply(index) {
   if (!(await confirmAction(`Apply ${label} with force? The fields other managers own take the pasted values and become k8semu-dashboard's.`))) return;
   const [result] = await applyDocs([[index, doc]], $("manifest").value, true);
   const li = $("apply-results").querySelector(`li[data-result="${index}"]`);
-  if (li) li.outerHTML = result;
+  if (!li) return;
+  li.outerHTML = result;
+  // The button pressed is gone: keyboard focus goes to its result, not back to the page's top.
+  const shown = $("apply-results").querySelector(`li[data-result="${index}"]`);
+  shown.tabIndex = -1;
+  shown.focus();
 }
 
 function markLine(line) {
