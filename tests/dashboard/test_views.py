@@ -499,6 +499,10 @@ def test_a_killed_process_restarts_in_the_page(
         return str(found) if found is not None else None
 
     before = int(until("the scheduler's row", in_page))
+    # Each process's health, from what answers for it (store Status, Leases, the Nodes).
+    until("health words", lambda: all(w in page.execute_script(
+        "return document.getElementById('t-processes').innerText"
+    ) for w in ("Healthy", "Serving", "Renewing", "Ready")))  # fmt: skip
     row = published(cluster, sched.name)
     assert (row["kind"], row["state"], row["pid"]) == ("scheduler", "running", sched.pid), row
     assert is_same_process(sched.pid, sched.start_time)

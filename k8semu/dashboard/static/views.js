@@ -15,7 +15,7 @@ export function age(ts, now = Date.now()) {
   return `${Math.floor(s / 86400)}d`;
 }
 
-const GOOD = new Set(["Running", "Ready", "Succeeded", "Leader", "Healthy", "Serving", "Available", "Recovered", "Normal", "Complete", "Held"]);
+const GOOD = new Set(["Renewing", "Running", "Ready", "Succeeded", "Leader", "Healthy", "Serving", "Available", "Recovered", "Normal", "Complete", "Held"]);
 const BAD = new Set(["Failed", "NotReady", "Unknown", "Unhealthy", "Unreachable", "Expired", "Warning", "CrashLoopBackOff", "Error", "OOMKilled", "Fault", "ImagePullBackOff", "ErrImagePull", "BackOff"]);
 export function word(w) {
   const cls = GOOD.has(w) ? "good" : BAD.has(w) ? "bad" : "neutral";
@@ -138,7 +138,9 @@ function roleOf(row, state, leases) {
   if (row.state !== "running") return "-";
   if (row.kind === "store") {
     const m = ((state.store && state.store.members) || []).find((x) => x.endpoint === row.address);
-    return !m ? "member" : !m.memberID ? "unreachable" : m.isLeader ? `leader (term ${m.raftTerm})` : "follower";
+    if (!m) return "member";
+    if (!m.memberID) return "unreachable";
+    return m.isLeader ? `leader (term ${m.raftTerm})` : m.leader === "0" ? "follower, no leader known yet" : "follower";
   }
   const lease = { scheduler: "kube-scheduler", "controller-manager": "kube-controller-manager" }[row.kind];
   if (lease) {
@@ -152,6 +154,30 @@ function roleOf(row, state, leases) {
   // A proxy is planned per node as proxy-<node> (its record lists no nodes).
   if (row.kind === "proxy" && row.name.startsWith("proxy-")) return `proxy of node ${row.name.slice(6)}`;
   return row.kind;
+}
+
+// How the cluster sees a running process, from what answers for it: the store member's own
+// Status, the API server's Lease, the leader's Lease renewals, the kubelet's Node(s).
+function healthOf(row, state, leases, now) {
+  if (row.stale || row.state !== "running") return "-";
+  if (row.kind === "store") {
+    const m = ((state.store && state.store.members) || []).find((x) => x.endpoint === row.address);
+    return !m ? "-" : word(!m.memberID ? "Unreachable" : m.healthy ? "Healthy" : "Unhealthy");
+  }
+  if (row.kind === "apiserver") {
+    const l = leases.find((x) => x.spec.holderIdentity === row.address);
+    return l ? word(leaseFresh(l, now) ? "Serving" : "Expired") : "-";
+  }
+  const lease = { scheduler: "kube-scheduler", "controller-manager": "kube-controller-manager" }[row.kind];
+  if (lease) {
+    const l = leases.find((x) => x.metadata.name === lease);
+    const leads = l && Number(String(l.spec.holderIdentity || "").split("_")[1]) === row.pid;
+    return leads ? word(leaseFresh(l, now) ? "Renewing" : "Expired") : "-";
+  }
+  const nodes = items(state, "nodes").filter((n) => (row.nodes || []).includes(n.metadata.name));
+  if (!nodes.length) return "-";
+  if (nodes.length === 1) return word(nodeState(nodes[0]));
+  return `${nodes.filter((n) => nodeState(n) === "Ready").length}/${nodes.length} ${word("Ready")}`;
 }
 
 function lastExit(row) {
@@ -192,6 +218,7 @@ function processes(state, now, leases) {
     h(r.host || "-"),
     h(r.kind),
     r.stale ? `${word("Unknown")} <small>(last said ${h(r.state)})</small>` : word(STATE_WORDS[r.state] || r.state),
+    healthOf(r, state, leases, now),
     h(r.stale ? "-" : roleOf(r, state, leases)),
     h(r.pid || "-"),
     `<span data-restarts="${h(r.name)}">${h(r.restarts ?? 0)}</span>`,
@@ -199,7 +226,7 @@ function processes(state, now, leases) {
     h(lastExit(r)),
     h(r.address || "-"),
   ]);
-  return `${loading(state, "components")}${note}${table("processes", ["process", "host", "kind", "state", "role", "pid", "restarts", "uptime", "last exit", "address"], rows, state, "no component table published yet (k8semu up and k8semu supervise publish one per host)")}`;
+  return `${loading(state, "components")}${note}${table("processes", ["process", "host", "kind", "state", "health", "role", "pid", "restarts", "uptime", "last exit", "address"], rows, state, "no component table published yet (k8semu up and k8semu supervise publish one per host)")}`;
 }
 
 export function nodeState(n) {
