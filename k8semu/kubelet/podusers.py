@@ -198,13 +198,15 @@ def _acl(path: Path, mode: int) -> list[tuple[int, int, int]]:
 
 
 def grant_group_traverse(path: Path, gid: int) -> bool:
-    """Add `group:gid:--x` to `path`'s ACL unless others or that group may traverse it
-    already; whether it changed anything."""
+    """Add `group:gid:--x` to `path`'s ACL (and x to its mask) unless others or that group
+    may traverse it already; whether it changed anything."""
     mode = path.stat().st_mode
     if mode & 0o001:
         return False
     entries = _acl(path, mode)
-    if any(tag == _GROUP and gid_ == gid and perm & 1 for tag, perm, gid_ in entries):
+    # A chmod since (pytest makes its /tmp/pytest-of-<user> 0700 again) rewrites the mask.
+    masked = any(tag == _MASK and not perm & 1 for tag, perm, _ in entries)
+    if not masked and any(tag == _GROUP and g == gid and perm & 1 for tag, perm, g in entries):
         return False
     group_obj = next((perm for tag, perm, _ in entries if tag == _GROUP_OBJ), 0)
     mask = next((perm for tag, perm, _ in entries if tag == _MASK), group_obj)

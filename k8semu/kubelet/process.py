@@ -138,10 +138,12 @@ class ProcessRuntime:
         self.no_cgroups = no_cgroups
         self.users = users
         self._pod_users: dict[str, PodUser] = {}  # by pod uid
+        self._reach: list[Path] = []  # what pod users must traverse to
         if users is not None:
             try:
                 self.pods_dir.chmod(0o711)
-                users.grant_traverse([self.pods_dir, *podusers.runtime_paths()])
+                self._reach = [self.pods_dir, *podusers.runtime_paths()]
+                users.grant_traverse(self._reach)
             except OSError as exc:
                 log.warning("pods run as the kubelet's user", reason=f"cannot grant: {exc}")
                 self.users = None
@@ -228,6 +230,11 @@ class ProcessRuntime:
         base = self.pod_dir(uid)
         base.mkdir(parents=True, exist_ok=True)
         pod_user = self._claim_user(uid, base)
+        if self.users is not None:  # again: a chmod above may have taken the grant away
+            try:
+                self.users.grant_traverse(self._reach)
+            except OSError as exc:
+                log.warning("cannot grant pod users traverse", error=str(exc))
         info: dict[str, Any] = {"uid": uid, "namespace": namespace, "name": name, "podIP": pod_ip}
         if pod_user is not None:
             info["user"] = pod_user.to_json()
