@@ -10,7 +10,6 @@ import asyncio
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from k8semu.kubelet.podusers import PodUser, PodUsers
 from k8semu.pb.api.v1 import core_pb2
 from tests.kubelet.conftest import KubeletProcess, eventually
 from tests.kubelet.test_e2e_process import get_pod, make_pod, running_pid
+from tests.kubelet.test_logs_exec import k8semu
 from tests.support.apiserver import APIServerProcess
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="pod users need a root kubelet")
@@ -120,15 +120,6 @@ def _log(k: KubeletProcess, pod: core_pb2.Pod) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def _k8semu(apiserver: APIServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "k8semu", args[0], "--server", apiserver.address, *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @needs_root
 async def test_pods_are_isolated_from_each_other_and_the_kubelet(
     client: Client,
@@ -171,7 +162,7 @@ async def test_pods_are_isolated_from_each_other_and_the_kubelet(
     assert "kubelet-refused" in out and "bee-refused" in out, out
     assert "Operation not permitted" in out and "low-port-bound" in out, out
     # exec (through the API server) runs as the pod's user too.
-    done = await asyncio.to_thread(_k8semu, apiserver, "exec", "ant", "-n", namespace, "--",
+    done = await asyncio.to_thread(k8semu, apiserver, "exec", "ant", "-n", namespace, "--",
                                    "id", "-u")  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == str(ant_uid), done
     # The kubelet's own directories of a pod are closed to it.

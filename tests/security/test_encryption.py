@@ -21,10 +21,11 @@ import pytest
 import yaml
 
 from k8semu import transport
-from k8semu.cluster.processes import K8semuStoreCluster
+from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
 from k8semu.pb.api.v1 import core_pb2, meta_pb2
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from tests.apiserver.conftest import Client, unpack
+from tests.apiserver.rest.conftest import REST
 from tests.support.apiserver import APIServerProcess, running
 from tests.support.poll import eventually
 
@@ -50,10 +51,14 @@ def _config(*keys: tuple[str, bytes], identity: bool = True) -> str:
 class Setup:
     def __init__(self, base: Path, store: K8semuStoreCluster, config: Path) -> None:
         self.base, self.store, self.config = base, store, config
+        port = free_loopback_ports(1)[0]
         self.server = APIServerProcess(
-            store, base / "apiserver.log", ["--encryption-provider-config", str(config)]
+            store,
+            base / "apiserver.log",
+            ["--encryption-provider-config", str(config), "--rest-address", f"127.0.0.1:{port}"],
         )
         self.server.wait_serving()
+        self.rest = REST(f"http://127.0.0.1:{port}", self.server.address, tuple(store.endpoints))
 
     def with_config(self, text: str) -> None:
         """The API server restarted on another configuration."""
@@ -154,6 +159,7 @@ async def test_rotation_by_rewriting(setup: Setup) -> None:
     value = b"rotate-me"
     async with transport.channel(setup.server.address) as ch:
         await Client(ch).create("secrets", _secret("rot", value), "default")
+        await Client(ch).create("secrets", _secret("rot-kubectl", value), "default")
     raw_key = b"/registry/secrets/default/rot"
     assert (await _raw(setup, raw_key)).startswith(b"k8s:enc:aesgcm:v1:key1:")
     setup.with_config(_config(("key2", KEY2), ("key1", KEY1)))  # a new key first
@@ -171,6 +177,12 @@ async def test_rotation_by_rewriting(setup: Setup) -> None:
         current = unpack(again.object, core_pb2.Secret)
         same = await c.update("secrets", current)
         assert same.object == again.object
+    # Kubernetes' recipe: every Secret read and replaced unchanged, re-encrypted with key2.
+    listed = await asyncio.to_thread(setup.rest.kubectl, "get", "secrets", "-A", "-o", "json")
+    await asyncio.to_thread(setup.rest.kubectl, "replace", "-f", "-", stdin=listed)
+    for name in ("rot", "rot-kubectl"):
+        raw = await _raw(setup, b"/registry/secrets/default/" + name.encode())
+        assert raw.startswith(b"k8s:enc:aesgcm:v1:key2:"), name
     setup.with_config(_config(("key2", KEY2), identity=False))  # the old key retired
     async with transport.channel(setup.server.address) as ch:
         got = unpack((await Client(ch).get("secrets", "rot", "default")).object, core_pb2.Secret)

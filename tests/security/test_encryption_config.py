@@ -14,7 +14,7 @@ import yaml
 
 from k8semu.apiserver import encryption
 from k8semu.apiserver.encryption import EncryptionConfigError, Transformer, Undecryptable
-from k8semu.cluster.certs import ensure_encryption_config
+from k8semu.cluster.certs import PKIPaths, ensure_encryption_config
 from k8semu.pb.etcd import rpc_pb2
 
 KEY = b"/registry/secrets/default/db"
@@ -184,6 +184,8 @@ def test_up_writes_one_private_config_and_reuses_it(tmp_path: Path) -> None:
     first = path.read_bytes()
     ensure_encryption_config(path)
     assert path.read_bytes() == first  # reused: a new key would strand every Secret
+    flags = PKIPaths(tmp_path).apiserver_flags(store=True)
+    assert flags[flags.index("--encryption-provider-config") + 1] == str(path)
     t: Transformer = encryption.load(str(path))
     assert t.seal(KEY, b"v").startswith(b"k8s:enc:aesgcm:v1:key1:")
     assert t.open(KEY, b"written before") == b"written before"
