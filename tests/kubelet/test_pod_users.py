@@ -212,3 +212,22 @@ async def test_security_context_is_honoured(
 
     why = await eventually(reason, what="refused pod waiting")
     assert why.startswith("CreateContainerConfigError") and "runAsNonRoot" in why, why
+
+
+@needs_root
+def test_a_volume_is_handed_over_from_another_pod_user_only(tmp_path: Path) -> None:
+    data = tmp_path / "pv"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "f").write_text("x")
+    for p in (data, data / "sub", data / "sub" / "f"):
+        os.chown(p, 200005, 200005)
+    new = PodUser(200006, 200006)
+    podusers.hand_over(data, new, (200000, 299999))  # a StatefulSet's pod made again
+    assert {p.stat().st_uid for p in (data, data / "sub", data / "sub" / "f")} == {200006}
+    host = tmp_path / "host"
+    host.mkdir()
+    podusers.hand_over(host, new, (200000, 299999))  # the host's own: left alone
+    assert host.stat().st_uid == 0
+    made = tmp_path / "made" / "deep"
+    podusers.make_dirs(made, new)
+    assert made.stat().st_uid == 200006 and made.parent.stat().st_uid == 200006
