@@ -200,6 +200,11 @@ async def test_a_key_the_server_lacks_is_an_error_naming_the_object(setup: Setup
             details = info.value.details() or ""
             assert 'unable to transform key "/registry/secrets/default/rot"' in details, details
             assert "key2" in details
+            # A list (from the watch cache) names the object too, and does not hang.
+            with pytest.raises(grpc.aio.AioRpcError) as listed:
+                await c.list("secrets", "default")
+            details = listed.value.details() or ""
+            assert 'unable to transform key "/registry/secrets/default/' in details, details
             # The server keeps serving everything else.
             await c.get("namespaces", "default")
         out = await asyncio.to_thread(_get_cli, setup, "secret", "rot")
