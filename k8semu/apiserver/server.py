@@ -32,6 +32,7 @@ from k8semu.apiserver.auth import policy, restside
 from k8semu.apiserver.auth.config import AuthConfig, build_guard
 from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
+from k8semu.apiserver.encryption import Transformer
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.eventttl import DEFAULT_EVENT_TTL, EventLeases
 from k8semu.apiserver.grpcface import add_api_servicer
@@ -91,6 +92,8 @@ class APIServerConfig:
     # --kubelet-certificate-authority and --kubelet-client-certificate/-key. Kubelets serving
     # TLS take only this certificate for their pods' streams; None: plain text.
     kubelet_tls: transport.ClientTLS | None = None
+    # --encryption-provider-config: the resources encrypted at rest (encryption.py); None: none.
+    encryption: Transformer | None = None
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -110,7 +113,10 @@ class APIServer:
     def __init__(self, config: APIServerConfig) -> None:
         self.config = config
         self.store = Store(
-            config.store_endpoints, deadline=config.store_deadline, tls=config.store_tls
+            config.store_endpoints,
+            deadline=config.store_deadline,
+            tls=config.store_tls,
+            transformer=config.encryption,
         )
         self.resource_metrics: ResourceMetrics | None = None
         if config.metric_resolution > 0:

@@ -11,7 +11,9 @@ import ipaddress
 from collections.abc import Sequence
 
 from k8semu import transport
+from k8semu.apiserver import encryption
 from k8semu.apiserver.allocation import ServiceRanges, parse_cidr, parse_port_range
+from k8semu.apiserver.encryption import Transformer
 from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
 from k8semu.cli import _authflags, _flags, _serving
 
@@ -109,6 +111,12 @@ def _add_tls(p: argparse.ArgumentParser) -> None:
         help="client certificate to the kubelets (the only one they take for logs/exec)",
     )
     g.add_argument("--kubelet-client-key", default="", help="its key")
+    g.add_argument(
+        "--encryption-provider-config",
+        default="",
+        help="EncryptionConfiguration (apiserver.config.k8s.io/v1) file: the resources"
+        " encrypted at rest and their providers (aesgcm, secretbox, identity)",
+    )
 
 
 def tls_from_args(
@@ -207,7 +215,17 @@ def config_from_args(ns: argparse.Namespace) -> APIServerConfig:
         event_ttl=_flags.seconds(ns.event_ttl, "--event-ttl"),
         metric_resolution=_flags.seconds(ns.metric_resolution, "--metric-resolution"),
         auth=_authflags.config(ns),
+        encryption=_encryption(ns.encryption_provider_config),
     )
+
+
+def _encryption(path: str) -> Transformer | None:
+    if not path:
+        return None
+    try:
+        return encryption.load(path)
+    except encryption.EncryptionConfigError as exc:
+        raise ValueError(f"--encryption-provider-config: {exc}") from None
 
 
 def _rest_address(text: str) -> str:

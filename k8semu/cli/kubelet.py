@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         "--pod-pids-limit", type=int, default=cfg.DEFAULT_POD_PIDS_LIMIT, help="-1: none"
     )
     p.add_argument(
+        "--pod-user-range",
+        default=cfg.DEFAULT_POD_USER_RANGE,
+        help="FIRST-LAST: the uids given to pods, one each (as root; FIRST-1 is their shared"
+        ' group); "": pods run as the kubelet\'s user',
+    )
+    p.add_argument(
         "--count",
         type=int,
         default=None,
@@ -114,6 +120,7 @@ def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
         cluster_domain=ns.cluster_domain,
         cgroups=ns.cgroups,
         pod_pids_limit=ns.pod_pids_limit,
+        pod_user_range=ns.pod_user_range,
     )
     if ns.count is None:  # one node under its own name; a pool of 1 is <name>-0, as in the config
         return [

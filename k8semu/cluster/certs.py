@@ -9,6 +9,8 @@ Two CAs, as kubeadm lays them out under the state directory's ``pki/``:
                                   controller-manager, kubelet-<node>, proxy-<node>
     pki/etcd/<name>.crt, .key     store-<member>, apiserver-etcd-client, healthcheck-client
     pki/kubeconfigs/<name>.conf   a component's API servers and credentials (--kubeconfig)
+    pki/encryption-config.yaml    the API servers' --encryption-provider-config: Secrets
+                                  encrypted at rest with an aesgcm key made once (0600)
 
 A separate store CA means a certificate made for a kubelet or a user is refused by the store:
 only the API servers (and the launcher's probes) may read and write raw keys.
@@ -21,11 +23,15 @@ TLS components with.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from k8semu import pki, transport
 from k8semu.cluster import clientconfig
@@ -78,6 +84,10 @@ class PKIPaths:
     def kubeconfig(self, name: str) -> Path:
         return self.root / "kubeconfigs" / f"{name}.conf"
 
+    @property
+    def encryption_config(self) -> Path:
+        return self.root / "encryption-config.yaml"
+
     def store_flags(self, member: str) -> tuple[str, ...]:
         """etcd's security flags of store replica `member` (both ports, both directions)."""
         own = self.cert(f"store-{member}", etcd=True)
@@ -95,6 +105,7 @@ class PKIPaths:
         flags: tuple[str, ...] = (
             "--tls-cert-file", str(own.cert), "--tls-private-key-file", str(own.key),
             "--client-ca-file", str(own.ca),
+            "--encryption-provider-config", str(self.encryption_config),
         )  # fmt: skip
         kubelets = self.cert(KUBELET_CLIENT)
         flags += (
@@ -256,12 +267,36 @@ def ensure(config: ClusterConfig, state_dir: Path) -> PKIPaths:
     if config.store.members and not config.store.external:
         pki.ensure_all(paths.etcd, etcd)
     pki.ensure_all(paths.root, cluster)
+    ensure_encryption_config(paths.encryption_config)
     users = [
         *_CONTROL_USERS,
         *(s.name for s in cluster if s.name.startswith(("kubelet-", "proxy-"))),
     ]
     _write_kubeconfigs(paths, users, config.api_server_addresses)
     return paths
+
+
+def ensure_encryption_config(path: Path) -> None:
+    """An EncryptionConfiguration (kube-apiserver's) encrypting Secrets with a fresh 32-byte
+    aesgcm key, written once and then reused (a new key would make every Secret written
+    before unreadable); identity after it reads Secrets written before encryption was on."""
+    if path.exists():
+        return
+    secret = base64.b64encode(os.urandom(32)).decode()
+    doc = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "EncryptionConfiguration",
+        "resources": [
+            {
+                "resources": ["secrets"],
+                "providers": [
+                    {"aesgcm": {"keys": [{"name": "key1", "secret": secret}]}},
+                    {"identity": {}},
+                ],
+            }
+        ],
+    }
+    pki._write_private(path, yaml.safe_dump(doc, sort_keys=False).encode(), 0o600)
 
 
 def state_probes(state: ClusterState) -> Probes:

@@ -24,7 +24,7 @@ from typing import Any
 from k8semu import aio, transport
 from k8semu.client import Client, Informer, InformerConfig
 from k8semu.client.events import EventRecorder
-from k8semu.kubelet import cgroups
+from k8semu.kubelet import cgroups, podusers
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.localvolumes import LocalVolumeCleaner
 from k8semu.kubelet.node import Heartbeats, NodeAgent
@@ -97,17 +97,7 @@ class Kubelet:
         else:
             if self.hollow:
                 raise ValueError("--count > 1 needs --runtime simulated")
-            node_cgroups, why = cgroups.for_node(
-                first.node_name,
-                first.effective_root_dir,
-                mode=first.cgroups,
-                pod_pids_limit=first.pod_pids_limit,
-            )
-            if node_cgroups is None:
-                log.warning("containers run without cgroups (rlimits only)", reason=why)
-            self.runtime = ProcessRuntime(
-                first.effective_root_dir, cgroups=node_cgroups, no_cgroups=why
-            )
+            self.runtime = _process_runtime(first)
         self.recorder: EventRecorder | None = None
         if not self.hollow and first.runtime == "process":
             self.recorder = EventRecorder(client, "kubelet", host=first.node_name)
@@ -298,3 +288,22 @@ class Kubelet:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+
+
+def _process_runtime(config: KubeletConfig) -> ProcessRuntime:
+    """The process runtime with the node's cgroups and its pods' own users where possible
+    (each fallback logged with its reason)."""
+    node_cgroups, why = cgroups.for_node(
+        config.node_name,
+        config.effective_root_dir,
+        mode=config.cgroups,
+        pod_pids_limit=config.pod_pids_limit,
+    )
+    if node_cgroups is None:
+        log.warning("containers run without cgroups (rlimits only)", reason=why)
+    users, no_users = podusers.for_kubelet(config.pod_user_range)
+    if users is None:
+        log.warning("pods run as the kubelet's user", reason=no_users)
+    return ProcessRuntime(
+        config.effective_root_dir, cgroups=node_cgroups, no_cgroups=why, users=users
+    )

@@ -47,6 +47,7 @@ from k8semu.kubelet.runtime import (
     Launch,
     RecoveredPod,
     Resources,
+    RunAs,
     Runtime,
     StartError,
     VolumeFile,
@@ -308,8 +309,9 @@ class PodWorker:
         runtime = self.host.runtime
         try:
             await runtime.prepare_pod(
-                self.uid, namespace=self.namespace, name=self.name, pod_ip=self.pod_ip, files=files
-            )
+                self.uid, namespace=self.namespace, name=self.name, pod_ip=self.pod_ip,
+                files=files, run_as=launch.run_as,
+            )  # fmt: skip
             handle = await runtime.start(launch)
         except StartError as exc:
             self._start_error(rec, exc, launch.restart)
@@ -375,6 +377,7 @@ class PodWorker:
             working_dir=rec.spec.working_dir,
             resources=Resources.of(rec.spec),
             termination_message_path=rec.spec.termination_message_path,
+            run_as=RunAs.of(self.pod, rec.spec),
         )
         return launch, files
 
@@ -705,4 +708,5 @@ async def exec_launch(worker: PodWorker, rec: ContainerRecord, argv: Sequence[st
         argv=list(resolved or argv),
         env=rec.env or worker.host.base_env(),
         working_dir=rec.spec.working_dir,
+        run_as=RunAs.of(worker.pod, rec.spec),
     )

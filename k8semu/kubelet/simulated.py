@@ -38,7 +38,6 @@ from k8semu.kubelet.runtime import (
     Spawned,
     Usage,
     UsageSnapshot,
-    VolumeFile,
 )
 from k8semu.pb.api.v1 import core_pb2
 
@@ -83,10 +82,8 @@ class SimulatedRuntime:
                     snap.containers[(uid, name)] = Usage(int(used), memory, memory)
         return snap
 
-    async def prepare_pod(
-        self, uid: str, *, namespace: str, name: str, pod_ip: str, files: Sequence[VolumeFile]
-    ) -> None:
-        return None
+    async def prepare_pod(self, uid: str, **_: object) -> None:
+        return None  # no directory, no files: nothing runs
 
     async def start(self, launch: Launch) -> ContainerHandle:
         if self.start_delay > 0:
