@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 from collections.abc import Sequence
+from pathlib import Path
 
 from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the autoscaled node pools the cluster autoscaler sizes (the launcher gives them"
         " from the cluster config; docs/controllers.md)",
     )
+    p.add_argument("--root-ca-file", default="", metavar="PEM",
+                   help="the cluster CA, published in every namespace's kube-root-ca.crt"
+                   " ConfigMap (the ServiceAccount volume's ca.crt)")  # fmt: skip
     _flags.add_duration(
         p, "--scan-interval", _D.scan_interval, "how often the cluster autoscaler looks (1s)"
     )
@@ -78,6 +82,18 @@ def _cidr(text: str, flag: str) -> str:
         return str(ipaddress.ip_network(text, strict=True))
     except ValueError as exc:
         raise ValueError(f"{flag}: {exc}") from None
+
+
+def _read_pem(path: str, flag: str) -> str:
+    if not path:
+        return ""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{flag}: cannot read {path}: {exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"{flag}: {path} holds no PEM certificate")
+    return text
 
 
 def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
@@ -100,6 +116,7 @@ def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
         "hpa_tolerance": ns.horizontal_pod_autoscaler_tolerance,
         "node_pools": parse_node_pools(ns.node_pools),
         "scan_interval": ns.scan_interval,
+        "root_ca": _read_pem(ns.root_ca_file, "--root-ca-file"),
     }
     for field, flag in _HPA_DURATIONS.items():
         values[field] = _flags.seconds(getattr(ns, flag[2:].replace("-", "_")), flag)

@@ -211,10 +211,13 @@ def secured(c: ComponentPlan, paths: PKIPaths, *, store: bool = True) -> Compone
         argv += paths.store_flags(c.name.removeprefix("store-"))
     elif c.kind == "apiserver":
         argv += paths.apiserver_flags(store=store)
+        argv += paths.auth_flags(c.log_path.with_name(f"{c.name}-audit.log"))
     elif c.kind in ("kubelet", "proxy"):
         argv += paths.kubeconfig_flags(c.name)
     elif c.kind in _TLS_USERS:
         argv += paths.kubeconfig_flags(_TLS_USERS[c.kind])
+        if c.kind == "controller-manager":
+            argv += paths.controller_manager_flags()
     return dataclasses.replace(c, argv=tuple(argv))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from k8semu import transport
 from k8semu.apiserver.auth.tokens import TokenClaims, Verifier
 from k8semu.apiserver.auth.user import ANONYMOUS_USER, UserInfo, authenticated, service_account
 from k8semu.apiserver.errors import Invalid, Unauthorized
@@ -67,12 +68,14 @@ def load_token_file(path: str) -> dict[str, UserInfo]:
 
 
 def user_from_subject(subject: Any) -> UserInfo | None:
-    """The user a verified client certificate names: CN the user, each O a group. Takes a
-    `cryptography` x509.Name, an RFC 4514 string ("CN=alice,O=dev"), a mapping of
-    attribute names to lists of values, or the `subject` of ssl's getpeercert(); None when
-    there is no CN."""
+    """The user a verified client certificate names: CN the user, each O a group. Takes
+    `transport.PeerSubject` (what the TLS listeners give), a `cryptography` x509.Name, an
+    RFC 4514 string ("CN=alice,O=dev"), a mapping of attribute names to lists of values, or
+    the `subject` of ssl's getpeercert(); None when there is no CN."""
     if subject is None:
         return None
+    if isinstance(subject, transport.PeerSubject):  # what the TLS listeners hand over
+        return authenticated(subject.user, "", subject.groups) if subject.user else None
     names: list[str] = []
     groups: list[str] = []
     for attr, value in _attributes(subject):

@@ -50,11 +50,9 @@ _VERBS = {
 }
 
 
-def peer_subject(context: Any) -> Any:
-    """The verified client certificate's subject of a call, or None (plain connections, or a
-    transport that does not offer it yet)."""
-    find = getattr(transport, "peer_subject", None)
-    return find(context) if find is not None else None
+def peer_subject(context: Any) -> transport.PeerSubject | None:
+    """The verified client certificate's subject of a call, or None (plain connections)."""
+    return transport.peer_subject(context)
 
 
 def credentials(context: Any) -> Credentials:

@@ -95,6 +95,9 @@ def _components() -> dict[str, list[rbac_pb2.PolicyRule]]:
         "system:kube-controller-manager": [rule(("*",), ("*",), ("*",))],
         "system:node-proxier": [
             rule(READ, ("",), ("services", "endpoints", "nodes", "pods")),
+            # Unlike kube-proxy, ours publishes its tunnel and gRPC endpoints as annotations
+            # of its Node (k8semu.io/tunnel-endpoint, k8semu.io/proxy-endpoint).
+            rule(("patch",), ("",), ("nodes",)),
             rule(("create", "update", "patch"), ("",), ("events",)),
         ],
     }
