@@ -212,6 +212,9 @@ def secured(c: ComponentPlan, paths: PKIPaths, *, store: bool = True) -> Compone
     elif c.kind == "apiserver":
         argv += paths.apiserver_flags(store=store)
         argv += paths.auth_flags(c.log_path.with_name(f"{c.name}-audit.log"))
+        # Pods' gRPC clients (the DNS add-on) bring a token, not a certificate: a port of
+        # its own, any free one (the kubernetes Endpoints name it).
+        argv += ("--token-listen-address", f"{c.address.rpartition(':')[0]}:0")
     elif c.kind in ("kubelet", "proxy"):
         argv += paths.kubeconfig_flags(c.name)
     elif c.kind in _TLS_USERS:
