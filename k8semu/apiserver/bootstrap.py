@@ -57,12 +57,13 @@ TOKEN_PORT_ANNOTATION = "k8semu.io/token-grpc-port"
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """An API server: its IP, gRPC port and REST port (0: none); named by IP:gRPC port."""
+    """An API server: its IP, gRPC port, REST port and token gRPC port (0: none; the
+    latter is APIServerConfig.token_listen_address's); named by IP:gRPC port."""
 
     ip: str
     port: int
     rest_port: int = 0
-    token_port: int = 0  # the token gRPC listener (APIServerConfig.token_listen_address)
+    token_port: int = 0
 
     def __str__(self) -> str:
         return f"{self.ip}:{self.port}"

@@ -12,6 +12,9 @@ nothing was written:
   Secret w1's pod uses (403); w1's own certificate reading a Secret no pod of w1 uses (403);
 - a ServiceAccount bound to `view` in team-a reading Secrets, creating a pod, reading team-b
   (403, nothing created);
+- the token gRPC port (pods' gRPC clients: no certificate) without a token or with a bad
+  one (UNAUTHENTICATED), with the `view` token (answered; Secrets and team-b
+  PERMISSION_DENIED);
 - the store with a kubelet's certificate (refused: only the API servers reach it);
 - and the pod side: the Python `kubernetes` client's in-cluster config in a pod lists its
   namespace's pods with the mounted token and CA, and is refused Secrets (403).
@@ -250,13 +253,18 @@ def _patch(live: Live, path: str, doc: Any, cert: str) -> tuple[int, Any]:
 
 
 def _viewer_token(live: Live) -> str:
-    live.admin("POST", "/api/v1/namespaces/team-a/serviceaccounts", {"metadata": {"name": "r"}})
-    binding = {
-        "metadata": {"name": "r-view"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-        "subjects": [{"kind": "ServiceAccount", "name": "r", "namespace": "team-a"}],
-    }
-    live.admin("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings", binding)
+    """A token of team-a/r, bound to `view` in team-a (made by the first caller)."""
+    sa = "/api/v1/namespaces/team-a/serviceaccounts"
+    if live.request("GET", sa + "/r", cert="admin")[0] == 404:
+        live.admin("POST", sa, {"metadata": {"name": "r"}})
+        binding = {
+            "metadata": {"name": "r-view"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "r", "namespace": "team-a"}],
+        }  # fmt: skip
+        rolebindings = "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings"
+        live.admin("POST", rolebindings, binding)
     review = live.admin("POST", "/api/v1/namespaces/team-a/serviceaccounts/r/token", {"spec": {}})
     token = str(review["status"]["token"])
     wait_until(
@@ -279,6 +287,40 @@ def test_a_view_serviceaccount_stays_in_its_lane(live: Live) -> None:
     assert live.request("POST", "/api/v1/namespaces/team-a/pods", token=token, doc=doc)[0] == 403
     assert live.request("GET", "/api/v1/namespaces/team-b/pods", token=token)[0] == 403
     assert live.request("GET", "/api/v1/namespaces/team-a/pods/sneaky", cert="admin")[0] == 404
+
+
+def _token_port(live: Live) -> str:
+    """The API server's token listener, as pods find it: the kubernetes Endpoints' grpc port."""
+    ep = live.admin("GET", "/api/v1/namespaces/default/endpoints/kubernetes")
+    ports = {p["name"]: p["port"] for p in ep["subsets"][0]["ports"]}
+    return f"127.0.0.1:{ports['grpc']}"
+
+
+def _token_call(live: Live, token: str, resource: str, namespace: str) -> grpc.StatusCode | None:
+    path = live.state / "token"
+    path.write_text(token)
+    tls = transport.ClientTLS(ca_file=live.pki / "ca.crt", token_file=path if token else None)
+
+    async def call() -> grpc.StatusCode | None:
+        async with transport.channel(_token_port(live), tls=tls) as ch:
+            request = apiserver_pb2.ListRequest(resource=resource, namespace=namespace)
+            try:
+                await apiserver_pb2_grpc.APIStub(ch).List(request, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return None
+
+    return asyncio.run(call())
+
+
+def test_the_token_grpc_port_wants_a_token_and_authorizes_it(live: Live) -> None:
+    """The port pods' gRPC clients use (no client certificate: a bearer token)."""
+    assert _token_call(live, "", "pods", "team-a") == grpc.StatusCode.UNAUTHENTICATED
+    assert _token_call(live, "not-a-token", "pods", "team-a") == grpc.StatusCode.UNAUTHENTICATED
+    token = _viewer_token(live)
+    assert _token_call(live, token, "pods", "team-a") is None
+    assert _token_call(live, token, "secrets", "team-a") == grpc.StatusCode.PERMISSION_DENIED
+    assert _token_call(live, token, "pods", "team-b") == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_the_store_refuses_a_kubelets_certificate(live: Live) -> None:
