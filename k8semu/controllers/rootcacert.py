@@ -25,12 +25,10 @@ class RootCACertPublisher:
     name = "root-ca-cert-publisher"
 
     def __init__(self, ctx: ControllerContext) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.ca = ctx.config.root_ca
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
+        self.ctx, self.ca = ctx, ctx.config.root_ca
         self.namespaces = ctx.informers.informer(core_pb2.Namespace)
         self.maps = ctx.informers.informer(core_pb2.ConfigMap)
+        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
         self.namespaces.add_event_handler(
             on_add=self._namespace, on_update=lambda old, new: self._namespace(new)
         )
@@ -62,10 +60,10 @@ class RootCACertPublisher:
         cm.data[KEY] = self.ca
         try:
             if current is None:
-                await self.client.create(cm)
+                await self.ctx.client.create(cm)
             else:
                 cm.metadata.resource_version = current.metadata.resource_version
-                await self.client.update(cm)
+                await self.ctx.client.update(cm)
         except (AlreadyExists, Conflict):  # the cache was behind: the next event re-checks
             self.queue.add_after(key, 1.0)
             return
