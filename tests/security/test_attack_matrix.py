@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import ssl
 import sys
@@ -120,6 +121,10 @@ def _pod(name: str, node: str, command: list[str], **spec: Any) -> dict[str, Any
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp("attack")
     config = write_config(tmp / "cluster.yaml", name="attack", addons=False)
+    # A Service range of its own: every cluster on this machine puts its `kubernetes`
+    # Service on a loopback ClusterIP, and a pod must reach this cluster's, not another's.
+    subnet = f"127.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24"
+    config.write_text(config.read_text() + f"network: {{serviceCIDR: '{subnet}'}}\n")
     state = tmp / "state"
     up = Up(user_env(tmp), "-f", config, "--state-dir", state)
     try:
@@ -408,3 +413,17 @@ def _text(live: Live, path: str) -> tuple[int, str]:
     req = urllib.request.Request(live.rest + path)
     with urllib.request.urlopen(req, timeout=TIMEOUT, context=live.context("admin")) as r:
         return r.status, r.read().decode()
+
+
+def test_no_component_was_refused(live: Live) -> None:
+    """The audit log of the whole module's run: every refusal is one of the attempts above,
+    none is a component's (scheduler, controller manager, kubelet w1, proxy)."""
+    refused = []
+    for line in (live.state / "logs" / "apiserver-1-audit.log").read_text().splitlines():
+        event = json.loads(line)
+        user, ref = event["user"]["username"], event.get("objectRef", {})
+        component = user.startswith("system:kube-") or user == "system:node:w1"
+        attempt = user == "system:node:w1" and ref.get("name") == "unused"  # the test's own
+        if event["responseStatus"]["code"] in (401, 403) and component and not attempt:
+            refused.append((user, event["verb"], ref))
+    assert refused == []
