@@ -117,6 +117,7 @@ class PKIPaths:
         return (
             "--authorization-mode", "Node,RBAC",
             "--anonymous-auth=false",
+            "--enable-bootstrap-token-auth",
             "--service-account-signing-key-file", str(self.sa_key),
             "--service-account-key-file", str(self.sa_pub),
             "--audit-log-path", str(audit_log),

@@ -16,6 +16,8 @@ nothing was written:
   one (UNAUTHENTICATED), with the `view` token (answered; Secrets and team-b
   PERMISSION_DENIED);
 - the store with a kubelet's certificate (refused: only the API servers reach it);
+- a bootstrap token from `k8semu token create`: system:bootstrap:<id> (403 on pods), a
+  wrong secret 401, expired 401;
 - and the pod side: the Python `kubernetes` client's in-cluster config in a pod lists its
   namespace's pods with the mounted token and CA, and is refused Secrets (403).
 """
@@ -23,6 +25,7 @@ nothing was written:
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import signal
@@ -48,7 +51,7 @@ from k8semu.pb.api.v1 import apiserver_pb2, apiserver_pb2_grpc
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from tests.cluster.test_up import Up
 from tests.security.conftest import wait_until
-from tests.support.cluster import START_TIMEOUT_S, user_env, write_config
+from tests.support.cluster import START_TIMEOUT_S, k8semu, user_env, write_config
 
 TIMEOUT = 30.0
 SECRET_VALUE = "s3cr3t-attack-matrix"
@@ -60,6 +63,7 @@ class Live:
     rest: str  # https://HOST:PORT
     grpc: str  # HOST:PORT
     store: str  # HOST:PORT of the store's client port
+    env: dict[str, str]  # `up`'s environment: the CLI's current context is this cluster
 
     @property
     def pki(self) -> Path:
@@ -126,13 +130,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     subnet = f"127.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24"
     config.write_text(config.read_text() + f"network: {{serviceCIDR: '{subnet}'}}\n")
     state = tmp / "state"
-    up = Up(user_env(tmp), "-f", config, "--state-dir", state)
+    env = user_env(tmp)
+    up = Up(env, "-f", config, "--state-dir", state)
     try:
         up.wait_for(r"^Supervising", START_TIMEOUT_S)
         st = read_state(state)
         api = st.component("apiserver-1")
         assert api is not None
-        live = Live(state, f"https://{api.ports['rest']}", api.address, st.store_members[0][1])
+        live = Live(state, f"https://{api.ports['rest']}", api.address, st.store_members[0][1], env)
         _setup(live)
         yield live
     finally:
@@ -413,6 +418,30 @@ def _text(live: Live, path: str) -> tuple[int, str]:
     req = urllib.request.Request(live.rest + path)
     with urllib.request.urlopen(req, timeout=TIMEOUT, context=live.context("admin")) as r:
         return r.status, r.read().decode()
+
+
+def test_bootstrap_tokens_authenticate_until_they_expire(live: Live) -> None:
+    made = k8semu(live.env, "token", "create", "--ttl", "10m", "--description", "test")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    token_id = token.partition(".")[0]
+    code, body = live.request("GET", "/api/v1/namespaces/default/pods", token=token)
+    assert code == 403, body  # authenticated as the bootstrap user, which may not list pods
+    assert f'User "system:bootstrap:{token_id}"' in body["message"]
+    wrong = token[:-1] + ("a" if token[-1] != "a" else "b")
+    assert live.request("GET", "/api/v1/namespaces/default/pods", token=wrong)[0] == 401
+    # Expired: the same Secret with an expiration in the past.
+    path = f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{token_id}"
+    past = base64.b64encode(b"2020-01-01T00:00:00Z").decode()
+    code, body = _patch(live, path, {"data": {"expiration": past}}, "admin")
+    assert code == 200, body
+    wait_until(
+        lambda: live.request("GET", "/api/v1/namespaces/default/pods", token=token)[0] == 401,
+        timeout=TIMEOUT,
+        message="an expired bootstrap token still authenticates",
+    )
+    bad = k8semu(live.env, "token", "create", "--ttl", "-5m")
+    assert bad.returncode == 2 and "--ttl" in bad.stderr
 
 
 def test_no_component_was_refused(live: Live) -> None:
