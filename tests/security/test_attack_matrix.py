@@ -440,6 +440,8 @@ def test_bootstrap_tokens_authenticate_until_they_expire(live: Live) -> None:
         timeout=TIMEOUT,
         message="an expired bootstrap token still authenticates",
     )
+    can = k8semu(live.env, "auth", "can-i", "create", "secrets", "-n", "kube-system")
+    assert (can.returncode, can.stdout.strip()) == (0, "yes"), can.stderr  # as the admin
     bad = k8semu(live.env, "token", "create", "--ttl", "-5m")
     assert bad.returncode == 2 and "--ttl" in bad.stderr
 
