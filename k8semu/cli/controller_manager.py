@@ -8,6 +8,7 @@ kube-system/kube-controller-manager picks the one whose controllers act).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,7 +117,6 @@ def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
         "hpa_tolerance": ns.horizontal_pod_autoscaler_tolerance,
         "node_pools": parse_node_pools(ns.node_pools),
         "scan_interval": ns.scan_interval,
-        "root_ca": _read_pem(ns.root_ca_file, "--root-ca-file"),
     }
     for field, flag in _HPA_DURATIONS.items():
         values[field] = _flags.seconds(getattr(ns, flag[2:].replace("-", "_")), flag)
@@ -144,7 +144,9 @@ def check_address(text: str, flag: str) -> str:
 def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
-        config = config_from_args(ns)
+        # The CA file is read here, not in config_from_args: a plan's flags parse without it.
+        root_ca = _read_pem(ns.root_ca_file, "--root-ca-file")
+        config = dataclasses.replace(config_from_args(ns), root_ca=root_ca)
         check_address(ns.listen_address, "--listen-address")
         servers = _flags.api_target(ns)
         metrics = _flags.metrics_address(ns)
