@@ -340,3 +340,23 @@ def pem_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise PKIError(f"{path}: {exc.strerror}") from exc
+
+
+def ensure_signing_key(key_path: Path, public_path: Path) -> None:
+    """A key pair that signs tokens (kubeadm's ``sa.key``/``sa.pub``, the ServiceAccount
+    key): kept while `key_path` holds a private key (a new key would revoke every token
+    signed so far; an RSA key put there by hand is kept too), made (EC P-256) otherwise;
+    `public_path` rewritten when it does not match."""
+    if key_path.exists():
+        try:
+            key = serialization.load_pem_private_key(pem_bytes(key_path), password=None)
+        except (ValueError, TypeError) as exc:
+            raise PKIError(f"{key_path}: not a PEM private key: {exc}") from exc
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_private(key_path, _key_pem(key), 0o600)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if not public_path.exists() or public_path.read_bytes() != public:
+        _write_private(public_path, public, 0o644)

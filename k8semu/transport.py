@@ -217,6 +217,10 @@ class ClientTLS:
     cert_file: PEM | None = None
     key_file: PEM | None = None
     server_name: str | None = None
+    #: A file holding a bearer token sent with every call (read at each call: the kubelet
+    #: rewrites a pod's ServiceAccount token before it expires), for a gRPC listener that
+    #: takes tokens instead of a client certificate (the API server's token listener).
+    token_file: Path | None = None
 
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
@@ -248,7 +252,29 @@ def channel_credentials(tls: ClientTLS) -> grpc.ChannelCredentials:
     """gRPC credentials for `tls` (also for synchronous channels: probes, scripts)."""
     key = None if tls.key_file is None else _read(tls.key_file, "key")
     cert = None if tls.cert_file is None else _read(tls.cert_file, "certificate")
-    return grpc.ssl_channel_credentials(_read(tls.ca_file, "CA"), key, cert)
+    creds = grpc.ssl_channel_credentials(_read(tls.ca_file, "CA"), key, cert)
+    if tls.token_file is None:
+        return creds
+    return grpc.composite_channel_credentials(
+        creds, grpc.metadata_call_credentials(_TokenFile(tls.token_file))
+    )
+
+
+class _TokenFile(grpc.AuthMetadataPlugin):
+    """`authorization: Bearer <the file's token>` on every call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(
+        self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback
+    ) -> None:
+        try:
+            token = self.path.read_text().strip()
+        except OSError as exc:
+            callback((), TLSError(f"token {self.path}: {exc.strerror}"))
+            return
+        callback((("authorization", f"Bearer {token}"),), None)
 
 
 def server_ssl_context(tls: ServerTLS, *, alpn: Sequence[str] = ()) -> ssl.SSLContext:

@@ -52,15 +52,18 @@ SERVICE_PORT = 443
 GRPC_PORT_NAME = "grpc"
 GRPC_SERVICE_PORT = 6443
 REST_PORT_ANNOTATION = "k8semu.io/rest-port"
+TOKEN_PORT_ANNOTATION = "k8semu.io/token-grpc-port"
 
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """An API server: its IP, gRPC port and REST port (0: none); named by IP:gRPC port."""
+    """An API server: its IP, gRPC port, REST port and token gRPC port (0: none; the
+    latter is APIServerConfig.token_listen_address's); named by IP:gRPC port."""
 
     ip: str
     port: int
     rest_port: int = 0
+    token_port: int = 0
 
     def __str__(self) -> str:
         return f"{self.ip}:{self.port}"
@@ -96,7 +99,8 @@ def endpoints_subsets(addresses: list[Address]) -> list[core_pb2.EndpointSubset]
     the same object. `https` is the REST port (the gRPC one for a server without REST)."""
     by_port: dict[tuple[int, int], set[str]] = {}
     for a in addresses:
-        by_port.setdefault((a.port, a.rest_port), set()).add(a.ip)
+        # In-cluster gRPC clients have a token, not a certificate: the token listener.
+        by_port.setdefault((a.token_port or a.port, a.rest_port), set()).add(a.ip)
     return [
         core_pb2.EndpointSubset(
             addresses=[core_pb2.EndpointAddress(ip=ip) for ip in sorted(ips)],
@@ -199,10 +203,14 @@ class KubernetesService:
 
     def _stamp(self, lease: coordination_pb2.Lease, now: float) -> None:
         lease.spec.holder_identity = str(self.address)
-        if self.address.rest_port:
-            lease.metadata.annotations[REST_PORT_ANNOTATION] = str(self.address.rest_port)
-        else:
-            lease.metadata.annotations.pop(REST_PORT_ANNOTATION, None)
+        for annotation, port in (
+            (REST_PORT_ANNOTATION, self.address.rest_port),
+            (TOKEN_PORT_ANNOTATION, self.address.token_port),
+        ):
+            if port:
+                lease.metadata.annotations[annotation] = str(port)
+            else:
+                lease.metadata.annotations.pop(annotation, None)
         lease.spec.lease_duration_seconds = max(1, round(self.lease_seconds))
         lease.spec.renew_time.CopyFrom(timestamps.micro_time_at(now))
 
@@ -226,9 +234,15 @@ class KubernetesService:
             addr = Address.parse(lease.spec.holder_identity)
             if addr is None:
                 continue
-            rest = meta(lease).annotations.get(REST_PORT_ANNOTATION, "")
-            if rest.isdigit():
-                addr = Address(addr.ip, addr.port, int(rest))
+            annotations = meta(lease).annotations
+            rest = annotations.get(REST_PORT_ANNOTATION, "")
+            token = annotations.get(TOKEN_PORT_ANNOTATION, "")
+            addr = Address(
+                addr.ip,
+                addr.port,
+                int(rest) if rest.isdigit() else 0,
+                int(token) if token.isdigit() else 0,
+            )
             if alive(lease, now):
                 if include_self or str(addr) != str(self.address):
                     found.append(addr)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import ipaddress
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from grpc_health.v1 import health_pb2
 
@@ -44,7 +44,7 @@ from k8semu.apiserver.service import APIServicer
 from k8semu.apiserver.store import Store
 from k8semu.apiserver.watchcache import DEFAULT_WATCH_CACHE, WatchCacheConfig
 from k8semu.log import get_logger
-from k8semu.pb.api.v1 import apiserver_pb2, core_pb2
+from k8semu.pb.api.v1 import apiserver_pb2, core_pb2, rbac_pb2
 
 log = get_logger(__name__)
 
@@ -94,6 +94,11 @@ class APIServerConfig:
     kubelet_tls: transport.ClientTLS | None = None
     # --encryption-provider-config: the resources encrypted at rest (encryption.py); None: none.
     encryption: Transformer | None = None
+    # A second gRPC port (same API) serving TLS without asking for a client certificate,
+    # for callers with a bearer token: pods with their ServiceAccount token (gRPC's Python
+    # API cannot make a client certificate optional on one port). The `kubernetes`
+    # Service's `grpc` port leads here. "" (or no `tls`): none.
+    token_listen_address: str = ""
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -184,11 +189,25 @@ class APIServer:
         self.port = transport.bind(
             self.server, self.config.listen_address, flag="--listen-address", tls=self.config.tls
         )
+        token_port = 0
+        tls = self.config.tls
+        if self.config.token_listen_address and tls is not None:
+            token_port = transport.bind(
+                self.server,
+                self.config.token_listen_address,
+                flag="--token-listen-address",
+                tls=transport.ServerTLS(cert_file=tls.cert_file, key_file=tls.key_file),
+            )
         if self.rest is not None:
             await self.rest.start()
         self.kubernetes_service = KubernetesService(
             self.servicer,
-            Address(advertise_ip(self.config), self.port, self.rest.port if self.rest else 0),
+            Address(
+                advertise_ip(self.config),
+                self.port,
+                self.rest.port if self.rest else 0,
+                token_port,
+            ),
             lease_seconds=self.config.lease_seconds,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -297,13 +316,31 @@ class APIServer:
             try:
                 await self.servicer.create(kinds.for_message(pending[0]), "", pending[0])
             except StatusError as exc:
-                if exc.code.name != "ALREADY_EXISTS":
+                if exc.code.name != "ALREADY_EXISTS" or not await self._reconcile(pending[0]):
                     log.info("default RBAC policy not written yet", error=exc.message)
                     await asyncio.sleep(0.2)
                     continue
             pending.pop(0)
         if self.guard is not None:
             await self.guard.warm()
+
+    async def _reconcile(self, default: Any) -> bool:
+        """A default ClusterRole that exists gets the rules it lacks (policy.reconciled);
+        False when that write failed (a conflict: tried again)."""
+        if not isinstance(default, rbac_pb2.ClusterRole):
+            return True
+        kind = kinds.for_message(default)
+        try:
+            stored, revision = await self.servicer.get_object(kind, "", default.metadata.name)
+            updated = rbac_pb2.ClusterRole()
+            updated.MergeFromString(stored.SerializeToString())
+            if policy.reconciled(updated, default):
+                await self.servicer.update_object(kind, stored, revision, updated)
+                log.info("default ClusterRole updated", name=default.metadata.name)
+        except StatusError as exc:
+            log.info("default ClusterRole not reconciled yet", error=exc.message)
+            return False
+        return True
 
 
 def parse_endpoints(text: str) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from k8semu.chaos.plan import Fault, PlanSettings, Target, make_plan
 from k8semu.chaos.probe import ProbeResult, probe_loop
 from k8semu.chaos.workload import Tally, Workload, read_all, run_workload
 from k8semu.client import AlreadyExists, Client, ClientError
-from k8semu.cluster.certs import STORE_KINDS, PKIPaths
+from k8semu.cluster.certs import API_KINDS, STORE_KINDS, PKIPaths
 from k8semu.cluster.clientconfig import ENV_VAR as CLI_CONFIG_ENV
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.processes import CGROUP_PARENT_ENV
@@ -200,15 +200,30 @@ def targets_of(state: ClusterState) -> list[Target]:
     return out
 
 
-async def _healthy(record: ComponentRecord, state_dir: Path, timeout: float = 1.0) -> bool:
-    """Whether `record` answers SERVING; asked with the cluster's credentials when it has
-    any (a TLS cluster: the admin's, or the store's health-check client's)."""
+@dataclass(frozen=True)
+class Credentials:
+    """How the run asks a TLS cluster (`k8semu up`'s default): as its admin (the API
+    servers) and its health-check client (the store: the workload's puts too); None: plain."""
+
+    api: transport.ClientTLS | None = None
+    store: transport.ClientTLS | None = None
+
+    @classmethod
+    def of(cls, state_dir: Path) -> Credentials:
+        paths = PKIPaths(state_dir)
+        return cls(paths.api_client(), paths.store_client())
+
+    def for_kind(self, kind: str) -> transport.ClientTLS | None:
+        return self.api if kind in API_KINDS else self.store if kind in STORE_KINDS else None
+
+
+async def _healthy(
+    record: ComponentRecord, creds: Credentials = Credentials(), timeout: float = 1.0
+) -> bool:
     if not record.address:
         return True
-    paths = PKIPaths(state_dir)
-    tls = paths.store_client() if record.kind in STORE_KINDS else paths.api_client()
     try:
-        async with transport.channel(record.address, tls) as channel:
+        async with transport.channel(record.address, creds.for_kind(record.kind)) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
             return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
@@ -227,6 +242,7 @@ class ChaosRun:
         self._targets: list[Target] = []
         self._client: Client | None = None
         self._events: ChaosEvents | None = None
+        self._creds = Credentials()  # the state's, once `up` made them
 
     # ---- the cluster -------------------------------------------------------------------------
 
@@ -262,6 +278,7 @@ class ChaosRun:
                     and all(c.alive() for c in state.components)
                 ):
                     nodes = [n for c in state.components if c.kind == "kubelet" for n in c.nodes]
+                    self._creds = Credentials.of(self.o.state_dir)
                     if await self._nodes_ready(state, len(nodes)):
                         return state
             await asyncio.sleep(0.3)
@@ -269,7 +286,7 @@ class ChaosRun:
 
     async def _nodes_ready(self, state: ClusterState, want: int) -> bool:
         try:
-            async with Client(state.api_servers) as client:
+            async with Client(state.api_servers, tls=self._creds.api) as client:
                 nodes = (await client.list(core_pb2.Node)).items
         except ClientError:
             return False
@@ -412,7 +429,7 @@ class ChaosRun:
             leaders: dict[str, int] = {}
             for m in members:
                 with contextlib.suppress(grpc.RpcError, OSError, ValueError):
-                    async with transport.channel(m.address) as channel:
+                    async with transport.channel(m.address, self._creds.store) as channel:
                         status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
                             rpc_pb2.StatusRequest(), timeout=1.0
                         )
@@ -429,7 +446,7 @@ class ChaosRun:
         while time.monotonic() < end:
             with contextlib.suppress(ClusterError):
                 now = self._state().component(name)
-                if now is not None and now.alive() and await _healthy(now, self.o.state_dir):
+                if now is not None and now.alive() and await _healthy(now, self._creds):
                     return round(time.monotonic() - began, 3)
             await asyncio.sleep(0.1)
         return None
@@ -490,7 +507,7 @@ class ChaosRun:
         if self.partitions is not None:
             self.partitions.add_components([t.name for t in self._targets])
         plan = make_plan(self.o.seed, self._targets, self.o.plan)
-        async with Client(state.api_servers) as client:
+        async with Client(state.api_servers, tls=self._creds.api) as client:
             self._client = client
             self._events = ChaosEvents(client, f"{self.o.seed}-{int(time.time())}")
             host, port = await self._deploy(client)
@@ -508,7 +525,13 @@ class ChaosRun:
             start = time.monotonic()
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(
-                    run_workload(state.store_endpoints, recorder, workload, seed=self.o.seed)
+                    run_workload(
+                        state.store_endpoints,
+                        recorder,
+                        workload,
+                        seed=self.o.seed,
+                        tls=self._creds.store,
+                    )
                 )
                 prober = tg.create_task(
                     probe_loop(
@@ -558,7 +581,12 @@ class ChaosRun:
     ) -> None:
         try:
             await read_all(
-                state.store_endpoints, recorder, workload.key_names(), client=10_000, within=60
+                state.store_endpoints,
+                recorder,
+                workload.key_names(),
+                client=10_000,
+                within=60,
+                tls=self._creds.store,
             )
         except TimeoutError as exc:
             self.report.violations.append(f"store: final reads failed: {exc}")

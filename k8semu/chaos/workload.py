@@ -107,6 +107,7 @@ class RegisterClient:
         recorder: HistoryRecorder,
         *,
         rpc_timeout: float = 2.0,
+        tls: transport.ClientTLS | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("endpoints: must not be empty")
@@ -114,7 +115,7 @@ class RegisterClient:
         self.endpoints = list(endpoints)
         self.recorder = recorder
         self.rpc_timeout = rpc_timeout
-        self._channels = [transport.channel(e) for e in self.endpoints]
+        self._channels = [transport.channel(e, tls=tls) for e in self.endpoints]
         self._stubs: list[KVAsyncStub] = [rpc_pb2_grpc.KVStub(ch) for ch in self._channels]
         self._index = client % len(self.endpoints)
         # What the last acknowledged cas showed the key to hold (see cas()).
@@ -248,6 +249,7 @@ async def run_workload(
     *,
     seed: int | str,
     stop: asyncio.Event | None = None,
+    tls: transport.ClientTLS | None = None,
 ) -> None:
     """Run ``workload`` against ``endpoints``, recording every call in ``recorder``.
 
@@ -272,7 +274,7 @@ async def run_workload(
     async def one(i: int) -> None:
         rng = random.Random(f"{seed}/{i}")
         seen: dict[bytes, bytes | None] = {}
-        client = RegisterClient(i, endpoints, recorder, rpc_timeout=workload.rpc_timeout)
+        client = RegisterClient(i, endpoints, recorder, rpc_timeout=workload.rpc_timeout, tls=tls)
         n = 0
         try:
             while go_on():
@@ -319,11 +321,12 @@ async def read_all(
     within: float = 30.0,
     rpc_timeout: float = 2.0,
     error_pause: float = 0.05,
+    tls: transport.ClientTLS | None = None,
 ) -> dict[bytes, bytes | None]:
     """A recorded linearizable get of every key, retried (each attempt recorded) until
     acknowledged. Returns key -> value (None if absent); raises TimeoutError after ``within``
     seconds naming the key and the last error."""
-    reader = RegisterClient(client, endpoints, recorder, rpc_timeout=rpc_timeout)
+    reader = RegisterClient(client, endpoints, recorder, rpc_timeout=rpc_timeout, tls=tls)
     deadline = time.monotonic() + within
     values: dict[bytes, bytes | None] = {}
     try:

@@ -45,6 +45,9 @@ def add(p: argparse.ArgumentParser) -> None:
     g.add_argument("--anonymous-auth", type=_bool, default=None,
                    help="true: requests without credentials are system:anonymous (default:"
                    " refused once an authenticator is configured)")  # fmt: skip
+    g.add_argument("--enable-bootstrap-token-auth", action="store_true",
+                   help="accept bootstrap tokens (kube-system bootstrap-token-<id> Secrets) as"
+                   " system:bootstrap:<id> in system:bootstrappers")  # fmt: skip
     g.add_argument("--authorization-mode", default="AlwaysAllow",
                    help="comma-separated authorizers in order: RBAC, Node, AlwaysAllow,"
                    " AlwaysDeny (e.g. Node,RBAC)")  # fmt: skip
@@ -71,6 +74,7 @@ def config(ns: argparse.Namespace) -> AuthConfig:
         service_account_issuer=ns.service_account_issuer,
         api_audiences=tuple(a.strip() for a in ns.api_audiences.split(",") if a.strip()),
         anonymous_auth=ns.anonymous_auth,
+        enable_bootstrap_token_auth=ns.enable_bootstrap_token_auth,
         authorization_modes=parse_modes(ns.authorization_mode),
         audit_log_path=ns.audit_log_path,
         audit_policy_file=ns.audit_policy_file,

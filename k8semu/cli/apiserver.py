@@ -99,6 +99,10 @@ def _add_tls(p: argparse.ArgumentParser) -> None:
         default="",
         help="CA of client certificates (CN: user, O: groups); gRPC clients must present one",
     )
+    g.add_argument("--token-listen-address", default="", metavar="HOST:PORT",
+                   help="a second gRPC port, TLS without client certificates, for callers with"
+                   " a bearer token (pods' ServiceAccount tokens; the kubernetes Service's grpc"
+                   " port); port 0 picks one; needs --tls-cert-file")  # fmt: skip
     g.add_argument("--etcd-cafile", default="", help="CA of the store's certificates")
     g.add_argument("--etcd-certfile", default="", help="client certificate to the store")
     g.add_argument("--etcd-keyfile", default="", help="its key")
@@ -200,6 +204,7 @@ def config_from_args(ns: argparse.Namespace) -> APIServerConfig:
         ),
         listen_address=ns.listen_address,
         rest_address=_rest_address(ns.rest_address),
+        token_listen_address=_token_address(ns, tls),
         store_endpoints=parse_endpoints(ns.store_endpoints),
         store_deadline=ns.store_deadline,
         bookmark_interval=ns.bookmark_interval,
@@ -226,6 +231,15 @@ def _encryption(path: str) -> Transformer | None:
         return encryption.load(path)
     except encryption.EncryptionConfigError as exc:
         raise ValueError(f"--encryption-provider-config: {exc}") from None
+
+
+def _token_address(ns: argparse.Namespace, tls: transport.ServerTLS | None) -> str:
+    text = ns.token_listen_address.strip()
+    if not text:
+        return ""
+    if tls is None:
+        raise ValueError("--token-listen-address: needs --tls-cert-file and --tls-private-key-file")
+    return transport.parse_url(text, flag="--token-listen-address")
 
 
 def _rest_address(text: str) -> str:

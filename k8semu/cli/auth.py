@@ -65,10 +65,10 @@ def review(ns: argparse.Namespace, namespace: str) -> authorization_pb2.SelfSubj
 
 
 async def _ask(
-    servers: Sequence[str], request: authorization_pb2.SelfSubjectAccessReview,
+    target: _kubeconfig.Target, request: authorization_pb2.SelfSubjectAccessReview,
     metadata: list[tuple[str, str]],
 ) -> bool:  # fmt: skip
-    async with transport.channel(list(servers)) as channel:
+    async with transport.channel(list(target.servers), tls=target.tls()) as channel:
         stub = apiserver_pb2_grpc.APIStub(channel)
         answer = await stub.Review(request, metadata=metadata, timeout=DEADLINE)
     return bool(answer.status.allowed)
@@ -89,7 +89,7 @@ def main(argv: Sequence[str]) -> int:
         metadata.append(("impersonate-user", ns.as_user))
     metadata += [("impersonate-group", g) for g in ns.as_group]
     try:
-        allowed = asyncio.run(_ask(target.servers, request, metadata))
+        allowed = asyncio.run(_ask(target, request, metadata))
     except grpc.aio.AioRpcError as exc:
         print(f"error: {exc.details()}", file=sys.stderr)
         return 1

@@ -8,9 +8,11 @@ kube-system/kube-controller-manager picks the one whose controllers act).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from pathlib import Path
 
 from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
@@ -72,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the autoscaled node pools the cluster autoscaler sizes (the launcher gives them"
         " from the cluster config; docs/controllers.md)",
     )
+    p.add_argument("--root-ca-file", default="", metavar="PEM",
+                   help="the cluster CA, published in every namespace's kube-root-ca.crt"
+                   " ConfigMap (the ServiceAccount volume's ca.crt)")  # fmt: skip
     _flags.add_duration(
         p, "--scan-interval", _D.scan_interval, "how often the cluster autoscaler looks (1s)"
     )
@@ -83,6 +88,18 @@ def _cidr(text: str, flag: str) -> str:
         return str(ipaddress.ip_network(text, strict=True))
     except ValueError as exc:
         raise ValueError(f"{flag}: {exc}") from None
+
+
+def _read_pem(path: str, flag: str) -> str:
+    if not path:
+        return ""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{flag}: cannot read {path}: {exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"{flag}: {path} holds no PEM certificate")
+    return text
 
 
 def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
@@ -132,7 +149,9 @@ def check_address(text: str, flag: str) -> str:
 def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     try:
-        config = config_from_args(ns)
+        # The CA file is read here, not in config_from_args: a plan's flags parse without it.
+        root_ca = _read_pem(ns.root_ca_file, "--root-ca-file")
+        config = dataclasses.replace(config_from_args(ns), root_ca=root_ca)
         check_address(ns.listen_address, "--listen-address")
         servers = _flags.api_target(ns)
         tls = _flags.serving_tls(ns)

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "the processes of a cluster started with up, and who leads"),
     "kubeconfig": ("kubeconfig", "print (or --merge) the kubeconfig kubectl uses for a cluster"),
     "certs": ("certs", "list (or renew) a cluster's certificates, with their expiry"),
+    "token": ("token", "token create: a bootstrap token (kubeadm's) for a joining node"),
     "restart": ("restart", "restart components of a running cluster: restart --rolling ..."),
     "backup": ("backup", "back up a cluster: backup [-o FILE] | list | verify | export | import"),
     "restore": ("restore", "restore a cluster from a backup file (a new store, pods adopted)"),

@@ -11,6 +11,7 @@ Two CAs, as kubeadm lays them out under the state directory's ``pki/``:
     pki/kubeconfigs/<name>.conf   a component's API servers and credentials (--kubeconfig)
     pki/encryption-config.yaml    the API servers' --encryption-provider-config: Secrets
                                   encrypted at rest with an aesgcm key made once (0600)
+    pki/sa.key, sa.pub            the key pair that signs and verifies ServiceAccount tokens
 
 A separate store CA means a certificate made for a kubelet or a user is refused by the store:
 only the API servers (and the launcher's probes) may read and write raw keys.
@@ -42,6 +43,8 @@ from k8semu.cluster.state import ClusterState
 __all__ = ["PKIPaths", "ensure", "probes", "state_probes"]
 
 PKI_DIR = "pki"
+AUDIT_LOG_MAX_MB = 100
+AUDIT_LOG_BACKUPS = 3
 API_KINDS = frozenset({"apiserver"})
 STORE_KINDS = frozenset({"store", "etcd"})
 #: Kinds whose own gRPC listeners serve TLS with a certificate of the cluster CA and take any
@@ -120,6 +123,34 @@ class PKIPaths:
                 "--etcd-certfile", str(etcd.cert), "--etcd-keyfile", str(etcd.key),
             )  # fmt: skip
         return flags
+
+    @property
+    def sa_key(self) -> Path:
+        return self.root / "sa.key"
+
+    @property
+    def sa_pub(self) -> Path:
+        return self.root / "sa.pub"
+
+    def auth_flags(self, audit_log: Path) -> tuple[str, ...]:
+        """kube-apiserver's authentication, authorization and audit flags, as kubeadm sets
+        them: the Node authorizer then RBAC, no anonymous requests, ServiceAccount tokens
+        signed with sa.key (and verified with sa.pub), every request in `audit_log`
+        (rotated at 100 MB, three old files kept)."""
+        return (
+            "--authorization-mode", "Node,RBAC",
+            "--anonymous-auth=false",
+            "--enable-bootstrap-token-auth",
+            "--service-account-signing-key-file", str(self.sa_key),
+            "--service-account-key-file", str(self.sa_pub),
+            "--audit-log-path", str(audit_log),
+            "--audit-log-maxsize", str(AUDIT_LOG_MAX_MB),
+            "--audit-log-maxbackup", str(AUDIT_LOG_BACKUPS),
+        )  # fmt: skip
+
+    def controller_manager_flags(self) -> tuple[str, ...]:
+        """The cluster CA for the root-ca-cert-publisher (kube-root-ca.crt ConfigMaps)."""
+        return ("--root-ca-file", str(self.root / "ca.crt"))
 
     def kubeconfig_flags(self, name: str) -> tuple[str, ...]:
         return ("--kubeconfig", str(self.kubeconfig(name)))
@@ -268,6 +299,7 @@ def ensure(config: ClusterConfig, state_dir: Path) -> PKIPaths:
         pki.ensure_all(paths.etcd, etcd)
     pki.ensure_all(paths.root, cluster)
     ensure_encryption_config(paths.encryption_config)
+    pki.ensure_signing_key(paths.sa_key, paths.sa_pub)
     users = [
         *_CONTROL_USERS,
         *(s.name for s in cluster if s.name.startswith(("kubelet-", "proxy-"))),

@@ -212,11 +212,17 @@ def secured(c: ComponentPlan, paths: PKIPaths, *, store: bool = True) -> Compone
         argv += paths.store_flags(c.name.removeprefix("store-"))
     elif c.kind == "apiserver":
         argv += paths.apiserver_flags(store=store)
+        argv += paths.auth_flags(c.log_path.with_name(f"{c.name}-audit.log"))
+        # Pods' gRPC clients (the DNS add-on) bring a token, not a certificate: a port of
+        # its own, any free one (the kubernetes Endpoints name it).
+        argv += ("--token-listen-address", f"{c.address.rpartition(':')[0]}:0")
     elif c.kind in ("kubelet", "proxy"):
         argv += paths.kubeconfig_flags(c.name) + paths.serving_flags(c.name)
     elif c.kind in _TLS_USERS:
         user = _TLS_USERS[c.kind]
         argv += paths.kubeconfig_flags(user) + paths.serving_flags(user)
+        if c.kind == "controller-manager":
+            argv += paths.controller_manager_flags()
     return dataclasses.replace(c, argv=tuple(argv))
 
 

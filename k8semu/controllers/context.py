@@ -63,6 +63,8 @@ class ControllerManagerConfig:
     - `node_pools`: the autoscaled node pools the cluster autoscaler sizes (none: it idles).
     - `scan_interval`: how often the cluster autoscaler looks at pending pods and node
       utilization (cluster-autoscaler's --scan-interval: 10 s).
+    - `root_ca`: the cluster CA (PEM) the root-ca-cert-publisher writes into every
+      namespace's kube-root-ca.crt ConfigMap ("": none, a plain cluster).
     - `controllers`: names to run; "*" is all.
     """
 
@@ -81,6 +83,7 @@ class ControllerManagerConfig:
     hpa_downscale_stabilization: float = 300.0
     node_pools: tuple[NodePool, ...] = ()
     scan_interval: float = 1.0
+    root_ca: str = ""
     controllers: tuple[str, ...] = ("*",)
     leader_election: LeaderElectionConfig = field(default=CONTROLLER_MANAGER_LEADER_ELECTION)
 

@@ -56,6 +56,7 @@ REGISTRY: dict[str, str] = {
     ),
     "clusterautoscaler": "k8semu.controllers.clusterautoscaler.controller:ClusterAutoscaler",
     "serviceaccount": "k8semu.controllers.serviceaccounts:ServiceAccountsController",
+    "root-ca-cert-publisher": "k8semu.controllers.rootcacert:RootCACertPublisher",
 }
 
 LEASE_NAME = "kube-controller-manager"

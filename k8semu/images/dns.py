@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from k8semu.images import _common
 from k8semu.images import _dnswire as w
@@ -42,7 +42,12 @@ from k8semu.images._zones import (
     read_record_file,
 )
 
+if TYPE_CHECKING:
+    from k8semu.transport import ClientTLS
+
 DEFAULT_PORT = 53
+#: Where the kubelet mounts a pod's ServiceAccount token and CA (under the container root).
+SERVICE_ACCOUNT_DIR = "var/run/secrets/kubernetes.io/serviceaccount"
 TCP_IDLE_S = 10.0
 
 
@@ -54,6 +59,9 @@ class DNSConfig:
     static: list[StaticZone] = field(default_factory=list)
     kubernetes_zones: list[str] = field(default_factory=list)
     servers: list[str] = field(default_factory=list)
+    # In a pod of a TLS cluster: the mounted ServiceAccount CA and token (the API server's
+    # token listener); None: plain text.
+    tls: ClientTLS | None = None
     health: tuple[str, int] | None = None
     ready: tuple[str, int] | None = None
     quiet: bool = False
@@ -395,6 +403,7 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> DNSCon
                 "--kubernetes needs --server HOST:PORT or KUBERNETES_SERVICE_HOST/PORT"
             )
         config.servers = [f"[{host}]:{port or 443}" if ":" in host else f"{host}:{port or 443}"]
+        config.tls = _service_account_tls(_common.container_root(env, cwd))
     if args.health is not None:
         config.health = _listen(args.health, 8080, host_default)
     if args.ready is not None:
@@ -402,6 +411,21 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> DNSCon
     if not config.static and not config.kubernetes_zones:
         raise _common.UsageError("nothing to serve: give --zone/--records or --kubernetes")
     return config
+
+
+def _service_account_tls(root: Path) -> ClientTLS | None:
+    """The in-cluster credentials the kubelet mounted (a CA and a token: a TLS cluster),
+    as the Kubernetes client libraries' in-cluster config reads them; None without."""
+    from k8semu.transport import ClientTLS  # grpc: only for a cluster zone
+
+    mount = root / SERVICE_ACCOUNT_DIR
+    ca, token = mount / "ca.crt", mount / "token"
+    try:
+        if not ca.read_bytes().strip() or not token.exists():
+            return None
+    except OSError:
+        return None
+    return ClientTLS(ca_file=ca, token_file=token)
 
 
 # ---- running ----
@@ -419,7 +443,7 @@ async def serve(config: DNSConfig) -> int:
         from k8semu.images._kubezone import KubernetesZone
         from k8semu.pb.api.v1 import core_pb2
 
-        client = Client(config.servers)
+        client = Client(config.servers, tls=config.tls)
         services = Informer(client, core_pb2.Service)
         endpoints = Informer(client, core_pb2.Endpoints)
         services.start()

@@ -45,12 +45,20 @@ class Cluster:
     state_dir: Path
     rest: str  # https://HOST:PORT (http:// on a cluster with `security: {tls: false}`)
     grpc: list[str]
+    #: A cluster-admin ServiceAccount's token, the one the page is given (`up` turns
+    #: authorization on: the browser has no client certificate).
+    token: str = ""
 
     @property
     def ssl(self) -> ssl.SSLContext | None:
-        """Verifies the API server with the cluster's CA (TLS is `up`'s default)."""
-        ca = self.state_dir / "pki" / "ca.crt"
-        return ssl.create_default_context(cafile=str(ca)) if ca.exists() else None
+        """Verifies the API server with the cluster's CA (TLS is `up`'s default) and
+        authenticates as its admin."""
+        pki = self.state_dir / "pki"
+        if not (pki / "ca.crt").exists():
+            return None
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return ctx
 
     @property
     def dashboard(self) -> str:
@@ -153,6 +161,34 @@ def _seed(c: Cluster) -> None:
     asyncio.run(_chaos_events(c))
 
 
+def _admin_token(c: Cluster) -> str:
+    """A token of kube-system/dashboard, bound to cluster-admin (docs/security.md's recipe)."""
+    c.ok("POST", "/api/v1/namespaces/kube-system/serviceaccounts",
+         {"metadata": {"name": "dashboard"}})  # fmt: skip
+    c.ok("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+        "metadata": {"name": "dashboard"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "dashboard", "namespace": "kube-system"}],
+    })  # fmt: skip
+    path = "/api/v1/namespaces/kube-system/serviceaccounts/dashboard/token"
+    token = str(c.ok("POST", path, {"spec": {"expirationSeconds": 7200}})["status"]["token"])
+
+    def allowed() -> bool:
+        req = urllib.request.Request(
+            c.rest + "/api/v1/pods", headers={"Authorization": f"Bearer {token}"}
+        )
+        ctx = ssl.create_default_context(cafile=str(c.state_dir / "pki" / "ca.crt"))
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+                return bool(resp.status == 200)
+        except urllib.error.HTTPError:
+            return False
+
+    until("the dashboard's binding takes effect", allowed)
+    return token
+
+
 async def _chaos_events(c: Cluster) -> None:
     """A short chaos run's record, written as `k8semu chaos` writes it."""
     async with Client(c.grpc, tls=PKIPaths(c.state_dir).api_client()) as client:
@@ -207,6 +243,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         assert f"dashboard    {rest}/dashboard/" in up.stdout, up.stdout
         c = Cluster(env, state_dir, rest, list(st["apiServers"]))
         _seed(c)
+        c.token = _admin_token(c)
         yield c
     finally:
         k8semu(env, "down", "--state-dir", state_dir, timeout=60)

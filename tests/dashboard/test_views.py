@@ -41,6 +41,11 @@ def show(driver: Any, view: str) -> None:
 @pytest.fixture(scope="module")
 def page(browser: Any, cluster: Cluster) -> Any:
     browser.get(cluster.dashboard)
+    if cluster.token:  # authorization is on: the page asks with the user's token
+        browser.execute_script(
+            "sessionStorage.setItem('k8semu.dashboard.token', arguments[0])", cluster.token
+        )
+        browser.get(cluster.dashboard)
     until("the page's script", lambda: browser.execute_script("return !!window.k8semuDashboard"))
     # Set once per load: a test that finds it changed saw a reload.
     browser.execute_script("window.loadMark = Math.random()")
@@ -420,18 +425,17 @@ def sent_tokens(page: Any, since: float) -> set[str]:
     return found
 
 
-def test_a_token_goes_with_every_request(page: Any) -> None:
+def test_a_token_goes_with_every_request(page: Any, cluster: Cluster) -> None:
+    token = cluster.token or "s3cret"
     show(page, "events")
-    page.find_element("id", "token").send_keys("s3cret")
+    page.find_element("id", "token").send_keys(token)
     since = time.time() * 1000
     click(page, "the token's button", '#login button[type="submit"]')
     until("token set", lambda: page.find_element("id", "token-note").text == "token set")
-    assert (
-        page.execute_script("return sessionStorage.getItem('k8semu.dashboard.token')") == "s3cret"
-    )
+    assert page.execute_script("return sessionStorage.getItem('k8semu.dashboard.token')") == token
     seen: set[str] = set()
     until("requests with the token", lambda: seen.update(sent_tokens(page, since)) or seen)
-    assert seen == {"Bearer s3cret"}, seen
+    assert seen == {f"Bearer {token}"}, seen
     until("every list loaded", lambda: page.execute_script(
         "return Object.values(window.k8semuDashboard.state.inf).every(i => i.synced)"
     ))  # fmt: skip
@@ -441,6 +445,10 @@ def test_a_token_goes_with_every_request(page: Any) -> None:
     seen.clear()
     until("requests without it", lambda: seen.update(sent_tokens(page, since)) or seen)
     assert seen == {""}, seen
+    if cluster.token:  # the next tests need it back: without, every request is a 401
+        page.find_element("id", "token").send_keys(token)
+        click(page, "the token's button", '#login button[type="submit"]')
+        until("token set", lambda: page.find_element("id", "token-note").text == "token set")
 
 
 def test_narrow_window(page: Any, shots: Callable[[Any, str], Path]) -> None:

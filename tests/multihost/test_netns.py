@@ -215,11 +215,13 @@ def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> Non
     env = user_env(tmp_path)
     config = _config(hosts, tmp_path / "cluster.yaml")
     state = {h: tmp_path / f"state-{h}" for h in HOSTS}
-    # One cluster CA and one store CA for every host, as a user copies pki/ to each host
-    # before its first `up` (docs/security.md): each `up` reuses them for its certificates.
+    # One cluster CA, one store CA and one ServiceAccount key pair for every host, as a user
+    # copies pki/ to each host before its first `up` (docs/security.md): each `up` reuses
+    # them (a token one API server signs is valid at every other).
     cas = tmp_path / "pki"
     pki.CertificateAuthority.load_or_create(cas)
     pki.CertificateAuthority.load_or_create(cas / "etcd")
+    pki.ensure_signing_key(cas / "sa.key", cas / "sa.pub")
     for h in HOSTS:
         shutil.copytree(cas, state[h] / "pki")
     started: list[str] = []

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from k8semu import transport
+from k8semu.apiserver.auth import bootstrap as bootstrap_tokens
 from k8semu.apiserver.auth.tokens import TokenClaims, Verifier
 from k8semu.apiserver.auth.user import ANONYMOUS_USER, UserInfo, authenticated, service_account
 from k8semu.apiserver.errors import Invalid, Unauthorized
@@ -67,12 +69,14 @@ def load_token_file(path: str) -> dict[str, UserInfo]:
 
 
 def user_from_subject(subject: Any) -> UserInfo | None:
-    """The user a verified client certificate names: CN the user, each O a group. Takes a
-    `cryptography` x509.Name, an RFC 4514 string ("CN=alice,O=dev"), a mapping of
-    attribute names to lists of values, or the `subject` of ssl's getpeercert(); None when
-    there is no CN."""
+    """The user a verified client certificate names: CN the user, each O a group. Takes
+    `transport.PeerSubject` (what the TLS listeners give), a `cryptography` x509.Name, an
+    RFC 4514 string ("CN=alice,O=dev"), a mapping of attribute names to lists of values, or
+    the `subject` of ssl's getpeercert(); None when there is no CN."""
     if subject is None:
         return None
+    if isinstance(subject, transport.PeerSubject):  # what the TLS listeners hand over
+        return authenticated(subject.user, "", subject.groups) if subject.user else None
     names: list[str] = []
     groups: list[str] = []
     for attr, value in _attributes(subject):
@@ -116,11 +120,15 @@ class Authenticator:
         verifier: Verifier | None = None,
         lookup: UidLookup | None = None,
         anonymous: bool = False,
+        bootstrap: bool = False,
     ) -> None:
         self.tokens = tokens or {}
         self.verifier = verifier
         self.lookup = lookup
         self.anonymous = anonymous
+        # --enable-bootstrap-token-auth: `secrets` reads kube-system's bootstrap-token Secrets.
+        self.bootstrap = bootstrap
+        self.secrets: bootstrap_tokens.SecretLookup | None = None
 
     async def authenticate(self, creds: Credentials) -> UserInfo:
         """The user, or Unauthorized ("Unauthorized", as Kubernetes says no more)."""
@@ -130,6 +138,15 @@ class Authenticator:
             found = self.tokens.get(creds.token)
             if found is not None:
                 return found
+            if (
+                self.bootstrap
+                and self.secrets is not None
+                and bootstrap_tokens.TOKEN.match(creds.token)
+            ):
+                user = await bootstrap_tokens.authenticate(creds.token, self.secrets)
+                if user is None:
+                    raise Unauthorized(UNAUTHORIZED)
+                return user
             if self.verifier is not None:
                 try:
                     claims = self.verifier.verify(creds.token)

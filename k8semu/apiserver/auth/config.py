@@ -29,6 +29,7 @@ class AuthConfig:
     # None: anonymous only when no authenticator is configured (so `--authorization-mode`
     # alone, or an audit log alone, works on a plain cluster).
     anonymous_auth: bool | None = None
+    enable_bootstrap_token_auth: bool = False
     authorization_modes: tuple[str, ...] = ("AlwaysAllow",)
     audit_log_path: str = ""
     audit_policy_file: str = ""
@@ -42,6 +43,7 @@ class AuthConfig:
             or self.service_account_key_files
             or self.service_account_signing_key_file
             or self.anonymous_auth is not None
+            or self.enable_bootstrap_token_auth
             or self.authorization_modes != ("AlwaysAllow",)
             or self.audit_log_path
         )
@@ -98,7 +100,7 @@ def build_guard(config: AuthConfig, caches: WatchCaches) -> Guard | None:
     verifier = Verifier(keys, config.service_account_issuer, config.audiences) if keys else None
     anonymous = config.anonymous_auth
     if anonymous is None:
-        anonymous = not tokens and verifier is None
+        anonymous = not tokens and verifier is None and not config.enable_bootstrap_token_auth
     audit = None
     if config.audit_log_path:
         policy = load_policy(config.audit_policy_file) if config.audit_policy_file else Policy()
@@ -108,5 +110,10 @@ def build_guard(config: AuthConfig, caches: WatchCaches) -> Guard | None:
             max_bytes=config.audit_log_maxsize * MEGABYTE,
             backups=config.audit_log_maxbackup,
         )
-    authenticator = Authenticator(tokens=tokens, verifier=verifier, anonymous=anonymous)
+    authenticator = Authenticator(
+        tokens=tokens,
+        verifier=verifier,
+        anonymous=anonymous,
+        bootstrap=config.enable_bootstrap_token_auth,
+    )
     return Guard(authenticator, config.authorization_modes, caches, audit=audit, issuer=issuer)

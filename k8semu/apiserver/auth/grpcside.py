@@ -50,18 +50,23 @@ _VERBS = {
 }
 
 
-def peer_subject(context: Any) -> Any:
-    """The verified client certificate's subject of a call, or None (plain connections, or a
-    transport that does not offer it yet)."""
-    find = getattr(transport, "peer_subject", None)
-    return find(context) if find is not None else None
+def peer_subject(context: Any) -> transport.PeerSubject | None:
+    """The verified client certificate's subject of a call, or None (plain connections)."""
+    return transport.peer_subject(context)
+
+
+def bearer(header: str) -> str:
+    """The token of an `Authorization: Bearer TOKEN` value; the scheme's case does not
+    matter (RFC 7235: the Python kubernetes client sends "bearer"); "" for another scheme."""
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def credentials(context: Any) -> Credentials:
     token, user, groups = "", "", []
     for k, v in context.invocation_metadata() or ():
-        if k == "authorization" and isinstance(v, str) and v.startswith("Bearer "):
-            token = v[len("Bearer ") :].strip()
+        if k == "authorization" and isinstance(v, str):
+            token = bearer(v)
         elif k == "impersonate-user":
             user = str(v)
         elif k == "impersonate-group":

@@ -74,6 +74,7 @@ class Guard:
         self._rbac: tuple[tuple[int, ...], rbac.Index] | None = None
         self._graph: tuple[int, node.Graph] | None = None
         authenticator.lookup = authenticator.lookup or self.uid
+        authenticator.secrets = authenticator.secrets or self._secret
 
     # ---- authentication -------------------------------------------------------------------
 
@@ -102,8 +103,16 @@ class Guard:
         return UserInfo(as_user.name, "", (*as_user.groups, *extra))
 
     async def uid(self, resource: str, namespace: str, name: str) -> str | None:
-        """The uid of an object, None when it does not exist: from the watch cache, and on a
-        miss from the store (the cache may not have seen a create of a moment ago)."""
+        """The uid of an object, None when it does not exist."""
+        found = await self._object(resource, namespace, name)
+        return None if found is None else str(found.metadata.uid)
+
+    async def _secret(self, namespace: str, name: str) -> Any:
+        return await self._object("secrets", namespace, name)
+
+    async def _object(self, resource: str, namespace: str, name: str) -> Any:
+        """An object, None when it does not exist: from the watch cache, and on a miss from
+        the store (the cache may not have seen a create of a moment ago)."""
         cache = await self._cache(resource)
         k = key(cache.kind, namespace, name)
         kv = cache.objects.get(k)
@@ -112,7 +121,7 @@ class Guard:
             if not found.kvs:
                 return None
             kv = found.kvs[0]
-        return str(cast(Any, decode(cache.kind, kv.value, kv.mod_revision)).metadata.uid)
+        return cast(Any, decode(cache.kind, kv.value, kv.mod_revision))
 
     # ---- authorization --------------------------------------------------------------------
 

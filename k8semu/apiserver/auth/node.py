@@ -3,7 +3,8 @@
 As Kubernetes' Node authorizer and system:node role with NodeRestriction, simplified: a
 kubelet may
 - read nodes, services and endpoints (its pods' environment), pods (its informer),
-  namespaces and ServiceAccounts (whether to mount a token); create the kube-node-lease
+  namespaces and ServiceAccounts (whether to mount a token), PersistentVolumes (its local
+  volume cleaner); create the kube-node-lease
   namespace when it is missing;
 - create, update, patch and delete only its own Node (and nodes/status);
 - do anything to its own Lease in kube-node-lease;
@@ -26,7 +27,11 @@ from k8semu.pb.api.v1 import core_pb2
 LEASE_NAMESPACE = "kube-node-lease"
 READ = ("get", "list", "watch")
 WRITE = ("create", "update", "patch", "delete")
-_READ_ONLY = {"nodes", "services", "endpoints", "pods", "namespaces", "serviceaccounts"}
+# persistentvolumes: the kubelet's local-volume cleaner watches them (its node's paths).
+_READ_ONLY = {
+    "nodes", "services", "endpoints", "pods", "namespaces", "serviceaccounts",
+    "persistentvolumes",
+}  # fmt: skip
 _USED_KINDS = {"secrets", "configmaps", "persistentvolumeclaims"}
 
 PodLookup = Callable[[str, str], core_pb2.Pod | None]

@@ -6,8 +6,8 @@ the user-facing roles for RoleBindings (view reads everything but Secrets; edit 
 writes them and workloads; admin also manages Roles and RoleBindings of its namespace);
 system:discovery, system:basic-user and system:public-info-viewer let every user read
 discovery and ask what it may do; the scheduler, controller manager and proxy have roles
-of their names. Existing objects are left as they are (an administrator may have edited
-them). Pure data.
+of their names. An existing ClusterRole gets the default rules it lacks (a cluster made by
+an older version), unless annotated autoupdate "false"; nothing is removed. Pure data.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from k8semu.pb.api.v1 import rbac_pb2
 
 GROUP = "rbac.authorization.k8s.io"
 LABELS = {"kubernetes.io/bootstrapping": "rbac-defaults"}
+#: As Kubernetes: a default ClusterRole gets the rules a newer version adds, at start,
+#: unless an administrator set this annotation to "false".
+AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
 READ = ("get", "list", "watch")
 WRITE = ("create", "update", "patch", "delete", "deletecollection")
 
@@ -95,6 +98,9 @@ def _components() -> dict[str, list[rbac_pb2.PolicyRule]]:
         "system:kube-controller-manager": [rule(("*",), ("*",), ("*",))],
         "system:node-proxier": [
             rule(READ, ("",), ("services", "endpoints", "nodes", "pods")),
+            # Unlike kube-proxy, ours publishes its tunnel and gRPC endpoints as annotations
+            # of its Node (k8semu.io/tunnel-endpoint, k8semu.io/proxy-endpoint).
+            rule(("patch",), ("",), ("nodes",)),
             rule(("create", "update", "patch"), ("",), ("events",)),
         ],
     }
@@ -119,6 +125,7 @@ def cluster_roles() -> Iterator[rbac_pb2.ClusterRole]:
         role = rbac_pb2.ClusterRole(api_version=f"{GROUP}/v1", kind="ClusterRole", rules=rules)
         role.metadata.name = name
         role.metadata.labels.update(LABELS)
+        role.metadata.annotations[AUTOUPDATE] = "true"
         yield role
 
 
@@ -146,4 +153,16 @@ def cluster_role_bindings() -> Iterator[rbac_pb2.ClusterRoleBinding]:
         )
         binding.metadata.name = name
         binding.metadata.labels.update(LABELS)
+        binding.metadata.annotations[AUTOUPDATE] = "true"
         yield binding
+
+
+def reconciled(stored: rbac_pb2.ClusterRole, default: rbac_pb2.ClusterRole) -> bool:
+    """Add to `stored` the rules of `default` it lacks (kube-apiserver's reconciliation of
+    its bootstrap roles: rules are only added, never removed); False when nothing changed
+    or its autoupdate annotation is "false"."""
+    if stored.metadata.annotations.get(AUTOUPDATE) == "false":
+        return False
+    missing = [r for r in default.rules if r not in stored.rules]
+    stored.rules.extend(missing)
+    return bool(missing)

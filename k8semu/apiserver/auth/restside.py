@@ -35,16 +35,15 @@ from k8semu.apiserver.auth.user import ANONYMOUS_USER, UserInfo
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.rest import codec, paths
 from k8semu.apiserver.rest.status import HTTPError, of_error
+from k8semu.dashboard.server import STORE_PATH, Dashboard
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 
 
 def credentials(request: web.Request) -> Credentials:
-    header = request.headers.get("Authorization", "")
-    token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
     return Credentials(
-        token,
+        grpcside.bearer(request.headers.get("Authorization", "")),
         grpcside.peer_subject(request),
         request.headers.get("Impersonate-User", ""),
         tuple(request.headers.getall("Impersonate-Group", [])),
@@ -108,11 +107,22 @@ async def _named(attrs: Attributes, request: web.Request) -> Attributes:
     return dataclasses.replace(attrs, name=str(name)) if isinstance(name, str) else attrs
 
 
+def _public_asset(request: web.Request) -> bool:
+    """The dashboard's page, scripts and styles: the same files for everyone, holding no
+    cluster data, so a browser loads them without credentials and then asks the API (and
+    the store status at STORE_PATH) with the token the user enters, or its client
+    certificate, each request authorized as any other."""
+    path = "/" + request.path.strip("/")
+    return request.method in ("GET", "HEAD") and Dashboard.owns(path) and path != STORE_PATH
+
+
 def middleware(guard: Guard) -> Any:
     """The middleware of `guard` (put it inside the server's error boundary)."""
 
     @web.middleware
     async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _public_asset(request):
+            return await handler(request)
         record = Record(
             Attributes(ANONYMOUS_USER, request.method.lower(), path=request.path,
                        resource_request=False),
