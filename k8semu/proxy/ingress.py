@@ -1,0 +1,195 @@
+"""The built-in ingress controller's data path: an HTTP/1.1 reverse proxy on the node's
+IP (`--ingress-port`), part of the node's proxy process.
+
+A request is matched by `Routes` (k8semu.proxy.ingress_table: host, then path) to a Service
+port, whose ready endpoints and round robin are the L4 proxy's own (`Proxier.frontends`:
+one copy, one balancer, and the endpoint's request counter the HPA reads counts ingress
+requests too). The request goes to the chosen endpoint over a pooled keep-alive connection
+(aiohttp), with `X-Forwarded-For` (appended), `-Host`, `-Proto` and `-Port`; request and
+response bodies stream both ways (chunked or sized as the sender sent them); hop-by-hop
+headers are dropped. An endpoint that refuses the connection is skipped for the next one
+(nothing of the request was sent); one that fails later ends the request with 502.
+
+Answers of its own: 404 when no route matches (no defaultBackend), 503 when the backend's
+Service, port or ready endpoints are missing, 502 when no endpoint could be reached.
+Not done: WebSocket/Upgrade, TLS termination, endpoints reached through the cross-host
+tunnel (a remote endpoint is skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from k8semu.log import get_logger
+from k8semu.proxy.datapath import Frontend
+from k8semu.proxy.ingress_table import Backend, Routes, path_of
+from k8semu.proxy.proxier import Proxier
+
+log = get_logger(__name__)
+
+DEFAULT_INGRESS_PORT = 80
+_HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+    )
+)
+_CHUNK = 64 * 1024
+
+
+def _plain(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text + "\n")
+
+
+def forwarded_headers(request: web.BaseRequest, port: int) -> CIMultiDict[str]:
+    """The request's end-to-end headers plus the X-Forwarded-* ones."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        if name.lower() not in _HOP_BY_HOP:
+            headers.add(name, value)
+    client = request.remote or ""
+    prior = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
+    headers["X-Forwarded-Host"] = request.headers.get("Host", "")
+    headers["X-Forwarded-Proto"] = "http"
+    headers["X-Forwarded-Port"] = str(port)
+    headers["Host"] = request.headers.get("Host", "")
+    return headers
+
+
+class IngressServer:
+    """`await start()` (raises OSError when the address is taken), `set_routes(routes)` as
+    often as they change, `await stop()`."""
+
+    def __init__(self, proxier: Proxier, host: str, port: int) -> None:
+        self.proxier = proxier
+        self.host = host
+        self.port = port
+        self.routes = Routes()
+        self._server: asyncio.AbstractServer | None = None
+        self._web: web.Server | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    def set_routes(self, routes: Routes) -> None:
+        self.routes = routes
+
+    async def start(self) -> None:
+        """Bind (raises OSError); the proxy retries a failed bind at its next sync."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.setblocking(False)
+            if self._session is None:
+                connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, use_dns_cache=False)
+                self._session = aiohttp.ClientSession(
+                    connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+                )
+            self._web = web.Server(self._handle, access_log=None)
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(self._web, sock=sock, backlog=4096)
+        except BaseException:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        log.info("ingress listening", address=self.address)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        if self._web is not None:
+            await self._web.shutdown(1.0)
+            self._web = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        backend = self.routes.match(request.headers.get("Host", ""), path_of(request.raw_path))
+        if backend is None:
+            return _plain(404, "404 Not Found: no ingress rule matches")
+        frontend = self.proxier.frontends.get(backend.key) if backend.key else None
+        if frontend is None or not frontend.balancer.endpoints:
+            return _plain(503, f"503 Service Unavailable: {_named(backend)} has no ready endpoint")
+        try:
+            return await self._forward(request, backend, frontend)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.debug("ingress request failed", backend=_named(backend), error=str(exc))
+            raise web.HTTPBadGateway(text=f"502 Bad Gateway: {_named(backend)}\n") from None
+
+    async def _forward(
+        self, request: web.BaseRequest, backend: Backend, frontend: Frontend
+    ) -> web.StreamResponse:
+        assert self._session is not None
+        loop = asyncio.get_running_loop()
+        client_ip = request.remote or ""
+        headers = forwarded_headers(request, self.port)
+        body: Any = request.content if request.body_exists else None
+        for ep in frontend.balancer.candidates(client_ip, loop.time()):
+            host, port, preamble = frontend.dialer(ep)
+            if preamble:  # a remote endpoint behind the tunnel: not reachable from here
+                continue
+            url = URL.build(scheme="http", host=host, port=port, encoded=True).join(
+                URL(request.raw_path, encoded=True)
+            )
+            try:
+                upstream = await self._session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, sock_connect=frontend.config.connect_timeout
+                    ),
+                )
+            except (TimeoutError, aiohttp.ClientConnectorError):
+                frontend.stats.errors += 1
+                continue  # nothing of the request was sent: the next endpoint may take it
+            frontend.balancer.connected(client_ip, ep, loop.time())
+            frontend.stats_of(ep).http_requests += 1
+            async with upstream:
+                return await _relay(request, upstream)
+        frontend.failed(len(frontend.balancer.endpoints))
+        return _plain(502, f"502 Bad Gateway: no endpoint of {_named(backend)} accepted")
+
+
+async def _relay(request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    for name, value in upstream.headers.items():
+        if name.lower() not in _HOP_BY_HOP:
+            response.headers.add(name, value)
+    await response.prepare(request)
+    async for chunk in upstream.content.iter_chunked(_CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def _named(backend: Backend) -> str:
+    return f"service {backend.namespace}/{backend.service}:{backend.port}"
