@@ -530,6 +530,8 @@ def proxy_argv(node: NodeSpec, servers: tuple[str, ...], python: str) -> tuple[s
     extra: tuple[str, ...] = ("--tunnel-port", str(node.tunnel_port)) if node.tunnel_port else ()
     if node.proxy_metrics_port:
         extra += ("--metrics-address", f"{bracketed(node.node_ip)}:{node.proxy_metrics_port}")
+    if node.ingress_port:
+        extra += ("--ingress-port", str(node.ingress_port))
     return _k8semu(
         python, "proxy",
         "--server", ",".join(servers),
@@ -582,6 +584,9 @@ def plan_node(
         if node.proxy_metrics_port:
             ports[METRICS] = f"{bracketed(node.node_ip)}:{node.proxy_metrics_port}"
             origins[METRICS] = f"{node.path}.proxyMetricsPort"
+        if node.ingress_port:
+            ports["ingress"] = f"{bracketed(node.node_ip)}:{node.ingress_port}"
+            origins["ingress"] = f"{node.path}.ingressPort"
         out.append(
             ComponentPlan(
                 name=f"proxy-{node.name}",

@@ -1,0 +1,262 @@
+"""End to end: Ingresses written to a real API server, served by a real `k8semu proxy`
+process with `--ingress-port` (node 127.0.1.3), to HTTP backends this test runs on
+127.244.x.y: routing by host and path, the forwarded headers, a streamed request body, an
+endpoint that refuses connections routed around, the status written, and a bad Ingress
+refused with Kubernetes' message naming the field (nothing written)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from k8semu.api import manifest
+from k8semu.client import Client, Invalid, NotFound
+from k8semu.cluster.component import ComponentProcess
+from k8semu.cluster.processes import free_loopback_ports
+from k8semu.pb.api.v1 import networking_pb2
+from tests.support.apiserver import APIServerProcess
+
+from .conftest import Addresses, endpoints, eventually, service
+
+pytestmark = pytest.mark.slow
+
+NODE_IP = "127.0.1.3"
+TARGET = 8080
+
+
+class IngressProxy(ComponentProcess):
+    component = "proxy"
+
+    def __init__(self, apiserver: str, log_path: Any) -> None:
+        self.ingress_port = free_loopback_ports(1)[0]
+        super().__init__(
+            "proxy",
+            [
+                "--server", apiserver,
+                "--node-name", "ingress-node",
+                "--node-ip", NODE_IP,
+                "--ingress-port", str(self.ingress_port),
+                "--connect-timeout", "1",
+            ],
+            log_path,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def proxy(apiserver: APIServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    p = IngressProxy(apiserver.address, tmp_path_factory.mktemp("ingress") / "proxy.log")
+    try:
+        p.start()
+        p.wait_serving()
+        yield f"http://{NODE_IP}:{p.ingress_port}"
+    finally:
+        p.close()
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[list[web.AppRunner]]:
+    runners: list[web.AppRunner] = []
+    try:
+        yield runners
+    finally:
+        for r in runners:
+            await r.cleanup()
+
+
+async def _echo(runners: list[web.AppRunner], ip: str, name: str) -> None:
+    """An HTTP server answering JSON: its name, the path, the headers and the body's size."""
+
+    async def handle(request: web.Request) -> web.Response:
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+        answer = {"name": name, "path": request.path_qs, "headers": dict(request.headers)}
+        return web.json_response(answer | {"size": size})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, ip, TARGET).start()
+    runners.append(runner)
+
+
+async def _app(
+    client: Client, ns: str, name: str, addresses: Addresses, runners: list[web.AppRunner], n: int
+) -> list[str]:
+    ips = [addresses.pod_ip() for _ in range(n)]
+    for i, ip in enumerate(ips):
+        await _echo(runners, ip, f"{name}-{i}")
+    ports = [{"name": "http", "port": 80, "targetPort": TARGET}]
+    await client.create(service(ns, name, addresses.cluster_ip(), ports))
+    await client.create(endpoints(ns, name, ips, [{"name": "http", "port": TARGET}]))
+    return ips
+
+
+def _ingress(ns: str, name: str, spec: dict[str, Any]) -> networking_pb2.Ingress:
+    obj = manifest.from_dict(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        }
+    )
+    assert isinstance(obj, networking_pb2.Ingress)
+    return obj
+
+
+async def _class(client: Client) -> None:
+    ic = networking_pb2.IngressClass()
+    ic.metadata.name = "k8semu"
+    ic.metadata.annotations["ingressclass.kubernetes.io/is-default-class"] = "true"
+    ic.spec.controller = "k8semu.io/ingress"
+    try:
+        await client.get(networking_pb2.IngressClass, "k8semu")
+    except NotFound:
+        await client.create(ic)
+
+
+def _path(path: str, svc: str, path_type: str = "Prefix") -> dict[str, Any]:
+    backend = {"service": {"name": svc, "port": {"name": "http"}}}
+    return {"path": path, "pathType": path_type, "backend": backend}
+
+
+async def _get(
+    session: aiohttp.ClientSession, base: str, host: str, path: str, **kw: Any
+) -> tuple[int, Any]:
+    async with session.request(
+        kw.pop("method", "GET"), base + path, headers={"Host": host}, **kw
+    ) as r:
+        text = await r.text()
+        return r.status, (json.loads(text) if r.status == 200 else text)
+
+
+async def test_host_and_path_routing_headers_body_and_status(
+    client: Client,
+    namespace: str,
+    addresses: Addresses,
+    backends: list[web.AppRunner],
+    proxy: str,
+) -> None:
+    await _class(client)
+    await _app(client, namespace, "web", addresses, backends, 2)
+    await _app(client, namespace, "api", addresses, backends, 1)
+    spec = {
+        "rules": [
+            {"host": "shop.example.com", "http": {"paths": [_path("/", "web")]}},
+            {"host": "*.example.com", "http": {"paths": [_path("/api", "api")]}},
+            {"http": {"paths": [_path("/v1", "api", "Exact")]}},
+        ]
+    }
+    created = await client.create(_ingress(namespace, "routes", spec))
+    assert created.spec.ingress_class_name == "k8semu"  # the default class, by admission
+    async with aiohttp.ClientSession() as s:
+
+        async def routed() -> bool:
+            status, _ = await _get(s, proxy, "shop.example.com", "/")
+            return status == 200
+
+        await eventually(routed, what="the ingress serves the new Ingress")
+        seen = set()
+        for _ in range(4):
+            status, body = await _get(s, proxy, "shop.example.com", "/cart?x=1")
+            assert status == 200 and body["path"] == "/cart?x=1"
+            seen.add(body["name"])
+        assert seen == {"web-0", "web-1"}  # the L4 proxy's round robin
+        headers = body["headers"]
+        assert headers["X-Forwarded-Host"] == "shop.example.com"
+        assert headers["X-Forwarded-Proto"] == "http"
+        assert headers["X-Forwarded-For"] == "127.0.0.1"
+        assert headers["Host"] == "shop.example.com"
+        status, body = await _get(s, proxy, "a.example.com:80", "/api/items")
+        assert (status, body["name"]) == (200, "api-0")
+        assert (await _get(s, proxy, "a.example.com", "/other"))[0] == 404
+        assert (await _get(s, proxy, "b.a.example.com", "/api"))[0] == 404  # one label only
+        status, body = await _get(s, proxy, "10.1.2.3", "/v1")
+        assert (status, body["name"]) == (200, "api-0")
+        assert (await _get(s, proxy, "10.1.2.3", "/v1/x"))[0] == 404  # Exact
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(64):
+                yield b"x" * 65536
+
+        status, body = await _get(s, proxy, "shop.example.com", "/up", method="POST", data=chunks())
+        assert (status, body["size"]) == (200, 64 * 65536)
+
+    async def listed() -> bool:
+        ing = await client.get(networking_pb2.Ingress, "routes", namespace=namespace)
+        return [i.ip for i in ing.status.load_balancer.ingress] == [NODE_IP]
+
+    await eventually(listed, what="the node's IP in the Ingress's status")
+
+
+async def test_refused_endpoint_is_routed_around_and_missing_service_is_503(
+    client: Client,
+    namespace: str,
+    addresses: Addresses,
+    backends: list[web.AppRunner],
+    proxy: str,
+) -> None:
+    await _class(client)
+    await _app(client, namespace, "web", addresses, backends, 2)
+    await backends[-1].cleanup()  # web-1 goes away, still listed as ready
+    backends.pop()
+    spec = {
+        "ingressClassName": "k8semu",
+        "rules": [
+            {
+                "host": "r.example.com",
+                "http": {"paths": [_path("/", "web"), _path("/gone", "nowhere")]},
+            }
+        ],
+    }
+    await client.create(_ingress(namespace, "around", spec))
+    async with aiohttp.ClientSession() as s:
+
+        async def routed() -> bool:
+            return (await _get(s, proxy, "r.example.com", "/"))[0] == 200
+
+        await eventually(routed, what="the ingress serves the new Ingress")
+        for _ in range(6):
+            status, body = await _get(s, proxy, "r.example.com", "/")
+            assert (status, body["name"]) == (200, "web-0")
+        assert (await _get(s, proxy, "r.example.com", "/gone"))[0] == 503
+
+
+async def test_bad_ingress_is_refused_naming_the_field(client: Client, namespace: str) -> None:
+    bad = {
+        "rules": [
+            {
+                "host": "1.2.3.4",
+                "http": {
+                    "paths": [
+                        {"path": "relative", "pathType": "Prefix", "backend": {}},
+                        {"path": "/x", "backend": {"service": {"name": "s"}}},
+                    ]
+                },
+            }
+        ]
+    }
+    with pytest.raises(Invalid) as err:
+        await client.create(_ingress(namespace, "bad", bad))
+    text = str(err.value)
+    where = "spec.rules[0]"
+    assert f'{where}.host: Invalid value: "1.2.3.4": must be a DNS name, not an IP address' in text
+    assert f'{where}.http.paths[0].path: Invalid value: "relative": must be an absolute path' in (
+        text
+    )
+    assert f"{where}.http.paths[0].backend: Invalid value: " in text
+    assert "resource or service backend is required" in text
+    assert f"{where}.http.paths[1].pathType: Required value: pathType must be specified" in text
+    assert "port name or number is required" in text
+    with pytest.raises(Invalid, match="either `defaultBackend` or `rules` must be specified"):
+        await client.create(_ingress(namespace, "empty", {}))
+    for name in ("bad", "empty"):
+        with pytest.raises(NotFound):
+            await client.get(networking_pb2.Ingress, name, namespace=namespace)
