@@ -38,7 +38,7 @@ _DOMAIN_PREFIXED_PATH = re.compile(r"[^/]+/\S*")
 
 
 def _invalid(path: str, value: object, why: str) -> FieldError:
-    shown = f'"{value}"' if isinstance(value, str) else str(value)
+    shown = f'"{value}"' if isinstance(value, str) else "null" if value is None else str(value)
     return FieldError(path, f"Invalid value: {shown}: {why}")
 
 
@@ -156,7 +156,7 @@ def _rules(spec: networking_pb2.IngressSpec) -> Iterator[FieldError]:
 def validate(ing: networking_pb2.Ingress) -> Iterator[FieldError]:
     spec = ing.spec
     if not spec.rules and not spec.HasField("default_backend"):
-        yield _invalid("spec", "null", "either `defaultBackend` or `rules` must be specified")
+        yield _invalid("spec", None, "either `defaultBackend` or `rules` must be specified")
     if spec.HasField("default_backend"):
         yield from _backend(spec.default_backend, "spec.defaultBackend")
     yield from _rules(spec)
