@@ -31,28 +31,27 @@ import argparse
 import array
 import asyncio
 import json
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k8semu.bench._common import (
     CpuMeter,
-    environment,
     options_from_args,
     percentile,
     positive_float,
     positive_int,
     ratio,
+    run_and_print,
     run_loop,
     say,
+    serve_as_proxy,
 )
 from k8semu.cluster.processes import free_loopback_ports
 
@@ -685,14 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_loop(_serve_backends(ips, *(t for _, t in ports.values())), True)
         return 0
     if args.serve_proxy:
-        from k8semu import log as logging_setup
-        from k8semu.cli._serving import install_event_loop
-
-        ips, ports = _spec(args.serve_proxy)
-        logging_setup.configure("proxy", level="warning")
-        install_event_loop()
-        asyncio.run(_serve_proxy(ips, ports))
-        return 0
+        return serve_as_proxy(_serve_proxy(*_spec(args.serve_proxy)))
     paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
     if not paths or any(p not in PATHS for p in paths):
         print(f"k8semu bench proxy: --paths: choose from {','.join(PATHS)}", file=sys.stderr)
@@ -702,31 +694,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"k8semu bench proxy: --phases: choose from {','.join(_PHASES)}", file=sys.stderr)
         return 2
     opts = options_from_args(ProxyBenchOptions, args, phases=phases, paths=paths)
-    workdir = Path(tempfile.mkdtemp(prefix="k8semu-bench-proxy-"))
-    try:
-        results, used_uvloop = run_loop(run(opts, workdir), True)
-    except (RuntimeError, OSError, TimeoutError) as exc:
-        print(f"k8semu bench proxy: {exc} (logs in {workdir})", file=sys.stderr)
-        return 1
-    env = environment(None, used_uvloop)
-    if args.json:
-        out = {
-            "environment": env,
-            "options": asdict(opts),
-            "results": [asdict(r) for r in results],
-        }
-        print(json.dumps(out, indent=2))
-    else:
-        print(render(results, opts))
-        print(
-            f"\n{env['date']}, {env['cpus']} CPUs, load average "
-            f"{', '.join(f'{x:.1f}' for x in env['load_average'])}, Python {env['python']}"
-        )
-    if args.keep_workdir:
-        say(f"logs and config in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return run_and_print(
+        "proxy",
+        lambda workdir: run(opts, workdir),
+        opts,
+        lambda results: render(results, opts),
+        as_json=args.json,
+        keep=args.keep_workdir,
+    )
 
 
 if __name__ == "__main__":

@@ -137,15 +137,23 @@ async def _get(
         return r.status, (json.loads(text) if r.status == 200 else text)
 
 
+@pytest.fixture
+async def two_webs(
+    client: Client, namespace: str, addresses: Addresses, backends: list[web.AppRunner]
+) -> None:
+    """The k8semu class, and a Service "web" with two live endpoints in `namespace`."""
+    await _class(client)
+    await _app(client, namespace, "web", addresses, backends, 2)
+
+
 async def test_host_and_path_routing_headers_body_and_status(
     client: Client,
     namespace: str,
     addresses: Addresses,
     backends: list[web.AppRunner],
     proxy: str,
+    two_webs: None,
 ) -> None:
-    await _class(client)
-    await _app(client, namespace, "web", addresses, backends, 2)
     await _app(client, namespace, "api", addresses, backends, 1)
     spec = {
         "rules": [
@@ -197,14 +205,8 @@ async def test_host_and_path_routing_headers_body_and_status(
 
 
 async def test_refused_endpoint_is_routed_around_and_missing_service_is_503(
-    client: Client,
-    namespace: str,
-    addresses: Addresses,
-    backends: list[web.AppRunner],
-    proxy: str,
+    client: Client, namespace: str, backends: list[web.AppRunner], proxy: str, two_webs: None
 ) -> None:
-    await _class(client)
-    await _app(client, namespace, "web", addresses, backends, 2)
     await backends[-1].cleanup()  # web-1 goes away, still listed as ready
     backends.pop()
     spec = {
