@@ -34,6 +34,7 @@ from typing import Any
 
 from k8semu.bench._common import (
     CpuMeter,
+    argument_parser,
     options_from_args,
     percentile,
     positive_float,
@@ -45,14 +46,15 @@ from k8semu.bench._common import (
 from k8semu.bench.proxy import (
     BACKEND_IPS,
     CLOSE_REQUEST,
-    HAPROXY,
     HAPROXY_IP,
     OUR_IP,
     REQUEST,
     _start,
     _stop,
-    _wait_port,
     _wait_ready,
+    bench_service,
+    start_haproxy,
+    start_servers,
 )
 from k8semu.cluster.processes import free_loopback_ports
 
@@ -68,23 +70,29 @@ _CAP_S = 60.0
 
 @dataclass(frozen=True, kw_only=True)
 class IngressBenchOptions:
-    """Keep-alive connections and new-connection loops, seconds per phase, rounds."""
+    """What to measure (`paths`, `shapes`: of PATHS and SHAPES, in their order) and how:
+    keep-alive `connections` with one request in flight on each, `new_conn_workers` loops
+    of connect, one request, the answer and the close; `seconds` per path, shape and round;
+    the medians of `rounds`."""
 
+    paths: tuple[str, ...] = PATHS
+    shapes: tuple[str, ...] = SHAPES
     connections: int = 16
     new_conn_workers: int = 8
     seconds: float = 3.0
     rounds: int = 3
-    paths: tuple[str, ...] = PATHS  # of PATHS, in that order
-    shapes: tuple[str, ...] = SHAPES
 
 
 @dataclass
 class Figures:
+    """One path and shape: requests/s, the request time's p50/p99, the serving process's
+    CPU per request, connections that got no answer."""
+
+    errors: int = 0
     rps: float = 0.0
     p50_us: float = 0.0
     p99_us: float = 0.0
     cpu_us_per_request: float | None = None
-    errors: int = 0
 
 
 @dataclass
@@ -98,21 +106,12 @@ class PathResult:
 
 async def _serve_ingress(ips: Sequence[str], target: int, port: int) -> None:
     from k8semu.api import manifest
-    from k8semu.pb.api.v1 import core_pb2, networking_pb2
+    from k8semu.pb.api.v1 import networking_pb2
     from k8semu.proxy import Proxier
     from k8semu.proxy.ingress import IngressServer
     from k8semu.proxy.ingress_table import build_routes
 
-    svc = core_pb2.Service()
-    svc.metadata.namespace, svc.metadata.name = "bench", "web"
-    svc.spec.cluster_ip = INGRESS_SERVICE_IP
-    svc.spec.ports.add(name="http", port=80, protocol="TCP").target_port.int_val = target
-    eps = core_pb2.Endpoints()
-    eps.metadata.namespace, eps.metadata.name = "bench", "web"
-    subset = eps.subsets.add()
-    subset.ports.add(name="http", port=target, protocol="TCP")
-    for ip in ips:
-        subset.addresses.add(ip=ip)
+    svc, eps = bench_service(ips, {"http": (80, target)}, INGRESS_SERVICE_IP)
     ing = manifest.decode(
         {
             "metadata": {"name": "web", "namespace": "bench"},
@@ -329,28 +328,16 @@ async def run(opts: IngressBenchOptions, workdir: Path) -> list[PathResult]:
             "ports": {"http": (port, target), "bulk": (bulk_port, bulk_target)},
         }
     )
-    bench_proxy = [sys.executable, "-m", "k8semu.bench.proxy"]
     procs: dict[str, Any] = {}
     try:
-        log = workdir / "backends.log"
-        procs["backends"] = _start([*bench_proxy, "--serve-backends", spec], log)
-        _wait_ready(procs["backends"], "backends", log)
-        if "proxy" in opts.paths:
-            log = workdir / "proxy.log"
-            procs["proxy"] = _start([*bench_proxy, "--serve-proxy", spec], log)
-            _wait_ready(procs["proxy"], "proxy", log)
+        start_servers(workdir, spec, procs, proxy="proxy" in opts.paths)
         if "ingress" in opts.paths:
             log = workdir / "ingress.log"
             me = [sys.executable, "-m", "k8semu.bench.ingress", "--serve-ingress", spec]
             procs["ingress"] = _start(me, log)
             _wait_ready(procs["ingress"], "ingress", log)
         if "haproxy" in opts.paths:
-            if not Path(HAPROXY).exists():
-                raise RuntimeError(f"{HAPROXY} not found (apt-get install haproxy)")
-            cfg = workdir / "haproxy.cfg"
-            cfg.write_text(haproxy_http_config(BACKEND_IPS, target, port))
-            procs["haproxy"] = _start([HAPROXY, "-db", "-f", str(cfg)], workdir / "haproxy.log")
-            _wait_port(HAPROXY_IP, port, procs["haproxy"], "haproxy")
+            start_haproxy(workdir, haproxy_http_config(BACKEND_IPS, target, port), port, procs)
         addresses = {"proxy": OUR_IP, "ingress": INGRESS_IP, "haproxy": HAPROXY_IP}
         targets = {p: (addresses[p], port, procs[p].pid) for p in PATHS if p in opts.paths}
         return await _measure(targets, opts)
@@ -381,10 +368,10 @@ def render(results: Sequence[PathResult], opts: IngressBenchOptions) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     d = IngressBenchOptions()
-    p = argparse.ArgumentParser(
-        prog="k8semu bench ingress",
-        description="Host-routed HTTP through our ingress vs straight to the Service (our L4"
-        " proxy) vs haproxy's host routing: requests/s, p50/p99, CPU per request.",
+    p = argument_parser(
+        "k8semu bench ingress",
+        "Host-routed HTTP through our ingress vs straight to the Service (our L4 proxy) vs"
+        " haproxy's host routing: requests/s, p50/p99, CPU per request.",
     )
     numbers: list[tuple[str, Any, Any, str]] = [
         ("--connections", positive_int, d.connections, "keep-alive connections"),
