@@ -59,17 +59,17 @@ def _plain(status: int, text: str) -> web.Response:
 
 def forwarded_headers(request: web.BaseRequest, port: int) -> CIMultiDict[str]:
     """The request's end-to-end headers plus the X-Forwarded-* ones."""
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in request.headers.items():
-        if name.lower() not in _HOP_BY_HOP:
-            headers.add(name, value)
+    headers = request.headers.copy()
+    for name in [n for n in headers if n.lower() in _HOP_BY_HOP]:
+        headers.popall(name, None)
+    host = request.headers.get("Host", "")
     client = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
-    headers["X-Forwarded-Host"] = request.headers.get("Host", "")
+    headers["X-Forwarded-Host"] = host
     headers["X-Forwarded-Proto"] = "http"
     headers["X-Forwarded-Port"] = str(port)
-    headers["Host"] = request.headers.get("Host", "")
+    headers["Host"] = host
     return headers
 
 
@@ -180,10 +180,25 @@ class IngressServer:
 
 
 async def _relay(request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    """The upstream's answer to the client: a small sized body read whole and sent with
+    the head in one write; anything else streamed."""
+    headers: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.headers.items():
         if name.lower() not in _HOP_BY_HOP:
-            response.headers.add(name, value)
+            headers.add(name, value)
+    length = upstream.content_length
+    if (
+        length is not None
+        and length <= _CHUNK
+        and request.method != "HEAD"
+        and (upstream.status >= 200 and upstream.status not in (204, 304))
+    ):
+        body = await upstream.read()
+        headers.popall("Content-Length", None)
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, headers=headers, body=body
+        )
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await response.prepare(request)
     async for chunk in upstream.content.iter_chunked(_CHUNK):
         await response.write(chunk)

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 NODE_IP = "127.0.1.3"
 TARGET = 8080
+BIG = 3 * 1024 * 1024 + 1
 
 
 class IngressProxy(ComponentProcess):
@@ -72,6 +73,8 @@ async def _echo(runners: list[web.AppRunner], ip: str, name: str) -> None:
     """An HTTP server answering JSON: its name, the path, the headers and the body's size."""
 
     async def handle(request: web.Request) -> web.Response:
+        if request.path == "/big":  # a large sized answer, streamed through
+            return web.Response(body=b"y" * BIG)
         size = 0
         async for chunk in request.content.iter_any():
             size += len(chunk)
@@ -196,6 +199,10 @@ async def test_host_and_path_routing_headers_body_and_status(
 
         status, body = await _get(s, proxy, "shop.example.com", "/up", method="POST", data=chunks())
         assert (status, body["size"]) == (200, 64 * 65536)
+        async with s.get(proxy + "/big", headers={"Host": "shop.example.com"}) as r:
+            assert (r.status, len(await r.read())) == (200, BIG)
+        async with s.head(proxy + "/big", headers={"Host": "shop.example.com"}) as r:
+            assert (r.status, r.headers["Content-Length"], await r.read()) == (200, str(BIG), b"")
 
     async def listed() -> bool:
         ing = await client.get(networking_pb2.Ingress, "routes", namespace=namespace)
