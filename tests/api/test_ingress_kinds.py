@@ -158,3 +158,24 @@ def test_columns_and_describe() -> None:
     ]
     text = describe(ing, [], 0.0)
     assert "Ingress Class:" in text and "h4.com" in text and "web:80" in text
+
+
+def test_the_proxy_identity_may_run_the_ingress_controller() -> None:
+    """Under RBAC, the proxy (system:kube-proxy) reads Ingresses and IngressClasses and
+    writes Ingress status, nothing more of them."""
+    from k8semu.apiserver.auth import policy
+    from k8semu.apiserver.auth.attributes import Attributes
+    from k8semu.apiserver.auth.rbac import Index
+    from k8semu.apiserver.auth.user import authenticated
+
+    index = Index((), list(policy.cluster_roles()), [], list(policy.cluster_role_bindings()))
+    proxy = authenticated("system:kube-proxy")
+    group = "networking.k8s.io"
+    for verb, resource, sub in (
+        ("list", "ingresses", ""),
+        ("watch", "ingressclasses", ""),
+        ("update", "ingresses", "status"),
+    ):
+        assert index.authorize(Attributes(proxy, verb, resource, group, sub, namespace="ns"))
+    assert not index.authorize(Attributes(proxy, "update", "ingresses", group, namespace="ns"))
+    assert not index.authorize(Attributes(proxy, "create", "ingressclasses", group))

@@ -97,6 +97,12 @@ def _components() -> dict[str, list[rbac_pb2.PolicyRule]]:
             rule(READ, ("",), ("services", "endpoints", "nodes", "pods")),
             rule(("create", "update", "patch"), ("",), ("events",)),
         ],
+        # The built-in ingress controller runs in each node's proxy, as system:kube-proxy
+        # (docs/proxy.md, "Ingress"): what ingress-nginx's role grants it, Secrets aside.
+        "system:k8semu:ingress-controller": [
+            rule(READ, ("networking.k8s.io",), ("ingresses", "ingressclasses")),
+            rule(("update", "patch"), ("networking.k8s.io",), ("ingresses/status",)),
+        ],
     }
 
 
@@ -133,6 +139,7 @@ _BINDINGS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("system:kube-scheduler", (("User", "system:kube-scheduler"),)),
     ("system:kube-controller-manager", (("User", "system:kube-controller-manager"),)),
     ("system:node-proxier", (("User", "system:kube-proxy"),)),
+    ("system:k8semu:ingress-controller", (("User", "system:kube-proxy"),)),
 )
 
 
