@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -140,6 +141,16 @@ def test_fanout_by_host_and_path_through_the_node_and_kubectl_get_ing(
     table = _kubectl(cluster, "get", "ingress").splitlines()
     assert table[0].split() == ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
     assert table[1].split()[:5] == ["simple-fanout-example", "k8semu", "foo.bar.com", node_ip, "80"]
+    ours = subprocess.run(
+        [sys.executable, "-m", "k8semu", "get", "ing"],
+        capture_output=True, text=True, timeout=60, env=cluster.env,
+    ).stdout.splitlines()  # fmt: skip
+    assert ours[1].split()[:5] == table[1].split()[:5]
+    described = subprocess.run(
+        [sys.executable, "-m", "k8semu", "describe", "ingress", "simple-fanout-example"],
+        capture_output=True, text=True, timeout=60, env=cluster.env,
+    ).stdout  # fmt: skip
+    assert "service1:4200" in described and "Address:" in described
     out = _kubectl(cluster, "apply", "-f", "-", stdin=BAD, check=False)
     assert 'spec.rules[0].http.paths[1].path: Invalid value: "bar": must be an absolute path' in out
     assert "NotFound" in _kubectl(cluster, "get", "ing", "bad", check=False)
