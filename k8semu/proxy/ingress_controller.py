@@ -54,6 +54,7 @@ class IngressController:
             )
         self.server = IngressServer(proxier, node_ip, port)
         self._binding: asyncio.Task[None] | None = None
+        self.bind_error = ""  # why the server is not listening (yet), for the metrics
         self._writing: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def start(self) -> None:
@@ -70,9 +71,11 @@ class IngressController:
         while True:
             try:
                 await self.server.start()
+                self.bind_error = ""
                 return
             except OSError as exc:
                 message = f"cannot listen on {self.server.address}: {exc.strerror or exc}"
+                self.bind_error = f"ingress: {message}"
                 if message != last:
                     log.warning("ingress cannot bind", error=message)
                     last = message

@@ -302,7 +302,10 @@ class ProxyServer:
             node_name=self.node_name,
             node_ip=self.config.node_ip,
             uptime_seconds=time.monotonic() - self._started,
-            bind_errors=sorted(self.proxier.bind_errors.values()),
+            bind_errors=sorted(
+                [*self.proxier.bind_errors.values()]
+                + ([self.ingress.bind_error] if self.ingress and self.ingress.bind_error else [])
+            ),
             instance=self.instance,
         )
         out.ports.extend(snapshot_messages(self.proxier, namespace, service))

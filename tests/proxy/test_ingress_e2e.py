@@ -7,7 +7,9 @@ refused with Kubernetes' message naming the field (nothing written)."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +21,7 @@ from k8semu.client import Client, Invalid, NotFound
 from k8semu.cluster.component import ComponentProcess
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.pb.api.v1 import networking_pb2
+from k8semu.proxy import get_metrics
 from tests.support.apiserver import APIServerProcess
 
 from .conftest import Addresses, endpoints, eventually, service
@@ -26,6 +29,7 @@ from .conftest import Addresses, endpoints, eventually, service
 pytestmark = pytest.mark.slow
 
 NODE_IP = "127.0.1.3"
+OTHER_NODE_IP = "127.0.1.4"
 TARGET = 8080
 BIG = 3 * 1024 * 1024 + 1
 
@@ -33,16 +37,18 @@ BIG = 3 * 1024 * 1024 + 1
 class IngressProxy(ComponentProcess):
     component = "proxy"
 
-    def __init__(self, apiserver: str, log_path: Any) -> None:
-        self.ingress_port = free_loopback_ports(1)[0]
+    def __init__(
+        self, apiserver: str, log_path: Any, ingress_port: int = 0, *, node_ip: str = NODE_IP
+    ) -> None:
+        self.ingress_port = ingress_port or free_loopback_ports(1)[0]
         super().__init__(
             "proxy",
             [
                 "--server", apiserver,
                 "--node-name", "ingress-node",
-                "--node-ip", NODE_IP,
+                "--node-ip", node_ip,
                 "--ingress-port", str(self.ingress_port),
-                "--connect-timeout", "1",
+                    "--connect-timeout", "1",
             ],
             log_path,
         )  # fmt: skip
@@ -269,3 +275,37 @@ async def test_bad_ingress_is_refused_naming_the_field(client: Client, namespace
     for name in ("bad", "empty"):
         with pytest.raises(NotFound):
             await client.get(networking_pb2.Ingress, name, namespace=namespace)
+
+
+async def test_a_taken_ingress_port_is_reported_and_bound_once_free(
+    apiserver: APIServerProcess, tmp_path: Path
+) -> None:
+    port = free_loopback_ports(1)[0]
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind((OTHER_NODE_IP, port))
+    squatter.listen()
+    p = IngressProxy(apiserver.address, tmp_path / "proxy.log", port, node_ip=OTHER_NODE_IP)
+    try:
+        p.start()
+        p.wait_serving()
+        want = f"ingress: cannot listen on {OTHER_NODE_IP}:{port}"
+
+        async def reported() -> bool:
+            metrics = await get_metrics(p.address)
+            return any(e.startswith(want) for e in metrics.bind_errors)
+
+        await eventually(reported, what="the taken ingress port in the metrics")
+        squatter.close()
+
+        async def bound() -> bool:
+            metrics = await get_metrics(p.address)
+            if metrics.bind_errors:
+                return False
+            async with aiohttp.ClientSession() as s:
+                return (await _get(s, f"http://{OTHER_NODE_IP}:{port}", "x", "/"))[0] == 404
+
+        await eventually(bound, what="the ingress bound once the port is free")
+    finally:
+        squatter.close()
+        p.close()
