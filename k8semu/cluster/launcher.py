@@ -377,8 +377,14 @@ class Launcher:
             lines.append(f"  REST API     {', '.join(plan.rest_servers)}")
             lines.append(f"  dashboard    {dashboard_url(plan.rest_servers[0])}  (a browser)")
             lines.append(f"  kubectl      KUBECONFIG={kubeconfig} kubectl get pods")
-        if ingresses := [c.ports["ingress"] for c in plan.components if "ingress" in c.ports]:
-            lines.append(f"  ingress      {', '.join(f'http://{a}/' for a in ingresses)}")
+        ingresses = [
+            f"{scheme}://{c.ports[port]}/"
+            for c in plan.components
+            for port, scheme in (("ingress", "http"), ("ingress-tls", "https"))
+            if port in c.ports
+        ]
+        if ingresses:
+            lines.append(f"  ingress      {', '.join(ingresses)}")
         if plan.store_members or plan.store_external:
             stores = plan.store_external or tuple(a for _, a in plan.store_members)
             leader = f" (leader {self._leader})" if self._leader else ""

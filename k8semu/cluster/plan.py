@@ -532,6 +532,8 @@ def proxy_argv(node: NodeSpec, servers: tuple[str, ...], python: str) -> tuple[s
         extra += ("--metrics-address", f"{bracketed(node.node_ip)}:{node.proxy_metrics_port}")
     if node.ingress_port:
         extra += ("--ingress-port", str(node.ingress_port))
+        if node.ingress_tls_port:
+            extra += ("--ingress-tls-port", str(node.ingress_tls_port))
     return _k8semu(
         python, "proxy",
         "--server", ",".join(servers),
@@ -587,6 +589,9 @@ def plan_node(
         if node.ingress_port:
             ports["ingress"] = f"{bracketed(node.node_ip)}:{node.ingress_port}"
             origins["ingress"] = f"{node.path}.ingressPort"
+            if node.ingress_tls_port:
+                ports["ingress-tls"] = f"{bracketed(node.node_ip)}:{node.ingress_tls_port}"
+                origins["ingress-tls"] = f"{node.path}.ingressTLSPort"
         out.append(
             ComponentPlan(
                 name=f"proxy-{node.name}",

@@ -115,9 +115,11 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
         "dashboards": [dashboard_url(r.rest, state.tls) for r in rows if r.rest and r.alive],
         # The built-in ingress controller on each node's proxy (docs/proxy.md "Ingress").
         "ingresses": [
-            f"http://{c.ports['ingress']}/"
+            f"{scheme}://{c.ports[port]}/"
             for c in state.components
-            if "ingress" in c.ports and alive[c.name]
+            if alive[c.name]
+            for port, scheme in (("ingress", "http"), ("ingress-tls", "https"))
+            if port in c.ports
         ],
         "components": [asdict(r) for r in rows],
     }

@@ -12,14 +12,16 @@ headers are dropped. An endpoint that refuses the connection is skipped for the 
 
 Answers of its own: 404 when no route matches (no defaultBackend), 503 when the backend's
 Service, port or ready endpoints are missing, 502 when no endpoint could be reached.
-Not done: WebSocket/Upgrade, TLS termination, endpoints reached through the cross-host
-tunnel (a remote endpoint is skipped).
+With a TLS port, the same on a TLS listener whose certificate SNI picks
+(k8semu.proxy.ingress_tls), X-Forwarded-Proto https. Not done: WebSocket/Upgrade, endpoints
+reached through the cross-host tunnel (a remote endpoint is skipped).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from typing import Any
 
 import aiohttp
@@ -30,6 +32,7 @@ from yarl import URL
 from k8semu.log import get_logger
 from k8semu.proxy.datapath import Frontend
 from k8semu.proxy.ingress_table import Backend, Routes, path_of
+from k8semu.proxy.ingress_tls import Certificates
 from k8semu.proxy.proxier import Proxier
 
 log = get_logger(__name__)
@@ -67,7 +70,7 @@ def forwarded_headers(request: web.BaseRequest, port: int) -> CIMultiDict[str]:
     prior = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
     headers["X-Forwarded-Host"] = host
-    headers["X-Forwarded-Proto"] = "http"
+    headers["X-Forwarded-Proto"] = "https" if request.secure else "http"
     headers["X-Forwarded-Port"] = str(port)
     headers["Host"] = host
     return headers
@@ -77,12 +80,23 @@ class IngressServer:
     """`await start()` (raises OSError when the address is taken), `set_routes(routes)` as
     often as they change, `await stop()`."""
 
-    def __init__(self, proxier: Proxier, host: str, port: int) -> None:
+    def __init__(
+        self,
+        proxier: Proxier,
+        host: str,
+        port: int,
+        *,
+        tls_port: int = 0,
+        certificates: Certificates | None = None,
+    ) -> None:
         self.proxier = proxier
         self.host = host
         self.port = port
+        self.tls_port = tls_port
+        self.certificates = certificates
         self.routes = Routes()
         self._server: asyncio.AbstractServer | None = None
+        self._tls_server: asyncio.AbstractServer | None = None
         self._web: web.Server | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -92,36 +106,49 @@ class IngressServer:
 
     @property
     def listening(self) -> bool:
-        return self._server is not None
+        return self._server is not None and (not self.tls_port or self._tls_server is not None)
 
     def set_routes(self, routes: Routes) -> None:
         self.routes = routes
 
     async def start(self) -> None:
-        """Bind (raises OSError); the proxy retries a failed bind at its next sync."""
+        """Bind what is not bound yet (raises OSError); the controller retries."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, use_dns_cache=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            )
+        if self._web is None:
+            self._web = web.Server(self._handle, access_log=None)
+        if self._server is None:
+            self._server, self.port = await self._listen(self.port, None)
+            log.info("ingress listening", address=self.address)
+        if self.tls_port and self._tls_server is None:
+            tls = self.certificates.context if self.certificates is not None else None
+            self._tls_server, self.tls_port = await self._listen(self.tls_port, tls)
+            log.info("ingress listening (TLS)", address=f"{self.host}:{self.tls_port}")
+
+    async def _listen(
+        self, port: int, tls: ssl.SSLContext | None
+    ) -> tuple[asyncio.AbstractServer, int]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
+            sock.bind((self.host, port))
             sock.setblocking(False)
-            if self._session is None:
-                connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, use_dns_cache=False)
-                self._session = aiohttp.ClientSession(
-                    connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-                )
-            self._web = web.Server(self._handle, access_log=None)
+            assert self._web is not None
             loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(self._web, sock=sock, backlog=4096)
+            server = await loop.create_server(self._web, sock=sock, backlog=4096, ssl=tls)
         except BaseException:
             sock.close()
             raise
-        self.port = sock.getsockname()[1]
-        log.info("ingress listening", address=self.address)
+        return server, sock.getsockname()[1]
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
+        self._server = self._tls_server = None
         if self._web is not None:
             await self._web.shutdown(1.0)
             self._web = None
@@ -148,7 +175,7 @@ class IngressServer:
         assert self._session is not None
         loop = asyncio.get_running_loop()
         client_ip = request.remote or ""
-        headers = forwarded_headers(request, self.port)
+        headers = forwarded_headers(request, self.tls_port if request.secure else self.port)
         body: Any = request.content if request.body_exists else None
         for ep in frontend.balancer.candidates(client_ip, loop.time()):
             host, port, preamble = frontend.dialer(ep)

@@ -1,9 +1,11 @@
 """The built-in ingress controller of one node (`k8semu.io/ingress`), run by the node's
 proxy (`ProxyServer`) when it has an ingress port.
 
-Owns the informers on Ingresses and IngressClasses, the `IngressServer` on
-`NODE_IP:ingress_port` (bound at start; a port another process holds is logged and tried
-again every 5 s, the proxy serving everything else meanwhile) and the Ingresses' status:
+Owns the informers on Ingresses and IngressClasses (and, with a TLS port, Secrets: the
+certificates of `spec.tls`, handed to `ingress_tls.Certificates` at each sync), the
+`IngressServer` on `NODE_IP:ingress_port` (and `:ingress_tls_port`; bound at start, a port
+another process holds is logged and tried again every 5 s, the proxy serving everything else
+meanwhile) and the Ingresses' status:
 each served Ingress lists this node's IP in `status.loadBalancer.ingress` (each node's proxy
 adds its own, so `kubectl get ing` shows every node address). The routes are recomputed
 whole at each of the proxy's syncs (`ingress_table.build_routes`, level-triggered like the
@@ -16,11 +18,12 @@ import asyncio
 from collections.abc import Callable
 
 from k8semu import aio
-from k8semu.client import Client, ClientError, SharedInformers
+from k8semu.client import Client, ClientError, Informer, SharedInformers
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2, networking_pb2
 from k8semu.proxy.ingress import IngressServer
 from k8semu.proxy.ingress_table import CONTROLLER, build_routes
+from k8semu.proxy.ingress_tls import Certificates
 from k8semu.proxy.proxier import Proxier
 
 log = get_logger(__name__)
@@ -37,6 +40,7 @@ class IngressController:
         *,
         node_ip: str,
         port: int,
+        tls_port: int = 0,
         on_change: Callable[[], None],
         controller: str = CONTROLLER,
     ) -> None:
@@ -52,7 +56,19 @@ class IngressController:
                 on_update=lambda _o, _n: on_change(),
                 on_delete=lambda _: on_change(),
             )
-        self.server = IngressServer(proxier, node_ip, port)
+        self.secrets: Informer[core_pb2.Secret] | None = None
+        certificates = None
+        if tls_port:  # the certificates of spec.tls[].secretName
+            self.secrets = informers.informer(core_pb2.Secret)
+            self.secrets.add_event_handler(
+                on_add=lambda _: on_change(),
+                on_update=lambda _o, _n: on_change(),
+                on_delete=lambda _: on_change(),
+            )
+            certificates = Certificates()
+        self.server = IngressServer(
+            proxier, node_ip, port, tls_port=tls_port, certificates=certificates
+        )
         self._binding: asyncio.Task[None] | None = None
         self.bind_error = ""  # why the server is not listening (yet), for the metrics
         self._writing: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -87,6 +103,8 @@ class IngressController:
             self.ingresses.cache.list(), self.classes.cache.list(), services, self.controller
         )
         self.server.set_routes(routes)
+        if self.secrets is not None and self.server.certificates is not None:
+            self.server.certificates.update(self._pairs(routes.tls))
         for ns, name in routes.served:
             ing = self.ingresses.cache.get_by_name(name, ns)
             if ing is None or self.node_ip in (i.ip for i in ing.status.load_balancer.ingress):
@@ -96,6 +114,19 @@ class IngressController:
                 self._writing[(ns, name)] = asyncio.get_running_loop().create_task(
                     self._add_address(ns, name), name="ingress-status"
                 )
+
+    def _pairs(self, hosts: dict[str, tuple[str, str]]) -> dict[str, tuple[bytes, bytes]]:
+        """host -> (certificate, key) of the TLS Secrets the routes name that exist."""
+        assert self.secrets is not None
+        out = {}
+        for host, (namespace, name) in hosts.items():
+            secret = self.secrets.cache.get_by_name(name, namespace)
+            if secret is None:
+                continue
+            cert, key = secret.data.get("tls.crt"), secret.data.get("tls.key")
+            if cert and key:
+                out[host] = (cert, key)
+        return out
 
     async def _add_address(self, namespace: str, name: str) -> None:
         """Read, add this node's IP, write with the read resourceVersion (another node's

@@ -78,6 +78,8 @@ class Routes:
     any_host: HostRoutes | None = None
     default: Backend | None = None
     served: tuple[tuple[str, str], ...] = ()  # (namespace, name) of the Ingresses served
+    #: TLS host ("a.com", "*.a.com") -> (namespace, Secret name); the oldest Ingress wins
+    tls: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def match(self, host: str, path: str) -> Backend | None:
         """The backend of a request, or None (404)."""
@@ -189,6 +191,9 @@ def build_routes(
     routes.served = tuple((i.metadata.namespace, i.metadata.name) for i in ours)
     for ing in ours:  # oldest first: setdefault keeps the oldest on a conflict
         ns = ing.metadata.namespace
+        for tls in ing.spec.tls:
+            for tls_host in tls.hosts if tls.secret_name else ():
+                routes.tls.setdefault(tls_host.lower(), (ns, tls.secret_name))
         if routes.default is None and ing.spec.HasField("default_backend"):
             routes.default = resolve(ns, ing.spec.default_backend, by_name)
         for rule in ing.spec.rules:

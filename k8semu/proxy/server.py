@@ -75,6 +75,8 @@ class ProxyConfig:
     #: 0: no ingress; otherwise the built-in ingress controller serves HTTP on
     #: `node_ip:ingress_port` (docs/proxy.md "Ingress").
     ingress_port: int = 0
+    #: With `ingress_port`: 0, or HTTPS on `node_ip:ingress_tls_port` (SNI picks the cert).
+    ingress_tls_port: int = 0
     data_path: DataPathConfig = field(default=DEFAULT_DATA_PATH)
 
     @property
@@ -136,6 +138,7 @@ class ProxyServer:
                 self.proxier,
                 node_ip=config.node_ip,
                 port=config.ingress_port,
+                tls_port=config.ingress_tls_port,
                 on_change=self._mark,
             )
         for informer in (self.services, self.endpoints):

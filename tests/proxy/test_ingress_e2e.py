@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
 
+from k8semu import pki
 from k8semu.api import manifest
 from k8semu.client import Client, Invalid, NotFound
 from k8semu.cluster.component import ComponentProcess
 from k8semu.cluster.processes import free_loopback_ports
-from k8semu.pb.api.v1 import networking_pb2
+from k8semu.pb.api.v1 import core_pb2, networking_pb2
 from k8semu.proxy import get_metrics
 from tests.support.apiserver import APIServerProcess
 
@@ -41,6 +44,7 @@ class IngressProxy(ComponentProcess):
         self, apiserver: str, log_path: Any, ingress_port: int = 0, *, node_ip: str = NODE_IP
     ) -> None:
         self.ingress_port = ingress_port or free_loopback_ports(1)[0]
+        self.tls_port = free_loopback_ports(1)[0]
         super().__init__(
             "proxy",
             [
@@ -48,6 +52,7 @@ class IngressProxy(ComponentProcess):
                 "--node-name", "ingress-node",
                 "--node-ip", node_ip,
                 "--ingress-port", str(self.ingress_port),
+                "--ingress-tls-port", str(self.tls_port),
                     "--connect-timeout", "1",
             ],
             log_path,
@@ -55,14 +60,21 @@ class IngressProxy(ComponentProcess):
 
 
 @pytest.fixture(scope="module")
-def proxy(apiserver: APIServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def proxy_process(
+    apiserver: APIServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[IngressProxy]:
     p = IngressProxy(apiserver.address, tmp_path_factory.mktemp("ingress") / "proxy.log")
     try:
         p.start()
         p.wait_serving()
-        yield f"http://{NODE_IP}:{p.ingress_port}"
+        yield p
     finally:
         p.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(proxy_process: IngressProxy) -> str:
+    return f"http://{NODE_IP}:{proxy_process.ingress_port}"
 
 
 @pytest.fixture
@@ -309,3 +321,49 @@ async def test_a_taken_ingress_port_is_reported_and_bound_once_free(
     finally:
         squatter.close()
         p.close()
+
+
+async def test_tls_with_the_certificate_sni_picks(
+    client: Client,
+    namespace: str,
+    proxy_process: IngressProxy,
+    two_webs: None,
+    tmp_path: Path,
+) -> None:
+    ca = pki.CertificateAuthority.load_or_create(tmp_path)
+    cert, key = ca.issue(pki.CertSpec("s", "secure.example.com", hosts=("secure.example.com",)))
+    secret = core_pb2.Secret(type="kubernetes.io/tls")
+    secret.metadata.name, secret.metadata.namespace = "secure-tls", namespace
+    secret.data["tls.crt"] = cert.public_bytes(serialization.Encoding.PEM)
+    secret.data["tls.key"] = pki.key_pem(key)
+    await client.create(secret)
+    spec = {
+        "tls": [{"hosts": ["secure.example.com"], "secretName": "secure-tls"}],
+        "rules": [{"host": "secure.example.com", "http": {"paths": [_path("/", "web")]}}],
+    }
+    await client.create(_ingress(namespace, "secure", spec))
+    trusted = ssl.create_default_context(cafile=str(ca.cert_path))
+    base = f"https://{NODE_IP}:{proxy_process.tls_port}"
+
+    async def get(context: ssl.SSLContext, name: str) -> tuple[int, Any]:
+        connector = aiohttp.TCPConnector(ssl=context)
+        url, headers = base + "/x", {"Host": name}
+        async with (
+            aiohttp.ClientSession(connector=connector) as s,
+            s.get(url, headers=headers, server_hostname=name) as r,
+        ):
+            return r.status, await r.json()
+
+    async def served() -> bool:
+        try:
+            return (await get(trusted, "secure.example.com"))[0] == 200
+        except aiohttp.ClientSSLError:
+            return False  # the default certificate until the Secret is loaded
+
+    await eventually(served, what="HTTPS with the Ingress's certificate")
+    status, body = await get(trusted, "secure.example.com")
+    assert status == 200
+    assert body["headers"]["X-Forwarded-Proto"] == "https"
+    assert body["headers"]["X-Forwarded-Port"] == str(proxy_process.tls_port)
+    with pytest.raises(aiohttp.ClientSSLError):  # no certificate for it: the default one
+        await get(trusted, "other.example.com")

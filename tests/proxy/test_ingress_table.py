@@ -4,10 +4,13 @@ hosts, the pathType examples table, defaultBackend, and which classes are served
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from k8semu import pki
 from k8semu.api import manifest
 from k8semu.pb.api.v1 import core_pb2, networking_pb2
 from k8semu.proxy.ingress_table import (
@@ -17,6 +20,7 @@ from k8semu.proxy.ingress_table import (
     normal_host,
     path_of,
 )
+from k8semu.proxy.ingress_tls import Certificates
 
 OURS = networking_pb2.IngressClass()
 OURS.metadata.name = "k8semu"
@@ -217,3 +221,29 @@ def test_host_and_path_parsing() -> None:
     assert path_of("/a/b?x=1") == "/a/b"
     assert path_of("http://h/a?q") == "/a"
     assert path_of("") == "/"
+
+
+def test_tls_hosts_name_their_secret_and_sni_picks_the_certificate(tmp_path: Path) -> None:
+    ing = _ingress(
+        "tls",
+        [{"host": "a.example.com", "http": {"paths": [_path("/", "service1")]}}],
+        tls=[
+            {"hosts": ["a.example.com", "*.example.com"], "secretName": "wild"},
+            {"hosts": ["nosecret.example.com"]},
+        ],
+    )
+    routes = _routes(ing)
+    assert routes.tls == {
+        "a.example.com": ("default", "wild"),
+        "*.example.com": ("default", "wild"),
+    }
+    ca = pki.CertificateAuthority.load_or_create(tmp_path)
+    cert, key = ca.issue(pki.CertSpec("a", "a.example.com", hosts=("a.example.com",)))
+    pair = (cert.public_bytes(serialization.Encoding.PEM), pki.key_pem(key))
+    certs = Certificates()
+    certs.update({"a.example.com": pair, "*.example.com": pair, "bad.other.com": (b"x", b"y")})
+    exact = certs.for_name("A.example.com")
+    assert exact is not None and certs.for_name("b.example.com") is exact  # one pair, one context
+    assert certs.for_name("b.a.example.com") is None  # the default certificate
+    assert certs.for_name("bad.other.com") is None  # refused, logged once
+    assert certs.for_name(None) is None

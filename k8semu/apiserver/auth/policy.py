@@ -98,10 +98,11 @@ def _components() -> dict[str, list[rbac_pb2.PolicyRule]]:
             rule(("create", "update", "patch"), ("",), ("events",)),
         ],
         # The built-in ingress controller runs in each node's proxy, as system:kube-proxy
-        # (docs/proxy.md, "Ingress"): what ingress-nginx's role grants it, Secrets aside.
+        # (docs/proxy.md, "Ingress"): what ingress-nginx's role grants it.
         "system:k8semu:ingress-controller": [
             rule(READ, ("networking.k8s.io",), ("ingresses", "ingressclasses")),
             rule(("update", "patch"), ("networking.k8s.io",), ("ingresses/status",)),
+            rule(READ, ("",), ("secrets",)),  # spec.tls[].secretName
         ],
     }
 

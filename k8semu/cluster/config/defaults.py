@@ -69,6 +69,7 @@ DEFAULT_KUBELET_PORT = 10250
 DEFAULT_PROXY_PORT = 10249
 # The built-in ingress controller on each node IP (0 in a node's `ingressPort`: none).
 DEFAULT_INGRESS_PORT = 80
+DEFAULT_INGRESS_TLS_PORT = 443  # its HTTPS (the Ingresses' spec.tls); 0: none
 # The proxy's cross-host tunnel (docs/multihost.md): on by default only for a node whose IP is
 # not a loopback address (another host can reach only such a node), so single-host configs
 # (and tests that pick free ports) bind nothing more.
