@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import functools
 import json
 import signal
 import sys
@@ -108,7 +109,7 @@ async def _serve_ingress(ips: Sequence[str], target: int, port: int) -> None:
     from k8semu.api import manifest
     from k8semu.pb.api.v1 import networking_pb2
     from k8semu.proxy import Proxier
-    from k8semu.proxy.ingress import IngressServer
+    from k8semu.proxy.ingress import IngressServer, Listen
     from k8semu.proxy.ingress_table import build_routes
 
     svc, eps = bench_service(ips, {"http": (80, target)}, INGRESS_SERVICE_IP)
@@ -129,7 +130,7 @@ async def _serve_ingress(ips: Sequence[str], target: int, port: int) -> None:
     proxier = Proxier()
     await proxier.start()
     await proxier.apply_objects([svc], [eps])
-    server = IngressServer(proxier, INGRESS_IP, port)
+    server = IngressServer(proxier, Listen(INGRESS_IP, port))
     server.set_routes(build_routes([ing], [cls], [svc]))  # type: ignore[list-item]
     await server.start()
     print("ready", flush=True)
@@ -408,13 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"k8semu bench ingress: {exc}", file=sys.stderr)
         return 2
     opts = options_from_args(IngressBenchOptions, args, paths=paths, shapes=shapes)
-    return run_and_print(
-        "ingress",
-        lambda workdir: run(opts, workdir),
-        opts,
-        lambda results: render(results, opts),
-        as_json=args.json,
-    )
+    measure, table = functools.partial(run, opts), functools.partial(render, opts=opts)
+    return run_and_print("ingress", measure, opts, table, as_json=args.json)
 
 
 if __name__ == "__main__":

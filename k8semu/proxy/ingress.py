@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -76,24 +77,25 @@ def forwarded_headers(request: web.BaseRequest, port: int) -> CIMultiDict[str]:
     return headers
 
 
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Where the ingress listens: HTTP on `host:port`, HTTPS on `host:tls_port` (0: none)."""
+
+    host: str
+    port: int
+    tls_port: int = 0
+
+
 class IngressServer:
     """`await start()` (raises OSError when the address is taken), `set_routes(routes)` as
     often as they change, `await stop()`."""
 
     def __init__(
-        self,
-        proxier: Proxier,
-        host: str,
-        port: int,
-        *,
-        tls_port: int = 0,
-        certificates: Certificates | None = None,
+        self, proxier: Proxier, listen: Listen, certificates: Certificates | None = None
     ) -> None:
-        self.proxier = proxier
-        self.host = host
-        self.port = port
-        self.tls_port = tls_port
-        self.certificates = certificates
+        self.proxier, self.certificates = proxier, certificates
+        # The ports become the bound ones once listening (0 in `listen`: any free one).
+        self.host, self.port, self.tls_port = listen.host, listen.port, listen.tls_port
         self.routes = Routes()
         self._server: asyncio.AbstractServer | None = None
         self._tls_server: asyncio.AbstractServer | None = None

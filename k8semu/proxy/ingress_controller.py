@@ -21,7 +21,7 @@ from k8semu import aio
 from k8semu.client import Client, ClientError, Informer, SharedInformers
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2, networking_pb2
-from k8semu.proxy.ingress import IngressServer
+from k8semu.proxy.ingress import IngressServer, Listen
 from k8semu.proxy.ingress_table import CONTROLLER, build_routes
 from k8semu.proxy.ingress_tls import Certificates
 from k8semu.proxy.proxier import Proxier
@@ -37,17 +37,12 @@ class IngressController:
         client: Client,
         informers: SharedInformers,
         proxier: Proxier,
-        *,
-        node_ip: str,
-        port: int,
-        tls_port: int = 0,
+        listen: Listen,
         on_change: Callable[[], None],
         controller: str = CONTROLLER,
     ) -> None:
-        self.client = client
-        self.node_ip = node_ip
-        self.controller = controller
-        self._on_change = on_change
+        self.client, self.controller, self._on_change = client, controller, on_change
+        self.node_ip = listen.host
         self.ingresses = informers.informer(networking_pb2.Ingress)
         self.classes = informers.informer(networking_pb2.IngressClass)
         for informer in (self.ingresses, self.classes):
@@ -58,7 +53,7 @@ class IngressController:
             )
         self.secrets: Informer[core_pb2.Secret] | None = None
         certificates = None
-        if tls_port:  # the certificates of spec.tls[].secretName
+        if listen.tls_port:  # the certificates of spec.tls[].secretName
             self.secrets = informers.informer(core_pb2.Secret)
             self.secrets.add_event_handler(
                 on_add=lambda _: on_change(),
@@ -66,9 +61,7 @@ class IngressController:
                 on_delete=lambda _: on_change(),
             )
             certificates = Certificates()
-        self.server = IngressServer(
-            proxier, node_ip, port, tls_port=tls_port, certificates=certificates
-        )
+        self.server = IngressServer(proxier, listen, certificates)
         self._binding: asyncio.Task[None] | None = None
         self.bind_error = ""  # why the server is not listening (yet), for the metrics
         self._writing: dict[tuple[str, str], asyncio.Task[None]] = {}

@@ -34,6 +34,7 @@ from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from k8semu.proxy import metrics as proxy_metrics
 from k8semu.proxy.datapath import DEFAULT_DATA_PATH, DataPathConfig, Dialer, direct
+from k8semu.proxy.ingress import Listen
 from k8semu.proxy.ingress_controller import IngressController
 from k8semu.proxy.overlay import TUNNEL_ENDPOINT_ANNOTATION, pod_rules
 from k8semu.proxy.proxier import EndpointSnapshot, PortSnapshot, Proxier
@@ -132,14 +133,9 @@ class ProxyServer:
         )
         self.ingress: IngressController | None = None
         if config.ingress_port:
+            listen = Listen(config.node_ip, config.ingress_port, config.ingress_tls_port)
             self.ingress = IngressController(
-                self.client,
-                self.informers,
-                self.proxier,
-                node_ip=config.node_ip,
-                port=config.ingress_port,
-                tls_port=config.ingress_tls_port,
-                on_change=self._mark,
+                self.client, self.informers, self.proxier, listen, self._mark
             )
         for informer in (self.services, self.endpoints):
             informer.add_event_handler(

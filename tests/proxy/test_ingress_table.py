@@ -55,6 +55,12 @@ def _path(path: str, service: str, path_type: str = "Prefix") -> dict[str, Any]:
     return {"path": path, "pathType": path_type, "backend": _backend(service)}
 
 
+def _rule(host: str, path: str, service: str) -> dict[str, Any]:
+    """A rule of one Prefix path ("" host: every host)."""
+    rule: dict[str, Any] = {"http": {"paths": [_path(path, service)]}}
+    return {"host": host, **rule} if host else rule
+
+
 def _routes(*ingresses: networking_pb2.Ingress, services: tuple[str, ...] = ()) -> Routes:
     names = services or ("service1", "service2", "service3", "test", "default")
     return build_routes(ingresses, [OURS], [_service(n) for n in names])
@@ -85,16 +91,9 @@ def test_simple_fanout() -> None:
 
 
 def test_name_based_virtual_hosting() -> None:
-    routes = _routes(
-        _ingress(
-            "name-virtual-host-ingress-no-third-host",
-            [
-                {"host": "foo.bar.com", "http": {"paths": [_path("/", "service1")]}},
-                {"host": "bar.foo.com", "http": {"paths": [_path("/", "service2")]}},
-                {"http": {"paths": [_path("/", "service3")]}},
-            ],
-        )
-    )
+    rules = [_rule("foo.bar.com", "/", "service1"), _rule("bar.foo.com", "/", "service2")]
+    rules.append(_rule("", "/", "service3"))
+    routes = _routes(_ingress("name-virtual-host-ingress-no-third-host", rules))
     assert _to(routes, "foo.bar.com", "/") == "service1"
     assert _to(routes, "bar.foo.com", "/anything") == "service2"
     assert _to(routes, "", "/") == "service3"  # no Host header: the rule without host
@@ -102,15 +101,8 @@ def test_name_based_virtual_hosting() -> None:
 
 
 def test_wildcard_hosts() -> None:
-    routes = _routes(
-        _ingress(
-            "ingress-wildcard-host",
-            [
-                {"host": "foo.bar.com", "http": {"paths": [_path("/bar", "service1")]}},
-                {"host": "*.foo.com", "http": {"paths": [_path("/foo", "service2")]}},
-            ],
-        )
-    )
+    rules = [_rule("foo.bar.com", "/bar", "service1"), _rule("*.foo.com", "/foo", "service2")]
+    routes = _routes(_ingress("ingress-wildcard-host", rules))
     assert _to(routes, "foo.bar.com", "/bar") == "service1"
     assert _to(routes, "bar.foo.com", "/foo") == "service2"
     assert _to(routes, "baz.bar.foo.com", "/foo") is None  # one label only
