@@ -39,6 +39,7 @@ from k8semu.cluster.config.autoscaling import HorizontalPodAutoscalerSpec
 from k8semu.cluster.config.values import bracketed
 
 __all__ = [
+    "RETRIED_PORTS",
     "STAGES",
     "ComponentPlan",
     "NodeContext",
@@ -64,6 +65,10 @@ NODES_DIR = "nodes"
 #: The ``ports`` key of a component's Prometheus /metrics listener (`k8semu status` lists it).
 METRICS = "metrics"
 REST = "rest"  # an API server's REST API port (ComponentPlan.ports)
+#: Ports a component binds by itself, retrying while another process holds them (the
+#: ingress controller's, in the proxy): listed in the state and status, not checked free
+#: before start.
+RETRIED_PORTS = frozenset({"ingress", "ingress-tls"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,12 +8,14 @@ Kubernetes' message and nothing is written."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from k8semu.bench._clusterrun import BenchCluster, ClusterLayout
 from k8semu.cluster.state import KUBECONFIG_FILE
@@ -71,7 +73,14 @@ BAD = FANOUT.replace("simple-fanout-example", "bad").replace("path: /bar", "path
 def cluster() -> Iterator[BenchCluster]:
     layout = ClusterLayout(name="ing", store_replicas=1, real_nodes=1, addons=("ingress",))
     with BenchCluster(layout, say=lambda _line: None) as c:
-        c.start()
+        # Another process holds the node's ingress port while `up` runs: the cluster starts
+        # all the same, and the proxy binds the port once it is free.
+        node_ip = yaml.safe_load(c.config_path.read_text())["nodes"][0]["nodeIP"]
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind((node_ip, 80))
+            squatter.listen()
+            c.start()
         yield c
 
 
@@ -122,9 +131,11 @@ def test_fanout_by_host_and_path_through_the_node_and_kubectl_get_ing(
     assert "created" in _kubectl(cluster, "apply", "-f", "-", stdin=FANOUT)
 
     def served() -> bool:
-        return _get(address, "foo.bar.com", "/foo")[0] == 200 and (
-            _get(address, "foo.bar.com", "/bar")[0] == 200
-        )
+        try:  # refused until the proxy binds the port the squatter held at start
+            foo, bar = _get(address, "foo.bar.com", "/foo"), _get(address, "foo.bar.com", "/bar")
+        except OSError:
+            return False
+        return foo[0] == bar[0] == 200
 
     _until("both paths answer through the ingress", served, timeout=120)
     foo = {_pod(_get(address, "foo.bar.com", "/foo/x")[1]) for _ in range(6)}
