@@ -102,7 +102,8 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -179,7 +180,7 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(key_path, _key_pem(key), 0o600)
+        _write_private(key_path, key_pem(key), 0o600)
         _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return cls(directory, key, cert)
 
@@ -237,7 +238,7 @@ class CertificateAuthority:
                 if self._fits(cert, spec):
                     return files
         cert, key = self.issue(spec)
-        _write_private(files.key, _key_pem(key), 0o600)
+        _write_private(files.key, key_pem(key), 0o600)
         _write_private(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return files
 
@@ -322,7 +323,7 @@ def renew(directory: Path) -> list[str]:
         except (OSError, ValueError) as exc:
             raise PKIError(f"{path}: cannot be read: {exc}") from exc
         new, key = ca.issue(spec_of(path.stem, cert))
-        _write_private(path.with_suffix(".key"), _key_pem(key), 0o600)
+        _write_private(path.with_suffix(".key"), key_pem(key), 0o600)
         _write_private(path, new.public_bytes(serialization.Encoding.PEM), 0o644)
         renewed.append(path.stem)
     return renewed

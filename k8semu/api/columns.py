@@ -24,6 +24,7 @@ from k8semu.pb.api.v1 import (
     core_pb2,
     discovery_pb2,
     meta_pb2,
+    networking_pb2,
     policy_pb2,
     quota_pb2,
     scheduling_pb2,
@@ -306,6 +307,39 @@ def _endpoint_slice_row(eps: discovery_pb2.EndpointSlice, now: float) -> list[st
         ports or "<unset>",
         shown or NONE,
         age(eps.metadata.creation_timestamp, now),
+    ]
+
+
+def _ingress_row(ing: networking_pb2.Ingress, now: float) -> list[str]:
+    # kubectl's: at most three hosts ("*" when none names one), the load balancer's
+    # addresses, and 443 beside 80 when the Ingress has TLS.
+    rules = ing.spec.rules
+    hosts = [r.host for r in rules[:3] if r.host]
+    shown = ",".join(hosts) or "*"
+    if len(rules) > 3:
+        shown += f" + {len(rules) - 3} more..."
+    lb = ",".join(i.ip or i.hostname for i in ing.status.load_balancer.ingress)
+    return [
+        ing.metadata.name,
+        ing.spec.ingress_class_name if ing.spec.HasField("ingress_class_name") else NONE,
+        shown,
+        lb,
+        "80, 443" if ing.spec.tls else "80",
+        age(ing.metadata.creation_timestamp, now),
+    ]
+
+
+def _ingress_class_row(ic: networking_pb2.IngressClass, now: float) -> list[str]:
+    parameters = NONE
+    if ic.spec.HasField("parameters"):
+        ref = ic.spec.parameters
+        group = f".{ref.api_group}" if ref.HasField("api_group") else ""
+        parameters = f"{ref.kind}{group}/{ref.name}"
+    return [
+        ic.metadata.name,
+        ic.spec.controller,
+        parameters,
+        age(ic.metadata.creation_timestamp, now),
     ]
 
 
@@ -725,6 +759,8 @@ COLUMNS: dict[str, Columns] = {
     "EndpointSlice": Columns(
         ("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), _endpoint_slice_row
     ),
+    "Ingress": Columns(("NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"), _ingress_row),
+    "IngressClass": Columns(("NAME", "CONTROLLER", "PARAMETERS", "AGE"), _ingress_class_row),
     "LimitRange": Columns(("NAME", "CREATED AT"), _limit_range_row),
     "ResourceQuota": Columns(("NAME", "AGE", "REQUEST", "LIMIT"), _quota_row),
     "PodDisruptionBudget": Columns(

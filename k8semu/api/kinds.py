@@ -23,6 +23,7 @@ from k8semu.pb.api.v1 import coordination_pb2 as coordination
 from k8semu.pb.api.v1 import core_pb2 as core
 from k8semu.pb.api.v1 import discovery_pb2 as discovery
 from k8semu.pb.api.v1 import metrics_pb2 as metrics
+from k8semu.pb.api.v1 import networking_pb2 as networking
 from k8semu.pb.api.v1 import policy_pb2 as policy
 from k8semu.pb.api.v1 import quota_pb2 as quota
 from k8semu.pb.api.v1 import rbac_pb2 as rbac
@@ -192,6 +193,24 @@ KINDS: tuple[Kind, ...] = (
         "",
         discovery.EndpointSlice,
         discovery.EndpointSliceList,
+    ),
+    # Ingress: HTTP routes served by the controller its IngressClass names (docs/proxy.md).
+    _kind(
+        "networking.k8s.io/v1",
+        "Ingress",
+        "ingresses",
+        "ing",
+        networking.Ingress,
+        networking.IngressList,
+    ),
+    _kind(
+        "networking.k8s.io/v1",
+        "IngressClass",
+        "ingressclasses",
+        "",
+        networking.IngressClass,
+        networking.IngressClassList,
+        namespaced=False,
     ),
     _kind(
         "coordination.k8s.io/v1", "Lease", "leases", "", coordination.Lease, coordination.LeaseList

@@ -401,6 +401,64 @@ class Progress:
             self.done()
 
 
+def print_results(
+    env: dict[str, Any], opts: Any, results: Sequence[Any], text: str, *, as_json: bool
+) -> None:
+    """A benchmark's figures on stdout: JSON (environment, options, results as dicts) or its
+    table `text` followed by the date, CPUs, load average and Python of the run."""
+    if as_json:
+        doc = {
+            "environment": env,
+            "options": dataclasses.asdict(opts),
+            "results": [dataclasses.asdict(r) for r in results],
+        }
+        print(json.dumps(doc, indent=2))
+        return
+    print(text)
+    print(
+        f"\n{env['date']}, {env['cpus']} CPUs, load average "
+        f"{', '.join(f'{x:.1f}' for x in env['load_average'])}, Python {env['python']}"
+    )
+
+
+def run_and_print(
+    name: str,
+    run: Callable[[Path], Coroutine[Any, Any, Sequence[Any]]],
+    opts: Any,
+    render: Callable[[Sequence[Any]], str],
+    *,
+    as_json: bool,
+    keep: bool = False,
+) -> int:
+    """Run a benchmark (`run(workdir)` on uvloop) in a fresh work directory and print its
+    figures (`print_results`); the exit status: 1 when it failed (the error and where its
+    logs are on stderr). The work directory is removed unless `keep`."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"k8semu-bench-{name}-"))
+    try:
+        results, used_uvloop = run_loop(run(workdir), True)
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        print(f"k8semu bench {name}: {exc} (logs in {workdir})", file=sys.stderr)
+        return 1
+    print_results(environment(None, used_uvloop), opts, results, render(results), as_json=as_json)
+    if keep:
+        say(f"logs and config in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def serve_as_proxy(main: Coroutine[Any, Any, None]) -> int:
+    """A benchmark's server subprocess run as `k8semu proxy` runs: its event loop choice,
+    warnings-only logs."""
+    from k8semu import log as logging_setup
+    from k8semu.cli._serving import install_event_loop
+
+    logging_setup.configure("proxy", level="warning")
+    install_event_loop()
+    asyncio.run(main)
+    return 0
+
+
 def ratio(ours: float | None, theirs: float | None) -> str:
     """A comparison cell: ``1.23x``, or ``-`` when either side is missing or theirs is 0."""
     if ours is None or theirs is None or theirs == 0:

@@ -31,28 +31,27 @@ import argparse
 import array
 import asyncio
 import json
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k8semu.bench._common import (
     CpuMeter,
-    environment,
     options_from_args,
     percentile,
     positive_float,
     positive_int,
     ratio,
+    run_and_print,
     run_loop,
     say,
+    serve_as_proxy,
 )
 from k8semu.cluster.processes import free_loopback_ports
 
@@ -183,13 +182,16 @@ async def _serve_backends(ips: Sequence[str], http_port: int, bulk_port: int) ->
 # -- our proxy (a subprocess) ----------------------------------------------------------------
 
 
-async def _serve_proxy(ips: Sequence[str], ports: dict[str, tuple[int, int]]) -> None:
+def bench_service(
+    ips: Sequence[str], ports: dict[str, tuple[int, int]], cluster_ip: str = OUR_IP
+) -> tuple[Any, Any]:
+    """The static Service bench/web (`ports`: name -> (port, target)) on `cluster_ip` and
+    its Endpoints: the backends `ips`."""
     from k8semu.pb.api.v1 import core_pb2
-    from k8semu.proxy import Proxier
 
     svc = core_pb2.Service()
     svc.metadata.namespace, svc.metadata.name = "bench", "web"
-    svc.spec.cluster_ip = OUR_IP
+    svc.spec.cluster_ip = cluster_ip
     eps = core_pb2.Endpoints()
     eps.metadata.namespace, eps.metadata.name = "bench", "web"
     subset = eps.subsets.add()
@@ -198,6 +200,13 @@ async def _serve_proxy(ips: Sequence[str], ports: dict[str, tuple[int, int]]) ->
     for name, (port, target) in ports.items():
         svc.spec.ports.add(name=name, port=port, protocol="TCP").target_port.int_val = target
         subset.ports.add(name=name, port=target, protocol="TCP")
+    return svc, eps
+
+
+async def _serve_proxy(ips: Sequence[str], ports: dict[str, tuple[int, int]]) -> None:
+    from k8semu.proxy import Proxier
+
+    svc, eps = bench_service(ips, ports)
     proxier = Proxier()
     await proxier.start()
     await proxier.apply_objects([svc], [eps])
@@ -499,28 +508,42 @@ async def _measure_all(
     return list(results.values())
 
 
+def start_servers(
+    workdir: Path, spec: str, procs: dict[str, subprocess.Popen[bytes]], *, proxy: bool
+) -> None:
+    """The backends (and, with `proxy`, our L4 proxy) as subprocesses of this module, given
+    the JSON `spec` (ips, ports); added to `procs` as they start (the caller stops them)."""
+    me = [sys.executable, "-m", "k8semu.bench.proxy"]
+    for name, flag in (("backends", "--serve-backends"), ("proxy", "--serve-proxy")):
+        if name == "proxy" and not proxy:
+            continue
+        log = workdir / f"{name}.log"
+        procs[name] = _start([*me, flag, spec], log)
+        _wait_ready(procs[name], name, log)
+
+
+def start_haproxy(
+    workdir: Path, config: str, port: int, procs: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    """haproxy with `config`, ready once it listens on HAPROXY_IP:`port`."""
+    if not Path(HAPROXY).exists():
+        raise RuntimeError(f"{HAPROXY} not found (apt-get install haproxy)")
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(config)
+    procs["haproxy"] = _start([HAPROXY, "-db", "-f", str(cfg)], workdir / "haproxy.log")
+    _wait_port(HAPROXY_IP, port, procs["haproxy"], "haproxy")
+
+
 async def run(opts: ProxyBenchOptions, workdir: Path) -> list[PathResult]:
     http_target, bulk_target, http_port, bulk_port = free_loopback_ports(4)
     ports = {"http": (http_port, http_target), "bulk": (bulk_port, bulk_target)}
-    me = [sys.executable, "-m", "k8semu.bench.proxy"]
     spec = json.dumps({"ips": list(BACKEND_IPS), "ports": ports})
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        log = workdir / "backends.log"
-        procs["backends"] = _start([*me, "--serve-backends", spec], log)
-        _wait_ready(procs["backends"], "backends", log)
-        if "proxy" in opts.paths:
-            log = workdir / "proxy.log"
-            procs["proxy"] = _start([*me, "--serve-proxy", spec], log)
-            _wait_ready(procs["proxy"], "proxy", log)
+        start_servers(workdir, spec, procs, proxy="proxy" in opts.paths)
         if "haproxy" in opts.paths:
-            if not Path(HAPROXY).exists():
-                raise RuntimeError(f"{HAPROXY} not found (apt-get install haproxy)")
-            cfg = workdir / "haproxy.cfg"
-            cfg.write_text(haproxy_config(BACKEND_IPS, ports, threads=opts.haproxy_threads))
-            log = workdir / "haproxy.log"
-            procs["haproxy"] = _start([HAPROXY, "-db", "-f", str(cfg)], log)
-            _wait_port(HAPROXY_IP, http_port, procs["haproxy"], "haproxy")
+            config = haproxy_config(BACKEND_IPS, ports, threads=opts.haproxy_threads)
+            start_haproxy(workdir, config, http_port, procs)
         all_targets = {
             "direct": (BACKEND_IPS[0], {k: (t, t) for k, (_, t) in ports.items()}, 0),
             "proxy": (OUR_IP, ports, procs["proxy"].pid if "proxy" in procs else 0),
@@ -685,14 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_loop(_serve_backends(ips, *(t for _, t in ports.values())), True)
         return 0
     if args.serve_proxy:
-        from k8semu import log as logging_setup
-        from k8semu.cli._serving import install_event_loop
-
-        ips, ports = _spec(args.serve_proxy)
-        logging_setup.configure("proxy", level="warning")
-        install_event_loop()
-        asyncio.run(_serve_proxy(ips, ports))
-        return 0
+        return serve_as_proxy(_serve_proxy(*_spec(args.serve_proxy)))
     paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
     if not paths or any(p not in PATHS for p in paths):
         print(f"k8semu bench proxy: --paths: choose from {','.join(PATHS)}", file=sys.stderr)
@@ -702,31 +718,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"k8semu bench proxy: --phases: choose from {','.join(_PHASES)}", file=sys.stderr)
         return 2
     opts = options_from_args(ProxyBenchOptions, args, phases=phases, paths=paths)
-    workdir = Path(tempfile.mkdtemp(prefix="k8semu-bench-proxy-"))
-    try:
-        results, used_uvloop = run_loop(run(opts, workdir), True)
-    except (RuntimeError, OSError, TimeoutError) as exc:
-        print(f"k8semu bench proxy: {exc} (logs in {workdir})", file=sys.stderr)
-        return 1
-    env = environment(None, used_uvloop)
-    if args.json:
-        out = {
-            "environment": env,
-            "options": asdict(opts),
-            "results": [asdict(r) for r in results],
-        }
-        print(json.dumps(out, indent=2))
-    else:
-        print(render(results, opts))
-        print(
-            f"\n{env['date']}, {env['cpus']} CPUs, load average "
-            f"{', '.join(f'{x:.1f}' for x in env['load_average'])}, Python {env['python']}"
-        )
-    if args.keep_workdir:
-        say(f"logs and config in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return run_and_print(
+        "proxy",
+        lambda workdir: run(opts, workdir),
+        opts,
+        lambda results: render(results, opts),
+        as_json=args.json,
+        keep=args.keep_workdir,
+    )
 
 
 if __name__ == "__main__":

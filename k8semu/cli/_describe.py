@@ -1,7 +1,8 @@
 """`describe`: an object's key fields in kubectl's `Key:  value` layout, then its events.
 
 Pure: takes the object, the events that involve it and a fixed `now`; returns text.
-Pods, Deployments, ReplicaSets, Services, Nodes, Namespaces and HorizontalPodAutoscalers get
+Pods, Deployments, ReplicaSets, Services, Nodes, Namespaces, HorizontalPodAutoscalers and
+Ingresses get
 kubectl's hand-picked fields; other kinds print their remaining top-level sections (spec,
 data, ...) as YAML.
 """
@@ -17,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from k8semu.api import kinds, manifest
 from k8semu.cli import _printers as p
 from k8semu.cli._apply import LAST_APPLIED
-from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, core_pb2, meta_pb2
+from k8semu.pb.api.v1 import apps_pb2, autoscaling_pb2, core_pb2, meta_pb2, networking_pb2
 
 
 def _fmt_time(ts: Timestamp) -> str:
@@ -289,6 +290,42 @@ def _hpa(h: autoscaling_pb2.HorizontalPodAutoscaler) -> list[str]:
     return lines
 
 
+def _ingress_backend(backend: networking_pb2.IngressBackend) -> str:
+    if backend.HasField("resource"):
+        ref = backend.resource
+        return f"APIGroup: {ref.api_group}, Kind: {ref.kind}, Name: {ref.name}"
+    port = backend.service.port
+    return f"{backend.service.name}:{port.name or port.number}"
+
+
+def _ingress(ing: networking_pb2.Ingress) -> list[str]:
+    """kubectl's layout: address, class, default backend, then a Host/Path/Backends table."""
+    spec = ing.spec
+    lines = _kv(
+        [
+            ("Address", ",".join(i.ip or i.hostname for i in ing.status.load_balancer.ingress)),
+            (
+                "Ingress Class",
+                spec.ingress_class_name if spec.HasField("ingress_class_name") else p.NONE,
+            ),
+            (
+                "Default backend",
+                _ingress_backend(spec.default_backend)
+                if spec.HasField("default_backend")
+                else "<default>",
+            ),
+        ]
+    )
+    for tls in spec.tls:
+        lines.append(f"TLS:\t{tls.secret_name or '<none>'} terminates {','.join(tls.hosts)}")
+    rows = [["Host", "Path", "Backends"], ["----", "----", "--------"]]
+    for rule in spec.rules:
+        rows.append([rule.host or "*", "", ""])
+        rows += [["", path.path or "/", _ingress_backend(path.backend)] for path in rule.http.paths]
+    table = p.render_table(rows[0], rows[1:]).rstrip("\n").split("\n")
+    return [*lines, "Rules:", *("  " + line for line in table)]
+
+
 def _generic(obj: Message) -> list[str]:
     data = manifest.to_dict(obj)
     lines: list[str] = []
@@ -351,6 +388,8 @@ def describe(obj: Message, events: Sequence[core_pb2.Event], now: float) -> str:
         lines += _kv([("Subsets", p.endpoints_text(obj, limit=100))])
     elif isinstance(obj, autoscaling_pb2.HorizontalPodAutoscaler):
         lines += _hpa(obj)
+    elif isinstance(obj, networking_pb2.Ingress):
+        lines += _ingress(obj)
     else:
         lines += _generic(obj)
     if not isinstance(obj, core_pb2.Event):

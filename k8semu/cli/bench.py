@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, str] = {
     "store": "store",
     "api": "api",
     "proxy": "proxy",
+    "ingress": "ingress",
     "pods": "pods",
     "cluster": "cluster",
     "ha": "ha",

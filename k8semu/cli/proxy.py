@@ -59,6 +59,20 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help=f"cross-host tunnel on NODE_IP:PORT (0: off; conventionally {DEFAULT_TUNNEL_PORT})",
     )
+    p.add_argument(
+        "--ingress-port",
+        type=int,
+        default=0,
+        help="serve the built-in ingress controller (k8semu.io/ingress) on NODE_IP:PORT"
+        " (0: off; `up` gives 80)",
+    )
+    p.add_argument(
+        "--ingress-tls-port",
+        type=int,
+        default=0,
+        help="with --ingress-port: HTTPS for the Ingresses' spec.tls on NODE_IP:PORT"
+        " (0: off; `up` gives 443)",
+    )
     return p
 
 
@@ -69,6 +83,12 @@ def _config(ns: argparse.Namespace) -> ProxyConfig:
         raise ValueError(f"--node-ip: {ns.node_ip!r} is not an IPv4 address") from None
     if not 0 <= ns.tunnel_port < 65536:
         raise ValueError(f"--tunnel-port: {ns.tunnel_port} out of range")
+    if not 0 <= ns.ingress_port < 65536:
+        raise ValueError(f"--ingress-port: {ns.ingress_port} out of range")
+    if not 0 <= ns.ingress_tls_port < 65536:
+        raise ValueError(f"--ingress-tls-port: {ns.ingress_tls_port} out of range")
+    if ns.ingress_tls_port and not ns.ingress_port:
+        raise ValueError("--ingress-tls-port: needs --ingress-port")
     data_path = DataPathConfig(
         connect_timeout=ns.connect_timeout,
         udp_idle_timeout=ns.udp_idle_timeout,
@@ -84,6 +104,8 @@ def _config(ns: argparse.Namespace) -> ProxyConfig:
         node_ip=ns.node_ip,
         listen_address=ns.listen_address,
         tunnel_port=ns.tunnel_port,
+        ingress_port=ns.ingress_port,
+        ingress_tls_port=ns.ingress_tls_port,
         data_path=data_path,
     )
     client = config.tls

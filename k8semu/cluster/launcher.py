@@ -43,7 +43,16 @@ from k8semu.cluster import certs, clientconfig
 from k8semu.cluster.backups import backup_schedule
 from k8semu.cluster.config import format_duration
 from k8semu.cluster.errors import ClusterError, LaunchError, WaitCancelledError
-from k8semu.cluster.plan import API, CONTROL, NODES, NODES_DIR, STAGES, STORE, Plan
+from k8semu.cluster.plan import (
+    API,
+    CONTROL,
+    NODES,
+    NODES_DIR,
+    RETRIED_PORTS,
+    STAGES,
+    STORE,
+    Plan,
+)
 from k8semu.cluster.spawn import component_env, spawn
 from k8semu.cluster.startup import Planned, Readiness, wait_or_cancel
 from k8semu.cluster.state import (
@@ -286,9 +295,13 @@ class Launcher:
 
     def _check_addresses(self) -> None:
         """Every listen address must be free, so a taken port is reported as the config field
-        it came from rather than as a component that died at start."""
+        it came from rather than as a component that died at start. The ingress ports are
+        not checked: the proxy serves without them and binds them once free (another cluster
+        on this machine may hold 127.0.1.1:80)."""
         for r in self._running:
             for key, address in r.plan.ports.items():
+                if key in RETRIED_PORTS:
+                    continue
                 problem = _listen_problem(address)
                 if problem is not None:
                     where = r.plan.origins.get(key, f"{r.name} ({key})")
@@ -377,6 +390,14 @@ class Launcher:
             lines.append(f"  REST API     {', '.join(plan.rest_servers)}")
             lines.append(f"  dashboard    {dashboard_url(plan.rest_servers[0])}  (a browser)")
             lines.append(f"  kubectl      KUBECONFIG={kubeconfig} kubectl get pods")
+        ingresses = [
+            f"{scheme}://{c.ports[port]}/"
+            for c in plan.components
+            for port, scheme in (("ingress", "http"), ("ingress-tls", "https"))
+            if port in c.ports
+        ]
+        if ingresses:
+            lines.append(f"  ingress      {', '.join(ingresses)}")
         if plan.store_members or plan.store_external:
             stores = plan.store_external or tuple(a for _, a in plan.store_members)
             leader = f" (leader {self._leader})" if self._leader else ""

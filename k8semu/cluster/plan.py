@@ -39,6 +39,7 @@ from k8semu.cluster.config.autoscaling import HorizontalPodAutoscalerSpec
 from k8semu.cluster.config.values import bracketed
 
 __all__ = [
+    "RETRIED_PORTS",
     "STAGES",
     "ComponentPlan",
     "NodeContext",
@@ -64,6 +65,10 @@ NODES_DIR = "nodes"
 #: The ``ports`` key of a component's Prometheus /metrics listener (`k8semu status` lists it).
 METRICS = "metrics"
 REST = "rest"  # an API server's REST API port (ComponentPlan.ports)
+#: Ports a component binds by itself, retrying while another process holds them (the
+#: ingress controller's, in the proxy): listed in the state and status, not checked free
+#: before start.
+RETRIED_PORTS = frozenset({"ingress", "ingress-tls"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -538,6 +543,10 @@ def proxy_argv(node: NodeSpec, servers: tuple[str, ...], python: str) -> tuple[s
     extra: tuple[str, ...] = ("--tunnel-port", str(node.tunnel_port)) if node.tunnel_port else ()
     if node.proxy_metrics_port:
         extra += ("--metrics-address", f"{bracketed(node.node_ip)}:{node.proxy_metrics_port}")
+    if node.ingress_port:
+        extra += ("--ingress-port", str(node.ingress_port))
+        if node.ingress_tls_port:
+            extra += ("--ingress-tls-port", str(node.ingress_tls_port))
     return _k8semu(
         python, "proxy",
         "--server", ",".join(servers),
@@ -590,6 +599,12 @@ def plan_node(
         if node.proxy_metrics_port:
             ports[METRICS] = f"{bracketed(node.node_ip)}:{node.proxy_metrics_port}"
             origins[METRICS] = f"{node.path}.proxyMetricsPort"
+        if node.ingress_port:
+            ports["ingress"] = f"{bracketed(node.node_ip)}:{node.ingress_port}"
+            origins["ingress"] = f"{node.path}.ingressPort"
+            if node.ingress_tls_port:
+                ports["ingress-tls"] = f"{bracketed(node.node_ip)}:{node.ingress_tls_port}"
+                origins["ingress-tls"] = f"{node.path}.ingressTLSPort"
         out.append(
             ComponentPlan(
                 name=f"proxy-{node.name}",

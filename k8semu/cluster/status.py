@@ -113,6 +113,14 @@ def cluster_status(state: ClusterState, probes: Probes) -> dict[str, Any]:
         "apiError": api.error,
         # The web dashboard each API server serves on its REST port (docs/dashboard.md).
         "dashboards": [dashboard_url(r.rest, state.tls) for r in rows if r.rest and r.alive],
+        # The built-in ingress controller on each node's proxy (docs/proxy.md "Ingress").
+        "ingresses": [
+            f"{scheme}://{c.ports[port]}/"
+            for c in state.components
+            if alive[c.name]
+            for port, scheme in (("ingress", "http"), ("ingress-tls", "https"))
+            if port in c.ports
+        ],
         "components": [asdict(r) for r in rows],
     }
 
@@ -322,6 +330,8 @@ def format_status(status: dict[str, Any]) -> str:
         )
     for url in status.get("dashboards", []):
         lines.append(f"dashboard: {url}")
+    if status.get("ingresses"):
+        lines.append(f"ingress: {', '.join(status['ingresses'])}")
     if status["apiError"]:
         lines.append(status["apiError"])
     return "\n".join(lines).rstrip()

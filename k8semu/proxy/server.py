@@ -35,6 +35,8 @@ from k8semu.pb.api.v1 import core_pb2
 from k8semu.pb.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from k8semu.proxy import metrics as proxy_metrics
 from k8semu.proxy.datapath import DEFAULT_DATA_PATH, DataPathConfig, Dialer, direct
+from k8semu.proxy.ingress import Listen
+from k8semu.proxy.ingress_controller import IngressController
 from k8semu.proxy.overlay import TUNNEL_ENDPOINT_ANNOTATION, pod_rules
 from k8semu.proxy.proxier import EndpointSnapshot, PortSnapshot, Proxier
 from k8semu.proxy.scrape import ENDPOINT_ANNOTATION, get_metrics
@@ -79,6 +81,11 @@ class ProxyConfig:
     node_ip: str = "127.0.0.1"
     listen_address: str = ""
     tunnel_port: int = 0
+    #: 0: no ingress; otherwise the built-in ingress controller serves HTTP on
+    #: `node_ip:ingress_port` (docs/proxy.md "Ingress").
+    ingress_port: int = 0
+    #: With `ingress_port`: 0, or HTTPS on `node_ip:ingress_tls_port` (SNI picks the cert).
+    ingress_tls_port: int = 0
     data_path: DataPathConfig = field(default=DEFAULT_DATA_PATH)
 
     @property
@@ -132,6 +139,12 @@ class ProxyServer:
         self.proxier = Proxier(
             config=_data_path(config), dialer=dialer, on_bind_error=self._bind_failed
         )
+        self.ingress: IngressController | None = None
+        if config.ingress_port:
+            listen = Listen(config.node_ip, config.ingress_port, config.ingress_tls_port)
+            self.ingress = IngressController(
+                self.client, self.informers, self.proxier, listen, self._mark
+            )
         for informer in (self.services, self.endpoints):
             informer.add_event_handler(
                 on_add=lambda _: self._mark(),
@@ -168,6 +181,8 @@ class ProxyServer:
             await self.tunnel.start()
         proxy_metrics.PORTS.proxier = weakref.ref(self.proxier)
         await self.proxier.start()
+        if self.ingress is not None:
+            await self.ingress.start()
         self.recorder.start()
         self.informers.start()
         loop = asyncio.get_running_loop()
@@ -189,6 +204,8 @@ class ProxyServer:
         await aio.cancel_and_wait([self._task, self._publishing, self._advertising])
         self._task = self._publishing = self._advertising = None
         await self.informers.stop()
+        if self.ingress is not None:
+            await self.ingress.stop()
         await self.proxier.stop()
         if self.tunnel is not None:
             await self.tunnel.stop()
@@ -234,6 +251,8 @@ class ProxyServer:
             # A pod IP never equals a Service address, so the two tables cannot collide.
             table.update(overlay)
         await self.proxier.apply(table)
+        if self.ingress is not None:  # after the table: its routes use the new frontends
+            self.ingress.sync(self.services.cache.list())
 
     @property
     def tunnel_endpoint(self) -> str:
@@ -294,7 +313,10 @@ class ProxyServer:
             node_name=self.node_name,
             node_ip=self.config.node_ip,
             uptime_seconds=time.monotonic() - self._started,
-            bind_errors=sorted(self.proxier.bind_errors.values()),
+            bind_errors=sorted(
+                [*self.proxier.bind_errors.values()]
+                + ([self.ingress.bind_error] if self.ingress and self.ingress.bind_error else [])
+            ),
             instance=self.instance,
         )
         out.ports.extend(snapshot_messages(self.proxier, namespace, service))

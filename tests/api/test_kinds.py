@@ -65,6 +65,7 @@ def test_scope() -> None:
         "ClusterRoleBinding",
         "PriorityClass",
         "SelfSubjectAccessReview",
+        "IngressClass",
     }
 
 

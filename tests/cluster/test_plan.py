@@ -169,7 +169,7 @@ def test_cluster_dns_reaches_kubelets_and_the_dns_add_on_is_planned_once() -> No
     argv = list(kubelet.argv)
     assert argv[argv.index("--cluster-dns") + 1] == "127.96.0.10"
     assert argv[argv.index("--cluster-domain") + 1] == "cluster.local"
-    assert [name for name, _ in plan.addons] == ["dns", "storage"]
+    assert [name for name, _ in plan.addons] == ["dns", "storage", "ingress"]
     assert "clusterIP: 127.96.0.10" in plan.addons[0][1]
     # Another service range moves the DNS address with it, and the add-on's Service too.
     moved = cc.parse_config(
@@ -178,7 +178,8 @@ def test_cluster_dns_reaches_kubelets_and_the_dns_add_on_is_planned_once() -> No
     plan = plan_cluster(moved, STATE, python="py", commands=ALL)
     assert "clusterIP: 127.97.0.10" in plan.addons[0][1]
     none = cc.parse_config(
-        cc.default_config_text().replace("addons: [dns, storage]", "addons: []"), source="t.yaml"
+        cc.default_config_text().replace("addons: [dns, storage, ingress]", "addons: []"),
+        source="t.yaml",
     )
     assert plan_cluster(none, STATE, python="py", commands=ALL).addons == ()
 
@@ -189,9 +190,9 @@ def test_bad_dns_settings_and_add_ons_name_the_field() -> None:
         cc.parse_config(
             text.replace("  # clusterDNS: 127.96.0.10", "  clusterDNS: 127.5.0.10"), source="t"
         )
-    with pytest.raises(ClusterConfigError, match=r"addons\[1\].*unknown add-on 'ingress'"):
+    with pytest.raises(ClusterConfigError, match=r"addons\[1\].*unknown add-on 'gateway'"):
         cc.parse_config(
-            text.replace("addons: [dns, storage]", "addons: [dns, ingress]"), source="t"
+            text.replace("addons: [dns, storage, ingress]", "addons: [dns, gateway]"), source="t"
         )
 
 

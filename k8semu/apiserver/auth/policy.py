@@ -103,6 +103,13 @@ def _components() -> dict[str, list[rbac_pb2.PolicyRule]]:
             rule(("patch",), ("",), ("nodes",)),
             rule(("create", "update", "patch"), ("",), ("events",)),
         ],
+        # The built-in ingress controller runs in each node's proxy, as system:kube-proxy
+        # (docs/proxy.md, "Ingress"): what ingress-nginx's role grants it.
+        "system:k8semu:ingress-controller": [
+            rule(READ, ("networking.k8s.io",), ("ingresses", "ingressclasses")),
+            rule(("update", "patch"), ("networking.k8s.io",), ("ingresses/status",)),
+            rule(READ, ("",), ("secrets",)),  # spec.tls[].secretName
+        ],
     }
 
 
@@ -140,6 +147,7 @@ _BINDINGS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("system:kube-scheduler", (("User", "system:kube-scheduler"),)),
     ("system:kube-controller-manager", (("User", "system:kube-controller-manager"),)),
     ("system:node-proxier", (("User", "system:kube-proxy"),)),
+    ("system:k8semu:ingress-controller", (("User", "system:kube-proxy"),)),
 )
 
 

@@ -127,6 +127,12 @@ REQUIRED = _table(
         "ContainerMetrics": "name usage",
         "NodeMetrics": "timestamp window usage",
         "PodMetrics": "timestamp window containers",
+        "HTTPIngressRuleValue": "paths",
+        "HTTPIngressPath": "pathType backend",
+        "IngressServiceBackend": "name",
+        "TypedLocalObjectReference": "kind name",
+        "IngressClassParametersReference": "kind name",
+        "IngressPortStatus": "port protocol",
     }
 )
 
@@ -160,6 +166,7 @@ ENUMS = _table(
         "TopologySpreadConstraint.node_taints_policy": "Honor Ignore",
         "PodSpec.preemption_policy": "Never PreemptLowerPriority",
         "PriorityClass.preemption_policy": "Never PreemptLowerPriority",
+        "HTTPIngressPath.path_type": "Exact ImplementationSpecific Prefix",
     }
 )
 

@@ -11,6 +11,7 @@
     scheduling.py  PriorityClass: defaults, checks; a pod spec's scheduling fields' checks
     quota.py       ResourceQuota, LimitRange: names, quantities, LimitRange's defaults
     discovery.py   EndpointSlice: checks, the immutable addressType
+    networking.py  Ingress, IngressClass: checks, the immutable controller
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
@@ -34,7 +35,7 @@ from typing import Any
 
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
-from k8semu.apiserver import priority
+from k8semu.apiserver import ingressclass, priority
 from k8semu.apiserver.allocation import Allocator, ServiceRanges
 from k8semu.apiserver.deletion import Rules
 from k8semu.apiserver.errors import MethodNotAllowed, NotFound
@@ -46,6 +47,7 @@ from k8semu.apiserver.registry import (
     disruption,
     jobs,
     namespaces,
+    networking,
     pods,
     quota,
     rbac,
@@ -220,6 +222,23 @@ def _quota_rows() -> list[Strategy]:
     ]
 
 
+def _networking_rows() -> list[Strategy]:
+    """Ingress (its default class: apiserver/ingressclass.py) and IngressClass."""
+    return [
+        Strategy(
+            kind=_kind("ingresses"),
+            validate=networking.validate,
+            status=True,
+            admit=ingressclass.admit,
+        ),
+        Strategy(
+            kind=_kind("ingressclasses"),
+            validate=networking.validate_class,
+            validate_update=networking.validate_class_update,
+        ),
+    ]
+
+
 def build(
     ranges: ServiceRanges,
     rng: random.Random | None = None,
@@ -294,6 +313,7 @@ def build(
             ),
             *_policy_rows(),
             *_quota_rows(),
+            *_networking_rows(),
             Strategy(kind=_kind("leases")),
             *_rbac_rows(),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),

@@ -67,6 +67,9 @@ DEFAULT_NODE_IP_PREFIX = "127.0.1."
 DEFAULT_HOLLOW_IP_PREFIX = "127.0.2."
 DEFAULT_KUBELET_PORT = 10250
 DEFAULT_PROXY_PORT = 10249
+# The built-in ingress controller on each node IP (0 in a node's `ingressPort`: none).
+DEFAULT_INGRESS_PORT = 80
+DEFAULT_INGRESS_TLS_PORT = 443  # its HTTPS (the Ingresses' spec.tls); 0: none
 # The proxy's cross-host tunnel (docs/multihost.md): on by default only for a node whose IP is
 # not a loopback address (another host can reach only such a node), so single-host configs
 # (and tests that pick free ports) bind nothing more.
@@ -93,8 +96,8 @@ DEFAULT_SERVICE_CIDR = "127.96.0.0/16"
 DEFAULT_NODE_PORT_RANGE = "30000-32767"
 DEFAULT_LOAD_BALANCER_POOL = "127.100.0.0/24"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
-KNOWN_ADDONS = ("dns", "storage")
-DEFAULT_ADDONS: tuple[str, ...] = ("dns", "storage")
+KNOWN_ADDONS = ("dns", "storage", "ingress")
+DEFAULT_ADDONS: tuple[str, ...] = ("dns", "storage", "ingress")
 
 
 def _ms(seconds: float) -> int:

@@ -210,5 +210,9 @@ def check_placement(
             seen.listen(f"{ip}:{n.proxy_port}", f"{path}.proxyPort")
             if n.tunnel_port:
                 seen.listen(f"{ip}:{n.tunnel_port}", f"{path}.tunnelPort")
+            if n.ingress_port:
+                seen.listen(f"{ip}:{n.ingress_port}", f"{path}.ingressPort")
+                if n.ingress_tls_port:
+                    seen.listen(f"{ip}:{n.ingress_tls_port}", f"{path}.ingressTLSPort")
         for node in n.node_names:
             node_names.name(node, f"{path}.name", "node ")

@@ -121,6 +121,9 @@ class NodeSpec:
     proxy_port: int = defaults.DEFAULT_PROXY_PORT
     #: The proxy's tunnel port on ``node_ip``; 0: no tunnel (a node on a single-host cluster).
     tunnel_port: int = 0
+    #: The built-in ingress controller's HTTP port on ``node_ip`` (in the proxy); 0: none.
+    ingress_port: int = defaults.DEFAULT_INGRESS_PORT
+    ingress_tls_port: int = defaults.DEFAULT_INGRESS_TLS_PORT
     #: Prometheus /metrics of the kubelet and the proxy on ``node_ip``; 0: none.
     kubelet_metrics_port: int = 0
     proxy_metrics_port: int = 0
@@ -143,6 +146,8 @@ class NodeSpec:
         check_port(self.proxy_port, f"{path}.proxyPort")
         check_optional_port(self.kubelet_metrics_port, f"{path}.kubeletMetricsPort")
         check_optional_port(self.proxy_metrics_port, f"{path}.proxyMetricsPort")
+        check_optional_port(self.ingress_port, f"{path}.ingressPort")
+        check_optional_port(self.ingress_tls_port, f"{path}.ingressTLSPort")
         if not 0 <= self.tunnel_port <= 65535:
             raise ClusterConfigError(
                 f"{path}.tunnelPort", f"must be 0 (off) or 1-65535, got {self.tunnel_port}"

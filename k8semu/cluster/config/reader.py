@@ -459,6 +459,8 @@ def _read_node(n: _Fields, index: int, first_host: str) -> NodeSpec:
         kubelet_port=n.integer("kubeletPort", defaults.DEFAULT_KUBELET_PORT),
         proxy_port=n.integer("proxyPort", defaults.DEFAULT_PROXY_PORT),
         tunnel_port=n.integer("tunnelPort", defaults.default_tunnel_port(node_ip)),
+        ingress_port=n.integer("ingressPort", defaults.DEFAULT_INGRESS_PORT),
+        ingress_tls_port=n.integer("ingressTLSPort", defaults.DEFAULT_INGRESS_TLS_PORT),
         kubelet_metrics_port=n.integer("kubeletMetricsPort", 0),
         proxy_metrics_port=n.integer("proxyMetricsPort", 0),
         proxy=n.boolean("proxy", True),
