@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from google.protobuf.message import Message
+
 from k8semu.api import timestamps
 from k8semu.cli import _rollout
 from k8semu.cli._kubeconfig import Target
@@ -188,14 +190,20 @@ async def _rollout_undo(client: Client, name: str, namespace: str, to_revision: 
                 f"revision {revision})\n"
             )
             return
-        try:
-            await client.update(new)
-        except Conflict:
-            if attempt == CONFLICT_RETRIES - 1:
-                raise
-            continue
-        out(f"deployment.apps/{name} rolled back\n")
-        return
+        if await _updated(client, new, attempt):
+            out(f"deployment.apps/{name} rolled back\n")
+            return
+
+
+async def _updated(client: Client, obj: Message, attempt: int) -> bool:
+    """client.update; False on a Conflict while attempts are left (the caller reads again)."""
+    try:
+        await client.update(obj)
+    except Conflict:
+        if attempt == CONFLICT_RETRIES - 1:
+            raise
+        return False
+    return True
 
 
 async def _wait_rolled_out(
@@ -250,11 +258,6 @@ async def _controller_rollout(
                 f" {revision})\n")  # fmt: skip
             return
         owner.spec.template.CopyFrom(template)
-        try:
-            await client.update(owner)
-        except Conflict:
-            if attempt == CONFLICT_RETRIES - 1:
-                raise
-            continue
-        out(f"{label} rolled back\n")
-        return
+        if await _updated(client, owner, attempt):
+            out(f"{label} rolled back\n")
+            return
