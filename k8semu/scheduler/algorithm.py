@@ -191,7 +191,13 @@ def score(
         weights, lookups = interpod.score_weights(pod, everything, nodes_with_affinity, topology)
         if weights or lookups:
             grouped = interpod.by_key(weights)
-            raw = [interpod.score_raw(n, grouped, lookups) for n in feasible]
+            raw = [interpod.score_raw(n, grouped) for n in feasible]
+            for key, weight, counts in lookups:  # a pass per lookup: no call per node
+                get = counts.get  # NUL is in no label value: a node without the key gets 0
+                raw = [
+                    r + weight * get(n.labels.get(key, "\0"), 0)
+                    for r, n in zip(raw, feasible, strict=True)
+                ]
             normalized = interpod.normalize_min_max(raw)
             totals = _add(totals, plugins.WEIGHT_INTER_POD_AFFINITY, normalized)
     if pod.preferred_terms:

@@ -276,21 +276,15 @@ def by_key(weights: Mapping[Pair, int]) -> dict[str, dict[str, int]]:
     return grouped
 
 
-def score_raw(
-    node: NodeInfo, grouped: Mapping[str, Mapping[str, int]], lookups: Sequence[Lookup] = ()
-) -> int:
-    """A node's raw score: the weights of the domains it is in (`grouped`: by_key's), plus
-    each lookup's weight times the pods counted in the node's domain."""
+def score_raw(node: NodeInfo, grouped: Mapping[str, Mapping[str, int]]) -> int:
+    """A node's raw score: the weights of the domains it is in (`grouped`: by_key's; the
+    caller adds its lookups' weight times the pods counted in the node's domain)."""
     labels = node.labels
     total = 0
     for key, values in grouped.items():
         value = labels.get(key)
         if value is not None:
             total += values.get(value, 0)
-    for key, weight, counts in lookups:
-        value = labels.get(key)
-        if value is not None:
-            total += weight * counts.get(value, 0)
     return total
 
 

@@ -205,13 +205,16 @@ def filter_spread(node: NodeInfo, state: SpreadState) -> str | None:
 # ---- score -----------------------------------------------------------------------------------
 
 
-def _hostname_counts(c: SpreadConstraint, pod: PodInfo, feasible: Sequence[NodeInfo]) -> list[int]:
-    """Per feasible node (each its own hostname domain) the pods `c` counts there."""
+def _hostname_counts(
+    c: SpreadConstraint, pod: PodInfo, feasible: Sequence[NodeInfo], on_no_node: bool
+) -> list[int]:
+    """Per feasible node (each its own hostname domain) the pods `c` counts there
+    (`on_no_node`: the caller knows the pod is on none)."""
     if c.owner_uid:
         uid = c.owner_uid
         return [n.owner_counts.get(uid, 0) for n in feasible]
     label = _one_label(c, pod)
-    if label is not None and not any(pod.key in n.pods for n in feasible):
+    if label is not None and (on_no_node or not any(pod.key in n.pods for n in feasible)):
         return [n.label_counts.get(label, 0) for n in feasible]
     return [count_on(c, pod, n) for n in feasible]
 
@@ -238,7 +241,7 @@ def score_spread(
         key, offset = c.topology_key, c.max_skew - 1
         if key == HOSTNAME_LABEL:  # every node has it: the hot path, no per-node lookups
             weight = math.log(len(feasible) + 2)
-            counts = _hostname_counts(c, pod, feasible)
+            counts = _hostname_counts(c, pod, feasible, topology is not None)
             raw = [r + n * weight + offset for r, n in zip(raw, counts, strict=True)]
             applied = True
             continue
