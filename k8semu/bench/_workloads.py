@@ -2,17 +2,17 @@
 client, each on a cluster of its own (``k8semu.bench._clusterrun``):
 
 sts
-    a StatefulSet of ``sts_replicas`` (100) OrderedReady pods on ``sts_nodes`` (20) hollow
+    a StatefulSet of ``--sts-replicas`` (100) OrderedReady pods on ``--sts-nodes`` (20) hollow
     nodes: the time from its create to status.readyReplicas == replicas, and that time per
     pod (OrderedReady's step: create -> bind -> run -> Ready seen -> next create). The
     workload is ``k8semu.bench.statefulset``'s, which also runs alone.
 job
-    a Job of ``job_completions`` (1,000) pods at parallelism ``job_parallelism`` (50), each
-    running ``true`` as a real process on ``job_nodes`` (3) process-runtime nodes (hollow
-    pods never finish): completions per second, from the Job's create to
+    a Job of ``--job-completions`` (1,000) pods at parallelism ``--job-parallelism`` (50),
+    each running ``/bin/true`` as a real process on ``--job-nodes`` (3) process-runtime
+    nodes (hollow pods never finish): completions per second, from the Job's create to
     status.succeeded == completions (polled every 100 ms).
 
-Bounded by the options' ``timeout``; all traffic on 127.0.0.0/8.
+Bounded by ``--timeout``; all traffic on 127.0.0.0/8.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,16 +35,14 @@ from k8semu.pb.api.v1 import batch_pb2, core_pb2
 WORKLOADS = ("sts", "job")
 
 
-@dataclass(frozen=True, kw_only=True)
-class WorkloadOptions:
-    sts_replicas: int = 100
-    sts_nodes: int = 20
-    job_completions: int = 1000
-    job_parallelism: int = 50
-    job_nodes: int = 3
-    store_replicas: int = 3
-    timeout: float = 300.0
-    ready_timeout: float = 600.0
+@dataclass(frozen=True)
+class Run:
+    """What every controller scenario's cluster and wait need."""
+
+    store_replicas: int
+    timeout: float
+    ready_timeout: float
+    workdir: Path | None = None
 
 
 @dataclass
@@ -79,67 +77,89 @@ def _job(namespace: str, completions: int, parallelism: int) -> batch_pb2.Job:
     pod = job.spec.template.spec
     pod.restart_policy = "Never"
     pod.termination_grace_period_seconds = 0
-    c = pod.containers.add(name="work", image="busybox", command=["true"])
+    # An image the emulator does not know, with a command: the kubelet execs /bin/true itself
+    # (busybox would wrap it in a Python shell, a process start costing ~100 ms of CPU).
+    c = pod.containers.add(name="work", image="k8semu-bench/true", command=["true"])
     c.resources.requests.update({"cpu": "10m", "memory": "16Mi"})
     return job
 
 
-async def _run_job(api_servers: Sequence[str], r: WorkloadResult, opts: WorkloadOptions) -> None:
+async def _run_job(
+    api_servers: Sequence[str], r: WorkloadResult, parallelism: int, timeout: float
+) -> None:
     namespace = f"bench-job-{secrets.token_hex(3)}"
     async with Client(list(api_servers)) as client:
         ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
         ns.metadata.name = namespace
         await client.create(ns)
         t0 = time.monotonic()
-        await client.create(_job(namespace, opts.job_completions, opts.job_parallelism))
-        deadline = t0 + opts.timeout
-        while time.monotonic() < deadline:
+        await client.create(_job(namespace, r.wanted, parallelism))
+
+        async def succeeded() -> int:
             job = await client.get(batch_pb2.Job, "batch", namespace=namespace)
-            r.done = job.status.succeeded
-            if r.done >= r.wanted:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            r.timed_out = True
+            return job.status.succeeded
+
+        r.done, r.timed_out = await statefulset.wait_for(succeeded, r.wanted, t0 + timeout)
         r.seconds = time.monotonic() - t0
         r.load_after = os.getloadavg()
 
 
-def _plan(name: str, opts: WorkloadOptions) -> tuple[WorkloadResult, ClusterLayout]:
-    if name == "sts":
-        title = (f"StatefulSet of {opts.sts_replicas:,} (OrderedReady) on {opts.sts_nodes:,}"
-                 " hollow nodes")  # fmt: skip
-        layout = ClusterLayout(name="bench-sts", store_replicas=opts.store_replicas,
-                               hollow_nodes=opts.sts_nodes, proxies=False,
-                               ready_timeout_s=opts.ready_timeout)  # fmt: skip
-        return WorkloadResult("sts", title, opts.sts_replicas), layout
-    title = (f"Job of {opts.job_completions:,} completions at parallelism"
-             f" {opts.job_parallelism} on {opts.job_nodes} process-runtime nodes")  # fmt: skip
-    layout = ClusterLayout(name="bench-job", store_replicas=opts.store_replicas,
-                           real_nodes=opts.job_nodes, runtime="process", proxies=False,
-                           ready_timeout_s=opts.ready_timeout)  # fmt: skip
-    return WorkloadResult("job", title, opts.job_completions), layout
+def run_sts(replicas: int, nodes: int, run: Run) -> WorkloadResult:
+    """The sts scenario on a cluster of its own."""
+    r = WorkloadResult("sts", f"StatefulSet of {replicas:,} (OrderedReady) on {nodes:,} hollow"
+                       " nodes", replicas)  # fmt: skip
+    layout = ClusterLayout(
+        name="bench-sts",
+        store_replicas=run.store_replicas,
+        hollow_nodes=nodes,
+        proxies=False,
+        ready_timeout_s=run.ready_timeout,
+    )
+
+    def workload(api_servers: Sequence[str]) -> None:
+        sts = statefulset.StatefulSetBenchResult(replicas, nodes, "OrderedReady", claims=False)
+        asyncio.run(statefulset.run_workload(api_servers, sts, run.timeout))
+        r.done, r.seconds, r.timed_out = sts.ready, sts.ready_seconds, sts.timed_out
+        r.load_after = sts.load_after
+
+    return _on_cluster(r, layout, run, workload)
 
 
-def run_controller_scenario(
-    name: str, opts: WorkloadOptions, *, workdir: Path | None = None
+def run_job(completions: int, parallelism: int, nodes: int, run: Run) -> WorkloadResult:
+    """The job scenario on a cluster of its own."""
+    r = WorkloadResult(
+        "job",
+        f"Job of {completions:,} completions at parallelism"
+        f" {parallelism} on {nodes} process-runtime nodes",
+        completions,
+    )
+    layout = ClusterLayout(
+        name="bench-job",
+        store_replicas=run.store_replicas,
+        real_nodes=nodes,
+        runtime="process",
+        proxies=False,
+        ready_timeout_s=run.ready_timeout,
+    )
+
+    def workload(api_servers: Sequence[str]) -> None:
+        asyncio.run(_run_job(api_servers, r, parallelism, run.timeout))
+
+    return _on_cluster(r, layout, run, workload)
+
+
+def _on_cluster(
+    r: WorkloadResult,
+    layout: ClusterLayout,
+    run: Run,
+    workload: Callable[[Sequence[str]], None],
 ) -> WorkloadResult:
-    """Start the scenario's cluster, run it, stop the cluster."""
-    r, layout = _plan(name, opts)
-    say(f"scenario {name}: {r.title}")
+    """Start the cluster, run `workload` on its API servers, stop the cluster."""
+    say(f"scenario {r.scenario}: {r.title}")
     try:
-        with BenchCluster(layout, workdir=workdir, say=say) as cluster:
+        with BenchCluster(layout, workdir=run.workdir, say=say) as cluster:
             cluster.start()
-            if name == "sts":
-                sts = statefulset.StatefulSetBenchResult(
-                    replicas=opts.sts_replicas, nodes=opts.sts_nodes, policy="OrderedReady",
-                    claims=False,
-                )  # fmt: skip
-                asyncio.run(statefulset.run_workload(cluster.api_servers, sts, opts.timeout))
-                r.done, r.seconds, r.timed_out = sts.ready, sts.ready_seconds, sts.timed_out
-                r.load_after = sts.load_after
-            else:
-                asyncio.run(_run_job(cluster.api_servers, r, opts))
+            workload(cluster.api_servers)
             if r.timed_out:
                 cluster.failed = True  # keep the logs
     except (BenchError, ClusterError, ClientError, OSError) as exc:

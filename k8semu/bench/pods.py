@@ -78,12 +78,7 @@ from k8semu.bench._common import (
     summarize,
     write_json,
 )
-from k8semu.bench._workloads import (
-    WORKLOADS,
-    WorkloadOptions,
-    WorkloadResult,
-    run_controller_scenario,
-)
+from k8semu.bench._workloads import WORKLOADS, Run, WorkloadResult, run_job, run_sts
 from k8semu.bench._workloads import table as workload_table
 from k8semu.client import Client, ClientError
 from k8semu.cluster.errors import ClusterError
@@ -425,22 +420,16 @@ def run(
 ) -> PodsBenchResult:
     """Every scenario of ``opts``, one after the other, each on its own cluster."""
     out = PodsBenchResult(options=opts)
+    common = Run(opts.store_replicas, opts.timeout, opts.ready_timeout, workdir)
     for name in opts.scenarios:
-        if name in WORKLOADS:
-            scenario = run_controller_scenario(name, _workload_options(opts), workdir=workdir)
-            out.workloads.append(scenario)
+        if name == "sts":
+            out.workloads.append(run_sts(opts.sts_replicas, opts.sts_nodes, common))
+        elif name == "job":
+            job = run_job(opts.job_completions, opts.job_parallelism, opts.job_nodes, common)
+            out.workloads.append(job)
         else:
             out.scenarios.append(run_scenario(name, opts, workdir=workdir, keep=keep))
     return out
-
-
-def _workload_options(opts: PodsBenchOptions) -> WorkloadOptions:
-    return WorkloadOptions(
-        sts_replicas=opts.sts_replicas, sts_nodes=opts.sts_nodes,
-        job_completions=opts.job_completions, job_parallelism=opts.job_parallelism,
-        job_nodes=opts.job_nodes, store_replicas=opts.store_replicas, timeout=opts.timeout,
-        ready_timeout=opts.ready_timeout,
-    )  # fmt: skip
 
 
 # -- output ------------------------------------------------------------------------------------
