@@ -16,7 +16,6 @@ the caller says is in use (the current and update revisions, those of live pods)
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,11 +113,9 @@ class Plan:
 
 def history_limit(owner: Owner) -> int:
     spec = owner.spec
-    return (
-        spec.revision_history_limit
-        if spec.HasField("revision_history_limit")
-        else (DEFAULT_HISTORY_LIMIT)
-    )
+    if spec.HasField("revision_history_limit"):
+        return spec.revision_history_limit
+    return DEFAULT_HISTORY_LIMIT
 
 
 def plan(
@@ -189,16 +186,21 @@ class RevisionHistory:
         p = plan(owner, self.kind, hash_, self.of(owner), in_use)
         namespace = owner.metadata.namespace
         if p.collision:
-            new = _pods.copy_of(owner)
-            new.status.collision_count = owner.status.collision_count + 1
-            log.warning("revision hash collision", owner=object_key(owner), revision=p.update)
-            await self.client.update_status(new)
+            await self._collided(owner, p.update)
             return False
         if p.create is not None:
-            # AlreadyExists: our own earlier write, not in the cache yet (or a collision, seen
-            # on the next pass).
-            with contextlib.suppress(AlreadyExists):
+            try:
                 await self.client.create(p.create)
+            except AlreadyExists:
+                # Our own earlier write the cache has not seen yet, or another's revision of
+                # that name (orphaned, or another owner's): a collision.
+                live = await self.client.get(
+                    apps_pb2.ControllerRevision, p.update, namespace=namespace
+                )
+                ref = _pods.controller_ref(live)
+                if ref is None or ref.uid != owner.metadata.uid:
+                    await self._collided(owner, p.update)
+                    return False
         if p.renumber is not None:
             await self.client.update(p.renumber)
         for name in p.deletes:
@@ -208,6 +210,12 @@ class RevisionHistory:
                 continue
             log.info("deleted old revision", owner=object_key(owner), revision=name)
         return True
+
+    async def _collided(self, owner: Owner, name: str) -> None:
+        new = _pods.copy_of(owner)
+        new.status.collision_count = owner.status.collision_count + 1
+        log.warning("revision hash collision", owner=object_key(owner), revision=name)
+        await self.client.update_status(new)
 
     def template(self, owner: Owner, name: str) -> core_pb2.PodTemplateSpec | None:
         """The template of the owner's revision `name`, if the cache has it."""

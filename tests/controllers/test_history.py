@@ -15,7 +15,7 @@ from k8semu.apiserver import registry
 from k8semu.apiserver.allocation import DEFAULT_RANGES
 from k8semu.apiserver.errors import Invalid
 from k8semu.controllers import history
-from k8semu.controllers.daemonset import DaemonSetController
+from k8semu.controllers.daemonset import DaemonSetController, revision_hash
 from k8semu.controllers.statefulset import REVISION_HASH, StatefulSetController
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from tests.controllers.conftest import FakeCluster
@@ -143,3 +143,20 @@ def test_the_api_checks_controller_revisions() -> None:
     changed.data.update({"other": 1})
     with pytest.raises(Invalid, match=r"data: Invalid value: .*field is immutable"):
         ROW.validate_for_update(changed, cr)
+
+
+async def test_a_name_taken_by_another_revision_bumps_the_collision_count() -> None:
+    cluster = FakeCluster()
+    ctl = DaemonSetController(cluster.ctx, clock=cluster.clock)
+    ds = daemon_set()
+    squatter = history.new_revision(ds, "DaemonSet", revision_hash(ds), 1)
+    del squatter.metadata.owner_references[:]  # an orphan holding the name
+    cluster.add(node("n1"), squatter, ds)
+    await cluster.drain(ctl)
+    got = cluster.objects(apps_pb2.DaemonSet)[0]
+    assert got.status.collision_count == 1
+    mine = [
+        cr for cr in cluster.objects(apps_pb2.ControllerRevision) if cr.metadata.owner_references
+    ]
+    assert [cr.metadata.name for cr in mine] == [f"agent-{revision_hash(got)}"]
+    assert cluster.objects(core_pb2.Pod)[0].metadata.labels[REVISION_HASH] == revision_hash(got)
