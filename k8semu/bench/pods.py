@@ -568,11 +568,11 @@ def _notes(r: ScenarioResult) -> list[str]:
 def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
     """Markdown tables: startup per scenario, the phase breakdown, throughput and memory."""
     rows = [r for r in result.scenarios if r.breakdown]
-    lines = [*_startup_table(rows), *_phase_table(rows)]
+    lines = [*_startup_table(rows), *_phase_table(rows)] if rows else []
     b = [r for r in result.scenarios if r.scenario == "b"]
     if b:
         lines += _scheduler_table(b[0], result.options.writers)
-    lines += _create_table(rows)
+    lines += _create_table(rows) if rows else []
     lines += workload_table(result.workloads)
     load1, load5, _ = env["load_average"]
     lines += [

@@ -141,7 +141,9 @@ def test_controller_scenarios_small(scenario: str, size: dict[str, int], tmp_pat
     assert r.done == r.wanted == next(iter(size.values()))
     assert r.seconds > 0 and r.per_s > 0
     env = {"load_average": (0.0, 0.0, 0.0), "cpus": 2, "cpu_model": "x", "date": "now"}
-    assert f"| ({scenario}) " in pods.render(result, env)
+    table = pods.render(result, env)
+    assert f"| ({scenario}) " in table
+    assert "startup p50" not in table  # no pod-startup tables without their scenarios
     assert list(tmp_path.iterdir()) == []
 
 
