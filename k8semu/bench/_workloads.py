@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from k8semu.bench._clusterrun import BenchCluster, ClusterLayout
 from k8semu.bench._common import BenchError, say
 from k8semu.client import Client, ClientError
 from k8semu.cluster.errors import ClusterError
-from k8semu.pb.api.v1 import batch_pb2, core_pb2
+from k8semu.pb.api.v1 import batch_pb2
 
 WORKLOADS = ("sts", "job")
 
@@ -89,11 +88,8 @@ def _job(namespace: str, completions: int, parallelism: int) -> batch_pb2.Job:
 async def _run_job(
     api_servers: Sequence[str], r: WorkloadResult, parallelism: int, timeout: float
 ) -> None:
-    namespace = f"bench-job-{secrets.token_hex(3)}"
     async with Client(list(api_servers)) as client:
-        ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
-        ns.metadata.name = namespace
-        await client.create(ns)
+        namespace = await statefulset.new_namespace(client, "bench-job")
         t0 = time.monotonic()
         await client.create(_job(namespace, r.wanted, parallelism))
 

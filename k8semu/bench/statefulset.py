@@ -59,14 +59,19 @@ def _stateful_set(namespace: str, replicas: int, policy: str, claims: bool) -> a
     return sts
 
 
+async def new_namespace(client: Client, prefix: str) -> str:
+    """A fresh namespace `<prefix>-<random>` for one run; its name."""
+    ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
+    ns.metadata.name = f"{prefix}-{secrets.token_hex(3)}"
+    await client.create(ns)
+    return ns.metadata.name
+
+
 async def run_workload(
     api_servers: Sequence[str], result: StatefulSetBenchResult, timeout: float
 ) -> None:
-    namespace = f"bench-sts-{secrets.token_hex(3)}"
     async with Client(list(api_servers)) as client:
-        ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
-        ns.metadata.name = namespace
-        await client.create(ns)
+        namespace = await new_namespace(client, "bench-sts")
         if result.claims:
             sc = storage_pb2.StorageClass(api_version="storage.k8s.io/v1", kind="StorageClass")
             sc.metadata.name = f"bench-{namespace}"

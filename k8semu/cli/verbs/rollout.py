@@ -121,12 +121,10 @@ def stateful_set_message(sts: apps_pb2.StatefulSet) -> tuple[str, bool]:
 
 async def cmd_rollout(ns: argparse.Namespace, target: Target) -> None:
     pairs = named_objects(ns.resources, "rollout")
-    for kind, _ in pairs:
-        if kind.kind not in ROLLED_OUT:
-            raise UsageError(
-                f"rollout {ns.action}: only deployments, daemonsets and statefulsets are"
-                f" supported, not {kind.plural}"
-            )
+    other = next((kind.plural for kind, _ in pairs if kind.kind not in ROLLED_OUT), None)
+    if other is not None:
+        raise UsageError(f"rollout {ns.action}: only deployments, daemonsets and statefulsets"
+                         f" are supported, not {other}")  # fmt: skip
     errors = Errors()
     async with client_for(target, ns) as client:
         for kind, name in pairs:
