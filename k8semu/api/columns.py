@@ -619,6 +619,16 @@ def _statefulset_row(sts: apps_pb2.StatefulSet, now: float) -> list[str]:
     return [sts.metadata.name, ready, age(sts.metadata.creation_timestamp, now)]
 
 
+def _revision_row(cr: apps_pb2.ControllerRevision, now: float) -> list[str]:
+    # kubectl's CONTROLLER: the controller's lower-case kind.group/name.
+    owner = NONE
+    for ref in cr.metadata.owner_references:
+        if ref.controller:
+            group = ref.api_version.rpartition("/")[0]
+            owner = f"{ref.kind.lower()}{'.' + group if group else ''}/{ref.name}"
+    return [cr.metadata.name, owner, str(cr.revision), age(cr.metadata.creation_timestamp, now)]
+
+
 def _modes(modes: Iterable[str]) -> str:
     short = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX",
              "ReadWriteOncePod": "RWOP"}  # fmt: skip
@@ -691,6 +701,7 @@ COLUMNS: dict[str, Columns] = {
         ("CONTAINERS", "IMAGES"),
         lambda sts, now: _template_wide(sts.spec.template, sts.spec.selector)[:2],
     ),
+    "ControllerRevision": Columns(("NAME", "CONTROLLER", "REVISION", "AGE"), _revision_row),
     "PersistentVolume": Columns(
         (
             "NAME",

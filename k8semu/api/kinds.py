@@ -142,6 +142,14 @@ KINDS: tuple[Kind, ...] = (
     _kind("apps/v1", "DaemonSet", "daemonsets", "ds", apps.DaemonSet, apps.DaemonSetList),
     _kind("apps/v1", "StatefulSet", "statefulsets", "sts", apps.StatefulSet, apps.StatefulSetList),
     _kind(
+        "apps/v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "",
+        apps.ControllerRevision,
+        apps.ControllerRevisionList,
+    ),
+    _kind(
         "storage.k8s.io/v1",
         "StorageClass",
         "storageclasses",

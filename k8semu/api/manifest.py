@@ -445,11 +445,26 @@ def _encode_field(value: Any, field: FieldDescriptor) -> Any:
     return _encode_single(value, field)
 
 
+def _whole_numbers(value: Any) -> Any:
+    """Free-form JSON with whole floats as ints: a Struct keeps every number as a double,
+    but JSON has one number type and the objects it embeds (a ControllerRevision's template)
+    want `30`, not `30.0`, where their schema has an integer."""
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _encode_single(value: Any, field: FieldDescriptor) -> Any:
     if field.type == _F.TYPE_MESSAGE:
         name = _message_type(field).full_name
-        if name in (_TIMESTAMP, _STRUCT):
+        if name == _TIMESTAMP:
             return value
+        if name == _STRUCT:
+            return _whole_numbers(value)
         if name == _INT_OR_STRING:
             return value.get("intVal", value.get("strVal", 0))
         return _encode_message(value, _message_type(field))

@@ -16,6 +16,10 @@ b
 c
     ``--c-pods`` (50) pods of real processes (``busybox`` running ``sleep``) on ``--c-nodes``
     (3) nodes with the process runtime, at ``--c-rate`` (10) pods/s. Target: p99 <= 2 s.
+sts, job
+    pods made by controllers: a StatefulSet of ``--sts-replicas`` (100, OrderedReady; time
+    to all ready) and a Job of ``--job-completions`` (1,000) at ``--job-parallelism`` (50)
+    on ``--job-nodes`` (5) process-runtime nodes (completions/s); ``k8semu.bench._workloads``.
 
 Pod startup is Kubernetes' SLI: from the pod's creation to a watcher seeing it Running. Here
 "created" is the client's wall-clock time when it sent the create (creationTimestamp only has
@@ -74,6 +78,8 @@ from k8semu.bench._common import (
     summarize,
     write_json,
 )
+from k8semu.bench._workloads import WORKLOADS, Run, WorkloadResult, run_job, run_sts
+from k8semu.bench._workloads import table as workload_table
 from k8semu.client import Client, ClientError
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.state import ComponentRecord
@@ -81,7 +87,7 @@ from k8semu.pb.api.v1 import core_pb2
 
 __all__ = ["PodsBenchOptions", "PodsBenchResult", "ScenarioResult", "main", "render", "run"]
 
-SCENARIOS = ("a", "b", "c")
+SCENARIOS = ("a", "b", "c", *WORKLOADS)
 TARGET_A_P99_S = 1.0
 TARGET_B_PODS_PER_S = 300.0
 TARGET_B_RSS_MB = 300.0
@@ -113,6 +119,11 @@ class PodsBenchOptions:
     c_nodes: int = 3
     c_rate: float = 10.0
     c_image: str = "busybox"
+    sts_replicas: int = 100
+    sts_nodes: int = 20
+    job_completions: int = 1000
+    job_parallelism: int = 50
+    job_nodes: int = 5  # the kubelet keeps a finished pod's IP: 253 per node
     writers: int = 64
     store_replicas: int = 3
     timeout: float = 300.0  # for the pods to run, per scenario
@@ -165,6 +176,7 @@ class ScenarioResult:
 class PodsBenchResult:
     options: PodsBenchOptions
     scenarios: list[ScenarioResult] = field(default_factory=list)
+    workloads: list[WorkloadResult] = field(default_factory=list)  # sts, job
 
 
 def _summary(s: Summary) -> dict[str, float]:
@@ -408,8 +420,15 @@ def run(
 ) -> PodsBenchResult:
     """Every scenario of ``opts``, one after the other, each on its own cluster."""
     out = PodsBenchResult(options=opts)
+    common = Run(opts.store_replicas, opts.timeout, opts.ready_timeout, workdir)
     for name in opts.scenarios:
-        out.scenarios.append(run_scenario(name, opts, workdir=workdir, keep=keep))
+        if name == "sts":
+            out.workloads.append(run_sts(opts.sts_replicas, opts.sts_nodes, common))
+        elif name == "job":
+            job = run_job(opts.job_completions, opts.job_parallelism, opts.job_nodes, common)
+            out.workloads.append(job)
+        else:
+            out.scenarios.append(run_scenario(name, opts, workdir=workdir, keep=keep))
     return out
 
 
@@ -549,11 +568,12 @@ def _notes(r: ScenarioResult) -> list[str]:
 def render(result: PodsBenchResult, env: dict[str, Any]) -> str:
     """Markdown tables: startup per scenario, the phase breakdown, throughput and memory."""
     rows = [r for r in result.scenarios if r.breakdown]
-    lines = [*_startup_table(rows), *_phase_table(rows)]
+    lines = [*_startup_table(rows), *_phase_table(rows)] if rows else []
     b = [r for r in result.scenarios if r.scenario == "b"]
     if b:
         lines += _scheduler_table(b[0], result.options.writers)
-    lines += _create_table(rows)
+    lines += _create_table(rows) if rows else []
+    lines += workload_table(result.workloads)
     load1, load5, _ = env["load_average"]
     lines += [
         "",
@@ -580,7 +600,9 @@ def _scenarios(text: str) -> tuple[str, ...]:
         return SCENARIOS
     out = tuple(s.strip() for s in text.split(",") if s.strip())
     if not out or any(s not in SCENARIOS for s in out):
-        raise argparse.ArgumentTypeError("a, b, c, a comma-separated list of them, or all")
+        raise argparse.ArgumentTypeError(
+            "a, b, c, sts, job, a comma-separated list of them, or all"
+        )
     return out
 
 
@@ -594,8 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
-        "--scenario", type=_scenarios, default="all", help="a, b, c, a list (a,c) or all"
-    )
+        "--scenario", type=_scenarios, default="all",
+        help="a, b, c, sts, job, a list (a,c) or all",
+    )  # fmt: skip
     p.add_argument("--a-pods", type=positive_int, default=d.a_pods)
     p.add_argument("--a-nodes", type=positive_int, default=d.a_nodes, help="hollow nodes")
     p.add_argument("--a-rate", type=positive_float, default=d.a_rate, help="pods created/s")
@@ -605,6 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c-nodes", type=positive_int, default=d.c_nodes, help="real nodes")
     p.add_argument("--c-rate", type=positive_float, default=d.c_rate, help="pods created/s")
     p.add_argument("--c-image", default=d.c_image, help="busybox (runs sleep) or k8semu/echo")
+    p.add_argument("--sts-replicas", type=positive_int, default=d.sts_replicas)
+    p.add_argument("--sts-nodes", type=positive_int, default=d.sts_nodes, help="hollow nodes")
+    p.add_argument("--job-completions", type=positive_int, default=d.job_completions)
+    p.add_argument("--job-parallelism", type=positive_int, default=d.job_parallelism)
+    p.add_argument("--job-nodes", type=positive_int, default=d.job_nodes, help="real nodes")
     p.add_argument("--writers", type=positive_int, default=d.writers, help="concurrent creates")
     p.add_argument("--store-replicas", type=positive_int, default=d.store_replicas)
     p.add_argument("--timeout", type=positive_float, default=d.timeout, help="for the pods to run")
@@ -631,7 +659,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run(opts, workdir=args.workdir, keep=args.keep)
     print(render(result, env))
     write_json(args.json, {"environment": env, "result": dataclasses.asdict(result)})
-    failed = any(r.error or r.timed_out for r in result.scenarios)
+    failed = any(r.error or r.timed_out for r in result.scenarios) or any(
+        r.error or r.timed_out for r in result.workloads
+    )
     return 1 if failed else 0
 
 

@@ -366,6 +366,7 @@ def measure_decisions(
             nodes_with_affinity=cache.affinity_nodes,
             label_keys=cache.label_keys,
             rng=rng,
+            topology=cache.topology,
         )
         start = d.next_start
         cache.assume(info, d.node)

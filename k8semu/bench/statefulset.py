@@ -17,7 +17,7 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from k8semu.bench._clusterrun import BenchCluster, ClusterLayout
@@ -59,14 +59,19 @@ def _stateful_set(namespace: str, replicas: int, policy: str, claims: bool) -> a
     return sts
 
 
+async def new_namespace(client: Client, prefix: str) -> str:
+    """A fresh namespace `<prefix>-<random>` for one run; its name."""
+    ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
+    ns.metadata.name = f"{prefix}-{secrets.token_hex(3)}"
+    await client.create(ns)
+    return ns.metadata.name
+
+
 async def run_workload(
     api_servers: Sequence[str], result: StatefulSetBenchResult, timeout: float
 ) -> None:
-    namespace = f"bench-sts-{secrets.token_hex(3)}"
     async with Client(list(api_servers)) as client:
-        ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
-        ns.metadata.name = namespace
-        await client.create(ns)
+        namespace = await new_namespace(client, "bench-sts")
         if result.claims:
             sc = storage_pb2.StorageClass(api_version="storage.k8s.io/v1", kind="StorageClass")
             sc.metadata.name = f"bench-{namespace}"
@@ -75,17 +80,28 @@ async def run_workload(
             await client.create(sc)
         t0 = time.monotonic()
         await client.create(_stateful_set(namespace, result.replicas, result.policy, result.claims))
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
+
+        async def ready() -> int:
             sts = await client.get(apps_pb2.StatefulSet, "web", namespace=namespace)
-            result.ready = sts.status.ready_replicas
-            if result.ready >= result.replicas:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            result.timed_out = True
+            return sts.status.ready_replicas
+
+        result.ready, result.timed_out = await wait_for(ready, result.replicas, t0 + timeout)
         result.ready_seconds = time.monotonic() - t0
         result.load_after = os.getloadavg()
+
+
+async def wait_for(
+    read: Callable[[], Awaitable[int]], wanted: int, deadline: float
+) -> tuple[int, bool]:
+    """Poll `read` every 100 ms until it gives `wanted` or the monotonic `deadline` passes:
+    (the last value read, whether the deadline passed first)."""
+    got = 0
+    while time.monotonic() < deadline:
+        got = await read()
+        if got >= wanted:
+            return got, False
+        await asyncio.sleep(0.1)
+    return got, True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

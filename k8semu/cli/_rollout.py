@@ -1,14 +1,15 @@
 """`rollout history` and `rollout undo`: a Deployment's revisions are the
 `deployment.kubernetes.io/revision` annotations of the ReplicaSets it controls (the
-Deployment controller writes them); undo copies one revision's pod template back into the
-Deployment, client side, as kubectl does.
+Deployment controller writes them); a DaemonSet's or StatefulSet's are the
+ControllerRevisions it controls (k8semu/controllers/history.py). Undo copies one revision's
+pod template back into its owner, client side, as kubectl does.
 
 Pure: the caller reads the objects and writes the result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from k8semu.api import manifest
 from k8semu.cli._printers import render_table
@@ -21,10 +22,14 @@ from k8semu.controllers.deployment import (
     equal_ignore_hash,
     revision_of,
 )
-from k8semu.pb.api.v1 import apps_pb2
+from k8semu.controllers.history import Owner, owned_revisions, template_of
+from k8semu.pb.api.v1 import apps_pb2, core_pb2
 
 __all__ = [
     "REVISION",
+    "controller_history_table",
+    "controller_revision_detail",
+    "controller_rollback",
     "history_table",
     "owned",
     "revision_detail",
@@ -47,14 +52,16 @@ def owned(
 
 def history_table(d: apps_pb2.Deployment, replica_sets: list[apps_pb2.ReplicaSet]) -> str:
     """kubectl's REVISION / CHANGE-CAUSE table under the Deployment's name."""
-    rows = [
-        [str(revision_of(rs)), rs.metadata.annotations.get(CHANGE_CAUSE, "") or "<none>"]
-        for rs in owned(d, replica_sets)
-    ]
-    head = f"deployment.apps/{d.metadata.name}\n"
+    rows = [(revision_of(rs), rs.metadata.annotations) for rs in owned(d, replica_sets)]
+    return _table(f"deployment.apps/{d.metadata.name}", rows)
+
+
+def _table(label: str, rows: Sequence[tuple[int, Mapping[str, str]]]) -> str:
+    """`label` over a REVISION / CHANGE-CAUSE table of (revision, annotations) rows."""
     if not rows:
-        return head + "No rollout history found.\n"
-    return head + render_table(["REVISION", "CHANGE-CAUSE"], rows)
+        return f"{label}\nNo rollout history found.\n"
+    cells = [[str(n), notes.get(CHANGE_CAUSE, "") or "<none>"] for n, notes in rows]
+    return f"{label}\n" + render_table(["REVISION", "CHANGE-CAUSE"], cells)
 
 
 def revision_detail(
@@ -63,10 +70,13 @@ def revision_detail(
     """One revision's pod template (`rollout history --revision N`)."""
     for rs in owned(d, replica_sets):
         if revision_of(rs) == revision:
-            text = _indent(manifest.dump(rs.spec.template))
-            head = f"deployment.apps/{d.metadata.name} with revision #{revision}"
-            return f"{head}\nPod Template:\n{text}"
+            return _detail(f"deployment.apps/{d.metadata.name}", revision, rs.spec.template)
     raise UsageError(f"unable to find the specified revision {revision}")
+
+
+def _detail(label: str, revision: int, template: core_pb2.PodTemplateSpec) -> str:
+    text = _indent(manifest.dump(template))
+    return f"{label} with revision #{revision}\nPod Template:\n{text}"
 
 
 def _indent(text: str) -> str:
@@ -103,3 +113,43 @@ def rolled_back(d: apps_pb2.Deployment, rs: apps_pb2.ReplicaSet) -> apps_pb2.Dep
     if CHANGE_CAUSE not in rs.metadata.annotations:
         new.metadata.annotations.pop(CHANGE_CAUSE, None)
     return new
+
+
+# ---- DaemonSets and StatefulSets: ControllerRevisions ------------------------------------
+
+
+def _label(owner: Owner) -> str:
+    return f"{type(owner).__name__.lower()}.apps/{owner.metadata.name}"
+
+
+def controller_history_table(owner: Owner, revisions: Iterable[apps_pb2.ControllerRevision]) -> str:
+    rows = [(cr.revision, cr.metadata.annotations) for cr in owned_revisions(owner, revisions)]
+    return _table(_label(owner), rows)
+
+
+def controller_revision_detail(
+    owner: Owner, revisions: Iterable[apps_pb2.ControllerRevision], revision: int
+) -> str:
+    for cr in owned_revisions(owner, revisions):
+        template = template_of(cr)
+        if cr.revision == revision and template is not None:
+            return _detail(_label(owner), revision, template)
+    raise UsageError("unable to find the specified revision")
+
+
+def controller_rollback(
+    owner: Owner, revisions: Iterable[apps_pb2.ControllerRevision], to_revision: int
+) -> tuple[int, core_pb2.PodTemplateSpec | None]:
+    """kubectl's DaemonSet/StatefulSet rollback: the revision (0: the one before the
+    newest) and its template, None when the owner already has it."""
+    if to_revision < 0:
+        raise UsageError(f"--to-revision: must be >= 0, got {to_revision}")
+    history = owned_revisions(owner, revisions)
+    if to_revision == 0:
+        source = history[-2] if len(history) > 1 else None
+    else:
+        source = next((cr for cr in history if cr.revision == to_revision), None)
+    template = None if source is None else template_of(source)
+    if source is None or template is None:
+        raise UsageError(f"unable to find specified revision {to_revision} in history")
+    return source.revision, None if template == owner.spec.template else template

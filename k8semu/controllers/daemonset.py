@@ -15,6 +15,9 @@ pods it controls:
   scheduler binds it there, as Kubernetes does since 1.12; Failed pods are deleted (and made
   again); duplicates beyond one per node are deleted (the oldest stays); pods on nodes that
   should not run the daemon, or that are gone, are deleted.
+- **History**: a ControllerRevision per distinct template, `<daemonset>-<hash>`, the newest
+  for the current template, trimmed to revisionHistoryLimit (never one a live pod runs);
+  `rollout history/undo` read them (k8semu/controllers/history.py).
 - **Updates**: pods carry `controller-revision-hash` (the template's hash). RollingUpdate
   replaces pods of an older template node by node: with maxSurge 0, an unavailable old pod is
   deleted at once and an available one only while fewer than maxUnavailable nodes are
@@ -25,8 +28,7 @@ pods it controls:
   numberReady, updatedNumberScheduled, numberAvailable (ready for minReadySeconds),
   numberUnavailable, observedGeneration.
 
-Not done: ControllerRevision objects (so no `rollout history/undo` for DaemonSets yet),
-orphan adoption, failed-pod back-off.
+Not done: orphan adoption (of pods and of revisions), failed-pod back-off.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from k8semu.client import (
     object_key,
 )
 from k8semu.client.workqueue import WorkQueue
-from k8semu.controllers import _pods
+from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodControl
 from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.controllers.deployment.util import scaled_value, template_hash
@@ -57,7 +59,7 @@ log = get_logger(__name__)
 
 API_VERSION = "apps/v1"
 KIND = "DaemonSet"
-REVISION_HASH = "controller-revision-hash"
+REVISION_HASH = history.REVISION_HASH
 # (key, effect) of the tolerations Kubernetes adds to every daemon pod.
 DAEMON_TOLERATIONS = (
     ("node.kubernetes.io/not-ready", "NoExecute"),
@@ -298,6 +300,9 @@ class DaemonSetController:
             on_update=lambda old, new: self._node_changed(new),
             on_delete=self._node_changed,
         )
+        self.history = history.RevisionHistory(
+            ctx, KIND, self.queue, self.ds_informer.cache.get_by_name
+        )
         self.pod_informer.add_event_handler(
             on_add=lambda pod: self._pod_changed(pod, created=True),
             on_update=lambda old, new: self._pod_changed(new),
@@ -340,6 +345,8 @@ class DaemonSetController:
             for pod in self.pod_informer.cache.by_index(OWNER_UID_INDEX, uid)
             if (ref := _pods.controller_ref(pod)) is not None and ref.uid == uid
         ]
+        if not await self._sync_history(ds, pods):
+            return
         p = plan(ds, self.node_informer.cache.list(), pods, self.clock())
         error: BaseException | None = None
         if self.expectations.satisfied(key):
@@ -360,3 +367,13 @@ class DaemonSetController:
             self.queue.add_after(key, p.recheck_after)
         if error is not None:
             raise error
+
+    async def _sync_history(self, ds: apps_pb2.DaemonSet, pods: list[core_pb2.Pod]) -> bool:
+        """The revisions up to date (False: a hash collision, see RevisionHistory.sync)."""
+        name = ds.metadata.name
+        in_use = {
+            history.revision_name(name, h)
+            for pod in pods
+            if (h := pod.metadata.labels.get(REVISION_HASH))
+        }
+        return await self.history.sync(ds, revision_hash(ds), in_use)

@@ -86,6 +86,7 @@ DEFAULT_KINDS: tuple[type[Message], ...] = (
     apps_pb2.ReplicaSet,
     apps_pb2.DaemonSet,
     apps_pb2.StatefulSet,
+    apps_pb2.ControllerRevision,
     batch_pb2.Job,
     batch_pb2.CronJob,
     core_pb2.Pod,

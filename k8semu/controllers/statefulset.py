@@ -19,15 +19,20 @@ controls and the claims of its namespace:
   deleted and made again before anything else happens; scale-down removes the highest
   ordinal first, one at a time, and only while every remaining pod is healthy. **Parallel**
   creates and deletes without waiting.
-- **Updates**: `updateRevision` is the template's hash. RollingUpdate replaces pods from the
-  highest ordinal down to spec.updateStrategy.rollingUpdate.partition, one at a time, each
-  only once every pod is healthy; OnDelete replaces a pod only when someone deletes it.
+- **History**: a ControllerRevision per distinct template, `<name>-<hash>`, trimmed to
+  revisionHistoryLimit (never the current or update revision, nor one a pod runs)
+  (k8semu/controllers/history.py).
+- **Updates**: `updateRevision` is the revision of the template (`<name>-<hash>`, also the
+  pods' `controller-revision-hash`, as Kubernetes labels them). RollingUpdate replaces pods
+  from the highest ordinal down to spec.updateStrategy.rollingUpdate.partition, one at a
+  time, each only once every pod is healthy; a pod below the partition that is made again
+  gets the current revision's template (from its ControllerRevision); OnDelete replaces a
+  pod only when someone deletes it.
 - **Status**: replicas, readyReplicas, availableReplicas, currentReplicas, updatedReplicas,
   currentRevision (becomes updateRevision once every pod has it), updateRevision,
   observedGeneration.
 
-Not done: ControllerRevision objects (a pod re-created below the partition gets the current
-template, not the older one Kubernetes keeps), orphan adoption, spec.ordinals, maxUnavailable.
+Not done: orphan adoption (of pods and of revisions), spec.ordinals, maxUnavailable.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from k8semu.client import (
 )
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.client.workqueue import WorkQueue
-from k8semu.controllers import _pods
+from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodControl
 from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.controllers.deployment.util import template_hash
@@ -60,13 +65,18 @@ log = get_logger(__name__)
 
 API_VERSION = "apps/v1"
 KIND = "StatefulSet"
-REVISION_HASH = "controller-revision-hash"
+REVISION_HASH = history.REVISION_HASH
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 
 
 def revision_hash(sts: apps_pb2.StatefulSet) -> str:
     return template_hash(sts.spec.template, sts.status.collision_count)
+
+
+def update_revision(sts: apps_pb2.StatefulSet) -> str:
+    """The name of the revision of the StatefulSet's template (its pods' label)."""
+    return history.revision_name(sts.metadata.name, revision_hash(sts))
 
 
 def ordinal_of(sts: apps_pb2.StatefulSet, pod: core_pb2.Pod) -> int | None:
@@ -125,6 +135,24 @@ def stateful_pod(sts: apps_pb2.StatefulSet, ordinal: int, revision: str) -> core
     return pod
 
 
+def versioned_pod(
+    sts: apps_pb2.StatefulSet, ordinal: int, current: tuple[str, core_pb2.PodTemplateSpec] | None
+) -> core_pb2.Pod:
+    """Kubernetes' newVersionedStatefulSetPod: below a RollingUpdate's partition the pod of
+    the current revision (`current`: its name and template, when known), else the update
+    revision's."""
+    strategy = sts.spec.update_strategy
+    if (
+        current is not None
+        and strategy.type == "RollingUpdate"
+        and ordinal < strategy.rolling_update.partition
+    ):
+        old = _pods.copy_of(sts)
+        old.spec.template.CopyFrom(current[1])
+        return stateful_pod(old, ordinal, current[0])
+    return stateful_pod(sts, ordinal, update_revision(sts))
+
+
 @dataclass(slots=True)
 class Plan:
     creates: list[int] = field(default_factory=list)  # ordinals
@@ -154,7 +182,7 @@ def plan(
     """What one reconcile does (see the module docstring); `claims` are the names of the
     claims that exist in the StatefulSet's namespace."""
     p = Plan()
-    update = revision_hash(sts)
+    update = update_revision(sts)
     replicas = sts.spec.replicas
     by_ordinal: dict[int, core_pb2.Pod] = {}
     for pod in pods:
@@ -291,6 +319,9 @@ class StatefulSetController:
             indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
         )
         self.claim_informer = ctx.informers.informer(core_pb2.PersistentVolumeClaim, indexers=by_ns)
+        self.history = history.RevisionHistory(
+            ctx, KIND, self.queue, self.sts_informer.cache.get_by_name
+        )
         self.sts_informer.add_event_handler(
             on_add=self._enqueue,
             on_update=lambda old, new: self._enqueue(new),
@@ -322,6 +353,10 @@ class StatefulSetController:
             for pod in self.pod_informer.cache.by_index(OWNER_UID_INDEX, uid)
             if (ref := _pods.controller_ref(pod)) is not None and ref.uid == uid
         ]
+        in_use = {sts.status.current_revision, sts.status.update_revision} - {""}
+        in_use.update(h for pod in pods if (h := pod.metadata.labels.get(REVISION_HASH)))
+        if not await self.history.sync(sts, revision_hash(sts), in_use):
+            return
         claims = [
             c.metadata.name
             for c in self.claim_informer.cache.by_index(NAMESPACE_INDEX, sts.metadata.namespace)
@@ -350,14 +385,22 @@ class StatefulSetController:
                 await self._delete_claim(sts, name)
             for pod in p.deletes:
                 await self.pods.delete(sts, pod)
-            revision = revision_hash(sts)
+            current = self._current(sts)
             for ordinal in p.creates:
                 # AlreadyExists: the cache is behind, the pod's add event is on its way.
                 with contextlib.suppress(AlreadyExists):
-                    await self.pods.create(sts, stateful_pod(sts, ordinal, revision))
+                    await self.pods.create(sts, versioned_pod(sts, ordinal, current))
         except Exception as exc:  # reported by the worker, after the status is written
             return exc
         return None
+
+    def _current(self, sts: apps_pb2.StatefulSet) -> tuple[str, core_pb2.PodTemplateSpec] | None:
+        """The current revision's name and template, when it is not the update revision."""
+        name = sts.status.current_revision
+        if not name or name == update_revision(sts):
+            return None
+        template = self.history.template(sts, name)
+        return None if template is None else (name, template)
 
     async def _create_claim(
         self, sts: apps_pb2.StatefulSet, claim: core_pb2.PersistentVolumeClaim

@@ -11,12 +11,20 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from k8semu.scheduler import interpod, plugins
 from k8semu.scheduler.framework import NodeInfo, PodInfo, clone_node
-from k8semu.scheduler.spread import NO_SPREAD, prefilter_spread, score_spread
+from k8semu.scheduler.spread import (
+    NO_SPREAD,
+    REASON_SPREAD,
+    REASON_SPREAD_LABEL,
+    SpreadState,
+    prefilter_spread,
+    score_spread,
+)
+from k8semu.scheduler.topology import TopologyIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +57,54 @@ def schedule(
     nominated: Mapping[str, Sequence[PodInfo]] | None = None,
     label_keys: Mapping[str, int] | None = None,
     rng: random.Random | None = None,
+    topology: TopologyIndex | None = None,
 ) -> Decision:
     """Choose a node for `pod` among `order` (names of `nodes` that have a Node object);
     `nodes_with_affinity`: the nodes running pods with inter-pod terms (the cache's list);
     `nominated`: pods waiting for room preemption makes on a node, which a pod of lower or
     equal priority must leave to them (counted there as if bound); `label_keys`: how many
-    nodes have each label key (the cache's count), which spares the spread score a scan."""
+    nodes have each label key (the cache's count), which spares the spread score a scan;
+    `topology`: the cache's per-domain tables of `nodes` (the PreFilter's counts without a
+    pass over every node and pod; not used for a pod the cache has on a node)."""
     num = len(order)
     if num == 0:
         return Decision("", 0, 0, 0, 0)
+    if topology is not None and topology.placed(pod):
+        topology = None
     want = plugins.num_feasible_nodes_to_find(num, percentage)
-    anti = plugins.prefilter_anti_affinity(pod, nodes, nodes_with_affinity)
-    spread = prefilter_spread(pod, nodes, order, plugins.NODE_CHECKS) if pod.spread else NO_SPREAD
+    anti = plugins.prefilter_anti_affinity(pod, nodes, nodes_with_affinity, topology)
+    spread = (
+        prefilter_spread(pod, nodes, order, plugins.NODE_CHECKS, topology)
+        if pod.spread
+        else NO_SPREAD
+    )
+    start %= num
+    feasible, reasons, evaluated = _find_feasible(
+        pod, nodes, itertools.chain(order[start:], order[:start]), want, anti, spread, nominated
+    )
+    next_start = (start + evaluated) % num
+    if not feasible:
+        return Decision("", num, evaluated, 0, next_start, reasons)
+    if len(feasible) == 1:
+        return Decision(feasible[0].name, num, evaluated, 1, next_start)
+    scores = score(pod, feasible, nodes, order, nodes_with_affinity, label_keys, topology)
+    best = max(scores)
+    winners = [i for i, s in enumerate(scores) if s == best]
+    pick = winners[0] if len(winners) == 1 else (rng or random).choice(winners)
+    return Decision(feasible[pick].name, num, evaluated, len(feasible), next_start)
+
+
+def _find_feasible(
+    pod: PodInfo,
+    nodes: Mapping[str, NodeInfo],
+    names: Iterable[str],
+    want: int,
+    anti: interpod.AntiAffinityState,
+    spread: SpreadState,
+    nominated: Mapping[str, Sequence[PodInfo]] | None,
+) -> tuple[list[NodeInfo], Counter[str], int]:
+    """Filter `names` in order until `want` fit: (those nodes, the reasons of the others,
+    how many were looked at)."""
     feasible: list[NodeInfo] = []
     reasons: Counter[str] = Counter()
     run_filters = plugins.run_filters
@@ -68,13 +112,16 @@ def schedule(
     # Ready, schedulable and untainted - needs only the resource check: done inline (the
     # same test as plugins.run_filters, without a call per node; tests compare the two).
     simple = not pod.needs_node_match and not pod.host_ports and anti.empty
-    # A single DoNotSchedule constraint is tested inline too (its allowed domains).
+    # A single DoNotSchedule constraint is tested inline too (its allowed domains:
+    # SpreadState.passes, unrolled), and the only reason it can give counted at the end.
     gated = bool(spread.gates)
     simple = simple and (gated or not spread.constraints)
+    gate_key, allowed, zero_ok = spread.gates[0] if gated else ("", frozenset[str](), False)
+    known = spread.constraints[0].counts if gated else {}
+    refused = unlabelled = 0
     cpu, mem = pod.milli_cpu, pod.memory
-    start %= num
     evaluated = 0
-    for name in itertools.chain(order[start:], order[:start]):
+    for name in names:
         info = nodes[name]
         if nominated and name in nominated:
             info = _with_nominated(pod, info, nominated[name])
@@ -85,28 +132,29 @@ def schedule(
             and info.pod_count < info.alloc_pods
             and info.requested_cpu + cpu <= info.alloc_cpu
             and info.requested_memory + mem <= info.alloc_memory
-            and (not gated or spread.passes(info.labels))
         ):
-            failed: list[str] = []
+            if gated:
+                value = info.labels.get(gate_key)
+                if value is None:
+                    unlabelled += 1
+                    continue
+                if value not in allowed and not (zero_ok and value not in known):
+                    refused += 1
+                    continue
         else:
             failed = run_filters(pod, info, anti, spread)
-        if failed:
-            for reason in failed:
-                reasons[reason] += 1
-            continue
+            if failed:
+                for reason in failed:
+                    reasons[reason] += 1
+                continue
         feasible.append(info)
         if len(feasible) >= want:
             break
-    next_start = (start + evaluated) % num
-    if not feasible:
-        return Decision("", num, evaluated, 0, next_start, reasons)
-    if len(feasible) == 1:
-        return Decision(feasible[0].name, num, evaluated, 1, next_start)
-    scores = score(pod, feasible, nodes, order, nodes_with_affinity, label_keys)
-    best = max(scores)
-    winners = [i for i, s in enumerate(scores) if s == best]
-    pick = winners[0] if len(winners) == 1 else (rng or random).choice(winners)
-    return Decision(feasible[pick].name, num, evaluated, len(feasible), next_start)
+    if refused:
+        reasons[REASON_SPREAD] += refused
+    if unlabelled:
+        reasons[REASON_SPREAD_LABEL] += unlabelled
+    return feasible, reasons, evaluated
 
 
 def _with_nominated(pod: PodInfo, node: NodeInfo, waiting: Sequence[PodInfo]) -> NodeInfo:
@@ -126,21 +174,32 @@ def score(
     order: Sequence[str] = (),
     nodes_with_affinity: Sequence[str] = (),
     label_keys: Mapping[str, int] | None = None,
+    topology: TopologyIndex | None = None,
 ) -> list[float]:
     """The weighted sum of every score plugin for each feasible node (`nodes`, `order`: the
-    whole cluster, for the plugins that count pods beyond the feasible nodes)."""
+    whole cluster, for the plugins that count pods beyond the feasible nodes; `topology`:
+    their per-domain tables)."""
     totals = plugins.score_resources(pod, feasible)
     everything = nodes if nodes is not None else {n.name: n for n in feasible}
     names = order or [n.name for n in feasible]
-    spread = score_spread(pod, feasible, everything, names, plugins.NODE_CHECKS, label_keys)
+    spread = score_spread(
+        pod, feasible, everything, names, plugins.NODE_CHECKS, label_keys, topology
+    )
     if spread is not None:
         totals = _add(totals, plugins.WEIGHT_TOPOLOGY_SPREAD, spread)
-    has_terms = pod.preferred_affinity or pod.preferred_anti_affinity or nodes_with_affinity
-    weights = interpod.score_weights(pod, everything, nodes_with_affinity) if has_terms else None
-    if weights:
-        grouped = interpod.by_key(weights)
-        raw = [interpod.score_raw(n, grouped) for n in feasible]
-        totals = _add(totals, plugins.WEIGHT_INTER_POD_AFFINITY, interpod.normalize_min_max(raw))
+    if pod.preferred_affinity or pod.preferred_anti_affinity or nodes_with_affinity:
+        weights, lookups = interpod.score_weights(pod, everything, nodes_with_affinity, topology)
+        if weights or lookups:
+            grouped = interpod.by_key(weights)
+            raw = [interpod.score_raw(n, grouped) for n in feasible]
+            for key, weight, counts in lookups:  # a pass per lookup: no call per node
+                get = counts.get  # NUL is in no label value: a node without the key gets 0
+                raw = [
+                    r + weight * get(n.labels.get(key, "\0"), 0)
+                    for r, n in zip(raw, feasible, strict=True)
+                ]
+            normalized = interpod.normalize_min_max(raw)
+            totals = _add(totals, plugins.WEIGHT_INTER_POD_AFFINITY, normalized)
     if pod.preferred_terms:
         raw = [plugins.score_node_affinity(pod, n) for n in feasible]
         aff = plugins.normalize_max(raw)

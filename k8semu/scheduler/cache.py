@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 from k8semu.scheduler.framework import NodeInfo, PodInfo, PodSpecError, pod_info, pod_key
+from k8semu.scheduler.topology import TopologyIndex
 
 log = get_logger(__name__)
 
@@ -47,6 +48,8 @@ class SchedulerCache:
         self.priorities: Counter[int] = Counter()  # spec.priority of the pods on nodes
         # Each namespace's labels (the affinity terms' namespaceSelector), kept by the owner.
         self.namespace_labels: dict[str, dict[str, str]] = {}
+        # Pods per topology domain, kept as pods come and go (the constrained pods' PreFilter).
+        self.topology = TopologyIndex(self.nodes, self._pod_node.get)
 
     # ---- nodes ---------------------------------------------------------------------------
 
@@ -58,7 +61,10 @@ class SchedulerCache:
         had_node = info.node is not None
         if had_node:
             self.label_keys.subtract(info.labels.keys())
+        old_labels = info.labels
         info.set_node(node)
+        if not had_node or info.labels != old_labels:  # not a mere status update
+            self.topology.nodes_changed()
         self.label_keys.update(info.labels.keys())
         for problem in info.problems:
             log.warning("node counted as having none of a resource", problem=problem)
@@ -74,6 +80,7 @@ class SchedulerCache:
             return
         self.order.remove(name)
         self.label_keys.subtract(info.labels.keys())
+        self.topology.nodes_changed()
         if info.pods:
             info.node = None
         else:
@@ -151,6 +158,7 @@ class SchedulerCache:
         if info is None:
             info = self.nodes[node_name] = NodeInfo(node_name)
         info.add_pod(pod)
+        self.topology.pod_added(info, pod)
         self._pod_node[pod.key] = node_name
         self.priorities[pod.priority] += 1
         if pod.has_affinity_terms:
@@ -165,6 +173,7 @@ class SchedulerCache:
             return
         pod = info.remove_pod(key)
         if pod is not None:
+            self.topology.pod_removed(info, pod)
             self.priorities[pod.priority] -= 1
             if self.priorities[pod.priority] <= 0:
                 del self.priorities[pod.priority]

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from k8semu.scheduler.framework import AffinityTerm, NodeInfo, PodInfo
+from k8semu.scheduler.topology import TopologyIndex, one_label
 
 REASON_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
 REASON_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
@@ -43,6 +44,8 @@ REASON_AFFINITY = "node(s) didn't match pod affinity rules"
 HARD_POD_AFFINITY_WEIGHT = 1
 
 Pair = tuple[str, str]
+# A score part read per node: (topology key, weight, pods per domain value).
+Lookup = tuple[str, int, Mapping[str, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +100,22 @@ def prefilter_anti_affinity(
     pod: PodInfo,
     nodes: Mapping[str, NodeInfo],
     nodes_with_affinity: Iterable[str] = (),
+    topology: TopologyIndex | None = None,
 ) -> AntiAffinityState:
     """The domains `pod` must avoid or join. `nodes_with_affinity`: the nodes running pods
-    that have inter-pod terms of their own (the reverse direction looks only there)."""
+    that have inter-pod terms of their own (the reverse direction looks only there);
+    `topology`: the cache's term tables (for a pod on no node), which answer that direction
+    per distinct term instead of per pod."""
     own: set[Pair] = set()
     together: set[Pair] = set()
     if pod.anti_affinity or pod.affinity:
         own, together = _own_domains(pod, nodes)
     existing: set[Pair] = set()
+    if topology is not None:
+        for term, domains in topology.terms("anti_affinity").items():
+            if term.matches_pod(pod.namespace, pod.labels):
+                existing.update((term.topology_key, value) for value in domains)
+        nodes_with_affinity = ()
     for name in nodes_with_affinity:
         holder = nodes.get(name)
         if holder is None:
@@ -149,10 +160,27 @@ def filter_anti_affinity(pod: PodInfo, node: NodeInfo, state: AntiAffinityState)
 # ---- score -----------------------------------------------------------------------------------
 
 
-def _add_incoming(pod: PodInfo, nodes: Mapping[str, NodeInfo], weights: dict[Pair, int]) -> None:
-    """The incoming pod's preferred terms, over every bound pod."""
+def _add_incoming(
+    pod: PodInfo,
+    nodes: Mapping[str, NodeInfo],
+    weights: dict[Pair, int],
+    lookups: list[Lookup],
+    topology: TopologyIndex | None,
+) -> None:
+    """The incoming pod's preferred terms, over every bound pod (a term of one label, with
+    `topology`, as a lookup in its table instead)."""
     signed = [(t, t.weight) for t in pod.preferred_affinity]
     signed += [(t, -t.weight) for t in pod.preferred_anti_affinity]
+    if topology is not None:
+        rest = []
+        for term, weight in signed:
+            label = one_label(term)
+            if label is None:
+                rest.append((term, weight))
+            else:
+                table = topology.domains(term.topology_key, label)
+                lookups.append((term.topology_key, weight, table.pods))
+        signed = rest
     for info in nodes.values():
         if not info.pods:
             continue
@@ -183,6 +211,14 @@ def _hits(term: AffinityTerm, node: NodeInfo, pod: PodInfo) -> int:
     )
 
 
+# The existing pods' terms that score: (kind, sign; 0 for a required term's fixed weight).
+_SCORED_KINDS = (("affinity", 0), ("preferred_affinity", 1), ("preferred_anti_affinity", -1))
+
+
+def _term_weight(term: AffinityTerm, sign: int) -> int:
+    return HARD_POD_AFFINITY_WEIGHT if sign == 0 else sign * term.weight
+
+
 def _add_existing(
     pod: PodInfo, nodes: Mapping[str, NodeInfo], holders: Iterable[str], weights: dict[Pair, int]
 ) -> None:
@@ -201,19 +237,35 @@ def _add_existing(
                 for term in terms:
                     value = where.get(term.topology_key)
                     if value is not None and term.matches_pod(ns, labels):
-                        w = HARD_POD_AFFINITY_WEIGHT if sign == 0 else sign * term.weight
-                        weights[(term.topology_key, value)] += w
+                        weights[(term.topology_key, value)] += _term_weight(term, sign)
+
+
+def _existing_lookups(pod: PodInfo, topology: TopologyIndex, lookups: list[Lookup]) -> None:
+    """_add_existing from the term tables: each distinct term checked once."""
+    ns, labels = pod.namespace, pod.labels
+    for kind, sign in _SCORED_KINDS:
+        for term, domains in topology.terms(kind).items():
+            if term.matches_pod(ns, labels):
+                lookups.append((term.topology_key, _term_weight(term, sign), domains))
 
 
 def score_weights(
-    pod: PodInfo, nodes: Mapping[str, NodeInfo], nodes_with_affinity: Iterable[str]
-) -> dict[Pair, int]:
-    """The PreScore: weight per topology domain (empty: the plugin scores nothing)."""
+    pod: PodInfo,
+    nodes: Mapping[str, NodeInfo],
+    nodes_with_affinity: Iterable[str],
+    topology: TopologyIndex | None = None,
+) -> tuple[dict[Pair, int], list[Lookup]]:
+    """The PreScore: weight per topology domain, and the parts `topology` answers per node
+    instead (both empty: the plugin scores nothing)."""
     weights: dict[Pair, int] = defaultdict(int)
+    lookups: list[Lookup] = []
     if pod.preferred_affinity or pod.preferred_anti_affinity:
-        _add_incoming(pod, nodes, weights)
-    _add_existing(pod, nodes, nodes_with_affinity, weights)
-    return {pair: w for pair, w in weights.items() if w}
+        _add_incoming(pod, nodes, weights, lookups, topology)
+    if topology is not None:
+        _existing_lookups(pod, topology, lookups)
+    else:
+        _add_existing(pod, nodes, nodes_with_affinity, weights)
+    return {pair: w for pair, w in weights.items() if w}, lookups
 
 
 def by_key(weights: Mapping[Pair, int]) -> dict[str, dict[str, int]]:
@@ -225,7 +277,8 @@ def by_key(weights: Mapping[Pair, int]) -> dict[str, dict[str, int]]:
 
 
 def score_raw(node: NodeInfo, grouped: Mapping[str, Mapping[str, int]]) -> int:
-    """A node's raw score: the weights of the domains it is in (`grouped`: by_key's)."""
+    """A node's raw score: the weights of the domains it is in (`grouped`: by_key's; the
+    caller adds its lookups' weight times the pods counted in the node's domain)."""
     labels = node.labels
     total = 0
     for key, values in grouped.items():

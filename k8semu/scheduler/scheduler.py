@@ -378,6 +378,7 @@ class Scheduler:
             nominated=self.nominations.by_node() if len(self.nominations) else None,
             label_keys=self.cache.label_keys,
             rng=self._rng,
+            topology=self.cache.topology,
         )
         self._next_start = decision.next_start
         if not decision.node:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from k8semu.scheduler.framework import HOSTNAME_LABEL, NodeInfo, PodInfo, SpreadConstraint
+from k8semu.scheduler.topology import TopologyIndex
 
 REASON_SPREAD = "node(s) didn't match pod topology spread constraints"
 REASON_SPREAD_LABEL = (
@@ -127,15 +128,19 @@ def domain_counts(
     nodes: Mapping[str, NodeInfo],
     order: Sequence[str],
     checks: tuple[NodeCheck, NodeCheck],
+    topology: TopologyIndex | None = None,
 ) -> Counter[str]:
     """Matching pods per domain of `c`, over the eligible nodes (every eligible domain is a
-    key, with 0 when it holds none)."""
+    key, with 0 when it holds none). `topology`: the cache's tables, for a pod on no node."""
     keys = [k.topology_key for k in pod.spread if k.hard == c.hard]
     counts: Counter[str] = Counter()
     topology_key = c.topology_key
     plain = not pod.needs_node_match or not c.honor_node_affinity
     label = _one_label(c, pod)
     if label is not None and plain and len(keys) == 1 and not c.honor_taints:
+        if topology is not None:  # the common shape, kept by the cache: one lookup per domain
+            table = topology.domains(topology_key, label)
+            return Counter({value: table.pods.get(value, 0) for value in table.nodes})
         # The common shape, one lookup per node (the pod being scheduled is on no node).
         for name in order:
             node = nodes[name]
@@ -160,15 +165,16 @@ def prefilter_spread(
     nodes: Mapping[str, NodeInfo],
     order: Sequence[str],
     checks: tuple[NodeCheck, NodeCheck],
+    topology: TopologyIndex | None = None,
 ) -> SpreadState:
     """The DoNotSchedule constraints' counts. `checks`: (node affinity passes, taints
-    tolerated), the plugins' own filters."""
+    tolerated), the plugins' own filters; `topology`: as for domain_counts."""
     hard = [c for c in pod.spread if c.hard]
     if not hard:
         return NO_SPREAD
     out = []
     for c in hard:
-        counts = domain_counts(pod, c, nodes, order, checks)
+        counts = domain_counts(pod, c, nodes, order, checks, topology)
         least = min(counts.values(), default=0) if len(counts) >= c.min_domains else 0
         self_match = 1 if c.selector.matches(pod.labels) else 0
         out.append(HardCount(c, counts, least, self_match))
@@ -199,13 +205,16 @@ def filter_spread(node: NodeInfo, state: SpreadState) -> str | None:
 # ---- score -----------------------------------------------------------------------------------
 
 
-def _hostname_counts(c: SpreadConstraint, pod: PodInfo, feasible: Sequence[NodeInfo]) -> list[int]:
-    """Per feasible node (each its own hostname domain) the pods `c` counts there."""
+def _hostname_counts(
+    c: SpreadConstraint, pod: PodInfo, feasible: Sequence[NodeInfo], on_no_node: bool
+) -> list[int]:
+    """Per feasible node (each its own hostname domain) the pods `c` counts there
+    (`on_no_node`: the caller knows the pod is on none)."""
     if c.owner_uid:
         uid = c.owner_uid
         return [n.owner_counts.get(uid, 0) for n in feasible]
     label = _one_label(c, pod)
-    if label is not None and not any(pod.key in n.pods for n in feasible):
+    if label is not None and (on_no_node or not any(pod.key in n.pods for n in feasible)):
         return [n.label_counts.get(label, 0) for n in feasible]
     return [count_on(c, pod, n) for n in feasible]
 
@@ -217,6 +226,7 @@ def score_spread(
     order: Sequence[str],
     checks: tuple[NodeCheck, NodeCheck],
     label_keys: Mapping[str, int] | None = None,
+    topology: TopologyIndex | None = None,
 ) -> list[float] | None:
     """0..100 per feasible node for the ScheduleAnyway (and default) constraints; None when
     the pod has none, or none applies to any node. `label_keys`: how many nodes have each
@@ -231,7 +241,7 @@ def score_spread(
         key, offset = c.topology_key, c.max_skew - 1
         if key == HOSTNAME_LABEL:  # every node has it: the hot path, no per-node lookups
             weight = math.log(len(feasible) + 2)
-            counts = _hostname_counts(c, pod, feasible)
+            counts = _hostname_counts(c, pod, feasible, topology is not None)
             raw = [r + n * weight + offset for r, n in zip(raw, counts, strict=True)]
             applied = True
             continue
@@ -241,7 +251,7 @@ def score_spread(
             else not any(key in n.labels for n in feasible)
         ):
             continue  # no node is in any domain of it (no zones): it changes nothing
-        domains = domain_counts(pod, c, nodes, order, checks)
+        domains = domain_counts(pod, c, nodes, order, checks, topology)
         if not domains:
             if not c.system_default:
                 ignored = [True] * len(feasible)

@@ -267,10 +267,16 @@ async def test_concurrent_patches_all_apply(client: Client) -> None:
 
 
 async def test_bind_sets_node_once(client: Client) -> None:
-    created = unpack((await client.create("pods", _pod("bindme"))).object, core_pb2.Pod)
-    stale = created.metadata.resource_version
+    await client.create("pods", _pod("bindme"))
+    # A nomination (the scheduler's, after preemption) is cleared by the binding.
+    doc = {"status": {"nominatedNodeName": "node-1"}}
+    nominated = unpack((await _patch(client, "pods", "bindme", doc, status=True)).object,
+                       core_pb2.Pod)  # fmt: skip
+    assert nominated.status.nominated_node_name == "node-1"
+    stale = nominated.metadata.resource_version
     bound = await _bind(client, "bindme", "node-1", resource_version=stale)
     assert bound.spec.node_name == "node-1"
+    assert bound.status.nominated_node_name == ""
     assert [(c.type, c.status) for c in bound.status.conditions] == [("PodScheduled", "True")]
     got = unpack((await client.get("pods", "bindme")).object, core_pb2.Pod)
     assert got == bound

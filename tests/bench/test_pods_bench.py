@@ -80,7 +80,7 @@ def test_whole_second_stamps_are_placed_between_the_phases_seen() -> None:
 
 def test_scenarios_flag() -> None:
     parser = pods.build_parser()
-    assert pods.options_from(parser.parse_args([])).scenarios == ("a", "b", "c")
+    assert pods.options_from(parser.parse_args([])).scenarios == ("a", "b", "c", "sts", "job")
     assert pods.options_from(parser.parse_args(["--scenario", "a,c"])).scenarios == ("a", "c")
     with pytest.raises(SystemExit):
         parser.parse_args(["--scenario", "d"])
@@ -118,6 +118,32 @@ def test_small_run_counts_add_up(tmp_path: Path) -> None:
     assert "| (a) 20 pods at 40/s on 5 hollow nodes | 20/20 |" in table
     json.dumps(dataclasses.asdict(result), default=str)
     # Nothing is left behind: the cluster dir is removed after a clean run.
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("scenario", "size"),
+    [("sts", {"sts_replicas": 4, "sts_nodes": 2}),
+     ("job", {"job_completions": 12, "job_parallelism": 4, "job_nodes": 1})],
+)  # fmt: skip
+def test_controller_scenarios_small(scenario: str, size: dict[str, int], tmp_path: Path) -> None:
+    """The StatefulSet and Job scenarios, small: every pod ready / every completion done."""
+    opts = pods.PodsBenchOptions(
+        scenarios=(scenario,), store_replicas=1, timeout=120.0, ready_timeout=120.0,
+        progress=False, **size,  # type: ignore[arg-type]
+    )  # fmt: skip
+    result = pods.run(opts, workdir=tmp_path)
+    (r,) = result.workloads
+    assert not r.error, r.error
+    assert not r.timed_out
+    assert r.done == r.wanted == next(iter(size.values()))
+    assert r.seconds > 0 and r.per_s > 0
+    env = {"load_average": (0.0, 0.0, 0.0), "cpus": 2, "cpu_model": "x", "date": "now"}
+    table = pods.render(result, env)
+    assert f"| ({scenario}) " in table
+    assert "startup p50" not in table  # no pod-startup tables without their scenarios
     assert list(tmp_path.iterdir()) == []
 
 

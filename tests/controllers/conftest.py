@@ -126,6 +126,7 @@ _KINDS: tuple[tuple[str, type[Message]], ...] = (
     ("deployments", apps_pb2.Deployment),
     ("daemonsets", apps_pb2.DaemonSet),
     ("statefulsets", apps_pb2.StatefulSet),
+    ("controllerrevisions", apps_pb2.ControllerRevision),
     ("persistentvolumeclaims", core_pb2.PersistentVolumeClaim),
     ("persistentvolumes", core_pb2.PersistentVolume),
     ("storageclasses", storage_pb2.StorageClass),

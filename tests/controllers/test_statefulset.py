@@ -9,7 +9,7 @@ import pytest
 from k8semu.apiserver import registry
 from k8semu.apiserver.allocation import DEFAULT_RANGES
 from k8semu.apiserver.errors import Invalid
-from k8semu.controllers.statefulset import REVISION_HASH, StatefulSetController, revision_hash
+from k8semu.controllers.statefulset import REVISION_HASH, StatefulSetController, update_revision
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 from tests.controllers.conftest import FakeCluster, set_ready, template
 
@@ -151,7 +151,7 @@ async def test_rolling_update_goes_down_from_the_highest_ordinal_to_the_partitio
     sts.spec.template.spec.containers[0].image = "nginx:2"
     sts.spec.update_strategy.rolling_update.partition = 1
     cluster.add(sts)
-    new = revision_hash(sts)
+    new = update_revision(sts)
     order: list[str] = []
 
     def check() -> None:

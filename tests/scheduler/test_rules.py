@@ -27,6 +27,9 @@ def cluster(*nodes: core_pb2.Node) -> SchedulerCache:
 
 
 def decide(cache: SchedulerCache, p: core_pb2.Pod, **kw: object) -> algorithm.Decision:
+    """As the scheduler decides: with the cache's per-domain tables (test_topology.py checks
+    they decide as the passes over every node and pod)."""
+    kw.setdefault("topology", cache.topology)
     return algorithm.schedule(
         pod_info(p, cache.namespace_labels),
         cache.nodes,

@@ -289,6 +289,7 @@ async def test_preemption_evicts_the_unguarded_lower_pod_and_binds_the_high_one(
     got = await client.get(core_pb2.Pod, "urgent", namespace=namespace)
     assert got.spec.node_name == target
     assert seen["nominated"] == {target}
+    assert not got.status.nominated_node_name  # the binding cleared it
     assert seen["free"] == {"True PreemptionByScheduler"}
     assert "guarded" not in seen
     guarded = await client.get(core_pb2.Pod, "guarded", namespace=namespace)

@@ -13,6 +13,7 @@
     discovery.py   EndpointSlice: checks, the immutable addressType
     networking.py  Ingress, IngressClass: checks, the immutable controller
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
+    revisions.py   ControllerRevision: checks, the immutable data
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
     rbac.py        Role, ClusterRole, RoleBinding, ClusterRoleBinding: checks; ServiceAccount
@@ -51,6 +52,7 @@ from k8semu.apiserver.registry import (
     pods,
     quota,
     rbac,
+    revisions,
     scheduling,
     services,
     statefulsets,
@@ -155,10 +157,12 @@ def _volume_rows() -> list[Strategy]:
 
 
 def _stateful_rows() -> list[Strategy]:
-    """StatefulSet and StorageClass (in KINDS' order)."""
+    """StatefulSet, ControllerRevision and StorageClass (in KINDS' order)."""
     return [
         _checked("statefulsets", statefulsets.defaults, statefulsets.validate,
                  statefulsets.validate_update, scale=True),
+        Strategy(kind=_kind("controllerrevisions"), validate=revisions.validate,
+                 validate_update=revisions.validate_update),
         _checked("storageclasses", storage.class_defaults, storage.validate_class,
                  storage.validate_class_update, status=False),
     ]  # fmt: skip

@@ -180,14 +180,17 @@ FIELDS: dict[str, FieldGetter] = {"spec.nodeName": _node_name, "status.phase": _
 
 def bind(pod: Any, node_name: str) -> None:
     """pods/binding on `pod` (a copy of the stored one): spec.nodeName and the
-    PodScheduled=True condition, as Kubernetes' binding REST sets them; ABORTED when the pod
-    is bound already or being deleted."""
+    PodScheduled=True condition, as Kubernetes' binding REST sets them, and
+    status.nominatedNodeName cleared (kube-apiserver does since 1.34, whoever nominated the
+    pod: a bound pod's nomination is stale); ABORTED when the pod is bound already or being
+    deleted."""
     name = pod.metadata.name
     if pod.metadata.HasField("deletion_timestamp"):
         raise Conflict(f"pod {name} is being deleted, cannot be assigned to a host")
     if pod.spec.node_name:
         raise Conflict(f"pod {name} is already assigned to node {pod.spec.node_name!r}")
     pod.spec.node_name = node_name
+    pod.status.ClearField("nominated_node_name")
     for condition in pod.status.conditions:
         if condition.type == "PodScheduled":
             break

@@ -23,70 +23,75 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from k8semu.pb.api.v1 import core_pb2 as k8semu_dot_api_dot_v1_dot_core__pb2
 from k8semu.pb.api.v1 import meta_pb2 as k8semu_dot_api_dot_v1_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18k8semu/api/v1/apps.proto\x12\rk8semu.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18k8semu/api/v1/core.proto\x1a\x18k8semu/api/v1/meta.proto\"\xba\x01\n\nReplicaSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.k8semu.api.v1.ReplicaSetSpec\x12/\n\x06status\x18\x05 \x01(\x0b\x32\x1f.k8semu.api.v1.ReplicaSetStatus\"\xb1\x01\n\x0eReplicaSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x11min_ready_seconds\x18\x02 \x01(\x05\x12.\n\x08selector\x18\x03 \x01(\x0b\x32\x1c.k8semu.api.v1.LabelSelector\x12\x30\n\x08template\x18\x04 \x01(\x0b\x32\x1e.k8semu.api.v1.PodTemplateSpecB\x0b\n\t_replicas\"\xdf\x01\n\x10ReplicaSetStatus\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x16\x66ully_labeled_replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x03 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x04 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x05 \x01(\x03\x12\x36\n\nconditions\x18\x06 \x03(\x0b\x32\".k8semu.api.v1.ReplicaSetConditionB\x0b\n\t_replicas\"\x8e\x01\n\x13ReplicaSetCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x88\x01\n\x0eReplicaSetList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12(\n\x05items\x18\x04 \x03(\x0b\x32\x19.k8semu.api.v1.ReplicaSet\"\xba\x01\n\nDeployment\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.k8semu.api.v1.DeploymentSpec\x12/\n\x06status\x18\x05 \x01(\x0b\x32\x1f.k8semu.api.v1.DeploymentStatus\"\xfc\x02\n\x0e\x44\x65ploymentSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12.\n\x08selector\x18\x02 \x01(\x0b\x32\x1c.k8semu.api.v1.LabelSelector\x12\x30\n\x08template\x18\x03 \x01(\x0b\x32\x1e.k8semu.api.v1.PodTemplateSpec\x12\x33\n\x08strategy\x18\x04 \x01(\x0b\x32!.k8semu.api.v1.DeploymentStrategy\x12\x19\n\x11min_ready_seconds\x18\x05 \x01(\x05\x12#\n\x16revision_history_limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12&\n\x19progress_deadline_seconds\x18\x08 \x01(\x05H\x02\x88\x01\x01\x42\x0b\n\t_replicasB\x19\n\x17_revision_history_limitB\x1c\n\x1a_progress_deadline_seconds\"b\n\x12\x44\x65ploymentStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12>\n\x0erolling_update\x18\x02 \x01(\x0b\x32&.k8semu.api.v1.RollingUpdateDeployment\"}\n\x17RollingUpdateDeployment\x12\x33\n\x0fmax_unavailable\x18\x01 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrString\x12-\n\tmax_surge\x18\x02 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrString\"\x97\x02\n\x10\x44\x65ploymentStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x18\n\x10updated_replicas\x18\x03 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x04 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x05 \x01(\x05\x12\x1c\n\x14unavailable_replicas\x18\x06 \x01(\x05\x12\x36\n\nconditions\x18\x07 \x03(\x0b\x32\".k8semu.api.v1.DeploymentCondition\x12\x1c\n\x0f\x63ollision_count\x18\x08 \x01(\x05H\x00\x88\x01\x01\x42\x12\n\x10_collision_count\"\xc4\x01\n\x13\x44\x65ploymentCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x34\n\x10last_update_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x88\x01\n\x0e\x44\x65ploymentList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12(\n\x05items\x18\x04 \x03(\x0b\x32\x19.k8semu.api.v1.Deployment\"\xb7\x01\n\tDaemonSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12*\n\x04spec\x18\x04 \x01(\x0b\x32\x1c.k8semu.api.v1.DaemonSetSpec\x12.\n\x06status\x18\x05 \x01(\x0b\x32\x1e.k8semu.api.v1.DaemonSetStatus\"\x8d\x02\n\rDaemonSetSpec\x12.\n\x08selector\x18\x01 \x01(\x0b\x32\x1c.k8semu.api.v1.LabelSelector\x12\x30\n\x08template\x18\x02 \x01(\x0b\x32\x1e.k8semu.api.v1.PodTemplateSpec\x12?\n\x0fupdate_strategy\x18\x03 \x01(\x0b\x32&.k8semu.api.v1.DaemonSetUpdateStrategy\x12\x19\n\x11min_ready_seconds\x18\x04 \x01(\x05\x12#\n\x16revision_history_limit\x18\x05 \x01(\x05H\x00\x88\x01\x01\x42\x19\n\x17_revision_history_limit\"f\n\x17\x44\x61\x65monSetUpdateStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12=\n\x0erolling_update\x18\x02 \x01(\x0b\x32%.k8semu.api.v1.RollingUpdateDaemonSet\"|\n\x16RollingUpdateDaemonSet\x12\x33\n\x0fmax_unavailable\x18\x01 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrString\x12-\n\tmax_surge\x18\x02 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrString\"\xe6\x02\n\x0f\x44\x61\x65monSetStatus\x12 \n\x18\x63urrent_number_scheduled\x18\x01 \x01(\x05\x12\x1b\n\x13number_misscheduled\x18\x02 \x01(\x05\x12 \n\x18\x64\x65sired_number_scheduled\x18\x03 \x01(\x05\x12\x14\n\x0cnumber_ready\x18\x04 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x05 \x01(\x03\x12 \n\x18updated_number_scheduled\x18\x06 \x01(\x05\x12\x18\n\x10number_available\x18\x07 \x01(\x05\x12\x1a\n\x12number_unavailable\x18\x08 \x01(\x05\x12\x1c\n\x0f\x63ollision_count\x18\t \x01(\x05H\x00\x88\x01\x01\x12\x35\n\nconditions\x18\n \x03(\x0b\x32!.k8semu.api.v1.DaemonSetConditionB\x12\n\x10_collision_count\"\x8d\x01\n\x12\x44\x61\x65monSetCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x86\x01\n\rDaemonSetList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12\'\n\x05items\x18\x04 \x03(\x0b\x32\x18.k8semu.api.v1.DaemonSet\"\xbd\x01\n\x0bStatefulSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12,\n\x04spec\x18\x04 \x01(\x0b\x32\x1e.k8semu.api.v1.StatefulSetSpec\x12\x30\n\x06status\x18\x05 \x01(\x0b\x32 .k8semu.api.v1.StatefulSetStatus\"\xa2\x04\n\x0fStatefulSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12.\n\x08selector\x18\x02 \x01(\x0b\x32\x1c.k8semu.api.v1.LabelSelector\x12\x30\n\x08template\x18\x03 \x01(\x0b\x32\x1e.k8semu.api.v1.PodTemplateSpec\x12\x44\n\x16volume_claim_templates\x18\x04 \x03(\x0b\x32$.k8semu.api.v1.PersistentVolumeClaim\x12\x14\n\x0cservice_name\x18\x05 \x01(\t\x12\x1d\n\x15pod_management_policy\x18\x06 \x01(\t\x12\x41\n\x0fupdate_strategy\x18\x07 \x01(\x0b\x32(.k8semu.api.v1.StatefulSetUpdateStrategy\x12#\n\x16revision_history_limit\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x11min_ready_seconds\x18\t \x01(\x05\x12p\n(persistent_volume_claim_retention_policy\x18\n \x01(\x0b\x32>.k8semu.api.v1.StatefulSetPersistentVolumeClaimRetentionPolicyB\x0b\n\t_replicasB\x19\n\x17_revision_history_limit\"r\n\x19StatefulSetUpdateStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12G\n\x0erolling_update\x18\x02 \x01(\x0b\x32/.k8semu.api.v1.RollingUpdateStatefulSetStrategy\"}\n RollingUpdateStatefulSetStrategy\x12\x16\n\tpartition\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x33\n\x0fmax_unavailable\x18\x02 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrStringB\x0c\n\n_partition\"\\\n/StatefulSetPersistentVolumeClaimRetentionPolicy\x12\x14\n\x0cwhen_deleted\x18\x01 \x01(\t\x12\x13\n\x0bwhen_scaled\x18\x02 \x01(\t\"\xc8\x02\n\x11StatefulSetStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x03 \x01(\x05\x12\x18\n\x10\x63urrent_replicas\x18\x04 \x01(\x05\x12\x18\n\x10updated_replicas\x18\x05 \x01(\x05\x12\x18\n\x10\x63urrent_revision\x18\x06 \x01(\t\x12\x17\n\x0fupdate_revision\x18\x07 \x01(\t\x12\x1c\n\x0f\x63ollision_count\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x37\n\nconditions\x18\t \x03(\x0b\x32#.k8semu.api.v1.StatefulSetCondition\x12\x1a\n\x12\x61vailable_replicas\x18\n \x01(\x05\x42\x12\n\x10_collision_count\"\x8f\x01\n\x14StatefulSetCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x8a\x01\n\x0fStatefulSetList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12)\n\x05items\x18\x04 \x03(\x0b\x32\x1a.k8semu.api.v1.StatefulSetb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18k8semu/api/v1/apps.proto\x12\rk8semu.api.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18k8semu/api/v1/core.proto\x1a\x18k8semu/api/v1/meta.proto\"\xba\x01\n\nReplicaSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.k8semu.api.v1.ReplicaSetSpec\x12/\n\x06status\x18\x05 \x01(\x0b\x32\x1f.k8semu.api.v1.ReplicaSetStatus\"\xb1\x01\n\x0eReplicaSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x11min_ready_seconds\x18\x02 \x01(\x05\x12.\n\x08selector\x18\x03 \x01(\x0b\x32\x1c.k8semu.api.v1.LabelSelector\x12\x30\n\x08template\x18\x04 \x01(\x0b\x32\x1e.k8semu.api.v1.PodTemplateSpecB\x0b\n\t_replicas\"\xdf\x01\n\x10ReplicaSetStatus\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x16\x66ully_labeled_replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x03 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x04 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x05 \x01(\x03\x12\x36\n\nconditions\x18\x06 \x03(\x0b\x32\".k8semu.api.v1.ReplicaSetConditionB\x0b\n\t_replicas\"\x8e\x01\n\x13ReplicaSetCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x88\x01\n\x0eReplicaSetList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12(\n\x05items\x18\x04 \x03(\x0b\x32\x19.k8semu.api.v1.ReplicaSet\"\xba\x01\n\nDeployment\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.k8semu.api.v1.DeploymentSpec\x12/\n\x06status\x18\x05 \x01(\x0b\x32\x1f.k8semu.api.v1.DeploymentStatus\"\xfc\x02\n\x0e\x44\x65ploymentSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12.\n\x08selector\x18\x02 \x01(\x0b\x32\x1c.k8semu.api.v1.LabelSelector\x12\x30\n\x08template\x18\x03 \x01(\x0b\x32\x1e.k8semu.api.v1.PodTemplateSpec\x12\x33\n\x08strategy\x18\x04 \x01(\x0b\x32!.k8semu.api.v1.DeploymentStrategy\x12\x19\n\x11min_ready_seconds\x18\x05 \x01(\x05\x12#\n\x16revision_history_limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12&\n\x19progress_deadline_seconds\x18\x08 \x01(\x05H\x02\x88\x01\x01\x42\x0b\n\t_replicasB\x19\n\x17_revision_history_limitB\x1c\n\x1a_progress_deadline_seconds\"b\n\x12\x44\x65ploymentStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12>\n\x0erolling_update\x18\x02 \x01(\x0b\x32&.k8semu.api.v1.RollingUpdateDeployment\"}\n\x17RollingUpdateDeployment\x12\x33\n\x0fmax_unavailable\x18\x01 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrString\x12-\n\tmax_surge\x18\x02 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrString\"\x97\x02\n\x10\x44\x65ploymentStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x18\n\x10updated_replicas\x18\x03 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x04 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x05 \x01(\x05\x12\x1c\n\x14unavailable_replicas\x18\x06 \x01(\x05\x12\x36\n\nconditions\x18\x07 \x03(\x0b\x32\".k8semu.api.v1.DeploymentCondition\x12\x1c\n\x0f\x63ollision_count\x18\x08 \x01(\x05H\x00\x88\x01\x01\x42\x12\n\x10_collision_count\"\xc4\x01\n\x13\x44\x65ploymentCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x34\n\x10last_update_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x88\x01\n\x0e\x44\x65ploymentList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12(\n\x05items\x18\x04 \x03(\x0b\x32\x19.k8semu.api.v1.Deployment\"\xb7\x01\n\tDaemonSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12*\n\x04spec\x18\x04 \x01(\x0b\x32\x1c.k8semu.api.v1.DaemonSetSpec\x12.\n\x06status\x18\x05 \x01(\x0b\x32\x1e.k8semu.api.v1.DaemonSetStatus\"\x8d\x02\n\rDaemonSetSpec\x12.\n\x08selector\x18\x01 \x01(\x0b\x32\x1c.k8semu.api.v1.LabelSelector\x12\x30\n\x08template\x18\x02 \x01(\x0b\x32\x1e.k8semu.api.v1.PodTemplateSpec\x12?\n\x0fupdate_strategy\x18\x03 \x01(\x0b\x32&.k8semu.api.v1.DaemonSetUpdateStrategy\x12\x19\n\x11min_ready_seconds\x18\x04 \x01(\x05\x12#\n\x16revision_history_limit\x18\x05 \x01(\x05H\x00\x88\x01\x01\x42\x19\n\x17_revision_history_limit\"f\n\x17\x44\x61\x65monSetUpdateStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12=\n\x0erolling_update\x18\x02 \x01(\x0b\x32%.k8semu.api.v1.RollingUpdateDaemonSet\"|\n\x16RollingUpdateDaemonSet\x12\x33\n\x0fmax_unavailable\x18\x01 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrString\x12-\n\tmax_surge\x18\x02 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrString\"\xe6\x02\n\x0f\x44\x61\x65monSetStatus\x12 \n\x18\x63urrent_number_scheduled\x18\x01 \x01(\x05\x12\x1b\n\x13number_misscheduled\x18\x02 \x01(\x05\x12 \n\x18\x64\x65sired_number_scheduled\x18\x03 \x01(\x05\x12\x14\n\x0cnumber_ready\x18\x04 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x05 \x01(\x03\x12 \n\x18updated_number_scheduled\x18\x06 \x01(\x05\x12\x18\n\x10number_available\x18\x07 \x01(\x05\x12\x1a\n\x12number_unavailable\x18\x08 \x01(\x05\x12\x1c\n\x0f\x63ollision_count\x18\t \x01(\x05H\x00\x88\x01\x01\x12\x35\n\nconditions\x18\n \x03(\x0b\x32!.k8semu.api.v1.DaemonSetConditionB\x12\n\x10_collision_count\"\x8d\x01\n\x12\x44\x61\x65monSetCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x86\x01\n\rDaemonSetList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12\'\n\x05items\x18\x04 \x03(\x0b\x32\x18.k8semu.api.v1.DaemonSet\"\xbd\x01\n\x0bStatefulSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12,\n\x04spec\x18\x04 \x01(\x0b\x32\x1e.k8semu.api.v1.StatefulSetSpec\x12\x30\n\x06status\x18\x05 \x01(\x0b\x32 .k8semu.api.v1.StatefulSetStatus\"\xa2\x04\n\x0fStatefulSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12.\n\x08selector\x18\x02 \x01(\x0b\x32\x1c.k8semu.api.v1.LabelSelector\x12\x30\n\x08template\x18\x03 \x01(\x0b\x32\x1e.k8semu.api.v1.PodTemplateSpec\x12\x44\n\x16volume_claim_templates\x18\x04 \x03(\x0b\x32$.k8semu.api.v1.PersistentVolumeClaim\x12\x14\n\x0cservice_name\x18\x05 \x01(\t\x12\x1d\n\x15pod_management_policy\x18\x06 \x01(\t\x12\x41\n\x0fupdate_strategy\x18\x07 \x01(\x0b\x32(.k8semu.api.v1.StatefulSetUpdateStrategy\x12#\n\x16revision_history_limit\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x11min_ready_seconds\x18\t \x01(\x05\x12p\n(persistent_volume_claim_retention_policy\x18\n \x01(\x0b\x32>.k8semu.api.v1.StatefulSetPersistentVolumeClaimRetentionPolicyB\x0b\n\t_replicasB\x19\n\x17_revision_history_limit\"r\n\x19StatefulSetUpdateStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12G\n\x0erolling_update\x18\x02 \x01(\x0b\x32/.k8semu.api.v1.RollingUpdateStatefulSetStrategy\"}\n RollingUpdateStatefulSetStrategy\x12\x16\n\tpartition\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x33\n\x0fmax_unavailable\x18\x02 \x01(\x0b\x32\x1a.k8semu.api.v1.IntOrStringB\x0c\n\n_partition\"\\\n/StatefulSetPersistentVolumeClaimRetentionPolicy\x12\x14\n\x0cwhen_deleted\x18\x01 \x01(\t\x12\x13\n\x0bwhen_scaled\x18\x02 \x01(\t\"\xc8\x02\n\x11StatefulSetStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x03 \x01(\x05\x12\x18\n\x10\x63urrent_replicas\x18\x04 \x01(\x05\x12\x18\n\x10updated_replicas\x18\x05 \x01(\x05\x12\x18\n\x10\x63urrent_revision\x18\x06 \x01(\t\x12\x17\n\x0fupdate_revision\x18\x07 \x01(\t\x12\x1c\n\x0f\x63ollision_count\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x37\n\nconditions\x18\t \x03(\x0b\x32#.k8semu.api.v1.StatefulSetCondition\x12\x1a\n\x12\x61vailable_replicas\x18\n \x01(\x05\x42\x12\n\x10_collision_count\"\x8f\x01\n\x14StatefulSetCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x8a\x01\n\x0fStatefulSetList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12)\n\x05items\x18\x04 \x03(\x0b\x32\x1a.k8semu.api.v1.StatefulSet\"\x9d\x01\n\x12\x43ontrollerRevision\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08revision\x18\x05 \x01(\x03\"\x98\x01\n\x16\x43ontrollerRevisionList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12\x30\n\x05items\x18\x04 \x03(\x0b\x32!.k8semu.api.v1.ControllerRevisionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'k8semu.api.v1.apps_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLICASET']._serialized_start=129
-  _globals['_REPLICASET']._serialized_end=315
-  _globals['_REPLICASETSPEC']._serialized_start=318
-  _globals['_REPLICASETSPEC']._serialized_end=495
-  _globals['_REPLICASETSTATUS']._serialized_start=498
-  _globals['_REPLICASETSTATUS']._serialized_end=721
-  _globals['_REPLICASETCONDITION']._serialized_start=724
-  _globals['_REPLICASETCONDITION']._serialized_end=866
-  _globals['_REPLICASETLIST']._serialized_start=869
-  _globals['_REPLICASETLIST']._serialized_end=1005
-  _globals['_DEPLOYMENT']._serialized_start=1008
-  _globals['_DEPLOYMENT']._serialized_end=1194
-  _globals['_DEPLOYMENTSPEC']._serialized_start=1197
-  _globals['_DEPLOYMENTSPEC']._serialized_end=1577
-  _globals['_DEPLOYMENTSTRATEGY']._serialized_start=1579
-  _globals['_DEPLOYMENTSTRATEGY']._serialized_end=1677
-  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_start=1679
-  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_end=1804
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=1807
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=2086
-  _globals['_DEPLOYMENTCONDITION']._serialized_start=2089
-  _globals['_DEPLOYMENTCONDITION']._serialized_end=2285
-  _globals['_DEPLOYMENTLIST']._serialized_start=2288
-  _globals['_DEPLOYMENTLIST']._serialized_end=2424
-  _globals['_DAEMONSET']._serialized_start=2427
-  _globals['_DAEMONSET']._serialized_end=2610
-  _globals['_DAEMONSETSPEC']._serialized_start=2613
-  _globals['_DAEMONSETSPEC']._serialized_end=2882
-  _globals['_DAEMONSETUPDATESTRATEGY']._serialized_start=2884
-  _globals['_DAEMONSETUPDATESTRATEGY']._serialized_end=2986
-  _globals['_ROLLINGUPDATEDAEMONSET']._serialized_start=2988
-  _globals['_ROLLINGUPDATEDAEMONSET']._serialized_end=3112
-  _globals['_DAEMONSETSTATUS']._serialized_start=3115
-  _globals['_DAEMONSETSTATUS']._serialized_end=3473
-  _globals['_DAEMONSETCONDITION']._serialized_start=3476
-  _globals['_DAEMONSETCONDITION']._serialized_end=3617
-  _globals['_DAEMONSETLIST']._serialized_start=3620
-  _globals['_DAEMONSETLIST']._serialized_end=3754
-  _globals['_STATEFULSET']._serialized_start=3757
-  _globals['_STATEFULSET']._serialized_end=3946
-  _globals['_STATEFULSETSPEC']._serialized_start=3949
-  _globals['_STATEFULSETSPEC']._serialized_end=4495
-  _globals['_STATEFULSETUPDATESTRATEGY']._serialized_start=4497
-  _globals['_STATEFULSETUPDATESTRATEGY']._serialized_end=4611
-  _globals['_ROLLINGUPDATESTATEFULSETSTRATEGY']._serialized_start=4613
-  _globals['_ROLLINGUPDATESTATEFULSETSTRATEGY']._serialized_end=4738
-  _globals['_STATEFULSETPERSISTENTVOLUMECLAIMRETENTIONPOLICY']._serialized_start=4740
-  _globals['_STATEFULSETPERSISTENTVOLUMECLAIMRETENTIONPOLICY']._serialized_end=4832
-  _globals['_STATEFULSETSTATUS']._serialized_start=4835
-  _globals['_STATEFULSETSTATUS']._serialized_end=5163
-  _globals['_STATEFULSETCONDITION']._serialized_start=5166
-  _globals['_STATEFULSETCONDITION']._serialized_end=5309
-  _globals['_STATEFULSETLIST']._serialized_start=5312
-  _globals['_STATEFULSETLIST']._serialized_end=5450
+  _globals['_REPLICASET']._serialized_start=159
+  _globals['_REPLICASET']._serialized_end=345
+  _globals['_REPLICASETSPEC']._serialized_start=348
+  _globals['_REPLICASETSPEC']._serialized_end=525
+  _globals['_REPLICASETSTATUS']._serialized_start=528
+  _globals['_REPLICASETSTATUS']._serialized_end=751
+  _globals['_REPLICASETCONDITION']._serialized_start=754
+  _globals['_REPLICASETCONDITION']._serialized_end=896
+  _globals['_REPLICASETLIST']._serialized_start=899
+  _globals['_REPLICASETLIST']._serialized_end=1035
+  _globals['_DEPLOYMENT']._serialized_start=1038
+  _globals['_DEPLOYMENT']._serialized_end=1224
+  _globals['_DEPLOYMENTSPEC']._serialized_start=1227
+  _globals['_DEPLOYMENTSPEC']._serialized_end=1607
+  _globals['_DEPLOYMENTSTRATEGY']._serialized_start=1609
+  _globals['_DEPLOYMENTSTRATEGY']._serialized_end=1707
+  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_start=1709
+  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_end=1834
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=1837
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=2116
+  _globals['_DEPLOYMENTCONDITION']._serialized_start=2119
+  _globals['_DEPLOYMENTCONDITION']._serialized_end=2315
+  _globals['_DEPLOYMENTLIST']._serialized_start=2318
+  _globals['_DEPLOYMENTLIST']._serialized_end=2454
+  _globals['_DAEMONSET']._serialized_start=2457
+  _globals['_DAEMONSET']._serialized_end=2640
+  _globals['_DAEMONSETSPEC']._serialized_start=2643
+  _globals['_DAEMONSETSPEC']._serialized_end=2912
+  _globals['_DAEMONSETUPDATESTRATEGY']._serialized_start=2914
+  _globals['_DAEMONSETUPDATESTRATEGY']._serialized_end=3016
+  _globals['_ROLLINGUPDATEDAEMONSET']._serialized_start=3018
+  _globals['_ROLLINGUPDATEDAEMONSET']._serialized_end=3142
+  _globals['_DAEMONSETSTATUS']._serialized_start=3145
+  _globals['_DAEMONSETSTATUS']._serialized_end=3503
+  _globals['_DAEMONSETCONDITION']._serialized_start=3506
+  _globals['_DAEMONSETCONDITION']._serialized_end=3647
+  _globals['_DAEMONSETLIST']._serialized_start=3650
+  _globals['_DAEMONSETLIST']._serialized_end=3784
+  _globals['_STATEFULSET']._serialized_start=3787
+  _globals['_STATEFULSET']._serialized_end=3976
+  _globals['_STATEFULSETSPEC']._serialized_start=3979
+  _globals['_STATEFULSETSPEC']._serialized_end=4525
+  _globals['_STATEFULSETUPDATESTRATEGY']._serialized_start=4527
+  _globals['_STATEFULSETUPDATESTRATEGY']._serialized_end=4641
+  _globals['_ROLLINGUPDATESTATEFULSETSTRATEGY']._serialized_start=4643
+  _globals['_ROLLINGUPDATESTATEFULSETSTRATEGY']._serialized_end=4768
+  _globals['_STATEFULSETPERSISTENTVOLUMECLAIMRETENTIONPOLICY']._serialized_start=4770
+  _globals['_STATEFULSETPERSISTENTVOLUMECLAIMRETENTIONPOLICY']._serialized_end=4862
+  _globals['_STATEFULSETSTATUS']._serialized_start=4865
+  _globals['_STATEFULSETSTATUS']._serialized_end=5193
+  _globals['_STATEFULSETCONDITION']._serialized_start=5196
+  _globals['_STATEFULSETCONDITION']._serialized_end=5339
+  _globals['_STATEFULSETLIST']._serialized_start=5342
+  _globals['_STATEFULSETLIST']._serialized_end=5480
+  _globals['_CONTROLLERREVISION']._serialized_start=5483
+  _globals['_CONTROLLERREVISION']._serialized_end=5640
+  _globals['_CONTROLLERREVISIONLIST']._serialized_start=5643
+  _globals['_CONTROLLERREVISIONLIST']._serialized_end=5795
 # @@protoc_insertion_point(module_scope)
