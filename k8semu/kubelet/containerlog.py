@@ -37,6 +37,10 @@ log = get_logger(__name__)
 
 CHUNK = 64 * 1024  # bytes read from a pipe at a time (and from a file)
 MAX_RECORD = 16 * 1024  # longest text in one record, as containerd's CRI logger
+# After a read that emptied the pipe, the next waits this long (s): a chatty run's lines then
+# arrive a batch per read, not a wake-up of the kubelet per line; a flood (full reads) does not
+# wait. It is also the most a line can wait before a follower sees it.
+PACE = 0.02
 PIPE_SIZE = 1 << 20  # pipe buffer asked for: output waits there while the kubelet restarts
 STREAMS = (b"stdout", b"stderr")
 _FRACTION = re.compile(r"\.(\d+)")
@@ -278,6 +282,7 @@ class Pump:
         self._loop = asyncio.get_running_loop()
         self._done = self._loop.create_future()
         self._warned = False
+        self._paused: dict[bytes, asyncio.TimerHandle] = {}
         for stream, fd in self._fds.items():
             self._loop.add_reader(fd, self._readable, stream, fd)
         if not self._fds:
@@ -295,6 +300,13 @@ class Pump:
             self._drop(stream)
             return
         self._write(encode(stream, data, stamp(time.time_ns())))
+        if len(data) < CHUNK:
+            self._loop.remove_reader(fd)
+            self._paused[stream] = self._loop.call_later(PACE, self._resume, stream, fd)
+
+    def _resume(self, stream: bytes, fd: int) -> None:
+        del self._paused[stream]
+        self._loop.add_reader(fd, self._readable, stream, fd)
 
     def _write(self, records: bytes) -> None:
         view = memoryview(records)
@@ -308,6 +320,9 @@ class Pump:
 
     def _drop(self, stream: bytes) -> None:
         fd = self._fds.pop(stream, None)
+        paused = self._paused.pop(stream, None)
+        if paused is not None:
+            paused.cancel()
         if fd is not None:
             self._loop.remove_reader(fd)
             os.close(fd)
