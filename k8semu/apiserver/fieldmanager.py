@@ -68,6 +68,13 @@ class Conflicting:
     manager: str
     api_version: str
     path: Path
+    subresource: str = ""
+
+    def owner(self) -> str:
+        """The other manager as Kubernetes names it in a conflict: `"kubectl" with
+        subresource "scale" using apps/v1`."""
+        via = f' with subresource "{self.subresource}"' if self.subresource else ""
+        return f'"{self.manager}"{via} using {self.api_version}'
 
 
 class ApplyConflict(Conflict):
@@ -76,24 +83,21 @@ class ApplyConflict(Conflict):
 
     def __init__(self, conflicts: list[Conflicting]) -> None:
         n = len(conflicts)
-        by_manager: dict[tuple[str, str], list[str]] = {}
+        by_manager: dict[str, list[str]] = {}
         for c in conflicts:
-            by_manager.setdefault((c.manager, c.api_version), []).append(render(c.path))
+            by_manager.setdefault(c.owner(), []).append(render(c.path))
         if n == 1:
             c = conflicts[0]
-            text = f'conflict with "{c.manager}" using {c.api_version}: {render(c.path)}'
+            text = f"conflict with {c.owner()}: {render(c.path)}"
         else:
             parts = []
-            for (manager, version), paths in by_manager.items():
+            for owner, paths in by_manager.items():
                 one = "conflict" if len(paths) == 1 else "conflicts"
                 listed = "".join(f"\n- {p}" for p in paths)
-                parts.append(f'{one} with "{manager}" using {version}:{listed}')
+                parts.append(f"{one} with {owner}:{listed}")
             text = "\n".join(parts)
         super().__init__(f"Apply failed with {n} conflict{'s' if n > 1 else ''}: {text}")
-        self.causes = tuple(
-            (render(c.path), f'conflict with "{c.manager}" using {c.api_version}')
-            for c in conflicts
-        )
+        self.causes = tuple((render(c.path), f"conflict with {c.owner()}") for c in conflicts)
 
 
 # ---- paths --------------------------------------------------------------------------------
@@ -458,7 +462,7 @@ def apply(
     current = leaves(live, desc, subresource)
     entries = _entries(live_meta)
     conflicts = [
-        Conflicting(e.manager, e.api_version, p)
+        Conflicting(e.manager, e.api_version, p, e.subresource)
         for e in entries
         if (e.manager, e.operation, e.subresource) != (manager, APPLY, subresource)
         and (e.subresource == "status") == (subresource == "status")

@@ -143,9 +143,10 @@ async def _patch(
     namespace: str,
     request: api.PatchRequest,
     dry_run: bool,
-) -> Message:
-    """The Patch verb's read-patch-write; an apply to an object that is not there creates it
-    (create-on-apply), unless it is an apply to the status subresource."""
+) -> tuple[Message, bool]:
+    """The Patch verb's read-patch-write, and whether it created the object: an apply to an
+    object that is not there creates it (create-on-apply), unless it is an apply to the
+    status subresource."""
     kind = strategy.kind
     doc = patch.parse(kind, request.name, request.patch_type, request.patch, request)
     manager = "" if doc.type == "apply" else request.field_manager  # apply records its own
@@ -188,18 +189,18 @@ async def _or_create(
     what: str,
     update: Callable[[], Awaitable[Message]],
     create: Callable[[], Awaitable[Message]] | None,
-) -> Message:
-    """`update()`; when the object is not there, `create()` if given (server-side apply
-    creates what it applies). A create that loses the race to another is tried as an update
-    again."""
+) -> tuple[Message, bool]:
+    """`update()`, or when the object is not there `create()` if given (server-side apply
+    creates what it applies), and whether it was created. A create that loses the race to
+    another is tried as an update again."""
     for _ in range(_PATCH_ATTEMPTS):
         try:
-            return await update()
+            return await update(), False
         except NotFound:
             if create is None:
                 raise
         with contextlib.suppress(AlreadyExists):
-            return await create()
+            return await create(), True
     raise _modified(what)
 
 
@@ -677,9 +678,8 @@ class APIServicer:
         strategy, namespace = self._target(request.resource, request.namespace, request.name)
         if request.status:
             strategy.require_status()
-        return api.ObjectResponse(
-            object=pack(await _patch(self, strategy, namespace, request, dry_run))
-        )
+        obj, created = await _patch(self, strategy, namespace, request, dry_run)
+        return api.ObjectResponse(object=pack(obj), created=created)
 
     async def GetScale(self, request: api.GetRequest) -> api.Scale:
         """The scale subresource: the parent's replica counts and selector."""

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from k8semu import transport
 from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
 from k8semu.kubelet import config as cfg
@@ -146,5 +147,7 @@ def main(argv: Sequence[str]) -> int:
 async def _serve(
     configs: list[cfg.KubeletConfig], servers: _kubeconfig.Target, metrics: str
 ) -> None:
-    async with Client(list(servers.servers), tls=servers.tls()) as client:
+    async with Client(
+        list(servers.servers), channel_factory=transport.named_channels("kubelet", servers.tls())
+    ) as client:
         await _serving.serve(Kubelet(configs, client), grace=_serving.STOP_GRACE, metrics=metrics)
