@@ -169,3 +169,35 @@ def test_message_leaves_name_the_same_paths_as_leaves() -> None:
     assert set(fieldmanager.message_leaves(message)) == fieldmanager.fields(obj, DEPLOYMENT)
     status = fieldmanager.message_leaves(message, "status")
     assert set(status) == fieldmanager.fields(obj, DEPLOYMENT, "status")
+
+
+def test_changes_match_a_diff_of_every_leaf() -> None:
+    """`changes` descends only where the versions differ; it finds what comparing all the
+    leaves of both finds."""
+    web = {"name": "web", "image": "n:1", "ports": [{"containerPort": 80}], "args": ["a"]}
+    base = _deployment(2, web, {"name": "log", "image": "b"}, a="1")
+    base["metadata"]["finalizers"] = ["x"]
+    edits: list[Any] = [
+        lambda o: o["spec"].update(replicas=5),
+        lambda o: o["metadata"]["labels"].update(b="2"),
+        lambda o: o["metadata"]["labels"].pop("a"),
+        lambda o: o["metadata"].pop("finalizers"),
+        lambda o: o["spec"]["template"]["spec"]["containers"].pop(),
+        lambda o: o["spec"]["template"]["spec"]["containers"][0].update(image="n:2", args=[]),
+        lambda o: o["spec"]["template"]["spec"]["containers"][0]["ports"].append(
+            {"containerPort": 443}
+        ),
+        lambda o: o["spec"].update(strategy={"type": "Recreate"}),
+        lambda o: o.update(status={"replicas": 3}),
+        lambda o: None,
+    ]
+    for i, edit in enumerate(edits):
+        after = copy.deepcopy(base)
+        edit(after)
+        old = manifest.decode(base, apps_pb2.Deployment)
+        new = manifest.decode(after, apps_pb2.Deployment)
+        for scope in ("", "status"):
+            a = fieldmanager.message_leaves(old, scope)
+            b = fieldmanager.message_leaves(new, scope)
+            want = ({p for p, v in b.items() if p not in a or a[p] != v}, set(a) - set(b))
+            assert fieldmanager.changes(old, new, scope) == want, (i, scope)
