@@ -278,7 +278,12 @@ class Pump:
     def __init__(self, log_path: Path, readers: dict[bytes, int]) -> None:
         self.path = log_path
         self._fds = dict(readers)
-        self._out = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            self._out = os.open(log_path, flags, 0o644)
+        except OSError as exc:  # the run is started: its output is dropped, not left to block
+            log.warning("cannot open a container log", path=str(log_path), error=str(exc))
+            self._out = os.open(os.devnull, flags)
         self._loop = asyncio.get_running_loop()
         self._done = self._loop.create_future()
         self._warned = False
