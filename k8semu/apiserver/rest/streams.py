@@ -25,7 +25,7 @@ from multidict import MultiMapping
 
 from k8semu import transport
 from k8semu.apiserver.metrics import LONGRUNNING, REQUESTS
-from k8semu.apiserver.rest import channels, tunnel
+from k8semu.apiserver.rest import channels, spdyupgrade, tunnel
 from k8semu.apiserver.rest.paths import Target
 from k8semu.apiserver.rest.status import HTTPError
 from k8semu.apiserver.service import APIServicer
@@ -325,7 +325,11 @@ class Streams:
         _, endpoint, start.container = await self.ready(target, query.get("container", ""))
         # After the pod's checks: kubectl retries a refused WebSocket over SPDY, and the
         # pod's error is what it should print, not SPDY's.
-        protocol = channels.choose(request, channels.EXEC_PROTOCOLS)
+        spdy = spdyupgrade.is_spdy(request)
+        if spdy:
+            spdyupgrade.negotiate(request, spdyupgrade.EXEC_VERSIONS)
+        else:
+            protocol = channels.choose(request, channels.EXEC_PROTOCOLS)
         async with self.kubelet(endpoint) as stub:
             call = stub.Interact(timeout=STREAM_TIMEOUT)
             try:
@@ -334,6 +338,8 @@ class Streams:
             except grpc.aio.AioRpcError as exc:
                 raise kubelet_error(exc, endpoint) from None
             try:
+                if spdy:
+                    return await spdyupgrade.Exec(call, start, command).serve(request)
                 return await channels.Exec(call, protocol, command).serve(request)
             finally:
                 call.cancel()
@@ -341,9 +347,13 @@ class Streams:
     # ---- pods/portforward -----------------------------------------------------------------
 
     async def _portforward(self, request: web.Request, target: Target) -> web.StreamResponse:
-        protocol = channels.choose(request, (tunnel.PROTOCOL, *channels.PORTFORWARD_PROTOCOLS))
+        spdy = spdyupgrade.is_spdy(request)
+        if spdy:
+            protocol = spdyupgrade.negotiate(request, spdyupgrade.PORTFORWARD_VERSIONS)
+        else:
+            protocol = channels.choose(request, (tunnel.PROTOCOL, *channels.PORTFORWARD_PROTOCOLS))
         # kubectl's tunnel names its ports in each stream; the channel protocol in the query.
-        ports = [] if protocol == tunnel.PROTOCOL else _ports(request.query)
+        ports = [] if spdy or protocol == tunnel.PROTOCOL else _ports(request.query)
         pod, endpoint = await self.locate(target)
         if not endpoint or pod.status.phase != "Running":
             raise HTTPError(
@@ -362,6 +372,8 @@ class Streams:
                 await call.write(kubelet_pb2.PortForwardData(start=where))
                 return call
 
+            if spdy:
+                return await spdyupgrade.portforward(request, tunnel.Tunnel(open_call))
             if protocol == tunnel.PROTOCOL:
                 return await tunnel.Tunnel(open_call).serve(request)
             calls = [await open_call(port) for port in ports]

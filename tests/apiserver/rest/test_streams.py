@@ -8,11 +8,13 @@ set (no scheduler). One kubelet and three pods serve the whole module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -487,6 +489,63 @@ def test_portforward_kubectl(cluster: Cluster) -> None:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+SPDY_ONLY = {
+    "KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin",
+    "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false", "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false",
+}  # fmt: skip
+
+
+def _kubectl_spdy(cluster: Cluster, *args: str, stdin: str = "") -> Any:
+    assert KUBECTL is not None
+    return subprocess.run(
+        [KUBECTL, f"--server={cluster.rest.url}", "-n", cluster.namespace, *args],
+        input=stdin, capture_output=True, text=True, timeout=TIMEOUT, env=SPDY_ONLY,
+    )  # fmt: skip
+
+
+def _listening(address: tuple[str, int]) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(address, timeout=5):
+        return True
+    return False
+
+
+def test_exec_and_portforward_over_plain_spdy(cluster: Cluster) -> None:
+    """kubectl with WebSockets off upgrades to SPDY/3.1 itself: exec (streams, stdin, exit
+    code) and port-forward work the same."""
+    out = _kubectl_spdy(cluster, "exec", "talker", "-c", "main", "--", "sh", "-c",
+                        "echo out; echo err >&2; exit 3")  # fmt: skip
+    assert (out.returncode, out.stdout) == (3, "out\n"), out
+    assert "err\n" in out.stderr and "command terminated with exit code 3" in out.stderr
+    data = "".join(f"row {i}\n" for i in range(2000))
+    out = _kubectl_spdy(cluster, "exec", "-i", "talker", "-c", "main", "--", "wc", "-l",
+                        stdin=data)  # fmt: skip
+    assert (out.returncode, out.stdout.strip()) == (0, "2000"), out
+    ip = cluster.kubectl("get", "pod", "web", "-o", "jsonpath={.status.podIP}")
+    poll(lambda: _listening((ip, 8080)), "the web pod serves")
+    local = free_loopback_ports(1)[0]
+    assert KUBECTL is not None
+    proc = subprocess.Popen(
+        [KUBECTL, f"--server={cluster.rest.url}", "-n", cluster.namespace, "port-forward",
+         "pod/web", f"{local}:8080"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SPDY_ONLY,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "Forwarding from" in proc.stdout.readline()
+        for _ in range(2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=TIMEOUT) as resp:
+                assert resp.status == 200 and b"Directory listing" in resp.read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=TIMEOUT)
+    spdy = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1",
+            "X-Stream-Protocol-Version": "v9.channel.k8s.io"}  # fmt: skip
+    code, _, body = cluster.rest.request(
+        "POST", cluster.pod_path("talker", "exec?command=true&container=main"), headers=spdy
+    )
+    assert code == 400 and "unable to negotiate protocol" in json.loads(body)["message"], body
 
 
 def test_bad_stream_requests_answer_status(cluster: Cluster) -> None:
