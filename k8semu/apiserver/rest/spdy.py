@@ -1,5 +1,6 @@
-"""SPDY/3 framing, the server's side, as far as kubectl's port-forward uses it: sans-I/O (bytes
-in, events out; frames out as bytes), so the caller owns the connection and its lifetime.
+"""SPDY/3 framing, the server's side, as far as kubectl's port-forward and exec use it:
+sans-I/O (bytes in, events out; frames out as bytes), so the caller owns the connection and
+its lifetime (`drive` is the receiving loop, on the caller's byte source and sender).
 
 kubectl (1.30+, KUBECTL_PORT_FORWARD_WEBSOCKETS=true) tunnels SPDY through a WebSocket whose
 subprotocol is `SPDY/3.1+portforward.k8s.io`: the binary messages, concatenated, are the SPDY
