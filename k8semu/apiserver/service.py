@@ -65,6 +65,7 @@ from k8semu.apiserver.objects import (
     parse_resource_version,
     prefix,
     range_end,
+    unchanged,
     unpack,
 )
 from k8semu.apiserver.registry import Registry
@@ -631,7 +632,7 @@ class APIServicer:
         taken = Taken()
         for _ in range(_ALLOCATE_ATTEMPTS if strategy.allocation else 1):
             new, claims, releases = _allocated(strategy, pristine, stored, taken)
-            if encode(new) == encode(stored):
+            if unchanged(new, stored):
                 return stored
             resp = await self._txn(
                 rpc_pb2.TxnRequest(
@@ -657,7 +658,7 @@ class APIServicer:
     ) -> Message:
         """An update that removed the last thing holding a deleted object (its last
         finalizer) deletes it instead, in the same conditional Txn; what it owns goes first."""
-        if encode(new) == encode(stored):
+        if unchanged(new, stored):
             return stored
         if strategy.deletion.owns_contents:
             await self.namespaces.delete_contents(meta(new).name)

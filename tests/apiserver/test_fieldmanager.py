@@ -10,7 +10,7 @@ import pytest
 from google.protobuf.descriptor import Descriptor
 
 from k8semu.api import manifest, timestamps
-from k8semu.apiserver import fieldmanager
+from k8semu.apiserver import fieldmanager, objects
 from k8semu.apiserver.fieldmanager import ApplyConflict
 from k8semu.pb.api.v1 import apps_pb2, meta_pb2
 
@@ -201,3 +201,18 @@ def test_changes_match_a_diff_of_every_leaf() -> None:
             b = fieldmanager.message_leaves(new, scope)
             want = ({p for p, v in b.items() if p not in a or a[p] != v}, set(a) - set(b))
             assert fieldmanager.changes(old, new, scope) == want, (i, scope)
+
+
+def test_an_equal_object_is_unchanged_whatever_its_maps_order() -> None:
+    """Maps (labels, FieldsV1 Structs) serialize in no fixed order: the no-op check of an
+    update compares messages, so an equal object is never written again."""
+    a = apps_pb2.Deployment()
+    for i in range(50):
+        a.metadata.labels[f"k{i}"] = "v"
+    b = apps_pb2.Deployment()
+    for i in reversed(range(50)):
+        b.metadata.labels[f"k{i}"] = "v"
+    b.metadata.resource_version = "7"
+    assert objects.unchanged(a, b) and b.metadata.resource_version == "7"
+    b.metadata.labels["k0"] = "changed"
+    assert not objects.unchanged(a, b)
