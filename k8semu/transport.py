@@ -451,10 +451,23 @@ def bind(srv: grpc.aio.Server, address: str, *, flag: str, tls: ServerTLS | None
     return port
 
 
-def channel(target: str | Sequence[str], tls: ClientTLS | None = None) -> grpc.aio.Channel:
+def named_channels(
+    user_agent: str, tls: ClientTLS | None = None
+) -> Callable[[str], grpc.aio.Channel]:
+    """A channel factory (`k8semu.client.Client(channel_factory=...)`) for a component named
+    `user_agent`: the API server records it as the field manager of the client's writes."""
+    return functools.partial(channel, tls=tls, user_agent=user_agent)
+
+
+def channel(
+    target: str | Sequence[str], tls: ClientTLS | None = None, *, user_agent: str = ""
+) -> grpc.aio.Channel:
     """A channel, TLS when `tls` is given; several targets are load-balanced round-robin
-    with fail-over."""
+    with fail-over. `user_agent` goes first in the calls' user agent (the API server names a
+    client's writes after it)."""
     options: list[tuple[str, Any]] = list(_OPTIONS)
+    if user_agent:
+        options.append(("grpc.primary_user_agent", user_agent))
     if isinstance(target, str):
         address = target
     else:

@@ -27,10 +27,11 @@ forms and descriptors, no I/O; `now` is the caller's.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -68,6 +69,13 @@ class Conflicting:
     manager: str
     api_version: str
     path: Path
+    subresource: str = ""
+
+    def owner(self) -> str:
+        """The other manager as Kubernetes names it in a conflict: `"kubectl" with
+        subresource "scale" using apps/v1`."""
+        via = f' with subresource "{self.subresource}"' if self.subresource else ""
+        return f'"{self.manager}"{via} using {self.api_version}'
 
 
 class ApplyConflict(Conflict):
@@ -76,24 +84,21 @@ class ApplyConflict(Conflict):
 
     def __init__(self, conflicts: list[Conflicting]) -> None:
         n = len(conflicts)
-        by_manager: dict[tuple[str, str], list[str]] = {}
+        by_manager: dict[str, list[str]] = {}
         for c in conflicts:
-            by_manager.setdefault((c.manager, c.api_version), []).append(render(c.path))
+            by_manager.setdefault(c.owner(), []).append(render(c.path))
         if n == 1:
             c = conflicts[0]
-            text = f'conflict with "{c.manager}" using {c.api_version}: {render(c.path)}'
+            text = f"conflict with {c.owner()}: {render(c.path)}"
         else:
             parts = []
-            for (manager, version), paths in by_manager.items():
+            for owner, paths in by_manager.items():
                 one = "conflict" if len(paths) == 1 else "conflicts"
                 listed = "".join(f"\n- {p}" for p in paths)
-                parts.append(f'{one} with "{manager}" using {version}:{listed}')
+                parts.append(f"{one} with {owner}:{listed}")
             text = "\n".join(parts)
         super().__init__(f"Apply failed with {n} conflict{'s' if n > 1 else ''}: {text}")
-        self.causes = tuple(
-            (render(c.path), f'conflict with "{c.manager}" using {c.api_version}')
-            for c in conflicts
-        )
+        self.causes = tuple((render(c.path), f"conflict with {c.owner()}") for c in conflicts)
 
 
 # ---- paths --------------------------------------------------------------------------------
@@ -208,6 +213,77 @@ def message_leaves(obj: Message, subresource: str = "") -> dict[Path, Any]:
             if sub.json_name in _OWNED_METADATA:
                 _walk_field(sub, item, ("f:metadata", "f:" + sub.json_name), out)
     return out
+
+
+def changes(before: Message, after: Message, subresource: str = "") -> tuple[set[Path], set[Path]]:
+    """(changed, removed): the `message_leaves` paths whose value `after` changes or adds,
+    and those it removes, found by descending only into what differs (a write that changes
+    one label compares the spec with one `==`, it does not walk it)."""
+    changed: set[Path] = set()
+    removed: set[Path] = set()
+    for field in _union(before, after):
+        name = field.json_name
+        if (name == "status") != (subresource == "status") or name in ("apiVersion", "kind"):
+            continue
+        if name != "metadata":
+            _diff_field(field, before, after, ("f:" + name,), changed, removed)
+            continue
+        for sub in _union(meta_of(before), meta_of(after)):
+            if sub.json_name in _OWNED_METADATA:
+                path = ("f:metadata", "f:" + sub.json_name)
+                _diff_field(sub, meta_of(before), meta_of(after), path, changed, removed)
+    return changed, removed
+
+
+def meta_of(obj: Message) -> Message:
+    return cast(Message, getattr(obj, "metadata"))  # noqa: B009 - every stored kind has one
+
+
+def _union(a: Message, b: Message) -> list[FieldDescriptor]:
+    seen = {f.number: f for f, _ in a.ListFields()}
+    seen.update((f.number, f) for f, _ in b.ListFields())
+    return list(seen.values())
+
+
+def _diff_field(
+    field: FieldDescriptor,
+    a: Message,
+    b: Message,
+    path: Path,
+    changed: set[Path],
+    removed: set[Path],
+) -> None:
+    """The changes of one field of `a` -> `b` (its parents), at `path`."""
+    present_a = _present(a, field)
+    present_b = _present(b, field)
+    va, vb = getattr(a, field.name), getattr(b, field.name)
+    if present_a == present_b and (not present_a or va == vb):
+        return
+    desc = _message(field)
+    if (
+        present_a and present_b and not field.is_repeated and desc is not None
+        and desc.full_name != _INT_OR_STRING and va.ListFields() and vb.ListFields()
+    ):  # fmt: skip
+        for sub in _union(va, vb):
+            _diff_field(sub, va, vb, (*path, "f:" + sub.json_name), changed, removed)
+        return
+    old: dict[Path, Any] = {}
+    new: dict[Path, Any] = {}
+    if present_a:
+        _walk_field(field, va, path, old)
+    if present_b:
+        _walk_field(field, vb, path, new)
+    changed.update(p for p, v in new.items() if p not in old or old[p] != v)
+    removed.update(set(old) - set(new))
+
+
+def _present(msg: Message, field: FieldDescriptor) -> bool:
+    """As ListFields tells it (a repeated field: not empty; a scalar: not its default)."""
+    if field.is_repeated:
+        return len(getattr(msg, field.name)) > 0
+    if field.has_presence:
+        return msg.HasField(field.name)
+    return bool(getattr(msg, field.name) != field.default_value)
 
 
 def _walk_message(msg: Message, prefix: Path, out: dict[Path, Any], skip: str = "") -> None:
@@ -334,12 +410,22 @@ def _entries(m: meta_pb2.ObjectMeta) -> list[_Entry]:
             e.operation,
             e.subresource,
             e.api_version,
-            _struct_paths(e.fields_v1, ()),
+            set(_stored_paths(e.fields_v1.SerializeToString(deterministic=True))),
             e.time,
             source=e,
         )
         for e in m.managed_fields
     ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_paths(fields_v1: bytes) -> frozenset[Path]:
+    """The paths of a stored FieldsV1, by its bytes: the same sets come back write after
+    write (an object's managers rarely change what they own), and reading a Struct's map
+    in Python costs more than the rest of recording an update."""
+    struct = struct_pb2.Struct()
+    struct.ParseFromString(fields_v1)
+    return frozenset(_struct_paths(struct, ()))
 
 
 def _struct_paths(struct: struct_pb2.Struct, prefix: Path) -> set[Path]:
@@ -418,22 +504,27 @@ def record_update(
     if not manager:
         return
     scope = "status" if subresource == "status" else ""
-    after = message_leaves(new, scope)
-    before = message_leaves(stored, scope) if stored is not None else {}
-    changed = {p for p, v in after.items() if p not in before or before[p] != v}
-    removed = set(before) - set(after)
+    removed: set[Path] = set()
+    if stored is None:
+        changed = set(message_leaves(new, scope))
+    else:
+        changed, removed = changes(stored, new, scope)
     if not changed and not removed:
         return
     entries = _entries(m)
+    mine = _own(entries, manager, UPDATE, subresource)
     for e in entries:
-        lost = e.paths & (changed | removed)
+        lost = e.paths & (removed if e is mine else changed | removed)
         if lost:
             e.paths -= lost
             e.changed = True
-    mine = _own(entries, manager, UPDATE, subresource)
-    mine.paths |= changed
-    mine.api_version, mine.changed = api_version, True
-    _store(m, entries, timestamps.now())
+    if not changed <= mine.paths or mine.api_version != api_version:
+        mine.paths |= changed
+        mine.api_version, mine.changed = api_version, True
+    # A manager changing fields it already owns alone rewrites nothing (the common
+    # controller write: one status field again and again).
+    if any(e.changed for e in entries):
+        _store(m, entries, timestamps.now())
 
 
 # ---- apply --------------------------------------------------------------------------------
@@ -458,7 +549,7 @@ def apply(
     current = leaves(live, desc, subresource)
     entries = _entries(live_meta)
     conflicts = [
-        Conflicting(e.manager, e.api_version, p)
+        Conflicting(e.manager, e.api_version, p, e.subresource)
         for e in entries
         if (e.manager, e.operation, e.subresource) != (manager, APPLY, subresource)
         and (e.subresource == "status") == (subresource == "status")

@@ -31,6 +31,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # A call refused because the server is shutting down carries this trailing metadata: the
 # request was not applied, and k8semu.client sends it to another API server at once.
 NOT_APPLIED = ("k8semu-not-applied", "shutting-down")
+# A call names its field manager (the writer recorded in managedFields) with this metadata;
+# without it, the product of its user agent does (k8semu.client sends the component's name).
+FIELD_MANAGER_METADATA = "k8semu-field-manager"
+_MANAGED_WRITES = frozenset({"Create", "Update", "UpdateStatus", "Patch", "UpdateScale"})
+_MAX_MANAGER = 128
 SHUTTING_DOWN = "the API server is shutting down; the request was not applied (try another)"
 
 
@@ -49,9 +54,13 @@ def _unary(
     """`verb` as a unary gRPC handler: StatusError -> its code; anything else -> INTERNAL.
     With a `guard`, the call is authenticated, authorized and audited first (auth/)."""
 
+    managed = name in _MANAGED_WRITES
+
     async def handler(request: Any, context: Context) -> Message:
         if servicer.draining:
             await _refuse_draining(context)
+        if managed and not request.field_manager and not _is_apply(request):
+            request.field_manager = caller_manager(context.invocation_metadata())
         with servicer.call():
             try:
                 if guard is None:
@@ -76,6 +85,27 @@ def _unary(
         raise AssertionError("unreachable")  # pragma: no cover - abort raises
 
     return handler
+
+
+def caller_manager(metadata: Any) -> str:
+    """The field manager a gRPC call names: its `k8semu-field-manager` metadata, else its user
+    agent's first product (`kubelet grpc-python-asyncio/1.66 ...` -> kubelet), as Kubernetes
+    names a client's writes after its user agent."""
+    agent = ""
+    for key, value in metadata or ():
+        if key == FIELD_MANAGER_METADATA:
+            return str(value)[:_MAX_MANAGER]
+        if key == "user-agent":
+            agent = str(value)
+    return agent.split(" ", 1)[0].split("/", 1)[0][:_MAX_MANAGER]
+
+
+def _is_apply(request: Any) -> bool:
+    """A server-side apply names its manager itself (Kubernetes requires it)."""
+    return isinstance(request, apiserver_pb2.PatchRequest) and request.patch_type in (
+        "apply",
+        "application/apply-patch+yaml",
+    )
 
 
 def _stream(

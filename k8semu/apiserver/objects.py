@@ -71,6 +71,19 @@ def range_end(start: bytes) -> bytes:
     return start[:-1] + bytes([start[-1] + 1])
 
 
+def unchanged(new: Message, stored: Message) -> bool:
+    """Whether `new` would store what `stored` holds (its resourceVersion aside). Compared as
+    messages, not as bytes: maps (labels, managedFields' FieldsV1) serialize in no fixed
+    order, so equal objects can encode differently."""
+    a, b = meta(new), meta(stored)
+    ra, rb = a.resource_version, b.resource_version
+    a.resource_version = b.resource_version = ""
+    try:
+        return bool(new == stored)
+    finally:
+        a.resource_version, b.resource_version = ra, rb
+
+
 def encode(obj: Message) -> bytes:
     """The stored bytes: resourceVersion is not stored (it is the key's mod_revision)."""
     m = meta(obj)

@@ -65,6 +65,7 @@ from k8semu.apiserver.objects import (
     parse_resource_version,
     prefix,
     range_end,
+    unchanged,
     unpack,
 )
 from k8semu.apiserver.registry import Registry
@@ -143,9 +144,10 @@ async def _patch(
     namespace: str,
     request: api.PatchRequest,
     dry_run: bool,
-) -> Message:
-    """The Patch verb's read-patch-write; an apply to an object that is not there creates it
-    (create-on-apply), unless it is an apply to the status subresource."""
+) -> tuple[Message, bool]:
+    """The Patch verb's read-patch-write, and whether it created the object: an apply to an
+    object that is not there creates it (create-on-apply), unless it is an apply to the
+    status subresource."""
     kind = strategy.kind
     doc = patch.parse(kind, request.name, request.patch_type, request.patch, request)
     manager = "" if doc.type == "apply" else request.field_manager  # apply records its own
@@ -188,18 +190,18 @@ async def _or_create(
     what: str,
     update: Callable[[], Awaitable[Message]],
     create: Callable[[], Awaitable[Message]] | None,
-) -> Message:
-    """`update()`; when the object is not there, `create()` if given (server-side apply
-    creates what it applies). A create that loses the race to another is tried as an update
-    again."""
+) -> tuple[Message, bool]:
+    """`update()`, or when the object is not there `create()` if given (server-side apply
+    creates what it applies), and whether it was created. A create that loses the race to
+    another is tried as an update again."""
     for _ in range(_PATCH_ATTEMPTS):
         try:
-            return await update()
+            return await update(), False
         except NotFound:
             if create is None:
                 raise
         with contextlib.suppress(AlreadyExists):
-            return await create()
+            return await create(), True
     raise _modified(what)
 
 
@@ -631,7 +633,7 @@ class APIServicer:
         for _ in range(_ALLOCATE_ATTEMPTS if strategy.allocation else 1):
             new, claims, releases = _allocated(strategy, pristine, stored, taken)
             # A stale value (read with an older key) is written again: rotation by rewrite.
-            if encode(new) == encode(stored) and not self.store.stale(k):
+            if unchanged(new, stored) and not self.store.stale(k):
                 return stored
             resp = await self._txn(
                 rpc_pb2.TxnRequest(
@@ -657,7 +659,7 @@ class APIServicer:
     ) -> Message:
         """An update that removed the last thing holding a deleted object (its last
         finalizer) deletes it instead, in the same conditional Txn; what it owns goes first."""
-        if encode(new) == encode(stored):
+        if unchanged(new, stored):
             return stored
         if strategy.deletion.owns_contents:
             await self.namespaces.delete_contents(meta(new).name)
@@ -678,9 +680,8 @@ class APIServicer:
         strategy, namespace = self._target(request.resource, request.namespace, request.name)
         if request.status:
             strategy.require_status()
-        return api.ObjectResponse(
-            object=pack(await _patch(self, strategy, namespace, request, dry_run))
-        )
+        obj, created = await _patch(self, strategy, namespace, request, dry_run)
+        return api.ObjectResponse(object=pack(obj), created=created)
 
     async def GetScale(self, request: api.GetRequest) -> api.Scale:
         """The scale subresource: the parent's replica counts and selector."""

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from pathlib import Path
 
+from k8semu import transport
 from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
 from k8semu.controllers.clusterautoscaler.pools import parse_node_pools
@@ -173,7 +174,10 @@ async def _serve(
     tls: ServerTLS | None,
     metrics: str,
 ) -> None:
-    async with Client(list(servers.servers), tls=servers.tls()) as client:
+    async with Client(
+        list(servers.servers),
+        channel_factory=transport.named_channels("kube-controller-manager", servers.tls()),
+    ) as client:
         manager = ControllerManager(
             config, client, leader_elect=leader_elect, listen_address=listen_address, tls=tls
         )

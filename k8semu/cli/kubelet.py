@@ -12,6 +12,7 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from k8semu import transport
 from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
 from k8semu.kubelet import config as cfg
@@ -161,6 +162,8 @@ async def _serve(
     tls: ServerTLS | None,
     metrics: str,
 ) -> None:
-    async with Client(list(servers.servers), tls=servers.tls()) as client:
+    async with Client(
+        list(servers.servers), channel_factory=transport.named_channels("kubelet", servers.tls())
+    ) as client:
         kubelet = Kubelet(configs, client, tls=tls)
         await _serving.serve(kubelet, grace=_serving.STOP_GRACE, metrics=metrics)

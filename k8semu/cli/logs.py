@@ -1,4 +1,5 @@
-"""`k8semu logs POD [-c C] [-f] [--previous] [--tail N] [-n NS]`: a container's log; and
+"""`k8semu logs POD [-c C] [-f] [-p] [--tail N] [--since 5m | --since-time T] [--timestamps]
+[--limit-bytes N] [-n NS]`: a container's log (the flags are kubectl's); and
 `k8semu logs COMPONENT [-f] [--tail N]` (apiserver-1, store-s1, kubelet-node-1, ...): the log
 file of a component of a cluster started with `k8semu up` on this host.
 
@@ -26,6 +27,8 @@ import grpc
 from k8semu import transport
 from k8semu.cli import _kubeconfig
 from k8semu.cluster.state import component_log_path, find_state_dir
+from k8semu.durations import seconds_flag
+from k8semu.kubelet.containerlog import parse_time
 from k8semu.pb.api.v1 import podstreams_pb2_grpc
 from k8semu.pb.kubelet.v1 import kubelet_pb2
 
@@ -82,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-p", "--previous", action="store_true")
     p.add_argument("--tail", type=int, default=-1, help="lines from the end (-1: all)")
+    p.add_argument(
+        "--since", type=seconds_flag, default=None, help="only lines newer than this (5s, 2m, 1h)"
+    )
+    p.add_argument("--since-time", default="", help="only lines from this RFC 3339 time on")
+    p.add_argument(
+        "--timestamps", action="store_true", help="each line prefixed with the time it was read"
+    )
+    p.add_argument("--limit-bytes", type=int, default=None, help="stop after this many bytes")
     p.add_argument("--state-dir", type=Path, default=None, help="the cluster of a COMPONENT's log")
     return p
 
@@ -123,16 +134,29 @@ def print_file(path: Path, *, tail: int, follow: bool) -> None:
 
 
 async def _logs(ns: argparse.Namespace, target: _kubeconfig.Target) -> None:
-    request = kubelet_pb2.LogsRequest(
-        namespace=target.namespace,
-        pod=pod_name(ns.pod),
-        container=ns.container,
-        previous=ns.previous,
-        follow=ns.follow,
-    )
+    request = kubelet_pb2.LogsRequest(namespace=target.namespace, pod=pod_name(ns.pod))
+    request.container, request.since_time = ns.container, ns.since_time
+    request.previous, request.follow, request.timestamps = ns.previous, ns.follow, ns.timestamps
     if ns.tail >= 0:
         request.tail_lines = ns.tail
+    if ns.since is not None:
+        # As kubectl: whole seconds, at least one.
+        request.since_seconds = max(int(-(-ns.since // 1)), 1)
+    if ns.limit_bytes is not None:
+        request.limit_bytes = ns.limit_bytes
     await stream_log(target, request)
+
+
+def _check(ns: argparse.Namespace) -> None:
+    if ns.since is not None and ns.since_time:
+        raise CommandError("at most one of --since-time or --since may be used")
+    if ns.limit_bytes is not None and ns.limit_bytes < 1:
+        raise CommandError(f"--limit-bytes: must be greater than 0, not {ns.limit_bytes}")
+    if ns.since_time:
+        try:
+            parse_time(ns.since_time)
+        except ValueError as exc:
+            raise CommandError(f"--since-time: {exc}") from None
 
 
 def main(argv: Sequence[str]) -> int:
@@ -142,6 +166,7 @@ def main(argv: Sequence[str]) -> int:
         if path is not None:
             print_file(path, tail=ns.tail, follow=ns.follow)
             return 0
+        _check(ns)
         target = _kubeconfig.resolve(
             server=ns.server, namespace=ns.namespace, kubeconfig=ns.kubeconfig, context=ns.context
         )

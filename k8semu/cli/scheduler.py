@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from k8semu import transport
 from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
 from k8semu.scheduler import DEFAULT_SCHEDULER, Scheduler, SchedulerConfig
@@ -84,5 +85,8 @@ def main(argv: Sequence[str]) -> int:
 
 async def _serve(servers: _kubeconfig.Target, config: SchedulerConfig, metrics: str) -> None:
     """Until SIGTERM/SIGINT - also while the start still waits for the API server."""
-    async with Client(list(servers.servers), tls=servers.tls()) as client:
+    async with Client(
+        list(servers.servers),
+        channel_factory=transport.named_channels("kube-scheduler", servers.tls()),
+    ) as client:
         await _serving.serve(Scheduler(client, config), grace=_serving.STOP_GRACE, metrics=metrics)

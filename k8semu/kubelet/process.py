@@ -4,7 +4,9 @@ Layout under the root directory::
 
     pods/<uid>/pod.json                     the pod's namespace, name and IP
     pods/<uid>/<container>/state.json       pid, process group, start time, restart count
-    pods/<uid>/<container>/<restart>.log    stdout and stderr of that run
+    pods/<uid>/<container>/<restart>.log    stdout and stderr of that run (CRI records)
+    pods/<uid>/<container>/<restart>.stdout the run's output FIFOs while it runs
+    pods/<uid>/<container>/<restart>.stderr
     pods/<uid>/<mountPath>/...              configMap/secret/emptyDir volume files
 
 A container survives a kubelet crash (own session, own process group) and is adopted by the
@@ -31,6 +33,11 @@ mode 1770 (sticky: the pod makes files there but cannot move the kubelet's), the
 directories (state, logs) root's 0700, and what the kubelet makes for the pod (volume files
 and directories, the working directory, the termination message file) the pod user's; other
 pods (other uids and groups) reach none of it, and `pods/` itself is 0711 (not listable).
+
+Logs (`k8semu.kubelet.containerlog`): a run writes to two FIFOs the kubelet's `Pump` reads and
+stamps; the run also holds unread read ends of them, so while no kubelet reads (a restart) its
+output waits in the pipes (1 MiB each where the kernel allows) and the next kubelet's pump,
+reopening the FIFOs by name, stamps it with the time it reads it.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from typing import Any
 from k8semu.kubelet import podusers, procfs
 from k8semu.kubelet.cgroups import CgroupError, NodeCgroups, join_argv
 from k8semu.kubelet.podusers import PodUser, PodUsers
+from k8semu.kubelet.containerlog import Pump, RunPipes, remove_fifos, reopen
 from k8semu.kubelet.runtime import (
     ContainerHandle,
     ExitInfo,
@@ -70,6 +78,9 @@ from k8semu.log import get_logger
 log = get_logger(__name__)
 
 ADOPTED_POLL = 0.2  # seconds between liveness checks of an adopted process
+# After a run ends, its output still in the pipes is read for at most this long before its
+# end is reported (a child it left holding them does not hold the report).
+LOG_DRAIN = 2.0
 _POD_FILE = "pod.json"
 _STATE_FILE = "state.json"
 
@@ -148,6 +159,7 @@ class ProcessRuntime:
                 log.warning("pods run as the kubelet's user", reason=f"cannot grant: {exc}")
                 self.users = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._pumps: set[Pump] = set()
 
     def isolation(self) -> tuple[str, str]:
         if self.cgroups is not None:
@@ -307,23 +319,32 @@ class ProcessRuntime:
             what = repr(launch.argv[0]) if launch.argv else "the container"
             raise StartError("StartError", f"failed to start {what}: {why}")
         argv = await self._argv(launch)
-        with (cdir / f"{launch.restart}.log").open("ab") as out:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    cwd=str(cwd),
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                if self.cgroups is not None:
-                    await asyncio.to_thread(self.cgroups.ended, launch.pod_uid, launch.container)
-                raise StartError(
-                    "StartError", f"failed to start {launch.argv[0]!r}: {exc.strerror or exc}"
-                ) from None
+        try:
+            pipes = RunPipes.make(cdir, launch.restart)
+        except OSError as exc:
+            raise StartError("RunContainerError", f"log pipes: {exc.strerror or exc}") from None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=pipes.writers[b"stdout"],
+                stderr=pipes.writers[b"stderr"],
+                pass_fds=pipes.holds,
+                cwd=str(cwd),
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            pipes.spawned()
+            pipes.close_readers()
+            remove_fifos(cdir, launch.restart)
+            if self.cgroups is not None:
+                await asyncio.to_thread(self.cgroups.ended, launch.pod_uid, launch.container)
+            raise StartError(
+                "StartError", f"failed to start {launch.argv[0]!r}: {exc.strerror or exc}"
+            ) from None
+        pipes.spawned()
+        pump = self._pump(cdir / f"{launch.restart}.log", pipes.readers)
         started = time.time()
         ticks = proc_start_ticks(proc.pid) or 0
         _write_json(
@@ -346,7 +367,7 @@ class ProcessRuntime:
             exited=loop.create_future(),
             pid=proc.pid,
         )
-        self._spawn(self._wait_child(proc, handle))
+        self._spawn(self._wait_child(proc, handle, pump))
         return handle
 
     def _container_dir(self, uid: str, container: str) -> Path:
@@ -363,14 +384,29 @@ class ProcessRuntime:
             cdir.chmod(0o700)
         return cdir
 
+    def _pump(self, path: Path, readers: dict[bytes, int]) -> Pump:
+        pump = Pump(path, readers)
+        self._pumps.add(pump)
+        pump.on_done(self._pumps.discard)
+        return pump
+
+    async def _drain(self, handle: ContainerHandle, pump: Pump) -> None:
+        """The run's last output is in its log (or LOG_DRAIN passed); its FIFOs go."""
+        await pump.drained(LOG_DRAIN)
+        with contextlib.suppress(ValueError):
+            remove_fifos(self.pod_dir(handle.pod_uid) / handle.name, handle.restart)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _wait_child(self, proc: asyncio.subprocess.Process, handle: ContainerHandle) -> None:
+    async def _wait_child(
+        self, proc: asyncio.subprocess.Process, handle: ContainerHandle, pump: Pump
+    ) -> None:
         code = await proc.wait()
         info = await self._run_ended(handle, _exit_info(code))
+        await self._drain(handle, pump)
         if not handle.exited.done():
             handle.exited.set_result(info)
 
@@ -388,12 +424,13 @@ class ProcessRuntime:
             return replace(info, reason="OOMKilled", message="")
         return info
 
-    async def _watch_adopted(self, handle: ContainerHandle, ticks: int) -> None:
+    async def _watch_adopted(self, handle: ContainerHandle, ticks: int, pump: Pump) -> None:
         # Not our child: no wait() and no SIGCHLD, so poll /proc.
         while True:
             if not alive(handle.pid, ticks):
                 break
             await asyncio.sleep(ADOPTED_POLL)
+        await self._drain(handle, pump)
         info = ExitInfo(
             exit_code=137,
             reason="ContainerStatusUnknown",
@@ -548,7 +585,9 @@ class ProcessRuntime:
                 pid=pid,
                 adopted=True,
             )
-            self._spawn(self._watch_adopted(handle, ticks))
+            cdir = state_file.parent
+            pump = self._pump(cdir / f"{restart}.log", reopen(cdir, restart))
+            self._spawn(self._watch_adopted(handle, ticks, pump))
         return RecoveredContainer(name=name, restart_count=restart, handle=handle)
 
     async def remove_pod(self, uid: str) -> None:
@@ -575,6 +614,8 @@ class ProcessRuntime:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for pump in list(self._pumps):
+            pump.close()
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.close)
 

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from k8semu import transport
-from k8semu.kubelet import streaming
+from k8semu.kubelet import containerlog, streaming
 from k8semu.kubelet.podstatus import ContainerRecord
 from k8semu.kubelet.podworker import PodWorker, exec_launch
 from k8semu.kubelet.stats import Stats
@@ -33,32 +33,6 @@ class _RequestError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def tail_offset(path: Path, lines: int) -> int:
-    """The byte offset where the last `lines` lines of the file start."""
-    size = path.stat().st_size
-    if lines <= 0:
-        return size
-    with path.open("rb") as f:
-        pos = size
-        found = 0
-        # A trailing newline ends the last line; it does not start another.
-        if size:
-            f.seek(size - 1)
-            if f.read(1) == b"\n":
-                pos -= 1
-        while pos > 0:
-            step = min(CHUNK, pos)
-            pos -= step
-            f.seek(pos)
-            block = f.read(step)
-            for i in range(len(block) - 1, -1, -1):
-                if block[i] == 0x0A:
-                    found += 1
-                    if found == lines:
-                        return pos + i + 1
-    return 0
 
 
 class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
@@ -116,9 +90,13 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
                 grpc.StatusCode.NOT_FOUND,
                 f"no log of container {rec.name} (run {restart}) in pod {request.pod}",
             )
+        try:
+            decoder = _decoder(request)
+        except ValueError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         offset = 0
         if request.HasField("tail_lines"):
-            offset = await asyncio.to_thread(tail_offset, path, request.tail_lines)
+            offset = await asyncio.to_thread(containerlog.tail_offset, path, request.tail_lines)
         # An empty first chunk says the request is accepted before any output exists (the API
         # server answers its headers then, not at the first line of a quiet followed log).
         yield kubelet_pb2.LogsChunk()
@@ -127,7 +105,8 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
         async with contextlib.aclosing(
             streaming.log_bytes(worker, rec, path, restart, offset, follow=follow)
         ) as chunks:
-            async for data in chunks:
+            async for raw in chunks:
+                data = decoder.feed(raw)
                 if left >= 0:
                     data = data[:left]
                     left -= len(data)
@@ -235,17 +214,22 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
     async def _attach(
         self, worker: PodWorker, rec: ContainerRecord
     ) -> AsyncIterator[kubelet_pb2.InteractOutput]:
-        """The current run's output from now on, until the run ends (its stdout and stderr are
-        one log file, so both arrive as stdout)."""
+        """The current run's output from now on, until the run ends (each record on its own
+        stream)."""
         path, restart = self._log_file(worker, rec, previous=False)
         if path is None or not path.exists():
             return
         offset = path.stat().st_size
+        decoder = containerlog.Decoder()
         async with contextlib.aclosing(
             streaming.log_bytes(worker, rec, path, restart, offset, follow=True)
         ) as chunks:
-            async for data in chunks:
-                yield kubelet_pb2.InteractOutput(stdout=data)
+            async for raw in chunks:
+                for stream, data in decoder.pieces(raw):
+                    if stream == b"stderr":
+                        yield kubelet_pb2.InteractOutput(stderr=data)
+                    else:
+                        yield kubelet_pb2.InteractOutput(stdout=data)
         yield kubelet_pb2.InteractOutput(exit_code=0)
 
     async def PortForward(
@@ -285,6 +269,15 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
         if stats is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"node {request.node!r} is not here")
         return await stats.summary()
+
+
+def _decoder(request: kubelet_pb2.LogsRequest) -> containerlog.Decoder:
+    """The request's time options; ValueError naming the field that is wrong."""
+    seconds = request.since_seconds if request.HasField("since_seconds") else None
+    if seconds is not None and request.since_time:
+        raise ValueError("at most one of `sinceTime` or `sinceSeconds` may be specified")
+    since = containerlog.since_stamp(since_seconds=seconds, since_time=request.since_time)
+    return containerlog.Decoder(timestamps=request.timestamps, since=since)
 
 
 async def _start_of(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from k8semu.kubelet import containerlog
 from k8semu.kubelet.runtime import ExitInfo, Runtime
 from k8semu.pb.api.v1 import core_pb2
 
@@ -41,10 +42,15 @@ def _read_tail(path: Path | None) -> str:
         with path.open("rb") as f:
             f.seek(0, 2)
             size = f.tell()
-            f.seek(max(size - FALLBACK_BYTES, 0))
-            data = f.read(FALLBACK_BYTES)
+            # Records carry a time and a stream each: read enough of them for the text.
+            start = max(size - containerlog.CHUNK, 0)
+            f.seek(start)
+            raw = f.read(containerlog.CHUNK)
     except OSError:
         return ""
+    if start > 0:  # the first record is cut
+        raw = raw[raw.find(b"\n") + 1 :]
+    data = containerlog.plain(raw)[-FALLBACK_BYTES:]
     lines = data.decode(errors="replace").splitlines(keepends=True)
     return "".join(lines[-FALLBACK_LINES:])
 

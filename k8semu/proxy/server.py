@@ -111,7 +111,14 @@ class ProxyServer:
         self.config = config
         self.node_name = config.node_name or os.uname().nodename
         self._own_client = client is None
-        self.client = client if client is not None else Client(list(config.servers), tls=config.tls)
+        self.client = (
+            client
+            if client is not None
+            else Client(
+                list(config.servers),
+                channel_factory=transport.named_channels("kube-proxy", config.tls),
+            )
+        )
         self.informers = SharedInformers(self.client)
         self.services = self.informers.informer(core_pb2.Service)
         self.endpoints = self.informers.informer(core_pb2.Endpoints)

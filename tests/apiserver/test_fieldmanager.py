@@ -10,7 +10,7 @@ import pytest
 from google.protobuf.descriptor import Descriptor
 
 from k8semu.api import manifest, timestamps
-from k8semu.apiserver import fieldmanager
+from k8semu.apiserver import fieldmanager, objects
 from k8semu.apiserver.fieldmanager import ApplyConflict
 from k8semu.pb.api.v1 import apps_pb2, meta_pb2
 
@@ -169,3 +169,50 @@ def test_message_leaves_name_the_same_paths_as_leaves() -> None:
     assert set(fieldmanager.message_leaves(message)) == fieldmanager.fields(obj, DEPLOYMENT)
     status = fieldmanager.message_leaves(message, "status")
     assert set(status) == fieldmanager.fields(obj, DEPLOYMENT, "status")
+
+
+def test_changes_match_a_diff_of_every_leaf() -> None:
+    """`changes` descends only where the versions differ; it finds what comparing all the
+    leaves of both finds."""
+    web = {"name": "web", "image": "n:1", "ports": [{"containerPort": 80}], "args": ["a"]}
+    base = _deployment(2, web, {"name": "log", "image": "b"}, a="1")
+    base["metadata"]["finalizers"] = ["x"]
+    edits: list[Any] = [
+        lambda o: o["spec"].update(replicas=5),
+        lambda o: o["metadata"]["labels"].update(b="2"),
+        lambda o: o["metadata"]["labels"].pop("a"),
+        lambda o: o["metadata"].pop("finalizers"),
+        lambda o: o["spec"]["template"]["spec"]["containers"].pop(),
+        lambda o: o["spec"]["template"]["spec"]["containers"][0].update(image="n:2", args=[]),
+        lambda o: o["spec"]["template"]["spec"]["containers"][0]["ports"].append(
+            {"containerPort": 443}
+        ),
+        lambda o: o["spec"].update(strategy={"type": "Recreate"}),
+        lambda o: o.update(status={"replicas": 3}),
+        lambda o: None,
+    ]
+    for i, edit in enumerate(edits):
+        after = copy.deepcopy(base)
+        edit(after)
+        old = manifest.decode(base, apps_pb2.Deployment)
+        new = manifest.decode(after, apps_pb2.Deployment)
+        for scope in ("", "status"):
+            a = fieldmanager.message_leaves(old, scope)
+            b = fieldmanager.message_leaves(new, scope)
+            want = ({p for p, v in b.items() if p not in a or a[p] != v}, set(a) - set(b))
+            assert fieldmanager.changes(old, new, scope) == want, (i, scope)
+
+
+def test_an_equal_object_is_unchanged_whatever_its_maps_order() -> None:
+    """Maps (labels, FieldsV1 Structs) serialize in no fixed order: the no-op check of an
+    update compares messages, so an equal object is never written again."""
+    a = apps_pb2.Deployment()
+    for i in range(50):
+        a.metadata.labels[f"k{i}"] = "v"
+    b = apps_pb2.Deployment()
+    for i in reversed(range(50)):
+        b.metadata.labels[f"k{i}"] = "v"
+    b.metadata.resource_version = "7"
+    assert objects.unchanged(a, b) and b.metadata.resource_version == "7"
+    b.metadata.labels["k0"] = "changed"
+    assert not objects.unchanged(a, b)

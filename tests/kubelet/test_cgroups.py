@@ -20,6 +20,7 @@ from k8semu import transport
 from k8semu.client import Client, NotFound
 from k8semu.kubelet import cgroups as cg
 from k8semu.kubelet import procfs
+from k8semu.kubelet.containerlog import read_plain
 from k8semu.kubelet.node import ISOLATION_ANNOTATION, ISOLATION_REASON_ANNOTATION
 from k8semu.kubelet.runtime import Resources
 from k8semu.pb.api.v1 import core_pb2
@@ -249,7 +250,7 @@ async def test_without_cgroups_rlimits_stay_and_the_node_says_so(
     assert "--cgroups=off" in node.metadata.annotations[ISOLATION_REASON_ANNOTATION]
     # The memory limit is the container's address-space limit (RLIMIT_AS, in KiB for ulimit).
     log = k.root / "pods" / pod.metadata.uid / "main" / "0.log"
-    await eventually(lambda: log.exists() and log.read_text() == "65536\n", what="ulimit")
+    await eventually(lambda: log.exists() and read_plain(log) == b"65536\n", what="ulimit")
     groups, hierarchy = _cgroups(k)
     assert not any(d.exists() for d in groups.dirs(hierarchy))
     # Usage comes from /proc: the container's process tree.

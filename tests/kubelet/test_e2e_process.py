@@ -10,10 +10,12 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 
 from k8semu import transport
 from k8semu.client import Client, NotFound
+from k8semu.kubelet.containerlog import read_plain
 from k8semu.kubelet.node import ENDPOINT_ANNOTATION
 from k8semu.pb.api.v1 import coordination_pb2, core_pb2
 from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
@@ -338,6 +340,7 @@ async def test_kubelet_sigkill_restart_adopts_containers(
         make_pod(namespace, "keep", k.name, ["sleep", "300"], container=ready_probe)
     )
     await client.create(make_pod(namespace, "orphan", k.name, ["sleep", "300"]))
+    await client.create(make_pod(namespace, "chatty", k.name, [sys.executable, "-uc", CHATTY]))
     keep = await eventually(
         lambda: _with(get_pod(client, namespace, "keep"), running_pid), what="running"
     )
@@ -345,6 +348,7 @@ async def test_kubelet_sigkill_restart_adopts_containers(
         lambda: _with(get_pod(client, namespace, "orphan"), running_pid), what="running"
     )
     pid, orphan_pid = running_pid(keep), running_pid(orphan)
+    await eventually(lambda: _log_of(k, namespace, "chatty"), what="chatty logs")
     k.kill()  # SIGKILL: the containers stay, in their own sessions
     assert pid_alive(pid) and pid_alive(orphan_pid)
     # While the kubelet is away, the orphan's pod goes away for good.
@@ -378,6 +382,33 @@ async def test_kubelet_sigkill_restart_adopts_containers(
         resp = await stub.Exec(req, timeout=30)
     assert resp.exit_code == 0
     assert resp.stdout.decode().split() == ["keep", pod.status.pod_ip]
+    # The chatty container wrote on while no kubelet read (its output waited in its pipe):
+    # its log goes on with nothing lost or doubled.
+    before = len(await _log_of(k, namespace, "chatty"))
+
+    async def grown() -> list[str]:
+        got = await _log_of(k, namespace, "chatty")
+        return got if len(got) > before + 5 else []
+
+    lines = await eventually(grown, what="the log goes on")
+    assert lines == [str(i) for i in range(len(lines))]
+
+
+CHATTY = "import itertools, time\nfor i in itertools.count(): print(i); time.sleep(0.05)"
+
+
+async def _log_of(k: KubeletProcess, namespace: str, pod: str) -> list[str]:
+    """The pod's log lines from the kubelet (whole lines only; none while it cannot answer)."""
+    request = kubelet_pb2.LogsRequest(namespace=namespace, pod=pod)
+    data = b""
+    async with transport.channel(f"127.0.0.1:{k.port}") as channel:
+        stub = kubelet_pb2_grpc.KubeletStub(channel)
+        try:
+            async for chunk in stub.Logs(request, timeout=30):
+                data += chunk.data
+        except grpc.aio.AioRpcError:
+            return []
+    return data.decode().split("\n")[:-1]
 
 
 def _children_of_session(sid: int) -> list[int]:
@@ -444,7 +475,7 @@ async def test_init_containers_volumes_env_and_terminal_phases(
     log_file = k.root / "pods" / running.metadata.uid / "main" / "0.log"
 
     def output() -> str:
-        text = log_file.read_text() if log_file.exists() else ""
+        text = read_plain(log_file).decode() if log_file.exists() else ""
         return text if "BACKEND_DB_SERVICE_HOST" in text else ""
 
     text = await eventually(output, what="main container output")

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import pytest
 
 from k8semu.client import Client
+from k8semu.kubelet.containerlog import parse_time
+from k8semu.kubelet.containerlog import stamp as stamp_of
 from k8semu.pb.api.v1 import core_pb2
 from tests.kubelet.conftest import KubeletProcess, eventually
 from tests.kubelet.test_e2e_process import get_pod, make_pod, running_pid, status_of
@@ -51,6 +53,21 @@ async def test_logs_and_exec_via_cli(
     assert done.stdout.splitlines() == [f"line-{i}" for i in range(1, 6)] + ["run-done"]
     tail = await asyncio.to_thread(logs, "--tail", "2")
     assert tail.returncode == 0 and tail.stdout.splitlines() == ["line-5", "run-done"]
+    timed = await asyncio.to_thread(logs, "--timestamps", "--since", "1h", "--tail", "1")
+    stamp, _, text = timed.stdout.rstrip("\n").partition(" ")
+    assert timed.returncode == 0 and text == "run-done", timed
+    assert stamp == stamp_of(parse_time(stamp)).decode()  # RFC 3339, nine digits, UTC
+    later = await asyncio.to_thread(logs, "--since-time", "2999-01-01T00:00:00Z")
+    assert (later.returncode, later.stdout) == (0, "")
+    cut = await asyncio.to_thread(logs, "--limit-bytes", "9")
+    assert cut.stdout == "line-1\nli"
+    for bad, why in [
+        (["--since", "5s", "--since-time", stamp], "at most one of --since-time or --since"),
+        (["--since-time", "noon"], "--since-time: "),
+        (["--limit-bytes", "0"], "--limit-bytes: must be greater than 0"),
+    ]:
+        refused = await asyncio.to_thread(logs, *bad)
+        assert refused.returncode == 1 and why in refused.stderr, refused
     no_prev = await asyncio.to_thread(logs, "--previous")
     assert no_prev.returncode == 1 and "previous terminated container" in no_prev.stderr, (
         no_prev,

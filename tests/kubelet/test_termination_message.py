@@ -15,6 +15,7 @@ from k8semu.apiserver.allocation import DEFAULT_RANGES
 from k8semu.apiserver.errors import Invalid
 from k8semu.client import Client
 from k8semu.kubelet import termination
+from k8semu.kubelet.containerlog import encode, stamp
 from k8semu.kubelet.runtime import ExitInfo
 from k8semu.pb.api.v1 import core_pb2
 from tests.kubelet.conftest import KubeletProcess, eventually
@@ -29,7 +30,7 @@ def container(policy: str = "File") -> core_pb2.Container:
 
 def test_the_file_then_the_log_under_fallback(tmp_path: Path) -> None:
     message, log = tmp_path / "msg", tmp_path / "0.log"
-    log.write_text("".join(f"line {i}\n" for i in range(200)))
+    log.write_bytes(b"".join(encode(b"stdout", b"line %d\n" % i, stamp(i)) for i in range(200)))
     failed = ExitInfo(exit_code=2, finished_at=0.0, message="runtime's")
     assert termination.with_message(failed, container(), message, log).message == "runtime's"
     tail = termination.with_message(failed, container("FallbackToLogsOnError"), message, log)

@@ -22,7 +22,6 @@ from k8semu.kubelet.env import (
 from k8semu.kubelet.ipam import PodCIDRExhausted, PodIPAllocator
 from k8semu.kubelet.podstatus import qos_class, should_restart
 from k8semu.kubelet.probes import ProbeKind, ProbeTiming, ProbeTracker
-from k8semu.kubelet.server import tail_offset
 from k8semu.kubelet.volumes import volume_files
 from k8semu.pb.api.v1 import core_pb2
 
@@ -335,16 +334,6 @@ def test_volume_files() -> None:
     c.volume_mounts.add(name="ghost", mount_path="/g")
     with pytest.raises(EnvError, match=r"volumeMounts\[3\].name: volume 'ghost' not found"):
         volume_files(pod, c, config_maps={}, secrets=secrets, where="spec.containers[0]")
-
-
-def test_tail_offset(tmp_path: Path) -> None:
-    log = tmp_path / "0.log"
-    log.write_bytes(b"a\nbb\nccc\n")
-    assert log.read_bytes()[tail_offset(log, 2) :] == b"bb\nccc\n"
-    assert tail_offset(log, 10) == 0
-    assert tail_offset(log, 0) == log.stat().st_size
-    log.write_bytes(b"a\nno-newline")
-    assert log.read_bytes()[tail_offset(log, 1) :] == b"no-newline"
 
 
 # ---- the node agent's choice of pod IPs ----

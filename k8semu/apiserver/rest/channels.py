@@ -38,29 +38,16 @@ STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 MAX_MESSAGE = 1024 * 1024
 MAX_PORTS = 16
 HEARTBEAT = 30.0  # seconds between pings; a client that misses a pong is gone
-_SPDY = "SPDY/3.1"
 
 
 def choose(request: web.Request, supported: Sequence[str]) -> str:
     """The subprotocol to answer with (the client's first that is supported); HTTPError 400
-    when the request is no WebSocket upgrade or offers none of `supported`."""
+    when the request is no WebSocket upgrade or offers none of `supported` (a SPDY upgrade
+    is `spdyupgrade.py`'s)."""
     upgrade = request.headers.get("Upgrade", "").lower()
-    if upgrade.startswith(_SPDY.lower()):
-        raise HTTPError(
-            400,
-            "BadRequest",
-            "SPDY is not supported by this API server: use WebSocket (kubectl 1.31+ does by"
-            " default; KUBECTL_REMOTE_COMMAND_WEBSOCKETS and KUBECTL_PORT_FORWARD_WEBSOCKETS"
-            " must not be false)",
-        )
     if upgrade != "websocket":
         raise HTTPError(400, "BadRequest", "Upgrade request required")
-    offered = [
-        p.strip()
-        for header in request.headers.getall("Sec-WebSocket-Protocol", [])
-        for p in header.split(",")
-        if p.strip()
-    ]
+    offered = listed(request, "Sec-WebSocket-Protocol")
     for protocol in offered:
         if protocol in supported:
             return protocol
@@ -70,6 +57,12 @@ def choose(request: web.Request, supported: Sequence[str]) -> str:
         f"unable to upgrade: none of the offered subprotocols [{', '.join(offered)}] is"
         f" supported: {', '.join(supported)}",
     )
+
+
+def listed(request: web.Request, header: str) -> list[str]:
+    """The comma-separated values of every `header` line, in order."""
+    return [v.strip() for line in request.headers.getall(header, []) for v in line.split(",")
+            if v.strip()]  # fmt: skip
 
 
 async def open_websocket(request: web.Request, protocol: str) -> web.WebSocketResponse:
@@ -103,7 +96,7 @@ def exit_status(code: int, command: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _failure(message: str) -> dict[str, Any]:
+def failure(message: str) -> dict[str, Any]:
     return {
         "metadata": {},
         "status": "Failure",
@@ -113,7 +106,7 @@ def _failure(message: str) -> dict[str, Any]:
     }
 
 
-async def _first_done(*aws: asyncio.Task[Any]) -> None:
+async def first_done(*aws: asyncio.Task[Any]) -> None:
     """Wait for the first task to end, then cancel and reap the others."""
     try:
         await asyncio.wait(aws, return_when=asyncio.FIRST_COMPLETED)
@@ -135,7 +128,7 @@ class Exec:
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
         ws = await open_websocket(request, self.protocol)
         try:
-            await _first_done(
+            await first_done(
                 asyncio.create_task(self._to_client(ws)),
                 asyncio.create_task(self._from_client(ws)),
             )
@@ -148,7 +141,7 @@ class Exec:
             while True:
                 out = await self.call.read()
                 if out is grpc.aio.EOF:
-                    status = _failure("the kubelet ended the stream without an exit code")
+                    status = failure("the kubelet ended the stream without an exit code")
                     break
                 if out.stdout:
                     await ws.send_bytes(bytes([STDOUT]) + out.stdout)
@@ -158,7 +151,7 @@ class Exec:
                     status = exit_status(out.exit_code, self.command)
                     break
         except grpc.aio.AioRpcError as exc:
-            status = _failure(f"error from the kubelet: {exc.details()}")
+            status = failure(f"error from the kubelet: {exc.details()}")
         await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
 
     async def _from_client(self, ws: web.WebSocketResponse) -> None:
@@ -171,14 +164,14 @@ class Exec:
             if channel == STDIN and body:
                 await self.call.write(kubelet_pb2.InteractInput(stdin=body))
             elif channel == RESIZE:
-                size = _size(body)
+                size = terminal_size(body)
                 if size is not None:
                     await self.call.write(kubelet_pb2.InteractInput(resize=size))
             elif channel == CLOSE and self.protocol == V5 and body[:1] == bytes([STDIN]):
                 await self.call.write(kubelet_pb2.InteractInput(stdin_closed=True))
 
 
-def _size(body: bytes) -> kubelet_pb2.TerminalSize | None:
+def terminal_size(body: bytes) -> kubelet_pb2.TerminalSize | None:
     try:
         doc = json.loads(body)
         width, height = int(doc["Width"]), int(doc["Height"])
@@ -206,7 +199,7 @@ class PortForward:
                 await ws.send_bytes(bytes([2 * i]) + prefix)
                 await ws.send_bytes(bytes([2 * i + 1]) + prefix)
             pods = [asyncio.create_task(self._to_client(ws, i)) for i in range(len(self.ports))]
-            await _first_done(
+            await first_done(
                 asyncio.create_task(_all(pods)), asyncio.create_task(self._from_client(ws))
             )
         finally:

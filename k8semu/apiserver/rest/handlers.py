@@ -351,7 +351,7 @@ class Resources:
             force=codec.force(query),
         )
         resp = await self.verbs.Patch(req, dry_run=dry_run(query))
-        return Reply(200, self._object(target, resp))
+        return Reply(201 if resp.created else 200, self._object(target, resp))
 
     async def _patch_scale(
         self, target: Target, query: MultiMapping[str], raw: bytes, media: str, manager: str

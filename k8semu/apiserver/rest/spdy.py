@@ -1,5 +1,6 @@
-"""SPDY/3 framing, the server's side, as far as kubectl's port-forward uses it: sans-I/O (bytes
-in, events out; frames out as bytes), so the caller owns the connection and its lifetime.
+"""SPDY/3 framing, the server's side, as far as kubectl's port-forward and exec use it:
+sans-I/O (bytes in, events out; frames out as bytes), so the caller owns the connection and
+its lifetime (`drive` is the receiving loop, on the caller's byte source and sender).
 
 kubectl (1.30+, KUBECTL_PORT_FORWARD_WEBSOCKETS=true) tunnels SPDY through a WebSocket whose
 subprotocol is `SPDY/3.1+portforward.k8s.io`: the binary messages, concatenated, are the SPDY
@@ -18,7 +19,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+
+from k8semu.log import get_logger
+
+log = get_logger(__name__)
 
 VERSION = 3
 MAX_FRAME = 1 << 20
@@ -181,3 +187,27 @@ class Connection:
 
     def go_away(self) -> bytes:
         return self._control(GOAWAY, 0, struct.pack(">II", 0, 0))
+
+
+async def drive(
+    conn: Connection,
+    chunks: AsyncIterator[bytes],
+    send: Callable[[bytes], Awaitable[None]],
+    handle: Callable[[Event], Awaitable[None]],
+    what: str,
+) -> None:
+    """The receiving loop of a connection (the one place this module does I/O, through its
+    arguments): the client's bytes into `conn`, PING answers to `send`, each event to
+    `handle`, until the bytes end, a frame breaks, or `handle` raises ConnectionError (the
+    client's GOAWAY)."""
+    try:
+        async for data in chunks:
+            events, answers = conn.receive(data)
+            if answers:
+                await send(answers)
+            for event in events:
+                await handle(event)
+    except ProtocolError as exc:
+        log.info(f"{what} closed", error=str(exc))
+    except ConnectionError:
+        pass  # the client went away

@@ -15,7 +15,6 @@ half-sent stream. The WebSocket framing is `channels.py`'s; this module owns the
 from __future__ import annotations
 
 import contextlib
-import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,10 +25,11 @@ from multidict import MultiMapping
 
 from k8semu import transport
 from k8semu.apiserver.metrics import LONGRUNNING, REQUESTS
-from k8semu.apiserver.rest import channels, tunnel
+from k8semu.apiserver.rest import channels, spdyupgrade, tunnel
 from k8semu.apiserver.rest.paths import Target
 from k8semu.apiserver.rest.status import HTTPError
 from k8semu.apiserver.service import APIServicer
+from k8semu.kubelet.containerlog import parse_time
 from k8semu.kubelet.node import ENDPOINT_ANNOTATION
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apiserver_pb2 as api
@@ -59,7 +59,8 @@ class LogOptions:
     timestamps: bool
     tail_lines: int | None
     limit_bytes: int | None
-    since: str  # "sinceSeconds" or "sinceTime" when one was given
+    since_seconds: int | None
+    since_time: str  # RFC 3339, as given ("" for none)
 
 
 def flag(query: MultiMapping[str], name: str, default: bool = False) -> bool:
@@ -103,7 +104,7 @@ def log_options(query: MultiMapping[str], pod: str) -> LogOptions:
     since_time = query.get("sinceTime")
     if since_time is not None:
         try:
-            datetime.datetime.fromisoformat(since_time)
+            parse_time(since_time)
         except ValueError:
             raise HTTPError(
                 400, "BadRequest", f'sinceTime: invalid value "{since_time}": must be RFC 3339'
@@ -122,7 +123,8 @@ def log_options(query: MultiMapping[str], pod: str) -> LogOptions:
         timestamps=flag(query, "timestamps"),
         tail_lines=tail,
         limit_bytes=limit,
-        since="sinceSeconds" if since_s is not None else "sinceTime" if since_time else "",
+        since_seconds=since_s,
+        since_time=since_time or "",
     )
 
 
@@ -275,28 +277,19 @@ class Streams:
     async def _log(self, request: web.Request, target: Target) -> web.StreamResponse:
         opts = log_options(request.query, target.name)
         _, endpoint, container = await self.ready(target, opts.container)
-        req = kubelet_pb2.LogsRequest(
-            namespace=target.namespace,
-            pod=target.name,
-            container=container,
-            previous=opts.previous,
-            follow=opts.follow,
-        )
-        if opts.tail_lines is not None:
-            req.tail_lines = opts.tail_lines
-        if opts.limit_bytes is not None:
-            req.limit_bytes = opts.limit_bytes
-        warnings = _log_warnings(opts)
+        req = kubelet_pb2.LogsRequest(namespace=target.namespace, pod=target.name)
+        req.container, req.since_time = container, opts.since_time
+        req.previous, req.follow, req.timestamps = opts.previous, opts.follow, opts.timestamps
+        for name in ("tail_lines", "limit_bytes", "since_seconds"):
+            if (value := getattr(opts, name)) is not None:
+                setattr(req, name, value)
         async with self.kubelet(endpoint) as stub:
             call = stub.Logs(req, timeout=STREAM_TIMEOUT if opts.follow else LOGS_TIMEOUT)
             try:
                 await call.read()  # the kubelet's empty first chunk: the request is accepted
             except grpc.aio.AioRpcError as exc:
                 raise kubelet_error(exc, endpoint) from None
-            headers = {"Content-Type": "text/plain"}
-            if warnings:
-                headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings)
-            response = web.StreamResponse(headers=headers)
+            response = web.StreamResponse(headers={"Content-Type": "text/plain"})
             response.enable_chunked_encoding()
             try:
                 await response.prepare(request)
@@ -337,7 +330,11 @@ class Streams:
         _, endpoint, start.container = await self.ready(target, query.get("container", ""))
         # After the pod's checks: kubectl retries a refused WebSocket over SPDY, and the
         # pod's error is what it should print, not SPDY's.
-        protocol = channels.choose(request, channels.EXEC_PROTOCOLS)
+        spdy = spdyupgrade.is_spdy(request)
+        if spdy:
+            spdyupgrade.negotiate(request, spdyupgrade.EXEC_VERSIONS)
+        else:
+            protocol = channels.choose(request, channels.EXEC_PROTOCOLS)
         async with self.kubelet(endpoint) as stub:
             call = stub.Interact(timeout=STREAM_TIMEOUT)
             try:
@@ -346,6 +343,8 @@ class Streams:
             except grpc.aio.AioRpcError as exc:
                 raise kubelet_error(exc, endpoint) from None
             try:
+                if spdy:
+                    return await spdyupgrade.Exec(call, start, command).serve(request)
                 return await channels.Exec(call, protocol, command).serve(request)
             finally:
                 call.cancel()
@@ -353,9 +352,13 @@ class Streams:
     # ---- pods/portforward -----------------------------------------------------------------
 
     async def _portforward(self, request: web.Request, target: Target) -> web.StreamResponse:
-        protocol = channels.choose(request, (tunnel.PROTOCOL, *channels.PORTFORWARD_PROTOCOLS))
+        spdy = spdyupgrade.is_spdy(request)
+        if spdy:
+            protocol = spdyupgrade.negotiate(request, spdyupgrade.PORTFORWARD_VERSIONS)
+        else:
+            protocol = channels.choose(request, (tunnel.PROTOCOL, *channels.PORTFORWARD_PROTOCOLS))
         # kubectl's tunnel names its ports in each stream; the channel protocol in the query.
-        ports = [] if protocol == tunnel.PROTOCOL else _ports(request.query)
+        ports = [] if spdy or protocol == tunnel.PROTOCOL else _ports(request.query)
         pod, endpoint = await self.locate(target)
         if not endpoint or pod.status.phase != "Running":
             raise HTTPError(
@@ -374,6 +377,8 @@ class Streams:
                 await call.write(kubelet_pb2.PortForwardData(start=where))
                 return call
 
+            if spdy:
+                return await spdyupgrade.portforward(request, tunnel.Tunnel(open_call))
             if protocol == tunnel.PROTOCOL:
                 return await tunnel.Tunnel(open_call).serve(request)
             calls = [await open_call(port) for port in ports]
@@ -403,16 +408,6 @@ def _port(text: str) -> int:
     if not 0 < port < 65536:
         raise HTTPError(400, "BadRequest", f'ports: invalid value "{text}": must be 1-65535')
     return port
-
-
-def _log_warnings(opts: LogOptions) -> list[str]:
-    """What the emulator's logs cannot honour: the runtime writes no time per line."""
-    found = []
-    if opts.since:
-        found.append(f"{opts.since}: container logs carry no line times here; the whole log")
-    if opts.timestamps:
-        found.append("timestamps: container logs carry no line times here; printed without")
-    return found
 
 
 async def _chunks(call: Any) -> AsyncIterator[bytes]:

@@ -1,5 +1,6 @@
-"""kubectl's port-forward over WebSocket (`SPDY/3.1+portforward.k8s.io`): SPDY streams tunnelled
-in the WebSocket's binary messages, each forwarded connection a pair of streams (error, data)
+"""kubectl's port-forward over SPDY: tunnelled in a WebSocket's binary messages
+(`SPDY/3.1+portforward.k8s.io`), or on the connection itself after a plain SPDY/3.1 upgrade
+(`spdyupgrade.py`); each forwarded connection a pair of streams (error, data)
 joined by their `requestid`, each data stream one kubelet `PortForward` call.
 
 Owns the tunnel's lifetime: every kubelet call ends when its stream is reset, the client
@@ -12,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from aiohttp import web
 
 from k8semu.apiserver.rest import channels, spdy
-from k8semu.log import get_logger
 from k8semu.pb.kubelet.v1 import kubelet_pb2
-
-log = get_logger(__name__)
 
 PROTOCOL = "SPDY/3.1+portforward.k8s.io"
 MAX_CONNECTIONS = 64  # forwarded connections open at once in one tunnel
@@ -41,35 +39,38 @@ class Tunnel:
         self.error_streams: dict[str, int] = {}  # requestid -> its error stream
         self.calls: dict[int, Any] = {}  # data stream -> its kubelet call
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.ws: web.WebSocketResponse | None = None
+        self.write: Callable[[bytes], Awaitable[None]] | None = None
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
-        self.ws = ws = await channels.open_websocket(request, PROTOCOL)
-        try:
+        ws = await channels.open_websocket(request, PROTOCOL)
+
+        async def chunks() -> AsyncIterator[bytes]:
             async for msg in ws:
-                data = channels.payload(msg)
-                if not data:
-                    continue
-                events, answers = self.spdy.receive(data)
-                if answers:
-                    await self._send(answers)
-                for event in events:
-                    await self._handle(event)
-        except spdy.ProtocolError as exc:
-            log.info("port-forward tunnel closed", error=str(exc))
-        except ConnectionError:
-            pass  # the client went away
+                if data := channels.payload(msg):
+                    yield data
+
+        try:
+            await self.run(chunks(), ws.send_bytes)
+        finally:
+            await ws.close()
+        return ws
+
+    async def run(
+        self, chunks: AsyncIterator[bytes], write: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        """The SPDY byte stream `chunks` from the client, `write` to it, until either ends."""
+        self.write = write
+        try:
+            await spdy.drive(self.spdy, chunks, self._send, self._handle, "port-forward tunnel")
         finally:
             for task in self.tasks.values():
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-            await ws.close()
-        return ws
 
     async def _send(self, frames: bytes) -> None:
-        assert self.ws is not None
+        assert self.write is not None
         with contextlib.suppress(ConnectionError):
-            await self.ws.send_bytes(frames)
+            await self.write(frames)
 
     async def _frame(self, make: Callable[[], bytes]) -> None:
         async with self.lock:

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from k8semu import transport
 from k8semu.api import kinds, manifest
 from k8semu.api.kinds import Kind
 from k8semu.cli import _printers as printers
@@ -107,7 +108,9 @@ def client_for(target: Target, ns: argparse.Namespace) -> Client:
     if not ns.request_timeout > 0:
         raise UsageError("--request-timeout: must be > 0")
     return Client(
-        list(target.servers), timeouts=Timeouts(call=ns.request_timeout), tls=target.tls()
+        list(target.servers),
+        timeouts=Timeouts(call=ns.request_timeout),
+        channel_factory=transport.named_channels("k8semu", target.tls()),
     )
 
 

@@ -6,6 +6,8 @@ bad requests an apply can make."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -52,9 +54,9 @@ def test_kubectl_server_side_apply(rest: REST) -> None:
     v2 = _manifest("ssa-web", 3, {"a": "1"}, "web")
     out = rest.kubectl("apply", "--server-side", "-f", "-", stdin=v2, check=False)
     assert (
-        'Apply failed with 1 conflict: conflict with "kubectl" using apps/v1: .spec.replicas'
-        in (out)
-    )
+        'Apply failed with 1 conflict: conflict with "kubectl" with subresource "scale" using'
+        " apps/v1: .spec.replicas" in out
+    ), out
     assert _live(rest, "ssa-web")["spec"]["replicas"] == 5  # nothing written
 
     rest.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=v2)
@@ -103,6 +105,42 @@ def test_python_client_apply_and_update_managers(rest: REST) -> None:
         assert (manager, operation) == ("OpenAPI-Generator", "Update")
         assert owners[(manager, operation)] == {"f:data": {"f:other": {}}}
         core.delete_namespaced_config_map("ssa-py", "default")
+
+
+def test_apply_answers_201_when_it_creates(rest: REST) -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa-201"}}
+    path = "/api/v1/namespaces/default/configmaps/ssa-201"
+    first = _apply(rest, path, json.dumps({**cm, "data": {"a": "1"}}).encode())
+    again = _apply(rest, path, json.dumps({**cm, "data": {"a": "2"}}).encode())
+    assert (first[0], again[0], again[1]["data"]) == (201, 200, {"a": "2"})
+    dry_path = path.replace("ssa-201", "ssa-dry")
+    dry_doc = json.dumps({**cm, "metadata": {"name": "ssa-dry"}}).encode()
+    assert _apply(rest, dry_path, dry_doc, "?fieldManager=t&dryRun=All")[0] == 201
+    assert rest.json("GET", dry_path)[0] == 404  # a dry run writes nothing
+    assert rest.json("DELETE", path)[0] == 200
+
+
+def test_grpc_writers_own_what_they_change(rest: REST) -> None:
+    """`k8semu scale` (gRPC UpdateScale, user agent k8semu) owns spec.replicas through the scale
+    subresource, so an apply that changes it conflicts with it, as with `kubectl scale`."""
+    v1 = _manifest("grpc-own", 2, {"a": "1"}, "web")
+    rest.kubectl("apply", "--server-side", "-f", "-", stdin=v1)
+    scaled = subprocess.run(
+        [sys.executable, "-m", "k8semu", "scale", "deployment/grpc-own", "--replicas=4",
+         "--server", rest.grpc_address],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert scaled.returncode == 0, scaled.stderr
+    live = _live(rest, "grpc-own")
+    owners = {(e["manager"], e["operation"], e.get("subresource", "")): e for e in
+              live["metadata"]["managedFields"]}  # fmt: skip
+    assert owners[("k8semu", "Update", "scale")]["fieldsV1"] == {"f:spec": {"f:replicas": {}}}
+    shown = rest.kubectl("get", "deploy", "grpc-own", "--show-managed-fields", "-o", "yaml")
+    assert "manager: k8semu" in shown and "subresource: scale" in shown
+    v2 = _manifest("grpc-own", 3, {"a": "1"}, "web")
+    out = rest.kubectl("apply", "--server-side", "-f", "-", stdin=v2, check=False)
+    assert 'conflict with "k8semu" with subresource "scale" using apps/v1: .spec.replicas' in out
+    rest.kubectl("delete", "deploy", "grpc-own")
 
 
 def _apply(rest: REST, path: str, body: bytes, query: str = "?fieldManager=t") -> tuple[int, Any]:

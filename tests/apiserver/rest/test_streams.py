@@ -8,10 +8,13 @@ set (no scheduler). One kubelet and three pods serve the whole module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +44,7 @@ if KUBECTL is None:
     pytest.skip("no kubectl on PATH", allow_module_level=True)
 
 PY = sys.executable
+TICKER = "i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.2; done"
 TALK = "for i in 1 2 3 4 5; do echo line-$i; done; echo run-done; exec sleep 300"
 
 
@@ -117,6 +121,7 @@ def cluster(rest: REST, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
             _pod("talker", node, ("main", ["sh", "-c", TALK]), ("side", ["sleep", "300"])),
             _pod("web", node, ("web", [PY, "-m", "http.server", "--bind", "$(POD_IP)", "8080"])),
             _pod("idle", "", ("main", ["sleep", "300"])),
+            _pod("ticker", node, ("main", ["sh", "-c", TICKER])),
         ]
         for doc in pods:
             c.kubectl("create", "-f", "-", stdin=json.dumps(doc))
@@ -141,6 +146,65 @@ def _pid(c: Cluster, pod: str, index: int = 0) -> int:
 
 
 LINES = [f"line-{i}" for i in range(1, 6)] + ["run-done"]
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z")
+
+
+def _stamped(text: str) -> list[tuple[str, str]]:
+    """(time, line) of `--timestamps` output."""
+    return [tuple(line.split(" ", 1)) for line in text.splitlines()]  # type: ignore[misc]
+
+
+def test_log_times_since_and_follow(cluster: Cluster) -> None:
+    """Each line carries the time the kubelet read it: --since/--since-time pick by it, and
+    -f goes on with what comes (the ticker prints a line every 0.2 s)."""
+    clock = "%Y-%m-%dT%H:%M:%S"
+
+    def old_enough() -> list[tuple[str, str]]:
+        got = _stamped(cluster.kubectl("logs", "ticker", "--timestamps"))
+        edge = time.strftime(clock, time.gmtime(time.time() - 8))
+        return got if got and got[0][0] < edge else []
+
+    every = poll(old_enough, "the ticker has run 8 s")
+    assert [t for _, t in every] == [f"tick-{i}" for i in range(1, len(every) + 1)]
+    assert [s for s, _ in every] == sorted(s for s, _ in every)
+    asked = time.strftime(clock, time.gmtime(time.time() - 5))
+    recent = _stamped(cluster.kubectl("logs", "ticker", "--since=5s", "--timestamps"))
+    assert recent and recent[0][0] >= asked and recent[0][1] != "tick-1"
+    # --since-time: from the first line of a second on (kubectl sends whole seconds).
+    pick = every[len(every) // 2][0][:19]
+    picked = _stamped(cluster.kubectl("logs", "ticker", f"--since-time={pick}Z", "--timestamps"))
+    first = next(i for i, (s, _) in enumerate(every) if s[:19] >= pick)
+    assert picked[: len(every) - first] == every[first:]
+    tail = _stamped(cluster.kubectl("logs", "ticker", "--tail=2", "--timestamps"))
+    assert len(tail) == 2 and int(tail[1][1][5:]) == int(tail[0][1][5:]) + 1
+    # -f: the last line, then new ones as they come.
+    assert KUBECTL is not None
+    follow = subprocess.Popen(
+        [KUBECTL, f"--server={cluster.rest.url}", "-n", cluster.namespace, "logs", "-f",
+         "ticker", "--tail=1"],
+        stdout=subprocess.PIPE, text=True, env={"KUBECONFIG": "/dev/null", "HOME": "/"},
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        got = [follow.stdout.readline().strip() for _ in range(4)]
+    finally:
+        follow.kill()
+        follow.communicate()
+    numbers = [int(line[5:]) for line in got]
+    assert numbers == list(range(numbers[0], numbers[0] + 4)), got
+    # The Python client: the same options by name.
+    config = kubernetes.client.Configuration()
+    config.host = cluster.rest.url
+    with kubernetes.client.ApiClient(config) as api:
+        core = kubernetes.client.CoreV1Api(api)
+        text = core.read_namespaced_pod_log(
+            "ticker", cluster.namespace, since_seconds=5, timestamps=True, limit_bytes=200
+        )
+        assert len(text) == 200 and STAMP.match(text) and text[:19] >= asked
+    query = "log?sinceSeconds=5&sinceTime=2024-01-01T00:00:00Z"
+    code, _, body = cluster.rest.request("GET", cluster.pod_path("ticker", query))
+    assert code == 422, body
+    assert "at most one of `sinceTime` or `sinceSeconds` may be specified" in body.decode()
 
 
 def test_logs_tail_limit_and_python_client(cluster: Cluster) -> None:
@@ -156,9 +220,12 @@ def test_logs_tail_limit_and_python_client(cluster: Cluster) -> None:
     assert cluster.kubectl("logs", "talker", "-c", "main", "--limit-bytes=9") == "line-1\nli"
     # kubectl's default container is the first; it says so on stderr.
     assert cluster.kubectl("logs", "talker").splitlines() == LINES
-    warned = cluster.run("logs", "talker", "-c", "main", "--timestamps", "--since=1h")
-    assert warned.returncode == 0 and warned.stdout.splitlines() == LINES
-    assert "no line times" in warned.stderr, warned.stderr
+    timed = cluster.run("logs", "talker", "-c", "main", "--timestamps", "--since=1h")
+    assert timed.returncode == 0 and not timed.stderr, timed
+    assert [line.split(" ", 1)[1] for line in timed.stdout.splitlines()] == LINES
+    assert all(STAMP.fullmatch(line.split(" ", 1)[0]) for line in timed.stdout.splitlines())
+    future = cluster.run("logs", "talker", "-c", "main", "--since-time=2999-01-01T00:00:00Z")
+    assert (future.returncode, future.stdout) == (0, ""), future
 
     config = kubernetes.client.Configuration()
     config.host = cluster.rest.url
@@ -422,6 +489,63 @@ def test_portforward_kubectl(cluster: Cluster) -> None:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+SPDY_ONLY = {
+    "KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin",
+    "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false", "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false",
+}  # fmt: skip
+
+
+def _kubectl_spdy(cluster: Cluster, *args: str, stdin: str = "") -> Any:
+    assert KUBECTL is not None
+    return subprocess.run(
+        [KUBECTL, f"--server={cluster.rest.url}", "-n", cluster.namespace, *args],
+        input=stdin, capture_output=True, text=True, timeout=TIMEOUT, env=SPDY_ONLY,
+    )  # fmt: skip
+
+
+def _listening(address: tuple[str, int]) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(address, timeout=5):
+        return True
+    return False
+
+
+def test_exec_and_portforward_over_plain_spdy(cluster: Cluster) -> None:
+    """kubectl with WebSockets off upgrades to SPDY/3.1 itself: exec (streams, stdin, exit
+    code) and port-forward work the same."""
+    out = _kubectl_spdy(cluster, "exec", "talker", "-c", "main", "--", "sh", "-c",
+                        "echo out; echo err >&2; exit 3")  # fmt: skip
+    assert (out.returncode, out.stdout) == (3, "out\n"), out
+    assert "err\n" in out.stderr and "command terminated with exit code 3" in out.stderr
+    data = "".join(f"row {i}\n" for i in range(2000))
+    out = _kubectl_spdy(cluster, "exec", "-i", "talker", "-c", "main", "--", "wc", "-l",
+                        stdin=data)  # fmt: skip
+    assert (out.returncode, out.stdout.strip()) == (0, "2000"), out
+    ip = cluster.kubectl("get", "pod", "web", "-o", "jsonpath={.status.podIP}")
+    poll(lambda: _listening((ip, 8080)), "the web pod serves")
+    local = free_loopback_ports(1)[0]
+    assert KUBECTL is not None
+    proc = subprocess.Popen(
+        [KUBECTL, f"--server={cluster.rest.url}", "-n", cluster.namespace, "port-forward",
+         "pod/web", f"{local}:8080"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SPDY_ONLY,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "Forwarding from" in proc.stdout.readline()
+        for _ in range(2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=TIMEOUT) as resp:
+                assert resp.status == 200 and b"Directory listing" in resp.read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=TIMEOUT)
+    spdy = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1",
+            "X-Stream-Protocol-Version": "v9.channel.k8s.io"}  # fmt: skip
+    code, _, body = cluster.rest.request(
+        "POST", cluster.pod_path("talker", "exec?command=true&container=main"), headers=spdy
+    )
+    assert code == 400 and "unable to negotiate protocol" in json.loads(body)["message"], body
 
 
 def test_bad_stream_requests_answer_status(cluster: Cluster) -> None:

@@ -69,7 +69,8 @@ class CreateRequest(_message.Message):
     """
     field_manager: _builtins.str
     """Who writes (Kubernetes' fieldManager): recorded in metadata.managedFields as an Update.
-    Empty: the write is not recorded (managedFields the object has are kept).
+    Empty over gRPC: the call's `k8semu-field-manager` metadata, else the product of its
+    user agent (`kube-controller-manager/...` -> kube-controller-manager).
     """
     @_builtins.property
     def object(self) -> _any_pb2.Any: ...
@@ -454,16 +455,20 @@ class ObjectResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OBJECT_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """Patch: the object was not there and the apply created it (REST answers 201, not 200)."""
     @_builtins.property
     def object(self) -> _any_pb2.Any: ...
     def __init__(
         self,
         *,
         object: _any_pb2.Any | None = ...,
+        created: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "object", b"object"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fk8semu/kubelet/v1/kubelet.proto\x12\x11k8semu.kubelet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x0bLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x10\n\x08previous\x18\x04 \x01(\x08\x12\x0e\n\x06\x66ollow\x18\x05 \x01(\x08\x12\x17\n\ntail_lines\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0blimit_bytes\x18\x07 \x01(\x03H\x01\x88\x01\x01\x42\r\n\x0b_tail_linesB\x0e\n\x0c_limit_bytes\"\x19\n\tLogsChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"y\n\x0b\x45xecRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\r\n\x05stdin\x18\x05 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\"A\n\x0c\x45xecResponse\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\"\x9b\x01\n\tExecStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\r\n\x05stdin\x18\x06 \x01(\x08\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x0e\n\x06stdout\x18\x07 \x01(\x08\x12\x0e\n\x06stderr\x18\x08 \x01(\x08\x12\x0e\n\x06\x61ttach\x18\x05 \x01(\x08\x12\x0b\n\x03tty\x18\t \x01(\x08\"-\n\x0cTerminalSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\"\xa3\x01\n\rInteractInput\x12-\n\x05start\x18\x01 \x01(\x0b\x32\x1c.k8semu.kubelet.v1.ExecStartH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12\x16\n\x0cstdin_closed\x18\x03 \x01(\x08H\x00\x12\x31\n\x06resize\x18\x04 \x01(\x0b\x32\x1f.k8semu.kubelet.v1.TerminalSizeH\x00\x42\x07\n\x05input\"V\n\x0eInteractOutput\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x42\x0c\n\n_exit_code\"S\n\x0fPortForwardData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x32\n\x05start\x18\x02 \x01(\x0b\x32#.k8semu.kubelet.v1.PortForwardStart\"@\n\x10PortForwardStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\"\x1e\n\x0eSummaryRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"\xaa\x01\n\x08\x43PUStats\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x10usage_nano_cores\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12$\n\x17usage_core_nano_seconds\x18\x03 \x01(\x04H\x01\x88\x01\x01\x42\x13\n\x11_usage_nano_coresB\x1a\n\x18_usage_core_nano_seconds\"\x97\x01\n\x0bMemoryStats\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x0busage_bytes\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x1e\n\x11working_set_bytes\x18\x03 \x01(\x04H\x01\x88\x01\x01\x42\x0e\n\x0c_usage_bytesB\x14\n\x12_working_set_bytes\"\xa8\x01\n\x0e\x43ontainerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x03\x63pu\x18\x03 \x01(\x0b\x32\x1b.k8semu.kubelet.v1.CPUStats\x12.\n\x06memory\x18\x04 \x01(\x0b\x32\x1e.k8semu.kubelet.v1.MemoryStats\"<\n\x0cPodReference\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\"\xfd\x01\n\x08PodStats\x12\x30\n\x07pod_ref\x18\x01 \x01(\x0b\x32\x1f.k8semu.kubelet.v1.PodReference\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\ncontainers\x18\x03 \x03(\x0b\x32!.k8semu.kubelet.v1.ContainerStats\x12(\n\x03\x63pu\x18\x04 \x01(\x0b\x32\x1b.k8semu.kubelet.v1.CPUStats\x12.\n\x06memory\x18\x05 \x01(\x0b\x32\x1e.k8semu.kubelet.v1.MemoryStats\"\xe6\x01\n\tNodeStats\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12<\n\x11system_containers\x18\x02 \x03(\x0b\x32!.k8semu.kubelet.v1.ContainerStats\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x03\x63pu\x18\x04 \x01(\x0b\x32\x1b.k8semu.kubelet.v1.CPUStats\x12.\n\x06memory\x18\x05 \x01(\x0b\x32\x1e.k8semu.kubelet.v1.MemoryStats\"`\n\x07Summary\x12*\n\x04node\x18\x01 \x01(\x0b\x32\x1c.k8semu.kubelet.v1.NodeStats\x12)\n\x04pods\x18\x02 \x03(\x0b\x32\x1b.k8semu.kubelet.v1.PodStats2\x94\x03\n\x07Kubelet\x12\x46\n\x04Logs\x12\x1e.k8semu.kubelet.v1.LogsRequest\x1a\x1c.k8semu.kubelet.v1.LogsChunk0\x01\x12G\n\x04\x45xec\x12\x1e.k8semu.kubelet.v1.ExecRequest\x1a\x1f.k8semu.kubelet.v1.ExecResponse\x12S\n\x08Interact\x12 .k8semu.kubelet.v1.InteractInput\x1a!.k8semu.kubelet.v1.InteractOutput(\x01\x30\x01\x12Y\n\x0bPortForward\x12\".k8semu.kubelet.v1.PortForwardData\x1a\".k8semu.kubelet.v1.PortForwardData(\x01\x30\x01\x12H\n\x07Summary\x12!.k8semu.kubelet.v1.SummaryRequest\x1a\x1a.k8semu.kubelet.v1.Summaryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fk8semu/kubelet/v1/kubelet.proto\x12\x11k8semu.kubelet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x02\n\x0bLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x10\n\x08previous\x18\x04 \x01(\x08\x12\x0e\n\x06\x66ollow\x18\x05 \x01(\x08\x12\x17\n\ntail_lines\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0blimit_bytes\x18\x07 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\ntimestamps\x18\x08 \x01(\x08\x12\x1a\n\rsince_seconds\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x12\n\nsince_time\x18\n \x01(\tB\r\n\x0b_tail_linesB\x0e\n\x0c_limit_bytesB\x10\n\x0e_since_seconds\"\x19\n\tLogsChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"y\n\x0b\x45xecRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\r\n\x05stdin\x18\x05 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\"A\n\x0c\x45xecResponse\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\"\x9b\x01\n\tExecStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\r\n\x05stdin\x18\x06 \x01(\x08\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x0e\n\x06stdout\x18\x07 \x01(\x08\x12\x0e\n\x06stderr\x18\x08 \x01(\x08\x12\x0e\n\x06\x61ttach\x18\x05 \x01(\x08\x12\x0b\n\x03tty\x18\t \x01(\x08\"-\n\x0cTerminalSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\"\xa3\x01\n\rInteractInput\x12-\n\x05start\x18\x01 \x01(\x0b\x32\x1c.k8semu.kubelet.v1.ExecStartH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12\x16\n\x0cstdin_closed\x18\x03 \x01(\x08H\x00\x12\x31\n\x06resize\x18\x04 \x01(\x0b\x32\x1f.k8semu.kubelet.v1.TerminalSizeH\x00\x42\x07\n\x05input\"V\n\x0eInteractOutput\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x42\x0c\n\n_exit_code\"S\n\x0fPortForwardData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x32\n\x05start\x18\x02 \x01(\x0b\x32#.k8semu.kubelet.v1.PortForwardStart\"@\n\x10PortForwardStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\"\x1e\n\x0eSummaryRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"\xaa\x01\n\x08\x43PUStats\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x10usage_nano_cores\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12$\n\x17usage_core_nano_seconds\x18\x03 \x01(\x04H\x01\x88\x01\x01\x42\x13\n\x11_usage_nano_coresB\x1a\n\x18_usage_core_nano_seconds\"\x97\x01\n\x0bMemoryStats\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x0busage_bytes\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x1e\n\x11working_set_bytes\x18\x03 \x01(\x04H\x01\x88\x01\x01\x42\x0e\n\x0c_usage_bytesB\x14\n\x12_working_set_bytes\"\xa8\x01\n\x0e\x43ontainerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x03\x63pu\x18\x03 \x01(\x0b\x32\x1b.k8semu.kubelet.v1.CPUStats\x12.\n\x06memory\x18\x04 \x01(\x0b\x32\x1e.k8semu.kubelet.v1.MemoryStats\"<\n\x0cPodReference\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\"\xfd\x01\n\x08PodStats\x12\x30\n\x07pod_ref\x18\x01 \x01(\x0b\x32\x1f.k8semu.kubelet.v1.PodReference\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\ncontainers\x18\x03 \x03(\x0b\x32!.k8semu.kubelet.v1.ContainerStats\x12(\n\x03\x63pu\x18\x04 \x01(\x0b\x32\x1b.k8semu.kubelet.v1.CPUStats\x12.\n\x06memory\x18\x05 \x01(\x0b\x32\x1e.k8semu.kubelet.v1.MemoryStats\"\xe6\x01\n\tNodeStats\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12<\n\x11system_containers\x18\x02 \x03(\x0b\x32!.k8semu.kubelet.v1.ContainerStats\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x03\x63pu\x18\x04 \x01(\x0b\x32\x1b.k8semu.kubelet.v1.CPUStats\x12.\n\x06memory\x18\x05 \x01(\x0b\x32\x1e.k8semu.kubelet.v1.MemoryStats\"`\n\x07Summary\x12*\n\x04node\x18\x01 \x01(\x0b\x32\x1c.k8semu.kubelet.v1.NodeStats\x12)\n\x04pods\x18\x02 \x03(\x0b\x32\x1b.k8semu.kubelet.v1.PodStats2\x94\x03\n\x07Kubelet\x12\x46\n\x04Logs\x12\x1e.k8semu.kubelet.v1.LogsRequest\x1a\x1c.k8semu.kubelet.v1.LogsChunk0\x01\x12G\n\x04\x45xec\x12\x1e.k8semu.kubelet.v1.ExecRequest\x1a\x1f.k8semu.kubelet.v1.ExecResponse\x12S\n\x08Interact\x12 .k8semu.kubelet.v1.InteractInput\x1a!.k8semu.kubelet.v1.InteractOutput(\x01\x30\x01\x12Y\n\x0bPortForward\x12\".k8semu.kubelet.v1.PortForwardData\x1a\".k8semu.kubelet.v1.PortForwardData(\x01\x30\x01\x12H\n\x07Summary\x12!.k8semu.kubelet.v1.SummaryRequest\x1a\x1a.k8semu.kubelet.v1.Summaryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,41 +34,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'k8semu.kubelet.v1.kubelet_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGSREQUEST']._serialized_start=88
-  _globals['_LOGSREQUEST']._serialized_end=268
-  _globals['_LOGSCHUNK']._serialized_start=270
-  _globals['_LOGSCHUNK']._serialized_end=295
-  _globals['_EXECREQUEST']._serialized_start=297
-  _globals['_EXECREQUEST']._serialized_end=418
-  _globals['_EXECRESPONSE']._serialized_start=420
-  _globals['_EXECRESPONSE']._serialized_end=485
-  _globals['_EXECSTART']._serialized_start=488
-  _globals['_EXECSTART']._serialized_end=643
-  _globals['_TERMINALSIZE']._serialized_start=645
-  _globals['_TERMINALSIZE']._serialized_end=690
-  _globals['_INTERACTINPUT']._serialized_start=693
-  _globals['_INTERACTINPUT']._serialized_end=856
-  _globals['_INTERACTOUTPUT']._serialized_start=858
-  _globals['_INTERACTOUTPUT']._serialized_end=944
-  _globals['_PORTFORWARDDATA']._serialized_start=946
-  _globals['_PORTFORWARDDATA']._serialized_end=1029
-  _globals['_PORTFORWARDSTART']._serialized_start=1031
-  _globals['_PORTFORWARDSTART']._serialized_end=1095
-  _globals['_SUMMARYREQUEST']._serialized_start=1097
-  _globals['_SUMMARYREQUEST']._serialized_end=1127
-  _globals['_CPUSTATS']._serialized_start=1130
-  _globals['_CPUSTATS']._serialized_end=1300
-  _globals['_MEMORYSTATS']._serialized_start=1303
-  _globals['_MEMORYSTATS']._serialized_end=1454
-  _globals['_CONTAINERSTATS']._serialized_start=1457
-  _globals['_CONTAINERSTATS']._serialized_end=1625
-  _globals['_PODREFERENCE']._serialized_start=1627
-  _globals['_PODREFERENCE']._serialized_end=1687
-  _globals['_PODSTATS']._serialized_start=1690
-  _globals['_PODSTATS']._serialized_end=1943
-  _globals['_NODESTATS']._serialized_start=1946
-  _globals['_NODESTATS']._serialized_end=2176
-  _globals['_SUMMARY']._serialized_start=2178
-  _globals['_SUMMARY']._serialized_end=2274
-  _globals['_KUBELET']._serialized_start=2277
-  _globals['_KUBELET']._serialized_end=2681
+  _globals['_LOGSREQUEST']._serialized_end=354
+  _globals['_LOGSCHUNK']._serialized_start=356
+  _globals['_LOGSCHUNK']._serialized_end=381
+  _globals['_EXECREQUEST']._serialized_start=383
+  _globals['_EXECREQUEST']._serialized_end=504
+  _globals['_EXECRESPONSE']._serialized_start=506
+  _globals['_EXECRESPONSE']._serialized_end=571
+  _globals['_EXECSTART']._serialized_start=574
+  _globals['_EXECSTART']._serialized_end=729
+  _globals['_TERMINALSIZE']._serialized_start=731
+  _globals['_TERMINALSIZE']._serialized_end=776
+  _globals['_INTERACTINPUT']._serialized_start=779
+  _globals['_INTERACTINPUT']._serialized_end=942
+  _globals['_INTERACTOUTPUT']._serialized_start=944
+  _globals['_INTERACTOUTPUT']._serialized_end=1030
+  _globals['_PORTFORWARDDATA']._serialized_start=1032
+  _globals['_PORTFORWARDDATA']._serialized_end=1115
+  _globals['_PORTFORWARDSTART']._serialized_start=1117
+  _globals['_PORTFORWARDSTART']._serialized_end=1181
+  _globals['_SUMMARYREQUEST']._serialized_start=1183
+  _globals['_SUMMARYREQUEST']._serialized_end=1213
+  _globals['_CPUSTATS']._serialized_start=1216
+  _globals['_CPUSTATS']._serialized_end=1386
+  _globals['_MEMORYSTATS']._serialized_start=1389
+  _globals['_MEMORYSTATS']._serialized_end=1540
+  _globals['_CONTAINERSTATS']._serialized_start=1543
+  _globals['_CONTAINERSTATS']._serialized_end=1711
+  _globals['_PODREFERENCE']._serialized_start=1713
+  _globals['_PODREFERENCE']._serialized_end=1773
+  _globals['_PODSTATS']._serialized_start=1776
+  _globals['_PODSTATS']._serialized_end=2029
+  _globals['_NODESTATS']._serialized_start=2032
+  _globals['_NODESTATS']._serialized_end=2262
+  _globals['_SUMMARY']._serialized_start=2264
+  _globals['_SUMMARY']._serialized_end=2360
+  _globals['_KUBELET']._serialized_start=2363
+  _globals['_KUBELET']._serialized_end=2767
 # @@protoc_insertion_point(module_scope)

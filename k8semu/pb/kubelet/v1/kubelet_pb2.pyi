@@ -35,6 +35,9 @@ class LogsRequest(_message.Message):
     FOLLOW_FIELD_NUMBER: _builtins.int
     TAIL_LINES_FIELD_NUMBER: _builtins.int
     LIMIT_BYTES_FIELD_NUMBER: _builtins.int
+    TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    SINCE_SECONDS_FIELD_NUMBER: _builtins.int
+    SINCE_TIME_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     pod: _builtins.str
     container: _builtins.str
@@ -44,6 +47,13 @@ class LogsRequest(_message.Message):
     tail_lines: _builtins.int
     limit_bytes: _builtins.int
     """Stop after this many bytes (Kubernetes' limitBytes; the last line may be cut)."""
+    timestamps: _builtins.bool
+    """timestamps: each line prefixed with the time the kubelet read it (RFC 3339, nine fraction
+    digits, UTC) and a space; since_seconds (> 0) or since_time (RFC 3339), not both: only
+    the lines read since then.
+    """
+    since_seconds: _builtins.int
+    since_time: _builtins.str
     def __init__(
         self,
         *,
@@ -54,17 +64,24 @@ class LogsRequest(_message.Message):
         follow: _builtins.bool = ...,
         tail_lines: _builtins.int | None = ...,
         limit_bytes: _builtins.int | None = ...,
+        timestamps: _builtins.bool = ...,
+        since_seconds: _builtins.int | None = ...,
+        since_time: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit_bytes", b"_limit_bytes", "_tail_lines", b"_tail_lines", "limit_bytes", b"limit_bytes", "tail_lines", b"tail_lines"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit_bytes", b"_limit_bytes", "_since_seconds", b"_since_seconds", "_tail_lines", b"_tail_lines", "limit_bytes", b"limit_bytes", "since_seconds", b"since_seconds", "tail_lines", b"tail_lines"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit_bytes", b"_limit_bytes", "_tail_lines", b"_tail_lines", "container", b"container", "follow", b"follow", "limit_bytes", b"limit_bytes", "namespace", b"namespace", "pod", b"pod", "previous", b"previous", "tail_lines", b"tail_lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit_bytes", b"_limit_bytes", "_since_seconds", b"_since_seconds", "_tail_lines", b"_tail_lines", "container", b"container", "follow", b"follow", "limit_bytes", b"limit_bytes", "namespace", b"namespace", "pod", b"pod", "previous", b"previous", "since_seconds", b"since_seconds", "since_time", b"since_time", "tail_lines", b"tail_lines", "timestamps", b"timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__limit_bytes: _TypeAlias = _typing.Literal["limit_bytes"]  # noqa: Y015
     _WhichOneofArgType__limit_bytes: _TypeAlias = _typing.Literal["_limit_bytes", b"_limit_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__since_seconds: _TypeAlias = _typing.Literal["since_seconds"]  # noqa: Y015
+    _WhichOneofArgType__since_seconds: _TypeAlias = _typing.Literal["_since_seconds", b"_since_seconds"]  # noqa: Y015
     _WhichOneofReturnType__tail_lines: _TypeAlias = _typing.Literal["tail_lines"]  # noqa: Y015
     _WhichOneofArgType__tail_lines: _TypeAlias = _typing.Literal["_tail_lines", b"_tail_lines"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__limit_bytes) -> _WhichOneofReturnType__limit_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__since_seconds) -> _WhichOneofReturnType__since_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__tail_lines) -> _WhichOneofReturnType__tail_lines | None: ...
 
