@@ -297,13 +297,14 @@ class StoreServer:
 
     def _bind_client_port(self) -> None:
         """The etcd servicers on the client port (bound, not started)."""
-        server, self._health = transport.server(_SERVICES)
+        server, self._health = transport.server(_SERVICES, boundary_in_handlers=True)
         self._client_server = server
-        rpc_pb2_grpc.add_KVServicer_to_server(service.KVService(self), server)
-        rpc_pb2_grpc.add_WatchServicer_to_server(service.WatchService(self), server)
-        rpc_pb2_grpc.add_LeaseServicer_to_server(service.LeaseService(self), server)
-        rpc_pb2_grpc.add_ClusterServicer_to_server(service.ClusterService(self), server)
-        rpc_pb2_grpc.add_MaintenanceServicer_to_server(service.MaintenanceService(self), server)
+        generic: Any = transport.GenericOnly(server)  # (the stubs' type says grpc.aio.Server)
+        rpc_pb2_grpc.add_KVServicer_to_server(service.KVService(self), generic)
+        rpc_pb2_grpc.add_WatchServicer_to_server(service.WatchService(self), generic)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(service.LeaseService(self), generic)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(service.ClusterService(self), generic)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(service.MaintenanceService(self), generic)
         self.client_port = transport.bind(
             server,
             self.config.listen_client,
