@@ -128,7 +128,21 @@ class _MalformedRequests(HandlerInterceptor):
     servicer did not expect is logged with its traceback and answered INTERNAL (a bug, but
     never a crash, and never a Python repr sent as UNKNOWN)."""
 
+    def __init__(self) -> None:
+        # method -> (handler, its wrapper): grpc asks on every call with the same handler
+        # object, and building the wrapper (three closures and a handler) each time was
+        # measurable per call on the store's client port.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
     def wrap(self, handler: Any, method: str) -> Any:
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
         if handler.request_streaming or handler.request_deserializer is None:
             return handler
         decode = handler.request_deserializer
@@ -173,19 +187,61 @@ class _MalformedRequests(HandlerInterceptor):
 def server(
     service_names: Iterable[str] = (),
     interceptors: Sequence[HandlerInterceptor] = (),
+    *,
+    boundary_in_handlers: bool = False,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A grpc.aio server with health and reflection; the caller adds servicers and ports.
 
     `interceptors` run inside the malformed-request boundary: they see decoded requests
-    (the API server's request metrics), and what they raise is answered INTERNAL."""
+    (the API server's request metrics), and what they raise is answered INTERNAL. With
+    `boundary_in_handlers` the server has no interceptor (cheaper per call) and the caller
+    registers every servicer through `GenericOnly`, which puts the boundary around them."""
+    if boundary_in_handlers and interceptors:
+        raise ValueError("interceptors need the boundary as an interceptor")
     srv = grpc.aio.server(
-        options=_SERVER_OPTIONS, interceptors=[_MalformedRequests(), *interceptors]
+        options=_SERVER_OPTIONS,
+        interceptors=None if boundary_in_handlers else [_MalformedRequests(), *interceptors],
     )
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, srv)
+    registrar: Any = GenericOnly(srv) if boundary_in_handlers else srv
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
     names = [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], srv)
     return srv, health_servicer
+
+
+class GenericOnly:
+    """Registers a generated servicer (`add_*Servicer_to_server(servicer, GenericOnly(srv))`)
+    with generic handlers only, each inside the malformed-request boundary, for a server made
+    with `server(..., boundary_in_handlers=True)`. grpcio's aio server keeps one pending
+    accept per registered method and waits on all of them with `asyncio.wait` for every
+    incoming call (about 30 methods on the store's client port), and runs each interceptor as
+    a chain of coroutines per call: together ~15% of a trivial call's server CPU (measured in
+    docs/store.md, "Performance"). Generic handlers resolve the same methods from one accept."""
+
+    def __init__(self, srv: grpc.aio.Server) -> None:
+        self._srv = srv
+        self._boundary = _MalformedRequests()
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._srv.add_generic_rpc_handlers([_Bounded(h, self._boundary) for h in handlers])
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        """Not registered: the generic handler added along serves these methods."""
+
+
+class _Bounded(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers are wrapped by `boundary` (once per method)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, boundary: _MalformedRequests) -> None:
+        self._inner = inner
+        self._boundary = boundary
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        return self._boundary.wrap(handler, handler_call_details.method)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

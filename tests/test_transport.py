@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
 from k8semu import transport
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
@@ -20,10 +21,14 @@ class _Broken(rpc_pb2_grpc.KVServicer):
         await transport.abort(context, grpc.StatusCode.NOT_FOUND, "x" * 50_000)
 
 
-@pytest.fixture
-async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server, _ = transport.server()
-    rpc_pb2_grpc.add_KVServicer_to_server(_Broken(), server)
+@pytest.fixture(params=["interceptor", "in handlers"])
+async def channel(request: pytest.FixtureRequest) -> AsyncIterator[grpc.aio.Channel]:
+    """Both ways of putting the boundary: an interceptor (the default), or around each handler
+    at registration (`GenericOnly`, the store's client port); health answers on both."""
+    in_handlers = request.param == "in handlers"
+    server, _ = transport.server(boundary_in_handlers=in_handlers)
+    registrar: Any = transport.GenericOnly(server) if in_handlers else server
+    rpc_pb2_grpc.add_KVServicer_to_server(_Broken(), registrar)
     port = transport.bind(server, "127.0.0.1:0", flag="test")
     await server.start()
     async with transport.channel(f"127.0.0.1:{port}") as ch:
@@ -59,3 +64,13 @@ async def test_a_long_status_message_still_reaches_the_client(kv: rpc_pb2_grpc.K
         await kv.Range(rpc_pb2.RangeRequest(key=b"k"), timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND  # not RESOURCE_EXHAUSTED
     assert (err.value.details() or "").endswith("(48000 more characters)")
+
+
+async def test_health_answers(channel: grpc.aio.Channel) -> None:
+    check = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+    answer = await check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING

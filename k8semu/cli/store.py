@@ -220,9 +220,10 @@ METRICS_FLAG = "--listen-metrics-urls"
 
 
 async def _serve(config: cfg.StoreConfig, metrics: str) -> None:
-    from k8semu.store.server import StoreServer
+    from k8semu.store.server import StoreServer, tune_gc
 
     server = StoreServer(config)
+    tune_gc()
     # Crash-only: a replica whose log or state machine failed must not keep serving.
     await _serving.serve(
         server,

@@ -13,12 +13,16 @@ replica, on free ports):
    with leader" until then; asked again), then this waits until it has published its name
    and applied what the leader had committed at the promotion (caught up).
 
-Shrinking by one member: the member must not be the leader (``remove`` refuses it: etcd
-advises moving leadership first; ``scale`` picks a follower), and the members that answer,
-the leaving one apart, must be a quorum of the current membership (else the removal could
-lose quorum: refused). The supervisor stops it for good (``control/retire-<component>``),
-then ``MemberRemove`` takes it out of the membership, and its data dir is moved aside
-(``<name>.removed-<time>``; nothing is deleted).
+Shrinking by one member, in etcd's order (remove, then stop): the member must not be the
+leader (``remove`` refuses it: etcd advises moving leadership first; ``scale`` picks a
+follower); the members that answer, the leaving one apart, must be a quorum of the membership
+left after it (else the store would be unavailable after: refused), and with it a quorum of
+the current one (else the removal cannot commit: refused). ``MemberRemove`` takes it out of
+the membership while it still runs (so 2 -> 1 works: the removal needs both of two), then the
+supervisor stops it for good (``control/retire-<component>``), and its data dir is moved aside
+(``<name>.removed-<time>``; nothing is deleted). The removed member stops by itself once it
+learns of its removal; the supervisor may restart it once before the retire request lands, and
+it stops again (it finds itself removed).
 
 After each step the cluster follows: the supervisor writes ``state.json`` (so ``k8semu
 status`` and ``down`` see the new set), this writes ``cluster.json``'s member names and the
@@ -27,7 +31,8 @@ file is rewritten by a YAML dump, comments lost, the first version kept as
 ``<config>.before-store-scale``).
 
 A run that failed midway (a timeout) is carried on by the next one: a learner it added is
-promoted, a member it stopped but did not remove is removed, before anything else.
+promoted, a member it removed but did not stop is stopped (and one an older version stopped
+but did not remove is removed), before anything else.
 
 Needs a detached cluster (``k8semu up --detach``: its ``k8semu supervise`` takes the new
 members in) run with the ``k8semu store`` backend; refuses an even target (an even membership
@@ -245,6 +250,16 @@ def _carry_on(
     peers = {
         _scheme(state) + c.ports.get("peer", ""): c for c in state.components if c.kind == "store"
     }
+    listed_urls = {u for m in listed for u in m.peerURLs}
+    for url, component in peers.items():
+        # Removed by a run that stopped before the supervisor stopped it: still supervised.
+        gone = component.name.removeprefix("store-")
+        if url not in listed_urls and gone in local and len(local) > 1:
+            say(f"carrying on: stopping {gone}, removed from the store by an earlier run")
+            t0 = time.monotonic()
+            _retire(state_dir, state, gone, deadline, say)
+            _follow(state_dir, state, sorted(local - {gone}), None)
+            return Step("removed", gone, 0, time.monotonic() - t0)
     for m in listed:
         record = next((peers[u] for u in m.peerURLs if u in peers), None)
         if m.isLearner and record is not None:
@@ -408,31 +423,52 @@ def _shrink_one(
             f"{name} is the leader: move leadership first, as etcd advises (`k8semu restart"
             f" store-{name}` hands it over on its graceful stop), then remove it"
         )
-    answering = [n for n, s in statuses.items() if n != name and not isinstance(s, str)]
-    quorum = len(members) // 2 + 1
-    if len(answering) < quorum:
-        raise ClusterError(
-            f"removing {name} could lose the store's quorum: only {len(answering)} other"
-            f" members answer ({', '.join(answering) or 'none'}), {quorum} of {len(members)}"
-            " are needed; bring the others back first"
-        )
+    _check_quorum(name, len(members), statuses)
     others = StoreMembers([a for n, a in members if n != name], deadline, certs.state_probes(state))
     listed = others.call("MemberList", rpc_pb2.MemberListRequest()).members
     member = next((m for m in listed if m.name == name), None)
     if member is None:
         raise ClusterError(f"{name} is not a member of the store any more (member list)")
-    _ask_supervisor(retire_request_path(state_dir, f"store-{name}"), "retire")
-    _until(deadline, f"the supervisor stopped store-{name}", lambda: _gone(state_dir, name))
+    # etcd's order: out of the membership while it runs (its vote may be needed to commit
+    # the removal: 2 -> 1), then stopped. Stopped first, a 2-member store had no quorum left.
     others.call("MemberRemove", rpc_pb2.MemberRemoveRequest(ID=member.ID))
     say(f"removed member {name} ({member.ID:x})")
+    _retire(state_dir, state, name, deadline, say)
+    _follow(state_dir, state, [n for n, _ in members if n != name], None)
+    return Step("removed", name, int(member.ID), time.monotonic() - t0)
+
+
+def _check_quorum(name: str, size: int, statuses: dict[str, rpc_pb2.StatusResponse | str]) -> None:
+    """Refuse removing ``name`` from ``size`` members when the others that answer are no
+    quorum of the membership left after it, or they and ``name`` no quorum of this one."""
+    answering = [n for n, s in statuses.items() if n != name and not isinstance(s, str)]
+    after = (size - 1) // 2 + 1
+    if len(answering) < after:
+        raise ClusterError(
+            f"removing {name} could lose the store's quorum: only {len(answering)} other"
+            f" members answer ({', '.join(answering) or 'none'}), {after} of the {size - 1}"
+            " left are needed; bring the others back first"
+        )
+    leaving = 0 if isinstance(statuses.get(name, "no answer"), str) else 1
+    if len(answering) + leaving < size // 2 + 1:
+        raise ClusterError(
+            f"removing {name} cannot commit: {len(answering) + leaving} of {size} members"
+            f" answer, {size // 2 + 1} are needed; bring {name} or the others back first"
+        )
+
+
+def _retire(
+    state_dir: Path, state: ClusterState, name: str, deadline: float, say: Callable[[str], None]
+) -> None:
+    """Have the supervisor stop removed member ``name`` for good; move its data dir aside."""
+    _ask_supervisor(retire_request_path(state_dir, f"store-{name}"), "retire")
+    _until(deadline, f"the supervisor stopped store-{name}", lambda: _gone(state_dir, name))
     record = state.component(f"store-{name}")
     if record is not None and Path(record.data_dir).exists():
         data = Path(record.data_dir)
         aside = data.with_name(f"{data.name}.removed-{time.strftime('%Y%m%dT%H%M%S')}")
         data.rename(aside)
         say(f"its data dir is now {aside}")
-    _follow(state_dir, state, [n for n, _ in members if n != name], None)
-    return Step("removed", name, int(member.ID), time.monotonic() - t0)
 
 
 def _gone(state_dir: Path, name: str) -> bool:

@@ -78,7 +78,7 @@ async def test_scale_the_store_3_to_5_to_3_under_a_checked_workload(tmp_path: Pa
 
 async def test_a_tls_store_grows_and_shrinks(tmp_path: Path) -> None:
     """TLS, `up`'s default: each new member gets its own certificate from the store CA and
-    https URLs; the API keeps answering through the new set."""
+    https URLs; the API keeps answering through the new set, 1 -> 3 -> 2 -> 1."""
     env = harness.user_env(tmp_path)
     config = harness.write_config(
         tmp_path / "c.yaml", name="growtls", stores=1, workers=False, addons=False
@@ -99,6 +99,13 @@ async def test_a_tls_store_grows_and_shrinks(tmp_path: Path) -> None:
         out = await asyncio.to_thread(_scale, env, state_dir, "remove", "s3")
         assert "removed store member s3" in out, out
         assert [n for n, _ in read_state(state_dir).store_members] == ["s1", "s2"]
+        # 2 -> 1 (issue 13): removed while it runs, as etcd does, then stopped; stopped first,
+        # the other member alone had no quorum to commit the removal.
+        out = await asyncio.to_thread(_scale, env, state_dir, "scale", "--replicas", "1")
+        assert out.count("removed store member") == 1, out
+        left = [n for n, _ in read_state(state_dir).store_members]
+        assert len(left) == 1 and _alive_stores(state_dir) == [f"store-{left[0]}"], left
+        assert list(state_dir.glob("store/*.removed-*")), "the removed members' data set aside"
         get = harness.k8semu(env, "get", "namespaces")
         assert get.returncode == 0 and "default" in get.stdout, get.stdout + get.stderr
     finally:
