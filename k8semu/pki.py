@@ -355,7 +355,7 @@ def ensure_signing_key(key_path: Path, public_path: Path) -> None:
             raise PKIError(f"{key_path}: not a PEM private key: {exc}") from exc
     else:
         key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(key_path, _key_pem(key), 0o600)
+        _write_private(key_path, key_pem(key), 0o600)
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

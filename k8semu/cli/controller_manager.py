@@ -11,8 +11,8 @@ import argparse
 import dataclasses
 import ipaddress
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from k8semu import transport
 from k8semu.cli import _flags, _kubeconfig, _serving

@@ -57,8 +57,8 @@ from typing import Any
 
 from k8semu.kubelet import podusers, procfs
 from k8semu.kubelet.cgroups import CgroupError, NodeCgroups, join_argv
-from k8semu.kubelet.podusers import PodUser, PodUsers
 from k8semu.kubelet.containerlog import Pump, RunPipes, remove_fifos, reopen
+from k8semu.kubelet.podusers import PodUser, PodUsers
 from k8semu.kubelet.runtime import (
     ContainerHandle,
     ExitInfo,
