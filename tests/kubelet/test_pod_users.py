@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from k8semu.client import Client
-from k8semu.kubelet import podusers
+from k8semu.kubelet import containerlog, podusers
 from k8semu.kubelet.podusers import PodUser, PodUsers
 from k8semu.pb.api.v1 import core_pb2
 from tests.kubelet.conftest import KubeletProcess, eventually
@@ -117,7 +117,7 @@ async def _running(client: Client, namespace: str, name: str) -> core_pb2.Pod | 
 
 def _log(k: KubeletProcess, pod: core_pb2.Pod) -> str:
     path = k.root / "pods" / pod.metadata.uid / "main" / "0.log"
-    return path.read_text() if path.exists() else ""
+    return containerlog.read_plain(path).decode() if path.exists() else ""
 
 
 @needs_root

@@ -5,6 +5,7 @@ JSONPath value or the deletion arrives, or times out with its own message."""
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import subprocess
 import time
@@ -44,20 +45,21 @@ def background_kubectl(rest: REST, *args: str) -> Iterator[subprocess.Popen[str]
 
 def watching(proc: subprocess.Popen[str]) -> None:
     """Returns once kubectl's request log (-v=6) shows its watch answered: from then on a
-    change reaches it as an event (before, it might see the end state in its first list)."""
+    change reaches it as an event (before, it might see the end state in its first list).
+    Read from the descriptor, not the text wrapper, whose buffer select() cannot see."""
     assert proc.stderr is not None
-    seen: list[str] = []
+    fd = proc.stderr.fileno()
+    seen = b""
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         end = time.monotonic() + TIMEOUT
         while time.monotonic() < end and proc.poll() is None:
             if not sel.select(timeout=end - time.monotonic()):
                 break
-            line = proc.stderr.readline()
-            seen.append(line)
-            if "watch=true" in line and " 200 OK" in line:
+            seen += os.read(fd, 65536)
+            if any(b"watch=true" in line and b" 200 OK" in line for line in seen.splitlines()):
                 return
-    raise AssertionError("kubectl never watched:\n" + "".join(seen))
+    raise AssertionError("kubectl never watched:\n" + seen.decode(errors="replace"))
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
