@@ -76,6 +76,28 @@ def sessions(wanted: Iterable[int]) -> dict[int, list[list[str]]]:
     return found
 
 
+def members(sids: Iterable[int], owner: int | None) -> list[int]:
+    """Live processes in one of the sessions `sids`, or owned by the user `owner` (a pod's
+    own user: nothing else runs as it), as pids."""
+    want = set(sids)
+    found: list[int] = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = stat_fields(entry.name)
+        if fields is None:
+            continue
+        try:
+            mine = int(fields[_SESSION]) in want or (
+                owner is not None and entry.stat().st_uid == owner
+            )
+        except (OSError, ValueError):
+            continue
+        if mine:
+            found.append(int(entry.name))
+    return found
+
+
 def tree_usage(members: list[list[str]]) -> Usage | None:
     """The sum over one session's processes (`sessions()`'s values); None when none live."""
     total: Usage | None = None
