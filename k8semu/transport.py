@@ -15,7 +15,7 @@ import asyncio
 import functools
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -338,6 +338,76 @@ def peer_subject(context: Any) -> PeerSubject | None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
     return _subject_of_der(der) if der else None
+
+
+class PeerAllowList(HandlerInterceptor):
+    """Only the named users (the verified client certificate's CN) may call the methods of
+    `rules`: full method names (`/pkg.Service/Method`) or service prefixes (`/pkg.Service/`)
+    -> the users allowed. Others get PERMISSION_DENIED naming who asked and who may; the
+    refusal is logged. Methods no rule names pass through (health, reflection). Meant for a
+    listener that requires client certificates: without one the caller is "anonymous"."""
+
+    def __init__(self, rules: Mapping[str, Collection[str]], *, component: str) -> None:
+        self._rules = {method: frozenset(users) for method, users in rules.items()}
+        self._component = component
+
+    def allowed(self, method: str) -> frozenset[str] | None:
+        """The users allowed to call `method`; None when no rule names it."""
+        found = self._rules.get(method)
+        if found is None:
+            found = self._rules.get(method.rpartition("/")[0] + "/")
+        return found
+
+    def wrap(self, handler: Any, method: str) -> Any:
+        allowed = self.allowed(method)
+        if allowed is None:
+            return handler
+        component = self._component
+
+        async def check(context: Any) -> None:
+            subject = peer_subject(context)
+            user = "anonymous" if subject is None else subject.user
+            if user in allowed:
+                return
+            _log.warning("call refused", component=component, method=method, user=user)
+            await abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{component}: user {user!r} may not call {method}"
+                f" (only {', '.join(sorted(allowed))})",
+            )
+
+        return _checked(handler, check)
+
+
+def _checked(handler: Any, check: Callable[[Any], Awaitable[None]]) -> Any:
+    """`handler` (any of gRPC's four kinds) running `check(context)` before the call; a
+    streaming one must be an async generator (as every servicer here, and as
+    `_MalformedRequests` expects too)."""
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    single = handler.unary_unary or handler.stream_unary
+    if single is not None:  # one answer
+
+        async def answer(request: Any, context: Any) -> Any:
+            await check(context)
+            return await single(request, context)
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(answer, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(answer, **kwargs)
+    streaming = handler.unary_stream or handler.stream_stream
+
+    async def stream_out(request: Any, context: Any) -> Any:
+        await check(context)
+        async for item in streaming(request, context):
+            yield item
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream_out, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(stream_out, **kwargs)
 
 
 def bind(srv: grpc.aio.Server, address: str, *, flag: str, tls: ServerTLS | None = None) -> int:

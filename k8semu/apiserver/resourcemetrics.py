@@ -25,6 +25,7 @@ from fractions import Fraction
 
 from google.protobuf.message import Message
 
+from k8semu import transport
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
 from k8semu.api.quantity import Quantity, format_quantity
@@ -53,6 +54,7 @@ def scrape_timeout(resolution: float) -> float:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     resolution: float = DEFAULT_RESOLUTION  # seconds between scrapes; 0: not served
+    tls: transport.ClientTLS | None = None  # the API server's kubelet-client credentials
 
     @property
     def timeout(self) -> float:
@@ -216,7 +218,7 @@ class ResourceMetrics:
 
     async def _ask(self, node: core_pb2.Node) -> kubelet_pb2.Summary | None:
         try:
-            return await scrape.summary(node, timeout=self.config.timeout)
+            return await scrape.summary(node, timeout=self.config.timeout, tls=self.config.tls)
         except scrape.ScrapeError as exc:
             log.info("metrics scrape: node absent", error=str(exc))
             return None

@@ -32,6 +32,7 @@ from k8semu.apiserver.auth import policy, restside
 from k8semu.apiserver.auth.config import AuthConfig, build_guard
 from k8semu.apiserver.bootstrap import Address, KubernetesService
 from k8semu.apiserver.compaction import DEFAULT_COMPACTION_INTERVAL, Compactor
+from k8semu.apiserver.encryption import Transformer
 from k8semu.apiserver.errors import StatusError
 from k8semu.apiserver.eventttl import DEFAULT_EVENT_TTL, EventLeases
 from k8semu.apiserver.grpcface import add_api_servicer
@@ -87,6 +88,12 @@ class APIServerConfig:
     # --etcd-keyfile); None: plain text.
     tls: transport.ServerTLS | None = None
     store_tls: transport.ClientTLS | None = None
+    # How this server dials the kubelets (logs, exec, port-forward, usage summaries):
+    # --kubelet-certificate-authority and --kubelet-client-certificate/-key. Kubelets serving
+    # TLS take only this certificate for their pods' streams; None: plain text.
+    kubelet_tls: transport.ClientTLS | None = None
+    # --encryption-provider-config: the resources encrypted at rest (encryption.py); None: none.
+    encryption: Transformer | None = None
 
 
 def advertise_ip(config: APIServerConfig) -> str:
@@ -106,12 +113,17 @@ class APIServer:
     def __init__(self, config: APIServerConfig) -> None:
         self.config = config
         self.store = Store(
-            config.store_endpoints, deadline=config.store_deadline, tls=config.store_tls
+            config.store_endpoints,
+            deadline=config.store_deadline,
+            tls=config.store_tls,
+            transformer=config.encryption,
         )
         self.resource_metrics: ResourceMetrics | None = None
         if config.metric_resolution > 0:
             self.resource_metrics = ResourceMetrics(
-                MetricsConfig(config.metric_resolution), self._list_nodes, self._list_pods
+                MetricsConfig(config.metric_resolution, tls=config.kubelet_tls),
+                self._list_nodes,
+                self._list_pods,
             )
         self.servicer = APIServicer(
             self.store,
@@ -137,7 +149,9 @@ class APIServer:
         )
         self.guard = build_guard(config.auth, self.servicer.watch_caches)
         add_api_servicer(self.servicer, self.server, self.guard)
-        podstreams.add_to_server(self.server, Streams(self.servicer), self.guard)
+        podstreams.add_to_server(
+            self.server, Streams(self.servicer, kubelet_tls=config.kubelet_tls), self.guard
+        )
         self.port = 0
         self.rest: RESTServer | None = None
         if config.rest_address:
@@ -147,6 +161,7 @@ class APIServer:
                 lambda: self._serving,
                 [restside.middleware(self.guard)] if self.guard is not None else [],
                 tls=config.tls,
+                kubelet_tls=config.kubelet_tls,
             )
         self._bootstrap: asyncio.Task[None] | None = None
         self.kubernetes_service: KubernetesService | None = None

@@ -630,7 +630,8 @@ class APIServicer:
         taken = Taken()
         for _ in range(_ALLOCATE_ATTEMPTS if strategy.allocation else 1):
             new, claims, releases = _allocated(strategy, pristine, stored, taken)
-            if encode(new) == encode(stored):
+            # A stale value (read with an older key) is written again: rotation by rewrite.
+            if encode(new) == encode(stored) and not self.store.stale(k):
                 return stored
             resp = await self._txn(
                 rpc_pb2.TxnRequest(

@@ -5,7 +5,10 @@ answered UNAVAILABLE moves to another store endpoint: reads always, writes only 
 cannot have applied them (not connected, "no leader"); a write that may have happened (timed
 out, "leader changed") is never resent. gRPC errors from the store are translated here into
 apiserver errors, so the servicer never sees an AioRpcError: compaction becomes Gone, a full
-store (etcd's NOSPACE alarm) StorageFull, the rest Unavailable.
+store (etcd's NOSPACE alarm) StorageFull, the rest Unavailable. With an encryption
+configuration (`encryption.py`) the values of the resources it lists are sealed here on their
+way to the store and opened here on their way back, so nothing above sees ciphertext and the
+store sees nothing else.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import Any
 import grpc
 
 from k8semu import transport
+from k8semu.apiserver.encryption import Transformer
 from k8semu.apiserver.errors import Gone, StatusError, StorageFull, Unavailable
 from k8semu.apiserver.objects import range_end
 from k8semu.log import get_logger
-from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
+from k8semu.pb.etcd import kv_pb2, rpc_pb2, rpc_pb2_grpc
 
 log = get_logger(__name__)
 
@@ -73,12 +77,14 @@ class Store:
         *,
         deadline: float,
         tls: transport.ClientTLS | None = None,
+        transformer: Transformer | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("store endpoints: at least one is needed")
         self.endpoints = list(endpoints)
         self.tls = tls  # how to reach the members (the dashboard asks each for its Status)
         self.deadline = deadline
+        self.transformer = transformer  # encryption at rest; None: values as they are
         self.channel = transport.channel(self.endpoints, tls)
         self.watch_stub = rpc_pb2_grpc.WatchStub(self.channel)
         self._channels = [transport.channel(e, tls) for e in self.endpoints]
@@ -140,6 +146,8 @@ class Store:
         resp: rpc_pb2.RangeResponse = await self._unary(
             "range", lambda kv, t: kv.Range(req, timeout=t), read=True
         )
+        if self.transformer is not None:
+            self.transformer.open_kvs(resp.kvs)
         return resp
 
     async def get(self, key: bytes) -> rpc_pb2.RangeResponse:
@@ -157,10 +165,25 @@ class Store:
 
     async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         read = all(op.WhichOneof("request") == "request_range" for op in _ops(req))
+        if self.transformer is not None:
+            req = self.transformer.seal_txn(req)
         resp: rpc_pb2.TxnResponse = await self._unary(
             "txn", lambda kv, t: kv.Txn(req, timeout=t), read=read
         )
+        if self.transformer is not None:
+            self.transformer.open_txn(resp)
         return resp
+
+    def opened(self, events: Sequence[kv_pb2.Event]) -> Sequence[kv_pb2.Event]:
+        """A watch response's events with their values decrypted (the watch cache's)."""
+        if self.transformer is not None:
+            self.transformer.open_events(events)
+        return events
+
+    def stale(self, key: bytes) -> bool:
+        """Whether `key` was last read encrypted otherwise than a write would be now (another
+        provider or key): an update rewrites it even when nothing changed (key rotation)."""
+        return self.transformer is not None and self.transformer.is_stale(key)
 
     async def compact(self, revision: int) -> None:
         """etcd's Compact: forget every version older than `revision` (not physical: the
@@ -173,6 +196,8 @@ class Store:
         resp: rpc_pb2.DeleteRangeResponse = await self._unary(
             "delete range", lambda kv, t: kv.DeleteRange(req, timeout=t), read=False
         )
+        if self.transformer is not None:
+            self.transformer.open_kvs(resp.prev_kvs)
         return resp
 
 

@@ -510,7 +510,7 @@ class WatchCache:
                 if resp.created:
                     continue
                 if resp.events:
-                    self.apply(resp.events)
+                    self.apply(self.store.opened(resp.events))
                 else:
                     self.progress(resp.header.revision)
             raise Unavailable("store: the watch stream ended")

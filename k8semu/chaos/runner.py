@@ -40,6 +40,7 @@ from k8semu.chaos.plan import Fault, PlanSettings, Target, make_plan
 from k8semu.chaos.probe import ProbeResult, probe_loop
 from k8semu.chaos.workload import Tally, Workload, read_all, run_workload
 from k8semu.client import AlreadyExists, Client, ClientError
+from k8semu.cluster.certs import STORE_KINDS, PKIPaths
 from k8semu.cluster.clientconfig import ENV_VAR as CLI_CONFIG_ENV
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.processes import CGROUP_PARENT_ENV
@@ -199,11 +200,15 @@ def targets_of(state: ClusterState) -> list[Target]:
     return out
 
 
-async def _healthy(record: ComponentRecord, timeout: float = 1.0) -> bool:
+async def _healthy(record: ComponentRecord, state_dir: Path, timeout: float = 1.0) -> bool:
+    """Whether `record` answers SERVING; asked with the cluster's credentials when it has
+    any (a TLS cluster: the admin's, or the store's health-check client's)."""
     if not record.address:
         return True
+    paths = PKIPaths(state_dir)
+    tls = paths.store_client() if record.kind in STORE_KINDS else paths.api_client()
     try:
-        async with transport.channel(record.address) as channel:
+        async with transport.channel(record.address, tls) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
             return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
@@ -424,7 +429,7 @@ class ChaosRun:
         while time.monotonic() < end:
             with contextlib.suppress(ClusterError):
                 now = self._state().component(name)
-                if now is not None and now.alive() and await _healthy(now):
+                if now is not None and now.alive() and await _healthy(now, self.o.state_dir):
                     return round(time.monotonic() - began, 3)
             await asyncio.sleep(0.1)
         return None

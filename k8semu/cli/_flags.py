@@ -18,6 +18,7 @@ from k8semu.cli import _kubeconfig
 
 if TYPE_CHECKING:
     from k8semu.client import LeaderElectionConfig
+    from k8semu.transport import ServerTLS
 
 
 def flag_names(fields: Iterable[str], prefix: str = "--") -> dict[str, str]:
@@ -104,6 +105,34 @@ def cert_and_key(ns: argparse.Namespace, cert_flag: str, key_flag: str) -> tuple
     if (cert is None) != (key is None):
         raise ValueError(f"{cert_flag} and {key_flag}: give both or neither")
     return None if cert is None or key is None else (cert, key)
+
+
+def add_serving_tls(p: argparse.ArgumentParser, what: str) -> None:
+    """Kubernetes' serving flags (kubelet's, kube-scheduler's, kube-controller-manager's):
+    TLS on `what`, clients must present a certificate of --client-ca-file. None given: plain
+    text (components started by hand, tests, benchmarks)."""
+    g = p.add_argument_group("serving TLS (Kubernetes' flags)")
+    g.add_argument("--tls-cert-file", default="", help=f"certificate of {what}")
+    g.add_argument("--tls-private-key-file", default="", help="its key")
+    g.add_argument(
+        "--client-ca-file",
+        default="",
+        help="CA of the client certificates every caller must present (CN: user, O: groups)",
+    )
+
+
+def serving_tls(ns: argparse.Namespace) -> ServerTLS | None:
+    """The listener's TLS from `add_serving_tls`'s flags (or kube-apiserver's, the same
+    names); ValueError naming the flag."""
+    from k8semu.transport import ServerTLS  # gRPC is loaded only by commands that serve
+
+    pair = cert_and_key(ns, "--tls-cert-file", "--tls-private-key-file")
+    client_ca = pem_file(ns.client_ca_file, "--client-ca-file")
+    if client_ca is not None and pair is None:
+        raise ValueError("--client-ca-file: needs --tls-cert-file and --tls-private-key-file")
+    if pair is None:
+        return None
+    return ServerTLS(cert_file=pair[0], key_file=pair[1], client_ca_file=client_ca)
 
 
 # ---- the node a kubelet or proxy runs for ----------------------------------------------------

@@ -11,7 +11,9 @@ import ipaddress
 from collections.abc import Sequence
 
 from k8semu import transport
+from k8semu.apiserver import encryption
 from k8semu.apiserver.allocation import ServiceRanges, parse_cidr, parse_port_range
+from k8semu.apiserver.encryption import Transformer
 from k8semu.apiserver.server import APIServer, APIServerConfig, parse_endpoints
 from k8semu.cli import _authflags, _flags, _serving
 
@@ -100,28 +102,44 @@ def _add_tls(p: argparse.ArgumentParser) -> None:
     g.add_argument("--etcd-cafile", default="", help="CA of the store's certificates")
     g.add_argument("--etcd-certfile", default="", help="client certificate to the store")
     g.add_argument("--etcd-keyfile", default="", help="its key")
+    g.add_argument(
+        "--kubelet-certificate-authority", default="", help="CA of the kubelets' certificates"
+    )
+    g.add_argument(
+        "--kubelet-client-certificate",
+        default="",
+        help="client certificate to the kubelets (the only one they take for logs/exec)",
+    )
+    g.add_argument("--kubelet-client-key", default="", help="its key")
+    g.add_argument(
+        "--encryption-provider-config",
+        default="",
+        help="EncryptionConfiguration (apiserver.config.k8s.io/v1) file: the resources"
+        " encrypted at rest and their providers (aesgcm, secretbox, identity)",
+    )
 
 
 def tls_from_args(
     ns: argparse.Namespace,
 ) -> tuple[transport.ServerTLS | None, transport.ClientTLS | None]:
     """The listeners' and the store client's TLS; ValueError naming the flag otherwise."""
-    serving_pair = _flags.cert_and_key(ns, "--tls-cert-file", "--tls-private-key-file")
-    client_ca = _flags.pem_file(ns.client_ca_file, "--client-ca-file")
-    if client_ca is not None and serving_pair is None:
-        raise ValueError("--client-ca-file: needs --tls-cert-file and --tls-private-key-file")
-    serving = None
-    if serving_pair is not None:
-        cert, key = serving_pair
-        serving = transport.ServerTLS(cert_file=cert, key_file=key, client_ca_file=client_ca)
-    etcd_ca = _flags.pem_file(ns.etcd_cafile, "--etcd-cafile")
-    etcd_pair = _flags.cert_and_key(ns, "--etcd-certfile", "--etcd-keyfile")
-    if etcd_pair is not None and etcd_ca is None:
-        raise ValueError("--etcd-cafile: needed with --etcd-certfile")
-    if etcd_ca is None:
-        return serving, None
-    etcd_cert, etcd_key = etcd_pair or (None, None)
-    return serving, transport.ClientTLS(ca_file=etcd_ca, cert_file=etcd_cert, key_file=etcd_key)
+    serving = _flags.serving_tls(ns)
+    store = _client_tls(ns, "--etcd-cafile", "--etcd-certfile", "--etcd-keyfile")
+    return serving, store
+
+
+def _client_tls(
+    ns: argparse.Namespace, ca_flag: str, cert_flag: str, key_flag: str
+) -> transport.ClientTLS | None:
+    """A client's TLS from its CA, certificate and key flags (none: plain text)."""
+    ca = _flags.pem_file(getattr(ns, ca_flag[2:].replace("-", "_")), ca_flag)
+    pair = _flags.cert_and_key(ns, cert_flag, key_flag)
+    if pair is not None and ca is None:
+        raise ValueError(f"{ca_flag}: needed with {cert_flag}")
+    if ca is None:
+        return None
+    cert, key = pair or (None, None)
+    return transport.ClientTLS(ca_file=ca, cert_file=cert, key_file=key)
 
 
 def _add_durations(p: argparse.ArgumentParser) -> None:
@@ -174,6 +192,12 @@ def config_from_args(ns: argparse.Namespace) -> APIServerConfig:
     return APIServerConfig(
         tls=tls,
         store_tls=store_tls,
+        kubelet_tls=_client_tls(
+            ns,
+            "--kubelet-certificate-authority",
+            "--kubelet-client-certificate",
+            "--kubelet-client-key",
+        ),
         listen_address=ns.listen_address,
         rest_address=_rest_address(ns.rest_address),
         store_endpoints=parse_endpoints(ns.store_endpoints),
@@ -191,7 +215,17 @@ def config_from_args(ns: argparse.Namespace) -> APIServerConfig:
         event_ttl=_flags.seconds(ns.event_ttl, "--event-ttl"),
         metric_resolution=_flags.seconds(ns.metric_resolution, "--metric-resolution"),
         auth=_authflags.config(ns),
+        encryption=_encryption(ns.encryption_provider_config),
     )
+
+
+def _encryption(path: str) -> Transformer | None:
+    if not path:
+        return None
+    try:
+        return encryption.load(path)
+    except encryption.EncryptionConfigError as exc:
+        raise ValueError(f"--encryption-provider-config: {exc}") from None
 
 
 def _rest_address(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
@@ -21,6 +22,9 @@ from k8semu.controllers.manager import (
     resolve_controllers,
 )
 from k8semu.controllers.podautoscaler import flags as hpa_flags
+
+if TYPE_CHECKING:
+    from k8semu.transport import ServerTLS
 
 _D = DEFAULT_CONTROLLER_MANAGER
 _LE = _D.leader_election
@@ -45,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         help='comma list of controllers; "*" is all, "-name" drops one (default *)',
     )
     p.add_argument("--workers", type=int, default=_D.workers, help="reconciles per controller")
+    _flags.add_serving_tls(p, "the gRPC health service")
     _flags.add_leader_election(p, _LE, "kube-system/kube-controller-manager")
     text = _flags.duration_text
     p.add_argument("--node-monitor-period", default=text(_D.node_monitor_period))
@@ -130,13 +135,14 @@ def main(argv: Sequence[str]) -> int:
         config = config_from_args(ns)
         check_address(ns.listen_address, "--listen-address")
         servers = _flags.api_target(ns)
+        tls = _flags.serving_tls(ns)
         metrics = _flags.metrics_address(ns)
         _flags.configure_logging(ns, "controller-manager")
     except ValueError as exc:  # ConfigError, AddressError, UnknownController are ValueErrors
         return _serving.usage_error("controller-manager", exc)
     return _serving.run(
         "controller-manager",
-        lambda: _serve(servers, config, ns.leader_elect, ns.listen_address, metrics),
+        lambda: _serve(servers, config, ns.leader_elect, ns.listen_address, tls, metrics),
     )
 
 
@@ -145,10 +151,11 @@ async def _serve(
     config: ControllerManagerConfig,
     leader_elect: bool,
     listen_address: str,
+    tls: ServerTLS | None,
     metrics: str,
 ) -> None:
     async with Client(list(servers.servers), tls=servers.tls()) as client:
         manager = ControllerManager(
-            config, client, leader_elect=leader_elect, listen_address=listen_address
+            config, client, leader_elect=leader_elect, listen_address=listen_address, tls=tls
         )
         await _serving.serve(manager, grace=_serving.STOP_GRACE, metrics=metrics)

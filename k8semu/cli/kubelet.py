@@ -10,12 +10,15 @@ import argparse
 import ipaddress
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from k8semu.cli import _flags, _kubeconfig, _serving
 from k8semu.client import Client
 from k8semu.kubelet import config as cfg
 from k8semu.kubelet.kubelet import Kubelet
+
+if TYPE_CHECKING:
+    from k8semu.transport import ServerTLS
 
 MAX_COUNT = 100_000
 
@@ -34,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         "the logs/exec/summary service (default <node-ip>:10250, any free port for a hollow"
         " pool; 'none': no server)",
     )
+    _flags.add_serving_tls(p, "the logs/exec/summary service")
     p.add_argument("--runtime", default="process", choices=cfg.RUNTIMES)
     p.add_argument("--root-dir", default="", help="default .k8semu/kubelet/<node>")
     p.add_argument("--capacity", default=cfg.DEFAULT_CAPACITY, help="cpu=4,memory=8Gi,pods=110")
@@ -61,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cgroups", default="auto", choices=cfg.CGROUP_MODES, help="off: rlimits")
     p.add_argument(
         "--pod-pids-limit", type=int, default=cfg.DEFAULT_POD_PIDS_LIMIT, help="-1: none"
+    )
+    p.add_argument(
+        "--pod-user-range",
+        default=cfg.DEFAULT_POD_USER_RANGE,
+        help="FIRST-LAST: the uids given to pods, one each (as root; FIRST-1 is their shared"
+        ' group); "": pods run as the kubelet\'s user',
     )
     p.add_argument(
         "--count",
@@ -110,6 +120,7 @@ def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
         cluster_domain=ns.cluster_domain,
         cgroups=ns.cgroups,
         pod_pids_limit=ns.pod_pids_limit,
+        pod_user_range=ns.pod_user_range,
     )
     if ns.count is None:  # one node under its own name; a pool of 1 is <name>-0, as in the config
         return [
@@ -131,6 +142,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         configs = build_configs(ns)
         servers = _flags.api_target(ns)
+        tls = _flags.serving_tls(ns)
         metrics = _flags.metrics_address(ns)
         node = configs[0].node_name if len(configs) == 1 else f"{ns.node_name}-*"
         _flags.configure_logging(ns, "kubelet", node=node)
@@ -140,11 +152,15 @@ def main(argv: Sequence[str]) -> int:
     # busy gRPC threads segfaults the child before exec in about 1 of 15 spawns (39 of 600);
     # asyncio's own subprocess support had none in the same test.
     uvloop = configs[0].runtime == "simulated"
-    return _serving.run("kubelet", lambda: _serve(configs, servers, metrics), uvloop=uvloop)
+    return _serving.run("kubelet", lambda: _serve(configs, servers, tls, metrics), uvloop=uvloop)
 
 
 async def _serve(
-    configs: list[cfg.KubeletConfig], servers: _kubeconfig.Target, metrics: str
+    configs: list[cfg.KubeletConfig],
+    servers: _kubeconfig.Target,
+    tls: ServerTLS | None,
+    metrics: str,
 ) -> None:
     async with Client(list(servers.servers), tls=servers.tls()) as client:
-        await _serving.serve(Kubelet(configs, client), grace=_serving.STOP_GRACE, metrics=metrics)
+        kubelet = Kubelet(configs, client, tls=tls)
+        await _serving.serve(kubelet, grace=_serving.STOP_GRACE, metrics=metrics)

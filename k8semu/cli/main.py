@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("proxy", "run one node's service proxy"),
     "chaos": ("chaos", "break a cluster at random (seeded) and check what must hold"),
     "auth": ("auth", "inspect authorization: auth can-i VERB RESOURCE [NAME] [-n NS] [--as U]"),
+    "secrets": ("secrets", "secrets rewrite [-A]: write every Secret back (key rotation)"),
 }
 
 

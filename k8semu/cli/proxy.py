@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     _flags.add_listen_address(
         p, "", f"health and metrics gRPC (default NODE_IP:{DEFAULT_METRICS_PORT})"
     )
+    _flags.add_serving_tls(p, "the health/metrics gRPC service and the tunnel")
     _flags.add_duration(
         p,
         "--connect-timeout",
@@ -75,15 +76,23 @@ def _config(ns: argparse.Namespace) -> ProxyConfig:
         tcp_half_open_timeout=ns.tcp_half_open_timeout,
     )
     target = _flags.api_target(ns)
-    return ProxyConfig(
+    config = ProxyConfig(
         servers=target.servers,
         tls=target.tls(),
+        serving_tls=_flags.serving_tls(ns),
         node_name=ns.node_name,
         node_ip=ns.node_ip,
         listen_address=ns.listen_address,
         tunnel_port=ns.tunnel_port,
         data_path=data_path,
     )
+    client = config.tls
+    if ns.tunnel_port and config.serving_tls and (client is None or client.cert_file is None):
+        raise ValueError(
+            "--tunnel-port: a tunnel serving TLS (--client-ca-file) dials the other nodes'"
+            " tunnels with the kubeconfig's client certificate: --kubeconfig has none"
+        )
+    return config
 
 
 def main(argv: Sequence[str]) -> int:

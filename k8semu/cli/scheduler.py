@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_SCHEDULER.scheduler_name,
         help="schedule pods whose spec.schedulerName is this",
     )
+    _flags.add_serving_tls(p, "the gRPC health service")
     _flags.add_leader_election(p, _LE, "kube-system/kube-scheduler")
     p.add_argument(
         "--percentage-of-nodes-to-score",
@@ -59,7 +60,12 @@ def config_from_args(ns: argparse.Namespace) -> SchedulerConfig:
         "bind_concurrency": ns.bind_concurrency,
     }
     try:  # SchedulerConfig checks the values; its errors name fields, the user typed flags
-        return SchedulerConfig(**values, leader_elect=ns.leader_elect, leader_election=election)
+        return SchedulerConfig(
+            **values,
+            leader_elect=ns.leader_elect,
+            leader_election=election,
+            tls=_flags.serving_tls(ns),
+        )
     except ValueError as exc:
         raise _flags.named_as_flags(exc, _flags.flag_names(values)) from None
 

@@ -125,7 +125,7 @@ class Client:
         addresses = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not addresses:
             raise ValueError("endpoints: at least one API server address is needed")
-        self.timeouts, self.retries = timeouts, retries
+        self.timeouts, self.retries, self.tls = timeouts, retries, tls
         self._endpoints = [_Endpoint(a, factory(a)) for a in addresses]
         self._next, self._closed = 0, False
 

@@ -5,10 +5,12 @@ Two CAs, as kubeadm lays them out under the state directory's ``pki/``:
     pki/ca.crt, ca.key            the cluster CA: API servers, users, components
     pki/etcd/ca.crt, ca.key       the store's CA: replicas (client and peer ports), and the
                                   only clients the store admits (the API servers, the probes)
-    pki/<name>.crt, .key          apiserver, admin, scheduler, controller-manager,
-                                  kubelet-<node>, proxy-<node>
+    pki/<name>.crt, .key          apiserver, apiserver-kubelet-client, admin, scheduler,
+                                  controller-manager, kubelet-<node>, proxy-<node>
     pki/etcd/<name>.crt, .key     store-<member>, apiserver-etcd-client, healthcheck-client
     pki/kubeconfigs/<name>.conf   a component's API servers and credentials (--kubeconfig)
+    pki/encryption-config.yaml    the API servers' --encryption-provider-config: Secrets
+                                  encrypted at rest with an aesgcm key made once (0600)
 
 A separate store CA means a certificate made for a kubelet or a user is refused by the store:
 only the API servers (and the launcher's probes) may read and write raw keys.
@@ -21,11 +23,15 @@ TLS components with.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from k8semu import pki, transport
 from k8semu.cluster import clientconfig
@@ -38,6 +44,12 @@ __all__ = ["PKIPaths", "ensure", "probes", "state_probes"]
 PKI_DIR = "pki"
 API_KINDS = frozenset({"apiserver"})
 STORE_KINDS = frozenset({"store", "etcd"})
+#: Kinds whose own gRPC listeners serve TLS with a certificate of the cluster CA and take any
+#: client certificate of it for health (the launcher's probes ask as the admin).
+SERVING_KINDS = frozenset({"kubelet", "proxy", "scheduler", "controller-manager"})
+#: The API server's client certificate to the kubelets (kubeadm's name, CN and O): the only
+#: one a kubelet takes for a pod's logs, exec, attach and port-forward.
+KUBELET_CLIENT = "apiserver-kubelet-client"
 #: Kubernetes' names for the API server's in-cluster Service.
 _KUBERNETES_NAMES = (
     "kubernetes",
@@ -72,6 +84,10 @@ class PKIPaths:
     def kubeconfig(self, name: str) -> Path:
         return self.root / "kubeconfigs" / f"{name}.conf"
 
+    @property
+    def encryption_config(self) -> Path:
+        return self.root / "encryption-config.yaml"
+
     def store_flags(self, member: str) -> tuple[str, ...]:
         """etcd's security flags of store replica `member` (both ports, both directions)."""
         own = self.cert(f"store-{member}", etcd=True)
@@ -89,6 +105,13 @@ class PKIPaths:
         flags: tuple[str, ...] = (
             "--tls-cert-file", str(own.cert), "--tls-private-key-file", str(own.key),
             "--client-ca-file", str(own.ca),
+            "--encryption-provider-config", str(self.encryption_config),
+        )  # fmt: skip
+        kubelets = self.cert(KUBELET_CLIENT)
+        flags += (
+            "--kubelet-certificate-authority", str(kubelets.ca),
+            "--kubelet-client-certificate", str(kubelets.cert),
+            "--kubelet-client-key", str(kubelets.key),
         )  # fmt: skip
         if store:
             etcd = self.cert("apiserver-etcd-client", etcd=True)
@@ -100,6 +123,15 @@ class PKIPaths:
 
     def kubeconfig_flags(self, name: str) -> tuple[str, ...]:
         return ("--kubeconfig", str(self.kubeconfig(name)))
+
+    def serving_flags(self, name: str) -> tuple[str, ...]:
+        """The kubelet's (kube-scheduler's, ...) serving flags: certificate `name` on its own
+        listener, callers' certificates of the cluster CA required."""
+        own = self.cert(name)
+        return (
+            "--tls-cert-file", str(own.cert), "--tls-private-key-file", str(own.key),
+            "--client-ca-file", str(own.ca),
+        )  # fmt: skip
 
     def api_client(self) -> transport.ClientTLS | None:
         """Who the launcher asks the API servers as: the admin, or on a joined host (which
@@ -159,9 +191,25 @@ def _specs(config: ClusterConfig) -> tuple[list[pki.CertSpec], list[pki.CertSpec
             hosts=_names(*api_hosts, *in_cluster, first_service_ip),
         ),
         pki.CertSpec("admin", "kubernetes-admin", ("system:masters",), server=False),
+        pki.CertSpec(
+            KUBELET_CLIENT, "kube-apiserver-kubelet-client", ("system:masters",), server=False
+        ),
     ]
+    # The scheduler's and controller manager's certificates also serve their health ports.
+    control_hosts = {
+        "scheduler": config.scheduler.instances if config.scheduler else (),
+        "controller-manager": (
+            config.controller_manager.instances if config.controller_manager else ()
+        ),
+    }
     cluster += [
-        pki.CertSpec(name, cn, orgs, server=False) for name, (cn, orgs) in _CONTROL_USERS.items()
+        pki.CertSpec(
+            name,
+            cn,
+            orgs,
+            hosts=_names(*(_host_of(config.address_of(i)) for i in control_hosts[name])),
+        )
+        for name, (cn, orgs) in _CONTROL_USERS.items()
     ]
     for node in config.all_nodes:
         for member in node.members():
@@ -219,12 +267,36 @@ def ensure(config: ClusterConfig, state_dir: Path) -> PKIPaths:
     if config.store.members and not config.store.external:
         pki.ensure_all(paths.etcd, etcd)
     pki.ensure_all(paths.root, cluster)
+    ensure_encryption_config(paths.encryption_config)
     users = [
         *_CONTROL_USERS,
         *(s.name for s in cluster if s.name.startswith(("kubelet-", "proxy-"))),
     ]
     _write_kubeconfigs(paths, users, config.api_server_addresses)
     return paths
+
+
+def ensure_encryption_config(path: Path) -> None:
+    """An EncryptionConfiguration (kube-apiserver's) encrypting Secrets with a fresh 32-byte
+    aesgcm key, written once and then reused (a new key would make every Secret written
+    before unreadable); identity after it reads Secrets written before encryption was on."""
+    if path.exists():
+        return
+    secret = base64.b64encode(os.urandom(32)).decode()
+    doc = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "EncryptionConfiguration",
+        "resources": [
+            {
+                "resources": ["secrets"],
+                "providers": [
+                    {"aesgcm": {"keys": [{"name": "key1", "secret": secret}]}},
+                    {"identity": {}},
+                ],
+            }
+        ],
+    }
+    pki._write_private(path, yaml.safe_dump(doc, sort_keys=False).encode(), 0o600)
 
 
 def state_probes(state: ClusterState) -> Probes:
@@ -242,7 +314,9 @@ def state_probes(state: ClusterState) -> Probes:
 
 def probes(state_dir: Path, components: Iterable[tuple[str, str]]) -> Probes:
     """Probes that ask the TLS components of a state directory's cluster with its
-    credentials: the admin's for API servers, the health-check client's for store replicas.
+    credentials: the admin's for API servers, kubelets, proxies, schedulers and controller
+    managers (their health takes any certificate of the cluster CA), the health-check
+    client's for store replicas.
     `components` are (kind, address); a cluster without ``pki/`` (TLS off) gets plain probes."""
     paths = PKIPaths(state_dir)
     api = paths.api_client()
@@ -250,7 +324,7 @@ def probes(state_dir: Path, components: Iterable[tuple[str, str]]) -> Probes:
         return Probes()
     tls: dict[str, transport.ClientTLS] = {}
     for kind, address in components:
-        if kind in API_KINDS:
+        if kind in API_KINDS or kind in SERVING_KINDS:
             tls[address] = api
         elif kind in STORE_KINDS and paths.cert("healthcheck-client", etcd=True).cert.exists():
             tls[address] = paths.store_tls()

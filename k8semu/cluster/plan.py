@@ -201,8 +201,9 @@ _NO_TLS_URL_FLAGS = frozenset({"--listen-metrics-urls"})  # metrics stay plain H
 
 def secured(c: ComponentPlan, paths: PKIPaths, *, store: bool = True) -> ComponentPlan:
     """`c` with the TLS flags of its kind: a store replica (etcd's flags; its URLs https),
-    an API server (kube-apiserver's; `store`: also to the cluster's own store), the others
-    a kubeconfig with their API servers and certificate."""
+    an API server (kube-apiserver's, to the kubelets too; `store`: also to the cluster's own
+    store), the others a kubeconfig with their API servers and certificate, and their own
+    listener's (the kubelet's --tls-cert-file, --tls-private-key-file, --client-ca-file)."""
     argv = list(c.argv)
     if c.kind in ("store", "etcd"):
         for i, arg in enumerate(argv):
@@ -212,9 +213,10 @@ def secured(c: ComponentPlan, paths: PKIPaths, *, store: bool = True) -> Compone
     elif c.kind == "apiserver":
         argv += paths.apiserver_flags(store=store)
     elif c.kind in ("kubelet", "proxy"):
-        argv += paths.kubeconfig_flags(c.name)
+        argv += paths.kubeconfig_flags(c.name) + paths.serving_flags(c.name)
     elif c.kind in _TLS_USERS:
-        argv += paths.kubeconfig_flags(_TLS_USERS[c.kind])
+        user = _TLS_USERS[c.kind]
+        argv += paths.kubeconfig_flags(user) + paths.serving_flags(user)
     return dataclasses.replace(c, argv=tuple(argv))
 
 

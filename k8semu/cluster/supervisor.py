@@ -56,6 +56,7 @@ from k8semu.cluster.config import LauncherSpec, format_duration
 from k8semu.cluster.errors import ClusterError
 from k8semu.cluster.nodepools import PoolTargets
 from k8semu.cluster.probes import Probes, agreed_leader
+from k8semu.cluster.publish import ComponentPublisher
 from k8semu.cluster.spawn import spawn
 from k8semu.cluster.state import ComponentRecord, is_same_process, process_start_time
 
@@ -316,6 +317,10 @@ class Supervisor:
         self._probes = make_probes() if probes is None else probes
         self.leader_watch = LeaderWatch(self._probes, store_members, say)
         self._events = _EventPoster(api_servers, say, make_probes)
+        # This host's component table as a ConfigMap (the dashboard shows it); one host's
+        # supervisor supervises only that host's components.
+        host = self.units[0].record.host if self.units else ""
+        self._published = ComponentPublisher(api_servers, host, make_probes, say)
         self._backups = backups
         self.pool_targets: PoolTargets | None = None
         if any(u.record.pool for u in self.units):
@@ -373,6 +378,7 @@ class Supervisor:
         next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
         if self._backups is not None:
             self._backups.start()  # a thread of its own: a slow backup never delays this loop
+        self._published.publish(u.record for u in self.units)
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -383,12 +389,14 @@ class Supervisor:
                         changed |= self.scale_pools(wanted, now)
                 if changed:
                     self._write_state()
+                    self._published.publish(u.record for u in self.units)
                 if self.leader_watch.members and now >= next_leader_check:
                     self.leader_watch.check()
                     next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
                 self._stop.wait(SUPERVISE_POLL_S)
         finally:
             self._events.close()
+            self._published.close()
             if self._backups is not None:
                 self._backups.close()
             if self.pool_targets is not None:

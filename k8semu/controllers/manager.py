@@ -137,14 +137,17 @@ class ControllerManager:
         leader_elect: bool = True,
         identity: str = "",
         listen_address: str | None = DEFAULT_LISTEN_ADDRESS,
+        tls: transport.ServerTLS | None = None,
     ) -> None:
-        """`listen_address` None: no health server (in-process use). UnknownController when
+        """`listen_address` None: no health server (in-process use); `tls` its certificate
+        and the CA its callers' certificates must be of (None: plain). UnknownController when
         `config.controllers` names a controller that is not registered or not importable."""
         self.config = config
         self.client = client
         self.leader_elect = leader_elect
         self.identity = identity or default_identity()
         self.listen_address = listen_address
+        self.tls = tls
         self.classes = resolve_controllers(config.controllers)
         self.controllers: list[Controller] = []
         self.leading = False
@@ -158,7 +161,9 @@ class ControllerManager:
     async def start(self) -> None:
         if self.listen_address is not None:
             self._server, self._health = transport.server()
-            self.port = transport.bind(self._server, self.listen_address, flag="--listen-address")
+            self.port = transport.bind(
+                self._server, self.listen_address, flag="--listen-address", tls=self.tls
+            )
             await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
             await self._server.start()
         if self.leader_elect:

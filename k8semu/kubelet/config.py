@@ -13,6 +13,7 @@ from fractions import Fraction
 
 from k8semu.api.errors import QuantityError
 from k8semu.api.quantity import Quantity, format_quantity, parse_quantity
+from k8semu.kubelet.podusers import DEFAULT_RANGE, parse_range
 from k8semu.pb.api.v1 import core_pb2
 
 DEFAULT_CAPACITY = "cpu=4,memory=8Gi,pods=110"
@@ -26,6 +27,7 @@ KUBELET_PORT = 10250
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 RUNTIMES = ("process", "simulated")
 CGROUP_MODES = ("auto", "on", "off")  # auto: where usable; on: required; off: rlimits only
+DEFAULT_POD_USER_RANGE = DEFAULT_RANGE
 DEFAULT_POD_PIDS_LIMIT = 1024  # Kubernetes: -1 (unlimited); one host holds many nodes here
 
 
@@ -59,6 +61,8 @@ class KubeletConfig:
     cluster_domain: str = "cluster.local"
     cgroups: str = "auto"
     pod_pids_limit: int = DEFAULT_POD_PIDS_LIMIT  # -1: unlimited
+    # The uids given to pods, one each (kubelet/podusers.py); "": pods run as the kubelet.
+    pod_user_range: str = DEFAULT_POD_USER_RANGE
 
     def __post_init__(self) -> None:
         if not self.node_name:
@@ -88,6 +92,10 @@ class KubeletConfig:
             parse_cidr(self.pod_cidr, flag="--pod-cidr")
         if self.cgroups not in CGROUP_MODES:
             raise ConfigError(f"--cgroups: {self.cgroups!r}: must be one of auto, on, off")
+        try:
+            parse_range(self.pod_user_range)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.pod_pids_limit == 0 or self.pod_pids_limit < -1:
             raise ConfigError(
                 f"--pod-pids-limit: must be > 0, or -1 for unlimited; got {self.pod_pids_limit}"

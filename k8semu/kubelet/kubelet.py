@@ -24,14 +24,19 @@ from typing import Any
 from k8semu import aio, transport
 from k8semu.client import Client, Informer, InformerConfig
 from k8semu.client.events import EventRecorder
-from k8semu.kubelet import cgroups
+from k8semu.kubelet import cgroups, podusers
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.localvolumes import LocalVolumeCleaner
 from k8semu.kubelet.node import Heartbeats, NodeAgent
 from k8semu.kubelet.podworker import PodWorker
 from k8semu.kubelet.process import ProcessRuntime
 from k8semu.kubelet.runtime import PodRuns, Runtime
-from k8semu.kubelet.server import SERVICE_NAME, KubeletServicer, add_to_server
+from k8semu.kubelet.server import (
+    SERVICE_NAME,
+    KubeletServicer,
+    add_to_server,
+    authorized_callers,
+)
 from k8semu.kubelet.simulated import SimulatedRuntime
 from k8semu.kubelet.stats import Stats, pod_runs
 from k8semu.kubelet.volumes import local_storage_dir
@@ -76,6 +81,7 @@ class Kubelet:
         *,
         serve: bool = True,
         informer_config: InformerConfig | None = None,
+        tls: transport.ServerTLS | None = None,  # with a client CA: `authorized_callers`
     ) -> None:
         if not configs:
             raise ValueError("a kubelet needs at least one node")
@@ -91,17 +97,7 @@ class Kubelet:
         else:
             if self.hollow:
                 raise ValueError("--count > 1 needs --runtime simulated")
-            node_cgroups, why = cgroups.for_node(
-                first.node_name,
-                first.effective_root_dir,
-                mode=first.cgroups,
-                pod_pids_limit=first.pod_pids_limit,
-            )
-            if node_cgroups is None:
-                log.warning("containers run without cgroups (rlimits only)", reason=why)
-            self.runtime = ProcessRuntime(
-                first.effective_root_dir, cgroups=node_cgroups, no_cgroups=why
-            )
+            self.runtime = _process_runtime(first)
         self.recorder: EventRecorder | None = None
         if not self.hollow and first.runtime == "process":
             self.recorder = EventRecorder(client, "kubelet", host=first.node_name)
@@ -145,6 +141,7 @@ class Kubelet:
             status_interval=first.status_update_frequency,
         )
         self._server: Any = None
+        self.tls = tls
         self.port = 0
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -211,7 +208,10 @@ class Kubelet:
     async def start(self) -> None:
         first = self.configs[0]
         if self.serve:
-            server, _ = transport.server([SERVICE_NAME])
+            checked = self.tls is not None and self.tls.client_ca_file is not None
+            server, _ = transport.server(
+                [SERVICE_NAME], interceptors=[authorized_callers()] if checked else ()
+            )
             add_to_server(
                 server,
                 KubeletServicer(
@@ -219,7 +219,7 @@ class Kubelet:
                 ),
             )
             address = first.effective_listen_address
-            self.port = transport.bind(server, address, flag="--listen-address")
+            self.port = transport.bind(server, address, flag="--listen-address", tls=self.tls)
             await server.start()
             self._server = server
             host = address.rpartition(":")[0]
@@ -233,7 +233,7 @@ class Kubelet:
         if recovered:
             log.info("pods found from an earlier run", count=len(recovered))
         for agent in self.agents.values():
-            agent.recovered = dict(recovered)
+            agent.adopt(recovered)
         if self.recorder is not None:
             self.recorder.start()
         self.nodes.add_event_handler(
@@ -266,6 +266,7 @@ class Kubelet:
             log.info("removing a pod no longer bound here", uid=uid)
             for agent in self.agents.values():
                 agent.recovered.pop(uid, None)
+                agent.release_ip(uid)
             await self.runtime.remove_pod(uid)
 
     async def stop(self, grace: float) -> None:
@@ -288,3 +289,22 @@ class Kubelet:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+
+
+def _process_runtime(config: KubeletConfig) -> ProcessRuntime:
+    """The process runtime with the node's cgroups and its pods' own users where possible
+    (each fallback logged with its reason)."""
+    node_cgroups, why = cgroups.for_node(
+        config.node_name,
+        config.effective_root_dir,
+        mode=config.cgroups,
+        pod_pids_limit=config.pod_pids_limit,
+    )
+    if node_cgroups is None:
+        log.warning("containers run without cgroups (rlimits only)", reason=why)
+    users, no_users = podusers.for_kubelet(config.pod_user_range)
+    if users is None:
+        log.warning("pods run as the kubelet's user", reason=no_users)
+    return ProcessRuntime(
+        config.effective_root_dir, cgroups=node_cgroups, no_cgroups=why, users=users
+    )

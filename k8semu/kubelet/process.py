@@ -24,6 +24,13 @@ CPU is not limited and a pod's processes are not counted.
 
 Usage (`usage`): from the cgroups, else from /proc (`k8semu.kubelet.procfs`: the container's
 session).
+
+Users (`k8semu.kubelet.podusers`): with `users`, each pod's processes (containers, execs,
+probes, hooks) run as the pod's own uid. Its directory is then root's with the pod's group,
+mode 1770 (sticky: the pod makes files there but cannot move the kubelet's), the container
+directories (state, logs) root's 0700, and what the kubelet makes for the pod (volume files
+and directories, the working directory, the termination message file) the pod user's; other
+pods (other uids and groups) reach none of it, and `pods/` itself is 0711 (not listable).
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from k8semu.kubelet import procfs
+from k8semu.kubelet import podusers, procfs
 from k8semu.kubelet.cgroups import CgroupError, NodeCgroups, join_argv
+from k8semu.kubelet.podusers import PodUser, PodUsers
 from k8semu.kubelet.runtime import (
     ContainerHandle,
     ExitInfo,
@@ -50,6 +58,7 @@ from k8semu.kubelet.runtime import (
     PodRuns,
     RecoveredContainer,
     RecoveredPod,
+    RunAs,
     Spawned,
     StartError,
     UsageSnapshot,
@@ -113,14 +122,31 @@ class ProcessRuntime:
     runs_probes = True
 
     def __init__(
-        self, root_dir: str | Path, *, cgroups: NodeCgroups | None = None, no_cgroups: str = ""
+        self,
+        root_dir: str | Path,
+        *,
+        cgroups: NodeCgroups | None = None,
+        no_cgroups: str = "",
+        users: PodUsers | None = None,
     ) -> None:
-        """`cgroups`: the kubelet's, or None (rlimits; `no_cgroups` says why)."""
+        """`cgroups`: the kubelet's, or None (rlimits; `no_cgroups` says why); `users`: the
+        pods' own users, or None (pods run as the kubelet's user)."""
         self.root = Path(root_dir).resolve()
         self.pods_dir = self.root / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         self.cgroups = cgroups
         self.no_cgroups = no_cgroups
+        self.users = users
+        self._pod_users: dict[str, PodUser] = {}  # by pod uid
+        self._reach: list[Path] = []  # what pod users must traverse to
+        if users is not None:
+            try:
+                self.pods_dir.chmod(0o711)
+                self._reach = [self.pods_dir, *podusers.runtime_paths()]
+                users.grant_traverse(self._reach)
+            except OSError as exc:
+                log.warning("pods run as the kubelet's user", reason=f"cannot grant: {exc}")
+                self.users = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def isolation(self) -> tuple[str, str]:
@@ -130,15 +156,54 @@ class ProcessRuntime:
 
     async def _argv(self, launch: Launch) -> list[str]:
         """The run's command, behind what puts it in its cgroup (or under its rlimit)."""
+        argv = self._as_user(launch, launch.argv)
         if self.cgroups is None:
-            return with_memory_limit(launch.argv, launch.resources.memory_limit)
+            return with_memory_limit(argv, launch.resources.memory_limit)
         try:
             procs = await asyncio.to_thread(
                 self.cgroups.prepare, launch.pod_uid, launch.container, launch.resources
             )
         except CgroupError as exc:
             raise StartError("RunContainerError", f"cgroup: {exc}") from None
-        return join_argv(procs, launch.argv)
+        return join_argv(procs, argv)
+
+    def _run_user(self, uid: str, run_as: RunAs) -> PodUser | None:
+        """Who the container runs as (None: as the kubelet; pod users are off)."""
+        pod = self._pod_users.get(uid)
+        if self.users is None or pod is None:
+            return None
+        return podusers.effective(pod, run_as)
+
+    def _as_user(self, launch: Launch, argv: Sequence[str]) -> list[str]:
+        """`argv` run as the container's user; runAsUser 0 (asked for) runs as root."""
+        user = self._run_user(launch.pod_uid, launch.run_as)
+        uid = os.geteuid() if user is None else user.uid
+        if launch.run_as.non_root and uid == 0:
+            raise StartError(
+                "CreateContainerConfigError",
+                "container has runAsNonRoot and image will run as root",
+            )
+        if self.users is None or user is None or user.uid == 0:
+            return list(argv)
+        return user.wrap(argv, self.users.setpriv)
+
+    def _claim_user(self, uid: str, base: Path) -> PodUser | None:
+        """The pod's user (claimed on first use, the one in pod.json after a restart); its
+        directory root's with the pod's group, 1770."""
+        if self.users is None:
+            return None
+        user = self._pod_users.get(uid)
+        if user is None:
+            recorded = PodUser.from_json(_read_json(base / _POD_FILE).get("user"))
+            prefer = recorded.uid if recorded is not None else None
+            try:
+                user = self.users.claim(base, uid, prefer)
+            except OSError as exc:
+                raise StartError("CreateContainerConfigError", f"pod user: {exc}") from None
+            self._pod_users[uid] = user
+        os.chown(base, 0, user.gid)
+        base.chmod(0o1770)
+        return user
 
     def pod_dir(self, uid: str) -> Path:
         if not uid or "/" in uid or uid in (".", ".."):
@@ -153,33 +218,53 @@ class ProcessRuntime:
         return target
 
     async def prepare_pod(
-        self, uid: str, *, namespace: str, name: str, pod_ip: str, files: Sequence[VolumeFile]
+        self,
+        uid: str,
+        *,
+        namespace: str,
+        name: str,
+        pod_ip: str,
+        files: Sequence[VolumeFile],
+        run_as: RunAs | None = None,
     ) -> None:
         base = self.pod_dir(uid)
         base.mkdir(parents=True, exist_ok=True)
-        info = {"uid": uid, "namespace": namespace, "name": name, "podIP": pod_ip}
-        _write_json(base / _POD_FILE, info)
+        pod_user = self._claim_user(uid, base)
+        if self.users is not None:  # again: a chmod above may have taken the grant away
+            try:
+                self.users.grant_traverse(self._reach)
+            except OSError as exc:
+                log.warning("cannot grant pod users traverse", error=str(exc))
+        info: dict[str, Any] = {"uid": uid, "namespace": namespace, "name": name, "podIP": pod_ip}
+        if pod_user is not None:
+            info["user"] = pod_user.to_json()
+        podusers.write_file(base / _POD_FILE, json.dumps(info).encode(), 0o644, None)
+        run_as = run_as or RunAs()
+        user = self._run_user(uid, run_as)
         for item in files:
             if item.link:
-                self._link(uid, item)
+                self._link(uid, item, user)
                 continue
             target = self._inside(uid, item.path, what="volume path")
             if item.path.endswith("/"):
-                target.mkdir(parents=True, exist_ok=True)
+                podusers.make_dirs(target, user)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(item.data)
-            tmp.chmod(item.mode & 0o777)
-            tmp.replace(target)
+            podusers.make_dirs(target.parent, user)
+            owner, mode = (
+                (user, item.mode) if user is None else podusers.file_owner(user, run_as, item.mode)
+            )
+            podusers.write_file(target, item.data, mode & 0o777, owner)
 
-    def _link(self, uid: str, item: VolumeFile) -> None:
+    def _link(self, uid: str, item: VolumeFile, user: PodUser | None) -> None:
         """`item.path` (inside the pod dir) becomes a link to the directory `item.link`
-        (made if missing); an empty directory there (an earlier run's) is replaced."""
+        (made if missing, then the pod user's); an empty directory there (an earlier run's)
+        is replaced."""
         rel = item.path.rstrip("/")
         parent = self._inside(uid, os.path.dirname(rel) or ".", what="volume path")
         where = parent / os.path.basename(rel)
-        Path(item.link).mkdir(parents=True, exist_ok=True)
+        podusers.make_dirs(Path(item.link), user)
+        if user is not None and self.users is not None:
+            podusers.hand_over(Path(item.link), user, (self.users.first, self.users.last))
         if where.is_symlink():
             if os.readlink(where) == item.link:
                 return
@@ -191,7 +276,7 @@ class ProcessRuntime:
                 raise StartError(
                     "CreateContainerConfigError", f"volume path {rel!r}: not an empty directory"
                 ) from None
-        parent.mkdir(parents=True, exist_ok=True)
+        podusers.make_dirs(parent, user)
         where.symlink_to(item.link, target_is_directory=True)
 
     def log_path(self, uid: str, container: str, restart: int) -> Path | None:
@@ -204,15 +289,15 @@ class ProcessRuntime:
             return None
 
     async def start(self, launch: Launch) -> ContainerHandle:
-        cdir = self.pod_dir(launch.pod_uid) / launch.container
-        cdir.mkdir(parents=True, exist_ok=True)
+        cdir = self._container_dir(launch.pod_uid, launch.container)
+        user = self._run_user(launch.pod_uid, launch.run_as)
         cwd = self._inside(launch.pod_uid, launch.working_dir, what="workingDir")
-        cwd.mkdir(parents=True, exist_ok=True)
+        podusers.make_dirs(cwd, user)
         if launch.termination_message_path:  # each run's message is its own
             where = self._inside(launch.pod_uid, launch.termination_message_path,
                                  what="terminationMessagePath")  # fmt: skip
-            where.parent.mkdir(parents=True, exist_ok=True)
-            where.write_bytes(b"")
+            podusers.make_dirs(where.parent, user)
+            podusers.write_file(where, b"", 0o644, user)
         # Images find their absolute paths (/usr/share/nginx/html, ...) under K8SEMU_ROOT.
         env = {"K8SEMU_ROOT": str(self.pod_dir(launch.pod_uid)), **launch.env}
         # Checked here because the shell in front (cgroup, rlimit) would turn a missing
@@ -263,6 +348,20 @@ class ProcessRuntime:
         )
         self._spawn(self._wait_child(proc, handle))
         return handle
+
+    def _container_dir(self, uid: str, container: str) -> Path:
+        """The kubelet's own directory of a container (state, logs): root's, 0700, and never
+        a link (a pod may make entries in its directory before the kubelet makes this one)."""
+        cdir = self.pod_dir(uid) / container
+        if cdir.is_symlink() or (cdir.exists() and not cdir.is_dir()):
+            cdir.unlink()
+        cdir.mkdir(parents=True, exist_ok=True)
+        if self.users is not None:
+            if cdir.stat().st_uid != os.geteuid():
+                why = f"container {container!r}: its directory is not the kubelet's"
+                raise StartError("CreateContainerConfigError", why)
+            cdir.chmod(0o700)
+        return cdir
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -322,7 +421,7 @@ class ProcessRuntime:
         """(argv, cwd) of an exec in the container, or (exit code, stderr) when it cannot run."""
         cwd = self._inside(launch.pod_uid, launch.working_dir, what="workingDir")
         where = cwd if cwd.is_dir() else self.pod_dir(launch.pod_uid)
-        argv = list(launch.argv)
+        argv = self._as_user(launch, launch.argv)
         if self.cgroups is not None:  # as in Kubernetes, an exec runs in the container's cgroup
             argv = join_argv(self.cgroups.procs_files(launch.pod_uid, launch.container), argv)
             # The shell in front would answer a missing command its own way.
@@ -407,6 +506,9 @@ class ProcessRuntime:
             if not pod_dir.is_dir():
                 continue
             info = _read_json(pod_dir / _POD_FILE)
+            user = PodUser.from_json(info.get("user"))
+            if user is not None and self.users is not None:
+                self._pod_users[pod_dir.name] = user
             pod = RecoveredPod(
                 uid=pod_dir.name,
                 namespace=str(info.get("namespace", "")),
@@ -449,6 +551,34 @@ class ProcessRuntime:
             self._spawn(self._watch_adopted(handle, ticks))
         return RecoveredContainer(name=name, restart_count=restart, handle=handle)
 
+    async def end_pod(self, uid: str) -> None:
+        """Kill what the pod's runs left (its cgroup; without cgroups, their sessions and
+        whatever runs as the pod's own user), then clear the IP in pod.json. The directory
+        (logs for `kubectl logs`) and the pod's user stay until `remove_pod`: files there
+        are that user's, so a new pod must not get the uid while they exist."""
+        base = self.pod_dir(uid)
+        await asyncio.to_thread(self._kill_leftovers, uid, base)
+        info = _read_json(base / _POD_FILE)
+        if info.get("podIP"):
+            info["podIP"] = ""
+            podusers.write_file(base / _POD_FILE, json.dumps(info).encode(), 0o644, None)
+
+    def _kill_leftovers(self, uid: str, base: Path) -> None:
+        if self.cgroups is not None:
+            self.cgroups.remove_pod(uid)
+        sids: set[int] = set()
+        for state_file in base.glob(f"*/{_STATE_FILE}"):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                sids.add(int(_read_json(state_file)["pid"]))
+        # A session's id is its leader's pid, never reused while the session has members;
+        # a live process with that pid is another one's (the leader ended): not this pod's.
+        sids = {sid for sid in sids if not (procfs.PROC / str(sid)).exists()}
+        user = self._pod_users.get(uid) if self.users is not None else None
+        owner = user.uid if user is not None and user.uid != 0 else None
+        for pid in procfs.members(sids, owner):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     async def remove_pod(self, uid: str) -> None:
         base = self.pod_dir(uid)
         for state_file in base.glob(f"*/{_STATE_FILE}"):
@@ -461,6 +591,9 @@ class ProcessRuntime:
         # rmtree unlinks the volume links without following them: the volumes' data stays.
         await asyncio.to_thread(shutil.rmtree, base, True)
         await asyncio.to_thread(shutil.rmtree, memory_dir_of(uid), True)
+        user = self._pod_users.pop(uid, None)
+        if user is not None and self.users is not None:
+            await asyncio.to_thread(self.users.release, user.uid, base)
 
     async def close(self) -> None:
         """Stop watching (containers keep running: the next kubelet adopts them); empty

@@ -91,6 +91,38 @@ class Spawned:
     error: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """Who a container's processes run as, from its pod's securityContext and its own (which
+    wins for user, group and runAsNonRoot); None: the runtime's choice (docs/kubelet.md,
+    "Pod users")."""
+
+    user: int | None = None
+    group: int | None = None
+    non_root: bool = False
+    fs_group: int | None = None
+    supplemental_groups: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, pod: core_pb2.Pod, container: core_pb2.Container) -> RunAs:
+        psc, csc = pod.spec.security_context, container.security_context
+
+        def pick(name: str) -> int | None:
+            for sc in (csc, psc):
+                if sc.HasField(name):  # type: ignore[arg-type]
+                    return int(getattr(sc, name))
+            return None
+
+        non_root = csc.run_as_non_root if csc.HasField("run_as_non_root") else psc.run_as_non_root
+        return cls(
+            user=pick("run_as_user"),
+            group=pick("run_as_group"),
+            non_root=non_root,
+            fs_group=psc.fs_group if psc.HasField("fs_group") else None,
+            supplemental_groups=tuple(psc.supplemental_groups),
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Launch:
     """What `start` needs for one run of one container."""
@@ -105,6 +137,7 @@ class Launch:
     working_dir: str = ""  # relative to the pod directory; "" = the pod directory
     termination_message_path: str = ""  # emptied at the start (relative to the pod directory)
     resources: Resources = field(default_factory=Resources)
+    run_as: RunAs = field(default_factory=RunAs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +231,18 @@ class Runtime(Protocol):
         ...
 
     async def prepare_pod(
-        self, uid: str, *, namespace: str, name: str, pod_ip: str, files: Sequence[VolumeFile]
+        self,
+        uid: str,
+        *,
+        namespace: str,
+        name: str,
+        pod_ip: str,
+        files: Sequence[VolumeFile],
+        run_as: RunAs | None = None,
     ) -> None:
         """Create the pod's directory (idempotent), remember its identity and IP, write its
-        volume files and directories (a VolumeFile whose path ends in "/" is a directory)."""
+        volume files and directories (a VolumeFile whose path ends in "/" is a directory),
+        owned by whom `run_as` (the container about to start) runs as."""
         ...
 
     async def start(self, launch: Launch) -> ContainerHandle: ...
@@ -227,6 +268,12 @@ class Runtime(Protocol):
 
     def recover(self) -> dict[str, RecoveredPod]:
         """Pods found from an earlier kubelet run, by uid (live containers as handles)."""
+        ...
+
+    async def end_pod(self, uid: str) -> None:
+        """The pod's containers ended for good (its sandbox goes): kill whatever they left
+        and forget its IP, so that a restarted kubelet does not take it again; its logs and
+        directory stay until `remove_pod`. Idempotent."""
         ...
 
     async def remove_pod(self, uid: str) -> None:

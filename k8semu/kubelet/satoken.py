@@ -82,7 +82,7 @@ class TokenMounter:
             raise EnvError(f"service account token: {exc}") from exc
         return [
             VolumeFile(f"{MOUNT_PATH}/", b""),
-            VolumeFile(f"{MOUNT_PATH}/token", token.encode(), 0o600),
+            VolumeFile(f"{MOUNT_PATH}/token", token.encode(), 0o400),  # the pod user's only
             VolumeFile(f"{MOUNT_PATH}/ca.crt", ca),
             VolumeFile(f"{MOUNT_PATH}/namespace", ns.encode()),
         ]

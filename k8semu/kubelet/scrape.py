@@ -32,12 +32,19 @@ def endpoint(node: core_pb2.Node) -> str:
     return found
 
 
-async def summary(node: core_pb2.Node, *, timeout: float = DEFAULT_TIMEOUT) -> kubelet_pb2.Summary:
-    """The node's kubelet's summary, or ScrapeError within about `timeout` seconds."""
+async def summary(
+    node: core_pb2.Node,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    tls: transport.ClientTLS | None = None,
+) -> kubelet_pb2.Summary:
+    """The node's kubelet's summary, or ScrapeError within about `timeout` seconds. `tls`:
+    the kubelets' CA and a certificate they take for summaries (the API server's
+    kubelet-client, the controller manager's)."""
     name = node.metadata.name
     address = endpoint(node)
     try:
-        async with transport.channel(address) as channel:
+        async with transport.channel(address, tls) as channel:
             stub = kubelet_pb2_grpc.KubeletStub(channel)
             request = kubelet_pb2.SummaryRequest(node=name)
             return await stub.Summary(request, timeout=timeout)

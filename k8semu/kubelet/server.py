@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from k8semu import transport
 from k8semu.kubelet import streaming
 from k8semu.kubelet.podstatus import ContainerRecord
 from k8semu.kubelet.podworker import PodWorker, exec_launch
@@ -297,3 +298,25 @@ async def _start_of(
 
 def add_to_server(server: grpc.aio.Server, servicer: KubeletServicer) -> None:
     kubelet_pb2_grpc.add_KubeletServicer_to_server(servicer, server)
+
+
+#: The API server's identity towards the kubelets (kube-apiserver's
+#: --kubelet-client-certificate; kubeadm's `apiserver-kubelet-client`).
+APISERVER_CLIENT = "kube-apiserver-kubelet-client"
+#: The controller manager: its HPA reads the usage summaries, as metrics-server would.
+CONTROLLER_MANAGER = "system:kube-controller-manager"
+
+
+def authorized_callers() -> transport.PeerAllowList:
+    """Who may call what on a kubelet serving TLS (issue 16 item 4: the kubelet trusts only
+    the API server): a pod's logs, exec, attach and port-forward only the API server, which
+    authorized the user first (pods/log, pods/exec, ...); the usage summary also the
+    controller manager. Health and reflection: any certificate of the cluster CA (the
+    launcher's probes). A kubelet cannot ask RBAC, so the rule is by certificate name."""
+    return transport.PeerAllowList(
+        {
+            f"/{SERVICE_NAME}/": (APISERVER_CLIENT,),
+            f"/{SERVICE_NAME}/Summary": (APISERVER_CLIENT, CONTROLLER_MANAGER),
+        },
+        component="kubelet",
+    )

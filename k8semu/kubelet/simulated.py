@@ -38,7 +38,6 @@ from k8semu.kubelet.runtime import (
     Spawned,
     Usage,
     UsageSnapshot,
-    VolumeFile,
 )
 from k8semu.pb.api.v1 import core_pb2
 
@@ -83,10 +82,8 @@ class SimulatedRuntime:
                     snap.containers[(uid, name)] = Usage(int(used), memory, memory)
         return snap
 
-    async def prepare_pod(
-        self, uid: str, *, namespace: str, name: str, pod_ip: str, files: Sequence[VolumeFile]
-    ) -> None:
-        return None
+    async def prepare_pod(self, uid: str, **_: object) -> None:
+        return None  # no directory, no files: nothing runs
 
     async def start(self, launch: Launch) -> ContainerHandle:
         if self.start_delay > 0:
@@ -123,6 +120,9 @@ class SimulatedRuntime:
 
     def recover(self) -> dict[str, RecoveredPod]:
         return {}
+
+    async def end_pod(self, uid: str) -> None:
+        await self.remove_pod(uid)  # nothing on disk: only the modelled usage goes
 
     async def remove_pod(self, uid: str) -> None:
         with self._lock:

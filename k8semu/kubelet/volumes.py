@@ -25,7 +25,10 @@ from k8semu.kubelet.env import EnvError, PodFacts, config_map_data, field_ref, s
 from k8semu.kubelet.runtime import VolumeFile
 from k8semu.pb.api.v1 import core_pb2
 
-DEFAULT_MODE = 0o644
+DEFAULT_MODE = 0o644  # configMap, downwardAPI, projected files (Kubernetes' default)
+# A Secret's files: readable by the pod's own user only (issue 16; Kubernetes says 0644, but
+# here the pod directory, not a mount namespace, is what keeps other pods out).
+SECRET_MODE = 0o400
 # The node annotation naming the directory its local volumes are provisioned in (read by
 # k8semu/controllers/persistentvolume.py, which keeps its own copy of the name).
 LOCAL_STORAGE_DIR_ANNOTATION = "k8semu.io/local-storage-dir"
@@ -127,15 +130,17 @@ def _source_files(
         | core_pb2.SecretVolumeSource
         | core_pb2.DownwardAPIVolumeSource
         | core_pb2.ProjectedVolumeSource,
+        default: int = DEFAULT_MODE,
     ) -> int:
-        return src.default_mode if src.HasField("default_mode") else DEFAULT_MODE  # fmt: skip
+        return src.default_mode if src.HasField("default_mode") else default
 
     if vol.HasField("config_map"):
         src = vol.config_map
         return _keyed(cm(src.name, src.optional), src.items, mode_of(src), what)
     if vol.HasField("secret"):
         ssrc = vol.secret
-        return _keyed(sec(ssrc.secret_name, ssrc.optional), ssrc.items, mode_of(ssrc), what)
+        return _keyed(sec(ssrc.secret_name, ssrc.optional), ssrc.items,
+                      mode_of(ssrc, SECRET_MODE), what)  # fmt: skip
     if vol.HasField("downward_api"):
         return _downward(pod, facts, vol.downward_api.items, mode_of(vol.downward_api))
     out: list[tuple[str, bytes, int]] = []
@@ -145,7 +150,8 @@ def _source_files(
             out += _keyed(cm(s.config_map.name, s.config_map.optional), s.config_map.items,
                           mode, what)  # fmt: skip
         elif s.HasField("secret"):
-            out += _keyed(sec(s.secret.name, s.secret.optional), s.secret.items, mode, what)
+            out += _keyed(sec(s.secret.name, s.secret.optional), s.secret.items,
+                          mode_of(vol.projected, SECRET_MODE), what)  # fmt: skip
         elif s.HasField("downward_api"):
             out += _downward(pod, facts, s.downward_api.items, mode)
     return out

@@ -18,9 +18,10 @@ import asyncio
 import collections
 import contextlib
 import socket
+import ssl
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from k8semu.log import get_logger
@@ -66,6 +67,8 @@ class DataPathConfig:
       UDP timeout, 30 s).
     - `write_buffer_high`/`write_buffer_low`: per side; reading from the other side pauses above
       high and resumes below low.
+    - `tunnel_tls`: the client context connections through another node's tunnel are made
+      with (mutual TLS: the cluster CA, this proxy's certificate); None: plain TCP.
     """
 
     connect_timeout: float = 2.0
@@ -74,6 +77,7 @@ class DataPathConfig:
     udp_idle_timeout: float = 30.0
     write_buffer_high: int = 1024 * 1024
     write_buffer_low: int = 256 * 1024
+    tunnel_tls: ssl.SSLContext | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "tcp_idle_timeout", "tcp_half_open_timeout"):
@@ -482,7 +486,10 @@ class _ClientSide(asyncio.Protocol):
             # `expired` tells its cancellation from the client's going away.
             timer = loop.call_later(cfg.connect_timeout, self._connect_expired)
             try:
-                up, proto = await loop.create_connection(lambda: _UpstreamSide(self), host, port)
+                tls = cfg.tunnel_tls if preamble else None  # a tunnel's: its host checked
+                up, proto = await loop.create_connection(
+                    lambda: _UpstreamSide(self), host, port, ssl=tls
+                )
                 if preamble:
                     await proto.handshake(up, preamble)
             except asyncio.CancelledError:
@@ -813,7 +820,7 @@ class _TunnelledUDPSession(asyncio.Protocol):
         loop = self.f.loop
         try:
             async with asyncio.timeout(self.f.config.connect_timeout):
-                await loop.create_connection(lambda: self, host, port)
+                await loop.create_connection(lambda: self, host, port, ssl=self.f.config.tunnel_tls)
         except (OSError, TimeoutError) as exc:
             self.f.stats.errors += 1
             log.debug("udp tunnel not opened", service=str(self.f.key), error=str(exc))

@@ -24,25 +24,35 @@ class ScrapeError(Exception):
 
 
 async def get_metrics(
-    address: str, *, namespace: str = "", service: str = "", timeout: float = DEFAULT_TIMEOUT
+    address: str,
+    *,
+    namespace: str = "",
+    service: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+    tls: transport.ClientTLS | None = None,
 ) -> proxy_pb2.ProxyMetrics:
     """The metrics of the proxy whose `--listen-address` is `address` (for one namespace /
-    service when given). Raises grpc.aio.AioRpcError when it does not answer."""
-    async with transport.channel(address) as channel:
+    service when given). Raises grpc.aio.AioRpcError when it does not answer. `tls`: the
+    cluster CA and a client certificate of it (a proxy serving TLS requires one)."""
+    async with transport.channel(address, tls) as channel:
         stub = proxy_pb2_grpc.ProxyStub(channel)
         request = proxy_pb2.GetMetricsRequest(namespace=namespace, service=service)
         return await stub.GetMetrics(request, timeout=timeout)
 
 
 async def node_metrics(
-    node: core_pb2.Node, *, namespace: str = "", timeout: float = DEFAULT_TIMEOUT
+    node: core_pb2.Node,
+    *,
+    namespace: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+    tls: transport.ClientTLS | None = None,
 ) -> proxy_pb2.ProxyMetrics:
     """The metrics of the proxy of `node`, or ScrapeError within about `timeout` seconds."""
     address = node.metadata.annotations.get(ENDPOINT_ANNOTATION, "")
     if not address:
         raise ScrapeError(f"node {node.metadata.name}: no proxy endpoint")
     try:
-        return await get_metrics(address, namespace=namespace, timeout=timeout)
+        return await get_metrics(address, namespace=namespace, timeout=timeout, tls=tls)
     except grpc.aio.AioRpcError as exc:
         raise ScrapeError(
             f"node {node.metadata.name}: proxy at {address}: {exc.details()}"

@@ -15,11 +15,12 @@ Health is SERVING once the informers have synced and the first table is applied.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ ADVERTISE_INTERVAL = 30.0
 ADVERTISE_RETRY = 1.0  # doubling up to ADVERTISE_RETRY_MAX
 ADVERTISE_RETRY_MAX = 5.0
 EVENT_COMPONENT = "kube-proxy"
+#: Who may open a tunnel when it serves TLS: the other nodes' proxies (their certificates' CN).
+TUNNEL_PEERS = ("system:kube-proxy",)
 BIND_FAILED_REASON = "FailedToBindPort"
 
 
@@ -62,11 +65,16 @@ class ProxyConfig:
     - `listen_address`: health and metrics gRPC; empty means `node_ip:10249`.
     - `tunnel_port`: 0 turns the tunnel off; otherwise this node serves CONNECT on
       `node_ip:tunnel_port` and reaches endpoints on remote nodes through theirs.
+    - `serving_tls`: the certificate of the gRPC listener and the tunnel, and the CA callers'
+      certificates must be of (--tls-cert-file, --tls-private-key-file, --client-ca-file);
+      with it the tunnel is mutual TLS both ways (dialed with `tls`) and opened only by other
+      proxies (`TUNNEL_PEERS`). None: plain text.
     """
 
     servers: tuple[str, ...] = ("127.0.0.1:6443",)
     #: The CA and this proxy's client certificate (None: plain text).
     tls: transport.ClientTLS | None = None
+    serving_tls: transport.ServerTLS | None = None
     node_name: str = ""
     node_ip: str = "127.0.0.1"
     listen_address: str = ""
@@ -114,7 +122,7 @@ class ProxyServer:
             self.node_cache, self.pod_cache = nodes.cache, pods.cache
             self.tunnel_dialer = TunnelDialer(nodes.cache, tunnel_port=config.tunnel_port)
             dialer = self.tunnel_dialer
-            self.tunnel = TunnelServer(config.node_ip, config.tunnel_port, config=config.data_path)
+            self.tunnel = _tunnel_server(config, self.node_name)
             for watched in (nodes, pods):
                 watched.add_event_handler(
                     on_add=lambda _: self._mark(),
@@ -122,7 +130,7 @@ class ProxyServer:
                     on_delete=lambda _: self._mark(),
                 )
         self.proxier = Proxier(
-            config=config.data_path, dialer=dialer, on_bind_error=self._bind_failed
+            config=_data_path(config), dialer=dialer, on_bind_error=self._bind_failed
         )
         for informer in (self.services, self.endpoints):
             informer.add_event_handler(
@@ -146,7 +154,9 @@ class ProxyServer:
     async def start(self) -> None:
         srv, health = transport.server([proxy_pb2.DESCRIPTOR.services_by_name["Proxy"].full_name])
         proxy_pb2_grpc.add_ProxyServicer_to_server(_Metrics(self), srv)
-        self.port = transport.bind(srv, self.config.metrics_address, flag="--listen-address")
+        self.port = transport.bind(
+            srv, self.config.metrics_address, flag="--listen-address", tls=self.config.serving_tls
+        )
         await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await srv.start()
         self._grpc, self._health = srv, health
@@ -213,6 +223,8 @@ class ProxyServer:
             node_ip=self.config.node_ip,
             node_name=self.node_name,
         )
+        if self.tunnel is not None:  # the tunnel reaches these pods and nothing else
+            self.tunnel.pod_ips = node_pod_ips(self.pod_cache.list(), self.node_name)
         if self.tunnel_dialer is not None:
             self._publish_tunnel()
             nodes = {n.metadata.name: n for n in self.node_cache.list()}
@@ -287,6 +299,45 @@ class ProxyServer:
         )
         out.ports.extend(snapshot_messages(self.proxier, namespace, service))
         return out
+
+
+def node_pod_ips(pods: Iterable[core_pb2.Pod], node_name: str) -> frozenset[str]:
+    """The IPs of the pods bound to `node_name`: what its tunnel may reach."""
+    return frozenset(
+        ip
+        for pod in pods
+        if pod.spec.node_name == node_name
+        for ip in (pod.status.pod_ip, *(a.ip for a in pod.status.pod_ips))
+        if ip
+    )
+
+
+def _data_path(config: ProxyConfig) -> DataPathConfig:
+    """The data path's config, with the client TLS of tunnels when the tunnel serves TLS."""
+    tls = config.serving_tls
+    if not config.tunnel_port or tls is None or tls.client_ca_file is None or config.tls is None:
+        return config.data_path
+    client = transport.client_ssl_context(config.tls)
+    return dataclasses.replace(config.data_path, tunnel_tls=client)
+
+
+def _tunnel_server(config: ProxyConfig, node_name: str) -> TunnelServer:
+    """This node's tunnel: mutual TLS when the proxy serves TLS with a client CA; it reaches
+    no pod until the first sync says which are this node's."""
+    tls = config.serving_tls
+    context = None
+    if tls is not None and tls.client_ca_file is not None:
+        context = transport.server_ssl_context(dataclasses.replace(tls, require_client_cert=True))
+    tunnel = TunnelServer(
+        config.node_ip,
+        config.tunnel_port,
+        config=config.data_path,
+        tls=context,
+        peers=TUNNEL_PEERS,
+        node_name=node_name,
+    )
+    tunnel.pod_ips = frozenset()
+    return tunnel
 
 
 def _traffic(snap: PortSnapshot | EndpointSnapshot) -> dict[str, int]:

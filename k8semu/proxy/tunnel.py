@@ -5,7 +5,12 @@ node's proxy, when started with a tunnel port, serves on `node_ip:tunnel_port` a
 handshake (the wire format is k8semu.proxy.tunnelwire's): a CONNECT line naming a pod's
 ip:port, answered OK, after which bytes are spliced both ways with the same flow control and
 half-close as the service data path (or, with `udp`, datagrams cross as frames), or ERR and
-the connection closes. Only loopback targets are accepted, so a tunnel is never an open relay.
+the connection closes. Only loopback targets are accepted, so a tunnel is never an open relay;
+a proxy's tunnel narrows that to the pod IPs of its own node (`TunnelServer.pod_ips`), so it
+reaches neither the host's services (the store's port on 127.0.0.1) nor another node's pods.
+With TLS (`security.tls`, the default of `k8semu up`) the tunnel is mutual TLS: only a peer
+with a certificate of the cluster CA naming one of `TunnelServer.peers` (the other proxies)
+gets as far as the CONNECT line. Every refusal is answered `ERR <reason>` and logged.
 
 The dialing side (`TunnelDialer`) decides per endpoint: the endpoint's node (its Endpoints
 `nodeName`, else the node whose podCIDR holds the IP) has its tunnel (Node annotation
@@ -20,6 +25,8 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import ssl
+from collections.abc import Collection
 from typing import Any
 
 from k8semu import aio
@@ -39,6 +46,7 @@ from k8semu.proxy.tunnelwire import (
     refusal,
     unframe,
 )
+from k8semu.transport import peer_subject
 
 log = get_logger(__name__)
 
@@ -49,11 +57,13 @@ TUNNEL_KEY = PortKey("", "tunnel", "", "TCP")
 
 
 class _Handshake(asyncio.Protocol):
-    """Reads the CONNECT line, then hands the transport to the splice."""
+    """Reads the CONNECT line, then hands the transport to the splice (when the server's
+    checks let it: see `TunnelServer`)."""
 
-    def __init__(self, frontend: Frontend, relays: set[_UDPRelay]) -> None:
+    def __init__(self, server: TunnelServer, frontend: Frontend) -> None:
+        self.server = server
         self.f = frontend
-        self.relays = relays
+        self.relays = server.relays
         self.transport: Any = None
         self.buf = b""
         self.timer: asyncio.TimerHandle | None = None
@@ -61,6 +71,9 @@ class _Handshake(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.timer = self.f.loop.call_later(HANDSHAKE_TIMEOUT, self._refuse, "no CONNECT line")
+        why = self.server.refuse_peer(self)
+        if why:
+            self._refuse(why)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
@@ -83,6 +96,10 @@ class _Handshake(asyncio.Protocol):
             return
         if self.timer is not None:
             self.timer.cancel()
+        why = self.server.refuse_target(ip, self.transport.get_extra_info("peername"))
+        if why:
+            self._refuse(why)
+            return
         if protocol == "UDP":
             relay = _UDPRelay(self.transport, self.relays, self.f)
             self.transport.set_protocol(relay)
@@ -91,6 +108,8 @@ class _Handshake(asyncio.Protocol):
         self.f.adopt(self.transport, Endpoint(ip, port))
 
     def _refuse(self, why: str) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         with contextlib.suppress(Exception):
             self.transport.write(refusal(why))
             self.transport.close()
@@ -193,7 +212,12 @@ class _RelayDatagrams(asyncio.DatagramProtocol):
 class TunnelServer:
     """Serves CONNECT on `ip:port` for this host's pod IPs. With `config`, tunnelled TCP
     connections follow its idle and half-open timeouts (swept every `sweep_interval`), as
-    Service connections do; `connect_timeout` alone keeps the old default config."""
+    Service connections do; `connect_timeout` alone keeps the old default config.
+
+    `pod_ips`: when set (a proxy sets it from its pod cache on every sync), only these
+    addresses are reached, every other target refused; None: any loopback address (a tunnel
+    tested alone). `tls`: a server context requiring client certificates (mutual TLS), and
+    `peers` the certificate users (CN) allowed to open a tunnel; None: plain TCP."""
 
     def __init__(
         self,
@@ -203,21 +227,57 @@ class TunnelServer:
         connect_timeout: float = 2.0,
         config: DataPathConfig | None = None,
         sweep_interval: float = 1.0,
+        tls: ssl.SSLContext | None = None,
+        peers: Collection[str] = (),
+        node_name: str = "",
     ) -> None:
         self.ip = ip
         self.port = port
         self.config = config or DataPathConfig(connect_timeout=connect_timeout)
         self.sweep_interval = sweep_interval
+        self.tls = tls
+        self.peers = frozenset(peers)
+        self.node_name = node_name
+        self.pod_ips: frozenset[str] | None = None
+        self.refused = 0
         self.frontend: Frontend | None = None
-        self._relays: set[_UDPRelay] = set()
+        self.relays: set[_UDPRelay] = set()
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+
+    def refuse_peer(self, handshake: _Handshake) -> str:
+        """Why the peer of a new connection may not use this tunnel ("" when it may)."""
+        if self.tls is None:
+            return ""
+        subject = peer_subject(handshake)
+        user = "anonymous" if subject is None else subject.user
+        if user in self.peers:
+            return ""
+        return self._refused(f"user {user!r} may not open a tunnel", handshake)
+
+    def refuse_target(self, ip: str, peer: Any) -> str:
+        """Why `ip` is not served ("" when it is): not a pod IP of this node."""
+        if self.pod_ips is None or ip in self.pod_ips:
+            return ""
+        node = self.node_name or self.ip
+        return self._refused(f"{ip} is not a pod IP of node {node}", peer)
+
+    def _refused(self, why: str, peer: Any) -> str:
+        self.refused += 1
+        if isinstance(peer, _Handshake):
+            peer = peer.transport.get_extra_info("peername")
+        log.warning("tunnel request refused", reason=why, peer=str(peer))
+        return why
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         frontend = self.frontend = Frontend(TUNNEL_KEY, config=self.config, dialer=direct)
         self._server = await loop.create_server(
-            lambda: _Handshake(frontend, self._relays), self.ip, self.port, reuse_address=True
+            lambda: _Handshake(self, frontend),
+            self.ip,
+            self.port,
+            reuse_address=True,
+            ssl=self.tls,
         )
         self._sweeper = loop.create_task(self._sweep(frontend), name="tunnel-sweep")
         log.info("tunnel listening", address=f"{self.ip}:{self.port}")
@@ -236,7 +296,7 @@ class TunnelServer:
             self._server = None
         if self.frontend is not None:
             self.frontend.close_all()
-        for relay in list(self._relays):
+        for relay in list(self.relays):
             relay.close()
 
 

@@ -81,6 +81,7 @@ class SchedulerConfig:
       With `release_on_cancel` (the default here), `stop()` ends the scheduling loop and its
       binds first, then hands the Lease back, so a graceful restart fails over at once.
     - `listen_address`: gRPC health (SERVING once the caches synced); "" serves none.
+      `tls`: its certificate and the CA its callers' certificates must be of (None: plain).
     - `bind_concurrency`: binds in flight at once.
     - `initial_backoff`/`max_backoff`/`max_unschedulable`: the queue's (queue.py).
     """
@@ -92,6 +93,7 @@ class SchedulerConfig:
     lease_name: str = LEASE_NAME
     lease_namespace: str = LEASE_NAMESPACE
     listen_address: str = "127.0.0.1:0"
+    tls: transport.ServerTLS | None = None
     bind_concurrency: int = DEFAULT_BIND_CONCURRENCY
     initial_backoff: float = queue_mod.DEFAULT_INITIAL_BACKOFF
     max_backoff: float = queue_mod.DEFAULT_MAX_BACKOFF
@@ -195,7 +197,10 @@ class Scheduler:
         if self.config.listen_address:
             self._server, self._health = transport.server()
             self.health_port = transport.bind(
-                self._server, self.config.listen_address, flag="--listen-address"
+                self._server,
+                self.config.listen_address,
+                flag="--listen-address",
+                tls=self.config.tls,
             )
             await self._server.start()
             await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -1,5 +1,6 @@
 """One real cluster (a store replica, an API server with its REST port, scheduler, controller
-manager and a simulated-runtime node) and one headless Chromium for the whole package.
+manager, a simulated-runtime node w1 and a tainted process-runtime node w2 for a pod whose log
+is followed) and one headless Chromium for the whole package.
 
 Chromium and its driver come from Debian (`chromium`, `chromium-driver`:
 scripts/install-system-deps.sh); Selenium from PyPI (the test extra). Without them the
@@ -28,6 +29,7 @@ import pytest
 from k8semu.chaos.events import ChaosEvents
 from k8semu.client import Client
 from k8semu.cluster.certs import PKIPaths
+from k8semu.cluster.processes import free_loopback_ports
 from tests.support.cluster import k8semu, status, stop_recorded, user_env, write_config
 
 CHROMIUM = "/usr/bin/chromium"
@@ -168,6 +170,24 @@ async def _chaos_events(c: Cluster) -> None:
         await events.flush()
 
 
+LOG_NODE = "w2"
+
+
+def _add_log_node(config: Path) -> None:
+    """A second node, w2, on the process runtime (the simulated one keeps no container logs),
+    tainted so that only the pods meant for it (the followed log's) go there."""
+    kubelet, proxy = free_loopback_ports(2)
+    text = config.read_text()
+    node = (
+        f"  - {{name: {LOG_NODE}, nodeIP: 127.0.1.2, runtime: process, kubeletPort: {kubelet},"
+        f" proxyPort: {proxy}, taints: [{{key: k8semu.io/logs, effect: NoSchedule}}]}}\n"
+    )
+    head, sep, tail = text.partition("nodes:\n")
+    assert sep, text
+    first, _, rest = tail.partition("\n")
+    config.write_text(f"{head}{sep}{first}\n{node}{rest}")
+
+
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("dashboard")
@@ -176,6 +196,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         base / "cluster.yaml", name=f"dash-{uuid.uuid4().hex[:6]}", runtime="simulated",
         addons=False,
     )  # fmt: skip
+    _add_log_node(config)
     state_dir = base / "state"
     try:
         up = k8semu(env, "up", "-f", config, "--state-dir", state_dir, "--detach", timeout=120)
@@ -204,7 +225,8 @@ def browser() -> Iterator[Any]:
     options = Options()
     options.binary_location = CHROMIUM
     # The DevTools network log: what the page sent (its Authorization header).
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    # and the console (a script error fails test_views.py::test_no_script_errors).
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     # The cluster's own CA signed the API server's certificate: a user trusts it (or accepts
     # the certificate once); the test browser accepts it.
     options.accept_insecure_certs = True

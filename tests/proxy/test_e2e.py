@@ -383,19 +383,45 @@ async def test_bad_and_half_open_clients_are_closed(
     assert all(p.running for p in live_proxies)
 
 
+async def _tunnel_answer(node: ProxyProcess, request: bytes) -> bytes:
+    r, w = await asyncio.open_connection(node.node_ip, node.tunnel_port)
+    w.write(request)
+    async with asyncio.timeout(5):
+        answer = await r.readline()
+        if answer == b"OK\n":
+            w.write(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            answer += await r.read()
+    w.close()
+    return answer
+
+
 async def test_tunnel_connect_and_garbage(
-    backends: Backends, addresses: Addresses, live_proxies: list[ProxyProcess]
+    client: Client,
+    namespace: str,
+    backends: Backends,
+    addresses: Addresses,
+    live_proxies: list[ProxyProcess],
 ) -> None:
     node1 = live_proxies[0]
-    ip = addresses.pod_ip()
+    ip, elsewhere = addresses.pod_ip(), addresses.pod_ip()
     await backends.http(ip, 8080, "tunneled")
-    r, w = await asyncio.open_connection(node1.node_ip, node1.tunnel_port)
-    w.write(f"CONNECT {ip}:8080\n".encode())
-    async with asyncio.timeout(5):
-        assert await r.readline() == b"OK\n"
-        w.write(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-        assert (await r.read()).endswith(b"tunneled")
-    w.close()
+    await backends.http(elsewhere, 8080, "not-a-pod-of-node-1")
+    # The tunnel reaches only the pod IPs of its node's pods: none yet.
+    refused = await _tunnel_answer(node1, f"CONNECT {ip}:8080\n".encode())
+    assert refused == f"ERR {ip} is not a pod IP of node node-1\n".encode()
+    pod = core_pb2.Pod(metadata=meta_pb2.ObjectMeta(name="tunneled", namespace=namespace))
+    pod.spec.node_name = node1.node_name
+    pod.spec.containers.add(name="c", image="i")
+    pod = await client.create(pod)
+    pod.status.pod_ip = ip
+    await client.update_status(pod)
+
+    async def through() -> bool:
+        answer = await _tunnel_answer(node1, f"CONNECT {ip}:8080\n".encode())
+        return answer.startswith(b"OK\n") and answer.endswith(b"tunneled")
+
+    await eventually(through, what="the tunnel reaches the pod of node-1")
+    assert (await _tunnel_answer(node1, f"CONNECT {elsewhere}:8080\n".encode())).startswith(b"ERR")
     for garbage in (b"CONNECT 8.8.8.8:53\n", b"HELLO\n", b"\x00" * 300):
         r, w = await asyncio.open_connection(node1.node_ip, node1.tunnel_port)
         w.write(garbage)

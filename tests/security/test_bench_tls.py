@@ -21,3 +21,4 @@ def test_bench_tls_short_run_prints_both_stacks_and_the_ratios() -> None:
     assert any(line.startswith("plain ") for line in lines), run.stdout
     assert any(line.startswith("tls ") for line in lines), run.stdout
     assert "TLS cost (target <= 1.3x)" in run.stdout
+    assert "kubelet p50" in run.stdout  # the kubelet path, as the API server calls it

@@ -122,11 +122,33 @@ def validate_spec(spec: core_pb2.PodSpec, path: str) -> Iterator[FieldError]:
             )
         grace = spec.termination_grace_period_seconds
         yield from _container_handlers(c, where, grace if grace >= 0 else DEFAULT_GRACE_SECONDS)
+        yield from _ids(c.security_context, f"{where}.securityContext")
     if spec.restart_policy not in _RESTART_POLICIES:
         yield FieldError(f"{path}.restartPolicy", f"Unsupported value: {spec.restart_policy!r}")
     if spec.termination_grace_period_seconds < 0:
         yield FieldError(f"{path}.terminationGracePeriodSeconds", "must be >= 0")
+    yield from _ids(spec.security_context, f"{path}.securityContext")
     yield from validate_pod_scheduling(spec, path)
+
+
+_MAX_ID = 2**31 - 1
+
+
+def _ids(
+    sc: core_pb2.PodSecurityContext | core_pb2.SecurityContext, path: str
+) -> Iterator[FieldError]:
+    """User and group ids: 0..2147483647, as Kubernetes' validation."""
+    named = [("runAsUser", "run_as_user"), ("runAsGroup", "run_as_group")]
+    if isinstance(sc, core_pb2.PodSecurityContext):
+        named.append(("fsGroup", "fs_group"))
+        for i, gid in enumerate(sc.supplemental_groups):
+            if not 0 <= gid <= _MAX_ID:
+                yield FieldError(
+                    f"{path}.supplementalGroups[{i}]", f"must be between 0 and {_MAX_ID}, inclusive"
+                )
+    for json_name, field in named:
+        if sc.HasField(field) and not 0 <= getattr(sc, field) <= _MAX_ID:  # type: ignore[arg-type]
+            yield FieldError(f"{path}.{json_name}", f"must be between 0 and {_MAX_ID}, inclusive")
 
 
 def validate(pod: core_pb2.Pod) -> Iterator[FieldError]:

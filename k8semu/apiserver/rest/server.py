@@ -77,6 +77,7 @@ class RESTServer:
         middlewares: Sequence[Any] = (),
         *,
         tls: transport.ServerTLS | None = None,
+        kubelet_tls: transport.ClientTLS | None = None,
     ) -> None:
         self.verbs = verbs
         # HTTP/1.1 only (aiohttp serves no HTTP/2): ALPN says so, and kubectl and the Python
@@ -84,7 +85,7 @@ class RESTServer:
         # authenticate with a token instead.
         self.ssl = None if tls is None else transport.server_ssl_context(tls, alpn=["http/1.1"])
         self.resources = Resources(verbs)
-        self.streams = Streams(verbs)
+        self.streams = Streams(verbs, kubelet_tls=kubelet_tls)
         self.shared = EventCodec()
         host, _, port = transport.parse_url(address, flag="--rest-address").rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)

@@ -182,8 +182,12 @@ def kubelet_error(exc: grpc.aio.AioRpcError, endpoint: str) -> HTTPError:
 class Streams:
     """The streaming subresources of pods, served for `verbs`' storage."""
 
-    def __init__(self, verbs: APIServicer) -> None:
+    def __init__(
+        self, verbs: APIServicer, *, kubelet_tls: transport.ClientTLS | None = None
+    ) -> None:
+        """`kubelet_tls`: the kubelets' CA and this server's kubelet-client certificate."""
         self.verbs = verbs
+        self.kubelet_tls = kubelet_tls
 
     async def serve(self, request: web.Request, target: Target) -> web.StreamResponse:
         sub = target.subresource
@@ -250,8 +254,9 @@ class Streams:
 
     @contextlib.asynccontextmanager
     async def kubelet(self, endpoint: str) -> AsyncIterator[KubeletAsyncStub]:
-        """The one way to a kubelet (its credentials go here when kubelets require them)."""
-        async with transport.channel(endpoint) as channel:
+        """The one way to a kubelet: as the API server (its kubelet-client certificate), the
+        kubelet's serving certificate checked against the kubelets' CA."""
+        async with transport.channel(endpoint, self.kubelet_tls) as channel:
             stub: KubeletAsyncStub = kubelet_pb2_grpc.KubeletStub(channel)
             yield stub
 

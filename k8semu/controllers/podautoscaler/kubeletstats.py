@@ -74,7 +74,7 @@ class KubeletSummaries:
         except ClientError as exc:
             raise MetricsUnavailable(f"node {node}: {exc}") from exc
         try:
-            return await scrape.summary(obj, timeout=self.timeout)
+            return await scrape.summary(obj, timeout=self.timeout, tls=self.client.tls)
         except scrape.ScrapeError as exc:
             raise MetricsUnavailable(str(exc)) from exc
 

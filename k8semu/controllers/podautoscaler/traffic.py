@@ -210,7 +210,9 @@ class ProxyTraffic:
         self.nodes = nodes
         self.history = TrafficHistory(window=window, min_interval=min_interval)
         self.timeout = timeout
-        self.fetch: Fetch = fetch or (lambda node: scrape.node_metrics(node, timeout=timeout))
+        self.fetch: Fetch = fetch or (
+            lambda node: scrape.node_metrics(node, timeout=timeout, tls=client.tls)
+        )
         self.clock = clock
         self._lock = asyncio.Lock()
 

@@ -15,7 +15,7 @@ export function setToken(value) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
-function headers(extra) {
+export function headers(extra) {
   const out = { Accept: "application/json", ...extra };
   const t = token();
   if (t) out.Authorization = `Bearer ${t}`;
@@ -33,7 +33,7 @@ export class ApiError extends Error {
   }
 }
 
-async function statusOf(resp) {
+export async function statusOf(resp) {
   const text = await resp.text();
   try {
     const doc = JSON.parse(text);
@@ -62,6 +62,13 @@ export const get = (path) => request("GET", path);
 export const mergePatch = (path, body) => request("PATCH", path, body, "application/merge-patch+json");
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// The API leaves empty parts out (a pod just created has no status at all): the views read
+// obj.spec.x and obj.status.x, so every cached object has the three.
+function filled(obj) {
+  for (const part of ["metadata", "spec", "status"]) if (!obj[part] || typeof obj[part] !== "object") obj[part] = {};
+  return obj;
+}
 
 // Keeps `items` (key "ns/name" -> object) equal to the server's collection at `path`
 // (e.g. /api/v1/pods): list, then watch from the list's resourceVersion; a 410 Expired
@@ -121,7 +128,7 @@ export class Informer {
       const sep = this.path.includes("?") ? "&" : "?";
       const q = `${sep}limit=${PAGE}${cont ? `&continue=${encodeURIComponent(cont)}` : ""}`;
       const doc = await get(this.path + q);
-      for (const obj of doc.items || []) items.set(Informer.key(obj), obj);
+      for (const obj of doc.items || []) items.set(Informer.key(obj), filled(obj));
       rv = rv || doc.metadata.resourceVersion;
       cont = doc.metadata.continue || "";
       if (!cont) break;
@@ -170,7 +177,7 @@ export class Informer {
     if (obj.metadata && obj.metadata.resourceVersion) this.rv = obj.metadata.resourceVersion;
     if (event.type === "BOOKMARK") return false;
     if (event.type === "DELETED") this.items.delete(Informer.key(obj));
-    else this.items.set(Informer.key(obj), obj);
+    else this.items.set(Informer.key(obj), filled(obj));
     return true;
   }
 }

@@ -9,8 +9,10 @@ import { dump, parseAll, YamlError } from "./yaml.js";
 
 const $ = (id) => document.getElementById(id);
 const LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
+// Each host's supervisor publishes its processes (pid, state, restarts) in one of these.
+const COMPONENTS = "/api/v1/namespaces/kube-system/configmaps?labelSelector=k8semu.io%2Fcomponents%3Dtrue";
 const VIEWS = {
-  cluster: { render: cluster, needs: { nodes: "/api/v1/nodes", pods: "/api/v1/pods", leases: LEASES }, poll: "store" },
+  cluster: { render: cluster, needs: { nodes: "/api/v1/nodes", pods: "/api/v1/pods", leases: LEASES, components: COMPONENTS }, poll: "store" },
   workloads: { render: workloads, needs: { deployments: "/apis/apps/v1/deployments", replicasets: "/apis/apps/v1/replicasets", pods: "/api/v1/pods" } },
   networking: { render: networking, needs: { services: "/api/v1/services", endpoints: "/api/v1/endpoints" } },
   events: { render: events, needs: { events: "/api/v1/events" } },
@@ -43,10 +45,15 @@ function schedule() {
   if (!frame) frame = requestAnimationFrame(render);
 }
 
+// What identifies a button or link across redraws: its data-* and href (none: not kept).
 function focusKey(el) {
   if (!el || !$("content").contains(el)) return "";
-  return ["act", "ns", "name", "key", "table", "pod"].map((k) => el.dataset[k] || "").join("|");
+  const key = ["act", "ns", "name", "key", "table", "pod", "index"].map((k) => el.dataset[k] || "").join("|") + (el.getAttribute("href") || "");
+  return /[^|]/.test(key) ? key : "";
 }
+
+let lastHtml = "";
+let lastView = "";
 
 function render() {
   frame = 0;
@@ -59,8 +66,18 @@ function render() {
     html = `<p class="error" role="alert">This view failed to draw: ${h(err.message)}</p>`;
     console.error(err);
   }
+  // Unchanged: leave the DOM alone (a selection, a scrolled box, the focus stay as they are).
+  if (html === lastHtml) return finish(started);
+  lastHtml = html;
   const key = focusKey(document.activeElement);
+  // Boxes that scroll (wide tables, the manifest) keep their position across the redraw.
+  const view = `${state.view}/${state.podKey}`;
+  const scrolled = view !== lastView ? [] : [...$("content").querySelectorAll(".scroll, pre")].map((el) => [el.scrollTop, el.scrollLeft]);
+  lastView = view;
   $("content").innerHTML = html;
+  $("content").querySelectorAll(".scroll, pre").forEach((el, i) => {
+    if (scrolled[i]) [el.scrollTop, el.scrollLeft] = scrolled[i];
+  });
   if (key) {
     for (const el of $("content").querySelectorAll("button, a")) {
       if (focusKey(el) === key) {
@@ -69,6 +86,10 @@ function render() {
       }
     }
   }
+  finish(started);
+}
+
+function finish(started) {
   updateNamespaces();
   connection();
   // The first frame with every informer of the view listed: the initial load time
@@ -135,7 +156,7 @@ function onChange(inf) {
     state.dashboards = inf
       .list()
       .filter((l) => l.metadata.name.startsWith("apiserver-") && (l.metadata.annotations || {})["k8semu.io/rest-port"])
-      .map((l) => `http://${(l.spec.holderIdentity || "").replace(/:\d+$/, "")}:${l.metadata.annotations["k8semu.io/rest-port"]}/dashboard/`);
+      .map((l) => `${location.protocol}//${(l.spec.holderIdentity || "").replace(/:\d+$/, "")}:${l.metadata.annotations["k8semu.io/rest-port"]}/dashboard/`);
   }
   schedule();
 }
@@ -204,17 +225,18 @@ const logs = {
     this.abort = new AbortController();
     const container = $("log-container").value.trim();
     const q = `follow=true&tailLines=500${container ? `&container=${encodeURIComponent(container)}` : ""}`;
+    const path = `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(name)}/log?${q}`;
     try {
-      const resp = await fetch(`/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(name)}/log?${q}`, { headers: api.token() ? { Authorization: `Bearer ${api.token()}` } : {}, signal: this.abort.signal });
-      if (resp.status === 404) {
-        const exists = state.inf.pod && state.inf.pod.items.has(key);
-        $("log-note").textContent = exists ? "Logs are not served by this API server yet (GET pods/NAME/log answers 404): use `k8semu logs`." : "No such pod.";
-        return;
-      }
+      const resp = await fetch(path, { headers: api.headers({ Accept: "text/plain, application/json" }), signal: this.abort.signal });
       if (!resp.ok) {
-        $("log-note").textContent = `logs: ${resp.status} ${(await resp.text()).slice(0, 300)}`;
+        // The API's own words (a metav1.Status): no such pod or container, not running yet,
+        // the kubelet unreachable...
+        const st = await api.statusOf(resp);
+        $("log-note").textContent = `logs: ${st.code || resp.status} ${st.reason || ""}: ${st.message || ""}`;
+        $("log-note").classList.add("error");
         return;
       }
+      $("log-note").classList.remove("error");
       $("log-note").textContent = "following";
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
@@ -224,7 +246,7 @@ const logs = {
         out.textContent = (out.textContent + decoder.decode(value, { stream: true })).slice(-200000);
         out.scrollTop = out.scrollHeight;
       }
-      $("log-note").textContent = "the log stream ended";
+      $("log-note").textContent = "the log stream ended (Follow again to reconnect)";
     } catch (err) {
       if (err.name !== "AbortError") $("log-note").textContent = `logs: ${err.message}`;
     }
@@ -329,6 +351,9 @@ const ACTIONS = {
     if (!(await confirmAction(`${verb} node ${name}? ${on ? "No new pods will be scheduled on it." : "It takes new pods again."}`))) return;
     await run(`${verb.toLowerCase()}ed ${name}`, () => api.mergePatch(`/api/v1/nodes/${encodeURIComponent(name)}`, { spec: { unschedulable: on ? true : null } }));
   },
+  "force-apply"({ index }) {
+    return forceApply(index);
+  },
   history({ key }) {
     if (state.open.has(key)) state.open.delete(key);
     else state.open.add(key);
@@ -349,30 +374,70 @@ function lineOf(text, field) {
   return i >= 0 ? i + 1 : 0;
 }
 
-async function applyOne(doc, text) {
+const MANAGER = "k8semu-dashboard";
+
+// Server-side apply (kubectl apply --server-side): one PATCH of the object as pasted, owned by
+// the field manager "k8semu-dashboard"; the server merges it, creates what does not exist and
+// refuses (409) to change fields another manager owns unless forced. The GET before it only
+// says created / configured / unchanged.
+async function applyOne(doc, force) {
   const m = doc.metadata || {};
+  if (!m.name) {
+    // An apply names its object (generateName cannot be applied): refused here, nothing sent.
+    throw new api.ApiError({ code: 422, reason: "Invalid", message: "metadata.name: Required value: an applied object needs a name", details: { causes: [{ field: "metadata.name", message: "Required value" }] } });
+  }
   const where = await api.resourceFor(doc.apiVersion, doc.kind);
   const ns = where.namespaced ? m.namespace || $("ns").value || "default" : "";
+  if (where.namespaced && !m.namespace) doc.metadata = { ...m, namespace: ns };
   const named = api.objectPath(where.base, where.resource, ns, m.name);
-  let existing = null;
+  let before = "";
   try {
-    existing = await api.get(named);
+    before = (await api.get(named)).metadata.resourceVersion;
   } catch (err) {
     if (err.code !== 404) throw err;
   }
-  if (existing) {
-    doc.metadata = { ...m, resourceVersion: existing.metadata.resourceVersion };
-    await api.request("PUT", `${named}?fieldValidation=Strict`, doc);
-    return "configured";
+  const q = `fieldManager=${MANAGER}&fieldValidation=Strict${force ? "&force=true" : ""}`;
+  const after = await api.request("PATCH", `${named}?${q}`, doc, "application/apply-patch+yaml");
+  if (!before) return "created";
+  return after.metadata.resourceVersion === before ? "unchanged" : "configured";
+}
+
+const pendingForce = new Map(); // index in the results -> the document a conflict refused
+
+function failure(label, err, text, index) {
+  const causes = (err.causes || []).map((c) => {
+    const line = lineOf(text, c.field || "");
+    return `<li class="cause"><code class="field">${h(c.field)}</code>: ${h(c.message)}${line ? ` <a href="#apply" data-line="${line}">(line ${line})</a>` : ""}</li>`;
+  });
+  const conflict = err.code === 409 && (err.causes || []).some((c) => c.reason === "FieldManagerConflict");
+  const force = conflict
+    ? `<p>Other field managers own these fields. ${btn("force-apply", "Apply with force…", { index })} takes them over (<code>force=true</code>), as <code>kubectl apply --server-side --force-conflicts</code> does.</p>`
+    : "";
+  return `<li class="error" role="alert" data-result="${index}">${h(label)}: ${h(err.reason || "Error")}: ${h(err.message)}${causes.length ? `<ul>${causes.join("")}</ul>` : ""}${force}</li>`;
+}
+
+const btn = (act, label, data) => `<button type="button" data-act="${act}" ${Object.entries(data).map(([k, v]) => `data-${k}="${h(v)}"`).join(" ")}>${h(label)}</button>`;
+
+async function applyDocs(docs, text, force) {
+  const results = [];
+  for (const [i, doc] of docs) {
+    const label = `${doc.kind}/${(doc.metadata || {}).name || "(no name)"}`;
+    try {
+      results.push(`<li data-result="${i}">${h(label)} ${h(await applyOne(doc, force))}${force ? " (forced)" : ""}</li>`);
+      pendingForce.delete(i);
+    } catch (err) {
+      if (err.code === 409) pendingForce.set(i, doc);
+      results.push(failure(label, err, text, i));
+    }
   }
-  await api.request("POST", `${api.objectPath(where.base, where.resource, ns, "")}?fieldValidation=Strict`, doc);
-  return "created";
+  return results;
 }
 
 async function apply() {
   const text = $("manifest").value;
   const out = $("apply-results");
   out.innerHTML = "";
+  pendingForce.clear();
   let docs;
   try {
     docs = parseAll(text);
@@ -384,20 +449,24 @@ async function apply() {
   if (!docs.length) return (out.innerHTML = '<p class="error" role="alert">The manifest is empty.</p>');
   const names = docs.map((d) => `${d.kind || "?"} ${((d && d.metadata) || {}).name || "?"}`).join(", ");
   if (!(await confirmAction(`Apply ${docs.length} object(s): ${names}?`))) return;
-  const results = [];
-  for (const doc of docs) {
-    const label = `${doc.kind}/${(doc.metadata || {}).name}`;
-    try {
-      results.push(`<li>${h(label)} ${h(await applyOne(doc, text))}</li>`);
-    } catch (err) {
-      const causes = (err.causes || []).map((c) => {
-        const line = lineOf(text, c.field || "");
-        return `<li class="cause"><code class="field">${h(c.field)}</code>: ${h(c.message)}${line ? ` <a href="#apply" data-line="${line}">(line ${line})</a>` : ""}</li>`;
-      });
-      results.push(`<li class="error" role="alert">${h(label)}: ${h(err.reason || "Error")}: ${h(err.message)}${causes.length ? `<ul>${causes.join("")}</ul>` : ""}</li>`);
-    }
-  }
+  const results = await applyDocs(docs.map((d, i) => [String(i), d]), text, false);
   out.innerHTML = `<ul>${results.join("")}</ul>`;
+}
+
+// "Apply with force…" on a conflict: that one document again, with force=true.
+async function forceApply(index) {
+  const doc = pendingForce.get(index);
+  if (!doc) return;
+  const label = `${doc.kind}/${(doc.metadata || {}).name || "(no name)"}`;
+  if (!(await confirmAction(`Apply ${label} with force? The fields other managers own take the pasted values and become k8semu-dashboard's.`))) return;
+  const [result] = await applyDocs([[index, doc]], $("manifest").value, true);
+  const li = $("apply-results").querySelector(`li[data-result="${index}"]`);
+  if (!li) return;
+  li.outerHTML = result;
+  // The button pressed is gone: keyboard focus goes to its result, not back to the page's top.
+  const shown = $("apply-results").querySelector(`li[data-result="${index}"]`);
+  shown.tabIndex = -1;
+  shown.focus();
 }
 
 function markLine(line) {
@@ -445,10 +514,12 @@ function wire() {
     schedule();
   });
   $("apply-button").addEventListener("click", apply);
-  $("log-restart").addEventListener("click", () => {
+  const follow = () => {
     logs.stop();
     logs.start(state.podKey);
-  });
+  };
+  $("log-restart").addEventListener("click", follow);
+  $("log-container").addEventListener("change", follow);
   $("login").addEventListener("submit", (ev) => {
     ev.preventDefault();
     api.setToken($("token").value.trim());

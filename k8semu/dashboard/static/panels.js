@@ -160,6 +160,11 @@ function probe(p) {
   return `${how} every ${p.periodSeconds || 10}s, delay ${p.initialDelaySeconds || 0}s, timeout ${p.timeoutSeconds || 1}s, failure ${p.failureThreshold || 3}`;
 }
 
+function withoutManagedFields(obj) {
+  const { managedFields: _, ...metadata } = obj.metadata;
+  return { ...obj, metadata };
+}
+
 export function pod(state, key) {
   const p = state.inf.pod && state.inf.pod.items.get(key);
   if (!p) return `<h2>Pod ${h(key)}</h2>${state.inf.pod && state.inf.pod.synced ? word("Deleted") + " <p>this pod is gone.</p>" : '<p class="note">loading…</p>'}`;
@@ -173,5 +178,5 @@ export function pod(state, key) {
   return `<h2>Pod ${h(key)} ${word(podState(p))}</h2>
     <p>node ${h(p.spec.nodeName || "-")}, IP ${h(p.status.podIP || "-")}, age ${h(age(p.metadata.creationTimestamp))}; conditions: ${h(conds || "none")}</p>
     <h3>Containers</h3>${table("containers", ["name", "image", "ready", "state", "restarts", "ports", "readiness probe", "liveness probe"], rows, state)}
-    <h3>Manifest</h3><pre class="manifest" tabindex="0">${h(dump(p))}</pre>`;
+    <h3>Manifest <small>(managedFields left out, as kubectl get -o yaml does)</small></h3><pre class="manifest" tabindex="0">${h(dump(withoutManagedFields(p)))}</pre>`;
 }

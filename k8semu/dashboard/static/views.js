@@ -15,8 +15,8 @@ export function age(ts, now = Date.now()) {
   return `${Math.floor(s / 86400)}d`;
 }
 
-const GOOD = new Set(["Running", "Ready", "Succeeded", "Leader", "Healthy", "Serving", "Available", "Recovered", "Normal", "Complete", "Held"]);
-const BAD = new Set(["Failed", "NotReady", "Unknown", "Unhealthy", "Unreachable", "Expired", "Warning", "CrashLoopBackOff", "Error", "OOMKilled", "Fault", "ImagePullBackOff", "ErrImagePull"]);
+const GOOD = new Set(["Renewing", "Running", "Ready", "Succeeded", "Leader", "Healthy", "Serving", "Available", "Recovered", "Normal", "Complete", "Held"]);
+const BAD = new Set(["Failed", "NotReady", "Unknown", "Unhealthy", "Unreachable", "Expired", "Warning", "CrashLoopBackOff", "Error", "OOMKilled", "Fault", "ImagePullBackOff", "ErrImagePull", "BackOff"]);
 export function word(w) {
   const cls = GOOD.has(w) ? "good" : BAD.has(w) ? "bad" : "neutral";
   return `<span class="st st-${cls}">${h(w)}</span>`;
@@ -98,25 +98,135 @@ function leaseFresh(l, now) {
   return now - Date.parse(renew) < (l.spec.leaseDurationSeconds || 15) * 1000;
 }
 
+const kindOf = { "kube-scheduler": "scheduler", "kube-controller-manager": "controller-manager" };
+
 function controlPlane(state, now) {
   const leases = items(state, "leases");
   const apis = leases.filter((l) => l.metadata.name.startsWith("apiserver-")).sort(byName);
   const apiRows = apis.map((l) => {
     const host = (l.spec.holderIdentity || "").replace(/:\d+$/, "");
     const rest = (l.metadata.annotations || {})["k8semu.io/rest-port"];
-    const url = rest ? `http://${host}:${rest}/dashboard/` : "";
+    const url = rest ? `${location.protocol}//${host}:${rest}/dashboard/` : "";
     const here = url && new URL(url).host === location.host;
     return [h(l.spec.holderIdentity), word(leaseFresh(l, now) ? "Serving" : "Expired"), here ? "this page" : url ? `<a href="${h(url)}">${h(url)}</a>` : "-", h(age(l.spec.renewTime, now))];
   });
   const elected = ["kube-scheduler", "kube-controller-manager"].map((name) => {
     const l = leases.find((x) => x.metadata.name === name);
     if (!l) return [h(name), word("NoLeader"), "-", "-", "-"];
-    return [h(name), word(leaseFresh(l, now) ? "Held" : "Expired"), h(l.spec.holderIdentity || "-"), h(l.spec.leaseTransitions ?? 0), h(age(l.spec.renewTime, now))];
+    // host_pid_random: name the process when a component table has that pid.
+    const pid = String(l.spec.holderIdentity || "").split("_")[1];
+    const procs = processRows(state).filter((r) => kindOf[name] === r.kind && !r.stale);
+    const proc = procs.find((r) => String(r.pid) === pid);
+    // A holder no running process has (it was killed): the lease stands until it expires.
+    const gone = !proc && procs.length && l.spec.holderIdentity ? " (no such process now: a new one takes over once the lease expires)" : "";
+    const holder = `${l.spec.holderIdentity || "-"}${proc ? ` (${proc.name})` : gone}`;
+    return [h(name), word(leaseFresh(l, now) ? "Held" : "Expired"), h(holder), h(l.spec.leaseTransitions ?? 0), h(age(l.spec.renewTime, now))];
   });
   return `<h3>Store (etcd v3 Maintenance Status of each member)</h3>${storeTable(state)}
     <h3>API servers (their Leases in kube-system)</h3>${table("apis", ["address", "status", "dashboard", "renewed"], apiRows, state, "no API server leases")}
     <h3>Leader election</h3>${table("elected", ["lease", "status", "holder", "transitions", "renewed"], elected, state)}
-    <p class="note">Process restarts and PIDs: <code>k8semu status</code> on the launcher's host (the API does not carry them).</p>`;
+    <h3>Processes (each host's supervisor publishes them: ConfigMaps <code>k8semu-components-HOST</code> in kube-system)</h3>${processes(state, now, leases)}`;
+}
+
+const KIND_ORDER = ["store", "apiserver", "scheduler", "controller-manager", "kubelet", "proxy"];
+const STATE_WORDS = { running: "Running", backoff: "BackOff", failed: "Failed", stopped: "Stopped" };
+
+// What a process is to the cluster: the store leader or a follower (its Maintenance Status),
+// the holder of the scheduler's or controller manager's Lease (the holder identity is
+// host_pid_random), an API server, the node(s) of a kubelet or proxy.
+function roleOf(row, state, leases) {
+  if (row.state !== "running") return "-";
+  if (row.kind === "store") {
+    const m = ((state.store && state.store.members) || []).find((x) => x.endpoint === row.address);
+    if (!m) return "member";
+    if (!m.memberID) return "unreachable";
+    return m.isLeader ? `leader (term ${m.raftTerm})` : m.leader === "0" ? "follower, no leader known yet" : "follower";
+  }
+  const lease = { scheduler: "kube-scheduler", "controller-manager": "kube-controller-manager" }[row.kind];
+  if (lease) {
+    const l = leases.find((x) => x.metadata.name === lease);
+    const pid = l ? String(l.spec.holderIdentity || "").split("_")[1] : "";
+    return pid && Number(pid) === row.pid ? `leader (${lease} lease)` : "standby";
+  }
+  if (row.kind === "apiserver") return leases.some((l) => l.spec.holderIdentity === row.address) ? "serving (lease)" : "serving";
+  const nodes = row.nodes || [];
+  if (nodes.length) return nodes.length === 1 ? `node ${nodes[0]}` : `${nodes.length} nodes`;
+  // A proxy is planned per node as proxy-<node> (its record lists no nodes).
+  if (row.kind === "proxy" && row.name.startsWith("proxy-")) return `proxy of node ${row.name.slice(6)}`;
+  return row.kind;
+}
+
+// How the cluster sees a running process, from what answers for it: the store member's own
+// Status, the API server's Lease, the leader's Lease renewals, the kubelet's Node(s).
+function healthOf(row, state, leases, now) {
+  if (row.stale || row.state !== "running") return "-";
+  if (row.kind === "store") {
+    const m = ((state.store && state.store.members) || []).find((x) => x.endpoint === row.address);
+    return !m ? "-" : word(!m.memberID ? "Unreachable" : m.healthy ? "Healthy" : "Unhealthy");
+  }
+  if (row.kind === "apiserver") {
+    const l = leases.find((x) => x.spec.holderIdentity === row.address);
+    return l ? word(leaseFresh(l, now) ? "Serving" : "Expired") : "-";
+  }
+  const lease = { scheduler: "kube-scheduler", "controller-manager": "kube-controller-manager" }[row.kind];
+  if (lease) {
+    const l = leases.find((x) => x.metadata.name === lease);
+    const leads = l && Number(String(l.spec.holderIdentity || "").split("_")[1]) === row.pid;
+    return leads ? word(leaseFresh(l, now) ? "Renewing" : "Expired") : "-";
+  }
+  const nodes = items(state, "nodes").filter((n) => (row.nodes || []).includes(n.metadata.name));
+  if (!nodes.length) return "-";
+  if (nodes.length === 1) return word(nodeState(nodes[0]));
+  return `${nodes.filter((n) => nodeState(n) === "Ready").length}/${nodes.length} ${word("Ready")}`;
+}
+
+function lastExit(row) {
+  if (!row.lastExitAt) return "none";
+  const code = row.lastExitCode;
+  const how = code === null || code === undefined ? "exit code unknown" : code < 0 ? `signal ${-code}` : `code ${code}`;
+  return `${how}, ${age(row.lastExitAt)} ago`;
+}
+
+// A supervisor rewrites its table at least every 30 s; three missed: nobody vouches for it.
+const STALE_MS = 90000;
+
+export function processRows(state, now = Date.now()) {
+  const rows = [];
+  for (const cm of items(state, "components")) {
+    const at = (cm.metadata.annotations || {})["k8semu.io/published-at"];
+    const stale = !at || now - Date.parse(at) > STALE_MS;
+    for (const [name, text] of Object.entries(cm.data || {})) {
+      try {
+        rows.push({ name, ...JSON.parse(text), publishedAt: at, stale });
+      } catch (_) {
+        rows.push({ name, kind: "?", state: "unreadable", host: cm.metadata.name, stale });
+      }
+    }
+  }
+  const rank = (k) => (KIND_ORDER.includes(k) ? KIND_ORDER.indexOf(k) : KIND_ORDER.length);
+  return rows.sort((a, b) => (a.host || "").localeCompare(b.host || "") || rank(a.kind) - rank(b.kind) || a.name.localeCompare(b.name));
+}
+
+function processes(state, now, leases) {
+  const all = processRows(state, now);
+  const stale = [...new Set(all.filter((r) => r.stale).map((r) => r.host || "?"))];
+  const note = stale.length
+    ? `<p class="error" role="alert">${word("Unknown")} the supervisor of ${h(stale.join(", "))} has not published for over ${STALE_MS / 1000} s (last ${h(age(all.find((r) => r.stale).publishedAt, now))} ago): what it last said is shown; <code>k8semu status</code> on that host tells more.</p>`
+    : "";
+  const rows = all.map((r) => [
+    `<span data-process="${h(r.name)}">${h(r.name)}</span>`,
+    h(r.host || "-"),
+    h(r.kind),
+    r.stale ? `${word("Unknown")} <small>(last said ${h(r.state)})</small>` : word(STATE_WORDS[r.state] || r.state),
+    healthOf(r, state, leases, now),
+    h(r.stale ? "-" : roleOf(r, state, leases)),
+    h(r.pid || "-"),
+    `<span data-restarts="${h(r.name)}">${h(r.restarts ?? 0)}</span>`,
+    h(r.state === "running" && r.started ? age(r.started, now) : "-"),
+    h(lastExit(r)),
+    h(r.address || "-"),
+  ]);
+  return `${loading(state, "components")}${note}${table("processes", ["process", "host", "kind", "state", "health", "role", "pid", "restarts", "uptime", "last exit", "address"], rows, state, "no component table published yet (k8semu up and k8semu supervise publish one per host)")}`;
 }
 
 export function nodeState(n) {

@@ -550,6 +550,7 @@ class PodSpec(_message.Message):
     PREEMPTION_POLICY_FIELD_NUMBER: _builtins.int
     TOPOLOGY_SPREAD_CONSTRAINTS_FIELD_NUMBER: _builtins.int
     AUTOMOUNT_SERVICE_ACCOUNT_TOKEN_FIELD_NUMBER: _builtins.int
+    SECURITY_CONTEXT_FIELD_NUMBER: _builtins.int
     restart_policy: _builtins.str
     """Always, OnFailure, Never"""
     termination_grace_period_seconds: _builtins.int
@@ -586,6 +587,10 @@ class PodSpec(_message.Message):
     def tolerations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Toleration]: ...
     @_builtins.property
     def topology_spread_constraints(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopologySpreadConstraint]: ...
+    @_builtins.property
+    def security_context(self) -> Global___PodSecurityContext:
+        """Who the pod's processes run as (the process runtime: docs/kubelet.md, "Pod users")."""
+
     def __init__(
         self,
         *,
@@ -610,10 +615,11 @@ class PodSpec(_message.Message):
         preemption_policy: _builtins.str = ...,
         topology_spread_constraints: _abc.Iterable[Global___TopologySpreadConstraint] | None = ...,
         automount_service_account_token: _builtins.bool | None = ...,
+        security_context: Global___PodSecurityContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_automount_service_account_token", b"_automount_service_account_token", "_priority", b"_priority", "_termination_grace_period_seconds", b"_termination_grace_period_seconds", "active_deadline_seconds", b"active_deadline_seconds", "affinity", b"affinity", "automount_service_account_token", b"automount_service_account_token", "priority", b"priority", "termination_grace_period_seconds", b"termination_grace_period_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_automount_service_account_token", b"_automount_service_account_token", "_priority", b"_priority", "_termination_grace_period_seconds", b"_termination_grace_period_seconds", "active_deadline_seconds", b"active_deadline_seconds", "affinity", b"affinity", "automount_service_account_token", b"automount_service_account_token", "priority", b"priority", "security_context", b"security_context", "termination_grace_period_seconds", b"termination_grace_period_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_automount_service_account_token", b"_automount_service_account_token", "_priority", b"_priority", "_termination_grace_period_seconds", b"_termination_grace_period_seconds", "active_deadline_seconds", b"active_deadline_seconds", "affinity", b"affinity", "automount_service_account_token", b"automount_service_account_token", "containers", b"containers", "dns_policy", b"dns_policy", "host_network", b"host_network", "hostname", b"hostname", "init_containers", b"init_containers", "node_name", b"node_name", "node_selector", b"node_selector", "preemption_policy", b"preemption_policy", "priority", b"priority", "priority_class_name", b"priority_class_name", "restart_policy", b"restart_policy", "scheduler_name", b"scheduler_name", "service_account_name", b"service_account_name", "subdomain", b"subdomain", "termination_grace_period_seconds", b"termination_grace_period_seconds", "tolerations", b"tolerations", "topology_spread_constraints", b"topology_spread_constraints", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_automount_service_account_token", b"_automount_service_account_token", "_priority", b"_priority", "_termination_grace_period_seconds", b"_termination_grace_period_seconds", "active_deadline_seconds", b"active_deadline_seconds", "affinity", b"affinity", "automount_service_account_token", b"automount_service_account_token", "containers", b"containers", "dns_policy", b"dns_policy", "host_network", b"host_network", "hostname", b"hostname", "init_containers", b"init_containers", "node_name", b"node_name", "node_selector", b"node_selector", "preemption_policy", b"preemption_policy", "priority", b"priority", "priority_class_name", b"priority_class_name", "restart_policy", b"restart_policy", "scheduler_name", b"scheduler_name", "security_context", b"security_context", "service_account_name", b"service_account_name", "subdomain", b"subdomain", "termination_grace_period_seconds", b"termination_grace_period_seconds", "tolerations", b"tolerations", "topology_spread_constraints", b"topology_spread_constraints", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_deadline_seconds: _TypeAlias = _typing.Literal["active_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__active_deadline_seconds: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds"]  # noqa: Y015
@@ -633,6 +639,92 @@ class PodSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__termination_grace_period_seconds) -> _WhichOneofReturnType__termination_grace_period_seconds | None: ...
 
 Global___PodSpec: _TypeAlias = PodSpec  # noqa: Y015
+
+@_typing.final
+class PodSecurityContext(_message.Message):
+    """The pod-level user and groups; a container's SecurityContext overrides the user and group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_AS_USER_FIELD_NUMBER: _builtins.int
+    RUN_AS_GROUP_FIELD_NUMBER: _builtins.int
+    RUN_AS_NON_ROOT_FIELD_NUMBER: _builtins.int
+    SUPPLEMENTAL_GROUPS_FIELD_NUMBER: _builtins.int
+    FS_GROUP_FIELD_NUMBER: _builtins.int
+    run_as_user: _builtins.int
+    run_as_group: _builtins.int
+    run_as_non_root: _builtins.bool
+    fs_group: _builtins.int
+    """the group of the pod's volume files, added to every process"""
+    @_builtins.property
+    def supplemental_groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        run_as_user: _builtins.int | None = ...,
+        run_as_group: _builtins.int | None = ...,
+        run_as_non_root: _builtins.bool | None = ...,
+        supplemental_groups: _abc.Iterable[_builtins.int] | None = ...,
+        fs_group: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_fs_group", b"_fs_group", "_run_as_group", b"_run_as_group", "_run_as_non_root", b"_run_as_non_root", "_run_as_user", b"_run_as_user", "fs_group", b"fs_group", "run_as_group", b"run_as_group", "run_as_non_root", b"run_as_non_root", "run_as_user", b"run_as_user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fs_group", b"_fs_group", "_run_as_group", b"_run_as_group", "_run_as_non_root", b"_run_as_non_root", "_run_as_user", b"_run_as_user", "fs_group", b"fs_group", "run_as_group", b"run_as_group", "run_as_non_root", b"run_as_non_root", "run_as_user", b"run_as_user", "supplemental_groups", b"supplemental_groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__fs_group: _TypeAlias = _typing.Literal["fs_group"]  # noqa: Y015
+    _WhichOneofArgType__fs_group: _TypeAlias = _typing.Literal["_fs_group", b"_fs_group"]  # noqa: Y015
+    _WhichOneofReturnType__run_as_group: _TypeAlias = _typing.Literal["run_as_group"]  # noqa: Y015
+    _WhichOneofArgType__run_as_group: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group"]  # noqa: Y015
+    _WhichOneofReturnType__run_as_non_root: _TypeAlias = _typing.Literal["run_as_non_root"]  # noqa: Y015
+    _WhichOneofArgType__run_as_non_root: _TypeAlias = _typing.Literal["_run_as_non_root", b"_run_as_non_root"]  # noqa: Y015
+    _WhichOneofReturnType__run_as_user: _TypeAlias = _typing.Literal["run_as_user"]  # noqa: Y015
+    _WhichOneofArgType__run_as_user: _TypeAlias = _typing.Literal["_run_as_user", b"_run_as_user"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fs_group) -> _WhichOneofReturnType__fs_group | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_group) -> _WhichOneofReturnType__run_as_group | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_non_root) -> _WhichOneofReturnType__run_as_non_root | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_user) -> _WhichOneofReturnType__run_as_user | None: ...
+
+Global___PodSecurityContext: _TypeAlias = PodSecurityContext  # noqa: Y015
+
+@_typing.final
+class SecurityContext(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_AS_USER_FIELD_NUMBER: _builtins.int
+    RUN_AS_GROUP_FIELD_NUMBER: _builtins.int
+    RUN_AS_NON_ROOT_FIELD_NUMBER: _builtins.int
+    run_as_user: _builtins.int
+    run_as_group: _builtins.int
+    run_as_non_root: _builtins.bool
+    def __init__(
+        self,
+        *,
+        run_as_user: _builtins.int | None = ...,
+        run_as_group: _builtins.int | None = ...,
+        run_as_non_root: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group", "_run_as_non_root", b"_run_as_non_root", "_run_as_user", b"_run_as_user", "run_as_group", b"run_as_group", "run_as_non_root", b"run_as_non_root", "run_as_user", b"run_as_user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group", "_run_as_non_root", b"_run_as_non_root", "_run_as_user", b"_run_as_user", "run_as_group", b"run_as_group", "run_as_non_root", b"run_as_non_root", "run_as_user", b"run_as_user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__run_as_group: _TypeAlias = _typing.Literal["run_as_group"]  # noqa: Y015
+    _WhichOneofArgType__run_as_group: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group"]  # noqa: Y015
+    _WhichOneofReturnType__run_as_non_root: _TypeAlias = _typing.Literal["run_as_non_root"]  # noqa: Y015
+    _WhichOneofArgType__run_as_non_root: _TypeAlias = _typing.Literal["_run_as_non_root", b"_run_as_non_root"]  # noqa: Y015
+    _WhichOneofReturnType__run_as_user: _TypeAlias = _typing.Literal["run_as_user"]  # noqa: Y015
+    _WhichOneofArgType__run_as_user: _TypeAlias = _typing.Literal["_run_as_user", b"_run_as_user"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_group) -> _WhichOneofReturnType__run_as_group | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_non_root) -> _WhichOneofReturnType__run_as_non_root | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_user) -> _WhichOneofReturnType__run_as_user | None: ...
+
+Global___SecurityContext: _TypeAlias = SecurityContext  # noqa: Y015
 
 @_typing.final
 class TopologySpreadConstraint(_message.Message):
@@ -704,6 +796,7 @@ class Container(_message.Message):
     LIFECYCLE_FIELD_NUMBER: _builtins.int
     TERMINATION_MESSAGE_PATH_FIELD_NUMBER: _builtins.int
     TERMINATION_MESSAGE_POLICY_FIELD_NUMBER: _builtins.int
+    SECURITY_CONTEXT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     working_dir: _builtins.str
@@ -737,6 +830,8 @@ class Container(_message.Message):
     def startup_probe(self) -> Global___Probe: ...
     @_builtins.property
     def lifecycle(self) -> Global___Lifecycle: ...
+    @_builtins.property
+    def security_context(self) -> Global___SecurityContext: ...
     def __init__(
         self,
         *,
@@ -757,10 +852,11 @@ class Container(_message.Message):
         lifecycle: Global___Lifecycle | None = ...,
         termination_message_path: _builtins.str = ...,
         termination_message_policy: _builtins.str = ...,
+        security_context: Global___SecurityContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "resources", b"resources", "startup_probe", b"startup_probe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "resources", b"resources", "security_context", b"security_context", "startup_probe", b"startup_probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "env_from", b"env_from", "image", b"image", "image_pull_policy", b"image_pull_policy", "lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "resources", b"resources", "startup_probe", b"startup_probe", "termination_message_path", b"termination_message_path", "termination_message_policy", b"termination_message_policy", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "env_from", b"env_from", "image", b"image", "image_pull_policy", b"image_pull_policy", "lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "resources", b"resources", "security_context", b"security_context", "startup_probe", b"startup_probe", "termination_message_path", b"termination_message_path", "termination_message_policy", b"termination_message_policy", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
