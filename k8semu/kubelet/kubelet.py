@@ -233,7 +233,7 @@ class Kubelet:
         if recovered:
             log.info("pods found from an earlier run", count=len(recovered))
         for agent in self.agents.values():
-            agent.recovered = dict(recovered)
+            agent.adopt(recovered)
         if self.recorder is not None:
             self.recorder.start()
         self.nodes.add_event_handler(
@@ -266,6 +266,7 @@ class Kubelet:
             log.info("removing a pod no longer bound here", uid=uid)
             for agent in self.agents.values():
                 agent.recovered.pop(uid, None)
+                agent.release_ip(uid)
             await self.runtime.remove_pod(uid)
 
     async def stop(self, grace: float) -> None:

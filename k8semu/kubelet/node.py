@@ -37,7 +37,7 @@ from k8semu.client.events import EventRecorder
 from k8semu.kubelet import metrics as kubelet_metrics
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, referenced_names
-from k8semu.kubelet.ipam import FALLBACK_POD_IP, PodCIDRExhausted, PodIPAllocator
+from k8semu.kubelet.ipam import FALLBACK_POD_IP, PodIPAllocator
 from k8semu.kubelet.podworker import PodWorker
 from k8semu.kubelet.runtime import RecoveredPod, Runtime, VolumeFile
 from k8semu.kubelet.satoken import TokenMounter
@@ -139,6 +139,9 @@ class NodeAgent:
         kubelet_metrics.RUNNING.agents.add(self)
         self._pods: dict[str, core_pb2.Pod] = {}
         self._allocators: dict[str, PodIPAllocator] = {}
+        # IPs of pods found from an earlier run (not released): taken in every new allocator
+        # before any pod gets one, so a live pod's IP is never handed to a new pod.
+        self._held_ips: dict[str, str] = {}
         self._started = time.monotonic()
         self._cidr_changed = asyncio.Event()
         self._register_lock = asyncio.Lock()
@@ -328,6 +331,12 @@ class NodeAgent:
 
     # ---- PodHost ----
 
+    def adopt(self, recovered: dict[str, RecoveredPod]) -> None:
+        """Pods found from an earlier kubelet run: their workers adopt them, their IPs are
+        held (a pod that finished has none left: its IP was released)."""
+        self.recovered = dict(recovered)
+        self._held_ips = {uid: pod.pod_ip for uid, pod in recovered.items() if pod.pod_ip}
+
     def current_pod(self, uid: str) -> core_pb2.Pod | None:
         return self._pods.get(uid)
 
@@ -355,17 +364,16 @@ class NodeAgent:
         allocator = self._allocators.get(cidr)
         if allocator is None:
             allocator = self._allocators[cidr] = PodIPAllocator(cidr)
+            for held_uid, ip in self._held_ips.items():
+                allocator.reserve(held_uid, ip)
         uid = pod.metadata.uid
         for ip in (recovered_ip, pod.status.pod_ip):
             if ip and allocator.reserve(uid, ip):
                 return ip
-        try:
-            return allocator.allocate(uid)
-        except PodCIDRExhausted as exc:
-            log.warning("no pod IP left", pod=pod.metadata.name, error=str(exc))
-            raise
+        return allocator.allocate(uid)
 
     def release_ip(self, uid: str) -> None:
+        self._held_ips.pop(uid, None)
         for allocator in self._allocators.values():
             allocator.release(uid)
 

@@ -31,6 +31,7 @@ from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, NoCommand, PodFacts, command_line, container_env
 from k8semu.kubelet.eviction import SIZE_CHECK_INTERVAL, exceeded_size_limit
 from k8semu.kubelet.hooks import grace_after_hook, has_post_start, has_pre_stop, run_hook
+from k8semu.kubelet.ipam import PodCIDRExhausted
 from k8semu.kubelet.podstatus import (
     ContainerRecord,
     PodConditions,
@@ -60,6 +61,7 @@ log = get_logger(__name__)
 
 DEFAULT_GRACE = 30
 STATUS_RETRY = 0.5  # seconds before retrying a failed status write
+IP_RETRY = 1.0  # seconds before asking again for a pod IP when the node's range is full
 
 
 class PodHost(Protocol):
@@ -113,6 +115,8 @@ class PodWorker:
         self._terminating = False
         self._failed_init = False
         self._evicted = ""  # the eviction message: containers stopped, the pod Failed
+        self._no_ip = False  # waiting for a pod IP (the event said so once)
+        self._sandbox_gone = False  # the pod finished: leftovers killed, its IP released
         self._written: tuple[core_pb2.PodStatus, int] | None = None  # last status we wrote
         self._start_time = pod.status.start_time if pod.status.HasField("start_time") else None
         self._conditions = PodConditions(pod.status.conditions)
@@ -237,12 +241,10 @@ class PodWorker:
         self.pod = pod
         if self._evicted:
             await self._report()
+            await _end_sandbox(self)
             return False
-        if not self.pod_ip:
-            recovered_ip = self._recovered.pod_ip if self._recovered else ""
-            self.pod_ip = await self.host.pod_ip_for(pod, recovered_ip)
-            if self.host.current_pod(self.uid) is None:
-                return False  # deleted while waiting for an IP: the next sync terminates
+        if not self.pod_ip and not await _take_ip(self, pod):
+            return False
         if self._start_time is None:
             self._start_time = timestamps.time_at(time.time())
         now = self._loop.time()
@@ -270,6 +272,8 @@ class PodWorker:
                 await self._maybe_start(rec, now)
         await _check_size_limits(self)
         await self._report()
+        if _finished(self):
+            await _end_sandbox(self)
         return False
 
     async def _maybe_start(self, rec: ContainerRecord, now: float) -> None:
@@ -679,6 +683,51 @@ class PodWorker:
     @property
     def terminating(self) -> bool:
         return self._terminating
+
+
+async def _take_ip(worker: PodWorker, pod: core_pb2.Pod) -> bool:
+    """Give the pod its IP; False when it has none yet (the range is full: a retry is due;
+    or it was deleted meanwhile: the next sync terminates it)."""
+    if _finished(worker):
+        # It finished under an earlier kubelet: its IP (maybe another pod's now) stays in
+        # the status as history and is not taken again.
+        worker.pod_ip = pod.status.pod_ip
+        return True
+    recovered_ip = worker._recovered.pod_ip if worker._recovered else ""
+    try:
+        worker.pod_ip = await worker.host.pod_ip_for(pod, recovered_ip)
+    except PodCIDRExhausted as exc:  # until a finished or deleted pod frees one
+        worker._wake_at(worker._loop.time() + IP_RETRY)
+        if not worker._no_ip:
+            worker._event(WARNING, "FailedCreatePodSandBox", f"no pod IP: {exc}")
+        worker._no_ip = True
+        return False
+    return worker.host.current_pod(worker.uid) is not None
+
+
+def _finished(worker: PodWorker) -> bool:
+    """Every container ended for good: the pod is (or is about to be) Succeeded or
+    Failed, and nothing of it runs any more."""
+    if any(rec.handle is not None for rec in worker.records.values()):
+        return False
+    if worker._evicted:
+        return True
+    policy = worker.pod.spec.restart_policy or "Always"
+    phase = pod_phase(policy, worker.inits, worker.containers, failed_init=worker._failed_init)
+    return phase in ("Succeeded", "Failed")
+
+
+async def _end_sandbox(worker: PodWorker) -> None:
+    """Kubernetes' sandbox teardown of a finished pod: kill what its containers left,
+    then free its IP for new pods (`status.podIP` keeps it as history). The pod's
+    directory (its logs) and user stay until the pod is deleted."""
+    if worker._sandbox_gone:
+        return
+    await worker.host.runtime.end_pod(worker.uid)
+    worker.host.release_ip(worker.uid)
+    worker._sandbox_gone = True
+    log.info("pod finished: sandbox removed, IP released",
+             pod=f"{worker.namespace}/{worker.name}", ip=worker.pod_ip)  # fmt: skip
 
 
 async def _check_size_limits(worker: PodWorker) -> None:

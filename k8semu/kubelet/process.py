@@ -590,6 +590,34 @@ class ProcessRuntime:
             self._spawn(self._watch_adopted(handle, ticks, pump))
         return RecoveredContainer(name=name, restart_count=restart, handle=handle)
 
+    async def end_pod(self, uid: str) -> None:
+        """Kill what the pod's runs left (its cgroup; without cgroups, their sessions and
+        whatever runs as the pod's own user), then clear the IP in pod.json. The directory
+        (logs for `kubectl logs`) and the pod's user stay until `remove_pod`: files there
+        are that user's, so a new pod must not get the uid while they exist."""
+        base = self.pod_dir(uid)
+        await asyncio.to_thread(self._kill_leftovers, uid, base)
+        info = _read_json(base / _POD_FILE)
+        if info.get("podIP"):
+            info["podIP"] = ""
+            podusers.write_file(base / _POD_FILE, json.dumps(info).encode(), 0o644, None)
+
+    def _kill_leftovers(self, uid: str, base: Path) -> None:
+        if self.cgroups is not None:
+            self.cgroups.remove_pod(uid)
+        sids: set[int] = set()
+        for state_file in base.glob(f"*/{_STATE_FILE}"):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                sids.add(int(_read_json(state_file)["pid"]))
+        # A session's id is its leader's pid, never reused while the session has members;
+        # a live process with that pid is another one's (the leader ended): not this pod's.
+        sids = {sid for sid in sids if not (procfs.PROC / str(sid)).exists()}
+        user = self._pod_users.get(uid) if self.users is not None else None
+        owner = user.uid if user is not None and user.uid != 0 else None
+        for pid in procfs.members(sids, owner):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     async def remove_pod(self, uid: str) -> None:
         base = self.pod_dir(uid)
         for state_file in base.glob(f"*/{_STATE_FILE}"):

@@ -10,8 +10,9 @@ which counts shared pages in every process that maps them. Read only; signals no
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from k8semu.kubelet.runtime import Usage
@@ -55,12 +56,8 @@ def process_usage(pid: int, *, children: bool = False) -> Usage | None:
         return None
 
 
-def sessions(wanted: Iterable[int]) -> dict[int, list[list[str]]]:
-    """The stat fields of every live process of each session in `wanted`, by session id."""
-    want = set(wanted)
-    found: dict[int, list[list[str]]] = {sid: [] for sid in want}
-    if not want:
-        return found
+def _processes() -> Iterator[tuple[Path, list[str], int]]:
+    """(/proc entry, stat fields, session id) of every live process."""
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
@@ -71,8 +68,30 @@ def sessions(wanted: Iterable[int]) -> dict[int, list[list[str]]]:
             sid = int(fields[_SESSION])
         except ValueError:
             continue
+        yield entry, fields, sid
+
+
+def sessions(wanted: Iterable[int]) -> dict[int, list[list[str]]]:
+    """The stat fields of every live process of each session in `wanted`, by session id."""
+    want = set(wanted)
+    found: dict[int, list[list[str]]] = {sid: [] for sid in want}
+    if not want:
+        return found
+    for _, fields, sid in _processes():
         if sid in want:
             found[sid].append(fields)
+    return found
+
+
+def members(sids: Iterable[int], owner: int | None) -> list[int]:
+    """Live processes in one of the sessions `sids`, or owned by the user `owner` (a pod's
+    own user: nothing else runs as it), as pids."""
+    want = set(sids)
+    found: list[int] = []
+    for entry, _, sid in _processes():
+        with contextlib.suppress(OSError):
+            if sid in want or (owner is not None and entry.stat().st_uid == owner):
+                found.append(int(entry.name))
     return found
 
 

@@ -270,6 +270,12 @@ class Runtime(Protocol):
         """Pods found from an earlier kubelet run, by uid (live containers as handles)."""
         ...
 
+    async def end_pod(self, uid: str) -> None:
+        """The pod's containers ended for good (its sandbox goes): kill whatever they left
+        and forget its IP, so that a restarted kubelet does not take it again; its logs and
+        directory stay until `remove_pod`. Idempotent."""
+        ...
+
     async def remove_pod(self, uid: str) -> None:
         """Kill whatever is left of the pod and delete its directory."""
         ...

@@ -121,6 +121,9 @@ class SimulatedRuntime:
     def recover(self) -> dict[str, RecoveredPod]:
         return {}
 
+    async def end_pod(self, uid: str) -> None:
+        await self.remove_pod(uid)  # nothing on disk: only the modelled usage goes
+
     async def remove_pod(self, uid: str) -> None:
         with self._lock:
             for key in [k for k in self._cpu if k[0] == uid]:
