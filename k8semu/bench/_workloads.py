@@ -8,7 +8,7 @@ sts
     workload is ``k8semu.bench.statefulset``'s, which also runs alone.
 job
     a Job of ``--job-completions`` (1,000) pods at parallelism ``--job-parallelism`` (50),
-    each running ``/bin/true`` as a real process on ``--job-nodes`` (5) process-runtime
+    each running ``/bin/true`` as a real process on ``--job-nodes`` (3) process-runtime
     nodes (hollow pods never finish): completions per second, from the Job's create to
     status.succeeded == completions (polled every 100 ms). Five nodes, because the kubelet
     keeps a finished pod's IP until the pod is deleted and a node's /24 has 253: on three

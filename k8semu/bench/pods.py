@@ -19,7 +19,7 @@ c
 sts, job
     pods made by controllers: a StatefulSet of ``--sts-replicas`` (100, OrderedReady; time
     to all ready) and a Job of ``--job-completions`` (1,000) at ``--job-parallelism`` (50)
-    on ``--job-nodes`` (5) process-runtime nodes (completions/s); ``k8semu.bench._workloads``.
+    on ``--job-nodes`` (3) process-runtime nodes (completions/s); ``k8semu.bench._workloads``.
 
 Pod startup is Kubernetes' SLI: from the pod's creation to a watcher seeing it Running. Here
 "created" is the client's wall-clock time when it sent the create (creationTimestamp only has
@@ -123,7 +123,7 @@ class PodsBenchOptions:
     sts_nodes: int = 20
     job_completions: int = 1000
     job_parallelism: int = 50
-    job_nodes: int = 5  # the kubelet keeps a finished pod's IP: 253 per node
+    job_nodes: int = 3  # the default cluster's node count
     writers: int = 64
     store_replicas: int = 3
     timeout: float = 300.0  # for the pods to run, per scenario
