@@ -9,6 +9,13 @@ Like `k8semu up`, it waits until the Node is Ready, then supervises in the
 foreground (Ctrl-C stops both, and the node's pods) or, with --detach, leaves them running;
 `k8semu status/down --state-dir DIR` work on it (default state dir: that of cluster
 `join-<node name>`). Exit status as `k8semu up`'s.
+
+    k8semu join --server HOST:HTTPS_PORT --token ID.SECRET
+                --discovery-token-ca-cert-hash sha256:HEX --ca-dir DIR ...
+
+is kubeadm's discovery (`k8semu token create --print-join-command` prints it): the API
+servers and the CA come from kube-public/cluster-info, read with the token and checked
+against the pinned CA hash (k8semu/cluster/clusterinfo.py); nothing is written on a mismatch.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from k8semu import pki
 from k8semu.cli._cluster import available_commands, run_launcher, say
 from k8semu.cluster.config import (
     DEFAULT_CAPACITY,
@@ -51,8 +59,24 @@ def _parser() -> argparse.ArgumentParser:
         prog="k8semu join",
         description="Start a kubelet and a proxy on this host against a running control plane.",
     )
-    p.add_argument("--server", required=True, help="API servers, HOST:PORT[,HOST:PORT]")
+    p.add_argument(
+        "--server",
+        required=True,
+        help="API servers, HOST:PORT[,HOST:PORT]; with --token: one API server's HTTPS (REST)"
+        " address, the others are discovered",
+    )
     p.add_argument("--ca-dir", type=Path, help=_CA_DIR_HELP)
+    p.add_argument(
+        "--token",
+        help="a bootstrap token ID.SECRET (`k8semu token create`): discovery reads the cluster"
+        " CA and API servers with it (kubeadm's); needs --discovery-token-ca-cert-hash",
+    )
+    p.add_argument(
+        "--discovery-token-ca-cert-hash",
+        metavar="sha256:HEX",
+        help="the cluster CA's public key hash (`k8semu token create --print-join-command`"
+        " prints it): discovery stops unless the server's CA has it",
+    )
     p.add_argument("--node-name", help="the Node's name (default: this host's name)")
     p.add_argument(
         "--node-ip",
@@ -126,12 +150,46 @@ def _local_address(server: str) -> str:
         return str(s.getsockname()[0])
 
 
+def _discover(ns: argparse.Namespace, servers: tuple[str, ...]) -> tuple[str, ...]:
+    """With --token: the API servers' gRPC addresses from the cluster-info of the one HTTPS
+    address given, whose CA has the pinned hash and must be --ca-dir's (until the node's
+    certificates come from CertificateSigningRequests); without: `servers` as given."""
+    from k8semu.apiserver.auth import bootstrap
+    from k8semu.cluster import clusterinfo
+
+    if ns.token is None:
+        if ns.discovery_token_ca_cert_hash is not None:
+            raise ClusterConfigError(clusterinfo.PIN_FLAG, "given without --token")
+        return servers
+    if not bootstrap.TOKEN.fullmatch(ns.token):
+        raise ClusterConfigError("--token", "expected ID.SECRET ([a-z0-9]{6}.[a-z0-9]{16})")
+    if ns.discovery_token_ca_cert_hash is None:
+        raise ClusterConfigError(clusterinfo.PIN_FLAG, "required with --token")
+    if len(servers) != 1:
+        raise ClusterConfigError("--server", "with --token: one API server's HTTPS address")
+    try:
+        pin = clusterinfo.parse_pin(ns.discovery_token_ca_cert_hash)
+        info = clusterinfo.discover(servers[0], ns.token, pin)
+    except (ValueError, clusterinfo.DiscoveryError) as exc:
+        raise ClusterConfigError("discovery", str(exc)) from None
+    if ns.ca_dir is None:
+        raise ClusterConfigError(
+            "--token",
+            "the cluster is verified, but signing this node's certificates through"
+            " CertificateSigningRequests is not there yet: give --ca-dir too",
+        )
+    if pki.pem_bytes(ns.ca_dir / "ca.crt") != info.ca:
+        raise ClusterConfigError("--ca-dir", "its ca.crt is not the discovered cluster CA")
+    return info.servers
+
+
 def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     servers = tuple(s.strip() for s in ns.server.split(",") if s.strip())
     try:
         if not servers or any(not re.fullmatch(r"[^\s:]+:\d+", s) for s in servers):
             raise ClusterConfigError("--server", f"{ns.server!r}: expected HOST:PORT[,HOST:PORT]")
+        servers = _discover(ns, servers)
         timings, launcher_spec = TimingsSpec(), LauncherSpec()
         if ns.config is not None:
             config = parse_config(ns.config.read_text(encoding="utf-8"), source=str(ns.config))
@@ -153,7 +211,7 @@ def main(argv: Sequence[str]) -> int:
     except ClusterConfigError as exc:
         print(f"k8semu join: {_as_flags(str(exc))}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, pki.PKIError) as exc:
         print(f"k8semu join: {exc}", file=sys.stderr)
         return 2
     cluster = f"join-{node.name}"
@@ -161,7 +219,6 @@ def main(argv: Sequence[str]) -> int:
     context = NodeContext(servers=servers, timings=timings)
     components = plan_node(node, context, state_dir, sys.executable)
     if ns.ca_dir is not None:
-        from k8semu import pki
         from k8semu.cluster import certs
 
         try:
