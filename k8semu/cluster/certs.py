@@ -149,8 +149,14 @@ class PKIPaths:
         )  # fmt: skip
 
     def controller_manager_flags(self) -> tuple[str, ...]:
-        """The cluster CA for the root-ca-cert-publisher (kube-root-ca.crt ConfigMaps)."""
-        return ("--root-ca-file", str(self.root / "ca.crt"))
+        """The cluster CA for the root-ca-cert-publisher (kube-root-ca.crt ConfigMaps) and
+        csrsigning (the certificates of nodes that join by token)."""
+        ca = str(self.root / "ca.crt")
+        return (
+            "--root-ca-file", ca,
+            "--cluster-signing-cert-file", ca,
+            "--cluster-signing-key-file", str(self.root / "ca.key"),
+        )  # fmt: skip
 
     def kubeconfig_flags(self, name: str) -> tuple[str, ...]:
         return ("--kubeconfig", str(self.kubeconfig(name)))

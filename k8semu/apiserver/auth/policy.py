@@ -103,6 +103,14 @@ def _components() -> dict[str, list[rbac_pb2.PolicyRule]]:
             rule(("patch",), ("",), ("nodes",)),
             rule(("create", "update", "patch"), ("",), ("events",)),
         ],
+        # kubeadm's bootstrappers (`k8semu join --token`): ask for the node's certificates.
+        "system:node-bootstrapper": [
+            rule(
+                ("create", "get", "list", "watch"),
+                ("certificates.k8s.io",),
+                ("certificatesigningrequests",),
+            ),
+        ],
         # The built-in ingress controller runs in each node's proxy, as system:kube-proxy
         # (docs/proxy.md, "Ingress"): what ingress-nginx's role grants it.
         "system:k8semu:ingress-controller": [
@@ -147,6 +155,7 @@ _BINDINGS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("system:kube-scheduler", (("User", "system:kube-scheduler"),)),
     ("system:kube-controller-manager", (("User", "system:kube-controller-manager"),)),
     ("system:node-proxier", (("User", "system:kube-proxy"),)),
+    ("system:node-bootstrapper", (("Group", "system:bootstrappers"),)),
     ("system:k8semu:ingress-controller", (("User", "system:kube-proxy"),)),
 )
 
