@@ -12,6 +12,8 @@ key encipherment), DNS names and IP addresses only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -102,17 +104,21 @@ def problem(csr: CSR) -> str | None:
     return None
 
 
-def auto_approvable(csr: CSR) -> bool:
+def auto_approvable(csr: CSR, registered: Callable[[str], bool]) -> bool:
     """Whether the approver approves `csr`: a signable request of the kubelet client signer
-    for the requester's own node or from a bootstrapper, of the kube-apiserver client signer
-    from a bootstrapper, or of the kubelet serving signer from that node itself."""
+    for the requester's own node, or from a bootstrapper for a node not `registered` yet (a
+    token must not mint the identity of a node that runs: k8semu's rule, Kubernetes leaves
+    it to the token's holder); of the kube-apiserver client signer from a bootstrapper; or of
+    the kubelet serving signer from that node itself."""
     spec = csr.spec
     if problem(csr) is not None:
         return False
     cn, _ = subject(parse_request(spec.request))
     bootstrapper = BOOTSTRAPPERS in spec.groups
     if spec.signer_name == KUBELET_CLIENT:
-        return bootstrapper or (spec.username == cn and NODES in spec.groups)
+        if spec.username == cn and NODES in spec.groups:
+            return True
+        return bootstrapper and not registered(cn.removeprefix(NODE_PREFIX))
     if spec.signer_name == APISERVER_CLIENT:
         return bootstrapper
     if spec.signer_name == KUBELET_SERVING:

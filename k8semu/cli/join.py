@@ -27,6 +27,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from k8semu import pki
 from k8semu.cli._cluster import available_commands, run_launcher, say
@@ -43,9 +44,17 @@ from k8semu.cluster.config import (
     parse_config,
 )
 from k8semu.cluster.errors import ClusterConfigError
+from k8semu.cluster.joincerts import JoinError
 from k8semu.cluster.launcher import Launcher, StopFlag
 from k8semu.cluster.plan import NodeContext, Plan, plan_node, secured
 from k8semu.cluster.state import default_state_dir
+
+if TYPE_CHECKING:
+    from k8semu.cluster.certs import PKIPaths
+    from k8semu.cluster.clusterinfo import ClusterInfo
+
+#: How long join waits for its CertificateSigningRequests to be approved and signed.
+CSR_TIMEOUT_S = 60.0
 
 _CA_DIR_HELP = (
     "a copy of the cluster CA (ca.crt and ca.key from <state-dir>/pki of the host that ran"
@@ -150,17 +159,16 @@ def _local_address(server: str) -> str:
         return str(s.getsockname()[0])
 
 
-def _discover(ns: argparse.Namespace, servers: tuple[str, ...]) -> tuple[str, ...]:
-    """With --token: the API servers' gRPC addresses from the cluster-info of the one HTTPS
-    address given, whose CA has the pinned hash and must be --ca-dir's (until the node's
-    certificates come from CertificateSigningRequests); without: `servers` as given."""
+def _discover(ns: argparse.Namespace, servers: tuple[str, ...]) -> ClusterInfo | None:
+    """With --token: the cluster-info of the one HTTPS address given, whose CA has the
+    pinned hash (and is --ca-dir's, when given); None without --token."""
     from k8semu.apiserver.auth import bootstrap
     from k8semu.cluster import clusterinfo
 
     if ns.token is None:
         if ns.discovery_token_ca_cert_hash is not None:
             raise ClusterConfigError(clusterinfo.PIN_FLAG, "given without --token")
-        return servers
+        return None
     if not bootstrap.TOKEN.fullmatch(ns.token):
         raise ClusterConfigError("--token", "expected ID.SECRET ([a-z0-9]{6}.[a-z0-9]{16})")
     if ns.discovery_token_ca_cert_hash is None:
@@ -172,15 +180,24 @@ def _discover(ns: argparse.Namespace, servers: tuple[str, ...]) -> tuple[str, ..
         info = clusterinfo.discover(servers[0], ns.token, pin)
     except (ValueError, clusterinfo.DiscoveryError) as exc:
         raise ClusterConfigError("discovery", str(exc)) from None
-    if ns.ca_dir is None:
-        raise ClusterConfigError(
-            "--token",
-            "the cluster is verified, but signing this node's certificates through"
-            " CertificateSigningRequests is not there yet: give --ca-dir too",
-        )
-    if pki.pem_bytes(ns.ca_dir / "ca.crt") != info.ca:
+    if ns.ca_dir is not None and pki.pem_bytes(ns.ca_dir / "ca.crt") != info.ca:
         raise ClusterConfigError("--ca-dir", "its ca.crt is not the discovered cluster CA")
-    return info.servers
+    return info
+
+
+def _certificates(
+    ns: argparse.Namespace, info: ClusterInfo | None, state_dir: Path, node: NodeSpec,
+    servers: tuple[str, ...],
+) -> PKIPaths | None:  # fmt: skip
+    """The node's certificates: signed with --ca-dir's CA, or by CertificateSigningRequests
+    (--token); None for a plain cluster."""
+    from k8semu.cluster import certs, joincerts
+
+    if ns.ca_dir is not None:
+        return certs.ensure_node(ns.ca_dir, state_dir, node.name, node.node_ip, servers)
+    if info is None:
+        return None
+    return joincerts.request_node(info, ns.token, state_dir, node.name, node.node_ip, CSR_TIMEOUT_S)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -189,7 +206,8 @@ def main(argv: Sequence[str]) -> int:
     try:
         if not servers or any(not re.fullmatch(r"[^\s:]+:\d+", s) for s in servers):
             raise ClusterConfigError("--server", f"{ns.server!r}: expected HOST:PORT[,HOST:PORT]")
-        servers = _discover(ns, servers)
+        info = _discover(ns, servers)
+        servers = info.servers if info is not None else servers
         timings, launcher_spec = TimingsSpec(), LauncherSpec()
         if ns.config is not None:
             config = parse_config(ns.config.read_text(encoding="utf-8"), source=str(ns.config))
@@ -218,14 +236,15 @@ def main(argv: Sequence[str]) -> int:
     state_dir = (ns.state_dir or default_state_dir(cluster, os.environ)).resolve()
     context = NodeContext(servers=servers, timings=timings)
     components = plan_node(node, context, state_dir, sys.executable)
-    if ns.ca_dir is not None:
-        from k8semu.cluster import certs
-
-        try:
-            paths = certs.ensure_node(ns.ca_dir, state_dir, node.name, node.node_ip, servers)
-        except (pki.PKIError, OSError) as exc:
-            print(f"k8semu join: --ca-dir: {exc}", file=sys.stderr)
-            return 2
+    try:
+        paths = _certificates(ns, info, state_dir, node, servers)
+    except (pki.PKIError, OSError) as exc:
+        print(f"k8semu join: {'--ca-dir: ' if ns.ca_dir else ''}{exc}", file=sys.stderr)
+        return 2
+    except JoinError as exc:
+        print(f"k8semu join: {exc}", file=sys.stderr)
+        return 1
+    if paths is not None:
         components = [secured(c, paths) for c in components]
     commands = available_commands()
     missing = sorted({c.command for c in components if c.command not in commands})
@@ -240,7 +259,7 @@ def main(argv: Sequence[str]) -> int:
         components=tuple(components),
         api_servers=servers,
         launcher=launcher_spec,
-        tls=ns.ca_dir is not None,
+        tls=paths is not None,
     )
     stop = StopFlag()
     launcher = Launcher(plan, state_dir, say=say, stop=stop, detach=ns.detach)

@@ -23,7 +23,7 @@ from k8semu.client import Conflict, NotFound
 from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers.context import ControllerContext, run_when_synced
 from k8semu.log import get_logger
-from k8semu.pb.api.v1 import certificates_pb2
+from k8semu.pb.api.v1 import certificates_pb2, core_pb2
 
 log = get_logger(__name__)
 CSR = certificates_pb2.CertificateSigningRequest
@@ -81,8 +81,17 @@ def _with_condition(obj: CSR, kind: str, reason: str, message: str) -> CSR:
 class CSRApprovingController(_Loop):
     name = "csrapproving"
 
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.nodes = ctx.informers.informer(core_pb2.Node)
+
+    def _registered(self, node: str) -> bool:
+        return self.nodes.cache.get(node) is not None
+
     def decide(self, obj: CSR) -> CSR | None:
-        if csrs.condition(obj, csrs.APPROVED) or not csrs.auto_approvable(obj):
+        if csrs.condition(obj, csrs.APPROVED):
+            return None
+        if not csrs.auto_approvable(obj, self._registered):
             return None
         return _with_condition(
             obj, csrs.APPROVED, "AutoApproved", f"Auto approving {obj.spec.signer_name} request"
