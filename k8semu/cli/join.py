@@ -11,11 +11,13 @@ foreground (Ctrl-C stops both, and the node's pods) or, with --detach, leaves th
 `join-<node name>`). Exit status as `k8semu up`'s.
 
     k8semu join --server HOST:HTTPS_PORT --token ID.SECRET
-                --discovery-token-ca-cert-hash sha256:HEX --ca-dir DIR ...
+                --discovery-token-ca-cert-hash sha256:HEX ...
 
-is kubeadm's discovery (`k8semu token create --print-join-command` prints it): the API
-servers and the CA come from kube-public/cluster-info, read with the token and checked
-against the pinned CA hash (k8semu/cluster/clusterinfo.py); nothing is written on a mismatch.
+is kubeadm's discovery and TLS bootstrap (`k8semu token create --print-join-command` prints
+it): the API servers and the CA come from kube-public/cluster-info, read with the token and
+checked against the pinned CA hash (k8semu/cluster/clusterinfo.py), and the node's
+certificates from CertificateSigningRequests (k8semu/cluster/joincerts.py); nothing is
+written when either fails.
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ def _certificates(
     servers: tuple[str, ...],
 ) -> PKIPaths | None:  # fmt: skip
     """The node's certificates: signed with --ca-dir's CA, or by CertificateSigningRequests
-    (--token); None for a plain cluster."""
+    (--token); None for a plain cluster (neither flag)."""
     from k8semu.cluster import certs, joincerts
 
     if ns.ca_dir is not None:

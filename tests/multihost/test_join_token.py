@@ -1,8 +1,11 @@
-"""`k8semu join --token` (kubeadm's discovery): a TLS cluster from `k8semu up` publishes
-kube-public/cluster-info; `token create --print-join-command` prints the join command with
-the CA's hash; a second state dir on this machine joins with it (and --ca-dir, for the
-certificates) and runs a pod; a wrong hash, an unknown or expired token, or a missing
---ca-dir stop join before it writes anything; the token reads cluster-info and nothing else.
+"""`k8semu join --token` (kubeadm's discovery and TLS bootstrap): a TLS cluster from `k8semu
+up` publishes kube-public/cluster-info; `token create --print-join-command` prints the join
+command with the CA's hash; a second state dir on this machine joins with it alone (its
+certificates by CertificateSigningRequests, no CA key) and runs a pod whose log the API
+server reads from its kubelet; a wrong hash, an unknown or expired token, another CA's
+--ca-dir stop join before it writes anything; the token reads cluster-info and nothing else;
+requests a bootstrapper or a node may not have (a registered node's name, server usages,
+another signer's subject, another node's name) stay unsigned while a good one is signed.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import base64
 import hashlib
 import json
 import re
-import shutil
 import ssl
 import subprocess
 import urllib.error
@@ -19,13 +21,23 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from k8semu import pki
+from k8semu.api.csr import APISERVER_CLIENT as CLIENT
+from k8semu.api.csr import KUBELET_CLIENT as KUBELET
+from k8semu.api.csr import KUBELET_SERVING as SERVING
 from k8semu.cluster import clusterinfo
 from tests.support.cluster import k8semu, until, up_detached, user_env, write_config
 
 START_S = 120.0
+CSRS = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,30 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for joined in tmp.glob("join-*"):
             k8semu(env, "down", "--state-dir", joined, timeout=120)
         k8semu(env, "down", "--state-dir", state, timeout=120)
+
+
+class _Rest:
+    """JSON requests to the API server's HTTPS port with a token or a client certificate."""
+
+    def __init__(
+        self, server: str, ca: str, *, token: str = "", cert: tuple[Path, Path] | None = None
+    ) -> None:
+        self.base, self.ctx = f"https://{server}", ssl.create_default_context(cafile=ca)
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        if cert:
+            self.ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+
+    def call(self, method: str, path: str, doc: Any = None) -> tuple[int, Any]:
+        data = None if doc is None else json.dumps(doc).encode()
+        req = urllib.request.Request(self.base + path, data, self.headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30, context=self.ctx) as r:
+                code, raw = int(r.status), r.read()
+        except urllib.error.HTTPError as exc:
+            code, raw = exc.code, exc.read()
+        return code, json.loads(raw) if raw else None
 
 
 def _join_command(c: Cluster) -> list[str]:
@@ -92,17 +128,10 @@ def test_the_pin_is_the_hash_of_the_ca_public_key(cluster: Cluster) -> None:
 def test_the_token_reads_cluster_info_only(cluster: Cluster) -> None:
     args = _join_command(cluster)
     server, token = _flag(args, "--server"), _flag(args, "--token")
-    ctx = ssl.create_default_context(cafile=str(cluster.state / "pki" / "ca.crt"))
+    rest = _Rest(server, str(cluster.state / "pki" / "ca.crt"), token=token)
 
     def get(path: str) -> int:
-        req = urllib.request.Request(
-            f"https://{server}{path}", headers={"Authorization": f"Bearer {token}"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
+        return rest.call("GET", path)[0]
 
     assert get("/api/v1/namespaces/kube-public/configmaps/cluster-info") == 200
     assert get("/api/v1/namespaces/kube-public/configmaps") == 403
@@ -110,6 +139,7 @@ def test_the_token_reads_cluster_info_only(cluster: Cluster) -> None:
 
 
 def test_refusals_write_nothing(cluster: Cluster) -> None:
+    pki.CertificateAuthority.load_or_create(cluster.tmp / "other-ca")
     args = _join_command(cluster)
     pin, token = _flag(args, clusterinfo.PIN_FLAG), _flag(args, "--token")
     other = "sha256:" + "0" * 64
@@ -118,7 +148,7 @@ def test_refusals_write_nothing(cluster: Cluster) -> None:
          f"has public key hash {pin}, not the pinned {other}"),
         ([a if a != token else "abcdef.0123456789abcdef" for a in args],
          "refused the token (401)"),
-        (args, "give --ca-dir too"),
+        ([*args, "--ca-dir", cluster.tmp / "other-ca"], "its ca.crt is not the discovered"),
         (args[:4], "--discovery-token-ca-cert-hash: required with --token"),
         ([*args[:2], "--token", "nope", *args[4:]], "--token: expected ID.SECRET"),
     ]  # fmt: skip
@@ -146,24 +176,81 @@ def test_refusals_write_nothing(cluster: Cluster) -> None:
 
 def test_a_node_joins_by_token_and_runs_a_pod(cluster: Cluster) -> None:
     args = _join_command(cluster)
-    ca_dir = cluster.tmp / "ca-copy"
-    ca_dir.mkdir()
-    for name in ("ca.crt", "ca.key"):
-        shutil.copy(cluster.state / "pki" / name, ca_dir / name)
-    joined = _join(cluster, args, "j1", "--ca-dir", ca_dir, "--detach")
+    joined = _join(cluster, args, "j1", "--detach")
     assert joined.returncode == 0, joined.stdout + joined.stderr
+    node_pki = cluster.tmp / "join-j1" / "pki"
+    assert (node_pki / "kubelet-j1.crt").exists() and not (node_pki / "ca.key").exists()
     pod = (
         "apiVersion: v1\nkind: Pod\nmetadata: {name: on-j1}\nspec: {nodeName: j1,"
-        " containers: [{name: c, image: k8semu/process, command: [sleep, '600']}]}\n"
+        " containers: [{name: c, image: k8semu/process,"
+        " command: [sh, -c, 'echo hi; sleep 600']}]}\n"
     )
-    made = subprocess.run(
-        ["kubectl", "--kubeconfig", str(cluster.state / "kubeconfig"), "apply", "-f", "-"],
-        input=pod, capture_output=True, text=True, timeout=60,
+    assert _kubectl(cluster, "apply", "-f", "-", stdin=pod).returncode == 0
+
+    def logged() -> bool | None:
+        got = _kubectl(cluster, "logs", "on-j1")  # the API server to the node's serving cert
+        return True if got.returncode == 0 and got.stdout.strip() == "hi" else None
+
+    until("the pod on the joined node logging", logged, timeout=60)
+    csrs = _kubectl(cluster, "get", "csr").stdout
+    assert csrs.count("Approved,Issued") == 3, csrs
+
+
+def _kubectl(c: Cluster, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(c.state / "kubeconfig"), *args],
+        input=stdin, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert made.returncode == 0, made.stderr
 
-    def running() -> bool | None:
-        got = k8semu(cluster.env, "get", "pod", "on-j1", "-o", "json")
-        return True if got.returncode == 0 and '"Running"' in got.stdout else None
 
-    until("the pod on the joined node running", running, timeout=60)
+def _csr(
+    name: str, cn: str, orgs: tuple[str, ...], signer: str, usages: list[str]
+) -> dict[str, Any]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    req = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
+    pem = req.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    spec = {"request": base64.b64encode(pem).decode(), "signerName": signer, "usages": usages}
+    spec |= {"username": "kubernetes-admin", "groups": ["system:masters"]}  # not kept
+    return {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"name": name}, "spec": spec}  # fmt: skip
+
+
+def test_requests_beyond_a_joiners_rights_are_not_signed(cluster: Cluster) -> None:
+    """After the join above (j1 is registered)."""
+    args = _join_command(cluster)
+    server, token = _flag(args, "--server"), _flag(args, "--token")
+    ca = str(cluster.state / "pki" / "ca.crt")
+    as_token = _Rest(server, ca, token=token)
+    j1 = cluster.tmp / "join-j1" / "pki"
+    as_node = _Rest(server, ca, cert=(j1 / "kubelet-j1.crt", j1 / "kubelet-j1.key"))
+    node = ("digital signature", "client auth")
+    refused = [
+        (as_token, _csr("registered", "system:node:j1", ("system:nodes",), KUBELET, [*node])),
+        (as_token, _csr("server-usage", "system:node:j7", ("system:nodes",), KUBELET,
+                        ["digital signature", "server auth"])),
+        (as_token, _csr("admin", "kubernetes-admin", ("system:masters",), CLIENT, [*node])),
+        (as_token, _csr("serving", "system:node:j7", ("system:nodes",), SERVING,
+                        ["server auth"])),
+        (as_node, _csr("other-node", "system:node:j8", ("system:nodes",), KUBELET, [*node])),
+    ]  # fmt: skip
+    for rest, doc in refused:
+        code, body = rest.call("POST", CSRS, doc)
+        assert code == 201, body
+        assert body["spec"]["username"] != "kubernetes-admin"
+        assert "system:masters" not in body["spec"]["groups"]
+    code, body = as_token.call("POST", CSRS, _csr("good", "system:node:j7", ("system:nodes",),
+                                                  KUBELET, [*node]))  # fmt: skip
+    assert code == 201, body
+
+    def issued() -> bool | None:
+        code, body = as_token.call("GET", f"{CSRS}/good")
+        return True if code == 200 and body.get("status", {}).get("certificate") else None
+
+    until("the good request signed", issued, timeout=30)
+    for _, doc in refused:
+        code, body = as_token.call("GET", f"{CSRS}/{doc['metadata']['name']}")
+        assert code == 200, body
+        assert not body.get("status", {}).get("certificate"), body
+        assert not body.get("status", {}).get("conditions"), body  # pending, as Kubernetes
