@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from k8semu.pb.api.v1 import meta_pb2 as k8semu_dot_api_dot_v1_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n k8semu/api/v1/certificates.proto\x12\rk8semu.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18k8semu/api/v1/meta.proto\"\xe7\x01\n\x19\x43\x65rtificateSigningRequest\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12:\n\x04spec\x18\x04 \x01(\x0b\x32,.k8semu.api.v1.CertificateSigningRequestSpec\x12>\n\x06status\x18\x05 \x01(\x0b\x32..k8semu.api.v1.CertificateSigningRequestStatus\"\xbc\x01\n\x1d\x43\x65rtificateSigningRequestSpec\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x13\n\x0bsigner_name\x18\x02 \x01(\t\x12\x1f\n\x12\x65xpiration_seconds\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06usages\x18\x04 \x03(\t\x12\x10\n\x08username\x18\x05 \x01(\t\x12\x0b\n\x03uid\x18\x06 \x01(\t\x12\x0e\n\x06groups\x18\x07 \x03(\tB\x15\n\x13_expiration_seconds\"}\n\x1f\x43\x65rtificateSigningRequestStatus\x12\x45\n\nconditions\x18\x01 \x03(\x0b\x32\x31.k8semu.api.v1.CertificateSigningRequestCondition\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\"\xd3\x01\n\"CertificateSigningRequestCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x34\n\x10last_update_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14last_transition_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x1d\x43\x65rtificateSigningRequestList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12\x37\n\x05items\x18\x04 \x03(\x0b\x32(.k8semu.api.v1.CertificateSigningRequestb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n k8semu/api/v1/certificates.proto\x12\rk8semu.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18k8semu/api/v1/meta.proto\"\xe7\x01\n\x19\x43\x65rtificateSigningRequest\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.k8semu.api.v1.ObjectMeta\x12:\n\x04spec\x18\x04 \x01(\x0b\x32,.k8semu.api.v1.CertificateSigningRequestSpec\x12>\n\x06status\x18\x05 \x01(\x0b\x32..k8semu.api.v1.CertificateSigningRequestStatus\"\xa6\x01\n\x1d\x43\x65rtificateSigningRequestList\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.k8semu.api.v1.ListMeta\x12\x37\n\x05items\x18\x04 \x03(\x0b\x32(.k8semu.api.v1.CertificateSigningRequest\"\xbc\x01\n\x1d\x43\x65rtificateSigningRequestSpec\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x13\n\x0bsigner_name\x18\x02 \x01(\t\x12\x1f\n\x12\x65xpiration_seconds\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06usages\x18\x04 \x03(\t\x12\x10\n\x08username\x18\x05 \x01(\t\x12\x0b\n\x03uid\x18\x06 \x01(\t\x12\x0e\n\x06groups\x18\x07 \x03(\tB\x15\n\x13_expiration_seconds\"}\n\x1f\x43\x65rtificateSigningRequestStatus\x12\x45\n\nconditions\x18\x01 \x03(\x0b\x32\x31.k8semu.api.v1.CertificateSigningRequestCondition\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\"\xd3\x01\n\"CertificateSigningRequestCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x34\n\x10last_update_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CERTIFICATESIGNINGREQUEST']._serialized_start=111
   _globals['_CERTIFICATESIGNINGREQUEST']._serialized_end=342
-  _globals['_CERTIFICATESIGNINGREQUESTSPEC']._serialized_start=345
-  _globals['_CERTIFICATESIGNINGREQUESTSPEC']._serialized_end=533
-  _globals['_CERTIFICATESIGNINGREQUESTSTATUS']._serialized_start=535
-  _globals['_CERTIFICATESIGNINGREQUESTSTATUS']._serialized_end=660
-  _globals['_CERTIFICATESIGNINGREQUESTCONDITION']._serialized_start=663
-  _globals['_CERTIFICATESIGNINGREQUESTCONDITION']._serialized_end=874
-  _globals['_CERTIFICATESIGNINGREQUESTLIST']._serialized_start=877
-  _globals['_CERTIFICATESIGNINGREQUESTLIST']._serialized_end=1043
+  _globals['_CERTIFICATESIGNINGREQUESTLIST']._serialized_start=345
+  _globals['_CERTIFICATESIGNINGREQUESTLIST']._serialized_end=511
+  _globals['_CERTIFICATESIGNINGREQUESTSPEC']._serialized_start=514
+  _globals['_CERTIFICATESIGNINGREQUESTSPEC']._serialized_end=702
+  _globals['_CERTIFICATESIGNINGREQUESTSTATUS']._serialized_start=704
+  _globals['_CERTIFICATESIGNINGREQUESTSTATUS']._serialized_end=829
+  _globals['_CERTIFICATESIGNINGREQUESTCONDITION']._serialized_start=832
+  _globals['_CERTIFICATESIGNINGREQUESTCONDITION']._serialized_end=1043
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,36 @@ class CertificateSigningRequest(_message.Message):
 Global___CertificateSigningRequest: _TypeAlias = CertificateSigningRequest  # noqa: Y015
 
 @_typing.final
+class CertificateSigningRequestList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_VERSION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    api_version: _builtins.str
+    kind: _builtins.str
+    @_builtins.property
+    def metadata(self) -> _meta_pb2.ListMeta: ...
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CertificateSigningRequest]: ...
+    def __init__(
+        self,
+        *,
+        api_version: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        metadata: _meta_pb2.ListMeta | None = ...,
+        items: _abc.Iterable[Global___CertificateSigningRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "items", b"items", "kind", b"kind", "metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertificateSigningRequestList: _TypeAlias = CertificateSigningRequestList  # noqa: Y015
+
+@_typing.final
 class CertificateSigningRequestSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -132,11 +162,11 @@ class CertificateSigningRequestCondition(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATE_TIME_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    LAST_TRANSITION_TIME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
-    LAST_UPDATE_TIME_FIELD_NUMBER: _builtins.int
-    LAST_TRANSITION_TIME_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     status: _builtins.str
     reason: _builtins.str
@@ -149,11 +179,11 @@ class CertificateSigningRequestCondition(_message.Message):
         self,
         *,
         type: _builtins.str = ...,
+        last_update_time: _timestamp_pb2.Timestamp | None = ...,
         status: _builtins.str = ...,
+        last_transition_time: _timestamp_pb2.Timestamp | None = ...,
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
-        last_update_time: _timestamp_pb2.Timestamp | None = ...,
-        last_transition_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_transition_time", b"last_transition_time", "last_update_time", b"last_update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -162,33 +192,3 @@ class CertificateSigningRequestCondition(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CertificateSigningRequestCondition: _TypeAlias = CertificateSigningRequestCondition  # noqa: Y015
-
-@_typing.final
-class CertificateSigningRequestList(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    API_VERSION_FIELD_NUMBER: _builtins.int
-    KIND_FIELD_NUMBER: _builtins.int
-    METADATA_FIELD_NUMBER: _builtins.int
-    ITEMS_FIELD_NUMBER: _builtins.int
-    api_version: _builtins.str
-    kind: _builtins.str
-    @_builtins.property
-    def metadata(self) -> _meta_pb2.ListMeta: ...
-    @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CertificateSigningRequest]: ...
-    def __init__(
-        self,
-        *,
-        api_version: _builtins.str = ...,
-        kind: _builtins.str = ...,
-        metadata: _meta_pb2.ListMeta | None = ...,
-        items: _abc.Iterable[Global___CertificateSigningRequest] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "items", b"items", "kind", b"kind", "metadata", b"metadata"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CertificateSigningRequestList: _TypeAlias = CertificateSigningRequestList  # noqa: Y015
