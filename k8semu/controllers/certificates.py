@@ -50,9 +50,9 @@ class _Loop:
 
     async def reconcile(self, key: str) -> None:
         obj = self.csrs.cache.get(key)
-        if obj is None or obj.status.certificate or csrs.condition(obj, csrs.DENIED):
+        if obj is None or obj.status.certificate:
             return
-        if csrs.condition(obj, csrs.FAILED):
+        if csrs.condition(obj, csrs.DENIED) or csrs.condition(obj, csrs.FAILED):
             return
         changed = self.decide(obj)
         if changed is None:
@@ -118,12 +118,13 @@ class CSRSigningController(_Loop):
         if obj.spec.signer_name not in _SPECS:
             return None  # another signer's
         problem = csrs.problem(obj)
-        req = csrs.parse_request(obj.spec.request) if problem is None else None
-        key = req.public_key() if req is not None else None
-        if problem is None and not isinstance(key, ec.EllipticCurvePublicKey):
-            problem = "only ECDSA keys are signed here"
-        if problem is not None or req is None or not isinstance(key, ec.EllipticCurvePublicKey):
-            return _with_condition(obj, csrs.FAILED, "SignerValidationFailure", problem or "")
+        if problem is not None:
+            return _with_condition(obj, csrs.FAILED, "SignerValidationFailure", problem)
+        req = csrs.parse_request(obj.spec.request)  # problem() parsed it already
+        key = req.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            reason = "only ECDSA keys are signed here"
+            return _with_condition(obj, csrs.FAILED, "SignerValidationFailure", reason)
         cert = self.ca.sign(_SPECS[obj.spec.signer_name](req), key)
         new = CSR()
         new.CopyFrom(obj)

@@ -254,3 +254,16 @@ def test_requests_beyond_a_joiners_rights_are_not_signed(cluster: Cluster) -> No
         assert code == 200, body
         assert not body.get("status", {}).get("certificate"), body
         assert not body.get("status", {}).get("conditions"), body  # pending, as Kubernetes
+    # An administrator decides (kubectl sends these through /approval in protobuf): a denied
+    # request stays unsigned; an approved one its signer refuses (server usages on a client
+    # signer) is marked Failed, unsigned.
+    assert _kubectl(cluster, "certificate", "deny", "admin").returncode == 0
+    assert _kubectl(cluster, "certificate", "approve", "server-usage").returncode == 0
+
+    def conditions(name: str) -> list[str]:
+        body = as_token.call("GET", f"{CSRS}/{name}")[1]
+        assert not body["status"].get("certificate"), body
+        return [c["type"] for c in body["status"].get("conditions", [])]
+
+    assert conditions("admin") == ["Denied"]
+    until("the signer's refusal", lambda: conditions("server-usage") == ["Approved", "Failed"])
