@@ -86,7 +86,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _write_private(path: Path, data: bytes, mode: int) -> None:
+def write_file(path: Path, data: bytes, mode: int) -> None:
     """Write `data` to `path` atomically with `mode` from the first byte on."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -111,7 +111,7 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _sans(hosts: Iterable[str]) -> list[x509.GeneralName]:
+def subject_alt_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = []
     for host in dict.fromkeys(h for h in hosts if h):
         try:
@@ -180,8 +180,8 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(key_path, key_pem(key), 0o600)
-        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_file(key_path, key_pem(key), 0o600)
+        write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return cls(directory, key, cert)
 
     def signed(self, cert: x509.Certificate) -> bool:
@@ -218,7 +218,7 @@ class CertificateAuthority:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
             )
         )
-        sans = _sans(spec.hosts)
+        sans = subject_alt_names(spec.hosts)
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return builder.sign(self.key, hashes.SHA256())
@@ -238,14 +238,14 @@ class CertificateAuthority:
                 if self._fits(cert, spec):
                     return files
         cert, key = self.issue(spec)
-        _write_private(files.key, key_pem(key), 0o600)
-        _write_private(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_file(files.key, key_pem(key), 0o600)
+        write_file(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return files
 
     def _fits(self, cert: x509.Certificate, spec: CertSpec) -> bool:
         if not self.signed(cert) or cert.not_valid_after_utc - _now() <= RENEW_BEFORE:
             return False
-        wanted = {repr(n) for n in _sans(spec.hosts)}
+        wanted = {repr(n) for n in subject_alt_names(spec.hosts)}
         try:
             have_sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             have = {repr(n) for n in have_sans.value}
@@ -323,8 +323,8 @@ def renew(directory: Path) -> list[str]:
         except (OSError, ValueError) as exc:
             raise PKIError(f"{path}: cannot be read: {exc}") from exc
         new, key = ca.issue(spec_of(path.stem, cert))
-        _write_private(path.with_suffix(".key"), key_pem(key), 0o600)
-        _write_private(path, new.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_file(path.with_suffix(".key"), key_pem(key), 0o600)
+        write_file(path, new.public_bytes(serialization.Encoding.PEM), 0o644)
         renewed.append(path.stem)
     return renewed
 
@@ -355,9 +355,9 @@ def ensure_signing_key(key_path: Path, public_path: Path) -> None:
             raise PKIError(f"{key_path}: not a PEM private key: {exc}") from exc
     else:
         key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(key_path, key_pem(key), 0o600)
+        write_file(key_path, key_pem(key), 0o600)
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     if not public_path.exists() or public_path.read_bytes() != public:
-        _write_private(public_path, public, 0o644)
+        write_file(public_path, public, 0o644)

@@ -20,6 +20,7 @@ from k8semu.pb.api.v1 import (
     apps_pb2,
     autoscaling_pb2,
     batch_pb2,
+    certificates_pb2,
     coordination_pb2,
     core_pb2,
     discovery_pb2,
@@ -326,6 +327,25 @@ def _ingress_row(ing: networking_pb2.Ingress, now: float) -> list[str]:
         lb,
         "80, 443" if ing.spec.tls else "80",
         age(ing.metadata.creation_timestamp, now),
+    ]
+
+
+def _csr_row(csr: certificates_pb2.CertificateSigningRequest, now: float) -> list[str]:
+    # kubectl's: the True conditions' types, "Issued" once there is a certificate.
+    shown = [c.type for c in csr.status.conditions if c.status == "True"]
+    if csr.status.certificate:
+        shown.append("Issued")
+    spec = csr.spec
+    duration = NONE
+    if spec.HasField("expiration_seconds"):
+        duration = human_duration(spec.expiration_seconds)
+    return [
+        csr.metadata.name,
+        age(csr.metadata.creation_timestamp, now),
+        spec.signer_name,
+        spec.username,
+        duration,
+        ",".join(shown) or "Pending",
     ]
 
 
@@ -772,6 +792,9 @@ COLUMNS: dict[str, Columns] = {
     ),
     "Ingress": Columns(("NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"), _ingress_row),
     "IngressClass": Columns(("NAME", "CONTROLLER", "PARAMETERS", "AGE"), _ingress_class_row),
+    "CertificateSigningRequest": Columns(
+        ("NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"), _csr_row
+    ),
     "LimitRange": Columns(("NAME", "CREATED AT"), _limit_range_row),
     "ResourceQuota": Columns(("NAME", "AGE", "REQUEST", "LIMIT"), _quota_row),
     "PodDisruptionBudget": Columns(

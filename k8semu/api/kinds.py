@@ -19,6 +19,7 @@ from k8semu.pb.api.v1 import authentication_pb2 as authentication
 from k8semu.pb.api.v1 import authorization_pb2 as authorization
 from k8semu.pb.api.v1 import autoscaling_pb2 as autoscaling
 from k8semu.pb.api.v1 import batch_pb2 as batch
+from k8semu.pb.api.v1 import certificates_pb2 as certificates
 from k8semu.pb.api.v1 import coordination_pb2 as coordination
 from k8semu.pb.api.v1 import core_pb2 as core
 from k8semu.pb.api.v1 import discovery_pb2 as discovery
@@ -218,6 +219,16 @@ KINDS: tuple[Kind, ...] = (
         "",
         networking.IngressClass,
         networking.IngressClassList,
+        namespaced=False,
+    ),
+    # A node's certificates when it joins by token (docs/security.md, "Several hosts").
+    _kind(
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "csr",
+        certificates.CertificateSigningRequest,
+        certificates.CertificateSigningRequestList,
         namespaced=False,
     ),
     _kind(

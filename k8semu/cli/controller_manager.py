@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root-ca-file", default="", metavar="PEM",
                    help="the cluster CA, published in every namespace's kube-root-ca.crt"
                    " ConfigMap (the ServiceAccount volume's ca.crt)")  # fmt: skip
+    p.add_argument(
+        "--cluster-signing-cert-file",
+        default="",
+        metavar="PEM",
+        help="the CA that signs approved CertificateSigningRequests (csrsigning)",
+    )
+    p.add_argument("--cluster-signing-key-file", default="", metavar="PEM",
+                   help="its private key (EC)")  # fmt: skip
     _flags.add_duration(
         p, "--scan-interval", _D.scan_interval, "how often the cluster autoscaler looks (1s)"
     )
@@ -91,16 +99,36 @@ def _cidr(text: str, flag: str) -> str:
         raise ValueError(f"{flag}: {exc}") from None
 
 
-def _read_pem(path: str, flag: str) -> str:
+def _read_pem(path: str, flag: str, what: str = "CERTIFICATE") -> str:
     if not path:
         return ""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{flag}: cannot read {path}: {exc}") from None
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise ValueError(f"{flag}: {path} holds no PEM certificate")
+    if f" {what}-----" not in text:
+        raise ValueError(f"{flag}: {path} holds no PEM {what.lower()}")
     return text
+
+
+def _signing(ns: argparse.Namespace) -> tuple[str, str]:
+    """The signing CA's certificate and key (both or neither), checked to be a pair."""
+    cert_flag, key_flag = "--cluster-signing-cert-file", "--cluster-signing-key-file"
+    cert = _read_pem(ns.cluster_signing_cert_file, cert_flag)
+    key = _read_pem(ns.cluster_signing_key_file, key_flag, "PRIVATE KEY")
+    if bool(cert) != bool(key):
+        raise ValueError(f"{cert_flag} and {key_flag}: give both or neither")
+    if cert:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        loaded = serialization.load_pem_private_key(key.encode(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_flag}: expected an EC private key")
+        if x509.load_pem_x509_certificate(cert.encode()).public_key() != loaded.public_key():
+            raise ValueError(f"{key_flag}: not the key of {cert_flag}")
+    return cert, key
 
 
 def config_from_args(ns: argparse.Namespace) -> ControllerManagerConfig:
@@ -152,7 +180,10 @@ def main(argv: Sequence[str]) -> int:
     try:
         # The CA file is read here, not in config_from_args: a plan's flags parse without it.
         root_ca = _read_pem(ns.root_ca_file, "--root-ca-file")
-        config = dataclasses.replace(config_from_args(ns), root_ca=root_ca)
+        cert, key = _signing(ns)
+        config = dataclasses.replace(
+            config_from_args(ns), root_ca=root_ca, signing_cert=cert, signing_key=key
+        )
         check_address(ns.listen_address, "--listen-address")
         servers = _flags.api_target(ns)
         tls = _flags.serving_tls(ns)

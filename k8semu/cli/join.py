@@ -9,6 +9,15 @@ Like `k8semu up`, it waits until the Node is Ready, then supervises in the
 foreground (Ctrl-C stops both, and the node's pods) or, with --detach, leaves them running;
 `k8semu status/down --state-dir DIR` work on it (default state dir: that of cluster
 `join-<node name>`). Exit status as `k8semu up`'s.
+
+    k8semu join --server HOST:HTTPS_PORT --token ID.SECRET
+                --discovery-token-ca-cert-hash sha256:HEX ...
+
+is kubeadm's discovery and TLS bootstrap (`k8semu token create --print-join-command` prints
+it): the API servers and the CA come from kube-public/cluster-info, read with the token and
+checked against the pinned CA hash (k8semu/cluster/clusterinfo.py), and the node's
+certificates from CertificateSigningRequests (k8semu/cluster/joincerts.py); nothing is
+written when either fails.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from k8semu import pki
 from k8semu.cli._cluster import available_commands, run_launcher, say
 from k8semu.cluster.config import (
     DEFAULT_CAPACITY,
@@ -35,9 +46,17 @@ from k8semu.cluster.config import (
     parse_config,
 )
 from k8semu.cluster.errors import ClusterConfigError
+from k8semu.cluster.joincerts import JoinError
 from k8semu.cluster.launcher import Launcher, StopFlag
 from k8semu.cluster.plan import NodeContext, Plan, plan_node, secured
 from k8semu.cluster.state import default_state_dir
+
+if TYPE_CHECKING:
+    from k8semu.cluster.certs import PKIPaths
+    from k8semu.cluster.clusterinfo import ClusterInfo
+
+#: How long join waits for its CertificateSigningRequests to be approved and signed.
+CSR_TIMEOUT_S = 60.0
 
 _CA_DIR_HELP = (
     "a copy of the cluster CA (ca.crt and ca.key from <state-dir>/pki of the host that ran"
@@ -51,8 +70,24 @@ def _parser() -> argparse.ArgumentParser:
         prog="k8semu join",
         description="Start a kubelet and a proxy on this host against a running control plane.",
     )
-    p.add_argument("--server", required=True, help="API servers, HOST:PORT[,HOST:PORT]")
+    p.add_argument(
+        "--server",
+        required=True,
+        help="API servers, HOST:PORT[,HOST:PORT]; with --token: one API server's HTTPS (REST)"
+        " address, the others are discovered",
+    )
     p.add_argument("--ca-dir", type=Path, help=_CA_DIR_HELP)
+    p.add_argument(
+        "--token",
+        help="a bootstrap token ID.SECRET (`k8semu token create`): discovery reads the cluster"
+        " CA and API servers with it (kubeadm's); needs --discovery-token-ca-cert-hash",
+    )
+    p.add_argument(
+        "--discovery-token-ca-cert-hash",
+        metavar="sha256:HEX",
+        help="the cluster CA's public key hash (`k8semu token create --print-join-command`"
+        " prints it): discovery stops unless the server's CA has it",
+    )
     p.add_argument("--node-name", help="the Node's name (default: this host's name)")
     p.add_argument(
         "--node-ip",
@@ -126,12 +161,55 @@ def _local_address(server: str) -> str:
         return str(s.getsockname()[0])
 
 
+def _discover(ns: argparse.Namespace, servers: tuple[str, ...]) -> ClusterInfo | None:
+    """With --token: the cluster-info of the one HTTPS address given, whose CA has the
+    pinned hash (and is --ca-dir's, when given); None without --token."""
+    from k8semu.apiserver.auth import bootstrap
+    from k8semu.cluster import clusterinfo
+
+    if ns.token is None:
+        if ns.discovery_token_ca_cert_hash is not None:
+            raise ClusterConfigError(clusterinfo.PIN_FLAG, "given without --token")
+        return None
+    if not bootstrap.TOKEN.fullmatch(ns.token):
+        raise ClusterConfigError("--token", "expected ID.SECRET ([a-z0-9]{6}.[a-z0-9]{16})")
+    if ns.discovery_token_ca_cert_hash is None:
+        raise ClusterConfigError(clusterinfo.PIN_FLAG, "required with --token")
+    if len(servers) != 1:
+        raise ClusterConfigError("--server", "with --token: one API server's HTTPS address")
+    try:
+        pin = clusterinfo.parse_pin(ns.discovery_token_ca_cert_hash)
+        info = clusterinfo.discover(servers[0], ns.token, pin)
+    except (ValueError, clusterinfo.DiscoveryError) as exc:
+        raise ClusterConfigError("discovery", str(exc)) from None
+    if ns.ca_dir is not None and pki.pem_bytes(ns.ca_dir / "ca.crt") != info.ca:
+        raise ClusterConfigError("--ca-dir", "its ca.crt is not the discovered cluster CA")
+    return info
+
+
+def _certificates(
+    ns: argparse.Namespace, info: ClusterInfo | None, state_dir: Path, node: NodeSpec,
+    servers: tuple[str, ...],
+) -> PKIPaths | None:  # fmt: skip
+    """The node's certificates: signed with --ca-dir's CA, or by CertificateSigningRequests
+    (--token); None for a plain cluster (neither flag)."""
+    from k8semu.cluster import certs, joincerts
+
+    if ns.ca_dir is not None:
+        return certs.ensure_node(ns.ca_dir, state_dir, node.name, node.node_ip, servers)
+    if info is None:
+        return None
+    return joincerts.request_node(info, ns.token, state_dir, node.name, node.node_ip, CSR_TIMEOUT_S)
+
+
 def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     servers = tuple(s.strip() for s in ns.server.split(",") if s.strip())
     try:
         if not servers or any(not re.fullmatch(r"[^\s:]+:\d+", s) for s in servers):
             raise ClusterConfigError("--server", f"{ns.server!r}: expected HOST:PORT[,HOST:PORT]")
+        info = _discover(ns, servers)
+        servers = info.servers if info is not None else servers
         timings, launcher_spec = TimingsSpec(), LauncherSpec()
         if ns.config is not None:
             config = parse_config(ns.config.read_text(encoding="utf-8"), source=str(ns.config))
@@ -153,22 +231,22 @@ def main(argv: Sequence[str]) -> int:
     except ClusterConfigError as exc:
         print(f"k8semu join: {_as_flags(str(exc))}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, pki.PKIError) as exc:
         print(f"k8semu join: {exc}", file=sys.stderr)
         return 2
     cluster = f"join-{node.name}"
     state_dir = (ns.state_dir or default_state_dir(cluster, os.environ)).resolve()
     context = NodeContext(servers=servers, timings=timings)
     components = plan_node(node, context, state_dir, sys.executable)
-    if ns.ca_dir is not None:
-        from k8semu import pki
-        from k8semu.cluster import certs
-
-        try:
-            paths = certs.ensure_node(ns.ca_dir, state_dir, node.name, node.node_ip, servers)
-        except (pki.PKIError, OSError) as exc:
-            print(f"k8semu join: --ca-dir: {exc}", file=sys.stderr)
-            return 2
+    try:
+        paths = _certificates(ns, info, state_dir, node, servers)
+    except (pki.PKIError, OSError) as exc:
+        print(f"k8semu join: {'--ca-dir: ' if ns.ca_dir else ''}{exc}", file=sys.stderr)
+        return 2
+    except JoinError as exc:
+        print(f"k8semu join: {exc}", file=sys.stderr)
+        return 1
+    if paths is not None:
         components = [secured(c, paths) for c in components]
     commands = available_commands()
     missing = sorted({c.command for c in components if c.command not in commands})
@@ -183,7 +261,7 @@ def main(argv: Sequence[str]) -> int:
         components=tuple(components),
         api_servers=servers,
         launcher=launcher_spec,
-        tls=ns.ca_dir is not None,
+        tls=paths is not None,
     )
     stop = StopFlag()
     launcher = Launcher(plan, state_dir, say=say, stop=stop, detach=ns.detach)

@@ -14,6 +14,7 @@ could not start or keep running (the message names the cause), 2 for a bad confi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from k8semu.cluster.backups import remembered_store_token
 from k8semu.cluster.config import ClusterConfig, default_config_text, load_config
 from k8semu.cluster.errors import ClusterConfigError
 from k8semu.cluster.launcher import Launcher, StopFlag
-from k8semu.cluster.plan import plan_cluster
+from k8semu.cluster.plan import Plan, plan_cluster
 from k8semu.cluster.state import default_state_dir
 
 
@@ -98,6 +99,19 @@ INSECURE_WARNING = (
 )
 
 
+def _with_cluster_info(plan: Plan, state_dir: Path) -> Plan:
+    """The plan with kube-public's cluster-info among its add-ons (kubeadm's discovery, for
+    `k8semu join --token`), on the host that runs the first API server only, as add-ons."""
+    from k8semu.cluster import clusterinfo
+
+    first = plan.rest_servers[0].partition("://")[2] if plan.rest_servers else ""
+    if not first or not any(c.ports.get("rest") == first for c in plan.components):
+        return plan
+    ca = (state_dir / "pki" / "ca.crt").read_bytes()
+    text = clusterinfo.manifest(ca, plan.rest_servers[0], plan.api_servers)
+    return dataclasses.replace(plan, addons=(*plan.addons, ("cluster-info", text)))
+
+
 def main(argv: Sequence[str]) -> int:
     ns = _parser().parse_args(list(argv))
     if ns.print_default_config:
@@ -134,6 +148,7 @@ def main(argv: Sequence[str]) -> int:
         except (pki.PKIError, OSError) as exc:
             print(f"k8semu up: certificates: {exc}", file=sys.stderr)
             return 2
+        plan = _with_cluster_info(plan, state_dir.resolve())
     stop = StopFlag()
     after_start = None
     if ns.demo:

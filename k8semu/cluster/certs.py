@@ -43,6 +43,8 @@ from k8semu.cluster.state import ClusterState
 __all__ = ["PKIPaths", "ensure", "probes", "state_probes"]
 
 PKI_DIR = "pki"
+#: The suffix of a serving certificate kept apart from the client one (`join --token`).
+SERVING_SUFFIX = "-serving"
 AUDIT_LOG_MAX_MB = 100
 AUDIT_LOG_BACKUPS = 3
 API_KINDS = frozenset({"apiserver"})
@@ -149,16 +151,27 @@ class PKIPaths:
         )  # fmt: skip
 
     def controller_manager_flags(self) -> tuple[str, ...]:
-        """The cluster CA for the root-ca-cert-publisher (kube-root-ca.crt ConfigMaps)."""
-        return ("--root-ca-file", str(self.root / "ca.crt"))
+        """The cluster CA for the root-ca-cert-publisher (kube-root-ca.crt ConfigMaps) and
+        csrsigning (the certificates of nodes that join by token)."""
+        ca = str(self.root / "ca.crt")
+        return (
+            "--root-ca-file", ca,
+            "--cluster-signing-cert-file", ca,
+            "--cluster-signing-key-file", str(self.root / "ca.key"),
+        )  # fmt: skip
 
     def kubeconfig_flags(self, name: str) -> tuple[str, ...]:
         return ("--kubeconfig", str(self.kubeconfig(name)))
 
     def serving_flags(self, name: str) -> tuple[str, ...]:
         """The kubelet's (kube-scheduler's, ...) serving flags: certificate `name` on its own
-        listener, callers' certificates of the cluster CA required."""
+        listener (`name`-serving when there is one: a node that joined by token has its client
+        and serving certificates from different signers), callers' certificates of the
+        cluster CA required."""
         own = self.cert(name)
+        serving = self.cert(name + SERVING_SUFFIX)
+        if serving.cert.exists():
+            own = serving
         return (
             "--tls-cert-file", str(own.cert), "--tls-private-key-file", str(own.key),
             "--client-ca-file", str(own.ca),
@@ -169,8 +182,10 @@ class PKIPaths:
         has no admin certificate) its kubelet; None without certificates (TLS off)."""
         if self.cert("admin").cert.exists():
             return _client_tls(self.cert("admin"))
-        kubelets = sorted(self.root.glob("kubelet-*.crt"))
-        return _client_tls(self.cert(kubelets[0].stem)) if kubelets else None
+        kubelets = sorted(
+            p.stem for p in self.root.glob("kubelet-*.crt") if not p.stem.endswith(SERVING_SUFFIX)
+        )
+        return _client_tls(self.cert(kubelets[0])) if kubelets else None
 
     def store_tls(self) -> transport.ClientTLS:
         return _client_tls(self.cert("healthcheck-client", etcd=True))
@@ -262,7 +277,8 @@ def _node_specs(name: str, node_ip: str) -> list[pki.CertSpec]:
     ]
 
 
-def _write_kubeconfigs(paths: PKIPaths, users: Iterable[str], servers: tuple[str, ...]) -> None:
+def write_kubeconfigs(paths: PKIPaths, users: Iterable[str], servers: tuple[str, ...]) -> None:
+    """A kubeconfig for each of `users` (certificates under pki/) naming `servers`."""
     for user in users:
         clientconfig.write_kubeconfig(
             paths.kubeconfig(user), user, servers, creds=paths.credentials(user)
@@ -286,7 +302,7 @@ def ensure_node(
             target.write_bytes(data)
     specs = _node_specs(name, node_ip)
     pki.ensure_all(paths.root, specs)
-    _write_kubeconfigs(paths, [s.name for s in specs], servers)
+    write_kubeconfigs(paths, [s.name for s in specs], servers)
     return paths
 
 
@@ -304,7 +320,7 @@ def ensure(config: ClusterConfig, state_dir: Path) -> PKIPaths:
         *_CONTROL_USERS,
         *(s.name for s in cluster if s.name.startswith(("kubelet-", "proxy-"))),
     ]
-    _write_kubeconfigs(paths, users, config.api_server_addresses)
+    write_kubeconfigs(paths, users, config.api_server_addresses)
     return paths
 
 
@@ -328,7 +344,7 @@ def ensure_encryption_config(path: Path) -> None:
             }
         ],
     }
-    pki._write_private(path, yaml.safe_dump(doc, sort_keys=False).encode(), 0o600)
+    pki.write_file(path, yaml.safe_dump(doc, sort_keys=False).encode(), 0o600)
 
 
 def state_probes(state: ClusterState) -> Probes:

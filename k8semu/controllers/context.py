@@ -65,6 +65,8 @@ class ControllerManagerConfig:
       utilization (cluster-autoscaler's --scan-interval: 10 s).
     - `root_ca`: the cluster CA (PEM) the root-ca-cert-publisher writes into every
       namespace's kube-root-ca.crt ConfigMap ("": none, a plain cluster).
+    - `signing_cert`, `signing_key`: the CA (PEM) csrsigning signs approved
+      CertificateSigningRequests with ("": none, nothing is signed).
     - `controllers`: names to run; "*" is all.
     """
 
@@ -84,6 +86,8 @@ class ControllerManagerConfig:
     node_pools: tuple[NodePool, ...] = ()
     scan_interval: float = 1.0
     root_ca: str = ""
+    signing_cert: str = ""
+    signing_key: str = ""
     controllers: tuple[str, ...] = ("*",)
     leader_election: LeaderElectionConfig = field(default=CONTROLLER_MANAGER_LEADER_ELECTION)
 

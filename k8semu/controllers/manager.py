@@ -57,6 +57,8 @@ REGISTRY: dict[str, str] = {
     "clusterautoscaler": "k8semu.controllers.clusterautoscaler.controller:ClusterAutoscaler",
     "serviceaccount": "k8semu.controllers.serviceaccounts:ServiceAccountsController",
     "root-ca-cert-publisher": "k8semu.controllers.rootcacert:RootCACertPublisher",
+    "csrapproving": "k8semu.controllers.certificates:CSRApprovingController",
+    "csrsigning": "k8semu.controllers.certificates:CSRSigningController",
 }
 
 LEASE_NAME = "kube-controller-manager"

@@ -66,6 +66,7 @@ def test_scope() -> None:
         "PriorityClass",
         "SelfSubjectAccessReview",
         "IngressClass",
+        "CertificateSigningRequest",
     }
 
 

@@ -25,6 +25,7 @@ from k8semu.apiserver.auth.tokens import Issuer
 from k8semu.apiserver.auth.user import (
     ANONYMOUS,
     ANONYMOUS_USER,
+    REQUESTER,
     SA_PREFIX,
     UserInfo,
     authenticated,
@@ -79,7 +80,13 @@ class Guard:
     # ---- authentication -------------------------------------------------------------------
 
     async def authenticate(self, creds: Credentials) -> UserInfo:
-        """The user the request acts as: its own, or the one it impersonates (when allowed)."""
+        """The user the request acts as: its own, or the one it impersonates (when allowed);
+        also the request's REQUESTER from here on."""
+        user = await self._authenticate(creds)
+        REQUESTER.set(user)
+        return user
+
+    async def _authenticate(self, creds: Credentials) -> UserInfo:
         user = await self.authenticator.authenticate(creds)
         if not creds.impersonate_user:
             if creds.impersonate_groups:

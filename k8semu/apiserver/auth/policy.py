@@ -103,6 +103,14 @@ def _components() -> dict[str, list[rbac_pb2.PolicyRule]]:
             rule(("patch",), ("",), ("nodes",)),
             rule(("create", "update", "patch"), ("",), ("events",)),
         ],
+        # kubeadm's bootstrappers (`k8semu join --token`): ask for the node's certificates.
+        "system:node-bootstrapper": [
+            rule(
+                ("create", "get", "list", "watch"),
+                ("certificates.k8s.io",),
+                ("certificatesigningrequests",),
+            ),
+        ],
         # The built-in ingress controller runs in each node's proxy, as system:kube-proxy
         # (docs/proxy.md, "Ingress"): what ingress-nginx's role grants it.
         "system:k8semu:ingress-controller": [
@@ -147,16 +155,26 @@ _BINDINGS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("system:kube-scheduler", (("User", "system:kube-scheduler"),)),
     ("system:kube-controller-manager", (("User", "system:kube-controller-manager"),)),
     ("system:node-proxier", (("User", "system:kube-proxy"),)),
+    ("system:node-bootstrapper", (("Group", "system:bootstrappers"),)),
     ("system:k8semu:ingress-controller", (("User", "system:kube-proxy"),)),
 )
 
 
+# Bindings named apart from their ClusterRole: (binding, role, subjects).
+_NAMED_BINDINGS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    # Nodes ask for their serving certificates as themselves (Kubernetes' system:node role
+    # has the same CSR rights).
+    ("system:k8semu:node-certificates", "system:node-bootstrapper", (("Group", "system:nodes"),)),
+)
+
+
 def cluster_role_bindings() -> Iterator[rbac_pb2.ClusterRoleBinding]:
-    for name, subjects in _BINDINGS:
+    named = [(name, name, subjects) for name, subjects in _BINDINGS]
+    for name, role, subjects in (*named, *_NAMED_BINDINGS):
         binding = rbac_pb2.ClusterRoleBinding(
             api_version=f"{GROUP}/v1",
             kind="ClusterRoleBinding",
-            role_ref=rbac_pb2.RoleRef(api_group=GROUP, kind="ClusterRole", name=name),
+            role_ref=rbac_pb2.RoleRef(api_group=GROUP, kind="ClusterRole", name=role),
             subjects=[rbac_pb2.Subject(kind=k, api_group=GROUP, name=n) for k, n in subjects],
         )
         binding.metadata.name = name

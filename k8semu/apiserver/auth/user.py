@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 ANONYMOUS = "system:anonymous"
@@ -47,3 +48,9 @@ def service_account(namespace: str, name: str, uid: str = "") -> UserInfo:
 
 
 ANONYMOUS_USER = UserInfo(ANONYMOUS, "", (UNAUTHENTICATED,))
+
+
+#: The user the current request acts as, set by the Guard once authenticated (None: no
+#: authentication, or no request). What a kind's admission reads when Kubernetes records
+#: the requester in the object (CertificateSigningRequest's spec.username and groups).
+REQUESTER: ContextVar[UserInfo | None] = ContextVar("requester", default=None)

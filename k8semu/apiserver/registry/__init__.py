@@ -12,6 +12,7 @@
     quota.py       ResourceQuota, LimitRange: names, quantities, LimitRange's defaults
     discovery.py   EndpointSlice: checks, the immutable addressType
     networking.py  Ingress, IngressClass: checks, the immutable controller
+    certificates.py CertificateSigningRequest: checks, the requester, the immutable spec
     statefulsets.py StatefulSet: defaults, checks, the fields an update may change
     revisions.py   ControllerRevision: checks, the immutable data
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
@@ -43,6 +44,7 @@ from k8semu.apiserver.errors import MethodNotAllowed, NotFound
 from k8semu.apiserver.objects import resolve
 from k8semu.apiserver.registry import (
     autoscaling,
+    certificates,
     cronjobs,
     discovery,
     disruption,
@@ -243,6 +245,22 @@ def _networking_rows() -> list[Strategy]:
     ]
 
 
+def _node_rows() -> list[Strategy]:
+    """What a node writes besides its Node: CertificateSigningRequests when it joins (the
+    requester recorded on create, the spec immutable) and its Lease."""
+    return [
+        Strategy(
+            kind=_kind("certificatesigningrequests"),
+            validate=certificates.validate,
+            validate_update=certificates.validate_update,
+            prepare_update=certificates.prepare_update,
+            status=True,
+            admit=certificates.admit,
+        ),
+        Strategy(kind=_kind("leases")),
+    ]
+
+
 def build(
     ranges: ServiceRanges,
     rng: random.Random | None = None,
@@ -318,7 +336,7 @@ def build(
             *_policy_rows(),
             *_quota_rows(),
             *_networking_rows(),
-            Strategy(kind=_kind("leases")),
+            *_node_rows(),
             *_rbac_rows(),
             *(Strategy(kind=_kind(name), reader=reader) for name, reader in readers.items()),
         ]

@@ -285,7 +285,8 @@ class Resources:
         req = api.UpdateRequest(
             resource=target.kind.resource, object=pack(decoded.obj), field_manager=manager
         )
-        verb = self.verbs.UpdateStatus if target.subresource == "status" else self.verbs.Update
+        status = target.subresource in paths.STATUS_WRITES
+        verb = self.verbs.UpdateStatus if status else self.verbs.Update
         resp = await verb(req, dry_run=dry_run(query), unconditional=True)
         return Reply(200, self._object(target, resp), decoded.warnings)
 
@@ -346,7 +347,7 @@ class Resources:
             name=target.name,
             patch_type=patch_type,
             patch=raw,
-            status=target.subresource == "status",
+            status=target.subresource in paths.STATUS_WRITES,
             field_manager=manager,
             force=codec.force(query),
         )

@@ -1,12 +1,13 @@
 """Kubernetes' protobuf request bodies (`application/vnd.kubernetes.protobuf`) as JSON data.
 
 kubectl's typed commands (`kubectl create configmap|secret|namespace|deployment|service|job|
-cronjob|poddisruptionbudget`) always send their object in Kubernetes' protobuf encoding,
-whatever the server advertises: the `k8s\\x00` magic, then a runtime.Unknown (typeMeta 1:
-apiVersion 1, kind 2; raw 2: the object). That schema is Kubernetes' generated.proto, not
-k8semu's messages (protos/), so the body is read here with the wire format alone and a table
-of Kubernetes' field numbers for the types those commands build, into the same JSON data a
-JSON body gives; `codec.decode_object` then decodes it as it decodes JSON.
+cronjob|poddisruptionbudget`, `kubectl certificate approve|deny`) always send their object in
+Kubernetes' protobuf encoding, whatever the server advertises: the `k8s\\x00` magic, then a
+runtime.Unknown (typeMeta 1: apiVersion 1, kind 2; raw 2: the object). That schema is
+Kubernetes' generated.proto, not k8semu's messages (protos/), so the body is read here with
+the wire format alone and a table of Kubernetes' field numbers for the types those commands
+build, into the same JSON data a JSON body gives; `codec.decode_object` then decodes it as
+it decodes JSON.
 
 Kubernetes' Go structs encode zero values of non-pointer fields (`generation: 0`, empty
 strings, empty messages): they are dropped, as JSON's omitempty drops them, except the
@@ -121,6 +122,19 @@ KINDS: dict[tuple[str, str], Schema] = {
     ("policy/v1", "PodDisruptionBudget"): _object(
         "2 spec",
         spec=_schema("1 minAvailable ios, 2 selector, 3 maxUnavailable ios", selector=_SELECTOR),
+    ),
+    # `kubectl certificate approve|deny` PUTs the whole object to /approval (the conditions'
+    # times, 4 and 5, are skipped: the model's are set by whoever writes them).
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"): _object(
+        "2 spec, 3 status",
+        spec=_schema(
+            "1 request bytes, 2 username str, 3 uid str, 4 groups strs, 5 usages strs,"
+            " 7 signerName str, 8 expirationSeconds int"
+        ),
+        status=_schema(
+            "1 conditions, 2 certificate bytes",
+            conditions=[_schema("1 type str, 2 reason str, 3 message str, 6 status str")],
+        ),
     ),
 }
 _TYPE_META = _schema("1 apiVersion str, 2 kind str")

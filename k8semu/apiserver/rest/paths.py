@@ -18,7 +18,11 @@ from k8semu.apiserver.rest.status import HTTPError
 
 # Pods' streams (streams.py): served by the kubelet through the API server.
 STREAMED = ("log", "exec", "attach", "portforward")
-SUBRESOURCES = ("status", "scale", "binding", "eviction", *STREAMED)
+SUBRESOURCES = ("status", "scale", "binding", "eviction", "approval", *STREAMED)
+# Subresources that write the object's status: certificatesigningrequests/approval is its
+# status for approvers (`kubectl certificate approve`), authorized apart from /status.
+STATUS_WRITES = ("status", "approval")
+_ONLY_OF = {"approval": "certificatesigningrequests"}
 # Subresources that are only ever POSTed (never read, replaced or patched).
 CREATE_ONLY = ("binding", "eviction")
 
@@ -83,7 +87,7 @@ def target(path: str) -> Target:
     kind = served[rest[0]]
     name = rest[1] if len(rest) > 1 else ""
     sub = rest[2] if len(rest) > 2 else ""
-    if sub and sub not in SUBRESOURCES:
+    if sub and (sub not in SUBRESOURCES or _ONLY_OF.get(sub, kind.plural) != kind.plural):
         raise _not_found(path)
     if not all(_segment_ok(s) for s in (namespace, name)):
         raise _not_found(path)
