@@ -106,6 +106,11 @@ FIELDS: dict[str, PatchMeta] = {
         "HorizontalPodAutoscalerSpec.metrics": _ATOMIC,
         "HorizontalPodAutoscalerStatus.conditions": _CONDITIONS,
         "HorizontalPodAutoscalerStatus.current_metrics": _ATOMIC,
+        # certificates/v1: a map by type for server-side apply, but no patchStrategy (a
+        # strategic merge patch replaces the list)
+        "CertificateSigningRequestStatus.conditions": PatchMeta(
+            list_type="map", map_keys=("type",)
+        ),
     }.items()
 }
 

@@ -103,7 +103,7 @@ async def take(
                     await rpc_pb2_grpc.KVStub(ch).Range(
                         rpc_pb2.RangeRequest(key=_BARRIER_KEY, count_only=True), timeout=timeout
                     )
-                await _stream_snapshot(rpc_pb2_grpc.MaintenanceStub(ch), snap, timeout)
+                await _stream_when_free(rpc_pb2_grpc.MaintenanceStub(ch), snap, timeout)
             except grpc.aio.AioRpcError as exc:
                 # A leader that loses its quorum steps down under the barrier read: say what
                 # the store lacks, as when no leader answered at all.
@@ -114,6 +114,25 @@ async def take(
                     + (": a backup needs a store with quorum" if lost else "")
                 ) from exc
         return await asyncio.to_thread(_frame, snap, dest, cluster, endpoint, status)
+
+
+async def _stream_when_free(stub: MaintenanceAsyncStub, path: Path, timeout: float) -> None:
+    """A member sends one snapshot at a time and refuses another with RESOURCE_EXHAUSTED
+    ("try again later"): a scheduled backup or another `k8semu backup` may be streaming one.
+    Wait for it (backing off to 2 s), within `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.2
+    while True:
+        try:
+            await _stream_snapshot(stub, path, max(deadline - loop.time(), 1.0))
+            return
+        except grpc.aio.AioRpcError as exc:
+            busy = exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            if not busy or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 async def _stream_snapshot(stub: MaintenanceAsyncStub, path: Path, timeout: float) -> None:

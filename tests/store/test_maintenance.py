@@ -5,13 +5,16 @@ The quota and alarm behaviour is compared with a real etcd in test_etcdctl_compa
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from k8semu import transport
+from k8semu.backup import take
 from k8semu.cluster.processes import K8semuStoreCluster
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 from tests.store.conftest import Client
@@ -145,8 +148,21 @@ def test_existing_member_without_data_refuses_to_start(tmp_path: Path) -> None:
         assert (cluster.member("s1").data_dir / "member").exists()
 
 
-async def test_request_limits(store_cluster: K8semuStoreCluster) -> None:
-    """Nested txns count against --max-txn-ops; one Snapshot stream at a time per replica."""
+class _CountingMaintenance:
+    """A Maintenance stub that counts its Snapshot calls."""
+
+    def __init__(self, stub: rpc_pb2_grpc.MaintenanceStub) -> None:
+        self.stub = stub
+        self.calls = 0
+
+    def Snapshot(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.stub.Snapshot(*args, **kwargs)
+
+
+async def test_request_limits(store_cluster: K8semuStoreCluster, tmp_path: Path) -> None:
+    """Nested txns count against --max-txn-ops; one Snapshot stream at a time per replica,
+    and a backup waits for the one being sent (it retries a refusal) instead of failing."""
     channel, c = _kv(store_cluster.member("s1").endpoint)
     try:
         get = rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"k"))
@@ -174,11 +190,19 @@ async def test_request_limits(store_cluster: K8semuStoreCluster) -> None:
                 pass
         assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "snapshot is already being sent" in (ei.value.details() or "")
+        counting = _CountingMaintenance(c.maintenance)
+        waiting = asyncio.create_task(
+            take._stream_when_free(counting, tmp_path / "snap", 60)  # type: ignore[arg-type]
+        )
+        await Eventually()(lambda: counting.calls >= 2, what="the backup retried")
+        assert not waiting.done()
         total = len(chunk.blob)
         while (more := await first.read()) is not grpc.aio.EOF:
             assert isinstance(more, rpc_pb2.SnapshotResponse)
             total += len(more.blob)
         assert total > 2_000_000
+        await waiting  # the first stream is done: the waiting backup got its snapshot
+        assert (tmp_path / "snap").stat().st_size > 2_000_000
         # Once the first is done, the next one is served.
         async for _ in c.maintenance.Snapshot(rpc_pb2.SnapshotRequest(), timeout=60):
             pass
