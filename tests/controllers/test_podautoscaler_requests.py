@@ -188,7 +188,7 @@ async def _scale_on_requests(cluster: BenchCluster) -> None:
             hpa = await client.get(autoscaling_pb2.HorizontalPodAutoscaler, "echo")
             return hpa if hpa.status.desired_replicas >= 4 else None
 
-        hpa = await _until("the HPA scaled echo to 4 on its requests", scaled, 40)
+        hpa = await _until("the HPA scaled echo to 4 on its requests", scaled, 120)
         active = _condition(hpa, "ScalingActive")
         assert active is not None and active.status == "True", hpa.status
         assert active.reason == "ValidMetricFound"
