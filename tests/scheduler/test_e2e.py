@@ -171,8 +171,14 @@ async def test_leader_killed_the_other_takes_over_and_no_pod_is_bound_twice(
         # Every nodeName each pod is ever seen with, from a watch running all along.
         seen: dict[str, set[str]] = defaultdict(set)
 
+        # From a listed revision: a watch opened "from now" in a task may start after the
+        # first writes below and miss them.
+        since = (await client.list(core_pb2.Pod, namespace=namespace)).resource_version
+
         async def watch() -> None:
-            async for event in client.watch(core_pb2.Pod, namespace=namespace):
+            async for event in client.watch(
+                core_pb2.Pod, namespace=namespace, resource_version=since
+            ):
                 p = event.object
                 if p.spec.node_name:
                     seen[p.metadata.name].add(p.spec.node_name)

@@ -263,8 +263,12 @@ async def test_preemption_evicts_the_unguarded_lower_pod_and_binds_the_high_one(
     # of the pods it runs afterwards).
     seen: dict[str, set[str]] = defaultdict(set)
 
+    # From a listed revision: a watch opened "from now" in a task may start after the
+    # first writes below and miss them.
+    since = (await client.list(core_pb2.Pod, namespace=namespace)).resource_version
+
     async def watch() -> None:
-        async for event in client.watch(core_pb2.Pod, namespace=namespace):
+        async for event in client.watch(core_pb2.Pod, namespace=namespace, resource_version=since):
             p = event.object
             if p.status.nominated_node_name:
                 seen["nominated"].add(p.status.nominated_node_name)
