@@ -37,18 +37,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.client import (
-    NAMESPACE_INDEX,
-    OWNER_UID_INDEX,
-    Conflict,
-    index_by_namespace,
-    index_by_owner_uid,
-    object_key,
-)
-from k8semu.client.workqueue import WorkQueue
+from k8semu.client import OWNER_UID_INDEX, Conflict, object_key
 from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodControl
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.controllers.deployment.util import scaled_value, template_hash
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
@@ -270,36 +262,20 @@ def _status(
     p.recheck_after = min(waits) + 0.05 if waits else None
 
 
-class DaemonSetController:
+class DaemonSetController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "daemonset"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.clock = clock
+        super().__init__(ctx, clock=clock)
         self.expectations = _pods.Expectations()
         self.pods = PodControl(ctx.client, ctx.recorder)
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        self.ds_informer = ctx.informers.informer(
-            apps_pb2.DaemonSet, indexers={NAMESPACE_INDEX: index_by_namespace}
-        )
+        self.ds_informer = self.informer(apps_pb2.DaemonSet)
         self.node_informer = ctx.informers.informer(core_pb2.Node)
-        self.pod_informer = ctx.informers.informer(
-            core_pb2.Pod,
-            indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
-        )
-        self.ds_informer.add_event_handler(
-            on_add=self._enqueue,
-            on_update=lambda old, new: self._enqueue(new),
-            on_delete=self._ds_deleted,
-        )
-        self.node_informer.add_event_handler(
-            on_add=self._node_changed,
-            on_update=lambda old, new: self._node_changed(new),
-            on_delete=self._node_changed,
-        )
+        self.pod_informer = self.informer(core_pb2.Pod, owned=True)
+        self.watch(self.ds_informer, self._enqueue, deleted=self._ds_deleted)
+        self.watch(self.node_informer, self._node_changed, deleted=self._node_changed)
         self.history = history.RevisionHistory(
             ctx, KIND, self.queue, self.ds_informer.cache.get_by_name
         )
@@ -308,9 +284,6 @@ class DaemonSetController:
             on_update=lambda old, new: self._pod_changed(new),
             on_delete=lambda pod: self._pod_changed(pod, deleted=True),
         )
-
-    def _enqueue(self, ds: apps_pb2.DaemonSet) -> None:
-        self.queue.add(object_key(ds))
 
     def _ds_deleted(self, ds: apps_pb2.DaemonSet) -> None:
         self.expectations.forget(object_key(ds))
@@ -330,9 +303,6 @@ class DaemonSetController:
         if deleted or _pods.is_pod_terminating(pod):
             self.expectations.deletion_observed(key, object_key(pod))
         self.queue.add(key)
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         ds = self.ds_informer.cache.get(key)

@@ -36,21 +36,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from k8semu.api import timestamps
-from k8semu.client import (
-    NAMESPACE_INDEX,
-    OWNER_UID_INDEX,
-    Conflict,
-    NotFound,
-    Preconditions,
-    index_by_namespace,
-    index_by_owner_uid,
-    object_key,
-)
+from k8semu.client import OWNER_UID_INDEX, Conflict, NotFound, Preconditions, object_key
 from k8semu.client.events import NORMAL, WARNING
-from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
 from k8semu.controllers._podcontrol import PodControl
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import batch_pb2, core_pb2
 
@@ -290,31 +280,18 @@ def _controlled_by(pod: core_pb2.Pod, job: batch_pb2.Job) -> bool:
     return ref is not None and ref.uid == job.metadata.uid
 
 
-class JobController:
+class JobController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "job"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.recorder = ctx.recorder
-        self.clock = clock
+        super().__init__(ctx, clock=clock)
         self.expectations = _pods.Expectations()
         self.pods = PodControl(ctx.client, ctx.recorder)
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        self.job_informer = ctx.informers.informer(
-            batch_pb2.Job, indexers={NAMESPACE_INDEX: index_by_namespace}
-        )
-        self.pod_informer = ctx.informers.informer(
-            core_pb2.Pod,
-            indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
-        )
-        self.job_informer.add_event_handler(
-            on_add=self._enqueue,
-            on_update=lambda old, new: self._enqueue(new),
-            on_delete=self._job_deleted,
-        )
+        self.job_informer = self.informer(batch_pb2.Job)
+        self.pod_informer = self.informer(core_pb2.Pod, owned=True)
+        self.watch(self.job_informer, self._enqueue, deleted=self._job_deleted)
         self.pod_informer.add_event_handler(
             on_add=self._pod_added,
             on_update=lambda old, new: self._pod_changed(new),
@@ -322,9 +299,6 @@ class JobController:
         )
 
     # ---- event handlers: only enqueue ------------------------------------------------------
-
-    def _enqueue(self, job: batch_pb2.Job) -> None:
-        self.queue.add(object_key(job))
 
     def _job_deleted(self, job: batch_pb2.Job) -> None:
         key = object_key(job)
@@ -354,9 +328,6 @@ class JobController:
             self.queue.add(key)
 
     # ---- running -------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         job = self.job_informer.cache.get(key)
