@@ -24,6 +24,7 @@ from k8semu.client import (
     NAMESPACE_INDEX,
     OWNER_UID_INDEX,
     Client,
+    Conflict,
     Informer,
     LeaderElectionConfig,
     SharedInformers,
@@ -200,6 +201,20 @@ class KeyedController:
 
     def _enqueue(self, obj: Message) -> None:
         self.queue.add(object_key(obj))
+
+    async def write_status(self, obj: Message, status: Message) -> None:
+        """Write `status` as the status of `obj` (a cached object) when it differs,
+        compare-and-swap on obj's resourceVersion; after a Conflict (obj changed meanwhile)
+        its key comes back, to decide again on the new one."""
+        if status == getattr(obj, "status"):  # noqa: B009
+            return
+        new = type(obj)()
+        new.CopyFrom(obj)
+        getattr(new, "status").CopyFrom(status)  # noqa: B009
+        try:
+            await self.client.update_status(new)
+        except Conflict:
+            self.queue.add(object_key(obj))
 
     async def run(self) -> None:
         await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
 
 from k8semu.api import cron, timestamps
-from k8semu.client import OWNER_UID_INDEX, AlreadyExists, Conflict, NotFound, object_key
+from k8semu.client import OWNER_UID_INDEX, AlreadyExists, NotFound, object_key
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.controllers import _pods
 from k8semu.controllers.context import ControllerContext, KeyedController
@@ -135,13 +135,7 @@ class CronJobController(KeyedController):
             await self._delete_job(cj, old, "SuccessfulDelete")
         if not cj.metadata.HasField("deletion_timestamp") and not cj.spec.suspend:
             await self._schedule(cj, status, jobs)
-        if status != cj.status:
-            new = _pods.copy_of(cj)
-            new.status.CopyFrom(status)
-            try:
-                await self.client.update_status(new)
-            except Conflict:
-                self.queue.add(key)
+        await self.write_status(cj, status)
 
     def _observe(self, status: batch_pb2.CronJobStatus, jobs: list[batch_pb2.Job]) -> None:
         """`active` = the unfinished Jobs; lastSuccessfulTime from the completed ones."""

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.client import OWNER_UID_INDEX, Conflict, object_key
+from k8semu.client import OWNER_UID_INDEX, object_key
 from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodControl
 from k8semu.controllers.context import ControllerContext, KeyedController
@@ -326,13 +326,7 @@ class DaemonSetController(KeyedController):
                 p.deletes,
                 [daemon_pod(ds, n, revision_hash(ds)) for n in p.creates],
             )
-        if p.status != ds.status:
-            new = _pods.copy_of(ds)
-            new.status.CopyFrom(p.status)
-            try:
-                await self.client.update_status(new)
-            except Conflict:
-                self.queue.add(key)
+        await self.write_status(ds, p.status)
         if p.recheck_after is not None:
             self.queue.add_after(key, p.recheck_after)
         if error is not None:

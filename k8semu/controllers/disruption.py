@@ -28,7 +28,7 @@ from typing import Any
 
 from k8semu.api import timestamps
 from k8semu.api.errors import SelectorError
-from k8semu.client import NAMESPACE_INDEX, Conflict, Informer
+from k8semu.client import NAMESPACE_INDEX, Informer
 from k8semu.controllers import _pods
 from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.log import get_logger
@@ -168,11 +168,4 @@ class DisruptionController(KeyedController):
         if new_status.disrupted_pods:  # look again when the oldest grant times out
             oldest = min(timestamps.to_seconds(t) for t in new_status.disrupted_pods.values())
             self.queue.add_after(key, max(oldest + DELETION_TIMEOUT - now, 0.0) + 0.1)
-        if new_status == pdb.status:
-            return
-        new = _pods.copy_of(pdb)
-        new.status.CopyFrom(new_status)
-        try:
-            await self.client.update_status(new)
-        except Conflict:
-            self.queue.add(key)
+        await self.write_status(pdb, new_status)

@@ -346,22 +346,13 @@ class JobController(KeyedController):
         )
         for type_, reason, message in p.events:
             self.recorder.event(job, type_, reason, message)
-        if p.status != job.status:
-            await self._write_status(job, p.status)
+        await self.write_status(job, p.status)
         if p.requeue_after is not None:
             self.queue.add_after(key, p.requeue_after)
         if finished(batch_pb2.Job(status=p.status)) is not None:
             await self._expired(job, now, p.status)
         if error is not None:
             raise error
-
-    async def _write_status(self, job: batch_pb2.Job, status: batch_pb2.JobStatus) -> None:
-        new = _pods.copy_of(job)
-        new.status.CopyFrom(status)
-        try:
-            await self.client.update_status(new)
-        except Conflict:
-            self.queue.add(object_key(job))  # changed meanwhile: decide again on the new one
 
     async def _expired(
         self, job: batch_pb2.Job, now: float, status: batch_pb2.JobStatus | None = None

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.client import NAMESPACE_INDEX, OWNER_UID_INDEX, AlreadyExists, Conflict, NotFound
+from k8semu.client import NAMESPACE_INDEX, OWNER_UID_INDEX, AlreadyExists, NotFound
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodControl
@@ -333,13 +333,7 @@ class StatefulSetController(KeyedController):
         ]
         p = plan(sts, pods, claims, self.clock())
         error = await self._apply(sts, p)
-        if p.status != sts.status:
-            new = _pods.copy_of(sts)
-            new.status.CopyFrom(p.status)
-            try:
-                await self.client.update_status(new)
-            except Conflict:
-                self.queue.add(key)
+        await self.write_status(sts, p.status)
         if p.recheck_after is not None:
             self.queue.add_after(key, p.recheck_after)
         if error is not None:
