@@ -32,9 +32,11 @@ from k8semu.client import (
     index_by_owner_uid,
     object_key,
 )
+from k8semu.client._models import meta
 from k8semu.client.controller import run_workers
 from k8semu.client.events import EventRecorder
 from k8semu.client.workqueue import WorkQueue
+from k8semu.controllers._pods import controller_ref
 from k8semu.controllers.clusterautoscaler.pools import NodePool
 from k8semu.log import get_logger
 
@@ -198,6 +200,16 @@ class KeyedController:
         informer.add_event_handler(
             on_add=changed, on_update=lambda old, new: changed(new), on_delete=deleted
         )
+
+    @staticmethod
+    def controlled(informer: Informer[M], owner: Message) -> list[M]:
+        """The cached objects of an `owned=True` informer whose controller is `owner`."""
+        uid = meta(owner).uid
+        return [
+            obj
+            for obj in informer.cache.by_index(OWNER_UID_INDEX, uid)
+            if (ref := controller_ref(obj)) is not None and ref.uid == uid
+        ]
 
     def _enqueue(self, obj: Message) -> None:
         self.queue.add(object_key(obj))

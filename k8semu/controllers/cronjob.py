@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
 
 from k8semu.api import cron, timestamps
-from k8semu.client import OWNER_UID_INDEX, AlreadyExists, NotFound, object_key
+from k8semu.client import AlreadyExists, NotFound, object_key
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.controllers import _pods
 from k8semu.controllers.context import ControllerContext, KeyedController
@@ -120,12 +120,7 @@ class CronJobController(KeyedController):
         cj = self.cron_informer.cache.get(key)
         if cj is None:
             return
-        uid = cj.metadata.uid
-        jobs = [
-            j
-            for j in self.job_informer.cache.by_index(OWNER_UID_INDEX, uid)
-            if (ref := _pods.controller_ref(j)) is not None and ref.uid == uid
-        ]
+        jobs = self.controlled(self.job_informer, cj)
         status = batch_pb2.CronJobStatus()
         status.CopyFrom(cj.status)
         self._observe(status, jobs)

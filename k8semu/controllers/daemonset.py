@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.client import OWNER_UID_INDEX, object_key
+from k8semu.client import object_key
 from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodControl
 from k8semu.controllers.context import ControllerContext, KeyedController
@@ -309,12 +309,7 @@ class DaemonSetController(KeyedController):
         if ds is None or ds.metadata.HasField("deletion_timestamp"):
             self.expectations.forget(key)
             return
-        uid = ds.metadata.uid
-        pods = [
-            pod
-            for pod in self.pod_informer.cache.by_index(OWNER_UID_INDEX, uid)
-            if (ref := _pods.controller_ref(pod)) is not None and ref.uid == uid
-        ]
+        pods = self.controlled(self.pod_informer, ds)
         if not await self._sync_history(ds, pods):
             return
         p = plan(ds, self.node_informer.cache.list(), pods, self.clock())

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from k8semu.api import timestamps
-from k8semu.client import OWNER_UID_INDEX, Conflict, NotFound, Preconditions, object_key
+from k8semu.client import Conflict, NotFound, Preconditions, object_key
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.controllers import _pods
 from k8semu.controllers._podcontrol import PodControl
@@ -275,11 +275,6 @@ def new_pod(job: batch_pb2.Job, index: int | None) -> core_pb2.Pod:
     return pod
 
 
-def _controlled_by(pod: core_pb2.Pod, job: batch_pb2.Job) -> bool:
-    ref = _pods.controller_ref(pod)
-    return ref is not None and ref.uid == job.metadata.uid
-
-
 class JobController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
@@ -339,8 +334,7 @@ class JobController(KeyedController):
         now = self.clock()
         if await self._expired(job, now):
             return
-        pods = self.pod_informer.cache.by_index(OWNER_UID_INDEX, job.metadata.uid)
-        p = plan(job, [pod for pod in pods if _controlled_by(pod, job)], now)
+        p = plan(job, self.controlled(self.pod_informer, job), now)
         error = await self.pods.apply(
             job, self.expectations, p.deletes, [new_pod(job, i) for i in p.creates]
         )

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.client import NAMESPACE_INDEX, OWNER_UID_INDEX, AlreadyExists, NotFound
+from k8semu.client import NAMESPACE_INDEX, AlreadyExists, NotFound
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodControl
@@ -317,12 +317,7 @@ class StatefulSetController(KeyedController):
         sts = self.sts_informer.cache.get(key)
         if sts is None or sts.metadata.HasField("deletion_timestamp"):
             return
-        uid = sts.metadata.uid
-        pods = [
-            pod
-            for pod in self.pod_informer.cache.by_index(OWNER_UID_INDEX, uid)
-            if (ref := _pods.controller_ref(pod)) is not None and ref.uid == uid
-        ]
+        pods = self.controlled(self.pod_informer, sts)
         in_use = {sts.status.current_revision, sts.status.update_revision} - {""}
         in_use.update(h for pod in pods if (h := pod.metadata.labels.get(REVISION_HASH)))
         if not await self.history.sync(sts, revision_hash(sts), in_use):
