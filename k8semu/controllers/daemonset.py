@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 
 from k8semu.client import object_key
 from k8semu.controllers import _pods, history
-from k8semu.controllers._podcontrol import PodControl
-from k8semu.controllers.context import ControllerContext, KeyedController
+from k8semu.controllers._podcontrol import PodOwnerController
+from k8semu.controllers.context import ControllerContext
 from k8semu.controllers.deployment.util import scaled_value, template_hash
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
@@ -262,15 +262,13 @@ def _status(
     p.recheck_after = min(waits) + 0.05 if waits else None
 
 
-class DaemonSetController(KeyedController):
+class DaemonSetController(PodOwnerController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "daemonset"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(ctx, clock=clock)
-        self.expectations = _pods.Expectations()
-        self.pods = PodControl(ctx.client, ctx.recorder)
         self.ds_informer = self.informer(apps_pb2.DaemonSet)
         self.node_informer = ctx.informers.informer(core_pb2.Node)
         self.pod_informer = self.informer(core_pb2.Pod, owned=True)

@@ -39,8 +39,8 @@ from k8semu.api import timestamps
 from k8semu.client import Conflict, NotFound, Preconditions, object_key
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.controllers import _pods
-from k8semu.controllers._podcontrol import PodControl
-from k8semu.controllers.context import ControllerContext, KeyedController
+from k8semu.controllers._podcontrol import PodOwnerController
+from k8semu.controllers.context import ControllerContext
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import batch_pb2, core_pb2
 
@@ -275,18 +275,16 @@ def new_pod(job: batch_pb2.Job, index: int | None) -> core_pb2.Pod:
     return pod
 
 
-class JobController(KeyedController):
+class JobController(PodOwnerController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "job"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(ctx, clock=clock)
-        self.expectations = _pods.Expectations()
-        self.pods = PodControl(ctx.client, ctx.recorder)
         self.job_informer = self.informer(batch_pb2.Job)
         self.pod_informer = self.informer(core_pb2.Pod, owned=True)
-        self.watch(self.job_informer, self._enqueue, deleted=self._job_deleted)
+        self.watch(self.job_informer, self._enqueue, deleted=self._owner_deleted)
         self.pod_informer.add_event_handler(
             on_add=self._pod_added,
             on_update=lambda old, new: self._pod_changed(new),
@@ -294,11 +292,6 @@ class JobController(KeyedController):
         )
 
     # ---- event handlers: only enqueue ------------------------------------------------------
-
-    def _job_deleted(self, job: batch_pb2.Job) -> None:
-        key = object_key(job)
-        self.expectations.forget(key)
-        self.queue.add(key)
 
     def _owner_key(self, pod: core_pb2.Pod) -> str | None:
         return _pods.controller_key(pod, KIND, self.job_informer.cache.get_by_name)
@@ -314,12 +307,6 @@ class JobController(KeyedController):
         if key is not None:
             if _pods.is_pod_terminating(pod):
                 self.expectations.deletion_observed(key, object_key(pod))
-            self.queue.add(key)
-
-    def _pod_deleted(self, pod: core_pb2.Pod) -> None:
-        key = self._owner_key(pod)
-        if key is not None:
-            self.expectations.deletion_observed(key, object_key(pod))
             self.queue.add(key)
 
     # ---- running -------------------------------------------------------------------------------

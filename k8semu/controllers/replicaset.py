@@ -33,8 +33,8 @@ from k8semu.client import (
     object_key,
 )
 from k8semu.controllers import _pods
-from k8semu.controllers._podcontrol import PodControl, slow_start_batch
-from k8semu.controllers.context import ControllerContext, KeyedController
+from k8semu.controllers._podcontrol import PodOwnerController, slow_start_batch
+from k8semu.controllers.context import ControllerContext
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 
@@ -45,7 +45,7 @@ KIND = "ReplicaSet"
 DEFAULT_BURST_REPLICAS = 500  # Kubernetes' burstReplicas: creates/deletes per reconcile
 
 
-class ReplicaSetController(KeyedController):
+class ReplicaSetController(PodOwnerController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "replicaset"
@@ -59,14 +59,12 @@ class ReplicaSetController(KeyedController):
     ) -> None:
         super().__init__(ctx, clock=clock)
         self.burst_replicas = burst_replicas
-        self.expectations = _pods.Expectations()
-        self.pods = PodControl(ctx.client, ctx.recorder)
         self.rs_informer = self.informer(apps_pb2.ReplicaSet)
         self.pod_informer = self.informer(core_pb2.Pod, owned=True)
         self.rs_informer.add_event_handler(
             on_add=self._enqueue,
             on_update=self._rs_updated,
-            on_delete=self._rs_deleted,
+            on_delete=self._owner_deleted,
         )
         self.pod_informer.add_event_handler(
             on_add=self._pod_added,
@@ -78,11 +76,6 @@ class ReplicaSetController(KeyedController):
 
     def _rs_updated(self, old: apps_pb2.ReplicaSet, new: apps_pb2.ReplicaSet) -> None:
         self._enqueue(new)
-
-    def _rs_deleted(self, rs: apps_pb2.ReplicaSet) -> None:
-        key = object_key(rs)
-        self.expectations.forget(key)
-        self.queue.add(key)
 
     def _owner_key(self, pod: core_pb2.Pod) -> str | None:
         """The key of the ReplicaSet (in the cache) that controls `pod`, if any."""
@@ -131,12 +124,6 @@ class ReplicaSetController(KeyedController):
         if _pods.controller_ref(new) is None:
             for rs in self._matching_sets(new):
                 self._enqueue(rs)
-
-    def _pod_deleted(self, pod: core_pb2.Pod) -> None:
-        key = self._owner_key(pod)
-        if key is not None:
-            self.expectations.deletion_observed(key, object_key(pod))
-            self.queue.add(key)
 
     # ---- running -------------------------------------------------------------------------------
 
