@@ -7,6 +7,7 @@ both, bracketed by the controller's expectations; creates go in slow-start batch
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
@@ -15,6 +16,7 @@ from google.protobuf.message import Message
 from k8semu.client import Client, ClientError, NotFound, object_key
 from k8semu.client.events import NORMAL, WARNING, EventRecorder
 from k8semu.controllers._pods import Expectations
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.pb.api.v1 import core_pb2
 
 
@@ -93,3 +95,28 @@ async def slow_start_batch(
         remaining = count - done
         size = min(2 * size, remaining)
     return done, None
+
+
+class PodOwnerController(KeyedController):
+    """A KeyedController whose keys own pods it creates and deletes (`pods`), each write
+    awaited in the informer before the next decision (`expectations`). A subclass says which
+    of its keys controls a pod (`_owner_key`)."""
+
+    def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(ctx, clock=clock)
+        self.expectations = Expectations()
+        self.pods = PodControl(ctx.client, ctx.recorder)
+
+    def _owner_key(self, pod: core_pb2.Pod) -> str | None:
+        raise NotImplementedError
+
+    def _owner_deleted(self, owner: Message) -> None:
+        key = object_key(owner)
+        self.expectations.forget(key)
+        self.queue.add(key)
+
+    def _pod_deleted(self, pod: core_pb2.Pod) -> None:
+        key = self._owner_key(pod)
+        if key is not None:
+            self.expectations.deletion_observed(key, object_key(pod))
+            self.queue.add(key)

@@ -20,8 +20,7 @@ from k8semu import pki
 from k8semu.api import csr as csrs
 from k8semu.api import timestamps
 from k8semu.client import Conflict, NotFound
-from k8semu.client.workqueue import WorkQueue
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import certificates_pb2, core_pb2
 
@@ -29,24 +28,15 @@ log = get_logger(__name__)
 CSR = certificates_pb2.CertificateSigningRequest
 
 
-class _Loop:
+class _Loop(KeyedController):
     """One informer on CertificateSigningRequests and a queue of their names."""
 
     name = ""
 
     def __init__(self, ctx: ControllerContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.csrs = ctx.informers.informer(CSR)
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        self.csrs.add_event_handler(
-            on_add=self._enqueue, on_update=lambda old, new: self._enqueue(new)
-        )
-
-    def _enqueue(self, obj: CSR) -> None:
-        self.queue.add(obj.metadata.name)
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
+        self.watch(self.csrs, self._enqueue)
 
     async def reconcile(self, key: str) -> None:
         obj = self.csrs.cache.get(key)
@@ -58,7 +48,7 @@ class _Loop:
         if changed is None:
             return
         try:
-            await self.ctx.client.update_status(changed)
+            await self.client.update_status(changed)
         except (Conflict, NotFound):  # changed or gone meanwhile: the next event re-checks
             return
         log.info(f"{self.name}: {changed.status.conditions[-1].type}", csr=key)

@@ -12,23 +12,37 @@ objects into the informers' caches and call `reconcile` directly (sample-control
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from google.protobuf.message import Message
 
 from k8semu.client import (
     DEFAULT_LEADER_ELECTION,
+    NAMESPACE_INDEX,
+    OWNER_UID_INDEX,
     Client,
+    Conflict,
+    Informer,
     LeaderElectionConfig,
     SharedInformers,
+    index_by_namespace,
+    index_by_owner_uid,
+    object_key,
 )
+from k8semu.client._models import meta
 from k8semu.client.controller import run_workers
 from k8semu.client.events import EventRecorder
 from k8semu.client.workqueue import WorkQueue
+from k8semu.controllers._pods import controller_ref
 from k8semu.controllers.clusterautoscaler.pools import NodePool
 from k8semu.log import get_logger
 
 log = get_logger(__name__)
+
+M = TypeVar("M", bound=Message)
 
 # A controller manager stopped on purpose (SIGTERM, a rolling restart) ends its controllers and
 # then clears the Lease, so the standby takes over at its next retry instead of waiting out
@@ -148,3 +162,74 @@ async def run_when_synced(
     await ctx.informers.wait_synced()
     log.info("controller started", controller=name, workers=ctx.config.workers)
     await run_workers(queue, reconcile, ctx.config.workers, name=name)
+
+
+class KeyedController:
+    """The body every controller with one work queue of keys shares: the context's client,
+    recorder and clock, the queue (named after the controller), informers indexed the way
+    reconcile reads them, handlers that only enqueue, and `run()`. A subclass sets `name`,
+    calls this constructor first, asks for its informers, and defines `reconcile`."""
+
+    name = ""
+
+    def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
+        self.ctx = ctx
+        self.client = ctx.client
+        self.recorder = ctx.recorder
+        self.clock = clock
+        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
+
+    def informer(self, kind: type[M], *, owned: bool = False) -> Informer[M]:
+        """The shared informer of `kind`, indexed by namespace, and also by owner uid when
+        `owned` (the objects this controller's keys control)."""
+        if owned:
+            return self.ctx.informers.informer(
+                kind,
+                indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
+            )
+        return self.ctx.informers.informer(kind, indexers={NAMESPACE_INDEX: index_by_namespace})
+
+    def watch(
+        self,
+        informer: Informer[M],
+        changed: Callable[[M], None],
+        *,
+        deleted: Callable[[M], None] | None = None,
+    ) -> None:
+        """`changed` on an add or update (with the new object), `deleted` on a delete."""
+        informer.add_event_handler(
+            on_add=changed, on_update=lambda old, new: changed(new), on_delete=deleted
+        )
+
+    @staticmethod
+    def controlled(informer: Informer[M], owner: Message) -> list[M]:
+        """The cached objects of an `owned=True` informer whose controller is `owner`."""
+        uid = meta(owner).uid
+        return [
+            obj
+            for obj in informer.cache.by_index(OWNER_UID_INDEX, uid)
+            if (ref := controller_ref(obj)) is not None and ref.uid == uid
+        ]
+
+    def _enqueue(self, obj: Message) -> None:
+        self.queue.add(object_key(obj))
+
+    async def write_status(self, obj: Message, status: Message) -> None:
+        """Write `status` as the status of `obj` (a cached object) when it differs,
+        compare-and-swap on obj's resourceVersion; after a Conflict (obj changed meanwhile)
+        its key comes back, to decide again on the new one."""
+        if status == getattr(obj, "status"):  # noqa: B009
+            return
+        new = type(obj)()
+        new.CopyFrom(obj)
+        getattr(new, "status").CopyFrom(status)  # noqa: B009
+        try:
+            await self.client.update_status(new)
+        except Conflict:
+            self.queue.add(object_key(obj))
+
+    async def run(self) -> None:
+        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
+
+    async def reconcile(self, key: str) -> None:
+        raise NotImplementedError

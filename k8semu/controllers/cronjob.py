@@ -31,20 +31,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
 
 from k8semu.api import cron, timestamps
-from k8semu.client import (
-    NAMESPACE_INDEX,
-    OWNER_UID_INDEX,
-    AlreadyExists,
-    Conflict,
-    NotFound,
-    index_by_namespace,
-    index_by_owner_uid,
-    object_key,
-)
+from k8semu.client import AlreadyExists, NotFound, object_key
 from k8semu.client.events import NORMAL, WARNING
-from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.controllers.job import finished
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import batch_pb2, meta_pb2
@@ -109,56 +99,28 @@ def over_history(
     return ok[: max(len(ok) - successful, 0)] + bad[: max(len(bad) - failed, 0)]
 
 
-class CronJobController:
+class CronJobController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "cronjob"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.recorder = ctx.recorder
-        self.clock = clock
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        self.cron_informer = ctx.informers.informer(
-            batch_pb2.CronJob, indexers={NAMESPACE_INDEX: index_by_namespace}
-        )
-        self.job_informer = ctx.informers.informer(
-            batch_pb2.Job,
-            indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
-        )
-        self.cron_informer.add_event_handler(
-            on_add=self._enqueue,
-            on_update=lambda old, new: self._enqueue(new),
-            on_delete=self._enqueue,
-        )
-        self.job_informer.add_event_handler(
-            on_add=self._job_changed,
-            on_update=lambda old, new: self._job_changed(new),
-            on_delete=self._job_changed,
-        )
-
-    def _enqueue(self, cj: batch_pb2.CronJob) -> None:
-        self.queue.add(object_key(cj))
+        super().__init__(ctx, clock=clock)
+        self.cron_informer = self.informer(batch_pb2.CronJob)
+        self.job_informer = self.informer(batch_pb2.Job, owned=True)
+        self.watch(self.cron_informer, self._enqueue, deleted=self._enqueue)
+        self.watch(self.job_informer, self._job_changed, deleted=self._job_changed)
 
     def _job_changed(self, job: batch_pb2.Job) -> None:
         key = _pods.controller_key(job, KIND, self.cron_informer.cache.get_by_name)
         if key is not None:
             self.queue.add(key)
 
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
-
     async def reconcile(self, key: str) -> None:
         cj = self.cron_informer.cache.get(key)
         if cj is None:
             return
-        uid = cj.metadata.uid
-        jobs = [
-            j
-            for j in self.job_informer.cache.by_index(OWNER_UID_INDEX, uid)
-            if (ref := _pods.controller_ref(j)) is not None and ref.uid == uid
-        ]
+        jobs = self.controlled(self.job_informer, cj)
         status = batch_pb2.CronJobStatus()
         status.CopyFrom(cj.status)
         self._observe(status, jobs)
@@ -168,13 +130,7 @@ class CronJobController:
             await self._delete_job(cj, old, "SuccessfulDelete")
         if not cj.metadata.HasField("deletion_timestamp") and not cj.spec.suspend:
             await self._schedule(cj, status, jobs)
-        if status != cj.status:
-            new = _pods.copy_of(cj)
-            new.status.CopyFrom(status)
-            try:
-                await self.client.update_status(new)
-            except Conflict:
-                self.queue.add(key)
+        await self.write_status(cj, status)
 
     def _observe(self, status: batch_pb2.CronJobStatus, jobs: list[batch_pb2.Job]) -> None:
         """`active` = the unfinished Jobs; lastSuccessfulTime from the completed ones."""

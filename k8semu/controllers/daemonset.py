@@ -37,18 +37,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.client import (
-    NAMESPACE_INDEX,
-    OWNER_UID_INDEX,
-    Conflict,
-    index_by_namespace,
-    index_by_owner_uid,
-    object_key,
-)
-from k8semu.client.workqueue import WorkQueue
+from k8semu.client import object_key
 from k8semu.controllers import _pods, history
-from k8semu.controllers._podcontrol import PodControl
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers._podcontrol import PodOwnerController
+from k8semu.controllers.context import ControllerContext
 from k8semu.controllers.deployment.util import scaled_value, template_hash
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
@@ -270,36 +262,18 @@ def _status(
     p.recheck_after = min(waits) + 0.05 if waits else None
 
 
-class DaemonSetController:
+class DaemonSetController(PodOwnerController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "daemonset"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.clock = clock
-        self.expectations = _pods.Expectations()
-        self.pods = PodControl(ctx.client, ctx.recorder)
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        self.ds_informer = ctx.informers.informer(
-            apps_pb2.DaemonSet, indexers={NAMESPACE_INDEX: index_by_namespace}
-        )
+        super().__init__(ctx, clock=clock)
+        self.ds_informer = self.informer(apps_pb2.DaemonSet)
         self.node_informer = ctx.informers.informer(core_pb2.Node)
-        self.pod_informer = ctx.informers.informer(
-            core_pb2.Pod,
-            indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
-        )
-        self.ds_informer.add_event_handler(
-            on_add=self._enqueue,
-            on_update=lambda old, new: self._enqueue(new),
-            on_delete=self._ds_deleted,
-        )
-        self.node_informer.add_event_handler(
-            on_add=self._node_changed,
-            on_update=lambda old, new: self._node_changed(new),
-            on_delete=self._node_changed,
-        )
+        self.pod_informer = self.informer(core_pb2.Pod, owned=True)
+        self.watch(self.ds_informer, self._enqueue, deleted=self._ds_deleted)
+        self.watch(self.node_informer, self._node_changed, deleted=self._node_changed)
         self.history = history.RevisionHistory(
             ctx, KIND, self.queue, self.ds_informer.cache.get_by_name
         )
@@ -308,9 +282,6 @@ class DaemonSetController:
             on_update=lambda old, new: self._pod_changed(new),
             on_delete=lambda pod: self._pod_changed(pod, deleted=True),
         )
-
-    def _enqueue(self, ds: apps_pb2.DaemonSet) -> None:
-        self.queue.add(object_key(ds))
 
     def _ds_deleted(self, ds: apps_pb2.DaemonSet) -> None:
         self.expectations.forget(object_key(ds))
@@ -331,20 +302,12 @@ class DaemonSetController:
             self.expectations.deletion_observed(key, object_key(pod))
         self.queue.add(key)
 
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
-
     async def reconcile(self, key: str) -> None:
         ds = self.ds_informer.cache.get(key)
         if ds is None or ds.metadata.HasField("deletion_timestamp"):
             self.expectations.forget(key)
             return
-        uid = ds.metadata.uid
-        pods = [
-            pod
-            for pod in self.pod_informer.cache.by_index(OWNER_UID_INDEX, uid)
-            if (ref := _pods.controller_ref(pod)) is not None and ref.uid == uid
-        ]
+        pods = self.controlled(self.pod_informer, ds)
         if not await self._sync_history(ds, pods):
             return
         p = plan(ds, self.node_informer.cache.list(), pods, self.clock())
@@ -356,13 +319,7 @@ class DaemonSetController:
                 p.deletes,
                 [daemon_pod(ds, n, revision_hash(ds)) for n in p.creates],
             )
-        if p.status != ds.status:
-            new = _pods.copy_of(ds)
-            new.status.CopyFrom(p.status)
-            try:
-                await self.client.update_status(new)
-            except Conflict:
-                self.queue.add(key)
+        await self.write_status(ds, p.status)
         if p.recheck_after is not None:
             self.queue.add_after(key, p.recheck_after)
         if error is not None:

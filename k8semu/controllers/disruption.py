@@ -24,13 +24,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from k8semu.api import timestamps
 from k8semu.api.errors import SelectorError
-from k8semu.client import NAMESPACE_INDEX, Conflict, index_by_namespace, object_key
-from k8semu.client.workqueue import WorkQueue
+from k8semu.client import NAMESPACE_INDEX, Informer
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2, meta_pb2, policy_pb2
 
@@ -109,34 +109,24 @@ def status(
     return st
 
 
-class DisruptionController:
+class DisruptionController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "disruption"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.clock = clock
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        by_ns = {NAMESPACE_INDEX: index_by_namespace}
-        self.pdbs = ctx.informers.informer(policy_pb2.PodDisruptionBudget, indexers=by_ns)
-        self.pod_informer = ctx.informers.informer(core_pb2.Pod, indexers=by_ns)
-        self.replica_sets = ctx.informers.informer(apps_pb2.ReplicaSet, indexers=by_ns)
-        self.deployments = ctx.informers.informer(apps_pb2.Deployment, indexers=by_ns)
-        self.daemon_sets = ctx.informers.informer(apps_pb2.DaemonSet, indexers=by_ns)
-        self.pdbs.add_event_handler(
-            on_add=self._enqueue, on_update=lambda old, new: self._enqueue(new)
-        )
-        for informer in (self.pod_informer, self.replica_sets, self.deployments, self.daemon_sets):
-            informer.add_event_handler(
-                on_add=self._namespace_changed,
-                on_update=lambda old, new: self._namespace_changed(new),
-                on_delete=self._namespace_changed,
-            )
-
-    def _enqueue(self, pdb: policy_pb2.PodDisruptionBudget) -> None:
-        self.queue.add(object_key(pdb))
+        super().__init__(ctx, clock=clock)
+        self.pdbs = self.informer(policy_pb2.PodDisruptionBudget)
+        self.pod_informer = self.informer(core_pb2.Pod)
+        self.replica_sets = self.informer(apps_pb2.ReplicaSet)
+        self.deployments = self.informer(apps_pb2.Deployment)
+        self.daemon_sets = self.informer(apps_pb2.DaemonSet)
+        self.watch(self.pdbs, self._enqueue)
+        related: tuple[Informer[Any], ...] = (
+            self.pod_informer, self.replica_sets, self.deployments, self.daemon_sets
+        )  # fmt: skip
+        for informer in related:
+            self.watch(informer, self._namespace_changed, deleted=self._namespace_changed)
 
     def _namespace_changed(self, obj: object) -> None:
         namespace = getattr(obj, "metadata").namespace  # noqa: B009
@@ -159,9 +149,6 @@ class DisruptionController:
             return None if ds is None else ds.status.desired_number_scheduled
         return None
 
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
-
     async def reconcile(self, key: str) -> None:
         pdb = self.pdbs.cache.get(key)
         if pdb is None:
@@ -181,11 +168,4 @@ class DisruptionController:
         if new_status.disrupted_pods:  # look again when the oldest grant times out
             oldest = min(timestamps.to_seconds(t) for t in new_status.disrupted_pods.values())
             self.queue.add_after(key, max(oldest + DELETION_TIMEOUT - now, 0.0) + 0.1)
-        if new_status == pdb.status:
-            return
-        new = _pods.copy_of(pdb)
-        new.status.CopyFrom(new_status)
-        try:
-            await self.client.update_status(new)
-        except Conflict:
-            self.queue.add(key)
+        await self.write_status(pdb, new_status)

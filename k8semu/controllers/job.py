@@ -36,21 +36,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from k8semu.api import timestamps
-from k8semu.client import (
-    NAMESPACE_INDEX,
-    OWNER_UID_INDEX,
-    Conflict,
-    NotFound,
-    Preconditions,
-    index_by_namespace,
-    index_by_owner_uid,
-    object_key,
-)
+from k8semu.client import Conflict, NotFound, Preconditions, object_key
 from k8semu.client.events import NORMAL, WARNING
-from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers._podcontrol import PodControl
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers._podcontrol import PodOwnerController
+from k8semu.controllers.context import ControllerContext
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import batch_pb2, core_pb2
 
@@ -285,36 +275,16 @@ def new_pod(job: batch_pb2.Job, index: int | None) -> core_pb2.Pod:
     return pod
 
 
-def _controlled_by(pod: core_pb2.Pod, job: batch_pb2.Job) -> bool:
-    ref = _pods.controller_ref(pod)
-    return ref is not None and ref.uid == job.metadata.uid
-
-
-class JobController:
+class JobController(PodOwnerController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "job"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.recorder = ctx.recorder
-        self.clock = clock
-        self.expectations = _pods.Expectations()
-        self.pods = PodControl(ctx.client, ctx.recorder)
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        self.job_informer = ctx.informers.informer(
-            batch_pb2.Job, indexers={NAMESPACE_INDEX: index_by_namespace}
-        )
-        self.pod_informer = ctx.informers.informer(
-            core_pb2.Pod,
-            indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
-        )
-        self.job_informer.add_event_handler(
-            on_add=self._enqueue,
-            on_update=lambda old, new: self._enqueue(new),
-            on_delete=self._job_deleted,
-        )
+        super().__init__(ctx, clock=clock)
+        self.job_informer = self.informer(batch_pb2.Job)
+        self.pod_informer = self.informer(core_pb2.Pod, owned=True)
+        self.watch(self.job_informer, self._enqueue, deleted=self._owner_deleted)
         self.pod_informer.add_event_handler(
             on_add=self._pod_added,
             on_update=lambda old, new: self._pod_changed(new),
@@ -322,14 +292,6 @@ class JobController:
         )
 
     # ---- event handlers: only enqueue ------------------------------------------------------
-
-    def _enqueue(self, job: batch_pb2.Job) -> None:
-        self.queue.add(object_key(job))
-
-    def _job_deleted(self, job: batch_pb2.Job) -> None:
-        key = object_key(job)
-        self.expectations.forget(key)
-        self.queue.add(key)
 
     def _owner_key(self, pod: core_pb2.Pod) -> str | None:
         return _pods.controller_key(pod, KIND, self.job_informer.cache.get_by_name)
@@ -347,16 +309,7 @@ class JobController:
                 self.expectations.deletion_observed(key, object_key(pod))
             self.queue.add(key)
 
-    def _pod_deleted(self, pod: core_pb2.Pod) -> None:
-        key = self._owner_key(pod)
-        if key is not None:
-            self.expectations.deletion_observed(key, object_key(pod))
-            self.queue.add(key)
-
     # ---- running -------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         job = self.job_informer.cache.get(key)
@@ -368,29 +321,19 @@ class JobController:
         now = self.clock()
         if await self._expired(job, now):
             return
-        pods = self.pod_informer.cache.by_index(OWNER_UID_INDEX, job.metadata.uid)
-        p = plan(job, [pod for pod in pods if _controlled_by(pod, job)], now)
+        p = plan(job, self.controlled(self.pod_informer, job), now)
         error = await self.pods.apply(
             job, self.expectations, p.deletes, [new_pod(job, i) for i in p.creates]
         )
         for type_, reason, message in p.events:
             self.recorder.event(job, type_, reason, message)
-        if p.status != job.status:
-            await self._write_status(job, p.status)
+        await self.write_status(job, p.status)
         if p.requeue_after is not None:
             self.queue.add_after(key, p.requeue_after)
         if finished(batch_pb2.Job(status=p.status)) is not None:
             await self._expired(job, now, p.status)
         if error is not None:
             raise error
-
-    async def _write_status(self, job: batch_pb2.Job, status: batch_pb2.JobStatus) -> None:
-        new = _pods.copy_of(job)
-        new.status.CopyFrom(status)
-        try:
-            await self.client.update_status(new)
-        except Conflict:
-            self.queue.add(object_key(job))  # changed meanwhile: decide again on the new one
 
     async def _expired(
         self, job: batch_pb2.Job, now: float, status: batch_pb2.JobStatus | None = None

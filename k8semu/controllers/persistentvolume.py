@@ -38,13 +38,11 @@ from k8semu.client import (
     AlreadyExists,
     Conflict,
     NotFound,
-    index_by_namespace,
     object_key,
 )
 from k8semu.client.events import NORMAL, WARNING
-from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2, storage_pb2
 
@@ -204,29 +202,21 @@ def claim_users(pod: core_pb2.Pod) -> list[str]:
             v.HasField("persistent_volume_claim")]  # fmt: skip
 
 
-class PersistentVolumeController:
+class PersistentVolumeController(KeyedController):
     """One instance per process; `run()` after the context's informers are started. Keys are
     `claim:<ns>/<name>` and `volume:<name>`."""
 
     name = "persistentvolume"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.clock = clock
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        by_ns = {NAMESPACE_INDEX: index_by_namespace}
-        self.claims = ctx.informers.informer(core_pb2.PersistentVolumeClaim, indexers=by_ns)
+        super().__init__(ctx, clock=clock)
+        self.claims = self.informer(core_pb2.PersistentVolumeClaim)
         self.volumes = ctx.informers.informer(core_pb2.PersistentVolume)
         self.classes = ctx.informers.informer(storage_pb2.StorageClass)
         self.nodes = ctx.informers.informer(core_pb2.Node)
-        self.pods = ctx.informers.informer(core_pb2.Pod, indexers=by_ns)
-        self.claims.add_event_handler(
-            on_add=self._claim, on_update=lambda o, n: self._claim(n), on_delete=self._claim_gone
-        )
-        self.volumes.add_event_handler(
-            on_add=self._volume, on_update=lambda o, n: self._volume(n), on_delete=self._volume
-        )
+        self.pods = self.informer(core_pb2.Pod)
+        self.watch(self.claims, self._claim, deleted=self._claim_gone)
+        self.watch(self.volumes, self._volume, deleted=self._volume)
         self.classes.add_event_handler(on_add=lambda sc: self._all_pending())
         self.pods.add_event_handler(
             on_add=self._pod, on_update=lambda o, n: self._pod(n) if not o.spec.node_name else None
@@ -254,9 +244,6 @@ class PersistentVolumeController:
         if pod.spec.node_name:
             for name in claim_users(pod):
                 self.queue.add(f"claim:{pod.metadata.namespace}/{name}")
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         what, _, name = key.partition(":")

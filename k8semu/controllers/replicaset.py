@@ -27,18 +27,14 @@ from k8semu.api.errors import SelectorError
 from k8semu.api.selectors import LabelSelector
 from k8semu.client import (
     NAMESPACE_INDEX,
-    OWNER_UID_INDEX,
     ClientError,
     Conflict,
     NotFound,
-    index_by_namespace,
-    index_by_owner_uid,
     object_key,
 )
-from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers._podcontrol import PodControl, slow_start_batch
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers._podcontrol import PodOwnerController, slow_start_batch
+from k8semu.controllers.context import ControllerContext
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 
@@ -49,7 +45,7 @@ KIND = "ReplicaSet"
 DEFAULT_BURST_REPLICAS = 500  # Kubernetes' burstReplicas: creates/deletes per reconcile
 
 
-class ReplicaSetController:
+class ReplicaSetController(PodOwnerController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "replicaset"
@@ -61,25 +57,14 @@ class ReplicaSetController:
         burst_replicas: int = DEFAULT_BURST_REPLICAS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.recorder = ctx.recorder
+        super().__init__(ctx, clock=clock)
         self.burst_replicas = burst_replicas
-        self.clock = clock
-        self.expectations = _pods.Expectations()
-        self.pods = PodControl(ctx.client, ctx.recorder)
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        self.rs_informer = ctx.informers.informer(
-            apps_pb2.ReplicaSet, indexers={NAMESPACE_INDEX: index_by_namespace}
-        )
-        self.pod_informer = ctx.informers.informer(
-            core_pb2.Pod,
-            indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
-        )
+        self.rs_informer = self.informer(apps_pb2.ReplicaSet)
+        self.pod_informer = self.informer(core_pb2.Pod, owned=True)
         self.rs_informer.add_event_handler(
             on_add=self._enqueue,
             on_update=self._rs_updated,
-            on_delete=self._rs_deleted,
+            on_delete=self._owner_deleted,
         )
         self.pod_informer.add_event_handler(
             on_add=self._pod_added,
@@ -89,16 +74,8 @@ class ReplicaSetController:
 
     # ---- event handlers: only enqueue ------------------------------------------------------
 
-    def _enqueue(self, rs: apps_pb2.ReplicaSet) -> None:
-        self.queue.add(object_key(rs))
-
     def _rs_updated(self, old: apps_pb2.ReplicaSet, new: apps_pb2.ReplicaSet) -> None:
         self._enqueue(new)
-
-    def _rs_deleted(self, rs: apps_pb2.ReplicaSet) -> None:
-        key = object_key(rs)
-        self.expectations.forget(key)
-        self.queue.add(key)
 
     def _owner_key(self, pod: core_pb2.Pod) -> str | None:
         """The key of the ReplicaSet (in the cache) that controls `pod`, if any."""
@@ -148,16 +125,7 @@ class ReplicaSetController:
             for rs in self._matching_sets(new):
                 self._enqueue(rs)
 
-    def _pod_deleted(self, pod: core_pb2.Pod) -> None:
-        key = self._owner_key(pod)
-        if key is not None:
-            self.expectations.deletion_observed(key, object_key(pod))
-            self.queue.add(key)
-
     # ---- running -------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         rs = self.rs_informer.cache.get(key)

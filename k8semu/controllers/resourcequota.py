@@ -29,10 +29,9 @@ from google.protobuf.message import Message
 
 from k8semu.api import resourcequota as rq
 from k8semu.api.kinds import Kind
-from k8semu.client import NAMESPACE_INDEX, Conflict, NotFound, index_by_namespace, object_key
-from k8semu.client.workqueue import WorkQueue
+from k8semu.client import NAMESPACE_INDEX, Conflict, NotFound
 from k8semu.controllers._pods import copy_of
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2, quota_pb2
 
@@ -58,7 +57,7 @@ def status(quota: quota_pb2.ResourceQuota, used: rq.Usage) -> quota_pb2.Resource
     return st
 
 
-class ResourceQuotaController:
+class ResourceQuotaController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "resourcequota"
@@ -71,28 +70,18 @@ class ResourceQuotaController:
         settle: float = SETTLE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
+        super().__init__(ctx, clock=clock)
         self.resync, self.settle = resync, settle
-        self.clock = clock
         # quota key -> (resourceVersion, when) of the first count that found usage lower
         self.settling: dict[str, tuple[str, float]] = {}
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        by_ns = {NAMESPACE_INDEX: index_by_namespace}
-        self.quotas = ctx.informers.informer(quota_pb2.ResourceQuota, indexers=by_ns)
-        self.quotas.add_event_handler(
-            on_add=self._enqueue, on_update=lambda old, new: self._enqueue(new)
-        )
+        self.quotas = self.informer(quota_pb2.ResourceQuota)
+        self.watch(self.quotas, self._enqueue)
         for message in _INFORMED:
-            informer = ctx.informers.informer(message, indexers=by_ns)
-            informer.add_event_handler(
+            self.informer(message).add_event_handler(
                 on_add=self._namespace_changed,
                 on_update=self._updated,
                 on_delete=self._namespace_changed,
             )
-
-    def _enqueue(self, quota: quota_pb2.ResourceQuota) -> None:
-        self.queue.add(object_key(quota))
 
     def _namespace_changed(self, obj: Message) -> None:
         namespace = getattr(obj, "metadata").namespace  # noqa: B009
@@ -105,9 +94,6 @@ class ResourceQuotaController:
             return
         if rq.usage(old) != rq.usage(new):  # most pod updates (status) change no usage
             self._namespace_changed(new)
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def _count(self, quota: quota_pb2.ResourceQuota) -> rq.Usage:
         by_kind: dict[Kind, list[str]] = defaultdict(list)

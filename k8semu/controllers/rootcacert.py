@@ -8,8 +8,7 @@ server's certificate. Without `--root-ca-file` (a plain cluster) it publishes no
 from __future__ import annotations
 
 from k8semu.client import AlreadyExists, Conflict, NotFound
-from k8semu.client.workqueue import WorkQueue
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 
@@ -19,19 +18,17 @@ NAME = "kube-root-ca.crt"
 KEY = "ca.crt"
 
 
-class RootCACertPublisher:
+class RootCACertPublisher(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "root-ca-cert-publisher"
 
     def __init__(self, ctx: ControllerContext) -> None:
-        self.ctx, self.ca = ctx, ctx.config.root_ca
+        super().__init__(ctx)
+        self.ca = ctx.config.root_ca
         self.namespaces = ctx.informers.informer(core_pb2.Namespace)
         self.maps = ctx.informers.informer(core_pb2.ConfigMap)
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        self.namespaces.add_event_handler(
-            on_add=self._namespace, on_update=lambda old, new: self._namespace(new)
-        )
+        self.watch(self.namespaces, self._namespace)
         self.maps.add_event_handler(on_update=lambda old, new: self._map(new), on_delete=self._map)
 
     def _namespace(self, ns: core_pb2.Namespace) -> None:
@@ -41,9 +38,6 @@ class RootCACertPublisher:
     def _map(self, cm: core_pb2.ConfigMap) -> None:
         if self.ca and cm.metadata.name == NAME:
             self.queue.add(cm.metadata.namespace)
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         """`key` is a namespace's name."""
@@ -60,10 +54,10 @@ class RootCACertPublisher:
         cm.data[KEY] = self.ca
         try:
             if current is None:
-                await self.ctx.client.create(cm)
+                await self.client.create(cm)
             else:
                 cm.metadata.resource_version = current.metadata.resource_version
-                await self.ctx.client.update(cm)
+                await self.client.update(cm)
         except (AlreadyExists, Conflict):  # the cache was behind: the next event re-checks
             self.queue.add_after(key, 1.0)
             return

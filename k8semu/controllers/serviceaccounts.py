@@ -7,8 +7,7 @@ by the kubelets: the TokenRequest subresource, not Secrets).
 from __future__ import annotations
 
 from k8semu.client import AlreadyExists, NotFound, object_key
-from k8semu.client.workqueue import WorkQueue
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 
@@ -17,20 +16,16 @@ log = get_logger(__name__)
 DEFAULT = "default"
 
 
-class ServiceAccountsController:
+class ServiceAccountsController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "serviceaccount"
 
     def __init__(self, ctx: ControllerContext) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
+        super().__init__(ctx)
         self.namespaces = ctx.informers.informer(core_pb2.Namespace)
         self.accounts = ctx.informers.informer(core_pb2.ServiceAccount)
-        self.namespaces.add_event_handler(
-            on_add=self._namespace, on_update=lambda old, new: self._namespace(new)
-        )
+        self.watch(self.namespaces, self._namespace)
         self.accounts.add_event_handler(on_delete=self._account_deleted)
 
     def _namespace(self, ns: core_pb2.Namespace) -> None:
@@ -39,9 +34,6 @@ class ServiceAccountsController:
     def _account_deleted(self, sa: core_pb2.ServiceAccount) -> None:
         if sa.metadata.name == DEFAULT:
             self.queue.add(sa.metadata.namespace)
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         """`key` is a namespace's name."""

@@ -42,21 +42,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.client import (
-    NAMESPACE_INDEX,
-    OWNER_UID_INDEX,
-    AlreadyExists,
-    Conflict,
-    NotFound,
-    index_by_namespace,
-    index_by_owner_uid,
-    object_key,
-)
+from k8semu.client import NAMESPACE_INDEX, AlreadyExists, NotFound
 from k8semu.client.events import NORMAL, WARNING
-from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodControl
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.controllers.deployment.util import template_hash
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
@@ -301,58 +291,33 @@ def _status(v: _View, p: Plan, update: str, now: float) -> None:
     p.recheck_after = min(waits) + 0.05 if waits else None
 
 
-class StatefulSetController:
+class StatefulSetController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "statefulset"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.clock = clock
+        super().__init__(ctx, clock=clock)
         self.pods = PodControl(ctx.client, ctx.recorder)
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        by_ns = {NAMESPACE_INDEX: index_by_namespace}
-        self.sts_informer = ctx.informers.informer(apps_pb2.StatefulSet, indexers=by_ns)
-        self.pod_informer = ctx.informers.informer(
-            core_pb2.Pod,
-            indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
-        )
-        self.claim_informer = ctx.informers.informer(core_pb2.PersistentVolumeClaim, indexers=by_ns)
+        self.sts_informer = self.informer(apps_pb2.StatefulSet)
+        self.pod_informer = self.informer(core_pb2.Pod, owned=True)
+        self.claim_informer = self.informer(core_pb2.PersistentVolumeClaim)
         self.history = history.RevisionHistory(
             ctx, KIND, self.queue, self.sts_informer.cache.get_by_name
         )
-        self.sts_informer.add_event_handler(
-            on_add=self._enqueue,
-            on_update=lambda old, new: self._enqueue(new),
-        )
-        self.pod_informer.add_event_handler(
-            on_add=self._pod_changed,
-            on_update=lambda old, new: self._pod_changed(new),
-            on_delete=self._pod_changed,
-        )
-
-    def _enqueue(self, sts: apps_pb2.StatefulSet) -> None:
-        self.queue.add(object_key(sts))
+        self.watch(self.sts_informer, self._enqueue)
+        self.watch(self.pod_informer, self._pod_changed, deleted=self._pod_changed)
 
     def _pod_changed(self, pod: core_pb2.Pod) -> None:
         key = _pods.controller_key(pod, KIND, self.sts_informer.cache.get_by_name)
         if key is not None:
             self.queue.add(key)
 
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
-
     async def reconcile(self, key: str) -> None:
         sts = self.sts_informer.cache.get(key)
         if sts is None or sts.metadata.HasField("deletion_timestamp"):
             return
-        uid = sts.metadata.uid
-        pods = [
-            pod
-            for pod in self.pod_informer.cache.by_index(OWNER_UID_INDEX, uid)
-            if (ref := _pods.controller_ref(pod)) is not None and ref.uid == uid
-        ]
+        pods = self.controlled(self.pod_informer, sts)
         in_use = {sts.status.current_revision, sts.status.update_revision} - {""}
         in_use.update(h for pod in pods if (h := pod.metadata.labels.get(REVISION_HASH)))
         if not await self.history.sync(sts, revision_hash(sts), in_use):
@@ -363,13 +328,7 @@ class StatefulSetController:
         ]
         p = plan(sts, pods, claims, self.clock())
         error = await self._apply(sts, p)
-        if p.status != sts.status:
-            new = _pods.copy_of(sts)
-            new.status.CopyFrom(p.status)
-            try:
-                await self.client.update_status(new)
-            except Conflict:
-                self.queue.add(key)
+        await self.write_status(sts, p.status)
         if p.recheck_after is not None:
             self.queue.add_after(key, p.recheck_after)
         if error is not None:

@@ -46,6 +46,7 @@ from k8semu.kubelet.runtime import (
     ContainerHandle,
     ExitInfo,
     Launch,
+    PodSetup,
     RecoveredPod,
     Resources,
     RunAs,
@@ -313,8 +314,10 @@ class PodWorker:
         runtime = self.host.runtime
         try:
             await runtime.prepare_pod(
-                self.uid, namespace=self.namespace, name=self.name, pod_ip=self.pod_ip,
-                files=files, run_as=launch.run_as,
+                PodSetup(
+                    uid=self.uid, namespace=self.namespace, name=self.name, pod_ip=self.pod_ip,
+                    files=files, run_as=launch.run_as,
+                )
             )  # fmt: skip
             handle = await runtime.start(launch)
         except StartError as exc:

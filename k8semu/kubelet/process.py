@@ -64,6 +64,7 @@ from k8semu.kubelet.runtime import (
     ExitInfo,
     Launch,
     PodRuns,
+    PodSetup,
     RecoveredContainer,
     RecoveredPod,
     RunAs,
@@ -229,16 +230,8 @@ class ProcessRuntime:
             raise StartError("CreateContainerConfigError", f"{what} {rel!r}: leaves the pod dir")
         return target
 
-    async def prepare_pod(
-        self,
-        uid: str,
-        *,
-        namespace: str,
-        name: str,
-        pod_ip: str,
-        files: Sequence[VolumeFile],
-        run_as: RunAs | None = None,
-    ) -> None:
+    async def prepare_pod(self, pod: PodSetup) -> None:
+        uid = pod.uid
         base = self.pod_dir(uid)
         base.mkdir(parents=True, exist_ok=True)
         pod_user = self._claim_user(uid, base)
@@ -247,13 +240,15 @@ class ProcessRuntime:
                 self.users.grant_traverse(self._reach)
             except OSError as exc:
                 log.warning("cannot grant pod users traverse", error=str(exc))
-        info: dict[str, Any] = {"uid": uid, "namespace": namespace, "name": name, "podIP": pod_ip}
+        info: dict[str, Any] = {
+            "uid": uid, "namespace": pod.namespace, "name": pod.name, "podIP": pod.pod_ip
+        }  # fmt: skip
         if pod_user is not None:
             info["user"] = pod_user.to_json()
         podusers.write_file(base / _POD_FILE, json.dumps(info).encode(), 0o644, None)
-        run_as = run_as or RunAs()
+        run_as = pod.run_as or RunAs()
         user = self._run_user(uid, run_as)
-        for item in files:
+        for item in pod.files:
             if item.link:
                 self._link(uid, item, user)
                 continue

@@ -186,6 +186,20 @@ class VolumeFile:
     link: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodSetup:
+    """What a runtime prepares a pod's directory from before a container starts: the pod's
+    identity and IP, its volume files and directories (a VolumeFile whose path ends in "/" is
+    a directory), owned by whom `run_as` (the container about to start) runs as."""
+
+    uid: str
+    namespace: str
+    name: str
+    pod_ip: str
+    files: Sequence[VolumeFile] = ()
+    run_as: RunAs | None = None
+
+
 @dataclass(slots=True, kw_only=True)
 class RecoveredContainer:
     name: str
@@ -230,19 +244,9 @@ class Runtime(Protocol):
         /proc and cgroup files): call it from a thread."""
         ...
 
-    async def prepare_pod(
-        self,
-        uid: str,
-        *,
-        namespace: str,
-        name: str,
-        pod_ip: str,
-        files: Sequence[VolumeFile],
-        run_as: RunAs | None = None,
-    ) -> None:
+    async def prepare_pod(self, pod: PodSetup) -> None:
         """Create the pod's directory (idempotent), remember its identity and IP, write its
-        volume files and directories (a VolumeFile whose path ends in "/" is a directory),
-        owned by whom `run_as` (the container about to start) runs as."""
+        volume files and directories."""
         ...
 
     async def start(self, launch: Launch) -> ContainerHandle: ...

@@ -34,6 +34,7 @@ from k8semu.kubelet.runtime import (
     ExitInfo,
     Launch,
     PodRuns,
+    PodSetup,
     RecoveredPod,
     Spawned,
     Usage,
@@ -82,7 +83,7 @@ class SimulatedRuntime:
                     snap.containers[(uid, name)] = Usage(int(used), memory, memory)
         return snap
 
-    async def prepare_pod(self, uid: str, **_: object) -> None:
+    async def prepare_pod(self, pod: PodSetup) -> None:
         return None  # no directory, no files: nothing runs
 
     async def start(self, launch: Launch) -> ContainerHandle:

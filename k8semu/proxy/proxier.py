@@ -92,31 +92,23 @@ class _BindState:
     errors: dict[ListenAddress, str] = field(default_factory=dict)
 
 
+@dataclass(kw_only=True, eq=False)
 class Proxier:
     """Listeners and Frontends for a service table. `await start()`, then `await apply(table)`
     as often as the table changes (idempotent), `await stop()` at the end."""
 
-    def __init__(
-        self,
-        *,
-        config: DataPathConfig = DEFAULT_DATA_PATH,
-        dialer: Dialer = direct,
-        on_bind_error: BindErrorHandler | None = None,
-        sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
-        bind_retry_interval: float = DEFAULT_BIND_RETRY_INTERVAL,
-    ) -> None:
-        self.config = config
-        self.dialer = dialer
-        self.on_bind_error = on_bind_error
-        self.sweep_interval = sweep_interval
-        self.bind_retry_interval = bind_retry_interval
-        self.frontends: dict[PortKey, Frontend] = {}
-        self._rules: dict[PortKey, PortRule] = {}
-        self._draining: list[Frontend] = []
-        self._listeners: dict[ListenAddress, _Listener] = {}
-        self._bind = _BindState()
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+    config: DataPathConfig = DEFAULT_DATA_PATH
+    dialer: Dialer = direct
+    on_bind_error: BindErrorHandler | None = None
+    sweep_interval: float = DEFAULT_SWEEP_INTERVAL
+    bind_retry_interval: float = DEFAULT_BIND_RETRY_INTERVAL
+    frontends: dict[PortKey, Frontend] = field(default_factory=dict, init=False)
+    _rules: dict[PortKey, PortRule] = field(default_factory=dict, init=False)
+    _draining: list[Frontend] = field(default_factory=list, init=False)
+    _listeners: dict[ListenAddress, _Listener] = field(default_factory=dict, init=False)
+    _bind: _BindState = field(default_factory=_BindState, init=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
 
     @property
     def bind_errors(self) -> dict[ListenAddress, str]:

@@ -13,7 +13,7 @@ import pytest
 from k8semu.client import Client
 from k8semu.kubelet.env import EnvError, PodFacts
 from k8semu.kubelet.process import ProcessRuntime
-from k8semu.kubelet.runtime import VolumeFile
+from k8semu.kubelet.runtime import PodSetup, VolumeFile
 from k8semu.kubelet.volumes import memory_dir_of, volume_files
 from k8semu.pb.api.v1 import core_pb2
 from tests.kubelet.conftest import KubeletProcess, eventually
@@ -83,11 +83,15 @@ async def test_the_process_runtime_links_mount_paths_and_replaces_an_empty_dir(
     volume = tmp_path / "pv1"
     (tmp_path / "root" / "pods" / "u1" / "data").mkdir(parents=True)  # an earlier run's dir
     link = VolumeFile("/data", b"", link=str(volume))
-    await runtime.prepare_pod("u1", namespace="ns", name="web-0", pod_ip="", files=[link])
+    await runtime.prepare_pod(
+        PodSetup(uid="u1", namespace="ns", name="web-0", pod_ip="", files=[link])
+    )
     mount = tmp_path / "root" / "pods" / "u1" / "data"
     assert os.readlink(mount) == str(volume) and volume.is_dir()
     (mount / "f").write_text("kept")
-    await runtime.prepare_pod("u1", namespace="ns", name="web-0", pod_ip="", files=[link])
+    await runtime.prepare_pod(
+        PodSetup(uid="u1", namespace="ns", name="web-0", pod_ip="", files=[link])
+    )
     assert (volume / "f").read_text() == "kept"
 
 
@@ -98,7 +102,9 @@ async def test_removing_a_pod_keeps_its_volumes_data_and_drops_its_memory_dir(
     volume = tmp_path / "pv1"
     memory = Path(memory_dir_of("u2")) / "cache"
     files = [VolumeFile("/data", b"", link=str(volume)), VolumeFile("/c", b"", link=str(memory))]
-    await runtime.prepare_pod("u2", namespace="ns", name="web-0", pod_ip="", files=files)
+    await runtime.prepare_pod(
+        PodSetup(uid="u2", namespace="ns", name="web-0", pod_ip="", files=files)
+    )
     (volume / "f").write_text("kept")
     assert memory.is_dir()
     await runtime.remove_pod("u2")

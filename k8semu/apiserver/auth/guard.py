@@ -12,6 +12,7 @@ Impersonation (Impersonate-User/-Group) is itself authorized as verb `impersonat
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, cast
 
 from google.protobuf.message import Message
@@ -54,26 +55,22 @@ def parse_modes(text: str) -> tuple[str, ...]:
     return modes or ("AlwaysAllow",)
 
 
+@dataclass(eq=False)
 class Guard:
     """One per API server (the faces skip it altogether when the server runs without
     authentication: AlwaysAllow, as before)."""
 
-    def __init__(
-        self,
-        authenticator: Authenticator,
-        modes: tuple[str, ...],
-        caches: WatchCaches,
-        *,
-        audit: AuditLog | None = None,
-        issuer: Issuer | None = None,
-    ) -> None:
-        self.authenticator = authenticator
-        self.modes = modes
-        self.caches = caches
-        self.audit = audit
-        self.issuer = issuer
-        self._rbac: tuple[tuple[int, ...], rbac.Index] | None = None
-        self._graph: tuple[int, node.Graph] | None = None
+    authenticator: Authenticator
+    modes: tuple[str, ...]
+    caches: WatchCaches
+    _: KW_ONLY
+    audit: AuditLog | None = None
+    issuer: Issuer | None = None
+    _rbac: tuple[tuple[int, ...], rbac.Index] | None = field(default=None, init=False)
+    _graph: tuple[int, node.Graph] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        authenticator = self.authenticator
         authenticator.lookup = authenticator.lookup or self.uid
         authenticator.secrets = authenticator.secrets or self._secret
 

@@ -12,19 +12,10 @@ from typing import cast
 
 from k8semu.api.errors import SelectorError
 from k8semu.api.selectors import LabelSelector
-from k8semu.client import (
-    NAMESPACE_INDEX,
-    OWNER_UID_INDEX,
-    Conflict,
-    NotFound,
-    index_by_namespace,
-    index_by_owner_uid,
-    object_key,
-)
+from k8semu.client import NAMESPACE_INDEX, Conflict, NotFound
 from k8semu.client.events import WARNING
-from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.controllers.deployment.progress import check_paused_condition
 from k8semu.controllers.deployment.recreate import rollout_recreate
 from k8semu.controllers.deployment.rolling import rollout_rolling
@@ -41,33 +32,17 @@ from k8semu.pb.api.v1 import apps_pb2, core_pb2
 log = get_logger(__name__)
 
 
-class DeploymentController:
+class DeploymentController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "deployment"
 
     def __init__(self, ctx: ControllerContext, *, clock: Callable[[], float] = time.time) -> None:
-        self.ctx = ctx
-        self.client = ctx.client
-        self.recorder = ctx.recorder
-        self.clock = clock
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
-        self.d_informer = ctx.informers.informer(
-            apps_pb2.Deployment, indexers={NAMESPACE_INDEX: index_by_namespace}
-        )
-        self.rs_informer = ctx.informers.informer(
-            apps_pb2.ReplicaSet,
-            indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
-        )
-        self.pod_informer = ctx.informers.informer(
-            core_pb2.Pod,
-            indexers={NAMESPACE_INDEX: index_by_namespace, OWNER_UID_INDEX: index_by_owner_uid},
-        )
-        self.d_informer.add_event_handler(
-            on_add=self._enqueue,
-            on_update=lambda old, new: self._enqueue(new),
-            on_delete=self._d_deleted,
-        )
+        super().__init__(ctx, clock=clock)
+        self.d_informer = self.informer(apps_pb2.Deployment)
+        self.rs_informer = self.informer(apps_pb2.ReplicaSet, owned=True)
+        self.pod_informer = self.informer(core_pb2.Pod, owned=True)
+        self.watch(self.d_informer, self._enqueue, deleted=self._d_deleted)
         self.rs_informer.add_event_handler(
             on_add=self._rs_changed,
             on_update=self._rs_updated,
@@ -81,9 +56,6 @@ class DeploymentController:
             pods=self.pod_informer.cache,
             queue=self.queue,
         )
-
-    def _enqueue(self, d: apps_pb2.Deployment) -> None:
-        self.queue.add(object_key(d))
 
     def _d_deleted(self, d: apps_pb2.Deployment) -> None:
         self.syncer.forget(d.metadata.uid)
@@ -124,9 +96,6 @@ class DeploymentController:
                 d = self.d_informer.cache.get(key)
                 if d is not None and d.spec.strategy.type == "Recreate":
                     self.queue.add(key)
-
-    async def run(self) -> None:
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
 
     async def reconcile(self, key: str) -> None:
         cached = self.d_informer.cache.get(key)

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import cast
 
-from k8semu.client import (
-    Client,
-    Indexer,
-)
+from k8semu.client import Client, Indexer
 from k8semu.client.events import EventRecorder
 from k8semu.client.workqueue import WorkQueue
 from k8semu.pb.api.v1 import apps_pb2, core_pb2
 
 
+@dataclass(slots=True, kw_only=True, eq=False)
 class Syncer:
     """The state every sync step of one DeploymentController reads or writes.
 
@@ -24,21 +23,12 @@ class Syncer:
     resourceVersion this controller wrote: a cached copy older than that is stale, and
     deciding on it could scale twice."""
 
-    def __init__(
-        self,
-        *,
-        client: Client,
-        recorder: EventRecorder,
-        clock: Callable[[], float],
-        pods: Indexer[core_pb2.Pod],
-        queue: WorkQueue[str],
-    ) -> None:
-        self.client = client
-        self.recorder = recorder
-        self.clock = clock
-        self.pods = pods
-        self.queue = queue
-        self._written: dict[str, int] = {}
+    client: Client
+    recorder: EventRecorder
+    clock: Callable[[], float]
+    pods: Indexer[core_pb2.Pod]
+    queue: WorkQueue[str]
+    _written: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def stale(self, obj: apps_pb2.Deployment | apps_pb2.ReplicaSet) -> bool:
         written = self._written.get(obj.metadata.uid)

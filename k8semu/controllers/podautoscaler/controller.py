@@ -35,13 +35,11 @@ from k8semu.client import (
     ClientError,
     Conflict,
     NotFound,
-    index_by_namespace,
     object_key,
 )
 from k8semu.client.events import NORMAL, WARNING
-from k8semu.client.workqueue import WorkQueue
 from k8semu.controllers import _pods
-from k8semu.controllers.context import ControllerContext, run_when_synced
+from k8semu.controllers.context import ControllerContext, KeyedController
 from k8semu.controllers.podautoscaler import status as st
 from k8semu.controllers.podautoscaler.behavior import Bounds, ScalingHistory
 from k8semu.controllers.podautoscaler.kubeletstats import KubeletSummaries
@@ -73,7 +71,7 @@ class _Decision:
     reason: str = ""
 
 
-class HorizontalPodAutoscalerController:
+class HorizontalPodAutoscalerController(KeyedController):
     """One instance per process; `run()` after the context's informers are started."""
 
     name = "horizontalpodautoscaling"
@@ -85,13 +83,10 @@ class HorizontalPodAutoscalerController:
         metrics: MetricsSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(ctx, clock=clock)
         config = ctx.config
-        self.ctx = ctx
         # Where the proxies are (their Nodes' annotations), shared with the node controllers.
         self.node_informer = ctx.informers.informer(core_pb2.Node)
-        self.client = ctx.client
-        self.recorder = ctx.recorder
-        self.clock = clock
         self.sync_period = config.hpa_sync_period
         self.downscale_window = config.hpa_downscale_stabilization
         self.reader = MetricReader(
@@ -113,13 +108,10 @@ class HorizontalPodAutoscalerController:
             ),
         )
         self.history = ScalingHistory()
-        self.queue: WorkQueue[str] = WorkQueue(name=self.name)
         self.hpa_informer = ctx.informers.informer(autoscaling_pb2.HorizontalPodAutoscaler)
-        self.pod_informer = ctx.informers.informer(
-            core_pb2.Pod, indexers={NAMESPACE_INDEX: index_by_namespace}
-        )
+        self.pod_informer = self.informer(core_pb2.Pod)
         self.hpa_informer.add_event_handler(
-            on_add=lambda hpa: self.queue.add(object_key(hpa)),
+            on_add=self._enqueue,
             on_update=self._hpa_updated,
             on_delete=self._hpa_deleted,
         )
@@ -143,7 +135,7 @@ class HorizontalPodAutoscalerController:
 
     async def run(self) -> None:
         log.info("horizontal pod autoscaler", sync_period=self.sync_period)
-        await run_when_synced(self.ctx, self.name, self.queue, self.reconcile)
+        await super().run()
 
     async def reconcile(self, key: str) -> None:
         hpa = self.hpa_informer.cache.get(key)
