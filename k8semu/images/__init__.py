@@ -99,6 +99,11 @@ def _sample(app: str, version: str, *, shell: bool = True) -> BuiltinImage:
     return BuiltinImage("samples", (app, f"--version={version}"), wraps_commands=shell)
 
 
+_HELLO_APP = {
+    "1.0": _sample("hello-app", "1.0.0", shell=False),
+    "2.0": _sample("hello-app", "2.0.0", shell=False),
+}
+
 #: Images that exist only at some tags: repository -> tag -> program. Any other tag (the
 #: bootcamp's `v10`) is no image at all: the kubelet reports ErrImagePull, as a registry's
 #: "not found" does.
@@ -109,11 +114,10 @@ VERSIONED_IMAGES: dict[str, dict[str, BuiltinImage]] = {
         "v1": _sample("bootcamp", "1"),
         "v2": _sample("bootcamp", "2"),
     },
-    # gcr.io/google-samples/hello-app (a distroless Go image: no shell).
-    "google-samples/hello-app": {
-        "1.0": _sample("hello-app", "1.0.0", shell=False),
-        "2.0": _sample("hello-app", "2.0.0", shell=False),
-    },
+    # gcr.io/google-samples/hello-app (a distroless Go image: no shell), also published as
+    # us-docker.pkg.dev/google-samples/containers/gke/hello-app (today's tutorials).
+    "google-samples/hello-app": _HELLO_APP,
+    "google-samples/containers/gke/hello-app": _HELLO_APP,
 }
 
 # Registries whose path is dropped before lookup; any first component with a "." or ":" (a
