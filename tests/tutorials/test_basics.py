@@ -56,6 +56,11 @@ def test_deploy_then_reach_the_pod_through_kubectl_proxy(tutorial: Tutorial) -> 
         # Without the slash, Kubernetes redirects to it; a path and a query pass through.
         assert http_get(url.rstrip("/")) == _answer(pod, 1)
         assert http_get(f"{url}some/path?x=1") == _answer(pod, 1)
+        # As on Kubernetes: a port nothing listens on is a 503, a missing pod a 404.
+        refused = http_get(f"{base}/api/v1/namespaces/default/pods/{pod}:9/proxy/")
+        assert '"code":503' in refused and "error trying to reach service" in refused, refused
+        missing = http_get(f"{base}/api/v1/namespaces/default/pods/nothing:80/proxy/")
+        assert '"code":404' in missing, missing
     finally:
         proxy.terminate()
         proxy.communicate(timeout=10)  # reaped, its pipe closed
