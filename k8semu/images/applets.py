@@ -351,20 +351,15 @@ def _pump(sock: socket.socket, idle: float | None) -> None:
 class _CurlArgs:
     url: str = ""
     method: str = ""
-    silent: bool = False
-    show_error: bool = False
-    fail: bool = False
-    include: bool = False
-    verbose: bool = False
-    follow: bool = False
+    #: The switches given, by their short letter: s S f i v L.
+    switches: set[str] = field(default_factory=set)
     output: str = ""
     timeout: float = 30.0
     data: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
 
-_CURL_SWITCHES = {"s": "silent", "S": "show_error", "f": "fail", "i": "include", "v": "verbose",
-                  "L": "follow"}  # fmt: skip
+_CURL_SWITCHES = "sSfivL"
 _CURL_LONG = {"--silent": "s", "--show-error": "S", "--fail": "f", "--include": "i",
               "--verbose": "v", "--location": "L", "--head": "I", "--request": "X",
               "--header": "H", "--data": "d", "--data-raw": "d", "--output": "o",
@@ -394,7 +389,7 @@ def _curl_args(argv: Sequence[str]) -> _CurlArgs:
         else:
             for j, flag in enumerate(word.lstrip("-") if len(word) > 1 else ""):
                 if flag in _CURL_SWITCHES:
-                    setattr(out, _CURL_SWITCHES[flag], True)
+                    out.switches.add(flag)
                 elif flag == "I":
                     out.method = "HEAD"
                 elif flag in "XHdom":
@@ -426,7 +421,7 @@ def _curl_once(url: str, opts: _CurlArgs, env: Mapping[str, str]) -> http.client
     if opts.data is not None:
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if opts.verbose:
+    if "v" in opts.switches:
         print(f"* Connected to {parts.hostname} ({addrs[0]}) port {port}", file=sys.stderr)
         print(f"> {method} {path} HTTP/1.1", file=sys.stderr)
     try:
@@ -451,7 +446,7 @@ def _curl_fetch(opts: _CurlArgs, env: Mapping[str, str]) -> tuple[http.client.HT
         resp = _curl_once(url, opts, env)
         body = resp.read() if opts.method != "HEAD" else b""
         location = resp.getheader("Location")
-        if not (opts.follow and location and resp.status in (301, 302, 303, 307, 308)):
+        if not ("L" in opts.switches and location and resp.status in (301, 302, 303, 307, 308)):
             return resp, body
         url = urllib.parse.urljoin(url, location)
     raise _CurlError(47, "Maximum (10) redirects followed")
@@ -461,14 +456,14 @@ def curl(argv: Sequence[str], env: Mapping[str, str]) -> int:
     opts = _curl_args(argv)
     try:
         resp, body = _curl_fetch(opts, env)
-        if opts.fail and resp.status >= 400:
+        if "f" in opts.switches and resp.status >= 400:
             raise _CurlError(22, f"The requested URL returned error: {resp.status}")
     except _CurlError as exc:
-        if not opts.silent or opts.show_error:
+        if "s" not in opts.switches or "S" in opts.switches:
             print(f"curl: ({exc.code}) {exc}", file=sys.stderr)
         return exc.code
     head = b""
-    if opts.include or opts.method == "HEAD":
+    if "i" in opts.switches or opts.method == "HEAD":
         lines = [f"HTTP/1.1 {resp.status} {resp.reason}"]
         lines += [f"{k}: {v}" for k, v in resp.getheaders()]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from k8semu.bench._clusterrun import ClusterLayout, bench_config
+from tests.support import cluster
 from tests.support.cluster import k8semu, stop_recorded, user_env
 
 KUBECTL = shutil.which("kubectl")
@@ -65,16 +65,8 @@ class Tutorial:
 
 
 def until(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll `check()` until it returns something true (returned); fail naming `what` and
-    the last value."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+    """Poll `check()` until it returns something true (returned); fail naming `what`."""
+    return cluster.until(what, check, timeout)
 
 
 def http_get(url: str, timeout: float = 5.0) -> str:

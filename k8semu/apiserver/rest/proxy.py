@@ -30,10 +30,9 @@ import h11
 from aiohttp import web
 
 from k8semu.api import kinds
-from k8semu.apiserver.metrics import LONGRUNNING, REQUESTS
 from k8semu.apiserver.rest.paths import Target
 from k8semu.apiserver.rest.status import HTTPError
-from k8semu.apiserver.rest.streams import Streams
+from k8semu.apiserver.rest.streams import Streams, counted
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import core_pb2
@@ -129,19 +128,7 @@ class Proxy:
 
     async def serve(self, request: web.Request, target: Target) -> web.StreamResponse:
         resource = target.kind.plural
-        code = "500"
-        gauge = LONGRUNNING.labels("CONNECT", resource)
-        gauge.inc()
-        try:
-            response = await self._serve(request, target)
-            code = str(response.status)
-            return response
-        except HTTPError as exc:
-            code = str(exc.code)
-            raise
-        finally:
-            gauge.dec()
-            REQUESTS.labels("CONNECT", resource, "proxy", code).inc()
+        return await counted("CONNECT", resource, "proxy", self._serve(request, target))
 
     async def _serve(self, request: web.Request, target: Target) -> web.StreamResponse:
         scheme, name, port = split_name(target.name)
