@@ -72,6 +72,11 @@ def test_logs_and_exec_into_the_container(tutorial: Tutorial) -> None:
     logs = t.kubectl("logs", pod)
     assert "Kubernetes Bootcamp App Started At:" in logs and pod in logs, logs
     assert f"HOSTNAME={pod}" in t.kubectl("exec", pod, "--", "env")
+    # `describe` finds a pod's events by field selectors; so can a user.
+    selector = f"involvedObject.kind=Pod,involvedObject.name={pod},type=Normal"
+    events = t.kubectl("get", "events", "--field-selector", selector)
+    assert "Scheduled" in events and "ScalingReplicaSet" not in events, events
+    assert "Scheduled" in t.kubectl("describe", "pods", pod).split("Events:")[1]
     # `kubectl exec -ti $POD_NAME -- bash`, then `curl http://localhost:8080` in it: the
     # pod's localhost is its own.
     shell = t.kubectl("exec", "-i", pod, "--", "bash", stdin="curl http://localhost:8080\nexit\n")
