@@ -1,10 +1,15 @@
 """The proxy subresources' paths (pure): `name[:port]` and `scheme:name:port`, the proxied
-path kept raw after `proxy`, and which kinds have one."""
+path kept raw after `proxy`, which kinds have one, how they are authorized (the method's
+verb on `pods/proxy`, `services/proxy`) and which default roles grant them."""
 
 from __future__ import annotations
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
+from k8semu.apiserver.auth import policy, rbac, restside
+from k8semu.apiserver.auth.attributes import Attributes
+from k8semu.apiserver.auth.user import UserInfo
 from k8semu.apiserver.rest import paths
 from k8semu.apiserver.rest.proxy import split_name, tail_of
 from k8semu.apiserver.rest.status import HTTPError
@@ -48,3 +53,28 @@ def test_split_name() -> None:
     with pytest.raises(HTTPError) as caught:
         split_name("ftp:web:21")
     assert caught.value.code == 400 and "[scheme:]name[:port]" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("method", "verb"),
+    [("GET", "get"), ("POST", "create"), ("PUT", "update"), ("PATCH", "patch"),
+     ("DELETE", "delete")],
+)  # fmt: skip
+# restside keeps the Target under a str key (the server's own code); aiohttp warns about it.
+@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+def test_authorized_as_the_proxy_subresource_with_the_methods_verb(method: str, verb: str) -> None:
+    path = "/api/v1/namespaces/web/services/http:front:80/proxy/a/b"
+    request = make_mocked_request(method, path)
+    attrs = restside.attributes(UserInfo("u"), request)
+    assert (attrs.verb, attrs.full_resource, attrs.namespace, attrs.name) == (
+        verb, "services/proxy", "web", "http:front:80",
+    )  # fmt: skip
+
+
+def test_edit_role_may_proxy_and_view_may_not() -> None:
+    roles = rbac.aggregate(policy.cluster_roles())
+    for name, allowed in (("edit", True), ("admin", True), ("view", False)):
+        for verb in ("get", "create", "delete"):
+            for resource in ("pods", "services"):
+                attrs = Attributes(UserInfo("u"), verb, resource, "", "proxy", "ns", "web:8080")
+                assert any(rbac.allows(r, attrs) for r in roles[name]) is allowed, (name, verb)
