@@ -10,6 +10,7 @@ each applet run is one short-lived process.
 - ``nslookup NAME [SERVER[:PORT]]`` (A and AAAA; exit 1 when not found).
 - ``nc [-z] [-v] [-w SECONDS] [-u] HOST PORT`` (-z: connect test; else stdin to the peer and the
   peer's answer to stdout).
+- ``dig [@SERVER] NAME [TYPE] [+short] [+search]`` (`_dig.py`).
 - ``curl [-sSfiIvL] [-X METHOD] [-H H] [-d DATA] [-o FILE] [-m SECONDS] URL`` (http only; curl's
   exit codes 6, 7, 22, 28).
 
@@ -29,9 +30,10 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from k8semu.images import _dig
 from k8semu.images import _dnswire as w
 
-APPLETS = ("wget", "nslookup", "nc", "curl")
+APPLETS = ("wget", "nslookup", "nc", "curl", "dig")
 
 
 class AppletError(Exception):
@@ -481,6 +483,7 @@ COMMANDS: dict[str, Callable[[Sequence[str], Mapping[str, str]], int]] = {
     "nslookup": nslookup,
     "nc": nc,
     "curl": curl,
+    "dig": _dig.dig,
 }
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +138,23 @@ def test_curlimages_entrypoint_prepends_curl_unless_given_a_command(
     assert "pod: echo-ci" in direct.stdout, direct
     shell = _run("curlimage", "sh", "-c", f"curl -s http://{host}:{port}/ && echo done")
     assert "pod: echo-ci" in shell.stdout and shell.stdout.endswith("done\n"), shell
+
+
+def test_dig_through_the_cluster_dns(
+    start_image: Callable[..., ImageProcess], tmp_path: Path
+) -> None:
+    dns = start_image("dns", "--listen", "127.0.0.68:0", "--zone", "cluster.test",
+                      "--record", "web.default A 127.0.0.62", cwd=tmp_path)  # fmt: skip
+    host, port = dns.address()
+    env = {"K8SEMU_DNS_SERVER": f"{host}:{port}", "K8SEMU_DNS_SEARCH": "cluster.test"}
+    full = _run("applets", "dig", "web.default.cluster.test", env=env)
+    assert full.returncode == 0, full
+    assert "status: NOERROR" in full.stdout and "ANSWER SECTION:" in full.stdout, full.stdout
+    assert "web.default.cluster.test.\t5\tIN\tA\t127.0.0.62" in full.stdout, full.stdout
+    short = _run("applets", "dig", "+short", "+search", "web.default", env=env)
+    assert short.stdout == "127.0.0.62\n", short
+    missing = _run("applets", "dig", f"@{host}:{port}", "nothing.cluster.test", "AAAA")
+    assert missing.returncode == 0 and "status: NXDOMAIN" in missing.stdout, missing
+    unanswered = _run("applets", "dig", "@127.0.0.69:9", "web.default.cluster.test")
+    assert unanswered.returncode == 9 and "communications error" in unanswered.stdout
+    assert _run("applets", "dig").returncode == 1
