@@ -156,6 +156,10 @@ def test_debugging_dns_resolution(tutorial: Tutorial) -> None:
     dns_ip = t.kubectl("get", "svc", "kube-dns", "-n", "kube-system",
                        "-o", "jsonpath={.spec.clusterIP}")  # fmt: skip
     assert f"Server:\t\t{dns_ip}" in out, out
+    dug = t.kubectl(
+        "exec", "dnsutils", "--", "dig", "+short", "kubernetes.default.svc.cluster.local"
+    )
+    assert dug.split() == [kubernetes_ip], dug
     missing = t.kubectl("exec", "dnsutils", "--", "nslookup", "nothing-here", check=False)
     assert "NXDOMAIN" in missing, missing
     pods = t.kubectl("get", "pods", "--namespace=kube-system", "-l", "k8s-app=kube-dns")
