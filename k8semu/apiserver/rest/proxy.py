@@ -20,6 +20,8 @@ parses the pod's answer. A pod or port that does not answer is a 503 as on Kuber
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import random
 import urllib.parse
@@ -204,7 +206,10 @@ class Proxy:
                 start = kubelet_pb2.PortForwardStart(
                     namespace=namespace, pod=where.pod, port=where.port
                 )
-                await call.write(kubelet_pb2.PortForwardData(start=start, data=data))
+                # A kubelet that cannot be reached fails the call: its error comes with the
+                # first read, as a 503 like any other way the pod cannot be reached.
+                with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                    await call.write(kubelet_pb2.PortForwardData(start=start, data=data))
                 return await _relay(request, call, client, where)
             finally:
                 call.cancel()
