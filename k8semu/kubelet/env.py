@@ -326,7 +326,9 @@ def command_line(
     if argv is not None:
         return list(argv)
     if not command:
+        # A registry's "not found" first, as a kubelet says it (the tutorials' broken tags).
         raise NoCommand(
-            f"image {container.image} is not a built-in image and the container has no command"
+            f'failed to pull image "{container.image}": not found (image {container.image}'
+            " is not a built-in image and the container has no command)"
         )
     return [*command, *args]

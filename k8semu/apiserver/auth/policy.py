@@ -66,11 +66,21 @@ def _edit() -> list[rbac_pb2.PolicyRule]:
                      and not r.endswith("/status") and r != "pods/log")  # fmt: skip
     return [
         *_view(),
-        rule(READ, ("",), ("secrets",)),
+        # As Kubernetes' edit role: the proxy subresources take any method (rest/proxy.py).
+        rule(READ, ("",), ("secrets", "pods/proxy", "services/proxy")),
         rule(
             WRITE,
             ("",),
-            (*writable, "secrets", "pods/eviction", "pods/exec", "pods/attach", "pods/portforward"),
+            (
+                *writable,
+                "secrets",
+                "pods/eviction",
+                "pods/exec",
+                "pods/attach",
+                "pods/portforward",
+                "pods/proxy",
+                "services/proxy",
+            ),
         ),
         *(
             rule(WRITE, (group,), tuple(r for r in resources if not r.endswith("/status")))

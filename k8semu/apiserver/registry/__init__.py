@@ -18,6 +18,7 @@
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
     rbac.py        Role, ClusterRole, RoleBinding, ClusterRoleBinding: checks; ServiceAccount
+    events.py      Event: the field selectors (involvedObject.*, reason, type, ...)
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
 with a `reader` when the API server serves it (`build(..., served=...)`), none otherwise:
@@ -48,6 +49,7 @@ from k8semu.apiserver.registry import (
     cronjobs,
     discovery,
     disruption,
+    events,
     jobs,
     namespaces,
     networking,
@@ -302,7 +304,7 @@ def build(
                 allocation=services.Allocation(Allocator(ranges, rng)),
             ),
             *(Strategy(kind=_kind(plain)) for plain in _PLAIN_CORE),
-            Strategy(kind=_kind("events"), expires=True),
+            Strategy(kind=_kind("events"), expires=True, field_selectors=events.FIELDS),
             *_volume_rows(),
             _workload("replicasets", workloads.replica_set_defaults),
             _workload("deployments", workloads.deployment_defaults),

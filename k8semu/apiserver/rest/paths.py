@@ -18,11 +18,13 @@ from k8semu.apiserver.rest.status import HTTPError
 
 # Pods' streams (streams.py): served by the kubelet through the API server.
 STREAMED = ("log", "exec", "attach", "portforward")
-SUBRESOURCES = ("status", "scale", "binding", "eviction", "approval", *STREAMED)
+# `proxy` (proxy.py) takes a path after it: `pods/NAME:8080/proxy/some/path`.
+PROXY = "proxy"
+SUBRESOURCES = ("status", "scale", "binding", "eviction", "approval", PROXY, *STREAMED)
 # Subresources that write the object's status: certificatesigningrequests/approval is its
 # status for approvers (`kubectl certificate approve`), authorized apart from /status.
 STATUS_WRITES = ("status", "approval")
-_ONLY_OF = {"approval": "certificatesigningrequests"}
+_ONLY_OF = {"approval": ("certificatesigningrequests",), PROXY: ("pods", "services")}
 # Subresources that are only ever POSTed (never read, replaced or patched).
 CREATE_ONLY = ("binding", "eviction")
 
@@ -82,12 +84,14 @@ def target(path: str) -> Target:
         if not served[rest[2]].namespaced:
             raise _not_found(path)
         namespace, rest = rest[1], rest[2:]
+    if len(rest) > 3 and rest[2] == PROXY:
+        rest = rest[:3]  # the rest is the proxied path
     if not rest or rest[0] not in served or len(rest) > 3:
         raise _not_found(path)
     kind = served[rest[0]]
     name = rest[1] if len(rest) > 1 else ""
     sub = rest[2] if len(rest) > 2 else ""
-    if sub and (sub not in SUBRESOURCES or _ONLY_OF.get(sub, kind.plural) != kind.plural):
+    if sub and (sub not in SUBRESOURCES or kind.plural not in _ONLY_OF.get(sub, (kind.plural,))):
         raise _not_found(path)
     if not all(_segment_ok(s) for s in (namespace, name)):
         raise _not_found(path)

@@ -28,6 +28,7 @@ from k8semu.apiserver.metrics import DURATION, LONGRUNNING, REQUESTS
 from k8semu.apiserver.rest import codec, discovery, paths
 from k8semu.apiserver.rest.handlers import Reply, Resources
 from k8semu.apiserver.rest.paths import Target
+from k8semu.apiserver.rest.proxy import Proxy
 from k8semu.apiserver.rest.status import HTTPError, of_error, of_http, status
 from k8semu.apiserver.rest.streams import Streams
 from k8semu.apiserver.rest.watch import EventCodec, Stream
@@ -86,6 +87,7 @@ class RESTServer:
         self.ssl = None if tls is None else transport.server_ssl_context(tls, alpn=["http/1.1"])
         self.resources = Resources(verbs)
         self.streams = Streams(verbs, kubelet_tls=kubelet_tls)
+        self.proxy = Proxy(self.streams)
         self.shared = EventCodec()
         host, _, port = transport.parse_url(address, flag="--rest-address").rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
@@ -195,6 +197,8 @@ class RESTServer:
         request["target"] = target
         if target.subresource in paths.STREAMED:
             return await self.streams.serve(request, target)
+        if target.subresource == paths.PROXY:
+            return await self.proxy.serve(request, target)
         return await self._resource(request, target)
 
     # ---- fixed routes ---------------------------------------------------------------------

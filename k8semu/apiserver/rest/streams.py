@@ -15,7 +15,7 @@ half-sent stream. The WebSocket framing is `channels.py`'s; this module owns the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -181,6 +181,26 @@ def kubelet_error(exc: grpc.aio.AioRpcError, endpoint: str) -> HTTPError:
     return HTTPError(400, "BadRequest", exc.details() or str(code))
 
 
+async def counted(
+    verb: str, resource: str, sub: str, serving: Awaitable[web.StreamResponse]
+) -> web.StreamResponse:
+    """`serving` (a long-running request) counted in the API server's metrics: in flight
+    while it runs, then by its HTTP code (500 when it failed otherwise)."""
+    code = "500"
+    gauge = LONGRUNNING.labels(verb, resource)
+    gauge.inc()
+    try:
+        response = await serving
+        code = str(response.status)
+        return response
+    except HTTPError as exc:
+        code = str(exc.code)
+        raise
+    finally:
+        gauge.dec()
+        REQUESTS.labels(verb, resource, sub, code).inc()
+
+
 class Streams:
     """The streaming subresources of pods, served for `verbs`' storage."""
 
@@ -204,25 +224,14 @@ class Streams:
             raise HTTPError(
                 405, "MethodNotAllowed", f"{request.method} pods/{sub}: only {', '.join(allowed)}"
             )
+        if sub == "log":
+            serve = self._log
+        elif sub == "portforward":
+            serve = self._portforward
+        else:
+            serve = self._interact
         verb = "GET" if sub == "log" else "CONNECT"
-        code = "500"
-        gauge = LONGRUNNING.labels(verb, "pods")
-        gauge.inc()
-        try:
-            if sub == "log":
-                response = await self._log(request, target)
-            elif sub == "portforward":
-                response = await self._portforward(request, target)
-            else:
-                response = await self._interact(request, target)
-            code = str(response.status)
-            return response
-        except HTTPError as exc:
-            code = str(exc.code)
-            raise
-        finally:
-            gauge.dec()
-            REQUESTS.labels(verb, "pods", sub, code).inc()
+        return await counted(verb, "pods", sub, serve(request, target))
 
     async def locate(self, target: Target) -> tuple[core_pb2.Pod, str]:
         """The pod and its kubelet's address; the pod's NotFound is a 404 Status."""
