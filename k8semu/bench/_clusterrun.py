@@ -61,6 +61,8 @@ __all__ = [
     "leader_logs",
     "merge_config",
     "most_within",
+    "own_network",
+    "own_octet",
     "refine_stamps",
 ]
 
@@ -139,6 +141,25 @@ SCALE_LEADER_ELECTION = {
 }
 
 
+def own_octet() -> int:
+    """A node-IP octet (127.0.<octet>.N) picked at random away from the defaults and the
+    reserved ranges."""
+    rng = random.Random()
+    while (third := rng.randrange(*NODE_IP_OCTETS)) in _RESERVED_SECOND_OCTETS:
+        pass
+    return third
+
+
+def own_network(octet: int) -> dict[str, str]:
+    """The pod, Service and LoadBalancer ranges of a small cluster on node IPs
+    127.0.<octet>.N, apart from every other cluster's (see OWN_RANGES_MAX_NODES)."""
+    return {
+        "clusterCIDR": f"127.{octet}.0.0/17",
+        "serviceCIDR": f"127.{octet}.128.0/17",
+        "loadBalancerPool": f"127.101.{octet}.0/24",
+    }
+
+
 def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str, Any]:
     """A cluster config (as a YAML-ready dict) on free ports and node IPs of its own."""
     if layout.hollow_nodes < 0 or layout.real_nodes < 0:
@@ -147,15 +168,15 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
         raise ValueError("a benchmark cluster needs nodes")
     n_ports = 2 * layout.store_replicas + 4 + 2 * layout.real_nodes
     ports = iter(free_loopback_ports(n_ports))
-    rng = random.Random()
-    third = octet
-    while third is None or third in _RESERVED_SECOND_OCTETS:
-        third = rng.randrange(*NODE_IP_OCTETS)
+    third = own_octet() if octet is None else octet
     if layout.hollow_nodes + layout.real_nodes <= OWN_RANGES_MAX_NODES:
-        cluster_cidr, service_cidr = f"127.{third}.0.0/17", f"127.{third}.128.0/17"
-        lb_pool = f"127.101.{third}.0/24"
+        network = own_network(third)
     else:
-        cluster_cidr, service_cidr, lb_pool = CLUSTER_CIDR, SERVICE_CIDR, LOAD_BALANCER_POOL
+        network = {
+            "clusterCIDR": CLUSTER_CIDR,
+            "serviceCIDR": SERVICE_CIDR,
+            "loadBalancerPool": LOAD_BALANCER_POOL,
+        }
     members = [
         {
             "name": f"s{i + 1}",
@@ -174,12 +195,7 @@ def bench_config(layout: ClusterLayout, *, octet: int | None = None) -> dict[str
         },
         "scheduler": {"instances": [{"name": "scheduler-1", "port": next(ports)}]},
         "controllerManager": {"instances": [{"name": "controller-manager-1", "port": next(ports)}]},
-        "network": {
-            "clusterCIDR": cluster_cidr,
-            "nodeCIDRMaskSize": 24,
-            "serviceCIDR": service_cidr,
-            "loadBalancerPool": lb_pool,
-        },
+        "network": network | {"nodeCIDRMaskSize": 24},
         "timings": (
             _lease_timings(layout.hollow_nodes + layout.real_nodes)
             | (SCALE_LEADER_ELECTION if layout.hollow_nodes else {})

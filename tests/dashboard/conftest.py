@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import ssl
 import time
@@ -214,8 +215,10 @@ def _add_log_node(config: Path) -> None:
     tainted so that only the pods meant for it (the followed log's) go there."""
     kubelet, proxy = free_loopback_ports(2)
     text = config.read_text()
+    w1_ip = re.search(r"nodeIP: (127\.0\.\d+)\.1,", text)
+    assert w1_ip, text
     node = (
-        f"  - {{name: {LOG_NODE}, nodeIP: 127.0.1.2, runtime: process, kubeletPort: {kubelet},"
+        f"  - {{name: {LOG_NODE}, nodeIP: {w1_ip[1]}.2, runtime: process, kubeletPort: {kubelet},"
         f" proxyPort: {proxy}, taints: [{{key: k8semu.io/logs, effect: NoSchedule}}]}}\n"
     )
     head, sep, tail = text.partition("nodes:\n")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import random
 import signal
 import ssl
 import sys
@@ -124,11 +123,9 @@ def _pod(name: str, node: str, command: list[str], **spec: Any) -> dict[str, Any
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp("attack")
+    # write_config gives the cluster a Service range of its own: a pod must reach this
+    # cluster's `kubernetes` Service, not another's on the same loopback ClusterIP.
     config = write_config(tmp / "cluster.yaml", name="attack", addons=False)
-    # A Service range of its own: every cluster on this machine puts its `kubernetes`
-    # Service on a loopback ClusterIP, and a pod must reach this cluster's, not another's.
-    subnet = f"127.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24"
-    config.write_text(config.read_text() + f"network: {{serviceCIDR: '{subnet}'}}\n")
     state = tmp / "state"
     env = user_env(tmp)
     up = Up(env, "-f", config, "--state-dir", state)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from k8semu import transport
+from k8semu.bench._clusterrun import own_network, own_octet
 from k8semu.cluster import certs
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.state import (
@@ -70,17 +71,21 @@ def write_config(
     tls: bool = True,
 ) -> Path:
     """``stores`` store replicas, one API server, scheduler and controller manager, and (with
-    ``workers``) one worker w1 (kubelet + proxy, ``runtime``) on 127.0.1.1; every port a free
-    one. ``addons`` off: no DNS add-on. ``launcher``: the launcher section's fields. ``tls``
-    off: `security: {tls: false}` (TLS is the default)."""
+    ``workers``) one worker w1 (kubelet + proxy, ``runtime``) on 127.0.<octet>.1; every port a
+    free one, and pod, Service and LoadBalancer ranges of its own (clusters of tests running at
+    once must not hand out the same pod IP or ClusterIP). ``addons`` off: no DNS add-on.
+    ``launcher``: the launcher section's fields. ``tls`` off: `security: {tls: false}` (TLS is
+    the default)."""
     p = iter(free_loopback_ports(2 * stores + 6))
+    octet = own_octet()
+    network = ", ".join(f"{k}: '{v}'" for k, v in own_network(octet).items())
     members = "".join(
         f"    - {{name: s{i + 1}, clientURL: 'http://127.0.0.1:{next(p)}',"
         f" peerURL: 'http://127.0.0.1:{next(p)}'}}\n"
         for i in range(stores)
     )
     nodes = (
-        f"nodes:\n  - {{name: w1, nodeIP: 127.0.1.1, runtime: {runtime},"
+        f"nodes:\n  - {{name: w1, nodeIP: 127.0.{octet}.1, runtime: {runtime},"
         f" kubeletPort: {next(p)}, proxyPort: {next(p)}}}\n"
         if workers
         else "nodes: []\n"
@@ -92,6 +97,7 @@ def write_config(
         f"apiServer: {{instances: [{{port: {next(p)}, restPort: {next(p)}}}]}}\n"
         f"scheduler: {{instances: [{{port: {next(p)}}}]}}\n"
         f"controllerManager: {{instances: [{{port: {next(p)}}}]}}\n"
+        f"network: {{{network}}}\n"
         f"{nodes}{addon_list}"
         f"launcher: {{readyTimeout: 60s, {launcher}}}\n"
         + ("" if tls else "security: {tls: false}\n")
