@@ -18,6 +18,7 @@
     storage.py     PersistentVolume, PersistentVolumeClaim, StorageClass: defaults, checks
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
     rbac.py        Role, ClusterRole, RoleBinding, ClusterRoleBinding: checks; ServiceAccount
+    secretdata.py  Secret: stringData merged into data on every write
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
 with a `reader` when the API server serves it (`build(..., served=...)`), none otherwise:
@@ -56,6 +57,7 @@ from k8semu.apiserver.registry import (
     rbac,
     revisions,
     scheduling,
+    secretdata,
     services,
     statefulsets,
     storage,
@@ -171,7 +173,7 @@ def _stateful_rows() -> list[Strategy]:
 
 
 # Core kinds with no rules of their own (in KINDS' order).
-_PLAIN_CORE = ("endpoints", "configmaps", "secrets", "serviceaccounts")
+_PLAIN_CORE = ("endpoints", "configmaps")
 
 
 def _policy_rows() -> list[Strategy]:
@@ -302,6 +304,8 @@ def build(
                 allocation=services.Allocation(Allocator(ranges, rng)),
             ),
             *(Strategy(kind=_kind(plain)) for plain in _PLAIN_CORE),
+            Strategy(kind=_kind("secrets"), defaults=secretdata.merge_string_data),
+            Strategy(kind=_kind("serviceaccounts")),
             Strategy(kind=_kind("events"), expires=True),
             *_volume_rows(),
             _workload("replicasets", workloads.replica_set_defaults),
