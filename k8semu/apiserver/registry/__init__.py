@@ -172,8 +172,15 @@ def _stateful_rows() -> list[Strategy]:
     ]  # fmt: skip
 
 
-# Core kinds with no rules of their own (in KINDS' order).
-_PLAIN_CORE = ("endpoints", "configmaps")
+def _core_data_rows() -> list[Strategy]:
+    """Endpoints, ConfigMap, Secret and ServiceAccount (in KINDS' order): no rules of their
+    own but the Secret's write-only stringData."""
+    return [
+        Strategy(kind=_kind("endpoints")),
+        Strategy(kind=_kind("configmaps")),
+        Strategy(kind=_kind("secrets"), defaults=secretdata.merge_string_data),
+        Strategy(kind=_kind("serviceaccounts")),
+    ]
 
 
 def _policy_rows() -> list[Strategy]:
@@ -303,9 +310,7 @@ def build(
                 status=True,
                 allocation=services.Allocation(Allocator(ranges, rng)),
             ),
-            *(Strategy(kind=_kind(plain)) for plain in _PLAIN_CORE),
-            Strategy(kind=_kind("secrets"), defaults=secretdata.merge_string_data),
-            Strategy(kind=_kind("serviceaccounts")),
+            *_core_data_rows(),
             Strategy(kind=_kind("events"), expires=True),
             *_volume_rows(),
             _workload("replicasets", workloads.replica_set_defaults),
