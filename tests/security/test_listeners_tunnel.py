@@ -311,10 +311,14 @@ def test_half_close_crosses_the_tunnel(certs: Certs, loop: str, tls: bool) -> No
             assert answer == b"got 100000 bytes" * 5000
             async with asyncio.timeout(30):
                 while True:  # the web pod may still be starting
-                    page = await _half_closing_client(service_ip, 81, "GET / HTTP/1.0\r\n\r\n")
-                    if page:
-                        break
-                    await asyncio.sleep(0.1)
+                    try:
+                        _, probe = await asyncio.open_connection(pod_ip, 8081)
+                    except OSError:
+                        await asyncio.sleep(0.1)
+                        continue
+                    await _close(probe)
+                    break
+            page = await _half_closing_client(service_ip, 81, "GET / HTTP/1.0\r\n\r\n")
             assert page.startswith(b"HTTP/1.0 200 OK") and b"Directory listing" in page, page
             r, w = await asyncio.open_connection(service_ip, 80)
             async with asyncio.timeout(10):
