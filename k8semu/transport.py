@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import ssl
 import tempfile
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -173,14 +174,9 @@ class _MalformedRequests(HandlerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, response_serializer=handler.response_serializer
             )
-        streaming = handler.unary_stream
-
-        async def unary_stream(raw: bytes, context: Any) -> Any:
-            async for item in streaming(await parse(raw, context), context):
-                yield item
-
         return grpc.unary_stream_rpc_method_handler(
-            unary_stream, response_serializer=handler.response_serializer
+            _streaming_after(handler.unary_stream, parse),
+            response_serializer=handler.response_serializer,
         )
 
 
@@ -462,10 +458,30 @@ class PeerAllowList(HandlerInterceptor):
         return _checked(handler, check)
 
 
+def _streaming_after(
+    streaming: Callable[[Any, Any], Any], before: Callable[[Any, Any], Awaitable[Any]]
+) -> Callable[[Any, Any], Any]:
+    """A streaming handler's behaviour that first awaits `before(request, context)` and
+    passes what it returns on as the request. grpc.aio takes two shapes of streaming
+    handler, and the wrapper must keep the one it wraps: an async generator yielding the
+    answers (every servicer here), or a coroutine writing them with `context.write()`
+    (grpcio's own health servicer's Watch; iterating it fails)."""
+    if inspect.isasyncgenfunction(streaming):
+
+        async def generate(request: Any, context: Any) -> Any:
+            async for item in streaming(await before(request, context), context):
+                yield item
+
+        return generate
+
+    async def write(request: Any, context: Any) -> Any:
+        return await streaming(await before(request, context), context)
+
+    return write
+
+
 def _checked(handler: Any, check: Callable[[Any], Awaitable[None]]) -> Any:
-    """`handler` (any of gRPC's four kinds) running `check(context)` before the call; a
-    streaming one must be an async generator (as every servicer here, and as
-    `_MalformedRequests` expects too)."""
+    """`handler` (any of gRPC's four kinds) running `check(context)` before the call."""
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -480,13 +496,12 @@ def _checked(handler: Any, check: Callable[[Any], Awaitable[None]]) -> Any:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(answer, **kwargs)
         return grpc.stream_unary_rpc_method_handler(answer, **kwargs)
-    streaming = handler.unary_stream or handler.stream_stream
 
-    async def stream_out(request: Any, context: Any) -> Any:
+    async def checked(request: Any, context: Any) -> Any:
         await check(context)
-        async for item in streaming(request, context):
-            yield item
+        return request
 
+    stream_out = _streaming_after(handler.unary_stream or handler.stream_stream, checked)
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(stream_out, **kwargs)
     return grpc.stream_stream_rpc_method_handler(stream_out, **kwargs)

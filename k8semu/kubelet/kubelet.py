@@ -46,6 +46,8 @@ from k8semu.pb.api.v1 import core_pb2
 log = get_logger(__name__)
 
 SYNC_TIMEOUT = None  # informers retry forever; a kubelet waits for its API server
+# How often the runtime's housekeeping runs (Kubernetes' kubelet: a fixed 2 s as well).
+HOUSEKEEPING_PERIOD = 2.0
 
 
 def _pod_runs_of(agent: NodeAgent) -> list[PodRuns]:
@@ -251,6 +253,16 @@ class Kubelet:
         if self.volume_cleaner is not None:
             self.volume_cleaner.start()
         self._spawn(self._cleanup_when_synced(set(recovered)))
+        self._spawn(self._housekeeping())
+
+    async def _housekeeping(self) -> None:
+        """The runtime's upkeep, every HOUSEKEEPING_PERIOD, off the event loop."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_PERIOD)
+            try:
+                await asyncio.to_thread(self.runtime.housekeeping)
+            except Exception as exc:  # never the end of the loop: the next period tries again
+                log.warning("housekeeping failed", error=repr(exc))
 
     async def _first_registration(self) -> None:
         await self.heartbeats.beat_all(NodeAgent.sync_node)

@@ -167,6 +167,18 @@ class ProcessRuntime:
             return self.cgroups.isolation, ""
         return "rlimits", self.no_cgroups
 
+    def housekeeping(self) -> None:
+        """Renew the pod users' traverse grants. A chmod of a directory above the pods (pytest
+        makes /tmp/pytest-of-root 0700 at every session start) rewrites its ACL mask, which
+        masks the grant out: running pods lose their own directories (an http.server pod
+        answers 404) until this renews it, within one housekeeping period."""
+        if self.users is None:
+            return
+        try:
+            self.users.grant_traverse(self._reach)
+        except OSError as exc:
+            log.warning("cannot grant pod users traverse", error=str(exc))
+
     async def _argv(self, launch: Launch) -> list[str]:
         """The run's command, behind what puts it in its cgroup (or under its rlimit)."""
         argv = self._as_user(launch, launch.argv)
@@ -235,11 +247,7 @@ class ProcessRuntime:
         base = self.pod_dir(uid)
         base.mkdir(parents=True, exist_ok=True)
         pod_user = self._claim_user(uid, base)
-        if self.users is not None:  # again: a chmod above may have taken the grant away
-            try:
-                self.users.grant_traverse(self._reach)
-            except OSError as exc:
-                log.warning("cannot grant pod users traverse", error=str(exc))
+        self.housekeeping()  # the grant now, not at the next period: the pod starts now
         info: dict[str, Any] = {
             "uid": uid, "namespace": pod.namespace, "name": pod.name, "podIP": pod.pod_ip
         }  # fmt: skip

@@ -244,6 +244,11 @@ class Runtime(Protocol):
         /proc and cgroup files): call it from a thread."""
         ...
 
+    def housekeeping(self) -> None:
+        """Periodic upkeep of what others may have changed under running pods (the process
+        runtime renews its pod users' traverse grants). May block: call it from a thread."""
+        ...
+
     async def prepare_pod(self, pod: PodSetup) -> None:
         """Create the pod's directory (idempotent), remember its identity and IP, write its
         volume files and directories."""

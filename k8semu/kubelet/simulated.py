@@ -64,6 +64,9 @@ class SimulatedRuntime:
     def isolation(self) -> tuple[str, str]:
         return "simulated", ""
 
+    def housekeeping(self) -> None:
+        return None
+
     def usage(self, node: str, pods: Sequence[PodRuns]) -> UsageSnapshot:
         snap = UsageSnapshot()
         now = time.time()

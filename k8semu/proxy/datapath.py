@@ -26,6 +26,7 @@ from typing import Any
 
 from k8semu.log import get_logger
 from k8semu.proxy.table import Endpoint, PortKey
+from k8semu.proxy.tunnelframes import framing
 from k8semu.proxy.tunnelwire import (
     OK,
     TunnelRefused,
@@ -492,6 +493,7 @@ class _ClientSide(asyncio.Protocol):
                 )
                 if preamble:
                     await proto.handshake(up, preamble)
+                    up = framing(up, proto)  # over TLS: frames, for half-close
             except asyncio.CancelledError:
                 if not self.expired:
                     raise
@@ -523,6 +525,7 @@ class _ClientSide(asyncio.Protocol):
             self.up = up
             if greet:
                 self.transport.write(OK)
+                self.transport = framing(self.transport, self)
             proto.splice()
             early, self.early = self.early, None
             if early:
@@ -602,7 +605,7 @@ class _UpstreamSide(asyncio.Protocol):
         if self.handshaking:
             rest = bytes(self.handshaking)
             self.handshaking.clear()
-            self.c.on_up_data(rest)
+            self.transport.get_protocol().data_received(rest)  # through a TLS Unframer
 
     def data_received(self, data: bytes) -> None:
         waiter = self.waiter

@@ -5,10 +5,14 @@
     tunnel -> client   OK\\n                          then the payload
                        ERR <reason>\\n                and the tunnel closes
 
-The client waits for the answer before sending payload. For TCP the payload is the
-connection's bytes; for UDP it is frames both ways: each datagram's length (2 bytes,
-big-endian), then the datagram. Targets must be loopback (127.0.0.0/8, the pod IPs), so a
-tunnel is never an open relay.
+The client waits for the answer before sending payload. For TCP over plain TCP the payload
+is the connection's bytes, and a side's EOF is the tunnel connection's own (TCP half-close).
+TLS has no half-close (a close_notify ends the whole connection in asyncio and uvloop), so
+over TLS the TCP payload is frames both ways, as UDP's are, and an empty frame is the EOF of
+that direction: a client's `shutdown(SHUT_WR)` reaches the pod and the answer still comes
+back. For UDP the payload is frames both ways: each datagram's length (2 bytes, big-endian),
+then the datagram. Targets must be loopback (127.0.0.0/8, the pod IPs), so a tunnel is never
+an open relay.
 
 Both ends use these functions: the serving side (k8semu.proxy.tunnel) parses requests and
 writes answers, the dialing side (k8semu.proxy.datapath) writes requests and reads answers.
@@ -101,6 +105,16 @@ def take_answer(buf: bytearray) -> bool:
 def frame(data: bytes) -> bytes:
     """One datagram as it crosses a tunnel: its length (2 bytes, big-endian), then itself."""
     return len(data).to_bytes(2, "big") + data
+
+
+# -- TCP frames over TLS -------------------------------------------------------------------------
+
+EOF_FRAME = b"\x00\x00"  # an empty frame: the sender will send no more (its SHUT_WR)
+
+
+def stream_frames(data: bytes) -> list[bytes]:
+    """A TCP payload chunk as frames (none for no bytes: an empty frame would be EOF)."""
+    return [frame(data[i : i + UDP_FRAME_MAX]) for i in range(0, len(data), UDP_FRAME_MAX)]
 
 
 def unframe(buf: bytearray) -> list[bytes]:

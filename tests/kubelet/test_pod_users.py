@@ -231,3 +231,41 @@ def test_a_volume_is_handed_over_from_another_pod_user_only(tmp_path: Path) -> N
     made = tmp_path / "made" / "deep"
     podusers.make_dirs(made, new)
     assert made.stat().st_uid == 200006 and made.parent.stat().st_uid == 200006
+
+
+@needs_root
+async def test_a_running_pod_keeps_its_files_after_a_chmod_above(
+    client: Client,
+    namespace: str,
+    apiserver: APIServerProcess,
+    kubelets: Callable[..., KubeletProcess],
+    tmp_path: Path,
+) -> None:
+    """A chmod of a directory above the pods (what pytest does to /tmp/pytest-of-root at a
+    session's start) rewrites its ACL mask and masks the traverse grant out; the kubelet's
+    housekeeping renews it, so the running pod reads its own file again without any pod
+    starting (which used to be the only renewal)."""
+    k = kubelets()
+    await _with_objects(client, namespace, "elk")
+    await client.create(_pod_with_volumes(namespace, "elk", k.name, "exec sleep 300"))
+    await eventually(lambda: _running(client, namespace, "elk"), what="elk running")
+
+    async def reads() -> bool:
+        done = await asyncio.to_thread(
+            k8semu, apiserver, "exec", "elk", "-n", namespace, "--", "cat", "etc/conf/setting"
+        )
+        return done.returncode == 0 and done.stdout == "on"
+
+    def grants() -> int:
+        """How often the kubelet granted traverse on tmp_path (logged only when it changes)."""
+        return sum(
+            "pod users may traverse" in line and f"path={tmp_path}" in line.split()
+            for line in k.output().splitlines()
+        )
+
+    await eventually(reads, what="elk reads its file")
+    before = grants()
+    assert before, k.output()  # tmp_path (0700) is one of the granted directories
+    tmp_path.chmod(0o700)
+    await eventually(lambda: grants() > before, what="the kubelet renews the grant")
+    await eventually(reads, what="elk reads its file again")

@@ -65,3 +65,15 @@ def test_frames_carry_datagrams_whole() -> None:
     assert wire.unframe(buf) == [b"xyz"] and not buf
     big = b"z" * wire.UDP_FRAME_MAX
     assert wire.unframe(bytearray(wire.frame(big))) == [big]
+
+
+def test_stream_frames_split_big_chunks_and_an_empty_frame_is_eof() -> None:
+    """Over TLS a TCP chunk crosses as frames of at most 65,535 bytes; no bytes, no frame
+    (an empty frame is the sender's EOF)."""
+    big = bytes(range(256)) * 600  # 153,600 bytes: three frames
+    frames = wire.stream_frames(big)
+    assert [len(f) - 2 for f in frames] == [65535, 65535, 22530]
+    assert wire.stream_frames(b"") == []
+    buf = bytearray(b"".join(frames) + wire.EOF_FRAME)
+    payloads = wire.unframe(buf)
+    assert b"".join(payloads[:-1]) == big and payloads[-1] == b"" and not buf

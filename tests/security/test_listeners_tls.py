@@ -30,6 +30,7 @@ from k8semu.cluster.certs import PKIPaths
 from k8semu.cluster.processes import free_loopback_ports
 from k8semu.cluster.state import read_state
 from k8semu.pb.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
+from k8semu.proxy.tunnelwire import EOF_FRAME, stream_frames, unframe
 from tests.security.conftest import PKIFiles
 from tests.support.cluster import (
     START_TIMEOUT_S,
@@ -232,9 +233,22 @@ def test_the_kubelet_runs_pod_streams_only_for_the_api_server(live: Live) -> Non
         assert kubectl.returncode == 0 and "kubectl-exec" in kubectl.stdout, kubectl.stderr
 
 
+def _unframed(tls: ssl.SSLSocket) -> bytes:
+    """The payload a TLS tunnel sends after OK, up to its EOF frame (tunnelwire)."""
+    buf, out = bytearray(), b""
+    while chunk := tls.recv(65536):
+        buf += chunk
+        for payload in unframe(buf):
+            if not payload:
+                return out
+            out += payload
+    return out
+
+
 def _tunnel(live: Live, node: str, client: str | None, line: str) -> bytes:
-    """Everything the tunnel of `node` answers to `line` (and, once OK, an HTTP GET), dialed
-    over TLS as `client` (None: no client certificate)."""
+    """Everything the tunnel of `node` answers to `line` (and, once OK, an HTTP/1.0 GET
+    followed by the request's EOF, as `nc -N` sends it), dialed over TLS as `client` (None:
+    no client certificate)."""
     host, _, port = live.tunnels[node].rpartition(":")
     context = ssl.create_default_context(cafile=str(live.pki.cert("admin").ca))
     if client is not None:
@@ -250,8 +264,9 @@ def _tunnel(live: Live, node: str, client: str | None, line: str) -> bytes:
                 tls.sendall(line.encode())
                 answer = tls.recv(4096)
                 if answer == b"OK\n":
-                    tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    answer += tls.recv(4096)
+                    get = b"GET / HTTP/1.0\r\n\r\n"
+                    tls.sendall(b"".join(stream_frames(get)) + EOF_FRAME)
+                    answer += _unframed(tls)
             except (ssl.SSLError, OSError) as exc:
                 return f"closed: {exc}".encode()
     return answer
@@ -260,7 +275,8 @@ def _tunnel(live: Live, node: str, client: str | None, line: str) -> bytes:
 def test_a_tunnel_is_for_proxies_and_reaches_only_its_nodes_pods(live: Live) -> None:
     pod = f"CONNECT {live.pod_ip}:8080\n"
     through = _tunnel(live, "w1", "proxy-w2", pod)
-    assert through.startswith(b"OK\nHTTP/1.0 200"), through
+    # The whole page: the pod got the request's EOF and answered, then closed its side.
+    assert through.startswith(b"OK\nHTTP/1.0 200") and through.endswith(b"</html>\n"), through
     refused = _tunnel(live, "w1", "proxy-w2", f"CONNECT {live.store}\n")
     assert refused.startswith(b"ERR") and b"not a pod IP of node w1" in refused, refused
     kubelet_w1 = live.addresses["kubelet-w1"]

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import random
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -69,12 +70,12 @@ def _ips() -> tuple[str, str, str]:
     return f"127.96.{rng.randrange(200, 250)}.{rng.randrange(1, 250)}", f"{net}.10", f"{net}.11"
 
 
-async def _tunnel(certs: Certs, pod_ips: frozenset[str]) -> TunnelServer:
+async def _tunnel(certs: Certs, pod_ips: frozenset[str], *, tls: bool = True) -> TunnelServer:
     (port,) = free_loopback_ports(1)
     tunnel = TunnelServer(
         "127.0.0.1",
         port,
-        tls=transport.server_ssl_context(certs.server),
+        tls=transport.server_ssl_context(certs.server) if tls else None,
         peers=(PROXY,),
         node_name="far",
     )
@@ -83,11 +84,11 @@ async def _tunnel(certs: Certs, pod_ips: frozenset[str]) -> TunnelServer:
     return tunnel
 
 
-def _proxier(certs: Certs, tunnel: TunnelServer) -> Proxier:
+def _proxier(certs: Certs, tunnel: TunnelServer, *, tls: bool = True) -> Proxier:
     def via_tunnel(ep: Endpoint) -> tuple[str, int, bytes]:
         return "127.0.0.1", tunnel.port, f"CONNECT {ep.ip}:{ep.port}\n".encode()
 
-    config = DataPathConfig(tunnel_tls=transport.client_ssl_context(certs.proxy))
+    config = DataPathConfig(tunnel_tls=transport.client_ssl_context(certs.proxy) if tls else None)
     return Proxier(config=config, dialer=via_tunnel)
 
 
@@ -233,5 +234,105 @@ def test_only_proxies_of_this_cluster_open_a_tunnel(
             assert answer == b"ERR 127.0.0.1 is not a pod IP of node far\n"
         finally:
             await tunnel.stop()
+
+    _run(loop, scenario)
+
+
+# A client as `nc -N` is one: the request, then shutdown(SHUT_WR), then everything answered.
+_HALF_CLOSING_CLIENT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+s.sendall(sys.argv[3].encode())
+s.shutdown(socket.SHUT_WR)
+out = b""
+while chunk := s.recv(65536):
+    out += chunk
+sys.stdout.buffer.write(out)
+"""
+
+
+async def _half_closing_client(ip: str, port: int, request: str) -> bytes:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HALF_CLOSING_CLIENT, ip, str(port), request,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    return out
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+@pytest.mark.parametrize("loop", LOOPS)
+def test_half_close_crosses_the_tunnel(certs: Certs, loop: str, tls: bool) -> None:
+    """Both directions' EOF cross the tunnel, TLS or not (TLS carries it as an empty frame):
+    a half-closing client process gets the whole answer of a pod that answers only after
+    the request's EOF, and of an `http.server` pod process; a pod that shuts down its
+    sending side first still gets what the client sends after."""
+    service_ip, pod_ip, _ = _ips()
+
+    async def scenario() -> None:
+        got_after_eof: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def pod(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            first = await r.readexactly(1)
+            if first == b"Q":  # answer after the client's EOF
+                data = first + await r.read()
+                w.write(b"got %d bytes" % len(data) * 5000)
+            else:  # half-close first, then read what still comes
+                w.write(b"hello")
+                w.write_eof()
+                got_after_eof.set_result(first + await r.read())
+            await _close(w)
+
+        server = await asyncio.start_server(pod, pod_ip, 8080)
+        web = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "http.server", "--bind", pod_ip, "8081",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        tunnel = await _tunnel(certs, frozenset({pod_ip}), tls=tls)
+        proxier = _proxier(certs, tunnel, tls=tls)
+        await proxier.start()
+        keys = (PortKey("ns", "answer", "", "TCP"), PortKey("ns", "web", "", "TCP"))
+        await proxier.apply(
+            {
+                key: PortRule(
+                    key=key,
+                    listen=(ListenAddress("TCP", service_ip, port, True),),
+                    endpoints=(Endpoint(pod_ip, target),),
+                    affinity_timeout=None,
+                )
+                for key, port, target in ((keys[0], 80, 8080), (keys[1], 81, 8081))
+            }
+        )
+        try:
+            request = "Q" + "x" * 99_999
+            answer = await _half_closing_client(service_ip, 80, request)
+            assert answer == b"got 100000 bytes" * 5000
+            async with asyncio.timeout(30):
+                while True:  # the web pod may still be starting
+                    try:
+                        _, probe = await asyncio.open_connection(pod_ip, 8081)
+                    except OSError:
+                        await asyncio.sleep(0.1)
+                        continue
+                    await _close(probe)
+                    break
+            page = await _half_closing_client(service_ip, 81, "GET / HTTP/1.0\r\n\r\n")
+            assert page.startswith(b"HTTP/1.0 200 OK") and b"Directory listing" in page, page
+            r, w = await asyncio.open_connection(service_ip, 80)
+            async with asyncio.timeout(10):
+                w.write(b"H")
+                assert await r.read() == b"hello"  # the pod's EOF came through
+                w.write(b"after your EOF")
+                w.write_eof()
+                assert await got_after_eof == b"Hafter your EOF"
+            await _close(w)
+        finally:
+            await proxier.stop()
+            await tunnel.stop()
+            server.close()
+            web.terminate()
+            await web.wait()
 
     _run(loop, scenario)

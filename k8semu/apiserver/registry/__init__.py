@@ -19,6 +19,7 @@
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
     rbac.py        Role, ClusterRole, RoleBinding, ClusterRoleBinding: checks; ServiceAccount
     events.py      Event: the field selectors (involvedObject.*, reason, type, ...)
+    secretdata.py  Secret: stringData merged into data on every write
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
 with a `reader` when the API server serves it (`build(..., served=...)`), none otherwise:
@@ -58,6 +59,7 @@ from k8semu.apiserver.registry import (
     rbac,
     revisions,
     scheduling,
+    secretdata,
     services,
     statefulsets,
     storage,
@@ -172,8 +174,15 @@ def _stateful_rows() -> list[Strategy]:
     ]  # fmt: skip
 
 
-# Core kinds with no rules of their own (in KINDS' order).
-_PLAIN_CORE = ("endpoints", "configmaps", "secrets", "serviceaccounts")
+def _core_data_rows() -> list[Strategy]:
+    """Endpoints, ConfigMap, Secret and ServiceAccount (in KINDS' order): no rules of their
+    own but the Secret's write-only stringData."""
+    return [
+        Strategy(kind=_kind("endpoints")),
+        Strategy(kind=_kind("configmaps")),
+        Strategy(kind=_kind("secrets"), defaults=secretdata.merge_string_data),
+        Strategy(kind=_kind("serviceaccounts")),
+    ]
 
 
 def _policy_rows() -> list[Strategy]:
@@ -303,7 +312,7 @@ def build(
                 status=True,
                 allocation=services.Allocation(Allocator(ranges, rng)),
             ),
-            *(Strategy(kind=_kind(plain)) for plain in _PLAIN_CORE),
+            *_core_data_rows(),
             Strategy(kind=_kind("events"), expires=True, field_selectors=events.FIELDS),
             *_volume_rows(),
             _workload("replicasets", workloads.replica_set_defaults),
