@@ -26,6 +26,7 @@ from k8semu.client import Client, Informer, InformerConfig
 from k8semu.client.events import EventRecorder
 from k8semu.kubelet import cgroups, podusers
 from k8semu.kubelet.config import KubeletConfig
+from k8semu.kubelet.containerlog import LogLimits
 from k8semu.kubelet.localvolumes import LocalVolumeCleaner
 from k8semu.kubelet.node import Heartbeats, NodeAgent
 from k8semu.kubelet.podworker import PodWorker
@@ -305,6 +306,11 @@ def _process_runtime(config: KubeletConfig) -> ProcessRuntime:
     users, no_users = podusers.for_kubelet(config.pod_user_range)
     if users is None:
         log.warning("pods run as the kubelet's user", reason=no_users)
+    limits = LogLimits(config.container_log_max_bytes, config.container_log_max_files)
     return ProcessRuntime(
-        config.effective_root_dir, cgroups=node_cgroups, no_cgroups=why, users=users
+        config.effective_root_dir,
+        cgroups=node_cgroups,
+        no_cgroups=why,
+        users=users,
+        log_limits=limits,
     )
