@@ -61,6 +61,19 @@ def _resolver() -> Any:
     return resolve
 
 
+def _share_applets() -> None:
+    """Make the shell images' applet directory as root, so that every pod user shares it
+    rather than leaving one directory per pod uid in /tmp (k8semu.images.busybox)."""
+    try:
+        from k8semu.images.busybox import applet_dir
+    except ImportError:
+        return
+    try:
+        applet_dir()
+    except OSError as exc:
+        log.warning("pods make applet directories of their own", reason=str(exc))
+
+
 def _process_watchers(
     first: KubeletConfig, client: Client, kw: dict[str, Any]
 ) -> tuple[Informer[core_pb2.Service] | None, LocalVolumeCleaner | None]:
@@ -306,6 +319,8 @@ def _process_runtime(config: KubeletConfig) -> ProcessRuntime:
     users, no_users = podusers.for_kubelet(config.pod_user_range)
     if users is None:
         log.warning("pods run as the kubelet's user", reason=no_users)
+    else:
+        _share_applets()
     limits = LogLimits(config.container_log_max_bytes, config.container_log_max_files)
     return ProcessRuntime(
         config.effective_root_dir,
