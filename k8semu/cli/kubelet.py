@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         help="FIRST-LAST: the uids given to pods, one each (as root; FIRST-1 is their shared"
         ' group); "": pods run as the kubelet\'s user',
     )
+    # A container's log is rotated past the size (a quantity), keeping that many files per
+    # run, the current one included (at least 2), as the kubelet's containerLogMax* settings.
+    p.add_argument("--container-log-max-size", default=cfg.DEFAULT_CONTAINER_LOG_MAX_SIZE)
+    p.add_argument(
+        "--container-log-max-files", type=int, default=cfg.DEFAULT_CONTAINER_LOG_MAX_FILES
+    )
     p.add_argument(
         "--count",
         type=int,
@@ -122,6 +128,8 @@ def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
         cgroups=ns.cgroups,
         pod_pids_limit=ns.pod_pids_limit,
         pod_user_range=ns.pod_user_range,
+        container_log_max_size=ns.container_log_max_size,
+        container_log_max_files=ns.container_log_max_files,
     )
     if ns.count is None:  # one node under its own name; a pool of 1 is <name>-0, as in the config
         return [

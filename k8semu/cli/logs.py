@@ -127,6 +127,8 @@ def print_file(path: Path, *, tail: int, follow: bool) -> None:
                 if chunk:
                     out.write(chunk)
                     out.flush()
+                elif os.fstat(f.fileno()).st_size < f.tell():
+                    f.seek(0)  # rotated (copied, then truncated in place): read it anew
                 else:
                     time.sleep(0.2)
     except OSError as exc:

@@ -65,7 +65,7 @@ from k8semu.cluster.state import (
 )
 from k8semu.cluster.status import dashboard_url
 from k8semu.cluster.stopping import kubelet_pods, stop_order, terminate
-from k8semu.cluster.supervisor import Supervisor, how_exited, log_tail
+from k8semu.cluster.supervisor import SUPERVISOR_LOG, Supervisor, how_exited, log_tail
 from k8semu.kubelet.cgroups import sweep_nodes
 
 __all__ = ["Launcher", "StopFlag"]
@@ -74,7 +74,6 @@ LOCK_FILE = "launcher.lock"
 IDENTITY_FILE = "cluster.json"
 POLL_S = 0.05
 LOG_TAIL_LINES = 20
-SUPERVISOR_LOG = "supervisor.log"
 SUPERVISOR_START_TIMEOUT_S = 30.0
 
 

@@ -54,6 +54,7 @@ from k8semu.backup.schedule import BackupSchedule
 from k8semu.cluster import certs
 from k8semu.cluster.config import LauncherSpec, format_duration
 from k8semu.cluster.errors import ClusterError
+from k8semu.cluster.logrotate import LogRotator
 from k8semu.cluster.nodepools import PoolTargets
 from k8semu.cluster.probes import Probes, agreed_leader
 from k8semu.cluster.publish import ComponentPublisher
@@ -62,6 +63,7 @@ from k8semu.cluster.state import ComponentRecord, is_same_process, process_start
 
 __all__ = [
     "CONTROL_DIR",
+    "SUPERVISOR_LOG",
     "LeaderWatch",
     "RestartTracker",
     "Supervised",
@@ -74,6 +76,8 @@ __all__ = [
 ]
 
 CONTROL_DIR = "control"
+# A detached supervisor's own output, in <state-dir>/logs (rotated with the components').
+SUPERVISOR_LOG = "supervisor.log"
 SUPERVISE_POLL_S = 0.1
 LEADER_CHECK_INTERVAL_S = 1.0
 CRASH_LOG_LINES = 5
@@ -378,6 +382,11 @@ class Supervisor:
         next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
         if self._backups is not None:
             self._backups.start()  # a thread of its own: a slow backup never delays this loop
+        # Also a thread of its own: logs/<component>.log (and the detached supervisor's own)
+        # stay bounded on a cluster that runs for days.
+        logs = LogRotator(
+            self._log_paths, max_mb=self.spec.log_max_size_mb, backups=self.spec.log_max_backups
+        )
         self._published.publish(u.record for u in self.units)
         try:
             while not self._stop.is_set():
@@ -395,12 +404,17 @@ class Supervisor:
                     next_leader_check = time.monotonic() + LEADER_CHECK_INTERVAL_S
                 self._stop.wait(SUPERVISE_POLL_S)
         finally:
+            logs.close()
             self._events.close()
             self._published.close()
             if self._backups is not None:
                 self._backups.close()
             if self.pool_targets is not None:
                 self.pool_targets.close()
+
+    def _log_paths(self) -> list[Path]:
+        own = self.state_dir / "logs" / SUPERVISOR_LOG
+        return [Path(u.record.log_path) for u in list(self.units) if u.record.log_path] + [own]
 
     def step(self, now: float) -> bool:
         """One round: exits, requests, due starts. Whether any record changed."""

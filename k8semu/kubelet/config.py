@@ -29,6 +29,9 @@ RUNTIMES = ("process", "simulated")
 CGROUP_MODES = ("auto", "on", "off")  # auto: where usable; on: required; off: rlimits only
 DEFAULT_POD_USER_RANGE = DEFAULT_RANGE
 DEFAULT_POD_PIDS_LIMIT = 1024  # Kubernetes: -1 (unlimited); one host holds many nodes here
+# Container logs rotate as the kubelet's: --container-log-max-size, --container-log-max-files.
+DEFAULT_CONTAINER_LOG_MAX_SIZE = "10Mi"
+DEFAULT_CONTAINER_LOG_MAX_FILES = 5
 
 
 class ConfigError(ValueError):
@@ -63,6 +66,8 @@ class KubeletConfig:
     pod_pids_limit: int = DEFAULT_POD_PIDS_LIMIT  # -1: unlimited
     # The uids given to pods, one each (kubelet/podusers.py); "": pods run as the kubelet.
     pod_user_range: str = DEFAULT_POD_USER_RANGE
+    container_log_max_size: str = DEFAULT_CONTAINER_LOG_MAX_SIZE
+    container_log_max_files: int = DEFAULT_CONTAINER_LOG_MAX_FILES
 
     def __post_init__(self) -> None:
         if not self.node_name:
@@ -100,6 +105,23 @@ class KubeletConfig:
             raise ConfigError(
                 f"--pod-pids-limit: must be > 0, or -1 for unlimited; got {self.pod_pids_limit}"
             )
+        self.container_log_max_bytes  # noqa: B018 - checked here, not at the first rotation
+        if self.container_log_max_files < 2:
+            raise ConfigError(
+                f"--container-log-max-files: must be >= 2, got {self.container_log_max_files}"
+            )
+
+    @property
+    def container_log_max_bytes(self) -> int:
+        """--container-log-max-size in bytes (a quantity, as Kubernetes': 10Mi)."""
+        flag = "--container-log-max-size"
+        try:
+            size = parse_quantity(self.container_log_max_size, field=flag).value()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if size <= 0:
+            raise ConfigError(f"{flag}: must be > 0, got {self.container_log_max_size!r}")
+        return size
 
     @property
     def effective_root_dir(self) -> str:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import datetime
 import fcntl
+import glob
 import os
 import re
 import time
@@ -268,22 +269,43 @@ def remove_fifos(cdir: Path, restart: int) -> None:
             path.unlink()
 
 
+def rotated(log_path: Path) -> list[Path]:
+    """The rotated copies of `log_path` (`<name>.<UTC time>`), oldest first."""
+    return sorted(log_path.parent.glob(glob.escape(log_path.name) + ".2*"))
+
+
+@dataclass(frozen=True, slots=True)
+class LogLimits:
+    """The kubelet's --container-log-max-size (bytes; 0: never rotate) and
+    --container-log-max-files (the current file included, as Kubernetes counts)."""
+
+    max_bytes: int = 0
+    max_files: int = 5
+
+
+NO_ROTATION = LogLimits()
+
+
 class Pump:
     """Copies a run's pipes into its log file as records, from the event loop's readers.
 
     Invariant: at most `CHUNK` bytes are held per read and they are written before the next
     read; the pump ends (`done`) when every pipe reports EOF (every writer, the run and what it
-    left running, has closed it) or on `close()`."""
+    left running, has closed it) or on `close()`.
 
-    def __init__(self, log_path: Path, readers: dict[bytes, int]) -> None:
+    Rotation, as the kubelet's container log manager: once the file passes `limits.max_bytes`
+    it is renamed `<file>.<UTC time>` and a new one is started (a follower notices the new
+    file: `streaming.log_bytes`); the oldest copies go so that at most `limits.max_files`
+    files remain. Only whole writes are rotated, so a record is never split across files."""
+
+    def __init__(
+        self, log_path: Path, readers: dict[bytes, int], limits: LogLimits = NO_ROTATION
+    ) -> None:
         self.path = log_path
         self._fds = dict(readers)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        try:
-            self._out = os.open(log_path, flags, 0o644)
-        except OSError as exc:  # the run is started: its output is dropped, not left to block
-            log.warning("cannot open a container log", path=str(log_path), error=str(exc))
-            self._out = os.open(os.devnull, flags)
+        self._limits = limits
+        self._size = 0
+        self._out = self._open()
         self._loop = asyncio.get_running_loop()
         self._done = self._loop.create_future()
         self._warned = False
@@ -309,6 +331,35 @@ class Pump:
             self._loop.remove_reader(fd)
             self._paused[stream] = self._loop.call_later(PACE, self._resume, stream, fd)
 
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:  # the run is started: its output is dropped, not left to block
+            log.warning("cannot open a container log", path=str(self.path), error=str(exc))
+            fd = os.open(os.devnull, flags)
+        self._size = os.fstat(fd).st_size
+        return fd
+
+    def _rotate(self) -> None:
+        when = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.{when}")
+        n = 0
+        while target.exists():  # two rotations within a second
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.{when}.{n}")
+        try:
+            os.rename(self.path, target)
+        except OSError as exc:
+            log.warning("cannot rotate a container log", path=str(self.path), error=str(exc))
+            self._size = 0  # try again after another max_bytes, not at every write
+            return
+        os.close(self._out)
+        self._out = self._open()
+        for old in rotated(self.path)[: -(self._limits.max_files - 1) or None]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
     def _resume(self, stream: bytes, fd: int) -> None:
         del self._paused[stream]
         self._loop.add_reader(fd, self._readable, stream, fd)
@@ -322,6 +373,9 @@ class Pump:
             if not self._warned:
                 self._warned = True
                 log.warning("cannot write a container log", path=str(self.path), error=str(exc))
+        self._size += len(records)
+        if 0 < self._limits.max_bytes < self._size:
+            self._rotate()
 
     def _drop(self, stream: bytes) -> None:
         fd = self._fds.pop(stream, None)

@@ -26,6 +26,7 @@ from k8semu.client import Client, Informer, InformerConfig
 from k8semu.client.events import EventRecorder
 from k8semu.kubelet import cgroups, podusers
 from k8semu.kubelet.config import KubeletConfig
+from k8semu.kubelet.containerlog import LogLimits
 from k8semu.kubelet.localvolumes import LocalVolumeCleaner
 from k8semu.kubelet.node import Heartbeats, NodeAgent
 from k8semu.kubelet.podworker import PodWorker
@@ -60,6 +61,19 @@ def _resolver() -> Any:
     except ImportError:  # the built-in images are optional for the kubelet
         return None
     return resolve
+
+
+def _share_applets() -> None:
+    """Make the shell images' applet directory as root, so that every pod user shares it
+    rather than leaving one directory per pod uid in /tmp (k8semu.images.busybox)."""
+    try:
+        from k8semu.images.busybox import applet_dir
+    except ImportError:
+        return
+    try:
+        applet_dir()
+    except OSError as exc:
+        log.warning("pods make applet directories of their own", reason=str(exc))
 
 
 def _process_watchers(
@@ -317,6 +331,13 @@ def _process_runtime(config: KubeletConfig) -> ProcessRuntime:
     users, no_users = podusers.for_kubelet(config.pod_user_range)
     if users is None:
         log.warning("pods run as the kubelet's user", reason=no_users)
+    else:
+        _share_applets()
+    limits = LogLimits(config.container_log_max_bytes, config.container_log_max_files)
     return ProcessRuntime(
-        config.effective_root_dir, cgroups=node_cgroups, no_cgroups=why, users=users
+        config.effective_root_dir,
+        cgroups=node_cgroups,
+        no_cgroups=why,
+        users=users,
+        log_limits=limits,
     )

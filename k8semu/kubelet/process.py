@@ -57,7 +57,14 @@ from typing import Any
 
 from k8semu.kubelet import podusers, procfs
 from k8semu.kubelet.cgroups import CgroupError, NodeCgroups, join_argv
-from k8semu.kubelet.containerlog import Pump, RunPipes, remove_fifos, reopen
+from k8semu.kubelet.containerlog import (
+    NO_ROTATION,
+    LogLimits,
+    Pump,
+    RunPipes,
+    remove_fifos,
+    reopen,
+)
 from k8semu.kubelet.podusers import PodUser, PodUsers
 from k8semu.kubelet.runtime import (
     ContainerHandle,
@@ -140,9 +147,12 @@ class ProcessRuntime:
         cgroups: NodeCgroups | None = None,
         no_cgroups: str = "",
         users: PodUsers | None = None,
+        log_limits: LogLimits = NO_ROTATION,
     ) -> None:
         """`cgroups`: the kubelet's, or None (rlimits; `no_cgroups` says why); `users`: the
-        pods' own users, or None (pods run as the kubelet's user)."""
+        pods' own users, or None (pods run as the kubelet's user); `log_limits`: when the
+        containers' logs rotate."""
+        self.log_limits = log_limits
         self.root = Path(root_dir).resolve()
         self.pods_dir = self.root / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
@@ -388,7 +398,7 @@ class ProcessRuntime:
         return cdir
 
     def _pump(self, path: Path, readers: dict[bytes, int]) -> Pump:
-        pump = Pump(path, readers)
+        pump = Pump(path, readers, self.log_limits)
         self._pumps.add(pump)
         pump.on_done(self._pumps.discard)
         return pump

@@ -19,6 +19,7 @@ import struct
 import termios
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 from k8semu.kubelet.podstatus import ContainerRecord
 from k8semu.kubelet.podworker import PodWorker
@@ -36,8 +37,10 @@ async def log_bytes(
     worker: PodWorker, rec: ContainerRecord, path: Path, restart: int, offset: int, *, follow: bool
 ) -> AsyncGenerator[bytes]:
     """The log file from `offset`; with `follow`, then what the run `restart` appends until it
-    ends (its last output drained)."""
-    with path.open("rb") as f:
+    ends (its last output drained), through its rotations: at the end of a file that was
+    rotated away (`path` is another file now), on with the new one from its start."""
+    f = path.open("rb")
+    try:
         f.seek(offset)
         while True:
             data = await asyncio.to_thread(f.read, CHUNK)
@@ -46,6 +49,10 @@ async def log_bytes(
                 continue
             if not follow:
                 return
+            if _replaced(f, path):
+                f.close()
+                f = path.open("rb")
+                continue
             handle = rec.handle
             if handle is None or handle.restart != restart or worker.terminating:
                 rest = await asyncio.to_thread(f.read)
@@ -53,6 +60,16 @@ async def log_bytes(
                     yield rest
                 return
             await asyncio.sleep(FOLLOW_POLL)
+    finally:
+        f.close()
+
+
+def _replaced(f: BinaryIO, path: Path) -> bool:
+    """Whether `path` names a file other than the open `f` (it was rotated)."""
+    try:
+        return path.stat().st_ino != os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return False  # between the rename and the new file: look again at the next poll
 
 
 def _output(**kw: bytes | int) -> kubelet_pb2.InteractOutput:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,3 +101,32 @@ def test_wget_follows_a_redirect_and_saves_the_file(
     assert "HTTP/1.1 301" in done.stderr and "HTTP/1.1 200" in done.stderr
     assert "saving to 'index.html'" in done.stderr
     assert (tmp_path / "out" / "index.html").read_text() == "hello from docs\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root")
+def test_pod_users_share_roots_applet_directory_and_leave_none_of_their_own() -> None:
+    from k8semu.images import busybox
+
+    shared = busybox.applet_dir()  # as root: what the kubelet makes at start
+    uid = 299_998  # a pod user's (the default --pod-user-range's end), with no directory yet
+    pattern = f"k8semu-applets-{uid}-*"
+    for old in Path(tempfile.gettempdir()).glob(pattern):
+        shutil.rmtree(old, ignore_errors=True)
+    argv = [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--",
+        sys.executable,
+        "-m",
+        "k8semu.images.busybox",
+        "sh",
+        "-c",
+        "command -v wget",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(shared / "wget")
+    # Before: one directory per pod uid, left in /tmp for good.
+    assert not list(Path(tempfile.gettempdir()).glob(pattern))

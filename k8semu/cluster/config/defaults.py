@@ -140,6 +140,10 @@ DEFAULT_RESTART_BACKOFF_MS = 500
 DEFAULT_MAX_RESTART_BACKOFF_MS = 10_000
 DEFAULT_BACKOFF_RESET_AFTER_MS = 10_000
 DEFAULT_MAX_RESTARTS = 5
+# Component logs (logs/<component>.log) are rotated past this size, this many copies kept
+# (k8semu.cluster.logrotate): at most ~120 MB per component, where they grew forever before.
+DEFAULT_LOG_MAX_SIZE_MB = 20
+DEFAULT_LOG_MAX_BACKUPS = 5
 
 # Scheduled backups (the ``backups`` section): off unless an interval is given.
 DEFAULT_BACKUPS_KEEP = 5

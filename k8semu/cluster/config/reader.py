@@ -572,6 +572,8 @@ _LAUNCHER_FIELDS: tuple[_Field, ...] = (
     ("max_restart_backoff_ms", "maxRestartBackoff", _Fields.duration_ms),
     ("backoff_reset_after_ms", "backoffResetAfter", _Fields.duration_ms),
     ("max_restarts", "maxRestarts", _Fields.integer),
+    ("log_max_size_mb", "logMaxSizeMB", _Fields.integer),
+    ("log_max_backups", "logMaxBackups", _Fields.integer),
 )
 
 _BACKUPS_FIELDS: tuple[_Field, ...] = (

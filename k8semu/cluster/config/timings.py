@@ -105,6 +105,9 @@ class LauncherSpec:
     max_restart_backoff_ms: int = defaults.DEFAULT_MAX_RESTART_BACKOFF_MS
     backoff_reset_after_ms: int = defaults.DEFAULT_BACKOFF_RESET_AFTER_MS
     max_restarts: int = defaults.DEFAULT_MAX_RESTARTS
+    #: Component logs rotated past this many megabytes (0: never), ``log_max_backups`` kept.
+    log_max_size_mb: int = defaults.DEFAULT_LOG_MAX_SIZE_MB
+    log_max_backups: int = defaults.DEFAULT_LOG_MAX_BACKUPS
 
     def __post_init__(self) -> None:
         if self.ready_timeout_ms < 1:
@@ -122,3 +125,7 @@ class LauncherSpec:
             raise ClusterConfigError("launcher.backoffResetAfter", "must be at least 1ms")
         if self.max_restarts < 0:
             raise ClusterConfigError("launcher.maxRestarts", "must be >= 0")
+        if self.log_max_size_mb < 0:
+            raise ClusterConfigError("launcher.logMaxSizeMB", "must be >= 0 (0: never rotate)")
+        if self.log_max_backups < 0:
+            raise ClusterConfigError("launcher.logMaxBackups", "must be >= 0")
