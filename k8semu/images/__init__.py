@@ -25,7 +25,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["BUILTIN_IMAGES", "BuiltinImage", "image_repository", "lookup", "resolve"]
+__all__ = [
+    "BUILTIN_IMAGES",
+    "VERSIONED_IMAGES",
+    "BuiltinImage",
+    "image_repository",
+    "image_tag",
+    "lookup",
+    "resolve",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +44,8 @@ class BuiltinImage:
     cmd: tuple[str, ...] = ()
     #: Basenames of the image's own executables: a `command` starting with one runs this program.
     binaries: tuple[str, ...] = ()
-    #: Every `command` runs through this program (a shell image's PATH of applets).
+    #: Every `command` (and `kubectl exec`) runs through ``k8semu.images.busybox``: the image's
+    #: PATH holds applets (wget, curl, nslookup, nc).
     wraps_commands: bool = False
 
     @property
@@ -50,7 +59,7 @@ _ECHO_8080 = BuiltinImage("echo", ("--listen=:8080",), ("echoserver",))
 _WEB = BuiltinImage("web", ("--listen=:80",), ("nginx", "httpd", "httpd-foreground"))
 _DNS = BuiltinImage("dns", (), ("coredns",))
 _LOADGEN = BuiltinImage("loadgen", (), ("loadgen",))
-_BUSYBOX = BuiltinImage("busybox", ("sh",), wraps_commands=True)
+_BUSYBOX = _SHELL = BuiltinImage("busybox", ("sh",), wraps_commands=True)
 _AGNHOST = BuiltinImage("agnhost", ("pause",), ("agnhost",))
 # The walkthrough's image runs Apache (apache2-foreground) serving a PHP page.
 _HPA_EXAMPLE = BuiltinImage("hpaexample", (), ("apache2-foreground", "httpd", "apache2"))
@@ -77,6 +86,34 @@ BUILTIN_IMAGES: dict[str, BuiltinImage] = {
     "k8semu/busybox": _BUSYBOX,
     "hpa-example": _HPA_EXAMPLE,  # registry.k8s.io/hpa-example, k8s.gcr.io/hpa-example
     "k8semu/hpa-example": _HPA_EXAMPLE,
+    # The tutorials' tool images: their tools are the applets (docs/tutorials.md).
+    "e2e-test-images/jessie-dnsutils": _BUSYBOX,  # registry.k8s.io/e2e-test-images/...
+    "radial/busyboxplus": _BUSYBOX,
+    "curlimages/curl": BuiltinImage("curlimage", ("curl",), wraps_commands=True),
+}
+
+
+def _sample(app: str, version: str, *, shell: bool = True) -> BuiltinImage:
+    """A tutorial's sample app (`k8semu.images.samples`) at one of its versions; `shell`: the
+    image has a shell and curl (`kubectl exec -ti POD -- bash`)."""
+    return BuiltinImage("samples", (app, f"--version={version}"), wraps_commands=shell)
+
+
+#: Images that exist only at some tags: repository -> tag -> program. Any other tag (the
+#: bootcamp's `v10`) is no image at all: the kubelet reports ErrImagePull, as a registry's
+#: "not found" does.
+VERSIONED_IMAGES: dict[str, dict[str, BuiltinImage]] = {
+    # gcr.io/google-samples/kubernetes-bootcamp:v1 (Learn Kubernetes Basics).
+    "google-samples/kubernetes-bootcamp": {"v1": _sample("bootcamp", "1")},
+    "jocatalin/kubernetes-bootcamp": {
+        "v1": _sample("bootcamp", "1"),
+        "v2": _sample("bootcamp", "2"),
+    },
+    # gcr.io/google-samples/hello-app (a distroless Go image: no shell).
+    "google-samples/hello-app": {
+        "1.0": _sample("hello-app", "1.0.0", shell=False),
+        "2.0": _sample("hello-app", "2.0.0", shell=False),
+    },
 }
 
 # Registries whose path is dropped before lookup; any first component with a "." or ":" (a
@@ -105,11 +142,25 @@ def image_repository(image: str) -> str:
     return repo
 
 
+def image_tag(image: str) -> str:
+    """The tag of an image reference, ``latest`` when it has none (``""`` with only a digest)."""
+    ref = image.strip().lower()
+    ref, at, _ = ref.partition("@")
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        return last.split(":", 1)[1]
+    return "" if at else "latest"
+
+
 def lookup(image: str) -> BuiltinImage | None:
     """The built-in program for `image`, or None when it is not built in."""
     if not image or not image.strip():
         return None
-    return BUILTIN_IMAGES.get(image_repository(image))
+    repository = image_repository(image)
+    versions = VERSIONED_IMAGES.get(repository)
+    if versions is not None:
+        return versions.get(image_tag(image))
+    return BUILTIN_IMAGES.get(repository)
 
 
 def resolve(image: str, command: Sequence[str], args: Sequence[str]) -> list[str] | None:
@@ -122,7 +173,7 @@ def resolve(image: str, command: Sequence[str], args: Sequence[str]) -> list[str
         return None
     if command:
         if builtin.wraps_commands:
-            return [*builtin.entrypoint, *command, *args]
+            return [*_SHELL.entrypoint, *command, *args]
         if command[0].rsplit("/", 1)[-1] in builtin.binaries:
             return [*builtin.entrypoint, *command[1:], *args]
         return [*command, *args]

@@ -10,6 +10,10 @@ each applet run is one short-lived process.
 - ``nslookup NAME [SERVER[:PORT]]`` (A and AAAA; exit 1 when not found).
 - ``nc [-z] [-v] [-w SECONDS] [-u] HOST PORT`` (-z: connect test; else stdin to the peer and the
   peer's answer to stdout).
+- ``curl [-sSfiIvL] [-X METHOD] [-H H] [-d DATA] [-o FILE] [-m SECONDS] URL`` (http only; curl's
+  exit codes 6, 7, 22, 28).
+
+``localhost`` is the pod's own IP (env ``POD_IP``): in Kubernetes a pod's loopback is its own.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 
 from k8semu.images import _dnswire as w
 
-APPLETS = ("wget", "nslookup", "nc")
+APPLETS = ("wget", "nslookup", "nc", "curl")
 
 
 class AppletError(Exception):
@@ -50,6 +54,8 @@ def lookup(
     name: str, env: Mapping[str, str], timeout: float = 2.0, server: tuple[str, int] | None = None
 ) -> tuple[str, list[str]]:
     """(the name that answered, its addresses); empty list when nothing answered."""
+    if name.rstrip(".").lower() == "localhost" and env.get("POD_IP"):
+        return name, [env["POD_IP"]]
     with contextlib.suppress(ValueError):
         return name, [str(ipaddress.ip_address(name.strip("[]")))]
     dns_server, search = _dns(env)
@@ -338,10 +344,148 @@ def _pump(sock: socket.socket, idle: float | None) -> None:
                 sock.sendall(data)
 
 
+# ---- curl ----
+
+
+@dataclass
+class _CurlArgs:
+    url: str = ""
+    method: str = ""
+    silent: bool = False
+    show_error: bool = False
+    fail: bool = False
+    include: bool = False
+    verbose: bool = False
+    follow: bool = False
+    output: str = ""
+    timeout: float = 30.0
+    data: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+_CURL_SWITCHES = {"s": "silent", "S": "show_error", "f": "fail", "i": "include", "v": "verbose",
+                  "L": "follow"}  # fmt: skip
+_CURL_LONG = {"--silent": "s", "--show-error": "S", "--fail": "f", "--include": "i",
+              "--verbose": "v", "--location": "L", "--head": "I", "--request": "X",
+              "--header": "H", "--data": "d", "--data-raw": "d", "--output": "o",
+              "--max-time": "m", "--connect-timeout": "m"}  # fmt: skip
+
+
+def _curl_value(out: _CurlArgs, flag: str, value: str) -> None:
+    if flag == "X":
+        out.method = value
+    elif flag == "H":
+        name, _, text = value.partition(":")
+        out.headers[name.strip()] = text.strip()
+    elif flag == "d":
+        out.data = (out.data + b"&" if out.data else b"") + value.encode()
+    elif flag == "o":
+        out.output = value
+    else:  # m
+        out.timeout = float(value)
+
+
+def _curl_args(argv: Sequence[str]) -> _CurlArgs:
+    out, args, i = _CurlArgs(), list(argv), 0
+    while i < len(args):
+        word = _CURL_LONG.get(args[i], args[i])
+        if not word.startswith("-") or word == "-":
+            out.url = word
+        else:
+            for j, flag in enumerate(word.lstrip("-") if len(word) > 1 else ""):
+                if flag in _CURL_SWITCHES:
+                    setattr(out, _CURL_SWITCHES[flag], True)
+                elif flag == "I":
+                    out.method = "HEAD"
+                elif flag in "XHdom":
+                    rest = word[1 + j + 1 :] if not args[i].startswith("--") else ""
+                    if not rest:
+                        i += 1
+                        rest = args[i]
+                    _curl_value(out, flag, rest)
+                    break
+                else:
+                    raise AppletError(f"option {args[i]}: is unknown")
+        i += 1
+    if not out.url:
+        raise AppletError("no URL specified")
+    return out
+
+
+def _curl_once(url: str, opts: _CurlArgs, env: Mapping[str, str]) -> http.client.HTTPResponse:
+    parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise _CurlError(1, f'Protocol "{parts.scheme}" not supported (only http:// here)')
+    port = parts.port or 80
+    _, addrs = lookup(parts.hostname, env, min(opts.timeout, 5.0))
+    if not addrs:
+        raise _CurlError(6, f"Could not resolve host: {parts.hostname}")
+    conn = http.client.HTTPConnection(addrs[0], port, timeout=opts.timeout)
+    method = opts.method or ("POST" if opts.data is not None else "GET")
+    headers = {"Host": parts.netloc, "User-Agent": "curl/8.5.0 (k8semu)", "Accept": "*/*"}
+    if opts.data is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if opts.verbose:
+        print(f"* Connected to {parts.hostname} ({addrs[0]}) port {port}", file=sys.stderr)
+        print(f"> {method} {path} HTTP/1.1", file=sys.stderr)
+    try:
+        conn.request(method, path, body=opts.data, headers={**headers, **opts.headers})
+        return conn.getresponse()
+    except TimeoutError:
+        raise _CurlError(28, f"Operation timed out after {opts.timeout:g} s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise _CurlError(7, f"Failed to connect to {parts.hostname} port {port}: {why}") from None
+
+
+class _CurlError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _curl_fetch(opts: _CurlArgs, env: Mapping[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
+    url = opts.url
+    for _ in range(10):
+        resp = _curl_once(url, opts, env)
+        body = resp.read() if opts.method != "HEAD" else b""
+        location = resp.getheader("Location")
+        if not (opts.follow and location and resp.status in (301, 302, 303, 307, 308)):
+            return resp, body
+        url = urllib.parse.urljoin(url, location)
+    raise _CurlError(47, "Maximum (10) redirects followed")
+
+
+def curl(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    opts = _curl_args(argv)
+    try:
+        resp, body = _curl_fetch(opts, env)
+        if opts.fail and resp.status >= 400:
+            raise _CurlError(22, f"The requested URL returned error: {resp.status}")
+    except _CurlError as exc:
+        if not opts.silent or opts.show_error:
+            print(f"curl: ({exc.code}) {exc}", file=sys.stderr)
+        return exc.code
+    head = b""
+    if opts.include or opts.method == "HEAD":
+        lines = [f"HTTP/1.1 {resp.status} {resp.reason}"]
+        lines += [f"{k}: {v}" for k, v in resp.getheaders()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    if opts.output and opts.output != "-":
+        with open(opts.output, "wb") as f:
+            f.write(head + body)
+    else:
+        sys.stdout.buffer.write(head + body)
+        sys.stdout.flush()
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str], Mapping[str, str]], int]] = {
     "wget": wget,
     "nslookup": nslookup,
     "nc": nc,
+    "curl": curl,
 }
 
 
