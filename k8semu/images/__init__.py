@@ -56,7 +56,11 @@ class BuiltinImage:
 _ECHO_HTTP = BuiltinImage("echo", ("-listen=:5678",), ("http-echo",))
 _ECHO_SERVER = BuiltinImage("echo", ("--listen=:80",), ("echo-server",))
 _ECHO_8080 = BuiltinImage("echo", ("--listen=:8080",), ("echoserver",))
-_WEB = BuiltinImage("web", ("--listen=:80",), ("nginx", "httpd", "httpd-foreground"))
+# nginx's images are Debian's, with a shell: `kubectl exec web-0 -- sh -c 'hostname'` and
+# `-- curl http://localhost/` (the StatefulSet tutorial) run with the applets.
+_WEB = BuiltinImage(
+    "web", ("--listen=:80",), ("nginx", "httpd", "httpd-foreground"), wraps_commands=True
+)
 _DNS = BuiltinImage("dns", (), ("coredns",))
 _LOADGEN = BuiltinImage("loadgen", (), ("loadgen",))
 _BUSYBOX = _SHELL = BuiltinImage("busybox", ("sh",), wraps_commands=True)
@@ -73,7 +77,10 @@ BUILTIN_IMAGES: dict[str, BuiltinImage] = {
     "e2e-test-images/agnhost": _AGNHOST,
     "agnhost": _AGNHOST,
     "nginx": _WEB,
-    "nginxinc/nginx-unprivileged": BuiltinImage("web", ("--listen=:8080",), ("nginx",)),
+    "nginx-slim": _WEB,  # registry.k8s.io/nginx-slim (StatefulSet Basics)
+    "nginxinc/nginx-unprivileged": BuiltinImage(
+        "web", ("--listen=:8080",), ("nginx",), wraps_commands=True
+    ),
     "httpd": _WEB,
     "busybox": _BUSYBOX,
     "alpine": _BUSYBOX,
@@ -172,10 +179,11 @@ def resolve(image: str, command: Sequence[str], args: Sequence[str]) -> list[str
     if builtin is None:
         return None
     if command:
-        if builtin.wraps_commands:
-            return [*_SHELL.entrypoint, *command, *args]
+        # The image's own binary first: `command: [nginx, -g, ...]` in an image with a shell.
         if command[0].rsplit("/", 1)[-1] in builtin.binaries:
             return [*builtin.entrypoint, *command[1:], *args]
+        if builtin.wraps_commands:
+            return [*_SHELL.entrypoint, *command, *args]
         return [*command, *args]
     if args:
         return [*builtin.entrypoint, *args]
