@@ -328,5 +328,6 @@ def command_line(
     if not command:
         raise NoCommand(
             f"image {container.image} is not a built-in image and the container has no command"
+            " (k8semu pulls nothing: docs/images.md)"
         )
     return [*command, *args]
