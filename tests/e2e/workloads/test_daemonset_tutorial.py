@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from .conftest import MANIFESTS, Cluster, ready, until, waiting_reason
+
+pytestmark = pytest.mark.slow
 
 FLUENTD = (MANIFESTS / "fluentd-elasticsearch.yaml").read_text()
 # The same DaemonSet on an image that runs.

@@ -15,6 +15,8 @@ import pytest
 
 from .conftest import MANIFESTS, Cluster, until
 
+pytestmark = pytest.mark.slow
+
 HELLO = (MANIFESTS / "cronjob.yaml").read_text()
 # The page's Job computes 2,000 digits; Debian's perl 5.36 (Math::BigInt::Calc) dies past about
 # 1,000 ("Can't use an undefined value as an ARRAY reference") after ~30 s, on the host as in

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from .conftest import MANIFESTS, Cluster, ready, until
+
+pytestmark = pytest.mark.slow
 
 WEB = (MANIFESTS / "web.yaml").read_text()
 IMAGE_PATCH = (
