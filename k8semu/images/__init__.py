@@ -9,8 +9,9 @@ Kubernetes' rules for an image's ENTRYPOINT and CMD:
 
 Two emulator twists keep real manifests working without the image's file system: a `command`
 naming the image's own binary (``/agnhost``, ``nginx``, ``coredns``, ``/http-echo``) runs the
-built-in program instead, and in a shell image (busybox, alpine) every `command` runs through
-``k8semu.images.busybox``, which execs it with the applet directory first on PATH.
+built-in program instead, and in an image with a shell (busybox, alpine, nginx) every other
+`command` runs through ``k8semu.images.busybox``, which execs it with the applet directory
+first on PATH.
 
 A built-in image's entrypoint is ``[sys.executable, "-m", "k8semu.images.<module>"]``.
 Names match with or without a registry, tag or digest (``nginx``, ``docker.io/library/nginx:1.25``,
