@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,10 +91,15 @@ def waiting_reason(pod: dict[str, Any]) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="package")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster]:
     if KUBECTL is None:
         pytest.skip("no kubectl on PATH")
-    base = tmp_path_factory.mktemp("workloads")
+    # Not under pytest's /tmp/pytest-of-<user>: every pytest session that starts on the
+    # machine chmods it back to 0700 when it sees group bits (_pytest/tmpdir.py), and those
+    # are the ACL mask the kubelet set for pod users to traverse: until the kubelet grants
+    # it again, pods cannot reach their own directories (web-0 answered 500 once, a
+    # PermissionError on its volume). mkdtemp's directory is this test's alone.
+    base = Path(tempfile.mkdtemp(prefix="k8semu-workloads-"))
     env = user_env(base)
     config = write_config(base / "cluster.yaml", name=f"tut-{uuid.uuid4().hex[:6]}")
     state_dir = base / "state"
@@ -105,3 +111,4 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         k8semu(env, "down", "--state-dir", state_dir, timeout=60)
         stop_recorded([state_dir])
+        shutil.rmtree(base, ignore_errors=True)
