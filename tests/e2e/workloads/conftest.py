@@ -48,6 +48,14 @@ class Cluster:
             [KUBECTL, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=env
         )
 
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """`kubectl ARGS` left running (a watch), its stdout a pipe; the caller ends it."""
+        assert KUBECTL is not None
+        env = {**self.env, "KUBECONFIG": str(self.state_dir / "kubeconfig")}
+        return subprocess.Popen(
+            [KUBECTL, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        )
+
     def kubectl(self, *args: str, stdin: str = "", timeout: float = WAIT) -> str:
         """`kubectl ARGS`'s stdout; AssertionError with its stderr when it fails."""
         proc = self.run(*args, stdin=stdin, timeout=timeout)

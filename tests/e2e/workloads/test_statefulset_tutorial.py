@@ -40,11 +40,18 @@ def _image(c: Cluster, pod: str) -> str:
 
 
 def test_pods_come_up_in_order_with_their_claims(cluster: Cluster) -> None:
-    out = cluster.kubectl("apply", "-f", "-", stdin=WEB)
-    assert "service/nginx created" in out and "statefulset.apps/web created" in out, out
-    pods = until(
-        "web-0 and web-1 Running and Ready", lambda: _all_ready(cluster, ["web-0", "web-1"])
-    )
+    # kubectl get pods -w -l app=nginx, in another terminal
+    watch = cluster.popen("get", "pods", "-w", "-l", "app=nginx")
+    try:
+        out = cluster.kubectl("apply", "-f", "-", stdin=WEB)
+        assert "service/nginx created" in out and "statefulset.apps/web created" in out, out
+        pods = until("web-0 and web-1 Ready", lambda: _all_ready(cluster, ["web-0", "web-1"]))
+    finally:
+        watch.terminate()
+        watched, _ = watch.communicate(timeout=30)
+    rows = [line.split() for line in watched.splitlines()]
+    assert rows[0][:3] == ["NAME", "READY", "STATUS"], watched
+    assert ["web-0", "1/1", "Running"] in [r[:3] for r in rows], watched
     # OrderedReady: web-1 is made only once web-0 is Ready.
     web0_ready = next(
         c["lastTransitionTime"]
