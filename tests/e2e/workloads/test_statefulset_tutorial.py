@@ -60,10 +60,9 @@ def test_pods_come_up_in_order_with_their_claims(cluster: Cluster) -> None:
     )
     assert pods["web-1"]["metadata"]["creationTimestamp"] >= web0_ready
     claims = cluster.get("pvc", "-l", "app=nginx")["items"]
-    assert {(p["metadata"]["name"], p["status"]["phase"]) for p in claims} == {
-        ("www-web-0", "Bound"),
-        ("www-web-1", "Bound"),
-    }
+    assert {
+        (p["metadata"]["name"], p["status"]["phase"], p["spec"]["storageClassName"]) for p in claims
+    } == {("www-web-0", "Bound", "standard"), ("www-web-1", "Bound", "standard")}
 
 
 def test_host_names_and_dns_names(cluster: Cluster) -> None:
