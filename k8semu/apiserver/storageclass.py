@@ -38,19 +38,22 @@ def _created(sc: storage_pb2.StorageClass) -> tuple[int, int, str]:
     return t.seconds, t.nanos, sc.metadata.name
 
 
+async def marked_defaults(objects: Lister, kind: kinds.Kind, annotation: str) -> list[Any]:
+    """The stored classes of `kind` (cluster-scoped) that `annotation` marks as the default:
+    what this step and the Ingress class step (apiserver/ingressclass.py) choose from."""
+    stored = await objects.list_objects(kind, "", "")
+    return [c for c in stored if cast(Any, c).metadata.annotations.get(annotation) == "true"]
+
+
 async def admit(objects: Lister, obj: Any) -> None:
     """Fill in a new claim's class."""
     if not isinstance(obj, core_pb2.PersistentVolumeClaim):
         return
-    if obj.spec.HasField("storage_class_name"):
+    if (
+        obj.spec.HasField("storage_class_name")
+        or LEGACY_CLASS_ANNOTATION in obj.metadata.annotations
+    ):
         return
-    if LEGACY_CLASS_ANNOTATION in obj.metadata.annotations:
-        return
-    stored = await objects.list_objects(STORAGE_CLASSES, "", "")
-    defaults = [
-        sc
-        for sc in cast(list[storage_pb2.StorageClass], stored)
-        if sc.metadata.annotations.get(DEFAULT_CLASS_ANNOTATION) == "true"
-    ]
+    defaults = await marked_defaults(objects, STORAGE_CLASSES, DEFAULT_CLASS_ANNOTATION)
     if defaults:
         obj.spec.storage_class_name = max(defaults, key=_created).metadata.name
