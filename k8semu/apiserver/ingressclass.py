@@ -12,9 +12,10 @@ default made a moment ago must count.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from k8semu.api import kinds
+from k8semu.apiserver import storageclass
 from k8semu.apiserver.errors import FailedPrecondition
 from k8semu.apiserver.priority import Objects
 from k8semu.apiserver.registry.networking import LEGACY_CLASS_ANNOTATION
@@ -22,10 +23,6 @@ from k8semu.pb.api.v1 import networking_pb2
 
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 INGRESS_CLASSES = kinds.for_message(networking_pb2.IngressClass)
-
-
-def is_default(ic: networking_pb2.IngressClass) -> bool:
-    return ic.metadata.annotations.get(DEFAULT_CLASS_ANNOTATION) == "true"
 
 
 async def admit(objects: Objects, obj: Any) -> None:
@@ -36,8 +33,9 @@ async def admit(objects: Objects, obj: Any) -> None:
         return
     if LEGACY_CLASS_ANNOTATION in obj.metadata.annotations:
         return
-    stored = await objects.list_objects(INGRESS_CLASSES, "", "")
-    defaults = [ic for ic in cast(list[networking_pb2.IngressClass], stored) if is_default(ic)]
+    defaults = await storageclass.marked_defaults(
+        objects, INGRESS_CLASSES, DEFAULT_CLASS_ANNOTATION
+    )
     if len(defaults) > 1:
         raise FailedPrecondition(
             f'ingresses.networking.k8s.io "{obj.metadata.name}" is forbidden:'

@@ -208,6 +208,10 @@ async def _serve(
     async with Client(
         list(servers.servers),
         channel_factory=transport.named_channels("kube-controller-manager", servers.tls()),
+        # client.tls is also what the HPA dials the kubelets' Summary with (their listeners
+        # take only the cluster CA's certificates): without it the dial was plain text and
+        # every HPA of an `up` cluster said "Socket closed".
+        tls=servers.tls(),
     ) as client:
         manager = ControllerManager(
             config, client, leader_elect=leader_elect, listen_address=listen_address, tls=tls

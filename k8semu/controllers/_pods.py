@@ -166,6 +166,15 @@ def new_controller_ref(owner: Message, *, api_version: str, kind: str) -> meta_p
     )
 
 
+def adopted(pod: core_pb2.Pod, owner: Message, *, api_version: str, kind: str) -> core_pb2.Pod:
+    """A copy of orphan `pod` with `owner` as its controller (what an adoption writes)."""
+    new = copy_of(pod)
+    new.metadata.owner_references.append(
+        new_controller_ref(owner, api_version=api_version, kind=kind)
+    )
+    return new
+
+
 def selector_of(selector: meta_pb2.LabelSelector) -> LabelSelector:
     """The parsed `spec.selector`; SelectorError (naming the field) when it is malformed."""
     try:

@@ -184,10 +184,7 @@ class ReplicaSetController(PodOwnerController):
         return claimed
 
     async def _adopt(self, rs: apps_pb2.ReplicaSet, pod: core_pb2.Pod) -> core_pb2.Pod | None:
-        new = _pods.copy_of(pod)
-        new.metadata.owner_references.append(
-            _pods.new_controller_ref(rs, api_version=API_VERSION, kind=KIND)
-        )
+        new = _pods.adopted(pod, rs, api_version=API_VERSION, kind=KIND)
         try:
             updated = cast(core_pb2.Pod, await self.client.update(new))
         except (NotFound, Conflict):

@@ -32,7 +32,10 @@ controls and the claims of its namespace:
   currentRevision (becomes updateRevision once every pod has it), updateRevision,
   observedGeneration.
 
-Not done: orphan adoption (of pods and of revisions), spec.ordinals, maxUnavailable.
+- **Adoption**: an orphan pod the selector matches, named `<name>-N`, is adopted (a set
+  made again after `kubectl delete sts --cascade=orphan` takes its pods back).
+
+Not done: orphan adoption of revisions, spec.ordinals, maxUnavailable.
 """
 
 from __future__ import annotations
@@ -42,7 +45,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.client import NAMESPACE_INDEX, AlreadyExists, NotFound
+from k8semu.api.errors import SelectorError
+from k8semu.client import (
+    NAMESPACE_INDEX,
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    object_key,
+)
 from k8semu.client.events import NORMAL, WARNING
 from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodControl
@@ -312,11 +322,19 @@ class StatefulSetController(KeyedController):
         key = _pods.controller_key(pod, KIND, self.sts_informer.cache.get_by_name)
         if key is not None:
             self.queue.add(key)
+        elif _pods.controller_ref(pod) is None and not _pods.is_pod_terminating(pod):
+            # An orphan (its StatefulSet deleted with --cascade=orphan): the sets that may
+            # adopt it look again.
+            sets = self.sts_informer.cache.by_index(NAMESPACE_INDEX, pod.metadata.namespace)
+            for sts in _pods.selecting(sets, pod.metadata.labels):
+                self.queue.add(object_key(sts))
 
     async def reconcile(self, key: str) -> None:
         sts = self.sts_informer.cache.get(key)
         if sts is None or sts.metadata.HasField("deletion_timestamp"):
             return
+        if await self._adopt_orphans(sts):
+            return  # the adopted pods' update events bring the key back, with them owned
         pods = self.controlled(self.pod_informer, sts)
         in_use = {sts.status.current_revision, sts.status.update_revision} - {""}
         in_use.update(h for pod in pods if (h := pod.metadata.labels.get(REVISION_HASH)))
@@ -333,6 +351,35 @@ class StatefulSetController(KeyedController):
             self.queue.add_after(key, p.recheck_after)
         if error is not None:
             raise error
+
+    async def _adopt_orphans(self, sts: apps_pb2.StatefulSet) -> bool:
+        """Kubernetes' ClaimPods for a StatefulSet: an orphan that the selector matches and
+        whose name is one of this set's ordinals (`<name>-N`) gets the set as its controller,
+        so a set made again after `delete --cascade=orphan` takes its pods back (and then
+        deletes those beyond spec.replicas). True when it adopted any."""
+        if _pods.selects_nothing(sts.spec.selector):
+            return False
+        try:
+            selector = _pods.selector_of(sts.spec.selector)
+        except SelectorError:
+            return False
+        any_adopted = False
+        for pod in self.pod_informer.cache.by_index(NAMESPACE_INDEX, sts.metadata.namespace):
+            if (
+                _pods.controller_ref(pod) is not None
+                or _pods.is_pod_terminating(pod)
+                or ordinal_of(sts, pod) is None
+                or not selector.matches(pod.metadata.labels)
+            ):
+                continue
+            new = _pods.adopted(pod, sts, api_version=API_VERSION, kind=KIND)
+            try:
+                await self.client.update(new)
+            except (NotFound, Conflict):
+                continue  # gone or changed: its event brings the set back
+            log.info("adopted pod", statefulset=object_key(sts), pod=pod.metadata.name)
+            any_adopted = True
+        return any_adopted
 
     async def _apply(self, sts: apps_pb2.StatefulSet, p: Plan) -> BaseException | None:
         """Claims first (a pod never starts without its storage), then the pods; the first

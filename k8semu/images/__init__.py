@@ -9,8 +9,9 @@ Kubernetes' rules for an image's ENTRYPOINT and CMD:
 
 Two emulator twists keep real manifests working without the image's file system: a `command`
 naming the image's own binary (``/agnhost``, ``nginx``, ``coredns``, ``/http-echo``) runs the
-built-in program instead, and in a shell image (busybox, alpine) every `command` runs through
-``k8semu.images.busybox``, which execs it with the applet directory first on PATH.
+built-in program instead, and in an image with a shell (busybox, alpine, nginx) every other
+`command` runs through ``k8semu.images.busybox``, which execs it with the applet directory
+first on PATH.
 
 A built-in image's entrypoint is ``[sys.executable, "-m", "k8semu.images.<module>"]``.
 Names match with or without a registry, tag or digest (``nginx``, ``docker.io/library/nginx:1.25``,
@@ -56,7 +57,11 @@ class BuiltinImage:
 _ECHO_HTTP = BuiltinImage("echo", ("-listen=:5678",), ("http-echo",))
 _ECHO_SERVER = BuiltinImage("echo", ("--listen=:80",), ("echo-server",))
 _ECHO_8080 = BuiltinImage("echo", ("--listen=:8080",), ("echoserver",))
-_WEB = BuiltinImage("web", ("--listen=:80",), ("nginx", "httpd", "httpd-foreground"))
+# nginx's images are Debian's, with a shell: `kubectl exec web-0 -- sh -c 'hostname'` and
+# `-- curl http://localhost/` (the StatefulSet tutorial) run with the applets.
+_WEB = BuiltinImage(
+    "web", ("--listen=:80",), ("nginx", "httpd", "httpd-foreground"), wraps_commands=True
+)
 _DNS = BuiltinImage("dns", (), ("coredns",))
 _LOADGEN = BuiltinImage("loadgen", (), ("loadgen",))
 _BUSYBOX = _SHELL = BuiltinImage("busybox", ("sh",), wraps_commands=True)
@@ -73,7 +78,10 @@ BUILTIN_IMAGES: dict[str, BuiltinImage] = {
     "e2e-test-images/agnhost": _AGNHOST,
     "agnhost": _AGNHOST,
     "nginx": _WEB,
-    "nginxinc/nginx-unprivileged": BuiltinImage("web", ("--listen=:8080",), ("nginx",)),
+    "nginx-slim": _WEB,  # registry.k8s.io/nginx-slim (StatefulSet Basics)
+    "nginxinc/nginx-unprivileged": BuiltinImage(
+        "web", ("--listen=:8080",), ("nginx",), wraps_commands=True
+    ),
     "httpd": _WEB,
     "busybox": _BUSYBOX,
     "alpine": _BUSYBOX,
@@ -176,10 +184,11 @@ def resolve(image: str, command: Sequence[str], args: Sequence[str]) -> list[str
     if builtin is None:
         return None
     if command:
-        if builtin.wraps_commands:
-            return [*_SHELL.entrypoint, *command, *args]
+        # The image's own binary first: `command: [nginx, -g, ...]` in an image with a shell.
         if command[0].rsplit("/", 1)[-1] in builtin.binaries:
             return [*builtin.entrypoint, *command[1:], *args]
+        if builtin.wraps_commands:
+            return [*_SHELL.entrypoint, *command, *args]
         return [*command, *args]
     if args:
         return [*builtin.entrypoint, *args]

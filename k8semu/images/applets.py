@@ -13,6 +13,7 @@ each applet run is one short-lived process.
 - ``dig [@SERVER] NAME [TYPE] [+short] [+search]`` (`_dig.py`).
 - ``curl [-sSfiIvL] [-X METHOD] [-H H] [-d DATA] [-o FILE] [-m SECONDS] URL`` (http only; curl's
   exit codes 6, 7, 22, 28).
+- ``hostname [-s]``: the pod's host name (env HOSTNAME), not the machine's.
 
 ``localhost`` is the pod's own IP (env ``POD_IP``): in Kubernetes a pod's loopback is its own.
 """
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from k8semu.images import _dig
 from k8semu.images import _dnswire as w
 
-APPLETS = ("wget", "nslookup", "nc", "curl", "dig")
+APPLETS = ("wget", "nslookup", "nc", "curl", "dig", "hostname")
 
 
 class AppletError(Exception):
@@ -478,12 +479,21 @@ def curl(argv: Sequence[str], env: Mapping[str, str]) -> int:
     return 0
 
 
+def hostname(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """The pod's host name (HOSTNAME, which the kubelet sets: spec.hostname or the pod's
+    name), not the machine's: `kubectl exec web-0 -- hostname` says web-0."""
+    name = env.get("HOSTNAME") or socket.gethostname()
+    print(name.split(".", 1)[0] if "-s" in argv else name)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str], Mapping[str, str]], int]] = {
     "wget": wget,
     "nslookup": nslookup,
     "nc": nc,
     "curl": curl,
     "dig": _dig.dig,
+    "hostname": hostname,
 }
 
 

@@ -328,7 +328,7 @@ def command_line(
     if not command:
         # A registry's "not found" first, as a kubelet says it (the tutorials' broken tags).
         raise NoCommand(
-            f'failed to pull image "{container.image}": not found (image {container.image}'
-            " is not a built-in image and the container has no command)"
+            f"image {container.image} is not a built-in image and the container has no command"
+            " (k8semu pulls nothing: docs/images.md)"
         )
     return [*command, *args]

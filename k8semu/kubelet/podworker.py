@@ -370,8 +370,13 @@ class PodWorker:
             self._start_failed(rec, "CreateContainerConfigError", str(exc))
             return None
         except NoCommand as exc:
-            reason = "ErrImagePull" if rec.start_failures == 0 else "ImagePullBackOff"
-            self._start_failed(rec, reason, str(exc))
+            # Kubernetes' wording: the pull's failure, then the back-off naming the image.
+            image = rec.spec.image
+            if rec.start_failures == 0:
+                self._start_failed(rec, "ErrImagePull", f'Failed to pull image "{image}": {exc}')
+            else:
+                message = f'Back-off pulling image "{image}": ErrImagePull: {exc}'
+                self._start_failed(rec, "ImagePullBackOff", message)
             return None
         launch = Launch(
             pod_uid=self.uid,

@@ -202,6 +202,30 @@ async def test_a_failed_pod_is_made_again() -> None:
     assert pods[0].status.phase != "Failed"  # a new web-0
 
 
+async def test_a_set_made_again_adopts_its_orphaned_pods() -> None:
+    """`kubectl delete sts web --cascade=orphan`, then the set made again with fewer replicas
+    (StatefulSet Basics): it adopts web-0 and web-1 and deletes web-2; a pod the selector
+    matches under another name stays an orphan."""
+    cluster = FakeCluster()
+    ctl = StatefulSetController(cluster.ctx, clock=cluster.clock)
+    cluster.add(stateful_set(3, claims=False))
+    await bring_up(cluster, ctl, 3)
+    cluster.client.objects.pop(("statefulsets", "default", "web"))
+    for pod in cluster.objects(core_pb2.Pod):
+        del pod.metadata.owner_references[:]
+        cluster.add(pod)
+    stray = cluster.objects(core_pb2.Pod)[0]
+    stray.metadata.name = "other-0"
+    cluster.add(stray)
+    again = stateful_set(2, claims=False)
+    again.metadata.uid = "uid-sts-web-again"
+    cluster.add(again)
+    await cluster.drain(ctl)
+    owners = {p.metadata.name: [r.uid for r in p.metadata.owner_references]
+              for p in cluster.objects(core_pb2.Pod)}  # fmt: skip
+    assert owners == {"other-0": [], "web-0": ["uid-sts-web-again"], "web-1": ["uid-sts-web-again"]}
+
+
 def test_defaults() -> None:
     sts = stateful_set()
     assert sts.spec.pod_management_policy == "OrderedReady"

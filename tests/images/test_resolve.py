@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from k8semu.images import image_repository, resolve
+from k8semu.images import applets, image_repository, resolve
 
 
 def ep(module: str) -> list[str]:
@@ -27,6 +27,7 @@ def ep(module: str) -> list[str]:
         ("docker.io/library/nginx:1.25-alpine", "web"),
         ("nginx@sha256:0123abcd", "web"),
         ("httpd:2.4", "web"),
+        ("registry.k8s.io/nginx-slim:0.21", "web"),
         ("busybox", "busybox"),
         ("busybox:1.36", "busybox"),
         ("alpine:3.19", "busybox"),
@@ -77,6 +78,19 @@ def test_shell_image_commands_run_through_busybox_for_the_applets() -> None:
         *ep("busybox"), "sh", "-c", "wget -qO- http://web",
     ]  # fmt: skip
     assert resolve("alpine", ["sleep"], ["3600"]) == [*ep("busybox"), "sleep", "3600"]
+    # nginx's images have a shell: any other command (kubectl exec's too) gets the applets.
+    assert resolve("registry.k8s.io/nginx-slim:0.24", ["sh", "-c", "hostname"], []) == [
+        *ep("busybox"), "sh", "-c", "hostname",
+    ]  # fmt: skip
+    assert resolve("nginx", ["curl"], ["http://localhost/"]) == [
+        *ep("busybox"), "curl", "http://localhost/",
+    ]  # fmt: skip
+
+
+def test_hostname_applet_says_the_pods_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert applets.hostname([], {"HOSTNAME": "web-0"}) == 0
+    assert applets.hostname(["-s"], {"HOSTNAME": "web-0.nginx"}) == 0
+    assert capsys.readouterr().out == "web-0\nweb-0\n"
 
 
 def test_image_repository_strips_registry_tag_and_digest() -> None:

@@ -33,13 +33,14 @@ server because some rows hold configuration (the Service ranges). Pure: no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
-from k8semu.apiserver import ingressclass, priority
+from k8semu.apiserver import ingressclass, priority, storageclass
 from k8semu.apiserver.allocation import Allocator, ServiceRanges
 from k8semu.apiserver.deletion import Rules
 from k8semu.apiserver.errors import MethodNotAllowed, NotFound
@@ -140,9 +141,10 @@ def _checked(
     *,
     status: bool = True,
     scale: bool = False,
+    admit: Callable[[Any, Any], Awaitable[None]] | None = None,
 ) -> Strategy:
-    """A row of a kind with its own defaults, checks and immutable fields."""
-    return Strategy(
+    """A row of a kind with its own defaults, checks, immutable fields (and admission step)."""
+    row = Strategy(
         kind=_kind(resource),
         defaults=defaults,
         validate=validate,
@@ -150,6 +152,7 @@ def _checked(
         status=status,
         scale=scale,
     )
+    return row if admit is None else dataclasses.replace(row, admit=admit)
 
 
 def _volume_rows() -> list[Strategy]:
@@ -157,8 +160,9 @@ def _volume_rows() -> list[Strategy]:
     return [
         _checked("persistentvolumes", storage.pv_defaults, storage.validate_pv,
                  storage.validate_pv_update),
+        # The default class written into a new claim (apiserver/storageclass.py).
         _checked("persistentvolumeclaims", storage.pvc_defaults, storage.validate_pvc,
-                 storage.validate_pvc_update),
+                 storage.validate_pvc_update, admit=storageclass.admit),
     ]  # fmt: skip
 
 

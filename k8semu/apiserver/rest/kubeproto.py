@@ -49,7 +49,14 @@ def _schema(fields: str, /, **messages: Schema | list[Schema]) -> Schema:
 
 _META = _schema(
     "1 name str, 2 generateName str, 3 namespace str, 11 labels map, 12 annotations map,"
-    " 14 finalizers strs"
+    " 13 ownerReferences, 14 finalizers strs",
+    # `kubectl create job --from=cronjob/NAME` makes the CronJob the Job's controller.
+    ownerReferences=[
+        _schema(
+            "1 kind str, 3 name str, 4 uid str, 5 apiVersion str, 6 controller bool,"
+            " 7 blockOwnerDeletion bool"
+        )
+    ],
 )
 _SELECTOR = _schema(
     "1 matchLabels map, 2 matchExpressions",

@@ -59,6 +59,22 @@ def test_decodes_a_secret_with_zero_values_dropped() -> None:
     }
 
 
+def test_decodes_owner_references() -> None:
+    """What `kubectl create job --from=cronjob/hello` sends: the CronJob as the controller."""
+    ref = (
+        _bytes(1, b"CronJob") + _bytes(3, b"hello") + _bytes(4, b"uid-1")
+        + _bytes(5, b"batch/v1") + _int(6, 1)
+    )  # fmt: skip
+    raw = _bytes(1, _bytes(1, b"hm") + _bytes(13, ref))
+    assert kubeproto.decode(_unknown("batch/v1", "Job", raw))["metadata"] == {
+        "name": "hm",
+        "ownerReferences": [
+            {"kind": "CronJob", "name": "hello", "uid": "uid-1", "apiVersion": "batch/v1",
+             "controller": True}
+        ],
+    }  # fmt: skip
+
+
 def test_decodes_a_deployment_keeping_zero_replicas() -> None:
     container = _bytes(1, b"web") + _bytes(2, b"nginx") + _bytes(6, _int(3, 80))
     template = _bytes(2, _bytes(2, container))
