@@ -307,8 +307,8 @@ def test_foreground_up_restarts_a_killed_component_and_down_stops_it(
     api = state.component("apiserver-1")
     assert api is not None
     os.kill(api.pid, signal.SIGKILL)
-    up.wait_for(rf"apiserver-1 \(pid {api.pid}\) was killed by signal SIGKILL", 10)
-    new_pid = int(up.wait_for(r"apiserver-1 started again: pid (\d+)", 10).group(1))
+    up.wait_for(rf"apiserver-1 \(pid {api.pid}\) was killed by signal SIGKILL", 60)
+    new_pid = int(up.wait_for(r"apiserver-1 started again: pid (\d+)", 60).group(1))
     assert new_pid != api.pid
     start = process_start_time(new_pid)
     assert start is not None
@@ -322,7 +322,7 @@ def test_foreground_up_restarts_a_killed_component_and_down_stops_it(
     cm = read_state(state_dir).component("controller-manager-1")
     assert cm is not None
     os.kill(cm.pid, signal.SIGKILL)
-    up.wait_for(rf"controller-manager-1 \(pid {cm.pid}\) was killed by signal SIGKILL", 10)
+    up.wait_for(rf"controller-manager-1 \(pid {cm.pid}\) was killed by signal SIGKILL", 60)
     with port_taken(cm.address):
         up.wait_for(r"FAILED: controller-manager-1 .* exited with code 1", 60)
         assert up.proc.poll() is None, "\n".join(up.lines)

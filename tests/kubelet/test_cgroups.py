@@ -156,7 +156,7 @@ async def test_memory_hog_is_oomkilled_and_restarted(
         ok = s is not None and s.restart_count >= 1 and s.last_state.HasField("terminated")
         return s if ok else None
 
-    s = await eventually(restarted, timeout=30, what="ended and restarted")
+    s = await eventually(restarted, what="ended and restarted")
     assert s.last_state.terminated.reason == "OOMKilled"
     assert s.last_state.terminated.exit_code == 137
     assert s.last_state.terminated.signal == 9
@@ -178,7 +178,7 @@ async def test_fork_bomb_stays_inside_its_pods_pids_limit(
     def refused() -> bool:  # the shell says the kernel refused a fork (then exits)
         return any(b"Cannot fork" in log.read_bytes() for log in logs.glob("*.log"))
 
-    await eventually(refused, timeout=30, what="forks refused at the pod's pids limit")
+    await eventually(refused, what="forks refused at the pod's pids limit")
     peak = groups.path_of("pids", pod_rel) / "pids.peak"  # kernels since 6.x
     assert not peak.exists() or int(peak.read_text()) <= 40
     assert int((groups.path_of("pids", pod_rel) / "pids.current").read_text()) <= 40
@@ -196,7 +196,7 @@ async def test_fork_bomb_stays_inside_its_pods_pids_limit(
             return not any(d.exists() for d in groups.dirs(pod_rel))
         return False
 
-    await eventually(gone, timeout=30, what="pod and its cgroup gone")
+    await eventually(gone, what="pod and its cgroup gone")
     assert not [p for p in members if procfs.process_usage(p) is not None]
 
 

@@ -239,7 +239,7 @@ async def test_liveness_failure_restarts_and_unknown_image_without_command(
         s = status_of(await get_pod(client, namespace, "live"))
         return s if s is not None and s.restart_count >= 1 else None
 
-    s = await eventually(restarted, timeout=30, what="liveness restart")
+    s = await eventually(restarted, what="liveness restart")
     assert s.last_state.terminated.exit_code in (143, 137)
 
     async def pull_error() -> core_pb2.ContainerStatus | None:
@@ -277,7 +277,7 @@ async def test_post_start_hook_runs_and_a_failing_one_restarts_the_container(
         s = status_of(await get_pod(client, namespace, "badhook"))
         return s if s is not None and s.restart_count >= 1 else None
 
-    s = await eventually(restarted, timeout=30, what="a failed postStart kills the container")
+    s = await eventually(restarted, what="a failed postStart kills the container")
     assert s.last_state.terminated.exit_code in (143, 137)
     events = await client.list(core_pb2.Event, namespace=namespace)
     failed = [e for e in events.items if e.reason == "FailedPostStartHook"]
@@ -317,7 +317,7 @@ async def test_deletion_sigterm_then_sigkill_and_pod_removed(
     assert not pid_alive(ppid)
     await eventually(term_file.exists, what="SIGTERM delivered to the process group first")
     assert pid_alive(spid), "still running: it ignores SIGTERM"
-    await eventually(lambda: gone("stubborn"), timeout=20, what="stubborn pod deleted")
+    await eventually(lambda: gone("stubborn"), what="stubborn pod deleted")
     assert not pid_alive(spid), "SIGKILL after the grace period"
     assert not (k.root / "pods" / stubborn.metadata.uid).exists()
 
@@ -523,7 +523,7 @@ async def test_api_server_restart_kubelet_carries_on(
         s = status_of(await get_pod(client, namespace, "steady"))
         return s is not None and s.restart_count == 1 and s.state.HasField("running")
 
-    await eventually(restarted, timeout=30, what="restart reported after the API came back")
+    await eventually(restarted, what="restart reported after the API came back")
     lease = await client.get(coordination_pb2.Lease, k.name, namespace="kube-node-lease")
     before = lease.spec.renew_time.ToNanoseconds()
 

@@ -312,4 +312,4 @@ def test_bad_input_taken_nodeport_and_a_selector_matching_nothing(
         except TimeoutError:
             return False
 
-    _eventually(closed_cleanly, timeout=30, what="a Service without endpoints closes cleanly")
+    _eventually(closed_cleanly, what="a Service without endpoints closes cleanly")

@@ -18,7 +18,7 @@ from k8semu import transport
 from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessCluster
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
-DEADLINE = 30.0
+DEADLINE = 60.0  # a wait on real processes beside busy test workers (tests/support/poll.py)
 
 
 def _ids(cluster: ProcessCluster) -> dict[str, int]:
