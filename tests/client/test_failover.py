@@ -146,13 +146,13 @@ async def test_sigterm_costs_clients_nothing(
         try:
             for server in (first, second):
                 before = writes
-                await eventually(lambda b=before: writes >= b + 20, timeout=20)
+                await eventually(lambda b=before: writes >= b + 20, what="20 writes")
                 assert server.proc is not None
                 server.proc.terminate()
-                await asyncio.to_thread(server.proc.wait, 15)
+                await asyncio.to_thread(server.proc.wait, 60)
                 assert server.proc.returncode == 0, server.output()
                 mark = writes
-                await eventually(lambda m=mark: writes >= m + 20, timeout=20)
+                await eventually(lambda m=mark: writes >= m + 20, what="20 writes, one server down")
                 server.start()
                 await asyncio.to_thread(server.wait_serving)
         finally:
@@ -195,13 +195,14 @@ async def test_sigterm_lets_a_call_in_flight_finish(
                     assert server.proc is not None
                     server.proc.terminate()
                     await eventually(
-                        lambda s=server: asyncio.to_thread(not_serving, s.address), timeout=10
+                        lambda s=server: asyncio.to_thread(not_serving, s.address),
+                        what="the server answers NOT_SERVING",
                     )
                 finally:
                     store.resume(member)
-                created = await asyncio.wait_for(call, 15)
+                created = await asyncio.wait_for(call, 60)
                 assert created.metadata.name == f"slow-{attempt}"
-            await asyncio.to_thread(server.proc.wait, 15)
+            await asyncio.to_thread(server.proc.wait, 60)
             assert server.proc.returncode == 0
             log = server.output()
             assert "cancelled=0" in log, log
