@@ -265,7 +265,7 @@ def test_detached_cluster_survives_up_reports_status_and_down_leaves_no_process(
         state_dir,
         "store-s1 started again",
         lambda r: r["store-s1"]["alive"] and r["store-s1"]["restarts"] == 1,
-        timeout=30,
+        timeout=60,
     )
     supervisor = read_state(state_dir).supervisor_pid
     assert supervisor and rows["store-s1"]["pid"] != store_pid
