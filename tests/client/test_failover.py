@@ -285,12 +285,13 @@ async def test_cli_writes_fail_over_and_report_unknown_outcomes(
     first.start()
     first.wait_serving()
     # A server that stops answering: a new process cannot even finish connecting (HTTP/2
-    # SETTINGS never come), so nothing was sent: one line saying so.
+    # SETTINGS never come), so nothing was sent: one line saying so. The connection attempt
+    # gives up after 5 s (k8semu.transport), within the request's timeout.
     os.kill(second.pid, signal.SIGSTOP)
     try:
         code, out, err = await k8semu(
             "patch", "configmap", "x", "-n", "cli", "-p", '{"data": {"a": "b"}}',
-            "--request-timeout", "1", server=second.address,
+            "--request-timeout", "20", server=second.address,
         )  # fmt: skip
     finally:
         os.kill(second.pid, signal.SIGCONT)
