@@ -24,7 +24,7 @@ from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
 __all__ = ["Probes", "agreed_leader"]
 
-_CHANNEL_OPTIONS = (
+PROBE_CHANNEL_OPTIONS = (
     ("grpc.enable_http_proxy", 0),
     # A component that is starting answers within a second; gRPC's default reconnect back-off
     # would hide it for longer.
@@ -57,10 +57,10 @@ class Probes:
         ch = self._channels.get(address)
         credentials = None if ch is not None else self._credentials(address)
         if ch is None and credentials is not None:
-            ch = grpc.secure_channel(address, credentials, options=_CHANNEL_OPTIONS)
+            ch = grpc.secure_channel(address, credentials, options=PROBE_CHANNEL_OPTIONS)
             self._channels[address] = ch
         elif ch is None:
-            ch = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            ch = grpc.insecure_channel(address, options=PROBE_CHANNEL_OPTIONS)
             self._channels[address] = ch
         return ch
 
