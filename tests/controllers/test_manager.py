@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import subprocess
 import sys
@@ -137,6 +138,11 @@ async def kubelet(client: Client, namespace: str) -> AsyncIterator[FakeKubelet]:
             await task
 
 
+def _now() -> str:
+    """Now as a Lease's renewTime (metav1.MicroTime) in JSON."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 async def _get(client: Client, namespace: str, name: str = "web") -> apps_pb2.Deployment:
     return await client.get(apps_pb2.Deployment, name, namespace=namespace)
 
@@ -177,9 +183,14 @@ async def test_rolling_update_keeps_availability_and_undo_restores_the_template(
         assert first.metadata.annotations[REVISION] == "1"
 
         fake.measuring = True
-        live = await _get(client, namespace)
-        live.spec.template.spec.containers[0].image = "nginx:2"
-        await client.update(live)
+        # Patches, as kubectl sends: a read-modify-update of a Deployment races the controller
+        # writing its status (a Conflict when that write lands after the read, on a busy host).
+        image = [
+            {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "nginx:2"}
+        ]
+        await client.patch(
+            apps_pb2.Deployment, "web", image, namespace=namespace, patch_type="json"
+        )
         await eventually(
             lambda: _rolled_out(client, namespace, "nginx:2", 4), what="rolling update to nginx:2"
         )
@@ -241,9 +252,9 @@ async def test_leader_sigkill_the_standby_takes_over_without_extra_pods(
         assert active is not None
         fake.measuring = True
         # Scale up, and kill the leader while it is (or is about to be) creating pods.
-        live = await _get(client, namespace)
-        live.spec.replicas = 8
-        await client.update(live)
+        await client.patch(
+            apps_pb2.Deployment, "web", {"spec": {"replicas": 8}}, namespace=namespace
+        )
         active.kill()
 
         async def taken_over() -> bool:
@@ -303,13 +314,13 @@ async def test_manager_runs_controllers_only_while_leading_and_starts_fresh_term
 
         # Another holder takes the Lease: the controllers stop; when that holder lets the
         # Lease expire, a new term starts with new controllers, which finish the work.
-        lease = await client.get(
-            coordination_pb2.Lease, "kube-controller-manager", namespace="kube-system"
+        # A patch: a read-modify-update raced the manager's own renewals (every 0.5 s).
+        await client.patch(
+            coordination_pb2.Lease,
+            "kube-controller-manager",
+            {"spec": {"holderIdentity": "thief", "leaseDurationSeconds": 2, "renewTime": _now()}},
+            namespace="kube-system",
         )
-        lease.spec.holder_identity = "thief"
-        lease.spec.lease_duration_seconds = 2
-        lease.spec.renew_time.FromNanoseconds(time.time_ns())
-        await client.update(lease)
         await eventually(lambda: not manager.leading, what="stopped leading")
         live = await client.get(apps_pb2.ReplicaSet, "solo", namespace=namespace)
         live.spec.replicas = 3
