@@ -75,7 +75,10 @@ class _Endpoint:
     def suspect(self, now: float) -> bool:
         if now < self.suspect_until:
             return True
-        state = self.channel.get_state(try_to_connect=False)
+        # try_to_connect: an endpoint passed over while its channel failed must still be
+        # reconnecting when the others go down; a channel nobody asks to connect stays in
+        # TRANSIENT_FAILURE, and calls then fail on it faster than a reconnect takes.
+        state = self.channel.get_state(try_to_connect=True)
         return state in (
             grpc.ChannelConnectivity.TRANSIENT_FAILURE,
             grpc.ChannelConnectivity.SHUTDOWN,

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from k8semu import transport
 from k8semu.cluster.errors import ComponentStartError
 from k8semu.cluster.plan import apiserver_args, scheduler_args
+from k8semu.cluster.probes import PROBE_CHANNEL_OPTIONS
 from k8semu.cluster.processes import free_loopback_ports
 
 __all__ = ["APIServerProcess", "ComponentProcess", "SchedulerProcess"]
@@ -94,9 +95,15 @@ class ComponentProcess:
         raise ComponentStartError(f"{self.component} not serving in {timeout}s: {self.output()}")
 
     def _channel(self) -> grpc.Channel:
+        # The launcher's probe options: with gRPC's default back-off (1 s growing 1.6x to
+        # 120 s) the connections refused while a component imports on a busy host push the
+        # next attempt ever later (at load 22 an API server ready 9 s after its start was
+        # seen 7 s after that); a start of 45 s is seen only after a 60 s wait has ended.
+        options = PROBE_CHANNEL_OPTIONS
         if self.probe_tls is None:
-            return grpc.insecure_channel(self.address)
-        return grpc.secure_channel(self.address, transport.channel_credentials(self.probe_tls))
+            return grpc.insecure_channel(self.address, options=options)
+        credentials = transport.channel_credentials(self.probe_tls)
+        return grpc.secure_channel(self.address, credentials, options=options)
 
     def kill(self) -> None:
         """SIGKILL, by pid."""

@@ -24,7 +24,7 @@ from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
 __all__ = ["Probes", "agreed_leader"]
 
-_CHANNEL_OPTIONS = (
+PROBE_CHANNEL_OPTIONS = (
     ("grpc.enable_http_proxy", 0),
     # A component that is starting answers within a second; gRPC's default reconnect back-off
     # would hide it for longer. Not grpc.min_reconnect_backoff_ms: gRPC takes it as the least
@@ -34,6 +34,8 @@ _CHANNEL_OPTIONS = (
     # component down) still fails at once.
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 250),
+    # The time one connection attempt may take (k8semu.transport says why it is not 50 ms).
+    ("grpc.min_reconnect_backoff_ms", 5_000),
 )
 SERVING = "SERVING"
 
@@ -59,10 +61,10 @@ class Probes:
         ch = self._channels.get(address)
         credentials = None if ch is not None else self._credentials(address)
         if ch is None and credentials is not None:
-            ch = grpc.secure_channel(address, credentials, options=_CHANNEL_OPTIONS)
+            ch = grpc.secure_channel(address, credentials, options=PROBE_CHANNEL_OPTIONS)
             self._channels[address] = ch
         elif ch is None:
-            ch = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            ch = grpc.insecure_channel(address, options=PROBE_CHANNEL_OPTIONS)
             self._channels[address] = ch
         return ch
 

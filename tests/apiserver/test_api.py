@@ -165,7 +165,7 @@ async def test_watch_from_list_resource_version(client: Client) -> None:
     pod.metadata.labels["x"] = "y"
     await client.update("pods", pod)
     await client.delete("pods", "w1")
-    events = await asyncio.wait_for(_collect(call, 3), 20)
+    events = await asyncio.wait_for(_collect(call, 3), 60)
     call.cancel()
     assert [e.type for e in events] == ["ADDED", "MODIFIED", "DELETED"]
     versions = [int(unpack(e.object, core_pb2.Pod).metadata.resource_version) for e in events]
@@ -190,7 +190,7 @@ async def test_filtered_watch_and_bookmarks(client: Client) -> None:
     pod = unpack((await client.update("pods", pod)).object, core_pb2.Pod)
     pod.metadata.labels["sel"] = "no"
     await client.update("pods", pod)
-    events = await asyncio.wait_for(_collect(call, 2), 20)
+    events = await asyncio.wait_for(_collect(call, 2), 60)
     call.cancel()
     assert [e.type for e in events] == ["ADDED", "DELETED"]
     await client.delete("pods", "f1")
@@ -213,7 +213,7 @@ async def test_watch_from_compacted_revision_is_out_of_range(
         api.WatchRequest(resource="configmaps", namespace="default", resource_version=old)
     )
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await asyncio.wait_for(_collect(call, 1), 20)
+        await asyncio.wait_for(_collect(call, 1), 60)
     assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
     assert "too old resource version" in (err.value.details() or "")
 

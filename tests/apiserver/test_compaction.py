@@ -31,7 +31,7 @@ from tests.support.etcdctl import Etcdctl
 from tests.support.fixtures import TEST_RETRIES
 from tests.support.poll import Eventually
 
-eventually = Eventually(timeout=30.0, interval=0.1)
+eventually = Eventually(interval=0.1)
 COMPACTING = ["--etcd-compaction-interval", "1s", "--log-level", "info", "--log-format", "json"]
 
 

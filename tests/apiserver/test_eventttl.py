@@ -70,7 +70,7 @@ async def test_events_expire_after_the_ttl_and_other_kinds_stay(
                 return True
             return False
 
-        await eventually(gone, 30, "the Event deleted by the store after its TTL")
+        await eventually(gone, what="the Event deleted by the store after its TTL")
         listed = await client.list(core_pb2.Event, namespace="default")
         assert [e.metadata.name for e in listed.items] == []
         assert (await client.get(core_pb2.ConfigMap, "stays", namespace="default")).data == {}

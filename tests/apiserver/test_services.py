@@ -36,7 +36,7 @@ RANGES = (
     "--load-balancer-ip-pool", POOL,
 )  # fmt: skip
 FLAGS = (*RANGES, "--endpoint-lease-seconds", "2")
-DEADLINE = 30.0
+DEADLINE = 60.0  # a wait on real processes beside busy test workers (tests/support/poll.py)
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ def test_schedule_takes_prunes_and_retries(tmp_path: Path) -> None:
         directory.unlink()
         schedule.start()
         try:
-            until("4 scheduled backups", lambda: schedule.taken >= 4, timeout=30)
+            until("4 scheduled backups", lambda: schedule.taken >= 4, timeout=60)
         finally:
             schedule.close()
     kept = list_backups(directory, "bk")

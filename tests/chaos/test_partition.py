@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 WHY_NOT = netfilter.unsupported_reason()
 needs_partitions = pytest.mark.skipif(WHY_NOT is not None, reason=f"partitions: {WHY_NOT}")
-eventually = Eventually(timeout=20.0, interval=0.1)
+eventually = Eventually(interval=0.1)
 KEY = b"/partition/k"
 
 
@@ -248,7 +248,7 @@ async def test_api_server_cut_off_from_the_store_then_healed(
                 for cut in cuts:
                     parts.heal(cut)
             assert parts.drop_rules() == 0
-            created = await Eventually(timeout=30.0, interval=0.2, retry_on=(ClientError,))(
+            created = await Eventually(interval=0.2, retry_on=(ClientError,))(
                 lambda: client.create(configmap("after")), what="a write once healed"
             )
             assert created.metadata.name == "after"

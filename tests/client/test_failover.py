@@ -146,13 +146,13 @@ async def test_sigterm_costs_clients_nothing(
         try:
             for server in (first, second):
                 before = writes
-                await eventually(lambda b=before: writes >= b + 20, timeout=20)
+                await eventually(lambda b=before: writes >= b + 20, what="20 writes")
                 assert server.proc is not None
                 server.proc.terminate()
-                await asyncio.to_thread(server.proc.wait, 15)
+                await asyncio.to_thread(server.proc.wait, 60)
                 assert server.proc.returncode == 0, server.output()
                 mark = writes
-                await eventually(lambda m=mark: writes >= m + 20, timeout=20)
+                await eventually(lambda m=mark: writes >= m + 20, what="20 writes, one server down")
                 server.start()
                 await asyncio.to_thread(server.wait_serving)
         finally:
@@ -195,13 +195,14 @@ async def test_sigterm_lets_a_call_in_flight_finish(
                     assert server.proc is not None
                     server.proc.terminate()
                     await eventually(
-                        lambda s=server: asyncio.to_thread(not_serving, s.address), timeout=10
+                        lambda s=server: asyncio.to_thread(not_serving, s.address),
+                        what="the server answers NOT_SERVING",
                     )
                 finally:
                     store.resume(member)
-                created = await asyncio.wait_for(call, 15)
+                created = await asyncio.wait_for(call, 60)
                 assert created.metadata.name == f"slow-{attempt}"
-            await asyncio.to_thread(server.proc.wait, 15)
+            await asyncio.to_thread(server.proc.wait, 60)
             assert server.proc.returncode == 0
             log = server.output()
             assert "cancelled=0" in log, log
@@ -284,12 +285,13 @@ async def test_cli_writes_fail_over_and_report_unknown_outcomes(
     first.start()
     first.wait_serving()
     # A server that stops answering: a new process cannot even finish connecting (HTTP/2
-    # SETTINGS never come), so nothing was sent: one line saying so.
+    # SETTINGS never come), so nothing was sent: one line saying so. The connection attempt
+    # gives up after 5 s (k8semu.transport), within the request's timeout.
     os.kill(second.pid, signal.SIGSTOP)
     try:
         code, out, err = await k8semu(
             "patch", "configmap", "x", "-n", "cli", "-p", '{"data": {"a": "b"}}',
-            "--request-timeout", "1", server=second.address,
+            "--request-timeout", "20", server=second.address,
         )  # fmt: skip
     finally:
         os.kill(second.pid, signal.SIGCONT)

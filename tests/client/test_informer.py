@@ -88,7 +88,7 @@ async def assert_cache_matches_list(
         have = {object_key(o): o.metadata.resource_version for o in informer.cache.list()}
         return want == have
 
-    await eventually(same, 15, "the informer's cache equals a fresh list")
+    await eventually(same, what="the informer's cache equals a fresh list")
 
 
 async def test_sync_then_events_in_order(client: Client, namespace: str) -> None:
@@ -201,5 +201,5 @@ async def test_resync_and_indexers(client: Client, namespace: str) -> None:
         assert [o.metadata.name for o in informer.cache.by_index(NAMESPACE_INDEX, namespace)] == [
             "r"
         ]
-        await eventually(lambda: len(resynced) >= 2, 5, "two resyncs")
+        await eventually(lambda: len(resynced) >= 2, what="two resyncs")
         task.cancel()

@@ -34,7 +34,7 @@ from tests.support.poll import Eventually
 
 pytestmark = pytest.mark.slow
 
-eventually = Eventually(timeout=45.0, interval=0.05)
+eventually = Eventually()
 
 
 def _config(path: Path) -> tuple[Path, str]:

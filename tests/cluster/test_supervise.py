@@ -162,7 +162,7 @@ def test_crash_looping_component_is_marked_failed_and_left_down_while_the_rest_s
             got = k8semu(env, "get", "events", "-n", "kube-system", "-o", "json")
             return got.returncode == 0 and "ComponentFailed" in got.stdout
 
-        until("the ComponentFailed Event", event, timeout=20)
+        until("the ComponentFailed Event", event, timeout=60)
         assert read_state(state_dir).component("scheduler-1").pid == 0  # type: ignore[union-attr]
 
     # Port free again: `k8semu restart` starts the failed component with a fresh budget.

@@ -27,7 +27,7 @@ from tests.support.poll import Eventually
 
 pytestmark = pytest.mark.slow
 
-eventually = Eventually(timeout=20.0, interval=0.05)
+eventually = Eventually()
 POOL = NodePool(
     name="cat",
     min_nodes=1,

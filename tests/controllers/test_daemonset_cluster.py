@@ -62,8 +62,12 @@ async def test_a_daemon_runs_on_every_untainted_node_and_rolls_to_a_new_image(
     got = await client.get(apps_pb2.DaemonSet, "agent", namespace=namespace)
     assert got.status.desired_number_scheduled == 2
 
-    got.spec.template.spec.containers[0].image = "agent:2"
-    await client.update(got)
+    # A patch, as `kubectl set image` sends: a read-modify-update raced the controller's own
+    # status writes (Conflict at load 30, the status written after the test's read).
+    image = [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "agent:2"}
+    ]
+    await client.patch(apps_pb2.DaemonSet, "agent", image, namespace=namespace, patch_type="json")
     await eventually(lambda: running("agent:2"), 90, "every node rolled to the new image")
 
     async def settled() -> apps_pb2.DaemonSet | None:

@@ -87,8 +87,9 @@ async def test_an_indexed_job_completes_and_a_failing_one_hits_its_backoff_limit
 
     # A TTL set on a finished Job (that field is mutable): the Job is deleted in the
     # background and the garbage collector removes its pods.
-    failed.spec.ttl_seconds_after_finished = 0
-    await client.update(failed)
+    # A patch: the Job controller may still write the finished Job's status after the read.
+    ttl = {"spec": {"ttlSecondsAfterFinished": 0}}
+    await client.patch(batch_pb2.Job, "broken", ttl, namespace=namespace)
 
     async def gone() -> bool:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import subprocess
 import sys
@@ -137,6 +138,11 @@ async def kubelet(client: Client, namespace: str) -> AsyncIterator[FakeKubelet]:
             await task
 
 
+def _now() -> str:
+    """Now as a Lease's renewTime (metav1.MicroTime) in JSON."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 async def _get(client: Client, namespace: str, name: str = "web") -> apps_pb2.Deployment:
     return await client.get(apps_pb2.Deployment, name, namespace=namespace)
 
@@ -171,17 +177,22 @@ async def test_rolling_update_keeps_availability_and_undo_restores_the_template(
     async with kubelet(client, namespace) as fake:
         await client.create(d)
         await eventually(
-            lambda: _rolled_out(client, namespace, "nginx:1", 4), 30, "first rollout of 4 pods"
+            lambda: _rolled_out(client, namespace, "nginx:1", 4), what="first rollout of 4 pods"
         )
         (first,) = (await client.list_all(apps_pb2.ReplicaSet, namespace=namespace)).items
         assert first.metadata.annotations[REVISION] == "1"
 
         fake.measuring = True
-        live = await _get(client, namespace)
-        live.spec.template.spec.containers[0].image = "nginx:2"
-        await client.update(live)
+        # Patches, as kubectl sends: a read-modify-update of a Deployment races the controller
+        # writing its status (a Conflict when that write lands after the read, on a busy host).
+        image = [
+            {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "nginx:2"}
+        ]
+        await client.patch(
+            apps_pb2.Deployment, "web", image, namespace=namespace, patch_type="json"
+        )
         await eventually(
-            lambda: _rolled_out(client, namespace, "nginx:2", 4), 40, "rolling update to nginx:2"
+            lambda: _rolled_out(client, namespace, "nginx:2", 4), what="rolling update to nginx:2"
         )
         fake.measuring = False
         # Seen by a watch on pods during the whole rollout.
@@ -199,7 +210,7 @@ async def test_rolling_update_keeps_availability_and_undo_restores_the_template(
         r = _cli(apiserver, "rollout", "undo", "deploy/web", "-n", namespace)
         assert (r.returncode, r.stdout) == (0, "deployment.apps/web rolled back\n"), r.stderr
         await eventually(
-            lambda: _rolled_out(client, namespace, "nginx:1", 4), 40, "rollback to nginx:1"
+            lambda: _rolled_out(client, namespace, "nginx:1", 4), what="rollback to nginx:1"
         )
         sets = (await client.list_all(apps_pb2.ReplicaSet, namespace=namespace)).items
         assert len(sets) == 2  # the first ReplicaSet came back as revision 3
@@ -230,28 +241,28 @@ async def test_leader_sigkill_the_standby_takes_over_without_extra_pods(
             return None
         return pids.get(int(parts[-2]))
 
-    await eventually(lambda: _is_not_none(leader()), 20, "one of the two managers leads")
+    await eventually(lambda: _is_not_none(leader()), what="one of the two managers leads")
     d = deployment("web", 3, namespace=namespace)
     d.metadata.uid = ""
     d.metadata.generation = 0
     async with kubelet(client, namespace) as fake:
         await client.create(d)
-        await eventually(lambda: _rolled_out(client, namespace, "nginx:1", 3), 30, "3 pods")
+        await eventually(lambda: _rolled_out(client, namespace, "nginx:1", 3), what="3 pods")
         active = await leader()
         assert active is not None
         fake.measuring = True
         # Scale up, and kill the leader while it is (or is about to be) creating pods.
-        live = await _get(client, namespace)
-        live.spec.replicas = 8
-        await client.update(live)
+        await client.patch(
+            apps_pb2.Deployment, "web", {"spec": {"replicas": 8}}, namespace=namespace
+        )
         active.kill()
 
         async def taken_over() -> bool:
             now = await leader()
             return now is not None and now is not active
 
-        await eventually(taken_over, 20, "the standby holds the Lease")
-        await eventually(lambda: _rolled_out(client, namespace, "nginx:1", 8), 30, "8 pods")
+        await eventually(taken_over, what="the standby holds the Lease")
+        await eventually(lambda: _rolled_out(client, namespace, "nginx:1", 8), what="8 pods")
         # Converged: one ReplicaSet whose status agrees, exactly as many pods as replicas,
         # and never more at any moment seen by the watch (no double creation across the
         # take-over).
@@ -284,7 +295,7 @@ async def test_manager_runs_controllers_only_while_leading_and_starts_fresh_term
     await manager.start()
     try:
         assert manager.port > 0
-        await eventually(lambda: manager.leading, 20, "leading")
+        await eventually(lambda: manager.leading, what="leading")
         assert [c.name for c in manager.controllers] == ["replicaset"]
         rs = apps_pb2.ReplicaSet()
         rs.metadata.name = "solo"
@@ -298,29 +309,29 @@ async def test_manager_runs_controllers_only_while_leading_and_starts_fresh_term
         async def two_pods() -> bool:
             return len((await client.list_all(core_pb2.Pod, namespace=namespace)).items) == 2
 
-        await eventually(two_pods, 20, "two pods of the ReplicaSet")
+        await eventually(two_pods, what="two pods of the ReplicaSet")
         first_term = list(manager.controllers)
 
         # Another holder takes the Lease: the controllers stop; when that holder lets the
         # Lease expire, a new term starts with new controllers, which finish the work.
-        lease = await client.get(
-            coordination_pb2.Lease, "kube-controller-manager", namespace="kube-system"
+        # A patch: a read-modify-update raced the manager's own renewals (every 0.5 s).
+        await client.patch(
+            coordination_pb2.Lease,
+            "kube-controller-manager",
+            {"spec": {"holderIdentity": "thief", "leaseDurationSeconds": 2, "renewTime": _now()}},
+            namespace="kube-system",
         )
-        lease.spec.holder_identity = "thief"
-        lease.spec.lease_duration_seconds = 2
-        lease.spec.renew_time.FromNanoseconds(time.time_ns())
-        await client.update(lease)
-        await eventually(lambda: not manager.leading, 20, "stopped leading")
+        await eventually(lambda: not manager.leading, what="stopped leading")
         live = await client.get(apps_pb2.ReplicaSet, "solo", namespace=namespace)
         live.spec.replicas = 3
         await client.update(live)
-        await eventually(lambda: manager.leading and manager.terms == 2, 20, "leading again")
+        await eventually(lambda: manager.leading and manager.terms == 2, what="leading again")
         assert all(a is not b for a, b in zip(manager.controllers, first_term, strict=True))
 
         async def three_pods() -> bool:
             return len((await client.list_all(core_pb2.Pod, namespace=namespace)).items) == 3
 
-        await eventually(three_pods, 20, "the new term creates the third pod")
+        await eventually(three_pods, what="the new term creates the third pod")
     finally:
         await manager.stop(1.0)
     assert not manager.leading
@@ -339,7 +350,7 @@ async def test_stopped_leader_releases_its_lease_for_the_standby(
     manager = ControllerManager(config, client, identity=identity)
     await manager.start()
     try:
-        await eventually(lambda: manager.leading, 30, "leading")
+        await eventually(lambda: manager.leading, what="leading")
         assert await _lease_holder(client) == identity
     finally:
         await manager.stop(1.0)

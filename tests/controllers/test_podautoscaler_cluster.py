@@ -88,7 +88,7 @@ async def test_through_the_manager_min_is_enforced_and_missing_metrics_reported(
     await client.create(replica_set(namespace, 1))
     await client.create(autoscaler(namespace, min_replicas=2))
     await client.create(autoscaler(namespace, "nothing"))
-    await eventually(lambda: _eq(spec_replicas(client, namespace), 2), 20, "scaled to min")
+    await eventually(lambda: _eq(spec_replicas(client, namespace), 2), what="scaled to min")
     await eventually(
         lambda: _eq(
             condition(client, namespace, "web", "ScalingActive"), "False/FailedGetResourceMetric"
@@ -157,7 +157,7 @@ async def test_scales_a_replicaset_on_cpu_with_a_metrics_source(
     samples.millicores = 200  # 100% of the request against 50%: twice the replicas
     async with running_controller(client, FAST, samples):
         await client.create(autoscaler(namespace))
-        await eventually(lambda: _eq(spec_replicas(client, namespace), 4), 20, "scaled to 4")
+        await eventually(lambda: _eq(spec_replicas(client, namespace), 4), what="scaled to 4")
 
         async def status_shows_it() -> bool:
             h = await client.get(
@@ -166,7 +166,7 @@ async def test_scales_a_replicaset_on_cpu_with_a_metrics_source(
             cur = h.status.current_metrics
             return bool(cur) and cur[0].resource.current.average_utilization == 100
 
-        await eventually(status_shows_it, 20, "current metrics in the status")
+        await eventually(status_shows_it, what="current metrics in the status")
 
 
 @contextlib.asynccontextmanager

@@ -202,7 +202,7 @@ async def _scale_on_requests(cluster: BenchCluster) -> None:
             got = await client.get(autoscaling_pb2.HorizontalPodAutoscaler, "by-service")
             return got if got.status.desired_replicas >= 2 else None
 
-        got = await _until("the Service's requests scaled shadow", by_service, 20)
+        got = await _until("the Service's requests scaled shadow", by_service, 120)
         (current,) = got.status.current_metrics
         assert current.type == "Object" and current.object.described_object.name == "echo"
         assert current.object.current.average_value, got.status
@@ -217,6 +217,6 @@ async def _scale_on_requests(cluster: BenchCluster) -> None:
                 cond = _condition(got, "ScalingActive")
                 return got if cond is not None and cond.status == "False" else None
 
-            bad = await _until(f"{name} reported", reported, 20)
+            bad = await _until(f"{name} reported", reported, 60)
             cond = _condition(bad, "ScalingActive")
             assert cond is not None and cond.reason == reason and text in cond.message, cond

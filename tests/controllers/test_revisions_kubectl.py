@@ -128,7 +128,7 @@ async def revisions(env: Env, want: dict[int, str]) -> None:
             got[cr.revision] = template.spec.containers[0].image
         return got == want
 
-    await eventually(listed, 30, f"revisions {want}")
+    await eventually(listed, what=f"revisions {want}")
 
 
 def revision_rows(out: str) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
-DEADLINE = 20.0
+DEADLINE = 60.0  # a wait on real processes beside busy test workers (tests/support/poll.py)
 
 
 class ImageProcess:

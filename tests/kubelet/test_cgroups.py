@@ -127,8 +127,9 @@ async def test_cpu_limit_holds_a_burner_near_its_limit(
     cores = (last.cpu_ns - first.cpu_ns) / 1e9 / (t1 - t0)
     print(f"burner with limit 200m used {cores:.3f} cores; load {os.getloadavg()}")
     # Never above its limit (a busy host may give it less: other work competes for the CPUs,
-    # so the lower bound only says it runs), and the quota is what holds it there.
-    assert 0.02 <= cores <= 0.26
+    # so the lower bound only says it runs: with load above 30 on two cores a busy loop gets
+    # ~0.05 cores), and the quota is what holds it there.
+    assert 0 < cores <= 0.26
     stat = groups.path_of("cpu", rel) / "cpu.stat"
 
     def throttled() -> bool:
@@ -137,7 +138,7 @@ async def test_cpu_limit_holds_a_burner_near_its_limit(
 
     await eventually(throttled, what="the CFS quota throttles it")
     c = _container(await _summary(k), "burner")
-    assert 0.02e9 <= c.cpu.usage_nano_cores <= 0.26e9
+    assert 0 < c.cpu.usage_nano_cores <= 0.26e9
 
 
 HOG = "chunks = []\nwhile True:\n    chunks.append(b'x' * (1 << 20))"
@@ -156,7 +157,7 @@ async def test_memory_hog_is_oomkilled_and_restarted(
         ok = s is not None and s.restart_count >= 1 and s.last_state.HasField("terminated")
         return s if ok else None
 
-    s = await eventually(restarted, timeout=30, what="ended and restarted")
+    s = await eventually(restarted, what="ended and restarted")
     assert s.last_state.terminated.reason == "OOMKilled"
     assert s.last_state.terminated.exit_code == 137
     assert s.last_state.terminated.signal == 9
@@ -178,7 +179,7 @@ async def test_fork_bomb_stays_inside_its_pods_pids_limit(
     def refused() -> bool:  # the shell says the kernel refused a fork (then exits)
         return any(b"Cannot fork" in log.read_bytes() for log in logs.glob("*.log"))
 
-    await eventually(refused, timeout=30, what="forks refused at the pod's pids limit")
+    await eventually(refused, what="forks refused at the pod's pids limit")
     peak = groups.path_of("pids", pod_rel) / "pids.peak"  # kernels since 6.x
     assert not peak.exists() or int(peak.read_text()) <= 40
     assert int((groups.path_of("pids", pod_rel) / "pids.current").read_text()) <= 40
@@ -196,7 +197,7 @@ async def test_fork_bomb_stays_inside_its_pods_pids_limit(
             return not any(d.exists() for d in groups.dirs(pod_rel))
         return False
 
-    await eventually(gone, timeout=30, what="pod and its cgroup gone")
+    await eventually(gone, what="pod and its cgroup gone")
     assert not [p for p in members if procfs.process_usage(p) is not None]
 
 
@@ -218,8 +219,11 @@ async def test_summary_agrees_with_proc(
         assert used is not None
         return used.cpu_ns, used.memory_usage
 
-    # Measured once it has used a second of CPU and holds its 150 MiB (tick rounding small).
-    await eventually(lambda: proc()[0] >= 1e9 and proc()[1] >= 150 * MI, timeout=30)
+    # Measured once it has used a second of CPU and holds its 150 MiB (tick rounding small):
+    # 2 s alone, 20 s and more when the host's load leaves a busy loop a twentieth of a core.
+    await eventually(
+        lambda: proc()[0] >= 1e9 and proc()[1] >= 150 * MI, 180, "a CPU second and 150 MiB used"
+    )
     before = proc()
     summary = await _summary(k)
     after = proc()

@@ -30,13 +30,13 @@ async def test_hollow_kubelet_registers_50_ready_nodes_and_runs_pods(
             and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
         }
 
-    await eventually(lambda: _eq(ready_nodes(), names), timeout=40, what="50 Ready nodes")
+    await eventually(lambda: _eq(ready_nodes(), names), what="50 Ready nodes")
 
     async def leases() -> set[str]:
         items = await client.list_all(coordination_pb2.Lease, namespace="kube-node-lease")
         return {lease.metadata.name for lease in items.items} & names
 
-    await eventually(lambda: _eq(leases(), names), timeout=30, what="50 leases")
+    await eventually(lambda: _eq(leases(), names), what="50 leases")
     # A pod bound to one hollow node runs there (simulated): Running and Ready.
     pod = make_pod(namespace, "hollow-pod", f"{k.name}-7", ["serve"])
     await client.create(pod)

@@ -128,7 +128,7 @@ async def test_a_pod_whose_empty_dir_outgrows_its_size_limit_is_evicted(
         p = await client.get(core_pb2.Pod, "filler", namespace=namespace)
         return p if p.status.phase == "Failed" else None
 
-    got = await eventually(evicted, 30, "the pod Failed")
+    got = await eventually(evicted, what="the pod Failed")
     assert got.status.reason == "Evicted"
     assert got.status.message == 'Usage of EmptyDir volume "scratch" exceeds the limit "4Ki". '
     assert all(s.state.HasField("terminated") for s in got.status.container_statuses)

@@ -27,7 +27,7 @@ from tests.support.metrics import Samples, scrape, value
 from tests.support.poll import Eventually
 
 pytestmark = pytest.mark.slow
-eventually = Eventually(timeout=30.0)
+eventually = Eventually()
 
 
 async def ascrape(port: int) -> Samples:

@@ -266,14 +266,14 @@ def test_pods_reach_each_other_across_hosts(hosts: Hosts, tmp_path: Path) -> Non
 
         # The pod on w2, by its pod IP, from w1: only the overlay listener of w1's proxy (and
         # w2's tunnel behind it) can answer there.
-        body = _get_until(hosts, "w1", env, f"http://{far['ip']}:8080/", {far["name"]}, timeout=20)
+        body = _get_until(hosts, "w1", env, f"http://{far['ip']}:8080/", {far["name"]}, timeout=60)
         assert body == {far["name"]}
         # The ClusterIP from w1 reaches both pods: w1's directly, w2's through the tunnel.
         names = {p["name"] for p in deployed["pods"]}
-        _get_until(hosts, "w1", env, f"http://{deployed['clusterIP']}/", names, timeout=20)
+        _get_until(hosts, "w1", env, f"http://{deployed['clusterIP']}/", names, timeout=60)
         # And the other way round: w2 reaches w1's pod by its IP.
         near = pods["w1"]
-        _get_until(hosts, "w2", env, f"http://{near['ip']}:8080/", {near["name"]}, timeout=20)
+        _get_until(hosts, "w2", env, f"http://{near['ip']}:8080/", {near["name"]}, timeout=60)
         # UDP too: a datagram from w1 to the UDP port of a pod on w2, and its answer.
         answer = _inside(hosts, "w1", env, "udp", deployed["udpIP"], "8081", "echo across", "20",
                          timeout=40)  # fmt: skip

@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8semu.cli import scheduler as cli
+from k8semu.cluster.probes import PROBE_CHANNEL_OPTIONS
 from k8semu.cluster.processes import free_loopback_ports
 
 
@@ -90,7 +91,9 @@ def test_without_an_api_server_it_waits_not_serving_and_stops_on_sigterm() -> No
     try:
         end = time.monotonic() + 60
         status = None
-        with grpc.insecure_channel(address) as channel:
+        # Fast reconnect: with gRPC's default back-off the attempts refused while the
+        # scheduler imports (a busy host) push the next one past the 60 s.
+        with grpc.insecure_channel(address, options=PROBE_CHANNEL_OPTIONS) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while status is None:
                 assert time.monotonic() < end, "no health answer"

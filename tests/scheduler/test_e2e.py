@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -235,11 +236,16 @@ async def test_losing_the_lease_stops_scheduling_at_once(client: Client, namespa
         await client.create(pod("before", namespace=namespace))
         await eventually(lambda: _node_of(client, namespace, "before", name), what="bound")
 
-        lease = await client.get(coordination_pb2.Lease, config.lease_name, namespace="kube-system")
-        lease.spec.holder_identity = "another-scheduler"
-        lease.spec.lease_duration_seconds = 3600
-        lease.spec.renew_time.GetCurrentTime()
-        await client.update(lease)
+        # A patch: a read-modify-update raced the scheduler's own renewals (a Conflict when
+        # one landed between the read and the write, on a busy host).
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        taken = {"holderIdentity": "another-scheduler", "leaseDurationSeconds": 3600}
+        await client.patch(
+            coordination_pb2.Lease,
+            config.lease_name,
+            {"spec": {**taken, "renewTime": now}},
+            namespace="kube-system",
+        )
         await eventually(lambda: not sched.is_leader and sched.queue is None, what="stops")
 
         await client.create(pod("after", namespace=namespace))

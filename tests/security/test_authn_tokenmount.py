@@ -58,7 +58,7 @@ async def test_token_mount(secured: Secured, node_client: Client) -> None:
     mine = _pod(secured, "mounted", "node-1")
     mounter = TokenMounter(node_client)
     # The pod reaches the Node authorizer's graph through the watch cache: poll.
-    poll = Eventually(timeout=30, retry_on=(EnvError,))
+    poll = Eventually(retry_on=(EnvError,))
     files = await poll(lambda: mounter.files(mine), what="the token mount of node-1's pod")
     by_path = {f.path: f for f in files}
     assert set(by_path) == {f"{MOUNT_PATH}/", f"{MOUNT_PATH}/token", f"{MOUNT_PATH}/ca.crt",

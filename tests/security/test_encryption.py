@@ -140,7 +140,7 @@ async def test_secret_value_is_in_no_file_of_the_store(setup: Setup, client: Cli
     assert taken.returncode == 0, taken.stderr
     assert (await _raw(setup, RAW_KEY)).startswith(b"k8s:enc:aesgcm:v1:key1:")
     snapped = lambda: any(setup.store.base_dir.rglob("snap/*.snap"))  # noqa: E731
-    await eventually(snapped, 30, "the store took no snapshot")
+    await eventually(snapped, what="the store took no snapshot")
     needles = [value, base64.b64encode(value)]
     assert _files_containing(setup.store.base_dir, needles) == []
     # The search does read the files: the ConfigMap's (unencrypted) marker is found, backup too.

@@ -27,7 +27,7 @@ from k8semu.store.server import StoreServer
 from tests.support.poll import Eventually
 
 GAP = 10
-eventually = Eventually(timeout=30.0, retry_on=(grpc.aio.AioRpcError,))
+eventually = Eventually(retry_on=(grpc.aio.AioRpcError,))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from k8semu import transport
 from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessCluster
 from k8semu.pb.etcd import rpc_pb2, rpc_pb2_grpc
 
-DEADLINE = 30.0
+DEADLINE = 60.0  # a wait on real processes beside busy test workers (tests/support/poll.py)
 
 
 def _ids(cluster: ProcessCluster) -> dict[str, int]:
@@ -98,7 +98,10 @@ async def test_move_leader_errors(tmp_path: Path) -> None:
 async def test_sigterm_of_the_leader_hands_over_without_failed_writes(tmp_path: Path) -> None:
     """Writers spread over every endpoint, each write retried once on the next endpoint:
     SIGTERM of the leader costs no write, and the leader is handed over before it exits."""
-    with K8semuStoreCluster(tmp_path / "c", 3) as cluster:
+    # A 5 s election timeout: the one new term is the hand-over's, not an election after
+    # heartbeats 50 ms apart missed the default 500 ms on a busy host (nor one the writes
+    # could ride out: "no leader" is refused below).
+    with K8semuStoreCluster(tmp_path / "c", 3, election_ms=5000) as cluster:
         cluster.start()
         leader = cluster.wait_ready(timeout=60)
         term = cluster.statuses()[leader].raftTerm  # type: ignore[attr-defined]
@@ -108,7 +111,7 @@ async def test_sigterm_of_the_leader_hands_over_without_failed_writes(tmp_path: 
         failures: list[str] = []
         retried: list[str] = []
         done = asyncio.Event()
-        counter = itertools.count()
+        count = [0]  # writes acknowledged
 
         async def writer(w: int) -> None:
             for n in itertools.count():
@@ -120,22 +123,29 @@ async def test_sigterm_of_the_leader_hands_over_without_failed_writes(tmp_path: 
                     stub = stubs[(first + attempt) % len(stubs)]
                     try:
                         await stub.Put(rpc_pb2.PutRequest(key=key, value=b"v"), timeout=5)
-                        next(counter)
+                        count[0] += 1
                         break
                     except grpc.aio.AioRpcError as exc:
                         text = f"{exc.code().name}: {exc.details()}"
                         (retried if attempt == 0 else failures).append(text)
 
+        async def written(at_least: int) -> int:
+            """Waits for the writers' count to reach `at_least` (no rate is asserted: a busy
+            host writes slowly); the count then."""
+            end = time.monotonic() + DEADLINE
+            while (n := count[0]) < at_least:
+                assert time.monotonic() < end, f"{n} writes, not {at_least}, in {DEADLINE} s"
+                await asyncio.sleep(0.05)
+            return n
+
         writers = [asyncio.create_task(writer(w)) for w in range(6)]
         try:
-            await asyncio.sleep(0.5)  # writes flowing
-            before = next(counter)
+            before = await written(10)  # writes flowing
             await asyncio.to_thread(cluster.stop, leader, 10.0)
             # The survivors agree on a leader at once: no election timeout to wait for.
             statuses = cluster.statuses()
             new_leader = cluster.current_leader()
-            await asyncio.sleep(0.5)
-            after = next(counter)
+            after = await written(before + 20)  # and they go on under the new leader
         finally:
             done.set()
             await asyncio.gather(*writers)

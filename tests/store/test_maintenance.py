@@ -65,14 +65,14 @@ async def test_periodic_auto_compaction(tmp_path: Path) -> None:
                     return True
                 return False
 
-            await Eventually(timeout=30, interval=0.25)(compacted, what="auto-compaction")
+            await Eventually(interval=0.25)(compacted, what="auto-compaction")
             # Every replica applied the same compaction (through the log) and hashes alike.
             hashes = set()
             rev = (await c.kv.Range(rpc_pb2.RangeRequest(key=b"a"), timeout=10)).header.revision
             for ch in channels.values():
                 m = rpc_pb2_grpc.MaintenanceStub(ch)
                 # HashKV is local: a follower may not have applied `rev` yet (future revision).
-                h = await Eventually(timeout=20, retry_on=(grpc.aio.AioRpcError,))(
+                h = await Eventually(retry_on=(grpc.aio.AioRpcError,))(
                     lambda m=m: m.HashKV(rpc_pb2.HashKVRequest(revision=rev), timeout=10),
                     what="HashKV at the same revision",
                 )

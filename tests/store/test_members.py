@@ -96,7 +96,7 @@ async def _until_healthy(client: Client, taken: str) -> None:
             return exc.details() != "etcdserver: unhealthy cluster"
         raise AssertionError("a clashing add was taken")
 
-    await eventually(healthy, timeout=30, what="cluster healthy for changes")
+    await eventually(healthy, what="cluster healthy for changes")
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ async def _join(cluster: K8semuStoreCluster, client: Client, name: str) -> int:
         listed = {m.ID: m for m in await _list(client)}
         return listed[added.member.ID].name == name
 
-    await eventually(published, timeout=30, what=f"{name} published its name")
+    await eventually(published, what=f"{name} published its name")
     return added.member.ID
 
 
@@ -205,7 +205,7 @@ async def test_refusals_in_etcds_words(
             return exc.details() == "etcdserver: unhealthy cluster"
         raise AssertionError("a clashing add was taken")
 
-    await eventually(unhealthy, timeout=15, what="add refused as unhealthy")
+    await eventually(unhealthy, what="add refused as unhealthy")
     await _refused(
         cluster.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=ids[other]), timeout=TIMEOUT),
         "etcdserver: unhealthy cluster",

@@ -18,7 +18,7 @@ import pytest
 from k8semu.cluster import component
 from k8semu.cluster.processes import EtcdCluster, K8semuStoreCluster, ProcessCluster
 
-DEADLINE = 30.0
+DEADLINE = 60.0  # a wait on real processes beside busy test workers (tests/support/poll.py)
 Cluster = TypeVar("Cluster", bound=ProcessCluster)
 
 

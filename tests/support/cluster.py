@@ -169,7 +169,7 @@ def until_recorded(
         got = read_state(state_dir).component(name)
         return got if got is not None and check(got) else None
 
-    return until(what, record, timeout=10.0)
+    return until(what, record, timeout=60.0)
 
 
 def wait_gone(pids: dict[int, int], timeout: float = 15.0) -> list[int]:
