@@ -27,14 +27,12 @@ __all__ = ["Probes", "agreed_leader"]
 PROBE_CHANNEL_OPTIONS = (
     ("grpc.enable_http_proxy", 0),
     # A component that is starting answers within a second; gRPC's default reconnect back-off
-    # would hide it for longer. Not grpc.min_reconnect_backoff_ms: gRPC takes it as the least
-    # time a connection attempt gets (MIN_CONNECT_TIMEOUT, 20 s by default), and at 50 ms a
-    # busy machine's TLS handshake (load average 30) timed out "before receiving SETTINGS
-    # frame": `k8semu status` called live components UNAVAILABLE. A refused connection (a
-    # component down) still fails at once.
+    # would hide it for longer. A refused connection (a component down) still fails at once.
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 250),
-    # The time one connection attempt may take (k8semu.transport says why it is not 50 ms).
+    # The least time one connection attempt gets (gRPC's MIN_CONNECT_TIMEOUT, despite the
+    # name): at 50 ms a busy machine's TLS handshake (load average 30) timed out "before
+    # receiving SETTINGS frame" and `k8semu status` called live components UNAVAILABLE.
     ("grpc.min_reconnect_backoff_ms", 5_000),
 )
 SERVING = "SERVING"
