@@ -115,8 +115,24 @@ def _is_cpu_utilization(metric: Any) -> bool:
     return bool(resource.get("name") == "cpu" and target.get("type") == "Utilization")
 
 
+def _object(doc: Doc, path: str) -> Doc:
+    """A copy of the object at `path` (`spec`, `metadata.annotations`) of `doc`, {} when it
+    is absent; 400 naming it when it is no object (a client's body)."""
+    value: Any = doc
+    for name in path.split("."):
+        value = value.get(name) if isinstance(value, dict) else None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HTTPError(400, "BadRequest", f"{path}: Invalid value: must be an object")
+    return dict(value)
+
+
 def _annotations(doc: Doc) -> dict[str, str]:
-    return dict((doc.get("metadata") or {}).get("annotations") or {})
+    found = _object(doc, "metadata.annotations")
+    if not all(isinstance(v, str) for v in found.values()):
+        raise HTTPError(400, "BadRequest", "metadata.annotations: values must be strings")
+    return found
 
 
 def _loaded(annotations: dict[str, str], key: str) -> Any:
@@ -135,9 +151,11 @@ def _loaded(annotations: dict[str, str], key: str) -> Any:
 def hpa_v1_to_v2(doc: Doc) -> Doc:
     """An autoscaling/v1 HorizontalPodAutoscaler as v2."""
     annotations = _annotations(doc)
-    spec = dict(doc.get("spec") or {})
-    status = dict(doc.get("status") or {})
-    metrics = [m for m in _loaded(annotations, METRICS) or [] if not _is_cpu_utilization(m)]
+    spec, status = _object(doc, "spec"), _object(doc, "status")
+    metrics = _loaded(annotations, METRICS) or []
+    if not isinstance(metrics, list):
+        raise HTTPError(400, "BadRequest", f"metadata.annotations[{METRICS}]: must be a list")
+    metrics = [m for m in metrics if not _is_cpu_utilization(m)]
     cpu = spec.pop("targetCPUUtilizationPercentage", None)
     if cpu is not None:
         target = {"type": "Utilization", "averageUtilization": cpu}
@@ -147,7 +165,7 @@ def hpa_v1_to_v2(doc: Doc) -> Doc:
     if (behavior := _loaded(annotations, BEHAVIOR)) is not None:
         spec["behavior"] = behavior
     current = _loaded(annotations, CURRENT_METRICS) or []
-    current = [m for m in current if not _is_cpu_current(m)]
+    current = [m for m in current if not _is_cpu_current(m)] if isinstance(current, list) else []
     cpu_now = status.pop("currentCPUUtilizationPercentage", None)
     if cpu_now is not None:
         reading = {"name": "cpu", "current": {"averageUtilization": cpu_now}}
@@ -156,7 +174,7 @@ def hpa_v1_to_v2(doc: Doc) -> Doc:
         status["currentMetrics"] = current
     if (conditions := _loaded(annotations, CONDITIONS)) is not None:
         status["conditions"] = conditions
-    metadata = dict(doc.get("metadata") or {})
+    metadata = _object(doc, "metadata")
     if annotations:
         metadata["annotations"] = annotations
     else:
@@ -178,7 +196,7 @@ def _is_cpu_current(metric: Any) -> bool:
 def hpa_v2_to_v1(doc: Doc) -> Doc:
     """An autoscaling/v2 HorizontalPodAutoscaler as v1."""
     annotations = _annotations(doc)
-    spec = dict(doc.get("spec") or {})
+    spec = _object(doc, "spec")
     metrics = spec.pop("metrics", None) or []
     cpu = next((m for m in metrics if _is_cpu_utilization(m)), None)
     if cpu is not None:
@@ -189,7 +207,7 @@ def hpa_v2_to_v1(doc: Doc) -> Doc:
         annotations[METRICS] = _dumps(others).decode()
     if (behavior := spec.pop("behavior", None)) is not None:
         annotations[BEHAVIOR] = _dumps(behavior).decode()
-    status = dict(doc.get("status") or {})
+    status = _object(doc, "status")
     current = status.pop("currentMetrics", None) or []
     cpu_now = next((m for m in current if _is_cpu_current(m)), None)
     if cpu_now is not None:
@@ -199,7 +217,7 @@ def hpa_v2_to_v1(doc: Doc) -> Doc:
         annotations[CURRENT_METRICS] = _dumps(others).decode()
     if conditions := status.pop("conditions", None):
         annotations[CONDITIONS] = _dumps(conditions).decode()
-    metadata = dict(doc.get("metadata") or {})
+    metadata = _object(doc, "metadata")
     if annotations:
         metadata["annotations"] = annotations
     out = {**doc, "apiVersion": "autoscaling/v1", "metadata": metadata, "spec": spec}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from k8semu.apiserver.rest.versions import METRICS
+
 from .conftest import REST, python_client
 
 V1 = """
@@ -194,3 +196,20 @@ def test_python_client_v1_watch_and_status(rest: REST) -> None:
         assert seen[1][1].spec.target_cpu_utilization_percentage == 40
         assert seen[1][1].api_version == "autoscaling/v1"
         v1.delete_namespaced_horizontal_pod_autoscaler("py-web", "default")
+
+
+def test_bad_v1_bodies_are_refused_and_write_nothing(rest: REST) -> None:
+    spec = {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 2}
+    body = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "spec": spec,
+            "metadata": {"name": "bad", "annotations": {METRICS: "{not json"}}}  # fmt: skip
+    code, status = rest.json("POST", V1_PATH, body)
+    assert code == 400 and METRICS in status["message"], status
+    code, status = rest.json("POST", V1_PATH, {**body, "apiVersion": "autoscaling/v2"})
+    assert code == 400, status
+    code, status = rest.json("POST", V1_PATH, {**body, "spec": "x", "metadata": {"name": "bad"}})
+    assert code == 400 and "spec" in status["message"], status
+    code, status = rest.json(
+        "PATCH", f"{V1_PATH}/bad", {"spec": {}}, **{"Content-Type": "application/merge-patch+json"}
+    )
+    assert code == 404, status
+    assert rest.json("GET", f"{V2_PATH}/bad")[0] == 404

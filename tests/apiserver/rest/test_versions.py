@@ -149,3 +149,21 @@ def test_paths_name_the_stored_kind_and_the_conversion() -> None:
     for path in ("/apis/autoscaling/v1/deployments", "/apis/autoscaling/v3/x"):
         with pytest.raises(HTTPError):
             paths.target(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("spec", "x"),
+        ("status", []),
+        ("metadata", 3),
+        ("metadata", {"annotations": ["a"]}),
+        ("metadata", {"annotations": {"a": 1}}),
+        ("metadata", {"annotations": {METRICS: '{"a": 1}'}}),
+    ],
+)
+def test_malformed_v1_bodies_are_400(field: str, value: Any) -> None:
+    body = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", field: value}
+    with pytest.raises(HTTPError) as err:
+        HPA.incoming(body)
+    assert err.value.code == 400
