@@ -19,6 +19,7 @@ its older v1 MetricSpec form there); only k8semu reads them back.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,10 +95,14 @@ class Conversion:
         return _dumps(self.outgoing(json.loads(body)))
 
     def outgoing_lines(self, lines: bytes) -> bytes:
-        """`outgoing` of each JSON line of a watch stream's chunk."""
-        return b"".join(
-            _dumps(self.outgoing(json.loads(line))) + b"\n" for line in lines.splitlines() if line
-        )
+        """`outgoing` of each JSON line of a watch stream's chunk; each line converted once
+        for every watcher of this version (the lines are shared: watch.EventCodec)."""
+        return b"".join(_outgoing_line(self, line) for line in lines.splitlines() if line)
+
+
+@functools.lru_cache(maxsize=4096)
+def _outgoing_line(conversion: Conversion, line: bytes) -> bytes:
+    return _dumps(conversion.outgoing(json.loads(line))) + b"\n"
 
 
 def _dumps(doc: Any) -> bytes:

@@ -25,7 +25,7 @@ spec:
 TWO_METRICS = {
     "apiVersion": "autoscaling/v2",
     "kind": "HorizontalPodAutoscaler",
-    "metadata": {"name": "two-metrics"},
+    "metadata": {"name": "two-metrics", "labels": {"test": "two-metrics"}},
     "spec": {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
         "maxReplicas": 4,
@@ -95,6 +95,8 @@ def test_kubectl_autoscale_creates_a_v2_cpu_metric(rest: REST) -> None:
     )
     assert v1["apiVersion"] == "autoscaling/v1"
     assert v1["spec"]["targetCPUUtilizationPercentage"] == 50
+    v1_table = rest.kubectl("get", "horizontalpodautoscalers.v1.autoscaling", "as-web")
+    assert "cpu: <unknown>/50%" in v1_table, v1_table
     rest.kubectl("delete", "horizontalpodautoscalers.v1.autoscaling", "as-web")
     rest.kubectl("delete", "deployment", "as-web")
 
@@ -149,7 +151,11 @@ def test_v2_metrics_survive_a_v1_read_and_write(rest: REST) -> None:
     assert listed["kind"] == "HorizontalPodAutoscalerList"
     assert listed["apiVersion"] == "autoscaling/v1"
     assert {i["apiVersion"] for i in listed["items"]} == {"autoscaling/v1"}
-    rest.json("DELETE", f"{V2_PATH}/two-metrics")
+    code, deleted = rest.json(
+        "DELETE", f"{V1_PATH}?labelSelector=test%3Dtwo-metrics"
+    )  # deletecollection, answered in v1
+    assert code == 200 and deleted["apiVersion"] == "autoscaling/v1", deleted
+    assert [i["metadata"]["name"] for i in deleted["items"]] == ["two-metrics"]
 
 
 def test_python_client_v1_watch_and_status(rest: REST) -> None:
