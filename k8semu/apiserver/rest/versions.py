@@ -35,6 +35,7 @@ METRICS = _PREFIX + "metrics"
 CURRENT_METRICS = _PREFIX + "current-metrics"
 CONDITIONS = _PREFIX + "conditions"
 BEHAVIOR = _PREFIX + "behavior"
+DEFAULT_CPU_UTILIZATION = 80
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ def hpa_v1_to_v2(doc: Doc) -> Doc:
         raise HTTPError(400, "BadRequest", f"metadata.annotations[{METRICS}]: must be a list")
     metrics = [m for m in metrics if not _is_cpu_utilization(m)]
     cpu = spec.pop("targetCPUUtilizationPercentage", None)
+    if cpu is None and not metrics:
+        cpu = DEFAULT_CPU_UTILIZATION  # Kubernetes' v1 conversion: no target at all is 80 %
     if cpu is not None:
         target = {"type": "Utilization", "averageUtilization": cpu}
         metrics.insert(0, {"type": "Resource", "resource": {"name": "cpu", "target": target}})

@@ -219,3 +219,12 @@ def test_bad_v1_bodies_are_refused_and_write_nothing(rest: REST) -> None:
     )
     assert code == 404, status
     assert rest.json("GET", f"{V2_PATH}/bad")[0] == 404
+
+
+def test_kubectl_autoscale_without_cpu_percent_targets_80(rest: REST) -> None:
+    rest.kubectl("create", "deployment", "as-80", "--image=nginx:1.25")
+    rest.kubectl("autoscale", "deployment", "as-80", "--max=3")
+    [metric] = _v2(rest, "as-80")["spec"]["metrics"]
+    assert metric["resource"]["target"]["averageUtilization"] == 80
+    rest.kubectl("delete", "hpa", "as-80")
+    rest.kubectl("delete", "deployment", "as-80")

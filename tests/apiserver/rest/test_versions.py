@@ -94,7 +94,7 @@ def test_a_v1_cpu_target_replaces_the_cpu_metric_of_the_annotation() -> None:
     assert hpa_v1_to_v2(v1)["spec"]["metrics"] == [_cpu(90)]
 
 
-def test_a_v1_object_without_target_has_no_metric() -> None:
+def test_a_v1_object_without_target_gets_kubernetes_default_cpu_target() -> None:
     v1 = {
         "apiVersion": "autoscaling/v1",
         "kind": "HorizontalPodAutoscaler",
@@ -102,7 +102,7 @@ def test_a_v1_object_without_target_has_no_metric() -> None:
         "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 2},
     }
     v2 = hpa_v1_to_v2(v1)
-    assert "metrics" not in v2["spec"] and "annotations" not in v2["metadata"]
+    assert v2["spec"]["metrics"] == [_cpu(80)] and "annotations" not in v2["metadata"]
     assert "status" not in v2
 
 
