@@ -67,6 +67,14 @@ def test_discovery_serves_both_versions_v2_preferred(rest: REST) -> None:
     hpa = next(r for r in listed["resources"] if r["name"] == "horizontalpodautoscalers")
     assert hpa["shortNames"] == ["hpa"] and hpa["kind"] == "HorizontalPodAutoscaler"
     assert "horizontalpodautoscalers/status" in [r["name"] for r in listed["resources"]]
+    # The v1 schema in the OpenAPI documents (kubectl explain reads v3).
+    explained = rest.kubectl(
+        "explain", "horizontalpodautoscalers.spec", "--api-version=autoscaling/v1"
+    )
+    assert "VERSION:    v1" in explained and "targetCPUUtilizationPercentage" in explained
+    code, v3 = rest.json("GET", "/openapi/v3/apis/autoscaling/v1")
+    assert code == 200
+    assert "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler" in v3["components"]["schemas"]
 
 
 def test_kubectl_autoscale_creates_a_v2_cpu_metric(rest: REST) -> None:
