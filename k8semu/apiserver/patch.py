@@ -282,6 +282,12 @@ def _patched(kind: Kind, what: str, obj: Message, current: dict[str, Any], parse
     return doc
 
 
+def patch_document(kind: Kind, name: str, current: dict[str, Any], parsed: Patch) -> Any:
+    """`current` (a JSON document of `kind`, perhaps of another version of it: the REST
+    layer's conversions) with a merge, JSON or strategic patch applied; not for apply."""
+    return _patched(kind, describe(kind, name), kind.message(), current, parsed)
+
+
 def apply(kind: Kind, obj: Message, parsed: Patch) -> Message:
     """A new object: `obj` with the patch applied, strictly decoded.
 

@@ -27,7 +27,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor
 
 from k8semu.api import kinds
-from k8semu.apiserver.openapi import paths, schemas, v2proto
+from k8semu.apiserver.openapi import converted, paths, schemas, v2proto
 
 __all__ = [
     "group_versions",
@@ -60,7 +60,8 @@ _SECURITY = {
 
 def group_versions() -> list[tuple[str, str]]:
     """Every served (group, version), core ("", "v1") first."""
-    return sorted({(k.group, k.version) for k in kinds.all_kinds()})
+    own = {(k.group, k.version) for k in kinds.all_kinds()}
+    return sorted(own | set(converted.GROUP_VERSIONS))
 
 
 def _roots() -> Iterable[Descriptor]:
@@ -72,12 +73,13 @@ def _roots() -> Iterable[Descriptor]:
 
 @functools.cache
 def _definitions() -> dict[str, dict[str, Any]]:
-    return dict(sorted((schemas.definitions(_roots()) | paths.EXTRA_DEFINITIONS).items()))
+    found = schemas.definitions(_roots()) | paths.EXTRA_DEFINITIONS | converted.DEFINITIONS
+    return dict(sorted(found.items()))
 
 
 @functools.cache
 def _paths() -> dict[str, dict[str, Any]]:
-    return paths.paths()
+    return dict(sorted((paths.paths() | converted.paths()).items()))
 
 
 @functools.cache
@@ -242,6 +244,7 @@ def openapi_v3(group: str, version: str) -> dict[str, Any]:
     definitions = _definitions()
     served = [k for k in kinds.all_kinds() if (k.group, k.version) == (group, version)]
     roots = [schemas.definition_name(schemas.descriptor(k)) for k in served]
+    roots += converted.roots(group, version)
     wanted = _closure([own, [schemas.ref(r) for r in roots]], definitions)
     return {
         "openapi": "3.0.0",

@@ -21,7 +21,7 @@ from k8semu.apiserver import registry
 from k8semu.apiserver.allocation import DEFAULT_RANGES
 from k8semu.apiserver.openapi.schemas import META, definition_name, descriptor, ref
 
-__all__ = ["EXTRA_DEFINITIONS", "group_prefix", "paths"]
+__all__ = ["EXTRA_DEFINITIONS", "KindPaths", "group_prefix", "paths"]
 
 STATUS = f"{META}.Status"
 DELETE_OPTIONS = f"{META}.DeleteOptions"
@@ -114,7 +114,7 @@ def _camel(group: str, version: str) -> str:
     return word + version.capitalize()
 
 
-class _Kind:
+class KindPaths:
     """The operations of one kind, built in Kubernetes' shape."""
 
     def __init__(self, kind: Kind) -> None:
@@ -179,6 +179,14 @@ class _Kind:
             )
         return ops
 
+    def all_namespaces_ops(self) -> dict[str, Any]:
+        """The list across namespaces of a namespaced kind."""
+        subject = f"{self.kind.kind}ForAllNamespaces"
+        return {
+            "get": self.op("list", "list", subject, self.list_model, [*_LIST], produces=_WATCH),
+            "parameters": [_PRETTY],
+        }
+
     def item_ops(self, writable: bool, suffix: str = "", model: str = "") -> dict[str, Any]:
         model = model or self.model
         subject = self.kind.kind + suffix
@@ -221,21 +229,11 @@ def paths() -> dict[str, dict[str, Any]]:
     for kind in kinds.all_kinds():
         if kind.list_message is None:
             continue  # Binding: only pods/{name}/binding, below
-        k = _Kind(kind)
+        k = KindPaths(kind)
         out[k.collection] = k.collection_ops(kind.stored)
         out[k.item] = k.item_ops(kind.stored)
         if k.all_namespaces:
-            out[k.all_namespaces] = {
-                "get": k.op(
-                    "list",
-                    "list",
-                    f"{kind.kind}ForAllNamespaces",
-                    k.list_model,
-                    [*_LIST],
-                    produces=_WATCH,
-                ),
-                "parameters": [_PRETTY],
-            }
+            out[k.all_namespaces] = k.all_namespaces_ops()
         if not kind.stored:
             continue
         row = rows.strategy(kind)

@@ -17,6 +17,7 @@ from k8semu.api import kinds
 from k8semu.apiserver.registry import Registry
 from k8semu.apiserver.registry.strategy import Strategy
 from k8semu.apiserver.rest.paths import kinds_of
+from k8semu.apiserver.rest.versions import CONVERSIONS
 
 # The Kubernetes minor version whose API (and kubectl) k8semu follows.
 KUBERNETES_MAJOR, KUBERNETES_MINOR = "1", "32"
@@ -135,11 +136,18 @@ def api_versions(server_address: str) -> dict[str, Any]:
 
 
 def _served_groups(registry: Registry) -> dict[str, list[str]]:
+    """Each served group's versions: the stored kinds' (preferred) first, then those served
+    by conversion (versions.py) of a served kind."""
     groups: dict[str, list[str]] = {}
-    for row in registry.served():
-        versions = groups.setdefault(row.kind.group, [])
-        if row.kind.version not in versions:
-            versions.append(row.kind.version)
+    served = {row.kind.resource for row in registry.served()}
+    pairs = [(row.kind.group, row.kind.version) for row in registry.served()]
+    for (group_name, version_name, _), conversion in CONVERSIONS.items():
+        if conversion.stored.resource in served:
+            pairs.append((group_name, version_name))
+    for group_name, version_name in pairs:
+        listed = groups.setdefault(group_name, [])
+        if version_name not in listed:
+            listed.append(version_name)
     return groups
 
 

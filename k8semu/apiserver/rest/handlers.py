@@ -10,6 +10,7 @@ patch type `patch.py` applies is served here without a change.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from multidict import MultiMapping
 
 from k8semu.api import manifest
 from k8semu.apiserver import patch
-from k8semu.apiserver.errors import NotFound
+from k8semu.apiserver.errors import Conflict, NotFound
 from k8semu.apiserver.objects import meta, pack, parse_resource_version
 from k8semu.apiserver.rest import codec, paths, tables
 from k8semu.apiserver.rest.codec import Wanted, bad_request
@@ -29,6 +30,8 @@ from k8semu.pb.api.v1 import apiserver_pb2 as api
 
 _MATCHES = ("", "Exact", "NotOlderThan")
 _POLICIES = ("", "Orphan", "Background", "Foreground")
+# Writes of a patch to a converted object (`_patch_converted`) before a conflict is answered.
+_PATCH_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +344,10 @@ class Resources:
         manager = codec.field_manager(query, user_agent, apply=applying)
         if target.subresource == "scale":
             return Reply(200, await self._patch_scale(target, query, raw, media, manager))
+        if target.served_as is not None and not applying:
+            return await self._patch_converted(target, query, raw, patch_type, manager)
+        if target.served_as is not None:  # the applied configuration, as the stored version
+            raw = codec.dumps(target.served_as.incoming(codec.parse_body(raw, codec.YAML)))
         req = api.PatchRequest(
             resource=target.kind.resource,
             namespace=target.namespace,
@@ -353,6 +360,41 @@ class Resources:
         )
         resp = await self.verbs.Patch(req, dry_run=dry_run(query))
         return Reply(201 if resp.created else 200, self._object(target, resp))
+
+    async def _patch_converted(
+        self, target: Target, query: MultiMapping[str], raw: bytes, patch_type: str, manager: str
+    ) -> Reply:
+        """A merge, JSON or strategic patch of an object served at another version
+        (versions.py): applied to the object in that version, the result converted back and
+        written with the read's resourceVersion; a write that lost a race is tried again
+        (unless the patch itself named a resourceVersion), as Kubernetes does."""
+        conversion, kind = target.served_as, target.kind
+        assert conversion is not None
+        parsed = patch.parse(kind, target.name, patch_type, raw)
+        precondition = patch.resource_version_precondition(parsed)
+        status = target.subresource in paths.STATUS_WRITES
+        verb = self.verbs.UpdateStatus if status else self.verbs.Update
+        for attempt in range(_PATCH_ATTEMPTS):
+            current = await self.verbs.Get(api.GetRequest(**_names(target)))
+            served = conversion.outgoing(json.loads(self.encoded.json(kind, current.object)))
+            patched = patch.patch_document(kind, target.name, served, parsed)
+            if not isinstance(patched, dict) or patched.get("kind") != kind.kind:
+                raise HTTPError(422, "Invalid", "the patch must leave an object of the same kind")
+            decoded = codec.decode_object(conversion.incoming(patched), kind, "Strict").obj
+            m = meta(decoded)
+            if (m.name, m.namespace) != (target.name, target.namespace if kind.namespaced else ""):
+                raise HTTPError(422, "Invalid", "metadata.name: the patch must not rename")
+            req = api.UpdateRequest(
+                resource=kind.resource, object=pack(decoded), field_manager=manager
+            )
+            try:
+                resp = await verb(req, dry_run=dry_run(query))
+            except Conflict:
+                if precondition or attempt == _PATCH_ATTEMPTS - 1:
+                    raise
+                continue
+            return Reply(200, self._object(target, resp))
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     async def _patch_scale(
         self, target: Target, query: MultiMapping[str], raw: bytes, media: str, manager: str

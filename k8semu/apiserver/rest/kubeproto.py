@@ -1,9 +1,10 @@
 """Kubernetes' protobuf request bodies (`application/vnd.kubernetes.protobuf`) as JSON data.
 
 kubectl's typed commands (`kubectl create configmap|secret|namespace|deployment|service|job|
-cronjob|poddisruptionbudget`, `kubectl certificate approve|deny`) always send their object in
-Kubernetes' protobuf encoding, whatever the server advertises: the `k8s\\x00` magic, then a
-runtime.Unknown (typeMeta 1: apiVersion 1, kind 2; raw 2: the object). That schema is
+cronjob|poddisruptionbudget`, `kubectl autoscale`, `kubectl certificate approve|deny`) always
+send their object in Kubernetes' protobuf encoding, whatever the server advertises: the
+`k8s\\x00` magic, then a runtime.Unknown (typeMeta 1: apiVersion 1, kind 2; raw 2: the
+object). That schema is
 Kubernetes' generated.proto, not k8semu's messages (protos/), so the body is read here with
 the wire format alone and a table of Kubernetes' field numbers for the types those commands
 build, into the same JSON data a JSON body gives; `codec.decode_object` then decodes it as
@@ -129,6 +130,15 @@ KINDS: dict[tuple[str, str], Schema] = {
     ("policy/v1", "PodDisruptionBudget"): _object(
         "2 spec",
         spec=_schema("1 minAvailable ios, 2 selector, 3 maxUnavailable ios", selector=_SELECTOR),
+    ),
+    # `kubectl autoscale` (served by conversion to autoscaling/v2: rest/versions.py).
+    ("autoscaling/v1", "HorizontalPodAutoscaler"): _object(
+        "2 spec",
+        spec=_schema(
+            "1 scaleTargetRef, 2 minReplicas int, 3 maxReplicas int,"
+            " 4 targetCPUUtilizationPercentage int",
+            scaleTargetRef=_schema("1 kind str, 2 name str, 3 apiVersion str"),
+        ),
     ),
     # `kubectl certificate approve|deny` PUTs the whole object to /approval (the conditions'
     # times, 4 and 5, are skipped: the model's are set by whoever writes them).

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from k8semu.api import kinds
 from k8semu.api.kinds import Kind
+from k8semu.apiserver.rest import versions
 from k8semu.apiserver.rest.status import HTTPError
+from k8semu.apiserver.rest.versions import Conversion
 
 # Pods' streams (streams.py): served by the kubelet through the API server.
 STREAMED = ("log", "exec", "attach", "portforward")
@@ -36,20 +38,27 @@ class Target:
     name: str  # "" for a collection
     subresource: str  # "" for the object itself
     watch: bool  # under /watch/ (deprecated in Kubernetes, still served)
+    # Asked for at another version than the stored kind's (versions.py): bodies converted.
+    served_as: Conversion | None = None
 
 
 def kinds_of(group: str, version: str) -> list[Kind]:
-    """The kinds served at /api/v1 (group "") or /apis/{group}/{version}."""
-    return [k for k in kinds.all_kinds() if k.group == group and k.version == version]
+    """The kinds served at /api/v1 (group "") or /apis/{group}/{version}: the stored kinds
+    of those served there by conversion (versions.py) too."""
+    own = [k for k in kinds.all_kinds() if k.group == group and k.version == version]
+    return own + [c.stored for c in versions.conversions_of(group, version)]
 
 
 def group_versions() -> dict[str, list[str]]:
-    """Every API group (core "") and its versions."""
+    """Every API group (core "") and its versions, the stored ones (preferred) first."""
     found: dict[str, list[str]] = {}
-    for k in kinds.all_kinds():
-        versions = found.setdefault(k.group, [])
-        if k.version not in versions:
-            versions.append(k.version)
+    pairs = [(k.group, k.version) for k in kinds.all_kinds()]
+    for group, version, _ in versions.CONVERSIONS:
+        pairs.append((group, version))
+    for group, version in pairs:
+        listed = found.setdefault(group, [])
+        if version not in listed:
+            listed.append(version)
     return found
 
 
@@ -95,7 +104,9 @@ def target(path: str) -> Target:
         raise _not_found(path)
     if not all(_segment_ok(s) for s in (namespace, name)):
         raise _not_found(path)
-    return Target(kind, namespace, name, sub, watch)
+    return Target(
+        kind, namespace, name, sub, watch, versions.CONVERSIONS.get((group, version, kind.plural))
+    )
 
 
 def _segment_ok(segment: str) -> bool:

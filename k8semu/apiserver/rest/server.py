@@ -184,6 +184,11 @@ class RESTServer:
             if request.method not in ("GET", "HEAD"):
                 raise HTTPError(405, "MethodNotAllowed", f"{request.method} {path}: only GET")
             return await route(request)
+        parts = path.split("/")
+        if len(parts) == 3 and parts[1] == "apis" and request.method == "GET":
+            found = discovery.group(self.verbs.registry, parts[2])  # /apis/{group}
+            if found is not None:
+                return _json(200, found)
         group, version, rest = paths.parse(path)
         if not discovery.served(self.verbs.registry, group, version):
             raise HTTPError(
@@ -261,7 +266,10 @@ class RESTServer:
         try:
             reply = await self._call(request, target, verb)
             code = reply.code
-            return _json(reply.code, reply.body, reply.warnings)
+            body = reply.body
+            if target.served_as is not None:  # asked for at another version (versions.py)
+                body = target.served_as.outgoing_json(body)
+            return _json(reply.code, body, reply.warnings)
         except (HTTPError, StatusError) as exc:
             code = exc.code if isinstance(exc, HTTPError) else int(of_error(exc)["code"])
             raise
@@ -285,6 +293,8 @@ class RESTServer:
                     target, query, raw, request.headers.get("Content-Type", ""), agent
                 )
             body = codec.parse_body(raw, request.headers.get("Content-Type", "")) if raw else None
+            if target.served_as is not None and verb in ("POST", "PUT"):
+                body = target.served_as.incoming(body)
             if verb == "POST":
                 return await self.resources.create(target, query, body, agent)
             if verb == "PUT":
@@ -308,6 +318,8 @@ class RESTServer:
                     contextlib.aclosing(stream.lines()) as lines,
                 ):
                     async for line in lines:
+                        if target.served_as is not None:
+                            line = target.served_as.outgoing_lines(line)
                         await response.write(line)
         finally:
             gauge.dec()

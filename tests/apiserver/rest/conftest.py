@@ -87,6 +87,15 @@ class REST:
         return proc.stdout if check else proc.stdout + proc.stderr
 
 
+def python_client(rest: REST) -> Any:
+    """Kubernetes' Python client (PyPI `kubernetes`, skipped without it): the module and an
+    ApiClient of `rest`, to use in a with statement."""
+    kubernetes = pytest.importorskip("kubernetes")
+    config = kubernetes.client.Configuration()
+    config.host = rest.url
+    return kubernetes, kubernetes.client.ApiClient(config)
+
+
 @pytest.fixture(scope="package")
 def rest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[REST]:
     base: Path = tmp_path_factory.mktemp("rest")

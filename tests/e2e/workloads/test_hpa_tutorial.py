@@ -4,7 +4,8 @@ autoscaling/v2 HPA manifest, `kubectl get hpa` showing the CPU metric, the busyb
 generator's wget reaching the Service. The scale-up under load is the HPA tests' business
 (tests/controllers/test_podautoscaler*.py, `k8semu bench autoscale`): it takes minutes.
 
-`kubectl autoscale` is not served yet (kubectl 1.32 writes autoscaling/v1): a strict xfail.
+`kubectl autoscale` (kubectl 1.32 writes autoscaling/v1, served by conversion) makes the
+same HPA.
 """
 
 from __future__ import annotations
@@ -49,13 +50,25 @@ def test_php_apache_with_the_v2_manifest(cluster: Cluster) -> None:
     cluster.kubectl("delete", "hpa", "php-apache")
 
 
-@pytest.mark.xfail(strict=True, reason="autoscaling/v1 is not served (docs/tutorials.md)")
 def test_kubectl_autoscale(cluster: Cluster) -> None:
+    """The walkthrough's own command: kubectl writes autoscaling/v1, served by conversion
+    (k8semu/apiserver/rest/versions.py); the HPA is the same object at v2."""
+    cluster.kubectl("apply", "-f", "-", stdin=PHP_APACHE)
     try:
-        cluster.kubectl("autoscale", "deployment", "php-apache", "--cpu-percent=50",
-                        "--min=1", "--max=10")  # fmt: skip
+        cluster.kubectl("rollout", "status", "deploy/php-apache", "--timeout=85s")
+        out = cluster.kubectl("autoscale", "deployment", "php-apache", "--cpu-percent=50",
+                              "--min=1", "--max=10")  # fmt: skip
+        assert "horizontalpodautoscaler.autoscaling/php-apache autoscaled" in out, out
         spec = cluster.get("hpa", "php-apache")["spec"]
         assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 10)
+        [metric] = spec["metrics"]
+        assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 50}
+
+        def reading() -> str | None:
+            row = cluster.kubectl("get", "hpa", "php-apache").split("\n")[1]
+            return None if "unknown" in row else row
+
+        assert "%/50%" in until("the HPA's CPU reading", reading)
     finally:
         cluster.run("delete", "hpa", "php-apache")
         cluster.run("delete", "-f", "-", stdin=PHP_APACHE)
