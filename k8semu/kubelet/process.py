@@ -80,6 +80,7 @@ from k8semu.kubelet.runtime import (
     UsageSnapshot,
     VolumeFile,
 )
+from k8semu.kubelet.stdinpipe import StdinPipe
 from k8semu.kubelet.volumes import memory_dir_of
 from k8semu.log import get_logger
 
@@ -336,10 +337,13 @@ class ProcessRuntime:
             pipes = RunPipes.make(cdir, launch.restart)
         except OSError as exc:
             raise StartError("RunContainerError", f"log pipes: {exc.strerror or exc}") from None
+        stdin, child_stdin = (
+            StdinPipe.make(once=launch.stdin_once) if launch.stdin else (None, None)
+        )
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.DEVNULL if child_stdin is None else child_stdin,
                 stdout=pipes.writers[b"stdout"],
                 stderr=pipes.writers[b"stderr"],
                 pass_fds=pipes.holds,
@@ -348,6 +352,8 @@ class ProcessRuntime:
                 start_new_session=True,
             )
         except OSError as exc:
+            if stdin is not None:
+                stdin.close()
             pipes.spawned()
             pipes.close_readers()
             remove_fifos(cdir, launch.restart)
@@ -356,6 +362,9 @@ class ProcessRuntime:
             raise StartError(
                 "StartError", f"failed to start {launch.argv[0]!r}: {exc.strerror or exc}"
             ) from None
+        finally:
+            if child_stdin is not None:
+                os.close(child_stdin)
         pipes.spawned()
         pump = self._pump(cdir / f"{launch.restart}.log", pipes.readers)
         started = time.time()
@@ -379,6 +388,7 @@ class ProcessRuntime:
             started_at=started,
             exited=loop.create_future(),
             pid=proc.pid,
+            stdin=stdin,
         )
         self._spawn(self._wait_child(proc, handle, pump))
         return handle
@@ -418,6 +428,8 @@ class ProcessRuntime:
         self, proc: asyncio.subprocess.Process, handle: ContainerHandle, pump: Pump
     ) -> None:
         code = await proc.wait()
+        if handle.stdin is not None:  # the next run gets its own
+            handle.stdin.close()
         info = await self._run_ended(handle, _exit_info(code))
         await self._drain(handle, pump)
         if not handle.exited.done():
