@@ -392,6 +392,7 @@ class PodWorker:
             run_as=RunAs.of(self.pod, rec.spec),
             stdin=rec.spec.stdin,
             stdin_once=rec.spec.stdin_once,
+            tty=rec.spec.tty,
         )
         return launch, files
 

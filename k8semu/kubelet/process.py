@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -192,7 +193,7 @@ class ProcessRuntime:
 
     async def _argv(self, launch: Launch) -> list[str]:
         """The run's command, behind what puts it in its cgroup (or under its rlimit)."""
-        argv = self._as_user(launch, launch.argv)
+        argv = self._as_user(launch, _on_a_terminal(launch.argv) if launch.tty else launch.argv)
         if self.cgroups is None:
             return with_memory_limit(argv, launch.resources.memory_limit)
         try:
@@ -337,8 +338,9 @@ class ProcessRuntime:
             pipes = RunPipes.make(cdir, launch.restart)
         except OSError as exc:
             raise StartError("RunContainerError", f"log pipes: {exc.strerror or exc}") from None
+        # A terminal's input is open even without spec.stdin (nobody writes): no early EOF.
         stdin, child_stdin = (
-            StdinPipe.make(once=launch.stdin_once) if launch.stdin else (None, None)
+            StdinPipe.make(once=launch.stdin_once) if launch.stdin or launch.tty else (None, None)
         )
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -695,6 +697,19 @@ class ProcessRuntime:
                 if used is not None:
                     snap.containers[(run.pod.metadata.uid, name)] = used
         return snap
+
+
+def _on_a_terminal(argv: Sequence[str]) -> list[str]:
+    """`argv` on a new pseudo-terminal (spec.tty): util-linux script(1) makes it the
+    command's controlling terminal, copies its stdin (the run's pipe) into it and what the
+    terminal shows (echo included, as a tty container's log has) to its stdout, the run's
+    log; on stdin's end it sends the terminal's EOF, and it exits with the command's code.
+    Resizes are not passed on (script has no way in for them)."""
+    script = shutil.which("script")
+    if script is None:
+        raise StartError("RunContainerError", "tty: the node has no script(1) (util-linux)")
+    command = "exec " + shlex.join(argv)  # run by $SHELL -c, /bin/sh when unset
+    return [script, "--quiet", "--flush", "--return", "--command", command, "/dev/null"]
 
 
 def _exec_failed(launch: Launch, exc: OSError) -> tuple[int, bytes, bytes]:

@@ -142,6 +142,7 @@ class Launch:
     run_as: RunAs = field(default_factory=RunAs)
     stdin: bool = False  # spec.stdin: a pipe the kubelet holds (pods/attach -i writes to it)
     stdin_once: bool = False  # spec.stdinOnce: closed when the first attach session ends
+    tty: bool = False  # spec.tty: the run is on a pseudo-terminal (its output is the log)
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,7 +196,7 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"container {rec.name} in pod {worker.name} is not running",
             )
-        if start.attach and start.stdin and rec.handle.stdin is None:
+        if start.attach and start.stdin and (not rec.spec.stdin or rec.handle.stdin is None):
             raise _RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"container {rec.name} in pod {worker.name} was not started with stdin"

@@ -649,6 +649,21 @@ def test_kubectl_run_i_rm_echoes_through_sh(cluster: Cluster) -> None:
     poll(gone, "the pod deleted by --rm")
 
 
+def test_kubectl_run_it_runs_the_container_on_a_terminal(cluster: Cluster) -> None:
+    """`kubectl run -it` (spec.tty; kubectl's own input piped, so its side is not raw): the
+    container's sh is on a pseudo-terminal, which echoes the input as a tty container's log
+    does, and the input's end is the terminal's EOF: sh exits with the last code."""
+    done = cluster.run(
+        "run", "tty-once", "-i", "-t", "--rm", "--restart=Never", "--image=busybox",
+        f"--overrides={_on_node(cluster)}", "--", "sh",
+        stdin="test -t 0 && echo on-a-$((1))-tty\n",
+    )  # fmt: skip
+    assert "on-a-1-tty" in done.stdout, done
+    assert "test -t 0" in done.stdout, done  # the terminal's echo
+    gone = lambda: "NotFound" in cluster.run("get", "pod", "tty-once").stderr  # noqa: E731
+    poll(gone, "the pod deleted by --rm")
+
+
 def test_kubectl_attach_i_and_a_new_pipe_per_restart(cluster: Cluster) -> None:
     """`kubectl attach -i` to a `stdin: true` container: its input goes to the running sh;
     without stdinOnce the pipe outlives a session, and a restarted run gets a pipe of its
