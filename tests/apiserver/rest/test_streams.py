@@ -654,8 +654,8 @@ def test_kubectl_run_it_runs_the_container_on_a_terminal(cluster: Cluster) -> No
     container's sh is on a pseudo-terminal, which echoes the input as a tty container's log
     does, and the input's end is the terminal's EOF: sh exits with the last code."""
     done = cluster.run(
-        "run", "tty-once", "-i", "-t", "--rm", "--restart=Never", "--image=busybox",
-        f"--overrides={_on_node(cluster)}", "--", "sh",
+        "run", "tty-once", "-i", "-t", "--rm", "--restart=Never", "--image=busybox:1.28",
+        f"--overrides={_on_node(cluster)}",  # the image's own command: sh
         stdin="test -t 0 && echo on-a-$((1))-tty\n",
     )  # fmt: skip
     assert "on-a-1-tty" in done.stdout, done
