@@ -722,6 +722,10 @@ def test_attach_stdin_to_a_container_that_never_reads(cluster: Cluster) -> None:
 
 
 def _write_quietly(pipe: Any, data: bytes) -> None:
-    with contextlib.suppress(OSError):
-        pipe.write(data)
-        pipe.close()
+    """Writes `data` to the client's stdin, which breaks when the client is killed."""
+    try:
+        with contextlib.suppress(OSError):
+            pipe.write(data)
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()
