@@ -664,6 +664,27 @@ def test_kubectl_run_it_runs_the_container_on_a_terminal(cluster: Cluster) -> No
     poll(gone, "the pod deleted by --rm")
 
 
+@pytest.mark.skipif(shutil.which("script") is None, reason="no script(1) to give kubectl a tty")
+def test_kubectl_run_it_from_a_terminal(cluster: Cluster) -> None:
+    """`kubectl run -it --rm` from a terminal (script(1) gives kubectl one, kubectl makes it
+    raw): what is typed reaches the container's sh on its own terminal, and its output comes
+    back."""
+    assert KUBECTL is not None
+    inner = (
+        f"{KUBECTL} --server={cluster.rest.url} -n {cluster.namespace} run -it --rm"
+        f" --restart=Never --image=busybox:1.28 --overrides='{_on_node(cluster)}' tty-term"
+    )
+    out = subprocess.run(
+        ["script", "-qec", inner, "/dev/null"],
+        input="test -t 0 && echo typed-$((2*21))\nexit\n", capture_output=True, text=True,
+        timeout=TIMEOUT,
+        env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert "typed-42" in out.stdout, out
+    gone = lambda: "NotFound" in cluster.run("get", "pod", "tty-term").stderr  # noqa: E731
+    poll(gone, "the pod deleted by --rm")
+
+
 def test_kubectl_attach_i_and_a_new_pipe_per_restart(cluster: Cluster) -> None:
     """`kubectl attach -i` to a `stdin: true` container: its input goes to the running sh;
     without stdinOnce the pipe outlives a session, and a restarted run gets a pipe of its
