@@ -196,11 +196,19 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"container {rec.name} in pod {worker.name} is not running",
             )
-        if start.attach and start.stdin and (not rec.spec.stdin or rec.handle.stdin is None):
+        if start.attach and start.stdin and not rec.spec.stdin:
             raise _RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"container {rec.name} in pod {worker.name} was not started with stdin"
                 " (spec.containers[].stdin is false); attach without -i",
+            )
+        if start.attach and start.stdin and rec.handle.stdin is None:
+            # Adopted after a kubelet restart (the old kubelet's end of the pipe went with
+            # it), or a runtime without pipes (simulated).
+            raise _RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"container {rec.name} in pod {worker.name}: this kubelet holds no stdin of"
+                " its run (adopted after a kubelet restart, or simulated); attach without -i",
             )
         if not start.attach and not start.command:
             raise _RequestError(grpc.StatusCode.INVALID_ARGUMENT, "command: Required value")
