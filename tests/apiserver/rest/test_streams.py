@@ -633,19 +633,20 @@ def _on_node(cluster: Cluster) -> str:
     return json.dumps({"apiVersion": "v1", "spec": {"nodeName": cluster.node}})
 
 
-def test_kubectl_run_i_rm_echoes_through_sh(cluster: Cluster) -> None:
+@pytest.mark.parametrize("spdy", [False, True], ids=["websocket", "spdy"])
+def test_kubectl_run_i_rm_echoes_through_sh(cluster: Cluster, spdy: bool) -> None:
     """`kubectl run -i --rm --restart=Never` (stdin, stdinOnce): the piped input reaches the
-    container's sh through attach, the client's EOF closes its stdin so sh exits, and kubectl
-    deletes the pod."""
-    done = cluster.run(
-        "run", "sh-once", "-i", "--rm", "--restart=Never", "--image=busybox",
-        f"--overrides={_on_node(cluster)}", "--", "sh",
-        stdin="echo hello-$((6*7))\necho to-stderr >&2\n",
-    )  # fmt: skip
+    container's sh through attach (WebSocket, or SPDY as older kubectls), the client's EOF
+    closes its stdin so sh exits, and kubectl deletes the pod."""
+    name = "sh-once-spdy" if spdy else "sh-once"
+    args = ("run", name, "-i", "--rm", "--restart=Never", "--image=busybox",
+            f"--overrides={_on_node(cluster)}", "--", "sh")  # fmt: skip
+    stdin = "echo hello-$((6*7))\necho to-stderr >&2\n"
+    done = _kubectl_spdy(cluster, *args, stdin=stdin) if spdy else cluster.run(*args, stdin=stdin)
     assert done.returncode == 0, done
     assert "hello-42" in done.stdout, done
     assert "to-stderr" in done.stderr, done
-    gone = lambda: "NotFound" in cluster.run("get", "pod", "sh-once").stderr  # noqa: E731
+    gone = lambda: "NotFound" in cluster.run("get", "pod", name).stderr  # noqa: E731
     poll(gone, "the pod deleted by --rm")
 
 
