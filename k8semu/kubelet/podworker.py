@@ -390,6 +390,9 @@ class PodWorker:
             resources=Resources.of(rec.spec),
             termination_message_path=rec.spec.termination_message_path,
             run_as=RunAs.of(self.pod, rec.spec),
+            stdin=rec.spec.stdin,
+            stdin_once=rec.spec.stdin_once,
+            tty=rec.spec.tty,
         )
         return launch, files
 

@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -80,6 +81,7 @@ from k8semu.kubelet.runtime import (
     UsageSnapshot,
     VolumeFile,
 )
+from k8semu.kubelet.stdinpipe import StdinPipe
 from k8semu.kubelet.volumes import memory_dir_of
 from k8semu.log import get_logger
 
@@ -191,7 +193,7 @@ class ProcessRuntime:
 
     async def _argv(self, launch: Launch) -> list[str]:
         """The run's command, behind what puts it in its cgroup (or under its rlimit)."""
-        argv = self._as_user(launch, launch.argv)
+        argv = self._as_user(launch, _on_a_terminal(launch.argv) if launch.tty else launch.argv)
         if self.cgroups is None:
             return with_memory_limit(argv, launch.resources.memory_limit)
         try:
@@ -336,10 +338,14 @@ class ProcessRuntime:
             pipes = RunPipes.make(cdir, launch.restart)
         except OSError as exc:
             raise StartError("RunContainerError", f"log pipes: {exc.strerror or exc}") from None
+        # A terminal's input is open even without spec.stdin (nobody writes): no early EOF.
+        stdin, child_stdin = (
+            StdinPipe.make(once=launch.stdin_once) if launch.stdin or launch.tty else (None, None)
+        )
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.DEVNULL if child_stdin is None else child_stdin,
                 stdout=pipes.writers[b"stdout"],
                 stderr=pipes.writers[b"stderr"],
                 pass_fds=pipes.holds,
@@ -348,6 +354,8 @@ class ProcessRuntime:
                 start_new_session=True,
             )
         except OSError as exc:
+            if stdin is not None:
+                stdin.close()
             pipes.spawned()
             pipes.close_readers()
             remove_fifos(cdir, launch.restart)
@@ -356,6 +364,9 @@ class ProcessRuntime:
             raise StartError(
                 "StartError", f"failed to start {launch.argv[0]!r}: {exc.strerror or exc}"
             ) from None
+        finally:
+            if child_stdin is not None:
+                os.close(child_stdin)
         pipes.spawned()
         pump = self._pump(cdir / f"{launch.restart}.log", pipes.readers)
         started = time.time()
@@ -379,6 +390,7 @@ class ProcessRuntime:
             started_at=started,
             exited=loop.create_future(),
             pid=proc.pid,
+            stdin=stdin,
         )
         self._spawn(self._wait_child(proc, handle, pump))
         return handle
@@ -418,6 +430,8 @@ class ProcessRuntime:
         self, proc: asyncio.subprocess.Process, handle: ContainerHandle, pump: Pump
     ) -> None:
         code = await proc.wait()
+        if handle.stdin is not None:  # the next run gets its own
+            handle.stdin.close()
         info = await self._run_ended(handle, _exit_info(code))
         await self._drain(handle, pump)
         if not handle.exited.done():
@@ -683,6 +697,19 @@ class ProcessRuntime:
                 if used is not None:
                     snap.containers[(run.pod.metadata.uid, name)] = used
         return snap
+
+
+def _on_a_terminal(argv: Sequence[str]) -> list[str]:
+    """`argv` on a new pseudo-terminal (spec.tty): util-linux script(1) makes it the
+    command's controlling terminal, copies its stdin (the run's pipe) into it and what the
+    terminal shows (echo included, as a tty container's log has) to its stdout, the run's
+    log; on stdin's end it sends the terminal's EOF, and it exits with the command's code.
+    Resizes are not passed on (script has no way in for them)."""
+    script = shutil.which("script")
+    if script is None:
+        raise StartError("RunContainerError", "tty: the node has no script(1) (util-linux)")
+    command = "exec " + shlex.join(argv)  # run by $SHELL -c, /bin/sh when unset
+    return [script, "--quiet", "--flush", "--return", "--command", command, "/dev/null"]
 
 
 def _exec_failed(launch: Launch, exc: OSError) -> tuple[int, bytes, bytes]:

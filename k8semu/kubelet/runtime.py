@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from k8semu.api.quantity import parse_quantity
+from k8semu.kubelet.stdinpipe import StdinPipe
 from k8semu.pb.api.v1 import core_pb2
 
 
@@ -45,6 +46,7 @@ class ContainerHandle:
     exited: asyncio.Future[ExitInfo]
     pid: int = 0
     adopted: bool = False  # found running after a kubelet restart
+    stdin: StdinPipe | None = None  # spec.stdin: this run's stdin, closed when the run ends
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +140,9 @@ class Launch:
     termination_message_path: str = ""  # emptied at the start (relative to the pod directory)
     resources: Resources = field(default_factory=Resources)
     run_as: RunAs = field(default_factory=RunAs)
+    stdin: bool = False  # spec.stdin: a pipe the kubelet holds (pods/attach -i writes to it)
+    stdin_once: bool = False  # spec.stdinOnce: closed when the first attach session ends
+    tty: bool = False  # spec.tty: the run is on a pseudo-terminal (its output is the log)
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,7 +168,7 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
             await abort(context, exc.code, str(exc))
         if start.attach:
             yield kubelet_pb2.InteractOutput()  # accepted (the caller answers its client now)
-            async for out in self._attach(worker, rec):
+            async for out in self._attach_session(start, worker, rec, request_iterator):
                 yield out
             return
         launch = await exec_launch(worker, rec, list(start.command))
@@ -196,12 +196,19 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"container {rec.name} in pod {worker.name} is not running",
             )
-        if start.attach and start.stdin:
-            # The runtime starts containers with no stdin (spec.stdin is not modelled).
+        if start.attach and start.stdin and not rec.spec.stdin:
             raise _RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"container {rec.name} in pod {worker.name} was not started with stdin;"
-                " attach without -i",
+                f"container {rec.name} in pod {worker.name} was not started with stdin"
+                " (spec.containers[].stdin is false); attach without -i",
+            )
+        if start.attach and start.stdin and rec.handle.stdin is None:
+            # Adopted after a kubelet restart (the old kubelet's end of the pipe went with
+            # it), or a runtime without pipes (simulated).
+            raise _RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"container {rec.name} in pod {worker.name}: this kubelet holds no stdin of"
+                " its run (adopted after a kubelet restart, or simulated); attach without -i",
             )
         if not start.attach and not start.command:
             raise _RequestError(grpc.StatusCode.INVALID_ARGUMENT, "command: Required value")
@@ -210,6 +217,32 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "you must specify at least one of stdin, stdout, stderr",
             )
+
+    async def _attach_session(
+        self,
+        start: kubelet_pb2.ExecStart,
+        worker: PodWorker,
+        rec: ContainerRecord,
+        inputs: AsyncIterator[kubelet_pb2.InteractInput],
+    ) -> AsyncIterator[kubelet_pb2.InteractOutput]:
+        """An attach: with stdin, the caller's input into the run's stdin pipe meanwhile;
+        a `stdinOnce` pipe is closed when this session ends, whatever ended it."""
+        assert rec.handle is not None
+        pipe = rec.handle.stdin if start.stdin else None
+        feeder = asyncio.create_task(streaming.feed_stdin(pipe, inputs)) if pipe else None
+        try:
+            async for out in self._attach(worker, rec):
+                if out.stderr and start.tty:  # a terminal has one output stream
+                    out = kubelet_pb2.InteractOutput(stdout=out.stderr)
+                if (out.stdout and not start.stdout) or (out.stderr and not start.stderr):
+                    continue
+                yield out
+        finally:
+            if feeder is not None:
+                feeder.cancel()
+                await asyncio.gather(feeder, return_exceptions=True)
+            if pipe is not None and pipe.once:
+                pipe.close()
 
     async def _attach(
         self, worker: PodWorker, rec: ContainerRecord

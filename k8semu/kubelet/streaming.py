@@ -24,6 +24,7 @@ from typing import BinaryIO
 from k8semu.kubelet.podstatus import ContainerRecord
 from k8semu.kubelet.podworker import PodWorker
 from k8semu.kubelet.runtime import Spawned
+from k8semu.kubelet.stdinpipe import StdinPipe, wake
 from k8semu.pb.kubelet.v1 import kubelet_pb2
 
 CHUNK = 64 * 1024
@@ -110,7 +111,7 @@ class Session:
         loop = asyncio.get_running_loop()
         while True:
             ready = loop.create_future()
-            loop.add_reader(fd, _wake, ready)
+            loop.add_reader(fd, wake, ready)
             try:
                 await ready
             finally:
@@ -172,9 +173,17 @@ class Session:
                 os.close(self.master)
 
 
-def _wake(ready: asyncio.Future[None]) -> None:
-    if not ready.done():
-        ready.set_result(None)
+async def feed_stdin(pipe: StdinPipe, inputs: AsyncIterator[kubelet_pb2.InteractInput]) -> None:
+    """An attach session's input into a container's stdin until the caller's stdin ends
+    (then a `stdinOnce` pipe is closed: the container reads EOF) or the pipe is closed."""
+    async for msg in inputs:
+        which = msg.WhichOneof("input")
+        if which == "stdin" and not await pipe.write(msg.stdin):
+            return
+        if which == "stdin_closed":
+            if pipe.once:
+                pipe.close()
+            return
 
 
 def _write_all(fd: int, data: bytes) -> None:

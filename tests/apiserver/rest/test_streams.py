@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import urllib.request
@@ -623,3 +626,128 @@ def test_logs_previous_and_follow_after_restart(cluster: Cluster) -> None:
         follow.wait(TIMEOUT)
         if follow.stdout is not None:
             follow.stdout.close()
+
+
+def _on_node(cluster: Cluster) -> str:
+    """kubectl run's --overrides placing the pod on the module's node (no scheduler here)."""
+    return json.dumps({"apiVersion": "v1", "spec": {"nodeName": cluster.node}})
+
+
+@pytest.mark.parametrize("spdy", [False, True], ids=["websocket", "spdy"])
+def test_kubectl_run_i_rm_echoes_through_sh(cluster: Cluster, spdy: bool) -> None:
+    """`kubectl run -i --rm --restart=Never` (stdin, stdinOnce): the piped input reaches the
+    container's sh through attach (WebSocket, or SPDY as older kubectls), the client's EOF
+    closes its stdin so sh exits, and kubectl deletes the pod."""
+    name = "sh-once-spdy" if spdy else "sh-once"
+    args = ("run", name, "-i", "--rm", "--restart=Never", "--image=busybox",
+            f"--overrides={_on_node(cluster)}", "--", "sh")  # fmt: skip
+    stdin = "echo hello-$((6*7))\necho to-stderr >&2\n"
+    done = _kubectl_spdy(cluster, *args, stdin=stdin) if spdy else cluster.run(*args, stdin=stdin)
+    assert done.returncode == 0, done
+    assert "hello-42" in done.stdout, done
+    assert "to-stderr" in done.stderr, done
+    gone = lambda: "NotFound" in cluster.run("get", "pod", name).stderr  # noqa: E731
+    poll(gone, "the pod deleted by --rm")
+
+
+def test_kubectl_run_it_runs_the_container_on_a_terminal(cluster: Cluster) -> None:
+    """`kubectl run -it` (spec.tty; kubectl's own input piped, so its side is not raw): the
+    container's sh is on a pseudo-terminal, which echoes the input as a tty container's log
+    does, and the input's end is the terminal's EOF: sh exits with the last code."""
+    done = cluster.run(
+        "run", "tty-once", "-i", "-t", "--rm", "--restart=Never", "--image=busybox:1.28",
+        f"--overrides={_on_node(cluster)}",  # the image's own command: sh
+        stdin="test -t 0 && echo on-a-$((1))-tty\n",
+    )  # fmt: skip
+    assert "on-a-1-tty" in done.stdout, done
+    assert "test -t 0" in done.stdout, done  # the terminal's echo
+    gone = lambda: "NotFound" in cluster.run("get", "pod", "tty-once").stderr  # noqa: E731
+    poll(gone, "the pod deleted by --rm")
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="no script(1) to give kubectl a tty")
+def test_kubectl_run_it_from_a_terminal(cluster: Cluster) -> None:
+    """`kubectl run -it --rm` from a terminal (script(1) gives kubectl one, kubectl makes it
+    raw): what is typed reaches the container's sh on its own terminal, and its output comes
+    back."""
+    assert KUBECTL is not None
+    inner = (
+        f"{KUBECTL} --server={cluster.rest.url} -n {cluster.namespace} run -it --rm"
+        f" --restart=Never --image=busybox:1.28 --overrides='{_on_node(cluster)}' tty-term"
+    )
+    out = subprocess.run(
+        ["script", "-qec", inner, "/dev/null"],
+        input="test -t 0 && echo typed-$((2*21))\nexit\n", capture_output=True, text=True,
+        timeout=TIMEOUT,
+        env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert "typed-42" in out.stdout, out
+    gone = lambda: "NotFound" in cluster.run("get", "pod", "tty-term").stderr  # noqa: E731
+    poll(gone, "the pod deleted by --rm")
+
+
+def test_kubectl_attach_i_and_a_new_pipe_per_restart(cluster: Cluster) -> None:
+    """`kubectl attach -i` to a `stdin: true` container: its input goes to the running sh;
+    without stdinOnce the pipe outlives a session, and a restarted run gets a pipe of its
+    own (the second attach talks to the new sh). A container without stdin refuses -i."""
+    doc = _pod("reader", cluster.node, ("main", ["sh"]))
+    doc["spec"]["containers"][0]["stdin"] = True
+    cluster.kubectl("create", "-f", "-", stdin=json.dumps(doc))
+    poll(lambda: _phase(cluster, "reader") == "Running", "reader running")
+    first = _pid(cluster, "reader")
+    out = cluster.run("attach", "-i", "reader", stdin="echo first-$((2+3))\nexit 4\n")
+    assert "first-5" in out.stdout, out
+    poll(lambda: _pid(cluster, "reader") not in (0, first), "the container restarted")
+    out = cluster.run("attach", "-i", "reader", stdin="echo second-$((3+4))\nexit 0\n")
+    assert "second-7" in out.stdout, out
+    refused = cluster.run("attach", "-i", "talker", "-c", "main", stdin="x\n")
+    assert "was not started with stdin" in refused.stderr, refused
+    cluster.kubectl("delete", "pod", "reader", "--wait=false")
+
+
+def _queued(pid: int) -> int:
+    """Bytes waiting in the stdin pipe of process `pid` (FIONREAD on another read end of it)."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    finally:
+        os.close(fd)
+
+
+def test_attach_stdin_to_a_container_that_never_reads(cluster: Cluster) -> None:
+    """A container that never reads its stdin fills the pipe; the attach session's writes
+    wait, the kubelet does not: the client vanishing mid-write ends the session, exec into the
+    container still works, and the pod is deleted promptly."""
+    doc = _pod("deaf", cluster.node, ("main", ["sleep", "300"]))
+    doc["spec"]["containers"][0]["stdin"] = True
+    cluster.kubectl("create", "-f", "-", stdin=json.dumps(doc))
+    poll(lambda: _phase(cluster, "deaf") == "Running", "deaf running")
+    pid = _pid(cluster, "deaf")
+    assert KUBECTL is not None
+    client = subprocess.Popen(
+        [KUBECTL, f"--server={cluster.rest.url}", "-n", cluster.namespace, "attach", "-i", "deaf"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert client.stdin is not None
+    writer = threading.Thread(target=_write_quietly, args=(client.stdin, b"y" * (4 << 20)))
+    writer.start()
+    try:
+        poll(lambda: _queued(pid) >= 4096, "the container's stdin pipe filling")
+    finally:
+        client.kill()
+        client.wait(TIMEOUT)
+        writer.join(TIMEOUT)
+    assert cluster.kubectl("exec", "deaf", "--", "echo", "alive").strip() == "alive"
+    # The run ends with its pipe full (and closed under any write still waiting).
+    cluster.kubectl("delete", "pod", "deaf", "--timeout=20s")
+
+
+def _write_quietly(pipe: Any, data: bytes) -> None:
+    """Writes `data` to the client's stdin, which breaks when the client is killed."""
+    try:
+        with contextlib.suppress(OSError):
+            pipe.write(data)
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()

@@ -797,6 +797,9 @@ class Container(_message.Message):
     TERMINATION_MESSAGE_PATH_FIELD_NUMBER: _builtins.int
     TERMINATION_MESSAGE_POLICY_FIELD_NUMBER: _builtins.int
     SECURITY_CONTEXT_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    STDIN_ONCE_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     working_dir: _builtins.str
@@ -808,6 +811,12 @@ class Container(_message.Message):
     """
     termination_message_policy: _builtins.str
     """File (default), FallbackToLogsOnError"""
+    stdin: _builtins.bool
+    """A stdin pipe the kubelet keeps open for pods/attach (`kubectl run -i`); with stdin_once
+    it is closed when the first attach session ends; tty: attach is a terminal session.
+    """
+    stdin_once: _builtins.bool
+    tty: _builtins.bool
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -853,10 +862,13 @@ class Container(_message.Message):
         termination_message_path: _builtins.str = ...,
         termination_message_policy: _builtins.str = ...,
         security_context: Global___SecurityContext | None = ...,
+        stdin: _builtins.bool = ...,
+        stdin_once: _builtins.bool = ...,
+        tty: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "resources", b"resources", "security_context", b"security_context", "startup_probe", b"startup_probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "env_from", b"env_from", "image", b"image", "image_pull_policy", b"image_pull_policy", "lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "resources", b"resources", "security_context", b"security_context", "startup_probe", b"startup_probe", "termination_message_path", b"termination_message_path", "termination_message_policy", b"termination_message_policy", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "env_from", b"env_from", "image", b"image", "image_pull_policy", b"image_pull_policy", "lifecycle", b"lifecycle", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "resources", b"resources", "security_context", b"security_context", "startup_probe", b"startup_probe", "stdin", b"stdin", "stdin_once", b"stdin_once", "termination_message_path", b"termination_message_path", "termination_message_policy", b"termination_message_policy", "tty", b"tty", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
