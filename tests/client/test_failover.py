@@ -29,6 +29,7 @@ from k8semu.client import (
     NotFound,
     OutcomeUnknown,
     Preconditions,
+    Retries,
     Timeouts,
 )
 from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
@@ -116,7 +117,12 @@ async def test_sigterm_costs_clients_nothing(
     """Writers and an informer keep going through a graceful stop of either API server: no
     call fails, and the informer's cache ends equal to a fresh list."""
     first, second = live_apiservers
-    async with Client([first.address, second.address], retries=TEST_RETRIES) as c:
+    # Retries spanning the transport's reconnect back-off (up to 1 s): the server restarted
+    # just before the other stops is serving, but this client's channel to it may still be
+    # backing off from the refusals while it was down; TEST_RETRIES give up after 0.15 s of
+    # pauses with two endpoints, and CI saw six calls fail that way.
+    retries = Retries(attempts=8, base_delay=0.2, max_delay=1.0, cooloff=1.0)
+    async with Client([first.address, second.address], retries=retries) as c:
         ns = await make_namespace(c, "graceful")
         informer: Informer[core_pb2.ConfigMap] = Informer(c, core_pb2.ConfigMap, namespace=ns)
         informer.start()
