@@ -29,7 +29,6 @@ from k8semu.client import (
     NotFound,
     OutcomeUnknown,
     Preconditions,
-    Retries,
     Timeouts,
 )
 from k8semu.cluster.processes import K8semuStoreCluster, free_loopback_ports
@@ -108,6 +107,32 @@ async def test_every_write_fails_over_from_a_killed_api_server(
             await c.get(core_pb2.ConfigMap, "cm", namespace=ns)
 
 
+async def test_a_server_back_from_a_stop_is_used_while_its_channel_still_backs_off(
+    live_apiservers: list[APIServerProcess],
+) -> None:
+    """The client's channel to a stopped server backs off (gRPC: up to 1 s between connection
+    attempts, calls failing at once meanwhile). The server comes back, the other one stops
+    at once: a write must wait for the channel's next attempt, not give up after the
+    client's first short pauses (0.15 s in all with two endpoints)."""
+    first, second = live_apiservers
+    async with Client([first.address, second.address], retries=TEST_RETRIES) as c:
+        ns = await make_namespace(c, "backoff")
+        first.kill()
+        # Calls on its channel while it is down: refusals, so the back-off grows to its cap.
+        for i in range(12):
+            await c.create(config_map(f"down-{i}", ns))
+            await asyncio.sleep(0.1)
+        first.start()
+        await asyncio.to_thread(first.wait_serving)  # serving, to a new connection
+        second.kill()
+        try:
+            created = await c.create(config_map("after", ns))
+            assert created.metadata.name == "after"
+        finally:
+            second.start()
+            await asyncio.to_thread(second.wait_serving)
+
+
 # ---- SIGTERM: a graceful stop costs clients nothing ---------------------------------------
 
 
@@ -117,12 +142,7 @@ async def test_sigterm_costs_clients_nothing(
     """Writers and an informer keep going through a graceful stop of either API server: no
     call fails, and the informer's cache ends equal to a fresh list."""
     first, second = live_apiservers
-    # Retries spanning the transport's reconnect back-off (up to 1 s): the server restarted
-    # just before the other stops is serving, but this client's channel to it may still be
-    # backing off from the refusals while it was down; TEST_RETRIES give up after 0.15 s of
-    # pauses with two endpoints, and CI saw six calls fail that way.
-    retries = Retries(attempts=8, base_delay=0.2, max_delay=1.0, cooloff=1.0)
-    async with Client([first.address, second.address], retries=retries) as c:
+    async with Client([first.address, second.address], retries=TEST_RETRIES) as c:
         ns = await make_namespace(c, "graceful")
         informer: Informer[core_pb2.ConfigMap] = Informer(c, core_pb2.ConfigMap, namespace=ns)
         informer.start()
