@@ -10,14 +10,16 @@ from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["tests.support.fixtures"]
 
-# The user's own CLI configuration (~/.k8semu/config: `make run` makes its TLS cluster the
-# current context) must not steer the `k8semu` commands tests run against their own plain
-# servers: with it, `--server` alone dialled them with the context's TLS credentials and
-# failed the handshake. Every test process (xdist workers too) gets an empty one of its own;
-# tests that run `up` still give theirs via tests.support.cluster.user_env.
+# The user's own CLI configuration and clusters (~/.k8semu/config and ~/.k8semu/clusters/local:
+# `make run` makes its TLS cluster the current context and keeps its state) must not steer
+# the `k8semu` commands tests run against their own plain servers: with them, `--server`
+# alone dialled those with the context's TLS credentials and failed the handshake. Every
+# test process (xdist workers too) gets an empty config and a state home of its own; tests
+# that run `up` still give theirs via tests.support.cluster.user_env.
 _CLI_HOME = tempfile.mkdtemp(prefix="k8semu-tests-cli-")
 atexit.register(shutil.rmtree, _CLI_HOME, ignore_errors=True)
 os.environ["K8SEMU_CONFIG"] = os.path.join(_CLI_HOME, "config")
+os.environ["XDG_STATE_HOME"] = os.path.join(_CLI_HOME, "state")
 with open(os.environ["K8SEMU_CONFIG"], "w") as _empty:  # a named file must exist
     _empty.write("apiVersion: v1\nkind: Config\n")
 

@@ -118,10 +118,14 @@ def _cluster(ns: argparse.Namespace) -> tuple[Path, ClusterState]:
 
 def _endpoints(ns: argparse.Namespace) -> tuple[list[str], ClusterState | None, Path | None]:
     if ns.endpoints:
+        endpoints = _split(ns.endpoints)
         with contextlib.suppress(ClusterError):
             state_dir, state = _cluster(ns)
-            return _split(ns.endpoints), state, state_dir
-        return _split(ns.endpoints), None, None
+            # A cluster named by --state-dir/--name, or found by default and recording these
+            # endpoints: its credentials apply. Not the default cluster's for another store's.
+            if ns.state_dir or ns.name or set(endpoints) & set(state.store_endpoints):
+                return endpoints, state, state_dir
+        return endpoints, None, None
     state_dir, state = _cluster(ns)
     if not state.store_endpoints:
         raise ClusterError(f"the cluster in {state_dir} records no store endpoints")

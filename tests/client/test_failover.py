@@ -286,7 +286,7 @@ async def test_cli_writes_fail_over_and_report_unknown_outcomes(
         "  template:\n    metadata: {labels: {app: web}}\n"
         "    spec: {containers: [{name: app, image: nginx}]}\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "K8SEMU_CONFIG"}
+    env = dict(os.environ)  # with tests/conftest.py's empty K8SEMU_CONFIG
     env["HOME"] = str(tmp_path)
 
     async def k8semu(*args: str, server: str = servers) -> tuple[int, str, str]:

@@ -160,7 +160,7 @@ async def _rolled_out(client: Client, namespace: str, image: str, replicas: int)
 
 
 def _cli(apiserver: APIServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "K8SEMU_CONFIG"}
+    env = dict(os.environ)  # with tests/conftest.py's empty K8SEMU_CONFIG
     return subprocess.run(
         [sys.executable, "-m", "k8semu", *args, "--server", apiserver.address],
         capture_output=True, text=True, timeout=30, check=False, env=env,

@@ -64,7 +64,7 @@ class Env:
         return await _run(cmd, env, stdin)
 
     async def k8semu(self, *args: str) -> str:
-        env = {k: v for k, v in os.environ.items() if k != "K8SEMU_CONFIG"}
+        env = dict(os.environ)  # with tests/conftest.py's empty K8SEMU_CONFIG
         env["HOME"] = str(self.home)
         cmd = [sys.executable, "-m", "k8semu", *args, "-n", self.namespace]
         return await _run([*cmd, "--server", self.apiserver.address], env, "")
