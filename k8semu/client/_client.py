@@ -85,6 +85,29 @@ class _Endpoint:
         )
 
 
+async def _pause(order: list[_Endpoint], delay: float, max_delay: float) -> None:
+    """Every endpoint failed this round: wait `delay` before the next. A channel in
+    TRANSIENT_FAILURE fails calls at once on its last error until its next connection
+    attempt, which gRPC makes after its own reconnect back-off (up to 1 s, longer than
+    this client's first pauses): so wait, up to `max_delay`, for a failed channel to
+    change state instead; a server that came back is then tried once it can answer."""
+    failed = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+    waiting = [ep.channel for ep in order if ep.channel.get_state() == failed]
+    if not waiting:
+        await asyncio.sleep(delay)
+        return
+    changes = [asyncio.ensure_future(ch.wait_for_state_change(failed)) for ch in waiting]
+    try:
+        await asyncio.wait(
+            changes,
+            timeout=max(delay, max_delay),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        for change in changes:
+            change.cancel()
+
+
 class Client:
     """A client of one cluster's API servers; use as `async with Client([...]) as client`.
 
@@ -610,30 +633,8 @@ class Client:
         if self._closed:
             raise ClientError("the client is closed")
         if attempt and attempt % len(order) == 0:
-            await self._pause(order, self.retries.delay(attempt // len(order)))
+            await _pause(order, self.retries.delay(attempt // len(order)), self.retries.max_delay)
         return order[attempt % len(order)]
-
-    async def _pause(self, order: builtins.list[_Endpoint], delay: float) -> None:
-        """Every endpoint failed this round: wait `delay` before the next. A channel in
-        TRANSIENT_FAILURE fails calls at once on its last error until its next connection
-        attempt, which gRPC makes after its own reconnect back-off (up to 1 s, longer than
-        this client's first pauses): so wait, up to `max_delay`, for a failed channel to
-        change state instead; a server that came back is then tried once it can answer."""
-        failed = grpc.ChannelConnectivity.TRANSIENT_FAILURE
-        waiting = [ep.channel for ep in order if ep.channel.get_state() == failed]
-        if not waiting:
-            await asyncio.sleep(delay)
-            return
-        changes = [asyncio.ensure_future(ch.wait_for_state_change(failed)) for ch in waiting]
-        try:
-            await asyncio.wait(
-                changes,
-                timeout=max(delay, self.retries.max_delay),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for change in changes:
-                change.cancel()
 
     def _should_retry(
         self, ep: _Endpoint, err: APIStatusError, attempt: int, *, idempotent: bool

@@ -151,10 +151,11 @@ def read_plain(path: Path) -> bytes:
     return plain(path.read_bytes())
 
 
-def tail_offset(path: Path, lines: int) -> int:
+def tail_offset(path: Path, lines: int, size: int | None = None) -> int:
     """Where the file's last `lines` lines start (a line: P records, then its F record; output
-    after the last F is a line too). Reads backwards, one block at a time."""
-    size = path.stat().st_size
+    after the last F is a line too), counting in its first `size` bytes (default: all of it).
+    Reads backwards, one block at a time."""
+    size = path.stat().st_size if size is None else size
     if lines <= 0:
         return size
     seen = 0

@@ -94,25 +94,34 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
             decoder = _decoder(request)
         except ValueError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        offset = 0
+        follow = request.follow and not request.previous
+        offset, upto = 0, -1
         if request.HasField("tail_lines"):
-            offset = await asyncio.to_thread(containerlog.tail_offset, path, request.tail_lines)
+            # The last lines as the file is now: without following, a line the container
+            # prints while this answer is on its way is not one more of them.
+            end = path.stat().st_size
+            offset = await asyncio.to_thread(
+                containerlog.tail_offset, path, request.tail_lines, end
+            )
+            upto = -1 if follow else end - offset
         # An empty first chunk says the request is accepted before any output exists (the API
         # server answers its headers then, not at the first line of a quiet followed log).
         yield kubelet_pb2.LogsChunk()
         left = request.limit_bytes if request.HasField("limit_bytes") else -1
-        follow = request.follow and not request.previous
         async with contextlib.aclosing(
             streaming.log_bytes(worker, rec, path, restart, offset, follow=follow)
         ) as chunks:
-            async for raw in chunks:
+            async for chunk in chunks:
+                raw = chunk if upto < 0 else chunk[:upto]
+                if upto >= 0:
+                    upto -= len(raw)
                 data = decoder.feed(raw)
                 if left >= 0:
                     data = data[:left]
                     left -= len(data)
                 if data:
                     yield kubelet_pb2.LogsChunk(data=data)
-                if left == 0:
+                if left == 0 or upto == 0:
                     return
 
     def _log_file(
