@@ -127,7 +127,9 @@ class StateMachine(Protocol):
 
     async def restore(self, path: Path, meta: raft_pb2.SnapshotMetadata) -> None: ...
 
-    async def verify_snapshot(self, path: Path) -> None: ...
+    async def verify_snapshot(self, path: Path, index: int) -> None:
+        """Raise unless `path` is a sound snapshot taken at Raft index `index`."""
+        ...
 
     async def create_snapshot(self, path: Path) -> tuple[int, int]:
         """Write a snapshot of the applied state to `path`; returns its (index, term)."""
@@ -379,7 +381,7 @@ class RaftNode:
 
     async def receive_snapshot(self, message: raft_pb2.Message, path: Path) -> None:
         """A snapshot streamed by the leader: verify, keep, then let the core decide."""
-        await self._sm.verify_snapshot(path)
+        await self._sm.verify_snapshot(path, message.snapshot.index)
         target = self._snapshot_path(message.snapshot.index)
         await asyncio.to_thread(shutil.move, path, target)
         self.step([message])
@@ -700,9 +702,10 @@ class RaftNode:
             raft.compact(upto)
         if self._unrecorded_snapshot:
             self._unrecorded_snapshot = False
-            keep = self._snapshot_path(meta.index)
+            # Only older ones: a newer file is a leader's snapshot received and waiting for
+            # the loop to install it.
             for old in self._snap_dir.glob("*.snap"):
-                if old != keep:
+                if _snapshot_index(old) < meta.index:
                     old.unlink(missing_ok=True)
         if self._compacted_to < self._compact_target:
             self._wake.set()
@@ -732,6 +735,14 @@ class RaftNode:
                 read.set_exception(error)
         self._read_waiters.clear()
         self._reads_in_flight.clear()
+
+
+def _snapshot_index(path: Path) -> int:
+    """The Raft index in a snapshot file's name (see `_snapshot_path`); -1 if none."""
+    try:
+        return int(path.stem, 16)
+    except ValueError:
+        return -1
 
 
 def _propose_conf_changes(raft: Raft, props: list[tuple[bytes, asyncio.Future[None]]]) -> None:

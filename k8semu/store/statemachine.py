@@ -139,6 +139,14 @@ class StoreStateMachine:
         heapq.heappush(self._applied_waiters, (index, next(self._seq), applied))
         await applied
 
+    def _wake_applied(self) -> None:
+        """Release the waiters whose index this replica's state now covers."""
+        waiters = self._applied_waiters
+        while waiters and waiters[0][0] <= self.applied_index:
+            _, _, done = heapq.heappop(waiters)
+            if not done.done():
+                done.set_result(None)
+
     # -- driver interface -------------------------------------------------------------
 
     async def apply(self, entries: Sequence[raft_pb2.Entry]) -> None:
@@ -177,11 +185,7 @@ class StoreStateMachine:
             self.revision = results[-1].revision
         assert self.hub is not None
         self.hub.notify(self.revision, events, compact_revision=self.mvcc.compact_revision)
-        waiters = self._applied_waiters
-        while waiters and waiters[0][0] <= self.applied_index:
-            _, _, done = heapq.heappop(waiters)
-            if not done.done():
-                done.set_result(None)
+        self._wake_applied()
 
     def _conf_change_applied(self, entry: raft_pb2.Entry) -> None:
         change = membership.decode(entry)
@@ -202,24 +206,36 @@ class StoreStateMachine:
             self.lessor.revoke(request.lease_revoke.ID)
 
     async def restore(self, path: Path, meta: raft_pb2.SnapshotMetadata) -> None:
-        """Replace the whole state with the snapshot at `path` (taken at meta.index)."""
-        if self._mvcc is not None:
-            await self.run(self._mvcc.close)
-            self._mvcc = None
+        """Replace the whole state with the snapshot at `path` (taken at meta.index).
+
+        The new kv.db is made beside the old one first, while the old store keeps serving
+        what it holds (its applied index still describes it): a file that does not verify,
+        or one taken at another index than Raft installs it at, leaves the state as it was.
+        Reads that waited for an index the snapshot covers are released at once.
+        """
         tmp = self._kv_path.with_suffix(".restore")
         for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
             leftover.unlink(missing_ok=True)
-        await self.run(lambda: snapshot.restore(path, tmp, raft_index=meta.index))
+        try:
+            await self.run(lambda: _restore_image(path, tmp, meta.index))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if self._mvcc is not None:
+            await self.run(self._mvcc.close)
+            self._mvcc = None
         for suffix in ("-wal", "-shm"):
             self._kv_path.with_name(self._kv_path.name + suffix).unlink(missing_ok=True)
         tmp.replace(self._kv_path)
         self._mvcc = await self.run(MVCCStore, self._kv_path)
         await self._load()
+        self._wake_applied()
         log.info("state restored from snapshot", index=meta.index, revision=self.revision)
 
-    async def verify_snapshot(self, path: Path) -> None:
+    async def verify_snapshot(self, path: Path, index: int) -> None:
+        """Check a snapshot file received for Raft index `index` (CorruptSnapshotError)."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._snapshot_executor, snapshot.verify, path)
+        await loop.run_in_executor(self._snapshot_executor, _verify_taken_at, path, index)
 
     async def write_snapshot(self, dest: Path) -> internal_pb2.SnapshotHeader:
         """A snapshot of the applied state, made off the MVCC thread (applies go on)."""
@@ -242,3 +258,26 @@ class StoreStateMachine:
         elif was_leader and not is_leader:
             self.lessor.demote()
         self.on_leader_change(leader, is_leader)
+
+
+def _verify_taken_at(path: Path, index: int) -> None:
+    _check_taken_at(path, snapshot.verify(path), index)
+
+
+def _restore_image(path: Path, dest: Path, index: int) -> None:
+    """kv.db at `dest` from the snapshot at `path`, installed at Raft index `index`."""
+    header = snapshot.restore(path, dest, raft_index=index)
+    try:
+        _check_taken_at(path, header, index)
+    except errors.CorruptSnapshotError:
+        dest.unlink(missing_ok=True)
+        raise
+
+
+def _check_taken_at(path: Path, header: internal_pb2.SnapshotHeader, index: int) -> None:
+    """A snapshot is installed at the Raft index it was taken at: an image of another index
+    would be rebased to `index` and silently skip (or repeat) the entries in between."""
+    if header.raft_index != index:
+        raise errors.CorruptSnapshotError(
+            f"snapshot {path}: taken at Raft index {header.raft_index}, installed as {index}"
+        )
