@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import grpc
+import pytest
+
 from k8semu.pb.api.v1 import apiserver_pb2 as api
 from k8semu.pb.api.v1 import core_pb2
 
@@ -75,3 +78,70 @@ def doc_value(doc: object, key: str) -> str:
         return str(doc[0]["value"][key])
     assert isinstance(doc, dict)
     return str(doc["stringData"][key])
+
+
+def _named(obj: core_pb2.ConfigMap | core_pb2.Secret, name: str) -> None:
+    obj.metadata.name = name
+
+
+async def _refusal(call: object) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call  # type: ignore[misc]
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
+    return err.value.details() or ""
+
+
+async def test_immutable_data_stays_and_the_flag_cannot_be_taken_back(client: Client) -> None:
+    cm = core_pb2.ConfigMap(data={"a": "1"}, binary_data={"b": b"\x00"}, immutable=True)
+    _named(cm, "frozen-cm")
+    await client.create("configmaps", cm, "default")
+    stored = unpack((await client.get("configmaps", "frozen-cm", "default")).object,
+                    core_pb2.ConfigMap)  # fmt: skip
+    changed = core_pb2.ConfigMap()
+    changed.CopyFrom(stored)
+    changed.data["a"], changed.binary_data["b"], changed.immutable = "2", b"\x01", False
+    text = await _refusal(client.update("configmaps", changed))
+    for field in ("data", "binaryData", "immutable"):
+        assert f"{field}: Forbidden: field is immutable when `immutable` is set" in text, text
+    # Metadata may change; the data is what it was.
+    stored.metadata.labels["l"] = "v"
+    await client.update("configmaps", stored)
+    got = unpack((await client.get("configmaps", "frozen-cm", "default")).object,
+                 core_pb2.ConfigMap)  # fmt: skip
+    assert (dict(got.data), got.metadata.labels["l"]) == ({"a": "1"}, "v")
+
+    secret = core_pb2.Secret(data={"k": b"v"}, immutable=True)
+    _named(secret, "frozen-secret")
+    await client.create("secrets", secret, "default")
+    stored_secret = unpack((await client.get("secrets", "frozen-secret", "default")).object,
+                           core_pb2.Secret)  # fmt: skip
+    assert stored_secret.type == "Opaque"
+    stored_secret.string_data["k"] = "other"
+    text = await _refusal(client.update("secrets", stored_secret))
+    assert "data: Forbidden: field is immutable when `immutable` is set" in text, text
+    for name, kind in (("frozen-cm", "configmaps"), ("frozen-secret", "secrets")):
+        await client.delete(kind, name, "default")
+
+
+async def test_keys_sizes_and_types_are_checked(client: Client) -> None:
+    cm = core_pb2.ConfigMap(data={"bad key": "1", "..x": "2", "dup": "3"}, binary_data={"dup": b""})
+    _named(cm, "bad-cm")
+    text = await _refusal(client.create("configmaps", cm, "default"))
+    assert 'data[bad key]: Invalid value: "bad key": a valid config key must consist' in text
+    assert "data[..x]: Invalid value: \"..x\": must not start with '..'" in text, text
+    assert 'data[dup]: Invalid value: "dup": duplicate of key present in binaryData' in text
+    big = core_pb2.ConfigMap(data={"a": "x" * 700_000, "b": "y" * 400_000})
+    _named(big, "big-cm")
+    text = await _refusal(client.create("configmaps", big, "default"))
+    assert "data: Too long: must have at most 1048576 bytes" in text, text
+    tls = core_pb2.Secret(type="kubernetes.io/tls", data={"tls.crt": b"c"})
+    _named(tls, "half-tls")
+    text = await _refusal(client.create("secrets", tls, "default"))
+    assert "data[tls.key]: Required value" in text, text
+    token = core_pb2.Secret(type="kubernetes.io/service-account-token")
+    _named(token, "no-sa")
+    text = await _refusal(client.create("secrets", token, "default"))
+    assert "metadata.annotations[kubernetes.io/service-account.name]: Required value" in text
+    for name in ("bad-cm", "big-cm"):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await client.get("configmaps", name, "default")

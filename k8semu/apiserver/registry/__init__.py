@@ -19,7 +19,7 @@
     autoscaling.py HorizontalPodAutoscaler: defaults and checks of k8semu.api.autoscaling
     rbac.py        Role, ClusterRole, RoleBinding, ClusterRoleBinding: checks; ServiceAccount
     events.py      Event: the field selectors (involvedObject.*, reason, type, ...)
-    secretdata.py  Secret: stringData merged into data on every write
+    configdata.py  ConfigMap, Secret: keys, size, immutable data; Secret types, stringData
 
 A kind that is served, not stored (metrics.k8s.io NodeMetrics and PodMetrics) has a row
 with a `reader` when the API server serves it (`build(..., served=...)`), none otherwise:
@@ -48,6 +48,7 @@ from k8semu.apiserver.objects import resolve
 from k8semu.apiserver.registry import (
     autoscaling,
     certificates,
+    configdata,
     cronjobs,
     discovery,
     disruption,
@@ -60,7 +61,6 @@ from k8semu.apiserver.registry import (
     rbac,
     revisions,
     scheduling,
-    secretdata,
     services,
     statefulsets,
     storage,
@@ -179,12 +179,22 @@ def _stateful_rows() -> list[Strategy]:
 
 
 def _core_data_rows() -> list[Strategy]:
-    """Endpoints, ConfigMap, Secret and ServiceAccount (in KINDS' order): no rules of their
-    own but the Secret's write-only stringData."""
+    """Endpoints, ConfigMap, Secret and ServiceAccount (in KINDS' order); ConfigMap's and
+    Secret's rules: registry/configdata.py."""
     return [
         Strategy(kind=_kind("endpoints")),
-        Strategy(kind=_kind("configmaps")),
-        Strategy(kind=_kind("secrets"), defaults=secretdata.merge_string_data),
+        Strategy(
+            kind=_kind("configmaps"),
+            validate=configdata.validate_config_map,
+            validate_update=configdata.validate_config_map_update,
+        ),
+        _checked(
+            "secrets",
+            configdata.secret_defaults,
+            configdata.validate_secret,
+            configdata.validate_secret_update,
+            status=False,
+        ),
         Strategy(kind=_kind("serviceaccounts")),
     ]
 
