@@ -1,23 +1,30 @@
-"""PodControl: how a workload controller creates and deletes the pods it owns, with the Events
-Kubernetes records for each (its controller.PodControlInterface): SuccessfulCreate /
+"""PodControl: how a workload controller creates, deletes and adopts the pods it owns, with the
+Events Kubernetes records for each (its controller.PodControlInterface): SuccessfulCreate /
 FailedCreate and SuccessfulDelete / FailedDelete on the owner. A pod already gone counts as
 deleted (its delete event is on its way to the informer). `apply` is one reconcile's worth of
-both, bracketed by the controller's expectations; creates go in slow-start batches."""
+both, bracketed by the controller's expectations; creates go in slow-start batches.
+`adopt_orphans` is Kubernetes' ClaimPods for the orphans: an owner made again after `kubectl
+delete --cascade=orphan` takes back the pods its selector matches."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
 from google.protobuf.message import Message
 
-from k8semu.client import Client, ClientError, NotFound, object_key
+from k8semu.api.errors import SelectorError
+from k8semu.client import Client, ClientError, Conflict, NotFound, object_key
 from k8semu.client.events import NORMAL, WARNING, EventRecorder
+from k8semu.controllers import _pods
 from k8semu.controllers._pods import Expectations
 from k8semu.controllers.context import ControllerContext, KeyedController
+from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
+
+log = get_logger(__name__)
 
 
 class PodControl:
@@ -46,6 +53,44 @@ class PodControl:
             self.recorder.event(owner, WARNING, "FailedDelete", f"Error deleting pod {name}: {exc}")
             raise
         self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {name}")
+
+    async def adopt_orphans(
+        self,
+        owner: Message,
+        pods: Iterable[core_pb2.Pod],
+        *,
+        api_version: str,
+        kind: str,
+        may_adopt: Callable[[core_pb2.Pod], bool] = lambda _: True,
+    ) -> bool:
+        """Make `owner` the controller of each live orphan of `pods` (its namespace's) that
+        its selector matches and `may_adopt` accepts; True when it adopted any (their update
+        events bring the owner's key back, with them owned). An empty or malformed selector
+        adopts nothing; a pod gone or changed meanwhile is left to its own event."""
+        selector = cast(Any, owner).spec.selector
+        if _pods.selects_nothing(selector):
+            return False
+        try:
+            matches = _pods.selector_of(selector).matches
+        except SelectorError:
+            return False
+        any_adopted = False
+        for pod in pods:
+            if (
+                _pods.controller_ref(pod) is not None
+                or _pods.is_pod_terminating(pod)
+                or not matches(pod.metadata.labels)
+                or not may_adopt(pod)
+            ):
+                continue
+            new = _pods.adopted(pod, owner, api_version=api_version, kind=kind)
+            try:
+                await self.client.update(new)
+            except (NotFound, Conflict):
+                continue
+            log.info("adopted pod", owner=f"{kind}/{object_key(owner)}", pod=pod.metadata.name)
+            any_adopted = True
+        return any_adopted
 
     async def apply(
         self,

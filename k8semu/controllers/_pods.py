@@ -153,6 +153,14 @@ def selecting(owners: Iterable[M], labels: Mapping[str, str]) -> list[M]:
     return out
 
 
+def orphan_adopters(pod: core_pb2.Pod, owners: Iterable[M]) -> list[M]:
+    """The owners (of the pod's namespace) that may adopt `pod` when it is a live orphan:
+    those whose selector matches it; none when it has a controller or is terminating."""
+    if controller_ref(pod) is not None or is_pod_terminating(pod):
+        return []
+    return selecting(owners, pod.metadata.labels)
+
+
 def new_controller_ref(owner: Message, *, api_version: str, kind: str) -> meta_pb2.OwnerReference:
     """A reference making `owner` the controller of a dependent (blockOwnerDeletion set)."""
     m = meta(owner)
@@ -166,12 +174,11 @@ def new_controller_ref(owner: Message, *, api_version: str, kind: str) -> meta_p
     )
 
 
-def adopted(pod: core_pb2.Pod, owner: Message, *, api_version: str, kind: str) -> core_pb2.Pod:
-    """A copy of orphan `pod` with `owner` as its controller (what an adoption writes)."""
-    new = copy_of(pod)
-    new.metadata.owner_references.append(
-        new_controller_ref(owner, api_version=api_version, kind=kind)
-    )
+def adopted(orphan: M, owner: Message, *, api_version: str, kind: str) -> M:
+    """A copy of `orphan` (a pod, a revision) with `owner` as its controller (what an
+    adoption writes)."""
+    new = copy_of(orphan)
+    meta(new).owner_references.append(new_controller_ref(owner, api_version=api_version, kind=kind))
     return new
 
 

@@ -28,7 +28,13 @@ pods it controls:
   numberReady, updatedNumberScheduled, numberAvailable (ready for minReadySeconds),
   numberUnavailable, observedGeneration.
 
-Not done: orphan adoption (of pods and of revisions), failed-pod back-off.
+- **Adoption**: a live orphan pod the selector matches (left by `kubectl delete ds
+  --cascade=orphan`) is adopted by a DaemonSet made again, as Kubernetes' ClaimPods does;
+  the plan then keeps it where the daemon should run, replaces it by the rolling update when
+  its template is older, and deletes it where the daemon should not run.
+
+Not done: orphan adoption of revisions (a new revision is made beside the orphaned one),
+failed-pod back-off.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.client import object_key
+from k8semu.client import NAMESPACE_INDEX, object_key
 from k8semu.controllers import _pods, history
 from k8semu.controllers._podcontrol import PodOwnerController
 from k8semu.controllers.context import ControllerContext
@@ -295,6 +301,9 @@ class DaemonSetController(PodOwnerController):
     ) -> None:
         key = _pods.controller_key(pod, KIND, self.ds_informer.cache.get_by_name)
         if key is None:
+            sets = self.ds_informer.cache.by_index(NAMESPACE_INDEX, pod.metadata.namespace)
+            for ds in _pods.orphan_adopters(pod, sets):
+                self.queue.add(object_key(ds))
             return
         if created:
             self.expectations.creation_observed(key)
@@ -307,6 +316,9 @@ class DaemonSetController(PodOwnerController):
         if ds is None or ds.metadata.HasField("deletion_timestamp"):
             self.expectations.forget(key)
             return
+        namespace_pods = self.pod_informer.cache.by_index(NAMESPACE_INDEX, ds.metadata.namespace)
+        if await self.pods.adopt_orphans(ds, namespace_pods, api_version=API_VERSION, kind=KIND):
+            return  # the adopted pods' update events bring the key back, with them owned
         pods = self.controlled(self.pod_informer, ds)
         if not await self._sync_history(ds, pods):
             return

@@ -9,7 +9,10 @@ revision per distinct template, named `<owner>-<hash>` (the template hash the po
 its owner (so the garbage collector removes them with it). Going back to a template an older
 revision holds renumbers that revision to the next number instead of writing a copy.
 History beyond `revisionHistoryLimit` (default 10) is trimmed, oldest first, never a revision
-the caller says is in use (the current and update revisions, those of live pods).
+the caller says is in use (the current and update revisions, those of live pods). An owner
+made again after `kubectl delete --cascade=orphan` first adopts the orphaned revisions its
+selector matches (Kubernetes' ClaimControllerRevisions), so its template's hash names the
+revision it had and the adopted pods are not rolled.
 
 `plan` is pure; `RevisionHistory` holds the informer and writes the plan.
 """
@@ -26,6 +29,7 @@ from k8semu.client import (
     NAMESPACE_INDEX,
     OWNER_UID_INDEX,
     AlreadyExists,
+    Conflict,
     NotFound,
     index_by_namespace,
     index_by_owner_uid,
@@ -182,9 +186,12 @@ class RevisionHistory:
     async def sync(self, owner: Owner, hash_: str, in_use: Collection[str]) -> bool:
         """Write what `plan` says. False on a hash collision: the owner's collisionCount is
         bumped instead (so its next hash differs) and its update event brings the next pass;
-        the caller stops this one."""
-        p = plan(owner, self.kind, hash_, self.of(owner), in_use)
+        the caller stops this one. False also when it adopted orphaned revisions: their
+        update events bring the owner back, with them owned."""
         namespace = owner.metadata.namespace
+        if await self._adopt_orphans(owner):
+            return False
+        p = plan(owner, self.kind, hash_, self.of(owner), in_use)
         if p.collision:
             await self._collided(owner, p.update)
             return False
@@ -210,6 +217,27 @@ class RevisionHistory:
                 continue
             log.info("deleted old revision", owner=object_key(owner), revision=name)
         return True
+
+    async def _adopt_orphans(self, owner: Owner) -> bool:
+        """Take the namespace's revisions without a controller whose labels the owner's
+        selector matches; True when any was taken."""
+        orphans = [
+            cr
+            for cr in self.informer.cache.by_index(NAMESPACE_INDEX, owner.metadata.namespace)
+            if _pods.controller_ref(cr) is None
+        ]
+        adopted = False
+        for cr in orphans:
+            if not _pods.selecting([owner], cr.metadata.labels):
+                continue
+            new = _pods.adopted(cr, owner, api_version="apps/v1", kind=self.kind)
+            try:
+                await self.client.update(new)
+            except (NotFound, Conflict):
+                continue  # gone or changed: its event brings the owner back
+            log.info("adopted revision", owner=object_key(owner), revision=cr.metadata.name)
+            adopted = True
+        return adopted
 
     async def _collided(self, owner: Owner, name: str) -> None:
         new = _pods.copy_of(owner)

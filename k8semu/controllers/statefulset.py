@@ -45,11 +45,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from k8semu.api.errors import SelectorError
 from k8semu.client import (
     NAMESPACE_INDEX,
     AlreadyExists,
-    Conflict,
     NotFound,
     object_key,
 )
@@ -322,11 +320,11 @@ class StatefulSetController(KeyedController):
         key = _pods.controller_key(pod, KIND, self.sts_informer.cache.get_by_name)
         if key is not None:
             self.queue.add(key)
-        elif _pods.controller_ref(pod) is None and not _pods.is_pod_terminating(pod):
+        else:
             # An orphan (its StatefulSet deleted with --cascade=orphan): the sets that may
             # adopt it look again.
             sets = self.sts_informer.cache.by_index(NAMESPACE_INDEX, pod.metadata.namespace)
-            for sts in _pods.selecting(sets, pod.metadata.labels):
+            for sts in _pods.orphan_adopters(pod, sets):
                 self.queue.add(object_key(sts))
 
     async def reconcile(self, key: str) -> None:
@@ -353,33 +351,16 @@ class StatefulSetController(KeyedController):
             raise error
 
     async def _adopt_orphans(self, sts: apps_pb2.StatefulSet) -> bool:
-        """Kubernetes' ClaimPods for a StatefulSet: an orphan that the selector matches and
-        whose name is one of this set's ordinals (`<name>-N`) gets the set as its controller,
-        so a set made again after `delete --cascade=orphan` takes its pods back (and then
-        deletes those beyond spec.replicas). True when it adopted any."""
-        if _pods.selects_nothing(sts.spec.selector):
-            return False
-        try:
-            selector = _pods.selector_of(sts.spec.selector)
-        except SelectorError:
-            return False
-        any_adopted = False
-        for pod in self.pod_informer.cache.by_index(NAMESPACE_INDEX, sts.metadata.namespace):
-            if (
-                _pods.controller_ref(pod) is not None
-                or _pods.is_pod_terminating(pod)
-                or ordinal_of(sts, pod) is None
-                or not selector.matches(pod.metadata.labels)
-            ):
-                continue
-            new = _pods.adopted(pod, sts, api_version=API_VERSION, kind=KIND)
-            try:
-                await self.client.update(new)
-            except (NotFound, Conflict):
-                continue  # gone or changed: its event brings the set back
-            log.info("adopted pod", statefulset=object_key(sts), pod=pod.metadata.name)
-            any_adopted = True
-        return any_adopted
+        """An orphan the selector matches and whose name is one of this set's ordinals
+        (`<name>-N`) gets the set as its controller (and the plan then deletes those beyond
+        spec.replicas). True when it adopted any."""
+        return await self.pods.adopt_orphans(
+            sts,
+            self.pod_informer.cache.by_index(NAMESPACE_INDEX, sts.metadata.namespace),
+            api_version=API_VERSION,
+            kind=KIND,
+            may_adopt=lambda pod: ordinal_of(sts, pod) is not None,
+        )
 
     async def _apply(self, sts: apps_pb2.StatefulSet, p: Plan) -> BaseException | None:
         """Claims first (a pod never starts without its storage), then the pods; the first

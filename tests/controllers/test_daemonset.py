@@ -159,6 +159,36 @@ async def test_pods_follow_nodes_and_failed_or_extra_pods_are_replaced() -> None
     assert [q.metadata.name for q in cluster.objects(core_pb2.Pod)] == [again.metadata.name]
 
 
+async def test_a_daemon_set_made_again_adopts_its_orphaned_pods() -> None:
+    """`kubectl delete ds agent --cascade=orphan`, then the DaemonSet made again: it adopts
+    the pods (none is made twice, none deleted while its template is the same); a pod the
+    selector does not match stays an orphan."""
+    cluster = FakeCluster()
+    ctrl = make(cluster)
+    cluster.add(node("a"), node("b"), daemon_set())
+    await cluster.drain(ctrl)
+    cluster.kubelet()
+    await cluster.drain(ctrl)
+    before = {p.metadata.name for p in cluster.objects(core_pb2.Pod)}
+    cluster.client.objects.pop(("daemonsets", "default", "agent"))
+    # What the garbage collector's orphaning leaves: pods and revisions without owners.
+    for orphan in [*cluster.objects(core_pb2.Pod), *cluster.objects(apps_pb2.ControllerRevision)]:
+        del orphan.metadata.owner_references[:]
+        cluster.add(orphan)
+    stray = cluster.objects(core_pb2.Pod)[0]
+    stray.metadata.name, stray.metadata.labels["app"] = "other", "other"
+    cluster.add(stray)
+    again = daemon_set()
+    again.metadata.uid = "uid-ds-agent-again"
+    cluster.add(again)
+    await cluster.drain(ctrl)
+    owners = {p.metadata.name: [r.uid for r in p.metadata.owner_references]
+              for p in cluster.objects(core_pb2.Pod)}  # fmt: skip
+    assert owners == {"other": [], **{n: ["uid-ds-agent-again"] for n in before}}, owners
+    (revision,) = cluster.objects(apps_pb2.ControllerRevision)
+    assert [r.uid for r in revision.metadata.owner_references] == ["uid-ds-agent-again"]
+
+
 async def test_rolling_update_replaces_one_node_at_a_time() -> None:
     cluster = FakeCluster()
     ctrl = make(cluster)

@@ -150,13 +150,17 @@ async def test_a_name_taken_by_another_revision_bumps_the_collision_count() -> N
     ctl = DaemonSetController(cluster.ctx, clock=cluster.clock)
     ds = daemon_set()
     squatter = history.new_revision(ds, "DaemonSet", revision_hash(ds), 1)
-    del squatter.metadata.owner_references[:]  # an orphan holding the name
+    # Another owner's revision holding the name (an orphan the selector matches would be
+    # adopted instead: test_daemonset.py's adoption test).
+    squatter.metadata.owner_references[0].uid = "uid-of-another-daemonset"
     cluster.add(node("n1"), squatter, ds)
     await cluster.drain(ctl)
     got = cluster.objects(apps_pb2.DaemonSet)[0]
     assert got.status.collision_count == 1
     mine = [
-        cr for cr in cluster.objects(apps_pb2.ControllerRevision) if cr.metadata.owner_references
+        cr
+        for cr in cluster.objects(apps_pb2.ControllerRevision)
+        if cr.metadata.owner_references[0].uid == "uid-ds-agent"
     ]
     assert [cr.metadata.name for cr in mine] == [f"agent-{revision_hash(got)}"]
     assert cluster.objects(core_pb2.Pod)[0].metadata.labels[REVISION_HASH] == revision_hash(got)

@@ -211,9 +211,10 @@ async def test_a_set_made_again_adopts_its_orphaned_pods() -> None:
     cluster.add(stateful_set(3, claims=False))
     await bring_up(cluster, ctl, 3)
     cluster.client.objects.pop(("statefulsets", "default", "web"))
-    for pod in cluster.objects(core_pb2.Pod):
-        del pod.metadata.owner_references[:]
-        cluster.add(pod)
+    # What the garbage collector's orphaning leaves: pods and revisions without owners.
+    for orphan in [*cluster.objects(core_pb2.Pod), *cluster.objects(apps_pb2.ControllerRevision)]:
+        del orphan.metadata.owner_references[:]
+        cluster.add(orphan)
     stray = cluster.objects(core_pb2.Pod)[0]
     stray.metadata.name = "other-0"
     cluster.add(stray)
@@ -224,6 +225,8 @@ async def test_a_set_made_again_adopts_its_orphaned_pods() -> None:
     owners = {p.metadata.name: [r.uid for r in p.metadata.owner_references]
               for p in cluster.objects(core_pb2.Pod)}  # fmt: skip
     assert owners == {"other-0": [], "web-0": ["uid-sts-web-again"], "web-1": ["uid-sts-web-again"]}
+    (revision,) = cluster.objects(apps_pb2.ControllerRevision)
+    assert [r.uid for r in revision.metadata.owner_references] == ["uid-sts-web-again"]
 
 
 def test_defaults() -> None:

@@ -63,6 +63,27 @@ def test_rolling_update_history_and_undo(cluster: Cluster) -> None:
     assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
     cluster.kubectl("rollout", "undo", "ds/logger", "-n", "kube-system")
     until("the pod back at busybox:1.36", lambda: image() == "busybox:1.36")
+    # "Delete a DaemonSet with --cascade=orphan, then create a new one with the same
+    # selector: it adopts the existing pods" (the DaemonSet concept page); same template,
+    # so the pod stays as it is.
+    pod = _one(cluster, "name=logger")
+    assert pod is not None
+    cluster.kubectl("delete", "ds", "logger", "-n", "kube-system", "--cascade=orphan")
+
+    def owner() -> str:
+        got = _one(cluster, "name=logger")
+        refs = (got or {})["metadata"].get("ownerReferences", []) if got else []
+        return refs[0]["uid"] if refs else ""
+
+    until("the pod orphaned", lambda: owner() == "")
+    cluster.kubectl("apply", "-f", "-", stdin=BUSYBOX_DS)
+    uid = cluster.kubectl(
+        "get", "ds", "logger", "-n", "kube-system", "-o", "jsonpath={.metadata.uid}"
+    )
+    until("the pod adopted", lambda: owner() == uid)
+    cluster.kubectl("rollout", "status", "ds/logger", "-n", "kube-system", "--timeout=85s")
+    again = _one(cluster, "name=logger")
+    assert again is not None and again["metadata"]["uid"] == pod["metadata"]["uid"], again
     cluster.kubectl("delete", "ds", "logger", "-n", "kube-system")
 
 
