@@ -54,7 +54,7 @@ class Addresses:
         self._pods = self._claim(rng, "127.244.{}.0", range(200, 250))
         self._next_cluster = 0
         self._next_pod = 0
-        self._node_ports = rng.sample(range(30000, 32768), 40)
+        self._node_ports = rng.sample(range(30000, 32768), 120)  # room for `--count` loops
 
     def cluster_ip(self) -> str:
         self._next_cluster += 1
