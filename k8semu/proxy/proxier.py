@@ -167,10 +167,12 @@ class Proxier:
             log.info("stopped listening", address=str(addr))
         for addr in [a for a in self._bind.errors if a not in desired]:
             del self._bind.errors[addr]
+        # Before the first await below: a connection accepted meanwhile must find its
+        # listener's Frontend (one whose key changed has just been moved to draining).
+        for addr, listener in self._listeners.items():
+            listener.key = desired[addr]
         for addr, key in desired.items():
-            listener = self._listeners.get(addr)
-            if listener is not None:
-                listener.key = key
+            if addr in self._listeners:
                 continue
             try:
                 self._listeners[addr] = await self._listen(addr, key)

@@ -10,6 +10,8 @@ A Service port becomes one `PortRule` with the addresses to listen on and the re
   port — shared as well;
 - the NodePort (NodePort and LoadBalancer Services) on this node's IP only — exclusive.
 
+Shared addresses are listened on only while the rule has a ready endpoint (`rules_for`).
+
 Endpoints are matched to a Service port by name, as Kubernetes does: the Endpoints object
 already carries the resolved target port numbers (`subsets[].ports[].name == port.name`).
 """
@@ -145,9 +147,17 @@ def rules_for(
     Traffic policies: with `internalTrafficPolicy: Local` the ClusterIPs forward only to
     endpoints on this node (Endpoints `nodeName`); with `externalTrafficPolicy: Local` the
     NodePort, external and load-balancer IPs do. When the two sets differ, the external
-    addresses get a rule of their own (scope "external"). A load-balancer or external IP
-    under `Local` is only listened on by proxies that have a local endpoint: as a cloud load
-    balancer's health check would, the kernel then hands connections only to those.
+    addresses get a rule of their own (scope "external").
+
+    A shared address (ClusterIP, external, load-balancer IP: one SO_REUSEPORT listener for
+    all the host's proxies, the kernel handing each new connection to any of them) is only
+    listened on by a proxy that has a ready endpoint for it; its rule is kept, with the
+    NodePort only or no address at all. Otherwise a proxy that has not yet seen a new
+    Service's Endpoints (or has no local one under a `Local` policy) takes some of the
+    connections the others could serve and closes them: clients of a ready Service got
+    resets. With no endpoint anywhere nothing listens and connections are refused, as
+    kube-proxy's REJECT rule does. A NodePort is this node's alone: it stays bound (the
+    port stays reserved, and a taken one is reported) and closes what it accepts.
     """
     spec = svc.spec
     cluster_ips = [ip for ip in (spec.cluster_ip, *spec.cluster_ips) if _is_ipv4(ip)]
@@ -172,10 +182,9 @@ def rules_for(
         for ip in dict.fromkeys(cluster_ips):
             internal[(ip, port.port)] = ListenAddress(protocol, ip, port.port, True)
         external: dict[tuple[str, int], ListenAddress] = {}
-        if external_eps or not external_local:
-            for ip in dict.fromkeys(shared_ips):
-                if (ip, port.port) not in internal:
-                    external[(ip, port.port)] = ListenAddress(protocol, ip, port.port, True)
+        for ip in dict.fromkeys(shared_ips):
+            if (ip, port.port) not in internal:
+                external[(ip, port.port)] = ListenAddress(protocol, ip, port.port, True)
         if node_ports and 0 < port.node_port < 65536 and _is_ipv4(node_ip):
             external[(node_ip, port.node_port)] = ListenAddress(
                 protocol, node_ip, port.node_port, False
@@ -190,7 +199,8 @@ def rules_for(
             ]
         for rule_key, listen, endpoints in groups:
             if listen:  # none for a headless Service: DNS only
-                rules.append(PortRule(rule_key, tuple(listen.values()), endpoints, timeout))
+                held = tuple(a for a in listen.values() if endpoints or not a.shared)
+                rules.append(PortRule(rule_key, held, endpoints, timeout))
     return rules
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import random
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +33,28 @@ NODE_IPS = ("127.0.1.1", "127.0.1.2")
 HALF_OPEN_TIMEOUT = 2.0
 UDP_IDLE_TIMEOUT = 2.0
 DEADLINE = 60.0  # a wait on real processes beside busy test workers (tests/support/poll.py)
+# Addresses: what a module binds on its blocks' address .0 to claim them (unprivileged, and
+# above the usual ephemeral range: never a connection's source port).
+CLAIM_PORT = 65535
 
 
 class Addresses:
-    """Unique-per-module addresses and ports."""
+    """Unique-per-module addresses and ports: a block of ClusterIPs (127.96.X.*) and one of
+    pod IPs (127.244.Y.*) no other module on this host uses meanwhile, claimed by binding
+    their address .0 (never handed out) to `CLAIM_PORT` without SO_REUSEADDR until `close()`.
+    Picking at random only, two modules running at once (xdist workers, two test runs) shared
+    a block now and then: a backend's bind failed (address in use), or the proxies of both
+    shared a ClusterIP listener (SO_REUSEPORT) and one module's connections reached the
+    other's proxy."""
 
     def __init__(self) -> None:
         rng = random.Random()
-        self._cluster = rng.randrange(100, 250)
-        self._pods = rng.randrange(200, 250)
+        self._claims: list[socket.socket] = []
+        self._cluster = self._claim(rng, "127.96.{}.0", range(100, 250))
+        self._pods = self._claim(rng, "127.244.{}.0", range(200, 250))
         self._next_cluster = 0
         self._next_pod = 0
-        self._node_ports = rng.sample(range(30000, 32768), 40)
+        self._node_ports = rng.sample(range(30000, 32768), 120)  # room for `--count` loops
 
     def cluster_ip(self) -> str:
         self._next_cluster += 1
@@ -58,10 +70,33 @@ class Addresses:
     def node_port(self) -> int:
         return self._node_ports.pop()
 
+    def _claim(self, rng: random.Random, pattern: str, octets: range) -> int:
+        for octet in rng.sample(octets, len(octets)):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((pattern.format(octet), CLAIM_PORT))
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            self._claims.append(sock)
+            return octet
+        raise RuntimeError(f"every block {pattern.format('*')} is claimed by another module")
+
+    def close(self) -> None:
+        for sock in self._claims:
+            sock.close()
+        self._claims.clear()
+
 
 @pytest.fixture(scope="module")
-def addresses() -> Addresses:
-    return Addresses()
+def addresses() -> Iterator[Addresses]:
+    claimed = Addresses()
+    try:
+        yield claimed
+    finally:
+        claimed.close()
 
 
 class ProxyProcess(ComponentProcess):

@@ -229,6 +229,47 @@ async def test_session_affinity_client_ip(
         assert len(got) == 1, f"{source} went to {got}"
 
 
+async def test_cluster_ip_left_to_the_proxies_with_an_endpoint(
+    client: Client,
+    namespace: str,
+    addresses: Addresses,
+    backends: Backends,
+    live_proxies: list[ProxyProcess],
+) -> None:
+    """Both proxies share the ClusterIP's listener and the kernel hands each connection to
+    either: one without a ready endpoint must not hold it, or it closes (resets) connections
+    the other would serve. CI saw that when one proxy saw a new Service's Endpoints later
+    than the other; here node-2 has no endpoint for good (`internalTrafficPolicy: Local`,
+    every endpoint on node-1)."""
+    node1, node2 = live_proxies
+    ips = [addresses.pod_ip() for _ in range(2)]
+    for i, ip in enumerate(ips):
+        await backends.http(ip, 8080, f"web-{i}")
+    cip = addresses.cluster_ip()
+    svc = service(namespace, "web", cip, HTTP)
+    svc.spec.internal_traffic_policy = "Local"
+    await client.create(svc)
+    eps = endpoints(namespace, "web", ips, EP_HTTP)
+    for addr in eps.subsets[0].addresses:
+        addr.node_name = node1.node_name
+    await client.create(eps)
+
+    async def programmed() -> bool:
+        m1, m2 = await node1.metrics(namespace, "web"), await node2.metrics(namespace, "web")
+        return (
+            bool(m1.ports and m2.ports)
+            and m1.ports[0].ready_endpoints == 2
+            and f"{cip}:80" in m1.ports[0].listen
+        )
+
+    await eventually(programmed, what="node-1 serves the ClusterIP, node-2 knows the Service")
+    # Twenty connections (as many source ports): every one answered, none by node-2.
+    got = Counter([await http_get(cip, 80) for _ in range(20)])
+    assert sum(got.values()) == 20 and set(got) == {"web-0", "web-1"}
+    m2 = await node2.metrics(namespace, "web")
+    assert m2.ports[0].listen == [] and m2.ports[0].connections_total == 0
+
+
 async def test_refused_endpoint_is_skipped(
     client: Client,
     namespace: str,
@@ -334,13 +375,15 @@ async def test_bad_and_half_open_clients_are_closed(
     live_proxies: list[ProxyProcess],
 ) -> None:
     node1 = live_proxies[0]
-    # No endpoint: the connection is closed at once.
-    empty_ip = addresses.cluster_ip()
-    await client.create(service(namespace, "empty", empty_ip, HTTP))
+    # No endpoint: the node's own NodePort closes the connection at once; nothing listens on
+    # the ClusterIP, so it refuses (kube-proxy's REJECT).
+    empty_ip, empty_np = addresses.cluster_ip(), addresses.node_port()
+    ports = [{**HTTP[0], "nodePort": empty_np}]
+    await client.create(service(namespace, "empty", empty_ip, ports, type_="NodePort"))
     await client.create(endpoints(namespace, "empty", [], EP_HTTP))
 
     async def closed_at_once() -> bool:
-        r, w = await asyncio.open_connection(empty_ip, 80)
+        r, w = await asyncio.open_connection(node1.node_ip, empty_np)
         try:
             async with asyncio.timeout(2):
                 return await r.read() == b""
@@ -348,6 +391,9 @@ async def test_bad_and_half_open_clients_are_closed(
             w.close()
 
     await eventually(closed_at_once, what="no-endpoint connections are closed")
+    with pytest.raises(ConnectionRefusedError):
+        _, w = await asyncio.open_connection(empty_ip, 80)
+        w.close()
 
     # Garbage to an HTTP backend: its answer comes back, then the close.
     cip, _, _, _ = await _http_service(client, namespace, addresses, backends, count=1)

@@ -73,13 +73,38 @@ def test_node_port_binds_the_node_ip_and_load_balancer_its_ingress() -> None:
         {"clusterIP": "127.96.0.10", "type": "LoadBalancer", "ports": PORTS[:1]},
         {"loadBalancer": {"ingress": [{"ip": "127.100.0.5"}, {"hostname": "lb.example"}]}},
     )
-    (rule,) = rules_for(svc, None, node_ip="127.0.1.2")
+    (rule,) = rules_for(svc, _eps(SUBSETS), node_ip="127.0.1.2")
     assert set(rule.listen) == {
         ListenAddress("TCP", "127.96.0.10", 80, True),
         ListenAddress("TCP", "127.100.0.5", 80, True),
         ListenAddress("TCP", "127.0.1.2", 30080, False),
     }
-    assert rule.endpoints == ()
+    assert len(rule.endpoints) == 2
+
+
+def test_shared_addresses_only_with_a_ready_endpoint() -> None:
+    """A proxy without a ready endpoint leaves the ClusterIP and load-balancer listeners
+    (shared by the host's proxies) to those that have one; it keeps its own NodePort, and
+    the rule (its counters, the ingress's Frontend)."""
+    svc = _svc(
+        {"clusterIP": "127.96.0.10", "type": "LoadBalancer", "ports": PORTS[:1]},
+        {"loadBalancer": {"ingress": [{"ip": "127.100.0.5"}]}},
+    )
+    not_ready = [{**SUBSETS[0], "addresses": []}]
+    for eps in (None, _eps([]), _eps(not_ready)):
+        (rule,) = rules_for(svc, eps, node_ip="127.0.1.2")
+        assert rule.endpoints == ()
+        assert rule.listen == (ListenAddress("TCP", "127.0.1.2", 30080, False),)
+    cluster_ip_only = _svc({"clusterIP": "127.96.0.10", "ports": PORTS})
+    rules = rules_for(cluster_ip_only, None, node_ip="127.0.1.2")
+    assert [(r.key.port_name, r.listen) for r in rules] == [("http", ()), ("dns", ())]
+    # internalTrafficPolicy Local: only the proxies of nodes with an endpoint hold the
+    # ClusterIP, so the kernel hands its connections to those.
+    local = _svc({"clusterIP": "127.96.0.10", "ports": PORTS[:1], "internalTrafficPolicy": "Local"})
+    (here,) = rules_for(local, _eps(SUBSETS), node_ip="127.0.1.1", node_name="n1")
+    assert here.listen == (ListenAddress("TCP", "127.96.0.10", 80, True),)
+    (elsewhere,) = rules_for(local, _eps(SUBSETS), node_ip="127.0.1.2", node_name="n2")
+    assert elsewhere.listen == () and elsewhere.endpoints == ()
 
 
 def test_headless_and_bad_values_get_no_listener() -> None:
