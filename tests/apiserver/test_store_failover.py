@@ -125,3 +125,52 @@ async def test_writes_through_a_rolling_restart_of_the_store(tmp_path: Path) -> 
         unknown = ("etcdserver: leader changed", "CANCELLED", "timed out", "no answer in time")
         assert all(any(u in f for u in unknown) for f in failures), failures
         assert len(failures) * 10 < oks, (oks, failures)
+
+
+async def test_a_replica_that_stops_answering_holds_up_only_its_own_calls(tmp_path: Path) -> None:
+    """A follower frozen (SIGSTOP: connected, it answers nothing) under four writers: the
+    calls sent to it wait for their deadline and fail "no answer in time", and it is tried
+    last for a while; the writers do not all end up waiting on it in turn (round-robin alone
+    sent every writer's next call there: each waited out its deadline, and the writes went
+    at the pace of the deadline)."""
+    with K8semuStoreCluster(tmp_path / "c", 3) as cluster:
+        cluster.start()
+        leader = cluster.wait_ready(timeout=60)
+        frozen = next(n for n in cluster.members if n != leader)
+        store = Store(list(cluster.endpoints), deadline=5.0)
+        failures: list[str] = []
+        done = asyncio.Event()
+        ok = [0]
+
+        async def writer(w: int) -> None:
+            for n in itertools.count():
+                if done.is_set():
+                    return
+                try:
+                    await store.txn(_put(f"w{w}/{n}".encode(), b"v"))
+                    ok[0] += 1
+                except Unavailable as exc:
+                    failures.append(str(exc))
+
+        for n in range(len(cluster.endpoints)):
+            await store.txn(_put(b"warm%d" % n, b"v"))  # connected to each (round-robin)
+        cluster.pause(frozen)
+        writers = [asyncio.create_task(writer(w)) for w in range(4)]
+        try:
+            await until_written(ok, 300)
+        finally:
+            done.set()
+            await asyncio.gather(*writers)
+            await store.close()
+            cluster.resume(frozen)
+        assert all("no answer in time" in f for f in failures), failures
+        assert len(failures) * 10 < ok[0], (ok[0], failures)
+
+
+async def until_written(count: list[int], at_least: int) -> None:
+    """Until `count[0]` reaches `at_least` (no rate is asserted: a busy host writes slowly)."""
+    for _ in range(1200):
+        if count[0] >= at_least:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{count[0]} writes acknowledged, not {at_least}")
