@@ -472,7 +472,12 @@ class RaftNode:
         if self._conf_proposals:
             changes, self._conf_proposals = self._conf_proposals, []
             _propose_conf_changes(raft, changes)
-        if self._proposals and not raft.hold_proposals:
+        if self._proposals and not raft.hold_proposals and raft.leader != self.leader:
+            # The leader changed in this feed and the state machine has not heard yet: it
+            # fails the writes sent to the old leader then, and tells the held ones apart by
+            # `held_futures`, so they stay held until that is done (the next turn).
+            self._wake.set()
+        elif self._proposals and not raft.hold_proposals:
             # While the leader hands over (thesis 3.10) proposals wait for the new leader
             # instead of failing or being dropped there: the transfer takes a round trip or
             # aborts after an election timeout; the store's request timeout bounds the wait.
