@@ -473,9 +473,8 @@ class RaftNode:
             changes, self._conf_proposals = self._conf_proposals, []
             _propose_conf_changes(raft, changes)
         if self._proposals and not raft.hold_proposals and raft.leader != self.leader:
-            # The leader changed in this feed and the state machine has not heard yet: it
-            # fails the writes sent to the old leader then, and tells the held ones apart by
-            # `held_futures`, so they stay held until that is done (the next turn).
+            # A leader change the store has not heard of yet: held writes stay held (see
+            # held_futures) until it has failed those sent to the old leader (next turn).
             self._wake.set()
         elif self._proposals and not raft.hold_proposals:
             # While the leader hands over (thesis 3.10) proposals wait for the new leader
