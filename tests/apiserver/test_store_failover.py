@@ -93,30 +93,15 @@ async def test_writes_through_a_rolling_restart_of_the_store(tmp_path: Path) -> 
         cluster.start()
         cluster.wait_ready(timeout=60)
         store = Store(list(cluster.endpoints), deadline=10.0)
-        failures: list[str] = []
-        done = asyncio.Event()
-        ok = itertools.count()
-
-        async def writer(w: int) -> None:
-            for n in itertools.count():
-                if done.is_set():
-                    return
-                try:
-                    await store.txn(_put(f"w{w}/{n}".encode(), b"v"))
-                    next(ok)
-                except Unavailable as exc:
-                    failures.append(str(exc))
-
-        writers = [asyncio.create_task(writer(w)) for w in range(4)]
+        writers = _Writers(store, 4)
         try:
             for name in list(cluster.members):
                 await asyncio.to_thread(cluster.restart, name, 10.0)
                 await asyncio.to_thread(cluster.wait_ready, 60)
         finally:
-            done.set()
-            await asyncio.gather(*writers)
+            await writers.stop()
             await store.close()
-        oks = next(ok)
+        oks, failures = writers.ok, writers.failures
         assert oks > 50, (oks, failures)
         # Only writes whose outcome is unknown may fail (they are not resent): forwarded to
         # the old leader just before its followers heard of the transfer ("leader changed"),
@@ -138,39 +123,50 @@ async def test_a_replica_that_stops_answering_holds_up_only_its_own_calls(tmp_pa
         leader = cluster.wait_ready(timeout=60)
         frozen = next(n for n in cluster.members if n != leader)
         store = Store(list(cluster.endpoints), deadline=5.0)
-        failures: list[str] = []
-        done = asyncio.Event()
-        ok = [0]
-
-        async def writer(w: int) -> None:
-            for n in itertools.count():
-                if done.is_set():
-                    return
-                try:
-                    await store.txn(_put(f"w{w}/{n}".encode(), b"v"))
-                    ok[0] += 1
-                except Unavailable as exc:
-                    failures.append(str(exc))
-
         for n in range(len(cluster.endpoints)):
             await store.txn(_put(b"warm%d" % n, b"v"))  # connected to each (round-robin)
         cluster.pause(frozen)
-        writers = [asyncio.create_task(writer(w)) for w in range(4)]
+        writers = _Writers(store, 4)
         try:
-            await until_written(ok, 300)
+            await writers.until(300)
         finally:
-            done.set()
-            await asyncio.gather(*writers)
+            await writers.stop()
             await store.close()
             cluster.resume(frozen)
-        assert all("no answer in time" in f for f in failures), failures
-        assert len(failures) * 10 < ok[0], (ok[0], failures)
+        assert all("no answer in time" in f for f in writers.failures), writers.failures
+        assert len(writers.failures) * 10 < writers.ok, (writers.ok, writers.failures)
 
 
-async def until_written(count: list[int], at_least: int) -> None:
-    """Until `count[0]` reaches `at_least` (no rate is asserted: a busy host writes slowly)."""
-    for _ in range(1200):
-        if count[0] >= at_least:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{count[0]} writes acknowledged, not {at_least}")
+class _Writers:
+    """`count` tasks writing new keys through `store` until stopped; what was acknowledged
+    (`ok`) and the failures' texts."""
+
+    def __init__(self, store: Store, count: int) -> None:
+        self.store = store
+        self.ok = 0
+        self.failures: list[str] = []
+        self._done = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._write(w)) for w in range(count)]
+
+    async def _write(self, w: int) -> None:
+        for n in itertools.count():
+            if self._done.is_set():
+                return
+            try:
+                await self.store.txn(_put(f"w{w}/{n}".encode(), b"v"))
+                self.ok += 1
+            except Unavailable as exc:
+                self.failures.append(str(exc))
+
+    async def until(self, at_least: int) -> None:
+        """Until `at_least` writes are acknowledged (no rate is asserted: a busy host writes
+        slowly)."""
+        for _ in range(1200):
+            if self.ok >= at_least:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.ok} writes acknowledged, not {at_least}")
+
+    async def stop(self) -> None:
+        self._done.set()
+        await asyncio.gather(*self._tasks)
