@@ -3,12 +3,13 @@
 Works against `k8semu store` and a real etcd 3.4 alike. Every call has a deadline. A call
 answered UNAVAILABLE moves to another store endpoint: reads always, writes only when the store
 cannot have applied them (not connected, "no leader"); a write that may have happened (timed
-out, "leader changed") is never resent. gRPC errors from the store are translated here into
-apiserver errors, so the servicer never sees an AioRpcError: compaction becomes Gone, a full
-store (etcd's NOSPACE alarm) StorageFull, the rest Unavailable. With an encryption
-configuration (`encryption.py`) the values of the resources it lists are sealed here on their
-way to the store and opened here on their way back, so nothing above sees ciphertext and the
-store sees nothing else.
+out, "leader changed") is never resent. Each call goes to the endpoint with the fewest calls
+in flight, so a replica that stops answering holds up the calls it has, not every caller.
+gRPC errors from the store are translated here into apiserver errors, so the servicer never
+sees an AioRpcError: compaction becomes Gone, a full store (etcd's NOSPACE alarm)
+StorageFull, the rest Unavailable. With an encryption configuration (`encryption.py`) the
+values of the resources it lists are sealed here on their way to the store and opened here on
+their way back, so nothing above sees ciphertext and the store sees nothing else.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ log = get_logger(__name__)
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 # At most this many endpoints are tried per call (all of a 3-replica store).
 _MAX_TRIES = 3
-# An endpoint that answered UNAVAILABLE is tried last for this long (a restart, an election).
+# An endpoint that answered UNAVAILABLE, or not at all in time, is tried last for this long
+# (a restart, an election, a replica that stopped answering).
 AVOID_FAILED_ENDPOINT_S = 2.0
 # etcd's text (ErrGRPCNoLeader): the replica refused before proposing.
 NO_LEADER = "etcdserver: no leader"
@@ -92,6 +94,8 @@ class Store:
         self._next = 0
         # Per endpoint: until when (monotonic) it is tried last, after it answered UNAVAILABLE.
         self._avoid_until = [0.0] * len(self.endpoints)
+        # Per endpoint: calls sent and not answered yet.
+        self._in_flight = [0] * len(self.endpoints)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -99,16 +103,20 @@ class Store:
             await ch.close()
 
     def _order(self) -> list[int]:
-        """Endpoints to try, in order: round-robin from the next one, those that failed
-        recently last. A lone endpoint is tried twice (a retry is all there is to do)."""
+        """Endpoints to try, in order: those with the fewest calls in flight first, ties in
+        round-robin order from the next one, those that failed recently last. A lone endpoint
+        is tried twice (a retry is all there is to do)."""
         n = len(self._kvs)
         start = self._next
         self._next = (start + 1) % n
         ring = [(start + i) % n for i in range(n)]
         now = time.monotonic()
-        # Stable sort: healthy endpoints keep the ring order; those that failed come last, the
-        # most recent failure last of all (when all failed lately, a dead one is tried last).
-        order = sorted(ring, key=lambda i: max(self._avoid_until[i], now))
+        # Stable sort: those that failed come last, the most recent failure last of all (when
+        # all failed lately, a dead one is tried last). Among the others the least busy comes
+        # first: round-robin alone sends every caller in turn to a replica that holds its calls
+        # (one starting up, catching up, or stalled), and callers that wait for their answer
+        # before the next call then all end up waiting there, the others idle.
+        order = sorted(ring, key=lambda i: (max(self._avoid_until[i], now), self._in_flight[i]))
         return order[:_MAX_TRIES] if n > 1 else order * 2
 
     async def _unary(
@@ -121,6 +129,7 @@ class Store:
         loop_deadline = time.monotonic() + self.deadline
         for n, i in enumerate(order):
             remaining = loop_deadline - time.monotonic()
+            self._in_flight[i] += 1
             try:
                 # The generated stubs are typed as if synchronous; aio stubs return calls.
                 return await call(self._kvs[i], max(remaining, 0.001))
@@ -128,6 +137,10 @@ class Store:
                 # CANCELLED: the replica stopped while serving the call (its gRPC server's
                 # grace ran out); safe to resend for reads only.
                 code = exc.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    # No answer in time (a write's outcome is unknown: not resent); the
+                    # replica is tried last for a while rather than holding the next calls.
+                    self._avoid_until[i] = time.monotonic() + AVOID_FAILED_ENDPOINT_S
                 if code not in _RETRYABLE and not (read and code == grpc.StatusCode.CANCELLED):
                     raise translate(exc, what) from None
                 self._avoid_until[i] = time.monotonic() + AVOID_FAILED_ENDPOINT_S
@@ -140,6 +153,8 @@ class Store:
                     endpoint=self.endpoints[i],
                     error=exc.details(),
                 )
+            finally:
+                self._in_flight[i] -= 1
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:

@@ -9,7 +9,8 @@ The procedure etcd documents for a failed member, done on a running cluster:
 2. the old member is removed from the membership (``MemberRemove``; a process of it still
    running stops by itself once removed) and a new one is added with the same peer URL
    (``MemberAdd``: a new member id), retrying while the cluster is "unhealthy" (etcd's
-   strict check: every member connected for 5 s);
+   strict check: every member connected for 5 s); then this waits until every other member
+   lists the new member (the new process joins by asking any of them);
 3. the supervisor restarts the replica (``k8semu.cluster.rolling``), and this waits until it
    serves and has caught up with the leader (by snapshot when the leader's log no longer
    reaches back to it).
@@ -40,6 +41,7 @@ __all__ = ["Replaced", "StoreMembers", "replace_replica"]
 
 RPC_TIMEOUT_S = 5.0
 RETRY_S = 0.5
+POLL_S = 0.05
 UNHEALTHY = "etcdserver: unhealthy cluster"
 
 
@@ -79,6 +81,7 @@ def replace_replica(
     try:
         old_id = members.remove(name, peer_url)
         new_id = members.add(peer_url)
+        members.wait_listed(new_id, old_id)
     finally:
         probes.close()
     if old_id:
@@ -141,6 +144,32 @@ class StoreMembers:
                 return int(member.ID)
         added = self.call("MemberAdd", rpc_pb2.MemberAddRequest(peerURLs=[peer_url]))
         return int(added.member.ID)
+
+    def wait_listed(self, new_id: int, gone_id: int) -> None:
+        """Until every other member that answers lists ``new_id`` and not ``gone_id``.
+
+        The new process asks whichever member answers first for the membership it joins; one
+        that has not applied the change yet (a follower applies after the leader) would tell
+        it that no member has its peer URL, or that its old self already started, and it
+        would exit: seen as "exited after its restart" on a busy host."""
+        for endpoint in self._endpoints:
+            stub = rpc_pb2_grpc.ClusterStub(self._probes.channel(endpoint))
+            while True:
+                try:
+                    listed = stub.MemberList(rpc_pb2.MemberListRequest(), timeout=RPC_TIMEOUT_S)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                        break  # down: the new process cannot ask it either
+                else:
+                    ids = {m.ID for m in listed.members}
+                    if new_id in ids and gone_id not in ids:
+                        break
+                if time.monotonic() >= self.deadline:
+                    raise ClusterError(
+                        f"{endpoint} does not list the new member {new_id:x} yet (or still"
+                        f" lists the removed {gone_id:x}); run the command again"
+                    )
+                time.sleep(POLL_S)
 
     def call(self, method: str, request: object, *, also_retry: str = "") -> Any:
         """Ask each replica in turn until one answers; again while the cluster is unhealthy

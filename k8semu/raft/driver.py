@@ -474,7 +474,11 @@ class RaftNode:
         if self._conf_proposals:
             changes, self._conf_proposals = self._conf_proposals, []
             _propose_conf_changes(raft, changes)
-        if self._proposals and not raft.hold_proposals:
+        if self._proposals and not raft.hold_proposals and raft.leader != self.leader:
+            # A leader change the store has not heard of yet: held writes stay held (see
+            # held_futures) until it has failed those sent to the old leader (next turn).
+            self._wake.set()
+        elif self._proposals and not raft.hold_proposals:
             # While the leader hands over (thesis 3.10) proposals wait for the new leader
             # instead of failing or being dropped there: the transfer takes a round trip or
             # aborts after an election timeout; the store's request timeout bounds the wait.

@@ -153,16 +153,21 @@ class StoreServer:
         )
         store_metrics.REPLICA.track(self)
         peer_transport = await self._bind_peer_port()
-        self._bind_client_port()
         await self.node.start(peer_transport)
         self._removed = asyncio.get_running_loop().create_future()
         self._apply_members(self.node.members)
         self.node.on_members = self._apply_members
-        assert self._peer_server is not None and self._client_server is not None
+        assert self._peer_server is not None
         await self._peer_server.start()
+        # The client port is bound only now: gRPC listens from the bind on, and a connection
+        # made before the server starts holds its calls (up to the client's connect timeout)
+        # instead of being refused, which clients fail over from at once (a restart under
+        # writers had them all waiting on the restarted replica).
+        self._bind_client_port()
+        assert self._client_server is not None
         await self._client_server.start()
         self._start_background_tasks()
-        await self._set_health(False)
+        await self._set_health(self.node.leader != 0)
         log.info(
             "store replica serving",
             member=f"{cfg.member_id:x}",

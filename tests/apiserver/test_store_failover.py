@@ -93,30 +93,15 @@ async def test_writes_through_a_rolling_restart_of_the_store(tmp_path: Path) -> 
         cluster.start()
         cluster.wait_ready(timeout=60)
         store = Store(list(cluster.endpoints), deadline=10.0)
-        failures: list[str] = []
-        done = asyncio.Event()
-        ok = itertools.count()
-
-        async def writer(w: int) -> None:
-            for n in itertools.count():
-                if done.is_set():
-                    return
-                try:
-                    await store.txn(_put(f"w{w}/{n}".encode(), b"v"))
-                    next(ok)
-                except Unavailable as exc:
-                    failures.append(str(exc))
-
-        writers = [asyncio.create_task(writer(w)) for w in range(4)]
+        writers = _Writers(store, 4)
         try:
             for name in list(cluster.members):
                 await asyncio.to_thread(cluster.restart, name, 10.0)
                 await asyncio.to_thread(cluster.wait_ready, 60)
         finally:
-            done.set()
-            await asyncio.gather(*writers)
+            await writers.stop()
             await store.close()
-        oks = next(ok)
+        oks, failures = writers.ok, writers.failures
         assert oks > 50, (oks, failures)
         # Only writes whose outcome is unknown may fail (they are not resent): forwarded to
         # the old leader just before its followers heard of the transfer ("leader changed"),
@@ -125,3 +110,63 @@ async def test_writes_through_a_rolling_restart_of_the_store(tmp_path: Path) -> 
         unknown = ("etcdserver: leader changed", "CANCELLED", "timed out", "no answer in time")
         assert all(any(u in f for u in unknown) for f in failures), failures
         assert len(failures) * 10 < oks, (oks, failures)
+
+
+async def test_a_replica_that_stops_answering_holds_up_only_its_own_calls(tmp_path: Path) -> None:
+    """A follower frozen (SIGSTOP: connected, it answers nothing) under four writers: the
+    calls sent to it wait for their deadline and fail "no answer in time", and it is tried
+    last for a while; the writers do not all end up waiting on it in turn (round-robin alone
+    sent every writer's next call there: each waited out its deadline, and the writes went
+    at the pace of the deadline)."""
+    with K8semuStoreCluster(tmp_path / "c", 3) as cluster:
+        cluster.start()
+        leader = cluster.wait_ready(timeout=60)
+        frozen = next(n for n in cluster.members if n != leader)
+        store = Store(list(cluster.endpoints), deadline=5.0)
+        for n in range(len(cluster.endpoints)):
+            await store.txn(_put(b"warm%d" % n, b"v"))  # connected to each (round-robin)
+        cluster.pause(frozen)
+        writers = _Writers(store, 4)
+        try:
+            await writers.until(300)
+        finally:
+            await writers.stop()
+            await store.close()
+            cluster.resume(frozen)
+        assert all("no answer in time" in f for f in writers.failures), writers.failures
+        assert len(writers.failures) * 10 < writers.ok, (writers.ok, writers.failures)
+
+
+class _Writers:
+    """`count` tasks writing new keys through `store` until stopped; what was acknowledged
+    (`ok`) and the failures' texts."""
+
+    def __init__(self, store: Store, count: int) -> None:
+        self.store = store
+        self.ok = 0
+        self.failures: list[str] = []
+        self._done = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._write(w)) for w in range(count)]
+
+    async def _write(self, w: int) -> None:
+        for n in itertools.count():
+            if self._done.is_set():
+                return
+            try:
+                await self.store.txn(_put(f"w{w}/{n}".encode(), b"v"))
+                self.ok += 1
+            except Unavailable as exc:
+                self.failures.append(str(exc))
+
+    async def until(self, at_least: int) -> None:
+        """Until `at_least` writes are acknowledged (no rate is asserted: a busy host writes
+        slowly)."""
+        for _ in range(1200):
+            if self.ok >= at_least:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.ok} writes acknowledged, not {at_least}")
+
+    async def stop(self) -> None:
+        self._done.set()
+        await asyncio.gather(*self._tasks)
