@@ -706,8 +706,7 @@ class RaftNode:
             raft.compact(upto)
         if self._unrecorded_snapshot:
             self._unrecorded_snapshot = False
-            # Only older ones: a newer file is a leader's snapshot received and waiting for
-            # the loop to install it.
+            # Only older ones: a newer one is the leader's, received, waiting to be installed.
             for old in self._snap_dir.glob("*.snap"):
                 if _snapshot_index(old) < meta.index:
                     old.unlink(missing_ok=True)
