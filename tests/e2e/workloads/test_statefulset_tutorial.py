@@ -35,8 +35,14 @@ def _all_ready(c: Cluster, names: list[str]) -> dict[str, Any] | None:
 
 
 def _image(c: Cluster, pod: str) -> str:
+    """The pod's image; "" while there is no such pod (a rolling update deletes a pod before
+    it makes it again under the same name: a poll can fall between the two)."""
     template = "{{range $i, $c := .spec.containers}}{{$c.image}}{{end}}"
-    return c.kubectl("get", "pod", pod, "--template", template)
+    got = c.run("get", "pod", pod, "--template", template)
+    if got.returncode != 0:
+        assert "NotFound" in got.stderr, got.stderr
+        return ""
+    return got.stdout
 
 
 def test_pods_come_up_in_order_with_their_claims(cluster: Cluster) -> None:
