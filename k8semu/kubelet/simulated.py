@@ -35,7 +35,9 @@ from k8semu.kubelet.runtime import (
     Launch,
     PodRuns,
     PodSetup,
+    Projection,
     RecoveredPod,
+    RunAs,
     Spawned,
     Usage,
     UsageSnapshot,
@@ -88,6 +90,9 @@ class SimulatedRuntime:
 
     async def prepare_pod(self, pod: PodSetup) -> None:
         return None  # no directory, no files: nothing runs
+
+    async def project(self, uid: str, projections: Sequence[Projection], run_as: RunAs) -> None:
+        return None
 
     async def start(self, launch: Launch) -> ContainerHandle:
         if self.start_delay > 0:
