@@ -55,7 +55,7 @@ from k8semu.kubelet.runtime import (
     Runtime,
     StartError,
 )
-from k8semu.kubelet.volumes import volume_files
+from k8semu.kubelet.volumes import refreshed_mounts, volume_files
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 
@@ -757,7 +757,9 @@ async def _refresh_volumes(worker: PodWorker, now: float) -> None:
     """Write again the running containers' volumes whose objects changed (kubelet/
     refresh.py), when due; then wake up for the next time."""
     running = [(rec.spec, rec.where) for rec in worker.records.values() if rec.handle is not None]
-    if not running or worker._terminating or worker._evicted:
+    if not any(refreshed_mounts(worker.pod, spec) for spec, _ in running):
+        return  # nothing of the kind, or nothing running: no wake-ups for it
+    if worker._terminating or worker._evicted:
         return
     if worker.host.runtime.name != "process":
         return  # hollow nodes write no files: nothing to read the objects for

@@ -199,10 +199,11 @@ def write(mount: int, files: Mapping[str, Entry]) -> bool:
     """Make the directory `mount` show exactly `files` (paths from `clean_path`); False when
     it already did (nothing written). Keeps the version it replaces, removes older ones."""
     wanted = _owned(files)
-    if current_files(mount) == wanted:
+    now = current_files(mount)
+    if now == wanted:
         return False
     old = _current(mount)
-    old_tops = set(current_files(mount) or {}) if old else set()
+    old_tops = set(now or {})
     name = _write_version(mount, wanted)
     tops = {p.split("/", 1)[0] for p in wanted}
     for top in sorted(tops):

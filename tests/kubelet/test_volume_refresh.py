@@ -295,3 +295,38 @@ async def test_a_running_pod_sees_its_config_map_change_atomically(
         await eventually(lambda: "SAW C" in log_text(), what="kubectl's edit reaches the pod")
     text = log_text()
     assert "TORN" not in text and "MISSING" not in text and "SAW ?" not in text, text[-2000:]
+
+
+async def test_a_secret_volume_follows_its_secret_across_a_kubelet_restart(
+    client: Client, namespace: str, kubelets: Callable[..., KubeletProcess]
+) -> None:
+    """An adopted pod's refresh writes its Secret's files as its own user's again (0400):
+    the kubelet takes the pod's user from pod.json, not from a container start."""
+    k = kubelets("--sync-frequency", "1s")
+    secret = core_pb2.Secret(api_version="v1", kind="Secret")
+    secret.metadata.name, secret.metadata.namespace = "creds", namespace
+    secret.data["password"] = b"one"
+    await client.create(secret)
+    loop = "while :; do cat etc/creds/password; echo; sleep 0.1; done"
+    pod = make_pod(namespace, "holder", k.name, ["sh", "-c", loop])
+    pod.spec.volumes.add(name="creds").secret.secret_name = "creds"
+    pod.spec.containers[0].volume_mounts.add(name="creds", mount_path="/etc/creds")
+    await client.create(pod)
+
+    def log_text() -> str:
+        logs = list((k.root / "pods").glob("*/main/0.log"))
+        return read_plain(logs[0]).decode() if logs else ""
+
+    await eventually(lambda: "one\n" in log_text(), what="the pod reads its secret")
+    k.kill()
+    k.start()
+    secret = await client.get(core_pb2.Secret, "creds", namespace=namespace)
+    secret.data["password"] = b"two"
+    await client.update(secret)
+    await eventually(lambda: "two\n" in log_text(), what="the adopted pod reads the new secret")
+    path = next((k.root / "pods").glob("*/etc/creds/password"))
+    pod_dir = path.parent.parent.parent  # root's, with the pod user's group (its uid's number)
+    st = path.stat()
+    owner = pod_dir.stat().st_gid if os.geteuid() == 0 else os.geteuid()
+    assert stat.S_IMODE(st.st_mode) == 0o400 and st.st_uid == owner
+    assert "Permission denied" not in log_text()
