@@ -314,10 +314,9 @@ class ProcessRuntime:
                     if projection.write(fd, files):
                         log.info("volume written", pod=uid, path=proj.path, files=len(files))
             except (projection.ProjectionError, OSError) as exc:
-                log.warning("volume not written", pod=uid, path=proj.path, error=str(exc))
-                failed = failed or StartError(
-                    "CreateContainerConfigError", f"volume path {proj.path!r}: {exc}"
-                )
+                why = f"volume path {proj.path!r}: {exc}"
+                log.warning("volume not written", pod=uid, error=why)
+                failed = failed or StartError("CreateContainerConfigError", why)
         if failed is not None:
             raise failed
 

@@ -53,9 +53,9 @@ def clean_path(path: str) -> str:
     norm = posixpath.normpath(path) if path else ""
     parts = norm.split("/")
     if not path or path.startswith("/") or norm in (".", "") or ".." in parts:
-        raise ProjectionError(f"invalid path {path!r}: must be relative, without '..'")
+        raise ProjectionError(f"item path {path!r}: must be relative, without '..'")
     if parts[0].startswith(".."):
-        raise ProjectionError(f"invalid path {path!r}: must not start with '..'")
+        raise ProjectionError(f"item path {path!r}: must not start with '..'")
     return norm
 
 
@@ -67,7 +67,7 @@ def open_dir(base: str, rel: str, owner: tuple[int, int] | None) -> Iterator[int
     volumes. ProjectionError on a link or a file on the way, or for `base` itself."""
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if not parts or ".." in parts:
-        raise ProjectionError(f"volume path {rel!r}: must be a directory inside the pod dir")
+        raise ProjectionError("must be a directory inside the pod dir")
     fd = os.open(base, _DIR)
     try:
         for i, part in enumerate(parts):
@@ -78,7 +78,7 @@ def open_dir(base: str, rel: str, owner: tuple[int, int] | None) -> Iterator[int
             try:
                 nxt = os.open(part, _DIR, dir_fd=fd)
             except OSError as exc:  # ELOOP (a link), ENOTDIR (a file)
-                raise ProjectionError(f"volume path {rel!r}: {part!r} is not a directory") from exc
+                raise ProjectionError(f"{part!r} is not a directory (a link?)") from exc
             os.close(fd)
             fd = nxt
         st = os.fstat(fd)
