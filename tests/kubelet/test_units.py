@@ -295,6 +295,11 @@ def test_kubelet_cli_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> No
     assert "--count (a pool of hollow nodes) needs --runtime simulated" in capsys.readouterr().err
     assert cli.main(["--node-name", "n", "--reserved", "gpu=1"]) == 2
     assert "--reserved: gpu: not in --capacity" in capsys.readouterr().err
+    assert cli.main(["--node-name", "n", "--sync-frequency", "0s"]) == 2
+    assert "--sync-frequency: must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's own error for a duration it cannot read
+        cli.main(["--node-name", "n", "--sync-frequency", "often"])
+    assert "--sync-frequency" in capsys.readouterr().err
 
 
 # ---- volumes and logs ----
