@@ -35,9 +35,7 @@ from k8semu.kubelet.runtime import (
     Launch,
     PodRuns,
     PodSetup,
-    Projection,
     RecoveredPod,
-    RunAs,
     Spawned,
     Usage,
     UsageSnapshot,
@@ -91,8 +89,8 @@ class SimulatedRuntime:
     async def prepare_pod(self, pod: PodSetup) -> None:
         return None  # no directory, no files: nothing runs
 
-    async def project(self, uid: str, projections: Sequence[Projection], run_as: RunAs) -> None:
-        return None
+    async def project(self, uid: str, projections: Sequence[object], run_as: object) -> None:
+        return None  # no files
 
     async def start(self, launch: Launch) -> ContainerHandle:
         if self.start_delay > 0:
