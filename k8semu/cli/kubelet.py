@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     _flags.add_duration(p, "--node-lease-renew-interval", cfg.DEFAULT_LEASE_RENEW_INTERVAL)
     _flags.add_duration(p, "--node-status-update-frequency", cfg.DEFAULT_STATUS_UPDATE_FREQUENCY)
     _flags.add_duration(p, "--max-container-backoff", cfg.DEFAULT_MAX_CONTAINER_BACKOFF)
+    _flags.add_duration(
+        p,
+        "--sync-frequency",
+        cfg.DEFAULT_SYNC_FREQUENCY,
+        "the most a change of a ConfigMap or Secret waits before a running pod's volume shows it",
+    )
     _flags.add_duration(p, "--simulated-start-delay", 0.0)
     p.add_argument("--pod-cidr", default="", help="used when the Node gets no spec.podCIDR")
     _flags.add_duration(
@@ -120,6 +126,7 @@ def build_configs(ns: argparse.Namespace) -> list[cfg.KubeletConfig]:
         lease_renew_interval=ns.node_lease_renew_interval,
         status_update_frequency=ns.node_status_update_frequency,
         max_container_backoff=ns.max_container_backoff,
+        sync_frequency=ns.sync_frequency,
         simulated_start_delay=ns.simulated_start_delay,
         pod_cidr=ns.pod_cidr,
         pod_cidr_wait=ns.pod_cidr_wait,

@@ -21,6 +21,9 @@ DEFAULT_LEASE_DURATION = 4.0  # seconds (Kubernetes: 40)
 DEFAULT_LEASE_RENEW_INTERVAL = 1.0  # seconds (Kubernetes: a quarter of the duration, 10)
 DEFAULT_STATUS_UPDATE_FREQUENCY = 2.0  # seconds (Kubernetes: 10)
 DEFAULT_MAX_CONTAINER_BACKOFF = 20.0  # seconds (Kubernetes: 300)
+# How often a running pod's configMap/secret/downwardAPI/projected volumes are read again
+# (kubelet/refresh.py), so the most a change waits before its files show it (Kubernetes: 60).
+DEFAULT_SYNC_FREQUENCY = 10.0
 DEFAULT_POD_CIDR_WAIT = 5.0  # seconds to wait for the node IPAM controller's podCIDR
 DEFAULT_EXEC_TIMEOUT = 60.0
 KUBELET_PORT = 10250
@@ -55,6 +58,7 @@ class KubeletConfig:
     lease_renew_interval: float = DEFAULT_LEASE_RENEW_INTERVAL
     status_update_frequency: float = DEFAULT_STATUS_UPDATE_FREQUENCY
     max_container_backoff: float = DEFAULT_MAX_CONTAINER_BACKOFF
+    sync_frequency: float = DEFAULT_SYNC_FREQUENCY
     initial_container_backoff: float = 1.0
     simulated_start_delay: float = 0.0
     pod_cidr: str = ""  # used when the node has no spec.podCIDR after pod_cidr_wait
@@ -79,6 +83,7 @@ class KubeletConfig:
             ("--node-lease-renew-interval", self.lease_renew_interval),
             ("--node-status-update-frequency", self.status_update_frequency),
             ("--max-container-backoff", self.max_container_backoff),
+            ("--sync-frequency", self.sync_frequency),
         ):
             if not value > 0:
                 raise ConfigError(f"{flag}: must be > 0, got {value}")

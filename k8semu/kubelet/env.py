@@ -282,8 +282,7 @@ def _value_from(
 
 def referenced_names(pod: core_pb2.Pod) -> tuple[set[str], set[str]]:
     """The ConfigMap and Secret names the pod's env, envFrom and volumes refer to."""
-    cms: set[str] = set()
-    secrets: set[str] = set()
+    cms, secrets = volume_object_names(pod)
     for c in [*pod.spec.init_containers, *pod.spec.containers]:
         for source in c.env_from:
             if source.HasField("config_map_ref"):
@@ -295,6 +294,13 @@ def referenced_names(pod: core_pb2.Pod) -> tuple[set[str], set[str]]:
                 cms.add(var.value_from.config_map_key_ref.name)
             if var.value_from.HasField("secret_key_ref"):
                 secrets.add(var.value_from.secret_key_ref.name)
+    return cms, secrets
+
+
+def volume_object_names(pod: core_pb2.Pod) -> tuple[set[str], set[str]]:
+    """The ConfigMap and Secret names the pod's volumes refer to."""
+    cms: set[str] = set()
+    secrets: set[str] = set()
     for vol in pod.spec.volumes:
         if vol.HasField("config_map"):
             cms.add(vol.config_map.name)

@@ -39,7 +39,7 @@ from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, referenced_names
 from k8semu.kubelet.ipam import FALLBACK_POD_IP, PodIPAllocator
 from k8semu.kubelet.podworker import PodWorker
-from k8semu.kubelet.runtime import RecoveredPod, Runtime, VolumeFile
+from k8semu.kubelet.runtime import Projection, RecoveredPod, Runtime
 from k8semu.kubelet.satoken import TokenMounter
 from k8semu.kubelet.volumes import (
     LOCAL_STORAGE_DIR_ANNOTATION,
@@ -378,9 +378,11 @@ class NodeAgent:
             allocator.release(uid)
 
     async def lookup_refs(
-        self, pod: core_pb2.Pod
+        self, pod: core_pb2.Pod, names: tuple[set[str], set[str]] | None = None
     ) -> tuple[dict[str, core_pb2.ConfigMap], dict[str, core_pb2.Secret]]:
-        cm_names, secret_names = referenced_names(pod)
+        """The ConfigMaps and Secrets `pod` refers to (or those `names`), as they are now;
+        a missing one is left out."""
+        cm_names, secret_names = referenced_names(pod) if names is None else names
         ns = pod.metadata.namespace
         config_maps: dict[str, core_pb2.ConfigMap] = {}
         secrets: dict[str, core_pb2.Secret] = {}
@@ -422,9 +424,9 @@ class NodeAgent:
     def services(self) -> list[core_pb2.Service]:
         return self._services()
 
-    async def token_files(self, pod: core_pb2.Pod) -> list[VolumeFile]:
-        """The ServiceAccount token mount's files (kubelet/satoken.py)."""
-        return await self.tokens.files(pod)
+    async def token_projections(self, pod: core_pb2.Pod) -> list[Projection]:
+        """The ServiceAccount token mount (kubelet/satoken.py)."""
+        return await self.tokens.projections(pod)
 
     def base_env(self) -> dict[str, str]:
         return dict(self._base_env)

@@ -42,19 +42,20 @@ from k8semu.kubelet.podstatus import (
     terminated,
 )
 from k8semu.kubelet.probes import ProbeKind, ProbeTiming, ProbeTracker, run_probe
+from k8semu.kubelet.refresh import VolumeRefresh
 from k8semu.kubelet.runtime import (
     ContainerHandle,
     ExitInfo,
     Launch,
     PodSetup,
+    Projection,
     RecoveredPod,
     Resources,
     RunAs,
     Runtime,
     StartError,
-    VolumeFile,
 )
-from k8semu.kubelet.volumes import volume_files
+from k8semu.kubelet.volumes import refreshed_mounts, volume_files
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 
@@ -80,10 +81,10 @@ class PodHost(Protocol):
     async def pod_ip_for(self, pod: core_pb2.Pod, recovered_ip: str) -> str: ...
     def release_ip(self, uid: str) -> None: ...
     async def lookup_refs(
-        self, pod: core_pb2.Pod
+        self, pod: core_pb2.Pod, names: tuple[set[str], set[str]] | None = None
     ) -> tuple[dict[str, core_pb2.ConfigMap], dict[str, core_pb2.Secret]]: ...
     async def claim_dirs(self, pod: core_pb2.Pod) -> dict[str, str]: ...
-    async def token_files(self, pod: core_pb2.Pod) -> list[VolumeFile]: ...
+    async def token_projections(self, pod: core_pb2.Pod) -> list[Projection]: ...
     def services(self) -> list[core_pb2.Service]: ...
     def base_env(self) -> dict[str, str]: ...
     def resolve_image(
@@ -122,6 +123,7 @@ class PodWorker:
         self._start_time = pod.status.start_time if pod.status.HasField("start_time") else None
         self._conditions = PodConditions(pod.status.conditions)
         cfg = host.config
+        self._volumes = VolumeRefresh(cfg.sync_frequency, self.uid, self._loop.time())
         self.records: dict[str, ContainerRecord] = {}
         self.inits: list[ContainerRecord] = []
         self.containers: list[ContainerRecord] = []
@@ -272,6 +274,7 @@ class PodWorker:
                     continue
                 await self._maybe_start(rec, now)
         await _check_size_limits(self)
+        await _refresh_volumes(self, now)
         await self._report()
         if _finished(self):
             await _end_sandbox(self)
@@ -309,16 +312,11 @@ class PodWorker:
         prepared = await self._prepare(rec)
         if prepared is None:
             return
-        launch, files = prepared
+        launch, setup = prepared
         rec.env = dict(launch.env)
         runtime = self.host.runtime
         try:
-            await runtime.prepare_pod(
-                PodSetup(
-                    uid=self.uid, namespace=self.namespace, name=self.name, pod_ip=self.pod_ip,
-                    files=files, run_as=launch.run_as,
-                )
-            )  # fmt: skip
+            await runtime.prepare_pod(setup)
             handle = await runtime.start(launch)
         except StartError as exc:
             self._start_error(rec, exc, launch.restart)
@@ -355,17 +353,17 @@ class PodWorker:
         )
         await self._stop_container(rec, handle, grace)
 
-    async def _prepare(self, rec: ContainerRecord) -> tuple[Launch, list[VolumeFile]] | None:
-        """What `rec`'s next run needs (argv, environment, volume files); None when its
-        config or image is wrong (then it waits in its back-off, the reason on its status)."""
+    async def _prepare(self, rec: ContainerRecord) -> tuple[Launch, PodSetup] | None:
+        """What `rec`'s next run needs (argv, environment, the pod's setup with its volumes);
+        None when its config or image is wrong (it waits in its back-off, reason in status)."""
         try:
             env, config_maps, secrets = await self._container_env(rec)
             argv = command_line(rec.spec, env, self.host.resolve_image)
-            files = volume_files(
+            mounts = volume_files(
                 self.pod, rec.spec, config_maps=config_maps, secrets=secrets,
                 facts=self._facts(), claims=await self.host.claim_dirs(self.pod), where=rec.where,
             )  # fmt: skip
-            files += await self.host.token_files(self.pod)
+            mounts.projections += await self.host.token_projections(self.pod)
         except EnvError as exc:
             self._start_failed(rec, "CreateContainerConfigError", str(exc))
             return None
@@ -394,7 +392,10 @@ class PodWorker:
             stdin_once=rec.spec.stdin_once,
             tty=rec.spec.tty,
         )
-        return launch, files
+        return launch, PodSetup(
+            uid=self.uid, namespace=self.namespace, name=self.name, pod_ip=self.pod_ip,
+            files=mounts.files, projections=mounts.projections, run_as=launch.run_as,
+        )  # fmt: skip
 
     async def _container_env(
         self, rec: ContainerRecord
@@ -750,6 +751,26 @@ async def _check_size_limits(worker: PodWorker) -> None:
         await worker._stop_running(worker._grace())
     elif again:
         worker._wake_at(worker._loop.time() + SIZE_CHECK_INTERVAL)
+
+
+async def _refresh_volumes(worker: PodWorker, now: float) -> None:
+    """Write again the running containers' volumes whose objects changed (kubelet/
+    refresh.py), when due; then wake up for the next time."""
+    running = [(rec.spec, rec.where) for rec in worker.records.values() if rec.handle is not None]
+    if not any(refreshed_mounts(worker.pod, spec) for spec, _ in running):
+        return  # nothing of the kind, or nothing running: no wake-ups for it
+    if worker._terminating or worker._evicted:
+        return
+    if worker.host.runtime.name != "process":
+        return  # hollow nodes write no files: nothing to read the objects for
+    refresh = worker._volumes
+    if refresh.due(worker.pod, now):
+
+        def warn(reason: str, message: str) -> None:
+            worker._event(WARNING, reason, message)
+
+        await refresh.run(worker.host, worker.pod, running, worker._facts(), warn, now)
+    worker._wake_at(refresh.next_due)
 
 
 async def exec_launch(worker: PodWorker, rec: ContainerRecord, argv: Sequence[str]) -> Launch:

@@ -7,7 +7,9 @@ Layout under the root directory::
     pods/<uid>/<container>/<restart>.log    stdout and stderr of that run (CRI records)
     pods/<uid>/<container>/<restart>.stdout the run's output FIFOs while it runs
     pods/<uid>/<container>/<restart>.stderr
-    pods/<uid>/<mountPath>/...              configMap/secret/emptyDir volume files
+    pods/<uid>/<mountPath>/...              emptyDir directories, subPath copies, links
+    pods/<uid>/<mountPath>/..data -> ..<ts>  configMap/secret/downwardAPI/projected volumes
+                                            and the token (kubelet/projection.py)
 
 A container survives a kubelet crash (own session, own process group) and is adopted by the
 next kubelet: its state file names the pid and the process's start time from
@@ -56,7 +58,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from k8semu.kubelet import podusers, procfs
+from k8semu.kubelet import podusers, procfs, projection
 from k8semu.kubelet.cgroups import CgroupError, NodeCgroups, join_argv
 from k8semu.kubelet.containerlog import (
     NO_ROTATION,
@@ -73,6 +75,7 @@ from k8semu.kubelet.runtime import (
     Launch,
     PodRuns,
     PodSetup,
+    Projection,
     RecoveredContainer,
     RecoveredPod,
     RunAs,
@@ -281,6 +284,41 @@ class ProcessRuntime:
                 (user, item.mode) if user is None else podusers.file_owner(user, run_as, item.mode)
             )
             podusers.write_file(target, item.data, mode & 0o777, owner)
+        self._project(uid, pod.projections, run_as)
+
+    async def project(self, uid: str, projections: Sequence[Projection], run_as: RunAs) -> None:
+        base = self.pod_dir(uid)
+        if not projections or not base.is_dir():
+            return  # gone (deleted meanwhile): nothing to refresh
+        self._claim_user(uid, base)  # after a kubelet restart, the pod's recorded user
+        await asyncio.to_thread(self._project, uid, projections, run_as)
+
+    def _project(self, uid: str, projections: Sequence[Projection], run_as: RunAs) -> None:
+        """Each projection written atomically (kubelet/projection.py) where it changed; the
+        first failure is raised once the others are written."""
+        user = self._run_user(uid, run_as)
+        dir_owner = None if user is None else (user.uid, user.gid)
+        failed: StartError | None = None
+        for proj in projections:
+            files: dict[str, projection.Entry] = {}
+            try:
+                for item in proj.files:
+                    owner, mode = None, item.mode
+                    if user is not None:
+                        who, mode = podusers.file_owner(user, run_as, item.mode)
+                        owner = (who.uid, who.gid)
+                    files[projection.clean_path(item.path)] = projection.Entry(
+                        item.data, mode & 0o777, owner
+                    )
+                with projection.open_dir(str(self.pod_dir(uid)), proj.path, dir_owner) as fd:
+                    if projection.write(fd, files):
+                        log.info("volume written", pod=uid, path=proj.path, files=len(files))
+            except (projection.ProjectionError, OSError) as exc:
+                why = f"volume path {proj.path!r}: {exc}"
+                log.warning("volume not written", pod=uid, error=why)
+                failed = failed or StartError("CreateContainerConfigError", why)
+        if failed is not None:
+            raise failed
 
     def _link(self, uid: str, item: VolumeFile, user: PodUser | None) -> None:
         """`item.path` (inside the pod dir) becomes a link to the directory `item.link`

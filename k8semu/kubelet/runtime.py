@@ -191,6 +191,17 @@ class VolumeFile:
     link: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """A volume written from API objects (configMap, secret, downwardAPI, projected; the
+    ServiceAccount token mount) at `path`, its mount path relative to the pod directory:
+    `files` are relative to it. Written with Kubernetes' atomic `..data` layout
+    (kubelet/projection.py) at a container's start and again when its objects change."""
+
+    path: str
+    files: tuple[VolumeFile, ...] = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PodSetup:
     """What a runtime prepares a pod's directory from before a container starts: the pod's
@@ -202,6 +213,7 @@ class PodSetup:
     name: str
     pod_ip: str
     files: Sequence[VolumeFile] = ()
+    projections: Sequence[Projection] = ()
     run_as: RunAs | None = None
 
 
@@ -257,6 +269,12 @@ class Runtime(Protocol):
     async def prepare_pod(self, pod: PodSetup) -> None:
         """Create the pod's directory (idempotent), remember its identity and IP, write its
         volume files and directories."""
+        ...
+
+    async def project(self, uid: str, projections: Sequence[Projection], run_as: RunAs) -> None:
+        """Write `projections` of the running pod `uid` again where their files changed (an
+        atomic swap each; owned as for a container running as `run_as`). Raises StartError
+        naming the first volume that could not be written, after writing the others."""
         ...
 
     async def start(self, launch: Launch) -> ContainerHandle: ...

@@ -8,7 +8,8 @@ When the API server signs no tokens (started without --service-account-signing-k
 the emulator's default) or the ServiceAccount does not exist, nothing is mounted and the
 pod runs as before; the answer is remembered a while so pods do not each ask again.
 Tokens are requested for `TOKEN_SECONDS` and bound to the pod: deleting the pod (or its
-ServiceAccount) revokes them. Written once per container start (no rotation).
+ServiceAccount) revokes them. Written once per container start (no rotation), with the
+`..data` layout of projected volumes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from k8semu.client import ClientError, NotFound, Unimplemented, request_token
 from k8semu.client._client import Client
 from k8semu.kubelet.env import EnvError
-from k8semu.kubelet.runtime import VolumeFile
+from k8semu.kubelet.runtime import Projection, VolumeFile
 from k8semu.log import get_logger
 from k8semu.pb.api.v1 import core_pb2
 
@@ -86,3 +87,13 @@ class TokenMounter:
             VolumeFile(f"{MOUNT_PATH}/ca.crt", ca),
             VolumeFile(f"{MOUNT_PATH}/namespace", ns.encode()),
         ]
+
+    async def projections(self, pod: core_pb2.Pod) -> list[Projection]:
+        """The mount as a projection (the `..data` layout of every projected volume)."""
+        files = await self.files(pod)
+        inside = tuple(
+            VolumeFile(f.path.removeprefix(MOUNT_PATH + "/"), f.data, f.mode)
+            for f in files
+            if not f.path.endswith("/")
+        )
+        return [Projection(MOUNT_PATH, inside)] if files else []

@@ -89,6 +89,9 @@ class SimulatedRuntime:
     async def prepare_pod(self, pod: PodSetup) -> None:
         return None  # no directory, no files: nothing runs
 
+    async def project(self, uid: str, projections: Sequence[object], run_as: object) -> None:
+        return None  # no files
+
     async def start(self, launch: Launch) -> ContainerHandle:
         if self.start_delay > 0:
             await asyncio.sleep(self.start_delay)

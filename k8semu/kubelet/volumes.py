@@ -2,7 +2,10 @@
 `/etc/config` becomes `<pod dir>/etc/config`).
 
 - configMap, secret, downwardAPI and projected (configMap, secret and downwardAPI sources):
-  files written into the mount path;
+  a `Projection` of the mount path (written with Kubernetes' atomic `..data` layout, and
+  written again while the pod runs when the objects change: kubelet/refresh.py); with a
+  subPath, a copy of that entry at the mount path, written when the container starts only
+  (Kubernetes does not update subPath mounts either);
 - emptyDir: a directory in the pod directory; with `medium: Memory`, a link to a directory
   under `memory_dir` (/dev/shm, a tmpfs);
 - persistentVolumeClaim and hostPath: a link to the host directory (the bound volume's, from
@@ -18,11 +21,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from k8semu.api.quantity import parse_quantity
 from k8semu.kubelet.config import KubeletConfig
 from k8semu.kubelet.env import EnvError, PodFacts, config_map_data, field_ref, secret_data
-from k8semu.kubelet.runtime import VolumeFile
+from k8semu.kubelet.runtime import Projection, VolumeFile
 from k8semu.pb.api.v1 import core_pb2
 
 DEFAULT_MODE = 0o644  # configMap, downwardAPI, projected files (Kubernetes' default)
@@ -33,6 +37,7 @@ SECRET_MODE = 0o400
 # k8semu/controllers/persistentvolume.py, which keeps its own copy of the name).
 LOCAL_STORAGE_DIR_ANNOTATION = "k8semu.io/local-storage-dir"
 LINKED = ("persistent_volume_claim", "host_path")
+PROJECTED = ("config_map", "secret", "downward_api", "projected")  # written from objects
 MEMORY_DIR = "/dev/shm"  # a tmpfs: emptyDir medium Memory lives here (removed with the pod)
 
 
@@ -75,14 +80,21 @@ def claim_names(pod: core_pb2.Pod) -> list[str]:
 
 
 def _keyed(
-    data: Mapping[str, bytes], items: Iterable[core_pb2.KeyToPath], mode: int, what: str
+    data: Mapping[str, bytes],
+    items: Iterable[core_pb2.KeyToPath],
+    mode: int,
+    what: str,
+    optional: bool = False,
 ) -> list[tuple[str, bytes, int]]:
-    """(relative path, bytes, mode) of a configMap/secret source: its items, else every key."""
+    """(relative path, bytes, mode) of a configMap/secret source: its items, else every key;
+    an item's missing key is an error unless the source is optional (then left out)."""
     chosen = list(items)
     if not chosen:
         return [(key, data[key], mode) for key in sorted(data)]
     out = []
     for item in chosen:
+        if item.key not in data and optional:
+            continue
         if item.key not in data:
             raise EnvError(f"{what}: key {item.key!r} not found")
         out.append((item.path or item.key, data[item.key], item.mode if item.HasField("mode")
@@ -136,11 +148,11 @@ def _source_files(
 
     if vol.HasField("config_map"):
         src = vol.config_map
-        return _keyed(cm(src.name, src.optional), src.items, mode_of(src), what)
+        return _keyed(cm(src.name, src.optional), src.items, mode_of(src), what, src.optional)
     if vol.HasField("secret"):
         ssrc = vol.secret
         return _keyed(sec(ssrc.secret_name, ssrc.optional), ssrc.items,
-                      mode_of(ssrc, SECRET_MODE), what)  # fmt: skip
+                      mode_of(ssrc, SECRET_MODE), what, ssrc.optional)  # fmt: skip
     if vol.HasField("downward_api"):
         return _downward(pod, facts, vol.downward_api.items, mode_of(vol.downward_api))
     out: list[tuple[str, bytes, int]] = []
@@ -148,10 +160,10 @@ def _source_files(
     for s in vol.projected.sources:
         if s.HasField("config_map"):
             out += _keyed(cm(s.config_map.name, s.config_map.optional), s.config_map.items,
-                          mode, what)  # fmt: skip
+                          mode, what, s.config_map.optional)  # fmt: skip
         elif s.HasField("secret"):
             out += _keyed(sec(s.secret.name, s.secret.optional), s.secret.items,
-                          mode_of(vol.projected, SECRET_MODE), what)  # fmt: skip
+                          mode_of(vol.projected, SECRET_MODE), what, s.secret.optional)  # fmt: skip
         elif s.HasField("downward_api"):
             out += _downward(pod, facts, s.downward_api.items, mode)
     return out
@@ -170,6 +182,72 @@ def _link_target(
     return ""
 
 
+@dataclass(slots=True)
+class Mounts:
+    """What a container's mounts need: plain files, directories (paths ending in "/") and
+    links, and the projections (written atomically, refreshed while the pod runs)."""
+
+    files: list[VolumeFile] = field(default_factory=list)
+    projections: list[Projection] = field(default_factory=list)
+
+
+def _sub_path_copy(
+    mount_path: str, sub: str, src: list[tuple[str, bytes, int]]
+) -> list[VolumeFile]:
+    """The entry `sub` of a projected volume at `mount_path`: a file, or a directory of the
+    files under it (an empty directory when there is none, as Kubernetes makes it)."""
+    sub = sub.strip("/")
+    base = mount_path.rstrip("/")
+    exact = [VolumeFile(base, data, mode) for rel, data, mode in src if rel == sub]
+    if exact:
+        return exact
+    under = [VolumeFile(_join(base, rel[len(sub) + 1 :]), data, mode)
+             for rel, data, mode in src if rel.startswith(sub + "/")]  # fmt: skip
+    return [VolumeFile(base + "/", b""), *under]
+
+
+def _mount_of(
+    pod: core_pb2.Pod, container: core_pb2.Container, i: int, where: str
+) -> tuple[core_pb2.VolumeMount, core_pb2.Volume]:
+    mount = container.volume_mounts[i]
+    path = f"{where}.volumeMounts[{i}]"
+    vol = {v.name: v for v in pod.spec.volumes}.get(mount.name)
+    if vol is None:
+        raise EnvError(f"{path}.name: volume {mount.name!r} not found in spec.volumes")
+    if not mount.mount_path:
+        raise EnvError(f"{path}.mountPath: Required value")
+    return mount, vol
+
+
+def _is_projected(vol: core_pb2.Volume) -> bool:
+    return any(vol.HasField(name) for name in PROJECTED)  # type: ignore[arg-type]
+
+
+def refreshed_mounts(pod: core_pb2.Pod, container: core_pb2.Container) -> list[int]:
+    """The indexes of `container`'s mounts that follow their objects while it runs: the
+    projected kinds without a subPath."""
+    volumes = {v.name: v for v in pod.spec.volumes}
+    return [i for i, m in enumerate(container.volume_mounts)
+            if not m.sub_path and m.name in volumes and _is_projected(volumes[m.name])]  # fmt: skip
+
+
+# The ConfigMaps and Secrets a pod's volumes are made from, by name.
+Objects = tuple[Mapping[str, core_pb2.ConfigMap], Mapping[str, core_pb2.Secret]]
+
+
+def projection_of(
+    pod: core_pb2.Pod, container: core_pb2.Container, i: int, objects: Objects, facts: PodFacts,
+    where: str,
+) -> Projection:  # fmt: skip
+    """The projection of `container`'s mount `i` (one of `refreshed_mounts`) from these
+    objects; EnvError naming the mount when an object or key it needs is missing."""
+    mount, vol = _mount_of(pod, container, i, where)
+    what = f"{where}.volumeMounts[{i}]: volume {vol.name!r}"
+    src = _source_files(vol, pod, facts, objects[0], objects[1], what)
+    files = tuple(VolumeFile(rel, data, mode) for rel, data, mode in src)
+    return Projection(mount.mount_path.rstrip("/"), files)
+
+
 def volume_files(
     pod: core_pb2.Pod,
     container: core_pb2.Container,
@@ -180,32 +258,30 @@ def volume_files(
     claims: Mapping[str, str] | None = None,
     memory_dir: str = MEMORY_DIR,
     where: str = "",
-) -> list[VolumeFile]:
-    """The files, directories (paths ending in "/") and links `container`'s mounts need;
-    `claims` maps each persistentVolumeClaim's name to its bound volume's directory."""
+) -> Mounts:
+    """What `container`'s mounts need; `claims` maps each persistentVolumeClaim's name to
+    its bound volume's directory."""
     where = where or f"container {container.name!r}"
-    volumes = {v.name: v for v in pod.spec.volumes}
-    files: list[VolumeFile] = []
-    for i, mount in enumerate(container.volume_mounts):
+    facts_ = facts or PodFacts(node_name=pod.spec.node_name, pod_ip="", host_ip="")
+    out = Mounts()
+    for i in range(len(container.volume_mounts)):
+        mount, vol = _mount_of(pod, container, i, where)
         path = f"{where}.volumeMounts[{i}]"
-        vol = volumes.get(mount.name)
-        if vol is None:
-            raise EnvError(f"{path}.name: volume {mount.name!r} not found in spec.volumes")
-        if not mount.mount_path:
-            raise EnvError(f"{path}.mountPath: Required value")
         base = _join(mount.mount_path, mount.sub_path) if mount.sub_path else mount.mount_path
         target = _link_target(vol, pod, claims or {}, memory_dir)
         if target:
             if mount.sub_path:
                 target = os.path.join(target, mount.sub_path)
-            files.append(VolumeFile(base.rstrip("/"), b"", link=target))
-            continue
-        if any(vol.HasField(name) for name in LINKED):  # type: ignore[arg-type]
+            out.files.append(VolumeFile(base.rstrip("/"), b"", link=target))
+        elif any(vol.HasField(name) for name in LINKED):  # type: ignore[arg-type]
             raise EnvError(f"{path}: volume {vol.name!r}: claim not bound to a volume yet")
-        files.append(VolumeFile(base.rstrip("/") + "/", b""))
-        facts_ = facts or PodFacts(node_name=pod.spec.node_name, pod_ip="", host_ip="")
-        for rel, data, mode in _source_files(
-            vol, pod, facts_, config_maps, secrets, f"{path}: volume {vol.name!r}"
-        ):
-            files.append(VolumeFile(_join(base, rel), data, mode))
-    return files
+        elif not _is_projected(vol):
+            out.files.append(VolumeFile(base.rstrip("/") + "/", b""))
+        elif mount.sub_path:
+            what = f"{path}: volume {vol.name!r}"
+            src = _source_files(vol, pod, facts_, config_maps, secrets, what)
+            out.files += _sub_path_copy(mount.mount_path, mount.sub_path, src)
+        else:
+            objects = (config_maps, secrets)
+            out.projections.append(projection_of(pod, container, i, objects, facts_, where))
+    return out

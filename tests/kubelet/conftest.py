@@ -18,6 +18,8 @@ import pytest
 from k8semu.cluster.component import ComponentProcess
 from k8semu.kubelet import cgroups as cg
 from k8semu.kubelet.process import alive
+from k8semu.kubelet.runtime import VolumeFile
+from k8semu.kubelet.volumes import Mounts
 from tests.support.apiserver import APIServerProcess
 from tests.support.poll import Eventually
 
@@ -109,6 +111,16 @@ def kill_group_from_state(state: Path) -> None:
     if pgid > 1 and alive(pid, ticks):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def flat_mounts(mounts: Mounts) -> list[VolumeFile]:
+    """A container's mounts as one list: each projection as its directory ("path/") and its
+    files at their paths under it."""
+    out = list(mounts.files)
+    for proj in mounts.projections:
+        out.append(VolumeFile(proj.path + "/", b""))
+        out += [VolumeFile(f"{proj.path}/{f.path}", f.data, f.mode) for f in proj.files]
+    return out
 
 
 # A check may raise while what it reads is not there yet (NotFound): that counts as not yet.

@@ -24,6 +24,7 @@ from k8semu.kubelet.podstatus import qos_class, should_restart
 from k8semu.kubelet.probes import ProbeKind, ProbeTiming, ProbeTracker
 from k8semu.kubelet.volumes import volume_files
 from k8semu.pb.api.v1 import core_pb2
+from tests.kubelet.conftest import flat_mounts
 
 FACTS = PodFacts(pod_ip="127.244.1.5", host_ip="127.0.1.1", node_name="n1")
 
@@ -294,6 +295,11 @@ def test_kubelet_cli_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> No
     assert "--count (a pool of hollow nodes) needs --runtime simulated" in capsys.readouterr().err
     assert cli.main(["--node-name", "n", "--reserved", "gpu=1"]) == 2
     assert "--reserved: gpu: not in --capacity" in capsys.readouterr().err
+    assert cli.main(["--node-name", "n", "--sync-frequency", "0s"]) == 2
+    assert "--sync-frequency: must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's own error for a duration it cannot read
+        cli.main(["--node-name", "n", "--sync-frequency", "often"])
+    assert "--sync-frequency" in capsys.readouterr().err
 
 
 # ---- volumes and logs ----
@@ -311,11 +317,11 @@ def test_volume_files() -> None:
     c.volume_mounts.add(name="cfg", mount_path="/etc/app")
     c.volume_mounts.add(name="sec", mount_path="/secrets")
     c.volume_mounts.add(name="scratch", mount_path="/tmp/work")
-    files = volume_files(
+    files = flat_mounts(volume_files(
         pod, c,
         config_maps={"settings": core_pb2.ConfigMap(data={"a.conf": "x=1"})},
         secrets={"creds": core_pb2.Secret(data={"password": b"pw", "user": b"u"})},
-    )  # fmt: skip
+    ))  # fmt: skip
     got = {(f.path, f.data, f.mode) for f in files}
     assert ("/etc/app/a.conf", b"x=1", 0o644) in got
     assert ("/secrets/pw.txt", b"pw", 0o400) in got
@@ -327,8 +333,10 @@ def test_volume_files() -> None:
     secrets = {"creds": core_pb2.Secret(data={"password": b"p"})}
     assert ("/etc/app/", b"", 0o644) in {
         (f.path, f.data, f.mode)
-        for f in volume_files(
-            pod, c, config_maps={}, secrets={"creds": core_pb2.Secret(data={"password": b"p"})}
+        for f in flat_mounts(
+            volume_files(
+                pod, c, config_maps={}, secrets={"creds": core_pb2.Secret(data={"password": b"p"})}
+            )
         )
     }
     c.volume_mounts.add(name="ghost", mount_path="/g")

@@ -16,7 +16,7 @@ from k8semu.kubelet.process import ProcessRuntime
 from k8semu.kubelet.runtime import PodSetup, VolumeFile
 from k8semu.kubelet.volumes import memory_dir_of, volume_files
 from k8semu.pb.api.v1 import core_pb2
-from tests.kubelet.conftest import KubeletProcess, eventually
+from tests.kubelet.conftest import KubeletProcess, eventually, flat_mounts
 from tests.kubelet.test_e2e_process import make_pod
 
 
@@ -33,8 +33,8 @@ def pod_with(*volumes: core_pb2.Volume, mounts: dict[str, str]) -> core_pb2.Pod:
 
 def files_of(pod: core_pb2.Pod, **kw: object) -> list[VolumeFile]:
     facts = PodFacts(pod_ip="127.244.0.5", host_ip="127.0.0.1", node_name="n1")
-    return volume_files(pod, pod.spec.containers[0], config_maps={}, secrets={}, facts=facts,
-                        **kw)  # type: ignore[arg-type]  # fmt: skip
+    return flat_mounts(volume_files(pod, pod.spec.containers[0], config_maps={}, secrets={},
+                                    facts=facts, **kw))  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_claims_host_paths_and_memory_dirs_are_links() -> None:
