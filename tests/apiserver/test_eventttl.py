@@ -58,9 +58,11 @@ async def test_events_expire_after_the_ttl_and_other_kinds_stay(
         cm.metadata.name, cm.metadata.namespace = "stays", "default"
         await client.create(cm)
 
-        # One lease for the Events written together; none for the ConfigMap.
+        # A lease on each Event (one shared lease when written within the reuse window, 0.1 s
+        # at this TTL: not asserted here, a loaded machine may take longer between the two
+        # writes; the next test's hour-long TTL shows the reuse); none for the ConfigMap.
         lease = _lease_of(store, "/registry/events/default/e1")
-        assert lease and _lease_of(store, "/registry/events/default/e2") == lease
+        assert lease and _lease_of(store, "/registry/events/default/e2")
         assert _lease_of(store, "/registry/configmaps/default/stays") == 0
 
         async def gone() -> bool:
